@@ -1,0 +1,1 @@
+//! corral-actors: the agent-session domain (sessions, PTYs, screen, persister, recovery).

@@ -1,0 +1,83 @@
+//! BoundedRef against a real actor: `Full` at capacity (counted), depth back to 0 once the actor
+//! catches up, `Closed` once it is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::{BoundedRef, Permit, SendError};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Semaphore;
+
+/// Handles one message per permit released on its gate.
+struct Gated {
+    gate: Arc<Semaphore>,
+}
+
+enum GatedMsg {
+    Work(#[allow(dead_code)] u32, Permit),
+}
+
+impl Actor for Gated {
+    type Msg = GatedMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<GatedMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<GatedMsg>,
+        msg: GatedMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let GatedMsg::Work(_, _permit) = msg;
+        self.gate.acquire().await?.forget();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn full_at_capacity_then_drains_to_zero_then_closed() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (actor, handle) = Actor::spawn(None, Gated { gate: gate.clone() }, ())
+        .await
+        .unwrap();
+    let bounded = BoundedRef::new(actor.clone(), 8);
+    for i in 0..8 {
+        bounded.try_send(|p| GatedMsg::Work(i, p)).unwrap();
+    }
+    assert_eq!(bounded.depth(), 8);
+    // Drive well past the bound: every extra send is refused at once and counted.
+    for i in 0..1000 {
+        assert_eq!(
+            bounded.try_send(|p| GatedMsg::Work(i, p)),
+            Err(SendError::Full { capacity: 8 })
+        );
+    }
+    assert_eq!(bounded.full_count(), 1000);
+    assert_eq!(bounded.depth(), 8);
+
+    gate.add_permits(8);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while bounded.depth() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "depth stuck at {}",
+            bounded.depth()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Room again after catching up.
+    gate.add_permits(1);
+    bounded.try_send(|p| GatedMsg::Work(0, p)).unwrap();
+
+    actor.stop(None);
+    handle.await.unwrap();
+    assert_eq!(
+        bounded.try_send(|p| GatedMsg::Work(0, p)),
+        Err(SendError::Closed)
+    );
+    assert_eq!(bounded.depth(), 0, "a refused message releases its slot");
+}

@@ -1,0 +1,1 @@
+//! corral-tests: end-to-end tests that drive the real `corral` binary.
