@@ -25,7 +25,12 @@ impl Actor for Crashy {
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<Instant>, _: Instant, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Instant>,
+        _: Instant,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         Err("crash on purpose".into())
     }
 }

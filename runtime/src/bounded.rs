@@ -40,17 +40,19 @@ impl MailboxGauge {
     }
 }
 
-/// One message's claim on a slot of a bounded mailbox; dropping it frees the slot.
+/// One message's claim on slots of a bounded mailbox; dropping it frees them.
 #[derive(Debug)]
-#[must_use = "dropping a Permit frees its mailbox slot at once"]
+#[must_use = "dropping a Permit frees its mailbox slots at once"]
 pub struct Permit {
-    /// The mailbox this slot belongs to.
+    /// The mailbox these slots belong to.
     gauge: Arc<MailboxGauge>,
+    /// How many slots the message takes (1, or its weight, e.g. its byte length).
+    weight: usize,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.gauge.depth.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.depth.fetch_sub(self.weight, Ordering::AcqRel);
     }
 }
 
@@ -101,10 +103,22 @@ impl<M: Message> BoundedRef<M> {
     /// Sends the message built by `make` around a fresh [`Permit`], or refuses at once with
     /// [`SendError::Full`] when `capacity` messages are already in flight.
     pub fn try_send(&self, make: impl FnOnce(Permit) -> M) -> Result<(), SendError> {
+        self.try_send_weighted(1, make)
+    }
+
+    /// Like [`try_send`](Self::try_send) for a message that takes `weight` slots (e.g. bytes, so
+    /// the bound is on bytes queued rather than on messages). A weight above the capacity is
+    /// clamped to it, so one oversize message still fits into an empty mailbox.
+    pub fn try_send_weighted(
+        &self,
+        weight: usize,
+        make: impl FnOnce(Permit) -> M,
+    ) -> Result<(), SendError> {
         let g = &self.gauge;
+        let weight = weight.clamp(1, g.capacity);
         let mut depth = g.depth.load(Ordering::Acquire);
         loop {
-            if depth >= g.capacity {
+            if depth + weight > g.capacity {
                 g.full.fetch_add(1, Ordering::Relaxed);
                 return Err(SendError::Full {
                     capacity: g.capacity,
@@ -112,7 +126,7 @@ impl<M: Message> BoundedRef<M> {
             }
             match g.depth.compare_exchange_weak(
                 depth,
-                depth + 1,
+                depth + weight,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -122,6 +136,7 @@ impl<M: Message> BoundedRef<M> {
         }
         let permit = Permit {
             gauge: self.gauge.clone(),
+            weight,
         };
         // On failure the unsent message (and its permit) comes back in the error and is dropped
         // here, which releases the slot.
@@ -130,7 +145,7 @@ impl<M: Message> BoundedRef<M> {
             .map_err(|_| SendError::Closed)
     }
 
-    /// Messages in flight now.
+    /// Slots in use now (messages, or their summed weights).
     pub fn depth(&self) -> usize {
         self.gauge.depth()
     }

@@ -20,7 +20,7 @@
 
 pub mod ring;
 
-pub use ring::{Lagged, Read, Ring, RingReader};
+pub use ring::{Lagged, OffsetBeyondHead, Read, Ring, RingReader};
 
 pub mod backoff;
 pub mod bounded;

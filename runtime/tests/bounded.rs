@@ -81,3 +81,37 @@ async fn full_at_capacity_then_drains_to_zero_then_closed() {
     );
     assert_eq!(bounded.depth(), 0, "a refused message releases its slot");
 }
+
+#[tokio::test]
+async fn weighted_sends_bound_the_summed_weight() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (actor, handle) = Actor::spawn(None, Gated { gate: gate.clone() }, ())
+        .await
+        .unwrap();
+    let bytes = BoundedRef::new(actor.clone(), 100);
+    bytes
+        .try_send_weighted(60, |p| GatedMsg::Work(0, p))
+        .unwrap();
+    bytes
+        .try_send_weighted(40, |p| GatedMsg::Work(1, p))
+        .unwrap();
+    assert_eq!(bytes.depth(), 100);
+    assert_eq!(
+        bytes.try_send_weighted(1, |p| GatedMsg::Work(2, p)),
+        Err(SendError::Full { capacity: 100 })
+    );
+    gate.add_permits(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while bytes.depth() != 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // An oversize message is clamped to the capacity: it fits an empty mailbox, alone.
+    bytes
+        .try_send_weighted(1_000, |p| GatedMsg::Work(3, p))
+        .unwrap();
+    assert_eq!(bytes.depth(), 100);
+    actor.kill();
+    handle.await.unwrap();
+    assert_eq!(bytes.depth(), 0);
+}
