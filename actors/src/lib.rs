@@ -1,1 +1,41 @@
-//! corral-actors: the agent-session domain (sessions, PTYs, screen, persister, recovery).
+//! # corral-actors
+//!
+//! The agent-session domain of corral, as ractor actors on corral-runtime's supervision:
+//!
+//! - [`Sessions`] / [`SessionHandle`]: the public API (spawn, list, get by id or name in O(1),
+//!   input, resize, subscribe from an offset, snapshot, stop, kill, restart, remove, events);
+//! - [`session`]: one actor per agent process (PTY or pipes), its lifecycle and restart policy;
+//! - [`io`]: the output reader (AsyncFd → Ring, exit via pidfd, drain to EOF/EIO) and the
+//!   byte-bounded input writer;
+//! - [`screen`]: a headless terminal emulator fed lazily from the Ring, for snapshots;
+//! - [`process`]: the one module that knows Linux process details (pidfd, /proc, sweeps, reaper);
+//! - [`Corral`]: the whole tree started with one call, standalone or under a host actor.
+//!
+//! OS resources are released in `Drop` of actor state (ractor skips `post_stop` after a kill or
+//! a panic): a killed Session actor still kills its process tree and closes its fds.
+
+pub mod corral;
+pub mod env;
+pub mod error;
+pub mod event;
+mod fd;
+pub mod io;
+pub mod manager;
+pub mod pipe;
+pub mod process;
+pub mod pty;
+pub mod screen;
+pub mod session;
+pub mod shared;
+pub mod spec;
+pub mod subscription;
+
+pub use corral::{Corral, CorralConfig};
+pub use error::SessionError;
+pub use event::{EventKind, SessionEvent, SessionState};
+pub use manager::{SessionHandle, Sessions, SessionsConfig};
+pub use screen::Snapshot;
+pub use session::ViewerId;
+pub use shared::SessionInfo;
+pub use spec::{Mode, RestartPolicy, SessionSpec, Size};
+pub use subscription::{Item, Subscription};

@@ -1,0 +1,128 @@
+//! The environment a session's process starts with: a clean, documented base (so a server's own
+//! secrets and quirks do not leak into agents) with the caller's variables on top, plus the
+//! variables corral owns, and a private TMPDIR per session (Claude Code may fs.watch TMPDIR and
+//! crash on sockets other programs leave there).
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// Variables copied from corral's own environment when set. Everything else starts unset.
+pub const BASE_VARS: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+];
+
+/// The session id variable; every process of the session inherits it, which is also how the
+/// sweep recognises a session's orphans that left its process session.
+pub const SESSION_ID_VAR: &str = "CORRAL_SESSION_ID";
+
+/// Builds the environment: base, then `TERM` (PTY mode), then the caller's variables, then
+/// corral's own (`CORRAL_SESSION_ID`, `TMPDIR`), which the caller cannot override.
+pub fn build(
+    id: Uuid,
+    pty: bool,
+    tmpdir: &Path,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = BASE_VARS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    if env.iter().all(|(k, _)| k != "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    if pty {
+        env.push(("TERM".into(), "xterm-256color".into()));
+    }
+    for (k, v) in extra {
+        if k == SESSION_ID_VAR || k == "TMPDIR" {
+            continue;
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env.push((SESSION_ID_VAR.into(), id.to_string()));
+    env.push(("TMPDIR".into(), tmpdir.display().to_string()));
+    env
+}
+
+/// A private temporary directory for one session, removed when dropped.
+#[derive(Debug)]
+pub struct PrivateTmp {
+    /// Its path.
+    path: PathBuf,
+}
+
+impl PrivateTmp {
+    /// Creates `<root>/corral-<id>` with mode 0700.
+    pub fn create(root: &Path, id: Uuid) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = root.join(format!("corral-{id}"));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)?;
+        Ok(Self { path })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove session TMPDIR");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_overrides_base_but_not_corral_vars() {
+        let id = Uuid::new_v4();
+        let env = build(
+            id,
+            true,
+            Path::new("/tmp/x"),
+            &[
+                ("PATH".into(), "/opt".into()),
+                ("CORRAL_SESSION_ID".into(), "evil".into()),
+                ("FOO".into(), "bar".into()),
+            ],
+        );
+        let get = |k: &str| {
+            env.iter()
+                .filter(|(ek, _)| ek == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("PATH"), ["/opt"]);
+        assert_eq!(get("FOO"), ["bar"]);
+        assert_eq!(get("CORRAL_SESSION_ID"), [id.to_string().as_str()]);
+        assert_eq!(get("TMPDIR"), ["/tmp/x"]);
+        assert_eq!(get("TERM"), ["xterm-256color"]);
+    }
+
+    #[test]
+    fn private_tmp_is_0700_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir();
+        let t = PrivateTmp::create(&root, Uuid::new_v4()).unwrap();
+        let p = t.path().to_path_buf();
+        std::fs::write(p.join("f"), b"x").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(t);
+        assert!(!p.exists());
+    }
+}

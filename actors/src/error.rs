@@ -1,0 +1,58 @@
+//! Errors a caller of the session API can act on; each message names the problem.
+
+use uuid::Uuid;
+
+/// Why a session operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// No session has this id or name.
+    #[error("no session '{0}'")]
+    NotFound(String),
+    /// A session with this name exists.
+    #[error("a session named '{0}' already exists")]
+    NameTaken(String),
+    /// The spec is unusable.
+    #[error("invalid session spec: {0}")]
+    BadSpec(String),
+    /// The process could not be started.
+    #[error("could not start the process: {0}")]
+    Spawn(String),
+    /// The input queue is full: the process is not reading its input.
+    #[error("input queue full ({capacity} bytes pending): the process is not reading its input")]
+    InputFull {
+        /// Queue bound in bytes.
+        capacity: usize,
+    },
+    /// No process is running to take input.
+    #[error("session {0} has no running process")]
+    NotRunning(Uuid),
+    /// The operation does not apply to this session.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Too many sessions.
+    #[error("session limit reached ({0})")]
+    TooMany(usize),
+    /// The session's actor is gone or did not answer.
+    #[error("session unavailable: {0}")]
+    Unavailable(String),
+    /// An offset beyond what the session has produced.
+    #[error("offset {from} is beyond the session's output ({head} bytes so far)")]
+    OffsetBeyondHead {
+        /// Requested.
+        from: u64,
+        /// Produced so far.
+        head: u64,
+    },
+}
+
+impl From<ractor::SpawnErr> for SessionError {
+    fn from(e: ractor::SpawnErr) -> Self {
+        match e {
+            ractor::SpawnErr::StartupFailed(inner) => match inner.downcast::<SessionError>() {
+                Ok(se) => *se,
+                Err(other) => Self::Spawn(other.to_string()),
+            },
+            other => Self::Spawn(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Session states and the events that report every transition, ordered against the output
+//! stream by the output offset they carry.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::process::ExitStatus;
+
+/// Where a session is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Its process is being spawned.
+    Starting,
+    /// Its process runs.
+    Running,
+    /// A stop was requested: stop signal sent, grace running.
+    Stopping,
+    /// Its process exited; the restart decision follows at once.
+    Exited,
+    /// Waiting for its backoff delay before the process starts again.
+    Restarting,
+    /// Ended and not restarting (stopped, or exited under its policy).
+    Stopped,
+    /// Ended because it could not be (re)started or its restart intensity was exceeded.
+    Failed,
+}
+
+impl SessionState {
+    /// Whether no process runs and none will start by itself.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Stopped | Self::Failed)
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The state changed.
+    State {
+        /// The new state.
+        state: SessionState,
+        /// Why, when there is something to say.
+        reason: Option<String>,
+    },
+    /// A process was spawned.
+    Spawned {
+        /// Its pid (= pgid = sid).
+        pid: i32,
+    },
+    /// The process exited; every byte it wrote is before `output_end`.
+    Exited {
+        /// Exit code or signal.
+        status: ExitStatus,
+    },
+    /// A restart is scheduled.
+    Restarting {
+        /// The backoff delay.
+        delay: Duration,
+        /// Restarts so far.
+        restarts: u64,
+    },
+    /// A pipe-mode stdout line that parsed as JSON.
+    Json {
+        /// The parsed line.
+        value: serde_json::Value,
+    },
+    /// An event posted by the agent (hook), in one canonical model.
+    Hook {
+        /// Hook event name (SessionStart, Notification, Stop, ...).
+        name: String,
+        /// The hook's JSON payload.
+        payload: serde_json::Value,
+    },
+}
+
+/// One event of one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    /// The session.
+    pub session: Uuid,
+    /// Per-session sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Wall-clock time.
+    pub time: SystemTime,
+    /// Output offset when the event happened: every byte before it precedes the event.
+    pub offset: u64,
+    /// What happened.
+    pub kind: EventKind,
+}

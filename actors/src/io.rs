@@ -1,0 +1,320 @@
+//! The two I/O actors of a running process.
+//!
+//! - [`OutputReader`] pumps a non-blocking fd (PTY master, or a pipe) into the session's Ring
+//!   through tokio's AsyncFd: no OS thread per session. Its primary instance also watches the
+//!   process's pidfd and tells the session when the process exits, then keeps reading until
+//!   EOF/EIO so the last bytes a process writes reach every reader (the session waits for that
+//!   drain before it announces the exit). Each handler call reads one burst and re-queues itself,
+//!   so stop and kill get through between bursts.
+//! - [`InputWriter`] writes input asynchronously from a queue bounded in bytes: a process that
+//!   never reads blocks only this actor, never the session or the runtime, and a full queue is an
+//!   explicit error to the sender (see `SessionHandle::input`).
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::{Permit, Ring};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use crate::fd;
+use crate::process::{ExitWatch, PidFd};
+use crate::screen::ScreenMsg;
+use crate::session::SessionMsg;
+use crate::shared::SessionShared;
+
+/// Bytes read per `read(2)`.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read per handler call before yielding to the mailbox.
+const BURST: usize = 1024 * 1024;
+/// Output quiet for this long lets the screen catch up (off the hot path).
+const IDLE: Duration = Duration::from_millis(150);
+
+/// What to do with the bytes read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Append to the Ring as they come.
+    Raw,
+    /// Split into lines: lines that parse as JSON become events, the rest go to the Ring.
+    NdJson,
+}
+
+/// Arguments of an [`OutputReader`].
+pub struct ReaderArgs {
+    /// The fd to read.
+    pub fd: Arc<AsyncFd<OwnedFd>>,
+    /// Where the bytes go.
+    pub ring: Ring,
+    /// The session's shared half (events, counters).
+    pub shared: Arc<SessionShared>,
+    /// Framing of the stream.
+    pub framing: Framing,
+    /// Set when the primary reader should report the process's exit.
+    pub exit: Option<(Arc<PidFd>, ActorRef<SessionMsg>, u64)>,
+    /// Flipped to true at EOF/EIO: the session awaits it to know the output is drained.
+    pub eof: watch::Sender<bool>,
+    /// The screen to nudge when output goes idle.
+    pub screen: Option<ActorRef<ScreenMsg>>,
+}
+
+/// The reader actor.
+pub struct OutputReader;
+
+/// Its only message: read the next burst.
+#[derive(Debug)]
+pub struct Pump;
+
+/// Reader state.
+pub struct ReaderState {
+    /// Arguments.
+    args: ReaderArgs,
+    /// Read buffer, reused.
+    buf: Vec<u8>,
+    /// Incomplete NDJSON line.
+    partial: Vec<u8>,
+    /// The registered exit notification (primary reader), until the exit is reported.
+    exit_watch: Option<ExitWatch>,
+    /// Output since the screen last caught up.
+    dirty: bool,
+}
+
+impl Actor for OutputReader {
+    type Msg = Pump;
+    type State = ReaderState;
+    type Arguments = ReaderArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Pump>,
+        args: ReaderArgs,
+    ) -> Result<ReaderState, ActorProcessingErr> {
+        let exit_watch = match &args.exit {
+            Some((pidfd, _, _)) => Some(pidfd.watch()?),
+            None => None,
+        };
+        myself.send_message(Pump)?;
+        Ok(ReaderState {
+            args,
+            buf: vec![0; READ_CHUNK],
+            partial: Vec::new(),
+            exit_watch,
+            dirty: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Pump>,
+        _: Pump,
+        st: &mut ReaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        let fd = st.args.fd.clone();
+        loop {
+            tokio::select! {
+                biased;
+                ready = fd.readable() => {
+                    let mut guard = ready?;
+                    let mut total = 0;
+                    loop {
+                        match guard.try_io(|inner| fd::read(inner.get_ref(), &mut st.buf)) {
+                            Ok(Ok(0)) => return finish(&myself, st, None).await,
+                            Ok(Ok(n)) => {
+                                st.deliver(n);
+                                total += n;
+                                if total >= BURST {
+                                    break;
+                                }
+                            }
+                            // EIO: every holder of the PTY's child side has closed it.
+                            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
+                                return finish(&myself, st, None).await;
+                            }
+                            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Ok(Err(e)) => return finish(&myself, st, Some(e)).await,
+                            Err(_would_block) => break,
+                        }
+                    }
+                    st.dirty = true;
+                    break;
+                }
+                _ = exited(st.exit_watch.as_ref()) => report_exit(st),
+                _ = tokio::time::sleep(IDLE), if st.dirty => {
+                    st.dirty = false;
+                    if let Some(screen) = &st.args.screen
+                        && let Err(e) = screen.send_message(ScreenMsg::CatchUp)
+                    {
+                        tracing::debug!(error = %e, "screen gone; no catch-up");
+                    }
+                }
+            }
+        }
+        myself.send_message(Pump)?;
+        Ok(())
+    }
+}
+
+/// Completes when the process exits; never, when there is nothing (more) to watch.
+async fn exited(watch: Option<&ExitWatch>) {
+    match watch {
+        Some(w) => {
+            if let Err(e) = w.exited().await {
+                tracing::warn!(error = %e, "exit watch failed; reporting the exit now");
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl ReaderState {
+    /// Hands `n` freshly read bytes to the Ring (or the NDJSON splitter).
+    fn deliver(&mut self, n: usize) {
+        match self.args.framing {
+            Framing::Raw => {
+                self.args.ring.append(&self.buf[..n]);
+            }
+            Framing::NdJson => {
+                self.partial.extend_from_slice(&self.buf[..n]);
+                let mut start = 0;
+                while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
+                    let end = start + nl + 1;
+                    line(&self.args, &self.partial[start..end]);
+                    start = end;
+                }
+                self.partial.drain(..start);
+                // Bounded: a "line" longer than the chunk size is passed through as bytes.
+                if self.partial.len() > READ_CHUNK * 16 {
+                    self.args.ring.append(&self.partial);
+                    self.partial.clear();
+                }
+            }
+        }
+    }
+}
+
+/// One complete NDJSON line: JSON → event, anything else → output bytes.
+fn line(args: &ReaderArgs, bytes: &[u8]) {
+    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(value) if value.is_object() || value.is_array() => {
+            args.shared.emit(crate::event::EventKind::Json { value });
+        }
+        _ => {
+            args.ring.append(bytes);
+        }
+    }
+}
+
+/// Tells the session its process exited (once).
+fn report_exit(st: &mut ReaderState) {
+    st.exit_watch = None;
+    if let Some((_, session, generation)) = &st.args.exit
+        && let Err(e) = session.send_message(SessionMsg::ProcessExited {
+            generation: *generation,
+        })
+    {
+        tracing::warn!(error = %e, "session gone before the exit could be reported");
+    }
+}
+
+/// EOF: flush a trailing partial line, signal the drain; the primary reader then waits for the
+/// process to exit (the terminal can close first) and reports it; stop.
+async fn finish(
+    myself: &ActorRef<Pump>,
+    st: &mut ReaderState,
+    error: Option<io::Error>,
+) -> Result<(), ActorProcessingErr> {
+    if !st.partial.is_empty() {
+        let rest = std::mem::take(&mut st.partial);
+        line(&st.args, &rest);
+    }
+    if let Some(e) = error {
+        tracing::warn!(fd = fd::raw(&st.args.fd), error = %e, "output read failed; treating as end of output");
+    }
+    st.args.eof.send_replace(true);
+    if st.exit_watch.is_some() {
+        exited(st.exit_watch.as_ref()).await;
+        report_exit(st);
+    }
+    if let Some(screen) = &st.args.screen
+        && let Err(e) = screen.send_message(ScreenMsg::CatchUp)
+    {
+        tracing::debug!(error = %e, "screen gone; no final catch-up");
+    }
+    myself.stop(Some("eof".into()));
+    Ok(())
+}
+
+/// The input writer actor.
+pub struct InputWriter;
+
+/// Bytes to write; the permit holds their share of the byte bound until written.
+pub struct Write(pub Vec<u8>, pub Permit);
+
+/// Writer state.
+pub struct WriterState {
+    /// The fd to write (PTY master or stdin pipe).
+    fd: Arc<AsyncFd<OwnedFd>>,
+    /// The session's shared half (counters).
+    shared: Arc<SessionShared>,
+}
+
+impl Actor for InputWriter {
+    type Msg = Write;
+    type State = WriterState;
+    type Arguments = (Arc<AsyncFd<OwnedFd>>, Arc<SessionShared>);
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Write>,
+        (fd, shared): Self::Arguments,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        Ok(WriterState { fd, shared })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Write>,
+        Write(bytes, _permit): Write,
+        st: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut written = 0;
+        while written < bytes.len() {
+            let mut guard = st.fd.writable().await?;
+            // After a hangup epoll keeps reporting the fd writable while write(2) says EAGAIN:
+            // without this check the loop would spin.
+            if guard.ready().is_write_closed() {
+                st.shared.count_input_lost((bytes.len() - written) as u64);
+                tracing::warn!(
+                    lost = bytes.len() - written,
+                    "input not delivered: terminal hung up"
+                );
+                return Ok(());
+            }
+            match guard.try_io(|inner| fd::write(inner.get_ref(), &bytes[written..])) {
+                // A PTY master whose child side is gone accepts nothing: write(2) returns 0.
+                Ok(Ok(0)) => {
+                    st.shared.count_input_lost((bytes.len() - written) as u64);
+                    tracing::warn!(
+                        lost = bytes.len() - written,
+                        "input not delivered: terminal closed"
+                    );
+                    return Ok(());
+                }
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => {
+                    // The process closed its input or is gone: these bytes cannot be delivered.
+                    st.shared.count_input_lost((bytes.len() - written) as u64);
+                    tracing::warn!(error = %e, lost = bytes.len() - written, "input not delivered");
+                    return Ok(());
+                }
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! Sessions: the public API over every session (for the gateway and for embedding). Sessions are
+//! temporary children of a dynamic corral-runtime Supervisor (the simple_one_for_one use); this
+//! type adds the O(1) indexes by id and by name and the typed operations.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::{ChildSpec, Restart, SendError, Shutdown, SupervisorRef};
+use parking_lot::RwLock;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::error::SessionError;
+use crate::event::SessionEvent;
+use crate::io::Write;
+use crate::screen::{ScreenMsg, Snapshot};
+use crate::session::{Session, SessionArgs, SessionMsg, ViewerId};
+use crate::shared::{SessionInfo, SessionShared};
+use crate::spec::{SessionSpec, Size};
+use crate::subscription::Subscription;
+
+/// Settings of the session layer.
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// Where private TMPDIRs are created.
+    pub tmp_root: PathBuf,
+    /// Bound on live sessions (default 4096).
+    pub max_sessions: usize,
+    /// Capacity of the all-sessions event stream.
+    pub event_capacity: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            tmp_root: std::env::temp_dir(),
+            max_sessions: 4096,
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// A handle to one session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Shared half.
+    shared: Arc<SessionShared>,
+    /// The actor.
+    actor: ActorRef<SessionMsg>,
+}
+
+/// Longest a control call waits for a session (stops wait their grace on top).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SessionHandle {
+    /// Session id.
+    pub fn id(&self) -> Uuid {
+        self.shared.id
+    }
+
+    /// Session name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Current status.
+    pub fn info(&self) -> SessionInfo {
+        self.shared.info()
+    }
+
+    /// The session actor (for linking, introspection, or tests that kill it).
+    pub fn actor(&self) -> &ActorRef<SessionMsg> {
+        &self.actor
+    }
+
+    /// The shared half (Ring, events).
+    pub fn shared(&self) -> &Arc<SessionShared> {
+        &self.shared
+    }
+
+    /// Queues input for the process. Never waits: a full queue is [`SessionError::InputFull`].
+    /// `viewer` (non-zero) marks who typed, for the resize policy.
+    pub fn input(&self, viewer: ViewerId, bytes: Vec<u8>) -> Result<(), SessionError> {
+        let writer = self.shared.writer.read().clone();
+        let Some(writer) = writer else {
+            return Err(SessionError::NotRunning(self.shared.id));
+        };
+        let len = bytes.len();
+        match writer.try_send_weighted(len, |permit| Write(bytes, permit)) {
+            Ok(()) => {}
+            Err(SendError::Full { capacity }) => {
+                self.shared
+                    .input_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(SessionError::InputFull { capacity });
+            }
+            Err(SendError::Closed) => return Err(SessionError::NotRunning(self.shared.id)),
+        }
+        if viewer != 0 {
+            let prev = self
+                .shared
+                .last_input_viewer
+                .swap(viewer, std::sync::atomic::Ordering::Relaxed);
+            if prev != viewer
+                && let Err(e) = self.actor.send_message(SessionMsg::ViewerActive(viewer))
+            {
+                tracing::debug!(error = %e, "session gone; viewer change not applied");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports a viewer's terminal size (applied per the resize policy).
+    pub fn resize(&self, viewer: ViewerId, size: Size) -> Result<(), SessionError> {
+        self.actor
+            .send_message(SessionMsg::Resize { viewer, size })
+            .map_err(|e| SessionError::Unavailable(e.to_string()))
+    }
+
+    /// Subscribes from output offset `from` (`None`: from now).
+    pub fn subscribe(&self, from: Option<u64>) -> Result<Subscription, SessionError> {
+        let ring = &self.shared.ring;
+        let reader = match from {
+            None => ring.reader_at_head(),
+            Some(from) => ring
+                .reader(from)
+                .map_err(|e| SessionError::OffsetBeyondHead {
+                    from: e.from,
+                    head: e.head,
+                })?,
+        };
+        Ok(Subscription::new(self.shared.clone(), reader))
+    }
+
+    /// Future events of this session.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.shared.events()
+    }
+
+    /// The current screen and the output offset it corresponds to (PTY sessions).
+    pub async fn snapshot(&self) -> Result<Snapshot, SessionError> {
+        let screen = self.shared.screen.read().clone();
+        let Some(screen) = screen else {
+            return Err(SessionError::Unsupported(
+                "snapshots exist for PTY sessions only".into(),
+            ));
+        };
+        match screen.call(ScreenMsg::Snapshot, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(s)) => Ok(s),
+            Ok(other) => Err(SessionError::Unavailable(format!("screen: {other:?}"))),
+            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> SessionMsg,
+        timeout: Duration,
+    ) -> Result<T, SessionError> {
+        match self.actor.call(build, Some(timeout)).await {
+            Ok(CallResult::Success(v)) => Ok(v),
+            Ok(CallResult::Timeout) => Err(SessionError::Unavailable("timed out".into())),
+            Ok(CallResult::SenderError) => Err(SessionError::Unavailable(
+                "session stopped before answering".into(),
+            )),
+            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Graceful stop: stop signal, `grace` (the spec's when None), then SIGKILL of the tree.
+    pub async fn stop(&self, grace: Option<Duration>) -> Result<SessionInfo, SessionError> {
+        let wait = grace.unwrap_or(Duration::from_secs(60)) + CALL_TIMEOUT;
+        self.call(|reply| SessionMsg::Stop { grace, reply }, wait)
+            .await
+    }
+
+    /// SIGKILL of the whole tree at once.
+    pub async fn kill(&self) -> Result<SessionInfo, SessionError> {
+        self.call(SessionMsg::Kill, CALL_TIMEOUT).await
+    }
+
+    /// Stops (gracefully) if running, then starts a fresh process.
+    pub async fn restart(&self) -> Result<SessionInfo, SessionError> {
+        self.call(SessionMsg::Restart, Duration::from_secs(120))
+            .await?
+    }
+}
+
+/// Id and name indexes.
+#[derive(Default)]
+struct Registry {
+    /// By id.
+    by_id: HashMap<Uuid, SessionHandle>,
+    /// Name → id.
+    by_name: HashMap<String, Uuid>,
+    /// Names reserved by spawns in progress.
+    reserved: HashMap<String, Uuid>,
+}
+
+/// Every session, with O(1) lookups by id and by name.
+#[derive(Clone)]
+pub struct Sessions {
+    /// The dynamic supervisor sessions run under.
+    supervisor: SupervisorRef,
+    /// Indexes.
+    registry: Arc<RwLock<Registry>>,
+    /// Settings.
+    config: Arc<SessionsConfig>,
+    /// Events of every session.
+    events: broadcast::Sender<SessionEvent>,
+}
+
+impl Sessions {
+    /// Sessions that run under `supervisor` (a dynamic supervisor: no static children).
+    pub fn new(supervisor: SupervisorRef, config: SessionsConfig) -> Self {
+        let events = broadcast::channel(config.event_capacity.max(1)).0;
+        Self {
+            supervisor,
+            registry: Default::default(),
+            config: Arc::new(config),
+            events,
+        }
+    }
+
+    /// The supervisor sessions run under.
+    pub fn supervisor(&self) -> &SupervisorRef {
+        &self.supervisor
+    }
+
+    /// Events of every session.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    /// Starts a session; its process is running when this returns.
+    pub async fn spawn(&self, spec: SessionSpec) -> Result<SessionHandle, SessionError> {
+        if spec.argv.is_empty() || spec.argv[0].is_empty() {
+            return Err(SessionError::BadSpec("argv is empty".into()));
+        }
+        if spec.size.rows == 0 || spec.size.cols == 0 {
+            return Err(SessionError::BadSpec(
+                "terminal size must be at least 1×1".into(),
+            ));
+        }
+        let id = Uuid::new_v4();
+        let name = match &spec.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(SessionError::BadSpec("name is empty".into()));
+            }
+            Some(n) => n.clone(),
+            None => default_name(&spec.argv[0], id),
+        };
+        {
+            let mut reg = self.registry.write();
+            if reg.by_id.len() + reg.reserved.len() >= self.config.max_sessions {
+                return Err(SessionError::TooMany(self.config.max_sessions));
+            }
+            if reg.by_name.contains_key(&name) || reg.reserved.contains_key(&name) {
+                return Err(SessionError::NameTaken(name));
+            }
+            reg.reserved.insert(name.clone(), id);
+        }
+        let result = self.start_actor(id, name.clone(), spec).await;
+        let mut reg = self.registry.write();
+        reg.reserved.remove(&name);
+        let handle = result?;
+        reg.by_name.insert(name, id);
+        reg.by_id.insert(id, handle.clone());
+        Ok(handle)
+    }
+
+    async fn start_actor(
+        &self,
+        id: Uuid,
+        name: String,
+        spec: SessionSpec,
+    ) -> Result<SessionHandle, SessionError> {
+        let shared = SessionShared::new(
+            id,
+            name,
+            spec.argv.clone(),
+            spec.mode,
+            spec.size,
+            spec.ring_capacity,
+            Some(self.events.clone()),
+        );
+        let tmp_root = self.config.tmp_root.clone();
+        let grace = spec.grace;
+        let args = Arc::new(parking_lot::Mutex::new(Some(SessionArgs {
+            shared: shared.clone(),
+            spec,
+            tmp_root,
+        })));
+        // Temporary: a session restarts its *process* itself; if the actor dies, the session
+        // is over (its Drop killed the tree) and shows Failed.
+        let child = ChildSpec::new(id.to_string(), move |sup| {
+            let args = args.lock().take();
+            async move {
+                let args = args.ok_or_else(|| {
+                    ractor::SpawnErr::StartupFailed("session arguments already used".into())
+                })?;
+                let (r, _) = Actor::spawn_linked(None, Session, args, sup).await?;
+                Ok(r.get_cell().into())
+            }
+        })
+        .restart(Restart::Temporary)
+        .shutdown(Shutdown::Timeout(grace + Duration::from_secs(3)));
+        let cell = self
+            .supervisor
+            .start_child(child)
+            .await
+            .map_err(|e| match e {
+                corral_runtime::SupervisorError::StartFailed { reason, .. } => {
+                    SessionError::Spawn(reason)
+                }
+                corral_runtime::SupervisorError::TooManyChildren { max } => {
+                    SessionError::TooMany(max)
+                }
+                other => SessionError::Unavailable(other.to_string()),
+            })?;
+        Ok(SessionHandle {
+            shared,
+            actor: ActorRef::from(cell),
+        })
+    }
+
+    /// Finds a session by id or name.
+    pub fn get(&self, key: &str) -> Result<SessionHandle, SessionError> {
+        let reg = self.registry.read();
+        let id = match Uuid::parse_str(key) {
+            Ok(id) => Some(id),
+            Err(_) => reg.by_name.get(key).copied(),
+        };
+        id.and_then(|id| reg.by_id.get(&id).cloned())
+            .ok_or_else(|| SessionError::NotFound(key.to_string()))
+    }
+
+    /// Every session's status, in no particular order.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        self.registry
+            .read()
+            .by_id
+            .values()
+            .map(|h| h.info())
+            .collect()
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.registry.read().by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops (gracefully) and forgets a session; its output stream closes.
+    pub async fn remove(&self, key: &str) -> Result<SessionInfo, SessionError> {
+        let handle = self.get(key)?;
+        let info = match handle.stop(None).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(session = %handle.id(), error = %e, "stop before remove failed; removing anyway");
+                handle.info()
+            }
+        };
+        if let Err(e) = self.supervisor.remove_child(&handle.id().to_string()).await {
+            tracing::debug!(session = %handle.id(), error = %e, "session actor already gone");
+        }
+        {
+            let mut reg = self.registry.write();
+            reg.by_id.remove(&handle.id());
+            reg.by_name.remove(handle.name());
+        }
+        handle.shared.ring.close();
+        Ok(info)
+    }
+
+    /// Stops every session gracefully, concurrently; returns when all are stopped.
+    pub async fn stop_all(&self) {
+        let handles: Vec<SessionHandle> = self.registry.read().by_id.values().cloned().collect();
+        let stops = handles.iter().map(|h| h.stop(None));
+        for (h, r) in handles.iter().zip(futures::future::join_all(stops).await) {
+            if let Err(e) = r {
+                tracing::warn!(session = %h.id(), error = %e, "stop failed");
+            }
+        }
+    }
+}
+
+/// `<program>-<first 8 hex of the id>`.
+fn default_name(program: &str, id: Uuid) -> String {
+    let base = std::path::Path::new(program)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "session".into());
+    format!("{base}-{}", &id.simple().to_string()[..8])
+}

@@ -1,0 +1,113 @@
+//! PTY processes: portable-pty opens the pseudo-terminal and spawns argv as a session leader
+//! (setsid + TIOCSCTTY: pid = pgid = sid); everything after uses plain fds and pidfds. We never
+//! call portable-pty's `Child::kill`/`wait`: they block (thread::sleep) and signal one pid only.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+use tokio::io::unix::AsyncFd;
+
+use crate::fd;
+use crate::process::{PidFd, reaper};
+use crate::spec::Size;
+
+/// A process running in a fresh pseudo-terminal.
+pub struct PtyProcess {
+    /// The session leader's pid.
+    pub pid: i32,
+    /// Its pidfd (exit notification, race-free signals).
+    pub pidfd: Arc<PidFd>,
+    /// The master side, kept for resize; closing it (and `io`) hangs up the terminal.
+    pub master: Box<dyn MasterPty + Send>,
+    /// A non-blocking duplicate of the master, shared by the reader and the writer.
+    pub io: Arc<AsyncFd<OwnedFd>>,
+}
+
+/// Opens a PTY of `size` and spawns `argv` in it with exactly `env` in `cwd`.
+pub fn spawn(
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+    size: Size,
+) -> io::Result<PtyProcess> {
+    let Some(program) = argv.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+    };
+    let pair = native_pty_system()
+        .openpty(pty_size(size))
+        .map_err(|e| io::Error::other(format!("openpty: {e}")))?;
+    let mut cmd = CommandBuilder::new(program);
+    cmd.args(&argv[1..]);
+    cmd.env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    match cwd {
+        Some(dir) => cmd.cwd(dir),
+        None => cmd.cwd(std::env::current_dir()?),
+    }
+    let pid = {
+        // Held across fork and `own`, so the reaper can never take this child for an orphan.
+        let _spawning = reaper::spawn_guard();
+        let child = pair
+            .slave
+            .spawn_command(cmd)
+            .map_err(|e| io::Error::other(format!("spawn {program}: {e}")))?;
+        let pid = child
+            .process_id()
+            .ok_or_else(|| io::Error::other("spawned child has no pid"))? as i32;
+        reaper::own(pid);
+        pid
+    };
+    // Our copy of the slave must go, or the master never sees EIO when the child side closes.
+    drop(pair.slave);
+    let pidfd = match PidFd::open(pid) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            kill_unwatched(pid);
+            return Err(e);
+        }
+    };
+    let raw = pair
+        .master
+        .as_raw_fd()
+        .ok_or_else(|| io::Error::other("pty master has no fd"))?;
+    let io = match fd::dup_nonblocking(raw).and_then(fd::register) {
+        Ok(io) => Arc::new(io),
+        Err(e) => {
+            kill_unwatched(pid);
+            return Err(e);
+        }
+    };
+    Ok(PtyProcess {
+        pid,
+        pidfd,
+        master: pair.master,
+        io,
+    })
+}
+
+/// Kills a child we failed to set up and hands it to the reaper.
+fn kill_unwatched(pid: i32) {
+    if let Err(e) = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        tracing::warn!(pid, error = %e, "could not kill a half-started child");
+    }
+    reaper::release(pid);
+    reaper::disown(pid);
+}
+
+/// portable-pty's size type.
+pub fn pty_size(size: Size) -> PtySize {
+    PtySize {
+        rows: size.rows,
+        cols: size.cols,
+        pixel_width: 0,
+        pixel_height: 0,
+    }
+}

@@ -1,0 +1,484 @@
+//! The headless screen of one session: a terminal emulator (vt100) that can hand a new viewer
+//! the current screen as escape sequences, plus the ring offset from which to continue live.
+//!
+//! Why it looks like this (DESIGN.md §4): vt100 parses about as fast as a PTY produces bytes, so
+//! it must stay off the hot path. The PTY reader only appends to the session's [`Ring`]; the
+//! emulator reads the ring *afterwards*, and only when asked: on a snapshot request, or when the
+//! session tells it output went idle ([`ScreenMsg::CatchUp`]). It is also lazy in memory: the
+//! vt100 parser is created by the first snapshot, so a session nobody looks at costs nothing here.
+//!
+//! If the ring has dropped bytes the emulator never saw (it lagged, or it was created late), the
+//! emulator rebuilds from the oldest retained byte and marks its snapshots approximate, see
+//! [`Emulator`] for exactly when that mark is cleared again.
+//!
+//! [`Emulator`] does all the work synchronously (unit-testable); [`Screen`] is the thin ractor
+//! wrapper that owns one and yields between chunks so a big catch-up does not hog a worker.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::num::NonZeroU16;
+
+use corral_runtime::{Lagged, Read, Ring};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+/// Most bytes read from the ring (and fed to the parser) in one step, so catching up on a huge
+/// backlog uses a bounded buffer and the actor can yield between steps.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Most resizes remembered while the emulator is behind; older ones are applied early (a
+/// harmless approximation only reachable by a resize storm on a screen nobody looks at).
+const MAX_PENDING_RESIZES: usize = 64;
+
+/// Full reset (RIS). Prefixed to every snapshot so it draws correctly on a dirty terminal too:
+/// it leaves the alternate screen, resets modes, attributes, scroll region and clears.
+const FULL_RESET: &str = "\x1bc";
+
+/// Sequences after which the screen no longer depends on bytes before them (see
+/// [`Emulator::is_approximate`]): full reset, and "erase entire display" (what `clear` sends).
+const RESET_POINTS: [&[u8]; 2] = [b"\x1bc", b"\x1b[2J"];
+
+/// Bytes kept from the previous chunk so a reset point split across two chunks is still seen.
+const SEAM: usize = 3; // longest reset point - 1
+
+/// The current screen of a session, ready to be drawn on a fresh terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Escape sequences reproducing the screen (contents, colours and attributes, cursor position
+    /// and visibility, alternate screen, input modes) on a terminal of `rows`×`cols`. Starts with
+    /// a full reset. Its size is bounded by the screen size, never by history.
+    pub bytes: Vec<u8>,
+    /// Ring offset this screen corresponds to: draw `bytes`, then stream the ring from here.
+    pub offset: u64,
+    /// Screen height the bytes were made for.
+    pub rows: u16,
+    /// Screen width the bytes were made for.
+    pub cols: u16,
+    /// Bytes the emulator needed were gone from the ring, so the screen may differ from what a
+    /// terminal that saw everything would show (see [`Emulator::is_approximate`]).
+    pub approximate: bool,
+}
+
+/// A terminal size as vt100 wants it (never zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dims {
+    /// Rows, at least 1.
+    rows: NonZeroU16,
+    /// Columns, at least 1.
+    cols: NonZeroU16,
+}
+
+impl Dims {
+    /// Clamps a zero dimension to 1: a PTY can report 0×0 before its first resize, and vt100
+    /// cannot represent that.
+    fn new(rows: u16, cols: u16) -> Dims {
+        Dims {
+            rows: NonZeroU16::new(rows).unwrap_or(NonZeroU16::MIN),
+            cols: NonZeroU16::new(cols).unwrap_or(NonZeroU16::MIN),
+        }
+    }
+
+    /// A parser of this size without scrollback: snapshots only show the visible screen, and
+    /// scrollback would cost memory proportional to history.
+    fn parser(self) -> vt100::Parser {
+        vt100::Parser::new(self.rows, self.cols, 0)
+    }
+}
+
+/// A resize that takes effect once the emulator reaches ring offset `at`: bytes written before
+/// the PTY was resized must be parsed at the old size, or lines wrap differently.
+#[derive(Debug, Clone, Copy)]
+struct SizeChange {
+    /// Ring head when the resize was announced.
+    at: u64,
+    /// The new size.
+    dims: Dims,
+}
+
+/// The synchronous core of [`Screen`]: a lazily created vt100 parser fed from a [`Ring`].
+///
+/// **Position.** The emulator has consumed the ring up to [`Emulator::position`]; it starts at
+/// the ring's tail when created, which is taken to be the start of the session's output (create
+/// it with the session, before output; earlier bytes count as lost if they are gone by the time
+/// they are needed).
+///
+/// **Laziness.** No parser exists until the first [`Emulator::snapshot`]; [`Emulator::catch_up`]
+/// does nothing before that. The first snapshot then parses everything retained since the start.
+///
+/// **Lag and approximation.** When bytes at the position are no longer retained (the ring
+/// lagged it), the emulator drops its parser, starts a fresh one at the oldest retained byte and
+/// becomes *approximate*: the screen lacks whatever the lost bytes drew, and a cut in the middle
+/// of an escape or UTF-8 sequence may show a stray character (vt100 tolerates it). It stays
+/// approximate until a point in the stream after which the screen no longer depends on earlier
+/// bytes: a full reset (`ESC c`) or an erase of the whole display (`ESC [2J`, what `clear` and
+/// most full-screen programs send). After an erase the visible cells are exact again; modes set
+/// before the cut (e.g. alternate screen, scroll region) may still differ, which is accepted
+/// because programs that clear the screen normally redraw and re-establish their state.
+pub struct Emulator {
+    /// The session's output log.
+    ring: Ring,
+    /// The emulator, once somebody asked for a snapshot.
+    parser: Option<vt100::Parser>,
+    /// Next ring offset to feed.
+    pos: u64,
+    /// Size in effect at `pos` (the parser's size when there is one).
+    dims: Dims,
+    /// Resizes not yet reached by `pos`, in offset order.
+    pending: VecDeque<SizeChange>,
+    /// The parser's history has a gap (see the type's docs).
+    approximate: bool,
+    /// Last bytes fed while approximate, to spot a reset point across a chunk boundary.
+    seam: Vec<u8>,
+    /// How many times the parser was rebuilt after a lag.
+    rebuilds: u64,
+    /// Total bytes the emulator never saw because the ring dropped them first.
+    lost: u64,
+}
+
+impl Emulator {
+    /// An emulator for a session whose output goes to `ring`, on a `rows`×`cols` terminal (zero
+    /// is treated as 1). Allocates no parser yet.
+    pub fn new(ring: Ring, rows: u16, cols: u16) -> Emulator {
+        let pos = ring.tail();
+        Emulator {
+            ring,
+            parser: None,
+            pos,
+            dims: Dims::new(rows, cols),
+            pending: VecDeque::new(),
+            approximate: false,
+            seam: Vec::new(),
+            rebuilds: 0,
+            lost: 0,
+        }
+    }
+
+    /// Whether the vt100 parser has been allocated (it is, from the first snapshot on).
+    pub fn has_parser(&self) -> bool {
+        self.parser.is_some()
+    }
+
+    /// Ring offset of the next byte the emulator will feed.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The latest size announced with [`Emulator::resize`] (or given to [`Emulator::new`]).
+    pub fn size(&self) -> (u16, u16) {
+        let dims = self.pending.back().map_or(self.dims, |c| c.dims);
+        (dims.rows.get(), dims.cols.get())
+    }
+
+    /// Whether the screen may be incomplete because bytes were lost (see the type's docs).
+    pub fn is_approximate(&self) -> bool {
+        self.approximate
+    }
+
+    /// How many times the emulator restarted from the ring's tail after losing bytes.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Total bytes the emulator never saw because the ring dropped them first.
+    pub fn lost_bytes(&self) -> u64 {
+        self.lost
+    }
+
+    /// Feeds everything from the position to the ring's current head (bytes appended meanwhile
+    /// are left for next time, so a busy writer cannot keep this going forever). Does nothing if
+    /// no snapshot was ever asked for: the parser stays unallocated.
+    pub fn catch_up(&mut self) {
+        let target = self.ring.head();
+        let mut buf = Vec::new();
+        while !self.feed_chunk(target, &mut buf) {}
+    }
+
+    /// The session resized its PTY to `rows`×`cols` (zero is treated as 1), effective from the
+    /// ring's current head: bytes before it are still parsed at the old size.
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        self.resize_at(self.ring.head(), rows, cols);
+    }
+
+    /// Like [`Emulator::resize`], effective from ring offset `at`: the head the session read when
+    /// it resized the PTY, which is exact even if this call comes late. An `at` the emulator has
+    /// already fed past applies now. The latest call wins: resizes announced earlier but due at
+    /// or after `at` are dropped.
+    pub fn resize_at(&mut self, at: u64, rows: u16, cols: u16) {
+        let at = at.max(self.pos);
+        while self.pending.back().is_some_and(|c| c.at >= at) {
+            self.pending.pop_back();
+        }
+        self.pending.push_back(SizeChange {
+            at,
+            dims: Dims::new(rows, cols),
+        });
+        // A caught-up emulator resizes right away.
+        self.apply_due_resizes();
+        while self.pending.len() > MAX_PENDING_RESIZES {
+            if let Some(oldest) = self.pending.pop_front() {
+                self.set_dims(oldest.dims);
+            }
+        }
+    }
+
+    /// Catches up (creating the parser on first use) and returns the current screen.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.ensure_parser();
+        self.catch_up();
+        self.render()
+    }
+
+    /// Allocates the parser if this is the first time it is needed.
+    fn ensure_parser(&mut self) {
+        if self.parser.is_none() {
+            self.parser = Some(self.dims.parser());
+        }
+    }
+
+    /// Feeds at most one chunk (≤ [`CHUNK`] bytes) towards ring offset `target`, reading through
+    /// `buf`. Returns `true` when there is nothing left to do: `target` reached, nothing more
+    /// readable, or no parser.
+    fn feed_chunk(&mut self, target: u64, buf: &mut Vec<u8>) -> bool {
+        if self.parser.is_none() {
+            return true;
+        }
+        self.apply_due_resizes();
+        if self.pos >= target {
+            return true;
+        }
+        // Stop at the next resize so the bytes before it are parsed at the old size.
+        let limit = self.pending.front().map_or(target, |c| c.at.min(target));
+        let max = usize::try_from(limit - self.pos).map_or(CHUNK, |n| n.min(CHUNK));
+        buf.clear();
+        match self.ring.read_at(self.pos, buf, max) {
+            Read::Data { offset, len } => {
+                debug_assert_eq!(offset, self.pos);
+                if len == 0 {
+                    // Only possible for max == 0, which the limit above rules out; never spin.
+                    return true;
+                }
+                self.process(&buf[..len]);
+                self.pos += len as u64;
+                buf.clear();
+                self.apply_due_resizes();
+                self.pos >= target
+            }
+            Read::Lagged(lag) => {
+                self.rebuild(lag);
+                self.pos >= target
+            }
+            Read::Empty | Read::Closed => true,
+        }
+    }
+
+    /// Restarts from the oldest retained byte after `lag`: the old parser's state is built on
+    /// bytes that can no longer be replayed, so a fresh one is as good and frees stale state.
+    fn rebuild(&mut self, lag: Lagged) {
+        tracing::debug!(
+            from = lag.from,
+            to = lag.to,
+            lost = lag.lost(),
+            "screen emulator fell behind the ring; rebuilding from the oldest retained byte"
+        );
+        self.pos = lag.to;
+        self.lost += lag.lost();
+        self.rebuilds += 1;
+        // Resizes announced before the cut were in effect when the retained bytes were written.
+        self.apply_due_resizes();
+        self.parser = Some(self.dims.parser());
+        self.approximate = true;
+        self.seam.clear();
+    }
+
+    /// Feeds `bytes` to the parser and watches for a reset point while approximate.
+    fn process(&mut self, bytes: &[u8]) {
+        if let Some(parser) = &mut self.parser {
+            parser.process(bytes);
+        }
+        if !self.approximate {
+            return;
+        }
+        let head = &bytes[..bytes.len().min(SEAM)];
+        let seam: Vec<u8> = self.seam.iter().chain(head).copied().collect();
+        if has_reset_point(&seam) || has_reset_point(bytes) {
+            self.approximate = false;
+            self.seam.clear();
+            return;
+        }
+        self.seam
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(SEAM)..]);
+        let excess = self.seam.len().saturating_sub(SEAM);
+        self.seam.drain(..excess);
+    }
+
+    /// Applies every pending resize the position has reached.
+    fn apply_due_resizes(&mut self) {
+        while let Some(change) = self.pending.front().copied()
+            && change.at <= self.pos
+        {
+            self.pending.pop_front();
+            self.set_dims(change.dims);
+        }
+    }
+
+    /// Makes `dims` the size in effect now, resizing the parser if there is one.
+    fn set_dims(&mut self, dims: Dims) {
+        if dims == self.dims {
+            return;
+        }
+        self.dims = dims;
+        if let Some(parser) = &mut self.parser {
+            parser.set_size(dims.rows, dims.cols);
+        }
+    }
+
+    /// The snapshot of the screen as parsed so far (creating the parser if needed).
+    fn render(&mut self) -> Snapshot {
+        let dims = self.dims;
+        let parser = self.parser.get_or_insert_with(|| dims.parser());
+        let screen = parser.screen();
+        let (rows, cols) = screen.size();
+        Snapshot {
+            bytes: format_screen(screen),
+            offset: self.pos,
+            rows: rows.get(),
+            cols: cols.get(),
+            approximate: self.approximate,
+        }
+    }
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("has_parser", &self.has_parser())
+            .field("position", &self.pos)
+            .field("size", &self.size())
+            .field("approximate", &self.approximate)
+            .field("rebuilds", &self.rebuilds)
+            .field("lost", &self.lost)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `bytes` contain a reset point (see [`Emulator`]).
+fn has_reset_point(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == 0x1b)
+        .any(|(i, _)| RESET_POINTS.iter().any(|p| bytes[i..].starts_with(p)))
+}
+
+/// Escape sequences that reproduce `screen` on a fresh or dirty terminal of the same size.
+///
+/// vt100's `state_formatted` covers the active grid's cells with their attributes, the cursor
+/// position and visibility, and input modes (keypad, cursor keys, bracketed paste, mouse mode
+/// and encoding, cursor style), but not which grid is active. So for the alternate screen we
+/// first draw the primary grid, then enter the alternate screen the way programs do (`?1049h`:
+/// save cursor, switch, clear) and draw it: when the program later leaves the alternate screen,
+/// the viewer's terminal falls back to the right primary contents and cursor.
+fn format_screen(screen: &vt100::Screen) -> Vec<u8> {
+    let mut out = String::from(FULL_RESET);
+    if screen.alternate_screen() {
+        // vt100 only formats the active grid; a copy switched back shows the primary one.
+        // `?47l` (unlike `?1049l`) does not restore a saved cursor: the primary grid kept its
+        // own cursor, which is where it was when the program entered the alternate screen.
+        let mut primary = vt100::Parser::new(NonZeroU16::MIN, NonZeroU16::MIN, 0);
+        *primary.screen_mut() = screen.clone();
+        primary.process(b"\x1b[?47l");
+        out.push_str(&primary.screen().contents_formatted());
+        out.push_str("\x1b[?1049h");
+    }
+    out.push_str(&screen.state_formatted());
+    out.into_bytes()
+}
+
+/// Arguments of [`Screen`].
+#[derive(Debug)]
+pub struct ScreenArgs {
+    /// The session's output log.
+    pub ring: Ring,
+    /// Initial terminal height.
+    pub rows: u16,
+    /// Initial terminal width.
+    pub cols: u16,
+}
+
+/// Messages to a [`Screen`].
+#[derive(Debug)]
+pub enum ScreenMsg {
+    /// Output went idle: feed what the ring holds now (no-op until the first snapshot).
+    CatchUp,
+    /// Catch up, then reply with the current screen.
+    Snapshot(RpcReplyPort<Snapshot>),
+    /// The PTY was resized; applies from the ring's head *when this message is handled*, so
+    /// output appended between the PTY resize and then is parsed at the new size (prefer
+    /// [`ScreenMsg::ResizeAt`] when the sender can read the head).
+    Resize {
+        /// New height.
+        rows: u16,
+        /// New width.
+        cols: u16,
+    },
+    /// The PTY was resized when the ring's head was `at` (exact however late this is handled).
+    ResizeAt {
+        /// `ring.head()` read right after resizing the PTY.
+        at: u64,
+        /// New height.
+        rows: u16,
+        /// New width.
+        cols: u16,
+    },
+}
+
+/// The screen actor of one session: owns an [`Emulator`] and serves [`ScreenMsg`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Screen;
+
+impl Screen {
+    /// Feeds towards the head as of now, one chunk at a time, yielding in between so a large
+    /// backlog does not monopolise a runtime worker.
+    async fn catch_up(emulator: &mut Emulator) {
+        let target = emulator.ring.head();
+        let mut buf = Vec::new();
+        while !emulator.feed_chunk(target, &mut buf) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl Actor for Screen {
+    type Msg = ScreenMsg;
+    type State = Emulator;
+    type Arguments = ScreenArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ScreenMsg>,
+        args: ScreenArgs,
+    ) -> Result<Emulator, ActorProcessingErr> {
+        Ok(Emulator::new(args.ring, args.rows, args.cols))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ScreenMsg>,
+        msg: ScreenMsg,
+        emulator: &mut Emulator,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ScreenMsg::CatchUp => Screen::catch_up(emulator).await,
+            ScreenMsg::Snapshot(reply) => {
+                emulator.ensure_parser();
+                Screen::catch_up(emulator).await;
+                if reply.send(emulator.render()).is_err() {
+                    // The requester gave up (timeout or gone); nothing to undo.
+                    tracing::debug!("snapshot requester went away before the reply");
+                }
+            }
+            ScreenMsg::Resize { rows, cols } => emulator.resize(rows, cols),
+            ScreenMsg::ResizeAt { at, rows, cols } => emulator.resize_at(at, rows, cols),
+        }
+        Ok(())
+    }
+}

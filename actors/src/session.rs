@@ -1,0 +1,636 @@
+//! Session: one actor per agent process, and the owner of everything that process holds.
+//!
+//! Lifecycle: Starting → Running → (Stopping →) Exited → Restarting (after backoff) | Stopped |
+//! Failed (intensity exceeded or could not start). Every transition is an event.
+//!
+//! The rules it keeps, by construction:
+//! - no leak: a stop signals the process group, waits the grace, then SIGKILLs every process of
+//!   the session's tree (groups, descendants, escapees carrying the session's env marker); when
+//!   the main process exits by itself the rest of its tree is swept the same way; and if the
+//!   actor itself is killed, `Drop` of its state kills the tree and hands zombies to the reaper;
+//! - no loss: the exit is announced only after the output is drained to EOF/EIO (bounded, so a
+//!   leftover holder of the terminal cannot hang it), and events carry the output offset so
+//!   subscribers get every byte before the exit;
+//! - no blocking: output and input run in their own actors; a process that never reads its
+//!   input fills a bounded queue and the sender gets an explicit error.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use corral_runtime::{BackoffState, BoundedRef, RestartWindow};
+use nix::sys::signal::Signal;
+use ractor::concurrency::JoinHandle;
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::env::{self, PrivateTmp};
+use crate::error::SessionError;
+use crate::event::{EventKind, SessionState};
+use crate::io::{Framing, InputWriter, OutputReader, ReaderArgs};
+use crate::pipe;
+use crate::process::{self, ExitStatus, PidFd, SessionTree, reaper};
+use crate::pty;
+use crate::screen::{Screen, ScreenArgs, ScreenMsg};
+use crate::shared::{SessionInfo, SessionShared};
+use crate::spec::{Mode, RestartPolicy, SessionSpec, Size};
+
+/// How long the output may take to drain after the process tree is gone.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for a SIGKILLed main process to be reported dead.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Default bound on queued input bytes per session.
+pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
+
+/// Identifies a viewer for the resize policy (0 = nobody).
+pub type ViewerId = u64;
+
+/// Messages a Session handles (use [`crate::SessionHandle`]).
+pub enum SessionMsg {
+    /// Internal: the process with this generation exited (from the primary reader).
+    ProcessExited {
+        /// Process incarnation.
+        generation: u64,
+    },
+    /// Internal: a backoff delay is over.
+    RestartDue {
+        /// Which scheduled restart.
+        generation: u64,
+    },
+    /// Stop: stop signal, grace, SIGKILL of the tree. No restart follows.
+    Stop {
+        /// Overrides the spec's grace.
+        grace: Option<Duration>,
+        /// Answer once everything is gone.
+        reply: RpcReplyPort<SessionInfo>,
+    },
+    /// SIGKILL the whole tree at once.
+    Kill(RpcReplyPort<SessionInfo>),
+    /// Stop if running, then start a fresh process (not counted against intensity).
+    Restart(RpcReplyPort<Result<SessionInfo, SessionError>>),
+    /// A viewer's terminal size (applied per the resize policy).
+    Resize {
+        /// Who.
+        viewer: ViewerId,
+        /// Its size.
+        size: Size,
+    },
+    /// A viewer sent input: its size becomes the session's.
+    ViewerActive(ViewerId),
+}
+
+/// Arguments of a Session.
+pub struct SessionArgs {
+    /// The shared half (created by the manager, which indexes it).
+    pub shared: Arc<SessionShared>,
+    /// The spec.
+    pub spec: SessionSpec,
+    /// Where private TMPDIRs go.
+    pub tmp_root: PathBuf,
+}
+
+/// The Session actor.
+pub struct Session;
+
+/// One running process incarnation.
+struct Running {
+    /// Incarnation number.
+    generation: u64,
+    /// Main pid (= pgid = sid).
+    pid: i32,
+    /// Its pidfd.
+    pidfd: Arc<PidFd>,
+    /// Membership rules for the sweep.
+    tree: SessionTree,
+    /// PTY master (PTY mode), for resize; dropped after the drain.
+    master: Option<Box<dyn portable_pty::MasterPty + Send>>,
+    /// The output readers.
+    io_actors: Vec<ActorCell>,
+    /// The input writer.
+    writer: Option<ActorCell>,
+    /// Flips to true when the output is drained.
+    eof: Vec<watch::Receiver<bool>>,
+    /// When it started.
+    started: Instant,
+    /// Whether its exit status was collected.
+    reaped: bool,
+}
+
+impl Drop for Running {
+    /// Only reached with `reaped == false` if the actor was killed or failed mid-flight: kill the
+    /// whole tree now (no grace is possible in Drop) and let the reaper collect the zombies.
+    fn drop(&mut self) {
+        for cell in self.io_actors.iter().chain(&self.writer) {
+            cell.kill();
+        }
+        if !self.reaped {
+            tracing::warn!(
+                pid = self.pid,
+                "session state dropped with a live process; killing its tree"
+            );
+            process::sweep::kill_all_now(&self.tree);
+            reaper::release(self.pid);
+            reaper::disown(self.pid);
+        }
+    }
+}
+
+/// The task that sends `RestartDue` after a backoff delay (aborted on stop and in Drop).
+type RestartTimer = JoinHandle<Result<(), MessagingErr<SessionMsg>>>;
+
+/// Session actor state.
+pub struct SessionActorState {
+    /// Shared half.
+    shared: Arc<SessionShared>,
+    /// The spec.
+    spec: SessionSpec,
+    /// The process, while one exists.
+    running: Option<Running>,
+    /// Last process incarnation number.
+    generation: u64,
+    /// Restart intensity window.
+    window: RestartWindow,
+    /// Backoff position.
+    backoff: BackoffState,
+    /// Pending restart timer and its generation.
+    restart_timer: Option<(u64, RestartTimer)>,
+    /// Screen (PTY mode).
+    screen: Option<ActorRef<ScreenMsg>>,
+    /// Private TMPDIR (removed on drop).
+    tmp: PrivateTmp,
+    /// Known viewer sizes, bounded.
+    viewers: HashMap<ViewerId, Size>,
+    /// The parsed stop signal.
+    stop_signal: Signal,
+}
+
+/// Bound on remembered viewer sizes per session.
+const MAX_VIEWERS: usize = 1024;
+
+impl Drop for SessionActorState {
+    fn drop(&mut self) {
+        if let Some((_, t)) = &self.restart_timer {
+            t.abort();
+        }
+        if let Some(s) = &self.screen {
+            s.kill();
+        }
+        if !self.shared.state().is_final() {
+            let mut s = self.shared.status.write();
+            s.state = SessionState::Failed;
+            s.pid = None;
+            s.reason = Some("session actor stopped unexpectedly".into());
+        }
+        *self.shared.writer.write() = None;
+        *self.shared.screen.write() = None;
+    }
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionActorState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionActorState, ActorProcessingErr> {
+        let spec = args.spec;
+        let stop_signal = Signal::from_str(&spec.stop_signal)
+            .map_err(|_| SessionError::BadSpec(format!("unknown signal {}", spec.stop_signal)))?;
+        if spec.argv.is_empty() {
+            return Err(SessionError::BadSpec("argv is empty".into()).into());
+        }
+        let tmp = PrivateTmp::create(&args.tmp_root, args.shared.id)
+            .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
+        let screen = if spec.mode == Mode::Pty {
+            let (s, _) = Actor::spawn_linked(
+                None,
+                Screen,
+                ScreenArgs {
+                    ring: args.shared.ring.clone(),
+                    rows: spec.size.rows,
+                    cols: spec.size.cols,
+                },
+                myself.get_cell(),
+            )
+            .await?;
+            Some(s)
+        } else {
+            None
+        };
+        *args.shared.screen.write() = screen.clone();
+        let mut state = SessionActorState {
+            shared: args.shared,
+            window: RestartWindow::new(spec.intensity),
+            spec,
+            running: None,
+            generation: 0,
+            backoff: BackoffState::default(),
+            restart_timer: None,
+            screen,
+            tmp,
+            viewers: HashMap::new(),
+            stop_signal,
+        };
+        // The first start happens here so `spawn` reports a program that cannot start.
+        state.start(&myself).await?;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A graceful stop of the actor (its supervisor's ordered shutdown) stops the process
+        // gracefully too. After a kill or a panic this does not run; Drop kills the tree instead.
+        st.stop(Some(st.spec.grace)).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        st: &mut SessionActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::ProcessExited { generation } => {
+                if st.running.as_ref().map(|r| r.generation) == Some(generation) {
+                    let status = st.finish_process().await;
+                    st.after_exit(&myself, status);
+                }
+            }
+            SessionMsg::RestartDue { generation } => {
+                if matches!(&st.restart_timer, Some((g, _)) if *g == generation) {
+                    st.restart_timer = None;
+                    if let Err(e) = st.start(&myself).await {
+                        tracing::warn!(session = %st.shared.id, error = %e, "restart failed");
+                        st.after_failed_start(&myself, e.to_string());
+                    }
+                }
+            }
+            SessionMsg::Stop { grace, reply } => {
+                let grace = grace.unwrap_or(st.spec.grace);
+                st.stop(Some(grace)).await;
+                answer(reply, st.shared.info());
+            }
+            SessionMsg::Kill(reply) => {
+                st.stop(None).await;
+                answer(reply, st.shared.info());
+            }
+            SessionMsg::Restart(reply) => {
+                st.stop(Some(st.spec.grace)).await;
+                st.backoff = BackoffState::default();
+                let result = match st.start(&myself).await {
+                    Ok(()) => Ok(st.shared.info()),
+                    Err(e) => {
+                        st.shared
+                            .set_state(SessionState::Failed, Some(format!("restart failed: {e}")));
+                        Err(e)
+                    }
+                };
+                answer(reply, result);
+            }
+            SessionMsg::Resize { viewer, size } => {
+                if st.viewers.len() < MAX_VIEWERS || st.viewers.contains_key(&viewer) {
+                    st.viewers.insert(viewer, size);
+                }
+                let last = st.shared.last_input_viewer.load(Ordering::Relaxed);
+                // Policy (tmux `window-size latest`): the last viewer who typed sets the size;
+                // before anyone typed, the latest resize wins.
+                if last == 0 || last == viewer {
+                    st.resize(size);
+                }
+            }
+            SessionMsg::ViewerActive(viewer) => {
+                if let Some(size) = st.viewers.get(&viewer).copied() {
+                    st.resize(size);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        event: SupervisionEvent,
+        st: &mut SessionActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Our own children: the I/O actors stop at EOF (normal); a failed screen is dropped and
+        // snapshots report it. Never stop the session for them (ractor's default would).
+        if let SupervisionEvent::ActorFailed(cell, err) = &event {
+            if st.screen.as_ref().map(|s| s.get_id()) == Some(cell.get_id()) {
+                tracing::error!(session = %st.shared.id, error = %err, "screen failed");
+                st.screen = None;
+                *st.shared.screen.write() = None;
+            } else {
+                tracing::error!(session = %st.shared.id, error = %err, "I/O actor failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends a reply; a caller that gave up waiting is not our error.
+fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
+    if reply.send(value).is_err() {
+        tracing::debug!("caller stopped waiting for the session's answer");
+    }
+}
+
+impl SessionActorState {
+    /// Spawns a new process incarnation and its I/O actors.
+    async fn start(&mut self, myself: &ActorRef<SessionMsg>) -> Result<(), SessionError> {
+        self.shared.set_state(SessionState::Starting, None);
+        self.generation += 1;
+        let generation = self.generation;
+        let id = self.shared.id;
+        let envv = env::build(
+            id,
+            self.spec.mode == Mode::Pty,
+            self.tmp.path(),
+            &self.spec.env,
+        );
+        let size = self.shared.status.read().size;
+        let (pid, pidfd, master, out_fd, in_fd, err_fd) = match self.spec.mode {
+            Mode::Pty => {
+                let p = pty::spawn(&self.spec.argv, self.spec.cwd.as_deref(), &envv, size)
+                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                (p.pid, p.pidfd, Some(p.master), p.io.clone(), p.io, None)
+            }
+            Mode::Pipe => {
+                let p = pipe::spawn(&self.spec.argv, self.spec.cwd.as_deref(), &envv)
+                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                (p.pid, p.pidfd, None, p.stdout, p.stdin, Some(p.stderr))
+            }
+        };
+        let tree = SessionTree {
+            main_pid: pid,
+            sid: pid,
+            pgids: [pid].into_iter().collect(),
+            marker: Some((env::SESSION_ID_VAR.to_string(), id.to_string())),
+        };
+        let mut running = Running {
+            generation,
+            pid,
+            pidfd: pidfd.clone(),
+            tree,
+            master,
+            io_actors: Vec::new(),
+            writer: None,
+            eof: Vec::new(),
+            started: Instant::now(),
+            reaped: false,
+        };
+        // From here on, `running` owns the process: an error below drops it, killing the tree.
+        let framing = match self.spec.mode {
+            Mode::Pty => Framing::Raw,
+            Mode::Pipe => Framing::NdJson,
+        };
+        let (eof_tx, eof_rx) = watch::channel(false);
+        let (reader, _) = Actor::spawn_linked(
+            None,
+            OutputReader,
+            ReaderArgs {
+                fd: out_fd,
+                ring: self.shared.ring.clone(),
+                shared: self.shared.clone(),
+                framing,
+                exit: Some((pidfd, myself.clone(), generation)),
+                eof: eof_tx,
+                screen: self.screen.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| SessionError::Spawn(format!("output reader: {e}")))?;
+        running.io_actors.push(reader.get_cell());
+        running.eof.push(eof_rx);
+        if let Some(err_fd) = err_fd {
+            let (eof_tx, eof_rx) = watch::channel(false);
+            let (r, _) = Actor::spawn_linked(
+                None,
+                OutputReader,
+                ReaderArgs {
+                    fd: err_fd,
+                    ring: self.shared.ring.clone(),
+                    shared: self.shared.clone(),
+                    framing: Framing::Raw,
+                    exit: None,
+                    eof: eof_tx,
+                    screen: None,
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map_err(|e| SessionError::Spawn(format!("stderr reader: {e}")))?;
+            running.io_actors.push(r.get_cell());
+            running.eof.push(eof_rx);
+        }
+        let (writer, _) = Actor::spawn_linked(
+            None,
+            InputWriter,
+            (in_fd, self.shared.clone()),
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| SessionError::Spawn(format!("input writer: {e}")))?;
+        running.writer = Some(writer.get_cell());
+        *self.shared.writer.write() = Some(BoundedRef::new(writer, INPUT_QUEUE_BYTES));
+        {
+            let mut s = self.shared.status.write();
+            s.pid = Some(pid);
+            s.started_at = Some(SystemTime::now());
+        }
+        self.running = Some(running);
+        tracing::info!(session = %id, pid, generation, "process spawned");
+        self.shared.emit(EventKind::Spawned { pid });
+        self.shared.set_state(SessionState::Running, None);
+        Ok(())
+    }
+
+    /// Collects the exit of the current process (which has exited or is being killed), sweeps
+    /// what is left of its tree, drains the output, and announces the exit.
+    async fn finish_process(&mut self) -> ExitStatus {
+        // invariant: callers check `running` is Some.
+        let mut run = self.running.take().expect("a running process");
+        *self.shared.writer.write() = None;
+        if let Some(writer) = run.writer.take() {
+            // Input to a process that is going away has nowhere to go.
+            writer.kill();
+        }
+        if tokio::time::timeout(KILL_WAIT, run.pidfd.exited())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                pid = run.pid,
+                "main process still alive after kill; sweeping again"
+            );
+            process::sweep::kill_all(&run.tree).await;
+        }
+        let status = match process::try_reap(run.pid) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                tracing::error!(pid = run.pid, "exited process not reapable yet");
+                ExitStatus::Signal(libc::SIGKILL)
+            }
+            Err(e) => {
+                tracing::error!(pid = run.pid, error = %e, "could not reap the main process");
+                ExitStatus::Signal(libc::SIGKILL)
+            }
+        };
+        run.reaped = true;
+        reaper::release(run.pid);
+        // What is left of the tree goes the way of a stop (the kernel already hung up the
+        // session when its leader exited).
+        let report = process::sweep::kill_all(&run.tree).await;
+        if report.killed > 0 {
+            tracing::info!(
+                pid = run.pid,
+                killed = report.killed,
+                "swept leftovers of the session's tree"
+            );
+        }
+        for eof in &mut run.eof {
+            if tokio::time::timeout(DRAIN_TIMEOUT, eof.wait_for(|done| *done))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    pid = run.pid,
+                    "output not drained within {DRAIN_TIMEOUT:?}; something still holds the terminal"
+                );
+            }
+        }
+        drop(run);
+        {
+            let mut s = self.shared.status.write();
+            s.pid = None;
+            s.last_exit = Some(status);
+        }
+        tracing::info!(session = %self.shared.id, %status, "process exited");
+        self.shared.set_state(SessionState::Exited, None);
+        self.shared.emit(EventKind::Exited { status });
+        status
+    }
+
+    /// The restart decision after an exit nobody asked for.
+    fn after_exit(&mut self, myself: &ActorRef<SessionMsg>, status: ExitStatus) {
+        let restart = match self.spec.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            self.shared
+                .set_state(SessionState::Stopped, Some(format!("exited ({status})")));
+            return;
+        }
+        self.schedule_restart(myself, format!("exited ({status})"));
+    }
+
+    /// A restart attempt could not spawn: counts like a failed run.
+    fn after_failed_start(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        self.schedule_restart(myself, format!("could not start: {why}"));
+    }
+
+    fn schedule_restart(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        let now = Instant::now();
+        if !self.window.record(now) {
+            let i = self.spec.intensity;
+            self.shared.set_state(
+                SessionState::Failed,
+                Some(format!(
+                    "restart intensity exceeded ({} restarts in {:?}); last: {why}",
+                    i.max_restarts, i.period
+                )),
+            );
+            return;
+        }
+        let ran_for = self
+            .running
+            .as_ref()
+            .map(|r| now - r.started)
+            .or_else(|| {
+                self.shared
+                    .status
+                    .read()
+                    .started_at
+                    .and_then(|t| t.elapsed().ok())
+            })
+            .unwrap_or_default();
+        let delay = self.backoff.next_delay(&self.spec.backoff, ran_for);
+        let restarts = {
+            let mut s = self.shared.status.write();
+            s.restarts += 1;
+            s.restarts
+        };
+        self.shared.set_state(SessionState::Restarting, Some(why));
+        self.shared.emit(EventKind::Restarting { delay, restarts });
+        let generation = self.generation;
+        let timer = myself.send_after(delay, move || SessionMsg::RestartDue { generation });
+        if let Some((_, old)) = self.restart_timer.replace((generation, timer)) {
+            old.abort();
+        }
+    }
+
+    /// Stops the process (grace = Some) or kills it (None); cancels a pending restart. Ends
+    /// Stopped.
+    async fn stop(&mut self, grace: Option<Duration>) {
+        if let Some((_, t)) = self.restart_timer.take() {
+            t.abort();
+        }
+        if let Some(run) = &self.running {
+            self.shared.set_state(SessionState::Stopping, None);
+            match grace {
+                Some(grace) => {
+                    process::sweep::terminate(&run.tree, self.stop_signal, grace, Some(&run.pidfd))
+                        .await;
+                }
+                None => {
+                    process::sweep::kill_all(&run.tree).await;
+                }
+            }
+            self.finish_process().await;
+        }
+        if !self.shared.state().is_final() || self.shared.state() == SessionState::Failed {
+            self.shared
+                .set_state(SessionState::Stopped, Some("stopped".into()));
+        }
+    }
+
+    /// Applies a terminal size to the PTY and the screen.
+    fn resize(&mut self, size: Size) {
+        if self.shared.status.read().size == size {
+            return;
+        }
+        if let Some(master) = self.running.as_ref().and_then(|r| r.master.as_ref())
+            && let Err(e) = master.resize(pty::pty_size(size))
+        {
+            tracing::warn!(session = %self.shared.id, error = %e, "resize failed");
+            return;
+        }
+        self.shared.status.write().size = size;
+        if let Some(screen) = &self.screen
+            && let Err(e) = screen.send_message(ScreenMsg::ResizeAt {
+                // Stamped now: output after this offset was produced at the new size.
+                at: self.shared.ring.head(),
+                rows: size.rows,
+                cols: size.cols,
+            })
+        {
+            tracing::debug!(error = %e, "screen gone; resize not forwarded");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The half of a session that callers read without messaging its actor: identity, the output
+//! Ring, the current status, the input queue and the event channel. The Session actor is the only
+//! writer of the status; `list`/`ps` read it here, so they never wait on a busy session.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use corral_runtime::{BoundedRef, Ring};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::event::{EventKind, SessionEvent, SessionState};
+use crate::io::Write;
+use crate::process::ExitStatus;
+use crate::spec::{Mode, Size};
+
+/// Capacity of a session's event channel; a subscriber further behind is told how many events
+/// it missed (never silently).
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// What `list` shows of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// PTY or pipes.
+    pub mode: Mode,
+    /// Lifecycle state.
+    pub state: SessionState,
+    /// The running process's pid (= pgid = sid).
+    pub pid: Option<i32>,
+    /// When the current process started.
+    pub started_at: Option<SystemTime>,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// The last exit.
+    pub last_exit: Option<ExitStatus>,
+    /// Why the session is Failed/Stopped, when there is a reason to give.
+    pub reason: Option<String>,
+    /// Terminal size.
+    pub size: Size,
+    /// Output bytes produced so far (the Ring's head offset).
+    pub output_offset: u64,
+    /// Live subscriptions.
+    pub viewers: usize,
+    /// Lag events delivered to this session's subscribers.
+    pub lag_events: u64,
+    /// Input refused because the queue was full.
+    pub input_rejected: u64,
+    /// Input bytes that could not be delivered (the process had closed its input).
+    pub input_lost: u64,
+}
+
+/// The mutable part of [`SessionInfo`], written by the Session actor.
+#[derive(Debug, Clone)]
+pub(crate) struct Status {
+    pub state: SessionState,
+    pub pid: Option<i32>,
+    pub started_at: Option<SystemTime>,
+    pub restarts: u64,
+    pub last_exit: Option<ExitStatus>,
+    pub reason: Option<String>,
+    pub size: Size,
+}
+
+/// Shared between the Session actor, its I/O actors and every handle.
+pub struct SessionShared {
+    /// Session id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// PTY or pipes.
+    pub mode: Mode,
+    /// Output log.
+    pub ring: Ring,
+    /// Current status.
+    pub(crate) status: RwLock<Status>,
+    /// The current process's input queue (none while no process runs).
+    pub(crate) writer: RwLock<Option<BoundedRef<Write>>>,
+    /// Per-session events.
+    events: broadcast::Sender<SessionEvent>,
+    /// The screen actor (PTY mode), asked directly for snapshots.
+    pub(crate) screen: RwLock<Option<ractor::ActorRef<crate::screen::ScreenMsg>>>,
+    /// Events of every session (the manager's stream), if any.
+    global: Option<broadcast::Sender<SessionEvent>>,
+    /// Next sequence number; the lock also orders sends so seq order = delivery order.
+    seq: Mutex<u64>,
+    /// Live subscriptions.
+    pub(crate) viewers: AtomicUsize,
+    /// Lag events delivered.
+    pub(crate) lag_events: AtomicU64,
+    /// Input refused (queue full).
+    pub(crate) input_rejected: AtomicU64,
+    /// Input bytes lost (process closed its input).
+    input_lost: AtomicU64,
+    /// The viewer that sent input last (its size wins: tmux's `window-size latest`).
+    pub(crate) last_input_viewer: AtomicU64,
+}
+
+impl SessionShared {
+    pub(crate) fn new(
+        id: Uuid,
+        name: String,
+        argv: Vec<String>,
+        mode: Mode,
+        size: Size,
+        ring_capacity: usize,
+        global: Option<broadcast::Sender<SessionEvent>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            name,
+            argv,
+            mode,
+            ring: Ring::new(ring_capacity),
+            status: RwLock::new(Status {
+                state: SessionState::Starting,
+                pid: None,
+                started_at: None,
+                restarts: 0,
+                last_exit: None,
+                reason: None,
+                size,
+            }),
+            writer: RwLock::new(None),
+            screen: RwLock::new(None),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            global,
+            seq: Mutex::new(0),
+            viewers: AtomicUsize::new(0),
+            lag_events: AtomicU64::new(0),
+            input_rejected: AtomicU64::new(0),
+            input_lost: AtomicU64::new(0),
+            last_input_viewer: AtomicU64::new(0),
+        })
+    }
+
+    /// Publishes an event stamped with the next sequence number and the current output offset.
+    pub fn emit(&self, kind: EventKind) -> SessionEvent {
+        let mut seq = self.seq.lock();
+        *seq += 1;
+        let event = SessionEvent {
+            session: self.id,
+            seq: *seq,
+            time: SystemTime::now(),
+            offset: self.ring.head(),
+            kind,
+        };
+        // No receiver is not an error: nobody is watching this session right now.
+        if self.events.send(event.clone()).is_err() {
+            tracing::trace!(session = %self.id, "event with no subscriber");
+        }
+        if let Some(g) = &self.global
+            && g.send(event.clone()).is_err()
+        {
+            tracing::trace!(session = %self.id, "event with no global subscriber");
+        }
+        event
+    }
+
+    /// A receiver of this session's future events.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        self.status.read().state
+    }
+
+    /// Counts input bytes that could not be delivered.
+    pub(crate) fn count_input_lost(&self, n: u64) {
+        self.input_lost.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A snapshot for `list`.
+    pub fn info(&self) -> SessionInfo {
+        let s = self.status.read().clone();
+        SessionInfo {
+            id: self.id,
+            name: self.name.clone(),
+            argv: self.argv.clone(),
+            mode: self.mode,
+            state: s.state,
+            pid: s.pid,
+            started_at: s.started_at,
+            restarts: s.restarts,
+            last_exit: s.last_exit,
+            reason: s.reason,
+            size: s.size,
+            output_offset: self.ring.head(),
+            viewers: self.viewers.load(Ordering::Relaxed),
+            lag_events: self.lag_events.load(Ordering::Relaxed),
+            input_rejected: self.input_rejected.load(Ordering::Relaxed),
+            input_lost: self.input_lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the state (and reason) and publishes the change.
+    pub(crate) fn set_state(&self, state: SessionState, reason: Option<String>) {
+        {
+            let mut s = self.status.write();
+            if s.state == state && reason.is_none() {
+                return;
+            }
+            s.state = state;
+            if reason.is_some() || !state.is_final() {
+                s.reason = reason.clone();
+            }
+        }
+        tracing::info!(session = %self.id, name = %self.name, ?state, reason = reason.as_deref().unwrap_or(""), "session state");
+        self.emit(EventKind::State { state, reason });
+    }
+}

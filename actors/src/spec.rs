@@ -1,0 +1,184 @@
+//! SessionSpec: everything needed to (re)start one agent process, serializable so the registry
+//! can persist it and recovery can start it again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_runtime::{Backoff, Intensity};
+use serde::{Deserialize, Serialize};
+
+/// Terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Size {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+impl Default for Size {
+    /// 24×80, the classic terminal.
+    fn default() -> Self {
+        Self { rows: 24, cols: 80 }
+    }
+}
+
+/// How the process is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// In a pseudo-terminal: interactive programs, TUIs.
+    #[default]
+    Pty,
+    /// On stdin/stdout/stderr pipes; stdout NDJSON lines become events (`claude -p
+    /// --output-format stream-json`).
+    Pipe,
+}
+
+/// When a session's process is started again after it exits by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Never: the session ends Stopped with its exit recorded.
+    #[default]
+    Never,
+    /// Only after a failure: a non-zero exit code or death by a signal.
+    OnFailure,
+    /// After every exit that was not requested by a stop.
+    Always,
+}
+
+/// Everything needed to start one agent process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// Unique name; generated from the program name when absent.
+    pub name: Option<String>,
+    /// Program and arguments, spawned directly (never through a shell string).
+    pub argv: Vec<String>,
+    /// Working directory; corral's own when absent.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment, applied over the documented clean base (see `env.rs`).
+    pub env: Vec<(String, String)>,
+    /// Initial terminal size (PTY mode).
+    pub size: Size,
+    /// PTY or pipes.
+    pub mode: Mode,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Delay before restarts.
+    pub backoff: Backoff,
+    /// Restart intensity: exceeding it ends the session Failed.
+    pub intensity: Intensity,
+    /// Signal that asks the process to stop (name, e.g. "SIGHUP").
+    pub stop_signal: String,
+    /// Time between the stop signal and SIGKILL of the whole process tree.
+    pub grace: Duration,
+    /// Agent profile name (e.g. "claude"), if any.
+    pub agent: Option<String>,
+    /// Output bytes kept in memory for viewers (the Ring's capacity).
+    pub ring_capacity: usize,
+}
+
+impl SessionSpec {
+    /// Default stop signal: interactive bash ignores SIGTERM; SIGHUP is the terminal-natural stop.
+    pub const DEFAULT_STOP_SIGNAL: &'static str = "SIGHUP";
+    /// Default grace period.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+    /// Default ring capacity: 1 MiB (allocated lazily).
+    pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
+
+    /// A PTY session running `argv` with every default.
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            name: None,
+            argv: argv.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env: Vec::new(),
+            size: Size::default(),
+            mode: Mode::Pty,
+            restart: RestartPolicy::Never,
+            backoff: Self::default_backoff(),
+            intensity: Self::default_intensity(),
+            stop_signal: Self::DEFAULT_STOP_SIGNAL.into(),
+            grace: Self::DEFAULT_GRACE,
+            agent: None,
+            ring_capacity: Self::DEFAULT_RING_CAPACITY,
+        }
+    }
+
+    /// Session restarts: 200 ms doubling to 30 s, ±10 % jitter, reset after 30 s of running.
+    pub fn default_backoff() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.1,
+            reset_after: Duration::from_secs(30),
+        }
+    }
+
+    /// Session intensity: 5 restarts in 60 s, then Failed.
+    pub fn default_intensity() -> Intensity {
+        Intensity {
+            max_restarts: 5,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the restart policy.
+    pub fn restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets the grace period.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the ring capacity.
+    pub fn ring_capacity(mut self, bytes: usize) -> Self {
+        self.ring_capacity = bytes;
+        self
+    }
+
+    /// Sets the backoff policy.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the restart intensity.
+    pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.intensity = Intensity {
+            max_restarts,
+            period,
+        };
+        self
+    }
+
+    /// Sets the terminal size.
+    pub fn size(mut self, rows: u16, cols: u16) -> Self {
+        self.size = Size { rows, cols };
+        self
+    }
+}

@@ -1,0 +1,479 @@
+//! Tests of the headless screen (`corral_actors::screen`) with a real vt100 and a real Ring: a
+//! snapshot drawn on a fresh (or dirty) terminal must look exactly like a terminal that saw the
+//! whole stream, continue seamlessly from its offset, and stay bounded when the ring lagged.
+
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+use corral_actors::screen::{CHUNK, Emulator, Screen, ScreenArgs, ScreenMsg, Snapshot};
+use corral_runtime::{Read, Ring};
+use ractor::Actor;
+
+const ROWS: u16 = 24;
+const COLS: u16 = 80;
+
+/// A vt100 parser of the given size without scrollback, like the emulator's.
+fn parser(rows: u16, cols: u16) -> vt100::Parser {
+    let rows = NonZeroU16::new(rows).expect("test sizes are non-zero");
+    let cols = NonZeroU16::new(cols).expect("test sizes are non-zero");
+    vt100::Parser::new(rows, cols, 0)
+}
+
+/// What a terminal that saw exactly `bytes` shows.
+fn reference(rows: u16, cols: u16, bytes: &[u8]) -> vt100::Parser {
+    let mut p = parser(rows, cols);
+    p.process(bytes);
+    p
+}
+
+/// What a viewer shows after drawing `snap` on a fresh terminal of the snapshot's size.
+fn replay(snap: &Snapshot) -> vt100::Parser {
+    reference(snap.rows, snap.cols, &snap.bytes)
+}
+
+/// Every cell (contents and attributes), the cursor and the screen modes are identical.
+fn assert_same_screen(expected: &vt100::Screen, actual: &vt100::Screen, what: &str) {
+    assert_eq!(expected.size(), actual.size(), "{what}: size");
+    let (rows, cols) = expected.size();
+    for r in 0..rows.get() {
+        for c in 0..cols.get() {
+            let e = expected.cell(r, c).expect("cell within the screen");
+            let a = actual.cell(r, c).expect("cell within the screen");
+            let look = |x: &vt100::Cell| {
+                (
+                    x.contents().to_owned(),
+                    x.fgcolor(),
+                    x.bgcolor(),
+                    x.bold(),
+                    x.italic(),
+                    x.underline(),
+                    x.inverse(),
+                    x.is_wide(),
+                )
+            };
+            assert_eq!(look(e), look(a), "{what}: cell ({r},{c})");
+        }
+    }
+    assert_eq!(
+        expected.cursor_position(),
+        actual.cursor_position(),
+        "{what}: cursor position"
+    );
+    assert_eq!(
+        expected.hide_cursor(),
+        actual.hide_cursor(),
+        "{what}: cursor visibility"
+    );
+    assert_eq!(
+        expected.alternate_screen(),
+        actual.alternate_screen(),
+        "{what}: alternate screen"
+    );
+}
+
+/// A screen drawn with absolute cursor moves, 16/256/true colours, bold, wide characters and
+/// erase-in-line, leaving the cursor somewhere in the middle with non-default attributes.
+fn drawing() -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"$ first line of output\r\nsecond line\r\n");
+    b.extend_from_slice(b"\x1b[5;10H\x1b[31mred\x1b[42mgreen-bg\x1b[1mbold-too\x1b[0m plain");
+    b.extend_from_slice(b"\x1b[8;1Hthis line gets cut here|and this part is erased");
+    b.extend_from_slice(b"\x1b[8;24H\x1b[K");
+    b.extend_from_slice(b"\x1b[9;5H\x1b[38;5;200m256-colour\x1b[48;2;10;20;30m truecolour bg");
+    b.extend_from_slice(
+        "\x1b[0m\x1b[12;30H\x1b[3;4;7mitalic underline inverse\x1b[0m 日本語".as_bytes(),
+    );
+    b.extend_from_slice(b"\x1b[24;70H\x1b[1;31;42mcorner!!!!");
+    b.extend_from_slice(b"\x1b[0m\x1b[15;1H\x1b[33;44mhalf\x1b[2K\x1b[16;3Hafter-EL2");
+    b.extend_from_slice(b"\x1b[20;40H\x1b[1;35m");
+    b
+}
+
+#[test]
+fn snapshot_reproduces_cells_attributes_and_cursor() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let bytes = drawing();
+    ring.append(&bytes);
+
+    let snap = em.snapshot();
+    assert!(!snap.approximate);
+    assert_eq!((snap.rows, snap.cols), (ROWS, COLS));
+    assert_eq!(snap.offset, ring.head());
+
+    let expected = reference(ROWS, COLS, &bytes);
+    assert_same_screen(expected.screen(), replay(&snap).screen(), "fresh terminal");
+
+    // The snapshot starts with a full reset, so a terminal left in any state draws it right.
+    let mut dirty = parser(ROWS, COLS);
+    dirty.process(b"\x1b[?1049h\x1b[?25l\x1b[41mgarbage everywhere\x1b[10;10Hmore\x1b[1m");
+    dirty.process(&snap.bytes);
+    assert_same_screen(expected.screen(), dirty.screen(), "dirty terminal");
+}
+
+#[test]
+fn snapshot_pending_wrap_at_the_right_margin() {
+    // A full last column leaves the cursor "past the end" until the next character; the
+    // snapshot must put it back there, not one column earlier.
+    let ring = Ring::new(1 << 16);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let mut bytes = b"\x1b[3;1H".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', usize::from(COLS)));
+    ring.append(&bytes);
+    let snap = em.snapshot();
+    let mut expected = reference(ROWS, COLS, &bytes);
+    let mut shown = replay(&snap);
+    assert_same_screen(expected.screen(), shown.screen(), "pending wrap");
+    expected.process(b"y");
+    shown.process(b"y");
+    assert_same_screen(expected.screen(), shown.screen(), "after the wrap");
+}
+
+#[test]
+fn snapshot_of_the_alternate_screen() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let mut bytes = b"$ vim notes.txt\r\nprimary screen text".to_vec();
+    // What a full-screen program does: alternate screen, hidden cursor, input modes, draw.
+    bytes.extend_from_slice(b"\x1b[?1049h\x1b[?25l\x1b[?1h\x1b=\x1b[?2004h\x1b[?1000h\x1b[?1006h");
+    bytes.extend_from_slice(b"\x1b[H\x1b[2J\x1b[1;1H\x1b[7m notes.txt \x1b[0m");
+    bytes.extend_from_slice(b"\x1b[3;1H\x1b[32mgreen text\x1b[3;20H\x1b[1;34mbold blue");
+    bytes.extend_from_slice(b"\x1b[24;1H\x1b[44m-- INSERT --\x1b[K\x1b[0m\x1b[5;7H");
+    ring.append(&bytes);
+
+    let snap = em.snapshot();
+    let mut expected = reference(ROWS, COLS, &bytes);
+    let mut shown = replay(&snap);
+    assert!(shown.screen().alternate_screen());
+    assert_same_screen(expected.screen(), shown.screen(), "alternate screen");
+    // Input modes survive too (vt100 reproduces these).
+    let modes = |s: &vt100::Screen| {
+        (
+            s.application_cursor(),
+            s.application_keypad(),
+            s.bracketed_paste(),
+            s.mouse_protocol_mode(),
+            s.mouse_protocol_encoding(),
+        )
+    };
+    assert_eq!(modes(expected.screen()), modes(shown.screen()));
+    assert!(shown.screen().bracketed_paste());
+
+    // Leaving the alternate screen brings back the primary contents and cursor.
+    expected.process(b"\x1b[?1049l");
+    shown.process(b"\x1b[?1049l");
+    assert!(!shown.screen().alternate_screen());
+    assert_same_screen(
+        expected.screen(),
+        shown.screen(),
+        "back on the primary screen",
+    );
+}
+
+#[test]
+fn offset_continues_the_stream_seamlessly() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let before = drawing();
+    ring.append(&before);
+    let snap = em.snapshot();
+    assert_eq!(snap.offset, ring.head());
+    assert_eq!(snap.offset, before.len() as u64);
+
+    // More output arrives; a viewer shows the snapshot, then reads the ring from `offset`.
+    let after = b"\x1b[0m\r\nmore output\x1b[2;5H\x1b[36mcyan\x1b[K\r\n\x1b[?1049htui\x1b[3;3Hx";
+    ring.append(after);
+    let mut shown = replay(&snap);
+    let mut rest = Vec::new();
+    match ring.read_at(snap.offset, &mut rest, usize::MAX) {
+        Read::Data { offset, len } => {
+            assert_eq!(offset, snap.offset);
+            assert_eq!(len, after.len());
+        }
+        other => panic!("expected data after the snapshot offset, got {other:?}"),
+    }
+    shown.process(&rest);
+
+    let mut all = before.clone();
+    all.extend_from_slice(after);
+    assert_same_screen(reference(ROWS, COLS, &all).screen(), shown.screen(), "live");
+
+    // And a later snapshot agrees with both.
+    let again = em.snapshot();
+    assert_eq!(again.offset, ring.head());
+    assert_same_screen(shown.screen(), replay(&again).screen(), "second snapshot");
+}
+
+/// One line of busy output: a colour change and a counter, so a cut can land mid-escape.
+fn busy_line(i: usize) -> String {
+    format!(
+        "\x1b[3{}mline {i:07} of a long noisy build log\x1b[0m\r\n",
+        i % 8
+    )
+}
+
+#[test]
+fn lag_rebuilds_from_the_tail_and_stays_bounded() {
+    let ring = Ring::new(4096);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let mut expected = parser(ROWS, COLS);
+    let mut written = 0usize;
+    let mut i = 0;
+    while written < 1 << 20 {
+        let line = busy_line(i);
+        ring.append(line.as_bytes());
+        expected.process(line.as_bytes());
+        written += line.len();
+        i += 1;
+    }
+    assert!(ring.tail() > 0, "the ring must have dropped bytes");
+
+    let snap = em.snapshot();
+    assert!(snap.approximate);
+    assert_eq!(snap.offset, ring.head());
+    assert!(em.rebuilds() >= 1);
+    assert_eq!(em.lost_bytes(), ring.tail());
+    let bound = 4 * usize::from(ROWS) * usize::from(COLS) * 20;
+    assert!(
+        snap.bytes.len() <= bound,
+        "snapshot of {} bytes exceeds {bound}",
+        snap.bytes.len()
+    );
+    // 4 KiB hold far more than a screenful of these lines: every visible line is the real one,
+    // including the last lines printed.
+    let shown = replay(&snap);
+    assert_eq!(
+        expected.screen().contents(),
+        shown.screen().contents(),
+        "visible text after a lag"
+    );
+    assert!(
+        shown
+            .screen()
+            .contents()
+            .contains(&format!("line {:07}", i - 1))
+    );
+    assert_same_screen(expected.screen(), shown.screen(), "after lag");
+}
+
+#[test]
+fn approximate_until_the_screen_is_cleared() {
+    let ring = Ring::new(4096);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    em.snapshot(); // allocate the parser, as a first viewer would
+    for i in 0..2000 {
+        ring.append(busy_line(i).as_bytes());
+    }
+    em.catch_up();
+    assert!(em.is_approximate());
+    assert!(em.snapshot().approximate);
+
+    // More output that does not clear keeps it approximate.
+    ring.append(b"still going\r\n");
+    assert!(em.snapshot().approximate);
+
+    // `clear` (split across two catch-ups, to cross a chunk boundary) makes it exact again.
+    ring.append(b"\x1b[H\x1b[");
+    em.catch_up();
+    assert!(em.is_approximate());
+    ring.append(b"2J\x1b[3Jfresh prompt $ ");
+    let snap = em.snapshot();
+    assert!(!snap.approximate);
+    let mut expected = parser(ROWS, COLS);
+    expected.process(b"\x1b[H\x1b[2J\x1b[3Jfresh prompt $ ");
+    assert_same_screen(expected.screen(), replay(&snap).screen(), "after clear");
+}
+
+#[test]
+fn emulator_is_lazy() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    assert!(!em.has_parser());
+    ring.append(&drawing());
+    em.catch_up();
+    em.resize(30, 100);
+    assert!(
+        !em.has_parser(),
+        "idle catch-ups and resizes allocate nothing"
+    );
+    assert_eq!(em.position(), 0);
+
+    let snap = em.snapshot();
+    assert!(em.has_parser());
+    assert!(!snap.approximate, "everything was still retained");
+    assert_eq!(em.position(), ring.head());
+
+    // Once allocated, catch-ups feed it.
+    ring.append(b"more");
+    em.catch_up();
+    assert_eq!(em.position(), ring.head());
+}
+
+#[test]
+fn lazy_emulator_created_after_the_ring_wrapped_is_approximate() {
+    let ring = Ring::new(4096);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    for i in 0..1000 {
+        ring.append(busy_line(i).as_bytes());
+    }
+    let snap = em.snapshot();
+    assert!(snap.approximate);
+    assert_eq!(snap.offset, ring.head());
+}
+
+#[test]
+fn resize_changes_the_snapshot_size() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let bytes = drawing();
+    ring.append(&bytes);
+    em.snapshot();
+
+    em.resize(30, 100);
+    assert_eq!(em.size(), (30, 100));
+    let later = b"\x1b[0m\x1b[28;90Hbottom right of the bigger screen";
+    ring.append(later);
+    let snap = em.snapshot();
+    assert_eq!((snap.rows, snap.cols), (30, 100));
+
+    let mut expected = reference(ROWS, COLS, &bytes);
+    expected.set_size(
+        NonZeroU16::new(30).expect("non-zero"),
+        NonZeroU16::new(100).expect("non-zero"),
+    );
+    expected.process(later);
+    assert_same_screen(expected.screen(), replay(&snap).screen(), "resized");
+
+    // A zero size (PTY not sized yet) is clamped rather than rejected.
+    em.resize(0, 0);
+    let snap = em.snapshot();
+    assert_eq!((snap.rows, snap.cols), (1, 1));
+}
+
+#[test]
+fn resize_applies_at_its_place_in_the_stream() {
+    // Without a parser the emulator is behind: a long line written at 80 columns must still wrap
+    // at 80 even though the first snapshot comes after a resize to 120.
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let long: Vec<u8> = std::iter::repeat_n(b'a', 100).collect();
+    ring.append(&long);
+    em.resize(ROWS, 120);
+    ring.append(b"\r\n");
+    ring.append(&std::iter::repeat_n(b'b', 100).collect::<Vec<_>>());
+
+    let mut expected = reference(ROWS, COLS, &long);
+    expected.set_size(
+        NonZeroU16::new(ROWS).expect("non-zero"),
+        NonZeroU16::new(120).expect("non-zero"),
+    );
+    expected.process(b"\r\n");
+    expected.process(&[b'b'; 100]);
+
+    let snap = em.snapshot();
+    assert_eq!(snap.cols, 120);
+    assert_same_screen(expected.screen(), replay(&snap).screen(), "resize point");
+}
+
+#[test]
+fn late_resize_at_applies_at_the_stamped_offset() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    em.snapshot();
+    let at = ring.head(); // the session resized the PTY here ...
+    ring.append(&[b'c'; 100]);
+    em.resize_at(at, ROWS, 120); // ... and the message arrives later
+    let snap = em.snapshot();
+    let mut expected = parser(ROWS, 120);
+    expected.process(&[b'c'; 100]);
+    assert_same_screen(expected.screen(), replay(&snap).screen(), "stamped resize");
+
+    // Stamped behind what the emulator already fed: applies now instead of being lost.
+    ring.append(b"\r\nmore");
+    em.catch_up();
+    em.resize_at(0, 10, 40);
+    assert_eq!(em.size(), (10, 40));
+    assert_eq!((em.snapshot().rows, em.snapshot().cols), (10, 40));
+}
+
+#[test]
+fn big_backlog_is_fed_in_chunks() {
+    // Many chunks' worth of retained output: the catch-up loops over bounded reads and ends
+    // exactly at the head.
+    let ring = Ring::new(4 * CHUNK);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let mut expected = parser(ROWS, COLS);
+    let mut i = 0;
+    while ring.head() < 3 * CHUNK as u64 + 17 {
+        let line = busy_line(i);
+        ring.append(line.as_bytes());
+        expected.process(line.as_bytes());
+        i += 1;
+    }
+    let snap = em.snapshot();
+    assert!(!snap.approximate);
+    assert_eq!(snap.offset, ring.head());
+    assert_same_screen(expected.screen(), replay(&snap).screen(), "backlog");
+}
+
+#[tokio::test]
+async fn actor_serves_catch_up_resize_and_snapshots() {
+    let ring = Ring::new(1 << 20);
+    let (screen, handle) = Actor::spawn(
+        None,
+        Screen,
+        ScreenArgs {
+            ring: ring.clone(),
+            rows: ROWS,
+            cols: COLS,
+        },
+    )
+    .await
+    .expect("screen actor starts");
+
+    let bytes = drawing();
+    ring.append(&bytes);
+    screen.cast(ScreenMsg::CatchUp).expect("actor alive");
+    let snap = ractor::call_t!(screen, ScreenMsg::Snapshot, 5_000).expect("snapshot reply");
+    assert_eq!(snap.offset, ring.head());
+    assert!(!snap.approximate);
+    assert_same_screen(
+        reference(ROWS, COLS, &bytes).screen(),
+        replay(&snap).screen(),
+        "via the actor",
+    );
+
+    // A resize stamped by the sender with the ring head applies exactly there, even though the
+    // actor handles it only after the new output was appended.
+    screen
+        .cast(ScreenMsg::ResizeAt {
+            at: ring.head(),
+            rows: 40,
+            cols: 120,
+        })
+        .expect("actor alive");
+    ring.append(b"\x1b[39;100Hfar corner");
+    let snap = ractor::call_t!(screen, ScreenMsg::Snapshot, 5_000).expect("snapshot reply");
+    assert_eq!((snap.rows, snap.cols), (40, 120));
+    assert_eq!(
+        replay(&snap)
+            .screen()
+            .cell(38, 99)
+            .map(|c| c.contents().to_owned()),
+        Some("f".to_owned()),
+        "output after the resize is drawn at the new size"
+    );
+
+    // A plain resize takes the head when handled; handled before more output, it is exact too.
+    screen
+        .cast(ScreenMsg::Resize { rows: 20, cols: 60 })
+        .expect("actor alive");
+    let snap = ractor::call_t!(screen, ScreenMsg::Snapshot, 5_000).expect("snapshot reply");
+    assert_eq!((snap.rows, snap.cols), (20, 60));
+
+    screen.stop(None);
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("actor stops in time")
+        .expect("actor task did not panic");
+}

@@ -1,0 +1,458 @@
+//! Sessions against real processes in real PTYs and pipes: stop leaves nothing, every byte
+//! arrives before the exit, crash loops back off and fail, lag is explicit, input is bounded,
+//! races end consistent.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use corral_actors::process::ExitStatus;
+use corral_actors::{
+    EventKind, Item, Mode, RestartPolicy, SessionError, SessionSpec, SessionState,
+};
+use corral_runtime::Backoff;
+
+fn sh(script: &str) -> SessionSpec {
+    SessionSpec::new(["sh", "-c", script])
+}
+
+#[tokio::test]
+async fn stop_leaves_no_process_of_the_tree() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(SessionSpec::new(["bash", "--norc", "-i"]).grace(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let main = h.info().pid.unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    for line in [
+        "sleep 1000 &\n",
+        "setsid sleep 1000 &\n",
+        "(sleep 1000 &)\n",
+        "bash -c 'trap \"\" HUP TERM; while :; do sleep 1; done' &\n",
+        "echo READY\n",
+    ] {
+        h.input(1, line.as_bytes().to_vec()).unwrap();
+    }
+    read_until(&mut sub, b"READY\r\n").await;
+    eventually("the tree is up", Duration::from_secs(5), || {
+        marked(h.id()).len() >= 6
+    })
+    .await;
+    let t = Instant::now();
+    let info = h.stop(None).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500) + Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(info.state, SessionState::Stopped);
+    assert_eq!(info.pid, None);
+    assert_nothing_left(&h, Some(main)).await;
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_byte_reaches_every_subscriber_before_the_exit() {
+    const N: usize = 50 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    let mut data = vec![0u8; N];
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    for chunk in data.chunks_mut(8) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&file, &data).unwrap();
+    let corral = corral().await;
+    // `stty raw` turns off output processing so the bytes cross the PTY unchanged. The process
+    // waits for a go byte so every subscriber is attached before the first byte.
+    let script = format!(
+        "stty raw -echo; head -c1 >/dev/null; cat {}",
+        file.display()
+    );
+    let h = corral
+        .sessions()
+        .spawn(sh(&script).ring_capacity(64 << 20))
+        .await
+        .unwrap();
+    let mut subs: Vec<_> = (0..3).map(|_| h.subscribe(Some(0)).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await; // let stty run before the go byte
+    h.input(0, b"g".to_vec()).unwrap();
+    let readers = subs.drain(..).map(|mut sub| {
+        tokio::spawn(async move {
+            let (out, exit) =
+                until_event(&mut sub, |e| matches!(e.kind, EventKind::Exited { .. })).await;
+            (out, exit)
+        })
+    });
+    for r in futures::future::join_all(readers).await {
+        let (out, exit) = r.unwrap();
+        assert_eq!(out.len(), N, "all bytes before the exit event");
+        assert!(out == data, "bytes differ");
+        assert_eq!(exit.offset, N as u64);
+        assert!(matches!(
+            exit.kind,
+            EventKind::Exited {
+                status: ExitStatus::Code(0)
+            }
+        ));
+    }
+    // A late subscriber from offset 0 gets the same bytes from the ring.
+    let mut late = h.subscribe(Some(0)).unwrap();
+    assert!(read_exact(&mut late, N).await == data);
+    assert_eq!(h.info().state, SessionState::Stopped);
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn crash_loop_backs_off_then_fails_and_policies_hold() {
+    let corral = corral().await;
+    let backoff = Backoff {
+        initial: Duration::from_millis(40),
+        max: Duration::from_secs(1),
+        multiplier: 2.0,
+        jitter: 0.0,
+        reset_after: Duration::from_secs(30),
+    };
+    let h = corral
+        .sessions()
+        .spawn(
+            sh("exit 1")
+                .restart(RestartPolicy::Always)
+                .backoff(backoff)
+                .intensity(3, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let mut events = h.events();
+    let mut delays = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match e.kind {
+            EventKind::Restarting { delay, .. } => delays.push(delay),
+            EventKind::State {
+                state: SessionState::Failed,
+                reason,
+            } => {
+                assert!(reason.unwrap().contains("intensity"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    // The first exit may come before we subscribed; the ones we saw grow.
+    assert!(delays.windows(2).all(|w| w[1] == w[0] * 2), "{delays:?}");
+    assert_eq!(*delays.last().unwrap(), Duration::from_millis(160));
+    assert_eq!(h.info().restarts, 3);
+    assert_eq!(h.info().last_exit, Some(ExitStatus::Code(1)));
+
+    // OnFailure does not restart after exit 0; Always does.
+    let ok = corral
+        .sessions()
+        .spawn(sh("exit 0").restart(RestartPolicy::OnFailure))
+        .await
+        .unwrap();
+    eventually("on-failure stops", Duration::from_secs(5), || {
+        ok.info().state == SessionState::Stopped
+    })
+    .await;
+    assert_eq!(ok.info().restarts, 0);
+    let always = corral
+        .sessions()
+        .spawn(
+            sh("exit 0")
+                .restart(RestartPolicy::Always)
+                .backoff(Backoff::NONE),
+        )
+        .await
+        .unwrap();
+    eventually("always restarts", Duration::from_secs(5), || {
+        always.info().restarts >= 2
+    })
+    .await;
+    always.stop(None).await.unwrap();
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_gets_the_exact_lag_and_never_blocks_the_writer() {
+    let corral = corral().await;
+    let cap = 1 << 20;
+    let h = corral
+        .sessions()
+        .spawn(
+            sh("stty raw -echo; head -c1 >/dev/null; head -c 20000000 /dev/zero")
+                .ring_capacity(cap),
+        )
+        .await
+        .unwrap();
+    let mut stalled = h.subscribe(Some(0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.input(0, b"g".to_vec()).unwrap();
+    // The writer finishes while the subscriber reads nothing.
+    eventually("writer done", Duration::from_secs(20), || {
+        h.info().state == SessionState::Stopped
+    })
+    .await;
+    let head = h.info().output_offset;
+    assert_eq!(head, 20_000_000);
+    match stalled.next(1 << 20).await {
+        Item::Lagged(l) => assert_eq!((l.from, l.to), (0, head - cap as u64)),
+        other => panic!("expected lag, got {other:?}"),
+    }
+    let rest = read_exact(&mut stalled, cap).await;
+    assert!(rest.iter().all(|&b| b == 0));
+    assert_eq!(stalled.cursor(), head);
+    assert!(h.info().lag_events >= 1);
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn input_to_a_process_that_never_reads_fails_fast_and_stop_still_works() {
+    let corral = corral().await;
+    let deaf = corral
+        .sessions()
+        .spawn(sh("stty raw -echo; trap '' HUP; sleep 1000").grace(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let echo = corral
+        .sessions()
+        .spawn(SessionSpec::new(["cat"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0usize;
+    let err = loop {
+        match deaf.input(0, chunk.clone()) {
+            Ok(()) => sent += chunk.len(),
+            Err(e) => break e,
+        }
+        assert!(sent < 64 << 20, "no bound on queued input");
+    };
+    assert!(matches!(err, SessionError::InputFull { .. }), "{err}");
+    assert!(err.to_string().contains("not reading its input"));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "input must fail fast: {:?}",
+        t.elapsed()
+    );
+    assert!(deaf.info().input_rejected >= 1);
+    // Another session stays responsive.
+    let mut sub = echo.subscribe(None).unwrap();
+    echo.input(0, b"ping\n".to_vec()).unwrap();
+    read_until(&mut sub, b"ping").await;
+    // And the deaf one still stops within grace + 1 s.
+    let t = Instant::now();
+    deaf.stop(None).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_nothing_left(&deaf, None).await;
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_process_that_exits_by_itself_is_reaped_at_once() {
+    let corral = corral().await;
+    let h = corral.sessions().spawn(sh("exit 3")).await.unwrap();
+    let pid = h.info().pid.unwrap();
+    eventually("stopped", Duration::from_secs(3), || {
+        h.info().state == SessionState::Stopped
+    })
+    .await;
+    assert_eq!(h.info().last_exit, Some(ExitStatus::Code(3)));
+    assert!(!exists(pid), "zombie left");
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn three_hundred_sessions_start_and_stop_without_leftovers() {
+    let corral = corral().await;
+    let spawns = (0..300).map(|i| {
+        let s = corral.sessions().clone();
+        async move {
+            s.spawn(SessionSpec::new(["cat"]).name(format!("cat-{i}")))
+                .await
+        }
+    });
+    let handles: Vec<_> = futures::future::join_all(spawns)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(corral.sessions().len(), 300);
+    assert!(
+        handles
+            .iter()
+            .all(|h| h.info().state == SessionState::Running)
+    );
+    assert!(matches!(
+        corral
+            .sessions()
+            .spawn(SessionSpec::new(["cat"]).name("cat-7"))
+            .await,
+        Err(SessionError::NameTaken(_))
+    ));
+    corral.sessions().stop_all().await;
+    for h in &handles {
+        assert_eq!(h.info().state, SessionState::Stopped);
+        assert!(marked(h.id()).is_empty());
+    }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_stop_kill_restart_end_in_one_consistent_state() {
+    let corral = corral().await;
+    for round in 0..5 {
+        let h = corral
+            .sessions()
+            .spawn(SessionSpec::new(["cat"]).name(format!("race-{round}")))
+            .await
+            .unwrap();
+        let (a, b, c) = (h.clone(), h.clone(), h.clone());
+        let (ra, rb, rc) = tokio::join!(a.stop(None), b.kill(), c.restart());
+        for r in [ra.map(|_| ()), rb.map(|_| ()), rc.map(|_| ())] {
+            if let Err(e) = r {
+                panic!("race call failed: {e}");
+            }
+        }
+        let info = h.info();
+        match info.state {
+            SessionState::Running => assert!(info.pid.is_some()),
+            SessionState::Stopped => assert!(info.pid.is_none()),
+            other => panic!("inconsistent final state {other:?}"),
+        }
+        h.stop(None).await.unwrap();
+        assert_nothing_left(&h, None).await;
+    }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_while_output_flows_and_a_reader_attaches() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(sh(
+            "stty raw -echo; head -c 50000000 /dev/urandom; sleep 1000",
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let attach = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let mut sub = h.subscribe(Some(0)).unwrap();
+            let mut n = 0;
+            loop {
+                match sub.next(1 << 20).await {
+                    Item::Output { bytes, .. } => n += bytes.len(),
+                    Item::Event(e) if matches!(e.kind, EventKind::Exited { .. }) => return n,
+                    _ => {}
+                }
+            }
+        })
+    };
+    let info = h.stop(Some(Duration::from_millis(200))).await.unwrap();
+    assert_eq!(info.state, SessionState::Stopped);
+    let got = tokio::time::timeout(Duration::from_secs(10), attach)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got as u64 <= h.info().output_offset);
+    assert_nothing_left(&h, None).await;
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn pipe_mode_turns_json_lines_into_events_and_echoes_input() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(sh("echo '{\"type\":\"hello\"}'; echo plain; cat").mode(Mode::Pipe))
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    let (_, ev) = until_event(&mut sub, |e| matches!(e.kind, EventKind::Json { .. })).await;
+    match ev.kind {
+        EventKind::Json { value } => assert_eq!(value["type"], "hello"),
+        _ => unreachable!(),
+    }
+    read_until(&mut sub, b"plain\n").await;
+    h.input(0, b"{\"type\":\"user\"}\n".to_vec()).unwrap();
+    let (_, ev) = until_event(&mut sub, |e| matches!(e.kind, EventKind::Json { .. })).await;
+    assert!(matches!(ev.kind, EventKind::Json { ref value } if value["type"] == "user"));
+    assert!(matches!(
+        h.snapshot().await,
+        Err(SessionError::Unsupported(_))
+    ));
+    h.stop(None).await.unwrap();
+    assert_nothing_left(&h, None).await;
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(
+            sh("printf '\\033[2J\\033[5;10Hhello \\033[31mred\\033[0m'; sleep 1000").size(24, 80),
+        )
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    read_until(&mut sub, b"red").await;
+    let snap = h.snapshot().await.unwrap();
+    let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap();
+    let mut fresh = vt100::Parser::new(nz(24), nz(80), 0);
+    fresh.process(&snap.bytes);
+    assert_eq!(fresh.screen().cell(4, 9).unwrap().contents(), "h");
+    assert_eq!(fresh.screen().cell(4, 15).unwrap().contents(), "r");
+    assert_eq!(
+        fresh.screen().cell(4, 15).unwrap().fgcolor(),
+        vt100::Color::Idx(1)
+    );
+    assert_eq!(snap.offset, h.info().output_offset);
+    // Precise errors for bad requests.
+    assert!(matches!(
+        corral.sessions().get("nope"),
+        Err(SessionError::NotFound(_))
+    ));
+    assert!(matches!(
+        h.subscribe(Some(u64::MAX)),
+        Err(SessionError::OffsetBeyondHead { .. })
+    ));
+    assert!(matches!(
+        corral
+            .sessions()
+            .spawn(SessionSpec::new(["/no/such/program"]))
+            .await,
+        Err(SessionError::Spawn(_))
+    ));
+    assert!(matches!(
+        corral
+            .sessions()
+            .spawn(SessionSpec::new(Vec::<String>::new()))
+            .await,
+        Err(SessionError::BadSpec(_))
+    ));
+    corral.sessions().remove(&h.id().to_string()).await.unwrap();
+    assert!(corral.sessions().get(h.name()).is_err());
+    assert_nothing_left(&h, None).await;
+    corral.shutdown().await.unwrap();
+}
