@@ -238,6 +238,16 @@ impl Sessions {
 
     /// Starts a session; its process is running when this returns.
     pub async fn spawn(&self, spec: SessionSpec) -> Result<SessionHandle, SessionError> {
+        self.spawn_with_id(Uuid::new_v4(), spec).await
+    }
+
+    /// Like [`spawn`](Self::spawn) with an id chosen by the caller (e.g. to issue a hook token
+    /// for the session before its process starts, or to keep the id across a server restart).
+    pub async fn spawn_with_id(
+        &self,
+        id: Uuid,
+        spec: SessionSpec,
+    ) -> Result<SessionHandle, SessionError> {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(SessionError::BadSpec("argv is empty".into()));
         }
@@ -246,7 +256,6 @@ impl Sessions {
                 "terminal size must be at least 1×1".into(),
             ));
         }
-        let id = Uuid::new_v4();
         let name = match &spec.name {
             Some(n) if n.trim().is_empty() => {
                 return Err(SessionError::BadSpec("name is empty".into()));
@@ -261,6 +270,9 @@ impl Sessions {
             }
             if reg.by_name.contains_key(&name) || reg.reserved.contains_key(&name) {
                 return Err(SessionError::NameTaken(name));
+            }
+            if reg.by_id.contains_key(&id) || reg.reserved.values().any(|r| *r == id) {
+                return Err(SessionError::BadSpec(format!("session id {id} is in use")));
             }
             reg.reserved.insert(name.clone(), id);
         }

@@ -56,6 +56,11 @@ pub struct SessionInfo {
     pub input_rejected: u64,
     /// Input bytes that could not be delivered (the process had closed its input).
     pub input_lost: u64,
+    /// Set when the agent waits for a human (hook Notification / PermissionRequest); cleared
+    /// by Stop or a new prompt.
+    pub attention: Option<String>,
+    /// The agent's own session id (Claude Code's), rebound on every SessionStart.
+    pub agent_session_id: Option<String>,
 }
 
 /// The mutable part of [`SessionInfo`], written by the Session actor.
@@ -68,6 +73,8 @@ pub(crate) struct Status {
     pub last_exit: Option<ExitStatus>,
     pub reason: Option<String>,
     pub size: Size,
+    pub attention: Option<String>,
+    pub agent_session_id: Option<String>,
 }
 
 /// Shared between the Session actor, its I/O actors and every handle.
@@ -130,6 +137,8 @@ impl SessionShared {
                 last_exit: None,
                 reason: None,
                 size,
+                attention: None,
+                agent_session_id: None,
             }),
             writer: RwLock::new(None),
             screen: RwLock::new(None),
@@ -202,7 +211,39 @@ impl SessionShared {
             lag_events: self.lag_events.load(Ordering::Relaxed),
             input_rejected: self.input_rejected.load(Ordering::Relaxed),
             input_lost: self.input_lost.load(Ordering::Relaxed),
+            attention: s.attention,
+            agent_session_id: s.agent_session_id,
         }
+    }
+
+    /// Records an agent hook event (one canonical model) and applies what it means: SessionStart
+    /// rebinds the agent session id (it changes on clear/compact/resume); Notification and
+    /// PermissionRequest set `attention`; Stop and UserPromptSubmit clear it.
+    pub fn hook(&self, name: &str, payload: serde_json::Value) -> SessionEvent {
+        {
+            let mut s = self.status.write();
+            match name {
+                "SessionStart" => {
+                    if let Some(id) = payload.get("session_id").and_then(|v| v.as_str()) {
+                        s.agent_session_id = Some(id.to_string());
+                    }
+                }
+                "Notification" | "PermissionRequest" => {
+                    let what = payload
+                        .get("message")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| name.to_string());
+                    s.attention = Some(what);
+                }
+                "Stop" | "UserPromptSubmit" | "SessionEnd" => s.attention = None,
+                _ => {}
+            }
+        }
+        self.emit(EventKind::Hook {
+            name: name.to_string(),
+            payload,
+        })
     }
 
     /// Sets the state (and reason) and publishes the change.

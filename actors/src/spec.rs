@@ -48,8 +48,10 @@ pub enum RestartPolicy {
     Always,
 }
 
-/// Everything needed to start one agent process.
+/// Everything needed to start one agent process. In JSON every field but `argv` may be left
+/// out and takes its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionSpec {
     /// Unique name; generated from the program name when absent.
     pub name: Option<String>,
@@ -77,6 +79,13 @@ pub struct SessionSpec {
     pub agent: Option<String>,
     /// Output bytes kept in memory for viewers (the Ring's capacity).
     pub ring_capacity: usize,
+}
+
+impl Default for SessionSpec {
+    /// Every default, with an empty argv (which `spawn` refuses).
+    fn default() -> Self {
+        Self::new(Vec::<String>::new())
+    }
 }
 
 impl SessionSpec {

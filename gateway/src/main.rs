@@ -1,6 +1,15 @@
-//! The `corral` binary: server, CLI and hook client. The gateway is not built yet.
+//! The `corral` binary: `corral serve` runs the server; `corral hook` forwards a Claude Code hook
+//! event to it. Client commands talk to a running server found through the data dir.
 
-fn main() {
-    eprintln!("corral serve: not yet — the gateway lands with issue #5 (see README.md)");
-    std::process::exit(2);
+mod app;
+mod auth;
+mod cli;
+mod client;
+mod datadir;
+mod metrics;
+mod protocol;
+mod server;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

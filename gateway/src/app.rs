@@ -1,0 +1,106 @@
+//! App: the state every connection and request shares — the corral tree, tokens, metrics,
+//! limits — and the gateway-level session operations that add what the gateway owns (hook
+//! tokens and CORRAL_* variables in the environment, token revocation on removal).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+
+use corral_actors::{Corral, SessionError, SessionHandle, SessionInfo, SessionSpec};
+use corral_runtime::SupervisorRef;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::{Grant, Tokens};
+use crate::metrics::Metrics;
+
+/// Limits on what clients may send, with their defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest WebSocket message in bytes (default 64 KiB).
+    pub max_frame: usize,
+    /// Messages per second per connection (default 1000; burst twice that).
+    pub messages_per_sec: u32,
+    /// Input bytes per second per connection (default 4 MiB; burst twice that).
+    pub input_bytes_per_sec: u32,
+    /// Concurrent WebSocket connections (default 1024).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: 64 * 1024,
+            messages_per_sec: 1000,
+            input_bytes_per_sec: 4 << 20,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to bind (default 127.0.0.1:7070; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Origins allowed to open WebSockets besides the server's own (default none).
+    pub allowed_origins: Vec<String>,
+    /// Client limits.
+    pub limits: Limits,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            allowed_origins: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Shared server state.
+pub struct App {
+    /// The session tree.
+    pub corral: Corral,
+    /// Valid tokens.
+    pub tokens: Tokens,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub config: GatewayConfig,
+    /// Supervisor of client actors.
+    pub clients: SupervisorRef,
+    /// The server's base URL (for CORRAL_URL).
+    pub url: String,
+    /// Viewer ids for the resize policy.
+    pub next_viewer: AtomicU64,
+}
+
+impl App {
+    /// Spawns a session with a hook token and `CORRAL_URL` / `CORRAL_HOOK_TOKEN` in its env.
+    pub async fn spawn(&self, mut spec: SessionSpec) -> Result<SessionHandle, SessionError> {
+        let id = Uuid::new_v4();
+        let hook = self
+            .tokens
+            .issue(Grant::Hook(id))
+            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
+        spec.env
+            .retain(|(k, _)| k != "CORRAL_URL" && k != "CORRAL_HOOK_TOKEN");
+        spec.env.push(("CORRAL_URL".into(), self.url.clone()));
+        spec.env.push(("CORRAL_HOOK_TOKEN".into(), hook));
+        let result = self.corral.sessions().spawn_with_id(id, spec).await;
+        if result.is_err() {
+            self.tokens.revoke_session(id);
+        }
+        result
+    }
+
+    /// Stops and forgets a session, revoking its tokens.
+    pub async fn remove(&self, key: &str) -> Result<SessionInfo, SessionError> {
+        let info = self.corral.sessions().remove(key).await?;
+        self.tokens.revoke_session(info.id);
+        Ok(info)
+    }
+}

@@ -1,0 +1,173 @@
+//! Command-line interface (clap). Errors are one clear line on stderr and a non-zero exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::GatewayConfig;
+use crate::datadir;
+use crate::server::{ServeOptions, serve};
+
+/// corral: supervise AI coding-agent sessions.
+#[derive(Parser, Debug)]
+#[command(name = "corral", version, about, long_about = None)]
+struct Cli {
+    /// Data dir (default: $CORRAL_DATA_DIR, else $XDG_STATE_HOME/corral, else ~/.local/state/corral).
+    #[arg(long, global = true, env = "CORRAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server in the foreground until SIGTERM/SIGINT.
+    ///
+    /// Example: corral serve --listen 127.0.0.1:0
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the URL goes to server.json).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// TOML config file (flags override it; unknown keys are an error).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// Forward a Claude Code hook event (JSON on stdin) to the server. Always exits 0: a hook
+    /// must never block the agent.
+    ///
+    /// Reads CORRAL_SESSION_ID, CORRAL_URL and CORRAL_HOOK_TOKEN from the environment.
+    Hook,
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Err(e) = result {
+        eprintln!("corral: logging not initialised: {e}");
+    }
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Hook => {
+            crate::cli::hook();
+            ExitCode::SUCCESS
+        }
+        Command::Serve {
+            listen,
+            config,
+            log_format,
+        } => {
+            init_logs(log_format == "json");
+            let result = (|| -> anyhow::Result<()> {
+                let mut gateway = match &config {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                        toml::from_str::<GatewayConfig>(&text)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    }
+                    None => GatewayConfig::default(),
+                };
+                if let Some(l) = listen {
+                    gateway.listen = l;
+                }
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(serve(ServeOptions {
+                    data_dir: datadir::resolve(cli.data_dir),
+                    gateway,
+                }))
+            })();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corral: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `corral hook`: best effort, bounded in time, silent on the agent's terminal.
+fn hook() {
+    use std::io::Read;
+    let mut body = Vec::new();
+    if let Err(e) = std::io::stdin().take(1 << 20).read_to_end(&mut body) {
+        eprintln!("corral hook: cannot read stdin: {e}");
+        return;
+    }
+    let (Ok(session), Ok(url), Ok(token)) = (
+        std::env::var("CORRAL_SESSION_ID"),
+        std::env::var("CORRAL_URL"),
+        std::env::var("CORRAL_HOOK_TOKEN"),
+    ) else {
+        eprintln!("corral hook: not inside a corral session (CORRAL_* variables missing)");
+        return;
+    };
+    if let Err(e) = post(
+        &url,
+        &format!("/v1/sessions/{session}/events"),
+        &token,
+        &body,
+        Duration::from_secs(2),
+    ) {
+        eprintln!("corral hook: {e}");
+    }
+}
+
+/// A minimal HTTP/1.1 POST over a plain TCP socket (loopback), with one timeout for all of it.
+fn post(
+    url: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let hostport = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other(format!("unsupported url {url}")))?
+        .trim_end_matches('/');
+    let addr: SocketAddr = hostport
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("bad address {hostport}: {e}")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut resp)?;
+    let status = std::str::from_utf8(&resp)
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
+    if status >= 300 {
+        return Err(std::io::Error::other(format!("server answered {status}")));
+    }
+    Ok(status)
+}

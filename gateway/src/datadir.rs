@@ -1,0 +1,219 @@
+//! The data dir: where a server keeps its token, its `server.json` (so local CLI commands need
+//! no flags) and, later, its state. One server per data dir, enforced with an flock (never a PID
+//! file: PIDs get reused, and a stale lock after SIGKILL is released by the kernel).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// What a running server publishes for local clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// Server pid (informational; the lock is the truth).
+    pub pid: u32,
+    /// corral version.
+    pub version: String,
+}
+
+/// Why the data dir cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// Another server holds the lock.
+    #[error("another corral server is running on {dir} (pid {pid}); stop it or use --data-dir")]
+    Locked {
+        /// The data dir.
+        dir: PathBuf,
+        /// Its pid as published, or "unknown".
+        pid: String,
+    },
+    /// An I/O error, with the path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The data dir to use: the flag, else `$CORRAL_DATA_DIR`, else `$XDG_STATE_HOME/corral`, else
+/// `~/.local/state/corral`.
+pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = flag {
+        return p;
+    }
+    if let Some(p) = std::env::var_os("CORRAL_DATA_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p).join("corral");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/tmp".into());
+    home.join(".local/state/corral")
+}
+
+/// An opened data dir, exclusively locked for as long as this value lives.
+#[derive(Debug)]
+pub struct DataDir {
+    /// Its path.
+    root: PathBuf,
+    /// The flock on `lock`; released by the kernel when the process dies.
+    _lock: Flock<File>,
+}
+
+impl DataDir {
+    /// Creates (0700) and locks the data dir, or says which server holds it.
+    pub fn open_exclusive(root: &Path) -> Result<DataDir, DataDirError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io_err(root))?;
+        let lock_path = root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(DataDir {
+                root: root.to_path_buf(),
+                _lock: lock,
+            }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DataDirError::Locked {
+                dir: root.to_path_buf(),
+                pid: read_server_json(root)
+                    .map(|s| s.pid.to_string())
+                    .unwrap_or_else(|_| "unknown".into()),
+            }),
+            Err((_, e)) => Err(DataDirError::Io {
+                path: lock_path,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The admin token: read from `token`, or created (0600, atomically) at first start.
+    pub fn admin_token(&self) -> Result<String, DataDirError> {
+        let path = self.root.join("token");
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            Ok(_) | Err(_) => {
+                let token = crate::auth::new_secret("admin");
+                write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
+                    .map_err(io_err(&path))?;
+                Ok(token)
+            }
+        }
+    }
+
+    /// Publishes `server.json` atomically.
+    pub fn publish(&self, info: &ServerInfo) -> Result<(), DataDirError> {
+        let path = self.root.join("server.json");
+        let json = serde_json::to_vec_pretty(info).map_err(|e| DataDirError::Io {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        write_atomic(&path, &json, 0o600).map_err(io_err(&path))
+    }
+
+    /// Removes `server.json` (clean shutdown).
+    pub fn unpublish(&self) {
+        let path = self.root.join("server.json");
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove server.json");
+        }
+    }
+}
+
+/// Reads the `server.json` of a data dir.
+pub fn read_server_json(root: &Path) -> io::Result<ServerInfo> {
+    let text = std::fs::read_to_string(root.join("server.json"))?;
+    serde_json::from_str(&text).map_err(io::Error::other)
+}
+
+/// Reads the admin token of a data dir (for local clients).
+#[allow(dead_code)] // used by the client commands of the CLI issue
+pub fn read_token(root: &Path) -> io::Result<String> {
+    Ok(std::fs::read_to_string(root.join("token"))?
+        .trim()
+        .to_string())
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new file, never a torn one:
+/// temp file (mode `mode`) + fsync + rename + fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn token_is_0600_stable_and_second_instance_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::open_exclusive(dir.path()).unwrap();
+        let t1 = d.admin_token().unwrap();
+        assert_eq!(t1, d.admin_token().unwrap());
+        let mode = std::fs::metadata(dir.path().join("token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        d.publish(&ServerInfo {
+            url: "http://127.0.0.1:1".into(),
+            pid: 4242,
+            version: "x".into(),
+        })
+        .unwrap();
+        match DataDir::open_exclusive(dir.path()) {
+            Err(e @ DataDirError::Locked { .. }) => assert!(e.to_string().contains("pid 4242")),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(d);
+        DataDir::open_exclusive(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,162 @@
+//! Prometheus metrics (`GET /metrics`, text format via prometheus-client). Counters are bumped
+//! where things happen; gauges that describe sessions are computed at scrape time from the
+//! session list, so nothing polls in the background.
+
+use std::sync::atomic::AtomicU64;
+
+use corral_actors::{SessionState, Sessions};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label of per-state session gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// Session state.
+    pub state: String,
+}
+
+/// Label of per-reason counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Every metric of the gateway.
+pub struct Metrics {
+    /// The registry they are encoded from.
+    registry: Registry,
+    /// Sessions by state (scrape time).
+    pub sessions: Family<StateLabel, Gauge>,
+    /// Total session restarts (scrape time).
+    pub restarts: Gauge,
+    /// Session lag events delivered to subscribers (scrape time).
+    pub session_lag_events: Gauge,
+    /// Connected WebSocket clients.
+    pub clients: Gauge,
+    /// Output bytes sent to clients.
+    pub bytes_out: Counter,
+    /// Input bytes received from clients.
+    pub bytes_in: Counter,
+    /// `lagged` frames sent.
+    pub lagged: Counter,
+    /// Messages or bytes refused by rate limits.
+    pub rate_limited: Counter,
+    /// Refused frames and requests, by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Persistence errors (none until the persister lands).
+    pub persistence_errors: Counter<u64, AtomicU64>,
+    /// Hook events accepted.
+    pub hook_events: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("corral");
+        let m = Metrics {
+            registry: Registry::default(),
+            sessions: Family::default(),
+            restarts: Gauge::default(),
+            session_lag_events: Gauge::default(),
+            clients: Gauge::default(),
+            bytes_out: Counter::default(),
+            bytes_in: Counter::default(),
+            lagged: Counter::default(),
+            rate_limited: Counter::default(),
+            rejected: Family::default(),
+            persistence_errors: Counter::default(),
+            hook_events: Counter::default(),
+        };
+        registry.register("sessions", "Sessions by state", m.sessions.clone());
+        registry.register(
+            "session_restarts",
+            "Process restarts of all sessions",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "session_lag_events",
+            "Lag events delivered to session subscribers",
+            m.session_lag_events.clone(),
+        );
+        registry.register("clients", "Connected WebSocket clients", m.clients.clone());
+        registry.register(
+            "output_bytes",
+            "Output bytes sent to clients",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "input_bytes",
+            "Input bytes received from clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "lagged_frames",
+            "Lagged frames sent to clients",
+            m.lagged.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Messages refused by rate limits",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Refused frames and requests by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "persistence_errors",
+            "Persistence errors",
+            m.persistence_errors.clone(),
+        );
+        registry.register("hook_events", "Hook events accepted", m.hook_events.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Counts a refusal.
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Encodes everything, refreshing session gauges first.
+    pub fn encode(&self, sessions: &Sessions) -> String {
+        const STATES: [SessionState; 7] = [
+            SessionState::Starting,
+            SessionState::Running,
+            SessionState::Stopping,
+            SessionState::Exited,
+            SessionState::Restarting,
+            SessionState::Stopped,
+            SessionState::Failed,
+        ];
+        let list = sessions.list();
+        for state in STATES {
+            let n = list.iter().filter(|s| s.state == state).count();
+            let label = serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            self.sessions
+                .get_or_create(&StateLabel { state: label })
+                .set(n as i64);
+        }
+        self.restarts
+            .set(list.iter().map(|s| s.restarts as i64).sum());
+        self.session_lag_events
+            .set(list.iter().map(|s| s.lag_events as i64).sum());
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}

@@ -1,0 +1,323 @@
+//! The native WebSocket protocol (`/v1/ws`, version 1), documented with examples in
+//! docs/protocol.md: JSON text frames for control, binary frames for bulk bytes with a fixed
+//! 13-byte header `[kind u8][channel u32 BE][offset u64 BE]`.
+
+use corral_actors::{SessionEvent, SessionInfo, SessionSpec};
+use corral_runtime::TreeNode;
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this server.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The WebSocket subprotocol name of the native protocol.
+pub const SUBPROTOCOL: &str = "corral.v1";
+/// Subprotocol prefix carrying a token (`corral.token.<token>`), for browsers that cannot set
+/// an Authorization header on a WebSocket.
+pub const TOKEN_PROTOCOL_PREFIX: &str = "corral.token.";
+
+/// Binary frame kinds.
+pub mod kind {
+    /// Server → client: output bytes of a subscription at an offset.
+    pub const OUTPUT: u8 = 1;
+    /// Server → client: a screen snapshot; the offset is where live output continues.
+    pub const SNAPSHOT: u8 = 2;
+    /// Client → server: input bytes for the session of a subscription channel.
+    pub const INPUT: u8 = 3;
+}
+
+/// Length of the binary frame header.
+pub const HEADER_LEN: usize = 13;
+
+/// A decoded binary frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Frame kind (see [`kind`]).
+    pub kind: u8,
+    /// Subscription channel.
+    pub channel: u32,
+    /// Output offset of the first payload byte (0 for input).
+    pub offset: u64,
+}
+
+/// Encodes a binary frame.
+pub fn encode_binary(h: Header, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.push(h.kind);
+    out.extend_from_slice(&h.channel.to_be_bytes());
+    out.extend_from_slice(&h.offset.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Decodes a binary frame into its header and payload; `None` if shorter than the header.
+pub fn decode_binary(frame: &[u8]) -> Option<(Header, &[u8])> {
+    if frame.len() < HEADER_LEN {
+        return None;
+    }
+    let channel = u32::from_be_bytes(frame[1..5].try_into().ok()?);
+    let offset = u64::from_be_bytes(frame[5..13].try_into().ok()?);
+    Some((
+        Header {
+            kind: frame[0],
+            channel,
+            offset,
+        },
+        &frame[HEADER_LEN..],
+    ))
+}
+
+/// A client request (text frame). `id` is echoed in the reply.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Request {
+    /// Request id chosen by the client, echoed in replies and errors.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// The operation.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// Operations of the native protocol.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Op {
+    /// Version handshake; optional ack-based flow control window in bytes.
+    Hello {
+        /// Client protocol version.
+        #[serde(default)]
+        protocol: Option<u32>,
+        /// Enables byte-acked flow control with this window (bytes unacked per subscription).
+        #[serde(default)]
+        window: Option<u64>,
+    },
+    /// List sessions.
+    List,
+    /// Spawn a session.
+    Spawn {
+        /// What to run.
+        spec: Box<SessionSpec>,
+    },
+    /// Stop a session gracefully.
+    Stop {
+        /// Id or name.
+        session: String,
+        /// Grace in seconds (the spec's when absent).
+        #[serde(default)]
+        grace: Option<f64>,
+    },
+    /// SIGKILL a session's tree.
+    Kill {
+        /// Id or name.
+        session: String,
+    },
+    /// Restart a session's process.
+    Restart {
+        /// Id or name.
+        session: String,
+    },
+    /// Stop and forget a session.
+    Remove {
+        /// Id or name.
+        session: String,
+    },
+    /// Subscribe to a session's output and events: from an offset (exact resume), or without
+    /// one, from the current screen snapshot.
+    Subscribe {
+        /// Id or name.
+        session: String,
+        /// First output offset wanted (`last received + 1`).
+        #[serde(default)]
+        from: Option<u64>,
+    },
+    /// Stop receiving a session.
+    Unsubscribe {
+        /// Id or name.
+        session: String,
+    },
+    /// Input as UTF-8 text (binary frames of kind INPUT carry arbitrary bytes).
+    Input {
+        /// Id or name.
+        session: String,
+        /// The text.
+        data: String,
+    },
+    /// The viewer's terminal size.
+    Resize {
+        /// Id or name.
+        session: String,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Acknowledges output up to (not including) `offset` (flow control).
+    Ack {
+        /// Id or name.
+        session: String,
+        /// Next offset the client expects.
+        offset: u64,
+    },
+    /// The current screen as a SNAPSHOT binary frame on the subscription's channel (or on
+    /// channel 0 when not subscribed).
+    Snapshot {
+        /// Id or name.
+        session: String,
+    },
+    /// The supervision tree.
+    Tree,
+    /// Liveness.
+    Ping,
+}
+
+/// Server messages (text frames).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to hello.
+    Hello {
+        /// Request id.
+        id: Option<u64>,
+        /// Server name.
+        server: String,
+        /// Server version.
+        version: String,
+        /// Protocol version.
+        protocol: u32,
+        /// Largest accepted frame in bytes.
+        max_frame: usize,
+    },
+    /// Answer to list.
+    Sessions {
+        /// Request id.
+        id: Option<u64>,
+        /// Every session.
+        sessions: Vec<SessionInfo>,
+    },
+    /// A session's status (spawn, stop, kill, restart, remove).
+    Session {
+        /// Request id.
+        id: Option<u64>,
+        /// The session.
+        session: SessionInfo,
+    },
+    /// Subscription started: output follows on `channel`.
+    Subscribed {
+        /// Request id.
+        id: Option<u64>,
+        /// Session id.
+        session: String,
+        /// Binary channel of this subscription.
+        channel: u32,
+        /// First offset that will be sent (after the snapshot when there is one).
+        offset: u64,
+        /// Whether a SNAPSHOT frame precedes the live output.
+        snapshot: bool,
+        /// Whether the snapshot is approximate (the screen lost history).
+        approximate: bool,
+    },
+    /// Generic success.
+    Ok {
+        /// Request id.
+        id: Option<u64>,
+    },
+    /// Answer to tree.
+    Tree {
+        /// Request id.
+        id: Option<u64>,
+        /// The tree.
+        tree: TreeNode,
+    },
+    /// Answer to ping.
+    Pong {
+        /// Request id.
+        id: Option<u64>,
+    },
+    /// A session event (lifecycle, exit, hook, JSON line), after every byte written before it.
+    Event {
+        /// Binary channel of the subscription.
+        channel: u32,
+        /// The event.
+        event: SessionEvent,
+    },
+    /// Output `[from, to)` was not delivered to this client (it fell behind); output continues
+    /// at `to`.
+    Lagged {
+        /// Session id.
+        session: String,
+        /// Channel.
+        channel: u32,
+        /// First lost offset.
+        from: u64,
+        /// First offset after the gap.
+        to: u64,
+    },
+    /// Events were dropped for this client.
+    EventsLagged {
+        /// Session id.
+        session: String,
+        /// How many.
+        missed: u64,
+    },
+    /// The session was removed; its subscription ended.
+    Closed {
+        /// Session id.
+        session: String,
+        /// Channel.
+        channel: u32,
+    },
+    /// A request failed, or a frame was refused; the connection stays open.
+    Error {
+        /// Request id, when the frame parsed far enough to have one.
+        id: Option<u64>,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// What was wrong, for humans.
+        message: String,
+    },
+}
+
+/// Error codes of [`Reply::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a known message.
+    BadRequest,
+    /// Unknown session.
+    NotFound,
+    /// The token does not allow this.
+    Forbidden,
+    /// Too many messages or bytes per second.
+    RateLimited,
+    /// The frame exceeds the size limit.
+    TooLarge,
+    /// The session refused (input queue full, name taken, cannot start...).
+    Conflict,
+    /// Something failed on the server side.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_header_round_trips() {
+        let h = Header {
+            kind: kind::OUTPUT,
+            channel: 7,
+            offset: 1 << 40,
+        };
+        let f = encode_binary(h, b"abc");
+        assert_eq!(f.len(), HEADER_LEN + 3);
+        assert_eq!(decode_binary(&f), Some((h, &b"abc"[..])));
+        assert_eq!(decode_binary(&f[..12]), None);
+    }
+
+    #[test]
+    fn requests_parse_and_unknown_types_are_refused() {
+        let r: Request =
+            serde_json::from_str(r#"{"type":"subscribe","id":3,"session":"a","from":10}"#).unwrap();
+        assert_eq!(r.id, Some(3));
+        assert!(matches!(r.op, Op::Subscribe { from: Some(10), .. }));
+        assert!(serde_json::from_str::<Request>(r#"{"type":"nope"}"#).is_err());
+    }
+}
