@@ -342,15 +342,29 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
 
     let rss0 = rss_kib();
     let fds0 = fd_count();
+    // In batches of 100 (each batch concurrently), to see whether a spawn gets dearer with the
+    // number of sessions alive.
     let t = Instant::now();
-    let cats = spawn_many(sessions, IDLE_N, "bench-idle", || SessionSpec::new(["cat"])).await;
+    let mut cats = Vec::with_capacity(IDLE_N);
+    let mut batches = Vec::new();
+    for b in 0..IDLE_N / 100 {
+        let tb = Instant::now();
+        let batch = spawn_many(sessions, 100, &format!("bench-idle-{b}"), || {
+            SessionSpec::new(["cat"])
+        })
+        .await;
+        batches.push(tb.elapsed().as_secs_f64());
+        cats.extend(batch);
+    }
     let spawn_time = t.elapsed();
     tokio::time::sleep(SETTLE).await;
     let rss1 = rss_kib();
     let fds1 = fd_count();
     println!(
-        "[memory] spawned {IDLE_N} idle `cat` sessions in {:.2} s; RSS {} → {} KiB, {} fds → {}",
+        "[idle] spawned {IDLE_N} idle `cat` sessions in {:.2} s (batches of 100: first {:.2} s, last {:.2} s); RSS {} → {} KiB, {} fds → {}",
         spawn_time.as_secs_f64(),
+        batches[0],
+        batches[batches.len() - 1],
         rss0,
         rss1,
         fds0,
@@ -386,10 +400,12 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
     if memory {
         // The same on top of the 1000, for sessions whose Ring holds a little output.
         let rss2 = rss_kib();
+        let tp = Instant::now();
         let prompts = spawn_many(sessions, IDLE_N, "bench-prompt", || {
             SessionSpec::new(["sh", "-c", "printf '$ '; exec cat"])
         })
         .await;
+        let prompt_spawn = tp.elapsed();
         let deadline = Instant::now() + Duration::from_secs(20);
         while prompts.iter().any(|h| h.info().output_offset < 2) {
             assert!(Instant::now() < deadline, "prompts did not arrive");
@@ -402,7 +418,13 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
             "[memory] server RSS per idle session after a 2-byte prompt, N = {IDLE_N} (on top of the {IDLE_N} above): {per:.1} KB  (goal ≤ 32 KB) {}",
             verdict(per <= 32.0)
         );
+        let tr = Instant::now();
         remove_all(sessions, &prompts).await;
+        println!(
+            "[idle] {IDLE_N} prompt sessions: spawned in {:.2} s and removed in {:.2} s with {IDLE_N} others alive",
+            prompt_spawn.as_secs_f64(),
+            tr.elapsed().as_secs_f64()
+        );
     }
 
     let t = Instant::now();
@@ -411,8 +433,19 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
     remove_all(sessions, &cats).await;
     let left = marked_left(&cats);
     println!(
-        "[cpu] stop_all of {IDLE_N} idle `cat` sessions: {:.2} s; after remove {left} live processes with their marker; RSS now {} KiB",
+        "[idle] stop_all of {IDLE_N} idle `cat` sessions: {:.2} s; after remove: {left} live processes with their marker  (goal 0) {}",
         stop.as_secs_f64(),
+        verdict(left == 0)
+    );
+    let rss_removed = rss_kib();
+    // Tells a leak from heap the allocator keeps: glibc returns free pages on request.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    println!(
+        "[idle] RSS with every session removed: {rss_removed} KiB; after malloc_trim(0): {} KiB (was {rss0} KiB before the sessions)",
         rss_kib()
     );
 }

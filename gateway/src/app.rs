@@ -76,6 +76,10 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
+    /// Flips to true when the server shuts down: client actors, which spend their time awaiting
+    /// their socket inside a handler (where a ractor stop cannot reach them), watch it to say
+    /// goodbye with a close frame and end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {

@@ -112,6 +112,8 @@ pub struct ClientState {
     msg_limit: DefaultDirectRateLimiter,
     /// Input bytes per second.
     byte_limit: DefaultDirectRateLimiter,
+    /// Server shutdown flag.
+    shutdown: tokio::sync::watch::Receiver<bool>,
     /// Shared server state.
     app: Arc<App>,
 }
@@ -157,6 +159,7 @@ impl Actor for Client {
             ttyd,
             paused: false,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
+            shutdown: args.app.shutdown.subscribe(),
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
                     .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),
@@ -171,29 +174,17 @@ impl Actor for Client {
         Ok(state)
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<ClientMsg>,
-        st: &mut ClientState,
-    ) -> Result<(), ActorProcessingErr> {
-        // A graceful stop (server shutdown) says goodbye with a close frame.
-        let close = Message::Close(Some(CloseFrame {
-            code: 1001,
-            reason: Utf8Bytes::from_static("server shutting down"),
-        }));
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(1), st.sink.send(close)).await {
-            tracing::debug!(error = %e, "close frame not sent in time");
-        }
-        Ok(())
-    }
-
     async fn handle(
         &self,
         myself: ActorRef<ClientMsg>,
         _msg: ClientMsg,
         st: &mut ClientState,
     ) -> Result<(), ActorProcessingErr> {
+        let mut shutdown = st.shutdown.clone();
         let keep_going = tokio::select! {
+            _ = async move { shutdown.wait_for(|down| *down).await.is_ok() } => {
+                st.close(1001, "server shutting down").await
+            }
             frame = st.stream.next() => st.incoming(frame).await,
             Some((channel, item)) = st.subs.next(), if !st.subs.is_empty() && !st.paused => {
                 st.outgoing(channel, item).await

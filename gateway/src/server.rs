@@ -77,6 +77,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         clients: clients.clone(),
         url: url.clone(),
         next_viewer: AtomicU64::new(1),
+        shutdown: tokio::sync::watch::channel(false).0,
     });
     data.publish(&ServerInfo {
         url: url.clone(),
@@ -89,6 +90,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: clients, then sessions");
+    app.shutdown.send_replace(true);
     if let Err(e) = clients.stop(Some(Duration::from_secs(5))).await {
         tracing::warn!(error = %e, "clients did not stop cleanly");
     }

@@ -1,1 +1,335 @@
-//! corral-tests: end-to-end tests that drive the real `corral` binary.
+//! corral-tests: harness for end-to-end tests that run the real `corral` binary on 127.0.0.1
+//! against real processes: start a server in a temp data dir, talk to it over HTTP and
+//! WebSockets, stop it with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The corral binary built by `cargo test --workspace` (or `cargo build`).
+pub fn binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("corral");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "corral binary not found under {}: run `cargo test --workspace` or `cargo build -p corral-gateway`",
+        target.display()
+    );
+}
+
+/// A running `corral serve`.
+pub struct Server {
+    /// The process.
+    child: Option<Child>,
+    /// Its data dir.
+    pub dir: tempfile::TempDir,
+    /// Base URL.
+    pub url: String,
+    /// host:port.
+    pub addr: String,
+    /// Admin token.
+    pub token: String,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1:0 in a fresh data dir and waits until it serves.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra `serve` arguments.
+    pub fn start_with(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let info = loop {
+            if let Ok(text) = std::fs::read_to_string(dir.path().join("server.json"))
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let url = info["url"].as_str().unwrap().to_string();
+        let token = std::fs::read_to_string(dir.path().join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let addr = url.trim_start_matches("http://").to_string();
+        Server {
+            child: Some(child),
+            dir,
+            url,
+            addr,
+            token,
+        }
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit code (bounded).
+    pub fn terminate(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code(), t.elapsed());
+            }
+            if t.elapsed() > timeout {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return (None, t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// An HTTP request with an optional bearer token; returns (status, body).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(&self.addr).await.unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.unwrap();
+        let text = String::from_utf8_lossy(&resp).to_string();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        (
+            status,
+            if chunked {
+                dechunk(body)
+            } else {
+                body.to_string()
+            },
+        )
+    }
+
+    /// Spawns a session through REST with the admin token; returns its info.
+    pub async fn spawn(&self, spec: Value) -> Value {
+        let (status, body) = self
+            .http("POST", "/v1/sessions", Some(&self.token), Some(&spec))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Opens a native WebSocket with the admin token.
+    pub async fn ws(&self) -> Ws {
+        self.ws_with(Some(&self.token.clone()), &[]).await.unwrap()
+    }
+
+    /// Opens a native WebSocket with a token and extra headers.
+    pub async fn ws_with(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://{}/v1/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(t) = token {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        for (k, v) in headers {
+            let name =
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+            req.headers_mut().insert(name, v.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Ws { ws, next_id: 0 })
+    }
+
+    /// Opens a ttyd WebSocket on a session (subprotocol `tty`).
+    pub async fn ttyd(&self, session: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        let mut req = format!("ws://{}/ttyd/{session}/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "tty".parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws
+    }
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let (code, _) = self.terminate(Duration::from_secs(20));
+            if code != Some(0) && !std::thread::panicking() {
+                panic!("server exited with {code:?}");
+            }
+        }
+    }
+}
+
+/// What a native client receives.
+#[derive(Debug)]
+pub enum Frame {
+    /// A JSON message.
+    Json(Value),
+    /// A binary frame: kind, channel, offset, payload.
+    Bin(u8, u32, u64, Vec<u8>),
+    /// The server closed: code and reason.
+    Close(u16, String),
+}
+
+/// A native protocol client.
+pub struct Ws {
+    /// The socket.
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Ws {
+    /// Sends a request with a fresh id; returns the id.
+    pub async fn send(&mut self, mut msg: Value) -> u64 {
+        self.next_id += 1;
+        msg["id"] = json!(self.next_id);
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
+        self.next_id
+    }
+
+    /// Sends a raw frame.
+    pub async fn raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// Next frame (30 s bound).
+    pub async fn next(&mut self) -> Frame {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("a frame within 30 s");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    return Frame::Json(serde_json::from_str(&t).unwrap());
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let channel = u32::from_be_bytes(b[1..5].try_into().unwrap());
+                    let offset = u64::from_be_bytes(b[5..13].try_into().unwrap());
+                    return Frame::Bin(b[0], channel, offset, b[13..].to_vec());
+                }
+                Some(Ok(Message::Close(c))) => {
+                    let (code, reason) = c
+                        .map(|c| (u16::from(c.code), c.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Frame::Close(code, reason);
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Frame::Close(0, e.to_string()),
+                None => return Frame::Close(1006, "eof".into()),
+            }
+        }
+    }
+
+    /// Sends a request and returns the JSON reply with its id (skipping other frames).
+    pub async fn call(&mut self, msg: Value) -> Value {
+        let id = self.send(msg).await;
+        loop {
+            match self.next().await {
+                Frame::Json(v) if v["id"] == json!(id) => return v,
+                Frame::Close(c, r) => panic!("closed {c} {r} while waiting for reply {id}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Live processes carrying a session's CORRAL_SESSION_ID.
+pub fn session_processes(id: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let needle = format!("CORRAL_SESSION_ID={id}");
+        if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+            // Skip zombies (they hold no resources but keep /proc entries until reaped).
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}

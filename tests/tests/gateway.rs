@@ -1,0 +1,619 @@
+//! The gateway end to end: the real binary, real processes, real WebSockets on 127.0.0.1.
+
+use std::time::{Duration, Instant};
+
+use corral_tests::{Frame, Server, Ws, session_processes};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const OUTPUT: u8 = 1;
+const SNAPSHOT: u8 = 2;
+
+/// A file of `n` pseudo-random bytes and the bytes themselves.
+fn payload(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let mut data = vec![0u8; n];
+    let mut x = 0x2545F4914F6CDD1Du64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let path = dir.join(format!("payload-{n}"));
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+/// A session that prints `file` byte-exact (raw terminal) once it receives a go byte.
+fn cat_spec(file: &std::path::Path, ring: usize) -> Value {
+    json!({
+        "argv": ["sh", "-c", format!("stty raw -echo; head -c1 >/dev/null; cat {}", file.display())],
+        "ring_capacity": ring,
+    })
+}
+
+/// Reads a native subscription until the exit event; returns (bytes, lag ranges).
+async fn drain(ws: &mut Ws, channel: u64) -> (Vec<u8>, Vec<(u64, u64)>) {
+    let mut out = Vec::new();
+    let mut lags = Vec::new();
+    loop {
+        match ws.next().await {
+            Frame::Bin(OUTPUT, ch, offset, bytes) if ch as u64 == channel => {
+                assert_eq!(
+                    offset,
+                    (out.len()
+                        + lags
+                            .iter()
+                            .map(|(a, b): &(u64, u64)| (b - a) as usize)
+                            .sum::<usize>()) as u64,
+                    "offsets contiguous"
+                );
+                out.extend_from_slice(&bytes);
+            }
+            Frame::Json(v) if v["type"] == "lagged" => {
+                lags.push((v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap()))
+            }
+            Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
+                return (out, lags);
+            }
+            Frame::Close(c, r) => panic!("closed {c} {r}"),
+            _ => {}
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Ws, session: &str, from: Option<u64>) -> (u64, u64) {
+    let mut req = json!({"type": "subscribe", "session": session});
+    if let Some(f) = from {
+        req["from"] = json!(f);
+    }
+    let r = ws.call(req).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    (
+        r["channel"].as_u64().unwrap(),
+        r["offset"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn drive_a_shell_over_the_websocket() {
+    let server = Server::start();
+    let mut ws = server.ws().await;
+    let hello = ws.call(json!({"type": "hello", "protocol": 1})).await;
+    assert_eq!(hello["type"], "hello");
+    let spawned = ws
+        .call(json!({"type": "spawn", "spec": {"argv": ["bash", "--norc", "-i"], "name": "sh1"}}))
+        .await;
+    assert_eq!(spawned["session"]["state"], "running", "{spawned}");
+    let id = spawned["session"]["id"].as_str().unwrap().to_string();
+    let (channel, _) = subscribe(&mut ws, "sh1", None).await;
+    // Without `from`, a snapshot comes first.
+    assert!(matches!(ws.next().await, Frame::Bin(SNAPSHOT, ch, _, _) if ch as u64 == channel));
+    ws.send(json!({"type": "input", "session": "sh1", "data": "echo hi-$((40+2))\n"}))
+        .await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("hi-42") {
+        if let Frame::Bin(OUTPUT, _, _, b) = ws.next().await {
+            seen.extend_from_slice(&b);
+        }
+    }
+    let list = ws.call(json!({"type": "list"})).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
+    let stopped = ws.call(json!({"type": "stop", "session": id})).await;
+    assert_eq!(stopped["session"]["state"], "stopped", "{stopped}");
+    assert!(session_processes(&id).is_empty());
+    let tree = ws.call(json!({"type": "tree"})).await;
+    assert_eq!(tree["tree"]["id"], "corral");
+}
+
+#[tokio::test]
+async fn output_is_byte_exact_to_a_native_and_a_ttyd_client_then_the_exit() {
+    const N: usize = 100 * 1000 * 1000;
+    let server = Server::start();
+    let (file, data) = payload(server.dir.path(), N);
+    let info = server.spawn(cat_spec(&file, 128 << 20)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut native = server.ws().await;
+    let (channel, offset) = subscribe(&mut native, &id, Some(0)).await;
+    assert_eq!(offset, 0);
+    let mut ttyd = server.ttyd(&id).await;
+    ttyd.send(Message::Text(
+        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    // ttyd: title, preferences, then the (empty) screen snapshot before any output.
+    let mut ttyd_frames = Vec::new();
+    while ttyd_frames.len() < 3 {
+        match ttyd.next().await.unwrap().unwrap() {
+            Message::Binary(b) => ttyd_frames.push(b.to_vec()),
+            Message::Text(t) => ttyd_frames.push(t.as_bytes().to_vec()),
+            _ => {}
+        }
+    }
+    assert_eq!(ttyd_frames[0][0], b'1');
+    assert_eq!(ttyd_frames[1][0], b'2');
+    assert_eq!(ttyd_frames[2][0], b'0');
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    native
+        .send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    let ttyd_task = tokio::spawn(async move {
+        let mut out = Vec::with_capacity(N);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), ttyd.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Binary(b))) if b[0] == b'0' => out.extend_from_slice(&b[1..]),
+                Some(Ok(Message::Close(c))) => return (out, c.map(|c| u16::from(c.code))),
+                None => return (out, None),
+                _ => {}
+            }
+        }
+    });
+    let (out, lags) = drain(&mut native, channel).await;
+    assert!(lags.is_empty(), "lagged: {lags:?}");
+    assert_eq!(out.len(), N);
+    assert!(out == data, "native bytes differ");
+    let (tout, close) = ttyd_task.await.unwrap();
+    assert_eq!(close, Some(1000), "ttyd closes normally after the exit");
+    assert_eq!(tout.len(), N);
+    assert!(tout == data, "ttyd bytes differ");
+}
+
+#[tokio::test]
+async fn reconnect_with_last_plus_one_resumes_exactly() {
+    const N: usize = 8 * 1000 * 1000;
+    let server = Server::start();
+    let (file, data) = payload(server.dir.path(), N);
+    let info = server.spawn(cat_spec(&file, 16 << 20)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut first = server.ws().await;
+    let (channel, _) = subscribe(&mut first, &id, Some(0)).await;
+    first
+        .send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    let mut got = Vec::new();
+    while got.len() < N / 3 {
+        if let Frame::Bin(OUTPUT, ch, offset, b) = first.next().await {
+            assert_eq!(ch as u64, channel);
+            assert_eq!(offset as usize, got.len());
+            got.extend_from_slice(&b);
+        }
+    }
+    drop(first); // the connection drops mid-stream
+    let mut second = server.ws().await;
+    let (channel, offset) = subscribe(&mut second, &id, Some(got.len() as u64)).await;
+    assert_eq!(offset as usize, got.len());
+    loop {
+        match second.next().await {
+            Frame::Bin(OUTPUT, ch, offset, b) if ch as u64 == channel => {
+                assert_eq!(offset as usize, got.len(), "no gap, no duplicate");
+                got.extend_from_slice(&b);
+            }
+            Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
+                break;
+            }
+            Frame::Json(v) if v["type"] == "lagged" => panic!("lag within retention: {v}"),
+            _ => {}
+        }
+    }
+    assert!(got == data);
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stalled_client_gets_lagged_while_another_reads_at_full_speed() {
+    const N: u64 = 200 * 1000 * 1000;
+    let server = Server::start();
+    let info = server
+        .spawn(json!({
+            "argv": ["sh", "-c", format!("stty raw -echo; head -c1 >/dev/null; head -c {N} /dev/zero")],
+            "ring_capacity": 1 << 20,
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let rss_before = rss_kib(server.pid());
+    let mut stalled = server.ws().await;
+    let (sc, _) = subscribe(&mut stalled, &id, Some(0)).await;
+    let mut reader = server.ws().await;
+    let (rc, _) = subscribe(&mut reader, &id, Some(0)).await;
+    reader
+        .send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    let t = Instant::now();
+    let (out, lags) = drain(&mut reader, rc).await;
+    let took = t.elapsed();
+    let covered = out.len() as u64 + lags.iter().map(|(a, b)| b - a).sum::<u64>();
+    assert_eq!(covered, N, "every byte delivered or reported lost");
+    let rss_after = rss_kib(server.pid());
+    // The stalled client costs its socket buffers, not the 200 MB it did not read.
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "server RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // Now the stalled client reads: some output, then an exact lag, then the newest bytes.
+    let mut next_offset = None;
+    let mut saw_lag = false;
+    loop {
+        match stalled.next().await {
+            Frame::Bin(OUTPUT, ch, offset, b) if ch as u64 == sc => {
+                if let Some(n) = next_offset {
+                    assert_eq!(offset, n, "contiguous after the lag");
+                }
+                next_offset = Some(offset + b.len() as u64);
+            }
+            Frame::Json(v) if v["type"] == "lagged" => {
+                let from = v["from"].as_u64().unwrap();
+                assert_eq!(
+                    Some(from),
+                    next_offset.or(Some(0)),
+                    "lag starts where delivery stopped"
+                );
+                next_offset = Some(v["to"].as_u64().unwrap());
+                saw_lag = true;
+            }
+            Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_lag, "the stalled client must be told what it lost");
+    assert_eq!(next_offset, Some(N));
+    eprintln!(
+        "reader took {took:?} for {N} bytes ({} lag ranges); RSS {rss_before} -> {rss_after} KiB",
+        lags.len()
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_clients_receive_every_byte_or_an_explicit_lag() {
+    const N: usize = 10 * 1000 * 1000;
+    let server = Server::start();
+    let (file, _) = payload(server.dir.path(), N);
+    let info = server.spawn(cat_spec(&file, 4 << 20)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let mut ws = server.ws().await;
+        let (ch, _) = subscribe(&mut ws, &id, Some(0)).await;
+        clients.push((ws, ch));
+    }
+    let mut go = server.ws().await;
+    go.send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(mut ws, ch)| tokio::spawn(async move { drain(&mut ws, ch).await }))
+        .collect();
+    for t in tasks {
+        let (out, lags) = t.await.unwrap();
+        let covered = out.len() + lags.iter().map(|(a, b)| (b - a) as usize).sum::<usize>();
+        assert_eq!(covered, N);
+    }
+}
+
+#[tokio::test]
+async fn security_matrix() {
+    let server = Server::start();
+    let a = server.spawn(json!({"argv": ["cat"], "name": "a"})).await;
+    let b = server.spawn(json!({"argv": ["cat"], "name": "b"})).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    // No token / wrong token: 401 at the upgrade and on REST.
+    assert!(server.ws_with(None, &[]).await.is_err());
+    assert!(
+        server
+            .ws_with(Some("corral_admin_0123456789abcdef0123456789abcdef"), &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(server.http("GET", "/v1/sessions", None, None).await.0, 401);
+    assert_eq!(
+        server.http("GET", "/metrics", Some("nope"), None).await.0,
+        401
+    );
+    // Cross-origin upgrade: 403, unless same-origin.
+    assert!(
+        server
+            .ws_with(Some(&server.token), &[("origin", "http://evil.example")])
+            .await
+            .is_err()
+    );
+    let same = format!("http://{}", server.addr);
+    assert!(
+        server
+            .ws_with(Some(&server.token), &[("origin", &same)])
+            .await
+            .is_ok()
+    );
+    // A read-only token cannot send input; it cannot see another session.
+    let (s, body) = server
+        .http(
+            "POST",
+            "/v1/tokens",
+            Some(&server.token),
+            Some(&json!({"session": "a", "scope": "read"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let read: Value = serde_json::from_str(&body).unwrap();
+    let mut ro = server.ws_with(read["token"].as_str(), &[]).await.unwrap();
+    let r = ro
+        .call(json!({"type": "input", "session": a_id, "data": "x"}))
+        .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    let r = ro.call(json!({"type": "subscribe", "session": b_id})).await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    let r = ro
+        .call(json!({"type": "spawn", "spec": {"argv": ["cat"]}}))
+        .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    let list = ro.call(json!({"type": "list"})).await;
+    assert_eq!(
+        list["sessions"].as_array().unwrap().len(),
+        1,
+        "sees only its session"
+    );
+    // A write token on session a used on session b.
+    let (_, body) = server
+        .http(
+            "POST",
+            "/v1/tokens",
+            Some(&server.token),
+            Some(&json!({"session": "a", "scope": "write"})),
+        )
+        .await;
+    let write: Value = serde_json::from_str(&body).unwrap();
+    let mut rw = server.ws_with(write["token"].as_str(), &[]).await.unwrap();
+    assert_eq!(
+        rw.call(json!({"type": "input", "session": b_id, "data": "x"}))
+            .await["code"],
+        "forbidden"
+    );
+    let ok = rw
+        .call(json!({"type": "resize", "session": a_id, "rows": 30, "cols": 100}))
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    // The hook token of a session (from its environment) cannot open a WebSocket, and cannot
+    // post events for another session.
+    let pid = a["pid"].as_i64().unwrap();
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let hook = env
+        .split(|&c| c == 0)
+        .find_map(|kv| kv.strip_prefix(b"CORRAL_HOOK_TOKEN="))
+        .map(|v| String::from_utf8_lossy(v).to_string())
+        .unwrap();
+    assert!(server.ws_with(Some(&hook), &[]).await.is_err());
+    let ev = json!({"hook_event_name": "Notification", "message": "needs you"});
+    assert_eq!(
+        server
+            .http(
+                "POST",
+                &format!("/v1/sessions/{b_id}/events"),
+                Some(&hook),
+                Some(&ev)
+            )
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        server
+            .http(
+                "POST",
+                &format!("/v1/sessions/{a_id}/events"),
+                Some(&hook),
+                Some(&ev)
+            )
+            .await
+            .0,
+        202
+    );
+    let (_, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{a_id}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["attention"], "needs you");
+    // Nothing the server logged contains a token: the data dir holds no log, and the tokens
+    // never appear in the server's stderr (checked in the SIGTERM test's captured log).
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
+    let server = Server::start();
+    let mut ws = server.ws().await;
+    // Malformed JSON and unknown message types: an error frame, connection stays.
+    ws.raw(Message::Text("{not json".into())).await;
+    assert!(matches!(ws.next().await, Frame::Json(v) if v["code"] == "bad_request"));
+    let r = ws.call(json!({"type": "frobnicate"})).await;
+    assert_eq!(r["code"], "bad_request", "{r}");
+    let r = ws
+        .call(json!({"type": "subscribe", "session": "no-such"}))
+        .await;
+    assert_eq!(r["code"], "not_found", "{r}");
+    ws.raw(Message::Binary(vec![3, 0].into())).await;
+    assert!(matches!(ws.next().await, Frame::Json(v) if v["code"] == "bad_request"));
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+    // A flood of 10k messages: rate-limit errors, the connection survives.
+    for _ in 0..10_000 {
+        ws.raw(Message::Text(json!({"type": "ping"}).to_string().into()))
+            .await;
+    }
+    let mut limited = 0;
+    let mut pongs = 0;
+    while limited + pongs < 10_000 {
+        match ws.next().await {
+            Frame::Json(v) if v["code"] == "rate_limited" => limited += 1,
+            Frame::Json(v) if v["type"] == "pong" => pongs += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited > 0, "the flood must hit the limit");
+    // Oversize frame: closed with 1009 and a reason.
+    let mut big = server.ws().await;
+    big.raw(Message::Text("x".repeat(200 * 1024).into())).await;
+    assert!(matches!(
+        big.next().await,
+        Frame::Close(1009, _) | Frame::Close(0, _) | Frame::Close(1006, _)
+    ));
+    // Invalid UTF-8 in a text frame (sent as a raw frame by a hand-made client).
+    let mut utf = server.ws().await;
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![0xff, 0xfe, 0xfd],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    utf.raw(Message::Frame(frame)).await;
+    assert!(matches!(
+        utf.next().await,
+        Frame::Close(1007, _) | Frame::Close(0, _) | Frame::Close(1006, _)
+    ));
+    // The server is still fine.
+    let (status, _) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+    let mut again = server.ws().await;
+    assert_eq!(again.call(json!({"type": "ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text() {
+    let server = Server::start();
+    server.spawn(json!({"argv": ["cat"]})).await;
+    let (status, body) = server
+        .http("GET", "/metrics", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200);
+    let mut samples = 0;
+    for line in body.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        assert!(name.starts_with("corral_"), "{line}");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        samples += 1;
+    }
+    assert!(samples > 10);
+    assert!(
+        body.contains("corral_sessions{state=\"running\"} 1"),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"));
+}
+
+#[tokio::test]
+async fn sigterm_with_twenty_sessions_exits_0_within_grace_and_leaves_nothing() {
+    let mut server = Server::start();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let spec = if i % 4 == 0 {
+            json!({"argv": ["sh", "-c", "trap '' HUP; sleep 1000"], "grace": {"secs": 1, "nanos": 0}})
+        } else {
+            json!({"argv": ["bash", "--norc", "-i"], "grace": {"secs": 1, "nanos": 0}})
+        };
+        ids.push(server.spawn(spec).await["id"].as_str().unwrap().to_string());
+    }
+    let mut ws = server.ws().await;
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+    let (code, took) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(2) + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    for id in &ids {
+        assert!(
+            session_processes(id).is_empty(),
+            "session {id} left processes"
+        );
+    }
+    // The client got a close frame saying why.
+    match ws.next().await {
+        Frame::Close(1001, reason) => assert_eq!(reason, "server shutting down"),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+    assert!(!server.dir.path().join("server.json").exists());
+}
+
+#[tokio::test]
+async fn hooks_update_attention_and_agent_session_id() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"argv": ["cat"], "name": "agent"}))
+        .await;
+    let id = info["id"].as_str().unwrap();
+    let mut ws = server.ws().await;
+    let (channel, _) = subscribe(&mut ws, id, None).await;
+    let start = json!({"hook_event_name": "SessionStart", "session_id": "claude-1", "cwd": "/tmp"});
+    assert_eq!(
+        server
+            .http(
+                "POST",
+                &format!("/v1/sessions/{id}/events"),
+                Some(&server.token),
+                Some(&start)
+            )
+            .await
+            .0,
+        202
+    );
+    loop {
+        if let Frame::Json(v) = ws.next().await
+            && v["type"] == "event"
+            && v["event"]["kind"]["kind"] == "hook"
+        {
+            assert_eq!(v["channel"].as_u64(), Some(channel));
+            assert_eq!(v["event"]["kind"]["name"], "SessionStart");
+            break;
+        }
+    }
+    let (_, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{id}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["agent_session_id"],
+        "claude-1"
+    );
+    let bad = server
+        .http(
+            "POST",
+            &format!("/v1/sessions/{id}/events"),
+            Some(&server.token),
+            Some(&json!({"x": 1})),
+        )
+        .await;
+    assert_eq!(bad.0, 400);
+    assert!(bad.1.contains("hook_event_name"));
+}
