@@ -437,6 +437,7 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
         stop.as_secs_f64(),
         verdict(left == 0)
     );
+    drop(cats);
     let rss_removed = rss_kib();
     // Tells a leak from heap the allocator keeps: glibc returns free pages on request.
     #[cfg(target_env = "gnu")]

@@ -81,7 +81,7 @@ async fn every_byte_reaches_every_subscriber_before_the_exit() {
         .await
         .unwrap();
     let mut subs: Vec<_> = (0..3).map(|_| h.subscribe(Some(0)).unwrap()).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await; // let stty run before the go byte
+    wait_for_comm(h.id(), "head").await; // stty ran: the go byte will not be echoed
     h.input(0, b"g".to_vec()).unwrap();
     let readers = subs.drain(..).map(|mut sub| {
         tokio::spawn(async move {
@@ -196,7 +196,7 @@ async fn a_stalled_subscriber_gets_the_exact_lag_and_never_blocks_the_writer() {
         .await
         .unwrap();
     let mut stalled = h.subscribe(Some(0)).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_comm(h.id(), "head").await;
     h.input(0, b"g".to_vec()).unwrap();
     // The writer finishes while the subscriber reads nothing.
     eventually("writer done", Duration::from_secs(20), || {
@@ -229,7 +229,7 @@ async fn input_to_a_process_that_never_reads_fails_fast_and_stop_still_works() {
         .spawn(SessionSpec::new(["cat"]))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_comm(deaf.id(), "sleep").await;
     let t = Instant::now();
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0usize;

@@ -333,3 +333,19 @@ pub fn session_processes(id: &str) -> Vec<i32> {
     }
     out
 }
+
+/// Waits (bounded) until a process of the session runs `comm` — e.g. until a script got past
+/// `stty raw -echo` and blocks in `head` waiting for its go byte, so that byte is not echoed.
+pub async fn wait_for_comm(id: &str, comm: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = session_processes(id).into_iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        });
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {comm} in session {id}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_tests::{Frame, Server, Ws, session_processes};
+use corral_tests::{Frame, Server, Ws, session_processes, wait_for_comm};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -137,7 +137,7 @@ async fn output_is_byte_exact_to_a_native_and_a_ttyd_client_then_the_exit() {
     assert_eq!(ttyd_frames[0][0], b'1');
     assert_eq!(ttyd_frames[1][0], b'2');
     assert_eq!(ttyd_frames[2][0], b'0');
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_comm(&id, "head").await;
     native
         .send(json!({"type": "input", "session": id, "data": "g"}))
         .await;
@@ -174,6 +174,7 @@ async fn reconnect_with_last_plus_one_resumes_exactly() {
     let id = info["id"].as_str().unwrap().to_string();
     let mut first = server.ws().await;
     let (channel, _) = subscribe(&mut first, &id, Some(0)).await;
+    wait_for_comm(&id, "head").await;
     first
         .send(json!({"type": "input", "session": id, "data": "g"}))
         .await;
@@ -233,6 +234,7 @@ async fn a_stalled_client_gets_lagged_while_another_reads_at_full_speed() {
     let (sc, _) = subscribe(&mut stalled, &id, Some(0)).await;
     let mut reader = server.ws().await;
     let (rc, _) = subscribe(&mut reader, &id, Some(0)).await;
+    wait_for_comm(&id, "head").await;
     reader
         .send(json!({"type": "input", "session": id, "data": "g"}))
         .await;
@@ -296,6 +298,7 @@ async fn a_hundred_clients_receive_every_byte_or_an_explicit_lag() {
         clients.push((ws, ch));
     }
     let mut go = server.ws().await;
+    wait_for_comm(&id, "head").await;
     go.send(json!({"type": "input", "session": id, "data": "g"}))
         .await;
     let tasks: Vec<_> = clients

@@ -132,3 +132,14 @@ pub async fn until_event(
         }
     }
 }
+
+/// Waits (bounded) until a process of the session runs `comm` (e.g. a script got past
+/// `stty raw -echo` and now blocks in `head` for its go byte, which then is not echoed).
+pub async fn wait_for_comm(id: Uuid, comm: &str) {
+    eventually(&format!("{comm} running"), Duration::from_secs(20), || {
+        marked(id).into_iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+    })
+    .await;
+}
