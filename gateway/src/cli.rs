@@ -18,6 +18,12 @@ struct Cli {
     /// Data dir (default: $CORRAL_DATA_DIR, else $XDG_STATE_HOME/corral, else ~/.local/state/corral).
     #[arg(long, global = true, env = "CORRAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Server URL for client commands (default: the data dir's server.json).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// Token for client commands (default: the data dir's token).
+    #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +49,8 @@ enum Command {
     ///
     /// Reads CORRAL_SESSION_ID, CORRAL_URL and CORRAL_HOOK_TOKEN from the environment.
     Hook,
+    #[command(flatten)]
+    Client(crate::commands::ClientCommand),
 }
 
 fn init_logs(json: bool) {
@@ -65,6 +73,26 @@ fn init_logs(json: bool) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Client(cmd) => {
+            let data_dir = datadir::resolve(cli.data_dir);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("corral: cannot start a runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::commands::run(cmd, cli.url, cli.token, &data_dir)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("corral: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Hook => {
             crate::cli::hook();
             ExitCode::SUCCESS

@@ -2,12 +2,16 @@
 //! event to it. Client commands talk to a running server found through the data dir.
 
 mod app;
+mod attach;
 mod auth;
 mod cli;
 mod client;
+mod commands;
 mod datadir;
 mod metrics;
+mod proctree;
 mod protocol;
+mod remote;
 mod server;
 
 fn main() -> std::process::ExitCode {

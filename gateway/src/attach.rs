@@ -1,0 +1,229 @@
+//! `corral attach`: this terminal becomes a viewer of a session. Raw mode (restored on every
+//! exit path, panics included), the current screen first, then live output; SIGWINCH resizes;
+//! the detach key (Ctrl-\ by default) leaves the session running; a dropped connection is
+//! retried with exact resume from the last offset while typed input waits in a bounded queue.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::remote::{Conn, Incoming, Remote};
+
+/// Input typed while disconnected that is kept for after the resume.
+const PENDING_MAX: usize = 64 * 1024;
+
+/// Raw mode for as long as it lives.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> anyhow::Result<RawMode> {
+        crossterm::terminal::enable_raw_mode().context("this command needs a terminal")?;
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Err(e) = crossterm::terminal::disable_raw_mode() {
+                eprintln!("corral: could not restore the terminal: {e}");
+            }
+            previous(info);
+        }));
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Err(e) = crossterm::terminal::disable_raw_mode() {
+            eprintln!("corral: could not restore the terminal: {e}");
+        }
+    }
+}
+
+/// The control byte of a detach key: '\\' → 0x1c (Ctrl-\), a letter → its control code.
+fn control_byte(key: char) -> u8 {
+    (key.to_ascii_uppercase() as u8) & 0x1f
+}
+
+fn status_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    // Best effort: the terminal is ours and in raw mode; \r\n keeps the line readable.
+    if err
+        .write_all(format!("\r\n\x1b[7m[corral: {text}]\x1b[0m\r\n").as_bytes())
+        .is_err()
+    {
+        return;
+    }
+    if err.flush().is_err() {}
+}
+
+async fn connect(remote: &Remote, session: &str, from: Option<u64>) -> anyhow::Result<(Conn, u32)> {
+    let mut ws = remote.ws().await?;
+    let mut req = json!({"type": "subscribe", "session": session});
+    if let Some(f) = from {
+        req["from"] = json!(f);
+    }
+    let r = ws.call(req).await?;
+    Ok((ws, r["channel"].as_u64().unwrap_or(0) as u32))
+}
+
+async fn send_size(ws: &mut Conn, session: &str) -> anyhow::Result<()> {
+    let (cols, rows) = crossterm::terminal::size()?;
+    ws.send(
+        json!({"type": "resize", "session": session, "rows": rows.max(1), "cols": cols.max(1)}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs attach until detach or the session ends.
+pub async fn attach(
+    remote: &Remote,
+    session: &str,
+    read_only: bool,
+    detach_key: char,
+) -> anyhow::Result<ExitCode> {
+    let detach = control_byte(detach_key);
+    // Fail before touching the terminal if the session does not exist.
+    let (mut ws, mut channel) = connect(remote, session, None).await?;
+    let _raw = RawMode::enable()?;
+    // Standard input is read on a dedicated thread (blocking reads never touch the runtime).
+    let (tx, mut keys) = mpsc::channel::<Vec<u8>>(64);
+    std::thread::Builder::new()
+        .name("corral-attach-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    let mut winch = signal(SignalKind::window_change())?;
+    let mut next: Option<u64> = None;
+    let mut pending: VecDeque<u8> = VecDeque::new();
+    let mut stdout = std::io::stdout();
+    loop {
+        if !read_only {
+            send_size(&mut ws, session).await.ok();
+            if !pending.is_empty() {
+                let bytes: Vec<u8> = pending.drain(..).collect();
+                ws.send_binary(frame(channel, &bytes)).await.ok();
+            }
+        }
+        let reason = loop {
+            tokio::select! {
+                incoming = ws.next() => match incoming {
+                    Incoming::Bin(1 | 2, ch, offset, bytes) if ch == channel => {
+                        stdout.write_all(&bytes)?;
+                        stdout.flush()?;
+                        next = Some(offset + bytes.len() as u64);
+                    }
+                    Incoming::Json(v) if v["type"] == "lagged" => {
+                        status_line(&format!("{} bytes skipped: this terminal fell behind", v["to"].as_u64().unwrap_or(0) - v["from"].as_u64().unwrap_or(0)));
+                        next = v["to"].as_u64();
+                    }
+                    Incoming::Json(v) if v["type"] == "event"
+                        && v["event"]["kind"]["kind"] == "state"
+                        && matches!(v["event"]["kind"]["state"].as_str(), Some("stopped" | "failed")) =>
+                    {
+                        status_line(&format!("session {}", v["event"]["kind"]["state"].as_str().unwrap_or("ended")));
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Incoming::Json(v) if v["type"] == "closed" => {
+                        status_line("session removed");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Incoming::Json(v) if v["type"] == "error" => {
+                        status_line(v["message"].as_str().unwrap_or("error"));
+                    }
+                    Incoming::Closed(r) => break r,
+                    _ => {}
+                },
+                keys_in = keys.recv() => {
+                    let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    if let Some(i) = bytes.iter().position(|&b| b == detach) {
+                        if !read_only && i > 0 {
+                            ws.send_binary(frame(channel, &bytes[..i])).await.ok();
+                        }
+                        status_line("detached");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    if !read_only && ws.send_binary(frame(channel, &bytes)).await.is_err() {
+                        queue(&mut pending, &bytes);
+                        break "send failed".to_string();
+                    }
+                }
+                _ = winch.recv() => {
+                    if !read_only {
+                        send_size(&mut ws, session).await.ok();
+                    }
+                }
+            }
+        };
+        // Reconnect and resume from the next offset; keep typing queued (bounded) meanwhile.
+        status_line(&format!("connection lost ({reason}); reconnecting"));
+        let mut delay = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                r = connect(remote, session, next) => match r {
+                    Ok((w, c)) => {
+                        ws = w;
+                        channel = c;
+                        status_line("reconnected");
+                        break;
+                    }
+                    Err(e) if e.to_string().contains("no session") => {
+                        status_line("session is gone");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                },
+                keys_in = keys.recv() => {
+                    let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    if bytes.contains(&detach) {
+                        status_line("detached");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    queue(&mut pending, &bytes);
+                }
+            }
+        }
+    }
+}
+
+/// Queues input typed while disconnected, dropping (and saying so) what exceeds the bound.
+fn queue(pending: &mut VecDeque<u8>, bytes: &[u8]) {
+    let room = PENDING_MAX.saturating_sub(pending.len());
+    pending.extend(&bytes[..bytes.len().min(room)]);
+    if bytes.len() > room {
+        status_line(&format!(
+            "{} typed bytes dropped while disconnected",
+            bytes.len() - room
+        ));
+    }
+}
+
+/// A binary INPUT frame.
+fn frame(channel: u32, bytes: &[u8]) -> Vec<u8> {
+    crate::protocol::encode_binary(
+        crate::protocol::Header {
+            kind: crate::protocol::kind::INPUT,
+            channel,
+            offset: 0,
+        },
+        bytes,
+    )
+}
