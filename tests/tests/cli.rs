@@ -1,0 +1,196 @@
+//! The `corral` command line end to end: the real binary as a user runs it.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use corral_tests::{Server, binary, session_processes};
+use serde_json::Value;
+
+fn corral(server: &Server, args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = corral(server, args);
+    assert!(
+        out.status.success(),
+        "corral {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn spawn_send_logs_stop_ps() {
+    let server = Server::start();
+    let id = ok(
+        &server,
+        &["spawn", "--name", "work", "--", "bash", "--norc", "-i"],
+    )
+    .trim()
+    .to_string();
+    assert_eq!(id.len(), 36, "prints the id: {id}");
+    ok(&server, &["send", "work", "echo hi-$((6*7))\\n"]);
+    eventually("logs show the output", || {
+        ok(&server, &["logs", "work"]).contains("hi-42")
+    });
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "running");
+    assert!(
+        ps[0]["rss_kib"].as_u64().unwrap() > 0,
+        "tree RSS from /proc"
+    );
+    assert!(ok(&server, &["stop", "work"]).contains("stopped"));
+    let ps = ok(&server, &["ps"]);
+    assert!(ps.lines().nth(1).unwrap().contains("stopped"), "{ps}");
+    assert!(session_processes(&id).is_empty());
+    // Errors: one line on stderr, non-zero exit.
+    let out = corral(&server, &["stop", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim(), "corral: no session 'nope'");
+    let out = corral(&server, &["send", "work", "x"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no running process"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn client_commands_without_a_server_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("ps")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no corral server is running"));
+}
+
+#[test]
+fn hook_posts_events_for_its_session() {
+    let server = Server::start();
+    let id = ok(&server, &["spawn", "--name", "agent", "--", "cat"])
+        .trim()
+        .to_string();
+    let info: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    let pid = info[0]["pid"].as_i64().unwrap();
+    // The hook runs with the session's own environment, as Claude Code's hooks would.
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let var = |k: &str| {
+        env.split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(format!("{k}=").as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .unwrap()
+    };
+    let events = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["events", "agent", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut hook = Command::new(binary())
+        .arg("hook")
+        .env_clear()
+        .env("CORRAL_SESSION_ID", var("CORRAL_SESSION_ID"))
+        .env("CORRAL_URL", var("CORRAL_URL"))
+        .env("CORRAL_HOOK_TOKEN", var("CORRAL_HOOK_TOKEN"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = hook.stdin.take().unwrap();
+        stdin
+            .write_all(br#"{"hook_event_name":"SessionStart","session_id":"claude-abc","transcript_path":"/tmp/t","cwd":"/tmp"}"#)
+            .unwrap();
+    }
+    assert!(hook.wait().unwrap().success());
+    let out = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"SessionStart\""), "{text}");
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["agent_session_id"], "claude-abc");
+    assert_eq!(ps[0]["id"], id.as_str());
+}
+
+fn tmux(socket: &str, args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(["-L", socket])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn attach_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (run scripts/setup)");
+        return;
+    }
+    let server = Server::start();
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "bash", "--norc", "-i"],
+    );
+    ok(&server, &["send", "work", "echo before-attach\\n"]);
+    let socket = format!("corral-test-{}", std::process::id());
+    let cmd = format!(
+        "{} --data-dir {} attach work",
+        binary().display(),
+        server.dir.path().display()
+    );
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-s",
+            "t",
+            &cmd,
+        ],
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    // The screen snapshot shows what happened before attaching.
+    eventually("snapshot in the pane", || pane().contains("before-attach"));
+    // Typing in the terminal reaches the session.
+    tmux(
+        &socket,
+        &["send-keys", "-t", "t", "echo typed-$((1+1))", "Enter"],
+    );
+    eventually("typed input echoed", || pane().contains("typed-2"));
+    assert!(ok(&server, &["logs", "work"]).contains("typed-2"));
+    // The viewer's size became the session's (resize policy: last typist wins).
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["size"]["cols"], 100);
+    // Detach (Ctrl-\) leaves the session running.
+    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
+    eventually("attach exited", || {
+        !tmux(&socket, &["list-sessions"]).contains("t:")
+    });
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "running");
+    tmux(&socket, &["kill-server"]);
+}
