@@ -14,6 +14,7 @@
 //! OS resources are released in `Drop` of actor state (ractor skips `post_stop` after a kill or
 //! a panic): a killed Session actor still kills its process tree and closes its fds.
 
+pub mod agent;
 pub mod corral;
 pub mod env;
 pub mod error;

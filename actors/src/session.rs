@@ -30,6 +30,7 @@ use ractor::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::agent::Profile;
 use crate::env::{self, PrivateTmp};
 use crate::error::SessionError;
 use crate::event::{EventKind, SessionState};
@@ -208,6 +209,13 @@ impl Actor for Session {
         if spec.argv.is_empty() {
             return Err(SessionError::BadSpec("argv is empty".into()).into());
         }
+        let profile = Profile::parse(spec.agent.as_deref()).map_err(SessionError::BadSpec)?;
+        if profile.is_some() && spec.hook_command.is_none() {
+            return Err(SessionError::BadSpec(
+                "agent profiles need a hook command (spawn through corral serve)".into(),
+            )
+            .into());
+        }
         let tmp = PrivateTmp::create(&args.tmp_root, args.shared.id)
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
         let screen = if spec.mode == Mode::Pty {
@@ -361,15 +369,31 @@ impl SessionActorState {
             self.tmp.path(),
             &self.spec.env,
         );
-        let size = self.shared.status.read().size;
+        let (size, agent_session) = {
+            let s = self.shared.status.read();
+            (s.size, s.agent_session_id.clone())
+        };
+        // An agent profile rewrites argv: its settings, and after a crash, its resume template.
+        let argv = match Profile::parse(self.spec.agent.as_deref()) {
+            Ok(Some(profile)) => profile
+                .prepare(
+                    &self.spec.argv,
+                    self.tmp.path(),
+                    self.spec.hook_command.as_deref().unwrap_or_default(),
+                    agent_session.as_deref().filter(|_| generation > 1),
+                )
+                .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?,
+            Ok(None) => self.spec.argv.clone(),
+            Err(e) => return Err(SessionError::BadSpec(e)),
+        };
         let (pid, pidfd, master, out_fd, in_fd, err_fd) = match self.spec.mode {
             Mode::Pty => {
-                let p = pty::spawn(&self.spec.argv, self.spec.cwd.as_deref(), &envv, size)
+                let p = pty::spawn(&argv, self.spec.cwd.as_deref(), &envv, size)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 (p.pid, p.pidfd, Some(p.master), p.io.clone(), p.io, None)
             }
             Mode::Pipe => {
-                let p = pipe::spawn(&self.spec.argv, self.spec.cwd.as_deref(), &envv)
+                let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 (p.pid, p.pidfd, None, p.stdout, p.stdin, Some(p.stderr))
             }

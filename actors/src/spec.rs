@@ -77,6 +77,9 @@ pub struct SessionSpec {
     pub grace: Duration,
     /// Agent profile name (e.g. "claude"), if any.
     pub agent: Option<String>,
+    /// The command an agent profile's hooks run (argv; e.g. `[<corral binary>, "hook"]`). Set
+    /// by the server; a profile that needs it and lacks it is refused.
+    pub hook_command: Option<Vec<String>>,
     /// Output bytes kept in memory for viewers (the Ring's capacity).
     pub ring_capacity: usize,
 }
@@ -111,6 +114,7 @@ impl SessionSpec {
             stop_signal: Self::DEFAULT_STOP_SIGNAL.into(),
             grace: Self::DEFAULT_GRACE,
             agent: None,
+            hook_command: None,
             ring_capacity: Self::DEFAULT_RING_CAPACITY,
         }
     }
@@ -161,6 +165,12 @@ impl SessionSpec {
     /// Adds an environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the agent profile.
+    pub fn agent(mut self, agent: impl Into<String>) -> Self {
+        self.agent = Some(agent.into());
         self
     }
 

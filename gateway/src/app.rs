@@ -94,6 +94,14 @@ impl App {
             .retain(|(k, _)| k != "CORRAL_URL" && k != "CORRAL_HOOK_TOKEN");
         spec.env.push(("CORRAL_URL".into(), self.url.clone()));
         spec.env.push(("CORRAL_HOOK_TOKEN".into(), hook));
+        // Hooks call this very binary by its absolute path (never whatever `corral` is on PATH,
+        // and never a command a client sent).
+        spec.hook_command = None;
+        if spec.agent.is_some() {
+            let exe = std::env::current_exe()
+                .map_err(|e| SessionError::Spawn(format!("cannot find the corral binary: {e}")))?;
+            spec.hook_command = Some(vec![exe.display().to_string(), "hook".into()]);
+        }
         let result = self.corral.sessions().spawn_with_id(id, spec).await;
         if result.is_err() {
             self.tokens.revoke_session(id);

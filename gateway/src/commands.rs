@@ -41,6 +41,9 @@ pub enum ClientCommand {
         /// Pipe mode (stdin/stdout/stderr instead of a terminal).
         #[arg(long)]
         pipe: bool,
+        /// Agent profile: `claude` passes per-session hook settings and resumes after a crash.
+        #[arg(long, value_parser = ["claude"])]
+        agent: Option<String>,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<String>,
@@ -158,6 +161,7 @@ pub async fn run(
             stop_signal,
             grace,
             pipe,
+            agent,
             argv,
         } => {
             let env: Vec<(String, String)> = env
@@ -177,6 +181,7 @@ pub async fn run(
                 "stop_signal": stop_signal,
                 "grace": {"secs": grace.trunc() as u64, "nanos": (grace.fract() * 1e9) as u32},
                 "mode": if pipe { "pipe" } else { "pty" },
+                "agent": agent,
                 "argv": argv,
             });
             let info = remote.json("POST", "/v1/sessions", Some(&spec)).await?;

@@ -194,3 +194,56 @@ fn attach_in_a_real_terminal() {
     assert_eq!(ps[0]["state"], "running");
     tmux(&socket, &["kill-server"]);
 }
+
+/// A stand-in for Claude Code: prints its arguments, fires a SessionStart hook through the
+/// command in its `--settings` file (as Claude Code does), crashes on its first run and reports
+/// being resumed on the next.
+const FAKE_CLAUDE: &str = r#"#!/bin/sh
+echo "ARGS: $*"
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+echo '{"hook_event_name":"SessionStart","session_id":"claude-xyz","cwd":"/tmp"}' | $cmd
+case "$*" in
+  *"--resume claude-xyz"*) echo RESUMED; exec sleep 1000 ;;
+  *) exit 1 ;;
+esac
+"#;
+
+#[test]
+fn claude_profile_passes_hook_settings_and_resumes_after_a_crash() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    let fake = server.dir.path().join("claude");
+    std::fs::write(&fake, FAKE_CLAUDE).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.display().to_string();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "agent",
+            "--agent",
+            "claude",
+            "--restart",
+            "on-failure",
+            "--",
+            &fake,
+            "--model",
+            "x",
+        ],
+    );
+    eventually("resumed", || {
+        ok(&server, &["logs", "agent"]).contains("RESUMED")
+    });
+    let logs = ok(&server, &["logs", "agent"]);
+    assert!(logs.contains("ARGS: --settings "), "{logs}");
+    assert!(logs.contains("--model x"), "{logs}");
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["agent_session_id"], "claude-xyz");
+    assert_eq!(ps[0]["restarts"], 1);
+    assert_eq!(ps[0]["state"], "running");
+    let id = ps[0]["id"].as_str().unwrap().to_string();
+    ok(&server, &["stop", "agent"]);
+    assert!(session_processes(&id).is_empty());
+}

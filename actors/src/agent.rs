@@ -1,0 +1,132 @@
+//! Agent profiles: what corral adds to a session when it knows which agent runs in it.
+//!
+//! `claude` (Claude Code): a per-session `--settings <file>` whose hooks run `corral hook` by the
+//! absolute path of the running corral binary, so every hook event reaches corral with the
+//! session's own token (the user's global settings are never edited); and a resume template:
+//! a restart after a crash runs `claude --resume <agent session id>` with the id captured from
+//! the last SessionStart hook.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+/// The hook events the claude profile subscribes to.
+pub const CLAUDE_HOOK_EVENTS: &[&str] = &[
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "Notification",
+    "PermissionRequest",
+    "Stop",
+    "SubagentStop",
+    "PreCompact",
+    "SessionEnd",
+];
+
+/// A known agent profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Claude Code.
+    Claude,
+}
+
+impl Profile {
+    /// The profile named in a spec, if known; an unknown name is an error naming it.
+    pub fn parse(name: Option<&str>) -> Result<Option<Profile>, String> {
+        match name {
+            None => Ok(None),
+            Some("claude") => Ok(Some(Profile::Claude)),
+            Some(other) => Err(format!("unknown agent profile '{other}' (known: claude)")),
+        }
+    }
+
+    /// Writes the profile's files into the session's private dir and returns the argv to run:
+    /// `argv` with `--settings <file>` after the program, and on a restart with a known agent
+    /// session id, `--resume <id>` too.
+    pub fn prepare(
+        self,
+        argv: &[String],
+        private_dir: &Path,
+        hook_command: &[String],
+        resume: Option<&str>,
+    ) -> std::io::Result<Vec<String>> {
+        match self {
+            Profile::Claude => {
+                let settings = write_claude_settings(private_dir, hook_command)?;
+                let mut out = Vec::with_capacity(argv.len() + 4);
+                out.push(argv[0].clone());
+                out.push("--settings".into());
+                out.push(settings.display().to_string());
+                if let Some(id) = resume
+                    && !argv.iter().any(|a| a == "--resume" || a == "--continue")
+                {
+                    out.push("--resume".into());
+                    out.push(id.to_string());
+                }
+                out.extend_from_slice(&argv[1..]);
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Writes `claude-settings.json` with a command hook per event; returns its path.
+fn write_claude_settings(dir: &Path, hook_command: &[String]) -> std::io::Result<PathBuf> {
+    let command = hook_command
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut hooks = serde_json::Map::new();
+    for event in CLAUDE_HOOK_EVENTS {
+        let entry = json!([{ "matcher": "*", "hooks": [{ "type": "command", "command": command, "timeout": 5 }] }]);
+        hooks.insert((*event).to_string(), entry);
+    }
+    let path = dir.join("claude-settings.json");
+    let text =
+        serde_json::to_vec_pretty(&json!({ "hooks": hooks })).map_err(std::io::Error::other)?;
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Quotes one argument for the shell Claude Code runs hook commands with. The only input is the
+/// path of corral's own binary (never user input); quoting keeps spaces in it safe.
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_gets_settings_and_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv: Vec<String> = ["claude", "-p", "hi"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let hook = vec!["/opt/my corral/corral".to_string(), "hook".to_string()];
+        let out = Profile::Claude
+            .prepare(&argv, dir.path(), &hook, Some("abc"))
+            .unwrap();
+        assert_eq!(out[0], "claude");
+        assert_eq!(out[1], "--settings");
+        assert_eq!(&out[3..5], ["--resume", "abc"]);
+        assert_eq!(&out[5..], ["-p", "hi"]);
+        let settings: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out[2]).unwrap()).unwrap();
+        let cmd = settings["hooks"]["SessionStart"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap();
+        assert_eq!(cmd, "'/opt/my corral/corral' hook");
+        assert!(Profile::parse(Some("nope")).is_err());
+    }
+}
