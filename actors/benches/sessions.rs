@@ -35,8 +35,8 @@ const SCENARIOS: [&str; 4] = ["memory", "cpu", "stop", "throughput"];
 const TP_BYTES: u64 = 256 << 20;
 /// Runs per side in the throughput comparison.
 const TP_RUNS: usize = 3;
-/// Time for `stty raw -echo` to take effect before the go byte.
-const GO_DELAY: Duration = Duration::from_millis(200);
+/// Longest wait for the writer script to reach its go-byte read.
+const GO_WAIT: Duration = Duration::from_secs(20);
 /// Sessions in the spawn + stop scenario.
 const STOP_N: usize = 200;
 /// Idle sessions for the memory and CPU scenarios.
@@ -112,6 +112,10 @@ struct Run {
     lagged: u64,
     /// Go byte → end.
     secs: f64,
+    /// CPU seconds this process used meanwhile (user + system, all threads).
+    cpu: f64,
+    /// Pieces the bytes came in: `read(2)` calls (baseline), output items (corral).
+    chunks: u64,
 }
 
 impl Run {
@@ -129,23 +133,29 @@ async fn throughput(sessions: &Sessions) {
             .await
             .expect("baseline thread");
         println!(
-            "[throughput] run {}/{TP_RUNS} plain read loop: {} B in {:.3} s = {:.0} MB/s",
+            "[throughput] run {}/{TP_RUNS} plain read loop: {} B in {:.3} s = {:.0} MB/s (process CPU {:.2} s; {} reads, {:.1} KiB each)",
             i + 1,
             b.bytes,
             b.secs,
-            b.mbps()
+            b.mbps(),
+            b.cpu,
+            b.chunks,
+            b.bytes as f64 / b.chunks.max(1) as f64 / 1024.0
         );
         check_total("plain read loop", &b);
         plain.push(b);
         let c = corral_run(sessions, i).await;
         println!(
-            "[throughput] run {}/{TP_RUNS} corral Ring:     {} B received + {} B lagged ({:.1} %) in {:.3} s = {:.0} MB/s",
+            "[throughput] run {}/{TP_RUNS} corral Ring:     {} B received + {} B lagged ({:.1} %) in {:.3} s = {:.0} MB/s (process CPU {:.2} s; {} items, {:.1} KiB each)",
             i + 1,
             c.bytes,
             c.lagged,
             c.lagged as f64 * 100.0 / (c.bytes + c.lagged) as f64,
             c.secs,
-            c.mbps()
+            c.mbps(),
+            c.cpu,
+            c.chunks,
+            c.bytes as f64 / c.chunks.max(1) as f64 / 1024.0
         );
         check_total("corral", &c);
         ring.push(c);
@@ -157,6 +167,14 @@ async fn throughput(sessions: &Sessions) {
         "[throughput] PTY → Ring {ring_med:.0} MB/s vs plain blocking read loop {plain_med:.0} MB/s (medians of {TP_RUNS}, 256 MiB raw): ratio {ratio:.2}×  (goal ≥ 0.95×) {}",
         verdict(ratio >= 0.95)
     );
+}
+
+/// Whether the script `pid` got past `stty raw -echo` and runs the `head` that waits for the go
+/// byte (sent earlier, the byte would be echoed and counted).
+fn waits_for_go(pid: i32) -> bool {
+    procfs::children_of(pid)
+        .into_iter()
+        .any(|kid| procfs::read_stat(kid).is_ok_and(|s| s.comm == "head"))
 }
 
 /// Warns when a run did not see every byte the writer produced.
@@ -181,30 +199,47 @@ async fn corral_run(sessions: &Sessions, i: usize) -> Run {
         .await
         .expect("spawn");
     let mut sub = h.subscribe(Some(0)).expect("subscribe");
-    tokio::time::sleep(GO_DELAY).await;
+    let pid = h.info().pid.expect("running");
+    let deadline = Instant::now() + GO_WAIT;
+    while !waits_for_go(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the script never reached its go read"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu0 = rusage_secs();
     let t0 = Instant::now();
     h.input(0, b"g".to_vec()).expect("go byte");
-    let (mut bytes, mut lagged) = (0u64, 0u64);
-    let done = tokio::time::timeout(Duration::from_secs(300), async {
+    // On a runtime worker, as a gateway client's task would be.
+    let reading = tokio::spawn(async move {
+        let (mut bytes, mut lagged, mut chunks) = (0u64, 0u64, 0u64);
         loop {
             match sub.next(1 << 20).await {
-                Item::Output { bytes: b, .. } => bytes += b.len() as u64,
+                Item::Output { bytes: b, .. } => {
+                    bytes += b.len() as u64;
+                    chunks += 1;
+                }
                 Item::Lagged(l) => lagged += l.to - l.from,
                 Item::Event(e) if matches!(e.kind, EventKind::Exited { .. }) => break,
                 Item::Closed => panic!("stream closed before the exit"),
                 _ => {}
             }
         }
-    })
-    .await;
-    let secs = t0.elapsed().as_secs_f64();
-    done.expect("the writer exits within 300 s");
-    drop(sub);
+        (bytes, lagged, chunks, Instant::now())
+    });
+    let (bytes, lagged, chunks, end) = tokio::time::timeout(Duration::from_secs(300), reading)
+        .await
+        .expect("the writer exits within 300 s")
+        .expect("subscriber task");
+    let cpu = rusage_secs() - cpu0;
     sessions.remove(&h.id().to_string()).await.expect("remove");
     Run {
         bytes,
         lagged,
-        secs,
+        secs: (end - t0).as_secs_f64(),
+        cpu,
+        chunks,
     }
 }
 
@@ -223,6 +258,7 @@ fn plain_run() -> Run {
     let mut cmd = CommandBuilder::new(program);
     cmd.args(rest);
     let mut child = pair.slave.spawn_command(cmd).expect("spawn");
+    let pid = child.process_id().expect("pid") as i32;
     // Only the child may hold the slave side, or the master never sees EIO.
     drop(pair.slave);
     let mut reader = pair.master.try_clone_reader().expect("reader");
@@ -230,11 +266,14 @@ fn plain_run() -> Run {
     let mut writer = pair.master.take_writer().expect("writer");
     let reading = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut n = 0u64;
+        let (mut n, mut chunks) = (0u64, 0u64);
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => break,
-                Ok(k) => n += k as u64,
+                Ok(k) => {
+                    n += k as u64;
+                    chunks += 1;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // portable-pty maps EIO to Ok(0) already; this is belt and braces.
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
@@ -242,18 +281,29 @@ fn plain_run() -> Run {
             }
         }
         child.wait().expect("wait");
-        (n, Instant::now())
+        (n, chunks, Instant::now())
     });
-    std::thread::sleep(GO_DELAY);
+    let deadline = Instant::now() + GO_WAIT;
+    while !waits_for_go(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the script never reached its go read"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cpu0 = rusage_secs();
     let t0 = Instant::now();
     writer.write_all(b"g").expect("go byte");
     writer.flush().expect("flush");
-    let (bytes, end) = reading.join().expect("reader thread");
+    let (bytes, chunks, end) = reading.join().expect("reader thread");
+    let cpu = rusage_secs() - cpu0;
     drop(writer);
     Run {
         bytes,
         lagged: 0,
         secs: (end - t0).as_secs_f64(),
+        cpu,
+        chunks,
     }
 }
 

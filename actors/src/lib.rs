@@ -22,6 +22,7 @@ pub mod event;
 mod fd;
 pub mod io;
 pub mod manager;
+pub mod persist;
 pub mod pipe;
 pub mod process;
 pub mod pty;

@@ -49,6 +49,20 @@ enum Command {
     ///
     /// Reads CORRAL_SESSION_ID, CORRAL_URL and CORRAL_HOOK_TOKEN from the environment.
     Hook,
+    /// Measure the gateway's speed goals against a real `corral serve` on 127.0.0.1
+    /// (echo latency, throughput vs. a plain PTY loop, 200 spawns + stops, fan-out CPU).
+    ///
+    /// Example: corral bench echo throughput --json bench.json
+    Bench {
+        /// Scenarios: echo, throughput, spawn, fanout (default: all).
+        scenarios: Vec<String>,
+        /// Also write the figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Bytes for the throughput scenario.
+        #[arg(long, default_value_t = 256_000_000)]
+        bytes: u64,
+    },
     #[command(flatten)]
     Client(crate::commands::ClientCommand),
 }
@@ -73,6 +87,30 @@ fn init_logs(json: bool) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench {
+            scenarios,
+            json,
+            bytes,
+        } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("corral: cannot start a runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::bench::run(scenarios, json, bytes)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corral bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Client(cmd) => {
             let data_dir = datadir::resolve(cli.data_dir);
             let rt = match tokio::runtime::Builder::new_current_thread()

@@ -4,6 +4,7 @@
 mod app;
 mod attach;
 mod auth;
+mod bench;
 mod cli;
 mod client;
 mod commands;

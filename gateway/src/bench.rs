@@ -1,0 +1,486 @@
+//! `corral bench`: the gateway's speed goals measured the same way every time. It starts a real
+//! `corral serve` (this binary) on 127.0.0.1 in a temp data dir and drives it with real
+//! WebSocket clients and real processes; baselines (a plain PTY read loop, a bare PTY echo) run
+//! in the same run so ratios compare like with like. Prints a table; `--json FILE` writes it.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::future::join_all;
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use serde_json::{Value, json};
+
+use crate::remote::{Incoming, Remote};
+
+/// One measured figure.
+struct Figure {
+    name: String,
+    value: String,
+    goal: String,
+    json: Value,
+}
+
+/// A `corral serve` child for the benchmark.
+struct Served {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    remote: Remote,
+}
+
+impl Served {
+    fn start() -> anyhow::Result<Served> {
+        let dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe()?;
+        // The bench measures speed, not the limits: lift the per-connection rate limits (an
+        // echo loop sends thousands of keystrokes per second) and the connection bound.
+        let config = dir.path().join("bench.toml");
+        std::fs::write(
+            &config,
+            "[limits]\nmessages_per_sec = 1000000\ninput_bytes_per_sec = 1000000000\nmax_connections = 4096\n",
+        )?;
+        let child = std::process::Command::new(exe)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("cannot start corral serve")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(remote) = Remote::find(None, None, dir.path()) {
+                return Ok(Served {
+                    child,
+                    _dir: dir,
+                    remote,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("corral serve did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// CPU seconds (user + system) the server used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Err(e) = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        ) {
+            eprintln!("bench: cannot stop the server: {e}");
+        }
+        if let Err(e) = self.child.wait() {
+            eprintln!("bench: server not reaped: {e}");
+        }
+    }
+}
+
+/// Runs the selected scenarios (all when empty).
+pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> anyhow::Result<()> {
+    let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let server = Served::start()?;
+    let mut figures = Vec::new();
+    if want("echo") {
+        figures.extend(echo(&server).await?);
+    }
+    if want("throughput") {
+        figures.extend(throughput(&server, bytes).await?);
+    }
+    if want("spawn") {
+        figures.extend(spawn_stop(&server, 200).await?);
+    }
+    if want("fanout") {
+        figures.extend(fanout(&server).await?);
+    }
+    println!("{:<58} {:>28}   goal", "figure", "result");
+    for f in &figures {
+        println!("{:<58} {:>28}   {}", f.name, f.value, f.goal);
+    }
+    if let Some(path) = json_out {
+        let all: Vec<Value> = figures
+            .iter()
+            .map(|f| json!({"name": f.name, "value": f.json, "goal": f.goal}))
+            .collect();
+        std::fs::write(&path, serde_json::to_vec_pretty(&all)?)?;
+    }
+    Ok(())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Keystroke echo through the WebSocket to `cat` and back, vs. a bare PTY echo.
+async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
+    const N: usize = 3000;
+    let r = &server.remote;
+    let info = r
+        .json("POST", "/v1/sessions", Some(&json!({"argv": ["sh", "-c", "stty raw -echo; printf R; exec cat"], "name": "bench-echo"})))
+        .await?;
+    let id = info["id"].as_str().unwrap_or_default().to_string();
+    let mut ws = r.ws().await?;
+    let sub = ws
+        .call(json!({"type": "subscribe", "session": id, "from": 0}))
+        .await?;
+    let channel = sub["channel"].as_u64().unwrap_or(0) as u32;
+    // Wait for the ready marker (stty done).
+    loop {
+        if let Incoming::Bin(1, ch, _, b) = ws.next().await
+            && ch == channel
+            && b.contains(&b'R')
+        {
+            break;
+        }
+    }
+    let mut lat = Vec::with_capacity(N);
+    for i in 0..N {
+        let byte = b'a' + (i % 26) as u8;
+        let frame = crate::protocol::encode_binary(
+            crate::protocol::Header {
+                kind: crate::protocol::kind::INPUT,
+                channel,
+                offset: 0,
+            },
+            &[byte],
+        );
+        let t = Instant::now();
+        ws.send_binary(frame).await?;
+        loop {
+            match ws.next().await {
+                Incoming::Bin(1, ch, _, b) if ch == channel && b.contains(&byte) => break,
+                Incoming::Json(v) if v["type"] == "error" => bail!("server refused input: {v}"),
+                Incoming::Closed(r) => bail!("closed: {r}"),
+                _ => {}
+            }
+        }
+        lat.push(t.elapsed());
+    }
+    r.json("DELETE", &format!("/v1/sessions/{id}"), None)
+        .await?;
+    lat.sort();
+    let bare = tokio::task::spawn_blocking(move || bare_pty_echo(N)).await??;
+    Ok(vec![
+        Figure {
+            name: "echo via WebSocket → cat → back: p50 / p99 / max".into(),
+            value: format!(
+                "{:.0?} / {:.0?} / {:.0?}",
+                pct(&lat, 0.5),
+                pct(&lat, 0.99),
+                lat[lat.len() - 1]
+            ),
+            goal: "p50 ≤ 35 µs, p99 ≤ 160 µs".into(),
+            json: json!({"p50_us": pct(&lat, 0.5).as_micros(), "p99_us": pct(&lat, 0.99).as_micros(), "max_us": lat[lat.len()-1].as_micros()}),
+        },
+        Figure {
+            name: "echo on a bare PTY (baseline, same run): p50 / p99".into(),
+            value: format!("{:.0?} / {:.0?}", pct(&bare, 0.5), pct(&bare, 0.99)),
+            goal: "-".into(),
+            json: json!({"p50_us": pct(&bare, 0.5).as_micros(), "p99_us": pct(&bare, 0.99).as_micros()}),
+        },
+    ])
+}
+
+/// The baseline: the same `cat` in a PTY, one byte written and read back with blocking I/O.
+fn bare_pty_echo(n: usize) -> anyhow::Result<Vec<Duration>> {
+    let pair = native_pty_system().openpty(PtySize {
+        rows: 24,
+        cols: 80,
+        pixel_width: 0,
+        pixel_height: 0,
+    })?;
+    let mut cmd = CommandBuilder::new("sh");
+    cmd.args(["-c", "stty raw -echo; printf R; exec cat"]);
+    let mut child = pair.slave.spawn_command(cmd)?;
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader()?;
+    let mut writer = pair.master.take_writer()?;
+    let mut buf = [0u8; 64];
+    loop {
+        let k = reader.read(&mut buf)?;
+        if buf[..k].contains(&b'R') {
+            break;
+        }
+    }
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let byte = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        writer.write_all(&[byte])?;
+        loop {
+            let k = reader.read(&mut buf)?;
+            if buf[..k].contains(&byte) {
+                break;
+            }
+        }
+        lat.push(t.elapsed());
+    }
+    child.kill()?;
+    child.wait()?;
+    lat.sort();
+    Ok(lat)
+}
+
+/// Output throughput to one native and one ttyd client vs. a plain PTY read loop.
+async fn throughput(server: &Served, bytes: u64) -> anyhow::Result<Vec<Figure>> {
+    let script = format!("stty raw -echo; head -c1 >/dev/null; head -c {bytes} /dev/zero");
+    let base = {
+        let script = script.clone();
+        tokio::task::spawn_blocking(move || plain_read_loop(&script)).await??
+    };
+    let native = session_throughput(server, &script, false).await?;
+    let ttyd = session_throughput(server, &script, true).await?;
+    let mbps = |b: u64, d: Duration| b as f64 / d.as_secs_f64() / 1e6;
+    let base_rate = mbps(bytes, base);
+    let mut out = vec![Figure {
+        name: format!("plain PTY read loop, {} MB (baseline)", bytes / 1_000_000),
+        value: format!("{base_rate:.0} MB/s"),
+        goal: "-".into(),
+        json: json!({"mb_per_s": base_rate}),
+    }];
+    for (label, (d, got, lagged)) in [("native client", native), ("ttyd client", ttyd)] {
+        let rate = mbps(got, d);
+        out.push(Figure {
+            name: format!("output to one {label} (received; lagged bytes)"),
+            value: format!("{rate:.0} MB/s = {:.2}× ({lagged} lost)", rate / base_rate),
+            goal: "≥ 0.9× the plain loop".into(),
+            json: json!({"mb_per_s": rate, "ratio": rate / base_rate, "lagged_bytes": lagged}),
+        });
+    }
+    Ok(out)
+}
+
+fn plain_read_loop(script: &str) -> anyhow::Result<Duration> {
+    let pair = native_pty_system().openpty(PtySize {
+        rows: 24,
+        cols: 80,
+        pixel_width: 0,
+        pixel_height: 0,
+    })?;
+    let mut cmd = CommandBuilder::new("sh");
+    cmd.args(["-c", script]);
+    let mut child = pair.slave.spawn_command(cmd)?;
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader()?;
+    let mut writer = pair.master.take_writer()?;
+    std::thread::sleep(Duration::from_millis(300)); // stty first
+    let mut buf = vec![0u8; 64 * 1024];
+    let t = Instant::now();
+    writer.write_all(b"g")?;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let d = t.elapsed();
+    child.wait()?;
+    Ok(d)
+}
+
+/// (time from go to end, bytes received, bytes reported lagged).
+async fn session_throughput(
+    server: &Served,
+    script: &str,
+    ttyd: bool,
+) -> anyhow::Result<(Duration, u64, u64)> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let r = &server.remote;
+    let info = r
+        .json(
+            "POST",
+            "/v1/sessions",
+            Some(&json!({"argv": ["sh", "-c", script], "ring_capacity": 8 << 20})),
+        )
+        .await?;
+    let id = info["id"].as_str().unwrap_or_default().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await; // stty first
+    let mut ctl = r.ws().await?;
+    let result = if ttyd {
+        let mut req = format!("ws://{}/ttyd/{id}/ws", r.addr).into_client_request()?;
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "tty".parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        ws.send(Message::Text(
+            json!({"AuthToken": r.token, "columns": 80, "rows": 24})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        // title, preferences, snapshot
+        for _ in 0..3 {
+            ws.next().await;
+        }
+        ctl.send(json!({"type": "input", "session": id, "data": "g"}))
+            .await?;
+        let t = Instant::now();
+        let (mut got, mut lagged) = (0u64, 0u64);
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Binary(b) if b.first() == Some(&b'0') => {
+                    if b.windows(13).any(|w| w == b"bytes skipped") {
+                        lagged += 1;
+                    } else {
+                        got += b.len() as u64 - 1;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        (t.elapsed(), got, lagged)
+    } else {
+        let mut ws = r.ws().await?;
+        let sub = ws
+            .call(json!({"type": "subscribe", "session": id, "from": 0}))
+            .await?;
+        let channel = sub["channel"].as_u64().unwrap_or(0) as u32;
+        ctl.send(json!({"type": "input", "session": id, "data": "g"}))
+            .await?;
+        let t = Instant::now();
+        let (mut got, mut lagged) = (0u64, 0u64);
+        loop {
+            match ws.next().await {
+                Incoming::Bin(1, ch, _, b) if ch == channel => got += b.len() as u64,
+                Incoming::Json(v) if v["type"] == "lagged" => {
+                    lagged += v["to"].as_u64().unwrap_or(0) - v["from"].as_u64().unwrap_or(0)
+                }
+                Incoming::Json(v)
+                    if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" =>
+                {
+                    break;
+                }
+                Incoming::Closed(r) => bail!("closed: {r}"),
+                _ => {}
+            }
+        }
+        (t.elapsed(), got, lagged)
+    };
+    r.json("DELETE", &format!("/v1/sessions/{id}"), None)
+        .await?;
+    Ok(result)
+}
+
+/// Spawn + graceful stop of `n` `cat` sessions through one connection (pipelined requests).
+async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
+    let mut ws = server.remote.ws().await?;
+    let t = Instant::now();
+    for i in 0..n {
+        ws.send(json!({"type": "spawn", "spec": {"argv": ["cat"], "name": format!("bench-{i}")}}))
+            .await?;
+    }
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        match ws.next().await {
+            Incoming::Json(v) if v["type"] == "session" => {
+                ids.push(v["session"]["id"].as_str().unwrap_or_default().to_string())
+            }
+            Incoming::Json(v) if v["type"] == "error" => bail!("spawn failed: {v}"),
+            Incoming::Closed(r) => bail!("closed: {r}"),
+            _ => {}
+        }
+    }
+    let spawned = t.elapsed();
+    for id in &ids {
+        ws.send(json!({"type": "stop", "session": id})).await?;
+    }
+    let mut stopped = 0;
+    while stopped < n {
+        match ws.next().await {
+            Incoming::Json(v) if v["type"] == "session" => stopped += 1,
+            Incoming::Json(v) if v["type"] == "error" => bail!("stop failed: {v}"),
+            Incoming::Closed(r) => bail!("closed: {r}"),
+            _ => {}
+        }
+    }
+    let total = t.elapsed();
+    let paths: Vec<String> = ids.iter().map(|id| format!("/v1/sessions/{id}")).collect();
+    for r in join_all(paths.iter().map(|p| server.remote.json("DELETE", p, None))).await {
+        r?;
+    }
+    Ok(vec![Figure {
+        name: format!("{n} spawns + graceful stops (cat) via one connection"),
+        value: format!(
+            "{:.3}s (spawn {:.3}s)",
+            total.as_secs_f64(),
+            spawned.as_secs_f64()
+        ),
+        goal: "≤ 0.3 s".into(),
+        json: json!({"total_s": total.as_secs_f64(), "spawn_s": spawned.as_secs_f64()}),
+    }])
+}
+
+/// One session writing ≈ 10 MB/s to 1, 10 and 100 viewers for 5 s: delivered bytes, lag
+/// events and server CPU.
+async fn fanout(server: &Served) -> anyhow::Result<Vec<Figure>> {
+    let r = &server.remote;
+    let info = r
+        .json("POST", "/v1/sessions", Some(&json!({
+            "argv": ["sh", "-c", "stty raw -echo; while :; do head -c 1000000 /dev/zero; sleep 0.1; done"],
+            "name": "bench-fanout",
+        })))
+        .await?;
+    let id = info["id"].as_str().unwrap_or_default().to_string();
+    let mut out = Vec::new();
+    for viewers in [1usize, 10, 100] {
+        let mut conns = Vec::with_capacity(viewers);
+        for _ in 0..viewers {
+            let mut ws = r.ws().await?;
+            ws.call(json!({"type": "subscribe", "session": id})).await?;
+            conns.push(ws);
+        }
+        let cpu0 = server.cpu_seconds();
+        let window = Duration::from_secs(5);
+        let t = Instant::now();
+        let results = join_all(conns.into_iter().map(|mut ws| async move {
+            let (mut got, mut lags) = (0u64, 0u64);
+            let end = tokio::time::Instant::now() + window;
+            while let Ok(m) = tokio::time::timeout_at(end, ws.next()).await {
+                match m {
+                    Incoming::Bin(1, _, _, b) => got += b.len() as u64,
+                    Incoming::Json(v) if v["type"] == "lagged" => lags += 1,
+                    Incoming::Closed(_) => break,
+                    _ => {}
+                }
+            }
+            (got, lags)
+        }))
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = (server.cpu_seconds() - cpu0) / secs * 100.0;
+        let total: u64 = results.iter().map(|(g, _)| g).sum();
+        let lags: u64 = results.iter().map(|(_, l)| l).sum();
+        out.push(Figure {
+            name: format!("fan-out ≈10 MB/s to {viewers} viewers: delivered, lags, server CPU"),
+            value: format!("{:.1} MB/s/viewer, {lags} lags, {cpu:.0}% core", total as f64 / viewers as f64 / secs / 1e6),
+            goal: "≤ 100% of a core at 100 viewers".into(),
+            json: json!({"viewers": viewers, "mb_per_s_per_viewer": total as f64 / viewers as f64 / secs / 1e6, "lag_events": lags, "server_cpu_percent": cpu}),
+        });
+    }
+    r.json("DELETE", &format!("/v1/sessions/{id}"), None)
+        .await?;
+    Ok(out)
+}
