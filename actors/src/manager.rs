@@ -302,10 +302,12 @@ impl Sessions {
         );
         let tmp_root = self.config.tmp_root.clone();
         let grace = spec.grace;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let args = Arc::new(parking_lot::Mutex::new(Some(SessionArgs {
             shared: shared.clone(),
             spec,
             tmp_root,
+            started: Some(started_tx),
         })));
         // Temporary: a session restarts its *process* itself; if the actor dies, the session
         // is over (its Drop killed the tree) and shows Failed.
@@ -334,6 +336,20 @@ impl Sessions {
                 }
                 other => SessionError::Unavailable(other.to_string()),
             })?;
+        // The process starts in the session's post_start; wait for its outcome.
+        let outcome = tokio::time::timeout(CALL_TIMEOUT, started_rx).await;
+        let failure = match outcome {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(e),
+            Ok(Err(_)) => Some(SessionError::Spawn("session ended before starting".into())),
+            Err(_) => Some(SessionError::Unavailable("process start timed out".into())),
+        };
+        if let Some(e) = failure {
+            if let Err(rm) = self.supervisor.remove_child(&id.to_string()).await {
+                tracing::debug!(session = %id, error = %rm, "failed session already gone");
+            }
+            return Err(e);
+        }
         Ok(SessionHandle {
             shared,
             actor: ActorRef::from(cell),

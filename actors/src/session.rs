@@ -94,6 +94,8 @@ pub struct SessionArgs {
     pub spec: SessionSpec,
     /// Where private TMPDIRs go.
     pub tmp_root: PathBuf,
+    /// Told the outcome of the first process start.
+    pub started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
 }
 
 /// The Session actor.
@@ -169,6 +171,8 @@ pub struct SessionActorState {
     viewers: HashMap<ViewerId, Size>,
     /// The parsed stop signal.
     stop_signal: Signal,
+    /// Told the outcome of the first start (taken by `post_start`).
+    started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -235,7 +239,7 @@ impl Actor for Session {
             None
         };
         *args.shared.screen.write() = screen.clone();
-        let mut state = SessionActorState {
+        let state = SessionActorState {
             shared: args.shared,
             window: RestartWindow::new(spec.intensity),
             spec,
@@ -247,10 +251,31 @@ impl Actor for Session {
             tmp,
             viewers: HashMap::new(),
             stop_signal,
+            started: args.started,
         };
-        // The first start happens here so `spawn` reports a program that cannot start.
-        state.start(&myself).await?;
         Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The first process starts here, in the session's own task, so many sessions start
+        // concurrently (the supervisor only waits for `pre_start`); `spawn` still learns the
+        // outcome through `started`.
+        let result = st.start(&myself).await;
+        if let Err(e) = &result {
+            st.shared
+                .set_state(SessionState::Failed, Some(format!("could not start: {e}")));
+            myself.stop(Some(format!("start failed: {e}")));
+        }
+        if let Some(tx) = st.started.take()
+            && tx.send(result).is_err()
+        {
+            tracing::debug!(session = %st.shared.id, "spawner stopped waiting for the start");
+        }
+        Ok(())
     }
 
     async fn post_stop(
@@ -273,7 +298,7 @@ impl Actor for Session {
         match msg {
             SessionMsg::ProcessExited { generation } => {
                 if st.running.as_ref().map(|r| r.generation) == Some(generation) {
-                    let status = st.finish_process().await;
+                    let status = st.finish_process(false).await;
                     st.after_exit(&myself, status);
                 }
             }
@@ -484,8 +509,9 @@ impl SessionActorState {
     }
 
     /// Collects the exit of the current process (which has exited or is being killed), sweeps
-    /// what is left of its tree, drains the output, and announces the exit.
-    async fn finish_process(&mut self) -> ExitStatus {
+    /// what is left of its tree (unless the caller just did), drains the output, and announces
+    /// the exit.
+    async fn finish_process(&mut self, swept: bool) -> ExitStatus {
         // invariant: callers check `running` is Some.
         let mut run = self.running.take().expect("a running process");
         *self.shared.writer.write() = None;
@@ -518,13 +544,15 @@ impl SessionActorState {
         reaper::release(run.pid);
         // What is left of the tree goes the way of a stop (the kernel already hung up the
         // session when its leader exited).
-        let report = process::sweep::kill_all(&run.tree).await;
-        if report.killed > 0 {
-            tracing::info!(
-                pid = run.pid,
-                killed = report.killed,
-                "swept leftovers of the session's tree"
-            );
+        if !swept {
+            let report = process::sweep::kill_all(&run.tree).await;
+            if report.killed > 0 {
+                tracing::info!(
+                    pid = run.pid,
+                    killed = report.killed,
+                    "swept leftovers of the session's tree"
+                );
+            }
         }
         for eof in &mut run.eof {
             if tokio::time::timeout(DRAIN_TIMEOUT, eof.wait_for(|done| *done))
@@ -626,7 +654,8 @@ impl SessionActorState {
                     process::sweep::kill_all(&run.tree).await;
                 }
             }
-            self.finish_process().await;
+            // terminate / kill_all just swept the whole tree.
+            self.finish_process(true).await;
         }
         if !self.shared.state().is_final() || self.shared.state() == SessionState::Failed {
             self.shared

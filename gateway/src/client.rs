@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use corral_actors::{EventKind, Item, SessionError, SessionHandle, Size, Subscription};
-use futures::stream::{AbortHandle, Abortable, BoxStream, SelectAll, SplitSink, SplitStream};
+use futures::future::BoxFuture;
+use futures::stream::{
+    AbortHandle, Abortable, BoxStream, FuturesUnordered, SelectAll, SplitSink, SplitStream,
+};
 use futures::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -32,6 +35,8 @@ use crate::protocol::{
 const MAX_CHUNK: usize = 64 * 1024;
 /// Bound on subscriptions per connection.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
+/// Bound on slow requests in flight per connection.
+pub const MAX_PENDING: usize = 1024;
 
 /// Which protocol a connection speaks.
 pub enum Dialect {
@@ -114,6 +119,9 @@ pub struct ClientState {
     byte_limit: DefaultDirectRateLimiter,
     /// Server shutdown flag.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Slow requests (spawn, stop, kill, restart, remove) in flight: they run concurrently so a
+    /// stop waiting out a 5 s grace holds up neither input nor other requests.
+    pending: FuturesUnordered<BoxFuture<'static, Reply>>,
     /// Shared server state.
     app: Arc<App>,
 }
@@ -160,6 +168,7 @@ impl Actor for Client {
             paused: false,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             shutdown: args.app.shutdown.subscribe(),
+            pending: FuturesUnordered::new(),
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
                     .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),
@@ -186,6 +195,7 @@ impl Actor for Client {
                 st.close(1001, "server shutting down").await
             }
             frame = st.stream.next() => st.incoming(frame).await,
+            Some(reply) = st.pending.next(), if !st.pending.is_empty() => st.reply(&reply).await,
             Some((channel, item)) = st.subs.next(), if !st.subs.is_empty() && !st.paused => {
                 st.outgoing(channel, item).await
             }
@@ -235,6 +245,10 @@ fn async_stream(
 impl ClientState {
     /// Sends a JSON reply. Returns false if the socket is gone.
     async fn reply(&mut self, reply: &Reply) -> bool {
+        if let Reply::Error { code, message, .. } = reply {
+            self.app.metrics.reject(&format!("{code:?}").to_lowercase());
+            tracing::debug!(?code, %message, "request refused");
+        }
         let text = match serde_json::to_string(reply) {
             Ok(t) => t,
             Err(e) => {
@@ -251,10 +265,12 @@ impl ClientState {
         code: ErrorCode,
         message: impl Into<String>,
     ) -> bool {
-        let message = message.into();
-        self.app.metrics.reject(&format!("{code:?}").to_lowercase());
-        tracing::debug!(?code, %message, "request refused");
-        self.reply(&Reply::Error { id, code, message }).await
+        self.reply(&Reply::Error {
+            id,
+            code,
+            message: message.into(),
+        })
+        .await
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) -> bool {
@@ -387,16 +403,9 @@ impl ClientState {
                         .error(id, ErrorCode::Forbidden, "spawn needs the admin token")
                         .await;
                 }
-                match self.app.spawn(*spec).await {
-                    Ok(h) => {
-                        self.reply(&Reply::Session {
-                            id,
-                            session: h.info(),
-                        })
-                        .await
-                    }
-                    Err(e) => self.session_error(id, e).await,
-                }
+                let app = self.app.clone();
+                self.defer(id, async move { app.spawn(*spec).await.map(|h| h.info()) })
+                    .await
             }
             Op::Stop { session, grace } => {
                 self.admin_op(id, &grant, &session, |h| async move {
@@ -419,10 +428,9 @@ impl ClientState {
                         .error(id, ErrorCode::Forbidden, "remove needs the admin token")
                         .await;
                 }
-                match self.app.remove(&session).await {
-                    Ok(info) => self.reply(&Reply::Session { id, session: info }).await,
-                    Err(e) => self.session_error(id, e).await,
-                }
+                let app = self.app.clone();
+                self.defer(id, async move { app.remove(&session).await })
+                    .await
             }
             Op::Subscribe { session, from } => self.subscribe(id, &grant, &session, from).await,
             Op::Unsubscribe { session } => {
@@ -556,7 +564,9 @@ impl ClientState {
     async fn admin_op<F, Fut>(&mut self, id: Option<u64>, grant: &Grant, key: &str, op: F) -> bool
     where
         F: FnOnce(SessionHandle) -> Fut,
-        Fut: std::future::Future<Output = Result<corral_actors::SessionInfo, SessionError>>,
+        Fut: std::future::Future<Output = Result<corral_actors::SessionInfo, SessionError>>
+            + Send
+            + 'static,
     {
         if !grant.is_admin() {
             return self
@@ -570,22 +580,36 @@ impl ClientState {
         let Some(h) = self.lookup(id, key).await else {
             return true;
         };
-        match op(h).await {
-            Ok(info) => self.reply(&Reply::Session { id, session: info }).await,
-            Err(e) => self.session_error(id, e).await,
+        self.defer(id, op(h)).await
+    }
+
+    /// Runs a slow session operation concurrently; its reply is sent when it completes.
+    async fn defer<Fut>(&mut self, id: Option<u64>, op: Fut) -> bool
+    where
+        Fut: std::future::Future<Output = Result<corral_actors::SessionInfo, SessionError>>
+            + Send
+            + 'static,
+    {
+        if self.pending.len() >= MAX_PENDING {
+            return self
+                .error(
+                    id,
+                    ErrorCode::Conflict,
+                    format!("too many requests in flight ({MAX_PENDING})"),
+                )
+                .await;
         }
+        self.pending.push(Box::pin(async move {
+            match op.await {
+                Ok(info) => Reply::Session { id, session: info },
+                Err(e) => error_reply(id, &e),
+            }
+        }));
+        true
     }
 
     async fn session_error(&mut self, id: Option<u64>, e: SessionError) -> bool {
-        let code = match &e {
-            SessionError::NotFound(_) => ErrorCode::NotFound,
-            SessionError::BadSpec(_) | SessionError::OffsetBeyondHead { .. } => {
-                ErrorCode::BadRequest
-            }
-            SessionError::Unavailable(_) => ErrorCode::Internal,
-            _ => ErrorCode::Conflict,
-        };
-        self.error(id, code, e.to_string()).await
+        self.reply(&error_reply(id, &e)).await
     }
 
     async fn input(&mut self, id: Option<u64>, h: &SessionHandle, bytes: Vec<u8>) -> bool {
@@ -808,6 +832,21 @@ impl ClientState {
                 .await
             }
         }
+    }
+}
+
+/// The error reply for a failed session operation.
+fn error_reply(id: Option<u64>, e: &SessionError) -> Reply {
+    let code = match e {
+        SessionError::NotFound(_) => ErrorCode::NotFound,
+        SessionError::BadSpec(_) | SessionError::OffsetBeyondHead { .. } => ErrorCode::BadRequest,
+        SessionError::Unavailable(_) => ErrorCode::Internal,
+        _ => ErrorCode::Conflict,
+    };
+    Reply::Error {
+        id,
+        code,
+        message: e.to_string(),
     }
 }
 
