@@ -355,6 +355,25 @@ async fn spawn_many(
         .expect("spawn")
 }
 
+/// Spawns `n` sessions in batches of 100 (each batch concurrently), so a spawn's cost can be
+/// seen to grow with the sessions alive; returns them and each batch's time in seconds.
+async fn spawn_batched(
+    sessions: &Sessions,
+    n: usize,
+    prefix: &str,
+    spec: impl Fn() -> SessionSpec,
+) -> (Vec<SessionHandle>, Vec<f64>) {
+    let mut all = Vec::with_capacity(n);
+    let mut batches = Vec::new();
+    for b in 0..n.div_ceil(100) {
+        let t = Instant::now();
+        let count = (n - b * 100).min(100);
+        all.extend(spawn_many(sessions, count, &format!("{prefix}-{b}"), &spec).await);
+        batches.push(t.elapsed().as_secs_f64());
+    }
+    (all, batches)
+}
+
 /// Removes every session of `handles`, concurrently.
 async fn remove_all(sessions: &Sessions, handles: &[SessionHandle]) {
     let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
@@ -392,20 +411,9 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
 
     let rss0 = rss_kib();
     let fds0 = fd_count();
-    // In batches of 100 (each batch concurrently), to see whether a spawn gets dearer with the
-    // number of sessions alive.
     let t = Instant::now();
-    let mut cats = Vec::with_capacity(IDLE_N);
-    let mut batches = Vec::new();
-    for b in 0..IDLE_N / 100 {
-        let tb = Instant::now();
-        let batch = spawn_many(sessions, 100, &format!("bench-idle-{b}"), || {
-            SessionSpec::new(["cat"])
-        })
-        .await;
-        batches.push(tb.elapsed().as_secs_f64());
-        cats.extend(batch);
-    }
+    let (cats, batches) =
+        spawn_batched(sessions, IDLE_N, "bench-idle", || SessionSpec::new(["cat"])).await;
     let spawn_time = t.elapsed();
     tokio::time::sleep(SETTLE).await;
     let rss1 = rss_kib();
@@ -451,7 +459,7 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
         // The same on top of the 1000, for sessions whose Ring holds a little output.
         let rss2 = rss_kib();
         let tp = Instant::now();
-        let prompts = spawn_many(sessions, IDLE_N, "bench-prompt", || {
+        let (prompts, pbatches) = spawn_batched(sessions, IDLE_N, "bench-prompt", || {
             SessionSpec::new(["sh", "-c", "printf '$ '; exec cat"])
         })
         .await;
@@ -471,8 +479,10 @@ async fn idle(sessions: &Sessions, memory: bool, cpu: bool) {
         let tr = Instant::now();
         remove_all(sessions, &prompts).await;
         println!(
-            "[idle] {IDLE_N} prompt sessions: spawned in {:.2} s and removed in {:.2} s with {IDLE_N} others alive",
+            "[idle] {IDLE_N} prompt sessions with {IDLE_N} others alive: spawned in {:.2} s (batches of 100: first {:.2} s, last {:.2} s), removed in {:.2} s",
             prompt_spawn.as_secs_f64(),
+            pbatches[0],
+            pbatches[pbatches.len() - 1],
             tr.elapsed().as_secs_f64()
         );
     }

@@ -321,3 +321,39 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"type":"nope"}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The decoders never panic on arbitrary input (proptest stands in for cargo-fuzz in CI).
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn binary_decoder_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some((h, payload)) = decode_binary(&frame) {
+                prop_assert_eq!(encode_binary(h, payload), frame);
+            } else {
+                prop_assert!(frame.len() < HEADER_LEN);
+            }
+        }
+
+        #[test]
+        fn request_parser_never_panics(text in ".{0,200}") {
+            // Any outcome is fine; panicking is not.
+            let parsed = serde_json::from_str::<Request>(&text);
+            prop_assert!(parsed.is_ok() || parsed.is_err());
+        }
+
+        #[test]
+        fn json_shaped_requests_never_panic(
+            ty in prop_oneof![Just("subscribe"), Just("input"), Just("resize"), Just("ack"), Just("spawn"), Just("x")],
+            session in ".{0,20}",
+            n in any::<i64>(),
+        ) {
+            let text = format!(r#"{{"type":"{ty}","session":{session:?},"from":{n},"rows":{n},"cols":{n},"offset":{n},"data":{session:?},"spec":{{"argv":[{session:?}]}}}}"#);
+            let parsed = serde_json::from_str::<Request>(&text);
+            prop_assert!(parsed.is_ok() || parsed.is_err());
+        }
+    }
+}

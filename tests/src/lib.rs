@@ -52,9 +52,18 @@ impl Server {
 
     /// Same, with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Server {
+        Self::spawn_server(args, None)
+    }
+
+    /// A server logging everything (`RUST_LOG=trace`) to `log`.
+    pub fn start_logging_to(log: &Path) -> Server {
+        Self::spawn_server(&[], Some(log))
+    }
+
+    fn spawn_server(args: &[&str], log: Option<&Path>) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(binary())
-            .arg("--data-dir")
+        let mut cmd = Command::new(binary());
+        cmd.arg("--data-dir")
             .arg(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -62,9 +71,12 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null());
+        if let Some(log) = log {
+            cmd.env("RUST_LOG", "trace")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         let info = loop {
             if let Ok(text) = std::fs::read_to_string(dir.path().join("server.json"))

@@ -620,3 +620,64 @@ async fn hooks_update_attention_and_agent_session_id() {
     assert_eq!(bad.0, 400);
     assert!(bad.1.contains("hook_event_name"));
 }
+
+#[tokio::test]
+async fn no_token_ever_reaches_the_logs() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("serve.log");
+    let mut server = Server::start_logging_to(&log);
+    let info = server.spawn(json!({"argv": ["cat"], "name": "t"})).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let (_, body) = server
+        .http(
+            "POST",
+            "/v1/tokens",
+            Some(&server.token),
+            Some(&json!({"session": "t", "scope": "write"})),
+        )
+        .await;
+    let issued: Value = serde_json::from_str(&body).unwrap();
+    let issued = issued["token"].as_str().unwrap().to_string();
+    let mut ws = server.ws_with(Some(&issued), &[]).await.unwrap();
+    ws.call(json!({"type": "subscribe", "session": id})).await;
+    ws.send(json!({"type": "input", "session": id, "data": "hello\n"}))
+        .await;
+    assert_eq!(
+        server
+            .http(
+                "GET",
+                "/v1/sessions",
+                Some("corral_bad_0123456789abcdef0123456789abcdef"),
+                None
+            )
+            .await
+            .0,
+        401
+    );
+    let pid = info["pid"].as_i64().unwrap();
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let hook = env
+        .split(|&c| c == 0)
+        .find_map(|kv| kv.strip_prefix(b"CORRAL_HOOK_TOKEN="))
+        .map(|v| String::from_utf8_lossy(v).to_string())
+        .unwrap();
+    let ev = json!({"hook_event_name": "Stop"});
+    server
+        .http(
+            "POST",
+            &format!("/v1/sessions/{id}/events"),
+            Some(&hook),
+            Some(&ev),
+        )
+        .await;
+    drop(ws);
+    let (code, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 5, "trace logging produced output");
+    for secret in [&server.token, &issued, &hook] {
+        // The secret half is what matters; the id prefix may appear.
+        let tail = &secret[secret.len() - 32..];
+        assert!(!text.contains(tail), "a token leaked into the log");
+    }
+}
