@@ -28,8 +28,9 @@ use crate::shared::SessionShared;
 
 /// Bytes read per `read(2)`.
 const READ_CHUNK: usize = 64 * 1024;
-/// Bytes read per handler call before yielding to the mailbox.
-const BURST: usize = 1024 * 1024;
+/// Bytes read per handler call before yielding to the mailbox. Well under the default Ring
+/// capacity, so subscribers on the same worker get to run before the reader laps them.
+const BURST: usize = 256 * 1024;
 /// Output quiet for this long lets the screen catch up (off the hot path).
 const IDLE: Duration = Duration::from_millis(150);
 
@@ -98,7 +99,8 @@ impl Actor for OutputReader {
         myself.send_message(Pump)?;
         Ok(ReaderState {
             args,
-            buf: vec![0; READ_CHUNK],
+            // Allocated at the first output: an idle session holds no read buffer.
+            buf: Vec::new(),
             partial: Vec::new(),
             exit_watch,
             dirty: false,
@@ -117,6 +119,9 @@ impl Actor for OutputReader {
                 biased;
                 ready = fd.readable() => {
                     let mut guard = ready?;
+                    if st.buf.is_empty() {
+                        st.buf.resize(READ_CHUNK, 0);
+                    }
                     let mut total = 0;
                     loop {
                         match guard.try_io(|inner| fd::read(inner.get_ref(), &mut st.buf)) {

@@ -55,6 +55,9 @@ pub struct SessionHandle {
 
 /// Longest a control call waits for a session (stops wait their grace on top).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `spawn` waits for the process to start (generous: a burst of a thousand spawns on
+/// two cores queues behind fork+exec).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl SessionHandle {
     /// Session id.
@@ -337,7 +340,7 @@ impl Sessions {
                 other => SessionError::Unavailable(other.to_string()),
             })?;
         // The process starts in the session's post_start; wait for its outcome.
-        let outcome = tokio::time::timeout(CALL_TIMEOUT, started_rx).await;
+        let outcome = tokio::time::timeout(START_TIMEOUT, started_rx).await;
         let failure = match outcome {
             Ok(Ok(Ok(()))) => None,
             Ok(Ok(Err(e))) => Some(e),

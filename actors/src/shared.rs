@@ -18,8 +18,10 @@ use crate::process::ExitStatus;
 use crate::spec::{Mode, Size};
 
 /// Capacity of a session's event channel; a subscriber further behind is told how many events
-/// it missed (never silently).
-pub const EVENT_CAPACITY: usize = 1024;
+/// it missed (never silently). Kept small because tokio's broadcast channel allocates every slot
+/// up front (1024 slots cost 128 KiB per session; 64 cost 8 KiB), and events are rare next to
+/// output: a lifecycle transition or an agent hook.
+pub const EVENT_CAPACITY: usize = 64;
 
 /// What `list` shows of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::process::procfs::{self, ProcStat};
+use crate::process::reaper;
 
 /// The environment variable every process of a session inherits.
 pub const MARKER_KEY: &str = "CORRAL_SESSION_ID";
@@ -132,6 +133,12 @@ impl SessionTree {
                     || p.is_zombie()
                     || !protected.contains(&p.ppid)
                 {
+                    continue;
+                }
+                // Owned pids are the main processes of (other) sessions, never anyone's orphans:
+                // skipping them keeps a sweep from reading every session's environ, which made
+                // stopping N sessions cost O(N²) file reads.
+                if p.pid != self.main_pid && reaper::is_owned(p.pid) {
                     continue;
                 }
                 if procfs::environ_has(p.pid, key, value) {
