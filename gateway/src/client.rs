@@ -492,18 +492,9 @@ impl ClientState {
                 }
             }
             Op::Snapshot { session } => {
-                let Some(h) = self.lookup(id, &session).await else {
+                let Some(h) = self.readable(id, &grant, &session).await else {
                     return true;
                 };
-                if !grant.can_read(h.id()) {
-                    return self
-                        .error(
-                            id,
-                            ErrorCode::Forbidden,
-                            "token does not allow this session",
-                        )
-                        .await;
-                }
                 let channel = self.channels.get(&h.id()).map(|c| c.id).unwrap_or(0);
                 match h.snapshot().await {
                     Ok(s) => {
@@ -535,6 +526,30 @@ impl ClientState {
                 None
             }
         }
+    }
+
+    /// The session if the grant may watch it; otherwise the error is answered and None.
+    async fn readable(
+        &mut self,
+        id: Option<u64>,
+        grant: &Grant,
+        key: &str,
+    ) -> Option<SessionHandle> {
+        let h = self.lookup(id, key).await?;
+        if grant.can_read(h.id()) {
+            return Some(h);
+        }
+        let alive = self
+            .error(
+                id,
+                ErrorCode::Forbidden,
+                "token does not allow this session",
+            )
+            .await;
+        if !alive {
+            tracing::debug!("client gone while answering");
+        }
+        None
     }
 
     async fn writable(
@@ -695,18 +710,9 @@ impl ClientState {
         key: &str,
         from: Option<u64>,
     ) -> bool {
-        let Some(h) = self.lookup(id, key).await else {
+        let Some(h) = self.readable(id, grant, key).await else {
             return true;
         };
-        if !grant.can_read(h.id()) {
-            return self
-                .error(
-                    id,
-                    ErrorCode::Forbidden,
-                    "token does not allow this session",
-                )
-                .await;
-        }
         if self.channels.len() >= MAX_SUBSCRIPTIONS && !self.channels.contains_key(&h.id()) {
             return self
                 .error(
@@ -731,25 +737,8 @@ impl ClientState {
             Ok(s) => s,
             Err(e) => return self.session_error(id, e).await,
         };
-        self.next_channel += 1;
-        let channel = self.next_channel;
-        let credit = Arc::new(Credit {
-            acked: AtomicU64::new(sub.cursor()),
-            notify: Notify::new(),
-        });
         let offset = sub.cursor();
-        let (abort, reg) = AbortHandle::new_pair();
-        self.subs
-            .push(Abortable::new(paced(channel, sub, credit.clone(), self.window), reg).boxed());
-        self.channels.insert(
-            h.id(),
-            Channel {
-                id: channel,
-                session: h.clone(),
-                abort,
-                credit,
-            },
-        );
+        let channel = self.add_subscription(&h, sub, self.window);
         let ok = self
             .reply(&Reply::Subscribed {
                 id,
@@ -774,6 +763,34 @@ impl ClientState {
             }
             _ => ok,
         }
+    }
+
+    /// Registers a subscription's stream under a fresh channel number; returns the channel.
+    fn add_subscription(
+        &mut self,
+        session: &SessionHandle,
+        sub: Subscription,
+        window: Option<u64>,
+    ) -> u32 {
+        self.next_channel += 1;
+        let channel = self.next_channel;
+        let credit = Arc::new(Credit {
+            acked: AtomicU64::new(sub.cursor()),
+            notify: Notify::new(),
+        });
+        let (abort, reg) = AbortHandle::new_pair();
+        self.subs
+            .push(Abortable::new(paced(channel, sub, credit.clone(), window), reg).boxed());
+        self.channels.insert(
+            session.id(),
+            Channel {
+                id: channel,
+                session: session.clone(),
+                abort,
+                credit,
+            },
+        );
+        channel
     }
 
     /// One item of a subscription, to the client.
@@ -1001,24 +1018,7 @@ impl ClientState {
                 return self.close(1011, "cannot subscribe").await;
             }
         };
-        let credit = Arc::new(Credit {
-            acked: AtomicU64::new(0),
-            notify: Notify::new(),
-        });
-        let (abort, reg) = AbortHandle::new_pair();
-        self.next_channel += 1;
-        let channel = self.next_channel;
-        self.subs
-            .push(Abortable::new(paced(channel, sub, credit.clone(), None), reg).boxed());
-        self.channels.insert(
-            session.id(),
-            Channel {
-                id: channel,
-                session: session.clone(),
-                abort,
-                credit,
-            },
-        );
+        self.add_subscription(session, sub, None);
         true
     }
 

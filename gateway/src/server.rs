@@ -284,20 +284,27 @@ async fn ws_native(
     if let Err(r) = capacity(&app) {
         return r.into_response();
     }
+    upgrade(app, ws, SUBPROTOCOL, Dialect::Native { grant })
+}
+
+/// Upgrades with the frame limits and hands the socket to a new client actor.
+fn upgrade(
+    app: Arc<App>,
+    ws: WebSocketUpgrade,
+    protocol: &'static str,
+    dialect: Dialect,
+) -> Response {
     let max = app.config.limits.max_frame;
-    ws.protocols([SUBPROTOCOL])
+    ws.protocols([protocol])
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            let app2 = app.clone();
-            start_client(
-                app,
-                ClientArgs {
-                    socket,
-                    dialect: Dialect::Native { grant },
-                    app: app2,
-                },
-            )
+            let args = ClientArgs {
+                socket,
+                dialect,
+                app: app.clone(),
+            };
+            start_client(app, args)
         })
 }
 
@@ -314,21 +321,7 @@ async fn ws_ttyd(
         Ok(h) => h,
         Err(e) => return err(StatusCode::NOT_FOUND, e.to_string()),
     };
-    let max = app.config.limits.max_frame;
-    ws.protocols(["tty"])
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            let app2 = app.clone();
-            start_client(
-                app,
-                ClientArgs {
-                    socket,
-                    dialect: Dialect::Ttyd { session },
-                    app: app2,
-                },
-            )
-        })
+    upgrade(app, ws, "tty", Dialect::Ttyd { session })
 }
 
 /// ttyd's web client fetches its AuthToken here; corral hands back the token it was given.
