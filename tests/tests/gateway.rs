@@ -647,3 +647,52 @@ async fn no_token_ever_reaches_the_logs() {
         assert!(!text.contains(tail), "a token leaked into the log");
     }
 }
+
+#[tokio::test]
+async fn ack_window_paces_output_and_acks_release_more() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({
+            "argv": ["sh", "-c", "stty raw -echo; head -c1 >/dev/null; head -c 4000000 /dev/zero; exec sleep 1000"],
+            "ring_capacity": 8 << 20,
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut ws = server.ws().await;
+    let window = 100_000u64;
+    ws.call(json!({"type": "hello", "protocol": 1, "window": window}))
+        .await;
+    let (channel, _) = subscribe(&mut ws, &id, Some(0)).await;
+    wait_for_comm(&id, "head").await;
+    ws.send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    // Without acks, the server stops within one window (+ one frame) of the last ack (0).
+    let mut received = 0u64;
+    let quiet = loop {
+        match tokio::time::timeout(Duration::from_millis(500), ws.ws.next()).await {
+            Err(_) => break true,
+            Ok(Some(Ok(Message::Binary(b)))) if b[0] == OUTPUT => received += b.len() as u64 - 13,
+            Ok(_) => {}
+        }
+    };
+    assert!(quiet);
+    assert!(
+        received > 0 && received <= window + 64 * 1024,
+        "received {received} with a {window} window"
+    );
+    // Acks release the rest, exactly and in order.
+    let mut next = received;
+    while next < 4_000_000 {
+        ws.send(json!({"type": "ack", "session": id, "offset": next}))
+            .await;
+        match ws.next().await {
+            Frame::Bin(OUTPUT, ch, offset, bytes) if ch as u64 == channel => {
+                assert_eq!(offset, next);
+                next += bytes.len() as u64;
+            }
+            Frame::Json(v) if v["type"] == "lagged" => panic!("lag within retention: {v}"),
+            _ => {}
+        }
+    }
+    assert_eq!(next, 4_000_000);
+}
