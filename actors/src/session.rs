@@ -383,6 +383,7 @@ fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
 
 impl SessionActorState {
     /// Spawns a new process incarnation and its I/O actors.
+    #[tracing::instrument(name = "session.spawn", skip_all, fields(session = %self.shared.id, name = %self.shared.name, generation = self.generation + 1))]
     async fn start(&mut self, myself: &ActorRef<SessionMsg>) -> Result<(), SessionError> {
         self.shared.set_state(SessionState::Starting, None);
         self.generation += 1;
@@ -511,6 +512,7 @@ impl SessionActorState {
     /// Collects the exit of the current process (which has exited or is being killed), sweeps
     /// what is left of its tree (unless the caller just did), drains the output, and announces
     /// the exit.
+    #[tracing::instrument(name = "session.exit", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
     async fn finish_process(&mut self, swept: bool) -> ExitStatus {
         // invariant: callers check `running` is Some.
         let mut run = self.running.take().expect("a running process");
@@ -597,6 +599,7 @@ impl SessionActorState {
         self.schedule_restart(myself, format!("could not start: {why}"));
     }
 
+    #[tracing::instrument(name = "session.restart", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
     fn schedule_restart(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
         let now = Instant::now();
         if !self.window.record(now) {
@@ -639,6 +642,7 @@ impl SessionActorState {
 
     /// Stops the process (grace = Some) or kills it (None); cancels a pending restart. Ends
     /// Stopped.
+    #[tracing::instrument(name = "session.stop", skip_all, fields(session = %self.shared.id, name = %self.shared.name, ?grace))]
     async fn stop(&mut self, grace: Option<Duration>) {
         if let Some((_, t)) = self.restart_timer.take() {
             t.abort();
