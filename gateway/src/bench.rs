@@ -30,7 +30,7 @@ struct Served {
 }
 
 impl Served {
-    fn start() -> anyhow::Result<Served> {
+    async fn start() -> anyhow::Result<Served> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
         // The bench measures speed, not the limits: lift the per-connection rate limits (an
@@ -60,7 +60,7 @@ impl Served {
             if Instant::now() > deadline {
                 bail!("corral serve did not start");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -100,7 +100,7 @@ impl Drop for Served {
 /// Runs the selected scenarios (all when empty).
 pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> anyhow::Result<()> {
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
-    let server = Served::start()?;
+    let server = Served::start().await?;
     let mut figures = Vec::new();
     if want("echo") {
         figures.extend(echo(&server).await?);
@@ -284,6 +284,7 @@ fn plain_read_loop(script: &str) -> anyhow::Result<Duration> {
     drop(pair.slave);
     let mut reader = pair.master.try_clone_reader()?;
     let mut writer = pair.master.take_writer()?;
+    // A blocking-pool thread (spawn_blocking), not a runtime worker: sleeping here is fine.
     std::thread::sleep(Duration::from_millis(300)); // stty first
     let mut buf = vec![0u8; 64 * 1024];
     let t = Instant::now();
