@@ -210,7 +210,20 @@ pub async fn run(
             if json {
                 println!("{}", serde_json::to_string_pretty(&tree["tree"])?);
             } else {
-                print_tree(&tree["tree"], "", true, true);
+                // Session children are named by id in the supervisor; show their names too.
+                let list = ws.call(json!({"type": "list"})).await?;
+                let names: std::collections::HashMap<String, String> = list["sessions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| {
+                        Some((
+                            s["id"].as_str()?.to_string(),
+                            s["name"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect();
+                print_tree(&tree["tree"], "", true, true, &names);
             }
         }
         ClientCommand::Stop { session } => op(&remote, "stop", &session).await?,
@@ -462,7 +475,13 @@ fn fmt_secs(s: u64) -> String {
     }
 }
 
-fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
+fn print_tree(
+    node: &Value,
+    prefix: &str,
+    last: bool,
+    root: bool,
+    names: &std::collections::HashMap<String, String>,
+) {
     let branch = if root {
         ""
     } else if last {
@@ -486,9 +505,13 @@ fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
     if let Some(e) = node["last_exit"].as_str() {
         extra.push(format!("last exit: {e}"));
     }
+    let id = node["id"].as_str().unwrap_or("?");
+    let label = match names.get(id) {
+        Some(name) => format!("{name} ({})", &id[..8.min(id.len())]),
+        None => id.to_string(),
+    };
     println!(
-        "{prefix}{branch}{} [{}] {}",
-        node["id"].as_str().unwrap_or("?"),
+        "{prefix}{branch}{label} [{}] {}",
         node["status"].as_str().unwrap_or("?"),
         extra.join(", ")
     );
@@ -499,6 +522,6 @@ fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
         format!("{prefix}{}", if last { "    " } else { "│   " })
     };
     for (i, c) in children.iter().enumerate() {
-        print_tree(c, &child_prefix, i + 1 == children.len(), false);
+        print_tree(c, &child_prefix, i + 1 == children.len(), false, names);
     }
 }
