@@ -53,7 +53,10 @@ fn spawn_send_logs_stop_ps() {
         ps[0]["rss_kib"].as_u64().unwrap() > 0,
         "tree RSS from /proc"
     );
-    assert!(ok(&server, &["tree"]).contains("work ("), "tree names sessions");
+    assert!(
+        ok(&server, &["tree"]).contains("work ("),
+        "tree names sessions"
+    );
     assert!(ok(&server, &["stop", "work"]).contains("stopped"));
     let ps = ok(&server, &["ps"]);
     assert!(ps.lines().nth(1).unwrap().contains("stopped"), "{ps}");
