@@ -747,6 +747,7 @@ impl ClientState {
                 offset,
                 snapshot: snapshot.is_some(),
                 approximate: snapshot.as_ref().is_some_and(|s| s.approximate),
+                state: h.info().state,
             })
             .await;
         match snapshot {

@@ -213,6 +213,9 @@ pub enum Reply {
         snapshot: bool,
         /// Whether the snapshot is approximate (the screen lost history).
         approximate: bool,
+        /// The session's state now: a subscriber joining after the end learns it here (past
+        /// events are not replayed).
+        state: corral_actors::SessionState,
     },
     /// Generic success.
     Ok {
