@@ -119,6 +119,8 @@ pub struct ClientState {
     byte_limit: DefaultDirectRateLimiter,
     /// Server shutdown flag.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Whether a close frame was sent already.
+    closed: bool,
     /// Slow requests (spawn, stop, kill, restart, remove) in flight: they run concurrently so a
     /// stop waiting out a 5 s grace holds up neither input nor other requests.
     pending: FuturesUnordered<BoxFuture<'static, Reply>>,
@@ -168,6 +170,7 @@ impl Actor for Client {
             paused: false,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             shutdown: args.app.shutdown.subscribe(),
+            closed: false,
             pending: FuturesUnordered::new(),
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
@@ -181,6 +184,28 @@ impl Actor for Client {
         };
         myself.send_message(ClientMsg::Pump)?;
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ClientMsg>,
+        st: &mut ClientState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A stop can arrive between two Pump handlers (ractor serves it first), before the
+        // shutdown watch was seen: say goodbye here then, bounded in time.
+        let shutting_down = *st.shutdown.borrow();
+        if shutting_down
+            && !st.closed
+            && tokio::time::timeout(
+                Duration::from_secs(1),
+                st.close(1001, "server shutting down"),
+            )
+            .await
+            .is_err()
+        {
+            tracing::debug!("close frame not sent in time");
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -274,6 +299,7 @@ impl ClientState {
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) -> bool {
+        self.closed = true;
         if let Err(e) = self
             .sink
             .send(Message::Close(Some(CloseFrame {
