@@ -81,8 +81,6 @@ struct Credit {
 
 /// One subscription of this connection.
 struct Channel {
-    /// Its number in binary frames.
-    id: u32,
     /// The session.
     session: SessionHandle,
     /// Stops its stream on unsubscribe.
@@ -99,8 +97,9 @@ pub struct ClientState {
     stream: SplitStream<WebSocket>,
     /// Output and events of every subscription, merged.
     subs: SelectAll<BoxStream<'static, (u32, Item)>>,
-    /// Subscriptions by session id.
-    channels: HashMap<Uuid, Channel>,
+    /// Subscriptions by channel number (the hot path looks them up per output frame; the
+    /// rare lookups by session scan, see `channel_for`).
+    channels: HashMap<u32, Channel>,
     /// Last channel number used.
     next_channel: u32,
     /// Ack window (None: socket backpressure only).
@@ -464,7 +463,10 @@ impl ClientState {
                     Some(h) => h,
                     None => return true,
                 };
-                if let Some(ch) = self.channels.remove(&h.id()) {
+                if let Some(ch) = self
+                    .channel_for(h.id())
+                    .and_then(|c| self.channels.remove(&c))
+                {
                     ch.abort.abort();
                 }
                 self.reply(&Reply::Ok { id }).await
@@ -501,7 +503,7 @@ impl ClientState {
                 let Some(h) = self.lookup(id, &session).await else {
                     return true;
                 };
-                match self.channels.get(&h.id()) {
+                match self.channel_for(h.id()).and_then(|c| self.channels.get(&c)) {
                     Some(ch) => {
                         ch.credit.acked.fetch_max(offset, Ordering::AcqRel);
                         ch.credit.notify.notify_one();
@@ -521,7 +523,7 @@ impl ClientState {
                 let Some(h) = self.readable(id, &grant, &session).await else {
                     return true;
                 };
-                let channel = self.channels.get(&h.id()).map(|c| c.id).unwrap_or(0);
+                let channel = self.channel_for(h.id()).unwrap_or(0);
                 match h.snapshot().await {
                     Ok(s) => {
                         let frame = encode_binary(
@@ -561,45 +563,46 @@ impl ClientState {
         grant: &Grant,
         key: &str,
     ) -> Option<SessionHandle> {
-        let h = self.lookup(id, key).await?;
-        if grant.can_read(h.id()) {
-            return Some(h);
-        }
-        let alive = self
-            .error(
-                id,
-                ErrorCode::Forbidden,
-                "token does not allow this session",
-            )
-            .await;
-        if !alive {
-            tracing::debug!("client gone while answering");
-        }
-        None
+        self.permitted(
+            id,
+            key,
+            |s| grant.can_read(s),
+            "token does not allow this session",
+        )
+        .await
     }
 
+    /// The session if the grant may drive it; otherwise the error is answered and None.
     async fn writable(
         &mut self,
         id: Option<u64>,
         grant: &Grant,
         key: &str,
     ) -> Option<SessionHandle> {
+        self.permitted(
+            id,
+            key,
+            |s| grant.can_write(s),
+            "token does not allow input to this session",
+        )
+        .await
+    }
+
+    async fn permitted(
+        &mut self,
+        id: Option<u64>,
+        key: &str,
+        allowed: impl FnOnce(Uuid) -> bool,
+        refusal: &'static str,
+    ) -> Option<SessionHandle> {
         let h = self.lookup(id, key).await?;
-        if grant.can_write(h.id()) {
-            Some(h)
-        } else {
-            let alive = self
-                .error(
-                    id,
-                    ErrorCode::Forbidden,
-                    "token does not allow input to this session",
-                )
-                .await;
-            if !alive {
-                tracing::debug!("client gone while answering");
-            }
-            None
+        if allowed(h.id()) {
+            return Some(h);
         }
+        if !self.error(id, ErrorCode::Forbidden, refusal).await {
+            tracing::debug!("client gone while answering");
+        }
+        None
     }
 
     async fn admin_op<F, Fut>(&mut self, id: Option<u64>, grant: &Grant, key: &str, op: F) -> bool
@@ -701,12 +704,7 @@ impl ClientState {
                 )
                 .await;
         }
-        let Some(session) = self
-            .channels
-            .values()
-            .find(|c| c.id == h.channel)
-            .map(|c| c.session.clone())
-        else {
+        let Some(session) = self.channels.get(&h.channel).map(|c| c.session.clone()) else {
             return self
                 .error(
                     None,
@@ -739,7 +737,8 @@ impl ClientState {
         let Some(h) = self.readable(id, grant, key).await else {
             return true;
         };
-        if self.channels.len() >= MAX_SUBSCRIPTIONS && !self.channels.contains_key(&h.id()) {
+        let existing = self.channel_for(h.id());
+        if self.channels.len() >= MAX_SUBSCRIPTIONS && existing.is_none() {
             return self
                 .error(
                     id,
@@ -748,7 +747,7 @@ impl ClientState {
                 )
                 .await;
         }
-        if let Some(old) = self.channels.remove(&h.id()) {
+        if let Some(old) = existing.and_then(|c| self.channels.remove(&c)) {
             old.abort.abort();
         }
         // Without an offset: the current screen, then live bytes from the offset it matches.
@@ -792,6 +791,14 @@ impl ClientState {
         }
     }
 
+    /// The channel of this connection's subscription to `session`, if any.
+    fn channel_for(&self, session: Uuid) -> Option<u32> {
+        self.channels
+            .iter()
+            .find(|(_, c)| c.session.id() == session)
+            .map(|(n, _)| *n)
+    }
+
     /// Registers a subscription's stream under a fresh channel number; returns the channel.
     fn add_subscription(
         &mut self,
@@ -809,9 +816,8 @@ impl ClientState {
         self.subs
             .push(Abortable::new(paced(channel, sub, credit.clone(), window), reg).boxed());
         self.channels.insert(
-            session.id(),
+            channel,
             Channel {
-                id: channel,
                 session: session.clone(),
                 abort,
                 credit,
@@ -822,12 +828,7 @@ impl ClientState {
 
     /// One item of a subscription, to the client.
     async fn outgoing(&mut self, channel: u32, item: Item) -> bool {
-        let Some(session) = self
-            .channels
-            .values()
-            .find(|c| c.id == channel)
-            .map(|c| c.session.clone())
-        else {
+        let Some(session) = self.channels.get(&channel).map(|c| c.session.id()) else {
             return true; // unsubscribed meanwhile
         };
         if self.ttyd.is_some() {
@@ -852,7 +853,7 @@ impl ClientState {
             Item::Lagged(l) => {
                 self.app.metrics.lagged.inc();
                 self.reply(&Reply::Lagged {
-                    session: session.id().to_string(),
+                    session: session.to_string(),
                     channel,
                     from: l.from,
                     to: l.to,
@@ -862,15 +863,15 @@ impl ClientState {
             Item::Event(event) => self.reply(&Reply::Event { channel, event }).await,
             Item::EventsLagged(missed) => {
                 self.reply(&Reply::EventsLagged {
-                    session: session.id().to_string(),
+                    session: session.to_string(),
                     missed,
                 })
                 .await
             }
             Item::Closed => {
-                self.channels.remove(&session.id());
+                self.channels.remove(&channel);
                 self.reply(&Reply::Closed {
-                    session: session.id().to_string(),
+                    session: session.to_string(),
                     channel,
                 })
                 .await

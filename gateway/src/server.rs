@@ -205,6 +205,18 @@ fn admin(app: &App, headers: &HeaderMap) -> Result<Grant, Refusal> {
     }
 }
 
+/// An admin request's JSON body, or the refusal that names what is wrong.
+fn admin_json<T: serde::de::DeserializeOwned>(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Refusal> {
+    admin(app, headers)?;
+    serde_json::from_slice(body)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}")))
+}
+
 /// Cross-origin WebSocket upgrades are refused unless the origin is allowed. Requests without
 /// an Origin (CLI clients) and same-origin pages pass.
 fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -407,17 +419,9 @@ async fn spawn_session(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return r.into_response();
-    }
-    let spec: SessionSpec = match serde_json::from_slice(&body) {
+    let spec: SessionSpec = match admin_json(&app, &headers, &body, "session spec") {
         Ok(s) => s,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!("invalid session spec: {e}"),
-            );
-        }
+        Err(r) => return r.into_response(),
     };
     match app.spawn(spec).await {
         Ok(h) => (StatusCode::CREATED, Json(h.info())).into_response(),
@@ -531,17 +535,9 @@ async fn create_token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers) {
-        return r.into_response();
-    }
-    let req: TokenRequest = match serde_json::from_slice(&body) {
+    let req: TokenRequest = match admin_json(&app, &headers, &body, "token request") {
         Ok(r) => r,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!("invalid token request: {e}"),
-            );
-        }
+        Err(r) => return r.into_response(),
     };
     let h = match app.corral.sessions().get(&req.session) {
         Ok(h) => h,
