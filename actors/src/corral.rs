@@ -3,12 +3,17 @@
 //!
 //! ```text
 //! corral (root Supervisor, one_for_one)
+//! ├── persister   permanent, first started, last stopped: state.db and scrollback (optional)
 //! ├── reaper      permanent: reaps zombies handed over (and orphans, in subreaper mode)
 //! └── sessions    dynamic supervisor; one temporary child per session
 //! ```
 //!
+//! With persistence configured, the start ends with boot reconciliation ([`crate::recovery`]):
+//! the sessions of the previous run come back before `start` returns.
+//!
 //! Graceful shutdown is [`Corral::shutdown`]: every session is stopped concurrently with its own
-//! grace, then the tree stops in reverse order. A host that embeds corral calls it from its own
+//! grace (and recorded as interrupted, so the next boot starts it again per its policy), then
+//! the tree stops in reverse order, the persister last. A host that embeds corral calls it from its own
 //! `post_stop`, or runs corral under a corral-runtime Supervisor, whose ordered stop does the
 //! same (a plain ractor parent *kills* its children, which skips the grace: sessions are then
 //! killed by their Drop, still without leaks).
@@ -22,7 +27,9 @@ use corral_runtime::{
 use ractor::ActorCell;
 
 use crate::manager::{Sessions, SessionsConfig};
+use crate::persist::{Persist, PersistConfig, Persister};
 use crate::process::reaper::Reaper;
+use crate::recovery::{self, RecoveryReport};
 
 /// Settings of the whole tree.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +40,9 @@ pub struct CorralConfig {
     /// reaped). Right for `corral serve`; an embedding host decides for itself, because the
     /// reaper then also reaps orphans that are not corral's.
     pub subreaper: bool,
+    /// Persist sessions, events and scrollback here, and reconcile at start (None: in memory
+    /// only; sessions end with the process).
+    pub persist: Option<PersistConfig>,
 }
 
 /// A running corral tree.
@@ -42,6 +52,8 @@ pub struct Corral {
     root: SupervisorRef,
     /// The session API.
     sessions: Sessions,
+    /// What boot reconciliation did (with persistence).
+    recovery: Option<std::sync::Arc<RecoveryReport>>,
 }
 
 impl Corral {
@@ -67,12 +79,33 @@ impl Corral {
         {
             tracing::warn!(error = %e, "could not become child subreaper; orphans go to init");
         }
-        let spec = SupervisorSpec::new("corral")
-            .strategy(Strategy::OneForOne)
-            .child(
-                ChildSpec::actor("reaper", || (Reaper, ()))
-                    .shutdown(Shutdown::Timeout(Duration::from_secs(1))),
+        let (persist, thread): (Option<Persist>, _) = match &config.persist {
+            Some(pc) => {
+                let (p, t) = Persister::start_thread(pc.clone())
+                    .await
+                    .map_err(|reason| SupervisorError::StartFailed {
+                        id: "persister".into(),
+                        reason,
+                    })?;
+                (Some(p), Some(t))
+            }
+            None => (None, None),
+        };
+        let mut spec = SupervisorSpec::new("corral").strategy(Strategy::OneForOne);
+        if let Some(p) = &persist {
+            let p = p.clone();
+            let thread = std::sync::Arc::new(parking_lot::Mutex::new(thread));
+            spec = spec.child(
+                ChildSpec::actor("persister", move || {
+                    (Persister, (p.clone(), thread.clone()))
+                })
+                .shutdown(Shutdown::Timeout(Duration::from_secs(10))),
             );
+        }
+        let spec = spec.child(
+            ChildSpec::actor("reaper", || (Reaper, ()))
+                .shutdown(Shutdown::Timeout(Duration::from_secs(1))),
+        );
         let (root, _) = match host {
             Some(h) => Supervisor::start_linked(spec, h).await,
             None => Supervisor::start(spec).await,
@@ -90,8 +123,46 @@ impl Corral {
                 Supervisor::child_spec("sessions", sessions_spec).restart(Restart::Transient),
             )
             .await?;
-        let sessions = Sessions::new(SupervisorRef::from_cell(cell), config.sessions);
-        Ok(Corral { root, sessions })
+        let sessions = Sessions::with_persist(
+            SupervisorRef::from_cell(cell),
+            config.sessions,
+            persist.clone(),
+        );
+        let recovery = match &persist {
+            Some(p) => match recovery::reconcile(&sessions, p).await {
+                Ok(report) => Some(std::sync::Arc::new(report)),
+                Err(reason) => {
+                    let corral = Corral {
+                        root,
+                        sessions,
+                        recovery: None,
+                    };
+                    if let Err(e) = corral.shutdown().await {
+                        tracing::warn!(error = %e, "tree stopped after a failed recovery");
+                    }
+                    return Err(SupervisorError::StartFailed {
+                        id: "recovery".into(),
+                        reason,
+                    });
+                }
+            },
+            None => None,
+        };
+        Ok(Corral {
+            root,
+            sessions,
+            recovery,
+        })
+    }
+
+    /// What boot reconciliation did (None without persistence).
+    pub fn recovery(&self) -> Option<&RecoveryReport> {
+        self.recovery.as_deref()
+    }
+
+    /// The persister's API (None without persistence).
+    pub fn persist(&self) -> Option<&Persist> {
+        self.sessions.persist()
     }
 
     /// The session API.
@@ -111,7 +182,7 @@ impl Corral {
 
     /// Stops every session gracefully (concurrently, each with its grace), then the tree.
     pub async fn shutdown(&self) -> Result<(), SupervisorError> {
-        self.sessions.stop_all().await;
+        self.sessions.shutdown().await;
         self.root.stop(None).await
     }
 }

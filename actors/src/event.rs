@@ -68,6 +68,11 @@ pub enum EventKind {
         /// The parsed line.
         value: serde_json::Value,
     },
+    /// A decision of boot reconciliation after a server restart (what was found, what was done).
+    Recovery {
+        /// In words, e.g. "process 4242 survived the server crash; terminated".
+        decision: String,
+    },
     /// An event posted by the agent (hook), in one canonical model.
     Hook {
         /// Hook event name (SessionStart, Notification, Stop, ...).

@@ -156,10 +156,24 @@ impl Actor for OutputReader {
                 }
             }
         }
+        // Pipe mode turns lines into events: while the persister's journal is congested, stop
+        // reading for a moment, so the process waits on its full pipe instead of events being
+        // dropped (bounded: after JOURNAL_WAIT events flow again and any loss is counted).
+        if matches!(st.args.framing, Framing::NdJson)
+            && let Some(journal) = st.args.shared.journal()
+        {
+            let deadline = tokio::time::Instant::now() + JOURNAL_WAIT;
+            while journal.congested() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         myself.send_message(Pump)?;
         Ok(())
     }
 }
+
+/// Longest a pipe-mode reader pauses for a congested journal.
+const JOURNAL_WAIT: Duration = Duration::from_secs(2);
 
 /// Completes when the process exits; never, when there is nothing (more) to watch.
 async fn exited(watch: Option<&ExitWatch>) {
@@ -179,6 +193,7 @@ impl ReaderState {
         match self.args.framing {
             Framing::Raw => {
                 self.args.ring.append(&self.buf[..n]);
+                self.args.shared.output_appended();
             }
             Framing::NdJson => {
                 self.partial.extend_from_slice(&self.buf[..n]);
@@ -192,6 +207,7 @@ impl ReaderState {
                 // Bounded: a "line" longer than the chunk size is passed through as bytes.
                 if self.partial.len() > READ_CHUNK * 16 {
                     self.args.ring.append(&self.partial);
+                    self.args.shared.output_appended();
                     self.partial.clear();
                 }
             }
@@ -209,6 +225,7 @@ fn line(args: &ReaderArgs, bytes: &[u8]) {
         }
         _ => {
             args.ring.append(bytes);
+            args.shared.output_appended();
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_runtime::{ChildSpec, Restart, SendError, Shutdown, SupervisorRef};
+use corral_runtime::{ChildSpec, Restart, Ring, SendError, Shutdown, SupervisorRef};
 use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
@@ -17,8 +17,10 @@ use uuid::Uuid;
 use crate::error::SessionError;
 use crate::event::SessionEvent;
 use crate::io::Write;
+use crate::persist::journal::{Op, SessionRecord};
+use crate::persist::{Persist, store};
 use crate::screen::{ScreenMsg, Snapshot};
-use crate::session::{Session, SessionArgs, SessionMsg, ViewerId};
+use crate::session::{Begin, Session, SessionArgs, SessionMsg, ViewerId};
 use crate::shared::{SessionInfo, SessionShared};
 use crate::spec::{SessionSpec, Size};
 use crate::subscription::Subscription;
@@ -176,9 +178,24 @@ impl SessionHandle {
 
     /// Graceful stop: stop signal, `grace` (the spec's when None), then SIGKILL of the tree.
     pub async fn stop(&self, grace: Option<Duration>) -> Result<SessionInfo, SessionError> {
+        self.stop_inner(grace, false).await
+    }
+
+    async fn stop_inner(
+        &self,
+        grace: Option<Duration>,
+        shutdown: bool,
+    ) -> Result<SessionInfo, SessionError> {
         let wait = grace.unwrap_or(Duration::from_secs(60)) + CALL_TIMEOUT;
-        self.call(|reply| SessionMsg::Stop { grace, reply }, wait)
-            .await
+        self.call(
+            |reply| SessionMsg::Stop {
+                grace,
+                shutdown,
+                reply,
+            },
+            wait,
+        )
+        .await
     }
 
     /// SIGKILL of the whole tree at once.
@@ -215,18 +232,35 @@ pub struct Sessions {
     config: Arc<SessionsConfig>,
     /// Events of every session.
     events: broadcast::Sender<SessionEvent>,
+    /// The persister, when sessions are persisted.
+    persist: Option<Persist>,
 }
 
 impl Sessions {
     /// Sessions that run under `supervisor` (a dynamic supervisor: no static children).
     pub fn new(supervisor: SupervisorRef, config: SessionsConfig) -> Self {
+        Self::with_persist(supervisor, config, None)
+    }
+
+    /// Like [`new`](Self::new), recording every session, event and output byte with `persist`.
+    pub fn with_persist(
+        supervisor: SupervisorRef,
+        config: SessionsConfig,
+        persist: Option<Persist>,
+    ) -> Self {
         let events = broadcast::channel(config.event_capacity.max(1)).0;
         Self {
             supervisor,
             registry: Default::default(),
             config: Arc::new(config),
             events,
+            persist,
         }
+    }
+
+    /// The persister, when sessions are persisted.
+    pub fn persist(&self) -> Option<&Persist> {
+        self.persist.as_ref()
     }
 
     /// The supervisor sessions run under.
@@ -251,6 +285,64 @@ impl Sessions {
         id: Uuid,
         spec: SessionSpec,
     ) -> Result<SessionHandle, SessionError> {
+        let name = self.check_spec(id, &spec)?;
+        let ring = Ring::new(spec.ring_capacity);
+        if let Some(p) = &self.persist {
+            p.create(SessionRecord {
+                id,
+                name: name.clone(),
+                spec: spec.clone(),
+                row: crate::persist::SessionRow {
+                    state: crate::event::SessionState::Starting,
+                    reason: None,
+                    process: None,
+                    restarts: 0,
+                    last_exit: None,
+                    agent_session_id: None,
+                    interrupted: false,
+                    last_seq: 0,
+                },
+                created_ms: store::now_ms(),
+                ended_ms: None,
+            });
+        }
+        self.register(id, name, spec, ring, None, Begin::Start)
+            .await
+    }
+
+    /// Brings back a session recorded by an earlier run of the server (boot reconciliation):
+    /// same id, name and spec; its Ring continues its scrollback's offsets; its status and event
+    /// numbering continue the record. `begin` says whether its process starts again.
+    pub async fn restore(
+        &self,
+        record: SessionRecord,
+        begin: Begin,
+        decision: Option<String>,
+    ) -> Result<SessionHandle, SessionError> {
+        let SessionRecord {
+            id,
+            name,
+            spec,
+            row,
+            ..
+        } = record;
+        let mut spec = spec;
+        spec.name = Some(name.clone());
+        self.check_spec(id, &spec)?;
+        let start = match &self.persist {
+            Some(p) => p.open_log(id).await.unwrap_or_else(|e| {
+                tracing::error!(session = %id, error = %e, "scrollback unreadable; output offsets restart at 0");
+                0
+            }),
+            None => 0,
+        };
+        let ring = Ring::with_start(spec.ring_capacity, start);
+        self.register(id, name, spec, ring, Some((row, decision)), begin)
+            .await
+    }
+
+    /// Validates a spec and returns the session's name.
+    fn check_spec(&self, id: Uuid, spec: &SessionSpec) -> Result<String, SessionError> {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(SessionError::BadSpec("argv is empty".into()));
         }
@@ -266,6 +358,19 @@ impl Sessions {
             Some(n) => n.clone(),
             None => default_name(&spec.argv[0], id),
         };
+        Ok(name)
+    }
+
+    /// Reserves the name, starts the actor, indexes the handle.
+    async fn register(
+        &self,
+        id: Uuid,
+        name: String,
+        spec: SessionSpec,
+        ring: Ring,
+        row: Option<(crate::persist::SessionRow, Option<String>)>,
+        begin: Begin,
+    ) -> Result<SessionHandle, SessionError> {
         {
             let mut reg = self.registry.write();
             if reg.by_id.len() + reg.reserved.len() >= self.config.max_sessions {
@@ -279,10 +384,23 @@ impl Sessions {
             }
             reg.reserved.insert(name.clone(), id);
         }
-        let result = self.start_actor(id, name.clone(), spec).await;
+        let result = self
+            .start_actor(id, name.clone(), spec, ring, row, begin)
+            .await;
         let mut reg = self.registry.write();
         reg.reserved.remove(&name);
-        let handle = result?;
+        let handle = match result {
+            Ok(h) => h,
+            Err(e) => {
+                if begin == Begin::Start
+                    && let Some(p) = &self.persist
+                {
+                    // A spawn that failed never existed for the caller: no record stays.
+                    p.remove(id);
+                }
+                return Err(e);
+            }
+        };
         reg.by_name.insert(name, id);
         reg.by_id.insert(id, handle.clone());
         Ok(handle)
@@ -293,16 +411,27 @@ impl Sessions {
         id: Uuid,
         name: String,
         spec: SessionSpec,
+        ring: Ring,
+        row: Option<(crate::persist::SessionRow, Option<String>)>,
+        begin: Begin,
     ) -> Result<SessionHandle, SessionError> {
         let shared = SessionShared::new(
             id,
             name,
-            spec.argv.clone(),
-            spec.mode,
-            spec.size,
-            spec.ring_capacity,
+            &spec,
+            ring,
             Some(self.events.clone()),
+            self.persist.as_ref().map(|p| p.journal().clone()),
         );
+        if let Some((row, decision)) = row {
+            shared.restore(&row);
+            if let Some(decision) = decision {
+                shared.emit(crate::event::EventKind::Recovery { decision });
+            }
+        }
+        if let Some(p) = &self.persist {
+            p.journal().send(Op::Attach(shared.clone()));
+        }
         let tmp_root = self.config.tmp_root.clone();
         let grace = spec.grace;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -311,6 +440,7 @@ impl Sessions {
             spec,
             tmp_root,
             started: Some(started_tx),
+            begin,
         })));
         // Temporary: a session restarts its *process* itself; if the actor dies, the session
         // is over (its Drop killed the tree) and shows Failed.
@@ -409,13 +539,27 @@ impl Sessions {
             reg.by_name.remove(handle.name());
         }
         handle.shared.ring.close();
+        if let Some(p) = &self.persist {
+            p.remove(handle.id());
+        }
         Ok(info)
     }
 
     /// Stops every session gracefully, concurrently; returns when all are stopped.
     pub async fn stop_all(&self) {
+        self.stop_every(false).await
+    }
+
+    /// Stops every session for a server shutdown: like [`stop_all`](Self::stop_all), but the
+    /// sessions that were running are recorded as interrupted, so the next boot starts them
+    /// again per their restart policy.
+    pub async fn shutdown(&self) {
+        self.stop_every(true).await
+    }
+
+    async fn stop_every(&self, shutdown: bool) {
         let handles: Vec<SessionHandle> = self.registry.read().by_id.values().cloned().collect();
-        let stops = handles.iter().map(|h| h.stop(None));
+        let stops = handles.iter().map(|h| h.stop_inner(None, shutdown));
         for (h, r) in handles.iter().zip(futures::future::join_all(stops).await) {
             if let Err(e) = r {
                 tracing::warn!(session = %h.id(), error = %e, "stop failed");

@@ -68,6 +68,9 @@ pub enum SessionMsg {
     Stop {
         /// Overrides the spec's grace.
         grace: Option<Duration>,
+        /// The server is shutting down: the session is recorded as interrupted, so the next
+        /// boot starts it again per its restart policy.
+        shutdown: bool,
         /// Answer once everything is gone.
         reply: RpcReplyPort<SessionInfo>,
     },
@@ -96,6 +99,20 @@ pub struct SessionArgs {
     pub tmp_root: PathBuf,
     /// Told the outcome of the first process start.
     pub started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
+    /// How the session begins.
+    pub begin: Begin,
+}
+
+/// How a session actor begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// Start its process (a new session).
+    Start,
+    /// Start its process again after a server restart; an agent profile resumes its
+    /// conversation (the profile's resume template) when the agent session id is known.
+    Recover,
+    /// Do not start anything: a restored session that stays as it was (Stopped or Failed).
+    Dormant,
 }
 
 /// The Session actor.
@@ -173,6 +190,8 @@ pub struct SessionActorState {
     stop_signal: Signal,
     /// Told the outcome of the first start (taken by `post_start`).
     started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
+    /// How it began.
+    begin: Begin,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -187,10 +206,15 @@ impl Drop for SessionActorState {
             s.kill();
         }
         if !self.shared.state().is_final() {
-            let mut s = self.shared.status.write();
-            s.state = SessionState::Failed;
-            s.pid = None;
-            s.reason = Some("session actor stopped unexpectedly".into());
+            {
+                let mut s = self.shared.status.write();
+                s.pid = None;
+                s.identity = None;
+            }
+            self.shared.set_state(
+                SessionState::Failed,
+                Some("session actor stopped unexpectedly".into()),
+            );
         }
         *self.shared.writer.write() = None;
         *self.shared.screen.write() = None;
@@ -252,6 +276,7 @@ impl Actor for Session {
             viewers: HashMap::new(),
             stop_signal,
             started: args.started,
+            begin: args.begin,
         };
         Ok(state)
     }
@@ -264,7 +289,10 @@ impl Actor for Session {
         // The first process starts here, in the session's own task, so many sessions start
         // concurrently (the supervisor only waits for `pre_start`); `spawn` still learns the
         // outcome through `started`.
-        let result = st.start(&myself).await;
+        let result = match st.begin {
+            Begin::Dormant => Ok(()),
+            Begin::Start | Begin::Recover => st.start(&myself).await,
+        };
         if let Err(e) = &result {
             st.shared
                 .set_state(SessionState::Failed, Some(format!("could not start: {e}")));
@@ -311,8 +339,15 @@ impl Actor for Session {
                     }
                 }
             }
-            SessionMsg::Stop { grace, reply } => {
+            SessionMsg::Stop {
+                grace,
+                shutdown,
+                reply,
+            } => {
                 let grace = grace.unwrap_or(st.spec.grace);
+                if shutdown && !st.shared.state().is_final() {
+                    st.shared.status.write().interrupted = true;
+                }
                 st.stop(Some(grace)).await;
                 answer(reply, st.shared.info());
             }
@@ -406,7 +441,9 @@ impl SessionActorState {
                     &self.spec.argv,
                     self.tmp.path(),
                     self.spec.hook_command.as_deref().unwrap_or_default(),
-                    agent_session.as_deref().filter(|_| generation > 1),
+                    agent_session
+                        .as_deref()
+                        .filter(|_| generation > 1 || self.begin == Begin::Recover),
                 )
                 .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?,
             Ok(None) => self.spec.argv.clone(),
@@ -497,10 +534,20 @@ impl SessionActorState {
         .map_err(|e| SessionError::Spawn(format!("input writer: {e}")))?;
         running.writer = Some(writer.get_cell());
         *self.shared.writer.write() = Some(BoundedRef::new(writer, INPUT_QUEUE_BYTES));
+        let identity = match process::procfs::ProcessIdentity::of(pid) {
+            Ok(identity) => Some(identity),
+            Err(e) => {
+                // Recovery would then find this process only by its environment marker.
+                tracing::warn!(session = %id, pid, error = %e, "process identity not recorded");
+                None
+            }
+        };
         {
             let mut s = self.shared.status.write();
             s.pid = Some(pid);
             s.started_at = Some(SystemTime::now());
+            s.identity = identity;
+            s.interrupted = false;
         }
         self.running = Some(running);
         tracing::info!(session = %id, pid, generation, "process spawned");
@@ -571,6 +618,7 @@ impl SessionActorState {
         {
             let mut s = self.shared.status.write();
             s.pid = None;
+            s.identity = None;
             s.last_exit = Some(status);
         }
         tracing::info!(session = %self.shared.id, %status, "process exited");
@@ -662,8 +710,13 @@ impl SessionActorState {
             self.finish_process(true).await;
         }
         if !self.shared.state().is_final() || self.shared.state() == SessionState::Failed {
+            let why = if self.shared.status.read().interrupted {
+                "stopped by server shutdown"
+            } else {
+                "stopped"
+            };
             self.shared
-                .set_state(SessionState::Stopped, Some("stopped".into()));
+                .set_state(SessionState::Stopped, Some(why.into()));
         }
     }
 

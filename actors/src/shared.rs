@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use crate::event::{EventKind, SessionEvent, SessionState};
 use crate::io::Write;
+use crate::persist::journal::{Journal, Op, SessionRow, Tap};
 use crate::process::ExitStatus;
+use crate::process::procfs::ProcessIdentity;
 use crate::spec::{Mode, Size};
 
 /// Capacity of a session's event channel; a subscriber further behind is told how many events
@@ -63,6 +65,9 @@ pub struct SessionInfo {
     pub attention: Option<String>,
     /// The agent's own session id (Claude Code's), rebound on every SessionStart.
     pub agent_session_id: Option<String>,
+    /// Set while the session's output or events cannot be persisted (disk full, read-only...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist_error: Option<String>,
 }
 
 /// The mutable part of [`SessionInfo`], written by the Session actor.
@@ -77,6 +82,10 @@ pub(crate) struct Status {
     pub size: Size,
     pub attention: Option<String>,
     pub agent_session_id: Option<String>,
+    /// Who the running main process is (recorded so recovery can find it after a crash).
+    pub identity: Option<ProcessIdentity>,
+    /// Stopped by a server shutdown (started again at boot per its policy).
+    pub interrupted: bool,
 }
 
 /// Shared between the Session actor, its I/O actors and every handle.
@@ -113,24 +122,30 @@ pub struct SessionShared {
     input_lost: AtomicU64,
     /// The viewer that sent input last (its size wins: tmux's `window-size latest`).
     pub(crate) last_input_viewer: AtomicU64,
+    /// The persister's journal, when the tree persists.
+    journal: Option<Journal>,
+    /// Announces new output to the persister.
+    tap: Option<Tap>,
+    /// Why this session's output cannot be persisted right now.
+    persist_error: Mutex<Option<String>>,
 }
 
 impl SessionShared {
     pub(crate) fn new(
         id: Uuid,
         name: String,
-        argv: Vec<String>,
-        mode: Mode,
-        size: Size,
-        ring_capacity: usize,
+        spec: &crate::spec::SessionSpec,
+        ring: Ring,
         global: Option<broadcast::Sender<SessionEvent>>,
+        journal: Option<Journal>,
     ) -> Arc<Self> {
+        let tap = journal.as_ref().map(|j| j.tap(id));
         Arc::new(Self {
             id,
             name,
-            argv,
-            mode,
-            ring: Ring::new(ring_capacity),
+            argv: spec.argv.clone(),
+            mode: spec.mode,
+            ring,
             status: RwLock::new(Status {
                 state: SessionState::Starting,
                 pid: None,
@@ -138,9 +153,11 @@ impl SessionShared {
                 restarts: 0,
                 last_exit: None,
                 reason: None,
-                size,
+                size: spec.size,
                 attention: None,
                 agent_session_id: None,
+                identity: None,
+                interrupted: false,
             }),
             writer: RwLock::new(None),
             screen: RwLock::new(None),
@@ -152,7 +169,64 @@ impl SessionShared {
             input_rejected: AtomicU64::new(0),
             input_lost: AtomicU64::new(0),
             last_input_viewer: AtomicU64::new(0),
+            journal,
+            tap,
+            persist_error: Mutex::new(None),
         })
+    }
+
+    /// Continues a restored session's record: its status, and its event numbering after
+    /// `last_seq` (so the journal's (session, seq) stay unique across server restarts).
+    pub(crate) fn restore(&self, row: &SessionRow) {
+        let mut s = self.status.write();
+        s.state = row.state;
+        s.reason = row.reason.clone();
+        s.restarts = row.restarts;
+        s.last_exit = row.last_exit;
+        s.agent_session_id = row.agent_session_id.clone();
+        *self.seq.lock() = row.last_seq;
+    }
+
+    /// The registry row as of now.
+    pub(crate) fn row(&self, last_seq: u64) -> SessionRow {
+        let s = self.status.read();
+        SessionRow {
+            state: s.state,
+            reason: s.reason.clone(),
+            process: s.identity.clone(),
+            restarts: s.restarts,
+            last_exit: s.last_exit,
+            agent_session_id: s.agent_session_id.clone(),
+            interrupted: s.interrupted,
+            last_seq,
+        }
+    }
+
+    /// The journal, when the tree persists.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// New output was appended to the Ring: tell the persister.
+    pub(crate) fn output_appended(&self) {
+        if let Some(tap) = &self.tap {
+            tap.notify();
+        }
+    }
+
+    /// The tap's "notification queued" flag (the persister clears it before reading).
+    pub(crate) fn tap_flag(&self) -> &std::sync::atomic::AtomicBool {
+        static UNUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        self.tap.as_ref().map(|t| &t.dirty).unwrap_or(&UNUSED)
+    }
+
+    /// Why this session's output cannot be persisted, if it cannot.
+    pub(crate) fn persist_error(&self) -> Option<String> {
+        self.persist_error.lock().clone()
+    }
+
+    pub(crate) fn set_persist_error(&self, e: Option<String>) {
+        *self.persist_error.lock() = e;
     }
 
     /// Publishes an event stamped with the next sequence number and the current output offset.
@@ -166,6 +240,9 @@ impl SessionShared {
             offset: self.ring.head(),
             kind,
         };
+        if let Some(j) = &self.journal {
+            j.send(Op::Event(Box::new((self.row(*seq), event.clone()))));
+        }
         // No receiver is not an error: nobody is watching this session right now.
         if self.events.send(event.clone()).is_err() {
             tracing::trace!(session = %self.id, "event with no subscriber");
@@ -215,6 +292,9 @@ impl SessionShared {
             input_lost: self.input_lost.load(Ordering::Relaxed),
             attention: s.attention,
             agent_session_id: s.agent_session_id,
+            persist_error: self
+                .persist_error()
+                .or_else(|| self.journal.as_ref().and_then(|j| j.stats().error())),
         }
     }
 

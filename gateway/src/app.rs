@@ -3,8 +3,13 @@
 //! tokens and CORRAL_* variables in the environment, token revocation on removal).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
+use corral_actors::persist::{
+    EndedRetention, EventRetention, FsyncPolicy, PersistConfig, SegmentConfig,
+};
 use corral_actors::{Corral, SessionError, SessionHandle, SessionInfo, SessionSpec};
 use corral_runtime::SupervisorRef;
 use serde::{Deserialize, Serialize};
@@ -48,6 +53,8 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     /// Client limits.
     pub limits: Limits,
+    /// What is kept on disk, and for how long.
+    pub persist: PersistSettings,
 }
 
 impl Default for GatewayConfig {
@@ -56,7 +63,83 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             allowed_origins: Vec::new(),
             limits: Limits::default(),
+            persist: PersistSettings::default(),
         }
+    }
+}
+
+/// The `[persist]` section: scrollback size, durability and retention (docs/operations.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistSettings {
+    /// Scrollback segment file size in bytes (default 4 MiB).
+    pub segment_bytes: u64,
+    /// Scrollback kept per session in bytes, plus the segment being written (default 64 MiB).
+    pub scrollback_bytes: u64,
+    /// When scrollback is fsynced: "on_rotate" (default; plus at most every second while output
+    /// flows), "every_append", or "never".
+    pub fsync: String,
+    /// Events kept in the journal (default 100,000).
+    pub max_events: u64,
+    /// Events older than this many days are deleted (default 30).
+    pub event_max_age_days: u64,
+    /// Ended sessions kept with their scrollback (default 200).
+    pub ended_max_sessions: usize,
+    /// Ended sessions older than this many days are deleted (default 7).
+    pub ended_max_age_days: u64,
+}
+
+impl Default for PersistSettings {
+    fn default() -> Self {
+        let segment = SegmentConfig::default();
+        let events = EventRetention::default();
+        let ended = EndedRetention::default();
+        Self {
+            segment_bytes: segment.segment_bytes,
+            scrollback_bytes: segment.max_total_bytes,
+            fsync: "on_rotate".into(),
+            max_events: events.max_events,
+            event_max_age_days: events.max_age.as_secs() / 86_400,
+            ended_max_sessions: ended.max_sessions,
+            ended_max_age_days: ended.max_age.as_secs() / 86_400,
+        }
+    }
+}
+
+impl PersistSettings {
+    /// The actor-level config for data dir `dir`; a bad value is an error naming it.
+    pub fn to_config(&self, dir: &Path) -> anyhow::Result<PersistConfig> {
+        const DAY: u64 = 86_400;
+        let fsync = match self.fsync.as_str() {
+            "on_rotate" => FsyncPolicy::OnRotate,
+            "every_append" => FsyncPolicy::EveryAppend,
+            "never" => FsyncPolicy::Never,
+            other => anyhow::bail!(
+                "persist.fsync: unknown policy '{other}' (on_rotate, every_append, never)"
+            ),
+        };
+        if self.segment_bytes < corral_actors::persist::segment::MIN_SEGMENT_BYTES {
+            anyhow::bail!(
+                "persist.segment_bytes: at least {} bytes",
+                corral_actors::persist::segment::MIN_SEGMENT_BYTES
+            );
+        }
+        Ok(PersistConfig {
+            dir: dir.to_path_buf(),
+            segment: SegmentConfig {
+                segment_bytes: self.segment_bytes,
+                max_total_bytes: self.scrollback_bytes,
+                fsync,
+            },
+            events: EventRetention {
+                max_events: self.max_events,
+                max_age: Duration::from_secs(self.event_max_age_days.saturating_mul(DAY)),
+            },
+            ended: EndedRetention {
+                max_sessions: self.ended_max_sessions,
+                max_age: Duration::from_secs(self.ended_max_age_days.saturating_mul(DAY)),
+            },
+        })
     }
 }
 

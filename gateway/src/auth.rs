@@ -138,6 +138,18 @@ impl Tokens {
         Ok(token)
     }
 
+    /// Accepts an existing token again (a restored session's hook token, which lives in its
+    /// environment across server restarts). A malformed token is refused.
+    pub fn register(&self, token: String, grant: Grant) -> Result<(), AuthError> {
+        let id = token_id(&token).ok_or(AuthError::Invalid)?.to_string();
+        let mut map = self.by_id.write();
+        if map.len() >= MAX_TOKENS {
+            return Err(AuthError::Full);
+        }
+        map.insert(id, (token, grant));
+        Ok(())
+    }
+
     /// Revokes every token granted on `session` (it was removed).
     pub fn revoke_session(&self, session: Uuid) {
         self.by_id.write().retain(|_, (_, g)| match g {

@@ -58,8 +58,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             ..SessionsConfig::default()
         },
         subreaper: true,
+        persist: Some(opts.gateway.persist.to_config(data.path())?),
     })
     .await?;
+    let tokens = Tokens::new(admin);
+    if let Some(report) = corral.recovery() {
+        // Restored agents keep the hook token in their environment: accept it again.
+        for (id, spec) in &report.specs {
+            if let Some((_, token)) = spec.env.iter().find(|(k, _)| k == "CORRAL_HOOK_TOKEN")
+                && let Err(e) = tokens.register(token.clone(), Grant::Hook(*id))
+            {
+                tracing::warn!(session = %id, error = %e, "hook token of a restored session not accepted");
+            }
+        }
+    }
     let (clients, _) = Supervisor::start(
         SupervisorSpec::new("gateway")
             .max_children(opts.gateway.limits.max_connections)
@@ -71,7 +83,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let url = format!("http://{addr}");
     let app = Arc::new(App {
         corral: corral.clone(),
-        tokens: Tokens::new(admin),
+        tokens,
         metrics: Metrics::default(),
         config: opts.gateway.clone(),
         clients: clients.clone(),

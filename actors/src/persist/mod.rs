@@ -1,19 +1,28 @@
-//! Persistence of session output on disk: the per-session scrollback log (issue #4, item 2).
+//! Persistence (issue #4): the registry and event journal in SQLite, and each session's
+//! scrollback log on disk, written by one persister thread.
 //!
-//! The Ring keeps the last megabyte of a session's output in memory; this module keeps a longer,
-//! bounded history on disk so a client can resume from an offset the Ring no longer holds, and
-//! so the output of a session survives corral itself. Each session gets a directory
-//! `<data>/logs/<session>/` of append-only segment files ([`SegmentLog`]), written by the
-//! persister on a dedicated thread with plain blocking I/O (no tokio here).
-//!
+//! - [`persister`]: the Persister actor (first started, last stopped) and [`Persist`], the async
+//!   API over its thread;
+//! - [`writer`]: the thread itself: group commits, output copied from Rings into segment logs,
+//!   retries, syncs;
+//! - [`journal`]: what sessions send it ([`Journal`], [`Tap`]) and the registry record types;
+//! - [`store`]: the SQLite schema, migrations and statements;
 //! - [`segment`]: segment files, framing, crash recovery, rotation, retention, reads and the
 //!   asciicast export;
 //! - [`codec`]: the record payload encoding, the only place that knows bincode.
 
 pub mod codec;
+pub mod journal;
+pub mod persister;
 pub mod segment;
+pub mod store;
+mod writer;
 
 pub use codec::{CodecError, Record};
+pub use journal::{Journal, PersistStats, SessionRecord, SessionRow, Tap};
+pub use persister::{EndedRetention, Persist, PersistConfig, Persister};
 pub use segment::{
     Chunk, Damage, DamageKind, FsyncPolicy, LogReader, Recovery, SegmentConfig, SegmentLog,
 };
+pub use store::{EventRetention, Store};
+pub use writer::MAX_PENDING;

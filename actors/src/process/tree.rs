@@ -53,6 +53,18 @@ impl SessionTree {
         }
     }
 
+    /// A tree known only by its marker (recovery, when the recorded main process is gone):
+    /// no pid, session or group rules, so nothing but marked processes (and their descendants)
+    /// can match.
+    pub fn marker_only(session_id: impl Into<String>) -> SessionTree {
+        SessionTree {
+            main_pid: 0,
+            sid: 0,
+            pgids: BTreeSet::new(),
+            marker: Some((MARKER_KEY.to_owned(), session_id.into())),
+        }
+    }
+
     /// Sets the marker to (`CORRAL_SESSION_ID`, `session_id`).
     pub fn with_marker(mut self, session_id: impl Into<String>) -> SessionTree {
         self.marker = Some((MARKER_KEY.to_owned(), session_id.into()));
@@ -95,7 +107,7 @@ impl SessionTree {
             .collect();
 
         let use_sid = self.sid > 1 && !protected_sids.contains(&self.sid);
-        if !use_sid {
+        if !use_sid && self.sid != 0 {
             tracing::warn!(
                 sid = self.sid,
                 "session id is shared with corral or its ancestors; not matching by sid"

@@ -1,0 +1,236 @@
+//! The journal: what sessions tell the persister, and the handle they tell it through.
+//!
+//! Sessions never touch SQLite or files themselves. Every event a session emits is handed, with
+//! the session's current registry row, to the persister thread through a bounded crossbeam
+//! channel ([`Journal`]); new output is announced through a [`Tap`] (one flag per session, so at
+//! most one notification per session is ever queued and that channel cannot fill). Nothing here
+//! blocks: a full queue is counted, logged, and the loss written into the journal itself as a
+//! `journal_lost` row once the persister catches up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{SessionEvent, SessionState};
+use crate::persist::segment::LogReader;
+use crate::process::ExitStatus;
+use crate::process::procfs::ProcessIdentity;
+use crate::shared::SessionShared;
+use crate::spec::SessionSpec;
+
+/// What the registry holds about one session: enough to list it and to start it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session id (kept across server restarts).
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// The spec it was spawned with.
+    pub spec: SessionSpec,
+    /// The mutable part.
+    pub row: SessionRow,
+    /// When it was created, ms since the epoch.
+    pub created_ms: u64,
+    /// When it last became Stopped/Failed (for retention), ms since the epoch.
+    pub ended_ms: Option<u64>,
+}
+
+/// The mutable part of a [`SessionRecord`], rewritten with every event of the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// Lifecycle state.
+    pub state: SessionState,
+    /// Why it is in that state, when there is something to say.
+    pub reason: Option<String>,
+    /// Who its main process is (pid = pgid = sid), while one runs.
+    pub process: Option<ProcessIdentity>,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// The last exit.
+    pub last_exit: Option<ExitStatus>,
+    /// The agent's own session id (for the profile's resume template).
+    pub agent_session_id: Option<String>,
+    /// It was running when the server shut down (it is started again at boot per its policy).
+    pub interrupted: bool,
+    /// Sequence number of its last event.
+    pub last_seq: u64,
+}
+
+/// A request to the persister thread.
+pub(crate) enum Op {
+    /// A new session: insert its record.
+    Create(Box<SessionRecord>),
+    /// An event of a session, with the session's row as of that event.
+    Event(Box<(SessionRow, SessionEvent)>),
+    /// Start persisting a session's output (opens or creates its segment log).
+    Attach(Arc<SessionShared>),
+    /// A session was removed: write out what is left of its output, then delete its records,
+    /// events and scrollback.
+    Remove(Uuid),
+    /// Opens (recovering it) the segment log of a session about to be restored; answers its next
+    /// offset, so the session's Ring continues the log's offsets.
+    OpenLog(Uuid, tokio::sync::oneshot::Sender<Result<u64, String>>),
+    /// Every session record (boot).
+    Load(tokio::sync::oneshot::Sender<Result<Vec<SessionRecord>, String>>),
+    /// Up to `limit` events of a session with `seq > after`, oldest first.
+    Events {
+        /// The session.
+        id: Uuid,
+        /// Only events after this sequence number.
+        after: u64,
+        /// At most this many.
+        limit: usize,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Result<Vec<SessionEvent>, String>>,
+    },
+    /// A reader of a session's scrollback log as it is now.
+    Reader(
+        Uuid,
+        tokio::sync::oneshot::Sender<Result<LogReader, String>>,
+    ),
+    /// `PRAGMA integrity_check` (tests, `corral doctor`).
+    IntegrityCheck(tokio::sync::oneshot::Sender<Result<String, String>>),
+    /// Answers once everything sent before it is committed and synced.
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Write out everything and end the thread; answers when done.
+    Close(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Counters of the persister, read by metrics and status.
+#[derive(Debug, Default)]
+pub struct PersistStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Journal operations committed.
+    pub ops_committed: AtomicU64,
+    /// Failed commits (each retried).
+    pub db_errors: AtomicU64,
+    /// Operations waiting for a retry after a failed commit.
+    pub db_pending: AtomicU64,
+    /// Operations refused because the journal queue was full (or dropped from the bounded retry
+    /// queue): written into the journal as `journal_lost` rows.
+    pub ops_dropped: AtomicU64,
+    /// Output bytes written to segment logs.
+    pub segment_bytes: AtomicU64,
+    /// Failed segment writes (each retried).
+    pub segment_errors: AtomicU64,
+    /// Output bytes the persister never got (it lagged the Ring): recorded as gaps.
+    pub gap_bytes: AtomicU64,
+    /// The last persistence error, cleared when writes succeed again.
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+impl PersistStats {
+    /// The current persistence error, if writes are failing.
+    pub fn error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    pub(crate) fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock() = e;
+    }
+}
+
+/// Bound on queued journal operations (events are rare next to output: this is minutes of a
+/// thousand busy agents).
+pub const JOURNAL_CAPACITY: usize = 65_536;
+
+/// The sessions' handle to the persister thread.
+#[derive(Clone)]
+pub struct Journal {
+    /// Operations.
+    pub(crate) ops: Sender<Op>,
+    /// "Session has new output" notifications.
+    pub(crate) output: Sender<Uuid>,
+    /// Counters.
+    pub(crate) stats: Arc<PersistStats>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("queued", &self.ops.len())
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Counters.
+    pub fn stats(&self) -> &Arc<PersistStats> {
+        &self.stats
+    }
+
+    /// Queues an operation without waiting. Returns false (counted and logged) if the queue is
+    /// full or the persister is gone.
+    pub(crate) fn send(&self, op: Op) -> bool {
+        match self.ops.try_send(op) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                let n = self.stats.ops_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        dropped = n,
+                        "persister journal queue full; operation not recorded"
+                    );
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                let n = self.stats.ops_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(dropped = n, "persister is gone; operation not recorded");
+                }
+                false
+            }
+        }
+    }
+
+    /// More than three quarters of the queue is taken: producers that can wait should.
+    pub fn congested(&self) -> bool {
+        self.ops.len() > JOURNAL_CAPACITY / 4 * 3
+    }
+
+    /// A tap for one session's output.
+    pub(crate) fn tap(&self, id: Uuid) -> Tap {
+        Tap {
+            id,
+            dirty: AtomicBool::new(false),
+            output: self.output.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// Announces new output of one session to the persister: at most one notification is queued
+/// per session (the flag is cleared by the persister before it reads), so the notification
+/// channel, sized for every session, never fills.
+pub struct Tap {
+    /// The session.
+    id: Uuid,
+    /// Set while a notification is queued.
+    pub(crate) dirty: AtomicBool,
+    /// Where notifications go.
+    output: Sender<Uuid>,
+    /// Counters.
+    stats: Arc<PersistStats>,
+}
+
+impl Tap {
+    /// New output was appended to the Ring.
+    pub fn notify(&self) {
+        if self.dirty.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.output.try_send(self.id) {
+            self.dirty.store(false, Ordering::Release);
+            let n = self.stats.segment_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::error!(session = %self.id, error = %e, "output not announced to the persister");
+            }
+        }
+    }
+}

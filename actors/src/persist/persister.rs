@@ -1,0 +1,297 @@
+//! The Persister actor: owns the persister thread's life, started first and stopped last in the
+//! corral tree, and [`Persist`], the async API over the thread (load the registry, open a log,
+//! read events and scrollback, flush, integrity check).
+//!
+//! The actor holds no data itself: the thread ([`super::writer`]) does all I/O. `pre_start`
+//! starts the thread and waits until the database is open and migrated (a bad data dir fails the
+//! tree's start with the store's message); `post_stop` asks the thread to write out everything
+//! and waits for it (bounded by the child's shutdown timeout). If the actor is killed instead,
+//! `Drop` still tells the thread to close, without waiting.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::TrySendError;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use uuid::Uuid;
+
+use crate::event::SessionEvent;
+use crate::persist::journal::{JOURNAL_CAPACITY, Journal, Op, PersistStats, SessionRecord};
+use crate::persist::segment::{LogReader, SegmentConfig};
+use crate::persist::store::{EventRetention, Store};
+use crate::persist::writer::Writer;
+
+/// Where and how the tree persists.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    /// The data dir: `state.db` and `logs/` go here.
+    pub dir: PathBuf,
+    /// Scrollback log limits and fsync policy.
+    pub segment: SegmentConfig,
+    /// Event journal bounds.
+    pub events: EventRetention,
+    /// Ended sessions kept (records and scrollback).
+    pub ended: EndedRetention,
+}
+
+impl PersistConfig {
+    /// Every default, in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment: SegmentConfig::default(),
+            events: EventRetention::default(),
+            ended: EndedRetention::default(),
+        }
+    }
+}
+
+/// How long sessions that ended (Stopped or Failed, not restarting) are kept before their
+/// records and scrollback are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedRetention {
+    /// Most ended sessions kept; the ones that ended longest ago go first. Default 200.
+    pub max_sessions: usize,
+    /// Ended longer ago than this: deleted. Default 7 days.
+    pub max_age: Duration,
+}
+
+impl Default for EndedRetention {
+    fn default() -> Self {
+        Self {
+            max_sessions: 200,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Longest a query waits for the persister thread.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The async API over the persister thread.
+#[derive(Clone, Debug)]
+pub struct Persist {
+    /// The journal (also handed to every session).
+    journal: Journal,
+    /// Settings.
+    config: Arc<PersistConfig>,
+}
+
+impl Persist {
+    /// The journal sessions write to.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<PersistStats> {
+        &self.journal.stats
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &PersistConfig {
+        &self.config
+    }
+
+    async fn request<T>(
+        &self,
+        build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut op = build(tx);
+        // A query is worth a short wait for room in the queue (a journal event is not).
+        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        loop {
+            match self.journal.ops.try_send(op) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
+                    op = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(TrySendError::Full(_)) => return Err("persister queue full".into()),
+                Err(TrySendError::Disconnected(_)) => return Err("persister stopped".into()),
+            }
+        }
+        match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err("persister stopped before answering".into()),
+            Err(_) => Err("persister did not answer in time".into()),
+        }
+    }
+
+    /// Every session record.
+    pub async fn load(&self) -> Result<Vec<SessionRecord>, String> {
+        self.request(Op::Load).await?
+    }
+
+    /// Opens (recovering) a session's log; its next offset.
+    pub async fn open_log(&self, id: Uuid) -> Result<u64, String> {
+        self.request(|r| Op::OpenLog(id, r)).await?
+    }
+
+    /// Up to `limit` events of a session after `after`, oldest first.
+    pub async fn events(
+        &self,
+        id: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SessionEvent>, String> {
+        self.request(|reply| Op::Events {
+            id,
+            after,
+            limit,
+            reply,
+        })
+        .await?
+    }
+
+    /// A reader of a session's scrollback as it is now (read it off the runtime:
+    /// `spawn_blocking`).
+    pub async fn reader(&self, id: Uuid) -> Result<LogReader, String> {
+        self.request(|r| Op::Reader(id, r)).await?
+    }
+
+    /// `PRAGMA integrity_check`.
+    pub async fn integrity_check(&self) -> Result<String, String> {
+        self.request(Op::IntegrityCheck).await?
+    }
+
+    /// Waits until everything sent before is committed and synced.
+    pub async fn flush(&self) -> Result<(), String> {
+        self.request(Op::Flush).await
+    }
+
+    /// Records a new session.
+    pub(crate) fn create(&self, record: SessionRecord) {
+        self.journal.send(Op::Create(Box::new(record)));
+    }
+
+    /// Deletes a session's records and scrollback.
+    pub(crate) fn remove(&self, id: Uuid) {
+        self.journal.send(Op::Remove(id));
+    }
+}
+
+/// The actor.
+pub struct Persister;
+
+/// Its state: the thread's handle and the API.
+pub struct PersisterState {
+    /// The API.
+    persist: Persist,
+    /// The thread, until it is joined.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PersisterState {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            // Killed: ask the thread to close without waiting for it.
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            if self.persist.journal.ops.try_send(Op::Close(tx)).is_err() {
+                tracing::warn!("persister thread not told to close (queue full or gone)");
+            }
+        }
+    }
+}
+
+impl Persister {
+    /// Starts the thread and waits until the store is open.
+    pub async fn start_thread(
+        config: PersistConfig,
+    ) -> Result<(Persist, std::thread::JoinHandle<()>), String> {
+        std::fs::create_dir_all(config.dir.join("logs"))
+            .map_err(|e| format!("creating {}: {e}", config.dir.join("logs").display()))?;
+        let (ops_tx, ops_rx) = crossbeam_channel::bounded(JOURNAL_CAPACITY);
+        // At most one notification per session is queued (see Tap), so this never fills while
+        // sessions stay under the bound; a full channel is counted as an error anyway.
+        let (out_tx, out_rx) = crossbeam_channel::bounded(1 << 16);
+        let stats = Arc::new(PersistStats::default());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let thread_config = config.clone();
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("corral-persister".into())
+            .spawn(move || {
+                let store =
+                    match Store::open(&thread_config.dir.join("state.db"), thread_config.events) {
+                        Ok(store) => store,
+                        Err(e) => {
+                            if ready_tx.send(Err(e)).is_err() {
+                                tracing::debug!("persister start abandoned");
+                            }
+                            return;
+                        }
+                    };
+                if ready_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                Writer::new(
+                    store,
+                    &thread_config.dir,
+                    thread_config.segment.clone(),
+                    thread_stats,
+                )
+                .run(ops_rx, out_rx);
+            })
+            .map_err(|e| format!("starting the persister thread: {e}"))?;
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("persister thread ended while opening the store".into()),
+        }
+        let persist = Persist {
+            journal: Journal {
+                ops: ops_tx,
+                output: out_tx,
+                stats,
+            },
+            config: Arc::new(config),
+        };
+        Ok((persist, thread))
+    }
+}
+
+impl Actor for Persister {
+    type Msg = ();
+    type State = PersisterState;
+    /// The started thread (started by the caller, so the API exists before the tree).
+    type Arguments = (
+        Persist,
+        std::sync::Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    );
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        (persist, thread): Self::Arguments,
+    ) -> Result<PersisterState, ActorProcessingErr> {
+        Ok(PersisterState {
+            persist,
+            thread: thread.lock().take(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<()>,
+        st: &mut PersisterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match st.persist.request(Op::Close).await {
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "persister did not close cleanly"),
+        }
+        if let Some(thread) = st.thread.take() {
+            if thread.is_finished() {
+                if thread.join().is_err() {
+                    tracing::error!("persister thread panicked");
+                }
+            } else {
+                // It answered Close and is returning; it owns nothing that outlives it.
+                tracing::debug!("persister thread still unwinding; detached");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,461 @@
+//! The registry and event journal in SQLite (`state.db`): schema, migrations and the few
+//! statements the persister runs. Only the persister thread holds a [`Store`]; everything here is
+//! plain blocking rusqlite.
+//!
+//! - WAL mode, `synchronous=NORMAL`: a commit survives a crash of corral (the WAL is in the page
+//!   cache); a power failure may lose the last commits but never corrupts the database.
+//! - The schema version is `PRAGMA user_version`; [`MIGRATIONS`] are applied in order, each in its
+//!   own transaction, so an interrupted upgrade is redone at the next open. A database newer than
+//!   this binary is refused with a clear error rather than guessed at.
+//! - Events are bounded by count and age ([`EventRetention`]), enforced after commits.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use uuid::Uuid;
+
+use crate::event::{EventKind, SessionEvent};
+use crate::persist::journal::{SessionRecord, SessionRow};
+
+/// Schema migrations; `user_version` = how many are applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: registry and journal.
+    "CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        row         TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        ended_ms    INTEGER
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY,
+        session  TEXT NOT NULL,
+        seq      INTEGER NOT NULL,
+        time_ms  INTEGER NOT NULL,
+        offset   INTEGER NOT NULL,
+        kind     TEXT NOT NULL,
+        payload  TEXT NOT NULL
+    );
+    CREATE INDEX events_by_session ON events(session, seq);
+    CREATE INDEX events_by_time ON events(time_ms);",
+];
+
+/// How many events the journal keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRetention {
+    /// Most events kept (oldest deleted first). Default 100,000.
+    pub max_events: u64,
+    /// Events older than this are deleted. Default 30 days.
+    pub max_age: Duration,
+}
+
+impl Default for EventRetention {
+    fn default() -> Self {
+        Self {
+            max_events: 100_000,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// One journal operation as the database sees it.
+#[derive(Debug, Clone)]
+pub(crate) enum DbOp {
+    /// Insert (or replace) a session record.
+    Create(Box<SessionRecord>),
+    /// An event and the session row as of it.
+    Event(Box<(SessionRow, SessionEvent)>),
+    /// Delete a session's record and events.
+    Remove(Uuid),
+    /// `n` operations were lost before reaching the database.
+    Lost(u64),
+}
+
+/// The open database.
+pub struct Store {
+    /// The connection (this thread only).
+    conn: Connection,
+    /// Events in the table (kept in memory so enforcing the bound costs nothing when under it).
+    events: u64,
+    /// Bound on events.
+    retention: EventRetention,
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    to_ms(SystemTime::now())
+}
+
+pub(crate) fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Why the store could not do something (messages name the problem).
+pub type StoreResult<T> = Result<T, String>;
+
+fn err(what: &str) -> impl FnOnce(rusqlite::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl Store {
+    /// Opens (creating it 0600 if needed) and migrates `state.db` at `path`.
+    pub fn open(path: &Path, retention: EventRetention) -> StoreResult<Store> {
+        let existed = path.exists();
+        let conn = Connection::open(path).map_err(err("opening the database"))?;
+        if !existed {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(path = %path.display(), error = %e, "could not make state.db 0600");
+            }
+        }
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(err("busy timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(err("enabling WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("database refused WAL mode (got {mode})"));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("synchronous"))?;
+        let mut store = Store {
+            conn,
+            events: 0,
+            retention,
+        };
+        store.migrate()?;
+        store.events = store
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .map_err(err("counting events"))? as u64;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> StoreResult<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("reading the schema version"))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(format!(
+                "state.db has schema version {version}, newer than this corral understands \
+                 ({known}); run the newer corral or restore a backup"
+            ));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(err("migration"))?;
+            tx.execute_batch(sql)
+                .map_err(|e| format!("migration {}: {e}", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err("setting the schema version"))?;
+            tx.commit().map_err(err("committing a migration"))?;
+            tracing::info!(version = i + 1, "state.db migrated");
+        }
+        Ok(())
+    }
+
+    /// The schema version.
+    pub fn version(&self) -> StoreResult<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("reading the schema version"))
+    }
+
+    /// Applies `ops` in one transaction: all or nothing.
+    pub(crate) fn apply(&mut self, ops: &[DbOp]) -> StoreResult<()> {
+        let tx = self.conn.transaction().map_err(err("begin"))?;
+        let mut inserted = 0u64;
+        let mut removed = 0u64;
+        for op in ops {
+            match op {
+                DbOp::Create(rec) => upsert_record(&tx, rec)?,
+                DbOp::Event(ev) => {
+                    let (row, event) = &**ev;
+                    update_row(&tx, event.session, row, to_ms(event.time))?;
+                    insert_event(&tx, event)?;
+                    inserted += 1;
+                }
+                DbOp::Remove(id) => {
+                    let key = id.to_string();
+                    tx.execute("DELETE FROM sessions WHERE id = ?1", params![key])
+                        .map_err(err("deleting a session"))?;
+                    removed += tx
+                        .execute("DELETE FROM events WHERE session = ?1", params![key])
+                        .map_err(err("deleting a session's events"))?
+                        as u64;
+                }
+                DbOp::Lost(n) => {
+                    let payload = serde_json::json!({ "lost": n }).to_string();
+                    tx.execute(
+                        "INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                         VALUES ('', 0, ?1, 0, 'journal_lost', ?2)",
+                        params![now_ms() as i64, payload],
+                    )
+                    .map_err(err("recording lost operations"))?;
+                    inserted += 1;
+                }
+            }
+        }
+        tx.commit().map_err(err("commit"))?;
+        self.events = (self.events + inserted).saturating_sub(removed);
+        Ok(())
+    }
+
+    /// Deletes events beyond the count bound (oldest first) and, when `check_age`, older than the
+    /// age bound. Returns how many were deleted.
+    pub fn enforce_retention(&mut self, check_age: bool) -> StoreResult<u64> {
+        let mut deleted = 0u64;
+        if self.events > self.retention.max_events {
+            // Rowids grow with insertion, so the oldest are the smallest.
+            let excess = self.events - self.retention.max_events;
+            deleted += self
+                .conn
+                .execute(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1)",
+                    params![excess as i64],
+                )
+                .map_err(err("enforcing the event bound"))? as u64;
+        }
+        if check_age {
+            let cutoff = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
+            deleted += self
+                .conn
+                .execute(
+                    "DELETE FROM events WHERE time_ms < ?1",
+                    params![cutoff as i64],
+                )
+                .map_err(err("enforcing the event age"))? as u64;
+        }
+        self.events = self.events.saturating_sub(deleted);
+        Ok(deleted)
+    }
+
+    /// Events in the journal.
+    pub fn event_count(&self) -> u64 {
+        self.events
+    }
+
+    /// Every session record.
+    pub fn load(&self) -> StoreResult<Vec<SessionRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, spec, row, created_ms, ended_ms FROM sessions ORDER BY created_ms")
+            .map_err(err("reading sessions"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            })
+            .map_err(err("reading sessions"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, spec, srow, created, ended) = row.map_err(err("reading a session"))?;
+            let parsed = (|| -> Result<SessionRecord, String> {
+                Ok(SessionRecord {
+                    id: Uuid::parse_str(&id).map_err(|e| format!("id: {e}"))?,
+                    name: name.clone(),
+                    spec: serde_json::from_str(&spec).map_err(|e| format!("spec: {e}"))?,
+                    row: serde_json::from_str(&srow).map_err(|e| format!("row: {e}"))?,
+                    created_ms: created as u64,
+                    ended_ms: ended.map(|e| e as u64),
+                })
+            })();
+            match parsed {
+                Ok(rec) => out.push(rec),
+                // One bad record must not keep every other session from coming back.
+                Err(e) => {
+                    tracing::error!(session = %id, %name, error = %e, "unreadable session record skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events of `session` with `seq > after`, oldest first.
+    pub fn events(
+        &self,
+        session: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<SessionEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, time_ms, offset, payload FROM events
+                 WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(err("reading events"))?;
+        let rows = stmt
+            .query_map(
+                params![session.to_string(), after as i64, limit as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .map_err(err("reading events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, time, offset, payload) = row.map_err(err("reading an event"))?;
+            match serde_json::from_str::<EventKind>(&payload) {
+                Ok(kind) => out.push(SessionEvent {
+                    session,
+                    seq: seq as u64,
+                    time: from_ms(time as u64),
+                    offset: offset as u64,
+                    kind,
+                }),
+                Err(e) => tracing::warn!(%session, seq, error = %e, "unreadable event skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the database is sound.
+    pub fn integrity_check(&self) -> StoreResult<String> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(err("integrity check"))?;
+        let lines: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(err("integrity check"))?
+            .collect::<Result<_, _>>()
+            .map_err(err("integrity check"))?;
+        Ok(lines.join("\n"))
+    }
+
+    /// A checkpoint of the WAL into the main file (at shutdown, so the data dir is one file).
+    pub fn checkpoint(&self) -> StoreResult<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(err("checkpoint"))
+    }
+}
+
+fn upsert_record(tx: &Transaction<'_>, rec: &SessionRecord) -> StoreResult<()> {
+    let spec = serde_json::to_string(&rec.spec).map_err(|e| format!("encoding a spec: {e}"))?;
+    let row = serde_json::to_string(&rec.row).map_err(|e| format!("encoding a row: {e}"))?;
+    let state = state_name(&rec.row);
+    tx.execute(
+        "INSERT INTO sessions (id, name, spec, row, state, created_ms, updated_ms, ended_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET name = ?2, spec = ?3, row = ?4, state = ?5,
+             updated_ms = ?6, ended_ms = ?7",
+        params![
+            rec.id.to_string(),
+            rec.name,
+            spec,
+            row,
+            state,
+            rec.created_ms as i64,
+            rec.ended_ms.map(|e| e as i64),
+        ],
+    )
+    .map_err(err("writing a session"))?;
+    Ok(())
+}
+
+fn update_row(tx: &Transaction<'_>, id: Uuid, row: &SessionRow, at_ms: u64) -> StoreResult<()> {
+    let json = serde_json::to_string(row).map_err(|e| format!("encoding a row: {e}"))?;
+    let ended = row.state.is_final().then_some(at_ms as i64);
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE sessions SET row = ?2, state = ?3, updated_ms = ?4,
+                 ended_ms = CASE WHEN ?5 IS NULL THEN NULL ELSE coalesce(ended_ms, ?5) END
+             WHERE id = ?1",
+        )
+        .map_err(err("updating a session"))?;
+    stmt.execute(params![
+        id.to_string(),
+        json,
+        state_name(row),
+        at_ms as i64,
+        ended
+    ])
+    .map_err(err("updating a session"))?;
+    Ok(())
+}
+
+fn insert_event(tx: &Transaction<'_>, event: &SessionEvent) -> StoreResult<()> {
+    let payload =
+        serde_json::to_string(&event.kind).map_err(|e| format!("encoding an event: {e}"))?;
+    let kind = serde_json::to_value(&event.kind)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(err("writing an event"))?;
+    stmt.execute(params![
+        event.session.to_string(),
+        event.seq as i64,
+        to_ms(event.time) as i64,
+        event.offset as i64,
+        kind,
+        payload
+    ])
+    .map_err(err("writing an event"))?;
+    Ok(())
+}
+
+fn state_name(row: &SessionRow) -> String {
+    serde_json::to_value(row.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Reads one session record (tests and tools).
+pub fn read_record(conn: &Connection, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+    conn.query_row(
+        "SELECT name, spec, row, created_ms, ended_ms FROM sessions WHERE id = ?1",
+        params![id.to_string()],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        },
+    )
+    .optional()
+    .map_err(err("reading a session"))?
+    .map(|(name, spec, row, created, ended)| {
+        Ok(SessionRecord {
+            id,
+            name,
+            spec: serde_json::from_str(&spec).map_err(|e| format!("spec: {e}"))?,
+            row: serde_json::from_str(&row).map_err(|e| format!("row: {e}"))?,
+            created_ms: created as u64,
+            ended_ms: ended.map(|e| e as u64),
+        })
+    })
+    .transpose()
+}

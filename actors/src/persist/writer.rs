@@ -1,0 +1,529 @@
+//! The persister thread: the one place that writes `state.db` and the segment logs.
+//!
+//! A dedicated OS thread (blocking I/O never runs on a tokio worker) fed by two crossbeam
+//! channels: journal operations ([`Op`]) and "this session has new output" notifications. Each
+//! turn it takes everything queued (up to [`BATCH`] operations) and commits it in **one**
+//! transaction (group commit: a burst of a thousand events is one fsync of the WAL, not a
+//! thousand), then copies new output of every notified session from its Ring into its segment
+//! log.
+//!
+//! Failures are never silent and never lose what can be kept:
+//! - a failed commit keeps the batch and retries it every [`RETRY`] (the retry queue is bounded
+//!   by [`MAX_PENDING`]; beyond it the oldest *events* are dropped, counted, and a
+//!   `journal_lost` row is written once the database accepts writes again);
+//! - a failed segment write rewinds that session's reader to the log's end and retries; if the
+//!   Ring overwrote the bytes meanwhile, the log gets an explicit gap;
+//! - the error is logged, counted in [`PersistStats`], shown in every session's status while it
+//!   lasts, and cleared when writes succeed again.
+//!
+//! Idle, the thread blocks in `select` with no timeout: no wakeups, no CPU. A timeout is armed
+//! only while something waits: a retry, or logs written since their last sync ([`SYNC_EVERY`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use corral_runtime::{Read, RingReader};
+use crossbeam_channel::{Receiver, select};
+use uuid::Uuid;
+
+use crate::persist::journal::{Op, PersistStats};
+use crate::persist::segment::{LogReader, SegmentConfig, SegmentLog};
+use crate::persist::store::{DbOp, Store, now_ms};
+use crate::shared::SessionShared;
+
+/// Most journal operations in one transaction.
+const BATCH: usize = 4096;
+/// Bound on operations kept for retry after failed commits.
+pub const MAX_PENDING: usize = 100_000;
+/// Delay between retries of failed writes.
+const RETRY: Duration = Duration::from_secs(1);
+/// Logs written to are synced (fdatasync) at most this long after the write.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Most output bytes copied per session per turn (fairness between busy sessions).
+const TURN_BYTES: usize = 4 << 20;
+/// Bytes per Ring read.
+const READ_BYTES: usize = 1 << 20;
+/// How often the event age bound is enforced.
+const AGE_CHECK: Duration = Duration::from_secs(60);
+
+/// One session whose output is being persisted.
+struct Scrollback {
+    /// The session (its Ring, its tap flag, its error slot).
+    shared: Arc<SessionShared>,
+    /// Cursor in the Ring.
+    reader: RingReader,
+    /// The log.
+    log: SegmentLog,
+    /// Written since the last sync.
+    unsynced: bool,
+    /// Failing: retry at the next retry tick.
+    failing: bool,
+}
+
+/// State of the thread.
+pub(crate) struct Writer {
+    /// The database.
+    store: Store,
+    /// `<data>/logs`.
+    logs_dir: PathBuf,
+    /// Segment settings.
+    segment: SegmentConfig,
+    /// Sessions whose output is persisted.
+    scrollback: HashMap<Uuid, Scrollback>,
+    /// Logs opened for restored sessions, waiting for their Attach.
+    opened: HashMap<Uuid, SegmentLog>,
+    /// Operations not yet committed (after a failure, kept for retry).
+    pending: VecDeque<DbOp>,
+    /// Counters.
+    stats: Arc<PersistStats>,
+    /// `ops_dropped` already written into the journal as `journal_lost`.
+    dropped_recorded: u64,
+    /// The last commit failed.
+    db_failing: bool,
+    /// Last enforcement of the age bound.
+    last_age_check: Instant,
+    /// Last sync of the logs.
+    last_sync: Instant,
+    /// Flush requests answered at the end of this turn.
+    flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        store: Store,
+        data_dir: &Path,
+        segment: SegmentConfig,
+        stats: Arc<PersistStats>,
+    ) -> Writer {
+        Writer {
+            store,
+            logs_dir: data_dir.join("logs"),
+            segment,
+            scrollback: HashMap::new(),
+            opened: HashMap::new(),
+            pending: VecDeque::new(),
+            stats,
+            dropped_recorded: 0,
+            db_failing: false,
+            last_age_check: Instant::now(),
+            last_sync: Instant::now(),
+            flushes: Vec::new(),
+        }
+    }
+
+    /// Runs until [`Op::Close`] or until both channels are disconnected, then writes out what is
+    /// left.
+    pub(crate) fn run(mut self, ops: Receiver<Op>, output: Receiver<Uuid>) {
+        let mut ops_open = true;
+        let mut output_open = true;
+        let mut dirty: HashSet<Uuid> = HashSet::new();
+        while ops_open || output_open {
+            let wait = self.wait_bound();
+            let never = crossbeam_channel::never();
+            let ops_rx = if ops_open { &ops } else { &never };
+            let never_out = crossbeam_channel::never();
+            let out_rx = if output_open { &output } else { &never_out };
+            // Block for the first thing to do.
+            let first = match wait {
+                Some(d) => select! {
+                    recv(ops_rx) -> m => Some(m.map(Ok)),
+                    recv(out_rx) -> m => Some(m.map(Err)),
+                    default(d) => None,
+                },
+                None => select! {
+                    recv(ops_rx) -> m => Some(m.map(Ok)),
+                    recv(out_rx) -> m => Some(m.map(Err)),
+                },
+            };
+            let mut batch: Vec<Op> = Vec::new();
+            match first {
+                Some(Ok(Ok(op))) => batch.push(op),
+                Some(Ok(Err(id))) => {
+                    dirty.insert(id);
+                }
+                Some(Err(_)) => {
+                    // One side disconnected; find out which.
+                    if ops_open
+                        && matches!(
+                            ops.try_recv(),
+                            Err(crossbeam_channel::TryRecvError::Disconnected)
+                        )
+                    {
+                        ops_open = false;
+                    }
+                    if output_open
+                        && matches!(
+                            output.try_recv(),
+                            Err(crossbeam_channel::TryRecvError::Disconnected)
+                        )
+                    {
+                        output_open = false;
+                    }
+                }
+                None => {}
+            }
+            // Take whatever else is queued (group commit).
+            while batch.len() < BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(id) = output.try_recv() {
+                dirty.insert(id);
+            }
+            let close = batch.iter().position(|op| matches!(op, Op::Close(_)));
+            let close = close.map(|i| batch.remove(i));
+            self.turn(batch, &mut dirty);
+            if let Some(Op::Close(reply)) = close {
+                self.close();
+                answer(reply, ());
+                return;
+            }
+        }
+        self.close();
+    }
+
+    /// How long the next wait may last: forever when idle.
+    fn wait_bound(&self) -> Option<Duration> {
+        let retrying = self.db_failing
+            || !self.pending.is_empty()
+            || self.scrollback.values().any(|s| s.failing);
+        let unsynced = self.scrollback.values().any(|s| s.unsynced);
+        match (retrying, unsynced) {
+            (true, _) => Some(RETRY),
+            (false, true) => Some(SYNC_EVERY.saturating_sub(self.last_sync.elapsed())),
+            (false, false) => None,
+        }
+    }
+
+    /// One turn: apply operations, commit, copy output, sync when due.
+    fn turn(&mut self, batch: Vec<Op>, dirty: &mut HashSet<Uuid>) {
+        let mut removed = Vec::new();
+        for op in batch {
+            match op {
+                Op::Create(rec) => self.push(DbOp::Create(rec)),
+                Op::Event(ev) => self.push(DbOp::Event(ev)),
+                Op::Attach(shared) => self.attach(shared),
+                Op::Remove(id) => {
+                    // Write out what is left, then delete after the commit below.
+                    self.pump(id, usize::MAX);
+                    self.scrollback.remove(&id);
+                    self.opened.remove(&id);
+                    self.push(DbOp::Remove(id));
+                    removed.push(id);
+                }
+                Op::OpenLog(id, reply) => {
+                    let result = self.open_log(id).map(|log| {
+                        let next = log.next_offset();
+                        self.opened.insert(id, log);
+                        next
+                    });
+                    answer(reply, result);
+                }
+                Op::Load(reply) => {
+                    self.commit();
+                    answer(reply, self.store.load());
+                }
+                Op::Events {
+                    id,
+                    after,
+                    limit,
+                    reply,
+                } => {
+                    self.commit();
+                    answer(reply, self.store.events(id, after, limit));
+                }
+                Op::Reader(id, reply) => {
+                    self.pump(id, usize::MAX);
+                    let result = match self.scrollback.get(&id) {
+                        Some(s) => Ok(s.log.reader()),
+                        None => LogReader::open(self.logs_dir.join(id.to_string()))
+                            .map(|(r, _)| r)
+                            .map_err(|e| format!("opening the scrollback of {id}: {e}")),
+                    };
+                    answer(reply, result);
+                }
+                Op::IntegrityCheck(reply) => {
+                    self.commit();
+                    answer(reply, self.store.integrity_check());
+                }
+                Op::Flush(reply) => self.flushes.push(reply),
+                Op::Close(reply) => answer(reply, ()),
+            }
+        }
+        self.commit();
+        for id in removed {
+            let dir = self.logs_dir.join(id.to_string());
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(session = %id, dir = %dir.display(), error = %e, "could not delete scrollback");
+            }
+        }
+        let retry_due = self.last_sync.elapsed() >= RETRY;
+        let ids: Vec<Uuid> = dirty.drain().collect();
+        for id in ids {
+            if let Some(s) = self.scrollback.get(&id) {
+                // Cleared before reading: output appended from now on sends a new notification.
+                s.shared.tap_flag().store(false, Ordering::Release);
+            }
+            if self.pump(id, TURN_BYTES) {
+                dirty.insert(id);
+            }
+        }
+        if retry_due {
+            let failing: Vec<Uuid> = self
+                .scrollback
+                .iter()
+                .filter(|(_, s)| s.failing)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in failing {
+                if self.pump(id, TURN_BYTES) {
+                    dirty.insert(id);
+                }
+            }
+        }
+        if !self.flushes.is_empty() || self.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync_logs();
+        }
+        if self.pending.is_empty() {
+            for reply in self.flushes.drain(..) {
+                answer(reply, ());
+            }
+        }
+    }
+
+    /// Queues a database operation, keeping the retry queue bounded.
+    fn push(&mut self, op: DbOp) {
+        self.pending.push_back(op);
+        if self.pending.len() > MAX_PENDING {
+            // Drop the oldest event; creations and removals are what recovery depends on.
+            if let Some(pos) = self
+                .pending
+                .iter()
+                .position(|o| matches!(o, DbOp::Event(_)))
+            {
+                self.pending.remove(pos);
+                self.stats.ops_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Commits everything pending in transactions of at most [`BATCH`] operations.
+    fn commit(&mut self) {
+        let dropped = self.stats.ops_dropped.load(Ordering::Relaxed);
+        if dropped > self.dropped_recorded {
+            self.pending
+                .push_back(DbOp::Lost(dropped - self.dropped_recorded));
+            self.dropped_recorded = dropped;
+        }
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(BATCH);
+            let chunk: Vec<DbOp> = self.pending.iter().take(n).cloned().collect();
+            match self.store.apply(&chunk) {
+                Ok(()) => {
+                    self.pending.drain(..n);
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .ops_committed
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if self.db_failing {
+                        self.db_failing = false;
+                        tracing::info!("state.db accepts writes again");
+                        self.refresh_error();
+                    }
+                }
+                Err(e) => {
+                    self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                    if !self.db_failing {
+                        tracing::error!(error = %e, pending = self.pending.len(), "state.db write failed; retrying every second");
+                    }
+                    self.db_failing = true;
+                    self.stats.set_error(Some(format!("state.db: {e}")));
+                    break;
+                }
+            }
+        }
+        self.stats
+            .db_pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        if !self.db_failing {
+            let check_age = self.last_age_check.elapsed() >= AGE_CHECK;
+            if check_age {
+                self.last_age_check = Instant::now();
+            }
+            if let Err(e) = self.store.enforce_retention(check_age) {
+                tracing::warn!(error = %e, "event retention not enforced this turn");
+            }
+        }
+    }
+
+    /// Sets or clears the shown error from the current failures.
+    fn refresh_error(&self) {
+        let e = if self.db_failing {
+            self.stats.error()
+        } else {
+            self.scrollback
+                .values()
+                .find_map(|s| s.shared.persist_error())
+                .map(|e| format!("scrollback: {e}"))
+        };
+        self.stats.set_error(e);
+    }
+
+    fn open_log(&mut self, id: Uuid) -> Result<SegmentLog, String> {
+        if let Some(log) = self.opened.remove(&id) {
+            return Ok(log);
+        }
+        let dir = self.logs_dir.join(id.to_string());
+        match SegmentLog::open(&dir, self.segment.clone()) {
+            Ok((log, recovery)) => {
+                if let Some(damage) = &recovery.damage {
+                    tracing::warn!(session = %id, %damage, truncated = recovery.truncated_bytes, removed = recovery.removed_segments, "scrollback repaired");
+                }
+                Ok(log)
+            }
+            Err(e) => Err(format!("opening the scrollback {}: {e}", dir.display())),
+        }
+    }
+
+    fn attach(&mut self, shared: Arc<SessionShared>) {
+        let id = shared.id;
+        match self.open_log(id) {
+            Ok(log) => {
+                // From the log's end: a restored session's Ring starts there; a new one at 0.
+                let reader = shared
+                    .ring
+                    .reader(log.next_offset())
+                    .unwrap_or_else(|_| shared.ring.reader_at_head());
+                self.scrollback.insert(
+                    id,
+                    Scrollback {
+                        shared,
+                        reader,
+                        log,
+                        unsynced: false,
+                        failing: false,
+                    },
+                );
+                // Output may have arrived before the attach.
+                self.pump(id, TURN_BYTES);
+            }
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "scrollback not persisted");
+                self.stats.segment_errors.fetch_add(1, Ordering::Relaxed);
+                shared.set_persist_error(Some(e.clone()));
+                self.stats.set_error(Some(e));
+            }
+        }
+    }
+
+    /// Copies up to `budget` new bytes of a session's output into its log. Returns true if more
+    /// is waiting.
+    fn pump(&mut self, id: Uuid, budget: usize) -> bool {
+        let Some(s) = self.scrollback.get_mut(&id) else {
+            return false;
+        };
+        let mut buf = Vec::new();
+        let mut copied = 0usize;
+        let mut recovered = false;
+        while copied < budget {
+            buf.clear();
+            match s.reader.try_read(&mut buf, READ_BYTES) {
+                Read::Data { offset, len } => match s.log.append(offset, now_ms(), &buf) {
+                    Ok(()) => {
+                        copied += len;
+                        s.unsynced = true;
+                        if s.failing {
+                            s.failing = false;
+                            recovered = true;
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.segment_errors.fetch_add(1, Ordering::Relaxed);
+                        if !s.failing {
+                            tracing::error!(session = %id, error = %e, "scrollback write failed; retrying every second");
+                        }
+                        s.failing = true;
+                        let msg = format!("scrollback write failed: {e}");
+                        s.shared.set_persist_error(Some(msg.clone()));
+                        self.stats.set_error(Some(msg));
+                        // Rewind to what the log has: appends are idempotent by offset, and
+                        // bytes the Ring dropped meanwhile become a recorded gap.
+                        s.reader = s
+                            .shared
+                            .ring
+                            .reader(s.log.next_offset())
+                            .unwrap_or_else(|_| s.shared.ring.reader_at_head());
+                        return false;
+                    }
+                },
+                Read::Lagged(l) => {
+                    self.stats.gap_bytes.fetch_add(l.lost(), Ordering::Relaxed);
+                    tracing::warn!(session = %id, from = l.from, to = l.to, "persister lagged the Ring; gap recorded");
+                }
+                Read::Empty | Read::Closed => break,
+            }
+        }
+        self.stats
+            .segment_bytes
+            .fetch_add(copied as u64, Ordering::Relaxed);
+        if recovered {
+            s.shared.set_persist_error(None);
+            tracing::info!(session = %id, "scrollback writes succeed again");
+            self.refresh_error();
+        }
+        copied >= budget
+    }
+
+    /// Syncs every log written since its last sync.
+    fn sync_logs(&mut self) {
+        self.last_sync = Instant::now();
+        for (id, s) in self.scrollback.iter_mut().filter(|(_, s)| s.unsynced) {
+            match s.log.sync() {
+                Ok(()) => s.unsynced = false,
+                Err(e) => {
+                    self.stats.segment_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(session = %id, error = %e, "scrollback sync failed");
+                    s.shared
+                        .set_persist_error(Some(format!("scrollback sync failed: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Writes out everything (end of the thread).
+    fn close(&mut self) {
+        let ids: Vec<Uuid> = self.scrollback.keys().copied().collect();
+        for id in ids {
+            self.pump(id, usize::MAX);
+        }
+        self.commit();
+        self.sync_logs();
+        if let Err(e) = self.store.checkpoint() {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        }
+        if !self.pending.is_empty() {
+            tracing::error!(
+                pending = self.pending.len(),
+                "persister closing with uncommitted operations"
+            );
+        }
+        for reply in self.flushes.drain(..) {
+            answer(reply, ());
+        }
+        tracing::info!("persister closed");
+    }
+}
+
+/// Answers a request; a requester that stopped waiting is not an error.
+fn answer<T>(reply: tokio::sync::oneshot::Sender<T>, value: T) {
+    if reply.send(value).is_err() {
+        tracing::debug!("persister request abandoned");
+    }
+}

@@ -1,0 +1,279 @@
+//! Boot reconciliation: bring back the sessions an earlier run of the server recorded, after a
+//! graceful shutdown or a crash (SIGKILL, OOM, power loss).
+//!
+//! For every recorded session, in this order:
+//!
+//! 1. **Retention.** Sessions that ended (Stopped/Failed and not interrupted by a shutdown) longer
+//!    ago than [`EndedRetention::max_age`], or beyond the newest [`EndedRetention::max_sessions`],
+//!    are deleted with their scrollback.
+//! 2. **Orphans.** A session recorded as live (not final) means the server died under it. Its
+//!    main process is looked up by its recorded identity (pid, start time, boot id) — never by
+//!    name — and, when it is still that very process, it and its tree (session id, process
+//!    group, descendants, and anything carrying the session's `CORRAL_SESSION_ID` marker) are
+//!    terminated with the session's own stop rules: stop signal, grace, SIGKILL. When the main
+//!    process is gone (or its pid now belongs to someone else), only processes carrying the
+//!    marker are swept. corral does not adopt orphans: it cannot own their PTY or their exit
+//!    status, so it restarts them cleanly instead.
+//! 3. **Decision.** A session that was live at the crash or interrupted by a shutdown is started
+//!    again when its policy is `always` or `on-failure` (an agent profile resumes its
+//!    conversation through its resume template, e.g. `claude --resume <id>`), and is recorded
+//!    Stopped with the reason when its policy is `never`. Sessions that had ended stay as they
+//!    were, with their scrollback, until retention removes them.
+//!
+//! Each decision is a `recovery` event in the session's journal.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::SessionState;
+use crate::manager::Sessions;
+use crate::persist::journal::SessionRecord;
+use crate::persist::store::now_ms;
+use crate::persist::{EndedRetention, Persist};
+use crate::process::SessionTree;
+use crate::process::procfs::ProcessIdentity;
+use crate::process::sweep;
+use crate::session::Begin;
+use crate::spec::{RestartPolicy, SessionSpec};
+
+/// Sessions restored concurrently (each restore may spawn a process).
+const CONCURRENCY: usize = 32;
+
+/// What reconciliation did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    /// Records found.
+    pub found: usize,
+    /// Sessions brought back (running again or dormant).
+    pub restored: usize,
+    /// Of those, started again.
+    pub restarted: usize,
+    /// Sessions whose processes outlived the old server and were terminated.
+    pub orphans_terminated: usize,
+    /// Processes killed in those sweeps.
+    pub processes_killed: usize,
+    /// Ended sessions deleted by retention.
+    pub collected: usize,
+    /// Records that could not be restored (with the reason, also logged).
+    pub failed: Vec<(Uuid, String)>,
+    /// Wall time of the whole reconciliation.
+    pub took: Duration,
+    /// The specs of restored sessions (the gateway re-registers their hook tokens).
+    #[serde(skip)]
+    pub specs: Vec<(Uuid, SessionSpec)>,
+}
+
+/// Whether the session was alive when the server went away.
+fn was_live(row_state: SessionState, interrupted: bool) -> bool {
+    !row_state.is_final() || interrupted
+}
+
+/// Splits records into kept and collected by the ended-session retention.
+pub fn retain(
+    records: Vec<SessionRecord>,
+    rules: EndedRetention,
+    now_ms: u64,
+) -> (Vec<SessionRecord>, Vec<SessionRecord>) {
+    let (mut ended, mut keep): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| !was_live(r.row.state, r.row.interrupted));
+    // Newest first.
+    ended.sort_by_key(|r| std::cmp::Reverse(r.ended_ms.unwrap_or(r.created_ms)));
+    let max_age = rules.max_age.as_millis() as u64;
+    let mut collected = Vec::new();
+    for (i, r) in ended.into_iter().enumerate() {
+        let ended_at = r.ended_ms.unwrap_or(r.created_ms);
+        if i >= rules.max_sessions || now_ms.saturating_sub(ended_at) > max_age {
+            collected.push(r);
+        } else {
+            keep.push(r);
+        }
+    }
+    keep.sort_by_key(|r| r.created_ms);
+    (keep, collected)
+}
+
+/// Terminates what is left of a session whose server died under it. Returns processes killed,
+/// and whether the recorded main process was still alive.
+async fn terminate_leftovers(record: &SessionRecord) -> (usize, bool) {
+    let marker = SessionTree::marker_only(record.id.to_string());
+    let (tree, main_alive) = match &record.row.process {
+        Some(identity) if identity.is_alive_same() => (
+            SessionTree::new(identity.pid).with_marker(record.id.to_string()),
+            true,
+        ),
+        _ => (marker, false),
+    };
+    let signal = record
+        .spec
+        .stop_signal
+        .parse::<Signal>()
+        .unwrap_or(Signal::SIGHUP);
+    // No pidfd of ours leads the group (the leader is not our child), so signals go to each
+    // member through its own pidfd.
+    let report = sweep::terminate(&tree, signal, record.spec.grace, None).await;
+    if report.signalled > 0 || report.killed > 0 {
+        tracing::warn!(
+            session = %record.id,
+            name = %record.name,
+            signalled = report.signalled,
+            killed = report.killed,
+            "terminated processes that outlived the previous server"
+        );
+    }
+    (report.signalled.max(report.killed), main_alive)
+}
+
+/// Reconciles the registry with the system and restores every kept session into `sessions`.
+pub async fn reconcile(sessions: &Sessions, persist: &Persist) -> Result<RecoveryReport, String> {
+    let began = Instant::now();
+    let records = persist.load().await?;
+    let mut report = RecoveryReport {
+        found: records.len(),
+        ..Default::default()
+    };
+    let (keep, collected) = retain(records, persist.config().ended, now_ms());
+    for r in &collected {
+        tracing::info!(session = %r.id, name = %r.name, "ended session past retention; deleted");
+        persist.remove(r.id);
+    }
+    report.collected = collected.len();
+
+    let outcomes: Vec<(Uuid, SessionSpec, Result<Outcome, String>)> =
+        futures::stream::iter(keep.into_iter().map(|record| async move {
+            let id = record.id;
+            let spec = record.spec.clone();
+            (id, spec, restore_one(sessions, record).await)
+        }))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for (id, spec, outcome) in outcomes {
+        match outcome {
+            Ok(o) => {
+                report.restored += 1;
+                report.restarted += usize::from(o.restarted);
+                report.orphans_terminated += usize::from(o.killed > 0);
+                report.processes_killed += o.killed;
+                report.specs.push((id, spec));
+            }
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "session not restored");
+                report.failed.push((id, e));
+            }
+        }
+    }
+    report.took = began.elapsed();
+    tracing::info!(
+        found = report.found,
+        restored = report.restored,
+        restarted = report.restarted,
+        orphans = report.orphans_terminated,
+        collected = report.collected,
+        failed = report.failed.len(),
+        took_ms = report.took.as_millis() as u64,
+        "boot reconciliation done"
+    );
+    Ok(report)
+}
+
+/// What happened to one session.
+struct Outcome {
+    /// Its process was started again.
+    restarted: bool,
+    /// Leftover processes killed.
+    killed: usize,
+}
+
+async fn restore_one(sessions: &Sessions, mut record: SessionRecord) -> Result<Outcome, String> {
+    let live = was_live(record.row.state, record.row.interrupted);
+    let crashed = !record.row.state.is_final();
+    let mut killed = 0;
+    let mut found = String::new();
+    if crashed {
+        let (n, main_alive) = terminate_leftovers(&record).await;
+        killed = n;
+        let pid = record.row.process.as_ref().map(|p: &ProcessIdentity| p.pid);
+        found = match (pid, main_alive) {
+            (Some(pid), true) => format!(
+                "the server stopped unexpectedly while the session ran; its process {pid} survived and was terminated ({n} processes)"
+            ),
+            (Some(pid), false) => format!(
+                "the server stopped unexpectedly while the session ran; its process {pid} was already gone{}",
+                if n > 0 {
+                    format!(" ({n} leftover processes terminated)")
+                } else {
+                    String::new()
+                }
+            ),
+            (None, _) => format!(
+                "the server stopped unexpectedly while the session was {:?}",
+                record.row.state
+            ),
+        };
+    } else if live {
+        found = "the server shut down while the session ran".to_string();
+    }
+    let restart = live
+        && matches!(
+            record.spec.restart,
+            RestartPolicy::Always | RestartPolicy::OnFailure
+        );
+    let (begin, decision) = if restart {
+        record.row.restarts += 1;
+        record.row.state = SessionState::Starting;
+        record.row.reason = None;
+        let how = match (&record.spec.agent, &record.row.agent_session_id) {
+            (Some(agent), Some(sid)) => format!("; {agent} resumes its session {sid}"),
+            _ => String::new(),
+        };
+        (
+            Begin::Recover,
+            Some(format!(
+                "{found}; restarting (policy {:?}){how}",
+                record.spec.restart
+            )),
+        )
+    } else if live {
+        record.row.state = SessionState::Stopped;
+        record.row.reason = Some(if crashed {
+            "server crashed while it ran; not restarted (policy never)".to_string()
+        } else {
+            "stopped by server shutdown; not restarted (policy never)".to_string()
+        });
+        (
+            Begin::Dormant,
+            Some(format!("{found}; not restarted (policy never)")),
+        )
+    } else {
+        (Begin::Dormant, None)
+    };
+    record.row.process = None;
+    record.row.interrupted = false;
+    let fallback = record.clone();
+    match sessions.restore(record, begin, decision).await {
+        Ok(_) => Ok(Outcome {
+            restarted: restart,
+            killed,
+        }),
+        Err(e) if begin == Begin::Recover => {
+            // It could not start again (its program is gone, say): keep it visible, Failed.
+            let mut record = fallback;
+            record.row.state = SessionState::Failed;
+            record.row.reason = Some(format!("could not restart after recovery: {e}"));
+            sessions
+                .restore(record, Begin::Dormant, Some(format!("restart failed: {e}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Outcome {
+                restarted: false,
+                killed,
+            })
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

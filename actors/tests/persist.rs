@@ -1,0 +1,282 @@
+//! Persistence with real files: a real SQLite database and real segment logs in a temp dir,
+//! real processes. Sessions, events and scrollback survive a restart of the tree; the journal
+//! keeps its bound; a full disk is reported and recovered from without stopping the terminals.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use corral_actors::persist::{Chunk, PersistConfig};
+use corral_actors::{
+    Corral, CorralConfig, EventKind, Mode, RestartPolicy, SessionSpec, SessionState,
+};
+
+async fn persistent(dir: &Path) -> Corral {
+    persistent_with(PersistConfig::new(dir)).await
+}
+
+async fn persistent_with(config: PersistConfig) -> Corral {
+    Corral::start(CorralConfig {
+        persist: Some(config),
+        ..Default::default()
+    })
+    .await
+    .expect("corral starts")
+}
+
+fn sh(script: &str) -> SessionSpec {
+    SessionSpec::new(["sh", "-c", script]).grace(Duration::from_millis(300))
+}
+
+/// Everything the scrollback holds, as bytes (gaps as `?`).
+async fn scrollback(corral: &Corral, id: uuid::Uuid) -> (Vec<u8>, u64) {
+    let reader = corral.persist().unwrap().reader(id).await.unwrap();
+    let first = reader.first_offset().unwrap_or(0);
+    let chunks = reader.read_range(first, usize::MAX).unwrap();
+    let mut out = Vec::new();
+    for c in chunks {
+        match c {
+            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
+            Chunk::Gap { from, to } => out.extend(std::iter::repeat_n(b'?', (to - from) as usize)),
+        }
+    }
+    (out, reader.next_offset())
+}
+
+#[tokio::test]
+async fn sessions_events_and_scrollback_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    let s = corral.sessions();
+    let always = s
+        .spawn(
+            sh("echo run-$$; exec sleep 1000")
+                .name("always")
+                .restart(RestartPolicy::Always),
+        )
+        .await
+        .unwrap();
+    let never = s
+        .spawn(sh("echo never; exec sleep 1000").name("never"))
+        .await
+        .unwrap();
+    let done = s.spawn(sh("echo done").name("done")).await.unwrap();
+    let mut sub = always.subscribe(Some(0)).unwrap();
+    read_until(&mut sub, b"\n").await;
+    eventually("done exits", Duration::from_secs(5), || {
+        done.info().state == SessionState::Stopped
+    })
+    .await;
+    let first_head = always.info().output_offset;
+    let always_id = always.id();
+    let never_pid = never.info().pid.unwrap();
+    corral.persist().unwrap().flush().await.unwrap();
+    corral.shutdown().await.unwrap();
+    assert!(!exists(never_pid) || marked(never.id()).is_empty());
+
+    let corral = persistent(dir.path()).await;
+    let report = corral.recovery().unwrap().clone();
+    assert_eq!(report.found, 3, "{report:?}");
+    assert_eq!(report.restored, 3, "{report:?}");
+    assert_eq!(report.restarted, 1, "{report:?}");
+    let s = corral.sessions();
+    let always = s.get("always").unwrap();
+    assert_eq!(always.id(), always_id, "ids survive a restart");
+    let info = always.info();
+    assert_eq!(info.state, SessionState::Running);
+    assert_eq!(info.restarts, 1);
+    // Offsets continue where the first run's output ended.
+    let mut sub = always.subscribe(Some(first_head)).unwrap();
+    let second = read_until(&mut sub, b"\n").await;
+    assert!(
+        String::from_utf8_lossy(&second).contains("run-"),
+        "{second:?}"
+    );
+    let never = s.get("never").unwrap().info();
+    assert_eq!(never.state, SessionState::Stopped);
+    assert!(
+        never
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("not restarted"),
+        "{never:?}"
+    );
+    let done = s.get("done").unwrap().info();
+    assert_eq!(done.state, SessionState::Stopped);
+    assert_eq!(done.last_exit.map(|e| e.success()), Some(true));
+
+    // Scrollback holds both runs, in order, on disk.
+    corral.persist().unwrap().flush().await.unwrap();
+    let (bytes, next) = scrollback(&corral, always_id).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(text.matches("run-").count(), 2, "{text:?}");
+    assert_eq!(next, always.info().output_offset);
+
+    // The journal continues the numbering and records the recovery decision.
+    let events = corral
+        .persist()
+        .unwrap()
+        .events(always_id, 0, 1000)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "no duplicate or missing seq across the restart"
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, EventKind::Recovery { decision } if decision.contains("restarting"))),
+        "{events:?}"
+    );
+    assert_eq!(
+        corral.persist().unwrap().integrity_check().await.unwrap(),
+        "ok"
+    );
+
+    // Removal deletes the records and the scrollback.
+    corral.sessions().remove("always").await.unwrap();
+    corral.persist().unwrap().flush().await.unwrap();
+    assert!(!dir.path().join("logs").join(always_id.to_string()).exists());
+    corral.shutdown().await.unwrap();
+    let corral = persistent(dir.path()).await;
+    assert!(corral.sessions().get("always").is_err());
+    assert_eq!(corral.sessions().len(), 2);
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn event_journal_keeps_its_bound_past_100k_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    // 120,000 NDJSON lines: each one is an event of the pipe-mode session.
+    let h = corral
+        .sessions()
+        .spawn(
+            SessionSpec::new(["sh", "-c", "seq 1 120000 | sed 's/.*/{\"n\":&}/'"]).mode(Mode::Pipe),
+        )
+        .await
+        .unwrap();
+    eventually("the session ends", Duration::from_secs(60), || {
+        h.info().state == SessionState::Stopped
+    })
+    .await;
+    let persist = corral.persist().unwrap();
+    persist.flush().await.unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert!(count <= 100_000, "journal holds {count} events");
+    assert!(
+        count >= 90_000,
+        "journal lost more than retention asks: {count}"
+    );
+    let dropped = persist
+        .stats()
+        .ops_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // The newest events are the ones kept.
+    let max_seq: i64 = db
+        .query_row(
+            "SELECT max(seq) FROM events WHERE session = ?1",
+            [h.id().to_string()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        max_seq as u64 + dropped >= 120_000,
+        "max seq {max_seq}, dropped {dropped}"
+    );
+    corral.shutdown().await.unwrap();
+}
+
+/// Mounts a tmpfs of `bytes` at `dir` (needs CAP_SYS_ADMIN; the test explains itself and
+/// returns when the machine does not allow it).
+fn mount_tmpfs(dir: &Path, bytes: u64) -> bool {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cannot run mount: {e}");
+            false
+        }
+    }
+}
+
+struct Unmount<'a>(&'a Path);
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        match std::process::Command::new("umount").arg(self.0).status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("umount {} failed: {other:?}", self.0.display()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_and_recovered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), 4 << 20) {
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let corral = persistent(dir.path()).await;
+    // Fill the disk, leaving nothing for the scrollback.
+    let filler = dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&block[..512]).is_ok() {}
+    }
+    let h = corral
+        .sessions()
+        .spawn(sh(
+            "head -c 300000 /dev/zero | tr '\\0' x; echo END; exec sleep 1000",
+        ))
+        .await
+        .unwrap();
+    // The terminal keeps working: every byte reaches a viewer.
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    let got = read_until(&mut sub, b"END").await;
+    assert!(got.len() >= 300_000);
+    eventually("the error is shown", Duration::from_secs(10), || {
+        h.info().persist_error.is_some()
+    })
+    .await;
+    let err = h.info().persist_error.unwrap();
+    assert!(err.contains("space") || err.contains("No space"), "{err}");
+    // Space returns: writes resume, the error clears, the scrollback is whole.
+    std::fs::remove_file(&filler).unwrap();
+    eventually("the error clears", Duration::from_secs(10), || {
+        h.info().persist_error.is_none()
+    })
+    .await;
+    corral.persist().unwrap().flush().await.unwrap();
+    let (bytes, next) = scrollback(&corral, h.id()).await;
+    assert_eq!(next, h.info().output_offset);
+    assert!(
+        bytes.windows(3).any(|w| w == b"END"),
+        "scrollback complete after recovery"
+    );
+    assert!(
+        !bytes.contains(&b'?'),
+        "no gap: the Ring still held the bytes"
+    );
+    corral.shutdown().await.unwrap();
+}
