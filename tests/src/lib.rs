@@ -62,9 +62,48 @@ impl Server {
 
     fn spawn_server(args: &[&str], log: Option<&Path>) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let child = Self::launch(dir.path(), args, log);
+        let (url, token) = Self::wait_ready(dir.path(), child.id());
+        let addr = url.trim_start_matches("http://").to_string();
+        Server {
+            child: Some(child),
+            dir,
+            url,
+            addr,
+            token,
+        }
+    }
+
+    /// SIGKILLs the server (no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts a server again in the same data dir (after [`kill`](Self::kill) or
+    /// [`terminate`](Self::terminate)) and waits until it serves.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        let child = Self::launch(self.dir.path(), &[], None);
+        let (url, token) = Self::wait_ready(self.dir.path(), child.id());
+        self.addr = url.trim_start_matches("http://").to_string();
+        self.url = url;
+        self.token = token;
+        self.child = Some(child);
+    }
+
+    /// Starts a server in the same data dir without waiting for it (to kill it mid-boot).
+    pub fn restart_nowait(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.child = Some(Self::launch(self.dir.path(), &[], None));
+    }
+
+    fn launch(dir: &Path, args: &[&str], log: Option<&Path>) -> Child {
         let mut cmd = Command::new(binary());
         cmd.arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env(
@@ -76,30 +115,28 @@ impl Server {
             cmd.env("RUST_LOG", "trace")
                 .stderr(std::fs::File::create(log).unwrap());
         }
-        let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        cmd.spawn().unwrap()
+    }
+
+    /// Waits until `server.json` names process `pid`; returns (url, admin token).
+    fn wait_ready(dir: &Path, pid: u32) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         let info = loop {
-            if let Ok(text) = std::fs::read_to_string(dir.path().join("server.json"))
+            if let Ok(text) = std::fs::read_to_string(dir.join("server.json"))
                 && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["pid"].as_u64() == Some(pid as u64)
             {
                 break v;
             }
             assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         };
         let url = info["url"].as_str().unwrap().to_string();
-        let token = std::fs::read_to_string(dir.path().join("token"))
+        let token = std::fs::read_to_string(dir.join("token"))
             .unwrap()
             .trim()
             .to_string();
-        let addr = url.trim_start_matches("http://").to_string();
-        Server {
-            child: Some(child),
-            dir,
-            url,
-            addr,
-            token,
-        }
+        (url, token)
     }
 
     /// The server's pid.
