@@ -5,7 +5,8 @@
 //! corral (root Supervisor, one_for_one)
 //! ├── persister   permanent, first started, last stopped: state.db and scrollback (optional)
 //! ├── reaper      permanent: reaps zombies handed over (and orphans, in subreaper mode)
-//! └── sessions    dynamic supervisor; one temporary child per session
+//! ├── sessions    dynamic supervisor; one temporary child per session
+//! └── janitor     permanent (with persistence): removes ended sessions past retention
 //! ```
 //!
 //! With persistence configured, the start ends with boot reconciliation ([`crate::recovery`]):
@@ -26,6 +27,7 @@ use corral_runtime::{
 };
 use ractor::ActorCell;
 
+use crate::janitor::Janitor;
 use crate::manager::{Sessions, SessionsConfig};
 use crate::persist::{Persist, PersistConfig, Persister};
 use crate::process::reaper::Reaper;
@@ -130,7 +132,15 @@ impl Corral {
         );
         let recovery = match &persist {
             Some(p) => match recovery::reconcile(&sessions, p).await {
-                Ok(report) => Some(std::sync::Arc::new(report)),
+                Ok(report) => {
+                    let janitor = (sessions.clone(), p.config().ended);
+                    root.start_child(
+                        ChildSpec::actor("janitor", move || (Janitor, janitor.clone()))
+                            .shutdown(Shutdown::Timeout(Duration::from_secs(1))),
+                    )
+                    .await?;
+                    Some(std::sync::Arc::new(report))
+                }
                 Err(reason) => {
                     let corral = Corral {
                         root,

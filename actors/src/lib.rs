@@ -21,6 +21,7 @@ pub mod error;
 pub mod event;
 mod fd;
 pub mod io;
+pub mod janitor;
 pub mod manager;
 pub mod persist;
 pub mod pipe;

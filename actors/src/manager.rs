@@ -210,6 +210,16 @@ impl SessionHandle {
     }
 }
 
+/// What a restored session continues from.
+struct Restored {
+    /// Its registry row.
+    row: crate::persist::SessionRow,
+    /// The recovery decision, recorded as its first event of this run.
+    decision: Option<String>,
+    /// When it ended, if it had.
+    ended_ms: Option<u64>,
+}
+
 /// Id and name indexes.
 #[derive(Default)]
 struct Registry {
@@ -324,6 +334,7 @@ impl Sessions {
             name,
             spec,
             row,
+            ended_ms,
             ..
         } = record;
         let mut spec = spec;
@@ -337,7 +348,12 @@ impl Sessions {
             None => 0,
         };
         let ring = Ring::with_start(spec.ring_capacity, start);
-        self.register(id, name, spec, ring, Some((row, decision)), begin)
+        let restored = Restored {
+            row,
+            decision,
+            ended_ms,
+        };
+        self.register(id, name, spec, ring, Some(restored), begin)
             .await
     }
 
@@ -368,7 +384,7 @@ impl Sessions {
         name: String,
         spec: SessionSpec,
         ring: Ring,
-        row: Option<(crate::persist::SessionRow, Option<String>)>,
+        restored: Option<Restored>,
         begin: Begin,
     ) -> Result<SessionHandle, SessionError> {
         {
@@ -385,7 +401,7 @@ impl Sessions {
             reg.reserved.insert(name.clone(), id);
         }
         let result = self
-            .start_actor(id, name.clone(), spec, ring, row, begin)
+            .start_actor(id, name.clone(), spec, ring, restored, begin)
             .await;
         let mut reg = self.registry.write();
         reg.reserved.remove(&name);
@@ -412,7 +428,7 @@ impl Sessions {
         name: String,
         spec: SessionSpec,
         ring: Ring,
-        row: Option<(crate::persist::SessionRow, Option<String>)>,
+        restored: Option<Restored>,
         begin: Begin,
     ) -> Result<SessionHandle, SessionError> {
         let shared = SessionShared::new(
@@ -423,8 +439,13 @@ impl Sessions {
             Some(self.events.clone()),
             self.persist.as_ref().map(|p| p.journal().clone()),
         );
-        if let Some((row, decision)) = row {
-            shared.restore(&row);
+        if let Some(Restored {
+            row,
+            decision,
+            ended_ms,
+        }) = restored
+        {
+            shared.restore(&row, ended_ms);
             if let Some(decision) = decision {
                 shared.emit(crate::event::EventKind::Recovery { decision });
             }
@@ -543,6 +564,41 @@ impl Sessions {
             p.remove(handle.id());
         }
         Ok(info)
+    }
+
+    /// Removes (records and scrollback included) the sessions that ended longer ago than
+    /// `rules.max_age`, and the oldest ended ones beyond `rules.max_sessions`. Returns their
+    /// ids. Running sessions are never touched.
+    pub async fn collect_ended(&self, rules: crate::persist::EndedRetention) -> Vec<Uuid> {
+        let now = std::time::SystemTime::now();
+        let mut ended: Vec<(Uuid, std::time::SystemTime)> = self
+            .registry
+            .read()
+            .by_id
+            .values()
+            .filter(|h| h.shared.state().is_final())
+            .filter_map(|h| h.shared.ended_at().map(|t| (h.id(), t)))
+            .collect();
+        // Newest first.
+        ended.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        let doomed: Vec<Uuid> = ended
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, t))| {
+                *i >= rules.max_sessions
+                    || now.duration_since(*t).unwrap_or_default() > rules.max_age
+            })
+            .map(|(_, (id, _))| *id)
+            .collect();
+        for id in &doomed {
+            match self.remove(&id.to_string()).await {
+                Ok(_) => tracing::info!(session = %id, "ended session past retention; removed"),
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "retention could not remove a session")
+                }
+            }
+        }
+        doomed
     }
 
     /// Stops every session gracefully, concurrently; returns when all are stopped.

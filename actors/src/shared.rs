@@ -86,6 +86,8 @@ pub(crate) struct Status {
     pub identity: Option<ProcessIdentity>,
     /// Stopped by a server shutdown (started again at boot per its policy).
     pub interrupted: bool,
+    /// When it last became Stopped or Failed (retention of ended sessions).
+    pub ended_at: Option<SystemTime>,
 }
 
 /// Shared between the Session actor, its I/O actors and every handle.
@@ -158,6 +160,7 @@ impl SessionShared {
                 agent_session_id: None,
                 identity: None,
                 interrupted: false,
+                ended_at: None,
             }),
             writer: RwLock::new(None),
             screen: RwLock::new(None),
@@ -177,13 +180,17 @@ impl SessionShared {
 
     /// Continues a restored session's record: its status, and its event numbering after
     /// `last_seq` (so the journal's (session, seq) stay unique across server restarts).
-    pub(crate) fn restore(&self, row: &SessionRow) {
+    pub(crate) fn restore(&self, row: &SessionRow, ended_ms: Option<u64>) {
         let mut s = self.status.write();
         s.state = row.state;
         s.reason = row.reason.clone();
         s.restarts = row.restarts;
         s.last_exit = row.last_exit;
         s.agent_session_id = row.agent_session_id.clone();
+        if row.state.is_final() {
+            let ms = ended_ms.unwrap_or_else(crate::persist::store::now_ms);
+            s.ended_at = Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+        }
         *self.seq.lock() = row.last_seq;
     }
 
@@ -258,6 +265,11 @@ impl SessionShared {
     /// A receiver of this session's future events.
     pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
+    }
+
+    /// When the session last ended (Stopped or Failed), if it is ended.
+    pub fn ended_at(&self) -> Option<SystemTime> {
+        self.status.read().ended_at
     }
 
     /// The current state.
@@ -336,6 +348,7 @@ impl SessionShared {
                 return;
             }
             s.state = state;
+            s.ended_at = state.is_final().then(SystemTime::now);
             if reason.is_some() || !state.is_final() {
                 s.reason = reason.clone();
             }

@@ -1,6 +1,12 @@
 //! Subscription: one viewer's merged view of a session — output bytes from an offset, explicit
 //! lag ranges, and events — in one order: an event is delivered only once every byte written
 //! before it has been, so "all output, then the exit" holds for every subscriber.
+//!
+//! A subscription that starts at an offset the Ring no longer holds is first served from the
+//! session's scrollback on disk (when the tree persists), up to where the Ring takes over: an
+//! exact resume, with no gap while the bytes are retained on disk. What neither holds is an
+//! explicit `Lagged`. Only the start is served from disk: a live subscriber that falls behind
+//! later is told it lagged (a slow viewer must not turn into disk reads for ever).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,6 +15,7 @@ use corral_runtime::{Lagged, Read, RingReader};
 use tokio::sync::broadcast;
 
 use crate::event::SessionEvent;
+use crate::persist::{Chunk, LogReader};
 use crate::shared::SessionShared;
 
 /// What a subscriber receives next.
@@ -41,28 +48,55 @@ pub struct Subscription {
     events: broadcast::Receiver<SessionEvent>,
     /// An event waiting for the output before it to be delivered.
     pending: Option<SessionEvent>,
+    /// While catching up from disk: the next offset to read there (the Ring reader waits).
+    backfill: Option<Backfill>,
+}
+
+/// Catching up from the scrollback log.
+struct Backfill {
+    /// Next offset to deliver.
+    cursor: u64,
+    /// The log as of the last look (refreshed when the cursor reaches its end).
+    log: Option<LogReader>,
 }
 
 impl Subscription {
     pub(crate) fn new(shared: Arc<SessionShared>, reader: RingReader) -> Self {
         shared.viewers.fetch_add(1, Ordering::Relaxed);
         let events = shared.events();
+        let backfill =
+            (shared.journal().is_some() && reader.cursor() < shared.ring.tail()).then(|| {
+                Backfill {
+                    cursor: reader.cursor(),
+                    log: None,
+                }
+            });
         Self {
             shared,
             reader,
             events,
             pending: None,
+            backfill,
         }
     }
 
     /// The next output offset this subscriber will receive.
     pub fn cursor(&self) -> u64 {
-        self.reader.cursor()
+        match &self.backfill {
+            Some(b) => b.cursor,
+            None => self.reader.cursor(),
+        }
     }
 
     /// Waits for the next item; at most `max` output bytes at a time. Cancel-safe.
     pub async fn next(&mut self, max: usize) -> Item {
         loop {
+            if self.backfill.is_some() {
+                if let Some(item) = self.from_disk(max).await {
+                    return item;
+                }
+                continue;
+            }
             if let Some(ev) = &self.pending {
                 if self.reader.cursor() >= ev.offset {
                     // invariant: checked Some just above.
@@ -80,6 +114,77 @@ impl Subscription {
                 item = read(&self.shared, &mut self.reader, max) => return item,
             }
         }
+    }
+}
+
+impl Subscription {
+    /// One step of the catch-up from disk: an item, or None once the Ring takes over.
+    async fn from_disk(&mut self, max: usize) -> Option<Item> {
+        // invariant: called only while backfilling.
+        let b = self.backfill.as_mut().expect("backfilling");
+        let ring = &self.shared.ring;
+        if b.cursor >= ring.tail() {
+            // The Ring holds it from here (or it was never dropped): switch over.
+            match ring.reader(b.cursor) {
+                Ok(r) => self.reader = r,
+                Err(e) => tracing::warn!(error = %e, "backfill ended past the head"),
+            }
+            self.backfill = None;
+            return None;
+        }
+        if b.log.as_ref().is_none_or(|l| l.next_offset() <= b.cursor) {
+            // invariant: the subscription was made with a journal.
+            let journal = self.shared.journal().expect("journal");
+            match journal.reader(self.shared.id).await {
+                Ok(log) if log.next_offset() > b.cursor => b.log = Some(log),
+                Ok(_) | Err(_) => {
+                    // Neither the disk nor the Ring has these bytes: say so, then go on.
+                    let to = ring.tail();
+                    let lag = Lagged { from: b.cursor, to };
+                    b.cursor = to;
+                    self.shared.lag_events.fetch_add(1, Ordering::Relaxed);
+                    return Some(Item::Lagged(lag));
+                }
+            }
+        }
+        // invariant: set just above when missing.
+        let log = b.log.clone().expect("log reader");
+        let from = b.cursor;
+        let chunks = tokio::task::spawn_blocking(move || log.read_range(from, max)).await;
+        let first = match chunks {
+            Ok(Ok(chunks)) => chunks.into_iter().next(),
+            Ok(Err(e)) => {
+                tracing::warn!(session = %self.shared.id, error = %e, "scrollback read failed");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.shared.id, error = %e, "scrollback read task failed");
+                None
+            }
+        };
+        let item = match first {
+            Some(Chunk::Data { offset, mut bytes }) if offset <= from => {
+                bytes.drain(..(from - offset) as usize);
+                b.cursor = from + bytes.len() as u64;
+                Item::Output {
+                    offset: from,
+                    bytes,
+                }
+            }
+            Some(Chunk::Gap { to, .. }) => {
+                b.cursor = to.max(from + 1);
+                Item::Lagged(Lagged { from, to: b.cursor })
+            }
+            _ => {
+                let to = ring.tail().max(from);
+                b.cursor = to;
+                Item::Lagged(Lagged { from, to })
+            }
+        };
+        if matches!(item, Item::Lagged(_)) {
+            self.shared.lag_events.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(item)
     }
 }
 

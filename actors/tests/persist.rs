@@ -280,3 +280,106 @@ async fn a_full_disk_is_reported_and_recovered_from() {
     );
     corral.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    // 64 KiB in memory, ~1.9 MB written: most of it only exists on disk.
+    let h = corral
+        .sessions()
+        .spawn(
+            SessionSpec::new(["sh", "-c", "seq 1 300000; echo END; exec sleep 1000"])
+                .mode(Mode::Pipe)
+                .ring_capacity(64 * 1024),
+        )
+        .await
+        .unwrap();
+    eventually("all output produced", Duration::from_secs(20), || {
+        h.info().output_offset >= 1_988_895 + 4
+    })
+    .await;
+    let head = h.info().output_offset;
+    assert!(h.shared().ring.tail() > 0, "the Ring dropped the start");
+    let mut expected: Vec<u8> = (1..=300_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    expected.extend_from_slice(b"END\n");
+    assert_eq!(head, expected.len() as u64);
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    let mut got = Vec::new();
+    while (got.len() as u64) < head {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next(256 * 1024))
+            .await
+            .expect("the backfill progresses")
+        {
+            corral_actors::Item::Output { offset, bytes } => {
+                assert_eq!(offset, got.len() as u64, "contiguous");
+                got.extend_from_slice(&bytes);
+            }
+            corral_actors::Item::Lagged(l) => panic!("lagged {l:?} although the disk has it"),
+            _ => {}
+        }
+    }
+    assert!(got == expected, "byte-exact from offset 0");
+    // Mid-way too, then the Ring takes over for live output.
+    let mut sub = h.subscribe(Some(1_000_000)).unwrap();
+    match sub.next(1024).await {
+        corral_actors::Item::Output { offset, bytes } => {
+            assert_eq!(offset, 1_000_000);
+            assert_eq!(bytes[..], expected[1_000_000..1_000_000 + bytes.len()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ended_sessions_are_collected_by_count_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PersistConfig::new(dir.path());
+    config.ended.max_sessions = 2;
+    let corral = persistent_with(config.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let h = corral
+            .sessions()
+            .spawn(sh(&format!("echo job{i}")).name(format!("job{i}")))
+            .await
+            .unwrap();
+        eventually("it ends", Duration::from_secs(5), || {
+            h.info().state == SessionState::Stopped
+        })
+        .await;
+        ids.push(h.id());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let running = corral
+        .sessions()
+        .spawn(sh("exec sleep 1000").name("running"))
+        .await
+        .unwrap();
+    let removed = corral.sessions().collect_ended(config.ended).await;
+    assert_eq!(removed.len(), 2);
+    assert!(
+        removed.contains(&ids[0]) && removed.contains(&ids[1]),
+        "the oldest go first"
+    );
+    corral.persist().unwrap().flush().await.unwrap();
+    for id in &ids[..2] {
+        assert!(!dir.path().join("logs").join(id.to_string()).exists());
+    }
+    assert!(dir.path().join("logs").join(ids[3].to_string()).exists());
+    assert_eq!(corral.sessions().len(), 3);
+    corral.shutdown().await.unwrap();
+
+    // At boot, by age: everything that ended goes; the interrupted session comes back.
+    config.ended.max_age = Duration::ZERO;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let corral = persistent_with(config).await;
+    let report = corral.recovery().unwrap();
+    assert_eq!((report.found, report.collected), (3, 2), "{report:?}");
+    assert_eq!(corral.sessions().len(), 1);
+    assert_eq!(corral.sessions().get("running").unwrap().id(), running.id());
+    corral.shutdown().await.unwrap();
+}

@@ -135,6 +135,9 @@ impl PersistStats {
     }
 }
 
+/// Longest a query waits for the persister thread.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Bound on queued journal operations (events are rare next to output: this is minutes of a
 /// thousand busy agents).
 pub const JOURNAL_CAPACITY: usize = 65_536;
@@ -192,6 +195,38 @@ impl Journal {
     /// More than three quarters of the queue is taken: producers that can wait should.
     pub fn congested(&self) -> bool {
         self.ops.len() > JOURNAL_CAPACITY / 4 * 3
+    }
+
+    /// Sends a query and waits for its answer (bounded): a query is worth a short wait for
+    /// room in the queue, a journal event is not.
+    pub(crate) async fn request<T>(
+        &self,
+        build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut op = build(tx);
+        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        loop {
+            match self.ops.try_send(op) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
+                    op = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(TrySendError::Full(_)) => return Err("persister queue full".into()),
+                Err(TrySendError::Disconnected(_)) => return Err("persister stopped".into()),
+            }
+        }
+        match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err("persister stopped before answering".into()),
+            Err(_) => Err("persister did not answer in time".into()),
+        }
+    }
+
+    /// A reader of a session's scrollback as it is now.
+    pub async fn reader(&self, id: Uuid) -> Result<LogReader, String> {
+        self.request(|r| Op::Reader(id, r)).await?
     }
 
     /// A tap for one session's output.

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::TrySendError;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
@@ -66,9 +65,6 @@ impl Default for EndedRetention {
     }
 }
 
-/// Longest a query waits for the persister thread.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The async API over the persister thread.
 #[derive(Clone, Debug)]
 pub struct Persist {
@@ -98,26 +94,7 @@ impl Persist {
         &self,
         build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
     ) -> Result<T, String> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut op = build(tx);
-        // A query is worth a short wait for room in the queue (a journal event is not).
-        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
-        loop {
-            match self.journal.ops.try_send(op) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
-                    op = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(TrySendError::Full(_)) => return Err("persister queue full".into()),
-                Err(TrySendError::Disconnected(_)) => return Err("persister stopped".into()),
-            }
-        }
-        match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err("persister stopped before answering".into()),
-            Err(_) => Err("persister did not answer in time".into()),
-        }
+        self.journal.request(build).await
     }
 
     /// Every session record.
