@@ -92,7 +92,7 @@ impl Subscription {
     pub async fn next(&mut self, max: usize) -> Item {
         loop {
             if self.backfill.is_some() {
-                if let Some(item) = self.from_disk(max).await {
+                if let Some(item) = self.read_disk(max).await {
                     return item;
                 }
                 continue;
@@ -119,7 +119,7 @@ impl Subscription {
 
 impl Subscription {
     /// One step of the catch-up from disk: an item, or None once the Ring takes over.
-    async fn from_disk(&mut self, max: usize) -> Option<Item> {
+    async fn read_disk(&mut self, max: usize) -> Option<Item> {
         // invariant: called only while backfilling.
         let b = self.backfill.as_mut().expect("backfilling");
         let ring = &self.shared.ring;

@@ -28,7 +28,8 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::auth::Grant;
 use crate::protocol::{
-    ErrorCode, Header, Op, PROTOCOL_VERSION, Reply, Request, decode_binary, encode_binary, kind,
+    ErrorCode, Header, MAX_EVENTS_PER_REPLY, Op, PROTOCOL_VERSION, Reply, Request, decode_binary,
+    encode_binary, kind,
 };
 
 /// Largest output chunk per binary frame (small chunks coalesce up to this from the Ring).
@@ -517,6 +518,38 @@ impl ClientState {
                         )
                         .await
                     }
+                }
+            }
+            Op::Events {
+                session,
+                after,
+                limit,
+            } => {
+                let Some(h) = self.readable(id, &grant, &session).await else {
+                    return true;
+                };
+                let Some(persist) = self.app.corral.persist().cloned() else {
+                    return self
+                        .error(
+                            id,
+                            ErrorCode::Conflict,
+                            "event history needs persistence (this server keeps none)",
+                        )
+                        .await;
+                };
+                let limit = limit
+                    .unwrap_or(MAX_EVENTS_PER_REPLY)
+                    .clamp(1, MAX_EVENTS_PER_REPLY);
+                match persist.events(h.id(), after.unwrap_or(0), limit).await {
+                    Ok(events) => {
+                        self.reply(&Reply::Events {
+                            id,
+                            session: h.id().to_string(),
+                            events,
+                        })
+                        .await
+                    }
+                    Err(e) => self.error(id, ErrorCode::Internal, e).await,
                 }
             }
             Op::Snapshot { session } => {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -106,7 +106,8 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
-    /// Print a session's events as they happen (until it ends with -f, else until idle 1 s).
+    /// Print a session's events: its history from the journal, and with -f the new ones as they
+    /// happen, until it ends.
     Events {
         /// Name or id.
         session: String,
@@ -116,6 +117,17 @@ pub enum ClientCommand {
         /// JSON lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a session's retained scrollback as an asciicast v2 recording (play it with
+    /// `asciinema play`).
+    ///
+    /// Example: corral export work --format asciicast > work.cast
+    Export {
+        /// Name or id.
+        session: String,
+        /// Recording format.
+        #[arg(long, default_value = "asciicast", value_parser = ["asciicast"])]
+        format: String,
     },
     /// Create a session-scoped token.
     ///
@@ -307,38 +319,84 @@ pub async fn run(
             json,
         } => {
             let mut ws = remote.ws().await?;
-            ws.call(json!({"type": "subscribe", "session": session}))
-                .await?;
-            loop {
-                let next = if follow {
-                    ws.next().await
+            // Subscribe first (when following), so no event falls between history and live.
+            if follow {
+                ws.call(json!({"type": "subscribe", "session": session}))
+                    .await?;
+            }
+            let print = |e: &Value| {
+                if json {
+                    println!("{e}");
                 } else {
-                    match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
-                        Ok(i) => i,
-                        Err(_) => break,
-                    }
-                };
-                match next {
-                    Incoming::Json(v) if v["type"] == "event" => {
-                        let e = &v["event"];
-                        if json {
-                            println!("{e}");
-                        } else {
-                            println!(
-                                "{:>5} {} {}",
-                                e["seq"],
-                                e["kind"]["kind"].as_str().unwrap_or("?"),
-                                describe(&e["kind"])
-                            );
-                        }
-                        if follow && is_final(e) {
-                            break;
-                        }
-                    }
-                    Incoming::Closed(r) => bail!("connection closed: {r}"),
-                    _ => {}
+                    println!(
+                        "{:>5} {} {} {}",
+                        e["seq"],
+                        fmt_time(&e["time"]),
+                        e["kind"]["kind"].as_str().unwrap_or("?"),
+                        describe(&e["kind"])
+                    );
+                }
+            };
+            // History from the journal, page by page.
+            let mut last = 0u64;
+            let mut ended = false;
+            loop {
+                let r = ws
+                    .call(json!({"type": "events", "session": session, "after": last}))
+                    .await?;
+                let page = r["events"].as_array().cloned().unwrap_or_default();
+                for e in &page {
+                    print(e);
+                    last = e["seq"].as_u64().unwrap_or(last);
+                    ended = is_final(e);
+                }
+                if page.len() < 1000 {
+                    break;
                 }
             }
+            let state = remote
+                .json("GET", &format!("/v1/sessions/{session}"), None)
+                .await?;
+            let over = matches!(state["state"].as_str(), Some("stopped" | "failed"));
+            if follow && !(ended && over) {
+                loop {
+                    match ws.next().await {
+                        Incoming::Json(v) if v["type"] == "event" => {
+                            let e = &v["event"];
+                            if e["seq"].as_u64().is_some_and(|s| s <= last) {
+                                continue;
+                            }
+                            print(e);
+                            last = e["seq"].as_u64().unwrap_or(last);
+                            if is_final(e) {
+                                break;
+                            }
+                        }
+                        Incoming::Json(v) if v["type"] == "closed" => break,
+                        Incoming::Closed(r) => bail!("connection closed: {r}"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        ClientCommand::Export { session, format } => {
+            let (status, body) = remote
+                .http(
+                    "GET",
+                    &format!("/v1/sessions/{session}/export?format={format}"),
+                    None,
+                )
+                .await?;
+            if status != 200 {
+                let msg = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                bail!("{msg}");
+            }
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(body.as_bytes())?;
+            stdout.flush()?;
         }
         ClientCommand::Token { session, scope, .. } => {
             let r = remote
@@ -465,6 +523,19 @@ fn print_ps(list: &[Value]) {
             s["attention"].as_str().unwrap_or(""),
         );
     }
+}
+
+/// An event time (serde's SystemTime form) as UTC `HH:MM:SS.mmm`.
+fn fmt_time(t: &Value) -> String {
+    let secs = t["secs_since_epoch"].as_u64().unwrap_or(0);
+    let ms = t["nanos_since_epoch"].as_u64().unwrap_or(0) / 1_000_000;
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        day / 3600,
+        (day % 3600) / 60,
+        day % 60
+    )
 }
 
 fn fmt_secs(s: u64) -> String {

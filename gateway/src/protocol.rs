@@ -162,11 +162,25 @@ pub enum Op {
         /// Id or name.
         session: String,
     },
+    /// Past events of a session from the journal (needs persistence), oldest first.
+    Events {
+        /// Id or name.
+        session: String,
+        /// Only events with a greater sequence number (default 0: from the oldest retained).
+        #[serde(default)]
+        after: Option<u64>,
+        /// At most this many (default and maximum 1000).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
     /// The supervision tree.
     Tree,
     /// Liveness.
     Ping,
 }
+
+/// Most events one `events` reply carries.
+pub const MAX_EVENTS_PER_REPLY: usize = 1000;
 
 /// Server messages (text frames).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,6 +242,15 @@ pub enum Reply {
         id: Option<u64>,
         /// The tree.
         tree: TreeNode,
+    },
+    /// Answer to events: past events, oldest first (fewer than asked: no more retained yet).
+    Events {
+        /// Request id.
+        id: Option<u64>,
+        /// Session id.
+        session: String,
+        /// The events.
+        events: Vec<SessionEvent>,
     },
     /// Answer to ping.
     Pong {

@@ -130,7 +130,11 @@ impl Remote {
         let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .with_context(|| format!("cannot open a WebSocket to {}", self.addr))?;
-        Ok(Conn { ws, next_id: 0 })
+        Ok(Conn {
+            ws,
+            next_id: 0,
+            backlog: Default::default(),
+        })
     }
 }
 
@@ -167,7 +171,13 @@ pub struct Conn {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Last request id.
     next_id: u64,
+    /// Frames that arrived while `call` waited for its reply, delivered by `next` first
+    /// (bounded: a reply that never comes ends the call with an error first).
+    backlog: std::collections::VecDeque<Incoming>,
 }
+
+/// Most frames kept aside while a `call` waits for its reply.
+const MAX_BACKLOG: usize = 100_000;
 
 impl Conn {
     /// Sends a request; returns its id.
@@ -186,6 +196,13 @@ impl Conn {
 
     /// The next frame.
     pub async fn next(&mut self) -> Incoming {
+        if let Some(i) = self.backlog.pop_front() {
+            return i;
+        }
+        self.next_live().await
+    }
+
+    async fn next_live(&mut self) -> Incoming {
         loop {
             return match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
@@ -212,7 +229,7 @@ impl Conn {
     pub async fn call(&mut self, msg: Value) -> anyhow::Result<Value> {
         let id = self.send(msg).await?;
         loop {
-            match self.next().await {
+            match self.next_live().await {
                 Incoming::Json(v) if v["id"] == json!(id) => {
                     if v["type"] == "error" {
                         bail!("{}", v["message"].as_str().unwrap_or("error"));
@@ -220,7 +237,12 @@ impl Conn {
                     return Ok(v);
                 }
                 Incoming::Closed(r) => bail!("connection closed: {r}"),
-                _ => {}
+                other => {
+                    if self.backlog.len() >= MAX_BACKLOG {
+                        bail!("no reply to request {id} after {MAX_BACKLOG} other frames");
+                    }
+                    self.backlog.push_back(other);
+                }
             }
         }
     }

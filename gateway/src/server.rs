@@ -144,6 +144,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_session).delete(remove_session),
         )
         .route("/v1/sessions/{key}/stop", post(stop_session))
+        .route("/v1/sessions/{key}/export", get(export_session))
         .route("/v1/sessions/{key}/events", post(post_hook))
         .route("/v1/tokens", post(create_token))
         .route("/ttyd/{key}/ws", get(ws_ttyd))
@@ -413,6 +414,91 @@ async fn get_session(
         Ok(h) if grant.can_read(h.id()) => Json(h.info()).into_response(),
         Ok(_) => err(StatusCode::FORBIDDEN, "token does not allow this session"),
         Err(e) => err(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+/// `?format=` of an export.
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    /// Only `asciicast` (the default).
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/sessions/{key}/export?format=asciicast`: the retained scrollback as an asciicast v2
+/// recording, streamed (written by a blocking task into a bounded channel: memory stays small
+/// whatever the log's size, and the task ends at its first write after the client goes away).
+async fn export_session(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let grant = match authenticate(&app, &headers) {
+        Ok(g) => g,
+        Err(r) => return r.into_response(),
+    };
+    match q.format.as_deref() {
+        None | Some("asciicast") => {}
+        Some(other) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("unknown export format '{other}' (asciicast)"),
+            );
+        }
+    }
+    let h = match app.corral.sessions().get(&key) {
+        Ok(h) if grant.can_read(h.id()) => h,
+        Ok(_) => return err(StatusCode::FORBIDDEN, "token does not allow this session"),
+        Err(e) => return err(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let Some(persist) = app.corral.persist() else {
+        return err(StatusCode::CONFLICT, "export needs persistence");
+    };
+    let reader = match persist.reader(h.id()).await {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let size = h.info().size;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
+    let writer = ChannelWriter(tx.clone());
+    // Owned by the response: it finishes with the log or at the first write after the client
+    // left (the channel closes), so it cannot outlive the request by more than one write.
+    drop(tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+        let result = reader
+            .export_asciicast(&mut out, size.cols, size.rows)
+            .and_then(|()| out.flush());
+        if let Err(e) = result
+            && tx.blocking_send(Err(e)).is_err()
+        {
+            tracing::debug!("export abandoned by its client");
+        }
+    }));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-asciicast")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A `Write` into a bounded channel (blocking: used from a blocking task only).
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

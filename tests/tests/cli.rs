@@ -102,14 +102,14 @@ fn hook_posts_events_for_its_session() {
             .map(|v| String::from_utf8_lossy(v).to_string())
             .unwrap()
     };
+    // Follow the events while the hook posts (history first, then live).
     let events = Command::new(binary())
         .arg("--data-dir")
         .arg(server.dir.path())
-        .args(["events", "agent", "--json"])
+        .args(["events", "agent", "--json", "-f"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let mut hook = Command::new(binary())
         .arg("hook")
         .env_clear()
@@ -127,11 +127,21 @@ fn hook_posts_events_for_its_session() {
             .unwrap();
     }
     assert!(hook.wait().unwrap().success());
+    // The journal has it too.
+    eventually("the hook is in the history", || {
+        ok(&server, &["events", "agent", "--json"]).contains("\"SessionStart\"")
+    });
+    ok(&server, &["stop", "agent"]);
     let out = events.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"SessionStart\""), "{text}");
+    assert!(
+        text.contains("\"stopped\""),
+        "follows until the end: {text}"
+    );
     let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
     assert_eq!(ps[0]["agent_session_id"], "claude-abc");
+    assert_eq!(ps[0]["state"], "stopped");
     assert_eq!(ps[0]["id"], id.as_str());
 }
 
@@ -250,4 +260,57 @@ fn claude_profile_passes_hook_settings_and_resumes_after_a_crash() {
     let id = ps[0]["id"].as_str().unwrap().to_string();
     ok(&server, &["stop", "agent"]);
     assert!(session_processes(&id).is_empty());
+}
+
+#[test]
+fn logs_events_and_export_survive_a_server_restart() {
+    let mut server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "job",
+            "--restart",
+            "always",
+            "--",
+            "sh",
+            "-c",
+            "echo run-$$; exec sleep 1000",
+        ],
+    );
+    eventually("first run's output", || {
+        ok(&server, &["logs", "job"]).contains("run-")
+    });
+    let (code, _) = server.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    server.restart();
+    // Both runs' output, the first one from disk.
+    eventually("second run's output", || {
+        ok(&server, &["logs", "job"]).matches("run-").count() == 2
+    });
+    // The event history spans both runs: the shutdown, the recovery decision, the new start.
+    let events = ok(&server, &["events", "job"]);
+    assert!(events.contains("stopped by server shutdown"), "{events}");
+    assert!(events.contains("recovery"), "{events}");
+    assert_eq!(events.matches(" spawned ").count(), 2, "{events}");
+    let json: Vec<Value> = ok(&server, &["events", "job", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = json.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    // asciicast v2: a JSON header line, then [time, "o", text] events.
+    let cast = ok(&server, &["export", "job", "--format", "asciicast"]);
+    let mut lines = cast.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    let text: String = lines
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e[1] == "o")
+        .map(|e| e[2].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text.matches("run-").count(), 2, "{text:?}");
+    let out = corral(&server, &["export", "nope"]);
+    assert!(!out.status.success());
 }
