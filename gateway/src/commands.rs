@@ -523,6 +523,12 @@ fn print_ps(list: &[Value]) {
             s["attention"].as_str().unwrap_or(""),
         );
     }
+    // Persistence trouble is loud: one line per affected session.
+    for s in list {
+        if let Some(e) = s["persist_error"].as_str() {
+            println!("PERSIST  {}: {e}", s["name"].as_str().unwrap_or(""));
+        }
+    }
 }
 
 /// An event time (serde's SystemTime form) as UTC `HH:MM:SS.mmm`.

@@ -25,6 +25,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label of persister counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What is counted.
+    pub kind: String,
+}
+
 /// Every metric of the gateway.
 pub struct Metrics {
     /// The registry they are encoded from.
@@ -47,8 +54,11 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Refused frames and requests, by reason.
     pub rejected: Family<ReasonLabel, Counter>,
-    /// Persistence errors (none until the persister lands).
-    pub persistence_errors: Counter<u64, AtomicU64>,
+    /// Persister counters, copied from its atomics at scrape time (kind label: db_errors,
+    /// segment_errors, ops_dropped, gap_bytes, segment_bytes, ops_committed, commits).
+    pub persist: Family<KindLabel, Counter<u64, AtomicU64>>,
+    /// Journal operations waiting for a retry after a failed commit.
+    pub persist_pending: Gauge,
     /// Hook events accepted.
     pub hook_events: Counter,
 }
@@ -67,7 +77,8 @@ impl Default for Metrics {
             lagged: Counter::default(),
             rate_limited: Counter::default(),
             rejected: Family::default(),
-            persistence_errors: Counter::default(),
+            persist: Family::default(),
+            persist_pending: Gauge::default(),
             hook_events: Counter::default(),
         };
         registry.register("sessions", "Sessions by state", m.sessions.clone());
@@ -108,9 +119,14 @@ impl Default for Metrics {
             m.rejected.clone(),
         );
         registry.register(
-            "persistence_errors",
-            "Persistence errors",
-            m.persistence_errors.clone(),
+            "persist",
+            "Persister counters by kind (errors are retried; drops and gaps are recorded in the journal and the scrollback)",
+            m.persist.clone(),
+        );
+        registry.register(
+            "persist_pending",
+            "Journal operations waiting for a retry",
+            m.persist_pending.clone(),
         );
         registry.register("hook_events", "Hook events accepted", m.hook_events.clone());
         Metrics { registry, ..m }
@@ -129,6 +145,25 @@ impl Metrics {
 
     /// Encodes everything, refreshing session gauges first.
     pub fn encode(&self, sessions: &Sessions) -> String {
+        if let Some(p) = sessions.persist() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let st = p.stats();
+            for (kind, v) in [
+                ("db_errors", &st.db_errors),
+                ("segment_errors", &st.segment_errors),
+                ("ops_dropped", &st.ops_dropped),
+                ("gap_bytes", &st.gap_bytes),
+                ("segment_bytes", &st.segment_bytes),
+                ("ops_committed", &st.ops_committed),
+                ("commits", &st.commits),
+            ] {
+                self.persist
+                    .get_or_create(&KindLabel { kind: kind.into() })
+                    .inner()
+                    .store(v.load(Relaxed), Relaxed);
+            }
+            self.persist_pending.set(st.db_pending.load(Relaxed) as i64);
+        }
         const STATES: [SessionState; 7] = [
             SessionState::Starting,
             SessionState::Running,
