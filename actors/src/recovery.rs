@@ -34,9 +34,9 @@ use crate::manager::Sessions;
 use crate::persist::journal::SessionRecord;
 use crate::persist::store::now_ms;
 use crate::persist::{EndedRetention, Persist};
-use crate::process::SessionTree;
 use crate::process::procfs::ProcessIdentity;
 use crate::process::sweep;
+use crate::process::{MARKER_KEY, SessionTree};
 use crate::session::Begin;
 use crate::spec::{RestartPolicy, SessionSpec};
 
@@ -143,11 +143,30 @@ pub async fn reconcile(sessions: &Sessions, persist: &Persist) -> Result<Recover
     }
     report.collected = collected.len();
 
+    // Phase 1: what did the old server leave running? One /proc scan for all sessions (a scan
+    // per session costs O(sessions × processes) file reads); only sessions with survivors get
+    // a full sweep, all of them concurrently (each waits its own grace).
+    let survivors = survivors_by_session();
+    let sweeps = keep
+        .iter()
+        .filter(|r| !r.row.state.is_final())
+        .filter(|r| {
+            survivors.contains_key(&r.id.to_string())
+                || r.row.process.as_ref().is_some_and(|p| p.is_alive_same())
+        })
+        .map(|r| async move { (r.id, terminate_leftovers(r).await) });
+    let swept: std::collections::HashMap<Uuid, (usize, bool)> = futures::future::join_all(sweeps)
+        .await
+        .into_iter()
+        .collect();
+    // Phase 2: restore, a bounded number at a time.
+    let swept = &swept;
     let outcomes: Vec<(Uuid, SessionSpec, Result<Outcome, String>)> =
         futures::stream::iter(keep.into_iter().map(|record| async move {
             let id = record.id;
             let spec = record.spec.clone();
-            (id, spec, restore_one(sessions, record).await)
+            let leftovers = swept.get(&id).copied().unwrap_or((0, false));
+            (id, spec, restore_one(sessions, record, leftovers).await)
         }))
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -189,14 +208,31 @@ struct Outcome {
     killed: usize,
 }
 
-async fn restore_one(sessions: &Sessions, mut record: SessionRecord) -> Result<Outcome, String> {
+/// Live processes carrying a `CORRAL_SESSION_ID` marker, by marker value: one pass over /proc.
+fn survivors_by_session() -> std::collections::HashMap<String, Vec<i32>> {
+    let me = std::process::id() as i32;
+    let mut out: std::collections::HashMap<String, Vec<i32>> = Default::default();
+    for p in crate::process::procfs::all() {
+        if p.is_zombie() || p.pid == me || p.pid <= 1 {
+            continue;
+        }
+        if let Some(v) = crate::process::procfs::environ_value(p.pid, MARKER_KEY) {
+            out.entry(v).or_default().push(p.pid);
+        }
+    }
+    out
+}
+
+async fn restore_one(
+    sessions: &Sessions,
+    mut record: SessionRecord,
+    (killed, main_alive): (usize, bool),
+) -> Result<Outcome, String> {
     let live = was_live(record.row.state, record.row.interrupted);
     let crashed = !record.row.state.is_final();
-    let mut killed = 0;
     let mut found = String::new();
     if crashed {
-        let (n, main_alive) = terminate_leftovers(&record).await;
-        killed = n;
+        let n = killed;
         let pid = record.row.process.as_ref().map(|p: &ProcessIdentity| p.pid);
         found = match (pid, main_alive) {
             (Some(pid), true) => format!(

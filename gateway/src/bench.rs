@@ -25,13 +25,20 @@ struct Figure {
 /// A `corral serve` child for the benchmark.
 struct Served {
     child: std::process::Child,
+    /// False once reaped (Drop must not signal a pid that may be reused).
+    alive: bool,
     _dir: tempfile::TempDir,
     remote: Remote,
 }
 
 impl Served {
     async fn start() -> anyhow::Result<Served> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?).await
+    }
+
+    /// Starts a server on an existing data dir (a restart), waiting until `server.json` names
+    /// the new process.
+    async fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Served> {
         let exe = std::env::current_exe()?;
         // The bench measures speed, not the limits: lift the per-connection rate limits (an
         // echo loop sends thousands of keystrokes per second) and the connection bound.
@@ -48,11 +55,17 @@ impl Served {
             .env("RUST_LOG", "warn")
             .spawn()
             .context("cannot start corral serve")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid = child.id() as u64;
         loop {
-            if let Ok(remote) = Remote::find(None, None, dir.path()) {
+            let current = std::fs::read_to_string(dir.path().join("server.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| v["pid"].as_u64() == Some(pid));
+            if current && let Ok(remote) = Remote::find(None, None, dir.path()) {
                 return Ok(Served {
                     child,
+                    alive: true,
                     _dir: dir,
                     remote,
                 });
@@ -66,6 +79,16 @@ impl Served {
 
     fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// SIGKILLs the server (a crash) and hands back its data dir.
+    fn crash(mut self) -> anyhow::Result<tempfile::TempDir> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.alive = false;
+        let dir = tempfile::TempDir::new()?;
+        // Swap the real dir out so Drop (which signals and waits) has nothing left to do.
+        Ok(std::mem::replace(&mut self._dir, dir))
     }
 
     /// CPU seconds (user + system) the server used so far.
@@ -85,6 +108,9 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        if !self.alive {
+            return;
+        }
         if let Err(e) = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid()),
             nix::sys::signal::Signal::SIGTERM,
@@ -113,6 +139,10 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
     }
     if want("fanout") {
         figures.extend(fanout(&server).await?);
+    }
+    drop(server);
+    if want("recovery") {
+        figures.extend(recovery(200).await?);
     }
     println!("{:<58} {:>28}   goal", "figure", "result");
     for f in &figures {
@@ -431,6 +461,57 @@ async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
         ),
         goal: "≤ 0.3 s".into(),
         json: json!({"total_s": total.as_secs_f64(), "spawn_s": spawned.as_secs_f64()}),
+    }])
+}
+
+/// Boot reconciliation after a crash: `n` sessions (half `always`, half `never`; one in ten in
+/// pipe mode, whose processes outlive the server because no terminal hangs up on them) recorded
+/// running, the server SIGKILLed, then started again on the same data dir. Measured: the
+/// reconciliation itself (the server's own report: orphans terminated, sessions restored, the
+/// `always` ones running again) and the wall time from exec to serving.
+async fn recovery(n: usize) -> anyhow::Result<Vec<Figure>> {
+    let server = Served::start().await?;
+    let mut ws = server.remote.ws().await?;
+    for i in 0..n {
+        let restart = if i % 2 == 0 { "always" } else { "never" };
+        let mode = if i % 10 == 0 { "pipe" } else { "pty" };
+        ws.send(json!({"type": "spawn", "spec": {
+            "argv": ["sleep", "100000"], "name": format!("rec-{i}"), "restart": restart,
+            "mode": mode, "grace": {"secs": 1, "nanos": 0}}}))
+            .await?;
+    }
+    let mut spawned = 0;
+    while spawned < n {
+        match ws.next().await {
+            Incoming::Json(v) if v["type"] == "session" => spawned += 1,
+            Incoming::Json(v) if v["type"] == "error" => bail!("spawn failed: {v}"),
+            Incoming::Closed(r) => bail!("closed: {r}"),
+            _ => {}
+        }
+    }
+    drop(ws);
+    let dir = server.crash()?;
+    let t = Instant::now();
+    let server = Served::start_in(dir).await?;
+    let serving = t.elapsed();
+    let report = server.remote.json("GET", "/v1/recovery", None).await?;
+    let took = report["took"]["secs"].as_f64().unwrap_or(0.0)
+        + report["took"]["nanos"].as_f64().unwrap_or(0.0) / 1e9;
+    let list = server.remote.json("GET", "/v1/sessions", None).await?;
+    let running = list
+        .as_array()
+        .map(|l| l.iter().filter(|s| s["state"] == "running").count())
+        .unwrap_or(0);
+    Ok(vec![Figure {
+        name: format!("reconciliation of {n} sessions after SIGKILL"),
+        value: format!(
+            "{took:.3}s ({} orphans, {running} running; serving after {:.3}s)",
+            report["orphans_terminated"],
+            serving.as_secs_f64()
+        ),
+        goal: "≤ 1 s".into(),
+        json: json!({"reconcile_s": took, "serving_s": serving.as_secs_f64(),
+            "report": report, "running": running}),
     }])
 }
 

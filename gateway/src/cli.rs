@@ -50,11 +50,12 @@ enum Command {
     /// Reads CORRAL_SESSION_ID, CORRAL_URL and CORRAL_HOOK_TOKEN from the environment.
     Hook,
     /// Measure the gateway's speed goals against a real `corral serve` on 127.0.0.1
-    /// (echo latency, throughput vs. a plain PTY loop, 200 spawns + stops, fan-out CPU).
+    /// (echo latency, throughput vs. a plain PTY loop, 200 spawns + stops, fan-out CPU,
+    /// reconciliation of 200 sessions after a SIGKILL).
     ///
     /// Example: corral bench echo throughput --json bench.json
     Bench {
-        /// Scenarios: echo, throughput, spawn, fanout (default: all).
+        /// Scenarios: echo, throughput, spawn, fanout, recovery (default: all).
         scenarios: Vec<String>,
         /// Also write the figures as JSON.
         #[arg(long)]

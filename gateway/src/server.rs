@@ -147,6 +147,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/export", get(export_session))
         .route("/v1/sessions/{key}/events", post(post_hook))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/recovery", get(recovery_report))
         .route("/ttyd/{key}/ws", get(ws_ttyd))
         .route("/ttyd/{key}/token", get(ttyd_token))
         .layer(DefaultBodyLimit::max(256 * 1024))
@@ -414,6 +415,19 @@ async fn get_session(
         Ok(h) if grant.can_read(h.id()) => Json(h.info()).into_response(),
         Ok(_) => err(StatusCode::FORBIDDEN, "token does not allow this session"),
         Err(e) => err(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+/// `GET /v1/recovery` (admin): what boot reconciliation did at this server's start.
+async fn recovery_report(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match authenticate(&app, &headers) {
+        Ok(g) if g.is_admin() => {}
+        Ok(_) => return err(StatusCode::FORBIDDEN, "needs the admin token"),
+        Err(r) => return r.into_response(),
+    }
+    match app.corral.recovery() {
+        Some(report) => Json(report).into_response(),
+        None => err(StatusCode::NOT_FOUND, "this server keeps no persistence"),
     }
 }
 

@@ -133,6 +133,15 @@ pub fn environ_has(pid: i32, key: &str, value: &str) -> bool {
     })
 }
 
+/// The value of `key` in `/proc/<pid>/environ`, if it is there and readable.
+pub fn environ_value(pid: i32, key: &str) -> Option<String> {
+    let bytes = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    bytes.split(|b| *b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        Some(String::from_utf8_lossy(rest).into_owned())
+    })
+}
+
 /// This boot's random id (`/proc/sys/kernel/random/boot_id`), trimmed. Distinguishes start times
 /// from different boots, which all count from zero.
 pub fn boot_id() -> io::Result<String> {
