@@ -82,6 +82,21 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The kind's name as serialized (`"state"`, `"spawned"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::State { .. } => "state",
+            EventKind::Spawned { .. } => "spawned",
+            EventKind::Exited { .. } => "exited",
+            EventKind::Restarting { .. } => "restarting",
+            EventKind::Json { .. } => "json",
+            EventKind::Recovery { .. } => "recovery",
+            EventKind::Hook { .. } => "hook",
+        }
+    }
+}
+
 /// One event of one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionEvent {

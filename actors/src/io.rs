@@ -74,8 +74,11 @@ pub struct ReaderState {
     args: ReaderArgs,
     /// Read buffer, reused.
     buf: Vec<u8>,
-    /// Incomplete NDJSON line.
+    /// NDJSON bytes not turned into lines yet: complete lines held back while the journal is
+    /// congested, then the incomplete last line.
     partial: Vec<u8>,
+    /// `partial` holds complete lines held back (the journal was congested).
+    held: bool,
     /// The registered exit notification (primary reader), until the exit is reported.
     exit_watch: Option<ExitWatch>,
     /// Output since the screen last caught up.
@@ -102,6 +105,7 @@ impl Actor for OutputReader {
             // Allocated at the first output: an idle session holds no read buffer.
             buf: Vec::new(),
             partial: Vec::new(),
+            held: false,
             exit_watch,
             dirty: false,
         })
@@ -114,6 +118,16 @@ impl Actor for OutputReader {
         st: &mut ReaderState,
     ) -> Result<(), ActorProcessingErr> {
         let fd = st.args.fd.clone();
+        if st.held {
+            // Lines held back for a congested journal: wait (bounded), then release them before
+            // reading more, so the process waits on its full pipe meanwhile.
+            let forced = !st.wait_for_journal().await;
+            st.split_lines(forced);
+            if st.held {
+                myself.send_message(Pump)?;
+                return Ok(());
+            }
+        }
         loop {
             tokio::select! {
                 biased;
@@ -129,7 +143,7 @@ impl Actor for OutputReader {
                             Ok(Ok(n)) => {
                                 st.deliver(n);
                                 total += n;
-                                if total >= BURST {
+                                if total >= BURST || st.held {
                                     break;
                                 }
                             }
@@ -156,24 +170,14 @@ impl Actor for OutputReader {
                 }
             }
         }
-        // Pipe mode turns lines into events: while the persister's journal is congested, stop
-        // reading for a moment, so the process waits on its full pipe instead of events being
-        // dropped (bounded: after JOURNAL_WAIT events flow again and any loss is counted).
-        if matches!(st.args.framing, Framing::NdJson)
-            && let Some(journal) = st.args.shared.journal()
-        {
-            let deadline = tokio::time::Instant::now() + JOURNAL_WAIT;
-            while journal.congested() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
         myself.send_message(Pump)?;
         Ok(())
     }
 }
 
-/// Longest a pipe-mode reader pauses for a congested journal.
-const JOURNAL_WAIT: Duration = Duration::from_secs(2);
+/// Longest a pipe-mode reader holds its lines back for a congested journal (then they go through
+/// and whatever the journal cannot take is counted and recorded as lost).
+const JOURNAL_WAIT: Duration = Duration::from_secs(30);
 
 /// Completes when the process exits; never, when there is nothing (more) to watch.
 async fn exited(watch: Option<&ExitWatch>) {
@@ -197,21 +201,49 @@ impl ReaderState {
             }
             Framing::NdJson => {
                 self.partial.extend_from_slice(&self.buf[..n]);
-                let mut start = 0;
-                while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
-                    let end = start + nl + 1;
-                    line(&self.args, &self.partial[start..end]);
-                    start = end;
-                }
-                self.partial.drain(..start);
-                // Bounded: a "line" longer than the chunk size is passed through as bytes.
-                if self.partial.len() > READ_CHUNK * 16 {
-                    self.args.ring.append(&self.partial);
-                    self.args.shared.output_appended();
-                    self.partial.clear();
-                }
+                self.split_lines(false);
             }
         }
+    }
+
+    /// Turns the complete lines of `partial` into events or output. Pipe mode can produce
+    /// events faster than anything can record them: unless `force`, it stops while the
+    /// persister's journal is congested and sets `held` (the caller stops reading meanwhile).
+    fn split_lines(&mut self, force: bool) {
+        let journal = self.args.shared.journal().cloned();
+        let mut start = 0;
+        self.held = false;
+        while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            if !force && journal.as_ref().is_some_and(|j| j.congested()) {
+                self.held = true;
+                break;
+            }
+            let end = start + nl + 1;
+            line(&self.args, &self.partial[start..end]);
+            start = end;
+        }
+        self.partial.drain(..start);
+        // Bounded: a "line" longer than the chunk size is passed through as bytes.
+        if !self.held && self.partial.len() > READ_CHUNK * 16 {
+            self.args.ring.append(&self.partial);
+            self.args.shared.output_appended();
+            self.partial.clear();
+        }
+    }
+
+    /// Waits until the journal has room, at most [`JOURNAL_WAIT`]; false if it timed out.
+    async fn wait_for_journal(&self) -> bool {
+        let Some(journal) = self.args.shared.journal() else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + JOURNAL_WAIT;
+        while journal.congested() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 }
 
@@ -249,6 +281,13 @@ async fn finish(
     st: &mut ReaderState,
     error: Option<io::Error>,
 ) -> Result<(), ActorProcessingErr> {
+    // Every held and complete line, each batch after the journal has room (bounded), then a
+    // trailing partial line.
+    st.split_lines(false);
+    while st.held {
+        let forced = !st.wait_for_journal().await;
+        st.split_lines(forced);
+    }
     if !st.partial.is_empty() {
         let rest = std::mem::take(&mut st.partial);
         line(&st.args, &rest);

@@ -84,6 +84,56 @@ pub fn encode(record: &Record) -> Vec<u8> {
         .expect("encoding a Record into memory cannot fail")
 }
 
+/// A [`Record`] that borrows its bytes, for writing: it encodes exactly like the `Record` it
+/// mirrors (bincode writes the variant index and the fields, not the names), without copying
+/// the output bytes into an owned record first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum RecordRef<'a> {
+    /// See [`Record::Data`].
+    Data {
+        /// Offset of `bytes[0]`.
+        offset: u64,
+        /// Milliseconds since the epoch.
+        time_ms: u64,
+        /// The bytes.
+        #[serde(serialize_with = "byte_buf::serialize")]
+        bytes: &'a [u8],
+    },
+    /// See [`Record::Gap`].
+    Gap {
+        /// First missing offset.
+        from: u64,
+        /// First offset after the missing range.
+        to: u64,
+    },
+}
+
+impl RecordRef<'_> {
+    /// First offset covered.
+    pub fn start(&self) -> u64 {
+        match self {
+            RecordRef::Data { offset, .. } => *offset,
+            RecordRef::Gap { from, .. } => *from,
+        }
+    }
+
+    /// First offset after the record, `None` on overflow.
+    pub fn end(&self) -> Option<u64> {
+        match self {
+            RecordRef::Data { offset, bytes, .. } => offset.checked_add(bytes.len() as u64),
+            RecordRef::Gap { to, .. } => Some(*to),
+        }
+    }
+}
+
+/// Appends the encoding of `record` to `out` (the same bytes [`encode`] gives for the owned
+/// record).
+pub fn encode_into(record: &RecordRef<'_>, out: &mut Vec<u8>) {
+    // invariant: writing into a Vec cannot fail (see `encode`).
+    bincode::serde::encode_into_std_write(record, out, bincode::config::standard())
+        .expect("encoding a Record into memory cannot fail");
+}
+
 /// Decodes a payload produced by [`encode`]; the whole payload must be used.
 pub fn decode(payload: &[u8]) -> Result<Record, CodecError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
@@ -147,6 +197,30 @@ mod byte_buf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn borrowed_records_encode_like_owned_ones() {
+        let bytes: Vec<u8> = (0..=255).cycle().take(70_000).collect();
+        let owned = Record::Data {
+            offset: 1 << 40,
+            time_ms: 1_795_000_000_000,
+            bytes: bytes.clone(),
+        };
+        let mut out = Vec::new();
+        encode_into(
+            &RecordRef::Data {
+                offset: 1 << 40,
+                time_ms: 1_795_000_000_000,
+                bytes: &bytes,
+            },
+            &mut out,
+        );
+        assert_eq!(out, encode(&owned));
+        assert_eq!(decode(&out).unwrap(), owned);
+        let mut out = vec![7];
+        encode_into(&RecordRef::Gap { from: 3, to: 9 }, &mut out);
+        assert_eq!(out[1..], encode(&Record::Gap { from: 3, to: 9 })[..]);
+    }
 
     #[test]
     fn round_trip_and_damage() {

@@ -78,7 +78,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::codec::{self, CodecError, MAX_DATA_OVERHEAD, MAX_PAYLOAD_BYTES, Record};
+use super::codec::{self, CodecError, MAX_DATA_OVERHEAD, MAX_PAYLOAD_BYTES, Record, RecordRef};
 
 /// Most output bytes in one record; larger appends are split into several records.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -427,7 +427,7 @@ impl SegmentLog {
             ));
         };
         if offset > self.next_offset {
-            self.write_record(&Record::Gap {
+            self.write_record(&RecordRef::Gap {
                 from: self.next_offset,
                 to: offset,
             })?;
@@ -440,10 +440,10 @@ impl SegmentLog {
         let max_chunk = self.max_chunk();
         while !rest.is_empty() {
             let (piece, tail) = rest.split_at(rest.len().min(max_chunk));
-            let record = Record::Data {
+            let record = RecordRef::Data {
                 offset: self.next_offset,
                 time_ms,
-                bytes: piece.to_vec(),
+                bytes: piece,
             };
             self.write_record(&record)?;
             rest = tail;
@@ -477,6 +477,17 @@ impl SegmentLog {
     /// Number of retained segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Number of the segment being written (its file is `<n>.seg`).
+    pub fn current_segment(&self) -> u64 {
+        self.segments.last().map(|s| s.n).unwrap_or(0)
+    }
+
+    /// A second handle on the segment being written, so an owner can `fdatasync` it on another
+    /// thread (with [`FsyncPolicy::Never`], syncing is the owner's business entirely).
+    pub fn current_file(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     /// The log's directory.
@@ -542,26 +553,27 @@ impl SegmentLog {
     }
 
     /// Frames and writes one record, rotating first if it does not fit.
-    fn write_record(&mut self, record: &Record) -> io::Result<()> {
+    fn write_record(&mut self, record: &RecordRef<'_>) -> io::Result<()> {
         let start = record.start();
         let end = record.end().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "record end overflows u64")
         })?;
-        let payload = codec::encode(record);
-        let frame_len = (FRAME_HEADER + payload.len()) as u64;
+        // Encoded in place after room for the header: one copy of the bytes, not three.
+        self.frame.clear();
+        self.frame.extend_from_slice(&[0u8; FRAME_HEADER]);
+        codec::encode_into(record, &mut self.frame);
+        let payload_len = self.frame.len() - FRAME_HEADER;
+        let crc = crc32fast::hash(&self.frame[FRAME_HEADER..]);
+        // Payloads are bounded by MAX_PAYLOAD_BYTES, far below u32::MAX.
+        self.frame[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        let frame_len = self.frame.len() as u64;
         let segment_bytes = self.config.segment_bytes;
         let len = self.current().len;
         let rotated = len > 0 && len + frame_len > segment_bytes;
         if rotated {
             self.rotate()?;
         }
-        self.frame.clear();
-        // Payloads are bounded by MAX_PAYLOAD_BYTES, far below u32::MAX.
-        self.frame
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.frame
-            .extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        self.frame.extend_from_slice(&payload);
         let pos = self.current().len;
         if let Err(e) = self.file.write_all(&self.frame) {
             self.roll_back(pos);

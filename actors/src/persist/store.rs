@@ -9,6 +9,7 @@
 //!   this binary is refused with a clear error rather than guessed at.
 //! - Events are bounded by count and age ([`EventRetention`]), enforced after commits.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -177,16 +178,20 @@ impl Store {
         let tx = self.conn.transaction().map_err(err("begin"))?;
         let mut inserted = 0u64;
         let mut removed = 0u64;
+        // A session's row is rewritten once per batch, with its last state: a burst of events
+        // of one session costs one UPDATE, not one per event.
+        let mut rows: HashMap<Uuid, (&SessionRow, u64)> = HashMap::new();
         for op in ops {
             match op {
                 DbOp::Create(rec) => upsert_record(&tx, rec)?,
                 DbOp::Event(ev) => {
                     let (row, event) = &**ev;
-                    update_row(&tx, event.session, row, to_ms(event.time))?;
+                    rows.insert(event.session, (row, to_ms(event.time)));
                     insert_event(&tx, event)?;
                     inserted += 1;
                 }
                 DbOp::Remove(id) => {
+                    rows.remove(id);
                     let key = id.to_string();
                     tx.execute("DELETE FROM sessions WHERE id = ?1", params![key])
                         .map_err(err("deleting a session"))?;
@@ -206,6 +211,9 @@ impl Store {
                     inserted += 1;
                 }
             }
+        }
+        for (id, (row, at)) in rows {
+            update_row(&tx, id, row, at)?;
         }
         tx.commit().map_err(err("commit"))?;
         self.events = (self.events + inserted).saturating_sub(removed);
@@ -401,10 +409,7 @@ fn update_row(tx: &Transaction<'_>, id: Uuid, row: &SessionRow, at_ms: u64) -> S
 fn insert_event(tx: &Transaction<'_>, event: &SessionEvent) -> StoreResult<()> {
     let payload =
         serde_json::to_string(&event.kind).map_err(|e| format!("encoding an event: {e}"))?;
-    let kind = serde_json::to_value(&event.kind)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-        .unwrap_or_default();
+    let kind = event.kind.name();
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO events (session, seq, time_ms, offset, kind, payload)
