@@ -141,7 +141,7 @@ impl SessionShared {
         global: Option<broadcast::Sender<SessionEvent>>,
         journal: Option<Journal>,
     ) -> Arc<Self> {
-        let tap = journal.as_ref().map(|j| j.tap(id));
+        let tap = journal.as_ref().map(|j| j.tap(id, ring.capacity()));
         Arc::new(Self {
             id,
             name,
@@ -217,7 +217,14 @@ impl SessionShared {
     /// New output was appended to the Ring: tell the persister.
     pub(crate) fn output_appended(&self) {
         if let Some(tap) = &self.tap {
-            tap.notify();
+            tap.notify(self.ring.head());
+        }
+    }
+
+    /// The persister has read this session's output up to `offset`.
+    pub(crate) fn tap_persisted(&self, offset: u64) {
+        if let Some(tap) = &self.tap {
+            tap.persisted(offset);
         }
     }
 

@@ -230,9 +230,12 @@ impl Journal {
     }
 
     /// A tap for one session's output.
-    pub(crate) fn tap(&self, id: Uuid) -> Tap {
+    pub(crate) fn tap(&self, id: Uuid, ring_capacity: usize) -> Tap {
         Tap {
             id,
+            urgent_lag: (ring_capacity / 4) as u64,
+            persisted: AtomicU64::new(0),
+            urgent: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             output: self.output.clone(),
             stats: self.stats.clone(),
@@ -241,11 +244,19 @@ impl Journal {
 }
 
 /// Announces new output of one session to the persister: at most one notification is queued
-/// per session (the flag is cleared by the persister before it reads), so the notification
-/// channel, sized for every session, never fills.
+/// per session (the flag is cleared by the persister when it has read), plus at most one
+/// *urgent* one when the persister has left the flag set on purpose (a trickling session, read
+/// in batches) and the session has since fallen a quarter of its Ring behind. So the
+/// notification channel, sized for twice every session, never fills.
 pub struct Tap {
     /// The session.
     id: Uuid,
+    /// Unpersisted bytes that make a notification urgent.
+    urgent_lag: u64,
+    /// Offset up to which the persister has read.
+    persisted: AtomicU64,
+    /// An urgent notification is queued.
+    urgent: AtomicBool,
     /// Set while a notification is queued.
     pub(crate) dirty: AtomicBool,
     /// Where notifications go.
@@ -255,11 +266,25 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// New output was appended to the Ring.
-    pub fn notify(&self) {
+    /// New output was appended to the Ring, whose head is now `head`.
+    pub fn notify(&self, head: u64) {
         if self.dirty.swap(true, Ordering::AcqRel) {
+            let behind = head.saturating_sub(self.persisted.load(Ordering::Acquire));
+            if behind >= self.urgent_lag && !self.urgent.swap(true, Ordering::AcqRel) {
+                self.send();
+            }
             return;
         }
+        self.send();
+    }
+
+    /// The persister has read up to `offset`.
+    pub(crate) fn persisted(&self, offset: u64) {
+        self.persisted.store(offset, Ordering::Release);
+        self.urgent.store(false, Ordering::Release);
+    }
+
+    fn send(&self) {
         if let Err(e) = self.output.try_send(self.id) {
             self.dirty.store(false, Ordering::Release);
             let n = self.stats.segment_errors.fetch_add(1, Ordering::Relaxed) + 1;

@@ -53,6 +53,11 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const TURN_BYTES: usize = 4 << 20;
 /// Bytes per Ring read.
 const READ_BYTES: usize = 1 << 20;
+/// A trickling session's output is gathered this long before it is read again (at most ~100
+/// wakeups a second while sessions trickle output; none when idle).
+const COALESCE: Duration = Duration::from_millis(10);
+/// Fewer new bytes than this in a turn make a session a trickle, parked for [`COALESCE`].
+const TRICKLE: u64 = 4096;
 /// How often the event age bound is enforced.
 const AGE_CHECK: Duration = Duration::from_secs(60);
 
@@ -115,6 +120,9 @@ pub(crate) struct Writer {
     scrollback: HashMap<Uuid, Scrollback>,
     /// Logs opened for restored sessions, waiting for their Attach.
     opened: HashMap<Uuid, SegmentLog>,
+    /// New sessions with no output yet: their log is created at their first byte (a session
+    /// that never writes costs no directory and no file; spawning stays cheap).
+    unborn: HashMap<Uuid, Arc<SessionShared>>,
     /// Operations not yet committed (after a failure, kept for retry).
     pending: VecDeque<DbOp>,
     /// Counters.
@@ -129,6 +137,10 @@ pub(crate) struct Writer {
     last_sync: Instant,
     /// Flush requests answered at the end of this turn.
     flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Trickling sessions whose notification flag is left set, read again after [`COALESCE`].
+    parked: HashSet<Uuid>,
+    /// When the first of them was parked.
+    parked_at: Instant,
     /// The syncer thread's queue and handle (policy OnRotate).
     syncer: Option<(
         crossbeam_channel::Sender<SyncJob>,
@@ -170,6 +182,7 @@ impl Writer {
             segment,
             scrollback: HashMap::new(),
             opened: HashMap::new(),
+            unborn: HashMap::new(),
             pending: VecDeque::new(),
             stats,
             dropped_recorded: 0,
@@ -177,6 +190,8 @@ impl Writer {
             last_age_check: Instant::now(),
             last_sync: Instant::now(),
             flushes: Vec::new(),
+            parked: HashSet::new(),
+            parked_at: Instant::now(),
         }
     }
 
@@ -259,10 +274,16 @@ impl Writer {
             || !self.pending.is_empty()
             || self.scrollback.values().any(|s| s.failing);
         let unsynced = self.scrollback.values().any(|s| s.unsynced);
-        match (retrying, unsynced) {
+        let parked =
+            (!self.parked.is_empty()).then(|| COALESCE.saturating_sub(self.parked_at.elapsed()));
+        let base = match (retrying, unsynced) {
             (true, _) => Some(RETRY),
             (false, true) => Some(SYNC_EVERY.saturating_sub(self.last_sync.elapsed())),
             (false, false) => None,
+        };
+        match (base, parked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -279,6 +300,8 @@ impl Writer {
                     self.pump(id, usize::MAX);
                     self.scrollback.remove(&id);
                     self.opened.remove(&id);
+                    self.unborn.remove(&id);
+                    self.parked.remove(&id);
                     self.push(DbOp::Remove(id));
                     removed.push(id);
                 }
@@ -304,6 +327,9 @@ impl Writer {
                     answer(reply, self.store.events(id, after, limit));
                 }
                 Op::Reader(id, reply) => {
+                    if let Some(shared) = self.unborn.remove(&id) {
+                        self.attach_now(shared);
+                    }
                     self.pump(id, usize::MAX);
                     let result = match self.scrollback.get(&id) {
                         Some(s) => Ok(s.log.reader()),
@@ -331,14 +357,44 @@ impl Writer {
             }
         }
         let retry_due = self.last_sync.elapsed() >= RETRY;
-        let ids: Vec<Uuid> = dirty.drain().collect();
+        let mut ids: Vec<Uuid> = dirty.drain().collect();
+        // Parked sessions are due again after COALESCE.
+        if !self.parked.is_empty() && self.parked_at.elapsed() >= COALESCE {
+            ids.extend(self.parked.drain());
+        }
         for id in ids {
-            if let Some(s) = self.scrollback.get(&id) {
-                // Cleared before reading: output appended from now on sends a new notification.
-                s.shared.tap_flag().store(false, Ordering::Release);
+            if let Some(shared) = self.unborn.remove(&id) {
+                self.attach_now(shared);
             }
-            if self.pump(id, TURN_BYTES) {
+            self.parked.remove(&id);
+            let before = match self.scrollback.get(&id) {
+                Some(s) => s.reader.cursor(),
+                None => continue,
+            };
+            let more = self.pump(id, TURN_BYTES);
+            let Some(s) = self.scrollback.get(&id) else {
+                continue;
+            };
+            let copied = s.reader.cursor().saturating_sub(before);
+            if more {
+                s.shared.tap_flag().store(false, Ordering::Release);
                 dirty.insert(id);
+            } else if copied > 0 && copied < TRICKLE {
+                // A trickle (keystroke echoes, a status line): leave its flag set, so its next
+                // bytes do not wake this thread; they are picked up after COALESCE (sooner if
+                // the session falls a quarter of its Ring behind: the Tap sends an urgent
+                // notification then).
+                if self.parked.is_empty() {
+                    self.parked_at = Instant::now();
+                }
+                self.parked.insert(id);
+            } else {
+                // Cleared, then read once more: bytes appended after the last read and before
+                // the clear would otherwise wait for the next notification.
+                s.shared.tap_flag().store(false, Ordering::Release);
+                if self.pump(id, TURN_BYTES) {
+                    dirty.insert(id);
+                }
             }
         }
         if retry_due {
@@ -476,6 +532,16 @@ impl Writer {
 
     fn attach(&mut self, shared: Arc<SessionShared>) {
         let id = shared.id;
+        let fresh = !self.opened.contains_key(&id) && shared.ring.head() == 0;
+        if fresh && !self.logs_dir.join(id.to_string()).exists() {
+            self.unborn.insert(id, shared);
+            return;
+        }
+        self.attach_now(shared);
+    }
+
+    fn attach_now(&mut self, shared: Arc<SessionShared>) {
+        let id = shared.id;
         match self.open_log(id) {
             Ok(log) => {
                 // From the log's end: a restored session's Ring starts there; a new one at 0.
@@ -560,6 +626,7 @@ impl Writer {
         self.stats
             .segment_bytes
             .fetch_add(copied as u64, Ordering::Relaxed);
+        s.shared.tap_persisted(s.reader.cursor());
         if let Some((tx, _)) = &self.syncer
             && let Some((n, _)) = &s.segment
             && *n != s.log.current_segment()
