@@ -136,6 +136,20 @@ async fn sessions_events_and_scrollback_survive_a_restart() {
         corral.persist().unwrap().integrity_check().await.unwrap(),
         "ok"
     );
+    // The registry's columns say who runs, for tools and for the next recovery.
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let (state, pid, starttime, boot, restarts): (String, i64, i64, String, i64) = db
+        .query_row(
+            "SELECT state, pid, starttime, boot_id, restarts FROM sessions WHERE name = 'always'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    let me = corral_actors::process::ProcessIdentity::of(pid as i32).unwrap();
+    assert_eq!(state, "running");
+    assert_eq!(Some(pid as i32), always.info().pid);
+    assert_eq!((starttime as u64, boot), (me.starttime, me.boot_id));
+    assert_eq!(restarts, 1);
 
     // Removal deletes the records and the scrollback.
     corral.sessions().remove("always").await.unwrap();

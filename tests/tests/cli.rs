@@ -314,3 +314,69 @@ fn logs_events_and_export_survive_a_server_restart() {
     let out = corral(&server, &["export", "nope"]);
     assert!(!out.status.success());
 }
+
+const FAKE_CLAUDE_LONG: &str = r#"#!/bin/sh
+echo "ARGS: $*"
+case "$*" in
+  *"--resume claude-srv"*) echo RESUMED-AFTER-CRASH; exec sleep 1000 ;;
+esac
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+echo '{"hook_event_name":"SessionStart","session_id":"claude-srv","cwd":"/tmp"}' | $cmd
+exec sleep 1000
+"#;
+
+#[test]
+fn claude_session_resumes_its_conversation_after_the_server_is_sigkilled() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start();
+    let fake = server.dir.path().join("claude");
+    std::fs::write(&fake, FAKE_CLAUDE_LONG).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.display().to_string();
+    let id = ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "agent",
+            "--agent",
+            "claude",
+            "--restart",
+            "on-failure",
+            "--",
+            &fake,
+        ],
+    )
+    .trim()
+    .to_string();
+    // The SessionStart hook is in the journal (an events query commits what is queued).
+    eventually("the hook is journaled", || {
+        ok(&server, &["events", "agent"]).contains("SessionStart")
+    });
+    let old = session_processes(&id);
+    assert!(!old.is_empty());
+    server.kill();
+    server.restart();
+    eventually("resumed with --resume", || {
+        ok(&server, &["logs", "agent"]).contains("RESUMED-AFTER-CRASH")
+    });
+    for pid in old {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+        assert!(
+            !alive || !session_processes(&id).contains(&pid),
+            "old process {pid} survived"
+        );
+    }
+    let events = ok(&server, &["events", "agent"]);
+    assert!(
+        events.contains("claude resumes its session claude-srv"),
+        "{events}"
+    );
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "running");
+    assert_eq!(ps[0]["agent_session_id"], "claude-srv");
+    ok(&server, &["stop", "agent"]);
+    assert!(session_processes(&id).is_empty());
+}

@@ -23,14 +23,22 @@ use crate::persist::journal::{SessionRecord, SessionRow};
 const MIGRATIONS: &[&str] = &[
     // 1: registry and journal.
     "CREATE TABLE sessions (
-        id          TEXT PRIMARY KEY,
-        name        TEXT NOT NULL,
-        spec        TEXT NOT NULL,
-        row         TEXT NOT NULL,
-        state       TEXT NOT NULL,
-        created_ms  INTEGER NOT NULL,
-        updated_ms  INTEGER NOT NULL,
-        ended_ms    INTEGER
+        id                TEXT PRIMARY KEY,
+        name              TEXT NOT NULL,
+        spec              TEXT NOT NULL,   -- SessionSpec JSON
+        row               TEXT NOT NULL,   -- SessionRow JSON: what recovery reads back
+        state             TEXT NOT NULL,
+        reason            TEXT,
+        pid               INTEGER,         -- main process (= pgid = sid) while one runs
+        pgid              INTEGER,
+        starttime         INTEGER,         -- /proc/<pid>/stat field 22, clock ticks after boot
+        boot_id           TEXT,
+        restarts          INTEGER NOT NULL DEFAULT 0,
+        last_exit         TEXT,            -- ExitStatus JSON
+        agent_session_id  TEXT,
+        created_ms        INTEGER NOT NULL,
+        updated_ms        INTEGER NOT NULL,
+        ended_ms          INTEGER
     );
     CREATE TABLE events (
         id       INTEGER PRIMARY KEY,
@@ -382,7 +390,7 @@ fn upsert_record(tx: &Transaction<'_>, rec: &SessionRecord) -> StoreResult<()> {
         ],
     )
     .map_err(err("writing a session"))?;
-    Ok(())
+    update_row(tx, rec.id, &rec.row, rec.created_ms)
 }
 
 fn update_row(tx: &Transaction<'_>, id: Uuid, row: &SessionRow, at_ms: u64) -> StoreResult<()> {
@@ -391,16 +399,29 @@ fn update_row(tx: &Transaction<'_>, id: Uuid, row: &SessionRow, at_ms: u64) -> S
     let mut stmt = tx
         .prepare_cached(
             "UPDATE sessions SET row = ?2, state = ?3, updated_ms = ?4,
-                 ended_ms = CASE WHEN ?5 IS NULL THEN NULL ELSE coalesce(ended_ms, ?5) END
+                 ended_ms = CASE WHEN ?5 IS NULL THEN NULL ELSE coalesce(ended_ms, ?5) END,
+                 reason = ?6, pid = ?7, pgid = ?7, starttime = ?8, boot_id = ?9,
+                 restarts = ?10, last_exit = ?11, agent_session_id = ?12
              WHERE id = ?1",
         )
         .map_err(err("updating a session"))?;
+    let process = row.process.as_ref();
+    let last_exit = row
+        .last_exit
+        .map(|e| serde_json::to_string(&e).unwrap_or_default());
     stmt.execute(params![
         id.to_string(),
         json,
         state_name(row),
         at_ms as i64,
-        ended
+        ended,
+        row.reason,
+        process.map(|p| p.pid),
+        process.map(|p| p.starttime as i64),
+        process.map(|p| p.boot_id.as_str()),
+        row.restarts as i64,
+        last_exit,
+        row.agent_session_id,
     ])
     .map_err(err("updating a session"))?;
     Ok(())
