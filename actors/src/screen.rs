@@ -56,6 +56,9 @@ pub struct Snapshot {
     /// Bytes the emulator needed were gone from the ring, so the screen may differ from what a
     /// terminal that saw everything would show (see [`Emulator::is_approximate`]).
     pub approximate: bool,
+    /// The program enabled bracketed paste (`CSI ? 2004 h`): pasted text should be wrapped in
+    /// `CSI 200 ~` … `CSI 201 ~`.
+    pub bracketed_paste: bool,
 }
 
 /// A terminal size as vt100 wants it (never zero).
@@ -343,6 +346,7 @@ impl Emulator {
             rows: rows.get(),
             cols: cols.get(),
             approximate: self.approximate,
+            bracketed_paste: screen.bracketed_paste(),
         }
     }
 }

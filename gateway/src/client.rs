@@ -472,11 +472,26 @@ impl ClientState {
                 }
                 self.reply(&Reply::Ok { id }).await
             }
-            Op::Input { session, data } => {
+            Op::Input {
+                session,
+                data,
+                paste,
+            } => {
                 let Some(h) = self.writable(id, &grant, &session).await else {
                     return true;
                 };
-                self.input(id, &h, data.into_bytes()).await
+                let bytes = if paste {
+                    // Asked of the screen, which has caught up with the output so far.
+                    let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
+                    if bracketed {
+                        format!("\x1b[200~{data}\x1b[201~\r")
+                    } else {
+                        format!("{data}\r")
+                    }
+                } else {
+                    data
+                };
+                self.input(id, &h, bytes.into_bytes()).await
             }
             Op::Resize {
                 session,

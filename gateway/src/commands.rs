@@ -82,8 +82,9 @@ pub enum ClientCommand {
         /// Name or id.
         session: String,
     },
-    /// Send text as input (for scripts). With --paste, wrap it in bracketed paste, then Enter:
-    /// how a prompt is given to an agent's TUI.
+    /// Send text as input (for scripts). With --paste, the text is a paste followed by Enter:
+    /// wrapped in bracketed-paste markers when the program enabled that mode (as Claude Code's
+    /// TUI does), plain otherwise. That is how a prompt is given to an agent's TUI.
     ///
     /// Example: corral send work 'echo hi\n'
     Send {
@@ -91,7 +92,7 @@ pub enum ClientCommand {
         session: String,
         /// The text; `\n`, `\r`, `\t` and `\e` escapes are honoured.
         text: String,
-        /// Bracketed paste + Enter.
+        /// A paste + Enter (bracketed when the program asked for it).
         #[arg(long)]
         paste: bool,
     },
@@ -247,13 +248,10 @@ pub async fn run(
             text,
             paste,
         } => {
-            let mut data = unescape(&text);
-            if paste {
-                data = format!("\x1b[200~{data}\x1b[201~\r");
-            }
+            let data = unescape(&text);
             let mut ws = remote.ws().await?;
             let input = ws
-                .send(json!({"type": "input", "session": session, "data": data}))
+                .send(json!({"type": "input", "session": session, "data": data, "paste": paste}))
                 .await?;
             // Input has no reply on success; a ping round trip proves it was taken, and an error
             // reply to the input, if any, arrives before the pong.

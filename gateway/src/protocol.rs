@@ -139,6 +139,10 @@ pub enum Op {
         session: String,
         /// The text.
         data: String,
+        /// A paste (a prompt for an agent's TUI): wrapped in bracketed-paste markers when the
+        /// program enabled that mode, then Enter (`\r`).
+        #[serde(default)]
+        paste: bool,
     },
     /// The viewer's terminal size.
     Resize {

@@ -380,3 +380,36 @@ fn claude_session_resumes_its_conversation_after_the_server_is_sigkilled() {
     ok(&server, &["stop", "agent"]);
     assert!(session_processes(&id).is_empty());
 }
+
+#[test]
+fn send_paste_brackets_only_when_the_program_enabled_it() {
+    let server = Server::start();
+    // `cat -v` shows ESC as ^[ ; the first session turns bracketed paste on, the second not.
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "bp",
+            "--",
+            "sh",
+            "-c",
+            "printf '\\033[?2004h'; exec cat -v",
+        ],
+    );
+    ok(
+        &server,
+        &["spawn", "--name", "plain", "--", "sh", "-c", "exec cat -v"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&server, &["send", "bp", "hello", "--paste"]);
+    ok(&server, &["send", "plain", "hello", "--paste"]);
+    eventually("both got the text", || {
+        ok(&server, &["logs", "bp"]).matches("hello").count() >= 2
+            && ok(&server, &["logs", "plain"]).matches("hello").count() >= 2
+    });
+    let bp = ok(&server, &["logs", "bp"]);
+    assert!(bp.contains("^[[200~hello^[[201~"), "{bp:?}");
+    let plain = ok(&server, &["logs", "plain"]);
+    assert!(!plain.contains("200~"), "{plain:?}");
+}
