@@ -7,12 +7,13 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures::future::join_all;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use serde_json::{Value, json};
 
-use crate::remote::{Incoming, Remote};
+use crate::remote::Incoming;
+use crate::served::Served;
 
 /// One measured figure.
 struct Figure {
@@ -20,107 +21,6 @@ struct Figure {
     value: String,
     goal: String,
     json: Value,
-}
-
-/// A `corral serve` child for the benchmark.
-struct Served {
-    child: std::process::Child,
-    /// False once reaped (Drop must not signal a pid that may be reused).
-    alive: bool,
-    _dir: tempfile::TempDir,
-    remote: Remote,
-}
-
-impl Served {
-    async fn start() -> anyhow::Result<Served> {
-        Self::start_in(tempfile::tempdir()?).await
-    }
-
-    /// Starts a server on an existing data dir (a restart), waiting until `server.json` names
-    /// the new process.
-    async fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Served> {
-        let exe = std::env::current_exe()?;
-        // The bench measures speed, not the limits: lift the per-connection rate limits (an
-        // echo loop sends thousands of keystrokes per second) and the connection bound.
-        let config = dir.path().join("bench.toml");
-        std::fs::write(
-            &config,
-            "[limits]\nmessages_per_sec = 1000000\ninput_bytes_per_sec = 1000000000\nmax_connections = 4096\n",
-        )?;
-        let child = std::process::Command::new(exe)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .context("cannot start corral serve")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let pid = child.id() as u64;
-        loop {
-            let current = std::fs::read_to_string(dir.path().join("server.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .is_some_and(|v| v["pid"].as_u64() == Some(pid));
-            if current && let Ok(remote) = Remote::find(None, None, dir.path()) {
-                return Ok(Served {
-                    child,
-                    alive: true,
-                    _dir: dir,
-                    remote,
-                });
-            }
-            if Instant::now() > deadline {
-                bail!("corral serve did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// SIGKILLs the server (a crash) and hands back its data dir.
-    fn crash(mut self) -> anyhow::Result<tempfile::TempDir> {
-        self.child.kill()?;
-        self.child.wait()?;
-        self.alive = false;
-        let dir = tempfile::TempDir::new()?;
-        // Swap the real dir out so Drop (which signals and waits) has nothing left to do.
-        Ok(std::mem::replace(&mut self._dir, dir))
-    }
-
-    /// CPU seconds (user + system) the server used so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let f: Vec<&str> = stat
-            .rsplit_once(") ")
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        (ticks(11) + ticks(12)) / hz
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if !self.alive {
-            return;
-        }
-        if let Err(e) = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::Signal::SIGTERM,
-        ) {
-            eprintln!("bench: cannot stop the server: {e}");
-        }
-        if let Err(e) = self.child.wait() {
-            eprintln!("bench: server not reaped: {e}");
-        }
-    }
 }
 
 /// Runs the selected scenarios (all when empty).

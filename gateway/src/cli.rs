@@ -64,6 +64,22 @@ enum Command {
         #[arg(long, default_value_t = 256_000_000)]
         bytes: u64,
     },
+    /// Inject faults into a real `corral serve` for a bounded time and check the invariants
+    /// after each (no orphan, no zombie, registry integrity, bounded memory, no byte lost);
+    /// prints a faults-survived table; exits 1 if any invariant broke.
+    ///
+    /// Example: corral chaos --secs 300 --json chaos.json
+    Chaos {
+        /// How long to inject faults.
+        #[arg(long, default_value_t = 180)]
+        secs: u64,
+        /// Random seed (printed; pass it again to replay the same fault sequence).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also write the table as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(crate::commands::ClientCommand),
 }
@@ -128,6 +144,27 @@ pub fn main() -> ExitCode {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("corral: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Chaos { secs, seed, json } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("corral: cannot start a runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::chaos::run(secs, seed, json)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("corral chaos: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -5,6 +5,7 @@ mod app;
 mod attach;
 mod auth;
 mod bench;
+mod chaos;
 mod cli;
 mod client;
 mod commands;
@@ -13,6 +14,7 @@ mod metrics;
 mod proctree;
 mod protocol;
 mod remote;
+mod served;
 mod server;
 
 fn main() -> std::process::ExitCode {
