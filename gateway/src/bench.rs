@@ -36,6 +36,7 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
     }
     if want("spawn") {
         figures.extend(spawn_stop(&server, 200).await?);
+        figures.extend(spawn_stop_cli(&server, 200).await?);
     }
     if want("fanout") {
         figures.extend(fanout(&server).await?);
@@ -43,6 +44,10 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
     drop(server);
     if want("recovery") {
         figures.extend(recovery(200).await?);
+    }
+    // Long (about a minute per thousand sessions): only when asked for by name.
+    if only.iter().any(|o| o == "soak") {
+        figures.extend(soak(10_000).await?);
     }
     println!("{:<58} {:>28}   goal", "figure", "result");
     for f in &figures {
@@ -361,6 +366,131 @@ async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
         ),
         goal: "≤ 0.3 s".into(),
         json: json!({"total_s": total.as_secs_f64(), "spawn_s": spawned.as_secs_f64()}),
+    }])
+}
+
+/// 200 concurrent `corral spawn` processes (the CLI as scripts use it: one process, one
+/// connection each), then 200 concurrent `corral stop`.
+async fn spawn_stop_cli(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
+    let exe = std::env::current_exe()?;
+    let cli = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("--data-dir")
+            .arg(server.dir())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    let t = Instant::now();
+    let spawns = (0..n).map(|i| {
+        let mut c = cli(vec![
+            "spawn".into(),
+            "--name".into(),
+            format!("cli-{i}"),
+            "--".into(),
+            "cat".into(),
+        ]);
+        async move { c.status().await }
+    });
+    for st in join_all(spawns).await {
+        if !st?.success() {
+            bail!("corral spawn failed");
+        }
+    }
+    let spawned = t.elapsed();
+    let stops = (0..n).map(|i| {
+        let mut c = cli(vec!["stop".into(), format!("cli-{i}")]);
+        async move { c.status().await }
+    });
+    for st in join_all(stops).await {
+        if !st?.success() {
+            bail!("corral stop failed");
+        }
+    }
+    let total = t.elapsed();
+    let paths: Vec<String> = (0..n).map(|i| format!("/v1/sessions/cli-{i}")).collect();
+    for r in join_all(paths.iter().map(|p| server.remote.json("DELETE", p, None))).await {
+        r?;
+    }
+    Ok(vec![Figure {
+        name: format!("{n} spawns + graceful stops (cat) via the CLI, concurrent"),
+        value: format!(
+            "{:.3}s (spawn {:.3}s)",
+            total.as_secs_f64(),
+            spawned.as_secs_f64()
+        ),
+        goal: "≤ 1 s".into(),
+        json: json!({"total_s": total.as_secs_f64(), "spawn_s": spawned.as_secs_f64()}),
+    }])
+}
+
+/// RSS (KiB) and open fds of a process.
+fn rss_and_fds(pid: i32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss, fds)
+}
+
+/// Creates and removes `n` sessions in batches of 50 (each batch spawned pipelined on one
+/// connection, then removed concurrently): server RSS and open fds must come back to within
+/// 10 % of their level after a warm-up of the same batches.
+async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
+    const BATCH: usize = 50;
+    let server = Served::start().await?;
+    let mut ws = server.remote.ws().await?;
+    let mut cycle = async |count: usize| -> anyhow::Result<()> {
+        for start in (0..count).step_by(BATCH) {
+            let k = BATCH.min(count - start);
+            for i in 0..k {
+                ws.send(json!({"type": "spawn", "spec": {"argv": ["cat"],
+                    "name": format!("soak-{}", start + i)}}))
+                    .await?;
+            }
+            let mut ids = Vec::with_capacity(k);
+            while ids.len() < k {
+                match ws.next().await {
+                    Incoming::Json(v) if v["type"] == "session" => {
+                        ids.push(v["session"]["id"].as_str().unwrap_or_default().to_string())
+                    }
+                    Incoming::Json(v) if v["type"] == "error" => bail!("spawn failed: {v}"),
+                    Incoming::Closed(r) => bail!("closed: {r}"),
+                    _ => {}
+                }
+            }
+            let paths: Vec<String> = ids.iter().map(|id| format!("/v1/sessions/{id}")).collect();
+            for r in join_all(paths.iter().map(|p| server.remote.json("DELETE", p, None))).await {
+                r?;
+            }
+        }
+        Ok(())
+    };
+    cycle(500).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss0, fds0) = rss_and_fds(server.pid());
+    let t = Instant::now();
+    cycle(n).await?;
+    let took = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, fds1) = rss_and_fds(server.pid());
+    let rss_ratio = rss1 as f64 / rss0.max(1) as f64;
+    let fd_ratio = fds1 as f64 / fds0.max(1) as f64;
+    Ok(vec![Figure {
+        name: format!("soak: create + remove {n} sessions (batches of {BATCH})"),
+        value: format!(
+            "RSS {rss0}→{rss1} KiB ({rss_ratio:.2}×), fds {fds0}→{fds1} ({fd_ratio:.2}×), {:.0} s",
+            took.as_secs_f64()
+        ),
+        goal: "RSS and fds within 10 % of baseline".into(),
+        json: json!({"rss_kib_before": rss0, "rss_kib_after": rss1, "fds_before": fds0,
+            "fds_after": fds1, "secs": took.as_secs_f64(), "sessions": n}),
     }])
 }
 

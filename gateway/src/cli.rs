@@ -55,7 +55,8 @@ enum Command {
     ///
     /// Example: corral bench echo throughput --json bench.json
     Bench {
-        /// Scenarios: echo, throughput, spawn, fanout, recovery (default: all).
+        /// Scenarios: echo, throughput, spawn, fanout, recovery (default: all); soak (10,000
+        /// sessions created and removed; only when named).
         scenarios: Vec<String>,
         /// Also write the figures as JSON.
         #[arg(long)]

@@ -273,9 +273,12 @@ fn capacity(app: &App) -> Result<(), Refusal> {
 /// Starts a client actor for an upgraded socket under the clients supervisor.
 async fn start_client(app: Arc<App>, args: ClientArgs) {
     let slot = Arc::new(parking_lot::Mutex::new(Some(args)));
+    // Unique per connection (a load here would give connections accepted at the same moment the
+    // same id, and the supervisor would refuse all but one).
     let id = format!(
         "client-{}",
-        app.next_viewer.load(std::sync::atomic::Ordering::Relaxed)
+        app.next_viewer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let spec = ChildSpec::new(id, move |sup| {
         let args = slot.lock().take();

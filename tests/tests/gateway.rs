@@ -695,3 +695,14 @@ async fn ack_window_paces_output_and_acks_release_more() {
     }
     assert_eq!(next, 4_000_000);
 }
+
+#[tokio::test]
+async fn a_hundred_connections_opened_at_once_all_work() {
+    let server = Server::start();
+    let opens = (0..100).map(|_| server.ws());
+    let mut conns = futures::future::join_all(opens).await;
+    let pings = conns.iter_mut().map(|ws| ws.call(json!({"type": "ping"})));
+    for pong in futures::future::join_all(pings).await {
+        assert_eq!(pong["type"], "pong");
+    }
+}
