@@ -110,7 +110,15 @@ impl PidFd {
     /// keep waiting rather than assume a death that did not happen.
     pub fn is_exited(&self) -> bool {
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::ZERO) {
+        // A zero-timeout poll can still be interrupted by a signal (SIGCHLD, say): ask again.
+        let mut result = poll(&mut fds, PollTimeout::ZERO);
+        for _ in 0..3 {
+            if result != Err(nix::errno::Errno::EINTR) {
+                break;
+            }
+            result = poll(&mut fds, PollTimeout::ZERO);
+        }
+        match result {
             Ok(n) => n > 0,
             Err(e) => {
                 tracing::warn!(pid = self.pid, error = %e, "poll on pidfd failed");
