@@ -963,60 +963,37 @@ impl ClientState {
         if self.grant.is_none() {
             return self.ttyd_auth(&session, data).await;
         }
-        let Some((&cmd, payload)) = data.split_first() else {
+        let Some(frame) = crate::ttyd::parse_frame(data) else {
             return true;
         };
-        match cmd {
-            b'0' => {
-                if !self
-                    .grant
-                    .as_ref()
-                    .is_some_and(|g| g.can_write(session.id()))
-                {
+        let can_write = self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.can_write(session.id()));
+        match frame {
+            crate::ttyd::Frame::Input(keys) => {
+                if !can_write {
                     self.app.metrics.reject("forbidden");
                     return true; // ttyd has no error channel: read-only viewers' keys are ignored
                 }
-                self.input(None, &session, payload.to_vec()).await
+                self.input(None, &session, keys.to_vec()).await
             }
-            b'1' => {
-                #[derive(serde::Deserialize)]
-                struct Resize {
-                    columns: u16,
-                    rows: u16,
+            crate::ttyd::Frame::Resize(size) => {
+                if can_write && let Err(e) = session.resize(self.viewer, size) {
+                    tracing::debug!(error = %e, "ttyd resize not applied");
                 }
-                match serde_json::from_slice::<Resize>(payload) {
-                    Ok(r) if r.columns > 0 && r.rows > 0 => {
-                        if self
-                            .grant
-                            .as_ref()
-                            .is_some_and(|g| g.can_write(session.id()))
-                            && let Err(e) = session.resize(
-                                self.viewer,
-                                Size {
-                                    rows: r.rows,
-                                    cols: r.columns,
-                                },
-                            )
-                        {
-                            tracing::debug!(error = %e, "ttyd resize not applied");
-                        }
-                        true
-                    }
-                    _ => {
-                        self.app.metrics.reject("bad_request");
-                        true
-                    }
-                }
+                true
             }
-            b'2' => {
+            crate::ttyd::Frame::Pause => {
                 self.paused = true;
                 true
             }
-            b'3' => {
+            crate::ttyd::Frame::Resume => {
                 self.paused = false;
                 true
             }
-            _ => {
+            crate::ttyd::Frame::Bad(why) => {
+                tracing::debug!(why, "ttyd frame ignored");
                 self.app.metrics.reject("bad_request");
                 true
             }
@@ -1024,37 +1001,22 @@ impl ClientState {
     }
 
     async fn ttyd_auth(&mut self, session: &SessionHandle, data: &[u8]) -> bool {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Init {
-            auth_token: Option<String>,
-            #[serde(default, rename = "columns")]
-            columns: Option<u16>,
-            #[serde(default, rename = "rows")]
-            rows: Option<u16>,
-        }
-        let Ok(init) = serde_json::from_slice::<Init>(data) else {
+        let Ok(init) = crate::ttyd::parse_init(data) else {
             self.app.metrics.reject("bad_request");
             return self
                 .close(1008, "first frame must be the ttyd JSON init")
                 .await;
         };
-        let grant = match self
-            .app
-            .tokens
-            .check(init.auth_token.as_deref().filter(|t| !t.is_empty()))
-        {
+        let grant = match self.app.tokens.check(init.token.as_deref()) {
             Ok(g) if g.can_read(session.id()) => g,
             _ => {
                 self.app.metrics.reject("unauthorized");
                 return self.close(1008, "invalid or missing AuthToken").await;
             }
         };
-        if let (Some(cols), Some(rows)) = (init.columns, init.rows)
-            && cols > 0
-            && rows > 0
+        if let Some(size) = init.size
             && grant.can_write(session.id())
-            && let Err(e) = session.resize(self.viewer, Size { rows, cols })
+            && let Err(e) = session.resize(self.viewer, size)
         {
             tracing::debug!(error = %e, "ttyd initial size not applied");
         }

@@ -12,10 +12,11 @@ mod commands;
 mod datadir;
 mod metrics;
 mod proctree;
-mod protocol;
 mod remote;
 mod served;
 mod server;
+
+use corral_gateway::{protocol, ttyd};
 
 fn main() -> std::process::ExitCode {
     cli::main()
