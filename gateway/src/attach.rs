@@ -117,7 +117,10 @@ pub async fn attach(
             send_size(&mut ws, session).await.ok();
             if !pending.is_empty() {
                 let bytes: Vec<u8> = pending.drain(..).collect();
-                ws.send_binary(frame(channel, &bytes)).await.ok();
+                if ws.send_binary(frame(channel, &bytes)).await.is_err() {
+                    // Kept for the next connection; the read below sees the close.
+                    queue(&mut pending, &bytes);
+                }
             }
         }
         let reason = loop {
@@ -174,8 +177,10 @@ pub async fn attach(
         status_line(&format!("connection lost ({reason}); reconnecting"));
         let mut delay = Duration::from_millis(200);
         loop {
+            // A restarted server may listen elsewhere: ask the data dir again each time.
+            let current = remote.rediscover();
             tokio::select! {
-                r = connect(remote, session, next) => match r {
+                r = connect(&current, session, next) => match r {
                     Ok((w, c)) => {
                         ws = w;
                         channel = c;
@@ -185,6 +190,12 @@ pub async fn attach(
                     Err(e) if e.to_string().contains("no session") => {
                         status_line("session is gone");
                         return Ok(ExitCode::FAILURE);
+                    }
+                    Err(e) if e.to_string().contains("beyond the session's output") => {
+                        // A server that crashed had not yet written the last bytes we saw: they
+                        // are not in its scrollback. Start over from the current screen.
+                        status_line("the server lost its last output in a crash; redrawing");
+                        next = None;
                     }
                     Err(_) => {
                         tokio::time::sleep(delay).await;

@@ -23,6 +23,9 @@ pub struct Remote {
     pub addr: String,
     /// Bearer token.
     pub token: String,
+    /// Found through this data dir (no `--url`): a restarted server, maybe on another port, is
+    /// found again the same way.
+    found_in: Option<(std::path::PathBuf, Option<String>)>,
 }
 
 impl Remote {
@@ -32,6 +35,9 @@ impl Remote {
         token: Option<String>,
         data_dir: &Path,
     ) -> anyhow::Result<Remote> {
+        let found_in = url
+            .is_none()
+            .then(|| (data_dir.to_path_buf(), token.clone()));
         let url = match url {
             Some(u) => u,
             None => {
@@ -55,7 +61,22 @@ impl Remote {
             .ok_or_else(|| anyhow!("only http:// URLs are supported, not {url}"))?
             .trim_end_matches('/')
             .to_string();
-        Ok(Remote { addr, token })
+        Ok(Remote {
+            addr,
+            token,
+            found_in,
+        })
+    }
+
+    /// The server as the data dir describes it now (after a restart it may listen elsewhere);
+    /// itself when it was given by `--url`, or when the data dir names no running server.
+    pub fn rediscover(&self) -> Remote {
+        match &self.found_in {
+            Some((dir, token)) => {
+                Remote::find(None, token.clone(), dir).unwrap_or_else(|_| self.clone())
+            }
+            None => self.clone(),
+        }
     }
 
     /// One HTTP request; returns (status, body).

@@ -413,3 +413,74 @@ fn send_paste_brackets_only_when_the_program_enabled_it() {
     let plain = ok(&server, &["logs", "plain"]);
     assert!(!plain.contains("200~"), "{plain:?}");
 }
+
+#[test]
+fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (run scripts/setup)");
+        return;
+    }
+    let mut server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "work",
+            "--restart",
+            "always",
+            "--",
+            "bash",
+            "--norc",
+            "-i",
+        ],
+    );
+    ok(&server, &["send", "work", "echo before-crash\\n"]);
+    let socket = format!("corral-test-re-{}", std::process::id());
+    let cmd = format!(
+        "{} --data-dir {} attach work",
+        binary().display(),
+        server.dir.path().display()
+    );
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-s",
+            "t",
+            &cmd,
+        ],
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("attached", || pane().contains("before-crash"));
+    server.kill();
+    // Status lines may wrap: look at the screen as one string.
+    let screen = || pane().replace('\n', "");
+    eventually("attach says it is reconnecting", || {
+        screen().contains("reconnecting")
+    });
+    // Typed while the server is down: queued, sent after the resume.
+    tmux(
+        &socket,
+        &["send-keys", "-t", "t", "echo queued-$((2+3))", "Enter"],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // The new server listens on another port: attach finds it through the data dir.
+    server.restart();
+    // (The "reconnected" line may be gone already: a resume that has to redraw the screen
+    // starts with a reset.)
+    eventually("the queued line ran in the restarted shell", || {
+        ok(&server, &["logs", "work"]).contains("queued-5")
+    });
+    eventually("and shows in the terminal", || pane().contains("queued-5"));
+    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
+    eventually("attach exited", || {
+        !tmux(&socket, &["list-sessions"]).contains("t:")
+    });
+    tmux(&socket, &["kill-server"]);
+}
