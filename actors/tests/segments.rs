@@ -736,52 +736,17 @@ fn throughput_of_64_mib_in_4_kib_records() {
     assert!(log.total_bytes() <= (64 << 20) + (4 << 20));
 }
 
-/// The property of the `segment_recovery` fuzz target (fuzz/fuzz_targets/segment_recovery.rs),
-/// run over its kept seeds and any crash it ever found (fuzz/seeds/segment_recovery/).
-fn recovery_property(data: &[u8]) {
-    let Some((&split, rest)) = data.split_first() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let cut = (split as usize * rest.len() / 255).min(rest.len());
-    std::fs::write(dir.path().join("00000000.seg"), &rest[..cut]).unwrap();
-    if cut < rest.len() {
-        std::fs::write(dir.path().join("00000001.seg"), &rest[cut..]).unwrap();
-    }
-    let config = SegmentConfig {
-        segment_bytes: 4096,
-        max_total_bytes: 1 << 20,
-        fsync: FsyncPolicy::Never,
-    };
-    let Ok((log, _)) = SegmentLog::open(dir.path(), config.clone()) else {
-        return;
-    };
-    let next = log.next_offset();
-    if let Some(first) = log.first_offset() {
-        let mut at = first;
-        for chunk in log.read_range(first, usize::MAX).unwrap() {
-            let (from, to) = match &chunk {
-                Chunk::Data { offset, bytes } => (*offset, offset + bytes.len() as u64),
-                Chunk::Gap { from, to } => (*from, *to),
-            };
-            assert_eq!(from, at);
-            at = to;
-        }
-        assert_eq!(at, next);
-    }
-    drop(log);
-    let (again, recovery) = SegmentLog::open(dir.path(), config).unwrap();
-    assert!(recovery.damage.is_none(), "{recovery:?}");
-    assert_eq!(again.next_offset(), next);
-}
-
 #[test]
 fn fuzz_seeds_and_found_crashes_recover_cleanly() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/segment_recovery");
     let mut n = 0;
     for entry in std::fs::read_dir(&seeds).unwrap() {
         let path = entry.unwrap().path();
-        recovery_property(&std::fs::read(&path).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        corral_actors::persist::segment::check_recovery_property(
+            dir.path(),
+            &std::fs::read(&path).unwrap(),
+        );
         n += 1;
     }
     assert!(n >= 3, "seeds missing in {}", seeds.display());

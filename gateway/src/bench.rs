@@ -12,7 +12,7 @@ use futures::future::join_all;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use serde_json::{Value, json};
 
-use crate::remote::Incoming;
+use crate::remote::{Conn, Incoming};
 use crate::served::Served;
 
 /// One measured figure.
@@ -320,13 +320,11 @@ async fn session_throughput(
     Ok(result)
 }
 
-/// Spawn + graceful stop of `n` `cat` sessions through one connection (pipelined requests).
-async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
-    let mut ws = server.remote.ws().await?;
-    let t = Instant::now();
-    for i in 0..n {
-        ws.send(json!({"type": "spawn", "spec": {"argv": ["cat"], "name": format!("bench-{i}")}}))
-            .await?;
+/// Sends every spawn at once on one connection (pipelined), then collects the session ids.
+async fn spawn_pipelined(ws: &mut Conn, specs: Vec<Value>) -> anyhow::Result<Vec<String>> {
+    let n = specs.len();
+    for spec in specs {
+        ws.send(json!({"type": "spawn", "spec": spec})).await?;
     }
     let mut ids = Vec::with_capacity(n);
     while ids.len() < n {
@@ -339,6 +337,17 @@ async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
             _ => {}
         }
     }
+    Ok(ids)
+}
+
+/// Spawn + graceful stop of `n` `cat` sessions through one connection (pipelined requests).
+async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
+    let mut ws = server.remote.ws().await?;
+    let t = Instant::now();
+    let specs = (0..n)
+        .map(|i| json!({"argv": ["cat"], "name": format!("bench-{i}")}))
+        .collect();
+    let ids = spawn_pipelined(&mut ws, specs).await?;
     let spawned = t.elapsed();
     for id in &ids {
         ws.send(json!({"type": "stop", "session": id})).await?;
@@ -449,22 +458,10 @@ async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
     let mut cycle = async |count: usize| -> anyhow::Result<()> {
         for start in (0..count).step_by(BATCH) {
             let k = BATCH.min(count - start);
-            for i in 0..k {
-                ws.send(json!({"type": "spawn", "spec": {"argv": ["cat"],
-                    "name": format!("soak-{}", start + i)}}))
-                    .await?;
-            }
-            let mut ids = Vec::with_capacity(k);
-            while ids.len() < k {
-                match ws.next().await {
-                    Incoming::Json(v) if v["type"] == "session" => {
-                        ids.push(v["session"]["id"].as_str().unwrap_or_default().to_string())
-                    }
-                    Incoming::Json(v) if v["type"] == "error" => bail!("spawn failed: {v}"),
-                    Incoming::Closed(r) => bail!("closed: {r}"),
-                    _ => {}
-                }
-            }
+            let specs = (0..k)
+                .map(|i| json!({"argv": ["cat"], "name": format!("soak-{}", start + i)}))
+                .collect();
+            let ids = spawn_pipelined(&mut ws, specs).await?;
             let paths: Vec<String> = ids.iter().map(|id| format!("/v1/sessions/{id}")).collect();
             for r in join_all(paths.iter().map(|p| server.remote.json("DELETE", p, None))).await {
                 r?;
@@ -502,23 +499,15 @@ async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
 async fn recovery(n: usize) -> anyhow::Result<Vec<Figure>> {
     let server = Served::start().await?;
     let mut ws = server.remote.ws().await?;
-    for i in 0..n {
-        let restart = if i % 2 == 0 { "always" } else { "never" };
-        let mode = if i % 10 == 0 { "pipe" } else { "pty" };
-        ws.send(json!({"type": "spawn", "spec": {
-            "argv": ["sleep", "100000"], "name": format!("rec-{i}"), "restart": restart,
-            "mode": mode, "grace": {"secs": 1, "nanos": 0}}}))
-            .await?;
-    }
-    let mut spawned = 0;
-    while spawned < n {
-        match ws.next().await {
-            Incoming::Json(v) if v["type"] == "session" => spawned += 1,
-            Incoming::Json(v) if v["type"] == "error" => bail!("spawn failed: {v}"),
-            Incoming::Closed(r) => bail!("closed: {r}"),
-            _ => {}
-        }
-    }
+    let specs = (0..n)
+        .map(|i| {
+            let restart = if i % 2 == 0 { "always" } else { "never" };
+            let mode = if i % 10 == 0 { "pipe" } else { "pty" };
+            json!({"argv": ["sleep", "100000"], "name": format!("rec-{i}"), "restart": restart,
+                "mode": mode, "grace": {"secs": 1, "nanos": 0}})
+        })
+        .collect();
+    spawn_pipelined(&mut ws, specs).await?;
     drop(ws);
     let dir = server.crash()?;
     let t = Instant::now();

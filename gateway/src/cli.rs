@@ -101,6 +101,22 @@ fn init_logs(json: bool) {
     }
 }
 
+/// The runtime of `bench` and `chaos` (two workers: the machine the goals are set for); None
+/// after saying why on stderr.
+fn tool_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("corral: cannot start a runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -110,16 +126,8 @@ pub fn main() -> ExitCode {
             json,
             bytes,
         } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("corral: cannot start a runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = tool_runtime() else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(crate::bench::run(scenarios, json, bytes)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -150,16 +158,8 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Chaos { secs, seed, json } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("corral: cannot start a runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = tool_runtime() else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(crate::chaos::run(secs, seed, json)) {
                 Ok(true) => ExitCode::SUCCESS,

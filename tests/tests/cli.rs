@@ -145,6 +145,32 @@ fn hook_posts_events_for_its_session() {
     assert_eq!(ps[0]["id"], id.as_str());
 }
 
+/// Runs `corral attach work` in a detached 100×30 tmux session `t` on its own socket; returns
+/// the socket name.
+fn attach_in_tmux(server: &Server, prefix: &str) -> String {
+    let socket = format!("{prefix}-{}", std::process::id());
+    let cmd = format!(
+        "{} --data-dir {} attach work",
+        binary().display(),
+        server.dir.path().display()
+    );
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-s",
+            "t",
+            &cmd,
+        ],
+    );
+    socket
+}
+
 fn tmux(socket: &str, args: &[&str]) -> String {
     let out = Command::new("tmux")
         .args(["-L", socket])
@@ -166,26 +192,7 @@ fn attach_in_a_real_terminal() {
         &["spawn", "--name", "work", "--", "bash", "--norc", "-i"],
     );
     ok(&server, &["send", "work", "echo before-attach\\n"]);
-    let socket = format!("corral-test-{}", std::process::id());
-    let cmd = format!(
-        "{} --data-dir {} attach work",
-        binary().display(),
-        server.dir.path().display()
-    );
-    tmux(
-        &socket,
-        &[
-            "new-session",
-            "-d",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "-s",
-            "t",
-            &cmd,
-        ],
-    );
+    let socket = attach_in_tmux(&server, "corral-test");
     let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
     // The screen snapshot shows what happened before attaching.
     eventually("snapshot in the pane", || pane().contains("before-attach"));
@@ -436,26 +443,7 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
         ],
     );
     ok(&server, &["send", "work", "echo before-crash\\n"]);
-    let socket = format!("corral-test-re-{}", std::process::id());
-    let cmd = format!(
-        "{} --data-dir {} attach work",
-        binary().display(),
-        server.dir.path().display()
-    );
-    tmux(
-        &socket,
-        &[
-            "new-session",
-            "-d",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "-s",
-            "t",
-            &cmd,
-        ],
-    );
+    let socket = attach_in_tmux(&server, "corral-test-re");
     let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
     eventually("attached", || pane().contains("before-crash"));
     server.kill();
