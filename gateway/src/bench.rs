@@ -41,6 +41,9 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
     if want("fanout") {
         figures.extend(fanout(&server).await?);
     }
+    if want("restart") {
+        figures.extend(restart(&server, 100).await?);
+    }
     drop(server);
     if want("recovery") {
         figures.extend(recovery(200).await?);
@@ -431,6 +434,60 @@ async fn spawn_stop_cli(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>
         ),
         goal: "≤ 1 s".into(),
         json: json!({"total_s": total.as_secs_f64(), "spawn_s": spawned.as_secs_f64()}),
+    }])
+}
+
+/// Seconds since the epoch of an event's serialized `time`.
+fn event_secs(e: &Value) -> f64 {
+    e["time"]["secs_since_epoch"].as_f64().unwrap_or(0.0)
+        + e["time"]["nanos_since_epoch"].as_f64().unwrap_or(0.0) / 1e9
+}
+
+/// Restart latency of a crashing child process without backoff: a session whose program exits 1
+/// after 20 ms, policy `on_failure`, backoff 0; from each `exited` event to the next `spawned`
+/// (both stamped by the server), `n` times.
+async fn restart(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
+    let mut ws = server.remote.ws().await?;
+    let spec = json!({"argv": ["sh", "-c", "sleep 0.02; exit 1"], "name": "crasher",
+        "restart": "on_failure",
+        "backoff": {"initial": {"secs": 0, "nanos": 0}, "max": {"secs": 0, "nanos": 0},
+            "multiplier": 1.0, "jitter": 0.0, "reset_after": {"secs": 60, "nanos": 0}},
+        "intensity": {"max_restarts": 100000, "period": {"secs": 1, "nanos": 0}}});
+    let ids = spawn_pipelined(&mut ws, vec![spec]).await?;
+    ws.call(json!({"type": "subscribe", "session": ids[0]}))
+        .await?;
+    let mut exited_at: Option<f64> = None;
+    let mut lat: Vec<Duration> = Vec::with_capacity(n);
+    while lat.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Incoming::Json(v)) if v["type"] == "event" => {
+                let e = &v["event"];
+                match e["kind"]["kind"].as_str() {
+                    Some("exited") => exited_at = Some(event_secs(e)),
+                    Some("spawned") => {
+                        if let Some(t) = exited_at.take() {
+                            lat.push(Duration::from_secs_f64((event_secs(e) - t).max(0.0)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Incoming::Closed(r)) => bail!("closed: {r}"),
+            Ok(_) => {}
+            Err(_) => bail!("no restart within 10 s"),
+        }
+    }
+    server
+        .remote
+        .json("DELETE", &format!("/v1/sessions/{}", ids[0]), None)
+        .await?;
+    lat.sort();
+    let (p50, p99, max) = (pct(&lat, 0.5), pct(&lat, 0.99), lat[lat.len() - 1]);
+    Ok(vec![Figure {
+        name: format!("restart of a crashing child, no backoff ({n} restarts): p50 / p99 / max"),
+        value: format!("{p50:.1?} / {p99:.1?} / {max:.1?}"),
+        goal: "≤ 10 ms".into(),
+        json: json!({"p50_us": p50.as_micros(), "p99_us": p99.as_micros(), "max_us": max.as_micros()}),
     }])
 }
 

@@ -55,7 +55,7 @@ enum Command {
     ///
     /// Example: corral bench echo throughput --json bench.json
     Bench {
-        /// Scenarios: echo, throughput, spawn, fanout, recovery (default: all); soak (10,000
+        /// Scenarios: echo, throughput, spawn, fanout, restart, recovery (default: all); soak (10,000
         /// sessions created and removed; only when named).
         scenarios: Vec<String>,
         /// Also write the figures as JSON.
