@@ -397,3 +397,40 @@ async fn ended_sessions_are_collected_by_count_and_age() {
     assert_eq!(corral.sessions().get("running").unwrap().id(), running.id());
     corral.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_burst_bigger_than_a_turn_reaches_the_disk_without_further_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    // 24 MiB in one go into a 32 MiB Ring, then silence: the persister must finish on its own
+    // (more than its per-turn budget is left when the output stops).
+    let h = corral
+        .sessions()
+        .spawn(
+            SessionSpec::new([
+                "sh",
+                "-c",
+                "stty raw -echo; head -c 25165824 /dev/zero; exec sleep 1000",
+            ])
+            .ring_capacity(32 << 20),
+        )
+        .await
+        .unwrap();
+    eventually("all written", Duration::from_secs(20), || {
+        h.info().output_offset >= 24 << 20
+    })
+    .await;
+    assert_eq!(h.info().output_offset, 24 << 20);
+    let logs = dir.path().join("logs").join(h.id().to_string());
+    eventually(
+        "all on disk, no flush asked",
+        Duration::from_secs(5),
+        || {
+            corral_actors::persist::LogReader::open(&logs)
+                .map(|(r, _)| r.next_offset() == 24 << 20)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    corral.shutdown().await.unwrap();
+}

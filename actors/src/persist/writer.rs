@@ -202,7 +202,12 @@ impl Writer {
         let mut output_open = true;
         let mut dirty: HashSet<Uuid> = HashSet::new();
         while ops_open || output_open {
-            let wait = self.wait_bound();
+            // Sessions with more output than one turn's budget go on at once.
+            let wait = if dirty.is_empty() {
+                self.wait_bound()
+            } else {
+                Some(Duration::ZERO)
+            };
             let never = crossbeam_channel::never();
             let ops_rx = if ops_open { &ops } else { &never };
             let never_out = crossbeam_channel::never();
@@ -358,8 +363,10 @@ impl Writer {
         }
         let retry_due = self.last_sync.elapsed() >= RETRY;
         let mut ids: Vec<Uuid> = dirty.drain().collect();
-        // Parked sessions are due again after COALESCE.
-        if !self.parked.is_empty() && self.parked_at.elapsed() >= COALESCE {
+        // Parked sessions are due again after COALESCE, or now when someone waits on a flush.
+        if !self.parked.is_empty()
+            && (self.parked_at.elapsed() >= COALESCE || !self.flushes.is_empty())
+        {
             ids.extend(self.parked.drain());
         }
         for id in ids {
