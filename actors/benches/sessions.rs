@@ -70,9 +70,13 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let corral = Corral::start(CorralConfig::default())
-            .await
-            .expect("corral starts");
+        // As `corral serve` runs: a child subreaper (sweeps then walk only corral's subtree).
+        let corral = Corral::start(CorralConfig {
+            subreaper: true,
+            ..CorralConfig::default()
+        })
+        .await
+        .expect("corral starts");
         let sessions = corral.sessions();
         if run("memory") || run("cpu") {
             idle(sessions, run("memory"), run("cpu")).await;

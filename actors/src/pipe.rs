@@ -3,15 +3,14 @@
 //! --input-format stream-json --verbose`: NDJSON in on stdin, NDJSON out on stdout.
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
 use crate::fd;
+use crate::process::leader::{self, ChildIo};
 use crate::process::{PidFd, reaper};
 
 /// A process on pipes.
@@ -34,63 +33,32 @@ pub fn spawn(
     cwd: Option<&Path>,
     env: &[(String, String)],
 ) -> io::Result<PipeProcess> {
-    let Some(program) = argv.first() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    // SAFETY: only async-signal-safe calls between fork and exec: signal(2), sigprocmask(2),
-    // setsid(2).
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [
-                libc::SIGCHLD,
-                libc::SIGHUP,
-                libc::SIGINT,
-                libc::SIGQUIT,
-                libc::SIGTERM,
-                libc::SIGPIPE,
-            ] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::setsid() == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = {
-        // Held across fork and `own`, so the reaper can never take this child for an orphan.
-        let _spawning = reaper::spawn_guard();
-        let child = cmd
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("spawn {program}: {e}")))?;
-        reaper::own(child.id() as i32);
-        child
-    };
-    let pid = child.id() as i32;
-    let mut setup = || -> io::Result<PipeProcess> {
-        let take = |fd: Option<OwnedFd>| -> io::Result<Arc<AsyncFd<OwnedFd>>> {
-            let fd = fd.ok_or_else(|| io::Error::other("pipe missing"))?;
+    let (stdin_r, stdin_w) = pipe()?;
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    let pid = leader::spawn_leader(
+        argv,
+        env,
+        cwd,
+        ChildIo::Fds([
+            stdin_r.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+        ]),
+    )?;
+    // The child's ends must go, or we never see EOF on its stdout when it exits.
+    drop((stdin_r, stdout_w, stderr_w));
+    let setup = || -> io::Result<PipeProcess> {
+        let take = |fd: OwnedFd| -> io::Result<Arc<AsyncFd<OwnedFd>>> {
             fd::set_nonblocking(&fd)?;
             Ok(Arc::new(fd::register(fd)?))
         };
         Ok(PipeProcess {
             pid,
             pidfd: Arc::new(PidFd::open(pid)?),
-            stdin: take(child.stdin.take().map(OwnedFd::from))?,
-            stdout: take(child.stdout.take().map(OwnedFd::from))?,
-            stderr: take(child.stderr.take().map(OwnedFd::from))?,
+            stdin: take(stdin_w)?,
+            stdout: take(stdout_r)?,
+            stderr: take(stderr_r)?,
         })
     };
     match setup() {
@@ -107,4 +75,9 @@ pub fn spawn(
             Err(e)
         }
     }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }

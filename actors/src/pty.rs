@@ -1,16 +1,19 @@
-//! PTY processes: portable-pty opens the pseudo-terminal and spawns argv as a session leader
-//! (setsid + TIOCSCTTY: pid = pgid = sid); everything after uses plain fds and pidfds. We never
-//! call portable-pty's `Child::kill`/`wait`: they block (thread::sleep) and signal one pid only.
+//! PTY processes: portable-pty opens the pseudo-terminal; argv is spawned on its slave as a
+//! session leader with the slave as controlling terminal (pid = pgid = sid) by
+//! [`leader::spawn_leader`], and everything after uses plain fds and pidfds. portable-pty's own
+//! spawn is not used: it forks (see [`leader`] for the cost), and its `Child::kill`/`wait` block
+//! (thread::sleep) and signal one pid only.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+use portable_pty::{MasterPty, PtySize, native_pty_system};
 use tokio::io::unix::AsyncFd;
 
 use crate::fd;
+use crate::process::leader::{self, ChildIo};
 use crate::process::{PidFd, reaper};
 use crate::spec::Size;
 
@@ -33,35 +36,16 @@ pub fn spawn(
     env: &[(String, String)],
     size: Size,
 ) -> io::Result<PtyProcess> {
-    let Some(program) = argv.first() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
-    };
     let pair = native_pty_system()
         .openpty(pty_size(size))
         .map_err(|e| io::Error::other(format!("openpty: {e}")))?;
-    let mut cmd = CommandBuilder::new(program);
-    cmd.args(&argv[1..]);
-    cmd.env_clear();
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    match cwd {
-        Some(dir) => cmd.cwd(dir),
-        None => cmd.cwd(std::env::current_dir()?),
-    }
-    let pid = {
-        // Held across fork and `own`, so the reaper can never take this child for an orphan.
-        let _spawning = reaper::spawn_guard();
-        let child = pair
-            .slave
-            .spawn_command(cmd)
-            .map_err(|e| io::Error::other(format!("spawn {program}: {e}")))?;
-        let pid = child
-            .process_id()
-            .ok_or_else(|| io::Error::other("spawned child has no pid"))? as i32;
-        reaper::own(pid);
-        pid
-    };
+    // portable-pty keeps the slave fd private; the child opens the slave by name (after its
+    // `setsid`, which makes it the controlling terminal: see [`leader`]).
+    let tty = pair
+        .master
+        .tty_name()
+        .ok_or_else(|| io::Error::other("pty slave has no name"))?;
+    let pid = leader::spawn_leader(argv, env, cwd, ChildIo::Pty(&tty))?;
     // Our copy of the slave must go, or the master never sees EIO when the child side closes.
     drop(pair.slave);
     let pidfd = match PidFd::open(pid) {

@@ -1,6 +1,8 @@
 //! Killing a Session *actor* (not its process) still leaves no process and no fd behind: the
 //! actor's State releases everything in Drop. Alone in its own test binary so the fd count of
-//! this process is not disturbed by other tests.
+//! this process is not disturbed by other tests. This binary runs corral in the embedded default
+//! (no subreaper), so the sweeps here take the full `/proc` scan; the other binaries run as
+//! `corral serve` does (subreaper, sweeps walk corral's own subtree).
 
 mod common;
 
@@ -15,7 +17,7 @@ fn open_fds() -> usize {
 
 #[tokio::test]
 async fn killing_the_session_actor_leaves_no_process_and_no_fd() {
-    let corral = corral().await;
+    let corral = corral_with(false).await;
     // Warm up the runtime, the reaper and the registry so their own fds are counted.
     let warm = corral
         .sessions()

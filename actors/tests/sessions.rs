@@ -456,3 +456,62 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
     assert_nothing_left(&h, None).await;
     corral.shutdown().await.unwrap();
 }
+
+/// The spawn contract (process/leader.rs): the PTY is the program's controlling terminal (it is
+/// a session leader in its own session, and the terminal's foreground group is its own), PATH is
+/// looked up in the session's environment, a missing program is a clear error, and an fd the
+/// host opened without close-on-exec does not reach the program, in either mode.
+#[tokio::test]
+async fn the_pty_is_the_controlling_terminal_and_no_host_fd_is_inherited() {
+    let corral = corral().await;
+    // An fd of the host without FD_CLOEXEC (as an embedding host might leave one).
+    let leaky = unsafe { libc::dup(2) };
+    assert!(leaky > 2);
+    // Fields of /proc/<pid>/stat after the comm ($1 = field 3): $3 pgrp, $4 session, $5 tty_nr,
+    // $6 tpgid (the terminal's foreground group).
+    let script = format!(
+        r#"set -- $(cut -d')' -f2 /proc/$$/stat); [ "$3" = "$$" ] && [ "$4" = "$$" ] && [ "$5" != 0 ] && [ "$6" = "$$" ] && echo CTTY-OK; [ -e /proc/$$/fd/{leaky} ] && echo FD-LEAKED; echo END"#
+    );
+    for mode in [Mode::Pty, Mode::Pipe] {
+        let h = corral
+            .sessions()
+            .spawn(sh(&script).mode(mode))
+            .await
+            .unwrap();
+        let mut sub = h.subscribe(Some(0)).unwrap();
+        let out = String::from_utf8_lossy(&read_until(&mut sub, b"END").await).into_owned();
+        if mode == Mode::Pty {
+            assert!(out.contains("CTTY-OK"), "{out}");
+        }
+        assert!(
+            !out.contains("FD-LEAKED"),
+            "{mode:?}: fd {leaky} inherited: {out}"
+        );
+        corral.sessions().remove(&h.id().to_string()).await.unwrap();
+    }
+    unsafe { libc::close(leaky) };
+
+    let Err(err) = corral
+        .sessions()
+        .spawn(SessionSpec::new(["no-such-program-corral"]))
+        .await
+    else {
+        panic!("a missing program spawned");
+    };
+    let err = err.to_string();
+    assert!(err.contains("not found"), "{err}");
+    // PATH comes from the session's env, not the server's.
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("corral-path-probe");
+    std::fs::write(&tool, "#!/bin/sh\necho PROBE-RAN\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let h = corral
+        .sessions()
+        .spawn(SessionSpec::new(["corral-path-probe"]).env("PATH", path))
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    read_until(&mut sub, b"PROBE-RAN").await;
+    corral.shutdown().await.unwrap();
+}

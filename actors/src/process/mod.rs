@@ -15,8 +15,10 @@
 //!
 //! Files: [`pidfd`] (race-free handle on one process), [`status`] (exit statuses, `try_reap`),
 //! [`procfs`] (`/proc` parsing, identities), [`tree`] (session membership), [`sweep`] (stop
-//! rules), [`reaper`] (zombie reaping and status ownership), [`limits`] (fd and PTY limits).
+//! rules), [`reaper`] (zombie reaping and status ownership), [`limits`] (fd and PTY limits), [`leader`] (what a main process does
+//! between fork and exec).
 
+pub mod leader;
 pub mod limits;
 pub mod pidfd;
 pub mod procfs;

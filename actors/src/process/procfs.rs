@@ -10,6 +10,7 @@
 //! in clock ticks since boot, boot id). The same pid with the same start time in the same boot is
 //! the same process.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 
@@ -162,6 +163,28 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         .filter(|p| p.ppid == pid)
         .map(|p| p.pid)
         .collect()
+}
+
+/// `root` and all its descendants, walking the kernel's `children` lists (no full `/proc` scan),
+/// skipping pids in `seen` and adding the ones it visits. Processes that vanish mid-walk are
+/// skipped; their children were reparented (to the nearest subreaper) before they vanished, so a
+/// caller that re-reads that subreaper's children afterwards finds them. Zombies are included
+/// (they have no children left).
+pub(crate) fn walk_subtree(root: i32, seen: &mut HashSet<i32>, out: &mut Vec<ProcStat>) {
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        let Ok(stat) = read_stat(pid) else {
+            continue;
+        };
+        let zombie = stat.is_zombie();
+        out.push(stat);
+        if !zombie && let Some(kids) = children_from_task_files(&format!("/proc/{pid}/task")) {
+            stack.extend(kids);
+        }
+    }
 }
 
 /// Children listed in `<task_dir>/*/children`; `None` if the kernel lacks those files.

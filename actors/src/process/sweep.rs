@@ -98,7 +98,7 @@ pub async fn terminate(
     let mut report = SweepReport::default();
     // Who was there at the start: those that die of the stop signal and turn out to be our
     // children are handed to the reaper at the end (kill_all only sees the live ones).
-    let procs = procfs::all();
+    let procs = tree.candidates();
     let before = tree.members(&procs, me);
     match main {
         Some(main) if main.pid() == tree.sid => {
@@ -163,7 +163,7 @@ pub async fn kill_all(tree: &SessionTree) -> SweepReport {
     let deadline = Instant::now() + KILL_ALL_DEADLINE;
     let mut report = SweepReport::default();
     for round in 1..=MAX_ROUNDS {
-        let procs = procfs::all();
+        let procs = tree.candidates();
         hand_over_zombies(tree, &procs, me);
         let members = tree.members(&procs, me);
         if members.is_empty() {
@@ -207,7 +207,7 @@ pub async fn kill_all(tree: &SessionTree) -> SweepReport {
             break;
         }
     }
-    let procs = procfs::all();
+    let procs = tree.candidates();
     hand_over_zombies(tree, &procs, me);
     report.leftover = tree.members(&procs, me).iter().map(|p| p.pid).collect();
     if !report.leftover.is_empty() {
@@ -231,7 +231,7 @@ pub async fn kill_all(tree: &SessionTree) -> SweepReport {
 pub fn kill_all_now(tree: &SessionTree) -> SweepReport {
     let me = std::process::id() as i32;
     let mut report = SweepReport::default();
-    let procs = procfs::all();
+    let procs = tree.candidates();
     hand_over_zombies(tree, &procs, me);
     let members = tree.members(&procs, me);
     if members.is_empty() {

@@ -20,6 +20,16 @@
 //! ancestors, or pid 1: the protected set is excluded even if a rule matches it, and a rule whose
 //! sid/pgid is shared with a protected process is ignored (a mis-recorded tree must not sweep the
 //! shell corral runs in).
+//!
+//! Where to look ([`SessionTree::candidates`]): while corral is a child subreaper, every process a
+//! session ever started is a descendant of the main process or of an *unowned* child of corral
+//! (an orphan reparented to us), so the rules run over just those subtrees, walked through the
+//! kernel's `children` lists: a stop costs O(the session's processes), not O(every process on the
+//! machine) (`stop_all` of N sessions was O(N²) file reads). Everything else — no subreaper,
+//! no `children` files, a marker-only tree after a restart (its orphans went to init) — scans all
+//! of `/proc`. What the short walk cannot see is a process that inherited the marker but was
+//! started by a daemon outside our tree (say `systemd-run --setenv`): not our descendant, so not
+//! the session's to stop.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -75,6 +85,44 @@ impl SessionTree {
     pub fn with_pgid(mut self, pgid: i32) -> SessionTree {
         self.pgids.insert(pgid);
         self
+    }
+
+    /// The processes [`SessionTree::members`] should be given: corral itself plus the subtrees
+    /// of the main process and of every unowned child of corral when that is enough (see the
+    /// module docs), else all of `/proc`.
+    pub fn candidates(&self) -> Vec<ProcStat> {
+        if self.main_pid > 0
+            && reaper::subreaper_enabled()
+            && let Some(procs) = self.descendant_candidates()
+        {
+            return procs;
+        }
+        procfs::all()
+    }
+
+    /// The short walk; `None` when the kernel has no `children` files or corral's children kept
+    /// changing under the walk (then the caller scans everything).
+    fn descendant_candidates(&self) -> Option<Vec<ProcStat>> {
+        let me = std::process::id() as i32;
+        let mut seen = HashSet::from([me]);
+        let mut out = vec![procfs::read_stat(me).ok()?];
+        procfs::walk_subtree(self.main_pid, &mut seen, &mut out);
+        // Orphans land on us; re-read our children after each walk, because a process whose
+        // parent died during the walk was moved onto our list before its parent vanished.
+        for _ in 0..8 {
+            let kids = procfs::children_from_task_files("/proc/self/task")?;
+            let fresh: Vec<i32> = kids
+                .into_iter()
+                .filter(|k| !seen.contains(k) && !reaper::is_owned(*k))
+                .collect();
+            if fresh.is_empty() {
+                return Some(out);
+            }
+            for kid in fresh {
+                procfs::walk_subtree(kid, &mut seen, &mut out);
+            }
+        }
+        None
     }
 
     /// Every live (non-zombie) process in `procs` that belongs to this session, by the rules in

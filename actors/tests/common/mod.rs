@@ -8,8 +8,16 @@ use corral_actors::process::procfs;
 use corral_actors::{Corral, CorralConfig, Item, SessionEvent, SessionHandle, Subscription};
 use uuid::Uuid;
 
-/// A fresh corral tree (no subreaper: tests share one process).
+/// A fresh corral tree as `corral serve` runs it: child subreaper (orphans of sessions come to
+/// this test process, and sweeps walk its subtree).
 pub async fn corral() -> Corral {
+    corral_with(true).await
+}
+
+/// Like [`corral`], choosing subreaper mode. Subreaper mode is process-wide and sticky: a test
+/// binary that wants the embedded default (off, sweeps scan all of `/proc`) must never call
+/// [`corral`].
+pub async fn corral_with(subreaper: bool) -> Corral {
     // RUST_LOG=corral_actors=debug shows the session lifecycle when a test needs explaining.
     if std::env::var_os("RUST_LOG").is_some() {
         let filter = tracing_subscriber::EnvFilter::from_default_env();
@@ -24,9 +32,12 @@ pub async fn corral() -> Corral {
     if let Err(e) = corral_actors::process::limits::raise_nofile() {
         eprintln!("could not raise RLIMIT_NOFILE: {e}");
     }
-    Corral::start(CorralConfig::default())
-        .await
-        .expect("corral starts")
+    Corral::start(CorralConfig {
+        subreaper,
+        ..CorralConfig::default()
+    })
+    .await
+    .expect("corral starts")
 }
 
 /// Live (non-zombie) processes carrying this session's marker.
