@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use futures::future::join_all;
+use futures::{SinkExt, StreamExt};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use serde_json::{Value, json};
 
@@ -34,8 +35,10 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
     if want("throughput") {
         figures.extend(throughput(&server, bytes).await?);
     }
-    if want("spawn") {
+    if want("spawn") || want("spawn-ws") {
         figures.extend(spawn_stop(&server, 200).await?);
+    }
+    if want("spawn") || want("spawn-cli") {
         figures.extend(spawn_stop_cli(&server, 200).await?);
     }
     if want("fanout") {
@@ -119,6 +122,7 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
         .await?;
     lat.sort();
     let bare = tokio::task::spawn_blocking(move || bare_pty_echo(N)).await??;
+    let ws_floor = ws_loopback_echo(N).await?;
     Ok(vec![
         Figure {
             name: "echo via WebSocket → cat → back: p50 / p99 / max".into(),
@@ -137,7 +141,70 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
             goal: "-".into(),
             json: json!({"p50_us": pct(&bare, 0.5).as_micros(), "p99_us": pct(&bare, 0.99).as_micros()}),
         },
+        Figure {
+            name: "WebSocket echo on loopback, no PTY (baseline): p50 / p99".into(),
+            value: format!("{:.0?} / {:.0?}", pct(&ws_floor, 0.5), pct(&ws_floor, 0.99)),
+            goal: "-".into(),
+            json: json!({"p50_us": pct(&ws_floor, 0.5).as_micros(), "p99_us": pct(&ws_floor, 0.99).as_micros()}),
+        },
     ])
+}
+
+/// The network half of the echo floor: a bare tokio-tungstenite echo server on its own 2-worker
+/// runtime (its own threads, as a server process would have), one byte per binary message, with
+/// the same client library and TCP_NODELAY on both ends. Corral's echo can't beat this plus the
+/// bare PTY echo.
+async fn ws_loopback_echo(n: usize) -> anyhow::Result<Vec<Duration>> {
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (tcp, _) = listener.accept().await?;
+            tcp.set_nodelay(true)?;
+            let mut ws = tokio_tungstenite::accept_async(tcp).await?;
+            while let Some(msg) = ws.next().await {
+                match msg? {
+                    WsMessage::Binary(b) => ws.send(WsMessage::Binary(b)).await?,
+                    WsMessage::Close(_) => break,
+                    _ => {}
+                }
+            }
+            anyhow::Ok(())
+        })
+    });
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+        tcp.set_nodelay(true)?;
+    }
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let byte = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        ws.send(WsMessage::Binary(vec![byte].into())).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Binary(b))) if b.contains(&byte) => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("loopback echo: {e}"),
+                None => bail!("loopback echo server closed"),
+            }
+        }
+        lat.push(t.elapsed());
+    }
+    ws.close(None).await?;
+    match tokio::task::spawn_blocking(move || server.join()).await? {
+        Ok(r) => r?,
+        Err(_) => bail!("loopback echo server panicked"),
+    }
+    lat.sort();
+    Ok(lat)
 }
 
 /// The baseline: the same `cat` in a PTY, one byte written and read back with blocking I/O.

@@ -151,6 +151,11 @@ impl Remote {
         let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .with_context(|| format!("cannot open a WebSocket to {}", self.addr))?;
+        // Interactive: a keystroke goes out at once (no Nagle delay behind an unacked one).
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+            tcp.set_nodelay(true)
+                .context("cannot set TCP_NODELAY on the WebSocket")?;
+        }
         Ok(Conn {
             ws,
             next_id: 0,

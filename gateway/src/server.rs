@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -98,6 +99,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     })?;
     tracing::info!(%url, data_dir = %data.path().display(), "corral serving");
     let router = router(app.clone());
+    // Keystrokes and echoes are tiny writes: Nagle must not hold one back waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

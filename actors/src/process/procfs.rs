@@ -144,11 +144,17 @@ pub fn environ_value(pid: i32, key: &str) -> Option<String> {
 }
 
 /// This boot's random id (`/proc/sys/kernel/random/boot_id`), trimmed. Distinguishes start times
-/// from different boots, which all count from zero.
+/// from different boots, which all count from zero. Read once per process (a process lives in one
+/// boot): every spawn records it.
 pub fn boot_id() -> io::Result<String> {
-    Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = BOOT_ID.get() {
+        return Ok(id.clone());
+    }
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id")?
         .trim()
-        .to_owned())
+        .to_owned();
+    Ok(BOOT_ID.get_or_init(|| id).clone())
 }
 
 /// The direct children of `pid` (of all its threads). Reads `/proc/<pid>/task/*/children` when
