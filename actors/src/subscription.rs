@@ -25,7 +25,8 @@ pub enum Item {
     Output {
         /// Offset of the first byte.
         offset: u64,
-        /// The bytes.
+        /// The bytes, after [`Subscription::set_headroom`] zeroed bytes reserved at the front
+        /// (so a gateway can write its frame header in place instead of copying the payload).
         bytes: Vec<u8>,
     },
     /// Bytes `[from, to)` were lost to this subscriber (it fell behind the retained window).
@@ -50,6 +51,8 @@ pub struct Subscription {
     pending: Option<SessionEvent>,
     /// While catching up from disk: the next offset to read there (the Ring reader waits).
     backfill: Option<Backfill>,
+    /// Zeroed bytes reserved at the front of every `Item::Output`.
+    headroom: usize,
 }
 
 /// Catching up from the scrollback log.
@@ -77,7 +80,15 @@ impl Subscription {
             events,
             pending: None,
             backfill,
+            headroom: 0,
         }
+    }
+
+    /// Reserves `n` zeroed bytes at the front of every later `Item::Output`'s `bytes`: the
+    /// output itself is `bytes[n..]`, and `offset` is that of `bytes[n]`. For a frame header
+    /// written in place: the payload is then copied once (Ring → frame), not twice.
+    pub fn set_headroom(&mut self, n: usize) {
+        self.headroom = n;
     }
 
     /// The next output offset this subscriber will receive.
@@ -102,7 +113,7 @@ impl Subscription {
                     // invariant: checked Some just above.
                     return Item::Event(self.pending.take().expect("pending event"));
                 }
-                return read(&self.shared, &mut self.reader, max).await;
+                return read(&self.shared, &mut self.reader, max, self.headroom).await;
             }
             tokio::select! {
                 biased;
@@ -111,7 +122,7 @@ impl Subscription {
                     Err(broadcast::error::RecvError::Lagged(n)) => return Item::EventsLagged(n),
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
-                item = read(&self.shared, &mut self.reader, max) => return item,
+                item = read(&self.shared, &mut self.reader, max, self.headroom) => return item,
             }
         }
     }
@@ -163,12 +174,15 @@ impl Subscription {
             }
         };
         let item = match first {
-            Some(Chunk::Data { offset, mut bytes }) if offset <= from => {
-                bytes.drain(..(from - offset) as usize);
-                b.cursor = from + bytes.len() as u64;
+            Some(Chunk::Data { offset, bytes }) if offset <= from => {
+                let payload = &bytes[(from - offset) as usize..];
+                b.cursor = from + payload.len() as u64;
+                let mut out = Vec::with_capacity(self.headroom + payload.len());
+                out.resize(self.headroom, 0);
+                out.extend_from_slice(payload);
                 Item::Output {
                     offset: from,
-                    bytes,
+                    bytes: out,
                 }
             }
             Some(Chunk::Gap { to, .. }) => {
@@ -188,9 +202,15 @@ impl Subscription {
     }
 }
 
-/// Output only (no waiting on events): the next bytes, a lag, or Closed.
-async fn read(shared: &SessionShared, reader: &mut RingReader, max: usize) -> Item {
-    let mut buf = Vec::new();
+/// Output only (no waiting on events): the next bytes (after `headroom` zeroes), a lag, or
+/// Closed.
+async fn read(
+    shared: &SessionShared,
+    reader: &mut RingReader,
+    max: usize,
+    headroom: usize,
+) -> Item {
+    let mut buf = vec![0; headroom];
     match reader.read(&mut buf, max).await {
         Read::Data { offset, .. } => Item::Output { offset, bytes: buf },
         Read::Lagged(l) => {
@@ -202,7 +222,7 @@ async fn read(shared: &SessionShared, reader: &mut RingReader, max: usize) -> It
         // invariant: the async read waits instead of answering Empty.
         Read::Empty => Item::Output {
             offset: reader.cursor(),
-            bytes: Vec::new(),
+            bytes: vec![0; headroom],
         },
     }
 }

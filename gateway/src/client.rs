@@ -28,8 +28,8 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::auth::Grant;
 use crate::protocol::{
-    ErrorCode, Header, MAX_EVENTS_PER_REPLY, Op, PROTOCOL_VERSION, Reply, Request, decode_binary,
-    encode_binary, kind,
+    ErrorCode, HEADER_LEN, Header, MAX_EVENTS_PER_REPLY, Op, PROTOCOL_VERSION, Reply, Request,
+    decode_binary, encode_binary, kind, write_header,
 };
 
 /// Largest output chunk per binary frame (small chunks coalesce up to this from the Ring).
@@ -854,6 +854,10 @@ impl ClientState {
         sub: Subscription,
         window: Option<u64>,
     ) -> u32 {
+        // Output arrives with room for the frame header in front: a native header, or ttyd's
+        // one command byte (see `outgoing`).
+        let mut sub = sub;
+        sub.set_headroom(if self.ttyd.is_some() { 1 } else { HEADER_LEN });
         self.next_channel += 1;
         let channel = self.next_channel;
         let credit = Arc::new(Credit {
@@ -883,18 +887,25 @@ impl ClientState {
             return self.ttyd_outgoing(item).await;
         }
         match item {
-            Item::Output { offset, bytes } => {
-                if bytes.is_empty() {
+            // The subscription reserved HEADER_LEN bytes in front (see add_subscription).
+            Item::Output {
+                offset,
+                bytes: mut frame,
+            } => {
+                if frame.len() <= HEADER_LEN {
                     return true;
                 }
-                self.app.metrics.bytes_out.inc_by(bytes.len() as u64);
-                let frame = encode_binary(
+                self.app
+                    .metrics
+                    .bytes_out
+                    .inc_by((frame.len() - HEADER_LEN) as u64);
+                write_header(
                     Header {
                         kind: kind::OUTPUT,
                         channel,
                         offset,
                     },
-                    &bytes,
+                    &mut frame,
                 );
                 self.sink.send(Message::Binary(frame.into())).await.is_ok()
             }
@@ -1062,14 +1073,15 @@ impl ClientState {
 
     async fn ttyd_outgoing(&mut self, item: Item) -> bool {
         match item {
-            Item::Output { bytes, .. } => {
-                if bytes.is_empty() {
+            // One byte reserved in front for the command (see add_subscription).
+            Item::Output {
+                bytes: mut frame, ..
+            } => {
+                if frame.len() <= 1 {
                     return true;
                 }
-                self.app.metrics.bytes_out.inc_by(bytes.len() as u64);
-                let mut frame = Vec::with_capacity(bytes.len() + 1);
-                frame.push(b'0');
-                frame.extend_from_slice(&bytes);
+                self.app.metrics.bytes_out.inc_by((frame.len() - 1) as u64);
+                frame[0] = b'0';
                 self.sink.send(Message::Binary(frame.into())).await.is_ok()
             }
             Item::Lagged(l) => {

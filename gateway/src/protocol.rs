@@ -40,12 +40,18 @@ pub struct Header {
 
 /// Encodes a binary frame.
 pub fn encode_binary(h: Header, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.push(h.kind);
-    out.extend_from_slice(&h.channel.to_be_bytes());
-    out.extend_from_slice(&h.offset.to_be_bytes());
+    let mut out = vec![0; HEADER_LEN];
+    write_header(h, &mut out);
     out.extend_from_slice(payload);
     out
+}
+
+/// Writes `h` into the first [`HEADER_LEN`] bytes of `frame` (room reserved in front of a
+/// payload, so output is framed without copying it again). `frame` must be at least that long.
+pub fn write_header(h: Header, frame: &mut [u8]) {
+    frame[0] = h.kind;
+    frame[1..5].copy_from_slice(&h.channel.to_be_bytes());
+    frame[5..HEADER_LEN].copy_from_slice(&h.offset.to_be_bytes());
 }
 
 /// Decodes a binary frame into its header and payload; `None` if shorter than the header.
