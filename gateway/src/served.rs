@@ -102,6 +102,17 @@ impl Served {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         (ticks(11) + ticks(12)) / hz
     }
+
+    /// The server's (read syscalls, bytes read) so far, from `/proc/<pid>/io` (all fds).
+    pub fn reads(&self) -> (u64, u64) {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (field("syscr:"), field("rchar:"))
+    }
 }
 
 impl Drop for Served {
