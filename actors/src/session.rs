@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use corral_runtime::{BackoffState, BoundedRef, RestartWindow};
+use corral_runtime::{BackoffState, RestartWindow};
 use nix::sys::signal::Signal;
 use ractor::concurrency::JoinHandle;
 use ractor::{
@@ -132,8 +132,8 @@ struct Running {
     master: Option<Box<dyn portable_pty::MasterPty + Send>>,
     /// The output readers.
     io_actors: Vec<ActorCell>,
-    /// The input writer.
-    writer: Option<ActorCell>,
+    /// The input writer (its task ends when this is dropped).
+    writer: Option<InputWriter>,
     /// Flips to true when the output is drained.
     eof: Vec<watch::Receiver<bool>>,
     /// When it started.
@@ -146,9 +146,10 @@ impl Drop for Running {
     /// Only reached with `reaped == false` if the actor was killed or failed mid-flight: kill the
     /// whole tree now (no grace is possible in Drop) and let the reaper collect the zombies.
     fn drop(&mut self) {
-        for cell in self.io_actors.iter().chain(&self.writer) {
+        for cell in &self.io_actors {
             cell.kill();
         }
+        self.writer = None;
         if !self.reaped {
             tracing::warn!(
                 pid = self.pid,
@@ -524,16 +525,9 @@ impl SessionActorState {
             running.io_actors.push(r.get_cell());
             running.eof.push(eof_rx);
         }
-        let (writer, _) = Actor::spawn_linked(
-            None,
-            InputWriter,
-            (in_fd, self.shared.clone()),
-            myself.get_cell(),
-        )
-        .await
-        .map_err(|e| SessionError::Spawn(format!("input writer: {e}")))?;
-        running.writer = Some(writer.get_cell());
-        *self.shared.writer.write() = Some(BoundedRef::new(writer, INPUT_QUEUE_BYTES));
+        let (queue, writer) = InputWriter::start(in_fd, self.shared.clone(), INPUT_QUEUE_BYTES);
+        running.writer = Some(writer);
+        *self.shared.writer.write() = Some(queue);
         let identity = match process::procfs::ProcessIdentity::of(pid) {
             Ok(identity) => Some(identity),
             Err(e) => {
@@ -564,10 +558,8 @@ impl SessionActorState {
         // invariant: callers check `running` is Some.
         let mut run = self.running.take().expect("a running process");
         *self.shared.writer.write() = None;
-        if let Some(writer) = run.writer.take() {
-            // Input to a process that is going away has nowhere to go.
-            writer.kill();
-        }
+        // Input to a process that is going away has nowhere to go.
+        drop(run.writer.take());
         if tokio::time::timeout(KILL_WAIT, run.pidfd.exited())
             .await
             .is_err()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use corral_runtime::{BoundedRef, Ring};
+use corral_runtime::{BoundedSender, Ring};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -22,7 +22,9 @@ use crate::spec::{Mode, Size};
 /// Capacity of a session's event channel; a subscriber further behind is told how many events
 /// it missed (never silently). Kept small because tokio's broadcast channel allocates every slot
 /// up front (1024 slots cost 128 KiB per session; 64 cost 8 KiB), and events are rare next to
-/// output: a lifecycle transition or an agent hook.
+/// output: a lifecycle transition or an agent hook. The channel itself is created by the first
+/// subscriber: a receiver only ever sees events sent after it subscribed, so a session nobody has
+/// watched has nothing to keep, and its 8 KiB are not spent (most of an idle session's cost).
 pub const EVENT_CAPACITY: usize = 64;
 
 /// What `list` shows of a session.
@@ -105,9 +107,9 @@ pub struct SessionShared {
     /// Current status.
     pub(crate) status: RwLock<Status>,
     /// The current process's input queue (none while no process runs).
-    pub(crate) writer: RwLock<Option<BoundedRef<Write>>>,
-    /// Per-session events.
-    events: broadcast::Sender<SessionEvent>,
+    pub(crate) writer: RwLock<Option<BoundedSender<Write>>>,
+    /// Per-session events; created by the first subscriber (see [`EVENT_CAPACITY`]).
+    events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     /// The screen actor (PTY mode), asked directly for snapshots.
     pub(crate) screen: RwLock<Option<ractor::ActorRef<crate::screen::ScreenMsg>>>,
     /// Events of every session (the manager's stream), if any.
@@ -164,7 +166,7 @@ impl SessionShared {
             }),
             writer: RwLock::new(None),
             screen: RwLock::new(None),
-            events: broadcast::channel(EVENT_CAPACITY).0,
+            events: std::sync::OnceLock::new(),
             global,
             seq: Mutex::new(0),
             viewers: AtomicUsize::new(0),
@@ -257,8 +259,10 @@ impl SessionShared {
         if let Some(j) = &self.journal {
             j.send(Op::Event(Box::new((self.row(*seq), event.clone()))));
         }
-        // No receiver is not an error: nobody is watching this session right now.
-        if self.events.send(event.clone()).is_err() {
+        // No receiver (or no channel yet) is not an error: nobody is watching this session.
+        if let Some(tx) = self.events.get()
+            && tx.send(event.clone()).is_err()
+        {
             tracing::trace!(session = %self.id, "event with no subscriber");
         }
         if let Some(g) = &self.global
@@ -271,7 +275,12 @@ impl SessionShared {
 
     /// A receiver of this session's future events.
     pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
-        self.events.subscribe()
+        // Under the emit lock, so an event is either sent before this receiver exists or
+        // delivered to it: never lost between creating the channel and subscribing.
+        let _seq = self.seq.lock();
+        self.events
+            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
+            .subscribe()
     }
 
     /// When the session last ended (Stopped or Failed), if it is ended.

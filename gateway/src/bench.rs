@@ -282,7 +282,10 @@ async fn throughput(server: &Served, bytes: u64) -> anyhow::Result<Vec<Figure>> 
     }
     let base_rate = median(&mut base);
     let mut out = vec![Figure {
-        name: format!("plain PTY read loop, {} MB (baseline, median of {ROUNDS})", bytes / 1_000_000),
+        name: format!(
+            "plain PTY read loop, {} MB (baseline, median of {ROUNDS})",
+            bytes / 1_000_000
+        ),
         value: format!("{base_rate:.0} MB/s"),
         goal: "-".into(),
         json: json!({"mb_per_s": base_rate, "runs": base}),

@@ -40,6 +40,45 @@ impl MailboxGauge {
     }
 }
 
+impl MailboxGauge {
+    /// A gauge for `capacity` slots (at least 1).
+    fn new(capacity: usize) -> Arc<MailboxGauge> {
+        Arc::new(MailboxGauge {
+            capacity: capacity.max(1),
+            depth: AtomicUsize::new(0),
+            full: AtomicU64::new(0),
+        })
+    }
+
+    /// Claims `weight` slots (clamped to `1..=capacity`, so one oversize message still fits an
+    /// empty mailbox), or counts a refusal and answers [`SendError::Full`].
+    fn acquire(self: &Arc<Self>, weight: usize) -> Result<Permit, SendError> {
+        let weight = weight.clamp(1, self.capacity);
+        let mut depth = self.depth.load(Ordering::Acquire);
+        loop {
+            if depth + weight > self.capacity {
+                self.full.fetch_add(1, Ordering::Relaxed);
+                return Err(SendError::Full {
+                    capacity: self.capacity,
+                });
+            }
+            match self.depth.compare_exchange_weak(
+                depth,
+                depth + weight,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => depth = now,
+            }
+        }
+        Ok(Permit {
+            gauge: self.clone(),
+            weight,
+        })
+    }
+}
+
 /// One message's claim on slots of a bounded mailbox; dropping it frees them.
 #[derive(Debug)]
 #[must_use = "dropping a Permit frees its mailbox slots at once"]
@@ -92,11 +131,7 @@ impl<M: Message> BoundedRef<M> {
     pub fn new(actor: ActorRef<M>, capacity: usize) -> Self {
         Self {
             actor,
-            gauge: Arc::new(MailboxGauge {
-                capacity: capacity.max(1),
-                depth: AtomicUsize::new(0),
-                full: AtomicU64::new(0),
-            }),
+            gauge: MailboxGauge::new(capacity),
         }
     }
 
@@ -114,30 +149,7 @@ impl<M: Message> BoundedRef<M> {
         weight: usize,
         make: impl FnOnce(Permit) -> M,
     ) -> Result<(), SendError> {
-        let g = &self.gauge;
-        let weight = weight.clamp(1, g.capacity);
-        let mut depth = g.depth.load(Ordering::Acquire);
-        loop {
-            if depth + weight > g.capacity {
-                g.full.fetch_add(1, Ordering::Relaxed);
-                return Err(SendError::Full {
-                    capacity: g.capacity,
-                });
-            }
-            match g.depth.compare_exchange_weak(
-                depth,
-                depth + weight,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => depth = now,
-            }
-        }
-        let permit = Permit {
-            gauge: self.gauge.clone(),
-            weight,
-        };
+        let permit = self.gauge.acquire(weight)?;
         // On failure the unsent message (and its permit) comes back in the error and is dropped
         // here, which releases the slot.
         self.actor
@@ -168,5 +180,60 @@ impl<M: Message> BoundedRef<M> {
     /// The wrapped actor.
     pub fn actor(&self) -> &ActorRef<M> {
         &self.actor
+    }
+}
+
+/// The same bound on a plain tokio channel, for a queue served by a task the owner holds rather
+/// than by an actor (an actor costs ~6.7 KB of mailboxes and task; a task and a channel ~2 KB,
+/// which matters for something every session has, like its input queue). Refusal, permits and
+/// the gauge work exactly as for [`BoundedRef`].
+pub struct BoundedSender<T> {
+    /// Where messages go.
+    tx: tokio::sync::mpsc::UnboundedSender<T>,
+    /// Counters shared with every clone and with introspection.
+    gauge: Arc<MailboxGauge>,
+}
+
+impl<T> Clone for BoundedSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            gauge: self.gauge.clone(),
+        }
+    }
+}
+
+impl<T> BoundedSender<T> {
+    /// A queue of `capacity` slots: the sender, and the receiver for the serving task.
+    pub fn channel(capacity: usize) -> (Self, tokio::sync::mpsc::UnboundedReceiver<T>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            Self {
+                tx,
+                gauge: MailboxGauge::new(capacity),
+            },
+            rx,
+        )
+    }
+
+    /// Like [`BoundedRef::try_send_weighted`]: `SendError::Full` at once when `weight` more
+    /// slots do not fit, `SendError::Closed` when the receiver is gone.
+    pub fn try_send_weighted(
+        &self,
+        weight: usize,
+        make: impl FnOnce(Permit) -> T,
+    ) -> Result<(), SendError> {
+        let permit = self.gauge.acquire(weight)?;
+        self.tx.send(make(permit)).map_err(|_| SendError::Closed)
+    }
+
+    /// Slots in use now.
+    pub fn depth(&self) -> usize {
+        self.gauge.depth()
+    }
+
+    /// The shared counters, for introspection.
+    pub fn gauge(&self) -> Arc<MailboxGauge> {
+        self.gauge.clone()
     }
 }

@@ -31,7 +31,7 @@ pub mod supervisor;
 pub mod tree;
 
 pub use backoff::{Backoff, BackoffState};
-pub use bounded::{BoundedRef, MailboxGauge, Permit, SendError};
+pub use bounded::{BoundedRef, BoundedSender, MailboxGauge, Permit, SendError};
 pub use child_spec::{ChildSpec, Restart, Shutdown, StartFn, StartFuture, Started};
 pub use exit::ExitReason;
 pub use intensity::{Intensity, RestartWindow};

@@ -115,3 +115,35 @@ async fn weighted_sends_bound_the_summed_weight() {
     handle.await.unwrap();
     assert_eq!(bytes.depth(), 0);
 }
+
+/// The same bound on a plain channel served by a task: full at capacity (by weight), slots back
+/// once the task drops the permits, `Closed` once the receiver is gone.
+#[tokio::test]
+async fn bounded_sender_refuses_past_capacity_and_frees_on_release() {
+    use corral_runtime::BoundedSender;
+    let (tx, mut rx) = BoundedSender::<(Vec<u8>, Permit)>::channel(100);
+    for _ in 0..4 {
+        tx.try_send_weighted(25, |p| (vec![0; 25], p)).unwrap();
+    }
+    assert_eq!(tx.depth(), 100);
+    assert_eq!(
+        tx.try_send_weighted(1, |p| (vec![0], p)),
+        Err(SendError::Full { capacity: 100 })
+    );
+    assert_eq!(tx.gauge().full_count(), 1);
+    // An oversize message is clamped, so it still fits once the queue is empty.
+    for _ in 0..4 {
+        let (bytes, permit) = rx.recv().await.unwrap();
+        assert_eq!(bytes.len(), 25);
+        drop(permit);
+    }
+    assert_eq!(tx.depth(), 0);
+    tx.try_send_weighted(1000, |p| (vec![0; 1000], p)).unwrap();
+    assert_eq!(tx.depth(), 100);
+    drop(rx);
+    assert_eq!(tx.depth(), 0, "dropping the queue releases its permits");
+    assert_eq!(
+        tx.try_send_weighted(1, |p| (vec![0], p)),
+        Err(SendError::Closed)
+    );
+}
