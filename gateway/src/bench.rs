@@ -48,6 +48,9 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
         figures.extend(restart(&server, 100).await?);
     }
     drop(server);
+    if want("idle") {
+        figures.extend(idle(1000).await?);
+    }
     if want("recovery") {
         figures.extend(recovery(200).await?);
     }
@@ -695,10 +698,7 @@ async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
                 .map(|i| json!({"argv": ["cat"], "name": format!("soak-{}", start + i)}))
                 .collect();
             let ids = spawn_pipelined(&mut ws, specs).await?;
-            let paths: Vec<String> = ids.iter().map(|id| format!("/v1/sessions/{id}")).collect();
-            for r in join_all(paths.iter().map(|p| server.remote.json("DELETE", p, None))).await {
-                r?;
-            }
+            remove_all(&server, &ids).await?;
         }
         Ok(())
     };
@@ -722,6 +722,81 @@ async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
         json: json!({"rss_kib_before": rss0, "rss_kib_after": rss1, "fds_before": fds0,
             "fds_after": fds1, "secs": took.as_secs_f64(), "sessions": n}),
     }])
+}
+
+/// Memory and CPU of idle sessions in the real server (persistence on): `n` `cat` sessions
+/// spawned on one connection in batches of 100 on a fresh server, then a settle; RSS growth per
+/// session, then the server's CPU over 10 s while nothing happens; then one 2-byte output each
+/// (a prompt: read path, Ring, scrollback log, screen nudge all touched) and RSS again.
+async fn idle(n: usize) -> anyhow::Result<Vec<Figure>> {
+    const BATCH: usize = 100;
+    let server = Served::start().await?;
+    let mut ws = server.remote.ws().await?;
+    // Warm-up: the first sessions allocate the runtime's, the persister's and SQLite's caches.
+    let warm = spawn_pipelined(
+        &mut ws,
+        (0..BATCH)
+            .map(|i| json!({"argv": ["cat"], "name": format!("warm-{i}")}))
+            .collect(),
+    )
+    .await?;
+    remove_all(&server, &warm).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss0, fds0) = rss_and_fds(server.pid());
+    let mut ids = Vec::with_capacity(n);
+    for start in (0..n).step_by(BATCH) {
+        let specs = (start..(start + BATCH).min(n))
+            .map(|i| json!({"argv": ["cat"], "name": format!("idle-{i}")}))
+            .collect();
+        ids.extend(spawn_pipelined(&mut ws, specs).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss1, fds1) = rss_and_fds(server.pid());
+    let cpu0 = server.cpu_seconds();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu = (server.cpu_seconds() - cpu0) / t.elapsed().as_secs_f64() * 100.0;
+    for id in &ids {
+        ws.send(json!({"type": "input", "session": id, "data": "$ "}))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss2, _) = rss_and_fds(server.pid());
+    remove_all(&server, &ids).await?;
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 * 1024.0 / n as f64 / 1000.0;
+    Ok(vec![
+        Figure {
+            name: format!("server RSS per idle session ({n} `cat`, never printed)"),
+            value: format!(
+                "{:.1} KB, {:.1} fds",
+                per(rss0, rss1),
+                (fds1 as f64 - fds0 as f64) / n as f64
+            ),
+            goal: "≤ 32 KB".into(),
+            json: json!({"kb_per_session": per(rss0, rss1), "rss_kib_before": rss0, "rss_kib_after": rss1, "fds_per_session": (fds1 as f64 - fds0 as f64) / n as f64}),
+        },
+        Figure {
+            name: format!("  … after each echoed a 2-byte prompt"),
+            value: format!("{:.1} KB", per(rss0, rss2)),
+            goal: "≤ 32 KB".into(),
+            json: json!({"kb_per_session": per(rss0, rss2), "rss_kib": rss2}),
+        },
+        Figure {
+            name: format!("server CPU with {n} idle sessions, 10 s"),
+            value: format!("{cpu:.2} % of a core"),
+            goal: "≤ 0.5 %".into(),
+            json: json!({"cpu_percent": cpu}),
+        },
+    ])
+}
+
+/// Removes sessions concurrently over REST.
+async fn remove_all(server: &Served, ids: &[String]) -> anyhow::Result<()> {
+    let paths: Vec<String> = ids.iter().map(|id| format!("/v1/sessions/{id}")).collect();
+    for r in join_all(paths.iter().map(|p| server.remote.json("DELETE", p, None))).await {
+        r?;
+    }
+    Ok(())
 }
 
 /// Boot reconciliation after a crash: `n` sessions (half `always`, half `never`; one in ten in
