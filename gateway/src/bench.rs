@@ -776,7 +776,7 @@ async fn idle(n: usize) -> anyhow::Result<Vec<Figure>> {
             json: json!({"kb_per_session": per(rss0, rss1), "rss_kib_before": rss0, "rss_kib_after": rss1, "fds_per_session": (fds1 as f64 - fds0 as f64) / n as f64}),
         },
         Figure {
-            name: format!("  … after each echoed a 2-byte prompt"),
+            name: "  … after each echoed a 2-byte prompt".into(),
             value: format!("{:.1} KB", per(rss0, rss2)),
             goal: "≤ 32 KB".into(),
             json: json!({"kb_per_session": per(rss0, rss2), "rss_kib": rss2}),
