@@ -43,6 +43,9 @@ enum Command {
         /// Log format.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Async worker threads (default: one per core but one, at least one).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Forward a Claude Code hook event (JSON on stdin) to the server. Always exits 0: a hook
     /// must never block the agent.
@@ -178,6 +181,7 @@ pub fn main() -> ExitCode {
             listen,
             config,
             log_format,
+            workers,
         } => {
             init_logs(log_format == "json");
             let result = (|| -> anyhow::Result<()> {
@@ -193,7 +197,11 @@ pub fn main() -> ExitCode {
                 if let Some(l) = listen {
                     gateway.listen = l;
                 }
+                if workers.is_some() {
+                    gateway.workers = workers;
+                }
                 let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(gateway.worker_threads())
                     .enable_all()
                     .build()?;
                 rt.block_on(serve(ServeOptions {
