@@ -25,9 +25,14 @@ struct Figure {
 }
 
 /// Runs the selected scenarios (all when empty).
-pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> anyhow::Result<()> {
+pub async fn run(
+    only: Vec<String>,
+    json_out: Option<PathBuf>,
+    bytes: u64,
+    workers: Option<usize>,
+) -> anyhow::Result<()> {
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
-    let server = Served::start().await?;
+    let server = Served::start_with(tempfile::tempdir()?, workers).await?;
     let mut figures = Vec::new();
     if want("echo") {
         figures.extend(echo(&server).await?);
@@ -49,14 +54,14 @@ pub async fn run(only: Vec<String>, json_out: Option<PathBuf>, bytes: u64) -> an
     }
     drop(server);
     if want("idle") {
-        figures.extend(idle(1000).await?);
+        figures.extend(idle(1000, workers).await?);
     }
     if want("recovery") {
-        figures.extend(recovery(200).await?);
+        figures.extend(recovery(200, workers).await?);
     }
     // Long (about a minute per thousand sessions): only when asked for by name.
     if only.iter().any(|o| o == "soak") {
-        figures.extend(soak(10_000).await?);
+        figures.extend(soak(10_000, workers).await?);
     }
     println!("{:<58} {:>28}   goal", "figure", "result");
     for f in &figures {
@@ -687,9 +692,9 @@ fn rss_and_fds(pid: i32) -> (u64, usize) {
 /// Creates and removes `n` sessions in batches of 50 (each batch spawned pipelined on one
 /// connection, then removed concurrently): server RSS and open fds must come back to within
 /// 10 % of their level after a warm-up of the same batches.
-async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
+async fn soak(n: usize, workers: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     const BATCH: usize = 50;
-    let server = Served::start().await?;
+    let server = Served::start_with(tempfile::tempdir()?, workers).await?;
     let mut ws = server.remote.ws().await?;
     let mut cycle = async |count: usize| -> anyhow::Result<()> {
         for start in (0..count).step_by(BATCH) {
@@ -728,9 +733,9 @@ async fn soak(n: usize) -> anyhow::Result<Vec<Figure>> {
 /// spawned on one connection in batches of 100 on a fresh server, then a settle; RSS growth per
 /// session, then the server's CPU over 10 s while nothing happens; then one 2-byte output each
 /// (a prompt: read path, Ring, scrollback log, screen nudge all touched) and RSS again.
-async fn idle(n: usize) -> anyhow::Result<Vec<Figure>> {
+async fn idle(n: usize, workers: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     const BATCH: usize = 100;
-    let server = Served::start().await?;
+    let server = Served::start_with(tempfile::tempdir()?, workers).await?;
     let mut ws = server.remote.ws().await?;
     // Warm-up: the first sessions allocate the runtime's, the persister's and SQLite's caches.
     let warm = spawn_pipelined(
@@ -804,8 +809,8 @@ async fn remove_all(server: &Served, ids: &[String]) -> anyhow::Result<()> {
 /// running, the server SIGKILLed, then started again on the same data dir. Measured: the
 /// reconciliation itself (the server's own report: orphans terminated, sessions restored, the
 /// `always` ones running again) and the wall time from exec to serving.
-async fn recovery(n: usize) -> anyhow::Result<Vec<Figure>> {
-    let server = Served::start().await?;
+async fn recovery(n: usize, workers: Option<usize>) -> anyhow::Result<Vec<Figure>> {
+    let server = Served::start_with(tempfile::tempdir()?, workers).await?;
     let mut ws = server.remote.ws().await?;
     let specs = (0..n)
         .map(|i| {
@@ -819,7 +824,7 @@ async fn recovery(n: usize) -> anyhow::Result<Vec<Figure>> {
     drop(ws);
     let dir = server.crash()?;
     let t = Instant::now();
-    let server = Served::start_in(dir).await?;
+    let server = Served::start_with(dir, workers).await?;
     let serving = t.elapsed();
     let report = server.remote.json("GET", "/v1/recovery", None).await?;
     let took = report["took"]["secs"].as_f64().unwrap_or(0.0)

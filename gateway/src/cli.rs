@@ -67,6 +67,9 @@ enum Command {
         /// Bytes for the throughput scenario.
         #[arg(long, default_value_t = 256_000_000)]
         bytes: u64,
+        /// Async worker threads of the measured server (default: the server's default).
+        #[arg(long)]
+        server_workers: Option<usize>,
     },
     /// Inject faults into a real `corral serve` for a bounded time and check the invariants
     /// after each (no orphan, no zombie, registry integrity, bounded memory, no byte lost);
@@ -128,11 +131,12 @@ pub fn main() -> ExitCode {
             scenarios,
             json,
             bytes,
+            server_workers,
         } => {
             let Some(rt) = tool_runtime() else {
                 return ExitCode::FAILURE;
             };
-            match rt.block_on(crate::bench::run(scenarios, json, bytes)) {
+            match rt.block_on(crate::bench::run(scenarios, json, bytes, server_workers)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("corral bench: {e:#}");

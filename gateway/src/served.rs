@@ -31,13 +31,26 @@ impl Served {
     /// Starts a server on an existing data dir (a restart), waiting until `server.json` names
     /// the new process.
     pub async fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Served> {
+        Self::start_with(dir, None).await
+    }
+
+    /// Like [`Served::start_in`], with `workers` async worker threads (None: the default).
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        workers: Option<usize>,
+    ) -> anyhow::Result<Served> {
         let exe = std::env::current_exe()?;
         // The bench measures speed, not the limits: lift the per-connection rate limits (an
         // echo loop sends thousands of keystrokes per second) and the connection bound.
         let config = dir.path().join("bench.toml");
+        let workers = workers
+            .map(|n| format!("workers = {n}\n"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
-            "[limits]\nmessages_per_sec = 1000000\ninput_bytes_per_sec = 1000000000\nmax_connections = 4096\n",
+            format!(
+                "{workers}[limits]\nmessages_per_sec = 1000000\ninput_bytes_per_sec = 1000000000\nmax_connections = 4096\n"
+            ),
         )?;
         let child = std::process::Command::new(exe)
             .arg("--data-dir")
