@@ -345,9 +345,19 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// User + system CPU seconds of this process so far.
 fn own_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU seconds of the calling thread so far.
+fn thread_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_THREAD)
+}
+
+/// User + system CPU seconds from `getrusage(who)`; 0 if it fails.
+fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage fills the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
         return 0.0;
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -400,17 +410,6 @@ struct PlainRun {
     reader_cpu_per_gb: f64,
     /// Average bytes a read returned.
     bytes_per_read: u64,
-}
-
-/// User + system CPU seconds of the calling thread so far.
-fn thread_cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } != 0 {
-        return 0.0;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 /// How the server's ttyd lag note starts (see client.rs `ttyd_outgoing`), command byte included.
