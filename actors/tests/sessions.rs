@@ -31,6 +31,9 @@ async fn stop_leaves_no_process_of_the_tree() {
         "sleep 1000 &\n",
         "setsid sleep 1000 &\n",
         "(sleep 1000 &)\n",
+        // Orphaned *and* out of the session and group: only the marker ties it to us (the
+        // subreaper sweep must walk corral's own orphans to find it).
+        "(setsid sleep 1000 &)\n",
         "bash -c 'trap \"\" HUP TERM; while :; do sleep 1; done' &\n",
         "echo READY\n",
     ] {
@@ -38,7 +41,7 @@ async fn stop_leaves_no_process_of_the_tree() {
     }
     read_until(&mut sub, b"READY\r\n").await;
     eventually("the tree is up", Duration::from_secs(5), || {
-        marked(h.id()).len() >= 6
+        marked(h.id()).len() >= 7
     })
     .await;
     let t = Instant::now();
