@@ -72,25 +72,37 @@ async fn wait_ended(corral: &Corral) {
     }
 }
 
+/// Spawns every spec at once, waits until all have ended, then flushes the persister.
+async fn run_to_end(corral: &Corral, specs: impl Iterator<Item = SessionSpec>) {
+    let sessions = corral.sessions();
+    for r in join_all(specs.map(|spec| sessions.spawn(spec))).await {
+        r.expect("spawn");
+    }
+    wait_ended(corral).await;
+    corral
+        .persist()
+        .expect("persistence")
+        .flush()
+        .await
+        .expect("flush");
+}
+
 async fn output() {
     let (corral, _dir) = start().await;
     let persist = corral.persist().expect("persistence").clone();
     let t = Instant::now();
-    let spawns = (0..SESSIONS).map(|i| {
-        corral.sessions().spawn(
+    run_to_end(
+        &corral,
+        (0..SESSIONS).map(|i| {
             SessionSpec::new([
                 "sh",
                 "-c",
                 &format!("stty raw -echo; head -c {BYTES_EACH} /dev/zero"),
             ])
-            .name(format!("out-{i}")),
-        )
-    });
-    for r in join_all(spawns).await {
-        r.expect("spawn");
-    }
-    wait_ended(&corral).await;
-    persist.flush().await.expect("flush");
+            .name(format!("out-{i}"))
+        }),
+    )
+    .await;
     let secs = t.elapsed().as_secs_f64();
     let st = persist.stats();
     let written = st.segment_bytes.load(Relaxed);
@@ -116,22 +128,19 @@ async fn events() {
     let persist = corral.persist().expect("persistence").clone();
     let before = persist.stats().ops_committed.load(Relaxed);
     let t = Instant::now();
-    let spawns = (0..SESSIONS).map(|i| {
-        corral.sessions().spawn(
+    run_to_end(
+        &corral,
+        (0..SESSIONS).map(|i| {
             SessionSpec::new([
                 "sh",
                 "-c",
                 &format!("seq 1 {LINES_EACH} | sed 's/.*/{{\"n\":&}}/'"),
             ])
             .mode(Mode::Pipe)
-            .name(format!("ev-{i}")),
-        )
-    });
-    for r in join_all(spawns).await {
-        r.expect("spawn");
-    }
-    wait_ended(&corral).await;
-    persist.flush().await.expect("flush");
+            .name(format!("ev-{i}"))
+        }),
+    )
+    .await;
     let secs = t.elapsed().as_secs_f64();
     let st = persist.stats();
     let committed = st.ops_committed.load(Relaxed) - before;

@@ -851,12 +851,11 @@ impl ClientState {
     fn add_subscription(
         &mut self,
         session: &SessionHandle,
-        sub: Subscription,
+        mut sub: Subscription,
         window: Option<u64>,
     ) -> u32 {
         // Output arrives with room for the frame header in front: a native header, or ttyd's
         // one command byte (see `outgoing`).
-        let mut sub = sub;
         sub.set_headroom(if self.ttyd.is_some() { 1 } else { HEADER_LEN });
         self.next_channel += 1;
         let channel = self.next_channel;

@@ -219,6 +219,15 @@ fn attach_in_a_real_terminal() {
 /// A stand-in for Claude Code: prints its arguments, fires a SessionStart hook through the
 /// command in its `--settings` file (as Claude Code does), crashes on its first run and reports
 /// being resumed on the next.
+/// Writes `script` as an executable `claude` in the server's data dir; returns its path.
+fn install_fake_claude(server: &Server, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = server.dir.path().join("claude");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake.display().to_string()
+}
+
 const FAKE_CLAUDE: &str = r#"#!/bin/sh
 echo "ARGS: $*"
 settings="$2"
@@ -232,12 +241,8 @@ esac
 
 #[test]
 fn claude_profile_passes_hook_settings_and_resumes_after_a_crash() {
-    use std::os::unix::fs::PermissionsExt;
     let server = Server::start();
-    let fake = server.dir.path().join("claude");
-    std::fs::write(&fake, FAKE_CLAUDE).unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fake = fake.display().to_string();
+    let fake = install_fake_claude(&server, FAKE_CLAUDE);
     ok(
         &server,
         &[
@@ -335,12 +340,8 @@ exec sleep 1000
 
 #[test]
 fn claude_session_resumes_its_conversation_after_the_server_is_sigkilled() {
-    use std::os::unix::fs::PermissionsExt;
     let mut server = Server::start();
-    let fake = server.dir.path().join("claude");
-    std::fs::write(&fake, FAKE_CLAUDE_LONG).unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fake = fake.display().to_string();
+    let fake = install_fake_claude(&server, FAKE_CLAUDE_LONG);
     let id = ok(
         &server,
         &[
