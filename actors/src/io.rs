@@ -13,6 +13,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use corral_runtime::{BoundedSender, Permit, Ring};
@@ -20,6 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
+use crate::bulk::{self, SliceEnd};
 use crate::fd;
 use crate::process::{ExitWatch, PidFd};
 use crate::screen::ScreenMsg;
@@ -34,6 +36,16 @@ thread_local! {
     /// copied out of it before the reader awaits anything, so one per thread serves every
     /// session, where a buffer per session cost 64 KiB of RSS each once it had printed a byte.
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's read buffer ([`READ_CHUNK`] bytes).
+pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(READ_CHUNK, 0);
+        }
+        f(buf)
+    })
 }
 /// Bytes read per handler call before yielding to the mailbox. Well under the default Ring
 /// capacity, so subscribers on the same worker get to run before the reader laps them.
@@ -88,6 +100,9 @@ pub struct ReaderState {
     exit_watch: Option<ExitWatch>,
     /// Output since the screen last caught up.
     dirty: bool,
+    /// The last read ended with output still flowing (a whole burst, or a bulk slice's time up):
+    /// the next one reads on a bulk thread if one is free (see [`crate::bulk`]).
+    flowing: bool,
 }
 
 impl Actor for OutputReader {
@@ -111,6 +126,7 @@ impl Actor for OutputReader {
             held: false,
             exit_watch,
             dirty: false,
+            flowing: false,
         })
     }
 
@@ -131,6 +147,42 @@ impl Actor for OutputReader {
                 return Ok(());
             }
         }
+        // While output floods, the readiness branch below always wins the biased select: look
+        // at the exit directly (one poll(2) per burst or slice), or a process whose background
+        // child keeps writing would never be reported as exited.
+        if st.flowing
+            && st.exit_watch.is_some()
+            && st
+                .args
+                .exit
+                .as_ref()
+                .is_some_and(|(pidfd, _, _)| pidfd.is_exited())
+        {
+            report_exit(st);
+        }
+        if st.flowing
+            && st.args.framing == Framing::Raw
+            && let Some(permit) = bulk::try_permit()
+        {
+            let source = bulk::Source {
+                fd: fd.clone(),
+                ring: st.args.ring.clone(),
+                shared: st.args.shared.clone(),
+            };
+            st.dirty = true;
+            let flowing = &st.args.shared.flowing;
+            flowing.store(true, Ordering::Relaxed);
+            let end = bulk::slice(source, permit).await;
+            st.flowing = matches!(end, SliceEnd::Flowing);
+            flowing.store(st.flowing, Ordering::Relaxed);
+            match end {
+                SliceEnd::Flowing | SliceEnd::Quiet => {}
+                SliceEnd::Eof => return finish(&myself, st, None).await,
+                SliceEnd::Failed(e) => return finish(&myself, st, Some(e)).await,
+            }
+            myself.send_message(Pump)?;
+            return Ok(());
+        }
         loop {
             tokio::select! {
                 biased;
@@ -140,10 +192,7 @@ impl Actor for OutputReader {
                     loop {
                         // Read into this worker's buffer and hand the bytes on before any await,
                         // so no session holds a read buffer of its own.
-                        let step = READ_BUF.with_borrow_mut(|buf| {
-                            if buf.is_empty() {
-                                buf.resize(READ_CHUNK, 0);
-                            }
+                        let step = with_read_buf(|buf| {
                             let r = guard.try_io(|inner| fd::read(inner.get_ref(), buf));
                             if let Ok(Ok(n)) = r
                                 && n > 0
@@ -157,6 +206,8 @@ impl Actor for OutputReader {
                             Ok(Ok(n)) => {
                                 total += n;
                                 if total >= BURST || st.held {
+                                    // A whole burst and the PTY never ran dry: bulk output.
+                                    st.flowing = total >= BURST;
                                     break;
                                 }
                             }
@@ -166,7 +217,10 @@ impl Actor for OutputReader {
                             }
                             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Ok(Err(e)) => return finish(&myself, st, Some(e)).await,
-                            Err(_would_block) => break,
+                            Err(_would_block) => {
+                                st.flowing = false;
+                                break;
+                            }
                         }
                     }
                     st.dirty = true;

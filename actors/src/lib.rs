@@ -15,6 +15,7 @@
 //! a panic): a killed Session actor still kills its process tree and closes its fds.
 
 pub mod agent;
+mod bulk;
 pub mod corral;
 pub mod env;
 pub mod error;

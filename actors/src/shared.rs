@@ -118,6 +118,8 @@ pub struct SessionShared {
     seq: Mutex<u64>,
     /// Live subscriptions.
     pub(crate) viewers: AtomicUsize,
+    /// The output is being read in bulk (see `crate::bulk`): subscribers batch their reads.
+    pub(crate) flowing: std::sync::atomic::AtomicBool,
     /// Lag events delivered.
     pub(crate) lag_events: AtomicU64,
     /// Input refused (queue full).
@@ -170,6 +172,7 @@ impl SessionShared {
             global,
             seq: Mutex::new(0),
             viewers: AtomicUsize::new(0),
+            flowing: std::sync::atomic::AtomicBool::new(false),
             lag_events: AtomicU64::new(0),
             input_rejected: AtomicU64::new(0),
             input_lost: AtomicU64::new(0),

@@ -18,6 +18,12 @@ use crate::event::SessionEvent;
 use crate::persist::{Chunk, LogReader};
 use crate::shared::SessionShared;
 
+/// While a session's output flows in bulk, a subscriber waits for this many bytes (or
+/// [`BATCH_WAIT`]) before it reads: fewer, larger frames for the same bytes.
+const BATCH: usize = 16 * 1024;
+/// Longest a subscriber waits for a batch (the last bytes of a burst wait at most this long).
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What a subscriber receives next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
@@ -210,6 +216,16 @@ async fn read(
     max: usize,
     headroom: usize,
 ) -> Item {
+    if shared.flowing.load(Ordering::Relaxed) {
+        // Bulk output: wait (briefly) for a batch, so the client gets fewer, larger frames.
+        let batch = max.min(BATCH);
+        if tokio::time::timeout(BATCH_WAIT, reader.wait_for(batch))
+            .await
+            .is_err()
+        {
+            tracing::trace!(session = %shared.id, "batch wait timed out");
+        }
+    }
     let mut buf = vec![0; headroom];
     match reader.read(&mut buf, max).await {
         Read::Data { offset, .. } => Item::Output { offset, bytes: buf },

@@ -62,14 +62,7 @@ async fn every_byte_reaches_every_subscriber_before_the_exit() {
     const N: usize = 50 * 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload");
-    let mut data = vec![0u8; N];
-    let mut seed = 0x9E3779B97F4A7C15u64;
-    for chunk in data.chunks_mut(8) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-    }
+    let data = payload(N, 0x9E3779B97F4A7C15);
     std::fs::write(&file, &data).unwrap();
     let corral = corral().await;
     // `stty raw` turns off output processing so the bytes cross the PTY unchanged. The process
@@ -183,6 +176,80 @@ async fn crash_loop_backs_off_then_fails_and_policies_hold() {
     })
     .await;
     always.stop(None).await.unwrap();
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_output_of_more_sessions_than_bulk_readers_arrives_byte_exact() {
+    // Every session floods at once: some read on bulk threads (one per core), the rest inline
+    // (no permit left); each subscriber gets exactly its session's bytes, then the exit.
+    const N: usize = 16 * 1024 * 1024;
+    let sessions = std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    let dir = tempfile::tempdir().unwrap();
+    let corral = corral().await;
+    let mut runs = Vec::new();
+    for i in 0..sessions {
+        let data = payload(N, 0x5EED + i as u64);
+        let file = dir.path().join(format!("payload-{i}"));
+        std::fs::write(&file, &data).unwrap();
+        let script = format!(
+            "stty raw -echo; head -c1 >/dev/null; cat {}",
+            file.display()
+        );
+        let h = corral
+            .sessions()
+            .spawn(sh(&script).ring_capacity(32 << 20))
+            .await
+            .unwrap();
+        let sub = h.subscribe(Some(0)).unwrap();
+        wait_for_comm(h.id(), "head").await;
+        runs.push((h, sub, data));
+    }
+    for (h, _, _) in &runs {
+        h.input(0, b"g".to_vec()).unwrap();
+    }
+    let readers = runs.into_iter().map(|(h, mut sub, data)| {
+        tokio::spawn(async move {
+            let (out, exit) =
+                until_event(&mut sub, |e| matches!(e.kind, EventKind::Exited { .. })).await;
+            assert_eq!(
+                out.len(),
+                N,
+                "session {}: all bytes before the exit",
+                h.id()
+            );
+            assert!(out == data, "session {}: bytes differ", h.id());
+            assert_eq!(exit.offset, N as u64);
+        })
+    });
+    for r in futures::future::join_all(readers).await {
+        r.unwrap();
+    }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_exit_is_reported_while_a_leftover_child_floods_the_output() {
+    // The main process exits at once; its background child keeps the output pipe full. The
+    // reader always finds bytes to read, yet the exit is reported and the child swept.
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(
+            SessionSpec::new(["sh", "-c", "yes flood & sleep 0.3; exit 3"])
+                .mode(Mode::Pipe)
+                .restart(RestartPolicy::Never),
+        )
+        .await
+        .unwrap();
+    let main = h.info().pid.unwrap();
+    eventually("the exit reported", Duration::from_secs(20), || {
+        h.info().state == SessionState::Stopped
+    })
+    .await;
+    assert_eq!(h.info().last_exit, Some(ExitStatus::Code(3)));
+    assert!(h.info().output_offset > 1 << 20, "the child flooded");
+    assert_nothing_left(&h, Some(main)).await;
     corral.shutdown().await.unwrap();
 }
 

@@ -78,9 +78,10 @@ struct State {
     tail: u64,
     /// The writer is gone.
     closed: bool,
-    /// An async reader found nothing and is waiting, so the next append must notify. This keeps
-    /// `Notify`'s own lock off the append path while nobody is waiting.
-    waiting: bool,
+    /// The lowest head an async reader is waiting for (`u64::MAX`: nobody waits): an append that
+    /// reaches it notifies. This keeps `Notify`'s lock off the append path while nobody waits, and
+    /// a reader waiting for a batch ([`RingReader::wait_for`]) is not woken by every small append.
+    wake_at: u64,
 }
 
 /// What every clone of a [`Ring`] shares.
@@ -120,7 +121,7 @@ impl Ring {
                     head: start,
                     tail: start,
                     closed: false,
-                    waiting: false,
+                    wake_at: u64::MAX,
                 }),
                 notify: Notify::new(),
             }),
@@ -185,7 +186,11 @@ impl Ring {
             }
             st.head = new_head;
             st.tail = st.tail.max(new_head.saturating_sub(cap as u64));
-            (new_head, std::mem::take(&mut st.waiting))
+            let wake = new_head >= st.wake_at;
+            if wake {
+                st.wake_at = u64::MAX;
+            }
+            (new_head, wake)
         };
         if wake {
             shared.notify.notify_waiters();
@@ -196,7 +201,11 @@ impl Ring {
     /// Marks the end of the stream: readers drain what is retained, then get [`Read::Closed`].
     /// Bytes appended after closing are still stored.
     pub fn close(&self) {
-        self.shared.state.lock().closed = true;
+        {
+            let mut st = self.shared.state.lock();
+            st.closed = true;
+            st.wake_at = u64::MAX;
+        }
         self.shared.notify.notify_waiters();
     }
 
@@ -337,12 +346,31 @@ impl RingReader {
                 let mut st = shared.state.lock();
                 let read = shared.read_locked(&st, self.cursor, out, max);
                 if read == Read::Empty {
-                    st.waiting = true;
+                    st.wake_at = st.wake_at.min(self.cursor + 1);
                 }
                 read
             };
             if read != Read::Empty {
                 return self.advance(read);
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until at least `n` bytes past the cursor have been appended, or the ring is closed.
+    /// Cancel-safe (it changes nothing); callers bound it with a timeout.
+    pub async fn wait_for(&self, n: usize) {
+        let shared = &*self.ring.shared;
+        let target = self.cursor.saturating_add(n as u64);
+        loop {
+            let mut notified = pin!(shared.notify.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = shared.state.lock();
+                if st.head >= target || st.closed {
+                    return;
+                }
+                st.wake_at = st.wake_at.min(target);
             }
             notified.await;
         }
@@ -379,7 +407,7 @@ mod tests {
     /// path rather than the fast path.
     async fn until_parked(ring: &Ring) {
         tokio::time::timeout(GUARD, async {
-            while !ring.shared.state.lock().waiting {
+            while ring.shared.state.lock().wake_at == u64::MAX {
                 tokio::task::yield_now().await;
             }
         })
@@ -652,6 +680,30 @@ mod tests {
         let (read, out) = tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
         assert_eq!(read, Read::Data { offset: 0, len: 2 });
         assert_eq!(out, b"hi");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_for_a_batch_wakes_once_it_is_there_not_on_every_append() {
+        let ring = Ring::new(1024);
+        let reader = ring.reader(0).unwrap();
+        let task = tokio::spawn(async move { reader.wait_for(100).await });
+        until_parked(&ring).await;
+        for _ in 0..9 {
+            ring.append(&[7; 10]);
+            // Below the batch: the waiter's mark stays, so no append has notified anyone.
+            assert_eq!(ring.shared.state.lock().wake_at, 100);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "woke with 90 of 100 bytes");
+        ring.append(&[7; 10]);
+        tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+        assert_eq!(ring.shared.state.lock().wake_at, u64::MAX);
+        // A closed ring ends the wait too.
+        let reader = ring.reader(100).unwrap();
+        let task = tokio::spawn(async move { reader.wait_for(1 << 20).await });
+        until_parked(&ring).await;
+        ring.close();
+        tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,3 +154,16 @@ pub async fn wait_for_comm(id: Uuid, comm: &str) {
     })
     .await;
 }
+
+/// `n` pseudo-random bytes (xorshift from `seed`): output no terminal would rewrite by accident.
+pub fn payload(n: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; n];
+    let mut x = seed | 1;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
