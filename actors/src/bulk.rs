@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_runtime::Ring;
-use tokio::io::unix::AsyncFd;
 
 use crate::fd;
 use crate::shared::SessionShared;
@@ -74,26 +73,31 @@ pub enum SliceEnd {
 
 /// What a slice reads and where the bytes go.
 pub struct Source {
-    /// The non-blocking fd.
-    pub fd: Arc<AsyncFd<OwnedFd>>,
+    /// The non-blocking fd, out of the reactor for the slice.
+    pub fd: OwnedFd,
     /// The session's output log.
     pub ring: Ring,
     /// The session's shared half (persister tap).
     pub shared: Arc<SessionShared>,
 }
 
-/// Runs one slice on a blocking-pool thread and waits for it. Dropping the future (the reader
-/// was killed) tells the thread to stop; it does within [`QUIET`].
-pub async fn slice(source: Source, permit: Permit) -> SliceEnd {
+/// Runs one slice on a blocking-pool thread and waits for it; gives the fd back (`None` if the
+/// thread failed). Dropping the future (the reader was killed) tells the thread to stop; it does
+/// within [`QUIET`] and closes the fd.
+pub async fn slice(source: Source, permit: Permit) -> (SliceEnd, Option<OwnedFd>) {
     let cancel = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(cancel.clone());
     let thread = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        crate::io::with_read_buf(|buf| pump(&source, buf, &cancel))
+        let end = crate::io::with_read_buf(|buf| pump(&source, buf, &cancel));
+        (end, source.fd)
     });
     match thread.await {
-        Ok(end) => end,
-        Err(e) => SliceEnd::Failed(io::Error::other(format!("bulk reader thread: {e}"))),
+        Ok((end, fd)) => (end, Some(fd)),
+        Err(e) => (
+            SliceEnd::Failed(io::Error::other(format!("bulk reader thread: {e}"))),
+            None,
+        ),
     }
 }
 
@@ -109,7 +113,7 @@ impl Drop for StopOnDrop {
 /// The slice itself: read, append, and wait in poll(2) when the PTY runs dry.
 fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     let start = Instant::now();
-    let raw = source.fd.get_ref();
+    let raw = &source.fd;
     loop {
         if cancel.load(Ordering::Acquire) {
             return SliceEnd::Quiet;

@@ -2,9 +2,10 @@
 //! read and written without an OS thread per session.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// Duplicates `fd` (close-on-exec) and makes the duplicate non-blocking. The original is not
@@ -30,11 +31,14 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Registers a non-blocking descriptor with the tokio reactor.
-pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+/// Registers a non-blocking descriptor with the tokio reactor for one direction: an output fd
+/// for reading, an input fd for writing. A PTY master is registered twice (two dups), so the
+/// input side's registration is not woken by every byte of output, and the output side's can be
+/// taken out of the reactor while a bulk reader drains it (see `crate::bulk`).
+pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the OwnedFd is moved into the AsyncFd, which alone owns it: it stays open and
     // names the same file description until the AsyncFd is dropped.
-    unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
 }
 
 /// `read(2)` on a raw descriptor.
@@ -45,9 +49,4 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 /// `write(2)` on a raw descriptor.
 pub fn write(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     nix::unistd::write(fd, buf).map_err(io::Error::from)
-}
-
-/// The raw number, for logs.
-pub fn raw(fd: &AsyncFd<OwnedFd>) -> RawFd {
-    fd.get_ref().as_raw_fd()
 }

@@ -64,8 +64,8 @@ pub enum Framing {
 
 /// Arguments of an [`OutputReader`].
 pub struct ReaderArgs {
-    /// The fd to read.
-    pub fd: Arc<AsyncFd<OwnedFd>>,
+    /// The fd to read, registered for reading only (see [`fd::register`]).
+    pub fd: AsyncFd<OwnedFd>,
     /// Where the bytes go.
     pub ring: Ring,
     /// The session's shared half (events, counters).
@@ -80,6 +80,16 @@ pub struct ReaderArgs {
     pub screen: Option<ActorRef<ScreenMsg>>,
 }
 
+/// Where a reader's bytes go: its arguments but the fd.
+struct Sink {
+    ring: Ring,
+    shared: Arc<SessionShared>,
+    framing: Framing,
+    exit: Option<(Arc<PidFd>, ActorRef<SessionMsg>, u64)>,
+    eof: watch::Sender<bool>,
+    screen: Option<ActorRef<ScreenMsg>>,
+}
+
 /// The reader actor.
 pub struct OutputReader;
 
@@ -89,8 +99,10 @@ pub struct Pump;
 
 /// Reader state.
 pub struct ReaderState {
-    /// Arguments.
-    args: ReaderArgs,
+    /// The fd, registered with the reactor; `None` only while a bulk slice has it.
+    fd: Option<Arc<AsyncFd<OwnedFd>>>,
+    /// Where the bytes go.
+    args: Sink,
     /// NDJSON bytes not turned into lines yet: complete lines held back while the journal is
     /// congested, then the incomplete last line.
     partial: Vec<u8>,
@@ -115,13 +127,30 @@ impl Actor for OutputReader {
         myself: ActorRef<Pump>,
         args: ReaderArgs,
     ) -> Result<ReaderState, ActorProcessingErr> {
-        let exit_watch = match &args.exit {
+        let ReaderArgs {
+            fd,
+            ring,
+            shared,
+            framing,
+            exit,
+            eof,
+            screen,
+        } = args;
+        let exit_watch = match &exit {
             Some((pidfd, _, _)) => Some(pidfd.watch()?),
             None => None,
         };
         myself.send_message(Pump)?;
         Ok(ReaderState {
-            args,
+            fd: Some(Arc::new(fd)),
+            args: Sink {
+                ring,
+                shared,
+                framing,
+                exit,
+                eof,
+                screen,
+            },
             partial: Vec::new(),
             held: false,
             exit_watch,
@@ -136,7 +165,6 @@ impl Actor for OutputReader {
         _: Pump,
         st: &mut ReaderState,
     ) -> Result<(), ActorProcessingErr> {
-        let fd = st.args.fd.clone();
         if st.held {
             // Lines held back for a congested journal: wait (bounded), then release them before
             // reading more, so the process waits on its full pipe meanwhile.
@@ -164,25 +192,10 @@ impl Actor for OutputReader {
             && st.args.framing == Framing::Raw
             && let Some(permit) = bulk::try_permit()
         {
-            let source = bulk::Source {
-                fd: fd.clone(),
-                ring: st.args.ring.clone(),
-                shared: st.args.shared.clone(),
-            };
-            st.dirty = true;
-            let flowing = &st.args.shared.flowing;
-            flowing.store(true, Ordering::Relaxed);
-            let end = bulk::slice(source, permit).await;
-            st.flowing = matches!(end, SliceEnd::Flowing);
-            flowing.store(st.flowing, Ordering::Relaxed);
-            match end {
-                SliceEnd::Flowing | SliceEnd::Quiet => {}
-                SliceEnd::Eof => return finish(&myself, st, None).await,
-                SliceEnd::Failed(e) => return finish(&myself, st, Some(e)).await,
-            }
-            myself.send_message(Pump)?;
-            return Ok(());
+            return st.bulk_slice(&myself, permit).await;
         }
+        // invariant: only a bulk slice takes the fd, and it puts it back or ends the reader.
+        let fd = st.fd.clone().expect("reader fd");
         loop {
             tokio::select! {
                 biased;
@@ -259,6 +272,58 @@ async fn exited(watch: Option<&ExitWatch>) {
 }
 
 impl ReaderState {
+    /// Reads one [`bulk`] slice on a blocking-pool thread. The fd leaves the reactor meanwhile:
+    /// registered, every byte the PTY received would wake a runtime worker for nothing (and
+    /// its poll waits for the PTY's line discipline).
+    async fn bulk_slice(
+        &mut self,
+        myself: &ActorRef<Pump>,
+        permit: bulk::Permit,
+    ) -> Result<(), ActorProcessingErr> {
+        // invariant: the handler's fd clone is gone, so this Arc is the only one.
+        let registered = self.fd.take().expect("reader fd");
+        let fd = match Arc::try_unwrap(registered) {
+            Ok(fd) => fd.into_inner(),
+            Err(shared) => {
+                // Not expected; read inline this time.
+                self.fd = Some(shared);
+                self.flowing = false;
+                myself.send_message(Pump)?;
+                return Ok(());
+            }
+        };
+        let source = bulk::Source {
+            fd,
+            ring: self.args.ring.clone(),
+            shared: self.args.shared.clone(),
+        };
+        self.dirty = true;
+        let flowing = &self.args.shared.flowing;
+        flowing.store(true, Ordering::Relaxed);
+        let (end, fd) = bulk::slice(source, permit).await;
+        self.flowing = matches!(end, SliceEnd::Flowing);
+        self.args
+            .shared
+            .flowing
+            .store(self.flowing, Ordering::Relaxed);
+        match (end, fd) {
+            (SliceEnd::Eof, _) => finish(myself, self, None).await,
+            (SliceEnd::Failed(e), _) => finish(myself, self, Some(e)).await,
+            (_, None) => {
+                let e = io::Error::other("bulk reader lost its fd");
+                finish(myself, self, Some(e)).await
+            }
+            (SliceEnd::Flowing | SliceEnd::Quiet, Some(fd)) => {
+                match fd::register(fd, tokio::io::Interest::READABLE) {
+                    Ok(fd) => self.fd = Some(Arc::new(fd)),
+                    Err(e) => return finish(myself, self, Some(e)).await,
+                }
+                myself.send_message(Pump)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Hands freshly read bytes to the Ring (or the NDJSON splitter).
     fn deliver(&mut self, bytes: &[u8]) {
         match self.args.framing {
@@ -315,7 +380,7 @@ impl ReaderState {
 }
 
 /// One complete NDJSON line: JSON → event, anything else → output bytes.
-fn line(args: &ReaderArgs, bytes: &[u8]) {
+fn line(args: &Sink, bytes: &[u8]) {
     let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     match serde_json::from_slice::<serde_json::Value>(text) {
@@ -360,7 +425,7 @@ async fn finish(
         line(&st.args, &rest);
     }
     if let Some(e) = error {
-        tracing::warn!(fd = fd::raw(&st.args.fd), error = %e, "output read failed; treating as end of output");
+        tracing::warn!(session = %st.args.shared.id, error = %e, "output read failed; treating as end of output");
     }
     st.args.eof.send_replace(true);
     if st.exit_watch.is_some() {
@@ -389,7 +454,7 @@ pub struct InputWriter(tokio::task::JoinHandle<()>);
 impl InputWriter {
     /// Starts the writer for `fd` with a queue of `capacity` bytes; returns the queue's sender.
     pub fn start(
-        fd: Arc<AsyncFd<OwnedFd>>,
+        fd: AsyncFd<OwnedFd>,
         shared: Arc<SessionShared>,
         capacity: usize,
     ) -> (BoundedSender<Write>, InputWriter) {

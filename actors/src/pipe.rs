@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::fd;
@@ -20,11 +21,11 @@ pub struct PipeProcess {
     /// Its pidfd.
     pub pidfd: Arc<PidFd>,
     /// Its stdin (non-blocking).
-    pub stdin: Arc<AsyncFd<OwnedFd>>,
+    pub stdin: AsyncFd<OwnedFd>,
     /// Its stdout (non-blocking).
-    pub stdout: Arc<AsyncFd<OwnedFd>>,
+    pub stdout: AsyncFd<OwnedFd>,
     /// Its stderr (non-blocking).
-    pub stderr: Arc<AsyncFd<OwnedFd>>,
+    pub stderr: AsyncFd<OwnedFd>,
 }
 
 /// Spawns `argv` with exactly `env` in `cwd`, on three pipes.
@@ -49,16 +50,16 @@ pub fn spawn(
     // The child's ends must go, or we never see EOF on its stdout when it exits.
     drop((stdin_r, stdout_w, stderr_w));
     let setup = || -> io::Result<PipeProcess> {
-        let take = |fd: OwnedFd| -> io::Result<Arc<AsyncFd<OwnedFd>>> {
+        let take = |fd: OwnedFd, interest| -> io::Result<AsyncFd<OwnedFd>> {
             fd::set_nonblocking(&fd)?;
-            Ok(Arc::new(fd::register(fd)?))
+            fd::register(fd, interest)
         };
         Ok(PipeProcess {
             pid,
             pidfd: Arc::new(PidFd::open(pid)?),
-            stdin: take(stdin_w)?,
-            stdout: take(stdout_r)?,
-            stderr: take(stderr_r)?,
+            stdin: take(stdin_w, Interest::WRITABLE)?,
+            stdout: take(stdout_r, Interest::READABLE)?,
+            stderr: take(stderr_r, Interest::READABLE)?,
         })
     };
     match setup() {

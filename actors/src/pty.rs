@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use portable_pty::{MasterPty, PtySize, native_pty_system};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::fd;
@@ -23,10 +24,12 @@ pub struct PtyProcess {
     pub pid: i32,
     /// Its pidfd (exit notification, race-free signals).
     pub pidfd: Arc<PidFd>,
-    /// The master side, kept for resize; closing it (and `io`) hangs up the terminal.
+    /// The master side, kept for resize; closing it (and the dups below) hangs up the terminal.
     pub master: Box<dyn MasterPty + Send>,
-    /// A non-blocking duplicate of the master, shared by the reader and the writer.
-    pub io: Arc<AsyncFd<OwnedFd>>,
+    /// A non-blocking duplicate of the master registered for reading: the output reader's.
+    pub output: AsyncFd<OwnedFd>,
+    /// Another, registered for writing: the input writer's.
+    pub input: AsyncFd<OwnedFd>,
 }
 
 /// Opens a PTY of `size` and spawns `argv` in it with exactly `env` in `cwd`.
@@ -59,8 +62,11 @@ pub fn spawn(
         .master
         .as_raw_fd()
         .ok_or_else(|| io::Error::other("pty master has no fd"))?;
-    let io = match fd::dup_nonblocking(raw).and_then(fd::register) {
-        Ok(io) => Arc::new(io),
+    let registered = |interest| fd::dup_nonblocking(raw).and_then(|d| fd::register(d, interest));
+    let (output, input) = match registered(Interest::READABLE)
+        .and_then(|output| Ok((output, registered(Interest::WRITABLE)?)))
+    {
+        Ok(pair) => pair,
         Err(e) => {
             kill_unwatched(pid);
             return Err(e);
@@ -70,7 +76,8 @@ pub fn spawn(
         pid,
         pidfd,
         master: pair.master,
-        io,
+        output,
+        input,
     })
 }
 

@@ -454,7 +454,7 @@ impl SessionActorState {
             Mode::Pty => {
                 let p = pty::spawn(&argv, self.spec.cwd.as_deref(), &envv, size)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
-                (p.pid, p.pidfd, Some(p.master), p.io.clone(), p.io, None)
+                (p.pid, p.pidfd, Some(p.master), p.output, p.input, None)
             }
             Mode::Pipe => {
                 let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)

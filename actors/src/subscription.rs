@@ -20,7 +20,7 @@ use crate::shared::SessionShared;
 
 /// While a session's output flows in bulk, a subscriber waits for this many bytes (or
 /// [`BATCH_WAIT`]) before it reads: fewer, larger frames for the same bytes.
-const BATCH: usize = 16 * 1024;
+const BATCH: usize = 64 * 1024;
 /// Longest a subscriber waits for a batch (the last bytes of a burst wait at most this long).
 const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 

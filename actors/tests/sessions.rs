@@ -229,6 +229,46 @@ async fn bulk_output_of_more_sessions_than_bulk_readers_arrives_byte_exact() {
 }
 
 #[tokio::test]
+async fn ctrl_c_stops_a_flood_while_it_is_read_in_bulk() {
+    // `yes` floods the terminal, so its output is read in bulk (off the reactor); the keystroke
+    // still goes in through the input side's own registration and interrupts it.
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(
+            sh("trap 'echo INTERRUPTED; exit 0' INT; yes flood; sleep 100").ring_capacity(1 << 20),
+        )
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(None).unwrap();
+    eventually("a flood", Duration::from_secs(10), || {
+        h.info().output_offset > 8 << 20
+    })
+    .await;
+    h.input(0, b"\x03".to_vec()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let item = tokio::time::timeout_at(deadline, sub.next(1 << 20))
+            .await
+            .expect("the flood ends and the trap runs");
+        if let Item::Output { bytes, .. } = item {
+            tail.extend_from_slice(&bytes);
+            if tail.windows(11).any(|w| w == b"INTERRUPTED") {
+                break;
+            }
+            let keep = tail.len().saturating_sub(16);
+            tail.drain(..keep);
+        }
+    }
+    eventually("the session ends", Duration::from_secs(10), || {
+        h.info().state == SessionState::Stopped
+    })
+    .await;
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_exit_is_reported_while_a_leftover_child_floods_the_output() {
     // The main process exits at once; its background child keeps the output pipe full. The
     // reader always finds bytes to read, yet the exit is reported and the child swept.
