@@ -126,21 +126,38 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
         }
         lat.push(t.elapsed());
     }
+    drop(ws);
+    lat.sort();
+    // The same keystrokes from a blocking client (a thread that sleeps in read(2), like the bare
+    // PTY baseline): what is left is the server's share plus the kernel's.
+    let (addr, token, session) = (r.addr.clone(), r.token.clone(), id.clone());
+    let blocking =
+        tokio::task::spawn_blocking(move || blocking_echo(&addr, &token, &session, N)).await??;
     r.json("DELETE", &format!("/v1/sessions/{id}"), None)
         .await?;
-    lat.sort();
     let bare = tokio::task::spawn_blocking(move || bare_pty_echo(N)).await??;
     let ws_floor = ws_loopback_echo(N).await?;
     Ok(vec![
         Figure {
-            name: "echo via WebSocket → cat → back: p50 / p99 / max".into(),
+            name: "echo via WebSocket → cat → back, blocking client: p50 / p99 / max".into(),
+            value: format!(
+                "{:.0?} / {:.0?} / {:.0?}",
+                pct(&blocking, 0.5),
+                pct(&blocking, 0.99),
+                blocking[blocking.len() - 1]
+            ),
+            goal: "p50 ≤ 35 µs, p99 ≤ 160 µs".into(),
+            json: json!({"p50_us": pct(&blocking, 0.5).as_micros(), "p99_us": pct(&blocking, 0.99).as_micros(), "max_us": blocking[blocking.len()-1].as_micros()}),
+        },
+        Figure {
+            name: "  the same from an async (tokio) client: p50 / p99 / max".into(),
             value: format!(
                 "{:.0?} / {:.0?} / {:.0?}",
                 pct(&lat, 0.5),
                 pct(&lat, 0.99),
                 lat[lat.len() - 1]
             ),
-            goal: "p50 ≤ 35 µs, p99 ≤ 160 µs".into(),
+            goal: "-".into(),
             json: json!({"p50_us": pct(&lat, 0.5).as_micros(), "p99_us": pct(&lat, 0.99).as_micros(), "max_us": lat[lat.len()-1].as_micros()}),
         },
         Figure {
@@ -168,8 +185,9 @@ async fn ws_loopback_echo(n: usize) -> anyhow::Result<Vec<Duration>> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        // One worker, like `corral serve` on this machine by default.
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .enable_all()
             .build()?;
         rt.block_on(async move {
@@ -187,29 +205,102 @@ async fn ws_loopback_echo(n: usize) -> anyhow::Result<Vec<Duration>> {
             anyhow::Ok(())
         })
     });
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
-    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+    // The client blocks in read(2), as in the corral measurement.
+    let client = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Duration>> {
+        let tcp = std::net::TcpStream::connect(addr)?;
         tcp.set_nodelay(true)?;
+        let (mut ws, _) = tokio_tungstenite::tungstenite::client(format!("ws://{addr}/"), tcp)
+            .map_err(|e| anyhow::anyhow!("loopback echo client: {e}"))?;
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n {
+            let byte = b'a' + (i % 26) as u8;
+            let t = Instant::now();
+            ws.send(WsMessage::Binary(vec![byte].into()))?;
+            loop {
+                match ws.read()? {
+                    WsMessage::Binary(b) if b.contains(&byte) => break,
+                    WsMessage::Close(_) => bail!("loopback echo server closed"),
+                    _ => {}
+                }
+            }
+            lat.push(t.elapsed());
+        }
+        ws.close(None)?;
+        // Until the server has seen the close (it then ends its loop).
+        while ws.read().is_ok() {}
+        lat.sort();
+        Ok(lat)
+    });
+    let lat = client.await??;
+    match tokio::task::spawn_blocking(move || server.join()).await? {
+        Ok(r) => r?,
+        Err(_) => bail!("loopback echo server panicked"),
     }
+    Ok(lat)
+}
+
+/// Keystroke echo from a blocking native-protocol client: subscribe to `session` (a `cat` in raw
+/// mode), then `n` times send one byte and read until it comes back.
+fn blocking_echo(
+    addr: &str,
+    token: &str,
+    session: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    let mut req = format!("ws://{addr}/v1/ws").into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::tungstenite::client(req, tcp)
+        .map_err(|e| anyhow::anyhow!("blocking echo client: {e}"))?;
+    let subscribe = json!({"type": "subscribe", "id": 1, "session": session});
+    ws.send(WsMessage::Text(subscribe.to_string().into()))?;
+    let channel = loop {
+        if let WsMessage::Text(t) = ws.read()? {
+            let v: Value = serde_json::from_str(&t)?;
+            if v["id"] == 1 {
+                match v["channel"].as_u64() {
+                    Some(c) => break c as u32,
+                    None => bail!("subscribe refused: {v}"),
+                }
+            }
+        }
+    };
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let byte = b'a' + (i % 26) as u8;
+        let byte = b'A' + (i % 26) as u8;
+        let frame = crate::protocol::encode_binary(
+            crate::protocol::Header {
+                kind: crate::protocol::kind::INPUT,
+                channel,
+                offset: 0,
+            },
+            &[byte],
+        );
         let t = Instant::now();
-        ws.send(WsMessage::Binary(vec![byte].into())).await?;
+        ws.send(WsMessage::Binary(frame.into()))?;
         loop {
-            match ws.next().await {
-                Some(Ok(WsMessage::Binary(b))) if b.contains(&byte) => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => bail!("loopback echo: {e}"),
-                None => bail!("loopback echo server closed"),
+            match ws.read()? {
+                WsMessage::Binary(b) => {
+                    if let Some((h, payload)) = crate::protocol::decode_binary(&b)
+                        && h.channel == channel
+                        && payload.contains(&byte)
+                    {
+                        break;
+                    }
+                }
+                WsMessage::Text(t) if t.contains("\"error\"") => bail!("server refused input: {t}"),
+                WsMessage::Close(c) => bail!("closed: {c:?}"),
+                _ => {}
             }
         }
         lat.push(t.elapsed());
     }
-    ws.close(None).await?;
-    match tokio::task::spawn_blocking(move || server.join()).await? {
-        Ok(r) => r?,
-        Err(_) => bail!("loopback echo server panicked"),
+    if let Err(e) = ws.close(None) {
+        tracing::debug!(error = %e, "blocking echo client: close");
     }
     lat.sort();
     Ok(lat)
