@@ -220,7 +220,7 @@ impl Actor for OutputReader {
                                 total += n;
                                 if total >= BURST || st.held {
                                     // A whole burst and the PTY never ran dry: bulk output.
-                                    st.flowing = total >= BURST;
+                                    st.set_flowing(total >= BURST);
                                     break;
                                 }
                             }
@@ -231,7 +231,7 @@ impl Actor for OutputReader {
                             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Ok(Err(e)) => return finish(&myself, st, Some(e)).await,
                             Err(_would_block) => {
-                                st.flowing = false;
+                                st.set_flowing(false);
                                 break;
                             }
                         }
@@ -255,6 +255,28 @@ impl Actor for OutputReader {
     }
 }
 
+/// Sets the session's `flowing` flag for the time of a bulk slice (subscribers batch their
+/// reads while it is set) and clears it on drop unless the output still flows.
+struct Batching(Arc<SessionShared>, bool);
+
+impl Batching {
+    fn start(shared: Arc<SessionShared>) -> Batching {
+        shared.flowing.store(true, Ordering::Relaxed);
+        Batching(shared, false)
+    }
+
+    /// The slice is over: keep the flag only if the output still flows.
+    fn end(mut self, still_flowing: bool) {
+        self.1 = still_flowing;
+    }
+}
+
+impl Drop for Batching {
+    fn drop(&mut self) {
+        self.0.flowing.store(self.1, Ordering::Relaxed);
+    }
+}
+
 /// Longest a pipe-mode reader holds its lines back for a congested journal (then they go through
 /// and whatever the journal cannot take is counted and recorded as lost).
 const JOURNAL_WAIT: Duration = Duration::from_secs(30);
@@ -271,7 +293,20 @@ async fn exited(watch: Option<&ExitWatch>) {
     }
 }
 
+impl Drop for ReaderState {
+    fn drop(&mut self) {
+        // A killed reader must not leave subscribers batching.
+        self.args.shared.flowing.store(false, Ordering::Relaxed);
+    }
+}
+
 impl ReaderState {
+    /// Output flows (or stopped flowing): subscribers batch their reads while it does.
+    fn set_flowing(&mut self, flowing: bool) {
+        self.flowing = flowing;
+        self.args.shared.flowing.store(flowing, Ordering::Relaxed);
+    }
+
     /// Reads one [`bulk`] slice on a blocking-pool thread. The fd leaves the reactor meanwhile:
     /// registered, every byte the PTY received would wake a runtime worker for nothing (and
     /// its poll waits for the PTY's line discipline).
@@ -287,7 +322,7 @@ impl ReaderState {
             Err(shared) => {
                 // Not expected; read inline this time.
                 self.fd = Some(shared);
-                self.flowing = false;
+                self.set_flowing(false);
                 myself.send_message(Pump)?;
                 return Ok(());
             }
@@ -298,14 +333,12 @@ impl ReaderState {
             shared: self.args.shared.clone(),
         };
         self.dirty = true;
-        let flowing = &self.args.shared.flowing;
-        flowing.store(true, Ordering::Relaxed);
+        // Subscribers batch while this is set; the guard clears it however the slice ends
+        // (this future is dropped when the reader is killed).
+        let batching = Batching::start(self.args.shared.clone());
         let (end, fd) = bulk::slice(source, permit).await;
         self.flowing = matches!(end, SliceEnd::Flowing);
-        self.args
-            .shared
-            .flowing
-            .store(self.flowing, Ordering::Relaxed);
+        batching.end(self.flowing);
         match (end, fd) {
             (SliceEnd::Eof, _) => finish(myself, self, None).await,
             (SliceEnd::Failed(e), _) => finish(myself, self, Some(e)).await,

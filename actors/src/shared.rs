@@ -118,7 +118,8 @@ pub struct SessionShared {
     seq: Mutex<u64>,
     /// Live subscriptions.
     pub(crate) viewers: AtomicUsize,
-    /// The output is being read in bulk (see `crate::bulk`): subscribers batch their reads.
+    /// Output is flooding (a whole burst without running dry; see `crate::bulk`): subscribers
+    /// batch their reads meanwhile.
     pub(crate) flowing: std::sync::atomic::AtomicBool,
     /// Lag events delivered.
     pub(crate) lag_events: AtomicU64,
