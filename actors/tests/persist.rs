@@ -299,13 +299,15 @@ async fn a_full_disk_is_reported_and_recovered_from() {
 async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let corral = persistent(dir.path()).await;
-    // 64 KiB in memory, ~1.9 MB written: most of it only exists on disk.
+    // 512 KiB in memory, ~1.9 MB written: most of it only exists on disk. (With a Ring no
+    // larger than the pipe, 64 KiB, one read's lines can lap the Ring before the persister's
+    // thread runs: the log then records a gap, correctly, and this test flaked 2 times in 12.)
     let h = corral
         .sessions()
         .spawn(
             SessionSpec::new(["sh", "-c", "seq 1 300000; echo END; exec sleep 1000"])
                 .mode(Mode::Pipe)
-                .ring_capacity(64 * 1024),
+                .ring_capacity(512 * 1024),
         )
         .await
         .unwrap();
