@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corral_runtime::{BoundedSender, Permit, Ring};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -50,6 +50,9 @@ pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 /// Bytes read per handler call before yielding to the mailbox. Well under the default Ring
 /// capacity, so subscribers on the same worker get to run before the reader laps them.
 const BURST: usize = 256 * 1024;
+/// Output is a flood (read in bulk, see [`crate::bulk`]) when a whole [`BURST`] arrives within
+/// this window, in one handler call or across several (≥ 2.5 MB/s).
+const FLOOD_WINDOW: Duration = Duration::from_millis(100);
 /// Output quiet for this long lets the screen catch up (off the hot path).
 const IDLE: Duration = Duration::from_millis(150);
 
@@ -112,6 +115,8 @@ pub struct ReaderState {
     exit_watch: Option<ExitWatch>,
     /// Output since the screen last caught up.
     dirty: bool,
+    /// Output volume over the last [`FLOOD_WINDOW`].
+    volume: Volume,
     /// The last read ended with output still flowing (a whole burst, or a bulk slice's time up):
     /// the next one reads on a bulk thread if one is free (see [`crate::bulk`]).
     flowing: bool,
@@ -155,6 +160,7 @@ impl Actor for OutputReader {
             held: false,
             exit_watch,
             dirty: false,
+            volume: Volume::default(),
             flowing: false,
         })
     }
@@ -231,7 +237,11 @@ impl Actor for OutputReader {
                             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Ok(Err(e)) => return finish(&myself, st, Some(e)).await,
                             Err(_would_block) => {
-                                st.set_flowing(false);
+                                // Ran dry. Still a flood if a whole burst came within the
+                                // window: a reader slowed by the sends on its worker (many
+                                // viewers) never reads a whole burst in one call.
+                                let flooding = st.volume.flooding(total);
+                                st.set_flowing(flooding);
                                 break;
                             }
                         }
@@ -252,6 +262,41 @@ impl Actor for OutputReader {
         }
         myself.send_message(Pump)?;
         Ok(())
+    }
+}
+
+/// Bytes read since a point in time, to tell a flood from a burst.
+struct Volume {
+    since: Instant,
+    bytes: usize,
+}
+
+impl Default for Volume {
+    fn default() -> Self {
+        Volume {
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Volume {
+    /// Counts `n` bytes just read; true when a whole [`BURST`] came within [`FLOOD_WINDOW`].
+    fn flooding(&mut self, n: usize) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.since) > FLOOD_WINDOW {
+            *self = Volume {
+                since: now,
+                bytes: 0,
+            };
+        }
+        self.bytes += n;
+        if self.bytes < BURST {
+            return false;
+        }
+        self.bytes = 0;
+        self.since = now;
+        true
     }
 }
 
