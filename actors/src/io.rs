@@ -597,3 +597,26 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, shared: &SessionShared, bytes: &[u8]) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_a_whole_burst_within_the_window() {
+        let mut v = Volume::default();
+        // 7 reads of 32 KiB: 224 KiB, not yet a burst; the 8th makes 256 KiB.
+        for _ in 0..7 {
+            assert!(!v.flooding(32 * 1024));
+        }
+        assert!(v.flooding(32 * 1024));
+        // The count starts over after a flood...
+        assert!(!v.flooding(32 * 1024));
+        // ...and after a quiet window: the same bytes spread out are no flood.
+        let mut v = Volume::default();
+        for _ in 0..3 {
+            assert!(!v.flooding(128 * 1024 - 1));
+            v.since -= FLOOD_WINDOW + Duration::from_millis(1);
+        }
+    }
+}
