@@ -200,8 +200,7 @@ impl Actor for OutputReader {
         {
             return st.bulk_slice(&myself, permit).await;
         }
-        // invariant: only a bulk slice takes the fd, and it puts it back or ends the reader.
-        let fd = st.fd.clone().expect("reader fd");
+        let fd = st.fd.clone().expect("reader fd"); // invariant: a bulk slice puts it back or ends the reader
         loop {
             tokio::select! {
                 biased;
@@ -360,8 +359,7 @@ impl ReaderState {
         myself: &ActorRef<Pump>,
         permit: bulk::Permit,
     ) -> Result<(), ActorProcessingErr> {
-        // invariant: the handler's fd clone is gone, so this Arc is the only one.
-        let registered = self.fd.take().expect("reader fd");
+        let registered = self.fd.take().expect("reader fd"); // invariant: taken only here, put back below
         let fd = match Arc::try_unwrap(registered) {
             Ok(fd) => fd.into_inner(),
             Err(shared) => {
