@@ -299,28 +299,6 @@ impl Volume {
     }
 }
 
-/// Sets the session's `flowing` flag for the time of a bulk slice (subscribers batch their
-/// reads while it is set) and clears it on drop unless the output still flows.
-struct Batching(Arc<SessionShared>, bool);
-
-impl Batching {
-    fn start(shared: Arc<SessionShared>) -> Batching {
-        shared.flowing.store(true, Ordering::Relaxed);
-        Batching(shared, false)
-    }
-
-    /// The slice is over: keep the flag only if the output still flows.
-    fn end(mut self, still_flowing: bool) {
-        self.1 = still_flowing;
-    }
-}
-
-impl Drop for Batching {
-    fn drop(&mut self) {
-        self.0.flowing.store(self.1, Ordering::Relaxed);
-    }
-}
-
 /// Longest a pipe-mode reader holds its lines back for a congested journal (then they go through
 /// and whatever the journal cannot take is counted and recorded as lost).
 const JOURNAL_WAIT: Duration = Duration::from_secs(30);
@@ -376,12 +354,10 @@ impl ReaderState {
             shared: self.args.shared.clone(),
         };
         self.dirty = true;
-        // Subscribers batch while this is set; the guard clears it however the slice ends
-        // (this future is dropped when the reader is killed).
-        let batching = Batching::start(self.args.shared.clone());
+        // `flowing` is set (subscribers batch meanwhile); if the reader is killed during the
+        // slice, dropping its state clears it.
         let (end, fd) = bulk::slice(source, permit).await;
-        self.flowing = matches!(end, SliceEnd::Flowing);
-        batching.end(self.flowing);
+        self.set_flowing(matches!(end, SliceEnd::Flowing));
         match (end, fd) {
             (SliceEnd::Eof, _) => finish(myself, self, None).await,
             (SliceEnd::Failed(e), _) => finish(myself, self, Some(e)).await,
