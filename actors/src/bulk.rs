@@ -15,12 +15,13 @@
 //! byte, at EOF, or when the reader is dropped (killed): the thread stops within [`QUIET`].
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_runtime::Ring;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::fd;
 use crate::shared::SessionShared;
@@ -141,25 +142,13 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
 
 /// Waits up to `timeout` for `fd` to become readable (or hung up: the next read says so).
 fn readable_within(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd for the duration of the call; the fd is kept open by `source`.
-    let r = unsafe { libc::poll(&mut p, 1, ms) };
-    match r {
-        0 => Ok(false),
-        n if n > 0 => Ok(true),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(true) // read again; it reports what is there
-            } else {
-                Err(e)
-            }
-        }
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        // Read again; it reports what is there.
+        Err(nix::errno::Errno::EINTR) => Ok(true),
+        Err(e) => Err(e.into()),
     }
 }
 

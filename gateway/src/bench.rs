@@ -138,46 +138,36 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
     let bare = tokio::task::spawn_blocking(move || bare_pty_echo(N)).await??;
     let ws_floor = ws_loopback_echo(N).await?;
     Ok(vec![
-        Figure {
-            name: "echo via WebSocket → cat → back, blocking client: p50 / p99 / max".into(),
-            value: format!(
-                "{:.0?} / {:.0?} / {:.0?}",
-                pct(&blocking, 0.5),
-                pct(&blocking, 0.99),
-                blocking[blocking.len() - 1]
-            ),
-            goal: "p50 ≤ 35 µs, p99 ≤ 160 µs".into(),
-            json: json!({"p50_us": pct(&blocking, 0.5).as_micros(), "p99_us": pct(&blocking, 0.99).as_micros(), "max_us": blocking[blocking.len()-1].as_micros()}),
-        },
-        Figure {
-            name: "  the same from an async (tokio) client: p50 / p99 / max".into(),
-            value: format!(
-                "{:.0?} / {:.0?} / {:.0?}",
-                pct(&lat, 0.5),
-                pct(&lat, 0.99),
-                lat[lat.len() - 1]
-            ),
-            goal: "-".into(),
-            json: json!({"p50_us": pct(&lat, 0.5).as_micros(), "p99_us": pct(&lat, 0.99).as_micros(), "max_us": lat[lat.len()-1].as_micros()}),
-        },
-        Figure {
-            name: "echo on a bare PTY (baseline, same run): p50 / p99".into(),
-            value: format!("{:.0?} / {:.0?}", pct(&bare, 0.5), pct(&bare, 0.99)),
-            goal: "-".into(),
-            json: json!({"p50_us": pct(&bare, 0.5).as_micros(), "p99_us": pct(&bare, 0.99).as_micros()}),
-        },
-        Figure {
-            name: "WebSocket echo on loopback, no PTY (baseline): p50 / p99".into(),
-            value: format!("{:.0?} / {:.0?}", pct(&ws_floor, 0.5), pct(&ws_floor, 0.99)),
-            goal: "-".into(),
-            json: json!({"p50_us": pct(&ws_floor, 0.5).as_micros(), "p99_us": pct(&ws_floor, 0.99).as_micros()}),
-        },
+        latencies(
+            "echo via WebSocket → cat → back, blocking client",
+            "p50 ≤ 35 µs, p99 ≤ 160 µs",
+            &blocking,
+        ),
+        latencies("  the same from an async (tokio) client", "-", &lat),
+        latencies("echo on a bare PTY (baseline, same run)", "-", &bare),
+        latencies(
+            "WebSocket echo on loopback, no PTY (baseline)",
+            "-",
+            &ws_floor,
+        ),
     ])
 }
 
-/// The network half of the echo floor: a bare tokio-tungstenite echo server on its own 2-worker
+/// A figure of sorted latencies: p50 / p99 / max.
+fn latencies(what: &str, goal: &str, sorted: &[Duration]) -> Figure {
+    let (p50, p99) = (pct(sorted, 0.5), pct(sorted, 0.99));
+    let max = sorted.last().copied().unwrap_or_default();
+    Figure {
+        name: format!("{what}: p50 / p99 / max"),
+        value: format!("{p50:.0?} / {p99:.0?} / {max:.0?}"),
+        goal: goal.into(),
+        json: json!({"p50_us": p50.as_micros(), "p99_us": p99.as_micros(), "max_us": max.as_micros()}),
+    }
+}
+
+/// The network half of the echo floor: a bare tokio-tungstenite echo server on its own one-worker
 /// runtime (its own threads, as a server process would have), one byte per binary message, with
-/// the same client library and TCP_NODELAY on both ends. Corral's echo can't beat this plus the
+/// the same blocking client and TCP_NODELAY on both ends. Corral's echo can't beat this plus the
 /// bare PTY echo.
 async fn ws_loopback_echo(n: usize) -> anyhow::Result<Vec<Duration>> {
     use tokio_tungstenite::tungstenite::Message as WsMessage;
