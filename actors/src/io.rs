@@ -390,22 +390,32 @@ impl ReaderState {
         }
     }
 
-    /// Turns the complete lines of `partial` into events or output. Pipe mode can produce
-    /// events faster than anything can record them: unless `force`, it stops while the
-    /// persister's journal is congested and sets `held` (the caller stops reading meanwhile).
+    /// Turns the complete lines of `partial` into events or output; a run of output lines goes
+    /// to the Ring in one append. Pipe mode can produce events faster than anything can record
+    /// them: unless `force`, it stops at an event while the persister's journal is congested and
+    /// sets `held` (the caller stops reading meanwhile).
     fn split_lines(&mut self, force: bool) {
         let journal = self.args.shared.journal().cloned();
-        let mut start = 0;
+        // Lines before `start` are handled; output lines from `run` on are not appended yet.
+        let (mut start, mut run) = (0, 0);
         self.held = false;
         while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            if !force && journal.as_ref().is_some_and(|j| j.congested()) {
-                self.held = true;
-                break;
-            }
             let end = start + nl + 1;
-            line(&self.args, &self.partial[start..end]);
+            if let Some(value) = json_line(&self.partial[start..end]) {
+                if !force && journal.as_ref().is_some_and(|j| j.congested()) {
+                    self.held = true;
+                    break;
+                }
+                // The output before the event first: the event's offset follows it.
+                output(&self.args, &self.partial[run..start]);
+                self.args
+                    .shared
+                    .emit(crate::event::EventKind::Json { value });
+                run = end;
+            }
             start = end;
         }
+        output(&self.args, &self.partial[run..start]);
         self.partial.drain(..start);
         // Bounded: a "line" longer than the chunk size is passed through as bytes.
         if !self.held && self.partial.len() > READ_CHUNK * 16 {
@@ -433,16 +443,33 @@ impl ReaderState {
 
 /// One complete NDJSON line: JSON → event, anything else → output bytes.
 fn line(args: &Sink, bytes: &[u8]) {
-    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    match serde_json::from_slice::<serde_json::Value>(text) {
-        Ok(value) if value.is_object() || value.is_array() => {
+    match json_line(bytes) {
+        Some(value) => {
             args.shared.emit(crate::event::EventKind::Json { value });
         }
-        _ => {
-            args.ring.append(bytes);
-            args.shared.output_appended();
-        }
+        None => output(args, bytes),
+    }
+}
+
+/// The JSON object or array a line holds, if it holds one (a line that does not start with
+/// `{` or `[` is not parsed at all).
+fn json_line(bytes: &[u8]) -> Option<serde_json::Value> {
+    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let first = text.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' && *first != b'[' {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(text)
+        .ok()
+        .filter(|v| v.is_object() || v.is_array())
+}
+
+/// Output bytes to the Ring (nothing for none).
+fn output(args: &Sink, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        args.ring.append(bytes);
+        args.shared.output_appended();
     }
 }
 

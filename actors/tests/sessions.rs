@@ -516,6 +516,49 @@ async fn pipe_mode_turns_json_lines_into_events_and_echoes_input() {
 }
 
 #[tokio::test]
+async fn pipe_mode_keeps_the_order_of_json_events_and_output_lines() {
+    // One write, so one read holds every line: runs of output lines go to the Ring in one
+    // append, and each event's offset is the output position it was printed at.
+    let corral = corral().await;
+    let script =
+        r#"sleep 0.2; printf 'a\nb\n{"n":1}\nc\n{oops\n[2]\n  {"n":3}\nd\n'; exec sleep 100"#;
+    let h = corral
+        .sessions()
+        .spawn(sh(script).mode(Mode::Pipe))
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < 3 || !out.ends_with(b"d\n") {
+        match tokio::time::timeout_at(deadline, sub.next(1 << 20))
+            .await
+            .expect("the script's output in time")
+        {
+            Item::Output { bytes, .. } => out.extend_from_slice(&bytes),
+            Item::Event(e) => {
+                if let EventKind::Json { value } = e.kind {
+                    events.push((value.to_string(), e.offset));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "a\nb\nc\n{oops\nd\n");
+    let at = |n: u64| String::from_utf8_lossy(&out[..n as usize]).into_owned();
+    let placed: Vec<_> = events.iter().map(|(v, o)| (v.as_str(), at(*o))).collect();
+    assert_eq!(
+        placed,
+        [
+            (r#"{"n":1}"#, "a\nb\n".to_string()),
+            ("[2]", "a\nb\nc\n{oops\n".to_string()),
+            (r#"{"n":3}"#, "a\nb\nc\n{oops\n".to_string()),
+        ]
+    );
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
     let corral = corral().await;
     let h = corral
