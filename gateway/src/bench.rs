@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use futures::future::join_all;
 use futures::{SinkExt, StreamExt};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
@@ -39,6 +39,9 @@ pub async fn run(
     }
     if want("throughput") {
         figures.extend(throughput(&server, bytes).await?);
+    }
+    if want("pipe") {
+        figures.extend(pipe_output(&server, 20_000_000).await?);
     }
     if want("spawn") || want("spawn-ws") {
         figures.extend(spawn_stop(&server, 200).await?);
@@ -495,6 +498,72 @@ struct PlainRun {
 
 /// How the server's ttyd lag note starts (see client.rs `ttyd_outgoing`), command byte included.
 const TTYD_LAG_NOTE: &[u8] = b"0\r\n\x1b[7m[corral: ";
+
+/// Pipe-mode output (how stream-json agents run): `seq 1 N` on a pipe through the NDJSON
+/// splitter into the Ring, from spawn until the session has stopped, vs. a plain read loop of the
+/// same `seq` on a pipe in the same run; 3 alternating rounds, medians.
+async fn pipe_output(server: &Served, lines: u64) -> anyhow::Result<Vec<Figure>> {
+    let r = &server.remote;
+    let (mut plain, mut corral) = (Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for round in 0..3 {
+        plain.push(tokio::task::spawn_blocking(move || plain_pipe_loop(lines)).await??);
+        let t = Instant::now();
+        let info = r
+            .json(
+                "POST",
+                "/v1/sessions",
+                Some(&json!({
+                    "argv": ["seq", "1", lines.to_string()],
+                    "mode": "pipe",
+                    "name": format!("bench-pipe-{round}"),
+                })),
+            )
+            .await?;
+        let id = info["id"].as_str().unwrap_or_default().to_string();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let info = r.json("GET", &format!("/v1/sessions/{id}"), None).await?;
+            if info["state"] == "stopped" {
+                bytes = info["output_offset"].as_u64().unwrap_or(0);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("pipe session {id} did not finish in 120 s: {info}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        corral.push(t.elapsed().as_secs_f64());
+        r.json("DELETE", &format!("/v1/sessions/{id}"), None)
+            .await?;
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, c) = (med(&mut plain), med(&mut corral));
+    let mbps = |secs: f64| bytes as f64 / secs / 1e6;
+    Ok(vec![Figure {
+        name: format!("pipe mode: seq 1 {lines} into the Ring vs a plain pipe read loop"),
+        value: format!("{:.0} vs {:.0} MB/s = {:.2}×", mbps(c), mbps(p), p / c),
+        goal: "- (no goal; spawn to stopped)".into(),
+        json: json!({"lines": lines, "bytes": bytes, "corral_secs": c, "plain_secs": p}),
+    }])
+}
+
+/// The pipe baseline: `seq 1 N` with its stdout on a pipe, read to EOF in 64 KiB reads.
+fn plain_pipe_loop(lines: u64) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut child = std::process::Command::new("seq")
+        .args(["1", &lines.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("seq has no stdout")?;
+    let mut buf = vec![0u8; 64 * 1024];
+    while out.read(&mut buf)? > 0 {}
+    child.wait()?;
+    Ok(t.elapsed().as_secs_f64())
+}
 
 /// (time from go to end, bytes received, bytes reported lagged).
 async fn session_throughput(

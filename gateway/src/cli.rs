@@ -58,8 +58,8 @@ enum Command {
     ///
     /// Example: corral bench echo throughput --json bench.json
     Bench {
-        /// Scenarios: echo, throughput, spawn (= spawn-ws + spawn-cli), fanout, restart, recovery
-        /// (default: all); soak (10,000 sessions created and removed; only when named).
+        /// Scenarios: echo, throughput, pipe, spawn (= spawn-ws + spawn-cli), fanout, restart, idle,
+        /// recovery (default: all); soak (10,000 sessions created and removed; only when named).
         scenarios: Vec<String>,
         /// Also write the figures as JSON.
         #[arg(long)]
