@@ -109,14 +109,7 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
     let mut lat = Vec::with_capacity(N);
     for i in 0..N {
         let byte = b'a' + (i % 26) as u8;
-        let frame = crate::protocol::encode_binary(
-            crate::protocol::Header {
-                kind: crate::protocol::kind::INPUT,
-                channel,
-                offset: 0,
-            },
-            &[byte],
-        );
+        let frame = keystroke(channel, byte);
         let t = Instant::now();
         ws.send_binary(frame).await?;
         loop {
@@ -154,6 +147,18 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
             &ws_floor,
         ),
     ])
+}
+
+/// One keystroke as a native input frame.
+fn keystroke(channel: u32, byte: u8) -> Vec<u8> {
+    crate::protocol::encode_binary(
+        crate::protocol::Header {
+            kind: crate::protocol::kind::INPUT,
+            channel,
+            offset: 0,
+        },
+        &[byte],
+    )
 }
 
 /// A figure of sorted latencies: p50 / p99 / max.
@@ -265,14 +270,7 @@ fn blocking_echo(
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let byte = b'A' + (i % 26) as u8;
-        let frame = crate::protocol::encode_binary(
-            crate::protocol::Header {
-                kind: crate::protocol::kind::INPUT,
-                channel,
-                offset: 0,
-            },
-            &[byte],
-        );
+        let frame = keystroke(channel, byte);
         let t = Instant::now();
         ws.send(WsMessage::Binary(frame.into()))?;
         loop {
