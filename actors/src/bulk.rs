@@ -17,7 +17,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_runtime::Ring;
@@ -33,6 +33,17 @@ pub const QUIET: Duration = Duration::from_millis(2);
 
 /// Pumps running now.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Slices run and bytes read in them, since the process started (for metrics).
+static SLICES: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bulk reading since the process started: (slices run, bytes read in them).
+pub fn stats() -> (u64, u64) {
+    (
+        SLICES.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
+}
 
 /// The most pumps at a time: one per core.
 fn max_pumps() -> usize {
@@ -113,6 +124,7 @@ impl Drop for StopOnDrop {
 
 /// The slice itself: read, append, and wait in poll(2) when the PTY runs dry.
 fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
+    SLICES.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
     let raw = &source.fd;
     loop {
@@ -125,6 +137,7 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
         match fd::read(raw, buf) {
             Ok(0) => return SliceEnd::Eof,
             Ok(n) => {
+                BYTES.fetch_add(n as u64, Ordering::Relaxed);
                 source.ring.append(&buf[..n]);
                 source.shared.output_appended();
             }

@@ -35,6 +35,7 @@ pub mod shared;
 pub mod spec;
 pub mod subscription;
 
+pub use bulk::stats as bulk_reading_stats;
 pub use corral::{Corral, CorralConfig};
 pub use error::SessionError;
 pub use event::{EventKind, SessionEvent, SessionState};

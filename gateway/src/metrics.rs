@@ -61,6 +61,8 @@ pub struct Metrics {
     pub persist_pending: Gauge,
     /// Hook events accepted.
     pub hook_events: Counter,
+    /// Bulk reading of flooding output, copied at scrape time (kind: slices, bytes).
+    pub bulk_reading: Family<KindLabel, Counter<u64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,7 @@ impl Default for Metrics {
             persist: Family::default(),
             persist_pending: Gauge::default(),
             hook_events: Counter::default(),
+            bulk_reading: Family::default(),
         };
         registry.register("sessions", "Sessions by state", m.sessions.clone());
         registry.register(
@@ -129,6 +132,11 @@ impl Default for Metrics {
             m.persist_pending.clone(),
         );
         registry.register("hook_events", "Hook events accepted", m.hook_events.clone());
+        registry.register(
+            "bulk_reading",
+            "Flooding output read off the async workers: slices run and bytes read in them",
+            m.bulk_reading.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -163,6 +171,13 @@ impl Metrics {
                     .store(v.load(Relaxed), Relaxed);
             }
             self.persist_pending.set(st.db_pending.load(Relaxed) as i64);
+        }
+        let (slices, bytes) = corral_actors::bulk_reading_stats();
+        for (kind, v) in [("slices", slices), ("bytes", bytes)] {
+            self.bulk_reading
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inner()
+                .store(v, std::sync::atomic::Ordering::Relaxed);
         }
         const STATES: [SessionState; 7] = [
             SessionState::Starting,

@@ -504,6 +504,20 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
 async fn metrics_parse_as_prometheus_text() {
     let server = Server::start();
     server.spawn(json!({"argv": ["cat"]})).await;
+    // A flood, read in bulk off the async workers: the metrics count it.
+    let flood = server
+        .spawn(json!({"argv": ["sh", "-c", "stty raw -echo; head -c 4000000 /dev/zero"]}))
+        .await;
+    let path = format!("/v1/sessions/{}", flood["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, info) = server.http("GET", &path, Some(&server.token), None).await;
+        if serde_json::from_str::<Value>(&info).is_ok_and(|v| v["state"] == "stopped") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood never ended: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, body) = server
         .http("GET", "/metrics", Some(&server.token), None)
         .await;
@@ -527,6 +541,12 @@ async fn metrics_parse_as_prometheus_text() {
         body.contains("corral_sessions{state=\"running\"} 1"),
         "{body}"
     );
+    let bulk_bytes: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("corral_bulk_reading_total{kind=\"bytes\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bulk reading counter in {body}"));
+    assert!(bulk_bytes >= 1_000_000, "{bulk_bytes} bytes read in bulk");
     assert!(body.trim_end().ends_with("# EOF"));
 }
 
