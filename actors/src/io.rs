@@ -70,6 +70,12 @@ pub struct ReaderArgs {
     /// The fd to read, registered for reading only (see [`fd::register`]).
     pub fd: AsyncFd<OwnedFd>,
     /// Where the bytes go.
+    pub sink: Sink,
+}
+
+/// Where a reader's bytes go, and whom it tells.
+pub struct Sink {
+    /// The session's output log.
     pub ring: Ring,
     /// The session's shared half (events, counters).
     pub shared: Arc<SessionShared>,
@@ -81,16 +87,6 @@ pub struct ReaderArgs {
     pub eof: watch::Sender<bool>,
     /// The screen to nudge when output goes idle.
     pub screen: Option<ActorRef<ScreenMsg>>,
-}
-
-/// Where a reader's bytes go: its arguments but the fd.
-struct Sink {
-    ring: Ring,
-    shared: Arc<SessionShared>,
-    framing: Framing,
-    exit: Option<(Arc<PidFd>, ActorRef<SessionMsg>, u64)>,
-    eof: watch::Sender<bool>,
-    screen: Option<ActorRef<ScreenMsg>>,
 }
 
 /// The reader actor.
@@ -132,30 +128,15 @@ impl Actor for OutputReader {
         myself: ActorRef<Pump>,
         args: ReaderArgs,
     ) -> Result<ReaderState, ActorProcessingErr> {
-        let ReaderArgs {
-            fd,
-            ring,
-            shared,
-            framing,
-            exit,
-            eof,
-            screen,
-        } = args;
-        let exit_watch = match &exit {
+        let ReaderArgs { fd, sink } = args;
+        let exit_watch = match &sink.exit {
             Some((pidfd, _, _)) => Some(pidfd.watch()?),
             None => None,
         };
         myself.send_message(Pump)?;
         Ok(ReaderState {
             fd: Some(Arc::new(fd)),
-            args: Sink {
-                ring,
-                shared,
-                framing,
-                exit,
-                eof,
-                screen,
-            },
+            args: sink,
             partial: Vec::new(),
             held: false,
             exit_watch,

@@ -34,7 +34,7 @@ use crate::agent::Profile;
 use crate::env::{self, PrivateTmp};
 use crate::error::SessionError;
 use crate::event::{EventKind, SessionState};
-use crate::io::{Framing, InputWriter, OutputReader, ReaderArgs};
+use crate::io::{Framing, InputWriter, OutputReader, ReaderArgs, Sink};
 use crate::pipe;
 use crate::process::{self, ExitStatus, PidFd, SessionTree, reaper};
 use crate::pty;
@@ -491,12 +491,14 @@ impl SessionActorState {
             OutputReader,
             ReaderArgs {
                 fd: out_fd,
-                ring: self.shared.ring.clone(),
-                shared: self.shared.clone(),
-                framing,
-                exit: Some((pidfd, myself.clone(), generation)),
-                eof: eof_tx,
-                screen: self.screen.clone(),
+                sink: Sink {
+                    ring: self.shared.ring.clone(),
+                    shared: self.shared.clone(),
+                    framing,
+                    exit: Some((pidfd, myself.clone(), generation)),
+                    eof: eof_tx,
+                    screen: self.screen.clone(),
+                },
             },
             myself.get_cell(),
         )
@@ -511,12 +513,14 @@ impl SessionActorState {
                 OutputReader,
                 ReaderArgs {
                     fd: err_fd,
-                    ring: self.shared.ring.clone(),
-                    shared: self.shared.clone(),
-                    framing: Framing::Raw,
-                    exit: None,
-                    eof: eof_tx,
-                    screen: None,
+                    sink: Sink {
+                        ring: self.shared.ring.clone(),
+                        shared: self.shared.clone(),
+                        framing: Framing::Raw,
+                        exit: None,
+                        eof: eof_tx,
+                        screen: None,
+                    },
                 },
                 myself.get_cell(),
             )
