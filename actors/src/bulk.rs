@@ -11,8 +11,9 @@
 //!
 //! Bounded: at most one pump per core at a time ([`try_permit`]); a reader that finds none keeps
 //! reading inline. A slice ends after [`SLICE`] (the reader actor then handles its mailbox and
-//! the exit watch, and starts another if the output still flows), after [`QUIET`] without a
-//! byte, at EOF, or when the reader is dropped (killed): the thread stops within [`QUIET`].
+//! the exit watch, and starts another if the output still flows), after one to two [`QUIET`]
+//! ticks without a byte, at EOF, or when the reader is dropped (killed): the thread stops within
+//! two ticks.
 //! A pool thread that ran a slice keeps its 64 KiB read buffer until tokio retires it after
 //! 10 s idle; slices usually land on the same few threads.
 
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use corral_runtime::Ring;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use crate::fd;
 use crate::shared::SessionShared;
@@ -77,7 +80,7 @@ pub fn try_permit() -> Option<Permit> {
 pub enum SliceEnd {
     /// Output was still flowing when the slice's time was up.
     Flowing,
-    /// The PTY ran dry for [`QUIET`] (or the reader was dropped).
+    /// The PTY ran dry for a whole [`QUIET`] tick (or the reader was dropped).
     Quiet,
     /// End of output (EOF, or EIO: every holder of the PTY's child side closed it).
     Eof,
@@ -97,7 +100,7 @@ pub struct Source {
 
 /// Runs one slice on a blocking-pool thread and waits for it; gives the fd back (`None` if the
 /// thread failed). Dropping the future (the reader was killed) tells the thread to stop; it does
-/// within [`QUIET`] and closes the fd.
+/// within two [`QUIET`] ticks and closes the fd.
 pub async fn slice(source: Source, permit: Permit) -> (SliceEnd, Option<OwnedFd>) {
     let cancel = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(cancel.clone());
@@ -125,29 +128,55 @@ impl Drop for StopOnDrop {
 }
 
 /// The slice itself: read, append, and wait in poll(2) when the PTY runs dry.
+///
+/// The wait has no timeout of its own: a periodic timer ([`Tick`], every [`QUIET`]) is polled
+/// beside the PTY and ends the slice when a whole tick passed without a byte, when the slice's
+/// time is up, or when it was cancelled. Why: a poll(2) with a timeout arms and cancels a
+/// high-resolution timer on every wait, and in a VM each is a trap to the hypervisor; with
+/// thousands of waits a second (a PTY runs dry every few KiB) that cost a third of the read
+/// rate (docs/performance.md: a C read loop 76–123 MB/s with a 2 ms poll timeout, 129–189
+/// without one, 137–187 with the tick; this pump without persistence 124 → 144 MB/s).
 fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     SLICES.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
     let raw = &source.fd;
-    loop {
-        if cancel.load(Ordering::Acquire) {
+    let tick = match Tick::every(QUIET) {
+        Ok(t) => t,
+        Err(e) => {
+            // Out of fds, say: the reader goes on inline (this slice reads nothing).
+            tracing::warn!(error = %e, "bulk reading: no timer; reading inline");
             return SliceEnd::Quiet;
         }
-        if start.elapsed() >= SLICE {
-            return SliceEnd::Flowing;
-        }
+    };
+    // Bytes read since the last tick.
+    let mut fresh = false;
+    loop {
         match fd::read(raw, buf) {
             Ok(0) => return SliceEnd::Eof,
             Ok(n) => {
+                fresh = true;
                 BYTES.fetch_add(n as u64, Ordering::Relaxed);
                 source.ring.append(&buf[..n]);
                 source.shared.output_appended();
+                if cancel.load(Ordering::Acquire) {
+                    return SliceEnd::Quiet;
+                }
+                if start.elapsed() >= SLICE {
+                    return SliceEnd::Flowing;
+                }
             }
             Err(e) if e.raw_os_error() == Some(libc::EIO) => return SliceEnd::Eof,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match readable_within(raw, QUIET) {
-                Ok(true) => {}
-                Ok(false) => return SliceEnd::Quiet,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait(raw, &tick) {
+                Ok(Woke::Readable) => {}
+                Ok(Woke::Tick) => {
+                    if cancel.load(Ordering::Acquire) || !std::mem::take(&mut fresh) {
+                        return SliceEnd::Quiet;
+                    }
+                    if start.elapsed() >= SLICE {
+                        return SliceEnd::Flowing;
+                    }
+                }
                 Err(e) => return SliceEnd::Failed(e),
             },
             Err(e) => return SliceEnd::Failed(e),
@@ -155,21 +184,125 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     }
 }
 
-/// Waits up to `timeout` for `fd` to become readable (or hung up: the next read says so).
-fn readable_within(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    match poll(&mut fds, PollTimeout::from(ms)) {
-        Ok(n) => Ok(n > 0),
-        // Read again; it reports what is there.
-        Err(nix::errno::Errno::EINTR) => Ok(true),
-        Err(e) => Err(e.into()),
+/// A periodic timer as an fd: armed once per slice, it fires on its own (no re-arming per wait).
+struct Tick(TimerFd);
+
+impl Tick {
+    fn every(period: Duration) -> io::Result<Tick> {
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK)?;
+        timer.set(
+            Expiration::Interval(TimeSpec::from_duration(period)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        Ok(Tick(timer))
     }
+
+    /// Consumes the expirations so far (the count does not matter).
+    fn clear(&self) -> io::Result<()> {
+        let mut n = [0u8; 8];
+        match nix::unistd::read(&self.0, &mut n) {
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What ended a wait.
+enum Woke {
+    /// The PTY has bytes (or hung up: the next read says so).
+    Readable,
+    /// The tick fired.
+    Tick,
+}
+
+/// Waits, without a timeout, until `fd` is readable or the tick fires.
+fn wait(fd: &OwnedFd, tick: &Tick) -> io::Result<Woke> {
+    let mut fds = [
+        PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+        PollFd::new(tick.0.as_fd(), PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) => {}
+        // Read again; it reports what is there.
+        Err(nix::errno::Errno::EINTR) => return Ok(Woke::Readable),
+        Err(e) => return Err(e.into()),
+    }
+    if fds[1].any().unwrap_or(false) {
+        tick.clear()?;
+        return Ok(Woke::Tick);
+    }
+    Ok(Woke::Readable)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Source reading `fd` (made non-blocking) into a fresh Ring.
+    fn source(fd: OwnedFd) -> Source {
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).expect("getfl");
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("setfl");
+        let ring = Ring::new(1 << 20);
+        let spec = crate::spec::SessionSpec::new(["true"]);
+        let shared = SessionShared::new(
+            uuid::Uuid::new_v4(),
+            "t".into(),
+            &spec,
+            ring.clone(),
+            None,
+            None,
+        );
+        Source { fd, ring, shared }
+    }
+
+    /// A source that never runs dry.
+    fn endless() -> Source {
+        source(std::fs::File::open("/dev/zero").expect("/dev/zero").into())
+    }
+
+    #[test]
+    fn a_slice_ends_quiet_when_the_writer_falls_silent() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        // 60 KiB fits in the pipe: written before the slice, then silence with the write end
+        // still open (no EOF).
+        nix::unistd::write(&w, &[b'x'; 60 * 1024]).expect("write");
+        let source = source(r);
+        let mut buf = vec![0; 64 * 1024];
+        let t = Instant::now();
+        let end = pump(&source, &mut buf, &AtomicBool::new(false));
+        let took = t.elapsed();
+        // A tick that never saw the silence would run on to SLICE and say Flowing (or hang).
+        assert!(matches!(end, SliceEnd::Quiet), "{end:?} after {took:?}");
+        assert_eq!(
+            source.ring.head(),
+            60 * 1024,
+            "every byte read before the end"
+        );
+        assert!(took < Duration::from_secs(1), "quiet only after {took:?}");
+        drop(w);
+    }
+
+    #[test]
+    fn a_slice_ends_flowing_after_its_time_while_bytes_keep_coming() {
+        let source = endless();
+        let mut buf = vec![0; 64 * 1024];
+        let t = Instant::now();
+        let end = pump(&source, &mut buf, &AtomicBool::new(false));
+        let took = t.elapsed();
+        assert!(matches!(end, SliceEnd::Flowing), "{end:?} after {took:?}");
+        assert!(took >= SLICE, "ended early: {took:?}");
+        assert!(source.ring.head() > 0);
+    }
+
+    #[test]
+    fn a_cancelled_slice_stops_while_bytes_keep_coming() {
+        let source = endless();
+        let mut buf = vec![0; 64 * 1024];
+        let end = pump(&source, &mut buf, &AtomicBool::new(true));
+        assert!(matches!(end, SliceEnd::Quiet), "{end:?}");
+        assert_eq!(source.ring.head(), 64 * 1024, "stopped after one read");
+    }
 
     #[test]
     fn at_most_one_pump_per_core() {
