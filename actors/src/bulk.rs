@@ -135,7 +135,7 @@ impl Drop for StopOnDrop {
 /// high-resolution timer on every wait, and in a VM each is a trap to the hypervisor; with
 /// thousands of waits a second (a PTY runs dry every few KiB) that cost a third of the read
 /// rate (docs/performance.md: a C read loop 76–123 MB/s with a 2 ms poll timeout, 129–189
-/// without one, 137–187 with the tick; this pump without persistence 124 → 144 MB/s).
+/// without one, 137–195 with the tick; this pump without persistence 124 → 144 MB/s).
 fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     SLICES.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
