@@ -106,6 +106,10 @@ struct Scrollback {
     /// With the syncer: the segment being written and a handle on it, so it can be synced
     /// once sealed.
     segment: Option<(u64, std::fs::File)>,
+    /// Gaps recorded because this session's output lapped the persister (every one is counted
+    /// in the stats; the log line is written for the 1st, 2nd, 4th, 8th, … so a sustained flood
+    /// does not flood the log too).
+    gaps: u64,
 }
 
 /// State of the thread.
@@ -569,6 +573,7 @@ impl Writer {
                         unsynced: false,
                         failing: false,
                         segment,
+                        gaps: 0,
                     },
                 );
                 // Output may have arrived before the attach.
@@ -624,8 +629,15 @@ impl Writer {
                     }
                 },
                 Read::Lagged(l) => {
-                    self.stats.gap_bytes.fetch_add(l.lost(), Ordering::Relaxed);
-                    tracing::warn!(session = %id, from = l.from, to = l.to, "persister lagged the Ring; gap recorded");
+                    let lost =
+                        self.stats.gap_bytes.fetch_add(l.lost(), Ordering::Relaxed) + l.lost();
+                    s.gaps += 1;
+                    if s.gaps.is_power_of_two() {
+                        tracing::warn!(session = %id, from = l.from, to = l.to, gaps = s.gaps,
+                            gap_bytes_all_sessions = lost, "persister lagged the Ring; gap recorded");
+                    } else {
+                        tracing::debug!(session = %id, from = l.from, to = l.to, "persister lagged the Ring; gap recorded");
+                    }
                 }
                 Read::Empty | Read::Closed => break,
             }
