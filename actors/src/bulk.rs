@@ -240,9 +240,7 @@ mod tests {
 
     /// A Source reading `fd` (made non-blocking) into a fresh Ring.
     fn source(fd: OwnedFd) -> Source {
-        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).expect("getfl");
-        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("setfl");
+        fd::set_nonblocking(&fd).expect("O_NONBLOCK");
         let ring = Ring::new(1 << 20);
         let spec = crate::spec::SessionSpec::new(["true"]);
         let shared = SessionShared::new(

@@ -382,8 +382,7 @@ async fn throughput(server: &Served, bytes: u64) -> anyhow::Result<Vec<Figure>> 
             .collect()
     };
     let paired = [ratios(&runs[0]), ratios(&runs[1])];
-    let base_runs = base.clone();
-    let base_rate = median(&mut base);
+    let base_rate = median(&base);
     let mut out = vec![Figure {
         name: format!(
             "plain PTY read loop, {} MB (baseline, median of {})",
@@ -392,33 +391,32 @@ async fn throughput(server: &Served, bytes: u64) -> anyhow::Result<Vec<Figure>> 
         ),
         value: format!("{base_rate:.0} MB/s"),
         goal: "-".into(),
-        json: json!({"mb_per_s": base_rate, "runs": base_runs}),
+        json: json!({"mb_per_s": base_rate, "runs": base}),
     }];
-    let (plain_cpu, plain_read) = (median(&mut plain_cpu), median(&mut plain_read));
+    let (plain_cpu, plain_read) = (median(&plain_cpu), median(&plain_read));
     out.push(Figure {
         name: "  plain loop: reader CPU per GB; bytes per read".into(),
         value: format!("{plain_cpu:.2} s; {plain_read:.0} B"),
         goal: "-".into(),
         json: json!({"reader_cpu_s_per_gb": plain_cpu, "bytes_per_read": plain_read}),
     });
-    for ((label, runs), mut ratios) in ["native client", "ttyd client"]
+    for ((label, runs), ratios) in ["native client", "ttyd client"]
         .into_iter()
         .zip(runs)
         .zip(paired)
     {
         let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
-        let rate = median(&mut rates.clone());
-        let runs_ratio = ratios.clone();
-        let ratio = median(&mut ratios);
+        let rate = median(&rates);
+        let ratio = median(&ratios);
         let lagged: u64 = runs.iter().map(|r| r.lagged).max().unwrap_or(0);
-        let server_cpu = median(&mut runs.iter().map(|r| r.server_cpu_per_gb).collect::<Vec<_>>());
-        let client_cpu = median(&mut runs.iter().map(|r| r.client_cpu_per_gb).collect::<Vec<_>>());
-        let per_read = median(&mut runs.iter().map(|r| r.bytes_per_read).collect::<Vec<_>>());
+        let server_cpu = median(&runs.iter().map(|r| r.server_cpu_per_gb).collect::<Vec<_>>());
+        let client_cpu = median(&runs.iter().map(|r| r.client_cpu_per_gb).collect::<Vec<_>>());
+        let per_read = median(&runs.iter().map(|r| r.bytes_per_read).collect::<Vec<_>>());
         out.push(Figure {
             name: format!("output to one {label} (medians: rate, paired ratio; max lagged bytes)"),
             value: format!("{rate:.0} MB/s, {ratio:.2}× ({lagged} lost)"),
             goal: "≥ 0.9× the plain loop".into(),
-            json: json!({"mb_per_s": rate, "ratio": ratio, "lagged_bytes": lagged, "runs_mb_per_s": rates, "runs_ratio": runs_ratio}),
+            json: json!({"mb_per_s": rate, "ratio": ratio, "lagged_bytes": lagged, "runs_mb_per_s": rates, "runs_ratio": ratios}),
         });
         out.push(Figure {
             name: format!("  {label}: CPU per GB server / client; server bytes per read"),
@@ -440,9 +438,11 @@ struct Run {
     client_cpu_per_gb: f64,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+/// The middle value (the upper one of an even count); 0 for none. Leaves `v` in run order.
+fn median(v: &[f64]) -> f64 {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// User + system CPU seconds of this process so far.
@@ -555,11 +555,7 @@ async fn pipe_output(server: &Served, lines: u64) -> anyhow::Result<Vec<Figure>>
         r.json("DELETE", &format!("/v1/sessions/{id}"), None)
             .await?;
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (p, c) = (med(&mut plain), med(&mut corral));
+    let (p, c) = (median(&plain), median(&corral));
     let mbps = |secs: f64| bytes as f64 / secs / 1e6;
     Ok(vec![Figure {
         name: format!("pipe mode: seq 1 {lines} into the Ring vs a plain pipe read loop"),
