@@ -66,6 +66,8 @@ pub async fn run(
     if only.iter().any(|o| o == "soak") {
         figures.extend(soak(10_000, workers).await?);
     }
+    let machine = crate::machine::Machine::probe();
+    println!("{}", machine.line());
     println!("{:<58} {:>28}   goal", "figure", "result");
     for f in &figures {
         println!("{:<58} {:>28}   {}", f.name, f.value, f.goal);
@@ -75,7 +77,8 @@ pub async fn run(
             .iter()
             .map(|f| json!({"name": f.name, "value": f.json, "goal": f.goal}))
             .collect();
-        std::fs::write(&path, serde_json::to_vec_pretty(&all)?)?;
+        let report = json!({"machine": machine.json(), "figures": all});
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod commands;
 mod datadir;
+mod machine;
 mod metrics;
 mod proctree;
 mod remote;
