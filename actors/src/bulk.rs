@@ -176,6 +176,9 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
                     if start.elapsed() >= SLICE {
                         return SliceEnd::Flowing;
                     }
+                    // Bytes came this tick: what subscribers have gathered goes out now (they
+                    // wait on this cue, not on timers of their own; see `subscription`).
+                    source.ring.end_batches();
                 }
                 Err(e) => return SliceEnd::Failed(e),
             },

@@ -300,14 +300,18 @@ impl Drop for ReaderState {
     fn drop(&mut self) {
         // A killed reader must not leave subscribers batching.
         self.args.shared.flowing.store(false, Ordering::Relaxed);
+        self.args.ring.end_batches();
     }
 }
 
 impl ReaderState {
-    /// Output flows (or stopped flowing): subscribers batch their reads while it does.
+    /// Output flows (or stopped flowing): subscribers batch their reads while it does. Called
+    /// after every inline burst and every bulk slice, it also ends the subscribers' current batch
+    /// waits: what came so far goes out.
     fn set_flowing(&mut self, flowing: bool) {
         self.flowing = flowing;
         self.args.shared.flowing.store(flowing, Ordering::Relaxed);
+        self.args.ring.end_batches();
     }
 
     /// Reads one [`bulk`] slice on a blocking-pool thread. The fd leaves the reactor meanwhile:

@@ -18,11 +18,16 @@ use crate::event::SessionEvent;
 use crate::persist::{Chunk, LogReader};
 use crate::shared::SessionShared;
 
-/// While a session's output flows in bulk, a subscriber waits for this many bytes (or
-/// [`BATCH_WAIT`]) before it reads: fewer, larger frames for the same bytes.
+/// While a session's output flows in bulk, a subscriber waits for this many bytes before it
+/// reads (fewer, larger frames for the same bytes), or for the reader's cue
+/// ([`corral_runtime::Ring::end_batches`]: every 2 ms tick of a bulk slice that read something,
+/// every inline burst, the end of the flow).
 const BATCH: usize = 64 * 1024;
-/// Longest a subscriber waits for a batch (the last bytes of a burst wait at most this long).
-const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// Longest a subscriber waits for a batch should no cue come. Not the usual bound (the cues
+/// are): a timer that short would be re-armed on every wait, thousands of times a second in a
+/// flood, each time reprogramming the CPU's timer (a VM exit here; 2 ms fired before the next
+/// 4 ms scheduler tick and had to); 10 ms is past the tick.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What a subscriber receives next.
 #[derive(Debug, Clone, PartialEq)]

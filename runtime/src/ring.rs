@@ -82,6 +82,8 @@ struct State {
     /// reaches it notifies. This keeps `Notify`'s lock off the append path while nobody waits, and
     /// a reader waiting for a batch ([`RingReader::wait_for`]) is not woken by every small append.
     wake_at: u64,
+    /// Bumped by [`Ring::end_batches`]: a batch wait that began before the bump is over.
+    batch_epoch: u64,
 }
 
 /// What every clone of a [`Ring`] shares.
@@ -122,6 +124,7 @@ impl Ring {
                     tail: start,
                     closed: false,
                     wake_at: u64::MAX,
+                    batch_epoch: 0,
                 }),
                 notify: Notify::new(),
             }),
@@ -196,6 +199,25 @@ impl Ring {
             shared.notify.notify_waiters();
         }
         head
+    }
+
+    /// Ends every pending [`RingReader::wait_for`] now, whether or not its batch is complete: the
+    /// writer's cue that what has arrived should go out (a tick of a flood, or its end). With the
+    /// writer giving this cue, batching readers need no timer of their own. Cheap when nobody
+    /// waits (one uncontended lock, no wake-up).
+    pub fn end_batches(&self) {
+        let waiting = {
+            let mut st = self.shared.state.lock();
+            let waiting = st.wake_at != u64::MAX;
+            if waiting {
+                st.batch_epoch += 1;
+                st.wake_at = u64::MAX;
+            }
+            waiting
+        };
+        if waiting {
+            self.shared.notify.notify_waiters();
+        }
     }
 
     /// Marks the end of the stream: readers drain what is retained, then get [`Read::Closed`].
@@ -357,17 +379,19 @@ impl RingReader {
         }
     }
 
-    /// Waits until at least `n` bytes past the cursor have been appended, or the ring is closed.
-    /// Cancel-safe (it changes nothing); callers bound it with a timeout.
+    /// Waits until at least `n` bytes past the cursor have been appended, the ring is closed, or
+    /// the writer calls [`Ring::end_batches`]. Cancel-safe (it changes nothing).
     pub async fn wait_for(&self, n: usize) {
         let shared = &*self.ring.shared;
         let target = self.cursor.saturating_add(n as u64);
+        let mut epoch = None;
         loop {
             let mut notified = pin!(shared.notify.notified());
             notified.as_mut().enable();
             {
                 let mut st = shared.state.lock();
-                if st.head >= target || st.closed {
+                let started = *epoch.get_or_insert(st.batch_epoch);
+                if st.head >= target || st.closed || st.batch_epoch != started {
                     return;
                 }
                 st.wake_at = st.wake_at.min(target);
@@ -703,6 +727,32 @@ mod tests {
         let task = tokio::spawn(async move { reader.wait_for(1 << 20).await });
         until_parked(&ring).await;
         ring.close();
+        tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn end_batches_ends_a_pending_batch_wait_but_not_later_ones() {
+        let ring = Ring::new(1024);
+        // Nobody waits: a no-op (no epoch bump a later wait could mistake for its own).
+        ring.end_batches();
+        assert_eq!(ring.shared.state.lock().batch_epoch, 0);
+        let reader = ring.reader(0).unwrap();
+        let task = tokio::spawn(async move {
+            reader.wait_for(100).await;
+            reader
+        });
+        until_parked(&ring).await;
+        ring.append(&[7; 10]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!task.is_finished(), "woke with 10 of 100 bytes");
+        ring.end_batches();
+        let reader = tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+        // A wait that starts after the cue waits for its own batch (or the next cue).
+        let task = tokio::spawn(async move { reader.wait_for(100).await });
+        until_parked(&ring).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!task.is_finished(), "an old cue ended a new wait");
+        ring.end_batches();
         tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
     }
 
