@@ -23,10 +23,10 @@ use crate::shared::SessionShared;
 /// ([`corral_runtime::Ring::end_batches`]: every 2 ms tick of a bulk slice that read something,
 /// every inline burst, the end of the flow).
 const BATCH: usize = 64 * 1024;
-/// Longest a subscriber waits for a batch should no cue come. Not the usual bound (the cues
-/// are): a timer that short would be re-armed on every wait, thousands of times a second in a
-/// flood, each time reprogramming the CPU's timer (a VM exit here; 2 ms fired before the next
-/// 4 ms scheduler tick and had to); 10 ms is past the tick.
+/// Longest a subscriber waits for a batch should no cue come; the cues are the usual bound. It
+/// is re-armed on every wait, thousands of times a second in a flood: the old 1 ms (a 2 ms
+/// `epoll_wait` timeout) expired before the next 4 ms scheduler tick, so every wait reprogrammed
+/// the CPU's timer (a VM exit here); 10 ms lies past the tick.
 const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What a subscriber receives next.
