@@ -13,7 +13,6 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use corral_runtime::{BoundedSender, Permit, Ring};
@@ -299,8 +298,7 @@ async fn exited(watch: Option<&ExitWatch>) {
 impl Drop for ReaderState {
     fn drop(&mut self) {
         // A killed reader must not leave subscribers batching.
-        self.args.shared.flowing.store(false, Ordering::Relaxed);
-        self.args.ring.end_batches();
+        self.args.ring.set_batching(false);
     }
 }
 
@@ -310,8 +308,7 @@ impl ReaderState {
     /// waits: what came so far goes out.
     fn set_flowing(&mut self, flowing: bool) {
         self.flowing = flowing;
-        self.args.shared.flowing.store(flowing, Ordering::Relaxed);
-        self.args.ring.end_batches();
+        self.args.ring.set_batching(flowing);
     }
 
     /// Reads one [`bulk`] slice on a blocking-pool thread. The fd leaves the reactor meanwhile:

@@ -118,9 +118,6 @@ pub struct SessionShared {
     seq: Mutex<u64>,
     /// Live subscriptions.
     pub(crate) viewers: AtomicUsize,
-    /// Output is flooding (a whole burst without running dry; see `crate::bulk`): subscribers
-    /// batch their reads meanwhile.
-    pub(crate) flowing: std::sync::atomic::AtomicBool,
     /// Lag events delivered.
     pub(crate) lag_events: AtomicU64,
     /// Input refused (queue full).
@@ -173,7 +170,6 @@ impl SessionShared {
             global,
             seq: Mutex::new(0),
             viewers: AtomicUsize::new(0),
-            flowing: std::sync::atomic::AtomicBool::new(false),
             lag_events: AtomicU64::new(0),
             input_rejected: AtomicU64::new(0),
             input_lost: AtomicU64::new(0),

@@ -221,7 +221,7 @@ async fn read(
     max: usize,
     headroom: usize,
 ) -> Item {
-    if shared.flowing.load(Ordering::Relaxed) {
+    if reader.batching() {
         // Bulk output: wait (briefly) for a batch, so the client gets fewer, larger frames.
         let batch = max.min(BATCH);
         if tokio::time::timeout(BATCH_WAIT, reader.wait_for(batch))

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,10 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes async readers on append and on close.
     notify: Notify,
+    /// The writer has asked readers to batch ([`Ring::set_batching`]). Written only under
+    /// `state`'s lock, so [`RingReader::wait_for`] sees it consistently with its cue; read without
+    /// the lock by [`RingReader::batching`].
+    batching: AtomicBool,
 }
 
 /// A bounded, byte-offset-addressed log with many independent readers (cheap to clone).
@@ -127,6 +132,7 @@ impl Ring {
                     batch_epoch: 0,
                 }),
                 notify: Notify::new(),
+                batching: AtomicBool::new(false),
             }),
         }
     }
@@ -202,12 +208,28 @@ impl Ring {
     }
 
     /// Ends every pending [`RingReader::wait_for`] now, whether or not its batch is complete: the
-    /// writer's cue that what has arrived should go out (a tick of a flood, or its end). With the
-    /// writer giving this cue, batching readers need no timer of their own. Cheap when nobody
-    /// waits (one uncontended lock, no wake-up).
+    /// writer's cue that what has arrived should go out (a tick of a flood). With the writer
+    /// giving this cue, batching readers need no timer of their own. Cheap when nobody waits (one
+    /// uncontended lock, no wake-up).
     pub fn end_batches(&self) {
+        self.cue(None);
+    }
+
+    /// The writer's output floods (`true`: readers should batch, see
+    /// [`RingReader::wait_for`]) or stopped flooding; either way pending batches end now. A
+    /// reader that starts a batch wait after batching stopped returns at once, so no batch
+    /// outlives the flood (the flag and the cue change under the same lock as the wait checks).
+    pub fn set_batching(&self, on: bool) {
+        self.cue(Some(on));
+    }
+
+    /// Ends pending batch waits, after setting the batching flag if given.
+    fn cue(&self, batching: Option<bool>) {
         let waiting = {
             let mut st = self.shared.state.lock();
+            if let Some(on) = batching {
+                self.shared.batching.store(on, Ordering::Relaxed);
+            }
             let waiting = st.wake_at != u64::MAX;
             if waiting {
                 st.batch_epoch += 1;
@@ -379,8 +401,14 @@ impl RingReader {
         }
     }
 
-    /// Waits until at least `n` bytes past the cursor have been appended, the ring is closed, or
-    /// the writer calls [`Ring::end_batches`]. Cancel-safe (it changes nothing).
+    /// Whether the writer asks readers to batch now ([`Ring::set_batching`]).
+    pub fn batching(&self) -> bool {
+        self.ring.shared.batching.load(Ordering::Relaxed)
+    }
+
+    /// While the writer batches: waits until at least `n` bytes past the cursor have been
+    /// appended, the ring is closed, or the writer cues ([`Ring::end_batches`], or batching
+    /// stops). Returns at once when the writer is not batching. Cancel-safe (it changes nothing).
     pub async fn wait_for(&self, n: usize) {
         let shared = &*self.ring.shared;
         let target = self.cursor.saturating_add(n as u64);
@@ -391,7 +419,11 @@ impl RingReader {
             {
                 let mut st = shared.state.lock();
                 let started = *epoch.get_or_insert(st.batch_epoch);
-                if st.head >= target || st.closed || st.batch_epoch != started {
+                if st.head >= target
+                    || st.closed
+                    || st.batch_epoch != started
+                    || !shared.batching.load(Ordering::Relaxed)
+                {
                     return;
                 }
                 st.wake_at = st.wake_at.min(target);
@@ -709,6 +741,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wait_for_a_batch_wakes_once_it_is_there_not_on_every_append() {
         let ring = Ring::new(1024);
+        ring.set_batching(true);
         let reader = ring.reader(0).unwrap();
         let task = tokio::spawn(async move { reader.wait_for(100).await });
         until_parked(&ring).await;
@@ -734,6 +767,7 @@ mod tests {
     async fn end_batches_ends_a_pending_batch_wait_but_not_later_ones() {
         let ring = Ring::new(1024);
         // Nobody waits: a no-op (no epoch bump a later wait could mistake for its own).
+        ring.set_batching(true);
         ring.end_batches();
         assert_eq!(ring.shared.state.lock().batch_epoch, 0);
         let reader = ring.reader(0).unwrap();
@@ -754,6 +788,32 @@ mod tests {
         assert!(!task.is_finished(), "an old cue ended a new wait");
         ring.end_batches();
         tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_batch_wait_outlives_the_flood() {
+        let ring = Ring::new(1024);
+        let reader = ring.reader(0).unwrap();
+        // Not batching: no wait at all.
+        assert!(!reader.batching());
+        tokio::time::timeout(GUARD, reader.wait_for(100))
+            .await
+            .unwrap();
+        ring.set_batching(true);
+        assert!(reader.batching());
+        let task = tokio::spawn(async move {
+            reader.wait_for(100).await;
+            reader
+        });
+        until_parked(&ring).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!task.is_finished(), "woke with nothing while batching");
+        // The flood ends: the pending wait ends, and a wait begun afterwards returns at once.
+        ring.set_batching(false);
+        let reader = tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+        tokio::time::timeout(GUARD, reader.wait_for(100))
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
