@@ -2,7 +2,7 @@
 //! decoded binary frame re-encodes to the same bytes.
 #![no_main]
 
-use corral_gateway::protocol::{Request, decode_binary, encode_binary};
+use corral_server::protocol::{Request, decode_binary, encode_binary};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The ttyd dialect's parsers never panic; an empty frame is the only one without an answer.
 #![no_main]
 
-use corral_gateway::ttyd::{parse_frame, parse_init};
+use corral_server::ttyd::{parse_frame, parse_init};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

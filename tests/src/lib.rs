@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use corral_client::Client;
+use corral_client::ws::Socket;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The corral binary built by `cargo test --workspace` (or `cargo build`).
 pub fn binary() -> PathBuf {
@@ -166,6 +165,12 @@ impl Server {
         }
     }
 
+    /// A client of this server over TCP with the admin token.
+    pub fn client(&self) -> Client {
+        // invariant: the URL comes from server.json and is always http://host:port.
+        Client::tcp(&self.url, self.token.clone()).expect("server URL")
+    }
+
     /// An HTTP request with an optional bearer token; returns (status, body).
     pub async fn http(
         &self,
@@ -174,33 +179,16 @@ impl Server {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = TcpStream::connect(&self.addr).await.unwrap();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).await.unwrap();
-        let text = String::from_utf8_lossy(&resp).to_string();
-        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let body = body.map(|b| b.to_string().into_bytes());
+        let (status, bytes) = self
+            .client()
+            .request_as(method, path, token, body)
+            .await
+            .unwrap();
         (
-            status,
-            if chunked {
-                dechunk(body)
-            } else {
-                body.to_string()
-            },
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes).into_owned(),
         )
     }
 
@@ -223,49 +211,22 @@ impl Server {
         &self,
         token: Option<&str>,
         headers: &[(&str, &str)],
-    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let mut req = format!("ws://{}/v1/ws", self.addr)
-            .into_client_request()
-            .unwrap();
-        if let Some(t) = token {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        }
-        for (k, v) in headers {
-            let name =
-                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
-            req.headers_mut().insert(name, v.parse().unwrap());
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    ) -> Result<Ws, corral_client::ClientError> {
+        let ws = self.client().socket("/v1/ws", token, headers).await?;
         Ok(Ws { ws, next_id: 0 })
     }
 
     /// Opens a ttyd WebSocket on a session (subprotocol `tty`).
-    pub async fn ttyd(&self, session: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-        let mut req = format!("ws://{}/ttyd/{session}/ws", self.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("sec-websocket-protocol", "tty".parse().unwrap());
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        ws
+    pub async fn ttyd(&self, session: &str) -> Socket {
+        self.client()
+            .socket(
+                &format!("/ttyd/{session}/ws"),
+                None,
+                &[("sec-websocket-protocol", "tty")],
+            )
+            .await
+            .unwrap()
     }
-}
-
-/// Decodes an HTTP/1.1 chunked body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 impl Drop for Server {
@@ -293,7 +254,7 @@ pub enum Frame {
 /// A native protocol client.
 pub struct Ws {
     /// The socket.
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: Socket,
     next_id: u64,
 }
 

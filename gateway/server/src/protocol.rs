@@ -311,12 +311,100 @@ pub enum Reply {
     },
 }
 
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// Always "ok" when the server answers.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+}
+
+/// A session as the API shows it: the session's own [`SessionInfo`] plus figures the server
+/// reads from the processes where they run (so a remote client shows the server's, not its own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session.
+    #[serde(flatten)]
+    pub info: SessionInfo,
+    /// CPU of the session's process tree, in % of one core (average over each process's life).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the session's process tree, in KiB.
+    #[serde(default)]
+    pub rss_kib: Option<u64>,
+}
+
+/// `POST /v1/sessions/{key}/stop` body (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopBody {
+    /// Grace in seconds before SIGKILL (the spec's when absent; clamped to 0..=3600).
+    #[serde(default)]
+    pub grace: Option<f64>,
+}
+
+/// What a session-scoped token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// Watch.
+    Read,
+    /// Watch and type.
+    Write,
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Session id or name.
+    pub session: String,
+    /// What the token allows.
+    pub scope: TokenScope,
+}
+
+/// `POST /v1/tokens` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The new token (shown once; never logged).
+    pub token: String,
+    /// The session it is scoped to.
+    pub session: uuid::Uuid,
+    /// What it allows.
+    pub scope: TokenScope,
+}
+
+/// `POST /v1/sessions/{key}/events` answer: the hook event's sequence number in the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookAccepted {
+    /// The event's `seq`.
+    pub seq: u64,
+}
+
+/// `GET /ttyd/{key}/token` answer (ttyd's web client reads its AuthToken here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TtydToken {
+    /// The token the request presented.
+    pub token: String,
+}
+
+/// `?format=` of an export.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExportQuery {
+    /// Only `asciicast` (the default).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
 /// Error codes of [`Reply::Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Not JSON, or not a known message.
     BadRequest,
+    /// No token, or a token the server does not know.
+    Unauthorized,
     /// Unknown session.
     NotFound,
     /// The token does not allow this.
@@ -327,6 +415,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The session refused (input queue full, name taken, cannot start...).
     Conflict,
+    /// The server cannot do it now (a session's actor is gone, a limit of the server's own).
+    Unavailable,
     /// Something failed on the server side.
     Internal,
 }

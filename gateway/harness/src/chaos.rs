@@ -33,7 +33,9 @@ use corral_actors::persist::{Chunk, LogReader};
 use corral_actors::process::procfs::{self, ProcessIdentity};
 use serde_json::{Value, json};
 
-use crate::remote::Incoming;
+use corral_client::Incoming;
+
+use crate::JsonCalls;
 use crate::served::Served;
 
 /// Fault kinds, in the order of the first round.

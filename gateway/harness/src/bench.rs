@@ -13,7 +13,9 @@ use futures::{SinkExt, StreamExt};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use serde_json::{Value, json};
 
-use crate::remote::{Conn, Incoming};
+use corral_client::{Conn, Incoming};
+
+use crate::JsonCalls;
 use crate::served::Served;
 
 /// One measured figure.
@@ -129,7 +131,7 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
     lat.sort();
     // The same keystrokes from a blocking client (a thread that sleeps in read(2), like the bare
     // PTY baseline): what is left is the server's share plus the kernel's.
-    let (addr, token, session) = (r.addr.clone(), r.token.clone(), id.clone());
+    let (addr, token, session) = (r.endpoint.host().to_string(), r.token.clone(), id.clone());
     let blocking =
         tokio::task::spawn_blocking(move || blocking_echo(&addr, &token, &session, N)).await??;
     r.json("DELETE", &format!("/v1/sessions/{id}"), None)
@@ -154,9 +156,9 @@ async fn echo(server: &Served) -> anyhow::Result<Vec<Figure>> {
 
 /// One keystroke as a native input frame.
 fn keystroke(channel: u32, byte: u8) -> Vec<u8> {
-    crate::protocol::encode_binary(
-        crate::protocol::Header {
-            kind: crate::protocol::kind::INPUT,
+    corral_server::protocol::encode_binary(
+        corral_server::protocol::Header {
+            kind: corral_server::protocol::kind::INPUT,
             channel,
             offset: 0,
         },
@@ -279,7 +281,7 @@ fn blocking_echo(
         loop {
             match ws.read()? {
                 WsMessage::Binary(b) => {
-                    if let Some((h, payload)) = crate::protocol::decode_binary(&b)
+                    if let Some((h, payload)) = corral_server::protocol::decode_binary(&b)
                         && h.channel == channel
                         && payload.contains(&byte)
                     {
@@ -590,7 +592,6 @@ async fn session_throughput(
 ) -> anyhow::Result<(Duration, u64, u64)> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let r = &server.remote;
     let info = r
         .json(
@@ -603,10 +604,13 @@ async fn session_throughput(
     tokio::time::sleep(Duration::from_millis(300)).await; // stty first
     let mut ctl = r.ws().await?;
     let result = if ttyd {
-        let mut req = format!("ws://{}/ttyd/{id}/ws", r.addr).into_client_request()?;
-        req.headers_mut()
-            .insert("sec-websocket-protocol", "tty".parse()?);
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let mut ws = r
+            .socket(
+                &format!("/ttyd/{id}/ws"),
+                None,
+                &[("sec-websocket-protocol", "tty")],
+            )
+            .await?;
         ws.send(Message::Text(
             json!({"AuthToken": r.token, "columns": 80, "rows": 24})
                 .to_string()

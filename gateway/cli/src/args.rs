@@ -1,15 +1,14 @@
-//! Command-line interface (clap). Errors are one clear line on stderr and a non-zero exit.
+//! Args: the command line (clap) and what each command runs. Errors are one clear line on
+//! stderr and a non-zero exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-
-use crate::app::GatewayConfig;
-use crate::datadir;
-use crate::server::{ServeOptions, serve};
+use corral_server::config::GatewayConfig;
+use corral_server::datadir;
+use corral_server::serve::{ServeOptions, serve};
 
 /// corral: supervise AI coding-agent sessions.
 #[derive(Parser, Debug)]
@@ -136,7 +135,12 @@ pub fn main() -> ExitCode {
             let Some(rt) = tool_runtime() else {
                 return ExitCode::FAILURE;
             };
-            match rt.block_on(crate::bench::run(scenarios, json, bytes, server_workers)) {
+            match rt.block_on(corral_harness::bench::run(
+                scenarios,
+                json,
+                bytes,
+                server_workers,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("corral bench: {e:#}");
@@ -168,7 +172,7 @@ pub fn main() -> ExitCode {
             let Some(rt) = tool_runtime() else {
                 return ExitCode::FAILURE;
             };
-            match rt.block_on(crate::chaos::run(secs, seed, json)) {
+            match rt.block_on(corral_harness::chaos::run(secs, seed, json)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
@@ -178,7 +182,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Hook => {
-            crate::cli::hook();
+            crate::hook::hook();
             ExitCode::SUCCESS
         }
         Command::Serve {
@@ -222,69 +226,4 @@ pub fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// `corral hook`: best effort, bounded in time, silent on the agent's terminal.
-fn hook() {
-    use std::io::Read;
-    let mut body = Vec::new();
-    if let Err(e) = std::io::stdin().take(1 << 20).read_to_end(&mut body) {
-        eprintln!("corral hook: cannot read stdin: {e}");
-        return;
-    }
-    let (Ok(session), Ok(url), Ok(token)) = (
-        std::env::var("CORRAL_SESSION_ID"),
-        std::env::var("CORRAL_URL"),
-        std::env::var("CORRAL_HOOK_TOKEN"),
-    ) else {
-        eprintln!("corral hook: not inside a corral session (CORRAL_* variables missing)");
-        return;
-    };
-    if let Err(e) = post(
-        &url,
-        &format!("/v1/sessions/{session}/events"),
-        &token,
-        &body,
-        Duration::from_secs(2),
-    ) {
-        eprintln!("corral hook: {e}");
-    }
-}
-
-/// A minimal HTTP/1.1 POST over a plain TCP socket (loopback), with one timeout for all of it.
-fn post(
-    url: &str,
-    path: &str,
-    token: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> std::io::Result<u16> {
-    use std::io::{Read, Write};
-    let hostport = url
-        .strip_prefix("http://")
-        .ok_or_else(|| std::io::Error::other(format!("unsupported url {url}")))?
-        .trim_end_matches('/');
-    let addr: SocketAddr = hostport
-        .parse()
-        .map_err(|e| std::io::Error::other(format!("bad address {hostport}: {e}")))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut resp = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut resp)?;
-    let status = std::str::from_utf8(&resp)
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
-    if status >= 300 {
-        return Err(std::io::Error::other(format!("server answered {status}")));
-    }
-    Ok(status)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::remote::Remote;
+use corral_client::Client;
 
 /// A `corral serve` child.
 pub struct Served {
@@ -19,7 +19,7 @@ pub struct Served {
     /// Its data dir (removed on drop).
     _dir: tempfile::TempDir,
     /// A client of it.
-    pub remote: Remote,
+    pub remote: Client,
 }
 
 impl Served {
@@ -67,7 +67,7 @@ impl Served {
                 .ok()
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
                 .is_some_and(|v| v["pid"].as_u64() == Some(pid));
-            if current && let Ok(remote) = Remote::find(None, None, dir.path()) {
+            if current && let Ok(remote) = tcp_client(dir.path()) {
                 return Ok(Served {
                     child,
                     alive: true,
@@ -126,6 +126,14 @@ impl Served {
         };
         (field("syscr:"), field("rchar:"))
     }
+}
+
+/// A TCP client of the server of data dir `dir` (the bench measures what a remote viewer gets,
+/// as ttyd's clients do; the local CLI's Unix socket is measured by the CLI scenarios).
+fn tcp_client(dir: &std::path::Path) -> anyhow::Result<Client> {
+    let local = Client::find(None, None, dir)?;
+    let info = corral_server::datadir::read_server_json(dir)?;
+    Ok(Client::tcp(&info.url, local.token)?)
 }
 
 impl Drop for Served {

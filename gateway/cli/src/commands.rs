@@ -5,13 +5,15 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use corral_actors::{Mode, RestartPolicy, SessionSpec};
+use corral_client::{Client, Incoming};
+use corral_server::protocol::{Op, Reply, SessionView, TokenRequest, TokenScope};
 use serde_json::{Value, json};
 
-use crate::remote::{Incoming, Remote};
+use crate::output::{fmt_time, print_ps, print_tree};
 
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
@@ -164,7 +166,7 @@ pub async fn run(
     token: Option<String>,
     data_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let remote = Remote::find(url, token, data_dir)?;
+    let client = Client::find(url, token, data_dir)?;
     match cmd {
         ClientCommand::Spawn {
             name,
@@ -188,29 +190,26 @@ pub async fn run(
             if !(0.0..=3600.0).contains(&grace) {
                 bail!("--grace must be between 0 and 3600 seconds");
             }
-            let spec = json!({
-                "name": name, "cwd": cwd, "env": env,
-                "restart": restart.replace('-', "_"),
-                "stop_signal": stop_signal,
-                "grace": {"secs": grace.trunc() as u64, "nanos": (grace.fract() * 1e9) as u32},
-                "mode": if pipe { "pipe" } else { "pty" },
-                "agent": agent,
-                "argv": argv,
-            });
-            let info = remote.json("POST", "/v1/sessions", Some(&spec)).await?;
-            println!("{}", info["id"].as_str().unwrap_or_default());
+            let mut spec = SessionSpec::new(argv);
+            spec.name = name;
+            spec.cwd = cwd.map(Into::into);
+            spec.env = env;
+            spec.restart = match restart.as_str() {
+                "on-failure" => RestartPolicy::OnFailure,
+                "always" => RestartPolicy::Always,
+                _ => RestartPolicy::Never,
+            };
+            spec.stop_signal = stop_signal;
+            spec.grace = std::time::Duration::from_secs_f64(grace);
+            spec.mode = if pipe { Mode::Pipe } else { Mode::Pty };
+            spec.agent = agent;
+            let info = client.spawn(&spec).await?;
+            println!("{}", info.id);
         }
         ClientCommand::Ps { json } => {
-            let list = remote.json("GET", "/v1/sessions", None).await?;
-            let mut list = list.as_array().cloned().unwrap_or_default();
-            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            for s in &mut list {
-                if let Some(id) = s["id"].as_str() {
-                    let (cpu, rss) = crate::proctree::usage(id);
-                    s["cpu_percent"] = json!(cpu);
-                    s["rss_kib"] = json!(rss);
-                }
-            }
+            // CPU and RSS come from the server, which reads them where the processes run.
+            let mut list: Vec<SessionView> = client.sessions().await?;
+            list.sort_by(|a, b| a.info.name.cmp(&b.info.name));
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -218,40 +217,42 @@ pub async fn run(
             }
         }
         ClientCommand::Tree { json } => {
-            let mut ws = remote.ws().await?;
-            let tree = ws.call(json!({"type": "tree"})).await?;
+            let mut ws = client.ws().await?;
+            let Reply::Tree { tree, .. } = ws.request(Op::Tree).await? else {
+                bail!("the server did not answer with a tree");
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&tree["tree"])?);
+                println!("{}", serde_json::to_string_pretty(&tree)?);
             } else {
                 // Session children are named by id in the supervisor; show their names too.
-                let list = ws.call(json!({"type": "list"})).await?;
-                let names: std::collections::HashMap<String, String> = list["sessions"]
-                    .as_array()
+                let Reply::Sessions { sessions, .. } = ws.request(Op::List).await? else {
+                    bail!("the server did not answer with a list");
+                };
+                let names: std::collections::HashMap<String, String> = sessions
                     .into_iter()
-                    .flatten()
-                    .filter_map(|s| {
-                        Some((
-                            s["id"].as_str()?.to_string(),
-                            s["name"].as_str()?.to_string(),
-                        ))
-                    })
+                    .map(|s| (s.id.to_string(), s.name))
                     .collect();
-                print_tree(&tree["tree"], "", true, true, &names);
+                let tree = serde_json::to_value(&tree)?;
+                print_tree(&tree, "", true, true, &names);
             }
         }
-        ClientCommand::Stop { session } => op(&remote, "stop", &session).await?,
-        ClientCommand::Kill { session } => op(&remote, "kill", &session).await?,
-        ClientCommand::Restart { session } => op(&remote, "restart", &session).await?,
-        ClientCommand::Rm { session } => op(&remote, "remove", &session).await?,
+        ClientCommand::Stop { session } => show(&session, client.stop(&session, None).await?),
+        ClientCommand::Kill { session } => op(&client, Op::Kill { session }).await?,
+        ClientCommand::Restart { session } => op(&client, Op::Restart { session }).await?,
+        ClientCommand::Rm { session } => show(&session, client.remove(&session).await?),
         ClientCommand::Send {
             session,
             text,
             paste,
         } => {
             let data = unescape(&text);
-            let mut ws = remote.ws().await?;
+            let mut ws = client.ws().await?;
             let input = ws
-                .send(json!({"type": "input", "session": session, "data": data, "paste": paste}))
+                .send(serde_json::to_value(Op::Input {
+                    session,
+                    data,
+                    paste,
+                })?)
                 .await?;
             // Input has no reply on success; a ping round trip proves it was taken, and an error
             // reply to the input, if any, arrives before the pong.
@@ -272,15 +273,17 @@ pub async fn run(
             follow,
             from,
         } => {
-            let mut ws = remote.ws().await?;
-            let info = remote
-                .json("GET", &format!("/v1/sessions/{session}"), None)
-                .await?;
-            let head = info["output_offset"].as_u64().unwrap_or(0);
-            let r = ws
-                .call(json!({"type": "subscribe", "session": session, "from": from}))
-                .await?;
-            let channel = r["channel"].as_u64().unwrap_or(0) as u32;
+            let mut ws = client.ws().await?;
+            let head = client.session(&session).await?.info.output_offset;
+            let Reply::Subscribed { channel, .. } = ws
+                .request(Op::Subscribe {
+                    session,
+                    from: Some(from),
+                })
+                .await?
+            else {
+                bail!("the server did not answer the subscription");
+            };
             let mut stdout = std::io::stdout().lock();
             let mut next = from;
             if !follow && next >= head {
@@ -316,11 +319,14 @@ pub async fn run(
             follow,
             json,
         } => {
-            let mut ws = remote.ws().await?;
+            let mut ws = client.ws().await?;
             // Subscribe first (when following), so no event falls between history and live.
             if follow {
-                ws.call(json!({"type": "subscribe", "session": session}))
-                    .await?;
+                ws.request(Op::Subscribe {
+                    session: session.clone(),
+                    from: None,
+                })
+                .await?;
             }
             let print = |e: &Value| {
                 if json {
@@ -340,7 +346,11 @@ pub async fn run(
             let mut ended = false;
             loop {
                 let r = ws
-                    .call(json!({"type": "events", "session": session, "after": last}))
+                    .call(serde_json::to_value(Op::Events {
+                        session: session.clone(),
+                        after: Some(last),
+                        limit: None,
+                    })?)
                     .await?;
                 let page = r["events"].as_array().cloned().unwrap_or_default();
                 for e in &page {
@@ -352,10 +362,11 @@ pub async fn run(
                     break;
                 }
             }
-            let state = remote
-                .json("GET", &format!("/v1/sessions/{session}"), None)
-                .await?;
-            let over = matches!(state["state"].as_str(), Some("stopped" | "failed"));
+            let state = client.session(&session).await?.info.state;
+            let over = matches!(
+                state,
+                corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+            );
             if follow && !(ended && over) {
                 loop {
                     match ws.next().await {
@@ -378,55 +389,58 @@ pub async fn run(
             }
         }
         ClientCommand::Export { session, format } => {
-            let (status, body) = remote
-                .http(
-                    "GET",
-                    &format!("/v1/sessions/{session}/export?format={format}"),
-                    None,
-                )
-                .await?;
-            if status != 200 {
-                let msg = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or(body);
-                bail!("{msg}");
-            }
+            let mut recording = client.export(&session, &format).await?;
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(body.as_bytes())?;
+            while let Some(data) = recording.chunk().await? {
+                stdout.write_all(&data)?;
+            }
             stdout.flush()?;
         }
         ClientCommand::Token { session, scope, .. } => {
-            let r = remote
-                .json(
-                    "POST",
-                    "/v1/tokens",
-                    Some(&json!({"session": session, "scope": scope})),
-                )
+            let scope = match scope.as_str() {
+                "write" => TokenScope::Write,
+                _ => TokenScope::Read,
+            };
+            let r = client
+                .create_token(&TokenRequest { session, scope })
                 .await?;
-            println!("{}", r["token"].as_str().unwrap_or_default());
+            println!("{}", r.token);
         }
         ClientCommand::Attach {
             session,
             read_only,
             detach_key,
         } => {
-            return crate::attach::attach(&remote, &session, read_only, detach_key).await;
+            return crate::attach::attach(&client, &session, read_only, detach_key).await;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn op(remote: &Remote, what: &str, session: &str) -> anyhow::Result<()> {
-    let mut ws = remote.ws().await?;
-    let r = ws.call(json!({"type": what, "session": session})).await?;
-    let s = &r["session"];
-    println!(
-        "{} {}",
-        s["name"].as_str().unwrap_or(session),
-        s["state"].as_str().unwrap_or("?")
-    );
-    Ok(())
+/// Prints `name state` of a session an operation answered with.
+fn show(key: &str, s: corral_actors::SessionInfo) {
+    let name = if s.name.is_empty() { key } else { &s.name };
+    println!("{name} {}", state_name(s.state));
+}
+
+/// A session operation over the WebSocket (kill, restart), answered with the session.
+async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
+    let mut ws = client.ws().await?;
+    match ws.request(op).await? {
+        Reply::Session { session, .. } => {
+            show("", session);
+            Ok(())
+        }
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// A state as the API spells it.
+fn state_name(state: corral_actors::SessionState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
 }
 
 fn is_final(event: &Value) -> bool {
@@ -471,132 +485,4 @@ fn unescape(s: &str) -> String {
         }
     }
     out
-}
-
-fn print_ps(list: &[Value]) {
-    println!(
-        "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<18} {:>3} {:>6} {:>8}  ATTENTION",
-        "ID", "NAME", "STATE", "PID", "UPTIME", "RST", "LAST EXIT", "VWR", "CPU%", "RSS"
-    );
-    let now = SystemTime::now();
-    for s in list {
-        let uptime = s["started_at"]["secs_since_epoch"]
-            .as_u64()
-            .filter(|_| s["pid"].is_number())
-            .and_then(|t| {
-                now.duration_since(SystemTime::UNIX_EPOCH)
-                    .ok()
-                    .map(|n| n.as_secs().saturating_sub(t))
-            })
-            .map(fmt_secs)
-            .unwrap_or_else(|| "-".into());
-        let exit = match &s["last_exit"] {
-            Value::Object(m) => m
-                .iter()
-                .map(|(k, v)| format!("{} {v}", k.to_lowercase()))
-                .collect(),
-            _ => "-".to_string(),
-        };
-        println!(
-            "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<18} {:>3} {:>6} {:>8}  {}",
-            &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
-            s["name"].as_str().unwrap_or(""),
-            s["state"].as_str().unwrap_or(""),
-            s["pid"]
-                .as_i64()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            uptime,
-            s["restarts"],
-            exit,
-            s["viewers"],
-            s["cpu_percent"]
-                .as_f64()
-                .map(|c| format!("{c:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            s["rss_kib"]
-                .as_u64()
-                .map(|k| format!("{}K", k))
-                .unwrap_or_else(|| "-".into()),
-            s["attention"].as_str().unwrap_or(""),
-        );
-    }
-    // Persistence trouble is loud: one line per affected session.
-    for s in list {
-        if let Some(e) = s["persist_error"].as_str() {
-            println!("PERSIST  {}: {e}", s["name"].as_str().unwrap_or(""));
-        }
-    }
-}
-
-/// An event time (serde's SystemTime form) as UTC `HH:MM:SS.mmm`.
-fn fmt_time(t: &Value) -> String {
-    let secs = t["secs_since_epoch"].as_u64().unwrap_or(0);
-    let ms = t["nanos_since_epoch"].as_u64().unwrap_or(0) / 1_000_000;
-    let day = secs % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{ms:03}",
-        day / 3600,
-        (day % 3600) / 60,
-        day % 60
-    )
-}
-
-fn fmt_secs(s: u64) -> String {
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn print_tree(
-    node: &Value,
-    prefix: &str,
-    last: bool,
-    root: bool,
-    names: &std::collections::HashMap<String, String>,
-) {
-    let branch = if root {
-        ""
-    } else if last {
-        "└── "
-    } else {
-        "├── "
-    };
-    let mut extra = Vec::new();
-    if let Some(r) = node["restarts_total"].as_u64().filter(|r| *r > 0) {
-        extra.push(format!(
-            "restarts {r} ({} in window)",
-            node["restarts_in_window"]
-        ));
-    }
-    if let Some(d) = node["mailbox_depth"].as_u64() {
-        extra.push(format!("mailbox {d}"));
-    }
-    if let Some(l) = node["lag_count"].as_u64() {
-        extra.push(format!("lag {l}"));
-    }
-    if let Some(e) = node["last_exit"].as_str() {
-        extra.push(format!("last exit: {e}"));
-    }
-    let id = node["id"].as_str().unwrap_or("?");
-    let label = match names.get(id) {
-        Some(name) => format!("{name} ({})", &id[..8.min(id.len())]),
-        None => id.to_string(),
-    };
-    println!(
-        "{prefix}{branch}{label} [{}] {}",
-        node["status"].as_str().unwrap_or("?"),
-        extra.join(", ")
-    );
-    let children = node["children"].as_array().cloned().unwrap_or_default();
-    let child_prefix = if root {
-        String::new()
-    } else {
-        format!("{prefix}{}", if last { "    " } else { "│   " })
-    };
-    for (i, c) in children.iter().enumerate() {
-        print_tree(c, &child_prefix, i + 1 == children.len(), false, names);
-    }
 }

@@ -1,4 +1,4 @@
-//! Client: one actor per WebSocket connection (a temporary child of the gateway's clients
+//! Connection: one actor per WebSocket connection (a temporary child of the gateway's clients
 //! supervisor), speaking the native protocol or ttyd's.
 //!
 //! Output never queues in the server per client: each subscription pulls from the session's Ring
@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::auth::Grant;
+use crate::error::ApiError;
 use crate::protocol::{
     ErrorCode, HEADER_LEN, Header, MAX_EVENTS_PER_REPLY, Op, PROTOCOL_VERSION, Reply, Request,
     decode_binary, encode_binary, kind, write_header,
@@ -53,8 +54,8 @@ pub enum Dialect {
     },
 }
 
-/// Arguments of a Client.
-pub struct ClientArgs {
+/// Arguments of a Connection.
+pub struct ConnectionArgs {
     /// The upgraded socket.
     pub socket: WebSocket,
     /// Protocol.
@@ -63,11 +64,11 @@ pub struct ClientArgs {
     pub app: Arc<App>,
 }
 
-/// The client actor.
-pub struct Client;
+/// The connection actor.
+pub struct Connection;
 
-/// Client messages.
-pub enum ClientMsg {
+/// Connection messages.
+pub enum ConnectionMsg {
     /// Internal: handle the next incoming frame or outgoing item.
     Pump,
 }
@@ -90,8 +91,8 @@ struct Channel {
     credit: Arc<Credit>,
 }
 
-/// Client state; dropping it closes the socket and ends every subscription.
-pub struct ClientState {
+/// Connection state; dropping it closes the socket and ends every subscription.
+pub struct ConnectionState {
     /// Outgoing half.
     sink: SplitSink<WebSocket, Message>,
     /// Incoming half.
@@ -128,7 +129,7 @@ pub struct ClientState {
     app: Arc<App>,
 }
 
-impl Drop for ClientState {
+impl Drop for ConnectionState {
     fn drop(&mut self) {
         for ch in self.channels.values() {
             ch.abort.abort();
@@ -141,16 +142,16 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
 }
 
-impl Actor for Client {
-    type Msg = ClientMsg;
-    type State = ClientState;
-    type Arguments = ClientArgs;
+impl Actor for Connection {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<ClientMsg>,
-        args: ClientArgs,
-    ) -> Result<ClientState, ActorProcessingErr> {
+        myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
         let (sink, stream) = args.socket.split();
         let limits = &args.app.config.limits;
         let (grant, ttyd) = match args.dialect {
@@ -158,7 +159,7 @@ impl Actor for Client {
             Dialect::Ttyd { session } => (None, Some(session)),
         };
         args.app.metrics.clients.inc();
-        let state = ClientState {
+        let state = ConnectionState {
             sink,
             stream,
             subs: SelectAll::new(),
@@ -182,14 +183,14 @@ impl Actor for Client {
             ),
             app: args.app,
         };
-        myself.send_message(ClientMsg::Pump)?;
+        myself.send_message(ConnectionMsg::Pump)?;
         Ok(state)
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<ClientMsg>,
-        st: &mut ClientState,
+        _myself: ActorRef<ConnectionMsg>,
+        st: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         // A stop can arrive between two Pump handlers (ractor serves it first), before the
         // shutdown watch was seen: say goodbye here then, bounded in time.
@@ -210,9 +211,9 @@ impl Actor for Client {
 
     async fn handle(
         &self,
-        myself: ActorRef<ClientMsg>,
-        _msg: ClientMsg,
-        st: &mut ClientState,
+        myself: ActorRef<ConnectionMsg>,
+        _msg: ConnectionMsg,
+        st: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         let mut shutdown = st.shutdown.clone();
         let keep_going = tokio::select! {
@@ -226,7 +227,7 @@ impl Actor for Client {
             }
         };
         if keep_going {
-            myself.send_message(ClientMsg::Pump)?;
+            myself.send_message(ConnectionMsg::Pump)?;
         } else {
             myself.stop(Some("connection closed".into()));
         }
@@ -267,7 +268,7 @@ fn async_stream(
     })
 }
 
-impl ClientState {
+impl ConnectionState {
     /// Sends a JSON reply. Returns false if the socket is gone.
     async fn reply(&mut self, reply: &Reply) -> bool {
         if let Reply::Error { code, message, .. } = reply {
@@ -938,19 +939,10 @@ impl ClientState {
     }
 }
 
-/// The error reply for a failed session operation.
+/// The error reply for a failed session operation: the same code an HTTP client gets for the
+/// same failure (the one mapping is in `crate::error`).
 fn error_reply(id: Option<u64>, e: &SessionError) -> Reply {
-    let code = match e {
-        SessionError::NotFound(_) => ErrorCode::NotFound,
-        SessionError::BadSpec(_) | SessionError::OffsetBeyondHead { .. } => ErrorCode::BadRequest,
-        SessionError::Unavailable(_) => ErrorCode::Internal,
-        _ => ErrorCode::Conflict,
-    };
-    Reply::Error {
-        id,
-        code,
-        message: e.to_string(),
-    }
+    ApiError::from(e.clone()).reply(id)
 }
 
 /// A subscription paced by its ack credit.
@@ -966,7 +958,7 @@ fn paced(
 /// The ttyd dialect (https://github.com/tsl0922/ttyd protocol): first frame
 /// `{"AuthToken","columns","rows"}`, then '0'+input, '1'+resize JSON, '2' pause, '3' resume;
 /// server sends '0'+output, '1'+title, '2'+preferences.
-impl ClientState {
+impl ConnectionState {
     async fn ttyd_frame(&mut self, data: &[u8]) -> bool {
         // invariant: ttyd_frame is only called on ttyd connections.
         let session = self.ttyd.clone().expect("ttyd session");

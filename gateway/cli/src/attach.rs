@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::remote::{Conn, Incoming, Remote};
+use corral_client::{Client, Conn, Incoming};
 
 /// Input typed while disconnected that is kept for after the resume.
 const PENDING_MAX: usize = 64 * 1024;
@@ -60,8 +60,8 @@ fn status_line(text: &str) {
     if err.flush().is_err() {}
 }
 
-async fn connect(remote: &Remote, session: &str, from: Option<u64>) -> anyhow::Result<(Conn, u32)> {
-    let mut ws = remote.ws().await?;
+async fn connect(client: &Client, session: &str, from: Option<u64>) -> anyhow::Result<(Conn, u32)> {
+    let mut ws = client.ws().await?;
     let mut req = json!({"type": "subscribe", "session": session});
     if let Some(f) = from {
         req["from"] = json!(f);
@@ -81,14 +81,14 @@ async fn send_size(ws: &mut Conn, session: &str) -> anyhow::Result<()> {
 
 /// Runs attach until detach or the session ends.
 pub async fn attach(
-    remote: &Remote,
+    client: &Client,
     session: &str,
     read_only: bool,
     detach_key: char,
 ) -> anyhow::Result<ExitCode> {
     let detach = control_byte(detach_key);
     // Fail before touching the terminal if the session does not exist.
-    let (mut ws, mut channel) = connect(remote, session, None).await?;
+    let (mut ws, mut channel) = connect(client, session, None).await?;
     let _raw = RawMode::enable()?;
     // Standard input is read on a dedicated thread (blocking reads never touch the runtime).
     let (tx, mut keys) = mpsc::channel::<Vec<u8>>(64);
@@ -178,7 +178,7 @@ pub async fn attach(
         let mut delay = Duration::from_millis(200);
         loop {
             // A restarted server may listen elsewhere: ask the data dir again each time.
-            let current = remote.rediscover();
+            let current = client.rediscover();
             tokio::select! {
                 r = connect(&current, session, next) => match r {
                     Ok((w, c)) => {
@@ -229,9 +229,9 @@ fn queue(pending: &mut VecDeque<u8>, bytes: &[u8]) {
 
 /// A binary INPUT frame.
 fn frame(channel: u32, bytes: &[u8]) -> Vec<u8> {
-    crate::protocol::encode_binary(
-        crate::protocol::Header {
-            kind: crate::protocol::kind::INPUT,
+    corral_server::protocol::encode_binary(
+        corral_server::protocol::Header {
+            kind: corral_server::protocol::kind::INPUT,
             channel,
             offset: 0,
         },

@@ -1,0 +1,140 @@
+//! Output: how client commands print for humans (the `ps` table, the tree, times); `--json`
+//! output is the protocol's own types, printed as they are.
+
+use std::time::SystemTime;
+
+use corral_server::protocol::SessionView;
+use serde_json::Value;
+
+/// The `ps` table.
+pub fn print_ps(views: &[SessionView]) {
+    let list: Vec<Value> = views
+        .iter()
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .collect();
+    println!(
+        "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<18} {:>3} {:>6} {:>8}  ATTENTION",
+        "ID", "NAME", "STATE", "PID", "UPTIME", "RST", "LAST EXIT", "VWR", "CPU%", "RSS"
+    );
+    let now = SystemTime::now();
+    for s in &list {
+        let uptime = s["started_at"]["secs_since_epoch"]
+            .as_u64()
+            .filter(|_| s["pid"].is_number())
+            .and_then(|t| {
+                now.duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()
+                    .map(|n| n.as_secs().saturating_sub(t))
+            })
+            .map(fmt_secs)
+            .unwrap_or_else(|| "-".into());
+        let exit = match &s["last_exit"] {
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| format!("{} {v}", k.to_lowercase()))
+                .collect(),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<18} {:>3} {:>6} {:>8}  {}",
+            &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
+            s["name"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            s["pid"]
+                .as_i64()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            uptime,
+            s["restarts"],
+            exit,
+            s["viewers"],
+            s["cpu_percent"]
+                .as_f64()
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            s["rss_kib"]
+                .as_u64()
+                .map(|k| format!("{}K", k))
+                .unwrap_or_else(|| "-".into()),
+            s["attention"].as_str().unwrap_or(""),
+        );
+    }
+    // Persistence trouble is loud: one line per affected session.
+    for s in list {
+        if let Some(e) = s["persist_error"].as_str() {
+            println!("PERSIST  {}: {e}", s["name"].as_str().unwrap_or(""));
+        }
+    }
+}
+
+/// An event time (serde's SystemTime form) as UTC `HH:MM:SS.mmm`.
+pub fn fmt_time(t: &Value) -> String {
+    let secs = t["secs_since_epoch"].as_u64().unwrap_or(0);
+    let ms = t["nanos_since_epoch"].as_u64().unwrap_or(0) / 1_000_000;
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        day / 3600,
+        (day % 3600) / 60,
+        day % 60
+    )
+}
+
+fn fmt_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn print_tree(
+    node: &Value,
+    prefix: &str,
+    last: bool,
+    root: bool,
+    names: &std::collections::HashMap<String, String>,
+) {
+    let branch = if root {
+        ""
+    } else if last {
+        "└── "
+    } else {
+        "├── "
+    };
+    let mut extra = Vec::new();
+    if let Some(r) = node["restarts_total"].as_u64().filter(|r| *r > 0) {
+        extra.push(format!(
+            "restarts {r} ({} in window)",
+            node["restarts_in_window"]
+        ));
+    }
+    if let Some(d) = node["mailbox_depth"].as_u64() {
+        extra.push(format!("mailbox {d}"));
+    }
+    if let Some(l) = node["lag_count"].as_u64() {
+        extra.push(format!("lag {l}"));
+    }
+    if let Some(e) = node["last_exit"].as_str() {
+        extra.push(format!("last exit: {e}"));
+    }
+    let id = node["id"].as_str().unwrap_or("?");
+    let label = match names.get(id) {
+        Some(name) => format!("{name} ({})", &id[..8.min(id.len())]),
+        None => id.to_string(),
+    };
+    println!(
+        "{prefix}{branch}{label} [{}] {}",
+        node["status"].as_str().unwrap_or("?"),
+        extra.join(", ")
+    );
+    let children = node["children"].as_array().cloned().unwrap_or_default();
+    let child_prefix = if root {
+        String::new()
+    } else {
+        format!("{prefix}{}", if last { "    " } else { "│   " })
+    };
+    for (i, c) in children.iter().enumerate() {
+        print_tree(c, &child_prefix, i + 1 == children.len(), false, names);
+    }
+}

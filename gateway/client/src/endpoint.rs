@@ -1,0 +1,157 @@
+//! Endpoint: where a server is and how to authenticate — found through the data dir
+//! (`server.json` says a server runs; its Unix socket and `token` are used) or given with a URL
+//! and a token (TCP). A client found through the data dir finds a restarted server again the
+//! same way ([`Client::rediscover`]).
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use corral_server::datadir;
+use corral_server::unix::socket_path;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::ClientError;
+
+/// How long a connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A byte stream to a server (TCP or Unix).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// An open stream to a server.
+pub type Stream = Pin<Box<dyn Io>>;
+
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket (a local server's data dir).
+    Unix(PathBuf),
+    /// host:port over TCP.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// For messages: the socket path or host:port.
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Tcp(a) => a.clone(),
+        }
+    }
+
+    /// The Host header value.
+    pub fn host(&self) -> &str {
+        match self {
+            Endpoint::Unix(_) => "localhost",
+            Endpoint::Tcp(a) => a,
+        }
+    }
+
+    /// Opens a stream (bounded by [`CONNECT_TIMEOUT`]); TCP gets TCP_NODELAY (a keystroke goes
+    /// out at once, not behind an unacked one).
+    pub async fn connect(&self) -> Result<Stream, ClientError> {
+        let connect = async {
+            Ok::<Stream, std::io::Error>(match self {
+                Endpoint::Unix(p) => Box::pin(tokio::net::UnixStream::connect(p).await?),
+                Endpoint::Tcp(a) => {
+                    let s = tokio::net::TcpStream::connect(a).await?;
+                    s.set_nodelay(true)?;
+                    Box::pin(s)
+                }
+            })
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(ClientError::Connect {
+                addr: self.describe(),
+                source,
+            }),
+            Err(_) => Err(ClientError::Timeout(self.describe())),
+        }
+    }
+}
+
+/// A server and the token to use with it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Where it listens.
+    pub endpoint: Endpoint,
+    /// Bearer token.
+    pub token: String,
+    /// Found through this data dir (with the token given, if one was): a restarted server is
+    /// found again the same way.
+    found_in: Option<(PathBuf, Option<String>)>,
+}
+
+impl Client {
+    /// From flags (`--url`, `--token`), else from the data dir; a clear error when no server
+    /// runs there.
+    pub fn find(
+        url: Option<String>,
+        token: Option<String>,
+        data_dir: &Path,
+    ) -> Result<Client, ClientError> {
+        let found_in = url
+            .is_none()
+            .then(|| (data_dir.to_path_buf(), token.clone()));
+        let endpoint = match url {
+            Some(u) => Endpoint::Tcp(tcp_addr(&u)?),
+            None => {
+                if datadir::read_server_json(data_dir).is_err() {
+                    return Err(ClientError::NoServer(data_dir.to_path_buf()));
+                }
+                Endpoint::Unix(socket_path(data_dir))
+            }
+        };
+        let token = match token {
+            Some(t) => t,
+            None => datadir::read_token(data_dir)
+                .map_err(|_| ClientError::NoToken(data_dir.to_path_buf()))?,
+        };
+        Ok(Client {
+            endpoint,
+            token,
+            found_in,
+        })
+    }
+
+    /// A client of the server at `url` (`http://host:port`) with `token`, over TCP.
+    pub fn tcp(url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
+        Ok(Client {
+            endpoint: Endpoint::Tcp(tcp_addr(url)?),
+            token: token.into(),
+            found_in: None,
+        })
+    }
+
+    /// The same server with another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Client {
+        Client {
+            token: token.into(),
+            found_in: None,
+            ..self.clone()
+        }
+    }
+
+    /// The server as the data dir describes it now; itself when it was given by URL, or when
+    /// the data dir names no running server.
+    pub fn rediscover(&self) -> Client {
+        match &self.found_in {
+            Some((dir, token)) => {
+                Client::find(None, token.clone(), dir).unwrap_or_else(|_| self.clone())
+            }
+            None => self.clone(),
+        }
+    }
+}
+
+/// host:port of an `http://` URL.
+fn tcp_addr(url: &str) -> Result<String, ClientError> {
+    Ok(url
+        .strip_prefix("http://")
+        .ok_or_else(|| ClientError::BadUrl(url.to_string()))?
+        .trim_end_matches('/')
+        .to_string())
+}

@@ -1,0 +1,66 @@
+//! ClientError: what can go wrong talking to a server, each with a message a user can act on.
+//! A refusal by the server keeps its [`ErrorCode`], the same over HTTP and the WebSocket.
+
+use std::path::PathBuf;
+
+use corral_server::error::ErrorCode;
+
+/// Why a request did not get an answer, or got a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No server publishes itself in this data dir.
+    #[error("no corral server is running for {0} (start one with `corral serve`, or pass --url)")]
+    NoServer(PathBuf),
+    /// No token given and none readable in the data dir.
+    #[error("no token in {0} (pass --token or set CORRAL_TOKEN)")]
+    NoToken(PathBuf),
+    /// A URL this client cannot use.
+    #[error("only http:// URLs are supported, not {0}")]
+    BadUrl(String),
+    /// The server cannot be reached.
+    #[error("cannot reach the server at {addr} (is it running?): {source}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No answer in time.
+    #[error("the server at {0} did not answer in time")]
+    Timeout(String),
+    /// HTTP failed (connection reset, malformed answer...).
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    /// The request could not be built.
+    #[error("bad request: {0}")]
+    Request(String),
+    /// The server refused the request.
+    #[error("{message}")]
+    Api {
+        /// HTTP status (0 over the WebSocket).
+        status: u16,
+        /// The error kind.
+        code: Option<ErrorCode>,
+        /// The server's message.
+        message: String,
+    },
+    /// The WebSocket failed.
+    #[error("WebSocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The WebSocket closed.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// An answer that does not decode as the protocol says.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! HTTP: REST requests over hyper (HTTP/1.1, one connection per request: a CLI call makes one),
+//! and the typed API on top of them. Bodies are corral-server's protocol types; a non-2xx
+//! answer becomes [`ClientError::Api`] with the server's error code and message.
+
+use std::time::Duration;
+
+use corral_actors::{SessionInfo, SessionSpec};
+use corral_server::error::ErrorBody;
+use corral_server::protocol::{
+    Health, HookAccepted, SessionView, StopBody, TokenCreated, TokenRequest,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::endpoint::Client;
+use crate::error::ClientError;
+
+/// How long a whole request may take by default (a stop waits for the session's grace).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A response whose body is still arriving; it owns the task that drives its connection, which
+/// ends when the response is dropped.
+pub struct Streaming {
+    /// The response (status, headers, body).
+    pub response: Response<Incoming>,
+    /// The connection's driver.
+    _driver: AbortOnDrop,
+}
+
+impl Streaming {
+    /// The next piece of the body; None at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            match self.response.body_mut().frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped: the task is owned by whoever holds this.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Client {
+    /// Sends one request with `token` (None: no Authorization header) and returns the response
+    /// as it starts to arrive.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Streaming, ClientError> {
+        let io = self.endpoint.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        let driver = AbortOnDrop(tokio::spawn(async move {
+            // A connection that ends with an error after its response has nothing left to
+            // report: the response already carried what mattered.
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        }));
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.endpoint.host());
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(b))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let response = sender.send_request(req).await?;
+        Ok(Streaming {
+            response,
+            _driver: driver,
+        })
+    }
+
+    /// One request with this client's token; the whole answer (status, body), bounded by
+    /// [`REQUEST_TIMEOUT`].
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.request_as(method, path, Some(&self.token.clone()), body)
+            .await
+    }
+
+    /// One request with the given token (None: none at all); the whole answer.
+    pub async fn request_as(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let exchange = async {
+            let s = self.send(method, path, token, body).await?;
+            let status = s.response.status();
+            let bytes = s.response.into_body().collect().await?.to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(self.endpoint.describe()))?
+    }
+
+    /// A request whose 2xx body decodes as `T`; any other answer is the server's error.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let (status, bytes) = self.request(method, path, body).await?;
+        decode(status, &bytes)
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/health", None).await
+    }
+
+    /// `POST /v1/sessions`: starts a session.
+    pub async fn spawn(&self, spec: &SessionSpec) -> Result<SessionInfo, ClientError> {
+        self.call(Method::POST, "/v1/sessions", Some(spec)).await
+    }
+
+    /// `GET /v1/sessions`: every session the token may read, with the server's figures.
+    pub async fn sessions(&self) -> Result<Vec<SessionView>, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/sessions", None).await
+    }
+
+    /// `GET /v1/sessions/{key}`.
+    pub async fn session(&self, key: &str) -> Result<SessionView, ClientError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/v1/sessions/{}", path_segment(key)),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/sessions/{key}/stop`: returns once everything is gone.
+    pub async fn stop(&self, key: &str, grace: Option<f64>) -> Result<SessionInfo, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{}/stop", path_segment(key)),
+            Some(&StopBody { grace }),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/sessions/{key}`: stops and forgets a session.
+    pub async fn remove(&self, key: &str) -> Result<SessionInfo, ClientError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", path_segment(key)),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/tokens`: a session-scoped token.
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
+        self.call(Method::POST, "/v1/tokens", Some(req)).await
+    }
+
+    /// `GET /v1/recovery`: what boot reconciliation did (admin).
+    pub async fn recovery(&self) -> Result<serde_json::Value, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/recovery", None).await
+    }
+
+    /// `POST /v1/sessions/{key}/events`: a hook event (raw JSON, as Claude Code wrote it).
+    pub async fn post_hook(
+        &self,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<HookAccepted, ClientError> {
+        let path = format!("/v1/sessions/{}/events", path_segment(key));
+        let (status, bytes) = self.request(Method::POST, &path, Some(payload)).await?;
+        decode(status, &bytes)
+    }
+
+    /// `GET /v1/sessions/{key}/export?format=…`: the recording, streamed; a refusal is the
+    /// server's error.
+    pub async fn export(&self, key: &str, format: &str) -> Result<Streaming, ClientError> {
+        let path = format!(
+            "/v1/sessions/{}/export?format={}",
+            path_segment(key),
+            path_segment(format)
+        );
+        let s = self
+            .send(Method::GET, &path, Some(&self.token.clone()), None)
+            .await?;
+        let status = s.response.status();
+        if status.is_success() {
+            return Ok(s);
+        }
+        let bytes = s.response.into_body().collect().await?.to_bytes();
+        Err(refusal(status, &bytes))
+    }
+}
+
+/// The body of a 2xx answer as `T`, or the server's refusal.
+pub fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
+    if !status.is_success() {
+        return Err(refusal(status, bytes));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(format!("{e}")))
+}
+
+/// The error a non-2xx answer carries.
+pub fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => ClientError::Api {
+            status: status.as_u16(),
+            code: Some(b.code),
+            message: b.error,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: None,
+            message: format!(
+                "server answered {status}: {}",
+                String::from_utf8_lossy(bytes)
+            ),
+        },
+    }
+}
+
+/// A session key or value as a URL path segment (names are free text).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,173 @@
+//! WebSocket: the native protocol (`/v1/ws`) over tokio-tungstenite, on a Unix or TCP stream.
+//! [`Conn::call`] sends a typed request and waits for its reply; frames that arrive meanwhile
+//! are kept (bounded) for [`Conn::next`].
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use corral_server::protocol::{Op, Reply, Request, SUBPROTOCOL};
+
+use crate::endpoint::{Client, Stream};
+use crate::error::ClientError;
+
+/// A WebSocket to a server.
+pub type Socket = WebSocketStream<Stream>;
+
+impl Client {
+    /// Opens the native WebSocket with this client's token.
+    pub async fn ws(&self) -> Result<Conn, ClientError> {
+        let ws = self
+            .socket(
+                "/v1/ws",
+                Some(&self.token.clone()),
+                &[("sec-websocket-protocol", SUBPROTOCOL)],
+            )
+            .await?;
+        Ok(Conn {
+            ws,
+            next_id: 0,
+            backlog: Default::default(),
+        })
+    }
+
+    /// Opens a WebSocket on `path` with `token` (None: no Authorization) and extra headers;
+    /// the handshake's refusal is an error.
+    pub async fn socket(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Socket, ClientError> {
+        let mut req = format!("ws://{}{path}", self.endpoint.host()).into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|e| ClientError::Request(e.to_string()))?,
+            );
+        }
+        for (k, v) in headers {
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| ClientError::Request(e.to_string()))?;
+            req.headers_mut().insert(
+                name,
+                HeaderValue::from_str(v).map_err(|e| ClientError::Request(e.to_string()))?,
+            );
+        }
+        let stream = self.endpoint.connect().await?;
+        let (ws, _) = tokio_tungstenite::client_async(req, stream).await?;
+        Ok(ws)
+    }
+}
+
+/// What a connection receives.
+#[derive(Debug)]
+pub enum Incoming {
+    /// JSON.
+    Json(Value),
+    /// Binary: kind, channel, offset, payload.
+    Bin(u8, u32, u64, Vec<u8>),
+    /// Closed, with a reason.
+    Closed(String),
+}
+
+/// A native-protocol connection.
+pub struct Conn {
+    /// The socket.
+    pub ws: Socket,
+    /// Last request id.
+    next_id: u64,
+    /// Frames that arrived while `call` waited for its reply, delivered by `next` first
+    /// (bounded: a reply that never comes ends the call with an error first).
+    backlog: std::collections::VecDeque<Incoming>,
+}
+
+/// Most frames kept aside while a `call` waits for its reply.
+const MAX_BACKLOG: usize = 100_000;
+
+impl Conn {
+    /// Sends a request; returns its id.
+    pub async fn send(&mut self, mut msg: Value) -> Result<u64, ClientError> {
+        self.next_id += 1;
+        msg["id"] = json!(self.next_id);
+        self.ws.send(Message::Text(msg.to_string().into())).await?;
+        Ok(self.next_id)
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, frame: Vec<u8>) -> Result<(), ClientError> {
+        self.ws.send(Message::Binary(frame.into())).await?;
+        Ok(())
+    }
+
+    /// The next frame.
+    pub async fn next(&mut self) -> Incoming {
+        if let Some(i) = self.backlog.pop_front() {
+            return i;
+        }
+        self.next_live().await
+    }
+
+    async fn next_live(&mut self) -> Incoming {
+        loop {
+            return match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
+                    Ok(v) => Incoming::Json(v),
+                    Err(e) => Incoming::Closed(format!("server sent invalid JSON: {e}")),
+                },
+                Some(Ok(Message::Binary(b))) if b.len() >= 13 => Incoming::Bin(
+                    b[0],
+                    u32::from_be_bytes([b[1], b[2], b[3], b[4]]),
+                    u64::from_be_bytes([b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12]]),
+                    b[13..].to_vec(),
+                ),
+                Some(Ok(Message::Close(c))) => {
+                    Incoming::Closed(c.map(|c| c.reason.to_string()).unwrap_or_default())
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => Incoming::Closed(e.to_string()),
+                None => Incoming::Closed("connection closed".into()),
+            };
+        }
+    }
+
+    /// A request (raw JSON) and its reply; an error reply becomes [`ClientError::Api`].
+    pub async fn call(&mut self, msg: Value) -> Result<Value, ClientError> {
+        let id = self.send(msg).await?;
+        loop {
+            match self.next_live().await {
+                Incoming::Json(v) if v["id"] == json!(id) => {
+                    if v["type"] == "error" {
+                        return Err(ClientError::Api {
+                            status: 0,
+                            code: serde_json::from_value(v["code"].clone()).ok(),
+                            message: v["message"].as_str().unwrap_or("error").to_string(),
+                        });
+                    }
+                    return Ok(v);
+                }
+                Incoming::Closed(r) => return Err(ClientError::Closed(r)),
+                other => {
+                    if self.backlog.len() >= MAX_BACKLOG {
+                        return Err(ClientError::Decode(format!(
+                            "no reply to request {id} after {MAX_BACKLOG} other frames"
+                        )));
+                    }
+                    self.backlog.push_back(other);
+                }
+            }
+        }
+    }
+
+    /// A typed request and its typed reply.
+    pub async fn request(&mut self, op: Op) -> Result<Reply, ClientError> {
+        let msg = serde_json::to_value(Request { id: None, op })
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let v = self.call(msg).await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}

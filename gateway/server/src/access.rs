@@ -1,0 +1,159 @@
+//! Access: who is asking and what they may touch, as axum extractors, so every handler states
+//! its rule in its signature instead of repeating a `match` on the token. A token is taken from
+//! `Authorization: Bearer`, from a `corral.token.<token>` WebSocket subprotocol (browsers cannot
+//! set headers on a WebSocket) or from the web page's HttpOnly cookie; refusals are
+//! [`ApiError`]s (401 without a valid token, 403 when the token does not allow it) and are
+//! counted in /metrics by reason.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use corral_actors::SessionHandle;
+
+use crate::app::App;
+use crate::auth::Grant;
+use crate::error::ApiError;
+use crate::protocol::TOKEN_PROTOCOL_PREFIX;
+
+/// The cookie the web page's login sets (HttpOnly, SameSite=Strict).
+pub const COOKIE: &str = "corral_token";
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The token from `Authorization`, a `corral.token.<t>` subprotocol, or the login cookie.
+pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = bearer(headers) {
+        return Some(t.to_string());
+    }
+    let from_protocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX));
+    if let Some(t) = from_protocol {
+        return Some(t.to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find_map(|(k, v)| (k == COOKIE).then(|| v.to_string()))
+}
+
+/// The grant of the token a request presents, or a 401.
+pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Grant, ApiError> {
+    app.tokens
+        .check(presented_token(headers).as_deref())
+        .map_err(|e| {
+            app.metrics.reject("unauthorized");
+            ApiError::from(e)
+        })
+}
+
+/// A 403, counted.
+pub fn forbid(app: &App, message: impl Into<String>) -> ApiError {
+    app.metrics.reject("forbidden");
+    ApiError::forbidden(message)
+}
+
+/// Any authenticated caller, with its grant.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Grant);
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        authenticate(app, &parts.headers).map(Caller)
+    }
+}
+
+/// A caller with the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
+        if grant.is_admin() {
+            Ok(Admin)
+        } else {
+            Err(forbid(app, "this needs the admin token"))
+        }
+    }
+}
+
+/// The session named by the `{key}` path segment (id or name), or a 404.
+pub async fn path_session(parts: &mut Parts, app: &App) -> Result<SessionHandle, ApiError> {
+    let Path(key) = Path::<String>::from_request_parts(parts, &())
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(app.corral.sessions().get(&key)?)
+}
+
+/// The `{key}` session, which the caller's token may watch.
+pub struct Readable(pub SessionHandle);
+
+impl FromRequestParts<Arc<App>> for Readable {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
+        let session = path_session(parts, app).await?;
+        if grant.can_read(session.id()) {
+            Ok(Readable(session))
+        } else {
+            Err(forbid(app, "token does not allow this session"))
+        }
+    }
+}
+
+/// The `{key}` session, with the admin token.
+pub struct Managed(pub SessionHandle);
+
+impl FromRequestParts<Arc<App>> for Managed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        Admin::from_request_parts(parts, app).await?;
+        Ok(Managed(path_session(parts, app).await?))
+    }
+}
+
+/// The `{key}` session, with a token that may post its hook events (its hook token or admin).
+pub struct Hooked(pub SessionHandle);
+
+impl FromRequestParts<Arc<App>> for Hooked {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
+        let session = path_session(parts, app).await?;
+        if grant.can_hook(session.id()) {
+            Ok(Hooked(session))
+        } else {
+            Err(forbid(app, "token may not post events for this session"))
+        }
+    }
+}
+
+/// A JSON request body of type `T`, or a 400 naming `what` and the problem.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}

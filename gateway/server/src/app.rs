@@ -1,0 +1,70 @@
+//! App: the state every connection and request shares — the corral tree, tokens, metrics,
+//! limits — and the gateway-level session operations that add what the gateway owns (hook
+//! tokens and CORRAL_* variables in the environment, token revocation on removal).
+
+use std::sync::atomic::AtomicU64;
+
+use corral_actors::{Corral, SessionError, SessionHandle, SessionInfo, SessionSpec};
+use corral_runtime::SupervisorRef;
+use uuid::Uuid;
+
+use crate::auth::{Grant, Tokens};
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+
+/// Shared server state.
+pub struct App {
+    /// The session tree.
+    pub corral: Corral,
+    /// Valid tokens.
+    pub tokens: Tokens,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub config: GatewayConfig,
+    /// Supervisor of client actors.
+    pub clients: SupervisorRef,
+    /// The server's base URL (for CORRAL_URL).
+    pub url: String,
+    /// Viewer ids for the resize policy.
+    pub next_viewer: AtomicU64,
+    /// Flips to true when the server shuts down: client actors, which spend their time awaiting
+    /// their socket inside a handler (where a ractor stop cannot reach them), watch it to say
+    /// goodbye with a close frame and end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl App {
+    /// Spawns a session with a hook token and `CORRAL_URL` / `CORRAL_HOOK_TOKEN` in its env.
+    pub async fn spawn(&self, mut spec: SessionSpec) -> Result<SessionHandle, SessionError> {
+        let id = Uuid::new_v4();
+        let hook = self
+            .tokens
+            .issue(Grant::Hook(id))
+            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
+        spec.env
+            .retain(|(k, _)| k != "CORRAL_URL" && k != "CORRAL_HOOK_TOKEN");
+        spec.env.push(("CORRAL_URL".into(), self.url.clone()));
+        spec.env.push(("CORRAL_HOOK_TOKEN".into(), hook));
+        // Hooks call this very binary by its absolute path (never whatever `corral` is on PATH,
+        // and never a command a client sent).
+        spec.hook_command = None;
+        if spec.agent.is_some() {
+            let exe = std::env::current_exe()
+                .map_err(|e| SessionError::Spawn(format!("cannot find the corral binary: {e}")))?;
+            spec.hook_command = Some(vec![exe.display().to_string(), "hook".into()]);
+        }
+        let result = self.corral.sessions().spawn_with_id(id, spec).await;
+        if result.is_err() {
+            self.tokens.revoke_session(id);
+        }
+        result
+    }
+
+    /// Stops and forgets a session, revoking its tokens.
+    pub async fn remove(&self, key: &str) -> Result<SessionInfo, SessionError> {
+        let info = self.corral.sessions().remove(key).await?;
+        self.tokens.revoke_session(info.id);
+        Ok(info)
+    }
+}

@@ -1,0 +1,362 @@
+//! Routes: the HTTP API and the WebSocket upgrades. Each handler states who may call it through
+//! its extractors ([`crate::access`]) and answers errors as [`ApiError`], so the status and the
+//! body of every refusal come from one table (`crate::error`). Request and response bodies are
+//! the serde types of [`crate::protocol`], which corral-client decodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use corral_actors::SessionSpec;
+use corral_runtime::{ChildSpec, Restart, Shutdown};
+
+use crate::access::{
+    Admin, Caller, Hooked, Managed, Readable, authenticate, forbid, parse_json, presented_token,
+};
+use crate::app::App;
+use crate::auth::Grant;
+use crate::connection::{Connection, ConnectionArgs, Dialect};
+use crate::error::ApiError;
+use crate::protocol::{
+    ExportQuery, Health, HookAccepted, SUBPROTOCOL, SessionView, StopBody, TokenCreated,
+    TokenRequest, TokenScope, TtydToken,
+};
+
+/// Every route.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/ws", get(ws_native))
+        .route("/v1/sessions", get(list_sessions).post(spawn_session))
+        .route(
+            "/v1/sessions/{key}",
+            get(get_session).delete(remove_session),
+        )
+        .route("/v1/sessions/{key}/stop", post(stop_session))
+        .route("/v1/sessions/{key}/export", get(export_session))
+        .route("/v1/sessions/{key}/events", post(post_hook))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/recovery", get(recovery_report))
+        .route("/ttyd/{key}/ws", get(ws_ttyd))
+        .route("/ttyd/{key}/token", get(ttyd_token))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .with_state(app)
+}
+
+/// Cross-origin WebSocket upgrades are refused unless the origin is allowed. Requests without
+/// an Origin (CLI clients) and same-origin pages pass.
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let same = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o == host);
+    if same || app.config.allowed_origins.iter().any(|a| a == origin) {
+        Ok(())
+    } else {
+        app.metrics.reject("origin");
+        Err(ApiError::forbidden(format!(
+            "origin {origin} is not allowed"
+        )))
+    }
+}
+
+/// The connection bound, checked at the upgrade (a plain 503 before any WebSocket exists).
+fn capacity(app: &App) -> Result<(), ApiError> {
+    if app.metrics.clients.get() as usize >= app.config.limits.max_connections {
+        app.metrics.reject("max_connections");
+        return Err(ApiError::new(
+            crate::error::ErrorCode::Unavailable,
+            format!(
+                "connection limit reached ({})",
+                app.config.limits.max_connections
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts a connection actor for an upgraded socket under the connections supervisor.
+async fn start_connection(app: Arc<App>, args: ConnectionArgs) {
+    let slot = Arc::new(parking_lot::Mutex::new(Some(args)));
+    // Unique per connection (a load here would give connections accepted at the same moment the
+    // same id, and the supervisor would refuse all but one).
+    let id = format!(
+        "connection-{}",
+        app.next_viewer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let spec = ChildSpec::new(id, move |sup| {
+        let args = slot.lock().take();
+        async move {
+            let args =
+                args.ok_or_else(|| ractor::SpawnErr::StartupFailed("socket already used".into()))?;
+            let (r, _) = ractor::Actor::spawn_linked(None, Connection, args, sup).await?;
+            Ok(r.get_cell().into())
+        }
+    })
+    .restart(Restart::Temporary)
+    .shutdown(Shutdown::Timeout(Duration::from_secs(2)));
+    if let Err(e) = app.clients.start_child(spec).await {
+        tracing::warn!(error = %e, "connection actor not started; connection dropped");
+    }
+}
+
+async fn ws_native(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let grant = authenticate(&app, &headers)?;
+    check_origin(&app, &headers)?;
+    if matches!(grant, Grant::Hook(_)) {
+        return Err(forbid(&app, "hook tokens may only post events"));
+    }
+    capacity(&app)?;
+    Ok(upgrade(app, ws, SUBPROTOCOL, Dialect::Native { grant }))
+}
+
+/// Upgrades with the frame limits and hands the socket to a new connection actor.
+fn upgrade(
+    app: Arc<App>,
+    ws: WebSocketUpgrade,
+    protocol: &'static str,
+    dialect: Dialect,
+) -> Response {
+    let max = app.config.limits.max_frame;
+    ws.protocols([protocol])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let args = ConnectionArgs {
+                socket,
+                dialect,
+                app: app.clone(),
+            };
+            start_connection(app, args)
+        })
+}
+
+/// The ttyd endpoint: the token comes in the first frame (ttyd's AuthToken), so only the origin,
+/// the capacity and the session are checked at the upgrade.
+async fn ws_ttyd(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    check_origin(&app, &headers)?;
+    capacity(&app)?;
+    let session = app.corral.sessions().get(&key)?;
+    Ok(upgrade(app, ws, "tty", Dialect::Ttyd { session }))
+}
+
+/// ttyd's web client fetches its AuthToken here; corral hands back the token it was given.
+async fn ttyd_token(Readable(_): Readable, headers: HeaderMap) -> Json<TtydToken> {
+    Json(TtydToken {
+        token: presented_token(&headers).unwrap_or_default(),
+    })
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn metrics(State(app): State<Arc<App>>, _: Admin) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(app.corral.sessions()),
+    )
+        .into_response()
+}
+
+/// `GET /v1/sessions`: the sessions the token may read, with their process figures.
+async fn list_sessions(
+    State(app): State<Arc<App>>,
+    Caller(grant): Caller,
+) -> Json<Vec<SessionView>> {
+    let list = app
+        .corral
+        .sessions()
+        .list()
+        .into_iter()
+        .filter(|s| grant.can_read(s.id))
+        .collect();
+    Json(SessionView::measure_all(list).await)
+}
+
+async fn get_session(Readable(h): Readable) -> Json<SessionView> {
+    Json(SessionView::measure(h.info()).await)
+}
+
+/// `GET /v1/recovery` (admin): what boot reconciliation did at this server's start.
+async fn recovery_report(State(app): State<Arc<App>>, _: Admin) -> Result<Response, ApiError> {
+    match app.corral.recovery() {
+        Some(report) => Ok(Json(report).into_response()),
+        None => Err(ApiError::not_found("this server keeps no persistence")),
+    }
+}
+
+/// `GET /v1/sessions/{key}/export?format=asciicast`: the retained scrollback as an asciicast v2
+/// recording, streamed (written by a blocking task into a bounded channel: memory stays small
+/// whatever the log's size, and the task ends at its first write after the client goes away).
+async fn export_session(
+    State(app): State<Arc<App>>,
+    Readable(h): Readable,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    match q.format.as_deref() {
+        None | Some("asciicast") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown export format '{other}' (asciicast)"
+            )));
+        }
+    }
+    let Some(persist) = app.corral.persist() else {
+        return Err(ApiError::conflict("export needs persistence"));
+    };
+    let reader = persist
+        .reader(h.id())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let size = h.info().size;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
+    let writer = ChannelWriter(tx.clone());
+    // Owned by the response: it finishes with the log or at the first write after the client
+    // left (the channel closes), so it cannot outlive the request by more than one write.
+    drop(tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+        let result = reader
+            .export_asciicast(&mut out, size.cols, size.rows)
+            .and_then(|()| out.flush());
+        if let Err(e) = result
+            && tx.blocking_send(Err(e)).is_err()
+        {
+            tracing::debug!("export abandoned by its client");
+        }
+    }));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-asciicast")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// A `Write` into a bounded channel (blocking: used from a blocking task only).
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn spawn_session(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let spec: SessionSpec = parse_json(&body, "session spec")?;
+    let h = app.spawn(spec).await?;
+    Ok((StatusCode::CREATED, Json(h.info())).into_response())
+}
+
+async fn stop_session(Managed(h): Managed, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let body: StopBody = if body.is_empty() {
+        StopBody::default()
+    } else {
+        parse_json(&body, "stop request")?
+    };
+    let grace = body
+        .grace
+        .map(|g| Duration::from_secs_f64(g.clamp(0.0, 3600.0)));
+    Ok(Json(h.stop(grace).await?).into_response())
+}
+
+async fn remove_session(
+    State(app): State<Arc<App>>,
+    Managed(h): Managed,
+) -> Result<Response, ApiError> {
+    Ok(Json(app.remove(&h.id().to_string()).await?).into_response())
+}
+
+/// Claude Code hook events (posted by `corral hook` with the session's hook token).
+async fn post_hook(
+    State(app): State<Arc<App>>,
+    Hooked(h): Hooked,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => return Err(ApiError::bad_request("hook payload must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "hook payload is not JSON: {e}"
+            )));
+        }
+    };
+    let Some(name) = payload
+        .get("hook_event_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+    else {
+        return Err(ApiError::bad_request("hook payload lacks hook_event_name"));
+    };
+    let event = h.shared().hook(&name, payload);
+    app.metrics.hook_events.inc();
+    Ok((StatusCode::ACCEPTED, Json(HookAccepted { seq: event.seq })).into_response())
+}
+
+async fn create_token(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: TokenRequest = parse_json(&body, "token request")?;
+    let h = app.corral.sessions().get(&req.session)?;
+    let grant = match req.scope {
+        TokenScope::Read => Grant::Read(h.id()),
+        TokenScope::Write => Grant::Write(h.id()),
+    };
+    let token = app.tokens.issue(grant)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token,
+            session: h.id(),
+            scope: req.scope,
+        }),
+    )
+        .into_response())
+}

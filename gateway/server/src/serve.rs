@@ -1,0 +1,154 @@
+//! Serve: the lifecycle of `corral serve`, in order: data dir lock → token → corral tree →
+//! listeners (TCP, and the data dir's Unix socket for the local CLI) → `server.json`. On
+//! SIGTERM/SIGINT the reverse: stop accepting → close every connection (close frame) → stop
+//! every session gracefully → unpublish.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use corral_actors::{Corral, CorralConfig, SessionsConfig};
+use corral_runtime::{Supervisor, SupervisorSpec};
+
+use crate::app::App;
+use crate::auth::{Grant, Tokens};
+use crate::config::GatewayConfig;
+use crate::datadir::{DataDir, ServerInfo};
+use crate::metrics::Metrics;
+use crate::routes::router;
+use crate::unix::{OwnerOnly, socket_path};
+
+/// What `corral serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Gateway settings.
+    pub gateway: GatewayConfig,
+}
+
+/// Runs the server until SIGTERM/SIGINT, then shuts down in order.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let data = DataDir::open_exclusive(&opts.data_dir)?;
+    let admin = data.admin_token()?;
+    match corral_actors::process::limits::raise_nofile() {
+        Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
+        Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
+    }
+    let tmp_root = data.path().join("tmp");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp_root)?;
+    }
+    let corral = Corral::start(CorralConfig {
+        sessions: SessionsConfig {
+            tmp_root,
+            ..SessionsConfig::default()
+        },
+        subreaper: true,
+        persist: Some(opts.gateway.persist.to_config(data.path())?),
+    })
+    .await?;
+    let tokens = Tokens::new(admin);
+    if let Some(report) = corral.recovery() {
+        // Restored agents keep the hook token in their environment: accept it again.
+        for (id, spec) in &report.specs {
+            if let Some((_, token)) = spec.env.iter().find(|(k, _)| k == "CORRAL_HOOK_TOKEN")
+                && let Err(e) = tokens.register(token.clone(), Grant::Hook(*id))
+            {
+                tracing::warn!(session = %id, error = %e, "hook token of a restored session not accepted");
+            }
+        }
+    }
+    let (clients, _) = Supervisor::start(
+        SupervisorSpec::new("gateway")
+            .max_children(opts.gateway.limits.max_connections)
+            .intensity(1, Duration::from_secs(5)),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(opts.gateway.listen).await?;
+    let unix = OwnerOnly::bind(&socket_path(data.path()))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let app = Arc::new(App {
+        corral: corral.clone(),
+        tokens,
+        metrics: Metrics::default(),
+        config: opts.gateway.clone(),
+        clients: clients.clone(),
+        url: url.clone(),
+        next_viewer: AtomicU64::new(1),
+        shutdown: tokio::sync::watch::channel(false).0,
+    });
+    data.publish(&ServerInfo {
+        url: url.clone(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })?;
+    tracing::info!(%url, data_dir = %data.path().display(), "corral serving");
+    let router = router(app.clone());
+    // Keystrokes and echoes are tiny writes: Nagle must not hold one back waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        if rx.wait_for(|s| *s).await.is_err() {
+            tracing::debug!("stop channel closed");
+        }
+    };
+    let tcp = axum::serve(listener, router.clone())
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+    let local = axum::serve(unix, router)
+        .with_graceful_shutdown(stopped(stop_rx))
+        .into_future();
+    let signal = async {
+        shutdown_signal().await;
+        stop_tx.send_replace(true);
+    };
+    let (tcp, local, ()) = tokio::join!(tcp, local, signal);
+    tcp?;
+    local?;
+    tracing::info!("shutting down: connections, then sessions");
+    app.shutdown.send_replace(true);
+    if let Err(e) = clients.stop(Some(Duration::from_secs(5))).await {
+        tracing::warn!(error = %e, "connections did not stop cleanly");
+    }
+    if let Err(e) = corral.shutdown().await {
+        tracing::warn!(error = %e, "session tree did not stop cleanly");
+    }
+    let sock = socket_path(data.path());
+    if let Err(e) = std::fs::remove_file(&sock) {
+        tracing::warn!(path = %sock.display(), error = %e, "could not remove the unix socket");
+    }
+    data.unpublish();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers; serving until killed");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

@@ -1,0 +1,294 @@
+// The one WebSocket to corral (/v1/ws, subprotocol corral.v1, cookie-authenticated): request/
+// reply by id, pushes to listeners, binary frames, and reconnection with exponential backoff
+// (250 ms → 5 s, jitter). Views re-establish their watch/subscriptions on every `open`.
+import { whoami } from './http';
+import type { BinFrame, ServerMsg } from './types';
+
+export type ConnState = 'connecting' | 'connected' | 'reconnecting';
+
+export class RequestError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Bytes the server may send on one subscription beyond our last ack (docs/protocol.md). */
+export const FLOW_WINDOW = 1 << 20;
+const HEADER = 13;
+const PING_EVERY_MS = 25_000;
+const PING_TIMEOUT_MS = 10_000;
+
+export function wsURL(path: string): string {
+  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${path}`;
+}
+
+type Pending = { resolve: (m: ServerMsg) => void; reject: (e: RequestError) => void };
+
+export class Conn {
+  state: ConnState = 'connecting';
+  private ws: WebSocket | null = null;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private attempt = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private pinger: ReturnType<typeof setInterval> | undefined;
+  private stopped = false;
+  private readonly stateListeners = new Set<(s: ConnState) => void>();
+  private readonly msgListeners = new Set<(m: ServerMsg) => void>();
+  private readonly frameListeners = new Set<(f: BinFrame) => void>();
+  private readonly openListeners = new Set<() => void>();
+  private readonly enc = new TextEncoder();
+
+  /** `onAuthLost` runs when the server refuses us (cookie gone): the app shows the login view. */
+  constructor(private readonly onAuthLost: () => void) {
+    const kick = () => {
+      if (this.state === 'reconnecting' && !this.stopped) this.connectSoon(0);
+    };
+    window.addEventListener('online', kick);
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') {
+        kick();
+        if (this.state === 'connected') this.ping();
+      }
+    });
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.pinger);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, 'logout');
+    this.failPending('disconnected', 'disconnected');
+  }
+
+  /** Sends a request and waits for its reply (or error, or the socket's end). */
+  request(op: Record<string, unknown>): Promise<ServerMsg> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (!this.isOpen()) {
+        reject(new RequestError('disconnected', 'not connected'));
+        return;
+      }
+      this.pending.set(id, { resolve, reject });
+      this.ws!.send(JSON.stringify({ ...op, id }));
+    });
+  }
+
+  /** Fire and forget; false when not connected. */
+  send(op: Record<string, unknown>): boolean {
+    if (!this.isOpen()) return false;
+    this.ws!.send(JSON.stringify(op));
+    return true;
+  }
+
+  /** INPUT frame(s) on a channel; large input is split to stay below the frame limit. */
+  sendInput(channel: number, data: string | Uint8Array): boolean {
+    if (!this.isOpen()) return false;
+    const bytes = typeof data === 'string' ? this.enc.encode(data) : data;
+    const CHUNK = 32 * 1024;
+    for (let at = 0; at < bytes.length || at === 0; at += CHUNK) {
+      const part = bytes.subarray(at, Math.min(bytes.length, at + CHUNK));
+      const frame = new Uint8Array(HEADER + part.length);
+      const dv = new DataView(frame.buffer);
+      dv.setUint8(0, 3);
+      dv.setUint32(1, channel);
+      dv.setBigUint64(5, 0n);
+      frame.set(part, HEADER);
+      this.ws!.send(frame);
+      if (bytes.length === 0) break;
+    }
+    return true;
+  }
+
+  isOpen(): boolean {
+    return this.state === 'connected' && this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  onState(fn: (s: ConnState) => void): () => void {
+    this.stateListeners.add(fn);
+    return () => this.stateListeners.delete(fn);
+  }
+  onMessage(fn: (m: ServerMsg) => void): () => void {
+    this.msgListeners.add(fn);
+    return () => this.msgListeners.delete(fn);
+  }
+  onFrame(fn: (f: BinFrame) => void): () => void {
+    this.frameListeners.add(fn);
+    return () => this.frameListeners.delete(fn);
+  }
+  /** Called after every successful (re)connection and hello. */
+  onOpen(fn: () => void): () => void {
+    this.openListeners.add(fn);
+    return () => this.openListeners.delete(fn);
+  }
+
+  private setState(s: ConnState): void {
+    if (this.state === s) return;
+    this.state = s;
+    for (const fn of this.stateListeners) fn(s);
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    let opened = false;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(wsURL('/v1/ws'), ['corral.v1']);
+    } catch {
+      this.scheduleReconnect(false);
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onopen = async () => {
+      opened = true;
+      try {
+        const id = this.nextId++;
+        const hello = new Promise<ServerMsg>((resolve, reject) =>
+          this.pending.set(id, { resolve, reject }),
+        );
+        ws.send(JSON.stringify({ type: 'hello', id, protocol: 1, window: FLOW_WINDOW }));
+        await hello;
+      } catch (e) {
+        console.warn('corral: hello failed', e);
+        return; // the close handler reconnects
+      }
+      if (this.ws !== ws) return;
+      this.attempt = 0;
+      this.setState('connected');
+      this.startPinger();
+      for (const fn of this.openListeners) {
+        try {
+          fn();
+        } catch (e) {
+          console.error(e);
+        }
+      }
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      if (typeof ev.data === 'string') this.onText(ev.data);
+      else this.onBinary(ev.data as ArrayBuffer);
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      clearInterval(this.pinger);
+      this.failPending('disconnected', 'connection lost');
+      if (this.stopped) return;
+      this.setState('reconnecting');
+      this.scheduleReconnect(opened);
+    };
+    ws.onerror = () => {
+      /* onclose follows */
+    };
+  }
+
+  private scheduleReconnect(hadOpened: boolean): void {
+    const base = Math.min(5000, 250 * 2 ** this.attempt);
+    this.attempt++;
+    const delay = Math.min(5000, base * (0.75 + Math.random() * 0.5));
+    this.connectSoon(delay);
+    if (!hadOpened) {
+      // The upgrade was refused or the server is down: tell them apart, since a lost login
+      // (401) never heals by retrying.
+      whoami()
+        .then((w) => {
+          if (w === null && !this.stopped) {
+            this.stop();
+            this.onAuthLost();
+          }
+        })
+        .catch(() => {});
+    }
+  }
+
+  private connectSoon(ms: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), ms);
+  }
+
+  private startPinger(): void {
+    clearInterval(this.pinger);
+    this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
+  }
+
+  /** A ping that must come back in time, or the socket is taken as dead (phones, NAT). */
+  private ping(): void {
+    const ws = this.ws;
+    if (!ws || !this.isOpen()) return;
+    const t = setTimeout(() => {
+      if (this.ws === ws) ws.close(4000, 'ping timeout');
+      // A close on a half-open socket may never fire onclose promptly; force the state.
+      if (this.ws === ws) {
+        this.ws = null;
+        this.failPending('disconnected', 'connection lost');
+        this.setState('reconnecting');
+        this.scheduleReconnect(true);
+      }
+    }, PING_TIMEOUT_MS);
+    this.request({ type: 'ping' })
+      .catch(() => {})
+      .finally(() => clearTimeout(t));
+  }
+
+  private failPending(code: string, msg: string): void {
+    const p = [...this.pending.values()];
+    this.pending.clear();
+    for (const { reject } of p) reject(new RequestError(code, msg));
+  }
+
+  private onText(text: string): void {
+    let msg: ServerMsg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      console.warn('corral: unparsable message');
+      return;
+    }
+    if (typeof msg.id === 'number' && this.pending.has(msg.id)) {
+      const p = this.pending.get(msg.id)!;
+      this.pending.delete(msg.id);
+      if (msg.type === 'error') p.reject(new RequestError(msg.code ?? 'error', msg.message ?? 'error'));
+      else p.resolve(msg);
+      // Replies that carry state (a session info) are also news for the store.
+      if (msg.type !== 'session') return;
+    }
+    if (msg.type === 'error') console.warn('corral: server error', msg.code, msg.message);
+    for (const fn of this.msgListeners) {
+      try {
+        fn(msg);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+
+  private onBinary(buf: ArrayBuffer): void {
+    if (buf.byteLength < HEADER) return;
+    const dv = new DataView(buf);
+    const frame: BinFrame = {
+      kind: dv.getUint8(0),
+      channel: dv.getUint32(1),
+      offset: Number(dv.getBigUint64(5)),
+      payload: new Uint8Array(buf, HEADER),
+    };
+    for (const fn of this.frameListeners) {
+      try {
+        fn(frame);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+}

@@ -1,0 +1,74 @@
+// Unit tests of the pure helpers (argv/env parsing, time and exit formatting), run by build.sh
+// under node's test runner after bundling with esbuild.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  attentionLabel,
+  formatExit,
+  formatKiB,
+  formatUptime,
+  parseEnv,
+  parseTime,
+  splitArgv,
+  statusBadge,
+} from './format';
+
+test('splitArgv: words, quotes, escapes', () => {
+  assert.deepEqual(splitArgv('bash -i'), ['bash', '-i']);
+  assert.deepEqual(splitArgv('  a   b  '), ['a', 'b']);
+  assert.deepEqual(splitArgv(`python3 -c 'print("hi there")'`), ['python3', '-c', 'print("hi there")']);
+  assert.deepEqual(splitArgv('echo "a \\"b\\" c" d'), ['echo', 'a "b" c', 'd']);
+  assert.deepEqual(splitArgv("x '' y"), ['x', '', 'y']);
+  assert.deepEqual(splitArgv('a\\ b c'), ['a b', 'c']);
+  assert.deepEqual(splitArgv('pre"mid"\'post\''), ['premidpost']);
+  assert.deepEqual(splitArgv('sh -c "echo $HOME; ls | wc"'), ['sh', '-c', 'echo $HOME; ls | wc']);
+  assert.deepEqual(splitArgv(''), []);
+  assert.throws(() => splitArgv("echo 'oops"), /unclosed single quote/);
+  assert.throws(() => splitArgv('echo "oops'), /unclosed double quote/);
+});
+
+test('parseEnv: K=V lines', () => {
+  assert.deepEqual(parseEnv('A=1\n\n# c\nB=x=y\r\nC='), [
+    ['A', '1'],
+    ['B', 'x=y'],
+    ['C', ''],
+  ]);
+  assert.throws(() => parseEnv('NOEQUALS'), /not KEY=VALUE/);
+  assert.throws(() => parseEnv('1X=2'), /not valid/);
+});
+
+test('parseTime: RFC 3339 and SystemTime objects', () => {
+  assert.equal(parseTime('2024-01-02T03:04:05Z'), Date.UTC(2024, 0, 2, 3, 4, 5));
+  assert.equal(parseTime({ secs_since_epoch: 10, nanos_since_epoch: 500_000_000 }), 10_500);
+  assert.equal(parseTime(null), null);
+  assert.equal(parseTime('nonsense'), null);
+});
+
+test('formatExit: both spellings', () => {
+  assert.equal(formatExit({ Code: 0 }), 'exit 0');
+  assert.equal(formatExit({ code: 2 }), 'exit 2');
+  assert.equal(formatExit({ Signal: 9 }), 'signal 9');
+  assert.equal(formatExit({ signal: 15 }), 'signal 15');
+  assert.equal(formatExit(null), '');
+});
+
+test('badges and sizes', () => {
+  assert.equal(attentionLabel('needs_permission'), 'needs permission');
+  assert.equal(attentionLabel('idle'), 'waiting for input');
+  assert.equal(attentionLabel(null), null);
+  assert.equal(attentionLabel('notification'), 'notification');
+  assert.equal(attentionLabel('PermissionRequest'), 'needs permission');
+  assert.equal(attentionLabel('Claude needs your permission to use Bash'), 'needs permission');
+  assert.equal(attentionLabel('Claude is waiting for your input'), 'waiting for input');
+  assert.equal(attentionLabel('Something else happened to the agent today'), 'waiting');
+  assert.deepEqual(statusBadge({ state: 'running', attention: null, last_exit: null }), {
+    text: 'running',
+    cls: 'st-running',
+  });
+  assert.equal(statusBadge({ state: 'stopped', attention: null, last_exit: { code: 1 } }).text, 'exit 1');
+  assert.equal(statusBadge({ state: 'running', attention: 'waiting', last_exit: null }).cls, 'att-wait');
+  assert.equal(formatUptime(59_000), '59s');
+  assert.equal(formatUptime(61_000), '1m 01s');
+  assert.equal(formatUptime(3_600_000 * 25), '1d 01h');
+  assert.equal(formatKiB(2048), '2.0 MiB');
+});

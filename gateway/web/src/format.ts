@@ -1,0 +1,208 @@
+// Pure helpers: argv/env parsing for the spawn form and formatting of session data
+// (times, exits, sizes, badges). No DOM here, so they are unit-tested under node (format.test.ts).
+import type { ExitStatus, SessionInfo, WireTime } from './types';
+
+/**
+ * Splits a command line into argv like a POSIX shell would tokenize it, without any expansion:
+ * whitespace separates words, '…' is literal, "…" allows \" and \\ escapes, and a backslash
+ * outside quotes escapes the next character. The result is sent as an argv array: nothing on the
+ * server ever runs it through a shell. Throws on an unclosed quote.
+ */
+export function splitArgv(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let inWord = false;
+  let i = 0;
+  while (i < line.length) {
+    const c = line[i];
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error('unclosed single quote');
+      cur += line.slice(i + 1, end);
+      inWord = true;
+      i = end + 1;
+    } else if (c === '"') {
+      i++;
+      let closed = false;
+      while (i < line.length) {
+        const d = line[i];
+        if (d === '"') {
+          closed = true;
+          i++;
+          break;
+        }
+        if (d === '\\' && i + 1 < line.length && (line[i + 1] === '"' || line[i + 1] === '\\')) {
+          cur += line[i + 1];
+          i += 2;
+        } else {
+          cur += d;
+          i++;
+        }
+      }
+      if (!closed) throw new Error('unclosed double quote');
+      inWord = true;
+    } else if (c === '\\' && i + 1 < line.length) {
+      cur += line[i + 1];
+      inWord = true;
+      i += 2;
+    } else if (/\s/.test(c)) {
+      if (inWord) out.push(cur);
+      cur = '';
+      inWord = false;
+      i++;
+    } else {
+      cur += c;
+      inWord = true;
+      i++;
+    }
+  }
+  if (inWord) out.push(cur);
+  return out;
+}
+
+/** Parses `K=V` lines (blank lines and `#` comments skipped). Throws on a line without `=`. */
+export function parseEnv(text: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    if (!line.trim() || line.trimStart().startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    if (eq <= 0) throw new Error(`env line "${line.trim()}" is not KEY=VALUE`);
+    const key = line.slice(0, eq).trim();
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new Error(`env name "${key}" is not valid`);
+    out.push([key, line.slice(eq + 1)]);
+  }
+  return out;
+}
+
+/** Milliseconds since the epoch, from an RFC 3339 string or a serde SystemTime object. */
+export function parseTime(t: WireTime | null | undefined): number | null {
+  if (t == null) return null;
+  if (typeof t === 'string') {
+    const ms = Date.parse(t);
+    return Number.isNaN(ms) ? null : ms;
+  }
+  if (typeof t === 'number') return t > 1e12 ? t : t * 1000;
+  if (typeof t === 'object' && typeof t.secs_since_epoch === 'number') {
+    return t.secs_since_epoch * 1000 + Math.floor((t.nanos_since_epoch ?? 0) / 1e6);
+  }
+  return null;
+}
+
+/** "exit 0" / "signal 9" from `{"Code":0}`, `{"code":0}`, `{"Signal":9}`, `{"signal":9}`. */
+export function formatExit(e: ExitStatus | number | string | null | undefined): string {
+  if (e == null) return '';
+  if (typeof e === 'number') return `exit ${e}`;
+  if (typeof e === 'string') return e;
+  for (const [k, v] of Object.entries(e)) {
+    const key = k.toLowerCase();
+    if (key === 'code') return `exit ${v}`;
+    if (key === 'signal') return `signal ${v}`;
+  }
+  return JSON.stringify(e);
+}
+
+/** Whether an exit status is a success (exit 0). */
+export function exitOk(e: ExitStatus | null | undefined): boolean {
+  return formatExit(e) === 'exit 0';
+}
+
+const pad = (n: number) => String(n).padStart(2, '0');
+
+/** Compact elapsed time: "45s", "3m 05s", "2h 03m", "4d 05h". */
+export function formatUptime(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${pad(s % 60)}s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h}h ${pad(m % 60)}m`;
+  return `${Math.floor(h / 24)}d ${pad(h % 24)}h`;
+}
+
+/** "512 KiB", "45.6 MiB", "1.20 GiB" from KiB. */
+export function formatKiB(kib: number | null | undefined): string {
+  if (kib == null || !Number.isFinite(kib)) return '—';
+  if (kib < 1024) return `${Math.round(kib)} KiB`;
+  const mib = kib / 1024;
+  if (mib < 1024) return `${mib < 10 ? mib.toFixed(1) : Math.round(mib)} MiB`;
+  return `${(mib / 1024).toFixed(2)} GiB`;
+}
+
+export function formatCpu(p: number | null | undefined): string {
+  if (p == null || !Number.isFinite(p)) return '—';
+  return `${p < 10 ? p.toFixed(1) : Math.round(p)}%`;
+}
+
+/** serde Duration `{secs, nanos}` (or seconds) → "1.5s". */
+export function formatDelay(d: unknown): string {
+  if (typeof d === 'number') return `${d}s`;
+  if (d && typeof d === 'object' && 'secs' in d) {
+    const o = d as { secs: number; nanos?: number };
+    const s = o.secs + (o.nanos ?? 0) / 1e9;
+    return `${Number(s.toFixed(3))}s`;
+  }
+  return String(d);
+}
+
+/** Whether a process is (or is about to be) alive in this state. */
+export function isAlive(state: string): boolean {
+  return state === 'starting' || state === 'running' || state === 'stopping';
+}
+
+/**
+ * Short words for an attention value; null when the session does not wait for the user. The
+ * server may send a code (needs_permission, idle, waiting, notification), a hook name
+ * (PermissionRequest, Notification) or the agent's own message ("Claude needs your permission
+ * to use Bash"); long free text is reduced to a short label (the badge's title keeps it all).
+ */
+export function attentionLabel(a: string | null | undefined): string | null {
+  if (a == null) return null;
+  const k = a.trim().toLowerCase();
+  if (k === 'notification') return 'notification';
+  if (/permission|approv/.test(k)) return 'needs permission';
+  if (/^(idle|waiting|waiting_for_input|idle_prompt)$/.test(k) || /waiting|input|idle/.test(k)) {
+    return 'waiting for input';
+  }
+  if (k.length <= 24 && /^[a-z0-9_ -]+$/.test(k)) return k.replace(/_/g, ' ');
+  return 'waiting';
+}
+
+/** The one-glance status badge of a session: what it waits for, or how it runs/ended. */
+export function statusBadge(s: Pick<SessionInfo, 'state' | 'attention' | 'last_exit'>): {
+  text: string;
+  cls: string;
+} {
+  const att = attentionLabel(s.attention);
+  if (att) return { text: att, cls: att === 'needs permission' ? 'att-perm' : 'att-wait' };
+  if (isAlive(s.state)) return { text: s.state, cls: `st-${s.state}` };
+  if (s.last_exit && (s.state === 'stopped' || s.state === 'exited' || s.state === 'failed')) {
+    return { text: formatExit(s.last_exit), cls: exitOk(s.last_exit) ? 'exit-ok' : 'exit-bad' };
+  }
+  return { text: s.state, cls: `st-${s.state}` };
+}
+
+/** Escapes nothing: only for making a short one-line summary of a JSON value. */
+export function summarize(v: unknown, max = 160): string {
+  let s: string;
+  if (typeof v === 'string') s = v;
+  else {
+    try {
+      s = JSON.stringify(v) ?? '';
+    } catch {
+      s = String(v);
+    }
+  }
+  s = s.replace(/\s+/g, ' ');
+  return s.length > max ? s.slice(0, max - 1) + '…' : s;
+}
+
+/** "HH:MM:SS" local time of a wire time (with the date when not today). */
+export function formatClock(t: WireTime | null | undefined, now = Date.now()): string {
+  const ms = parseTime(t);
+  if (ms == null) return '';
+  const d = new Date(ms);
+  const hms = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  if (new Date(now).toDateString() === d.toDateString()) return hms;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
+}

@@ -1,0 +1,59 @@
+// The page's few HTTP calls: cookie login (Jupyter-style ?token=), whoami and logout.
+// The token is only ever sent once in a POST body; afterwards an HttpOnly cookie set by the
+// server authenticates every request and the WebSocket upgrade.
+import type { Whoami } from './types';
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function call(method: string, path: string, body?: unknown): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      credentials: 'same-origin',
+      cache: 'no-store',
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new HttpError(0, 'cannot reach the server');
+  }
+  return res;
+}
+
+/** Exchanges a token for the session cookie. Throws HttpError (401: wrong or expired token). */
+export async function login(token: string): Promise<void> {
+  const res = await call('POST', '/v1/login', { token });
+  if (res.status === 204 || res.ok) return;
+  if (res.status === 401 || res.status === 403) {
+    throw new HttpError(res.status, 'token expired or wrong');
+  }
+  throw new HttpError(res.status, `login failed (HTTP ${res.status})`);
+}
+
+/** Who the cookie says we are; null when not logged in (401). */
+export async function whoami(): Promise<Whoami | null> {
+  const res = await call('GET', '/v1/whoami');
+  if (res.status === 401 || res.status === 403) return null;
+  if (!res.ok) throw new HttpError(res.status, `server answered HTTP ${res.status}`);
+  try {
+    return (await res.json()) as Whoami;
+  } catch {
+    throw new HttpError(res.status, 'unexpected answer from the server');
+  }
+}
+
+export async function logout(): Promise<void> {
+  try {
+    await call('POST', '/v1/logout');
+  } catch {
+    /* the view changes anyway */
+  }
+}

@@ -1,0 +1,255 @@
+// Entry point of corral's web page: Jupyter-style login (?token= → cookie, token removed from
+// the address bar), whoami, the shared WebSocket, the hash router (#/ list, #/s/<id> terminal)
+// and the `window.corral` hooks that browser tests use.
+import '@xterm/xterm/css/xterm.css';
+import './style.css';
+import { Conn, type ConnState } from './conn';
+import { h, setText } from './dom';
+import { HttpError, login, logout, whoami } from './http';
+import { ListView } from './list';
+import {
+  notificationsOn,
+  notificationsSupported,
+  SessionStore,
+  toggleNotifications,
+} from './sessions';
+import { TermView } from './term';
+import type { Whoami } from './types';
+
+interface View {
+  el: HTMLElement;
+  mount(parent: HTMLElement): void;
+  unmount(): void;
+}
+
+const root = document.getElementById('app')!;
+let current: View | null = null;
+let term: TermView | null = null;
+let conn: Conn | null = null;
+
+declare global {
+  interface Window {
+    corral: {
+      termText(): string;
+      nextOffset(): number;
+      receivedOffset(): number;
+      sessionId(): string | null;
+      flushed(): Promise<void>;
+      connState(): ConnState | 'logged-out';
+    };
+  }
+}
+
+window.corral = {
+  termText: () => term?.text() ?? '',
+  nextOffset: () => term?.written ?? 0,
+  receivedOffset: () => term?.next ?? 0,
+  sessionId: () => term?.uuid ?? null,
+  flushed: () => term?.flushed() ?? Promise.resolve(),
+  connState: () => conn?.state ?? 'logged-out',
+};
+
+/** Login view; `message` says why it is shown. */
+function showLogin(message: string): void {
+  conn?.stop();
+  conn = null;
+  current?.unmount();
+  current = null;
+  term = null;
+  document.title = 'corral';
+  const msg = h('p', { class: 'login-message', testid: 'login-message', role: 'alert', text: message });
+  const input = h('input', {
+    class: 'input mono',
+    type: 'password',
+    name: 'token',
+    testid: 'login-token',
+    placeholder: 'paste a token',
+    autocomplete: 'off',
+    autocapitalize: 'off',
+    spellcheck: 'false',
+    'aria-label': 'token',
+  });
+  const submit = h('button', { class: 'btn primary', type: 'submit', testid: 'login-submit', text: 'Log in' });
+  const form = h(
+    'form',
+    { class: 'card login-card' },
+    h('h1', { class: 'brand' }, h('span', { class: 'logo', text: '▚' }), ' corral'),
+    msg,
+    input,
+    submit,
+    h('p', {
+      class: 'muted hint',
+      text: 'Open the URL printed by `corral serve` (it ends in ?token=…), or paste a token here.',
+    }),
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const token = input.value.trim();
+    if (!token) {
+      msg.textContent = 'paste a token first';
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await login(token);
+      input.value = '';
+      await enter();
+    } catch (e) {
+      msg.textContent = (e as Error).message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  root.replaceChildren(h('main', { class: 'login', testid: 'login' }, form));
+  input.focus();
+}
+
+/** Asks who we are and starts the app, or shows the login view. */
+async function enter(): Promise<void> {
+  let who: Whoami | null;
+  try {
+    who = await whoami();
+  } catch (e) {
+    showLogin(`${(e as Error).message}; try again`);
+    return;
+  }
+  if (!who) {
+    showLogin('Log in with a token.');
+    return;
+  }
+  startApp(who);
+}
+
+function startApp(who: Whoami): void {
+  const admin = who.scope === 'admin';
+  const c = new Conn(() => showLogin('Your login expired: token expired or wrong.'));
+  conn = c;
+  const store = new SessionStore(c, admin);
+
+  const connState = h('span', { class: 'conn', testid: 'conn-state', role: 'status' });
+  const paint = (s: ConnState) => {
+    setText(connState, s);
+    connState.className = `conn conn-${s}`;
+  };
+  c.onState(paint);
+  paint(c.state);
+
+  const bell =
+    admin && notificationsSupported()
+      ? h('button', { class: 'btn small ghost', testid: 'notify-toggle', title: 'browser notification when a session starts waiting' })
+      : null;
+  const paintBell = () => {
+    if (!bell) return;
+    const on = notificationsOn();
+    bell.replaceChildren(bellIcon(), on ? 'notify: on' : 'notify');
+    bell.classList.toggle('active', on);
+  };
+  bell?.addEventListener('click', async () => {
+    await toggleNotifications();
+    paintBell();
+  });
+  paintBell();
+
+  const out = h('button', {
+    class: 'btn small ghost',
+    testid: 'logout',
+    text: 'log out',
+    onclick: async () => {
+      c.stop();
+      await logout();
+      showLogin('Logged out.');
+    },
+  });
+  const scope = admin
+    ? null
+    : h('span', { class: `badge scope scope-${who.scope}`, testid: 'scope', text: `${who.scope} token` });
+  const view = h('div', { class: 'view-host' });
+  root.replaceChildren(
+    h(
+      'div',
+      { class: 'shell' },
+      h(
+        'header',
+        { class: 'topbar' },
+        h('a', { class: 'brand', href: admin ? '#/' : undefined }, h('span', { class: 'logo', text: '▚' }), ' corral'),
+        scope,
+        h('span', { class: 'spacer' }),
+        connState,
+        bell,
+        out,
+      ),
+      view,
+    ),
+  );
+
+  const route = () => {
+    if (conn !== c) return;
+    const m = /^#\/s\/(.+)$/.exec(location.hash);
+    let target: string | null = m ? decodeURIComponent(m[1]) : null;
+    if (!admin) {
+      // A scoped token sees its one session and nothing else.
+      target = who.session;
+      const want = `#/s/${encodeURIComponent(target ?? '')}`;
+      if (location.hash !== want) history.replaceState(history.state, '', want);
+    }
+    if (target && term && current === term && (term.uuid === target || term.route === target)) return;
+    current?.unmount();
+    term = null;
+    if (target) {
+      term = new TermView(c, store, who, target);
+      current = term;
+    } else {
+      current = new ListView(c, store);
+    }
+    current.mount(view);
+  };
+  window.onhashchange = route;
+  route();
+  c.start();
+}
+
+function bellIcon(): SVGSVGElement {
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(NS, 'path');
+  path.setAttribute(
+    'd',
+    'M8 16a2 2 0 0 0 2-2H6a2 2 0 0 0 2 2zm5-5V7a5 5 0 0 0-4-4.9V1a1 1 0 1 0-2 0v1.1A5 5 0 0 0 3 7v4l-1.5 1.5V13h13v-.5L13 11z',
+  );
+  svg.appendChild(path);
+  return svg;
+}
+
+async function boot(): Promise<void> {
+  // Viewport height that follows the phone's on-screen keyboard.
+  const vv = window.visualViewport;
+  const setH = () =>
+    document.documentElement.style.setProperty('--app-h', `${Math.round(vv?.height ?? window.innerHeight)}px`);
+  vv?.addEventListener('resize', setH);
+  window.addEventListener('resize', setH);
+  setH();
+
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token');
+  if (token != null) {
+    // Out of the address bar (and history) at once, whatever the outcome; the hash stays.
+    params.delete('token');
+    const qs = params.toString();
+    history.replaceState(history.state, '', `${location.pathname}${qs ? `?${qs}` : ''}${location.hash}`);
+    try {
+      await login(token);
+    } catch (e) {
+      showLogin(e instanceof HttpError ? e.message : 'login failed');
+      return;
+    }
+  }
+  await enter();
+}
+
+boot().catch((e) => {
+  console.error(e);
+  showLogin('Something went wrong; reload the page.');
+});

@@ -1,0 +1,143 @@
+// The live session list (admin): one `watch` per connection fills it, then the server pushes
+// `session` / `removed`; no polling. Also owns what depends on the whole list: the tab title's
+// attention count and the opt-in browser notification when a session starts waiting.
+import type { Conn } from './conn';
+import { attentionLabel } from './format';
+import type { ServerMsg, SessionInfo } from './types';
+
+const NOTIFY_KEY = 'corral.notify';
+
+export class SessionStore {
+  readonly map = new Map<string, SessionInfo>();
+  /** True once the first full list arrived (before that, changes are not news). */
+  loaded = false;
+  error: string | null = null;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(
+    private readonly conn: Conn,
+    admin: boolean,
+  ) {
+    conn.onMessage((m) => this.onMessage(m));
+    if (admin) {
+      conn.onOpen(() => this.watch());
+      if (conn.isOpen()) this.watch();
+    }
+  }
+
+  onChange(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  get(idOrName: string): SessionInfo | undefined {
+    const s = this.map.get(idOrName);
+    if (s) return s;
+    for (const v of this.map.values()) if (v.name === idOrName) return v;
+    return undefined;
+  }
+
+  all(): SessionInfo[] {
+    return [...this.map.values()];
+  }
+
+  waitingCount(): number {
+    let n = 0;
+    for (const s of this.map.values()) if (s.attention != null) n++;
+    return n;
+  }
+
+  /** Merges a session info from anywhere (a reply, a push, a `list`). */
+  upsert(info: SessionInfo): void {
+    const prev = this.map.get(info.id);
+    this.map.set(info.id, info);
+    if (this.loaded) this.maybeNotify(prev, info);
+    this.changed();
+  }
+
+  /** Applies a session's own event to its info (for viewers that have no watch). */
+  patch(id: string, fn: (s: SessionInfo) => void): void {
+    const s = this.map.get(id);
+    if (!s) return;
+    const copy = { ...s };
+    fn(copy);
+    this.upsert(copy);
+  }
+
+  private async watch(): Promise<void> {
+    try {
+      const r = await this.conn.request({ type: 'watch' });
+      const list = (r.sessions ?? []) as SessionInfo[];
+      const fresh = new Map(list.map((s) => [s.id, s]));
+      if (this.loaded) {
+        for (const s of list) this.maybeNotify(this.map.get(s.id), s);
+      }
+      this.map.clear();
+      for (const [k, v] of fresh) this.map.set(k, v);
+      this.loaded = true;
+      this.error = null;
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      if (err.code === 'disconnected') return;
+      this.error = err.message ?? 'cannot list sessions';
+    }
+    this.changed();
+  }
+
+  private onMessage(m: ServerMsg): void {
+    if (m.type === 'session' && m.session && typeof m.session === 'object') {
+      this.upsert(m.session as SessionInfo);
+    } else if (m.type === 'removed' && typeof m.session === 'string') {
+      if (this.map.delete(m.session)) this.changed();
+    }
+  }
+
+  private changed(): void {
+    const n = this.waitingCount();
+    document.title = n > 0 ? `(${n}) corral` : 'corral';
+    for (const fn of this.listeners) fn();
+  }
+
+  private maybeNotify(prev: SessionInfo | undefined, next: SessionInfo): void {
+    if (next.attention == null || (prev && prev.attention != null)) return;
+    if (!notificationsOn()) return;
+    try {
+      const n = new Notification(`${next.name} is waiting`, {
+        body: attentionLabel(next.attention) ?? 'waiting',
+        tag: `corral-${next.id}`,
+      });
+      n.onclick = () => {
+        window.focus();
+        location.hash = `#/s/${next.id}`;
+        n.close();
+      };
+    } catch {
+      /* some browsers (Android Chrome) only notify through a service worker */
+    }
+  }
+}
+
+export function notificationsSupported(): boolean {
+  return typeof Notification !== 'undefined';
+}
+
+export function notificationsOn(): boolean {
+  return (
+    notificationsSupported() &&
+    Notification.permission === 'granted' &&
+    localStorage.getItem(NOTIFY_KEY) === '1'
+  );
+}
+
+/** Toggles notifications; asks the browser's permission the first time. */
+export async function toggleNotifications(): Promise<boolean> {
+  if (!notificationsSupported()) return false;
+  if (notificationsOn()) {
+    localStorage.removeItem(NOTIFY_KEY);
+    return false;
+  }
+  const p =
+    Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
+  if (p === 'granted') localStorage.setItem(NOTIFY_KEY, '1');
+  return p === 'granted';
+}

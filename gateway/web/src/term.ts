@@ -1,0 +1,589 @@
+// Terminal view #/s/<id>: xterm.js attached to one session over the shared socket. First
+// subscription without `from` (snapshot frame, then live output); after a reconnect it resumes
+// with `from: next`, so output is neither duplicated nor missing. Lags are written into the
+// terminal as a visible yellow line. Input goes out as binary INPUT frames; size follows the
+// element (fit addon) with a debounced `resize`. Flow control: acks as xterm digests output.
+import { FitAddon } from '@xterm/addon-fit';
+import { WebglAddon } from '@xterm/addon-webgl';
+import { Terminal } from '@xterm/xterm';
+import { type Conn, type ConnState, FLOW_WINDOW, RequestError } from './conn';
+import { confirmDialog, debounce, h, setText, toast } from './dom';
+import { EventsPanel } from './events';
+import { formatUptime, isAlive, parseTime, statusBadge } from './format';
+import type { SessionStore } from './sessions';
+import {
+  type BinFrame,
+  KIND_OUTPUT,
+  KIND_SNAPSHOT,
+  type ServerMsg,
+  type SessionEvent,
+  type SessionInfo,
+  type Whoami,
+} from './types';
+
+/** Ack once this much output was digested beyond the last ack (a quarter of the window). */
+const ACK_STEP = FLOW_WINDOW / 4;
+/** Pipe sessions have no screen to snapshot: show up to this much of their recent output. */
+const PIPE_BACKLOG = 256 * 1024;
+
+const KEYS: [label: string, seq: string, testid: string, title: string][] = [
+  ['Esc', '\x1b', 'key-esc', 'Escape'],
+  ['^C', '\x03', 'key-ctrl-c', 'Ctrl-C'],
+  ['Tab', '\t', 'key-tab', 'Tab'],
+  ['←', '\x1b[D', 'key-left', 'Left'],
+  ['↑', '\x1b[A', 'key-up', 'Up'],
+  ['↓', '\x1b[B', 'key-down', 'Down'],
+  ['→', '\x1b[C', 'key-right', 'Right'],
+];
+
+const THEME = {
+  background: '#0b0e14',
+  foreground: '#d8dee9',
+  cursor: '#e6edf3',
+  cursorAccent: '#0b0e14',
+  selectionBackground: '#264f78',
+  black: '#1c2128',
+  red: '#ff7b72',
+  green: '#3fb950',
+  yellow: '#d29922',
+  blue: '#58a6ff',
+  magenta: '#bc8cff',
+  cyan: '#39c5cf',
+  white: '#b1bac4',
+  brightBlack: '#6e7681',
+  brightRed: '#ffa198',
+  brightGreen: '#56d364',
+  brightYellow: '#e3b341',
+  brightBlue: '#79c0ff',
+  brightMagenta: '#d2a8ff',
+  brightCyan: '#56d4dd',
+  brightWhite: '#f0f6fc',
+};
+
+type Queued = { f: BinFrame } | { m: ServerMsg };
+
+export class TermView {
+  readonly el: HTMLElement;
+  readonly term: Terminal;
+  private readonly fit = new FitAddon();
+  private readonly box: HTMLElement;
+  private readonly body: HTMLElement;
+  private readonly overlay: HTMLElement;
+  private readonly head: Record<string, HTMLElement> = {};
+  private readonly events: EventsPanel;
+  private readonly offs: (() => void)[] = [];
+  private readonly admin: boolean;
+  private readonly writable: boolean;
+  private ro: ResizeObserver | null = null;
+
+  /** The session's uuid once known (the route may name it by name). */
+  uuid: string | null = null;
+  private channel = 0;
+  /** Offset of the next byte expected from the server (received so far). */
+  next: number | null = null;
+  /** Offset up to which output has been parsed into the terminal buffer. */
+  written = 0;
+  /** Whether the last byte handed to xterm ended a line (for placing lag notices). */
+  private atLineStart = true;
+  private acked = 0;
+  private subscribing = false;
+  private queue: Queued[] = [];
+  private gone = false;
+  private disposed = false;
+  private tick: ReturnType<typeof setInterval> | undefined;
+  private refreshInfo = debounce(() => void this.loadInfo(), 300);
+
+  constructor(
+    private readonly conn: Conn,
+    private readonly store: SessionStore,
+    who: Whoami,
+    readonly route: string,
+  ) {
+    this.admin = who.scope === 'admin';
+    this.writable = who.scope !== 'read';
+    const phone = window.matchMedia('(max-width: 640px)').matches;
+    this.term = new Terminal({
+      fontFamily:
+        'ui-monospace, "SF Mono", "Cascadia Mono", "JetBrains Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace',
+      fontSize: phone ? 12 : 14,
+      lineHeight: 1.1,
+      theme: THEME,
+      scrollback: 10000,
+      cursorBlink: this.writable,
+      disableStdin: !this.writable,
+      allowProposedApi: false,
+    });
+    this.term.loadAddon(this.fit);
+
+    this.box = h('div', { class: 'term', testid: 'terminal' });
+    this.overlay = h('div', { class: 'overlay', testid: 'term-overlay', hidden: true });
+    this.events = new EventsPanel(
+      conn,
+      () => this.uuid,
+      () => this.toggleEvents(false),
+    );
+    this.body = h(
+      'div',
+      { class: 'term-body' },
+      h('div', { class: 'term-wrap' }, this.box, this.overlay),
+      this.events.el,
+    );
+    this.el = h(
+      'main',
+      { class: `view term-view${this.writable ? '' : ' read-only'}` },
+      this.header(),
+      this.body,
+      this.writable ? this.keybar() : null,
+    );
+  }
+
+  mount(parent: HTMLElement): void {
+    parent.appendChild(this.el);
+    this.term.open(this.box);
+    this.loadRenderer();
+    this.term.onData((d) => this.input(d));
+    this.term.onBinary((d) => {
+      const b = new Uint8Array(d.length);
+      for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 0xff;
+      this.input(b);
+    });
+    const sendResize = debounce((rows: number, cols: number) => {
+      if (!this.writable || !this.uuid || !this.conn.isOpen()) return;
+      this.conn.request({ type: 'resize', session: this.uuid, rows, cols }).catch(() => {});
+    }, 100);
+    this.term.onResize(({ rows, cols }) => sendResize(rows, cols));
+    if (this.writable) {
+      this.fitNow();
+      this.ro = new ResizeObserver(() => this.fitNow());
+      this.ro.observe(this.box);
+    }
+    this.offs.push(
+      this.conn.onOpen(() => void this.attach()),
+      this.conn.onFrame((f) => this.onFrame(f)),
+      this.conn.onMessage((m) => this.onMessage(m)),
+      this.conn.onState((s) => this.showConn(s)),
+      this.store.onChange(() => this.renderInfo()),
+      () => sendResize.cancel(),
+    );
+    this.tick = setInterval(() => this.renderUptime(), 1000);
+    this.showConn(this.conn.state);
+    if (this.conn.isOpen()) void this.attach();
+    this.term.focus();
+  }
+
+  unmount(): void {
+    this.disposed = true;
+    for (const off of this.offs.splice(0)) off();
+    clearInterval(this.tick);
+    this.refreshInfo.cancel();
+    this.ro?.disconnect();
+    if (this.uuid && this.channel && !this.gone && this.conn.isOpen()) {
+      this.conn.send({ type: 'unsubscribe', session: this.uuid });
+    }
+    this.term.dispose();
+    this.el.remove();
+  }
+
+  /** The terminal buffer as text: logical lines (wrapped rows joined), trailing spaces trimmed. */
+  text(): string {
+    const buf = this.term.buffer.active;
+    const lines: string[] = [];
+    let cur = '';
+    for (let i = 0; i < buf.length; i++) {
+      const line = buf.getLine(i);
+      if (!line) continue;
+      const nextWrapped = i + 1 < buf.length && !!buf.getLine(i + 1)?.isWrapped;
+      cur += line.translateToString(!nextWrapped);
+      if (!nextWrapped) {
+        lines.push(cur.replace(/ +$/, ''));
+        cur = '';
+      }
+    }
+    while (lines.length && lines[lines.length - 1] === '') lines.pop();
+    return lines.join('\n');
+  }
+
+  /** Resolves once xterm has parsed everything written so far. */
+  flushed(): Promise<void> {
+    return new Promise((resolve) => this.term.write('', () => resolve()));
+  }
+
+  // ---- attaching ---------------------------------------------------------------------------
+
+  private async loadInfo(): Promise<SessionInfo | null> {
+    if (this.admin && this.store.loaded) {
+      const s = this.store.get(this.uuid ?? this.route);
+      if (s) return s;
+    }
+    const r = await this.conn.request({ type: 'list' });
+    const list = (r.sessions ?? []) as SessionInfo[];
+    const key = this.uuid ?? this.route;
+    const s = list.find((x) => x.id === key) ?? list.find((x) => x.name === key) ?? null;
+    if (s) this.store.upsert(s);
+    return s;
+  }
+
+  private async attach(): Promise<void> {
+    if (this.gone || this.disposed || this.subscribing) return;
+    this.subscribing = true;
+    this.queue = [];
+    this.channel = 0;
+    try {
+      const info = await this.loadInfo();
+      if (!info) {
+        this.showGone('No such session', true);
+        return;
+      }
+      this.uuid = info.id;
+      this.term.options.convertEol = info.mode === 'pipe';
+      this.renderInfo();
+      if (!this.writable) this.followSize(info.size);
+      else if (this.uuid) {
+        // Size first, so the snapshot is drawn at the size this view shows.
+        this.fitNow();
+        this.conn
+          .request({ type: 'resize', session: this.uuid, rows: this.term.rows, cols: this.term.cols })
+          .catch(() => {});
+      }
+      const op: Record<string, unknown> = { type: 'subscribe', session: info.id };
+      if (this.next != null) op.from = this.next;
+      else if (info.mode === 'pipe') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
+      const r = await this.conn.request(op);
+      if (this.disposed) return;
+      this.channel = r.channel;
+      const start = Number(r.offset ?? 0);
+      if (this.next == null) {
+        this.next = start;
+      } else if (start > this.next) {
+        this.lagNotice(this.next, start);
+      }
+      this.acked = start;
+      if (typeof r.state === 'string' && this.uuid) {
+        const st = r.state;
+        this.store.patch(this.uuid, (s) => void (s.state = st));
+      }
+      if (r.approximate) {
+        this.box.dataset.approximate = 'true';
+      }
+      this.events.resync();
+    } catch (e) {
+      const err = e as RequestError;
+      if (err.code === 'not_found') this.showGone('No such session', true);
+      else if (err.code === 'forbidden') this.showGone('This token may not view that session', false);
+      else if (err.code !== 'disconnected') toast(`cannot attach: ${err.message}`, 'error');
+      return;
+    } finally {
+      this.subscribing = false;
+      const q = this.queue.splice(0);
+      for (const item of q) {
+        if ('f' in item) this.onFrame(item.f);
+        else this.onMessage(item.m);
+      }
+    }
+  }
+
+  // ---- server → terminal -------------------------------------------------------------------
+
+  private onFrame(f: BinFrame): void {
+    if (this.gone) return;
+    if (f.channel !== this.channel || !this.channel) {
+      if (this.subscribing) this.queue.push({ f });
+      return;
+    }
+    if (f.kind === KIND_SNAPSHOT) {
+      this.next = f.offset;
+      this.write(f.payload, f.offset);
+      return;
+    }
+    if (f.kind !== KIND_OUTPUT) return;
+    const next = this.next ?? f.offset;
+    let payload = f.payload;
+    let offset = f.offset;
+    if (offset < next) {
+      // Already have these bytes (never expected; guards exactness).
+      const skip = next - offset;
+      if (skip >= payload.length) return;
+      payload = payload.subarray(skip);
+      offset = next;
+    } else if (offset > next) {
+      // A gap not announced by `lagged`: still never silent.
+      this.lagNotice(next, offset);
+    }
+    this.next = offset + payload.length;
+    this.write(payload, this.next);
+  }
+
+  private onMessage(m: ServerMsg): void {
+    if (this.gone) return;
+    const mine = typeof m.channel === 'number' && m.channel === this.channel && this.channel !== 0;
+    if (typeof m.channel === 'number' && !mine) {
+      if (this.subscribing) this.queue.push({ m });
+      return;
+    }
+    switch (m.type) {
+      case 'lagged': {
+        if (!mine) return;
+        const from = Number(m.from);
+        const to = Number(m.to);
+        if (this.next != null && to <= this.next) return; // already shown
+        this.lagNotice(from, to);
+        break;
+      }
+      case 'event':
+        if (mine) this.onEvent(m.event as SessionEvent);
+        break;
+      case 'closed':
+        if (mine) this.showGone('Session removed', true);
+        break;
+      case 'events_lagged':
+        if (m.session === this.uuid) this.events.resync();
+        break;
+    }
+  }
+
+  private onEvent(ev: SessionEvent): void {
+    this.events.push(ev);
+    if (!this.uuid) return;
+    const k = ev.kind ?? { kind: '' };
+    if (!this.admin) {
+      // Without the admin watch, keep this session's info current from its own events.
+      this.store.patch(this.uuid, (s) => {
+        if (k.kind === 'state' && typeof k.state === 'string') {
+          s.state = k.state;
+          s.reason = (k.reason as string | null) ?? null;
+        } else if (k.kind === 'exited') s.last_exit = k.status as SessionInfo['last_exit'];
+        else if (k.kind === 'spawned') {
+          s.pid = k.pid as number;
+          s.started_at = ev.time;
+        }
+      });
+      if (k.kind === 'hook' || k.kind === 'state') this.refreshInfo();
+    }
+  }
+
+  /** Writes output; `end` is the offset after it, counted as digested when xterm parsed it. */
+  private write(data: Uint8Array | string, end: number): void {
+    const channel = this.channel;
+    if (data.length) {
+      const last = typeof data === 'string' ? data.charCodeAt(data.length - 1) : data[data.length - 1];
+      this.atLineStart = last === 10;
+    }
+    this.term.write(data, () => {
+      if (end > this.written) this.written = end;
+      if (channel === this.channel && this.written - this.acked >= ACK_STEP && this.uuid) {
+        if (this.conn.send({ type: 'ack', session: this.uuid, offset: this.written })) {
+          this.acked = this.written;
+        }
+      }
+    });
+  }
+
+  private lagNotice(from: number, to: number): void {
+    this.next = Math.max(this.next ?? 0, to);
+    const nl = this.atLineStart ? '' : '\r\n';
+    this.write(
+      `${nl}\x1b[0;30;43m— output skipped: bytes ${from}..${to} (viewer too slow) —\x1b[0m\r\n`,
+      to,
+    );
+  }
+
+  // ---- terminal → server -------------------------------------------------------------------
+
+  private input(data: string | Uint8Array): void {
+    if (!this.writable || !this.channel || this.gone) return;
+    if (!this.conn.sendInput(this.channel, data)) this.flashOverlay();
+  }
+
+  private flashOverlay(): void {
+    this.overlay.classList.remove('flash');
+    void this.overlay.offsetWidth;
+    this.overlay.classList.add('flash');
+  }
+
+  // ---- size and rendering ------------------------------------------------------------------
+
+  private fitNow(): void {
+    if (this.disposed || !this.box.clientWidth || !this.box.clientHeight) return;
+    try {
+      this.fit.fit();
+    } catch {
+      /* not laid out yet */
+    }
+  }
+
+  /** Read-only viewers cannot resize the PTY: show its size, shrinking the font to fit. */
+  private followSize(size: { rows: number; cols: number } | undefined): void {
+    if (!size) return;
+    if (this.term.cols !== size.cols || this.term.rows !== size.rows) {
+      this.term.resize(Math.max(2, size.cols), Math.max(1, size.rows));
+    }
+    requestAnimationFrame(() => {
+      const screen = this.box.querySelector('.xterm-screen') as HTMLElement | null;
+      let fs = this.term.options.fontSize ?? 14;
+      while (screen && fs > 7 && screen.offsetWidth > this.box.clientWidth) {
+        fs -= 1;
+        this.term.options.fontSize = fs;
+      }
+    });
+  }
+
+  private loadRenderer(): void {
+    try {
+      const gl = new WebglAddon();
+      gl.onContextLoss(() => gl.dispose()); // falls back to the DOM renderer
+      this.term.loadAddon(gl);
+      this.box.dataset.renderer = 'webgl';
+    } catch {
+      this.box.dataset.renderer = 'dom';
+    }
+  }
+
+  private showConn(s: ConnState): void {
+    if (s === 'connected') {
+      this.overlay.hidden = true;
+    } else {
+      this.overlay.hidden = false;
+      this.overlay.textContent = s === 'connecting' ? 'connecting…' : 'reconnecting…';
+    }
+  }
+
+  private showGone(title: string, notFound: boolean): void {
+    this.gone = true;
+    this.channel = 0;
+    const back = this.admin ? h('a', { class: 'btn', href: '#/', text: '← back to sessions' }) : null;
+    this.body.replaceChildren(
+      h(
+        'div',
+        { class: 'gone', testid: notFound ? 'no-session' : 'term-error' },
+        h('h2', { text: title }),
+        h('p', { class: 'mono muted', text: this.uuid ?? this.route }),
+        back,
+      ),
+    );
+    this.el.querySelector('.keybar')?.remove();
+    this.el.querySelector('.actions')?.replaceChildren();
+  }
+
+  private header(): HTMLElement {
+    const H = this.head;
+    H.name = h('span', { class: 'term-name mono', testid: 'term-name', text: this.route });
+    H.state = h('span', { class: 'state', testid: 'term-state' });
+    H.badge = h('span', { class: 'badge', testid: 'attention' });
+    H.meta = h('span', { class: 'term-meta muted mono' });
+    H.cast = h('a', {
+      class: 'btn small',
+      testid: 'download-cast',
+      title: 'download the retained output as an asciicast recording',
+      text: '⤓ .cast',
+    });
+    const btn = (label: string, testid: string, cls: string, fn: () => void, title = '') =>
+      h('button', { class: `btn small ${cls}`, testid, title, text: label, onclick: fn });
+    H.eventsBtn = btn('events', 'events-toggle', '', () => this.toggleEvents(), 'event journal');
+    const actions = h('div', { class: 'actions' }, H.eventsBtn, H.cast);
+    if (this.admin) {
+      actions.append(
+        btn('restart', 'btn-restart', '', () => void this.act('restart')),
+        btn('stop', 'btn-stop', 'warn', () => void this.act('stop')),
+        btn('kill', 'btn-kill', 'danger', () => void this.act('kill')),
+        btn('remove', 'btn-remove', 'danger', () => void this.act('remove')),
+      );
+    }
+    return h(
+      'header',
+      { class: 'term-head' },
+      h(
+        'div',
+        { class: 'term-title' },
+        this.admin
+          ? h('a', { class: 'btn small ghost back', href: '#/', testid: 'back', text: '←', title: 'sessions' })
+          : null,
+        H.name,
+        H.state,
+        H.badge,
+        this.writable
+          ? null
+          : h('span', { class: 'badge readonly', testid: 'readonly', text: 'read-only' }),
+        H.meta,
+      ),
+      actions,
+    );
+  }
+
+  private toggleEvents(on = !this.events.visible): void {
+    this.events.show(on);
+    this.head.eventsBtn.classList.toggle('active', on);
+    requestAnimationFrame(() => this.fitNow());
+  }
+
+  private async act(op: 'stop' | 'kill' | 'restart' | 'remove'): Promise<void> {
+    const info = this.uuid ? this.store.map.get(this.uuid) : undefined;
+    const name = info?.name ?? this.route;
+    const ask: Record<string, [string, string]> = {
+      stop: [`Stop ${name}?`, 'Sends the stop signal, waits the grace period, then kills its process tree.'],
+      kill: [`Kill ${name}?`, 'Sends SIGKILL to its whole process tree at once.'],
+      remove: [`Remove ${name}?`, 'Stops it and deletes its records, events and scrollback.'],
+    };
+    const label = op[0].toUpperCase() + op.slice(1);
+    if (ask[op] && !(await confirmDialog(ask[op][0], ask[op][1], label))) return;
+    try {
+      await this.conn.request({ type: op, session: this.uuid ?? this.route });
+      if (op === 'remove') {
+        this.gone = true; // nothing left to unsubscribe from
+        location.hash = '#/';
+      }
+    } catch (e) {
+      toast(`${op} failed: ${(e as Error).message}`, 'error');
+    }
+  }
+
+  private renderInfo(): void {
+    if (!this.uuid) return;
+    const s = this.store.map.get(this.uuid);
+    if (!s) return;
+    const H = this.head;
+    setText(H.name, s.name);
+    H.name.title = s.argv.join(' ');
+    setText(H.state, s.state);
+    H.state.className = `state st-${s.state}`;
+    H.state.title = s.reason ?? '';
+    const b = statusBadge(s);
+    const att = s.attention != null;
+    const ended = !isAlive(s.state) && !!s.last_exit;
+    H.badge.hidden = !att && !ended;
+    setText(H.badge, att || ended ? b.text : '');
+    H.badge.className = `badge ${b.cls}`;
+    H.badge.dataset.attention = s.attention ?? '';
+    H.badge.title = s.attention ?? '';
+    const cast = H.cast as HTMLAnchorElement;
+    cast.href = `/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`;
+    cast.setAttribute('download', `${s.name}.cast`);
+    if (!this.writable) this.followSize(s.size);
+    this.renderUptime();
+  }
+
+  private renderUptime(): void {
+    const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
+    if (!s) return;
+    const t = parseTime(s.started_at);
+    const parts: string[] = [];
+    if (s.pid != null && (s.state === 'running' || s.state === 'stopping')) parts.push(`pid ${s.pid}`);
+    if (t != null && isAlive(s.state)) parts.push(`up ${formatUptime(Date.now() - t)}`);
+    if (s.restarts) parts.push(`↻${s.restarts}`);
+    setText(this.head.meta, parts.join(' · '));
+  }
+
+  private keybar(): HTMLElement {
+    const bar = h('div', { class: 'keybar', testid: 'keybar', role: 'toolbar', 'aria-label': 'keys' });
+    for (const [label, seq, testid, title] of KEYS) {
+      const b = h('button', { class: 'key', testid, title, 'aria-label': title, text: label });
+      // Keep focus (and the phone's keyboard) on the terminal.
+      b.addEventListener('mousedown', (e) => e.preventDefault());
+      b.addEventListener('click', () => {
+        this.input(seq);
+        this.term.focus();
+      });
+      bar.appendChild(b);
+    }
+    return bar;
+  }
+}
