@@ -27,6 +27,12 @@ css=$(sha256sum dist/app.css | cut -c1-12)
 sed -e "s|href=\"app.css\"|href=\"app.css?v=$css\"|" -e "s|src=\"app.js\"|src=\"app.js?v=$js\"|" \
   src/index.html > dist/index.html
 
+# Pre-compressed copies: the server sends them to browsers that accept gzip (no compression
+# at run time, no compression crate in the server). -n: no name or time, so builds are stable.
+for f in dist/index.html dist/app.js dist/app.css; do
+  gzip -9 -n -k -f "$f"
+done
+
 for f in dist/index.html dist/app.js dist/app.css; do
   printf '%-16s %8d bytes  %7d gzip\n' "$f" "$(wc -c < "$f")" "$(gzip -9c "$f" | wc -c)"
 done

@@ -24,7 +24,7 @@ pub fn binary() -> PathBuf {
         }
     }
     panic!(
-        "corral binary not found under {}: run `cargo test --workspace` or `cargo build -p corral-gateway`",
+        "corral binary not found under {}: run `cargo test --workspace` or `cargo build -p corral-cli`",
         target.display()
     );
 }

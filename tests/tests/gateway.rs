@@ -726,3 +726,80 @@ async fn a_hundred_connections_opened_at_once_all_work() {
         assert_eq!(pong["type"], "pong");
     }
 }
+
+/// The same bad request over HTTP and over the WebSocket gets the same error code (one mapping
+/// in corral-server's error module), and the HTTP status is the one that code maps to; nothing
+/// is created and the server keeps serving.
+#[tokio::test]
+async fn the_same_bad_request_gets_the_same_error_both_ways() {
+    let server = Server::start();
+    let mut ws = server.ws().await;
+    let http_status = |code: &str| match code {
+        "bad_request" => 400,
+        "unauthorized" => 401,
+        "forbidden" => 403,
+        "not_found" => 404,
+        "conflict" => 409,
+        "unavailable" => 503,
+        other => panic!("unexpected code {other}"),
+    };
+    server
+        .spawn(json!({"argv": ["sleep", "30"], "name": "taken"}))
+        .await;
+    // (HTTP method, path, body; the WebSocket request doing the same)
+    let cases = [
+        (
+            "POST",
+            "/v1/sessions".to_string(),
+            Some(json!({"argv": []})),
+            json!({"type": "spawn", "spec": {"argv": []}}),
+        ),
+        (
+            "POST",
+            "/v1/sessions".to_string(),
+            Some(json!({"argv": ["true"], "cwd": "/no/such/dir"})),
+            json!({"type": "spawn", "spec": {"argv": ["true"], "cwd": "/no/such/dir"}}),
+        ),
+        (
+            "POST",
+            "/v1/sessions".to_string(),
+            Some(json!({"argv": ["true"], "name": "taken"})),
+            json!({"type": "spawn", "spec": {"argv": ["true"], "name": "taken"}}),
+        ),
+        (
+            "POST",
+            "/v1/sessions/nope/stop".to_string(),
+            None,
+            json!({"type": "stop", "session": "nope"}),
+        ),
+        (
+            "DELETE",
+            "/v1/sessions/nope".to_string(),
+            None,
+            json!({"type": "remove", "session": "nope"}),
+        ),
+    ];
+    for (method, path, body, request) in cases {
+        let (status, text) = server
+            .http(method, &path, Some(&server.token), body.as_ref())
+            .await;
+        let http: Value = serde_json::from_str(&text).unwrap();
+        let reply = ws.call(request.clone()).await;
+        assert_eq!(reply["type"], "error", "{request}: {reply}");
+        assert_eq!(
+            http["code"], reply["code"],
+            "{method} {path}: {http} vs {reply}"
+        );
+        assert_eq!(
+            status,
+            http_status(reply["code"].as_str().unwrap()),
+            "{method} {path}"
+        );
+        assert!(!http["error"].as_str().unwrap().is_empty());
+    }
+    // Nothing was created by the refused spawns.
+    let list = ws.call(json!({"type": "list"})).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+    let (status, _) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+}

@@ -146,6 +146,10 @@ pub enum ClientCommand {
         #[arg(long, value_parser = ["read", "write"])]
         scope: String,
     },
+    /// Print the web page's login URL (the server's URL with the token; open it in a browser).
+    ///
+    /// Example: corral web
+    Web,
     /// Attach this terminal to a session (detach with Ctrl-\\).
     Attach {
         /// Name or id.
@@ -230,7 +234,7 @@ pub async fn run(
                 };
                 let names: std::collections::HashMap<String, String> = sessions
                     .into_iter()
-                    .map(|s| (s.id.to_string(), s.name))
+                    .map(|s| (s.info.id.to_string(), s.info.name))
                     .collect();
                 let tree = serde_json::to_value(&tree)?;
                 print_tree(&tree, "", true, true, &names);
@@ -406,6 +410,15 @@ pub async fn run(
                 .await?;
             println!("{}", r.token);
         }
+        ClientCommand::Web => {
+            let url = match &client.endpoint {
+                corral_client::Endpoint::Tcp(addr) => format!("http://{addr}"),
+                corral_client::Endpoint::Unix(_) => {
+                    corral_server::datadir::read_server_json(data_dir)?.url
+                }
+            };
+            println!("{}", corral_server::web::login_url(&url, &client.token));
+        }
         ClientCommand::Attach {
             session,
             read_only,
@@ -428,7 +441,7 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
     let mut ws = client.ws().await?;
     match ws.request(op).await? {
         Reply::Session { session, .. } => {
-            show("", session);
+            show("", session.info);
             Ok(())
         }
         other => bail!("unexpected answer: {other:?}"),

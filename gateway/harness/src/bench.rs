@@ -16,15 +16,8 @@ use serde_json::{Value, json};
 use corral_client::{Conn, Incoming};
 
 use crate::JsonCalls;
+use crate::figure::Figure;
 use crate::served::Served;
-
-/// One measured figure.
-struct Figure {
-    name: String,
-    value: String,
-    goal: String,
-    json: Value,
-}
 
 /// Runs the selected scenarios (all when empty).
 pub async fn run(
@@ -50,6 +43,9 @@ pub async fn run(
     }
     if want("spawn") || want("spawn-cli") {
         figures.extend(spawn_stop_cli(&server, 200).await?);
+    }
+    if want("spawn") || want("spawn-seq") {
+        figures.extend(crate::sequential::spawn_stop_sequential(&server, 200, 3).await?);
     }
     if want("fanout") {
         figures.extend(fanout(&server).await?);

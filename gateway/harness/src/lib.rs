@@ -5,7 +5,9 @@
 
 pub mod bench;
 pub mod chaos;
+mod figure;
 pub mod machine;
+pub mod sequential;
 pub mod served;
 
 use corral_client::Client;

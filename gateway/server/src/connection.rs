@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::auth::Grant;
 use crate::error::ApiError;
+use crate::protocol::SessionView;
 use crate::protocol::{
     ErrorCode, HEADER_LEN, Header, MAX_EVENTS_PER_REPLY, Op, PROTOCOL_VERSION, Reply, Request,
     decode_binary, encode_binary, kind, write_header,
@@ -125,6 +126,8 @@ pub struct ConnectionState {
     /// Slow requests (spawn, stop, kill, restart, remove) in flight: they run concurrently so a
     /// stop waiting out a 5 s grace holds up neither input nor other requests.
     pending: FuturesUnordered<BoxFuture<'static, Reply>>,
+    /// The live session list, once the client asked to watch it.
+    watch: Option<BoxStream<'static, Vec<Reply>>>,
     /// Shared server state.
     app: Arc<App>,
 }
@@ -173,6 +176,7 @@ impl Actor for Connection {
             shutdown: args.app.shutdown.subscribe(),
             closed: false,
             pending: FuturesUnordered::new(),
+            watch: None,
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
                     .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),
@@ -222,6 +226,13 @@ impl Actor for Connection {
             }
             frame = st.stream.next() => st.incoming(frame).await,
             Some(reply) = st.pending.next(), if !st.pending.is_empty() => st.reply(&reply).await,
+            pushes = next_watch(&mut st.watch), if st.watch.is_some() => match pushes {
+                Some(pushes) => st.replies(&pushes).await,
+                None => {
+                    st.watch = None;
+                    true
+                }
+            },
             Some((channel, item)) = st.subs.next(), if !st.subs.is_empty() && !st.paused => {
                 st.outgoing(channel, item).await
             }
@@ -232,6 +243,14 @@ impl Actor for Connection {
             myself.stop(Some("connection closed".into()));
         }
         Ok(())
+    }
+}
+
+/// The next pushes of a watch (pending forever without one; the select guards on it).
+async fn next_watch(watch: &mut Option<BoxStream<'static, Vec<Reply>>>) -> Option<Vec<Reply>> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -269,6 +288,16 @@ fn async_stream(
 }
 
 impl ConnectionState {
+    /// Sends several replies in order. Returns false if the socket is gone.
+    async fn replies(&mut self, replies: &[Reply]) -> bool {
+        for r in replies {
+            if !self.reply(r).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Sends a JSON reply. Returns false if the socket is gone.
     async fn reply(&mut self, reply: &Reply) -> bool {
         if let Reply::Error { code, message, .. } = reply {
@@ -403,7 +432,7 @@ impl ConnectionState {
             }
             Op::Ping => self.reply(&Reply::Pong { id }).await,
             Op::List => {
-                let sessions = self
+                let infos = self
                     .app
                     .corral
                     .sessions()
@@ -411,6 +440,18 @@ impl ConnectionState {
                     .into_iter()
                     .filter(|s| grant.can_read(s.id))
                     .collect();
+                let sessions = SessionView::measure_all(infos).await;
+                self.reply(&Reply::Sessions { id, sessions }).await
+            }
+            Op::Watch => {
+                if !grant.is_admin() {
+                    return self
+                        .error(id, ErrorCode::Forbidden, "watch needs the admin token")
+                        .await;
+                }
+                let (sessions, seen) = crate::watch::snapshot(&self.app).await;
+                // Pushes start from what this reply holds: nothing falls between the two.
+                self.watch = Some(crate::watch::stream(self.app.clone(), seen));
                 self.reply(&Reply::Sessions { id, sessions }).await
             }
             Op::Tree => {
@@ -694,7 +735,10 @@ impl ConnectionState {
         }
         self.pending.push(Box::pin(async move {
             match op.await {
-                Ok(info) => Reply::Session { id, session: info },
+                Ok(info) => Reply::Session {
+                    id,
+                    session: info.into(),
+                },
                 Err(e) => error_reply(id, &e),
             }
         }));

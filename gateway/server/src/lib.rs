@@ -24,3 +24,5 @@ pub mod serve;
 pub mod ttyd;
 pub mod unix;
 pub mod usage;
+pub mod watch;
+pub mod web;

@@ -187,6 +187,9 @@ pub enum Op {
     Tree,
     /// Liveness.
     Ping,
+    /// The live session list (admin): a `sessions` reply, then `session` pushes on every change
+    /// and `removed` when a session is gone.
+    Watch,
 }
 
 /// Most events one `events` reply carries.
@@ -209,19 +212,26 @@ pub enum Reply {
         /// Largest accepted frame in bytes.
         max_frame: usize,
     },
-    /// Answer to list.
+    /// Answer to list and watch.
     Sessions {
         /// Request id.
         id: Option<u64>,
-        /// Every session.
-        sessions: Vec<SessionInfo>,
+        /// Every session the token may read.
+        sessions: Vec<SessionView>,
     },
-    /// A session's status (spawn, stop, kill, restart, remove).
+    /// A session's status: the answer to spawn, stop, kill, restart, remove (with their `id`),
+    /// and a watch's push when a session is created or changes (without an `id`).
     Session {
         /// Request id.
+        #[serde(default)]
         id: Option<u64>,
         /// The session.
-        session: SessionInfo,
+        session: SessionView,
+    },
+    /// A watch's push: the session is gone.
+    Removed {
+        /// Session id.
+        session: String,
     },
     /// Subscription started: output follows on `channel`.
     Subscribed {
@@ -328,11 +338,23 @@ pub struct SessionView {
     #[serde(flatten)]
     pub info: SessionInfo,
     /// CPU of the session's process tree, in % of one core (average over each process's life).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
     /// Resident memory of the session's process tree, in KiB.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_kib: Option<u64>,
+}
+
+impl From<SessionInfo> for SessionView {
+    /// A view without process figures (an operation's answer: measuring would cost a /proc
+    /// scan on every spawn and stop).
+    fn from(info: SessionInfo) -> Self {
+        SessionView {
+            info,
+            cpu_percent: None,
+            rss_kib: None,
+        }
+    }
 }
 
 /// `POST /v1/sessions/{key}/stop` body (optional).

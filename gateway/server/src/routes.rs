@@ -31,6 +31,13 @@ use crate::protocol::{
 /// Every route.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(crate::web::asset))
+        .route("/index.html", get(crate::web::asset))
+        .route("/app.js", get(crate::web::asset))
+        .route("/app.css", get(crate::web::asset))
+        .route("/v1/login", post(crate::web::login))
+        .route("/v1/logout", post(crate::web::logout))
+        .route("/v1/whoami", get(crate::web::whoami))
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/ws", get(ws_native))

@@ -33,6 +33,7 @@ pub struct ServeOptions {
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let data = DataDir::open_exclusive(&opts.data_dir)?;
     let admin = data.admin_token()?;
+    let admin_token = admin.clone();
     match corral_actors::process::limits::raise_nofile() {
         Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
@@ -91,6 +92,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
     })?;
     tracing::info!(%url, data_dir = %data.path().display(), "corral serving");
+    // Like Jupyter: the one line a user needs to open the page (on stdout, never in the logs;
+    // `corral web` prints it again).
+    println!("corral: open {}", crate::web::login_url(&url, &admin_token));
     let router = router(app.clone());
     // Keystrokes and echoes are tiny writes: Nagle must not hold one back waiting for an ACK.
     let listener = listener.tap_io(|tcp| {

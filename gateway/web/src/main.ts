@@ -35,6 +35,7 @@ declare global {
       receivedOffset(): number;
       sessionId(): string | null;
       flushed(): Promise<void>;
+      lags(): [number, number][];
       connState(): ConnState | 'logged-out';
     };
   }
@@ -46,18 +47,24 @@ window.corral = {
   receivedOffset: () => term?.next ?? 0,
   sessionId: () => term?.uuid ?? null,
   flushed: () => term?.flushed() ?? Promise.resolve(),
+  lags: () => term?.lags.slice() ?? [],
   connState: () => conn?.state ?? 'logged-out',
 };
 
 /** Login view; `message` says why it is shown. */
-function showLogin(message: string): void {
+function showLogin(message: string, error = true): void {
   conn?.stop();
   conn = null;
   current?.unmount();
   current = null;
   term = null;
   document.title = 'corral';
-  const msg = h('p', { class: 'login-message', testid: 'login-message', role: 'alert', text: message });
+  const msg = h('p', {
+    class: `login-message${error ? '' : ' neutral'}`,
+    testid: 'login-message',
+    role: 'alert',
+    text: message,
+  });
   const input = h('input', {
     class: 'input mono',
     type: 'password',
@@ -77,10 +84,15 @@ function showLogin(message: string): void {
     msg,
     input,
     submit,
-    h('p', {
-      class: 'muted hint',
-      text: 'Open the URL printed by `corral serve` (it ends in ?token=…), or paste a token here.',
-    }),
+    h(
+      'p',
+      { class: 'muted hint' },
+      'Open the URL that ',
+      h('code', { text: 'corral serve' }),
+      ' prints (it ends in ',
+      h('code', { text: '?token=…' }),
+      '), or paste a token here.',
+    ),
   );
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -95,6 +107,7 @@ function showLogin(message: string): void {
       input.value = '';
       await enter();
     } catch (e) {
+      msg.className = 'login-message';
       msg.textContent = (e as Error).message;
     } finally {
       submit.disabled = false;
@@ -114,7 +127,7 @@ async function enter(): Promise<void> {
     return;
   }
   if (!who) {
-    showLogin('Log in with a token.');
+    showLogin('Log in with a token.', false);
     return;
   }
   startApp(who);
@@ -122,7 +135,7 @@ async function enter(): Promise<void> {
 
 function startApp(who: Whoami): void {
   const admin = who.scope === 'admin';
-  const c = new Conn(() => showLogin('Your login expired: token expired or wrong.'));
+  const c = new Conn(() => showLogin('Logged out by the server: token expired or wrong.'));
   conn = c;
   const store = new SessionStore(c, admin);
 
@@ -157,7 +170,7 @@ function startApp(who: Whoami): void {
     onclick: async () => {
       c.stop();
       await logout();
-      showLogin('Logged out.');
+      showLogin('Logged out.', false);
     },
   });
   const scope = admin

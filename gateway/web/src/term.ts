@@ -42,6 +42,9 @@ const THEME = {
   cursor: '#e6edf3',
   cursorAccent: '#0b0e14',
   selectionBackground: '#264f78',
+  scrollbarSliderBackground: 'rgba(110, 118, 129, 0.22)',
+  scrollbarSliderHoverBackground: 'rgba(110, 118, 129, 0.4)',
+  scrollbarSliderActiveBackground: 'rgba(110, 118, 129, 0.55)',
   black: '#1c2128',
   red: '#ff7b72',
   green: '#3fb950',
@@ -83,6 +86,8 @@ export class TermView {
   next: number | null = null;
   /** Offset up to which output has been parsed into the terminal buffer. */
   written = 0;
+  /** Gaps shown to the user, [from, to) each. */
+  readonly lags: [number, number][] = [];
   /** Whether the last byte handed to xterm ended a line (for placing lag notices). */
   private atLineStart = true;
   private acked = 0;
@@ -270,7 +275,17 @@ export class TermView {
       const err = e as RequestError;
       if (err.code === 'not_found') this.showGone('No such session', true);
       else if (err.code === 'forbidden') this.showGone('This token may not view that session', false);
-      else if (err.code !== 'disconnected') toast(`cannot attach: ${err.message}`, 'error');
+      else if (err.code === 'disconnected') return; // the next `open` attaches again
+      else if (this.next != null && /beyond|head/i.test(err.message)) {
+        // The server no longer has our resume point (its log was cut back): start over from
+        // the current screen rather than stall.
+        toast('the server no longer has this output position; showing the current screen', 'error');
+        this.next = null;
+        setTimeout(() => void this.attach(), 0);
+      } else {
+        toast(`cannot attach: ${err.message}; retrying`, 'error');
+        setTimeout(() => void (this.conn.isOpen() && this.attach()), 3000);
+      }
       return;
     } finally {
       this.subscribing = false;
@@ -379,6 +394,7 @@ export class TermView {
   }
 
   private lagNotice(from: number, to: number): void {
+    this.lags.push([from, to]);
     this.next = Math.max(this.next ?? 0, to);
     const nl = this.atLineStart ? '' : '\r\n';
     this.write(
@@ -502,7 +518,7 @@ export class TermView {
         H.badge,
         this.writable
           ? null
-          : h('span', { class: 'badge readonly', testid: 'readonly', text: 'read-only' }),
+          : h('span', { class: 'badge readonly', testid: 'read-only', text: 'read-only' }),
         H.meta,
       ),
       actions,

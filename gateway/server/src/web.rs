@@ -1,0 +1,167 @@
+//! Web: the page built into the binary (`gateway/web/dist`, embedded with rust-embed, so the
+//! README's two commands stay all a user needs and the Rust build never runs node), and its
+//! Jupyter-style login: the page posts the `?token=` of its first URL to `/v1/login` once and
+//! gets it back as an HttpOnly, SameSite=Strict cookie, which authenticates its API calls and
+//! its WebSocket from then on (the Origin check still applies to the upgrade).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{COOKIE, Caller, forbid};
+use crate::app::App;
+use crate::auth::Grant;
+use crate::error::ApiError;
+
+/// The built page.
+#[derive(rust_embed::Embed)]
+#[folder = "../web/dist"]
+struct Assets;
+
+/// What the page may load: itself, its WebSocket and inline styles (xterm.js injects them).
+const CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// `GET /`, `/index.html`, `/app.js`, `/app.css`: an embedded file, gzipped when the browser
+/// accepts it. The page itself is never cached (it names the current asset versions); the
+/// assets are immutable (their URLs carry a content hash).
+pub async fn asset(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let name = match uri.path().trim_start_matches('/') {
+        "" => "index.html",
+        other => other,
+    };
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let (file, encoded) = match gzip.then(|| Assets::get(&format!("{name}.gz"))).flatten() {
+        Some(f) => (f, true),
+        None => match Assets::get(name) {
+            Some(f) => (f, false),
+            None => return ApiError::not_found(format!("no such page: /{name}")).into_response(),
+        },
+    };
+    let kind = match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    let cache = if name == "index.html" {
+        "no-cache"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    let mut response = (StatusCode::OK, file.data.into_owned()).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    if encoded {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// `POST /v1/login` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The token from the login URL (or pasted on the login page).
+    pub token: String,
+}
+
+/// `GET /v1/whoami` answer: what the presented token (or cookie) allows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// `admin`, `read` or `write`.
+    pub scope: String,
+    /// The one session a read/write token is scoped to.
+    pub session: Option<uuid::Uuid>,
+}
+
+impl WhoAmI {
+    fn of(grant: &Grant) -> Option<WhoAmI> {
+        let (scope, session) = match grant {
+            Grant::Admin => ("admin", None),
+            Grant::Read(s) => ("read", Some(*s)),
+            Grant::Write(s) => ("write", Some(*s)),
+            Grant::Hook(_) => return None,
+        };
+        Some(WhoAmI {
+            scope: scope.into(),
+            session,
+        })
+    }
+}
+
+/// `POST /v1/login {token}`: a valid admin, read or write token becomes the page's cookie
+/// (204); anything else is a 401/403 and sets nothing.
+pub async fn login(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Login { token } = crate::access::parse_json(&body, "login")?;
+    let grant = app.tokens.check(Some(token.trim())).map_err(|e| {
+        app.metrics.reject("unauthorized");
+        ApiError::from(e)
+    })?;
+    if WhoAmI::of(&grant).is_none() {
+        return Err(forbid(&app, "hook tokens cannot log in"));
+    }
+    // Token characters are [A-Za-z0-9_] (auth::new_secret), all valid in a cookie value.
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        token.trim()
+    );
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| ApiError::bad_request("malformed token"))?,
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `POST /v1/logout`: clears the cookie.
+pub async fn logout() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("corral_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    response
+}
+
+/// `GET /v1/whoami`.
+pub async fn whoami(
+    State(app): State<Arc<App>>,
+    Caller(grant): Caller,
+) -> Result<Json<WhoAmI>, ApiError> {
+    WhoAmI::of(&grant)
+        .map(Json)
+        .ok_or_else(|| forbid(&app, "hook tokens may only post events"))
+}
+
+/// The login URL `corral serve` and `corral web` print: the page at `url` with the token.
+pub fn login_url(url: &str, token: &str) -> String {
+    format!("{}/?token={token}", url.trim_end_matches('/'))
+}
