@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use crate::event::{EventKind, SessionEvent};
+use crate::session::shared::SessionShared;
+
 /// The hook events the claude profile subscribes to.
 pub const CLAUDE_HOOK_EVENTS: &[&str] = &[
     "SessionStart",
@@ -23,6 +26,42 @@ pub const CLAUDE_HOOK_EVENTS: &[&str] = &[
     "PreCompact",
     "SessionEnd",
 ];
+
+/// Records an agent hook event of `session` (one canonical model) and applies what it means:
+/// SessionStart rebinds the agent session id (it changes on clear/compact/resume); Notification
+/// and PermissionRequest set `attention`; Stop, UserPromptSubmit and SessionEnd clear it. The
+/// session's own state machine knows nothing of agents: this is the only place hook names mean
+/// something.
+pub fn record_hook(
+    session: &SessionShared,
+    name: &str,
+    payload: serde_json::Value,
+) -> SessionEvent {
+    {
+        let mut s = session.status.write();
+        match name {
+            "SessionStart" => {
+                if let Some(id) = payload.get("session_id").and_then(|v| v.as_str()) {
+                    s.agent_session_id = Some(id.to_string());
+                }
+            }
+            "Notification" | "PermissionRequest" => {
+                let what = payload
+                    .get("message")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| name.to_string());
+                s.attention = Some(what);
+            }
+            "Stop" | "UserPromptSubmit" | "SessionEnd" => s.attention = None,
+            _ => {}
+        }
+    }
+    session.emit(EventKind::Hook {
+        name: name.to_string(),
+        payload,
+    })
+}
 
 /// A known agent profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -83,12 +83,12 @@ impl Corral {
         }
         let (persist, thread): (Option<Persist>, _) = match &config.persist {
             Some(pc) => {
-                let (p, t) = Persister::start_thread(pc.clone())
-                    .await
-                    .map_err(|reason| SupervisorError::StartFailed {
+                let (p, t) = Persister::start_thread(pc.clone()).await.map_err(|e| {
+                    SupervisorError::StartFailed {
                         id: "persister".into(),
-                        reason,
-                    })?;
+                        reason: e.to_string(),
+                    }
+                })?;
                 (Some(p), Some(t))
             }
             None => (None, None),
@@ -152,7 +152,7 @@ impl Corral {
                     }
                     return Err(SupervisorError::StartFailed {
                         id: "recovery".into(),
-                        reason,
+                        reason: reason.to_string(),
                     });
                 }
             },

@@ -34,7 +34,7 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 /// Registers a non-blocking descriptor with the tokio reactor for one direction: an output fd
 /// for reading, an input fd for writing. A PTY master is registered twice (two dups), so the
 /// input side's registration is not woken by every byte of output, and the output side's can be
-/// taken out of the reactor while a bulk reader drains it (see `crate::bulk`).
+/// taken out of the reactor while a bulk reader drains it (see `crate::session::bulk`).
 pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the OwnedFd is moved into the AsyncFd, which alone owns it: it stays open and
     // names the same file description until the AsyncFd is dropped.

@@ -4,9 +4,8 @@
 //!
 //! - [`Sessions`] / [`SessionHandle`]: the public API (spawn, list, get by id or name in O(1),
 //!   input, resize, subscribe from an offset, snapshot, stop, kill, restart, remove, events);
-//! - [`session`]: one actor per agent process (PTY or pipes), its lifecycle and restart policy;
-//! - [`io`]: the output reader (AsyncFd → Ring, exit via pidfd, drain to EOF/EIO) and the
-//!   byte-bounded input writer;
+//! - [`session`]: one actor per agent process (PTY or pipes), its lifecycle and restart policy,
+//!   its shared state, its output reader and its byte-bounded input writer;
 //! - [`screen`]: a headless terminal emulator fed lazily from the Ring, for snapshots;
 //! - [`process`]: the one module that knows Linux process details (pidfd, /proc, sweeps, reaper);
 //! - [`Corral`]: the whole tree started with one call, standalone or under a host actor.
@@ -15,13 +14,11 @@
 //! a panic): a killed Session actor still kills its process tree and closes its fds.
 
 pub mod agent;
-mod bulk;
 pub mod corral;
 pub mod env;
 pub mod error;
 pub mod event;
 mod fd;
-pub mod io;
 pub mod janitor;
 pub mod manager;
 pub mod persist;
@@ -31,17 +28,16 @@ pub mod pty;
 pub mod recovery;
 pub mod screen;
 pub mod session;
-pub mod shared;
 pub mod spec;
 pub mod subscription;
 
-pub use bulk::stats as bulk_reading_stats;
 pub use corral::{Corral, CorralConfig};
 pub use error::SessionError;
 pub use event::{EventKind, SessionEvent, SessionState};
 pub use manager::{SessionHandle, Sessions, SessionsConfig};
 pub use screen::Snapshot;
+pub use session::SessionInfo;
+pub use session::bulk::stats as bulk_reading_stats;
 pub use session::{Begin, ViewerId};
-pub use shared::SessionInfo;
 pub use spec::{Mode, RestartPolicy, SessionSpec, Size};
 pub use subscription::{Item, Subscription};

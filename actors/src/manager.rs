@@ -16,12 +16,13 @@ use uuid::Uuid;
 
 use crate::error::SessionError;
 use crate::event::SessionEvent;
-use crate::io::Write;
 use crate::persist::journal::{Op, SessionRecord};
 use crate::persist::{Persist, store};
 use crate::screen::{ScreenMsg, Snapshot};
-use crate::session::{Begin, Session, SessionArgs, SessionMsg, ViewerId};
-use crate::shared::{SessionInfo, SessionShared};
+use crate::session::input::Write;
+use crate::session::{
+    Begin, Session, SessionArgs, SessionInfo, SessionMsg, SessionShared, ViewerId,
+};
 use crate::spec::{SessionSpec, Size};
 use crate::subscription::Subscription;
 
@@ -451,7 +452,7 @@ impl Sessions {
             }
         }
         if let Some(p) = &self.persist {
-            p.journal().send(Op::Attach(shared.clone()));
+            p.journal().send(Op::Attach(shared.feed.clone()));
         }
         let tmp_root = self.config.tmp_root.clone();
         let grace = spec.grace;

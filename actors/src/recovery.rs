@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::event::SessionState;
 use crate::manager::Sessions;
+use crate::persist::PersistError;
 use crate::persist::journal::SessionRecord;
 use crate::persist::store::now_ms;
 use crate::persist::{EndedRetention, Persist};
@@ -129,7 +130,10 @@ async fn terminate_leftovers(record: &SessionRecord) -> (usize, bool) {
 }
 
 /// Reconciles the registry with the system and restores every kept session into `sessions`.
-pub async fn reconcile(sessions: &Sessions, persist: &Persist) -> Result<RecoveryReport, String> {
+pub async fn reconcile(
+    sessions: &Sessions,
+    persist: &Persist,
+) -> Result<RecoveryReport, PersistError> {
     let began = Instant::now();
     let records = persist.load().await?;
     let mut report = RecoveryReport {

@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::event::SessionEvent;
 use crate::persist::{Chunk, LogReader};
-use crate::shared::SessionShared;
+use crate::session::SessionShared;
 
 /// While a session's output flows in bulk, a subscriber waits for this many bytes before it
 /// reads (fewer, larger frames for the same bytes), or for the reader's cue

@@ -10,6 +10,9 @@ use corral_actors::persist::codec::{self, Record};
 use corral_actors::persist::{Chunk, FsyncPolicy, LogReader, SegmentConfig, SegmentLog};
 use proptest::prelude::*;
 
+#[path = "support/recovery_property.rs"]
+mod support;
+
 const T0: u64 = 1_700_000_000_000;
 
 fn config(segment_bytes: u64, max_total_bytes: u64) -> SegmentConfig {
@@ -743,10 +746,7 @@ fn fuzz_seeds_and_found_crashes_recover_cleanly() {
     for entry in std::fs::read_dir(&seeds).unwrap() {
         let path = entry.unwrap().path();
         let dir = tempfile::tempdir().unwrap();
-        corral_actors::persist::segment::check_recovery_property(
-            dir.path(),
-            &std::fs::read(&path).unwrap(),
-        );
+        support::check_recovery_property(dir.path(), &std::fs::read(&path).unwrap());
         n += 1;
     }
     assert!(n >= 3, "seeds missing in {}", seeds.display());

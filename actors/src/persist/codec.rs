@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 
 /// Largest payload [`decode`] accepts. It bounds the allocation a corrupt length inside a
 /// payload could ask for; the segment layer never writes a payload this large.
-pub const MAX_PAYLOAD_BYTES: usize = super::segment::MAX_RECORD_BYTES + 64;
+pub const MAX_PAYLOAD_BYTES: usize = MAX_RECORD_BYTES + 64;
+
+/// Most output bytes in one record; larger appends are split into several records by the
+/// segment writer.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// Most bytes a payload adds around a `Data` record's bytes: a variant tag and three varints of
 /// at most 9 bytes each. Used to size records so a segment never exceeds its limit.

@@ -10,16 +10,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use corral_runtime::Ring;
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{SessionEvent, SessionState};
+use crate::persist::error::PersistError;
 use crate::persist::segment::LogReader;
 use crate::process::ExitStatus;
 use crate::process::procfs::ProcessIdentity;
-use crate::shared::SessionShared;
 use crate::spec::SessionSpec;
 
 /// What the registry holds about one session: enough to list it and to start it again.
@@ -67,15 +68,18 @@ pub(crate) enum Op {
     /// An event of a session, with the session's row as of that event.
     Event(Box<(SessionRow, SessionEvent)>),
     /// Start persisting a session's output (opens or creates its segment log).
-    Attach(Arc<SessionShared>),
+    Attach(Arc<Feed>),
     /// A session was removed: write out what is left of its output, then delete its records,
     /// events and scrollback.
     Remove(Uuid),
     /// Opens (recovering it) the segment log of a session about to be restored; answers its next
     /// offset, so the session's Ring continues the log's offsets.
-    OpenLog(Uuid, tokio::sync::oneshot::Sender<Result<u64, String>>),
+    OpenLog(
+        Uuid,
+        tokio::sync::oneshot::Sender<Result<u64, PersistError>>,
+    ),
     /// Every session record (boot).
-    Load(tokio::sync::oneshot::Sender<Result<Vec<SessionRecord>, String>>),
+    Load(tokio::sync::oneshot::Sender<Result<Vec<SessionRecord>, PersistError>>),
     /// Up to `limit` events of a session with `seq > after`, oldest first.
     Events {
         /// The session.
@@ -85,15 +89,15 @@ pub(crate) enum Op {
         /// At most this many.
         limit: usize,
         /// The answer.
-        reply: tokio::sync::oneshot::Sender<Result<Vec<SessionEvent>, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<SessionEvent>, PersistError>>,
     },
     /// A reader of a session's scrollback log as it is now.
     Reader(
         Uuid,
-        tokio::sync::oneshot::Sender<Result<LogReader, String>>,
+        tokio::sync::oneshot::Sender<Result<LogReader, PersistError>>,
     ),
     /// `PRAGMA integrity_check` (tests, `corral doctor`).
-    IntegrityCheck(tokio::sync::oneshot::Sender<Result<String, String>>),
+    IntegrityCheck(tokio::sync::oneshot::Sender<Result<String, PersistError>>),
     /// Answers once everything sent before it is committed and synced.
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Write out everything and end the thread; answers when done.
@@ -202,7 +206,7 @@ impl Journal {
     pub(crate) async fn request<T>(
         &self,
         build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
-    ) -> Result<T, String> {
+    ) -> Result<T, PersistError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut op = build(tx);
         let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
@@ -213,19 +217,21 @@ impl Journal {
                     op = back;
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
-                Err(TrySendError::Full(_)) => return Err("persister queue full".into()),
-                Err(TrySendError::Disconnected(_)) => return Err("persister stopped".into()),
+                Err(TrySendError::Full(_)) => return Err(PersistError::Unavailable("queue full")),
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(PersistError::Unavailable("stopped"));
+                }
             }
         }
         match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err("persister stopped before answering".into()),
-            Err(_) => Err("persister did not answer in time".into()),
+            Ok(Err(_)) => Err(PersistError::Unavailable("stopped before answering")),
+            Err(_) => Err(PersistError::Unavailable("no answer in time")),
         }
     }
 
     /// A reader of a session's scrollback as it is now.
-    pub async fn reader(&self, id: Uuid) -> Result<LogReader, String> {
+    pub async fn reader(&self, id: Uuid) -> Result<LogReader, PersistError> {
         self.request(|r| Op::Reader(id, r)).await?
     }
 
@@ -292,5 +298,63 @@ impl Tap {
                 tracing::error!(session = %self.id, error = %e, "output not announced to the persister");
             }
         }
+    }
+}
+
+/// What the persister holds of one session: its id, its output Ring, the [`Tap`] it is told of
+/// new output through, and where it says that the output cannot be persisted. The session owns
+/// it (through its shared state) and hands it to the persister at attach, so the persistence
+/// side never depends on the session's other state.
+pub struct Feed {
+    /// The session.
+    pub id: Uuid,
+    /// Its output.
+    pub ring: Ring,
+    /// Its new-output notifications (None without persistence).
+    tap: Option<Tap>,
+    /// Why its output cannot be persisted right now.
+    error: Mutex<Option<String>>,
+}
+
+impl Feed {
+    /// The feed of session `id`, tapped into `journal` when the tree persists.
+    pub(crate) fn new(id: Uuid, ring: Ring, journal: Option<&Journal>) -> Arc<Feed> {
+        let tap = journal.map(|j| j.tap(id, ring.capacity()));
+        Arc::new(Feed {
+            id,
+            ring,
+            tap,
+            error: Mutex::new(None),
+        })
+    }
+
+    /// New output was appended to the Ring: tell the persister.
+    pub(crate) fn output_appended(&self) {
+        if let Some(tap) = &self.tap {
+            tap.notify(self.ring.head());
+        }
+    }
+
+    /// The persister has read this session's output up to `offset`.
+    pub(crate) fn tap_persisted(&self, offset: u64) {
+        if let Some(tap) = &self.tap {
+            tap.persisted(offset);
+        }
+    }
+
+    /// The tap's "notification queued" flag (the persister clears it before reading).
+    pub(crate) fn tap_flag(&self) -> &AtomicBool {
+        static UNUSED: AtomicBool = AtomicBool::new(false);
+        self.tap.as_ref().map(|t| &t.dirty).unwrap_or(&UNUSED)
+    }
+
+    /// Why this session's output cannot be persisted, if it cannot.
+    pub(crate) fn persist_error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    /// Sets (or clears) why the output cannot be persisted.
+    pub(crate) fn set_persist_error(&self, e: Option<String>) {
+        *self.error.lock() = e;
     }
 }

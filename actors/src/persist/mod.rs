@@ -9,9 +9,11 @@
 //! - [`store`]: the SQLite schema, migrations and statements;
 //! - [`segment`]: segment files, framing, crash recovery, rotation, retention, reads and the
 //!   asciicast export;
-//! - [`codec`]: the record payload encoding, the only place that knows bincode.
+//! - [`codec`]: the record payload encoding, the only place that knows bincode;
+//! - [`error`]: [`PersistError`], the typed failure of every persistence operation.
 
 pub mod codec;
+pub mod error;
 pub mod journal;
 pub mod persister;
 pub mod segment;
@@ -19,6 +21,7 @@ pub mod store;
 mod writer;
 
 pub use codec::{CodecError, Record};
+pub use error::PersistError;
 pub use journal::{Journal, PersistStats, SessionRecord, SessionRow, Tap};
 pub use persister::{EndedRetention, Persist, PersistConfig, Persister};
 pub use segment::{

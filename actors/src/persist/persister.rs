@@ -16,6 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
 use crate::event::SessionEvent;
+use crate::persist::error::PersistError;
 use crate::persist::journal::{JOURNAL_CAPACITY, Journal, Op, PersistStats, SessionRecord};
 use crate::persist::segment::{LogReader, SegmentConfig};
 use crate::persist::store::{EventRetention, Store};
@@ -93,17 +94,17 @@ impl Persist {
     async fn request<T>(
         &self,
         build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
-    ) -> Result<T, String> {
+    ) -> Result<T, PersistError> {
         self.journal.request(build).await
     }
 
     /// Every session record.
-    pub async fn load(&self) -> Result<Vec<SessionRecord>, String> {
+    pub async fn load(&self) -> Result<Vec<SessionRecord>, PersistError> {
         self.request(Op::Load).await?
     }
 
     /// Opens (recovering) a session's log; its next offset.
-    pub async fn open_log(&self, id: Uuid) -> Result<u64, String> {
+    pub async fn open_log(&self, id: Uuid) -> Result<u64, PersistError> {
         self.request(|r| Op::OpenLog(id, r)).await?
     }
 
@@ -113,7 +114,7 @@ impl Persist {
         id: Uuid,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<SessionEvent>, String> {
+    ) -> Result<Vec<SessionEvent>, PersistError> {
         self.request(|reply| Op::Events {
             id,
             after,
@@ -125,17 +126,17 @@ impl Persist {
 
     /// A reader of a session's scrollback as it is now (read it off the runtime:
     /// `spawn_blocking`).
-    pub async fn reader(&self, id: Uuid) -> Result<LogReader, String> {
+    pub async fn reader(&self, id: Uuid) -> Result<LogReader, PersistError> {
         self.request(|r| Op::Reader(id, r)).await?
     }
 
     /// `PRAGMA integrity_check`.
-    pub async fn integrity_check(&self) -> Result<String, String> {
+    pub async fn integrity_check(&self) -> Result<String, PersistError> {
         self.request(Op::IntegrityCheck).await?
     }
 
     /// Waits until everything sent before is committed and synced.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), PersistError> {
         self.request(Op::Flush).await
     }
 
@@ -177,7 +178,7 @@ impl Persister {
     /// Starts the thread and waits until the store is open.
     pub async fn start_thread(
         config: PersistConfig,
-    ) -> Result<(Persist, std::thread::JoinHandle<()>), String> {
+    ) -> Result<(Persist, std::thread::JoinHandle<()>), PersistError> {
         std::fs::create_dir_all(config.dir.join("logs"))
             .map_err(|e| format!("creating {}: {e}", config.dir.join("logs").display()))?;
         let (ops_tx, ops_rx) = crossbeam_channel::bounded(JOURNAL_CAPACITY);
@@ -216,7 +217,11 @@ impl Persister {
         match ready_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("persister thread ended while opening the store".into()),
+            Err(_) => {
+                return Err(PersistError::Unavailable(
+                    "thread ended while opening the store",
+                ));
+            }
         }
         let persist = Persist {
             journal: Journal {

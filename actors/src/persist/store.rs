@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
 use crate::event::{EventKind, SessionEvent};
+use crate::persist::error::PersistError;
 use crate::persist::journal::{SessionRecord, SessionRow};
 
 /// Schema migrations; `user_version` = how many are applied.
@@ -110,10 +111,10 @@ fn from_ms(ms: u64) -> SystemTime {
 }
 
 /// Why the store could not do something (messages name the problem).
-pub type StoreResult<T> = Result<T, String>;
+pub type StoreResult<T> = Result<T, PersistError>;
 
-fn err(what: &str) -> impl FnOnce(rusqlite::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn err(what: &str) -> impl FnOnce(rusqlite::Error) -> PersistError + '_ {
+    PersistError::db(what)
 }
 
 impl Store {
@@ -133,7 +134,9 @@ impl Store {
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(err("enabling WAL"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(format!("database refused WAL mode (got {mode})"));
+            return Err(PersistError::Data(format!(
+                "database refused WAL mode (got {mode})"
+            )));
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err("synchronous"))?;
@@ -157,15 +160,17 @@ impl Store {
             .map_err(err("reading the schema version"))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(format!(
+            return Err(PersistError::Data(format!(
                 "state.db has schema version {version}, newer than this corral understands \
                  ({known}); run the newer corral or restore a backup"
-            ));
+            )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = self.conn.transaction().map_err(err("migration"))?;
-            tx.execute_batch(sql)
-                .map_err(|e| format!("migration {}: {e}", i + 1))?;
+            tx.execute_batch(sql).map_err(|e| PersistError::Db {
+                what: format!("migration {}", i + 1),
+                source: e,
+            })?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(err("setting the schema version"))?;
             tx.commit().map_err(err("committing a migration"))?;

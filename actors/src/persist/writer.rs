@@ -36,10 +36,11 @@ use corral_runtime::{Read, RingReader};
 use crossbeam_channel::{Receiver, select};
 use uuid::Uuid;
 
+use crate::persist::error::PersistError;
+use crate::persist::journal::Feed;
 use crate::persist::journal::{Op, PersistStats};
 use crate::persist::segment::{FsyncPolicy, LogReader, SegmentConfig, SegmentLog};
 use crate::persist::store::{DbOp, Store, now_ms};
-use crate::shared::SessionShared;
 
 /// Most journal operations in one transaction.
 const BATCH: usize = 16_384;
@@ -64,7 +65,7 @@ const AGE_CHECK: Duration = Duration::from_secs(60);
 /// Work for the syncer thread.
 enum SyncJob {
     /// `fdatasync` this file of this session's log.
-    Sync(Arc<SessionShared>, std::fs::File),
+    Sync(Arc<Feed>, std::fs::File),
     /// Answer once every job before this one is done.
     Done(tokio::sync::oneshot::Sender<()>),
 }
@@ -94,7 +95,7 @@ fn syncer(jobs: Receiver<SyncJob>, stats: Arc<PersistStats>) {
 /// One session whose output is being persisted.
 struct Scrollback {
     /// The session (its Ring, its tap flag, its error slot).
-    shared: Arc<SessionShared>,
+    shared: Arc<Feed>,
     /// Cursor in the Ring.
     reader: RingReader,
     /// The log.
@@ -126,7 +127,7 @@ pub(crate) struct Writer {
     opened: HashMap<Uuid, SegmentLog>,
     /// New sessions with no output yet: their log is created at their first byte (a session
     /// that never writes costs no directory and no file; spawning stays cheap).
-    unborn: HashMap<Uuid, Arc<SessionShared>>,
+    unborn: HashMap<Uuid, Arc<Feed>>,
     /// Operations not yet committed (after a failure, kept for retry).
     pending: VecDeque<DbOp>,
     /// Counters.
@@ -344,7 +345,10 @@ impl Writer {
                         Some(s) => Ok(s.log.reader()),
                         None => LogReader::open(self.logs_dir.join(id.to_string()))
                             .map(|(r, _)| r)
-                            .map_err(|e| format!("opening the scrollback of {id}: {e}")),
+                            .map_err(|source| PersistError::Io {
+                                what: format!("opening the scrollback of {id}"),
+                                source,
+                            }),
                     };
                     answer(reply, result);
                 }
@@ -525,7 +529,7 @@ impl Writer {
         self.stats.set_error(e);
     }
 
-    fn open_log(&mut self, id: Uuid) -> Result<SegmentLog, String> {
+    fn open_log(&mut self, id: Uuid) -> Result<SegmentLog, PersistError> {
         if let Some(log) = self.opened.remove(&id) {
             return Ok(log);
         }
@@ -537,11 +541,14 @@ impl Writer {
                 }
                 Ok(log)
             }
-            Err(e) => Err(format!("opening the scrollback {}: {e}", dir.display())),
+            Err(source) => Err(PersistError::Io {
+                what: format!("opening the scrollback {}", dir.display()),
+                source,
+            }),
         }
     }
 
-    fn attach(&mut self, shared: Arc<SessionShared>) {
+    fn attach(&mut self, shared: Arc<Feed>) {
         let id = shared.id;
         let fresh = !self.opened.contains_key(&id) && shared.ring.head() == 0;
         if fresh && !self.logs_dir.join(id.to_string()).exists() {
@@ -551,7 +558,7 @@ impl Writer {
         self.attach_now(shared);
     }
 
-    fn attach_now(&mut self, shared: Arc<SessionShared>) {
+    fn attach_now(&mut self, shared: Arc<Feed>) {
         let id = shared.id;
         match self.open_log(id) {
             Ok(log) => {
@@ -582,8 +589,9 @@ impl Writer {
             Err(e) => {
                 tracing::error!(session = %id, error = %e, "scrollback not persisted");
                 self.stats.segment_errors.fetch_add(1, Ordering::Relaxed);
-                shared.set_persist_error(Some(e.clone()));
-                self.stats.set_error(Some(e));
+                // Shown in `ps` as the operator's clue: the message is the record.
+                shared.set_persist_error(Some(e.to_string()));
+                self.stats.set_error(Some(e.to_string()));
             }
         }
     }

@@ -606,7 +606,7 @@ impl ConnectionState {
                         })
                         .await
                     }
-                    Err(e) => self.error(id, ErrorCode::Internal, e).await,
+                    Err(e) => self.reply(&ApiError::from(e).reply(id)).await,
                 }
             }
             Op::Snapshot { session } => {

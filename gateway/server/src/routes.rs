@@ -242,10 +242,7 @@ async fn export_session(
     let Some(persist) = app.corral.persist() else {
         return Err(ApiError::conflict("export needs persistence"));
     };
-    let reader = persist
-        .reader(h.id())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let reader = persist.reader(h.id()).await?;
     let size = h.info().size;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
     let writer = ChannelWriter(tx.clone());
@@ -340,7 +337,7 @@ async fn post_hook(
     else {
         return Err(ApiError::bad_request("hook payload lacks hook_event_name"));
     };
-    let event = h.shared().hook(&name, payload);
+    let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
     app.metrics.hook_events.inc();
     Ok((StatusCode::ACCEPTED, Json(HookAccepted { seq: event.seq })).into_response())
 }

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::input::Write;
 use crate::event::{EventKind, SessionEvent, SessionState};
-use crate::io::Write;
-use crate::persist::journal::{Journal, Op, SessionRow, Tap};
+use crate::persist::journal::{Feed, Journal, Op, SessionRow};
 use crate::process::ExitStatus;
 use crate::process::procfs::ProcessIdentity;
 use crate::spec::{Mode, Size};
@@ -122,16 +122,14 @@ pub struct SessionShared {
     pub(crate) lag_events: AtomicU64,
     /// Input refused (queue full).
     pub(crate) input_rejected: AtomicU64,
-    /// Input bytes lost (process closed its input).
-    input_lost: AtomicU64,
+    /// Input bytes lost (process closed its input); counted by the input writer.
+    pub(crate) input_lost: Arc<AtomicU64>,
     /// The viewer that sent input last (its size wins: tmux's `window-size latest`).
     pub(crate) last_input_viewer: AtomicU64,
     /// The persister's journal, when the tree persists.
     journal: Option<Journal>,
-    /// Announces new output to the persister.
-    tap: Option<Tap>,
-    /// Why this session's output cannot be persisted right now.
-    persist_error: Mutex<Option<String>>,
+    /// What the persister holds of this session (its Ring, tap and persistence error).
+    pub(crate) feed: Arc<Feed>,
 }
 
 impl SessionShared {
@@ -143,7 +141,7 @@ impl SessionShared {
         global: Option<broadcast::Sender<SessionEvent>>,
         journal: Option<Journal>,
     ) -> Arc<Self> {
-        let tap = journal.as_ref().map(|j| j.tap(id, ring.capacity()));
+        let feed = Feed::new(id, ring.clone(), journal.as_ref());
         Arc::new(Self {
             id,
             name,
@@ -172,11 +170,10 @@ impl SessionShared {
             viewers: AtomicUsize::new(0),
             lag_events: AtomicU64::new(0),
             input_rejected: AtomicU64::new(0),
-            input_lost: AtomicU64::new(0),
+            input_lost: Arc::new(AtomicU64::new(0)),
             last_input_viewer: AtomicU64::new(0),
             journal,
-            tap,
-            persist_error: Mutex::new(None),
+            feed,
         })
     }
 
@@ -218,31 +215,12 @@ impl SessionShared {
 
     /// New output was appended to the Ring: tell the persister.
     pub(crate) fn output_appended(&self) {
-        if let Some(tap) = &self.tap {
-            tap.notify(self.ring.head());
-        }
-    }
-
-    /// The persister has read this session's output up to `offset`.
-    pub(crate) fn tap_persisted(&self, offset: u64) {
-        if let Some(tap) = &self.tap {
-            tap.persisted(offset);
-        }
-    }
-
-    /// The tap's "notification queued" flag (the persister clears it before reading).
-    pub(crate) fn tap_flag(&self) -> &std::sync::atomic::AtomicBool {
-        static UNUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        self.tap.as_ref().map(|t| &t.dirty).unwrap_or(&UNUSED)
+        self.feed.output_appended();
     }
 
     /// Why this session's output cannot be persisted, if it cannot.
     pub(crate) fn persist_error(&self) -> Option<String> {
-        self.persist_error.lock().clone()
-    }
-
-    pub(crate) fn set_persist_error(&self, e: Option<String>) {
-        *self.persist_error.lock() = e;
+        self.feed.persist_error()
     }
 
     /// Publishes an event stamped with the next sequence number and the current output offset.
@@ -293,11 +271,6 @@ impl SessionShared {
         self.status.read().state
     }
 
-    /// Counts input bytes that could not be delivered.
-    pub(crate) fn count_input_lost(&self, n: u64) {
-        self.input_lost.fetch_add(n, Ordering::Relaxed);
-    }
-
     /// A snapshot for `list`.
     pub fn info(&self) -> SessionInfo {
         let s = self.status.read().clone();
@@ -324,36 +297,6 @@ impl SessionShared {
                 .persist_error()
                 .or_else(|| self.journal.as_ref().and_then(|j| j.stats().error())),
         }
-    }
-
-    /// Records an agent hook event (one canonical model) and applies what it means: SessionStart
-    /// rebinds the agent session id (it changes on clear/compact/resume); Notification and
-    /// PermissionRequest set `attention`; Stop and UserPromptSubmit clear it.
-    pub fn hook(&self, name: &str, payload: serde_json::Value) -> SessionEvent {
-        {
-            let mut s = self.status.write();
-            match name {
-                "SessionStart" => {
-                    if let Some(id) = payload.get("session_id").and_then(|v| v.as_str()) {
-                        s.agent_session_id = Some(id.to_string());
-                    }
-                }
-                "Notification" | "PermissionRequest" => {
-                    let what = payload
-                        .get("message")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| name.to_string());
-                    s.attention = Some(what);
-                }
-                "Stop" | "UserPromptSubmit" | "SessionEnd" => s.attention = None,
-                _ => {}
-            }
-        }
-        self.emit(EventKind::Hook {
-            name: name.to_string(),
-            payload,
-        })
     }
 
     /// Sets the state (and reason) and publishes the change.

@@ -1,51 +1,30 @@
-//! The I/O of a running process: an actor reading its output, a task writing its input.
+//! Output: the actor reading a running process's output.
 //!
-//! - [`OutputReader`] pumps a non-blocking fd (PTY master, or a pipe) into the session's Ring
+//! [`OutputReader`] pumps a non-blocking fd (PTY master, or a pipe) into the session's Ring
 //!   through tokio's AsyncFd: no OS thread per session. Its primary instance also watches the
 //!   process's pidfd and tells the session when the process exits, then keeps reading until
 //!   EOF/EIO so the last bytes a process writes reach every reader (the session waits for that
 //!   drain before it announces the exit). Each handler call reads one burst and re-queues itself,
 //!   so stop and kill get through between bursts.
-//! - [`InputWriter`] writes input asynchronously from a queue bounded in bytes: a process that
-//!   never reads blocks only this task, never the session or the runtime, and a full queue is an
-//!   explicit error to the sender (see `SessionHandle::input`).
+//! The input side is [`super::input`].
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_runtime::{BoundedSender, Permit, Ring};
+use corral_runtime::Ring;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::bulk::{self, SliceEnd};
+use super::bulk::{self, READ_CHUNK, SliceEnd, with_read_buf};
+use super::msg::SessionMsg;
+use super::shared::SessionShared;
 use crate::fd;
 use crate::process::{ExitWatch, PidFd};
 use crate::screen::ScreenMsg;
-use crate::session::SessionMsg;
-use crate::shared::SessionShared;
 
-/// Bytes read per `read(2)`.
-const READ_CHUNK: usize = 64 * 1024;
-
-thread_local! {
-    /// The read buffer of the readers running on this thread (a runtime worker): bytes are
-    /// copied out of it before the reader awaits anything, so one per thread serves every
-    /// session, where a buffer per session cost 64 KiB of RSS each once it had printed a byte.
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's read buffer ([`READ_CHUNK`] bytes).
-pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    READ_BUF.with_borrow_mut(|buf| {
-        if buf.is_empty() {
-            buf.resize(READ_CHUNK, 0);
-        }
-        f(buf)
-    })
-}
 /// Bytes read per handler call before yielding to the mailbox. Well under the default Ring
 /// capacity, so subscribers on the same worker get to run before the reader laps them.
 const BURST: usize = 256 * 1024;
@@ -500,85 +479,6 @@ async fn finish(
     }
     myself.stop(Some("eof".into()));
     Ok(())
-}
-
-/// Bytes to write; the permit holds their share of the byte bound until written.
-pub struct Write(pub Vec<u8>, pub Permit);
-
-/// The input writer of one process: a task that drains the session's byte-bounded input queue
-/// into the fd. A task rather than an actor: it has no messages but its queue, and every session
-/// has one (an actor's mailboxes cost ~4.7 KB more, a quarter of an idle session's budget). It is
-/// owned by the session through this handle: dropping it aborts the task, and the task also ends
-/// when the queue's last sender is gone.
-pub struct InputWriter(tokio::task::JoinHandle<()>);
-
-impl InputWriter {
-    /// Starts the writer for `fd` with a queue of `capacity` bytes; returns the queue's sender.
-    pub fn start(
-        fd: AsyncFd<OwnedFd>,
-        shared: Arc<SessionShared>,
-        capacity: usize,
-    ) -> (BoundedSender<Write>, InputWriter) {
-        let (tx, mut rx) = BoundedSender::channel(capacity);
-        let task = tokio::spawn(async move {
-            while let Some(Write(bytes, _permit)) = rx.recv().await {
-                write_all(&fd, &shared, &bytes).await;
-            }
-        });
-        (tx, InputWriter(task))
-    }
-}
-
-impl Drop for InputWriter {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Writes `bytes` to `fd`, waiting for writability; what cannot be delivered (the terminal hung
-/// up, the process closed its input) is counted as lost and logged.
-async fn write_all(fd: &AsyncFd<OwnedFd>, shared: &SessionShared, bytes: &[u8]) {
-    let mut written = 0;
-    while written < bytes.len() {
-        let mut guard = match fd.writable().await {
-            Ok(guard) => guard,
-            Err(e) => {
-                shared.count_input_lost((bytes.len() - written) as u64);
-                tracing::warn!(error = %e, lost = bytes.len() - written, "input not delivered");
-                return;
-            }
-        };
-        // After a hangup epoll keeps reporting the fd writable while write(2) says EAGAIN:
-        // without this check the loop would spin.
-        if guard.ready().is_write_closed() {
-            shared.count_input_lost((bytes.len() - written) as u64);
-            tracing::warn!(
-                lost = bytes.len() - written,
-                "input not delivered: terminal hung up"
-            );
-            return;
-        }
-        match guard.try_io(|inner| fd::write(inner.get_ref(), &bytes[written..])) {
-            // A PTY master whose child side is gone accepts nothing: write(2) returns 0.
-            Ok(Ok(0)) => {
-                shared.count_input_lost((bytes.len() - written) as u64);
-                tracing::warn!(
-                    lost = bytes.len() - written,
-                    "input not delivered: terminal closed"
-                );
-                return;
-            }
-            Ok(Ok(n)) => written += n,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => {
-                // The process closed its input or is gone: these bytes cannot be delivered.
-                shared.count_input_lost((bytes.len() - written) as u64);
-                tracing::warn!(error = %e, lost = bytes.len() - written, "input not delivered");
-                return;
-            }
-            Err(_would_block) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -30,16 +30,18 @@ use ractor::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::input::InputWriter;
+use super::msg::{SessionMsg, ViewerId};
+use super::output::{Framing, OutputReader, ReaderArgs, Sink};
+use super::shared::SessionShared;
 use crate::agent::Profile;
 use crate::env::{self, PrivateTmp};
 use crate::error::SessionError;
 use crate::event::{EventKind, SessionState};
-use crate::io::{Framing, InputWriter, OutputReader, ReaderArgs, Sink};
 use crate::pipe;
 use crate::process::{self, ExitStatus, PidFd, SessionTree, reaper};
 use crate::pty;
 use crate::screen::{Screen, ScreenArgs, ScreenMsg};
-use crate::shared::{SessionInfo, SessionShared};
 use crate::spec::{Mode, RestartPolicy, SessionSpec, Size};
 
 /// How long the output may take to drain after the process tree is gone.
@@ -48,46 +50,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Default bound on queued input bytes per session.
 pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
-
-/// Identifies a viewer for the resize policy (0 = nobody).
-pub type ViewerId = u64;
-
-/// Messages a Session handles (use [`crate::SessionHandle`]).
-pub enum SessionMsg {
-    /// Internal: the process with this generation exited (from the primary reader).
-    ProcessExited {
-        /// Process incarnation.
-        generation: u64,
-    },
-    /// Internal: a backoff delay is over.
-    RestartDue {
-        /// Which scheduled restart.
-        generation: u64,
-    },
-    /// Stop: stop signal, grace, SIGKILL of the tree. No restart follows.
-    Stop {
-        /// Overrides the spec's grace.
-        grace: Option<Duration>,
-        /// The server is shutting down: the session is recorded as interrupted, so the next
-        /// boot starts it again per its restart policy.
-        shutdown: bool,
-        /// Answer once everything is gone.
-        reply: RpcReplyPort<SessionInfo>,
-    },
-    /// SIGKILL the whole tree at once.
-    Kill(RpcReplyPort<SessionInfo>),
-    /// Stop if running, then start a fresh process (not counted against intensity).
-    Restart(RpcReplyPort<Result<SessionInfo, SessionError>>),
-    /// A viewer's terminal size (applied per the resize policy).
-    Resize {
-        /// Who.
-        viewer: ViewerId,
-        /// Its size.
-        size: Size,
-    },
-    /// A viewer sent input: its size becomes the session's.
-    ViewerActive(ViewerId),
-}
 
 /// Arguments of a Session.
 pub struct SessionArgs {
@@ -529,7 +491,8 @@ impl SessionActorState {
             running.io_actors.push(r.get_cell());
             running.eof.push(eof_rx);
         }
-        let (queue, writer) = InputWriter::start(in_fd, self.shared.clone(), INPUT_QUEUE_BYTES);
+        let (queue, writer) =
+            InputWriter::start(in_fd, self.shared.input_lost.clone(), INPUT_QUEUE_BYTES);
         running.writer = Some(writer);
         *self.shared.writer.write() = Some(queue);
         let identity = match process::procfs::ProcessIdentity::of(pid) {

@@ -28,8 +28,28 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
+use super::shared::SessionShared;
 use crate::fd;
-use crate::shared::SessionShared;
+
+/// Bytes read per `read(2)`.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer of the readers running on this thread (a runtime worker): bytes are
+    /// copied out of it before the reader awaits anything, so one per thread serves every
+    /// session, where a buffer per session cost 64 KiB of RSS each once it had printed a byte.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's read buffer ([`READ_CHUNK`] bytes).
+pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(READ_CHUNK, 0);
+        }
+        f(buf)
+    })
+}
 
 /// Longest a slice runs before the reader actor gets its turn again.
 pub const SLICE: Duration = Duration::from_millis(20);
@@ -106,7 +126,7 @@ pub async fn slice(source: Source, permit: Permit) -> (SliceEnd, Option<OwnedFd>
     let _stop_on_drop = StopOnDrop(cancel.clone());
     let thread = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let end = crate::io::with_read_buf(|buf| pump(&source, buf, &cancel));
+        let end = with_read_buf(|buf| pump(&source, buf, &cancel));
         (end, source.fd)
     });
     match thread.await {

@@ -1,0 +1,160 @@
+//! The asciicast v2 export of a segment log: records become `[seconds, "o", text]` lines, gaps
+//! become markers, and a UTF-8 character split across two records is carried over whole.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::scan::visit_records;
+use super::*;
+use crate::persist::codec::Record;
+
+/// asciicast v2 header line.
+#[derive(Serialize)]
+pub(super) struct AsciicastHeader {
+    /// Always 2.
+    pub(super) version: u8,
+    /// Terminal columns.
+    pub(super) width: u16,
+    /// Terminal rows.
+    pub(super) height: u16,
+    /// Unix time (seconds) of the first record.
+    pub(super) timestamp: u64,
+}
+
+/// Decodes a byte stream arriving in pieces as UTF-8 (lossy), holding back a character that is
+/// split across pieces until its end arrives.
+#[derive(Default)]
+pub(super) struct Utf8Carry {
+    /// The incomplete character at the end of the last piece (at most 3 bytes).
+    pub(super) pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    /// Text of `pending + bytes`, except a trailing incomplete character, which is kept.
+    fn feed(&mut self, bytes: &[u8]) -> String {
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(bytes);
+        let mut text = String::with_capacity(buf.len());
+        let mut rest = &buf[..];
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    // invariant: from_utf8 vouched for the bytes before valid_up_to.
+                    text.push_str(std::str::from_utf8(valid).expect("valid prefix"));
+                    match e.error_len() {
+                        // An invalid sequence: replaced, as from_utf8_lossy does.
+                        Some(bad) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        // A character cut off at the end: wait for the rest of it.
+                        None => {
+                            self.pending = after.to_vec();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        text
+    }
+
+    /// Whatever is held back, as text (a replacement character): the stream ended or broke.
+    fn flush(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
+    }
+}
+
+pub(super) fn export_asciicast(
+    dir: &Path,
+    segments: &[Segment],
+    out: &mut impl Write,
+    width: u16,
+    height: u16,
+) -> io::Result<()> {
+    // The header needs the first record's time: find it first (usually in the first frame).
+    let mut first_ms = None;
+    visit_records(dir, segments, 0, |record| {
+        if let Record::Data { time_ms, .. } = record {
+            first_ms = Some(time_ms);
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    let header = AsciicastHeader {
+        version: 2,
+        width,
+        height,
+        timestamp: first_ms.unwrap_or(0) / 1000,
+    };
+    serde_json::to_writer(&mut *out, &header)?;
+    out.write_all(b"\n")?;
+    let Some(first_ms) = first_ms else {
+        return Ok(());
+    };
+    let mut last_ms = first_ms;
+    let mut carry = Utf8Carry::default();
+    let event = |out: &mut dyn Write, ms: u64, code: &str, text: &str| -> io::Result<()> {
+        let seconds = (ms - first_ms) as f64 / 1000.0;
+        serde_json::to_writer(&mut *out, &(seconds, code, text))?;
+        out.write_all(b"\n")
+    };
+    visit_records(dir, segments, 0, |record| {
+        match record {
+            Record::Data { time_ms, bytes, .. } => {
+                last_ms = last_ms.max(time_ms);
+                let text = carry.feed(&bytes);
+                if !text.is_empty() {
+                    event(out, last_ms, "o", &text)?;
+                }
+            }
+            Record::Gap { from, to } => {
+                let text = carry.flush();
+                if !text.is_empty() {
+                    event(out, last_ms, "o", &text)?;
+                }
+                event(out, last_ms, "m", &format!("output {from}..{to} lost"))?;
+            }
+        }
+        Ok(true)
+    })?;
+    let text = carry.flush();
+    if !text.is_empty() {
+        event(out, last_ms, "o", &text)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_carry_matches_lossy_decoding() {
+        let data = "héllo → wörld 🎉 end".as_bytes();
+        let mut with_bad = data.to_vec();
+        with_bad.insert(3, 0xff);
+        with_bad.push(0xe2); // incomplete at the very end
+        for split in 0..=with_bad.len() {
+            for split2 in split..=with_bad.len() {
+                let mut carry = Utf8Carry::default();
+                let mut text = carry.feed(&with_bad[..split]);
+                text += &carry.feed(&with_bad[split..split2]);
+                text += &carry.feed(&with_bad[split2..]);
+                text += &carry.flush();
+                assert_eq!(
+                    text,
+                    String::from_utf8_lossy(&with_bad),
+                    "splits {split} {split2}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The writer of a segment log ([`SegmentLog`]): opening with recovery, appends with gap
+//! records, rotation, retention and syncs. Owned by the persister thread; readers elsewhere get
+//! a [`LogReader`](super::LogReader) snapshot of its index.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::asciicast::export_asciicast;
+use super::reader::{LogReader, read_range};
+use super::scan::scan_dir;
+use super::*;
+use crate::persist::codec::{self, RecordRef};
+
+/// The append side of one session's log. Owned by one thread (the persister); see
+/// [`SegmentLog::reader`] for reading from others.
+#[derive(Debug)]
+pub struct SegmentLog {
+    /// The session's log directory.
+    dir: PathBuf,
+    /// Limits and fsync policy.
+    config: SegmentConfig,
+    /// Retained segments, oldest first; never empty, the last one is `file`.
+    segments: Vec<Segment>,
+    /// The last segment, opened for appending.
+    file: File,
+    /// Sum of `segments[..].len`.
+    total_bytes: u64,
+    /// Offset after the last record (0 for an empty log).
+    next_offset: u64,
+    /// Why writes are refused until the log is reopened, after a write that could not be
+    /// rolled back or a failed fsync.
+    poisoned: Option<String>,
+    /// Reused frame buffer.
+    frame: Vec<u8>,
+}
+
+impl SegmentLog {
+    /// Opens (creating it if needed) the log in `dir`, checks every record and repairs the
+    /// damage it finds as described in the module doc.
+    ///
+    /// Errors: an invalid `config` (`InvalidInput`), or an I/O error reading or repairing the
+    /// files; damaged records are not errors, they are reported in [`Recovery`].
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: SegmentConfig,
+    ) -> io::Result<(SegmentLog, Recovery)> {
+        let dir = dir.as_ref().to_path_buf();
+        if config.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "segment_bytes {} is below the minimum of {MIN_SEGMENT_BYTES}",
+                    config.segment_bytes
+                ),
+            ));
+        }
+        fs::create_dir_all(&dir)?;
+        let scan = scan_dir(&dir)?;
+        let mut segments = scan.segments;
+        let mut truncated_bytes = 0;
+        let removed_segments = scan.after_damage.len();
+        if let Some(damage) = &scan.damage {
+            tracing::warn!(dir = %dir.display(), %damage, removed_segments,
+                "segment log damaged: keeping the records before the damage");
+            // Newest first, then the truncation: a crash anywhere in here leaves a log whose
+            // next open finds the same damage, or none, and ends at the same record.
+            for n in scan.after_damage.iter().rev() {
+                remove_if_exists(&segment_path(&dir, *n))?;
+            }
+            let path = segment_path(&dir, damage.segment);
+            let file = OpenOptions::new().write(true).open(&path)?;
+            // invariant: the scan stops at the damaged segment, so it is the last one kept.
+            let kept = segments.last().expect("the damaged segment is kept").len;
+            truncated_bytes = scan.damaged_file_len.saturating_sub(kept);
+            file.set_len(kept)?;
+            file.sync_all()?;
+            sync_dir(&dir)?;
+        }
+        if segments.is_empty() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(segment_path(&dir, 0))?;
+            if config.fsync != FsyncPolicy::Never {
+                file.sync_all()?;
+                sync_dir(&dir)?;
+            }
+            segments.push(Segment::empty(0));
+        }
+        // invariant: made non-empty just above.
+        let current = segments.last().expect("at least one segment");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(segment_path(&dir, current.n))?;
+        let next_offset = segments
+            .iter()
+            .rev()
+            .find_map(Segment::range)
+            .map_or(0, |(_, end)| end);
+        let total_bytes = segments.iter().map(|s| s.len).sum();
+        let mut log = SegmentLog {
+            dir,
+            config,
+            segments,
+            file,
+            total_bytes,
+            next_offset,
+            poisoned: None,
+            frame: Vec::new(),
+        };
+        // The limits may have shrunk since the log was written. A failure here is not worth
+        // refusing the log: it is logged, and retried at the next rotation.
+        if let Err(e) = log.enforce_retention() {
+            tracing::warn!(dir = %log.dir.display(), error = %e,
+                "segment log: retention at open failed; retrying at the next rotation");
+        }
+        let recovery = Recovery {
+            records: log.segments.iter().map(|s| s.records).sum(),
+            truncated_bytes,
+            removed_segments,
+            first_offset: log.first_offset(),
+            next_offset: log.next_offset,
+            damage: scan.damage,
+        };
+        Ok((log, recovery))
+    }
+
+    /// Appends output bytes `[offset, offset + bytes.len())`.
+    ///
+    /// - `offset` past [`next_offset`](Self::next_offset): a [`Record::Gap`] for the missing
+    ///   bytes is written first (also when `bytes` is empty).
+    /// - `offset` before it: only the part of `bytes` past `next_offset` is written, so replays
+    ///   are idempotent.
+    ///
+    /// On error nothing partial stays in the file (a failed write is rolled back; if even that
+    /// fails the log refuses writes until reopened). Records written before an error stay
+    /// written (an error from retention, for one, comes after the record that rotated), so the
+    /// caller simply retries the same append later: only what is still missing gets written.
+    pub fn append(&mut self, offset: u64, time_ms: u64, bytes: &[u8]) -> io::Result<()> {
+        self.check_poisoned()?;
+        let Some(end) = offset.checked_add(bytes.len() as u64) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "append overflows u64 offsets",
+            ));
+        };
+        if offset > self.next_offset {
+            self.write_record(&RecordRef::Gap {
+                from: self.next_offset,
+                to: offset,
+            })?;
+        }
+        if end <= self.next_offset {
+            return Ok(());
+        }
+        // Offsets before next_offset were written already; the difference fits in the slice.
+        let mut rest = &bytes[(self.next_offset - offset) as usize..];
+        let max_chunk = self.max_chunk();
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at(rest.len().min(max_chunk));
+            let record = RecordRef::Data {
+                offset: self.next_offset,
+                time_ms,
+                bytes: piece,
+            };
+            self.write_record(&record)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` of the current segment: every record appended so far survives a power
+    /// failure once this returns (earlier segments were synced when they were sealed, unless
+    /// the policy is [`FsyncPolicy::Never`]).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.check_poisoned()?;
+        self.sync_current()
+    }
+
+    /// Offset the next append continues at.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Oldest offset still in the log, `None` if it holds no record.
+    pub fn first_offset(&self) -> Option<u64> {
+        self.segments.iter().find_map(|s| s.first)
+    }
+
+    /// Bytes of all retained segment files.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Number of retained segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Number of the segment being written (its file is `<n>.seg`).
+    pub fn current_segment(&self) -> u64 {
+        self.segments.last().map(|s| s.n).unwrap_or(0)
+    }
+
+    /// A second handle on the segment being written, so an owner can `fdatasync` it on another
+    /// thread (with [`FsyncPolicy::Never`], syncing is the owner's business entirely).
+    pub fn current_file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &SegmentConfig {
+        &self.config
+    }
+
+    /// A read-only view of the log as it is now, to read from another thread.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            dir: self.dir.clone(),
+            segments: self.segments.clone(),
+        }
+    }
+
+    /// Output from offset `from` on, at most `max_bytes` of data; see [`LogReader::read_range`].
+    pub fn read_range(&self, from: u64, max_bytes: usize) -> io::Result<Vec<Chunk>> {
+        read_range(&self.dir, &self.segments, from, max_bytes)
+    }
+
+    /// Writes the whole retained log as an asciicast v2 recording; see
+    /// [`LogReader::export_asciicast`].
+    pub fn export_asciicast(
+        &self,
+        out: &mut impl Write,
+        width: u16,
+        height: u16,
+    ) -> io::Result<()> {
+        export_asciicast(&self.dir, &self.segments, out, width, height)
+    }
+
+    /// Largest data record that fits a segment and the record cap.
+    fn max_chunk(&self) -> usize {
+        let fits = self
+            .config
+            .segment_bytes
+            .saturating_sub((FRAME_HEADER + MAX_DATA_OVERHEAD) as u64);
+        usize::try_from(fits)
+            .unwrap_or(usize::MAX)
+            .min(MAX_RECORD_BYTES)
+    }
+
+    fn check_poisoned(&self) -> io::Result<()> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "segment log {} refuses writes until reopened: {why}",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    fn current(&mut self) -> &mut Segment {
+        // invariant: `segments` is never empty (open creates one, retention keeps the last).
+        self.segments
+            .last_mut()
+            .expect("a log always has a current segment")
+    }
+
+    /// Frames and writes one record, rotating first if it does not fit.
+    fn write_record(&mut self, record: &RecordRef<'_>) -> io::Result<()> {
+        let start = record.start();
+        let end = record.end().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "record end overflows u64")
+        })?;
+        // Encoded in place after room for the header: one copy of the bytes, not three.
+        self.frame.clear();
+        self.frame.extend_from_slice(&[0u8; FRAME_HEADER]);
+        codec::encode_into(record, &mut self.frame);
+        let payload_len = self.frame.len() - FRAME_HEADER;
+        let crc = crc32fast::hash(&self.frame[FRAME_HEADER..]);
+        // Payloads are bounded by MAX_PAYLOAD_BYTES, far below u32::MAX.
+        self.frame[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        let frame_len = self.frame.len() as u64;
+        let segment_bytes = self.config.segment_bytes;
+        let len = self.current().len;
+        let rotated = len > 0 && len + frame_len > segment_bytes;
+        if rotated {
+            self.rotate()?;
+        }
+        let pos = self.current().len;
+        if let Err(e) = self.file.write_all(&self.frame) {
+            self.roll_back(pos);
+            return Err(e);
+        }
+        self.current().push(start, end, frame_len);
+        self.total_bytes += frame_len;
+        self.next_offset = end;
+        if self.config.fsync == FsyncPolicy::EveryAppend {
+            self.sync_current()?;
+        }
+        if rotated {
+            // After the write, so the new segment already anchors the log's end when the old
+            // ones go.
+            self.enforce_retention()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the current file back to `len` after a failed write, or poisons the log.
+    fn roll_back(&mut self, len: u64) {
+        if let Err(e) = self.file.set_len(len) {
+            tracing::error!(dir = %self.dir.display(), error = %e,
+                "segment log: cannot roll back a failed write; refusing writes until reopened");
+            self.poisoned = Some(format!("rolling back a failed write failed: {e}"));
+        }
+    }
+
+    fn sync_current(&mut self) -> io::Result<()> {
+        if let Err(e) = self.file.sync_data() {
+            tracing::error!(dir = %self.dir.display(), error = %e,
+                "segment log: fdatasync failed; refusing writes until reopened");
+            self.poisoned = Some(format!("fdatasync failed: {e}"));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Seals the current segment and starts the next one.
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.config.fsync == FsyncPolicy::OnRotate {
+            self.sync_current()?;
+        }
+        let n = self.current().n + 1;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(segment_path(&self.dir, n))?;
+        // Adopted before the directory sync: if that fails, the next append retries in this
+        // (empty) segment instead of failing forever to create it again.
+        self.file = file;
+        self.segments.push(Segment::empty(n));
+        if self.config.fsync != FsyncPolicy::Never {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while the sealed ones exceed the limit.
+    fn enforce_retention(&mut self) -> io::Result<()> {
+        loop {
+            let current = self.current().len;
+            if self.segments.len() < 2 || self.total_bytes - current <= self.config.max_total_bytes
+            {
+                return Ok(());
+            }
+            let oldest = &self.segments[0];
+            if let Err(e) = remove_if_exists(&segment_path(&self.dir, oldest.n)) {
+                tracing::warn!(dir = %self.dir.display(), segment = oldest.n, error = %e,
+                    "segment log: cannot delete an old segment; retrying at the next rotation");
+                return Err(e);
+            }
+            // One directory sync per deletion keeps deletions in order on disk: a power failure
+            // can then never leave an old segment behind a hole, which recovery would take for
+            // damage (and cut everything after it).
+            if self.config.fsync != FsyncPolicy::Never {
+                sync_dir(&self.dir)?;
+            }
+            let oldest = self.segments.remove(0);
+            self.total_bytes -= oldest.len;
+        }
+    }
+}
+
+pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Makes file creations and deletions in `dir` durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,93 @@
+//! Input: the writer of a running process's input. A process that never reads blocks only this
+//! task, never the session or the runtime, and a full queue is an explicit error to the sender
+//! (see `SessionHandle::input`); bytes that cannot be delivered are counted, never dropped
+//! silently.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use corral_runtime::{BoundedSender, Permit};
+use tokio::io::unix::AsyncFd;
+
+use crate::fd;
+
+/// Bytes to write; the permit holds their share of the byte bound until written.
+pub struct Write(pub Vec<u8>, pub Permit);
+
+/// The input writer of one process: a task that drains the session's byte-bounded input queue
+/// into the fd. A task rather than an actor: it has no messages but its queue, and every session
+/// has one (an actor's mailboxes cost ~4.7 KB more, a quarter of an idle session's budget). It is
+/// owned by the session through this handle: dropping it aborts the task, and the task also ends
+/// when the queue's last sender is gone.
+pub struct InputWriter(tokio::task::JoinHandle<()>);
+
+impl InputWriter {
+    /// Starts the writer for `fd` with a queue of `capacity` bytes; returns the queue's sender.
+    pub fn start(
+        fd: AsyncFd<OwnedFd>,
+        lost: Arc<AtomicU64>,
+        capacity: usize,
+    ) -> (BoundedSender<Write>, InputWriter) {
+        let (tx, mut rx) = BoundedSender::channel(capacity);
+        let task = tokio::spawn(async move {
+            while let Some(Write(bytes, _permit)) = rx.recv().await {
+                write_all(&fd, &lost, &bytes).await;
+            }
+        });
+        (tx, InputWriter(task))
+    }
+}
+
+impl Drop for InputWriter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes `bytes` to `fd`, waiting for writability; what cannot be delivered (the terminal hung
+/// up, the process closed its input) is counted as lost and logged.
+async fn write_all(fd: &AsyncFd<OwnedFd>, lost: &AtomicU64, bytes: &[u8]) {
+    let mut written = 0;
+    while written < bytes.len() {
+        let mut guard = match fd.writable().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                lost.fetch_add((bytes.len() - written) as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, lost = bytes.len() - written, "input not delivered");
+                return;
+            }
+        };
+        // After a hangup epoll keeps reporting the fd writable while write(2) says EAGAIN:
+        // without this check the loop would spin.
+        if guard.ready().is_write_closed() {
+            lost.fetch_add((bytes.len() - written) as u64, Ordering::Relaxed);
+            tracing::warn!(
+                lost = bytes.len() - written,
+                "input not delivered: terminal hung up"
+            );
+            return;
+        }
+        match guard.try_io(|inner| fd::write(inner.get_ref(), &bytes[written..])) {
+            // A PTY master whose child side is gone accepts nothing: write(2) returns 0.
+            Ok(Ok(0)) => {
+                lost.fetch_add((bytes.len() - written) as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    lost = bytes.len() - written,
+                    "input not delivered: terminal closed"
+                );
+                return;
+            }
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => {
+                // The process closed its input or is gone: these bytes cannot be delivered.
+                lost.fetch_add((bytes.len() - written) as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, lost = bytes.len() - written, "input not delivered");
+                return;
+            }
+            Err(_would_block) => {}
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Session: everything one agent process is, in one room.
+//!
+//! - [`actor`]: the Session actor — lifecycle, restart policy, stop/kill of the whole process
+//!   tree — and the owner of everything below;
+//! - [`shared`]: what callers read without messaging the actor (identity, the output Ring,
+//!   status, the input queue, events);
+//! - [`output`]: the output reader (AsyncFd → Ring, exit via pidfd, drain to EOF/EIO) and
+//!   [`bulk`], its flood mode on a blocking thread;
+//! - [`input`]: the byte-bounded input writer;
+//! - [`msg`]: the actor's messages.
+//!
+//! The output path of one PTY read: `output.rs` (or `bulk.rs` in a flood) reads into the Ring
+//! held by `shared.rs`; the persister and the subscribers read the Ring from there.
+
+pub mod actor;
+pub mod bulk;
+pub mod input;
+pub mod msg;
+pub mod output;
+pub mod shared;
+
+pub use actor::{Begin, INPUT_QUEUE_BYTES, Session, SessionArgs};
+pub use msg::{SessionMsg, ViewerId};
+pub use shared::{SessionInfo, SessionShared};

@@ -1,0 +1,51 @@
+//! Msg: what a Session actor is told — by its output reader (the process exited), by its own
+//! timers (a restart is due) and by handles (stop, kill, restart, resize). Its own file so the
+//! output reader can speak to the session without depending on the actor.
+
+use std::time::Duration;
+
+use ractor::RpcReplyPort;
+
+use super::shared::SessionInfo;
+use crate::error::SessionError;
+use crate::spec::Size;
+
+/// Identifies a viewer for the resize policy (0 = nobody).
+pub type ViewerId = u64;
+
+/// Messages a Session handles (use [`crate::SessionHandle`]).
+pub enum SessionMsg {
+    /// Internal: the process with this generation exited (from the primary reader).
+    ProcessExited {
+        /// Process incarnation.
+        generation: u64,
+    },
+    /// Internal: a backoff delay is over.
+    RestartDue {
+        /// Which scheduled restart.
+        generation: u64,
+    },
+    /// Stop: stop signal, grace, SIGKILL of the tree. No restart follows.
+    Stop {
+        /// Overrides the spec's grace.
+        grace: Option<Duration>,
+        /// The server is shutting down: the session is recorded as interrupted, so the next
+        /// boot starts it again per its restart policy.
+        shutdown: bool,
+        /// Answer once everything is gone.
+        reply: RpcReplyPort<SessionInfo>,
+    },
+    /// SIGKILL the whole tree at once.
+    Kill(RpcReplyPort<SessionInfo>),
+    /// Stop if running, then start a fresh process (not counted against intensity).
+    Restart(RpcReplyPort<Result<SessionInfo, SessionError>>),
+    /// A viewer's terminal size (applied per the resize policy).
+    Resize {
+        /// Who.
+        viewer: ViewerId,
+        /// Its size.
+        size: Size,
+    },
+    /// A viewer sent input: its size becomes the session's.
+    ViewerActive(ViewerId),
+}

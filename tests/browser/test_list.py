@@ -1,0 +1,85 @@
+"""Session list and spawn form: a session spawned through the HTTP API after the page loaded
+appears in the list without a reload (and disappears when removed); the spawn form shows the
+refusal next to the form, and creates nothing (checked through the API), for an empty command
+(blank: refused by the page; an empty word '': refused by the server) and for a working
+directory that does not exist (the server's error, word for word); a valid spawn then works."""
+
+import re
+
+from playwright.sync_api import expect
+
+
+def open_list(server, page):
+    page.goto(server.login_url())
+    expect(page.get_by_test_id("session-count")).to_have_text(re.compile(r"^\d+ sessions?"))
+
+
+def test_api_spawn_appears_without_reload(server, page):
+    open_list(server, page)
+    page.evaluate("window.__sameDocument = true")
+    s = server.spawn(["sh", "-c", "echo hi; exec cat"], name="live-added")
+    row = page.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]')
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-name", "live-added")
+    expect(row).to_have_attribute("data-state", "running")
+    expect(row).to_contain_text("sh -c echo hi; exec cat")
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+    server.remove(s["id"])
+    expect(row).to_have_count(0)
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+
+
+def test_spawn_form_errors_create_nothing(server, page):
+    open_list(server, page)
+    before = {s["id"] for s in server.sessions()}
+    rows_before = page.get_by_test_id("session-row").count()
+    form = page.get_by_test_id("spawn-form")
+    argv = form.get_by_test_id("spawn-argv")
+    name = form.get_by_test_id("spawn-name")
+    cwd = form.get_by_test_id("spawn-cwd")
+    submit = form.get_by_test_id("spawn-submit")
+    error = form.get_by_test_id("spawn-error")  # inside the form, next to its button
+
+    # Blank command: the page does not even ask.
+    argv.fill("   ")
+    submit.click()
+    expect(error).to_have_text("the command is empty")
+
+    # One empty word reaches the server, which refuses it; its message is shown.
+    argv.fill("''")
+    submit.click()
+    expect(error).to_contain_text("argv is empty")
+    with_api = server.api("POST", "/v1/sessions", {"argv": [""]}, ok=(400,))
+    assert with_api["code"] == "bad_request"
+    expect(error).to_have_text(with_api["error"])
+
+    # A working directory that does not exist: the server's error, word for word.
+    argv.fill("cat")
+    name.fill("bad-cwd")
+    cwd.fill("/nonexistent/corral-browser-test")
+    error.evaluate("e => e.textContent = ''")
+    submit.click()
+    expect(error).not_to_have_text("")
+    shown = error.inner_text().strip()
+    with_api = server.api(
+        "POST",
+        "/v1/sessions",
+        {"argv": ["cat"], "name": "bad-cwd", "cwd": "/nonexistent/corral-browser-test", "restart": "never"},
+        ok=(400, 409),
+    )
+    assert shown == with_api["error"], (shown, with_api)
+    expect(error).to_be_visible()
+
+    # Nothing was created, neither on the server nor in the list.
+    assert {s["id"] for s in server.sessions()} == before
+    expect(page.get_by_test_id("session-row")).to_have_count(rows_before)
+    expect(page.locator('[data-testid="session-row"][data-name="bad-cwd"]')).to_have_count(0)
+
+    # The same form with a good directory starts it, and the error goes away.
+    cwd.fill("/tmp")
+    submit.click()
+    expect(form.get_by_test_id("spawn-ok")).to_contain_text("bad-cwd")
+    expect(error).to_have_text("")
+    created = server.session("bad-cwd")
+    assert created["argv"] == ["cat"] and created["state"] == "running", created
+    expect(page.locator('[data-testid="session-row"][data-name="bad-cwd"]')).to_be_visible()

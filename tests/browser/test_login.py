@@ -1,0 +1,62 @@
+"""Login and routing: `/?token=` logs in (session list shown, token gone from the address bar,
+cookie HttpOnly, a reload stays logged in); a wrong token shows the login view with a plain
+message (no stack trace, no list); an unknown session id in the hash shows "no such session"
+with a working link back to the list."""
+
+import re
+import uuid
+
+from playwright.sync_api import expect
+
+
+def test_login_by_url_shows_list_and_drops_token(server, page):
+    s = server.spawn(["cat"], name="login-cat")
+    page.goto(server.login_url())
+    row = page.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]')
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-name", "login-cat")
+    assert "token" not in page.url and server.token not in page.url, page.url
+    # Not in the history entry either, and not readable by scripts.
+    assert server.token not in page.evaluate("location.href + JSON.stringify(history.state)")
+    assert server.token not in page.evaluate("document.cookie")
+    cookies = page.context.cookies()
+    assert cookies and all(c["httpOnly"] for c in cookies), cookies
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    # The cookie alone keeps us logged in.
+    page.reload()
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("login")).to_have_count(0)
+
+
+def test_wrong_token_shows_login_message(server, page):
+    page.goto(server.login_url(token="corral_admin_" + "0" * 64))
+    expect(page.get_by_test_id("login")).to_be_visible()
+    msg = page.get_by_test_id("login-message")
+    expect(msg).to_be_visible()
+    text = msg.inner_text().strip()
+    assert re.search(r"token", text, re.I), text
+    body = page.locator("body").inner_text()
+    for trace in ("    at ", "Error:", ".js:", "undefined", "[object"):
+        assert trace not in body, f"{trace!r} shown on the login page:\n{body}"
+    assert "token=" not in page.url, page.url
+    expect(page.get_by_test_id("session-list")).to_have_count(0)
+    expect(page.get_by_test_id("login-token")).to_be_visible()
+    # The login form then works with the right token.
+    page.get_by_test_id("login-token").fill(server.token)
+    page.get_by_test_id("login-submit").click()
+    expect(page.get_by_test_id("session-list")).to_be_visible()
+
+
+def test_unknown_session_shows_no_such_session(server, page):
+    missing = str(uuid.uuid4())
+    page.goto(server.login_url(hash=f"/s/{missing}"))
+    gone = page.get_by_test_id("no-session")
+    expect(gone).to_be_visible()
+    expect(gone).to_contain_text(re.compile("no such session", re.I))
+    expect(gone).to_contain_text(missing)
+    expect(page.get_by_test_id("terminal")).to_have_count(0)
+    back = gone.locator('a[href="#/"]')
+    expect(back).to_be_visible()
+    back.click()
+    expect(page.get_by_test_id("session-list")).to_be_visible()
+    assert page.url.endswith("#/"), page.url

@@ -1,0 +1,67 @@
+"""Phone layout at 375×667 (touch, mobile viewport): the session list and a terminal each fit
+the width (no horizontal scroll: scrollWidth, and no element sticking out unclipped nor any
+scroll container scrolling sideways, even with a long name, a long command and a line wider than
+the screen), their screenshots are not blank (pixel variance and colour count), and the
+terminal's key bar is shown inside the viewport."""
+
+import re
+
+from playwright.sync_api import expect
+
+from corral_web import OVERFLOW_PROBE, image_stats, wait_js
+
+WIDTH = 375
+
+
+def assert_fits(page):
+    sw = page.evaluate("document.documentElement.scrollWidth")
+    bw = page.evaluate("document.body.scrollWidth")
+    assert sw <= WIDTH and bw <= WIDTH, f"horizontal scroll: documentElement {sw}px, body {bw}px"
+    # body has overflow-x: hidden, which would hide an overflow from scrollWidth: look closer.
+    assert page.evaluate(OVERFLOW_PROBE) == [], "wider than the screen"
+
+
+def assert_not_blank(browser, png):
+    st = image_stats(browser, png)
+    assert (st["width"], st["height"]) == (WIDTH, 667), st
+    assert st["std"] > 12 and st["colors"] > 24, f"screenshot looks blank: {st}"
+
+
+def test_phone_list_and_terminal_fit(server, browser, new_page):
+    server.spawn(["cat"], name="phone-cat")
+    server.spawn(["sleep", "3600"], name="a-rather-long-session-name-for-a-small-screen")
+    long_cmd = "printf '%s\\n' ready " + "x" * 300 + "; exec cat"
+    s = server.spawn(["sh", "-c", long_cmd], name="wide-output")
+    page = new_page(phone=True)
+
+    page.goto(server.login_url())
+    expect(page.get_by_test_id("session-count")).to_have_text(re.compile(r"^3 sessions"))
+    expect(page.get_by_test_id("session-row")).to_have_count(3)
+    expect(page.get_by_test_id("spawn-form")).to_be_attached()
+    page.wait_for_timeout(300)  # fonts and layout settle
+    assert_fits(page)
+    for box in page.get_by_test_id("session-row").evaluate_all("rs => rs.map(r => r.getBoundingClientRect().right)"):
+        assert box <= WIDTH, f"a row sticks out: right edge at {box}px"
+    assert_not_blank(browser, page.screenshot())
+
+    page.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]').click()
+    expect(page.get_by_test_id("terminal")).to_be_visible()
+    wait_js(page, "window.corral.termText().includes('xxxxxxxxxx')", 15, "the wide line on screen")
+    wait_js(page, "window.corral.connState() === 'connected'", 10)
+    page.wait_for_timeout(300)
+    assert_fits(page)
+    term = page.get_by_test_id("terminal").bounding_box()
+    assert term and term["x"] >= 0 and term["x"] + term["width"] <= WIDTH, term
+    screen_w = page.evaluate("document.querySelector('[data-testid=terminal] .xterm-screen').offsetWidth")
+    assert screen_w <= WIDTH, screen_w
+    # The PTY was sized to the phone: far fewer than 80 columns.
+    size = server.session(s["id"])["size"]
+    assert 20 <= size["cols"] < 80, size
+
+    keybar = page.get_by_test_id("keybar")
+    expect(keybar).to_be_visible()
+    kb = keybar.bounding_box()
+    assert kb["y"] + kb["height"] <= 667 + 0.5 and kb["x"] + kb["width"] <= WIDTH + 0.5, kb
+    for key in ("key-esc", "key-ctrl-c", "key-tab", "key-up"):
+        expect(page.get_by_test_id(key)).to_be_visible()
+    assert_not_blank(browser, page.screenshot())

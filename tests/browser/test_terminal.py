@@ -1,0 +1,144 @@
+"""Terminal view: a session's screen shows and typed input comes back (through `cat`, and the
+log agrees); the session's size (GET /v1/sessions/{id} -> size, and what the process itself
+sees with `stty size`) follows the browser viewport and the terminal fills its box; a read-only
+link shows the read-only badge and no key bar, and key presses in it never reach the process
+(output and log unchanged), nor does input or a resize sent by hand on a read token's socket."""
+
+import re
+import time
+
+from playwright.sync_api import expect
+
+from corral_web import term_lines, wait_js, wait_until
+
+READY_CAT = ["sh", "-c", "echo ready; exec cat"]
+
+
+def open_term(server, page, sid, token=None, needle="ready"):
+    page.goto(server.login_url(token=token, hash=f"/s/{sid}"))
+    expect(page.get_by_test_id("terminal")).to_be_visible()
+    wait_js(page, f"window.corral.termText().includes({needle!r})", 15, f"{needle!r} on the screen")
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+
+
+def test_type_into_cat_and_see_it_back(server, page):
+    s = server.spawn(READY_CAT, name="echo-cat")
+    open_term(server, page, s["id"])
+    assert page.evaluate("window.corral.sessionId()") == s["id"]
+    expect(page.get_by_test_id("term-name")).to_have_text("echo-cat")
+    expect(page.get_by_test_id("keybar")).to_be_visible()
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("hello from chromium")
+    page.keyboard.press("Enter")
+    # The tty echoes the line, then cat prints it.
+    wait_js(page, "window.corral.termText().split('hello from chromium').length === 3", 10, "echo and cat's copy")
+    assert term_lines(page) == ["ready", "hello from chromium", "hello from chromium"]
+    assert server.wait_output("echo-cat", b"hello from chromium\r\nhello from chromium\r\n")
+    # A key of the key bar goes through too: ^C ends cat.
+    page.get_by_test_id("key-ctrl-c").click()
+    wait_until(lambda: server.session(s["id"])["state"] != "running", 10, "cat to end after ^C")
+
+
+def screen_fit(page):
+    return page.evaluate(
+        """() => {
+            const box = document.querySelector('[data-testid="terminal"]');
+            const screen = box.querySelector('.xterm-screen');
+            return { box: box.clientWidth, boxH: box.clientHeight, screen: screen.offsetWidth, screenH: screen.offsetHeight };
+        }"""
+    )
+
+
+def test_resize_follows_viewport(server, page):
+    prog = "trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"
+    s = server.spawn(["sh", "-c", prog], name="resize-me")
+    assert s["size"] == {"rows": 24, "cols": 80}, s["size"]
+    sizes = []
+    for vw, vh in ((1280, 800), (760, 480), (1100, 700)):
+        if not sizes:
+            open_term(server, page, s["id"])
+        else:
+            page.set_viewport_size({"width": vw, "height": vh})
+        prev = sizes[-1] if sizes else s["size"]
+        size = wait_until(
+            lambda: (lambda z: z if z != prev else None)(server.session(s["id"])["size"]),
+            10,
+            f"the size to change from {prev} at {vw}x{vh}",
+        )
+        # Let the debounced resizes settle, then the size must be stable.
+        time.sleep(0.6)
+        size = server.session(s["id"])["size"]
+        rows, cols = size["rows"], size["cols"]
+        # The process itself sees it (its WINCH trap prints `stty size`).
+        wait_js(page, f"window.corral.termText().includes('{rows} {cols}')", 10, f"stty size {rows} {cols}")
+        fit = screen_fit(page)
+        cell_w = fit["screen"] / cols
+        cell_h = fit["screenH"] / rows
+        # The terminal fills its box: less than one cell (plus a scrollbar) left over.
+        assert fit["screen"] <= fit["box"] and fit["box"] - fit["screen"] < cell_w + 20, (fit, size)
+        assert fit["screenH"] <= fit["boxH"] and fit["boxH"] - fit["screenH"] < cell_h + 1, (fit, size)
+        sizes.append(size)
+    assert sizes[1]["cols"] < sizes[0]["cols"] and sizes[1]["rows"] < sizes[0]["rows"], sizes
+    assert sizes[2]["cols"] > sizes[1]["cols"] and sizes[2]["rows"] > sizes[1]["rows"], sizes
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1100
+
+
+def test_read_only_link_cannot_type(server, page):
+    s = server.spawn(READY_CAT, name="ro-cat")
+    read = server.scoped_token(s["id"], "read")
+    open_term(server, page, s["id"], token=read)
+    expect(page.get_by_test_id("read-only")).to_be_visible()
+    expect(page.get_by_test_id("read-only")).to_have_text("read-only")
+    expect(page.get_by_test_id("scope")).to_contain_text("read")
+    expect(page.get_by_test_id("keybar")).to_have_count(0)
+    expect(page.get_by_test_id("btn-kill")).to_have_count(0)
+    before = server.session(s["id"])
+    log_before = server.logs("ro-cat")
+    assert log_before == b"ready\r\n", log_before
+
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("typed by a reader")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Control+C")
+    page.keyboard.insert_text("pasted by a reader\n")
+
+    # A hand-made socket with the same cookie: the server refuses input and resize.
+    replies = page.evaluate(
+        """async (sid) => {
+            const ws = new WebSocket(`ws://${location.host}/v1/ws`, ['corral.v1']);
+            ws.binaryType = 'arraybuffer';
+            const got = {};
+            ws.onmessage = (e) => { if (typeof e.data === 'string') { const m = JSON.parse(e.data); if (m.id) got[m.id] = m; } };
+            await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error('ws refused')); });
+            const send = (o) => ws.send(JSON.stringify(o));
+            const reply = async (id) => { for (let i = 0; i < 200 && !got[id]; i++) await new Promise(r => setTimeout(r, 10)); return got[id] || null; };
+            send({ type: 'hello', id: 1, protocol: 1 });
+            await reply(1);
+            send({ type: 'subscribe', id: 2, session: sid });
+            const sub = await reply(2);
+            const frame = new Uint8Array(13 + 14);
+            frame[0] = 3;
+            new DataView(frame.buffer).setUint32(1, sub.channel);
+            frame.set(new TextEncoder().encode('binary input\\n'), 13);
+            ws.send(frame);
+            send({ type: 'input', id: 3, session: sid, data: 'json input\\n' });
+            send({ type: 'resize', id: 4, session: sid, rows: 7, cols: 33 });
+            send({ type: 'ping', id: 5 });
+            const r = { sub, input: await reply(3), resize: await reply(4), pong: await reply(5) };
+            ws.close();
+            return r;
+        }""",
+        s["id"],
+    )
+    assert replies["sub"]["type"] == "subscribed", replies
+    assert replies["input"] and replies["input"]["type"] == "error" and replies["input"]["code"] == "forbidden", replies
+    assert replies["resize"] and replies["resize"]["type"] == "error" and replies["resize"]["code"] == "forbidden", replies
+    assert replies["pong"]["type"] == "pong", replies
+
+    time.sleep(1.0)  # give any stray input time to be echoed
+    after = server.session(s["id"])
+    assert after["output_offset"] == before["output_offset"], (before["output_offset"], after["output_offset"])
+    assert after["state"] == "running" and after["pid"] == before["pid"], after
+    assert after["size"] == before["size"], (before["size"], after["size"])
+    assert server.logs("ro-cat") == log_before
+    assert term_lines(page) == ["ready"], term_lines(page)
