@@ -1,0 +1,389 @@
+//! Connection: one actor per WebSocket connection (a temporary child of the gateway's clients
+//! supervisor), speaking the native protocol or ttyd's.
+//!
+//! Output never queues in the server per client: each subscription pulls from the session's Ring
+//! at the pace the socket accepts (send backpressure) and, with `hello {window}`, at the pace the
+//! client acknowledges. A client that falls behind the Ring's retained window gets an explicit
+//! `lagged {from, to}` and continues at the oldest retained byte. So a stalled client costs the
+//! server nothing but its socket buffers, and never slows the session or other clients.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use corral_actors::{EventKind, Item, SessionHandle, Subscription};
+use futures::future::BoxFuture;
+use futures::stream::{
+    AbortHandle, Abortable, BoxStream, FuturesUnordered, SelectAll, SplitSink, SplitStream,
+};
+use futures::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Notify;
+
+mod native;
+mod ttyd;
+
+use crate::app::App;
+use crate::auth::Grant;
+use crate::protocol::{
+    ErrorCode, HEADER_LEN, Header, MAX_EVENTS_PER_REPLY, Op, PROTOCOL_VERSION, Reply, Request,
+    decode_binary, encode_binary, kind, write_header,
+};
+
+/// Largest output chunk per binary frame (small chunks coalesce up to this from the Ring).
+const MAX_CHUNK: usize = 64 * 1024;
+/// Bound on subscriptions per connection.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+/// Bound on slow requests in flight per connection.
+pub const MAX_PENDING: usize = 1024;
+
+/// Which protocol a connection speaks.
+pub enum Dialect {
+    /// `/v1/ws`, authenticated at the upgrade.
+    Native {
+        /// The grant of the token presented at the upgrade.
+        grant: Grant,
+    },
+    /// `/ttyd/{session}/ws`: the first frame carries the token.
+    Ttyd {
+        /// The session, resolved at the upgrade.
+        session: SessionHandle,
+    },
+}
+
+/// Arguments of a Connection.
+pub struct ConnectionArgs {
+    /// The upgraded socket.
+    pub socket: WebSocket,
+    /// Protocol.
+    pub dialect: Dialect,
+    /// Shared server state.
+    pub app: Arc<App>,
+}
+
+/// The connection actor.
+pub struct Connection;
+
+/// Connection messages.
+pub enum ConnectionMsg {
+    /// Internal: handle the next incoming frame or outgoing item.
+    Pump,
+}
+
+/// Flow-control credit of one subscription (ack mode).
+struct Credit {
+    /// Next offset the client expects (everything before it is acknowledged).
+    acked: AtomicU64,
+    /// Woken on every ack.
+    notify: Notify,
+}
+
+/// One subscription of this connection.
+struct Channel {
+    /// The session.
+    session: SessionHandle,
+    /// Stops its stream on unsubscribe.
+    abort: AbortHandle,
+    /// Ack credit.
+    credit: Arc<Credit>,
+}
+
+/// Connection state; dropping it closes the socket and ends every subscription.
+pub struct ConnectionState {
+    /// Outgoing half.
+    sink: SplitSink<WebSocket, Message>,
+    /// Incoming half.
+    stream: SplitStream<WebSocket>,
+    /// Output and events of every subscription, merged.
+    subs: SelectAll<BoxStream<'static, (u32, Item)>>,
+    /// Subscriptions by channel number (the hot path looks them up per output frame; the
+    /// rare lookups by session scan, see `channel_for`).
+    channels: HashMap<u32, Channel>,
+    /// Last channel number used.
+    next_channel: u32,
+    /// Ack window (None: socket backpressure only).
+    window: Option<u64>,
+    /// Token grant (None until a ttyd client authenticates).
+    grant: Option<Grant>,
+    /// ttyd session, if this is a ttyd connection.
+    ttyd: Option<SessionHandle>,
+    /// ttyd pause ('2') / resume ('3').
+    paused: bool,
+    /// This connection's viewer id (resize policy).
+    viewer: u64,
+    /// Messages per second.
+    msg_limit: DefaultDirectRateLimiter,
+    /// Input bytes per second.
+    byte_limit: DefaultDirectRateLimiter,
+    /// Server shutdown flag.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Whether a close frame was sent already.
+    closed: bool,
+    /// Slow requests (spawn, stop, kill, restart, remove) in flight: they run concurrently so a
+    /// stop waiting out a 5 s grace holds up neither input nor other requests.
+    pending: FuturesUnordered<BoxFuture<'static, Reply>>,
+    /// The live session list, once the client asked to watch it.
+    watch: Option<BoxStream<'static, Vec<Reply>>>,
+    /// Shared server state.
+    app: Arc<App>,
+}
+
+impl Drop for ConnectionState {
+    fn drop(&mut self) {
+        for ch in self.channels.values() {
+            ch.abort.abort();
+        }
+        self.app.metrics.clients.dec();
+    }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Actor for Connection {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
+        let (sink, stream) = args.socket.split();
+        let limits = &args.app.config.limits;
+        let (grant, ttyd) = match args.dialect {
+            Dialect::Native { grant } => (Some(grant), None),
+            Dialect::Ttyd { session } => (None, Some(session)),
+        };
+        args.app.metrics.clients.inc();
+        let state = ConnectionState {
+            sink,
+            stream,
+            subs: SelectAll::new(),
+            channels: HashMap::new(),
+            next_channel: 0,
+            window: None,
+            grant,
+            ttyd,
+            paused: false,
+            viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
+            shutdown: args.app.shutdown.subscribe(),
+            closed: false,
+            pending: FuturesUnordered::new(),
+            watch: None,
+            msg_limit: RateLimiter::direct(
+                Quota::per_second(nz(limits.messages_per_sec))
+                    .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),
+            ),
+            byte_limit: RateLimiter::direct(
+                Quota::per_second(nz(limits.input_bytes_per_sec))
+                    .allow_burst(nz(limits.input_bytes_per_sec.saturating_mul(2))),
+            ),
+            app: args.app,
+        };
+        myself.send_message(ConnectionMsg::Pump)?;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        st: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A stop can arrive between two Pump handlers (ractor serves it first), before the
+        // shutdown watch was seen: say goodbye here then, bounded in time.
+        let shutting_down = *st.shutdown.borrow();
+        if shutting_down
+            && !st.closed
+            && tokio::time::timeout(
+                Duration::from_secs(1),
+                st.close(1001, "server shutting down"),
+            )
+            .await
+            .is_err()
+        {
+            tracing::debug!("close frame not sent in time");
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        _msg: ConnectionMsg,
+        st: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut shutdown = st.shutdown.clone();
+        let keep_going = tokio::select! {
+            _ = async move { shutdown.wait_for(|down| *down).await.is_ok() } => {
+                st.close(1001, "server shutting down").await
+            }
+            frame = st.stream.next() => st.incoming(frame).await,
+            Some(reply) = st.pending.next(), if !st.pending.is_empty() => st.reply(&reply).await,
+            pushes = next_watch(&mut st.watch), if st.watch.is_some() => match pushes {
+                Some(pushes) => st.replies(&pushes).await,
+                None => {
+                    st.watch = None;
+                    true
+                }
+            },
+            Some((channel, item)) = st.subs.next(), if !st.subs.is_empty() && !st.paused => {
+                st.outgoing(channel, item).await
+            }
+        };
+        if keep_going {
+            myself.send_message(ConnectionMsg::Pump)?;
+        } else {
+            myself.stop(Some("connection closed".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The next pushes of a watch (pending forever without one; the select guards on it).
+async fn next_watch(watch: &mut Option<BoxStream<'static, Vec<Reply>>>) -> Option<Vec<Reply>> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The pacing loop as a stream.
+fn async_stream(
+    channel: u32,
+    sub: Subscription,
+    credit: Arc<Credit>,
+    window: Option<u64>,
+) -> impl futures::Stream<Item = (u32, Item)> + Send + 'static {
+    futures::stream::unfold((sub, false), move |(mut sub, done)| {
+        let credit = credit.clone();
+        async move {
+            if done {
+                return None;
+            }
+            if let Some(window) = window {
+                loop {
+                    let notified = credit.notify.notified();
+                    if sub
+                        .cursor()
+                        .saturating_sub(credit.acked.load(Ordering::Acquire))
+                        < window
+                    {
+                        break;
+                    }
+                    notified.await;
+                }
+            }
+            let item = sub.next(MAX_CHUNK).await;
+            let done = matches!(item, Item::Closed);
+            Some(((channel, item), (sub, done)))
+        }
+    })
+}
+
+impl ConnectionState {
+    /// Sends several replies in order. Returns false if the socket is gone.
+    async fn replies(&mut self, replies: &[Reply]) -> bool {
+        for r in replies {
+            if !self.reply(r).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends a JSON reply. Returns false if the socket is gone.
+    async fn reply(&mut self, reply: &Reply) -> bool {
+        if let Reply::Error { code, message, .. } = reply {
+            self.app.metrics.reject(&format!("{code:?}").to_lowercase());
+            tracing::debug!(?code, %message, "request refused");
+        }
+        let text = match serde_json::to_string(reply) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "reply not serializable");
+                return true;
+            }
+        };
+        self.sink.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    async fn error(
+        &mut self,
+        id: Option<u64>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> bool {
+        self.reply(&Reply::Error {
+            id,
+            code,
+            message: message.into(),
+        })
+        .await
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) -> bool {
+        self.closed = true;
+        if let Err(e) = self
+            .sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await
+        {
+            tracing::debug!(error = %e, "close frame not delivered");
+        }
+        false
+    }
+
+    /// One incoming frame. Returns false when the connection is over.
+    async fn incoming(&mut self, frame: Option<Result<Message, axum::Error>>) -> bool {
+        let msg = match frame {
+            None => return false,
+            Some(Err(e)) => {
+                // tungstenite refuses oversize frames and invalid UTF-8 before we see them; say
+                // why in the close frame.
+                let text = e.to_string();
+                tracing::debug!(error = %text, "websocket receive error");
+                return if text.contains("too long")
+                    || text.contains("Space limit")
+                    || text.contains("size")
+                {
+                    self.app.metrics.reject("too_large");
+                    self.close(1009, "frame too large").await
+                } else if text.to_lowercase().contains("utf") {
+                    self.app.metrics.reject("bad_utf8");
+                    self.close(1007, "invalid UTF-8 in a text frame").await
+                } else {
+                    self.close(1002, "protocol error").await
+                };
+            }
+            Some(Ok(m)) => m,
+        };
+        if self.msg_limit.check().is_err() {
+            self.app.metrics.rate_limited.inc();
+            return self
+                .error(
+                    None,
+                    ErrorCode::RateLimited,
+                    "too many messages per second; message dropped",
+                )
+                .await;
+        }
+        match (&self.ttyd, msg) {
+            (_, Message::Close(_)) => false,
+            (_, Message::Ping(_) | Message::Pong(_)) => true,
+            (Some(_), Message::Text(t)) => self.ttyd_frame(t.as_bytes()).await,
+            (Some(_), Message::Binary(b)) => self.ttyd_frame(&b).await,
+            (None, Message::Text(t)) => self.request(t.as_str()).await,
+            (None, Message::Binary(b)) => self.binary_input(&b).await,
+        }
+    }
+}

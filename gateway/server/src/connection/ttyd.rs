@@ -1,0 +1,149 @@
+//! Ttyd: the ttyd dialect of a connection (`/ttyd/{session}/ws`): its token arrives in the
+//! first frame, input and resize come as prefixed frames, output goes out as '0'-prefixed ones.
+
+use axum::extract::ws::Message;
+use corral_actors::{Item, SessionHandle};
+
+use super::*;
+
+/// The ttyd dialect (https://github.com/tsl0922/ttyd protocol): first frame
+/// `{"AuthToken","columns","rows"}`, then '0'+input, '1'+resize JSON, '2' pause, '3' resume;
+/// server sends '0'+output, '1'+title, '2'+preferences.
+impl ConnectionState {
+    pub(super) async fn ttyd_frame(&mut self, data: &[u8]) -> bool {
+        // invariant: ttyd_frame is only called on ttyd connections.
+        let session = self.ttyd.clone().expect("ttyd session");
+        if self.grant.is_none() {
+            return self.ttyd_auth(&session, data).await;
+        }
+        let Some(frame) = crate::ttyd::parse_frame(data) else {
+            return true;
+        };
+        let can_write = self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.can_write(session.id()));
+        match frame {
+            crate::ttyd::Frame::Input(keys) => {
+                if !can_write {
+                    self.app.metrics.reject("forbidden");
+                    return true; // ttyd has no error channel: read-only viewers' keys are ignored
+                }
+                self.input(None, &session, keys.to_vec()).await
+            }
+            crate::ttyd::Frame::Resize(size) => {
+                if can_write && let Err(e) = session.resize(self.viewer, size) {
+                    tracing::debug!(error = %e, "ttyd resize not applied");
+                }
+                true
+            }
+            crate::ttyd::Frame::Pause => {
+                self.paused = true;
+                true
+            }
+            crate::ttyd::Frame::Resume => {
+                self.paused = false;
+                true
+            }
+            crate::ttyd::Frame::Bad(why) => {
+                tracing::debug!(why, "ttyd frame ignored");
+                self.app.metrics.reject("bad_request");
+                true
+            }
+        }
+    }
+
+    pub(super) async fn ttyd_auth(&mut self, session: &SessionHandle, data: &[u8]) -> bool {
+        let Ok(init) = crate::ttyd::parse_init(data) else {
+            self.app.metrics.reject("bad_request");
+            return self
+                .close(1008, "first frame must be the ttyd JSON init")
+                .await;
+        };
+        let grant = match self.app.tokens.check(init.token.as_deref()) {
+            Ok(g) if g.can_read(session.id()) => g,
+            _ => {
+                self.app.metrics.reject("unauthorized");
+                return self.close(1008, "invalid or missing AuthToken").await;
+            }
+        };
+        if let Some(size) = init.size
+            && grant.can_write(session.id())
+            && let Err(e) = session.resize(self.viewer, size)
+        {
+            tracing::debug!(error = %e, "ttyd initial size not applied");
+        }
+        self.grant = Some(grant);
+        let title = format!("1{} (corral)", session.name());
+        let prefs = "2{}".to_string();
+        if self
+            .sink
+            .send(Message::Binary(title.into_bytes().into()))
+            .await
+            .is_err()
+            || self
+                .sink
+                .send(Message::Binary(prefs.into_bytes().into()))
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        // The screen as it is now, then live output from the matching offset.
+        let (start, snap) = match session.snapshot().await {
+            Ok(s) => (Some(s.offset), Some(s.bytes)),
+            Err(_) => (None, None),
+        };
+        if let Some(bytes) = snap {
+            let mut frame = Vec::with_capacity(bytes.len() + 1);
+            frame.push(b'0');
+            frame.extend_from_slice(&bytes);
+            if self.sink.send(Message::Binary(frame.into())).await.is_err() {
+                return false;
+            }
+        }
+        let sub = match session.subscribe(start) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "ttyd subscribe failed");
+                return self.close(1011, "cannot subscribe").await;
+            }
+        };
+        self.add_subscription(session, sub, None);
+        true
+    }
+
+    pub(super) async fn ttyd_outgoing(&mut self, item: Item) -> bool {
+        match item {
+            // One byte reserved in front for the command (see add_subscription).
+            Item::Output {
+                bytes: mut frame, ..
+            } => {
+                if frame.len() <= 1 {
+                    return true;
+                }
+                self.app.metrics.bytes_out.inc_by((frame.len() - 1) as u64);
+                frame[0] = b'0';
+                self.sink.send(Message::Binary(frame.into())).await.is_ok()
+            }
+            Item::Lagged(l) => {
+                // ttyd has no lag message: say it in the terminal, visibly.
+                self.app.metrics.lagged.inc();
+                let note = format!(
+                    "\r\n\x1b[7m[corral: {} bytes skipped, viewer too slow]\x1b[0m\r\n",
+                    l.to - l.from
+                );
+                let mut frame = vec![b'0'];
+                frame.extend_from_slice(note.as_bytes());
+                self.sink.send(Message::Binary(frame.into())).await.is_ok()
+            }
+            // Every byte before the end was sent (events follow their output): close normally.
+            // Closing on the final state, not on Exited, keeps viewers of restarting sessions.
+            Item::Event(e) if matches!(e.kind, EventKind::State { state, .. } if state.is_final()) => {
+                self.close(1000, "session exited").await
+            }
+            Item::Closed => self.close(1000, "session removed").await,
+            _ => true,
+        }
+    }
+}
