@@ -519,3 +519,94 @@ class CutProxy:
         self.closed = True
         self.lsock.close()
         self.cut()
+
+
+# ---- a minimal WebSocket client (for reference measurements without a browser) -----------------
+
+
+class RawWs:
+    """Just enough of RFC 6455 to talk corral.v1 from Python: bearer auth at the upgrade,
+    masked client frames, unfragmented server frames."""
+
+    def __init__(self, server: Server, token: str | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = (
+            f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: corral.v1\r\nAuthorization: Bearer {token or server.token}\r\n\r\n"
+        )
+        self.sock.sendall(req.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during the upgrade")
+            head += chunk
+        status, _, self.buf = head.partition(b"\r\n\r\n")
+        if b" 101 " not in status.split(b"\r\n")[0]:
+            raise ConnectionError(status.decode(errors="replace"))
+        self.next_id = 1
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self):
+        """('text', dict) or ('binary', kind, channel, offset, payload); answers pings."""
+        while True:
+            b0, b1 = self._read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._read(8))[0]
+            payload = self._read(n)
+            op = b0 & 0x0F
+            if op == 1:
+                return ("text", json.loads(payload))
+            if op == 2:
+                kind, ch, off = struct.unpack(">BIQ", payload[:13])
+                return ("binary", kind, ch, off, payload[13:])
+            if op == 9:
+                self._send(10, payload)
+            elif op == 8:
+                raise ConnectionError("closed by the server")
+
+    def request(self, msg: dict) -> dict:
+        msg = {**msg, "id": self.next_id}
+        self.next_id += 1
+        self._send(1, json.dumps(msg).encode())
+        while True:
+            r = self.recv()
+            if r[0] == "text" and r[1].get("id") == msg["id"]:
+                return r[1]
+
+    def input(self, channel: int, data: bytes) -> None:
+        self._send(2, struct.pack(">BIQ", 3, channel, 0) + data)
+
+    def close(self) -> None:
+        try:
+            self._send(8, b"")
+        except OSError:
+            pass
+        self.sock.close()
