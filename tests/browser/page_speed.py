@@ -39,7 +39,7 @@ import time
 
 from playwright.sync_api import expect, sync_playwright
 
-from corral_web import RawWs, Server, launch_browser, wait_js
+from corral_web import RawWs, Server, _children_map, launch_browser, wait_js
 
 FLOODS = {
     "base64": ["sh", "-c", "stty raw -echo; cat /dev/urandom | base64"],
@@ -113,6 +113,42 @@ def measure_echo(page, samples: int) -> dict:
     return out
 
 
+def cpu_times(server_pid: int) -> dict:
+    """CPU seconds so far: the server itself, its sessions' processes, chromium, the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids = _children_map()
+    sessions: set[int] = set()
+    todo = [server_pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in sessions:
+                sessions.add(c)
+                todo.append(c)
+    out = {"server": 0.0, "sessions": 0.0, "chromium": 0.0}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        f = stat[stat.rfind(")") + 2 :].split()
+        t = (int(f[11]) + int(f[12])) / tick
+        pid = int(d)
+        if pid == server_pid:
+            out["server"] += t
+        elif pid in sessions:
+            out["sessions"] += t
+        elif comm.startswith(("chromium", "chrome")):
+            out["chromium"] += t
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    out["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / tick  # all but idle and iowait
+    return out
+
+
 class NativeEcho:
     """Echo latency of a `cat` session through a plain WebSocket client: the server's share."""
 
@@ -120,19 +156,31 @@ class NativeEcho:
         self.ws = RawWs(server)
         self.ws.request({"type": "hello", "protocol": 1})
         self.channel = self.ws.request({"type": "subscribe", "session": session["id"], "from": 0})["channel"]
+        self.head = 0  # offset after the last byte received
+
+    def _frame(self) -> None:
+        while True:
+            r = self.ws.recv()
+            if r[0] == "binary" and r[1] == 1 and r[2] == self.channel:
+                self.head = max(self.head, r[3] + len(r[4]))
+                return
 
     def measure(self, samples: int) -> list[float]:
         out = []
+        start = self.head
         for i in range(samples):
+            want = self.head + 1  # cat's tty echoes each key: one byte
             t = time.perf_counter()
             self.ws.input(self.channel, string.ascii_lowercase[i % 26].encode())
-            while True:
-                r = self.ws.recv()
-                if r[0] == "binary" and r[1] == 1 and r[2] == self.channel:
-                    break
+            while self.head < want:
+                self._frame()
             out.append((time.perf_counter() - t) * 1000)
             time.sleep(random.uniform(0.03, 0.08))
+        # Enter: "\r\n" echoed, then cat's copy of the line and "\r\n"; read it all, so that no
+        # stale frame is taken for the next run's first echo.
         self.ws.input(self.channel, b"\n")
+        while self.head < start + 2 * samples + 4:
+            self._frame()
         return out
 
 
@@ -219,8 +267,11 @@ def main() -> int:
                 lags0 = [len(t.evaluate("window.corral.lags()")) for t in tabs]
                 head0 = [server.session(f["id"])["output_offset"] for f in floods]
                 t0 = time.monotonic()
+                cpu0 = cpu_times(server.proc.pid)
                 loaded = measure_echo(meter, args.samples)
                 dt = time.monotonic() - t0
+                cpu1 = cpu_times(server.proc.pid)
+                cpu = {k: (cpu1[k] - cpu0[k]) / dt * 100 for k in cpu0}
                 got1 = [t.evaluate("window.corral.nextOffset()") for t in tabs]
                 head1 = [server.session(f["id"])["output_offset"] for f in floods]
                 all_lags = [t.evaluate("window.corral.lags()") for t in tabs]
@@ -260,9 +311,12 @@ def main() -> int:
     print(f"  load average (1 min) at the start {load_start:.2f}, at the end {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     print(f"during the loaded run the 4 sessions wrote {produced:.1f} MiB/s and the 4 tabs parsed {digested:.1f} MiB/s "
           f"(the rest skipped: lag notices per tab during the run {lags}; tabs {vis})")
+    print(f"CPU during the loaded run (100% = one core of {os.cpu_count()}): corral server {cpu['server']:.0f}%, "
+          f"session processes {cpu['sessions']:.0f}%, chromium (all processes) {cpu['chromium']:.0f}%, "
+          f"whole machine {cpu['machine']:.0f}% (the rest is other work on the machine)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"first_load": load, "baseline": base, "unwatched": unwatched, "loaded": loaded, "lags": lags,
+            json.dump({"first_load": load, "baseline": base, "unwatched": unwatched, "loaded": loaded, "lags": lags, "cpu": cpu,
                        "produced_mib_s": produced, "digested_mib_s": digested}, f, indent=1)
     return 0
 

@@ -69,6 +69,10 @@ def test_spawn_form_errors_create_nothing(server, page):
     )
     assert shown == with_api["error"], (shown, with_api)
     expect(error).to_be_visible()
+    # Next to the form's button, inside the form's box.
+    eb, fb, sb = error.bounding_box(), form.bounding_box(), submit.bounding_box()
+    assert fb["y"] <= eb["y"] and eb["y"] + eb["height"] <= fb["y"] + fb["height"], (eb, fb)
+    assert abs((eb["y"] + eb["height"] / 2) - (sb["y"] + sb["height"] / 2)) < 40, (eb, sb)
 
     # Nothing was created, neither on the server nor in the list.
     assert {s["id"] for s in server.sessions()} == before

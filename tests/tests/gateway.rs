@@ -457,21 +457,24 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
     ws.raw(Message::Binary(vec![3, 0].into())).await;
     assert!(matches!(ws.next().await, Frame::Json(v) if v["code"] == "bad_request"));
     assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
-    // A flood of 10k messages: rate-limit errors, the connection survives.
-    for _ in 0..10_000 {
+    // A flood of 4,000 messages over the 1,000/s limit (burst 2,000): paced, not dropped —
+    // every one is answered, none is refused, and the pacing took time.
+    let t = std::time::Instant::now();
+    for _ in 0..4_000 {
         ws.raw(Message::Text(json!({"type": "ping"}).to_string().into()))
             .await;
     }
-    let mut limited = 0;
     let mut pongs = 0;
-    while limited + pongs < 10_000 {
+    while pongs < 4_000 {
         match ws.next().await {
-            Frame::Json(v) if v["code"] == "rate_limited" => limited += 1,
             Frame::Json(v) if v["type"] == "pong" => pongs += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(limited > 0, "the flood must hit the limit");
+    assert!(
+        t.elapsed() > Duration::from_millis(1500),
+        "the flood must have been paced"
+    );
     // Oversize frame: closed with 1009 and a reason.
     let mut big = server.ws().await;
     big.raw(Message::Text("x".repeat(200 * 1024).into())).await;

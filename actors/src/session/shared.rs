@@ -58,7 +58,8 @@ pub struct SessionInfo {
     pub viewers: usize,
     /// Lag events delivered to this session's subscribers.
     pub lag_events: u64,
-    /// Input refused because the queue was full.
+    /// Times input found the queue full (the process was not reading). The gateway then holds
+    /// the input and stops reading the connection until there is room: nothing is lost.
     pub input_rejected: u64,
     /// Input bytes that could not be delivered (the process had closed its input).
     pub input_lost: u64,

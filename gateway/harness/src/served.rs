@@ -58,6 +58,8 @@ impl Served {
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
+            // Its stdout carries only the login URL (with the admin token): not for the table.
+            .stdout(std::process::Stdio::null())
             .spawn()
             .context("cannot start corral serve")?;
         let deadline = Instant::now() + Duration::from_secs(60);

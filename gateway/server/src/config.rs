@@ -23,6 +23,9 @@ pub struct Limits {
     pub input_bytes_per_sec: u32,
     /// Concurrent WebSocket connections (default 1024).
     pub max_connections: usize,
+    /// Seconds a message may wait for a limit (typically input for a process that does not
+    /// read it) before the connection is closed with 1008 (default 30).
+    pub input_stall_secs: u64,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             messages_per_sec: 1000,
             input_bytes_per_sec: 4 << 20,
             max_connections: 1024,
+            input_stall_secs: 30,
         }
     }
 }

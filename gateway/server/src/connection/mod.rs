@@ -25,7 +25,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 
 mod native;
+mod pace;
 mod ttyd;
+
+use pace::{Held, Passed, Wait};
 
 use crate::app::App;
 use crate::auth::Grant;
@@ -128,6 +131,12 @@ pub struct ConnectionState {
     pending: FuturesUnordered<BoxFuture<'static, Reply>>,
     /// The live session list, once the client asked to watch it.
     watch: Option<BoxStream<'static, Vec<Reply>>>,
+    /// A message waiting for a limit (the socket is not read meanwhile; see `pace`).
+    held: Option<Held>,
+    /// The limits the message being handled already passed.
+    passed: Passed,
+    /// Set by a handler when the message being handled must wait.
+    wait: Option<Wait>,
     /// Shared server state.
     app: Arc<App>,
 }
@@ -177,6 +186,9 @@ impl Actor for Connection {
             closed: false,
             pending: FuturesUnordered::new(),
             watch: None,
+            held: None,
+            passed: Passed::default(),
+            wait: None,
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
                     .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),
@@ -224,7 +236,9 @@ impl Actor for Connection {
             _ = async move { shutdown.wait_for(|down| *down).await.is_ok() } => {
                 st.close(1001, "server shutting down").await
             }
-            frame = st.stream.next() => st.incoming(frame).await,
+            // While a message waits for a limit, the socket is not read: TCP pushes back.
+            frame = st.stream.next(), if st.held.is_none() => st.incoming(frame).await,
+            _ = held_until(&st.held), if st.held.is_some() => st.retry_held().await,
             Some(reply) = st.pending.next(), if !st.pending.is_empty() => st.reply(&reply).await,
             pushes = next_watch(&mut st.watch), if st.watch.is_some() => match pushes {
                 Some(pushes) => st.replies(&pushes).await,
@@ -243,6 +257,14 @@ impl Actor for Connection {
             myself.stop(Some("connection closed".into()));
         }
         Ok(())
+    }
+}
+
+/// Sleeps until the held message's turn (pending forever without one; the select guards on it).
+async fn held_until(held: &Option<Held>) {
+    match held {
+        Some(h) => tokio::time::sleep_until(h.at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -367,16 +389,81 @@ impl ConnectionState {
             }
             Some(Ok(m)) => m,
         };
-        if self.msg_limit.check().is_err() {
-            self.app.metrics.rate_limited.inc();
-            return self
-                .error(
-                    None,
-                    ErrorCode::RateLimited,
-                    "too many messages per second; message dropped",
-                )
-                .await;
+        self.handle_paced(msg, Passed::default(), tokio::time::Instant::now())
+            .await
+    }
+
+    /// Tries the held message again.
+    async fn retry_held(&mut self) -> bool {
+        // invariant: the select only calls this while a message is held.
+        let held = self.held.take().expect("a held message");
+        let max_hold = Duration::from_secs(self.app.config.limits.input_stall_secs);
+        if held.since.elapsed() > max_hold {
+            self.app.metrics.reject("input_stalled");
+            if self.ttyd.is_none() {
+                let alive = self
+                    .error(
+                        None,
+                        ErrorCode::Unavailable,
+                        format!(
+                            "input not taken for {} s (the process is not reading it): \
+                             closing the connection",
+                            max_hold.as_secs()
+                        ),
+                    )
+                    .await;
+                if !alive {
+                    return false;
+                }
+            }
+            return self.close(1008, "input not consumed in time").await;
         }
+        self.handle_paced(held.msg, held.passed, held.since).await
+    }
+
+    /// Handles a message under the limits: what must wait is held (with the limits it already
+    /// passed), never dropped.
+    async fn handle_paced(
+        &mut self,
+        msg: Message,
+        passed: Passed,
+        since: tokio::time::Instant,
+    ) -> bool {
+        let mut passed = passed;
+        if !passed.message {
+            match self.msg_limit.check() {
+                Ok(()) => passed.message = true,
+                Err(not_until) => {
+                    let delay = not_until
+                        .wait_time_from(governor::clock::Clock::now(self.msg_limit.clock()));
+                    self.app.metrics.rate_limited.inc();
+                    self.hold(msg, Wait { delay, passed }, since);
+                    return true;
+                }
+            }
+        }
+        self.passed = passed;
+        self.wait = None;
+        let kept = msg.clone();
+        let alive = self.dispatch(msg).await;
+        if let Some(wait) = self.wait.take() {
+            self.hold(kept, wait, since);
+        }
+        alive
+    }
+
+    /// Holds `msg` until `wait.delay` from now.
+    fn hold(&mut self, msg: Message, wait: Wait, since: tokio::time::Instant) {
+        self.held = Some(Held {
+            msg,
+            at: tokio::time::Instant::now() + wait.delay,
+            since,
+            passed: wait.passed,
+        });
+    }
+
+    /// Routes one message to its dialect's handler.
+    async fn dispatch(&mut self, msg: Message) -> bool {
         match (&self.ttyd, msg) {
             (_, Message::Close(_)) => false,
             (_, Message::Ping(_) | Message::Pong(_)) => true,

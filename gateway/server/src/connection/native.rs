@@ -11,6 +11,7 @@ use corral_actors::{Item, SessionError, SessionHandle, Size, Subscription};
 use futures::StreamExt;
 use uuid::Uuid;
 
+use super::pace::Wait;
 use super::*;
 use crate::error::ApiError;
 use crate::protocol::SessionView;
@@ -391,26 +392,49 @@ impl ConnectionState {
         bytes: Vec<u8>,
     ) -> bool {
         let n = bytes.len();
-        if let Some(n32) = NonZeroU32::new(n.min(u32::MAX as usize) as u32)
-            && self
-                .byte_limit
-                .check_n(n32)
-                .map(|r| r.is_err())
-                .unwrap_or(true)
-        {
-            self.app.metrics.rate_limited.inc();
-            return self
-                .error(
-                    id,
-                    ErrorCode::RateLimited,
-                    format!("input rate limit exceeded; {n} bytes dropped"),
-                )
-                .await;
+        let mut passed = self.passed;
+        if !passed.bytes {
+            if let Some(n32) = NonZeroU32::new(n.min(u32::MAX as usize) as u32) {
+                match self.byte_limit.check_n(n32) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(not_until)) => {
+                        // Over the rate: this input waits its turn (the socket is not read).
+                        let delay = not_until
+                            .wait_time_from(governor::clock::Clock::now(self.byte_limit.clock()));
+                        self.app.metrics.rate_limited.inc();
+                        self.wait = Some(Wait { delay, passed });
+                        return true;
+                    }
+                    Err(_) => {
+                        // Larger than the whole burst: it could never pass. The frame limit
+                        // is below the default burst; only a config can make this happen.
+                        return self
+                            .error(
+                                id,
+                                ErrorCode::TooLarge,
+                                format!(
+                                    "{n} input bytes exceed the burst of the configured \
+                                     input_bytes_per_sec; nothing was written"
+                                ),
+                            )
+                            .await;
+                    }
+                }
+            }
+            passed.bytes = true;
         }
         match h.input(self.viewer, bytes) {
             Ok(()) => {
                 self.app.metrics.bytes_in.inc_by(n as u64);
                 // Input is acknowledged only by errors: no reply traffic per keystroke.
+                true
+            }
+            Err(SessionError::InputFull { .. }) => {
+                // The process is not reading: wait for room instead of dropping the input.
+                self.wait = Some(Wait {
+                    delay: super::pace::QUEUE_RETRY,
+                    passed,
+                });
                 true
             }
             Err(e) => self.session_error(id, e).await,

@@ -1,0 +1,235 @@
+//! Input is paced, never dropped: over a limit (messages per second, input bytes per second, a
+//! session's full input queue) the server stops reading the connection until the input can go,
+//! so TCP pushes back on the sender; every byte arrives, in order, through the native and the
+//! ttyd endpoints. Only input that stays untaken past `limits.input_stall_secs` closes the
+//! connection, with an error frame, close code 1008 and a reason.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use corral_tests::{Frame, Server, wait_for_comm};
+use futures::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A server whose limits are low enough that the inputs below must be paced.
+fn limited_server(extra: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nmessages_per_sec = 2000\ninput_bytes_per_sec = 262144\n{extra}"),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    (server, dir)
+}
+
+/// `n` printable pseudo-random bytes.
+fn text(n: usize) -> Vec<u8> {
+    let mut x = 0x9E3779B97F4A7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'!' + (x % 90) as u8
+        })
+        .collect()
+}
+
+/// A session that writes the first `n` bytes of its raw input to `out`.
+async fn sink(server: &Server, out: &Path, n: usize, delay: &str) -> String {
+    let script = format!(
+        "stty raw -echo; {delay} head -c {n} > {}; echo done",
+        out.display()
+    );
+    let info = server.spawn(json!({"argv": ["sh", "-c", script]})).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    wait_for_comm(&id, if delay.is_empty() { "head" } else { "sleep" }).await;
+    id
+}
+
+/// Waits (bounded) until `path` holds `want`, then compares.
+async fn arrives(path: &Path, want: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = std::fs::read(path).unwrap_or_default();
+        if got.len() >= want.len() {
+            assert!(got == want, "the bytes arrived changed or out of order");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} bytes arrived",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Subscribes; returns the channel.
+async fn channel(ws: &mut corral_tests::Ws, id: &str) -> u32 {
+    let r = ws
+        .call(json!({"type": "subscribe", "session": id, "from": 0}))
+        .await;
+    r["channel"].as_u64().unwrap() as u32
+}
+
+fn input_frame(channel: u32, payload: &[u8]) -> Message {
+    let mut f = vec![3u8];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&0u64.to_be_bytes());
+    f.extend_from_slice(payload);
+    Message::Binary(f.into())
+}
+
+#[tokio::test]
+async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
+    let (server, dir) = limited_server("");
+    let data = text(1 << 20);
+    // Native: 64 frames of 16 KiB as fast as the socket takes them. At 256 KiB/s (burst 512)
+    // the server must pace them (≥ ~2 s); dropping would leave the file short.
+    let out = dir.path().join("native.out");
+    let id = sink(&server, &out, data.len(), "").await;
+    let mut ws = server.ws().await;
+    let ch = channel(&mut ws, &id).await;
+    let t = Instant::now();
+    for chunk in data.chunks(16 * 1024) {
+        ws.raw(input_frame(ch, chunk)).await;
+    }
+    arrives(&out, &data).await;
+    assert!(
+        t.elapsed() > Duration::from_millis(1500),
+        "the limit was not applied"
+    );
+    // No rate-limit error was sent: pacing is silent and loses nothing.
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+    // ttyd: '0' + bytes frames after the AuthToken frame.
+    let out = dir.path().join("ttyd.out");
+    let id = sink(&server, &out, data.len(), "").await;
+    let mut ttyd = server.ttyd(&id).await;
+    ttyd.send(Message::Text(
+        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    for chunk in data.chunks(16 * 1024) {
+        let mut f = vec![b'0'];
+        f.extend_from_slice(chunk);
+        ttyd.send(Message::Binary(f.into())).await.unwrap();
+    }
+    arrives(&out, &data).await;
+}
+
+#[tokio::test]
+async fn five_thousand_keystrokes_sent_at_once_all_arrive() {
+    let (server, dir) = limited_server("");
+    let data = text(5000);
+    let out = dir.path().join("keys.out");
+    let id = sink(&server, &out, data.len(), "").await;
+    let mut ws = server.ws().await;
+    let ch = channel(&mut ws, &id).await;
+    for b in &data {
+        ws.raw(input_frame(ch, std::slice::from_ref(b))).await;
+    }
+    arrives(&out, &data).await;
+    // And 3,000 pings over a 2,000/s limit (burst 4,000 minus the keystrokes): all answered.
+    for _ in 0..3000 {
+        ws.raw(Message::Text(json!({"type": "ping"}).to_string().into()))
+            .await;
+    }
+    let mut pongs = 0;
+    while pongs < 3000 {
+        match ws.next().await {
+            Frame::Json(v) if v["type"] == "pong" => pongs += 1,
+            Frame::Json(v) if v["type"] == "error" => panic!("refused: {v}"),
+            Frame::Close(c, r) => panic!("closed {c} {r}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_input_queue_pushes_back_until_the_process_reads() {
+    // Default (high) rate limits: here the session's 1 MiB input queue is the limit. The
+    // process reads nothing for 2 s while 3 MB are sent; then it reads them all.
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = text(3_000_000);
+    let out = dir.path().join("late.out");
+    let id = sink(&server, &out, data.len(), "sleep 2;").await;
+    let mut ws = server.ws().await;
+    let ch = channel(&mut ws, &id).await;
+    for chunk in data.chunks(32 * 1024) {
+        ws.raw(input_frame(ch, chunk)).await;
+    }
+    arrives(&out, &data).await;
+    let info: Value = server
+        .client()
+        .call::<(), _>(hyper::Method::GET, &format!("/v1/sessions/{id}"), None)
+        .await
+        .unwrap();
+    // The queue did fill (the push-back path ran), and nothing was lost.
+    assert!(info["input_rejected"].as_u64().unwrap() > 0, "{info}");
+    assert_eq!(info["input_lost"], 0, "{info}");
+}
+
+#[tokio::test]
+async fn input_never_taken_closes_with_1008_after_the_stall_limit() {
+    let (server, dir) = limited_server("input_stall_secs = 1\n");
+    let out = dir.path().join("never.out");
+    // Never reads: sleeps far past the limit.
+    let id = sink(&server, &out, 10, "sleep 600;").await;
+    let mut ws = server.ws().await;
+    let ch = channel(&mut ws, &id).await;
+    let data = text(2 << 20);
+    let sender = async {
+        for chunk in data.chunks(32 * 1024) {
+            if ws.ws.send(input_frame(ch, chunk)).await.is_err() {
+                break;
+            }
+        }
+    };
+    // The sends stall (pushed back) rather than fail; give them a bounded time.
+    if tokio::time::timeout(Duration::from_secs(5), sender)
+        .await
+        .is_err()
+    {
+        eprintln!("the sender was pushed back, as it should be");
+    }
+    let t = Instant::now();
+    let mut saw_error = false;
+    loop {
+        match ws.next().await {
+            Frame::Json(v) if v["type"] == "error" => {
+                assert_eq!(v["code"], "unavailable", "{v}");
+                saw_error = true;
+            }
+            Frame::Close(code, reason) => {
+                assert_eq!(code, 1008, "{reason}");
+                assert!(reason.contains("input"), "{reason}");
+                break;
+            }
+            _ => {}
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not closed");
+    }
+    assert!(
+        saw_error,
+        "native clients get an error frame before the close"
+    );
+    let metrics = server
+        .http("GET", "/metrics", Some(&server.token), None)
+        .await
+        .1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("input_stalled") && !l.trim_end().ends_with(" 0")),
+        "{metrics}"
+    );
+}
