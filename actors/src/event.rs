@@ -58,7 +58,8 @@ pub enum EventKind {
     },
     /// A restart is scheduled.
     Restarting {
-        /// The backoff delay.
+        /// The backoff delay, in seconds.
+        #[serde(with = "crate::time::duration")]
         delay: Duration,
         /// Restarts so far.
         restarts: u64,
@@ -105,6 +106,7 @@ pub struct SessionEvent {
     /// Per-session sequence number, from 1, without gaps.
     pub seq: u64,
     /// Wall-clock time.
+    #[serde(with = "crate::time")]
     pub time: SystemTime,
     /// Output offset when the event happened: every byte before it precedes the event.
     pub offset: u64,

@@ -30,6 +30,7 @@ pub mod screen;
 pub mod session;
 pub mod spec;
 pub mod subscription;
+pub mod time;
 
 pub use corral::{Corral, CorralConfig};
 pub use error::SessionError;

@@ -12,13 +12,14 @@ tab per view, as a user would have them):
    below; the 4 printing ones are not started yet), the list
    is open in one tab, and in another tab on a `cat` session we measure input-to-echo latency:
    from the key press (the keydown event's timestamp) to the moment xterm has parsed the echo
-   (`window.corral.flushed()` resolving after the echo's frame arrived); 50 samples;
+   (its write callback: `window.corral.nextOffset()` passing the echo, or `corral.flushed()`),
+   also to the frame's arrival and to the next animation frame (xterm draws); 50 samples;
 3. unwatched: 4 more sessions print as fast as they can (`sh -c 'stty raw -echo; cat /dev/urandom |
    base64'`, or `yes`), no tab on them yet; the same 50 samples;
 4. loaded: the same 4 sessions each open in its own tab; the same 50 samples again.
 
-Prints p50/p95/max of each run (and the frame-arrival part alone), how much output the 4 tabs
-digested, and how many lag notices they showed. For reference, each run also measures the echo of
+Prints p50/p95/max of each run, how much output the 4 tabs digested, how many lag notices they
+showed, and where the CPU went. For reference, each run also measures the echo of
 another `cat` through a plain Python WebSocket client (no browser): the server's share.
 
 Note: the browser runs with --disable-gpu, so xterm's WebGL renderer runs on SwiftShader (the CPU);

@@ -806,3 +806,58 @@ async fn the_same_bad_request_gets_the_same_error_both_ways() {
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);
 }
+
+/// A flow-controlled reader that fell behind the retained output gets `lagged` and then keeps
+/// receiving without acking the skipped range (skipped bytes count as acknowledged).
+#[tokio::test]
+async fn a_windowed_reader_keeps_going_after_a_lag_without_acking_the_gap() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({
+            "argv": ["sh", "-c", "stty raw -echo; head -c1 >/dev/null; head -c 4000000 /dev/zero; exec sleep 1000"],
+            "ring_capacity": 256 * 1024,
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut ws = server.ws().await;
+    let window = 100_000u64;
+    ws.call(json!({"type": "hello", "protocol": 1, "window": window}))
+        .await;
+    let (channel, _) = subscribe(&mut ws, &id, Some(0)).await;
+    wait_for_comm(&id, "head").await;
+    ws.send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    // Ack only what arrives, never a skipped range; pause once (so the 256 KiB ring laps the
+    // reader) until the whole 4 MB are out. The reader must then get `lagged` and go on to the
+    // end without stalling.
+    let mut next = 0u64;
+    let mut lagged = false;
+    let mut paused = false;
+    while next < 4_000_000 {
+        if !paused && next > 0 {
+            paused = true;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while server.client().session(&id).await.unwrap().info.output_offset < 4_000_000 {
+                assert!(Instant::now() < deadline, "the flood did not finish");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Err(_) => panic!("stalled at {next} (lagged: {lagged})"),
+            Ok(Frame::Json(v)) if v["type"] == "lagged" => {
+                assert_eq!(v["from"].as_u64(), Some(next), "{v}");
+                next = v["to"].as_u64().unwrap();
+                lagged = true;
+            }
+            Ok(Frame::Bin(OUTPUT, ch, offset, bytes)) if ch as u64 == channel => {
+                assert_eq!(offset, next);
+                next += bytes.len() as u64;
+                ws.send(json!({"type": "ack", "session": id, "offset": next}))
+                    .await;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(lagged, "the ring must have lapped the reader");
+    assert_eq!(next, 4_000_000);
+}

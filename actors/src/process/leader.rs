@@ -54,6 +54,16 @@ pub fn spawn_leader(
     let Some(program) = argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
     };
+    // A missing working directory would fail inside posix_spawn as "No such file", which
+    // names the program; say which path is wrong instead.
+    if let Some(dir) = cwd
+        && let Err(e) = std::fs::metadata(dir)
+    {
+        return Err(io::Error::new(
+            e.kind(),
+            format!("working directory {}: {e}", dir.display()),
+        ));
+    }
     let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v);
     let exe = resolve(program, path_var.map(String::as_str), cwd)?;
     let exe = cstring(exe.as_os_str().as_bytes())?;

@@ -42,7 +42,8 @@ pub struct SessionInfo {
     pub state: SessionState,
     /// The running process's pid (= pgid = sid).
     pub pid: Option<i32>,
-    /// When the current process started.
+    /// When the current process started (RFC 3339).
+    #[serde(with = "crate::time::option", default)]
     pub started_at: Option<SystemTime>,
     /// Restarts so far.
     pub restarts: u64,

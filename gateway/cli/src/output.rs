@@ -18,14 +18,9 @@ pub fn print_ps(views: &[SessionView]) {
     );
     let now = SystemTime::now();
     for s in &list {
-        let uptime = s["started_at"]["secs_since_epoch"]
-            .as_u64()
+        let uptime = corral_actors::time::from_json(&s["started_at"])
             .filter(|_| s["pid"].is_number())
-            .and_then(|t| {
-                now.duration_since(SystemTime::UNIX_EPOCH)
-                    .ok()
-                    .map(|n| n.as_secs().saturating_sub(t))
-            })
+            .and_then(|t| now.duration_since(t).ok().map(|d| d.as_secs()))
             .map(fmt_secs)
             .unwrap_or_else(|| "-".into());
         let exit = match &s["last_exit"] {
@@ -67,10 +62,15 @@ pub fn print_ps(views: &[SessionView]) {
     }
 }
 
-/// An event time (serde's SystemTime form) as UTC `HH:MM:SS.mmm`.
+/// An event time (RFC 3339) as UTC `HH:MM:SS.mmm`.
 pub fn fmt_time(t: &Value) -> String {
-    let secs = t["secs_since_epoch"].as_u64().unwrap_or(0);
-    let ms = t["nanos_since_epoch"].as_u64().unwrap_or(0) / 1_000_000;
+    let Some(at) = corral_actors::time::from_json(t) else {
+        return "?".into();
+    };
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, ms) = (since.as_secs(), since.subsec_millis());
     let day = secs % 86_400;
     format!(
         "{:02}:{:02}:{:02}.{ms:03}",

@@ -134,8 +134,9 @@ pub(super) async fn spawn_stop_cli(server: &Served, n: usize) -> anyhow::Result<
 
 /// Seconds since the epoch of an event's serialized `time`.
 pub(super) fn event_secs(e: &Value) -> f64 {
-    e["time"]["secs_since_epoch"].as_f64().unwrap_or(0.0)
-        + e["time"]["nanos_since_epoch"].as_f64().unwrap_or(0.0) / 1e9
+    corral_actors::time::from_json(&e["time"])
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Restart latency of a crashing child process without backoff: a session whose program exits 1

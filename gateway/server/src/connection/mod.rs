@@ -303,6 +303,13 @@ fn async_stream(
                 }
             }
             let item = sub.next(MAX_CHUNK).await;
+            if let Item::Lagged(l) = &item {
+                // Skipped bytes count as acknowledged: what was in flight before the gap stays
+                // the same, so a flow-controlled reader is not stalled by bytes it never got.
+                credit
+                    .acked
+                    .fetch_add(l.to.saturating_sub(l.from), Ordering::AcqRel);
+            }
             let done = matches!(item, Item::Closed);
             Some(((channel, item), (sub, done)))
         }

@@ -1,0 +1,152 @@
+//! Time: how instants cross the API — RFC 3339 strings in UTC with microseconds
+//! (`2026-12-04T18:32:28.123456Z`), the form every language parses, instead of serde's
+//! `{secs_since_epoch, nanos_since_epoch}` struct. Reading also accepts that old struct, so
+//! clients and journals written before the change still decode.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// The old serde form of a `SystemTime`.
+#[derive(Deserialize)]
+struct Legacy {
+    secs_since_epoch: u64,
+    #[serde(default)]
+    nanos_since_epoch: u32,
+}
+
+/// Either form.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Wire {
+    Text(String),
+    Legacy(Legacy),
+}
+
+/// `t` as RFC 3339 (UTC, microseconds).
+pub fn format(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// An RFC 3339 time (or the old struct form) from JSON; None if it is neither.
+pub fn from_json(v: &serde_json::Value) -> Option<SystemTime> {
+    deserialize(v).ok()
+}
+
+/// Serializes a `SystemTime` as RFC 3339.
+pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*t))
+}
+
+/// Deserializes RFC 3339 or the old struct form.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    match Wire::deserialize(d)? {
+        Wire::Text(s) => humantime::parse_rfc3339_weak(&s)
+            .map_err(|e| serde::de::Error::custom(format!("time {s:?}: {e}"))),
+        Wire::Legacy(l) => {
+            Ok(UNIX_EPOCH + Duration::new(l.secs_since_epoch, l.nanos_since_epoch))
+        }
+    }
+}
+
+/// The same for `Option<SystemTime>` (`null` when absent).
+pub mod option {
+    use super::*;
+
+    /// Serializes `Some` as RFC 3339, `None` as null.
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes null, RFC 3339 or the old struct form.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(deserialize_with = "super::deserialize")] SystemTime);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// Durations as seconds (a JSON number, fractions allowed); reading also accepts serde's old
+/// `{secs, nanos}` struct.
+pub mod duration {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct LegacyDuration {
+        secs: u64,
+        #[serde(default)]
+        nanos: u32,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum WireDuration {
+        Seconds(f64),
+        Legacy(LegacyDuration),
+    }
+
+    /// Serializes as seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Deserializes seconds or the old struct.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match WireDuration::deserialize(d)? {
+            WireDuration::Seconds(s) => Duration::try_from_secs_f64(s)
+                .map_err(|e| serde::de::Error::custom(format!("duration {s}: {e}"))),
+            WireDuration::Legacy(l) => Ok(Duration::new(l.secs, l.nanos)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, Deserialize, PartialEq, Debug)]
+    struct T {
+        #[serde(with = "super")]
+        at: SystemTime,
+        #[serde(with = "super::option", default)]
+        maybe: Option<SystemTime>,
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_the_old_form_still_reads() {
+        let at = UNIX_EPOCH + Duration::new(1_796_409_044, 246_825_000);
+        let t = T {
+            at,
+            maybe: Some(at),
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(
+            json,
+            r#"{"at":"2026-12-04T18:30:44.246825Z","maybe":"2026-12-04T18:30:44.246825Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
+        let old = r#"{"at":{"secs_since_epoch":1796409044,"nanos_since_epoch":246825000},"maybe":null}"#;
+        let back: T = serde_json::from_str(old).unwrap();
+        assert_eq!((back.at, back.maybe), (at, None));
+        assert!(serde_json::from_str::<T>(r#"{"at":"yesterday"}"#).is_err());
+    }
+
+    #[test]
+    fn durations_are_seconds_and_the_old_form_still_reads() {
+        #[derive(serde::Serialize, Deserialize)]
+        struct D {
+            #[serde(with = "super::duration")]
+            delay: Duration,
+        }
+        let json = serde_json::to_string(&D {
+            delay: Duration::from_millis(1500),
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"delay":1.5}"#);
+        let old: D = serde_json::from_str(r#"{"delay":{"secs":2,"nanos":500000000}}"#).unwrap();
+        assert_eq!(old.delay, Duration::from_millis(2500));
+    }
+}
