@@ -43,9 +43,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Err
     match Wire::deserialize(d)? {
         Wire::Text(s) => humantime::parse_rfc3339_weak(&s)
             .map_err(|e| serde::de::Error::custom(format!("time {s:?}: {e}"))),
-        Wire::Legacy(l) => {
-            Ok(UNIX_EPOCH + Duration::new(l.secs_since_epoch, l.nanos_since_epoch))
-        }
+        Wire::Legacy(l) => Ok(UNIX_EPOCH + Duration::new(l.secs_since_epoch, l.nanos_since_epoch)),
     }
 }
 
@@ -128,7 +126,8 @@ mod tests {
             r#"{"at":"2026-12-04T18:30:44.246825Z","maybe":"2026-12-04T18:30:44.246825Z"}"#
         );
         assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
-        let old = r#"{"at":{"secs_since_epoch":1796409044,"nanos_since_epoch":246825000},"maybe":null}"#;
+        let old =
+            r#"{"at":{"secs_since_epoch":1796409044,"nanos_since_epoch":246825000},"maybe":null}"#;
         let back: T = serde_json::from_str(old).unwrap();
         assert_eq!((back.at, back.maybe), (at, None));
         assert!(serde_json::from_str::<T>(r#"{"at":"yesterday"}"#).is_err());

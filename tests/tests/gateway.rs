@@ -837,7 +837,15 @@ async fn a_windowed_reader_keeps_going_after_a_lag_without_acking_the_gap() {
         if !paused && next > 0 {
             paused = true;
             let deadline = Instant::now() + Duration::from_secs(20);
-            while server.client().session(&id).await.unwrap().info.output_offset < 4_000_000 {
+            while server
+                .client()
+                .session(&id)
+                .await
+                .unwrap()
+                .info
+                .output_offset
+                < 4_000_000
+            {
                 assert!(Instant::now() < deadline, "the flood did not finish");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
