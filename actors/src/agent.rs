@@ -10,28 +10,60 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+pub use crate::attention::{Attention, PermissionAsk};
+
 use crate::event::{EventKind, SessionEvent};
 use crate::session::shared::SessionShared;
 
-/// The hook events the claude profile subscribes to.
+/// The hook events the claude profile subscribes to: every event the installed Claude Code
+/// (2.1) documents, but `WorktreeCreate`/`WorktreeRemove`, whose hooks *replace* Claude's own
+/// worktree handling. Events not listed here that a later version sends are journaled as they
+/// come; none of them changes the attention state unless named in [`Attention::after`].
 pub const CLAUDE_HOOK_EVENTS: &[&str] = &[
     "SessionStart",
+    "SessionEnd",
+    "Setup",
     "UserPromptSubmit",
+    "UserPromptExpansion",
     "PreToolUse",
-    "PostToolUse",
-    "Notification",
     "PermissionRequest",
+    "PermissionDenied",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "PostToolBatch",
+    "Notification",
     "Stop",
+    "StopFailure",
+    "SubagentStart",
     "SubagentStop",
     "PreCompact",
-    "SessionEnd",
+    "PostCompact",
+    "TeammateIdle",
+    "TaskCreated",
+    "TaskCompleted",
+    "Elicitation",
+    "ElicitationResult",
+    "ConfigChange",
+    "InstructionsLoaded",
+    "CwdChanged",
+    "FileChanged",
+    "MessageDisplay",
 ];
 
+/// How long a PermissionRequest hook waits for an answer from the API by default before it
+/// returns no decision (Claude then shows its own prompt in the terminal); the server's
+/// `agents.permission_wait_secs` sets it, up to [`PERMISSION_WAIT_MAX`].
+pub const PERMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The longest permission wait a server may be configured with: the hook command and Claude's
+/// hook timeout are set to outlast it.
+pub const PERMISSION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Records an agent hook event of `session` (one canonical model) and applies what it means:
-/// SessionStart rebinds the agent session id (it changes on clear/compact/resume); Notification
-/// and PermissionRequest set `attention`; Stop, UserPromptSubmit and SessionEnd clear it. The
-/// session's own state machine knows nothing of agents: this is the only place hook names mean
-/// something.
+/// SessionStart rebinds the agent session id (it changes on clear/compact/resume); every event
+/// named in [`Attention::after`] moves the attention state; a PermissionRequest records the
+/// tool and input asked for. The session's own state machine knows nothing of agents: this is
+/// the only place hook names mean something.
 pub fn record_hook(
     session: &SessionShared,
     name: &str,
@@ -39,28 +71,48 @@ pub fn record_hook(
 ) -> SessionEvent {
     {
         let mut s = session.status.write();
-        match name {
-            "SessionStart" => {
-                if let Some(id) = payload.get("session_id").and_then(|v| v.as_str()) {
-                    s.agent_session_id = Some(id.to_string());
-                }
-            }
-            "Notification" | "PermissionRequest" => {
-                let what = payload
+        if name == "SessionStart"
+            && let Some(id) = payload.get("session_id").and_then(|v| v.as_str())
+        {
+            s.agent_session_id = Some(id.to_string());
+        }
+        let current = s.attention.unwrap_or(Attention::Starting);
+        if let Some(next) = current.after(name, &payload) {
+            s.attention = Some(next);
+            s.permission = (next == Attention::NeedsPermission).then(|| PermissionAsk {
+                tool: payload
+                    .get("tool_name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                input: payload.get("tool_input").cloned().unwrap_or_default(),
+            });
+            if next == Attention::NeedsPermission
+                && name == "Notification"
+                && let Some(ask) = s.permission.as_mut()
+            {
+                // A Notification names no tool: keep its message as what is asked.
+                ask.tool = payload
                     .get("message")
                     .and_then(|v| v.as_str())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| name.to_string());
-                s.attention = Some(what);
+                    .unwrap_or("")
+                    .to_string();
             }
-            "Stop" | "UserPromptSubmit" | "SessionEnd" => s.attention = None,
-            _ => {}
         }
     }
     session.emit(EventKind::Hook {
         name: name.to_string(),
         payload,
     })
+}
+
+/// Sets the attention state from outside a hook (a permission answered through the API).
+pub fn set_attention(session: &SessionShared, attention: Attention) {
+    let mut s = session.status.write();
+    s.attention = Some(attention);
+    if attention != Attention::NeedsPermission {
+        s.permission = None;
+    }
 }
 
 /// A known agent profile.
@@ -119,7 +171,14 @@ fn write_claude_settings(dir: &Path, hook_command: &[String]) -> std::io::Result
         .join(" ");
     let mut hooks = serde_json::Map::new();
     for event in CLAUDE_HOOK_EVENTS {
-        let entry = json!([{ "matcher": "*", "hooks": [{ "type": "command", "command": command, "timeout": 5 }] }]);
+        // A PermissionRequest hook waits for an answer from the API (bounded); the others
+        // return at once.
+        let timeout = if *event == "PermissionRequest" {
+            PERMISSION_WAIT_MAX.as_secs() + 10
+        } else {
+            5
+        };
+        let entry = json!([{ "matcher": "*", "hooks": [{ "type": "command", "command": command, "timeout": timeout }] }]);
         hooks.insert((*event).to_string(), entry);
     }
     let path = dir.join("claude-settings.json");

@@ -14,6 +14,7 @@
 //! a panic): a killed Session actor still kills its process tree and closes its fds.
 
 pub mod agent;
+pub mod attention;
 pub mod corral;
 pub mod env;
 pub mod error;

@@ -402,7 +402,7 @@ async fn security_matrix() {
         .map(|v| String::from_utf8_lossy(v).to_string())
         .unwrap();
     assert!(server.ws_with(Some(&hook), &[]).await.is_err());
-    let ev = json!({"hook_event_name": "Notification", "message": "needs you"});
+    let ev = json!({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"});
     assert_eq!(
         server
             .http(
@@ -436,7 +436,7 @@ async fn security_matrix() {
         )
         .await;
     let info: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(info["attention"], "needs you");
+    assert_eq!(info["attention"], "needs_permission");
     // Nothing the server logged contains a token: the data dir holds no log, and the tokens
     // never appear in the server's stderr (checked in the SIGTERM test's captured log).
 }

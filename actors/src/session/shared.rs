@@ -64,9 +64,12 @@ pub struct SessionInfo {
     pub input_rejected: u64,
     /// Input bytes that could not be delivered (the process had closed its input).
     pub input_lost: u64,
-    /// Set when the agent waits for a human (hook Notification / PermissionRequest); cleared
-    /// by Stop or a new prompt.
-    pub attention: Option<String>,
+    /// An agent session's attention state (`starting`, `working`, `needs_permission`, `idle`,
+    /// `exited`), driven by its hooks (see `agent::Attention`); null for other sessions.
+    pub attention: Option<crate::attention::Attention>,
+    /// What a session in `needs_permission` asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<crate::attention::PermissionAsk>,
     /// The agent's own session id (Claude Code's), rebound on every SessionStart.
     pub agent_session_id: Option<String>,
     /// Set while the session's output or events cannot be persisted (disk full, read-only...).
@@ -84,7 +87,8 @@ pub(crate) struct Status {
     pub last_exit: Option<ExitStatus>,
     pub reason: Option<String>,
     pub size: Size,
-    pub attention: Option<String>,
+    pub attention: Option<crate::attention::Attention>,
+    pub permission: Option<crate::attention::PermissionAsk>,
     pub agent_session_id: Option<String>,
     /// Who the running main process is (recorded so recovery can find it after a crash).
     pub identity: Option<ProcessIdentity>,
@@ -158,7 +162,11 @@ impl SessionShared {
                 last_exit: None,
                 reason: None,
                 size: spec.size,
-                attention: None,
+                attention: spec
+                    .agent
+                    .as_ref()
+                    .map(|_| crate::attention::Attention::Starting),
+                permission: None,
                 agent_session_id: None,
                 identity: None,
                 interrupted: false,
@@ -293,7 +301,15 @@ impl SessionShared {
             lag_events: self.lag_events.load(Ordering::Relaxed),
             input_rejected: self.input_rejected.load(Ordering::Relaxed),
             input_lost: self.input_lost.load(Ordering::Relaxed),
-            attention: s.attention,
+            // An agent whose process is gone is exited, whatever its last hook said.
+            attention: s.attention.map(|a| {
+                if s.pid.is_none() && s.state != SessionState::Starting {
+                    crate::attention::Attention::Exited
+                } else {
+                    a
+                }
+            }),
+            permission: s.permission,
             agent_session_id: s.agent_session_id,
             persist_error: self
                 .persist_error()

@@ -150,6 +150,34 @@ pub enum ClientCommand {
     ///
     /// Example: corral web
     Web,
+    /// Answer the permission prompt an agent session waits for (its PermissionRequest hook
+    /// returns the decision to Claude Code; nothing is typed into the terminal).
+    ///
+    /// Example: corral answer agent deny --message "not on main"
+    Answer {
+        /// Name or id.
+        session: String,
+        /// The decision.
+        #[arg(value_parser = ["allow", "deny"])]
+        decision: String,
+        /// Why (told to the agent with a deny).
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Wait until an agent session is idle, needs a permission, or its process exited. Exit
+    /// status: 0 reached, 2 timed out, 3 the session ended first, 1 error.
+    ///
+    /// Example: corral wait agent --for needs_permission --timeout 600
+    Wait {
+        /// Name or id.
+        session: String,
+        /// What to wait for.
+        #[arg(long = "for", value_parser = ["idle", "needs_permission", "exit"])]
+        until: String,
+        /// Give up after this many seconds (default: wait forever).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
     /// Attach this terminal to a session (detach with Ctrl-\\).
     Attach {
         /// Name or id.
@@ -409,6 +437,45 @@ pub async fn run(
                 .create_token(&TokenRequest { session, scope })
                 .await?;
             println!("{}", r.token);
+        }
+        ClientCommand::Answer {
+            session,
+            decision,
+            message,
+        } => {
+            let behavior = if decision == "allow" {
+                corral_server::permission::Behavior::Allow
+            } else {
+                corral_server::permission::Behavior::Deny
+            };
+            let view = client
+                .answer_permission(
+                    &session,
+                    &corral_server::permission::Answer { behavior, message },
+                )
+                .await?;
+            println!("{} {decision}", view.info.name);
+        }
+        ClientCommand::Wait {
+            session,
+            until,
+            timeout,
+        } => {
+            let wait = crate::wait::wait(&client, &session, &until);
+            return Ok(match timeout {
+                Some(secs) => {
+                    let limit = std::time::Duration::try_from_secs_f64(secs)
+                        .context("--timeout must be a number of seconds")?;
+                    match tokio::time::timeout(limit, wait).await {
+                        Ok(code) => code?,
+                        Err(_) => {
+                            eprintln!("corral: {session} is not {until} after {secs} s");
+                            ExitCode::from(2)
+                        }
+                    }
+                }
+                None => wait.await?,
+            });
         }
         ClientCommand::Web => {
             let url = match &client.endpoint {

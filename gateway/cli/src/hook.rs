@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use corral_client::Client;
 
-/// The whole hook call may take this long.
+/// The whole hook call may take this long (but a PermissionRequest, see below).
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `corral hook`: best effort, bounded in time, silent on the agent's terminal.
@@ -42,10 +42,24 @@ pub fn hook() {
             return;
         }
     };
-    let post = async { tokio::time::timeout(TIMEOUT, client.post_hook(&session, body)).await };
+    // A PermissionRequest waits for an answer from the API (bounded by the server); its
+    // decision, if any, is the hook's output, which Claude Code reads on stdout.
+    let asks_permission = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .is_some_and(|v| v["hook_event_name"] == "PermissionRequest");
+    let timeout = if asks_permission {
+        corral_actors::agent::PERMISSION_WAIT_MAX + Duration::from_secs(5)
+    } else {
+        TIMEOUT
+    };
+    let post = async { tokio::time::timeout(timeout, client.post_hook(&session, body)).await };
     match rt.block_on(post) {
-        Ok(Ok(_)) => {}
+        Ok(Ok(accepted)) => {
+            if let Some(output) = accepted.output {
+                println!("{output}");
+            }
+        }
         Ok(Err(e)) => eprintln!("corral hook: {e}"),
-        Err(_) => eprintln!("corral hook: the server did not answer within {TIMEOUT:?}"),
+        Err(_) => eprintln!("corral hook: the server did not answer within {timeout:?}"),
     }
 }

@@ -7,6 +7,7 @@ mod attach;
 mod commands;
 mod hook;
 mod output;
+mod wait;
 
 fn main() -> std::process::ExitCode {
     args::main()

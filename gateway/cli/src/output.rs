@@ -51,7 +51,11 @@ pub fn print_ps(views: &[SessionView]) {
                 .as_u64()
                 .map(|k| format!("{}K", k))
                 .unwrap_or_else(|| "-".into()),
-            s["attention"].as_str().unwrap_or(""),
+            match (s["attention"].as_str(), s["permission"]["tool"].as_str()) {
+                (Some(a), Some(tool)) if !tool.is_empty() => format!("{a} ({tool})"),
+                (Some(a), _) => a.to_string(),
+                _ => String::new(),
+            },
         );
     }
     // Persistence trouble is loud: one line per affected session.

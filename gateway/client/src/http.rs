@@ -19,8 +19,10 @@ use serde::de::DeserializeOwned;
 use crate::endpoint::Client;
 use crate::error::ClientError;
 
-/// How long a whole request may take by default (a stop waits for the session's grace).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a whole request may take by default: a stop waits for the session's grace, a
+/// PermissionRequest hook for its answer (`agent::PERMISSION_WAIT`, 120 s); callers that need
+/// less bound their calls themselves.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A response whose body is still arriving; it owns the task that drives its connection, which
 /// ends when the response is dropped.
@@ -209,6 +211,21 @@ impl Client {
         let path = format!("/v1/sessions/{}/events", path_segment(key));
         let (status, bytes) = self.request(Method::POST, &path, Some(payload)).await?;
         decode(status, &bytes)
+    }
+
+    /// `POST /v1/sessions/{key}/permission`: answers the permission the session's agent waits
+    /// for.
+    pub async fn answer_permission(
+        &self,
+        key: &str,
+        answer: &corral_server::permission::Answer,
+    ) -> Result<SessionView, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{}/permission", path_segment(key)),
+            Some(answer),
+        )
+        .await
     }
 
     /// `GET /v1/sessions/{key}/export?format=…`: the recording, streamed; a refusal is the

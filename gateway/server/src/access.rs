@@ -124,6 +124,23 @@ impl FromRequestParts<Arc<App>> for Readable {
     }
 }
 
+/// The `{key}` session, which the caller's token may drive (type into, answer for).
+pub struct Driven(pub SessionHandle);
+
+impl FromRequestParts<Arc<App>> for Driven {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
+        let session = path_session(parts, app).await?;
+        if grant.can_write(session.id()) {
+            Ok(Driven(session))
+        } else {
+            Err(forbid(app, "token may not drive this session"))
+        }
+    }
+}
+
 /// The `{key}` session, with the admin token.
 pub struct Managed(pub SessionHandle);
 

@@ -28,6 +28,8 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
+    /// PermissionRequest hooks waiting for an answer, by session (see `crate::permission`).
+    pub permissions: crate::permission::Waiting,
     /// Flips to true when the server shuts down: client actors, which spend their time awaiting
     /// their socket inside a handler (where a ractor stop cannot reach them), watch it to say
     /// goodbye with a close frame and end.

@@ -52,6 +52,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// What is kept on disk, and for how long.
     pub persist: PersistSettings,
+    /// Agent sessions.
+    pub agents: AgentSettings,
     /// Async worker threads (default: one per core but one, at least one). corral's async work
     /// is shuffling bytes between fds; the core left over runs the persister and syncer threads,
     /// the kernel's PTY work and the agents themselves. On the 2-core bench machine one worker
@@ -69,6 +71,7 @@ impl Default for GatewayConfig {
             allowed_origins: Vec::new(),
             limits: Limits::default(),
             persist: PersistSettings::default(),
+            agents: AgentSettings::default(),
             workers: None,
         }
     }
@@ -84,6 +87,33 @@ impl GatewayConfig {
                     .unwrap_or(1)
             })
             .max(1)
+    }
+}
+
+/// The `[agents]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// How long a PermissionRequest hook waits for an answer from the API before it returns no
+    /// decision and the agent shows its own prompt (default 120 s, at most 600).
+    pub permission_wait_secs: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            permission_wait_secs: corral_actors::agent::PERMISSION_WAIT.as_secs(),
+        }
+    }
+}
+
+impl AgentSettings {
+    /// The permission wait, bounded by what the hook command itself waits for.
+    pub fn permission_wait(&self) -> Duration {
+        Duration::from_secs(
+            self.permission_wait_secs
+                .min(corral_actors::agent::PERMISSION_WAIT_MAX.as_secs()),
+        )
     }
 }
 

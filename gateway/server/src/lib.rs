@@ -18,6 +18,7 @@ pub mod connection;
 pub mod datadir;
 pub mod error;
 pub mod metrics;
+pub mod permission;
 pub mod protocol;
 pub mod routes;
 pub mod serve;

@@ -18,6 +18,13 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Label of the agent-sessions gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttentionLabel {
+    /// The attention state.
+    pub attention: String,
+}
+
 /// Label of per-reason counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -38,6 +45,8 @@ pub struct Metrics {
     registry: Registry,
     /// Sessions by state (scrape time).
     pub sessions: Family<StateLabel, Gauge>,
+    /// Agent sessions by attention state (starting, working, needs_permission, idle, exited).
+    pub agent_sessions: Family<AttentionLabel, Gauge>,
     /// Total session restarts (scrape time).
     pub restarts: Gauge,
     /// Session lag events delivered to subscribers (scrape time).
@@ -71,6 +80,7 @@ impl Default for Metrics {
         let m = Metrics {
             registry: Registry::default(),
             sessions: Family::default(),
+            agent_sessions: Family::default(),
             restarts: Gauge::default(),
             session_lag_events: Gauge::default(),
             clients: Gauge::default(),
@@ -85,6 +95,11 @@ impl Default for Metrics {
             bulk_reading: Family::default(),
         };
         registry.register("sessions", "Sessions by state", m.sessions.clone());
+        registry.register(
+            "agent_sessions",
+            "Agent sessions by attention state",
+            m.agent_sessions.clone(),
+        );
         registry.register(
             "session_restarts",
             "Process restarts of all sessions",
@@ -197,6 +212,26 @@ impl Metrics {
                 .unwrap_or_default();
             self.sessions
                 .get_or_create(&StateLabel { state: label })
+                .set(n as i64);
+        }
+        use corral_actors::attention::Attention;
+        for attention in [
+            Attention::Starting,
+            Attention::Working,
+            Attention::NeedsPermission,
+            Attention::Idle,
+            Attention::Exited,
+        ] {
+            let n = list
+                .iter()
+                .filter(|s| s.attention == Some(attention))
+                .count();
+            let label = serde_json::to_value(attention)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            self.agent_sessions
+                .get_or_create(&AttentionLabel { attention: label })
                 .set(n as i64);
         }
         self.restarts

@@ -402,6 +402,9 @@ pub struct TokenCreated {
 pub struct HookAccepted {
     /// The event's `seq`.
     pub seq: u64,
+    /// What the hook prints for the agent (a PermissionRequest's decision), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
 }
 
 /// `GET /ttyd/{key}/token` answer (ttyd's web client reads its AuthToken here).

@@ -17,7 +17,8 @@ use corral_actors::SessionSpec;
 use corral_runtime::{ChildSpec, Restart, Shutdown};
 
 use crate::access::{
-    Admin, Caller, Hooked, Managed, Readable, authenticate, forbid, parse_json, presented_token,
+    Admin, Caller, Driven, Hooked, Managed, Readable, authenticate, forbid, parse_json,
+    presented_token,
 };
 use crate::app::App;
 use crate::auth::Grant;
@@ -49,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/stop", post(stop_session))
         .route("/v1/sessions/{key}/export", get(export_session))
         .route("/v1/sessions/{key}/events", post(post_hook))
+        .route("/v1/sessions/{key}/permission", post(answer_permission))
         .route("/v1/tokens", post(create_token))
         .route("/v1/recovery", get(recovery_report))
         .route("/ttyd/{key}/ws", get(ws_ttyd))
@@ -339,7 +341,59 @@ async fn post_hook(
     };
     let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
     app.metrics.hook_events.inc();
-    Ok((StatusCode::ACCEPTED, Json(HookAccepted { seq: event.seq })).into_response())
+    if name != "PermissionRequest" {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(HookAccepted {
+                seq: event.seq,
+                output: None,
+            }),
+        )
+            .into_response());
+    }
+    // Wait (bounded) for an answer from the API; the hook prints what we return. Leaving this
+    // handler early (the hook's connection dropped) closes the question.
+    let mut question = app.permissions.ask(h.id());
+    let output =
+        match tokio::time::timeout(app.config.agents.permission_wait(), &mut question.answer).await
+        {
+            Ok(Ok(answer)) => Some(answer.hook_output()),
+            // Replaced by a newer request, or no answer in time: no decision (Claude asks itself).
+            Ok(Err(_)) | Err(_) => None,
+        };
+    Ok((
+        StatusCode::OK,
+        Json(HookAccepted {
+            seq: event.seq,
+            output,
+        }),
+    )
+        .into_response())
+}
+
+/// `POST /v1/sessions/{key}/permission {behavior, message?}`: answers the permission the
+/// session's agent waits for (write token of the session, or admin); 409 with the session's
+/// attention state when it waits for none.
+async fn answer_permission(
+    State(app): State<Arc<App>>,
+    Driven(h): Driven,
+    body: axum::body::Bytes,
+) -> Result<Json<SessionView>, ApiError> {
+    let answer: crate::permission::Answer = parse_json(&body, "permission answer")?;
+    if !app.permissions.answer(h.id(), answer) {
+        let attention = h
+            .info()
+            .attention
+            .and_then(|a| serde_json::to_value(a).ok())
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "none (not an agent session)".into());
+        return Err(ApiError::conflict(format!(
+            "session {} is not waiting for a permission answer (attention: {attention})",
+            h.name()
+        )));
+    }
+    corral_actors::agent::set_attention(h.shared(), corral_actors::attention::Attention::Working);
+    Ok(Json(SessionView::from(h.info())))
 }
 
 async fn create_token(

@@ -84,6 +84,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         clients: clients.clone(),
         url: url.clone(),
         next_viewer: AtomicU64::new(1),
+        permissions: Default::default(),
         shutdown: tokio::sync::watch::channel(false).0,
     });
     data.publish(&ServerInfo {

@@ -56,6 +56,9 @@ test('badges and sizes', () => {
   assert.equal(attentionLabel('needs_permission'), 'needs permission');
   assert.equal(attentionLabel('idle'), 'waiting for input');
   assert.equal(attentionLabel(null), null);
+  assert.equal(attentionLabel('working'), null);
+  assert.equal(attentionLabel('starting'), null);
+  assert.equal(attentionLabel('exited'), null);
   assert.equal(attentionLabel('notification'), 'notification');
   assert.equal(attentionLabel('PermissionRequest'), 'needs permission');
   assert.equal(attentionLabel('Claude needs your permission to use Bash'), 'needs permission');

@@ -159,6 +159,8 @@ export function isAlive(state: string): boolean {
 export function attentionLabel(a: string | null | undefined): string | null {
   if (a == null) return null;
   const k = a.trim().toLowerCase();
+  // The server's attention states that do not wait for the user.
+  if (k === 'starting' || k === 'working' || k === 'exited') return null;
   if (k === 'notification') return 'notification';
   if (/permission|approv/.test(k)) return 'needs permission';
   if (/^(idle|waiting|waiting_for_input|idle_prompt)$/.test(k) || /waiting|input|idle/.test(k)) {

@@ -108,7 +108,7 @@ export class ListView {
       })
       .sort(
         (a, b) =>
-          Number(b.attention != null) - Number(a.attention != null) ||
+          Number(attentionLabel(b.attention) != null) - Number(attentionLabel(a.attention) != null) ||
           a.name.localeCompare(b.name),
       );
     const keep = new Set(shown.map((s) => s.id));
@@ -182,7 +182,7 @@ export class ListView {
     row.el.dataset.sessionId = s.id;
     row.el.dataset.name = s.name;
     row.el.dataset.state = s.state;
-    row.el.classList.toggle('waiting', s.attention != null);
+    row.el.classList.toggle('waiting', attentionLabel(s.attention) != null);
     setText(row.name, s.name);
     setText(row.argv, s.argv.join(' '));
     row.argv.title = s.argv.join(' ');

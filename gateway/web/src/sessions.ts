@@ -43,7 +43,7 @@ export class SessionStore {
 
   waitingCount(): number {
     let n = 0;
-    for (const s of this.map.values()) if (s.attention != null) n++;
+    for (const s of this.map.values()) if (attentionLabel(s.attention) != null) n++;
     return n;
   }
 
@@ -99,7 +99,7 @@ export class SessionStore {
   }
 
   private maybeNotify(prev: SessionInfo | undefined, next: SessionInfo): void {
-    if (next.attention == null || (prev && prev.attention != null)) return;
+    if (attentionLabel(next.attention) == null || (prev && attentionLabel(prev.attention) != null)) return;
     if (!notificationsOn()) return;
     try {
       const n = new Notification(`${next.name} is waiting`, {

@@ -9,7 +9,7 @@ import { Terminal } from '@xterm/xterm';
 import { type Conn, type ConnState, FLOW_WINDOW, RequestError } from './conn';
 import { confirmDialog, debounce, h, setText, toast } from './dom';
 import { EventsPanel } from './events';
-import { formatUptime, isAlive, parseTime, statusBadge } from './format';
+import { attentionLabel, formatUptime, isAlive, parseTime, statusBadge } from './format';
 import type { SessionStore } from './sessions';
 import {
   type BinFrame,
@@ -563,7 +563,7 @@ export class TermView {
     H.state.className = `state st-${s.state}`;
     H.state.title = s.reason ?? '';
     const b = statusBadge(s);
-    const att = s.attention != null;
+    const att = attentionLabel(s.attention) != null;
     const ended = !isAlive(s.state) && !!s.last_exit;
     H.badge.hidden = !att && !ended;
     setText(H.badge, att || ended ? b.text : '');

@@ -1,0 +1,58 @@
+//! Wait: `corral wait SESSION --for idle|needs_permission|exit`, for scripts. It follows the
+//! session's events over the WebSocket (no polling): after each event it reads the session once
+//! and checks the condition. Exit status: 0 reached, 3 the session ended before (for idle and
+//! needs_permission); the caller's timeout gives 2.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use corral_actors::SessionState;
+use corral_actors::attention::Attention;
+use corral_client::{Client, Incoming};
+use corral_server::protocol::{Op, SessionView};
+
+/// What the session is now, for `until`: reached, ended first, or not yet.
+fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
+    let ended = matches!(
+        view.info.state,
+        SessionState::Stopped | SessionState::Failed | SessionState::Exited
+    ) || view.info.attention == Some(Attention::Exited);
+    let reached = match until {
+        "exit" => ended,
+        "idle" => view.info.attention == Some(Attention::Idle),
+        _ => view.info.attention == Some(Attention::NeedsPermission),
+    };
+    if reached {
+        Some(ExitCode::SUCCESS)
+    } else if ended {
+        eprintln!("corral: {} ended before it was {until}", view.info.name);
+        Some(ExitCode::from(3))
+    } else {
+        None
+    }
+}
+
+/// Waits until `session` is `until` (or ended).
+pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result<ExitCode> {
+    let mut ws = client.ws().await?;
+    // Subscribe first, then look: no event falls between the look and the follow.
+    ws.request(Op::Subscribe {
+        session: session.to_string(),
+        from: None,
+    })
+    .await?;
+    if let Some(code) = check(&client.session(session).await?, until) {
+        return Ok(code);
+    }
+    loop {
+        match ws.next().await {
+            Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
+                if let Some(code) = check(&client.session(session).await?, until) {
+                    return Ok(code);
+                }
+            }
+            Incoming::Closed(reason) => bail!("connection closed: {reason}"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Agents end to end, with the real `corral hook` binary as the hook command: a session's
+//! program plays the agent's side exactly as Claude Code does (it runs the hook command with the
+//! event JSON on stdin and acts on the decision the hook prints). Checked: the attention state
+//! machine (starting → idle → working → needs_permission → working → idle), `corral wait`,
+//! answering a permission with `corral answer` (allow runs the tool, deny does not, with the
+//! message), a question nobody answers (no decision; the agent would show its own prompt), 409
+//! for a session that waits for nothing, metrics, and bad hook input (wrong or foreign token,
+//! malformed body) refused without touching the session.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use corral_tests::{Server, binary};
+use serde_json::{Value, json};
+
+/// The fake agent: SessionStart, a prompt, a Bash permission request whose decision goes to
+/// `decision.json` (and `touch`es `ran` if allowed, as the tool would), then the tool's and the
+/// turn's end hooks; then it idles.
+fn agent_script(dir: &Path) -> String {
+    let hook = |json: &str, out: &str| {
+        format!("printf '%s' '{json}' | {} hook{out}\n", binary().display())
+    };
+    let mut s = String::new();
+    s += &hook(
+        r#"{"hook_event_name":"SessionStart","session_id":"agent-1"}"#,
+        "",
+    );
+    s += &hook(
+        r#"{"hook_event_name":"UserPromptSubmit","prompt":"clean up"}"#,
+        "",
+    );
+    s += &hook(
+        r#"{"hook_event_name":"PermissionRequest","tool_name":"Bash","tool_input":{"command":"touch ran"}}"#,
+        &format!(" > {}/decision.json", dir.display()),
+    );
+    s += &format!(
+        "if grep -q '\"allow\"' {d}/decision.json; then touch {d}/ran; fi\n",
+        d = dir.display()
+    );
+    s += &hook(
+        r#"{"hook_event_name":"PostToolUse","tool_name":"Bash"}"#,
+        "",
+    );
+    s += &hook(r#"{"hook_event_name":"Stop"}"#, "");
+    s += "exec sleep 600\n";
+    s
+}
+
+fn corral(server: &Server, args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+async fn session(server: &Server, name: &str) -> Value {
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{name}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn spawn_agent(
+    server: &Server,
+    name: &str,
+    dir: &Path,
+) -> impl std::future::Future<Output = Value> {
+    server.spawn(json!({"name": name, "argv": ["sh", "-c", agent_script(dir)]}))
+}
+
+#[tokio::test]
+async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "allowed", dir.path()).await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "allowed",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = session(&server, "allowed").await;
+    assert_eq!(s["attention"], "needs_permission", "{s}");
+    assert_eq!(s["permission"]["tool"], "Bash", "{s}");
+    assert_eq!(s["permission"]["input"]["command"], "touch ran", "{s}");
+    assert_eq!(s["agent_session_id"], "agent-1");
+    let ps = String::from_utf8_lossy(&corral(&server, &["ps"]).stdout).to_string();
+    assert!(ps.contains("needs_permission (Bash)"), "{ps}");
+    let metrics = server
+        .http("GET", "/metrics", Some(&server.token), None)
+        .await
+        .1;
+    assert!(
+        metrics.contains(r#"agent_sessions{attention="needs_permission"} 1"#),
+        "{metrics}"
+    );
+    // The answer reaches the agent through its hook's output; the tool runs.
+    let out = corral(&server, &["answer", "allowed", "allow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = corral(
+        &server,
+        &["wait", "allowed", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decision: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("decision.json")).unwrap()).unwrap();
+    assert_eq!(
+        decision["hookSpecificOutput"]["decision"]["behavior"], "allow",
+        "{decision}"
+    );
+    assert_eq!(
+        decision["hookSpecificOutput"]["hookEventName"],
+        "PermissionRequest"
+    );
+    assert!(
+        dir.path().join("ran").exists(),
+        "the allowed tool did not run"
+    );
+    assert!(session(&server, "allowed").await["permission"].is_null());
+    // Answering a session that waits for nothing: 409 naming its state; the CLI fails.
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/allowed/permission",
+            Some(&server.token),
+            Some(&json!({"behavior": "allow"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("attention: idle"), "{body}");
+    assert!(
+        !corral(&server, &["answer", "allowed", "deny"])
+            .status
+            .success()
+    );
+    // Ending the process: exited, and `wait --for exit` returns at once.
+    assert!(corral(&server, &["stop", "allowed"]).status.success());
+    assert_eq!(session(&server, "allowed").await["attention"], "exited");
+    let out = corral(
+        &server,
+        &["wait", "allowed", "--for", "exit", "--timeout", "5"],
+    );
+    assert!(out.status.success());
+    // Waiting for idle on an ended session: exit status 3.
+    let out = corral(
+        &server,
+        &["wait", "allowed", "--for", "idle", "--timeout", "5"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test]
+async fn a_deny_carries_its_message_and_the_tool_does_not_run() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "denied", dir.path()).await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "denied",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success());
+    // A read token may not answer; a write token of the session may.
+    let token = |scope: &str| {
+        let out = corral(
+            &server,
+            &["token", "create", "--session", "denied", "--scope", scope],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (status, _) = server
+        .http(
+            "POST",
+            "/v1/sessions/denied/permission",
+            Some(&token("read")),
+            Some(&json!({"behavior": "deny"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/denied/permission",
+            Some(&token("write")),
+            Some(&json!({"behavior": "deny", "message": "not on main"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let decision = loop {
+        if let Ok(text) = std::fs::read_to_string(dir.path().join("decision.json"))
+            && !text.is_empty()
+        {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no decision written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let d = &decision["hookSpecificOutput"]["decision"];
+    assert_eq!(
+        (d["behavior"].as_str(), d["message"].as_str()),
+        (Some("deny"), Some("not on main"))
+    );
+    let out = corral(
+        &server,
+        &["wait", "denied", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(out.status.success());
+    assert!(!dir.path().join("ran").exists(), "a denied tool ran");
+}
+
+#[tokio::test]
+async fn an_unanswered_question_returns_no_decision_after_the_wait() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("agents.toml");
+    std::fs::write(&config, "[agents]\npermission_wait_secs = 1\n").unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "unanswered", dir.path()).await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "unanswered",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = corral(
+        &server,
+        &["wait", "unanswered", "--for", "idle", "--timeout", "30"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The hook printed nothing: no decision, so Claude Code would show its own prompt.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("decision.json")).unwrap(),
+        ""
+    );
+    assert!(!dir.path().join("ran").exists());
+}
+
+/// Events of a session in the journal.
+async fn journaled(server: &Server, id: &str) -> usize {
+    let mut ws = server.ws().await;
+    let r = ws.call(json!({"type": "events", "session": id})).await;
+    r["events"].as_array().unwrap().len()
+}
+
+/// The hook token in a session's environment.
+fn hook_token(info: &Value) -> String {
+    let pid = info["pid"].as_i64().unwrap();
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|c| *c == 0)
+        .find_map(|kv| kv.strip_prefix(b"CORRAL_HOOK_TOKEN="))
+        .map(|t| String::from_utf8_lossy(t).to_string())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_hook_input_is_refused_and_the_session_is_untouched() {
+    let server = Server::start();
+    let a = server
+        .spawn(json!({"name": "a", "argv": ["sleep", "600"]}))
+        .await;
+    let b = server
+        .spawn(json!({"name": "b", "argv": ["sleep", "600"]}))
+        .await;
+    let a_id = a["id"].as_str().unwrap();
+    let path = format!("/v1/sessions/{a_id}/events");
+    let before = journaled(&server, a_id).await;
+    let hook = json!({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"});
+    // Wrong token: 401. Another session's hook token: 403.
+    let wrong = "corral_x_0123456789abcdef0123456789abcdef";
+    let (status, _) = server.http("POST", &path, Some(wrong), Some(&hook)).await;
+    assert_eq!(status, 401);
+    let (status, _) = server
+        .http("POST", &path, Some(&hook_token(&b)), Some(&hook))
+        .await;
+    assert_eq!(status, 403);
+    // Malformed bodies with the session's own hook token: 400 naming the problem.
+    for (body, why) in [
+        (json!([1, 2]), "must be a JSON object"),
+        (json!({"message": "x"}), "lacks hook_event_name"),
+    ] {
+        let (status, text) = server
+            .http("POST", &path, Some(&hook_token(&a)), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+    assert_eq!(
+        journaled(&server, a_id).await,
+        before,
+        "nothing was journaled"
+    );
+    let s = session(&server, "a").await;
+    assert!(s["attention"].is_null(), "{s}");
+    assert_eq!(s["state"], "running");
+}
