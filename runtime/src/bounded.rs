@@ -232,6 +232,11 @@ impl<T> BoundedSender<T> {
         self.gauge.depth()
     }
 
+    /// The bound in slots.
+    pub fn capacity(&self) -> usize {
+        self.gauge.capacity()
+    }
+
     /// The shared counters, for introspection.
     pub fn gauge(&self) -> Arc<MailboxGauge> {
         self.gauge.clone()

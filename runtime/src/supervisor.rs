@@ -652,6 +652,8 @@ impl SupervisorState {
                 mailbox_depth: None,
                 mailbox_full: None,
                 lag_count: None,
+                mailbox_bound: None,
+                detail: Default::default(),
                 children: Vec::new(),
             };
             c.probe.fill(&mut node);
@@ -679,6 +681,8 @@ impl SupervisorState {
             mailbox_depth: None,
             mailbox_full: None,
             lag_count: None,
+            mailbox_bound: None,
+            detail: Default::default(),
             children,
         }
     }

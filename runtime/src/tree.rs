@@ -26,7 +26,7 @@ pub enum Status {
     Failed,
 }
 
-/// Whether a node supervises others.
+/// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
@@ -34,6 +34,12 @@ pub enum NodeKind {
     Supervisor,
     /// Any other actor.
     Worker,
+    /// A task owned by an actor (not an actor itself: no mailbox).
+    Task,
+    /// An operating-system process.
+    Process,
+    /// A listening socket.
+    Listener,
 }
 
 /// One node of a supervision tree snapshot.
@@ -61,11 +67,52 @@ pub struct TreeNode {
     pub mailbox_full: Option<u64>,
     /// Lag events the actor reported (readers that fell behind a ring).
     pub lag_count: Option<u64>,
+    /// The bound of its mailbox or queue, where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox_bound: Option<usize>,
+    /// Facts read from the node itself (a process's pid and OS state, a connection's peer and
+    /// byte counts, ...), by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub detail: std::collections::BTreeMap<String, serde_json::Value>,
     /// Children, in start order.
     pub children: Vec<TreeNode>,
 }
 
 impl TreeNode {
+    /// A node with nothing but its id, kind and status (to add details and children to).
+    pub fn new(id: impl Into<String>, kind: NodeKind, status: Status) -> TreeNode {
+        TreeNode {
+            id: id.into(),
+            actor: None,
+            kind,
+            status,
+            restarts_in_window: 0,
+            restarts_total: 0,
+            last_exit: None,
+            uptime_ms: None,
+            mailbox_depth: None,
+            mailbox_full: None,
+            lag_count: None,
+            mailbox_bound: None,
+            detail: Default::default(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Sets a detail (builder style).
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> TreeNode {
+        self.detail.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Finds a descendant (or self) by child id, mutably, depth first.
+    pub fn find_mut(&mut self, id: &str) -> Option<&mut TreeNode> {
+        if self.id == id {
+            return Some(self);
+        }
+        self.children.iter_mut().find_map(|c| c.find_mut(id))
+    }
+
     /// Finds a descendant (or self) by child id, depth first.
     pub fn find(&self, id: &str) -> Option<&TreeNode> {
         if self.id == id {
@@ -90,6 +137,7 @@ impl Probe {
         if let Some(m) = &self.mailbox {
             node.mailbox_depth = Some(m.depth());
             node.mailbox_full = Some(m.full_count());
+            node.mailbox_bound = Some(m.capacity());
         }
         if let Some(l) = &self.lag {
             node.lag_count = Some(l.load(Ordering::Relaxed));

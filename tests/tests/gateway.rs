@@ -104,7 +104,9 @@ async fn drive_a_shell_over_the_websocket() {
     assert_eq!(stopped["session"]["state"], "stopped", "{stopped}");
     assert!(session_processes(&id).is_empty());
     let tree = ws.call(json!({"type": "tree"})).await;
-    assert_eq!(tree["tree"]["id"], "corral");
+    // The whole live tree: the server, its gateway, then the corral tree.
+    assert_eq!(tree["tree"]["id"], "server");
+    assert_eq!(tree["tree"]["children"][1]["id"], "corral");
 }
 
 #[tokio::test]
@@ -868,4 +870,121 @@ async fn a_windowed_reader_keeps_going_after_a_lag_without_acking_the_gap() {
     }
     assert!(lagged, "the ring must have lapped the reader");
     assert_eq!(next, 4_000_000);
+}
+
+/// `tree` shows the whole live tree, read from the things themselves: the gateway's listeners
+/// and every connection (endpoint, peer, sessions, bytes, queue), each session's process with
+/// the OS's state, its actors, input queue, log writer and subscribers; a session whose process
+/// exited never shows running.
+#[tokio::test]
+async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() {
+    let server = Server::start();
+    let live = server
+        .spawn(json!({"argv": ["sh", "-c", "echo hello; exec sleep 600"], "name": "live"}))
+        .await;
+    let ended = server
+        .spawn(json!({"argv": ["true"], "name": "ended"}))
+        .await;
+    let live_id = live["id"].as_str().unwrap();
+    let mut viewer = server.ws().await;
+    subscribe(&mut viewer, live_id, Some(0)).await;
+    let mut ttyd = server.ttyd(live_id).await;
+    ttyd.send(Message::Text(
+        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ws = server.ws().await;
+    let tree = loop {
+        let t = ws.call(json!({"type": "tree"})).await["tree"].clone();
+        let ended_state = t
+            .pointer("/children/1/children")
+            .and_then(|c| c.as_array())
+            .and_then(|c| c.iter().find(|n| n["id"] == "sessions"))
+            .and_then(|s| s["children"].as_array().cloned())
+            .and_then(|c| c.into_iter().find(|n| n["detail"]["name"] == "ended"))
+            .map(|n| n["detail"]["state"].clone());
+        if ended_state == Some(json!("stopped")) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(tree["id"], "server");
+    let gateway = &tree["children"][0];
+    assert_eq!(gateway["id"], "gateway");
+    let kids = gateway["children"].as_array().unwrap();
+    assert!(
+        kids.iter()
+            .any(|n| n["kind"] == "listener" && n["id"] == "tcp")
+    );
+    let conns: Vec<&Value> = kids
+        .iter()
+        .filter(|n| n["id"].as_str().unwrap().starts_with("connection-"))
+        .collect();
+    assert_eq!(conns.len(), 3, "{gateway}");
+    let native_viewer = conns
+        .iter()
+        .find(|n| n["detail"]["sessions"] == json!(["live"]) && n["detail"]["endpoint"] == "native")
+        .expect("the native viewer");
+    assert!(
+        native_viewer["detail"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(native_viewer["detail"]["bytes_out"].as_u64().unwrap() >= 6);
+    assert_eq!(native_viewer["mailbox_bound"], 1);
+    assert!(
+        conns.iter().any(
+            |n| n["detail"]["endpoint"] == "ttyd" && n["detail"]["sessions"] == json!(["live"])
+        )
+    );
+    let sessions = tree["children"][1]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "sessions")
+        .unwrap()["children"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let node = |name: &str| {
+        sessions
+            .iter()
+            .find(|n| n["detail"]["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let live_node = node("live");
+    assert_eq!(live_node["detail"]["state"], "running");
+    let parts = live_node["children"].as_array().unwrap();
+    let process = parts.iter().find(|n| n["kind"] == "process").unwrap();
+    assert_eq!(process["detail"]["pid"], live["pid"]);
+    assert_eq!(process["detail"]["os_state"], "sleeping", "{process}");
+    assert!(
+        parts
+            .iter()
+            .any(|n| n["id"] == "output reader" && n["status"] == "running")
+    );
+    let input = parts.iter().find(|n| n["id"] == "input writer").unwrap();
+    assert_eq!(input["mailbox_bound"], 1 << 20);
+    let subs = parts.iter().find(|n| n["id"] == "subscribers").unwrap();
+    assert_eq!(subs["detail"]["viewers"], 2);
+    assert!(parts.iter().any(|n| n["id"] == "log writer"));
+    // The ended session: its process is exited, never running.
+    let ended_node = node("ended");
+    let process = ended_node["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "process")
+        .unwrap()
+        .clone();
+    assert_eq!(process["detail"]["os_state"], "exited");
+    assert_eq!(process["status"], "stopped");
+    assert!(ended["id"].is_string());
 }

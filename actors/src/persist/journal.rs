@@ -353,6 +353,14 @@ impl Feed {
         self.error.lock().clone()
     }
 
+    /// The offset up to which the persister has written this session's output (None without
+    /// persistence).
+    pub fn persisted_offset(&self) -> Option<u64> {
+        self.tap
+            .as_ref()
+            .map(|t| t.persisted.load(Ordering::Acquire))
+    }
+
     /// Sets (or clears) why the output cannot be persisted.
     pub(crate) fn set_persist_error(&self, e: Option<String>) {
         *self.error.lock() = e;

@@ -17,6 +17,7 @@ pub mod bulk;
 pub mod input;
 pub mod msg;
 pub mod output;
+pub mod parts;
 pub mod shared;
 
 pub use actor::{Begin, INPUT_QUEUE_BYTES, Session, SessionArgs};

@@ -58,11 +58,17 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show the supervision tree.
+    /// Show the whole live tree: server, gateway (listeners, connections), sessions with their
+    /// process (OS state), actors, input queue, log writer and subscribers.
+    ///
+    /// Example: corral tree --watch
     Tree {
-        /// JSON output.
+        /// JSON output (schema in docs/protocol.md).
         #[arg(long)]
         json: bool,
+        /// Redraw on every change the server pushes.
+        #[arg(long)]
+        watch: bool,
     },
     /// Stop a session gracefully (stop signal, grace, then SIGKILL of its process tree).
     Stop {
@@ -248,24 +254,40 @@ pub async fn run(
                 print_ps(&list);
             }
         }
-        ClientCommand::Tree { json } => {
+        ClientCommand::Tree { json, watch } => {
             let mut ws = client.ws().await?;
-            let Reply::Tree { tree, .. } = ws.request(Op::Tree).await? else {
-                bail!("the server did not answer with a tree");
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tree)?);
-            } else {
-                // Session children are named by id in the supervisor; show their names too.
-                let Reply::Sessions { sessions, .. } = ws.request(Op::List).await? else {
-                    bail!("the server did not answer with a list");
+            let show = async |ws: &mut corral_client::Conn| -> anyhow::Result<()> {
+                let Reply::Tree { tree, .. } = ws.request(Op::Tree).await? else {
+                    bail!("the server did not answer with a tree");
                 };
-                let names: std::collections::HashMap<String, String> = sessions
-                    .into_iter()
-                    .map(|s| (s.info.id.to_string(), s.info.name))
-                    .collect();
-                let tree = serde_json::to_value(&tree)?;
-                print_tree(&tree, "", true, true, &names);
+                if json {
+                    println!("{}", serde_json::to_string(&tree)?);
+                } else {
+                    print_tree(&serde_json::to_value(&tree)?, "", true, true);
+                }
+                Ok(())
+            };
+            if !watch {
+                show(&mut ws).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Redraw on every pushed change (session events, and figures that moved, compared
+            // every 2 s by the server); nothing is polled from here.
+            ws.request(Op::Watch).await?;
+            loop {
+                if !json {
+                    print!("\x1b[H\x1b[2J");
+                }
+                show(&mut ws).await?;
+                loop {
+                    match ws.next().await {
+                        Incoming::Json(v) if v["type"] == "session" || v["type"] == "removed" => {
+                            break;
+                        }
+                        Incoming::Closed(r) => bail!("connection closed: {r}"),
+                        _ => {}
+                    }
+                }
             }
         }
         ClientCommand::Stop { session } => show(&session, client.stop(&session, None).await?),

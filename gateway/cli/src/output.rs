@@ -92,13 +92,7 @@ fn fmt_secs(s: u64) -> String {
     }
 }
 
-pub fn print_tree(
-    node: &Value,
-    prefix: &str,
-    last: bool,
-    root: bool,
-    names: &std::collections::HashMap<String, String>,
-) {
+pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
     let branch = if root {
         ""
     } else if last {
@@ -106,30 +100,71 @@ pub fn print_tree(
     } else {
         "├── "
     };
+    let d = &node["detail"];
     let mut extra = Vec::new();
+    for key in [
+        "pid",
+        "os_state",
+        "endpoint",
+        "peer",
+        "address",
+        "attention",
+        "viewers",
+    ] {
+        if let Some(v) = d.get(key).filter(|v| !v.is_null()) {
+            extra.push(format!(
+                "{key} {}",
+                v.as_str().map_or(v.to_string(), str::to_string)
+            ));
+        }
+    }
+    if let Some(s) = d["sessions"].as_array().filter(|s| !s.is_empty()) {
+        let names: Vec<&str> = s.iter().filter_map(|v| v.as_str()).collect();
+        extra.push(format!("sessions {}", names.join(",")));
+    }
+    if let (Some(i), Some(o)) = (d["bytes_in"].as_u64(), d["bytes_out"].as_u64()) {
+        extra.push(format!("in {i} B, out {o} B"));
+    }
+    if let (Some(p), Some(h)) = (d["persisted_offset"].as_u64(), d["output_offset"].as_u64()) {
+        extra.push(format!("persisted {p}/{h}"));
+    }
     if let Some(r) = node["restarts_total"].as_u64().filter(|r| *r > 0) {
         extra.push(format!(
             "restarts {r} ({} in window)",
             node["restarts_in_window"]
         ));
     }
-    if let Some(d) = node["mailbox_depth"].as_u64() {
-        extra.push(format!("mailbox {d}"));
+    if let Some(depth) = node["mailbox_depth"].as_u64() {
+        match node["mailbox_bound"].as_u64() {
+            Some(bound) => extra.push(format!("queue {depth}/{bound}")),
+            None => extra.push(format!("mailbox {depth}")),
+        }
     }
     if let Some(l) = node["lag_count"].as_u64() {
         extra.push(format!("lag {l}"));
+    }
+    if let Some(ms) = node["uptime_ms"].as_u64() {
+        extra.push(format!("up {}", fmt_secs(ms / 1000)));
     }
     if let Some(e) = node["last_exit"].as_str() {
         extra.push(format!("last exit: {e}"));
     }
     let id = node["id"].as_str().unwrap_or("?");
-    let label = match names.get(id) {
+    let label = match d["name"].as_str() {
         Some(name) => format!("{name} ({})", &id[..8.min(id.len())]),
         None => id.to_string(),
     };
+    // A session shows its own state (stopped, failed...), not its actor's, which lives on.
+    let status = d["state"]
+        .as_str()
+        .or(node["status"].as_str())
+        .unwrap_or("?");
+    let kind = match node["kind"].as_str() {
+        Some("supervisor") | Some("worker") | None => String::new(),
+        Some(k) => format!("{k} "),
+    };
     println!(
-        "{prefix}{branch}{label} [{}] {}",
-        node["status"].as_str().unwrap_or("?"),
+        "{prefix}{branch}{kind}{label} [{status}] {}",
         extra.join(", ")
     );
     let children = node["children"].as_array().cloned().unwrap_or_default();
@@ -139,6 +174,6 @@ pub fn print_tree(
         format!("{prefix}{}", if last { "    " } else { "│   " })
     };
     for (i, c) in children.iter().enumerate() {
-        print_tree(c, &child_prefix, i + 1 == children.len(), false, names);
+        print_tree(c, &child_prefix, i + 1 == children.len(), false);
     }
 }

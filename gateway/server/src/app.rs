@@ -28,6 +28,10 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
+    /// Live connections' figures (for `corral tree`).
+    pub connections: crate::connections::Registry,
+    /// When the server started.
+    pub started: std::time::Instant,
     /// PermissionRequest hooks waiting for an answer, by session (see `crate::permission`).
     pub permissions: crate::permission::Waiting,
     /// Flips to true when the server shuts down: client actors, which spend their time awaiting

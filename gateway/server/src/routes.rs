@@ -100,14 +100,8 @@ fn capacity(app: &App) -> Result<(), ApiError> {
 
 /// Starts a connection actor for an upgraded socket under the connections supervisor.
 async fn start_connection(app: Arc<App>, args: ConnectionArgs) {
+    let id = args.stats.id.clone();
     let slot = Arc::new(parking_lot::Mutex::new(Some(args)));
-    // Unique per connection (a load here would give connections accepted at the same moment the
-    // same id, and the supervisor would refuse all but one).
-    let id = format!(
-        "connection-{}",
-        app.next_viewer
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
     let spec = ChildSpec::new(id, move |sup| {
         let args = slot.lock().take();
         async move {
@@ -124,8 +118,18 @@ async fn start_connection(app: Arc<App>, args: ConnectionArgs) {
     }
 }
 
+/// The peer of a request: `ip:port` over TCP; `unix` on the data dir's socket (whose peer was
+/// checked by uid at accept), where no TCP address is recorded.
+fn peer_of(
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> String {
+    peer.map(|p| p.0.0.to_string())
+        .unwrap_or_else(|| "unix".into())
+}
+
 async fn ws_native(
     State(app): State<Arc<App>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -135,7 +139,13 @@ async fn ws_native(
         return Err(forbid(&app, "hook tokens may only post events"));
     }
     capacity(&app)?;
-    Ok(upgrade(app, ws, SUBPROTOCOL, Dialect::Native { grant }))
+    Ok(upgrade(
+        app,
+        ws,
+        SUBPROTOCOL,
+        Dialect::Native { grant },
+        peer_of(peer),
+    ))
 }
 
 /// Upgrades with the frame limits and hands the socket to a new connection actor.
@@ -144,16 +154,31 @@ fn upgrade(
     ws: WebSocketUpgrade,
     protocol: &'static str,
     dialect: Dialect,
+    peer: String,
 ) -> Response {
     let max = app.config.limits.max_frame;
     ws.protocols([protocol])
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
+            // Unique per connection (a load here would give connections accepted at the same
+            // moment the same id, and the supervisor would refuse all but one).
+            let id = format!(
+                "connection-{}",
+                app.next_viewer
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let endpoint = match dialect {
+                Dialect::Native { .. } => "native",
+                Dialect::Ttyd { .. } => "ttyd",
+            };
+            let stats = crate::connections::ConnStats::new(id, endpoint, peer);
+            app.connections.add(stats.clone());
             let args = ConnectionArgs {
                 socket,
                 dialect,
                 app: app.clone(),
+                stats,
             };
             start_connection(app, args)
         })
@@ -163,6 +188,7 @@ fn upgrade(
 /// the capacity and the session are checked at the upgrade.
 async fn ws_ttyd(
     State(app): State<Arc<App>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -170,7 +196,13 @@ async fn ws_ttyd(
     check_origin(&app, &headers)?;
     capacity(&app)?;
     let session = app.corral.sessions().get(&key)?;
-    Ok(upgrade(app, ws, "tty", Dialect::Ttyd { session }))
+    Ok(upgrade(
+        app,
+        ws,
+        "tty",
+        Dialect::Ttyd { session },
+        peer_of(peer),
+    ))
 }
 
 /// ttyd's web client fetches its AuthToken here; corral hands back the token it was given.

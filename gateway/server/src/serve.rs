@@ -85,6 +85,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         url: url.clone(),
         next_viewer: AtomicU64::new(1),
         permissions: Default::default(),
+        connections: Default::default(),
+        started: std::time::Instant::now(),
         shutdown: tokio::sync::watch::channel(false).0,
     });
     data.publish(&ServerInfo {
@@ -110,9 +112,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tracing::debug!("stop channel closed");
         }
     };
-    let tcp = axum::serve(listener, router.clone())
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+    let tcp = axum::serve(
+        listener,
+        router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()))
+    .into_future();
+    // No connect info on the Unix socket: its peers were checked by uid at accept.
     let local = axum::serve(unix, router)
         .with_graceful_shutdown(stopped(stop_rx))
         .into_future();

@@ -66,6 +66,8 @@ pub struct ConnectionArgs {
     pub dialect: Dialect,
     /// Shared server state.
     pub app: Arc<App>,
+    /// Its live figures (registered in `app.connections`).
+    pub stats: Arc<crate::connections::ConnStats>,
 }
 
 /// The connection actor.
@@ -137,12 +139,15 @@ pub struct ConnectionState {
     passed: Passed,
     /// Set by a handler when the message being handled must wait.
     wait: Option<Wait>,
+    /// Its live figures, for `corral tree`.
+    stats: Arc<crate::connections::ConnStats>,
     /// Shared server state.
     app: Arc<App>,
 }
 
 impl Drop for ConnectionState {
     fn drop(&mut self) {
+        self.app.connections.remove(&self.stats.id);
         for ch in self.channels.values() {
             ch.abort.abort();
         }
@@ -197,6 +202,7 @@ impl Actor for Connection {
                 Quota::per_second(nz(limits.input_bytes_per_sec))
                     .allow_burst(nz(limits.input_bytes_per_sec.saturating_mul(2))),
             ),
+            stats: args.stats,
             app: args.app,
         };
         myself.send_message(ConnectionMsg::Pump)?;
@@ -451,6 +457,7 @@ impl ConnectionState {
         }
         self.passed = passed;
         self.wait = None;
+        self.stats.held.store(false, Ordering::Relaxed);
         let kept = msg.clone();
         let alive = self.dispatch(msg).await;
         if let Some(wait) = self.wait.take() {
@@ -461,6 +468,7 @@ impl ConnectionState {
 
     /// Holds `msg` until `wait.delay` from now.
     fn hold(&mut self, msg: Message, wait: Wait, since: tokio::time::Instant) {
+        self.stats.held.store(true, Ordering::Relaxed);
         self.held = Some(Held {
             msg,
             at: tokio::time::Instant::now() + wait.delay,

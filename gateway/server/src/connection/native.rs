@@ -90,9 +90,9 @@ impl ConnectionState {
                         .error(id, ErrorCode::Forbidden, "tree needs the admin token")
                         .await;
                 }
-                match self.app.corral.tree().await {
+                match crate::introspect::tree(&self.app).await {
                     Ok(tree) => self.reply(&Reply::Tree { id, tree }).await,
-                    Err(e) => self.error(id, ErrorCode::Internal, e.to_string()).await,
+                    Err(e) => self.reply(&e.reply(id)).await,
                 }
             }
             Op::Spawn { spec } => {
@@ -141,6 +141,7 @@ impl ConnectionState {
                     .and_then(|c| self.channels.remove(&c))
                 {
                     ch.abort.abort();
+                    self.stats.sessions.lock().remove(h.name());
                 }
                 self.reply(&Reply::Ok { id }).await
             }
@@ -426,6 +427,7 @@ impl ConnectionState {
         match h.input(self.viewer, bytes) {
             Ok(()) => {
                 self.app.metrics.bytes_in.inc_by(n as u64);
+                self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 // Input is acknowledged only by errors: no reply traffic per keystroke.
                 true
             }
@@ -583,6 +585,10 @@ impl ConnectionState {
                 credit,
             },
         );
+        self.stats
+            .sessions
+            .lock()
+            .insert(session.name().to_string());
         channel
     }
 
@@ -603,10 +609,9 @@ impl ConnectionState {
                 if frame.len() <= HEADER_LEN {
                     return true;
                 }
-                self.app
-                    .metrics
-                    .bytes_out
-                    .inc_by((frame.len() - HEADER_LEN) as u64);
+                let n = (frame.len() - HEADER_LEN) as u64;
+                self.app.metrics.bytes_out.inc_by(n);
+                self.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
                 write_header(
                     Header {
                         kind: kind::OUTPUT,
@@ -619,6 +624,7 @@ impl ConnectionState {
             }
             Item::Lagged(l) => {
                 self.app.metrics.lagged.inc();
+                self.stats.lags.fetch_add(1, Ordering::Relaxed);
                 self.reply(&Reply::Lagged {
                     session: session.to_string(),
                     channel,
@@ -636,7 +642,9 @@ impl ConnectionState {
                 .await
             }
             Item::Closed => {
-                self.channels.remove(&channel);
+                if let Some(ch) = self.channels.remove(&channel) {
+                    self.stats.sessions.lock().remove(ch.session.name());
+                }
                 self.reply(&Reply::Closed {
                     session: session.to_string(),
                     channel,

@@ -123,12 +123,19 @@ impl ConnectionState {
                     return true;
                 }
                 self.app.metrics.bytes_out.inc_by((frame.len() - 1) as u64);
+                self.stats.bytes_out.fetch_add(
+                    (frame.len() - 1) as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 frame[0] = b'0';
                 self.sink.send(Message::Binary(frame.into())).await.is_ok()
             }
             Item::Lagged(l) => {
                 // ttyd has no lag message: say it in the terminal, visibly.
                 self.app.metrics.lagged.inc();
+                self.stats
+                    .lags
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let note = format!(
                     "\r\n\x1b[7m[corral: {} bytes skipped, viewer too slow]\x1b[0m\r\n",
                     l.to - l.from

@@ -1,0 +1,127 @@
+//! Parts: a session as the introspection tree shows it — its process with the state the OS
+//! reports (never a cached label: a process that exited shows `exited`, a zombie `zombie`), its
+//! actors as ractor reports them, its input writer's queue, the persister's progress on its log
+//! and its subscribers. Read on request; nothing polls.
+
+use corral_runtime::{NodeKind, Status, TreeNode};
+use ractor::ActorStatus;
+
+use super::shared::SessionShared;
+use crate::event::SessionState;
+
+/// What `/proc/<pid>/stat` says of a process: running, sleeping, stopped, zombie, exited.
+pub fn os_state(pid: i32) -> &'static str {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return "exited";
+    };
+    match stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+    {
+        Some('R') => "running",
+        Some('S' | 'D' | 'I') => "sleeping",
+        Some('T' | 't') => "stopped",
+        Some('Z') => "zombie",
+        Some('X') | None => "exited",
+        Some(_) => "sleeping",
+    }
+}
+
+/// A ractor actor's status as a tree status.
+fn actor_status(s: ActorStatus) -> Status {
+    match s {
+        ActorStatus::Unstarted | ActorStatus::Starting => Status::Starting,
+        ActorStatus::Running | ActorStatus::Upgrading | ActorStatus::Draining => Status::Running,
+        ActorStatus::Stopping => Status::Stopping,
+        ActorStatus::Stopped => Status::Stopped,
+    }
+}
+
+/// Fills `node` (the session's node in the supervision tree) with what the session is now and
+/// its parts as children. `actor` is the session actor's cell.
+pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::ActorCell) {
+    let info = shared.info();
+    let state = serde_json::to_value(info.state).unwrap_or_default();
+    node.detail.insert("name".into(), info.name.clone().into());
+    node.detail.insert("state".into(), state);
+    if let Some(a) = info.attention {
+        node.detail.insert(
+            "attention".into(),
+            serde_json::to_value(a).unwrap_or_default(),
+        );
+    }
+    node.lag_count = Some(info.lag_events);
+    // The process, as the OS sees it.
+    let process = match info.pid {
+        Some(pid) => {
+            let os = os_state(pid);
+            let status = if matches!(os, "zombie" | "exited") {
+                Status::Stopped
+            } else {
+                Status::Running
+            };
+            let mut p = TreeNode::new(pid.to_string(), NodeKind::Process, status)
+                .with("pid", pid)
+                .with("os_state", os);
+            p.uptime_ms = info.started_at.and_then(|t| {
+                std::time::SystemTime::now()
+                    .duration_since(t)
+                    .ok()
+                    .map(|d| d.as_millis() as u64)
+            });
+            p
+        }
+        None => {
+            let mut p =
+                TreeNode::new("-", NodeKind::Process, Status::Stopped).with("os_state", "exited");
+            if let Some(exit) = info.last_exit {
+                p = p.with("last_exit", serde_json::to_value(exit).unwrap_or_default());
+            }
+            p
+        }
+    };
+    node.children.push(process);
+    // The session's actors (output reader(s), screen), as ractor reports them.
+    let screen = shared.screen.read().as_ref().map(|s| s.get_id());
+    for child in actor.get_children() {
+        let id = if Some(child.get_id()) == screen {
+            "screen"
+        } else {
+            "output reader"
+        };
+        let mut n = TreeNode::new(id, NodeKind::Worker, actor_status(child.get_status()));
+        n.actor = Some(child.get_id().to_string());
+        node.children.push(n);
+    }
+    // The input writer's queue (a task, bounded in bytes).
+    if let Some(queue) = shared.writer.read().as_ref() {
+        let mut n = TreeNode::new("input writer", NodeKind::Task, Status::Running)
+            .with("input_rejected", info.input_rejected)
+            .with("input_lost", info.input_lost);
+        n.mailbox_depth = Some(queue.depth());
+        n.mailbox_bound = Some(queue.capacity());
+        node.children.push(n);
+    }
+    // The persister's progress on this session's log.
+    if let Some(persisted) = shared.feed.persisted_offset() {
+        let mut n = TreeNode::new("log writer", NodeKind::Task, Status::Running)
+            .with("persisted_offset", persisted)
+            .with("output_offset", info.output_offset);
+        if let Some(e) = &info.persist_error {
+            n.last_exit = Some(e.clone());
+        }
+        node.children.push(n);
+    }
+    // Subscribers.
+    let mut subs =
+        TreeNode::new("subscribers", NodeKind::Task, Status::Running).with("viewers", info.viewers);
+    subs.lag_count = Some(info.lag_events);
+    node.children.push(subs);
+    if matches!(
+        info.state,
+        SessionState::Stopped | SessionState::Failed | SessionState::Exited
+    ) {
+        // The actor lives on to keep the session (log, events, tokens); what ran is over.
+        node.detail.insert("process".into(), "ended".into());
+    }
+}

@@ -1,0 +1,107 @@
+//! Connections: what each live WebSocket connection is doing, kept where `corral tree` can read
+//! it without messaging the connection (its actor spends its time awaiting its socket). Every
+//! field is written by the connection itself as things happen; the registry holds at most
+//! `limits.max_connections` entries, and an entry leaves with its connection.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use corral_runtime::{NodeKind, Status, TreeNode};
+use parking_lot::Mutex;
+
+/// One connection's live figures.
+#[derive(Debug)]
+pub struct ConnStats {
+    /// Its id in the connections supervisor (`connection-<n>`).
+    pub id: String,
+    /// `native` or `ttyd`.
+    pub endpoint: &'static str,
+    /// Who is connected (address and port, or `unix`).
+    pub peer: String,
+    /// When it was accepted.
+    pub since: Instant,
+    /// Sessions it is subscribed to (names).
+    pub sessions: Mutex<BTreeSet<String>>,
+    /// Input bytes taken from it.
+    pub bytes_in: AtomicU64,
+    /// Output bytes sent to it.
+    pub bytes_out: AtomicU64,
+    /// Lag notices it was sent.
+    pub lags: AtomicU64,
+    /// A message of its waits for a limit (its socket is not being read).
+    pub held: AtomicBool,
+}
+
+impl ConnStats {
+    /// Fresh figures for connection `id`.
+    pub fn new(id: String, endpoint: &'static str, peer: String) -> Arc<ConnStats> {
+        Arc::new(ConnStats {
+            id,
+            endpoint,
+            peer,
+            since: Instant::now(),
+            sessions: Mutex::new(BTreeSet::new()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            lags: AtomicU64::new(0),
+            held: AtomicBool::new(false),
+        })
+    }
+
+    /// Fills the connection's node in the tree.
+    pub fn describe(&self, node: &mut TreeNode) {
+        let sessions: Vec<String> = self.sessions.lock().iter().cloned().collect();
+        node.detail.insert("endpoint".into(), self.endpoint.into());
+        node.detail.insert("peer".into(), self.peer.clone().into());
+        node.detail.insert("sessions".into(), sessions.into());
+        node.detail.insert(
+            "bytes_in".into(),
+            self.bytes_in.load(Ordering::Relaxed).into(),
+        );
+        node.detail.insert(
+            "bytes_out".into(),
+            self.bytes_out.load(Ordering::Relaxed).into(),
+        );
+        // Its queue: at most one message held for a limit (nothing else queues per connection).
+        node.mailbox_depth = Some(usize::from(self.held.load(Ordering::Relaxed)));
+        node.mailbox_bound = Some(1);
+        node.lag_count = Some(self.lags.load(Ordering::Relaxed));
+    }
+}
+
+/// Every live connection's figures, by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// id → figures.
+    live: Mutex<HashMap<String, Arc<ConnStats>>>,
+}
+
+impl Registry {
+    /// Registers a connection.
+    pub fn add(&self, stats: Arc<ConnStats>) {
+        self.live.lock().insert(stats.id.clone(), stats);
+    }
+
+    /// Forgets a connection.
+    pub fn remove(&self, id: &str) {
+        self.live.lock().remove(id);
+    }
+
+    /// Fills the connection nodes of the connections supervisor's tree.
+    pub fn describe(&self, gateway: &mut TreeNode) {
+        let live = self.live.lock();
+        for node in &mut gateway.children {
+            match live.get(&node.id) {
+                Some(stats) => stats.describe(node),
+                None => node.status = Status::Stopping,
+            }
+        }
+    }
+}
+
+/// A listener's node.
+pub fn listener(id: &str, address: String) -> TreeNode {
+    TreeNode::new(id, NodeKind::Listener, Status::Running).with("address", address)
+}
