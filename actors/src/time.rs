@@ -23,6 +23,16 @@ enum Wire {
     Legacy(Legacy),
 }
 
+/// Milliseconds on a monotonic clock that starts at 1 (so 0 can mean "never").
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
+
 /// `t` as RFC 3339 (UTC, microseconds).
 pub fn format(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()

@@ -136,6 +136,8 @@ pub struct SessionShared {
     journal: Option<Journal>,
     /// What the persister holds of this session (its Ring, tap and persistence error).
     pub(crate) feed: Arc<Feed>,
+    /// When output last arrived ([`crate::time::mono_ms`]; 0: never).
+    last_output: AtomicU64,
 }
 
 impl SessionShared {
@@ -184,6 +186,7 @@ impl SessionShared {
             last_input_viewer: AtomicU64::new(0),
             journal,
             feed,
+            last_output: AtomicU64::new(0),
         })
     }
 
@@ -226,6 +229,17 @@ impl SessionShared {
     /// New output was appended to the Ring: tell the persister.
     pub(crate) fn output_appended(&self) {
         self.feed.output_appended();
+        self.last_output
+            .store(crate::time::mono_ms(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds (on [`crate::time::mono_ms`]'s clock) since output last arrived; None if
+    /// none ever did.
+    pub fn quiet_ms(&self) -> Option<u64> {
+        match self.last_output.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(crate::time::mono_ms().saturating_sub(at)),
+        }
     }
 
     /// Why this session's output cannot be persisted, if it cannot.

@@ -28,6 +28,8 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
+    /// User messages posted through the agentapi endpoints.
+    pub conversations: crate::agentapi::Conversations,
     /// Live connections' figures (for `corral tree`).
     pub connections: crate::connections::Registry,
     /// When the server started.

@@ -11,6 +11,7 @@
 //! corral-cli); the only HTTP/WebSocket client is corral-client.
 
 pub mod access;
+pub mod agentapi;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -53,6 +53,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/permission", post(answer_permission))
         .route("/v1/tokens", post(create_token))
         .route("/v1/recovery", get(recovery_report))
+        .route("/agentapi/{key}/status", get(crate::agentapi::get_status))
+        .route(
+            "/agentapi/{key}/messages",
+            get(crate::agentapi::get_messages),
+        )
+        .route(
+            "/agentapi/{key}/message",
+            post(crate::agentapi::post_message),
+        )
+        .route("/agentapi/{key}/events", get(crate::agentapi::get_events))
+        .route(
+            "/agentapi/{key}/openapi.json",
+            get(crate::agentapi::openapi),
+        )
         .route("/ttyd/{key}/ws", get(ws_ttyd))
         .route("/ttyd/{key}/token", get(ttyd_token))
         .layer(DefaultBodyLimit::max(256 * 1024))

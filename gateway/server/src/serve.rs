@@ -86,6 +86,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         next_viewer: AtomicU64::new(1),
         permissions: Default::default(),
         connections: Default::default(),
+        conversations: Default::default(),
         started: std::time::Instant::now(),
         shutdown: tokio::sync::watch::channel(false).0,
     });
@@ -126,6 +127,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .into_future();
     let signal = async {
         shutdown_signal().await;
+        // Long-lived responses (agentapi event streams, permission hooks waiting for an
+        // answer) end on this flag: a graceful shutdown waits for open responses.
+        app.shutdown.send_replace(true);
         stop_tx.send_replace(true);
     };
     let (tcp, local, ()) = tokio::join!(tcp, local, signal);

@@ -11,10 +11,15 @@ use corral_actors::{Item, SessionError, SessionHandle, Size, Subscription};
 use futures::StreamExt;
 use uuid::Uuid;
 
-use super::pace::Wait;
+use super::pace::{Passed, Wait};
 use super::*;
 use crate::error::ApiError;
 use crate::protocol::SessionView;
+
+/// How long after a paste (`input` with `paste`) its Enter is written: long enough for an agent's
+/// TUI to have taken the paste in (Claude Code's own PTY driver waits 10 ms), short enough not to
+/// be noticed.
+const PASTE_ENTER_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl ConnectionState {
     /// A native JSON request.
@@ -153,18 +158,47 @@ impl ConnectionState {
                 let Some(h) = self.writable(id, &grant, &session).await else {
                     return true;
                 };
-                let bytes = if paste {
-                    // Asked of the screen, which has caught up with the output so far.
-                    let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
-                    if bracketed {
-                        format!("\x1b[200~{data}\x1b[201~\r")
-                    } else {
-                        format!("{data}\r")
-                    }
+                if !paste {
+                    return self.input(id, &h, data.into_bytes()).await;
+                }
+                // Asked of the screen, which has caught up with the output so far.
+                let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
+                let text = if bracketed {
+                    format!("\x1b[200~{data}\x1b[201~")
                 } else {
                     data
                 };
-                self.input(id, &h, bytes.into_bytes()).await
+                let (written, alive) = self.input_written(id, &h, text.into_bytes()).await;
+                if written {
+                    // The Enter is a write of its own, PASTE_ENTER_DELAY later: Claude Code's
+                    // TUI loses an Enter that arrives in the same read as the paste (its own PTY
+                    // driver waits 10 ms). It is held like a paced message: nothing more is read
+                    // from this socket until it went (order is kept), output keeps flowing.
+                    let enter = Request {
+                        id,
+                        op: Op::Input {
+                            session: h.id().to_string(),
+                            data: "\r".into(),
+                            paste: false,
+                        },
+                    };
+                    if let Ok(enter) = serde_json::to_string(&enter) {
+                        let passed = Passed {
+                            message: true,
+                            bytes: false,
+                        };
+                        let wait = Wait {
+                            delay: PASTE_ENTER_DELAY,
+                            passed,
+                        };
+                        self.hold(
+                            Message::Text(enter.into()),
+                            wait,
+                            tokio::time::Instant::now(),
+                        );
+                    }
+                }
+                alive
             }
             Op::Resize {
                 session,
@@ -392,6 +426,17 @@ impl ConnectionState {
         h: &SessionHandle,
         bytes: Vec<u8>,
     ) -> bool {
+        self.input_written(id, h, bytes).await.1
+    }
+
+    /// [`input`](Self::input), also saying whether the bytes were written now (not held to
+    /// wait for a limit or room, not refused): (written, connection alive).
+    async fn input_written(
+        &mut self,
+        id: Option<u64>,
+        h: &SessionHandle,
+        bytes: Vec<u8>,
+    ) -> (bool, bool) {
         let n = bytes.len();
         let mut passed = self.passed;
         if !passed.bytes {
@@ -404,12 +449,12 @@ impl ConnectionState {
                             .wait_time_from(governor::clock::Clock::now(self.byte_limit.clock()));
                         self.app.metrics.rate_limited.inc();
                         self.wait = Some(Wait { delay, passed });
-                        return true;
+                        return (false, true);
                     }
                     Err(_) => {
                         // Larger than the whole burst: it could never pass. The frame limit
                         // is below the default burst; only a config can make this happen.
-                        return self
+                        let alive = self
                             .error(
                                 id,
                                 ErrorCode::TooLarge,
@@ -419,6 +464,7 @@ impl ConnectionState {
                                 ),
                             )
                             .await;
+                        return (false, alive);
                     }
                 }
             }
@@ -429,7 +475,7 @@ impl ConnectionState {
                 self.app.metrics.bytes_in.inc_by(n as u64);
                 self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 // Input is acknowledged only by errors: no reply traffic per keystroke.
-                true
+                (true, true)
             }
             Err(SessionError::InputFull { .. }) => {
                 // The process is not reading: wait for room instead of dropping the input.
@@ -437,9 +483,9 @@ impl ConnectionState {
                     delay: super::pace::QUEUE_RETRY,
                     passed,
                 });
-                true
+                (false, true)
             }
-            Err(e) => self.session_error(id, e).await,
+            Err(e) => (false, self.session_error(id, e).await),
         }
     }
 

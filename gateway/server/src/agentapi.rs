@@ -1,0 +1,272 @@
+//! Agentapi: each session also speaks the small per-agent HTTP API of coder/agentapi, under
+//! `/agentapi/{session}/`, so tools written for it work unchanged: `GET status`
+//! (`{"agent_type", "status": "running"|"stable"}`), `GET messages` (the conversation),
+//! `POST message` (`{"content", "type": "user"|"raw"}` → `{"ok": true}`), `GET events` (SSE
+//! `message_update` and `status_change`) and `GET openapi.json`. Same tokens and scopes as the
+//! rest of the API.
+//!
+//! For a terminal session the conversation is what agentapi makes of it: the user messages
+//! posted here, and after the last one an agent message that is the session's current screen
+//! as text. `stable` means the agent waits (an agent session whose hooks say idle or
+//! needs_permission), or, for sessions without hooks, that no output came for [`QUIET`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use corral_actors::SessionHandle;
+use corral_actors::attention::Attention;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::access::{Driven, Readable, parse_json};
+use crate::app::App;
+use crate::error::ApiError;
+
+/// Output quiet this long makes a session without hooks `stable`.
+pub const QUIET: Duration = Duration::from_millis(1000);
+/// Messages kept per session (the oldest go first).
+pub const MAX_MESSAGES: usize = 1000;
+
+/// A message of the conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    /// Its position in the conversation (from 0).
+    pub id: u64,
+    /// Its text (a terminal screen for the agent's).
+    pub content: String,
+    /// `user` or `agent`.
+    pub role: String,
+    /// When (RFC 3339).
+    pub time: String,
+}
+
+/// `POST message` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageRequest {
+    /// The text.
+    pub content: String,
+    /// `user` (a prompt: pasted, then Enter) or `raw` (keystrokes as they are).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The user messages posted to each session, by session.
+#[derive(Debug, Default)]
+pub struct Conversations {
+    /// session → its user messages (id, content, time).
+    users: Mutex<HashMap<Uuid, Vec<Message>>>,
+}
+
+/// `running` or `stable`, as agentapi says it.
+pub fn status(h: &SessionHandle) -> &'static str {
+    let info = h.info();
+    let waits = match info.attention {
+        Some(a) => matches!(
+            a,
+            Attention::Idle | Attention::NeedsPermission | Attention::Exited
+        ),
+        None => h
+            .shared()
+            .quiet_ms()
+            .is_none_or(|q| q >= QUIET.as_millis() as u64),
+    };
+    if waits { "stable" } else { "running" }
+}
+
+/// The agent type agentapi names (`claude` for the claude profile).
+fn agent_type(h: &SessionHandle) -> String {
+    if h.info().agent_session_id.is_some() || h.info().attention.is_some() {
+        "claude".into()
+    } else {
+        "custom".into()
+    }
+}
+
+/// The session's screen as plain text, trailing blank lines and spaces trimmed.
+async fn screen_text(h: &SessionHandle) -> String {
+    let Ok(snap) = h.snapshot().await else {
+        return String::new();
+    };
+    let size = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+    let mut parser = vt100::Parser::new(size(snap.rows), size(snap.cols), 0);
+    parser.process(&snap.bytes);
+    let text = parser.screen().contents();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(0, |i| i + 1);
+    lines[..end].join("\n")
+}
+
+/// The conversation: the user messages, then the agent's screen.
+async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
+    let mut out = app
+        .conversations
+        .users
+        .lock()
+        .get(&h.id())
+        .cloned()
+        .unwrap_or_default();
+    let id = out.len() as u64;
+    out.push(Message {
+        id,
+        content: screen_text(h).await,
+        role: "agent".into(),
+        time: corral_actors::time::format(SystemTime::now()),
+    });
+    out
+}
+
+/// `GET /agentapi/{key}/status`.
+pub async fn get_status(Readable(h): Readable) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "agent_type": agent_type(&h), "status": status(&h) }))
+}
+
+/// `GET /agentapi/{key}/messages`.
+pub async fn get_messages(
+    State(app): State<Arc<App>>,
+    Readable(h): Readable,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "messages": messages(&app, &h).await }))
+}
+
+/// `POST /agentapi/{key}/message`: a `user` message needs a `stable` agent (409 otherwise) and
+/// is pasted then entered; a `raw` one is written as keystrokes and not kept.
+pub async fn post_message(
+    State(app): State<Arc<App>>,
+    Driven(h): Driven,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: MessageRequest = parse_json(&body, "message")?;
+    let bytes = match req.kind.as_str() {
+        "raw" => req.content.into_bytes(),
+        "user" => {
+            if status(&h) != "stable" {
+                return Err(ApiError::conflict(
+                    "the agent is running: a user message needs it stable",
+                ));
+            }
+            let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
+            let mut users = app.conversations.users.lock();
+            let list = users.entry(h.id()).or_default();
+            if list.len() >= MAX_MESSAGES {
+                list.remove(0);
+            }
+            let id = list.last().map_or(0, |m| m.id + 2);
+            list.push(Message {
+                id,
+                content: req.content.clone(),
+                role: "user".into(),
+                time: corral_actors::time::format(SystemTime::now()),
+            });
+            let text = req.content;
+            if bracketed {
+                format!("\x1b[200~{text}\x1b[201~\r").into_bytes()
+            } else {
+                format!("{text}\r").into_bytes()
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "message type must be user or raw, not {other:?}"
+            )));
+        }
+    };
+    h.input(0, bytes)?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// `GET /agentapi/{key}/events`: Server-Sent Events. First what reconstructs the state (every
+/// message, the status), then a `message_update` when the agent's screen changed and a
+/// `status_change` when the status did, checked when output or an event arrives (at most every
+/// 250 ms) and at least every second (a quiet screen becomes `stable`).
+pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> Response {
+    struct Follow {
+        app: Arc<App>,
+        h: SessionHandle,
+        sub: Option<corral_actors::Subscription>,
+        sent: HashMap<u64, String>,
+        status: Option<&'static str>,
+        first: bool,
+    }
+    let sub = h.subscribe(None).ok();
+    let f_shutdown = app.shutdown.subscribe();
+    let follow = Follow {
+        app,
+        h,
+        sub,
+        sent: HashMap::new(),
+        status: None,
+        first: true,
+    };
+    let stream = futures::stream::unfold(follow, |mut f| async move {
+        if !f.first {
+            // Wait for output or an event (or a second, for quiet), then let it settle. The
+            // items only wake this loop: what the client gets is the screen, read below.
+            let closed = match f.sub.as_mut() {
+                Some(sub) => matches!(
+                    tokio::time::timeout(Duration::from_secs(1), sub.next(64 * 1024)).await,
+                    Ok(corral_actors::Item::Closed)
+                ),
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            if closed {
+                f.sub = None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        f.first = false;
+        let mut events = Vec::new();
+        for m in messages(&f.app, &f.h).await {
+            if f.sent.get(&m.id) != Some(&m.content) {
+                f.sent.insert(m.id, m.content.clone());
+                let data = serde_json::json!({"id": m.id, "message": m.content, "role": m.role, "time": m.time});
+                events.push(Ok::<_, Infallible>(
+                    Event::default()
+                        .event("message_update")
+                        .data(data.to_string()),
+                ));
+            }
+        }
+        let now = status(&f.h);
+        if f.status != Some(now) {
+            f.status = Some(now);
+            let data = serde_json::json!({"agent_type": agent_type(&f.h), "status": now});
+            events.push(Ok(Event::default()
+                .event("status_change")
+                .data(data.to_string())));
+        }
+        Some((futures::stream::iter(events), f))
+    });
+    use futures::StreamExt;
+    // The stream ends with the server: a graceful shutdown waits for open responses.
+    let mut shutdown = f_shutdown;
+    let ends = async move {
+        if shutdown.wait_for(|down| *down).await.is_err() {
+            tracing::debug!("shutdown flag dropped");
+        }
+    };
+    Sse::new(stream.flatten().take_until(Box::pin(ends)))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `GET /agentapi/{key}/openapi.json`: the API this module serves, in agentapi's shapes.
+pub async fn openapi(Readable(_): Readable) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("agentapi.openapi.json"),
+    )
+        .into_response()
+}

@@ -1,0 +1,192 @@
+//! The agentapi-compatible endpoints (`/agentapi/{session}/…`, the shapes of coder/agentapi's
+//! OpenAPI document) on real sessions: status from output quiet, a user message pasted and
+//! entered then seen in the agent's screen message, raw keystrokes, the SSE stream's first
+//! events, the OpenAPI document, and the same tokens and scopes as the rest of the API.
+
+use std::time::{Duration, Instant};
+
+use corral_tests::Server;
+use serde_json::{Value, json};
+
+async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, body) = server.http("GET", path, token, None).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+async fn until(mut check: impl AsyncFnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cat_session_speaks_agentapi() {
+    let server = Server::start();
+    let token = server.token.clone();
+    let t = Some(token.as_str());
+    server.spawn(json!({"argv": ["cat"], "name": "cat"})).await;
+    until(
+        async || get(&server, "/agentapi/cat/status", t).await.1["status"] == "stable",
+        "a quiet session is stable",
+    )
+    .await;
+    let (_, status) = get(&server, "/agentapi/cat/status", t).await;
+    assert_eq!(status["agent_type"], "custom");
+    // A user message: pasted, entered, echoed by the terminal; then in the conversation.
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/cat/message",
+            t,
+            Some(&json!({"content": "hello agent", "type": "user"})),
+        )
+        .await;
+    assert_eq!((code, body.as_str()), (200, r#"{"ok":true}"#));
+    until(
+        async || {
+            let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
+            m["messages"][1]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("hello agent"))
+        },
+        "the echo in the agent message",
+    )
+    .await;
+    let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
+    let msgs = m["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "user");
+    assert_eq!(msgs[0]["content"], "hello agent");
+    assert_eq!(msgs[1]["role"], "agent");
+    for msg in msgs {
+        for field in ["id", "content", "role", "time"] {
+            assert!(!msg[field].is_null(), "{field} missing in {msg}");
+        }
+    }
+    // Raw keystrokes are written as they are and not kept.
+    let (code, _) = server
+        .http(
+            "POST",
+            "/agentapi/cat/message",
+            t,
+            Some(&json!({"content": "raw-keys\r", "type": "raw"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    until(
+        async || {
+            let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
+            m["messages"].as_array().unwrap().len() == 2
+                && m["messages"][1]["content"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("raw-keys"))
+        },
+        "raw keystrokes on the screen",
+    )
+    .await;
+    // A bad type: 400.
+    let (code, _) = server
+        .http(
+            "POST",
+            "/agentapi/cat/message",
+            t,
+            Some(&json!({"content": "x", "type": "shout"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+}
+
+#[tokio::test]
+async fn a_busy_session_is_running_and_refuses_user_messages() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    server
+        .spawn(
+            json!({"argv": ["sh", "-c", "while :; do echo tick; sleep 0.1; done"], "name": "busy"}),
+        )
+        .await;
+    until(
+        async || get(&server, "/agentapi/busy/status", t).await.1["status"] == "running",
+        "a printing session is running",
+    )
+    .await;
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/busy/message",
+            t,
+            Some(&json!({"content": "hi", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+}
+
+#[tokio::test]
+async fn events_openapi_and_scopes() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "echo first screen; exec cat"], "name": "ev"}))
+        .await;
+    // SSE: the first events reconstruct the state.
+    let client = server.client();
+    let mut stream = client
+        .send(hyper::Method::GET, "/agentapi/ev/events", t, None)
+        .await
+        .unwrap();
+    assert_eq!(stream.response.status(), 200);
+    assert_eq!(
+        stream.response.headers()["content-type"],
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(text.contains("event: status_change") && text.contains("first screen")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(Instant::now() < deadline, "{text}");
+    }
+    assert!(text.contains("event: message_update"), "{text}");
+    // The OpenAPI document names agentapi's paths and shapes.
+    let (code, doc) = get(&server, "/agentapi/ev/openapi.json", t).await;
+    assert_eq!(code, 200);
+    for path in ["/status", "/messages", "/message", "/events"] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["Message"]["required"],
+        json!(["content", "id", "role", "time"])
+    );
+    // Scopes: a read token reads but cannot post; no token is refused.
+    let out = std::process::Command::new(corral_tests::binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["token", "create", "--session", "ev", "--scope", "read"])
+        .output()
+        .unwrap();
+    let read = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        get(&server, "/agentapi/ev/status", Some(&read)).await.0,
+        200
+    );
+    let (code, _) = server
+        .http(
+            "POST",
+            "/agentapi/ev/message",
+            Some(&read),
+            Some(&json!({"content": "x", "type": "raw"})),
+        )
+        .await;
+    assert_eq!(code, 403);
+    assert_eq!(get(&server, "/agentapi/ev/status", None).await.0, 401);
+    assert_eq!(get(&server, "/agentapi/nope/status", t).await.0, 404);
+    assert!(info["id"].is_string());
+}
