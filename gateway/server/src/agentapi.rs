@@ -21,32 +21,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use corral_actors::SessionHandle;
 use corral_actors::attention::Attention;
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use serde::Deserialize;
 
 use crate::access::{Driven, Readable, parse_json};
 use crate::app::App;
+use crate::conversation::{MAX_MESSAGES, Message};
 use crate::error::ApiError;
 
 /// Output quiet this long makes a session without hooks `stable`.
 pub const QUIET: Duration = Duration::from_millis(1000);
-/// Messages kept per session (the oldest go first).
-pub const MAX_MESSAGES: usize = 1000;
-
-/// A message of the conversation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Message {
-    /// Its position in the conversation (from 0).
-    pub id: u64,
-    /// Its text (a terminal screen for the agent's).
-    pub content: String,
-    /// `user` or `agent`.
-    pub role: String,
-    /// When (RFC 3339).
-    pub time: String,
-}
-
 /// `POST message` body.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MessageRequest {
@@ -55,13 +38,6 @@ pub struct MessageRequest {
     /// `user` (a prompt: pasted, then Enter) or `raw` (keystrokes as they are).
     #[serde(rename = "type")]
     pub kind: String,
-}
-
-/// The user messages posted to each session, by session.
-#[derive(Debug, Default)]
-pub struct Conversations {
-    /// session → its user messages (id, content, time).
-    users: Mutex<HashMap<Uuid, Vec<Message>>>,
 }
 
 /// `running` or `stable`, as agentapi says it.

@@ -29,7 +29,7 @@ pub struct App {
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
     /// User messages posted through the agentapi endpoints.
-    pub conversations: crate::agentapi::Conversations,
+    pub conversations: crate::conversation::Conversations,
     /// Live connections' figures (for `corral tree`).
     pub connections: crate::connections::Registry,
     /// When the server started.

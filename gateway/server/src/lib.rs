@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod connections;
+pub mod conversation;
 pub mod datadir;
 pub mod error;
 pub mod introspect;
