@@ -29,6 +29,33 @@ pub fn binary() -> PathBuf {
     );
 }
 
+/// Claude Code (`@anthropic-ai/claude-code`) from the cache dir (`$CORRAL_CLAUDE_CACHE`, else
+/// `target/claude-cache`, where `scripts/setup` installs it), installed there with npm on first
+/// use; None when that fails (the caller fails naming the missing prerequisite: the Claude Code
+/// tests never pass by skipping).
+pub fn claude_code() -> Option<PathBuf> {
+    let cache = std::env::var_os("CORRAL_CLAUDE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/claude-cache"));
+    let bin = cache.join("node_modules/.bin/claude");
+    if bin.exists() {
+        return Some(bin);
+    }
+    std::fs::create_dir_all(&cache).ok()?;
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            "@anthropic-ai/claude-code",
+        ])
+        .current_dir(&cache)
+        .status()
+        .ok()?;
+    (status.success() && bin.exists()).then_some(bin)
+}
+
 /// A running `corral serve`.
 pub struct Server {
     /// The process.

@@ -4,25 +4,35 @@
 //! of the Anthropic Messages API (ANTHROPIC_BASE_URL), and checks that its hooks fire for real and
 //! reach the session as events, then that nothing is left.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use corral_tests::{Server, binary, session_processes};
+use corral_tests::{Server, binary, claude_code, session_processes};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The stub's task, aborted (with every connection it serves) when the test drops it.
+struct Stub(tokio::task::JoinHandle<()>);
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A minimal Messages API: every POST /v1/messages answers "Hello from the stub." (SSE when
 /// streaming); anything else gets an empty JSON object.
-async fn stub() -> u16 {
+async fn stub() -> (u16, Stub) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        // Owned by the accept loop: dropped (aborted) with it.
+        let mut conns = tokio::task::JoinSet::new();
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(async move {
+            conns.spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 65536];
                 let (head_end, len) = loop {
@@ -83,42 +93,16 @@ async fn stub() -> u16 {
             });
         }
     });
-    port
-}
-
-/// claude from the cache dir, installed with npm on first use; None when that fails.
-fn claude() -> Option<PathBuf> {
-    let cache = std::env::var_os("CORRAL_CLAUDE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/claude-cache")
-        });
-    let bin = cache.join("node_modules/.bin/claude");
-    if bin.exists() {
-        return Some(bin);
-    }
-    std::fs::create_dir_all(&cache).ok()?;
-    let status = Command::new("npm")
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--silent",
-            "@anthropic-ai/claude-code",
-        ])
-        .current_dir(&cache)
-        .status()
-        .ok()?;
-    (status.success() && bin.exists()).then_some(bin)
+    (port, Stub(task))
 }
 
 #[tokio::test]
 async fn claude_code_hooks_reach_their_session_and_nothing_is_left() {
-    let claude = claude().expect(
+    let claude = claude_code().expect(
         "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
          run scripts/setup (needs node and npm)",
     );
-    let port = stub().await;
+    let (port, _stub) = stub().await;
     let server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let corral = |args: &[&str]| {

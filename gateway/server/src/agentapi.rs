@@ -28,6 +28,9 @@ use crate::app::App;
 use crate::conversation::{MAX_MESSAGES, Message};
 use crate::error::ApiError;
 
+/// How long after a user message's paste its Enter is written.
+const PASTE_ENTER_DELAY: Duration = Duration::from_millis(100);
+
 /// Output quiet this long makes a session without hooks `stable`.
 pub const QUIET: Duration = Duration::from_millis(1000);
 /// `POST message` body.
@@ -91,7 +94,7 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
         .get(&h.id())
         .cloned()
         .unwrap_or_default();
-    let id = out.len() as u64;
+    let id = out.last().map_or(0, |m| m.id + 1);
     out.push(Message {
         id,
         content: screen_text(h).await,
@@ -131,24 +134,32 @@ pub async fn post_message(
                 ));
             }
             let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
-            let mut users = app.conversations.users.lock();
-            let list = users.entry(h.id()).or_default();
-            if list.len() >= MAX_MESSAGES {
-                list.remove(0);
+            {
+                // User messages take the even ids: each is followed by the agent's answer.
+                let mut users = app.conversations.users.lock();
+                let list = users.entry(h.id()).or_default();
+                if list.len() >= MAX_MESSAGES {
+                    list.remove(0);
+                }
+                let id = list.last().map_or(0, |m| m.id + 2);
+                list.push(Message {
+                    id,
+                    content: req.content.clone(),
+                    role: "user".into(),
+                    time: corral_actors::time::format(SystemTime::now()),
+                });
             }
-            let id = list.last().map_or(0, |m| m.id + 2);
-            list.push(Message {
-                id,
-                content: req.content.clone(),
-                role: "user".into(),
-                time: corral_actors::time::format(SystemTime::now()),
-            });
             let text = req.content;
-            if bracketed {
-                format!("\x1b[200~{text}\x1b[201~\r").into_bytes()
+            let paste = if bracketed {
+                format!("\x1b[200~{text}\x1b[201~")
             } else {
-                format!("{text}\r").into_bytes()
-            }
+                text
+            };
+            // The Enter is a write of its own, a moment later: Claude Code's TUI loses an
+            // Enter that arrives in the same read as the paste (see the native `input` op).
+            h.input(0, paste.into_bytes())?;
+            tokio::time::sleep(PASTE_ENTER_DELAY).await;
+            b"\r".to_vec()
         }
         other => {
             return Err(ApiError::bad_request(format!(

@@ -28,6 +28,9 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
+    /// The corral binary's path, read once at start: hooks run it by path, so a binary
+    /// replaced on disk (a rebuild, an upgrade) is the one they run, never a "(deleted)" one.
+    pub exe: std::path::PathBuf,
     /// User messages posted through the agentapi endpoints.
     pub conversations: crate::conversation::Conversations,
     /// Live connections' figures (for `corral tree`).
@@ -58,9 +61,7 @@ impl App {
         // and never a command a client sent).
         spec.hook_command = None;
         if spec.agent.is_some() {
-            let exe = std::env::current_exe()
-                .map_err(|e| SessionError::Spawn(format!("cannot find the corral binary: {e}")))?;
-            spec.hook_command = Some(vec![exe.display().to_string(), "hook".into()]);
+            spec.hook_command = Some(vec![self.exe.display().to_string(), "hook".into()]);
         }
         let result = self.corral.sessions().spawn_with_id(id, spec).await;
         if result.is_err() {

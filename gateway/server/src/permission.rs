@@ -95,6 +95,13 @@ impl Waiting {
         }
     }
 
+    /// Closes the open question of `session`, if any: its hook call returns no decision.
+    pub fn close(&self, session: Uuid) {
+        if self.open.lock().remove(&session).is_some() {
+            tracing::debug!(%session, "open permission question closed: settled elsewhere");
+        }
+    }
+
     /// Whether `session` has an open question.
     pub fn is_open(&self, session: Uuid) -> bool {
         self.open.lock().contains_key(&session)

@@ -387,6 +387,13 @@ async fn post_hook(
     };
     let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
     app.metrics.hook_events.inc();
+    if name != "PermissionRequest"
+        && h.info().attention != Some(corral_actors::attention::Attention::NeedsPermission)
+    {
+        // The question was settled elsewhere (answered in the terminal, denied, the turn
+        // moved on): an answer now would reach nobody, so the open question closes.
+        app.permissions.close(h.id());
+    }
     if name != "PermissionRequest" {
         return Ok((
             StatusCode::ACCEPTED,

@@ -33,6 +33,8 @@ pub struct ServeOptions {
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let data = DataDir::open_exclusive(&opts.data_dir)?;
     let admin = data.admin_token()?;
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find the corral binary: {e}"))?;
     let admin_token = admin.clone();
     match corral_actors::process::limits::raise_nofile() {
         Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
@@ -87,6 +89,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         permissions: Default::default(),
         connections: Default::default(),
         conversations: Default::default(),
+        exe,
         started: std::time::Instant::now(),
         shutdown: tokio::sync::watch::channel(false).0,
     });

@@ -1,0 +1,696 @@
+//! Permission answers with the real Claude Code, in every `cargo test`: Claude runs in its TUI
+//! (PTY mode) under `corral spawn --agent claude` against a local stub of the Anthropic Messages
+//! API that asks for the Bash tool (`touch <project>/made-by-claude`) and, once it gets the tool's
+//! result, ends the turn with a text. Checked, one test each: an `allow` from `corral answer`
+//! runs the tool, a `deny --message` does not and Claude gets the message, and with no answer
+//! within `[agents] permission_wait_secs` the hook returns no decision and the question is
+//! Claude's own prompt in the terminal, answered there.
+//!
+//! Why the TUI: Claude Code 2.1 runs PermissionRequest hooks where it would otherwise show its
+//! permission dialog (TUI), or alongside its SDK permission request (`-p --input-format
+//! stream-json --permission-prompt-tool stdio`). Plain `claude -p` with `--permission-mode
+//! default` never asks: a tool that needs a permission is refused at once (the tool result says
+//! it "was blocked") and no PermissionRequest hook runs; the last test here pins that down.
+//!
+//! What Claude requests (logged by the stub; `requests` in a failure message): `HEAD /` (a
+//! connectivity check) and `POST /v1/messages?beta=true`, streaming: a session title (no tools;
+//! answered with a text), the turn (answered with the tool_use), the follow-up carrying the
+//! tool_result (answered with a text). Anything else would get `{}`.
+//!
+//! Claude's first-run screens are skipped with a temp HOME whose `.claude.json` marks onboarding
+//! done, the project trusted and the API key approved.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral_tests::{Frame, Server, binary, claude_code, session_processes};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The API key Claude gets (approved in `.claude.json` by its last 20 characters).
+const API_KEY: &str = "sk-ant-corral-test-0123456789abcdef";
+
+/// What the TUI shows when its prompt is ready for input.
+const READY: &str = "? for shortcuts";
+
+/// Claude Code's own permission dialog.
+const DIALOG: &str = "Do you want to proceed?";
+
+/// The stub Messages API, one task (its connections in a JoinSet it owns, so aborting it ends
+/// them all); aborted by [`Stub::stop`], or when dropped.
+struct Stub {
+    port: u16,
+    requests: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stub {
+    /// Listens on 127.0.0.1; the tool_use it hands out runs `command`.
+    async fn start(command: String) -> Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            conns.spawn(serve(stream, log.clone(), command.clone()));
+                        }
+                        Err(_) => return,
+                    },
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Stub {
+            port,
+            requests,
+            task,
+        }
+    }
+
+    /// Every request so far: `{method, path, body}` (body null unless JSON).
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// `METHOD path` of every request so far (for failure messages).
+    fn summary(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| format!("{} {}", r["method"], r["path"]).replace('"', ""))
+            .collect()
+    }
+
+    /// The tool_result blocks Claude sent back.
+    fn tool_results(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for r in self.requests() {
+            for m in r["body"]["messages"].as_array().into_iter().flatten() {
+                for b in m["content"].as_array().into_iter().flatten() {
+                    if b["type"] == "tool_result" && !out.contains(b) {
+                        out.push(b.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 request on `stream` (the reply closes the connection).
+async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, command: String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let (head_end, len) = loop {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut first = head.lines().next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_string();
+    let path = first.next().unwrap_or("").to_string();
+    let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+    log.lock()
+        .unwrap()
+        .push(json!({"method": method, "path": path, "body": body}));
+    let is_messages = method == "POST"
+        && path.starts_with("/v1/messages")
+        && !path.starts_with("/v1/messages/count_tokens");
+    let (content_type, reply) = if is_messages {
+        messages_reply(&body, &command)
+    } else {
+        ("application/json", "{}".to_string())
+    };
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    if stream.write_all(resp.as_bytes()).await.is_ok() {
+        stream.shutdown().await.ok();
+    }
+}
+
+/// The answer to a Messages request: a Bash tool_use running `command` while the request offers
+/// the Bash tool and carries no tool_result yet; a short text otherwise (the follow-up with the
+/// tool's result, and side requests such as the session title). SSE when `stream` is set.
+fn messages_reply(body: &Value, command: &str) -> (&'static str, String) {
+    let offers_bash = body["tools"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["name"] == "Bash"));
+    let has_result = body["messages"].as_array().is_some_and(|ms| {
+        ms.iter().any(|m| {
+            m["content"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
+        })
+    });
+    let input = json!({"command": command, "description": "Create the file"});
+    let (block, stop_reason) = if offers_bash && !has_result {
+        (
+            json!({"type": "tool_use", "id": "toolu_stub_1", "name": "Bash", "input": input}),
+            "tool_use",
+        )
+    } else if has_result {
+        (
+            json!({"type": "text", "text": "The stub saw the tool result."}),
+            "end_turn",
+        )
+    } else {
+        (json!({"type": "text", "text": "Stub title"}), "end_turn")
+    };
+    if body["stream"] != true {
+        let msg = json!({
+            "id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [block], "stop_reason": stop_reason, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        });
+        return ("application/json", msg.to_string());
+    }
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let start = json!({
+        "id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    });
+    let mut sse = ev(
+        "message_start",
+        json!({"type": "message_start", "message": start}),
+    );
+    if block["type"] == "tool_use" {
+        let empty = json!({"type": "tool_use", "id": block["id"], "name": "Bash", "input": {}});
+        sse += &ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": empty}),
+        );
+        // The input arrives as partial JSON, split as the API splits it.
+        let text = input.to_string();
+        let (a, b) = text.split_at(text.len() / 2);
+        for part in [a, b] {
+            sse += &ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "input_json_delta", "partial_json": part}}),
+            );
+        }
+    } else {
+        sse += &ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+        );
+        sse += &ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": block["text"]}}),
+        );
+    }
+    sse += &ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    );
+    sse += &ev(
+        "message_delta",
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+               "usage": {"output_tokens": 5}}),
+    );
+    sse += &ev("message_stop", json!({"type": "message_stop"}));
+    ("text/event-stream", sse)
+}
+
+/// `corral ARGS` (async: the stub runs on this test's runtime meanwhile).
+async fn corral(server: &Server, args: &[&str]) -> Output {
+    tokio::process::Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `corral ARGS`, which must succeed.
+async fn corral_ok(server: &Server, args: &[&str]) -> String {
+    let out = corral(server, args).await;
+    assert!(
+        out.status.success(),
+        "corral {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn session(server: &Server, name: &str) -> Value {
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{name}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The printable characters of a screen drawn with escape sequences, whitespace left out
+/// (the TUI moves the cursor over blanks instead of writing them).
+fn visible(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            if !c.is_whitespace() && !c.is_control() {
+                out.push(c);
+            }
+            continue;
+        }
+        match chars.next() {
+            // CSI: parameters up to a final byte in @..~.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ST.
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\x07' {
+                        break;
+                    }
+                    if c == '\x1b' {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            // Charset designations take one more character.
+            Some('(' | ')' | '*' | '+' | '#' | '%') => {
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn squash(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// The session's current screen (a SNAPSHOT from the server's emulator), as [`visible`] text.
+async fn screen(server: &Server, name: &str) -> String {
+    let mut ws = server.ws().await;
+    ws.send(json!({"type": "snapshot", "session": name})).await;
+    loop {
+        match ws.next().await {
+            Frame::Bin(2, _, _, bytes) => return visible(&bytes),
+            Frame::Json(v) if v["type"] == "error" => panic!("snapshot: {v}"),
+            Frame::Close(code, reason) => panic!("closed {code} {reason}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits (bounded) until the screen shows `text`; returns the screen.
+async fn until_screen(server: &Server, name: &str, text: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = screen(server, name).await;
+        if s.contains(&squash(text)) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} on the screen of {name} after {within:?}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One Claude Code in its TUI under `corral spawn --agent claude`, with its own HOME and project.
+struct Claude {
+    id: String,
+    name: String,
+    project: tempfile::TempDir,
+    _home: tempfile::TempDir,
+    stub: Stub,
+}
+
+impl Claude {
+    /// The file the stub's tool_use creates.
+    fn target(&self) -> PathBuf {
+        project_path(self.project.path()).join("made-by-claude")
+    }
+
+    /// Spawns Claude, waits until its prompt takes input, pastes the prompt and waits until the
+    /// session needs a permission; checks what it asks for and that Claude's own dialog shows.
+    async fn start_and_ask(server: &Server, name: &str) -> Claude {
+        let claude = claude_code().expect(
+            "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
+             run scripts/setup (needs node and npm)",
+        );
+        let project = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let dir = project_path(project.path());
+        let command = format!("touch {}", dir.join("made-by-claude").display());
+        let stub = Stub::start(command.clone()).await;
+        // First-run screens: onboarding done, this project trusted, the API key approved.
+        let config = json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": { dir.display().to_string(): { "hasTrustDialogAccepted": true } },
+            "customApiKeyResponses": {
+                "approved": [&API_KEY[API_KEY.len() - 20..]],
+                "rejected": [],
+            },
+        });
+        std::fs::write(home.path().join(".claude.json"), config.to_string()).unwrap();
+        let env = claude_env(home.path(), &stub);
+        let dir_arg = dir.display().to_string();
+        let mut args = vec![
+            "spawn", "--name", name, "--agent", "claude", "--cwd", &dir_arg,
+        ];
+        for e in &env {
+            args.extend(["--env", e.as_str()]);
+        }
+        let claude_arg = claude.display().to_string();
+        args.extend(["--", &claude_arg, "--permission-mode", "default"]);
+        let id = corral_ok(server, &args).await.trim().to_string();
+        let c = Claude {
+            id,
+            name: name.to_string(),
+            project,
+            _home: home,
+            stub,
+        };
+        // SessionStart makes the session idle; the prompt takes input once it is drawn. A moment
+        // more lets Claude finish starting up: while it is busy a paste and its Enter can reach
+        // it in one read, and then the Enter is lost.
+        corral_ok(server, &["wait", name, "--for", "idle", "--timeout", "40"]).await;
+        until_screen(server, name, READY, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        corral_ok(server, &["send", name, "--paste", "create the file"]).await;
+        let out = corral(
+            server,
+            &["wait", name, "--for", "needs_permission", "--timeout", "30"],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{name} never asked: {} {}\nscreen: {}\nrequests: {:?}",
+            String::from_utf8_lossy(&out.stderr),
+            session(server, name).await,
+            screen(server, name).await,
+            c.stub.summary()
+        );
+        let s = session(server, name).await;
+        assert_eq!(s["attention"], "needs_permission", "{s}");
+        assert_eq!(s["permission"]["tool"], "Bash", "{s}");
+        assert_eq!(s["permission"]["input"]["command"], command, "{s}");
+        assert!(s["agent_session_id"].is_string(), "{s}");
+        let ps = corral_ok(server, &["ps"]).await;
+        assert!(ps.contains("needs_permission (Bash)"), "{ps}");
+        // Claude shows its own dialog at once, while the hook waits for an answer: whichever
+        // answers first (the API through the hook, or a key in the terminal) decides.
+        until_screen(server, name, DIALOG, Duration::from_secs(10)).await;
+        assert!(!c.target().exists(), "the tool ran before any answer");
+        c
+    }
+
+    /// The hook names among the session's events.
+    async fn hooks(&self, server: &Server) -> Vec<String> {
+        corral_ok(server, &["events", &self.name, "--json"])
+            .await
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["kind"]["kind"] == "hook")
+            .map(|e| e["kind"]["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Stops the session and the stub; nothing of the session may be left.
+    async fn stop(self, server: &Server) {
+        corral_ok(server, &["stop", &self.name]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !session_processes(&self.id).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {:?}",
+                session_processes(&self.id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stub.stop();
+    }
+}
+
+/// Claude's environment: its own HOME, the stub as the API, no updater, telemetry or other
+/// traffic.
+fn claude_env(home: &Path, stub: &Stub) -> Vec<String> {
+    vec![
+        format!("HOME={}", home.display()),
+        format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", stub.port),
+        format!("ANTHROPIC_API_KEY={API_KEY}"),
+        "DISABLE_AUTOUPDATER=1".to_string(),
+        "DISABLE_TELEMETRY=1".to_string(),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1".to_string(),
+    ]
+}
+
+/// The project dir as Claude sees its cwd (symlinks resolved).
+fn project_path(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap()
+}
+
+#[tokio::test]
+async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
+    let server = Server::start();
+    let c = Claude::start_and_ask(&server, "allow").await;
+    corral_ok(&server, &["answer", "allow", "allow"]).await;
+    corral_ok(
+        &server,
+        &["wait", "allow", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        c.target().exists(),
+        "the allowed tool did not run; requests: {:?}",
+        c.stub.summary()
+    );
+    let results = c.stub.tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["tool_use_id"], "toolu_stub_1");
+    assert_ne!(results[0]["is_error"], true, "{results:?}");
+    let s = session(&server, "allow").await;
+    assert_eq!(s["attention"], "idle", "{s}");
+    assert!(s["permission"].is_null(), "{s}");
+    let hooks = c.hooks(&server).await;
+    for want in ["PermissionRequest", "PostToolUse", "Stop"] {
+        assert!(hooks.iter().any(|h| h == want), "no {want} in {hooks:?}");
+    }
+    let screen = until_screen(&server, "allow", READY, Duration::from_secs(10)).await;
+    assert!(!screen.contains(&squash(DIALOG)), "{screen}");
+    c.stop(&server).await;
+}
+
+#[tokio::test]
+async fn claude_code_asks_corral_answers_deny_with_a_message_and_nothing_runs() {
+    let server = Server::start();
+    let c = Claude::start_and_ask(&server, "deny").await;
+    corral_ok(
+        &server,
+        &["answer", "deny", "deny", "--message", "not in this test"],
+    )
+    .await;
+    corral_ok(
+        &server,
+        &["wait", "deny", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    assert!(!c.target().exists(), "the denied tool ran");
+    // Claude hands the message to the model as the tool's (failed) result.
+    let results = c.stub.tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["is_error"], true, "{results:?}");
+    assert!(
+        results[0]["content"]
+            .to_string()
+            .contains("not in this test"),
+        "{results:?}"
+    );
+    let hooks = c.hooks(&server).await;
+    assert!(
+        !hooks.iter().any(|h| h == "PostToolUse"),
+        "a PostToolUse after a deny: {hooks:?}"
+    );
+    assert!(hooks.iter().any(|h| h == "Stop"), "{hooks:?}");
+    assert!(session(&server, "deny").await["permission"].is_null());
+    c.stop(&server).await;
+}
+
+#[tokio::test]
+async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[agents]\npermission_wait_secs = 2\n").unwrap();
+    let server = Server::start_with(&["--config", &config.path().display().to_string()]);
+    let c = Claude::start_and_ask(&server, "nobody").await;
+    let asked = Instant::now();
+    // The hook (`corral hook`, a process of the session) returns after the 2 s wait, with no
+    // decision.
+    let is_hook = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "corral")
+    };
+    while session_processes(&c.id).iter().any(is_hook) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "the hook still waits after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The session still needs the permission (Claude still asks), but no hook waits for an
+    // answer any more: the API refuses one, naming the state.
+    let s = session(&server, "nobody").await;
+    assert_eq!(s["attention"], "needs_permission", "{s}");
+    let out = corral(&server, &["answer", "nobody", "allow"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not waiting for a permission answer"), "{err}");
+    // Claude's own prompt is still on the screen, and the tool has not run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_screen(&server, "nobody", DIALOG, Duration::from_secs(5)).await;
+    assert!(!c.target().exists(), "the tool ran without an answer");
+    // Answered in the terminal as usual: Enter takes the highlighted "Yes".
+    corral_ok(&server, &["send", "nobody", "\\r"]).await;
+    corral_ok(
+        &server,
+        &["wait", "nobody", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        c.target().exists(),
+        "the tool allowed in the terminal did not run"
+    );
+    let hooks = c.hooks(&server).await;
+    assert!(hooks.iter().any(|h| h == "PostToolUse"), "{hooks:?}");
+    c.stop(&server).await;
+}
+
+/// `claude -p` (pipe mode, `--permission-mode default`, no `--allowedTools`) never asks: the
+/// tool is refused at once (its result says it "was blocked"), no PermissionRequest hook runs,
+/// and Claude ends its turn and exits.
+#[tokio::test]
+async fn claude_code_in_pipe_mode_refuses_the_tool_without_asking() {
+    let claude = claude_code().expect(
+        "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
+         run scripts/setup (needs node and npm)",
+    );
+    let server = Server::start();
+    let project = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let dir = project_path(project.path());
+    let target = dir.join("made-by-claude");
+    let stub = Stub::start(format!("touch {}", target.display())).await;
+    let env = claude_env(home.path(), &stub);
+    let dir_arg = dir.display().to_string();
+    let mut args = vec![
+        "spawn", "--name", "pipe", "--agent", "claude", "--pipe", "--cwd", &dir_arg,
+    ];
+    for e in &env {
+        args.extend(["--env", e.as_str()]);
+    }
+    let claude_arg = claude.display().to_string();
+    args.extend([
+        "--",
+        &claude_arg,
+        "-p",
+        "create the file",
+        "--permission-mode",
+        "default",
+    ]);
+    let id = corral_ok(&server, &args).await.trim().to_string();
+    let out = corral(
+        &server,
+        &["wait", "pipe", "--for", "exit", "--timeout", "40"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!target.exists(), "the tool ran without a permission");
+    let results = stub.tool_results();
+    assert_eq!(results.len(), 1, "{results:?}; {:?}", stub.summary());
+    assert_eq!(results[0]["is_error"], true, "{results:?}");
+    assert!(
+        results[0]["content"].to_string().contains("was blocked"),
+        "{results:?}"
+    );
+    let events = corral_ok(&server, &["events", "pipe", "--json"]).await;
+    let hooks: Vec<String> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"]["kind"] == "hook")
+        .map(|e| e["kind"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(hooks.iter().any(|h| h == "PreToolUse"), "{hooks:?}");
+    assert!(!hooks.iter().any(|h| h == "PermissionRequest"), "{hooks:?}");
+    assert!(hooks.iter().any(|h| h == "Stop"), "{hooks:?}");
+    assert!(
+        corral_ok(&server, &["logs", "pipe"])
+            .await
+            .contains("The stub saw the tool result.")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !session_processes(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            session_processes(&id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stub.stop();
+}
