@@ -386,3 +386,65 @@ pub async fn wait_for_comm(id: &str, comm: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A request as a test stub server (the Messages API stub) reads it.
+#[derive(Debug)]
+pub struct StubRequest {
+    /// `POST`, `GET`, ...
+    pub method: String,
+    /// The request target.
+    pub path: String,
+    /// The JSON body (`Null` when there is none or it is not JSON).
+    pub body: Value,
+}
+
+/// Reads one HTTP/1.1 request (head, then `content-length` bytes of body) for a test stub;
+/// None if the peer closed first. Stubs answer one request per connection.
+pub async fn read_stub_request(s: &mut tokio::net::TcpStream) -> Option<StubRequest> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let (head_end, len) = loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut first = head.lines().next().unwrap_or("").split(' ');
+    Some(StubRequest {
+        method: first.next().unwrap_or("").to_string(),
+        path: first.next().unwrap_or("").to_string(),
+        body: serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null),
+    })
+}
+
+/// Writes a stub's whole answer (`200`, the content type, the body) and closes the connection.
+pub async fn write_stub_response(s: &mut tokio::net::TcpStream, content_type: &str, body: &str) {
+    use tokio::io::AsyncWriteExt;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(resp.as_bytes()).await.is_ok() && s.shutdown().await.is_err() {
+        eprintln!("stub: the client closed first");
+    }
+}

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use corral_tests::{Server, binary, claude_code, session_processes};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The stub's task, aborted (with every connection it serves) when the test drops it.
 struct Stub(tokio::task::JoinHandle<()>);
@@ -33,36 +32,14 @@ async fn stub() -> (u16, Stub) {
                 return;
             };
             conns.spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 65536];
-                let (head_end, len) = loop {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break (i + 4, len);
-                    }
+                let Some(req) = corral_tests::read_stub_request(&mut s).await else {
+                    return;
                 };
-                while buf.len() < head_end + len {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
-                let is_messages =
-                    head.starts_with("POST /v1/messages") && !head.contains("count_tokens");
-                let resp = if is_messages && body["stream"] == true {
+                let body = req.body;
+                let is_messages = req.method == "POST"
+                    && req.path.starts_with("/v1/messages")
+                    && !req.path.contains("count_tokens");
+                let (content_type, reply) = if is_messages && body["stream"] == true {
                     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
                     let msg = serde_json::json!({"id":"msg_stub","type":"message","role":"assistant","model":body["model"],"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}});
                     let sse = [
@@ -74,22 +51,14 @@ async fn stub() -> (u16, Stub) {
                         ev("message_stop", serde_json::json!({"type":"message_stop"})),
                     ]
                     .concat();
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{sse}"
-                    )
+                    ("text/event-stream", sse)
                 } else if is_messages {
                     let msg = serde_json::json!({"id":"msg_stub","type":"message","role":"assistant","model":body["model"],"content":[{"type":"text","text":"Hello from the stub."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":5}}).to_string();
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}",
-                        msg.len()
-                    )
+                    ("application/json", msg)
                 } else {
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".to_string()
+                    ("application/json", "{}".to_string())
                 };
-                if s.write_all(resp.as_bytes()).await.is_err() {
-                    return;
-                }
-                s.shutdown().await.ok();
+                corral_tests::write_stub_response(&mut s, content_type, &reply).await;
             });
         }
     });

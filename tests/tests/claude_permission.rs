@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use corral_tests::{Frame, Server, binary, claude_code, session_processes};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The API key Claude gets (approved in `.claude.json` by its last 20 characters).
@@ -116,36 +115,10 @@ impl Drop for Stub {
 
 /// One HTTP/1.1 request on `stream` (the reply closes the connection).
 async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, command: String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let (head_end, len) = loop {
-        let n = stream.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            break (i + 4, len);
-        }
+    let Some(req) = corral_tests::read_stub_request(&mut stream).await else {
+        return;
     };
-    while buf.len() < head_end + len {
-        let n = stream.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut first = head.lines().next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_string();
-    let path = first.next().unwrap_or("").to_string();
-    let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+    let (method, path, body) = (req.method, req.path, req.body);
     log.lock()
         .unwrap()
         .push(json!({"method": method, "path": path, "body": body}));
@@ -157,14 +130,7 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, command: Stri
     } else {
         ("application/json", "{}".to_string())
     };
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n{reply}",
-        reply.len()
-    );
-    if stream.write_all(resp.as_bytes()).await.is_ok() {
-        stream.shutdown().await.ok();
-    }
+    corral_tests::write_stub_response(&mut stream, content_type, &reply).await;
 }
 
 /// The answer to a Messages request: a Bash tool_use running `command` while the request offers
