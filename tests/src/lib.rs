@@ -136,7 +136,9 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // Its stdout carries only the login URL (with the admin token): not for test logs.
+            .stdout(Stdio::null());
         if let Some(log) = log {
             cmd.env("RUST_LOG", "trace")
                 .stderr(std::fs::File::create(log).unwrap());

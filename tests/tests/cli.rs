@@ -473,3 +473,48 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     });
     tmux(&socket, &["kill-server"]);
 }
+
+/// Like Jupyter: `corral serve` prints the page's login URL (with the admin token) on stdout,
+/// and `corral web` prints the same URL again.
+#[test]
+fn serve_and_web_print_the_login_url() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let token = std::fs::read_to_string(dir.path().join("token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let url = line
+        .trim()
+        .strip_prefix("corral: open ")
+        .expect(&line)
+        .to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(url.ends_with(&format!("/?token={token}")), "{url}");
+    let web = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("web")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&web.stdout).trim(), url);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
