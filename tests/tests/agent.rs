@@ -341,3 +341,134 @@ async fn bad_hook_input_is_refused_and_the_session_is_untouched() {
     assert!(s["attention"].is_null(), "{s}");
     assert_eq!(s["state"], "running");
 }
+
+/// Webhooks: a local receiver gets one notification per attention change that needs the user
+/// (needs_permission with the tool, then idle after the work), as JSON and as a text line; a
+/// muted session sends none.
+#[tokio::test]
+async fn webhooks_tell_when_an_agent_needs_its_user() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+    let sink = got.clone();
+    let receiver = tokio::spawn(async move {
+        // Owned by this task (aborted at the end of the test, with its connections).
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let sink = sink.clone();
+            conns.spawn(async move {
+                if let Some(req) = corral_tests::read_stub_request(&mut s).await {
+                    sink.lock().unwrap().push((req.path, req.body));
+                    corral_tests::write_stub_response(&mut s, "application/json", "{}").await;
+                }
+            });
+        }
+    });
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("notify.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n\n\
+             [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/topic\"\nformat = \"text\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    // A muted agent first: it waits a second before its hooks, time to mute it.
+    let quiet_dir = tempfile::tempdir().unwrap();
+    let script = format!("sleep 1\n{}", agent_script(quiet_dir.path()));
+    server
+        .spawn(json!({"name": "muted", "argv": ["sh", "-c", script]}))
+        .await;
+    let (code, _) = server
+        .http(
+            "POST",
+            "/v1/sessions/muted/notify",
+            Some(&server.token),
+            Some(&json!({"muted": true})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "muted",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        corral(&server, &["answer", "muted", "allow"])
+            .status
+            .success()
+    );
+    let out = corral(
+        &server,
+        &["wait", "muted", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(out.status.success());
+    // The announced agent.
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "loud", dir.path()).await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "loud",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        corral(&server, &["answer", "loud", "allow"])
+            .status
+            .success()
+    );
+    let out = corral(
+        &server,
+        &["wait", "loud", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while got.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = got.lock().unwrap().clone();
+    receiver.abort();
+    assert_eq!(got.len(), 4, "{got:?}");
+    let json: Vec<&Value> = got
+        .iter()
+        .filter(|(p, _)| p == "/json")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(json.len(), 2, "{got:?}");
+    assert_eq!(json[0]["name"], "loud");
+    assert_eq!(json[0]["kind"], "needs_permission");
+    assert_eq!(json[0]["tool"], "Bash");
+    assert_eq!(json[1]["kind"], "idle");
+    assert!(
+        got.iter()
+            .all(|(_, b)| b.get("name") != Some(&json!("muted")))
+    );
+    let metrics = server
+        .http("GET", "/metrics", Some(&server.token), None)
+        .await
+        .1;
+    assert!(
+        metrics.contains(r#"notifications_total{kind="sent"} 4"#),
+        "{metrics}"
+    );
+}

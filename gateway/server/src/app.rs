@@ -31,6 +31,8 @@ pub struct App {
     /// The corral binary's path, read once at start: hooks run it by path, so a binary
     /// replaced on disk (a rebuild, an upgrade) is the one they run, never a "(deleted)" one.
     pub exe: std::path::PathBuf,
+    /// Sessions whose notifications are muted.
+    pub mutes: crate::mute::Mutes,
     /// User messages posted through the agentapi endpoints.
     pub conversations: crate::conversation::Conversations,
     /// Live connections' figures (for `corral tree`).

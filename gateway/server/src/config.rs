@@ -54,6 +54,8 @@ pub struct GatewayConfig {
     pub persist: PersistSettings,
     /// Agent sessions.
     pub agents: AgentSettings,
+    /// Notifications out (webhooks).
+    pub notify: NotifySettings,
     /// Async worker threads (default: one per core but one, at least one). corral's async work
     /// is shuffling bytes between fds; the core left over runs the persister and syncer threads,
     /// the kernel's PTY work and the agents themselves. On the 2-core bench machine one worker
@@ -72,6 +74,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             persist: PersistSettings::default(),
             agents: AgentSettings::default(),
+            notify: NotifySettings::default(),
             workers: None,
         }
     }
@@ -87,6 +90,32 @@ impl GatewayConfig {
                     .unwrap_or(1)
             })
             .max(1)
+    }
+}
+
+/// The `[notify]` section: where to tell that a session needs its user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// Webhooks: each gets a POST per notification.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://host:port/path` (plain HTTP; put a TLS proxy in front for https).
+    pub url: String,
+    /// `json` (default: the notification as JSON) or `text` (one line of plain text, as
+    /// ntfy-style topic URLs take).
+    #[serde(default = "Webhook::json")]
+    pub format: String,
+}
+
+impl Webhook {
+    fn json() -> String {
+        "json".into()
     }
 }
 

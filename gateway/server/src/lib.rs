@@ -22,6 +22,8 @@ pub mod datadir;
 pub mod error;
 pub mod introspect;
 pub mod metrics;
+pub mod mute;
+pub mod notify;
 pub mod permission;
 pub mod protocol;
 pub mod routes;

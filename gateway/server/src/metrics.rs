@@ -45,6 +45,8 @@ pub struct Metrics {
     registry: Registry,
     /// Sessions by state (scrape time).
     pub sessions: Family<StateLabel, Gauge>,
+    /// Notifications by outcome (sent, failed, dropped).
+    pub notifications: Family<KindLabel, Counter>,
     /// Agent sessions by attention state (starting, working, needs_permission, idle, exited).
     pub agent_sessions: Family<AttentionLabel, Gauge>,
     /// Total session restarts (scrape time).
@@ -81,6 +83,7 @@ impl Default for Metrics {
             registry: Registry::default(),
             sessions: Family::default(),
             agent_sessions: Family::default(),
+            notifications: Family::default(),
             restarts: Gauge::default(),
             session_lag_events: Gauge::default(),
             clients: Gauge::default(),
@@ -95,6 +98,11 @@ impl Default for Metrics {
             bulk_reading: Family::default(),
         };
         registry.register("sessions", "Sessions by state", m.sessions.clone());
+        registry.register(
+            "notifications",
+            "Webhook notifications by outcome (sent, failed after retries, dropped: queue full)",
+            m.notifications.clone(),
+        );
         registry.register(
             "agent_sessions",
             "Agent sessions by attention state",
@@ -157,6 +165,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a notification's outcome.
+    pub fn notify(&self, kind: &str) {
+        self.notifications
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
     /// Counts a refusal.
     pub fn reject(&self, reason: &str) {
         self.rejected

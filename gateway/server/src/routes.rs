@@ -51,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/export", get(export_session))
         .route("/v1/sessions/{key}/events", post(post_hook))
         .route("/v1/sessions/{key}/permission", post(answer_permission))
+        .route("/v1/sessions/{key}/notify", post(set_notify))
         .route("/v1/tokens", post(create_token))
         .route("/v1/recovery", get(recovery_report))
         .route("/agentapi/{key}/status", get(crate::agentapi::get_status))
@@ -422,6 +423,25 @@ async fn post_hook(
         }),
     )
         .into_response())
+}
+
+/// `POST /v1/sessions/{key}/notify {"muted": bool}`: mutes or unmutes the session's webhook
+/// notifications (write token of the session, or admin).
+async fn set_notify(
+    State(app): State<Arc<App>>,
+    Driven(h): Driven,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Mute {
+        muted: bool,
+    }
+    let Mute { muted } = parse_json(&body, "notify setting")?;
+    app.mutes.set(h.id(), muted);
+    Ok(Json(
+        serde_json::json!({ "session": h.id(), "muted": muted }),
+    ))
 }
 
 /// `POST /v1/sessions/{key}/permission {behavior, message?}`: answers the permission the

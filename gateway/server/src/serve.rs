@@ -89,6 +89,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         permissions: Default::default(),
         connections: Default::default(),
         conversations: Default::default(),
+        mutes: Default::default(),
         exe,
         started: std::time::Instant::now(),
         shutdown: tokio::sync::watch::channel(false).0,
@@ -135,7 +136,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         app.shutdown.send_replace(true);
         stop_tx.send_replace(true);
     };
-    let (tcp, local, ()) = tokio::join!(tcp, local, signal);
+    // Notifications run beside the listeners and end with them.
+    let notify = {
+        let app = app.clone();
+        let mut down = app.shutdown.subscribe();
+        async move {
+            tokio::select! {
+                () = crate::notify::run(app.clone()) => {}
+                _ = down.wait_for(|d| *d) => {}
+            }
+        }
+    };
+    let (tcp, local, (), ()) = tokio::join!(tcp, local, signal, notify);
     tcp?;
     local?;
     tracing::info!("shutting down: connections, then sessions");

@@ -1,0 +1,210 @@
+//! Notify: tells the outside world when a session needs its user — an agent enters
+//! `needs_permission`, goes `idle` after working, or a session fails — by POSTing to each
+//! configured webhook (`[notify] webhooks`), JSON or one line of text (ntfy-style topics take
+//! that). A bounded queue between the sessions and the sender: a session never waits for a
+//! webhook, and a full queue is counted (`notify{kind="dropped"}`) and logged, never silent.
+//! Each delivery is retried with backoff (3 attempts: 0.5 s, 1 s, 2 s apart, 5 s each). Per
+//! session, notifications can be muted (`POST /v1/sessions/{id}/notify {"muted": true}`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_actors::SessionState;
+use corral_actors::attention::Attention;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::config::Webhook;
+
+/// Notifications waiting to be sent, at most.
+pub const QUEUE: usize = 256;
+/// Delivery attempts per webhook and notification.
+pub const ATTEMPTS: u32 = 3;
+/// One attempt's bound.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What is told.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    /// Session id.
+    pub session: Uuid,
+    /// Session name.
+    pub name: String,
+    /// `needs_permission`, `idle` or `failed`.
+    pub kind: &'static str,
+    /// The tool asked for, with needs_permission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// When (RFC 3339).
+    pub time: String,
+}
+
+impl Notification {
+    /// One line for text webhooks.
+    fn text(&self) -> String {
+        match (&self.kind, &self.tool) {
+            (&"needs_permission", Some(tool)) if !tool.is_empty() => {
+                format!("{}: needs permission to use {tool}", self.name)
+            }
+            (&"needs_permission", _) => format!("{}: needs permission", self.name),
+            (&"idle", _) => format!("{}: waiting for input", self.name),
+            _ => format!("{}: failed", self.name),
+        }
+    }
+}
+
+/// Runs until the sessions' event stream ends (the server stops): watches attention changes
+/// and failures, queues notifications, and sends them.
+pub async fn run(app: Arc<App>) {
+    let hooks = app.config.notify.webhooks.clone();
+    if hooks.is_empty() {
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Notification>(QUEUE);
+    let sender = async {
+        while let Some(n) = rx.recv().await {
+            for hook in &hooks {
+                deliver(&app, hook, &n).await;
+            }
+        }
+    };
+    let watcher = async {
+        let mut events = app.corral.sessions().events();
+        let mut last: HashMap<Uuid, Attention> = HashMap::new();
+        loop {
+            let event = match events.recv().await {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "notify: session events missed");
+                    continue;
+                }
+                Err(RecvError::Closed) => break,
+            };
+            let Ok(h) = app.corral.sessions().get(&event.session.to_string()) else {
+                continue;
+            };
+            let info = h.info();
+            let kind = match (info.attention, last.get(&info.id)) {
+                (Some(Attention::NeedsPermission), prev)
+                    if prev != Some(&Attention::NeedsPermission) =>
+                {
+                    Some("needs_permission")
+                }
+                (Some(Attention::Idle), Some(Attention::Working | Attention::NeedsPermission)) => {
+                    Some("idle")
+                }
+                _ if info.state == SessionState::Failed
+                    && matches!(
+                        event.kind,
+                        corral_actors::EventKind::State {
+                            state: SessionState::Failed,
+                            ..
+                        }
+                    ) =>
+                {
+                    Some("failed")
+                }
+                _ => None,
+            };
+            if let Some(a) = info.attention {
+                last.insert(info.id, a);
+            }
+            let Some(kind) = kind else { continue };
+            if app.mutes.muted(info.id) {
+                continue;
+            }
+            let n = Notification {
+                session: info.id,
+                name: info.name.clone(),
+                kind,
+                tool: info.permission.as_ref().map(|p| p.tool.clone()),
+                time: corral_actors::time::format(std::time::SystemTime::now()),
+            };
+            if tx.try_send(n).is_err() {
+                app.metrics.notify("dropped");
+                tracing::warn!(session = %info.id, "notify: queue full, notification dropped (counted)");
+            }
+        }
+        drop(tx);
+    };
+    tokio::join!(sender, watcher);
+}
+
+/// Sends `n` to `hook`, retrying with backoff; the outcome is counted.
+async fn deliver(app: &App, hook: &Webhook, n: &Notification) {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=ATTEMPTS {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, post(hook, n)).await {
+            Ok(Ok(())) => {
+                app.metrics.notify("sent");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(url = %hook.url, attempt, error = %e, "notify: webhook failed")
+            }
+            Err(_) => tracing::warn!(url = %hook.url, attempt, "notify: webhook timed out"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    app.metrics.notify("failed");
+}
+
+/// One POST of `n` to `hook` (plain HTTP/1.1 over TCP, through hyper).
+async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
+    let rest = hook
+        .url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("only http:// webhooks are supported: {}", hook.url))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h.to_string(), format!("/{p}")),
+        None => (rest.to_string(), "/".to_string()),
+    };
+    let stream = tokio::net::TcpStream::connect(&host)
+        .await
+        .map_err(|e| format!("connect {host}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    let (body, content_type) = if hook.format == "text" {
+        (n.text(), "text/plain; charset=utf-8")
+    } else {
+        (
+            serde_json::to_string(n).map_err(|e| e.to_string())?,
+            "application/json",
+        )
+    };
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    // The connection is driven here, next to the request: nothing outlives this call. The
+    // sender is moved into the exchange, so the connection ends once the answer is read.
+    let exchange = async move {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {status}"))
+        }
+    };
+    let (result, conn) = tokio::join!(exchange, conn);
+    if let Err(e) = conn {
+        tracing::debug!(error = %e, "notify: connection ended with an error");
+    }
+    result
+}
