@@ -91,12 +91,42 @@ impl SessionHandle {
     /// Queues input for the process. Never waits: a full queue is [`SessionError::InputFull`].
     /// `viewer` (non-zero) marks who typed, for the resize policy.
     pub fn input(&self, viewer: ViewerId, bytes: Vec<u8>) -> Result<(), SessionError> {
+        self.send_input(viewer, bytes, None)
+    }
+
+    /// Input as a paste followed by Enter (how a prompt is given to an agent's TUI): `text`
+    /// wrapped in bracketed-paste markers when the program enabled that mode, then `\r` written
+    /// [`PASTE_ENTER_DELAY`](crate::session::input::PASTE_ENTER_DELAY) later, as the same queue
+    /// item. Errors as [`input`](Self::input).
+    pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
+        // Asked of the screen, which has caught up with the output so far.
+        let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
+        let bytes = if bracketed {
+            format!("\x1b[200~{text}\x1b[201~")
+        } else {
+            text.to_string()
+        };
+        let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
+        self.send_input(viewer, bytes.into_bytes(), Some(enter))
+    }
+
+    /// Queues input (and what follows it after a pause) for the running process.
+    fn send_input(
+        &self,
+        viewer: ViewerId,
+        bytes: Vec<u8>,
+        then: Option<(Duration, Vec<u8>)>,
+    ) -> Result<(), SessionError> {
         let writer = self.shared.writer.read().clone();
         let Some(writer) = writer else {
             return Err(SessionError::NotRunning(self.shared.id));
         };
-        let len = bytes.len();
-        match writer.try_send_weighted(len, |permit| Write(bytes, permit)) {
+        let len = bytes.len() + then.as_ref().map_or(0, |(_, b)| b.len());
+        match writer.try_send_weighted(len, |permit| Write {
+            bytes,
+            then,
+            permit,
+        }) {
             Ok(()) => {}
             Err(SendError::Full { capacity }) => {
                 self.shared

@@ -13,8 +13,21 @@ use tokio::io::unix::AsyncFd;
 
 use crate::fd;
 
-/// Bytes to write; the permit holds their share of the byte bound until written.
-pub struct Write(pub Vec<u8>, pub Permit);
+/// How long after a paste its Enter is written: an agent's TUI loses an Enter that arrives in
+/// the same read as the paste (Claude Code's own PTY driver waits 10 ms between the two).
+pub const PASTE_ENTER_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Bytes to write, and optionally more bytes to write a moment later (a paste's Enter); the
+/// permit holds their share of the byte bound until written. One queue item, so nothing else
+/// the session is sent can come between the two.
+pub struct Write {
+    /// What to write now.
+    pub bytes: Vec<u8>,
+    /// What to write after a pause.
+    pub then: Option<(std::time::Duration, Vec<u8>)>,
+    /// Its share of the queue's bound.
+    pub permit: Permit,
+}
 
 /// The input writer of one process: a task that drains the session's byte-bounded input queue
 /// into the fd. A task rather than an actor: it has no messages but its queue, and every session
@@ -30,10 +43,14 @@ impl InputWriter {
         lost: Arc<AtomicU64>,
         capacity: usize,
     ) -> (BoundedSender<Write>, InputWriter) {
-        let (tx, mut rx) = BoundedSender::channel(capacity);
+        let (tx, mut rx) = BoundedSender::<Write>::channel(capacity);
         let task = tokio::spawn(async move {
-            while let Some(Write(bytes, _permit)) = rx.recv().await {
-                write_all(&fd, &lost, &bytes).await;
+            while let Some(write) = rx.recv().await {
+                write_all(&fd, &lost, &write.bytes).await;
+                if let Some((pause, bytes)) = &write.then {
+                    tokio::time::sleep(*pause).await;
+                    write_all(&fd, &lost, bytes).await;
+                }
             }
         });
         (tx, InputWriter(task))

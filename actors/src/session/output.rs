@@ -204,6 +204,9 @@ impl Actor for OutputReader {
                             }
                         }
                     }
+                    if total > 0 {
+                        st.args.shared.mark_output();
+                    }
                     st.dirty = true;
                     break;
                 }
@@ -318,6 +321,7 @@ impl ReaderState {
         // `flowing` is set (subscribers batch meanwhile); if the reader is killed during the
         // slice, dropping its state clears it.
         let (end, fd) = bulk::slice(source, permit).await;
+        self.args.shared.mark_output();
         self.set_flowing(matches!(end, SliceEnd::Flowing));
         match (end, fd) {
             (SliceEnd::Eof, _) => finish(myself, self, None).await,

@@ -229,6 +229,12 @@ impl SessionShared {
     /// New output was appended to the Ring: tell the persister.
     pub(crate) fn output_appended(&self) {
         self.feed.output_appended();
+    }
+
+    /// Output arrived just now: stamped once per inline burst or bulk slice by the reader (not
+    /// per read: no clock read on the hot path), so [`quiet_ms`](Self::quiet_ms) is exact to a
+    /// burst (≤ 20 ms).
+    pub(crate) fn mark_output(&self) {
         self.last_output
             .store(crate::time::mono_ms(), Ordering::Relaxed);
     }

@@ -114,13 +114,14 @@ impl FromRequestParts<Arc<App>> for Readable {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
-        let session = path_session(parts, app).await?;
-        if grant.can_read(session.id()) {
-            Ok(Readable(session))
-        } else {
-            Err(forbid(app, "token does not allow this session"))
-        }
+        scoped(
+            parts,
+            app,
+            Grant::can_read,
+            "token does not allow this session",
+        )
+        .await
+        .map(Readable)
     }
 }
 
@@ -131,13 +132,14 @@ impl FromRequestParts<Arc<App>> for Driven {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
-        let session = path_session(parts, app).await?;
-        if grant.can_write(session.id()) {
-            Ok(Driven(session))
-        } else {
-            Err(forbid(app, "token may not drive this session"))
-        }
+        scoped(
+            parts,
+            app,
+            Grant::can_write,
+            "token may not drive this session",
+        )
+        .await
+        .map(Driven)
     }
 }
 
@@ -160,13 +162,31 @@ impl FromRequestParts<Arc<App>> for Hooked {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let Caller(grant) = Caller::from_request_parts(parts, app).await?;
-        let session = path_session(parts, app).await?;
-        if grant.can_hook(session.id()) {
-            Ok(Hooked(session))
-        } else {
-            Err(forbid(app, "token may not post events for this session"))
-        }
+        scoped(
+            parts,
+            app,
+            Grant::can_hook,
+            "token may not post events for this session",
+        )
+        .await
+        .map(Hooked)
+    }
+}
+
+/// The `{key}` session if the caller's grant `allows` it: 401 without a valid token, 404 for an
+/// unknown session, 403 (counted) with `refusal` otherwise.
+async fn scoped(
+    parts: &mut Parts,
+    app: &App,
+    allows: fn(&Grant, uuid::Uuid) -> bool,
+    refusal: &'static str,
+) -> Result<SessionHandle, ApiError> {
+    let grant = authenticate(app, &parts.headers)?;
+    let session = path_session(parts, app).await?;
+    if allows(&grant, session.id()) {
+        Ok(session)
+    } else {
+        Err(forbid(app, refusal))
     }
 }
 

@@ -28,9 +28,6 @@ use crate::app::App;
 use crate::conversation::{MAX_MESSAGES, Message};
 use crate::error::ApiError;
 
-/// How long after a user message's paste its Enter is written.
-const PASTE_ENTER_DELAY: Duration = Duration::from_millis(100);
-
 /// Output quiet this long makes a session without hooks `stable`.
 pub const QUIET: Duration = Duration::from_millis(1000);
 /// `POST message` body.
@@ -61,7 +58,8 @@ pub fn status(h: &SessionHandle) -> &'static str {
 
 /// The agent type agentapi names (`claude` for the claude profile).
 fn agent_type(h: &SessionHandle) -> String {
-    if h.info().agent_session_id.is_some() || h.info().attention.is_some() {
+    let info = h.info();
+    if info.agent_session_id.is_some() || info.attention.is_some() {
         "claude".into()
     } else {
         "custom".into()
@@ -125,49 +123,35 @@ pub async fn post_message(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: MessageRequest = parse_json(&body, "message")?;
-    let bytes = match req.kind.as_str() {
-        "raw" => req.content.into_bytes(),
+    match req.kind.as_str() {
+        "raw" => h.input(0, req.content.into_bytes())?,
         "user" => {
             if status(&h) != "stable" {
                 return Err(ApiError::conflict(
                     "the agent is running: a user message needs it stable",
                 ));
             }
-            let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
-            {
-                // User messages take the even ids: each is followed by the agent's answer.
-                let mut users = app.conversations.users.lock();
-                let list = users.entry(h.id()).or_default();
-                if list.len() >= MAX_MESSAGES {
-                    list.remove(0);
-                }
-                let id = list.last().map_or(0, |m| m.id + 2);
-                list.push(Message {
-                    id,
-                    content: req.content.clone(),
-                    role: "user".into(),
-                    time: corral_actors::time::format(SystemTime::now()),
-                });
+            h.paste(0, &req.content).await?;
+            // User messages take the even ids: each is followed by the agent's answer.
+            let mut users = app.conversations.users.lock();
+            let list = users.entry(h.id()).or_default();
+            if list.len() >= MAX_MESSAGES {
+                list.remove(0);
             }
-            let text = req.content;
-            let paste = if bracketed {
-                format!("\x1b[200~{text}\x1b[201~")
-            } else {
-                text
-            };
-            // The Enter is a write of its own, a moment later: Claude Code's TUI loses an
-            // Enter that arrives in the same read as the paste (see the native `input` op).
-            h.input(0, paste.into_bytes())?;
-            tokio::time::sleep(PASTE_ENTER_DELAY).await;
-            b"\r".to_vec()
+            let id = list.last().map_or(0, |m| m.id + 2);
+            list.push(Message {
+                id,
+                content: req.content,
+                role: "user".into(),
+                time: corral_actors::time::format(SystemTime::now()),
+            });
         }
         other => {
             return Err(ApiError::bad_request(format!(
                 "message type must be user or raw, not {other:?}"
             )));
         }
-    };
-    h.input(0, bytes)?;
+    }
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 

@@ -221,12 +221,10 @@ impl Metrics {
         let list = sessions.list();
         for state in STATES {
             let n = list.iter().filter(|s| s.state == state).count();
-            let label = serde_json::to_value(state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             self.sessions
-                .get_or_create(&StateLabel { state: label })
+                .get_or_create(&StateLabel {
+                    state: wire_name(state),
+                })
                 .set(n as i64);
         }
         use corral_actors::attention::Attention;
@@ -241,12 +239,10 @@ impl Metrics {
                 .iter()
                 .filter(|s| s.attention == Some(attention))
                 .count();
-            let label = serde_json::to_value(attention)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             self.agent_sessions
-                .get_or_create(&AttentionLabel { attention: label })
+                .get_or_create(&AttentionLabel {
+                    attention: wire_name(attention),
+                })
                 .set(n as i64);
         }
         self.restarts
@@ -259,4 +255,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A unit enum's name as the API spells it (its serde form), for a metric label.
+fn wire_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -19,8 +19,9 @@ use crate::protocol::{Reply, SessionView};
 /// How often figures without events (viewers, CPU, RSS) are compared.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
-/// What was last pushed per session (its JSON), to push only changes.
-type Seen = HashMap<Uuid, String>;
+/// What was last pushed per session: its fingerprint, and its process figures (an event-driven
+/// push reuses them; only the tick reads /proc).
+type Seen = HashMap<Uuid, (String, Option<f64>, Option<u64>)>;
 
 /// The state a watch stream carries between items.
 struct Watch {
@@ -37,7 +38,10 @@ struct Watch {
 /// The sessions now, measured, and the `seen` map they make.
 pub async fn snapshot(app: &App) -> (Vec<SessionView>, Seen) {
     let views = SessionView::measure_all(app.corral.sessions().list()).await;
-    let seen = views.iter().map(|v| (v.info.id, fingerprint(v))).collect();
+    let seen = views
+        .iter()
+        .map(|v| (v.info.id, (fingerprint(v), v.cpu_percent, v.rss_kib)))
+        .collect();
     (views, seen)
 }
 
@@ -80,24 +84,30 @@ pub fn stream(app: Arc<App>, seen: Seen) -> BoxStream<'static, Vec<Reply>> {
     }))
 }
 
-/// What differs from what the client has: one session (an event) or all (the tick).
+/// What differs from what the client has: one session (an event: its process figures are the
+/// last ones read, no /proc scan per event) or all (the tick: measured).
 async fn diff(w: &mut Watch, only: Option<Uuid>) -> Vec<Reply> {
     let sessions = w.app.corral.sessions();
-    let infos = match only {
+    let views = match only {
         Some(id) => match sessions.get(&id.to_string()) {
-            Ok(h) => vec![h.info()],
+            Ok(h) => {
+                let mut v = SessionView::from(h.info());
+                if let Some((_, cpu, rss)) = w.seen.get(&id) {
+                    (v.cpu_percent, v.rss_kib) = (*cpu, *rss);
+                }
+                vec![v]
+            }
             Err(_) => Vec::new(),
         },
-        None => sessions.list(),
+        None => SessionView::measure_all(sessions.list()).await,
     };
-    let views = SessionView::measure_all(infos).await;
     let mut out = Vec::new();
     let mut present = std::collections::HashSet::new();
     for v in views {
         present.insert(v.info.id);
         let f = fingerprint(&v);
-        if w.seen.get(&v.info.id) != Some(&f) {
-            w.seen.insert(v.info.id, f);
+        if w.seen.get(&v.info.id).map(|s| &s.0) != Some(&f) {
+            w.seen.insert(v.info.id, (f, v.cpu_percent, v.rss_kib));
             out.push(Reply::Session {
                 id: None,
                 session: v,

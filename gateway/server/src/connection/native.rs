@@ -11,15 +11,18 @@ use corral_actors::{Item, SessionError, SessionHandle, Size, Subscription};
 use futures::StreamExt;
 use uuid::Uuid;
 
-use super::pace::{Passed, Wait};
+use super::pace::Wait;
 use super::*;
 use crate::error::ApiError;
 use crate::protocol::SessionView;
 
-/// How long after a paste (`input` with `paste`) its Enter is written: long enough for an agent's
-/// TUI to have taken the paste in (Claude Code's own PTY driver waits 10 ms), short enough not to
-/// be noticed.
-const PASTE_ENTER_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Input for a session: keystrokes as they are, or a paste followed by Enter.
+enum Input {
+    /// Bytes to write.
+    Keys(Vec<u8>),
+    /// A prompt: pasted (bracketed when the program asked for it), then Enter a moment later.
+    Paste(String),
+}
 
 impl ConnectionState {
     /// A native JSON request.
@@ -158,47 +161,11 @@ impl ConnectionState {
                 let Some(h) = self.writable(id, &grant, &session).await else {
                     return true;
                 };
-                if !paste {
-                    return self.input(id, &h, data.into_bytes()).await;
-                }
-                // Asked of the screen, which has caught up with the output so far.
-                let bracketed = h.snapshot().await.is_ok_and(|s| s.bracketed_paste);
-                let text = if bracketed {
-                    format!("\x1b[200~{data}\x1b[201~")
+                if paste {
+                    self.write_input(id, &h, Input::Paste(data)).await
                 } else {
-                    data
-                };
-                let (written, alive) = self.input_written(id, &h, text.into_bytes()).await;
-                if written {
-                    // The Enter is a write of its own, PASTE_ENTER_DELAY later: Claude Code's
-                    // TUI loses an Enter that arrives in the same read as the paste (its own PTY
-                    // driver waits 10 ms). It is held like a paced message: nothing more is read
-                    // from this socket until it went (order is kept), output keeps flowing.
-                    let enter = Request {
-                        id,
-                        op: Op::Input {
-                            session: h.id().to_string(),
-                            data: "\r".into(),
-                            paste: false,
-                        },
-                    };
-                    if let Ok(enter) = serde_json::to_string(&enter) {
-                        let passed = Passed {
-                            message: true,
-                            bytes: false,
-                        };
-                        let wait = Wait {
-                            delay: PASTE_ENTER_DELAY,
-                            passed,
-                        };
-                        self.hold(
-                            Message::Text(enter.into()),
-                            wait,
-                            tokio::time::Instant::now(),
-                        );
-                    }
+                    self.input(id, &h, data.into_bytes()).await
                 }
-                alive
             }
             Op::Resize {
                 session,
@@ -426,18 +393,17 @@ impl ConnectionState {
         h: &SessionHandle,
         bytes: Vec<u8>,
     ) -> bool {
-        self.input_written(id, h, bytes).await.1
+        self.write_input(id, h, Input::Keys(bytes)).await
     }
 
-    /// [`input`](Self::input), also saying whether the bytes were written now (not held to
-    /// wait for a limit or room, not refused): (written, connection alive).
-    async fn input_written(
-        &mut self,
-        id: Option<u64>,
-        h: &SessionHandle,
-        bytes: Vec<u8>,
-    ) -> (bool, bool) {
-        let n = bytes.len();
+    /// Input under the limits: over the byte rate or into a full queue it waits (the message
+    /// is held, the socket not read); refused only for a reason the client must hear.
+    async fn write_input(&mut self, id: Option<u64>, h: &SessionHandle, input: Input) -> bool {
+        let n = match &input {
+            Input::Keys(bytes) => bytes.len(),
+            // The paste and its Enter.
+            Input::Paste(text) => text.len() + 1,
+        };
         let mut passed = self.passed;
         if !passed.bytes {
             if let Some(n32) = NonZeroU32::new(n.min(u32::MAX as usize) as u32) {
@@ -449,12 +415,12 @@ impl ConnectionState {
                             .wait_time_from(governor::clock::Clock::now(self.byte_limit.clock()));
                         self.app.metrics.rate_limited.inc();
                         self.wait = Some(Wait { delay, passed });
-                        return (false, true);
+                        return true;
                     }
                     Err(_) => {
                         // Larger than the whole burst: it could never pass. The frame limit
                         // is below the default burst; only a config can make this happen.
-                        let alive = self
+                        return self
                             .error(
                                 id,
                                 ErrorCode::TooLarge,
@@ -464,18 +430,21 @@ impl ConnectionState {
                                 ),
                             )
                             .await;
-                        return (false, alive);
                     }
                 }
             }
             passed.bytes = true;
         }
-        match h.input(self.viewer, bytes) {
+        let written = match input {
+            Input::Keys(bytes) => h.input(self.viewer, bytes),
+            Input::Paste(text) => h.paste(self.viewer, &text).await,
+        };
+        match written {
             Ok(()) => {
                 self.app.metrics.bytes_in.inc_by(n as u64);
                 self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 // Input is acknowledged only by errors: no reply traffic per keystroke.
-                (true, true)
+                true
             }
             Err(SessionError::InputFull { .. }) => {
                 // The process is not reading: wait for room instead of dropping the input.
@@ -483,9 +452,9 @@ impl ConnectionState {
                     delay: super::pace::QUEUE_RETRY,
                     passed,
                 });
-                (false, true)
+                true
             }
-            Err(e) => (false, self.session_error(id, e).await),
+            Err(e) => self.session_error(id, e).await,
         }
     }
 
