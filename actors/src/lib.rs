@@ -7,6 +7,8 @@
 //! - [`session`]: one actor per agent process (PTY or pipes), its lifecycle and restart policy,
 //!   its shared state, its output reader and its byte-bounded input writer;
 //! - [`screen`]: a headless terminal emulator fed lazily from the Ring, for snapshots;
+//! - [`holder`]: the process that keeps a PTY session alive when its server dies, and the
+//!   server's side of it;
 //! - [`process`]: the one module that knows Linux process details (pidfd, /proc, sweeps, reaper);
 //! - [`Corral`]: the whole tree started with one call, standalone or under a host actor.
 //!
@@ -20,6 +22,7 @@ pub mod env;
 pub mod error;
 pub mod event;
 mod fd;
+pub mod holder;
 pub mod janitor;
 pub mod manager;
 pub mod persist;

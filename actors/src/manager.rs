@@ -35,6 +35,9 @@ pub struct SessionsConfig {
     pub max_sessions: usize,
     /// Capacity of the all-sessions event stream.
     pub event_capacity: usize,
+    /// Holders for PTY sessions, so they outlive the server (`corral serve` sets this; None:
+    /// the server holds every PTY itself and its sessions end with it).
+    pub holders: Option<crate::holder::Holders>,
 }
 
 impl Default for SessionsConfig {
@@ -43,6 +46,7 @@ impl Default for SessionsConfig {
             tmp_root: std::env::temp_dir(),
             max_sessions: 4096,
             event_capacity: 4096,
+            holders: None,
         }
     }
 }
@@ -304,6 +308,11 @@ impl Sessions {
         self.persist.as_ref()
     }
 
+    /// Where PTY sessions' holders live, when they have holders.
+    pub fn holders(&self) -> Option<&crate::holder::Holders> {
+        self.config.holders.as_ref()
+    }
+
     /// The supervisor sessions run under.
     pub fn supervisor(&self) -> &SupervisorRef {
         &self.supervisor
@@ -493,6 +502,7 @@ impl Sessions {
             tmp_root,
             started: Some(started_tx),
             begin,
+            holders: self.config.holders.clone(),
         })));
         // Temporary: a session restarts its *process* itself; if the actor dies, the session
         // is over (its Drop killed the tree) and shows Failed.

@@ -39,18 +39,7 @@ pub fn spawn(
     env: &[(String, String)],
     size: Size,
 ) -> io::Result<PtyProcess> {
-    let pair = native_pty_system()
-        .openpty(pty_size(size))
-        .map_err(|e| io::Error::other(format!("openpty: {e}")))?;
-    // portable-pty keeps the slave fd private; the child opens the slave by name (after its
-    // `setsid`, which makes it the controlling terminal: see [`leader`]).
-    let tty = pair
-        .master
-        .tty_name()
-        .ok_or_else(|| io::Error::other("pty slave has no name"))?;
-    let pid = leader::spawn_leader(argv, env, cwd, ChildIo::Pty(&tty))?;
-    // Our copy of the slave must go, or the master never sees EIO when the child side closes.
-    drop(pair.slave);
+    let (pid, master) = open(argv, cwd, env, size)?;
     let pidfd = match PidFd::open(pid) {
         Ok(p) => Arc::new(p),
         Err(e) => {
@@ -58,8 +47,7 @@ pub fn spawn(
             return Err(e);
         }
     };
-    let raw = pair
-        .master
+    let raw = master
         .as_raw_fd()
         .ok_or_else(|| io::Error::other("pty master has no fd"))?;
     let registered = |interest| fd::dup_nonblocking(raw).and_then(|d| fd::register(d, interest));
@@ -75,10 +63,49 @@ pub fn spawn(
     Ok(PtyProcess {
         pid,
         pidfd,
-        master: pair.master,
+        master,
         output,
         input,
     })
+}
+
+/// Opens a PTY of `size` and spawns `argv` on it (no runtime needed: a holder calls this too).
+/// Returns the session leader's pid and the master.
+pub fn open(
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+    size: Size,
+) -> io::Result<(i32, Box<dyn MasterPty + Send>)> {
+    let pair = native_pty_system()
+        .openpty(pty_size(size))
+        .map_err(|e| io::Error::other(format!("openpty: {e}")))?;
+    // portable-pty keeps the slave fd private; the child opens the slave by name (after its
+    // `setsid`, which makes it the controlling terminal: see [`leader`]).
+    let tty = pair
+        .master
+        .tty_name()
+        .ok_or_else(|| io::Error::other("pty slave has no name"))?;
+    let pid = leader::spawn_leader(argv, env, cwd, ChildIo::Pty(&tty))?;
+    // Our copy of the slave must go, or the master never sees EIO when the child side closes.
+    drop(pair.slave);
+    Ok((pid, pair.master))
+}
+
+/// Sets the terminal size of the PTY whose master is `fd` (TIOCSWINSZ: the program gets
+/// SIGWINCH).
+pub fn resize_fd(fd: &OwnedFd, size: Size) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, valid for the call.
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(fd), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Kills a child we failed to set up and hands it to the reaper.

@@ -151,9 +151,18 @@ pub async fn reconcile(
     // per session costs O(sessions × processes) file reads); only sessions with survivors get
     // a full sweep, all of them concurrently (each waits its own grace).
     let survivors = survivors_by_session();
+    // Sessions whose holder is still there keep their processes: they are adopted, not swept.
+    let held: std::collections::HashSet<Uuid> = match sessions.holders() {
+        Some(h) => keep
+            .iter()
+            .filter(|r| !r.row.state.is_final() && h.socket(r.id).exists())
+            .map(|r| r.id)
+            .collect(),
+        None => Default::default(),
+    };
     let sweeps = keep
         .iter()
-        .filter(|r| !r.row.state.is_final())
+        .filter(|r| !r.row.state.is_final() && !held.contains(&r.id))
         .filter(|r| {
             survivors.contains_key(&r.id.to_string())
                 || r.row.process.as_ref().is_some_and(|p| p.is_alive_same())
@@ -165,12 +174,18 @@ pub async fn reconcile(
         .collect();
     // Phase 2: restore, a bounded number at a time.
     let swept = &swept;
+    let held = &held;
     let outcomes: Vec<(Uuid, SessionSpec, Result<Outcome, String>)> =
         futures::stream::iter(keep.into_iter().map(|record| async move {
             let id = record.id;
             let spec = record.spec.clone();
             let leftovers = swept.get(&id).copied().unwrap_or((0, false));
-            (id, spec, restore_one(sessions, record, leftovers).await)
+            let adopt = held.contains(&id);
+            (
+                id,
+                spec,
+                restore_one(sessions, record, leftovers, adopt).await,
+            )
         }))
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -231,7 +246,28 @@ async fn restore_one(
     sessions: &Sessions,
     mut record: SessionRecord,
     (killed, main_alive): (usize, bool),
+    adopt: bool,
 ) -> Result<Outcome, String> {
+    if adopt {
+        // Its process kept running under its holder: the session attaches to it (and if that
+        // fails, reports the process lost and applies its policy itself).
+        let pid = record.row.process.as_ref().map(|p| p.pid);
+        record.row.interrupted = false;
+        let decision = match pid {
+            Some(pid) => format!(
+                "the server stopped while the session ran; its process {pid} kept running under its holder: reattaching"
+            ),
+            None => "the server stopped while the session ran; reattaching to its holder".into(),
+        };
+        return sessions
+            .restore(record, Begin::Adopt, Some(decision))
+            .await
+            .map(|_| Outcome {
+                restarted: false,
+                killed: 0,
+            })
+            .map_err(|e| e.to_string());
+    }
     let live = was_live(record.row.state, record.row.interrupted);
     let crashed = !record.row.state.is_final();
     let mut found = String::new();

@@ -258,6 +258,38 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Releases every holder still in the data dir (sessions of a server that was killed and
+    /// not restarted): each kills its program and exits, as at a stop. Returns how many.
+    pub fn release_holders(&self) -> usize {
+        use corral_actors::holder::wire::{self, ToHolder};
+        use std::os::fd::AsFd;
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("holders")) else {
+            return 0;
+        };
+        let mut released = 0;
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "sock")
+                && let Ok(conn) = wire::connect(&path)
+                && wire::send(conn.as_fd(), &ToHolder::Release, &[]).is_ok()
+            {
+                // The holder hangs up once it has reaped its program.
+                let mut buf = [0u8; 64];
+                if let Err(e) = nix::sys::socket::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&conn),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::empty(),
+                ) {
+                    eprintln!("holder {}: no hangup after release: {e}", path.display());
+                }
+                released += 1;
+            }
+        }
+        released
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if self.child.is_some() {
@@ -266,6 +298,8 @@ impl Drop for Server {
                 panic!("server exited with {code:?}");
             }
         }
+        // A test that ended with its server killed leaves no session behind either.
+        self.release_holders();
     }
 }
 

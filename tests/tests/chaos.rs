@@ -25,7 +25,7 @@ fn every_fault_kind_is_survived() {
     );
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let faults = report["faults"].as_array().unwrap();
-    assert_eq!(faults.len(), 6, "{report}");
+    assert_eq!(faults.len(), 7, "{report}");
     for f in faults {
         assert!(f["injected"].as_u64().unwrap() >= 1, "{stdout}");
         assert_eq!(f["injected"], f["survived"], "{stdout}");

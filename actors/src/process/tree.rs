@@ -50,6 +50,9 @@ pub struct SessionTree {
     pub pgids: BTreeSet<i32>,
     /// The environment marker, as (key, value), e.g. (`CORRAL_SESSION_ID`, uuid).
     pub marker: Option<(String, String)>,
+    /// The session's holder (0: none), the parent and subreaper of its processes: every
+    /// process under it belongs to the session (a holder holds one), and it is never a member.
+    pub holder: i32,
 }
 
 impl SessionTree {
@@ -60,6 +63,7 @@ impl SessionTree {
             sid: main_pid,
             pgids: BTreeSet::from([main_pid]),
             marker: None,
+            holder: 0,
         }
     }
 
@@ -72,6 +76,7 @@ impl SessionTree {
             sid: 0,
             pgids: BTreeSet::new(),
             marker: Some((MARKER_KEY.to_owned(), session_id.into())),
+            holder: 0,
         }
     }
 
@@ -92,7 +97,7 @@ impl SessionTree {
     /// module docs), else all of `/proc`.
     pub fn candidates(&self) -> Vec<ProcStat> {
         if self.main_pid > 0
-            && reaper::subreaper_enabled()
+            && (reaper::subreaper_enabled() || self.holder > 0)
             && let Some(procs) = self.descendant_candidates()
         {
             return procs;
@@ -107,6 +112,10 @@ impl SessionTree {
         let mut seen = HashSet::from([me]);
         let mut out = vec![procfs::read_stat(me).ok()?];
         procfs::walk_subtree(self.main_pid, &mut seen, &mut out);
+        // Under a holder, orphans land on the holder.
+        if self.holder > 0 {
+            procfs::walk_subtree(self.holder, &mut seen, &mut out);
+        }
         // Orphans land on us; re-read our children after each walk, because a process whose
         // parent died during the walk was moved onto our list before its parent vanished.
         for _ in 0..8 {
@@ -138,6 +147,9 @@ impl SessionTree {
         // Protected: corral, its ancestors, init (and the kernel's pid 0). These are also
         // exactly the parents an orphan of our subtree can be reparented to.
         let mut protected: HashSet<i32> = HashSet::from([0, 1, self_pid]);
+        if self.holder > 0 {
+            protected.insert(self.holder);
+        }
         let mut cursor = self_pid;
         while let Some(p) = by_pid.get(&cursor) {
             if p.ppid <= 0 || !protected.insert(p.ppid) {
@@ -184,6 +196,14 @@ impl SessionTree {
             }
             if (use_sid && p.sid == self.sid) || pgids.contains(&p.pgid) {
                 matched.insert(p.pid);
+            }
+        }
+        // Everything a holder parents is its session's (orphans reparent to it).
+        if self.holder > 0 {
+            for p in procs {
+                if p.ppid == self.holder && !protected.contains(&p.pid) {
+                    matched.insert(p.pid);
+                }
             }
         }
         if let Some((key, value)) = &self.marker {
@@ -270,7 +290,27 @@ mod tests {
             sid: 10,
             pgids: BTreeSet::from([20]),
             marker: None,
+            holder: 0,
         };
         assert!(bad.members(&procs, 20).is_empty());
+    }
+
+    #[test]
+    fn under_a_holder_everything_it_parents_is_the_sessions_but_the_holder_is_not() {
+        // 20 corral; 25 holder (own session, a child of corral); 30 leader under it; 60 an
+        // escapee (own session, no marker) orphaned onto the holder; 61 its child.
+        let procs = vec![
+            p(1, 0, 1, 1),
+            p(20, 1, 20, 20),
+            p(25, 20, 25, 25),
+            p(30, 25, 30, 30),
+            p(60, 25, 60, 60),
+            p(61, 60, 60, 60),
+            p(70, 1, 70, 70),
+        ];
+        let mut tree = SessionTree::new(30);
+        tree.holder = 25;
+        let pids: Vec<i32> = tree.members(&procs, 20).iter().map(|m| m.pid).collect();
+        assert_eq!(pids, vec![30, 60, 61]);
     }
 }

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::input::InputWriter;
+use super::link::{HolderLink, Link, LinkArgs};
 use super::msg::{SessionMsg, ViewerId};
 use super::output::{Framing, OutputReader, ReaderArgs, Sink};
 use super::shared::SessionShared;
@@ -38,6 +39,8 @@ use crate::agent::Profile;
 use crate::env::{self, PrivateTmp};
 use crate::error::SessionError;
 use crate::event::{EventKind, SessionState};
+use crate::holder::Holders;
+use crate::holder::wire::Exit;
 use crate::pipe;
 use crate::process::{self, ExitStatus, PidFd, SessionTree, reaper};
 use crate::pty;
@@ -63,6 +66,8 @@ pub struct SessionArgs {
     pub started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
     /// How the session begins.
     pub begin: Begin,
+    /// Where PTY processes get their holders (None: the server holds them itself).
+    pub holders: Option<Holders>,
 }
 
 /// How a session actor begins.
@@ -75,6 +80,9 @@ pub enum Begin {
     Recover,
     /// Do not start anything: a restored session that stays as it was (Stopped or Failed).
     Dormant,
+    /// Its process outlived the previous server under its holder: attach to the holder and
+    /// carry on (same pid, same log, output from the log's end).
+    Adopt,
 }
 
 /// The Session actor.
@@ -86,12 +94,14 @@ struct Running {
     generation: u64,
     /// Main pid (= pgid = sid).
     pid: i32,
-    /// Its pidfd.
-    pidfd: Arc<PidFd>,
+    /// Its pidfd (None when it had already exited under its holder, which reaped it).
+    pidfd: Option<Arc<PidFd>>,
+    /// Its holder, when it has one: the link, and where its exit arrives.
+    held: Option<(Link, watch::Receiver<Option<Exit>>)>,
     /// Membership rules for the sweep.
     tree: SessionTree,
     /// PTY master (PTY mode), for resize; dropped after the drain.
-    master: Option<Box<dyn portable_pty::MasterPty + Send>>,
+    master: Option<Master>,
     /// The output readers.
     io_actors: Vec<ActorCell>,
     /// The input writer (its task ends when this is dropped).
@@ -104,9 +114,26 @@ struct Running {
     reaped: bool,
 }
 
+/// A PTY master: portable-pty's when this server opened the PTY, a plain fd when a holder
+/// passed it.
+enum Master {
+    Own(Box<dyn portable_pty::MasterPty + Send>),
+    Held(std::os::fd::OwnedFd),
+}
+
+impl Master {
+    fn resize(&self, size: Size) -> Result<(), String> {
+        match self {
+            Master::Own(m) => m.resize(pty::pty_size(size)).map_err(|e| e.to_string()),
+            Master::Held(fd) => pty::resize_fd(fd, size).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 impl Drop for Running {
     /// Only reached with `reaped == false` if the actor was killed or failed mid-flight: kill the
     /// whole tree now (no grace is possible in Drop) and let the reaper collect the zombies.
+    /// A holder is released either way: its session's process is over for this server.
     fn drop(&mut self) {
         for cell in &self.io_actors {
             cell.kill();
@@ -118,9 +145,58 @@ impl Drop for Running {
                 "session state dropped with a live process; killing its tree"
             );
             process::sweep::kill_all_now(&self.tree);
-            reaper::release(self.pid);
-            reaper::disown(self.pid);
+            if self.held.is_none() {
+                reaper::release(self.pid);
+                reaper::disown(self.pid);
+            }
         }
+        if let Some((link, _)) = &self.held {
+            link.release();
+        }
+    }
+}
+
+/// A process just spawned or attached, before its readers start.
+struct Spawned {
+    pid: i32,
+    pidfd: Option<Arc<PidFd>>,
+    master: Option<Master>,
+    output: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    input: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    stderr: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    /// The holder's link and the exit it already reported.
+    held: Option<(Link, Option<Exit>)>,
+}
+
+impl Spawned {
+    /// A process under a holder: output from the holder's pipe, input and resize on the passed
+    /// master, exit from the holder. If anything here fails the holder is released (it kills
+    /// the program).
+    fn held(a: crate::holder::Attached) -> std::io::Result<Spawned> {
+        use std::os::fd::AsRawFd;
+        use tokio::io::Interest;
+        let link = Link::new(a.socket, a.holder)?;
+        let setup = || -> std::io::Result<Spawned> {
+            let output = crate::fd::dup_nonblocking(a.output.as_raw_fd())
+                .and_then(|fd| crate::fd::register(fd, Interest::READABLE))?;
+            let input = crate::fd::dup_nonblocking(a.master.as_raw_fd())
+                .and_then(|fd| crate::fd::register(fd, Interest::WRITABLE))?;
+            // The process may be gone already (it exited while no server was attached).
+            let pidfd = match a.exited {
+                Some(_) => None,
+                None => PidFd::open(a.pid).ok().map(Arc::new),
+            };
+            Ok(Spawned {
+                pid: a.pid,
+                pidfd,
+                master: Some(Master::Held(a.master.try_clone()?)),
+                output,
+                input,
+                stderr: None,
+                held: Some((link.clone(), a.exited)),
+            })
+        };
+        setup().inspect_err(|_| link.release())
     }
 }
 
@@ -155,6 +231,8 @@ pub struct SessionActorState {
     started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
     /// How it began.
     begin: Begin,
+    /// Where PTY processes get their holders.
+    holders: Option<Holders>,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -240,6 +318,7 @@ impl Actor for Session {
             stop_signal,
             started: args.started,
             begin: args.begin,
+            holders: args.holders,
         };
         Ok(state)
     }
@@ -255,6 +334,10 @@ impl Actor for Session {
         let result = match st.begin {
             Begin::Dormant => Ok(()),
             Begin::Start | Begin::Recover => st.start(&myself).await,
+            Begin::Adopt => {
+                st.adopt(&myself).await;
+                Ok(())
+            }
         };
         if let Err(e) = &result {
             st.shared
@@ -291,6 +374,11 @@ impl Actor for Session {
                 if st.running.as_ref().map(|r| r.generation) == Some(generation) {
                     let status = st.finish_process(false).await;
                     st.after_exit(&myself, status);
+                }
+            }
+            SessionMsg::HolderLost { generation, why } => {
+                if st.running.as_ref().map(|r| r.generation) == Some(generation) {
+                    st.lose_process(&myself, why).await;
                 }
             }
             SessionMsg::RestartDue { generation } => {
@@ -412,28 +500,160 @@ impl SessionActorState {
             Ok(None) => self.spec.argv.clone(),
             Err(e) => return Err(SessionError::BadSpec(e)),
         };
-        let (pid, pidfd, master, out_fd, in_fd, err_fd) = match self.spec.mode {
-            Mode::Pty => {
+        let spawned = match (self.spec.mode, &self.holders) {
+            (Mode::Pty, Some(holders)) => {
+                let (holders, argv, env, cwd) = (
+                    holders.clone(),
+                    argv.clone(),
+                    envv.clone(),
+                    self.spec.cwd.clone(),
+                );
+                let base = self.shared.ring.head();
+                let attached = tokio::task::spawn_blocking(move || {
+                    crate::holder::launch::launch(
+                        &holders,
+                        id,
+                        &argv,
+                        &env,
+                        cwd.as_deref(),
+                        size,
+                        base,
+                    )
+                })
+                .await
+                .map_err(|e| SessionError::Spawn(format!("holder launch: {e}")))?
+                .map_err(|e| SessionError::Spawn(format!("holder: {e}")))?;
+                Spawned::held(attached).map_err(|e| SessionError::Spawn(e.to_string()))?
+            }
+            (Mode::Pty, None) => {
                 let p = pty::spawn(&argv, self.spec.cwd.as_deref(), &envv, size)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
-                (p.pid, p.pidfd, Some(p.master), p.output, p.input, None)
+                Spawned {
+                    pid: p.pid,
+                    pidfd: Some(p.pidfd),
+                    master: Some(Master::Own(p.master)),
+                    output: p.output,
+                    input: p.input,
+                    stderr: None,
+                    held: None,
+                }
             }
-            Mode::Pipe => {
+            (Mode::Pipe, _) => {
                 let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
-                (p.pid, p.pidfd, None, p.stdout, p.stdin, Some(p.stderr))
+                Spawned {
+                    pid: p.pid,
+                    pidfd: Some(p.pidfd),
+                    master: None,
+                    output: p.stdout,
+                    input: p.stdin,
+                    stderr: Some(p.stderr),
+                    held: None,
+                }
             }
         };
+        self.run(myself, generation, spawned).await
+    }
+
+    /// Attaches to the holder a previous server left running ([`Begin::Adopt`]); if that fails,
+    /// the process is lost and the restart policy decides.
+    #[tracing::instrument(name = "session.adopt", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
+    async fn adopt(&mut self, myself: &ActorRef<SessionMsg>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let id = self.shared.id;
+        let recorded = self.shared.status.read().identity.clone();
+        let attached = match &self.holders {
+            Some(holders) => {
+                let socket = holders.socket(id);
+                let from = self.shared.ring.head();
+                tokio::task::spawn_blocking(move || crate::holder::launch::attach(&socket, from))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            None => Err("this server runs no holders".to_string()),
+        };
+        let attached = attached.and_then(|a| match &recorded {
+            Some(r) if r.pid != a.pid || (a.starttime != 0 && r.starttime != a.starttime) => {
+                Err(format!(
+                    "holder runs pid {} (start {}), the registry recorded pid {} (start {})",
+                    a.pid, a.starttime, r.pid, r.starttime
+                ))
+            }
+            _ => Ok(a),
+        });
+        let result = match attached {
+            Ok(a) => {
+                let (pid, holder, exited) = (a.pid, a.holder, a.exited);
+                match Spawned::held(a) {
+                    Ok(spawned) => match self.run(myself, generation, spawned).await {
+                        Ok(()) => {
+                            tracing::info!(session = %id, pid, holder, "reattached to its holder");
+                            if exited.is_some()
+                                && let Err(e) =
+                                    myself.send_message(SessionMsg::ProcessExited { generation })
+                            {
+                                tracing::warn!(error = %e, "exit while away not delivered");
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(why) = result {
+            tracing::warn!(session = %id, error = %why, "could not reattach to the holder");
+            // Whatever is left of the old process goes, as after a crash without holders.
+            let mut tree = process::SessionTree::marker_only(id.to_string());
+            if let Some(r) = recorded.filter(|r| r.is_alive_same()) {
+                tree = process::SessionTree::new(r.pid).with_marker(id.to_string());
+            }
+            process::sweep::kill_all(&tree).await;
+            if let Some(holders) = &self.holders {
+                holders.forget(id);
+            }
+            self.settle_loss(
+                myself,
+                format!("lost: could not reattach to its holder: {why}"),
+            );
+        }
+    }
+
+    /// Sets up a spawned (or adopted) process incarnation: its readers, writer and status.
+    async fn run(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        generation: u64,
+        spawned: Spawned,
+    ) -> Result<(), SessionError> {
+        let id = self.shared.id;
+        let Spawned {
+            pid,
+            pidfd,
+            master,
+            output: out_fd,
+            input: in_fd,
+            stderr: err_fd,
+            held,
+        } = spawned;
         let tree = SessionTree {
             main_pid: pid,
             sid: pid,
             pgids: [pid].into_iter().collect(),
             marker: Some((env::SESSION_ID_VAR.to_string(), id.to_string())),
+            holder: held.as_ref().map_or(0, |(l, _)| l.holder),
         };
+        let (exit_tx, exit_rx) = watch::channel(held.as_ref().and_then(|(_, e)| *e));
+        let link = held.map(|(link, _)| link);
         let mut running = Running {
             generation,
             pid,
             pidfd: pidfd.clone(),
+            held: link.clone().map(|l| (l, exit_rx)),
             tree,
             master,
             io_actors: Vec::new(),
@@ -443,9 +663,32 @@ impl SessionActorState {
             reaped: false,
         };
         // From here on, `running` owns the process: an error below drops it, killing the tree.
+        if let Some(link) = link {
+            let (l, _) = Actor::spawn_linked(
+                None,
+                HolderLink,
+                LinkArgs {
+                    link,
+                    session: myself.clone(),
+                    generation,
+                    feed: self.shared.feed.clone(),
+                    ring: self.shared.ring.clone(),
+                    exit: exit_tx,
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map_err(|e| SessionError::Spawn(format!("holder link: {e}")))?;
+            running.io_actors.push(l.get_cell());
+        }
         let framing = match self.spec.mode {
             Mode::Pty => Framing::Raw,
             Mode::Pipe => Framing::NdJson,
+        };
+        // A holder reports the exit itself; otherwise the primary reader watches the pidfd.
+        let exit = match (&running.held, pidfd) {
+            (None, Some(pidfd)) => Some((pidfd, myself.clone(), generation)),
+            _ => None,
         };
         let (eof_tx, eof_rx) = watch::channel(false);
         let (reader, _) = Actor::spawn_linked(
@@ -457,7 +700,7 @@ impl SessionActorState {
                     ring: self.shared.ring.clone(),
                     shared: self.shared.clone(),
                     framing,
-                    exit: Some((pidfd, myself.clone(), generation)),
+                    exit,
                     eof: eof_tx,
                     screen: self.screen.clone(),
                 },
@@ -517,6 +760,50 @@ impl SessionActorState {
         Ok(())
     }
 
+    /// The holder died under a running process: kill its tree (its processes reparented to
+    /// this server, a subreaper, or to init), record the loss, apply the restart policy.
+    #[tracing::instrument(name = "session.lost", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
+    async fn lose_process(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        // invariant: the caller checked `running` is Some.
+        let mut run = self.running.take().expect("a running process");
+        *self.shared.writer.write() = None;
+        drop(run.writer.take());
+        if let Some((link, _)) = &run.held {
+            link.forget();
+        }
+        let report = process::sweep::kill_all(&run.tree).await;
+        tracing::error!(pid = run.pid, killed = report.killed, %why, "session lost its holder");
+        // Its exit status went with the holder; the sweep made sure nothing runs.
+        run.reaped = true;
+        drop(run);
+        // What the dead holder could not remove itself.
+        if let Some(holders) = &self.holders {
+            holders.forget(self.shared.id);
+        }
+        {
+            let mut s = self.shared.status.write();
+            s.pid = None;
+            s.identity = None;
+            s.last_exit = Some(ExitStatus::Signal(libc::SIGKILL));
+        }
+        self.shared
+            .set_state(SessionState::Exited, Some(why.clone()));
+        self.shared.emit(EventKind::Exited {
+            status: ExitStatus::Signal(libc::SIGKILL),
+        });
+        self.settle_loss(myself, format!("lost: {why}"));
+    }
+
+    /// After a lost process: the restart policy decides, as after a failure.
+    fn settle_loss(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        match self.spec.restart {
+            RestartPolicy::Never => {
+                self.shared.set_state(SessionState::Stopped, Some(why));
+            }
+            RestartPolicy::OnFailure | RestartPolicy::Always => self.schedule_restart(myself, why),
+        }
+    }
+
     /// Collects the exit of the current process (which has exited or is being killed), sweeps
     /// what is left of its tree (unless the caller just did), drains the output, and announces
     /// the exit.
@@ -527,29 +814,53 @@ impl SessionActorState {
         *self.shared.writer.write() = None;
         // Input to a process that is going away has nowhere to go.
         drop(run.writer.take());
-        if tokio::time::timeout(KILL_WAIT, run.pidfd.exited())
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                pid = run.pid,
-                "main process still alive after kill; sweeping again"
-            );
-            process::sweep::kill_all(&run.tree).await;
-        }
-        let status = match process::try_reap(run.pid) {
-            Ok(Some(status)) => status,
-            Ok(None) => {
-                tracing::error!(pid = run.pid, "exited process not reapable yet");
-                ExitStatus::Signal(libc::SIGKILL)
+        let status = match &mut run.held {
+            Some((_, exit)) => {
+                // The holder is the parent: it reaps and reports.
+                let reported = tokio::time::timeout(KILL_WAIT, exit.wait_for(|e| e.is_some()))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().and_then(|e| *e));
+                match reported {
+                    Some(exit) => exit.status,
+                    None => {
+                        tracing::error!(
+                            pid = run.pid,
+                            "holder reported no exit; sweeping and releasing it"
+                        );
+                        process::sweep::kill_all(&run.tree).await;
+                        ExitStatus::Signal(libc::SIGKILL)
+                    }
+                }
             }
-            Err(e) => {
-                tracing::error!(pid = run.pid, error = %e, "could not reap the main process");
-                ExitStatus::Signal(libc::SIGKILL)
+            None => {
+                if let Some(pidfd) = &run.pidfd
+                    && tokio::time::timeout(KILL_WAIT, pidfd.exited())
+                        .await
+                        .is_err()
+                {
+                    tracing::error!(
+                        pid = run.pid,
+                        "main process still alive after kill; sweeping again"
+                    );
+                    process::sweep::kill_all(&run.tree).await;
+                }
+                let status = match process::try_reap(run.pid) {
+                    Ok(Some(status)) => status,
+                    Ok(None) => {
+                        tracing::error!(pid = run.pid, "exited process not reapable yet");
+                        ExitStatus::Signal(libc::SIGKILL)
+                    }
+                    Err(e) => {
+                        tracing::error!(pid = run.pid, error = %e, "could not reap the main process");
+                        ExitStatus::Signal(libc::SIGKILL)
+                    }
+                };
+                reaper::release(run.pid);
+                status
             }
         };
         run.reaped = true;
-        reaper::release(run.pid);
         // What is left of the tree goes the way of a stop (the kernel already hung up the
         // session when its leader exited).
         if !swept {
@@ -658,8 +969,13 @@ impl SessionActorState {
             self.shared.set_state(SessionState::Stopping, None);
             match grace {
                 Some(grace) => {
-                    process::sweep::terminate(&run.tree, self.stop_signal, grace, Some(&run.pidfd))
-                        .await;
+                    process::sweep::terminate(
+                        &run.tree,
+                        self.stop_signal,
+                        grace,
+                        run.pidfd.as_deref(),
+                    )
+                    .await;
                 }
                 None => {
                     process::sweep::kill_all(&run.tree).await;
@@ -685,7 +1001,7 @@ impl SessionActorState {
             return;
         }
         if let Some(master) = self.running.as_ref().and_then(|r| r.master.as_ref())
-            && let Err(e) = master.resize(pty::pty_size(size))
+            && let Err(e) = master.resize(size)
         {
             tracing::warn!(session = %self.shared.id, error = %e, "resize failed");
             return;

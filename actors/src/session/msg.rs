@@ -20,6 +20,13 @@ pub enum SessionMsg {
         /// Process incarnation.
         generation: u64,
     },
+    /// Internal: the holder of this process incarnation died (its link saw the hangup).
+    HolderLost {
+        /// Process incarnation.
+        generation: u64,
+        /// What happened, for the session's reason.
+        why: String,
+    },
     /// Internal: a backoff delay is over.
     RestartDue {
         /// Which scheduled restart.

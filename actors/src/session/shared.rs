@@ -199,6 +199,10 @@ impl SessionShared {
         s.restarts = row.restarts;
         s.last_exit = row.last_exit;
         s.agent_session_id = row.agent_session_id.clone();
+        // Kept only for a process that outlived the server under its holder (recovery clears
+        // it otherwise): the adoption checks the holder's process against it.
+        s.identity = row.process.clone();
+        s.pid = row.process.as_ref().map(|p| p.pid);
         if row.state.is_final() {
             let ms = ended_ms.unwrap_or_else(crate::persist::store::now_ms);
             s.ended_at = Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));

@@ -51,6 +51,10 @@ enum Command {
     ///
     /// Reads CORRAL_SESSION_ID, CORRAL_URL and CORRAL_HOOK_TOKEN from the environment.
     Hook,
+    /// Internal: hold one PTY session for `corral serve` (started by the server, spec on stdin;
+    /// the session then outlives a server crash or upgrade).
+    #[command(hide = true)]
+    Holder,
     /// Measure the gateway's speed goals against a real `corral serve` on 127.0.0.1
     /// (echo latency, throughput vs. a plain PTY loop, 200 spawns + stops, fan-out CPU,
     /// reconciliation of 200 sessions after a SIGKILL).
@@ -185,6 +189,7 @@ pub fn main() -> ExitCode {
             crate::hook::hook();
             ExitCode::SUCCESS
         }
+        Command::Holder => corral_actors::holder::run::main(),
         Command::Serve {
             listen,
             config,

@@ -1,24 +1,31 @@
 //! `corral chaos`: a bounded fault-injection run against a real `corral serve` (this binary) with
 //! real sessions, reporting a faults-survived table.
 //!
-//! Sessions: nine counters (`<pid> <n>` lines every 5 ms; `always`, `on_failure` and `never`
-//! policies; half of them ignore SIGHUP, so they outlive a crashed server) and one input sink (`cat > /dev/null`). Faults, the first six in a fixed order so each
-//! kind is injected at least once, then at random until the time is up:
+//! Sessions: nine PTY counters (`<pid> <n>` lines every 5 ms; `always`, `on_failure` and `never`
+//! policies; half of them ignore SIGHUP) and one input sink (`cat > /dev/null`, pipe mode, so
+//! with no holder). Faults, the first seven in a fixed order so each kind is injected at least
+//! once, then at random until the time is up:
 //!
 //! - **child SIGKILL**: a random session's main process gets SIGKILL; `always`/`on_failure` must
 //!   run again, `never` must end Stopped with the signal (it is then restarted by request);
 //! - **server SIGKILL + restart**: the server is SIGKILLed and started again on its data dir;
+//!   every PTY session's processes must have survived under their holders and be running again
+//!   with the same pid, whatever the policy (the pipe sink's process ends and is restarted);
 //! - **torn log tail**: during such a crash, the last segment of a random session's scrollback is
 //!   truncated or has a byte flipped near its end before the restart;
 //! - **stalled viewer**: a client subscribes to a busy session and stops reading for 2 s; another
 //!   client's ping must still be answered within 1 s, and the stalled one then gets output or an
 //!   explicit `lagged`;
 //! - **flapping viewer**: 30 connect / subscribe / read one frame / drop cycles;
-//! - **input flood**: 8 MiB of input in 1,000 messages without waiting, to the sink.
+//! - **input flood**: 8 MiB of input in 1,000 messages without waiting, to the sink;
+//! - **holder SIGKILL**: a random PTY session's holder gets SIGKILL; the session must be reported
+//!   lost (the reason says so), its processes gone, and `always`/`on_failure` run again, `never`
+//!   end Stopped (it is then restarted by request).
 //!
 //! After every fault the invariants are checked (each may take a few seconds to settle): the
 //! server answers; **no orphan** (every live process carrying a `CORRAL_SESSION_ID` belongs to a
-//! listed session that is not Stopped/Failed); **no zombie** child of the server; **registry
+//! listed session that is not Stopped/Failed, and every holder process of the data dir to a
+//! running session); **no zombie** child of the server; **registry
 //! integrity** (`PRAGMA quick_check` on a read-only connection); **bounded memory** (server RSS
 //! under 512 MiB, under 4,096 fds); no viewer left behind. At the end, **no byte lost**: every
 //! session's scrollback on disk has no gap, and within each process run the counters are
@@ -39,13 +46,14 @@ use crate::JsonCalls;
 use crate::served::Served;
 
 /// Fault kinds, in the order of the first round.
-const FAULTS: [&str; 6] = [
+const FAULTS: [&str; 7] = [
     "child SIGKILL",
     "server SIGKILL + restart",
     "torn log tail",
     "stalled viewer",
     "flapping viewer",
     "input flood",
+    "holder SIGKILL",
 ];
 
 /// How long an invariant may take to settle after a fault.
@@ -67,7 +75,7 @@ struct Chaos {
     /// The input sink's id.
     sink: String,
     /// Per fault kind.
-    tally: [Tally; 6],
+    tally: [Tally; FAULTS.len()],
     /// Invariant violations, in words.
     failures: Vec<String>,
     /// Invariant checks run.
@@ -84,7 +92,7 @@ pub async fn run(secs: u64, seed: Option<u64>, json_out: Option<PathBuf>) -> any
         rng: fastrand::Rng::with_seed(seed),
         policies: HashMap::new(),
         sink: String::new(),
-        tally: [Tally::default(); 6],
+        tally: [Tally::default(); FAULTS.len()],
         failures: Vec::new(),
         checks: 0,
     };
@@ -96,13 +104,14 @@ pub async fn run(secs: u64, seed: Option<u64>, json_out: Option<PathBuf>) -> any
             round
         } else {
             // Child kills are cheap and the most common fault in life; crashes are rarer.
-            match chaos.rng.u32(0..10) {
+            match chaos.rng.u32(0..11) {
                 0..=3 => 0,
                 4 => 1,
                 5 => 2,
                 6 => 3,
                 7 => 4,
-                _ => 5,
+                8 => 5,
+                _ => 6,
             }
         };
         round += 1;
@@ -113,7 +122,8 @@ pub async fn run(secs: u64, seed: Option<u64>, json_out: Option<PathBuf>) -> any
             2 => chaos.server_crash(true).await?,
             3 => chaos.stalled_viewer().await?,
             4 => chaos.flapping_viewer().await?,
-            _ => chaos.input_flood().await?,
+            5 => chaos.input_flood().await?,
+            _ => chaos.holder_kill().await?,
         };
         if !injected {
             continue;
@@ -272,16 +282,39 @@ impl Chaos {
 
     async fn server_crash(&mut self, tear: bool) -> anyhow::Result<bool> {
         // Who the dying server leaves behind, by identity (pid reuse proof).
+        // PTY sessions' main processes must survive (their holders keep them); the pipe sink's
+        // end. (A counter's `sleep 0.005` ends by itself: only main processes are compared.)
+        let mains: Vec<i32> = self
+            .list()
+            .await?
+            .iter()
+            .filter_map(|s| s["pid"].as_i64().map(|p| p as i32))
+            .collect();
         let mut old = Vec::new();
+        let mut sink_old = Vec::new();
         for p in procfs::all() {
-            if !p.is_zombie()
-                && procfs::environ_value(p.pid, "CORRAL_SESSION_ID")
-                    .is_some_and(|v| self.policies.contains_key(&v))
-                && let Ok(id) = ProcessIdentity::of(p.pid)
-            {
-                old.push(id);
+            if p.is_zombie() {
+                continue;
+            }
+            let Some(v) = procfs::environ_value(p.pid, "CORRAL_SESSION_ID")
+                .filter(|v| self.policies.contains_key(v))
+            else {
+                continue;
+            };
+            if let Ok(id) = ProcessIdentity::of(p.pid) {
+                if v == self.sink {
+                    sink_old.push(id);
+                } else if mains.contains(&p.pid) {
+                    old.push(id);
+                }
             }
         }
+        let pids: HashMap<String, Value> = self
+            .list()
+            .await?
+            .iter()
+            .filter_map(|s| Some((id_of(s).ok()?, s["pid"].clone())))
+            .collect();
         // invariant: the server is up between faults.
         let server = self.server.take().expect("server up");
         tokio::time::sleep(Duration::from_millis(self.rng.u64(0..200))).await;
@@ -297,11 +330,19 @@ impl Chaos {
             "server SIGKILL + restart"
         };
         for p in &old {
-            // Survivors are terminated during boot, before the server serves.
+            if !p.is_alive_same() {
+                self.fail(
+                    after,
+                    format!("process {} of a PTY session did not survive", p.pid),
+                );
+            }
+        }
+        for p in &sink_old {
+            // The pipe session has no holder: terminated during boot, before the server serves.
             if p.is_alive_same() {
                 self.fail(
                     after,
-                    format!("process {} of the old server survived", p.pid),
+                    format!("process {} of the pipe session survived", p.pid),
                 );
             }
         }
@@ -312,23 +353,19 @@ impl Chaos {
         for s in &list {
             let id = id_of(s)?;
             let state = s["state"].as_str().unwrap_or("");
-            match self.policies.get(&id).map(String::as_str) {
-                Some("never") => {
-                    if state != "stopped" || s["reason"].as_str().is_none_or(str::is_empty) {
-                        self.fail(
-                            after,
-                            format!("never session not stopped with a reason: {s}"),
-                        );
-                    }
-                    let mut ws = self.server().remote.ws().await?;
-                    ws.call(json!({"type": "restart", "session": id})).await?;
-                }
-                Some(_) => {
-                    if state != "running" && state != "starting" {
-                        self.fail(after, format!("session not running again: {s}"));
-                    }
-                }
-                None => self.fail(after, format!("unknown session {s}")),
+            if !self.policies.contains_key(&id) {
+                self.fail(after, format!("unknown session {s}"));
+                continue;
+            }
+            if state != "running" && state != "starting" {
+                self.fail(after, format!("session not running again: {s}"));
+            }
+            if id != self.sink
+                && pids
+                    .get(&id)
+                    .is_some_and(|p| p.is_number() && *p != s["pid"])
+            {
+                self.fail(after, format!("PTY session has a new pid: {s}"));
             }
         }
         if let Some((id, before)) = torn {
@@ -416,6 +453,79 @@ impl Chaos {
         Ok(true)
     }
 
+    async fn holder_kill(&mut self) -> anyhow::Result<bool> {
+        let list = self.list().await?;
+        let running: Vec<&Value> = list
+            .iter()
+            .filter(|s| s["state"] == "running" && s["id"] != json!(self.sink))
+            .collect();
+        if running.is_empty() {
+            return Ok(false);
+        }
+        let s = running[self.rng.usize(..running.len())];
+        let id = id_of(s)?;
+        let restarts = s["restarts"].as_u64().unwrap_or(0);
+        let pid = s["pid"].as_i64().unwrap_or(0) as i32;
+        let Some(holder) = procfs::read_stat(pid).ok().map(|p| p.ppid) else {
+            return Ok(false);
+        };
+        let members: Vec<ProcessIdentity> = procfs::all()
+            .into_iter()
+            .filter(|p| {
+                !p.is_zombie()
+                    && procfs::environ_value(p.pid, "CORRAL_SESSION_ID").as_deref() == Some(&id)
+            })
+            .filter_map(|p| ProcessIdentity::of(p.pid).ok())
+            .collect();
+        if let Err(e) = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        ) {
+            bail!("kill holder {holder}: {e}");
+        }
+        let policy = self.policies[&id].clone();
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let info = self
+                .server()
+                .remote
+                .json("GET", &format!("/v1/sessions/{id}"), None)
+                .await?;
+            let state = info["state"].as_str().unwrap_or("");
+            let done = match policy.as_str() {
+                "never" => state == "stopped",
+                _ => state == "running" && info["restarts"].as_u64().unwrap_or(0) > restarts,
+            };
+            if done {
+                if policy == "never" {
+                    if !info["reason"].as_str().is_some_and(|r| r.contains("lost")) {
+                        self.fail("holder SIGKILL", format!("never session {id} ended {info}"));
+                    }
+                    let mut ws = self.server().remote.ws().await?;
+                    ws.call(json!({"type": "restart", "session": id})).await?;
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                self.fail(
+                    "holder SIGKILL",
+                    format!("{policy} session {id} did not settle: {info}"),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for p in members {
+            if p.is_alive_same() {
+                self.fail(
+                    "holder SIGKILL",
+                    format!("process {} outlived its lost session", p.pid),
+                );
+            }
+        }
+        Ok(true)
+    }
+
     /// A running counter (the always ones never stay down long).
     async fn busy_session(&self) -> anyhow::Result<String> {
         for s in self.list().await? {
@@ -475,6 +585,21 @@ impl Chaos {
                     out.push(format!("orphan {} ({}) of session {owner}", p.pid, p.comm))
                 }
                 _ => {}
+            }
+        }
+        // No holder without a live session: a holder exits with its session (its socket with it).
+        if let Ok(entries) = std::fs::read_dir(server.dir().join("holders")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(owner) = name.strip_suffix(".sock") else {
+                    continue;
+                };
+                match states.get(owner).map(String::as_str) {
+                    Some("stopped" | "failed") | None => {
+                        out.push(format!("holder socket {name} of an ended session"))
+                    }
+                    _ => {}
+                }
             }
         }
         // No zombie child of the server.

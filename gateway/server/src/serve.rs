@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use corral_actors::holder::Holders;
 use corral_actors::{Corral, CorralConfig, SessionsConfig};
 use corral_runtime::{Supervisor, SupervisorSpec};
 
@@ -51,6 +52,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let corral = Corral::start(CorralConfig {
         sessions: SessionsConfig {
             tmp_root,
+            // PTY sessions get a holder each (`<this binary> holder`): they outlive this process.
+            holders: Some(Holders::new(exe.clone(), data.path().join("holders"))?),
             ..SessionsConfig::default()
         },
         subreaper: true,

@@ -1,0 +1,270 @@
+//! Launch: how a server starts a session's holder and attaches to one (its first, or one a
+//! previous server started). Blocking calls (a spawn, a handshake on a local socket): callers on
+//! tokio run them with `spawn_blocking`.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::MsgFlags;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::wire::{self, Exit, FromHolder, ToHolder, VERSION};
+use crate::process::leader::{self, ChildIo};
+use crate::process::reaper;
+use crate::spec::Size;
+
+/// How long a new holder may take to start its program and answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a holder may take to answer `Hello`.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a server's holders live and which binary runs them.
+#[derive(Debug, Clone)]
+pub struct Holders {
+    /// The binary (`<exe> holder` runs a holder).
+    pub exe: PathBuf,
+    /// The directory of their sockets, spools and logs (inside the 0700 data dir).
+    pub dir: PathBuf,
+}
+
+impl Holders {
+    /// Creates the directory (0700) and returns the settings.
+    pub fn new(exe: PathBuf, dir: PathBuf) -> io::Result<Holders> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        Ok(Holders { exe, dir })
+    }
+
+    /// The socket of session `id`'s holder.
+    pub fn socket(&self, id: Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.sock"))
+    }
+
+    /// Removes what a dead holder of session `id` left (its socket and spool).
+    pub fn forget(&self, id: Uuid) {
+        for path in [self.socket(id), self.spool(id), self.log(id)] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a dead holder's file");
+            }
+        }
+    }
+
+    fn spool(&self, id: Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.spool"))
+    }
+
+    fn log(&self, id: Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+}
+
+/// What a holder is told on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolderSpec {
+    /// Protocol version.
+    pub v: u32,
+    /// The program.
+    pub argv: Vec<String>,
+    /// Its whole environment.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub cwd: Option<PathBuf>,
+    /// The terminal's size.
+    pub size: Size,
+    /// Where to listen.
+    pub socket: PathBuf,
+    /// Where to spool.
+    pub spool: PathBuf,
+    /// Where its stderr goes (removed at release when empty).
+    pub log: PathBuf,
+    /// Output offset of the program's first byte.
+    pub base: u64,
+}
+
+/// A holder's one-line answer on stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    /// Started.
+    pub ok: bool,
+    /// The program's pid.
+    pub pid: i32,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// A holder attached to this server.
+#[derive(Debug)]
+pub struct Attached {
+    /// The holder's pid.
+    pub holder: i32,
+    /// The program's pid and start time.
+    pub pid: i32,
+    /// Its start time.
+    pub starttime: u64,
+    /// Output offset of this incarnation's first byte.
+    pub base: u64,
+    /// The connection.
+    pub socket: OwnedFd,
+    /// The PTY master (input, resize).
+    pub master: OwnedFd,
+    /// The output, from the offset asked on.
+    pub output: OwnedFd,
+    /// The program's exit, if it ended while no server was attached.
+    pub exited: Option<Exit>,
+}
+
+/// Starts a holder for session `id` running `argv` (output offsets from `base`), and attaches.
+pub fn launch(
+    holders: &Holders,
+    id: Uuid,
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+    size: Size,
+    base: u64,
+) -> io::Result<Attached> {
+    let spec = HolderSpec {
+        v: VERSION,
+        argv: argv.to_vec(),
+        env: env.to_vec(),
+        cwd: cwd.map(Path::to_path_buf),
+        size,
+        socket: holders.socket(id),
+        spool: holders.spool(id),
+        log: holders.log(id),
+        base,
+    };
+    let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(holders.log(id))?
+    };
+    let exe = holders.exe.to_string_lossy().into_owned();
+    // The holder gets no environment of the server's (it needs none; the program gets exactly
+    // the session's), its own session and group (setsid: the server's signals never reach it),
+    // default signal dispositions, and only fds 0–2.
+    let holder = leader::spawn_leader(
+        &[exe, "holder".into()],
+        &[],
+        None,
+        ChildIo::Fds([stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), log.as_raw_fd()]),
+    )?;
+    // While this server lives it is the holder's parent: its reaper collects the holder when it
+    // exits (the session learns of that through the socket, not the exit status).
+    reaper::disown(holder);
+    drop((stdin_r, stdout_w, log));
+    let mut line = serde_json::to_vec(&spec).map_err(io::Error::other)?;
+    line.push(b'\n');
+    std::fs::File::from(stdin_w).write_all(&line)?;
+    let ready: Ready = serde_json::from_slice(&read_with_timeout(stdout_r, READY_TIMEOUT)?)
+        .map_err(|e| io::Error::other(format!("holder answered nonsense: {e}")))?;
+    if !ready.ok {
+        return Err(io::Error::other(
+            ready.error.unwrap_or_else(|| "holder failed".into()),
+        ));
+    }
+    attach(&holders.socket(id), base)
+}
+
+/// Attaches to the holder listening at `socket`, asking for the output from offset `from`.
+pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
+    let conn = wire::connect(socket)?;
+    let holder = wire::peer_pid(&conn)?;
+    wire::send(conn.as_fd(), &ToHolder::Hello { v: VERSION, from }, &[])?;
+    wait_readable(&conn, WELCOME_TIMEOUT)?;
+    let (msg, mut fds) = wire::recv::<FromHolder>(&conn, MsgFlags::MSG_DONTWAIT)?
+        .ok_or_else(|| io::Error::other("holder hung up before answering"))?;
+    match msg {
+        FromHolder::Welcome {
+            v,
+            pid,
+            starttime,
+            base,
+            exited,
+            ..
+        } if v == VERSION && fds.len() == 2 => {
+            let output = fds.pop().expect("invariant: two fds checked");
+            let master = fds.pop().expect("invariant: two fds checked");
+            Ok(Attached {
+                holder,
+                pid,
+                starttime,
+                base,
+                socket: conn,
+                master,
+                output,
+                exited,
+            })
+        }
+        FromHolder::Refused { reason, .. } => Err(io::Error::other(format!(
+            "holder refused to attach: {reason}"
+        ))),
+        other => Err(io::Error::other(format!(
+            "unexpected answer from the holder: {other:?} with {} fds",
+            fds.len()
+        ))),
+    }
+}
+
+/// Reads `fd` to EOF, failing after `timeout`.
+fn read_with_timeout(fd: OwnedFd, timeout: Duration) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut file = std::fs::File::from(fd);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "holder did not answer in time",
+            ));
+        }
+        wait_readable(&file, left)?;
+        let mut buf = [0u8; 4096];
+        match file.read(&mut buf)? {
+            0 => return Ok(out),
+            n => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or hung up), at most `timeout`.
+fn wait_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
+        match rc {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "holder did not answer in time",
+                ));
+            }
+            n if n > 0 => return Ok(()),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Link: the server's side of one holder connection, an actor under its Session.
+//!
+//! It listens for the holder's `Exited` (the status is kept in a watch the session awaits, and
+//! the session is told as it would be by a pidfd) and for its hangup: a holder that goes away
+//! without being released has died, and the session is told it lost its process. Every
+//! [`ACK_PERIOD`] it acknowledges what the session's log holds, so the holder frees its spool.
+//! `Release` is sent by the session itself ([`Link::release`]) when the process is over.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use corral_runtime::Ring;
+use nix::sys::socket::MsgFlags;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use super::msg::SessionMsg;
+use crate::holder::wire::{self, Exit, FromHolder, ToHolder};
+use crate::persist::journal::Feed;
+
+/// How often the log's progress is acknowledged to the holder.
+const ACK_PERIOD: Duration = Duration::from_millis(100);
+
+/// What the session keeps of its holder connection.
+#[derive(Clone)]
+pub struct Link {
+    socket: Arc<AsyncFd<OwnedFd>>,
+    released: Arc<AtomicBool>,
+    /// The holder's pid.
+    pub holder: i32,
+}
+
+impl Link {
+    /// The session is over: the holder kills what is left, reaps, removes its files and exits.
+    pub fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = wire::send(self.socket.get_ref().as_fd(), &ToHolder::Release, &[]) {
+            tracing::warn!(holder = self.holder, error = %e, "could not release the holder");
+        }
+    }
+
+    /// The holder is gone: there is nobody to release.
+    pub fn forget(&self) {
+        self.released.store(true, Ordering::Release);
+    }
+
+    /// Whether [`release`](Self::release) was called.
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+}
+
+/// The link actor.
+pub struct HolderLink;
+
+/// Its arguments.
+pub struct LinkArgs {
+    /// The connection.
+    pub link: Link,
+    /// The session and the process incarnation this holder runs.
+    pub session: ActorRef<SessionMsg>,
+    /// Process incarnation.
+    pub generation: u64,
+    /// Where the session's log progress is read.
+    pub feed: Arc<Feed>,
+    /// The session's Ring (progress when nothing persists).
+    pub ring: Ring,
+    /// Where the exit goes.
+    pub exit: watch::Sender<Option<Exit>>,
+}
+
+/// Its only message: wait for the next event.
+#[derive(Debug)]
+pub struct Pump;
+
+/// Link state.
+pub struct LinkState {
+    args: LinkArgs,
+    acked: u64,
+}
+
+impl Link {
+    /// Registers an attached holder's socket with the reactor.
+    pub fn new(socket: OwnedFd, holder: i32) -> io::Result<Link> {
+        crate::fd::set_nonblocking(&socket)?;
+        let socket = crate::fd::register(socket, Interest::READABLE)?;
+        Ok(Link {
+            socket: Arc::new(socket),
+            released: Arc::new(AtomicBool::new(false)),
+            holder,
+        })
+    }
+}
+
+impl Actor for HolderLink {
+    type Msg = Pump;
+    type State = LinkState;
+    type Arguments = LinkArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Pump>,
+        args: LinkArgs,
+    ) -> Result<LinkState, ActorProcessingErr> {
+        myself.send_message(Pump)?;
+        let acked = args.ring.head();
+        Ok(LinkState { args, acked })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Pump>,
+        _: Pump,
+        st: &mut LinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        let socket = st.args.link.socket.clone();
+        tokio::select! {
+            ready = socket.readable() => {
+                let mut guard = ready?;
+                loop {
+                    match guard.try_io(|s| wire::recv::<FromHolder>(s.get_ref(), MsgFlags::MSG_DONTWAIT)) {
+                        Ok(Ok(Some((FromHolder::Exited(exit), _)))) => st.exited(exit),
+                        Ok(Ok(Some((other, _)))) => {
+                            tracing::warn!(holder = st.args.link.holder, message = ?other, "unexpected message from a holder");
+                        }
+                        Ok(Ok(None)) => return st.hung_up(&myself),
+                        Ok(Err(e)) => {
+                            tracing::error!(holder = st.args.link.holder, error = %e, "holder connection failed");
+                            return st.hung_up(&myself);
+                        }
+                        Err(_would_block) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep(ACK_PERIOD) => {}
+        }
+        st.acknowledge();
+        myself.send_message(Pump)?;
+        Ok(())
+    }
+}
+
+impl LinkState {
+    fn exited(&mut self, exit: Exit) {
+        if self.args.exit.send_replace(Some(exit)).is_none()
+            && let Err(e) = self.args.session.send_message(SessionMsg::ProcessExited {
+                generation: self.args.generation,
+            })
+        {
+            tracing::debug!(error = %e, "session gone before its exit arrived");
+        }
+    }
+
+    fn acknowledge(&mut self) {
+        let logged = self
+            .args
+            .feed
+            .persisted_offset()
+            .unwrap_or_else(|| self.args.ring.head());
+        if logged > self.acked && !self.args.link.is_released() {
+            match wire::send(
+                self.args.link.socket.get_ref().as_fd(),
+                &ToHolder::Ack { upto: logged },
+                &[],
+            ) {
+                Ok(()) => self.acked = logged,
+                Err(e) => tracing::debug!(error = %e, "ack not sent; retried"),
+            }
+        }
+    }
+
+    /// The holder closed the connection: expected after a release, a loss otherwise.
+    fn hung_up(&mut self, myself: &ActorRef<Pump>) -> Result<(), ActorProcessingErr> {
+        if !self.args.link.is_released() {
+            let why = format!(
+                "its holder (pid {}) died; the process tree was killed",
+                self.args.link.holder
+            );
+            if let Err(e) = self.args.session.send_message(SessionMsg::HolderLost {
+                generation: self.args.generation,
+                why,
+            }) {
+                tracing::debug!(error = %e, "session gone before its holder's loss arrived");
+            }
+        }
+        myself.stop(Some("holder hung up".into()));
+        Ok(())
+    }
+}

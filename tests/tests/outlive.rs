@@ -1,0 +1,242 @@
+//! Sessions outlive the server (issue 17): every PTY session has a holder process that owns
+//! its terminal and is its program's parent, so a SIGKILLed `corral serve` costs nothing — the
+//! program keeps its pid, the next server reattaches, and the log holds every byte exactly once.
+//! A holder killed on its own makes its session lost (reason recorded, tree killed, restart per
+//! policy); a stop, a removal or a full shutdown leaves no holder behind.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use corral_actors::persist::{Chunk, LogReader};
+use corral_tests::{Server, session_processes};
+use serde_json::{Value, json};
+
+/// Every byte of a session's log, read from its files; panics on a gap.
+fn log_bytes(dir: &std::path::Path, id: &str) -> Vec<u8> {
+    let logs = dir.join("logs").join(id);
+    let (reader, _) = LogReader::open(&logs).unwrap();
+    let Some(first) = reader.first_offset() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in reader.read_range(first, usize::MAX).unwrap() {
+        match c {
+            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
+            Chunk::Gap { from, to } => panic!("session {id}: gap {from}..{to} in its log"),
+        }
+    }
+    out
+}
+
+/// The numbers of the complete `n <i>` lines of a log, in order.
+fn numbers(log: &[u8]) -> Vec<u64> {
+    let text = String::from_utf8_lossy(log);
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| {
+            l.trim_end_matches('\r')
+                .strip_prefix("n ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line {l:?}"))
+        })
+        .collect()
+}
+
+async fn list(server: &Server) -> Vec<Value> {
+    let (status, body) = server
+        .http("GET", "/v1/sessions", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'))
+}
+
+fn parent(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    rest.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn five_printers_keep_their_pids_and_every_line_through_twenty_server_kills() {
+    let mut server = Server::start();
+    let mut pids: HashMap<String, i64> = HashMap::new();
+    for i in 0..5 {
+        let info = server
+            .spawn(json!({
+                "name": format!("printer{i}"),
+                "argv": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"n $i\"; sleep 0.002; done"],
+            }))
+            .await;
+        pids.insert(
+            info["id"].as_str().unwrap().to_string(),
+            info["pid"].as_i64().unwrap(),
+        );
+    }
+    let holders: Vec<i32> = pids.values().map(|p| parent(*p as i32)).collect();
+    let started = Instant::now();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..=500))).await;
+        server.kill();
+        server.restart();
+    }
+    // The last lines reach the log.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for s in list(&server).await {
+        let id = s["id"].as_str().unwrap();
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["pid"].as_i64(), Some(pids[id]), "same pid: {s}");
+        assert_eq!(s["restarts"], 0, "{s}");
+        assert!(alive(pids[id] as i32), "process {} alive", pids[id]);
+        let n = numbers(&log_bytes(server.dir.path(), id));
+        assert!(n.len() > 100, "{id}: only {} lines", n.len());
+        for (k, v) in n.iter().enumerate() {
+            assert_eq!(
+                *v,
+                k as u64 + 1,
+                "{id}: line {k} reads {v}: lost or doubled"
+            );
+        }
+    }
+    eprintln!("20 server kills in {:?}", started.elapsed());
+    // A full stop is still a full stop: programs and holders gone.
+    let (code, _) = server.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    for (id, pid) in &pids {
+        assert!(session_processes(id).is_empty(), "{id} left processes");
+        assert!(!alive(*pid as i32));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while holders.iter().any(|h| alive(*h)) {
+        assert!(Instant::now() < deadline, "a holder outlived the shutdown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<_> = std::fs::read_dir(server.dir.path().join("holders"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "holder files left: {left:?}");
+}
+
+#[tokio::test]
+async fn a_viewer_resumes_at_its_offset_after_a_server_kill() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "printer",
+            "argv": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"n $i\"; sleep 0.002; done"],
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut got: Vec<u8> = Vec::new();
+    for _ in 0..3 {
+        let mut ws = server.ws().await;
+        let reply = ws
+            .call(json!({"type": "subscribe", "session": id, "from": got.len()}))
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            if let Ok(corral_tests::Frame::Bin(1, _, offset, bytes)) =
+                tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+            {
+                assert_eq!(offset, got.len() as u64, "resumed exactly");
+                got.extend_from_slice(&bytes);
+            }
+        }
+        server.kill();
+        server.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = log_bytes(server.dir.path(), &id);
+    assert!(log.starts_with(&got), "what the viewer saw is the log");
+    let n = numbers(&log);
+    for (k, v) in n.iter().enumerate() {
+        assert_eq!(*v, k as u64 + 1, "line {k} reads {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_killed_holder_makes_its_session_lost_and_the_policy_restarts_it() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "held",
+            "argv": ["sh", "-c", "sleep 1000 & exec sleep 1000"],
+            "restart": "on_failure",
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = parent(pid);
+    // Wait for the background sleep too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while session_processes(&id).len() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let old = session_processes(&id);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The session is lost, its tree killed, and it restarts under a new holder.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = list(&server)
+            .await
+            .into_iter()
+            .find(|s| s["id"] == id.as_str())
+            .unwrap();
+        if s["state"] == "running" && s["pid"].as_i64() != Some(pid as i64) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not restarted: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(s["restarts"], 1, "{s}");
+    for p in old {
+        assert!(!alive(p), "process {p} of the lost session survived");
+    }
+    let mut ws = server.ws().await;
+    let events = ws
+        .call(json!({"type": "events", "session": id, "after": 0}))
+        .await
+        .to_string();
+    assert!(
+        events.contains(&format!("lost: its holder (pid {holder}) died")),
+        "{events}"
+    );
+    // stop: the new holder goes with its session.
+    let new_holder = parent(s["pid"].as_i64().unwrap() as i32);
+    let (status, body) = server
+        .http(
+            "POST",
+            &format!("/v1/sessions/{id}/stop"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(new_holder) {
+        assert!(
+            Instant::now() < deadline,
+            "holder outlived its stopped session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
