@@ -195,4 +195,13 @@ impl Corral {
         self.sessions.shutdown().await;
         self.root.stop(None).await
     }
+
+    /// Stops the tree but leaves every session that has a holder running under it, for the
+    /// next server to reattach (an upgrade, `corral shutdown --keep-sessions`); sessions
+    /// without one stop as at [`shutdown`](Self::shutdown). Returns how many were kept.
+    pub async fn shutdown_keeping_sessions(&self) -> Result<usize, SupervisorError> {
+        let kept = self.sessions.detach_all().await;
+        self.root.stop(None).await?;
+        Ok(kept)
+    }
 }

@@ -654,6 +654,26 @@ impl Sessions {
         self.stop_every(true).await
     }
 
+    /// The server goes away and its sessions stay: every process under a holder is left
+    /// running for the next server (which reattaches); the others are stopped as at a
+    /// shutdown. Returns how many were kept.
+    pub async fn detach_all(&self) -> usize {
+        let handles: Vec<SessionHandle> = self.registry.read().by_id.values().cloned().collect();
+        let calls = handles.iter().map(|h| {
+            // A session without a holder is stopped: its grace (≤ 60 s) bounds the wait.
+            h.call(SessionMsg::Detach, Duration::from_secs(60) + CALL_TIMEOUT)
+        });
+        let mut kept = 0;
+        for (h, r) in handles.iter().zip(futures::future::join_all(calls).await) {
+            match r {
+                Ok(true) => kept += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(session = %h.id(), error = %e, "detach failed"),
+            }
+        }
+        kept
+    }
+
     async fn stop_every(&self, shutdown: bool) {
         let handles: Vec<SessionHandle> = self.registry.read().by_id.values().cloned().collect();
         let stops = handles.iter().map(|h| h.stop_inner(None, shutdown));

@@ -60,6 +60,10 @@ pub fn claude_code() -> Option<PathBuf> {
 pub struct Server {
     /// The process.
     child: Option<Child>,
+    /// The server that took over from `child` after `corral upgrade` (not our child).
+    successor: Option<i32>,
+    /// The binary it runs (default: [`binary`]).
+    exe: PathBuf,
     /// Its data dir.
     pub dir: tempfile::TempDir,
     /// Base URL.
@@ -87,12 +91,23 @@ impl Server {
     }
 
     fn spawn_server(args: &[&str], log: Option<&Path>) -> Server {
+        Self::spawn_server_from(&binary(), args, log)
+    }
+
+    /// A server running the binary at `exe` (a copy, say, that a test replaces on disk).
+    pub fn start_from(exe: &Path) -> Server {
+        Self::spawn_server_from(exe, &[], None)
+    }
+
+    fn spawn_server_from(exe: &Path, args: &[&str], log: Option<&Path>) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let child = Self::launch(dir.path(), args, log);
+        let child = Self::launch_exe(exe, dir.path(), args, log);
         let (url, token) = Self::wait_ready(dir.path(), child.id());
         let addr = url.trim_start_matches("http://").to_string();
         Server {
             child: Some(child),
+            successor: None,
+            exe: exe.to_path_buf(),
             dir,
             url,
             addr,
@@ -106,13 +121,45 @@ impl Server {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+        if let Some(pid) = self.successor.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            wait_gone(pid, Duration::from_secs(10));
+        }
+    }
+
+    /// After `corral upgrade`: the old server exited (reaped here); the one `server.json`
+    /// names now is this server.
+    pub fn follow_successor(&mut self) {
+        let old = self.child.take().map(|mut c| {
+            let id = c.id() as i32;
+            c.wait().unwrap();
+            id
+        });
+        let previous = self.successor.or(old);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.dir.path().join("server.json"))
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && let Some(pid) = v["pid"].as_i64()
+                && Some(pid as i32) != previous
+            {
+                self.successor = Some(pid as i32);
+                return;
+            }
+            assert!(Instant::now() < deadline, "no successor published");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts a server again in the same data dir (after [`kill`](Self::kill) or
     /// [`terminate`](Self::terminate)) and waits until it serves.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is still running");
-        let child = Self::launch(self.dir.path(), &[], None);
+        let child = Self::launch_exe(&self.exe, self.dir.path(), &[], None);
         let (url, token) = Self::wait_ready(self.dir.path(), child.id());
         self.addr = url.trim_start_matches("http://").to_string();
         self.url = url;
@@ -123,11 +170,11 @@ impl Server {
     /// Starts a server in the same data dir without waiting for it (to kill it mid-boot).
     pub fn restart_nowait(&mut self) {
         assert!(self.child.is_none(), "the server is still running");
-        self.child = Some(Self::launch(self.dir.path(), &[], None));
+        self.child = Some(Self::launch_exe(&self.exe, self.dir.path(), &[], None));
     }
 
-    fn launch(dir: &Path, args: &[&str], log: Option<&Path>) -> Child {
-        let mut cmd = Command::new(binary());
+    fn launch_exe(exe: &Path, dir: &Path, args: &[&str], log: Option<&Path>) -> Child {
+        let mut cmd = Command::new(exe);
         cmd.arg("--data-dir")
             .arg(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -169,11 +216,23 @@ impl Server {
 
     /// The server's pid.
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
+        self.successor
+            .unwrap_or_else(|| self.child.as_ref().unwrap().id() as i32)
     }
 
-    /// Sends SIGTERM and waits for the exit code (bounded).
+    /// Sends SIGTERM and waits for the exit code (bounded; a successor, not our child, reports
+    /// 0 once gone).
     pub fn terminate(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        if let Some(pid) = self.successor.take() {
+            let t = Instant::now();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let gone = wait_gone(pid, timeout);
+            return (gone.then_some(0), t.elapsed());
+        }
         let mut child = self.child.take().unwrap();
         let t = Instant::now();
         nix::sys::signal::kill(
@@ -290,9 +349,28 @@ impl Server {
     }
 }
 
+/// Waits until `pid` is gone (or a zombie nobody reaps); false after `timeout`.
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty()
+            || stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if self.child.is_some() || self.successor.is_some() {
             let (code, _) = self.terminate(Duration::from_secs(20));
             if code != Some(0) && !std::thread::panicking() {
                 panic!("server exited with {code:?}");

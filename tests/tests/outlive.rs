@@ -240,3 +240,54 @@ async fn a_killed_holder_makes_its_session_lost_and_the_policy_restarts_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "short",
+            "argv": ["sh", "-c", "echo started; sleep 1; echo bye-now; exit 3"],
+            "restart": "never",
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = parent(pid);
+    // The server dies at once: the program exits a second later with no server attached.
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the program did not exit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(alive(holder), "the holder keeps the exit status");
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = list(&server)
+            .await
+            .into_iter()
+            .find(|s| s["id"] == id.as_str())
+            .unwrap();
+        if s["state"] == "stopped" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "exit not recorded: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(s["last_exit"]["code"], 3, "{s}");
+    let log = String::from_utf8_lossy(&log_bytes(server.dir.path(), &id)).into_owned();
+    assert!(
+        log.contains("bye-now"),
+        "its last output is in the log: {log:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(holder) {
+        assert!(
+            Instant::now() < deadline,
+            "holder outlived its ended session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -233,6 +233,9 @@ pub struct SessionActorState {
     begin: Begin,
     /// Where PTY processes get their holders.
     holders: Option<Holders>,
+    /// Detached: its process stays with its holder for the next server; this actor no longer
+    /// touches the process or the recorded state.
+    detached: bool,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -246,7 +249,7 @@ impl Drop for SessionActorState {
         if let Some(s) = &self.screen {
             s.kill();
         }
-        if !self.shared.state().is_final() {
+        if !self.shared.state().is_final() && !self.detached {
             {
                 let mut s = self.shared.status.write();
                 s.pid = None;
@@ -319,6 +322,7 @@ impl Actor for Session {
             started: args.started,
             begin: args.begin,
             holders: args.holders,
+            detached: false,
         };
         Ok(state)
     }
@@ -359,7 +363,10 @@ impl Actor for Session {
     ) -> Result<(), ActorProcessingErr> {
         // A graceful stop of the actor (its supervisor's ordered shutdown) stops the process
         // gracefully too. After a kill or a panic this does not run; Drop kills the tree instead.
-        st.stop(Some(st.spec.grace)).await;
+        // A detached session's process belongs to its holder and the next server.
+        if !st.detached {
+            st.stop(Some(st.spec.grace)).await;
+        }
         Ok(())
     }
 
@@ -401,6 +408,18 @@ impl Actor for Session {
                 }
                 st.stop(Some(grace)).await;
                 answer(reply, st.shared.info());
+            }
+            SessionMsg::Detach(reply) => {
+                let kept = st.running.as_ref().is_some_and(|r| r.held.is_some());
+                if kept {
+                    st.detach();
+                } else {
+                    if !st.shared.state().is_final() {
+                        st.shared.status.write().interrupted = true;
+                    }
+                    st.stop(Some(st.spec.grace)).await;
+                }
+                answer(reply, kept);
             }
             SessionMsg::Kill(reply) => {
                 st.stop(None).await;
@@ -792,6 +811,22 @@ impl SessionActorState {
             status: ExitStatus::Signal(libc::SIGKILL),
         });
         self.settle_loss(myself, format!("lost: {why}"));
+    }
+
+    /// Leaves the running process to its holder: this server's readers, writer and connection
+    /// go (the holder sees the hangup and spools until the next server attaches); no signal,
+    /// no release, no state change — the registry still says Running, with its identity.
+    fn detach(&mut self) {
+        // invariant: the caller checked `running` holds a held process.
+        let mut run = self.running.take().expect("a running process");
+        *self.shared.writer.write() = None;
+        if let Some((link, _)) = &run.held {
+            link.forget();
+        }
+        run.reaped = true;
+        drop(run);
+        self.detached = true;
+        tracing::info!(session = %self.shared.id, "detached: the process stays with its holder");
     }
 
     /// After a lost process: the restart policy decides, as after a failure.

@@ -42,6 +42,10 @@ pub enum SessionMsg {
         /// Answer once everything is gone.
         reply: RpcReplyPort<SessionInfo>,
     },
+    /// The server goes away but its sessions stay (an upgrade, or a shutdown that keeps
+    /// sessions): a process under a holder is left running there for the next server; one
+    /// without a holder is stopped as at a shutdown. Answers whether the process was kept.
+    Detach(RpcReplyPort<bool>),
     /// SIGKILL the whole tree at once.
     Kill(RpcReplyPort<SessionInfo>),
     /// Stop if running, then start a fresh process (not counted against intensity).

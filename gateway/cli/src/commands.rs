@@ -184,6 +184,21 @@ pub enum ClientCommand {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Hand the running server over to the `corral` binary now on disk: sessions keep running
+    /// (their holders keep them), viewers reconnect and resume where they were. Returns when
+    /// the new server answers; a new binary that fails at start leaves the old one serving.
+    ///
+    /// Example: corral upgrade
+    Upgrade,
+    /// Stop the server: every session is stopped first, or with --keep-sessions left running
+    /// under its holder for the next `corral serve` to reattach. Returns once it is gone.
+    ///
+    /// Example: corral shutdown --keep-sessions
+    Shutdown {
+        /// Leave sessions running (PTY sessions; pipe sessions stop and restart per policy).
+        #[arg(long)]
+        keep_sessions: bool,
+    },
     /// Attach this terminal to a session (detach with Ctrl-\\).
     Attach {
         /// Name or id.
@@ -498,6 +513,10 @@ pub async fn run(
                 }
                 None => wait.await?,
             });
+        }
+        ClientCommand::Upgrade => crate::handover::upgrade(&client).await?,
+        ClientCommand::Shutdown { keep_sessions } => {
+            crate::handover::shutdown(&client, keep_sessions).await?
         }
         ClientCommand::Web => {
             let url = match &client.endpoint {

@@ -197,6 +197,26 @@ impl Client {
         self.call(Method::POST, "/v1/tokens", Some(req)).await
     }
 
+    /// `POST /v1/upgrade`: the server hands over to the binary on disk (admin); answers once
+    /// the successor is ready, before it serves.
+    pub async fn upgrade(&self) -> Result<corral_server::upgrade::Handover, ClientError> {
+        self.call::<(), _>(Method::POST, "/v1/upgrade", None).await
+    }
+
+    /// `POST /v1/shutdown`: the server leaves, stopping its sessions or (`keep_sessions`)
+    /// leaving them under their holders (admin).
+    pub async fn shutdown(
+        &self,
+        keep_sessions: bool,
+    ) -> Result<corral_server::upgrade::ServerId, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/shutdown",
+            Some(&serde_json::json!({ "keep_sessions": keep_sessions })),
+        )
+        .await
+    }
+
     /// `GET /v1/recovery`: what boot reconciliation did (admin).
     pub async fn recovery(&self) -> Result<serde_json::Value, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/recovery", None).await

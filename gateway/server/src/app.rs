@@ -45,6 +45,21 @@ pub struct App {
     /// their socket inside a handler (where a ractor stop cannot reach them), watch it to say
     /// goodbye with a close frame and end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set when the server is asked to leave, and how (see `crate::upgrade`).
+    pub leave: tokio::sync::watch::Sender<Option<crate::upgrade::Leaving>>,
+    /// A duplicate of the TCP listener, for a successor to inherit (`corral upgrade`).
+    pub listener: Option<std::os::fd::OwnedFd>,
+}
+
+impl App {
+    /// The close frame WebSockets get when the server leaves: 1012 when a successor takes
+    /// over (clients reconnect and resume), 1001 otherwise.
+    pub fn closing(&self) -> (u16, &'static str) {
+        match *self.leave.borrow() {
+            Some(crate::upgrade::Leaving::Upgrade) => (1012, "server restarting"),
+            _ => (1001, "server shutting down"),
+        }
+    }
 }
 
 impl App {

@@ -30,6 +30,7 @@ pub mod routes;
 pub mod serve;
 pub mod ttyd;
 pub mod unix;
+pub mod upgrade;
 pub mod usage;
 pub mod watch;
 pub mod web;

@@ -328,6 +328,9 @@ pub struct Health {
     pub status: String,
     /// The server's version.
     pub version: String,
+    /// The server's pid (tells a successor from its predecessor during `corral upgrade`).
+    #[serde(default)]
+    pub pid: u32,
 }
 
 /// A session as the API shows it: the session's own [`SessionInfo`] plus figures the server

@@ -54,6 +54,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/notify", post(set_notify))
         .route("/v1/tokens", post(create_token))
         .route("/v1/recovery", get(recovery_report))
+        .route("/v1/shutdown", post(crate::upgrade::shutdown))
+        .route("/v1/upgrade", post(crate::upgrade::upgrade))
         .route("/agentapi/{key}/status", get(crate::agentapi::get_status))
         .route(
             "/agentapi/{key}/messages",
@@ -136,7 +138,7 @@ async fn start_connection(app: Arc<App>, args: ConnectionArgs) {
 /// The peer of a request: `ip:port` over TCP; `unix` on the data dir's socket (whose peer was
 /// checked by uid at accept), where no TCP address is recorded.
 fn peer_of(
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::serve::Peer>>>,
 ) -> String {
     peer.map(|p| p.0.0.to_string())
         .unwrap_or_else(|| "unix".into())
@@ -144,7 +146,7 @@ fn peer_of(
 
 async fn ws_native(
     State(app): State<Arc<App>>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::serve::Peer>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -203,7 +205,7 @@ fn upgrade(
 /// the capacity and the session are checked at the upgrade.
 async fn ws_ttyd(
     State(app): State<Arc<App>>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::serve::Peer>>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -231,6 +233,7 @@ async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
     })
 }
 

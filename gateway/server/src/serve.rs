@@ -20,6 +20,7 @@ use crate::datadir::{DataDir, ServerInfo};
 use crate::metrics::Metrics;
 use crate::routes::router;
 use crate::unix::{OwnerOnly, socket_path};
+use crate::upgrade::Leaving;
 
 /// What `corral serve` runs with.
 #[derive(Debug, Clone)]
@@ -32,7 +33,18 @@ pub struct ServeOptions {
 
 /// Runs the server until SIGTERM/SIGINT, then shuts down in order.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let data = DataDir::open_exclusive(&opts.data_dir)?;
+    // A successor started by `corral upgrade` says it is ready, then waits for the data dir
+    // its predecessor is about to let go of.
+    let successor = crate::upgrade::ready_pipe()?;
+    let data = match successor {
+        Some(mut ready) => {
+            use std::io::Write;
+            ready.write_all(b"ready\n")?;
+            drop(ready);
+            lock_when_free(&opts.data_dir).await?
+        }
+        None => DataDir::open_exclusive(&opts.data_dir)?,
+    };
     let admin = data.admin_token()?;
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the corral binary: {e}"))?;
@@ -77,7 +89,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .intensity(1, Duration::from_secs(5)),
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind(opts.gateway.listen).await?;
+    let listener = match crate::upgrade::inherited_listener()? {
+        Some(l) => tokio::net::TcpListener::from_std(l)?,
+        None => tokio::net::TcpListener::bind(opts.gateway.listen).await?,
+    };
+    // Kept for a successor (`corral upgrade`): it inherits this very socket, so clients
+    // connecting during the handover wait in its backlog instead of being refused.
+    let handover = {
+        use std::os::fd::AsFd;
+        match listener.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep the listener for upgrades");
+                None
+            }
+        }
+    };
     let unix = OwnerOnly::bind(&socket_path(data.path()))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
@@ -96,6 +123,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         exe,
         started: std::time::Instant::now(),
         shutdown: tokio::sync::watch::channel(false).0,
+        leave: tokio::sync::watch::channel(None).0,
+        listener: handover,
     });
     data.publish(&ServerInfo {
         url: url.clone(),
@@ -113,7 +142,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
         }
     });
-    // One signal stops both listeners.
+    // One signal stops both listeners. Accepting stops first (`closing`), before any
+    // WebSocket is told to reconnect: a client reconnecting during a handover then waits in
+    // the listener's backlog for the successor instead of reaching a server on its way out.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let listener = Closable {
+        inner: listener,
+        closing: closing.clone(),
+    };
+    let unix = Closable {
+        inner: unix,
+        closing,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         if rx.wait_for(|s| *s).await.is_err() {
@@ -122,9 +162,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let tcp = axum::serve(
         listener,
-        router
-            .clone()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router.clone().into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()))
     .into_future();
@@ -133,7 +171,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(stopped(stop_rx))
         .into_future();
     let signal = async {
-        shutdown_signal().await;
+        let mut asked = app.leave.subscribe();
+        tokio::select! {
+            () = shutdown_signal() => {
+                app.leave.send_if_modified(|l| {
+                    let unset = l.is_none();
+                    if unset {
+                        *l = Some(Leaving::Stop);
+                    }
+                    unset
+                });
+            }
+            _ = asked.wait_for(|l| l.is_some()) => {}
+        }
+        closing_tx.send_replace(true);
         // Long-lived responses (agentapi event streams, permission hooks waiting for an
         // answer) end on this flag: a graceful shutdown waits for open responses.
         app.shutdown.send_replace(true);
@@ -153,13 +204,24 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (tcp, local, (), ()) = tokio::join!(tcp, local, signal, notify);
     tcp?;
     local?;
-    tracing::info!("shutting down: connections, then sessions");
+    let leaving = (*app.leave.borrow()).unwrap_or(Leaving::Stop);
+    tracing::info!(?leaving, "shutting down: connections, then sessions");
     app.shutdown.send_replace(true);
     if let Err(e) = clients.stop(Some(Duration::from_secs(5))).await {
         tracing::warn!(error = %e, "connections did not stop cleanly");
     }
-    if let Err(e) = corral.shutdown().await {
-        tracing::warn!(error = %e, "session tree did not stop cleanly");
+    match leaving {
+        Leaving::Stop => {
+            if let Err(e) = corral.shutdown().await {
+                tracing::warn!(error = %e, "session tree did not stop cleanly");
+            }
+        }
+        Leaving::KeepSessions | Leaving::Upgrade => {
+            match corral.shutdown_keeping_sessions().await {
+                Ok(kept) => tracing::info!(kept, "sessions left running under their holders"),
+                Err(e) => tracing::warn!(error = %e, "session tree did not stop cleanly"),
+            }
+        }
     }
     let sock = socket_path(data.path());
     if let Err(e) = std::fs::remove_file(&sock) {
@@ -168,6 +230,77 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     data.unpublish();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listener that stops accepting, for good, the moment `closing` turns true (checked before
+/// every accept, so nothing is accepted once the server has decided to leave).
+pub struct Closable<L> {
+    inner: L,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for Closable<L>
+where
+    L::Addr: Sync,
+{
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        tokio::select! {
+            biased;
+            _ = closed(&mut self.closing) => std::future::pending().await,
+            conn = self.inner.accept() => conn,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        // The server is going away anyway: accept nothing more.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A TCP peer's address (the connect info of requests on the TCP listener).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Closable<L>>>
+    for Peer
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Closable<L>>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Waits (bounded) for the data dir's lock: a predecessor handing over lets go of it once its
+/// sessions are detached.
+async fn lock_when_free(dir: &std::path::Path) -> anyhow::Result<DataDir> {
+    let deadline = std::time::Instant::now() + crate::upgrade::HANDOVER_TIMEOUT;
+    loop {
+        match DataDir::open_exclusive(dir) {
+            Ok(d) => return Ok(d),
+            Err(crate::datadir::DataDirError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -217,14 +217,12 @@ impl Actor for Connection {
         // A stop can arrive between two Pump handlers (ractor serves it first), before the
         // shutdown watch was seen: say goodbye here then, bounded in time.
         let shutting_down = *st.shutdown.borrow();
+        let (code, why) = st.app.closing();
         if shutting_down
             && !st.closed
-            && tokio::time::timeout(
-                Duration::from_secs(1),
-                st.close(1001, "server shutting down"),
-            )
-            .await
-            .is_err()
+            && tokio::time::timeout(Duration::from_secs(1), st.close(code, why))
+                .await
+                .is_err()
         {
             tracing::debug!("close frame not sent in time");
         }
@@ -240,7 +238,8 @@ impl Actor for Connection {
         let mut shutdown = st.shutdown.clone();
         let keep_going = tokio::select! {
             _ = async move { shutdown.wait_for(|down| *down).await.is_ok() } => {
-                st.close(1001, "server shutting down").await
+                let (code, why) = st.app.closing();
+                st.close(code, why).await
             }
             // While a message waits for a limit, the socket is not read: TCP pushes back.
             frame = st.stream.next(), if st.held.is_none() => st.incoming(frame).await,

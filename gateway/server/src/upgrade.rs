@@ -1,0 +1,271 @@
+//! Upgrade: how a server leaves — all the way (SIGTERM, `corral shutdown`), keeping its
+//! sessions (`corral shutdown --keep-sessions`), or handing over to the binary now on disk
+//! (`corral upgrade`).
+//!
+//! The handover, in order:
+//! 1. the old server starts `<exe> <its own arguments>` with its TCP listener as fd 3
+//!    (`CORRAL_LISTEN_FD`) and a pipe as fd 4 (`CORRAL_UPGRADE_FD`);
+//! 2. the successor parses its config, then writes `ready` on fd 4 (or `error: …` and exits)
+//!    and waits for the data dir's lock;
+//! 3. a successor that fails before `ready` (a broken binary, a bad config) leaves the old
+//!    server serving: the upgrade request fails with what the successor said, or its exit status;
+//! 4. on `ready` the old server answers the request, stops accepting (connections still arriving
+//!    wait in the listener's backlog: the successor owns the same socket), closes its
+//!    WebSockets with 1012 "server restarting" (clients reconnect and resume by offset),
+//!    detaches every session from its holder (nothing is stopped), unlocks the data dir and
+//!    exits;
+//! 5. the successor takes the lock, reattaches every holder (boot recovery) and serves.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use crate::access::Admin;
+use crate::app::App;
+use crate::error::ApiError;
+
+/// Where the successor finds the inherited listener.
+pub const LISTEN_FD_VAR: &str = "CORRAL_LISTEN_FD";
+/// Where the successor says it is ready.
+pub const UPGRADE_FD_VAR: &str = "CORRAL_UPGRADE_FD";
+/// How long a successor may take to be ready, and then to get the data dir.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the server leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// Stop every session, then exit (SIGTERM, SIGINT, `corral shutdown`).
+    Stop,
+    /// Exit, leaving sessions with holders running for the next server.
+    KeepSessions,
+    /// A successor is ready: leave as `KeepSessions`, closing WebSockets with 1012.
+    Upgrade,
+}
+
+/// `POST /v1/shutdown` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownRequest {
+    /// Leave sessions with holders running.
+    #[serde(default)]
+    pub keep_sessions: bool,
+}
+
+/// Which server answered, or took over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerId {
+    /// Its version.
+    pub version: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+/// `POST /v1/upgrade` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Handover {
+    /// This server.
+    pub old: ServerId,
+    /// The successor's pid (its version is what it reports at /v1/health).
+    pub new_pid: u32,
+}
+
+/// `POST /v1/shutdown {keep_sessions}` (admin): the server leaves after answering.
+pub async fn shutdown(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    body: axum::body::Bytes,
+) -> Result<Json<ServerId>, ApiError> {
+    let req: ShutdownRequest = if body.is_empty() {
+        ShutdownRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad shutdown request: {e}")))?
+    };
+    let how = if req.keep_sessions {
+        Leaving::KeepSessions
+    } else {
+        Leaving::Stop
+    };
+    app.leave.send_replace(Some(how));
+    Ok(Json(this_server()))
+}
+
+/// `POST /v1/upgrade` (admin): starts the binary on disk as the successor and, once it is
+/// ready, leaves to it. A successor that fails leaves this server serving, and the error says
+/// why.
+pub async fn upgrade(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Handover>, ApiError> {
+    let Some(listener) = app.listener.as_ref() else {
+        return Err(ApiError::conflict(
+            "this server has no listener to hand over",
+        ));
+    };
+    if app.leave.borrow().is_some() {
+        return Err(ApiError::conflict("the server is already leaving"));
+    }
+    let listener = listener
+        .try_clone()
+        .map_err(|e| ApiError::internal(format!("cannot share the listener: {e}")))?;
+    let exe = app.exe.clone();
+    let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener))
+        .await
+        .map_err(|e| ApiError::internal(format!("upgrade task: {e}")))?
+        .map_err(ApiError::internal)?;
+    tracing::info!(new_pid, "successor ready; handing over");
+    app.leave.send_replace(Some(Leaving::Upgrade));
+    Ok(Json(Handover {
+        old: this_server(),
+        new_pid,
+    }))
+}
+
+fn this_server() -> ServerId {
+    ServerId {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+    }
+}
+
+/// Starts the successor and waits until it is ready; its pid, or why it is not.
+fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, String> {
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (listen_raw, ready_raw) = (listener.as_raw_fd(), ready_w.as_raw_fd());
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(LISTEN_FD_VAR, "3")
+        .env(UPGRADE_FD_VAR, "4")
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl and dup2,
+    // which are async-signal-safe; the fds it names stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Out of the way first, so neither target number clobbers the other source.
+            let l = libc::fcntl(listen_raw, libc::F_DUPFD, 10);
+            let r = libc::fcntl(ready_raw, libc::F_DUPFD, 10);
+            if l < 0 || r < 0 || libc::dup2(l, 3) < 0 || libc::dup2(r, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The temporaries must not reach the successor (a second write end of the ready
+            // pipe would hide its EOF).
+            libc::close(l);
+            libc::close(r);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    drop((ready_w, listener));
+    let said = read_ready(ready_r, HANDOVER_TIMEOUT);
+    match said.as_deref().map(str::trim) {
+        Ok("ready") => Ok(child.id()),
+        outcome => {
+            if let Err(e) = child.kill()
+                && e.kind() != std::io::ErrorKind::InvalidInput
+            {
+                tracing::warn!(error = %e, "could not kill the failed successor");
+            }
+            let status = child
+                .wait()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| format!("unknown ({e})"));
+            Err(match outcome {
+                Ok(text) if text.starts_with("error:") => format!(
+                    "the new binary refused to start ({}); still serving",
+                    text.trim_start_matches("error:").trim()
+                ),
+                Ok(_) => {
+                    format!("the new binary exited before it was ready ({status}); still serving")
+                }
+                Err(e) => format!("the new binary was not ready: {e} ({status}); still serving"),
+            })
+        }
+    }
+}
+
+/// Reads the successor's word (to EOF), bounded in time.
+fn read_ready(fd: OwnedFd, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut file = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no answer within {timeout:?}"));
+        }
+        let mut p = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call.
+        let rc = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.to_string());
+        }
+        if rc == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 512];
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&out).into_owned()),
+            Ok(n) if out.len() < 4096 => out.extend_from_slice(&buf[..n]),
+            Ok(_) => return Err("too much said".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// In a successor: the listener its predecessor passed, if any.
+pub fn inherited_listener() -> std::io::Result<Option<std::net::TcpListener>> {
+    let Some(fd) = inherited_fd(LISTEN_FD_VAR)? else {
+        return Ok(None);
+    };
+    // SAFETY: the predecessor put its listening socket at this fd number for us alone; taking
+    // ownership here, once, is what it is for.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true)?;
+    // SAFETY: FD_CLOEXEC on our own fd, so sessions and holders never inherit it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(listener))
+}
+
+/// In a successor: the predecessor's ready pipe, if any.
+pub fn ready_pipe() -> std::io::Result<Option<std::fs::File>> {
+    let Some(fd) = inherited_fd(UPGRADE_FD_VAR)? else {
+        return Ok(None);
+    };
+    // SAFETY: as above: this fd number was set up for us by the predecessor.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: FD_CLOEXEC on our own fd.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(file))
+}
+
+fn inherited_fd(var: &str) -> std::io::Result<Option<RawFd>> {
+    let Some(v) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let fd: RawFd = v
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .filter(|fd| *fd >= 3)
+        .ok_or_else(|| std::io::Error::other(format!("{var} is not a descriptor number")))?;
+    // The fd must really be open (a stale variable in a user's shell must not adopt a random fd).
+    // SAFETY: F_GETFD only queries flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::other(format!("{var}={fd} is not open")));
+    }
+    Ok(Some(fd))
+}

@@ -1,0 +1,243 @@
+//! `corral upgrade` and `corral shutdown --keep-sessions` (issue 17): the server hands over to
+//! the binary on disk with 0 sessions and 0 bytes lost, viewers resume on their own after one
+//! reconnect each, a broken new binary leaves the old server serving, and a shutdown that keeps
+//! sessions leaves them for the next `corral serve`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corral_actors::persist::{Chunk, LogReader};
+use corral_tests::{Frame, Server, binary};
+use serde_json::{Value, json};
+
+const OUTPUT: u8 = 1;
+
+fn corral(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn log_bytes(dir: &std::path::Path, id: &str) -> Vec<u8> {
+    let (reader, _) = LogReader::open(&dir.join("logs").join(id)).unwrap();
+    let Some(first) = reader.first_offset() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in reader.read_range(first, usize::MAX).unwrap() {
+        match c {
+            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
+            Chunk::Gap { from, to } => panic!("gap {from}..{to}"),
+        }
+    }
+    out
+}
+
+async fn session(server: &Server, id: &str) -> Value {
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{id}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn five_upgrades_under_a_viewer_lose_no_session_and_no_byte() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "printer",
+            "argv": ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo \"n $i\"; sleep 0.002; done; read end"],
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap();
+    let other = server
+        .spawn(json!({"name": "idle", "argv": ["sleep", "1000"]}))
+        .await;
+    let url = server.url.clone();
+    let mut got: Vec<u8> = Vec::new();
+    let mut reconnects = 0;
+    let mut upgrades = 0;
+    let mut ws = server.ws().await;
+    let r = ws
+        .call(json!({"type": "subscribe", "session": id, "from": 0}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut next_upgrade = Instant::now() + Duration::from_millis(300);
+    let mut upgrading: Option<std::thread::JoinHandle<std::process::Output>> = None;
+    let dir = server.dir.path().to_path_buf();
+    loop {
+        if upgrades < 5 && upgrading.is_none() && Instant::now() > next_upgrade {
+            let dir = dir.clone();
+            upgrading = Some(std::thread::spawn(move || {
+                Command::new(binary())
+                    .arg("--data-dir")
+                    .arg(&dir)
+                    .arg("upgrade")
+                    .output()
+                    .unwrap()
+            }));
+        }
+        if upgrading.as_ref().is_some_and(|t| t.is_finished()) {
+            let out = upgrading.take().unwrap().join().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("upgraded: corral"),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            server.follow_successor();
+            assert_eq!(server.url, url, "the successor serves the same socket");
+            upgrades += 1;
+            next_upgrade = Instant::now() + Duration::from_millis(300);
+        }
+        match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+            Ok(Frame::Bin(OUTPUT, _, offset, bytes)) => {
+                assert_eq!(offset, got.len() as u64, "contiguous across reconnects");
+                got.extend_from_slice(&bytes);
+            }
+            Ok(Frame::Close(code, reason)) => {
+                assert_eq!(code, 1012, "{reason}");
+                reconnects += 1;
+                // The successor owns the same listener: connecting waits in its backlog.
+                ws = server.ws().await;
+                let r = ws
+                    .call(json!({"type": "subscribe", "session": id, "from": got.len()}))
+                    .await;
+                assert_eq!(r["type"], "subscribed", "{r}");
+            }
+            _ => {}
+        }
+        if upgrades == 5 && String::from_utf8_lossy(&got).contains("n 3000\r\n") {
+            break;
+        }
+    }
+    assert!(
+        reconnects <= 5,
+        "at most one reconnect per upgrade: {reconnects}"
+    );
+    // The log catches up with what the viewer saw (the persister writes in batches).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = log_bytes(server.dir.path(), &id);
+        if log.len() >= got.len() || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(got, log, "the viewer's bytes are the log");
+    let text = String::from_utf8_lossy(&log).replace('\r', "");
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("n ")?.parse().ok())
+        .collect();
+    assert_eq!(numbers, (1..=3000).collect::<Vec<_>>(), "every line once");
+    for (sid, want) in [
+        (&id, pid),
+        (
+            &other["id"].as_str().unwrap().to_string(),
+            other["pid"].as_i64().unwrap(),
+        ),
+    ] {
+        let s = session(&server, sid).await;
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["pid"].as_i64(), Some(want), "same process: {s}");
+    }
+}
+
+#[tokio::test]
+async fn a_broken_new_binary_leaves_the_old_server_serving() {
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("corral");
+    std::fs::copy(binary(), &exe).unwrap();
+    let mut server = Server::start_from(&exe);
+    let info = server
+        .spawn(json!({"name": "s", "argv": ["sleep", "1000"]}))
+        .await;
+    let old_pid = server.pid();
+    // Replaced on disk by something that dies at start (renamed over, as installers do).
+    let broken = bin.path().join("corral.new");
+    std::fs::write(&broken, "#!/bin/sh\necho broken build >&2\nexit 7\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::rename(&broken, &exe).unwrap();
+    let out = corral(&server, &["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("exited before it was ready") && err.contains("still serving"),
+        "{err}"
+    );
+    // Still the old server, with its session.
+    let (status, body) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["pid"], old_pid);
+    let s = session(&server, info["id"].as_str().unwrap()).await;
+    assert_eq!(s["state"], "running");
+    // The real binary back in place: the upgrade goes through.
+    std::fs::copy(binary(), bin.path().join("corral.new")).unwrap();
+    std::fs::rename(bin.path().join("corral.new"), &exe).unwrap();
+    let out = corral(&server, &["upgrade"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.follow_successor();
+    assert_ne!(server.pid(), old_pid);
+    let s = session(&server, info["id"].as_str().unwrap()).await;
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["pid"], info["pid"]);
+}
+
+#[tokio::test]
+async fn shutdown_keeping_sessions_leaves_them_for_the_next_server() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "kept", "argv": ["sh", "-c", "echo before; read x; echo got-$x; exec sleep 1000"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pipe = server
+        .spawn(json!({"name": "piped", "argv": ["sleep", "1000"], "mode": "pipe", "restart": "always"}))
+        .await;
+    let out = corral(&server, &["shutdown", "--keep-sessions"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keep running"));
+    let (code, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "the server exited by itself, cleanly");
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+    server.restart();
+    let s = session(&server, &id).await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], info["pid"]);
+    // Still driven: input reaches the same process.
+    let mut ws = server.ws().await;
+    ws.send(json!({"type": "input", "session": id, "data": "hello\n"}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&log_bytes(server.dir.path(), &id)).contains("got-hello") {
+        assert!(Instant::now() < deadline, "input did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The pipe session had no holder: it was stopped, and its policy started it again.
+    let p = session(&server, pipe["id"].as_str().unwrap()).await;
+    assert_eq!(p["state"], "running", "{p}");
+    assert_ne!(p["pid"], pipe["pid"]);
+}
