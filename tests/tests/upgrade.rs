@@ -22,7 +22,7 @@ fn corral(server: &Server, args: &[&str]) -> std::process::Output {
 }
 
 fn log_bytes(dir: &std::path::Path, id: &str) -> Vec<u8> {
-    let (reader, _) = LogReader::open(&dir.join("logs").join(id)).unwrap();
+    let (reader, _) = LogReader::open(dir.join("logs").join(id)).unwrap();
     let Some(first) = reader.first_offset() else {
         return Vec::new();
     };
