@@ -30,6 +30,8 @@ use crate::process::procfs::ProcessIdentity;
 
 /// Bytes read from the terminal at once.
 const READ: usize = 64 * 1024;
+/// How often a holder with no server attached checks that its socket is still in place.
+const ORPHAN_CHECK_MS: libc::c_int = 5000;
 /// The output pipe's capacity (the default pipe-max-size; a smaller pipe still works).
 const PIPE_BYTES: libc::c_int = 1 << 20;
 
@@ -107,9 +109,10 @@ struct Holder {
     exited: Option<Exit>,
     /// The PTY master; `None` after EIO (the terminal is closed on the program's side).
     master: Option<OwnedFd>,
-    /// The listening socket and its path.
+    /// The listening socket, its path, and the inode it was bound as.
     listener: OwnedFd,
     socket: PathBuf,
+    socket_ino: u64,
     /// The attached server, if any.
     conn: Option<OwnedFd>,
     /// The write end of the output pipe to the attached server, and the offset it is at.
@@ -157,6 +160,10 @@ impl Holder {
         }
         let spool = Spool::create(&spec.spool, spec.base)?;
         let listener = wire::listen(&spec.socket)?;
+        let socket_ino = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&spec.socket)?.ino()
+        };
         let (pid, master) =
             crate::pty::open(&spec.argv, spec.cwd.as_deref(), &spec.env, spec.size)?;
         let starttime = ProcessIdentity::of(pid).map(|i| i.starttime).unwrap_or(0);
@@ -171,6 +178,7 @@ impl Holder {
             master: Some(master),
             listener,
             socket: spec.socket.clone(),
+            socket_ino,
             conn: None,
             pipe: None,
             spool,
@@ -210,8 +218,15 @@ impl Holder {
                 Some((p, at)) if *at < self.spool.end() => Some(slot(p.as_raw_fd(), libc::POLLOUT)),
                 _ => None,
             };
-            // A failed spool write is retried every second.
-            let timeout = if self.pending.is_empty() { -1 } else { 1000 };
+            // A failed spool write is retried every second; with no server attached, the
+            // socket is checked every few seconds.
+            let timeout = if !self.pending.is_empty() {
+                1000
+            } else if self.conn.is_none() {
+                ORPHAN_CHECK_MS
+            } else {
+                -1
+            };
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if rc < 0 {
@@ -219,6 +234,16 @@ impl Holder {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("corral holder: poll: {e}");
                 }
+                continue;
+            }
+            if rc == 0 && self.conn.is_none() && self.unreachable() {
+                // Its data dir was removed (or the socket replaced): no server can ever attach
+                // again, so the session ends here rather than leak.
+                eprintln!(
+                    "corral holder: {} is gone; ending the session",
+                    self.socket.display()
+                );
+                self.release();
                 continue;
             }
             let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].revents != 0);
@@ -241,6 +266,15 @@ impl Holder {
                 self.accept();
             }
             self.close_pipe_at_end();
+        }
+    }
+
+    /// Whether the socket path no longer names our socket.
+    fn unreachable(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.socket) {
+            Ok(m) => m.ino() != self.socket_ino,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
         }
     }
 
