@@ -53,6 +53,8 @@ pub struct RecoveryReport {
     pub restored: usize,
     /// Of those, started again.
     pub restarted: usize,
+    /// Of those, reattached to the holder that kept their process running.
+    pub reattached: usize,
     /// Sessions whose processes outlived the old server and were terminated.
     pub orphans_terminated: usize,
     /// Processes killed in those sweeps.
@@ -195,6 +197,7 @@ pub async fn reconcile(
             Ok(o) => {
                 report.restored += 1;
                 report.restarted += usize::from(o.restarted);
+                report.reattached += usize::from(o.reattached);
                 report.orphans_terminated += usize::from(o.killed > 0);
                 report.processes_killed += o.killed;
                 report.specs.push((id, spec));
@@ -210,6 +213,7 @@ pub async fn reconcile(
         found = report.found,
         restored = report.restored,
         restarted = report.restarted,
+        reattached = report.reattached,
         orphans = report.orphans_terminated,
         collected = report.collected,
         failed = report.failed.len(),
@@ -223,6 +227,8 @@ pub async fn reconcile(
 struct Outcome {
     /// Its process was started again.
     restarted: bool,
+    /// Its process was still running under its holder and was adopted.
+    reattached: bool,
     /// Leftover processes killed.
     killed: usize,
 }
@@ -262,8 +268,9 @@ async fn restore_one(
         return sessions
             .restore(record, Begin::Adopt, Some(decision))
             .await
-            .map(|_| Outcome {
+            .map(|h| Outcome {
                 restarted: false,
+                reattached: h.info().pid.is_some(),
                 killed: 0,
             })
             .map_err(|e| e.to_string());
@@ -334,6 +341,7 @@ async fn restore_one(
     match sessions.restore(record, begin, decision).await {
         Ok(_) => Ok(Outcome {
             restarted: restart,
+            reattached: false,
             killed,
         }),
         Err(e) if begin == Begin::Recover => {
@@ -347,6 +355,7 @@ async fn restore_one(
                 .map_err(|e| e.to_string())?;
             Ok(Outcome {
                 restarted: false,
+                reattached: false,
                 killed,
             })
         }

@@ -57,12 +57,13 @@ enum Command {
     Holder,
     /// Measure the gateway's speed goals against a real `corral serve` on 127.0.0.1
     /// (echo latency, throughput vs. a plain PTY loop, 200 spawns + stops, fan-out CPU,
-    /// reconciliation of 200 sessions after a SIGKILL).
+    /// a holder's costs, reattaching 200 sessions after a SIGKILL).
     ///
     /// Example: corral bench echo throughput --json bench.json
     Bench {
         /// Scenarios: echo, throughput, pipe, spawn (= spawn-ws + spawn-cli), fanout, restart, idle,
-        /// recovery (default: all); soak (10,000 sessions created and removed; only when named).
+        /// holder (a session holder's costs, side by side with `holders = false`), recovery
+        /// (default: all); soak (10,000 sessions created and removed; only when named).
         scenarios: Vec<String>,
         /// Also write the figures as JSON.
         #[arg(long)]

@@ -39,6 +39,16 @@ impl Served {
         dir: tempfile::TempDir,
         workers: Option<usize>,
     ) -> anyhow::Result<Served> {
+        Self::start_configured(dir, workers, "").await
+    }
+
+    /// Like [`Served::start_with`], with more top-level settings (TOML lines, e.g.
+    /// `holders = false`).
+    pub async fn start_configured(
+        dir: tempfile::TempDir,
+        workers: Option<usize>,
+        extra: &str,
+    ) -> anyhow::Result<Served> {
         let exe = std::env::current_exe()?;
         // The bench measures speed, not the limits: lift the per-connection rate limits (an
         // echo loop sends thousands of keystrokes per second) and the connection bound.
@@ -49,7 +59,7 @@ impl Served {
         std::fs::write(
             &config,
             format!(
-                "{workers}[limits]\nmessages_per_sec = 1000000\ninput_bytes_per_sec = 1000000000\nmax_connections = 4096\n"
+                "{workers}{extra}[limits]\nmessages_per_sec = 1000000\ninput_bytes_per_sec = 1000000000\nmax_connections = 4096\n"
             ),
         )?;
         let child = std::process::Command::new(exe)

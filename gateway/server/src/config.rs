@@ -56,6 +56,10 @@ pub struct GatewayConfig {
     pub agents: AgentSettings,
     /// Notifications out (webhooks).
     pub notify: NotifySettings,
+    /// Give every PTY session a holder process (default true), so sessions outlive a crash or
+    /// an upgrade of the server. False: the server holds the terminals itself and its PTY
+    /// sessions end with it (one process fewer per session; `corral bench holder` compares).
+    pub holders: bool,
     /// Async worker threads (default: one per core but one, at least one). corral's async work
     /// is shuffling bytes between fds; the core left over runs the persister and syncer threads,
     /// the kernel's PTY work and the agents themselves. On the 2-core bench machine one worker
@@ -75,6 +79,7 @@ impl Default for GatewayConfig {
             persist: PersistSettings::default(),
             agents: AgentSettings::default(),
             notify: NotifySettings::default(),
+            holders: true,
             workers: None,
         }
     }

@@ -65,7 +65,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         sessions: SessionsConfig {
             tmp_root,
             // PTY sessions get a holder each (`<this binary> holder`): they outlive this process.
-            holders: Some(Holders::new(exe.clone(), data.path().join("holders"))?),
+            holders: if opts.gateway.holders {
+                Some(Holders::new(exe.clone(), data.path().join("holders"))?)
+            } else {
+                None
+            },
             ..SessionsConfig::default()
         },
         subreaper: true,

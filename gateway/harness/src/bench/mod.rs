@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 
 mod echo;
 mod fanout;
+mod holder;
 mod sessions;
 mod throughput;
 
 use echo::echo;
 use fanout::fanout;
+use holder::holder;
 use sessions::{idle, recovery, restart, soak, spawn_stop, spawn_stop_cli};
 use throughput::{pipe_output, throughput};
 
@@ -57,6 +59,9 @@ pub async fn run(
     drop(server);
     if want("idle") {
         figures.extend(idle(1000, workers).await?);
+    }
+    if want("holder") {
+        figures.extend(holder(bytes, workers).await?);
     }
     if want("recovery") {
         figures.extend(recovery(200, workers).await?);

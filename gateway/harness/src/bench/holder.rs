@@ -1,0 +1,154 @@
+//! Holder: what a session's holder process costs (issue 17's goals), side by side in one run
+//! with a server that holds its terminals itself (`holders = false`): throughput to one viewer,
+//! spawn latency, the holders' private memory and their CPU while idle.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::throughput::{median, session_throughput};
+use crate::JsonCalls;
+use crate::figure::Figure;
+use crate::served::Served;
+
+/// Pairs of throughput runs (with, without).
+const ROUNDS: usize = 5;
+/// Spawns timed per server.
+const SPAWNS: usize = 60;
+/// Idle sessions whose holders are measured.
+const IDLE: usize = 20;
+
+pub(super) async fn holder(bytes: u64, workers: Option<usize>) -> anyhow::Result<Vec<Figure>> {
+    let with = Served::start_with(tempfile::tempdir()?, workers).await?;
+    let without =
+        Served::start_configured(tempfile::tempdir()?, workers, "holders = false\n").await?;
+    let mut out = Vec::new();
+
+    // Throughput: with, without, alternating; the ratio of each pair.
+    let script = format!("stty raw -echo; head -c1 >/dev/null; head -c {bytes} /dev/zero");
+    let mbps = |b: u64, d: Duration| b as f64 / d.as_secs_f64() / 1e6;
+    let (mut ratios, mut rates_with, mut rates_without) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (d1, got1, _) = session_throughput(&with, &script, false).await?;
+        let (d2, got2, _) = session_throughput(&without, &script, false).await?;
+        let (a, b) = (mbps(got1, d1), mbps(got2, d2));
+        rates_with.push(a);
+        rates_without.push(b);
+        ratios.push(a / b);
+    }
+    let ratio = median(&ratios);
+    out.push(Figure {
+        name: "throughput to one viewer, with holders / without".into(),
+        value: format!(
+            "{ratio:.2}× ({:.0} vs {:.0} MB/s)",
+            median(&rates_with),
+            median(&rates_without)
+        ),
+        goal: "≥ 0.95×".into(),
+        json: json!({"ratio": ratio, "ratios": ratios, "with_mbps": rates_with,
+            "without_mbps": rates_without}),
+    });
+
+    // Spawn latency: one request at a time, alternating servers.
+    let (mut t_with, mut t_without) = (Vec::new(), Vec::new());
+    let mut ws_with = with.remote.ws().await?;
+    let mut ws_without = without.remote.ws().await?;
+    let mut ids: Vec<(bool, String)> = Vec::new();
+    for i in 0..SPAWNS {
+        for (holders, ws, times) in [
+            (true, &mut ws_with, &mut t_with),
+            (false, &mut ws_without, &mut t_without),
+        ] {
+            let t = Instant::now();
+            let r = ws
+                .call(json!({"type": "spawn", "spec": {"argv": ["cat"], "name": format!("sp-{i}")}}))
+                .await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            let id = r["session"]["id"].as_str().unwrap_or_default().to_string();
+            if id.is_empty() {
+                anyhow::bail!("spawn failed: {r}");
+            }
+            ids.push((holders, id));
+        }
+    }
+    let (p_with, p_without) = (median(&t_with), median(&t_without));
+    out.push(Figure {
+        name: format!("spawn latency (cat, one at a time, {SPAWNS} each): with / without"),
+        value: format!(
+            "{p_with:.2} / {p_without:.2} ms (+{:.2} ms)",
+            p_with - p_without
+        ),
+        goal: "+ ≤ 1 ms".into(),
+        json: json!({"with_ms": t_with, "without_ms": t_without, "p50_with_ms": p_with,
+            "p50_without_ms": p_without}),
+    });
+    for (holders, id) in &ids {
+        let server = if *holders { &with } else { &without };
+        server
+            .remote
+            .json("DELETE", &format!("/v1/sessions/{id}"), None)
+            .await?;
+    }
+
+    // Memory and idle CPU of the holders of IDLE idle sessions.
+    let mut holders = Vec::new();
+    for i in 0..IDLE {
+        let r = ws_with
+            .call(json!({"type": "spawn", "spec": {"argv": ["cat"], "name": format!("idle-{i}")}}))
+            .await?;
+        let pid = r["session"]["pid"].as_i64().unwrap_or(0) as i32;
+        holders.push(parent(pid)?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let private: Vec<f64> = holders
+        .iter()
+        .map(|h| private_kib(*h))
+        .collect::<anyhow::Result<_>>()?;
+    let cpu0: u64 = holders.iter().map(|h| cpu_ticks(*h)).sum::<anyhow::Result<u64>>()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu1: u64 = holders.iter().map(|h| cpu_ticks(*h)).sum::<anyhow::Result<u64>>()?;
+    let kib = median(&private);
+    out.push(Figure {
+        name: "holder private memory (Private_Clean + Private_Dirty)".into(),
+        value: format!("{kib:.0} KiB (median of {IDLE})"),
+        goal: "≤ 512 KiB".into(),
+        json: json!({"private_kib": private}),
+    });
+    out.push(Figure {
+        name: format!("CPU of {IDLE} idle holders over 5 s"),
+        value: format!("{} ticks", cpu1 - cpu0),
+        goal: "0".into(),
+        json: json!({"ticks": cpu1 - cpu0}),
+    });
+    Ok(out)
+}
+
+fn parent(pid: i32) -> anyhow::Result<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(") ")
+        .ok_or_else(|| anyhow::anyhow!("bad stat of {pid}"))?
+        .1;
+    Ok(rest.split(' ').nth(1).unwrap_or("0").parse()?)
+}
+
+fn private_kib(pid: i32) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum())
+}
+
+fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest: Vec<&str> = stat
+        .rsplit_once(") ")
+        .ok_or_else(|| anyhow::anyhow!("bad stat of {pid}"))?
+        .1
+        .split(' ')
+        .collect();
+    // utime, stime: fields 14 and 15 (11 and 12 after the state).
+    Ok(rest[11].parse::<u64>()? + rest[12].parse::<u64>()?)
+}
