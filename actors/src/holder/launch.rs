@@ -24,21 +24,28 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where a server's holders live and which binary runs them.
 #[derive(Debug, Clone)]
 pub struct Holders {
-    /// The binary (`<exe> holder` runs a holder).
-    pub exe: PathBuf,
-    /// The directory of their sockets, spools and logs (inside the 0700 data dir).
+    /// The holder's command: `corral-holder` next to the server's binary when it is there (a
+    /// small binary), else `<the server's binary> holder`.
+    pub command: Vec<String>,
+    /// The directory of their sockets and logs (inside the 0700 data dir).
     pub dir: PathBuf,
 }
 
 impl Holders {
-    /// Creates the directory (0700) and returns the settings.
+    /// Creates the directory (0700) and returns the settings; `exe` is the server's binary.
     pub fn new(exe: PathBuf, dir: PathBuf) -> io::Result<Holders> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        Ok(Holders { exe, dir })
+        let small = exe.with_file_name("corral-holder");
+        let command = if small.is_file() {
+            vec![small.to_string_lossy().into_owned()]
+        } else {
+            vec![exe.to_string_lossy().into_owned(), "holder".into()]
+        };
+        Ok(Holders { command, dir })
     }
 
     /// The socket of session `id`'s holder.
@@ -46,19 +53,15 @@ impl Holders {
         self.dir.join(format!("{id}.sock"))
     }
 
-    /// Removes what a dead holder of session `id` left (its socket and spool).
+    /// Removes what a dead holder of session `id` left (its socket and log).
     pub fn forget(&self, id: Uuid) {
-        for path in [self.socket(id), self.spool(id), self.log(id)] {
+        for path in [self.socket(id), self.log(id)] {
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a dead holder's file");
             }
         }
-    }
-
-    fn spool(&self, id: Uuid) -> PathBuf {
-        self.dir.join(format!("{id}.spool"))
     }
 
     fn log(&self, id: Uuid) -> PathBuf {
@@ -81,8 +84,8 @@ pub struct HolderSpec {
     pub size: Size,
     /// Where to listen.
     pub socket: PathBuf,
-    /// Where to spool.
-    pub spool: PathBuf,
+    /// Capacity of the shared ring (the output held while not yet logged).
+    pub ring: usize,
     /// Where its stderr goes (removed at release when empty).
     pub log: PathBuf,
     /// Output offset of the program's first byte.
@@ -115,30 +118,42 @@ pub struct Attached {
     pub socket: OwnedFd,
     /// The PTY master (input, resize).
     pub master: OwnedFd,
-    /// The output, from the offset asked on.
-    pub output: OwnedFd,
+    /// The output not yet logged, from the offset asked on.
+    pub ring: super::ring::SharedRing,
+    /// Readable when the holder published more output.
+    pub wake: OwnedFd,
     /// The program's exit, if it ended while no server was attached.
     pub exited: Option<Exit>,
 }
 
-/// Starts a holder for session `id` running `argv` (output offsets from `base`), and attaches.
-pub fn launch(
-    holders: &Holders,
-    id: Uuid,
-    argv: &[String],
-    env: &[(String, String)],
-    cwd: Option<&Path>,
-    size: Size,
-    base: u64,
-) -> io::Result<Attached> {
+/// What a holder runs.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// The program.
+    pub argv: Vec<String>,
+    /// Its whole environment.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub cwd: Option<PathBuf>,
+    /// The terminal's size.
+    pub size: Size,
+    /// Output offset of its first byte.
+    pub base: u64,
+    /// Capacity of the shared ring.
+    pub ring: usize,
+}
+
+/// Starts a holder for session `id` running `program`, and attaches.
+pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attached> {
+    let base = program.base;
     let spec = HolderSpec {
         v: VERSION,
-        argv: argv.to_vec(),
-        env: env.to_vec(),
-        cwd: cwd.map(Path::to_path_buf),
-        size,
+        argv: program.argv,
+        env: program.env,
+        cwd: program.cwd,
+        size: program.size,
         socket: holders.socket(id),
-        spool: holders.spool(id),
+        ring: program.ring,
         log: holders.log(id),
         base,
     };
@@ -152,12 +167,11 @@ pub fn launch(
             .mode(0o600)
             .open(holders.log(id))?
     };
-    let exe = holders.exe.to_string_lossy().into_owned();
     // The holder gets no environment of the server's (it needs none; the program gets exactly
     // the session's), its own session and group (setsid: the server's signals never reach it),
     // default signal dispositions, and only fds 0–2.
     let holder = leader::spawn_leader(
-        &[exe, "holder".into()],
+        &holders.command,
         &[],
         None,
         ChildIo::Fds([stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), log.as_raw_fd()]),
@@ -195,9 +209,10 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             base,
             exited,
             ..
-        } if v == VERSION && fds.len() == 2 => {
-            let output = fds.pop().expect("invariant: two fds checked");
-            let master = fds.pop().expect("invariant: two fds checked");
+        } if v == VERSION && fds.len() == 3 => {
+            let wake = fds.pop().expect("invariant: three fds checked");
+            let ring = super::ring::SharedRing::open(fds.pop().expect("invariant: three fds"))?;
+            let master = fds.pop().expect("invariant: three fds checked");
             Ok(Attached {
                 holder,
                 pid,
@@ -205,7 +220,8 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
                 base,
                 socket: conn,
                 master,
-                output,
+                ring,
+                wake,
                 exited,
             })
         }

@@ -3,12 +3,12 @@
 //! It is the session's anchor while servers come and go: it owns the PTY master and is the
 //! parent (and the subreaper) of the session's program, so the program never sees its server
 //! die — no SIGHUP, no closed terminal — and its exit status is kept until a server takes it.
-//! It reads the terminal and writes every byte to its [spool](super::spool) before passing it
-//! on through a pipe, so no byte is lost whatever instant a server is SIGKILLed at.
+//! It reads the terminal straight into its [shared ring](super::ring), memory that outlives any
+//! server process, so no byte is lost whatever instant a server is SIGKILLed at.
 //!
 //! One thread, one `poll(2)` loop, no runtime: the listening socket, the server's connection,
-//! the PTY master (while the spool has room), the output pipe (while bytes wait for it) and a
-//! signalfd for SIGCHLD. SIGHUP, SIGINT, SIGTERM and SIGPIPE are ignored (a terminal's hangup
+//! the PTY master (while the ring has room) and a signalfd for SIGCHLD; an eventfd wakes the
+//! attached server after each batch of reads. SIGHUP, SIGINT, SIGTERM and SIGPIPE are ignored (a terminal's hangup
 //! or a signal to the server's group must not end a session); it leaves only on `Release`.
 
 use std::io::{self, BufRead, Write};
@@ -23,17 +23,17 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::launch::{HolderSpec, Ready};
-use super::spool::Spool;
+use super::ring::SharedRing;
 use super::wire::{self, Exit, FromHolder, ToHolder, VERSION};
 use crate::process::ExitStatus;
 use crate::process::procfs::ProcessIdentity;
 
-/// Bytes read from the terminal at once.
-const READ: usize = 64 * 1024;
+/// Bytes read from the terminal per batch (a PTY read returns at most a few KiB).
+const BATCH: usize = 256 * 1024;
+/// While the ring is full, how often the holder looks whether the server logged more.
+const FULL_RECHECK_MS: libc::c_int = 2;
 /// How often a holder with no server attached checks that its socket is still in place.
 const ORPHAN_CHECK_MS: libc::c_int = 5000;
-/// The output pipe's capacity (the default pipe-max-size; a smaller pipe still works).
-const PIPE_BYTES: libc::c_int = 1 << 20;
 
 /// The entry point of `corral holder`: reads the [`HolderSpec`] on stdin, answers [`Ready`] on
 /// stdout, then serves until released.
@@ -115,22 +115,19 @@ struct Holder {
     socket_ino: u64,
     /// The attached server, if any.
     conn: Option<OwnedFd>,
-    /// The write end of the output pipe to the attached server, and the offset it is at.
-    pipe: Option<(OwnedFd, u64)>,
-    spool: Spool,
-    spool_path: PathBuf,
+    /// The output not logged yet.
+    ring: SharedRing,
+    /// Written after each batch of reads: wakes the attached server's reader.
+    wake: OwnedFd,
     /// Its own stderr file.
     log_path: PathBuf,
     /// SIGCHLD.
     signals: SignalFd,
-    /// Bytes read but not yet in the spool (a failed spool write: retried, never dropped).
-    pending: Vec<u8>,
-    buf: Vec<u8>,
     released: bool,
 }
 
 impl Holder {
-    /// Becomes a holder: signals, subreaper, spool, socket, then the program on a new PTY.
+    /// Becomes a holder: signals, subreaper, ring, socket, then the program on a new PTY.
     fn start(spec: &HolderSpec) -> io::Result<Holder> {
         if spec.v != VERSION {
             return Err(io::Error::other(format!(
@@ -158,7 +155,14 @@ impl Holder {
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let spool = Spool::create(&spec.spool, spec.base)?;
+        let ring = SharedRing::create(spec.ring, spec.base)?;
+        // SAFETY: eventfd returns a new fd or -1.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let wake = unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) };
         let listener = wire::listen(&spec.socket)?;
         let socket_ino = {
             use std::os::unix::fs::MetadataExt;
@@ -180,13 +184,10 @@ impl Holder {
             socket: spec.socket.clone(),
             socket_ino,
             conn: None,
-            pipe: None,
-            spool,
-            spool_path: spec.spool.clone(),
+            ring,
+            wake,
             log_path: spec.log.clone(),
             signals,
-            pending: Vec::new(),
-            buf: vec![0u8; READ],
             released: false,
         })
     }
@@ -194,34 +195,28 @@ impl Holder {
     /// The loop, until `Release`.
     fn serve(&mut self) {
         while !self.released {
-            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
-            let mut slot = |fd: RawFd, events: libc::c_short| {
+            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
+            let mut slot = |fd: RawFd| {
                 fds.push(libc::pollfd {
                     fd,
-                    events,
+                    events: libc::POLLIN,
                     revents: 0,
                 });
                 fds.len() - 1
             };
-            let listener = slot(self.listener.as_raw_fd(), libc::POLLIN);
-            let signals = slot(self.signals.as_fd().as_raw_fd(), libc::POLLIN);
-            let conn = self
-                .conn
-                .as_ref()
-                .map(|c| slot(c.as_raw_fd(), libc::POLLIN));
-            let reading = self.pending.is_empty() && self.spool.has_room();
+            let listener = slot(self.listener.as_raw_fd());
+            let signals = slot(self.signals.as_fd().as_raw_fd());
+            let conn = self.conn.as_ref().map(|c| slot(c.as_raw_fd()));
+            let full = self.ring.write_slot().is_empty();
             let master = match &self.master {
-                Some(m) if reading => Some(slot(m.as_raw_fd(), libc::POLLIN)),
+                Some(m) if !full => Some(slot(m.as_raw_fd())),
                 _ => None,
             };
-            let pipe = match &self.pipe {
-                Some((p, at)) if *at < self.spool.end() => Some(slot(p.as_raw_fd(), libc::POLLOUT)),
-                _ => None,
-            };
-            // A failed spool write is retried every second; with no server attached, the
-            // socket is checked every few seconds.
-            let timeout = if !self.pending.is_empty() {
-                1000
+            // While full, look again soon (the server acknowledges through the ring, without
+            // a message); with no server attached, check every few seconds that the socket is
+            // still ours.
+            let timeout = if self.master.is_some() && full {
+                FULL_RECHECK_MS
             } else if self.conn.is_none() {
                 ORPHAN_CHECK_MS
             } else {
@@ -236,7 +231,7 @@ impl Holder {
                 }
                 continue;
             }
-            if rc == 0 && self.conn.is_none() && self.unreachable() {
+            if rc == 0 && self.conn.is_none() && !full && self.unreachable() {
                 // Its data dir was removed (or the socket replaced): no server can ever attach
                 // again, so the session ends here rather than leak.
                 eprintln!(
@@ -247,17 +242,11 @@ impl Holder {
                 continue;
             }
             let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].revents != 0);
-            if !self.pending.is_empty() {
-                self.flush_pending();
-            }
             if ready(Some(signals)) {
                 self.reap();
             }
             if ready(master) {
                 self.read_terminal();
-            }
-            if ready(pipe) {
-                self.feed_pipe();
             }
             if ready(conn) {
                 self.server_said();
@@ -265,7 +254,6 @@ impl Holder {
             if ready(Some(listener)) {
                 self.accept();
             }
-            self.close_pipe_at_end();
         }
     }
 
@@ -278,78 +266,55 @@ impl Holder {
         }
     }
 
-    /// Reads one chunk of terminal output into the spool, then passes it on.
+    /// Reads what the terminal has, straight into the ring (up to a batch, or until the ring is
+    /// full), publishing after each read; then one wake-up for the server.
     fn read_terminal(&mut self) {
         let Some(master) = &self.master else { return };
-        match nix::unistd::read(master, &mut self.buf) {
-            Ok(0) | Err(nix::errno::Errno::EIO) => {
+        let mut total = 0;
+        let mut ended = false;
+        while total < BATCH {
+            let slot = self.ring.write_slot();
+            if slot.is_empty() {
+                break;
+            }
+            match nix::unistd::read(master, slot) {
                 // Every slave fd is closed: the terminal's output is complete.
-                self.master = None;
-            }
-            Ok(n) => {
-                if let Err(e) = self.spool.append(&self.buf[..n]) {
-                    eprintln!("corral holder: spool write failed ({e}); retrying, terminal paused");
-                    self.pending.extend_from_slice(&self.buf[..n]);
-                    return;
+                Ok(0) | Err(nix::errno::Errno::EIO) => {
+                    ended = true;
+                    break;
                 }
-                self.feed_pipe();
-            }
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => {
-                eprintln!("corral holder: reading the terminal: {e}");
-                self.master = None;
-            }
-        }
-    }
-
-    fn flush_pending(&mut self) {
-        match self.spool.append(&self.pending) {
-            Ok(()) => {
-                self.pending.clear();
-                self.feed_pipe();
-            }
-            Err(e) => eprintln!("corral holder: spool write still failing: {e}"),
-        }
-    }
-
-    /// Passes spooled output to the server's pipe until it is full or caught up.
-    fn feed_pipe(&mut self) {
-        let Some((pipe, at)) = &mut self.pipe else {
-            return;
-        };
-        while *at < self.spool.end() {
-            let n = match self.spool.read_at(*at, &mut self.buf) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("corral holder: reading the spool: {e}");
-                    return;
+                Ok(n) => {
+                    self.ring.publish(n);
+                    total += n;
                 }
-            };
-            match nix::unistd::write(&*pipe, &self.buf[..n]) {
-                Ok(w) => *at += w as u64,
-                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => {
-                    // The server closed its end (it died): it asks again with Hello.
-                    self.pipe = None;
-                    return;
+                Err(e) => {
+                    eprintln!("corral holder: reading the terminal: {e}");
+                    ended = true;
+                    break;
                 }
             }
         }
+        if ended {
+            self.master = None;
+            self.ring.close();
+        }
+        if ended || (total > 0 && !self.ring.server_polling()) {
+            self.wake_server();
+        }
     }
 
-    /// Once the terminal is closed and every byte is in the pipe, close the pipe: the server's
-    /// reader sees EOF, as it would see EIO on the master.
-    fn close_pipe_at_end(&mut self) {
-        if self.master.is_none()
-            && self.pending.is_empty()
-            && self
-                .pipe
-                .as_ref()
-                .is_some_and(|(_, at)| *at == self.spool.end())
+    fn wake_server(&self) {
+        if self.conn.is_none() {
+            return;
+        }
+        // An eventfd write fails only when the counter would overflow (it is drained by every
+        // wake-up of the server, so never) or EAGAIN at that bound: the server is awake anyway.
+        if let Err(e) = nix::unistd::write(&self.wake, &1u64.to_ne_bytes())
+            && e != nix::errno::Errno::EAGAIN
         {
-            self.pipe = None;
+            eprintln!("corral holder: waking the server: {e}");
         }
     }
 
@@ -378,10 +343,7 @@ impl Holder {
     /// A new server connection replaces the old one (there is one server per data dir).
     fn accept(&mut self) {
         match wire::accept(&self.listener) {
-            Ok(Some(conn)) => {
-                self.conn = Some(conn);
-                self.pipe = None;
-            }
+            Ok(Some(conn)) => self.conn = Some(conn),
             Ok(None) => eprintln!("corral holder: refused a connection from another user"),
             Err(e) => eprintln!("corral holder: accept: {e}"),
         }
@@ -391,16 +353,12 @@ impl Holder {
         let Some(conn) = &self.conn else { return };
         match wire::recv::<ToHolder>(conn, MsgFlags::MSG_DONTWAIT) {
             Ok(Some((msg, _))) => self.handle(msg),
-            Ok(None) => {
-                // The server is gone (crashed, or upgraded): keep draining into the spool.
-                self.conn = None;
-                self.pipe = None;
-            }
+            // The server is gone (crashed, or upgraded): keep reading into the ring.
+            Ok(None) => self.conn = None,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 eprintln!("corral holder: bad message from the server: {e}");
                 self.conn = None;
-                self.pipe = None;
             }
         }
     }
@@ -408,12 +366,6 @@ impl Holder {
     fn handle(&mut self, msg: ToHolder) {
         match msg {
             ToHolder::Hello { v, from } => self.hello(v, from),
-            ToHolder::Ack { upto } => {
-                let upto = upto.min(self.pipe.as_ref().map_or(upto, |(_, at)| *at));
-                if let Err(e) = self.spool.ack(upto) {
-                    eprintln!("corral holder: could not free acknowledged output: {e}");
-                }
-            }
             ToHolder::Release => self.release(),
         }
     }
@@ -422,37 +374,36 @@ impl Holder {
         if v != VERSION {
             return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"));
         }
-        if from < self.spool.held_from() || from > self.spool.end() {
+        if from < self.ring.held_from() || from > self.ring.end() {
             return self.refuse(format!(
                 "output from offset {from} is not held (held: {}..{})",
-                self.spool.held_from(),
-                self.spool.end()
+                self.ring.held_from(),
+                self.ring.end()
             ));
         }
-        let pipe = match new_pipe() {
-            Ok(p) => p,
-            Err(e) => return self.refuse(format!("no pipe: {e}")),
-        };
+        // Bytes from `from` on are this server's to log: none of them may be overwritten.
+        self.ring.rewind_acked(from);
         let master = match self.master.as_ref().map(|m| m.try_clone()).transpose() {
             Ok(m) => m,
             Err(e) => return self.refuse(format!("cannot share the terminal: {e}")),
         };
-        // Without a terminal (already closed) a closed pipe end stands in, so the server always
-        // gets two descriptors.
-        let (read, write) = pipe;
-        let master_fd = master.as_ref().map_or(read.as_raw_fd(), |m| m.as_raw_fd());
+        // Without a terminal (already closed) the eventfd stands in, so the server always gets
+        // three descriptors (it reads `closed` in the ring and never writes to it).
+        let master_fd = master
+            .as_ref()
+            .map_or(self.wake.as_raw_fd(), |m| m.as_raw_fd());
         let welcome = FromHolder::Welcome {
             v: VERSION,
             holder: std::process::id() as i32,
             pid: self.pid,
             starttime: self.starttime,
-            base: self.spool.base(),
-            end: self.spool.end(),
+            base: self.ring.base(),
+            end: self.ring.end(),
             exited: self.exited,
         };
-        if self.tell(&welcome, &[master_fd, read.as_raw_fd()]) {
-            self.pipe = Some((write, from));
-            self.feed_pipe();
+        let fds = [master_fd, self.ring.fd().as_raw_fd(), self.wake.as_raw_fd()];
+        if self.tell(&welcome, &fds) {
+            self.wake_server();
         }
     }
 
@@ -469,7 +420,6 @@ impl Holder {
             Err(e) => {
                 eprintln!("corral holder: server unreachable ({e}); detached");
                 self.conn = None;
-                self.pipe = None;
                 false
             }
         }
@@ -495,12 +445,10 @@ impl Holder {
                 break;
             }
         }
-        for path in [&self.socket, &self.spool_path] {
-            if let Err(e) = std::fs::remove_file(path)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                eprintln!("corral holder: removing {}: {e}", path.display());
-            }
+        if let Err(e) = std::fs::remove_file(&self.socket)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            eprintln!("corral holder: removing {}: {e}", self.socket.display());
         }
         // Its log goes too unless something was written to it (kept for the operator).
         if std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() == 0)
@@ -509,15 +457,4 @@ impl Holder {
             eprintln!("corral holder: removing its log: {e}");
         }
     }
-}
-
-/// A pipe for the output: the read end (blocking; the server makes its dup non-blocking) and
-/// the write end (non-blocking: the loop never waits on a slow server), 1 MiB if allowed.
-fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    crate::fd::set_nonblocking(&write)?;
-    // SAFETY: F_SETPIPE_SZ on our own pipe; a refusal (above pipe-max-size) keeps the default.
-    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
-    Ok((read, write))
 }

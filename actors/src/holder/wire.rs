@@ -39,12 +39,7 @@ pub enum ToHolder {
         /// First output offset wanted.
         from: u64,
     },
-    /// The server's log holds the output up to `upto`: the holder may forget it.
-    Ack {
-        /// Output offset.
-        upto: u64,
-    },
-    /// The session is over: kill what is left, reap, remove the socket and the spool, exit.
+    /// The session is over: kill what is left, reap, remove the socket, exit.
     Release,
 }
 
@@ -52,9 +47,10 @@ pub enum ToHolder {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum FromHolder {
-    /// The answer to `Hello`, with two descriptors: the PTY master (for input and resize) and the
-    /// read end of a pipe carrying the output from `from` on (EOF once the terminal is closed
-    /// and every byte was passed).
+    /// The answer to `Hello`, with three descriptors: the PTY master (for input and resize),
+    /// the shared ring of output (a memfd; see `super::ring`) and the eventfd the holder
+    /// writes after each batch of output. The server reads the ring from `from` on and writes
+    /// there what its log holds.
     Welcome {
         /// Protocol version.
         v: u32,
@@ -64,7 +60,7 @@ pub enum FromHolder {
         pid: i32,
         /// Its start time (`/proc/<pid>/stat` field 22), to tell it from a recycled pid.
         starttime: u64,
-        /// Output offset the holder's spool starts at (this incarnation's first byte).
+        /// Output offset of this incarnation's first byte.
         base: u64,
         /// Output offset read from the terminal so far.
         end: u64,

@@ -30,6 +30,7 @@ use ractor::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::held::{HeldArgs, HeldReader};
 use super::input::InputWriter;
 use super::link::{HolderLink, Link, LinkArgs};
 use super::msg::{SessionMsg, ViewerId};
@@ -40,6 +41,7 @@ use crate::env::{self, PrivateTmp};
 use crate::error::SessionError;
 use crate::event::{EventKind, SessionState};
 use crate::holder::Holders;
+use crate::holder::ring::SharedRing;
 use crate::holder::wire::Exit;
 use crate::pipe;
 use crate::process::{self, ExitStatus, PidFd, SessionTree, reaper};
@@ -156,14 +158,25 @@ impl Drop for Running {
     }
 }
 
+/// Registered descriptor.
+type Registered = tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>;
+
+/// Where a process's output comes from.
+enum Source {
+    /// A terminal or pipe this server reads.
+    Fd(Registered),
+    /// A holder's shared ring, and the eventfd it writes after publishing.
+    Held(Arc<SharedRing>, Registered),
+}
+
 /// A process just spawned or attached, before its readers start.
 struct Spawned {
     pid: i32,
     pidfd: Option<Arc<PidFd>>,
     master: Option<Master>,
-    output: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
-    input: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
-    stderr: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    output: Source,
+    input: Registered,
+    stderr: Option<Registered>,
     /// The holder's link and the exit it already reported.
     held: Option<(Link, Option<Exit>)>,
 }
@@ -177,8 +190,8 @@ impl Spawned {
         use tokio::io::Interest;
         let link = Link::new(a.socket, a.holder)?;
         let setup = || -> std::io::Result<Spawned> {
-            let output = crate::fd::dup_nonblocking(a.output.as_raw_fd())
-                .and_then(|fd| crate::fd::register(fd, Interest::READABLE))?;
+            crate::fd::set_nonblocking(&a.wake)?;
+            let wake = crate::fd::register(a.wake, Interest::READABLE)?;
             let input = crate::fd::dup_nonblocking(a.master.as_raw_fd())
                 .and_then(|fd| crate::fd::register(fd, Interest::WRITABLE))?;
             // The process may be gone already (it exited while no server was attached).
@@ -190,7 +203,7 @@ impl Spawned {
                 pid: a.pid,
                 pidfd,
                 master: Some(Master::Held(a.master.try_clone()?)),
-                output,
+                output: Source::Held(Arc::new(a.ring), wake),
                 input,
                 stderr: None,
                 held: Some((link.clone(), a.exited)),
@@ -521,23 +534,19 @@ impl SessionActorState {
         };
         let spawned = match (self.spec.mode, &self.holders) {
             (Mode::Pty, Some(holders)) => {
-                let (holders, argv, env, cwd) = (
-                    holders.clone(),
-                    argv.clone(),
-                    envv.clone(),
-                    self.spec.cwd.clone(),
-                );
-                let base = self.shared.ring.head();
+                let holders = holders.clone();
+                let program = crate::holder::launch::Program {
+                    argv: argv.clone(),
+                    env: envv.clone(),
+                    cwd: self.spec.cwd.clone(),
+                    size,
+                    base: self.shared.ring.head(),
+                    // The holder holds at most what the session's Ring does unlogged, so the
+                    // persister is never lapped: the log has no gap, whatever the flood.
+                    ring: self.spec.ring_capacity,
+                };
                 let attached = tokio::task::spawn_blocking(move || {
-                    crate::holder::launch::launch(
-                        &holders,
-                        id,
-                        &argv,
-                        &env,
-                        cwd.as_deref(),
-                        size,
-                        base,
-                    )
+                    crate::holder::launch::launch(&holders, id, program)
                 })
                 .await
                 .map_err(|e| SessionError::Spawn(format!("holder launch: {e}")))?
@@ -551,7 +560,7 @@ impl SessionActorState {
                     pid: p.pid,
                     pidfd: Some(p.pidfd),
                     master: Some(Master::Own(p.master)),
-                    output: p.output,
+                    output: Source::Fd(p.output),
                     input: p.input,
                     stderr: None,
                     held: None,
@@ -564,7 +573,7 @@ impl SessionActorState {
                     pid: p.pid,
                     pidfd: Some(p.pidfd),
                     master: None,
-                    output: p.stdout,
+                    output: Source::Fd(p.stdout),
                     input: p.stdin,
                     stderr: Some(p.stderr),
                     held: None,
@@ -690,8 +699,6 @@ impl SessionActorState {
                     link,
                     session: myself.clone(),
                     generation,
-                    feed: self.shared.feed.clone(),
-                    ring: self.shared.ring.clone(),
                     exit: exit_tx,
                 },
                 myself.get_cell(),
@@ -710,25 +717,42 @@ impl SessionActorState {
             _ => None,
         };
         let (eof_tx, eof_rx) = watch::channel(false);
-        let (reader, _) = Actor::spawn_linked(
-            None,
-            OutputReader,
-            ReaderArgs {
-                fd: out_fd,
-                sink: Sink {
-                    ring: self.shared.ring.clone(),
+        let reader = match out_fd {
+            Source::Fd(fd) => Actor::spawn_linked(
+                None,
+                OutputReader,
+                ReaderArgs {
+                    fd,
+                    sink: Sink {
+                        ring: self.shared.ring.clone(),
+                        shared: self.shared.clone(),
+                        framing,
+                        exit,
+                        eof: eof_tx,
+                        screen: self.screen.clone(),
+                    },
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map(|(r, _)| r.get_cell()),
+            Source::Held(ring, wake) => Actor::spawn_linked(
+                None,
+                HeldReader,
+                HeldArgs {
+                    ring,
+                    wake,
                     shared: self.shared.clone(),
-                    framing,
-                    exit,
                     eof: eof_tx,
                     screen: self.screen.clone(),
                 },
-            },
-            myself.get_cell(),
-        )
-        .await
+                myself.get_cell(),
+            )
+            .await
+            .map(|(r, _)| r.get_cell()),
+        }
         .map_err(|e| SessionError::Spawn(format!("output reader: {e}")))?;
-        running.io_actors.push(reader.get_cell());
+        running.io_actors.push(reader);
         running.eof.push(eof_rx);
         if let Some(err_fd) = err_fd {
             let (eof_tx, eof_rx) = watch::channel(false);

@@ -2,17 +2,15 @@
 //!
 //! It listens for the holder's `Exited` (the status is kept in a watch the session awaits, and
 //! the session is told as it would be by a pidfd) and for its hangup: a holder that goes away
-//! without being released has died, and the session is told it lost its process. Every
-//! [`ACK_PERIOD`] it acknowledges what the session's log holds, so the holder frees its spool.
-//! `Release` is sent by the session itself ([`Link::release`]) when the process is over.
+//! without being released has died, and the session is told it lost its process. `Release` is
+//! sent by the session itself ([`Link::release`]) when the process is over. (The output and its
+//! acknowledgements go through the shared ring: `super::held`.)
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use corral_runtime::Ring;
 use nix::sys::socket::MsgFlags;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::Interest;
@@ -21,10 +19,6 @@ use tokio::sync::watch;
 
 use super::msg::SessionMsg;
 use crate::holder::wire::{self, Exit, FromHolder, ToHolder};
-use crate::persist::journal::Feed;
-
-/// How often the log's progress is acknowledged to the holder.
-const ACK_PERIOD: Duration = Duration::from_millis(100);
 
 /// What the session keeps of its holder connection.
 #[derive(Clone)]
@@ -68,10 +62,6 @@ pub struct LinkArgs {
     pub session: ActorRef<SessionMsg>,
     /// Process incarnation.
     pub generation: u64,
-    /// Where the session's log progress is read.
-    pub feed: Arc<Feed>,
-    /// The session's Ring (progress when nothing persists).
-    pub ring: Ring,
     /// Where the exit goes.
     pub exit: watch::Sender<Option<Exit>>,
 }
@@ -83,7 +73,6 @@ pub struct Pump;
 /// Link state.
 pub struct LinkState {
     args: LinkArgs,
-    acked: u64,
 }
 
 impl Link {
@@ -110,8 +99,7 @@ impl Actor for HolderLink {
         args: LinkArgs,
     ) -> Result<LinkState, ActorProcessingErr> {
         myself.send_message(Pump)?;
-        let acked = args.ring.head();
-        Ok(LinkState { args, acked })
+        Ok(LinkState { args })
     }
 
     async fn handle(
@@ -121,27 +109,21 @@ impl Actor for HolderLink {
         st: &mut LinkState,
     ) -> Result<(), ActorProcessingErr> {
         let socket = st.args.link.socket.clone();
-        tokio::select! {
-            ready = socket.readable() => {
-                let mut guard = ready?;
-                loop {
-                    match guard.try_io(|s| wire::recv::<FromHolder>(s.get_ref(), MsgFlags::MSG_DONTWAIT)) {
-                        Ok(Ok(Some((FromHolder::Exited(exit), _)))) => st.exited(exit),
-                        Ok(Ok(Some((other, _)))) => {
-                            tracing::warn!(holder = st.args.link.holder, message = ?other, "unexpected message from a holder");
-                        }
-                        Ok(Ok(None)) => return st.hung_up(&myself),
-                        Ok(Err(e)) => {
-                            tracing::error!(holder = st.args.link.holder, error = %e, "holder connection failed");
-                            return st.hung_up(&myself);
-                        }
-                        Err(_would_block) => break,
-                    }
+        let mut guard = socket.readable().await?;
+        loop {
+            match guard.try_io(|s| wire::recv::<FromHolder>(s.get_ref(), MsgFlags::MSG_DONTWAIT)) {
+                Ok(Ok(Some((FromHolder::Exited(exit), _)))) => st.exited(exit),
+                Ok(Ok(Some((other, _)))) => {
+                    tracing::warn!(holder = st.args.link.holder, message = ?other, "unexpected message from a holder");
                 }
+                Ok(Ok(None)) => return st.hung_up(&myself),
+                Ok(Err(e)) => {
+                    tracing::error!(holder = st.args.link.holder, error = %e, "holder connection failed");
+                    return st.hung_up(&myself);
+                }
+                Err(_would_block) => break,
             }
-            _ = tokio::time::sleep(ACK_PERIOD) => {}
         }
-        st.acknowledge();
         myself.send_message(Pump)?;
         Ok(())
     }
@@ -155,24 +137,6 @@ impl LinkState {
             })
         {
             tracing::debug!(error = %e, "session gone before its exit arrived");
-        }
-    }
-
-    fn acknowledge(&mut self) {
-        let logged = self
-            .args
-            .feed
-            .persisted_offset()
-            .unwrap_or_else(|| self.args.ring.head());
-        if logged > self.acked && !self.args.link.is_released() {
-            match wire::send(
-                self.args.link.socket.get_ref().as_fd(),
-                &ToHolder::Ack { upto: logged },
-                &[],
-            ) {
-                Ok(()) => self.acked = logged,
-                Err(e) => tracing::debug!(error = %e, "ack not sent; retried"),
-            }
         }
     }
 

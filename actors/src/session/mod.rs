@@ -7,7 +7,8 @@
 //! - [`output`]: the output reader (AsyncFd → Ring, exit via pidfd, drain to EOF/EIO) and
 //!   [`bulk`], its flood mode on a blocking thread;
 //! - [`input`]: the byte-bounded input writer;
-//! - [`link`]: the connection to the process's holder, when it has one (exit, loss, acks);
+//! - [`link`]: the connection to the process's holder, when it has one (exit, loss), and
+//!   [`held`], the output reader of such a process (from the holder's shared ring);
 //! - [`msg`]: the actor's messages.
 //!
 //! The output path of one PTY read: `output.rs` (or `bulk.rs` in a flood) reads into the Ring
@@ -15,6 +16,7 @@
 
 pub mod actor;
 pub mod bulk;
+pub mod held;
 pub mod input;
 pub mod link;
 pub mod msg;

@@ -11,5 +11,10 @@ mod output;
 mod wait;
 
 fn main() -> std::process::ExitCode {
+    // A session's holder runs for the session's whole life: it skips the command-line parser
+    // (whose tables would stay in its memory) and starts holding at once.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "holder") {
+        return corral_actors::holder::run::main();
+    }
     args::main()
 }

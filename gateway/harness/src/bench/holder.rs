@@ -61,7 +61,9 @@ pub(super) async fn holder(bytes: u64, workers: Option<usize>) -> anyhow::Result
         ] {
             let t = Instant::now();
             let r = ws
-                .call(json!({"type": "spawn", "spec": {"argv": ["cat"], "name": format!("sp-{i}")}}))
+                .call(
+                    json!({"type": "spawn", "spec": {"argv": ["cat"], "name": format!("sp-{i}")}}),
+                )
                 .await?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             let id = r["session"]["id"].as_str().unwrap_or_default().to_string();
@@ -104,9 +106,15 @@ pub(super) async fn holder(bytes: u64, workers: Option<usize>) -> anyhow::Result
         .iter()
         .map(|h| private_kib(*h))
         .collect::<anyhow::Result<_>>()?;
-    let cpu0: u64 = holders.iter().map(|h| cpu_ticks(*h)).sum::<anyhow::Result<u64>>()?;
+    let cpu0: u64 = holders
+        .iter()
+        .map(|h| cpu_ticks(*h))
+        .sum::<anyhow::Result<u64>>()?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let cpu1: u64 = holders.iter().map(|h| cpu_ticks(*h)).sum::<anyhow::Result<u64>>()?;
+    let cpu1: u64 = holders
+        .iter()
+        .map(|h| cpu_ticks(*h))
+        .sum::<anyhow::Result<u64>>()?;
     let kib = median(&private);
     out.push(Figure {
         name: "holder private memory (Private_Clean + Private_Dirty)".into(),

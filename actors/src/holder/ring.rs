@@ -1,0 +1,302 @@
+//! Ring: the output a holder has read from its terminal and the server has not logged yet, in
+//! shared memory.
+//!
+//! A `memfd` (shmem: no disk, no file in the data dir) of a header page and `cap` bytes, mapped
+//! by the holder and by the attached server. The holder `read(2)`s the PTY straight into the
+//! mapping and publishes the new end; the server copies from the mapping into its session Ring
+//! and publishes what its log holds (`acked`). A byte read from the terminal is therefore in
+//! memory that outlives the server's process before anything else happens to it: a server
+//! SIGKILLed at any instant loses nothing, and the next one asks for the output from its log's
+//! end. No copy is added on the output path (the PTY read lands where the server reads it) and
+//! no message per byte: one eventfd write per batch of reads wakes the server.
+//!
+//! Invariants (the holder is the only writer of data and of `end`; the server of `acked`):
+//! `acked ≤ end ≤ acked + cap`; the holder writes only positions `[end, acked + cap)` and the
+//! server reads only `[its cursor, end)` with `acked ≤ cursor` — disjoint modulo `cap`, so
+//! neither ever touches bytes the other is using. When `end = acked + cap` the holder stops
+//! reading the terminal and the program blocks on it (bounded: `cap` bytes unlogged).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes before the data: the header, a page.
+const HEADER: usize = 4096;
+/// "corral01": a mapping that does not start with this is not a ring.
+const MAGIC: u64 = u64::from_le_bytes(*b"corral01");
+/// Bounds of the capacity.
+pub const MIN_CAP: usize = 64 << 10;
+/// See [`MIN_CAP`].
+pub const MAX_CAP: usize = 64 << 20;
+
+/// The header, at the start of the mapping.
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    cap: AtomicU64,
+    base: AtomicU64,
+    /// Output offset after the last byte published by the holder.
+    end: AtomicU64,
+    /// Output offset the server's log holds up to.
+    acked: AtomicU64,
+    /// 1 once the terminal is closed and every byte of it is published.
+    closed: AtomicU64,
+    /// 1 while the server looks at `end` on a timer of its own (a flood): the holder then
+    /// publishes without waking it.
+    polling: AtomicU64,
+}
+
+/// One shared ring, mapped in this process.
+pub struct SharedRing {
+    fd: OwnedFd,
+    map: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every field of the header is an atomic, and the
+// data region is accessed only under the invariants in the module docs (disjoint ranges).
+unsafe impl Send for SharedRing {}
+// SAFETY: as above: `&SharedRing` only reads atomics or hands out ranges nobody writes.
+unsafe impl Sync for SharedRing {}
+
+impl std::fmt::Debug for SharedRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRing")
+            .field("cap", &self.cap)
+            .field("end", &self.end())
+            .field("acked", &self.acked())
+            .finish()
+    }
+}
+
+impl SharedRing {
+    /// A new ring of `cap` bytes (clamped to [`MIN_CAP`]..[`MAX_CAP`], whole pages) whose
+    /// first byte is output offset `base`.
+    pub fn create(cap: usize, base: u64) -> io::Result<SharedRing> {
+        let cap = cap.clamp(MIN_CAP, MAX_CAP).next_multiple_of(HEADER);
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new fd or -1.
+        let raw = unsafe { libc::memfd_create(c"corral-ring".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on our own memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), (HEADER + cap) as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ring = Self::map(fd, cap)?;
+        let h = ring.header();
+        h.cap.store(cap as u64, Ordering::Relaxed);
+        h.base.store(base, Ordering::Relaxed);
+        h.end.store(base, Ordering::Relaxed);
+        h.acked.store(base, Ordering::Relaxed);
+        h.closed.store(0, Ordering::Relaxed);
+        h.polling.store(0, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(ring)
+    }
+
+    /// Maps a ring another process created (the fd came with `Welcome`).
+    pub fn open(fd: OwnedFd) -> io::Result<SharedRing> {
+        // SAFETY: fstat fills the struct we pass.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is valid for writes.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let size = st.st_size as usize;
+        if !(HEADER + MIN_CAP..=HEADER + MAX_CAP).contains(&size) {
+            return Err(io::Error::other(format!("not a ring: {size} bytes")));
+        }
+        let ring = Self::map(fd, size - HEADER)?;
+        let h = ring.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC
+            || h.cap.load(Ordering::Relaxed) != ring.cap as u64
+        {
+            return Err(io::Error::other("not a ring: bad header"));
+        }
+        Ok(ring)
+    }
+
+    fn map(fd: OwnedFd, cap: usize) -> io::Result<SharedRing> {
+        // SAFETY: a fresh shared mapping of our own fd, of its whole size; unmapped in Drop.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                HEADER + cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedRing {
+            fd,
+            map: map.cast(),
+            cap,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with a page; `Header` is a few aligned atomics within it,
+        // and atomics may be shared with another process.
+        unsafe { &*(self.map as *const Header) }
+    }
+
+    /// The memfd (to pass to a server).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Capacity in bytes.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Output offset of the first byte this ring ever held.
+    pub fn base(&self) -> u64 {
+        self.header().base.load(Ordering::Relaxed)
+    }
+
+    /// Output offset after the last published byte.
+    pub fn end(&self) -> u64 {
+        self.header().end.load(Ordering::SeqCst)
+    }
+
+    /// Output offset the server's log holds up to.
+    pub fn acked(&self) -> u64 {
+        self.header().acked.load(Ordering::Acquire)
+    }
+
+    /// Whether the terminal is closed and all of it published.
+    pub fn closed(&self) -> bool {
+        self.header().closed.load(Ordering::Acquire) == 1
+    }
+
+    /// The lowest offset still in the ring (a new server may start anywhere from here).
+    pub fn held_from(&self) -> u64 {
+        self.end().saturating_sub(self.cap as u64).max(self.base())
+    }
+
+    // ----- the holder's side -----
+
+    /// The free space after `end`, contiguous (up to the wrap), for a `read(2)`; empty when the
+    /// ring is full.
+    pub fn write_slot(&mut self) -> &mut [u8] {
+        let (end, acked) = (self.end(), self.acked());
+        let free = (acked + self.cap as u64).saturating_sub(end) as usize;
+        let pos = (end % self.cap as u64) as usize;
+        let len = free.min(self.cap - pos);
+        // SAFETY: [pos, pos + len) lies in the data region and in [end, acked + cap), which
+        // only the holder (this process, `&mut self`) writes and the server never reads.
+        unsafe { std::slice::from_raw_parts_mut(self.map.add(HEADER + pos), len) }
+    }
+
+    /// `n` bytes were written at the start of the write slot: publish them. (SeqCst: ordered
+    /// with the [`polling`](Self::set_polling) handshake.)
+    pub fn publish(&self, n: usize) {
+        self.header().end.fetch_add(n as u64, Ordering::SeqCst);
+    }
+
+    /// Whether the server polls (so no wake-up is needed after a publish).
+    pub fn server_polling(&self) -> bool {
+        self.header().polling.load(Ordering::SeqCst) == 1
+    }
+
+    /// The terminal is closed and everything is published.
+    pub fn close(&self) {
+        self.header().closed.store(1, Ordering::Release);
+    }
+
+    /// A new server starts at `from`: bytes from there on must not be overwritten any more.
+    pub fn rewind_acked(&self, from: u64) {
+        self.header().acked.fetch_min(from, Ordering::AcqRel);
+    }
+
+    // ----- the server's side -----
+
+    /// The server polls `end` on its own timer (true) or waits for wake-ups (false). After
+    /// turning polling off the server must look at `end` once more: a publish that saw polling
+    /// still on sent no wake-up (SeqCst on both sides: one of the two sees the other).
+    pub fn set_polling(&self, on: bool) {
+        self.header().polling.store(u64::from(on), Ordering::SeqCst);
+    }
+
+    /// The server's log holds the output up to `upto` (never goes back, never past `end`).
+    pub fn set_acked(&self, upto: u64) {
+        let upto = upto.min(self.end());
+        self.header().acked.fetch_max(upto, Ordering::AcqRel);
+    }
+
+    /// The published bytes from `from` on, at most `max`, as one slice (the part before the
+    /// wrap; call again for the rest). `from` must be ≥ the server's acked offset.
+    pub fn read(&self, from: u64, max: usize) -> &[u8] {
+        let end = self.end();
+        debug_assert!(from >= self.held_from() && from <= end);
+        let pos = (from % self.cap as u64) as usize;
+        let len = ((end - from) as usize).min(self.cap - pos).min(max);
+        // SAFETY: [from, from + len) is published and not below `acked`, so the holder will not
+        // write it until the server acknowledges past it (module invariants).
+        unsafe { std::slice::from_raw_parts(self.map.add(HEADER + pos), len) }
+    }
+}
+
+impl Drop for SharedRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, of this size, unmapped once.
+        if unsafe { libc::munmap(self.map.cast(), HEADER + self.cap) } != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "munmap of a holder ring failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_cross_between_two_mappings_with_the_wrap_and_the_bound() {
+        let mut holder = SharedRing::create(MIN_CAP, 1000).unwrap();
+        let server = SharedRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let cap = holder.cap();
+        assert_eq!(server.end(), 1000);
+        let data: Vec<u8> = (0..cap + 5000).map(|i| (i % 251) as u8).collect();
+        // Up to the wrap, then from the start: `cap` bytes in all, and then it is full.
+        let mut written = 0;
+        while written < cap {
+            let slot = holder.write_slot();
+            assert!(!slot.is_empty());
+            let n = slot.len();
+            slot.copy_from_slice(&data[written..written + n]);
+            holder.publish(n);
+            written += n;
+        }
+        assert!(holder.write_slot().is_empty(), "full until acknowledged");
+        let mut got = Vec::new();
+        while got.len() < cap {
+            let part = server.read(1000 + got.len() as u64, usize::MAX);
+            assert!(!part.is_empty());
+            got.extend_from_slice(part);
+        }
+        assert_eq!(got, &data[..cap]);
+        // The server logs 5000 bytes: 5000 more fit.
+        server.set_acked(6000);
+        let slot = holder.write_slot();
+        assert_eq!(slot.len(), 5000);
+        slot.copy_from_slice(&data[cap..]);
+        holder.publish(5000);
+        assert_eq!(server.read(1000 + cap as u64, usize::MAX), &data[cap..]);
+        // A new server from an earlier offset still in the ring: acked goes back for it.
+        assert_eq!(holder.held_from(), 6000);
+        holder.rewind_acked(7000);
+        assert_eq!(holder.acked(), 6000, "never forward");
+        server.set_acked(u64::MAX);
+        assert_eq!(server.acked(), holder.end(), "never past the end");
+        holder.close();
+        assert!(server.closed());
+    }
+}
