@@ -231,6 +231,24 @@ pub struct ProcessIdentity {
 }
 
 impl ProcessIdentity {
+    /// When the process started, by the wall clock (boot time + start time), if readable.
+    pub fn started_at(&self) -> Option<std::time::SystemTime> {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        let btime: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // SAFETY: sysconf takes a constant and returns a value or -1.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if tick <= 0 {
+            return None;
+        }
+        let secs = btime as f64 + self.starttime as f64 / tick as f64;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
+    }
+
     /// The identity of the process that has `pid` right now.
     pub fn of(pid: i32) -> io::Result<ProcessIdentity> {
         let stat = read_stat(pid)?;

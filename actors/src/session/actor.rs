@@ -617,13 +617,7 @@ impl SessionActorState {
                 match Spawned::held(a) {
                     Ok(spawned) => match self.run(myself, generation, spawned).await {
                         Ok(()) => {
-                            tracing::info!(session = %id, pid, holder, "reattached to its holder");
-                            if exited.is_some()
-                                && let Err(e) =
-                                    myself.send_message(SessionMsg::ProcessExited { generation })
-                            {
-                                tracing::warn!(error = %e, "exit while away not delivered");
-                            }
+                            tracing::info!(session = %id, pid, holder, exited = exited.is_some(), "reattached to its holder");
                             Ok(())
                         }
                         Err(e) => Err(e.to_string()),
@@ -675,7 +669,8 @@ impl SessionActorState {
             marker: Some((env::SESSION_ID_VAR.to_string(), id.to_string())),
             holder: held.as_ref().map_or(0, |(l, _)| l.holder),
         };
-        let (exit_tx, exit_rx) = watch::channel(held.as_ref().and_then(|(_, e)| *e));
+        let exited_already = held.as_ref().and_then(|(_, e)| *e);
+        let (exit_tx, exit_rx) = watch::channel(exited_already);
         let link = held.map(|(link, _)| link);
         let mut running = Running {
             generation,
@@ -792,11 +787,23 @@ impl SessionActorState {
         {
             let mut s = self.shared.status.write();
             s.pid = Some(pid);
-            s.started_at = Some(SystemTime::now());
+            // An adopted process started long before this server: its real start time.
+            s.started_at = identity
+                .as_ref()
+                .and_then(|i| i.started_at())
+                .filter(|_| self.begin == Begin::Adopt && generation == 1)
+                .or(Some(SystemTime::now()));
             s.identity = identity;
             s.interrupted = false;
         }
         self.running = Some(running);
+        // A holder reaped it before we attached (a program that ends at once, or one that
+        // ended while no server was attached): handled as if the exit arrived now.
+        if exited_already.is_some()
+            && let Err(e) = myself.send_message(SessionMsg::ProcessExited { generation })
+        {
+            tracing::warn!(session = %id, error = %e, "an exit the holder reported was not delivered");
+        }
         tracing::info!(session = %id, pid, generation, "process spawned");
         self.shared.emit(EventKind::Spawned { pid });
         self.shared.set_state(SessionState::Running, None);

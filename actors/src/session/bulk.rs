@@ -62,7 +62,14 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static SLICES: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// Bulk reading since the process started: (slices run, bytes read in them).
+/// A held session's flood (`super::held`) counts as bulk reading: `slices` begun, `bytes` copied.
+pub(crate) fn record_flood(slices: u64, bytes: u64) {
+    SLICES.fetch_add(slices, Ordering::Relaxed);
+    BYTES.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Bulk reading since the process started: (slices run, bytes read in them), a held session's
+/// flood ticks included.
 pub fn stats() -> (u64, u64) {
     (
         SLICES.load(Ordering::Relaxed),

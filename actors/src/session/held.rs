@@ -119,6 +119,8 @@ impl Actor for HeldReader {
             return Ok(());
         }
         if st.flowing || flooding {
+            // Counted with the server's own bulk reading (the `corral_bulk_reading` metric).
+            super::bulk::record_flood(u64::from(!st.flowing), copied as u64);
             st.set_flowing(true);
             st.args.shared.ring.end_batches();
             tokio::time::sleep(TICK).await;

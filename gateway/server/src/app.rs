@@ -12,6 +12,17 @@ use crate::auth::{Grant, Tokens};
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 
+/// How the server leaves (see `crate::upgrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// Stop every session, then exit (SIGTERM, SIGINT, `corral shutdown`).
+    Stop,
+    /// Exit, leaving sessions with holders running for the next server.
+    KeepSessions,
+    /// A successor is ready: leave as `KeepSessions`, closing WebSockets with 1012.
+    Upgrade,
+}
+
 /// Shared server state.
 pub struct App {
     /// The session tree.
@@ -46,7 +57,7 @@ pub struct App {
     /// goodbye with a close frame and end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Set when the server is asked to leave, and how (see `crate::upgrade`).
-    pub leave: tokio::sync::watch::Sender<Option<crate::upgrade::Leaving>>,
+    pub leave: tokio::sync::watch::Sender<Option<Leaving>>,
     /// A duplicate of the TCP listener, for a successor to inherit (`corral upgrade`).
     pub listener: Option<std::os::fd::OwnedFd>,
 }
@@ -56,7 +67,7 @@ impl App {
     /// over (clients reconnect and resume), 1001 otherwise.
     pub fn closing(&self) -> (u16, &'static str) {
         match *self.leave.borrow() {
-            Some(crate::upgrade::Leaving::Upgrade) => (1012, "server restarting"),
+            Some(Leaving::Upgrade) => (1012, "server restarting"),
             _ => (1001, "server shutting down"),
         }
     }

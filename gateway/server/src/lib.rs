@@ -21,6 +21,7 @@ pub mod conversation;
 pub mod datadir;
 pub mod error;
 pub mod introspect;
+pub mod listen;
 pub mod metrics;
 pub mod mute;
 pub mod notify;

@@ -138,7 +138,7 @@ async fn start_connection(app: Arc<App>, args: ConnectionArgs) {
 /// The peer of a request: `ip:port` over TCP; `unix` on the data dir's socket (whose peer was
 /// checked by uid at accept), where no TCP address is recorded.
 fn peer_of(
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::serve::Peer>>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::listen::Peer>>>,
 ) -> String {
     peer.map(|p| p.0.0.to_string())
         .unwrap_or_else(|| "unix".into())
@@ -146,7 +146,7 @@ fn peer_of(
 
 async fn ws_native(
     State(app): State<Arc<App>>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::serve::Peer>>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::listen::Peer>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -205,7 +205,7 @@ fn upgrade(
 /// the capacity and the session are checked at the upgrade.
 async fn ws_ttyd(
     State(app): State<Arc<App>>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::serve::Peer>>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::listen::Peer>>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,

@@ -20,7 +20,8 @@ use crate::datadir::{DataDir, ServerInfo};
 use crate::metrics::Metrics;
 use crate::routes::router;
 use crate::unix::{OwnerOnly, socket_path};
-use crate::upgrade::Leaving;
+use crate::app::Leaving;
+use crate::listen::{Closable, Peer};
 
 /// What `corral serve` runs with.
 #[derive(Debug, Clone)]
@@ -234,60 +235,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     data.unpublish();
     tracing::info!("stopped");
     Ok(())
-}
-
-/// A listener that stops accepting, for good, the moment `closing` turns true (checked before
-/// every accept, so nothing is accepted once the server has decided to leave).
-pub struct Closable<L> {
-    inner: L,
-    closing: tokio::sync::watch::Receiver<bool>,
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for Closable<L>
-where
-    L::Addr: Sync,
-{
-    type Io = L::Io;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        tokio::select! {
-            biased;
-            _ = closed(&mut self.closing) => std::future::pending().await,
-            conn = self.inner.accept() => conn,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
-    if closing.wait_for(|c| *c).await.is_err() {
-        // The server is going away anyway: accept nothing more.
-        std::future::pending::<()>().await;
-    }
-}
-
-/// A TCP peer's address (the connect info of requests on the TCP listener).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Closable<L>>>
-    for Peer
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Closable<L>>) -> Self {
-        Peer(*stream.remote_addr())
-    }
 }
 
 /// Waits (bounded) for the data dir's lock: a predecessor handing over lets go of it once its

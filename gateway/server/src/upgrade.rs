@@ -28,7 +28,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::access::Admin;
-use crate::app::App;
+use crate::app::{App, Leaving};
 use crate::error::ApiError;
 
 /// Where the successor finds the inherited listener.
@@ -37,17 +37,6 @@ pub const LISTEN_FD_VAR: &str = "CORRAL_LISTEN_FD";
 pub const UPGRADE_FD_VAR: &str = "CORRAL_UPGRADE_FD";
 /// How long a successor may take to be ready, and then to get the data dir.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How the server leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leaving {
-    /// Stop every session, then exit (SIGTERM, SIGINT, `corral shutdown`).
-    Stop,
-    /// Exit, leaving sessions with holders running for the next server.
-    KeepSessions,
-    /// A successor is ready: leave as `KeepSessions`, closing WebSockets with 1012.
-    Upgrade,
-}
 
 /// `POST /v1/shutdown` body.
 #[derive(Debug, Default, Deserialize)]
