@@ -57,4 +57,3 @@ where
         Peer(*stream.remote_addr())
     }
 }
-

@@ -14,14 +14,14 @@ use corral_actors::{Corral, CorralConfig, SessionsConfig};
 use corral_runtime::{Supervisor, SupervisorSpec};
 
 use crate::app::App;
+use crate::app::Leaving;
 use crate::auth::{Grant, Tokens};
 use crate::config::GatewayConfig;
 use crate::datadir::{DataDir, ServerInfo};
+use crate::listen::{Closable, Peer};
 use crate::metrics::Metrics;
 use crate::routes::router;
 use crate::unix::{OwnerOnly, socket_path};
-use crate::app::Leaving;
-use crate::listen::{Closable, Peer};
 
 /// What `corral serve` runs with.
 #[derive(Debug, Clone)]

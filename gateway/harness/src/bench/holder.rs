@@ -1,6 +1,6 @@
 //! Holder: what a session's holder process costs (issue 17's goals), side by side in one run
 //! with a server that holds its terminals itself (`holders = false`): throughput to one viewer,
-//! spawn latency, the holders' private memory and their CPU while idle.
+//! keystroke echo, spawn latency, the holders' private memory and their CPU while idle.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,15 @@ pub(super) async fn holder(bytes: u64, workers: Option<usize>) -> anyhow::Result
         json: json!({"ratio": ratio, "ratios": ratios, "with_mbps": rates_with,
             "without_mbps": rates_without}),
     });
+
+    // Keystroke echo through each (the blocking client's figure; baselines are in `echo`).
+    for (label, server) in [("with holders", &with), ("without", &without)] {
+        if let Some(mut f) = super::echo::echo(server).await?.into_iter().next() {
+            f.name = format!("echo, {label}: p50 / p99 / max");
+            f.goal = "with ≈ without".into();
+            out.push(f);
+        }
+    }
 
     // Spawn latency: one request at a time, alternating servers.
     let (mut t_with, mut t_without) = (Vec::new(), Vec::new());
