@@ -965,6 +965,8 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
     let process = parts.iter().find(|n| n["kind"] == "process").unwrap();
     assert_eq!(process["detail"]["pid"], live["pid"]);
     assert_eq!(process["detail"]["os_state"], "sleeping", "{process}");
+    let holder = parts.iter().find(|n| n["id"] == "holder").unwrap();
+    assert_eq!(holder["detail"]["pid"], live["holder_pid"], "{holder}");
     assert!(
         parts
             .iter()

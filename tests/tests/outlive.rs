@@ -181,6 +181,10 @@ async fn a_killed_holder_makes_its_session_lost_and_the_policy_restarts_it() {
     let id = info["id"].as_str().unwrap().to_string();
     let pid = info["pid"].as_i64().unwrap() as i32;
     let holder = parent(pid);
+    assert_eq!(
+        info["holder_pid"], holder,
+        "the API names the holder: {info}"
+    );
     // Wait for the background sleep too.
     let deadline = Instant::now() + Duration::from_secs(5);
     while session_processes(&id).len() < 2 {

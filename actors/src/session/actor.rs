@@ -266,6 +266,7 @@ impl Drop for SessionActorState {
             {
                 let mut s = self.shared.status.write();
                 s.pid = None;
+                s.holder_pid = None;
                 s.identity = None;
             }
             self.shared.set_state(
@@ -787,6 +788,7 @@ impl SessionActorState {
         {
             let mut s = self.shared.status.write();
             s.pid = Some(pid);
+            s.holder_pid = running.held.as_ref().map(|(l, _)| l.holder);
             // An adopted process started long before this server: its real start time.
             s.started_at = identity
                 .as_ref()
@@ -833,6 +835,7 @@ impl SessionActorState {
         {
             let mut s = self.shared.status.write();
             s.pid = None;
+            s.holder_pid = None;
             s.identity = None;
             s.last_exit = Some(ExitStatus::Signal(libc::SIGKILL));
         }
@@ -954,6 +957,7 @@ impl SessionActorState {
         {
             let mut s = self.shared.status.write();
             s.pid = None;
+            s.holder_pid = None;
             s.identity = None;
             s.last_exit = Some(status);
         }

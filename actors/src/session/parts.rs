@@ -81,6 +81,11 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
         }
     };
     node.children.push(process);
+    // Its holder (PTY sessions of `corral serve`): the process that keeps it alive without us.
+    if let Some(holder) = info.holder_pid {
+        node.children
+            .push(TreeNode::new("holder", NodeKind::Process, Status::Running).with("pid", holder));
+    }
     // The session's actors (output reader(s), screen), as ractor reports them.
     let screen = shared.screen.read().as_ref().map(|s| s.get_id());
     for child in actor.get_children() {

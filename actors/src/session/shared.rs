@@ -42,6 +42,10 @@ pub struct SessionInfo {
     pub state: SessionState,
     /// The running process's pid (= pgid = sid).
     pub pid: Option<i32>,
+    /// The pid of its holder, the process that keeps it alive without the server (PTY
+    /// sessions of `corral serve`).
+    #[serde(default)]
+    pub holder_pid: Option<i32>,
     /// When the current process started (RFC 3339).
     #[serde(with = "crate::time::option", default)]
     pub started_at: Option<SystemTime>,
@@ -82,6 +86,7 @@ pub struct SessionInfo {
 pub(crate) struct Status {
     pub state: SessionState,
     pub pid: Option<i32>,
+    pub holder_pid: Option<i32>,
     pub started_at: Option<SystemTime>,
     pub restarts: u64,
     pub last_exit: Option<ExitStatus>,
@@ -159,6 +164,7 @@ impl SessionShared {
             status: RwLock::new(Status {
                 state: SessionState::Starting,
                 pid: None,
+                holder_pid: None,
                 started_at: None,
                 restarts: 0,
                 last_exit: None,
@@ -315,6 +321,7 @@ impl SessionShared {
             mode: self.mode,
             state: s.state,
             pid: s.pid,
+            holder_pid: s.holder_pid,
             started_at: s.started_at,
             restarts: s.restarts,
             last_exit: s.last_exit,
