@@ -387,7 +387,20 @@ impl Sessions {
             }),
             None => 0,
         };
-        let ring = Ring::with_start(spec.ring_capacity, start);
+        // The end of its log goes back into the Ring, so the screen (and a viewer asking for a
+        // snapshot) shows what the terminal showed, not a blank page, until the program draws.
+        let tail = match (&self.persist, spec.mode) {
+            (Some(p), crate::spec::Mode::Pty) if start > 0 => log_tail(p, id, start).await,
+            _ => None,
+        };
+        let ring = match tail {
+            Some((from, bytes)) => {
+                let ring = Ring::with_start(spec.ring_capacity, from);
+                ring.append(&bytes);
+                ring
+            }
+            None => Ring::with_start(spec.ring_capacity, start),
+        };
         let restored = Restored {
             row,
             decision,
@@ -683,6 +696,40 @@ impl Sessions {
             }
         }
     }
+}
+
+/// How much of a restored PTY session's log is replayed into its Ring (for its screen).
+const SCREEN_TAIL: u64 = 64 * 1024;
+
+/// The last [`SCREEN_TAIL`] bytes of session `id`'s log, which ends at `end` (contiguous: from
+/// after the last gap), with their first offset; None if unreadable or empty.
+async fn log_tail(p: &Persist, id: Uuid, end: u64) -> Option<(u64, Vec<u8>)> {
+    let reader = p.reader(id).await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let first = reader.first_offset()?;
+        let from = end.saturating_sub(SCREEN_TAIL).max(first);
+        let chunks = reader.read_range(from, SCREEN_TAIL as usize).ok()?;
+        let mut start = from;
+        let mut bytes = Vec::new();
+        for c in chunks {
+            match c {
+                crate::persist::Chunk::Data { offset, bytes: b } => {
+                    if bytes.is_empty() {
+                        start = offset;
+                    }
+                    bytes.extend_from_slice(&b);
+                }
+                crate::persist::Chunk::Gap { to, .. } => {
+                    bytes.clear();
+                    start = to;
+                }
+            }
+        }
+        (start + bytes.len() as u64 == end && !bytes.is_empty()).then_some((start, bytes))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// `<program>-<first 8 hex of the id>`.

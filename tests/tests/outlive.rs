@@ -295,3 +295,40 @@ async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_reattached_session_shows_its_screen_before_it_draws_again() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "drawn",
+            "argv": ["sh", "-c", "printf 'hello-screen'; exec sleep 1000"],
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&log_bytes(server.dir.path(), &id)).contains("hello-screen") {
+        assert!(Instant::now() < deadline, "output not logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    server.restart();
+    // A subscription without an offset starts with a snapshot of the screen.
+    let mut ws = server.ws().await;
+    let r = ws.call(json!({"type": "subscribe", "session": id})).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "no snapshot");
+        if let Ok(corral_tests::Frame::Bin(2, _, _, bytes)) =
+            tokio::time::timeout(Duration::from_millis(500), ws.next()).await
+        {
+            assert!(
+                String::from_utf8_lossy(&bytes).contains("hello-screen"),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            break;
+        }
+    }
+}
