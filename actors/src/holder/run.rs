@@ -30,8 +30,14 @@ use crate::process::procfs::ProcessIdentity;
 
 /// Bytes read from the terminal per batch (a PTY read returns at most a few KiB).
 const BATCH: usize = 256 * 1024;
-/// While the ring is full, how often the holder looks whether the server logged more.
+/// While the ring is full, how often the holder looks whether the server logged more: soon at
+/// first (a flood waiting for the persister), then rarely (a server that cannot log, a full
+/// disk), so a stuck session costs no CPU to speak of.
 const FULL_RECHECK_MS: libc::c_int = 2;
+/// See [`FULL_RECHECK_MS`].
+const FULL_RECHECK_SLOW_MS: libc::c_int = 100;
+/// How long a full ring is rechecked at the fast rate.
+const FULL_FAST_FOR: std::time::Duration = std::time::Duration::from_millis(200);
 /// How often a holder with no server attached checks that its socket is still in place.
 const ORPHAN_CHECK_MS: libc::c_int = 5000;
 
@@ -123,6 +129,8 @@ struct Holder {
     log_path: PathBuf,
     /// SIGCHLD.
     signals: SignalFd,
+    /// Since when the ring has been full (the recheck slows down after a while).
+    full_since: Option<std::time::Instant>,
     released: bool,
 }
 
@@ -188,6 +196,7 @@ impl Holder {
             wake,
             log_path: spec.log.clone(),
             signals,
+            full_since: None,
             released: false,
         })
     }
@@ -212,13 +221,24 @@ impl Holder {
                 Some(m) if !full => Some(slot(m.as_raw_fd())),
                 _ => None,
             };
-            // While full, look again soon (the server acknowledges through the ring, without
-            // a message); with no server attached, check every few seconds that the socket is
-            // still ours.
-            let timeout = if self.master.is_some() && full {
-                FULL_RECHECK_MS
-            } else if self.conn.is_none() {
+            // While full with a server attached, look again soon (it acknowledges through the
+            // ring, without a message); with no server attached nothing can free the ring, and
+            // every few seconds the socket is checked to be still ours.
+            let full_since = match full {
+                true => *self.full_since.get_or_insert_with(std::time::Instant::now),
+                false => {
+                    self.full_since = None;
+                    std::time::Instant::now()
+                }
+            };
+            let timeout = if self.conn.is_none() {
                 ORPHAN_CHECK_MS
+            } else if self.master.is_some() && full {
+                if full_since.elapsed() < FULL_FAST_FOR {
+                    FULL_RECHECK_MS
+                } else {
+                    FULL_RECHECK_SLOW_MS
+                }
             } else {
                 -1
             };
@@ -231,7 +251,7 @@ impl Holder {
                 }
                 continue;
             }
-            if rc == 0 && self.conn.is_none() && !full && self.unreachable() {
+            if rc == 0 && self.conn.is_none() && self.unreachable() {
                 // Its data dir was removed (or the socket replaced): no server can ever attach
                 // again, so the session ends here rather than leak.
                 eprintln!(
