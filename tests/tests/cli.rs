@@ -413,6 +413,41 @@ fn claude_session_survives_a_server_sigkill_and_resumes_its_conversation_when_lo
     assert!(session_processes(&id).is_empty());
 }
 
+const FAKE_CLAUDE_HOOKS_ON_INPUT: &str = r#"#!/bin/sh
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+echo '{"hook_event_name":"SessionStart","session_id":"claude-late","cwd":"/tmp"}' | $cmd
+while read line; do
+  echo "{\"hook_event_name\":\"UserPromptSubmit\",\"session_id\":\"claude-late\",\"prompt\":\"$line\"}" | $cmd
+done
+"#;
+
+#[test]
+fn an_agents_hooks_reach_a_restarted_server_on_another_port() {
+    let mut server = Server::start();
+    let fake = install_fake_claude(&server, FAKE_CLAUDE_HOOKS_ON_INPUT);
+    ok(
+        &server,
+        &["spawn", "--name", "agent", "--agent", "claude", "--", &fake],
+    );
+    eventually("the first hook is journaled", || {
+        ok(&server, &["events", "agent"]).contains("SessionStart")
+    });
+    let old_url = server.url.clone();
+    server.kill();
+    server.restart();
+    assert_ne!(
+        server.url, old_url,
+        "the new server listens elsewhere (port 0)"
+    );
+    ok(&server, &["send", "agent", "after-restart\n"]);
+    eventually("a hook after the restart is journaled", || {
+        ok(&server, &["events", "agent"]).contains("UserPromptSubmit")
+    });
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["attention"], "working", "{ps}");
+}
+
 #[test]
 fn send_paste_brackets_only_when_the_program_enabled_it() {
     let server = Server::start();

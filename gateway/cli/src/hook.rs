@@ -1,5 +1,6 @@
 //! Hook: `corral hook`, run by Claude Code for every hook event of a session. It reads the
-//! event JSON on stdin and posts it to the session's server with the session's hook token,
+//! event JSON on stdin and posts it to the session's server (over the data dir's socket when
+//! it knows the data dir, else to `CORRAL_URL`) with the session's hook token,
 //! bounded in time, and always exits 0: a hook must never block or fail the agent.
 
 use std::time::Duration;
@@ -25,7 +26,11 @@ pub fn hook() {
         eprintln!("corral hook: not inside a corral session (CORRAL_* variables missing)");
         return;
     };
-    let client = match Client::tcp(&url, token) {
+    // The data dir's socket reaches whichever server runs now (the one that spawned the agent
+    // may have been restarted on another port, or upgraded); the URL is the fallback.
+    let local = std::env::var_os("CORRAL_DATA_DIR")
+        .and_then(|dir| Client::find(None, Some(token.clone()), dir.as_ref()).ok());
+    let client = match local.map(Ok).unwrap_or_else(|| Client::tcp(&url, token)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("corral hook: {e}");

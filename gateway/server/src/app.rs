@@ -42,6 +42,9 @@ pub struct App {
     /// The corral binary's path, read once at start: hooks run it by path, so a binary
     /// replaced on disk (a rebuild, an upgrade) is the one they run, never a "(deleted)" one.
     pub exe: std::path::PathBuf,
+    /// The data dir (agents' hooks reach the server through its Unix socket, which every
+    /// server of this data dir binds: their hooks keep working across restarts and upgrades).
+    pub data_dir: std::path::PathBuf,
     /// Sessions whose notifications are muted.
     pub mutes: crate::mute::Mutes,
     /// User messages posted through the agentapi endpoints.
@@ -74,16 +77,22 @@ impl App {
 }
 
 impl App {
-    /// Spawns a session with a hook token and `CORRAL_URL` / `CORRAL_HOOK_TOKEN` in its env.
+    /// Spawns a session with a hook token and `CORRAL_URL` / `CORRAL_DATA_DIR` /
+    /// `CORRAL_HOOK_TOKEN` in its env.
     pub async fn spawn(&self, mut spec: SessionSpec) -> Result<SessionHandle, SessionError> {
         let id = Uuid::new_v4();
         let hook = self
             .tokens
             .issue(Grant::Hook(id))
             .map_err(|e| SessionError::Unsupported(e.to_string()))?;
-        spec.env
-            .retain(|(k, _)| k != "CORRAL_URL" && k != "CORRAL_HOOK_TOKEN");
+        spec.env.retain(|(k, _)| {
+            k != "CORRAL_URL" && k != "CORRAL_HOOK_TOKEN" && k != "CORRAL_DATA_DIR"
+        });
         spec.env.push(("CORRAL_URL".into(), self.url.clone()));
+        spec.env.push((
+            "CORRAL_DATA_DIR".into(),
+            self.data_dir.display().to_string(),
+        ));
         spec.env.push(("CORRAL_HOOK_TOKEN".into(), hook));
         // Hooks call this very binary by its absolute path (never whatever `corral` is on PATH,
         // and never a command a client sent).

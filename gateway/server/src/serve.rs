@@ -126,6 +126,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         conversations: Default::default(),
         mutes: Default::default(),
         exe,
+        data_dir: data.path().to_path_buf(),
         started: std::time::Instant::now(),
         shutdown: tokio::sync::watch::channel(false).0,
         leave: tokio::sync::watch::channel(None).0,
