@@ -34,21 +34,7 @@ pub fn spawn(
     cwd: Option<&Path>,
     env: &[(String, String)],
 ) -> io::Result<PipeProcess> {
-    let (stdin_r, stdin_w) = pipe()?;
-    let (stdout_r, stdout_w) = pipe()?;
-    let (stderr_r, stderr_w) = pipe()?;
-    let pid = leader::spawn_leader(
-        argv,
-        env,
-        cwd,
-        ChildIo::Fds([
-            stdin_r.as_raw_fd(),
-            stdout_w.as_raw_fd(),
-            stderr_w.as_raw_fd(),
-        ]),
-    )?;
-    // The child's ends must go, or we never see EOF on its stdout when it exits.
-    drop((stdin_r, stdout_w, stderr_w));
+    let (pid, [stdin_w, stdout_r, stderr_r]) = open(argv, cwd, env)?;
     let setup = || -> io::Result<PipeProcess> {
         let take = |fd: OwnedFd, interest| -> io::Result<AsyncFd<OwnedFd>> {
             fd::set_nonblocking(&fd)?;
@@ -76,6 +62,31 @@ pub fn spawn(
             Err(e)
         }
     }
+}
+
+/// Spawns `argv` on three pipes (no runtime needed: a holder calls this too). Returns its pid
+/// and our ends: [stdin's write end, stdout's read end, stderr's read end] (blocking).
+pub fn open(
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+) -> io::Result<(i32, [OwnedFd; 3])> {
+    let (stdin_r, stdin_w) = pipe()?;
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    let pid = leader::spawn_leader(
+        argv,
+        env,
+        cwd,
+        ChildIo::Fds([
+            stdin_r.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+        ]),
+    )?;
+    // The child's ends must go, or we never see EOF on its stdout when it exits.
+    drop((stdin_r, stdout_w, stderr_w));
+    Ok((pid, [stdin_w, stdout_r, stderr_r]))
 }
 
 /// A close-on-exec pipe: (read end, write end).

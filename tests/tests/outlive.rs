@@ -332,3 +332,35 @@ async fn a_reattached_session_shows_its_screen_before_it_draws_again() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_pipe_session_keeps_its_process_and_its_pipes_through_server_kills() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "piped",
+            "mode": "pipe",
+            "argv": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"n $i\"; sleep 0.002; done"],
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..=300))).await;
+        server.kill();
+        server.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = list(&server)
+        .await
+        .into_iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"].as_i64(), Some(pid), "same process: {s}");
+    // Pipes are read by the server itself: a kill may lose what it had read and not logged
+    // (docs/architecture.md), never reorder or repeat, and the program never blocks for good.
+    let n = numbers(&log_bytes(server.dir.path(), &id));
+    assert!(n.len() > 50, "{} lines", n.len());
+    assert!(n.windows(2).all(|w| w[0] < w[1]), "in order, no line twice");
+}

@@ -236,8 +236,8 @@ async fn shutdown_keeping_sessions_leaves_them_for_the_next_server() {
         assert!(Instant::now() < deadline, "input did not arrive");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The pipe session had no holder: it was stopped, and its policy started it again.
+    // The pipe session too: its holder keeps its pipes.
     let p = session(&server, pipe["id"].as_str().unwrap()).await;
     assert_eq!(p["state"], "running", "{p}");
-    assert_ne!(p["pid"], pipe["pid"]);
+    assert_eq!(p["pid"], pipe["pid"]);
 }

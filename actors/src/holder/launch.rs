@@ -88,6 +88,9 @@ pub struct HolderSpec {
     pub ring: usize,
     /// Where its stderr goes (removed at release when empty).
     pub log: PathBuf,
+    /// A pipe-mode session (stdin/stdout/stderr pipes instead of a terminal).
+    #[serde(default)]
+    pub pipes: bool,
     /// Output offset of the program's first byte.
     pub base: u64,
 }
@@ -116,12 +119,8 @@ pub struct Attached {
     pub base: u64,
     /// The connection.
     pub socket: OwnedFd,
-    /// The PTY master (input, resize).
-    pub master: OwnedFd,
-    /// The output not yet logged, from the offset asked on.
-    pub ring: super::ring::SharedRing,
-    /// Readable when the holder published more output.
-    pub wake: OwnedFd,
+    /// The program's I/O.
+    pub io: HeldIo,
     /// The program's exit, if it ended while no server was attached.
     pub exited: Option<Exit>,
 }
@@ -141,6 +140,31 @@ pub struct Program {
     pub base: u64,
     /// Capacity of the shared ring.
     pub ring: usize,
+    /// On pipes instead of a terminal.
+    pub pipes: bool,
+}
+
+/// A held program's I/O, as its holder passed it.
+#[derive(Debug)]
+pub enum HeldIo {
+    /// A terminal.
+    Pty {
+        /// The PTY master (input, resize).
+        master: OwnedFd,
+        /// The output not yet logged, from the offset asked on.
+        ring: super::ring::SharedRing,
+        /// Readable when the holder published more output.
+        wake: OwnedFd,
+    },
+    /// Pipes (the server reads them itself).
+    Pipes {
+        /// stdin's write end.
+        stdin: OwnedFd,
+        /// stdout's read end.
+        stdout: OwnedFd,
+        /// stderr's read end.
+        stderr: OwnedFd,
+    },
 }
 
 /// Starts a holder for session `id` running `program`, and attaches.
@@ -155,6 +179,7 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
         socket: holders.socket(id),
         ring: program.ring,
         log: holders.log(id),
+        pipes: program.pipes,
         base,
     };
     let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -208,20 +233,33 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             starttime,
             base,
             exited,
+            pipes,
             ..
         } if v == VERSION && fds.len() == 3 => {
-            let wake = fds.pop().expect("invariant: three fds checked");
-            let ring = super::ring::SharedRing::open(fds.pop().expect("invariant: three fds"))?;
-            let master = fds.pop().expect("invariant: three fds checked");
+            // invariant (the three pops): three fds checked just above.
+            let third = fds.pop().expect("three fds");
+            let second = fds.pop().expect("three fds");
+            let first = fds.pop().expect("three fds");
+            let io = if pipes {
+                HeldIo::Pipes {
+                    stdin: first,
+                    stdout: second,
+                    stderr: third,
+                }
+            } else {
+                HeldIo::Pty {
+                    master: first,
+                    ring: super::ring::SharedRing::open(second)?,
+                    wake: third,
+                }
+            };
             Ok(Attached {
                 holder,
                 pid,
                 starttime,
                 base,
                 socket: conn,
-                master,
-                ring,
-                wake,
+                io,
                 exited,
             })
         }

@@ -19,4 +19,4 @@ pub mod ring;
 pub mod run;
 pub mod wire;
 
-pub use launch::{Attached, Holders};
+pub use launch::{Attached, HeldIo, Holders};

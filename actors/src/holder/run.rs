@@ -38,6 +38,8 @@ const FULL_RECHECK_MS: libc::c_int = 2;
 const FULL_RECHECK_SLOW_MS: libc::c_int = 100;
 /// How long a full ring is rechecked at the fast rate.
 const FULL_FAST_FOR: std::time::Duration = std::time::Duration::from_millis(200);
+/// A pipe-mode program's output pipes are enlarged to this (the default pipe-max-size).
+const PIPE_BYTES: libc::c_int = 1 << 20;
 /// How often a holder with no server attached checks that its socket is still in place.
 const ORPHAN_CHECK_MS: libc::c_int = 5000;
 
@@ -113,8 +115,13 @@ struct Holder {
     starttime: u64,
     /// Its exit, once reaped.
     exited: Option<Exit>,
-    /// The PTY master; `None` after EIO (the terminal is closed on the program's side).
+    /// The PTY master; `None` after EIO (the terminal is closed on the program's side), and
+    /// for a pipe-mode program.
     master: Option<OwnedFd>,
+    /// A pipe-mode program's stdin write end and stdout/stderr read ends: kept open (the
+    /// program never sees its stdin close or its output pipes break while no server is
+    /// attached) and passed to each server, which reads them itself.
+    pipes: Option<[OwnedFd; 3]>,
     /// The listening socket, its path, and the inode it was bound as.
     listener: OwnedFd,
     socket: PathBuf,
@@ -176,18 +183,29 @@ impl Holder {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(&spec.socket)?.ino()
         };
-        let (pid, master) =
-            crate::pty::open(&spec.argv, spec.cwd.as_deref(), &spec.env, spec.size)?;
+        let (pid, master, pipes) = if spec.pipes {
+            let (pid, fds) = crate::pipe::open(&spec.argv, spec.cwd.as_deref(), &spec.env)?;
+            for out in &fds[1..] {
+                // As much as the kernel allows waits in the pipe while no server reads it.
+                // SAFETY: F_SETPIPE_SZ on our own pipe; a refusal keeps the default 64 KiB.
+                unsafe { libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+            }
+            (pid, None, Some(fds))
+        } else {
+            let (pid, master) =
+                crate::pty::open(&spec.argv, spec.cwd.as_deref(), &spec.env, spec.size)?;
+            let raw = master
+                .as_raw_fd()
+                .ok_or_else(|| io::Error::other("pty master has no fd"))?;
+            (pid, Some(crate::fd::dup_nonblocking(raw)?), None)
+        };
         let starttime = ProcessIdentity::of(pid).map(|i| i.starttime).unwrap_or(0);
-        let raw = master
-            .as_raw_fd()
-            .ok_or_else(|| io::Error::other("pty master has no fd"))?;
-        let master = crate::fd::dup_nonblocking(raw)?;
         Ok(Holder {
             pid,
             starttime,
             exited: None,
-            master: Some(master),
+            master,
+            pipes,
             listener,
             socket: spec.socket.clone(),
             socket_ino,
@@ -394,6 +412,10 @@ impl Holder {
         if v != VERSION {
             return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"));
         }
+        // Pipes hold their own unread output; offsets are the server's business.
+        if let Some(pipes) = &self.pipes {
+            return self.welcome_pipes(pipes.each_ref().map(|p| p.as_raw_fd()));
+        }
         if from < self.ring.held_from() || from > self.ring.end() {
             return self.refuse(format!(
                 "output from offset {from} is not held (held: {}..{})",
@@ -420,11 +442,27 @@ impl Holder {
             base: self.ring.base(),
             end: self.ring.end(),
             exited: self.exited,
+            pipes: false,
         };
         let fds = [master_fd, self.ring.fd().as_raw_fd(), self.wake.as_raw_fd()];
         if self.tell(&welcome, &fds) {
             self.wake_server();
         }
+    }
+
+    /// `Welcome` for a pipe-mode program: its pipes (the server reads and writes them).
+    fn welcome_pipes(&mut self, fds: [RawFd; 3]) {
+        let welcome = FromHolder::Welcome {
+            v: VERSION,
+            holder: std::process::id() as i32,
+            pid: self.pid,
+            starttime: self.starttime,
+            base: self.ring.base(),
+            end: self.ring.end(),
+            exited: self.exited,
+            pipes: true,
+        };
+        self.tell(&welcome, &fds);
     }
 
     fn refuse(&mut self, reason: String) {

@@ -66,6 +66,11 @@ pub enum FromHolder {
         end: u64,
         /// Set when the main process has already exited (while no server was attached).
         exited: Option<Exit>,
+        /// A pipe-mode session: the three fds are instead its stdin's write end and its
+        /// stdout's and stderr's read ends (the holder keeps its own, unread: what the program
+        /// writes while no server reads waits in the pipes).
+        #[serde(default)]
+        pipes: bool,
     },
     /// The main process exited (sent when it is reaped, and in every later `Welcome`).
     Exited(Exit),

@@ -190,22 +190,46 @@ impl Spawned {
         use tokio::io::Interest;
         let link = Link::new(a.socket, a.holder)?;
         let setup = || -> std::io::Result<Spawned> {
-            crate::fd::set_nonblocking(&a.wake)?;
-            let wake = crate::fd::register(a.wake, Interest::READABLE)?;
-            let input = crate::fd::dup_nonblocking(a.master.as_raw_fd())
-                .and_then(|fd| crate::fd::register(fd, Interest::WRITABLE))?;
+            // Our own non-blocking duplicates, registered one way each (as `pty`/`pipe` do).
+            let take = |fd: &std::os::fd::OwnedFd, interest| {
+                crate::fd::dup_nonblocking(fd.as_raw_fd())
+                    .and_then(|d| crate::fd::register(d, interest))
+            };
             // The process may be gone already (it exited while no server was attached).
             let pidfd = match a.exited {
                 Some(_) => None,
                 None => PidFd::open(a.pid).ok().map(Arc::new),
             };
+            let (master, output, input, stderr) = match a.io {
+                crate::holder::HeldIo::Pty { master, ring, wake } => {
+                    crate::fd::set_nonblocking(&wake)?;
+                    let wake = crate::fd::register(wake, Interest::READABLE)?;
+                    let input = take(&master, Interest::WRITABLE)?;
+                    (
+                        Some(Master::Held(master)),
+                        Source::Held(Arc::new(ring), wake),
+                        input,
+                        None,
+                    )
+                }
+                crate::holder::HeldIo::Pipes {
+                    stdin,
+                    stdout,
+                    stderr,
+                } => (
+                    None,
+                    Source::Fd(take(&stdout, Interest::READABLE)?),
+                    take(&stdin, Interest::WRITABLE)?,
+                    Some(take(&stderr, Interest::READABLE)?),
+                ),
+            };
             Ok(Spawned {
                 pid: a.pid,
                 pidfd,
-                master: Some(Master::Held(a.master.try_clone()?)),
-                output: Source::Held(Arc::new(a.ring), wake),
+                master,
+                output,
                 input,
-                stderr: None,
+                stderr,
                 held: Some((link.clone(), a.exited)),
             })
         };
@@ -534,7 +558,7 @@ impl SessionActorState {
             Err(e) => return Err(SessionError::BadSpec(e)),
         };
         let spawned = match (self.spec.mode, &self.holders) {
-            (Mode::Pty, Some(holders)) => {
+            (mode, Some(holders)) => {
                 let holders = holders.clone();
                 let program = crate::holder::launch::Program {
                     argv: argv.clone(),
@@ -545,6 +569,7 @@ impl SessionActorState {
                     // The holder holds at most what the session's Ring does unlogged, so the
                     // persister is never lapped: the log has no gap, whatever the flood.
                     ring: self.spec.ring_capacity,
+                    pipes: mode == Mode::Pipe,
                 };
                 let attached = tokio::task::spawn_blocking(move || {
                     crate::holder::launch::launch(&holders, id, program)
@@ -567,7 +592,7 @@ impl SessionActorState {
                     held: None,
                 }
             }
-            (Mode::Pipe, _) => {
+            (Mode::Pipe, None) => {
                 let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 Spawned {
