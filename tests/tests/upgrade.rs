@@ -241,3 +241,41 @@ async fn shutdown_keeping_sessions_leaves_them_for_the_next_server() {
     assert_eq!(p["state"], "running", "{p}");
     assert_eq!(p["pid"], pipe["pid"]);
 }
+
+#[tokio::test]
+async fn shutdown_without_keeping_stops_every_session_and_holder() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "gone", "argv": ["sleep", "1000"], "restart": "always"}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = info["holder_pid"].as_i64().unwrap() as i32;
+    let out = corral(&server, &["shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped with its sessions"));
+    let (code, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    let gone = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+    };
+    assert!(gone(pid), "the session's process is gone");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone(holder) {
+        assert!(
+            Instant::now() < deadline,
+            "the holder outlived a full shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next server starts it again (an interrupted `always` session), with a new process.
+    server.restart();
+    let s = session(&server, info["id"].as_str().unwrap()).await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_ne!(s["pid"], info["pid"]);
+}
