@@ -53,6 +53,9 @@ use crate::spec::{Mode, RestartPolicy, SessionSpec, Size};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for a SIGKILLed main process to be reported dead.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Least output a holder keeps unlogged (while no server is attached, the program can write
+/// this much before it blocks on its terminal). Shared memory, touched only as it is used.
+const HOLDER_RING: usize = 8 << 20;
 /// Default bound on queued input bytes per session.
 pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
 
@@ -566,9 +569,9 @@ impl SessionActorState {
                     cwd: self.spec.cwd.clone(),
                     size,
                     base: self.shared.ring.head(),
-                    // The holder holds at most what the session's Ring does unlogged, so the
-                    // persister is never lapped: the log has no gap, whatever the flood.
-                    ring: self.spec.ring_capacity,
+                    // What the program may write while no server is attached before it
+                    // blocks (the session Ring's capacity, at least HOLDER_RING).
+                    ring: self.spec.ring_capacity.max(HOLDER_RING),
                     pipes: mode == Mode::Pipe,
                 };
                 let attached = tokio::task::spawn_blocking(move || {

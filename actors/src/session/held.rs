@@ -31,8 +31,9 @@ const FLOOD_WINDOW: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(2);
 /// Output quiet for this long lets the screen catch up.
 const IDLE: Duration = Duration::from_millis(150);
-/// While output is not yet logged, how often its progress is written back to the holder (which
-/// may be waiting for room: a full ring publishes nothing, so no wake-up would come).
+/// While output is not yet logged (or held back for the log to catch up), how often its
+/// progress is written back to the holder (which may be waiting for room: a full ring publishes
+/// nothing, so no wake-up would come).
 const ACK_EVERY: Duration = Duration::from_millis(2);
 
 /// The reader actor.
@@ -144,7 +145,10 @@ impl Actor for HeldReader {
                     Ok(Err(e)) => tracing::warn!(error = %e, "holder wake-up unreadable"),
                 }
             }
-            _ = tokio::time::sleep(ACK_EVERY), if st.args.ring.acked() < st.cursor => {}
+            // Unlogged output (the holder may wait for room), or output held back until the
+            // log catches up: look again shortly.
+            _ = tokio::time::sleep(ACK_EVERY),
+                if st.args.ring.acked() < st.cursor || st.cursor < st.args.ring.end() => {}
             _ = tokio::time::sleep(IDLE), if st.dirty => {
                 st.dirty = false;
                 st.nudge_screen();
@@ -159,9 +163,20 @@ impl HeldState {
     /// Copies up to [`BURST`] published bytes into the session's Ring; returns how many.
     fn copy(&mut self) -> usize {
         let ring = &self.args.ring;
+        // The session Ring never runs further ahead of the log than its capacity, so the
+        // persister is never lapped (no gap); the rest waits in the holder's ring.
+        let limit = self
+            .args
+            .shared
+            .feed
+            .persisted_offset()
+            .map_or(u64::MAX, |p| {
+                p.saturating_add(self.args.shared.ring.capacity() as u64)
+            });
         let mut copied = 0;
-        while copied < BURST && self.cursor < ring.end() {
-            let bytes = ring.read(self.cursor, BURST - copied);
+        while copied < BURST && self.cursor < ring.end().min(limit) {
+            let room = (limit - self.cursor).min((BURST - copied) as u64) as usize;
+            let bytes = ring.read(self.cursor, room);
             if bytes.is_empty() {
                 break;
             }
