@@ -364,3 +364,31 @@ async fn a_pipe_session_keeps_its_process_and_its_pipes_through_server_kills() {
     assert!(n.len() > 50, "{} lines", n.len());
     assert!(n.windows(2).all(|w| w[0] < w[1]), "in order, no line twice");
 }
+
+#[tokio::test]
+async fn programs_that_end_at_once_start_and_end_cleanly_under_their_holders() {
+    // The program may be reaped by its holder before the server's Hello is read: the exit must
+    // arrive in the Welcome, never as an unexpected first message. (A race: this catches it
+    // only sometimes, under load; `holder::launch::tests` pins the server's side of it.)
+    let server = Server::start();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let info = server
+            .spawn(json!({"name": format!("quick{i}"), "argv": ["true"]}))
+            .await;
+        ids.push(info["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = list(&server).await;
+        let ended = all
+            .iter()
+            .filter(|s| s["state"] == "stopped" && s["last_exit"]["code"] == 0)
+            .count();
+        if ended == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all ended cleanly: {all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

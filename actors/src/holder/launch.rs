@@ -223,9 +223,19 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
     let conn = wire::connect(socket)?;
     let holder = wire::peer_pid(&conn)?;
     wire::send(conn.as_fd(), &ToHolder::Hello { v: VERSION, from }, &[])?;
-    wait_readable(&conn, WELCOME_TIMEOUT)?;
-    let (msg, mut fds) = wire::recv::<FromHolder>(&conn, MsgFlags::MSG_DONTWAIT)?
-        .ok_or_else(|| io::Error::other("holder hung up before answering"))?;
+    let deadline = std::time::Instant::now() + WELCOME_TIMEOUT;
+    let (msg, mut fds) = loop {
+        wait_readable(
+            &conn,
+            deadline.saturating_duration_since(std::time::Instant::now()),
+        )?;
+        let got = wire::recv::<FromHolder>(&conn, MsgFlags::MSG_DONTWAIT)?
+            .ok_or_else(|| io::Error::other("holder hung up before answering"))?;
+        // An exit reported before our Hello was read is in the Welcome too.
+        if !matches!(got.0, FromHolder::Exited(_)) {
+            break got;
+        }
+    };
     match msg {
         FromHolder::Welcome {
             v,
@@ -320,5 +330,57 @@ fn wait_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<()> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ExitStatus;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn an_exit_reported_before_the_welcome_is_not_taken_for_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sock");
+        let listener = wire::listen(&path).unwrap();
+        let exit = Exit {
+            status: ExitStatus::Code(0),
+            at_ms: 1,
+        };
+        // A holder whose program ended between our connect and our Hello.
+        let holder = std::thread::spawn(move || {
+            let conn = wire::accept(&listener).unwrap().unwrap();
+            wire::send(conn.as_fd(), &FromHolder::Exited(exit), &[]).unwrap();
+            wait_readable(&conn, Duration::from_secs(5)).unwrap();
+            let (hello, _) = wire::recv::<ToHolder>(&conn, MsgFlags::empty())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                hello,
+                ToHolder::Hello {
+                    v: VERSION,
+                    from: 7
+                }
+            );
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let welcome = FromHolder::Welcome {
+                v: VERSION,
+                holder: 1,
+                pid: 2,
+                starttime: 3,
+                base: 0,
+                end: 0,
+                exited: Some(exit),
+                pipes: true,
+            };
+            let fds = [w.as_raw_fd(), r.as_raw_fd(), r.as_raw_fd()];
+            wire::send(conn.as_fd(), &welcome, &fds).unwrap();
+            conn
+        });
+        let attached = attach(&path, 7).unwrap();
+        assert_eq!(attached.exited, Some(exit));
+        assert!(matches!(attached.io, HeldIo::Pipes { .. }));
+        drop(holder.join().unwrap());
     }
 }

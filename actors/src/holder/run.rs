@@ -126,8 +126,10 @@ struct Holder {
     listener: OwnedFd,
     socket: PathBuf,
     socket_ino: u64,
-    /// The attached server, if any.
+    /// The attached server, if any, and whether it said Hello (only then is it told of
+    /// an exit: before, the Welcome carries it).
     conn: Option<OwnedFd>,
+    greeted: bool,
     /// The output not logged yet.
     ring: SharedRing,
     /// Written after each batch of reads: wakes the attached server's reader.
@@ -210,6 +212,7 @@ impl Holder {
             socket: spec.socket.clone(),
             socket_ino,
             conn: None,
+            greeted: false,
             ring,
             wake,
             log_path: spec.log.clone(),
@@ -371,7 +374,9 @@ impl Holder {
                             at_ms: crate::persist::store::now_ms(),
                         };
                         self.exited = Some(exit);
-                        self.tell(&FromHolder::Exited(exit), &[]);
+                        if self.greeted {
+                            self.tell(&FromHolder::Exited(exit), &[]);
+                        }
                     }
                 }
             }
@@ -381,7 +386,10 @@ impl Holder {
     /// A new server connection replaces the old one (there is one server per data dir).
     fn accept(&mut self) {
         match wire::accept(&self.listener) {
-            Ok(Some(conn)) => self.conn = Some(conn),
+            Ok(Some(conn)) => {
+                self.conn = Some(conn);
+                self.greeted = false;
+            }
             Ok(None) => eprintln!("corral holder: refused a connection from another user"),
             Err(e) => eprintln!("corral holder: accept: {e}"),
         }
@@ -409,6 +417,7 @@ impl Holder {
     }
 
     fn hello(&mut self, v: u32, from: u64) {
+        self.greeted = true;
         if v != VERSION {
             return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"));
         }
