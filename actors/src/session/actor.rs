@@ -103,6 +103,9 @@ struct Running {
     pidfd: Option<Arc<PidFd>>,
     /// Its holder, when it has one: the link, and where its exit arrives.
     held: Option<(Link, watch::Receiver<Option<Exit>>)>,
+    /// A held terminal's shared ring (to tell a closed terminal still draining from one held
+    /// open by a leftover process).
+    shm: Option<Arc<SharedRing>>,
     /// Membership rules for the sweep.
     tree: SessionTree,
     /// PTY master (PTY mode), for resize; dropped after the drain.
@@ -706,6 +709,10 @@ impl SessionActorState {
             pid,
             pidfd: pidfd.clone(),
             held: link.clone().map(|l| (l, exit_rx)),
+            shm: match &out_fd {
+                Source::Held(ring, _) => Some(ring.clone()),
+                Source::Fd(_) => None,
+            },
             tree,
             master,
             io_actors: Vec::new(),
@@ -971,14 +978,26 @@ impl SessionActorState {
             }
         }
         for eof in &mut run.eof {
-            if tokio::time::timeout(DRAIN_TIMEOUT, eof.wait_for(|done| *done))
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    pid = run.pid,
-                    "output not drained within {DRAIN_TIMEOUT:?}; something still holds the terminal"
-                );
+            loop {
+                let head = self.shared.ring.head();
+                if tokio::time::timeout(DRAIN_TIMEOUT, eof.wait_for(|done| *done))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                // A held terminal that is closed has its last bytes in the holder's ring (up to
+                // its size): keep draining while they move. Only a terminal still held open by
+                // a leftover process, or a drain that stopped moving, is given up on.
+                let draining =
+                    run.shm.as_ref().is_some_and(|r| r.closed()) && self.shared.ring.head() > head;
+                if !draining {
+                    tracing::warn!(
+                        pid = run.pid,
+                        "output not drained within {DRAIN_TIMEOUT:?}; something still holds the terminal"
+                    );
+                    break;
+                }
             }
         }
         drop(run);
