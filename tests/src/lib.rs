@@ -457,6 +457,28 @@ impl Ws {
     }
 }
 
+/// Every byte of session `id`'s log in data dir `dir`, read from its files (empty without a
+/// log); panics on a gap.
+pub fn log_bytes(dir: &Path, id: &str) -> Vec<u8> {
+    use corral_actors::persist::{Chunk, LogReader};
+    let logs = dir.join("logs").join(id);
+    if !logs.exists() {
+        return Vec::new();
+    }
+    let (reader, _) = LogReader::open(&logs).unwrap();
+    let Some(first) = reader.first_offset() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in reader.read_range(first, usize::MAX).unwrap() {
+        match c {
+            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
+            Chunk::Gap { from, to } => panic!("session {id}: gap {from}..{to} in its log"),
+        }
+    }
+    out
+}
+
 /// Live processes carrying a session's CORRAL_SESSION_ID.
 pub fn session_processes(id: &str) -> Vec<i32> {
     let mut out = Vec::new();

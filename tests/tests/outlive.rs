@@ -7,26 +7,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use corral_actors::persist::{Chunk, LogReader};
-use corral_tests::{Server, session_processes};
+use corral_tests::{Server, log_bytes, session_processes};
 use serde_json::{Value, json};
-
-/// Every byte of a session's log, read from its files; panics on a gap.
-fn log_bytes(dir: &std::path::Path, id: &str) -> Vec<u8> {
-    let logs = dir.join("logs").join(id);
-    let (reader, _) = LogReader::open(&logs).unwrap();
-    let Some(first) = reader.first_offset() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for c in reader.read_range(first, usize::MAX).unwrap() {
-        match c {
-            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
-            Chunk::Gap { from, to } => panic!("session {id}: gap {from}..{to} in its log"),
-        }
-    }
-    out
-}
 
 /// The numbers of the complete `n <i>` lines of a log, in order.
 fn numbers(log: &[u8]) -> Vec<u64> {

@@ -6,8 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_actors::persist::{Chunk, LogReader};
-use corral_tests::{Frame, Server, binary};
+use corral_tests::{Frame, Server, binary, log_bytes};
 use serde_json::{Value, json};
 
 const OUTPUT: u8 = 1;
@@ -19,21 +18,6 @@ fn corral(server: &Server, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn log_bytes(dir: &std::path::Path, id: &str) -> Vec<u8> {
-    let (reader, _) = LogReader::open(dir.join("logs").join(id)).unwrap();
-    let Some(first) = reader.first_offset() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for c in reader.read_range(first, usize::MAX).unwrap() {
-        match c {
-            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
-            Chunk::Gap { from, to } => panic!("gap {from}..{to}"),
-        }
-    }
-    out
 }
 
 async fn session(server: &Server, id: &str) -> Value {

@@ -283,8 +283,9 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
     }
 }
 
-/// Reads `fd` to EOF, failing after `timeout`.
-fn read_with_timeout(fd: OwnedFd, timeout: Duration) -> io::Result<Vec<u8>> {
+/// Reads `fd` to EOF, failing after `timeout` (a child's one-line answer on a pipe: the
+/// holder's `Ready`, and the upgrade successor's `ready`).
+pub fn read_with_timeout(fd: OwnedFd, timeout: Duration) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut file = std::fs::File::from(fd);
     let deadline = std::time::Instant::now() + timeout;

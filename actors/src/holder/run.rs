@@ -421,28 +421,26 @@ impl Holder {
         if v != VERSION {
             return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"));
         }
-        // Pipes hold their own unread output; offsets are the server's business.
-        if let Some(pipes) = &self.pipes {
-            return self.welcome_pipes(pipes.each_ref().map(|p| p.as_raw_fd()));
-        }
-        if from < self.ring.held_from() || from > self.ring.end() {
-            return self.refuse(format!(
-                "output from offset {from} is not held (held: {}..{})",
-                self.ring.held_from(),
-                self.ring.end()
-            ));
-        }
-        // Bytes from `from` on are this server's to log: none of them may be overwritten.
-        self.ring.rewind_acked(from);
-        let master = match self.master.as_ref().map(|m| m.try_clone()).transpose() {
-            Ok(m) => m,
-            Err(e) => return self.refuse(format!("cannot share the terminal: {e}")),
+        let fds = match &self.pipes {
+            // Pipes hold their own unread output; offsets are the server's business.
+            Some(pipes) => pipes.each_ref().map(|p| p.as_raw_fd()),
+            None => {
+                if from < self.ring.held_from() || from > self.ring.end() {
+                    return self.refuse(format!(
+                        "output from offset {from} is not held (held: {}..{})",
+                        self.ring.held_from(),
+                        self.ring.end()
+                    ));
+                }
+                // Bytes from `from` on are this server's to log: none may be overwritten.
+                self.ring.rewind_acked(from);
+                // SCM_RIGHTS gives the server its own descriptors. Without a terminal (already
+                // closed) the eventfd stands in, so the server always gets three (it reads
+                // `closed` in the ring and never writes to it).
+                let master = self.master.as_ref().unwrap_or(&self.wake).as_raw_fd();
+                [master, self.ring.fd().as_raw_fd(), self.wake.as_raw_fd()]
+            }
         };
-        // Without a terminal (already closed) the eventfd stands in, so the server always gets
-        // three descriptors (it reads `closed` in the ring and never writes to it).
-        let master_fd = master
-            .as_ref()
-            .map_or(self.wake.as_raw_fd(), |m| m.as_raw_fd());
         let welcome = FromHolder::Welcome {
             v: VERSION,
             holder: std::process::id() as i32,
@@ -451,27 +449,11 @@ impl Holder {
             base: self.ring.base(),
             end: self.ring.end(),
             exited: self.exited,
-            pipes: false,
+            pipes: self.pipes.is_some(),
         };
-        let fds = [master_fd, self.ring.fd().as_raw_fd(), self.wake.as_raw_fd()];
-        if self.tell(&welcome, &fds) {
+        if self.tell(&welcome, &fds) && self.pipes.is_none() {
             self.wake_server();
         }
-    }
-
-    /// `Welcome` for a pipe-mode program: its pipes (the server reads and writes them).
-    fn welcome_pipes(&mut self, fds: [RawFd; 3]) {
-        let welcome = FromHolder::Welcome {
-            v: VERSION,
-            holder: std::process::id() as i32,
-            pid: self.pid,
-            starttime: self.starttime,
-            base: self.ring.base(),
-            end: self.ring.end(),
-            exited: self.exited,
-            pipes: true,
-        };
-        self.tell(&welcome, &fds);
     }
 
     fn refuse(&mut self, reason: String) {

@@ -36,6 +36,7 @@ use super::link::{HolderLink, Link, LinkArgs};
 use super::msg::{SessionMsg, ViewerId};
 use super::output::{Framing, OutputReader, ReaderArgs, Sink};
 use super::shared::SessionShared;
+use super::spawned::{Master, Source, Spawned};
 use crate::agent::Profile;
 use crate::env::{self, PrivateTmp};
 use crate::error::SessionError;
@@ -122,22 +123,6 @@ struct Running {
     reaped: bool,
 }
 
-/// A PTY master: portable-pty's when this server opened the PTY, a plain fd when a holder
-/// passed it.
-enum Master {
-    Own(Box<dyn portable_pty::MasterPty + Send>),
-    Held(std::os::fd::OwnedFd),
-}
-
-impl Master {
-    fn resize(&self, size: Size) -> Result<(), String> {
-        match self {
-            Master::Own(m) => m.resize(pty::pty_size(size)).map_err(|e| e.to_string()),
-            Master::Held(fd) => pty::resize_fd(fd, size).map_err(|e| e.to_string()),
-        }
-    }
-}
-
 impl Drop for Running {
     /// Only reached with `reaped == false` if the actor was killed or failed mid-flight: kill the
     /// whole tree now (no grace is possible in Drop) and let the reaper collect the zombies.
@@ -161,85 +146,6 @@ impl Drop for Running {
         if let Some((link, _)) = &self.held {
             link.release();
         }
-    }
-}
-
-/// Registered descriptor.
-type Registered = tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>;
-
-/// Where a process's output comes from.
-enum Source {
-    /// A terminal or pipe this server reads.
-    Fd(Registered),
-    /// A holder's shared ring, and the eventfd it writes after publishing.
-    Held(Arc<SharedRing>, Registered),
-}
-
-/// A process just spawned or attached, before its readers start.
-struct Spawned {
-    pid: i32,
-    pidfd: Option<Arc<PidFd>>,
-    master: Option<Master>,
-    output: Source,
-    input: Registered,
-    stderr: Option<Registered>,
-    /// The holder's link and the exit it already reported.
-    held: Option<(Link, Option<Exit>)>,
-}
-
-impl Spawned {
-    /// A process under a holder: output from the holder's pipe, input and resize on the passed
-    /// master, exit from the holder. If anything here fails the holder is released (it kills
-    /// the program).
-    fn held(a: crate::holder::Attached) -> std::io::Result<Spawned> {
-        use std::os::fd::AsRawFd;
-        use tokio::io::Interest;
-        let link = Link::new(a.socket, a.holder)?;
-        let setup = || -> std::io::Result<Spawned> {
-            // Our own non-blocking duplicates, registered one way each (as `pty`/`pipe` do).
-            let take = |fd: &std::os::fd::OwnedFd, interest| {
-                crate::fd::dup_nonblocking(fd.as_raw_fd())
-                    .and_then(|d| crate::fd::register(d, interest))
-            };
-            // The process may be gone already (it exited while no server was attached).
-            let pidfd = match a.exited {
-                Some(_) => None,
-                None => PidFd::open(a.pid).ok().map(Arc::new),
-            };
-            let (master, output, input, stderr) = match a.io {
-                crate::holder::HeldIo::Pty { master, ring, wake } => {
-                    crate::fd::set_nonblocking(&wake)?;
-                    let wake = crate::fd::register(wake, Interest::READABLE)?;
-                    let input = take(&master, Interest::WRITABLE)?;
-                    (
-                        Some(Master::Held(master)),
-                        Source::Held(Arc::new(ring), wake),
-                        input,
-                        None,
-                    )
-                }
-                crate::holder::HeldIo::Pipes {
-                    stdin,
-                    stdout,
-                    stderr,
-                } => (
-                    None,
-                    Source::Fd(take(&stdout, Interest::READABLE)?),
-                    take(&stdin, Interest::WRITABLE)?,
-                    Some(take(&stderr, Interest::READABLE)?),
-                ),
-            };
-            Ok(Spawned {
-                pid: a.pid,
-                pidfd,
-                master,
-                output,
-                input,
-                stderr,
-                held: Some((link.clone(), a.exited)),
-            })
-        };
-        setup().inspect_err(|_| link.release())
     }
 }
 

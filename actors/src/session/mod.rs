@@ -23,6 +23,7 @@ pub mod msg;
 pub mod output;
 pub mod parts;
 pub mod shared;
+mod spawned;
 
 pub use actor::{Begin, INPUT_QUEUE_BYTES, Session, SessionArgs};
 pub use msg::{SessionMsg, ViewerId};

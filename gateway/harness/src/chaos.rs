@@ -245,7 +245,24 @@ impl Chaos {
         ) {
             bail!("kill {pid}: {e}");
         }
-        let policy = self.policies[&id].clone();
+        self.settle("child SIGKILL", &id, restarts, |info| {
+            info["last_exit"]["signal"] == json!(9)
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// After a fault that ended session `id`'s process: `always`/`on_failure` must run again
+    /// (restarts past `restarts`), `never` must end Stopped as `ended_right` says (and is then
+    /// restarted by request, to keep it in the game).
+    async fn settle(
+        &mut self,
+        fault: &str,
+        id: &str,
+        restarts: u64,
+        ended_right: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<()> {
+        let policy = self.policies[id].clone();
         let deadline = Instant::now() + SETTLE;
         loop {
             let info = self
@@ -260,25 +277,23 @@ impl Chaos {
             };
             if done {
                 if policy == "never" {
-                    if info["last_exit"]["signal"] != json!(9) {
-                        self.fail("child SIGKILL", format!("never session {id} ended {info}"));
+                    if !ended_right(&info) {
+                        self.fail(fault, format!("never session {id} ended {info}"));
                     }
-                    // Keep it in the game.
                     let mut ws = self.server().remote.ws().await?;
                     ws.call(json!({"type": "restart", "session": id})).await?;
                 }
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 self.fail(
-                    "child SIGKILL",
+                    fault,
                     format!("{policy} session {id} did not settle: {info}"),
                 );
-                break;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(true)
     }
 
     async fn server_crash(&mut self, tear: bool) -> anyhow::Result<bool> {
@@ -472,38 +487,10 @@ impl Chaos {
         ) {
             bail!("kill holder {holder}: {e}");
         }
-        let policy = self.policies[&id].clone();
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let info = self
-                .server()
-                .remote
-                .json("GET", &format!("/v1/sessions/{id}"), None)
-                .await?;
-            let state = info["state"].as_str().unwrap_or("");
-            let done = match policy.as_str() {
-                "never" => state == "stopped",
-                _ => state == "running" && info["restarts"].as_u64().unwrap_or(0) > restarts,
-            };
-            if done {
-                if policy == "never" {
-                    if !info["reason"].as_str().is_some_and(|r| r.contains("lost")) {
-                        self.fail("holder SIGKILL", format!("never session {id} ended {info}"));
-                    }
-                    let mut ws = self.server().remote.ws().await?;
-                    ws.call(json!({"type": "restart", "session": id})).await?;
-                }
-                break;
-            }
-            if Instant::now() > deadline {
-                self.fail(
-                    "holder SIGKILL",
-                    format!("{policy} session {id} did not settle: {info}"),
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.settle("holder SIGKILL", &id, restarts, |info| {
+            info["reason"].as_str().is_some_and(|r| r.contains("lost"))
+        })
+        .await?;
         for p in members {
             if p.is_alive_same() {
                 self.fail(

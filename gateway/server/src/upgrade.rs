@@ -16,12 +16,11 @@
 //!    exits;
 //! 5. the successor takes the lock, reattaches every holder (boot recovery) and serves.
 
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -152,7 +151,9 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, Stri
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     drop((ready_w, listener));
-    let said = read_ready(ready_r, HANDOVER_TIMEOUT);
+    let said = corral_actors::holder::launch::read_with_timeout(ready_r, HANDOVER_TIMEOUT)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| e.to_string());
     match said.as_deref().map(str::trim) {
         Ok("ready") => Ok(child.id()),
         outcome => {
@@ -175,43 +176,6 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, Stri
                 }
                 Err(e) => format!("the new binary was not ready: {e} ({status}); still serving"),
             })
-        }
-    }
-}
-
-/// Reads the successor's word (to EOF), bounded in time.
-fn read_ready(fd: OwnedFd, timeout: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
-    let mut file = std::fs::File::from(fd);
-    let mut out = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no answer within {timeout:?}"));
-        }
-        let mut p = libc::pollfd {
-            fd: file.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the call.
-        let rc = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e.to_string());
-        }
-        if rc == 0 {
-            continue;
-        }
-        let mut buf = [0u8; 512];
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(String::from_utf8_lossy(&out).into_owned()),
-            Ok(n) if out.len() < 4096 => out.extend_from_slice(&buf[..n]),
-            Ok(_) => return Err("too much said".into()),
-            Err(e) => return Err(e.to_string()),
         }
     }
 }
