@@ -4,7 +4,8 @@
 //! absolute path of the running corral binary, so every hook event reaches corral with the
 //! session's own token (the user's global settings are never edited); and a resume template:
 //! a restart after a crash runs `claude --resume <agent session id>` with the id captured from
-//! the last SessionStart hook.
+//! the last SessionStart hook. In stream-json mode it also adds the flags of Claude's structured
+//! protocol (see `stream_json`), whose events [`record_stream`] applies.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,9 @@ use serde_json::json;
 pub use crate::attention::{Attention, PermissionAsk};
 
 use crate::event::{EventKind, SessionEvent};
-use crate::session::shared::SessionShared;
+use crate::session::shared::{SessionShared, Status};
+use crate::spec::Mode;
+use crate::stream_json::{AgentEvent, USER};
 
 /// The hook events the claude profile subscribes to: every event the installed Claude Code
 /// (2.1) documents, but `WorktreeCreate`/`WorktreeRemove`, whose hooks *replace* Claude's own
@@ -59,51 +62,151 @@ pub const PERMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// hook timeout are set to outlast it.
 pub const PERMISSION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Records an agent hook event of `session` (one canonical model) and applies what it means:
-/// SessionStart rebinds the agent session id (it changes on clear/compact/resume); every event
-/// named in [`Attention::after`] moves the attention state; a PermissionRequest records the
-/// tool and input asked for. The session's own state machine knows nothing of agents: this is
+/// Records an agent hook event of `session` (one canonical model) and applies what it means
+/// (see [`apply_hook`]). The session's own state machine knows nothing of agents: this module is
 /// the only place hook names mean something.
 pub fn record_hook(
     session: &SessionShared,
     name: &str,
     payload: serde_json::Value,
 ) -> SessionEvent {
-    {
-        let mut s = session.status.write();
-        if name == "SessionStart"
-            && let Some(id) = payload.get("session_id").and_then(|v| v.as_str())
-        {
-            s.agent_session_id = Some(id.to_string());
-        }
-        let current = s.attention.unwrap_or(Attention::Starting);
-        if let Some(next) = current.after(name, &payload) {
-            s.attention = Some(next);
-            s.permission = (next == Attention::NeedsPermission).then(|| PermissionAsk {
-                tool: payload
-                    .get("tool_name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                input: payload.get("tool_input").cloned().unwrap_or_default(),
-            });
-            if next == Attention::NeedsPermission
-                && name == "Notification"
-                && let Some(ask) = s.permission.as_mut()
-            {
-                // A Notification names no tool: keep its message as what is asked.
-                ask.tool = payload
-                    .get("message")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string();
-            }
-        }
-    }
+    apply_hook(&mut session.status.write(), session.mode, name, &payload);
     session.emit(EventKind::Hook {
         name: name.to_string(),
         payload,
     })
+}
+
+/// Records a structured agent's typed event (see `stream_json`) and applies what it means (see
+/// [`apply_stream`]).
+pub fn record_stream(session: &SessionShared, event: AgentEvent) -> SessionEvent {
+    apply_stream(&mut session.status.write(), &event);
+    session.emit(EventKind::Agent(event))
+}
+
+/// Rebuilds an adopted session's agent state (attention, the open question) from its last
+/// journaled events, before its actor starts: the agent kept running while no server was there,
+/// and what it waits for is what those events said last. (A terminal agent's question then
+/// waits in its own dialog: the hook call that held it ended with the old server.)
+pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
+    let mut s = session.status.write();
+    for event in events {
+        match &event.kind {
+            EventKind::Hook { name, payload } => apply_hook(&mut s, session.mode, name, payload),
+            EventKind::Agent(e) => apply_stream(&mut s, e),
+            _ => {}
+        }
+    }
+}
+
+/// What a hook means: SessionStart rebinds the agent session id (it changes on
+/// clear/compact/resume); every event named in [`Attention::after`] moves the attention state;
+/// a PermissionRequest records the tool and input asked for.
+fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Value) {
+    if name == "SessionStart"
+        && let Some(id) = payload.get("session_id").and_then(|v| v.as_str())
+    {
+        s.agent_session_id = Some(id.to_string());
+    }
+    let current = s.attention.unwrap_or(Attention::Starting);
+    // A structured session's permission questions are the control protocol's (they carry the
+    // id the answer needs): its hooks only journal them, or a late hook would reopen a question
+    // already answered.
+    let structured_ask =
+        mode == Mode::StreamJson && matches!(name, "PermissionRequest" | "Notification");
+    let Some(next) = current.after(name, payload).filter(|_| !structured_ask) else {
+        return;
+    };
+    s.attention = Some(next);
+    s.permission = (next == Attention::NeedsPermission).then(|| {
+        let text = |k: &str| {
+            payload
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        PermissionAsk {
+            // A Notification names no tool: its message is what is asked.
+            tool: if name == "Notification" {
+                text("message")
+            } else {
+                text("tool_name")
+            },
+            input: payload.get("tool_input").cloned().unwrap_or_default(),
+            request_id: None,
+        }
+    });
+}
+
+/// What a structured agent's event means: `init` binds the agent session id; a permission
+/// request is `needs_permission` with its request id, until it is answered or withdrawn; a
+/// turn's end is `idle`; a user message, a tool call or the agent's text is `working`.
+fn apply_stream(s: &mut Status, event: &AgentEvent) {
+    let next = match event {
+        AgentEvent::Init {
+            agent_session_id, ..
+        } => {
+            s.agent_session_id = Some(agent_session_id.clone());
+            None
+        }
+        AgentEvent::PermissionRequest {
+            request_id,
+            tool,
+            input,
+        } => {
+            s.permission = Some(PermissionAsk {
+                tool: tool.clone(),
+                input: input.clone(),
+                request_id: Some(request_id.clone()),
+            });
+            Some(Attention::NeedsPermission)
+        }
+        AgentEvent::PermissionCancelled { request_id }
+        | AgentEvent::PermissionAnswered { request_id, .. } => s
+            .permission
+            .as_ref()
+            .is_some_and(|a| a.request_id.as_ref() == Some(request_id))
+            .then_some(Attention::Working),
+        AgentEvent::Result { .. } => Some(Attention::Idle),
+        AgentEvent::Message { role, .. } if role == USER => Some(Attention::Working),
+        AgentEvent::Message { .. } | AgentEvent::ToolCall { .. } => {
+            // Text or a tool call while a question is open is the question's context (the call
+            // comes before its permission request): nothing changes then.
+            (s.attention != Some(Attention::NeedsPermission)).then_some(Attention::Working)
+        }
+        AgentEvent::ToolResult { .. } | AgentEvent::ControlRequest { .. } => None,
+    };
+    if let Some(next) = next {
+        s.attention = Some(next);
+        if next != Attention::NeedsPermission {
+            s.permission = None;
+        }
+    }
+}
+
+/// Takes the open question of a structured session (one with a request id), leaving the
+/// session `working`: whoever takes it answers it, so two answers never reach the agent.
+/// [`reopen`] puts it back when the answer could not be delivered.
+pub fn take_question(session: &SessionShared) -> Option<PermissionAsk> {
+    let mut s = session.status.write();
+    if s.attention != Some(Attention::NeedsPermission)
+        || s.permission.as_ref().is_none_or(|a| a.request_id.is_none())
+    {
+        return None;
+    }
+    s.attention = Some(Attention::Working);
+    s.permission.take()
+}
+
+/// Puts back a question taken by [`take_question`] whose answer could not be written, unless a
+/// newer state came meanwhile.
+pub fn reopen(session: &SessionShared, ask: PermissionAsk) {
+    let mut s = session.status.write();
+    if s.attention == Some(Attention::Working) && s.permission.is_none() {
+        s.attention = Some(Attention::NeedsPermission);
+        s.permission = Some(ask);
+    }
 }
 
 /// Sets the attention state from outside a hook (a permission answered through the API).
@@ -114,6 +217,19 @@ pub fn set_attention(session: &SessionShared, attention: Attention) {
         s.permission = None;
     }
 }
+
+/// What the claude profile adds in stream-json mode: print mode, stream-json both ways (which
+/// needs `--verbose`), and permission requests as control requests on stdout.
+pub const STREAM_JSON_FLAGS: &[&str] = &[
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--permission-prompt-tool",
+    "stdio",
+];
 
 /// A known agent profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,11 +249,13 @@ impl Profile {
     }
 
     /// Writes the profile's files into the session's private dir and returns the argv to run:
-    /// `argv` with `--settings <file>` after the program, and on a restart with a known agent
-    /// session id, `--resume <id>` too.
+    /// `argv` with `--settings <file>` after the program, on a restart with a known agent
+    /// session id `--resume <id>` too, and in stream-json mode the flags of the structured
+    /// protocol ([`STREAM_JSON_FLAGS`]; those already given are not repeated).
     pub fn prepare(
         self,
         argv: &[String],
+        mode: Mode,
         private_dir: &Path,
         hook_command: &[String],
         resume: Option<&str>,
@@ -154,6 +272,20 @@ impl Profile {
                 {
                     out.push("--resume".into());
                     out.push(id.to_string());
+                }
+                if mode == Mode::StreamJson {
+                    let mut flags = STREAM_JSON_FLAGS.iter();
+                    while let Some(flag) = flags.next() {
+                        let value = if flag.starts_with("--") && !matches!(*flag, "--verbose") {
+                            flags.next()
+                        } else {
+                            None
+                        };
+                        if !argv.iter().any(|a| a == flag) {
+                            out.push(flag.to_string());
+                            out.extend(value.map(|v| v.to_string()));
+                        }
+                    }
                 }
                 out.extend_from_slice(&argv[1..]);
                 Ok(out)
@@ -213,7 +345,7 @@ mod tests {
             .collect();
         let hook = vec!["/opt/my corral/corral".to_string(), "hook".to_string()];
         let out = Profile::Claude
-            .prepare(&argv, dir.path(), &hook, Some("abc"))
+            .prepare(&argv, Mode::Pty, dir.path(), &hook, Some("abc"))
             .unwrap();
         assert_eq!(out[0], "claude");
         assert_eq!(out[1], "--settings");
@@ -226,5 +358,26 @@ mod tests {
             .unwrap();
         assert_eq!(cmd, "'/opt/my corral/corral' hook");
         assert!(Profile::parse(Some("nope")).is_err());
+        // Stream-json mode adds the structured protocol's flags, each once.
+        let argv: Vec<String> = ["claude", "--verbose"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out = Profile::Claude
+            .prepare(&argv, Mode::StreamJson, dir.path(), &hook, None)
+            .unwrap();
+        assert_eq!(
+            &out[3..],
+            [
+                "-p",
+                "--input-format",
+                "stream-json",
+                "--output-format",
+                "stream-json",
+                "--permission-prompt-tool",
+                "stdio",
+                "--verbose"
+            ]
+        );
     }
 }

@@ -81,6 +81,9 @@ pub struct PermissionAsk {
     pub tool: String,
     /// Its input as the agent sent it.
     pub input: serde_json::Value,
+    /// The control request to answer (stream-json sessions); hook-asked questions have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[cfg(test)]

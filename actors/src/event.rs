@@ -74,6 +74,8 @@ pub enum EventKind {
         /// In words, e.g. "process 4242 survived the server crash; terminated".
         decision: String,
     },
+    /// What a structured agent (stream-json mode) did, typed; its raw line is in the log.
+    Agent(crate::stream_json::AgentEvent),
     /// An event posted by the agent (hook), in one canonical model.
     Hook {
         /// Hook event name (SessionStart, Notification, Stop, ...).
@@ -93,6 +95,7 @@ impl EventKind {
             EventKind::Restarting { .. } => "restarting",
             EventKind::Json { .. } => "json",
             EventKind::Recovery { .. } => "recovery",
+            EventKind::Agent(_) => "agent",
             EventKind::Hook { .. } => "hook",
         }
     }

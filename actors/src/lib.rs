@@ -33,6 +33,7 @@ pub mod recovery;
 pub mod screen;
 pub mod session;
 pub mod spec;
+pub mod stream_json;
 pub mod subscription;
 pub mod time;
 

@@ -98,11 +98,23 @@ impl SessionHandle {
         self.send_input(viewer, bytes, None)
     }
 
-    /// Input as a paste followed by Enter (how a prompt is given to an agent's TUI): `text`
-    /// wrapped in bracketed-paste markers when the program enabled that mode, then `\r` written
-    /// [`PASTE_ENTER_DELAY`](crate::session::input::PASTE_ENTER_DELAY) later, as the same queue
-    /// item. Errors as [`input`](Self::input).
+    /// A prompt. To a terminal: a paste followed by Enter (how a prompt is given to an agent's
+    /// TUI): `text` wrapped in bracketed-paste markers when the program enabled that mode, then
+    /// `\r` written [`PASTE_ENTER_DELAY`](crate::session::input::PASTE_ENTER_DELAY) later, as
+    /// the same queue item. To a structured agent (stream-json): one user message, recorded as
+    /// a typed `message` event. Errors as [`input`](Self::input).
     pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
+        if self.shared.mode == crate::spec::Mode::StreamJson {
+            self.send_input(viewer, crate::stream_json::user_message(text), None)?;
+            crate::agent::record_stream(
+                &self.shared,
+                crate::stream_json::AgentEvent::Message {
+                    role: crate::stream_json::USER.into(),
+                    text: text.to_string(),
+                },
+            );
+            return Ok(());
+        }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
         let bytes = if bracketed {
@@ -112,6 +124,34 @@ impl SessionHandle {
         };
         let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
         self.send_input(viewer, bytes.into_bytes(), Some(enter))
+    }
+
+    /// Answers a structured agent's open permission question (stream-json: a control response
+    /// on its stdin: allow runs the tool with the input it asked for, deny tells the agent
+    /// `message`); the answer is recorded as a typed event. None when no such question is open
+    /// (a terminal agent's questions are answered through its PermissionRequest hook).
+    pub fn answer(
+        &self,
+        allow: bool,
+        message: Option<&str>,
+    ) -> Result<Option<SessionEvent>, SessionError> {
+        let Some(ask) = crate::agent::take_question(&self.shared) else {
+            return Ok(None);
+        };
+        let request_id = ask.request_id.clone().unwrap_or_default();
+        let line = crate::stream_json::permission_response(&request_id, allow, &ask.input, message);
+        if let Err(e) = self.send_input(0, line, None) {
+            crate::agent::reopen(&self.shared, ask);
+            return Err(e);
+        }
+        Ok(Some(crate::agent::record_stream(
+            &self.shared,
+            crate::stream_json::AgentEvent::PermissionAnswered {
+                request_id,
+                behavior: if allow { "allow" } else { "deny" }.into(),
+                message: message.map(str::to_string),
+            },
+        )))
     }
 
     /// Queues input (and what follows it after a pause) for the running process.
@@ -253,7 +293,13 @@ struct Restored {
     decision: Option<String>,
     /// When it ended, if it had.
     ended_ms: Option<u64>,
+    /// Its last journaled events, when its process was adopted: an agent's state is rebuilt
+    /// from them (see `agent::replay`).
+    recent: Vec<SessionEvent>,
 }
+
+/// Journaled events an adopted agent session's state is rebuilt from.
+const REPLAY_EVENTS: usize = 256;
 
 /// Id and name indexes.
 #[derive(Default)]
@@ -401,10 +447,21 @@ impl Sessions {
             }
             None => Ring::with_start(spec.ring_capacity, start),
         };
+        let recent = match (&self.persist, &spec.agent, begin) {
+            (Some(p), Some(_), Begin::Adopt) => {
+                let after = row.last_seq.saturating_sub(REPLAY_EVENTS as u64);
+                p.events(id, after, REPLAY_EVENTS).await.unwrap_or_else(|e| {
+                    tracing::warn!(session = %id, error = %e, "journal unreadable: the agent's state starts over");
+                    Vec::new()
+                })
+            }
+            _ => Vec::new(),
+        };
         let restored = Restored {
             row,
             decision,
             ended_ms,
+            recent,
         };
         self.register(id, name, spec, ring, Some(restored), begin)
             .await
@@ -496,9 +553,11 @@ impl Sessions {
             row,
             decision,
             ended_ms,
+            recent,
         }) = restored
         {
             shared.restore(&row, ended_ms);
+            crate::agent::replay(&shared, &recent);
             if let Some(decision) = decision {
                 shared.emit(crate::event::EventKind::Recovery { decision });
             }

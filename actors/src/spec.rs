@@ -33,6 +33,11 @@ pub enum Mode {
     /// On stdin/stdout/stderr pipes; stdout NDJSON lines become events (`claude -p
     /// --output-format stream-json`).
     Pipe,
+    /// On pipes, speaking an agent's structured protocol (needs an agent profile; for `claude`:
+    /// stream-json in and out with permission requests on stdout, see `stream_json`): every
+    /// stdout line is logged as it is, and messages, tool calls, results and permission
+    /// requests become typed events.
+    StreamJson,
 }
 
 /// When a session's process is started again after it exits by itself.

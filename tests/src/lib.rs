@@ -2,6 +2,8 @@
 //! against real processes: start a server in a temp data dir, talk to it over HTTP and
 //! WebSockets, stop it with SIGTERM.
 
+pub mod claude_stub;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -20,206 +20,19 @@
 //! Claude's first-run screens are skipped with a temp HOME whose `.claude.json` marks onboarding
 //! done, the project trusted and the API key approved.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use corral_tests::claude_stub::{Stub, claude_env, prepare_home, project_path};
 use corral_tests::{Frame, Server, binary, claude_code, session_processes};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-
-/// The API key Claude gets (approved in `.claude.json` by its last 20 characters).
-const API_KEY: &str = "sk-ant-corral-test-0123456789abcdef";
 
 /// What the TUI shows when its prompt is ready for input.
 const READY: &str = "? for shortcuts";
 
 /// Claude Code's own permission dialog.
 const DIALOG: &str = "Do you want to proceed?";
-
-/// The stub Messages API, one task (its connections in a JoinSet it owns, so aborting it ends
-/// them all); aborted by [`Stub::stop`], or when dropped.
-struct Stub {
-    port: u16,
-    requests: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Stub {
-    /// Listens on 127.0.0.1; the tool_use it hands out runs `command`.
-    async fn start(command: String) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            conns.spawn(serve(stream, log.clone(), command.clone()));
-                        }
-                        Err(_) => return,
-                    },
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
-        Stub {
-            port,
-            requests,
-            task,
-        }
-    }
-
-    /// Every request so far: `{method, path, body}` (body null unless JSON).
-    fn requests(&self) -> Vec<Value> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// `METHOD path` of every request so far (for failure messages).
-    fn summary(&self) -> Vec<String> {
-        self.requests()
-            .iter()
-            .map(|r| format!("{} {}", r["method"], r["path"]).replace('"', ""))
-            .collect()
-    }
-
-    /// The tool_result blocks Claude sent back.
-    fn tool_results(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for r in self.requests() {
-            for m in r["body"]["messages"].as_array().into_iter().flatten() {
-                for b in m["content"].as_array().into_iter().flatten() {
-                    if b["type"] == "tool_result" && !out.contains(b) {
-                        out.push(b.clone());
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// One HTTP/1.1 request on `stream` (the reply closes the connection).
-async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, command: String) {
-    let Some(req) = corral_tests::read_stub_request(&mut stream).await else {
-        return;
-    };
-    let (method, path, body) = (req.method, req.path, req.body);
-    log.lock()
-        .unwrap()
-        .push(json!({"method": method, "path": path, "body": body}));
-    let is_messages = method == "POST"
-        && path.starts_with("/v1/messages")
-        && !path.starts_with("/v1/messages/count_tokens");
-    let (content_type, reply) = if is_messages {
-        messages_reply(&body, &command)
-    } else {
-        ("application/json", "{}".to_string())
-    };
-    corral_tests::write_stub_response(&mut stream, content_type, &reply).await;
-}
-
-/// The answer to a Messages request: a Bash tool_use running `command` while the request offers
-/// the Bash tool and carries no tool_result yet; a short text otherwise (the follow-up with the
-/// tool's result, and side requests such as the session title). SSE when `stream` is set.
-fn messages_reply(body: &Value, command: &str) -> (&'static str, String) {
-    let offers_bash = body["tools"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["name"] == "Bash"));
-    let has_result = body["messages"].as_array().is_some_and(|ms| {
-        ms.iter().any(|m| {
-            m["content"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
-        })
-    });
-    let input = json!({"command": command, "description": "Create the file"});
-    let (block, stop_reason) = if offers_bash && !has_result {
-        (
-            json!({"type": "tool_use", "id": "toolu_stub_1", "name": "Bash", "input": input}),
-            "tool_use",
-        )
-    } else if has_result {
-        (
-            json!({"type": "text", "text": "The stub saw the tool result."}),
-            "end_turn",
-        )
-    } else {
-        (json!({"type": "text", "text": "Stub title"}), "end_turn")
-    };
-    if body["stream"] != true {
-        let msg = json!({
-            "id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
-            "content": [block], "stop_reason": stop_reason, "stop_sequence": null,
-            "usage": {"input_tokens": 10, "output_tokens": 5},
-        });
-        return ("application/json", msg.to_string());
-    }
-    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let start = json!({
-        "id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
-        "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    });
-    let mut sse = ev(
-        "message_start",
-        json!({"type": "message_start", "message": start}),
-    );
-    if block["type"] == "tool_use" {
-        let empty = json!({"type": "tool_use", "id": block["id"], "name": "Bash", "input": {}});
-        sse += &ev(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": empty}),
-        );
-        // The input arrives as partial JSON, split as the API splits it.
-        let text = input.to_string();
-        let (a, b) = text.split_at(text.len() / 2);
-        for part in [a, b] {
-            sse += &ev(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                       "delta": {"type": "input_json_delta", "partial_json": part}}),
-            );
-        }
-    } else {
-        sse += &ev(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "text", "text": ""}}),
-        );
-        sse += &ev(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "text_delta", "text": block["text"]}}),
-        );
-    }
-    sse += &ev(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    );
-    sse += &ev(
-        "message_delta",
-        json!({"type": "message_delta",
-               "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-               "usage": {"output_tokens": 5}}),
-    );
-    sse += &ev("message_stop", json!({"type": "message_stop"}));
-    ("text/event-stream", sse)
-}
 
 /// `corral ARGS` (async: the stub runs on this test's runtime meanwhile).
 async fn corral(server: &Server, args: &[&str]) -> Output {
@@ -363,16 +176,7 @@ impl Claude {
         let command = format!("touch {}", dir.join("made-by-claude").display());
         let stub = Stub::start(command.clone()).await;
         // First-run screens: onboarding done, this project trusted, the API key approved.
-        let config = json!({
-            "hasCompletedOnboarding": true,
-            "theme": "dark",
-            "projects": { dir.display().to_string(): { "hasTrustDialogAccepted": true } },
-            "customApiKeyResponses": {
-                "approved": [&API_KEY[API_KEY.len() - 20..]],
-                "rejected": [],
-            },
-        });
-        std::fs::write(home.path().join(".claude.json"), config.to_string()).unwrap();
+        prepare_home(home.path(), &dir);
         let env = claude_env(home.path(), &stub);
         let dir_arg = dir.display().to_string();
         let mut args = vec![
@@ -450,24 +254,6 @@ impl Claude {
         }
         self.stub.stop();
     }
-}
-
-/// Claude's environment: its own HOME, the stub as the API, no updater, telemetry or other
-/// traffic.
-fn claude_env(home: &Path, stub: &Stub) -> Vec<String> {
-    vec![
-        format!("HOME={}", home.display()),
-        format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", stub.port),
-        format!("ANTHROPIC_API_KEY={API_KEY}"),
-        "DISABLE_AUTOUPDATER=1".to_string(),
-        "DISABLE_TELEMETRY=1".to_string(),
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1".to_string(),
-    ]
-}
-
-/// The project dir as Claude sees its cwd (symlinks resolved).
-fn project_path(p: &Path) -> PathBuf {
-    p.canonicalize().unwrap()
 }
 
 #[tokio::test]

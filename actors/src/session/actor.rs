@@ -238,6 +238,12 @@ impl Actor for Session {
             )
             .into());
         }
+        if spec.mode == Mode::StreamJson && profile.is_none() {
+            return Err(SessionError::BadSpec(
+                "mode stream-json needs an agent profile that speaks it (agent \"claude\")".into(),
+            )
+            .into());
+        }
         let tmp = PrivateTmp::create(&args.tmp_root, args.shared.id)
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
         let screen = if spec.mode == Mode::Pty {
@@ -459,6 +465,7 @@ impl SessionActorState {
             Ok(Some(profile)) => profile
                 .prepare(
                     &self.spec.argv,
+                    self.spec.mode,
                     self.tmp.path(),
                     self.spec.hook_command.as_deref().unwrap_or_default(),
                     agent_session
@@ -481,7 +488,7 @@ impl SessionActorState {
                     // What the program may write while no server is attached before it
                     // blocks (the session Ring's capacity, at least HOLDER_RING).
                     ring: self.spec.ring_capacity.max(HOLDER_RING),
-                    pipes: mode == Mode::Pipe,
+                    pipes: mode != Mode::Pty,
                 };
                 let attached = tokio::task::spawn_blocking(move || {
                     crate::holder::launch::launch(&holders, id, program)
@@ -504,7 +511,7 @@ impl SessionActorState {
                     held: None,
                 }
             }
-            (Mode::Pipe, None) => {
+            (Mode::Pipe | Mode::StreamJson, None) => {
                 let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)
                     .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 Spawned {
@@ -647,6 +654,7 @@ impl SessionActorState {
         let framing = match self.spec.mode {
             Mode::Pty => Framing::Raw,
             Mode::Pipe => Framing::NdJson,
+            Mode::StreamJson => Framing::Agent,
         };
         // A holder reports the exit itself; otherwise the primary reader watches the pidfd.
         let exit = match (&running.held, pidfd) {

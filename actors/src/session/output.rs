@@ -41,6 +41,10 @@ pub enum Framing {
     Raw,
     /// Split into lines: lines that parse as JSON become events, the rest go to the Ring.
     NdJson,
+    /// A structured agent's protocol (stream-json): every line goes to the Ring as it is, and
+    /// what a JSON line means becomes typed events (`stream_json::events`), each right after
+    /// its line (its offset follows the line).
+    Agent,
 }
 
 /// Arguments of an [`OutputReader`].
@@ -348,7 +352,7 @@ impl ReaderState {
                 self.args.ring.append(bytes);
                 self.args.shared.output_appended();
             }
-            Framing::NdJson => {
+            Framing::NdJson | Framing::Agent => {
                 self.partial.extend_from_slice(bytes);
                 self.split_lines(false);
             }
@@ -366,7 +370,21 @@ impl ReaderState {
         self.held = false;
         while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
             let end = start + nl + 1;
-            if let Some(value) = json_line(&self.partial[start..end]) {
+            if self.args.framing == Framing::Agent {
+                let events = agent_events(&self.partial[start..end]);
+                if !events.is_empty() {
+                    if !force && journal.as_ref().is_some_and(|j| j.congested()) {
+                        self.held = true;
+                        break;
+                    }
+                    // The line first (with the output before it): the events' offset follows it.
+                    output(&self.args, &self.partial[run..end]);
+                    run = end;
+                    for event in events {
+                        crate::agent::record_stream(&self.args.shared, event);
+                    }
+                }
+            } else if let Some(value) = json_line(&self.partial[start..end]) {
                 if !force && journal.as_ref().is_some_and(|j| j.congested()) {
                     self.held = true;
                     break;
@@ -406,14 +424,29 @@ impl ReaderState {
     }
 }
 
-/// One complete NDJSON line: JSON → event, anything else → output bytes.
+/// One complete NDJSON line: JSON → event, anything else → output bytes; a structured agent's
+/// line goes to output, then its typed events.
 fn line(args: &Sink, bytes: &[u8]) {
+    if args.framing == Framing::Agent {
+        output(args, bytes);
+        for event in agent_events(bytes) {
+            crate::agent::record_stream(&args.shared, event);
+        }
+        return;
+    }
     match json_line(bytes) {
         Some(value) => {
             args.shared.emit(crate::event::EventKind::Json { value });
         }
         None => output(args, bytes),
     }
+}
+
+/// The typed events of a structured agent's line (none for a line that is not JSON).
+fn agent_events(bytes: &[u8]) -> Vec<crate::stream_json::AgentEvent> {
+    json_line(bytes)
+        .map(|v| crate::stream_json::events(&v))
+        .unwrap_or_default()
 }
 
 /// The JSON object or array a line holds, if it holds one (a line that does not start with

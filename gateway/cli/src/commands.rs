@@ -40,8 +40,14 @@ pub enum ClientCommand {
         /// Grace period in seconds before SIGKILL.
         #[arg(long, default_value_t = 5.0)]
         grace: f64,
-        /// Pipe mode (stdin/stdout/stderr instead of a terminal).
-        #[arg(long)]
+        /// How the program is attached: `pty` (a terminal), `pipe` (stdin/stdout/stderr; JSON
+        /// lines of stdout become events) or `stream-json` (a structured agent: needs --agent;
+        /// for claude it adds `-p --input-format stream-json --output-format stream-json
+        /// --verbose --permission-prompt-tool stdio`).
+        #[arg(long, default_value = "pty", value_parser = ["pty", "pipe", "stream-json"])]
+        mode: String,
+        /// Pipe mode: the same as `--mode pipe`.
+        #[arg(long, conflicts_with = "mode")]
         pipe: bool,
         /// Agent profile: `claude` passes per-session hook settings and resumes after a crash.
         #[arg(long, value_parser = ["claude"])]
@@ -228,6 +234,7 @@ pub async fn run(
             restart,
             stop_signal,
             grace,
+            mode,
             pipe,
             agent,
             argv,
@@ -254,7 +261,11 @@ pub async fn run(
             };
             spec.stop_signal = stop_signal;
             spec.grace = std::time::Duration::from_secs_f64(grace);
-            spec.mode = if pipe { Mode::Pipe } else { Mode::Pty };
+            spec.mode = match (pipe, mode.as_str()) {
+                (true, _) | (_, "pipe") => Mode::Pipe,
+                (_, "stream-json") => Mode::StreamJson,
+                _ => Mode::Pty,
+            };
             spec.agent = agent;
             let info = client.spawn(&spec).await?;
             println!("{}", info.id);

@@ -7,7 +7,8 @@
 //!
 //! For a terminal session the conversation is what agentapi makes of it: the user messages
 //! posted here, and after the last one an agent message that is the session's current screen
-//! as text. `stable` means the agent waits (an agent session whose hooks say idle or
+//! as text. For a structured (stream-json) session it is the typed messages: what was sent and
+//! what the agent wrote (`crate::conversation`); a `user` message is one user message line. `stable` means the agent waits (an agent session whose hooks say idle or
 //! needs_permission), or, for sessions without hooks, that no output came for [`QUIET`].
 
 use std::collections::HashMap;
@@ -19,8 +20,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use corral_actors::SessionHandle;
 use corral_actors::attention::Attention;
+use corral_actors::{Mode, SessionHandle};
 use serde::Deserialize;
 
 use crate::access::{Driven, Readable, parse_json};
@@ -83,8 +84,14 @@ async fn screen_text(h: &SessionHandle) -> String {
     lines[..end].join("\n")
 }
 
-/// The conversation: the user messages, then the agent's screen.
+/// The conversation: a structured session's messages; for a terminal, the user messages, then
+/// the agent's screen.
 async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
+    if h.info().mode == Mode::StreamJson
+        && let Some(persist) = app.corral.sessions().persist()
+    {
+        return app.conversations.structured(persist, h.id()).await;
+    }
     let mut out = app
         .conversations
         .users
@@ -132,6 +139,10 @@ pub async fn post_message(
                 ));
             }
             h.paste(0, &req.content).await?;
+            if h.info().mode == Mode::StreamJson {
+                // Recorded as a typed event: the conversation comes from the journal.
+                return Ok(Json(serde_json::json!({ "ok": true })));
+            }
             // User messages take the even ids: each is followed by the agent's answer.
             let mut users = app.conversations.users.lock();
             let list = users.entry(h.id()).or_default();

@@ -398,7 +398,9 @@ async fn post_hook(
         // moved on): an answer now would reach nobody, so the open question closes.
         app.permissions.close(h.id());
     }
-    if name != "PermissionRequest" {
+    // A structured session's question is answered through its control protocol (the same
+    // permission endpoint): its hook returns no decision at once, or it would race the answer.
+    if name != "PermissionRequest" || h.info().mode == corral_actors::Mode::StreamJson {
         return Ok((
             StatusCode::ACCEPTED,
             Json(HookAccepted {
@@ -456,7 +458,11 @@ async fn answer_permission(
     body: axum::body::Bytes,
 ) -> Result<Json<SessionView>, ApiError> {
     let answer: crate::permission::Answer = parse_json(&body, "permission answer")?;
-    if !app.permissions.answer(h.id(), answer) {
+    let allow = answer.behavior == crate::permission::Behavior::Allow;
+    let message = answer.message.clone();
+    // A hook waiting for its answer (terminal agents), else a structured agent's control
+    // request.
+    if !app.permissions.answer(h.id(), answer) && h.answer(allow, message.as_deref())?.is_none() {
         let attention = h
             .info()
             .attention

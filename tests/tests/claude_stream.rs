@@ -1,0 +1,397 @@
+//! Claude Code in stream-json mode (`corral spawn --agent claude --mode stream-json`), the real
+//! `claude` from npm against the stub Messages API (`corral_tests::claude_stub`), in every
+//! `cargo test`. Claude runs with stream-json in and out and its permission requests on stdout
+//! (`--permission-prompt-tool stdio`, added by the profile); the stub asks for the Bash tool
+//! (`touch <project>/made-by-claude`). Checked: a user message is one API call (agentapi's
+//! `POST message`, or `corral send --paste`); the permission request becomes
+//! `needs_permission` with the tool named and is answered through the same endpoint as a
+//! terminal agent's (`corral answer`): allow → the file exists, deny → it does not and Claude
+//! gets the message; messages, tool calls, results and the question are typed events; the
+//! agentapi conversation shows the stub's reply; the log keeps the raw JSON lines; nothing is
+//! left after a stop.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use corral_tests::claude_stub::{Stub, claude_env, prepare_home, project_path};
+use corral_tests::{Server, binary, claude_code, session_processes};
+use serde_json::{Value, json};
+
+/// What the stub's second answer says (after it got the tool's result).
+const REPLY: &str = "The stub saw the tool result.";
+
+/// `corral ARGS` (async: the stub runs on this test's runtime meanwhile).
+async fn corral(server: &Server, args: &[&str]) -> Output {
+    tokio::process::Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `corral ARGS`, which must succeed.
+async fn corral_ok(server: &Server, args: &[&str]) -> String {
+    let out = corral(server, args).await;
+    assert!(
+        out.status.success(),
+        "corral {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One structured Claude, with its own HOME, project and stub.
+struct Claude {
+    id: String,
+    name: String,
+    project: tempfile::TempDir,
+    _home: tempfile::TempDir,
+    stub: Stub,
+}
+
+impl Claude {
+    /// Spawns it and waits until it is idle (its SessionStart hook came).
+    async fn start(server: &Server, name: &str) -> Claude {
+        let claude = claude_code().expect(
+            "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
+             run scripts/setup (needs node and npm)",
+        );
+        let project = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let dir = project_path(project.path());
+        let stub = Stub::start(format!("touch {}", dir.join("made-by-claude").display())).await;
+        prepare_home(home.path(), &dir);
+        let env = claude_env(home.path(), &stub);
+        let dir_arg = dir.display().to_string();
+        let mut args = vec![
+            "spawn",
+            "--name",
+            name,
+            "--agent",
+            "claude",
+            "--mode",
+            "stream-json",
+            "--cwd",
+            &dir_arg,
+        ];
+        for e in &env {
+            args.extend(["--env", e.as_str()]);
+        }
+        let claude_arg = claude.display().to_string();
+        args.extend(["--", &claude_arg, "--permission-mode", "default"]);
+        let id = corral_ok(server, &args).await.trim().to_string();
+        corral_ok(server, &["wait", name, "--for", "idle", "--timeout", "40"]).await;
+        Claude {
+            id,
+            name: name.to_string(),
+            project,
+            _home: home,
+            stub,
+        }
+    }
+
+    fn target(&self) -> std::path::PathBuf {
+        project_path(self.project.path()).join("made-by-claude")
+    }
+
+    /// Waits until the session needs a permission; checks what it asks for.
+    async fn until_asked(&self, server: &Server) -> Value {
+        let out = corral(
+            server,
+            &[
+                "wait",
+                &self.name,
+                "--for",
+                "needs_permission",
+                "--timeout",
+                "30",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{} never asked: {}\nsession: {}\nrequests: {:?}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr),
+            session(server, &self.name).await,
+            self.stub.summary()
+        );
+        let s = session(server, &self.name).await;
+        assert_eq!(s["attention"], "needs_permission", "{s}");
+        assert_eq!(s["permission"]["tool"], "Bash", "{s}");
+        assert_eq!(
+            s["permission"]["input"]["command"],
+            format!("touch {}", self.target().display()),
+            "{s}"
+        );
+        assert!(s["permission"]["request_id"].is_string(), "{s}");
+        assert!(!self.target().exists(), "the tool ran before any answer");
+        s
+    }
+
+    /// The session's typed agent events (`type` of each `agent` event).
+    async fn agent_events(&self, server: &Server) -> Vec<Value> {
+        corral_ok(server, &["events", &self.name, "--json"])
+            .await
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["kind"]["kind"] == "agent")
+            .map(|e| e["kind"].clone())
+            .collect()
+    }
+
+    /// Stops the session and the stub; nothing of the session may be left.
+    async fn stop(self, server: &Server) {
+        corral_ok(server, &["stop", &self.name]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !session_processes(&self.id).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {:?}",
+                session_processes(&self.id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stub.stop();
+    }
+}
+
+async fn session(server: &Server, name: &str) -> Value {
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{name}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// agentapi's `GET messages`, until one of them is `text` from the agent (bounded).
+async fn until_agent_says(server: &Server, name: &str, text: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server
+            .http(
+                "GET",
+                &format!("/agentapi/{name}/messages"),
+                Some(&server.token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let said =
+            v["messages"].as_array().unwrap().iter().any(|m| {
+                m["role"] == "agent" && m["content"].as_str().unwrap_or("").contains(text)
+            });
+        if said {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no agent message {text:?}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpoint() {
+    let server = Server::start();
+    let c = Claude::start(&server, "sj-allow").await;
+    // A user message is one call (agentapi's shape): Claude takes it as its prompt.
+    let (status, body) = server
+        .http(
+            "POST",
+            "/agentapi/sj-allow/message",
+            Some(&server.token),
+            Some(&json!({"content": "create the file", "type": "user"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    c.until_asked(&server).await;
+    let ps = corral_ok(&server, &["ps"]).await;
+    assert!(ps.contains("needs_permission (Bash)"), "{ps}");
+    corral_ok(&server, &["answer", "sj-allow", "allow"]).await;
+    corral_ok(
+        &server,
+        &["wait", "sj-allow", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        c.target().exists(),
+        "the allowed tool did not run; requests: {:?}",
+        c.stub.summary()
+    );
+    let results = c.stub.tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_ne!(results[0]["is_error"], true, "{results:?}");
+    // Nothing is open any more: another answer is refused with the state.
+    let s = session(&server, "sj-allow").await;
+    assert!(s["permission"].is_null(), "{s}");
+    let out = corral(&server, &["answer", "sj-allow", "allow"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not waiting for a permission answer (attention: idle)"),
+        "{err}"
+    );
+    // The conversation: the message sent, then the stub's reply.
+    let messages = until_agent_says(&server, "sj-allow", REPLY).await;
+    let list = messages["messages"].as_array().unwrap();
+    assert_eq!(list[0]["role"], "user", "{messages}");
+    assert_eq!(list[0]["content"], "create the file", "{messages}");
+    let (_, status) = server
+        .http(
+            "GET",
+            "/agentapi/sj-allow/status",
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert!(status.contains("\"stable\""), "{status}");
+    // Typed events, in order: the message, the call, the question, its answer, the result,
+    // the reply, the turn's end.
+    let types: Vec<String> = c
+        .agent_events(&server)
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    let want = [
+        "message",
+        "tool_call",
+        "permission_request",
+        "permission_answered",
+        "tool_result",
+        "message",
+        "result",
+    ];
+    let mut at = 0;
+    for t in &types {
+        if at < want.len() && t == want[at] {
+            at += 1;
+        }
+    }
+    assert_eq!(
+        at,
+        want.len(),
+        "events {types:?} lack the sequence {want:?}"
+    );
+    // The log keeps the raw JSON lines, the control request among them.
+    let logs = corral_ok(&server, &["logs", "sj-allow"]).await;
+    let raw: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        raw.iter()
+            .any(|l| l["type"] == "control_request" && l["request"]["subtype"] == "can_use_tool"),
+        "{logs}"
+    );
+    assert!(raw.iter().any(|l| l["type"] == "result"), "{logs}");
+    c.stop(&server).await;
+}
+
+#[tokio::test]
+async fn stream_json_claude_denied_with_a_message_runs_nothing() {
+    let server = Server::start();
+    let c = Claude::start(&server, "sj-deny").await;
+    // `corral send --paste` is the prompt too: one user message line.
+    corral_ok(&server, &["send", "sj-deny", "--paste", "create the file"]).await;
+    c.until_asked(&server).await;
+    // The permission endpoint itself, with a session-scoped write token's rights (admin here).
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/sj-deny/permission",
+            Some(&server.token),
+            Some(&json!({"behavior": "deny", "message": "not in this test"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    corral_ok(
+        &server,
+        &["wait", "sj-deny", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    assert!(!c.target().exists(), "the denied tool ran");
+    let results = c.stub.tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["is_error"], true, "{results:?}");
+    assert!(
+        results[0]["content"]
+            .to_string()
+            .contains("not in this test"),
+        "{results:?}"
+    );
+    let events = c.agent_events(&server).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "permission_answered" && e["behavior"] == "deny"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "tool_result" && e["is_error"] == true),
+        "{events:?}"
+    );
+    // A bad answer is refused with the reason, and changes nothing.
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/sj-deny/permission",
+            Some(&server.token),
+            Some(&json!({"behavior": "maybe"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(session(&server, "sj-deny").await["attention"], "idle");
+    c.stop(&server).await;
+}
+
+#[tokio::test]
+async fn stream_json_mode_needs_an_agent_profile() {
+    let server = Server::start();
+    let out = corral(&server, &["spawn", "--mode", "stream-json", "--", "cat"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs an agent profile"), "{err}");
+    let ps: Value = serde_json::from_str(&corral_ok(&server, &["ps", "--json"]).await).unwrap();
+    assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps}");
+}
+
+/// The agent outlives its server (its holder keeps its pipes): a question open when the server
+/// is SIGKILLed is still open, with its request id, when a new server adopts the session (the
+/// state is rebuilt from the journal), and answering it then runs the tool.
+#[tokio::test]
+async fn stream_json_question_open_across_a_server_kill_is_answered_after() {
+    let mut server = Server::start();
+    let c = Claude::start(&server, "sj-kill").await;
+    corral_ok(&server, &["send", "sj-kill", "--paste", "create the file"]).await;
+    let before = c.until_asked(&server).await;
+    server.kill();
+    server.restart();
+    let after = session(&server, "sj-kill").await;
+    assert_eq!(after["pid"], before["pid"], "{after}");
+    assert_eq!(after["attention"], "needs_permission", "{after}");
+    assert_eq!(after["permission"], before["permission"], "{after}");
+    corral_ok(&server, &["answer", "sj-kill", "allow"]).await;
+    corral_ok(
+        &server,
+        &["wait", "sj-kill", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        c.target().exists(),
+        "the tool allowed after the restart did not run; requests: {:?}",
+        c.stub.summary()
+    );
+    until_agent_says(&server, "sj-kill", REPLY).await;
+    c.stop(&server).await;
+}
