@@ -240,7 +240,7 @@ export class TermView {
         return;
       }
       this.uuid = info.id;
-      this.term.options.convertEol = info.mode === 'pipe';
+      this.term.options.convertEol = info.mode !== 'pty';
       this.renderInfo();
       if (!this.writable) this.followSize(info.size);
       else if (this.uuid) {
@@ -252,7 +252,7 @@ export class TermView {
       }
       const op: Record<string, unknown> = { type: 'subscribe', session: info.id };
       if (this.next != null) op.from = this.next;
-      else if (info.mode === 'pipe') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
+      else if (info.mode !== 'pty') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
       const r = await this.conn.request(op);
       if (this.disposed) return;
       this.channel = r.channel;

@@ -21,7 +21,7 @@ export interface SessionInfo {
   id: string;
   name: string;
   argv: string[];
-  mode: 'pty' | 'pipe';
+  mode: 'pty' | 'pipe' | 'stream_json';
   state: SessionState | string;
   pid: number | null;
   started_at: WireTime | null;
