@@ -61,7 +61,8 @@ enum Command {
     ///
     /// Example: corral bench echo throughput --json bench.json
     Bench {
-        /// Scenarios: echo, throughput, pipe, spawn (= spawn-ws + spawn-cli), fanout, restart, idle,
+        /// Scenarios: echo, throughput, ttyd (against the real ttyd: `bash scripts/ttyd` builds
+        /// it), pipe, spawn (= spawn-ws + spawn-cli), fanout, restart, idle,
         /// holder (a session holder's costs, side by side with `holders = false`), recovery
         /// (default: all); soak (10,000 sessions created and removed; only when named).
         scenarios: Vec<String>,

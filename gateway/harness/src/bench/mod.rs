@@ -13,6 +13,7 @@ mod fanout;
 mod holder;
 mod sessions;
 mod throughput;
+mod ttyd;
 
 use echo::echo;
 use fanout::fanout;
@@ -37,6 +38,9 @@ pub async fn run(
     }
     if want("throughput") {
         figures.extend(throughput(&server, bytes).await?);
+    }
+    if want("ttyd") {
+        figures.extend(ttyd::against_ttyd(&server, bytes).await?);
     }
     if want("pipe") {
         figures.extend(pipe_output(&server, 20_000_000).await?);

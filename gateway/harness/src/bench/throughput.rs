@@ -30,7 +30,7 @@ pub(super) async fn throughput(server: &Served, bytes: u64) -> anyhow::Result<Ve
     // ratio is to their mean (the machine's speed drifts between runs; pairing cancels it).
     for round in 0..=ROUNDS {
         let script2 = script.clone();
-        let plain = tokio::task::spawn_blocking(move || plain_read_loop(&script2)).await??;
+        let plain = tokio::task::spawn_blocking(move || plain_read_loop(&script2, None)).await??;
         base.push(mbps(bytes, plain.elapsed));
         plain_cpu.push(plain.reader_cpu_per_gb);
         plain_read.push(plain.bytes_per_read as f64);
@@ -143,7 +143,9 @@ pub(super) fn rusage_seconds(who: libc::c_int) -> f64 {
     secs(u.ru_utime) + secs(u.ru_stime)
 }
 
-pub(super) fn plain_read_loop(script: &str) -> anyhow::Result<PlainRun> {
+/// Reads the PTY output of `script` (after sending it one go keystroke) until EOF, or until
+/// `limit` bytes came (the program is then killed).
+pub(super) fn plain_read_loop(script: &str, limit: Option<u64>) -> anyhow::Result<PlainRun> {
     let pair = native_pty_system().openpty(PtySize {
         rows: 24,
         cols: 80,
@@ -169,11 +171,17 @@ pub(super) fn plain_read_loop(script: &str) -> anyhow::Result<PlainRun> {
             Ok(n) => {
                 reads += 1;
                 total += n as u64;
+                if limit.is_some_and(|l| total >= l) {
+                    break;
+                }
             }
         }
     }
     let d = t.elapsed();
     let cpu = thread_cpu_seconds() - cpu0;
+    if limit.is_some() {
+        child.kill()?;
+    }
     child.wait()?;
     Ok(PlainRun {
         elapsed: d,
@@ -184,7 +192,7 @@ pub(super) fn plain_read_loop(script: &str) -> anyhow::Result<PlainRun> {
 
 /// One plain read loop run.
 pub(super) struct PlainRun {
-    elapsed: Duration,
+    pub(super) elapsed: Duration,
     /// CPU seconds of the reading thread per GB read.
     reader_cpu_per_gb: f64,
     /// Average bytes a read returned.
