@@ -116,3 +116,22 @@ pub struct SessionEvent {
     /// What happened.
     pub kind: EventKind,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_events_serialize_flat_and_back() {
+        let kind = EventKind::Agent(crate::stream_json::AgentEvent::PermissionRequest {
+            request_id: "r1".into(),
+            tool: "Bash".into(),
+            input: serde_json::json!({"command": "ls"}),
+        });
+        let text = serde_json::to_value(&kind).unwrap();
+        assert_eq!(text["kind"], "agent");
+        assert_eq!(text["type"], "permission_request");
+        assert_eq!(text["input"]["command"], "ls");
+        assert_eq!(serde_json::from_value::<EventKind>(text).unwrap(), kind);
+    }
+}

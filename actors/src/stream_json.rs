@@ -292,15 +292,6 @@ mod tests {
                 text: Some("ok".into())
             }]
         );
-        // Serialized inside an event kind: `{"kind":"agent","type":...}`, and back.
-        let kind = crate::event::EventKind::Agent(events(&ask).remove(0));
-        let text = serde_json::to_value(&kind).unwrap();
-        assert_eq!(text["kind"], "agent");
-        assert_eq!(text["type"], "permission_request");
-        assert_eq!(
-            serde_json::from_value::<crate::event::EventKind>(text).unwrap(),
-            kind
-        );
     }
 
     #[test]
