@@ -374,3 +374,80 @@ async fn programs_that_end_at_once_start_and_end_cleanly_under_their_holders() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The holders the server started ahead (waiting for a spec on a pipe: no session's yet).
+fn waiting_holders(server_pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap_or_default();
+        // Read without unwrapping: any process may end while /proc is walked.
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")?
+                    .1
+                    .split(' ')
+                    .nth(1)?
+                    .parse::<i32>()
+                    .ok()
+            });
+        if comm.trim() == "corral-holder"
+            && ppid == Some(server_pid)
+            && stdin.to_string_lossy().starts_with("pipe:")
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A spawn takes the holder started ahead and the next one is started after it is answered
+/// (its exec is off the spawn's path); that waiting holder belongs to no session and ends with
+/// its server, killed or stopped.
+#[tokio::test]
+async fn the_holder_started_ahead_ends_with_its_server() {
+    let mut server = Server::start();
+    for round in 0..2 {
+        let info = server.spawn(json!({"argv": ["cat"]})).await;
+        let id = info["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let waiting = loop {
+            let w = waiting_holders(server.pid());
+            if !w.is_empty() {
+                break w;
+            }
+            assert!(Instant::now() < deadline, "no holder started ahead");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        // Not a session's: nothing carries a session id, and it is none of this session's.
+        assert!(!session_processes(&id).contains(&waiting[0]));
+        let environ = std::fs::read(format!("/proc/{}/environ", waiting[0])).unwrap_or_default();
+        assert!(environ.is_empty(), "a waiting holder has no environment");
+        if round == 0 {
+            server.kill();
+        } else {
+            server.terminate(Duration::from_secs(20));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(waiting[0]) {
+            assert!(
+                Instant::now() < deadline,
+                "the waiting holder {} outlived its server",
+                waiting[0]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if round == 0 {
+            server.restart();
+        }
+    }
+}

@@ -1,11 +1,20 @@
 //! Launch: how a server starts a session's holder and attaches to one (its first, or one a
 //! previous server started). Blocking calls (a spawn, a handshake on a local socket): callers on
 //! tokio run them with `spawn_blocking`.
+//!
+//! One holder is kept *warm*: started ahead, waiting for its spec on stdin, so a spawn does not
+//! wait for the holder's own exec and start-up (≈ 1.2 ms on the bench VM); each launch takes it
+//! and starts the next. A warm holder belongs to no session (no socket, no environment); it
+//! exits when the server's end of its stdin closes (the server stops or dies), and the server's
+//! reaper collects it.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use nix::sys::socket::MsgFlags;
 use serde::{Deserialize, Serialize};
@@ -29,6 +38,41 @@ pub struct Holders {
     pub command: Vec<String>,
     /// The directory of their sockets and logs (inside the 0700 data dir).
     pub dir: PathBuf,
+    /// The holder started ahead for the next launch, if any.
+    warm: Arc<Mutex<Option<Warm>>>,
+}
+
+/// A started holder waiting for its spec.
+#[derive(Debug)]
+struct Warm {
+    /// Its stdin's write end (the spec goes there; closing it ends the holder).
+    stdin: OwnedFd,
+    /// Its stdout's read end (its `Ready` comes there).
+    stdout: OwnedFd,
+}
+
+impl Warm {
+    /// Starts a holder (its own session and group: setsid, so the server's signals never reach
+    /// it; no environment: it needs none, the program gets exactly the session's; default
+    /// signal dispositions; only fds 0–2, stderr /dev/null until its spec names its log).
+    fn start(command: &[String]) -> io::Result<Warm> {
+        let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        let holder = leader::spawn_leader(
+            command,
+            &[],
+            None,
+            ChildIo::Fds([stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), null.as_raw_fd()]),
+        )?;
+        // While this server lives it is the holder's parent: its reaper collects the holder
+        // when it exits (a session learns of that through the socket, not the exit status).
+        reaper::disown(holder);
+        Ok(Warm {
+            stdin: stdin_w,
+            stdout: stdout_r,
+        })
+    }
 }
 
 impl Holders {
@@ -45,7 +89,31 @@ impl Holders {
         } else {
             vec![exe.to_string_lossy().into_owned(), "holder".into()]
         };
-        Ok(Holders { command, dir })
+        Ok(Holders {
+            command,
+            dir,
+            warm: Arc::default(),
+        })
+    }
+
+    /// Starts the next launch's holder ahead, unless one waits already (blocking: a spawn).
+    /// Called once a spawn is answered, so it is off every spawn's path.
+    pub fn prewarm(&self) {
+        if self.warm.lock().is_some() {
+            return;
+        }
+        match Warm::start(&self.command) {
+            Ok(w) => {
+                // Another prewarm may have won meanwhile: the extra one ends when dropped.
+                let mut warm = self.warm.lock();
+                if warm.is_none() {
+                    *warm = Some(w);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a holder ahead; the next spawn starts its own")
+            }
+        }
     }
 
     /// The socket of session `id`'s holder.
@@ -182,40 +250,27 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
         pipes: program.pipes,
         base,
     };
-    let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let log = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(holders.log(id))?
-    };
-    // The holder gets no environment of the server's (it needs none; the program gets exactly
-    // the session's), its own session and group (setsid: the server's signals never reach it),
-    // default signal dispositions, and only fds 0–2.
-    let holder = leader::spawn_leader(
-        &holders.command,
-        &[],
-        None,
-        ChildIo::Fds([stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), log.as_raw_fd()]),
-    )?;
-    // While this server lives it is the holder's parent: its reaper collects the holder when it
-    // exits (the session learns of that through the socket, not the exit status).
-    reaper::disown(holder);
-    drop((stdin_r, stdout_w, log));
     let mut line = serde_json::to_vec(&spec).map_err(io::Error::other)?;
     line.push(b'\n');
-    std::fs::File::from(stdin_w).write_all(&line)?;
-    let ready: Ready = serde_json::from_slice(&read_with_timeout(stdout_r, READY_TIMEOUT)?)
-        .map_err(|e| io::Error::other(format!("holder answered nonsense: {e}")))?;
+    let warm = holders.warm.lock().take();
+    let holder = match warm {
+        Some(w) => w,
+        None => Warm::start(&holders.command)?,
+    };
+    let ready = hand_over(holder, &line)?;
     if !ready.ok {
         return Err(io::Error::other(
             ready.error.unwrap_or_else(|| "holder failed".into()),
         ));
     }
     attach(&holders.socket(id), base)
+}
+
+/// Gives `holder` its spec (one JSON line) and reads its answer.
+fn hand_over(holder: Warm, spec: &[u8]) -> io::Result<Ready> {
+    std::fs::File::from(holder.stdin).write_all(spec)?;
+    serde_json::from_slice(&read_with_timeout(holder.stdout, READY_TIMEOUT)?)
+        .map_err(|e| io::Error::other(format!("holder answered nonsense: {e}")))
 }
 
 /// Attaches to the holder listening at `socket`, asking for the output from offset `from`.

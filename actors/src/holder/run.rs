@@ -50,6 +50,10 @@ pub fn main() -> ExitCode {
         Ok(spec) => spec,
         Err(e) => return fail(&format!("bad holder spec: {e}")),
     };
+    // Its own log becomes its stderr (a holder is started ahead, before its session is known).
+    if let Err(e) = log_to(&spec.log) {
+        return fail(&format!("opening its log {}: {e}", spec.log.display()));
+    }
     let mut holder = match Holder::start(&spec) {
         Ok(h) => h,
         Err(e) => return fail(&e.to_string()),
@@ -67,6 +71,18 @@ pub fn main() -> ExitCode {
     }
     holder.serve();
     ExitCode::SUCCESS
+}
+
+/// Makes `path` (created 0600, appended to) this process's stderr.
+fn log_to(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    nix::unistd::dup2_stderr(&log)?;
+    Ok(())
 }
 
 fn read_spec() -> io::Result<HolderSpec> {

@@ -304,10 +304,18 @@ impl Actor for Session {
                 .set_state(SessionState::Failed, Some(format!("could not start: {e}")));
             myself.stop(Some(format!("start failed: {e}")));
         }
+        let started = result.is_ok() && matches!(st.begin, Begin::Start | Begin::Recover);
         if let Some(tx) = st.started.take()
             && tx.send(result).is_err()
         {
             tracing::debug!(session = %st.shared.id, "spawner stopped waiting for the start");
+        }
+        // The next session's holder starts now that this spawn is answered: off its path.
+        if started && let Some(holders) = st.holders.clone() {
+            let ahead = tokio::task::spawn_blocking(move || holders.prewarm()).await;
+            if let Err(e) = ahead {
+                tracing::warn!(error = %e, "starting a holder ahead failed");
+            }
         }
         Ok(())
     }
