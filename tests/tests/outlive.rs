@@ -451,3 +451,38 @@ async fn the_holder_started_ahead_ends_with_its_server() {
         }
     }
 }
+
+/// A holder started ahead that was killed while waiting does not fail the next spawn: a fresh
+/// holder takes its place.
+#[tokio::test]
+async fn a_spawn_after_the_waiting_holder_was_killed_starts_a_fresh_one() {
+    let server = Server::start();
+    server.spawn(json!({"argv": ["cat"]})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let w = waiting_holders(server.pid());
+        if !w.is_empty() {
+            break w[0];
+        }
+        assert!(Instant::now() < deadline, "no holder started ahead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(waiting),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    while alive(waiting) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let info = server
+        .spawn(json!({"argv": ["cat"], "name": "after"}))
+        .await;
+    assert_eq!(info["state"], "running", "{info}");
+    assert!(
+        info["holder_pid"]
+            .as_i64()
+            .is_some_and(|p| p as i32 != waiting),
+        "{info}"
+    );
+}

@@ -253,11 +253,16 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
     let mut line = serde_json::to_vec(&spec).map_err(io::Error::other)?;
     line.push(b'\n');
     let warm = holders.warm.lock().take();
-    let holder = match warm {
-        Some(w) => w,
-        None => Warm::start(&holders.command)?,
+    let ready = match warm.map(|w| hand_over(w, &line)) {
+        Some(Ok(ready)) => ready,
+        // The holder started ahead is gone (killed, say) and never got the spec: a fresh one.
+        Some(Err(Handover::Spec(e))) => {
+            tracing::warn!(error = %e, "the holder started ahead is gone; starting one");
+            hand_over(Warm::start(&holders.command)?, &line)?
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => hand_over(Warm::start(&holders.command)?, &line)?,
     };
-    let ready = hand_over(holder, &line)?;
     if !ready.ok {
         return Err(io::Error::other(
             ready.error.unwrap_or_else(|| "holder failed".into()),
@@ -267,10 +272,29 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
 }
 
 /// Gives `holder` its spec (one JSON line) and reads its answer.
-fn hand_over(holder: Warm, spec: &[u8]) -> io::Result<Ready> {
-    std::fs::File::from(holder.stdin).write_all(spec)?;
-    serde_json::from_slice(&read_with_timeout(holder.stdout, READY_TIMEOUT)?)
-        .map_err(|e| io::Error::other(format!("holder answered nonsense: {e}")))
+fn hand_over(holder: Warm, spec: &[u8]) -> Result<Ready, Handover> {
+    std::fs::File::from(holder.stdin)
+        .write_all(spec)
+        .map_err(Handover::Spec)?;
+    let answer = read_with_timeout(holder.stdout, READY_TIMEOUT).map_err(Handover::Answer)?;
+    serde_json::from_slice(&answer)
+        .map_err(|e| Handover::Answer(io::Error::other(format!("holder answered nonsense: {e}"))))
+}
+
+/// Why a hand-over failed: the spec could not be written (the holder never got it), or the
+/// answer did not come.
+#[derive(Debug)]
+enum Handover {
+    Spec(io::Error),
+    Answer(io::Error),
+}
+
+impl From<Handover> for io::Error {
+    fn from(h: Handover) -> io::Error {
+        match h {
+            Handover::Spec(e) | Handover::Answer(e) => e,
+        }
+    }
 }
 
 /// Attaches to the holder listening at `socket`, asking for the output from offset `from`.
