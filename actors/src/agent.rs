@@ -109,12 +109,13 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
         s.agent_session_id = Some(id.to_string());
     }
     let current = s.attention.unwrap_or(Attention::Starting);
-    // A structured session's permission questions are the control protocol's (they carry the
-    // id the answer needs): its hooks only journal them, or a late hook would reopen a question
-    // already answered.
-    let structured_ask =
-        mode == Mode::StreamJson && matches!(name, "PermissionRequest" | "Notification");
-    let Some(next) = current.after(name, payload).filter(|_| !structured_ask) else {
+    // A structured session's stream says all the rest (prompts, tool calls, questions with the
+    // id the answer needs, the turn's end) in order; its hooks run beside it, so a hook read
+    // after a later line would move the state back (a late PermissionRequest would reopen an
+    // answered question, a late PostToolUse undo the turn's end). Only its start and end count.
+    let structured_skip =
+        mode == Mode::StreamJson && !matches!(name, "SessionStart" | "SessionEnd");
+    let Some(next) = current.after(name, payload).filter(|_| !structured_skip) else {
         return;
     };
     s.attention = Some(next);

@@ -395,3 +395,67 @@ async fn stream_json_question_open_across_a_server_kill_is_answered_after() {
     until_agent_says(&server, "sj-kill", REPLY).await;
     c.stop(&server).await;
 }
+
+/// A structured agent's attention changes reach a webhook once each: needs_permission naming
+/// the tool, then idle when the turn is over (its hooks, which run beside the stream, add none).
+#[tokio::test]
+async fn stream_json_attention_changes_reach_a_webhook_once_each() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = got.clone();
+    let receiver = tokio::spawn(async move {
+        // Owned by this task (aborted at the end of the test, with its connections).
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let sink = sink.clone();
+            conns.spawn(async move {
+                if let Some(req) = corral_tests::read_stub_request(&mut s).await {
+                    sink.lock().unwrap().push(req.body);
+                    corral_tests::write_stub_response(&mut s, "application/json", "{}").await;
+                }
+            });
+        }
+    });
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("notify.toml");
+    std::fs::write(
+        &config,
+        format!("[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\n"),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let c = Claude::start(&server, "sj-notify").await;
+    corral_ok(
+        &server,
+        &["send", "sj-notify", "--paste", "create the file"],
+    )
+    .await;
+    c.until_asked(&server).await;
+    corral_ok(&server, &["answer", "sj-notify", "allow"]).await;
+    corral_ok(
+        &server,
+        &["wait", "sj-notify", "--for", "idle", "--timeout", "30"],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while got.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time for a duplicate to show up, if there were one.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = got.lock().unwrap().clone();
+    receiver.abort();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["needs_permission", "idle"], "{got:?}");
+    assert_eq!(got[0]["tool"], "Bash", "{got:?}");
+    assert_eq!(got[0]["name"], "sj-notify", "{got:?}");
+    c.stop(&server).await;
+}
