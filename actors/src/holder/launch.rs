@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -40,6 +41,8 @@ pub struct Holders {
     pub dir: PathBuf,
     /// The holder started ahead for the next launch, if any.
     warm: Arc<Mutex<Option<Warm>>>,
+    /// Set while one is being started ahead.
+    warming: Arc<AtomicBool>,
 }
 
 /// A started holder waiting for its spec.
@@ -93,18 +96,20 @@ impl Holders {
             command,
             dir,
             warm: Arc::default(),
+            warming: Arc::default(),
         })
     }
 
     /// Starts the next launch's holder ahead, unless one waits already (blocking: a spawn).
     /// Called once a spawn is answered, so it is off every spawn's path.
     pub fn prewarm(&self) {
-        if self.warm.lock().is_some() {
+        // One at a time: many sessions answered at once (a burst of spawns) must not start a
+        // holder each, only for all but one to end at once.
+        if self.warm.lock().is_some() || self.warming.swap(true, Ordering::AcqRel) {
             return;
         }
         match Warm::start(&self.command) {
             Ok(w) => {
-                // Another prewarm may have won meanwhile: the extra one ends when dropped.
                 let mut warm = self.warm.lock();
                 if warm.is_none() {
                     *warm = Some(w);
@@ -114,6 +119,7 @@ impl Holders {
                 tracing::warn!(error = %e, "could not start a holder ahead; the next spawn starts its own")
             }
         }
+        self.warming.store(false, Ordering::Release);
     }
 
     /// The socket of session `id`'s holder.

@@ -98,6 +98,11 @@ pub fn is_owned(pid: i32) -> bool {
     REGISTRY.lock().owned.contains(&pid)
 }
 
+/// Whether `pid` is a child nobody waits for that is still running (a session's holder, say).
+pub fn is_disowned(pid: i32) -> bool {
+    REGISTRY.lock().disowned.contains(&pid)
+}
+
 /// Reap `pid` for its departed owner: tries `waitpid(pid, WNOHANG)` at once and otherwise
 /// remembers it for the next pass. Never blocks. `pid` must be an unreaped child of this process.
 pub fn disown(pid: i32) {

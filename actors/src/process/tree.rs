@@ -117,12 +117,15 @@ impl SessionTree {
             procfs::walk_subtree(self.holder, &mut seen, &mut out);
         }
         // Orphans land on us; re-read our children after each walk, because a process whose
-        // parent died during the walk was moved onto our list before its parent vanished.
+        // parent died during the walk was moved onto our list before its parent vanished. Our
+        // owned children are sessions' main processes and our disowned live ones are holders
+        // (each session's own is walked above): neither is an orphan, and walking every
+        // holder's subtree on every sweep made 200 concurrent stops quadratic.
         for _ in 0..8 {
             let kids = procfs::children_from_task_files("/proc/self/task")?;
             let fresh: Vec<i32> = kids
                 .into_iter()
-                .filter(|k| !seen.contains(k) && !reaper::is_owned(*k))
+                .filter(|k| !seen.contains(k) && !reaper::is_owned(*k) && !reaper::is_disowned(*k))
                 .collect();
             if fresh.is_empty() {
                 return Some(out);
