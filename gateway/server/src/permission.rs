@@ -4,7 +4,9 @@
 //! `corral answer`), and returns it as the hook's output — no keystrokes are typed into the
 //! terminal. Without an answer in time the hook returns no decision and Claude shows its own
 //! prompt. One question per session is open at a time; a newer one replaces it (the older hook
-//! call then returns no decision).
+//! call then returns no decision). A structured (stream-json) session's question is not held
+//! here: it is the agent's own control request, answered through the same endpoint by
+//! `SessionHandle::answer` (a `control_response` on its stdin).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
