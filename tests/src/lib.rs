@@ -261,6 +261,44 @@ impl Server {
         Client::tcp(&self.url, self.token.clone()).expect("server URL")
     }
 
+    /// `corral --data-dir <this server's> ARGS`, run without blocking the test's runtime (a
+    /// stub the test serves keeps answering meanwhile).
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(binary())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// [`cli`](Self::cli), which must succeed; its stdout.
+    pub async fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args).await;
+        assert!(
+            out.status.success(),
+            "corral {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `GET /v1/sessions/{key}` with the admin token, which must answer 200.
+    pub async fn session(&self, key: &str) -> Value {
+        let (status, body) = self
+            .http(
+                "GET",
+                &format!("/v1/sessions/{key}"),
+                Some(&self.token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     /// An HTTP request with an optional bearer token; returns (status, body).
     pub async fn http(
         &self,
@@ -584,5 +622,64 @@ pub async fn write_stub_response(s: &mut tokio::net::TcpStream, content_type: &s
     );
     if s.write_all(resp.as_bytes()).await.is_ok() && s.shutdown().await.is_err() {
         eprintln!("stub: the client closed first");
+    }
+}
+
+/// A local webhook receiver on 127.0.0.1: every request's (path, JSON body), in arrival order.
+/// Its task (and every connection it serves) ends when it is dropped.
+pub struct Webhooks {
+    /// Its port.
+    pub port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Webhooks {
+    /// Starts listening.
+    pub async fn start() -> Webhooks {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+        let sink = got.clone();
+        let task = tokio::spawn(async move {
+            // Owned by this task: aborted with it.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let sink = sink.clone();
+                conns.spawn(async move {
+                    if let Some(req) = read_stub_request(&mut s).await {
+                        sink.lock().unwrap().push((req.path, req.body));
+                        write_stub_response(&mut s, "application/json", "{}").await;
+                    }
+                });
+            }
+        });
+        Webhooks { port, got, task }
+    }
+
+    /// What came so far.
+    pub fn received(&self) -> Vec<(String, Value)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `n` requests came, then a moment more for any extra one to show;
+    /// returns them all.
+    pub async fn until(&self, n: usize, within: Duration) -> Vec<(String, Value)> {
+        let deadline = Instant::now() + within;
+        while self.received().len() < n {
+            assert!(Instant::now() < deadline, "{:?}", self.received());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        self.received()
+    }
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

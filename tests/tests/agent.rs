@@ -56,19 +56,6 @@ fn corral(server: &Server, args: &[&str]) -> Output {
         .unwrap()
 }
 
-async fn session(server: &Server, name: &str) -> Value {
-    let (status, body) = server
-        .http(
-            "GET",
-            &format!("/v1/sessions/{name}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn spawn_agent(
     server: &Server,
     name: &str,
@@ -98,7 +85,7 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = session(&server, "allowed").await;
+    let s = server.session("allowed").await;
     assert_eq!(s["attention"], "needs_permission", "{s}");
     assert_eq!(s["permission"]["tool"], "Bash", "{s}");
     assert_eq!(s["permission"]["input"]["command"], "touch ran", "{s}");
@@ -143,7 +130,7 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
         dir.path().join("ran").exists(),
         "the allowed tool did not run"
     );
-    assert!(session(&server, "allowed").await["permission"].is_null());
+    assert!(server.session("allowed").await["permission"].is_null());
     // Answering a session that waits for nothing: 409 naming its state; the CLI fails.
     let (status, body) = server
         .http(
@@ -162,7 +149,7 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
     );
     // Ending the process: exited, and `wait --for exit` returns at once.
     assert!(corral(&server, &["stop", "allowed"]).status.success());
-    assert_eq!(session(&server, "allowed").await["attention"], "exited");
+    assert_eq!(server.session("allowed").await["attention"], "exited");
     let out = corral(
         &server,
         &["wait", "allowed", "--for", "exit", "--timeout", "5"],
@@ -337,7 +324,7 @@ async fn bad_hook_input_is_refused_and_the_session_is_untouched() {
         before,
         "nothing was journaled"
     );
-    let s = session(&server, "a").await;
+    let s = server.session("a").await;
     assert!(s["attention"].is_null(), "{s}");
     assert_eq!(s["state"], "running");
 }
@@ -347,26 +334,8 @@ async fn bad_hook_input_is_refused_and_the_session_is_untouched() {
 /// muted session sends none.
 #[tokio::test]
 async fn webhooks_tell_when_an_agent_needs_its_user() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
-    let sink = got.clone();
-    let receiver = tokio::spawn(async move {
-        // Owned by this task (aborted at the end of the test, with its connections).
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let sink = sink.clone();
-            conns.spawn(async move {
-                if let Some(req) = corral_tests::read_stub_request(&mut s).await {
-                    sink.lock().unwrap().push((req.path, req.body));
-                    corral_tests::write_stub_response(&mut s, "application/json", "{}").await;
-                }
-            });
-        }
-    });
+    let hooks = corral_tests::Webhooks::start().await;
+    let port = hooks.port;
     let cfg = tempfile::tempdir().unwrap();
     let config = cfg.path().join("notify.toml");
     std::fs::write(
@@ -440,14 +409,7 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
         &["wait", "loud", "--for", "idle", "--timeout", "20"],
     );
     assert!(out.status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while got.lock().unwrap().len() < 4 {
-        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = got.lock().unwrap().clone();
-    receiver.abort();
+    let got = hooks.until(4, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 4, "{got:?}");
     let json: Vec<&Value> = got
         .iter()

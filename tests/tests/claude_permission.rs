@@ -21,11 +21,10 @@
 //! done, the project trusted and the API key approved.
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use corral_tests::claude_stub::{Stub, claude_env, prepare_home, project_path};
-use corral_tests::{Frame, Server, binary, claude_code, session_processes};
+use corral_tests::{Frame, Server, claude_code, session_processes};
 use serde_json::{Value, json};
 
 /// What the TUI shows when its prompt is ready for input.
@@ -33,42 +32,6 @@ const READY: &str = "? for shortcuts";
 
 /// Claude Code's own permission dialog.
 const DIALOG: &str = "Do you want to proceed?";
-
-/// `corral ARGS` (async: the stub runs on this test's runtime meanwhile).
-async fn corral(server: &Server, args: &[&str]) -> Output {
-    tokio::process::Command::new(binary())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
-
-/// `corral ARGS`, which must succeed.
-async fn corral_ok(server: &Server, args: &[&str]) -> String {
-    let out = corral(server, args).await;
-    assert!(
-        out.status.success(),
-        "corral {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn session(server: &Server, name: &str) -> Value {
-    let (status, body) = server
-        .http(
-            "GET",
-            &format!("/v1/sessions/{name}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
 
 /// The printable characters of a screen drawn with escape sequences, whitespace left out
 /// (the TUI moves the cursor over blanks instead of writing them).
@@ -187,7 +150,7 @@ impl Claude {
         }
         let claude_arg = claude.display().to_string();
         args.extend(["--", &claude_arg, "--permission-mode", "default"]);
-        let id = corral_ok(server, &args).await.trim().to_string();
+        let id = server.cli_ok(&args).await.trim().to_string();
         let c = Claude {
             id,
             name: name.to_string(),
@@ -198,29 +161,31 @@ impl Claude {
         // SessionStart makes the session idle; the prompt takes input once it is drawn. A moment
         // more lets Claude finish starting up: while it is busy a paste and its Enter can reach
         // it in one read, and then the Enter is lost.
-        corral_ok(server, &["wait", name, "--for", "idle", "--timeout", "40"]).await;
+        server
+            .cli_ok(&["wait", name, "--for", "idle", "--timeout", "40"])
+            .await;
         until_screen(server, name, READY, Duration::from_secs(20)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        corral_ok(server, &["send", name, "--paste", "create the file"]).await;
-        let out = corral(
-            server,
-            &["wait", name, "--for", "needs_permission", "--timeout", "30"],
-        )
-        .await;
+        server
+            .cli_ok(&["send", name, "--paste", "create the file"])
+            .await;
+        let out = server
+            .cli(&["wait", name, "--for", "needs_permission", "--timeout", "30"])
+            .await;
         assert!(
             out.status.success(),
             "{name} never asked: {} {}\nscreen: {}\nrequests: {:?}",
             String::from_utf8_lossy(&out.stderr),
-            session(server, name).await,
+            server.session(name).await,
             screen(server, name).await,
             c.stub.summary()
         );
-        let s = session(server, name).await;
+        let s = server.session(name).await;
         assert_eq!(s["attention"], "needs_permission", "{s}");
         assert_eq!(s["permission"]["tool"], "Bash", "{s}");
         assert_eq!(s["permission"]["input"]["command"], command, "{s}");
         assert!(s["agent_session_id"].is_string(), "{s}");
-        let ps = corral_ok(server, &["ps"]).await;
+        let ps = server.cli_ok(&["ps"]).await;
         assert!(ps.contains("needs_permission (Bash)"), "{ps}");
         // Claude shows its own dialog at once, while the hook waits for an answer: whichever
         // answers first (the API through the hook, or a key in the terminal) decides.
@@ -231,7 +196,8 @@ impl Claude {
 
     /// The hook names among the session's events.
     async fn hooks(&self, server: &Server) -> Vec<String> {
-        corral_ok(server, &["events", &self.name, "--json"])
+        server
+            .cli_ok(&["events", &self.name, "--json"])
             .await
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -242,7 +208,7 @@ impl Claude {
 
     /// Stops the session and the stub; nothing of the session may be left.
     async fn stop(self, server: &Server) {
-        corral_ok(server, &["stop", &self.name]).await;
+        server.cli_ok(&["stop", &self.name]).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !session_processes(&self.id).is_empty() {
             assert!(
@@ -260,12 +226,10 @@ impl Claude {
 async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
     let server = Server::start();
     let c = Claude::start_and_ask(&server, "allow").await;
-    corral_ok(&server, &["answer", "allow", "allow"]).await;
-    corral_ok(
-        &server,
-        &["wait", "allow", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
+    server.cli_ok(&["answer", "allow", "allow"]).await;
+    server
+        .cli_ok(&["wait", "allow", "--for", "idle", "--timeout", "30"])
+        .await;
     assert!(
         c.target().exists(),
         "the allowed tool did not run; requests: {:?}",
@@ -275,7 +239,7 @@ async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0]["tool_use_id"], "toolu_stub_1");
     assert_ne!(results[0]["is_error"], true, "{results:?}");
-    let s = session(&server, "allow").await;
+    let s = server.session("allow").await;
     assert_eq!(s["attention"], "idle", "{s}");
     assert!(s["permission"].is_null(), "{s}");
     let hooks = c.hooks(&server).await;
@@ -291,16 +255,12 @@ async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
 async fn claude_code_asks_corral_answers_deny_with_a_message_and_nothing_runs() {
     let server = Server::start();
     let c = Claude::start_and_ask(&server, "deny").await;
-    corral_ok(
-        &server,
-        &["answer", "deny", "deny", "--message", "not in this test"],
-    )
-    .await;
-    corral_ok(
-        &server,
-        &["wait", "deny", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
+    server
+        .cli_ok(&["answer", "deny", "deny", "--message", "not in this test"])
+        .await;
+    server
+        .cli_ok(&["wait", "deny", "--for", "idle", "--timeout", "30"])
+        .await;
     assert!(!c.target().exists(), "the denied tool ran");
     // Claude hands the message to the model as the tool's (failed) result.
     let results = c.stub.tool_results();
@@ -318,7 +278,7 @@ async fn claude_code_asks_corral_answers_deny_with_a_message_and_nothing_runs() 
         "a PostToolUse after a deny: {hooks:?}"
     );
     assert!(hooks.iter().any(|h| h == "Stop"), "{hooks:?}");
-    assert!(session(&server, "deny").await["permission"].is_null());
+    assert!(server.session("deny").await["permission"].is_null());
     c.stop(&server).await;
 }
 
@@ -343,9 +303,9 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
     }
     // The session still needs the permission (Claude still asks), but no hook waits for an
     // answer any more: the API refuses one, naming the state.
-    let s = session(&server, "nobody").await;
+    let s = server.session("nobody").await;
     assert_eq!(s["attention"], "needs_permission", "{s}");
-    let out = corral(&server, &["answer", "nobody", "allow"]).await;
+    let out = server.cli(&["answer", "nobody", "allow"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not waiting for a permission answer"), "{err}");
@@ -354,12 +314,10 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
     until_screen(&server, "nobody", DIALOG, Duration::from_secs(5)).await;
     assert!(!c.target().exists(), "the tool ran without an answer");
     // Answered in the terminal as usual: Enter takes the highlighted "Yes".
-    corral_ok(&server, &["send", "nobody", "\\r"]).await;
-    corral_ok(
-        &server,
-        &["wait", "nobody", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
+    server.cli_ok(&["send", "nobody", "\\r"]).await;
+    server
+        .cli_ok(&["wait", "nobody", "--for", "idle", "--timeout", "30"])
+        .await;
     assert!(
         c.target().exists(),
         "the tool allowed in the terminal did not run"
@@ -401,12 +359,10 @@ async fn claude_code_in_pipe_mode_refuses_the_tool_without_asking() {
         "--permission-mode",
         "default",
     ]);
-    let id = corral_ok(&server, &args).await.trim().to_string();
-    let out = corral(
-        &server,
-        &["wait", "pipe", "--for", "exit", "--timeout", "40"],
-    )
-    .await;
+    let id = server.cli_ok(&args).await.trim().to_string();
+    let out = server
+        .cli(&["wait", "pipe", "--for", "exit", "--timeout", "40"])
+        .await;
     assert!(
         out.status.success(),
         "{}",
@@ -420,7 +376,7 @@ async fn claude_code_in_pipe_mode_refuses_the_tool_without_asking() {
         results[0]["content"].to_string().contains("was blocked"),
         "{results:?}"
     );
-    let events = corral_ok(&server, &["events", "pipe", "--json"]).await;
+    let events = server.cli_ok(&["events", "pipe", "--json"]).await;
     let hooks: Vec<String> = events
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -431,7 +387,8 @@ async fn claude_code_in_pipe_mode_refuses_the_tool_without_asking() {
     assert!(!hooks.iter().any(|h| h == "PermissionRequest"), "{hooks:?}");
     assert!(hooks.iter().any(|h| h == "Stop"), "{hooks:?}");
     assert!(
-        corral_ok(&server, &["logs", "pipe"])
+        server
+            .cli_ok(&["logs", "pipe"])
             .await
             .contains("The stub saw the tool result.")
     );

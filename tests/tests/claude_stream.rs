@@ -10,38 +10,14 @@
 //! agentapi conversation shows the stub's reply; the log keeps the raw JSON lines; nothing is
 //! left after a stop.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use corral_tests::claude_stub::{Stub, claude_env, prepare_home, project_path};
-use corral_tests::{Server, binary, claude_code, session_processes};
+use corral_tests::{Server, Webhooks, claude_code, session_processes};
 use serde_json::{Value, json};
 
 /// What the stub's second answer says (after it got the tool's result).
 const REPLY: &str = "The stub saw the tool result.";
-
-/// `corral ARGS` (async: the stub runs on this test's runtime meanwhile).
-async fn corral(server: &Server, args: &[&str]) -> Output {
-    tokio::process::Command::new(binary())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
-
-/// `corral ARGS`, which must succeed.
-async fn corral_ok(server: &Server, args: &[&str]) -> String {
-    let out = corral(server, args).await;
-    assert!(
-        out.status.success(),
-        "corral {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// One structured Claude, with its own HOME, project and stub.
 struct Claude {
@@ -82,8 +58,10 @@ impl Claude {
         }
         let claude_arg = claude.display().to_string();
         args.extend(["--", &claude_arg, "--permission-mode", "default"]);
-        let id = corral_ok(server, &args).await.trim().to_string();
-        corral_ok(server, &["wait", name, "--for", "idle", "--timeout", "40"]).await;
+        let id = server.cli_ok(&args).await.trim().to_string();
+        server
+            .cli_ok(&["wait", name, "--for", "idle", "--timeout", "40"])
+            .await;
         Claude {
             id,
             name: name.to_string(),
@@ -99,27 +77,25 @@ impl Claude {
 
     /// Waits until the session needs a permission; checks what it asks for.
     async fn until_asked(&self, server: &Server) -> Value {
-        let out = corral(
-            server,
-            &[
+        let out = server
+            .cli(&[
                 "wait",
                 &self.name,
                 "--for",
                 "needs_permission",
                 "--timeout",
                 "30",
-            ],
-        )
-        .await;
+            ])
+            .await;
         assert!(
             out.status.success(),
             "{} never asked: {}\nsession: {}\nrequests: {:?}",
             self.name,
             String::from_utf8_lossy(&out.stderr),
-            session(server, &self.name).await,
+            server.session(&self.name).await,
             self.stub.summary()
         );
-        let s = session(server, &self.name).await;
+        let s = server.session(&self.name).await;
         assert_eq!(s["attention"], "needs_permission", "{s}");
         assert_eq!(s["permission"]["tool"], "Bash", "{s}");
         assert_eq!(
@@ -134,7 +110,8 @@ impl Claude {
 
     /// The session's typed agent events (`type` of each `agent` event).
     async fn agent_events(&self, server: &Server) -> Vec<Value> {
-        corral_ok(server, &["events", &self.name, "--json"])
+        server
+            .cli_ok(&["events", &self.name, "--json"])
             .await
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -145,7 +122,7 @@ impl Claude {
 
     /// Stops the session and the stub; nothing of the session may be left.
     async fn stop(self, server: &Server) {
-        corral_ok(server, &["stop", &self.name]).await;
+        server.cli_ok(&["stop", &self.name]).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !session_processes(&self.id).is_empty() {
             assert!(
@@ -157,19 +134,6 @@ impl Claude {
         }
         self.stub.stop();
     }
-}
-
-async fn session(server: &Server, name: &str) -> Value {
-    let (status, body) = server
-        .http(
-            "GET",
-            &format!("/v1/sessions/{name}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
 }
 
 /// agentapi's `GET messages`, until one of them is `text` from the agent (bounded).
@@ -213,14 +177,12 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
         .await;
     assert_eq!(status, 200, "{body}");
     c.until_asked(&server).await;
-    let ps = corral_ok(&server, &["ps"]).await;
+    let ps = server.cli_ok(&["ps"]).await;
     assert!(ps.contains("needs_permission (Bash)"), "{ps}");
-    corral_ok(&server, &["answer", "sj-allow", "allow"]).await;
-    corral_ok(
-        &server,
-        &["wait", "sj-allow", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
+    server.cli_ok(&["answer", "sj-allow", "allow"]).await;
+    server
+        .cli_ok(&["wait", "sj-allow", "--for", "idle", "--timeout", "30"])
+        .await;
     assert!(
         c.target().exists(),
         "the allowed tool did not run; requests: {:?}",
@@ -230,9 +192,9 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
     assert_eq!(results.len(), 1, "{results:?}");
     assert_ne!(results[0]["is_error"], true, "{results:?}");
     // Nothing is open any more: another answer is refused with the state.
-    let s = session(&server, "sj-allow").await;
+    let s = server.session("sj-allow").await;
     assert!(s["permission"].is_null(), "{s}");
-    let out = corral(&server, &["answer", "sj-allow", "allow"]).await;
+    let out = server.cli(&["answer", "sj-allow", "allow"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -282,7 +244,7 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
         "events {types:?} lack the sequence {want:?}"
     );
     // The log keeps the raw JSON lines, the control request among them.
-    let logs = corral_ok(&server, &["logs", "sj-allow"]).await;
+    let logs = server.cli_ok(&["logs", "sj-allow"]).await;
     let raw: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -301,7 +263,9 @@ async fn stream_json_claude_denied_with_a_message_runs_nothing() {
     let server = Server::start();
     let c = Claude::start(&server, "sj-deny").await;
     // `corral send --paste` is the prompt too: one user message line.
-    corral_ok(&server, &["send", "sj-deny", "--paste", "create the file"]).await;
+    server
+        .cli_ok(&["send", "sj-deny", "--paste", "create the file"])
+        .await;
     c.until_asked(&server).await;
     // The permission endpoint itself, with a session-scoped write token's rights (admin here).
     let (status, body) = server
@@ -313,11 +277,9 @@ async fn stream_json_claude_denied_with_a_message_runs_nothing() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    corral_ok(
-        &server,
-        &["wait", "sj-deny", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
+    server
+        .cli_ok(&["wait", "sj-deny", "--for", "idle", "--timeout", "30"])
+        .await;
     assert!(!c.target().exists(), "the denied tool ran");
     let results = c.stub.tool_results();
     assert_eq!(results.len(), 1, "{results:?}");
@@ -351,18 +313,20 @@ async fn stream_json_claude_denied_with_a_message_runs_nothing() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(session(&server, "sj-deny").await["attention"], "idle");
+    assert_eq!(server.session("sj-deny").await["attention"], "idle");
     c.stop(&server).await;
 }
 
 #[tokio::test]
 async fn stream_json_mode_needs_an_agent_profile() {
     let server = Server::start();
-    let out = corral(&server, &["spawn", "--mode", "stream-json", "--", "cat"]).await;
+    let out = server
+        .cli(&["spawn", "--mode", "stream-json", "--", "cat"])
+        .await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs an agent profile"), "{err}");
-    let ps: Value = serde_json::from_str(&corral_ok(&server, &["ps", "--json"]).await).unwrap();
+    let ps: Value = serde_json::from_str(&server.cli_ok(&["ps", "--json"]).await).unwrap();
     assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps}");
 }
 
@@ -373,20 +337,20 @@ async fn stream_json_mode_needs_an_agent_profile() {
 async fn stream_json_question_open_across_a_server_kill_is_answered_after() {
     let mut server = Server::start();
     let c = Claude::start(&server, "sj-kill").await;
-    corral_ok(&server, &["send", "sj-kill", "--paste", "create the file"]).await;
+    server
+        .cli_ok(&["send", "sj-kill", "--paste", "create the file"])
+        .await;
     let before = c.until_asked(&server).await;
     server.kill();
     server.restart();
-    let after = session(&server, "sj-kill").await;
+    let after = server.session("sj-kill").await;
     assert_eq!(after["pid"], before["pid"], "{after}");
     assert_eq!(after["attention"], "needs_permission", "{after}");
     assert_eq!(after["permission"], before["permission"], "{after}");
-    corral_ok(&server, &["answer", "sj-kill", "allow"]).await;
-    corral_ok(
-        &server,
-        &["wait", "sj-kill", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
+    server.cli_ok(&["answer", "sj-kill", "allow"]).await;
+    server
+        .cli_ok(&["wait", "sj-kill", "--for", "idle", "--timeout", "30"])
+        .await;
     assert!(
         c.target().exists(),
         "the tool allowed after the restart did not run; requests: {:?}",
@@ -400,26 +364,8 @@ async fn stream_json_question_open_across_a_server_kill_is_answered_after() {
 /// the tool, then idle when the turn is over (its hooks, which run beside the stream, add none).
 #[tokio::test]
 async fn stream_json_attention_changes_reach_a_webhook_once_each() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let sink = got.clone();
-    let receiver = tokio::spawn(async move {
-        // Owned by this task (aborted at the end of the test, with its connections).
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let sink = sink.clone();
-            conns.spawn(async move {
-                if let Some(req) = corral_tests::read_stub_request(&mut s).await {
-                    sink.lock().unwrap().push(req.body);
-                    corral_tests::write_stub_response(&mut s, "application/json", "{}").await;
-                }
-            });
-        }
-    });
+    let hooks = Webhooks::start().await;
+    let port = hooks.port;
     let cfg = tempfile::tempdir().unwrap();
     let config = cfg.path().join("notify.toml");
     std::fs::write(
@@ -429,27 +375,20 @@ async fn stream_json_attention_changes_reach_a_webhook_once_each() {
     .unwrap();
     let server = Server::start_with(&["--config", config.to_str().unwrap()]);
     let c = Claude::start(&server, "sj-notify").await;
-    corral_ok(
-        &server,
-        &["send", "sj-notify", "--paste", "create the file"],
-    )
-    .await;
+    server
+        .cli_ok(&["send", "sj-notify", "--paste", "create the file"])
+        .await;
     c.until_asked(&server).await;
-    corral_ok(&server, &["answer", "sj-notify", "allow"]).await;
-    corral_ok(
-        &server,
-        &["wait", "sj-notify", "--for", "idle", "--timeout", "30"],
-    )
-    .await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while got.lock().unwrap().len() < 2 {
-        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Time for a duplicate to show up, if there were one.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let got = got.lock().unwrap().clone();
-    receiver.abort();
+    server.cli_ok(&["answer", "sj-notify", "allow"]).await;
+    server
+        .cli_ok(&["wait", "sj-notify", "--for", "idle", "--timeout", "30"])
+        .await;
+    let got: Vec<Value> = hooks
+        .until(2, Duration::from_secs(15))
+        .await
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
     let kinds: Vec<&str> = got
         .iter()
         .map(|n| n["kind"].as_str().unwrap_or(""))

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use corral_actors::persist::{Chunk, LogReader};
 use corral_actors::process::procfs::ProcessIdentity;
 use corral_tests::{Server, session_processes};
 use serde_json::{Value, json};
@@ -44,31 +43,6 @@ async fn sessions(server: &Server) -> Vec<Value> {
         .await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Vec<Value>>(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-/// Every byte of a session's scrollback, read straight from its files; panics on damage that
-/// is not a torn tail.
-fn scrollback(dir: &std::path::Path, id: &str) -> Vec<u8> {
-    let logs = dir.join("logs").join(id);
-    if !logs.exists() {
-        return Vec::new();
-    }
-    let (reader, damage) = LogReader::open(&logs).unwrap();
-    if let Some(d) = &damage {
-        // A crash mid-write may tear the last record of the last segment, nothing else.
-        eprintln!("session {id}: torn tail ({d}) — expected after a SIGKILL mid-write");
-    }
-    let Some(first) = reader.first_offset() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for c in reader.read_range(first, usize::MAX).unwrap() {
-        match c {
-            Chunk::Data { bytes, .. } => out.extend_from_slice(&bytes),
-            Chunk::Gap { from, to } => panic!("session {id}: gap {from}..{to} in its scrollback"),
-        }
-    }
-    out
 }
 
 fn integrity(dir: &std::path::Path) -> String {
@@ -140,7 +114,7 @@ async fn sigkill_at_random_points_then_restart() {
         }
         // Scrollback right after the crash: CRC-valid, and it extends what it held before.
         for id in policy.keys() {
-            let now = scrollback(server.dir.path(), id);
+            let now = corral_tests::log_bytes(server.dir.path(), id);
             let prev = before.get(id).map(Vec::as_slice).unwrap_or_default();
             assert!(
                 now.starts_with(prev),

@@ -20,19 +20,6 @@ fn corral(server: &Server, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-async fn session(server: &Server, id: &str) -> Value {
-    let (status, body) = server
-        .http(
-            "GET",
-            &format!("/v1/sessions/{id}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 #[tokio::test]
 async fn five_upgrades_under_a_viewer_lose_no_session_and_no_byte() {
     let mut server = Server::start();
@@ -132,7 +119,7 @@ async fn five_upgrades_under_a_viewer_lose_no_session_and_no_byte() {
             other["pid"].as_i64().unwrap(),
         ),
     ] {
-        let s = session(&server, sid).await;
+        let s = server.session(sid).await;
         assert_eq!(s["state"], "running", "{s}");
         assert_eq!(s["pid"].as_i64(), Some(want), "same process: {s}");
     }
@@ -168,7 +155,7 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["pid"], old_pid);
-    let s = session(&server, info["id"].as_str().unwrap()).await;
+    let s = server.session(info["id"].as_str().unwrap()).await;
     assert_eq!(s["state"], "running");
     // The real binary back in place: the upgrade goes through.
     std::fs::copy(binary(), bin.path().join("corral.new")).unwrap();
@@ -181,7 +168,7 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     );
     server.follow_successor();
     assert_ne!(server.pid(), old_pid);
-    let s = session(&server, info["id"].as_str().unwrap()).await;
+    let s = server.session(info["id"].as_str().unwrap()).await;
     assert_eq!(s["state"], "running");
     assert_eq!(s["pid"], info["pid"]);
 }
@@ -208,7 +195,7 @@ async fn shutdown_keeping_sessions_leaves_them_for_the_next_server() {
     let pid = info["pid"].as_i64().unwrap() as i32;
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
     server.restart();
-    let s = session(&server, &id).await;
+    let s = server.session(&id).await;
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"], info["pid"]);
     // Still driven: input reaches the same process.
@@ -221,7 +208,7 @@ async fn shutdown_keeping_sessions_leaves_them_for_the_next_server() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The pipe session too: its holder keeps its pipes.
-    let p = session(&server, pipe["id"].as_str().unwrap()).await;
+    let p = server.session(pipe["id"].as_str().unwrap()).await;
     assert_eq!(p["state"], "running", "{p}");
     assert_eq!(p["pid"], pipe["pid"]);
 }
@@ -259,7 +246,7 @@ async fn shutdown_without_keeping_stops_every_session_and_holder() {
     }
     // The next server starts it again (an interrupted `always` session), with a new process.
     server.restart();
-    let s = session(&server, info["id"].as_str().unwrap()).await;
+    let s = server.session(info["id"].as_str().unwrap()).await;
     assert_eq!(s["state"], "running", "{s}");
     assert_ne!(s["pid"], info["pid"]);
 }
