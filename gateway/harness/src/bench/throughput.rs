@@ -200,7 +200,35 @@ pub(super) struct PlainRun {
 }
 
 /// How the server's ttyd lag note starts (see client.rs `ttyd_outgoing`), command byte included.
-pub(super) const TTYD_LAG_NOTE: &[u8] = b"0\r\n\x1b[7m[corral: ";
+const TTYD_LAG_NOTE: &[u8] = b"0\r\n\x1b[7m[corral: ";
+
+/// The bytes a ttyd output frame from corral says were lost, if it is corral's lag note (a frame
+/// of its own, whose number is the bytes skipped).
+pub(super) fn ttyd_lagged(frame: &[u8]) -> Option<u64> {
+    let rest = frame.strip_prefix(TTYD_LAG_NOTE)?;
+    Some(
+        rest.split(|c| *c == b' ')
+            .next()
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// A session running `script` (a flood waiting for its go keystroke) with an 8 MiB Ring; its id,
+/// once the script's `stty` has run.
+pub(super) async fn flood_session(server: &Served, script: &str) -> anyhow::Result<String> {
+    let info = server
+        .remote
+        .json(
+            "POST",
+            "/v1/sessions",
+            Some(&json!({"argv": ["sh", "-c", script], "ring_capacity": 8 << 20})),
+        )
+        .await?;
+    let id = info["id"].as_str().unwrap_or_default().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await; // stty first
+    Ok(id)
+}
 
 /// Pipe-mode output (how stream-json agents run): `seq 1 N` on a pipe through the NDJSON
 /// splitter into the Ring, from spawn until the session has stopped, vs. a plain read loop of the
@@ -273,15 +301,7 @@ pub(super) async fn session_throughput(
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let r = &server.remote;
-    let info = r
-        .json(
-            "POST",
-            "/v1/sessions",
-            Some(&json!({"argv": ["sh", "-c", script], "ring_capacity": 8 << 20})),
-        )
-        .await?;
-    let id = info["id"].as_str().unwrap_or_default().to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await; // stty first
+    let id = flood_session(server, script).await?;
     let mut ctl = r.ws().await?;
     let result = if ttyd {
         let mut ws = r
@@ -307,19 +327,10 @@ pub(super) async fn session_throughput(
         let (mut got, mut lagged) = (0u64, 0u64);
         while let Some(Ok(m)) = ws.next().await {
             match m {
-                Message::Binary(b) if b.first() == Some(&b'0') => {
-                    // The server's lag note is a frame of its own; its number is the bytes lost.
-                    match b.strip_prefix(TTYD_LAG_NOTE) {
-                        Some(rest) => {
-                            lagged += rest
-                                .split(|c| *c == b' ')
-                                .next()
-                                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
-                                .unwrap_or(0)
-                        }
-                        None => got += b.len() as u64 - 1,
-                    }
-                }
+                Message::Binary(b) if b.first() == Some(&b'0') => match ttyd_lagged(&b) {
+                    Some(n) => lagged += n,
+                    None => got += b.len() as u64 - 1,
+                },
                 Message::Close(_) => break,
                 _ => {}
             }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::echo::latencies;
 use super::pct;
-use super::throughput::{median, plain_read_loop};
+use super::throughput::{flood_session, median, plain_read_loop, ttyd_lagged};
 use crate::JsonCalls;
 use crate::figure::Figure;
 use crate::served::Served;
@@ -83,7 +83,7 @@ pub(super) async fn against_ttyd(server: &Served, bytes: u64) -> anyhow::Result<
             let ws = connect(tcp, &addr, "/ws", "").await?;
             // ttyd starts the program when the client connects: stty first.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            throughput_client(ws, None, bytes).await
+            throughput_client(ws, false, bytes).await
         })
         .await?;
         if got != bytes {
@@ -255,13 +255,12 @@ async fn connect(
 }
 
 /// Sends the go keystroke, then counts output bytes until `want` came (or the server closed):
-/// (time, bytes, bytes corral reported lagged).
+/// (time, bytes, bytes corral reported lagged, when `corral` is the server).
 async fn throughput_client(
-    ws: TtydSocket,
-    lag_note: Option<&[u8]>,
+    mut ws: TtydSocket,
+    corral: bool,
     want: u64,
 ) -> anyhow::Result<(Duration, u64, u64)> {
-    let mut ws = ws;
     // What comes before the go keystroke (title, preferences, corral's screen snapshot) is not
     // the file: read it off first, until the line has been quiet for 200 ms.
     while let Ok(m) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
@@ -275,23 +274,10 @@ async fn throughput_client(
     while got + lagged < want
         && let Some(m) = ws.next().await
     {
-        use tokio_tungstenite::tungstenite::Error as WsError;
-        use tokio_tungstenite::tungstenite::error::ProtocolError;
-        let m = match m {
-            // ttyd ends the connection without a close frame when its process exits.
-            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => break,
-            m => m?,
-        };
-        match m {
+        match m? {
             Message::Binary(b) if b.first() == Some(&b'0') => {
-                match lag_note.and_then(|note| b.strip_prefix(note)) {
-                    Some(rest) => {
-                        lagged += rest
-                            .split(|c| *c == b' ')
-                            .next()
-                            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
-                            .unwrap_or(0)
-                    }
+                match ttyd_lagged(&b).filter(|_| corral) {
+                    Some(n) => lagged += n,
                     None => got += b.len() as u64 - 1,
                 }
             }
@@ -315,20 +301,12 @@ async fn corral_run(
     bytes: u64,
 ) -> anyhow::Result<(Duration, u64, u64)> {
     let r = &server.remote;
-    let info = r
-        .json(
-            "POST",
-            "/v1/sessions",
-            Some(&json!({"argv": ["sh", "-c", script], "ring_capacity": 8 << 20})),
-        )
-        .await?;
-    let id = info["id"].as_str().unwrap_or_default().to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await; // stty first
+    let id = flood_session(server, script).await?;
     let addr = r.endpoint.host().to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await?;
     tcp.set_nodelay(true)?;
     let ws = connect(tcp, &addr, &format!("/ttyd/{id}/ws"), &r.token).await?;
-    let out = throughput_client(ws, Some(super::throughput::TTYD_LAG_NOTE), bytes).await;
+    let out = throughput_client(ws, true, bytes).await;
     r.json("DELETE", &format!("/v1/sessions/{id}"), None)
         .await?;
     out
