@@ -143,30 +143,18 @@ impl Holders {
     }
 }
 
-/// What a holder is told on stdin.
+/// What a holder is told on stdin: the program, and where the holder lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HolderSpec {
     /// Protocol version.
     pub v: u32,
-    /// The program.
-    pub argv: Vec<String>,
-    /// Its whole environment.
-    pub env: Vec<(String, String)>,
-    /// Its working directory.
-    pub cwd: Option<PathBuf>,
-    /// The terminal's size.
-    pub size: Size,
+    /// What it runs.
+    #[serde(flatten)]
+    pub program: Program,
     /// Where to listen.
     pub socket: PathBuf,
-    /// Capacity of the shared ring (the output held while not yet logged).
-    pub ring: usize,
     /// Where its stderr goes (removed at release when empty).
     pub log: PathBuf,
-    /// A pipe-mode session (stdin/stdout/stderr pipes instead of a terminal).
-    #[serde(default)]
-    pub pipes: bool,
-    /// Output offset of the program's first byte.
-    pub base: u64,
 }
 
 /// A holder's one-line answer on stdout.
@@ -200,7 +188,7 @@ pub struct Attached {
 }
 
 /// What a holder runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Program {
     /// The program.
     pub argv: Vec<String>,
@@ -212,9 +200,10 @@ pub struct Program {
     pub size: Size,
     /// Output offset of its first byte.
     pub base: u64,
-    /// Capacity of the shared ring.
+    /// Capacity of the shared ring (the output held while not yet logged).
     pub ring: usize,
-    /// On pipes instead of a terminal.
+    /// On stdin/stdout/stderr pipes instead of a terminal.
+    #[serde(default)]
     pub pipes: bool,
 }
 
@@ -246,15 +235,9 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
     let base = program.base;
     let spec = HolderSpec {
         v: VERSION,
-        argv: program.argv,
-        env: program.env,
-        cwd: program.cwd,
-        size: program.size,
+        program,
         socket: holders.socket(id),
-        ring: program.ring,
         log: holders.log(id),
-        pipes: program.pipes,
-        base,
     };
     let mut line = serde_json::to_vec(&spec).map_err(io::Error::other)?;
     line.push(b'\n');

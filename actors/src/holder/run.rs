@@ -188,7 +188,7 @@ impl Holder {
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let ring = SharedRing::create(spec.ring, spec.base)?;
+        let ring = SharedRing::create(spec.program.ring, spec.program.base)?;
         // SAFETY: eventfd returns a new fd or -1.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
@@ -201,8 +201,12 @@ impl Holder {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(&spec.socket)?.ino()
         };
-        let (pid, master, pipes) = if spec.pipes {
-            let (pid, fds) = crate::pipe::open(&spec.argv, spec.cwd.as_deref(), &spec.env)?;
+        let (pid, master, pipes) = if spec.program.pipes {
+            let (pid, fds) = crate::pipe::open(
+                &spec.program.argv,
+                spec.program.cwd.as_deref(),
+                &spec.program.env,
+            )?;
             for out in &fds[1..] {
                 // As much as the kernel allows waits in the pipe while no server reads it.
                 // SAFETY: F_SETPIPE_SZ on our own pipe; a refusal keeps the default 64 KiB.
@@ -210,8 +214,12 @@ impl Holder {
             }
             (pid, None, Some(fds))
         } else {
-            let (pid, master) =
-                crate::pty::open(&spec.argv, spec.cwd.as_deref(), &spec.env, spec.size)?;
+            let (pid, master) = crate::pty::open(
+                &spec.program.argv,
+                spec.program.cwd.as_deref(),
+                &spec.program.env,
+                spec.program.size,
+            )?;
             let raw = master
                 .as_raw_fd()
                 .ok_or_else(|| io::Error::other("pty master has no fd"))?;
