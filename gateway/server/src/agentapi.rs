@@ -87,7 +87,7 @@ async fn screen_text(h: &SessionHandle) -> String {
 /// The conversation: a structured session's messages; for a terminal, the user messages, then
 /// the agent's screen.
 async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
-    if h.info().mode == Mode::StreamJson
+    if h.shared().mode == Mode::StreamJson
         && let Some(persist) = app.corral.sessions().persist()
     {
         return app.conversations.structured(persist, h.id()).await;
@@ -139,23 +139,11 @@ pub async fn post_message(
                 ));
             }
             h.paste(0, &req.content).await?;
-            if h.info().mode == Mode::StreamJson {
-                // Recorded as a typed event: the conversation comes from the journal.
-                return Ok(Json(serde_json::json!({ "ok": true })));
+            // A structured session records its prompt as a typed event (its conversation comes
+            // from the journal); a terminal's is kept here.
+            if h.shared().mode != Mode::StreamJson {
+                remember(&app, &h, req.content);
             }
-            // User messages take the even ids: each is followed by the agent's answer.
-            let mut users = app.conversations.users.lock();
-            let list = users.entry(h.id()).or_default();
-            if list.len() >= MAX_MESSAGES {
-                list.remove(0);
-            }
-            let id = list.last().map_or(0, |m| m.id + 2);
-            list.push(Message {
-                id,
-                content: req.content,
-                role: "user".into(),
-                time: corral_actors::time::format(SystemTime::now()),
-            });
         }
         other => {
             return Err(ApiError::bad_request(format!(
@@ -164,6 +152,23 @@ pub async fn post_message(
         }
     }
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// Keeps a terminal session's user message (bounded: the oldest go first). User messages take
+/// the even ids: each is followed by the agent's answer.
+fn remember(app: &App, h: &SessionHandle, content: String) {
+    let mut users = app.conversations.users.lock();
+    let list = users.entry(h.id()).or_default();
+    if list.len() >= MAX_MESSAGES {
+        list.remove(0);
+    }
+    let id = list.last().map_or(0, |m| m.id + 2);
+    list.push(Message {
+        id,
+        content,
+        role: "user".into(),
+        time: corral_actors::time::format(SystemTime::now()),
+    });
 }
 
 /// `GET /agentapi/{key}/events`: Server-Sent Events. First what reconstructs the state (every

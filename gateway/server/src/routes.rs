@@ -400,7 +400,7 @@ async fn post_hook(
     }
     // A structured session's question is answered through its control protocol (the same
     // permission endpoint): its hook returns no decision at once, or it would race the answer.
-    if name != "PermissionRequest" || h.info().mode == corral_actors::Mode::StreamJson {
+    if name != "PermissionRequest" || h.shared().mode == corral_actors::Mode::StreamJson {
         return Ok((
             StatusCode::ACCEPTED,
             Json(HookAccepted {
