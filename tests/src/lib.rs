@@ -285,6 +285,18 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The `kind` of every journaled event of session `key` whose kind is `kind` (`corral
+    /// events KEY --json`), oldest first.
+    pub async fn events_of(&self, key: &str, kind: &str) -> Vec<Value> {
+        self.cli_ok(&["events", key, "--json"])
+            .await
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["kind"]["kind"] == kind)
+            .map(|e| e["kind"].clone())
+            .collect()
+    }
+
     /// `GET /v1/sessions/{key}` with the admin token, which must answer 200.
     pub async fn session(&self, key: &str) -> Value {
         let (status, body) = self
@@ -517,6 +529,20 @@ pub fn log_bytes(dir: &Path, id: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Waits (bounded) until no live process carries session `id`'s CORRAL_SESSION_ID; panics
+/// naming what is left behind.
+pub async fn until_no_processes(id: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !session_processes(id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            session_processes(id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Live processes carrying a session's CORRAL_SESSION_ID.

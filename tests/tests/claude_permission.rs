@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral_tests::claude_stub::{Stub, claude_env, prepare_home, project_path};
-use corral_tests::{Frame, Server, claude_code, session_processes};
+use corral_tests::{Frame, Server, claude_code, session_processes, until_no_processes};
 use serde_json::{Value, json};
 
 /// What the TUI shows when its prompt is ready for input.
@@ -197,27 +197,17 @@ impl Claude {
     /// The hook names among the session's events.
     async fn hooks(&self, server: &Server) -> Vec<String> {
         server
-            .cli_ok(&["events", &self.name, "--json"])
+            .events_of(&self.name, "hook")
             .await
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["kind"]["kind"] == "hook")
-            .map(|e| e["kind"]["name"].as_str().unwrap_or("").to_string())
+            .iter()
+            .map(|e| e["name"].as_str().unwrap_or("").to_string())
             .collect()
     }
 
     /// Stops the session and the stub; nothing of the session may be left.
     async fn stop(self, server: &Server) {
         server.cli_ok(&["stop", &self.name]).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !session_processes(&self.id).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "left behind: {:?}",
-                session_processes(&self.id)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_no_processes(&self.id, Duration::from_secs(10)).await;
         self.stub.stop();
     }
 }
@@ -392,14 +382,6 @@ async fn claude_code_in_pipe_mode_refuses_the_tool_without_asking() {
             .await
             .contains("The stub saw the tool result.")
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !session_processes(&id).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {:?}",
-            session_processes(&id)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_no_processes(&id, Duration::from_secs(10)).await;
     stub.stop();
 }

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use corral_tests::claude_stub::{Stub, claude_env, prepare_home, project_path};
-use corral_tests::{Server, Webhooks, claude_code, session_processes};
+use corral_tests::{Server, Webhooks, claude_code, until_no_processes};
 use serde_json::{Value, json};
 
 /// What the stub's second answer says (after it got the tool's result).
@@ -110,28 +110,13 @@ impl Claude {
 
     /// The session's typed agent events (`type` of each `agent` event).
     async fn agent_events(&self, server: &Server) -> Vec<Value> {
-        server
-            .cli_ok(&["events", &self.name, "--json"])
-            .await
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["kind"]["kind"] == "agent")
-            .map(|e| e["kind"].clone())
-            .collect()
+        server.events_of(&self.name, "agent").await
     }
 
     /// Stops the session and the stub; nothing of the session may be left.
     async fn stop(self, server: &Server) {
         server.cli_ok(&["stop", &self.name]).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !session_processes(&self.id).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "left behind: {:?}",
-                session_processes(&self.id)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_no_processes(&self.id, Duration::from_secs(10)).await;
         self.stub.stop();
     }
 }
