@@ -30,8 +30,8 @@ pub enum Mode {
     /// In a pseudo-terminal: interactive programs, TUIs.
     #[default]
     Pty,
-    /// On stdin/stdout/stderr pipes; stdout NDJSON lines become events (`claude -p
-    /// --output-format stream-json`).
+    /// On stdin/stdout/stderr pipes; every line is output, and a JSON line is also a `json`
+    /// event (`claude -p --output-format stream-json`).
     Pipe,
     /// On pipes, speaking an agent's structured protocol (needs an agent profile; for `claude`:
     /// stream-json in and out with permission requests on stdout, see `stream_json`): every

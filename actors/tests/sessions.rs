@@ -497,12 +497,16 @@ async fn pipe_mode_turns_json_lines_into_events_and_echoes_input() {
         .await
         .unwrap();
     let mut sub = h.subscribe(Some(0)).unwrap();
-    let (_, ev) = until_event(&mut sub, |e| matches!(e.kind, EventKind::Json { .. })).await;
+    let (mut out, ev) = until_event(&mut sub, |e| matches!(e.kind, EventKind::Json { .. })).await;
     match ev.kind {
         EventKind::Json { value } => assert_eq!(value["type"], "hello"),
         _ => unreachable!(),
     }
-    read_until(&mut sub, b"plain\n").await;
+    // The JSON line stays in the output too (the log is what the program wrote).
+    if !out.ends_with(b"plain\n") {
+        out.extend(read_until(&mut sub, b"plain\n").await);
+    }
+    assert_eq!(out, b"{\"type\":\"hello\"}\nplain\n");
     h.input(0, b"{\"type\":\"user\"}\n".to_vec()).unwrap();
     let (_, ev) = until_event(&mut sub, |e| matches!(e.kind, EventKind::Json { .. })).await;
     assert!(matches!(ev.kind, EventKind::Json { ref value } if value["type"] == "user"));
@@ -516,9 +520,9 @@ async fn pipe_mode_turns_json_lines_into_events_and_echoes_input() {
 }
 
 #[tokio::test]
-async fn pipe_mode_keeps_the_order_of_json_events_and_output_lines() {
-    // One write, so one read holds every line: runs of output lines go to the Ring in one
-    // append, and each event's offset is the output position it was printed at.
+async fn pipe_mode_keeps_every_line_and_places_each_json_event_after_its_line() {
+    // One write, so one read holds every line: every line goes to the Ring (the log is the
+    // program's output, exactly), and each JSON line's event offset is where that line ends.
     let corral = corral().await;
     let script =
         r#"sleep 0.2; printf 'a\nb\n{"n":1}\nc\n{oops\n[2]\n  {"n":3}\nd\n'; exec sleep 100"#;
@@ -544,15 +548,19 @@ async fn pipe_mode_keeps_the_order_of_json_events_and_output_lines() {
             _ => {}
         }
     }
-    assert_eq!(String::from_utf8_lossy(&out), "a\nb\nc\n{oops\nd\n");
+    let all = "a\nb\n{\"n\":1}\nc\n{oops\n[2]\n  {\"n\":3}\nd\n";
+    assert_eq!(String::from_utf8_lossy(&out), all);
     let at = |n: u64| String::from_utf8_lossy(&out[..n as usize]).into_owned();
     let placed: Vec<_> = events.iter().map(|(v, o)| (v.as_str(), at(*o))).collect();
     assert_eq!(
         placed,
         [
-            (r#"{"n":1}"#, "a\nb\n".to_string()),
-            ("[2]", "a\nb\nc\n{oops\n".to_string()),
-            (r#"{"n":3}"#, "a\nb\nc\n{oops\n".to_string()),
+            (r#"{"n":1}"#, "a\nb\n{\"n\":1}\n".to_string()),
+            ("[2]", "a\nb\n{\"n\":1}\nc\n{oops\n[2]\n".to_string()),
+            (
+                r#"{"n":3}"#,
+                "a\nb\n{\"n\":1}\nc\n{oops\n[2]\n  {\"n\":3}\n".to_string()
+            ),
         ]
     );
     corral.shutdown().await.unwrap();

@@ -210,16 +210,18 @@ pub struct Program {
 /// A held program's I/O, as its holder passed it.
 #[derive(Debug)]
 pub enum HeldIo {
-    /// A terminal.
-    Pty {
-        /// The PTY master (input, resize).
-        master: OwnedFd,
+    /// Output in the holder's ring: a terminal's, or a pipe session's stdout and stderr.
+    Ring {
+        /// The PTY master (input, resize), or a pipe session's stdin.
+        input: OwnedFd,
+        /// `input` is a terminal.
+        terminal: bool,
         /// The output not yet logged, from the offset asked on.
         ring: super::ring::SharedRing,
         /// Readable when the holder published more output.
         wake: OwnedFd,
     },
-    /// Pipes (the server reads them itself).
+    /// A pipe session under a protocol v1 holder: the server reads the pipes itself.
     Pipes {
         /// stdin's write end.
         stdin: OwnedFd,
@@ -292,6 +294,7 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
     let holder = wire::peer_pid(&conn)?;
     wire::send(conn.as_fd(), &ToHolder::Hello { v: VERSION, from }, &[])?;
     let deadline = std::time::Instant::now() + WELCOME_TIMEOUT;
+    let mut spoken = VERSION;
     let (msg, mut fds) = loop {
         wait_readable(
             &conn,
@@ -299,9 +302,15 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
         )?;
         let got = wire::recv::<FromHolder>(&conn, MsgFlags::MSG_DONTWAIT)?
             .ok_or_else(|| io::Error::other("holder hung up before answering"))?;
-        // An exit reported before our Hello was read is in the Welcome too.
-        if !matches!(got.0, FromHolder::Exited(_)) {
-            break got;
+        match got.0 {
+            // An exit reported before our Hello was read is in the Welcome too.
+            FromHolder::Exited(_) => {}
+            // A holder an older server started: say it again in its version.
+            FromHolder::Refused { v, .. } if v < spoken && v >= 1 => {
+                spoken = v;
+                wire::send(conn.as_fd(), &ToHolder::Hello { v, from }, &[])?;
+            }
+            _ => break got,
         }
     };
     match msg {
@@ -313,20 +322,21 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             exited,
             pipes,
             ..
-        } if v == VERSION && fds.len() == 3 => {
+        } if v == spoken && fds.len() == 3 => {
             // invariant (the three pops): three fds checked just above.
             let third = fds.pop().expect("three fds");
             let second = fds.pop().expect("three fds");
             let first = fds.pop().expect("three fds");
-            let io = if pipes {
+            let io = if pipes && v == 1 {
                 HeldIo::Pipes {
                     stdin: first,
                     stdout: second,
                     stderr: third,
                 }
             } else {
-                HeldIo::Pty {
-                    master: first,
+                HeldIo::Ring {
+                    input: first,
+                    terminal: !pipes,
                     ring: super::ring::SharedRing::open(second)?,
                     wake: third,
                 }
@@ -409,7 +419,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
-    fn an_exit_reported_before_the_welcome_is_not_taken_for_the_answer() {
+    fn an_exit_before_the_welcome_and_a_v1_holder_are_understood() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sock");
         let listener = wire::listen(&path).unwrap();
@@ -432,9 +442,21 @@ mod tests {
                     from: 7
                 }
             );
+            // A holder of protocol v1 (started by an older server) refuses v2...
+            let refused = FromHolder::Refused {
+                v: 1,
+                reason: "holder speaks protocol 1".into(),
+            };
+            wire::send(conn.as_fd(), &refused, &[]).unwrap();
+            wait_readable(&conn, Duration::from_secs(5)).unwrap();
+            let (hello, _) = wire::recv::<ToHolder>(&conn, MsgFlags::empty())
+                .unwrap()
+                .unwrap();
+            // ...and is asked again in its own version: a v1 pipe session (its pipes passed).
+            assert_eq!(hello, ToHolder::Hello { v: 1, from: 7 });
             let (r, w) = nix::unistd::pipe().unwrap();
             let welcome = FromHolder::Welcome {
-                v: VERSION,
+                v: 1,
                 holder: 1,
                 pid: 2,
                 starttime: 3,

@@ -196,6 +196,34 @@ impl SharedRing {
         unsafe { std::slice::from_raw_parts_mut(self.map.add(HEADER + pos), len) }
     }
 
+    /// Free bytes (what [`push`](Self::push) can take at once).
+    pub fn free(&self) -> usize {
+        (self.acked() + self.cap as u64).saturating_sub(self.end()) as usize
+    }
+
+    /// Copies `bytes` (at most [`free`](Self::free)) in at `end`, across the wrap, and publishes
+    /// them at once: a reader sees all of them or none (a pipe session's whole lines).
+    pub fn push(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= self.free());
+        let mut done = 0;
+        while done < bytes.len() {
+            let (end, acked) = (self.end() + done as u64, self.acked());
+            let free = (acked + self.cap as u64).saturating_sub(end) as usize;
+            let pos = (end % self.cap as u64) as usize;
+            let n = free.min(self.cap - pos).min(bytes.len() - done);
+            if n == 0 {
+                break;
+            }
+            // SAFETY: [pos, pos + n) lies in the data region and in [end, acked + cap), which
+            // only the holder (this process, `&mut self`) writes and the server never reads.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), self.map.add(HEADER + pos), n)
+            };
+            done += n;
+        }
+        self.publish(done);
+    }
+
     /// `n` bytes were written at the start of the write slot: publish them. (SeqCst: ordered
     /// with the [`polling`](Self::set_polling) handshake.)
     pub fn publish(&self, n: usize) {
@@ -207,7 +235,7 @@ impl SharedRing {
         self.header().polling.load(Ordering::SeqCst) == 1
     }
 
-    /// The terminal is closed and everything is published.
+    /// The terminal (or every output pipe) is closed and everything is published.
     pub fn close(&self) {
         self.header().closed.store(1, Ordering::Release);
     }
@@ -298,5 +326,22 @@ mod tests {
         assert_eq!(server.acked(), holder.end(), "never past the end");
         holder.close();
         assert!(server.closed());
+    }
+
+    #[test]
+    fn a_push_lands_whole_across_the_wrap() {
+        let mut holder = SharedRing::create(MIN_CAP, 0).unwrap();
+        let server = SharedRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let cap = holder.cap();
+        holder.push(&vec![b'a'; cap - 10]);
+        server.set_acked(cap as u64 - 10);
+        assert_eq!(holder.free(), cap);
+        let line: Vec<u8> = (0..100u8).collect();
+        holder.push(&line);
+        assert_eq!(holder.end(), cap as u64 + 90);
+        let mut got = server.read(cap as u64 - 10, usize::MAX).to_vec();
+        assert_eq!(got.len(), 10, "up to the wrap");
+        got.extend_from_slice(server.read(cap as u64, usize::MAX));
+        assert_eq!(got, line);
     }
 }

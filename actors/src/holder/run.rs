@@ -1,14 +1,15 @@
-//! Run: the holder process itself (`corral holder`), one per PTY session.
+//! Run: the holder process itself (`corral holder`), one per session.
 //!
-//! It is the session's anchor while servers come and go: it owns the PTY master and is the
-//! parent (and the subreaper) of the session's program, so the program never sees its server
-//! die — no SIGHUP, no closed terminal — and its exit status is kept until a server takes it.
-//! It reads the terminal straight into its [shared ring](super::ring), memory that outlives any
-//! server process, so no byte is lost whatever instant a server is SIGKILLed at.
+//! It is the session's anchor while servers come and go: it owns the PTY master (or the pipes)
+//! and is the parent (and the subreaper) of the session's program, so the program never sees
+//! its server die — no SIGHUP, no closed terminal, no broken pipe — and its exit status is kept
+//! until a server takes it. It reads the terminal straight into its [shared ring](super::ring)
+//! (a pipe session's stdout and stderr through [`super::streams`], in whole lines), memory that
+//! outlives any server process, so no byte is lost whatever instant a server is SIGKILLed at.
 //!
 //! One thread, one `poll(2)` loop, no runtime: the listening socket, the server's connection,
-//! the PTY master (while the ring has room) and a signalfd for SIGCHLD; an eventfd wakes the
-//! attached server after each batch of reads. SIGHUP, SIGINT, SIGTERM and SIGPIPE are ignored (a terminal's hangup
+//! the PTY master or the output pipes (while the ring has room) and a signalfd for SIGCHLD; an
+//! eventfd wakes the attached server after each batch of reads. SIGHUP, SIGINT, SIGTERM and SIGPIPE are ignored (a terminal's hangup
 //! or a signal to the server's group must not end a session); it leaves only on `Release`.
 
 use std::io::{self, BufRead, Write};
@@ -24,6 +25,7 @@ use nix::unistd::Pid;
 
 use super::launch::{HolderSpec, Ready};
 use super::ring::SharedRing;
+use super::streams::Streams;
 use super::wire::{self, Exit, FromHolder, ToHolder, VERSION};
 use crate::process::ExitStatus;
 use crate::process::procfs::ProcessIdentity;
@@ -134,10 +136,11 @@ struct Holder {
     /// The PTY master; `None` after EIO (the terminal is closed on the program's side), and
     /// for a pipe-mode program.
     master: Option<OwnedFd>,
-    /// A pipe-mode program's stdin write end and stdout/stderr read ends: kept open (the
-    /// program never sees its stdin close or its output pipes break while no server is
-    /// attached) and passed to each server, which reads them itself.
-    pipes: Option<[OwnedFd; 3]>,
+    /// A pipe-mode program's stdin write end (kept open: the program never sees its stdin
+    /// close while no server is attached; each server gets a copy to write to) and its output
+    /// pipes, read here like a terminal.
+    stdin: Option<OwnedFd>,
+    streams: Option<Streams>,
     /// The listening socket, its path, and the inode it was bound as.
     listener: OwnedFd,
     socket: PathBuf,
@@ -201,18 +204,19 @@ impl Holder {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(&spec.socket)?.ino()
         };
-        let (pid, master, pipes) = if spec.program.pipes {
-            let (pid, fds) = crate::pipe::open(
+        let (pid, master, stdin, streams) = if spec.program.pipes {
+            let (pid, [stdin, stdout, stderr]) = crate::pipe::open(
                 &spec.program.argv,
                 spec.program.cwd.as_deref(),
                 &spec.program.env,
             )?;
-            for out in &fds[1..] {
-                // As much as the kernel allows waits in the pipe while no server reads it.
+            for out in [&stdout, &stderr] {
+                // As much as the kernel allows waits in the pipe while the ring is full.
                 // SAFETY: F_SETPIPE_SZ on our own pipe; a refusal keeps the default 64 KiB.
                 unsafe { libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+                crate::fd::set_nonblocking(out)?;
             }
-            (pid, None, Some(fds))
+            (pid, None, Some(stdin), Some(Streams::new(stdout, stderr)))
         } else {
             let (pid, master) = crate::pty::open(
                 &spec.program.argv,
@@ -223,7 +227,7 @@ impl Holder {
             let raw = master
                 .as_raw_fd()
                 .ok_or_else(|| io::Error::other("pty master has no fd"))?;
-            (pid, Some(crate::fd::dup_nonblocking(raw)?), None)
+            (pid, Some(crate::fd::dup_nonblocking(raw)?), None, None)
         };
         let starttime = ProcessIdentity::of(pid).map(|i| i.starttime).unwrap_or(0);
         Ok(Holder {
@@ -231,7 +235,8 @@ impl Holder {
             starttime,
             exited: None,
             master,
-            pipes,
+            stdin,
+            streams,
             listener,
             socket: spec.socket.clone(),
             socket_ino,
@@ -266,6 +271,13 @@ impl Holder {
                 Some(m) if !full => Some(slot(m.as_raw_fd())),
                 _ => None,
             };
+            let pipes: Vec<(usize, usize)> = match &self.streams {
+                Some(streams) if !full => streams.to_read().map(|(i, fd)| (i, slot(fd))).collect(),
+                _ => Vec::new(),
+            };
+            // Output read but not in the ring yet waits for room like a full ring does.
+            let full = full && (self.master.is_some() || self.streams.is_some())
+                || self.streams.as_ref().is_some_and(Streams::waiting);
             // While full with a server attached, look again soon (it acknowledges through the
             // ring, without a message); with no server attached nothing can free the ring, and
             // every few seconds the socket is checked to be still ours.
@@ -278,7 +290,7 @@ impl Holder {
             };
             let timeout = if self.conn.is_none() {
                 ORPHAN_CHECK_MS
-            } else if self.master.is_some() && full {
+            } else if full {
                 if full_since.elapsed() < FULL_FAST_FOR {
                     FULL_RECHECK_MS
                 } else {
@@ -286,6 +298,18 @@ impl Holder {
                 }
             } else {
                 -1
+            };
+            // A line without its newline comes due for publishing even if nothing else happens.
+            let due = self
+                .streams
+                .as_ref()
+                .and_then(|s| s.next_due(std::time::Instant::now()));
+            let timeout = match due {
+                Some(due) => {
+                    let ms = (due.as_millis() as libc::c_int).saturating_add(1);
+                    if timeout < 0 { ms } else { timeout.min(ms) }
+                }
+                None => timeout,
             };
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -313,6 +337,12 @@ impl Holder {
             if ready(master) {
                 self.read_terminal();
             }
+            let pipes_ready: Vec<usize> = pipes
+                .iter()
+                .filter(|(_, slot)| ready(Some(*slot)))
+                .map(|(i, _)| *i)
+                .collect();
+            self.read_pipes(&pipes_ready);
             if ready(conn) {
                 self.server_said();
             }
@@ -366,6 +396,28 @@ impl Holder {
             self.ring.close();
         }
         if ended || (total > 0 && !self.ring.server_polling()) {
+            self.wake_server();
+        }
+    }
+
+    /// Reads the output pipes that are ready, then publishes what the line rules allow (see
+    /// [`Streams`]); called on every turn of the loop, since time and room alone can make
+    /// something publishable. The ring closes once both pipes ended and all is published.
+    fn read_pipes(&mut self, ready: &[usize]) {
+        let Some(streams) = &mut self.streams else {
+            return;
+        };
+        for &i in ready {
+            if let Err(e) = streams.read(i) {
+                eprintln!("corral holder: reading the program's output pipe {i}: {e}");
+            }
+        }
+        let published = streams.publish(&mut self.ring, std::time::Instant::now());
+        let ended = streams.done() && !self.ring.closed();
+        if ended {
+            self.ring.close();
+        }
+        if ended || (published && !self.ring.server_polling()) {
             self.wake_server();
         }
     }
@@ -442,40 +494,40 @@ impl Holder {
 
     fn hello(&mut self, v: u32, from: u64) {
         self.greeted = true;
-        if v != VERSION {
+        // Version 1 differs only for pipe sessions (whose output it left in the pipes): a
+        // terminal's holder speaks it too, so an older server can still take it back.
+        if v != VERSION && !(v == 1 && self.streams.is_none()) {
             return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"));
         }
-        let fds = match &self.pipes {
-            // Pipes hold their own unread output; offsets are the server's business.
-            Some(pipes) => pipes.each_ref().map(|p| p.as_raw_fd()),
-            None => {
-                if from < self.ring.held_from() || from > self.ring.end() {
-                    return self.refuse(format!(
-                        "output from offset {from} is not held (held: {}..{})",
-                        self.ring.held_from(),
-                        self.ring.end()
-                    ));
-                }
-                // Bytes from `from` on are this server's to log: none may be overwritten.
-                self.ring.rewind_acked(from);
-                // SCM_RIGHTS gives the server its own descriptors. Without a terminal (already
-                // closed) the eventfd stands in, so the server always gets three (it reads
-                // `closed` in the ring and never writes to it).
-                let master = self.master.as_ref().unwrap_or(&self.wake).as_raw_fd();
-                [master, self.ring.fd().as_raw_fd(), self.wake.as_raw_fd()]
-            }
-        };
+        if from < self.ring.held_from() || from > self.ring.end() {
+            return self.refuse(format!(
+                "output from offset {from} is not held (held: {}..{})",
+                self.ring.held_from(),
+                self.ring.end()
+            ));
+        }
+        // Bytes from `from` on are this server's to log: none may be overwritten.
+        self.ring.rewind_acked(from);
+        // SCM_RIGHTS gives the server its own descriptors: the terminal (or stdin's pipe), the
+        // ring, the eventfd. Without a terminal (already closed) the eventfd stands in, so the
+        // server always gets three (it reads `closed` in the ring and never writes to it).
+        let input = self.stdin.as_ref().or(self.master.as_ref());
+        let fds = [
+            input.unwrap_or(&self.wake).as_raw_fd(),
+            self.ring.fd().as_raw_fd(),
+            self.wake.as_raw_fd(),
+        ];
         let welcome = FromHolder::Welcome {
-            v: VERSION,
+            v,
             holder: std::process::id() as i32,
             pid: self.pid,
             starttime: self.starttime,
             base: self.ring.base(),
             end: self.ring.end(),
             exited: self.exited,
-            pipes: self.pipes.is_some(),
+            pipes: self.streams.is_some(),
         };
-        if self.tell(&welcome, &fds) && self.pipes.is_none() {
+        if self.tell(&welcome, &fds) {
             self.wake_server();
         }
     }

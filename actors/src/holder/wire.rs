@@ -1,4 +1,4 @@
-//! Wire: protocol v1 between the server and a session's holder, and the socket calls that carry
+//! Wire: protocol v2 between the server and a session's holder, and the socket calls that carry
 //! it.
 //!
 //! One `SOCK_SEQPACKET` Unix socket per holder (`holders/<session>.sock` in the 0700 data dir,
@@ -20,8 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::process::ExitStatus;
 
-/// The protocol version this build speaks.
-pub const VERSION: u32 = 1;
+/// The protocol version this build speaks. v2: a pipe session's holder reads its output into
+/// the ring like a terminal's (v1 passed the output pipes to the server). A server speaks both
+/// (it says `Hello` again with v1 to a holder that refuses v2: an upgrade keeps the sessions
+/// of the holders an older server started); a holder speaks v1 only for a terminal, where the
+/// two are the same.
+pub const VERSION: u32 = 2;
 /// Largest message (JSON); a holder's messages are a few hundred bytes.
 const MAX_MESSAGE: usize = 16 * 1024;
 /// Most descriptors one message carries.
@@ -66,9 +70,9 @@ pub enum FromHolder {
         end: u64,
         /// Set when the main process has already exited (while no server was attached).
         exited: Option<Exit>,
-        /// A pipe-mode session: the three fds are instead its stdin's write end and its
-        /// stdout's and stderr's read ends (the holder keeps its own, unread: what the program
-        /// writes while no server reads waits in the pipes).
+        /// A pipe-mode session: the first fd is its stdin's write end instead of a terminal;
+        /// the ring holds its stdout and stderr, merged in whole lines. (In v1, the three fds
+        /// were stdin's write end and stdout's and stderr's read ends, which the server read.)
         #[serde(default)]
         pipes: bool,
     },

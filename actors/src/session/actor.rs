@@ -698,6 +698,7 @@ impl SessionActorState {
                     shared: self.shared.clone(),
                     eof: eof_tx,
                     screen: self.screen.clone(),
+                    framing,
                 },
                 myself.get_cell(),
             )

@@ -1,6 +1,8 @@
 //! Held: the output reader of a process under a holder — it copies what the holder published in
 //! the shared ring (`crate::holder::ring`) into the session's Ring, woken by the holder's
 //! eventfd, and writes back what the session's log holds so the holder may reuse the space.
+//! A pipe session's output (stdout and stderr, merged by the holder in whole lines) is framed
+//! on the way ([`super::lines`]): its JSON lines' events follow them.
 //!
 //! It does what [`super::output`] does for a terminal this server reads itself (output into the
 //! Ring, the persister told, the output stamp, the screen nudged when output goes quiet, EOF
@@ -15,6 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
+use super::lines::{Framing, Lines};
 use super::shared::SessionShared;
 use crate::holder::ring::SharedRing;
 use crate::screen::ScreenMsg;
@@ -51,6 +54,8 @@ pub struct HeldArgs {
     pub eof: watch::Sender<bool>,
     /// The screen to nudge when output goes idle.
     pub screen: Option<ActorRef<ScreenMsg>>,
+    /// A terminal's output is [`Framing::Raw`]; a pipe session's is NDJSON.
+    pub framing: Framing,
 }
 
 /// Its only message: copy what is there, or wait for more.
@@ -62,6 +67,8 @@ pub struct HeldState {
     args: HeldArgs,
     /// Output offset copied up to (= the session Ring's head).
     cursor: u64,
+    /// The lines of a pipe session's output.
+    lines: Lines,
     /// Output since the screen last caught up.
     dirty: bool,
     /// Copying on the tick (a flood).
@@ -83,9 +90,11 @@ impl Actor for HeldReader {
     ) -> Result<HeldState, ActorProcessingErr> {
         myself.send_message(Pump)?;
         let cursor = args.shared.ring.head();
+        let lines = Lines::new(args.framing);
         Ok(HeldState {
             args,
             cursor,
+            lines,
             dirty: false,
             flowing: false,
             volume: 0,
@@ -105,6 +114,7 @@ impl Actor for HeldReader {
             st.args.shared.mark_output();
         }
         if st.args.ring.closed() && st.cursor == st.args.ring.end() {
+            st.lines.finish(&st.args.shared);
             st.set_flowing(false);
             st.args.eof.send_replace(true);
             st.nudge_screen();
@@ -173,19 +183,22 @@ impl HeldState {
             .map_or(u64::MAX, |p| {
                 p.saturating_add(self.args.shared.ring.capacity() as u64)
             });
+        // Events wait while the journal is congested: the rest stays in the holder's ring
+        // meanwhile (and the program blocks once that is full).
+        let congested = || {
+            self.args.framing != Framing::Raw
+                && self.args.shared.journal().is_some_and(|j| j.congested())
+        };
         let mut copied = 0;
-        while copied < BURST && self.cursor < ring.end().min(limit) {
+        while copied < BURST && self.cursor < ring.end().min(limit) && !congested() {
             let room = (limit - self.cursor).min((BURST - copied) as u64) as usize;
             let bytes = ring.read(self.cursor, room);
             if bytes.is_empty() {
                 break;
             }
-            self.args.shared.ring.append(bytes);
-            self.cursor += bytes.len() as u64;
-            copied += bytes.len();
-        }
-        if copied > 0 {
-            self.args.shared.output_appended();
+            let taken = self.lines.feed(bytes, &self.args.shared);
+            self.cursor += taken as u64;
+            copied += taken;
         }
         // What the log holds is the holder's to reuse (everything, when nothing persists).
         let logged = self

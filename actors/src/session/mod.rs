@@ -6,6 +6,7 @@
 //!   status, the input queue, events);
 //! - [`output`]: the output reader (AsyncFd → Ring, exit via pidfd, drain to EOF/EIO) and
 //!   [`bulk`], its flood mode on a blocking thread;
+//! - [`lines`]: what a pipe session's output lines mean (NDJSON, stream-json events);
 //! - [`input`]: the byte-bounded input writer;
 //! - [`link`]: the connection to the process's holder, when it has one (exit, loss), and
 //!   [`held`], the output reader of such a process (from the holder's shared ring);
@@ -18,6 +19,7 @@ pub mod actor;
 pub mod bulk;
 pub mod held;
 pub mod input;
+pub mod lines;
 pub mod link;
 pub mod msg;
 pub mod output;

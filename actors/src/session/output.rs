@@ -18,7 +18,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::bulk::{self, READ_CHUNK, SliceEnd, with_read_buf};
+use super::bulk::{self, SliceEnd, with_read_buf};
+pub use super::lines::Framing;
+use super::lines::{LINE_MAX, emit, line_events, output};
 use super::msg::SessionMsg;
 use super::shared::SessionShared;
 use crate::fd;
@@ -33,19 +35,6 @@ const BURST: usize = 256 * 1024;
 const FLOOD_WINDOW: Duration = Duration::from_millis(100);
 /// Output quiet for this long lets the screen catch up (off the hot path).
 const IDLE: Duration = Duration::from_millis(150);
-
-/// What to do with the bytes read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Append to the Ring as they come.
-    Raw,
-    /// Split into lines: lines that parse as JSON become events, the rest go to the Ring.
-    NdJson,
-    /// A structured agent's protocol (stream-json): every line goes to the Ring as it is, and
-    /// what a JSON line means becomes typed events (`stream_json::events`), each right after
-    /// its line (its offset follows the line).
-    Agent,
-}
 
 /// Arguments of an [`OutputReader`].
 pub struct ReaderArgs {
@@ -84,8 +73,8 @@ pub struct ReaderState {
     fd: Option<Arc<AsyncFd<OwnedFd>>>,
     /// Where the bytes go.
     args: Sink,
-    /// NDJSON bytes not turned into lines yet: complete lines held back while the journal is
-    /// congested, then the incomplete last line.
+    /// NDJSON bytes not handled yet: complete lines held back while the journal is congested,
+    /// then the incomplete last line.
     partial: Vec<u8>,
     /// `partial` holds complete lines held back (the journal was congested).
     held: bool,
@@ -348,10 +337,7 @@ impl ReaderState {
     /// Hands freshly read bytes to the Ring (or the NDJSON splitter).
     fn deliver(&mut self, bytes: &[u8]) {
         match self.args.framing {
-            Framing::Raw => {
-                self.args.ring.append(bytes);
-                self.args.shared.output_appended();
-            }
+            Framing::Raw => output(&self.args.shared, bytes),
             Framing::NdJson | Framing::Agent => {
                 self.partial.extend_from_slice(bytes);
                 self.split_lines(false);
@@ -359,51 +345,34 @@ impl ReaderState {
         }
     }
 
-    /// Turns the complete lines of `partial` into events or output; a run of output lines goes
-    /// to the Ring in one append. Pipe mode can produce events faster than anything can record
-    /// them: unless `force`, it stops at an event while the persister's journal is congested and
-    /// sets `held` (the caller stops reading meanwhile).
+    /// Puts the complete lines of `partial` in the Ring, each JSON line's events right after
+    /// it (see [`super::lines`]); runs of lines go in one append. Pipe mode can produce events
+    /// faster than anything can record them: unless `force`, it stops at an event while the
+    /// persister's journal is congested and sets `held` (the caller stops reading meanwhile).
     fn split_lines(&mut self, force: bool) {
         let journal = self.args.shared.journal().cloned();
-        // Lines before `start` are handled; output lines from `run` on are not appended yet.
+        // Lines before `start` are handled; bytes from `run` on are not in the Ring yet.
         let (mut start, mut run) = (0, 0);
         self.held = false;
         while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
             let end = start + nl + 1;
-            if self.args.framing == Framing::Agent {
-                let events = agent_events(&self.partial[start..end]);
-                if !events.is_empty() {
-                    if !force && journal.as_ref().is_some_and(|j| j.congested()) {
-                        self.held = true;
-                        break;
-                    }
-                    // The line first (with the output before it): the events' offset follows it.
-                    output(&self.args, &self.partial[run..end]);
-                    run = end;
-                    for event in events {
-                        crate::agent::record_stream(&self.args.shared, event);
-                    }
-                }
-            } else if let Some(value) = json_line(&self.partial[start..end]) {
+            if let Some(events) = line_events(self.args.framing, &self.partial[start..end]) {
                 if !force && journal.as_ref().is_some_and(|j| j.congested()) {
                     self.held = true;
                     break;
                 }
-                // The output before the event first: the event's offset follows it.
-                output(&self.args, &self.partial[run..start]);
-                self.args
-                    .shared
-                    .emit(crate::event::EventKind::Json { value });
+                // The line first (with the output before it): the events' offset follows it.
+                output(&self.args.shared, &self.partial[run..end]);
                 run = end;
+                emit(&self.args.shared, events);
             }
             start = end;
         }
-        output(&self.args, &self.partial[run..start]);
+        output(&self.args.shared, &self.partial[run..start]);
         self.partial.drain(..start);
-        // Bounded: a "line" longer than the chunk size is passed through as bytes.
-        if !self.held && self.partial.len() > READ_CHUNK * 16 {
-            self.args.ring.append(&self.partial);
-            self.args.shared.output_appended();
+        // Bounded: a "line" longer than LINE_MAX is passed through as bytes.
+        if !self.held && self.partial.len() > LINE_MAX {
+            output(&self.args.shared, &self.partial);
             self.partial.clear();
         }
     }
@@ -424,50 +393,11 @@ impl ReaderState {
     }
 }
 
-/// One complete NDJSON line: JSON → event, anything else → output bytes; a structured agent's
-/// line goes to output, then its typed events.
+/// The last line of NDJSON output, without its newline: its bytes, then its events.
 fn line(args: &Sink, bytes: &[u8]) {
-    if args.framing == Framing::Agent {
-        output(args, bytes);
-        for event in agent_events(bytes) {
-            crate::agent::record_stream(&args.shared, event);
-        }
-        return;
-    }
-    match json_line(bytes) {
-        Some(value) => {
-            args.shared.emit(crate::event::EventKind::Json { value });
-        }
-        None => output(args, bytes),
-    }
-}
-
-/// The typed events of a structured agent's line (none for a line that is not JSON).
-fn agent_events(bytes: &[u8]) -> Vec<crate::stream_json::AgentEvent> {
-    json_line(bytes)
-        .map(|v| crate::stream_json::events(&v))
-        .unwrap_or_default()
-}
-
-/// The JSON object or array a line holds, if it holds one (a line that does not start with
-/// `{` or `[` is not parsed at all).
-fn json_line(bytes: &[u8]) -> Option<serde_json::Value> {
-    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    let first = text.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' && *first != b'[' {
-        return None;
-    }
-    serde_json::from_slice::<serde_json::Value>(text)
-        .ok()
-        .filter(|v| v.is_object() || v.is_array())
-}
-
-/// Output bytes to the Ring (nothing for none).
-fn output(args: &Sink, bytes: &[u8]) {
-    if !bytes.is_empty() {
-        args.ring.append(bytes);
-        args.shared.output_appended();
+    output(&args.shared, bytes);
+    if let Some(events) = line_events(args.framing, bytes) {
+        emit(&args.shared, events);
     }
 }
 

@@ -51,8 +51,9 @@ pub(super) struct Spawned {
 }
 
 impl Spawned {
-    /// A process under a holder: output from the holder's pipe, input and resize on the passed
-    /// master, exit from the holder. If anything here fails the holder is released (it kills
+    /// A process under a holder: output from the holder's ring (or, from a v1 holder, a pipe
+    /// session's own pipes), input and resize on the passed master (or stdin), exit from the
+    /// holder. If anything here fails the holder is released (it kills
     /// the program).
     pub(super) fn held(a: crate::holder::Attached) -> std::io::Result<Spawned> {
         use std::os::fd::AsRawFd;
@@ -70,14 +71,19 @@ impl Spawned {
                 None => PidFd::open(a.pid).ok().map(Arc::new),
             };
             let (master, output, input, stderr) = match a.io {
-                crate::holder::HeldIo::Pty { master, ring, wake } => {
+                crate::holder::HeldIo::Ring {
+                    input,
+                    terminal,
+                    ring,
+                    wake,
+                } => {
                     crate::fd::set_nonblocking(&wake)?;
                     let wake = crate::fd::register(wake, Interest::READABLE)?;
-                    let input = take(&master, Interest::WRITABLE)?;
+                    let writer = take(&input, Interest::WRITABLE)?;
                     (
-                        Some(Master::Held(master)),
+                        terminal.then_some(Master::Held(input)),
                         Source::Held(Arc::new(ring), wake),
-                        input,
+                        writer,
                         None,
                     )
                 }
