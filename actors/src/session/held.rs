@@ -134,7 +134,11 @@ impl Actor for HeldReader {
             super::bulk::record_flood(u64::from(!st.flowing), copied as u64);
             st.set_flowing(true);
             st.args.shared.ring.end_batches();
-            tokio::time::sleep(TICK).await;
+            // A whole burst: more is likely waiting (a pipe's flood outruns a tick's worth),
+            // so only the mailbox goes first.
+            if copied < BURST {
+                tokio::time::sleep(TICK).await;
+            }
             myself.send_message(Pump)?;
             return Ok(());
         }

@@ -88,6 +88,11 @@ fn json_line(bytes: &[u8]) -> Option<serde_json::Value> {
         .filter(|v| v.is_object() || v.is_array())
 }
 
+/// Whether the persister's journal is congested (events should wait).
+fn congested(shared: &SessionShared) -> bool {
+    shared.journal().is_some_and(|j| j.congested())
+}
+
 /// The framing of output that arrives in pieces.
 pub struct Lines {
     framing: Framing,
@@ -108,36 +113,71 @@ impl Lines {
     /// Puts `bytes` in the Ring, each complete line's events right after it. Stops after a
     /// line whose events found the journal congested (the producer waits meanwhile); returns
     /// how many bytes were taken.
+    ///
+    /// Only lines that can be JSON are looked at: the piece is searched for `{` and `[` (SIMD,
+    /// `memchr`), and a line is parsed only when one starts it after blanks; a piece without
+    /// either goes to the Ring in one append.
     pub fn feed(&mut self, bytes: &[u8], shared: &Arc<SessionShared>) -> usize {
         if self.framing == Framing::Raw {
             output(shared, bytes);
             return bytes.len();
         }
-        // `bytes[run..]` is not in the Ring yet; lines before `pos` are handled.
+        // `bytes[run..]` is not in the Ring yet; `pos` is where the next line starts.
         let (mut run, mut pos) = (0, 0);
-        while let Some(nl) = bytes[pos..].iter().position(|&b| b == b'\n') {
-            let end = pos + nl + 1;
+        // The end of a line begun in an earlier piece.
+        if self.carry.as_ref().is_none_or(|c| !c.is_empty()) {
+            let Some(nl) = memchr::memchr(b'\n', bytes) else {
+                self.carry_on(bytes);
+                output(shared, bytes);
+                return bytes.len();
+            };
+            pos = nl + 1;
             let events = match self.carry.take() {
-                Some(carry) if carry.is_empty() => line_events(self.framing, &bytes[pos..end]),
-                Some(mut carry) if carry.len() + (end - pos) <= LINE_MAX => {
-                    carry.extend_from_slice(&bytes[pos..end]);
+                Some(mut carry) if carry.len() + pos <= LINE_MAX => {
+                    carry.extend_from_slice(&bytes[..pos]);
                     line_events(self.framing, &carry)
                 }
                 _ => None,
             };
             self.carry = Some(Vec::new());
-            pos = end;
             if let Some(events) = events {
+                output(shared, &bytes[..pos]);
+                run = pos;
+                emit(shared, events);
+                if congested(shared) {
+                    return pos;
+                }
+            }
+        }
+        // Lines from `pos` on, the candidates only.
+        while let Some(i) = memchr::memchr2(b'{', b'[', &bytes[pos..]) {
+            let at = pos + i;
+            let start = memchr::memrchr(b'\n', &bytes[pos..at]).map_or(pos, |j| pos + j + 1);
+            let Some(j) = memchr::memchr(b'\n', &bytes[at..]) else {
+                break;
+            };
+            let end = at + j + 1;
+            pos = end;
+            if !bytes[start..at].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Some(events) = line_events(self.framing, &bytes[start..end]) {
                 output(shared, &bytes[run..end]);
                 run = end;
                 emit(shared, events);
-                if shared.journal().is_some_and(|j| j.congested()) {
+                if congested(shared) {
                     return end;
                 }
             }
         }
         output(shared, &bytes[run..]);
-        let rest = &bytes[pos..];
+        let tail = memchr::memrchr(b'\n', &bytes[pos..]).map_or(pos, |j| pos + j + 1);
+        self.carry_on(&bytes[tail..]);
+        bytes.len()
+    }
+
+    /// `rest` continues the line not ended yet (kept while it is short enough to parse).
+    fn carry_on(&mut self, rest: &[u8]) {
         if let Some(carry) = &mut self.carry {
             if carry.len() + rest.len() <= LINE_MAX {
                 carry.extend_from_slice(rest);
@@ -145,7 +185,6 @@ impl Lines {
                 self.carry = None;
             }
         }
-        bytes.len()
     }
 
     /// The output ended: a last line without its newline is still a line.
@@ -157,5 +196,84 @@ impl Lines {
             emit(shared, events);
         }
         self.carry = Some(Vec::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use corral_runtime::Ring;
+    use proptest::prelude::*;
+
+    /// Feeds `text` cut at `cuts`; returns the Ring's bytes and the json events (value, offset).
+    fn framed(text: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<(String, u64)>) {
+        let ring = Ring::new(1 << 20);
+        let spec = crate::spec::SessionSpec::new(["true"]);
+        let shared = SessionShared::new(uuid::Uuid::new_v4(), "t".into(), &spec, ring, None, None);
+        let mut events = shared.events();
+        let mut lines = Lines::new(Framing::NdJson);
+        let mut at = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (text.len() + 1)).collect();
+        cuts.sort_unstable();
+        for cut in cuts.into_iter().chain([text.len()]) {
+            assert_eq!(lines.feed(&text[at..cut], &shared), cut - at);
+            at = cut;
+        }
+        lines.finish(&shared);
+        let mut out = Vec::new();
+        let read = shared.ring.read_at(0, &mut out, usize::MAX);
+        assert!(
+            matches!(
+                read,
+                corral_runtime::Read::Data { .. } | corral_runtime::Read::Empty
+            ),
+            "{read:?}"
+        );
+        let mut got = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let EventKind::Json { value } = e.kind {
+                got.push((value.to_string(), e.offset));
+            }
+        }
+        (out, got)
+    }
+
+    /// One line at a time, the slow obvious way.
+    fn expected(text: &[u8]) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut end = 0;
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            end += line.len() as u64;
+            if let Some(LineEvents::Json(v)) = line_events(Framing::NdJson, line) {
+                out.push((v.to_string(), end));
+            }
+        }
+        out
+    }
+
+    fn a_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0..1000u32).prop_map(|n| format!("{{\"n\":{n}}}\n")),
+            (0..1000u32).prop_map(|n| format!("  [{n}]\r\n")),
+            "[a-z ]{0,12}\n",
+            "[a-z]{1,5} \\{x\\}\n",
+            Just("{oops\n".to_string()),
+            Just("\n".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_cutting_gives_every_byte_and_the_events_of_whole_lines(
+            lines in prop::collection::vec(a_line(), 0..40),
+            tail in "[a-z{]{0,6}",
+            cuts in prop::collection::vec(0usize..10_000, 0..12),
+        ) {
+            let text = format!("{}{tail}", lines.concat()).into_bytes();
+            let (out, events) = framed(&text, &cuts);
+            prop_assert_eq!(&out, &text);
+            prop_assert_eq!(events, expected(&text));
+        }
     }
 }
