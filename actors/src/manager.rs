@@ -296,6 +296,11 @@ struct Restored {
     /// Its last journaled events, when its process was adopted: an agent's state is rebuilt
     /// from them (see `agent::replay`).
     recent: Vec<SessionEvent>,
+    /// An adopted pipe session's lines whose events the journal lacks (see
+    /// `session::lines::recover`), emitted before its actor starts.
+    lines: Vec<crate::session::lines::LineEvents>,
+    /// The line its log ends inside (None: too long to parse).
+    carry: Option<Vec<u8>>,
 }
 
 /// Journaled events an adopted agent session's state is rebuilt from.
@@ -436,7 +441,9 @@ impl Sessions {
         // The end of its log goes back into the Ring, so the screen (and a viewer asking for a
         // snapshot) shows what the terminal showed, not a blank page, until the program draws.
         let tail = match (&self.persist, spec.mode) {
-            (Some(p), crate::spec::Mode::Pty) if start > 0 => log_tail(p, id, start).await,
+            (Some(p), crate::spec::Mode::Pty) if start > 0 => log_tail(p, id, start, SCREEN_TAIL)
+                .await
+                .map(|(from, b, _)| (from, b)),
             _ => None,
         };
         let ring = match tail {
@@ -447,8 +454,9 @@ impl Sessions {
             }
             None => Ring::with_start(spec.ring_capacity, start),
         };
-        let recent = match (&self.persist, &spec.agent, begin) {
-            (Some(p), Some(_), Begin::Adopt) => {
+        let framed = spec.mode != crate::spec::Mode::Pty;
+        let recent = match (&self.persist, begin) {
+            (Some(p), Begin::Adopt) if spec.agent.is_some() || framed => {
                 let after = row.last_seq.saturating_sub(REPLAY_EVENTS as u64);
                 p.events(id, after, REPLAY_EVENTS).await.unwrap_or_else(|e| {
                     tracing::warn!(session = %id, error = %e, "journal unreadable: the agent's state starts over");
@@ -457,11 +465,38 @@ impl Sessions {
             }
             _ => Vec::new(),
         };
+        // A pipe session's lines: the events of those the journal lacks, and the line its log
+        // ends inside (the holder's ring holds the rest).
+        let (lines, carry) = match (&self.persist, begin) {
+            (Some(p), Begin::Adopt) if framed && start > 0 => {
+                let covered = recent
+                    .iter()
+                    .rev()
+                    .find(|e| {
+                        matches!(
+                            e.kind,
+                            crate::EventKind::Json { .. } | crate::EventKind::Agent(_)
+                        )
+                    })
+                    .or(recent.last())
+                    .map_or(0, |e| e.offset);
+                match log_tail(p, id, start, LINE_TAIL).await {
+                    Some((from, bytes, whole)) => {
+                        let framing = crate::session::lines::Framing::of(spec.mode);
+                        crate::session::lines::recover(framing, &bytes, from, whole, covered)
+                    }
+                    None => (Vec::new(), Some(Vec::new())),
+                }
+            }
+            _ => (Vec::new(), Some(Vec::new())),
+        };
         let restored = Restored {
             row,
             decision,
             ended_ms,
             recent,
+            lines,
+            carry,
         };
         self.register(id, name, spec, ring, Some(restored), begin)
             .await
@@ -549,15 +584,22 @@ impl Sessions {
             Some(self.events.clone()),
             self.persist.as_ref().map(|p| p.journal().clone()),
         );
+        let mut carry = Some(Vec::new());
         if let Some(Restored {
             row,
             decision,
             ended_ms,
             recent,
+            lines,
+            carry: line,
         }) = restored
         {
             shared.restore(&row, ended_ms);
             crate::agent::replay(&shared, &recent);
+            for events in lines {
+                crate::session::lines::emit(&shared, events);
+            }
+            carry = line;
             if let Some(decision) = decision {
                 shared.emit(crate::event::EventKind::Recovery { decision });
             }
@@ -575,6 +617,7 @@ impl Sessions {
             started: Some(started_tx),
             begin,
             holders: self.config.holders.clone(),
+            carry,
         })));
         // Temporary: a session restarts its *process* itself; if the actor dies, the session
         // is over (its Drop killed the tree) and shows Failed.
@@ -759,16 +802,21 @@ impl Sessions {
 
 /// How much of a restored PTY session's log is replayed into its Ring (for its screen).
 const SCREEN_TAIL: u64 = 64 * 1024;
+/// How much of an adopted pipe session's log is read for its last lines (one line kept whole,
+/// and more).
+const LINE_TAIL: u64 = crate::session::lines::LINE_MAX as u64 + 64 * 1024;
 
-/// The last [`SCREEN_TAIL`] bytes of session `id`'s log, which ends at `end` (contiguous: from
-/// after the last gap), with their first offset; None if unreadable or empty.
-async fn log_tail(p: &Persist, id: Uuid, end: u64) -> Option<(u64, Vec<u8>)> {
+/// The last `max` bytes of session `id`'s log, which ends at `end` (contiguous: from after the
+/// last gap), with their first offset and whether they start at the log's first byte; None if
+/// unreadable or empty.
+async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec<u8>, bool)> {
     let reader = p.reader(id).await.ok()?;
     tokio::task::spawn_blocking(move || {
         let first = reader.first_offset()?;
-        let from = end.saturating_sub(SCREEN_TAIL).max(first);
-        let chunks = reader.read_range(from, SCREEN_TAIL as usize).ok()?;
+        let from = end.saturating_sub(max).max(first);
+        let chunks = reader.read_range(from, max as usize).ok()?;
         let mut start = from;
+        let mut whole = from == first;
         let mut bytes = Vec::new();
         for c in chunks {
             match c {
@@ -781,10 +829,11 @@ async fn log_tail(p: &Persist, id: Uuid, end: u64) -> Option<(u64, Vec<u8>)> {
                 crate::persist::Chunk::Gap { to, .. } => {
                     bytes.clear();
                     start = to;
+                    whole = false;
                 }
             }
         }
-        (start + bytes.len() as u64 == end && !bytes.is_empty()).then_some((start, bytes))
+        (start + bytes.len() as u64 == end && !bytes.is_empty()).then_some((start, bytes, whole))
     })
     .await
     .ok()

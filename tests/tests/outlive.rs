@@ -364,6 +364,58 @@ async fn a_pipe_session_keeps_its_process_and_every_line_through_server_kills() 
 }
 
 #[tokio::test]
+async fn a_pipe_session_s_line_events_survive_a_kill_between_a_line_and_its_event() {
+    // Two windows a SIGKILL can fall in: after a JSON line is logged but before its event is
+    // journaled (made here by deleting the event from state.db while the server is down), and
+    // inside a line (its first half logged, its end written after the restart).
+    let mut server = Server::start();
+    let go = server.dir.path().join("go");
+    let script = format!(
+        r#"printf '{{"a":1}}\n{{"b":'; while [ ! -e {} ]; do sleep 0.02; done; printf '2}}\n'; exec sleep 1000"#,
+        go.display()
+    );
+    let info = server
+        .spawn(json!({"name": "halves", "mode": "pipe", "argv": ["sh", "-c", script]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(log_bytes(server.dir.path(), &id).ends_with(b"{\"b\":")
+        && server.events_of(&id, "json").await.len() == 1)
+    {
+        assert!(Instant::now() < deadline, "first line and half not logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    let gone = db
+        .execute(
+            "DELETE FROM events WHERE session = ?1 AND kind = 'json'",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(gone, 1);
+    drop(db);
+    server.restart();
+    std::fs::write(&go, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let values = loop {
+        let values: Vec<String> = server
+            .events_of(&id, "json")
+            .await
+            .iter()
+            .map(|e| e["value"].to_string())
+            .collect();
+        if values.len() >= 2 {
+            break values;
+        }
+        assert!(Instant::now() < deadline, "events: {values:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(values, [r#"{"a":1}"#, r#"{"b":2}"#]);
+    assert_eq!(log_bytes(server.dir.path(), &id), b"{\"a\":1}\n{\"b\":2}\n");
+}
+
+#[tokio::test]
 async fn programs_that_end_at_once_start_and_end_cleanly_under_their_holders() {
     // The program may be reaped by its holder before the server's Hello is read: the exit must
     // arrive in the Welcome, never as an unexpected first message. (A race: this catches it

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use super::held::{HeldArgs, HeldReader};
 use super::input::InputWriter;
+use super::lines::Lines;
 use super::link::{HolderLink, Link, LinkArgs};
 use super::msg::{SessionMsg, ViewerId};
 use super::output::{Framing, OutputReader, ReaderArgs, Sink};
@@ -74,6 +75,9 @@ pub struct SessionArgs {
     pub begin: Begin,
     /// Where PTY processes get their holders (None: the server holds them itself).
     pub holders: Option<Holders>,
+    /// The line an adopted pipe session's log ends inside, continued by its holder's ring
+    /// (empty for any other session; None: too long to parse).
+    pub carry: Option<Vec<u8>>,
 }
 
 /// How a session actor begins.
@@ -185,6 +189,8 @@ pub struct SessionActorState {
     /// Detached: its process stays with its holder for the next server; this actor no longer
     /// touches the process or the recorded state.
     detached: bool,
+    /// See [`SessionArgs::carry`]; taken by the first reader of the holder's ring.
+    carry: Option<Option<Vec<u8>>>,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -279,6 +285,7 @@ impl Actor for Session {
             begin: args.begin,
             holders: args.holders,
             detached: false,
+            carry: Some(args.carry),
         };
         Ok(state)
     }
@@ -659,17 +666,19 @@ impl SessionActorState {
             .map_err(|e| SessionError::Spawn(format!("holder link: {e}")))?;
             running.io_actors.push(l.get_cell());
         }
-        let framing = match self.spec.mode {
-            Mode::Pty => Framing::Raw,
-            Mode::Pipe => Framing::NdJson,
-            Mode::StreamJson => Framing::Agent,
-        };
+        let framing = Framing::of(self.spec.mode);
         // A holder reports the exit itself; otherwise the primary reader watches the pidfd.
         let exit = match (&running.held, pidfd) {
             (None, Some(pidfd)) => Some((pidfd, myself.clone(), generation)),
             _ => None,
         };
         let (eof_tx, eof_rx) = watch::channel(false);
+        // Only the adopted process continues the line its log ends inside.
+        let carry = self
+            .carry
+            .take()
+            .filter(|_| self.begin == Begin::Adopt && generation == 1)
+            .unwrap_or(Some(Vec::new()));
         let reader = match out_fd {
             Source::Fd(fd) => Actor::spawn_linked(
                 None,
@@ -698,7 +707,7 @@ impl SessionActorState {
                     shared: self.shared.clone(),
                     eof: eof_tx,
                     screen: self.screen.clone(),
-                    framing,
+                    lines: Lines::resume(framing, carry),
                 },
                 myself.get_cell(),
             )

@@ -54,8 +54,9 @@ pub struct HeldArgs {
     pub eof: watch::Sender<bool>,
     /// The screen to nudge when output goes idle.
     pub screen: Option<ActorRef<ScreenMsg>>,
-    /// A terminal's output is [`Framing::Raw`]; a pipe session's is NDJSON.
-    pub framing: Framing,
+    /// The framing: a terminal's output is [`Framing::Raw`]; a pipe session's is NDJSON, its
+    /// first line perhaps begun in the log (an adopted session).
+    pub lines: Lines,
 }
 
 /// Its only message: copy what is there, or wait for more.
@@ -67,8 +68,6 @@ pub struct HeldState {
     args: HeldArgs,
     /// Output offset copied up to (= the session Ring's head).
     cursor: u64,
-    /// The lines of a pipe session's output.
-    lines: Lines,
     /// Output since the screen last caught up.
     dirty: bool,
     /// Copying on the tick (a flood).
@@ -90,11 +89,9 @@ impl Actor for HeldReader {
     ) -> Result<HeldState, ActorProcessingErr> {
         myself.send_message(Pump)?;
         let cursor = args.shared.ring.head();
-        let lines = Lines::new(args.framing);
         Ok(HeldState {
             args,
             cursor,
-            lines,
             dirty: false,
             flowing: false,
             volume: 0,
@@ -114,7 +111,7 @@ impl Actor for HeldReader {
             st.args.shared.mark_output();
         }
         if st.args.ring.closed() && st.cursor == st.args.ring.end() {
-            st.lines.finish(&st.args.shared);
+            st.args.lines.finish(&st.args.shared);
             st.set_flowing(false);
             st.args.eof.send_replace(true);
             st.nudge_screen();
@@ -189,10 +186,9 @@ impl HeldState {
             });
         // Events wait while the journal is congested: the rest stays in the holder's ring
         // meanwhile (and the program blocks once that is full).
-        let congested = || {
-            self.args.framing != Framing::Raw
-                && self.args.shared.journal().is_some_and(|j| j.congested())
-        };
+        let framed = self.args.lines.framing() != Framing::Raw;
+        let shared = self.args.shared.clone();
+        let congested = || framed && shared.journal().is_some_and(|j| j.congested());
         let mut copied = 0;
         while copied < BURST && self.cursor < ring.end().min(limit) && !congested() {
             let room = (limit - self.cursor).min((BURST - copied) as u64) as usize;
@@ -200,7 +196,7 @@ impl HeldState {
             if bytes.is_empty() {
                 break;
             }
-            let taken = self.lines.feed(bytes, &self.args.shared);
+            let taken = self.args.lines.feed(bytes, &self.args.shared);
             self.cursor += taken as u64;
             copied += taken;
         }

@@ -30,6 +30,17 @@ pub enum Framing {
     Agent,
 }
 
+impl Framing {
+    /// The framing of a session mode's output.
+    pub fn of(mode: crate::spec::Mode) -> Framing {
+        match mode {
+            crate::spec::Mode::Pty => Framing::Raw,
+            crate::spec::Mode::Pipe => Framing::NdJson,
+            crate::spec::Mode::StreamJson => Framing::Agent,
+        }
+    }
+}
+
 /// The events of one complete line.
 pub enum LineEvents {
     /// A pipe-mode JSON line.
@@ -88,6 +99,42 @@ fn json_line(bytes: &[u8]) -> Option<serde_json::Value> {
         .filter(|v| v.is_object() || v.is_array())
 }
 
+/// What an adopted session's framing continues from, read off the end of its log (`tail`,
+/// whose first byte is at offset `from`, `from` 0 or the log's first offset when `whole`):
+/// the events of the complete lines ending after `covered` (the journal had them not: the
+/// previous server was killed between a line and its events), and the line the log ends
+/// inside (`None` when it began before `tail`: too long to parse).
+pub fn recover(
+    framing: Framing,
+    tail: &[u8],
+    from: u64,
+    whole: bool,
+    covered: u64,
+) -> (Vec<LineEvents>, Option<Vec<u8>>) {
+    // A tail that starts inside a line: that line's start is not in it.
+    let first = if whole {
+        0
+    } else {
+        match memchr::memchr(b'\n', tail) {
+            Some(nl) => nl + 1,
+            None => return (Vec::new(), None),
+        }
+    };
+    let mut events = Vec::new();
+    let mut start = first;
+    while let Some(nl) = memchr::memchr(b'\n', &tail[start..]) {
+        let end = start + nl + 1;
+        if from + end as u64 > covered
+            && let Some(e) = line_events(framing, &tail[start..end])
+        {
+            events.push(e);
+        }
+        start = end;
+    }
+    let carry = &tail[start..];
+    (events, (carry.len() <= LINE_MAX).then(|| carry.to_vec()))
+}
+
 /// Whether the persister's journal is congested (events should wait).
 fn congested(shared: &SessionShared) -> bool {
     shared.journal().is_some_and(|j| j.congested())
@@ -108,6 +155,17 @@ impl Lines {
             framing,
             carry: Some(Vec::new()),
         }
+    }
+
+    /// Its framing.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Framing `framing`, continuing the line `carry` begun before (an adopted session's log
+    /// ends inside it; see [`recover`]); `None`: a line too long to parse.
+    pub fn resume(framing: Framing, carry: Option<Vec<u8>>) -> Lines {
+        Lines { framing, carry }
     }
 
     /// Puts `bytes` in the Ring, each complete line's events right after it. Stops after a
@@ -261,6 +319,32 @@ mod tests {
             Just("{oops\n".to_string()),
             Just("\n".to_string()),
         ]
+    }
+
+    #[test]
+    fn recovery_finds_the_lines_after_the_journal_and_the_line_the_log_ends_in() {
+        let tail = b"{\"a\":1}\nplain\n{\"b\":2}\n{\"c\":";
+        let values = |events: Vec<LineEvents>| -> Vec<String> {
+            events
+                .into_iter()
+                .map(|e| match e {
+                    LineEvents::Json(v) => v.to_string(),
+                    LineEvents::Agent(_) => unreachable!(),
+                })
+                .collect()
+        };
+        // The journal covered up to the end of "plain": only {"b":2} is missing.
+        let (events, carry) = recover(Framing::NdJson, tail, 100, true, 100 + 14);
+        assert_eq!(values(events), [r#"{"b":2}"#]);
+        assert_eq!(carry.as_deref(), Some(&b"{\"c\":"[..]));
+        // A tail that starts inside a line skips it (its start is not there).
+        let (events, _) = recover(Framing::NdJson, &tail[3..], 103, false, 0);
+        assert_eq!(values(events), [r#"{"b":2}"#]);
+        // Nothing whole: the line began before the tail, too long to parse.
+        assert!(matches!(
+            recover(Framing::NdJson, b"xyz", 5, false, 0),
+            (e, None) if e.is_empty()
+        ));
     }
 
     proptest! {
