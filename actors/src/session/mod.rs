@@ -1,7 +1,8 @@
 //! Session: everything one agent process is, in one room.
 //!
 //! - [`actor`]: the Session actor — lifecycle, restart policy, stop/kill of the whole process
-//!   tree — and the owner of everything below;
+//!   tree — and the owner of everything below (its process's start and end in `actor/start.rs`
+//!   and `actor/finish.rs`);
 //! - [`shared`]: what callers read without messaging the actor (identity, the output Ring,
 //!   status, the input queue, events);
 //! - [`output`]: the output reader (AsyncFd → Ring, exit via pidfd, drain to EOF/EIO) and

@@ -1,0 +1,158 @@
+//! Finish: how a session's process ends for the actor — its exit collected (drain to EOF,
+//! reap, sweep of what is left of its tree) or its holder lost — before the restart policy
+//! decides ([`super`]): Running → Exited, or lost.
+
+use super::*;
+
+impl SessionActorState {
+    /// The holder died under a running process: kill its tree (its processes reparented to
+    /// this server, a subreaper, or to init), record the loss, apply the restart policy.
+    #[tracing::instrument(name = "session.lost", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
+    pub(super) async fn lose_process(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        // invariant: the caller checked `running` is Some.
+        let mut run = self.running.take().expect("a running process");
+        *self.shared.writer.write() = None;
+        drop(run.writer.take());
+        if let Some((link, _)) = &run.held {
+            link.forget();
+        }
+        let report = process::sweep::kill_all(&run.tree).await;
+        tracing::error!(pid = run.pid, killed = report.killed, %why, "session lost its holder");
+        // Its exit status went with the holder; the sweep made sure nothing runs.
+        run.reaped = true;
+        drop(run);
+        // What the dead holder could not remove itself.
+        if let Some(holders) = &self.holders {
+            holders.forget(self.shared.id);
+        }
+        {
+            let mut s = self.shared.status.write();
+            s.pid = None;
+            s.holder_pid = None;
+            s.identity = None;
+            s.last_exit = Some(ExitStatus::Signal(libc::SIGKILL));
+        }
+        self.shared
+            .set_state(SessionState::Exited, Some(why.clone()));
+        self.shared.emit(EventKind::Exited {
+            status: ExitStatus::Signal(libc::SIGKILL),
+        });
+        self.settle_loss(myself, format!("lost: {why}"));
+    }
+
+    /// After a lost process: the restart policy decides, as after a failure.
+    pub(super) fn settle_loss(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        match self.spec.restart {
+            RestartPolicy::Never => {
+                self.shared.set_state(SessionState::Stopped, Some(why));
+            }
+            RestartPolicy::OnFailure | RestartPolicy::Always => self.schedule_restart(myself, why),
+        }
+    }
+
+    /// Collects the exit of the current process (which has exited or is being killed), sweeps
+    /// what is left of its tree (unless the caller just did), drains the output, and announces
+    /// the exit.
+    #[tracing::instrument(name = "session.exit", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
+    pub(super) async fn finish_process(&mut self, swept: bool) -> ExitStatus {
+        // invariant: callers check `running` is Some.
+        let mut run = self.running.take().expect("a running process");
+        *self.shared.writer.write() = None;
+        // Input to a process that is going away has nowhere to go.
+        drop(run.writer.take());
+        let status = match &mut run.held {
+            Some((_, exit)) => {
+                // The holder is the parent: it reaps and reports.
+                let reported = tokio::time::timeout(KILL_WAIT, exit.wait_for(|e| e.is_some()))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().and_then(|e| *e));
+                match reported {
+                    Some(exit) => exit.status,
+                    None => {
+                        tracing::error!(
+                            pid = run.pid,
+                            "holder reported no exit; sweeping and releasing it"
+                        );
+                        process::sweep::kill_all(&run.tree).await;
+                        ExitStatus::Signal(libc::SIGKILL)
+                    }
+                }
+            }
+            None => {
+                if let Some(pidfd) = &run.pidfd
+                    && tokio::time::timeout(KILL_WAIT, pidfd.exited())
+                        .await
+                        .is_err()
+                {
+                    tracing::error!(
+                        pid = run.pid,
+                        "main process still alive after kill; sweeping again"
+                    );
+                    process::sweep::kill_all(&run.tree).await;
+                }
+                let status = match process::try_reap(run.pid) {
+                    Ok(Some(status)) => status,
+                    Ok(None) => {
+                        tracing::error!(pid = run.pid, "exited process not reapable yet");
+                        ExitStatus::Signal(libc::SIGKILL)
+                    }
+                    Err(e) => {
+                        tracing::error!(pid = run.pid, error = %e, "could not reap the main process");
+                        ExitStatus::Signal(libc::SIGKILL)
+                    }
+                };
+                reaper::release(run.pid);
+                status
+            }
+        };
+        run.reaped = true;
+        // What is left of the tree goes the way of a stop (the kernel already hung up the
+        // session when its leader exited).
+        if !swept {
+            let report = process::sweep::kill_all(&run.tree).await;
+            if report.killed > 0 {
+                tracing::info!(
+                    pid = run.pid,
+                    killed = report.killed,
+                    "swept leftovers of the session's tree"
+                );
+            }
+        }
+        for eof in &mut run.eof {
+            loop {
+                let head = self.shared.ring.head();
+                if tokio::time::timeout(DRAIN_TIMEOUT, eof.wait_for(|done| *done))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                // A held terminal that is closed has its last bytes in the holder's ring (up to
+                // its size): keep draining while they move. Only a terminal still held open by
+                // a leftover process, or a drain that stopped moving, is given up on.
+                let draining =
+                    run.shm.as_ref().is_some_and(|r| r.closed()) && self.shared.ring.head() > head;
+                if !draining {
+                    tracing::warn!(
+                        pid = run.pid,
+                        "output not drained within {DRAIN_TIMEOUT:?}; something still holds the terminal"
+                    );
+                    break;
+                }
+            }
+        }
+        drop(run);
+        {
+            let mut s = self.shared.status.write();
+            s.pid = None;
+            s.holder_pid = None;
+            s.identity = None;
+            s.last_exit = Some(status);
+        }
+        tracing::info!(session = %self.shared.id, %status, "process exited");
+        self.shared.set_state(SessionState::Exited, None);
+        self.shared.emit(EventKind::Exited { status });
+        status
+    }
+}

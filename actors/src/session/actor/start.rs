@@ -1,0 +1,332 @@
+//! Start: how a session's process comes to run — spawned by this server (its own PTY or
+//! pipes), under a new holder, or adopted from the holder a previous server left — and the
+//! readers, writer and holder link every kind gets the same way ([`super::super::spawned`]).
+//! Part of the session actor's state machine ([`super`]): Starting → Running.
+
+use super::*;
+
+impl SessionActorState {
+    /// Spawns a new process incarnation and its I/O actors.
+    #[tracing::instrument(name = "session.spawn", skip_all, fields(session = %self.shared.id, name = %self.shared.name, generation = self.generation + 1))]
+    pub(super) async fn start(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+    ) -> Result<(), SessionError> {
+        self.shared.set_state(SessionState::Starting, None);
+        self.generation += 1;
+        let generation = self.generation;
+        let id = self.shared.id;
+        let envv = env::build(
+            id,
+            self.spec.mode == Mode::Pty,
+            self.tmp.path(),
+            &self.spec.env,
+        );
+        let (size, agent_session) = {
+            let s = self.shared.status.read();
+            (s.size, s.agent_session_id.clone())
+        };
+        // An agent profile rewrites argv: its settings, and after a crash, its resume template.
+        let argv = match Profile::parse(self.spec.agent.as_deref()) {
+            Ok(Some(profile)) => profile
+                .prepare(
+                    &self.spec.argv,
+                    self.spec.mode,
+                    self.tmp.path(),
+                    self.spec.hook_command.as_deref().unwrap_or_default(),
+                    agent_session
+                        .as_deref()
+                        .filter(|_| generation > 1 || self.begin == Begin::Recover),
+                )
+                .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?,
+            Ok(None) => self.spec.argv.clone(),
+            Err(e) => return Err(SessionError::BadSpec(e)),
+        };
+        let spawned = match (self.spec.mode, &self.holders) {
+            (mode, Some(holders)) => {
+                let holders = holders.clone();
+                let program = crate::holder::launch::Program {
+                    argv: argv.clone(),
+                    env: envv.clone(),
+                    cwd: self.spec.cwd.clone(),
+                    size,
+                    base: self.shared.ring.head(),
+                    // What the program may write while no server is attached before it
+                    // blocks (the session Ring's capacity, at least HOLDER_RING).
+                    ring: self.spec.ring_capacity.max(HOLDER_RING),
+                    pipes: mode != Mode::Pty,
+                };
+                let attached = tokio::task::spawn_blocking(move || {
+                    crate::holder::launch::launch(&holders, id, program)
+                })
+                .await
+                .map_err(|e| SessionError::Spawn(format!("holder launch: {e}")))?
+                .map_err(|e| SessionError::Spawn(format!("holder: {e}")))?;
+                Spawned::held(attached).map_err(|e| SessionError::Spawn(e.to_string()))?
+            }
+            (Mode::Pty, None) => {
+                let p = pty::spawn(&argv, self.spec.cwd.as_deref(), &envv, size)
+                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                Spawned {
+                    pid: p.pid,
+                    pidfd: Some(p.pidfd),
+                    master: Some(Master::Own(p.master)),
+                    output: Source::Fd(p.output),
+                    input: p.input,
+                    stderr: None,
+                    held: None,
+                }
+            }
+            (Mode::Pipe | Mode::StreamJson, None) => {
+                let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)
+                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                Spawned {
+                    pid: p.pid,
+                    pidfd: Some(p.pidfd),
+                    master: None,
+                    output: Source::Fd(p.stdout),
+                    input: p.stdin,
+                    stderr: Some(p.stderr),
+                    held: None,
+                }
+            }
+        };
+        self.run(myself, generation, spawned).await
+    }
+
+    /// Attaches to the holder a previous server left running ([`Begin::Adopt`]); if that fails,
+    /// the process is lost and the restart policy decides.
+    #[tracing::instrument(name = "session.adopt", skip_all, fields(session = %self.shared.id, name = %self.shared.name))]
+    pub(super) async fn adopt(&mut self, myself: &ActorRef<SessionMsg>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let id = self.shared.id;
+        let recorded = self.shared.status.read().identity.clone();
+        let attached = match &self.holders {
+            Some(holders) => {
+                let socket = holders.socket(id);
+                let from = self.shared.ring.head();
+                tokio::task::spawn_blocking(move || crate::holder::launch::attach(&socket, from))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            None => Err("this server runs no holders".to_string()),
+        };
+        let attached = attached.and_then(|a| match &recorded {
+            Some(r) if r.pid != a.pid || (a.starttime != 0 && r.starttime != a.starttime) => {
+                Err(format!(
+                    "holder runs pid {} (start {}), the registry recorded pid {} (start {})",
+                    a.pid, a.starttime, r.pid, r.starttime
+                ))
+            }
+            _ => Ok(a),
+        });
+        let result = match attached {
+            Ok(a) => {
+                let (pid, holder, exited) = (a.pid, a.holder, a.exited);
+                match Spawned::held(a) {
+                    Ok(spawned) => match self.run(myself, generation, spawned).await {
+                        Ok(()) => {
+                            tracing::info!(session = %id, pid, holder, exited = exited.is_some(), "reattached to its holder");
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(why) = result {
+            tracing::warn!(session = %id, error = %why, "could not reattach to the holder");
+            // Whatever is left of the old process goes, as after a crash without holders.
+            let mut tree = process::SessionTree::marker_only(id.to_string());
+            if let Some(r) = recorded.filter(|r| r.is_alive_same()) {
+                tree = process::SessionTree::new(r.pid).with_marker(id.to_string());
+            }
+            process::sweep::kill_all(&tree).await;
+            if let Some(holders) = &self.holders {
+                holders.forget(id);
+            }
+            self.settle_loss(
+                myself,
+                format!("lost: could not reattach to its holder: {why}"),
+            );
+        }
+    }
+
+    /// Sets up a spawned (or adopted) process incarnation: its readers, writer and status.
+    pub(super) async fn run(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        generation: u64,
+        spawned: Spawned,
+    ) -> Result<(), SessionError> {
+        let id = self.shared.id;
+        let Spawned {
+            pid,
+            pidfd,
+            master,
+            output: out_fd,
+            input: in_fd,
+            stderr: err_fd,
+            held,
+        } = spawned;
+        let tree = SessionTree {
+            main_pid: pid,
+            sid: pid,
+            pgids: [pid].into_iter().collect(),
+            marker: Some((env::SESSION_ID_VAR.to_string(), id.to_string())),
+            holder: held.as_ref().map_or(0, |(l, _)| l.holder),
+        };
+        let exited_already = held.as_ref().and_then(|(_, e)| *e);
+        let (exit_tx, exit_rx) = watch::channel(exited_already);
+        let link = held.map(|(link, _)| link);
+        let mut running = Running {
+            generation,
+            pid,
+            pidfd: pidfd.clone(),
+            held: link.clone().map(|l| (l, exit_rx)),
+            shm: match &out_fd {
+                Source::Held(ring, _) => Some(ring.clone()),
+                Source::Fd(_) => None,
+            },
+            tree,
+            master,
+            io_actors: Vec::new(),
+            writer: None,
+            eof: Vec::new(),
+            started: Instant::now(),
+            reaped: false,
+        };
+        // From here on, `running` owns the process: an error below drops it, killing the tree.
+        if let Some(link) = link {
+            let (l, _) = Actor::spawn_linked(
+                None,
+                HolderLink,
+                LinkArgs {
+                    link,
+                    session: myself.clone(),
+                    generation,
+                    exit: exit_tx,
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map_err(|e| SessionError::Spawn(format!("holder link: {e}")))?;
+            running.io_actors.push(l.get_cell());
+        }
+        let framing = Framing::of(self.spec.mode);
+        // A holder reports the exit itself; otherwise the primary reader watches the pidfd.
+        let exit = match (&running.held, pidfd) {
+            (None, Some(pidfd)) => Some((pidfd, myself.clone(), generation)),
+            _ => None,
+        };
+        let (eof_tx, eof_rx) = watch::channel(false);
+        // Only the adopted process continues the line its log ends inside.
+        let carry = self
+            .carry
+            .take()
+            .filter(|_| self.begin == Begin::Adopt && generation == 1)
+            .unwrap_or(Some(Vec::new()));
+        let reader = match out_fd {
+            Source::Fd(fd) => Actor::spawn_linked(
+                None,
+                OutputReader,
+                ReaderArgs {
+                    fd,
+                    sink: Sink {
+                        ring: self.shared.ring.clone(),
+                        shared: self.shared.clone(),
+                        framing,
+                        exit,
+                        eof: eof_tx,
+                        screen: self.screen.clone(),
+                    },
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map(|(r, _)| r.get_cell()),
+            Source::Held(ring, wake) => Actor::spawn_linked(
+                None,
+                HeldReader,
+                HeldArgs {
+                    ring,
+                    wake,
+                    shared: self.shared.clone(),
+                    eof: eof_tx,
+                    screen: self.screen.clone(),
+                    lines: Lines::resume(framing, carry),
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map(|(r, _)| r.get_cell()),
+        }
+        .map_err(|e| SessionError::Spawn(format!("output reader: {e}")))?;
+        running.io_actors.push(reader);
+        running.eof.push(eof_rx);
+        if let Some(err_fd) = err_fd {
+            let (eof_tx, eof_rx) = watch::channel(false);
+            let (r, _) = Actor::spawn_linked(
+                None,
+                OutputReader,
+                ReaderArgs {
+                    fd: err_fd,
+                    sink: Sink {
+                        ring: self.shared.ring.clone(),
+                        shared: self.shared.clone(),
+                        framing: Framing::Raw,
+                        exit: None,
+                        eof: eof_tx,
+                        screen: None,
+                    },
+                },
+                myself.get_cell(),
+            )
+            .await
+            .map_err(|e| SessionError::Spawn(format!("stderr reader: {e}")))?;
+            running.io_actors.push(r.get_cell());
+            running.eof.push(eof_rx);
+        }
+        let (queue, writer) =
+            InputWriter::start(in_fd, self.shared.input_lost.clone(), INPUT_QUEUE_BYTES);
+        running.writer = Some(writer);
+        *self.shared.writer.write() = Some(queue);
+        let identity = match process::procfs::ProcessIdentity::of(pid) {
+            Ok(identity) => Some(identity),
+            Err(e) => {
+                // Recovery would then find this process only by its environment marker.
+                tracing::warn!(session = %id, pid, error = %e, "process identity not recorded");
+                None
+            }
+        };
+        {
+            let mut s = self.shared.status.write();
+            s.pid = Some(pid);
+            s.holder_pid = running.held.as_ref().map(|(l, _)| l.holder);
+            // An adopted process started long before this server: its real start time.
+            s.started_at = identity
+                .as_ref()
+                .and_then(|i| i.started_at())
+                .filter(|_| self.begin == Begin::Adopt && generation == 1)
+                .or(Some(SystemTime::now()));
+            s.identity = identity;
+            s.interrupted = false;
+        }
+        self.running = Some(running);
+        // A holder reaped it before we attached (a program that ends at once, or one that
+        // ended while no server was attached): handled as if the exit arrived now.
+        if exited_already.is_some()
+            && let Err(e) = myself.send_message(SessionMsg::ProcessExited { generation })
+        {
+            tracing::warn!(session = %id, error = %e, "an exit the holder reported was not delivered");
+        }
+        tracing::info!(session = %id, pid, generation, "process spawned");
+        self.shared.emit(EventKind::Spawned { pid });
+        self.shared.set_state(SessionState::Running, None);
+        Ok(())
+    }
+}
