@@ -2,7 +2,8 @@
 //! real sessions, reporting a faults-survived table.
 //!
 //! Sessions: nine PTY counters (`<pid> <n>` lines every 5 ms; `always`, `on_failure` and `never`
-//! policies; half of them ignore SIGHUP) and one input sink (`cat > /dev/null`, pipe mode).
+//! policies; half of them ignore SIGHUP), one counter in pipe mode (`always`) and one input
+//! sink (`cat > /dev/null`, pipe mode).
 //! Faults, the first seven in a fixed order so each kind is injected at least once, then at
 //! random until the time is up:
 //!
@@ -195,6 +196,21 @@ impl Chaos {
                 .context("spawning a counter")?;
             self.policies.insert(id_of(&info)?, policy.to_string());
         }
+        // A counter on pipes: its holder reads them, so a server kill loses none of its lines
+        // either.
+        let script = "i=0; while :; do i=$((i+1)); echo \"$$ $i\"; sleep 0.005; done";
+        let info = remote
+            .json(
+                "POST",
+                "/v1/sessions",
+                Some(
+                    &json!({"name": "counter-pipe", "argv": ["sh", "-c", script],
+                    "restart": "always", "mode": "pipe"}),
+                ),
+            )
+            .await
+            .context("spawning the pipe counter")?;
+        self.policies.insert(id_of(&info)?, "always".to_string());
         let sink = remote
             .json(
                 "POST",
@@ -641,7 +657,8 @@ impl Chaos {
             let text = String::from_utf8_lossy(&bytes);
             let mut broken = 0;
             let mut prev_pid: Option<String> = None;
-            for line in text.split("\r\n") {
+            // PTY lines end in \r\n, pipe lines in \n.
+            for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
                 let mut parts = line.split(' ');
                 let parsed = match (parts.next(), parts.next(), parts.next()) {
                     (Some(pid), Some(n), None) => n.parse::<u64>().ok().map(|n| (pid, n)),
