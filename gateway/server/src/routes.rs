@@ -165,6 +165,13 @@ async fn ws_native(
     ))
 }
 
+/// Bytes tungstenite reads from a WebSocket at a time. Its default, 128 KiB, is zero-filled
+/// before every `read(2)` (`BytesMut::resize` in `FrameCodec::read_in`), including the reads
+/// that find nothing: twice 128 KiB of `memset` per keystroke, a quarter of the server's CPU
+/// in the echo benchmark (perf). A keystroke or a resize is a few bytes; a large frame just
+/// takes more reads.
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// Upgrades with the frame limits and hands the socket to a new connection actor.
 fn upgrade(
     app: Arc<App>,
@@ -177,6 +184,7 @@ fn upgrade(
     ws.protocols([protocol])
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             // Unique per connection (a load here would give connections accepted at the same
             // moment the same id, and the supervisor would refuse all but one).
