@@ -51,6 +51,8 @@ struct Stream {
 #[derive(Debug)]
 pub struct Streams {
     streams: [Stream; 2],
+    /// What a read(2) lands in (one for both pipes); `pending` then grows only by what came.
+    buf: Box<[u8]>,
     /// The stream whose last published line has no newline yet, and since when.
     open: Option<(usize, Instant)>,
 }
@@ -66,6 +68,7 @@ impl Streams {
         };
         Streams {
             streams: [stream(stdout), stream(stderr)],
+            buf: vec![0; READ].into_boxed_slice(),
             open: None,
         }
     }
@@ -84,30 +87,23 @@ impl Streams {
         let s = &mut self.streams[i];
         let Some(fd) = &s.fd else { return Ok(()) };
         let had = s.pending.len();
-        let want = READ.min(LINE_MAX - had.min(LINE_MAX)).max(1);
-        s.pending.resize(had + want, 0);
-        let got = loop {
-            match nix::unistd::read(fd, &mut s.pending[had..]) {
-                Ok(n) => break Ok(n),
+        let want = READ.min(LINE_MAX.saturating_sub(had)).max(1);
+        let n = loop {
+            match nix::unistd::read(fd, &mut self.buf[..want]) {
+                Ok(0) => {
+                    s.fd = None;
+                    return Ok(());
+                }
+                Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(nix::errno::Errno::EAGAIN) => break Ok(usize::MAX),
-                Err(e) => break Err(io::Error::from(e)),
+                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+                Err(e) => {
+                    s.fd = None;
+                    return Err(io::Error::from(e));
+                }
             }
         };
-        let n = match got {
-            Ok(usize::MAX) => 0,
-            Ok(0) => {
-                s.fd = None;
-                0
-            }
-            Ok(n) => n,
-            Err(e) => {
-                s.fd = None;
-                s.pending.truncate(had);
-                return Err(e);
-            }
-        };
-        s.pending.truncate(had + n);
+        s.pending.extend_from_slice(&self.buf[..n]);
         if let Some(nl) = s.pending[had..].iter().rposition(|&b| b == b'\n') {
             // A new line without its newline starts now.
             s.lines = had + nl + 1;
@@ -165,6 +161,13 @@ impl Streams {
             let ends_line = s.pending[n - 1] == b'\n';
             ring.push(&s.pending[..n]);
             s.pending.drain(..n);
+            // A long line's room is given back once it is out (idle holders stay small).
+            if s.pending.is_empty() && s.pending.capacity() > READ {
+                s.pending = Vec::new();
+                // glibc keeps freed heap memory for reuse; give the pages back.
+                // SAFETY: malloc_trim only releases free memory of this process's heap.
+                unsafe { libc::malloc_trim(0) };
+            }
             s.lines = s.lines.saturating_sub(n);
             if s.lines == 0
                 && let Some(nl) = s.pending.iter().rposition(|&b| b == b'\n')
