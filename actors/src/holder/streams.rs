@@ -143,17 +143,20 @@ impl Streams {
                     || s.partial_since
                         .is_some_and(|t| now.duration_since(t) >= PARTIAL_AFTER));
             let free = ring.free();
-            // Whole lines that fit (all, or up to the last newline within the room), or, when
-            // due, everything that fits.
-            let n = if partial_due && s.pending.len() <= free {
-                s.pending.len()
-            } else if s.lines <= free {
-                s.lines
+            // Whole lines first, as many as fit; then, when due, as much of the line without
+            // its newline as fits (the next pass of `publish`).
+            let n = if s.lines > 0 {
+                match s.lines <= free {
+                    true => s.lines,
+                    false => s.pending[..free]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |nl| nl + 1),
+                }
+            } else if partial_due {
+                s.pending.len().min(free)
             } else {
-                s.pending[..free]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |nl| nl + 1)
+                0
             };
             if n == 0 {
                 continue;
@@ -320,6 +323,34 @@ mod tests {
             published(&server),
             "Password: ok\n{\"n\":1}\nagain: {\"n\":2}\n"
         );
+    }
+
+    #[test]
+    fn a_line_longer_than_the_room_goes_in_pieces_as_room_frees() {
+        let (mut s, out, err) = pipes();
+        let (mut ring, server) = ring();
+        let cap = ring.cap() as u64;
+        // Written by a thread: more than a pipe holds at once.
+        let line = vec![b'y'; ring.cap() + 1000];
+        let writer = std::thread::spawn(move || {
+            let mut out = out;
+            out.write_all(&line).unwrap();
+        });
+        let mut published = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while published < cap + 1000 {
+            assert!(Instant::now() < deadline, "stuck at {published}");
+            for _ in 0..4 {
+                read_both(&mut s);
+            }
+            // Never acknowledged past what a server has read: the ring bounds each piece.
+            s.publish(&mut ring, Instant::now() + PARTIAL_AFTER);
+            published = server.end();
+            server.set_acked(published);
+        }
+        writer.join().unwrap();
+        drop(err);
+        assert_eq!(published, cap + 1000);
     }
 
     #[test]
