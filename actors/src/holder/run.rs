@@ -271,13 +271,18 @@ impl Holder {
                 Some(m) if !full => Some(slot(m.as_raw_fd())),
                 _ => None,
             };
-            let pipes: Vec<(usize, usize)> = match &self.streams {
-                Some(streams) if !full => streams.to_read().map(|(i, fd)| (i, slot(fd))).collect(),
-                _ => Vec::new(),
-            };
-            // Output read but not in the ring yet waits for room like a full ring does.
-            let full = full && (self.master.is_some() || self.streams.is_some())
-                || self.streams.as_ref().is_some_and(Streams::waiting);
+            // The poll slot of each output pipe read this turn.
+            let mut pipes = [None; 2];
+            if let Some(streams) = &self.streams
+                && !full
+            {
+                for (i, fd) in streams.to_read() {
+                    pipes[i] = Some(slot(fd));
+                }
+            }
+            // Output still to be read, or read and not in the ring yet, waits for room.
+            let reading = self.master.is_some() || self.streams.as_ref().is_some_and(|s| !s.done());
+            let full = full && reading || self.streams.as_ref().is_some_and(Streams::waiting);
             // While full with a server attached, look again soon (it acknowledges through the
             // ring, without a message); with no server attached nothing can free the ring, and
             // every few seconds the socket is checked to be still ours.
@@ -337,12 +342,7 @@ impl Holder {
             if ready(master) {
                 self.read_terminal();
             }
-            let pipes_ready: Vec<usize> = pipes
-                .iter()
-                .filter(|(_, slot)| ready(Some(*slot)))
-                .map(|(i, _)| *i)
-                .collect();
-            self.read_pipes(&pipes_ready);
+            self.read_pipes(pipes.map(ready));
             if ready(conn) {
                 self.server_said();
             }
@@ -403,11 +403,11 @@ impl Holder {
     /// Reads the output pipes that are ready, then publishes what the line rules allow (see
     /// [`Streams`]); called on every turn of the loop, since time and room alone can make
     /// something publishable. The ring closes once both pipes ended and all is published.
-    fn read_pipes(&mut self, ready: &[usize]) {
+    fn read_pipes(&mut self, ready: [bool; 2]) {
         let Some(streams) = &mut self.streams else {
             return;
         };
-        for &i in ready {
+        for i in (0..2).filter(|&i| ready[i]) {
             if let Err(e) = streams.read(i) {
                 eprintln!("corral holder: reading the program's output pipe {i}: {e}");
             }
