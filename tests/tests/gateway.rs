@@ -967,11 +967,12 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
     assert_eq!(process["detail"]["os_state"], "sleeping", "{process}");
     let holder = parts.iter().find(|n| n["id"] == "holder").unwrap();
     assert_eq!(holder["detail"]["pid"], live["holder_pid"], "{holder}");
-    assert!(
-        parts
-            .iter()
-            .any(|n| n["id"] == "output reader" && n["status"] == "running")
-    );
+    // Each actor by what it is: one output reader, one link to the holder.
+    for role in ["output reader", "holder link"] {
+        let found: Vec<_> = parts.iter().filter(|n| n["id"] == role).collect();
+        assert_eq!(found.len(), 1, "{role}: {parts:?}");
+        assert_eq!(found[0]["status"], "running", "{role}");
+    }
     let input = parts.iter().find(|n| n["id"] == "input writer").unwrap();
     assert_eq!(input["mailbox_bound"], 1 << 20);
     let subs = parts.iter().find(|n| n["id"] == "subscribers").unwrap();

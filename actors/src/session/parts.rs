@@ -81,18 +81,24 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
         }
     };
     node.children.push(process);
-    // Its holder (PTY sessions of `corral serve`): the process that keeps it alive without us.
+    // Its holder (sessions of `corral serve`): the process that keeps it alive without us.
     if let Some(holder) = info.holder_pid {
         node.children
             .push(TreeNode::new("holder", NodeKind::Process, Status::Running).with("pid", holder));
     }
-    // The session's actors (output reader(s), screen), as ractor reports them.
+    // The session's actors (output reader(s), holder link, screen), as ractor reports them.
     let screen = shared.screen.read().as_ref().map(|s| s.get_id());
+    let roles = shared.roles.read().clone();
     for child in actor.get_children() {
-        let id = if Some(child.get_id()) == screen {
-            "screen"
-        } else {
-            "output reader"
+        let role = roles
+            .iter()
+            .find(|(a, _)| *a == child.get_id())
+            .map(|r| r.1);
+        let id = match role {
+            Some(role) => role,
+            None if Some(child.get_id()) == screen => "screen",
+            // A reader of a process that just ended (its roles are the next one's).
+            None => "output reader",
         };
         let mut n = TreeNode::new(id, NodeKind::Worker, actor_status(child.get_status()));
         n.actor = Some(child.get_id().to_string());

@@ -123,6 +123,9 @@ pub struct SessionShared {
     events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     /// The screen actor (PTY mode), asked directly for snapshots.
     pub(crate) screen: RwLock<Option<ractor::ActorRef<crate::screen::ScreenMsg>>>,
+    /// What each of the running process's actors is (for `corral tree`): the output reader(s),
+    /// the holder link.
+    pub(crate) roles: RwLock<Vec<(ractor::ActorId, &'static str)>>,
     /// Events of every session (the manager's stream), if any.
     global: Option<broadcast::Sender<SessionEvent>>,
     /// Next sequence number; the lock also orders sends so seq order = delivery order.
@@ -182,6 +185,7 @@ impl SessionShared {
             }),
             writer: RwLock::new(None),
             screen: RwLock::new(None),
+            roles: RwLock::new(Vec::new()),
             events: std::sync::OnceLock::new(),
             global,
             seq: Mutex::new(0),

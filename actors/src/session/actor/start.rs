@@ -183,6 +183,7 @@ impl SessionActorState {
         let exited_already = held.as_ref().and_then(|(_, e)| *e);
         let (exit_tx, exit_rx) = watch::channel(exited_already);
         let link = held.map(|(link, _)| link);
+        let mut roles = Vec::new();
         let mut running = Running {
             generation,
             pid,
@@ -216,6 +217,7 @@ impl SessionActorState {
             .await
             .map_err(|e| SessionError::Spawn(format!("holder link: {e}")))?;
             running.io_actors.push(l.get_cell());
+            roles.push((l.get_id(), "holder link"));
         }
         let framing = Framing::of(self.spec.mode);
         // A holder reports the exit itself; otherwise the primary reader watches the pidfd.
@@ -266,6 +268,7 @@ impl SessionActorState {
             .map(|(r, _)| r.get_cell()),
         }
         .map_err(|e| SessionError::Spawn(format!("output reader: {e}")))?;
+        roles.push((reader.get_id(), "output reader"));
         running.io_actors.push(reader);
         running.eof.push(eof_rx);
         if let Some(err_fd) = err_fd {
@@ -288,6 +291,7 @@ impl SessionActorState {
             )
             .await
             .map_err(|e| SessionError::Spawn(format!("stderr reader: {e}")))?;
+            roles.push((r.get_id(), "stderr reader"));
             running.io_actors.push(r.get_cell());
             running.eof.push(eof_rx);
         }
@@ -316,6 +320,7 @@ impl SessionActorState {
             s.identity = identity;
             s.interrupted = false;
         }
+        *self.shared.roles.write() = roles;
         self.running = Some(running);
         // A holder reaped it before we attached (a program that ends at once, or one that
         // ended while no server was attached): handled as if the exit arrived now.
