@@ -87,6 +87,15 @@ impl Server {
         Self::spawn_server(args, None)
     }
 
+    /// Same, with `toml` as its config file (written into its data dir as `config.toml`).
+    pub fn start_configured(toml: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, toml).unwrap();
+        let config = config.to_str().unwrap().to_string();
+        Self::spawn_server_in(dir, &binary(), &["--config", &config], None)
+    }
+
     /// A server logging everything (`RUST_LOG=trace`) to `log`.
     pub fn start_logging_to(log: &Path) -> Server {
         Self::spawn_server(&[], Some(log))
@@ -102,7 +111,15 @@ impl Server {
     }
 
     fn spawn_server_from(exe: &Path, args: &[&str], log: Option<&Path>) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_server_in(tempfile::tempdir().unwrap(), exe, args, log)
+    }
+
+    fn spawn_server_in(
+        dir: tempfile::TempDir,
+        exe: &Path,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Server {
         let child = Self::launch_exe(exe, dir.path(), args, log);
         let (url, token) = Self::wait_ready(dir.path(), child.id());
         let addr = url.trim_start_matches("http://").to_string();

@@ -231,10 +231,7 @@ async fn a_deny_carries_its_message_and_the_tool_does_not_run() {
 
 #[tokio::test]
 async fn an_unanswered_question_returns_no_decision_after_the_wait() {
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("agents.toml");
-    std::fs::write(&config, "[agents]\npermission_wait_secs = 1\n").unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let server = Server::start_configured("[agents]\npermission_wait_secs = 1\n");
     let dir = tempfile::tempdir().unwrap();
     spawn_agent(&server, "unanswered", dir.path()).await;
     let out = corral(
@@ -336,17 +333,10 @@ async fn bad_hook_input_is_refused_and_the_session_is_untouched() {
 async fn webhooks_tell_when_an_agent_needs_its_user() {
     let hooks = corral_tests::Webhooks::start().await;
     let port = hooks.port;
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("notify.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n\n\
-             [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/topic\"\nformat = \"text\"\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n\n\
+         [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/topic\"\nformat = \"text\"\n"
+    ));
     // A muted agent first: it waits a second before its hooks, time to mute it.
     let quiet_dir = tempfile::tempdir().unwrap();
     let script = format!("sleep 1\n{}", agent_script(quiet_dir.path()));

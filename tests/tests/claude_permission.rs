@@ -274,9 +274,7 @@ async fn claude_code_asks_corral_answers_deny_with_a_message_and_nothing_runs() 
 
 #[tokio::test]
 async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "[agents]\npermission_wait_secs = 2\n").unwrap();
-    let server = Server::start_with(&["--config", &config.path().display().to_string()]);
+    let server = Server::start_configured("[agents]\npermission_wait_secs = 2\n");
     let c = Claude::start_and_ask(&server, "nobody").await;
     let asked = Instant::now();
     // The hook (`corral hook`, a process of the session) returns after the 2 s wait, with no

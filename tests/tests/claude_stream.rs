@@ -351,14 +351,9 @@ async fn stream_json_question_open_across_a_server_kill_is_answered_after() {
 async fn stream_json_attention_changes_reach_a_webhook_once_each() {
     let hooks = Webhooks::start().await;
     let port = hooks.port;
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("notify.toml");
-    std::fs::write(
-        &config,
-        format!("[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\n"),
-    )
-    .unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+    ));
     let c = Claude::start(&server, "sj-notify").await;
     server
         .cli_ok(&["send", "sj-notify", "--paste", "create the file"])

@@ -429,15 +429,7 @@ async fn security_matrix() {
             .0,
         202
     );
-    let (_, body) = server
-        .http(
-            "GET",
-            &format!("/v1/sessions/{a_id}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    let info: Value = serde_json::from_str(&body).unwrap();
+    let info = server.session(a_id).await;
     assert_eq!(info["attention"], "needs_permission");
     // Nothing the server logged contains a token: the data dir holds no log, and the tokens
     // never appear in the server's stderr (checked in the SIGTERM test's captured log).
@@ -587,18 +579,7 @@ async fn hooks_update_attention_and_agent_session_id() {
             break;
         }
     }
-    let (_, body) = server
-        .http(
-            "GET",
-            &format!("/v1/sessions/{id}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap()["agent_session_id"],
-        "claude-1"
-    );
+    assert_eq!(server.session(id).await["agent_session_id"], "claude-1");
     let bad = server
         .http(
             "POST",

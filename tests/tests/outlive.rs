@@ -182,11 +182,7 @@ async fn a_killed_holder_makes_its_session_lost_and_the_policy_restarts_it() {
     // The session is lost, its tree killed, and it restarts under a new holder.
     let deadline = Instant::now() + Duration::from_secs(10);
     let s = loop {
-        let s = list(&server)
-            .await
-            .into_iter()
-            .find(|s| s["id"] == id.as_str())
-            .unwrap();
+        let s = server.session(&id).await;
         if s["state"] == "running" && s["pid"].as_i64() != Some(pid as i64) {
             break s;
         }
@@ -251,11 +247,7 @@ async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     let s = loop {
-        let s = list(&server)
-            .await
-            .into_iter()
-            .find(|s| s["id"] == id.as_str())
-            .unwrap();
+        let s = server.session(&id).await;
         if s["state"] == "stopped" {
             break s;
         }
@@ -333,11 +325,7 @@ async fn a_pipe_session_keeps_its_process_and_every_line_through_server_kills() 
         server.restart();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let s = list(&server)
-        .await
-        .into_iter()
-        .find(|s| s["id"] == id.as_str())
-        .unwrap();
+    let s = server.session(&id).await;
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"].as_i64(), Some(pid), "same process: {s}");
     let log = log_bytes(server.dir.path(), &id);

@@ -13,16 +13,10 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A server whose limits are low enough that the inputs below must be paced.
-fn limited_server(extra: &str) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("limits.toml");
-    std::fs::write(
-        &config,
-        format!("[limits]\nmessages_per_sec = 2000\ninput_bytes_per_sec = 262144\n{extra}"),
-    )
-    .unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
-    (server, dir)
+fn limited_server(extra: &str) -> Server {
+    Server::start_configured(&format!(
+        "[limits]\nmessages_per_sec = 2000\ninput_bytes_per_sec = 262144\n{extra}"
+    ))
 }
 
 /// `n` printable pseudo-random bytes.
@@ -87,11 +81,11 @@ fn input_frame(channel: u32, payload: &[u8]) -> Message {
 
 #[tokio::test]
 async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
-    let (server, dir) = limited_server("");
+    let server = limited_server("");
     let data = text(1 << 20);
     // Native: 64 frames of 16 KiB as fast as the socket takes them. At 256 KiB/s (burst 512)
     // the server must pace them (≥ ~2 s); dropping would leave the file short.
-    let out = dir.path().join("native.out");
+    let out = server.dir.path().join("native.out");
     let id = sink(&server, &out, data.len(), "").await;
     let mut ws = server.ws().await;
     let ch = channel(&mut ws, &id).await;
@@ -107,7 +101,7 @@ async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
     // No rate-limit error was sent: pacing is silent and loses nothing.
     assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
     // ttyd: '0' + bytes frames after the AuthToken frame.
-    let out = dir.path().join("ttyd.out");
+    let out = server.dir.path().join("ttyd.out");
     let id = sink(&server, &out, data.len(), "").await;
     let mut ttyd = server.ttyd(&id).await;
     ttyd.send(Message::Text(
@@ -127,9 +121,9 @@ async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
 
 #[tokio::test]
 async fn five_thousand_keystrokes_sent_at_once_all_arrive() {
-    let (server, dir) = limited_server("");
+    let server = limited_server("");
     let data = text(5000);
-    let out = dir.path().join("keys.out");
+    let out = server.dir.path().join("keys.out");
     let id = sink(&server, &out, data.len(), "").await;
     let mut ws = server.ws().await;
     let ch = channel(&mut ws, &id).await;
@@ -180,8 +174,8 @@ async fn a_full_input_queue_pushes_back_until_the_process_reads() {
 
 #[tokio::test]
 async fn input_never_taken_closes_with_1008_after_the_stall_limit() {
-    let (server, dir) = limited_server("input_stall_secs = 1\n");
-    let out = dir.path().join("never.out");
+    let server = limited_server("input_stall_secs = 1\n");
+    let out = server.dir.path().join("never.out");
     // Never reads: sleeps far past the limit.
     let id = sink(&server, &out, 10, "sleep 600;").await;
     let mut ws = server.ws().await;
