@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::lines::{Framing, Lines};
+use super::lines::Lines;
 use super::shared::SessionShared;
 use crate::holder::ring::SharedRing;
 use crate::screen::ScreenMsg;
@@ -184,21 +184,21 @@ impl HeldState {
             .map_or(u64::MAX, |p| {
                 p.saturating_add(self.args.shared.ring.capacity() as u64)
             });
-        // Events wait while the journal is congested: the rest stays in the holder's ring
-        // meanwhile (and the program blocks once that is full).
-        let framed = self.args.lines.framing() != Framing::Raw;
-        let shared = self.args.shared.clone();
-        let congested = || framed && shared.journal().is_some_and(|j| j.congested());
         let mut copied = 0;
-        while copied < BURST && self.cursor < ring.end().min(limit) && !congested() {
+        while copied < BURST && self.cursor < ring.end().min(limit) {
             let room = (limit - self.cursor).min((BURST - copied) as u64) as usize;
             let bytes = ring.read(self.cursor, room);
             if bytes.is_empty() {
                 break;
             }
+            // Lines take less while the journal is congested: the rest stays in the holder's
+            // ring meanwhile (and the program blocks once that is full).
             let taken = self.args.lines.feed(bytes, &self.args.shared);
             self.cursor += taken as u64;
             copied += taken;
+            if taken < bytes.len() {
+                break;
+            }
         }
         // What the log holds is the holder's to reuse (everything, when nothing persists).
         let logged = self

@@ -157,28 +157,38 @@ impl Lines {
         }
     }
 
-    /// Its framing.
-    pub fn framing(&self) -> Framing {
-        self.framing
-    }
-
     /// Framing `framing`, continuing the line `carry` begun before (an adopted session's log
     /// ends inside it; see [`recover`]); `None`: a line too long to parse.
     pub fn resume(framing: Framing, carry: Option<Vec<u8>>) -> Lines {
         Lines { framing, carry }
     }
 
-    /// Puts `bytes` in the Ring, each complete line's events right after it. Stops after a
-    /// line whose events found the journal congested (the producer waits meanwhile); returns
-    /// how many bytes were taken.
+    /// Puts `bytes` in the Ring, each complete line's events right after it. Takes nothing
+    /// while the journal is congested and stops after a line whose events found it so (the
+    /// producer waits meanwhile); returns how many bytes were taken.
     ///
     /// Only lines that can be JSON are looked at: the piece is searched for `{` and `[` (SIMD,
     /// `memchr`), and a line is parsed only when one starts it after blanks; a piece without
     /// either goes to the Ring in one append.
     pub fn feed(&mut self, bytes: &[u8], shared: &Arc<SessionShared>) -> usize {
+        self.take(bytes, shared, false)
+    }
+
+    /// Like [`feed`](Self::feed), but takes everything whatever the journal's state (after a
+    /// bounded wait: what the journal cannot take is counted as dropped there).
+    pub fn feed_forced(&mut self, bytes: &[u8], shared: &Arc<SessionShared>) {
+        self.take(bytes, shared, true);
+    }
+
+    fn take(&mut self, bytes: &[u8], shared: &Arc<SessionShared>, force: bool) -> usize {
+        // Events wait while the journal is congested, unless forced.
+        let hold = |shared: &SessionShared| !force && congested(shared);
         if self.framing == Framing::Raw {
             output(shared, bytes);
             return bytes.len();
+        }
+        if hold(shared) {
+            return 0;
         }
         // `bytes[run..]` is not in the Ring yet; `pos` is where the next line starts.
         let (mut run, mut pos) = (0, 0);
@@ -202,7 +212,7 @@ impl Lines {
                 output(shared, &bytes[..pos]);
                 run = pos;
                 emit(shared, events);
-                if congested(shared) {
+                if hold(shared) {
                     return pos;
                 }
             }
@@ -223,7 +233,7 @@ impl Lines {
                 output(shared, &bytes[run..end]);
                 run = end;
                 emit(shared, events);
-                if congested(shared) {
+                if hold(shared) {
                     return end;
                 }
             }

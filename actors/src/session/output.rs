@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::bulk::{self, SliceEnd, with_read_buf};
 pub use super::lines::Framing;
-use super::lines::{LINE_MAX, emit, line_events, output};
+use super::lines::Lines;
 use super::msg::SessionMsg;
 use super::shared::SessionShared;
 use crate::fd;
@@ -73,11 +73,11 @@ pub struct ReaderState {
     fd: Option<Arc<AsyncFd<OwnedFd>>>,
     /// Where the bytes go.
     args: Sink,
-    /// NDJSON bytes not handled yet: complete lines held back while the journal is congested,
-    /// then the incomplete last line.
-    partial: Vec<u8>,
-    /// `partial` holds complete lines held back (the journal was congested).
-    held: bool,
+    /// The framing of NDJSON output (see [`super::lines`]).
+    lines: Lines,
+    /// Bytes read but not taken yet: their lines' events wait for the congested journal (no
+    /// more is read meanwhile, so the process waits on its full pipe).
+    held: Vec<u8>,
     /// The registered exit notification (primary reader), until the exit is reported.
     exit_watch: Option<ExitWatch>,
     /// Output since the screen last caught up.
@@ -107,9 +107,9 @@ impl Actor for OutputReader {
         myself.send_message(Pump)?;
         Ok(ReaderState {
             fd: Some(Arc::new(fd)),
+            lines: Lines::new(sink.framing),
             args: sink,
-            partial: Vec::new(),
-            held: false,
+            held: Vec::new(),
             exit_watch,
             dirty: false,
             volume: Volume::default(),
@@ -123,12 +123,9 @@ impl Actor for OutputReader {
         _: Pump,
         st: &mut ReaderState,
     ) -> Result<(), ActorProcessingErr> {
-        if st.held {
-            // Lines held back for a congested journal: wait (bounded), then release them before
-            // reading more, so the process waits on its full pipe meanwhile.
-            let forced = !st.wait_for_journal().await;
-            st.split_lines(forced);
-            if st.held {
+        if !st.held.is_empty() {
+            st.release_held().await;
+            if !st.held.is_empty() {
                 myself.send_message(Pump)?;
                 return Ok(());
             }
@@ -175,7 +172,7 @@ impl Actor for OutputReader {
                             Ok(Ok(0)) => return finish(&myself, st, None).await,
                             Ok(Ok(n)) => {
                                 total += n;
-                                if total >= BURST || st.held {
+                                if total >= BURST || !st.held.is_empty() {
                                     // A whole burst and the PTY never ran dry: bulk output.
                                     st.set_flowing(total >= BURST);
                                     break;
@@ -334,46 +331,25 @@ impl ReaderState {
         }
     }
 
-    /// Hands freshly read bytes to the Ring (or the NDJSON splitter).
+    /// Hands freshly read bytes to the Ring (through the NDJSON framing).
     fn deliver(&mut self, bytes: &[u8]) {
-        match self.args.framing {
-            Framing::Raw => output(&self.args.shared, bytes),
-            Framing::NdJson | Framing::Agent => {
-                self.partial.extend_from_slice(bytes);
-                self.split_lines(false);
-            }
+        if !self.held.is_empty() {
+            self.held.extend_from_slice(bytes);
+            return;
         }
+        let taken = self.lines.feed(bytes, &self.args.shared);
+        self.held.extend_from_slice(&bytes[taken..]);
     }
 
-    /// Puts the complete lines of `partial` in the Ring, each JSON line's events right after
-    /// it (see [`super::lines`]); runs of lines go in one append. Pipe mode can produce events
-    /// faster than anything can record them: unless `force`, it stops at an event while the
-    /// persister's journal is congested and sets `held` (the caller stops reading meanwhile).
-    fn split_lines(&mut self, force: bool) {
-        let journal = self.args.shared.journal().cloned();
-        // Lines before `start` are handled; bytes from `run` on are not in the Ring yet.
-        let (mut start, mut run) = (0, 0);
-        self.held = false;
-        while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            let end = start + nl + 1;
-            if let Some(events) = line_events(self.args.framing, &self.partial[start..end]) {
-                if !force && journal.as_ref().is_some_and(|j| j.congested()) {
-                    self.held = true;
-                    break;
-                }
-                // The line first (with the output before it): the events' offset follows it.
-                output(&self.args.shared, &self.partial[run..end]);
-                run = end;
-                emit(&self.args.shared, events);
-            }
-            start = end;
-        }
-        output(&self.args.shared, &self.partial[run..start]);
-        self.partial.drain(..start);
-        // Bounded: a "line" longer than LINE_MAX is passed through as bytes.
-        if !self.held && self.partial.len() > LINE_MAX {
-            output(&self.args.shared, &self.partial);
-            self.partial.clear();
+    /// Waits (bounded) for the journal to have room, then hands on the held bytes: those it
+    /// takes, or all of them once the wait ran out.
+    async fn release_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if self.wait_for_journal().await {
+            let taken = self.lines.feed(&held, &self.args.shared);
+            self.held = held[taken..].to_vec();
+        } else {
+            self.lines.feed_forced(&held, &self.args.shared);
         }
     }
 
@@ -390,14 +366,6 @@ impl ReaderState {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         true
-    }
-}
-
-/// The last line of NDJSON output, without its newline: its bytes, then its events.
-fn line(args: &Sink, bytes: &[u8]) {
-    output(&args.shared, bytes);
-    if let Some(events) = line_events(args.framing, bytes) {
-        emit(&args.shared, events);
     }
 }
 
@@ -420,17 +388,12 @@ async fn finish(
     st: &mut ReaderState,
     error: Option<io::Error>,
 ) -> Result<(), ActorProcessingErr> {
-    // Every held and complete line, each batch after the journal has room (bounded), then a
-    // trailing partial line.
-    st.split_lines(false);
-    while st.held {
-        let forced = !st.wait_for_journal().await;
-        st.split_lines(forced);
+    // Every held line, each batch after the journal has room (bounded), then a last line
+    // without its newline.
+    while !st.held.is_empty() {
+        st.release_held().await;
     }
-    if !st.partial.is_empty() {
-        let rest = std::mem::take(&mut st.partial);
-        line(&st.args, &rest);
-    }
+    st.lines.finish(&st.args.shared);
     if let Some(e) = error {
         tracing::warn!(session = %st.args.shared.id, error = %e, "output read failed; treating as end of output");
     }
