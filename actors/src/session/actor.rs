@@ -192,8 +192,8 @@ pub struct SessionActorState {
     /// Detached: its process stays with its holder for the next server; this actor no longer
     /// touches the process or the recorded state.
     detached: bool,
-    /// See [`SessionArgs::carry`]; taken by the first reader of the holder's ring.
-    carry: Option<Option<Vec<u8>>>,
+    /// See [`SessionArgs::carry`]; the adopted process's reader takes it.
+    carry: Option<Vec<u8>>,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -288,7 +288,7 @@ impl Actor for Session {
             begin: args.begin,
             holders: args.holders,
             detached: false,
-            carry: Some(args.carry),
+            carry: args.carry,
         };
         Ok(state)
     }

@@ -227,11 +227,10 @@ impl SessionActorState {
         };
         let (eof_tx, eof_rx) = watch::channel(false);
         // Only the adopted process continues the line its log ends inside.
-        let carry = self
-            .carry
-            .take()
-            .filter(|_| self.begin == Begin::Adopt && generation == 1)
-            .unwrap_or(Some(Vec::new()));
+        let carry = match self.begin == Begin::Adopt && generation == 1 {
+            true => self.carry.replace(Vec::new()),
+            false => Some(Vec::new()),
+        };
         let reader = match out_fd {
             Source::Fd(fd) => Actor::spawn_linked(
                 None,
