@@ -66,6 +66,8 @@ pub struct Server {
     successor: Option<i32>,
     /// The binary it runs (default: [`binary`]).
     exe: PathBuf,
+    /// Extra environment of every server started here (a restart too).
+    env: Vec<(String, String)>,
     /// Its data dir.
     pub dir: tempfile::TempDir,
     /// Base URL.
@@ -96,6 +98,17 @@ impl Server {
         Self::spawn_server_in(dir, &binary(), &["--config", &config], None)
     }
 
+    /// Same, with these variables in its environment (and in every restart's).
+    pub fn start_env(env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::launch_exe(&binary(), dir.path(), &[], None, &env);
+        Self::serving(dir, &binary(), child, env)
+    }
+
     /// A server logging everything (`RUST_LOG=trace`) to `log`.
     pub fn start_logging_to(log: &Path) -> Server {
         Self::spawn_server(&[], Some(log))
@@ -120,13 +133,24 @@ impl Server {
         args: &[&str],
         log: Option<&Path>,
     ) -> Server {
-        let child = Self::launch_exe(exe, dir.path(), args, log);
+        let child = Self::launch_exe(exe, dir.path(), args, log, &[]);
+        Self::serving(dir, exe, child, Vec::new())
+    }
+
+    /// Waits until `child` serves from `dir`.
+    fn serving(
+        dir: tempfile::TempDir,
+        exe: &Path,
+        child: Child,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let (url, token) = Self::wait_ready(dir.path(), child.id());
         let addr = url.trim_start_matches("http://").to_string();
         Server {
             child: Some(child),
             successor: None,
             exe: exe.to_path_buf(),
+            env,
             dir,
             url,
             addr,
@@ -178,7 +202,7 @@ impl Server {
     /// [`terminate`](Self::terminate)) and waits until it serves.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is still running");
-        let child = Self::launch_exe(&self.exe, self.dir.path(), &[], None);
+        let child = Self::launch_exe(&self.exe, self.dir.path(), &[], None, &self.env);
         let (url, token) = Self::wait_ready(self.dir.path(), child.id());
         self.addr = url.trim_start_matches("http://").to_string();
         self.url = url;
@@ -189,11 +213,24 @@ impl Server {
     /// Starts a server in the same data dir without waiting for it (to kill it mid-boot).
     pub fn restart_nowait(&mut self) {
         assert!(self.child.is_none(), "the server is still running");
-        self.child = Some(Self::launch_exe(&self.exe, self.dir.path(), &[], None));
+        self.child = Some(Self::launch_exe(
+            &self.exe,
+            self.dir.path(),
+            &[],
+            None,
+            &self.env,
+        ));
     }
 
-    fn launch_exe(exe: &Path, dir: &Path, args: &[&str], log: Option<&Path>) -> Child {
+    fn launch_exe(
+        exe: &Path,
+        dir: &Path,
+        args: &[&str],
+        log: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Child {
         let mut cmd = Command::new(exe);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--data-dir")
             .arg(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])

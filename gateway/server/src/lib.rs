@@ -29,6 +29,7 @@ pub mod permission;
 pub mod protocol;
 pub mod routes;
 pub mod serve;
+pub mod systemd;
 pub mod ttyd;
 pub mod unix;
 pub mod upgrade;

@@ -40,6 +40,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let data = match successor {
         Some(mut ready) => {
             use std::io::Write;
+            // Under systemd the unit follows us from here: its old main process is about to
+            // exit (after our `ready`), and must not end the unit when it does.
+            crate::systemd::claim();
             ready.write_all(b"ready\n")?;
             drop(ready);
             lock_when_free(&opts.data_dir).await?
@@ -138,6 +141,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
     })?;
     tracing::info!(%url, data_dir = %data.path().display(), "corral serving");
+    crate::systemd::ready(&url);
     // Like Jupyter: the one line a user needs to open the page (on stdout, never in the logs;
     // `corral web` prints it again).
     println!("corral: open {}", crate::web::login_url(&url, &admin_token));
@@ -212,6 +216,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     local?;
     let leaving = (*app.leave.borrow()).unwrap_or(Leaving::Stop);
     tracing::info!(?leaving, "shutting down: connections, then sessions");
+    if leaving != Leaving::Upgrade {
+        // A handover says nothing: the successor has already claimed the unit.
+        crate::systemd::notify("STOPPING=1");
+    }
     app.shutdown.send_replace(true);
     if let Err(e) = clients.stop(Some(Duration::from_secs(5))).await {
         tracing::warn!(error = %e, "connections did not stop cleanly");
