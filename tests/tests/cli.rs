@@ -577,3 +577,53 @@ fn serve_and_web_print_the_login_url() {
     .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Resident KiB of `pid` as the kernel counts it in `/proc/<pid>/stat` (field 24, pages).
+fn stat_rss_kib(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(") ").unwrap();
+    // Fields after the comm start at field 3: rss (field 24) is the 22nd.
+    let pages: u64 = rest.split_whitespace().nth(21).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    pages * page / 1024
+}
+
+#[test]
+fn usage_covers_the_whole_tree_an_escapee_included_and_nothing_else() {
+    // With a holder (escapees land on it) and without one (they land on the server).
+    for server in [
+        Server::start(),
+        Server::start_configured("holders = false\n"),
+    ] {
+        let id = ok(
+            &server,
+            &[
+                "spawn",
+                "--name",
+                "tree",
+                "--",
+                "sh",
+                "-c",
+                "(setsid sleep 1001 &); exec sleep 1002",
+            ],
+        )
+        .trim()
+        .to_string();
+        // The escapee left the session and lost its parent (the subshell exited at once).
+        eventually("the escapee and the main process run", || {
+            session_processes(&id).len() == 2
+        });
+        let procs = session_processes(&id);
+        let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+        let expect: u64 = procs.iter().map(|p| stat_rss_kib(*p)).sum();
+        assert_eq!(
+            ps[0]["rss_kib"].as_u64().unwrap(),
+            expect,
+            "the two sleeps {procs:?}, not the holder, not the server: {}",
+            ps[0]
+        );
+        ok(&server, &["rm", "tree"]);
+        assert!(session_processes(&id).is_empty());
+    }
+}

@@ -34,6 +34,10 @@ pub struct ProcStat {
     pub sid: i32,
     /// Start time in clock ticks after boot (field 22): with the pid and boot id, an identity.
     pub starttime: u64,
+    /// CPU time in user and kernel mode, clock ticks (fields 14, 15).
+    pub cpu_ticks: u64,
+    /// Resident set size in pages (field 24).
+    pub rss_pages: u64,
 }
 
 impl ProcStat {
@@ -64,6 +68,7 @@ impl ProcStat {
         };
         let state = field(3)?.chars().next().ok_or_else(|| bad("state"))?;
         let int = |n: usize, what: &str| field(n)?.parse::<i32>().map_err(|_| bad(what));
+        let long = |n: usize, what: &str| field(n)?.parse::<u64>().map_err(|_| bad(what));
         Ok(ProcStat {
             pid,
             comm,
@@ -71,7 +76,9 @@ impl ProcStat {
             ppid: int(4, "ppid")?,
             pgid: int(5, "pgid")?,
             sid: int(6, "sid")?,
-            starttime: field(22)?.parse::<u64>().map_err(|_| bad("starttime"))?,
+            starttime: long(22, "starttime")?,
+            cpu_ticks: long(14, "utime")?.saturating_add(long(15, "stime")?),
+            rss_pages: long(24, "rss")?,
         })
     }
 
@@ -193,6 +200,13 @@ pub(crate) fn walk_subtree(root: i32, seen: &mut HashSet<i32>, out: &mut Vec<Pro
     }
 }
 
+/// `root` and all its descendants (see [`walk_subtree`]), those not in `seen` already.
+pub fn subtree(root: i32, seen: &mut HashSet<i32>) -> Vec<ProcStat> {
+    let mut out = Vec::new();
+    walk_subtree(root, seen, &mut out);
+    out
+}
+
 /// Children listed in `<task_dir>/*/children`; `None` if the kernel lacks those files.
 pub(crate) fn children_from_task_files(task_dir: &str) -> Option<Vec<i32>> {
     let tasks = fs::read_dir(task_dir).ok()?;
@@ -287,6 +301,8 @@ mod tests {
         assert_eq!(s.pgid, 4240);
         assert_eq!(s.sid, 4239);
         assert_eq!(s.starttime, 987654);
+        assert_eq!(s.cpu_ticks, 3 + 1);
+        assert_eq!(s.rss_pages, 67);
     }
 
     #[test]

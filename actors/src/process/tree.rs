@@ -262,6 +262,8 @@ mod tests {
             pgid,
             sid,
             starttime: 1,
+            cpu_ticks: 0,
+            rss_pages: 0,
         }
     }
 

@@ -1,12 +1,23 @@
 //! Usage: CPU and memory of each session's whole process tree, read from /proc on the server
-//! when a client asks (nothing polls in the background), so `corral ps --url http://remote`
-//! shows the figures of the machine where the processes run. Processes are found by their
-//! CORRAL_SESSION_ID, the marker every process of a session inherits; one scan of /proc
-//! serves a whole listing, on a blocking thread (it reads files).
+//! when a client asks (nothing polls in the background; an open page's list compares every
+//! 2 s), so `corral ps --url http://remote` shows the figures of the machine where the
+//! processes run.
+//!
+//! A session's processes are found by walking its tree through the kernel's `children` lists:
+//! under its holder (the parent and subreaper of everything the session starts, so escapees
+//! that double-forked are there too; the holder itself is corral's, not counted), else from its
+//! main process, plus the orphans this server adopted (a holder-less session's escapees) by
+//! their CORRAL_SESSION_ID. A listing costs O(the sessions' processes), not O(every process on
+//! the machine): the scan it replaces read every process's environment, every 2 s for each
+//! open page. A root counts only while it carries its session's marker (a stale pid reused by
+//! another process is not the session's). On a blocking thread (it reads files).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use corral_actors::SessionInfo;
+use corral_actors::process::procfs::{self, ProcStat};
+use corral_actors::process::reaper;
+use corral_actors::process::tree::MARKER_KEY;
 
 use crate::protocol::SessionView;
 
@@ -20,9 +31,20 @@ pub struct Usage {
 }
 
 impl SessionView {
-    /// The views of `sessions`, measured with one scan of /proc.
+    /// The views of `sessions`, measured with one walk of their trees.
     pub async fn measure_all(sessions: Vec<SessionInfo>) -> Vec<SessionView> {
-        let usage = match tokio::task::spawn_blocking(scan).await {
+        let roots: Vec<Root> = sessions
+            .iter()
+            .filter(|s| !s.state.is_final())
+            .filter_map(|s| {
+                Some(Root {
+                    id: s.id.to_string(),
+                    main: s.pid?,
+                    holder: s.holder_pid,
+                })
+            })
+            .collect();
+        let usage = match tokio::task::spawn_blocking(move || scan(&roots)).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(error = %e, "process usage scan failed");
@@ -50,11 +72,49 @@ impl SessionView {
     }
 }
 
-/// Usage per session id of every process visible in /proc that carries a CORRAL_SESSION_ID.
-/// Processes of other users (unreadable environ) are skipped.
-pub fn scan() -> HashMap<String, Usage> {
-    const MARKER: &[u8] = b"CORRAL_SESSION_ID=";
-    let mut out: HashMap<String, Usage> = HashMap::new();
+/// Where one live session's processes are.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// The session id (its marker's value).
+    pub id: String,
+    /// Its main process.
+    pub main: i32,
+    /// Its holder, when it has one.
+    pub holder: Option<i32>,
+}
+
+/// Usage per session id of the processes of `roots` (see the module docs).
+pub fn scan(roots: &[Root]) -> HashMap<String, Usage> {
+    let me = std::process::id() as i32;
+    let mut seen = HashSet::from([me]);
+    let mut found: Vec<(&str, Vec<ProcStat>)> = Vec::new();
+    for root in roots {
+        if procfs::environ_value(root.main, MARKER_KEY).as_deref() != Some(root.id.as_str()) {
+            continue;
+        }
+        let procs = match root.holder {
+            Some(holder) if seen.insert(holder) => procfs::children_of(holder)
+                .into_iter()
+                .flat_map(|kid| procfs::subtree(kid, &mut seen))
+                .collect(),
+            Some(_) => Vec::new(),
+            None => procfs::subtree(root.main, &mut seen),
+        };
+        found.push((&root.id, procs));
+    }
+    // Orphans adopted by this server: neither a session's main process (owned) nor a holder
+    // (disowned), walked above or not listed.
+    for kid in procfs::children_of(me) {
+        if seen.contains(&kid) || reaper::is_owned(kid) || reaper::is_disowned(kid) {
+            continue;
+        }
+        let Some(id) = procfs::environ_value(kid, MARKER_KEY) else {
+            continue;
+        };
+        if let Some(root) = roots.iter().find(|r| r.id == id) {
+            found.push((&root.id, procfs::subtree(kid, &mut seen)));
+        }
+    }
     let tick = clock_ticks();
     let uptime = std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -65,39 +125,16 @@ pub fn scan() -> HashMap<String, Usage> {
         })
         .unwrap_or(0.0);
     let page_kib = page_size() / 1024;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let Some(session) = env
-            .split(|&b| b == 0)
-            .find_map(|kv| kv.strip_prefix(MARKER))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields after comm: state=0, utime=11, stime=12, starttime=19, rss=21 (pages).
-        let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-        let busy = (num(11) + num(12)) / tick;
-        let age = uptime - num(19) / tick;
-        let u = out.entry(session).or_default();
-        if age > 0.0 {
-            u.cpu_percent += 100.0 * busy / age;
+    let mut out: HashMap<String, Usage> = HashMap::new();
+    for (id, procs) in found {
+        let u = out.entry(id.to_owned()).or_default();
+        for p in procs {
+            let age = uptime - p.starttime as f64 / tick;
+            if age > 0.0 {
+                u.cpu_percent += 100.0 * (p.cpu_ticks as f64 / tick) / age;
+            }
+            u.rss_kib += p.rss_pages * page_kib;
         }
-        u.rss_kib += num(21) as u64 * page_kib;
     }
     out
 }
