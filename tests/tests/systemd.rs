@@ -4,19 +4,9 @@
 //! that is not there changes nothing. A real datagram socket stands in for systemd's end.
 
 use std::os::unix::net::UnixDatagram;
-use std::process::Command;
 use std::time::Duration;
 
-use corral_tests::{Server, binary};
-
-fn corral(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .args(args)
-        .output()
-        .unwrap()
-}
+use corral_tests::Server;
 
 /// The next notification (blocking, bounded: the server is another process).
 fn next(sock: &UnixDatagram) -> String {
@@ -50,12 +40,7 @@ async fn the_unit_follows_readiness_an_upgrade_and_a_stop() {
         "{ready:?}"
     );
 
-    let out = corral(&server, &["upgrade"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.cli_ok(&["upgrade"]).await;
     // The successor's claim comes first and alone: it is sent before the successor tells its
     // predecessor it is ready, so before the old main process can exit.
     let claim = next(&sock);
@@ -69,12 +54,7 @@ async fn the_unit_follows_readiness_an_upgrade_and_a_stop() {
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     assert_eq!(main_pid(&ready), successor);
 
-    let out = corral(&server, &["shutdown"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.cli_ok(&["shutdown"]).await;
     assert_eq!(next(&sock), "STOPPING=1");
     let (code, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
@@ -87,6 +67,5 @@ async fn a_notification_socket_that_is_not_there_changes_nothing() {
     let server = Server::start_env(&[("NOTIFY_SOCKET", missing.to_str().unwrap())]);
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);
-    let out = corral(&server, &["ps"]);
-    assert!(out.status.success());
+    server.cli_ok(&["ps"]).await;
 }
