@@ -51,10 +51,13 @@ pub fn build(
 pub struct PrivateTmp {
     /// Its path.
     path: PathBuf,
+    /// Removed when dropped (until [`keep`](Self::keep) or [`take`](Self::take)).
+    armed: bool,
 }
 
 impl PrivateTmp {
-    /// Creates `<root>/corral-<id>` with mode 0700.
+    /// Creates `<root>/corral-<id>` with mode 0700 (or adopts it: a session a previous server
+    /// left to its holder finds its files where they were).
     pub fn create(root: &Path, id: Uuid) -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
         let path = root.join(format!("corral-{id}"));
@@ -62,21 +65,44 @@ impl PrivateTmp {
             .recursive(true)
             .mode(0o700)
             .create(&path)?;
-        Ok(Self { path })
+        Ok(Self { path, armed: true })
     }
 
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Leaves the directory in place: its session's process lives on under its holder (a
+    /// detach for `corral upgrade` or a shutdown that keeps sessions), and the next server
+    /// adopts it with everything the program put there.
+    pub fn keep(&mut self) {
+        self.armed = false;
+    }
+
+    /// The path to remove now (by the caller, off the async runtime), if it is still this
+    /// value's to remove; Drop then does nothing.
+    pub fn take(&mut self) -> Option<PathBuf> {
+        std::mem::take(&mut self.armed).then(|| self.path.clone())
+    }
+
+    /// Removes `path` and everything in it (a blocking call: a program may leave many files).
+    pub fn remove(path: &Path) {
+        if let Err(e) = std::fs::remove_dir_all(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove session TMPDIR");
+        }
+    }
 }
 
 impl Drop for PrivateTmp {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove session TMPDIR");
+        // The fallback after a kill or a panic of the session actor (`post_stop` did not run):
+        // removing here blocks whatever thread drops it, which is rare and bounded by the
+        // directory's contents.
+        if let Some(path) = self.take() {
+            Self::remove(&path);
         }
     }
 }

@@ -250,3 +250,42 @@ async fn shutdown_without_keeping_stops_every_session_and_holder() {
     assert_eq!(s["state"], "running", "{s}");
     assert_ne!(s["pid"], info["pid"]);
 }
+
+#[tokio::test]
+async fn a_kept_session_keeps_its_tmpdir_and_removing_the_session_removes_it() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "tmp", "argv": ["sh", "-c", "echo kept > \"$TMPDIR/state\"; exec sleep 1000"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let state = server
+        .dir
+        .path()
+        .join("tmp")
+        .join(format!("corral-{id}"))
+        .join("state");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the program did not write its file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An upgrade, then a shutdown that keeps sessions and a new server: the program's files
+    // are where it left them (the process lives on; its TMPDIR must too).
+    server.cli_ok(&["upgrade"]).await;
+    server.follow_successor();
+    assert_eq!(server.session(&id).await["pid"], info["pid"]);
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "kept\n");
+    server.cli_ok(&["shutdown", "--keep-sessions"]).await;
+    let (code, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "kept\n");
+    server.restart();
+    assert_eq!(server.session(&id).await["pid"], info["pid"]);
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "kept\n");
+    // Removing the session removes its TMPDIR.
+    server.cli_ok(&["rm", "tmp"]).await;
+    assert!(!state.parent().unwrap().exists(), "TMPDIR left behind");
+}

@@ -253,7 +253,12 @@ impl Actor for Session {
             )
             .into());
         }
-        let tmp = PrivateTmp::create(&args.tmp_root, args.shared.id)
+        let (root, id) = (args.tmp_root.clone(), args.shared.id);
+        // A blocking mkdir (creating an inode can take a third of a millisecond): off the
+        // runtime's workers.
+        let tmp = tokio::task::spawn_blocking(move || PrivateTmp::create(&root, id))
+            .await
+            .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
         let screen = if spec.mode == Mode::Pty {
             let (s, _) = Actor::spawn_linked(
@@ -340,6 +345,14 @@ impl Actor for Session {
         // A detached session's process belongs to its holder and the next server.
         if !st.detached {
             st.stop(Some(st.spec.grace)).await;
+        }
+        // The session's TMPDIR goes with it, removed on a blocking thread (a program may have
+        // left many files); a detached session keeps it (see `detach`).
+        if let Some(path) = st.tmp.take()
+            && let Err(e) =
+                tokio::task::spawn_blocking(move || crate::env::PrivateTmp::remove(&path)).await
+        {
+            tracing::warn!(session = %st.shared.id, error = %e, "TMPDIR removal did not finish");
         }
         Ok(())
     }
@@ -474,6 +487,8 @@ impl SessionActorState {
         run.reaped = true;
         drop(run);
         self.detached = true;
+        // Its TMPDIR stays with the process: the next server adopts both.
+        self.tmp.keep();
         tracing::info!(session = %self.shared.id, "detached: the process stays with its holder");
     }
 
