@@ -15,7 +15,6 @@
 //!   input fills a bounded queue and the sender gets an explicit error.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,8 +69,8 @@ pub struct SessionArgs {
     pub shared: Arc<SessionShared>,
     /// The spec.
     pub spec: SessionSpec,
-    /// Where private TMPDIRs go.
-    pub tmp_root: PathBuf,
+    /// Where its private TMPDIR comes from.
+    pub tmp: Arc<crate::env::TmpDirs>,
     /// Told the outcome of the first process start.
     pub started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
     /// How the session begins.
@@ -189,6 +188,8 @@ pub struct SessionActorState {
     begin: Begin,
     /// Where PTY processes get their holders.
     holders: Option<Holders>,
+    /// Where the next session's TMPDIR is made ahead.
+    dirs: Arc<crate::env::TmpDirs>,
     /// Detached: its process stays with its holder for the next server; this actor no longer
     /// touches the process or the recorded state.
     detached: bool,
@@ -253,10 +254,9 @@ impl Actor for Session {
             )
             .into());
         }
-        let (root, id) = (args.tmp_root.clone(), args.shared.id);
-        // A blocking mkdir (creating an inode can take a third of a millisecond): off the
-        // runtime's workers.
-        let tmp = tokio::task::spawn_blocking(move || PrivateTmp::create(&root, id))
+        let (dirs, id) = (args.tmp.clone(), args.shared.id);
+        // Blocking (a rename, or a mkdir without a spare): off the runtime's workers.
+        let tmp = tokio::task::spawn_blocking(move || dirs.take(id))
             .await
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
@@ -292,6 +292,7 @@ impl Actor for Session {
             started: args.started,
             begin: args.begin,
             holders: args.holders,
+            dirs: args.tmp.clone(),
             detached: false,
             carry: args.carry,
         };
@@ -325,11 +326,19 @@ impl Actor for Session {
         {
             tracing::debug!(session = %st.shared.id, "spawner stopped waiting for the start");
         }
-        // The next session's holder starts now that this spawn is answered: off its path.
-        if started && let Some(holders) = st.holders.clone() {
-            let ahead = tokio::task::spawn_blocking(move || holders.prewarm()).await;
+        // The next session's holder and TMPDIR are made now that this spawn is answered: off
+        // its path.
+        if started {
+            let (holders, dirs) = (st.holders.clone(), st.dirs.clone());
+            let ahead = tokio::task::spawn_blocking(move || {
+                dirs.prepare();
+                if let Some(holders) = holders {
+                    holders.prewarm();
+                }
+            })
+            .await;
             if let Err(e) = ahead {
-                tracing::warn!(error = %e, "starting a holder ahead failed");
+                tracing::warn!(error = %e, "preparing the next session failed");
             }
         }
         Ok(())
