@@ -330,8 +330,6 @@ pub struct Sessions {
     events: broadcast::Sender<SessionEvent>,
     /// The persister, when sessions are persisted.
     persist: Option<Persist>,
-    /// The sessions' TMPDIRs (one made ahead).
-    tmp: Arc<crate::env::TmpDirs>,
 }
 
 impl Sessions {
@@ -347,14 +345,12 @@ impl Sessions {
         persist: Option<Persist>,
     ) -> Self {
         let events = broadcast::channel(config.event_capacity.max(1)).0;
-        let tmp = Arc::new(crate::env::TmpDirs::new(config.tmp_root.clone()));
         Self {
             supervisor,
             registry: Default::default(),
             config: Arc::new(config),
             events,
             persist,
-            tmp,
         }
     }
 
@@ -611,13 +607,13 @@ impl Sessions {
         if let Some(p) = &self.persist {
             p.journal().send(Op::Attach(shared.feed.clone()));
         }
-        let tmp = self.tmp.clone();
+        let tmp_root = self.config.tmp_root.clone();
         let grace = spec.grace;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let args = Arc::new(parking_lot::Mutex::new(Some(SessionArgs {
             shared: shared.clone(),
             spec,
-            tmp,
+            tmp_root,
             started: Some(started_tx),
             begin,
             holders: self.config.holders.clone(),

@@ -15,6 +15,7 @@
 //!   input fills a bounded queue and the sender gets an explicit error.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -69,8 +70,8 @@ pub struct SessionArgs {
     pub shared: Arc<SessionShared>,
     /// The spec.
     pub spec: SessionSpec,
-    /// Where its private TMPDIR comes from.
-    pub tmp: Arc<crate::env::TmpDirs>,
+    /// Where private TMPDIRs go.
+    pub tmp_root: PathBuf,
     /// Told the outcome of the first process start.
     pub started: Option<tokio::sync::oneshot::Sender<Result<(), SessionError>>>,
     /// How the session begins.
@@ -188,8 +189,6 @@ pub struct SessionActorState {
     begin: Begin,
     /// Where PTY processes get their holders.
     holders: Option<Holders>,
-    /// Where the next session's TMPDIR is made ahead.
-    dirs: Arc<crate::env::TmpDirs>,
     /// Detached: its process stays with its holder for the next server; this actor no longer
     /// touches the process or the recorded state.
     detached: bool,
@@ -254,9 +253,10 @@ impl Actor for Session {
             )
             .into());
         }
-        let (dirs, id) = (args.tmp.clone(), args.shared.id);
-        // Blocking (a rename, or a mkdir without a spare): off the runtime's workers.
-        let tmp = tokio::task::spawn_blocking(move || dirs.take(id))
+        let (root, id) = (args.tmp_root.clone(), args.shared.id);
+        // A blocking mkdir (creating an inode can take a third of a millisecond): off the
+        // runtime's workers.
+        let tmp = tokio::task::spawn_blocking(move || PrivateTmp::create(&root, id))
             .await
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
@@ -292,7 +292,6 @@ impl Actor for Session {
             started: args.started,
             begin: args.begin,
             holders: args.holders,
-            dirs: args.tmp.clone(),
             detached: false,
             carry: args.carry,
         };
@@ -326,19 +325,11 @@ impl Actor for Session {
         {
             tracing::debug!(session = %st.shared.id, "spawner stopped waiting for the start");
         }
-        // The next session's holder and TMPDIR are made now that this spawn is answered: off
-        // its path.
-        if started {
-            let (holders, dirs) = (st.holders.clone(), st.dirs.clone());
-            let ahead = tokio::task::spawn_blocking(move || {
-                dirs.prepare();
-                if let Some(holders) = holders {
-                    holders.prewarm();
-                }
-            })
-            .await;
+        // The next session's holder starts now that this spawn is answered: off its path.
+        if started && let Some(holders) = st.holders.clone() {
+            let ahead = tokio::task::spawn_blocking(move || holders.prewarm()).await;
             if let Err(e) = ahead {
-                tracing::warn!(error = %e, "preparing the next session failed");
+                tracing::warn!(error = %e, "starting a holder ahead failed");
             }
         }
         Ok(())
