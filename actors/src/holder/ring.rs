@@ -187,10 +187,8 @@ impl SharedRing {
     /// The free space after `end`, contiguous (up to the wrap), for a `read(2)`; empty when the
     /// ring is full.
     pub fn write_slot(&mut self) -> &mut [u8] {
-        let (end, acked) = (self.end(), self.acked());
-        let free = (acked + self.cap as u64).saturating_sub(end) as usize;
-        let pos = (end % self.cap as u64) as usize;
-        let len = free.min(self.cap - pos);
+        let pos = (self.end() % self.cap as u64) as usize;
+        let len = self.free().min(self.cap - pos);
         // SAFETY: [pos, pos + len) lies in the data region and in [end, acked + cap), which
         // only the holder (this process, `&mut self`) writes and the server never reads.
         unsafe { std::slice::from_raw_parts_mut(self.map.add(HEADER + pos), len) }
@@ -207,10 +205,10 @@ impl SharedRing {
         debug_assert!(bytes.len() <= self.free());
         let mut done = 0;
         while done < bytes.len() {
-            let (end, acked) = (self.end() + done as u64, self.acked());
-            let free = (acked + self.cap as u64).saturating_sub(end) as usize;
-            let pos = (end % self.cap as u64) as usize;
-            let n = free.min(self.cap - pos).min(bytes.len() - done);
+            let pos = ((self.end() + done as u64) % self.cap as u64) as usize;
+            let n = (self.free() - done)
+                .min(self.cap - pos)
+                .min(bytes.len() - done);
             if n == 0 {
                 break;
             }

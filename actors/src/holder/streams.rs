@@ -204,8 +204,8 @@ impl Streams {
         let open = self
             .open
             .filter(|(j, _)| {
-                let others = self.streams.iter().enumerate().filter(|(i, _)| i != j);
-                others.into_iter().any(|(_, s)| !s.pending.is_empty())
+                let mut others = self.streams.iter().enumerate().filter(|(i, _)| i != j);
+                others.any(|(_, s)| !s.pending.is_empty())
             })
             .map(|(_, t)| t + OPEN_LINE_WAIT);
         // Only what is still ahead: what is due and still waiting, waits for room in the ring
@@ -259,12 +259,17 @@ mod tests {
         s.read(1).unwrap();
     }
 
-    fn published(server: &SharedRing) -> String {
+    /// What the ring holds from offset `from` to its end.
+    fn published_from(server: &SharedRing, from: u64) -> Vec<u8> {
         let mut got = Vec::new();
-        while (got.len() as u64) < server.end() {
-            got.extend_from_slice(server.read(got.len() as u64, usize::MAX));
+        while from + (got.len() as u64) < server.end() {
+            got.extend_from_slice(server.read(from + got.len() as u64, usize::MAX));
         }
-        String::from_utf8(got).unwrap()
+        got
+    }
+
+    fn published(server: &SharedRing) -> String {
+        String::from_utf8(published_from(server, 0)).unwrap()
     }
 
     #[test]
@@ -382,11 +387,9 @@ mod tests {
         }
         assert!(s.publish(&mut ring, t0));
         assert!(s.done());
-        let from = cap as u64 - 10;
-        let mut got = Vec::new();
-        while from + (got.len() as u64) < server.end() {
-            got.extend_from_slice(server.read(from + got.len() as u64, usize::MAX));
-        }
-        assert_eq!(got, b"0123456789abc\ntail");
+        assert_eq!(
+            published_from(&server, cap as u64 - 10),
+            b"0123456789abc\ntail"
+        );
     }
 }

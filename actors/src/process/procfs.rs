@@ -200,13 +200,6 @@ pub(crate) fn walk_subtree(root: i32, seen: &mut HashSet<i32>, out: &mut Vec<Pro
     }
 }
 
-/// `root` and all its descendants (see [`walk_subtree`]), those not in `seen` already.
-pub fn subtree(root: i32, seen: &mut HashSet<i32>) -> Vec<ProcStat> {
-    let mut out = Vec::new();
-    walk_subtree(root, seen, &mut out);
-    out
-}
-
 /// Children listed in `<task_dir>/*/children`; `None` if the kernel lacks those files.
 pub(crate) fn children_from_task_files(task_dir: &str) -> Option<Vec<i32>> {
     let tasks = fs::read_dir(task_dir).ok()?;

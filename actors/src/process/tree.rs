@@ -105,6 +105,23 @@ impl SessionTree {
         procfs::all()
     }
 
+    /// [`candidates`](Self::candidates) for a caller looking at many sessions at once (usage
+    /// figures): `adopted` is [`adopted`] read once for all of them, so each session costs its
+    /// own subtrees only. Falls back to all of `/proc` as `candidates` does.
+    pub fn candidates_among(&self, adopted: Option<&[ProcStat]>) -> Vec<ProcStat> {
+        let short = self.main_pid > 0 && (reaper::subreaper_enabled() || self.holder > 0);
+        let Some(adopted) = adopted.filter(|_| short) else {
+            return procfs::all();
+        };
+        let mut seen: HashSet<i32> = adopted.iter().map(|p| p.pid).collect();
+        let mut out = adopted.to_vec();
+        procfs::walk_subtree(self.main_pid, &mut seen, &mut out);
+        if self.holder > 0 {
+            procfs::walk_subtree(self.holder, &mut seen, &mut out);
+        }
+        out
+    }
+
     /// The short walk; `None` when the kernel has no `children` files or corral's children kept
     /// changing under the walk (then the caller scans everything).
     fn descendant_candidates(&self) -> Option<Vec<ProcStat>> {
@@ -247,6 +264,21 @@ impl SessionTree {
             .cloned()
             .collect()
     }
+}
+
+/// Corral itself and the orphans it adopted (its children that are neither a session's main
+/// process nor a holder), with their subtrees: the part of every session's candidates that is
+/// the same for all (see [`SessionTree::candidates_among`]). `None` without `children` files.
+pub fn adopted() -> Option<Vec<ProcStat>> {
+    let me = std::process::id() as i32;
+    let mut seen = HashSet::from([me]);
+    let mut out = vec![procfs::read_stat(me).ok()?];
+    for kid in procfs::children_from_task_files("/proc/self/task")? {
+        if !reaper::is_owned(kid) && !reaper::is_disowned(kid) {
+            procfs::walk_subtree(kid, &mut seen, &mut out);
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]

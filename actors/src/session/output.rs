@@ -344,10 +344,11 @@ impl ReaderState {
     /// Waits (bounded) for the journal to have room, then hands on the held bytes: those it
     /// takes, or all of them once the wait ran out.
     async fn release_held(&mut self) {
-        let held = std::mem::take(&mut self.held);
+        let mut held = std::mem::take(&mut self.held);
         if self.wait_for_journal().await {
             let taken = self.lines.feed(&held, &self.args.shared);
-            self.held = held[taken..].to_vec();
+            held.drain(..taken);
+            self.held = held;
         } else {
             self.lines.feed_forced(&held, &self.args.shared);
         }

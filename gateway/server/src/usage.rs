@@ -3,21 +3,20 @@
 //! 2 s), so `corral ps --url http://remote` shows the figures of the machine where the
 //! processes run.
 //!
-//! A session's processes are found by walking its tree through the kernel's `children` lists:
-//! under its holder (the parent and subreaper of everything the session starts, so escapees
-//! that double-forked are there too; the holder itself is corral's, not counted), else from its
-//! main process, plus the orphans this server adopted (a holder-less session's escapees) by
-//! their CORRAL_SESSION_ID. A listing costs O(the sessions' processes), not O(every process on
-//! the machine): the scan it replaces read every process's environment, every 2 s for each
-//! open page. A root counts only while it carries its session's marker (a stale pid reused by
-//! another process is not the session's). On a blocking thread (it reads files).
+//! A session's processes are the members of its `SessionTree` (`corral_actors::process::tree`),
+//! the processes a stop reaches: found by walking its tree through the kernel's `children` lists
+//! — under its holder (the parent and subreaper of everything the session starts; the holder
+//! itself is corral's, not counted), from its main process, and orphans this server adopted,
+//! by their CORRAL_SESSION_ID. A listing costs O(the sessions' processes), not O(every process
+//! on the machine): the scan it replaces read every process's environment, every 2 s for each
+//! open page. A session counts only while its main process carries its marker (a stale pid
+//! reused by another process is not the session's). On a blocking thread (it reads files).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use corral_actors::SessionInfo;
 use corral_actors::process::procfs::{self, ProcStat};
-use corral_actors::process::reaper;
-use corral_actors::process::tree::MARKER_KEY;
+use corral_actors::process::tree::{self, MARKER_KEY, SessionTree};
 
 use crate::protocol::SessionView;
 
@@ -83,37 +82,21 @@ pub struct Root {
     pub holder: Option<i32>,
 }
 
-/// Usage per session id of the processes of `roots` (see the module docs).
+/// Usage per session id of the processes of `roots` (see the module docs): each session's
+/// members as its [`SessionTree`] finds them — the same processes a stop reaches.
 pub fn scan(roots: &[Root]) -> HashMap<String, Usage> {
     let me = std::process::id() as i32;
-    let mut seen = HashSet::from([me]);
+    // Read once for every session: this server and the orphans it adopted.
+    let adopted = tree::adopted();
     let mut found: Vec<(&str, Vec<ProcStat>)> = Vec::new();
     for root in roots {
         if procfs::environ_value(root.main, MARKER_KEY).as_deref() != Some(root.id.as_str()) {
             continue;
         }
-        let procs = match root.holder {
-            Some(holder) if seen.insert(holder) => procfs::children_of(holder)
-                .into_iter()
-                .flat_map(|kid| procfs::subtree(kid, &mut seen))
-                .collect(),
-            Some(_) => Vec::new(),
-            None => procfs::subtree(root.main, &mut seen),
-        };
-        found.push((&root.id, procs));
-    }
-    // Orphans adopted by this server: neither a session's main process (owned) nor a holder
-    // (disowned), walked above or not listed.
-    for kid in procfs::children_of(me) {
-        if seen.contains(&kid) || reaper::is_owned(kid) || reaper::is_disowned(kid) {
-            continue;
-        }
-        let Some(id) = procfs::environ_value(kid, MARKER_KEY) else {
-            continue;
-        };
-        if let Some(root) = roots.iter().find(|r| r.id == id) {
-            found.push((&root.id, procfs::subtree(kid, &mut seen)));
-        }
+        let mut session = SessionTree::new(root.main).with_marker(root.id.clone());
+        session.holder = root.holder.unwrap_or(0);
+        let candidates = session.candidates_among(adopted.as_deref());
+        found.push((&root.id, session.members(&candidates, me)));
     }
     let tick = clock_ticks();
     let uptime = std::fs::read_to_string("/proc/uptime")
