@@ -95,7 +95,7 @@ impl Server {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, toml).unwrap();
         let config = config.to_str().unwrap().to_string();
-        Self::spawn_server_in(dir, &binary(), &["--config", &config], None)
+        Self::spawn_server_in(dir, &binary(), &["--config", &config], None, Vec::new())
     }
 
     /// Same, with these variables in its environment (and in every restart's).
@@ -104,9 +104,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Self::launch_exe(&binary(), dir.path(), &[], None, &env);
-        Self::serving(dir, &binary(), child, env)
+        Self::spawn_server_in(tempfile::tempdir().unwrap(), &binary(), &[], None, env)
     }
 
     /// A server logging everything (`RUST_LOG=trace`) to `log`.
@@ -124,7 +122,7 @@ impl Server {
     }
 
     fn spawn_server_from(exe: &Path, args: &[&str], log: Option<&Path>) -> Server {
-        Self::spawn_server_in(tempfile::tempdir().unwrap(), exe, args, log)
+        Self::spawn_server_in(tempfile::tempdir().unwrap(), exe, args, log, Vec::new())
     }
 
     fn spawn_server_in(
@@ -132,18 +130,9 @@ impl Server {
         exe: &Path,
         args: &[&str],
         log: Option<&Path>,
-    ) -> Server {
-        let child = Self::launch_exe(exe, dir.path(), args, log, &[]);
-        Self::serving(dir, exe, child, Vec::new())
-    }
-
-    /// Waits until `child` serves from `dir`.
-    fn serving(
-        dir: tempfile::TempDir,
-        exe: &Path,
-        child: Child,
         env: Vec<(String, String)>,
     ) -> Server {
+        let child = Self::launch_exe(exe, dir.path(), args, log, &env);
         let (url, token) = Self::wait_ready(dir.path(), child.id());
         let addr = url.trim_start_matches("http://").to_string();
         Server {
