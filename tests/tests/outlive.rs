@@ -542,3 +542,79 @@ async fn a_spawn_after_the_waiting_holder_was_killed_starts_a_fresh_one() {
         "{info}"
     );
 }
+
+/// Shared memory a process has mapped (`RssShmem`), in KiB.
+fn rss_shmem_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The bytes `n <first>` … `n <last>` take in a terminal's output (lines end in CR LF).
+fn lines_len(first: u64, last: u64) -> usize {
+    (first..=last).map(|k| format!("n {k}\r\n").len()).sum()
+}
+
+#[tokio::test]
+async fn a_held_ring_hands_logged_output_back_and_the_next_server_still_gets_every_byte() {
+    let mut server = Server::start();
+    let go = server.dir.path().join("go");
+    let script = format!(
+        "seq 1 1000000 | sed 's/^/n /'; while [ ! -e {go} ]; do sleep 0.05; done; \
+         seq 1000001 1100000 | sed 's/^/n /'; exec sleep 1000",
+        go = go.display()
+    );
+    let info = server
+        .spawn(json!({"name": "flood", "argv": ["sh", "-c", script]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let holder = parent(info["pid"].as_i64().unwrap() as i32);
+    // ~9.9 MB: more than the holder's 8 MiB ring, so every page of it was touched.
+    let first = lines_len(1, 1_000_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_bytes(server.dir.path(), &id).len() < first {
+        assert!(
+            Instant::now() < deadline,
+            "the first part never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Logged, so within a couple of seconds the ring keeps only its last 256 KiB (and its
+    // header page) in memory, in the holder and in the server.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (h, s) = (rss_shmem_kib(holder), rss_shmem_kib(server.pid()));
+        if h <= 300 && s <= 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holder ring still {h} KiB resident (server {s} KiB)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The rest is written while no server is attached; the next one gets every byte once.
+    server.kill();
+    std::fs::write(&go, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+    let total = lines_len(1, 1_100_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_bytes(server.dir.path(), &id).len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "the second part never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = log_bytes(server.dir.path(), &id);
+    assert_eq!(log.len(), total, "nothing doubled");
+    let n = numbers(&log);
+    assert_eq!(n.len(), 1_100_000);
+    for (k, v) in n.iter().enumerate() {
+        assert_eq!(*v, k as u64 + 1, "line {k} reads {v}: lost or doubled");
+    }
+}

@@ -15,6 +15,12 @@
 //! server reads only `[its cursor, end)` with `acked ≤ cursor` — disjoint modulo `cap`, so
 //! neither ever touches bytes the other is using. When `end = acked + cap` the holder stops
 //! reading the terminal and the program blocks on it (bounded: `cap` bytes unlogged).
+//!
+//! Memory: shmem pages stay allocated once touched, and a ring comes round to every page, so a
+//! session that ever printed `cap` bytes would keep all of them resident (8 MiB a session,
+//! mostly output its log already holds). The holder therefore hands the pages of logged output
+//! back to the kernel ([`SharedRing::release_logged`]: a hole punched in the memfd), keeping
+//! only the last [`KEEP_LOGGED`] below `acked` — what a next server might still ask for.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -28,6 +34,11 @@ const MAGIC: u64 = u64::from_le_bytes(*b"corral01");
 pub const MIN_CAP: usize = 64 << 10;
 /// See [`MIN_CAP`].
 pub const MAX_CAP: usize = 64 << 20;
+/// Logged output (below `acked`) kept in memory at most, a quarter of the ring when that is
+/// less: a next server asks from its log's end, which is `acked` unless its log lost a tail
+/// after the holder was told it was written; this much slack costs little and covers a
+/// persister that reported a write a moment early. Everything older is released.
+pub const KEEP_LOGGED: usize = 256 << 10;
 
 /// The header, at the start of the mapping.
 #[repr(C)]
@@ -51,6 +62,9 @@ pub struct SharedRing {
     fd: OwnedFd,
     map: *mut u8,
     cap: usize,
+    /// The holder's side: output below this offset was released (its pages handed back), so it
+    /// is no longer held. Only the holder releases; a server's copy never uses it.
+    released: u64,
 }
 
 // SAFETY: the mapping is plain shared memory; every field of the header is an atomic, and the
@@ -85,7 +99,8 @@ impl SharedRing {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), (HEADER + cap) as libc::off_t) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let ring = Self::map(fd, cap)?;
+        let mut ring = Self::map(fd, cap)?;
+        ring.released = base;
         let h = ring.header();
         h.cap.store(cap as u64, Ordering::Relaxed);
         h.base.store(base, Ordering::Relaxed);
@@ -138,6 +153,7 @@ impl SharedRing {
             fd,
             map: map.cast(),
             cap,
+            released: 0,
         })
     }
 
@@ -179,7 +195,10 @@ impl SharedRing {
 
     /// The lowest offset still in the ring (a new server may start anywhere from here).
     pub fn held_from(&self) -> u64 {
-        self.end().saturating_sub(self.cap as u64).max(self.base())
+        self.end()
+            .saturating_sub(self.cap as u64)
+            .max(self.base())
+            .max(self.released)
     }
 
     // ----- the holder's side -----
@@ -231,6 +250,57 @@ impl SharedRing {
     /// Whether the server polls (so no wake-up is needed after a publish).
     pub fn server_polling(&self) -> bool {
         self.header().polling.load(Ordering::SeqCst) == 1
+    }
+
+    /// Logged output this holder could still release: more than [`KEEP_LOGGED`] (and a page)
+    /// published above what it last released. A cheap check for when to call
+    /// [`release_logged`](Self::release_logged).
+    pub fn releasable(&self) -> bool {
+        self.end().saturating_sub(self.released) > (self.keep() + HEADER) as u64
+    }
+
+    /// Hands the pages of output that is logged, save the last [`KEEP_LOGGED`], back to the
+    /// kernel (`FALLOC_FL_PUNCH_HOLE` on the memfd: both mappings then read zeros there, and a
+    /// page is allocated afresh when the ring comes round to it). Returns the bytes released.
+    ///
+    /// Only the holder calls this. It is the ring's only writer, so nothing it punches is being
+    /// written; what it punches is below `acked`, where the server never reads; and it is at or
+    /// above `end - cap`, so no position that holds newer output is touched. Offsets below the
+    /// release are no longer held (a `Hello` from there is refused).
+    pub fn release_logged(&mut self) -> io::Result<u64> {
+        let page = HEADER as u64;
+        let upto = self.acked().saturating_sub(self.keep() as u64) / page * page;
+        let from = self.held_from().next_multiple_of(page);
+        if upto <= from {
+            return Ok(0);
+        }
+        // [from, upto) lies within one lap of the ring: at most two runs of positions.
+        let cap = self.cap as u64;
+        let mut at = from;
+        while at < upto {
+            let pos = at % cap;
+            let len = (upto - at).min(cap - pos);
+            // SAFETY: fallocate on our own memfd, a page-aligned range inside its data region.
+            let rc = unsafe {
+                libc::fallocate(
+                    self.fd.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    (HEADER as u64 + pos) as libc::off_t,
+                    len as libc::off_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            at += len;
+            self.released = at;
+        }
+        Ok(upto - from)
+    }
+
+    /// Logged output kept: [`KEEP_LOGGED`], or a quarter of a smaller ring.
+    fn keep(&self) -> usize {
+        KEEP_LOGGED.min(self.cap / 4)
     }
 
     /// The terminal (or every output pipe) is closed and everything is published.
@@ -341,5 +411,80 @@ mod tests {
         assert_eq!(got.len(), 10, "up to the wrap");
         got.extend_from_slice(server.read(cap as u64, usize::MAX));
         assert_eq!(got, line);
+    }
+
+    /// Bytes of shmem the memfd has allocated.
+    fn allocated(ring: &SharedRing) -> u64 {
+        // SAFETY: fstat fills the struct we pass.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is valid for writes.
+        assert_eq!(unsafe { libc::fstat(ring.fd().as_raw_fd(), &mut st) }, 0);
+        st.st_blocks as u64 * 512
+    }
+
+    #[test]
+    fn logged_output_is_handed_back_and_what_follows_lands_whole() {
+        let mut holder = SharedRing::create(MIN_CAP, 500).unwrap();
+        let server = SharedRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let (cap, keep) = (holder.cap() as u64, (MIN_CAP / 4) as u64);
+        let byte = |o: u64| (o % 251) as u8;
+        // Write and log three laps and a half, so every page was touched and the end sits
+        // mid-ring; the server acknowledges as it goes.
+        let mut end = 500u64;
+        let write = |holder: &mut SharedRing, end: &mut u64, upto: u64| {
+            while *end < upto {
+                let slot = holder.write_slot();
+                let n = slot.len().min((upto - *end) as usize);
+                assert!(n > 0, "room");
+                for (i, b) in slot[..n].iter_mut().enumerate() {
+                    *b = byte(*end + i as u64);
+                }
+                holder.publish(n);
+                *end += n as u64;
+                server.set_acked(*end);
+            }
+        };
+        write(&mut holder, &mut end, 500 + 3 * cap + cap / 2);
+        assert!(allocated(&holder) >= cap, "every page touched");
+        assert!(holder.releasable());
+        let released = holder.release_logged().unwrap();
+        assert!(released >= cap - keep - 2 * 4096, "released {released}");
+        assert!(
+            allocated(&holder) <= HEADER as u64 + keep + 4096,
+            "{} bytes still allocated",
+            allocated(&holder)
+        );
+        assert!(!holder.releasable(), "nothing more until more is logged");
+        assert_eq!(holder.release_logged().unwrap(), 0);
+        // What is no longer held is no longer offered; the kept tail still is, byte for byte.
+        assert!(holder.held_from() > end - keep - 4096 && holder.held_from() <= end - keep);
+        let mut got = Vec::new();
+        let from = holder.held_from();
+        while (from + got.len() as u64) < end {
+            got.extend_from_slice(server.read(from + got.len() as u64, usize::MAX));
+        }
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, b)| *b == byte(from + i as u64))
+        );
+        // Another lap over the released pages lands whole, across the wrap.
+        let before = end;
+        write(&mut holder, &mut end, before + cap);
+        let mut got = Vec::new();
+        let from = end - cap;
+        while (from + got.len() as u64) < end {
+            got.extend_from_slice(server.read(from + got.len() as u64, usize::MAX));
+        }
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, b)| *b == byte(from + i as u64))
+        );
+        // Unlogged output is never released.
+        let mut fresh = SharedRing::create(MIN_CAP, 0).unwrap();
+        fresh.push(&vec![7; MIN_CAP]);
+        assert_eq!(fresh.release_logged().unwrap(), 0);
+        assert!(fresh.read(0, usize::MAX).iter().all(|b| *b == 7));
     }
 }

@@ -44,6 +44,10 @@ const FULL_FAST_FOR: std::time::Duration = std::time::Duration::from_millis(200)
 const PIPE_BYTES: libc::c_int = 1 << 20;
 /// How often a holder with no server attached checks that its socket is still in place.
 const ORPHAN_CHECK_MS: libc::c_int = 5000;
+/// Logged output's pages are handed back at most this often (`SharedRing::release_logged`):
+/// a page released is allocated again when the ring comes round to it, so in a flood this
+/// bounds that cost to one ring's worth of page faults a second.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The entry point of `corral holder`: reads the [`HolderSpec`] on stdin, answers [`Ready`] on
 /// stdout, then serves until released.
@@ -159,6 +163,8 @@ struct Holder {
     signals: SignalFd,
     /// Since when the ring has been full (the recheck slows down after a while).
     full_since: Option<std::time::Instant>,
+    /// When logged output's pages were last handed back.
+    last_release: std::time::Instant,
     released: bool,
 }
 
@@ -247,6 +253,7 @@ impl Holder {
             log_path: spec.log.clone(),
             signals,
             full_since: None,
+            last_release: std::time::Instant::now(),
             released: false,
         })
     }
@@ -309,7 +316,12 @@ impl Holder {
                 .streams
                 .as_ref()
                 .and_then(|s| s.next_due(std::time::Instant::now()));
-            let timeout = match due {
+            // Output published since the last release: look again once it may be logged (the
+            // server acknowledges through the ring, without a message), so an idle session's
+            // ring holds no more than `KEEP_LOGGED`. Not while detached: nothing is logged then.
+            let release_due = (self.conn.is_some() && self.ring.releasable())
+                .then(|| RELEASE_EVERY.saturating_sub(self.last_release.elapsed()));
+            let timeout = match due.into_iter().chain(release_due).min() {
                 Some(due) => {
                     let ms = (due.as_millis() as libc::c_int).saturating_add(1);
                     if timeout < 0 { ms } else { timeout.min(ms) }
@@ -348,6 +360,12 @@ impl Holder {
             }
             if ready(Some(listener)) {
                 self.accept();
+            }
+            if self.ring.releasable() && self.last_release.elapsed() >= RELEASE_EVERY {
+                self.last_release = std::time::Instant::now();
+                if let Err(e) = self.ring.release_logged() {
+                    eprintln!("corral holder: handing logged output's memory back: {e}");
+                }
             }
         }
     }

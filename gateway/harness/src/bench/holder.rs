@@ -1,6 +1,7 @@
 //! Holder: what a session's holder process costs (issue 17's goals), side by side in one run
 //! with a server that holds its terminals itself (`holders = false`): throughput to one viewer,
-//! keystroke echo, spawn latency, the holders' private memory and their CPU while idle.
+//! keystroke echo, spawn latency, the holders' private memory and their CPU while idle, and what
+//! a shared ring keeps resident once its output is logged.
 
 use std::time::{Duration, Instant};
 
@@ -137,7 +138,32 @@ pub(super) async fn holder(bytes: u64, workers: Option<usize>) -> anyhow::Result
         goal: "0".into(),
         json: json!({"ticks": cpu1 - cpu0}),
     });
+
+    // The shared ring of a session that printed more than the ring holds, once idle: logged
+    // output's pages are handed back (without that, the whole ring stays resident).
+    let r = ws_with
+        .call(json!({"type": "spawn", "spec": {"name": "printed",
+            "argv": ["sh", "-c", "head -c 20000000 /dev/zero; exec sleep 1000"]}}))
+        .await?;
+    let holder = parent(r["session"]["pid"].as_i64().unwrap_or(0) as i32)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shmem = rss_shmem_kib(holder)?;
+    out.push(Figure {
+        name: "a holder's shared ring, idle after 20 MB of output (RssShmem)".into(),
+        value: format!("{shmem} KiB (ring: 8 MiB)"),
+        goal: "≤ 512 KiB".into(),
+        json: json!({"rss_shmem_kib": shmem}),
+    });
     Ok(out)
+}
+
+fn rss_shmem_kib(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no RssShmem for {pid}"))
 }
 
 fn parent(pid: i32) -> anyhow::Result<i32> {
