@@ -163,8 +163,9 @@ struct Holder {
     signals: SignalFd,
     /// Since when the ring has been full (the recheck slows down after a while).
     full_since: Option<std::time::Instant>,
-    /// When logged output's pages were last handed back.
-    last_release: std::time::Instant,
+    /// When logged output's pages were last handed back; `None` once that failed (said once,
+    /// not every second: the ring then simply stays resident, as it did before releasing).
+    last_release: Option<std::time::Instant>,
     released: bool,
 }
 
@@ -253,7 +254,7 @@ impl Holder {
             log_path: spec.log.clone(),
             signals,
             full_since: None,
-            last_release: std::time::Instant::now(),
+            last_release: Some(std::time::Instant::now()),
             released: false,
         })
     }
@@ -319,8 +320,10 @@ impl Holder {
             // Output published since the last release: look again once it may be logged (the
             // server acknowledges through the ring, without a message), so an idle session's
             // ring holds no more than `KEEP_LOGGED`. Not while detached: nothing is logged then.
-            let release_due = (self.conn.is_some() && self.ring.releasable())
-                .then(|| RELEASE_EVERY.saturating_sub(self.last_release.elapsed()));
+            let release_due = self
+                .last_release
+                .filter(|_| self.conn.is_some() && self.ring.releasable())
+                .map(|at| RELEASE_EVERY.saturating_sub(at.elapsed()));
             let timeout = match due.into_iter().chain(release_due).min() {
                 Some(due) => {
                     let ms = (due.as_millis() as libc::c_int).saturating_add(1);
@@ -361,10 +364,16 @@ impl Holder {
             if ready(Some(listener)) {
                 self.accept();
             }
-            if self.ring.releasable() && self.last_release.elapsed() >= RELEASE_EVERY {
-                self.last_release = std::time::Instant::now();
+            if let Some(at) = self.last_release
+                && at.elapsed() >= RELEASE_EVERY
+                && self.ring.releasable()
+            {
+                self.last_release = Some(std::time::Instant::now());
                 if let Err(e) = self.ring.release_logged() {
-                    eprintln!("corral holder: handing logged output's memory back: {e}");
+                    eprintln!(
+                        "corral holder: cannot hand logged output's memory back ({e}); keeping it"
+                    );
+                    self.last_release = None;
                 }
             }
         }
