@@ -582,12 +582,13 @@ async fn a_held_ring_hands_logged_output_back_and_the_next_server_still_gets_eve
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Logged, so within a couple of seconds the ring keeps only its last 256 KiB (and its
-    // header page) in memory, in the holder and in the server.
+    // Logged, so within a couple of seconds the ring keeps only its last 1 MiB (the largest
+    // log record) and its header page in memory, in the holder and in the server (8 MiB
+    // before logged output was released).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (h, s) = (rss_shmem_kib(holder), rss_shmem_kib(server.pid()));
-        if h <= 300 && s <= 300 {
+        if h <= 1024 + 8 && s <= 1024 + 8 {
             break;
         }
         assert!(
@@ -617,4 +618,64 @@ async fn a_held_ring_hands_logged_output_back_and_the_next_server_still_gets_eve
     for (k, v) in n.iter().enumerate() {
         assert_eq!(*v, k as u64 + 1, "line {k} reads {v}: lost or doubled");
     }
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_refilled_from_the_ring_after_its_memory_was_released() {
+    let mut server = Server::start();
+    let script = "head -c 12000000 /dev/zero | tr '\\0' x; exec sleep 1000";
+    let info = server
+        .spawn(json!({"name": "flood", "argv": ["sh", "-c", script]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap();
+    let holder = parent(pid as i32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_bytes(server.dir.path(), &id).len() < 12_000_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the output never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Released down to the last 1 MiB.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rss_shmem_kib(holder) > 1024 + 8 {
+        assert!(Instant::now() < deadline, "the ring was not released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server dies and the log's last record is damaged (a torn write, a bad sector):
+    // recovery cuts it, and the next server asks the holder for it again.
+    server.kill();
+    let logs = server.dir.path().join("logs").join(&id);
+    let mut segs: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let cut = log_bytes(server.dir.path(), &id).len();
+    assert!(cut < 12_000_000, "the last record is gone from the log");
+    eprintln!("the torn record held {} bytes", 12_000_000 - cut);
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_bytes(server.dir.path(), &id).len() < 12_000_000 {
+        assert!(Instant::now() < deadline, "the torn record never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = log_bytes(server.dir.path(), &id);
+    assert_eq!(log.len(), 12_000_000, "nothing doubled");
+    assert!(log.iter().all(|b| *b == b'x'));
+    let s = server.session(&id).await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"].as_i64(), Some(pid), "same process: {s}");
 }

@@ -20,7 +20,8 @@
 //! session that ever printed `cap` bytes would keep all of them resident (8 MiB a session,
 //! mostly output its log already holds). The holder therefore hands the pages of logged output
 //! back to the kernel ([`SharedRing::release_logged`]: a hole punched in the memfd), keeping
-//! only the last [`KEEP_LOGGED`] below `acked` — what a next server might still ask for.
+//! only the last [`KEEP_LOGGED`] (1 MiB) below `acked` — what a next server might still ask
+//! for.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -34,11 +35,12 @@ const MAGIC: u64 = u64::from_le_bytes(*b"corral01");
 pub const MIN_CAP: usize = 64 << 10;
 /// See [`MIN_CAP`].
 pub const MAX_CAP: usize = 64 << 20;
-/// Logged output (below `acked`) kept in memory at most, a quarter of the ring when that is
-/// less: a next server asks from its log's end, which is `acked` unless its log lost a tail
-/// after the holder was told it was written; this much slack costs little and covers a
-/// persister that reported a write a moment early. Everything older is released.
-pub const KEEP_LOGGED: usize = 256 << 10;
+/// Logged output (below `acked`) kept in memory, a quarter of the ring when that is less: a
+/// next server asks from its log's end, which is `acked` unless recovery cut a damaged last
+/// record off the log after it was written (a torn tail): the largest record
+/// ([`crate::persist::codec::MAX_RECORD_BYTES`]) can then still be refilled, as before
+/// releasing. Everything older is released.
+pub const KEEP_LOGGED: usize = crate::persist::codec::MAX_RECORD_BYTES;
 
 /// The header, at the start of the mapping.
 #[repr(C)]
