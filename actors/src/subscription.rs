@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use crate::event::SessionEvent;
 use crate::persist::{Chunk, LogReader};
 use crate::session::SessionShared;
+use crate::session::pace::Pacer;
 
 /// While a session's output flows in bulk, a subscriber waits for this many bytes before it
 /// reads (fewer, larger frames for the same bytes), or for the reader's cue
@@ -64,6 +65,8 @@ pub struct Subscription {
     backfill: Option<Backfill>,
     /// Zeroed bytes reserved at the front of every `Item::Output`.
     headroom: usize,
+    /// Where it reads, for a held session's copy to wait for (`crate::session::pace`).
+    pacer: Arc<Pacer>,
 }
 
 /// Catching up from the scrollback log.
@@ -85,6 +88,10 @@ impl Subscription {
                     log: None,
                 }
             });
+        let pacer = shared.pacers.join();
+        if backfill.is_none() {
+            pacer.at(reader.cursor());
+        }
         Self {
             shared,
             reader,
@@ -92,6 +99,7 @@ impl Subscription {
             pending: None,
             backfill,
             headroom: 0,
+            pacer,
         }
     }
 
@@ -112,6 +120,16 @@ impl Subscription {
 
     /// Waits for the next item; at most `max` output bytes at a time. Cancel-safe.
     pub async fn next(&mut self, max: usize) -> Item {
+        let item = self.next_item(max).await;
+        // Taken: a held session's copy may go a Ring beyond this (see `session::pace`).
+        match &self.backfill {
+            Some(_) => self.pacer.idle(),
+            None => self.pacer.at(self.reader.cursor()),
+        }
+        item
+    }
+
+    async fn next_item(&mut self, max: usize) -> Item {
         loop {
             if self.backfill.is_some() {
                 if let Some(item) = self.read_disk(max).await {

@@ -286,6 +286,50 @@ async fn a_stalled_client_gets_lagged_while_another_reads_at_full_speed() {
 }
 
 #[tokio::test]
+async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
+    // A Ring of 256 KiB is a couple of ms of a flood: every 15 ms pause of the reader (a
+    // descheduled viewer) would lap it. Under a holder the server's copy waits for a reader
+    // that keeps up on average (up to 20 ms at a time), and the holder's ring holds the rest.
+    const N: usize = 40 * 1000 * 1000;
+    let server = Server::start();
+    let (file, data) = payload(server.dir.path(), N);
+    let info = server.spawn(cat_spec(&file, 256 << 10)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    assert!(info["holder_pid"].as_i64().is_some(), "held: {info}");
+    let mut ws = server.ws().await;
+    let (channel, _) = subscribe(&mut ws, &id, Some(0)).await;
+    wait_for_comm(&id, "head").await;
+    ws.send(json!({"type": "input", "session": id, "data": "g"}))
+        .await;
+    let mut out = Vec::with_capacity(N);
+    let mut pauses = 0;
+    loop {
+        match ws.next().await {
+            Frame::Bin(OUTPUT, ch, offset, bytes) if ch as u64 == channel => {
+                assert_eq!(offset, out.len() as u64, "contiguous");
+                let before = out.len() / (2 << 20);
+                out.extend_from_slice(&bytes);
+                if out.len() / (2 << 20) > before {
+                    pauses += 1;
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            }
+            Frame::Json(v) if v["type"] == "lagged" => {
+                panic!("lapped after {} bytes, {pauses} pauses: {v}", out.len())
+            }
+            Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
+                break;
+            }
+            Frame::Close(c, r) => panic!("closed {c} {r}"),
+            _ => {}
+        }
+    }
+    assert_eq!(out.len(), N);
+    assert!(out == data, "bytes differ");
+    assert!(pauses >= 15);
+}
+
+#[tokio::test]
 async fn a_hundred_clients_receive_every_byte_or_an_explicit_lag() {
     const N: usize = 10 * 1000 * 1000;
     let server = Server::start();

@@ -75,6 +75,8 @@ pub struct HeldState {
     /// Bytes since `since` (the flood detector).
     volume: usize,
     since: std::time::Instant,
+    /// Since when a subscriber has held the copy back (see [`super::pace`]).
+    held_back: Option<std::time::Instant>,
 }
 
 impl Actor for HeldReader {
@@ -96,6 +98,7 @@ impl Actor for HeldReader {
             flowing: false,
             volume: 0,
             since: std::time::Instant::now(),
+            held_back: None,
         })
     }
 
@@ -174,16 +177,22 @@ impl HeldState {
     /// Copies up to [`BURST`] published bytes into the session's Ring; returns how many.
     fn copy(&mut self) -> usize {
         let ring = &self.args.ring;
+        let capacity = self.args.shared.ring.capacity() as u64;
         // The session Ring never runs further ahead of the log than its capacity, so the
         // persister is never lapped (no gap); the rest waits in the holder's ring.
-        let limit = self
+        let log_limit = self
             .args
             .shared
             .feed
             .persisted_offset()
-            .map_or(u64::MAX, |p| {
-                p.saturating_add(self.args.shared.ring.capacity() as u64)
-            });
+            .map_or(u64::MAX, |p| p.saturating_add(capacity));
+        // Nor further ahead of the slowest subscriber that keeps up, so no burst laps it.
+        let now = std::time::Instant::now();
+        let slowest = self.args.shared.pacers.slowest(now);
+        let view_limit = slowest
+            .as_ref()
+            .map_or(u64::MAX, |(cursor, _)| cursor.saturating_add(capacity));
+        let limit = log_limit.min(view_limit);
         let mut copied = 0;
         while copied < BURST && self.cursor < ring.end().min(limit) {
             let room = (limit - self.cursor).min((BURST - copied) as u64) as usize;
@@ -199,6 +208,20 @@ impl HeldState {
             if taken < bytes.len() {
                 break;
             }
+        }
+        // Held back by a subscriber while more is published: for at most `PATIENCE`, then it
+        // is not waited for (and will be lapped) for a while.
+        if view_limit < log_limit && self.cursor >= view_limit && self.cursor < ring.end() {
+            let since = *self.held_back.get_or_insert(now);
+            if now.duration_since(since) >= super::pace::PATIENCE
+                && let Some((_, pacer)) = &slowest
+            {
+                tracing::debug!(session = %self.args.shared.id, "a subscriber held the output back too long; not waiting for it");
+                pacer.excuse(now + super::pace::COOLDOWN);
+                self.held_back = None;
+            }
+        } else {
+            self.held_back = None;
         }
         // What the log holds is the holder's to reuse (everything, when nothing persists).
         let logged = self

@@ -10,7 +10,8 @@
 //! - [`lines`]: what a pipe session's output lines mean (NDJSON, stream-json events);
 //! - [`input`]: the byte-bounded input writer;
 //! - [`link`]: the connection to the process's holder, when it has one (exit, loss), and
-//!   [`held`], the output reader of such a process (from the holder's shared ring);
+//!   [`held`], the output reader of such a process (from the holder's shared ring), which
+//!   [`pace`]s its copy by the subscribers that keep up;
 //! - [`msg`]: the actor's messages.
 //!
 //! The output path of one PTY read: `output.rs` (or `bulk.rs` in a flood) reads into the Ring
@@ -24,6 +25,7 @@ pub mod lines;
 pub mod link;
 pub mod msg;
 pub mod output;
+pub mod pace;
 pub mod parts;
 pub mod shared;
 mod spawned;

@@ -132,6 +132,8 @@ pub struct SessionShared {
     seq: Mutex<u64>,
     /// Live subscriptions.
     pub(crate) viewers: AtomicUsize,
+    /// Their cursors, which a held session's copy waits for (see [`super::pace`]).
+    pub(crate) pacers: super::pace::Pacers,
     /// Lag events delivered.
     pub(crate) lag_events: AtomicU64,
     /// Input refused (queue full).
@@ -190,6 +192,7 @@ impl SessionShared {
             global,
             seq: Mutex::new(0),
             viewers: AtomicUsize::new(0),
+            pacers: super::pace::Pacers::default(),
             lag_events: AtomicU64::new(0),
             input_rejected: AtomicU64::new(0),
             input_lost: Arc::new(AtomicU64::new(0)),
