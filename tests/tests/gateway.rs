@@ -287,9 +287,10 @@ async fn a_stalled_client_gets_lagged_while_another_reads_at_full_speed() {
 
 #[tokio::test]
 async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
-    // A Ring of 256 KiB is a couple of ms of a flood: every 15 ms pause of the reader (a
-    // descheduled viewer) would lap it. Under a holder the server's copy waits for a reader
-    // that keeps up on average (up to 20 ms at a time), and the holder's ring holds the rest.
+    // A Ring of 256 KiB is a few ms of a flood: every 15 ms pause of the reader (a
+    // descheduled viewer), one per 4 MB, would lap it. Under a holder the server's copy waits
+    // for a reader that keeps up on average (20 ms at a time, 200 ms a second), and the
+    // holder's ring holds the rest.
     const N: usize = 40 * 1000 * 1000;
     let server = Server::start();
     let (file, data) = payload(server.dir.path(), N);
@@ -307,9 +308,9 @@ async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
         match ws.next().await {
             Frame::Bin(OUTPUT, ch, offset, bytes) if ch as u64 == channel => {
                 assert_eq!(offset, out.len() as u64, "contiguous");
-                let before = out.len() / (2 << 20);
+                let before = out.len() / (4 << 20);
                 out.extend_from_slice(&bytes);
-                if out.len() / (2 << 20) > before {
+                if out.len() / (4 << 20) > before {
                     pauses += 1;
                     tokio::time::sleep(Duration::from_millis(15)).await;
                 }
@@ -326,7 +327,7 @@ async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
     }
     assert_eq!(out.len(), N);
     assert!(out == data, "bytes differ");
-    assert!(pauses >= 15);
+    assert!(pauses >= 9);
 }
 
 #[tokio::test]

@@ -75,8 +75,8 @@ pub struct HeldState {
     /// Bytes since `since` (the flood detector).
     volume: usize,
     since: std::time::Instant,
-    /// Since when a subscriber has held the copy back (see [`super::pace`]).
-    held_back: Option<std::time::Instant>,
+    /// How long the copy has waited for subscribers (see [`super::pace`]).
+    patience: super::pace::Patience,
 }
 
 impl Actor for HeldReader {
@@ -98,7 +98,7 @@ impl Actor for HeldReader {
             flowing: false,
             volume: 0,
             since: std::time::Instant::now(),
-            held_back: None,
+            patience: super::pace::Patience::new(std::time::Instant::now()),
         })
     }
 
@@ -188,10 +188,11 @@ impl HeldState {
             .map_or(u64::MAX, |p| p.saturating_add(capacity));
         // Nor further ahead of the slowest subscriber that keeps up, so no burst laps it.
         let now = std::time::Instant::now();
-        let slowest = self.args.shared.pacers.slowest(now);
-        let view_limit = slowest
-            .as_ref()
-            .map_or(u64::MAX, |(cursor, _)| cursor.saturating_add(capacity));
+        let slowest = match self.patience.waits(now) {
+            true => self.args.shared.pacers.slowest(now),
+            false => None,
+        };
+        let view_limit = slowest.map_or(u64::MAX, |cursor| cursor.saturating_add(capacity));
         let limit = log_limit.min(view_limit);
         let mut copied = 0;
         while copied < BURST && self.cursor < ring.end().min(limit) {
@@ -209,19 +210,15 @@ impl HeldState {
                 break;
             }
         }
-        // Held back by a subscriber while more is published: for at most `PATIENCE`, then it
-        // is not waited for (and will be lapped) for a while.
-        if view_limit < log_limit && self.cursor >= view_limit && self.cursor < ring.end() {
-            let since = *self.held_back.get_or_insert(now);
-            if now.duration_since(since) >= super::pace::PATIENCE
-                && let Some((_, pacer)) = &slowest
-            {
-                tracing::debug!(session = %self.args.shared.id, "a subscriber held the output back too long; not waiting for it");
-                pacer.excuse(now + super::pace::COOLDOWN);
-                self.held_back = None;
-            }
-        } else {
-            self.held_back = None;
+        // Held back by subscribers while more is published: once the wait runs out, those
+        // more than half a Ring behind are not waited for a while (they will be lapped).
+        let held = view_limit < log_limit && self.cursor >= view_limit && self.cursor < ring.end();
+        if self.patience.held_back(now, held) {
+            tracing::debug!(session = %self.args.shared.id, "subscribers held the output back too long; not waiting for them");
+            self.args.shared.pacers.excuse_below(
+                self.cursor.saturating_sub(capacity / 2),
+                now + super::pace::COOLDOWN,
+            );
         }
         // What the log holds is the holder's to reuse (everything, when nothing persists).
         let logged = self
