@@ -553,6 +553,15 @@ fn rss_shmem_kib(pid: i32) -> u64 {
         .unwrap()
 }
 
+/// Waits (up to a minute) until the session's log holds `n` bytes.
+async fn until_logged(server: &Server, id: &str, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_bytes(server.dir.path(), id).len() < n {
+        assert!(Instant::now() < deadline, "{what} never reached the log");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The bytes `n <first>` … `n <last>` take in a terminal's output (lines end in CR LF).
 fn lines_len(first: u64, last: u64) -> usize {
     (first..=last).map(|k| format!("n {k}\r\n").len()).sum()
@@ -573,15 +582,7 @@ async fn a_held_ring_hands_logged_output_back_and_the_next_server_still_gets_eve
     let id = info["id"].as_str().unwrap().to_string();
     let holder = parent(info["pid"].as_i64().unwrap() as i32);
     // ~9.9 MB: more than the holder's 8 MiB ring, so every page of it was touched.
-    let first = lines_len(1, 1_000_000);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log_bytes(server.dir.path(), &id).len() < first {
-        assert!(
-            Instant::now() < deadline,
-            "the first part never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_logged(&server, &id, lines_len(1, 1_000_000), "the first part").await;
     // Logged, so within a couple of seconds the ring keeps only its last 1 MiB (the largest
     // log record) and its header page in memory, in the holder and in the server (8 MiB
     // before logged output was released).
@@ -603,14 +604,7 @@ async fn a_held_ring_hands_logged_output_back_and_the_next_server_still_gets_eve
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
     let total = lines_len(1, 1_100_000);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log_bytes(server.dir.path(), &id).len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "the second part never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_logged(&server, &id, total, "the second part").await;
     let log = log_bytes(server.dir.path(), &id);
     assert_eq!(log.len(), total, "nothing doubled");
     let n = numbers(&log);
@@ -630,14 +624,7 @@ async fn a_torn_last_record_is_refilled_from_the_ring_after_its_memory_was_relea
     let id = info["id"].as_str().unwrap().to_string();
     let pid = info["pid"].as_i64().unwrap();
     let holder = parent(pid as i32);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log_bytes(server.dir.path(), &id).len() < 12_000_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the output never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_logged(&server, &id, 12_000_000, "the output").await;
     // Released down to the last 1 MiB.
     let deadline = Instant::now() + Duration::from_secs(5);
     while rss_shmem_kib(holder) > 1024 + 8 {
@@ -667,11 +654,7 @@ async fn a_torn_last_record_is_refilled_from_the_ring_after_its_memory_was_relea
     assert!(cut < 12_000_000, "the last record is gone from the log");
     eprintln!("the torn record held {} bytes", 12_000_000 - cut);
     server.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while log_bytes(server.dir.path(), &id).len() < 12_000_000 {
-        assert!(Instant::now() < deadline, "the torn record never came back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_logged(&server, &id, 12_000_000, "the torn record").await;
     let log = log_bytes(server.dir.path(), &id);
     assert_eq!(log.len(), 12_000_000, "nothing doubled");
     assert!(log.iter().all(|b| *b == b'x'));
