@@ -328,6 +328,21 @@ async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
     assert_eq!(out.len(), N);
     assert!(out == data, "bytes differ");
     assert!(pauses >= 9);
+    // The waits are counted (how many depends on how fast this machine floods: none when the
+    // reader never fell a Ring behind).
+    let (status, body) = server
+        .http("GET", "/metrics", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200);
+    for kind in ["waits", "waited_ms", "ran_out"] {
+        let prefix = format!("corral_pacing_total{{kind=\"{kind}\"}} ");
+        assert!(
+            body.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .is_some_and(|v| v.parse::<u64>().is_ok()),
+            "no {kind} pacing counter in {body}"
+        );
+    }
 }
 
 #[tokio::test]

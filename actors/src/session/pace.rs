@@ -33,6 +33,22 @@ pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// A cursor that paces nothing (a subscription catching up from disk, or just made).
 const IDLE: u64 = u64::MAX;
 
+/// Since the process started (for metrics): waits begun, milliseconds waited, waits that ran
+/// out (their subscribers then not waited for).
+static WAITS: AtomicU64 = AtomicU64::new(0);
+static WAITED_MS: AtomicU64 = AtomicU64::new(0);
+static RAN_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// Held copies' waits for subscribers since the process started: (waits, milliseconds waited,
+/// waits that ran out).
+pub fn stats() -> (u64, u64, u64) {
+    (
+        WAITS.load(Ordering::Relaxed),
+        WAITED_MS.load(Ordering::Relaxed),
+        RAN_OUT.load(Ordering::Relaxed),
+    )
+}
+
 /// The subscribers of one session that its held copy may wait for.
 #[derive(Default)]
 pub struct Pacers {
@@ -131,25 +147,31 @@ impl Patience {
     pub fn held_back(&mut self, now: Instant, held: bool) -> bool {
         match (held, self.since) {
             (true, None) => {
+                WAITS.fetch_add(1, Ordering::Relaxed);
                 self.since = Some(now);
                 false
             }
             (true, Some(since)) => {
                 let waited = now.duration_since(since);
                 if waited >= PATIENCE || self.spent + waited >= BUDGET {
-                    self.spent += waited;
-                    self.since = None;
+                    self.end_wait(waited);
+                    RAN_OUT.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
                 false
             }
             (false, Some(since)) => {
-                self.spent += now.duration_since(since);
-                self.since = None;
+                self.end_wait(now.duration_since(since));
                 false
             }
             (false, None) => false,
         }
+    }
+
+    fn end_wait(&mut self, waited: Duration) {
+        self.spent += waited;
+        self.since = None;
+        WAITED_MS.fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
     }
 }
 

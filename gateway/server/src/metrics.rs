@@ -74,6 +74,8 @@ pub struct Metrics {
     pub hook_events: Counter,
     /// Bulk reading of flooding output, copied at scrape time (kind: slices, bytes).
     pub bulk_reading: Family<KindLabel, Counter<u64, AtomicU64>>,
+    /// Held sessions' copies waiting for their viewers (see `corral_actors::pacing_stats`).
+    pub pacing: Family<KindLabel, Counter<u64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,7 @@ impl Default for Metrics {
             persist_pending: Gauge::default(),
             hook_events: Counter::default(),
             bulk_reading: Family::default(),
+            pacing: Family::default(),
         };
         registry.register("sessions", "Sessions by state", m.sessions.clone());
         registry.register(
@@ -160,6 +163,11 @@ impl Default for Metrics {
             "Flooding output read off the async workers: slices run and bytes read in them",
             m.bulk_reading.clone(),
         );
+        registry.register(
+            "pacing",
+            "Held sessions' output copies waiting for viewers that keep up: waits, milliseconds waited, waits that ran out (their viewers then lapped)",
+            m.pacing.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -205,6 +213,17 @@ impl Metrics {
         let (slices, bytes) = corral_actors::bulk_reading_stats();
         for (kind, v) in [("slices", slices), ("bytes", bytes)] {
             self.bulk_reading
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inner()
+                .store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (waits, waited_ms, ran_out) = corral_actors::pacing_stats();
+        for (kind, v) in [
+            ("waits", waits),
+            ("waited_ms", waited_ms),
+            ("ran_out", ran_out),
+        ] {
+            self.pacing
                 .get_or_create(&KindLabel { kind: kind.into() })
                 .inner()
                 .store(v, std::sync::atomic::Ordering::Relaxed);
