@@ -295,13 +295,30 @@ async fn a_full_disk_is_reported_and_recovered_from() {
     corral.shutdown().await.unwrap();
 }
 
+/// The gaps of a session's log (where its persister was lapped).
+async fn log_gaps(corral: &Corral, id: uuid::Uuid) -> Vec<(u64, u64)> {
+    let reader = corral.persist().unwrap().reader(id).await.unwrap();
+    let first = reader.first_offset().unwrap_or(0);
+    reader
+        .read_range(first, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| match c {
+            Chunk::Gap { from, to } => Some((from, to)),
+            Chunk::Data { .. } => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let corral = persistent(dir.path()).await;
     // 512 KiB in memory, ~1.9 MB written: most of it only exists on disk. (With a Ring no
     // larger than the pipe, 64 KiB, one read's lines can lap the Ring before the persister's
-    // thread runs: the log then records a gap, correctly, and this test flaked 2 times in 12.)
+    // thread runs: the log then records a gap, correctly, and this test flaked 2 times in 12;
+    // at 512 KiB it happened once in a loaded run of the whole suite, so a gap of the log is
+    // accepted as the one lag allowed.)
     let h = corral
         .sessions()
         .spawn(
@@ -322,22 +339,35 @@ async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
         .collect();
     expected.extend_from_slice(b"END\n");
     assert_eq!(head, expected.len() as u64);
+    // Should this run's persister have been lapped (rare: a burst bigger than the Ring
+    // between two of its turns), the log records a gap, and only that may come as a lag.
+    corral.persist().unwrap().flush().await.unwrap();
+    let gaps = log_gaps(&corral, h.id()).await;
     let mut sub = h.subscribe(Some(0)).unwrap();
-    let mut got = Vec::new();
-    while (got.len() as u64) < head {
+    let mut at = 0u64;
+    while at < head {
         match tokio::time::timeout(Duration::from_secs(10), sub.next(256 * 1024))
             .await
             .expect("the backfill progresses")
         {
             corral_actors::Item::Output { offset, bytes } => {
-                assert_eq!(offset, got.len() as u64, "contiguous");
-                got.extend_from_slice(&bytes);
+                assert_eq!(offset, at, "contiguous");
+                assert!(
+                    bytes[..] == expected[at as usize..at as usize + bytes.len()],
+                    "byte-exact at {at}"
+                );
+                at += bytes.len() as u64;
             }
-            corral_actors::Item::Lagged(l) => panic!("lagged {l:?} although the disk has it"),
+            corral_actors::Item::Lagged(l) => {
+                assert!(
+                    gaps.contains(&(l.from, l.to)),
+                    "lagged {l:?} although the disk has it (its gaps: {gaps:?})"
+                );
+                at = l.to;
+            }
             _ => {}
         }
     }
-    assert!(got == expected, "byte-exact from offset 0");
     // Mid-way too, then the Ring takes over for live output.
     let mut sub = h.subscribe(Some(1_000_000)).unwrap();
     match sub.next(1024).await {
@@ -345,6 +375,7 @@ async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
             assert_eq!(offset, 1_000_000);
             assert_eq!(bytes[..], expected[1_000_000..1_000_000 + bytes.len()]);
         }
+        corral_actors::Item::Lagged(l) if gaps.contains(&(l.from, l.to)) => {}
         other => panic!("{other:?}"),
     }
     corral.shutdown().await.unwrap();
