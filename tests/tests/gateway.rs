@@ -208,15 +208,7 @@ async fn reconnect_with_last_plus_one_resumes_exactly() {
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+    corral_actors::process::procfs::status_kib(pid, "VmRSS").expect("VmRSS")
 }
 
 #[tokio::test]

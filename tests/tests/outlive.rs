@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use corral_actors::process::procfs;
 use corral_tests::{Server, log_bytes, session_processes};
 use serde_json::{Value, json};
 
@@ -45,9 +46,7 @@ fn alive(pid: i32) -> bool {
 }
 
 fn parent(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(") ").unwrap().1;
-    rest.split(' ').nth(1).unwrap().parse().unwrap()
+    procfs::read_stat(pid).unwrap().ppid
 }
 
 #[tokio::test]
@@ -545,12 +544,7 @@ async fn a_spawn_after_the_waiting_holder_was_killed_starts_a_fresh_one() {
 
 /// Shared memory a process has mapped (`RssShmem`), in KiB.
 fn rss_shmem_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssShmem:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    procfs::status_kib(pid, "RssShmem").expect("RssShmem")
 }
 
 /// Waits (up to a minute) until the session's log holds `n` bytes.

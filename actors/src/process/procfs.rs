@@ -150,6 +150,20 @@ pub fn environ_value(pid: i32, key: &str) -> Option<String> {
     })
 }
 
+/// A size field of `/proc/<pid>/status` in KiB (`VmRSS`, `RssShmem`, …), if the process and
+/// the field are there.
+pub fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// This boot's random id (`/proc/sys/kernel/random/boot_id`), trimmed. Distinguishes start times
 /// from different boots, which all count from zero. Read once per process (a process lives in one
 /// boot): every spawn records it.
@@ -280,6 +294,15 @@ impl ProcessIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_sizes_of_this_process() {
+        let me = std::process::id() as i32;
+        assert!(status_kib(me, "VmRSS").is_some_and(|k| k > 0));
+        assert!(status_kib(me, "RssShmem").is_some());
+        assert_eq!(status_kib(me, "NoSuchField"), None);
+        assert_eq!(status_kib(me, "VmRS"), None, "a whole field name only");
+    }
 
     #[test]
     fn parses_comm_with_spaces_and_parens() {

@@ -613,12 +613,7 @@ impl Chaos {
             Err(e) => out.push(format!("state.db unreadable: {e}")),
         }
         // Bounded memory and fds.
-        let status = std::fs::read_to_string(format!("/proc/{me}/status")).unwrap_or_default();
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
+        let rss_kib = corral_actors::process::procfs::status_kib(me, "VmRSS").unwrap_or(0);
         if rss_kib > 512 * 1024 {
             out.push(format!("server RSS {rss_kib} KiB"));
         }

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use corral_actors::process::procfs;
 use serde_json::json;
 
 use super::throughput::{median, session_throughput};
@@ -158,21 +159,11 @@ pub(super) async fn holder(bytes: u64, workers: Option<usize>) -> anyhow::Result
 }
 
 fn rss_shmem_kib(pid: i32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssShmem:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no RssShmem for {pid}"))
+    procfs::status_kib(pid, "RssShmem").ok_or_else(|| anyhow::anyhow!("no RssShmem for {pid}"))
 }
 
 fn parent(pid: i32) -> anyhow::Result<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(") ")
-        .ok_or_else(|| anyhow::anyhow!("bad stat of {pid}"))?
-        .1;
-    Ok(rest.split(' ').nth(1).unwrap_or("0").parse()?)
+    Ok(procfs::read_stat(pid)?.ppid)
 }
 
 fn private_kib(pid: i32) -> anyhow::Result<f64> {
@@ -185,13 +176,5 @@ fn private_kib(pid: i32) -> anyhow::Result<f64> {
 }
 
 fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest: Vec<&str> = stat
-        .rsplit_once(") ")
-        .ok_or_else(|| anyhow::anyhow!("bad stat of {pid}"))?
-        .1
-        .split(' ')
-        .collect();
-    // utime, stime: fields 14 and 15 (11 and 12 after the state).
-    Ok(rest[11].parse::<u64>()? + rest[12].parse::<u64>()?)
+    Ok(procfs::read_stat(pid)?.cpu_ticks)
 }

@@ -189,12 +189,7 @@ pub(super) async fn restart(server: &Served, n: usize) -> anyhow::Result<Vec<Fig
 
 /// RSS (KiB) and open fds of a process.
 pub(super) fn rss_and_fds(pid: i32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let rss = corral_actors::process::procfs::status_kib(pid, "VmRSS").unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
