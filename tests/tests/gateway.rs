@@ -279,36 +279,69 @@ async fn a_stalled_client_gets_lagged_while_another_reads_at_full_speed() {
 
 #[tokio::test]
 async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
-    // A Ring of 256 KiB is a few ms of a flood: every 15 ms pause of the reader (a
-    // descheduled viewer), one per 4 MB, would lap it. Under a holder the server's copy waits
-    // for a reader that keeps up on average (20 ms at a time, 200 ms a second), and the
-    // holder's ring holds the rest.
-    const N: usize = 40 * 1000 * 1000;
-    let server = Server::start();
-    let (file, data) = payload(server.dir.path(), N);
+    // Under a holder the server's copy waits for a reader that keeps up on average, and the
+    // holder's ring holds the rest: the program does not wait, so a long flood with a pause
+    // every 4 MB (10 of them, 150 ms in all over ~0.5 s).
+    let pauses = Pauses {
+        every: 4 << 20,
+        pause: Duration::from_millis(15),
+    };
+    a_reader_that_pauses_briefly_is_never_lapped(Server::start(), true, 40_000_000, pauses).await;
+}
+
+#[tokio::test]
+async fn a_reader_that_pauses_briefly_is_never_lapped_without_a_holder() {
+    // Without one, the flood's reader stops reading meanwhile and the program waits on its
+    // terminal, so the flood runs at the reader's pace; this debug-built reader is slower
+    // than the flood on a loaded machine, and a reader slower than the flood is lapped once
+    // the output has waited 200 ms in a second, by design: a flood short enough to stay
+    // within that.
+    let pauses = Pauses {
+        every: 2 << 20,
+        pause: Duration::from_millis(10),
+    };
+    let server = Server::start_configured("holders = false\n");
+    a_reader_that_pauses_briefly_is_never_lapped(server, false, 12_000_000, pauses).await;
+}
+
+/// How a test reader pauses: for `pause` after each `every` bytes.
+struct Pauses {
+    every: usize,
+    pause: Duration,
+}
+
+/// A Ring of 256 KiB is a few ms of a flood: each pause of the reader (a descheduled viewer)
+/// would lap it if the output did not wait for it (20 ms at a time, 200 ms a second).
+async fn a_reader_that_pauses_briefly_is_never_lapped(
+    server: Server,
+    held: bool,
+    n: usize,
+    pauses: Pauses,
+) {
+    let (file, data) = payload(server.dir.path(), n);
     let info = server.spawn(cat_spec(&file, 256 << 10)).await;
     let id = info["id"].as_str().unwrap().to_string();
-    assert!(info["holder_pid"].as_i64().is_some(), "held: {info}");
+    assert_eq!(info["holder_pid"].as_i64().is_some(), held, "{info}");
     let mut ws = server.ws().await;
     let (channel, _) = subscribe(&mut ws, &id, Some(0)).await;
     wait_for_comm(&id, "head").await;
     ws.send(json!({"type": "input", "session": id, "data": "g"}))
         .await;
-    let mut out = Vec::with_capacity(N);
-    let mut pauses = 0;
+    let mut out = Vec::with_capacity(n);
+    let mut paused = 0;
     loop {
         match ws.next().await {
             Frame::Bin(OUTPUT, ch, offset, bytes) if ch as u64 == channel => {
                 assert_eq!(offset, out.len() as u64, "contiguous");
-                let before = out.len() / (4 << 20);
+                let before = out.len() / pauses.every;
                 out.extend_from_slice(&bytes);
-                if out.len() / (4 << 20) > before {
-                    pauses += 1;
-                    tokio::time::sleep(Duration::from_millis(15)).await;
+                if out.len() / pauses.every > before {
+                    paused += 1;
+                    tokio::time::sleep(pauses.pause).await;
                 }
             }
             Frame::Json(v) if v["type"] == "lagged" => {
-                panic!("lapped after {} bytes, {pauses} pauses: {v}", out.len())
+                panic!("lapped after {} bytes, {paused} pauses: {v}", out.len())
             }
             Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
                 break;
@@ -317,9 +350,9 @@ async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
             _ => {}
         }
     }
-    assert_eq!(out.len(), N);
+    assert_eq!(out.len(), n);
     assert!(out == data, "bytes differ");
-    assert!(pauses >= 9);
+    assert_eq!(paused, n / pauses.every);
     // The waits are counted (how many depends on how fast this machine floods: none when the
     // reader never fell a Ring behind).
     let (status, body) = server

@@ -177,13 +177,37 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     };
     // Bytes read since the last tick.
     let mut fresh = false;
+    let mut head = source.ring.head();
     loop {
+        let capacity = source.ring.capacity() as u64;
+        if super::pace::reader_waits(
+            &source.shared.pacers,
+            source.shared.feed.persisted_offset(),
+            head,
+            READ_CHUNK as u64,
+            capacity,
+        ) {
+            // The next read could lap the persister or a viewer that keeps up (see
+            // `super::pace`): what they gathered goes out now, and the program waits on its
+            // full PTY meanwhile.
+            source.ring.end_batches();
+            if let Err(e) = tick.wait() {
+                return SliceEnd::Failed(e);
+            }
+            if cancel.load(Ordering::Acquire) {
+                return SliceEnd::Quiet;
+            }
+            if start.elapsed() >= SLICE {
+                return SliceEnd::Flowing;
+            }
+            continue;
+        }
         match fd::read(raw, buf) {
             Ok(0) => return SliceEnd::Eof,
             Ok(n) => {
                 fresh = true;
                 BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                source.ring.append(&buf[..n]);
+                head = source.ring.append(&buf[..n]);
                 source.shared.output_appended();
                 if cancel.load(Ordering::Acquire) {
                     return SliceEnd::Quiet;
@@ -225,6 +249,15 @@ impl Tick {
             TimerSetTimeFlags::empty(),
         )?;
         Ok(Tick(timer))
+    }
+
+    /// Waits for the next expiration (or a signal).
+    fn wait(&self) -> io::Result<()> {
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => self.clear(),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Consumes the expirations so far (the count does not matter).

@@ -75,8 +75,6 @@ pub struct HeldState {
     /// Bytes since `since` (the flood detector).
     volume: usize,
     since: std::time::Instant,
-    /// How long the copy has waited for subscribers (see [`super::pace`]).
-    patience: super::pace::Patience,
 }
 
 impl Actor for HeldReader {
@@ -98,7 +96,6 @@ impl Actor for HeldReader {
             flowing: false,
             volume: 0,
             since: std::time::Instant::now(),
-            patience: super::pace::Patience::new(std::time::Instant::now()),
         })
     }
 
@@ -188,11 +185,8 @@ impl HeldState {
             .map_or(u64::MAX, |p| p.saturating_add(capacity));
         // Nor further ahead of the slowest subscriber that keeps up, so no burst laps it.
         let now = std::time::Instant::now();
-        let slowest = match self.patience.waits(now) {
-            true => self.args.shared.pacers.slowest(now),
-            false => None,
-        };
-        let view_limit = slowest.map_or(u64::MAX, |cursor| cursor.saturating_add(capacity));
+        let pacers = &self.args.shared.pacers;
+        let view_limit = pacers.limit(now, capacity).unwrap_or(u64::MAX);
         let limit = log_limit.min(view_limit);
         let mut copied = 0;
         while copied < BURST && self.cursor < ring.end().min(limit) {
@@ -213,13 +207,7 @@ impl HeldState {
         // Held back by subscribers while more is published: once the wait runs out, those
         // more than half a Ring behind are not waited for a while (they will be lapped).
         let held = view_limit < log_limit && self.cursor >= view_limit && self.cursor < ring.end();
-        if self.patience.held_back(now, held) {
-            tracing::debug!(session = %self.args.shared.id, "subscribers held the output back too long; not waiting for them");
-            self.args.shared.pacers.excuse_below(
-                self.cursor.saturating_sub(capacity / 2),
-                now + super::pace::COOLDOWN,
-            );
-        }
+        pacers.hold(now, held, self.cursor, capacity);
         // What the log holds is the holder's to reuse (everything, when nothing persists).
         let logged = self
             .args

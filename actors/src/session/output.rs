@@ -33,6 +33,8 @@ const BURST: usize = 256 * 1024;
 /// Output is a flood (read in bulk, see [`crate::bulk`]) when a whole [`BURST`] arrives within
 /// this window, in one handler call or across several (≥ 2.5 MB/s).
 const FLOOD_WINDOW: Duration = Duration::from_millis(100);
+/// How long a reader held back by its subscribers sleeps before it looks again.
+const PACE_TICK: Duration = Duration::from_millis(1);
 /// Output quiet for this long lets the screen catch up (off the hot path).
 const IDLE: Duration = Duration::from_millis(150);
 
@@ -143,6 +145,15 @@ impl Actor for OutputReader {
         {
             report_exit(st);
         }
+        if st.paced() {
+            // A read could lap the persister or a viewer that keeps up (see `super::pace`):
+            // what they gathered goes out now, and the program waits on its terminal (or
+            // pipe) meanwhile.
+            st.args.ring.end_batches();
+            tokio::time::sleep(PACE_TICK).await;
+            myself.send_message(Pump)?;
+            return Ok(());
+        }
         if st.flowing
             && st.args.framing == Framing::Raw
             && let Some(permit) = bulk::try_permit()
@@ -175,6 +186,10 @@ impl Actor for OutputReader {
                                 if total >= BURST || !st.held.is_empty() {
                                     // A whole burst and the PTY never ran dry: bulk output.
                                     st.set_flowing(total >= BURST);
+                                    break;
+                                }
+                                if st.paced() {
+                                    // The rest waits for the viewers (the next call).
                                     break;
                                 }
                             }
@@ -275,6 +290,18 @@ impl Drop for ReaderState {
 }
 
 impl ReaderState {
+    /// Whether the next read waits for the persister or the subscribers ([`super::pace`]).
+    fn paced(&self) -> bool {
+        let ring = &self.args.ring;
+        super::pace::reader_waits(
+            &self.args.shared.pacers,
+            self.args.shared.feed.persisted_offset(),
+            ring.head(),
+            bulk::READ_CHUNK as u64,
+            ring.capacity() as u64,
+        )
+    }
+
     /// Output flows (or stopped flowing): subscribers batch their reads while it does. Called
     /// after every inline burst and every bulk slice, it also ends the subscribers' current batch
     /// waits: what came so far goes out.

@@ -1,21 +1,23 @@
-//! Pace: the live subscribers a held session's output copy waits for.
+//! Pace: the live subscribers a session's output waits for.
 //!
-//! A session under a holder has its output buffered in the holder's shared ring (8 MiB at
-//! least) before the server copies it into the session's Ring, so that copy need not outrun
-//! the viewers: the held reader copies at most one Ring capacity beyond the slowest subscriber
-//! *in good standing* ([`Pacers::slowest`]), and a viewer that keeps up on average is never
-//! lapped by a burst — the server catching up after a scheduling delay, or a viewer that was
-//! descheduled for a few milliseconds while the output flooded (at the default 1 MiB Ring, a
-//! flood laps a viewer that is ~7 ms behind).
+//! Output need not outrun the viewers: it goes into the session's Ring at most one Ring
+//! capacity beyond the slowest subscriber *in good standing* ([`Pacers::limit`]), so a viewer
+//! that keeps up on average is never lapped by a burst — the server catching up after a
+//! scheduling delay, or a viewer that was descheduled for a few milliseconds while the output
+//! flooded (at the default 1 MiB Ring, a flood laps a viewer that is ~7 ms behind). Where the
+//! output waits meanwhile depends on who reads it:
+//! - under a holder, in the holder's shared ring (8 MiB at least): the held reader's copy
+//!   stops at the limit, the program does not notice, and the log is late by that much at most;
+//! - without one, in the program's own terminal (or pipe): the reader ([`reader_waits`]) reads
+//!   no further while its next read could lap someone, and the program blocks on its full PTY,
+//!   as it would under a slow terminal. That reader also waits for the persister (the held copy
+//!   does too), so a flood never leaves a gap in the log.
 //!
-//! A viewer must never hold a session back for long. The copy waits at most [`PATIENCE`] at a
+//! A viewer must never hold a session back for long. Output waits at most [`PATIENCE`] at a
 //! time; then every subscriber more than half a Ring behind loses its standing for [`COOLDOWN`]
-//! — the copy goes on, and they are lapped and told so (`lagged`), as every slow viewer is. And
-//! however many viewers are slow, the copy waits [`BUDGET`] in all per [`COOLDOWN`] at most
-//! ([`Patience`]). The holder's ring absorbs those waits (8 MiB is ~50 ms of the fastest flood
-//! here): the program does not notice, and the log is late by that much at most. A session without a holder has no buffer to
-//! wait in (its PTY holds a few KiB): its reader never waits for anyone, and a viewer is lapped
-//! when it falls a Ring behind.
+//! — the output goes on, and they are lapped and told so (`lagged`), as every slow viewer is.
+//! And however many viewers are slow, it waits [`BUDGET`] in all per [`COOLDOWN`] at most
+//! ([`Patience`], one per session whichever reader waits).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -49,11 +51,21 @@ pub fn stats() -> (u64, u64, u64) {
     )
 }
 
-/// The subscribers of one session that its held copy may wait for.
-#[derive(Default)]
+/// The subscribers of one session that its output may wait for, and how long it has waited.
 pub struct Pacers {
     /// Every subscription's pacer; a dropped subscription's entry is pruned on the next join.
     members: Mutex<Vec<Weak<Pacer>>>,
+    /// The session's waits so far (whichever reader waited).
+    patience: Mutex<Patience>,
+}
+
+impl Default for Pacers {
+    fn default() -> Self {
+        Self {
+            members: Mutex::default(),
+            patience: Mutex::new(Patience::new(Instant::now())),
+        }
+    }
 }
 
 /// One subscription's place in its session's pace.
@@ -75,6 +87,33 @@ impl Pacers {
         members.retain(|m| m.strong_count() > 0);
         members.push(Arc::downgrade(&pacer));
         pacer
+    }
+
+    /// How far output may go into a Ring of `capacity` at `now`: one Ring beyond the slowest
+    /// member in good standing; `None` when nobody is waited for (no such member, or this
+    /// window's [`BUDGET`] is spent).
+    pub fn limit(&self, now: Instant, capacity: u64) -> Option<u64> {
+        if !self.patience.lock().waits(now) {
+            return None;
+        }
+        self.slowest(now)
+            .map(|cursor| cursor.saturating_add(capacity))
+    }
+
+    /// The reader at `cursor` is held back by the [`limit`](Self::limit) at `now` (`held`), or
+    /// not. Returns whether it waits: held, and the wait has not run out. When it runs out,
+    /// every member more than half a Ring behind `cursor` is excused for [`COOLDOWN`] (the
+    /// output goes on, and laps them).
+    pub fn hold(&self, now: Instant, held: bool, cursor: u64, capacity: u64) -> bool {
+        if self.patience.lock().held_back(now, held) {
+            tracing::debug!(
+                cursor,
+                "subscribers held the output back too long; not waiting for them"
+            );
+            self.excuse_below(cursor.saturating_sub(capacity / 2), now + COOLDOWN);
+            return false;
+        }
+        held
     }
 
     /// The cursor of the slowest member in good standing at `now`.
@@ -111,7 +150,32 @@ impl Pacer {
     }
 }
 
-/// How long a held copy has waited for subscribers: at most [`PATIENCE`] at a time and
+/// Whether the reader of a session without a holder, appending at `head` to a Ring of
+/// `capacity`, waits before it reads up to `chunk` more bytes: they could lap the persister,
+/// which has `logged` bytes (waited for as long as it takes, as a held copy waits for the log:
+/// the log never has a gap for a flood to outrun it), or a member of `pacers` in good standing
+/// (until the wait runs out).
+pub(crate) fn reader_waits(
+    pacers: &Pacers,
+    logged: Option<u64>,
+    head: u64,
+    chunk: u64,
+    capacity: u64,
+) -> bool {
+    // A read longer than the Ring laps whoever is a whole Ring behind anyway: never wait for
+    // what cannot be had (a Ring smaller than a read).
+    let ahead = head.saturating_add(chunk.min(capacity));
+    if logged.is_some_and(|logged| ahead > logged.saturating_add(capacity)) {
+        return true;
+    }
+    let now = Instant::now();
+    let held = pacers
+        .limit(now, capacity)
+        .is_some_and(|limit| ahead > limit);
+    pacers.hold(now, held, head, capacity)
+}
+
+/// How long a session's output has waited for subscribers: at most [`PATIENCE`] at a time and
 /// [`BUDGET`] in any window of [`COOLDOWN`], whoever it waited for.
 pub struct Patience {
     /// Start of the current window.
@@ -211,6 +275,30 @@ mod tests {
         );
         assert!(!p.waits(ms(999)));
         assert!(p.waits(ms(1000)), "a new window");
+    }
+
+    #[test]
+    fn a_reader_without_a_holder_waits_for_the_log_always_and_for_a_viewer_a_while() {
+        const MIB: u64 = 1 << 20;
+        let pacers = Pacers::default();
+        // The log a whole Ring behind: the next read would lap it, so the reader waits (as long
+        // as it takes: no patience for the log).
+        assert!(reader_waits(&pacers, Some(0), MIB, 4096, MIB));
+        assert!(!reader_waits(&pacers, Some(4096), MIB, 4096, MIB));
+        assert!(
+            !reader_waits(&pacers, None, MIB, 4096, MIB),
+            "nothing persists"
+        );
+        // A Ring smaller than a read: nobody is waited for in vain.
+        assert!(!reader_waits(&pacers, Some(100), 100, 64 << 10, 4096));
+        // A viewer a Ring behind: waited for until the wait runs out, then excused.
+        let viewer = pacers.join();
+        viewer.at(0);
+        assert!(reader_waits(&pacers, None, MIB, 4096, MIB));
+        std::thread::sleep(PATIENCE + Duration::from_millis(5));
+        assert!(!reader_waits(&pacers, None, MIB, 4096, MIB), "ran out");
+        assert!(!reader_waits(&pacers, None, MIB, 4096, MIB), "excused");
+        assert!(pacers.slowest(Instant::now()).is_none());
     }
 
     #[test]
