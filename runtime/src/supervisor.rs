@@ -15,6 +15,11 @@
 //!
 //! Start failures (`pre_start` errors, which ractor never reports as events) are failed starts:
 //! at boot they fail the supervisor's own start; on restart they count against intensity.
+//!
+//! Why one file of ~850 lines: the state machine, its messages and the typed handle that sends
+//! them are one protocol, read together (as `supervisor.erl` is); the pieces that stand alone
+//! are already apart (`child_spec`, `intensity`, `backoff`, `exit`, `tree`), and splitting the
+//! handle from the messages it sends would only make the two import each other.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,0 +1,251 @@
+//! SessionHandle: one session's typed API (input, subscriptions, screen, control calls), what
+//! [`crate::Sessions`] hands out per session. It talks to the session's actor and reads its
+//! shared half; the registry of all sessions stays in [`crate::manager`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::SendError;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::error::SessionError;
+use crate::event::SessionEvent;
+use crate::screen::{ScreenMsg, Snapshot};
+use crate::session::input::Write;
+use crate::session::{SessionInfo, SessionMsg, SessionShared, ViewerId};
+use crate::spec::Size;
+use crate::subscription::Subscription;
+
+/// A handle to one session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Shared half.
+    pub(crate) shared: Arc<SessionShared>,
+    /// The actor.
+    pub(crate) actor: ActorRef<SessionMsg>,
+}
+
+/// Longest a control call waits for a session (stops wait their grace on top).
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SessionHandle {
+    /// Session id.
+    pub fn id(&self) -> Uuid {
+        self.shared.id
+    }
+
+    /// Session name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Current status.
+    pub fn info(&self) -> SessionInfo {
+        self.shared.info()
+    }
+
+    /// The session actor (for linking, introspection, or tests that kill it).
+    pub fn actor(&self) -> &ActorRef<SessionMsg> {
+        &self.actor
+    }
+
+    /// The shared half (Ring, events).
+    pub fn shared(&self) -> &Arc<SessionShared> {
+        &self.shared
+    }
+
+    /// Queues input for the process. Never waits: a full queue is [`SessionError::InputFull`].
+    /// `viewer` (non-zero) marks who typed, for the resize policy.
+    pub fn input(&self, viewer: ViewerId, bytes: Vec<u8>) -> Result<(), SessionError> {
+        self.send_input(viewer, bytes, None)
+    }
+
+    /// A prompt. To a terminal: a paste followed by Enter (how a prompt is given to an agent's
+    /// TUI): `text` wrapped in bracketed-paste markers when the program enabled that mode, then
+    /// `\r` written [`PASTE_ENTER_DELAY`](crate::session::input::PASTE_ENTER_DELAY) later, as
+    /// the same queue item. To a structured agent (stream-json): one user message, recorded as
+    /// a typed `message` event. Errors as [`input`](Self::input).
+    pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
+        if self.shared.mode == crate::spec::Mode::StreamJson {
+            self.send_input(viewer, crate::stream_json::user_message(text), None)?;
+            crate::agent::record_stream(
+                &self.shared,
+                crate::stream_json::AgentEvent::Message {
+                    role: crate::stream_json::USER.into(),
+                    text: text.to_string(),
+                },
+            );
+            return Ok(());
+        }
+        // Asked of the screen, which has caught up with the output so far.
+        let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
+        let bytes = if bracketed {
+            format!("\x1b[200~{text}\x1b[201~")
+        } else {
+            text.to_string()
+        };
+        let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
+        self.send_input(viewer, bytes.into_bytes(), Some(enter))
+    }
+
+    /// Answers a structured agent's open permission question (stream-json: a control response
+    /// on its stdin: allow runs the tool with the input it asked for, deny tells the agent
+    /// `message`); the answer is recorded as a typed event. None when no such question is open
+    /// (a terminal agent's questions are answered through its PermissionRequest hook).
+    pub fn answer(
+        &self,
+        allow: bool,
+        message: Option<&str>,
+    ) -> Result<Option<SessionEvent>, SessionError> {
+        let Some(ask) = crate::agent::take_question(&self.shared) else {
+            return Ok(None);
+        };
+        let request_id = ask.request_id.clone().unwrap_or_default();
+        let line = crate::stream_json::permission_response(&request_id, allow, &ask.input, message);
+        if let Err(e) = self.send_input(0, line, None) {
+            crate::agent::reopen(&self.shared, ask);
+            return Err(e);
+        }
+        Ok(Some(crate::agent::record_stream(
+            &self.shared,
+            crate::stream_json::AgentEvent::PermissionAnswered {
+                request_id,
+                behavior: if allow { "allow" } else { "deny" }.into(),
+                message: message.map(str::to_string),
+            },
+        )))
+    }
+
+    /// Queues input (and what follows it after a pause) for the running process.
+    fn send_input(
+        &self,
+        viewer: ViewerId,
+        bytes: Vec<u8>,
+        then: Option<(Duration, Vec<u8>)>,
+    ) -> Result<(), SessionError> {
+        let writer = self.shared.writer.read().clone();
+        let Some(writer) = writer else {
+            return Err(SessionError::NotRunning(self.shared.id));
+        };
+        let len = bytes.len() + then.as_ref().map_or(0, |(_, b)| b.len());
+        match writer.try_send_weighted(len, |permit| Write {
+            bytes,
+            then,
+            permit,
+        }) {
+            Ok(()) => {}
+            Err(SendError::Full { capacity }) => {
+                self.shared
+                    .input_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(SessionError::InputFull { capacity });
+            }
+            Err(SendError::Closed) => return Err(SessionError::NotRunning(self.shared.id)),
+        }
+        if viewer != 0 {
+            let prev = self
+                .shared
+                .last_input_viewer
+                .swap(viewer, std::sync::atomic::Ordering::Relaxed);
+            if prev != viewer
+                && let Err(e) = self.actor.send_message(SessionMsg::ViewerActive(viewer))
+            {
+                tracing::debug!(error = %e, "session gone; viewer change not applied");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports a viewer's terminal size (applied per the resize policy).
+    pub fn resize(&self, viewer: ViewerId, size: Size) -> Result<(), SessionError> {
+        self.actor
+            .send_message(SessionMsg::Resize { viewer, size })
+            .map_err(|e| SessionError::Unavailable(e.to_string()))
+    }
+
+    /// Subscribes from output offset `from` (`None`: from now).
+    pub fn subscribe(&self, from: Option<u64>) -> Result<Subscription, SessionError> {
+        let ring = &self.shared.ring;
+        let reader = match from {
+            None => ring.reader_at_head(),
+            Some(from) => ring
+                .reader(from)
+                .map_err(|e| SessionError::OffsetBeyondHead {
+                    from: e.from,
+                    head: e.head,
+                })?,
+        };
+        Ok(Subscription::new(self.shared.clone(), reader))
+    }
+
+    /// Future events of this session.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.shared.events()
+    }
+
+    /// The current screen and the output offset it corresponds to (PTY sessions).
+    pub async fn snapshot(&self) -> Result<Snapshot, SessionError> {
+        let screen = self.shared.screen.read().clone();
+        let Some(screen) = screen else {
+            return Err(SessionError::Unsupported(
+                "snapshots exist for PTY sessions only".into(),
+            ));
+        };
+        match screen.call(ScreenMsg::Snapshot, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(s)) => Ok(s),
+            Ok(other) => Err(SessionError::Unavailable(format!("screen: {other:?}"))),
+            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> SessionMsg,
+        timeout: Duration,
+    ) -> Result<T, SessionError> {
+        match self.actor.call(build, Some(timeout)).await {
+            Ok(CallResult::Success(v)) => Ok(v),
+            Ok(CallResult::Timeout) => Err(SessionError::Unavailable("timed out".into())),
+            Ok(CallResult::SenderError) => Err(SessionError::Unavailable(
+                "session stopped before answering".into(),
+            )),
+            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Graceful stop: stop signal, `grace` (the spec's when None), then SIGKILL of the tree.
+    pub async fn stop(&self, grace: Option<Duration>) -> Result<SessionInfo, SessionError> {
+        self.stop_inner(grace, false).await
+    }
+
+    pub(crate) async fn stop_inner(
+        &self,
+        grace: Option<Duration>,
+        shutdown: bool,
+    ) -> Result<SessionInfo, SessionError> {
+        let wait = grace.unwrap_or(Duration::from_secs(60)) + CALL_TIMEOUT;
+        self.call(
+            |reply| SessionMsg::Stop {
+                grace,
+                shutdown,
+                reply,
+            },
+            wait,
+        )
+        .await
+    }
+
+    /// SIGKILL of the whole tree at once.
+    pub async fn kill(&self) -> Result<SessionInfo, SessionError> {
+        self.call(SessionMsg::Kill, CALL_TIMEOUT).await
+    }
+
+    /// Stops (gracefully) if running, then starts a fresh process.
+    pub async fn restart(&self) -> Result<SessionInfo, SessionError> {
+        self.call(SessionMsg::Restart, Duration::from_secs(120))
+            .await?
+    }
+}
