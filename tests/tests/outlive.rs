@@ -656,3 +656,56 @@ async fn a_torn_last_record_is_refilled_from_the_ring_after_its_memory_was_relea
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"].as_i64(), Some(pid), "same process: {s}");
 }
+
+#[tokio::test]
+async fn a_session_restarted_at_once_keeps_its_new_holder_from_the_old_one_leaving() {
+    // Restarted with no delay, a session's next holder listens at the same path while the
+    // last one may still be leaving (it removes its socket and log as it goes): the old one
+    // must never take the new one's socket with it, or the restart fails ("holder: No such
+    // file or directory", seen once in a chaos run).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::start_logging_to(&log);
+    let zero = json!({"secs": 0, "nanos": 0});
+    let info = server
+        .spawn(json!({
+            "name": "flapping",
+            "argv": ["true"],
+            "restart": "always",
+            "backoff": {"initial": zero, "max": zero, "multiplier": 1.0, "jitter": 0.0,
+                        "reset_after": zero},
+            "intensity": {"max_restarts": 1_000_000, "period": {"secs": 1, "nanos": 0}},
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = server.session(&id).await;
+        if s["restarts"].as_u64().unwrap_or(0) >= 300 {
+            break;
+        }
+        assert_ne!(s["state"], "failed", "{s}");
+        assert!(Instant::now() < deadline, "only so many restarts: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = server
+        .http(
+            "DELETE",
+            &format!("/v1/sessions/{id}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("restart failed") || l.contains("could not start"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed restarts: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}

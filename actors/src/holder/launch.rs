@@ -30,6 +30,8 @@ use crate::spec::Size;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a holder may take to answer `Hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a launch waits for a holder its session had to finish leaving (see [`launch`]).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a server's holders live and which binary runs them.
 #[derive(Debug, Clone)]
@@ -233,8 +235,15 @@ pub enum HeldIo {
 }
 
 /// Starts a holder for session `id` running `program`, and attaches.
+///
+/// A holder the session had before (a restart) may still be leaving: it was released, and it
+/// removes its files as it goes, its socket last. The new holder listens at the same path, so
+/// the launch first waits (up to [`LEAVE_TIMEOUT`]) for that path to be free: otherwise the old
+/// holder could remove the new one's socket, and the attach fail, or worse, succeed and leave a
+/// session no later server could find (its holder would end it, unreachable).
 pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attached> {
     let base = program.base;
+    wait_gone(&holders.socket(id), LEAVE_TIMEOUT);
     let spec = HolderSpec {
         v: VERSION,
         program,
@@ -260,6 +269,20 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
         ));
     }
     attach(&holders.socket(id), base)
+}
+
+/// Waits until nothing is at `path`, up to `timeout`; then the new holder's `listen` replaces
+/// what is left (a holder that never finished leaving). Blocking: a launch runs on a blocking
+/// thread.
+fn wait_gone(path: &Path, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::fs::symlink_metadata(path).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(path = %path.display(), "the session's last holder did not finish leaving; replacing its socket");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Gives `holder` its spec (one JSON line) and reads its answer.
@@ -417,6 +440,39 @@ mod tests {
     use super::*;
     use crate::process::ExitStatus;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_launch_waits_for_the_last_holder_to_free_its_socket_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        std::fs::write(&path, b"").unwrap();
+        // The session's last holder, leaving: its socket goes 100 ms from now.
+        let leaving = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::remove_file(path).unwrap();
+            })
+        };
+        let t = std::time::Instant::now();
+        wait_gone(&path, Duration::from_secs(5));
+        assert!(
+            t.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(!path.exists());
+        leaving.join().unwrap();
+        // One that never leaves is given up on after the bound (the new holder replaces it).
+        std::fs::write(&path, b"").unwrap();
+        let t = std::time::Instant::now();
+        wait_gone(&path, Duration::from_millis(50));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
 
     #[test]
     fn an_exit_before_the_welcome_and_a_v1_holder_are_understood() {

@@ -597,16 +597,18 @@ impl Holder {
                 break;
             }
         }
-        if let Err(e) = std::fs::remove_file(&self.socket)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            eprintln!("corral holder: removing {}: {e}", self.socket.display());
-        }
-        // Its log goes too unless something was written to it (kept for the operator).
+        // Its log goes unless something was written to it (kept for the operator).
         if std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() == 0)
             && let Err(e) = std::fs::remove_file(&self.log_path)
         {
             eprintln!("corral holder: removing its log: {e}");
+        }
+        // The socket last: its path free means this holder is done with both paths, which the
+        // session's next holder (a restart) may reuse at once (`launch` waits for it).
+        if let Err(e) = std::fs::remove_file(&self.socket)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            eprintln!("corral holder: removing {}: {e}", self.socket.display());
         }
     }
 }

@@ -13,9 +13,15 @@ use tokio::io::unix::AsyncFd;
 
 use crate::fd;
 
-/// How long after a paste its Enter is written: an agent's TUI loses an Enter that arrives in
-/// the same read as the paste (Claude Code's own PTY driver waits 10 ms between the two).
+/// How long after a paste its Enter is written at the soonest: an agent's TUI loses an Enter
+/// that arrives in the same read as the paste (Claude Code's own PTY driver waits 10 ms between
+/// the two).
 pub const PASTE_ENTER_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long the Enter waits at the most for the program to answer the paste with output (see
+/// [`InputWriter::start`]).
+pub const PASTE_ENTER_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often that is looked at meanwhile.
+const PASTE_ENTER_LOOK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Bytes to write, and optionally more bytes to write a moment later (a paste's Enter); the
 /// permit holds their share of the byte bound until written. One queue item, so nothing else
@@ -38,17 +44,28 @@ pub struct InputWriter(tokio::task::JoinHandle<()>);
 
 impl InputWriter {
     /// Starts the writer for `fd` with a queue of `capacity` bytes; returns the queue's sender.
+    ///
+    /// The second part of a write (a paste's Enter) waits its pause, then until the program
+    /// answered the first with output (the session's `output` Ring grew: it read the paste and
+    /// redrew), up to [`PASTE_ENTER_MAX`]: a TUI busy for longer than the pause (a loaded
+    /// machine) would otherwise get both in one read and lose the Enter.
     pub fn start(
         fd: AsyncFd<OwnedFd>,
         lost: Arc<AtomicU64>,
         capacity: usize,
+        output: corral_runtime::Ring,
     ) -> (BoundedSender<Write>, InputWriter) {
         let (tx, mut rx) = BoundedSender::<Write>::channel(capacity);
         let task = tokio::spawn(async move {
             while let Some(write) = rx.recv().await {
+                let before = output.head();
                 write_all(&fd, &lost, &write.bytes).await;
                 if let Some((pause, bytes)) = &write.then {
                     tokio::time::sleep(*pause).await;
+                    let deadline = tokio::time::Instant::now() + PASTE_ENTER_MAX - *pause;
+                    while output.head() == before && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(PASTE_ENTER_LOOK).await;
+                    }
                     write_all(&fd, &lost, bytes).await;
                 }
             }

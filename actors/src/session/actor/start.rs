@@ -294,8 +294,12 @@ impl SessionActorState {
             running.io_actors.push(r.get_cell());
             running.eof.push(eof_rx);
         }
-        let (queue, writer) =
-            InputWriter::start(in_fd, self.shared.input_lost.clone(), INPUT_QUEUE_BYTES);
+        let (queue, writer) = InputWriter::start(
+            in_fd,
+            self.shared.input_lost.clone(),
+            INPUT_QUEUE_BYTES,
+            self.shared.ring.clone(),
+        );
         running.writer = Some(writer);
         *self.shared.writer.write() = Some(queue);
         let identity = match process::procfs::ProcessIdentity::of(pid) {
