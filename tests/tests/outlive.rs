@@ -709,3 +709,31 @@ async fn a_session_restarted_at_once_keeps_its_new_holder_from_the_old_one_leavi
         &failed[..failed.len().min(3)]
     );
 }
+
+#[tokio::test]
+async fn a_holder_whose_data_dir_is_gone_ends_its_session_even_while_its_program_prints() {
+    // Its server SIGKILLed and the holders' folder removed (a wiped state dir, a test's temp
+    // dir): no server can ever attach again, so the holder ends the session rather than leak
+    // it — also while the program keeps printing, which wakes the holder all the time (a
+    // chaos run left such a holder behind for as long as its ring took to fill).
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "chatty",
+            "argv": ["sh", "-c", "while :; do echo x; sleep 0.01; done"],
+        }))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = info["holder_pid"].as_i64().unwrap() as i32;
+    server.kill();
+    std::fs::remove_dir_all(server.dir.path().join("holders")).unwrap();
+    // Looked at every 5 s while no server is attached.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(holder) || alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "holder {holder} or its program {pid} outlived the data dir"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -163,6 +163,8 @@ struct Holder {
     signals: SignalFd,
     /// Since when the ring has been full (the recheck slows down after a while).
     full_since: Option<std::time::Instant>,
+    /// When it last looked whether its socket is still its own (while no server is attached).
+    orphan_checked: std::time::Instant,
     /// When logged output's pages were last handed back; `None` once that failed (said once,
     /// not every second: the ring then simply stays resident, as it did before releasing).
     last_release: Option<std::time::Instant>,
@@ -254,6 +256,7 @@ impl Holder {
             log_path: spec.log.clone(),
             signals,
             full_since: None,
+            orphan_checked: std::time::Instant::now(),
             last_release: Some(std::time::Instant::now()),
             released: false,
         })
@@ -340,7 +343,9 @@ impl Holder {
                 }
                 continue;
             }
-            if rc == 0 && self.conn.is_none() && self.unreachable() {
+            // Looked at on a timeout and also by the clock: a program that keeps printing
+            // wakes the holder all the time, and its poll would never time out.
+            if self.conn.is_none() && self.orphan_check_due() && self.unreachable() {
                 // Its data dir was removed (or the socket replaced): no server can ever attach
                 // again, so the session ends here rather than leak.
                 eprintln!(
@@ -377,6 +382,17 @@ impl Holder {
                 }
             }
         }
+    }
+
+    /// Whether, with no server attached, it is time to look whether the socket is still ours
+    /// (every [`ORPHAN_CHECK_MS`]).
+    fn orphan_check_due(&mut self) -> bool {
+        let every = std::time::Duration::from_millis(ORPHAN_CHECK_MS as u64);
+        if self.orphan_checked.elapsed() < every {
+            return false;
+        }
+        self.orphan_checked = std::time::Instant::now();
+        true
     }
 
     /// Whether the socket path no longer names our socket.
