@@ -134,8 +134,10 @@ impl Actor for OutputReader {
         }
         // While output floods, the readiness branch below always wins the biased select: look
         // at the exit directly (one poll(2) per burst or slice), or a process whose background
-        // child keeps writing would never be reported as exited.
-        if st.flowing
+        // child keeps writing would never be reported as exited. Likewise while the reader
+        // waits for the persister or a viewer (the select is not reached then).
+        let paced = st.paced();
+        if (st.flowing || paced)
             && st.exit_watch.is_some()
             && st
                 .args
@@ -145,7 +147,7 @@ impl Actor for OutputReader {
         {
             report_exit(st);
         }
-        if st.paced() {
+        if paced {
             // A read could lap the persister or a viewer that keeps up (see `super::pace`):
             // what they gathered goes out now, and the program waits on its terminal (or
             // pipe) meanwhile.
