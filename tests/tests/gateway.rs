@@ -1033,11 +1033,16 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
     assert_eq!(process["detail"]["os_state"], "sleeping", "{process}");
     let holder = parts.iter().find(|n| n["id"] == "holder").unwrap();
     assert_eq!(holder["detail"]["pid"], live["holder_pid"], "{holder}");
-    // Each actor by what it is: one output reader, one link to the holder.
-    for role in ["output reader", "holder link"] {
+    // The holder as the OS sees it too: waiting in poll(2), started when it started.
+    assert_eq!(holder["detail"]["os_state"], "sleeping", "{holder}");
+    assert!(holder["uptime_ms"].is_u64(), "{holder}");
+    // Each actor by what it is: one output reader, one link to the holder, the screen; each
+    // with its age.
+    for role in ["output reader", "holder link", "screen"] {
         let found: Vec<_> = parts.iter().filter(|n| n["id"] == role).collect();
         assert_eq!(found.len(), 1, "{role}: {parts:?}");
         assert_eq!(found[0]["status"], "running", "{role}");
+        assert!(found[0]["uptime_ms"].is_u64(), "{role}: {:?}", found[0]);
     }
     let input = parts.iter().find(|n| n["id"] == "input writer").unwrap();
     assert_eq!(input["mailbox_bound"], 1 << 20);

@@ -239,6 +239,28 @@ pub(crate) fn children_from_task_files(task_dir: &str) -> Option<Vec<i32>> {
     Some(kids)
 }
 
+/// Clock ticks per second (`/proc` times count in these).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf takes a constant and returns a value or -1.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// How long ago a process that started at `starttime` (clock ticks after boot, `/proc/<pid>/stat`
+/// field 22) started, by the system's uptime (`/proc/uptime`).
+pub fn age(starttime: u64) -> Option<std::time::Duration> {
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let started = starttime as f64 / clock_ticks() as f64;
+    Some(std::time::Duration::from_secs_f64(
+        (uptime - started).max(0.0),
+    ))
+}
+
 /// Who a process is, stably across pid reuse: record this for every child, and reconcile it
 /// against `/proc` before signalling anything found in an old record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -261,12 +283,7 @@ impl ProcessIdentity {
             .trim()
             .parse()
             .ok()?;
-        // SAFETY: sysconf takes a constant and returns a value or -1.
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if tick <= 0 {
-            return None;
-        }
-        let secs = btime as f64 + self.starttime as f64 / tick as f64;
+        let secs = btime as f64 + self.starttime as f64 / clock_ticks() as f64;
         Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
     }
 

@@ -8,23 +8,43 @@ use ractor::ActorStatus;
 
 use super::shared::SessionShared;
 use crate::event::SessionState;
+use crate::process::procfs;
 
 /// What `/proc/<pid>/stat` says of a process: running, sleeping, stopped, zombie, exited.
 pub fn os_state(pid: i32) -> &'static str {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return "exited";
-    };
-    match stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-    {
-        Some('R') => "running",
-        Some('S' | 'D' | 'I') => "sleeping",
-        Some('T' | 't') => "stopped",
-        Some('Z') => "zombie",
-        Some('X') | None => "exited",
-        Some(_) => "sleeping",
+    match procfs::read_stat(pid) {
+        Ok(stat) => state_name(stat.state),
+        Err(_) => "exited",
     }
+}
+
+/// The name of a `/proc/<pid>/stat` state letter.
+fn state_name(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' | 'D' | 'I' => "sleeping",
+        'T' | 't' => "stopped",
+        'Z' => "zombie",
+        'X' => "exited",
+        _ => "sleeping",
+    }
+}
+
+/// A process's node: its state as the OS reports it, and its age.
+fn process_node(id: String, pid: i32) -> TreeNode {
+    let stat = procfs::read_stat(pid).ok();
+    let os = stat.as_ref().map_or("exited", |s| state_name(s.state));
+    let status = match os {
+        "zombie" | "exited" => Status::Stopped,
+        _ => Status::Running,
+    };
+    let mut n = TreeNode::new(id, NodeKind::Process, status)
+        .with("pid", pid)
+        .with("os_state", os);
+    n.uptime_ms = stat
+        .and_then(|s| procfs::age(s.starttime))
+        .map(|d| d.as_millis() as u64);
+    n
 }
 
 /// A ractor actor's status as a tree status.
@@ -52,23 +72,17 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
     }
     node.lag_count = Some(info.lag_events);
     // The process, as the OS sees it.
+    // How long this incarnation has run (its readers and holder link started with it).
+    let run_ms = info.started_at.and_then(|t| {
+        std::time::SystemTime::now()
+            .duration_since(t)
+            .ok()
+            .map(|d| d.as_millis() as u64)
+    });
     let process = match info.pid {
         Some(pid) => {
-            let os = os_state(pid);
-            let status = if matches!(os, "zombie" | "exited") {
-                Status::Stopped
-            } else {
-                Status::Running
-            };
-            let mut p = TreeNode::new(pid.to_string(), NodeKind::Process, status)
-                .with("pid", pid)
-                .with("os_state", os);
-            p.uptime_ms = info.started_at.and_then(|t| {
-                std::time::SystemTime::now()
-                    .duration_since(t)
-                    .ok()
-                    .map(|d| d.as_millis() as u64)
-            });
+            let mut p = process_node(pid.to_string(), pid);
+            p.uptime_ms = run_ms.or(p.uptime_ms);
             p
         }
         None => {
@@ -83,8 +97,7 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
     node.children.push(process);
     // Its holder (sessions of `corral serve`): the process that keeps it alive without us.
     if let Some(holder) = info.holder_pid {
-        node.children
-            .push(TreeNode::new("holder", NodeKind::Process, Status::Running).with("pid", holder));
+        node.children.push(process_node("holder".into(), holder));
     }
     // The session's actors (output reader(s), holder link, screen), as ractor reports them.
     let screen = shared.screen.read().as_ref().map(|s| s.get_id());
@@ -102,6 +115,12 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
         };
         let mut n = TreeNode::new(id, NodeKind::Worker, actor_status(child.get_status()));
         n.actor = Some(child.get_id().to_string());
+        // Readers and the holder link start with each process; the screen with the session.
+        n.uptime_ms = match role {
+            Some(_) => run_ms,
+            None if id == "screen" => node.uptime_ms,
+            None => None,
+        };
         node.children.push(n);
     }
     // The input writer's queue (a task, bounded in bytes).

@@ -163,10 +163,11 @@ pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
         Some("supervisor") | Some("worker") | None => String::new(),
         Some(k) => format!("{k} "),
     };
-    println!(
-        "{prefix}{branch}{kind}{label} [{status}] {}",
-        extra.join(", ")
-    );
+    let extra = match extra.is_empty() {
+        true => String::new(),
+        false => format!(" {}", extra.join(", ")),
+    };
+    println!("{prefix}{branch}{kind}{label} [{status}]{extra}");
     let children = node["children"].as_array().cloned().unwrap_or_default();
     let child_prefix = if root {
         String::new()

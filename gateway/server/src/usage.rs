@@ -98,7 +98,7 @@ pub fn scan(roots: &[Root]) -> HashMap<String, Usage> {
         let candidates = session.candidates_among(adopted.as_deref());
         found.push((&root.id, session.members(&candidates, me)));
     }
-    let tick = clock_ticks();
+    let tick = corral_actors::process::procfs::clock_ticks() as f64;
     let uptime = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|u| {
@@ -120,12 +120,6 @@ pub fn scan(roots: &[Root]) -> HashMap<String, Usage> {
         }
     }
     out
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
 }
 
 fn page_size() -> u64 {
