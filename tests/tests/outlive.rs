@@ -688,15 +688,7 @@ async fn a_session_restarted_at_once_keeps_its_new_holder_from_the_old_one_leavi
         assert!(Instant::now() < deadline, "only so many restarts: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, body) = server
-        .http(
-            "DELETE",
-            &format!("/v1/sessions/{id}"),
-            Some(&server.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.cli_ok(&["rm", &id]).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let failed: Vec<&str> = text
         .lines()
