@@ -33,7 +33,7 @@ const BURST: usize = 256 * 1024;
 /// Output is a flood (read in bulk, see [`crate::bulk`]) when a whole [`BURST`] arrives within
 /// this window, in one handler call or across several (≥ 2.5 MB/s).
 const FLOOD_WINDOW: Duration = Duration::from_millis(100);
-/// How long a reader held back by its subscribers sleeps before it looks again.
+/// How long a reader held back by the persister or its subscribers sleeps before it looks again.
 const PACE_TICK: Duration = Duration::from_millis(1);
 /// Output quiet for this long lets the screen catch up (off the hot path).
 const IDLE: Duration = Duration::from_millis(150);
@@ -191,7 +191,8 @@ impl Actor for OutputReader {
                                     break;
                                 }
                                 if st.paced() {
-                                    // The rest waits for the viewers (the next call).
+                                    // The rest waits for the log or the viewers (the
+                                    // next call).
                                     break;
                                 }
                             }
