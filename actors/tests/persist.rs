@@ -241,6 +241,46 @@ impl Drop for Unmount<'_> {
     }
 }
 
+/// Fills the file system at `dir` (a small tmpfs) up to its last byte.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&block[..512]).is_ok() {}
+    filler
+}
+
+#[tokio::test]
+async fn a_process_that_ends_while_its_output_waits_for_a_full_disk_is_reported_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), 4 << 20) {
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let corral = persistent(dir.path()).await;
+    let filler = fill(dir.path());
+    // Nearly a Ring (1 MiB) of output the log cannot take: the reader waits for the disk once
+    // it is within a read of the Ring's end (960 KiB), the last few KB wait in the terminal
+    // (which holds ~12 KB), and the program ends meanwhile. Its exit is still seen.
+    let h = corral
+        .sessions()
+        .spawn(sh("head -c 990000 /dev/zero | tr '\\0' x; exit 3"))
+        .await
+        .unwrap();
+    eventually("the exit is reported", Duration::from_secs(10), || {
+        h.info().state == SessionState::Stopped
+    })
+    .await;
+    assert_eq!(
+        h.info().last_exit,
+        Some(corral_actors::process::ExitStatus::Code(3))
+    );
+    std::fs::remove_file(&filler).unwrap();
+    corral.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_full_disk_is_reported_and_recovered_from() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,14 +290,7 @@ async fn a_full_disk_is_reported_and_recovered_from() {
     let _unmount = Unmount(dir.path());
     let corral = persistent(dir.path()).await;
     // Fill the disk, leaving nothing for the scrollback.
-    let filler = dir.path().join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
-        while f.write_all(&block[..512]).is_ok() {}
-    }
+    let filler = fill(dir.path());
     let h = corral
         .sessions()
         .spawn(sh(
