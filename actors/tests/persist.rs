@@ -261,15 +261,18 @@ async fn a_process_that_ends_while_its_output_waits_for_a_full_disk_is_reported_
     let _unmount = Unmount(dir.path());
     let corral = persistent(dir.path()).await;
     let filler = fill(dir.path());
-    // Nearly a Ring (1 MiB) of output the log cannot take: the reader waits for the disk once
-    // it is within a read of the Ring's end (960 KiB), the last few KB wait in the terminal
-    // (which holds ~12 KB), and the program ends meanwhile. Its exit is still seen.
+    // Nearly a Ring (1 MiB) of output the log cannot take, at ~0.5 MB/s (read inline, not a
+    // flood): the reader waits for the disk once it is within a read of the Ring's end
+    // (960 KiB), the last few KB wait in the terminal (which holds ~12 KB), and the program
+    // ends meanwhile. Its exit is still seen.
     let h = corral
         .sessions()
-        .spawn(sh("head -c 990000 /dev/zero | tr '\\0' x; exit 3"))
+        .spawn(sh(
+            "i=0; while [ $i -lt 990 ]; do head -c 1000 /dev/zero; i=$((i+1)); done | tr '\\0' x; exit 3",
+        ))
         .await
         .unwrap();
-    eventually("the exit is reported", Duration::from_secs(10), || {
+    eventually("the exit is reported", Duration::from_secs(20), || {
         h.info().state == SessionState::Stopped
     })
     .await;
