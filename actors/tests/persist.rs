@@ -231,36 +231,63 @@ fn mount_tmpfs(dir: &Path, bytes: u64) -> bool {
     }
 }
 
-struct Unmount<'a>(&'a Path);
-impl Drop for Unmount<'_> {
+/// A persistent corral whose data dir is a 4 MiB tmpfs filled up to its last byte: nothing
+/// more can be written there until `filler` is removed. Unmounted when dropped.
+struct FullDisk {
+    corral: Corral,
+    filler: std::path::PathBuf,
+    _mount: Mount,
+}
+
+/// A tmpfs mounted on a temporary dir, unmounted (then the dir removed) when dropped. Lazily:
+/// a test that failed may leave files open there (its corral not shut down), and a busy mount
+/// would otherwise stay behind.
+struct Mount(tempfile::TempDir);
+
+impl Drop for Mount {
     fn drop(&mut self) {
-        match std::process::Command::new("umount").arg(self.0).status() {
+        match std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status()
+        {
             Ok(s) if s.success() => {}
-            other => eprintln!("umount {} failed: {other:?}", self.0.display()),
+            other => eprintln!("umount {} failed: {other:?}", self.0.path().display()),
         }
     }
 }
 
-/// Fills the file system at `dir` (a small tmpfs) up to its last byte.
-fn fill(dir: &Path) -> std::path::PathBuf {
+/// A [`FullDisk`], or `None` when this machine cannot mount a tmpfs.
+async fn full_disk() -> Option<FullDisk> {
     use std::io::Write;
-    let filler = dir.join("filler");
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), 4 << 20) {
+        return None;
+    }
+    let mount = Mount(dir);
+    let corral = persistent(mount.0.path()).await;
+    let filler = mount.0.path().join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
     let block = vec![0u8; 64 * 1024];
     while f.write_all(&block).is_ok() {}
     while f.write_all(&block[..512]).is_ok() {}
-    filler
+    Some(FullDisk {
+        corral,
+        filler,
+        _mount: mount,
+    })
 }
 
 #[tokio::test]
 async fn a_process_that_ends_while_its_output_waits_for_a_full_disk_is_reported_exited() {
-    let dir = tempfile::tempdir().unwrap();
-    if !mount_tmpfs(dir.path(), 4 << 20) {
+    let Some(FullDisk {
+        corral,
+        filler,
+        _mount,
+    }) = full_disk().await
+    else {
         return;
-    }
-    let _unmount = Unmount(dir.path());
-    let corral = persistent(dir.path()).await;
-    let filler = fill(dir.path());
+    };
     // Nearly a Ring (1 MiB) of output the log cannot take, at ~0.5 MB/s (read inline, not a
     // flood): the reader waits for the disk once it is within a read of the Ring's end
     // (960 KiB), the last few KB wait in the terminal (which holds ~12 KB), and the program
@@ -286,14 +313,15 @@ async fn a_process_that_ends_while_its_output_waits_for_a_full_disk_is_reported_
 
 #[tokio::test]
 async fn a_full_disk_is_reported_and_recovered_from() {
-    let dir = tempfile::tempdir().unwrap();
-    if !mount_tmpfs(dir.path(), 4 << 20) {
+    // The disk full: nothing left for the scrollback.
+    let Some(FullDisk {
+        corral,
+        filler,
+        _mount,
+    }) = full_disk().await
+    else {
         return;
-    }
-    let _unmount = Unmount(dir.path());
-    let corral = persistent(dir.path()).await;
-    // Fill the disk, leaving nothing for the scrollback.
-    let filler = fill(dir.path());
+    };
     let h = corral
         .sessions()
         .spawn(sh(
