@@ -65,7 +65,7 @@ pub struct Subscription {
     backfill: Option<Backfill>,
     /// Zeroed bytes reserved at the front of every `Item::Output`.
     headroom: usize,
-    /// Where it reads, for a held session's copy to wait for (`crate::session::pace`).
+    /// Where it reads, for the session's output to wait for (`crate::session::pace`).
     pacer: Arc<Pacer>,
 }
 
@@ -121,7 +121,7 @@ impl Subscription {
     /// Waits for the next item; at most `max` output bytes at a time. Cancel-safe.
     pub async fn next(&mut self, max: usize) -> Item {
         let item = self.next_item(max).await;
-        // Taken: a held session's copy may go a Ring beyond this (see `session::pace`).
+        // Taken: the session's output may go a Ring beyond this (see `session::pace`).
         match &self.backfill {
             Some(_) => self.pacer.idle(),
             None => self.pacer.at(self.reader.cursor()),

@@ -246,18 +246,22 @@ pub fn clock_ticks() -> u64 {
     if t > 0 { t as u64 } else { 100 }
 }
 
-/// How long ago a process that started at `starttime` (clock ticks after boot, `/proc/<pid>/stat`
-/// field 22) started, by the system's uptime (`/proc/uptime`).
-pub fn age(starttime: u64) -> Option<std::time::Duration> {
-    let uptime: f64 = fs::read_to_string("/proc/uptime")
+/// Seconds since boot (`/proc/uptime`), the clock `/proc/<pid>/stat` start times count on.
+pub fn uptime() -> Option<f64> {
+    fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()
         .next()?
         .parse()
-        .ok()?;
+        .ok()
+}
+
+/// How long ago a process that started at `starttime` (clock ticks after boot, `/proc/<pid>/stat`
+/// field 22) started.
+pub fn age(starttime: u64) -> Option<std::time::Duration> {
     let started = starttime as f64 / clock_ticks() as f64;
     Some(std::time::Duration::from_secs_f64(
-        (uptime - started).max(0.0),
+        (uptime()? - started).max(0.0),
     ))
 }
 

@@ -178,8 +178,8 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     // Bytes read since the last tick.
     let mut fresh = false;
     let mut head = source.ring.head();
+    let capacity = source.ring.capacity() as u64;
     loop {
-        let capacity = source.ring.capacity() as u64;
         if super::pace::reader_waits(
             &source.shared.pacers,
             source.shared.feed.persisted_offset(),

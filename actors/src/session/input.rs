@@ -20,8 +20,6 @@ pub const PASTE_ENTER_DELAY: std::time::Duration = std::time::Duration::from_mil
 /// How long the Enter waits at the most for the program to answer the paste with output (see
 /// [`InputWriter::start`]).
 pub const PASTE_ENTER_MAX: std::time::Duration = std::time::Duration::from_secs(2);
-/// How often that is looked at meanwhile.
-const PASTE_ENTER_LOOK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Bytes to write, and optionally more bytes to write a moment later (a paste's Enter); the
 /// permit holds their share of the byte bound until written. One queue item, so nothing else
@@ -58,13 +56,19 @@ impl InputWriter {
         let (tx, mut rx) = BoundedSender::<Write>::channel(capacity);
         let task = tokio::spawn(async move {
             while let Some(write) = rx.recv().await {
-                let before = output.head();
+                // A reader at the output's head before the paste: its first read is the
+                // program's answer to it.
+                let answer = write.then.as_ref().map(|_| output.reader_at_head());
                 write_all(&fd, &lost, &write.bytes).await;
-                if let Some((pause, bytes)) = &write.then {
+                if let (Some((pause, bytes)), Some(mut answer)) = (&write.then, answer) {
                     tokio::time::sleep(*pause).await;
-                    let deadline = tokio::time::Instant::now() + PASTE_ENTER_MAX - *pause;
-                    while output.head() == before && tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(PASTE_ENTER_LOOK).await;
+                    let mut first = Vec::new();
+                    let read = answer.read(&mut first, 1);
+                    if tokio::time::timeout(PASTE_ENTER_MAX.saturating_sub(*pause), read)
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!("no output after a paste; its Enter goes anyway");
                     }
                     write_all(&fd, &lost, bytes).await;
                 }

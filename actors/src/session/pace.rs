@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// How long a held session's copy waits for subscribers at a time.
+/// How long a session's output waits for subscribers at a time.
 pub const PATIENCE: Duration = Duration::from_millis(20);
 /// How long it waits for them in all per [`COOLDOWN`].
 pub const BUDGET: Duration = Duration::from_millis(200);
-/// How long a subscriber that held the copy back for [`PATIENCE`] is not waited for.
+/// How long a subscriber that held the output back for [`PATIENCE`] is not waited for.
 pub const COOLDOWN: Duration = Duration::from_secs(1);
 
 /// A cursor that paces nothing (a subscription catching up from disk, or just made).
@@ -41,7 +41,7 @@ static WAITS: AtomicU64 = AtomicU64::new(0);
 static WAITED_MS: AtomicU64 = AtomicU64::new(0);
 static RAN_OUT: AtomicU64 = AtomicU64::new(0);
 
-/// Held copies' waits for subscribers since the process started: (waits, milliseconds waited,
+/// Sessions' output waits for subscribers since the process started: (waits, milliseconds waited,
 /// waits that ran out).
 pub fn stats() -> (u64, u64, u64) {
     (

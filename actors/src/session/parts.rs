@@ -10,15 +10,7 @@ use super::shared::SessionShared;
 use crate::event::SessionState;
 use crate::process::procfs;
 
-/// What `/proc/<pid>/stat` says of a process: running, sleeping, stopped, zombie, exited.
-pub fn os_state(pid: i32) -> &'static str {
-    match procfs::read_stat(pid) {
-        Ok(stat) => state_name(stat.state),
-        Err(_) => "exited",
-    }
-}
-
-/// The name of a `/proc/<pid>/stat` state letter.
+/// The name of a `/proc/<pid>/stat` state letter: running, sleeping, stopped, zombie, exited.
 fn state_name(state: char) -> &'static str {
     match state {
         'R' => "running",

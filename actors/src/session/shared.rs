@@ -132,7 +132,7 @@ pub struct SessionShared {
     seq: Mutex<u64>,
     /// Live subscriptions.
     pub(crate) viewers: AtomicUsize,
-    /// Their cursors, which a held session's copy waits for (see [`super::pace`]).
+    /// Their cursors, which the session's output waits for (see [`super::pace`]).
     pub(crate) pacers: super::pace::Pacers,
     /// Lag events delivered.
     pub(crate) lag_events: AtomicU64,

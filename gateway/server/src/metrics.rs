@@ -74,7 +74,7 @@ pub struct Metrics {
     pub hook_events: Counter,
     /// Bulk reading of flooding output, copied at scrape time (kind: slices, bytes).
     pub bulk_reading: Family<KindLabel, Counter<u64, AtomicU64>>,
-    /// Held sessions' copies waiting for their viewers (see `corral_actors::pacing_stats`).
+    /// Sessions' output waiting for their viewers (see `corral_actors::pacing_stats`).
     pub pacing: Family<KindLabel, Counter<u64, AtomicU64>>,
 }
 
@@ -165,7 +165,7 @@ impl Default for Metrics {
         );
         registry.register(
             "pacing",
-            "Held sessions' output copies waiting for viewers that keep up: waits, milliseconds waited, waits that ran out (their viewers then lapped)",
+            "Sessions' output waiting for viewers that keep up: waits, milliseconds waited, waits that ran out (their viewers then lapped)",
             m.pacing.clone(),
         );
         Metrics { registry, ..m }

@@ -98,15 +98,9 @@ pub fn scan(roots: &[Root]) -> HashMap<String, Usage> {
         let candidates = session.candidates_among(adopted.as_deref());
         found.push((&root.id, session.members(&candidates, me)));
     }
-    let tick = corral_actors::process::procfs::clock_ticks() as f64;
-    let uptime = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|u| {
-            u.split_whitespace()
-                .next()
-                .and_then(|x| x.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
+    let tick = procfs::clock_ticks() as f64;
+    // Read once for every process of the listing.
+    let uptime = procfs::uptime().unwrap_or(0.0);
     let page_kib = page_size() / 1024;
     let mut out: HashMap<String, Usage> = HashMap::new();
     for (id, procs) in found {
