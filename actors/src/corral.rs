@@ -117,7 +117,10 @@ impl Corral {
             reason: e.to_string(),
         })?;
         let sessions_spec = SupervisorSpec::new("sessions")
-            .max_children(config.sessions.max_sessions)
+            // The bound is `Sessions`'s to apply, the only way in: it refuses a new session
+            // past `max_sessions` but must admit every restored one (a running agent left out
+            // would run on unseen), so the supervisor adds no second, blind bound.
+            .max_children(usize::MAX)
             // A session actor is temporary; nothing restarts here, the intensity is moot.
             .intensity(1, Duration::from_secs(5));
         let cell = root

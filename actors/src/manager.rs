@@ -26,7 +26,8 @@ use crate::spec::SessionSpec;
 pub struct SessionsConfig {
     /// Where private TMPDIRs are created.
     pub tmp_root: PathBuf,
-    /// Bound on live sessions (default 4096).
+    /// Bound on the sessions in the registry that a spawn is refused past (default 4096);
+    /// sessions restored at boot are admitted whatever it is (see `Admission`).
     pub max_sessions: usize,
     /// Capacity of the all-sessions event stream.
     pub event_capacity: usize,
@@ -80,6 +81,40 @@ struct Registry {
     by_name: HashMap<String, Uuid>,
     /// Names reserved by spawns in progress.
     reserved: HashMap<String, Uuid>,
+}
+
+/// Whether a session is new (counted against `max_sessions`) or one that exists already (a
+/// restore at boot: admitted whatever the bound, as its process may be running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    New,
+    Existing,
+}
+
+/// A name and id held by a session while it starts, so no other spawn takes them; given back
+/// when dropped (a failed start, or a caller that stopped waiting) unless the session was
+/// indexed under them.
+struct Reserved {
+    registry: Arc<RwLock<Registry>>,
+    name: String,
+    id: Uuid,
+    settled: bool,
+}
+
+impl Reserved {
+    /// The session is indexed: the reservation ends inside the same write.
+    fn settle(mut self, reg: &mut Registry) {
+        reg.reserved.remove(&self.name);
+        self.settled = true;
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.registry.write().reserved.remove(&self.name);
+        }
+    }
 }
 
 /// Every session, with O(1) lookups by id and by name.
@@ -152,6 +187,9 @@ impl Sessions {
         spec: SessionSpec,
     ) -> Result<SessionHandle, SessionError> {
         let name = self.check_spec(id, &spec)?;
+        // Admission first: a spawn refused (its name taken, too many sessions) must leave no
+        // record, or the next boot finds two sessions of one name.
+        let reserved = self.reserve(id, &name, Admission::New)?;
         let ring = Ring::new(spec.ring_capacity);
         if let Some(p) = &self.persist {
             p.create(SessionRecord {
@@ -172,7 +210,7 @@ impl Sessions {
                 ended_ms: None,
             });
         }
-        self.register(id, name, spec, ring, None, Begin::Start)
+        self.register(reserved, spec, ring, None, Begin::Start)
             .await
     }
 
@@ -196,6 +234,10 @@ impl Sessions {
         let mut spec = spec;
         spec.name = Some(name.clone());
         self.check_spec(id, &spec)?;
+        // A session that exists already is not admitted again: the bound on sessions applies
+        // to new ones (a lower bound, or more retained ended sessions, must not leave a running
+        // agent out of the registry while its holder keeps it alive).
+        let reserved = self.reserve(id, &name, Admission::Existing)?;
         let start = match &self.persist {
             Some(p) => p.open_log(id).await.unwrap_or_else(|e| {
                 tracing::error!(session = %id, error = %e, "scrollback unreadable; output offsets restart at 0");
@@ -263,7 +305,7 @@ impl Sessions {
             lines,
             carry,
         };
-        self.register(id, name, spec, ring, Some(restored), begin)
+        self.register(reserved, spec, ring, Some(restored), begin)
             .await
     }
 
@@ -287,34 +329,47 @@ impl Sessions {
         Ok(name)
     }
 
-    /// Reserves the name, starts the actor, indexes the handle.
-    async fn register(
+    /// Holds `name` and `id` for a session about to start (or be restored), or says why not.
+    fn reserve(
         &self,
         id: Uuid,
-        name: String,
+        name: &str,
+        admission: Admission,
+    ) -> Result<Reserved, SessionError> {
+        let mut reg = self.registry.write();
+        if admission == Admission::New
+            && reg.by_id.len() + reg.reserved.len() >= self.config.max_sessions
+        {
+            return Err(SessionError::TooMany(self.config.max_sessions));
+        }
+        if reg.by_name.contains_key(name) || reg.reserved.contains_key(name) {
+            return Err(SessionError::NameTaken(name.to_string()));
+        }
+        if reg.by_id.contains_key(&id) || reg.reserved.values().any(|r| *r == id) {
+            return Err(SessionError::BadSpec(format!("session id {id} is in use")));
+        }
+        reg.reserved.insert(name.to_string(), id);
+        Ok(Reserved {
+            registry: self.registry.clone(),
+            name: name.to_string(),
+            id,
+            settled: false,
+        })
+    }
+
+    /// Starts the actor of a reserved session and indexes its handle.
+    async fn register(
+        &self,
+        reserved: Reserved,
         spec: SessionSpec,
         ring: Ring,
         restored: Option<Restored>,
         begin: Begin,
     ) -> Result<SessionHandle, SessionError> {
-        {
-            let mut reg = self.registry.write();
-            if reg.by_id.len() + reg.reserved.len() >= self.config.max_sessions {
-                return Err(SessionError::TooMany(self.config.max_sessions));
-            }
-            if reg.by_name.contains_key(&name) || reg.reserved.contains_key(&name) {
-                return Err(SessionError::NameTaken(name));
-            }
-            if reg.by_id.contains_key(&id) || reg.reserved.values().any(|r| *r == id) {
-                return Err(SessionError::BadSpec(format!("session id {id} is in use")));
-            }
-            reg.reserved.insert(name.clone(), id);
-        }
+        let (id, name) = (reserved.id, reserved.name.clone());
         let result = self
             .start_actor(id, name.clone(), spec, ring, restored, begin)
             .await;
-        let mut reg = self.registry.write();
-        reg.reserved.remove(&name);
         let handle = match result {
             Ok(h) => h,
             Err(e) => {
@@ -327,6 +382,8 @@ impl Sessions {
                 return Err(e);
             }
         };
+        let mut reg = self.registry.write();
+        reserved.settle(&mut reg);
         reg.by_name.insert(name, id);
         reg.by_id.insert(id, handle.clone());
         Ok(handle)

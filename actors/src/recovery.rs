@@ -6,6 +6,9 @@
 //! 1. **Retention.** Sessions that ended (Stopped/Failed and not interrupted by a shutdown) longer
 //!    ago than [`EndedRetention::max_age`], or beyond the newest [`EndedRetention::max_sessions`],
 //!    are deleted with their scrollback.
+//!    Kept sessions that share a name (a data dir written by an older server) are told apart:
+//!    the name stays with the one whose process still runs, the others are renamed
+//!    (`unique_names`), so every session is restored — none runs on outside the registry.
 //! 2. **Orphans.** A session recorded as live (not final) means the server died under it. Its
 //!    main process is looked up by its recorded identity (pid, start time, boot id) — never by
 //!    name — and, when it is still that very process, it and its tree (session id, process
@@ -100,6 +103,74 @@ pub fn retain(
     (keep, collected)
 }
 
+/// Gives every kept record a name of its own, and returns what each renamed one is told.
+///
+/// Two records of one name come from a data dir an older server wrote (it recorded a spawn it
+/// then refused for its name). Restoring both would fail one of them — and a running agent
+/// left out of the registry is seen by nobody and stopped by nothing. So the name stays with
+/// the session that matters most (its process runs under its holder, then it was live, then
+/// the newest) and the others become `name-<first 8 hex of the id>` (the whole id if that is
+/// taken too), recorded as such.
+fn unique_names(
+    keep: &mut [SessionRecord],
+    held: &std::collections::HashSet<Uuid>,
+) -> std::collections::HashMap<Uuid, String> {
+    let rank = |r: &SessionRecord| {
+        (
+            held.contains(&r.id),
+            was_live(r.row.state, r.row.interrupted),
+            r.created_ms,
+        )
+    };
+    let mut order: Vec<usize> = (0..keep.len()).collect();
+    order.sort_by(|a, b| rank(&keep[*b]).cmp(&rank(&keep[*a])));
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut renamed = std::collections::HashMap::new();
+    for i in order {
+        let r = &mut keep[i];
+        if taken.insert(r.name.clone()) {
+            continue;
+        }
+        let short = format!("{}-{}", r.name, &r.id.simple().to_string()[..8]);
+        let new = if taken.contains(&short) {
+            format!("{}-{}", r.name, r.id)
+        } else {
+            short
+        };
+        tracing::warn!(session = %r.id, old = %r.name, new = %new, "two sessions had one name; renamed");
+        renamed.insert(
+            r.id,
+            format!("renamed from '{}' (another session has that name)", r.name),
+        );
+        r.name = new.clone();
+        r.spec.name = Some(new.clone());
+        taken.insert(new);
+    }
+    renamed
+}
+
+/// Ends the session of a holder whose record could not be restored (see [`restore_one`]).
+async fn release_holder(sessions: &Sessions, id: Uuid) {
+    let Some(socket) = sessions.holders().map(|h| h.socket(id)) else {
+        return;
+    };
+    let released = tokio::task::spawn_blocking(move || {
+        crate::holder::launch::release(&socket, Duration::from_secs(5))
+    })
+    .await;
+    match released {
+        Ok(Ok(())) => {
+            tracing::warn!(session = %id, "its holder ended the session it could not be restored into")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(session = %id, error = %e, "could not release the holder of a session not restored")
+        }
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "releasing the holder of a session not restored panicked")
+        }
+    }
+}
+
 /// Terminates what is left of a session whose server died under it. Returns processes killed,
 /// and whether the recorded main process was still alive.
 async fn terminate_leftovers(record: &SessionRecord) -> (usize, bool) {
@@ -162,6 +233,11 @@ pub async fn reconcile(
             .collect(),
         None => Default::default(),
     };
+    let mut keep = keep;
+    let renamed = unique_names(&mut keep, &held);
+    for r in keep.iter().filter(|r| renamed.contains_key(&r.id)) {
+        persist.create(r.clone());
+    }
     let sweeps = keep
         .iter()
         .filter(|r| !r.row.state.is_final() && !held.contains(&r.id))
@@ -177,16 +253,18 @@ pub async fn reconcile(
     // Phase 2: restore, a bounded number at a time.
     let swept = &swept;
     let held = &held;
+    let renamed = &renamed;
     let outcomes: Vec<(Uuid, SessionSpec, Result<Outcome, String>)> =
         futures::stream::iter(keep.into_iter().map(|record| async move {
             let id = record.id;
             let spec = record.spec.clone();
             let leftovers = swept.get(&id).copied().unwrap_or((0, false));
             let adopt = held.contains(&id);
+            let note = renamed.get(&id).map(String::as_str);
             (
                 id,
                 spec,
-                restore_one(sessions, record, leftovers, adopt).await,
+                restore_one(sessions, record, leftovers, adopt, note).await,
             )
         }))
         .buffer_unordered(CONCURRENCY)
@@ -253,7 +331,13 @@ async fn restore_one(
     mut record: SessionRecord,
     (killed, main_alive): (usize, bool),
     adopt: bool,
+    note: Option<&str>,
 ) -> Result<Outcome, String> {
+    let noted = |decision: Option<String>| match (note, decision) {
+        (Some(n), Some(d)) => Some(format!("{n}; {d}")),
+        (Some(n), None) => Some(n.to_string()),
+        (None, d) => d,
+    };
     if adopt {
         // Its process kept running under its holder: the session attaches to it (and if that
         // fails, reports the process lost and applies its policy itself).
@@ -265,15 +349,23 @@ async fn restore_one(
             ),
             None => "the server stopped while the session ran; reattaching to its holder".into(),
         };
-        return sessions
-            .restore(record, Begin::Adopt, Some(decision))
+        let id = record.id;
+        return match sessions
+            .restore(record, Begin::Adopt, noted(Some(decision)))
             .await
-            .map(|h| Outcome {
+        {
+            Ok(h) => Ok(Outcome {
                 restarted: false,
                 reattached: h.info().pid.is_some(),
                 killed: 0,
-            })
-            .map_err(|e| e.to_string());
+            }),
+            Err(e) => {
+                // Not in the registry, its program would run on unseen and never be stopped:
+                // its holder ends it (a holder never outlives its session).
+                release_holder(sessions, id).await;
+                Err(e.to_string())
+            }
+        };
     }
     let live = was_live(record.row.state, record.row.interrupted);
     let crashed = !record.row.state.is_final();
@@ -338,7 +430,7 @@ async fn restore_one(
     record.row.process = None;
     record.row.interrupted = false;
     let fallback = record.clone();
-    match sessions.restore(record, begin, decision).await {
+    match sessions.restore(record, begin, noted(decision)).await {
         Ok(_) => Ok(Outcome {
             restarted: restart,
             reattached: false,
@@ -350,7 +442,11 @@ async fn restore_one(
             record.row.state = SessionState::Failed;
             record.row.reason = Some(format!("could not restart after recovery: {e}"));
             sessions
-                .restore(record, Begin::Dormant, Some(format!("restart failed: {e}")))
+                .restore(
+                    record,
+                    Begin::Dormant,
+                    noted(Some(format!("restart failed: {e}"))),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Outcome {

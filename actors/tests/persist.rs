@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use corral_actors::persist::{Chunk, PersistConfig};
 use corral_actors::{
-    Corral, CorralConfig, EventKind, Mode, RestartPolicy, SessionSpec, SessionState,
+    Corral, CorralConfig, EventKind, Mode, RestartPolicy, SessionError, SessionSpec, SessionState,
 };
 
 async fn persistent(dir: &Path) -> Corral {
@@ -442,6 +442,64 @@ async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
         corral_actors::Item::Lagged(l) if gaps.contains(&(l.from, l.to)) => {}
         other => panic!("{other:?}"),
     }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_past_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |max_sessions: usize| {
+        let persist = PersistConfig::new(dir.path());
+        async move {
+            let mut config = CorralConfig {
+                persist: Some(persist),
+                ..Default::default()
+            };
+            config.sessions.max_sessions = max_sessions;
+            Corral::start(config).await.expect("corral starts")
+        }
+    };
+    let corral = start(3).await;
+    let s = corral.sessions();
+    let a = s.spawn(sh("exec sleep 1000").name("a")).await.unwrap();
+    let b = s.spawn(sh("echo b").name("b")).await.unwrap();
+    let taken = s.spawn(sh("exec sleep 1000").name("a")).await.err();
+    assert!(
+        matches!(taken, Some(SessionError::NameTaken(ref n)) if n == "a"),
+        "{taken:?}"
+    );
+    let c = s.spawn(sh("echo c").name("c")).await.unwrap();
+    let full = s.spawn(sh("exec sleep 1000").name("d")).await.err();
+    assert!(matches!(full, Some(SessionError::TooMany(3))), "{full:?}");
+    let p = corral.persist().unwrap();
+    p.flush().await.unwrap();
+    let mut names: Vec<String> = p
+        .load()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"], "a refused spawn is never recorded");
+    let ids: Vec<String> = [&a, &b, &c].iter().map(|h| h.id().to_string()).collect();
+    for log in std::fs::read_dir(dir.path().join("logs")).unwrap() {
+        let log = log.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(ids.contains(&log), "nor given a log: {log}");
+    }
+    corral.shutdown().await.unwrap();
+
+    // A lower bound at the next boot: the sessions that exist are restored all the same (the
+    // bound is for new ones), and a new one is refused.
+    let corral = start(1).await;
+    let report = corral.recovery().unwrap().clone();
+    assert_eq!((report.restored, report.failed.len()), (3, 0), "{report:?}");
+    let s = corral.sessions();
+    for h in [&a, &b, &c] {
+        assert_eq!(s.get(&h.info().name).unwrap().id(), h.id());
+    }
+    let full = s.spawn(sh("exec sleep 1000").name("d")).await.err();
+    assert!(matches!(full, Some(SessionError::TooMany(1))), "{full:?}");
     corral.shutdown().await.unwrap();
 }
 

@@ -210,6 +210,37 @@ impl Ring {
         head
     }
 
+    /// Moves the head forward to `offset` with no bytes: `[head, offset)` exists nowhere (it was
+    /// lost upstream), so every reader behind `offset` gets a [`Lagged`] naming the range, and
+    /// the next append lands at `offset`. Nothing happens when `offset` is not past the head.
+    pub fn skip_to(&self, offset: u64) {
+        let shared = &*self.shared;
+        let cap = shared.capacity;
+        let wake = {
+            let mut st = shared.state.lock();
+            if offset <= st.head {
+                return;
+            }
+            // Keep the layout `append` relies on: `min(head - origin, cap)` bytes, offset `o`
+            // at `(o - origin) % cap`. The filler is never read (the tail moves to `offset`).
+            let written = (offset - shared.origin).min(cap as u64) as usize;
+            if st.buf.len() < written {
+                st.grow(written, cap);
+                st.buf.resize(written, 0);
+            }
+            st.head = offset;
+            st.tail = offset;
+            let wake = offset >= st.wake_at;
+            if wake {
+                st.wake_at = u64::MAX;
+            }
+            wake
+        };
+        if wake {
+            shared.notify.notify_waiters();
+        }
+    }
+
     /// Ends every pending [`RingReader::wait_for`] now, whether or not its batch is complete: the
     /// writer's cue that what has arrived should go out (a tick of a flood). With the writer
     /// giving this cue, batching readers need no timer of their own. Cheap when nobody waits (one
@@ -895,5 +926,47 @@ mod tests {
         let mut out = Vec::new();
         let future = reader.read(&mut out, 4);
         assert_send(&future);
+    }
+
+    #[test]
+    fn a_skip_is_a_lag_for_every_reader_behind_it_and_appends_land_after_it() {
+        for (cap, before, skip) in [(16, 5, 9), (16, 5, 40), (16, 30, 50), (0, 3, 7)] {
+            let ring = Ring::with_start(cap, 100);
+            ring.append(&vec![1; before]);
+            let mut reader = ring.reader(100).unwrap();
+            let head = 100 + before as u64;
+            ring.skip_to(head - 1);
+            assert_eq!(ring.head(), head, "never backwards");
+            ring.skip_to(head + skip);
+            assert_eq!((ring.head(), ring.tail()), (head + skip, head + skip));
+            let mut out = Vec::new();
+            assert_eq!(
+                reader.try_read(&mut out, 64),
+                Read::Lagged(Lagged {
+                    from: 100,
+                    to: head + skip
+                })
+            );
+            ring.append(b"abc");
+            if cap > 0 {
+                assert_eq!(
+                    reader.try_read(&mut out, 64),
+                    Read::Data {
+                        offset: head + skip,
+                        len: 3
+                    }
+                );
+                assert_eq!(out, b"abc");
+                // Past the wrap, every byte still lands where it is read back.
+                let more: Vec<u8> = (0..40u8).collect();
+                ring.append(&more);
+                out.clear();
+                let mut at = ring.tail();
+                while let Read::Data { len, .. } = ring.read_at(at, &mut out, 64) {
+                    at += len as u64;
+                }
+                assert_eq!(out, more[40 - cap..]);
+            }
+        }
     }
 }

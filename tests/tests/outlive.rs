@@ -729,3 +729,179 @@ async fn a_holder_whose_data_dir_is_gone_ends_its_session_even_while_its_program
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn two_sessions_of_one_name_both_come_back_and_the_running_one_keeps_it() {
+    // A spawn refused for its name used to leave a record, so the next boot found two
+    // sessions of one name, restored one (the ended one, say) and left the other out of the
+    // registry — its program running on under its holder, seen and stopped by nobody. Now a
+    // refused spawn leaves nothing, and a data dir that holds such a pair (an older server
+    // wrote it) comes back whole: the running session keeps the name, the other is renamed.
+    let mut server = Server::start();
+    let running = server
+        .spawn(json!({"name": "w", "argv": ["sh", "-c", "echo up; exec cat"]}))
+        .await;
+    let ended = server
+        .spawn(json!({"name": "other", "argv": ["true"]}))
+        .await;
+    let rid = running["id"].as_str().unwrap().to_string();
+    let eid = ended["id"].as_str().unwrap().to_string();
+    let pid = running["pid"].as_i64().unwrap();
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions",
+            Some(&server.token),
+            Some(&json!({"name": "w", "argv": ["cat"]})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.session(&eid).await["state"] != "stopped" {
+        assert!(Instant::now() < deadline, "`true` ends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    server.restart();
+    assert_eq!(
+        list(&server).await.len(),
+        2,
+        "the refused spawn left no session"
+    );
+
+    // What an older server left: a second record of the name.
+    server.kill();
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    let changed = db
+        .execute("UPDATE sessions SET name = 'w' WHERE id = ?1", [&eid])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let renamed = format!("w-{}", &eid.replace('-', "")[..8]);
+    for boot in 0..2 {
+        server.restart();
+        let w = server.session("w").await;
+        assert_eq!(w["id"], rid.as_str(), "boot {boot}: {w}");
+        assert_eq!(w["state"], "running", "boot {boot}: {w}");
+        assert_eq!(
+            w["pid"].as_i64(),
+            Some(pid),
+            "boot {boot}: same process: {w}"
+        );
+        let other = server.session(&eid).await;
+        assert_eq!(other["name"], renamed.as_str(), "boot {boot}: {other}");
+        assert_eq!(other["state"], "stopped", "boot {boot}: {other}");
+        server.kill();
+    }
+    server.restart();
+    let said: Vec<String> = server
+        .events_of(&eid, "recovery")
+        .await
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        said.iter().any(|e| e.contains("renamed from 'w'")),
+        "{said:?}"
+    );
+    let (code, _) = server.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    assert!(!alive(pid as i32), "a full stop ends it");
+}
+
+#[tokio::test]
+async fn a_log_damaged_past_what_its_holder_holds_keeps_the_program_and_records_the_gap() {
+    // The log's end is damaged (a bad sector, a torn write) further back than the running
+    // holder holds: into the output of the session's previous process, whose holder is gone.
+    // Those bytes exist nowhere any more. The next server must not take that out on the
+    // program (it used to kill it and start another: a chaos run's "torn log tail" fault);
+    // it reattaches and records the loss as a gap.
+    let mut server = Server::start();
+    let mark = tempfile::tempdir().unwrap();
+    let script = format!(
+        "if [ -e {m} ]; then echo again; else touch {m}; head -c 5000 /dev/zero | tr '\\0' x; echo; fi; exec sleep 1000",
+        m = mark.path().join("ran").display()
+    );
+    let info = server
+        .spawn(json!({"name": "twice", "argv": ["sh", "-c", script], "restart": "always"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    until_logged(&server, &id, 5002, "the first process's output").await;
+    let first = info["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    until_logged(&server, &id, 5009, "the second process's output").await;
+    let s = server.session(&id).await;
+    assert_eq!(s["restarts"], 1, "{s}");
+    let pid = s["pid"].as_i64().unwrap();
+    server.kill();
+    let logs = server.dir.path().join("logs").join(&id);
+    let mut segs: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    assert!(
+        log_bytes(server.dir.path(), &id).len() < 5002,
+        "the cut reaches the first process's output"
+    );
+    server.restart();
+    let s = server.session(&id).await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"].as_i64(), Some(pid), "the same process: {s}");
+    assert_eq!(s["restarts"], 1, "{s}");
+    // Output after the gap is logged after it.
+    server.cli_ok(&["send", &id, "hello\n"]).await;
+    let (reader, _) = corral_actors::persist::LogReader::open(&logs).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let chunks = loop {
+        let (reader, _) = corral_actors::persist::LogReader::open(&logs).unwrap();
+        let chunks = reader.read_range(0, usize::MAX).unwrap();
+        let text: Vec<u8> = chunks
+            .iter()
+            .filter_map(|c| match c {
+                corral_actors::persist::Chunk::Data { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if String::from_utf8_lossy(&text).contains("hello") {
+            break chunks;
+        }
+        assert!(Instant::now() < deadline, "the echo is logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(reader);
+    let gaps: Vec<(u64, u64)> = chunks
+        .iter()
+        .filter_map(|c| match c {
+            corral_actors::persist::Chunk::Gap { from, to } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap: {gaps:?}");
+    assert_eq!(
+        gaps[0].1, 5002,
+        "it ends where the second process's output begins"
+    );
+    let said: Vec<String> = server
+        .events_of(&id, "recovery")
+        .await
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(said.iter().any(|e| e.contains("lost")), "{said:?}");
+}

@@ -187,6 +187,9 @@ pub struct Attached {
     pub io: HeldIo,
     /// The program's exit, if it ended while no server was attached.
     pub exited: Option<Exit>,
+    /// Output `[from, to)` asked for but held nowhere any more: the server's log lost it (storage
+    /// damage) after the holder that had it was gone. The output starts at `to`.
+    pub lost: Option<(u64, u64)>,
 }
 
 /// What a holder runs.
@@ -318,6 +321,8 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
     wire::send(conn.as_fd(), &ToHolder::Hello { v: VERSION, from }, &[])?;
     let deadline = std::time::Instant::now() + WELCOME_TIMEOUT;
     let mut spoken = VERSION;
+    let mut from = from;
+    let mut lost = None;
     let (msg, mut fds) = loop {
         wait_readable(
             &conn,
@@ -332,6 +337,16 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             FromHolder::Refused { v, .. } if v < spoken && v >= 1 => {
                 spoken = v;
                 wire::send(conn.as_fd(), &ToHolder::Hello { v, from }, &[])?;
+            }
+            // Bytes before what it holds are gone from everywhere: take what is held, once,
+            // and say what was lost (never forward past what it has).
+            FromHolder::Refused {
+                held: Some((first, end)),
+                ..
+            } if lost.is_none() && from < first && first <= end => {
+                lost = Some((from, first));
+                from = first;
+                wire::send(conn.as_fd(), &ToHolder::Hello { v: spoken, from }, &[])?;
             }
             _ => break got,
         }
@@ -372,6 +387,7 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
                 socket: conn,
                 io,
                 exited,
+                lost,
             })
         }
         FromHolder::Refused { reason, .. } => Err(io::Error::other(format!(
@@ -381,6 +397,29 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             "unexpected answer from the holder: {other:?} with {} fds",
             fds.len()
         ))),
+    }
+}
+
+/// Ends the session of the holder listening at `socket` without attaching to it: it kills
+/// what is left of the program's group, reaps it, removes its files and exits (`Release`).
+/// Waits up to `timeout` for the holder to hang up. For a held session no server can take on
+/// (boot reconciliation could not restore its record): a holder never outlives its session.
+pub fn release(socket: &Path, timeout: Duration) -> io::Result<()> {
+    let conn = wire::connect(socket)?;
+    wire::send(conn.as_fd(), &ToHolder::Release, &[])?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        wait_readable(
+            &conn,
+            deadline.saturating_duration_since(std::time::Instant::now()),
+        )?;
+        // Anything it says before hanging up (an exit report) is of no use any more.
+        match wire::recv::<FromHolder>(&conn, MsgFlags::MSG_DONTWAIT) {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -502,6 +541,7 @@ mod tests {
             let refused = FromHolder::Refused {
                 v: 1,
                 reason: "holder speaks protocol 1".into(),
+                held: None,
             };
             wire::send(conn.as_fd(), &refused, &[]).unwrap();
             wait_readable(&conn, Duration::from_secs(5)).unwrap();

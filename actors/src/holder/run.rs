@@ -540,14 +540,17 @@ impl Holder {
         // Version 1 differs only for pipe sessions (whose output it left in the pipes): a
         // terminal's holder speaks it too, so an older server can still take it back.
         if v != VERSION && !(v == 1 && self.streams.is_none()) {
-            return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"));
+            return self.refuse(format!("holder speaks protocol {VERSION}, not {v}"), None);
         }
-        if from < self.ring.held_from() || from > self.ring.end() {
-            return self.refuse(format!(
-                "output from offset {from} is not held (held: {}..{})",
-                self.ring.held_from(),
-                self.ring.end()
-            ));
+        let held = (self.ring.held_from(), self.ring.end());
+        if from < held.0 || from > held.1 {
+            return self.refuse(
+                format!(
+                    "output from offset {from} is not held (held: {}..{})",
+                    held.0, held.1
+                ),
+                Some(held),
+            );
         }
         // Bytes from `from` on are this server's to log: none may be overwritten.
         self.ring.rewind_acked(from);
@@ -575,9 +578,16 @@ impl Holder {
         }
     }
 
-    fn refuse(&mut self, reason: String) {
+    fn refuse(&mut self, reason: String, held: Option<(u64, u64)>) {
         eprintln!("corral holder: refused: {reason}");
-        self.tell(&FromHolder::Refused { v: VERSION, reason }, &[]);
+        self.tell(
+            &FromHolder::Refused {
+                v: VERSION,
+                reason,
+                held,
+            },
+            &[],
+        );
     }
 
     /// Sends to the attached server; a failed send detaches it.

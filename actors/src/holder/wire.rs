@@ -84,6 +84,12 @@ pub enum FromHolder {
         v: u32,
         /// Why.
         reason: String,
+        /// When the offset is not held: the output offsets that are, `[from, to)`. A server
+        /// whose log lost bytes this holder no longer has (storage damage past a previous
+        /// incarnation) says `Hello` again from `from` and records the rest as a gap. Absent
+        /// from older holders.
+        #[serde(default)]
+        held: Option<(u64, u64)>,
     },
 }
 

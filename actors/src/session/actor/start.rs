@@ -125,6 +125,18 @@ impl SessionActorState {
         let result = match attached {
             Ok(a) => {
                 let (pid, holder, exited) = (a.pid, a.holder, a.exited);
+                if let Some((from, to)) = a.lost {
+                    // The log lost its end (storage damage) and no holder has those bytes any
+                    // more: the program keeps running, the gap is said, never papered over —
+                    // the Ring skips it (a viewer behind gets `lagged`), the log records it.
+                    tracing::warn!(session = %id, from, to, "output lost from the log and no longer held; recorded as a gap");
+                    self.shared.ring.skip_to(to);
+                    self.shared.emit(EventKind::Recovery {
+                        decision: format!(
+                            "output {from}..{to} lost: the log was damaged past what its holder still held; recorded as a gap"
+                        ),
+                    });
+                }
                 match Spawned::held(a) {
                     Ok(spawned) => match self.run(myself, generation, spawned).await {
                         Ok(()) => {
