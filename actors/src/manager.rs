@@ -187,6 +187,9 @@ impl Sessions {
         spec: SessionSpec,
     ) -> Result<SessionHandle, SessionError> {
         let name = self.check_spec(id, &spec)?;
+        if spec.name.is_some() {
+            check_new_name(&name)?;
+        }
         // Admission first: a spawn refused (its name taken, too many sessions) must leave no
         // record, or the next boot finds two sessions of one name.
         let reserved = self.reserve(id, &name, Admission::New)?;
@@ -663,6 +666,34 @@ async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec
 }
 
 /// `<program>-<first 8 hex of the id>`.
+/// Longest name a new session may be given, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// A new session's name must fit a column, print as itself and never pass for an id: at most
+/// [`MAX_NAME`] bytes, no control characters (a name is printed by `corral ps` to terminals),
+/// not a UUID (a key that parses as one is looked up as an id). Names already recorded are
+/// restored as they are.
+fn check_new_name(name: &str) -> Result<(), SessionError> {
+    if name.len() > MAX_NAME {
+        return Err(SessionError::BadSpec(format!(
+            "name is {} bytes long; at most {MAX_NAME}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(SessionError::BadSpec(format!(
+            "name contains the control character {:?}",
+            c
+        )));
+    }
+    if Uuid::parse_str(name).is_ok() {
+        return Err(SessionError::BadSpec(
+            "name is a session id; choose another".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn default_name(program: &str, id: Uuid) -> String {
     let base = std::path::Path::new(program)
         .file_name()

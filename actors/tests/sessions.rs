@@ -612,6 +612,32 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
             .await,
         Err(SessionError::BadSpec(_))
     ));
+    // Names: at most MAX_NAME bytes, no control characters, never an id.
+    let named = |name: String| {
+        let s = corral.sessions().clone();
+        async move { s.spawn(SessionSpec::new(["cat"]).name(name)).await.err() }
+    };
+    for bad in [
+        "n".repeat(corral_actors::manager::MAX_NAME + 1),
+        "red\x1b[31m".to_string(),
+        "two\nlines".to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    ] {
+        let e = named(bad.clone()).await;
+        assert!(
+            matches!(e, Some(SessionError::BadSpec(_))),
+            "{bad:?}: {e:?}"
+        );
+    }
+    let longest = "n".repeat(corral_actors::manager::MAX_NAME);
+    assert!(named(longest.clone()).await.is_none(), "{longest} is fine");
+    assert!(named("a name with spaces".into()).await.is_none());
+    corral.sessions().remove(&longest).await.unwrap();
+    corral
+        .sessions()
+        .remove("a name with spaces")
+        .await
+        .unwrap();
     corral.sessions().remove(&h.id().to_string()).await.unwrap();
     assert!(corral.sessions().get(h.name()).is_err());
     assert_nothing_left(&h, None).await;
