@@ -155,6 +155,11 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
         &["wait", "allowed", "--for", "exit", "--timeout", "5"],
     );
     assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("signal ") || said.starts_with("exit "),
+        "how it ended: {said}"
+    );
     // Waiting for idle on an ended session: exit status 3.
     let out = corral(
         &server,

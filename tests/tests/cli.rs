@@ -623,7 +623,7 @@ fn usage_covers_the_whole_tree_an_escapee_included_and_nothing_else() {
             "the two sleeps {procs:?}, not the holder, not the server: {}",
             ps[0]
         );
-        ok(&server, &["rm", "tree"]);
+        assert_eq!(ok(&server, &["rm", "tree"]), "tree removed\n");
         assert!(session_processes(&id).is_empty());
     }
 }

@@ -319,7 +319,13 @@ pub async fn run(
         ClientCommand::Stop { session } => show(&session, client.stop(&session, None).await?),
         ClientCommand::Kill { session } => op(&client, Op::Kill { session }).await?,
         ClientCommand::Restart { session } => op(&client, Op::Restart { session }).await?,
-        ClientCommand::Rm { session } => show(&session, client.remove(&session).await?),
+        ClientCommand::Rm { session } => {
+            let s = client.remove(&session).await?;
+            println!(
+                "{} removed",
+                if s.name.is_empty() { &session } else { &s.name }
+            );
+        }
         ClientCommand::Send {
             session,
             text,
@@ -568,7 +574,7 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
 }
 
 /// A state as the API spells it.
-fn state_name(state: corral_actors::SessionState) -> String {
+pub(crate) fn state_name(state: corral_actors::SessionState) -> String {
     serde_json::to_value(state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -1,7 +1,8 @@
 //! Wait: `corral wait SESSION --for idle|needs_permission|exit`, for scripts. It follows the
 //! session's events over the WebSocket (no polling): after each event it reads the session once
 //! and checks the condition. Exit status: 0 reached, 3 the session ended before (for idle and
-//! needs_permission); the caller's timeout gives 2.
+//! needs_permission); the caller's timeout gives 2. `--for exit` prints how the process ended
+//! (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
 
 use std::process::ExitCode;
 
@@ -23,6 +24,13 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
         _ => view.info.attention == Some(Attention::NeedsPermission),
     };
     if reached {
+        // How it ended, for a script to read (as `docker wait` prints the code).
+        if until == "exit" {
+            match view.info.last_exit {
+                Some(status) => println!("{status}"),
+                None => println!("{}", crate::commands::state_name(view.info.state)),
+            }
+        }
         Some(ExitCode::SUCCESS)
     } else if ended {
         eprintln!("corral: {} ended before it was {until}", view.info.name);
