@@ -190,6 +190,16 @@ async fn shutdown_keeping_sessions_leaves_them_for_the_next_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("keep running"));
+    // When the CLI returns the server is gone, data dir lock released: `corral shutdown &&
+    // corral serve` starts the next one at once (it used to return while the old one still
+    // held the lock, and the new one refused to start).
+    let lock = std::fs::File::open(server.dir.path().join("lock")).unwrap();
+    let free = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock);
+    assert!(
+        free.is_ok(),
+        "the data dir is still locked after `corral shutdown`"
+    );
+    drop(free);
     let (code, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "the server exited by itself, cleanly");
     let pid = info["pid"].as_i64().unwrap() as i32;

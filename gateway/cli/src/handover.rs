@@ -35,8 +35,21 @@ pub async fn upgrade(client: &Client) -> anyhow::Result<()> {
     }
 }
 
-/// Asks the server to leave, then waits until it no longer answers.
+/// Asks the server to leave, then waits until it no longer answers — and, for a server on
+/// this machine (the data dir's socket), until its process has exited: it stops answering
+/// before it has released the data dir, and `corral shutdown && corral serve` must not find
+/// the old server still holding it.
 pub async fn shutdown(client: &Client, keep_sessions: bool) -> anyhow::Result<()> {
+    // Its pidfd is opened while it surely runs, so a reused pid can never be mistaken for it.
+    let local = match client.endpoint {
+        corral_client::Endpoint::Unix(_) => client
+            .health()
+            .await
+            .ok()
+            .and_then(|h| i32::try_from(h.pid).ok())
+            .and_then(|pid| corral_actors::process::pidfd::PidFd::open(pid).ok()),
+        corral_client::Endpoint::Tcp(_) => None,
+    };
     let server = client.shutdown(keep_sessions).await?;
     let deadline = Instant::now() + WAIT;
     while client
@@ -48,6 +61,19 @@ pub async fn shutdown(client: &Client, keep_sessions: bool) -> anyhow::Result<()
             bail!("the server (pid {}) is still up after {WAIT:?}", server.pid);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(pidfd) = local.filter(|p| i64::from(p.pid()) == i64::from(server.pid))
+        && tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            pidfd.exited(),
+        )
+        .await
+        .is_err()
+    {
+        bail!(
+            "the server (pid {}) stopped answering but is still running after {WAIT:?}",
+            server.pid
+        );
     }
     if keep_sessions {
         println!(
