@@ -87,6 +87,30 @@ fn client_commands_without_a_server_say_so() {
 }
 
 #[test]
+fn a_busy_port_fails_the_start_naming_it_before_any_session_is_touched() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", &addr])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")),
+        "the error names the address: {err}"
+    );
+    assert!(
+        !dir.path().join("state.db").exists(),
+        "nothing opened before the port"
+    );
+}
+
+#[test]
 fn hook_posts_events_for_its_session() {
     let server = Server::start();
     let id = ok(&server, &["spawn", "--name", "agent", "--", "cat"])

@@ -13,7 +13,7 @@ use corral_client::{Client, Incoming};
 use corral_server::protocol::{Op, Reply, SessionView, TokenRequest, TokenScope};
 use serde_json::{Value, json};
 
-use crate::output::{fmt_time, print_ps, print_tree};
+use crate::output::{fmt_time, print_ps, print_tree, state_name};
 
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
@@ -571,14 +571,6 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
         }
         other => bail!("unexpected answer: {other:?}"),
     }
-}
-
-/// A state as the API spells it.
-pub(crate) fn state_name(state: corral_actors::SessionState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
 }
 
 fn is_final(event: &Value) -> bool {

@@ -57,6 +57,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
     }
+    // The port first: a busy one fails the start before any session is touched.
+    let listener = match crate::upgrade::inherited_listener()? {
+        Some(l) => tokio::net::TcpListener::from_std(l)?,
+        None => tokio::net::TcpListener::bind(opts.gateway.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {}: {e} (another server on that port? `--listen ADDR` or `listen` in the config picks another)",
+                    opts.gateway.listen
+                )
+            })?,
+    };
     let tmp_root = data.path().join("tmp");
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -97,10 +109,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .intensity(1, Duration::from_secs(5)),
     )
     .await?;
-    let listener = match crate::upgrade::inherited_listener()? {
-        Some(l) => tokio::net::TcpListener::from_std(l)?,
-        None => tokio::net::TcpListener::bind(opts.gateway.listen).await?,
-    };
     // Kept for a successor (`corral upgrade`): it inherits this very socket, so clients
     // connecting during the handover wait in its backlog instead of being refused.
     let handover = {
