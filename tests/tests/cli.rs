@@ -60,6 +60,11 @@ fn spawn_send_logs_stop_ps() {
     assert!(ok(&server, &["stop", "work"]).contains("stopped"));
     let ps = ok(&server, &["ps"]);
     assert!(ps.lines().nth(1).unwrap().contains("stopped"), "{ps}");
+    // How it ended, worded as the events and `corral wait` word it (bash ends on SIGHUP).
+    assert!(
+        ps.lines().nth(1).unwrap().contains("signal 1 (SIGHUP)"),
+        "{ps}"
+    );
     assert!(session_processes(&id).is_empty());
     // Errors: one line on stderr, non-zero exit.
     let out = corral(&server, &["stop", "nope"]);

@@ -8,30 +8,28 @@ use serde_json::Value;
 
 /// The `ps` table.
 pub fn print_ps(views: &[SessionView]) {
-    let list: Vec<Value> = views
+    let list: Vec<(&SessionView, Value)> = views
         .iter()
-        .filter_map(|v| serde_json::to_value(v).ok())
+        .filter_map(|v| Some((v, serde_json::to_value(v).ok()?)))
         .collect();
     println!(
-        "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<18} {:>3} {:>6} {:>8}  ATTENTION",
+        "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  ATTENTION",
         "ID", "NAME", "STATE", "PID", "UPTIME", "RST", "LAST EXIT", "VWR", "CPU%", "RSS"
     );
     let now = SystemTime::now();
-    for s in &list {
+    for (view, s) in &list {
         let uptime = corral_actors::time::from_json(&s["started_at"])
             .filter(|_| s["pid"].is_number())
             .and_then(|t| now.duration_since(t).ok().map(|d| d.as_secs()))
             .map(fmt_secs)
             .unwrap_or_else(|| "-".into());
-        let exit = match &s["last_exit"] {
-            Value::Object(m) => m
-                .iter()
-                .map(|(k, v)| format!("{} {v}", k.to_lowercase()))
-                .collect(),
-            _ => "-".to_string(),
-        };
+        // As the events and `corral wait` say it: `exit 3`, `signal 9 (SIGKILL)`.
+        let exit = view
+            .info
+            .last_exit
+            .map_or_else(|| "-".to_string(), |e| e.to_string());
         println!(
-            "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<18} {:>3} {:>6} {:>8}  {}",
+            "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
             &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
             s["name"].as_str().unwrap_or(""),
             s["state"].as_str().unwrap_or(""),
@@ -59,7 +57,7 @@ pub fn print_ps(views: &[SessionView]) {
         );
     }
     // Persistence trouble is loud: one line per affected session.
-    for s in list {
+    for (_, s) in list {
         if let Some(e) = s["persist_error"].as_str() {
             println!("PERSIST  {}: {e}", s["name"].as_str().unwrap_or(""));
         }
