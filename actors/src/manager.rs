@@ -237,9 +237,9 @@ impl Sessions {
         let mut spec = spec;
         spec.name = Some(name.clone());
         self.check_spec(id, &spec)?;
-        // A session that exists already is not admitted again: the bound on sessions applies
-        // to new ones (a lower bound, or more retained ended sessions, must not leave a running
-        // agent out of the registry while its holder keeps it alive).
+        // Admitted past the bound, which is for new sessions: a lower bound, or more retained
+        // ended sessions, must not leave a running agent out of the registry while its holder
+        // keeps it alive.
         let reserved = self.reserve(id, &name, Admission::Existing)?;
         let start = match &self.persist {
             Some(p) => p.open_log(id).await.unwrap_or_else(|e| {

@@ -556,6 +556,28 @@ async fn until_logged(server: &Server, id: &str, n: usize, what: &str) {
     }
 }
 
+/// Damages a session's log as a torn write would: its last segment file loses its last
+/// `bytes`. Returns the log's folder.
+fn cut_the_last_segment(server: &Server, id: &str, bytes: u64) -> std::path::PathBuf {
+    let logs = server.dir.path().join("logs").join(id);
+    let mut segs: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - bytes)
+        .unwrap();
+    logs
+}
+
 /// The bytes `n <first>` … `n <last>` take in a terminal's output (lines end in CR LF).
 fn lines_len(first: u64, last: u64) -> usize {
     (first..=last).map(|k| format!("n {k}\r\n").len()).sum()
@@ -628,22 +650,7 @@ async fn a_torn_last_record_is_refilled_from_the_ring_after_its_memory_was_relea
     // The server dies and the log's last record is damaged (a torn write, a bad sector):
     // recovery cuts it, and the next server asks the holder for it again.
     server.kill();
-    let logs = server.dir.path().join("logs").join(&id);
-    let mut segs: Vec<_> = std::fs::read_dir(&logs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    let last = segs.last().unwrap();
-    let len = std::fs::metadata(last).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(last)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    cut_the_last_segment(&server, &id, 10);
     let cut = log_bytes(server.dir.path(), &id).len();
     assert!(cut < 12_000_000, "the last record is gone from the log");
     eprintln!("the torn record held {} bytes", 12_000_000 - cut);
@@ -838,22 +845,7 @@ async fn a_log_damaged_past_what_its_holder_holds_keeps_the_program_and_records_
     assert_eq!(s["restarts"], 1, "{s}");
     let pid = s["pid"].as_i64().unwrap();
     server.kill();
-    let logs = server.dir.path().join("logs").join(&id);
-    let mut segs: Vec<_> = std::fs::read_dir(&logs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    let last = segs.last().unwrap();
-    let len = std::fs::metadata(last).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(last)
-        .unwrap()
-        .set_len(len - 100)
-        .unwrap();
+    let logs = cut_the_last_segment(&server, &id, 100);
     assert!(
         log_bytes(server.dir.path(), &id).len() < 5002,
         "the cut reaches the first process's output"
@@ -865,7 +857,6 @@ async fn a_log_damaged_past_what_its_holder_holds_keeps_the_program_and_records_
     assert_eq!(s["restarts"], 1, "{s}");
     // Output after the gap is logged after it.
     server.cli_ok(&["send", &id, "hello\n"]).await;
-    let (reader, _) = corral_actors::persist::LogReader::open(&logs).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let chunks = loop {
         let (reader, _) = corral_actors::persist::LogReader::open(&logs).unwrap();
@@ -884,7 +875,6 @@ async fn a_log_damaged_past_what_its_holder_holds_keeps_the_program_and_records_
         assert!(Instant::now() < deadline, "the echo is logged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    drop(reader);
     let gaps: Vec<(u64, u64)> = chunks
         .iter()
         .filter_map(|c| match c {

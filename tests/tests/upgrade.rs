@@ -299,3 +299,100 @@ async fn a_kept_session_keeps_its_tmpdir_and_removing_the_session_removes_it() {
     server.cli_ok(&["rm", "tmp"]).await;
     assert!(!state.parent().unwrap().exists(), "TMPDIR left behind");
 }
+
+#[tokio::test]
+async fn a_viewer_token_survives_an_upgrade_and_a_restart_until_its_session_is_removed() {
+    // A phone's read-only page or a script's driver token must not stop working because the
+    // server was upgraded or restarted (they lived in memory only: 401 after `corral upgrade`).
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "watched", "argv": ["sleep", "1000"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let token = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let read = token(corral(
+        &server,
+        &["token", "create", "--session", "watched", "--scope", "read"],
+    ));
+    let write = token(corral(
+        &server,
+        &[
+            "token",
+            "create",
+            "--session",
+            "watched",
+            "--scope",
+            "write",
+        ],
+    ));
+    let path = format!("/v1/sessions/{id}");
+    assert_eq!(status_of(&server, &path, &read).await, 200);
+    let out = corral(&server, &["upgrade"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.follow_successor();
+    assert_eq!(
+        status_of(&server, &path, &read).await,
+        200,
+        "after an upgrade"
+    );
+    assert_eq!(
+        status_of(&server, &path, &write).await,
+        200,
+        "after an upgrade"
+    );
+    server.kill();
+    server.restart();
+    assert_eq!(
+        status_of(&server, &path, &read).await,
+        200,
+        "after a SIGKILL and a restart"
+    );
+    // Still scoped: not an admin.
+    let (status, _) = server.http("DELETE", &path, Some(&read), None).await;
+    assert_eq!(status, 403);
+    // Only SHA-256 digests on disk, owner-only.
+    let log = server.dir.path().join("tokens.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&read) && !text.contains(&write), "{text}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Removing the session revokes them, for good.
+    let out = corral(&server, &["rm", "watched"]);
+    assert!(out.status.success());
+    let (status, _) = server.http("GET", "/v1/health", Some(&read), None).await;
+    assert_eq!(status, 200, "health needs no token");
+    assert_eq!(status_of(&server, &path, &read).await, 401);
+    server.kill();
+    server.restart();
+    assert_eq!(
+        status_of(&server, &path, &read).await,
+        401,
+        "revoked across a restart"
+    );
+    assert_eq!(
+        status_of(&server, &path, &write).await,
+        401,
+        "revoked across a restart"
+    );
+}
+
+/// The status of `GET path` with `token`.
+async fn status_of(server: &Server, path: &str, token: &str) -> u16 {
+    server.http("GET", path, Some(token), None).await.0
+}

@@ -2,6 +2,7 @@
 //! limits — and the gateway-level session operations that add what the gateway owns (hook
 //! tokens and CORRAL_* variables in the environment, token revocation on removal).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use corral_actors::{Corral, SessionError, SessionHandle, SessionInfo, SessionSpec};
@@ -107,10 +108,14 @@ impl App {
         result
     }
 
-    /// Stops and forgets a session, revoking its tokens.
-    pub async fn remove(&self, key: &str) -> Result<SessionInfo, SessionError> {
+    /// Stops and forgets a session, revoking its tokens (recorded in the token log, off the
+    /// runtime's workers).
+    pub async fn remove(self: &Arc<Self>, key: &str) -> Result<SessionInfo, SessionError> {
         let info = self.corral.sessions().remove(key).await?;
-        self.tokens.revoke_session(info.id);
+        let (app, id) = (self.clone(), info.id);
+        if let Err(e) = tokio::task::spawn_blocking(move || app.tokens.revoke_session(id)).await {
+            tracing::error!(session = %id, error = %e, "revoking the session's tokens failed");
+        }
         Ok(info)
     }
 }

@@ -1,11 +1,18 @@
 //! Tokens and what they allow. A token is `corral_<id>_<secret>`: the id finds the grant in a
-//! map, the secret is compared in constant time, so lookups never leak the secret through
-//! timing. Tokens are never logged; only their ids are.
+//! map, and the SHA-256 of the presented token is compared in constant time with the one kept,
+//! so lookups never leak the secret through timing and no token is kept in memory or on disk
+//! in the clear. Tokens are never logged; only their ids are. Viewer and driver tokens are
+//! also written to the data dir's token log ([`crate::token_log`]), so they survive a restart
+//! and `corral upgrade`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::token_log::{Scope, TokenLog};
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +73,15 @@ pub fn new_secret(id: &str) -> String {
     )
 }
 
+/// The SHA-256 of a token: what is kept of it.
+pub fn digest(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&Sha256::digest(token.as_bytes()));
+    out
+}
+
 /// Splits a token into (id, whole token).
-fn token_id(token: &str) -> Option<&str> {
+pub(crate) fn token_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix("corral_")?;
     let (id, secret) = rest.split_once('_')?;
     (!id.is_empty() && secret.len() >= 32).then_some(id)
@@ -95,13 +109,18 @@ pub enum AuthError {
     /// Too many tokens issued.
     #[error("token limit reached ({MAX_TOKENS})")]
     Full,
+    /// The token could not be recorded in the data dir, so it was not issued.
+    #[error("could not record the token: {0}")]
+    Unrecorded(String),
 }
 
 /// Every valid token.
 #[derive(Debug)]
 pub struct Tokens {
-    /// id → (whole token, grant).
-    by_id: RwLock<HashMap<String, (String, Grant)>>,
+    /// id → (the token's digest, grant).
+    by_id: RwLock<HashMap<String, ([u8; 32], Grant)>>,
+    /// Where viewer and driver tokens are recorded (none: they live as long as this process).
+    log: Option<Arc<TokenLog>>,
 }
 
 impl Tokens {
@@ -109,10 +128,32 @@ impl Tokens {
     pub fn new(admin: String) -> Self {
         let mut by_id = HashMap::new();
         let id = token_id(&admin).unwrap_or("admin").to_string();
-        by_id.insert(id, (admin, Grant::Admin));
+        by_id.insert(id, (digest(&admin), Grant::Admin));
         Self {
             by_id: RwLock::new(by_id),
+            log: None,
         }
+    }
+
+    /// Like [`new`](Self::new), with the viewer and driver tokens of `log` valid again and every
+    /// new one recorded there.
+    pub fn with_log(admin: String, log: TokenLog) -> Self {
+        let mut tokens = Self::new(admin);
+        {
+            let mut map = tokens.by_id.write();
+            for (id, digest, scope, session) in log.entries() {
+                if map.len() >= MAX_TOKENS {
+                    break;
+                }
+                let grant = match scope {
+                    Scope::Read => Grant::Read(*session),
+                    Scope::Write => Grant::Write(*session),
+                };
+                map.insert(id.clone(), (*digest, grant));
+            }
+        }
+        tokens.log = Some(Arc::new(log));
+        tokens
     }
 
     /// Checks a presented token.
@@ -121,20 +162,35 @@ impl Tokens {
         let id = token_id(token).ok_or(AuthError::Invalid)?;
         let map = self.by_id.read();
         match map.get(id) {
-            Some((real, grant)) if ct_eq(real.as_bytes(), token.as_bytes()) => Ok(grant.clone()),
+            Some((kept, grant)) if ct_eq(kept, &digest(token)) => Ok(grant.clone()),
             _ => Err(AuthError::Invalid),
         }
     }
 
-    /// Issues a new token with `grant`.
+    /// Issues a new token with `grant`. A viewer or driver token is recorded in the token log
+    /// first (blocking file I/O: call it off the runtime's workers), and not issued if that
+    /// fails.
     pub fn issue(&self, grant: Grant) -> Result<String, AuthError> {
-        let mut map = self.by_id.write();
-        if map.len() >= MAX_TOKENS {
+        if self.by_id.read().len() >= MAX_TOKENS {
             return Err(AuthError::Full);
         }
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let token = new_secret(&id);
-        map.insert(id, (token.clone(), grant));
+        let kept = digest(&token);
+        let recorded = match grant {
+            Grant::Read(s) => Some((Scope::Read, s)),
+            Grant::Write(s) => Some((Scope::Write, s)),
+            Grant::Admin | Grant::Hook(_) => None,
+        };
+        if let (Some(log), Some((scope, session))) = (&self.log, recorded) {
+            log.issued(&(id.clone(), kept, scope, session))
+                .map_err(|e| AuthError::Unrecorded(e.to_string()))?;
+        }
+        let mut map = self.by_id.write();
+        if map.len() >= MAX_TOKENS {
+            return Err(AuthError::Full);
+        }
+        map.insert(id, (kept, grant));
         Ok(token)
     }
 
@@ -146,22 +202,40 @@ impl Tokens {
         if map.len() >= MAX_TOKENS {
             return Err(AuthError::Full);
         }
-        map.insert(id, (token, grant));
+        map.insert(id, (digest(&token), grant));
         Ok(())
     }
 
-    /// Revokes every token granted on `session` (it was removed).
+    /// Revokes every token granted on `session` (it was removed). When a recorded token was
+    /// among them, the revocation is recorded too (blocking file I/O: call it off the
+    /// runtime's workers); a failure to record it is logged (the tokens are revoked in memory
+    /// either way, and only a grant on a session that no longer exists could come back).
     pub fn revoke_session(&self, session: Uuid) {
+        let mut recorded = false;
         self.by_id.write().retain(|_, (_, g)| match g {
-            Grant::Read(s) | Grant::Write(s) | Grant::Hook(s) => *s != session,
-            Grant::Admin => true,
+            Grant::Read(s) | Grant::Write(s) if *s == session => {
+                recorded = true;
+                false
+            }
+            Grant::Hook(s) => *s != session,
+            _ => true,
         });
+        if recorded
+            && let Some(log) = &self.log
+            && let Err(e) = log.revoked(session)
+        {
+            tracing::warn!(%session, error = %e, "could not record the revocation of the session's tokens");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token_log::FILE;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn grants_are_scoped() {
@@ -187,5 +261,61 @@ mod tests {
         assert_eq!(tokens.check(Some(&forged)), Err(AuthError::Invalid));
         tokens.revoke_session(a);
         assert_eq!(tokens.check(Some(&w)), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn issued_tokens_come_back_revoked_ones_and_those_of_gone_sessions_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, gone) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let exists = |s: Uuid| s != gone;
+        let admin = new_secret("admin");
+        let tokens = Tokens::with_log(
+            admin.clone(),
+            TokenLog::open(dir.path(), MAX_TOKENS, exists).unwrap(),
+        );
+        let ra = tokens.issue(Grant::Read(a)).unwrap();
+        let wb = tokens.issue(Grant::Write(b)).unwrap();
+        let hook = tokens.issue(Grant::Hook(a)).unwrap();
+        let rg = tokens.issue(Grant::Read(gone)).unwrap();
+        let rb = tokens.issue(Grant::Read(b)).unwrap();
+        tokens.revoke_session(b);
+        assert!(tokens.check(Some(&wb)).is_err());
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        for t in [&ra, &wb, &hook, &rg, &rb] {
+            assert!(!text.contains(t.as_str()), "no token in the clear");
+        }
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A crash in the middle of an append: a torn last line.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        f.write_all(b"{\"id\":\"abc\",\"sha").unwrap();
+        drop(f);
+
+        let again = Tokens::with_log(
+            admin.clone(),
+            TokenLog::open(dir.path(), MAX_TOKENS, exists).unwrap(),
+        );
+        assert_eq!(again.check(Some(&ra)), Ok(Grant::Read(a)), "survives");
+        assert!(again.check(Some(&wb)).is_err(), "revoked");
+        assert!(again.check(Some(&rb)).is_err(), "revoked with its session");
+        assert!(
+            again.check(Some(&hook)).is_err(),
+            "hook tokens are not recorded"
+        );
+        assert!(again.check(Some(&rg)).is_err(), "its session is gone");
+        assert_eq!(again.check(Some(&admin)), Ok(Grant::Admin));
+        // Rewritten with what is left: one line.
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let mut forged = ra.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'a' { 'b' } else { 'a' });
+        assert!(again.check(Some(&forged)).is_err());
     }
 }

@@ -130,7 +130,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let code = match e {
             AuthError::Missing | AuthError::Invalid => ErrorCode::Unauthorized,
-            AuthError::Full => ErrorCode::Unavailable,
+            AuthError::Full | AuthError::Unrecorded(_) => ErrorCode::Unavailable,
         };
         Self::new(code, e.to_string())
     }

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod agentapi;
 pub mod app;
+pub mod atomic;
 pub mod auth;
 pub mod config;
 pub mod connection;
@@ -30,6 +31,7 @@ pub mod protocol;
 pub mod routes;
 pub mod serve;
 pub mod systemd;
+pub mod token_log;
 pub mod ttyd;
 pub mod unix;
 pub mod upgrade;

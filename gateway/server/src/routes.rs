@@ -497,7 +497,11 @@ async fn create_token(
         TokenScope::Read => Grant::Read(h.id()),
         TokenScope::Write => Grant::Write(h.id()),
     };
-    let token = app.tokens.issue(grant)?;
+    // Recorded in the data dir's token log before it is handed out: off the runtime's workers.
+    let issuer = app.clone();
+    let token = tokio::task::spawn_blocking(move || issuer.tokens.issue(grant))
+        .await
+        .map_err(|e| ApiError::internal(format!("issuing a token: {e}")))??;
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {

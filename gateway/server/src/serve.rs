@@ -92,7 +92,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         persist: Some(opts.gateway.persist.to_config(data.path())?),
     })
     .await?;
-    let tokens = Tokens::new(admin);
+    // Viewer and driver tokens issued by earlier servers, for the sessions that came back.
+    let sessions: std::collections::HashSet<uuid::Uuid> =
+        corral.sessions().list().iter().map(|s| s.id).collect();
+    let dir = data.path().to_path_buf();
+    let log = tokio::task::spawn_blocking(move || {
+        crate::token_log::TokenLog::open(&dir, crate::auth::MAX_TOKENS, |s| sessions.contains(&s))
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot read the token log: {e}"))?;
+    let tokens = Tokens::with_log(admin, log);
     if let Some(report) = corral.recovery() {
         // Restored agents keep the hook token in their environment: accept it again.
         for (id, spec) in &report.specs {

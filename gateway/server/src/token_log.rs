@@ -1,0 +1,163 @@
+//! Token log: the viewer and driver tokens a server issued, on disk, so they survive a restart
+//! and `corral upgrade` — a phone's read-only page and a script's driver token keep working,
+//! and a viewer reconnects after an upgrade as the admin's does.
+//!
+//! `tokens.log` in the 0700 data dir, mode 0600, one JSON object per line, appended and synced
+//! as tokens are issued: `{"id","sha256","scope","session"}` for a token (its SHA-256, never
+//! the token itself), `{"revoke":session}` when a session's tokens are revoked. At start it is
+//! read back (a torn last line, from a crash mid-append, is skipped), the tokens of sessions
+//! that no longer exist are dropped, and the file is rewritten with what is left (atomically),
+//! so it never grows past the live tokens plus one run's appends. The admin token has its own
+//! file (`token`); hook tokens live in their session's environment.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The file's name in the data dir.
+pub const FILE: &str = "tokens.log";
+
+/// One line of the log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    /// A token was issued.
+    Issued {
+        id: String,
+        sha256: String,
+        scope: Scope,
+        session: Uuid,
+    },
+    /// Every token on this session was revoked.
+    Revoked { revoke: Uuid },
+}
+
+/// What a recorded token may do on its session (only viewer and driver tokens are recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Watch.
+    Read,
+    /// Watch and drive.
+    Write,
+}
+
+/// A recorded token: its id, its SHA-256, what it may do, on which session.
+pub type Entry = (String, [u8; 32], Scope, Uuid);
+
+/// The open log and the tokens it held at start.
+#[derive(Debug)]
+pub struct TokenLog {
+    file: Mutex<File>,
+    entries: Vec<Entry>,
+}
+
+impl TokenLog {
+    /// Reads `dir/tokens.log` back, keeps the tokens of sessions for which `exists` holds (the
+    /// newest `max` of them), rewrites the file with them and opens it for appends. Blocking
+    /// file I/O.
+    pub fn open(dir: &Path, max: usize, exists: impl Fn(Uuid) -> bool) -> io::Result<TokenLog> {
+        let path = dir.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        // id → (digest, scope, session, line number).
+        let mut kept: HashMap<String, ([u8; 32], Scope, Uuid, usize)> = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            match serde_json::from_str::<Line>(line) {
+                Ok(Line::Issued {
+                    id,
+                    sha256,
+                    scope,
+                    session,
+                }) => match hex32(&sha256) {
+                    Some(d) => {
+                        kept.insert(id, (d, scope, session, n));
+                    }
+                    None => tracing::warn!(line = n + 1, "token log: a malformed digest; skipped"),
+                },
+                Ok(Line::Revoked { revoke }) => {
+                    kept.retain(|_, (_, _, session, _)| *session != revoke);
+                }
+                // A crash in the middle of an append leaves a torn last line.
+                Err(e) => {
+                    tracing::warn!(line = n + 1, error = %e, "token log: an unreadable line; skipped")
+                }
+            }
+        }
+        let mut ordered: Vec<(usize, Entry)> = kept
+            .into_iter()
+            .filter(|(_, (_, _, session, _))| exists(*session))
+            .map(|(id, (d, scope, session, n))| (n, (id, d, scope, session)))
+            .collect();
+        ordered.sort_by_key(|(n, _)| *n);
+        // The newest are kept if there are ever too many (the bound of the token store).
+        let skip = ordered.len().saturating_sub(max);
+        let entries: Vec<Entry> = ordered.into_iter().skip(skip).map(|(_, e)| e).collect();
+        let mut compact = Vec::new();
+        for e in &entries {
+            compact.extend_from_slice(&line_of(e)?);
+        }
+        crate::atomic::write_atomic(&path, &compact, 0o600)?;
+        let file = OpenOptions::new().append(true).mode(0o600).open(&path)?;
+        Ok(TokenLog {
+            file: Mutex::new(file),
+            entries,
+        })
+    }
+
+    /// The tokens read back at start.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Records an issued viewer or driver token (synced before it returns). Blocking file I/O.
+    pub fn issued(&self, entry: &Entry) -> io::Result<()> {
+        self.append(&line_of(entry)?)
+    }
+
+    /// Records that every token on `session` was revoked. Blocking file I/O.
+    pub fn revoked(&self, session: Uuid) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&Line::Revoked { revoke: session })?;
+        line.push(b'\n');
+        self.append(&line)
+    }
+
+    fn append(&self, line: &[u8]) -> io::Result<()> {
+        let mut file = self.file.lock();
+        file.write_all(line)?;
+        file.sync_data()
+    }
+}
+
+/// One `Issued` line, newline included.
+fn line_of((id, digest, scope, session): &Entry) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&Line::Issued {
+        id: id.clone(),
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        scope: *scope,
+        session: *session,
+    })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// 64 hex digits as 32 bytes.
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
