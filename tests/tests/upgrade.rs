@@ -333,7 +333,7 @@ async fn a_viewer_token_survives_an_upgrade_and_a_restart_until_its_session_is_r
         ],
     ));
     let path = format!("/v1/sessions/{id}");
-    assert_eq!(status_of(&server, &path, &read).await, 200);
+    assert_eq!(statuses(&server, &path, &[read.as_str()]).await, [200]);
     let out = corral(&server, &["upgrade"]);
     assert!(
         out.status.success(),
@@ -341,21 +341,17 @@ async fn a_viewer_token_survives_an_upgrade_and_a_restart_until_its_session_is_r
         String::from_utf8_lossy(&out.stderr)
     );
     server.follow_successor();
+    let both = [read.as_str(), write.as_str()];
     assert_eq!(
-        status_of(&server, &path, &read).await,
-        200,
-        "after an upgrade"
-    );
-    assert_eq!(
-        status_of(&server, &path, &write).await,
-        200,
+        statuses(&server, &path, &both).await,
+        [200, 200],
         "after an upgrade"
     );
     server.kill();
     server.restart();
     assert_eq!(
-        status_of(&server, &path, &read).await,
-        200,
+        statuses(&server, &path, &both).await,
+        [200, 200],
         "after a SIGKILL and a restart"
     );
     // Still scoped: not an admin.
@@ -377,22 +373,21 @@ async fn a_viewer_token_survives_an_upgrade_and_a_restart_until_its_session_is_r
     assert!(out.status.success());
     let (status, _) = server.http("GET", "/v1/health", Some(&read), None).await;
     assert_eq!(status, 200, "health needs no token");
-    assert_eq!(status_of(&server, &path, &read).await, 401);
+    assert_eq!(statuses(&server, &path, &both).await, [401, 401]);
     server.kill();
     server.restart();
     assert_eq!(
-        status_of(&server, &path, &read).await,
-        401,
-        "revoked across a restart"
-    );
-    assert_eq!(
-        status_of(&server, &path, &write).await,
-        401,
+        statuses(&server, &path, &both).await,
+        [401, 401],
         "revoked across a restart"
     );
 }
 
-/// The status of `GET path` with `token`.
-async fn status_of(server: &Server, path: &str, token: &str) -> u16 {
-    server.http("GET", path, Some(token), None).await.0
+/// The status of `GET path` with each token.
+async fn statuses(server: &Server, path: &str, tokens: &[&str]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for t in tokens {
+        out.push(server.http("GET", path, Some(t), None).await.0);
+    }
+    out
 }
