@@ -504,6 +504,39 @@ async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_pas
 }
 
 #[tokio::test]
+async fn a_sessions_output_on_disk_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // As a server of an older version left it.
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("logs"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let corral = persistent(dir.path()).await;
+    let h = corral
+        .sessions()
+        .spawn(sh("echo a secret; exec sleep 1000").name("private"))
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    read_until(&mut sub, b"secret").await;
+    corral.persist().unwrap().flush().await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let logs = dir.path().join("logs");
+    assert_eq!(mode(&logs), 0o700, "tightened");
+    let own = logs.join(h.id().to_string());
+    assert_eq!(mode(&own), 0o700);
+    let segments: Vec<_> = std::fs::read_dir(&own).unwrap().flatten().collect();
+    assert!(!segments.is_empty());
+    for s in segments {
+        assert_eq!(mode(&s.path()), 0o600, "{}", s.path().display());
+    }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn ended_sessions_are_collected_by_count_and_age() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = PersistConfig::new(dir.path());

@@ -179,8 +179,15 @@ impl Persister {
     pub async fn start_thread(
         config: PersistConfig,
     ) -> Result<(Persist, std::thread::JoinHandle<()>), PersistError> {
-        std::fs::create_dir_all(config.dir.join("logs"))
-            .map_err(|e| format!("creating {}: {e}", config.dir.join("logs").display()))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(config.dir.join("logs"))
+                .and_then(|()| super::segment::owner_only(&config.dir.join("logs")))
+                .map_err(|e| format!("creating {}: {e}", config.dir.join("logs").display()))?;
+        }
         let (ops_tx, ops_rx) = crossbeam_channel::bounded(JOURNAL_CAPACITY);
         // At most one notification per session is queued (see Tap), so this never fills while
         // sessions stay under the bound; a full channel is counted as an error anyway.

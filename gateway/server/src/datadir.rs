@@ -34,6 +34,16 @@ pub enum DataDirError {
         /// Its pid as published, or "unknown".
         pid: String,
     },
+    /// Someone else could change what is in it (the socket, the registry, the token).
+    #[error(
+        "{dir} is {why}: a data dir holds the admin token and every session's output; use a folder of your own (mode 0700), or let corral create one"
+    )]
+    Unsafe {
+        /// The data dir.
+        dir: PathBuf,
+        /// What is wrong, in words.
+        why: String,
+    },
     /// An I/O error, with the path.
     #[error("{path}: {source}")]
     Io {
@@ -42,6 +52,35 @@ pub enum DataDirError {
         /// The error.
         source: io::Error,
     },
+}
+
+/// The data dir must be ours and writable by us alone: a folder another user owns, or one
+/// they may write in (`/tmp`, a group-writable share), could have the socket, the registry or
+/// the token swapped under the server. One others may only read is used, with a warning (what
+/// corral writes in it is owner-only).
+fn owned_by_us(root: &Path) -> Result<(), DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root).map_err(io_err(root))?;
+    let unsafe_dir = |why: String| DataDirError::Unsafe {
+        dir: root.to_path_buf(),
+        why,
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by you (uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!("writable by others (mode {mode:o})")));
+    }
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %root.display(), mode = format!("{mode:o}"), "the data dir is readable by others; what corral writes in it is owner-only, but 0700 is safer");
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
@@ -86,6 +125,7 @@ impl DataDir {
             .mode(0o700)
             .create(root)
             .map_err(io_err(root))?;
+        owned_by_us(root)?;
         let lock_path = root.join("lock");
         let file = OpenOptions::new()
             .create(true)
@@ -194,5 +234,30 @@ mod tests {
         }
         drop(d);
         DataDir::open_exclusive(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_data_dir_others_may_write_in_is_refused_and_one_they_may_read_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |mode| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        for mode in [0o777, 0o1777, 0o770, 0o702] {
+            set(mode);
+            match DataDir::open_exclusive(dir.path()) {
+                Err(e @ DataDirError::Unsafe { .. }) => {
+                    assert!(e.to_string().contains("writable by others"), "{e}")
+                }
+                other => panic!("mode {mode:o}: expected Unsafe, got {other:?}"),
+            }
+        }
+        set(0o755);
+        let d = DataDir::open_exclusive(dir.path()).unwrap();
+        drop(d);
+        // A folder corral creates is 0700.
+        let fresh = dir.path().join("new");
+        drop(DataDir::open_exclusive(&fresh).unwrap());
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

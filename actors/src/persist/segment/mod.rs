@@ -86,6 +86,7 @@ mod writer;
 
 pub use reader::LogReader;
 pub use writer::SegmentLog;
+pub(crate) use writer::owner_only;
 
 /// Smallest accepted `segment_bytes`: a segment must hold a useful record plus its framing.
 pub const MIN_SEGMENT_BYTES: u64 = 1024;

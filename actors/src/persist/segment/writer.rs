@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::asciicast::export_asciicast;
@@ -55,7 +56,12 @@ impl SegmentLog {
                 ),
             ));
         }
-        fs::create_dir_all(&dir)?;
+        // A session's output is its owner's alone: 0700 folders, 0600 segments.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        owner_only(&dir)?;
         let scan = scan_dir(&dir)?;
         let mut segments = scan.segments;
         let mut truncated_bytes = 0;
@@ -81,6 +87,7 @@ impl SegmentLog {
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(segment_path(&dir, 0))?;
             if config.fsync != FsyncPolicy::Never {
                 file.sync_all()?;
@@ -340,6 +347,7 @@ impl SegmentLog {
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
+            .mode(0o600)
             .open(segment_path(&self.dir, n))?;
         // Adopted before the directory sync: if that fails, the next append retries in this
         // (empty) segment instead of failing forever to create it again.
@@ -387,4 +395,15 @@ pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Makes file creations and deletions in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Takes group and other access away from a folder a server of an older version made 0755 (its
+/// files then cannot be reached by anyone else, whatever their own mode).
+pub(crate) fn owner_only(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
 }
