@@ -1062,3 +1062,62 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
     assert_eq!(process["status"], "stopped");
     assert!(ended["id"].is_string());
 }
+
+#[tokio::test]
+async fn a_spawn_whose_client_left_at_once_still_lands_in_the_registry() {
+    // A client that sends `spawn` and goes away before the answer: the request runs to its
+    // end (dropped halfway, the session ran on, out of the registry: seen by no `ps`; or, over
+    // the WebSocket, it was never started at all).
+    let server = Server::start();
+    for i in 0..20 {
+        let mut ws = server.ws().await;
+        ws.send(json!({"type": "spawn", "spec": {"argv": ["sleep", "1000"], "name": format!("left-{i}")}}))
+            .await;
+        drop(ws);
+    }
+    // Over HTTP, the client gives up a moment after sending (hyper then drops the handler).
+    for i in 0..20 {
+        let body = json!({"argv": ["sleep", "1000"], "name": format!("gave-up-{i}")});
+        let call = server.http("POST", "/v1/sessions", Some(&server.token), Some(&body));
+        let wait = Duration::from_micros(fastrand::u64(200..3000));
+        if tokio::time::timeout(wait, call).await.is_ok() {
+            eprintln!("spawn {i} answered within {wait:?}");
+        }
+    }
+    // Every WebSocket spawn lands (the server read each before the close); an HTTP one lands
+    // if its request reached the server. Either way no program runs outside the registry.
+    let sleeps = || {
+        corral_actors::process::procfs::all()
+            .into_iter()
+            .filter(|p| {
+                p.comm == "sleep"
+                    && corral_actors::process::procfs::environ_value(p.pid, "CORRAL_DATA_DIR")
+                        .is_some_and(|d| d == server.dir.path().display().to_string())
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server
+            .http("GET", "/v1/sessions", Some(&server.token), None)
+            .await;
+        assert_eq!(status, 200);
+        let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let running = |prefix: &str| {
+            list.iter()
+                .filter(|s| s["state"] == "running")
+                .filter(|s| s["name"].as_str().unwrap_or("").starts_with(prefix))
+                .count()
+        };
+        let (ws, http, outside) = (running("left-"), running("gave-up-"), sleeps());
+        if ws == 20 && outside == ws + http {
+            eprintln!("{http} of 20 HTTP spawns reached the server");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "WebSocket spawns listed {ws} of 20; HTTP ones {http}; sleeps running {outside}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -64,6 +64,8 @@ pub struct App {
     pub leave: tokio::sync::watch::Sender<Option<Leaving>>,
     /// A duplicate of the TCP listener, for a successor to inherit (`corral upgrade`).
     pub listener: Option<std::os::fd::OwnedFd>,
+    /// Spawns and removals running to their end whoever waits for them.
+    pub in_flight: crate::in_flight::InFlight,
 }
 
 impl App {
@@ -80,7 +82,25 @@ impl App {
 impl App {
     /// Spawns a session with a hook token and `CORRAL_URL` / `CORRAL_DATA_DIR` /
     /// `CORRAL_HOOK_TOKEN` in its env.
-    pub async fn spawn(&self, mut spec: SessionSpec) -> Result<SessionHandle, SessionError> {
+    ///
+    /// It starts now and runs to its end whether or not the answer is awaited (see
+    /// `crate::in_flight`).
+    pub fn spawn(
+        self: &Arc<Self>,
+        spec: SessionSpec,
+    ) -> impl Future<Output = Result<SessionHandle, SessionError>> + Send + 'static {
+        let app = self.clone();
+        let answer = self
+            .in_flight
+            .start(async move { app.spawn_now(spec).await });
+        async move {
+            answer
+                .await
+                .unwrap_or_else(|| Err(SessionError::Unavailable("the spawn failed inside".into())))
+        }
+    }
+
+    async fn spawn_now(&self, mut spec: SessionSpec) -> Result<SessionHandle, SessionError> {
         let id = Uuid::new_v4();
         let hook = self
             .tokens
@@ -110,7 +130,26 @@ impl App {
 
     /// Stops and forgets a session, revoking its tokens (recorded in the token log, off the
     /// runtime's workers).
-    pub async fn remove(self: &Arc<Self>, key: &str) -> Result<SessionInfo, SessionError> {
+    /// It starts now and runs to its end whether or not the answer is awaited (see
+    /// `crate::in_flight`).
+    pub fn remove(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> impl Future<Output = Result<SessionInfo, SessionError>> + Send + 'static {
+        let (app, key) = (self.clone(), key.to_string());
+        let answer = self
+            .in_flight
+            .start(async move { app.remove_now(&key).await });
+        async move {
+            answer.await.unwrap_or_else(|| {
+                Err(SessionError::Unavailable(
+                    "the removal failed inside".into(),
+                ))
+            })
+        }
+    }
+
+    async fn remove_now(self: &Arc<Self>, key: &str) -> Result<SessionInfo, SessionError> {
         let info = self.corral.sessions().remove(key).await?;
         let (app, id) = (self.clone(), info.id);
         if let Err(e) = tokio::task::spawn_blocking(move || app.tokens.revoke_session(id)).await {

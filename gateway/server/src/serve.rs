@@ -151,6 +151,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown: tokio::sync::watch::channel(false).0,
         leave: tokio::sync::watch::channel(None).0,
         listener: handover,
+        in_flight: Default::default(),
     });
     data.publish(&ServerInfo {
         url: url.clone(),
@@ -241,6 +242,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Err(e) = clients.stop(Some(Duration::from_secs(5))).await {
         tracing::warn!(error = %e, "connections did not stop cleanly");
     }
+    // Spawns and removals already accepted finish first (a spawn then counts among the
+    // sessions stopped or kept below).
+    app.in_flight.drain(Duration::from_secs(10)).await;
     match leaving {
         Leaving::Stop => {
             if let Err(e) = corral.shutdown().await {

@@ -109,8 +109,12 @@ impl ConnectionState {
                         .error(id, ErrorCode::Forbidden, "spawn needs the admin token")
                         .await;
                 }
-                let app = self.app.clone();
-                self.defer(id, async move { app.spawn(*spec).await.map(|h| h.info()) })
+                if let Some(refused) = self.refuse_if_full(id).await {
+                    return refused;
+                }
+                // Started now, answered when its turn comes (see `crate::in_flight`).
+                let spawned = self.app.spawn(*spec);
+                self.defer(id, async move { spawned.await.map(|h| h.info()) })
                     .await
             }
             Op::Stop { session, grace } => {
@@ -134,9 +138,11 @@ impl ConnectionState {
                         .error(id, ErrorCode::Forbidden, "remove needs the admin token")
                         .await;
                 }
-                let app = self.app.clone();
-                self.defer(id, async move { app.remove(&session).await })
-                    .await
+                if let Some(refused) = self.refuse_if_full(id).await {
+                    return refused;
+                }
+                let removed = self.app.remove(&session);
+                self.defer(id, removed).await
             }
             Op::Subscribe { session, from } => self.subscribe(id, &grant, &session, from).await,
             Op::Unsubscribe { session } => {
@@ -356,20 +362,30 @@ impl ConnectionState {
     }
 
     /// Runs a slow session operation concurrently; its reply is sent when it completes.
+    /// With [`MAX_PENDING`] requests in flight, refuses this one (the answer to return); to be
+    /// asked before a request that starts at once (a spawn, a removal) is started.
+    async fn refuse_if_full(&mut self, id: Option<u64>) -> Option<bool> {
+        if self.pending.len() < MAX_PENDING {
+            return None;
+        }
+        Some(
+            self.error(
+                id,
+                ErrorCode::Conflict,
+                format!("too many requests in flight ({MAX_PENDING})"),
+            )
+            .await,
+        )
+    }
+
     pub(super) async fn defer<Fut>(&mut self, id: Option<u64>, op: Fut) -> bool
     where
         Fut: std::future::Future<Output = Result<corral_actors::SessionInfo, SessionError>>
             + Send
             + 'static,
     {
-        if self.pending.len() >= MAX_PENDING {
-            return self
-                .error(
-                    id,
-                    ErrorCode::Conflict,
-                    format!("too many requests in flight ({MAX_PENDING})"),
-                )
-                .await;
+        if let Some(refused) = self.refuse_if_full(id).await {
+            return refused;
         }
         self.pending.push(Box::pin(async move {
             match op.await {
