@@ -391,3 +391,73 @@ async fn statuses(server: &Server, path: &str, tokens: &[&str]) -> Vec<u16> {
     }
     out
 }
+
+#[tokio::test]
+async fn logs_and_events_follow_a_session_across_an_upgrade_and_a_server_kill() {
+    // `corral logs -f` and `corral events -f` are viewers too: they reconnect and resume where
+    // they were (they used to end with "connection closed: server restarting").
+    let mut server = Server::start();
+    let n = 120;
+    server
+        .spawn(json!({"name": "counted", "argv": ["sh", "-c",
+            format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo \"n $i\"; sleep 0.02; done")]}))
+        .await;
+    let follow = |what: &str| {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args([what, "counted", "-f"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (logs, events) = (follow("logs"), follow("events"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let out = corral(&server, &["upgrade"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.follow_successor();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill();
+    server.restart();
+    for (what, child) in [("logs", logs), ("events", events)] {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert!(out.status.success(), "{what}: {stderr}");
+        assert!(
+            stderr.contains("reconnecting"),
+            "{what} lost its connection: {stderr}"
+        );
+        if what == "logs" {
+            let numbers: Vec<u64> = stdout
+                .lines()
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("n ")?.parse().ok())
+                .collect();
+            assert_eq!(
+                numbers,
+                (1..=n).collect::<Vec<u64>>(),
+                "every line once, in order"
+            );
+        } else {
+            let seqs: Vec<u64> = stdout
+                .lines()
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{stdout}");
+            assert!(
+                stdout.contains("stopped"),
+                "it follows to the end: {stdout}"
+            );
+        }
+    }
+}

@@ -11,9 +11,9 @@ use clap::Subcommand;
 use corral_actors::{Mode, RestartPolicy, SessionSpec};
 use corral_client::{Client, Incoming};
 use corral_server::protocol::{Op, Reply, SessionView, TokenRequest, TokenScope};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::output::{fmt_time, print_ps, print_tree, state_name};
+use crate::output::{print_ps, print_tree, state_name};
 
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
@@ -358,122 +358,12 @@ pub async fn run(
             session,
             follow,
             from,
-        } => {
-            let mut ws = client.ws().await?;
-            let head = client.session(&session).await?.info.output_offset;
-            let Reply::Subscribed { channel, .. } = ws
-                .request(Op::Subscribe {
-                    session,
-                    from: Some(from),
-                })
-                .await?
-            else {
-                bail!("the server did not answer the subscription");
-            };
-            let mut stdout = std::io::stdout().lock();
-            let mut next = from;
-            if !follow && next >= head {
-                return Ok(ExitCode::SUCCESS);
-            }
-            loop {
-                match ws.next().await {
-                    Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
-                        stdout.write_all(&bytes)?;
-                        next = offset + bytes.len() as u64;
-                        if !follow && next >= head {
-                            break;
-                        }
-                    }
-                    Incoming::Json(v) if v["type"] == "lagged" => {
-                        stdout.flush()?;
-                        eprintln!(
-                            "corral: bytes {}..{} are no longer retained",
-                            v["from"], v["to"]
-                        );
-                        next = v["to"].as_u64().unwrap_or(next);
-                    }
-                    Incoming::Json(v) if v["type"] == "event" && is_final(&v["event"]) => break,
-                    Incoming::Json(v) if v["type"] == "closed" => break,
-                    Incoming::Closed(r) => bail!("connection closed: {r}"),
-                    _ => {}
-                }
-            }
-            stdout.flush()?;
-        }
+        } => crate::follow::logs(&client, &session, follow, from).await?,
         ClientCommand::Events {
             session,
             follow,
             json,
-        } => {
-            let mut ws = client.ws().await?;
-            // Subscribe first (when following), so no event falls between history and live.
-            if follow {
-                ws.request(Op::Subscribe {
-                    session: session.clone(),
-                    from: None,
-                })
-                .await?;
-            }
-            let print = |e: &Value| {
-                if json {
-                    println!("{e}");
-                } else {
-                    println!(
-                        "{:>5} {} {} {}",
-                        e["seq"],
-                        fmt_time(&e["time"]),
-                        e["kind"]["kind"].as_str().unwrap_or("?"),
-                        describe(&e["kind"])
-                    );
-                }
-            };
-            // History from the journal, page by page.
-            let mut last = 0u64;
-            let mut ended = false;
-            loop {
-                let r = ws
-                    .call(serde_json::to_value(Op::Events {
-                        session: session.clone(),
-                        after: Some(last),
-                        limit: None,
-                    })?)
-                    .await?;
-                let page = r["events"].as_array().cloned().unwrap_or_default();
-                for e in &page {
-                    print(e);
-                    last = e["seq"].as_u64().unwrap_or(last);
-                    ended = is_final(e);
-                }
-                if page.len() < 1000 {
-                    break;
-                }
-            }
-            let state = client.session(&session).await?.info.state;
-            let over = matches!(
-                state,
-                corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
-            );
-            if follow && !(ended && over) {
-                loop {
-                    match ws.next().await {
-                        Incoming::Json(v) if v["type"] == "event" => {
-                            let e = &v["event"];
-                            if e["seq"].as_u64().is_some_and(|s| s <= last) {
-                                continue;
-                            }
-                            print(e);
-                            last = e["seq"].as_u64().unwrap_or(last);
-                            if is_final(e) {
-                                break;
-                            }
-                        }
-                        Incoming::Json(v) if v["type"] == "closed" => break,
-                        Incoming::Closed(r) => bail!("connection closed: {r}"),
-                        _ => {}
-                    }
-                }
-            }
-        }
+        } => crate::follow::events(&client, &session, follow, json).await?,
         ClientCommand::Export { session, format } => {
             let mut recording = client.export(&session, &format).await?;
             let mut stdout = std::io::stdout().lock();
@@ -570,25 +460,6 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
             Ok(())
         }
         other => bail!("unexpected answer: {other:?}"),
-    }
-}
-
-fn is_final(event: &Value) -> bool {
-    event["kind"]["kind"] == "state"
-        && matches!(event["kind"]["state"].as_str(), Some("stopped" | "failed"))
-}
-
-fn describe(kind: &Value) -> String {
-    match kind["kind"].as_str() {
-        Some("state") => format!(
-            "{} {}",
-            kind["state"].as_str().unwrap_or(""),
-            kind["reason"].as_str().unwrap_or("")
-        ),
-        Some("spawned") => format!("pid {}", kind["pid"]),
-        Some("exited") => kind["status"].to_string(),
-        Some("hook") => kind["name"].as_str().unwrap_or("").to_string(),
-        _ => kind.to_string(),
     }
 }
 

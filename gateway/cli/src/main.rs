@@ -5,6 +5,7 @@
 mod args;
 mod attach;
 mod commands;
+mod follow;
 mod handover;
 mod hook;
 mod output;

@@ -1,0 +1,193 @@
+//! Follow: `corral logs` and `corral events`, with `-f` surviving the server. A restart, a crash
+//! or `corral upgrade` closes the connection; a follower then reconnects (the data dir says
+//! where the server is now) and resumes exactly where it was — output from the next byte
+//! offset, events after the last sequence number printed — as `corral attach` and the web page
+//! do. It gives up after [`RECONNECT_FOR`] without a server, so a script is not left hanging.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use corral_client::{Client, Incoming};
+use corral_server::protocol::{Op, Reply};
+use serde_json::Value;
+
+use crate::output::fmt_time;
+
+/// How long a follower waits for a server to answer again.
+pub const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// Whether an event says the session is over.
+fn is_final(event: &Value) -> bool {
+    event["kind"]["kind"] == "state"
+        && matches!(event["kind"]["state"].as_str(), Some("stopped" | "failed"))
+}
+
+/// An event's kind in a few words.
+fn describe(kind: &Value) -> String {
+    match kind["kind"].as_str() {
+        Some("state") => format!(
+            "{} {}",
+            kind["state"].as_str().unwrap_or(""),
+            kind["reason"].as_str().unwrap_or("")
+        ),
+        Some("spawned") => format!("pid {}", kind["pid"]),
+        Some("exited") => kind["status"].to_string(),
+        Some("hook") => kind["name"].as_str().unwrap_or("").to_string(),
+        _ => kind.to_string(),
+    }
+}
+
+/// After a lost connection: waits until a server answers again (asking the data dir each time
+/// where it is), for [`RECONNECT_FOR`] at the most.
+async fn reconnect(client: &Client, reason: &str) -> anyhow::Result<Client> {
+    eprintln!("corral: connection lost ({reason}); reconnecting");
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let current = client.rediscover();
+        if current.health().await.is_ok() {
+            return Ok(current);
+        }
+        if started.elapsed() > RECONNECT_FOR {
+            bail!("no server answered within {RECONNECT_FOR:?} (connection lost: {reason})");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// `corral logs SESSION [-f] [--from OFFSET]`.
+pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> anyhow::Result<()> {
+    let mut client = client.clone();
+    let head = client.session(session).await?.info.output_offset;
+    if !follow && from >= head {
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut next = from;
+    loop {
+        let mut ws = client.ws().await?;
+        let Reply::Subscribed { channel, .. } = ws
+            .request(Op::Subscribe {
+                session: session.to_string(),
+                from: Some(next),
+            })
+            .await?
+        else {
+            bail!("the server did not answer the subscription");
+        };
+        let reason = loop {
+            match ws.next().await {
+                Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
+                    stdout.write_all(&bytes)?;
+                    next = offset + bytes.len() as u64;
+                    if !follow && next >= head {
+                        return Ok(stdout.flush()?);
+                    }
+                }
+                Incoming::Json(v) if v["type"] == "lagged" => {
+                    stdout.flush()?;
+                    eprintln!(
+                        "corral: bytes {}..{} are no longer retained",
+                        v["from"], v["to"]
+                    );
+                    next = v["to"].as_u64().unwrap_or(next);
+                }
+                Incoming::Json(v) if v["type"] == "event" && is_final(&v["event"]) => {
+                    return Ok(stdout.flush()?);
+                }
+                Incoming::Json(v) if v["type"] == "closed" => return Ok(stdout.flush()?),
+                Incoming::Closed(r) => break r,
+                _ => {}
+            }
+        };
+        stdout.flush()?;
+        client = reconnect(&client, &reason).await?;
+    }
+}
+
+/// `corral events SESSION [-f] [--json]`.
+pub async fn events(
+    client: &Client,
+    session: &str,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let print = |e: &Value| {
+        if json {
+            println!("{e}");
+        } else {
+            println!(
+                "{:>5} {} {} {}",
+                e["seq"],
+                fmt_time(&e["time"]),
+                e["kind"]["kind"].as_str().unwrap_or("?"),
+                describe(&e["kind"])
+            );
+        }
+    };
+    let mut client = client.clone();
+    let mut last = 0u64;
+    loop {
+        let mut ws = client.ws().await?;
+        // Subscribe first (when following), so no event falls between history and live.
+        if follow {
+            ws.request(Op::Subscribe {
+                session: session.to_string(),
+                from: None,
+            })
+            .await?;
+        }
+        // History from the journal (after a reconnect: what came while away), page by page.
+        let mut ended = false;
+        loop {
+            let r = ws
+                .call(serde_json::to_value(Op::Events {
+                    session: session.to_string(),
+                    after: Some(last),
+                    limit: None,
+                })?)
+                .await?;
+            let page = r["events"].as_array().cloned().unwrap_or_default();
+            for e in &page {
+                print(e);
+                last = e["seq"].as_u64().unwrap_or(last);
+                ended = is_final(e);
+            }
+            if page.len() < 1000 {
+                break;
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        let state = client.session(session).await?.info.state;
+        let over = matches!(
+            state,
+            corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+        );
+        if ended && over {
+            return Ok(());
+        }
+        let reason = loop {
+            match ws.next().await {
+                Incoming::Json(v) if v["type"] == "event" => {
+                    let e = &v["event"];
+                    if e["seq"].as_u64().is_some_and(|s| s <= last) {
+                        continue;
+                    }
+                    print(e);
+                    last = e["seq"].as_u64().unwrap_or(last);
+                    if is_final(e) {
+                        return Ok(());
+                    }
+                }
+                Incoming::Json(v) if v["type"] == "closed" => return Ok(()),
+                Incoming::Closed(r) => break r,
+                _ => {}
+            }
+        };
+        client = reconnect(&client, &reason).await?;
+    }
+}
