@@ -393,9 +393,9 @@ async fn statuses(server: &Server, path: &str, tokens: &[&str]) -> Vec<u16> {
 }
 
 #[tokio::test]
-async fn logs_and_events_follow_a_session_across_an_upgrade_and_a_server_kill() {
-    // `corral logs -f` and `corral events -f` are viewers too: they reconnect and resume where
-    // they were (they used to end with "connection closed: server restarting").
+async fn logs_events_and_wait_follow_a_session_across_an_upgrade_and_a_server_kill() {
+    // `corral logs -f`, `corral events -f` and `corral wait` follow a session too: they reconnect
+    // and resume where they were (they used to end with "connection closed: server restarting").
     let mut server = Server::start();
     let n = 120;
     server
@@ -403,16 +403,20 @@ async fn logs_and_events_follow_a_session_across_an_upgrade_and_a_server_kill() 
             format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo \"n $i\"; sleep 0.02; done")]}))
         .await;
     let follow = |what: &str| {
+        let args: &[&str] = match what {
+            "wait" => &["wait", "counted", "--for", "exit"],
+            _ => &[what, "counted", "-f"],
+        };
         Command::new(binary())
             .arg("--data-dir")
             .arg(server.dir.path())
-            .args([what, "counted", "-f"])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (logs, events) = (follow("logs"), follow("events"));
+    let (logs, events, wait) = (follow("logs"), follow("events"), follow("wait"));
     tokio::time::sleep(Duration::from_millis(400)).await;
     let out = corral(&server, &["upgrade"]);
     assert!(
@@ -424,7 +428,7 @@ async fn logs_and_events_follow_a_session_across_an_upgrade_and_a_server_kill() 
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.kill();
     server.restart();
-    for (what, child) in [("logs", logs), ("events", events)] {
+    for (what, child) in [("logs", logs), ("events", events), ("wait", wait)] {
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
             .unwrap()
@@ -448,6 +452,8 @@ async fn logs_and_events_follow_a_session_across_an_upgrade_and_a_server_kill() 
                 (1..=n).collect::<Vec<u64>>(),
                 "every line once, in order"
             );
+        } else if what == "wait" {
+            assert_eq!(stdout.trim(), "exit 0");
         } else {
             let seqs: Vec<u64> = stdout
                 .lines()

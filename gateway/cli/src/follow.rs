@@ -40,7 +40,7 @@ fn describe(kind: &Value) -> String {
 
 /// After a lost connection: waits until a server answers again (asking the data dir each time
 /// where it is), for [`RECONNECT_FOR`] at the most.
-async fn reconnect(client: &Client, reason: &str) -> anyhow::Result<Client> {
+pub(crate) async fn reconnect(client: &Client, reason: &str) -> anyhow::Result<Client> {
     eprintln!("corral: connection lost ({reason}); reconnecting");
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);

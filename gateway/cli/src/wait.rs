@@ -6,7 +6,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use corral_actors::SessionState;
 use corral_actors::attention::Attention;
 use corral_client::{Client, Incoming};
@@ -40,27 +39,32 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
     }
 }
 
-/// Waits until `session` is `until` (or ended).
+/// Waits until `session` is `until` (or ended); across a server restart or upgrade too (it
+/// reconnects as `corral logs -f` does, and looks again).
 pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result<ExitCode> {
-    let mut ws = client.ws().await?;
-    // Subscribe first, then look: no event falls between the look and the follow.
-    ws.request(Op::Subscribe {
-        session: session.to_string(),
-        from: None,
-    })
-    .await?;
-    if let Some(code) = check(&client.session(session).await?, until) {
-        return Ok(code);
-    }
+    let mut client = client.clone();
     loop {
-        match ws.next().await {
-            Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
-                if let Some(code) = check(&client.session(session).await?, until) {
-                    return Ok(code);
-                }
-            }
-            Incoming::Closed(reason) => bail!("connection closed: {reason}"),
-            _ => {}
+        let mut ws = client.ws().await?;
+        // Subscribe first, then look: no event falls between the look and the follow.
+        ws.request(Op::Subscribe {
+            session: session.to_string(),
+            from: None,
+        })
+        .await?;
+        if let Some(code) = check(&client.session(session).await?, until) {
+            return Ok(code);
         }
+        let reason = loop {
+            match ws.next().await {
+                Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
+                    if let Some(code) = check(&client.session(session).await?, until) {
+                        return Ok(code);
+                    }
+                }
+                Incoming::Closed(reason) => break reason,
+                _ => {}
+            }
+        };
+        client = crate::follow::reconnect(&client, &reason).await?;
     }
 }
