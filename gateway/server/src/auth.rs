@@ -186,12 +186,37 @@ impl Tokens {
             log.issued(&(id.clone(), kept, scope, session))
                 .map_err(|e| AuthError::Unrecorded(e.to_string()))?;
         }
-        let mut map = self.by_id.write();
-        if map.len() >= MAX_TOKENS {
-            return Err(AuthError::Full);
+        {
+            let mut map = self.by_id.write();
+            if map.len() >= MAX_TOKENS {
+                return Err(AuthError::Full);
+            }
+            map.insert(id, (kept, grant));
         }
-        map.insert(id, (kept, grant));
+        self.compact_log();
         Ok(token)
+    }
+
+    /// The recorded (viewer and driver) tokens now valid, as the token log holds them.
+    fn recorded(&self) -> Vec<crate::token_log::Entry> {
+        self.by_id
+            .read()
+            .iter()
+            .filter_map(|(id, (digest, grant))| match grant {
+                Grant::Read(s) => Some((id.clone(), *digest, Scope::Read, *s)),
+                Grant::Write(s) => Some((id.clone(), *digest, Scope::Write, *s)),
+                Grant::Admin | Grant::Hook(_) => None,
+            })
+            .collect()
+    }
+
+    /// Keeps the token log within a small multiple of the live tokens (blocking file I/O).
+    fn compact_log(&self) {
+        if let Some(log) = &self.log
+            && let Err(e) = log.compact_if_due(|| self.recorded())
+        {
+            tracing::warn!(error = %e, "could not compact the token log");
+        }
     }
 
     /// Accepts an existing token again (a restored session's hook token, which lives in its
@@ -220,11 +245,13 @@ impl Tokens {
             Grant::Hook(s) => *s != session,
             _ => true,
         });
-        if recorded
-            && let Some(log) = &self.log
-            && let Err(e) = log.revoked(session)
-        {
-            tracing::warn!(%session, error = %e, "could not record the revocation of the session's tokens");
+        if recorded && let Some(log) = &self.log {
+            match log.revoked(session) {
+                Ok(()) => self.compact_log(),
+                Err(e) => {
+                    tracing::warn!(%session, error = %e, "could not record the revocation of the session's tokens")
+                }
+            }
         }
     }
 }
@@ -317,5 +344,29 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == 'a' { 'b' } else { 'a' });
         assert!(again.check(Some(&forged)).is_err());
+    }
+
+    #[test]
+    fn the_token_log_stays_near_the_live_tokens_however_many_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TokenLog::open(dir.path(), MAX_TOKENS, |_| true).unwrap();
+        let tokens = Tokens::with_log(new_secret("admin"), log);
+        let kept_session = Uuid::new_v4();
+        let kept = tokens.issue(Grant::Read(kept_session)).unwrap();
+        for _ in 0..3000 {
+            let s = Uuid::new_v4();
+            tokens.issue(Grant::Write(s)).unwrap();
+            tokens.revoke_session(s);
+        }
+        let lines = std::fs::read_to_string(dir.path().join(FILE))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 4097, "{lines} lines for one live token");
+        let again = Tokens::with_log(
+            new_secret("admin"),
+            TokenLog::open(dir.path(), MAX_TOKENS, |_| true).unwrap(),
+        );
+        assert_eq!(again.check(Some(&kept)), Ok(Grant::Read(kept_session)));
     }
 }

@@ -7,14 +7,15 @@
 //! the token itself), `{"revoke":session}` when a session's tokens are revoked. At start it is
 //! read back (a torn last line, from a crash mid-append, is skipped), the tokens of sessions
 //! that no longer exist are dropped, and the file is rewritten with what is left (atomically),
-//! so it never grows past the live tokens plus one run's appends. The admin token has its own
+//! and a running server rewrites it the same way once it holds more than 4096 lines and twice
+//! as many as there are live tokens: it stays within a small multiple of the live tokens. The admin token has its own
 //! file (`token`); hook tokens live in their session's environment.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,11 @@ use uuid::Uuid;
 
 /// The file's name in the data dir.
 pub const FILE: &str = "tokens.log";
+
+/// Lines the file may hold before a running server rewrites it with only the live tokens (when
+/// it holds more than twice as many lines as live tokens): issues and revocations on sessions
+/// that come and go never grow it past that.
+const COMPACT_AFTER: usize = 4096;
 
 /// One line of the log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,7 +60,9 @@ pub type Entry = (String, [u8; 32], Scope, Uuid);
 /// The open log and the tokens it held at start.
 #[derive(Debug)]
 pub struct TokenLog {
-    file: Mutex<File>,
+    path: PathBuf,
+    /// The file, open for appends, and the lines it holds.
+    file: Mutex<(File, usize)>,
     entries: Vec<Entry>,
 }
 
@@ -102,16 +110,27 @@ impl TokenLog {
         // The newest are kept if there are ever too many (the bound of the token store).
         let skip = ordered.len().saturating_sub(max);
         let entries: Vec<Entry> = ordered.into_iter().skip(skip).map(|(_, e)| e).collect();
-        let mut compact = Vec::new();
-        for e in &entries {
-            compact.extend_from_slice(&line_of(e)?);
-        }
-        crate::atomic::write_atomic(&path, &compact, 0o600)?;
-        let file = OpenOptions::new().append(true).mode(0o600).open(&path)?;
+        let file = rewrite(&path, &entries)?;
         Ok(TokenLog {
-            file: Mutex::new(file),
+            file: Mutex::new((file, entries.len())),
+            path,
             entries,
         })
+    }
+
+    /// Rewrites the file with only `live()`'s tokens once it holds more than [`COMPACT_AFTER`]
+    /// lines and twice as many as there are live tokens. Blocking file I/O.
+    pub fn compact_if_due(&self, live: impl FnOnce() -> Vec<Entry>) -> io::Result<()> {
+        let mut file = self.file.lock();
+        if file.1 <= COMPACT_AFTER {
+            return Ok(());
+        }
+        let live = live();
+        if file.1 <= 2 * live.len() {
+            return Ok(());
+        }
+        *file = (rewrite(&self.path, &live)?, live.len());
+        Ok(())
     }
 
     /// The tokens read back at start.
@@ -133,9 +152,20 @@ impl TokenLog {
 
     fn append(&self, line: &[u8]) -> io::Result<()> {
         let mut file = self.file.lock();
-        file.write_all(line)?;
-        file.sync_data()
+        file.0.write_all(line)?;
+        file.1 += 1;
+        file.0.sync_data()
     }
+}
+
+/// Replaces the file at `path` with `entries` (atomically) and opens it for appends.
+fn rewrite(path: &Path, entries: &[Entry]) -> io::Result<File> {
+    let mut compact = Vec::new();
+    for e in entries {
+        compact.extend_from_slice(&line_of(e)?);
+    }
+    crate::atomic::write_atomic(path, &compact, 0o600)?;
+    OpenOptions::new().append(true).mode(0o600).open(path)
 }
 
 /// One `Issued` line, newline included.
