@@ -116,6 +116,47 @@ fn a_busy_port_fails_the_start_naming_it_before_any_session_is_touched() {
 }
 
 #[test]
+fn a_session_starts_where_corral_spawn_was_run() {
+    // As tmux does: `cd project && corral spawn -- claude` starts Claude in the project, and a
+    // relative --cwd is taken from there (it used to be the server's directory).
+    let server = Server::start();
+    let here = tempfile::tempdir().unwrap();
+    std::fs::create_dir(here.path().join("sub")).unwrap();
+    let spawn = |args: &[&str]| {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .arg("spawn")
+            .args(args)
+            .current_dir(here.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    spawn(&["--name", "here", "--", "sh", "-c", "pwd; exec sleep 100"]);
+    spawn(&[
+        "--name",
+        "sub",
+        "--cwd",
+        "sub",
+        "--",
+        "sh",
+        "-c",
+        "pwd; exec sleep 100",
+    ]);
+    let real = here.path().canonicalize().unwrap();
+    for (name, dir) in [("here", real.clone()), ("sub", real.join("sub"))] {
+        eventually("pwd is printed", || {
+            ok(&server, &["logs", name]).trim() == dir.display().to_string()
+        });
+    }
+}
+
+#[test]
 fn hook_posts_events_for_its_session() {
     let server = Server::start();
     let id = ok(&server, &["spawn", "--name", "agent", "--", "cat"])

@@ -25,7 +25,8 @@ pub enum ClientCommand {
         /// Unique name.
         #[arg(long)]
         name: Option<String>,
-        /// Working directory.
+        /// Working directory (default: this command's own, with a server on this machine; a
+        /// relative one is taken from here too). With --url, the server's default.
         #[arg(long)]
         cwd: Option<String>,
         /// Environment variable KEY=VALUE (repeatable).
@@ -252,7 +253,7 @@ pub async fn run(
             }
             let mut spec = SessionSpec::new(argv);
             spec.name = name;
-            spec.cwd = cwd.map(Into::into);
+            spec.cwd = session_cwd(&client, cwd)?;
             spec.env = env;
             spec.restart = match restart.as_str() {
                 "on-failure" => RestartPolicy::OnFailure,
@@ -461,6 +462,25 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
         }
         other => bail!("unexpected answer: {other:?}"),
     }
+}
+
+/// Where a spawned session starts: as tmux does, where the command was run — with a server on
+/// this machine (its data dir's socket), the CLI's own directory by default, and a relative
+/// `--cwd` taken from it. A remote server (`--url`) gets `--cwd` as given, which must then be
+/// absolute (relative to what?); without it the server's default applies.
+fn session_cwd(client: &Client, cwd: Option<String>) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let local = matches!(client.endpoint, corral_client::Endpoint::Unix(_));
+    let here = || std::env::current_dir().context("the current directory");
+    Ok(match (cwd.map(std::path::PathBuf::from), local) {
+        (Some(p), _) if p.is_absolute() => Some(p),
+        (Some(p), true) => Some(here()?.join(p)),
+        (Some(p), false) => bail!(
+            "--cwd {} is relative: with --url, give the directory on the server's machine in full",
+            p.display()
+        ),
+        (None, true) => Some(here()?),
+        (None, false) => None,
+    })
 }
 
 /// `\n`, `\r`, `\t`, `\e`, `\\` escapes.
