@@ -210,8 +210,15 @@ impl Chaos {
                 "POST",
                 "/v1/sessions",
                 Some(
+                    // The counters' generous restart intensity: a run kills it (child and
+                    // holder SIGKILLs) more than 5 times a minute at times, and the default
+                    // intensity then rightly fails it, which is not what is tested here.
                     &json!({"name": "counter-pipe", "argv": ["sh", "-c", script],
-                    "restart": "always", "mode": "pipe"}),
+                    "restart": "always", "mode": "pipe",
+                    "backoff": {"initial": {"secs": 0, "nanos": 10_000_000},
+                        "max": {"secs": 0, "nanos": 200_000_000}, "multiplier": 2.0,
+                        "jitter": 0.1, "reset_after": {"secs": 5, "nanos": 0}},
+                    "intensity": {"max_restarts": 1000, "period": {"secs": 1, "nanos": 0}}}),
                 ),
             )
             .await
