@@ -11,6 +11,17 @@ use serde_json::{Value, json};
 
 const OUTPUT: u8 = 1;
 
+/// `corral upgrade`, which must succeed; then the test follows the new server.
+fn upgrade(server: &mut Server) {
+    let out = corral(server, &["upgrade"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.follow_successor();
+}
+
 fn corral(server: &Server, args: &[&str]) -> std::process::Output {
     Command::new(binary())
         .arg("--data-dir")
@@ -160,13 +171,7 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     // The real binary back in place: the upgrade goes through.
     std::fs::copy(binary(), bin.path().join("corral.new")).unwrap();
     std::fs::rename(bin.path().join("corral.new"), &exe).unwrap();
-    let out = corral(&server, &["upgrade"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.follow_successor();
+    upgrade(&mut server);
     assert_ne!(server.pid(), old_pid);
     let s = server.session(info["id"].as_str().unwrap()).await;
     assert_eq!(s["state"], "running");
@@ -334,13 +339,7 @@ async fn a_viewer_token_survives_an_upgrade_and_a_restart_until_its_session_is_r
     ));
     let path = format!("/v1/sessions/{id}");
     assert_eq!(statuses(&server, &path, &[read.as_str()]).await, [200]);
-    let out = corral(&server, &["upgrade"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.follow_successor();
+    upgrade(&mut server);
     let both = [read.as_str(), write.as_str()];
     assert_eq!(
         statuses(&server, &path, &both).await,
@@ -418,13 +417,7 @@ async fn logs_events_and_wait_follow_a_session_across_an_upgrade_and_a_server_ki
     };
     let (logs, events, wait) = (follow("logs"), follow("events"), follow("wait"));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let out = corral(&server, &["upgrade"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.follow_successor();
+    upgrade(&mut server);
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.kill();
     server.restart();
