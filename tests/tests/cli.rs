@@ -65,6 +65,15 @@ fn spawn_send_logs_stop_ps() {
         ps.lines().nth(1).unwrap().contains("signal 1 (SIGHUP)"),
         "{ps}"
     );
+    // Columns line up under their headings.
+    let (head, row) = (ps.lines().next().unwrap(), ps.lines().nth(1).unwrap());
+    assert_eq!(head.find("STATE"), row.find("stopped"), "{ps}");
+    assert_eq!(head.find("LAST EXIT"), row.find("signal 1"), "{ps}");
+    assert_eq!(
+        head.find("RST").map(|i| i + 2),
+        row.find(" 0 signal").map(|i| i + 1),
+        "{ps}"
+    );
     assert!(session_processes(&id).is_empty());
     // Errors: one line on stderr, non-zero exit.
     let out = corral(&server, &["stop", "nope"]);

@@ -12,8 +12,15 @@ pub fn print_ps(views: &[SessionView]) {
         .iter()
         .filter_map(|v| Some((v, serde_json::to_value(v).ok()?)))
         .collect();
+    // The NAME column fits the longest name, so every row lines up.
+    let width = views
+        .iter()
+        .map(|v| v.info.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     println!(
-        "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  ATTENTION",
+        "{:<8}  {:<width$} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  ATTENTION",
         "ID", "NAME", "STATE", "PID", "UPTIME", "RST", "LAST EXIT", "VWR", "CPU%", "RSS"
     );
     let now = SystemTime::now();
@@ -29,7 +36,7 @@ pub fn print_ps(views: &[SessionView]) {
             .last_exit
             .map_or_else(|| "-".to_string(), |e| e.to_string());
         println!(
-            "{:<8}  {:<16} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
+            "{:<8}  {:<width$} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
             &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
             s["name"].as_str().unwrap_or(""),
             s["state"].as_str().unwrap_or(""),
@@ -38,9 +45,9 @@ pub fn print_ps(views: &[SessionView]) {
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
             uptime,
-            s["restarts"],
+            s["restarts"].as_u64().unwrap_or(0),
             exit,
-            s["viewers"],
+            s["viewers"].as_u64().unwrap_or(0),
             s["cpu_percent"]
                 .as_f64()
                 .map(|c| format!("{c:.1}"))
