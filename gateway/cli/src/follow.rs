@@ -32,7 +32,11 @@ fn describe(kind: &Value) -> String {
             kind["reason"].as_str().unwrap_or("")
         ),
         Some("spawned") => format!("pid {}", kind["pid"]),
-        Some("exited") => kind["status"].to_string(),
+        // As `ps` and `wait` say it: `exit 3`, `signal 9 (SIGKILL)`.
+        Some("exited") => {
+            serde_json::from_value::<corral_actors::process::ExitStatus>(kind["status"].clone())
+                .map_or_else(|_| kind["status"].to_string(), |s| s.to_string())
+        }
         Some("hook") => kind["name"].as_str().unwrap_or("").to_string(),
         _ => kind.to_string(),
     }
