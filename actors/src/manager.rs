@@ -502,6 +502,35 @@ impl Sessions {
             .ok_or_else(|| SessionError::NotFound(key.to_string()))
     }
 
+    /// Like [`get`](Self::get), but a session whose spawn is under way — its name and id
+    /// reserved, its program perhaps already running and calling back, as an agent's first hook
+    /// does — is waited for (up to `within`) instead of being "not found".
+    pub async fn get_started(
+        &self,
+        key: &str,
+        within: Duration,
+    ) -> Result<SessionHandle, SessionError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.get(key) {
+                Err(SessionError::NotFound(_))
+                    if self.is_starting(key) && tokio::time::Instant::now() < deadline =>
+                {
+                    // Bounded, and only while a spawn of this very session is in progress.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether a session of this id or name is being spawned (or restored) right now.
+    pub fn is_starting(&self, key: &str) -> bool {
+        let reg = self.registry.read();
+        reg.reserved.contains_key(key)
+            || Uuid::parse_str(key).is_ok_and(|id| reg.reserved.values().any(|r| *r == id))
+    }
+
     /// Every session's status, in no particular order.
     pub fn list(&self) -> Vec<SessionInfo> {
         self.registry

@@ -702,3 +702,43 @@ async fn the_pty_is_the_controlling_terminal_and_no_host_fd_is_inherited() {
     read_until(&mut sub, b"PROBE-RAN").await;
     corral.shutdown().await.unwrap();
 }
+
+/// A session whose spawn is under way is "starting", not missing: `get_started` waits for it
+/// (an agent's first hook can arrive before the spawn has indexed its session), while an
+/// unknown key is refused at once.
+#[tokio::test]
+async fn a_session_being_spawned_is_waited_for_and_an_unknown_one_is_not() {
+    let corral = corral().await;
+    let sessions = corral.sessions().clone();
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        sessions
+            .get_started("no-such-session", Duration::from_secs(5))
+            .await,
+        Err(SessionError::NotFound(_))
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1), "not waited for");
+    for _ in 0..20 {
+        let id = uuid::Uuid::new_v4();
+        let key = id.to_string();
+        let spawner = sessions.clone();
+        let spawn = tokio::spawn(async move {
+            spawner
+                .spawn_with_id(id, SessionSpec::new(["sleep", "100"]))
+                .await
+                .map(|h| h.id())
+        });
+        // Asked as soon as the spawn has reserved the id: found once it is started.
+        while !sessions.is_starting(&key) && sessions.get(&key).is_err() {
+            tokio::task::yield_now().await;
+        }
+        let found = sessions
+            .get_started(&key, Duration::from_secs(10))
+            .await
+            .expect("found once started");
+        assert_eq!(found.id(), id);
+        assert_eq!(spawn.await.unwrap().unwrap(), id);
+        sessions.remove(&key).await.unwrap();
+    }
+    corral.shutdown().await.unwrap();
+}

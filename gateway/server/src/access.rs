@@ -104,7 +104,13 @@ pub async fn path_session(parts: &mut Parts, app: &App) -> Result<SessionHandle,
     let Path(key) = Path::<String>::from_request_parts(parts, &())
         .await
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
-    Ok(app.corral.sessions().get(&key)?)
+    // A session being spawned is waited for: its program may call back (an agent's first
+    // hook) before the spawn has indexed it.
+    Ok(app
+        .corral
+        .sessions()
+        .get_started(&key, std::time::Duration::from_secs(5))
+        .await?)
 }
 
 /// The `{key}` session, which the caller's token may watch.
