@@ -93,10 +93,31 @@ fn spawn_owned(argv: &[&str], marker: &str) -> i32 {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
-    // is async-signal-safe and touches no memory shared with the parent.
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+    // signal(2) and sigprocmask(2), which are async-signal-safe and touch no memory shared with
+    // the parent.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            // Default dispositions and no blocked signal, as the product's own spawns have
+            // (POSIX_SPAWN_SETSIGDEF): a test run under `nohup` (SIGHUP ignored, inherited
+            // across exec) must not make these programs immune to the SIGHUP they are sent.
+            for sig in [
+                Signal::SIGHUP,
+                Signal::SIGINT,
+                Signal::SIGQUIT,
+                Signal::SIGTERM,
+            ] {
+                nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl)
+                    .map_err(io::Error::from)?;
+            }
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(io::Error::from)
+        });
     }
     let child = cmd.spawn().expect("spawn");
     let pid = child.id() as i32;
@@ -163,9 +184,7 @@ async fn hup_stops_bash_and_its_jobs() {
     let tree = s.tree();
     let main = PidFd::open(s.leader).expect("pidfd of leader");
 
-    // A generous grace: bash reacts to the signal once its `wait` returns (a sleep it waits
-    // for dies of the same SIGHUP), which a loaded machine delayed past 2 s once in a CI run.
-    let report = terminate(&tree, Signal::SIGHUP, Duration::from_secs(10), Some(&main)).await;
+    let report = terminate(&tree, Signal::SIGHUP, Duration::from_secs(2), Some(&main)).await;
 
     assert!(!report.grace_expired, "bash dies of SIGHUP: {report:?}");
     assert_eq!(report.signalled, 3, "{report:?}");
