@@ -449,10 +449,23 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // A zombie leader is not enough: the other threads of a SIGKILLed server may still be
+        // exiting (one in a disk write, say) and hold its files — the data dir's lock among
+        // them — until the last one is gone.
+        let one_thread = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Threads:"))
+                        .is_none_or(|n| n.trim() == "1")
+                })
+                .unwrap_or(true)
+        };
         if stat.is_empty()
-            || stat
+            || (stat
                 .rsplit_once(") ")
                 .is_some_and(|(_, r)| r.starts_with('Z'))
+                && one_thread())
         {
             return true;
         }
