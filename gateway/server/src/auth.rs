@@ -6,7 +6,6 @@
 //! and `corral upgrade`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
@@ -57,6 +56,25 @@ impl Grant {
             Grant::Admin => true,
             Grant::Hook(s) => *s == session,
             _ => false,
+        }
+    }
+}
+
+impl Scope {
+    /// What a grant is recorded as in the token log (only viewer and driver grants are).
+    fn of(grant: &Grant) -> Option<(Scope, Uuid)> {
+        match grant {
+            Grant::Read(s) => Some((Scope::Read, *s)),
+            Grant::Write(s) => Some((Scope::Write, *s)),
+            Grant::Admin | Grant::Hook(_) => None,
+        }
+    }
+
+    /// The grant a recorded token has on `session`.
+    fn grant(self, session: Uuid) -> Grant {
+        match self {
+            Scope::Read => Grant::Read(session),
+            Scope::Write => Grant::Write(session),
         }
     }
 }
@@ -120,7 +138,7 @@ pub struct Tokens {
     /// id → (the token's digest, grant).
     by_id: RwLock<HashMap<String, ([u8; 32], Grant)>>,
     /// Where viewer and driver tokens are recorded (none: they live as long as this process).
-    log: Option<Arc<TokenLog>>,
+    log: Option<TokenLog>,
 }
 
 impl Tokens {
@@ -145,14 +163,10 @@ impl Tokens {
                 if map.len() >= MAX_TOKENS {
                     break;
                 }
-                let grant = match scope {
-                    Scope::Read => Grant::Read(*session),
-                    Scope::Write => Grant::Write(*session),
-                };
-                map.insert(id.clone(), (*digest, grant));
+                map.insert(id.clone(), (*digest, scope.grant(*session)));
             }
         }
-        tokens.log = Some(Arc::new(log));
+        tokens.log = Some(log);
         tokens
     }
 
@@ -177,12 +191,7 @@ impl Tokens {
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let token = new_secret(&id);
         let kept = digest(&token);
-        let recorded = match grant {
-            Grant::Read(s) => Some((Scope::Read, s)),
-            Grant::Write(s) => Some((Scope::Write, s)),
-            Grant::Admin | Grant::Hook(_) => None,
-        };
-        if let (Some(log), Some((scope, session))) = (&self.log, recorded) {
+        if let (Some(log), Some((scope, session))) = (&self.log, Scope::of(&grant)) {
             log.issued(&(id.clone(), kept, scope, session))
                 .map_err(|e| AuthError::Unrecorded(e.to_string()))?;
         }
@@ -202,10 +211,8 @@ impl Tokens {
         self.by_id
             .read()
             .iter()
-            .filter_map(|(id, (digest, grant))| match grant {
-                Grant::Read(s) => Some((id.clone(), *digest, Scope::Read, *s)),
-                Grant::Write(s) => Some((id.clone(), *digest, Scope::Write, *s)),
-                Grant::Admin | Grant::Hook(_) => None,
+            .filter_map(|(id, (digest, grant))| {
+                Scope::of(grant).map(|(scope, session)| (id.clone(), *digest, scope, session))
             })
             .collect()
     }
