@@ -250,6 +250,15 @@ fn attach_in_tmux(server: &Server, prefix: &str) -> String {
     socket
 }
 
+/// The attach tests need a real terminal: tmux, which `scripts/setup` installs. Without it they
+/// fail, naming it (a test never passes by skipping).
+fn require_tmux() {
+    assert!(
+        Command::new("tmux").arg("-V").output().is_ok(),
+        "tmux is not installed: run scripts/setup"
+    );
+}
+
 fn tmux(socket: &str, args: &[&str]) -> String {
     let out = Command::new("tmux")
         .args(["-L", socket])
@@ -261,10 +270,7 @@ fn tmux(socket: &str, args: &[&str]) -> String {
 
 #[test]
 fn attach_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed (run scripts/setup)");
-        return;
-    }
+    require_tmux();
     let server = Server::start();
     ok(
         &server,
@@ -560,12 +566,86 @@ fn send_paste_brackets_only_when_the_program_enabled_it() {
     assert!(!plain.contains("200~"), "{plain:?}");
 }
 
+/// `corral send - ` takes its text from standard input as it is (no escapes), and a text larger
+/// than a WebSocket frame goes whole: keystrokes in parts, a paste as one paste (bracketed
+/// once, one Enter). Before, anything over the 64 KiB frame limit closed the connection
+/// ("frame too large") and a prompt given as an argument had its backslashes rewritten.
+#[test]
+fn send_takes_stdin_verbatim_and_texts_larger_than_a_frame_whole() {
+    let server = Server::start();
+    let received = server.dir.path().join("received");
+    ok(
+        &server,
+        &["spawn", "--name", "keys", "--pipe", "--", "cat"],
+    );
+    // A raw terminal that turns bracketed paste on and records what it reads.
+    let record = format!(
+        "printf '\\033[?2004h'; stty raw -echo; exec cat > {}",
+        received.display()
+    );
+    ok(&server, &["spawn", "--name", "tui", "--", "sh", "-c", &record]);
+    std::thread::sleep(Duration::from_millis(300));
+    // 300 KB with every character JSON escapes, and backslash sequences that must stay as
+    // they are.
+    let unit = "a\\n\\t\"é😀\u{1}\tline\n";
+    let text = unit.repeat(300_000 / unit.len());
+    let send = |args: &[&str]| {
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "corral {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send(&["send", "keys", "-"]);
+    eventually("the keystrokes arrived", || {
+        ok(&server, &["logs", "keys"]).len() >= text.len()
+    });
+    assert!(ok(&server, &["logs", "keys"]) == text, "keystrokes changed");
+    send(&["send", "--paste", "tui", "-"]);
+    let want = format!("\x1b[200~{text}\x1b[201~\r");
+    eventually("the paste and its Enter arrived", || {
+        std::fs::read(&received).is_ok_and(|b| b.len() >= want.len())
+    });
+    assert!(
+        std::fs::read(&received).unwrap() == want.as_bytes(),
+        "the paste is not one bracketed paste of the text and one Enter"
+    );
+    // Not UTF-8: refused, naming why.
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["send", "keys", "-"])
+        .stdin(std::fs::File::open("/bin/true").unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not UTF-8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed (run scripts/setup)");
-        return;
-    }
+    require_tmux();
     let mut server = Server::start();
     ok(
         &server,

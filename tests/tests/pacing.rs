@@ -119,6 +119,68 @@ async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
     arrives(&out, &data).await;
 }
 
+/// A paste larger than a frame comes in parts (`input` with `more`) and is written as one paste
+/// with one Enter; a second one right after must wait for the byte rate, and still arrives
+/// whole (its earlier parts are kept while its last one waits). Past the burst a paste is
+/// refused with `too_large` and nothing of it is written; parts for two sessions at once are a
+/// `conflict`.
+#[tokio::test]
+async fn a_paste_in_parts_arrives_as_one_and_waits_its_turn_whole() {
+    let server = limited_server("");
+    // 400 KB each: under the 512 KiB burst, but two of them are not.
+    let one = String::from_utf8(text(400_000)).unwrap();
+    let two = String::from_utf8(text(400_001)).unwrap();
+    let want = format!("{one}\r{two}\r");
+    let out = server.dir.path().join("paste.out");
+    let id = sink(&server, &out, want.len(), "").await;
+    let mut ws = server.ws().await;
+    let t = Instant::now();
+    for paste in [&one, &two] {
+        let parts: Vec<&str> = paste
+            .as_bytes()
+            .chunks(30_000)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for (i, part) in parts.iter().enumerate() {
+            ws.send(json!({"type": "input", "session": id, "data": part, "paste": true,
+                           "more": i + 1 < parts.len()}))
+                .await;
+        }
+    }
+    arrives(&out, want.as_bytes()).await;
+    assert!(
+        t.elapsed() > Duration::from_millis(800),
+        "the second paste did not wait for the byte rate"
+    );
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+
+    // Past the burst (512 KiB): refused, nothing written (the sink would record it).
+    let part = String::from_utf8(text(30_000)).unwrap();
+    for _ in 0..17 {
+        ws.send(json!({"type": "input", "session": id, "data": part, "paste": true, "more": true}))
+            .await;
+    }
+    let r = ws
+        .call(json!({"type": "input", "session": id, "data": part, "paste": true, "more": true}))
+        .await;
+    assert_eq!(r["code"], "too_large", "{r}");
+    let other = server.spawn(json!({"argv": ["cat"]})).await;
+    let other = other["id"].as_str().unwrap().to_string();
+    // Parts for two sessions interleaved: the client is told, neither is written.
+    ws.send(json!({"type": "input", "session": other, "data": "a", "paste": true, "more": true}))
+        .await;
+    let r = ws
+        .call(json!({"type": "input", "session": id, "data": "b", "paste": true}))
+        .await;
+    assert_eq!(r["code"], "conflict", "{r}");
+    let r = ws
+        .call(json!({"type": "input", "session": id, "data": "b", "more": true}))
+        .await;
+    assert_eq!(r["code"], "bad_request", "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(std::fs::read(&out).unwrap() == want.as_bytes());
+}
+
 #[tokio::test]
 async fn five_thousand_keystrokes_sent_at_once_all_arrive() {
     let server = limited_server("");

@@ -101,11 +101,12 @@ pub enum ClientCommand {
     /// wrapped in bracketed-paste markers when the program enabled that mode (as Claude Code's
     /// TUI does), plain otherwise. That is how a prompt is given to an agent's TUI.
     ///
-    /// Example: corral send work 'echo hi\n'
+    /// Example: corral send work 'echo hi\n'; corral send --paste agent - < prompt.md
     Send {
         /// Name or id.
         session: String,
-        /// The text; `\n`, `\r`, `\t` and `\e` escapes are honoured.
+        /// The text; `\n`, `\r`, `\t`, `\e` and `\\` escapes are honoured. `-` reads it from
+        /// standard input instead, as it is (no escapes; UTF-8, up to 64 MiB).
         text: String,
         /// A paste + Enter (bracketed when the program asked for it).
         #[arg(long)]
@@ -332,21 +333,22 @@ pub async fn run(
             text,
             paste,
         } => {
-            let data = unescape(&text);
+            let data = if text == "-" {
+                read_stdin().await?
+            } else {
+                unescape(&text)
+            };
             let mut ws = client.ws().await?;
-            let input = ws
-                .send(serde_json::to_value(Op::Input {
-                    session,
-                    data,
-                    paste,
-                })?)
-                .await?;
+            let sent = ws.input(&session, &data, paste).await?;
             // Input has no reply on success; a ping round trip proves it was taken, and an error
             // reply to the input, if any, arrives before the pong.
             let ping = ws.send(json!({"type": "ping"})).await?;
             loop {
                 match ws.next().await {
-                    Incoming::Json(v) if v["id"] == json!(input) && v["type"] == "error" => {
+                    Incoming::Json(v)
+                        if v["type"] == "error"
+                            && v["id"].as_u64().is_some_and(|id| sent.contains(&id)) =>
+                    {
                         bail!("{}", v["message"].as_str().unwrap_or("input refused"))
                     }
                     Incoming::Json(v) if v["id"] == json!(ping) => break,
@@ -480,6 +482,29 @@ fn session_cwd(client: &Client, cwd: Option<String>) -> anyhow::Result<Option<st
         ),
         (None, true) => Some(here()?),
         (None, false) => None,
+    })
+}
+
+/// Most bytes `corral send … -` reads from standard input.
+const MAX_STDIN: u64 = 64 << 20;
+
+/// Standard input, whole, as text (`corral send … -`).
+async fn read_stdin() -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    tokio::io::stdin()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .context("reading standard input")?;
+    if bytes.len() as u64 > MAX_STDIN {
+        bail!("standard input holds more than {MAX_STDIN} bytes; nothing was sent");
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "standard input is not UTF-8 text (at byte {}); nothing was sent",
+            e.utf8_error().valid_up_to()
+        )
     })
 }
 

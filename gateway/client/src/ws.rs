@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use corral_server::protocol::{Op, Reply, Request, SUBPROTOCOL};
+use corral_server::protocol::{Op, PROTOCOL_VERSION, Reply, Request, SUBPROTOCOL};
 
 use crate::endpoint::{Client, Stream};
 use crate::error::ClientError;
@@ -163,11 +163,110 @@ impl Conn {
         }
     }
 
+    /// Sends `text` as input to `session` (`paste`: one paste followed by Enter), in as many
+    /// `input` requests as the server's frame limit needs: a paste's parts carry `more`, so
+    /// the server pastes them as one. Returns the requests' ids (input has no reply on
+    /// success: an error reply names one of them).
+    pub async fn input(
+        &mut self,
+        session: &str,
+        text: &str,
+        paste: bool,
+    ) -> Result<Vec<u64>, ClientError> {
+        // Small input fits any frame limit; larger input asks the server for its own.
+        let budget = if text.len() <= SMALL_INPUT {
+            SMALL_INPUT
+        } else {
+            match self
+                .request(Op::Hello {
+                    protocol: Some(PROTOCOL_VERSION),
+                    window: None,
+                })
+                .await?
+            {
+                Reply::Hello { max_frame, .. } => max_frame
+                    .saturating_sub(ENVELOPE + 2 * session.len())
+                    .max(MIN_PART),
+                other => {
+                    return Err(ClientError::Decode(format!(
+                        "hello answered with {other:?}"
+                    )));
+                }
+            }
+        };
+        let parts = split_escaped(text, budget);
+        let last = parts.len() - 1;
+        let mut ids = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let op = Op::Input {
+                session: session.to_string(),
+                data: part.to_string(),
+                paste,
+                more: paste && i < last,
+            };
+            let msg = serde_json::to_value(Request { id: None, op })
+                .map_err(|e| ClientError::Request(e.to_string()))?;
+            ids.push(self.send(msg).await?);
+        }
+        Ok(ids)
+    }
+
     /// A typed request and its typed reply.
     pub async fn request(&mut self, op: Op) -> Result<Reply, ClientError> {
         let msg = serde_json::to_value(Request { id: None, op })
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let v = self.call(msg).await?;
         serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// Input up to this many bytes is sent in one request without asking the server its frame
+/// limit: even escaped at worst (6 bytes a character) it stays far below any sane limit.
+const SMALL_INPUT: usize = 4096;
+
+/// Room kept in a frame for the request around the text (type, id, flags; the session's name
+/// is counted apart).
+const ENVELOPE: usize = 256;
+
+/// The smallest part a frame limit is taken to allow.
+const MIN_PART: usize = 1024;
+
+/// Splits `text` at character boundaries into parts whose JSON-escaped length is at most
+/// `budget` bytes (never an empty list: an empty text is one empty part).
+fn split_escaped(text: &str, budget: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (at, c) in text.char_indices() {
+        let n = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if size + n > budget && at > start {
+            parts.push(&text[start..at]);
+            (start, size) = (at, 0);
+        }
+        size += n;
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_escaped;
+
+    #[test]
+    fn parts_stay_within_the_budget_once_escaped_and_join_back_whole() {
+        let text = "ab\"\u{1}é\n".repeat(1000);
+        let parts = split_escaped(&text, 100);
+        assert!(parts.len() > 1);
+        for p in &parts {
+            let escaped = serde_json::to_string(p).unwrap();
+            assert!(escaped.len() - 2 <= 100, "{} bytes escaped", escaped.len() - 2);
+        }
+        assert_eq!(parts.concat(), text);
+        assert_eq!(split_escaped("", 100), vec![""]);
+        assert_eq!(split_escaped("short", 100), vec!["short"]);
     }
 }

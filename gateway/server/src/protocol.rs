@@ -149,6 +149,11 @@ pub enum Op {
         /// program enabled that mode, then Enter (`\r`).
         #[serde(default)]
         paste: bool,
+        /// With `paste`: this is a part of a paste larger than a frame, and more follows; the
+        /// server keeps the parts (up to the input burst) and pastes them as one with the part
+        /// that comes without `more`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// The viewer's terminal size.
     Resize {

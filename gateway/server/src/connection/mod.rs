@@ -139,6 +139,9 @@ pub struct ConnectionState {
     passed: Passed,
     /// Set by a handler when the message being handled must wait.
     wait: Option<Wait>,
+    /// The parts of a paste larger than a frame received so far (`input` with `more`), and
+    /// the session they are for; bounded by the input burst.
+    paste: Option<(uuid::Uuid, String)>,
     /// Its live figures, for `corral tree`.
     stats: Arc<crate::connections::ConnStats>,
     /// Shared server state.
@@ -194,6 +197,7 @@ impl Actor for Connection {
             held: None,
             passed: Passed::default(),
             wait: None,
+            paste: None,
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
                     .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),

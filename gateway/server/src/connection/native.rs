@@ -163,12 +163,16 @@ impl ConnectionState {
                 session,
                 data,
                 paste,
+                more,
             } => {
                 let Some(h) = self.writable(id, &grant, &session).await else {
                     return true;
                 };
                 if paste {
-                    self.write_input(id, &h, Input::Paste(data)).await
+                    self.paste_part(id, &h, data, more).await
+                } else if more {
+                    self.error(id, ErrorCode::BadRequest, "`more` is for the parts of a paste")
+                        .await
                 } else {
                     self.input(id, &h, data.into_bytes()).await
                 }
@@ -409,13 +413,80 @@ impl ConnectionState {
         h: &SessionHandle,
         bytes: Vec<u8>,
     ) -> bool {
-        self.write_input(id, h, Input::Keys(bytes)).await
+        self.write_input(id, h, &mut Input::Keys(bytes)).await
+    }
+
+    /// A paste, or a part of one larger than a frame (`more`: kept until the last part comes,
+    /// then pasted as one). The parts are bounded by the input burst, which a paste could
+    /// never pass anyway: past it the paste is refused (`too_large`) and nothing is written.
+    async fn paste_part(
+        &mut self,
+        id: Option<u64>,
+        h: &SessionHandle,
+        data: String,
+        more: bool,
+    ) -> bool {
+        let mut text = match self.paste.take() {
+            Some((session, text)) if session == h.id() => text,
+            Some((other, _)) => {
+                // A paste's parts come together; the client lost track of one: say so, and
+                // start clean (neither is written).
+                return self
+                    .error(
+                        id,
+                        ErrorCode::Conflict,
+                        format!(
+                            "a paste to session {other} was unfinished on this connection: it \
+                             was discarded, and this part too"
+                        ),
+                    )
+                    .await;
+            }
+            None => String::new(),
+        };
+        let burst = self.input_burst();
+        if text.len() + data.len() + 1 > burst {
+            return self
+                .error(
+                    id,
+                    ErrorCode::TooLarge,
+                    format!(
+                        "a paste of over {burst} bytes exceeds the input burst (twice \
+                         input_bytes_per_sec); nothing of it was written"
+                    ),
+                )
+                .await;
+        }
+        let kept = text.len();
+        text.push_str(&data);
+        if more {
+            self.paste = Some((h.id(), text));
+            return true;
+        }
+        let mut input = Input::Paste(text);
+        let alive = self.write_input(id, h, &mut input).await;
+        if self.wait.is_some()
+            && let Input::Paste(mut text) = input
+        {
+            // This last part is handled again when its wait ends: keep only the earlier ones.
+            text.truncate(kept);
+            self.paste = Some((h.id(), text));
+        }
+        alive
+    }
+
+    /// The most input bytes that can pass the byte limit at once.
+    fn input_burst(&self) -> usize {
+        (self.app.config.limits.input_bytes_per_sec as usize)
+            .saturating_mul(2)
+            .max(1)
     }
 
     /// Input under the limits: over the byte rate or into a full queue it waits (the message
-    /// is held, the socket not read); refused only for a reason the client must hear.
-    async fn write_input(&mut self, id: Option<u64>, h: &SessionHandle, input: Input) -> bool {
-        let n = match &input {
+    /// is held, the socket not read, and `self.wait` set); refused only for a reason the
+    /// client must hear. A paste's text is left in `input` (keys are taken).
+    async fn write_input(&mut self, id: Option<u64>, h: &SessionHandle, input: &mut Input) -> bool {
+        let n = match &*input {
             Input::Keys(bytes) => bytes.len(),
             // The paste and its Enter.
             Input::Paste(text) => text.len() + 1,
@@ -452,8 +523,8 @@ impl ConnectionState {
             passed.bytes = true;
         }
         let written = match input {
-            Input::Keys(bytes) => h.input(self.viewer, bytes),
-            Input::Paste(text) => h.paste(self.viewer, &text).await,
+            Input::Keys(bytes) => h.input(self.viewer, std::mem::take(bytes)),
+            Input::Paste(text) => h.paste(self.viewer, text).await,
         };
         match written {
             Ok(()) => {
