@@ -575,6 +575,21 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
         utf.next().await,
         Frame::Close(1007, _) | Frame::Close(0, _) | Frame::Close(1006, _)
     ));
+    // HTTP: a body over the limit and a path no route serves get the JSON body of every
+    // refusal (axum's own answers were plain text and empty).
+    let big = json!({"argv": ["x".repeat(300 * 1024)]});
+    let (status, body) = server
+        .http("POST", "/v1/sessions", Some(&server.token), Some(&big))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(v["code"], "too_large", "{v}");
+    let (status, body) = server
+        .http("GET", "/v1/no-such-route", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(v["code"], "not_found", "{v}");
     // The server is still fine.
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);

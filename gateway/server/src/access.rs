@@ -196,6 +196,33 @@ async fn scoped(
     }
 }
 
+/// The most bytes a request body may hold (`DefaultBodyLimit` in the router).
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// A request's body, whole; one over [`MAX_BODY`] is a `too_large` [`ApiError`] (413 with the
+/// JSON body every refusal has, not axum's plain text).
+pub struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    crate::error::ErrorCode::TooLarge,
+                    format!("request body over {} KiB", MAX_BODY / 1024),
+                ))
+            }
+            Err(e) => Err(ApiError::bad_request(format!(
+                "reading the request body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// A JSON request body of type `T`, or a 400 naming `what` and the problem.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))

@@ -127,7 +127,7 @@ pub async fn get_messages(
 pub async fn post_message(
     State(app): State<Arc<App>>,
     Driven(h): Driven,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: MessageRequest = parse_json(&body, "message")?;
     match req.kind.as_str() {

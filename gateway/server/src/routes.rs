@@ -72,8 +72,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/ttyd/{key}/ws", get(ws_ttyd))
         .route("/ttyd/{key}/token", get(ttyd_token))
-        .layer(DefaultBodyLimit::max(256 * 1024))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(crate::access::MAX_BODY))
         .with_state(app)
+}
+
+/// A path no route serves: 404 with the JSON body of every refusal.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
 }
 
 /// Cross-origin WebSocket upgrades are refused unless the origin is allowed. Requests without
@@ -349,14 +355,14 @@ impl std::io::Write for ChannelWriter {
 async fn spawn_session(
     State(app): State<Arc<App>>,
     _: Admin,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
     let spec: SessionSpec = parse_json(&body, "session spec")?;
     let h = app.spawn(spec).await?;
     Ok((StatusCode::CREATED, Json(h.info())).into_response())
 }
 
-async fn stop_session(Managed(h): Managed, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn stop_session(Managed(h): Managed, crate::access::Body(body): crate::access::Body) -> Result<Response, ApiError> {
     let body: StopBody = if body.is_empty() {
         StopBody::default()
     } else {
@@ -379,7 +385,7 @@ async fn remove_session(
 async fn post_hook(
     State(app): State<Arc<App>>,
     Hooked(h): Hooked,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
     let payload: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
@@ -443,7 +449,7 @@ async fn post_hook(
 async fn set_notify(
     State(app): State<Arc<App>>,
     Driven(h): Driven,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -463,7 +469,7 @@ async fn set_notify(
 async fn answer_permission(
     State(app): State<Arc<App>>,
     Driven(h): Driven,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Json<SessionView>, ApiError> {
     let answer: crate::permission::Answer = parse_json(&body, "permission answer")?;
     let allow = answer.behavior == crate::permission::Behavior::Allow;
@@ -489,7 +495,7 @@ async fn answer_permission(
 async fn create_token(
     State(app): State<Arc<App>>,
     _: Admin,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
     let req: TokenRequest = parse_json(&body, "token request")?;
     let h = app.corral.sessions().get(&req.session)?;

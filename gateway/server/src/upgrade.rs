@@ -68,7 +68,7 @@ pub struct Handover {
 pub async fn shutdown(
     State(app): State<Arc<App>>,
     _: Admin,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Json<ServerId>, ApiError> {
     let req: ShutdownRequest = if body.is_empty() {
         ShutdownRequest::default()

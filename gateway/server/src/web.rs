@@ -115,7 +115,7 @@ impl WhoAmI {
 /// (204); anything else is a 401/403 and sets nothing.
 pub async fn login(
     State(app): State<Arc<App>>,
-    body: axum::body::Bytes,
+    crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
     let Login { token } = crate::access::parse_json(&body, "login")?;
     let grant = app.tokens.check(Some(token.trim())).map_err(|e| {
