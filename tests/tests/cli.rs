@@ -574,16 +574,16 @@ fn send_paste_brackets_only_when_the_program_enabled_it() {
 fn send_takes_stdin_verbatim_and_texts_larger_than_a_frame_whole() {
     let server = Server::start();
     let received = server.dir.path().join("received");
-    ok(
-        &server,
-        &["spawn", "--name", "keys", "--pipe", "--", "cat"],
-    );
+    ok(&server, &["spawn", "--name", "keys", "--pipe", "--", "cat"]);
     // A raw terminal that turns bracketed paste on and records what it reads.
     let record = format!(
         "printf '\\033[?2004h'; stty raw -echo; exec cat > {}",
         received.display()
     );
-    ok(&server, &["spawn", "--name", "tui", "--", "sh", "-c", &record]);
+    ok(
+        &server,
+        &["spawn", "--name", "tui", "--", "sh", "-c", &record],
+    );
     std::thread::sleep(Duration::from_millis(300));
     // 300 KB with every character JSON escapes, and backslash sequences that must stay as
     // they are.

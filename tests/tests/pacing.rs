@@ -142,9 +142,11 @@ async fn a_paste_in_parts_arrives_as_one_and_waits_its_turn_whole() {
             .map(|c| std::str::from_utf8(c).unwrap())
             .collect();
         for (i, part) in parts.iter().enumerate() {
-            ws.send(json!({"type": "input", "session": id, "data": part, "paste": true,
-                           "more": i + 1 < parts.len()}))
-                .await;
+            ws.send(
+                json!({"type": "input", "session": id, "data": part, "paste": true,
+                           "more": i + 1 < parts.len()}),
+            )
+            .await;
         }
     }
     arrives(&out, want.as_bytes()).await;

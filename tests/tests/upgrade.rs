@@ -382,6 +382,108 @@ async fn a_viewer_token_survives_an_upgrade_and_a_restart_until_its_session_is_r
     );
 }
 
+/// A token given to a phone or a script can be taken back without removing its session:
+/// `corral token list` shows it (its id, never the token), `corral token revoke` refuses it
+/// from then on, across a restart, and closes the live connections it let in (a phone that
+/// is watching stops receiving at once). The other tokens keep working.
+#[tokio::test]
+async fn a_revoked_token_is_refused_for_good_and_its_live_connections_close() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "shared", "argv": ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let create = |scope: &str| {
+        let out = corral(
+            &server,
+            &["token", "create", "--session", "shared", "--scope", scope],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (phone, script) = (create("read"), create("write"));
+    let phone_id = phone.split('_').nth(1).unwrap().to_string();
+    let script_id = script.split('_').nth(1).unwrap().to_string();
+    let out = corral(&server, &["token", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success());
+    assert!(
+        list.contains(&phone_id) && list.contains(&script_id) && list.contains("shared"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(&phone),
+        "the list never shows a token: {list}"
+    );
+    // The phone watches over the native WebSocket and over ttyd.
+    let mut ws = server.ws_with(Some(&phone), &[]).await.unwrap();
+    let r = ws
+        .call(json!({"type": "subscribe", "session": "shared"}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    // Revoked by its whole token (the id works as well).
+    let out = corral(&server, &["token", "revoke", &phone]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 connection"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ws.next().await {
+            Frame::Close(code, reason) => {
+                assert_eq!((code, reason.as_str()), (1008, "token revoked"));
+                break;
+            }
+            _ => assert!(std::time::Instant::now() < deadline, "still open"),
+        }
+    }
+    let path = format!("/v1/sessions/{id}");
+    assert_eq!(
+        statuses(&server, &path, &[phone.as_str(), script.as_str()]).await,
+        [401, 200]
+    );
+    // Twice, or an id no token has: a clear error.
+    let out = corral(&server, &["token", "revoke", &phone_id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no viewer or driver token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The admin token is not revoked this way.
+    assert!(
+        !corral(&server, &["token", "revoke", "admin"])
+            .status
+            .success()
+    );
+    server.kill();
+    server.restart();
+    assert_eq!(
+        statuses(&server, &path, &[phone.as_str(), script.as_str()]).await,
+        [401, 200],
+        "after a restart"
+    );
+    let out = corral(&server, &["token", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [script_id.as_str()]);
+}
+
 /// The status of `GET path` with each token.
 async fn statuses(server: &Server, path: &str, tokens: &[&str]) -> Vec<u16> {
     let mut out = Vec::new();

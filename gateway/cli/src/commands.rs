@@ -15,6 +15,33 @@ use serde_json::json;
 
 use crate::output::{print_ps, print_tree, state_name};
 
+/// `corral token …`.
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Create a token for one session and print it (shown once; kept only as a digest).
+    Create {
+        /// Name or id.
+        #[arg(long)]
+        session: String,
+        /// read (watch) or write (watch and type).
+        #[arg(long, value_parser = ["read", "write"])]
+        scope: String,
+    },
+    /// List the valid viewer and driver tokens: id, scope, session (never the tokens).
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token for good; the connections it let in are closed.
+    Revoke {
+        /// Its id (`corral token list`), or the whole token. (Not named `token`: that is the
+        /// global option this command authenticates with.)
+        #[arg(value_name = "ID")]
+        which: String,
+    },
+}
+
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
@@ -146,19 +173,13 @@ pub enum ClientCommand {
         #[arg(long, default_value = "asciicast", value_parser = ["asciicast"])]
         format: String,
     },
-    /// Create a session-scoped token.
+    /// Session-scoped tokens: create one (a phone's read-only page, a script's driver), list
+    /// the valid ones, revoke one.
     ///
-    /// Example: corral token create --session work --scope read
+    /// Example: corral token create --session work --scope read; corral token revoke 3bf72f4cd665
     Token {
-        /// Only `create` exists.
-        #[arg(value_parser = ["create"])]
-        action: String,
-        /// Name or id.
-        #[arg(long)]
-        session: String,
-        /// read (watch) or write (watch and type).
-        #[arg(long, value_parser = ["read", "write"])]
-        scope: String,
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Print the web page's login URL (the server's URL with the token; open it in a browser).
     ///
@@ -375,16 +396,7 @@ pub async fn run(
             }
             stdout.flush()?;
         }
-        ClientCommand::Token { session, scope, .. } => {
-            let scope = match scope.as_str() {
-                "write" => TokenScope::Write,
-                _ => TokenScope::Read,
-            };
-            let r = client
-                .create_token(&TokenRequest { session, scope })
-                .await?;
-            println!("{}", r.token);
-        }
+        ClientCommand::Token { action } => token_command(&client, action).await?,
         ClientCommand::Answer {
             session,
             decision,
@@ -483,6 +495,51 @@ fn session_cwd(client: &Client, cwd: Option<String>) -> anyhow::Result<Option<st
         (None, true) => Some(here()?),
         (None, false) => None,
     })
+}
+
+/// `corral token create|list|revoke`.
+async fn token_command(client: &Client, action: TokenAction) -> anyhow::Result<()> {
+    match action {
+        TokenAction::Create { session, scope } => {
+            let scope = match scope.as_str() {
+                "write" => TokenScope::Write,
+                _ => TokenScope::Read,
+            };
+            let r = client
+                .create_token(&TokenRequest { session, scope })
+                .await?;
+            println!("{}", r.token);
+        }
+        TokenAction::List { json } => {
+            let list = client.tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list.tokens)?);
+                return Ok(());
+            }
+            println!("{:<14} {:<6} {:<9} NAME", "ID", "SCOPE", "SESSION");
+            for t in list.tokens {
+                let scope = match t.scope {
+                    TokenScope::Read => "read",
+                    TokenScope::Write => "write",
+                };
+                let session = t.session.to_string();
+                println!("{:<14} {scope:<6} {:<9} {}", t.id, &session[..8], t.name);
+            }
+        }
+        TokenAction::Revoke { which } => {
+            // The whole token (`corral_<id>_<secret>`) names its id.
+            let id = which
+                .strip_prefix("corral_")
+                .and_then(|rest| rest.split_once('_'))
+                .map_or(which.as_str(), |(id, _)| id);
+            let r = client.revoke_token(id).await?;
+            match r.connections_closed {
+                0 => println!("token {} revoked", r.id),
+                n => println!("token {} revoked; {n} connection(s) it let in closed", r.id),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Most bytes `corral send … -` reads from standard input.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use corral_actors::{SessionInfo, SessionSpec};
 use corral_server::error::ErrorBody;
 use corral_server::protocol::{
-    Health, HookAccepted, SessionView, StopBody, TokenCreated, TokenRequest,
+    Health, HookAccepted, SessionView, StopBody, TokenCreated, TokenList, TokenRequest,
+    TokenRevoked,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -195,6 +196,21 @@ impl Client {
     /// `POST /v1/tokens`: a session-scoped token.
     pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
         self.call(Method::POST, "/v1/tokens", Some(req)).await
+    }
+
+    /// `GET /v1/tokens`: the valid viewer and driver tokens (ids, never tokens).
+    pub async fn tokens(&self) -> Result<TokenList, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/tokens", None).await
+    }
+
+    /// `DELETE /v1/tokens/{id}`: revokes a viewer or driver token for good.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenRevoked, ClientError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", path_segment(id)),
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/upgrade`: the server hands over to the binary on disk (admin); answers once

@@ -263,7 +263,11 @@ mod tests {
         assert!(parts.len() > 1);
         for p in &parts {
             let escaped = serde_json::to_string(p).unwrap();
-            assert!(escaped.len() - 2 <= 100, "{} bytes escaped", escaped.len() - 2);
+            assert!(
+                escaped.len() - 2 <= 100,
+                "{} bytes escaped",
+                escaped.len() - 2
+            );
         }
         assert_eq!(parts.concat(), text);
         assert_eq!(split_escaped("", 100), vec![""]);

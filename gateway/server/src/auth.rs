@@ -238,6 +238,40 @@ impl Tokens {
         Ok(())
     }
 
+    /// The viewer and driver tokens now valid: (id, scope, session), by id.
+    pub fn list(&self) -> Vec<(String, Scope, Uuid)> {
+        let mut out: Vec<_> = self
+            .by_id
+            .read()
+            .iter()
+            .filter_map(|(id, (_, grant))| {
+                Scope::of(grant).map(|(scope, session)| (id.clone(), scope, session))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Revokes the viewer or driver token `id` for good: recorded in the token log first
+    /// (blocking file I/O: call it off the runtime's workers), then refused. False when no
+    /// such token is valid (the admin token and hook tokens cannot be revoked this way).
+    pub fn revoke(&self, id: &str) -> Result<bool, AuthError> {
+        let recorded = matches!(
+            self.by_id.read().get(id),
+            Some((_, Grant::Read(_) | Grant::Write(_)))
+        );
+        if !recorded {
+            return Ok(false);
+        }
+        if let Some(log) = &self.log {
+            log.revoked_one(id)
+                .map_err(|e| AuthError::Unrecorded(e.to_string()))?;
+        }
+        self.by_id.write().remove(id);
+        self.compact_log();
+        Ok(true)
+    }
+
     /// Revokes every token granted on `session` (it was removed). When a recorded token was
     /// among them, the revocation is recorded too (blocking file I/O: call it off the
     /// runtime's workers); a failure to record it is logged (the tokens are revoked in memory

@@ -32,6 +32,10 @@ pub struct ConnStats {
     pub lags: AtomicU64,
     /// A message of its waits for a limit (its socket is not being read).
     pub held: AtomicBool,
+    /// The id of the token it was let in with (none before a ttyd client authenticates).
+    pub token: Mutex<Option<String>>,
+    /// Told when that token is revoked: the connection closes (1008 `token revoked`).
+    pub revoked: tokio::sync::Notify,
 }
 
 impl ConnStats {
@@ -47,6 +51,8 @@ impl ConnStats {
             bytes_out: AtomicU64::new(0),
             lags: AtomicU64::new(0),
             held: AtomicBool::new(false),
+            token: Mutex::new(None),
+            revoked: tokio::sync::Notify::new(),
         })
     }
 
@@ -87,6 +93,20 @@ impl Registry {
     /// Forgets a connection.
     pub fn remove(&self, id: &str) {
         self.live.lock().remove(id);
+    }
+
+    /// Closes every connection let in with token `id` (it was revoked); returns how many.
+    pub fn close_token(&self, id: &str) -> usize {
+        let live = self.live.lock();
+        let mut closed = 0;
+        for stats in live.values() {
+            if stats.token.lock().as_deref() == Some(id) {
+                // A stored permit: the connection sees it at its next turn even if it is busy.
+                stats.revoked.notify_one();
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Fills the connection nodes of the connections supervisor's tree.

@@ -405,6 +405,36 @@ pub struct TokenCreated {
     pub scope: TokenScope,
 }
 
+/// A viewer or driver token as `GET /v1/tokens` lists it: its id (the part after `corral_` of
+/// the token), never the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The token's id.
+    pub id: String,
+    /// What it allows.
+    pub scope: TokenScope,
+    /// The session it is scoped to.
+    pub session: uuid::Uuid,
+    /// That session's name.
+    pub name: String,
+}
+
+/// `GET /v1/tokens` answer: the valid viewer and driver tokens, by id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    /// The tokens.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `DELETE /v1/tokens/{id}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    /// The revoked token's id.
+    pub id: String,
+    /// Live WebSocket connections it had let in, now closed (1008 `token revoked`).
+    pub connections_closed: usize,
+}
+
 /// `POST /v1/sessions/{key}/events` answer: the hook event's sequence number in the journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookAccepted {

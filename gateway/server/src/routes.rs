@@ -25,8 +25,8 @@ use crate::auth::Grant;
 use crate::connection::{Connection, ConnectionArgs, Dialect};
 use crate::error::ApiError;
 use crate::protocol::{
-    ExportQuery, Health, HookAccepted, SUBPROTOCOL, SessionView, StopBody, TokenCreated,
-    TokenRequest, TokenScope, TtydToken,
+    ExportQuery, Health, HookAccepted, SUBPROTOCOL, SessionView, StopBody, TokenCreated, TokenInfo,
+    TokenList, TokenRequest, TokenRevoked, TokenScope, TtydToken,
 };
 
 /// Every route.
@@ -52,7 +52,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/events", post(post_hook))
         .route("/v1/sessions/{key}/permission", post(answer_permission))
         .route("/v1/sessions/{key}/notify", post(set_notify))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/recovery", get(recovery_report))
         .route("/v1/shutdown", post(crate::upgrade::shutdown))
         .route("/v1/upgrade", post(crate::upgrade::upgrade))
@@ -166,7 +167,13 @@ async fn ws_native(
         app,
         ws,
         SUBPROTOCOL,
-        Dialect::Native { grant },
+        Dialect::Native {
+            grant,
+            token: presented_token(&headers)
+                .as_deref()
+                .and_then(crate::auth::token_id)
+                .map(str::to_string),
+        },
         peer_of(peer),
     ))
 }
@@ -362,7 +369,10 @@ async fn spawn_session(
     Ok((StatusCode::CREATED, Json(h.info())).into_response())
 }
 
-async fn stop_session(Managed(h): Managed, crate::access::Body(body): crate::access::Body) -> Result<Response, ApiError> {
+async fn stop_session(
+    Managed(h): Managed,
+    crate::access::Body(body): crate::access::Body,
+) -> Result<Response, ApiError> {
     let body: StopBody = if body.is_empty() {
         StopBody::default()
     } else {
@@ -517,4 +527,53 @@ async fn create_token(
         }),
     )
         .into_response())
+}
+
+/// `GET /v1/tokens` (admin): the valid viewer and driver tokens (ids, never tokens).
+async fn list_tokens(State(app): State<Arc<App>>, _: Admin) -> Json<TokenList> {
+    let sessions = app.corral.sessions();
+    let tokens = app
+        .tokens
+        .list()
+        .into_iter()
+        .map(|(id, scope, session)| TokenInfo {
+            id,
+            scope: match scope {
+                crate::token_log::Scope::Read => TokenScope::Read,
+                crate::token_log::Scope::Write => TokenScope::Write,
+            },
+            session,
+            name: sessions
+                .get(&session.to_string())
+                .map(|h| h.name().to_string())
+                .unwrap_or_default(),
+        })
+        .collect();
+    Json(TokenList { tokens })
+}
+
+/// `DELETE /v1/tokens/{id}` (admin): revokes a viewer or driver token for good and closes the
+/// connections it let in.
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<TokenRevoked>, ApiError> {
+    // Recorded in the token log before it takes effect: off the runtime's workers.
+    let tokens = app.clone();
+    let key = id.clone();
+    let revoked = tokio::task::spawn_blocking(move || tokens.tokens.revoke(&key))
+        .await
+        .map_err(|e| ApiError::internal(format!("revoking a token: {e}")))??;
+    if !revoked {
+        return Err(ApiError::not_found(format!(
+            "no viewer or driver token with id '{id}' (`corral token list` shows them)"
+        )));
+    }
+    let connections_closed = app.connections.close_token(&id);
+    tracing::info!(token = %id, connections_closed, "token revoked");
+    Ok(Json(TokenRevoked {
+        id,
+        connections_closed,
+    }))
 }

@@ -4,7 +4,8 @@
 //!
 //! `tokens.log` in the 0700 data dir, mode 0600, one JSON object per line, appended and synced
 //! as tokens are issued: `{"id","sha256","scope","session"}` for a token (its SHA-256, never
-//! the token itself), `{"revoke":session}` when a session's tokens are revoked. At start it is
+//! the token itself), `{"revoke":session}` when a session's tokens are revoked,
+//! `{"revoke_token":id}` when one token is (`corral token revoke`). At start it is
 //! read back (a torn last line, from a crash mid-append, is skipped), the tokens of sessions
 //! that no longer exist are dropped, and the file is rewritten with what is left (atomically),
 //! and a running server rewrites it the same way once it holds more than 4096 lines and twice
@@ -42,6 +43,8 @@ enum Line {
     },
     /// Every token on this session was revoked.
     Revoked { revoke: Uuid },
+    /// One token was revoked (`corral token revoke`).
+    RevokedOne { revoke_token: String },
 }
 
 /// What a recorded token may do on its session (only viewer and driver tokens are recorded).
@@ -95,6 +98,9 @@ impl TokenLog {
                 Ok(Line::Revoked { revoke }) => {
                     kept.retain(|_, (_, _, session, _)| *session != revoke);
                 }
+                Ok(Line::RevokedOne { revoke_token }) => {
+                    kept.remove(&revoke_token);
+                }
                 // A crash in the middle of an append leaves a torn last line.
                 Err(e) => {
                     tracing::warn!(line = n + 1, error = %e, "token log: an unreadable line; skipped")
@@ -146,6 +152,15 @@ impl TokenLog {
     /// Records that every token on `session` was revoked. Blocking file I/O.
     pub fn revoked(&self, session: Uuid) -> io::Result<()> {
         let mut line = serde_json::to_vec(&Line::Revoked { revoke: session })?;
+        line.push(b'\n');
+        self.append(&line)
+    }
+
+    /// Records that the token `id` was revoked. Blocking file I/O.
+    pub fn revoked_one(&self, id: &str) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&Line::RevokedOne {
+            revoke_token: id.to_string(),
+        })?;
         line.push(b'\n');
         self.append(&line)
     }

@@ -50,6 +50,8 @@ pub enum Dialect {
     Native {
         /// The grant of the token presented at the upgrade.
         grant: Grant,
+        /// That token's id (its connection closes when it is revoked).
+        token: Option<String>,
     },
     /// `/ttyd/{session}/ws`: the first frame carries the token.
     Ttyd {
@@ -175,7 +177,10 @@ impl Actor for Connection {
         let (sink, stream) = args.socket.split();
         let limits = &args.app.config.limits;
         let (grant, ttyd) = match args.dialect {
-            Dialect::Native { grant } => (Some(grant), None),
+            Dialect::Native { grant, token } => {
+                *args.stats.token.lock() = token;
+                (Some(grant), None)
+            }
             Dialect::Ttyd { session } => (None, Some(session)),
         };
         args.app.metrics.clients.inc();
@@ -240,11 +245,14 @@ impl Actor for Connection {
         st: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         let mut shutdown = st.shutdown.clone();
+        let stats = st.stats.clone();
         let keep_going = tokio::select! {
             _ = async move { shutdown.wait_for(|down| *down).await.is_ok() } => {
                 let (code, why) = st.app.closing();
                 st.close(code, why).await
             }
+            // Its token was revoked: nothing more is sent or taken.
+            _ = stats.revoked.notified() => st.close(1008, "token revoked").await,
             // While a message waits for a limit, the socket is not read: TCP pushes back.
             frame = st.stream.next(), if st.held.is_none() => st.incoming(frame).await,
             _ = held_until(&st.held), if st.held.is_some() => st.retry_held().await,

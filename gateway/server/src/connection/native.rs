@@ -171,8 +171,12 @@ impl ConnectionState {
                 if paste {
                     self.paste_part(id, &h, data, more).await
                 } else if more {
-                    self.error(id, ErrorCode::BadRequest, "`more` is for the parts of a paste")
-                        .await
+                    self.error(
+                        id,
+                        ErrorCode::BadRequest,
+                        "`more` is for the parts of a paste",
+                    )
+                    .await
                 } else {
                     self.input(id, &h, data.into_bytes()).await
                 }

@@ -74,6 +74,11 @@ impl ConnectionState {
             tracing::debug!(error = %e, "ttyd initial size not applied");
         }
         self.grant = Some(grant);
+        *self.stats.token.lock() = init
+            .token
+            .as_deref()
+            .and_then(crate::auth::token_id)
+            .map(str::to_string);
         let title = format!("1{} (corral)", session.name());
         let prefs = "2{}".to_string();
         if self
