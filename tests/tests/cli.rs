@@ -75,6 +75,11 @@ fn spawn_send_logs_stop_ps() {
         "{ps}"
     );
     assert!(session_processes(&id).is_empty());
+    // No process, no figures: `-`, not 0.0 and 0K.
+    let cpu_rss = row.split_whitespace().rev().take(2).collect::<Vec<_>>();
+    assert_eq!(cpu_rss, ["-", "-"], "{ps}");
+    let json: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert!(json[0].get("rss_kib").is_none(), "{json}");
     // Errors: one line on stderr, non-zero exit.
     let out = corral(&server, &["stop", "nope"]);
     assert!(!out.status.success());

@@ -53,11 +53,12 @@ impl SessionView {
         sessions
             .into_iter()
             .map(|info| {
-                let u = usage.get(&info.id.to_string()).copied().unwrap_or_default();
+                // A session without a process has no figures (null, `-` in `corral ps`), not 0.
+                let u = usage.get(&info.id.to_string()).copied();
                 SessionView {
                     info,
-                    cpu_percent: Some(u.cpu_percent),
-                    rss_kib: Some(u.rss_kib),
+                    cpu_percent: u.map(|u| u.cpu_percent),
+                    rss_kib: u.map(|u| u.rss_kib),
                 }
             })
             .collect()
