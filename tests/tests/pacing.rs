@@ -156,29 +156,61 @@ async fn a_paste_in_parts_arrives_as_one_and_waits_its_turn_whole() {
     );
     assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
 
-    // Past the burst (512 KiB): refused, nothing written (the sink would record it).
-    let part = String::from_utf8(text(30_000)).unwrap();
-    for _ in 0..17 {
-        ws.send(json!({"type": "input", "session": id, "data": part, "paste": true, "more": true}))
-            .await;
-    }
-    let r = ws
-        .call(json!({"type": "input", "session": id, "data": part, "paste": true, "more": true}))
-        .await;
-    assert_eq!(r["code"], "too_large", "{r}");
+    // Past the burst (512 KiB): refused, and its later parts, up to its last, go with it: none
+    // of it is ever written.
     let other = server.spawn(json!({"argv": ["cat"]})).await;
     let other = other["id"].as_str().unwrap().to_string();
-    // Parts for two sessions interleaved: the client is told, neither is written.
-    ws.send(json!({"type": "input", "session": other, "data": "a", "paste": true, "more": true}))
+    let part = String::from_utf8(text(30_000)).unwrap();
+    for _ in 0..17 {
+        ws.send(
+            json!({"type": "input", "session": other, "data": part, "paste": true, "more": true}),
+        )
         .await;
+    }
+    let r = ws
+        .call(json!({"type": "input", "session": other, "data": part, "paste": true, "more": true}))
+        .await;
+    assert_eq!(r["code"], "too_large", "{r}");
+    for more in [true, true, false] {
+        ws.send(
+            json!({"type": "input", "session": other, "data": part, "paste": true, "more": more}),
+        )
+        .await;
+    }
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+    // Parts for two sessions interleaved: the client is told; neither paste is written.
+    ws.send(
+        json!({"type": "input", "session": other, "data": "first", "paste": true, "more": true}),
+    )
+    .await;
     let r = ws
         .call(json!({"type": "input", "session": id, "data": "b", "paste": true}))
         .await;
     assert_eq!(r["code"], "conflict", "{r}");
+    ws.send(json!({"type": "input", "session": other, "data": "last", "paste": true}))
+        .await;
     let r = ws
         .call(json!({"type": "input", "session": id, "data": "b", "more": true}))
         .await;
     assert_eq!(r["code"], "bad_request", "{r}");
+    // A paste after them goes as usual.
+    ws.send(json!({"type": "input", "session": other, "data": "alone", "paste": true}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = || corral_tests::log_bytes(server.dir.path(), &other);
+    while !String::from_utf8_lossy(&log()).contains("alone") {
+        assert!(Instant::now() < deadline, "the last paste did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = String::from_utf8_lossy(&log()).to_string();
+    assert!(
+        !text.contains("first") && !text.contains("last"),
+        "{text:?}"
+    );
+    assert!(
+        !text.contains(&part[..64]),
+        "a part of a refused paste was written"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(std::fs::read(&out).unwrap() == want.as_bytes());
 }

@@ -141,9 +141,10 @@ pub struct ConnectionState {
     passed: Passed,
     /// Set by a handler when the message being handled must wait.
     wait: Option<Wait>,
-    /// The parts of a paste larger than a frame received so far (`input` with `more`), and
-    /// the session they are for; bounded by the input burst.
-    paste: Option<(uuid::Uuid, String)>,
+    /// The paste in parts under way (`input` with `more`): the session it is for and its
+    /// parts so far (bounded by the input burst), or None once it was refused (its later
+    /// parts are dropped up to its last).
+    paste: Option<(uuid::Uuid, Option<String>)>,
     /// Its live figures, for `corral tree`.
     stats: Arc<crate::connections::ConnStats>,
     /// Shared server state.

@@ -431,17 +431,26 @@ impl ConnectionState {
         more: bool,
     ) -> bool {
         let mut text = match self.paste.take() {
-            Some((session, text)) if session == h.id() => text,
+            Some((session, Some(text))) if session == h.id() => text,
+            Some((session, None)) if session == h.id() => {
+                // This paste was refused (told once): its later parts are dropped with it, up
+                // to its last, so no part of it is ever written.
+                if more {
+                    self.paste = Some((session, None));
+                }
+                return true;
+            }
             Some((other, _)) => {
-                // A paste's parts come together; the client lost track of one: say so, and
-                // start clean (neither is written).
+                // A paste's parts come together; the client lost track of one: say so. The
+                // unfinished paste is refused (its later parts dropped), this part too.
+                self.paste = Some((other, None));
                 return self
                     .error(
                         id,
                         ErrorCode::Conflict,
                         format!(
-                            "a paste to session {other} was unfinished on this connection: it \
-                             was discarded, and this part too"
+                            "a paste to session {other} is unfinished on this connection: \
+                             it is refused, and this part too"
                         ),
                     )
                     .await;
@@ -450,13 +459,16 @@ impl ConnectionState {
         };
         let burst = self.input_burst();
         if text.len() + data.len() + 1 > burst {
+            if more {
+                self.paste = Some((h.id(), None));
+            }
             return self
                 .error(
                     id,
                     ErrorCode::TooLarge,
                     format!(
                         "a paste of over {burst} bytes exceeds the input burst (twice \
-                         input_bytes_per_sec); nothing of it was written"
+                         input_bytes_per_sec); nothing of it is written"
                     ),
                 )
                 .await;
@@ -464,7 +476,7 @@ impl ConnectionState {
         let kept = text.len();
         text.push_str(&data);
         if more {
-            self.paste = Some((h.id(), text));
+            self.paste = Some((h.id(), Some(text)));
             return true;
         }
         let mut input = Input::Paste(text);
@@ -474,7 +486,7 @@ impl ConnectionState {
         {
             // This last part is handled again when its wait ends: keep only the earlier ones.
             text.truncate(kept);
-            self.paste = Some((h.id(), text));
+            self.paste = Some((h.id(), Some(text)));
         }
         alive
     }
