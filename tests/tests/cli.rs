@@ -648,6 +648,42 @@ fn send_takes_stdin_verbatim_and_texts_larger_than_a_frame_whole() {
     );
 }
 
+/// `corral logs --tail N` prints the last N lines (a prompt without its newline is one), reading
+/// back as far as needed: 20,000 lines are more than its first 64 KiB window.
+#[test]
+fn logs_tail_prints_the_last_lines() {
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "seq",
+            "--",
+            "sh",
+            "-c",
+            "seq 1 100000; printf 'end> '; exec sleep 1000",
+        ],
+    );
+    eventually("all the output", || {
+        ok(&server, &["logs", "seq", "-n", "1"]) == "end> "
+    });
+    assert_eq!(
+        ok(&server, &["logs", "seq", "--tail", "3"]),
+        "99999\r\n100000\r\nend> "
+    );
+    let many = ok(&server, &["logs", "seq", "--tail", "20000"]);
+    let lines: Vec<&str> = many.split("\r\n").collect();
+    assert_eq!(lines.len(), 20_000);
+    assert_eq!((lines[0], lines[19_998]), ("80002", "100000"));
+    assert_eq!(ok(&server, &["logs", "seq", "--tail", "0"]), "");
+    // More lines than there are: everything.
+    assert_eq!(
+        ok(&server, &["logs", "seq", "--tail", "1000000"]),
+        ok(&server, &["logs", "seq"])
+    );
+}
+
 #[test]
 fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     require_tmux();

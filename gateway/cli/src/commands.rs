@@ -147,8 +147,11 @@ pub enum ClientCommand {
         #[arg(short, long)]
         follow: bool,
         /// First offset to print.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "tail")]
         from: u64,
+        /// Print only the last N lines (then follow, with -f).
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<u64>,
     },
     /// Print a session's events: its history from the journal, and with -f the new ones as they
     /// happen, until it ends.
@@ -382,7 +385,17 @@ pub async fn run(
             session,
             follow,
             from,
-        } => crate::follow::logs(&client, &session, follow, from).await?,
+            tail,
+        } => {
+            let from = match tail {
+                Some(lines) => {
+                    let head = client.session(&session).await?.info.output_offset;
+                    crate::follow::tail_start(&client, &session, lines, head).await?
+                }
+                None => from,
+            };
+            crate::follow::logs(&client, &session, follow, from).await?
+        }
         ClientCommand::Events {
             session,
             follow,

@@ -61,6 +61,91 @@ pub(crate) async fn reconnect(client: &Client, reason: &str) -> anyhow::Result<C
     }
 }
 
+/// Where the last `lines` lines of a session's output before `head` start (`corral logs
+/// --tail`): read back from the end in growing windows (64 KiB, then four times larger each
+/// time, at most [`MAX_TAIL_WINDOW`]) until they hold that many lines or the retained start.
+pub async fn tail_start(
+    client: &Client,
+    session: &str,
+    lines: u64,
+    head: u64,
+) -> anyhow::Result<u64> {
+    if lines == 0 {
+        return Ok(head);
+    }
+    let mut window: u64 = 64 * 1024;
+    loop {
+        let from = head.saturating_sub(window);
+        let (start, bytes) = read_range(client, session, from, head).await?;
+        if let Some(at) = last_lines(&bytes, lines) {
+            return Ok(start + at as u64);
+        }
+        if start > from || from == 0 || window >= MAX_TAIL_WINDOW {
+            // All that is retained (or as far back as a tail reads): print it all.
+            return Ok(start);
+        }
+        window = (window * 4).min(MAX_TAIL_WINDOW);
+    }
+}
+
+/// The furthest back `corral logs --tail` reads to find its lines.
+const MAX_TAIL_WINDOW: u64 = 64 << 20;
+
+/// The index in `bytes` where its last `n` lines start (a last line without its newline
+/// counts, as in tail(1)); None if it holds fewer than `n` line ends before them.
+fn last_lines(bytes: &[u8], n: u64) -> Option<usize> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// A session's retained output in `[from, to)`: where it starts (later than `from` when the
+/// start is no longer retained) and the bytes.
+async fn read_range(
+    client: &Client,
+    session: &str,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<(u64, Vec<u8>)> {
+    let mut ws = client.ws().await?;
+    let Reply::Subscribed { channel, .. } = ws
+        .request(Op::Subscribe {
+            session: session.to_string(),
+            from: Some(from),
+        })
+        .await?
+    else {
+        bail!("the server did not answer the subscription");
+    };
+    let (mut start, mut out) = (from, Vec::new());
+    while start + (out.len() as u64) < to {
+        match ws.next().await {
+            Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
+                if out.is_empty() {
+                    start = offset;
+                }
+                let room = to.saturating_sub(offset) as usize;
+                out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+            Incoming::Json(v) if v["type"] == "lagged" && out.is_empty() => {
+                start = v["to"].as_u64().unwrap_or(start);
+            }
+            Incoming::Json(v) if v["type"] == "closed" => break,
+            Incoming::Closed(r) => bail!("connection closed: {r}"),
+            _ => {}
+        }
+    }
+    Ok((start, out))
+}
+
 /// `corral logs SESSION [-f] [--from OFFSET]`.
 pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> anyhow::Result<()> {
     let mut client = client.clone();
@@ -193,5 +278,23 @@ pub async fn events(
             }
         };
         client = reconnect(&client, &reason).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn the_last_lines_start_after_the_newline_before_them() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), Some(2));
+        assert_eq!(last_lines(b"a\nb\nc\n", 3), None);
+        assert_eq!(
+            last_lines(b"a\r\nb\r\n$ ", 1),
+            Some(6),
+            "a prompt is a line"
+        );
+        assert_eq!(last_lines(b"a\r\nb\r\n$ ", 2), Some(3));
+        assert_eq!(last_lines(b"", 1), None);
     }
 }
