@@ -132,6 +132,12 @@ impl Server {
         log: Option<&Path>,
         env: Vec<(String, String)>,
     ) -> Server {
+        // Owner-only, as a data dir should be (a temp dir is 0755: the server would warn).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let child = Self::launch_exe(exe, dir.path(), args, log, &env);
         let (url, token) = Self::wait_ready(dir.path(), child.id());
         let addr = url.trim_start_matches("http://").to_string();

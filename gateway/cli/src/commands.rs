@@ -299,7 +299,7 @@ pub async fn run(
         ClientCommand::Ps { json } => {
             // CPU and RSS come from the server, which reads them where the processes run.
             let mut list: Vec<SessionView> = client.sessions().await?;
-            list.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+            list.sort_by(|a, b| crate::output::natural_cmp(&a.info.name, &b.info.name));
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {

@@ -71,6 +71,32 @@ pub fn print_ps(views: &[SessionView]) {
     }
 }
 
+/// Names in the order people count: `s2` before `s10` (runs of digits compare as numbers).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (m, n) = (run(x), run(y));
+                let trim = |s: &[u8]| -> usize { s.iter().take_while(|c| **c == b'0').count() };
+                let (dx, dy) = (&x[trim(&x[..m]).min(m)..m], &y[trim(&y[..n]).min(n)..n]);
+                let by_value = dx.len().cmp(&dy.len()).then_with(|| dx.cmp(dy));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                (x, y) = (&x[m..], &y[n..]);
+            }
+            (Some(c), Some(d)) if c != d => return c.cmp(d),
+            _ => (x, y) = (&x[1..], &y[1..]),
+        }
+    }
+}
+
 /// An event time (RFC 3339) as UTC `HH:MM:SS.mmm`.
 pub fn fmt_time(t: &Value) -> String {
     let Some(at) = corral_actors::time::from_json(t) else {
@@ -190,4 +216,23 @@ pub(crate) fn state_name(state: corral_actors::SessionState) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| format!("{state:?}").to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn names_sort_as_people_count() {
+        let mut names = vec![
+            "s10", "s2", "s1", "a", "s02", "s1b", "s1a", "B", "agent-10", "agent-9",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "B", "a", "agent-9", "agent-10", "s1", "s1a", "s1b", "s02", "s2", "s10"
+            ]
+        );
+    }
 }

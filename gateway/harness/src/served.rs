@@ -49,6 +49,11 @@ impl Served {
         workers: Option<usize>,
         extra: &str,
     ) -> anyhow::Result<Served> {
+        // Owner-only, as a data dir should be (a temp dir is 0755: the server would warn).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let exe = std::env::current_exe()?;
         // The bench measures speed, not the limits: lift the per-connection rate limits (an
         // echo loop sends thousands of keystrokes per second) and the connection bound.

@@ -109,7 +109,7 @@ export class ListView {
       .sort(
         (a, b) =>
           Number(attentionLabel(b.attention) != null) - Number(attentionLabel(a.attention) != null) ||
-          a.name.localeCompare(b.name),
+          a.name.localeCompare(b.name, undefined, { numeric: true }),
       );
     const keep = new Set(shown.map((s) => s.id));
     for (const [id, row] of this.rows) {
