@@ -190,6 +190,7 @@ impl Sessions {
         if spec.name.is_some() {
             check_new_name(&name)?;
         }
+        check_new_environment(&spec)?;
         // Admission first: a spawn refused (its name taken, too many sessions) must leave no
         // record, or the next boot finds two sessions of one name.
         let reserved = self.reserve(id, &name, Admission::New)?;
@@ -694,7 +695,6 @@ async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec
     .flatten()
 }
 
-/// `<program>-<first 8 hex of the id>`.
 /// Longest name a new session may be given, in bytes.
 pub const MAX_NAME: usize = 128;
 
@@ -723,6 +723,44 @@ fn check_new_name(name: &str) -> Result<(), SessionError> {
     Ok(())
 }
 
+/// What a new session's program is given must reach it as it was written: an environment
+/// variable's name is not empty and holds no `=` (`A=B` with value `c` would arrive as `A`
+/// with value `B=c`), and no argument, variable or directory holds a NUL (C strings end
+/// there). Records already kept are restored as they are.
+fn check_new_environment(spec: &SessionSpec) -> Result<(), SessionError> {
+    for (key, value) in &spec.env {
+        if key.is_empty() {
+            return Err(SessionError::BadSpec(format!(
+                "environment variable with an empty name (value {value:?})"
+            )));
+        }
+        if key.contains('=') {
+            return Err(SessionError::BadSpec(format!(
+                "environment variable name {key:?} contains '='"
+            )));
+        }
+        if key.contains('\0') || value.contains('\0') {
+            return Err(SessionError::BadSpec(format!(
+                "environment variable {key:?} contains a NUL byte"
+            )));
+        }
+    }
+    if let Some(i) = spec.argv.iter().position(|a| a.contains('\0')) {
+        return Err(SessionError::BadSpec(format!(
+            "argument {i} contains a NUL byte"
+        )));
+    }
+    if let Some(cwd) = &spec.cwd
+        && cwd.as_os_str().as_encoded_bytes().contains(&0)
+    {
+        return Err(SessionError::BadSpec(
+            "working directory contains a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `<program>-<first 8 hex of the id>`.
 fn default_name(program: &str, id: Uuid) -> String {
     let base = std::path::Path::new(program)
         .file_name()

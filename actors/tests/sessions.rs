@@ -629,6 +629,22 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
             "{bad:?}: {e:?}"
         );
     }
+    // The environment reaches the program as written, or the spawn is refused.
+    for (key, value) in [("", "x"), ("A=B", "c"), ("NUL", "a\0b"), ("N\0L", "x")] {
+        let mut spec = SessionSpec::new(["cat"]);
+        spec.env.push((key.to_string(), value.to_string()));
+        let e = corral.sessions().spawn(spec).await.err();
+        assert!(
+            matches!(e, Some(SessionError::BadSpec(_))),
+            "{key:?}={value:?}: {e:?}"
+        );
+    }
+    let e = corral
+        .sessions()
+        .spawn(SessionSpec::new(["echo", "a\0b"]))
+        .await
+        .err();
+    assert!(matches!(e, Some(SessionError::BadSpec(_))), "{e:?}");
     let longest = "n".repeat(corral_actors::manager::MAX_NAME);
     assert!(named(longest.clone()).await.is_none(), "{longest} is fine");
     assert!(named("a name with spaces".into()).await.is_none());
