@@ -38,6 +38,8 @@ fn describe(kind: &Value) -> String {
                 .map_or_else(|_| kind["status"].to_string(), |s| s.to_string())
         }
         Some("hook") => kind["name"].as_str().unwrap_or("").to_string(),
+        // A pipe session's JSON line: the line, not its envelope.
+        Some("json") => kind["value"].to_string(),
         _ => kind.to_string(),
     }
 }
