@@ -684,6 +684,52 @@ fn logs_tail_prints_the_last_lines() {
     );
 }
 
+/// `corral wait --for idle` on a program without agent hooks: idle once its output has been
+/// quiet for a second (agentapi's `stable`), not before; one that keeps printing never is.
+#[test]
+fn wait_for_idle_without_hooks_means_quiet_output() {
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "build",
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do echo step-$i; sleep 0.25; done; echo done; exec sleep 1000",
+        ],
+    );
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "chatty",
+            "--",
+            "sh",
+            "-c",
+            "while :; do echo tick; sleep 0.3; done",
+        ],
+    );
+    let t = Instant::now();
+    ok(
+        &server,
+        &["wait", "build", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(
+        t.elapsed() > Duration::from_secs(2),
+        "returned while it printed"
+    );
+    assert!(ok(&server, &["logs", "build"]).contains("done"));
+    let out = corral(
+        &server,
+        &["wait", "chatty", "--for", "idle", "--timeout", "2.5"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     require_tmux();

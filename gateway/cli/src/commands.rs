@@ -202,8 +202,9 @@ pub enum ClientCommand {
         #[arg(long)]
         message: Option<String>,
     },
-    /// Wait until an agent session is idle, needs a permission, or its process exited. Exit
-    /// status: 0 reached, 2 timed out, 3 the session ended first, 1 error.
+    /// Wait until an agent session is idle, needs a permission, or its process exited. A
+    /// session without agent hooks is idle once its output was quiet for 1 s. Exit status: 0
+    /// reached, 2 timed out, 3 the session ended first, 1 error.
     ///
     /// Example: corral wait agent --for needs_permission --timeout 600
     Wait {

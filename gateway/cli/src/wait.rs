@@ -1,10 +1,13 @@
 //! Wait: `corral wait SESSION --for idle|needs_permission|exit`, for scripts. It follows the
 //! session's events over the WebSocket (no polling): after each event it reads the session once
-//! and checks the condition. Exit status: 0 reached, 3 the session ended before (for idle and
-//! needs_permission); the caller's timeout gives 2. `--for exit` prints how the process ended
-//! (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
+//! and checks the condition. An agent is idle when its hooks say so; a session whose program
+//! has no hooks (attention null) is idle once its output has been quiet for [`QUIET`], as
+//! agentapi's `stable` says it. Exit status: 0 reached, 3 the session ended before (for idle
+//! and needs_permission); the caller's timeout gives 2. `--for exit` prints how the process
+//! ended (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use corral_actors::SessionState;
 use corral_actors::attention::Attention;
@@ -39,6 +42,14 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
     }
 }
 
+/// How long a session without hooks must print nothing to be idle (agentapi's `stable`).
+pub const QUIET: Duration = Duration::from_secs(1);
+
+/// Whether `until` is met by quiet output: waiting for idle, on a session without hooks.
+fn by_quiet(view: &SessionView, until: &str) -> bool {
+    until == "idle" && view.info.attention.is_none()
+}
+
 /// Waits until `session` is `until` (or ended); across a server restart or upgrade too (it
 /// reconnects as `corral logs -f` does, and looks again).
 pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result<ExitCode> {
@@ -51,15 +62,27 @@ pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result
             from: None,
         })
         .await?;
-        if let Some(code) = check(&client.session(session).await?, until) {
+        let view = client.session(session).await?;
+        if let Some(code) = check(&view, until) {
             return Ok(code);
         }
+        let mut quiet = by_quiet(&view, until);
+        let mut since = tokio::time::Instant::now();
         let reason = loop {
-            match ws.next().await {
+            let incoming = tokio::select! {
+                i = ws.next() => i,
+                _ = tokio::time::sleep_until(since + QUIET), if quiet => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            match incoming {
+                Incoming::Bin(..) => since = tokio::time::Instant::now(),
                 Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
-                    if let Some(code) = check(&client.session(session).await?, until) {
+                    let view = client.session(session).await?;
+                    if let Some(code) = check(&view, until) {
                         return Ok(code);
                     }
+                    quiet = by_quiet(&view, until);
                 }
                 Incoming::Closed(reason) => break reason,
                 _ => {}
