@@ -306,6 +306,55 @@ fn attach_in_a_real_terminal() {
     tmux(&socket, &["kill-server"]);
 }
 
+/// `corral spawn --attach` starts the session at the terminal's size (its program sees it from
+/// the first line, not 80×24) and attaches to it; detaching leaves it running. Without a
+/// terminal it refuses before anything starts.
+#[test]
+fn spawn_attach_starts_at_the_terminal_size() {
+    require_tmux();
+    let server = Server::start();
+    let socket = format!("corral-test-sa-{}", std::process::id());
+    // The program prints the size it was started with before anything could resize it.
+    let cmd = format!(
+        "{} --data-dir {} spawn --attach --name here -- bash --norc -c 'echo started-at $(stty size); exec bash --norc -i'",
+        binary().display(),
+        server.dir.path().display()
+    );
+    tmux(
+        &socket,
+        &["new-session", "-d", "-x", "97", "-y", "31", "-s", "t", &cmd],
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("attached", || pane().contains("started-at"));
+    assert!(pane().contains("started-at 31 97"), "{}", pane());
+    tmux(
+        &socket,
+        &["send-keys", "-t", "t", "echo typed-$((2+2))", "Enter"],
+    );
+    eventually("typed input echoed", || pane().contains("typed-4"));
+    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
+    eventually("attach exited", || {
+        !tmux(&socket, &["list-sessions"]).contains("t:")
+    });
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "running");
+    tmux(&socket, &["kill-server"]);
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["spawn", "--attach", "--name", "nope", "--", "cat"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was started"),
+        "{out:?}"
+    );
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps.as_array().unwrap().len(), 1, "{ps}");
+}
+
 /// A stand-in for Claude Code: prints its arguments, fires a SessionStart hook through the
 /// command in its `--settings` file (as Claude Code does), crashes on its first run and reports
 /// being resumed on the next.

@@ -45,13 +45,17 @@ pub enum TokenAction {
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
-    /// Start a session; prints its id.
+    /// Start a session; prints its id (with --attach, attaches this terminal to it instead).
     ///
     /// Example: corral spawn --name work --restart on-failure -- bash -i
     Spawn {
         /// Unique name.
         #[arg(long)]
         name: Option<String>,
+        /// Attach this terminal to the new session at once (as `tmux new-session` does); it
+        /// starts at this terminal's size. Detach with Ctrl-\.
+        #[arg(short, long)]
+        attach: bool,
         /// Working directory (default: this command's own, with a server on this machine; a
         /// relative one is taken from here too). With --url, the server's default.
         #[arg(long)]
@@ -256,6 +260,7 @@ pub async fn run(
     match cmd {
         ClientCommand::Spawn {
             name,
+            attach,
             cwd,
             env,
             restart,
@@ -294,7 +299,24 @@ pub async fn run(
                 _ => Mode::Pty,
             };
             spec.agent = agent;
+            if attach {
+                // Checked before anything starts: a refused attach must not leave a session.
+                use std::io::IsTerminal;
+                if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+                    bail!(
+                        "--attach needs a terminal (standard input and output); nothing was started"
+                    );
+                }
+                // Drawn at this terminal's size from its first frame, not 80×24 then redrawn.
+                let (cols, rows) = crossterm::terminal::size()
+                    .context("--attach: cannot read this terminal's size")?;
+                spec.size = corral_actors::Size { rows, cols };
+            }
             let info = client.spawn(&spec).await?;
+            if attach {
+                let key = info.id.to_string();
+                return crate::attach::attach(&client, &key, false, '\\').await;
+            }
             println!("{}", info.id);
         }
         ClientCommand::Ps { json } => {
