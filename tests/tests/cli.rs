@@ -232,27 +232,46 @@ fn hook_posts_events_for_its_session() {
 /// Runs `corral attach work` in a detached 100×30 tmux session `t` on its own socket; returns
 /// the socket name.
 fn attach_in_tmux(server: &Server, prefix: &str) -> String {
+    corral_in_tmux(server, prefix, "attach work", (100, 30))
+}
+
+/// Runs `corral <args>` (a shell command line) against `server` in a detached tmux session
+/// `t` of `size` (columns, rows) on its own socket; returns the socket name.
+fn corral_in_tmux(server: &Server, prefix: &str, args: &str, size: (u16, u16)) -> String {
     let socket = format!("{prefix}-{}", std::process::id());
     let cmd = format!(
-        "{} --data-dir {} attach work",
+        "{} --data-dir {} {args}",
         binary().display(),
         server.dir.path().display()
     );
+    let (cols, rows) = (size.0.to_string(), size.1.to_string());
     tmux(
         &socket,
         &[
             "new-session",
             "-d",
             "-x",
-            "100",
+            &cols,
             "-y",
-            "30",
+            &rows,
             "-s",
             "t",
             &cmd,
         ],
     );
     socket
+}
+
+/// Detaches the tmux session `t`'s attach (Ctrl-\\): the attach exits, the (only) session
+/// keeps running; then ends the tmux server.
+fn detach_leaves_it_running(server: &Server, socket: &str) {
+    tmux(socket, &["send-keys", "-t", "t", "C-\\"]);
+    eventually("attach exited", || {
+        !tmux(socket, &["list-sessions"]).contains("t:")
+    });
+    let ps: Value = serde_json::from_str(&ok(server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "running");
+    tmux(socket, &["kill-server"]);
 }
 
 /// The attach tests need a real terminal: tmux, which `scripts/setup` installs. Without it they
@@ -296,14 +315,7 @@ fn attach_in_a_real_terminal() {
     // The viewer's size became the session's (resize policy: last typist wins).
     let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
     assert_eq!(ps[0]["size"]["cols"], 100);
-    // Detach (Ctrl-\) leaves the session running.
-    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
-    eventually("attach exited", || {
-        !tmux(&socket, &["list-sessions"]).contains("t:")
-    });
-    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
-    assert_eq!(ps[0]["state"], "running");
-    tmux(&socket, &["kill-server"]);
+    detach_leaves_it_running(&server, &socket);
 }
 
 /// `corral spawn --attach` starts the session at the terminal's size (its program sees it from
@@ -313,16 +325,12 @@ fn attach_in_a_real_terminal() {
 fn spawn_attach_starts_at_the_terminal_size() {
     require_tmux();
     let server = Server::start();
-    let socket = format!("corral-test-sa-{}", std::process::id());
     // The program prints the size it was started with before anything could resize it.
-    let cmd = format!(
-        "{} --data-dir {} spawn --attach --name here -- bash --norc -c 'echo started-at $(stty size); exec bash --norc -i'",
-        binary().display(),
-        server.dir.path().display()
-    );
-    tmux(
-        &socket,
-        &["new-session", "-d", "-x", "97", "-y", "31", "-s", "t", &cmd],
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-sa",
+        "spawn --attach --name here -- bash --norc -c 'echo started-at $(stty size); exec bash --norc -i'",
+        (97, 31),
     );
     let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
     eventually("attached", || pane().contains("started-at"));
@@ -332,13 +340,7 @@ fn spawn_attach_starts_at_the_terminal_size() {
         &["send-keys", "-t", "t", "echo typed-$((2+2))", "Enter"],
     );
     eventually("typed input echoed", || pane().contains("typed-4"));
-    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
-    eventually("attach exited", || {
-        !tmux(&socket, &["list-sessions"]).contains("t:")
-    });
-    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
-    assert_eq!(ps[0]["state"], "running");
-    tmux(&socket, &["kill-server"]);
+    detach_leaves_it_running(&server, &socket);
     let out = Command::new(binary())
         .arg("--data-dir")
         .arg(server.dir.path())

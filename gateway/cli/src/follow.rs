@@ -117,16 +117,7 @@ async fn read_range(
     from: u64,
     to: u64,
 ) -> anyhow::Result<(u64, Vec<u8>)> {
-    let mut ws = client.ws().await?;
-    let Reply::Subscribed { channel, .. } = ws
-        .request(Op::Subscribe {
-            session: session.to_string(),
-            from: Some(from),
-        })
-        .await?
-    else {
-        bail!("the server did not answer the subscription");
-    };
+    let (mut ws, channel) = subscribe(client, session, from).await?;
     let (mut start, mut out) = (from, Vec::new());
     while start + (out.len() as u64) < to {
         match ws.next().await {
@@ -148,6 +139,25 @@ async fn read_range(
     Ok((start, out))
 }
 
+/// A connection subscribed to `session`'s output from `from`, and the subscription's channel.
+async fn subscribe(
+    client: &Client,
+    session: &str,
+    from: u64,
+) -> anyhow::Result<(corral_client::Conn, u32)> {
+    let mut ws = client.ws().await?;
+    let Reply::Subscribed { channel, .. } = ws
+        .request(Op::Subscribe {
+            session: session.to_string(),
+            from: Some(from),
+        })
+        .await?
+    else {
+        bail!("the server did not answer the subscription");
+    };
+    Ok((ws, channel))
+}
+
 /// `corral logs SESSION [-f] [--from OFFSET]`.
 pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> anyhow::Result<()> {
     let mut client = client.clone();
@@ -158,16 +168,7 @@ pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> an
     let mut stdout = std::io::stdout().lock();
     let mut next = from;
     loop {
-        let mut ws = client.ws().await?;
-        let Reply::Subscribed { channel, .. } = ws
-            .request(Op::Subscribe {
-                session: session.to_string(),
-                from: Some(next),
-            })
-            .await?
-        else {
-            bail!("the server did not answer the subscription");
-        };
+        let (mut ws, channel) = subscribe(&client, session, next).await?;
         let reason = loop {
             match ws.next().await {
                 Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
