@@ -60,3 +60,18 @@ def test_unknown_session_shows_no_such_session(server, page):
     back.click()
     expect(page.get_by_test_id("session-list")).to_be_visible()
     assert page.url.endswith("#/"), page.url
+
+
+def test_a_revoked_token_logs_its_page_out_saying_why(server, page):
+    # A phone watching on a read-only token: `corral token revoke` closes its connection, and
+    # the page says the token was revoked instead of retrying forever or blaming the token.
+    s = server.spawn(["sh", "-c", "while :; do echo tick; sleep 0.2; done"], name="watched")
+    token = server.scoped_token(s["id"], "read")
+    page.goto(server.login_url(token=token))
+    expect(page.get_by_test_id("terminal")).to_be_visible()
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    token_id = token.split("_")[1]
+    server.api("DELETE", f"/v1/tokens/{token_id}")
+    expect(page.get_by_test_id("login")).to_be_visible()
+    expect(page.get_by_test_id("login-message")).to_contain_text(re.compile("revoked", re.I))
+    expect(page.get_by_test_id("terminal")).to_have_count(0)

@@ -484,6 +484,83 @@ async fn a_revoked_token_is_refused_for_good_and_its_live_connections_close() {
     assert_eq!(ids, [script_id.as_str()]);
 }
 
+/// A revocation racing connections being opened with the token misses none of them: each
+/// one is refused at the upgrade (401) or closed with 1008 `token revoked`, even one whose
+/// upgrade was checked just before the revocation and registered just after (it checks the
+/// token again once registered). Every client keeps sending meanwhile, as a page does (acks,
+/// pings), and still hears the reason: the server completes the closing handshake.
+#[tokio::test]
+async fn a_revocation_racing_new_connections_misses_none() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start();
+    server
+        .spawn(json!({"name": "busy", "argv": ["sh", "-c", "while :; do echo tick; sleep 0.01; done"]}))
+        .await;
+    let out = corral(
+        &server,
+        &["token", "create", "--session", "busy", "--scope", "read"],
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (client, token) = (server.client(), token.clone());
+        clients.spawn(async move {
+            let Ok(ws) = client
+                .socket(
+                    "/v1/ws",
+                    Some(&token),
+                    &[("sec-websocket-protocol", "corral.v1")],
+                )
+                .await
+            else {
+                return "refused".to_string();
+            };
+            let (mut tx, mut rx) = ws.split();
+            let subscribe = json!({"type": "subscribe", "id": 1, "session": "busy"});
+            if tx
+                .send(Message::Text(subscribe.to_string().into()))
+                .await
+                .is_err()
+            {
+                return "closed before subscribing".to_string();
+            }
+            let ping = Message::Text(json!({"type": "ping", "id": 2}).to_string().into());
+            loop {
+                tokio::select! {
+                    sent = tx.send(ping.clone()) => if sent.is_err() {
+                        // The server is closing: its Close is still to be read.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    },
+                    frame = tokio::time::timeout(Duration::from_secs(5), rx.next()) => {
+                        match frame {
+                            Err(_) => return "still open 5 s after the revocation".to_string(),
+                            Ok(Some(Ok(Message::Close(Some(c))))) => {
+                                return format!("{} {}", u16::from(c.code), c.reason);
+                            }
+                            Ok(Some(Ok(_))) => {}
+                            Ok(other) => return format!("ended without a close: {other:?}"),
+                        }
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_micros(300)).await;
+    }
+    assert!(
+        corral(&server, &["token", "revoke", &token])
+            .status
+            .success()
+    );
+    while let Some(outcome) = clients.join_next().await {
+        let outcome = outcome.unwrap();
+        assert!(
+            outcome == "refused" || outcome == "1008 token revoked",
+            "{outcome}"
+        );
+    }
+}
+
 /// The status of `GET path` with each token.
 async fn statuses(server: &Server, path: &str, tokens: &[&str]) -> Vec<u16> {
     let mut out = Vec::new();

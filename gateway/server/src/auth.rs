@@ -238,6 +238,12 @@ impl Tokens {
         Ok(())
     }
 
+    /// Whether the token with this id is still valid (a connection checks it again once it is
+    /// registered, so a revocation in between is not missed).
+    pub fn holds(&self, id: &str) -> bool {
+        self.by_id.read().contains_key(id)
+    }
+
     /// The viewer and driver tokens now valid: (id, scope, session), by id.
     pub fn list(&self) -> Vec<(String, Scope, Uuid)> {
         let mut out: Vec<_> = self

@@ -56,6 +56,17 @@ impl ConnStats {
         })
     }
 
+    /// Tells the connection to close if the token it was let in with is no longer valid
+    /// (called once it is registered: a revocation between the token's check and the
+    /// registration found no connection to close).
+    pub fn close_if_revoked(&self, tokens: &crate::auth::Tokens) {
+        if let Some(id) = self.token.lock().as_deref()
+            && !tokens.holds(id)
+        {
+            self.revoked.notify_one();
+        }
+    }
+
     /// Fills the connection's node in the tree.
     pub fn describe(&self, node: &mut TreeNode) {
         let sessions: Vec<String> = self.sessions.lock().iter().cloned().collect();
@@ -124,4 +135,42 @@ impl Registry {
 /// A listener's node.
 pub fn listener(id: &str, address: String) -> TreeNode {
     TreeNode::new(id, NodeKind::Listener, Status::Running).with("address", address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Grant, Tokens, new_secret, token_id};
+
+    /// A connection let in with a token revoked before it was registered (the revocation found
+    /// nothing to close) closes at its first turn; one with a valid token does not.
+    #[tokio::test]
+    async fn a_connection_registered_after_its_token_was_revoked_is_told_to_close() {
+        let tokens = Tokens::new(new_secret("admin"));
+        let session = uuid::Uuid::new_v4();
+        let (gone, kept) = (
+            tokens.issue(Grant::Read(session)).unwrap(),
+            tokens.issue(Grant::Read(session)).unwrap(),
+        );
+        let registry = Registry::default();
+        let stats = |id: &str, token: &str| {
+            let s = ConnStats::new(id.into(), "native", "unix".into());
+            *s.token.lock() = token_id(token).map(str::to_string);
+            s
+        };
+        let (late, fine) = (stats("connection-1", &gone), stats("connection-2", &kept));
+        assert!(tokens.revoke(token_id(&gone).unwrap()).unwrap());
+        assert_eq!(registry.close_token(token_id(&gone).unwrap()), 0);
+        registry.add(late.clone());
+        registry.add(fine.clone());
+        late.close_if_revoked(&tokens);
+        fine.close_if_revoked(&tokens);
+        let told = |s: Arc<ConnStats>| async move {
+            tokio::time::timeout(std::time::Duration::from_millis(50), s.revoked.notified())
+                .await
+                .is_ok()
+        };
+        assert!(told(late).await, "the late connection is told to close");
+        assert!(!told(fine).await, "a valid token's connection is not");
+    }
 }

@@ -167,14 +167,12 @@ async fn ws_native(
         app,
         ws,
         SUBPROTOCOL,
-        Dialect::Native {
-            grant,
-            token: presented_token(&headers)
-                .as_deref()
-                .and_then(crate::auth::token_id)
-                .map(str::to_string),
-        },
+        Dialect::Native { grant },
         peer_of(peer),
+        presented_token(&headers)
+            .as_deref()
+            .and_then(crate::auth::token_id)
+            .map(str::to_string),
     ))
 }
 
@@ -185,13 +183,15 @@ async fn ws_native(
 /// takes more reads.
 const WS_READ_BUFFER: usize = 8 * 1024;
 
-/// Upgrades with the frame limits and hands the socket to a new connection actor.
+/// Upgrades with the frame limits and hands the socket to a new connection actor. `token` is
+/// the id of the token it was let in with (a ttyd client's comes in its first frame).
 fn upgrade(
     app: Arc<App>,
     ws: WebSocketUpgrade,
     protocol: &'static str,
     dialect: Dialect,
     peer: String,
+    token: Option<String>,
 ) -> Response {
     let max = app.config.limits.max_frame;
     ws.protocols([protocol])
@@ -211,7 +211,10 @@ fn upgrade(
                 Dialect::Ttyd { .. } => "ttyd",
             };
             let stats = crate::connections::ConnStats::new(id, endpoint, peer);
+            *stats.token.lock() = token;
             app.connections.add(stats.clone());
+            // Revoked since it was checked: closed at the connection's first turn.
+            stats.close_if_revoked(&app.tokens);
             let args = ConnectionArgs {
                 socket,
                 dialect,
@@ -240,6 +243,7 @@ async fn ws_ttyd(
         "tty",
         Dialect::Ttyd { session },
         peer_of(peer),
+        None,
     ))
 }
 

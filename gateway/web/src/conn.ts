@@ -42,8 +42,9 @@ export class Conn {
   private readonly openListeners = new Set<() => void>();
   private readonly enc = new TextEncoder();
 
-  /** `onAuthLost` runs when the server refuses us (cookie gone): the app shows the login view. */
-  constructor(private readonly onAuthLost: () => void) {
+  /** `onAuthLost` runs when the server refuses us (cookie gone, token revoked): the app shows
+   * the login view, with `why` when the server said it. */
+  constructor(private readonly onAuthLost: (why?: string) => void) {
     const kick = () => {
       if (this.state === 'reconnecting' && !this.stopped) this.connectSoon(0);
     };
@@ -180,12 +181,18 @@ export class Conn {
       if (typeof ev.data === 'string') this.onText(ev.data);
       else this.onBinary(ev.data as ArrayBuffer);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
       clearInterval(this.pinger);
       this.failPending('disconnected', 'connection lost');
       if (this.stopped) return;
+      if (ev.code === 1008 && ev.reason === 'token revoked') {
+        // Retrying cannot heal this: say so at once.
+        this.stop();
+        this.onAuthLost('This token was revoked.');
+        return;
+      }
       this.setState('reconnecting');
       this.scheduleReconnect(opened);
     };

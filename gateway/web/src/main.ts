@@ -135,7 +135,7 @@ async function enter(): Promise<void> {
 
 function startApp(who: Whoami): void {
   const admin = who.scope === 'admin';
-  const c = new Conn(() => showLogin('Logged out by the server: token expired or wrong.'));
+  const c = new Conn((why) => showLogin(why ?? 'Logged out by the server: token expired or wrong.'));
   conn = c;
   const store = new SessionStore(c, admin);
 

@@ -41,6 +41,8 @@ use crate::protocol::{
 const MAX_CHUNK: usize = 64 * 1024;
 /// Bound on subscriptions per connection.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
+/// How long a closing connection waits for the client's answering Close.
+const CLOSE_HANDSHAKE: Duration = Duration::from_millis(500);
 /// Bound on slow requests in flight per connection.
 pub const MAX_PENDING: usize = 1024;
 
@@ -50,8 +52,6 @@ pub enum Dialect {
     Native {
         /// The grant of the token presented at the upgrade.
         grant: Grant,
-        /// That token's id (its connection closes when it is revoked).
-        token: Option<String>,
     },
     /// `/ttyd/{session}/ws`: the first frame carries the token.
     Ttyd {
@@ -178,10 +178,7 @@ impl Actor for Connection {
         let (sink, stream) = args.socket.split();
         let limits = &args.app.config.limits;
         let (grant, ttyd) = match args.dialect {
-            Dialect::Native { grant, token } => {
-                *args.stats.token.lock() = token;
-                (Some(grant), None)
-            }
+            Dialect::Native { grant } => (Some(grant), None),
             Dialect::Ttyd { session } => (None, Some(session)),
         };
         args.app.metrics.clients.inc();
@@ -386,6 +383,21 @@ impl ConnectionState {
             .await
         {
             tracing::debug!(error = %e, "close frame not delivered");
+            return false;
+        }
+        // The closing handshake (RFC 6455 §5.5.1): read what the client still sends until its
+        // Close answers ours, briefly. Dropping a socket with unread input resets it, and a
+        // reset can cost the client our close frame — and with it the reason (a page would
+        // say "connection lost" instead of "token revoked").
+        let drained = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(m)) = self.stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        });
+        if drained.await.is_err() {
+            tracing::debug!("the client did not answer the close in time");
         }
         false
     }

@@ -79,6 +79,7 @@ impl ConnectionState {
             .as_deref()
             .and_then(crate::auth::token_id)
             .map(str::to_string);
+        self.stats.close_if_revoked(&self.app.tokens);
         let title = format!("1{} (corral)", session.name());
         let prefs = "2{}".to_string();
         if self
