@@ -781,6 +781,38 @@ fn wait_for_idle_without_hooks_means_quiet_output() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
+/// `corral stop --grace S` overrides the session's grace for this stop: a program that ignores
+/// its stop signal is SIGKILLed after S seconds, not the 5 s it was spawned with.
+#[test]
+fn stop_grace_overrides_the_sessions_own() {
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "stubborn",
+            "--",
+            "sh",
+            "-c",
+            "trap '' HUP TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+    );
+    eventually("started", || {
+        ok(&server, &["logs", "stubborn"]).contains("ready")
+    });
+    let t = Instant::now();
+    ok(&server, &["stop", "stubborn", "--grace", "0.3"]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let ps = ok(&server, &["ps"]);
+    assert!(ps.contains("signal 9 (SIGKILL)"), "{ps}");
+    assert!(
+        !corral(&server, &["stop", "stubborn", "--grace", "9999"])
+            .status
+            .success()
+    );
+}
+
 #[test]
 fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     require_tmux();

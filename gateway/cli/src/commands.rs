@@ -109,9 +109,15 @@ pub enum ClientCommand {
         watch: bool,
     },
     /// Stop a session gracefully (stop signal, grace, then SIGKILL of its process tree).
+    ///
+    /// Example: corral stop work --grace 30
     Stop {
         /// Name or id.
         session: String,
+        /// Seconds between the stop signal and SIGKILL, for this stop (default: the session's
+        /// own, set at spawn).
+        #[arg(long)]
+        grace: Option<f64>,
     },
     /// SIGKILL a session's process tree.
     Kill {
@@ -365,7 +371,14 @@ pub async fn run(
                 }
             }
         }
-        ClientCommand::Stop { session } => show(&session, client.stop(&session, None).await?),
+        ClientCommand::Stop { session, grace } => {
+            if let Some(g) = grace
+                && !(0.0..=3600.0).contains(&g)
+            {
+                bail!("--grace must be between 0 and 3600 seconds");
+            }
+            show(&session, client.stop(&session, grace).await?)
+        }
         ClientCommand::Kill { session } => op(&client, Op::Kill { session }).await?,
         ClientCommand::Restart { session } => op(&client, Op::Restart { session }).await?,
         ClientCommand::Rm { session } => {
