@@ -425,6 +425,13 @@ async fn a_revoked_token_is_refused_for_good_and_its_live_connections_close() {
         .call(json!({"type": "subscribe", "session": "shared"}))
         .await;
     assert_eq!(r["type"], "subscribed", "{r}");
+    // `corral tree` says which token each connection came in with (its id).
+    let tree = String::from_utf8_lossy(&corral(&server, &["tree"]).stdout).to_string();
+    assert!(
+        tree.lines()
+            .any(|l| l.contains("connection-") && l.contains(&format!("token {phone_id}"))),
+        "{tree}"
+    );
     // Revoked by its whole token (the id works as well).
     let out = corral(&server, &["token", "revoke", &phone]);
     assert!(

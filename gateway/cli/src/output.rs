@@ -138,6 +138,7 @@ pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
         "os_state",
         "endpoint",
         "peer",
+        "token",
         "address",
         "attention",
         "viewers",

@@ -73,6 +73,10 @@ impl ConnStats {
         node.detail.insert("endpoint".into(), self.endpoint.into());
         node.detail.insert("peer".into(), self.peer.clone().into());
         node.detail.insert("sessions".into(), sessions.into());
+        // Which token let it in (its id, never the token): what `corral token revoke` takes.
+        if let Some(token) = self.token.lock().clone() {
+            node.detail.insert("token".into(), token.into());
+        }
         node.detail.insert(
             "bytes_in".into(),
             self.bytes_in.load(Ordering::Relaxed).into(),
