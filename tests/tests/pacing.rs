@@ -134,6 +134,16 @@ async fn a_paste_in_parts_arrives_as_one_and_waits_its_turn_whole() {
     let out = server.dir.path().join("paste.out");
     let id = sink(&server, &out, want.len(), "").await;
     let mut ws = server.ws().await;
+    // The server says it takes pastes in parts (a client does not send parts to one that
+    // would paste each on its own).
+    let hello = ws.call(json!({"type": "hello", "protocol": 1})).await;
+    assert!(
+        hello["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("paste_parts")),
+        "{hello}"
+    );
     let t = Instant::now();
     for paste in [&one, &two] {
         let parts: Vec<&str> = paste

@@ -174,8 +174,8 @@ impl Conn {
         paste: bool,
     ) -> Result<Vec<u64>, ClientError> {
         // Small input fits any frame limit; larger input asks the server for its own.
-        let budget = if text.len() <= SMALL_INPUT {
-            SMALL_INPUT
+        let (budget, parts_pasted_as_one) = if text.len() <= SMALL_INPUT {
+            (SMALL_INPUT, true)
         } else {
             match self
                 .request(Op::Hello {
@@ -184,9 +184,16 @@ impl Conn {
                 })
                 .await?
             {
-                Reply::Hello { max_frame, .. } => max_frame
-                    .saturating_sub(ENVELOPE + 2 * session.len())
-                    .max(MIN_PART),
+                Reply::Hello {
+                    max_frame,
+                    features,
+                    ..
+                } => (
+                    max_frame
+                        .saturating_sub(ENVELOPE + 2 * session.len())
+                        .max(MIN_PART),
+                    features.iter().any(|f| f == "paste_parts"),
+                ),
                 other => {
                     return Err(ClientError::Decode(format!(
                         "hello answered with {other:?}"
@@ -195,6 +202,14 @@ impl Conn {
             }
         };
         let parts = split_escaped(text, budget);
+        if paste && parts.len() > 1 && !parts_pasted_as_one {
+            // An older server would paste every part on its own, each with its Enter.
+            return Err(ClientError::Request(format!(
+                "this server takes a paste of at most about {budget} bytes (one frame); \
+                 this one is {} bytes: nothing was sent (a newer server takes it in parts)",
+                text.len()
+            )));
+        }
         let last = parts.len() - 1;
         let mut ids = Vec::with_capacity(parts.len());
         for (i, part) in parts.into_iter().enumerate() {

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this server.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Additions to protocol 1 a server names in its `hello` reply: `paste_parts`, a paste larger
+/// than a frame sent as `input` parts with `more` (an older server would paste each part on
+/// its own).
+pub const FEATURES: &[&str] = &["paste_parts"];
 /// The WebSocket subprotocol name of the native protocol.
 pub const SUBPROTOCOL: &str = "corral.v1";
 /// Subprotocol prefix carrying a token (`corral.token.<token>`), for browsers that cannot set
@@ -216,6 +221,10 @@ pub enum Reply {
         protocol: u32,
         /// Largest accepted frame in bytes.
         max_frame: usize,
+        /// What this server takes beyond protocol 1 as first released ([`FEATURES`]); absent
+        /// from older servers, so a client can tell what it may rely on.
+        #[serde(default)]
+        features: Vec<String>,
     },
     /// Answer to list and watch.
     Sessions {

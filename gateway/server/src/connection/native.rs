@@ -65,6 +65,10 @@ impl ConnectionState {
                     version: env!("CARGO_PKG_VERSION").into(),
                     protocol: PROTOCOL_VERSION,
                     max_frame,
+                    features: crate::protocol::FEATURES
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect(),
                 })
                 .await
             }
