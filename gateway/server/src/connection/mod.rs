@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 mod native;
 mod pace;
+mod paste;
 mod ttyd;
 
 use pace::{Held, Passed, Wait};

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::protocol::SessionView;
 
 /// Input for a session: keystrokes as they are, or a paste followed by Enter.
-enum Input {
+pub(super) enum Input {
     /// Bytes to write.
     Keys(Vec<u8>),
     /// A prompt: pasted (bracketed when the program asked for it), then Enter a moment later.
@@ -424,88 +424,15 @@ impl ConnectionState {
         self.write_input(id, h, &mut Input::Keys(bytes)).await
     }
 
-    /// A paste, or a part of one larger than a frame (`more`: kept until the last part comes,
-    /// then pasted as one). The parts are bounded by the input burst, which a paste could
-    /// never pass anyway: past it the paste is refused (`too_large`) and nothing is written.
-    async fn paste_part(
-        &mut self,
-        id: Option<u64>,
-        h: &SessionHandle,
-        data: String,
-        more: bool,
-    ) -> bool {
-        let mut text = match self.paste.take() {
-            Some((session, Some(text))) if session == h.id() => text,
-            Some((session, None)) if session == h.id() => {
-                // This paste was refused (told once): its later parts are dropped with it, up
-                // to its last, so no part of it is ever written.
-                if more {
-                    self.paste = Some((session, None));
-                }
-                return true;
-            }
-            Some((other, _)) => {
-                // A paste's parts come together; the client lost track of one: say so. The
-                // unfinished paste is refused (its later parts dropped), this part too.
-                self.paste = Some((other, None));
-                return self
-                    .error(
-                        id,
-                        ErrorCode::Conflict,
-                        format!(
-                            "a paste to session {other} is unfinished on this connection: \
-                             it is refused, and this part too"
-                        ),
-                    )
-                    .await;
-            }
-            None => String::new(),
-        };
-        let burst = self.input_burst();
-        if text.len() + data.len() + 1 > burst {
-            if more {
-                self.paste = Some((h.id(), None));
-            }
-            return self
-                .error(
-                    id,
-                    ErrorCode::TooLarge,
-                    format!(
-                        "a paste of over {burst} bytes exceeds the input burst (twice \
-                         input_bytes_per_sec); nothing of it is written"
-                    ),
-                )
-                .await;
-        }
-        let kept = text.len();
-        text.push_str(&data);
-        if more {
-            self.paste = Some((h.id(), Some(text)));
-            return true;
-        }
-        let mut input = Input::Paste(text);
-        let alive = self.write_input(id, h, &mut input).await;
-        if self.wait.is_some()
-            && let Input::Paste(mut text) = input
-        {
-            // This last part is handled again when its wait ends: keep only the earlier ones.
-            text.truncate(kept);
-            self.paste = Some((h.id(), Some(text)));
-        }
-        alive
-    }
-
-    /// The most input bytes that can pass the byte limit at once.
-    fn input_burst(&self) -> usize {
-        (self.app.config.limits.input_bytes_per_sec as usize)
-            .saturating_mul(2)
-            .max(1)
-    }
-
     /// Input under the limits: over the byte rate or into a full queue it waits (the message
     /// is held, the socket not read, and `self.wait` set); refused only for a reason the
     /// client must hear. A paste's text is left in `input` (keys are taken).
-    async fn write_input(&mut self, id: Option<u64>, h: &SessionHandle, input: &mut Input) -> bool {
+    pub(super) async fn write_input(
+        &mut self,
+        id: Option<u64>,
+        h: &SessionHandle,
+        input: &mut Input,
+    ) -> bool {
         let n = match &*input {
             Input::Keys(bytes) => bytes.len(),
             // The paste and its Enter.
