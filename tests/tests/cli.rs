@@ -813,6 +813,49 @@ fn stop_grace_overrides_the_sessions_own() {
     );
 }
 
+/// `corral logs work | head`: once the reader of its output is gone, the command ends quietly
+/// with status 141 (as a tool SIGPIPE ends does), not with a panic and a backtrace.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let server = Server::start();
+    ok(
+        &server,
+        &["spawn", "--name", "many", "--", "seq", "1", "300000"],
+    );
+    eventually("all the output", || {
+        ok(&server, &["logs", "many", "--tail", "1"]).starts_with("300000")
+    });
+    for args in [&["logs", "many"][..], &["ps"][..]] {
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read a little, then close the pipe, as `head -c 10` does.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 10];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        // `ps` may have written everything before the pipe closed.
+        assert!(
+            matches!(out.status.code(), Some(141) | Some(0)),
+            "{args:?}: {:?}",
+            out.status
+        );
+        if args[0] == "logs" {
+            assert_eq!(out.status.code(), Some(141));
+        }
+    }
+}
+
 #[test]
 fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     require_tmux();

@@ -131,6 +131,7 @@ fn tool_runtime() -> Option<tokio::runtime::Runtime> {
 /// Entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::pipe::quiet_on_closed_stdout();
     match cli.command {
         Command::Bench {
             scenarios,
@@ -148,10 +149,7 @@ pub fn main() -> ExitCode {
                 server_workers,
             )) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("corral bench: {e:#}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => crate::pipe::failed("corral bench", &e),
             }
         }
         Command::Client(cmd) => {
@@ -168,10 +166,7 @@ pub fn main() -> ExitCode {
             };
             match rt.block_on(crate::commands::run(cmd, cli.url, cli.token, &data_dir)) {
                 Ok(code) => code,
-                Err(e) => {
-                    eprintln!("corral: {e:#}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => crate::pipe::failed("corral", &e),
             }
         }
         Command::Chaos { secs, seed, json } => {
@@ -181,10 +176,7 @@ pub fn main() -> ExitCode {
             match rt.block_on(corral_harness::chaos::run(secs, seed, json)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("corral chaos: {e:#}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => crate::pipe::failed("corral chaos", &e),
             }
         }
         Command::Hook => {

@@ -9,6 +9,7 @@ mod follow;
 mod handover;
 mod hook;
 mod output;
+mod pipe;
 mod wait;
 
 fn main() -> std::process::ExitCode {

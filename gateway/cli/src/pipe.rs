@@ -1,0 +1,54 @@
+//! Pipe: a command whose output goes into a pipe that closes early (`corral ps | head -3`,
+//! `corral logs work | grep -m1 error`) ends quietly with status 141, as a Unix tool that
+//! SIGPIPE ends does — not with a panic and its backtrace, nor "Broken pipe" on stderr.
+//!
+//! SIGPIPE itself stays ignored (Rust's default): the client also writes to the server's
+//! socket, and a server that goes away mid-write must be an error the user reads, not a
+//! silent death. So only standard output is checked, and only when a write to it failed.
+
+use std::process::ExitCode;
+
+/// The status a shell reports for a tool that SIGPIPE ended (128 + 13).
+pub const STATUS: u8 = 141;
+
+/// Installs a panic hook for the one panic `println!` raises on a closed standard output
+/// ("failed printing to stdout: Broken pipe"): the process ends quietly with [`STATUS`]. Any
+/// other panic goes to the hook that was there.
+pub fn quiet_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && stdout_closed() {
+            std::process::exit(STATUS.into());
+        }
+        previous(info);
+    }));
+}
+
+/// What a failed command exits with: [`STATUS`], quietly, when its standard output was closed
+/// (a write to it is what failed); otherwise the error is printed and the status is 1.
+pub fn failed(command: &str, e: &anyhow::Error) -> ExitCode {
+    if stdout_closed() {
+        return ExitCode::from(STATUS);
+    }
+    eprintln!("{command}: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Whether standard output is a pipe nobody reads any more (poll says POLLERR on the write
+/// end of a pipe whose read end is closed).
+fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no timeout (returns at once).
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & libc::POLLERR != 0
+}
