@@ -950,6 +950,45 @@ fn serve_and_web_print_the_login_url() {
     assert!(child.wait().unwrap().success());
 }
 
+/// `--listen` beyond loopback is honoured, with a warning that plain HTTP carries the tokens
+/// readable on the way; the default loopback start says nothing of the kind.
+#[test]
+fn listening_beyond_loopback_warns_that_http_is_plain() {
+    use std::io::BufRead;
+    for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", listen])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The login line comes after the warning (both at start).
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("corral: open "), "{line}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(log.contains("plain HTTP"), warned, "{listen}: {log}");
+    }
+}
+
 /// Resident KiB of `pid` as the kernel counts it in `/proc/<pid>/stat` (field 24, pages).
 fn stat_rss_kib(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -159,6 +159,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
     })?;
     tracing::info!(%url, data_dir = %data.path().display(), "corral serving");
+    if !addr.ip().is_loopback() {
+        // Loopback is the default; anything else was asked for, but plain HTTP beyond this
+        // machine carries the tokens (and everything the agents print) readable on the way.
+        tracing::warn!(
+            %addr,
+            "listening beyond this machine over plain HTTP: anyone on the network path can read \
+             the traffic, tokens included; put a TLS-terminating proxy in front, or reach it \
+             through an SSH tunnel to 127.0.0.1"
+        );
+    }
     crate::systemd::ready(&url);
     // Like Jupyter: the one line a user needs to open the page (on stdout, never in the logs;
     // `corral web` prints it again).
