@@ -15,7 +15,7 @@ use corral_server::serve::{ServeOptions, serve};
 #[command(name = "corral", version, about, long_about = None)]
 struct Cli {
     /// Data dir (default: $CORRAL_DATA_DIR, else $XDG_STATE_HOME/corral, else ~/.local/state/corral).
-    #[arg(long, global = true, env = "CORRAL_DATA_DIR")]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// Server URL for client commands (default: the data dir's server.json).
     #[arg(long, global = true)]
