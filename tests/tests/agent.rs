@@ -429,3 +429,47 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
         "{metrics}"
     );
 }
+
+/// A PermissionRequest hook held open for an answer must not hold up the server's leaving:
+/// `corral upgrade` and `corral shutdown` used to wait for it (the graceful stop waits for open
+/// responses) — the whole permission wait, 120 s by default, and the CLI gave up after 60 s
+/// with the server still running. Now the hook gets no decision at once (Claude then asks in
+/// its own dialog) and both return in seconds.
+#[tokio::test]
+async fn a_pending_permission_does_not_hold_up_an_upgrade_or_a_shutdown() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "asking", dir.path()).await;
+    let waits = |server: &Server, name: &str| {
+        let out = corral(
+            server,
+            &["wait", name, "--for", "needs_permission", "--timeout", "20"],
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    waits(&server, "asking");
+    let t = Instant::now();
+    let out = corral(&server, &["upgrade"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "upgrade took {:?}",
+        t.elapsed()
+    );
+    server.follow_successor();
+    // The hook got no decision: the agent's tool did not run, and it went on.
+    let decision = std::fs::read_to_string(dir.path().join("decision.json")).unwrap_or_default();
+    assert!(!decision.contains("allow"), "{decision}");
+    assert!(!dir.path().join("ran").exists());
+    let other = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "asking-again", other.path()).await;
+    waits(&server, "asking-again");
+    let t = Instant::now();
+    let out = corral(&server, &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}

@@ -439,15 +439,22 @@ async fn post_hook(
             .into_response());
     }
     // Wait (bounded) for an answer from the API; the hook prints what we return. Leaving this
-    // handler early (the hook's connection dropped) closes the question.
+    // handler early (the hook's connection dropped) closes the question. A server on its way
+    // out (shutdown, upgrade) answers at once with no decision: its graceful stop waits for
+    // open responses, and this one could hold it for the whole wait.
     let mut question = app.permissions.ask(h.id());
-    let output =
-        match tokio::time::timeout(app.config.agents.permission_wait(), &mut question.answer).await
-        {
-            Ok(Ok(answer)) => Some(answer.hook_output()),
-            // Replaced by a newer request, or no answer in time: no decision (Claude asks itself).
-            Ok(Err(_)) | Err(_) => None,
-        };
+    let mut leaving = app.shutdown.subscribe();
+    let output = tokio::select! {
+        answered = tokio::time::timeout(app.config.agents.permission_wait(), &mut question.answer) => {
+            match answered {
+                Ok(Ok(answer)) => Some(answer.hook_output()),
+                // Replaced by a newer request, or no answer in time: no decision (Claude
+                // asks itself).
+                Ok(Err(_)) | Err(_) => None,
+            }
+        }
+        _ = leaving.wait_for(|down| *down) => None,
+    };
     Ok((
         StatusCode::OK,
         Json(HookAccepted {
