@@ -9,6 +9,7 @@ import {
   formatUptime,
   parseEnv,
   parseTime,
+  permissionSummary,
   splitArgv,
   statusBadge,
 } from './format';
@@ -74,4 +75,13 @@ test('badges and sizes', () => {
   assert.equal(formatUptime(61_000), '1m 01s');
   assert.equal(formatUptime(3_600_000 * 25), '1d 01h');
   assert.equal(formatKiB(2048), '2.0 MiB');
+});
+
+test('permissionSummary says the command, the file, or the input', () => {
+  assert.equal(permissionSummary('Bash', { command: 'rm -rf build', description: 'x' }), 'Bash: rm -rf build');
+  assert.equal(permissionSummary('Write', { file_path: '/tmp/a', content: 'x' }), 'Write: /tmp/a');
+  assert.equal(permissionSummary('Mcp', { a: 1 }), 'Mcp: {"a":1}');
+  assert.equal(permissionSummary('Bash', { command: 'a\n  b' }), 'Bash: a b');
+  assert.equal(permissionSummary('Tool', undefined), 'Tool');
+  assert.ok(permissionSummary('Bash', { command: 'x'.repeat(400) }).endsWith('…'));
 });

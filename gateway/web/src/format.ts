@@ -208,3 +208,15 @@ export function formatClock(t: WireTime | null | undefined, now = Date.now()): s
   if (new Date(now).toDateString() === d.toDateString()) return hms;
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
 }
+
+/** What a permission question asks, in one line: a Bash command, a file path, or the input. */
+export function permissionSummary(tool: string, input: unknown): string {
+  const o = (input && typeof input === 'object' ? input : {}) as Record<string, unknown>;
+  const pick = ['command', 'file_path', 'path', 'url', 'pattern', 'prompt']
+    .map((k) => o[k])
+    .find((v) => typeof v === 'string' && v.length > 0) as string | undefined;
+  const what = pick ?? (input === undefined ? '' : JSON.stringify(input));
+  const line = what.replace(/\s+/g, ' ').trim();
+  const short = line.length > 300 ? `${line.slice(0, 299)}…` : line;
+  return short ? `${tool}: ${short}` : tool;
+}

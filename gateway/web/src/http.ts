@@ -1,4 +1,5 @@
-// The page's few HTTP calls: cookie login (Jupyter-style ?token=), whoami and logout.
+// The page's few HTTP calls: cookie login (Jupyter-style ?token=), whoami, logout and the
+// answer to an agent's permission question.
 // The token is only ever sent once in a POST body; afterwards an HttpOnly cookie set by the
 // server authenticates every request and the WebSocket upgrade.
 import type { Whoami } from './types';
@@ -56,4 +57,20 @@ export async function logout(): Promise<void> {
   } catch {
     /* the view changes anyway */
   }
+}
+
+/** Answers the permission question session `id` waits for. Throws HttpError with the server's
+ * message (409: it waits for none any more, e.g. answered in its terminal). */
+export async function answerPermission(id: string, behavior: 'allow' | 'deny', message?: string): Promise<void> {
+  const body: Record<string, string> = { behavior };
+  if (message) body.message = message;
+  const res = await call('POST', `/v1/sessions/${encodeURIComponent(id)}/permission`, body);
+  if (res.ok) return;
+  let why = `HTTP ${res.status}`;
+  try {
+    why = ((await res.json()) as { error?: string }).error ?? why;
+  } catch {
+    /* keep the status */
+  }
+  throw new HttpError(res.status, why);
 }

@@ -9,7 +9,8 @@ import { Terminal } from '@xterm/xterm';
 import { type Conn, type ConnState, FLOW_WINDOW, RequestError } from './conn';
 import { confirmDialog, debounce, h, setText, toast } from './dom';
 import { EventsPanel } from './events';
-import { attentionLabel, formatUptime, isAlive, parseTime, statusBadge } from './format';
+import { attentionLabel, formatUptime, isAlive, parseTime, permissionSummary, statusBadge } from './format';
+import { answerPermission } from './http';
 import type { SessionStore } from './sessions';
 import {
   type BinFrame,
@@ -137,6 +138,7 @@ export class TermView {
       'main',
       { class: `view term-view${this.writable ? '' : ' read-only'}` },
       this.header(),
+      this.askBar(),
       this.body,
       this.writable ? this.keybar() : null,
     );
@@ -525,6 +527,37 @@ export class TermView {
     );
   }
 
+  /** The question an agent waits for, with Allow / Deny (writers only; hidden otherwise). */
+  private askBar(): HTMLElement {
+    const H = this.head;
+    H.askText = h('span', { class: 'ask-text mono', testid: 'ask-text' });
+    const answer = (behavior: 'allow' | 'deny') => async () => {
+      if (!this.uuid) return;
+      H.ask.classList.add('busy');
+      try {
+        await answerPermission(this.uuid, behavior);
+        toast(behavior === 'allow' ? 'allowed' : 'denied');
+      } catch (e) {
+        toast(`not answered: ${(e as Error).message}`, 'error');
+      } finally {
+        H.ask.classList.remove('busy');
+      }
+    };
+    H.ask = h(
+      'div',
+      { class: 'ask', testid: 'ask', role: 'alert', hidden: true },
+      h('span', { class: 'ask-label', text: 'asks permission' }),
+      H.askText,
+      h(
+        'span',
+        { class: 'ask-actions' },
+        h('button', { class: 'btn small primary', testid: 'ask-allow', text: 'Allow', onclick: answer('allow') }),
+        h('button', { class: 'btn small danger', testid: 'ask-deny', text: 'Deny', onclick: answer('deny') }),
+      ),
+    );
+    return H.ask;
+  }
+
   private toggleEvents(on = !this.events.visible): void {
     this.events.show(on);
     this.head.eventsBtn.classList.toggle('active', on);
@@ -570,6 +603,12 @@ export class TermView {
     H.badge.className = `badge ${b.cls}`;
     H.badge.dataset.attention = s.attention ?? '';
     H.badge.title = s.attention ?? '';
+    const asks = this.writable && s.attention === 'needs_permission' && !!s.permission;
+    if (asks && s.permission) setText(H.askText, permissionSummary(s.permission.tool, s.permission.input));
+    if (H.ask.hidden === asks) {
+      H.ask.hidden = !asks;
+      requestAnimationFrame(() => this.fitNow());
+    }
     const cast = H.cast as HTMLAnchorElement;
     cast.href = `/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`;
     cast.setAttribute('download', `${s.name}.cast`);

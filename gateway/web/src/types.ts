@@ -33,6 +33,8 @@ export interface SessionInfo {
   viewers: number;
   lag_events: number;
   attention: string | null;
+  /** What a session in `needs_permission` asks for: the tool and its input. */
+  permission?: { tool: string; input: unknown; request_id?: string } | null;
   agent_session_id: string | null;
   cpu_percent?: number | null;
   rss_kib?: number | null;

@@ -1,0 +1,58 @@
+"""An agent's permission question answered from the page: while a session's hooks say it needs
+a permission, its terminal view shows what it asks (the tool and its command) with Allow and
+Deny; a click answers the held PermissionRequest hook (the agent reads the decision) and the
+question goes away. A read-only viewer sees the badge but no buttons.
+
+The agent is a script that plays Claude Code's side: it runs the real `corral hook` with the
+hook's JSON on stdin and records what the hook printed."""
+
+import json
+import re
+
+from playwright.sync_api import expect
+
+from corral_web import CORRAL, wait_until
+
+
+def agent(server, tmp_path, name):
+    decision = tmp_path / f"{name}.json"
+    hook = lambda event: f"printf '%s' '{json.dumps(event)}' | {CORRAL} hook"
+    script = "\n".join(
+        [
+            hook({"hook_event_name": "SessionStart", "session_id": name}),
+            hook({"hook_event_name": "UserPromptSubmit", "prompt": "clean up"}),
+            hook(
+                {
+                    "hook_event_name": "PermissionRequest",
+                    "tool_name": "Bash",
+                    "tool_input": {"command": "rm -rf build", "description": "Remove build"},
+                }
+            )
+            + f" > {decision}",
+            hook({"hook_event_name": "Stop"}),
+            "exec sleep 600",
+        ]
+    )
+    s = server.spawn(["sh", "-c", script], name=name)
+    wait_until(lambda: server.session(s["id"])["attention"] == "needs_permission", 20, "the question")
+    return s, decision
+
+
+def test_allow_and_deny_from_the_terminal_view(server, page, new_page, tmp_path):
+    for name, button, behavior in [("asks-allow", "ask-allow", "allow"), ("asks-deny", "ask-deny", "deny")]:
+        s, decision = agent(server, tmp_path, name)
+        # A read-only viewer is told, but cannot answer.
+        viewer = new_page()
+        viewer.goto(server.login_url(token=server.scoped_token(s["id"], "read")))
+        expect(viewer.get_by_test_id("attention")).to_contain_text(re.compile("permission", re.I))
+        expect(viewer.get_by_test_id("ask")).to_be_hidden()
+        page.goto(server.login_url(hash=f"/s/{s['id']}"))
+        ask = page.get_by_test_id("ask")
+        expect(ask).to_be_visible()
+        expect(page.get_by_test_id("ask-text")).to_have_text("Bash: rm -rf build")
+        page.get_by_test_id(button).click()
+        expect(ask).to_be_hidden()
+        wait_until(lambda: decision.exists() and decision.read_text().strip(), 10, "the hook's output")
+        out = json.loads(decision.read_text())
+        assert out["hookSpecificOutput"]["decision"]["behavior"] == behavior, out
+        wait_until(lambda: server.session(s["id"])["attention"] == "idle", 10, "the turn's end")
