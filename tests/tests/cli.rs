@@ -229,15 +229,38 @@ fn hook_posts_events_for_its_session() {
     assert_eq!(ps[0]["id"], id.as_str());
 }
 
-/// Runs `corral attach work` in a detached 100×30 tmux session `t` on its own socket; returns
-/// the socket name.
-fn attach_in_tmux(server: &Server, prefix: &str) -> String {
+/// A tmux server on its own socket (the name derefs to it), ended when this is dropped — also
+/// when its test fails half-way, which used to leave tmux and the `corral` in it running.
+struct Tmux(String);
+
+impl std::ops::Deref for Tmux {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // Already gone when the test ended it itself: nothing to report.
+        if let Err(e) = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            eprintln!("tmux -L {} kill-server: {e}", self.0);
+        }
+    }
+}
+
+/// Runs `corral attach work` in a detached 100×30 tmux session `t` on its own socket.
+fn attach_in_tmux(server: &Server, prefix: &str) -> Tmux {
     corral_in_tmux(server, prefix, "attach work", (100, 30))
 }
 
 /// Runs `corral <args>` (a shell command line) against `server` in a detached tmux session
-/// `t` of `size` (columns, rows) on its own socket; returns the socket name.
-fn corral_in_tmux(server: &Server, prefix: &str, args: &str, size: (u16, u16)) -> String {
+/// `t` of `size` (columns, rows) on its own socket.
+fn corral_in_tmux(server: &Server, prefix: &str, args: &str, size: (u16, u16)) -> Tmux {
     let socket = format!("{prefix}-{}", std::process::id());
     let cmd = format!(
         "{} --data-dir {} {args}",
@@ -259,7 +282,7 @@ fn corral_in_tmux(server: &Server, prefix: &str, args: &str, size: (u16, u16)) -
             &cmd,
         ],
     );
-    socket
+    Tmux(socket)
 }
 
 /// Detaches the tmux session `t`'s attach (Ctrl-\\): the attach exits, the (only) session

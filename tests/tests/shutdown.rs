@@ -39,3 +39,37 @@ async fn sigterm_with_twenty_sessions_exits_0_within_grace_and_leaves_nothing() 
     }
     assert!(!server.dir.path().join("server.json").exists());
 }
+
+/// A download that does not move (a stalled phone fetching an export) holds a leaving server
+/// for `serve::DRAIN` (5 s) at most: a SIGTERM (so `corral shutdown`, and an upgrade) used to
+/// wait for it as long as the client took — `corral shutdown` gave up after 60 s with the
+/// server still running.
+#[tokio::test]
+async fn a_stalled_download_does_not_hold_up_a_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "head -c 6000000 /dev/zero | tr '\\0' x; exec sleep 1000"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.session(&id).await["output_offset"].as_u64().unwrap() < 6_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the output did not come"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Asks for the export and never reads the answer.
+    let mut stalled = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/sessions/{id}/export?format=asciicast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, took) = server.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5 + 5), "took {took:?}");
+    drop(stalled);
+}

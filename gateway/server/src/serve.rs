@@ -193,6 +193,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         closing,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_for_drain = stop_rx.clone();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         if rx.wait_for(|s| *s).await.is_err() {
             tracing::debug!("stop channel closed");
@@ -239,6 +240,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             }
         }
     };
+    // A leaving server waits for open HTTP responses, but not for long: a slow download (an
+    // export to a phone) must not hold up a shutdown or an upgrade.
+    let tcp = drained(tcp, stop_rx_for_drain.clone());
+    let local = drained(local, stop_rx_for_drain);
     let (tcp, local, (), ()) = tokio::join!(tcp, local, signal, notify);
     tcp?;
     local?;
@@ -275,6 +280,33 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     data.unpublish();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long open HTTP responses may hold a leaving server before they are cut (their
+/// connections end with the process).
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// `serve` (an axum server with graceful shutdown on `stop`), but once `stop` is set it gets
+/// [`DRAIN`] to finish its open responses, not as long as its slowest client takes.
+async fn drained(
+    serve: impl std::future::Future<Output = std::io::Result<()>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    tokio::pin!(serve);
+    tokio::select! {
+        done = &mut serve => return done,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    match tokio::time::timeout(DRAIN, serve).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::warn!(
+                after = ?DRAIN,
+                "open HTTP responses cut short (a slow download?): the server is leaving"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Waits (bounded) for the data dir's lock: a predecessor handing over lets go of it once its
