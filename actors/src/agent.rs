@@ -200,6 +200,21 @@ pub fn take_question(session: &SessionShared) -> Option<PermissionAsk> {
     s.permission.take()
 }
 
+/// A hook-asked question nobody answered through the API in time: it is the agent's own
+/// dialog's now (its terminal), so the session still needs a permission but no longer offers
+/// a question to answer from outside (`permission` cleared; the web page hides its buttons).
+/// A structured agent's question (a control request) stays: only an answer ends it.
+pub fn question_left_to_terminal(session: &SessionShared) {
+    let mut s = session.status.write();
+    if s.attention == Some(Attention::NeedsPermission)
+        && s.permission
+            .as_ref()
+            .is_some_and(|a| a.request_id.is_none())
+    {
+        s.permission = None;
+    }
+}
+
 /// Puts back a question taken by [`take_question`] whose answer could not be written, unless a
 /// newer state came meanwhile.
 pub fn reopen(session: &SessionShared, ask: PermissionAsk) {

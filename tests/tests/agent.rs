@@ -272,6 +272,54 @@ async fn an_unanswered_question_returns_no_decision_after_the_wait() {
     assert!(!dir.path().join("ran").exists());
 }
 
+/// After the wait, an unanswered question is in the agent's own dialog (its terminal): the
+/// session still needs a permission, but it offers no question to answer from outside any
+/// more (`permission` null, so the page shows no Allow/Deny), and an answer through the API
+/// says where the question is instead of a bare "not waiting".
+#[tokio::test]
+async fn an_unanswered_question_is_left_to_the_terminal() {
+    let server = Server::start_configured("[agents]\npermission_wait_secs = 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    // The agent's side as Claude Code acts after a hook without a decision: it shows its own
+    // dialog and waits there (no more hooks).
+    let full = agent_script(dir.path());
+    let upto = full.find("if grep").unwrap();
+    let script = format!("{}exec sleep 600\n", &full[..upto]);
+    server
+        .spawn(json!({"name": "dialog", "argv": ["sh", "-c", script]}))
+        .await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "dialog",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    // The wait is 1 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let view = server.session("dialog").await;
+        if view["permission"].is_null() {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the question is still offered: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["attention"], "needs_permission", "{view}");
+    let out = corral(&server, &["answer", "dialog", "allow"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in its own terminal"), "{err}");
+}
+
 /// Events of a session in the journal.
 async fn journaled(server: &Server, id: &str) -> usize {
     let mut ws = server.ws().await;

@@ -448,9 +448,14 @@ async fn post_hook(
         answered = tokio::time::timeout(app.config.agents.permission_wait(), &mut question.answer) => {
             match answered {
                 Ok(Ok(answer)) => Some(answer.hook_output()),
-                // Replaced by a newer request, or no answer in time: no decision (Claude
-                // asks itself).
-                Ok(Err(_)) | Err(_) => None,
+                // Replaced by a newer request: no decision for this one.
+                Ok(Err(_)) => None,
+                // No answer in time: no decision, Claude asks in its own dialog, where the
+                // question now is (nothing outside can answer it any more).
+                Err(_) => {
+                    corral_actors::agent::question_left_to_terminal(h.shared());
+                    None
+                }
             }
         }
         _ = leaving.wait_for(|down| *down) => None,
@@ -504,8 +509,15 @@ async fn answer_permission(
             .and_then(|a| serde_json::to_value(a).ok())
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| "none (not an agent session)".into());
+        let why = if attention == "needs_permission" {
+            "its question is in its own terminal now (no hook waits for an answer from here): \
+             answer it there"
+                .to_string()
+        } else {
+            format!("attention: {attention}")
+        };
         return Err(ApiError::conflict(format!(
-            "session {} is not waiting for a permission answer (attention: {attention})",
+            "session {} is not waiting for a permission answer ({why})",
             h.name()
         )));
     }
