@@ -42,7 +42,7 @@ use crate::protocol::{
 const MAX_CHUNK: usize = 64 * 1024;
 /// Bound on subscriptions per connection.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
-/// How long a closing connection waits for the client's answering Close.
+/// How long a closing connection waits to send its Close, and then for the client's answer.
 const CLOSE_HANDSHAKE: Duration = Duration::from_millis(500);
 /// Bound on slow requests in flight per connection.
 pub const MAX_PENDING: usize = 1024;
@@ -375,16 +375,22 @@ impl ConnectionState {
 
     async fn close(&mut self, code: u16, reason: &'static str) -> bool {
         self.closed = true;
-        if let Err(e) = self
-            .sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await
-        {
-            tracing::debug!(error = %e, "close frame not delivered");
-            return false;
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        // Bounded: a client that stopped reading has a full socket, and a revoked token's
+        // connection must still go (dropping the socket ends it).
+        match tokio::time::timeout(CLOSE_HANDSHAKE, self.sink.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "close frame not delivered");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!("close frame not sent in time: the client does not read");
+                return false;
+            }
         }
         // The closing handshake (RFC 6455 §5.5.1): read what the client still sends until its
         // Close answers ours, briefly. Dropping a socket with unread input resets it, and a
