@@ -932,21 +932,8 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
 /// and `corral web` prints the same URL again.
 #[test]
 fn serve_and_web_print_the_login_url() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = serve_in(dir.path(), "127.0.0.1:0");
     let token = std::fs::read_to_string(dir.path().join("token"))
         .unwrap()
         .trim()
@@ -973,11 +960,31 @@ fn serve_and_web_print_the_login_url() {
     assert!(child.wait().unwrap().success());
 }
 
+/// `corral serve --listen <listen>` on `dir` (stderr kept for the test, at level warn); returns
+/// it once it printed its first line (the login URL), with that line.
+fn serve_in(dir: &std::path::Path, listen: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", listen])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
 /// `--listen` beyond loopback is honoured, with a warning that plain HTTP carries the tokens
 /// readable on the way; the default loopback start says nothing of the kind.
 #[test]
 fn listening_beyond_loopback_warns_that_http_is_plain() {
-    use std::io::BufRead;
     for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
@@ -985,21 +992,8 @@ fn listening_beyond_loopback_warns_that_http_is_plain() {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
-        let mut child = Command::new(binary())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["serve", "--listen", listen])
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // The login line comes after the warning (both at start).
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = serve_in(dir.path(), listen);
         assert!(line.starts_with("corral: open "), "{line}");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
