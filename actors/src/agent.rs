@@ -97,6 +97,9 @@ pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
             _ => {}
         }
     }
+    // Nothing outside can answer a hook-asked question any more: it is the agent's own
+    // dialog's (a structured agent's control request stays open: its answer goes on stdin).
+    leave_question_to_terminal(&mut s);
 }
 
 /// What a hook means: SessionStart rebinds the agent session id (it changes on
@@ -205,7 +208,10 @@ pub fn take_question(session: &SessionShared) -> Option<PermissionAsk> {
 /// a question to answer from outside (`permission` cleared; the web page hides its buttons).
 /// A structured agent's question (a control request) stays: only an answer ends it.
 pub fn question_left_to_terminal(session: &SessionShared) {
-    let mut s = session.status.write();
+    leave_question_to_terminal(&mut session.status.write());
+}
+
+fn leave_question_to_terminal(s: &mut Status) {
     if s.attention == Some(Attention::NeedsPermission)
         && s.permission
             .as_ref()

@@ -320,6 +320,51 @@ async fn an_unanswered_question_is_left_to_the_terminal() {
     assert!(err.contains("in its own terminal"), "{err}");
 }
 
+/// A question asked through a hook before a server SIGKILL is the agent's own dialog's after
+/// the restart (the hook call that held it ended with the old server): the adopted session
+/// still needs a permission, but offers no question to answer from outside.
+#[tokio::test]
+async fn a_question_held_by_a_killed_server_is_left_to_the_terminal() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let full = agent_script(dir.path());
+    let upto = full.find("if grep").unwrap();
+    // An agent session (its state is rebuilt from the journal when adopted): a program under
+    // the claude profile, which ignores the arguments the profile adds.
+    let program = dir.path().join("agent.sh");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\n{}exec sleep 600\n", &full[..upto]),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    server
+        .spawn(json!({"name": "held", "argv": [program], "agent": "claude"}))
+        .await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "held",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(!server.session("held").await["permission"].is_null());
+    server.kill();
+    server.restart();
+    let view = server.session("held").await;
+    assert_eq!(view["attention"], "needs_permission", "{view}");
+    assert!(view["permission"].is_null(), "{view}");
+}
+
 /// Events of a session in the journal.
 async fn journaled(server: &Server, id: &str) -> usize {
     let mut ws = server.ws().await;

@@ -293,10 +293,13 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
     // answer any more: the API refuses one, naming the state.
     let s = server.session("nobody").await;
     assert_eq!(s["attention"], "needs_permission", "{s}");
+    // It offers no question to answer from outside (the page shows no Allow/Deny).
+    assert!(s["permission"].is_null(), "{s}");
     let out = server.cli(&["answer", "nobody", "allow"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not waiting for a permission answer"), "{err}");
+    assert!(err.contains("in its own terminal"), "{err}");
     // Claude's own prompt is still on the screen, and the tool has not run.
     tokio::time::sleep(Duration::from_millis(500)).await;
     until_screen(&server, "nobody", DIALOG, Duration::from_secs(5)).await;
