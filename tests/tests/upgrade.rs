@@ -161,6 +161,11 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
         err.contains("exited before it was ready") && err.contains("still serving"),
         "{err}"
     );
+    // Its own exit status, waited for by the server that started it: the server's reaper
+    // (it is a child subreaper) must not take the child first — it then waited on a pid
+    // nobody held any more, and killed whatever process had it since (a CI run lost another
+    // test's server so).
+    assert!(err.contains("exit status: 7"), "{err}");
     // Still the old server, with its session.
     let (status, body) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);

@@ -147,15 +147,27 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, Stri
             Ok(())
         });
     }
+    // This server is a child subreaper whose reaper reaps every child nobody owns: the
+    // successor is owned from its fork on, so its exit status stays ours to wait for and its
+    // pid cannot be reaped and reused behind `child` (a kill of the failed successor would
+    // then hit whatever process got the pid — a CI run lost an unrelated server that way).
+    let guard = corral_actors::process::reaper::spawn_guard();
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let pid = child.id() as i32;
+    corral_actors::process::reaper::own(pid);
+    drop(guard);
     drop((ready_w, listener));
     let said = corral_actors::holder::launch::read_with_timeout(ready_r, HANDOVER_TIMEOUT)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .map_err(|e| e.to_string());
     match said.as_deref().map(str::trim) {
-        Ok("ready") => Ok(child.id()),
+        Ok("ready") => {
+            // It outlives this server; until then, reaped if it ends first.
+            corral_actors::process::reaper::disown(pid);
+            Ok(child.id())
+        }
         outcome => {
             if let Err(e) = child.kill()
                 && e.kind() != std::io::ErrorKind::InvalidInput
@@ -166,6 +178,7 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, Stri
                 .wait()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|e| format!("unknown ({e})"));
+            corral_actors::process::reaper::release(pid);
             Err(match outcome {
                 Ok(text) if text.starts_with("error:") => format!(
                     "the new binary refused to start ({}); still serving",
