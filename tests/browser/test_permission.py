@@ -1,5 +1,5 @@
 """An agent's permission question answered from the page: while a session's hooks say it needs
-a permission, its terminal view shows what it asks (the tool and its command) with Allow and
+a permission, the list says what it asks and its terminal view shows it (the tool and its command) with Allow and
 Deny; a click answers the held PermissionRequest hook (the agent reads the decision) and the
 question goes away. A read-only viewer sees the badge but no buttons.
 
@@ -46,6 +46,10 @@ def test_allow_and_deny_from_the_terminal_view(server, page, new_page, tmp_path)
         viewer.goto(server.login_url(token=server.scoped_token(s["id"], "read")))
         expect(viewer.get_by_test_id("attention")).to_contain_text(re.compile("permission", re.I))
         expect(viewer.get_by_test_id("ask")).to_be_hidden()
+        # The list says what it asks, in place of the command line.
+        page.goto(server.login_url())
+        row = page.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]')
+        expect(row).to_contain_text("asks: Bash: rm -rf build")
         page.goto(server.login_url(hash=f"/s/{s['id']}"))
         ask = page.get_by_test_id("ask")
         expect(ask).to_be_visible()

@@ -12,6 +12,7 @@ import {
   isAlive,
   parseEnv,
   parseTime,
+  permissionSummary,
   splitArgv,
   statusBadge,
 } from './format';
@@ -184,8 +185,14 @@ export class ListView {
     row.el.dataset.state = s.state;
     row.el.classList.toggle('waiting', attentionLabel(s.attention) != null);
     setText(row.name, s.name);
-    setText(row.argv, s.argv.join(' '));
-    row.argv.title = s.argv.join(' ');
+    // A question waiting for an answer says what it asks, in place of the command line.
+    const asks =
+      s.attention === 'needs_permission' && s.permission
+        ? `asks: ${permissionSummary(s.permission.tool, s.permission.input)}`
+        : null;
+    setText(row.argv, asks ?? s.argv.join(' '));
+    row.argv.title = asks ?? s.argv.join(' ');
+    row.argv.classList.toggle('asks', asks != null);
     setText(row.state, s.state);
     row.state.className = `c-state state st-${s.state}`;
     row.state.title = s.reason ?? (s.last_exit ? formatExit(s.last_exit) : '');
