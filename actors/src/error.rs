@@ -1,7 +1,5 @@
 //! Errors a caller of the session API can act on; each message names the problem.
 
-use uuid::Uuid;
-
 /// Why a session operation did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -23,9 +21,9 @@ pub enum SessionError {
         /// Queue bound in bytes.
         capacity: usize,
     },
-    /// No process is running to take input.
+    /// No process is running to take input (the session's name: what the user called it).
     #[error("session {0} has no running process")]
-    NotRunning(Uuid),
+    NotRunning(String),
     /// The operation does not apply to this session.
     #[error("{0}")]
     Unsupported(String),

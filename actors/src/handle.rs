@@ -128,7 +128,7 @@ impl SessionHandle {
     ) -> Result<(), SessionError> {
         let writer = self.shared.writer.read().clone();
         let Some(writer) = writer else {
-            return Err(SessionError::NotRunning(self.shared.id));
+            return Err(SessionError::NotRunning(self.name().to_string()));
         };
         let len = bytes.len() + then.as_ref().map_or(0, |(_, b)| b.len());
         match writer.try_send_weighted(len, |permit| Write {
@@ -143,7 +143,9 @@ impl SessionHandle {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(SessionError::InputFull { capacity });
             }
-            Err(SendError::Closed) => return Err(SessionError::NotRunning(self.shared.id)),
+            Err(SendError::Closed) => {
+                return Err(SessionError::NotRunning(self.name().to_string()));
+            }
         }
         if viewer != 0 {
             let prev = self

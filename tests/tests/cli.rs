@@ -87,7 +87,7 @@ fn spawn_send_logs_stop_ps() {
     assert_eq!(err.trim(), "corral: no session 'nope'");
     let out = corral(&server, &["send", "work", "x"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no running process"),
+        String::from_utf8_lossy(&out.stderr).contains("session work has no running process"),
         "{out:?}"
     );
 }
