@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 
 use corral_client::{Client, Conn, Incoming};
 
+/// The detach key unless one is asked for: Ctrl-\ (as a letter of [`control_byte`]).
+pub const DETACH_KEY: char = '\\';
+
 /// Input typed while disconnected that is kept for after the resume.
 const PENDING_MAX: usize = 64 * 1024;
 

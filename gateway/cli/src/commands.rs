@@ -250,7 +250,7 @@ pub enum ClientCommand {
         #[arg(long)]
         read_only: bool,
         /// Detach key as a control character letter (default '\\' = Ctrl-\\).
-        #[arg(long, default_value = "\\")]
+        #[arg(long, default_value_t = crate::attach::DETACH_KEY)]
         detach_key: char,
     },
 }
@@ -285,9 +285,7 @@ pub async fn run(
                         .with_context(|| format!("--env {kv}: expected KEY=VALUE"))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            if !(0.0..=3600.0).contains(&grace) {
-                bail!("--grace must be between 0 and 3600 seconds");
-            }
+            check_grace(grace)?;
             let mut spec = SessionSpec::new(argv);
             spec.name = name;
             spec.cwd = session_cwd(&client, cwd)?;
@@ -321,7 +319,8 @@ pub async fn run(
             let info = client.spawn(&spec).await?;
             if attach {
                 let key = info.id.to_string();
-                return crate::attach::attach(&client, &key, false, '\\').await;
+                return crate::attach::attach(&client, &key, false, crate::attach::DETACH_KEY)
+                    .await;
             }
             println!("{}", info.id);
         }
@@ -372,10 +371,8 @@ pub async fn run(
             }
         }
         ClientCommand::Stop { session, grace } => {
-            if let Some(g) = grace
-                && !(0.0..=3600.0).contains(&g)
-            {
-                bail!("--grace must be between 0 and 3600 seconds");
+            if let Some(g) = grace {
+                check_grace(g)?;
             }
             show(&session, client.stop(&session, grace).await?)
         }
@@ -546,6 +543,14 @@ fn session_cwd(client: &Client, cwd: Option<String>) -> anyhow::Result<Option<st
     })
 }
 
+/// `--grace` of `spawn` and `stop`: seconds between the stop signal and SIGKILL.
+fn check_grace(secs: f64) -> anyhow::Result<()> {
+    if !(0.0..=3600.0).contains(&secs) {
+        bail!("--grace must be between 0 and 3600 seconds");
+    }
+    Ok(())
+}
+
 /// `corral token create|list|revoke`.
 async fn token_command(client: &Client, action: TokenAction) -> anyhow::Result<()> {
     match action {
@@ -577,10 +582,7 @@ async fn token_command(client: &Client, action: TokenAction) -> anyhow::Result<(
         }
         TokenAction::Revoke { which } => {
             // The whole token (`corral_<id>_<secret>`) names its id.
-            let id = which
-                .strip_prefix("corral_")
-                .and_then(|rest| rest.split_once('_'))
-                .map_or(which.as_str(), |(id, _)| id);
+            let id = corral_server::auth::token_id(&which).unwrap_or(&which);
             let r = client.revoke_token(id).await?;
             match r.connections_closed {
                 0 => println!("token {} revoked", r.id),

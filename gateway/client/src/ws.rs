@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use corral_server::protocol::{Op, PROTOCOL_VERSION, Reply, Request, SUBPROTOCOL};
+use corral_server::protocol::{Op, PASTE_PARTS, PROTOCOL_VERSION, Reply, Request, SUBPROTOCOL};
 
 use crate::endpoint::{Client, Stream};
 use crate::error::ClientError;
@@ -192,7 +192,7 @@ impl Conn {
                     max_frame
                         .saturating_sub(ENVELOPE + 2 * session.len())
                         .max(MIN_PART),
-                    features.iter().any(|f| f == "paste_parts"),
+                    features.iter().any(|f| f == PASTE_PARTS),
                 ),
                 other => {
                     return Err(ClientError::Decode(format!(

@@ -11,7 +11,8 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::token_log::{Scope, TokenLog};
+use crate::protocol::TokenScope;
+use crate::token_log::TokenLog;
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,21 +61,21 @@ impl Grant {
     }
 }
 
-impl Scope {
+impl TokenScope {
     /// What a grant is recorded as in the token log (only viewer and driver grants are).
-    fn of(grant: &Grant) -> Option<(Scope, Uuid)> {
+    fn of(grant: &Grant) -> Option<(TokenScope, Uuid)> {
         match grant {
-            Grant::Read(s) => Some((Scope::Read, *s)),
-            Grant::Write(s) => Some((Scope::Write, *s)),
+            Grant::Read(s) => Some((TokenScope::Read, *s)),
+            Grant::Write(s) => Some((TokenScope::Write, *s)),
             Grant::Admin | Grant::Hook(_) => None,
         }
     }
 
-    /// The grant a recorded token has on `session`.
-    fn grant(self, session: Uuid) -> Grant {
+    /// The grant a token of this scope has on `session`.
+    pub fn grant(self, session: Uuid) -> Grant {
         match self {
-            Scope::Read => Grant::Read(session),
-            Scope::Write => Grant::Write(session),
+            TokenScope::Read => Grant::Read(session),
+            TokenScope::Write => Grant::Write(session),
         }
     }
 }
@@ -98,8 +99,8 @@ pub fn digest(token: &str) -> [u8; 32] {
     out
 }
 
-/// Splits a token into (id, whole token).
-pub(crate) fn token_id(token: &str) -> Option<&str> {
+/// A token's id (`corral_<id>_<secret>`), if it has that form; ids are not secret.
+pub fn token_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix("corral_")?;
     let (id, secret) = rest.split_once('_')?;
     (!id.is_empty() && secret.len() >= 32).then_some(id)
@@ -191,7 +192,7 @@ impl Tokens {
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let token = new_secret(&id);
         let kept = digest(&token);
-        if let (Some(log), Some((scope, session))) = (&self.log, Scope::of(&grant)) {
+        if let (Some(log), Some((scope, session))) = (&self.log, TokenScope::of(&grant)) {
             log.issued(&(id.clone(), kept, scope, session))
                 .map_err(|e| AuthError::Unrecorded(e.to_string()))?;
         }
@@ -212,7 +213,7 @@ impl Tokens {
             .read()
             .iter()
             .filter_map(|(id, (digest, grant))| {
-                Scope::of(grant).map(|(scope, session)| (id.clone(), *digest, scope, session))
+                TokenScope::of(grant).map(|(scope, session)| (id.clone(), *digest, scope, session))
             })
             .collect()
     }
@@ -245,13 +246,13 @@ impl Tokens {
     }
 
     /// The viewer and driver tokens now valid: (id, scope, session), by id.
-    pub fn list(&self) -> Vec<(String, Scope, Uuid)> {
+    pub fn list(&self) -> Vec<(String, TokenScope, Uuid)> {
         let mut out: Vec<_> = self
             .by_id
             .read()
             .iter()
             .filter_map(|(id, (_, grant))| {
-                Scope::of(grant).map(|(scope, session)| (id.clone(), scope, session))
+                TokenScope::of(grant).map(|(scope, session)| (id.clone(), scope, session))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -12,7 +12,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Additions to protocol 1 a server names in its `hello` reply: `paste_parts`, a paste larger
 /// than a frame sent as `input` parts with `more` (an older server would paste each part on
 /// its own).
-pub const FEATURES: &[&str] = &["paste_parts"];
+pub const FEATURES: &[&str] = &[PASTE_PARTS];
+
+/// The feature a server names when it takes a paste in parts (`input` with `more`).
+pub const PASTE_PARTS: &str = "paste_parts";
 /// The WebSocket subprotocol name of the native protocol.
 pub const SUBPROTOCOL: &str = "corral.v1";
 /// Subprotocol prefix carrying a token (`corral.token.<token>`), for browsers that cannot set

@@ -26,7 +26,7 @@ use crate::connection::{Connection, ConnectionArgs, Dialect};
 use crate::error::ApiError;
 use crate::protocol::{
     ExportQuery, Health, HookAccepted, SUBPROTOCOL, SessionView, StopBody, TokenCreated, TokenInfo,
-    TokenList, TokenRequest, TokenRevoked, TokenScope, TtydToken,
+    TokenList, TokenRequest, TokenRevoked, TtydToken,
 };
 
 /// Every route.
@@ -532,10 +532,7 @@ async fn create_token(
 ) -> Result<Response, ApiError> {
     let req: TokenRequest = parse_json(&body, "token request")?;
     let h = app.corral.sessions().get(&req.session)?;
-    let grant = match req.scope {
-        TokenScope::Read => Grant::Read(h.id()),
-        TokenScope::Write => Grant::Write(h.id()),
-    };
+    let grant = req.scope.grant(h.id());
     // Recorded in the data dir's token log before it is handed out: off the runtime's workers.
     let issuer = app.clone();
     let token = tokio::task::spawn_blocking(move || issuer.tokens.issue(grant))
@@ -561,10 +558,7 @@ async fn list_tokens(State(app): State<Arc<App>>, _: Admin) -> Json<TokenList> {
         .into_iter()
         .map(|(id, scope, session)| TokenInfo {
             id,
-            scope: match scope {
-                crate::token_log::Scope::Read => TokenScope::Read,
-                crate::token_log::Scope::Write => TokenScope::Write,
-            },
+            scope,
             session,
             name: sessions
                 .get(&session.to_string())

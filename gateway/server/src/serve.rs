@@ -193,22 +193,29 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         closing,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_rx_for_drain = stop_rx.clone();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         if rx.wait_for(|s| *s).await.is_err() {
             tracing::debug!("stop channel closed");
         }
     };
-    let tcp = axum::serve(
-        listener,
-        router.clone().into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()))
-    .into_future();
+    // A leaving server waits for open HTTP responses, but not for long (`drained`): a slow
+    // download (an export to a phone) must not hold up a shutdown or an upgrade.
+    let tcp = drained(
+        axum::serve(
+            listener,
+            router.clone().into_make_service_with_connect_info::<Peer>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
+        stop_rx.clone(),
+    );
     // No connect info on the Unix socket: its peers were checked by uid at accept.
-    let local = axum::serve(unix, router)
-        .with_graceful_shutdown(stopped(stop_rx))
-        .into_future();
+    let local = drained(
+        axum::serve(unix, router)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+        stop_rx,
+    );
     let signal = async {
         let mut asked = app.leave.subscribe();
         tokio::select! {
@@ -240,10 +247,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             }
         }
     };
-    // A leaving server waits for open HTTP responses, but not for long: a slow download (an
-    // export to a phone) must not hold up a shutdown or an upgrade.
-    let tcp = drained(tcp, stop_rx_for_drain.clone());
-    let local = drained(local, stop_rx_for_drain);
     let (tcp, local, (), ()) = tokio::join!(tcp, local, signal, notify);
     tcp?;
     local?;

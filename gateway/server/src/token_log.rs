@@ -22,6 +22,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::protocol::TokenScope;
+
 /// The file's name in the data dir.
 pub const FILE: &str = "tokens.log";
 
@@ -38,7 +40,7 @@ enum Line {
     Issued {
         id: String,
         sha256: String,
-        scope: Scope,
+        scope: TokenScope,
         session: Uuid,
     },
     /// Every token on this session was revoked.
@@ -47,18 +49,8 @@ enum Line {
     RevokedOne { revoke_token: String },
 }
 
-/// What a recorded token may do on its session (only viewer and driver tokens are recorded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Watch.
-    Read,
-    /// Watch and drive.
-    Write,
-}
-
 /// A recorded token: its id, its SHA-256, what it may do, on which session.
-pub type Entry = (String, [u8; 32], Scope, Uuid);
+pub type Entry = (String, [u8; 32], TokenScope, Uuid);
 
 /// The open log and the tokens it held at start.
 #[derive(Debug)]
@@ -81,7 +73,7 @@ impl TokenLog {
             Err(e) => return Err(e),
         };
         // id → (digest, scope, session, line number).
-        let mut kept: HashMap<String, ([u8; 32], Scope, Uuid, usize)> = HashMap::new();
+        let mut kept: HashMap<String, ([u8; 32], TokenScope, Uuid, usize)> = HashMap::new();
         for (n, line) in text.lines().enumerate() {
             match serde_json::from_str::<Line>(line) {
                 Ok(Line::Issued {
