@@ -928,6 +928,57 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     tmux(&socket, &["kill-server"]);
 }
 
+/// A paste larger than the server's frame limit and than attach's queue, made into an attached
+/// terminal while the server is down, arrives whole once it is back: nothing typed meanwhile is
+/// dropped (at its 1 MiB bound the queue pushes back on the terminal, and says so) and it goes
+/// in frames the server takes.
+#[test]
+fn attach_keeps_a_paste_larger_than_a_frame_made_while_the_server_is_down() {
+    require_tmux();
+    let mut server = Server::start();
+    let out = server.dir.path().join("pasted");
+    // Raw mode: no line discipline between the paste and the file (a line is 4 KiB at most).
+    let program = format!(
+        "stty raw -echo; echo ready; head -c 1500000 > '{}'; echo got-all",
+        out.display()
+    );
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "sh", "-c", &program],
+    );
+    let socket = attach_in_tmux(&server, "corral-test-paste");
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("attached", || pane().contains("ready"));
+    server.kill();
+    let screen = || pane().replace('\n', "");
+    eventually("attach says it is reconnecting", || {
+        screen().contains("reconnecting")
+    });
+    // 1.5 MB of printable text: past attach's queue, and many times a frame.
+    let text: String = (0..1_500_000u32)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let buffer = server.dir.path().join("paste-buffer");
+    std::fs::write(&buffer, &text).unwrap();
+    tmux(&socket, &["load-buffer", &buffer.display().to_string()]);
+    tmux(&socket, &["paste-buffer", "-t", "t"]);
+    eventually("attach says input waits", || {
+        screen().contains("input paused")
+    });
+    server.restart();
+    eventually("the whole paste reached the program", || {
+        ok(&server, &["logs", "work"]).contains("got-all")
+    });
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got.len(), text.len());
+    assert!(got == text, "the paste arrived altered");
+    assert!(
+        !screen().contains("dropped"),
+        "attach says it dropped input: {}",
+        screen()
+    );
+}
+
 /// Like Jupyter: `corral serve` prints the page's login URL (with the admin token) on stdout,
 /// and `corral web` prints the same URL again.
 #[test]

@@ -1,7 +1,8 @@
 //! `corral attach`: this terminal becomes a viewer of a session. Raw mode (restored on every
 //! exit path, panics included), the current screen first, then live output; SIGWINCH resizes;
 //! the detach key (Ctrl-\ by default) leaves the session running; a dropped connection is
-//! retried with exact resume from the last offset while typed input waits in a bounded queue.
+//! retried with exact resume from the last offset while typed input waits in a bounded queue
+//! (at its bound the terminal is no longer read, so the typist waits: nothing typed is dropped).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -18,8 +19,13 @@ use corral_client::{Client, Conn, Incoming};
 /// The detach key unless one is asked for: Ctrl-\ (as a letter of [`control_byte`]).
 pub const DETACH_KEY: char = '\\';
 
-/// Input typed while disconnected that is kept for after the resume.
-const PENDING_MAX: usize = 64 * 1024;
+/// Input typed while disconnected that is kept for after the resume; past it the terminal is
+/// not read until the server is back (the queue holds at most one more read).
+const PENDING_MAX: usize = 1024 * 1024;
+
+/// Most input bytes in one frame: what one read of the terminal gives, far below any frame
+/// limit a server can be configured with.
+const INPUT_CHUNK: usize = 4096;
 
 /// Raw mode for as long as it lives.
 struct RawMode;
@@ -118,12 +124,16 @@ pub async fn attach(
     loop {
         if !read_only {
             send_size(&mut ws, session).await.ok();
-            if !pending.is_empty() {
-                let bytes: Vec<u8> = pending.drain(..).collect();
+            // What was typed meanwhile, in order, in frames the server takes; a part that
+            // could not be sent stays queued for the next connection (the read below sees the
+            // close).
+            while !pending.is_empty() {
+                let n = pending.len().min(INPUT_CHUNK);
+                let bytes: Vec<u8> = pending.range(..n).copied().collect();
                 if ws.send_binary(frame(channel, &bytes)).await.is_err() {
-                    // Kept for the next connection; the read below sees the close.
-                    queue(&mut pending, &bytes);
+                    break;
                 }
+                pending.drain(..n);
             }
         }
         let reason = loop {
@@ -158,14 +168,14 @@ pub async fn attach(
                 keys_in = keys.recv() => {
                     let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
-                        if !read_only && i > 0 {
-                            ws.send_binary(frame(channel, &bytes[..i])).await.ok();
+                        if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
+                            status_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"));
                         }
                         status_line("detached");
                         return Ok(ExitCode::SUCCESS);
                     }
                     if !read_only && ws.send_binary(frame(channel, &bytes)).await.is_err() {
-                        queue(&mut pending, &bytes);
+                        pending.extend(&bytes);
                         break "send failed".to_string();
                     }
                 }
@@ -177,13 +187,24 @@ pub async fn attach(
             }
         };
         // Reconnect and resume from the next offset; keep typing queued (bounded) meanwhile.
+        // The terminal is read during the waits between attempts too (typing is queued, the
+        // detach key is seen at once), and an attempt is not restarted by a key.
         status_line(&format!("connection lost ({reason}); reconnecting"));
         let mut delay = Duration::from_millis(200);
+        let mut paused = false;
+        let mut attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
         loop {
-            // A restarted server may listen elsewhere: ask the data dir again each time.
-            let current = client.rediscover();
+            if !paused && pending.len() >= PENDING_MAX {
+                // Push back instead of dropping: the terminal is not read until the server is
+                // back (and the detach key with it), as when a connected server paces input.
+                paused = true;
+                status_line(&format!(
+                    "{} KiB typed while disconnected wait for the server; input paused",
+                    pending.len() / 1024
+                ));
+            }
             tokio::select! {
-                r = connect(&current, session, next) => match r {
+                r = &mut attempt => match r {
                     Ok((w, c)) => {
                         ws = w;
                         channel = c;
@@ -199,35 +220,42 @@ pub async fn attach(
                         // are not in its scrollback. Start over from the current screen.
                         status_line("the server lost its last output in a crash; redrawing");
                         next = None;
+                        attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
                     }
                     Err(_) => {
-                        tokio::time::sleep(delay).await;
+                        attempt = Box::pin(reconnect(client, session, next, delay));
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 },
-                keys_in = keys.recv() => {
+                keys_in = keys.recv(), if pending.len() < PENDING_MAX => {
                     let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
                     if bytes.contains(&detach) {
-                        status_line("detached");
+                        if pending.is_empty() {
+                            status_line("detached");
+                        } else {
+                            status_line(&format!("detached: {} bytes typed while disconnected were not sent", pending.len()));
+                        }
                         return Ok(ExitCode::SUCCESS);
                     }
-                    queue(&mut pending, &bytes);
+                    if !read_only {
+                        pending.extend(&bytes);
+                    }
                 }
             }
         }
     }
 }
 
-/// Queues input typed while disconnected, dropping (and saying so) what exceeds the bound.
-fn queue(pending: &mut VecDeque<u8>, bytes: &[u8]) {
-    let room = PENDING_MAX.saturating_sub(pending.len());
-    pending.extend(&bytes[..bytes.len().min(room)]);
-    if bytes.len() > room {
-        status_line(&format!(
-            "{} typed bytes dropped while disconnected",
-            bytes.len() - room
-        ));
-    }
+/// One reconnection attempt after `wait`: a restarted server may listen elsewhere, so the data
+/// dir is asked again each time.
+async fn reconnect(
+    client: &Client,
+    session: &str,
+    from: Option<u64>,
+    wait: Duration,
+) -> anyhow::Result<(Conn, u32)> {
+    tokio::time::sleep(wait).await;
+    connect(&client.rediscover(), session, from).await
 }
 
 /// A binary INPUT frame.
