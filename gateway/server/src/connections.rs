@@ -36,6 +36,9 @@ pub struct ConnStats {
     pub token: Mutex<Option<String>>,
     /// Told when that token is revoked: the connection closes (1008 `token revoked`).
     pub revoked: tokio::sync::Notify,
+    /// Set with `revoked`, read before each turn of the connection: once its token is revoked
+    /// nothing more is sent, even when other work is ready at the same turn.
+    pub is_revoked: AtomicBool,
 }
 
 impl ConnStats {
@@ -53,6 +56,7 @@ impl ConnStats {
             held: AtomicBool::new(false),
             token: Mutex::new(None),
             revoked: tokio::sync::Notify::new(),
+            is_revoked: AtomicBool::new(false),
         })
     }
 
@@ -63,8 +67,15 @@ impl ConnStats {
         if let Some(id) = self.token.lock().as_deref()
             && !tokens.holds(id)
         {
-            self.revoked.notify_one();
+            self.revoke();
         }
+    }
+
+    /// Tells the connection its token was revoked.
+    pub fn revoke(&self) {
+        self.is_revoked.store(true, Ordering::Release);
+        // A stored permit: the connection sees it at its next turn even if it is busy.
+        self.revoked.notify_one();
     }
 
     /// Fills the connection's node in the tree.
@@ -116,8 +127,7 @@ impl Registry {
         let mut closed = 0;
         for stats in live.values() {
             if stats.token.lock().as_deref() == Some(id) {
-                // A stored permit: the connection sees it at its next turn even if it is busy.
-                stats.revoked.notify_one();
+                stats.revoke();
                 closed += 1;
             }
         }

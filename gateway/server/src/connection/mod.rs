@@ -245,6 +245,13 @@ impl Actor for Connection {
     ) -> Result<(), ActorProcessingErr> {
         let mut shutdown = st.shutdown.clone();
         let stats = st.stats.clone();
+        // Checked first: the select below picks among ready branches at random, and output
+        // ready at the same turn must not go out after the token was revoked.
+        if stats.is_revoked.load(Ordering::Acquire) {
+            st.close(1008, "token revoked").await;
+            myself.stop(Some("connection closed".into()));
+            return Ok(());
+        }
         let keep_going = tokio::select! {
             _ = async move { shutdown.wait_for(|down| *down).await.is_ok() } => {
                 let (code, why) = st.app.closing();
