@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 pub use crate::attention::{Attention, PermissionAsk};
+pub use crate::questions::Left;
 
 use crate::event::{EventKind, SessionEvent};
+use crate::questions;
 use crate::session::shared::{SessionShared, Status};
 use crate::spec::Mode;
-use crate::stream_json::{AgentEvent, USER};
+use crate::stream_json::AgentEvent;
 
 /// The hook events the claude profile subscribes to: every event the installed Claude Code
 /// (2.1) documents, but `WorktreeCreate`/`WorktreeRemove`, whose hooks *replace* Claude's own
@@ -99,12 +101,29 @@ pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
     }
     // Nothing outside can answer a hook-asked question any more: it is the agent's own
     // dialog's (a structured agent's control request stays open: its answer goes on stdin).
-    leave_question_to_terminal(&mut s);
+    questions::leave_held_to_terminal(&mut s);
+}
+
+/// What a PermissionRequest hook asks: the tool and its input (no id yet: the hook call that
+/// holds it gives it one, see [`hold_question`]).
+pub fn hook_question(payload: &serde_json::Value) -> PermissionAsk {
+    PermissionAsk {
+        id: None,
+        tool: payload
+            .get("tool_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        input: payload.get("tool_input").cloned().unwrap_or_default(),
+        request_id: None,
+    }
 }
 
 /// What a hook means: SessionStart rebinds the agent session id (it changes on
 /// clear/compact/resume); every event named in [`Attention::after`] moves the attention state;
-/// a PermissionRequest records the tool and input asked for.
+/// a PermissionRequest records the tool and input asked for. While a hook call holds a
+/// question, the agent waits for that call whatever else its hooks say (a tool running in
+/// parallel, a reminder Notification): the questions stay open until their calls end.
 fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Value) {
     if name == "SessionStart"
         && let Some(id) = payload.get("session_id").and_then(|v| v.as_str())
@@ -121,31 +140,22 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
     let Some(next) = current.after(name, payload).filter(|_| !structured_skip) else {
         return;
     };
+    if next == Attention::Exited {
+        questions::clear(s);
+    } else if questions::any_open(s) {
+        return;
+    }
     s.attention = Some(next);
-    s.permission = (next == Attention::NeedsPermission).then(|| {
-        let text = |k: &str| {
-            payload
-                .get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        PermissionAsk {
-            // A Notification names no tool: its message is what is asked.
-            tool: if name == "Notification" {
-                text("message")
-            } else {
-                text("tool_name")
-            },
-            input: payload.get("tool_input").cloned().unwrap_or_default(),
-            request_id: None,
-        }
-    });
+    // A question with nothing to answer it from outside yet (its hook call holds it next); a
+    // Notification that asks names no tool: its question is in the agent's own dialog.
+    s.permission = (name == "PermissionRequest").then(|| hook_question(payload));
 }
 
 /// What a structured agent's event means: `init` binds the agent session id; a permission
-/// request is `needs_permission` with its request id, until it is answered or withdrawn; a
-/// turn's end is `idle`; a user message, a tool call or the agent's text is `working`.
+/// request is `needs_permission` with its request id, until it is answered or withdrawn (more
+/// than one can be open: see `questions`); a turn's end is `idle`; a user message, a tool call
+/// or the agent's text is `working`, unless a question is open (the agent waits for its answer
+/// whatever else is sent meanwhile).
 fn apply_stream(s: &mut Status, event: &AgentEvent) {
     let next = match event {
         AgentEvent::Init {
@@ -159,85 +169,104 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
             tool,
             input,
         } => {
-            s.permission = Some(PermissionAsk {
+            let ask = PermissionAsk {
+                id: Some(request_id.clone()),
                 tool: tool.clone(),
                 input: input.clone(),
                 request_id: Some(request_id.clone()),
-            });
-            Some(Attention::NeedsPermission)
+            };
+            if !questions::open(s, ask) {
+                tracing::error!(
+                    request_id,
+                    "more than {} questions open: not shown",
+                    questions::MAX_QUESTIONS
+                );
+            }
+            None
         }
         AgentEvent::PermissionCancelled { request_id }
-        | AgentEvent::PermissionAnswered { request_id, .. } => s
-            .permission
-            .as_ref()
-            .is_some_and(|a| a.request_id.as_ref() == Some(request_id))
-            .then_some(Attention::Working),
-        AgentEvent::Result { .. } => Some(Attention::Idle),
-        AgentEvent::Message { role, .. } if role == USER => Some(Attention::Working),
+        | AgentEvent::PermissionAnswered { request_id, .. } => {
+            questions::close(s, request_id, Left::Answered);
+            None
+        }
+        AgentEvent::Result { .. } => {
+            questions::clear(s);
+            Some(Attention::Idle)
+        }
         AgentEvent::Message { .. } | AgentEvent::ToolCall { .. } => {
-            // Text or a tool call while a question is open is the question's context (the call
-            // comes before its permission request): nothing changes then.
-            (s.attention != Some(Attention::NeedsPermission)).then_some(Attention::Working)
+            // A prompt sent while a question is open waits in the agent's input; text or a
+            // tool call then is the question's context (the call comes before its permission
+            // request): nothing changes.
+            (s.permission.is_none()).then_some(Attention::Working)
         }
         AgentEvent::ToolResult { .. } | AgentEvent::ControlRequest { .. } => None,
     };
     if let Some(next) = next {
         s.attention = Some(next);
-        if next != Attention::NeedsPermission {
-            s.permission = None;
-        }
     }
 }
 
-/// Takes the open question of a structured session (one with a request id), leaving the
-/// session `working`: whoever takes it answers it, so two answers never reach the agent.
-/// [`reopen`] puts it back when the answer could not be delivered.
-pub fn take_question(session: &SessionShared) -> Option<PermissionAsk> {
+/// A prompt was sent to an idle agent: it works on it from now on, as its UserPromptSubmit
+/// hook (or its user message line) says a moment later.
+pub fn prompt_sent(session: &SessionShared) {
     let mut s = session.status.write();
-    if s.attention != Some(Attention::NeedsPermission)
-        || s.permission.as_ref().is_none_or(|a| a.request_id.is_none())
-    {
+    if s.attention == Some(Attention::Idle) && !questions::any_open(&s) {
+        s.attention = Some(Attention::Working);
+    }
+}
+
+/// Holds question `ask` of a terminal agent under `id` while its PermissionRequest hook call
+/// waits for an answer: shown, or queued behind the open ones. False when too many are open
+/// (the call then returns no decision at once).
+pub fn hold_question(session: &SessionShared, mut ask: PermissionAsk, id: String) -> bool {
+    ask.id = Some(id);
+    let mut s = session.status.write();
+    // The hook's own record of it (no id) gives way to the held one.
+    if s.permission.as_ref().is_some_and(|p| p.id.is_none()) {
+        s.permission = None;
+    }
+    questions::open(&mut s, ask)
+}
+
+/// Closes question `id`, which left as `how` (see [`Left`]); false if it was not open.
+pub fn close_question(session: &SessionShared, id: &str, how: Left) -> bool {
+    questions::close(&mut session.status.write(), id, how)
+}
+
+/// The open question an answer naming `id` (or, without one, the shown question) is for.
+pub fn question(session: &SessionShared, id: Option<&str>) -> Option<PermissionAsk> {
+    let s = session.status.read();
+    match id {
+        None => s.permission.clone(),
+        Some(id) => s
+            .permission
+            .iter()
+            .chain(s.queued.iter())
+            .find(|q| q.id.as_deref() == Some(id))
+            .cloned(),
+    }
+}
+
+/// Takes the open question `id` of a structured session (one with a request id): whoever
+/// takes it answers it, so two answers never reach the agent. [`reopen`] puts it back when the
+/// answer could not be delivered.
+pub fn take_question(session: &SessionShared, id: &str) -> Option<PermissionAsk> {
+    let mut s = session.status.write();
+    let ask = questions::take(&mut s, id)?;
+    if ask.request_id.is_none() {
+        // Not a structured agent's: left where it was.
+        questions::put_back(&mut s, ask);
         return None;
     }
-    s.attention = Some(Attention::Working);
-    s.permission.take()
-}
-
-/// A hook-asked question nobody answered through the API in time: it is the agent's own
-/// dialog's now (its terminal), so the session still needs a permission but no longer offers
-/// a question to answer from outside (`permission` cleared; the web page hides its buttons).
-/// A structured agent's question (a control request) stays: only an answer ends it.
-pub fn question_left_to_terminal(session: &SessionShared) {
-    leave_question_to_terminal(&mut session.status.write());
-}
-
-fn leave_question_to_terminal(s: &mut Status) {
-    if s.attention == Some(Attention::NeedsPermission)
-        && s.permission
-            .as_ref()
-            .is_some_and(|a| a.request_id.is_none())
-    {
-        s.permission = None;
+    if s.permission.is_none() {
+        s.attention = Some(Attention::Working);
     }
+    Some(ask)
 }
 
-/// Puts back a question taken by [`take_question`] whose answer could not be written, unless a
-/// newer state came meanwhile.
+/// Puts back a question taken by [`take_question`] whose answer could not be written.
 pub fn reopen(session: &SessionShared, ask: PermissionAsk) {
-    let mut s = session.status.write();
-    if s.attention == Some(Attention::Working) && s.permission.is_none() {
-        s.attention = Some(Attention::NeedsPermission);
-        s.permission = Some(ask);
-    }
-}
-
-/// Sets the attention state from outside a hook (a permission answered through the API).
-pub fn set_attention(session: &SessionShared, attention: Attention) {
-    let mut s = session.status.write();
-    s.attention = Some(attention);
-    if attention != Attention::NeedsPermission {
-        s.permission = None;
-    }
+    questions::put_back(&mut session.status.write(), ask);
 }
 
 /// What the claude profile adds in stream-json mode: print mode, stream-json both ways (which
@@ -357,6 +386,122 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::shared::Status;
+
+    fn agent_status() -> Status {
+        Status {
+            state: crate::event::SessionState::Running,
+            pid: Some(1),
+            holder_pid: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            size: Default::default(),
+            attention: Some(Attention::Idle),
+            permission: None,
+            queued: Default::default(),
+            agent_session_id: None,
+            identity: None,
+            interrupted: false,
+            ended_at: None,
+        }
+    }
+
+    fn asks(request_id: &str) -> AgentEvent {
+        AgentEvent::PermissionRequest {
+            request_id: request_id.into(),
+            tool: "Bash".into(),
+            input: json!({"command": request_id}),
+        }
+    }
+
+    /// A structured agent's questions: two at once are shown in turn; a prompt sent while one
+    /// is open waits in the agent's input and does not close it (the agent still waits for the
+    /// answer); each closes by its own id; the turn's end clears what is left.
+    #[test]
+    fn structured_questions_queue_and_outlast_a_prompt() {
+        let mut s = agent_status();
+        let user = AgentEvent::Message {
+            role: crate::stream_json::USER.into(),
+            text: "go".into(),
+        };
+        apply_stream(&mut s, &user);
+        assert_eq!(s.attention, Some(Attention::Working));
+        apply_stream(&mut s, &asks("r1"));
+        apply_stream(&mut s, &asks("r2"));
+        assert_eq!(s.attention, Some(Attention::NeedsPermission));
+        assert_eq!(s.permission.as_ref().unwrap().id.as_deref(), Some("r1"));
+        assert_eq!(s.queued.len(), 1);
+        apply_stream(&mut s, &user);
+        assert_eq!(
+            s.attention,
+            Some(Attention::NeedsPermission),
+            "a prompt does not answer"
+        );
+        assert_eq!(s.permission.as_ref().unwrap().id.as_deref(), Some("r1"));
+        // Answered out of order: the other stays shown.
+        apply_stream(
+            &mut s,
+            &AgentEvent::PermissionCancelled {
+                request_id: "r2".into(),
+            },
+        );
+        assert_eq!(s.permission.as_ref().unwrap().id.as_deref(), Some("r1"));
+        assert!(s.queued.is_empty());
+        apply_stream(
+            &mut s,
+            &AgentEvent::PermissionAnswered {
+                request_id: "r1".into(),
+                behavior: "allow".into(),
+                message: None,
+            },
+        );
+        assert_eq!(s.attention, Some(Attention::Working));
+        assert!(s.permission.is_none());
+        apply_stream(&mut s, &asks("r3"));
+        apply_stream(
+            &mut s,
+            &AgentEvent::Result {
+                subtype: "success".into(),
+                is_error: false,
+                text: None,
+            },
+        );
+        assert_eq!(s.attention, Some(Attention::Idle));
+        assert!(s.permission.is_none() && s.queued.is_empty());
+    }
+
+    /// A terminal agent: a Notification that asks names no question to answer from outside (no
+    /// `permission`), and while a hook call holds a question nothing else moves the state.
+    #[test]
+    fn hooks_leave_a_held_question_alone() {
+        let mut s = agent_status();
+        let note = json!({"message": "Claude needs your permission to use Bash"});
+        apply_hook(&mut s, Mode::Pty, "Notification", &note);
+        assert_eq!(s.attention, Some(Attention::NeedsPermission));
+        assert!(s.permission.is_none());
+        let ask = json!({"tool_name": "Bash", "tool_input": {"command": "ls"}});
+        apply_hook(&mut s, Mode::Pty, "PermissionRequest", &ask);
+        assert!(s.permission.as_ref().is_some_and(|p| p.id.is_none()));
+        let mut held = hook_question(&ask);
+        held.id = Some("7".into());
+        s.permission = None;
+        assert!(questions::open(&mut s, held));
+        for name in ["PreToolUse", "PostToolUse", "Notification", "Stop"] {
+            apply_hook(&mut s, Mode::Pty, name, &note);
+            assert_eq!(s.attention, Some(Attention::NeedsPermission), "{name}");
+            assert_eq!(
+                s.permission.as_ref().unwrap().id.as_deref(),
+                Some("7"),
+                "{name}"
+            );
+        }
+        assert!(questions::close(&mut s, "7", Left::Settled));
+        assert_eq!(s.attention, Some(Attention::Working));
+        apply_hook(&mut s, Mode::Pty, "SessionEnd", &json!({"reason": "exit"}));
+        assert_eq!(s.attention, Some(Attention::Exited));
+    }
 
     #[test]
     fn claude_gets_settings_and_resume() {

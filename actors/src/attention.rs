@@ -77,6 +77,11 @@ impl Attention {
 /// The permission an agent waits for: the tool and what it would run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PermissionAsk {
+    /// The question's id while something outside can answer it (a hook call holds it, or a
+    /// structured agent's control request: then its request id). An answer that names it
+    /// answers this question and no other. None: the question is in the agent's own terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The tool (`Bash`, `Write`, ...).
     pub tool: String,
     /// Its input as the agent sent it.

@@ -91,16 +91,17 @@ impl SessionHandle {
         self.send_input(viewer, bytes.into_bytes(), Some(enter))
     }
 
-    /// Answers a structured agent's open permission question (stream-json: a control response
-    /// on its stdin: allow runs the tool with the input it asked for, deny tells the agent
-    /// `message`); the answer is recorded as a typed event. None when no such question is open
-    /// (a terminal agent's questions are answered through its PermissionRequest hook).
+    /// Answers a structured agent's open permission question `id` (stream-json: a control
+    /// response on its stdin: allow runs the tool with the input it asked for, deny tells the
+    /// agent `message`); the answer is recorded as a typed event. None when no such question is
+    /// open (a terminal agent's questions are answered through its PermissionRequest hook).
     pub fn answer(
         &self,
+        id: &str,
         allow: bool,
         message: Option<&str>,
     ) -> Result<Option<SessionEvent>, SessionError> {
-        let Some(ask) = crate::agent::take_question(&self.shared) else {
+        let Some(ask) = crate::agent::take_question(&self.shared, id) else {
             return Ok(None);
         };
         let request_id = ask.request_id.clone().unwrap_or_default();

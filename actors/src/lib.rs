@@ -30,6 +30,7 @@ pub mod persist;
 pub mod pipe;
 pub mod process;
 pub mod pty;
+pub mod questions;
 pub mod recovery;
 pub mod screen;
 pub mod session;

@@ -566,3 +566,127 @@ async fn a_pending_permission_does_not_hold_up_an_upgrade_or_a_shutdown() {
         t.elapsed()
     );
 }
+
+/// Waits until the session's view satisfies `cond`.
+async fn view_until(
+    server: &Server,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = server.session(name).await;
+        if cond(&view) {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An agent running tools in parallel asks several questions at once (one PermissionRequest
+/// hook call each). They are shown one at a time in the order they came, the rest queued; an
+/// answer names the question it answers, so one that comes after another answer got there
+/// first is refused instead of landing on the next question; other hooks meanwhile (a parallel
+/// tool's PreToolUse, Claude's reminder Notification) change nothing; a hook call that ends
+/// without an answer (Claude ends it when the user answers in its own dialog) closes its
+/// question and the agent is working again.
+#[tokio::test]
+async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "par", "argv": ["sleep", "600"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let token = hook_token(&info);
+    let path = format!("/v1/sessions/{id}/events");
+    let post = |payload: Value| {
+        let (server, path, token) = (&server, path.clone(), token.clone());
+        async move {
+            server
+                .http("POST", &path, Some(&token), Some(&payload))
+                .await
+        }
+    };
+    let ask = |cmd: &str| json!({"hook_event_name": "PermissionRequest", "tool_name": "Bash", "tool_input": {"command": cmd}});
+    post(json!({"hook_event_name": "UserPromptSubmit", "prompt": "go"})).await;
+    let first = post(ask("touch a"));
+    let second = async {
+        // The second is asked after the first.
+        view_until(&server, "par", "first question", |v| {
+            !v["permission"].is_null()
+        })
+        .await;
+        post(ask("touch b")).await
+    };
+    let answers = async {
+        let view = view_until(&server, "par", "both questions open", |v| {
+            v["permission_queue"]
+                .as_array()
+                .is_some_and(|q| q.len() == 1)
+        })
+        .await;
+        assert_eq!(view["attention"], "needs_permission", "{view}");
+        assert_eq!(view["permission"]["input"]["command"], "touch a", "{view}");
+        let a = view["permission"]["id"].as_str().unwrap().to_string();
+        let b = view["permission_queue"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // A parallel tool and Claude's reminder do not close or replace what is asked.
+        post(json!({"hook_event_name": "PreToolUse", "tool_name": "Read"})).await;
+        post(json!({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"})).await;
+        let view = server.session("par").await;
+        assert_eq!(view["attention"], "needs_permission", "{view}");
+        assert_eq!(view["permission"]["id"], a.as_str(), "{view}");
+        assert_eq!(view["permission_queue"][0]["id"], b.as_str(), "{view}");
+        // `corral answer` answers the question shown and says which it was.
+        let out = corral(&server, &["answer", "par", "allow"]);
+        assert!(out.status.success(), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(said.contains("allowed Bash: touch a"), "{said}");
+        // The next one is shown; an answer naming the first is refused, naming what is asked.
+        let view = server.session("par").await;
+        assert_eq!(view["permission"]["id"], b.as_str(), "{view}");
+        assert_eq!(view["attention"], "needs_permission", "{view}");
+        let out = corral(&server, &["answer", "par", "deny", "--id", &a]);
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains(&format!("question {a} is no longer open")) && err.contains(&b),
+            "{err}"
+        );
+        let out = corral(
+            &server,
+            &["answer", "par", "deny", "--id", &b, "--message", "not b"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("denied Bash: touch b"));
+    };
+    let ((s1, r1), (s2, r2), ()) = tokio::join!(first, second, answers);
+    assert_eq!((s1, s2), (200, 200));
+    let r1: Value = serde_json::from_str(&r1).unwrap();
+    let r2: Value = serde_json::from_str(&r2).unwrap();
+    let decision = |r: &Value| r["output"]["hookSpecificOutput"]["decision"].clone();
+    assert_eq!(decision(&r1)["behavior"], "allow", "{r1}");
+    assert_eq!(decision(&r2)["behavior"], "deny", "{r2}");
+    assert_eq!(decision(&r2)["message"], "not b", "{r2}");
+    let view = server.session("par").await;
+    assert_eq!(view["attention"], "working", "{view}");
+    assert!(view["permission"].is_null(), "{view}");
+    // A question whose hook call ends unanswered is closed: the agent works on.
+    let third = post(ask("touch c"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), third)
+            .await
+            .is_err(),
+        "the call waits for an answer"
+    );
+    view_until(&server, "par", "the ended call's question closed", |v| {
+        v["permission"].is_null() && v["attention"] == "working"
+    })
+    .await;
+    let out = corral(&server, &["answer", "par", "allow"]);
+    assert!(!out.status.success(), "nothing is asked any more");
+}

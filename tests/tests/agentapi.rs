@@ -190,3 +190,94 @@ async fn events_openapi_and_scopes() {
     assert_eq!(get(&server, "/agentapi/nope/status", t).await.0, 404);
     assert!(info["id"].is_string());
 }
+
+/// An agent's `stable` has two meanings agentapi does not tell apart: waiting for a prompt, and
+/// waiting for a permission answer. A user message in the second would be typed into the
+/// question's dialog (its Enter picks "Yes"), so it is refused (409, saying to answer first) and
+/// nothing reaches the program. A message to an idle agent is `running` from the moment it is
+/// accepted (its UserPromptSubmit hook comes later), so a second one is refused, not pasted
+/// into the first.
+#[tokio::test]
+async fn a_user_message_never_answers_a_question_and_makes_the_agent_running_at_once() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "agent"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let hook = |payload: Value| {
+        let (server, path) = (&server, format!("/v1/sessions/{id}/events"));
+        async move { server.http("POST", &path, t, Some(&payload)).await }
+    };
+    hook(json!({"hook_event_name": "SessionStart", "session_id": "s1"})).await;
+    assert_eq!(
+        get(&server, "/agentapi/agent/status", t).await.1["status"],
+        "stable"
+    );
+    let message = |text: &str| {
+        let body = json!({"content": text, "type": "user"});
+        let server = &server;
+        async move {
+            server
+                .http("POST", "/agentapi/agent/message", t, Some(&body))
+                .await
+        }
+    };
+    let (code, body) = message("first").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        get(&server, "/agentapi/agent/status", t).await.1["status"],
+        "running"
+    );
+    let (code, body) = message("second").await;
+    assert_eq!(code, 409, "{body}");
+    hook(json!({"hook_event_name": "UserPromptSubmit", "prompt": "first"})).await;
+    // The agent asks (its hook call holds the question while the messages below are tried).
+    let asked = hook(
+        json!({"hook_event_name": "PermissionRequest", "tool_name": "Bash", "tool_input": {"command": "rm -rf build"}}),
+    );
+    let tried = async {
+        until(
+            async || server.session("agent").await["attention"] == "needs_permission",
+            "the question is open",
+        )
+        .await;
+        assert_eq!(
+            get(&server, "/agentapi/agent/status", t).await.1["status"],
+            "stable"
+        );
+        let (code, body) = message("yes please").await;
+        assert_eq!(code, 409, "{body}");
+        assert!(body.contains("asks a permission"), "{body}");
+        let (code, body) = server
+            .http(
+                "POST",
+                "/v1/sessions/agent/permission",
+                t,
+                Some(&json!({"behavior": "deny"})),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    };
+    let ((code, _), ()) = tokio::join!(asked, tried);
+    assert_eq!(code, 200);
+    // The program's screen (agentapi's agent message): only the accepted message reached it.
+    let screen = async || {
+        let messages = get(&server, "/agentapi/agent/messages", t).await.1;
+        messages["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    until(
+        async || screen().await.contains("first"),
+        "the message reached cat",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shown = screen().await;
+    assert!(
+        !shown.contains("second") && !shown.contains("yes please"),
+        "{shown:?}"
+    );
+}

@@ -74,6 +74,10 @@ pub struct SessionInfo {
     /// What a session in `needs_permission` asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<crate::attention::PermissionAsk>,
+    /// Questions asked while `permission` was open (an agent running tools in parallel), in the
+    /// order they came: each is shown in `permission` when the ones before it are settled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permission_queue: Vec<crate::attention::PermissionAsk>,
     /// The agent's own session id (Claude Code's), rebound on every SessionStart.
     pub agent_session_id: Option<String>,
     /// Set while the session's output or events cannot be persisted (disk full, read-only...).
@@ -94,6 +98,8 @@ pub(crate) struct Status {
     pub size: Size,
     pub attention: Option<crate::attention::Attention>,
     pub permission: Option<crate::attention::PermissionAsk>,
+    /// Open questions behind `permission` (at most `agent::MAX_QUESTIONS` in all).
+    pub queued: std::collections::VecDeque<crate::attention::PermissionAsk>,
     pub agent_session_id: Option<String>,
     /// Who the running main process is (recorded so recovery can find it after a crash).
     pub identity: Option<ProcessIdentity>,
@@ -180,6 +186,7 @@ impl SessionShared {
                     .as_ref()
                     .map(|_| crate::attention::Attention::Starting),
                 permission: None,
+                queued: Default::default(),
                 agent_session_id: None,
                 identity: None,
                 interrupted: false,
@@ -348,6 +355,7 @@ impl SessionShared {
                 }
             }),
             permission: s.permission,
+            permission_queue: s.queued.into_iter().collect(),
             agent_session_id: s.agent_session_id,
             persist_error: self
                 .persist_error()

@@ -199,7 +199,8 @@ pub enum ClientCommand {
     /// Example: corral web
     Web,
     /// Answer the permission prompt an agent session waits for (its PermissionRequest hook
-    /// returns the decision to Claude Code; nothing is typed into the terminal).
+    /// returns the decision to Claude Code; nothing is typed into the terminal). Answers the
+    /// question shown now and prints it; if another answer got there first, nothing is answered.
     ///
     /// Example: corral answer agent deny --message "not on main"
     Answer {
@@ -211,6 +212,10 @@ pub enum ClientCommand {
         /// Why (told to the agent with a deny).
         #[arg(long)]
         message: Option<String>,
+        /// The question to answer (its id in `ps --json`'s `permission.id`), when several are
+        /// open; refused if it is no longer open.
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Wait until an agent session is idle, needs a permission, or its process exited. A
     /// session without agent hooks is idle once its output was quiet for 1 s. Exit status: 0
@@ -447,19 +452,50 @@ pub async fn run(
             session,
             decision,
             message,
+            id,
         } => {
             let behavior = if decision == "allow" {
                 corral_server::permission::Behavior::Allow
             } else {
                 corral_server::permission::Behavior::Deny
             };
-            let view = client
+            // The question this answers is the one printed: named by its id, so an answer that
+            // got there first makes this one a refusal, never an answer to the next question.
+            let view = client.session(&session).await?;
+            let asked = view
+                .info
+                .permission
+                .iter()
+                .chain(&view.info.permission_queue);
+            let question = match &id {
+                Some(id) => asked.clone().find(|q| q.id.as_deref() == Some(id)),
+                None => view.info.permission.as_ref(),
+            }
+            .cloned();
+            let id = id.or_else(|| question.as_ref().and_then(|q| q.id.clone()));
+            let done = client
                 .answer_permission(
                     &session,
-                    &corral_server::permission::Answer { behavior, message },
+                    &corral_server::permission::Answer {
+                        behavior,
+                        message,
+                        id,
+                    },
                 )
                 .await?;
-            println!("{} {decision}", view.info.name);
+            let verb = if decision == "allow" {
+                "allowed"
+            } else {
+                "denied"
+            };
+            match question {
+                Some(q) => println!(
+                    "{}: {verb} {}",
+                    done.info.name,
+                    crate::output::question_summary(&q)
+                ),
+                None => println!("{}: {verb}", done.info.name),
+            }
         }
         ClientCommand::Wait {
             session,

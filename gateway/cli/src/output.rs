@@ -71,6 +71,27 @@ pub fn print_ps(views: &[SessionView]) {
     }
 }
 
+/// One line saying what a permission question asks: the tool and its command, file or input
+/// (control characters shown escaped, long input cut with `…`).
+pub fn question_summary(q: &corral_actors::agent::PermissionAsk) -> String {
+    const MAX: usize = 200;
+    let detail = ["command", "file_path", "path", "url", "pattern"]
+        .iter()
+        .find_map(|k| q.input.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+        .unwrap_or_else(|| match &q.input {
+            Value::Null => String::new(),
+            other => other.to_string(),
+        });
+    let detail: String = detail.escape_debug().collect();
+    let cut: String = detail.chars().take(MAX).collect();
+    let ellipsis = if cut.len() < detail.len() { "…" } else { "" };
+    if cut.is_empty() {
+        q.tool.clone()
+    } else {
+        format!("{}: {cut}{ellipsis}", q.tool)
+    }
+}
+
 /// Names in the order people count: `s2` before `s10` (runs of digits compare as numbers).
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     use std::cmp::Ordering;

@@ -138,7 +138,18 @@ pub async fn post_message(
                     "the agent is running: a user message needs it stable",
                 ));
             }
+            // Stable, but asking: the message would be typed into its question's dialog (and
+            // its Enter would pick the first choice, "Yes").
+            if h.info().attention == Some(Attention::NeedsPermission) {
+                return Err(ApiError::conflict(
+                    "the agent asks a permission: answer it first \
+                     (POST /v1/sessions/{session}/permission); a message now would answer it",
+                ));
+            }
             h.paste(0, &req.content).await?;
+            // It works on the message from now on (its UserPromptSubmit hook says so a moment
+            // later): a client polling for `stable` must not see the old state meanwhile.
+            corral_actors::agent::prompt_sent(h.shared());
             // A structured session records its prompt as a typed event (its conversation comes
             // from the journal); a terminal's is kept here.
             if h.shared().mode != Mode::StreamJson {

@@ -3,14 +3,18 @@
 //! `agent::PERMISSION_WAIT`) for an answer posted to `POST /v1/sessions/{id}/permission` (or
 //! `corral answer`), and returns it as the hook's output — no keystrokes are typed into the
 //! terminal. Without an answer in time the hook returns no decision and Claude shows its own
-//! prompt. One question per session is open at a time; a newer one replaces it (the older hook
-//! call then returns no decision). A structured (stream-json) session's question is not held
-//! here: it is the agent's own control request, answered through the same endpoint by
-//! `SessionHandle::answer` (a `control_response` on its stdin).
+//! prompt. Each waiting call holds one question with an id of its own; several can be open at
+//! once (tools run in parallel), shown one at a time in the order they came
+//! (`corral_actors::questions`), and an answer that names a question answers that one only. A
+//! structured (stream-json) session's question is not held here: it is the agent's own control
+//! request, answered through the same endpoint by `SessionHandle::answer` (a
+//! `control_response` on its stdin).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use corral_actors::SessionHandle;
+use corral_actors::agent::{Left, PermissionAsk};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -35,6 +39,10 @@ pub struct Answer {
     /// Said to the agent with a deny (why).
     #[serde(default)]
     pub message: Option<String>,
+    /// The question answered (its `permission.id`): refused if that one is no longer open.
+    /// Without it, the question shown when the answer arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Answer {
@@ -53,71 +61,83 @@ impl Answer {
     }
 }
 
-/// The open questions: one per session, each with a ticket so that a finished wait removes only
-/// its own entry.
+/// The questions hook calls hold, by id (ids are unique across sessions).
 #[derive(Debug, Default)]
 pub struct Waiting {
-    /// Session → (ticket, where the answer goes).
-    open: Mutex<HashMap<Uuid, (u64, oneshot::Sender<Answer>)>>,
-    /// Last ticket handed out.
-    tickets: AtomicU64,
+    /// Question id → (its session, where the answer goes).
+    open: Mutex<HashMap<u64, (Uuid, oneshot::Sender<Answer>)>>,
+    /// Last id handed out.
+    ids: AtomicU64,
 }
 
-/// A hook call waiting for its answer; leaving (answered, timed out, or the hook's connection
-/// dropped) closes the question.
+/// A hook call waiting for the answer to its question; when it leaves without one (timed out,
+/// its connection dropped, the server leaving) the question closes as [`Question::left`] says.
 pub struct Question<'a> {
     waiting: &'a Waiting,
-    session: Uuid,
-    ticket: u64,
+    session: SessionHandle,
+    id: u64,
+    /// How it left if it leaves unanswered: `Settled` (the agent ended the call: the user
+    /// answered in its own dialog) unless the call says otherwise.
+    pub left: Left,
     /// The answer, when one comes.
     pub answer: oneshot::Receiver<Answer>,
 }
 
 impl Waiting {
-    /// Opens the question of `session` (replacing an older one).
-    pub fn ask(&self, session: Uuid) -> Question<'_> {
-        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Opens a question of `session`, held by the caller until it drops the [`Question`];
+    /// None when the session has too many open (see `corral_actors::questions`).
+    pub fn ask(&self, session: &SessionHandle, ask: PermissionAsk) -> Option<Question<'_>> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
-        if self.open.lock().insert(session, (ticket, tx)).is_some() {
-            tracing::debug!(%session, "a newer permission request replaces an unanswered one");
-        }
-        Question {
+        self.open.lock().insert(id, (session.id(), tx));
+        let question = Question {
             waiting: self,
-            session,
-            ticket,
+            session: session.clone(),
+            id,
+            left: Left::Settled,
             answer: rx,
-        }
+        };
+        corral_actors::agent::hold_question(session.shared(), ask, id.to_string())
+            .then_some(question)
     }
 
-    /// Answers the open question of `session`; false if there is none.
-    pub fn answer(&self, session: Uuid, answer: Answer) -> bool {
-        match self.open.lock().remove(&session) {
-            Some((_, tx)) => tx.send(answer).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Closes the open question of `session`, if any: its hook call returns no decision.
-    pub fn close(&self, session: Uuid) {
-        if self.open.lock().remove(&session).is_some() {
-            tracing::debug!(%session, "open permission question closed: settled elsewhere");
-        }
-    }
-
-    /// Whether `session` has an open question.
-    pub fn is_open(&self, session: Uuid) -> bool {
-        self.open.lock().contains_key(&session)
+    /// Answers question `id` of `session` (closing it: the next one is shown); false if no call
+    /// holds it.
+    pub fn answer(&self, session: &SessionHandle, id: &str, answer: Answer) -> bool {
+        let Ok(key) = id.parse::<u64>() else {
+            return false;
+        };
+        let sender = {
+            let mut open = self.open.lock();
+            match open.get(&key) {
+                Some((s, _)) if *s == session.id() => open.remove(&key).map(|(_, tx)| tx),
+                _ => None,
+            }
+        };
+        let Some(tx) = sender else { return false };
+        let delivered = tx.send(answer).is_ok();
+        corral_actors::agent::close_question(
+            session.shared(),
+            id,
+            if delivered {
+                Left::Answered
+            } else {
+                Left::Settled
+            },
+        );
+        delivered
     }
 }
 
 impl Drop for Question<'_> {
     fn drop(&mut self) {
-        let mut open = self.waiting.open.lock();
-        if open
-            .get(&self.session)
-            .is_some_and(|(t, _)| *t == self.ticket)
-        {
-            open.remove(&self.session);
+        // Still open: nobody answered it through us.
+        if self.waiting.open.lock().remove(&self.id).is_some() {
+            corral_actors::agent::close_question(
+                self.session.shared(),
+                &self.id.to_string(),
+                self.left,
+            );
         }
     }
 }

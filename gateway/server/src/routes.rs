@@ -417,57 +417,52 @@ async fn post_hook(
     else {
         return Err(ApiError::bad_request("hook payload lacks hook_event_name"));
     };
+    let ask = (name == "PermissionRequest").then(|| corral_actors::agent::hook_question(&payload));
     let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
     app.metrics.hook_events.inc();
-    if name != "PermissionRequest"
-        && h.info().attention != Some(corral_actors::attention::Attention::NeedsPermission)
-    {
-        // The question was settled elsewhere (answered in the terminal, denied, the turn
-        // moved on): an answer now would reach nobody, so the open question closes.
-        app.permissions.close(h.id());
-    }
     // A structured session's question is answered through its control protocol (the same
     // permission endpoint): its hook returns no decision at once, or it would race the answer.
-    if name != "PermissionRequest" || h.shared().mode == corral_actors::Mode::StreamJson {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(HookAccepted {
-                seq: event.seq,
-                output: None,
-            }),
-        )
-            .into_response());
-    }
-    // Wait (bounded) for an answer from the API; the hook prints what we return. Leaving this
-    // handler early (the hook's connection dropped) closes the question. A server on its way
-    // out (shutdown, upgrade) answers at once with no decision: its graceful stop waits for
-    // open responses, and this one could hold it for the whole wait.
-    let mut question = app.permissions.ask(h.id());
+    let accepted = |output| {
+        Json(HookAccepted {
+            seq: event.seq,
+            output,
+        })
+    };
+    let Some(ask) = ask.filter(|_| h.shared().mode != corral_actors::Mode::StreamJson) else {
+        return Ok((StatusCode::ACCEPTED, accepted(None)).into_response());
+    };
+    // Wait (bounded) for an answer from the API; the hook prints what we return. This call
+    // holds the question: when it ends without an answer (Claude ended the hook because the
+    // user answered in its own dialog, or the wait ran out, or the server is leaving) the
+    // question closes. A server on its way out (shutdown, upgrade) answers at once with no
+    // decision: its graceful stop waits for open responses, and this one could hold it for the
+    // whole wait.
+    let Some(mut question) = app.permissions.ask(&h, ask) else {
+        tracing::warn!(session = %h.id(), "too many open permission questions: this one goes to the agent's dialog");
+        return Ok((StatusCode::OK, accepted(None)).into_response());
+    };
     let mut leaving = app.shutdown.subscribe();
     let output = tokio::select! {
         answered = tokio::time::timeout(app.config.agents.permission_wait(), &mut question.answer) => {
             match answered {
                 Ok(Ok(answer)) => Some(answer.hook_output()),
-                // Replaced by a newer request: no decision for this one.
                 Ok(Err(_)) => None,
                 // No answer in time: no decision, Claude asks in its own dialog, where the
                 // question now is (nothing outside can answer it any more).
                 Err(_) => {
-                    corral_actors::agent::question_left_to_terminal(h.shared());
+                    question.left = corral_actors::agent::Left::ToTerminal;
                     None
                 }
             }
         }
-        _ = leaving.wait_for(|down| *down) => None,
+        // The next server finds the question in the agent's dialog (see `agent::replay`).
+        _ = leaving.wait_for(|down| *down) => {
+            question.left = corral_actors::agent::Left::ToTerminal;
+            None
+        }
     };
-    Ok((
-        StatusCode::OK,
-        Json(HookAccepted {
-            seq: event.seq,
-            output,
-        }),
-    )
-        .into_response())
+    drop(question);
+    Ok((StatusCode::OK, accepted(output)).into_response())
 }
 
 /// `POST /v1/sessions/{key}/notify {"muted": bool}`: mutes or unmutes the session's webhook
@@ -500,29 +495,61 @@ async fn answer_permission(
     let answer: crate::permission::Answer = parse_json(&body, "permission answer")?;
     let allow = answer.behavior == crate::permission::Behavior::Allow;
     let message = answer.message.clone();
+    let shown = h.info().permission;
+    let Some(question) = corral_actors::agent::question(h.shared(), answer.id.as_deref()) else {
+        return Err(not_asked(&h, answer.id.as_deref(), shown.as_ref()));
+    };
+    let Some(id) = question.id.clone() else {
+        return Err(not_asked(&h, None, shown.as_ref()));
+    };
     // A hook waiting for its answer (terminal agents), else a structured agent's control
     // request.
-    if !app.permissions.answer(h.id(), answer) && h.answer(allow, message.as_deref())?.is_none() {
-        let attention = h
-            .info()
-            .attention
-            .and_then(|a| serde_json::to_value(a).ok())
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "none (not an agent session)".into());
-        let why = if attention == "needs_permission" {
+    let answered = if question.request_id.is_none() {
+        app.permissions.answer(&h, &id, answer)
+    } else {
+        h.answer(&id, allow, message.as_deref())?.is_some()
+    };
+    if !answered {
+        return Err(not_asked(&h, Some(&id), h.info().permission.as_ref()));
+    }
+    Ok(Json(SessionView::from(h.info())))
+}
+
+/// Why an answer found no question to answer: none is open (the attention state says what the
+/// agent does), the one named is no longer open (and which one is), or the question is in the
+/// agent's own terminal.
+fn not_asked(
+    h: &corral_actors::SessionHandle,
+    id: Option<&str>,
+    shown: Option<&corral_actors::agent::PermissionAsk>,
+) -> ApiError {
+    let attention = h
+        .info()
+        .attention
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "none (not an agent session)".into());
+    let why = match (id, shown) {
+        (Some(id), Some(now)) if now.id.is_some() => format!(
+            "question {id} is no longer open; it now asks {} (question {})",
+            now.tool,
+            now.id.as_deref().unwrap_or("")
+        ),
+        (Some(id), _) if attention == "needs_permission" => format!(
+            "question {id} is no longer open; its question is in its own terminal now: answer it there"
+        ),
+        (Some(id), _) => format!("question {id} is no longer open (attention: {attention})"),
+        (None, _) if attention == "needs_permission" => {
             "its question is in its own terminal now (no hook waits for an answer from here): \
              answer it there"
                 .to_string()
-        } else {
-            format!("attention: {attention}")
-        };
-        return Err(ApiError::conflict(format!(
-            "session {} is not waiting for a permission answer ({why})",
-            h.name()
-        )));
-    }
-    corral_actors::agent::set_attention(h.shared(), corral_actors::attention::Attention::Working);
-    Ok(Json(SessionView::from(h.info())))
+        }
+        (None, _) => format!("attention: {attention}"),
+    };
+    ApiError::conflict(format!(
+        "session {} is not waiting for a permission answer ({why})",
+        h.name()
+    ))
 }
 
 async fn create_token(

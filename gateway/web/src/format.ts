@@ -209,14 +209,16 @@ export function formatClock(t: WireTime | null | undefined, now = Date.now()): s
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
 }
 
-/** What a permission question asks, in one line: a Bash command, a file path, or the input. */
-export function permissionSummary(tool: string, input: unknown): string {
+/** What a permission question asks, in one line: a Bash command, a file path, or the input
+ * (at most `max` characters; the ask bar shows far more than a list row, so nothing that
+ * matters hides behind the cut). */
+export function permissionSummary(tool: string, input: unknown, max = 300): string {
   const o = (input && typeof input === 'object' ? input : {}) as Record<string, unknown>;
   const pick = ['command', 'file_path', 'path', 'url', 'pattern', 'prompt']
     .map((k) => o[k])
     .find((v) => typeof v === 'string' && v.length > 0) as string | undefined;
   const what = pick ?? (input === undefined ? '' : JSON.stringify(input));
   const line = what.replace(/\s+/g, ' ').trim();
-  const short = line.length > 300 ? `${line.slice(0, 299)}…` : line;
+  const short = line.length > max ? `${line.slice(0, max - 1)}…` : line;
   return short ? `${tool}: ${short}` : tool;
 }

@@ -61,9 +61,17 @@ export async function logout(): Promise<void> {
 
 /** Answers the permission question session `id` waits for. Throws HttpError with the server's
  * message (409: it waits for none any more, e.g. answered in its terminal). */
-export async function answerPermission(id: string, behavior: 'allow' | 'deny', message?: string): Promise<void> {
+export async function answerPermission(
+  id: string,
+  behavior: 'allow' | 'deny',
+  question?: string,
+  message?: string,
+): Promise<void> {
   const body: Record<string, string> = { behavior };
   if (message) body.message = message;
+  // The question shown: if another answer got there first, the server refuses this one
+  // instead of applying it to the next question.
+  if (question) body.id = question;
   const res = await call('POST', `/v1/sessions/${encodeURIComponent(id)}/permission`, body);
   if (res.ok) return;
   let why = `HTTP ${res.status}`;

@@ -96,6 +96,8 @@ export class TermView {
   private queue: Queued[] = [];
   private gone = false;
   private disposed = false;
+  /** The id of the question the ask bar shows (an answer names it). */
+  private askId: string | undefined;
   private tick: ReturnType<typeof setInterval> | undefined;
   private refreshInfo = debounce(() => void this.loadInfo(), 300);
 
@@ -535,7 +537,7 @@ export class TermView {
       if (!this.uuid) return;
       H.ask.classList.add('busy');
       try {
-        await answerPermission(this.uuid, behavior);
+        await answerPermission(this.uuid, behavior, this.askId);
         toast(behavior === 'allow' ? 'allowed' : 'denied');
       } catch (e) {
         toast(`not answered: ${(e as Error).message}`, 'error');
@@ -604,7 +606,12 @@ export class TermView {
     H.badge.dataset.attention = s.attention ?? '';
     H.badge.title = s.attention ?? '';
     const asks = this.writable && s.attention === 'needs_permission' && !!s.permission;
-    if (asks && s.permission) setText(H.askText, permissionSummary(s.permission.tool, s.permission.input));
+    this.askId = s.permission?.id;
+    if (asks && s.permission) {
+      const more = s.permission_queue?.length ?? 0;
+      const then = more ? ` (then ${more} more)` : '';
+      setText(H.askText, permissionSummary(s.permission.tool, s.permission.input, 4000) + then);
+    }
     if (H.ask.hidden === asks) {
       H.ask.hidden = !asks;
       requestAnimationFrame(() => this.fitNow());

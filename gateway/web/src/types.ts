@@ -34,7 +34,9 @@ export interface SessionInfo {
   lag_events: number;
   attention: string | null;
   /** What a session in `needs_permission` asks for: the tool and its input. */
-  permission?: { tool: string; input: unknown; request_id?: string } | null;
+  permission?: PermissionAsk | null;
+  /** Questions asked while `permission` was open, shown in turn. */
+  permission_queue?: PermissionAsk[];
   agent_session_id: string | null;
   cpu_percent?: number | null;
   rss_kib?: number | null;
@@ -76,4 +78,12 @@ export interface BinFrame {
   channel: number;
   offset: number;
   payload: Uint8Array;
+}
+
+/** A permission question; `id` names it in an answer (absent: it is in the agent's terminal). */
+export interface PermissionAsk {
+  id?: string;
+  tool: string;
+  input: unknown;
+  request_id?: string;
 }

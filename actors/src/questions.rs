@@ -1,0 +1,106 @@
+//! Questions: the permission questions an agent session has open, oldest first. An agent that
+//! runs tools in parallel asks several at once (Claude Code calls one PermissionRequest hook per
+//! tool, a structured agent sends one control request per tool), and each waits for its own
+//! answer: one is shown (`permission`), the rest wait behind it (`permission_queue`) and are
+//! shown in turn. A question that something outside can answer has an id (its hook call's, or
+//! the control request's), and an answer names the question it answers, so it never lands on
+//! one its sender did not see.
+//!
+//! The functions work on the session's [`Status`] under its lock; `agent` decides when they are
+//! called. Nothing here knows hook names.
+
+use crate::attention::{Attention, PermissionAsk};
+use crate::session::shared::Status;
+
+/// Most questions open at once in one session: a runaway agent cannot grow the queue; past it a
+/// hook-asked question goes to the agent's own dialog at once.
+pub const MAX_QUESTIONS: usize = 64;
+
+/// How a question left without an answer from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// Answered through the API: the agent goes on (`working`).
+    Answered,
+    /// Nobody answered in time: it is in the agent's own dialog now (`needs_permission`, with
+    /// nothing to answer from outside).
+    ToTerminal,
+    /// The call that held it ended (the user answered in the agent's own dialog, or dismissed
+    /// it, and the agent ended the hook): settled there.
+    Settled,
+}
+
+/// Whether a question something outside can answer is open.
+pub(crate) fn any_open(s: &Status) -> bool {
+    s.permission.as_ref().is_some_and(|p| p.id.is_some())
+}
+
+/// Opens question `ask` (which has an id): shown at once, or queued behind the open ones.
+/// False when [`MAX_QUESTIONS`] are open (nothing changes).
+pub(crate) fn open(s: &mut Status, ask: PermissionAsk) -> bool {
+    if any_open(s) {
+        if 1 + s.queued.len() >= MAX_QUESTIONS {
+            return false;
+        }
+        s.queued.push_back(ask);
+    } else {
+        s.permission = Some(ask);
+    }
+    s.attention = Some(Attention::NeedsPermission);
+    true
+}
+
+/// Takes question `id` out (shown or queued); the next one is shown. None if it is not open.
+pub(crate) fn take(s: &mut Status, id: &str) -> Option<PermissionAsk> {
+    let is = |p: &PermissionAsk| p.id.as_deref() == Some(id);
+    if s.permission.as_ref().is_some_and(is) {
+        let taken = s.permission.take();
+        s.permission = s.queued.pop_front();
+        return taken;
+    }
+    let at = s.queued.iter().position(is)?;
+    s.queued.remove(at)
+}
+
+/// Closes question `id`, which left as `how`; the attention follows: the next question if one
+/// is open, else what `how` means. Nothing happens if it is not open (already settled).
+pub(crate) fn close(s: &mut Status, id: &str, how: Left) -> bool {
+    if take(s, id).is_none() {
+        return false;
+    }
+    if s.permission.is_some() {
+        s.attention = Some(Attention::NeedsPermission);
+        return true;
+    }
+    s.attention = Some(match how {
+        Left::Answered | Left::Settled => Attention::Working,
+        Left::ToTerminal => Attention::NeedsPermission,
+    });
+    true
+}
+
+/// Puts back question `ask`, taken to be answered, whose answer could not be delivered: it is
+/// shown first again.
+pub(crate) fn put_back(s: &mut Status, ask: PermissionAsk) {
+    if let Some(shown) = s.permission.replace(ask) {
+        s.queued.push_front(shown);
+    }
+    s.attention = Some(Attention::NeedsPermission);
+}
+
+/// Drops every open question (the agent's turn or process ended).
+pub(crate) fn clear(s: &mut Status) {
+    s.permission = None;
+    s.queued.clear();
+}
+
+/// Drops the questions that hook calls held (they ended with the server that held them): what
+/// they asked is in the agent's own dialog now. Structured agents' questions stay.
+pub(crate) fn leave_held_to_terminal(s: &mut Status) {
+    s.queued.retain(|q| q.request_id.is_some());
+    if s.permission
+        .as_ref()
+        .is_some_and(|p| p.request_id.is_none())
+    {
+        s.permission = s.queued.pop_front();
+    }
+}
