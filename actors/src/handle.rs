@@ -120,6 +120,13 @@ impl SessionHandle {
         )))
     }
 
+    /// Viewer `viewer` left (see [`SessionMsg::ViewerLeft`]): the resize policy forgets it.
+    pub fn viewer_left(&self, viewer: ViewerId) {
+        if let Err(e) = self.actor.send_message(SessionMsg::ViewerLeft(viewer)) {
+            tracing::debug!(error = %e, "session gone; nothing to forget");
+        }
+    }
+
     /// Queues input (and what follows it after a pause) for the running process.
     fn send_input(
         &self,

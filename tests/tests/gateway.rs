@@ -1136,3 +1136,77 @@ async fn a_spawn_whose_client_left_at_once_still_lands_in_the_registry() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The resize policy ("the last viewer who typed sets the size") forgets a typist who left:
+/// when the phone that typed closes its connection, or unsubscribes, the size goes back to the
+/// viewer that resized last — a desktop page left open does not keep the phone's size until
+/// someone types. A `corral send` (a connection that types and leaves) does the same.
+#[tokio::test]
+async fn a_typist_who_leaves_gives_the_size_back_to_the_remaining_viewer() {
+    let server = Server::start();
+    let info = server.spawn(json!({"name": "vim", "argv": ["cat"]})).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let size = async || {
+        let v = server.session(&id).await;
+        (
+            v["size"]["rows"].as_u64().unwrap(),
+            v["size"]["cols"].as_u64().unwrap(),
+        )
+    };
+    let until = async |want: (u64, u64), what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size().await != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {:?}",
+                size().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let resize =
+        |rows: u64, cols: u64| json!({"type": "resize", "session": id, "rows": rows, "cols": cols});
+    let keys = json!({"type": "input", "session": id, "data": "x"});
+    let mut desktop = server.ws().await;
+    assert_eq!(desktop.call(resize(40, 120)).await["type"], "ok");
+    until((40, 120), "the first viewer's size").await;
+    // The phone types: its size wins, and the desktop's resizes wait.
+    let mut phone = server.ws().await;
+    assert_eq!(phone.call(resize(30, 50)).await["type"], "ok");
+    phone.send(keys.clone()).await;
+    until((30, 50), "the typist's size").await;
+    assert_eq!(desktop.call(resize(41, 121)).await["type"], "ok");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        size().await,
+        (30, 50),
+        "the typist keeps its size while it stays"
+    );
+    drop(phone);
+    until((41, 121), "the phone left: the desktop's latest size").await;
+    // A typist that unsubscribes (a page going back to its list) leaves it as well.
+    let mut tablet = server.ws().await;
+    let r = tablet
+        .call(json!({"type": "subscribe", "session": id}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(tablet.call(resize(20, 60)).await["type"], "ok");
+    tablet.send(keys.clone()).await;
+    until((20, 60), "the tablet typed").await;
+    let r = tablet
+        .call(json!({"type": "unsubscribe", "session": id}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    until((41, 121), "the tablet unsubscribed").await;
+    // A connection that types and leaves (as `corral send`) takes nothing with it.
+    let mut send = server.ws().await;
+    send.send(keys.clone()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(send);
+    assert_eq!(desktop.call(resize(42, 122)).await["type"], "ok");
+    until(
+        (42, 122),
+        "after a send, the remaining viewer's resizes apply again",
+    )
+    .await;
+}

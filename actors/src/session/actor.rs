@@ -180,7 +180,9 @@ pub struct SessionActorState {
     /// Private TMPDIR (removed on drop).
     tmp: PrivateTmp,
     /// Known viewer sizes, bounded.
-    viewers: HashMap<ViewerId, Size>,
+    viewers: HashMap<ViewerId, (Size, u64)>,
+    /// Resizes seen (orders `viewers` by their latest).
+    resizes: u64,
     /// The parsed stop signal.
     stop_signal: Signal,
     /// Told the outcome of the first start (taken by `post_start`).
@@ -288,6 +290,7 @@ impl Actor for Session {
             screen,
             tmp,
             viewers: HashMap::new(),
+            resizes: 0,
             stop_signal,
             started: args.started,
             begin: args.begin,
@@ -427,7 +430,8 @@ impl Actor for Session {
             }
             SessionMsg::Resize { viewer, size } => {
                 if st.viewers.len() < MAX_VIEWERS || st.viewers.contains_key(&viewer) {
-                    st.viewers.insert(viewer, size);
+                    st.resizes += 1;
+                    st.viewers.insert(viewer, (size, st.resizes));
                 }
                 let last = st.shared.last_input_viewer.load(Ordering::Relaxed);
                 // Policy (tmux `window-size latest`): the last viewer who typed sets the size;
@@ -437,8 +441,23 @@ impl Actor for Session {
                 }
             }
             SessionMsg::ViewerActive(viewer) => {
-                if let Some(size) = st.viewers.get(&viewer).copied() {
+                if let Some((size, _)) = st.viewers.get(&viewer).copied() {
                     st.resize(size);
+                }
+            }
+            SessionMsg::ViewerLeft(viewer) => {
+                st.viewers.remove(&viewer);
+                // The typist left: back to "the latest resize wins", starting from the viewer
+                // that resized last (a desktop page that stays must not keep a phone's size
+                // that left until someone types or resizes).
+                if st
+                    .shared
+                    .last_input_viewer
+                    .compare_exchange(viewer, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                    && let Some((size, _)) = st.viewers.values().max_by_key(|(_, seq)| *seq)
+                {
+                    st.resize(*size);
                 }
             }
         }

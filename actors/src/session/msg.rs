@@ -59,4 +59,7 @@ pub enum SessionMsg {
     },
     /// A viewer sent input: its size becomes the session's.
     ViewerActive(ViewerId),
+    /// A viewer that resized or typed left (its connection closed, or it unsubscribed): if it
+    /// was the last to type, the size goes back to the most recent remaining viewer's.
+    ViewerLeft(ViewerId),
 }

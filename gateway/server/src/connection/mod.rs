@@ -44,6 +44,9 @@ const MAX_CHUNK: usize = 64 * 1024;
 pub const MAX_SUBSCRIPTIONS: usize = 256;
 /// How long a closing connection waits to send its Close, and then for the client's answer.
 const CLOSE_HANDSHAKE: Duration = Duration::from_millis(500);
+/// Bound on the sessions one connection is remembered to have typed into or resized (past it,
+/// a session keeps the departed typist's size until someone else types or resizes).
+const MAX_TOUCHED: usize = 1024;
 /// Bound on slow requests in flight per connection.
 pub const MAX_PENDING: usize = 1024;
 
@@ -123,6 +126,9 @@ pub struct ConnectionState {
     paused: bool,
     /// This connection's viewer id (resize policy).
     viewer: u64,
+    /// Sessions it typed into or resized (at most [`MAX_TOUCHED`]): told when it leaves them,
+    /// so the resize policy does not keep a size nobody looks at.
+    touched: HashMap<uuid::Uuid, SessionHandle>,
     /// Messages per second.
     msg_limit: DefaultDirectRateLimiter,
     /// Input bytes per second.
@@ -194,6 +200,7 @@ impl Actor for Connection {
             ttyd,
             paused: false,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
+            touched: HashMap::new(),
             shutdown: args.app.shutdown.subscribe(),
             closed: false,
             pending: FuturesUnordered::new(),
@@ -222,6 +229,9 @@ impl Actor for Connection {
         _myself: ActorRef<ConnectionMsg>,
         st: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
+        for h in std::mem::take(&mut st.touched).into_values() {
+            h.viewer_left(st.viewer);
+        }
         // A stop can arrive between two Pump handlers (ractor serves it first), before the
         // shutdown watch was seen: say goodbye here then, bounded in time.
         let shutting_down = *st.shutdown.borrow();
@@ -340,6 +350,20 @@ fn async_stream(
 }
 
 impl ConnectionState {
+    /// This connection typed into or resized `h`.
+    fn touch(&mut self, h: &SessionHandle) {
+        if self.touched.len() < MAX_TOUCHED || self.touched.contains_key(&h.id()) {
+            self.touched.entry(h.id()).or_insert_with(|| h.clone());
+        }
+    }
+
+    /// This connection no longer watches session `id`.
+    fn leave(&mut self, id: uuid::Uuid) {
+        if let Some(h) = self.touched.remove(&id) {
+            h.viewer_left(self.viewer);
+        }
+    }
+
     /// Sends several replies in order. Returns false if the socket is gone.
     async fn replies(&mut self, replies: &[Reply]) -> bool {
         for r in replies {

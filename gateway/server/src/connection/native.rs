@@ -161,6 +161,7 @@ impl ConnectionState {
                     ch.abort.abort();
                     self.stats.sessions.lock().remove(h.name());
                 }
+                self.leave(h.id());
                 self.reply(&Reply::Ok { id }).await
             }
             Op::Input {
@@ -203,7 +204,10 @@ impl ConnectionState {
                         .await;
                 }
                 match h.resize(self.viewer, Size { rows, cols }) {
-                    Ok(()) => self.reply(&Reply::Ok { id }).await,
+                    Ok(()) => {
+                        self.touch(&h);
+                        self.reply(&Reply::Ok { id }).await
+                    }
                     Err(e) => self.session_error(id, e).await,
                 }
             }
@@ -475,6 +479,7 @@ impl ConnectionState {
         };
         match written {
             Ok(()) => {
+                self.touch(h);
                 self.app.metrics.bytes_in.inc_by(n as u64);
                 self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 // Input is acknowledged only by errors: no reply traffic per keystroke.

@@ -32,8 +32,11 @@ impl ConnectionState {
                 self.input(None, &session, keys.to_vec()).await
             }
             crate::ttyd::Frame::Resize(size) => {
-                if can_write && let Err(e) = session.resize(self.viewer, size) {
-                    tracing::debug!(error = %e, "ttyd resize not applied");
+                if can_write {
+                    match session.resize(self.viewer, size) {
+                        Ok(()) => self.touch(&session),
+                        Err(e) => tracing::debug!(error = %e, "ttyd resize not applied"),
+                    }
                 }
                 true
             }
@@ -69,9 +72,11 @@ impl ConnectionState {
         };
         if let Some(size) = init.size
             && grant.can_write(session.id())
-            && let Err(e) = session.resize(self.viewer, size)
         {
-            tracing::debug!(error = %e, "ttyd initial size not applied");
+            match session.resize(self.viewer, size) {
+                Ok(()) => self.touch(session),
+                Err(e) => tracing::debug!(error = %e, "ttyd initial size not applied"),
+            }
         }
         self.grant = Some(grant);
         *self.stats.token.lock() = init
