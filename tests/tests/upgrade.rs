@@ -651,3 +651,47 @@ async fn logs_events_and_wait_follow_a_session_across_an_upgrade_and_a_server_ki
         }
     }
 }
+
+/// A session that ended Failed (its restart intensity ran out) stays Failed, with its reason,
+/// across an upgrade, a planned stop that keeps sessions, and a full stop: a server leaving
+/// does not touch a session that already ended (it used to become "stopped by server
+/// shutdown", and a failure looked like a clean stop).
+#[tokio::test]
+async fn a_failed_session_stays_failed_across_an_upgrade_and_a_shutdown() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "crashy", "argv": ["sh", "-c", "exit 3"], "restart": "always"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let s = server.session(&id).await;
+        if s["state"] == "failed" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never failed: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = failed["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("intensity"), "{reason}");
+    let same = |s: &Value, when: &str| {
+        assert_eq!(s["state"], "failed", "{when}: {s}");
+        assert_eq!(s["reason"].as_str(), Some(reason.as_str()), "{when}: {s}");
+    };
+    upgrade(&mut server);
+    same(&server.session(&id).await, "after an upgrade");
+    let out = corral(&server, &["shutdown", "--keep-sessions"]);
+    assert!(out.status.success(), "{out:?}");
+    server.terminate(Duration::from_secs(10));
+    server.restart();
+    same(&server.session(&id).await, "after shutdown --keep-sessions");
+    let out = corral(&server, &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    server.terminate(Duration::from_secs(10));
+    server.restart();
+    same(&server.session(&id).await, "after a full shutdown");
+    // A user's stop of a failed session is still a stop.
+    let out = corral(&server, &["stop", "crashy"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(server.session(&id).await["state"], "stopped");
+}

@@ -345,8 +345,9 @@ impl Actor for Session {
     ) -> Result<(), ActorProcessingErr> {
         // A graceful stop of the actor (its supervisor's ordered shutdown) stops the process
         // gracefully too. After a kill or a panic this does not run; Drop kills the tree instead.
-        // A detached session's process belongs to its holder and the next server.
-        if !st.detached {
+        // A detached session's process belongs to its holder and the next server. One that
+        // already ended has nothing to stop and keeps its state (Failed stays Failed).
+        if !st.detached && !st.shared.state().is_final() {
             st.stop(Some(st.spec.grace)).await;
         }
         // The session's TMPDIR goes with it, removed on a blocking thread (a program may have
@@ -393,22 +394,26 @@ impl Actor for Session {
                 reply,
             } => {
                 let grace = grace.unwrap_or(st.spec.grace);
-                if shutdown && !st.shared.state().is_final() {
+                let ended = st.shared.state().is_final();
+                if shutdown && !ended {
                     st.shared.status.write().interrupted = true;
                 }
-                st.stop(Some(grace)).await;
+                // A server leaving does not touch a session that already ended: a Failed one
+                // stays Failed (with its reason). A user's stop of a Failed one makes it Stopped.
+                if !(shutdown && ended) {
+                    st.stop(Some(grace)).await;
+                }
                 answer(reply, st.shared.info());
             }
             SessionMsg::Detach(reply) => {
                 let kept = st.running.as_ref().is_some_and(|r| r.held.is_some());
                 if kept {
                     st.detach();
-                } else {
-                    if !st.shared.state().is_final() {
-                        st.shared.status.write().interrupted = true;
-                    }
+                } else if !st.shared.state().is_final() {
+                    st.shared.status.write().interrupted = true;
                     st.stop(Some(st.spec.grace)).await;
                 }
+                // (A session that already ended stays as it is: Failed stays Failed.)
                 answer(reply, kept);
             }
             SessionMsg::Kill(reply) => {
