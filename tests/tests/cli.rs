@@ -341,6 +341,48 @@ fn attach_in_a_real_terminal() {
     detach_leaves_it_running(&server, &socket);
 }
 
+/// Detaching puts back this terminal's modes that the session's program set (as tmux does): a
+/// program in the alternate screen with mouse reporting and a hidden cursor (vim, htop) used to
+/// leave the user's terminal that way after Ctrl-\\.
+#[test]
+fn detaching_puts_the_terminals_modes_back() {
+    require_tmux();
+    let server = Server::start();
+    let program =
+        "echo primary-line; printf '\\033[?1049h\\033[?1000h\\033[?25lin-alt'; exec sleep 600";
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "sh", "-c", program],
+    );
+    // A shell keeps the pane after attach exits, so its modes can be read.
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-modes",
+        "attach work; exec sleep 600",
+        (100, 30),
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    let modes = || {
+        tmux(
+            &socket,
+            &[
+                "display",
+                "-p",
+                "-t",
+                "t",
+                "#{alternate_on} #{mouse_any_flag} #{cursor_flag}",
+            ],
+        )
+    };
+    eventually("attached, in the program's alternate screen", || {
+        pane().contains("in-alt") && modes().trim() == "1 1 0"
+    });
+    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
+    eventually("detached with the modes put back", || {
+        pane().contains("detached") && modes().trim() == "0 0 1"
+    });
+}
+
 /// `corral spawn --attach` starts the session at the terminal's size (its program sees it from
 /// the first line, not 80×24) and attaches to it; detaching leaves it running. Without a
 /// terminal it refuses before anything starts.

@@ -44,8 +44,28 @@ impl RawMode {
     }
 }
 
+/// Puts back the terminal modes a session's program may have set, as tmux does when a client
+/// detaches: the primary screen, no mouse or focus reporting, no bracketed paste, normal cursor
+/// and keypad keys, a visible cursor, autowrap, plain attributes. Without it, leaving a `vim`
+/// left this terminal in vim's alternate screen, sending mouse reports as input.
+const RESTORE_MODES: &str = "\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m";
+
+fn restore_modes() {
+    let mut out = std::io::stdout().lock();
+    // Best effort: the terminal is ours; a failure here is a closed terminal.
+    if out.write_all(RESTORE_MODES.as_bytes()).is_err() || out.flush().is_err() {}
+}
+
+/// The last line of an attach: the terminal's modes put back first (so the line shows on the
+/// primary screen), then the line.
+fn final_line(text: &str) {
+    restore_modes();
+    status_line(text);
+}
+
 impl Drop for RawMode {
     fn drop(&mut self) {
+        restore_modes();
         if let Err(e) = crossterm::terminal::disable_raw_mode() {
             eprintln!("corral: could not restore the terminal: {e}");
         }
@@ -152,11 +172,18 @@ pub async fn attach(
                         && v["event"]["kind"]["kind"] == "state"
                         && matches!(v["event"]["kind"]["state"].as_str(), Some("stopped" | "failed")) =>
                     {
-                        status_line(&format!("session {}", v["event"]["kind"]["state"].as_str().unwrap_or("ended")));
+                        final_line(&format!("session {}", v["event"]["kind"]["state"].as_str().unwrap_or("ended")));
                         return Ok(ExitCode::SUCCESS);
                     }
+                    // A new process of the session (a restart): the last one's modes (its
+                    // alternate screen, mouse reporting, hidden cursor) are not the new one's.
+                    Incoming::Json(v) if v["type"] == "event"
+                        && v["event"]["kind"]["kind"] == "spawned" =>
+                    {
+                        restore_modes();
+                    }
                     Incoming::Json(v) if v["type"] == "closed" => {
-                        status_line("session removed");
+                        final_line("session removed");
                         return Ok(ExitCode::SUCCESS);
                     }
                     Incoming::Json(v) if v["type"] == "error" => {
@@ -169,9 +196,9 @@ pub async fn attach(
                     let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
-                            status_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"));
+                            final_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"));
                         }
-                        status_line("detached");
+                        final_line("detached");
                         return Ok(ExitCode::SUCCESS);
                     }
                     if !read_only && ws.send_binary(frame(channel, &bytes)).await.is_err() {
@@ -212,7 +239,7 @@ pub async fn attach(
                         break;
                     }
                     Err(e) if e.to_string().contains("no session") => {
-                        status_line("session is gone");
+                        final_line("session is gone");
                         return Ok(ExitCode::FAILURE);
                     }
                     Err(e) if e.to_string().contains("beyond the session's output") => {
@@ -231,9 +258,9 @@ pub async fn attach(
                     let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
                     if bytes.contains(&detach) {
                         if pending.is_empty() {
-                            status_line("detached");
+                            final_line("detached");
                         } else {
-                            status_line(&format!("detached: {} bytes typed while disconnected were not sent", pending.len()));
+                            final_line(&format!("detached: {} bytes typed while disconnected were not sent", pending.len()));
                         }
                         return Ok(ExitCode::SUCCESS);
                     }
