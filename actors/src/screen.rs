@@ -95,7 +95,15 @@ struct SizeChange {
     at: u64,
     /// The new size.
     dims: Dims,
+    /// A new process starts writing here: the last one's modes are reset first (see
+    /// [`Emulator::new_process_at`]).
+    new_process: bool,
 }
+
+/// What a new process of the session starts from (its predecessor's alternate screen, mouse
+/// reporting, bracketed paste, cursor keys mode, hidden cursor and attributes are not its own),
+/// keeping what is on the screen: as a viewer's terminal is reset when the process restarts.
+pub const NEW_PROCESS_MODES: &str = "\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m";
 
 /// The synchronous core of [`Screen`]: a lazily created vt100 parser fed from a [`Ring`].
 ///
@@ -206,13 +214,30 @@ impl Emulator {
     /// already fed past applies now. The latest call wins: resizes announced earlier but due at
     /// or after `at` are dropped.
     pub fn resize_at(&mut self, at: u64, rows: u16, cols: u16) {
+        self.change_at(at, Dims::new(rows, cols), false);
+    }
+
+    /// A new process of the session starts writing at ring offset `at` (a restart): its
+    /// predecessor's terminal modes are reset there ([`NEW_PROCESS_MODES`]), the screen's
+    /// contents kept.
+    pub fn new_process_at(&mut self, at: u64) {
+        let dims = self.pending.back().map_or(self.dims, |c| c.dims);
+        self.change_at(at, dims, true);
+    }
+
+    fn change_at(&mut self, at: u64, dims: Dims, new_process: bool) {
         let at = at.max(self.pos);
+        let mut new_process = new_process;
         while self.pending.back().is_some_and(|c| c.at >= at) {
-            self.pending.pop_back();
+            // A later size wins, but a new process announced there still starts there.
+            if let Some(dropped) = self.pending.pop_back() {
+                new_process |= dropped.new_process && dropped.at == at;
+            }
         }
         self.pending.push_back(SizeChange {
             at,
-            dims: Dims::new(rows, cols),
+            dims,
+            new_process,
         });
         // A caught-up emulator resizes right away.
         self.apply_due_resizes();
@@ -313,13 +338,18 @@ impl Emulator {
         self.seam.drain(..excess);
     }
 
-    /// Applies every pending resize the position has reached.
+    /// Applies every pending resize (and new process's reset) the position has reached.
     fn apply_due_resizes(&mut self) {
         while let Some(change) = self.pending.front().copied()
             && change.at <= self.pos
         {
             self.pending.pop_front();
             self.set_dims(change.dims);
+            if change.new_process
+                && let Some(parser) = &mut self.parser
+            {
+                parser.process(NEW_PROCESS_MODES.as_bytes());
+            }
         }
     }
 
@@ -424,6 +454,8 @@ pub enum ScreenMsg {
         /// New width.
         cols: u16,
     },
+    /// A new process of the session starts writing at ring offset `at` (a restart).
+    NewProcessAt(u64),
     /// The PTY was resized when the ring's head was `at` (exact however late this is handled).
     ResizeAt {
         /// `ring.head()` read right after resizing the PTY.
@@ -482,6 +514,7 @@ impl Actor for Screen {
             }
             ScreenMsg::Resize { rows, cols } => emulator.resize(rows, cols),
             ScreenMsg::ResizeAt { at, rows, cols } => emulator.resize_at(at, rows, cols),
+            ScreenMsg::NewProcessAt(at) => emulator.new_process_at(at),
         }
         Ok(())
     }

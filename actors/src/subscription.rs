@@ -1,6 +1,7 @@
 //! Subscription: one viewer's merged view of a session — output bytes from an offset, explicit
-//! lag ranges, and events — in one order: an event is delivered only once every byte written
-//! before it has been, so "all output, then the exit" holds for every subscriber.
+//! lag ranges, and events — in one order: an event is delivered once every byte written before
+//! it has been and before any byte written after it, so "all output, then the exit" holds for
+//! every subscriber.
 //!
 //! A subscription that starts at an offset the Ring no longer holds is first served from the
 //! session's scrollback on disk (when the tree persists), up to where the Ring takes over: an
@@ -138,11 +139,15 @@ impl Subscription {
                 continue;
             }
             if let Some(ev) = &self.pending {
-                if self.reader.cursor() >= ev.offset {
+                let cursor = self.reader.cursor();
+                if cursor >= ev.offset {
                     // invariant: checked Some just above.
                     return Item::Event(self.pending.take().expect("pending event"));
                 }
-                return read(&self.shared, &mut self.reader, max, self.headroom).await;
+                // Up to the event's offset, not past it: a viewer acts on an event where it
+                // happened in the output (a new process's modes start after its `spawned`).
+                let upto = usize::try_from(ev.offset - cursor).map_or(max, |n| n.min(max));
+                return read(&self.shared, &mut self.reader, upto, self.headroom).await;
             }
             tokio::select! {
                 biased;

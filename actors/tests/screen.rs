@@ -170,6 +170,41 @@ fn snapshot_of_the_alternate_screen() {
     );
 }
 
+/// A restart: the new process starts from plain modes, not from its predecessor's alternate
+/// screen, mouse reporting, hidden cursor and keypad (what a viewer would otherwise keep, and a
+/// click would type mouse reports into the new program); what the screen showed stays, and a
+/// resize announced at the same offset does not cancel the reset.
+#[test]
+fn a_new_process_starts_from_plain_modes() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    ring.append(b"primary line\r\n\x1b[?1049h\x1b[?25l\x1b[?1h\x1b=\x1b[?2004h\x1b[?1000h\x1b[?1006hin the tui");
+    let at = ring.head();
+    em.new_process_at(at);
+    em.resize_at(at, ROWS, COLS + 10);
+    ring.append(b"$ ");
+    let shown = replay(&em.snapshot());
+    let s = shown.screen();
+    assert!(!s.alternate_screen());
+    assert!(!s.hide_cursor());
+    assert!(!s.application_cursor() && !s.application_keypad() && !s.bracketed_paste());
+    assert_eq!(s.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
+    assert!(s.contents().contains("primary line"), "{}", s.contents());
+    assert!(s.contents().contains("$ "), "{}", s.contents());
+    assert_eq!((s.size().0.get(), s.size().1.get()), (ROWS, COLS + 10));
+    // Without a new process, the modes stay (the same program redraws after a resize).
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    ring.append(b"\x1b[?1049h\x1b[?1000h");
+    em.resize_at(ring.head(), ROWS, COLS + 10);
+    let shown = replay(&em.snapshot());
+    assert!(shown.screen().alternate_screen());
+    assert_ne!(
+        shown.screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
+}
+
 #[test]
 fn offset_continues_the_stream_seamlessly() {
     let ring = Ring::new(1 << 20);

@@ -1210,3 +1210,72 @@ async fn a_typist_who_leaves_gives_the_size_back_to_the_remaining_viewer() {
     )
     .await;
 }
+
+/// A restarted process starts from plain terminal modes for every viewer: its `spawned` event
+/// comes exactly between the two processes' output (so a live viewer resets its terminal
+/// there), and the server's screen snapshot no longer carries the last process's alternate
+/// screen, mouse reporting and hidden cursor.
+#[tokio::test]
+async fn a_restarted_process_starts_from_plain_modes() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let program = "if [ -e again ]; then echo second-run; exec sleep 600; fi; touch again; \
+                   printf 'first-run\\033[?1049h\\033[?1000h\\033[?25lin-the-tui'; sleep 0.3; exit 1";
+    let info = server
+        .spawn(json!({"name": "tui", "argv": ["sh", "-c", program], "restart": "on_failure", "cwd": dir.path()}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut ws = server.ws().await;
+    let r = ws
+        .call(json!({"type": "subscribe", "session": id, "from": 0}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut seen: Vec<u8> = Vec::new();
+    let mut spawned_at = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("second-run") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second run: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        match ws.next().await {
+            Frame::Bin(1, _, offset, bytes) => {
+                assert_eq!(offset, seen.len() as u64);
+                seen.extend_from_slice(&bytes);
+            }
+            Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "spawned" => {
+                spawned_at = Some((seen.len(), v["event"]["offset"].as_u64().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    let (delivered, offset) = spawned_at.expect("the restart's spawned event");
+    let text = String::from_utf8_lossy(&seen).to_string();
+    let boundary = text.find("second-run").unwrap();
+    assert_eq!(
+        delivered as u64, offset,
+        "the event comes where it happened"
+    );
+    assert_eq!(
+        delivered, boundary,
+        "between the two processes' output: {text:?}"
+    );
+    // The screen a new viewer gets.
+    let mut fresh = server.ws().await;
+    fresh.send(json!({"type": "snapshot", "session": id})).await;
+    let snap = loop {
+        if let Frame::Bin(kind, _, _, bytes) = fresh.next().await
+            && kind != 1
+        {
+            break String::from_utf8_lossy(&bytes).to_string();
+        }
+    };
+    assert!(snap.contains("second-run"), "{snap:?}");
+    for mode in ["\u{1b}[?1049h", "\u{1b}[?1000h", "\u{1b}[?25l"] {
+        assert!(
+            !snap.contains(mode),
+            "the snapshot keeps {mode:?}: {snap:?}"
+        );
+    }
+}

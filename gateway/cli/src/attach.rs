@@ -46,9 +46,10 @@ impl RawMode {
 
 /// Puts back the terminal modes a session's program may have set, as tmux does when a client
 /// detaches: the primary screen, no mouse or focus reporting, no bracketed paste, normal cursor
-/// and keypad keys, a visible cursor, autowrap, plain attributes. Without it, leaving a `vim`
-/// left this terminal in vim's alternate screen, sending mouse reports as input.
-const RESTORE_MODES: &str = "\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m";
+/// and keypad keys, a visible cursor, autowrap, plain attributes — what a new process of a
+/// session starts from. Without it, leaving a `vim` left this terminal in vim's alternate
+/// screen, sending mouse reports as input.
+const RESTORE_MODES: &str = corral_actors::screen::NEW_PROCESS_MODES;
 
 fn restore_modes() {
     let mut out = std::io::stdout().lock();

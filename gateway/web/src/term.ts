@@ -64,6 +64,11 @@ const THEME = {
   brightWhite: '#f0f6fc',
 };
 
+/** What a new process starts from (the same as the server's screen: `NEW_PROCESS_MODES`). */
+const NEW_PROCESS_MODES =
+  '\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l' +
+  '\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m';
+
 type Queued = { f: BinFrame } | { m: ServerMsg };
 
 export class TermView {
@@ -364,6 +369,10 @@ export class TermView {
     this.events.push(ev);
     if (!this.uuid) return;
     const k = ev.kind ?? { kind: '' };
+    // A new process of the session (a restart) starts from plain modes, not from what the last
+    // one left (its alternate screen, mouse reporting, hidden cursor): the server's screen does
+    // the same, and the event comes between the two processes' output.
+    if (k.kind === 'spawned' && this.next != null) this.write(NEW_PROCESS_MODES, this.next);
     if (!this.admin) {
       // Without the admin watch, keep this session's info current from its own events.
       this.store.patch(this.uuid, (s) => {

@@ -15,6 +15,15 @@ impl SessionActorState {
         self.shared.set_state(SessionState::Starting, None);
         self.generation += 1;
         let generation = self.generation;
+        // Where the new process's output starts: after a predecessor's, the screen resets the
+        // modes it left there.
+        let base = self.shared.ring.head();
+        if base > 0
+            && let Some(screen) = &self.screen
+            && let Err(e) = screen.send_message(crate::screen::ScreenMsg::NewProcessAt(base))
+        {
+            tracing::debug!(error = %e, "screen gone; no modes to reset");
+        }
         let id = self.shared.id;
         let envv = env::build(
             id,
