@@ -281,3 +281,63 @@ async fn a_user_message_never_answers_a_question_and_makes_the_agent_running_at_
         "{shown:?}"
     );
 }
+
+/// The event stream tells a whole turn even when it is shorter than its settling time (a
+/// prompt and the turn's end 20 ms apart: `running`, then `stable`), and it ends when its
+/// session is removed (it used to stay open, silent, until the client gave up).
+#[tokio::test]
+async fn the_event_stream_tells_short_turns_and_ends_with_its_session() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sleep", "600"], "name": "quick"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let hook = |name: &str| {
+        let (server, path) = (&server, format!("/v1/sessions/{id}/events"));
+        let payload = json!({"hook_event_name": name, "session_id": "s"});
+        async move { server.http("POST", &path, t, Some(&payload)).await }
+    };
+    hook("SessionStart").await;
+    let client = server.client();
+    let mut stream = client
+        .send(hyper::Method::GET, "/agentapi/quick/events", t, None)
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut read_until = async |want: &str, text: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !text.contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} in {text}");
+            match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
+                Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                other => panic!("stream ended or failed before {want:?}: {other:?} {text}"),
+            }
+        }
+    };
+    read_until(r#""status":"stable""#, &mut text).await;
+    text.clear();
+    hook("UserPromptSubmit").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    hook("Stop").await;
+    read_until(r#""status":"running""#, &mut text).await;
+    read_until(r#""status":"stable""#, &mut text).await;
+    // Removed: the stream ends.
+    let (code, body) = server
+        .http("DELETE", &format!("/v1/sessions/{id}"), t, None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream stayed open after its session was removed"
+    );
+}

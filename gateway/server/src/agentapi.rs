@@ -206,26 +206,37 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
         first: true,
     };
     let stream = futures::stream::unfold(follow, |mut f| async move {
+        if f.sub.is_none() && !f.first {
+            // The session was removed: nothing more will come, the stream ends.
+            return None;
+        }
+        let mut events = Vec::new();
         if !f.first {
             // Wait for output or an event (or a second, for quiet), then let it settle. The
             // items only wake this loop: what the client gets is the screen, read below.
-            let closed = match f.sub.as_mut() {
-                Some(sub) => matches!(
-                    tokio::time::timeout(Duration::from_secs(1), sub.next(64 * 1024)).await,
-                    Ok(corral_actors::Item::Closed)
-                ),
+            let woke = match f.sub.as_mut() {
+                Some(sub) => tokio::time::timeout(Duration::from_secs(1), sub.next(64 * 1024))
+                    .await
+                    .ok(),
                 None => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    false
+                    None
                 }
             };
-            if closed {
-                f.sub = None;
+            match woke {
+                Some(corral_actors::Item::Closed) => return None,
+                // An event (a hook) may change the status for less than the settling time (a
+                // short turn): say the status it left at once, then again after settling.
+                Some(corral_actors::Item::Event(_)) => {
+                    if let Some(e) = status_change(&mut f.status, &f.h) {
+                        events.push(Ok::<_, Infallible>(e));
+                    }
+                }
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         f.first = false;
-        let mut events = Vec::new();
         for m in messages(&f.app, &f.h).await {
             if f.sent.get(&m.id) != Some(&m.content) {
                 f.sent.insert(m.id, m.content.clone());
@@ -237,13 +248,8 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
                 ));
             }
         }
-        let now = status(&f.h);
-        if f.status != Some(now) {
-            f.status = Some(now);
-            let data = serde_json::json!({"agent_type": agent_type(&f.h), "status": now});
-            events.push(Ok(Event::default()
-                .event("status_change")
-                .data(data.to_string())));
+        if let Some(e) = status_change(&mut f.status, &f.h) {
+            events.push(Ok(e));
         }
         Some((futures::stream::iter(events), f))
     });
@@ -258,6 +264,21 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
     Sse::new(stream.flatten().take_until(Box::pin(ends)))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// A `status_change` event if the status is not `last` any more (which it becomes).
+fn status_change(last: &mut Option<&'static str>, h: &SessionHandle) -> Option<Event> {
+    let now = status(h);
+    if *last == Some(now) {
+        return None;
+    }
+    *last = Some(now);
+    let data = serde_json::json!({"agent_type": agent_type(h), "status": now});
+    Some(
+        Event::default()
+            .event("status_change")
+            .data(data.to_string()),
+    )
 }
 
 /// `GET /agentapi/{key}/openapi.json`: the API this module serves, in agentapi's shapes.
