@@ -328,12 +328,7 @@ async fn the_event_stream_tells_short_turns_and_ends_with_its_session() {
         .await;
     assert_eq!(code, 200, "{body}");
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.chunk().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = stream.chunk().await {}
     })
     .await;
     assert!(
