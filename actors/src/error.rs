@@ -24,6 +24,9 @@ pub enum SessionError {
     /// No process is running to take input (the session's name: what the user called it).
     #[error("session {0} has no running process")]
     NotRunning(String),
+    /// Input the session cannot take as it is (nothing was written).
+    #[error("{0}")]
+    BadInput(String),
     /// The operation does not apply to this session.
     #[error("{0}")]
     Unsupported(String),

@@ -60,6 +60,9 @@ impl SessionHandle {
     /// Queues input for the process. Never waits: a full queue is [`SessionError::InputFull`].
     /// `viewer` (non-zero) marks who typed, for the resize policy.
     pub fn input(&self, viewer: ViewerId, bytes: Vec<u8>) -> Result<(), SessionError> {
+        if self.shared.mode == crate::spec::Mode::StreamJson {
+            whole_json_lines(&bytes)?;
+        }
         self.send_input(viewer, bytes, None)
     }
 
@@ -258,4 +261,33 @@ impl SessionHandle {
         self.call(SessionMsg::Restart, Duration::from_secs(120))
             .await?
     }
+}
+
+/// A structured (stream-json) agent reads JSON lines on its input: anything else (keystrokes, a
+/// line cut in two) makes it fail, so raw input to it must be whole lines, each a JSON object.
+/// A prompt goes as a paste (one user message line made for it).
+fn whole_json_lines(bytes: &[u8]) -> Result<(), SessionError> {
+    let refuse = |why: String| {
+        Err(SessionError::BadInput(format!(
+            "a stream-json session takes whole JSON lines as raw input ({why}); send a prompt \
+             as a paste (`corral send --paste`); nothing was written"
+        )))
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return refuse("this is not UTF-8".into());
+    };
+    if !text.ends_with('\n') {
+        return refuse("this does not end with a newline".into());
+    }
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return refuse(format!("line {} is not a JSON object", n + 1)),
+            Err(e) => return refuse(format!("line {} is not JSON: {e}", n + 1)),
+        }
+    }
+    Ok(())
 }

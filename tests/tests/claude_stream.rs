@@ -378,3 +378,63 @@ async fn stream_json_attention_changes_reach_a_webhook_once_each() {
     assert_eq!(got[0]["name"], "sj-notify", "{got:?}");
     c.stop(&server).await;
 }
+
+/// Raw input to a structured agent must be whole JSON lines, each an object: keystrokes or a
+/// line cut short would make Claude fail (it exits on input it cannot parse), so they are
+/// refused (400, saying to send a prompt as a paste) and nothing reaches the program; whole
+/// lines and a paste go through. (A stand-in program records its input: the check is corral's.)
+#[tokio::test]
+async fn raw_input_to_a_structured_agent_must_be_whole_json_lines() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stdin");
+    // The profile's flags follow the program's name: a script that ignores them.
+    let program = dir.path().join("stand-in");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\nexec cat > '{}'\n", out.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    server
+        .spawn(
+            json!({"name": "sj-raw", "argv": [program], "mode": "stream_json", "agent": "claude"}),
+        )
+        .await;
+    let mut ws = server.ws().await;
+    for bad in [
+        "hello",
+        "{\"type\":\"user\"",
+        "[1,2]\n",
+        "{\"type\":\"user\"}",
+    ] {
+        let r = ws
+            .call(json!({"type": "input", "session": "sj-raw", "data": bad}))
+            .await;
+        assert_eq!(r["code"], "bad_request", "{bad:?}: {r}");
+        assert!(
+            r["message"].as_str().unwrap().contains("whole JSON lines"),
+            "{r}"
+        );
+    }
+    let line = "{\"type\":\"control_response\",\"response\":{}}\n";
+    ws.send(json!({"type": "input", "session": "sj-raw", "data": line}))
+        .await;
+    let sent = server.cli(&["send", "--paste", "sj-raw", "a prompt"]).await;
+    assert!(sent.status.success(), "{sent:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got = std::fs::read_to_string(&out).unwrap_or_default();
+        if got.contains("a prompt") {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(got.starts_with(line), "{got:?}");
+    assert!(!got.contains("hello") && !got.contains("[1,2]"), "{got:?}");
+}

@@ -100,9 +100,9 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         let code = match &e {
             SessionError::NotFound(_) => ErrorCode::NotFound,
-            SessionError::BadSpec(_) | SessionError::OffsetBeyondHead { .. } => {
-                ErrorCode::BadRequest
-            }
+            SessionError::BadSpec(_)
+            | SessionError::BadInput(_)
+            | SessionError::OffsetBeyondHead { .. } => ErrorCode::BadRequest,
             SessionError::Unavailable(_) => ErrorCode::Unavailable,
             SessionError::NameTaken(_)
             | SessionError::TooMany(_)
