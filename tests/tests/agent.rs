@@ -690,3 +690,51 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
     let out = corral(&server, &["answer", "par", "allow"]);
     assert!(!out.status.success(), "nothing is asked any more");
 }
+
+/// A webhook that never answers holds up only its own notifications: the working webhook after
+/// it in the list is told at once (it used to wait for every attempt at the dead one, 5 s each
+/// with retries, for every notification).
+#[tokio::test]
+async fn a_webhook_that_never_answers_does_not_delay_the_others() {
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let hooks = corral_tests::Webhooks::start().await;
+    let port = hooks.port;
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{silent_port}/never\"\n\n\
+         [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "told", dir.path()).await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "told",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success());
+    let asked = Instant::now();
+    let got = hooks.until(1, Duration::from_secs(3)).await;
+    assert_eq!(got.len(), 1, "not told within 3 s: {got:?}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    assert!(
+        corral(&server, &["answer", "told", "allow"])
+            .status
+            .success()
+    );
+    let got = hooks.until(2, Duration::from_secs(3)).await;
+    assert_eq!(got.len(), 2, "the idle notification came late: {got:?}");
+    holder.abort();
+}

@@ -1,8 +1,9 @@
 //! Notify: tells the outside world when a session needs its user — an agent enters
 //! `needs_permission`, goes `idle` after working, or a session fails — by POSTing to each
 //! configured webhook (`[notify] webhooks`), JSON or one line of text (ntfy-style topics take
-//! that). A bounded queue between the sessions and the sender: a session never waits for a
-//! webhook, and a full queue is counted (`notify{kind="dropped"}`) and logged, never silent.
+//! that). A bounded queue per webhook between the sessions and its sender: a session never
+//! waits for a webhook, a slow or unreachable webhook delays only its own notifications, and a
+//! full queue is counted (`notify{kind="dropped"}`) and logged, never silent.
 //! Each delivery is retried with backoff (3 attempts: 0.5 s, 1 s, 2 s apart, 5 s each). Per
 //! session, notifications can be muted (`POST /v1/sessions/{id}/notify {"muted": true}`).
 
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::config::Webhook;
 
-/// Notifications waiting to be sent, at most.
+/// Notifications waiting to be sent to one webhook, at most.
 pub const QUEUE: usize = 256;
 /// Delivery attempts per webhook and notification.
 pub const ATTEMPTS: u32 = 3;
@@ -65,14 +66,20 @@ pub async fn run(app: Arc<App>) {
     if hooks.is_empty() {
         return;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Notification>(QUEUE);
-    let sender = async {
-        while let Some(n) = rx.recv().await {
-            for hook in &hooks {
-                deliver(&app, hook, &n).await;
+    // One queue and one sender per webhook: a webhook that is slow or down (each attempt waits
+    // up to its timeout, then retries) holds up only its own notifications.
+    let (txs, rxs): (Vec<_>, Vec<_>) = hooks
+        .iter()
+        .map(|_| tokio::sync::mpsc::channel::<Notification>(QUEUE))
+        .unzip();
+    let senders = futures::future::join_all(hooks.iter().zip(rxs).map(|(hook, mut rx)| {
+        let app = &app;
+        async move {
+            while let Some(n) = rx.recv().await {
+                deliver(app, hook, &n).await;
             }
         }
-    };
+    }));
     let watcher = async {
         let mut events = app.corral.sessions().events();
         let mut last: HashMap<Uuid, Attention> = HashMap::new();
@@ -125,14 +132,16 @@ pub async fn run(app: Arc<App>) {
                 tool: info.permission.as_ref().map(|p| p.tool.clone()),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };
-            if tx.try_send(n).is_err() {
-                app.metrics.notify("dropped");
-                tracing::warn!(session = %info.id, "notify: queue full, notification dropped (counted)");
+            for (tx, hook) in txs.iter().zip(&hooks) {
+                if tx.try_send(n.clone()).is_err() {
+                    app.metrics.notify("dropped");
+                    tracing::warn!(session = %info.id, url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
+                }
             }
         }
-        drop(tx);
+        drop(txs);
     };
-    tokio::join!(sender, watcher);
+    tokio::join!(senders, watcher);
 }
 
 /// Sends `n` to `hook`, retrying with backoff; the outcome is counted.
