@@ -142,3 +142,26 @@ def test_read_only_link_cannot_type(server, page):
     assert after["size"] == before["size"], (before["size"], after["size"])
     assert server.logs("ro-cat") == log_before
     assert term_lines(page) == ["ready"], term_lines(page)
+
+
+def test_pipe_session_gets_lines_and_a_stopped_one_says_so(server, page):
+    """A session on pipes has no line discipline: the page echoes and edits the line itself
+    and sends it on Enter with a newline (Enter used to arrive as a bare CR, so a program
+    reading lines never got one, and nothing typed showed). Typing into a stopped session
+    says so instead of vanishing."""
+    prog = "echo ready; while IFS= read -r l; do echo \"got:$l\"; done"
+    s = server.spawn(["sh", "-c", prog], name="piped", mode="pipe")
+    open_term(server, page, s["id"])
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("helo")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("lo world")
+    wait_js(page, "window.corral.termText().includes('hello world')", 10, "the typed line echoed")
+    page.keyboard.press("Enter")
+    assert server.wait_output("piped", b"got:hello world\n")
+    wait_js(page, "window.corral.termText().includes('got:hello world')", 10, "the program's answer")
+    server.api("POST", f"/v1/sessions/{s['id']}/stop", {})
+    wait_until(lambda: server.session(s["id"])["state"] == "stopped", 10, "stopped")
+    wait_js(page, "document.body.innerText.includes('stopped')", 10, "the page knows")
+    page.keyboard.type("x")
+    expect(page.get_by_text(re.compile("nothing was typed"))).to_be_visible()

@@ -198,7 +198,15 @@ function startApp(who: Whoami): void {
   const route = () => {
     if (conn !== c) return;
     const m = /^#\/s\/(.+)$/.exec(location.hash);
-    let target: string | null = m ? decodeURIComponent(m[1]) : null;
+    let target: string | null = null;
+    if (m) {
+      try {
+        target = decodeURIComponent(m[1]);
+      } catch {
+        // A malformed escape (`%E0%A4%A`): as it is, which names no session ("No such session").
+        target = m[1];
+      }
+    }
     if (!admin) {
       // A scoped token sees its one session and nothing else.
       target = who.session;

@@ -101,6 +101,10 @@ export class TermView {
   private queue: Queued[] = [];
   private gone = false;
   private disposed = false;
+  /** The line being typed into a session on pipes (see `cooked`). */
+  private line = '';
+  /** When typing into an ended session was last refused with a toast. */
+  private toldStopped = 0;
   /** The id of the question the ask bar shows (an answer names it). */
   private askId: string | undefined;
   private tick: ReturnType<typeof setInterval> | undefined;
@@ -420,7 +424,60 @@ export class TermView {
 
   private input(data: string | Uint8Array): void {
     if (!this.writable || !this.channel || this.gone) return;
+    const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
+    if (s && !isAlive(s.state)) {
+      // Nothing runs to take it: say so (once in a while), instead of dropping it quietly.
+      const now = Date.now();
+      if (now - this.toldStopped > 3000) {
+        this.toldStopped = now;
+        toast(`${s.name} is ${s.state}: nothing was typed (restart it to type)`, 'error', 3000);
+      }
+      return;
+    }
+    if (s && s.mode !== 'pty' && typeof data === 'string') {
+      this.cooked(data, s.mode);
+      return;
+    }
     if (!this.conn.sendInput(this.channel, data)) this.flashOverlay();
+  }
+
+  /**
+   * A session on pipes has no terminal line discipline: the page does what one would (echo,
+   * line editing, Enter as a newline), and sends a line at a time — raw with its newline to a
+   * pipe program, as a prompt (one user message) to a structured agent, whose input must be
+   * JSON lines. Escape sequences (arrows, function keys) and other control keys mean nothing
+   * on a pipe and are ignored.
+   */
+  private cooked(data: string, mode: string): void {
+    if (data.startsWith('\x1b')) return;
+    const lines: string[] = [];
+    for (const ch of data) {
+      if (ch === '\r' || ch === '\n') {
+        lines.push(this.line);
+        this.line = '';
+        this.term.write('\r\n');
+      } else if (ch === '\x7f' || ch === '\b') {
+        if (this.line) {
+          this.line = [...this.line].slice(0, -1).join('');
+          this.term.write('\b \b');
+        }
+      } else if (ch === '\x15') {
+        this.term.write('\b \b'.repeat([...this.line].length));
+        this.line = '';
+      } else if (ch >= ' ' || ch === '\t') {
+        this.line += ch;
+        this.term.write(ch);
+      }
+    }
+    if (!lines.length || !this.uuid) return;
+    if (mode === 'stream_json') {
+      // Input has no reply on success (an error names the request).
+      for (const text of lines.filter((l) => l.trim())) {
+        if (!this.conn.send({ type: 'input', session: this.uuid, data: text, paste: true })) this.flashOverlay();
+      }
+    } else if (!this.conn.sendInput(this.channel, lines.map((l) => `${l}\n`).join(''))) {
+      this.flashOverlay();
+    }
   }
 
   private flashOverlay(): void {
