@@ -738,3 +738,60 @@ async fn a_webhook_that_never_answers_does_not_delay_the_others() {
     assert_eq!(got.len(), 2, "the idle notification came late: {got:?}");
     holder.abort();
 }
+
+/// Notification state outlives the server: a mute is kept in the data dir (it used to be
+/// forgotten by a restart or an upgrade, and could not be read back), and an agent that was
+/// already asking when the server restarted is not announced a second time.
+#[tokio::test]
+async fn mutes_and_announcements_outlive_a_server_restart() {
+    let hooks = corral_tests::Webhooks::start().await;
+    let port = hooks.port;
+    let mut server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n"
+    ));
+    let t = server.token.clone();
+    let asker = server
+        .spawn(json!({"name": "asker", "argv": ["sleep", "600"]}))
+        .await;
+    let muted = server
+        .spawn(json!({"name": "muted", "argv": ["sleep", "600"]}))
+        .await;
+    let (code, _) = server
+        .http(
+            "POST",
+            "/v1/sessions/muted/notify",
+            Some(&t),
+            Some(&json!({"muted": true})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let asks = json!({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"});
+    let post = async |server: &Server, who: &Value| {
+        let path = format!("/v1/sessions/{}/events", who["id"].as_str().unwrap());
+        let (code, body) = server
+            .http("POST", &path, Some(&server.token), Some(&asks))
+            .await;
+        assert_eq!(code, 202, "{body}");
+    };
+    post(&server, &asker).await;
+    let got = hooks.until(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    server.kill();
+    server.restart();
+    let (_, body) = server
+        .http(
+            "GET",
+            "/v1/sessions/muted/notify",
+            Some(&server.token),
+            None,
+        )
+        .await;
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["muted"], true, "{state}");
+    // Still asking: nothing new to announce. The muted one asks: nothing either.
+    post(&server, &asker).await;
+    post(&server, &muted).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = hooks.received();
+    assert_eq!(got.len(), 1, "announced again or muted one told: {got:?}");
+}

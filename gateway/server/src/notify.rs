@@ -82,7 +82,15 @@ pub async fn run(app: Arc<App>) {
     }));
     let watcher = async {
         let mut events = app.corral.sessions().events();
-        let mut last: HashMap<Uuid, Attention> = HashMap::new();
+        // What each session already said (an adopted agent asking since before a restart or
+        // an upgrade was announced by the server that saw it start asking).
+        let mut last: HashMap<Uuid, Attention> = app
+            .corral
+            .sessions()
+            .list()
+            .into_iter()
+            .filter_map(|i| Some((i.id, i.attention?)))
+            .collect();
         loop {
             let event = match events.recv().await {
                 Ok(e) => e,

@@ -51,7 +51,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{key}/export", get(export_session))
         .route("/v1/sessions/{key}/events", post(post_hook))
         .route("/v1/sessions/{key}/permission", post(answer_permission))
-        .route("/v1/sessions/{key}/notify", post(set_notify))
+        .route(
+            "/v1/sessions/{key}/notify",
+            get(get_notify).post(set_notify),
+        )
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/recovery", get(recovery_report))
@@ -467,6 +470,11 @@ async fn post_hook(
 
 /// `POST /v1/sessions/{key}/notify {"muted": bool}`: mutes or unmutes the session's webhook
 /// notifications (write token of the session, or admin).
+/// `GET /v1/sessions/{key}/notify`: whether the session's webhook notifications are muted.
+async fn get_notify(State(app): State<Arc<App>>, Readable(h): Readable) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "session": h.id(), "muted": app.mutes.muted(h.id()) }))
+}
+
 async fn set_notify(
     State(app): State<Arc<App>>,
     Driven(h): Driven,
@@ -478,7 +486,16 @@ async fn set_notify(
         muted: bool,
     }
     let Mute { muted } = parse_json(&body, "notify setting")?;
-    app.mutes.set(h.id(), muted);
+    let sessions = app.corral.sessions();
+    let exists = |id: uuid::Uuid| sessions.get(&id.to_string()).is_ok();
+    if let Some(bytes) = app.mutes.set(h.id(), muted, exists) {
+        // Kept in the data dir (a restart or an upgrade keeps it), off the runtime's workers.
+        let keeper = app.clone();
+        tokio::task::spawn_blocking(move || keeper.mutes.save(&bytes))
+            .await
+            .map_err(|e| ApiError::internal(format!("saving the mute: {e}")))?
+            .map_err(|e| ApiError::internal(format!("saving the mute: {e}")))?;
+    }
     Ok(Json(
         serde_json::json!({ "session": h.id(), "muted": muted }),
     ))

@@ -144,7 +144,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         permissions: Default::default(),
         connections: Default::default(),
         conversations: Default::default(),
-        mutes: Default::default(),
+        mutes: crate::mute::Mutes::load(data.path()),
         exe,
         data_dir: data.path().to_path_buf(),
         started: std::time::Instant::now(),
