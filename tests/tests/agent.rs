@@ -675,6 +675,26 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
     let view = server.session("par").await;
     assert_eq!(view["attention"], "working", "{view}");
     assert!(view["permission"].is_null(), "{view}");
+    // The answers are in the journal.
+    let mut ws = server.ws().await;
+    let r = ws.call(json!({"type": "events", "session": id})).await;
+    let answered: Vec<(String, String)> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["type"] == "permission_answered")
+        .map(|e| {
+            (
+                e["kind"]["behavior"].as_str().unwrap().to_string(),
+                e["kind"]["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [("allow".into(), "".into()), ("deny".into(), "not b".into())],
+        "{r}"
+    );
     // A question whose hook call ends unanswered is closed: the agent works on.
     let third = post(ask("touch c"));
     assert!(

@@ -129,6 +129,28 @@ fn a_busy_port_fails_the_start_naming_it_before_any_session_is_touched() {
     );
 }
 
+/// A permission wait past what the hook command outlasts is refused at start, naming the key
+/// (it used to be cut to 600 s without a word).
+#[test]
+fn a_permission_wait_too_long_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corral.toml");
+    std::fs::write(&config, "[agents]\npermission_wait_secs = 1000\n").unwrap();
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agents.permission_wait_secs: at most 600"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_session_starts_where_corral_spawn_was_run() {
     // As tmux does: `cd project && corral spawn -- claude` starts Claude in the project, and a

@@ -18,24 +18,36 @@ pub fn hook() {
         eprintln!("corral hook: cannot read stdin: {e}");
         return;
     }
-    let (Ok(session), Ok(url), Ok(token)) = (
+    let (Ok(session), Ok(token)) = (
         std::env::var("CORRAL_SESSION_ID"),
-        std::env::var("CORRAL_URL"),
         std::env::var("CORRAL_HOOK_TOKEN"),
     ) else {
-        eprintln!("corral hook: not inside a corral session (CORRAL_* variables missing)");
+        eprintln!(
+            "corral hook: not inside a corral session (CORRAL_SESSION_ID or CORRAL_HOOK_TOKEN missing)"
+        );
         return;
     };
     // The data dir's socket reaches whichever server runs now (the one that spawned the agent
     // may have been restarted on another port, or upgraded); the URL is the fallback.
     let local = std::env::var_os("CORRAL_DATA_DIR")
         .and_then(|dir| Client::find(None, Some(token.clone()), dir.as_ref()).ok());
-    let client = match local.map(Ok).unwrap_or_else(|| Client::tcp(&url, token)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("corral hook: {e}");
-            return;
-        }
+    let client = match local {
+        Some(c) => c,
+        None => match std::env::var("CORRAL_URL") {
+            Ok(url) => match Client::tcp(&url, token) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("corral hook: {e}");
+                    return;
+                }
+            },
+            Err(_) => {
+                eprintln!(
+                    "corral hook: no server to reach (neither CORRAL_DATA_DIR's socket nor CORRAL_URL)"
+                );
+                return;
+            }
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

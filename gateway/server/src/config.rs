@@ -142,6 +142,18 @@ impl Default for AgentSettings {
 }
 
 impl AgentSettings {
+    /// A bad value is an error naming it (a wait past what the hook command outlasts would be
+    /// cut short without a word).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let max = corral_actors::agent::PERMISSION_WAIT_MAX.as_secs();
+        if self.permission_wait_secs > max {
+            anyhow::bail!(
+                "agents.permission_wait_secs: at most {max} (Claude Code's hook timeout is set to outlast it)"
+            );
+        }
+        Ok(())
+    }
+
     /// The permission wait, bounded by what the hook command itself waits for.
     pub fn permission_wait(&self) -> Duration {
         Duration::from_secs(

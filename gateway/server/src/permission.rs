@@ -115,6 +115,7 @@ impl Waiting {
             }
         };
         let Some(tx) = sender else { return false };
+        let (behavior, message) = (answer.behavior, answer.message.clone());
         let delivered = tx.send(answer).is_ok();
         corral_actors::agent::close_question(
             session.shared(),
@@ -125,6 +126,21 @@ impl Waiting {
                 Left::Settled
             },
         );
+        if delivered {
+            // In the journal as a structured agent's answer is: what the agent was told.
+            corral_actors::agent::record_stream(
+                session.shared(),
+                corral_actors::stream_json::AgentEvent::PermissionAnswered {
+                    request_id: id.to_string(),
+                    behavior: match behavior {
+                        Behavior::Allow => "allow",
+                        Behavior::Deny => "deny",
+                    }
+                    .into(),
+                    message,
+                },
+            );
+        }
         delivered
     }
 }

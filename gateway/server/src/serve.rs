@@ -77,6 +77,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .mode(0o700)
             .create(&tmp_root)?;
     }
+    opts.gateway.agents.check()?;
     let corral = Corral::start(CorralConfig {
         sessions: SessionsConfig {
             tmp_root,
