@@ -69,8 +69,9 @@ impl SessionHandle {
     /// A prompt. To a terminal: a paste followed by Enter (how a prompt is given to an agent's
     /// TUI): `text` wrapped in bracketed-paste markers when the program enabled that mode, then
     /// `\r` written [`PASTE_ENTER_DELAY`](crate::session::input::PASTE_ENTER_DELAY) later, as
-    /// the same queue item. To a structured agent (stream-json): one user message, recorded as
-    /// a typed `message` event. Errors as [`input`](Self::input).
+    /// the same queue item. To a program on pipes: `text` and a newline. To a structured agent
+    /// (stream-json): one user message, recorded as a typed `message` event. Errors as
+    /// [`input`](Self::input).
     pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
         if self.shared.mode == crate::spec::Mode::StreamJson {
             self.send_input(viewer, crate::stream_json::user_message(text), None)?;
@@ -82,6 +83,11 @@ impl SessionHandle {
                 },
             );
             return Ok(());
+        }
+        // A program on pipes reads lines: the text and a newline, at once (there is no line
+        // discipline to turn an Enter into one, and no TUI to wait for).
+        if self.shared.mode == crate::spec::Mode::Pipe {
+            return self.send_input(viewer, format!("{text}\n").into_bytes(), None);
         }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);

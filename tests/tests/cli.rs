@@ -405,6 +405,101 @@ fn detaching_puts_the_terminals_modes_back() {
     });
 }
 
+/// A program on pipes reads lines: `send --paste` and Enter typed in `attach` arrive as a
+/// newline (they arrived as a CR: the program never got its line, and the CR ended up inside
+/// the next one). Attaching to a session that ended says so; an attach whose token is revoked
+/// ends, saying why (it tried to reconnect for ever).
+#[test]
+fn attach_speaks_lines_to_pipes_says_when_a_session_ended_and_ends_when_revoked() {
+    require_tmux();
+    let server = Server::start();
+    let program = "while IFS= read -r l; do echo \"got[$l]\"; done";
+    ok(
+        &server,
+        &[
+            "spawn", "--name", "lines", "--pipe", "--", "sh", "-c", program,
+        ],
+    );
+    ok(&server, &["send", "--paste", "lines", "hello"]);
+    eventually("the pasted line", || {
+        ok(&server, &["logs", "lines"]).contains("got[hello]")
+    });
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-pipe",
+        "attach lines; exec sleep 600",
+        (100, 30),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&socket, &["send-keys", "-t", "t", "typed", "Enter"]);
+    eventually("the typed line", || {
+        ok(&server, &["logs", "lines"]).contains("got[typed]")
+    });
+    drop(socket);
+    // An ended session.
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "done",
+            "--",
+            "sh",
+            "-c",
+            "echo bye; exit 4",
+        ],
+    );
+    eventually("done ended", || ok(&server, &["ps"]).contains("exit 4"));
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-ended",
+        "attach done; exec sleep 600",
+        (100, 30),
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]).replace('\n', "");
+    eventually("attach says it ended", || {
+        pane().contains("has ended (exit 4)")
+    });
+    drop(socket);
+    // A revoked token.
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "watched",
+            "--",
+            "sh",
+            "-c",
+            "echo watching; exec sleep 600",
+        ],
+    );
+    let token = ok(
+        &server,
+        &[
+            "token",
+            "create",
+            "--session",
+            "watched",
+            "--scope",
+            "write",
+        ],
+    );
+    let token = token.trim();
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-revoked",
+        &format!("--token {token} attach watched; echo attach-exit-$?; exec sleep 600"),
+        (100, 30),
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]).replace('\n', "");
+    eventually("attached", || pane().contains("watching"));
+    ok(&server, &["token", "revoke", token]);
+    eventually("attach ended, saying why", || {
+        pane().contains("token was revoked") && pane().contains("attach-exit-1")
+    });
+}
+
 /// `corral spawn --attach` starts the session at the terminal's size (its program sees it from
 /// the first line, not 80×24) and attaches to it; detaching leaves it running. Without a
 /// terminal it refuses before anything starts.
@@ -784,6 +879,74 @@ fn send_takes_stdin_verbatim_and_texts_larger_than_a_frame_whole() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `logs -f` of a session that has already ended prints its output and exits (it used to wait
+/// for ever for an end that had come), and a `corral restart` does not end the following: the
+/// new process's output follows (a restart went through `stopped`, which followers took for
+/// the end).
+#[test]
+fn logs_follow_ends_with_an_ended_session_and_follows_a_restart() {
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "short",
+            "--",
+            "sh",
+            "-c",
+            "echo s1; exit 4",
+        ],
+    );
+    eventually("short ended", || ok(&server, &["ps"]).contains("exit 4"));
+    let started = Instant::now();
+    let out = corral(&server, &["logs", "short", "-f"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "s1\r\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "again",
+            "--",
+            "sh",
+            "-c",
+            "echo run-$$; exec sleep 600",
+        ],
+    );
+    eventually("first run", || {
+        ok(&server, &["logs", "again"]).contains("run-")
+    });
+    let follower = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["logs", "again", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&server, &["restart", "again"]);
+    eventually("the second run's output", || {
+        ok(&server, &["logs", "again"]).matches("run-").count() == 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut follower = follower;
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "logs -f ended at the restart"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = follower.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("run-").count(), 2, "{text:?}");
 }
 
 /// `corral logs --tail N` prints the last N lines (a prompt without its newline is one), reading

@@ -421,7 +421,9 @@ impl Actor for Session {
                 answer(reply, st.shared.info());
             }
             SessionMsg::Restart(reply) => {
-                st.stop(Some(st.spec.grace)).await;
+                st.halt(Some(st.spec.grace)).await;
+                st.shared
+                    .set_state(SessionState::Restarting, Some("restart requested".into()));
                 st.backoff = BackoffState::default();
                 let result = match st.start(&myself).await {
                     Ok(()) => Ok(st.shared.info()),
@@ -581,6 +583,22 @@ impl SessionActorState {
     /// Stopped.
     #[tracing::instrument(name = "session.stop", skip_all, fields(session = %self.shared.id, name = %self.shared.name, ?grace))]
     async fn stop(&mut self, grace: Option<Duration>) {
+        self.halt(grace).await;
+        if !self.shared.state().is_final() || self.shared.state() == SessionState::Failed {
+            let why = if self.shared.status.read().interrupted {
+                "stopped by server shutdown"
+            } else {
+                "stopped"
+            };
+            self.shared
+                .set_state(SessionState::Stopped, Some(why.into()));
+        }
+    }
+
+    /// Ends the process (grace = Some) or kills it (None) and cancels a pending restart,
+    /// leaving the state to the caller (a restart by request goes on to start another: its
+    /// followers never see the session stopped).
+    async fn halt(&mut self, grace: Option<Duration>) {
         if let Some((_, t)) = self.restart_timer.take() {
             t.abort();
         }
@@ -602,15 +620,6 @@ impl SessionActorState {
             }
             // terminate / kill_all just swept the whole tree.
             self.finish_process(true).await;
-        }
-        if !self.shared.state().is_final() || self.shared.state() == SessionState::Failed {
-            let why = if self.shared.status.read().interrupted {
-                "stopped by server shutdown"
-            } else {
-                "stopped"
-            };
-            self.shared
-                .set_state(SessionState::Stopped, Some(why.into()));
         }
     }
 

@@ -118,8 +118,27 @@ pub async fn attach(
 ) -> anyhow::Result<ExitCode> {
     let detach = control_byte(detach_key);
     // Fail before touching the terminal if the session does not exist.
+    let view = client.session(session).await?;
     let (mut ws, mut channel) = connect(client, session, None).await?;
+    // A program on pipes has no line discipline: Enter (a CR from this raw terminal) is sent
+    // as the newline it reads lines by.
+    let pipe = view.info.mode == corral_actors::Mode::Pipe;
     let _raw = RawMode::enable()?;
+    // Said under its last screen (the snapshot starts with a reset that would clear it).
+    let mut ended = matches!(
+        view.info.state,
+        corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+    )
+    .then(|| {
+        let exit = view
+            .info
+            .last_exit
+            .map_or_else(String::new, |e| format!(" ({e})"));
+        format!(
+            "{} has ended{exit}: its last screen; `corral restart {}` starts it again",
+            view.info.name, view.info.name
+        )
+    });
     // Standard input is read on a dedicated thread (blocking reads never touch the runtime).
     let (tx, mut keys) = mpsc::channel::<Vec<u8>>(64);
     std::thread::Builder::new()
@@ -164,6 +183,9 @@ pub async fn attach(
                         stdout.write_all(&bytes)?;
                         stdout.flush()?;
                         next = Some(offset + bytes.len() as u64);
+                        if let Some(text) = ended.take() {
+                            status_line(&text);
+                        }
                     }
                     Incoming::Json(v) if v["type"] == "lagged" => {
                         status_line(&format!("{} bytes skipped: this terminal fell behind", v["to"].as_u64().unwrap_or(0) - v["from"].as_u64().unwrap_or(0)));
@@ -190,11 +212,19 @@ pub async fn attach(
                     Incoming::Json(v) if v["type"] == "error" => {
                         status_line(v["message"].as_str().unwrap_or("error"));
                     }
+                    // Taken back: no reconnection would be let in.
+                    Incoming::Closed(r) if r == "token revoked" => {
+                        final_line("this token was revoked: it may no longer watch the session");
+                        return Ok(ExitCode::FAILURE);
+                    }
                     Incoming::Closed(r) => break r,
                     _ => {}
                 },
                 keys_in = keys.recv() => {
-                    let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    let Some(mut bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    if pipe {
+                        cr_to_lf(&mut bytes);
+                    }
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
                             final_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"));
@@ -243,6 +273,10 @@ pub async fn attach(
                         final_line("session is gone");
                         return Ok(ExitCode::FAILURE);
                     }
+                    Err(e) if refused(&e) => {
+                        final_line(&format!("the server refuses this token: {e}"));
+                        return Ok(ExitCode::FAILURE);
+                    }
                     Err(e) if e.to_string().contains("beyond the session's output") => {
                         // A server that crashed had not yet written the last bytes we saw: they
                         // are not in its scrollback. Start over from the current screen.
@@ -256,7 +290,10 @@ pub async fn attach(
                     }
                 },
                 keys_in = keys.recv(), if pending.len() < PENDING_MAX => {
-                    let Some(bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    let Some(mut bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    if pipe {
+                        cr_to_lf(&mut bytes);
+                    }
                     if bytes.contains(&detach) {
                         if pending.is_empty() {
                             final_line("detached");
@@ -284,6 +321,22 @@ async fn reconnect(
 ) -> anyhow::Result<(Conn, u32)> {
     tokio::time::sleep(wait).await;
     connect(&client.rediscover(), session, from).await
+}
+
+/// Enter as a newline (see `pipe` in [`attach`]).
+fn cr_to_lf(bytes: &mut [u8]) {
+    for b in bytes.iter_mut().filter(|b| **b == b'\r') {
+        *b = b'\n';
+    }
+}
+
+/// Whether a reconnection was refused for its token (revoked, or not valid here): trying
+/// again would not change that.
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<corral_client::ClientError>()
+            .is_some_and(|c| matches!(c.status(), Some(401 | 403)))
+    })
 }
 
 /// A binary INPUT frame.

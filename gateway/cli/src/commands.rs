@@ -243,7 +243,8 @@ pub enum ClientCommand {
     ///
     /// Example: corral shutdown --keep-sessions
     Shutdown {
-        /// Leave sessions running (PTY sessions; pipe sessions stop and restart per policy).
+        /// Leave every session running under its holder for the next `corral serve` (PTY and
+        /// pipe sessions alike).
         #[arg(long)]
         keep_sessions: bool,
     },

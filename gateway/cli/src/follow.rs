@@ -161,20 +161,27 @@ async fn subscribe(
 /// `corral logs SESSION [-f] [--from OFFSET]`.
 pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> anyhow::Result<()> {
     let mut client = client.clone();
-    let head = client.session(session).await?.info.output_offset;
-    if !follow && from >= head {
-        return Ok(());
-    }
     let mut stdout = std::io::stdout().lock();
     let mut next = from;
     loop {
+        // Where the output ends if nothing more will come: now without -f, and with -f for a
+        // session that has ended (no final event will come to end the following: it did).
+        let view = client.session(session).await?;
+        let ended = matches!(
+            view.info.state,
+            corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+        );
+        let end = (!follow || ended).then_some(view.info.output_offset);
+        if end.is_some_and(|end| next >= end) {
+            return Ok(stdout.flush()?);
+        }
         let (mut ws, channel) = subscribe(&client, session, next).await?;
         let reason = loop {
             match ws.next().await {
                 Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
                     stdout.write_all(&bytes)?;
                     next = offset + bytes.len() as u64;
-                    if !follow && next >= head {
+                    if end.is_some_and(|end| next >= end) {
                         return Ok(stdout.flush()?);
                     }
                 }

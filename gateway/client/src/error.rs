@@ -56,6 +56,26 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The HTTP status the server refused with (an API call's, or a WebSocket upgrade's); a
+    /// refusal over the WebSocket says its kind instead, mapped to the status HTTP gives it.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } if *status != 0 => Some(*status),
+            ClientError::Api {
+                code: Some(ErrorCode::Unauthorized),
+                ..
+            } => Some(401),
+            ClientError::Api {
+                code: Some(ErrorCode::Forbidden),
+                ..
+            } => Some(403),
+            ClientError::WebSocket(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Some(response.status().as_u16())
+            }
+            _ => None,
+        }
+    }
+
     /// The server's error code, when the server refused.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
