@@ -492,15 +492,37 @@ impl Sessions {
         })
     }
 
-    /// Finds a session by id or name.
+    /// Finds a session by id, name, or the start of its id (at least 4 characters, naming one
+    /// session).
     pub fn get(&self, key: &str) -> Result<SessionHandle, SessionError> {
+        const MIN_ID_PREFIX: usize = 4;
         let reg = self.registry.read();
         let id = match Uuid::parse_str(key) {
             Ok(id) => Some(id),
             Err(_) => reg.by_name.get(key).copied(),
         };
-        id.and_then(|id| reg.by_id.get(&id).cloned())
-            .ok_or_else(|| SessionError::NotFound(key.to_string()))
+        if let Some(h) = id.and_then(|id| reg.by_id.get(&id)) {
+            return Ok(h.clone());
+        }
+        // The start of an id, as `corral ps` shows it (8 hex digits), when it names one
+        // session; a name always wins over an id's start.
+        if key.len() >= MIN_ID_PREFIX && key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            let key_lower = key.to_ascii_lowercase();
+            let mut found = reg
+                .by_id
+                .iter()
+                .filter(|(id, _)| id.to_string().starts_with(&key_lower));
+            match (found.next(), found.next()) {
+                (Some((_, h)), None) => return Ok(h.clone()),
+                (Some(_), Some(_)) => {
+                    return Err(SessionError::BadInput(format!(
+                        "'{key}' starts the ids of more than one session: give more of it, or the name"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Err(SessionError::NotFound(key.to_string()))
     }
 
     /// Like [`get`](Self::get), but a session whose spawn is under way — its name and id

@@ -1155,6 +1155,24 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     tmux(&socket, &["kill-server"]);
 }
 
+/// The short ids `corral ps` prints name their sessions in every command (they were refused).
+#[test]
+fn the_short_ids_ps_prints_name_sessions() {
+    let server = Server::start();
+    let id = ok(
+        &server,
+        &["spawn", "--name", "short-id", "--", "sleep", "600"],
+    );
+    let short = &id.trim()[..8];
+    assert!(ok(&server, &["ps"]).contains(short));
+    let out = ok(&server, &["stop", short]);
+    assert!(out.contains("short-id"), "{out}");
+    let out = corral(&server, &["logs", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no session '0'"), "{err}");
+}
+
 /// A paste larger than the server's frame limit and than attach's queue, made into an attached
 /// terminal while the server is down, arrives whole once it is back: nothing typed meanwhile is
 /// dropped (at its 1 MiB bound the queue pushes back on the terminal, and says so) and it goes
