@@ -1155,6 +1155,35 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     tmux(&socket, &["kill-server"]);
 }
 
+/// A spawn whose program or directory is missing says which and leaves nothing behind: no
+/// record, and none of its holder's files (each failed spawn left a socket and a log).
+#[test]
+fn a_failed_spawn_says_why_and_leaves_nothing() {
+    let server = Server::start();
+    for (args, why) in [
+        (
+            vec!["spawn", "--", "/nonexistent/program"],
+            "spawn /nonexistent/program",
+        ),
+        (
+            vec!["spawn", "--cwd", "/nonexistent/dir", "--", "cat"],
+            "working directory /nonexistent/dir",
+        ),
+    ] {
+        let out = corral(&server, &args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+    }
+    assert_eq!(ok(&server, &["ps", "--json"]).trim(), "[]");
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<_> = std::fs::read_dir(server.dir.path().join("holders"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// The short ids `corral ps` prints name their sessions in every command (they were refused).
 #[test]
 fn the_short_ids_ps_prints_name_sessions() {

@@ -267,6 +267,9 @@ pub fn launch(holders: &Holders, id: Uuid, program: Program) -> io::Result<Attac
         None => hand_over(Warm::start(&holders.command)?, &line)?,
     };
     if !ready.ok {
+        // It could not start the program and leaves: what it made (its socket, its log, whose
+        // only line is the error said here) goes, or every failed spawn left two files.
+        holders.forget(id);
         return Err(io::Error::other(
             ready.error.unwrap_or_else(|| "holder failed".into()),
         ));
