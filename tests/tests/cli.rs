@@ -1028,6 +1028,9 @@ fn wait_for_idle_without_hooks_means_quiet_output() {
         &server,
         &["wait", "chatty", "--for", "idle", "--timeout", "2.5"],
     );
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    // A usage error is not a timeout.
+    let out = corral(&server, &["wait", "chatty", "--for", "bogus"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 

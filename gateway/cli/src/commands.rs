@@ -219,7 +219,8 @@ pub enum ClientCommand {
     },
     /// Wait until an agent session is idle, needs a permission, or its process exited. A
     /// session without agent hooks is idle once its output was quiet for 1 s. Exit status: 0
-    /// reached, 2 timed out, 3 the session ended first, 1 error.
+    /// reached, 124 timed out (as timeout(1)), 3 the session ended first, 1 error, 2 a usage
+    /// error.
     ///
     /// Example: corral wait agent --for needs_permission --timeout 600
     Wait {
@@ -512,7 +513,8 @@ pub async fn run(
                         Ok(code) => code?,
                         Err(_) => {
                             eprintln!("corral: {session} is not {until} after {secs} s");
-                            ExitCode::from(2)
+                            // As timeout(1): not 2, which is every command's usage error.
+                            ExitCode::from(124)
                         }
                     }
                 }
