@@ -36,8 +36,25 @@ pub fn failed(command: &str, e: &anyhow::Error) -> ExitCode {
     if stdout_closed() {
         return ExitCode::from(STATUS);
     }
-    eprintln!("{command}: {e:#}");
+    eprintln!("{command}: {}", describe(e));
     ExitCode::FAILURE
+}
+
+/// An error and its causes in one line, each said once: a cause whose words its error already
+/// ends with (`HTTP: connection reset` over `connection reset`) is not said twice.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Whether standard output is a pipe nobody reads any more (poll says POLLERR on the write
@@ -51,4 +68,21 @@ fn stdout_closed() -> bool {
     // SAFETY: one valid pollfd, count 1, no timeout (returns at once).
     let ready = unsafe { libc::poll(&mut fd, 1, 0) };
     ready == 1 && fd.revents & libc::POLLERR != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("HTTP: {0}")]
+    struct Wrapper(#[from] std::io::Error);
+
+    /// A cause its error already ends with is said once; a different one is added.
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("connection reset");
+        let e = anyhow::Error::from(Wrapper(io)).context("stop failed");
+        assert_eq!(describe(&e), "stop failed: HTTP: connection reset");
+    }
 }
