@@ -695,3 +695,37 @@ async fn a_failed_session_stays_failed_across_an_upgrade_and_a_shutdown() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(server.session(&id).await["state"], "stopped");
 }
+
+/// SIGHUP (the terminal `corral serve` ran in was closed) is a planned stop that keeps the
+/// sessions, as `corral shutdown --keep-sessions`: the server says goodbye and removes its
+/// `server.json`, and the next server reattaches the same processes. It used to die as in a
+/// crash.
+#[tokio::test]
+async fn sighup_leaves_the_sessions_running_for_the_next_server() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "kept", "argv": ["sleep", "1000"]}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let published = server.dir.path().join("server.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while published.exists() {
+        assert!(Instant::now() < deadline, "server.json still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "a clean exit");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(),
+        "the session's process was stopped"
+    );
+    server.restart();
+    let s = server.session("kept").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], info["pid"]);
+}

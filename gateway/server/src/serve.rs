@@ -220,11 +220,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let signal = async {
         let mut asked = app.leave.subscribe();
         tokio::select! {
-            () = shutdown_signal() => {
+            how = shutdown_signal() => {
                 app.leave.send_if_modified(|l| {
                     let unset = l.is_none();
                     if unset {
-                        *l = Some(Leaving::Stop);
+                        *l = Some(how);
                     }
                     unset
                 });
@@ -330,20 +330,35 @@ async fn lock_when_free(dir: &std::path::Path) -> anyhow::Result<DataDir> {
     }
 }
 
-async fn shutdown_signal() {
+/// How a signal asks the server to leave: SIGTERM and SIGINT (systemd's stop, Ctrl-C) stop
+/// every session first; SIGHUP (the terminal `corral serve` ran in was closed) leaves them
+/// running for the next server, as `corral shutdown --keep-sessions` does — it used to end the
+/// server like a crash, with no goodbye to its clients and a stale `server.json`.
+async fn shutdown_signal() -> Leaving {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             tracing::error!(error = %e, "cannot install signal handlers; serving until killed");
             return std::future::pending().await;
         }
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = term.recv() => {
+            tracing::info!("SIGTERM");
+            Leaving::Stop
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT");
+            Leaving::Stop
+        }
+        _ = hup.recv() => {
+            tracing::info!("SIGHUP: leaving the sessions running");
+            Leaving::KeepSessions
+        }
     }
 }
