@@ -746,6 +746,7 @@ async fn no_token_ever_reaches_the_logs() {
     assert_eq!(code, Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().count() > 5, "trace logging produced output");
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file");
     for secret in [&server.token, &issued, &hook] {
         // The secret half is what matters; the id prefix may appear.
         let tail = &secret[secret.len() - 32..];
