@@ -1187,6 +1187,28 @@ fn a_failed_spawn_says_why_and_leaves_nothing() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// The data dir's admin token goes only to its own server: `--url` naming another server
+/// without `--token` is refused before anything is sent (it went to whoever listened there).
+#[test]
+fn the_local_admin_token_is_never_sent_to_another_url() {
+    let server = Server::start();
+    // Someone else's "server": it must never see a connection, let alone the token.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    let out = corral(&server, &["--url", &other_url, "ps"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not this data dir's server"), "{err}");
+    assert!(
+        other.accept().is_err(),
+        "a connection reached the other server"
+    );
+    // Its own server by URL: the local token is fine there.
+    let out = corral(&server, &["--url", &server.url, "ps"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// The short ids `corral ps` prints name their sessions in every command (they were refused).
 #[test]
 fn the_short_ids_ps_prints_name_sessions() {

@@ -96,8 +96,8 @@ impl Client {
         let found_in = url
             .is_none()
             .then(|| (data_dir.to_path_buf(), token.clone()));
-        let endpoint = match url {
-            Some(u) => Endpoint::Tcp(tcp_addr(&u)?),
+        let endpoint = match &url {
+            Some(u) => Endpoint::Tcp(tcp_addr(u)?),
             None => {
                 if datadir::read_server_json(data_dir).is_err() {
                     return Err(ClientError::NoServer(data_dir.to_path_buf()));
@@ -107,8 +107,19 @@ impl Client {
         };
         let token = match token {
             Some(t) => t,
-            None => datadir::read_token(data_dir)
-                .map_err(|_| ClientError::NoToken(data_dir.to_path_buf()))?,
+            // The data dir's admin token goes only to the server of that data dir: a `--url`
+            // naming another server needs its own token (it would be handed to whoever listens
+            // there).
+            None => {
+                if let Some(u) = &url
+                    && !datadir::read_server_json(data_dir)
+                        .is_ok_and(|s| s.url.trim_end_matches('/') == u.trim_end_matches('/'))
+                {
+                    return Err(ClientError::TokenForUrl(u.clone()));
+                }
+                datadir::read_token(data_dir)
+                    .map_err(|_| ClientError::NoToken(data_dir.to_path_buf()))?
+            }
         };
         Ok(Client {
             endpoint,

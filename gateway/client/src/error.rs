@@ -14,6 +14,11 @@ pub enum ClientError {
     /// No token given and none readable in the data dir.
     #[error("no token in {0} (pass --token or set CORRAL_TOKEN)")]
     NoToken(PathBuf),
+    /// `--url` names a server that is not this data dir's, and no token was given for it.
+    #[error(
+        "{0} is not this data dir's server: give its token (--token or CORRAL_TOKEN); the local admin token is sent only to the local server"
+    )]
+    TokenForUrl(String),
     /// A URL this client cannot use.
     #[error("only http:// URLs are supported, not {0}")]
     BadUrl(String),
