@@ -3,7 +3,10 @@ cookie HttpOnly, a reload stays logged in); a wrong token shows the login view w
 message (no stack trace, no list); an unknown session id in the hash shows "no such session"
 with a working link back to the list."""
 
+import json
 import re
+import urllib.error
+import urllib.request
 import uuid
 
 from playwright.sync_api import expect
@@ -75,3 +78,31 @@ def test_a_revoked_token_logs_its_page_out_saying_why(server, page):
     expect(page.get_by_test_id("login")).to_be_visible()
     expect(page.get_by_test_id("login-message")).to_contain_text(re.compile("revoked", re.I))
     expect(page.get_by_test_id("terminal")).to_have_count(0)
+
+
+def test_logout_ends_the_login_in_every_tab_of_the_browser(server, page):
+    # Two tabs of one browser share its cookie: logging out in one closes the other's live
+    # connection too (it stayed connected and could still type), and says why.
+    server.spawn(["cat"], name="two-tabs")
+    page.goto(server.login_url())
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    other = page.context.new_page()
+    other.goto(server.url + "/")
+    expect(other.get_by_test_id("conn-state")).to_have_text("connected")
+    page.get_by_test_id("logout").click()
+    expect(page.get_by_test_id("login")).to_be_visible()
+    expect(other.get_by_test_id("login")).to_be_visible()
+    expect(other.get_by_test_id("login-message")).to_contain_text(re.compile("logged out", re.I))
+    # A login other than the page's own JSON one (a form or text/plain post from another
+    # site) is refused.
+    req = urllib.request.Request(
+        server.url + "/v1/login",
+        method="POST",
+        data=json.dumps({"token": server.token}).encode(),
+        headers={"content-type": "text/plain"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("a text/plain login was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400, e.code

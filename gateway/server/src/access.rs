@@ -54,6 +54,22 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
         .find_map(|(k, v)| (k == COOKIE).then(|| v.to_string()))
 }
 
+/// The token of the web page's login cookie, when the request presents no other (bearer or
+/// subprotocol) — what the page's own requests carry.
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    let other = bearer(headers).is_some()
+        || headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().starts_with(TOKEN_PROTOCOL_PREFIX));
+    if other {
+        return None;
+    }
+    presented_token(headers)
+}
+
 /// The grant of the token a request presents, or a 401.
 pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Grant, ApiError> {
     app.tokens

@@ -39,6 +39,11 @@ pub struct ConnStats {
     /// Set with `revoked`, read before each turn of the connection: once its token is revoked
     /// nothing more is sent, even when other work is ready at the same turn.
     pub is_revoked: AtomicBool,
+    /// Why it is told to close: `token revoked`, or `logged out` (the page's logout in another
+    /// tab of the same browser).
+    pub close_reason: Mutex<&'static str>,
+    /// Let in by the web page's login cookie (not a bearer token): a logout closes it.
+    pub by_cookie: AtomicBool,
 }
 
 impl ConnStats {
@@ -57,6 +62,8 @@ impl ConnStats {
             token: Mutex::new(None),
             revoked: tokio::sync::Notify::new(),
             is_revoked: AtomicBool::new(false),
+            close_reason: Mutex::new("token revoked"),
+            by_cookie: AtomicBool::new(false),
         })
     }
 
@@ -69,6 +76,12 @@ impl ConnStats {
         {
             self.revoke();
         }
+    }
+
+    /// Tells the connection to close: its login was ended (`logged out`).
+    pub fn log_out(&self) {
+        *self.close_reason.lock() = "logged out";
+        self.revoke();
     }
 
     /// Tells the connection its token was revoked.
@@ -128,6 +141,21 @@ impl Registry {
         for stats in live.values() {
             if stats.token.lock().as_deref() == Some(id) {
                 stats.revoke();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Closes the connections the web page's login cookie carrying token `id` let in (a logout:
+    /// the other tabs of that browser lose their login with it); returns how many.
+    pub fn log_out(&self, id: &str) -> usize {
+        let live = self.live.lock();
+        let mut closed = 0;
+        for stats in live.values() {
+            if stats.by_cookie.load(Ordering::Relaxed) && stats.token.lock().as_deref() == Some(id)
+            {
+                stats.log_out();
                 closed += 1;
             }
         }

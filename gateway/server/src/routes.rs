@@ -166,6 +166,7 @@ async fn ws_native(
         return Err(forbid(&app, "hook tokens may only post events"));
     }
     capacity(&app)?;
+    let by_cookie = crate::access::cookie_token(&headers).is_some();
     Ok(upgrade(
         app,
         ws,
@@ -176,6 +177,7 @@ async fn ws_native(
             .as_deref()
             .and_then(crate::auth::token_id)
             .map(str::to_string),
+        by_cookie,
     ))
 }
 
@@ -195,6 +197,7 @@ fn upgrade(
     dialect: Dialect,
     peer: String,
     token: Option<String>,
+    by_cookie: bool,
 ) -> Response {
     let max = app.config.limits.max_frame;
     ws.protocols([protocol])
@@ -215,6 +218,9 @@ fn upgrade(
             };
             let stats = crate::connections::ConnStats::new(id, endpoint, peer);
             *stats.token.lock() = token;
+            stats
+                .by_cookie
+                .store(by_cookie, std::sync::atomic::Ordering::Relaxed);
             app.connections.add(stats.clone());
             // Revoked since it was checked: closed at the connection's first turn.
             stats.close_if_revoked(&app.tokens);
@@ -247,6 +253,7 @@ async fn ws_ttyd(
         Dialect::Ttyd { session },
         peer_of(peer),
         None,
+        false,
     ))
 }
 

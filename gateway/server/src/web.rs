@@ -115,8 +115,25 @@ impl WhoAmI {
 /// (204); anything else is a 401/403 and sets nothing.
 pub async fn login(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
+    // JSON only: another page (any origin) can post a form or text/plain without asking the
+    // browser first, and so log this browser into a token of its choosing; a JSON post from
+    // another origin needs a CORS preflight, which this server never grants.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::bad_request(
+            "login takes a JSON body (content-type: application/json)",
+        ));
+    }
     let Login { token } = crate::access::parse_json(&body, "login")?;
     let grant = app.tokens.check(Some(token.trim())).map_err(|e| {
         app.metrics.reject("unauthorized");
@@ -142,7 +159,17 @@ pub async fn login(
 }
 
 /// `POST /v1/logout`: clears the cookie.
-pub async fn logout() -> Response {
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    // The other tabs of this browser share the cookie that goes now: their live connections
+    // close too (1008 `logged out`), so none of them stays logged in on its open socket.
+    if let Some(id) = crate::access::cookie_token(&headers)
+        .filter(|t| app.tokens.check(Some(t)).is_ok())
+        .as_deref()
+        .and_then(crate::auth::token_id)
+    {
+        let closed = app.connections.log_out(id);
+        tracing::info!(token = %id, closed, "logged out");
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,

@@ -187,10 +187,10 @@ export class Conn {
       clearInterval(this.pinger);
       this.failPending('disconnected', 'connection lost');
       if (this.stopped) return;
-      if (ev.code === 1008 && ev.reason === 'token revoked') {
+      if (ev.code === 1008 && (ev.reason === 'token revoked' || ev.reason === 'logged out')) {
         // Retrying cannot heal this: say so at once.
         this.stop();
-        this.onAuthLost('This token was revoked.');
+        this.onAuthLost(ev.reason === 'logged out' ? 'You logged out (in another tab).' : 'This token was revoked.');
         return;
       }
       this.setState('reconnecting');

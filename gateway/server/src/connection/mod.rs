@@ -258,7 +258,8 @@ impl Actor for Connection {
         // Checked first: the select below picks among ready branches at random, and output
         // ready at the same turn must not go out after the token was revoked.
         if stats.is_revoked.load(Ordering::Acquire) {
-            st.close(1008, "token revoked").await;
+            let reason = *stats.close_reason.lock();
+            st.close(1008, reason).await;
             myself.stop(Some("connection closed".into()));
             return Ok(());
         }
@@ -268,7 +269,10 @@ impl Actor for Connection {
                 st.close(code, why).await
             }
             // Its token was revoked: nothing more is sent or taken.
-            _ = stats.revoked.notified() => st.close(1008, "token revoked").await,
+            _ = stats.revoked.notified() => {
+                let reason = *stats.close_reason.lock();
+                st.close(1008, reason).await
+            }
             // While a message waits for a limit, the socket is not read: TCP pushes back.
             frame = st.stream.next(), if st.held.is_none() => st.incoming(frame).await,
             _ = held_until(&st.held), if st.held.is_some() => st.retry_held().await,
