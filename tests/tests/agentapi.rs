@@ -50,18 +50,23 @@ async fn a_cat_session_speaks_agentapi() {
     until(
         async || {
             let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
-            m["messages"][1]["content"]
+            m["messages"][2]["content"]
                 .as_str()
                 .is_some_and(|c| c.contains("hello agent"))
         },
         "the echo in the agent message",
     )
     .await;
+    // As agentapi: the agent's message before the user's (its screen then: empty), the
+    // user's, then the agent's now; ids in order, each keeping its role.
     let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
     let msgs = m["messages"].as_array().unwrap();
-    assert_eq!(msgs[0]["role"], "user");
-    assert_eq!(msgs[0]["content"], "hello agent");
-    assert_eq!(msgs[1]["role"], "agent");
+    let ids: Vec<u64> = msgs.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 1, 2], "{m}");
+    assert_eq!(msgs[0]["role"], "agent");
+    assert_eq!(msgs[1]["role"], "user");
+    assert_eq!(msgs[1]["content"], "hello agent");
+    assert_eq!(msgs[2]["role"], "agent");
     for msg in msgs {
         for field in ["id", "content", "role", "time"] {
             assert!(!msg[field].is_null(), "{field} missing in {msg}");
@@ -80,8 +85,8 @@ async fn a_cat_session_speaks_agentapi() {
     until(
         async || {
             let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
-            m["messages"].as_array().unwrap().len() == 2
-                && m["messages"][1]["content"]
+            m["messages"].as_array().unwrap().len() == 3
+                && m["messages"][2]["content"]
                     .as_str()
                     .is_some_and(|c| c.contains("raw-keys"))
         },

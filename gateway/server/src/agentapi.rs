@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::access::{Driven, Readable, parse_json};
 use crate::app::App;
-use crate::conversation::{MAX_MESSAGES, Message};
+use crate::conversation::Message;
 use crate::error::ApiError;
 
 /// Output quiet this long makes a session without hooks `stable`.
@@ -92,21 +92,16 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
     {
         return app.conversations.structured(persist, h.id()).await;
     }
-    let mut out = app
-        .conversations
-        .users
-        .lock()
-        .get(&h.id())
-        .cloned()
-        .unwrap_or_default();
-    let id = out.last().map_or(0, |m| m.id + 1);
-    out.push(Message {
-        id,
-        content: screen_text(h).await,
-        role: "agent".into(),
-        time: corral_actors::time::format(SystemTime::now()),
-    });
-    out
+    app.conversations
+        .terminal(h.id(), screen_text(h).await, screen_changed(h))
+}
+
+/// When the session's screen last changed: its last output (now, if it printed none yet).
+fn screen_changed(h: &SessionHandle) -> SystemTime {
+    let now = SystemTime::now();
+    h.shared()
+        .quiet_ms()
+        .map_or(now, |ms| now - Duration::from_millis(ms))
 }
 
 /// `GET /agentapi/{key}/status`.
@@ -146,15 +141,21 @@ pub async fn post_message(
                      (POST /v1/sessions/{session}/permission); a message now would answer it",
                 ));
             }
+            // A structured session records its prompt as a typed event (its conversation comes
+            // from the journal); a terminal's is kept here, after the agent's screen before it.
+            let before = if h.shared().mode == Mode::StreamJson {
+                None
+            } else {
+                Some((screen_text(&h).await, screen_changed(&h)))
+            };
             h.paste(0, &req.content).await?;
+            if let Some((screen, changed)) = before {
+                app.conversations
+                    .posted(h.id(), screen, changed, req.content);
+            }
             // It works on the message from now on (its UserPromptSubmit hook says so a moment
             // later): a client polling for `stable` must not see the old state meanwhile.
             corral_actors::agent::prompt_sent(h.shared());
-            // A structured session records its prompt as a typed event (its conversation comes
-            // from the journal); a terminal's is kept here.
-            if h.shared().mode != Mode::StreamJson {
-                remember(&app, &h, req.content);
-            }
         }
         other => {
             return Err(ApiError::bad_request(format!(
@@ -163,23 +164,6 @@ pub async fn post_message(
         }
     }
     Ok(Json(serde_json::json!({ "ok": true })))
-}
-
-/// Keeps a terminal session's user message (bounded: the oldest go first). User messages take
-/// the even ids: each is followed by the agent's answer.
-fn remember(app: &App, h: &SessionHandle, content: String) {
-    let mut users = app.conversations.users.lock();
-    let list = users.entry(h.id()).or_default();
-    if list.len() >= MAX_MESSAGES {
-        list.remove(0);
-    }
-    let id = list.last().map_or(0, |m| m.id + 2);
-    list.push(Message {
-        id,
-        content,
-        role: "user".into(),
-        time: corral_actors::time::format(SystemTime::now()),
-    });
 }
 
 /// `GET /agentapi/{key}/events`: Server-Sent Events. First what reconstructs the state (every

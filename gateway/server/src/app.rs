@@ -152,6 +152,7 @@ impl App {
     async fn remove_now(self: &Arc<Self>, key: &str) -> Result<SessionInfo, SessionError> {
         let info = self.corral.sessions().remove(key).await?;
         let (app, id) = (self.clone(), info.id);
+        self.conversations.forget(id);
         if let Err(e) = tokio::task::spawn_blocking(move || app.tokens.revoke_session(id)).await {
             tracing::error!(session = %id, error = %e, "revoking the session's tokens failed");
         }

@@ -1,5 +1,6 @@
 //! Conversation: what the agentapi endpoints (`crate::agentapi`) show as a session's messages.
-//! For a terminal session, the user messages posted through them, bounded per session; for a
+//! For a terminal session, the user messages posted through them, each after the agent's
+//! message as the screen showed it then, and last the screen now, bounded per session; for a
 //! structured (stream-json) session, its typed `message` events, read from the journal (so they
 //! survive server restarts) and kept per session, each read going on from the last event seen.
 //! Its own module so the shared server state can hold it without depending on the routes that
@@ -34,11 +35,12 @@ pub struct Message {
     pub time: String,
 }
 
-/// The user messages posted to each session, by session.
+/// The conversations of the sessions, by session.
 #[derive(Debug, Default)]
 pub struct Conversations {
-    /// session → its user messages (id, content, time).
-    pub(crate) users: Mutex<HashMap<Uuid, Vec<Message>>>,
+    /// terminal session → its settled messages: each user message posted, and before it the
+    /// agent's message as its screen showed it then (the agent's answer to the turn before).
+    pub(crate) terminal: Mutex<HashMap<Uuid, Vec<Message>>>,
     /// structured session → (last journal seq read, its messages).
     structured: Mutex<HashMap<Uuid, (u64, Vec<Message>)>>,
 }
@@ -84,6 +86,43 @@ impl Conversations {
             .get(&session)
             .map(|(_, m)| m.clone())
             .unwrap_or_default()
+    }
+}
+
+impl Conversations {
+    /// A terminal session's conversation: its settled messages, then the agent's message now
+    /// (`screen`, as of `changed`), whose id is the next one — so ids never change role and an
+    /// earlier answer stays where it was.
+    pub fn terminal(&self, session: Uuid, screen: String, changed: SystemTime) -> Vec<Message> {
+        let mut out = self
+            .terminal
+            .lock()
+            .get(&session)
+            .cloned()
+            .unwrap_or_default();
+        let id = out.last().map_or(0, |m| m.id + 1);
+        out.push(Message {
+            id,
+            content: screen,
+            role: AGENT.into(),
+            time: corral_actors::time::format(changed),
+        });
+        out
+    }
+
+    /// A user message posted to a terminal session whose screen is `screen` (as of `changed`):
+    /// the agent's message so far is settled as that screen, then the user's follows.
+    pub fn posted(&self, session: Uuid, screen: String, changed: SystemTime, content: String) {
+        let mut all = self.terminal.lock();
+        let list = all.entry(session).or_default();
+        push(list, AGENT.into(), screen, changed);
+        push(list, "user".into(), content, SystemTime::now());
+    }
+
+    /// Forgets a removed session's conversation.
+    pub fn forget(&self, session: Uuid) {
+        self.terminal.lock().remove(&session);
+        self.structured.lock().remove(&session);
     }
 }
 
