@@ -694,6 +694,13 @@ async fn a_failed_session_stays_failed_across_an_upgrade_and_a_shutdown() {
     let out = corral(&server, &["stop", "crashy"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(server.session(&id).await["state"], "stopped");
+    // A restart by hand starts afresh, its crash-loop count too: its first crash is restarted
+    // (it failed again at once).
+    let out = corral(&server, &["restart", "crashy"]);
+    assert!(out.status.success(), "{out:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = server.session(&id).await;
+    assert_ne!(s["state"], "failed", "{s}");
 }
 
 /// SIGHUP (the terminal `corral serve` ran in was closed) is a planned stop that keeps the

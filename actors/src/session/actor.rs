@@ -424,7 +424,10 @@ impl Actor for Session {
                 st.halt(Some(st.spec.grace)).await;
                 st.shared
                     .set_state(SessionState::Restarting, Some("restart requested".into()));
+                // Asked for by a user: a fresh start, its crash-loop count too (a Failed session
+                // restarted by hand would otherwise fail again at its first crash).
                 st.backoff = BackoffState::default();
+                st.window = RestartWindow::new(st.spec.intensity);
                 let result = match st.start(&myself).await {
                     Ok(()) => Ok(st.shared.info()),
                     Err(e) => {
