@@ -430,10 +430,17 @@ fn attach_speaks_lines_to_pipes_says_when_a_session_ended_and_ends_when_revoked(
         "attach lines; exec sleep 600",
         (100, 30),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    // Its last lines stand in for a screen, each at the start of its line.
+    eventually("the earlier output shown", || {
+        pane().lines().any(|l| l == "got[hello]")
+    });
     tmux(&socket, &["send-keys", "-t", "t", "typed", "Enter"]);
     eventually("the typed line", || {
         ok(&server, &["logs", "lines"]).contains("got[typed]")
+    });
+    eventually("and its answer on a line of its own", || {
+        pane().lines().any(|l| l == "got[typed]")
     });
     drop(socket);
     // An ended session.

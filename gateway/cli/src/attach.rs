@@ -23,6 +23,9 @@ pub const DETACH_KEY: char = '\\';
 /// not read until the server is back (the queue holds at most one more read).
 const PENDING_MAX: usize = 1024 * 1024;
 
+/// The lines of a session on pipes shown when attaching (it has no screen to show).
+const PIPE_LINES: u64 = 200;
+
 /// Most input bytes in one frame: what one read of the terminal gives, far below any frame
 /// limit a server can be configured with.
 const INPUT_CHUNK: usize = 4096;
@@ -119,10 +122,17 @@ pub async fn attach(
     let detach = control_byte(detach_key);
     // Fail before touching the terminal if the session does not exist.
     let view = client.session(session).await?;
-    let (mut ws, mut channel) = connect(client, session, None).await?;
     // A program on pipes has no line discipline: Enter (a CR from this raw terminal) is sent
-    // as the newline it reads lines by.
+    // as the newline it reads lines by. It has no screen either: its last lines stand in for
+    // one (as `corral logs --tail`).
     let pipe = view.info.mode == corral_actors::Mode::Pipe;
+    let lines = view.info.mode != corral_actors::Mode::Pty;
+    let from = if !lines {
+        None
+    } else {
+        Some(crate::follow::tail_start(client, session, PIPE_LINES, view.info.output_offset).await?)
+    };
+    let (mut ws, mut channel) = connect(client, session, from).await?;
     let _raw = RawMode::enable()?;
     // Said under its last screen (the snapshot starts with a reset that would clear it).
     let mut ended = matches!(
@@ -180,7 +190,13 @@ pub async fn attach(
             tokio::select! {
                 incoming = ws.next() => match incoming {
                     Incoming::Bin(1 | 2, ch, offset, bytes) if ch == channel => {
-                        stdout.write_all(&bytes)?;
+                        if lines {
+                            // Output of a program on pipes: its newlines return the carriage too
+                            // (this terminal is raw; no line discipline adds the CR).
+                            stdout.write_all(&crlf(&bytes))?;
+                        } else {
+                            stdout.write_all(&bytes)?;
+                        }
                         stdout.flush()?;
                         next = Some(offset + bytes.len() as u64);
                         if let Some(text) = ended.take() {
@@ -321,6 +337,18 @@ async fn reconnect(
 ) -> anyhow::Result<(Conn, u32)> {
     tokio::time::sleep(wait).await;
     connect(&client.rediscover(), session, from).await
+}
+
+/// `\n` as `\r\n` (see `lines` in [`attach`]).
+fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    for &b in bytes {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Enter as a newline (see `pipe` in [`attach`]).
