@@ -296,7 +296,8 @@ fn hand_over(holder: Warm, spec: &[u8]) -> Result<Ready, Handover> {
     std::fs::File::from(holder.stdin)
         .write_all(spec)
         .map_err(Handover::Spec)?;
-    let answer = read_with_timeout(holder.stdout, READY_TIMEOUT).map_err(Handover::Answer)?;
+    let answer = read_with_timeout(holder.stdout, READY_TIMEOUT)
+        .map_err(|e| Handover::Answer(io::Error::new(e.kind(), format!("the holder: {e}"))))?;
     serde_json::from_slice(&answer)
         .map_err(|e| Handover::Answer(io::Error::other(format!("holder answered nonsense: {e}"))))
 }
@@ -437,7 +438,7 @@ pub fn read_with_timeout(fd: OwnedFd, timeout: Duration) -> io::Result<Vec<u8>> 
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "holder did not answer in time",
+                format!("no answer within {timeout:?}"),
             ));
         }
         wait_readable(&file, left)?;
@@ -463,7 +464,7 @@ fn wait_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<()> {
             0 => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "holder did not answer in time",
+                    format!("no answer within {timeout:?}"),
                 ));
             }
             n if n > 0 => return Ok(()),
