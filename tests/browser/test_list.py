@@ -22,7 +22,7 @@ def test_api_spawn_appears_without_reload(server, page):
     expect(row).to_be_visible()
     expect(row).to_have_attribute("data-name", "live-added")
     expect(row).to_have_attribute("data-state", "running")
-    expect(row).to_contain_text("sh -c echo hi; exec cat")
+    expect(row).to_contain_text("sh -c 'echo hi; exec cat'")
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
     server.remove(s["id"])
     expect(row).to_have_count(0)

@@ -12,6 +12,7 @@ import {
   permissionSummary,
   splitArgv,
   statusBadge,
+  joinArgv,
 } from './format';
 
 test('splitArgv: words, quotes, escapes', () => {
@@ -70,11 +71,28 @@ test('badges and sizes', () => {
     cls: 'st-running',
   });
   assert.equal(statusBadge({ state: 'stopped', attention: null, last_exit: { code: 1 } }).text, 'exit 1');
+  // A requested stop is not a failure, whatever signal it took.
+  assert.deepEqual(
+    statusBadge({ state: 'stopped', attention: null, last_exit: { signal: 1 }, reason: 'stopped' }),
+    { text: 'stopped', cls: 'st-stopped' },
+  );
+  assert.equal(
+    statusBadge({ state: 'stopped', attention: null, last_exit: { signal: 9 }, reason: 'exited (signal 9)' }).cls,
+    'exit-bad',
+  );
   assert.equal(statusBadge({ state: 'running', attention: 'waiting', last_exit: null }).cls, 'att-wait');
   assert.equal(formatUptime(59_000), '59s');
   assert.equal(formatUptime(61_000), '1m 01s');
   assert.equal(formatUptime(3_600_000 * 25), '1d 01h');
   assert.equal(formatKiB(2048), '2.0 MiB');
+});
+
+test('joinArgv quotes what a shell would split differently, and splitArgv reads it back', () => {
+  assert.equal(joinArgv(['bash', '-c', 'echo $FOO; sleep 100']), `bash -c 'echo $FOO; sleep 100'`);
+  assert.equal(joinArgv(['cat']), 'cat');
+  for (const argv of [['sh', '-c', "it's"], ['x', ''], ['a b', 'c\\d']]) {
+    assert.deepEqual(splitArgv(joinArgv(argv)), argv);
+  }
 });
 
 test('permissionSummary says the command, the file, or the input', () => {

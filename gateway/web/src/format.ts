@@ -171,17 +171,31 @@ export function attentionLabel(a: string | null | undefined): string | null {
 }
 
 /** The one-glance status badge of a session: what it waits for, or how it runs/ended. */
-export function statusBadge(s: Pick<SessionInfo, 'state' | 'attention' | 'last_exit'>): {
+export function statusBadge(
+  s: Pick<SessionInfo, 'state' | 'attention' | 'last_exit'> & { reason?: string | null },
+): {
   text: string;
   cls: string;
 } {
   const att = attentionLabel(s.attention);
   if (att) return { text: att, cls: att === 'needs permission' ? 'att-perm' : 'att-wait' };
   if (isAlive(s.state)) return { text: s.state, cls: `st-${s.state}` };
+  // Stopped on request (a stop, a kill, a server shutdown): the signal it took is no failure.
+  if (s.state === 'stopped' && s.last_exit && s.reason?.startsWith('stopped')) {
+    return { text: 'stopped', cls: 'st-stopped' };
+  }
   if (s.last_exit && (s.state === 'stopped' || s.state === 'exited' || s.state === 'failed')) {
     return { text: formatExit(s.last_exit), cls: exitOk(s.last_exit) ? 'exit-ok' : 'exit-bad' };
   }
   return { text: s.state, cls: `st-${s.state}` };
+}
+
+/** An argv as one command line a shell would split back into it: words that need it quoted
+ * (`bash -c 'echo $FOO; sleep 1'`), the inverse of `splitArgv`. */
+export function joinArgv(argv: string[]): string {
+  return argv
+    .map((a) => (a !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))
+    .join(' ');
 }
 
 /** Escapes nothing: only for making a short one-line summary of a JSON value. */

@@ -10,6 +10,7 @@ import {
   formatKiB,
   formatUptime,
   isAlive,
+  joinArgv,
   parseEnv,
   parseTime,
   permissionSummary,
@@ -190,8 +191,8 @@ export class ListView {
       s.attention === 'needs_permission' && s.permission
         ? `asks: ${permissionSummary(s.permission.tool, s.permission.input)}`
         : null;
-    setText(row.argv, asks ?? s.argv.join(' '));
-    row.argv.title = asks ?? s.argv.join(' ');
+    setText(row.argv, asks ?? joinArgv(s.argv));
+    row.argv.title = asks ?? joinArgv(s.argv);
     row.argv.classList.toggle('asks', asks != null);
     setText(row.state, s.state);
     row.state.className = `c-state state st-${s.state}`;

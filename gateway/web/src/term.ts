@@ -9,7 +9,7 @@ import { Terminal } from '@xterm/xterm';
 import { type Conn, type ConnState, FLOW_WINDOW, RequestError } from './conn';
 import { confirmDialog, debounce, h, setText, toast } from './dom';
 import { EventsPanel } from './events';
-import { attentionLabel, formatUptime, isAlive, parseTime, permissionSummary, statusBadge } from './format';
+import { attentionLabel, formatExit, formatUptime, isAlive, parseTime, permissionSummary, statusBadge } from './format';
 import { answerPermission } from './http';
 import type { SessionStore } from './sessions';
 import {
@@ -377,6 +377,12 @@ export class TermView {
     // one left (its alternate screen, mouse reporting, hidden cursor): the server's screen does
     // the same, and the event comes between the two processes' output.
     if (k.kind === 'spawned' && this.next != null) this.write(NEW_PROCESS_MODES, this.next);
+    // Where a process ended, in the output (the next one's output would run on from it).
+    if (k.kind === 'exited' && this.next != null) {
+      const nl = this.atLineStart ? '' : '\r\n';
+      const how = formatExit(k.status as SessionInfo['last_exit']);
+      this.write(`${nl}\x1b[0;2m— process ended: ${how} —\x1b[0m\r\n`, this.next);
+    }
     if (!this.admin) {
       // Without the admin watch, keep this session's info current from its own events.
       this.store.patch(this.uuid, (s) => {
