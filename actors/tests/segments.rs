@@ -673,6 +673,8 @@ fn asciicast_export_parses_and_keeps_split_characters_whole() {
     let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     assert_eq!(header["version"], 2);
     assert_eq!(header["width"], 120);
+    // Players shorten idle pauses; the file keeps the real times.
+    assert_eq!(header["idle_time_limit"], 2.0);
     assert_eq!(header["height"], 40);
     assert_eq!(header["timestamp"], T0 / 1000);
     let mut last = 0.0;

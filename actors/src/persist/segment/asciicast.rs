@@ -19,7 +19,13 @@ pub(super) struct AsciicastHeader {
     pub(super) height: u16,
     /// Unix time (seconds) of the first record.
     pub(super) timestamp: u64,
+    /// Players shorten pauses to this many seconds (a session idle for hours plays without
+    /// them); the recording keeps the real times.
+    pub(super) idle_time_limit: f64,
 }
+
+/// What [`AsciicastHeader::idle_time_limit`] says.
+pub const IDLE_TIME_LIMIT: f64 = 2.0;
 
 /// Decodes a byte stream arriving in pieces as UTF-8 (lossy), holding back a character that is
 /// split across pieces until its end arrives.
@@ -93,6 +99,7 @@ pub(super) fn export_asciicast(
         width,
         height,
         timestamp: first_ms.unwrap_or(0) / 1000,
+        idle_time_limit: IDLE_TIME_LIMIT,
     };
     serde_json::to_writer(&mut *out, &header)?;
     out.write_all(b"\n")?;
