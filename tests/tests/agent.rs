@@ -332,16 +332,10 @@ async fn a_question_held_by_a_killed_server_is_left_to_the_terminal() {
     // An agent session (its state is rebuilt from the journal when adopted): a program under
     // the claude profile, which ignores the arguments the profile adds.
     let program = dir.path().join("agent.sh");
-    std::fs::write(
+    corral_tests::executable(
         &program,
-        format!("#!/bin/sh\n{}exec sleep 600\n", &full[..upto]),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+        &format!("#!/bin/sh\n{}exec sleep 600\n", &full[..upto]),
+    );
     server
         .spawn(json!({"name": "held", "argv": [program], "agent": "claude"}))
         .await;

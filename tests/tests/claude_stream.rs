@@ -390,16 +390,10 @@ async fn raw_input_to_a_structured_agent_must_be_whole_json_lines() {
     let out = dir.path().join("stdin");
     // The profile's flags follow the program's name: a script that ignores them.
     let program = dir.path().join("stand-in");
-    std::fs::write(
+    corral_tests::executable(
         &program,
-        format!("#!/bin/sh\nexec cat > '{}'\n", out.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+        &format!("#!/bin/sh\nexec cat > '{}'\n", out.display()),
+    );
     server
         .spawn(
             json!({"name": "sj-raw", "argv": [program], "mode": "stream_json", "agent": "claude"}),
