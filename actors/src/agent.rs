@@ -206,13 +206,35 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
     }
 }
 
-/// A prompt was sent to an idle agent: it works on it from now on, as its UserPromptSubmit
-/// hook (or its user message line) says a moment later.
-pub fn prompt_sent(session: &SessionShared) {
-    let mut s = session.status.write();
-    if s.attention == Some(Attention::Idle) && !questions::any_open(&s) {
-        s.attention = Some(Attention::Working);
+/// Closes the held questions hook `name` says were settled in the agent's own dialog, and
+/// returns their ids (their hook calls are then told no decision). Claude may keep the hook
+/// call of a question answered in its dialog running until it times out, so its later hooks
+/// say it: PostToolUse, PostToolUseFailure or PermissionDenied of the same tool and input (the
+/// tool ran, failed, or was refused), or the turn's end or a new prompt (Stop, StopFailure,
+/// UserPromptSubmit, SessionEnd: nothing of the turn waits any more).
+pub fn settle_by_hook(
+    session: &SessionShared,
+    name: &str,
+    payload: &serde_json::Value,
+) -> Vec<String> {
+    if session.mode == Mode::StreamJson {
+        return Vec::new();
     }
+    let mut s = session.status.write();
+    let ids = match name {
+        "PostToolUse" | "PostToolUseFailure" | "PermissionDenied" => {
+            let ran = hook_question(payload);
+            questions::held_matching(&s, |q| q.tool == ran.tool && q.input == ran.input)
+        }
+        "Stop" | "StopFailure" | "UserPromptSubmit" | "SessionEnd" => {
+            questions::held_matching(&s, |_| true)
+        }
+        _ => Vec::new(),
+    };
+    for id in &ids {
+        questions::close(&mut s, id, Left::Settled);
+    }
+    ids
 }
 
 /// Holds question `ask` of a terminal agent under `id` while its PermissionRequest hook call
@@ -497,8 +519,9 @@ mod tests {
                 "{name}"
             );
         }
+        // Settled in the agent's own dialog: it waits for its user until a hook says otherwise.
         assert!(questions::close(&mut s, "7", Left::Settled));
-        assert_eq!(s.attention, Some(Attention::Working));
+        assert_eq!(s.attention, Some(Attention::Idle));
         apply_hook(&mut s, Mode::Pty, "SessionEnd", &json!({"reason": "exit"}));
         assert_eq!(s.attention, Some(Attention::Exited));
     }

@@ -24,8 +24,10 @@ pub enum Left {
     /// Nobody answered in time: it is in the agent's own dialog now (`needs_permission`, with
     /// nothing to answer from outside).
     ToTerminal,
-    /// The call that held it ended (the user answered in the agent's own dialog, or dismissed
-    /// it, and the agent ended the hook): settled there.
+    /// Settled in the agent's own dialog: the call that held it ended (the agent ends it when
+    /// the user answers there), or a later hook said so (the tool ran, or the turn ended). The
+    /// agent waits for its user (`idle`) until a hook says otherwise: after a "yes" its
+    /// PostToolUse comes at once; after a "no" or Esc nothing comes, and it waits at its prompt.
     Settled,
 }
 
@@ -72,7 +74,8 @@ pub(crate) fn close(s: &mut Status, id: &str, how: Left) -> bool {
         return true;
     }
     s.attention = Some(match how {
-        Left::Answered | Left::Settled => Attention::Working,
+        Left::Answered => Attention::Working,
+        Left::Settled => Attention::Idle,
         Left::ToTerminal => Attention::NeedsPermission,
     });
     true
@@ -85,6 +88,16 @@ pub(crate) fn put_back(s: &mut Status, ask: PermissionAsk) {
         s.queued.push_front(shown);
     }
     s.attention = Some(Attention::NeedsPermission);
+}
+
+/// The ids of the open questions hook calls hold that `settles` says are settled.
+pub(crate) fn held_matching(s: &Status, settles: impl Fn(&PermissionAsk) -> bool) -> Vec<String> {
+    s.permission
+        .iter()
+        .chain(s.queued.iter())
+        .filter(|q| q.request_id.is_none() && settles(q))
+        .filter_map(|q| q.id.clone())
+        .collect()
 }
 
 /// Drops every open question (the agent's turn or process ended).

@@ -30,8 +30,10 @@ pub const CHUNK: usize = 64 * 1024;
 const MAX_PENDING_RESIZES: usize = 64;
 
 /// Full reset (RIS). Prefixed to every snapshot so it draws correctly on a dirty terminal too:
-/// it leaves the alternate screen, resets modes, attributes, scroll region and clears.
-const FULL_RESET: &str = "\x1bc";
+/// it resets modes, attributes, scroll region and clears. Some terminals (tmux) stay on the
+/// alternate screen through it: `?47l` leaves it first (a no-op on the primary screen, and no
+/// cursor restore, unlike `?1049l`).
+const FULL_RESET: &str = "\x1b[?47l\x1bc";
 
 /// Sequences after which the screen no longer depends on bytes before them (see
 /// [`Emulator::is_approximate`]): full reset, and "erase entire display" (what `clear` sends).
@@ -100,10 +102,17 @@ struct SizeChange {
     new_process: bool,
 }
 
-/// What a new process of the session starts from (its predecessor's alternate screen, mouse
-/// reporting, bracketed paste, cursor keys mode, hidden cursor and attributes are not its own),
-/// keeping what is on the screen: as a viewer's terminal is reset when the process restarts.
-pub const NEW_PROCESS_MODES: &str = "\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m";
+/// What a new process of the session starts from (its predecessor's mouse reporting,
+/// bracketed paste, cursor keys mode, hidden cursor and attributes are not its own), keeping
+/// what is on the screen: as a viewer's terminal is reset when the process restarts. And if it
+/// was left on the alternate screen, [`LEAVE_ALTERNATE`] first — only then: on the primary
+/// screen that sequence means "restore the cursor", which would put the new output over the
+/// old.
+pub const NEW_PROCESS_MODES: &str = "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m";
+
+/// Leaves the alternate screen the way a program does, back to the primary one and its cursor
+/// (for a terminal on the alternate screen only: see [`NEW_PROCESS_MODES`]).
+pub const LEAVE_ALTERNATE: &str = "\x1b[?1049l";
 
 /// The synchronous core of [`Screen`]: a lazily created vt100 parser fed from a [`Ring`].
 ///
@@ -348,6 +357,9 @@ impl Emulator {
             if change.new_process
                 && let Some(parser) = &mut self.parser
             {
+                if parser.screen().alternate_screen() {
+                    parser.process(LEAVE_ALTERNATE.as_bytes());
+                }
                 parser.process(NEW_PROCESS_MODES.as_bytes());
             }
         }

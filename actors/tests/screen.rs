@@ -192,6 +192,16 @@ fn a_new_process_starts_from_plain_modes() {
     assert!(s.contents().contains("primary line"), "{}", s.contents());
     assert!(s.contents().contains("$ "), "{}", s.contents());
     assert_eq!((s.size().0.get(), s.size().1.get()), (ROWS, COLS + 10));
+    // A program on the primary screen: the new one's output goes on below the old (leaving an
+    // alternate screen it is not on would restore the cursor to the top and overwrite it).
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    ring.append(b"line 1\r\nline 2\r\n\x1b[?25l");
+    em.new_process_at(ring.head());
+    ring.append(b"SECOND");
+    let shown = replay(&em.snapshot());
+    assert_eq!(shown.screen().contents(), "line 1\nline 2\nSECOND");
+    assert!(!shown.screen().hide_cursor());
     // Without a new process, the modes stay (the same program redraws after a resize).
     let ring = Ring::new(1 << 20);
     let mut em = Emulator::new(ring.clone(), ROWS, COLS);

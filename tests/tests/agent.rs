@@ -689,7 +689,9 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
         [("allow".into(), "".into()), ("deny".into(), "not b".into())],
         "{r}"
     );
-    // A question whose hook call ends unanswered is closed: the agent works on.
+    // A question whose hook call ends unanswered (Claude ends it when the user answers in its
+    // own dialog) is closed; the agent waits for its user until a hook says otherwise (after a
+    // "no" or Esc in its dialog no hook comes).
     let third = post(ask("touch c"));
     assert!(
         tokio::time::timeout(Duration::from_millis(800), third)
@@ -698,11 +700,42 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
         "the call waits for an answer"
     );
     view_until(&server, "par", "the ended call's question closed", |v| {
-        v["permission"].is_null() && v["attention"] == "working"
+        v["permission"].is_null() && v["attention"] == "idle"
     })
     .await;
     let out = corral(&server, &["answer", "par", "allow"]);
     assert!(!out.status.success(), "nothing is asked any more");
+    // Claude may keep the call of a question answered "yes" in its dialog running: the tool's
+    // PostToolUse (same tool and input) settles it, and the call returns no decision at once.
+    post(json!({"hook_event_name": "UserPromptSubmit", "prompt": "again"})).await;
+    let (held, ()) = tokio::join!(post(ask("make test")), async {
+        view_until(&server, "par", "asked", |v| !v["permission"].is_null()).await;
+        post(json!({"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "make test"}})).await;
+        assert!(
+            !server.session("par").await["permission"].is_null(),
+            "PreToolUse settles nothing"
+        );
+        post(json!({"hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_input": {"command": "make test"}, "tool_response": {}})).await;
+    });
+    let (code, body) = held;
+    assert_eq!(code, 200);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(body["output"].is_null(), "no decision: {body}");
+    let view = server.session("par").await;
+    assert!(view["permission"].is_null(), "{view}");
+    assert_eq!(view["attention"], "working", "{view}");
+    // The turn's end settles whatever is still held.
+    let (held, ()) = tokio::join!(post(ask("rm -rf build")), async {
+        view_until(&server, "par", "asked again", |v| {
+            !v["permission"].is_null()
+        })
+        .await;
+        post(json!({"hook_event_name": "Stop"})).await;
+    });
+    assert_eq!(held.0, 200);
+    let view = server.session("par").await;
+    assert!(view["permission"].is_null(), "{view}");
+    assert_eq!(view["attention"], "idle", "{view}");
 }
 
 /// A webhook that never answers holds up only its own notifications: the working webhook after

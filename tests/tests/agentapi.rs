@@ -341,3 +341,53 @@ async fn the_event_stream_tells_short_turns_and_ends_with_its_session() {
         "the stream stayed open after its session was removed"
     );
 }
+
+/// A user message that starts no turn (a slash command such as `/cost`: no UserPromptSubmit
+/// hook follows) makes the agent `running` only for a moment: with no hook or event after it,
+/// it is `stable` again within a few seconds (it stayed `running` for ever, and every later
+/// message was refused).
+#[tokio::test]
+async fn a_message_that_starts_no_turn_does_not_leave_the_agent_running() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat > /dev/null"], "name": "quiet"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let (code, _) = server
+        .http(
+            "POST",
+            &format!("/v1/sessions/{id}/events"),
+            t,
+            Some(&json!({"hook_event_name": "SessionStart", "session_id": "s"})),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/quiet/message",
+            t,
+            Some(&json!({"content": "/cost", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        get(&server, "/agentapi/quiet/status", t).await.1["status"],
+        "running"
+    );
+    until(
+        async || get(&server, "/agentapi/quiet/status", t).await.1["status"] == "stable",
+        "stable again without a hook",
+    )
+    .await;
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/quiet/message",
+            t,
+            Some(&json!({"content": "next", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+}

@@ -277,6 +277,11 @@ impl SessionShared {
         self.feed.persist_error()
     }
 
+    /// The sequence number of the last event published.
+    pub fn last_seq(&self) -> u64 {
+        *self.seq.lock()
+    }
+
     /// Publishes an event stamped with the next sequence number and the current output offset.
     pub fn emit(&self, kind: EventKind) -> SessionEvent {
         let mut seq = self.seq.lock();

@@ -52,12 +52,14 @@ impl RawMode {
 /// and keypad keys, a visible cursor, autowrap, plain attributes — what a new process of a
 /// session starts from. Without it, leaving a `vim` left this terminal in vim's alternate
 /// screen, sending mouse reports as input.
-const RESTORE_MODES: &str = corral_actors::screen::NEW_PROCESS_MODES;
+/// `?47l` leaves the alternate screen if the terminal is on it and does nothing otherwise
+/// (`?1049l` there would move the cursor: this client does not know which screen it is on).
+const RESTORE_MODES: [&str; 2] = ["\x1b[?47l", corral_actors::screen::NEW_PROCESS_MODES];
 
 fn restore_modes() {
     let mut out = std::io::stdout().lock();
     // Best effort: the terminal is ours; a failure here is a closed terminal.
-    if out.write_all(RESTORE_MODES.as_bytes()).is_err() || out.flush().is_err() {}
+    if out.write_all(RESTORE_MODES.concat().as_bytes()).is_err() || out.flush().is_err() {}
 }
 
 /// The last line of an attach: the terminal's modes put back first (so the line shows on the

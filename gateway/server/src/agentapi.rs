@@ -41,8 +41,19 @@ pub struct MessageRequest {
     pub kind: String,
 }
 
+/// How long a user message just sent counts as `running` with no hook or output to say so
+/// yet: a prompt that starts a turn says so in its UserPromptSubmit hook within it; one that
+/// starts none (a slash command such as `/cost`) must not leave the agent `running` for ever.
+pub const PROMPT_PENDING: Duration = Duration::from_secs(3);
+
 /// `running` or `stable`, as agentapi says it.
-pub fn status(h: &SessionHandle) -> &'static str {
+pub fn status(app: &App, h: &SessionHandle) -> &'static str {
+    if app
+        .conversations
+        .prompt_pending(h.id(), h.shared().last_seq(), PROMPT_PENDING)
+    {
+        return "running";
+    }
     let info = h.info();
     let waits = match info.attention {
         Some(a) => matches!(
@@ -105,8 +116,11 @@ fn screen_changed(h: &SessionHandle) -> SystemTime {
 }
 
 /// `GET /agentapi/{key}/status`.
-pub async fn get_status(Readable(h): Readable) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "agent_type": agent_type(&h), "status": status(&h) }))
+pub async fn get_status(
+    State(app): State<Arc<App>>,
+    Readable(h): Readable,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "agent_type": agent_type(&h), "status": status(&app, &h) }))
 }
 
 /// `GET /agentapi/{key}/messages`.
@@ -128,7 +142,7 @@ pub async fn post_message(
     match req.kind.as_str() {
         "raw" => h.input(0, req.content.into_bytes())?,
         "user" => {
-            if status(&h) != "stable" {
+            if status(&app, &h) != "stable" {
                 return Err(ApiError::conflict(
                     "the agent is running: a user message needs it stable",
                 ));
@@ -155,7 +169,7 @@ pub async fn post_message(
             }
             // It works on the message from now on (its UserPromptSubmit hook says so a moment
             // later): a client polling for `stable` must not see the old state meanwhile.
-            corral_actors::agent::prompt_sent(h.shared());
+            app.conversations.prompted(h.id(), h.shared().last_seq());
         }
         other => {
             return Err(ApiError::bad_request(format!(
@@ -212,7 +226,7 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
                 // An event (a hook) may change the status for less than the settling time (a
                 // short turn): say the status it left at once, then again after settling.
                 Some(corral_actors::Item::Event(_)) => {
-                    if let Some(e) = status_change(&mut f.status, &f.h) {
+                    if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
                         events.push(Ok::<_, Infallible>(e));
                     }
                 }
@@ -232,7 +246,7 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
                 ));
             }
         }
-        if let Some(e) = status_change(&mut f.status, &f.h) {
+        if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
             events.push(Ok(e));
         }
         Some((futures::stream::iter(events), f))
@@ -251,8 +265,8 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
 }
 
 /// A `status_change` event if the status is not `last` any more (which it becomes).
-fn status_change(last: &mut Option<&'static str>, h: &SessionHandle) -> Option<Event> {
-    let now = status(h);
+fn status_change(last: &mut Option<&'static str>, app: &App, h: &SessionHandle) -> Option<Event> {
+    let now = status(app, h);
     if *last == Some(now) {
         return None;
     }

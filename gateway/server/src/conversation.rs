@@ -43,6 +43,8 @@ pub struct Conversations {
     pub(crate) terminal: Mutex<HashMap<Uuid, Vec<Message>>>,
     /// structured session → (last journal seq read, its messages).
     structured: Mutex<HashMap<Uuid, (u64, Vec<Message>)>>,
+    /// session → when a user message was last sent to it, and its last event's seq then.
+    prompted: Mutex<HashMap<Uuid, (std::time::Instant, u64)>>,
 }
 
 impl Conversations {
@@ -119,10 +121,32 @@ impl Conversations {
         push(list, "user".into(), content, SystemTime::now());
     }
 
+    /// A user message was just sent to `session`, whose last event was `seq`.
+    pub fn prompted(&self, session: Uuid, seq: u64) {
+        self.prompted
+            .lock()
+            .insert(session, (std::time::Instant::now(), seq));
+    }
+
+    /// Whether a user message sent to `session` is still unanswered by any event (its last is
+    /// still `seq`), for at most `within`.
+    pub fn prompt_pending(&self, session: Uuid, seq: u64, within: std::time::Duration) -> bool {
+        let mut prompted = self.prompted.lock();
+        match prompted.get(&session) {
+            Some((at, then)) if *then == seq && at.elapsed() < within => true,
+            Some(_) => {
+                prompted.remove(&session);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Forgets a removed session's conversation.
     pub fn forget(&self, session: Uuid) {
         self.terminal.lock().remove(&session);
         self.structured.lock().remove(&session);
+        self.prompted.lock().remove(&session);
     }
 }
 

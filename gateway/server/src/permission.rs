@@ -11,7 +11,6 @@
 //! `control_response` on its stdin).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use corral_actors::SessionHandle;
 use corral_actors::agent::{Left, PermissionAsk};
@@ -61,13 +60,13 @@ impl Answer {
     }
 }
 
-/// The questions hook calls hold, by id (ids are unique across sessions).
+/// The questions hook calls hold, by id. Ids are random (12 hex digits), unique across
+/// sessions and across servers: an answer naming a question a client saw before an upgrade
+/// never lands on a new question that a counter starting again would give the same id.
 #[derive(Debug, Default)]
 pub struct Waiting {
     /// Question id → (its session, where the answer goes).
-    open: Mutex<HashMap<u64, (Uuid, oneshot::Sender<Answer>)>>,
-    /// Last id handed out.
-    ids: AtomicU64,
+    open: Mutex<HashMap<String, (Uuid, oneshot::Sender<Answer>)>>,
 }
 
 /// A hook call waiting for the answer to its question; when it leaves without one (timed out,
@@ -75,7 +74,7 @@ pub struct Waiting {
 pub struct Question<'a> {
     waiting: &'a Waiting,
     session: SessionHandle,
-    id: u64,
+    id: String,
     /// How it left if it leaves unanswered: `Settled` (the agent ended the call: the user
     /// answered in its own dialog) unless the call says otherwise.
     pub left: Left,
@@ -87,9 +86,10 @@ impl Waiting {
     /// Opens a question of `session`, held by the caller until it drops the [`Question`];
     /// None when the session has too many open (see `corral_actors::questions`).
     pub fn ask(&self, session: &SessionHandle, ask: PermissionAsk) -> Option<Question<'_>> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let (tx, rx) = oneshot::channel();
-        self.open.lock().insert(id, (session.id(), tx));
+        self.open.lock().insert(id.clone(), (session.id(), tx));
+        let held = corral_actors::agent::hold_question(session.shared(), ask, id.clone());
         let question = Question {
             waiting: self,
             session: session.clone(),
@@ -97,20 +97,16 @@ impl Waiting {
             left: Left::Settled,
             answer: rx,
         };
-        corral_actors::agent::hold_question(session.shared(), ask, id.to_string())
-            .then_some(question)
+        held.then_some(question)
     }
 
     /// Answers question `id` of `session` (closing it: the next one is shown); false if no call
     /// holds it.
     pub fn answer(&self, session: &SessionHandle, id: &str, answer: Answer) -> bool {
-        let Ok(key) = id.parse::<u64>() else {
-            return false;
-        };
         let sender = {
             let mut open = self.open.lock();
-            match open.get(&key) {
-                Some((s, _)) if *s == session.id() => open.remove(&key).map(|(_, tx)| tx),
+            match open.get(id) {
+                Some((s, _)) if *s == session.id() => open.remove(id).map(|(_, tx)| tx),
                 _ => None,
             }
         };
@@ -145,15 +141,23 @@ impl Waiting {
     }
 }
 
+impl Waiting {
+    /// The questions `ids` were settled elsewhere (see `agent::settle_by_hook`): their hook
+    /// calls return no decision now.
+    pub fn release(&self, ids: &[String]) {
+        let mut open = self.open.lock();
+        for id in ids {
+            // Dropping the sender ends the call's wait.
+            open.remove(id);
+        }
+    }
+}
+
 impl Drop for Question<'_> {
     fn drop(&mut self) {
         // Still open: nobody answered it through us.
         if self.waiting.open.lock().remove(&self.id).is_some() {
-            corral_actors::agent::close_question(
-                self.session.shared(),
-                &self.id.to_string(),
-                self.left,
-            );
+            corral_actors::agent::close_question(self.session.shared(), &self.id, self.left);
         }
     }
 }

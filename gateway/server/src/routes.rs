@@ -428,6 +428,9 @@ async fn post_hook(
         return Err(ApiError::bad_request("hook payload lacks hook_event_name"));
     };
     let ask = (name == "PermissionRequest").then(|| corral_actors::agent::hook_question(&payload));
+    // Questions this hook says were settled in the agent's own dialog: their calls end.
+    let settled = corral_actors::agent::settle_by_hook(h.shared(), &name, &payload);
+    app.permissions.release(&settled);
     let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
     app.metrics.hook_events.inc();
     // A structured session's question is answered through its control protocol (the same
@@ -554,11 +557,14 @@ fn not_asked(
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "none (not an agent session)".into());
     let why = match (id, shown) {
-        (Some(id), Some(now)) if now.id.is_some() => format!(
-            "question {id} is no longer open; it now asks {} (question {})",
-            now.tool,
-            now.id.as_deref().unwrap_or("")
-        ),
+        (Some(id), Some(now)) if now.id.is_some() => {
+            return ApiError::conflict(format!(
+                "session {}: question {id} is no longer open (answered, or settled in the agent's own dialog); it now asks {} (question {}): nothing was answered",
+                h.name(),
+                now.tool,
+                now.id.as_deref().unwrap_or("")
+            ));
+        }
         (Some(id), _) if attention == "needs_permission" => format!(
             "question {id} is no longer open; its question is in its own terminal now: answer it there"
         ),

@@ -99,7 +99,9 @@ test('permissionSummary says the command, the file, or the input', () => {
   assert.equal(permissionSummary('Bash', { command: 'rm -rf build', description: 'x' }), 'Bash: rm -rf build');
   assert.equal(permissionSummary('Write', { file_path: '/tmp/a', content: 'x' }), 'Write: /tmp/a');
   assert.equal(permissionSummary('Mcp', { a: 1 }), 'Mcp: {"a":1}');
-  assert.equal(permissionSummary('Bash', { command: 'a\n  b' }), 'Bash: a b');
+  // A second command after a newline is not hidden as a space.
+  assert.equal(permissionSummary('Bash', { command: 'echo safe\nrm -rf ~/x' }), 'Bash: echo safe ⏎ rm -rf ~/x');
+  assert.equal(permissionSummary('Bash', { command: 'a\n  b' }), 'Bash: a ⏎ b');
   assert.equal(permissionSummary('Tool', undefined), 'Tool');
   assert.ok(permissionSummary('Bash', { command: 'x'.repeat(400) }).endsWith('…'));
 });

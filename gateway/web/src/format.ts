@@ -232,7 +232,12 @@ export function permissionSummary(tool: string, input: unknown, max = 300): stri
     .map((k) => o[k])
     .find((v) => typeof v === 'string' && v.length > 0) as string | undefined;
   const what = pick ?? (input === undefined ? '' : JSON.stringify(input));
-  const line = what.replace(/\s+/g, ' ').trim();
+  // A newline in a command starts another command: it stays visible (⏎), never a plain space
+  // that would make `echo safe⏎rm -rf ~` read as one harmless command.
+  const line = what
+    .replace(/\r?\n/g, ' ⏎ ')
+    .replace(/[^\S\n]+/g, ' ')
+    .trim();
   const short = line.length > max ? `${line.slice(0, max - 1)}…` : line;
   return short ? `${tool}: ${short}` : tool;
 }

@@ -64,9 +64,12 @@ const THEME = {
   brightWhite: '#f0f6fc',
 };
 
-/** What a new process starts from (the same as the server's screen: `NEW_PROCESS_MODES`). */
+/** What a new process starts from (the server's screen: `NEW_PROCESS_MODES`), after `?47l`:
+ * it leaves the alternate screen if the last process was on it and does nothing otherwise
+ * (`?1049l` on the primary screen restores the cursor: the new output went over the old;
+ * whether xterm is on the alternate screen cannot be asked here, its writes are queued). */
 const NEW_PROCESS_MODES =
-  '\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l' +
+  '\x1b[?47l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l' +
   '\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m';
 
 type Queued = { f: BinFrame } | { m: ServerMsg };
