@@ -1039,6 +1039,11 @@ fn wait_for_idle_without_hooks_means_quiet_output() {
     // A usage error is not a timeout.
     let out = corral(&server, &["wait", "chatty", "--for", "bogus"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = corral(
+        &server,
+        &["wait", "chatty", "--for", "idle", "--timeout", "nan"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 /// `corral stop --grace S` overrides the session's grace for this stop: a program that ignores

@@ -1210,6 +1210,21 @@ async fn a_typist_who_leaves_gives_the_size_back_to_the_remaining_viewer() {
         "after a send, the remaining viewer's resizes apply again",
     )
     .await;
+    // Nor does it take the size from the one typing at a terminal: the desktop types, a
+    // watcher resizes later, a script sends and leaves — the desktop's size stays.
+    desktop.send(keys.clone()).await;
+    let mut watcher = server.ws().await;
+    assert_eq!(watcher.call(resize(22, 93)).await["type"], "ok");
+    let mut script = server.ws().await;
+    script.send(keys.clone()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(script);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        size().await,
+        (42, 122),
+        "a script's send took the size from the typist"
+    );
 }
 
 /// A restarted process starts from plain terminal modes for every viewer: its `spawned` event

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use corral_runtime::{BackoffState, RestartWindow};
@@ -183,6 +182,9 @@ pub struct SessionActorState {
     viewers: HashMap<ViewerId, (Size, u64)>,
     /// Resizes seen (orders `viewers` by their latest).
     resizes: u64,
+    /// The viewer whose size the session has because it typed last (0: none, the latest resize
+    /// wins).
+    typist: ViewerId,
     /// The parsed stop signal.
     stop_signal: Signal,
     /// Told the outcome of the first start (taken by `post_start`).
@@ -291,6 +293,7 @@ impl Actor for Session {
             tmp,
             viewers: HashMap::new(),
             resizes: 0,
+            typist: 0,
             stop_signal,
             started: args.started,
             begin: args.begin,
@@ -443,15 +446,17 @@ impl Actor for Session {
                     st.resizes += 1;
                     st.viewers.insert(viewer, (size, st.resizes));
                 }
-                let last = st.shared.last_input_viewer.load(Ordering::Relaxed);
                 // Policy (tmux `window-size latest`): the last viewer who typed sets the size;
                 // before anyone typed, the latest resize wins.
-                if last == 0 || last == viewer {
+                if st.typist == 0 || st.typist == viewer {
                     st.resize(size);
                 }
             }
             SessionMsg::ViewerActive(viewer) => {
+                // Only a viewer with a size takes the size over: a script's `corral send`
+                // (no terminal, no size) leaves it with whoever types at a terminal.
                 if let Some((size, _)) = st.viewers.get(&viewer).copied() {
+                    st.typist = viewer;
                     st.resize(size);
                 }
             }
@@ -460,14 +465,11 @@ impl Actor for Session {
                 // The typist left: back to "the latest resize wins", starting from the viewer
                 // that resized last (a desktop page that stays must not keep a phone's size
                 // that left until someone types or resizes).
-                if st
-                    .shared
-                    .last_input_viewer
-                    .compare_exchange(viewer, 0, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                    && let Some((size, _)) = st.viewers.values().max_by_key(|(_, seq)| *seq)
-                {
-                    st.resize(*size);
+                if st.typist == viewer {
+                    st.typist = 0;
+                    if let Some((size, _)) = st.viewers.values().max_by_key(|(_, seq)| *seq) {
+                        st.resize(*size);
+                    }
                 }
             }
         }

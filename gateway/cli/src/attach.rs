@@ -23,6 +23,10 @@ pub const DETACH_KEY: char = '\\';
 /// not read until the server is back (the queue holds at most one more read).
 const PENDING_MAX: usize = 1024 * 1024;
 
+/// Times a resume "beyond the session's output" is asked again, 100 ms apart, before it is
+/// taken for output lost in a crash.
+const BEYOND_RETRIES: u32 = 20;
+
 /// The lines of a session on pipes shown when attaching (it has no screen to show).
 const PIPE_LINES: u64 = 200;
 
@@ -268,6 +272,7 @@ pub async fn attach(
         status_line(&format!("connection lost ({reason}); reconnecting"));
         let mut delay = Duration::from_millis(200);
         let mut paused = false;
+        let mut beyond = 0;
         let mut attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
         loop {
             if !paused && pending.len() >= PENDING_MAX {
@@ -275,7 +280,7 @@ pub async fn attach(
                 // back (and the detach key with it), as when a connected server paces input.
                 paused = true;
                 status_line(&format!(
-                    "{} KiB typed while disconnected wait for the server; input paused",
+                    "{} KiB typed while disconnected are waiting for the server; input paused",
                     pending.len() / 1024
                 ));
             }
@@ -296,11 +301,18 @@ pub async fn attach(
                         return Ok(ExitCode::FAILURE);
                     }
                     Err(e) if e.to_string().contains("beyond the session's output") => {
-                        // A server that crashed had not yet written the last bytes we saw: they
-                        // are not in its scrollback. Start over from the current screen.
-                        status_line("the server lost its last output in a crash; redrawing");
-                        next = None;
-                        attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
+                        // Just after a restart or an upgrade the new server may not have taken
+                        // back the last bytes from the session's holder yet: ask again for a
+                        // moment. Still beyond: a server that crashed had not yet written the
+                        // last bytes we saw. Start over from the current screen.
+                        beyond += 1;
+                        if beyond < BEYOND_RETRIES {
+                            attempt = Box::pin(reconnect(client, session, next, Duration::from_millis(100)));
+                        } else {
+                            status_line("the server lost its last output in a crash; redrawing");
+                            next = None;
+                            attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
+                        }
                     }
                     Err(_) => {
                         attempt = Box::pin(reconnect(client, session, next, delay));

@@ -230,7 +230,7 @@ pub enum ClientCommand {
         #[arg(long = "for", value_parser = ["idle", "needs_permission", "exit"])]
         until: String,
         /// Give up after this many seconds (default: wait forever).
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         timeout: Option<f64>,
     },
     /// Hand the running server over to the `corral` binary now on disk: sessions keep running
@@ -512,7 +512,12 @@ pub async fn run(
                     match tokio::time::timeout(limit, wait).await {
                         Ok(code) => code?,
                         Err(_) => {
-                            eprintln!("corral: {session} is not {until} after {secs} s");
+                            let state = match until.as_str() {
+                                "exit" => "has not exited",
+                                "idle" => "is not idle",
+                                _ => "asks no permission",
+                            };
+                            eprintln!("corral: {session} {state} after {secs} s");
                             // As timeout(1): not 2, which is every command's usage error.
                             ExitCode::from(124)
                         }
@@ -678,4 +683,16 @@ fn unescape(s: &str) -> String {
         }
     }
     out
+}
+
+/// A number of seconds: finite, not negative, at most a year (a usage error otherwise).
+fn seconds(text: &str) -> Result<f64, String> {
+    const YEAR: f64 = 365.0 * 86_400.0;
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=YEAR).contains(&s) => Ok(s),
+        Ok(_) => Err(format!(
+            "{text} is not a number of seconds from 0 to a year"
+        )),
+        Err(e) => Err(format!("{text} is not a number of seconds: {e}")),
+    }
 }
