@@ -1163,6 +1163,7 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
         ok(&server, &["logs", "work"]).contains("queued-5")
     });
     eventually("and shows in the terminal", || pane().contains("queued-5"));
+
     tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
     eventually("attach exited", || {
         !tmux(&socket, &["list-sessions"]).contains("t:")
@@ -1288,6 +1289,36 @@ fn attach_keeps_a_paste_larger_than_a_frame_made_while_the_server_is_down() {
         "attach says it dropped input: {}",
         screen()
     );
+}
+
+/// An attach resumes exactly where it was after a server restart even when nothing was printed
+/// since it attached (a program quiet at its prompt): the screen it was first shown stands for
+/// the output up to the snapshot's offset. Its length was once counted as output: the resume
+/// point fell past the end, and every reconnection redrew, saying output was lost.
+#[test]
+fn attach_resumes_exactly_after_showing_only_a_snapshot() {
+    require_tmux();
+    let mut server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "printf 'prompt> '; exec sleep 600",
+        ],
+    );
+    let socket = attach_in_tmux(&server, "corral-test-snap");
+    let screen = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]).replace('\n', "");
+    eventually("attached", || screen().contains("prompt>"));
+    server.kill();
+    eventually("reconnecting", || screen().contains("reconnecting"));
+    server.restart();
+    eventually("reconnected", || screen().contains("reconnected"));
+    assert!(!screen().contains("lost its last output"), "{}", screen());
 }
 
 /// Like Jupyter: `corral serve` prints the page's login URL (with the admin token) on stdout,

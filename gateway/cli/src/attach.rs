@@ -23,10 +23,6 @@ pub const DETACH_KEY: char = '\\';
 /// not read until the server is back (the queue holds at most one more read).
 const PENDING_MAX: usize = 1024 * 1024;
 
-/// Times a resume "beyond the session's output" is asked again, 100 ms apart, before it is
-/// taken for output lost in a crash.
-const BEYOND_RETRIES: u32 = 20;
-
 /// The lines of a session on pipes shown when attaching (it has no screen to show).
 const PIPE_LINES: u64 = 200;
 
@@ -195,7 +191,7 @@ pub async fn attach(
         let reason = loop {
             tokio::select! {
                 incoming = ws.next() => match incoming {
-                    Incoming::Bin(1 | 2, ch, offset, bytes) if ch == channel => {
+                    Incoming::Bin(kind @ (1 | 2), ch, offset, bytes) if ch == channel => {
                         if lines {
                             // Output of a program on pipes: its newlines return the carriage too
                             // (this terminal is raw; no line discipline adds the CR).
@@ -204,7 +200,10 @@ pub async fn attach(
                             stdout.write_all(&bytes)?;
                         }
                         stdout.flush()?;
-                        next = Some(offset + bytes.len() as u64);
+                        // A screen snapshot (2) stands for the output up to its offset; its
+                        // bytes are escape sequences, not output (counting them put the resume
+                        // point past the end, and a reconnection redrew, saying output was lost).
+                        next = Some(if kind == 2 { offset } else { offset + bytes.len() as u64 });
                         if let Some(text) = ended.take() {
                             status_line(&text);
                         }
@@ -272,7 +271,6 @@ pub async fn attach(
         status_line(&format!("connection lost ({reason}); reconnecting"));
         let mut delay = Duration::from_millis(200);
         let mut paused = false;
-        let mut beyond = 0;
         let mut attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
         loop {
             if !paused && pending.len() >= PENDING_MAX {
@@ -301,18 +299,11 @@ pub async fn attach(
                         return Ok(ExitCode::FAILURE);
                     }
                     Err(e) if e.to_string().contains("beyond the session's output") => {
-                        // Just after a restart or an upgrade the new server may not have taken
-                        // back the last bytes from the session's holder yet: ask again for a
-                        // moment. Still beyond: a server that crashed had not yet written the
-                        // last bytes we saw. Start over from the current screen.
-                        beyond += 1;
-                        if beyond < BEYOND_RETRIES {
-                            attempt = Box::pin(reconnect(client, session, next, Duration::from_millis(100)));
-                        } else {
-                            status_line("the server lost its last output in a crash; redrawing");
-                            next = None;
-                            attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
-                        }
+                        // A server that crashed had not yet written the last bytes we saw: they
+                        // are not in its scrollback. Start over from the current screen.
+                        status_line("the server lost its last output in a crash; redrawing");
+                        next = None;
+                        attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
                     }
                     Err(_) => {
                         attempt = Box::pin(reconnect(client, session, next, delay));
