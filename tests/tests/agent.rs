@@ -736,6 +736,16 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
     let view = server.session("par").await;
     assert!(view["permission"].is_null(), "{view}");
     assert_eq!(view["attention"], "idle", "{view}");
+    // Every question's end is in the journal: two answers, and three settled elsewhere (the
+    // call that ended, the PostToolUse, the Stop).
+    let r = ws.call(json!({"type": "events", "session": id})).await;
+    let cancelled = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["type"] == "permission_cancelled")
+        .count();
+    assert_eq!(cancelled, 3, "{r}");
 }
 
 /// A webhook that never answers holds up only its own notifications: the working webhook after

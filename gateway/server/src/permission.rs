@@ -144,20 +144,39 @@ impl Waiting {
 impl Waiting {
     /// The questions `ids` were settled elsewhere (see `agent::settle_by_hook`): their hook
     /// calls return no decision now.
-    pub fn release(&self, ids: &[String]) {
-        let mut open = self.open.lock();
+    pub fn release(&self, session: &SessionHandle, ids: &[String]) {
+        {
+            let mut open = self.open.lock();
+            for id in ids {
+                // Dropping the sender ends the call's wait.
+                open.remove(id);
+            }
+        }
         for id in ids {
-            // Dropping the sender ends the call's wait.
-            open.remove(id);
+            withdrawn(session, id);
         }
     }
+}
+
+/// Journals that question `id` was settled without an answer through corral (as a structured
+/// agent's withdrawn request is): the journal tells what became of every question, and the
+/// notifier, which follows events, sees the attention that follows.
+fn withdrawn(session: &SessionHandle, id: &str) {
+    corral_actors::agent::record_stream(
+        session.shared(),
+        corral_actors::stream_json::AgentEvent::PermissionCancelled {
+            request_id: id.to_string(),
+        },
+    );
 }
 
 impl Drop for Question<'_> {
     fn drop(&mut self) {
         // Still open: nobody answered it through us.
-        if self.waiting.open.lock().remove(&self.id).is_some() {
-            corral_actors::agent::close_question(self.session.shared(), &self.id, self.left);
+        if self.waiting.open.lock().remove(&self.id).is_some()
+            && corral_actors::agent::close_question(self.session.shared(), &self.id, self.left)
+        {
+            withdrawn(&self.session, &self.id);
         }
     }
 }

@@ -430,7 +430,7 @@ async fn post_hook(
     let ask = (name == "PermissionRequest").then(|| corral_actors::agent::hook_question(&payload));
     // Questions this hook says were settled in the agent's own dialog: their calls end.
     let settled = corral_actors::agent::settle_by_hook(h.shared(), &name, &payload);
-    app.permissions.release(&settled);
+    app.permissions.release(&h, &settled);
     let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
     app.metrics.hook_events.inc();
     // A structured session's question is answered through its control protocol (the same
