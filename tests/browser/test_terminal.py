@@ -163,5 +163,9 @@ def test_pipe_session_gets_lines_and_a_stopped_one_says_so(server, page):
     server.api("POST", f"/v1/sessions/{s['id']}/stop", {})
     wait_until(lambda: server.session(s["id"])["state"] == "stopped", 10, "stopped")
     wait_js(page, "document.body.innerText.includes('stopped')", 10, "the page knows")
+    # Nothing runs to stop or kill any more.
+    expect(page.get_by_test_id("btn-stop")).to_be_disabled()
+    expect(page.get_by_test_id("btn-kill")).to_be_disabled()
+    expect(page.get_by_test_id("btn-restart")).to_be_enabled()
     page.keyboard.type("x")
     expect(page.get_by_text(re.compile("nothing was typed"))).to_be_visible()

@@ -9,7 +9,16 @@ import { Terminal } from '@xterm/xterm';
 import { type Conn, type ConnState, FLOW_WINDOW, RequestError } from './conn';
 import { confirmDialog, debounce, h, setText, toast } from './dom';
 import { EventsPanel } from './events';
-import { attentionLabel, formatExit, formatUptime, isAlive, parseTime, permissionSummary, statusBadge } from './format';
+import {
+  attentionLabel,
+  formatExit,
+  formatUptime,
+  isAlive,
+  joinArgv,
+  parseTime,
+  permissionSummary,
+  statusBadge,
+} from './format';
 import { answerPermission } from './http';
 import type { SessionStore } from './sessions';
 import {
@@ -578,8 +587,8 @@ export class TermView {
     if (this.admin) {
       actions.append(
         btn('restart', 'btn-restart', '', () => void this.act('restart')),
-        btn('stop', 'btn-stop', 'warn', () => void this.act('stop')),
-        btn('kill', 'btn-kill', 'danger', () => void this.act('kill')),
+        (H.stopBtn = btn('stop', 'btn-stop', 'warn', () => void this.act('stop'))),
+        (H.killBtn = btn('kill', 'btn-kill', 'danger', () => void this.act('kill'))),
         btn('remove', 'btn-remove', 'danger', () => void this.act('remove')),
       );
     }
@@ -668,7 +677,7 @@ export class TermView {
     if (!s) return;
     const H = this.head;
     setText(H.name, s.name);
-    H.name.title = s.argv.join(' ');
+    H.name.title = joinArgv(s.argv);
     setText(H.state, s.state);
     H.state.className = `state st-${s.state}`;
     H.state.title = s.reason ?? '';
@@ -691,6 +700,9 @@ export class TermView {
       H.ask.hidden = !asks;
       requestAnimationFrame(() => this.fitNow());
     }
+    // Nothing runs to stop or kill in an ended session (one waiting to restart can be stopped).
+    const over = s.state === 'stopped' || s.state === 'failed';
+    for (const b of [H.stopBtn, H.killBtn]) if (b) (b as HTMLButtonElement).disabled = over;
     const cast = H.cast as HTMLAnchorElement;
     cast.href = `/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`;
     cast.setAttribute('download', `${s.name}.cast`);
