@@ -435,7 +435,13 @@ fn attach_speaks_lines_to_pipes_says_when_a_session_ended_and_ends_when_revoked(
     eventually("the earlier output shown", || {
         pane().lines().any(|l| l == "got[hello]")
     });
-    tmux(&socket, &["send-keys", "-t", "t", "typed", "Enter"]);
+    // Typed text is echoed and edited here, and the program gets the edited line.
+    tmux(
+        &socket,
+        &["send-keys", "-t", "t", "typox", "BSpace", "BSpace", "ed"],
+    );
+    eventually("the echo", || pane().lines().any(|l| l == "typed"));
+    tmux(&socket, &["send-keys", "-t", "t", "Enter"]);
     eventually("the typed line", || {
         ok(&server, &["logs", "lines"]).contains("got[typed]")
     });

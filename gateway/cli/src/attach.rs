@@ -124,11 +124,13 @@ pub async fn attach(
     let detach = control_byte(detach_key);
     // Fail before touching the terminal if the session does not exist.
     let view = client.session(session).await?;
-    // A program on pipes has no line discipline: Enter (a CR from this raw terminal) is sent
-    // as the newline it reads lines by. It has no screen either: its last lines stand in for
-    // one (as `corral logs --tail`).
-    let pipe = view.info.mode == corral_actors::Mode::Pipe;
+    // A program on pipes has no line discipline: this one's stands in (see `cooked`), and a
+    // line goes as the program reads it — with its newline, or, to a structured agent, as a
+    // prompt. It has no screen either: its last lines stand in for one (as `corral logs
+    // --tail`).
+    let prompts = view.info.mode == corral_actors::Mode::StreamJson;
     let lines = view.info.mode != corral_actors::Mode::Pty;
+    let mut cooked = lines.then(crate::cooked::Cooked::default);
     let from = if !lines {
         None
     } else {
@@ -180,9 +182,20 @@ pub async fn attach(
             // could not be sent stays queued for the next connection (the read below sees the
             // close).
             while !pending.is_empty() {
-                let n = pending.len().min(INPUT_CHUNK);
+                // A structured agent's lines go one prompt each.
+                let n = if prompts {
+                    pending
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(pending.len(), |i| i + 1)
+                } else {
+                    pending.len().min(INPUT_CHUNK)
+                };
                 let bytes: Vec<u8> = pending.range(..n).copied().collect();
-                if ws.send_binary(frame(channel, &bytes)).await.is_err() {
+                if send_typed(&mut ws, channel, session, prompts, &bytes)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 pending.drain(..n);
@@ -242,9 +255,10 @@ pub async fn attach(
                     _ => {}
                 },
                 keys_in = keys.recv() => {
-                    let Some(mut bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
-                    if pipe {
-                        cr_to_lf(&mut bytes);
+                    let Some(typed) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    let Some(mut bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
+                    if bytes.is_empty() {
+                        continue;
                     }
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
@@ -253,8 +267,8 @@ pub async fn attach(
                         final_line("detached");
                         return Ok(ExitCode::SUCCESS);
                     }
-                    if !read_only && ws.send_binary(frame(channel, &bytes)).await.is_err() {
-                        pending.extend(&bytes);
+                    if !read_only && send_typed(&mut ws, channel, session, prompts, &bytes).await.is_err() {
+                        pending.extend(bytes.drain(..));
                         break "send failed".to_string();
                     }
                 }
@@ -311,10 +325,8 @@ pub async fn attach(
                     }
                 },
                 keys_in = keys.recv(), if pending.len() < PENDING_MAX => {
-                    let Some(mut bytes) = keys_in else { return Ok(ExitCode::SUCCESS) };
-                    if pipe {
-                        cr_to_lf(&mut bytes);
-                    }
+                    let Some(typed) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if bytes.contains(&detach) {
                         if pending.is_empty() {
                             final_line("detached");
@@ -356,11 +368,51 @@ fn crlf(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Enter as a newline (see `pipe` in [`attach`]).
-fn cr_to_lf(bytes: &mut [u8]) {
-    for b in bytes.iter_mut().filter(|b| **b == b'\r') {
-        *b = b'\n';
+/// What typed bytes send: as they are to a terminal; to a session on pipes, the lines the
+/// line discipline completed (each with its newline), after echoing what was typed. The detach
+/// key passes through so the caller sees it. None: nothing to send now.
+fn typed_input(
+    cooked: Option<&mut crate::cooked::Cooked>,
+    typed: Vec<u8>,
+    detach: u8,
+    stdout: &mut std::io::Stdout,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let Some(cooked) = cooked else {
+        return Ok(Some(typed));
+    };
+    if typed.contains(&detach) {
+        return Ok(Some(vec![detach]));
     }
+    let fed = cooked.feed(&typed);
+    stdout.write_all(&fed.echo)?;
+    stdout.flush()?;
+    let mut out = Vec::new();
+    for line in fed.lines {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// Sends typed input: INPUT frames, or to a structured agent one prompt per line.
+async fn send_typed(
+    ws: &mut Conn,
+    channel: u32,
+    session: &str,
+    prompts: bool,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    if !prompts {
+        return Ok(ws.send_binary(frame(channel, bytes)).await?);
+    }
+    for line in String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        ws.send(json!({"type": "input", "session": session, "data": line, "paste": true}))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether a reconnection was refused for its token (revoked, or not valid here): trying

@@ -5,6 +5,7 @@
 mod args;
 mod attach;
 mod commands;
+mod cooked;
 mod follow;
 mod handover;
 mod hook;
