@@ -262,6 +262,35 @@ impl SessionHandle {
         self.call(SessionMsg::Kill, CALL_TIMEOUT).await
     }
 
+    /// Carries out a stop, kill or restart that was asked of this session before a server died
+    /// mid-way (its state was left Stopping with `why`, see `session::actor::STOP_REQUESTED`):
+    /// sent without waiting for it (a graceful stop takes its grace; a boot must not).
+    pub fn finish_request(&self, why: &str) {
+        use crate::session::actor::{KILL_REQUESTED, RESTART_REQUESTED};
+        // Nobody waits for the answers: the session records what it did.
+        let sent = match why {
+            KILL_REQUESTED => {
+                let (tx, _) = tokio::sync::oneshot::channel();
+                self.actor.send_message(SessionMsg::Kill(tx.into()))
+            }
+            RESTART_REQUESTED => {
+                let (tx, _) = tokio::sync::oneshot::channel();
+                self.actor.send_message(SessionMsg::Restart(tx.into()))
+            }
+            _ => {
+                let (tx, _) = tokio::sync::oneshot::channel();
+                self.actor.send_message(SessionMsg::Stop {
+                    grace: None,
+                    shutdown: false,
+                    reply: tx.into(),
+                })
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(session = %self.id(), error = %e, "the unfinished request could not be resumed");
+        }
+    }
+
     /// Stops (gracefully) if running, then starts a fresh process.
     pub async fn restart(&self) -> Result<SessionInfo, SessionError> {
         self.call(SessionMsg::Restart, Duration::from_secs(120))

@@ -342,23 +342,37 @@ async fn restore_one(
         // Its process kept running under its holder: the session attaches to it (and if that
         // fails, reports the process lost and applies its policy itself).
         let pid = record.row.process.as_ref().map(|p| p.pid);
+        // A stop, kill or restart asked of it was under way when the server died (its process
+        // may already have had the signal): the new server finishes it. One a server shutdown
+        // began (interrupted) is left to the restart policy, as for any session it stopped.
+        let unfinished = (record.row.state == SessionState::Stopping && !record.row.interrupted)
+            .then(|| record.row.reason.clone())
+            .flatten();
         record.row.interrupted = false;
-        let decision = match pid {
+        let mut decision = match pid {
             Some(pid) => format!(
                 "the server stopped while the session ran; its process {pid} kept running under its holder: reattaching"
             ),
             None => "the server stopped while the session ran; reattaching to its holder".into(),
         };
+        if let Some(why) = &unfinished {
+            decision.push_str(&format!("; then finishing what was asked of it ({why})"));
+        }
         let id = record.id;
         return match sessions
             .restore(record, Begin::Adopt, noted(Some(decision)))
             .await
         {
-            Ok(h) => Ok(Outcome {
-                restarted: false,
-                reattached: h.info().pid.is_some(),
-                killed: 0,
-            }),
+            Ok(h) => {
+                if let Some(why) = &unfinished {
+                    h.finish_request(why);
+                }
+                Ok(Outcome {
+                    restarted: false,
+                    reattached: h.info().pid.is_some(),
+                    killed: 0,
+                })
+            }
             Err(e) => {
                 // Not in the registry, its program would run on unseen and never be stopped:
                 // its holder ends it (a holder never outlives its session).

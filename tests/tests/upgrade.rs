@@ -736,3 +736,49 @@ async fn sighup_leaves_the_sessions_running_for_the_next_server() {
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"], info["pid"]);
 }
+
+/// A `corral stop` under way when the server is SIGKILLed (the program got its signal and
+/// ignores it; the grace was running) is finished by the next server: the session ends
+/// stopped and its program is gone. It used to be adopted as running, and ran on.
+#[tokio::test]
+async fn a_stop_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "stubborn", "argv": ["sh", "-c", "trap '' HUP TERM; exec sleep 1000"], "grace": {"secs": 3, "nanos": 0}}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let stop = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["stop", "stubborn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.session(&id).await["state"] != "stopping" {
+        assert!(Instant::now() < deadline, "never stopping");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the state reach the journal, then kill the server mid-grace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    let mut stop = stop;
+    stop.wait().unwrap();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = server.session(&id).await;
+        if s["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stop was not finished: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(Instant::now() < deadline, "its program runs on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

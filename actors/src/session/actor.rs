@@ -203,6 +203,14 @@ pub struct SessionActorState {
 /// Bound on remembered viewer sizes per session.
 const MAX_VIEWERS: usize = 1024;
 
+/// The reasons a session is Stopping with, by request: recorded, so that a server that dies
+/// mid-way leaves the request to the next one (`recovery` finishes it).
+pub const STOP_REQUESTED: &str = "stop requested";
+/// See [`STOP_REQUESTED`].
+pub const KILL_REQUESTED: &str = "kill requested";
+/// See [`STOP_REQUESTED`].
+pub const RESTART_REQUESTED: &str = "restart requested";
+
 impl Drop for SessionActorState {
     fn drop(&mut self) {
         if let Some((_, t)) = &self.restart_timer {
@@ -424,7 +432,7 @@ impl Actor for Session {
                 answer(reply, st.shared.info());
             }
             SessionMsg::Restart(reply) => {
-                st.halt(Some(st.spec.grace)).await;
+                st.halt(Some(st.spec.grace), RESTART_REQUESTED).await;
                 st.shared
                     .set_state(SessionState::Restarting, Some("restart requested".into()));
                 // Asked for by a user: a fresh start, its crash-loop count too (a Failed session
@@ -588,7 +596,12 @@ impl SessionActorState {
     /// Stopped.
     #[tracing::instrument(name = "session.stop", skip_all, fields(session = %self.shared.id, name = %self.shared.name, ?grace))]
     async fn stop(&mut self, grace: Option<Duration>) {
-        self.halt(grace).await;
+        let why = if grace.is_some() {
+            STOP_REQUESTED
+        } else {
+            KILL_REQUESTED
+        };
+        self.halt(grace, why).await;
         if !self.shared.state().is_final() || self.shared.state() == SessionState::Failed {
             let why = if self.shared.status.read().interrupted {
                 "stopped by server shutdown"
@@ -603,12 +616,15 @@ impl SessionActorState {
     /// Ends the process (grace = Some) or kills it (None) and cancels a pending restart,
     /// leaving the state to the caller (a restart by request goes on to start another: its
     /// followers never see the session stopped).
-    async fn halt(&mut self, grace: Option<Duration>) {
+    async fn halt(&mut self, grace: Option<Duration>, why: &str) {
         if let Some((_, t)) = self.restart_timer.take() {
             t.abort();
         }
         if let Some(run) = &self.running {
-            self.shared.set_state(SessionState::Stopping, None);
+            // What was asked is recorded with the state: a server that dies before it is done
+            // leaves it to the next one (see `recovery`).
+            self.shared
+                .set_state(SessionState::Stopping, Some(why.to_string()));
             match grace {
                 Some(grace) => {
                     process::sweep::terminate(
