@@ -11,6 +11,8 @@ import uuid
 
 from playwright.sync_api import expect
 
+from corral_web import wait_js
+
 
 def test_login_by_url_shows_list_and_drops_token(server, page):
     s = server.spawn(["cat"], name="login-cat")
@@ -106,3 +108,12 @@ def test_logout_ends_the_login_in_every_tab_of_the_browser(server, page):
         raise AssertionError("a text/plain login was accepted")
     except urllib.error.HTTPError as e:
         assert e.code == 400, e.code
+
+
+def test_a_short_id_opens_its_session(server, page):
+    # The 8 characters `corral ps` prints name the session in the page's address too.
+    s = server.spawn(["sh", "-c", "echo short-id-here; exec cat"], name="short-id-page")
+    page.goto(server.login_url(hash=f"/s/{s['id'][:8]}"))
+    expect(page.get_by_test_id("terminal")).to_be_visible()
+    wait_js(page, f"window.corral.sessionId() === {s['id']!r}", 15, "the session opened")
+    expect(page.get_by_test_id("no-session")).to_have_count(0)

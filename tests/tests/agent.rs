@@ -628,6 +628,8 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
             .as_str()
             .unwrap()
             .to_string();
+        let ps = String::from_utf8_lossy(&corral(&server, &["ps"]).stdout).to_string();
+        assert!(ps.contains("needs_permission (Bash, then 1 more)"), "{ps}");
         // A parallel tool and Claude's reminder do not close or replace what is asked.
         post(json!({"hook_event_name": "PreToolUse", "tool_name": "Read"})).await;
         post(json!({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"})).await;

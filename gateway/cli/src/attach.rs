@@ -173,6 +173,7 @@ pub async fn attach(
         })?;
     let mut winch = signal(SignalKind::window_change())?;
     let mut next: Option<u64> = None;
+    let mut said: Option<String> = None;
     let mut pending: VecDeque<u8> = VecDeque::new();
     let mut stdout = std::io::stdout();
     loop {
@@ -244,7 +245,13 @@ pub async fn attach(
                         return Ok(ExitCode::SUCCESS);
                     }
                     Incoming::Json(v) if v["type"] == "error" => {
-                        status_line(v["message"].as_str().unwrap_or("error"));
+                        // Once per message in a row (a read-only token's refusals come one per
+                        // batch of keys).
+                        let message = v["message"].as_str().unwrap_or("error").to_string();
+                        if said.as_deref() != Some(message.as_str()) {
+                            status_line(&message);
+                            said = Some(message);
+                        }
                     }
                     // Taken back: no reconnection would be let in.
                     Incoming::Closed(r) if r == "token revoked" => {

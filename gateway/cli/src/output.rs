@@ -57,7 +57,13 @@ pub fn print_ps(views: &[SessionView]) {
                 .map(|k| format!("{}K", k))
                 .unwrap_or_else(|| "-".into()),
             match (s["attention"].as_str(), s["permission"]["tool"].as_str()) {
-                (Some(a), Some(tool)) if !tool.is_empty() => format!("{a} ({tool})"),
+                (Some(a), Some(tool)) if !tool.is_empty() => {
+                    // Questions waiting behind the one shown.
+                    match view.info.permission_queue.len() {
+                        0 => format!("{a} ({tool})"),
+                        n => format!("{a} ({tool}, then {n} more)"),
+                    }
+                }
                 (Some(a), _) => a.to_string(),
                 _ => String::new(),
             },

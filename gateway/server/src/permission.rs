@@ -39,9 +39,27 @@ pub struct Answer {
     #[serde(default)]
     pub message: Option<String>,
     /// The question answered (its `permission.id`): refused if that one is no longer open.
-    /// Without it, the question shown when the answer arrives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Without it, the question shown when the answer arrives. A number is taken as its digits.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "id_text"
+    )]
     pub id: Option<String>,
+}
+
+/// A question id as text, from a string or a number.
+fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(t) => t,
+        Id::Number(n) => n.to_string(),
+    }))
 }
 
 impl Answer {

@@ -30,11 +30,9 @@ export class SessionStore {
     return () => this.listeners.delete(fn);
   }
 
+  /** By id, name, or the start of an id naming one session (as `corral ps` prints it). */
   get(idOrName: string): SessionInfo | undefined {
-    const s = this.map.get(idOrName);
-    if (s) return s;
-    for (const v of this.map.values()) if (v.name === idOrName) return v;
-    return undefined;
+    return findSession([...this.map.values()], idOrName);
   }
 
   all(): SessionInfo[] {
@@ -140,4 +138,13 @@ export async function toggleNotifications(): Promise<boolean> {
     Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
   if (p === 'granted') localStorage.setItem(NOTIFY_KEY, '1');
   return p === 'granted';
+}
+
+/** The session `key` names in `list`: its id, its name, or the start of its id (at least 4
+ * characters) when that names one session, as the server reads a session key. */
+export function findSession(list: SessionInfo[], key: string): SessionInfo | undefined {
+  const exact = list.find((s) => s.id === key) ?? list.find((s) => s.name === key);
+  if (exact || key.length < 4 || !/^[0-9a-f-]+$/i.test(key)) return exact;
+  const started = list.filter((s) => s.id.startsWith(key.toLowerCase()));
+  return started.length === 1 ? started[0] : undefined;
 }

@@ -20,7 +20,7 @@ import {
   statusBadge,
 } from './format';
 import { answerPermission } from './http';
-import type { SessionStore } from './sessions';
+import { findSession, type SessionStore } from './sessions';
 import {
   type BinFrame,
   KIND_OUTPUT,
@@ -248,7 +248,7 @@ export class TermView {
     const r = await this.conn.request({ type: 'list' });
     const list = (r.sessions ?? []) as SessionInfo[];
     const key = this.uuid ?? this.route;
-    const s = list.find((x) => x.id === key) ?? list.find((x) => x.name === key) ?? null;
+    const s = findSession(list, key) ?? null;
     if (s) this.store.upsert(s);
     return s;
   }
