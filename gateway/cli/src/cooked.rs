@@ -59,13 +59,13 @@ impl Cooked {
                     fed.echo.extend_from_slice(b"\r\n");
                 }
                 (Escape::None, '\u{7f}' | '\u{8}') => {
-                    if self.line.pop().is_some() {
-                        fed.echo.extend_from_slice(b"\x08 \x08");
+                    if let Some(c) = self.line.pop() {
+                        erase(&mut fed.echo, c);
                     }
                 }
                 (Escape::None, '\u{15}') => {
-                    for _ in self.line.chars() {
-                        fed.echo.extend_from_slice(b"\x08 \x08");
+                    for c in self.line.chars() {
+                        erase(&mut fed.echo, c);
                     }
                     self.line.clear();
                 }
@@ -80,6 +80,30 @@ impl Cooked {
         }
         fed
     }
+}
+
+/// Erases `c` from the terminal: back, blank, back — over two cells for a wide character.
+fn erase(echo: &mut Vec<u8>, c: char) {
+    let cells = if wide(c) { 2 } else { 1 };
+    for _ in 0..cells {
+        echo.extend_from_slice(b"\x08");
+    }
+    for _ in 0..cells {
+        echo.push(b' ');
+    }
+    for _ in 0..cells {
+        echo.extend_from_slice(b"\x08");
+    }
+}
+
+/// Whether a terminal shows `c` two cells wide (East Asian wide and fullwidth characters, most
+/// emoji): the ranges that matter for typed text.
+pub fn wide(c: char) -> bool {
+    matches!(c as u32,
+        0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x1F300..=0x1F64F | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD)
 }
 
 #[cfg(test)]
@@ -103,5 +127,8 @@ mod tests {
         let fed = c.feed(&[&e[1..], b"\r"].concat());
         assert_eq!(fed.lines, ["é"]);
         assert!(c.feed(b"\x7f").echo.is_empty(), "nothing to erase");
+        // A wide character takes two cells back.
+        c.feed("漢".as_bytes());
+        assert_eq!(c.feed(b"\x7f").echo, b"\x08\x08  \x08\x08");
     }
 }

@@ -81,6 +81,23 @@ const NEW_PROCESS_MODES =
   '\x1b[?47l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l' +
   '\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m';
 
+/** Erases `c` typed at the cursor: back, blank, back — over two cells for a wide character. */
+function erase(c: string): string {
+  const cp = c.codePointAt(0) ?? 0;
+  const wide =
+    (cp >= 0x1100 && cp <= 0x115f) ||
+    (cp >= 0x2e80 && cp <= 0xa4cf && cp !== 0x303f) ||
+    (cp >= 0xac00 && cp <= 0xd7a3) ||
+    (cp >= 0xf900 && cp <= 0xfaff) ||
+    (cp >= 0xfe30 && cp <= 0xfe4f) ||
+    (cp >= 0xff00 && cp <= 0xff60) ||
+    (cp >= 0xffe0 && cp <= 0xffe6) ||
+    (cp >= 0x1f300 && cp <= 0x1f64f) ||
+    (cp >= 0x1f900 && cp <= 0x1f9ff) ||
+    (cp >= 0x20000 && cp <= 0x3fffd);
+  return wide ? '\b\b  \b\b' : '\b \b';
+}
+
 type Queued = { f: BinFrame } | { m: ServerMsg };
 
 export class TermView {
@@ -475,12 +492,14 @@ export class TermView {
         this.line = '';
         this.term.write('\r\n');
       } else if (ch === '\x7f' || ch === '\b') {
-        if (this.line) {
-          this.line = [...this.line].slice(0, -1).join('');
-          this.term.write('\b \b');
+        const chars = [...this.line];
+        const last = chars.pop();
+        if (last !== undefined) {
+          this.line = chars.join('');
+          this.term.write(erase(last));
         }
       } else if (ch === '\x15') {
-        this.term.write('\b \b'.repeat([...this.line].length));
+        this.term.write([...this.line].map(erase).join(''));
         this.line = '';
       } else if (ch >= ' ' || ch === '\t') {
         this.line += ch;
