@@ -449,6 +449,33 @@ fn attach_speaks_lines_to_pipes_says_when_a_session_ended_and_ends_when_revoked(
         pane().lines().any(|l| l == "got[typed]")
     });
     drop(socket);
+    // A session that ends while attached: attach exits with its exit code, as a shell gives a
+    // command's (it exited 0 whatever the session did).
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "three",
+            "--",
+            "sh",
+            "-c",
+            "read x; exit 3",
+        ],
+    );
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-exit",
+        "attach three; echo attach-exit-$?; exec sleep 600",
+        (100, 30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&socket, &["send-keys", "-t", "t", "Enter"]);
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]).replace('\n', "");
+    eventually("attach ended with the session's code", || {
+        pane().contains("attach-exit-3")
+    });
+    drop(socket);
     // An ended session.
     ok(
         &server,

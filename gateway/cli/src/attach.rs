@@ -230,8 +230,22 @@ pub async fn attach(
                         && v["event"]["kind"]["kind"] == "state"
                         && matches!(v["event"]["kind"]["state"].as_str(), Some("stopped" | "failed")) =>
                     {
-                        final_line(&format!("session {}", v["event"]["kind"]["state"].as_str().unwrap_or("ended")));
-                        return Ok(ExitCode::SUCCESS);
+                        let state = v["event"]["kind"]["state"].as_str().unwrap_or("ended");
+                        // The session's own ending, as a shell gives a command's: its exit code,
+                        // 128 + the signal that ended it, or 1 for a session that failed.
+                        let last = client.session(session).await.ok().and_then(|v| v.info.last_exit);
+                        // A stop asked for (`corral stop`, a shutdown) ends it as planned: 0.
+                        let asked = v["event"]["kind"]["reason"].as_str().is_some_and(|r| r.starts_with("stopped"));
+                        let code = match (state, last) {
+                            ("failed", _) => 1,
+                            _ if asked => 0,
+                            (_, Some(corral_actors::process::ExitStatus::Code(c))) => c,
+                            (_, Some(corral_actors::process::ExitStatus::Signal(s))) => 128 + s,
+                            _ => 0,
+                        };
+                        let how = last.map_or_else(String::new, |e| format!(" ({e})"));
+                        final_line(&format!("session {state}{how}"));
+                        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
                     }
                     // A new process of the session (a restart): the last one's modes (its
                     // alternate screen, mouse reporting, hidden cursor) are not the new one's.

@@ -249,7 +249,9 @@ pub enum ClientCommand {
         #[arg(long)]
         keep_sessions: bool,
     },
-    /// Attach this terminal to a session (detach with Ctrl-\\).
+    /// Attach this terminal to a session (detach with Ctrl-\). Exit status: 0 when detached;
+    /// when the session ends while attached, its exit code (128 + a signal's number; 1 if it
+    /// failed; 0 after a stop asked for).
     Attach {
         /// Name or id.
         session: String,
