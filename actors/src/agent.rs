@@ -274,12 +274,16 @@ pub fn question(session: &SessionShared, id: Option<&str>) -> Option<PermissionA
 /// answer could not be delivered.
 pub fn take_question(session: &SessionShared, id: &str) -> Option<PermissionAsk> {
     let mut s = session.status.write();
-    let ask = questions::take(&mut s, id)?;
-    if ask.request_id.is_none() {
-        // Not a structured agent's: left where it was.
-        questions::put_back(&mut s, ask);
+    // Only a structured agent's question is taken here (a hook-held one is its call's).
+    let structured = s
+        .permission
+        .iter()
+        .chain(s.queued.iter())
+        .any(|q| q.id.as_deref() == Some(id) && q.request_id.is_some());
+    if !structured {
         return None;
     }
+    let ask = questions::take(&mut s, id)?;
     if s.permission.is_none() {
         s.attention = Some(Attention::Working);
     }
@@ -411,23 +415,10 @@ mod tests {
     use crate::session::shared::Status;
 
     fn agent_status() -> Status {
-        Status {
-            state: crate::event::SessionState::Running,
-            pid: Some(1),
-            holder_pid: None,
-            started_at: None,
-            restarts: 0,
-            last_exit: None,
-            reason: None,
-            size: Default::default(),
-            attention: Some(Attention::Idle),
-            permission: None,
-            queued: Default::default(),
-            agent_session_id: None,
-            identity: None,
-            interrupted: false,
-            ended_at: None,
-        }
+        let mut s = Status::new(Default::default(), Some(Attention::Idle));
+        s.state = crate::event::SessionState::Running;
+        s.pid = Some(1);
+        s
     }
 
     fn asks(request_id: &str) -> AgentEvent {

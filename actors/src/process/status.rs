@@ -26,6 +26,15 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// The status a shell reports for a command that ended this way: its code, or 128 + the
+    /// signal's number.
+    pub fn shell_code(&self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => *c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+
     /// True only for `exit 0`.
     pub fn success(&self) -> bool {
         matches!(self, ExitStatus::Code(0))

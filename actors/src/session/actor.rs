@@ -434,7 +434,7 @@ impl Actor for Session {
             SessionMsg::Restart(reply) => {
                 st.halt(Some(st.spec.grace), RESTART_REQUESTED).await;
                 st.shared
-                    .set_state(SessionState::Restarting, Some("restart requested".into()));
+                    .set_state(SessionState::Restarting, Some(RESTART_REQUESTED.into()));
                 // Asked for by a user: a fresh start, its crash-loop count too (a Failed session
                 // restarted by hand would otherwise fail again at its first crash).
                 st.backoff = BackoffState::default();

@@ -98,7 +98,7 @@ pub(crate) struct Status {
     pub size: Size,
     pub attention: Option<crate::attention::Attention>,
     pub permission: Option<crate::attention::PermissionAsk>,
-    /// Open questions behind `permission` (at most `agent::MAX_QUESTIONS` in all).
+    /// Open questions behind `permission` (at most `questions::MAX_QUESTIONS` in all).
     pub queued: std::collections::VecDeque<crate::attention::PermissionAsk>,
     pub agent_session_id: Option<String>,
     /// Who the running main process is (recorded so recovery can find it after a crash).
@@ -107,6 +107,29 @@ pub(crate) struct Status {
     pub interrupted: bool,
     /// When it last became Stopped or Failed (retention of ended sessions).
     pub ended_at: Option<SystemTime>,
+}
+
+impl Status {
+    /// A session's status before its first start.
+    pub(crate) fn new(size: Size, attention: Option<crate::attention::Attention>) -> Status {
+        Status {
+            state: SessionState::Starting,
+            pid: None,
+            holder_pid: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            size,
+            attention,
+            permission: None,
+            queued: Default::default(),
+            agent_session_id: None,
+            identity: None,
+            interrupted: false,
+            ended_at: None,
+        }
+    }
 }
 
 /// Shared between the Session actor, its I/O actors and every handle.
@@ -146,7 +169,8 @@ pub struct SessionShared {
     pub(crate) input_rejected: AtomicU64,
     /// Input bytes lost (process closed its input); counted by the input writer.
     pub(crate) input_lost: Arc<AtomicU64>,
-    /// The viewer that sent input last (its size wins: tmux's `window-size latest`).
+    /// The viewer that sent input last: when it changes, the session actor is told
+    /// (`ViewerActive`), and its resize policy decides whose size the session takes.
     pub(crate) last_input_viewer: AtomicU64,
     /// The persister's journal, when the tree persists.
     journal: Option<Journal>,
@@ -172,26 +196,12 @@ impl SessionShared {
             argv: spec.argv.clone(),
             mode: spec.mode,
             ring,
-            status: RwLock::new(Status {
-                state: SessionState::Starting,
-                pid: None,
-                holder_pid: None,
-                started_at: None,
-                restarts: 0,
-                last_exit: None,
-                reason: None,
-                size: spec.size,
-                attention: spec
-                    .agent
+            status: RwLock::new(Status::new(
+                spec.size,
+                spec.agent
                     .as_ref()
                     .map(|_| crate::attention::Attention::Starting),
-                permission: None,
-                queued: Default::default(),
-                agent_session_id: None,
-                identity: None,
-                interrupted: false,
-                ended_at: None,
-            }),
+            )),
             writer: RwLock::new(None),
             screen: RwLock::new(None),
             roles: RwLock::new(Vec::new()),

@@ -239,9 +239,7 @@ pub async fn attach(
                         let code = match (state, last) {
                             ("failed", _) => 1,
                             _ if asked => 0,
-                            (_, Some(corral_actors::process::ExitStatus::Code(c))) => c,
-                            (_, Some(corral_actors::process::ExitStatus::Signal(s))) => 128 + s,
-                            _ => 0,
+                            (_, last) => last.map_or(0, |e| e.shell_code()),
                         };
                         let how = last.map_or_else(String::new, |e| format!(" ({e})"));
                         final_line(&format!("session {state}{how}"));
@@ -277,10 +275,7 @@ pub async fn attach(
                 },
                 keys_in = keys.recv() => {
                     let Some(typed) = keys_in else { return Ok(ExitCode::SUCCESS) };
-                    let Some(mut bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
-                    if bytes.is_empty() {
-                        continue;
-                    }
+                    let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
                             final_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"));
@@ -289,7 +284,7 @@ pub async fn attach(
                         return Ok(ExitCode::SUCCESS);
                     }
                     if !read_only && send_typed(&mut ws, channel, session, prompts, &bytes).await.is_err() {
-                        pending.extend(bytes.drain(..));
+                        pending.extend(&bytes);
                         break "send failed".to_string();
                     }
                 }

@@ -30,20 +30,30 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The token from `Authorization`, a `corral.token.<t>` subprotocol, or the login cookie.
-pub fn presented_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(t) = bearer(headers) {
-        return Some(t.to_string());
-    }
-    let from_protocol = headers
+/// The token of a `corral.token.<t>` WebSocket subprotocol, if any.
+fn protocol_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX));
-    if let Some(t) = from_protocol {
-        return Some(t.to_string());
+        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
+}
+
+/// The token from `Authorization`, a `corral.token.<t>` subprotocol, or the login cookie.
+pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+    bearer(headers)
+        .or_else(|| protocol_token(headers))
+        .map(str::to_string)
+        .or_else(|| cookie_token(headers))
+}
+
+/// The token of the web page's login cookie, when the request presents no other (bearer or
+/// subprotocol) — what the page's own requests carry.
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    if bearer(headers).is_some() || protocol_token(headers).is_some() {
+        return None;
     }
     headers
         .get_all(header::COOKIE)
@@ -52,22 +62,6 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find_map(|(k, v)| (k == COOKIE).then(|| v.to_string()))
-}
-
-/// The token of the web page's login cookie, when the request presents no other (bearer or
-/// subprotocol) — what the page's own requests carry.
-pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    let other = bearer(headers).is_some()
-        || headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| p.trim().starts_with(TOKEN_PROTOCOL_PREFIX));
-    if other {
-        return None;
-    }
-    presented_token(headers)
 }
 
 /// The grant of the token a request presents, or a 401.

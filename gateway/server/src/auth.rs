@@ -92,6 +92,12 @@ pub fn new_secret(id: &str) -> String {
     )
 }
 
+/// A fresh random id of 12 hex digits (a token's, a permission question's): unique enough to
+/// name one thing among a server's and its successors' without a counter.
+pub fn random_id() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
 /// The SHA-256 of a token: what is kept of it.
 pub fn digest(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -189,7 +195,7 @@ impl Tokens {
         if self.by_id.read().len() >= MAX_TOKENS {
             return Err(AuthError::Full);
         }
-        let id = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let id = random_id();
         let token = new_secret(&id);
         let kept = digest(&token);
         if let (Some(log), Some((scope, session))) = (&self.log, TokenScope::of(&grant)) {

@@ -11,6 +11,11 @@ use std::time::Instant;
 use corral_runtime::{NodeKind, Status, TreeNode};
 use parking_lot::Mutex;
 
+/// The close reason of a connection whose token was revoked.
+pub const TOKEN_REVOKED: &str = "token revoked";
+/// The close reason of a connection whose login cookie was logged out (in another tab).
+pub const LOGGED_OUT: &str = "logged out";
+
 /// One connection's live figures.
 #[derive(Debug)]
 pub struct ConnStats {
@@ -34,14 +39,13 @@ pub struct ConnStats {
     pub held: AtomicBool,
     /// The id of the token it was let in with (none before a ttyd client authenticates).
     pub token: Mutex<Option<String>>,
-    /// Told when that token is revoked: the connection closes (1008 `token revoked`).
+    /// Told when it must close because its login ended: the connection closes with 1008 and
+    /// [`ConnStats::closing`]'s reason.
     pub revoked: tokio::sync::Notify,
-    /// Set with `revoked`, read before each turn of the connection: once its token is revoked
-    /// nothing more is sent, even when other work is ready at the same turn.
-    pub is_revoked: AtomicBool,
-    /// Why it is told to close: `token revoked`, or `logged out` (the page's logout in another
-    /// tab of the same browser).
-    pub close_reason: Mutex<&'static str>,
+    /// Why it must close, once it must (`token revoked`, or `logged out`: the page's logout in
+    /// another tab of the same browser). Read before each turn of the connection, so nothing
+    /// more is sent even when other work is ready at the same turn; the first reason stays.
+    pub closing: std::sync::OnceLock<&'static str>,
     /// Let in by the web page's login cookie (not a bearer token): a logout closes it.
     pub by_cookie: AtomicBool,
 }
@@ -61,8 +65,7 @@ impl ConnStats {
             held: AtomicBool::new(false),
             token: Mutex::new(None),
             revoked: tokio::sync::Notify::new(),
-            is_revoked: AtomicBool::new(false),
-            close_reason: Mutex::new("token revoked"),
+            closing: std::sync::OnceLock::new(),
             by_cookie: AtomicBool::new(false),
         })
     }
@@ -78,15 +81,17 @@ impl ConnStats {
         }
     }
 
-    /// Tells the connection to close: its login was ended (`logged out`).
-    pub fn log_out(&self) {
-        *self.close_reason.lock() = "logged out";
-        self.revoke();
-    }
-
     /// Tells the connection its token was revoked.
     pub fn revoke(&self) {
-        self.is_revoked.store(true, Ordering::Release);
+        self.close_for(TOKEN_REVOKED);
+    }
+
+    /// Tells the connection to close (1008 `why`).
+    fn close_for(&self, why: &'static str) {
+        // Set once: a second reason for the same close changes nothing.
+        if let Err(not_kept) = self.closing.set(why) {
+            tracing::debug!(not_kept, "already closing for another reason");
+        }
         // A stored permit: the connection sees it at its next turn even if it is busy.
         self.revoked.notify_one();
     }
@@ -136,26 +141,25 @@ impl Registry {
 
     /// Closes every connection let in with token `id` (it was revoked); returns how many.
     pub fn close_token(&self, id: &str) -> usize {
-        let live = self.live.lock();
-        let mut closed = 0;
-        for stats in live.values() {
-            if stats.token.lock().as_deref() == Some(id) {
-                stats.revoke();
-                closed += 1;
-            }
-        }
-        closed
+        self.close_where(id, false, TOKEN_REVOKED)
     }
 
     /// Closes the connections the web page's login cookie carrying token `id` let in (a logout:
     /// the other tabs of that browser lose their login with it); returns how many.
     pub fn log_out(&self, id: &str) -> usize {
+        self.close_where(id, true, LOGGED_OUT)
+    }
+
+    /// Closes (1008 `why`) the live connections token `id` let in — only those of the login
+    /// cookie when `cookie_only`; returns how many.
+    fn close_where(&self, id: &str, cookie_only: bool, why: &'static str) -> usize {
         let live = self.live.lock();
         let mut closed = 0;
         for stats in live.values() {
-            if stats.by_cookie.load(Ordering::Relaxed) && stats.token.lock().as_deref() == Some(id)
+            if (!cookie_only || stats.by_cookie.load(Ordering::Relaxed))
+                && stats.token.lock().as_deref() == Some(id)
             {
-                stats.log_out();
+                stats.close_for(why);
                 closed += 1;
             }
         }

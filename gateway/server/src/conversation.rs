@@ -89,9 +89,7 @@ impl Conversations {
             .map(|(_, m)| m.clone())
             .unwrap_or_default()
     }
-}
 
-impl Conversations {
     /// A terminal session's conversation: its settled messages, then the agent's message now
     /// (`screen`, as of `changed`), whose id is the next one — so ids never change role and an
     /// earlier answer stays where it was.

@@ -57,7 +57,8 @@ impl Mutes {
             m.remove(&session)
         };
         m.retain(|s| exists(*s));
-        changed.then(|| serde_json::to_vec(&*m).unwrap_or_default())
+        // invariant: a set of UUIDs always serializes.
+        changed.then(|| serde_json::to_vec(&*m).expect("a set of ids serializes"))
     }
 
     /// Writes `bytes` from [`Mutes::set`] (blocking: call off the runtime's workers).

@@ -104,7 +104,7 @@ impl Waiting {
     /// Opens a question of `session`, held by the caller until it drops the [`Question`];
     /// None when the session has too many open (see `corral_actors::questions`).
     pub fn ask(&self, session: &SessionHandle, ask: PermissionAsk) -> Option<Question<'_>> {
-        let id = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let id = crate::auth::random_id();
         let (tx, rx) = oneshot::channel();
         self.open.lock().insert(id.clone(), (session.id(), tx));
         let held = corral_actors::agent::hold_question(session.shared(), ask, id.clone());
@@ -157,9 +157,7 @@ impl Waiting {
         }
         delivered
     }
-}
 
-impl Waiting {
     /// The questions `ids` were settled elsewhere (see `agent::settle_by_hook`): their hook
     /// calls return no decision now.
     pub fn release(&self, session: &SessionHandle, ids: &[String]) {

@@ -257,8 +257,7 @@ impl Actor for Connection {
         let stats = st.stats.clone();
         // Checked first: the select below picks among ready branches at random, and output
         // ready at the same turn must not go out after the token was revoked.
-        if stats.is_revoked.load(Ordering::Acquire) {
-            let reason = *stats.close_reason.lock();
+        if let Some(reason) = stats.closing.get() {
             st.close(1008, reason).await;
             myself.stop(Some("connection closed".into()));
             return Ok(());
@@ -270,7 +269,7 @@ impl Actor for Connection {
             }
             // Its token was revoked: nothing more is sent or taken.
             _ = stats.revoked.notified() => {
-                let reason = *stats.close_reason.lock();
+                let reason = stats.closing.get().copied().unwrap_or(crate::connections::TOKEN_REVOKED);
                 st.close(1008, reason).await
             }
             // While a message waits for a limit, the socket is not read: TCP pushes back.
