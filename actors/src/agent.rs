@@ -250,6 +250,12 @@ pub fn hold_question(session: &SessionShared, mut ask: PermissionAsk, id: String
     questions::open(&mut s, ask)
 }
 
+/// Whether question `id` is the one shown (not queued behind others, not closed).
+pub fn is_shown(session: &SessionShared, id: &str) -> bool {
+    let s = session.status.read();
+    s.permission.as_ref().and_then(|p| p.id.as_deref()) == Some(id)
+}
+
 /// Closes question `id`, which left as `how` (see [`Left`]); false if it was not open.
 pub fn close_question(session: &SessionShared, id: &str, how: Left) -> bool {
     questions::close(&mut session.status.write(), id, how)

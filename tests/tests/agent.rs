@@ -579,6 +579,71 @@ async fn view_until(
     }
 }
 
+/// A question queued behind another is not timed while nobody can see it: its wait starts when
+/// it is shown. Here the first question runs out its 2 s wait; the second, asked at the same
+/// time, is then shown and can still be answered a second later (it went to the agent's dialog
+/// with the first when both were timed from their arrival).
+#[tokio::test]
+async fn a_queued_question_is_timed_from_when_it_is_shown() {
+    let server = Server::start_configured("[agents]\npermission_wait_secs = 2\n");
+    let info = server
+        .spawn(json!({"name": "queue", "argv": ["sleep", "600"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let token = hook_token(&info);
+    let path = format!("/v1/sessions/{id}/events");
+    let post = |payload: Value| {
+        let (server, path, token) = (&server, path.clone(), token.clone());
+        async move {
+            server
+                .http("POST", &path, Some(&token), Some(&payload))
+                .await
+        }
+    };
+    let ask = |cmd: &str| json!({"hook_event_name": "PermissionRequest", "tool_name": "Bash", "tool_input": {"command": cmd}});
+    let first = post(ask("touch a"));
+    let second = async {
+        view_until(&server, "queue", "first question", |v| {
+            !v["permission"].is_null()
+        })
+        .await;
+        post(ask("touch b")).await
+    };
+    let answer = async {
+        let view = view_until(&server, "queue", "both questions open", |v| {
+            v["permission_queue"]
+                .as_array()
+                .is_some_and(|q| q.len() == 1)
+        })
+        .await;
+        let b = view["permission_queue"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The first runs out (2 s); the second is shown then.
+        let view = view_until(&server, "queue", "the second question shown", |v| {
+            v["permission"]["id"] == b.as_str()
+        })
+        .await;
+        assert!(
+            view["permission_queue"]
+                .as_array()
+                .is_none_or(|q| q.is_empty()),
+            "{view}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let out = corral(&server, &["answer", "queue", "allow", "--id", &b]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    let ((s1, r1), (s2, r2), ()) = tokio::join!(first, second, answer);
+    assert_eq!((s1, s2), (200, 200));
+    let r1: Value = serde_json::from_str(&r1).unwrap();
+    let r2: Value = serde_json::from_str(&r2).unwrap();
+    let decision = |r: &Value| r["output"]["hookSpecificOutput"]["decision"].clone();
+    assert!(decision(&r1).is_null(), "the first had no answer: {r1}");
+    assert_eq!(decision(&r2)["behavior"], "allow", "{r2}");
+}
+
 /// An agent running tools in parallel asks several questions at once (one PermissionRequest
 /// hook call each). They are shown one at a time in the order they came, the rest queued; an
 /// answer names the question it answers, so one that comes after another answer got there

@@ -11,12 +11,14 @@
 //! `control_response` on its stdin).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use corral_actors::SessionHandle;
 use corral_actors::agent::{Left, PermissionAsk};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// allow or deny.
@@ -97,7 +99,7 @@ pub struct Question<'a> {
     /// answered in its own dialog) unless the call says otherwise.
     pub left: Left,
     /// The answer, when one comes.
-    pub answer: oneshot::Receiver<Answer>,
+    answer: oneshot::Receiver<Answer>,
 }
 
 impl Waiting {
@@ -184,6 +186,44 @@ fn withdrawn(session: &SessionHandle, id: &str) {
             request_id: id.to_string(),
         },
     );
+}
+
+/// How often a queued question looks whether it is shown yet (its wait starts then).
+const QUEUED_CHECK: Duration = Duration::from_secs(1);
+
+impl Question<'_> {
+    /// Waits for the answer: `wait` from when the question is shown (a question queued behind
+    /// others is not timed while nobody can see it), but never past
+    /// `agent::PERMISSION_WAIT_MAX` from its arrival, which the hook's own timeout outlasts.
+    /// None: no answer in time. `Some(Err)`: the call was released (settled elsewhere).
+    pub async fn answer_within(
+        &mut self,
+        wait: Duration,
+    ) -> Option<Result<Answer, oneshot::error::RecvError>> {
+        let limit = Instant::now() + corral_actors::agent::PERMISSION_WAIT_MAX.max(wait);
+        let mut shown_at = None;
+        loop {
+            let now = Instant::now();
+            if shown_at.is_none() && corral_actors::agent::is_shown(self.session.shared(), &self.id)
+            {
+                shown_at = Some(now);
+            }
+            // Shown: its deadline. Queued: look again shortly (showing it wakes nobody).
+            let until = match shown_at {
+                Some(at) => at + wait,
+                None => now + QUEUED_CHECK,
+            }
+            .min(limit);
+            tokio::select! {
+                answered = &mut self.answer => return Some(answered),
+                _ = tokio::time::sleep_until(until) => {
+                    if shown_at.is_some() || until >= limit {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Question<'_> {

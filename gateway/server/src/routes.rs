@@ -456,13 +456,13 @@ async fn post_hook(
     };
     let mut leaving = app.shutdown.subscribe();
     let output = tokio::select! {
-        answered = tokio::time::timeout(app.config.agents.permission_wait(), &mut question.answer) => {
+        answered = question.answer_within(app.config.agents.permission_wait()) => {
             match answered {
-                Ok(Ok(answer)) => Some(answer.hook_output()),
-                Ok(Err(_)) => None,
+                Some(Ok(answer)) => Some(answer.hook_output()),
+                Some(Err(_)) => None,
                 // No answer in time: no decision, Claude asks in its own dialog, where the
                 // question now is (nothing outside can answer it any more).
-                Err(_) => {
+                None => {
                     question.left = corral_actors::agent::Left::ToTerminal;
                     None
                 }
