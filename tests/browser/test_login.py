@@ -117,3 +117,70 @@ def test_a_short_id_opens_its_session(server, page):
     expect(page.get_by_test_id("terminal")).to_be_visible()
     wait_js(page, f"window.corral.sessionId() === {s['id']!r}", 15, "the session opened")
     expect(page.get_by_test_id("no-session")).to_have_count(0)
+
+
+def test_another_page_on_this_host_cannot_use_the_login_cookie(server, page):
+    # Cross-site request forgery: SameSite=Strict keeps the cookie from other *sites*, but
+    # every page on http://127.0.0.1:<any port> is the same site, so a browser logged in to
+    # corral sends the cookie with that page's requests too. A text/plain POST needs no CORS
+    # preflight: before the fix, such a page spawned a program of its choosing.
+    import http.server
+    import threading
+
+    marker = f"csrf-{uuid.uuid4().hex[:8]}"
+    spec = json.dumps({"argv": ["sh", "-c", "sleep 100"], "name": marker})
+    evil = f"""<!doctype html><script>
+      fetch({server.url + "/v1/sessions"!r}, {{method: "POST", mode: "no-cors",
+        credentials: "include", headers: {{"Content-Type": "text/plain"}}, body: {spec!r}}})
+        .then(() => document.title = "sent", () => document.title = "sent");
+    </script>"""
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = evil.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        page.goto(server.login_url())
+        expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+        assert page.context.cookies(), "logged in"
+        page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+        wait_js(page, "document.title === 'sent'", 10, "the other page's request went out")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert marker not in json.dumps(server.sessions()), "another page spawned a session"
+    # The same request without a browser: with the cookie and a foreign or no Origin it is
+    # refused (403, saying why); with the page's own Origin it is the page's and goes through.
+    cookie = f"corral_token={server.token}"
+
+    def post(origin):
+        headers = {"content-type": "text/plain", "cookie": cookie}
+        if origin:
+            headers["origin"] = origin
+        req = urllib.request.Request(
+            server.url + "/v1/sessions", method="POST", data=spec.encode(), headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, body = post("http://127.0.0.1:1")
+    assert status == 403 and "origin" in body["error"], (status, body)
+    status, body = post(None)
+    assert status == 403 and "Origin" in body["error"], (status, body)
+    assert marker not in json.dumps(server.sessions())
+    status, body = post(server.url)
+    assert status == 201, (status, body)
+    server.remove(body["id"])

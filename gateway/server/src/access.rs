@@ -74,6 +74,57 @@ pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Grant, ApiError> {
         })
 }
 
+/// Cross-origin requests are refused unless the origin is allowed (`allowed_origins`): what
+/// a WebSocket upgrade and every request a browser makes with the login cookie is checked by.
+/// Requests without an Origin (CLI clients) and same-origin pages pass.
+pub fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let same = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o == host);
+    if same || app.config.allowed_origins.iter().any(|a| a == origin) {
+        Ok(())
+    } else {
+        app.metrics.reject("origin");
+        Err(ApiError::forbidden(format!(
+            "origin {origin} is not allowed"
+        )))
+    }
+}
+
+/// Cross-site request forgery: a browser attaches the page's login cookie to every request to
+/// this server, whichever page makes it. `SameSite=Strict` does not stop a page on another
+/// port of the same host (one site: every `http://127.0.0.1:*` page), and a `text/plain` POST
+/// needs no CORS preflight, so without this check any local web page could spawn a program.
+/// A request that changes something (any method but GET, HEAD, OPTIONS) and authenticates by
+/// the cookie must therefore name its origin, and the origin must be the server's own (or an
+/// allowed one): browsers always send `Origin` on such requests; clients that send no cookie
+/// (the CLI, scripts with a bearer token) are not concerned.
+pub async fn cookie_origin(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    let headers = request.headers();
+    if !request.method().is_safe() && cookie_token(headers).is_some() {
+        if !headers.contains_key(header::ORIGIN) {
+            app.metrics.reject("origin");
+            return Err(ApiError::forbidden(
+                "a request with the login cookie that changes something must carry an Origin header",
+            ));
+        }
+        check_origin(&app, headers)?;
+    }
+    Ok(next.run(request).await)
+}
+
 /// A 403, counted.
 pub fn forbid(app: &App, message: impl Into<String>) -> ApiError {
     app.metrics.reject("forbidden");

@@ -17,8 +17,8 @@ use corral_actors::SessionSpec;
 use corral_runtime::{ChildSpec, Restart, Shutdown};
 
 use crate::access::{
-    Admin, Caller, Driven, Hooked, Managed, Readable, authenticate, forbid, parse_json,
-    presented_token,
+    Admin, Caller, Driven, Hooked, Managed, Readable, authenticate, check_origin, forbid,
+    parse_json, presented_token,
 };
 use crate::app::App;
 use crate::auth::Grant;
@@ -78,36 +78,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ttyd/{key}/token", get(ttyd_token))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(crate::access::MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::access::cookie_origin,
+        ))
         .with_state(app)
 }
 
 /// A path no route serves: 404 with the JSON body of every refusal.
 async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route {method} {}", uri.path()))
-}
-
-/// Cross-origin WebSocket upgrades are refused unless the origin is allowed. Requests without
-/// an Origin (CLI clients) and same-origin pages pass.
-fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let same = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|o| o == host);
-    if same || app.config.allowed_origins.iter().any(|a| a == origin) {
-        Ok(())
-    } else {
-        app.metrics.reject("origin");
-        Err(ApiError::forbidden(format!(
-            "origin {origin} is not allowed"
-        )))
-    }
 }
 
 /// The connection bound, checked at the upgrade (a plain 503 before any WebSocket exists).
