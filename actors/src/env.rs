@@ -60,12 +60,17 @@ impl PrivateTmp {
     /// left to its holder finds its files where they were).
     pub fn create(root: &Path, id: Uuid) -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = root.join(format!("corral-{id}"));
+        let path = Self::path_of(root, id);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&path)?;
         Ok(Self { path, armed: true })
+    }
+
+    /// Where session `id`'s directory is under `root`.
+    pub fn path_of(root: &Path, id: Uuid) -> PathBuf {
+        root.join(format!("corral-{id}"))
     }
 
     /// Its path.

@@ -159,6 +159,11 @@ impl Sessions {
         self.persist.as_ref()
     }
 
+    /// Where sessions' private TMPDIRs are made.
+    pub(crate) fn tmp_root(&self) -> &std::path::Path {
+        &self.config.tmp_root
+    }
+
     /// Where PTY sessions' holders live, when they have holders.
     pub fn holders(&self) -> Option<&crate::holder::Holders> {
         self.config.holders.as_ref()

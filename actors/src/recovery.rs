@@ -23,6 +23,10 @@
 //!    Stopped with the reason when its policy is `never`. Sessions that had ended stay as they
 //!    were, with their scrollback, until retention removes them.
 //!
+//! Before that, holders of no live record (a spawn the registry never recorded, an ended session
+//! whose holder was not released yet) are released with their programs: nothing could list,
+//! stop or remove them otherwise.
+//!
 //! Each decision is a `recovery` event in the session's journal.
 
 use std::time::{Duration, Instant};
@@ -64,6 +68,8 @@ pub struct RecoveryReport {
     pub processes_killed: usize,
     /// Ended sessions deleted by retention.
     pub collected: usize,
+    /// Holders of no live record, ended with their programs (see `release_strays`).
+    pub strays_released: usize,
     /// Records that could not be restored (with the reason, also logged).
     pub failed: Vec<(Uuid, String)>,
     /// Wall time of the whole reconciliation.
@@ -171,6 +177,54 @@ async fn release_holder(sessions: &Sessions, id: Uuid) {
     }
 }
 
+/// Ends the holders no live record keeps, and returns how many: a spawn the registry never
+/// recorded (its commit failed — a full disk — and the server died before the next one), a
+/// session recorded as ended whose holder was not released yet, one retention removed. Nothing
+/// could ever see, stop or remove them (`corral ps` lists records), so each is released: its
+/// program is killed and reaped, its socket and log go; an unrecorded session's scrollback
+/// and TMPDIR go too.
+async fn release_strays(
+    sessions: &Sessions,
+    persist: &Persist,
+    keep: &[SessionRecord],
+    held: &std::collections::HashSet<Uuid>,
+) -> usize {
+    let Some(holders) = sessions.holders() else {
+        return 0;
+    };
+    let listed = {
+        let holders = holders.clone();
+        tokio::task::spawn_blocking(move || holders.sockets()).await
+    };
+    let strays: Vec<Uuid> = match listed {
+        Ok(ids) => ids.into_iter().filter(|id| !held.contains(id)).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "listing the holders panicked");
+            return 0;
+        }
+    };
+    for &id in &strays {
+        let recorded = keep.iter().any(|r| r.id == id);
+        tracing::warn!(session = %id, recorded, "a holder of no live session: ending its program");
+        release_holder(sessions, id).await;
+        // A dead holder's socket (nobody answered) goes too.
+        let gone = holders.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || gone.forget(id)).await {
+            tracing::error!(session = %id, error = %e, "removing a stray holder's files panicked");
+        }
+        if !recorded {
+            persist.remove(id);
+            let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), id);
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || crate::env::PrivateTmp::remove(&tmp)).await
+            {
+                tracing::error!(session = %id, error = %e, "removing a stray session's TMPDIR panicked");
+            }
+        }
+    }
+    strays.len()
+}
+
 /// Terminates what is left of a session whose server died under it. Returns processes killed,
 /// and whether the recorded main process was still alive.
 async fn terminate_leftovers(record: &SessionRecord) -> (usize, bool) {
@@ -233,6 +287,7 @@ pub async fn reconcile(
             .collect(),
         None => Default::default(),
     };
+    report.strays_released = release_strays(sessions, persist, &keep, &held).await;
     let mut keep = keep;
     let renamed = unique_names(&mut keep, &held);
     for r in keep.iter().filter(|r| renamed.contains_key(&r.id)) {
@@ -294,6 +349,7 @@ pub async fn reconcile(
         reattached = report.reattached,
         orphans = report.orphans_terminated,
         collected = report.collected,
+        strays = report.strays_released,
         failed = report.failed.len(),
         took_ms = report.took.as_millis() as u64,
         "boot reconciliation done"

@@ -895,3 +895,58 @@ async fn a_log_damaged_past_what_its_holder_holds_keeps_the_program_and_records_
         .collect();
     assert!(said.iter().any(|e| e.contains("lost")), "{said:?}");
 }
+
+/// A session the registry never recorded (its commit failed, e.g. on a full disk, and the
+/// server died before it could say so) has a holder and a program that nothing can list, stop
+/// or remove. The next server ends them and removes their files, instead of leaving them
+/// running for good outside every listing. Its record is deleted here to stand for the failed
+/// commit.
+#[tokio::test]
+async fn a_holder_of_a_session_never_recorded_is_ended_by_the_next_server() {
+    let mut server = Server::start();
+    let kept = server
+        .spawn(json!({"name": "kept", "argv": ["sleep", "1000"]}))
+        .await;
+    let lost = server
+        .spawn(json!({"name": "unrecorded", "argv": ["sh", "-c", "echo hi; exec sleep 1000"]}))
+        .await;
+    let id = lost["id"].as_str().unwrap().to_string();
+    let pid = lost["pid"].as_i64().unwrap() as i32;
+    let holder = parent(pid);
+    until_logged(&server, &id, 1, "its output").await;
+    server.kill();
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    assert_eq!(
+        db.execute("DELETE FROM sessions WHERE id = ?1", [&id])
+            .unwrap(),
+        1
+    );
+    drop(db);
+    let dir = server.dir.path().to_path_buf();
+    let socket = dir.join("holders").join(format!("{id}.sock"));
+    assert!(socket.exists());
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) || alive(holder) {
+        assert!(
+            Instant::now() < deadline,
+            "the unrecorded session's program {pid} or holder {holder} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!socket.exists(), "its socket is left");
+    assert!(
+        !dir.join("logs").join(&id).exists(),
+        "its scrollback is left"
+    );
+    let (status, report) = server
+        .http("GET", "/v1/recovery", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["strays_released"], 1, "{report}");
+    // The recorded session is untouched.
+    let s = server.session("kept").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], kept["pid"], "{s}");
+}

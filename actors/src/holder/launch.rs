@@ -129,6 +129,25 @@ impl Holders {
         self.dir.join(format!("{id}.sock"))
     }
 
+    /// The sessions whose holders have a socket in the directory (live or not).
+    pub fn sockets(&self) -> Vec<Uuid> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "could not list the holders");
+                return Vec::new();
+            }
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let id = name.to_str()?.strip_suffix(".sock")?;
+                Uuid::parse_str(id).ok()
+            })
+            .collect()
+    }
+
     /// Removes what a dead holder of session `id` left (its socket and log).
     pub fn forget(&self, id: Uuid) {
         for path in [self.socket(id), self.log(id)] {
