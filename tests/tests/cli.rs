@@ -1354,8 +1354,9 @@ fn attach_resumes_exactly_after_showing_only_a_snapshot() {
     assert!(!screen().contains("lost its last output"), "{}", screen());
 }
 
-/// Like Jupyter: `corral serve` prints the page's login URL (with the admin token) on stdout,
-/// and `corral web` prints the same URL again.
+/// Like Jupyter: `corral serve` prints the page's address on stdout, with the admin token only
+/// when stdout is a terminal (a stdout that is not one is kept: systemd's journal, a file, and
+/// tokens are never logged); `corral web` prints the login URL with the token.
 #[test]
 fn serve_and_web_print_the_login_url() {
     let dir = tempfile::tempdir().unwrap();
@@ -1364,20 +1365,29 @@ fn serve_and_web_print_the_login_url() {
         .unwrap()
         .trim()
         .to_string();
-    let url = line
+    assert!(
+        !line.contains(&token),
+        "the token went to a piped stdout: {line}"
+    );
+    let address = line
         .trim()
         .strip_prefix("corral: open ")
+        .and_then(|l| l.split_once(' '))
         .expect(&line)
+        .0
         .to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    assert!(url.ends_with(&format!("/?token={token}")), "{url}");
+    assert!(address.starts_with("http://127.0.0.1:"), "{address}");
+    assert!(line.contains("corral web"), "{line}");
     let web = Command::new(binary())
         .arg("--data-dir")
         .arg(dir.path())
         .arg("web")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&web.stdout).trim(), url);
+    assert_eq!(
+        String::from_utf8_lossy(&web.stdout).trim(),
+        format!("{address}?token={token}")
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

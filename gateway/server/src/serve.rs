@@ -172,8 +172,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     crate::systemd::ready(&url);
     // Like Jupyter: the one line a user needs to open the page (on stdout, never in the logs;
-    // `corral web` prints it again).
-    println!("corral: open {}", crate::web::login_url(&url, &admin_token));
+    // `corral web` prints it again). With the token only on a terminal: a stdout that is not
+    // one is kept somewhere (systemd's journal, a file), and tokens are never logged.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!("corral: open {}", crate::web::login_url(&url, &admin_token));
+    } else {
+        println!(
+            "corral: open {url}/ (log in with the URL `corral web` prints; the token is in {})",
+            data.path().join("token").display()
+        );
+    }
     let router = router(app.clone());
     // Keystrokes and echoes are tiny writes: Nagle must not hold one back waiting for an ACK.
     let listener = listener.tap_io(|tcp| {

@@ -325,20 +325,23 @@ fn async_stream(
             if done {
                 return None;
             }
+            // At most `window` bytes past the last ack: a chunk is cut to what the window has
+            // left, so a client whose buffer is the window never gets more.
+            let mut most = MAX_CHUNK;
             if let Some(window) = window {
                 loop {
                     let notified = credit.notify.notified();
-                    if sub
+                    let in_flight = sub
                         .cursor()
-                        .saturating_sub(credit.acked.load(Ordering::Acquire))
-                        < window
-                    {
+                        .saturating_sub(credit.acked.load(Ordering::Acquire));
+                    if in_flight < window {
+                        most = most.min(usize::try_from(window - in_flight).unwrap_or(usize::MAX));
                         break;
                     }
                     notified.await;
                 }
             }
-            let item = sub.next(MAX_CHUNK).await;
+            let item = sub.next(most).await;
             if let Item::Lagged(l) = &item {
                 // Skipped bytes count as acknowledged: what was in flight before the gap stays
                 // the same, so a flow-controlled reader is not stalled by bytes it never got.
