@@ -335,6 +335,7 @@ impl Sessions {
             Some(n) => n.clone(),
             None => default_name(&spec.argv[0], id),
         };
+        spec.check().map_err(SessionError::BadSpec)?;
         Ok(name)
     }
 

@@ -236,11 +236,7 @@ async fn terminate_leftovers(record: &SessionRecord) -> (usize, bool) {
         ),
         _ => (marker, false),
     };
-    let signal = record
-        .spec
-        .stop_signal
-        .parse::<Signal>()
-        .unwrap_or(Signal::SIGHUP);
+    let signal = record.spec.stop_signal().unwrap_or(Signal::SIGHUP);
     // No pidfd of ours leads the group (the leader is not our child), so signals go to each
     // member through its own pidfd.
     let report = sweep::terminate(&tree, signal, record.spec.grace, None).await;

@@ -37,6 +37,7 @@ pub enum Mode {
     /// stream-json in and out with permission requests on stdout, see `stream_json`): every
     /// stdout line is logged as it is, and messages, tool calls, results and permission
     /// requests become typed events.
+    #[serde(alias = "stream-json")]
     StreamJson,
 }
 
@@ -48,6 +49,7 @@ pub enum RestartPolicy {
     #[default]
     Never,
     /// Only after a failure: a non-zero exit code or death by a signal.
+    #[serde(alias = "on-failure")]
     OnFailure,
     /// After every exit that was not requested by a stop.
     Always,
@@ -78,7 +80,9 @@ pub struct SessionSpec {
     pub intensity: Intensity,
     /// Signal that asks the process to stop (name, e.g. "SIGHUP").
     pub stop_signal: String,
-    /// Time between the stop signal and SIGKILL of the whole process tree.
+    /// Time between the stop signal and SIGKILL of the whole process tree (in JSON: seconds,
+    /// or serde's `{"secs", "nanos"}`).
+    #[serde(deserialize_with = "corral_runtime::seconds::deserialize")]
     pub grace: Duration,
     /// Agent profile name (e.g. "claude"), if any.
     pub agent: Option<String>,
@@ -103,6 +107,39 @@ impl SessionSpec {
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
     /// Default ring capacity: 1 MiB (allocated lazily).
     pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
+
+    /// The stop signal: a name with or without its `SIG` (`SIGTERM`, `TERM`, `term`).
+    pub fn stop_signal(&self) -> Result<nix::sys::signal::Signal, String> {
+        let name = self.stop_signal.trim().to_ascii_uppercase();
+        let full = if name.starts_with("SIG") {
+            name
+        } else {
+            format!("SIG{name}")
+        };
+        full.parse().map_err(|_| {
+            format!(
+                "unknown stop signal '{}' (a name such as SIGTERM, TERM or HUP)",
+                self.stop_signal
+            )
+        })
+    }
+
+    /// Refuses what could never start, before anything is made for it: an unknown stop
+    /// signal or agent profile, an agent without the hook command it needs, `stream_json`
+    /// without an agent that speaks it.
+    pub fn check(&self) -> Result<(), String> {
+        self.stop_signal()?;
+        let profile = crate::agent::Profile::parse(self.agent.as_deref())?;
+        if profile.is_some() && self.hook_command.is_none() {
+            return Err("agent profiles need a hook command (spawn through corral serve)".into());
+        }
+        if self.mode == Mode::StreamJson && profile.is_none() {
+            return Err(
+                "mode stream_json needs an agent profile that speaks it (agent \"claude\")".into(),
+            );
+        }
+        Ok(())
+    }
 
     /// A PTY session running `argv` with every default.
     pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {

@@ -23,14 +23,22 @@ enum Wire {
     Legacy(Legacy),
 }
 
+/// Where [`mono_ms`]'s clock starts, on the monotonic clock and on the wall clock.
+fn start() -> &'static (std::time::Instant, SystemTime) {
+    static START: std::sync::OnceLock<(std::time::Instant, SystemTime)> =
+        std::sync::OnceLock::new();
+    START.get_or_init(|| (std::time::Instant::now(), SystemTime::now()))
+}
+
 /// Milliseconds on a monotonic clock that starts at 1 (so 0 can mean "never").
 pub fn mono_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-        + 1
+    start().0.elapsed().as_millis() as u64 + 1
+}
+
+/// The wall-clock time of [`mono_ms`] value `ms`: the same value always gives the same time
+/// (the clocks' difference is taken once, when the monotonic one starts).
+pub fn wall_of_mono(ms: u64) -> SystemTime {
+    start().1 + Duration::from_millis(ms.saturating_sub(1))
 }
 
 /// `t` as RFC 3339 (UTC, microseconds).
@@ -79,37 +87,7 @@ pub mod option {
 
 /// Durations as seconds (a JSON number, fractions allowed); reading also accepts serde's old
 /// `{secs, nanos}` struct.
-pub mod duration {
-    use super::*;
-
-    #[derive(Deserialize)]
-    struct LegacyDuration {
-        secs: u64,
-        #[serde(default)]
-        nanos: u32,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum WireDuration {
-        Seconds(f64),
-        Legacy(LegacyDuration),
-    }
-
-    /// Serializes as seconds.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    /// Deserializes seconds or the old struct.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match WireDuration::deserialize(d)? {
-            WireDuration::Seconds(s) => Duration::try_from_secs_f64(s)
-                .map_err(|e| serde::de::Error::custom(format!("duration {s}: {e}"))),
-            WireDuration::Legacy(l) => Ok(Duration::new(l.secs, l.nanos)),
-        }
-    }
-}
+pub use corral_runtime::seconds as duration;
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Backoff {
     /// Delay before the first restart.
+    #[serde(deserialize_with = "crate::seconds::deserialize")]
     pub initial: Duration,
     /// No delay exceeds this.
+    #[serde(deserialize_with = "crate::seconds::deserialize")]
     pub max: Duration,
     /// Growth factor per consecutive restart (≥ 1).
     pub multiplier: f64,
@@ -19,6 +21,7 @@ pub struct Backoff {
     /// still capped at `max`.
     pub jitter: f64,
     /// A child that ran at least this long before exiting starts again from `initial`.
+    #[serde(deserialize_with = "crate::seconds::deserialize")]
     pub reset_after: Duration,
 }
 

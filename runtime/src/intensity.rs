@@ -13,6 +13,7 @@ pub struct Intensity {
     /// Restarts allowed inside one `period`; one more escalates.
     pub max_restarts: u32,
     /// Length of the sliding window.
+    #[serde(deserialize_with = "crate::seconds::deserialize")]
     pub period: Duration,
 }
 

@@ -27,6 +27,7 @@ pub mod bounded;
 pub mod child_spec;
 pub mod exit;
 pub mod intensity;
+pub mod seconds;
 pub mod supervisor;
 pub mod tree;
 

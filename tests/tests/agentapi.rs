@@ -93,6 +93,20 @@ async fn a_cat_session_speaks_agentapi() {
         "raw keystrokes on the screen",
     )
     .await;
+    // A quiet screen's message keeps its time (when the screen last changed) from one read to
+    // the next: a client that compares messages sees no change that did not happen.
+    let times = async || {
+        let (_, m) = get(&server, "/agentapi/cat/messages", t).await;
+        m["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["time"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = times().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(times().await, before);
     // A bad type: 400.
     let (code, _) = server
         .http(

@@ -590,6 +590,51 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
     assert_eq!(status, 404, "{body}");
     let v: Value = serde_json::from_str(&body).expect("a JSON error body");
     assert_eq!(v["code"], "not_found", "{v}");
+    // A spec that could never start is a 400 naming what is wrong (it was a 409 "could not
+    // start the process"), and nothing is left of it.
+    for (spec, says) in [
+        (
+            json!({"argv": ["true"], "mode": "stream_json"}),
+            "needs an agent profile",
+        ),
+        (
+            json!({"argv": ["sleep", "1"], "stop_signal": "SIGBOGUS"}),
+            "unknown stop signal 'SIGBOGUS'",
+        ),
+        (json!({"argv": ["sleep", "1"], "grace": -1}), "not negative"),
+    ] {
+        let (status, body) = server
+            .http("POST", "/v1/sessions", Some(&server.token), Some(&spec))
+            .await;
+        assert_eq!(status, 400, "{spec}: {body}");
+        assert!(body.contains(says), "{spec}: {body}");
+    }
+    // Written as people write them: a signal without its SIG, seconds as a number, the CLI's
+    // spelling of a policy.
+    let info = server
+        .spawn(
+            json!({"name": "plain-spec", "argv": ["sleep", "100"], "stop_signal": "term",
+            "grace": 0.5, "restart": "on-failure"}),
+        )
+        .await;
+    assert_eq!(info["state"], "running", "{info}");
+    let (status, body) = server
+        .http(
+            "DELETE",
+            "/v1/sessions/plain-spec",
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .http("GET", "/v1/sessions", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("SIGBOGUS"),
+        "a refused spawn left a session: {body}"
+    );
     // The server is still fine.
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -247,24 +246,13 @@ impl Actor for Session {
         args: SessionArgs,
     ) -> Result<SessionActorState, ActorProcessingErr> {
         let spec = args.spec;
-        let stop_signal = Signal::from_str(&spec.stop_signal)
-            .map_err(|_| SessionError::BadSpec(format!("unknown signal {}", spec.stop_signal)))?;
+        // `Sessions::check_spec` refused a spec that fails these before the session was made;
+        // an embedding app that starts the actor itself gets the same errors here.
         if spec.argv.is_empty() {
             return Err(SessionError::BadSpec("argv is empty".into()).into());
         }
-        let profile = Profile::parse(spec.agent.as_deref()).map_err(SessionError::BadSpec)?;
-        if profile.is_some() && spec.hook_command.is_none() {
-            return Err(SessionError::BadSpec(
-                "agent profiles need a hook command (spawn through corral serve)".into(),
-            )
-            .into());
-        }
-        if spec.mode == Mode::StreamJson && profile.is_none() {
-            return Err(SessionError::BadSpec(
-                "mode stream-json needs an agent profile that speaks it (agent \"claude\")".into(),
-            )
-            .into());
-        }
+        spec.check().map_err(SessionError::BadSpec)?;
+        let stop_signal = spec.stop_signal().map_err(SessionError::BadSpec)?;
         let (root, id) = (args.tmp_root.clone(), args.shared.id);
         // A blocking mkdir (creating an inode can take a third of a millisecond): off the
         // runtime's workers.

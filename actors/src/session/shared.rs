@@ -282,6 +282,15 @@ impl SessionShared {
         }
     }
 
+    /// When output last arrived (wall clock, to the millisecond; the same answer until more
+    /// arrives); None if none ever did.
+    pub fn last_output_at(&self) -> Option<std::time::SystemTime> {
+        match self.last_output.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(crate::time::wall_of_mono(at)),
+        }
+    }
+
     /// Why this session's output cannot be persisted, if it cannot.
     pub(crate) fn persist_error(&self) -> Option<String> {
         self.feed.persist_error()

@@ -109,10 +109,7 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
 
 /// When the session's screen last changed: its last output (now, if it printed none yet).
 fn screen_changed(h: &SessionHandle) -> SystemTime {
-    let now = SystemTime::now();
-    h.shared()
-        .quiet_ms()
-        .map_or(now, |ms| now - Duration::from_millis(ms))
+    h.shared().last_output_at().unwrap_or_else(SystemTime::now)
 }
 
 /// `GET /agentapi/{key}/status`.

@@ -139,7 +139,7 @@ impl Default for Metrics {
         );
         registry.register(
             "rate_limited",
-            "Messages refused by rate limits",
+            "Messages that waited for a rate limit (paced, never refused)",
             m.rate_limited.clone(),
         );
         registry.register(
