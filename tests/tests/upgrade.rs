@@ -472,6 +472,20 @@ async fn a_revoked_token_is_refused_for_good_and_its_live_connections_close() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Over the API, the whole token names its id too, and an error never says the secret back.
+    let (status, body) = server
+        .http(
+            "DELETE",
+            &format!("/v1/tokens/{phone}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains(&phone_id) && body.contains("revoked already") && !body.contains(&phone),
+        "{body}"
+    );
     // The admin token is not revoked this way.
     assert!(
         !corral(&server, &["token", "revoke", "admin"])

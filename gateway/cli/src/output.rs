@@ -88,7 +88,19 @@ pub fn question_summary(q: &corral_actors::agent::PermissionAsk) -> String {
             Value::Null => String::new(),
             other => other.to_string(),
         });
-    let detail: String = detail.escape_debug().collect();
+    // Control characters shown as escapes (a newline in a command is a second command, and
+    // must be seen as such); quotes as they are, so JSON input reads as JSON.
+    let detail: String = detail
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
     let cut: String = detail.chars().take(MAX).collect();
     let ellipsis = if cut.len() < detail.len() { "…" } else { "" };
     if cut.is_empty() {
@@ -248,7 +260,28 @@ pub(crate) fn state_name(state: corral_actors::SessionState) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::natural_cmp;
+    use super::{natural_cmp, question_summary};
+
+    #[test]
+    fn a_question_shows_newlines_as_escapes_and_json_as_json() {
+        let ask = |tool: &str, input| corral_actors::agent::PermissionAsk {
+            id: None,
+            tool: tool.into(),
+            input,
+            request_id: None,
+        };
+        assert_eq!(
+            question_summary(&ask(
+                "Bash",
+                serde_json::json!({"command": "echo a\nrm -rf ~"})
+            )),
+            "Bash: echo a\\nrm -rf ~"
+        );
+        assert_eq!(
+            question_summary(&ask("Edit", serde_json::json!({"file": "two"}))),
+            r#"Edit: {"file":"two"}"#
+        );
+    }
 
     #[test]
     fn names_sort_as_people_count() {

@@ -613,6 +613,17 @@ async fn revoke_token(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<TokenRevoked>, ApiError> {
+    // The whole token names its id, as in `corral token revoke`; nothing of a secret is said
+    // back (an error body can end up in a log).
+    let id = match crate::auth::token_id(&id) {
+        Some(of_token) => of_token.to_string(),
+        None if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()) => id,
+        None => {
+            return Err(ApiError::bad_request(
+                "not a token id (the 12 hex digits after `corral_`) nor a whole token",
+            ));
+        }
+    };
     // Recorded in the token log before it takes effect: off the runtime's workers.
     let tokens = app.clone();
     let key = id.clone();
@@ -621,7 +632,7 @@ async fn revoke_token(
         .map_err(|e| ApiError::internal(format!("revoking a token: {e}")))??;
     if !revoked {
         return Err(ApiError::not_found(format!(
-            "no viewer or driver token with id '{id}' (`corral token list` shows them)"
+            "no viewer or driver token with id '{id}' (revoked already, or never issued; `corral token list` shows the valid ones)"
         )));
     }
     let connections_closed = app.connections.close_token(&id);
