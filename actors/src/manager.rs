@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::error::SessionError;
 use crate::event::SessionEvent;
 use crate::handle::{CALL_TIMEOUT, SessionHandle};
+use crate::persist::journal::LogRepair;
 use crate::persist::journal::{Op, SessionRecord};
 use crate::persist::{Persist, store};
 use crate::session::{Begin, Session, SessionArgs, SessionInfo, SessionMsg, SessionShared};
@@ -247,12 +248,12 @@ impl Sessions {
         // ended sessions, must not leave a running agent out of the registry while its holder
         // keeps it alive.
         let reserved = self.reserve(id, &name, Admission::Existing)?;
-        let start = match &self.persist {
+        let (start, repairs) = match &self.persist {
             Some(p) => p.open_log(id).await.unwrap_or_else(|e| {
                 tracing::error!(session = %id, error = %e, "scrollback unreadable; output offsets restart at 0");
-                0
+                (0, Vec::new())
             }),
-            None => 0,
+            None => (0, Vec::new()),
         };
         // The end of its log goes back into the Ring, so the screen (and a viewer asking for a
         // snapshot) shows what the terminal showed, not a blank page, until the program draws.
@@ -314,8 +315,20 @@ impl Sessions {
             lines,
             carry,
         };
-        self.register(reserved, spec, ring, Some(restored), begin)
-            .await
+        let handle = self
+            .register(reserved, spec, ring, Some(restored), begin)
+            .await?;
+        // Output lost to storage damage is said in the journal, never only in the server's log.
+        // A cut end of an adopted session's log is its holder's to refill (or to say lost).
+        for repair in repairs {
+            if begin == Begin::Adopt && matches!(repair, LogRepair::Cut { .. }) {
+                continue;
+            }
+            handle.shared().emit(crate::EventKind::Recovery {
+                decision: repair.describe(),
+            });
+        }
+        Ok(handle)
     }
 
     /// Validates a spec and returns the session's name.

@@ -461,8 +461,11 @@ proptest! {
         prop_assert_eq!(&log.read_range(0, usize::MAX).unwrap(), &want);
     }
 
+    /// Damage in a sealed segment costs only what is unreadable: the segment is cut at the
+    /// damage and ends with a gap up to where the next segment starts; the later segments are
+    /// kept, and the lost range is reported.
     #[test]
-    fn damage_in_a_sealed_segment_ends_the_log_there(
+    fn damage_in_a_sealed_segment_is_a_gap_and_the_later_segments_are_kept(
         sizes in prop::collection::vec(1usize..3000, 8..40),
         how in harm_strategy(),
         which in any::<usize>(),
@@ -479,31 +482,36 @@ proptest! {
         let victim_frames = frames(victim);
         let len = fs::metadata(victim).unwrap().len();
         let at = point % len;
+        let next = segment_start(&files, i + 1);
+        let start = segment_start(&files, i);
         harm(victim, at, how);
 
-        let keep = end_offset_before(&victim_frames, at, segment_start(&files, i));
-        // A truncation at a frame boundary looks like a clean end of that segment; the damage is
-        // then found at the start of the next one, which does not continue it.
-        let boundary = matches!(how, Harm::Truncate)
-            && (at == 0 || victim_frames.iter().any(|(end, _)| *end == at));
+        let keep = end_offset_before(&victim_frames, at, start);
         let (log, recovery) = SegmentLog::open(&path, config(4096, 1 << 30)).unwrap();
-        if boundary && at == 0 && i == 0 {
-            // The oldest segment emptied: indistinguishable from retention, nothing is damaged.
-            let first = segment_start(&files, 1);
-            prop_assert_eq!(recovery.damage, None);
-            prop_assert_eq!(recovery.first_offset, Some(first));
-            prop_assert_eq!(recovery.next_offset, expected.len() as u64);
-            prop_assert_eq!(read_all(&log, 0, usize::MAX), vec![
-                Chunk::Gap { from: 0, to: first },
-                Chunk::Data { offset: first, bytes: expected[first as usize..].to_vec() },
-            ]);
-            return Ok(());
+        prop_assert_eq!(recovery.next_offset, expected.len() as u64);
+        prop_assert_eq!(recovery.removed_segments, 0);
+        prop_assert_eq!(recovery.tail_cut, None);
+        prop_assert_eq!(segment_files(&path).len(), files.len());
+        let mut want = Vec::new();
+        if keep > 0 {
+            want.push(Chunk::Data { offset: 0, bytes: expected[..keep as usize].to_vec() });
         }
-        prop_assert_eq!(recovery.next_offset, keep);
-        prop_assert!(recovery.damage.is_some());
-        prop_assert_eq!(recovery.removed_segments, files.len() - 1 - i - usize::from(boundary));
-        prop_assert_eq!(segment_files(&path).len(), i + 1 + usize::from(boundary));
-        prop_assert!(only_data(&read_all(&log, 0, usize::MAX)) == expected[..keep as usize]);
+        if keep < next {
+            want.push(Chunk::Gap { from: keep, to: next });
+        }
+        want.push(Chunk::Data { offset: next, bytes: expected[next as usize..].to_vec() });
+        prop_assert_eq!(read_all(&log, 0, usize::MAX), want.clone());
+        // Reported, but for the oldest output lost with nothing before it: the log then starts
+        // later, as after retention.
+        if keep > 0 {
+            prop_assert!(recovery.damage.is_some());
+            prop_assert_eq!(&recovery.lost, &vec![(keep, next)]);
+        }
+        // Repaired for good: the next open finds nothing.
+        drop(log);
+        let (log, again) = SegmentLog::open(&path, config(4096, 1 << 30)).unwrap();
+        prop_assert_eq!(again.damage, None);
+        prop_assert_eq!(read_all(&log, 0, usize::MAX), want);
     }
 
     /// A crash in the middle of recovery, and a second crash after more writes, still leave a
@@ -565,6 +573,8 @@ proptest! {
     }
 }
 
+/// Recovery of a sealed segment interrupted after its gap was written but before the file was
+/// cut after it (the old bytes still follow the gap) ends where an uninterrupted one does.
 #[test]
 fn an_interrupted_recovery_of_a_sealed_segment_ends_the_same() {
     let dir = tempfile::tempdir().unwrap();
@@ -579,20 +589,29 @@ fn an_interrupted_recovery_of_a_sealed_segment_ends_the_same() {
     for f in &files {
         fs::copy(f, partial.join(f.file_name().unwrap())).unwrap();
     }
-    // The interrupted recovery had removed only the newest segment.
-    fs::remove_file(segment_files(&partial).last().unwrap()).unwrap();
-
     let (a, ra) = SegmentLog::open(&full, config(4096, 1 << 30)).unwrap();
+    // The interrupted one: the repaired segment's gap, then the rest of the damaged file.
+    let repaired = fs::read(segment_files(&full)[1].clone()).unwrap();
+    let damaged = fs::read(&files[1]).unwrap();
+    let mut torn = repaired.clone();
+    torn.extend_from_slice(&damaged[repaired.len().min(damaged.len())..]);
+    fs::write(partial.join(files[1].file_name().unwrap()), torn).unwrap();
     let (b, rb) = SegmentLog::open(&partial, config(4096, 1 << 30)).unwrap();
+    assert_eq!(ra.next_offset, expected.len() as u64);
     assert_eq!(ra.next_offset, rb.next_offset);
     assert_eq!(ra.records, rb.records);
-    assert_eq!(ra.truncated_bytes, rb.truncated_bytes);
-    assert_eq!(ra.removed_segments, files.len() - 2);
-    assert_eq!(segment_files(&full).len(), 2);
-    assert_eq!(segment_files(&partial).len(), 2);
-    let data = only_data(&read_all(&a, 0, usize::MAX));
-    assert!(data == expected[..ra.next_offset as usize]);
-    assert_eq!(data, only_data(&read_all(&b, 0, usize::MAX)));
+    assert_eq!(ra.removed_segments, 0);
+    assert_eq!(segment_files(&full).len(), files.len());
+    assert_eq!(segment_files(&partial).len(), files.len());
+    let (ca, cb) = (read_all(&a, 0, usize::MAX), read_all(&b, 0, usize::MAX));
+    assert_eq!(ca, cb);
+    assert!(
+        matches!(
+            ca.as_slice(),
+            [Chunk::Data { .. }, Chunk::Gap { .. }, Chunk::Data { .. }]
+        ),
+        "{ca:?}"
+    );
 }
 
 #[test]

@@ -950,3 +950,93 @@ async fn a_holder_of_a_session_never_recorded_is_ended_by_the_next_server() {
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"], kept["pid"], "{s}");
 }
+
+/// Storage damage in the middle of an ended session's log (a bad sector in its first segment)
+/// costs only the unreadable range: the next server keeps every later segment, the range is
+/// a gap in the log, and the session's journal says which bytes were lost. (It used to cut
+/// the log at the damage, delete the intact later segments, and, for an ended session, say
+/// nothing but a line in the server's log.)
+#[tokio::test]
+async fn damage_in_the_middle_of_a_log_loses_only_the_damaged_range_and_says_so() {
+    use corral_actors::persist::{Chunk, LogReader};
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "long", "argv": ["seq", "1", "1500000"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    // And one whose only segment is damaged: its end is cut, and that is said too.
+    let short = server
+        .spawn(json!({"name": "short", "argv": ["seq", "1", "20000"]}))
+        .await;
+    let short = short["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for s in [&id, &short] {
+        while server.session(s).await["state"] != "stopped" {
+            assert!(Instant::now() < deadline, "seq did not end");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    server.terminate(Duration::from_secs(20));
+    let only = server
+        .dir
+        .path()
+        .join("logs")
+        .join(&short)
+        .join("00000000.seg");
+    let mut bytes = std::fs::read(&only).unwrap();
+    for b in &mut bytes[80_000..80_050] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&only, bytes).unwrap();
+    let logs = server.dir.path().join("logs").join(&id);
+    let mut segments: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let mut first = std::fs::read(&segments[0]).unwrap();
+    for b in &mut first[500_000..500_050] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&segments[0], first).unwrap();
+    server.restart();
+    // Every segment is still there; the log reads as everything, one gap in the first
+    // segment, everything after it.
+    let (reader, damage) = LogReader::open(&logs).unwrap();
+    assert_eq!(damage, None, "repaired at the restore");
+    let chunks = reader.read_range(0, usize::MAX).unwrap();
+    let gaps: Vec<(u64, u64)> = chunks
+        .iter()
+        .filter_map(|c| match c {
+            Chunk::Gap { from, to } => Some((*from, *to)),
+            Chunk::Data { .. } => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let (from, to) = gaps[0];
+    assert!(from < 500_000 && to > 500_050 && to <= 4 << 20, "{gaps:?}");
+    let text: Vec<u8> = chunks
+        .iter()
+        .filter_map(|c| match c {
+            Chunk::Data { bytes, .. } => Some(bytes.clone()),
+            Chunk::Gap { .. } => None,
+        })
+        .flatten()
+        .collect();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.ends_with("1499999\r\n1500000\r\n"), "the end is kept");
+    assert!(text.starts_with("1\r\n2\r\n"));
+    let events = server.cli_ok(&["events", &id, "--json"]).await;
+    assert!(
+        events.contains(&format!("output {from}..{to} lost: the log was damaged")),
+        "{events}"
+    );
+    let events = server.cli_ok(&["events", &short, "--json"]).await;
+    assert!(
+        events.contains("the log was damaged (segment 0 at byte")
+            && events.contains("past the damage could not be read"),
+        "{events}"
+    );
+}

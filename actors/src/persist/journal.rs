@@ -61,6 +61,71 @@ pub struct SessionRow {
     pub last_seq: u64,
 }
 
+/// What opening a session's log had to repair (storage damage): said in its journal, since
+/// output a viewer could have asked for is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRepair {
+    /// Output `[from, to)` was unreadable in a sealed segment: it is a gap, the later segments
+    /// are kept.
+    Lost {
+        /// First offset lost.
+        from: u64,
+        /// First offset after it.
+        to: u64,
+        /// What was found there.
+        damage: String,
+    },
+    /// The log was cut at damage with nothing readable after it: it ends at `at` now, and
+    /// `bytes` of its file past that could not be read.
+    Cut {
+        /// Where the log ends now.
+        at: u64,
+        /// File bytes dropped.
+        bytes: u64,
+        /// What was found there.
+        damage: String,
+    },
+}
+
+impl LogRepair {
+    /// The repairs a log's recovery made.
+    pub fn of(recovery: &crate::persist::segment::Recovery) -> Vec<LogRepair> {
+        let damage = recovery
+            .damage
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string);
+        let mut out: Vec<LogRepair> = recovery
+            .lost
+            .iter()
+            .map(|&(from, to)| LogRepair::Lost {
+                from,
+                to,
+                damage: damage.clone(),
+            })
+            .collect();
+        if let Some(at) = recovery.tail_cut {
+            out.push(LogRepair::Cut {
+                at,
+                bytes: recovery.truncated_bytes,
+                damage,
+            });
+        }
+        out
+    }
+
+    /// As said in the session's journal (a `recovery` event).
+    pub fn describe(&self) -> String {
+        match self {
+            LogRepair::Lost { from, to, damage } => format!(
+                "output {from}..{to} lost: the log was damaged ({damage}); recorded as a gap, the output after it kept"
+            ),
+            LogRepair::Cut { at, bytes, damage } => format!(
+                "the log was damaged ({damage}): it ends at offset {at}, and {bytes} bytes of it past the damage could not be read"
+            ),
+        }
+    }
+}
+
 /// A request to the persister thread.
 pub(crate) enum Op {
     /// A new session: insert its record.
@@ -76,7 +141,7 @@ pub(crate) enum Op {
     /// offset, so the session's Ring continues the log's offsets.
     OpenLog(
         Uuid,
-        tokio::sync::oneshot::Sender<Result<u64, PersistError>>,
+        tokio::sync::oneshot::Sender<Result<(u64, Vec<LogRepair>), PersistError>>,
     ),
     /// Every session record (boot).
     Load(tokio::sync::oneshot::Sender<Result<Vec<SessionRecord>, PersistError>>),

@@ -103,8 +103,11 @@ impl Persist {
         self.request(Op::Load).await?
     }
 
-    /// Opens (recovering) a session's log; its next offset.
-    pub async fn open_log(&self, id: Uuid) -> Result<u64, PersistError> {
+    /// Opens (recovering) a session's log; its next offset, and what recovery repaired.
+    pub async fn open_log(
+        &self,
+        id: Uuid,
+    ) -> Result<(u64, Vec<crate::persist::journal::LogRepair>), PersistError> {
         self.request(|r| Op::OpenLog(id, r)).await?
     }
 

@@ -316,10 +316,10 @@ impl Writer {
                     removed.push(id);
                 }
                 Op::OpenLog(id, reply) => {
-                    let result = self.open_log(id).map(|log| {
+                    let result = self.open_log(id).map(|(log, repairs)| {
                         let next = log.next_offset();
                         self.opened.insert(id, log);
-                        next
+                        (next, repairs)
                     });
                     answer(reply, result);
                 }
@@ -529,9 +529,13 @@ impl Writer {
         self.stats.set_error(e);
     }
 
-    fn open_log(&mut self, id: Uuid) -> Result<SegmentLog, PersistError> {
+    /// A session's log (opened and repaired if it was not open yet) and what was repaired.
+    fn open_log(
+        &mut self,
+        id: Uuid,
+    ) -> Result<(SegmentLog, Vec<crate::persist::journal::LogRepair>), PersistError> {
         if let Some(log) = self.opened.remove(&id) {
-            return Ok(log);
+            return Ok((log, Vec::new()));
         }
         let dir = self.logs_dir.join(id.to_string());
         match SegmentLog::open(&dir, self.segment.clone()) {
@@ -539,7 +543,7 @@ impl Writer {
                 if let Some(damage) = &recovery.damage {
                     tracing::warn!(session = %id, %damage, truncated = recovery.truncated_bytes, removed = recovery.removed_segments, "scrollback repaired");
                 }
-                Ok(log)
+                Ok((log, crate::persist::journal::LogRepair::of(&recovery)))
             }
             Err(source) => Err(PersistError::Io {
                 what: format!("opening the scrollback {}", dir.display()),
@@ -561,7 +565,8 @@ impl Writer {
     fn attach_now(&mut self, shared: Arc<Feed>) {
         let id = shared.id;
         match self.open_log(id) {
-            Ok(log) => {
+            // Repairs are said by a restore, which opens the log first (`Op::OpenLog`).
+            Ok((log, _)) => {
                 // From the log's end: a restored session's Ring starts there; a new one at 0.
                 let reader = shared
                     .ring

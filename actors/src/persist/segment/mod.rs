@@ -14,16 +14,20 @@
 //! # Recovery ([`SegmentLog::open`])
 //!
 //! Every record of every segment is read and checked (frame length, CRC, decoding, contiguity).
-//! The log is always a clean *prefix*: the first bad record ends it. In the last segment this is
-//! the usual torn tail of a crash mid-write, and the file is truncated just before it. A bad
-//! record in an earlier, sealed segment also ends the log there: that segment is truncated and
-//! every later segment is removed. Why not keep the later segments behind a gap: a sealed
-//! segment was synced before its successor was created (unless [`FsyncPolicy::Never`]), so
-//! damage there is not a crash artifact but a damaged disk or a foreign write, and whatever
-//! follows it can no longer be trusted to continue it; a prefix is also what makes recovery
-//! idempotent. Later segments are removed (newest first) before the truncation, so a crash
-//! during recovery leaves a state from which the next open reaches the same result. Reading a
-//! whole log costs one sequential pass over at most `max_total_bytes + segment_bytes`.
+//! In the last segment a bad record is the usual torn tail of a crash mid-write, and the file is
+//! truncated just before it: the log ends there ([`Recovery::tail_cut`]). A bad record in an
+//! earlier, *sealed* segment (synced before its successor was created, unless
+//! [`FsyncPolicy::Never`]) is not a crash artifact but a damaged disk or a foreign write, and
+//! the later segments are as good as their own CRCs say: the damaged segment is cut at the bad
+//! record and ends with a [`Record::Gap`] up to where the next segment starts, and the log goes
+//! on through the later segments ([`Recovery::lost`] names each such range). A segment that
+//! starts past where the previous one ended (the previous one lost whole frames at its end)
+//! gets the gap at the end of the previous one. The gap frame is written over the damage before
+//! the file is cut after it, so a crash during recovery leaves a state from which the next open
+//! reaches the same log. Only when the later segments cannot continue the log (damaged from
+//! their first record, or starting before the cut) does the log end at the damage, the later
+//! segments removed (newest first, before the truncation: idempotent too). Reading a whole log
+//! costs one sequential pass over at most `max_total_bytes + segment_bytes`.
 //!
 //! # Writing ([`SegmentLog::append`])
 //!
@@ -151,8 +155,14 @@ pub struct Recovery {
     pub first_offset: Option<u64>,
     /// Offset the next append continues at (0 for an empty log).
     pub next_offset: u64,
-    /// The first bad record, if any: where the log now ends.
+    /// The first bad record, if any.
     pub damage: Option<Damage>,
+    /// Output ranges that damage in sealed segments made unreadable, now gaps in the log
+    /// (the later segments kept).
+    pub lost: Vec<(u64, u64)>,
+    /// The log was cut at damage with nothing readable after it: it now ends at this offset,
+    /// and whatever followed is gone (unless a holder still has it).
+    pub tail_cut: Option<u64>,
 }
 
 /// Where and why a log stopped being readable.

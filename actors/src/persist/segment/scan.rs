@@ -51,7 +51,11 @@ pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 pub(super) fn scan_dir(dir: &Path) -> io::Result<Scan> {
-    let numbers = list_segments(dir)?;
+    scan_segments(dir, &list_segments(dir)?)
+}
+
+/// Reads segments `numbers` (ascending) as one log, from the first one's first record.
+pub(super) fn scan_segments(dir: &Path, numbers: &[u64]) -> io::Result<Scan> {
     let mut scan = Scan {
         segments: Vec::new(),
         damage: None,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::asciicast::export_asciicast;
 use super::reader::{LogReader, read_range};
-use super::scan::scan_dir;
+use super::scan::{Scan, scan_dir, scan_segments};
 use super::*;
 use crate::persist::codec::{self, RecordRef};
 
@@ -62,9 +62,57 @@ impl SegmentLog {
             .mode(0o700)
             .create(&dir)?;
         owner_only(&dir)?;
-        let scan = scan_dir(&dir)?;
-        let mut segments = scan.segments;
+        let mut scan = scan_dir(&dir)?;
+        let first_damage = scan.damage.clone();
         let mut truncated_bytes = 0;
+        let mut lost = Vec::new();
+        let mut tail_cut = None;
+        // Damage in a sealed segment whose successors are good: a gap over what is unreadable,
+        // and the log goes on (repeated for every damaged sealed segment).
+        while let Some(damage) = scan.damage.clone() {
+            // A segment that starts past where the previous one ended (the previous one lost
+            // its last frames whole): the gap goes at the end of the previous one, and this
+            // one is kept whole.
+            if let DamageKind::NotContiguous { expected, found } = damage.kind
+                && damage.position == 0
+                && found > expected
+                && scan.segments.len() >= 2
+            {
+                // invariant: checked just above.
+                let damaged = scan.segments.pop().expect("two segments");
+                let previous = scan.segments.last_mut().expect("two segments");
+                append_gap(&dir, previous, expected, found)?;
+                tracing::warn!(dir = %dir.display(), %damage, lost_from = expected, lost_to = found,
+                    "segment log damaged: the missing output is a gap, the later segments are kept");
+                lost.push((expected, found));
+                let mut rest = vec![damaged.n];
+                rest.extend(&scan.after_damage);
+                let later = scan_segments(&dir, &rest)?;
+                scan.segments.extend(later.segments);
+                scan.damage = later.damage;
+                scan.damaged_file_len = later.damaged_file_len;
+                scan.after_damage = later.after_damage;
+                continue;
+            }
+            if scan.after_damage.is_empty() {
+                break;
+            }
+            let file_len = scan.damaged_file_len;
+            let later = scan_segments(&dir, &scan.after_damage)?;
+            let kept = scan.segments.last().map_or(0, |s| s.len);
+            match bridge(&dir, &mut scan, later)? {
+                Some(gap) => {
+                    tracing::warn!(dir = %dir.display(), %damage, lost_from = gap.0, lost_to = gap.1,
+                        "segment log damaged: the unreadable output is a gap, the later segments are kept");
+                    truncated_bytes += file_len.saturating_sub(kept);
+                    if gap.0 < gap.1 {
+                        lost.push(gap);
+                    }
+                }
+                None => break,
+            }
+        }
+        let mut segments = scan.segments;
         let removed_segments = scan.after_damage.len();
         if let Some(damage) = &scan.damage {
             tracing::warn!(dir = %dir.display(), %damage, removed_segments,
@@ -78,7 +126,11 @@ impl SegmentLog {
             let file = OpenOptions::new().write(true).open(&path)?;
             // invariant: the scan stops at the damaged segment, so it is the last one kept.
             let kept = segments.last().expect("the damaged segment is kept").len;
-            truncated_bytes = scan.damaged_file_len.saturating_sub(kept);
+            truncated_bytes += scan.damaged_file_len.saturating_sub(kept);
+            if let Some((_, end)) = segments.iter().rev().find_map(Segment::range) {
+                // What followed is unknown past the damage: the cut is said from where it is.
+                tail_cut = Some(end);
+            }
             file.set_len(kept)?;
             file.sync_all()?;
             sync_dir(&dir)?;
@@ -128,7 +180,9 @@ impl SegmentLog {
             removed_segments,
             first_offset: log.first_offset(),
             next_offset: log.next_offset,
-            damage: scan.damage,
+            damage: first_damage,
+            lost,
+            tail_cut,
         };
         Ok((log, recovery))
     }
@@ -284,15 +338,7 @@ impl SegmentLog {
         let end = record.end().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "record end overflows u64")
         })?;
-        // Encoded in place after room for the header: one copy of the bytes, not three.
-        self.frame.clear();
-        self.frame.extend_from_slice(&[0u8; FRAME_HEADER]);
-        codec::encode_into(record, &mut self.frame);
-        let payload_len = self.frame.len() - FRAME_HEADER;
-        let crc = crc32fast::hash(&self.frame[FRAME_HEADER..]);
-        // Payloads are bounded by MAX_PAYLOAD_BYTES, far below u32::MAX.
-        self.frame[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        encode_frame(record, &mut self.frame);
         let frame_len = self.frame.len() as u64;
         let segment_bytes = self.config.segment_bytes;
         let len = self.current().len;
@@ -383,6 +429,85 @@ impl SegmentLog {
             self.total_bytes -= oldest.len;
         }
     }
+}
+
+/// `record` as a frame `[len][crc][payload]` in `frame` (cleared first). Encoded in place after
+/// room for the header: one copy of the bytes, not three.
+fn encode_frame(record: &RecordRef<'_>, frame: &mut Vec<u8>) {
+    frame.clear();
+    frame.extend_from_slice(&[0u8; FRAME_HEADER]);
+    codec::encode_into(record, frame);
+    let payload_len = frame.len() - FRAME_HEADER;
+    let crc = crc32fast::hash(&frame[FRAME_HEADER..]);
+    // Payloads are bounded by MAX_PAYLOAD_BYTES, far below u32::MAX.
+    frame[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Repairs damage in a sealed segment (`scan.segments`' last, cut to its valid prefix) whose
+/// later segments are good: the damaged segment is cut there and ends with a [`Record::Gap`]
+/// up to where the next good segment starts, so the log goes on through the later segments.
+/// Returns the gap's range, or None when the later segments cannot continue the log (they
+/// are damaged from their first record, or start before the cut): the caller then ends the
+/// log at the damage as before.
+///
+/// The gap frame is written over the damage first and the file cut after it: a crash in
+/// between leaves the gap followed by the old bytes, which the next open cuts as a torn
+/// end, reaching the same log.
+fn bridge(dir: &Path, scan: &mut Scan, later: Scan) -> io::Result<Option<(u64, u64)>> {
+    let Some((next, _)) = later.segments.first().and_then(Segment::range) else {
+        return Ok(None);
+    };
+    let cut = scan
+        .segments
+        .iter()
+        .rev()
+        .find_map(Segment::range)
+        .map(|(_, end)| end);
+    if cut.is_some_and(|cut| cut > next) {
+        return Ok(None);
+    }
+    // invariant: the scan that found the damage ends with the damaged segment.
+    let damaged = scan
+        .segments
+        .last_mut()
+        .expect("the damaged segment is kept");
+    let gap = match cut {
+        Some(cut) if cut < next => {
+            append_gap(dir, damaged, cut, next)?;
+            Some((cut, next))
+        }
+        // Nothing kept before it (the first segment was damaged from its start) or it joins
+        // exactly: the log starts, or goes on, at the next segment.
+        _ => {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(segment_path(dir, damaged.n))?;
+            file.set_len(damaged.len)?;
+            file.sync_all()?;
+            None
+        }
+    };
+    scan.segments.extend(later.segments);
+    scan.damage = later.damage;
+    scan.damaged_file_len = later.damaged_file_len;
+    scan.after_damage = later.after_damage;
+    Ok(Some(gap.unwrap_or((next, next))))
+}
+
+/// Writes a [`Record::Gap`] `[from, to)` at the end of `segment`'s valid frames (over whatever
+/// follows them in the file), then cuts the file after it; synced.
+fn append_gap(dir: &Path, segment: &mut Segment, from: u64, to: u64) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, segment.n))?;
+    let mut frame = Vec::new();
+    encode_frame(&RecordRef::Gap { from, to }, &mut frame);
+    std::os::unix::fs::FileExt::write_all_at(&file, &frame, segment.len)?;
+    file.sync_data()?;
+    segment.push(from, to, frame.len() as u64);
+    file.set_len(segment.len)?;
+    file.sync_all()
 }
 
 pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
