@@ -1341,3 +1341,70 @@ async fn a_restarted_process_starts_from_plain_modes() {
         );
     }
 }
+
+/// ttyd clients show their token in their first frame, so the upgrade lets them in without
+/// one; those that never show it must not hold connection places for good (1,024 silent ones
+/// locked every client out). At most 64 wait at once (the next is a 503), and each is closed
+/// (1008) when 10 s pass without its token; a client that shows one is unaffected.
+#[tokio::test]
+async fn ttyd_clients_that_never_authenticate_are_bounded_and_closed() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "quiet", "argv": ["sleep", "600"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(server.ttyd(&id).await);
+    }
+    let refused = server
+        .client()
+        .socket(
+            &format!("/ttyd/{id}/ws"),
+            None,
+            &[("sec-websocket-protocol", "tty")],
+        )
+        .await;
+    let err = refused
+        .err()
+        .expect("a 65th silent client is refused")
+        .to_string();
+    assert!(err.contains("503"), "{err}");
+    // The native protocol (token at the upgrade) is not affected.
+    let mut ws = server.ws().await;
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+    for mut s in silent {
+        let close = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match s.next().await {
+                    Some(Ok(Message::Close(c))) => {
+                        return c.map(|c| (u16::from(c.code), c.reason.to_string()));
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .expect("closed in time");
+        assert_eq!(close, Some((1008, "no AuthToken in time".into())));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_secs(9),
+        "closed before its time"
+    );
+    // Places are free again: a ttyd client that authenticates gets in.
+    let mut ttyd = server.ttyd(&id).await;
+    ttyd.send(Message::Text(
+        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), ttyd.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b[0], b'1'),
+        other => panic!("{other:?}"),
+    }
+}

@@ -126,9 +126,44 @@ impl ConnStats {
 pub struct Registry {
     /// id → figures.
     live: Mutex<HashMap<String, Arc<ConnStats>>>,
+    /// Connections let in before their token is known (ttyd's comes in the first frame).
+    unauthenticated: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Most connections at once that have not yet shown a token (a ttyd client's first frame
+/// carries it): past it such an upgrade is refused (503), so clients that never authenticate
+/// cannot take the slots of those that do.
+pub const MAX_UNAUTHENTICATED: usize = 64;
+
+/// How long a connection let in without a token has to show one (ttyd's first frame) before
+/// it is closed (1008).
+pub const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One of the [`MAX_UNAUTHENTICATED`] places, given back when dropped (the connection
+/// authenticated, or ended).
+#[derive(Debug)]
+pub struct Unauthenticated(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Registry {
+    /// A place for a connection that has not shown its token yet; None when
+    /// [`MAX_UNAUTHENTICATED`] are taken.
+    pub fn unauthenticated(&self) -> Option<Unauthenticated> {
+        let taken = self
+            .unauthenticated
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_UNAUTHENTICATED).then_some(n + 1)
+            });
+        taken
+            .is_ok()
+            .then(|| Unauthenticated(self.unauthenticated.clone()))
+    }
+
     /// Registers a connection.
     pub fn add(&self, stats: Arc<ConnStats>) {
         self.live.lock().insert(stats.id.clone(), stats);

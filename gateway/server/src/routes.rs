@@ -226,11 +226,24 @@ async fn ws_ttyd(
     check_origin(&app, &headers)?;
     capacity(&app)?;
     let session = app.corral.sessions().get(&key)?;
+    let Some(unauthenticated) = app.connections.unauthenticated() else {
+        app.metrics.reject("max_connections");
+        return Err(ApiError::new(
+            crate::error::ErrorCode::Unavailable,
+            format!(
+                "too many connections waiting to authenticate ({})",
+                crate::connections::MAX_UNAUTHENTICATED
+            ),
+        ));
+    };
     Ok(upgrade(
         app,
         ws,
         "tty",
-        Dialect::Ttyd { session },
+        Dialect::Ttyd {
+            session,
+            unauthenticated,
+        },
         peer_of(peer),
         None,
         false,

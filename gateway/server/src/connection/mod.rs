@@ -61,6 +61,8 @@ pub enum Dialect {
     Ttyd {
         /// The session, resolved at the upgrade.
         session: SessionHandle,
+        /// Its place among the connections that have not shown a token yet.
+        unauthenticated: crate::connections::Unauthenticated,
     },
 }
 
@@ -122,6 +124,9 @@ pub struct ConnectionState {
     grant: Option<Grant>,
     /// ttyd session, if this is a ttyd connection.
     ttyd: Option<SessionHandle>,
+    /// Until the connection shows its token (ttyd's first frame): its place among those that
+    /// have not, and when it is closed without one.
+    unauthenticated: Option<(crate::connections::Unauthenticated, tokio::time::Instant)>,
     /// ttyd pause ('2') / resume ('3').
     paused: bool,
     /// This connection's viewer id (resize policy).
@@ -184,9 +189,19 @@ impl Actor for Connection {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let (sink, stream) = args.socket.split();
         let limits = &args.app.config.limits;
-        let (grant, ttyd) = match args.dialect {
-            Dialect::Native { grant } => (Some(grant), None),
-            Dialect::Ttyd { session } => (None, Some(session)),
+        let (grant, ttyd, unauthenticated) = match args.dialect {
+            Dialect::Native { grant } => (Some(grant), None, None),
+            Dialect::Ttyd {
+                session,
+                unauthenticated,
+            } => (
+                None,
+                Some(session),
+                Some((
+                    unauthenticated,
+                    tokio::time::Instant::now() + crate::connections::AUTH_WAIT,
+                )),
+            ),
         };
         args.app.metrics.clients.inc();
         let state = ConnectionState {
@@ -198,6 +213,7 @@ impl Actor for Connection {
             window: None,
             grant,
             ttyd,
+            unauthenticated,
             paused: false,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),
@@ -272,6 +288,11 @@ impl Actor for Connection {
                 let reason = stats.closing.get().copied().unwrap_or(crate::connections::TOKEN_REVOKED);
                 st.close(1008, reason).await
             }
+            // A connection that never shows its token does not hold its place for good.
+            _ = auth_deadline(&st.unauthenticated), if st.unauthenticated.is_some() => {
+                st.app.metrics.reject("unauthorized");
+                st.close(1008, "no AuthToken in time").await
+            }
             // While a message waits for a limit, the socket is not read: TCP pushes back.
             frame = st.stream.next(), if st.held.is_none() => st.incoming(frame).await,
             _ = held_until(&st.held), if st.held.is_some() => st.retry_held().await,
@@ -293,6 +314,16 @@ impl Actor for Connection {
             myself.stop(Some("connection closed".into()));
         }
         Ok(())
+    }
+}
+
+/// Sleeps until a connection without a token must have shown one (pending forever otherwise).
+async fn auth_deadline(
+    unauthenticated: &Option<(crate::connections::Unauthenticated, tokio::time::Instant)>,
+) {
+    match unauthenticated {
+        Some((_, at)) => tokio::time::sleep_until(*at).await,
+        None => std::future::pending().await,
     }
 }
 

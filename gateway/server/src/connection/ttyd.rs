@@ -79,6 +79,7 @@ impl ConnectionState {
             }
         }
         self.grant = Some(grant);
+        self.unauthenticated = None;
         *self.stats.token.lock() = init
             .token
             .as_deref()
