@@ -349,6 +349,7 @@ impl Sessions {
             None => default_name(&spec.argv[0], id),
         };
         spec.check().map_err(SessionError::BadSpec)?;
+        crate::agent::Profile::parse(spec.agent.as_deref()).map_err(SessionError::BadSpec)?;
         Ok(name)
     }
 

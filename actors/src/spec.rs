@@ -125,11 +125,11 @@ impl SessionSpec {
     }
 
     /// Refuses what could never start, before anything is made for it: an unknown stop
-    /// signal or agent profile, an agent without the hook command it needs, `stream_json`
-    /// without an agent that speaks it.
+    /// signal, an agent without the hook command it needs, `stream_json` without an agent that
+    /// speaks it. (Whether the agent's profile exists is `agent::Profile::parse`'s to say.)
     pub fn check(&self) -> Result<(), String> {
         self.stop_signal()?;
-        let profile = crate::agent::Profile::parse(self.agent.as_deref())?;
+        let profile = self.agent.as_deref().filter(|a| !a.is_empty());
         if profile.is_some() && self.hook_command.is_none() {
             return Err("agent profiles need a hook command (spawn through corral serve)".into());
         }

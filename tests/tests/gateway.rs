@@ -1408,3 +1408,65 @@ async fn ttyd_clients_that_never_authenticate_are_bounded_and_closed() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A client that opens connections and sends nothing, or headers a byte at a time, used to
+/// hold each connection for good (20,000 of them exhausted the server's file descriptors).
+/// Headers must now arrive within 10 s, and an idle keep-alive connection is closed after as
+/// long; a client that sends its request in time is served.
+#[tokio::test]
+async fn slow_or_idle_http_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start();
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let t = std::time::Instant::now();
+    // Silent, and slow headers.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // A served request, then the connection kept alive and idle.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(format!("GET /v1/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let mut feed = tokio::time::interval(Duration::from_secs(1));
+    for (name, conn) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("idle", &mut idle),
+    ] {
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                tokio::select! {
+                    read = conn.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    },
+                    // The slow client goes on sending a header byte a second.
+                    _ = feed.tick(), if name == "slow" => {
+                        if conn.write_all(b"X").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the {name} connection is still open");
+    }
+    assert!(
+        t.elapsed() >= Duration::from_secs(9),
+        "closed before its time"
+    );
+    // The server still answers.
+    let (status, _) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+}

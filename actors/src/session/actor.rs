@@ -252,6 +252,7 @@ impl Actor for Session {
             return Err(SessionError::BadSpec("argv is empty".into()).into());
         }
         spec.check().map_err(SessionError::BadSpec)?;
+        Profile::parse(spec.agent.as_deref()).map_err(SessionError::BadSpec)?;
         let stop_signal = spec.stop_signal().map_err(SessionError::BadSpec)?;
         let (root, id) = (args.tmp_root.clone(), args.shared.id);
         // A blocking mkdir (creating an inode can take a third of a millisecond): off the

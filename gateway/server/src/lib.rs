@@ -21,6 +21,7 @@ pub mod connections;
 pub mod conversation;
 pub mod datadir;
 pub mod error;
+pub mod http;
 pub mod in_flight;
 pub mod introspect;
 pub mod listen;

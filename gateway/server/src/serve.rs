@@ -202,27 +202,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         closing,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        if rx.wait_for(|s| *s).await.is_err() {
-            tracing::debug!("stop channel closed");
-        }
-    };
     // A leaving server waits for open HTTP responses, but not for long (`drained`): a slow
     // download (an export to a phone) must not hold up a shutdown or an upgrade.
     let tcp = drained(
-        axum::serve(
+        crate::http::serve(
             listener,
-            router.clone().into_make_service_with_connect_info::<Peer>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future(),
+            router.clone(),
+            |addr| Some(Peer(*addr)),
+            stop_rx.clone(),
+        ),
         stop_rx.clone(),
     );
     // No connect info on the Unix socket: its peers were checked by uid at accept.
     let local = drained(
-        axum::serve(unix, router)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
+        crate::http::serve(unix, router, |_| None, stop_rx.clone()),
         stop_rx,
     );
     let signal = async {

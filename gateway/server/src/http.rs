@@ -1,0 +1,115 @@
+//! HTTP: serving one listener's connections (hyper, HTTP/1.1 with upgrades to WebSocket).
+//! axum's own `serve` bounds neither the connections open at once nor the time a request's
+//! headers may take, so a client that opens connections and sends nothing (or a header a byte
+//! a minute) held a file descriptor each for good: 20,000 idle connections made every request
+//! fail with "Too many open files", the CLI's over the Unix socket included. Here:
+//!
+//! - At most [`MAX_OPEN`] connections per listener at once. Past it the listener is not
+//!   accepted from: the kernel's backlog holds the next ones, which wait (TCP pushes back);
+//!   nothing is refused or dropped. The two listeners count apart, so TCP clients cannot
+//!   lock out the local CLI.
+//! - A request's headers must arrive within [`HEADER_TIMEOUT`], and a keep-alive connection
+//!   idle that long is closed (hyper's header timer runs while it waits for the next request).
+//! - A connection upgraded to a WebSocket leaves the count at the upgrade: WebSockets have
+//!   their own bound (`limits.max_connections`) and no idle timeout (a viewer may watch for
+//!   hours).
+//!
+//! Every connection's task belongs to the loop (a `JoinSet`), never spawned and forgotten: on
+//! `stop` accepting ends, each connection finishes the request in flight and closes, and the
+//! loop returns once all have (the caller bounds that wait).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::serve::Listener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tower::ServiceExt;
+
+use crate::listen::Peer;
+
+/// Most connections one listener serves at once.
+pub const MAX_OPEN: usize = 1024;
+
+/// Longest a request's headers may take to arrive, and a keep-alive connection may stay idle.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` with `router` until `stop` turns true, then until its connections are
+/// done. `peer` gives a TCP connection's address to its requests (`ConnectInfo<Peer>`).
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    peer: fn(&L::Addr) -> Option<Peer>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    L: Listener,
+{
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_OPEN));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // Finished connections are collected as the loop goes (bounded memory).
+        while let Some(done) = connections.try_join_next() {
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "an HTTP connection's task failed");
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                // invariant: the semaphore is never closed; leave rather than spin.
+                Err(_) => break,
+            },
+        };
+        let (io, addr) = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let connect_info = peer(&addr);
+        let service = router
+            .clone()
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                if let Some(p) = connect_info {
+                    req.extensions_mut().insert(ConnectInfo(p));
+                }
+                req.map(axum::body::Body::new)
+            });
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let mut stopping = false;
+            let served = loop {
+                tokio::select! {
+                    served = conn.as_mut() => break served,
+                    _ = stop.wait_for(|s| *s), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    while let Some(done) = connections.join_next().await {
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "an HTTP connection's task failed");
+        }
+    }
+    Ok(())
+}
