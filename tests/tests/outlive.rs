@@ -1040,3 +1040,46 @@ async fn damage_in_the_middle_of_a_log_loses_only_the_damaged_range_and_says_so(
         "{events}"
     );
 }
+
+/// A server that cannot start after its sessions came back (a full disk refused its
+/// `server.json`) must not take them down with it: it exits with the error and leaves them
+/// to their holders, and the next server takes them back (it killed every one of them).
+/// Here `server.json` cannot be written because a directory stands in its place.
+#[tokio::test]
+async fn a_server_that_fails_to_start_leaves_the_sessions_to_their_holders() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "survivor", "argv": ["sleep", "1000"]}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    server.kill();
+    let dir = server.dir.path().to_path_buf();
+    let blocker = dir.join("server.json");
+    if blocker.exists() {
+        std::fs::remove_file(&blocker).unwrap();
+    }
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            std::process::Command::new(corral_tests::binary())
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "it could not write server.json");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("server.json"), "{said}");
+    assert!(alive(pid), "the session's program died with the failed start: {said}");
+    std::fs::remove_dir_all(&blocker).unwrap();
+    server.restart();
+    let s = server.session("survivor").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], pid, "{s}");
+}

@@ -93,6 +93,33 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         persist: Some(opts.gateway.persist.to_config(data.path())?),
     })
     .await?;
+    match serving(&corral, &data, listener, admin, admin_token, exe, &opts).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // The sessions came back before this failed (a full disk refusing `server.json`,
+            // the socket, the token log): they must not go down with a server that could not
+            // start. Left to their holders, the next server takes them back.
+            tracing::error!(error = %e, "the server cannot go on; its sessions are left running under their holders for the next server");
+            match corral.shutdown_keeping_sessions().await {
+                Ok(kept) => tracing::info!(kept, "sessions left running under their holders"),
+                Err(e) => tracing::warn!(error = %e, "session tree did not stop cleanly"),
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The server from the moment its sessions are back: listeners, `server.json`, serving, then
+/// the ordered stop. An error here leaves the sessions to their holders (see [`serve`]).
+async fn serving(
+    corral: &Corral,
+    data: &DataDir,
+    listener: tokio::net::TcpListener,
+    admin: String,
+    admin_token: String,
+    exe: std::path::PathBuf,
+    opts: &ServeOptions,
+) -> anyhow::Result<()> {
     // Viewer and driver tokens issued by earlier servers, for the sessions that came back.
     let sessions: std::collections::HashSet<uuid::Uuid> =
         corral.sessions().list().iter().map(|s| s.id).collect();
