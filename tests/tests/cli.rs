@@ -1399,12 +1399,21 @@ fn serve_and_web_print_the_login_url() {
 /// `corral serve --listen <listen>` on `dir` (stderr kept for the test, at level warn); returns
 /// it once it printed its first line (the login URL), with that line.
 fn serve_in(dir: &std::path::Path, listen: &str) -> (std::process::Child, String) {
+    serve_logging(dir, listen, "warn")
+}
+
+/// [`serve_in`] with the server's log at `level`.
+fn serve_logging(
+    dir: &std::path::Path,
+    listen: &str,
+    level: &str,
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = Command::new(binary())
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", listen])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1495,4 +1504,35 @@ fn usage_covers_the_whole_tree_an_escapee_included_and_nothing_else() {
         assert_eq!(ok(&server, &["rm", "tree"]), "tree removed\n");
         assert!(session_processes(&id).is_empty());
     }
+}
+
+/// The terminal `corral serve` ran in goes away (a closed tmux pane, an ssh logout with the
+/// server in the background): its log lines can no longer be written. The server must go on
+/// serving (reporting the failed write on the same dead stderr panicked and aborted it).
+/// Here its stderr is a pipe whose reading end is closed.
+#[test]
+fn a_server_whose_stderr_is_gone_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _line) = serve_logging(dir.path(), "127.0.0.1:0", "info");
+    drop(child.stderr.take());
+    let corral = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Each of these logs a line on the server's side.
+    for i in 0..5 {
+        let out = corral(&["spawn", "--name", &format!("s{i}"), "--", "sleep", "100"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = corral(&["ps"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    let out = corral(&["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -1076,7 +1076,10 @@ async fn a_server_that_fails_to_start_leaves_the_sessions_to_their_holders() {
     assert!(!out.status.success(), "it could not write server.json");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("server.json"), "{said}");
-    assert!(alive(pid), "the session's program died with the failed start: {said}");
+    assert!(
+        alive(pid),
+        "the session's program died with the failed start: {said}"
+    );
     std::fs::remove_dir_all(&blocker).unwrap();
     server.restart();
     let s = server.session("survivor").await;

@@ -103,7 +103,10 @@ fn init_logs(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A line that cannot be written (the terminal `corral serve` ran in is gone: EIO) is
+        // lost; reporting that on the same dead stderr panicked and aborted the server.
+        .log_internal_errors(false);
     let result = if json {
         builder.json().try_init()
     } else {

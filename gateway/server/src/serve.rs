@@ -201,13 +201,19 @@ async fn serving(
     // Like Jupyter: the one line a user needs to open the page (on stdout, never in the logs;
     // `corral web` prints it again). With the token only on a terminal: a stdout that is not
     // one is kept somewhere (systemd's journal, a file), and tokens are never logged.
-    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        println!("corral: open {}", crate::web::login_url(&url, &admin_token));
+    let line = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        format!("corral: open {}", crate::web::login_url(&url, &admin_token))
     } else {
-        println!(
+        format!(
             "corral: open {url}/ (log in with the URL `corral web` prints; the token is in {})",
             data.path().join("token").display()
-        );
+        )
+    };
+    // Not `println!`: a closed stdout must not panic the server.
+    if let Err(e) =
+        std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes())
+    {
+        tracing::warn!(error = %e, "could not print the page's address on stdout");
     }
     let router = router(app.clone());
     // Keystrokes and echoes are tiny writes: Nagle must not hold one back waiting for an ACK.
