@@ -20,7 +20,7 @@ use crate::persist::journal::LogRepair;
 use crate::persist::journal::{Op, SessionRecord};
 use crate::persist::{Persist, store};
 use crate::session::{Begin, Session, SessionArgs, SessionInfo, SessionMsg, SessionShared};
-use crate::spec::SessionSpec;
+use crate::spec::{SessionSpec, Size};
 
 /// Settings of the session layer.
 #[derive(Debug, Clone)]
@@ -243,6 +243,10 @@ impl Sessions {
         } = record;
         let mut spec = spec;
         spec.name = Some(name.clone());
+        // A size recorded before the limit existed is brought within it, never a reason to
+        // leave a running program out of the registry.
+        spec.size.rows = spec.size.rows.clamp(1, Size::MAX_ROWS);
+        spec.size.cols = spec.size.cols.clamp(1, Size::MAX_COLS);
         self.check_spec(id, &spec)?;
         // Admitted past the bound, which is for new sessions: a lower bound, or more retained
         // ended sessions, must not leave a running agent out of the registry while its holder
@@ -336,11 +340,7 @@ impl Sessions {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(SessionError::BadSpec("argv is empty".into()));
         }
-        if spec.size.rows == 0 || spec.size.cols == 0 {
-            return Err(SessionError::BadSpec(
-                "terminal size must be at least 1×1".into(),
-            ));
-        }
+        spec.size.check().map_err(SessionError::BadSpec)?;
         let name = match &spec.name {
             Some(n) if n.trim().is_empty() => {
                 return Err(SessionError::BadSpec("name is empty".into()));

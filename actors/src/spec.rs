@@ -16,6 +16,37 @@ pub struct Size {
     pub cols: u16,
 }
 
+impl Size {
+    /// Most rows a terminal may have: a screen is kept in memory per session (its emulator),
+    /// and an absurd size (65535×65535) took the server's memory to gigabytes.
+    pub const MAX_ROWS: u16 = 1000;
+    /// Most columns.
+    pub const MAX_COLS: u16 = 1000;
+
+    /// Refuses a size no terminal has: 0, or more than [`Self::MAX_ROWS`]×[`Self::MAX_COLS`].
+    pub fn check(self) -> Result<Self, String> {
+        if self.rows == 0 || self.cols == 0 {
+            return Err("terminal size must be at least 1×1".into());
+        }
+        self.check_max()
+    }
+
+    /// Refuses more than [`Self::MAX_ROWS`]×[`Self::MAX_COLS`] (a viewer's resize: a
+    /// terminal reporting 0×0 before it is laid out is taken as it is).
+    pub fn check_max(self) -> Result<Self, String> {
+        if self.rows > Self::MAX_ROWS || self.cols > Self::MAX_COLS {
+            return Err(format!(
+                "terminal size {}×{} is over the {}×{} limit",
+                self.rows,
+                self.cols,
+                Self::MAX_ROWS,
+                Self::MAX_COLS
+            ));
+        }
+        Ok(self)
+    }
+}
+
 impl Default for Size {
     /// 24×80, the classic terminal.
     fn default() -> Self {

@@ -602,6 +602,10 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
             "unknown stop signal 'SIGBOGUS'",
         ),
         (json!({"argv": ["sleep", "1"], "grace": -1}), "not negative"),
+        (
+            json!({"argv": ["sleep", "1"], "size": {"rows": 65535, "cols": 65535}}),
+            "over the 1000×1000 limit",
+        ),
     ] {
         let (status, body) = server
             .http("POST", "/v1/sessions", Some(&server.token), Some(&spec))
@@ -618,6 +622,13 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
         )
         .await;
     assert_eq!(info["state"], "running", "{info}");
+    // A viewer's absurd size is refused too (a 65535×65535 screen took gigabytes).
+    let mut viewer = server.ws().await;
+    let r = viewer
+        .call(json!({"type": "resize", "session": "plain-spec", "rows": 4000, "cols": 4000}))
+        .await;
+    assert_eq!(r["code"], "bad_request", "{r}");
+    assert!(r.to_string().contains("1000×1000 limit"), "{r}");
     let (status, body) = server
         .http(
             "DELETE",
