@@ -1536,3 +1536,30 @@ fn a_server_whose_stderr_is_gone_keeps_serving() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// One server per data dir, even when its `lock` file is deleted by hand: a second server took
+/// over every session and the first, seeing them gone, killed them all. The directory itself
+/// is locked too.
+#[test]
+fn a_second_server_is_refused_even_without_the_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _line) = serve_in(dir.path(), "127.0.0.1:0");
+    std::fs::remove_file(dir.path().join("lock")).unwrap();
+    let second = Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "a second server started");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another corral server is running"), "{said}");
+    assert!(first.try_wait().unwrap().is_none(), "the first server died");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(first.wait().unwrap().success());
+}

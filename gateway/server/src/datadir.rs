@@ -113,8 +113,11 @@ pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
 pub struct DataDir {
     /// Its path.
     root: PathBuf,
-    /// The flock on `lock`; released by the kernel when the process dies.
-    _lock: Flock<File>,
+    /// The flock on `lock` (what servers before 2026-12-05 take: an upgrade from one waits
+    /// for it) and the flock on the directory itself (deleting `lock` does not let a second
+    /// server in: it took over every session and the first one killed them); released by the
+    /// kernel when the process dies.
+    _locks: (Flock<File>, Flock<File>),
 }
 
 impl DataDir {
@@ -134,22 +137,27 @@ impl DataDir {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(DataDir {
-                root: root.to_path_buf(),
-                _lock: lock,
-            }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DataDirError::Locked {
-                dir: root.to_path_buf(),
-                pid: read_server_json(root)
-                    .map(|s| s.pid.to_string())
-                    .unwrap_or_else(|_| "unknown".into()),
-            }),
-            Err((_, e)) => Err(DataDirError::Io {
-                path: lock_path,
-                source: e.into(),
-            }),
-        }
+        let dir = File::open(root).map_err(io_err(root))?;
+        let locked =
+            |file: File, path: &Path| match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => Ok(lock),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DataDirError::Locked {
+                    dir: root.to_path_buf(),
+                    pid: read_server_json(root)
+                        .map(|s| s.pid.to_string())
+                        .unwrap_or_else(|_| "unknown".into()),
+                }),
+                Err((_, e)) => Err(DataDirError::Io {
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                }),
+            };
+        let file_lock = locked(file, &lock_path)?;
+        let dir_lock = locked(dir, root)?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            _locks: (file_lock, dir_lock),
+        })
     }
 
     /// Its path.
