@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Longest an exited program's last output waits in its holder for a log that cannot take it
+/// (a full disk) before it is given up on, and said lost.
+const DISK_WAIT: Duration = Duration::from_secs(60);
+
 impl SessionActorState {
     /// The holder died under a running process: kill its tree (its processes reparented to
     /// this server, a subreaper, or to init), record the loss, apply the restart policy.
@@ -120,6 +124,7 @@ impl SessionActorState {
             }
         }
         for eof in &mut run.eof {
+            let mut waited_for_disk = Duration::ZERO;
             loop {
                 let head = self.shared.ring.head();
                 if tokio::time::timeout(DRAIN_TIMEOUT, eof.wait_for(|done| *done))
@@ -131,15 +136,42 @@ impl SessionActorState {
                 // A held terminal that is closed has its last bytes in the holder's ring (up to
                 // its size): keep draining while they move. Only a terminal still held open by
                 // a leftover process, or a drain that stopped moving, is given up on.
-                let draining =
-                    run.shm.as_ref().is_some_and(|r| r.closed()) && self.shared.ring.head() > head;
-                if !draining {
-                    tracing::warn!(
-                        pid = run.pid,
-                        "output not drained within {DRAIN_TIMEOUT:?}; something still holds the terminal"
-                    );
-                    break;
+                let closed = run.shm.as_ref().is_some_and(|r| r.closed());
+                if closed && self.shared.ring.head() > head {
+                    continue;
                 }
+                // The log cannot take more (a full disk): the holder keeps the rest, which goes
+                // in when the disk does (bounded: this session's actor waits meanwhile).
+                if closed && self.shared.persist_error().is_some() && waited_for_disk < DISK_WAIT {
+                    if waited_for_disk.is_zero() {
+                        tracing::warn!(
+                            pid = run.pid,
+                            "waiting (up to {DISK_WAIT:?}) for the log to take the last output of an exited program"
+                        );
+                    }
+                    waited_for_disk += DRAIN_TIMEOUT;
+                    continue;
+                }
+                // Given up: what the holder still has goes with it, and that is said.
+                if let Some(shm) = &run.shm {
+                    let (from, to) = (self.shared.ring.head(), shm.end());
+                    if to > from {
+                        let why = self
+                            .shared
+                            .persist_error()
+                            .unwrap_or_else(|| "the terminal is still held open".into());
+                        self.shared.emit(EventKind::Recovery {
+                            decision: format!(
+                                "output {from}..{to} lost: the program's last output could not be logged ({why})"
+                            ),
+                        });
+                    }
+                }
+                tracing::warn!(
+                    pid = run.pid,
+                    "output not drained within {DRAIN_TIMEOUT:?}; something still holds the terminal, or the log cannot take it"
+                );
+                break;
             }
         }
         drop(run);
