@@ -622,6 +622,27 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
         )
         .await;
     assert_eq!(info["state"], "running", "{info}");
+    // A hook payload too deep to read back is refused (it was accepted, then unreadable: a
+    // hole in the journal); the events after an offset past i64 are none (it wrapped: all).
+    let mut deep = json!("x");
+    for _ in 0..100 {
+        deep = json!({ "a": deep });
+    }
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/plain-spec/events",
+            Some(&server.token),
+            Some(&json!({"hook_event_name": "Notification", "deep": deep})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nested deeper than 64"), "{body}");
+    let mut history = server.ws().await;
+    let r = history
+        .call(json!({"type": "events", "session": "plain-spec", "after": u64::MAX - 1}))
+        .await;
+    assert_eq!(r["events"], json!([]), "{r}");
     // A viewer's absurd size is refused too (a 65535×65535 screen took gigabytes).
     let mut viewer = server.ws().await;
     let r = viewer

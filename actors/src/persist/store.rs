@@ -325,7 +325,12 @@ impl Store {
             .map_err(err("reading events"))?;
         let rows = stmt
             .query_map(
-                params![session.to_string(), after as i64, limit as i64],
+                // Past i64::MAX nothing can follow (`as` wrapped it negative: everything did).
+                params![
+                    session.to_string(),
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,

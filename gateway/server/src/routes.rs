@@ -398,6 +398,24 @@ async fn remove_session(
     Ok(Json(app.remove(&h.id().to_string()).await?).into_response())
 }
 
+/// Deepest nesting a hook payload may have (Claude Code's are a few levels deep).
+const MAX_HOOK_DEPTH: usize = 64;
+
+/// How deep `v` nests (a scalar is 0), without recursion.
+fn json_depth(v: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter().map(|x| (x, depth + 1))),
+            serde_json::Value::Object(o) => stack.extend(o.values().map(|x| (x, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Claude Code hook events (posted by `corral hook` with the session's hook token).
 async fn post_hook(
     State(app): State<Arc<App>>,
@@ -405,6 +423,14 @@ async fn post_hook(
     crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
     let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        // Kept inside an event (a few levels more) and read back with serde_json's limit of
+        // 128: a payload nested deeper than this was accepted, then unreadable — a hole in
+        // the journal's numbering.
+        Ok(v) if json_depth(&v) > MAX_HOOK_DEPTH => {
+            return Err(ApiError::bad_request(format!(
+                "hook payload nested deeper than {MAX_HOOK_DEPTH} levels"
+            )));
+        }
         Ok(v @ serde_json::Value::Object(_)) => v,
         Ok(_) => return Err(ApiError::bad_request("hook payload must be a JSON object")),
         Err(e) => {
