@@ -399,7 +399,15 @@ fn write_claude_settings(dir: &Path, hook_command: &[String]) -> std::io::Result
     let path = dir.join("claude-settings.json");
     let text =
         serde_json::to_vec_pretty(&json!({ "hooks": hooks })).map_err(std::io::Error::other)?;
-    std::fs::write(&path, text)?;
+    // Owner-only like everything in the session's private dir.
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &text))?;
     Ok(path)
 }
 
@@ -544,6 +552,9 @@ mod tests {
             .as_str()
             .unwrap();
         assert_eq!(cmd, "'/opt/my corral/corral' hook");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out[2]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "settings are owner-only");
         assert!(Profile::parse(Some("nope")).is_err());
         // Stream-json mode adds the structured protocol's flags, each once.
         let argv: Vec<String> = ["claude", "--verbose"]
