@@ -405,3 +405,55 @@ async fn a_message_that_starts_no_turn_does_not_leave_the_agent_running() {
         .await;
     assert_eq!(code, 200, "{body}");
 }
+
+/// A revoked token ends the event streams it opened, as it closes WebSockets (they went on
+/// delivering the session's screen after `corral token revoke` said it was revoked).
+#[tokio::test]
+async fn a_revoked_token_ends_its_event_streams() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "while :; do echo tick; sleep 0.2; done"], "name": "ticks"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let (_, created) = server
+        .http(
+            "POST",
+            "/v1/tokens",
+            Some(&server.token),
+            Some(&json!({"session": id, "scope": "read"})),
+        )
+        .await;
+    let token = serde_json::from_str::<Value>(&created).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = server.client();
+    let mut stream = client
+        .send(
+            hyper::Method::GET,
+            "/agentapi/ticks/events",
+            Some(&token),
+            None,
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .unwrap();
+    assert!(matches!(first, Ok(Some(_))), "{first:?}");
+    let token_id = token.split('_').nth(1).unwrap();
+    let (code, body) = server
+        .http(
+            "DELETE",
+            &format!("/v1/tokens/{token_id}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+}

@@ -181,10 +181,17 @@ pub async fn post_message(
 /// message, the status), then a `message_update` when the agent's screen changed and a
 /// `status_change` when the status did, checked when output or an event arrives (at most every
 /// 250 ms) and at least every second (a quiet screen becomes `stable`).
-pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> Response {
+pub async fn get_events(
+    State(app): State<Arc<App>>,
+    Readable(h): Readable,
+    headers: axum::http::HeaderMap,
+) -> Response {
     struct Follow {
         app: Arc<App>,
         h: SessionHandle,
+        /// The token the stream was opened with: checked again each turn, so a revoked one
+        /// ends the stream (as it closes WebSockets) within about a second.
+        token: Option<String>,
         sub: Option<corral_actors::Subscription>,
         sent: HashMap<u64, String>,
         status: Option<&'static str>,
@@ -193,6 +200,7 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
     let sub = h.subscribe(None).ok();
     let f_shutdown = app.shutdown.subscribe();
     let follow = Follow {
+        token: crate::access::presented_token(&headers),
         app,
         h,
         sub,
@@ -232,6 +240,15 @@ pub async fn get_events(State(app): State<Arc<App>>, Readable(h): Readable) -> R
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         f.first = false;
+        let allowed = f
+            .app
+            .tokens
+            .check(f.token.as_deref())
+            .is_ok_and(|g| g.can_read(f.h.id()));
+        if !allowed {
+            tracing::info!(session = %f.h.id(), "an event stream's token is no longer valid: ended");
+            return None;
+        }
         for m in messages(&f.app, &f.h).await {
             if f.sent.get(&m.id) != Some(&m.content) {
                 f.sent.insert(m.id, m.content.clone());
