@@ -517,21 +517,46 @@ impl Sessions {
     pub fn get(&self, key: &str) -> Result<SessionHandle, SessionError> {
         const MIN_ID_PREFIX: usize = 4;
         let reg = self.registry.read();
-        let id = match Uuid::parse_str(key) {
-            Ok(id) => Some(id),
+        let named = match Uuid::parse_str(key) {
+            Ok(id) => {
+                return reg
+                    .by_id
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| SessionError::NotFound(key.to_string()));
+            }
             Err(_) => reg.by_name.get(key).copied(),
         };
-        if let Some(h) = id.and_then(|id| reg.by_id.get(&id)) {
+        // The start of an id, as `corral ps` shows it (8 hex digits), when it names one
+        // session.
+        let by_prefix = |reg: &Registry| -> Vec<Uuid> {
+            if key.len() < MIN_ID_PREFIX || !key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            {
+                return Vec::new();
+            }
+            let key_lower = key.to_ascii_lowercase();
+            reg.by_id
+                .keys()
+                .filter(|id| id.to_string().starts_with(&key_lower))
+                .take(2)
+                .copied()
+                .collect()
+        };
+        if let Some(h) = named.and_then(|id| reg.by_id.get(&id)) {
+            // A name that is also the start of another session's id (an id copied from `ps`
+            // would reach the session of that name: `rm` the wrong one) names neither.
+            if by_prefix(&reg).iter().any(|id| Some(*id) != named) {
+                return Err(SessionError::BadInput(format!(
+                    "'{key}' is the name of one session and the start of another's id: give the whole id"
+                )));
+            }
             return Ok(h.clone());
         }
-        // The start of an id, as `corral ps` shows it (8 hex digits), when it names one
-        // session; a name always wins over an id's start.
-        if key.len() >= MIN_ID_PREFIX && key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-            let key_lower = key.to_ascii_lowercase();
-            let mut found = reg
-                .by_id
+        {
+            let prefixed = by_prefix(&reg);
+            let mut found = prefixed
                 .iter()
-                .filter(|(id, _)| id.to_string().starts_with(&key_lower));
+                .filter_map(|id| reg.by_id.get(id).map(|h| (id, h)));
             match (found.next(), found.next()) {
                 (Some((_, h)), None) => return Ok(h.clone()),
                 (Some(_), Some(_)) => {

@@ -1271,6 +1271,15 @@ fn the_short_ids_ps_prints_name_sessions() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no session '0'"), "{err}");
+    // A session named like the start of another's id: that short id names neither (it reached
+    // the session of that name, and `rm <id from ps>` removed the wrong one).
+    ok(&server, &["spawn", "--name", short, "--", "sleep", "600"]);
+    let out = corral(&server, &["rm", short]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give the whole id"), "{err}");
+    let listed = ok(&server, &["ps"]);
+    assert!(listed.contains("short-id"), "{listed}");
 }
 
 /// A paste larger than the server's frame limit and than attach's queue, made into an attached
