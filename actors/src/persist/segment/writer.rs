@@ -127,10 +127,15 @@ impl SegmentLog {
             // invariant: the scan stops at the damaged segment, so it is the last one kept.
             let kept = segments.last().expect("the damaged segment is kept").len;
             truncated_bytes += scan.damaged_file_len.saturating_sub(kept);
-            if let Some((_, end)) = segments.iter().rev().find_map(Segment::range) {
-                // What followed is unknown past the damage: the cut is said from where it is.
-                tail_cut = Some(end);
-            }
+            // What followed is unknown past the damage: the cut is said from where the log now
+            // ends (0 when nothing before the damage could be read).
+            tail_cut = Some(
+                segments
+                    .iter()
+                    .rev()
+                    .find_map(Segment::range)
+                    .map_or(0, |(_, end)| end),
+            );
             file.set_len(kept)?;
             file.sync_all()?;
             sync_dir(&dir)?;
