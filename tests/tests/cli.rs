@@ -1572,3 +1572,22 @@ fn a_second_server_is_refused_even_without_the_lock_file() {
     .unwrap();
     assert!(first.wait().unwrap().success());
 }
+
+/// A data dir whose path leaves no room for its holders' socket paths (107 bytes at most)
+/// is refused at start, saying why; it used to start a server on which every spawn failed
+/// with "File name too long".
+#[test]
+fn a_data_dir_too_long_for_its_sockets_is_refused_at_start() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("d".repeat(80));
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("too long for its holders' sockets"), "{said}");
+}

@@ -80,10 +80,26 @@ impl Warm {
     }
 }
 
+/// Longest path a Unix socket may have (`sun_path` is 108 bytes, with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 impl Holders {
     /// Creates the directory (0700) and returns the settings; `exe` is the server's binary.
     pub fn new(exe: PathBuf, dir: PathBuf) -> io::Result<Holders> {
         use std::os::unix::fs::DirBuilderExt;
+        // A Unix socket's path has at most 107 bytes (`sun_path`): a longer data dir would
+        // start a server on which every spawn fails ("File name too long").
+        let longest = dir.join(format!("{}.sock", Uuid::nil()));
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the data dir's path is too long for its holders' sockets ({} bytes; a socket path has at most {MAX_SOCKET_PATH}, and `holders/<id>.sock` takes {}): use a shorter --data-dir",
+                    dir.parent().map_or(0, |p| p.as_os_str().len()),
+                    longest.as_os_str().len() - dir.parent().map_or(0, |p| p.as_os_str().len()),
+                ),
+            ));
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
