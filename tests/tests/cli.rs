@@ -1591,3 +1591,28 @@ fn a_data_dir_too_long_for_its_sockets_is_refused_at_start() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("too long for its holders' sockets"), "{said}");
 }
+
+/// `logs --tail N` of a session that prints all the time prints N lines, as tail(1) does: the
+/// output as of the request (it printed everything up to the moving end: thousands of lines).
+#[test]
+fn logs_tail_of_a_busy_session_prints_its_last_lines_only() {
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "busy",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo \"L $i\"; done",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        let out = ok(&server, &["logs", "busy", "--tail", "3"]);
+        assert_eq!(out.lines().count(), 3, "{}", &out[..out.len().min(300)]);
+    }
+    ok(&server, &["rm", "busy"]);
+}

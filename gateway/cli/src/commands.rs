@@ -429,14 +429,15 @@ pub async fn run(
             from,
             tail,
         } => {
-            let from = match tail {
+            let (from, until) = match tail {
                 Some(lines) => {
                     let head = client.session(&session).await?.info.output_offset;
-                    crate::follow::tail_start(&client, &session, lines, head).await?
+                    let start = crate::follow::tail_start(&client, &session, lines, head).await?;
+                    (start, Some(head))
                 }
-                None => from,
+                None => (from, None),
             };
-            crate::follow::logs(&client, &session, follow, from).await?
+            crate::follow::logs(&client, &session, follow, from, until).await?
         }
         ClientCommand::Events {
             session,

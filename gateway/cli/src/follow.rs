@@ -159,10 +159,19 @@ async fn subscribe(
 }
 
 /// `corral logs SESSION [-f] [--from OFFSET]`.
-pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> anyhow::Result<()> {
+pub async fn logs(
+    client: &Client,
+    session: &str,
+    follow: bool,
+    from: u64,
+    until: Option<u64>,
+) -> anyhow::Result<()> {
     let mut client = client.clone();
     let mut stdout = std::io::stdout().lock();
     let mut next = from;
+    // Without -f, the output as of the request: `until` when the caller fixed it (a `--tail`
+    // counted back from there), else the end when first asked.
+    let mut until = until.filter(|_| !follow);
     loop {
         // Where the output ends if nothing more will come: now without -f, and with -f for a
         // session that has ended (no final event will come to end the following: it did).
@@ -171,7 +180,11 @@ pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> an
             view.info.state,
             corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
         );
-        let end = (!follow || ended).then_some(view.info.output_offset);
+        let end = if follow {
+            ended.then_some(view.info.output_offset)
+        } else {
+            Some(*until.get_or_insert(view.info.output_offset))
+        };
         if end.is_some_and(|end| next >= end) {
             return Ok(stdout.flush()?);
         }
@@ -179,8 +192,14 @@ pub async fn logs(client: &Client, session: &str, follow: bool, from: u64) -> an
         let reason = loop {
             match ws.next().await {
                 Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
-                    stdout.write_all(&bytes)?;
-                    next = offset + bytes.len() as u64;
+                    // Nothing past the end (a busy session's next chunk runs on).
+                    let keep = end.map_or(bytes.len(), |end| {
+                        usize::try_from(end.saturating_sub(offset))
+                            .unwrap_or(usize::MAX)
+                            .min(bytes.len())
+                    });
+                    stdout.write_all(&bytes[..keep])?;
+                    next = offset + keep as u64;
                     if end.is_some_and(|end| next >= end) {
                         return Ok(stdout.flush()?);
                     }
