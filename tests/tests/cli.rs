@@ -1616,3 +1616,20 @@ fn logs_tail_of_a_busy_session_prints_its_last_lines_only() {
     }
     ok(&server, &["rm", "busy"]);
 }
+
+/// A server that accepts connections but does not answer (stopped with SIGSTOP, wedged): a
+/// command says so within seconds instead of hanging (for five minutes).
+#[test]
+fn a_command_against_a_stopped_server_says_it_did_not_answer() {
+    let server = Server::start();
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t = std::time::Instant::now();
+    let out = corral(&server, &["ps"]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("did not answer in time"), "{said}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert!(corral(&server, &["ps"]).status.success());
+}

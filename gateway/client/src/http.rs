@@ -25,6 +25,11 @@ use crate::error::ClientError;
 /// less bound their calls themselves.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a read (GET: a list, a session, the health) may take: the server answers those at
+/// once, so a server that does not (stopped with SIGSTOP, wedged) is said to be so instead of
+/// the command hanging for [`REQUEST_TIMEOUT`].
+pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A response whose body is still arriving; it owns the task that drives its connection, which
 /// ends when the response is dropped.
 pub struct Streaming {
@@ -122,13 +127,18 @@ impl Client {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let bound = if method == Method::GET {
+            READ_TIMEOUT
+        } else {
+            REQUEST_TIMEOUT
+        };
         let exchange = async {
             let s = self.send(method, path, token, body).await?;
             let status = s.response.status();
             let bytes = s.response.into_body().collect().await?.to_bytes();
             Ok((status, bytes))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(bound, exchange)
             .await
             .map_err(|_| ClientError::Timeout(self.endpoint.describe()))?
     }

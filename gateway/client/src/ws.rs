@@ -59,7 +59,13 @@ impl Client {
             );
         }
         let stream = self.endpoint.connect().await?;
-        let (ws, _) = tokio_tungstenite::client_async(req, stream).await?;
+        // A server that accepts but does not answer (stopped, wedged) is said to be so.
+        let (ws, _) = tokio::time::timeout(
+            crate::http::READ_TIMEOUT,
+            tokio_tungstenite::client_async(req, stream),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(self.endpoint.describe()))??;
         Ok(ws)
     }
 }
