@@ -1086,3 +1086,35 @@ async fn a_server_that_fails_to_start_leaves_the_sessions_to_their_holders() {
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"], pid, "{s}");
 }
+
+/// A running session's log folder removed by hand: the log is made again at its next segment
+/// and the program goes on (the writer retried the missing path for good, and the program,
+/// its output no longer taken, stopped).
+#[tokio::test]
+async fn a_removed_log_folder_is_made_again_and_the_program_goes_on() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "printer", "argv": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"L $i\"; done"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let logs = server.dir.path().join("logs").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !logs.exists() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_dir_all(&logs).unwrap();
+    let at = server.session(&id).await["output_offset"].as_u64().unwrap();
+    // Past two segments (4 MiB each) more: the folder is back and taking output.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = server.session(&id).await;
+        if s["output_offset"].as_u64().unwrap() > at + (10 << 20) && logs.exists() {
+            assert!(s["persist_error"].is_null(), "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the program stopped: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.cli_ok(&["rm", "printer"]).await;
+}

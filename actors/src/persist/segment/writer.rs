@@ -395,11 +395,28 @@ impl SegmentLog {
             self.sync_current()?;
         }
         let n = self.current().n + 1;
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .mode(0o600)
-            .open(segment_path(&self.dir, n))?;
+        let create = |dir: &Path| {
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .mode(0o600)
+                .open(segment_path(dir, n))
+        };
+        let file = match create(&self.dir) {
+            // The folder was removed under the log (by hand): what it held is gone, but the
+            // output from here on is kept — retrying the missing path blocked the session's
+            // program for good.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.dir.display(),
+                    "the session's log folder was removed; made again (what it held is gone)");
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)?;
+                create(&self.dir)?
+            }
+            other => other?,
+        };
         // Adopted before the directory sync: if that fails, the next append retries in this
         // (empty) segment instead of failing forever to create it again.
         self.file = file;
