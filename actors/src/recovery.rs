@@ -396,8 +396,11 @@ async fn restore_one(
         let pid = record.row.process.as_ref().map(|p| p.pid);
         // A stop, kill or restart asked of it was under way when the server died (its process
         // may already have had the signal): the new server finishes it. One a server shutdown
-        // began (interrupted) is left to the restart policy, as for any session it stopped.
-        let unfinished = (record.row.state == SessionState::Stopping && !record.row.interrupted)
+        // began (interrupted) is left to the restart policy, as for any session it stopped: a
+        // policy that would start it again keeps it running (the process is still there), and
+        // `never` has the stop finished, as the shutdown would have (they came back running).
+        let unfinished = (record.row.state == SessionState::Stopping
+            && (!record.row.interrupted || record.spec.restart == RestartPolicy::Never))
             .then(|| record.row.reason.clone())
             .flatten();
         record.row.interrupted = false;

@@ -796,3 +796,63 @@ async fn a_stop_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A full `corral shutdown` cut short by a server kill while a session's grace runs (systemd's
+/// stop timeout): the next server finishes the stop of a session whose policy would not
+/// start it again (it came back running, as if no stop was asked), and `corral shutdown` says
+/// the server ended before it finished (it said "stopped with its sessions").
+#[tokio::test]
+async fn a_shutdown_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "stubborn", "argv": ["sh", "-c", "trap '' HUP TERM; exec sleep 1000"], "grace": 5}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let shutdown = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .arg("shutdown")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stop reaches the journal, then the server is killed mid-grace.
+    let db = server.dir.path().join("state.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let state: String = conn
+            .query_row("SELECT state FROM sessions WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if state.contains("topping") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stopping: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    let out = shutdown.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("ended before it finished stopping"), "{said}");
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = server.session(&id).await;
+        if s["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stop was not finished: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(Instant::now() < deadline, "its program runs on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

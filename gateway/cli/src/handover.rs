@@ -75,6 +75,17 @@ pub async fn shutdown(client: &Client, keep_sessions: bool) -> anyhow::Result<()
             server.pid
         );
     }
+    // A server that ended cleanly removed its `server.json`; one still naming it means it was
+    // killed before it finished (say so: it did not stop what it was asked to).
+    if let corral_client::Endpoint::Unix(socket) = &client.endpoint
+        && let Some(dir) = socket.parent()
+        && corral_server::datadir::read_server_json(dir).is_ok_and(|s| s.pid == server.pid)
+    {
+        bail!(
+            "the server (pid {}) ended before it finished stopping (killed?): the next `corral serve` finishes what was asked",
+            server.pid
+        );
+    }
     if keep_sessions {
         println!(
             "corral {} (pid {}) stopped; sessions keep running under their holders",
