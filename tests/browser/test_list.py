@@ -87,3 +87,33 @@ def test_spawn_form_errors_create_nothing(server, page):
     created = server.session("bad-cwd")
     assert created["argv"] == ["cat"] and created["state"] == "running", created
     expect(page.locator('[data-testid="session-row"][data-name="bad-cwd"]')).to_be_visible()
+
+
+def test_a_session_whose_output_cannot_be_logged_says_so(server, page):
+    # A full disk stands behind this in practice; here the session's log folder is replaced
+    # by a file, so its next segment cannot be made. The page said nothing (`corral ps` did):
+    # a session whose program waits for the disk looked healthy.
+    import os
+    import time
+    from pathlib import Path
+
+    s = server.spawn(
+        ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; sleep 4; head -c 6000000 /dev/zero | tr '\\0' y; exec sleep 600"],
+        name="disk-full",
+    )
+    logs = Path(server.data_dir, "logs", s["id"])
+    deadline = time.monotonic() + 30
+    while not (logs.exists() and sum(f.stat().st_size for f in logs.iterdir()) > 2_500_000):
+        assert time.monotonic() < deadline, "the first output was never logged"
+        time.sleep(0.1)
+    os.rename(logs, str(logs) + ".moved")
+    logs.write_text("not a folder")
+    open_list(server, page)
+    row = page.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]')
+    expect(row).to_contain_text(re.compile("log failing"), timeout=30_000)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    expect(page.get_by_test_id("persist-error")).to_be_visible(timeout=15_000)
+    logs.unlink()
+    os.rename(str(logs) + ".moved", logs)
+    expect(page.get_by_test_id("persist-error")).to_be_hidden(timeout=15_000)
+    server.remove(s["id"])

@@ -191,9 +191,14 @@ export class ListView {
       s.attention === 'needs_permission' && s.permission
         ? `asks: ${permissionSummary(s.permission.tool, s.permission.input)}`
         : null;
-    setText(row.argv, asks ?? joinArgv(s.argv));
-    row.argv.title = asks ?? joinArgv(s.argv);
-    row.argv.classList.toggle('asks', asks != null);
+    // Output that cannot be logged (a full disk) is said where the command line was: the
+    // program may be waiting for the disk.
+    const failing = !asks && s.persist_error ? `log failing: ${s.persist_error}` : null;
+    const line = asks ?? failing ?? joinArgv(s.argv);
+    setText(row.argv, line);
+    row.argv.title = line;
+    row.argv.classList.toggle('asks', asks != null || failing != null);
+    row.el.dataset.persistError = s.persist_error ?? '';
     setText(row.state, s.state);
     row.state.className = `c-state state st-${s.state}`;
     row.state.title = s.reason ?? (s.last_exit ? formatExit(s.last_exit) : '');

@@ -592,6 +592,9 @@ export class TermView {
     H.name = h('span', { class: 'term-name mono', testid: 'term-name', text: this.route });
     H.state = h('span', { class: 'state', testid: 'term-state' });
     H.badge = h('span', { class: 'badge', testid: 'attention' });
+    // The session's output cannot be logged (a full disk): its program may be waiting.
+    H.logWarn = h('span', { class: 'badge log-failing', testid: 'persist-error', text: 'log failing' });
+    H.logWarn.hidden = true;
     H.meta = h('span', { class: 'term-meta muted mono' });
     H.cast = h('a', {
       class: 'btn small',
@@ -623,6 +626,7 @@ export class TermView {
         H.name,
         H.state,
         H.badge,
+        H.logWarn,
         this.writable
           ? null
           : h('span', { class: 'badge readonly', testid: 'read-only', text: 'read-only' }),
@@ -708,6 +712,8 @@ export class TermView {
     H.badge.className = `badge ${b.cls}`;
     H.badge.dataset.attention = s.attention ?? '';
     H.badge.title = s.attention ?? '';
+    H.logWarn.hidden = !s.persist_error;
+    H.logWarn.title = s.persist_error ? `its output is not being logged: ${s.persist_error}` : '';
     const asks = this.writable && s.attention === 'needs_permission' && !!s.permission;
     this.askId = s.permission?.id;
     if (asks && s.permission) {
