@@ -184,3 +184,18 @@ def test_another_page_on_this_host_cannot_use_the_login_cookie(server, page):
     status, body = post(server.url)
     assert status == 201, (status, body)
     server.remove(body["id"])
+
+
+def test_the_ttyd_token_endpoint_never_hands_out_the_login_cookie(server, page):
+    # The cookie is HttpOnly so that no script can read the token; /ttyd/<id>/token gave it
+    # back in a JSON body any script of the page could read. Now a cookie gets an empty
+    # AuthToken (the ttyd WebSocket takes the cookie), and a bearer token gets itself back.
+    s = server.spawn(["sleep", "600"], name="ttyd-token")
+    req = urllib.request.Request(
+        f"{server.url}/ttyd/{s['id']}/token", headers={"cookie": f"corral_token={server.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = json.loads(r.read())
+    assert body == {"token": ""}, body
+    assert server.api("GET", f"/ttyd/{s['id']}/token") == {"token": server.token}
+    server.remove(s["id"])

@@ -1502,3 +1502,45 @@ async fn slow_or_idle_http_connections_are_closed() {
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);
 }
+
+/// A page logged in by cookie (HttpOnly: its scripts cannot read the token) opens a ttyd
+/// WebSocket with an empty AuthToken: the cookie its upgrade carries is its token. Without a
+/// cookie, an empty AuthToken is still refused.
+#[tokio::test]
+async fn a_ttyd_client_logged_in_by_cookie_needs_no_auth_token() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "cookie-ttyd", "argv": ["sleep", "600"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let cookie = format!("corral_token={}", server.token);
+    let first = json!({"AuthToken": "", "columns": 80, "rows": 24}).to_string();
+    let mut with = server
+        .client()
+        .socket(
+            &format!("/ttyd/{id}/ws"),
+            None,
+            &[("sec-websocket-protocol", "tty"), ("cookie", &cookie)],
+        )
+        .await
+        .unwrap();
+    with.send(Message::Text(first.clone().into()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), with.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b[0], b'1'),
+        other => panic!("{other:?}"),
+    }
+    let mut without = server.ttyd(&id).await;
+    without.send(Message::Text(first.into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), without.next()).await {
+            Ok(Some(Ok(Message::Close(Some(c))))) => {
+                assert_eq!(u16::from(c.code), 1008);
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

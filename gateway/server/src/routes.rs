@@ -226,6 +226,13 @@ async fn ws_ttyd(
     check_origin(&app, &headers)?;
     capacity(&app)?;
     let session = app.corral.sessions().get(&key)?;
+    // A browser logged in by cookie sends it with the upgrade (same origin, checked above):
+    // that is its token, and ttyd's AuthToken may then be empty.
+    let cookie = crate::access::cookie_token(&headers).filter(|t| {
+        app.tokens
+            .check(Some(t))
+            .is_ok_and(|g| g.can_read(session.id()))
+    });
     let Some(unauthenticated) = app.connections.unauthenticated() else {
         app.metrics.reject("max_connections");
         return Err(ApiError::new(
@@ -243,6 +250,7 @@ async fn ws_ttyd(
         Dialect::Ttyd {
             session,
             unauthenticated,
+            cookie,
         },
         peer_of(peer),
         None,
@@ -250,11 +258,15 @@ async fn ws_ttyd(
     ))
 }
 
-/// ttyd's web client fetches its AuthToken here; corral hands back the token it was given.
+/// ttyd's web client fetches its AuthToken here; corral hands back the token it was given —
+/// but not the login cookie's, which is HttpOnly so that no script can read it: a page logged
+/// in by cookie gets an empty AuthToken, and its WebSocket is let in by the same cookie.
 async fn ttyd_token(Readable(_): Readable, headers: HeaderMap) -> Json<TtydToken> {
-    Json(TtydToken {
-        token: presented_token(&headers).unwrap_or_default(),
-    })
+    let token = match crate::access::cookie_token(&headers) {
+        Some(_) => String::new(),
+        None => presented_token(&headers).unwrap_or_default(),
+    };
+    Json(TtydToken { token })
 }
 
 async fn health() -> Json<Health> {

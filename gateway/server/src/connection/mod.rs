@@ -63,6 +63,9 @@ pub enum Dialect {
         session: SessionHandle,
         /// Its place among the connections that have not shown a token yet.
         unauthenticated: crate::connections::Unauthenticated,
+        /// The login cookie's token, when the upgrade carried a valid one for the session: an
+        /// empty AuthToken is then the cookie's.
+        cookie: Option<String>,
     },
 }
 
@@ -127,6 +130,8 @@ pub struct ConnectionState {
     /// Until the connection shows its token (ttyd's first frame): its place among those that
     /// have not, and when it is closed without one.
     unauthenticated: Option<(crate::connections::Unauthenticated, tokio::time::Instant)>,
+    /// A ttyd connection's login cookie token, if its upgrade carried one.
+    cookie: Option<String>,
     /// ttyd pause ('2') / resume ('3').
     paused: bool,
     /// This connection's viewer id (resize policy).
@@ -189,11 +194,12 @@ impl Actor for Connection {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let (sink, stream) = args.socket.split();
         let limits = &args.app.config.limits;
-        let (grant, ttyd, unauthenticated) = match args.dialect {
-            Dialect::Native { grant } => (Some(grant), None, None),
+        let (grant, ttyd, unauthenticated, cookie) = match args.dialect {
+            Dialect::Native { grant } => (Some(grant), None, None, None),
             Dialect::Ttyd {
                 session,
                 unauthenticated,
+                cookie,
             } => (
                 None,
                 Some(session),
@@ -201,6 +207,7 @@ impl Actor for Connection {
                     unauthenticated,
                     tokio::time::Instant::now() + crate::connections::AUTH_WAIT,
                 )),
+                cookie,
             ),
         };
         args.app.metrics.clients.inc();
@@ -214,6 +221,7 @@ impl Actor for Connection {
             grant,
             ttyd,
             unauthenticated,
+            cookie,
             paused: false,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),

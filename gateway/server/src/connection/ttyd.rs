@@ -63,7 +63,10 @@ impl ConnectionState {
                 .close(1008, "first frame must be the ttyd JSON init")
                 .await;
         };
-        let grant = match self.app.tokens.check(init.token.as_deref()) {
+        // No AuthToken: the login cookie's, if the upgrade carried one (a page logged in by
+        // cookie gets an empty one from `/ttyd/{session}/token`).
+        let token = init.token.clone().or_else(|| self.cookie.clone());
+        let grant = match self.app.tokens.check(token.as_deref()) {
             Ok(g) if g.can_read(session.id()) => g,
             _ => {
                 self.app.metrics.reject("unauthorized");
@@ -80,8 +83,7 @@ impl ConnectionState {
         }
         self.grant = Some(grant);
         self.unauthenticated = None;
-        *self.stats.token.lock() = init
-            .token
+        *self.stats.token.lock() = token
             .as_deref()
             .and_then(crate::auth::token_id)
             .map(str::to_string);
