@@ -406,7 +406,7 @@ async fn restore_one(
         record.row.interrupted = false;
         let mut decision = match pid {
             Some(pid) => format!(
-                "the server stopped while the session ran; its process {pid} kept running under its holder: reattaching"
+                "the server stopped while the session ran; reattaching to its holder (its process was {pid})"
             ),
             None => "the server stopped while the session ran; reattaching to its holder".into(),
         };

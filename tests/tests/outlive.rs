@@ -1118,3 +1118,44 @@ async fn a_removed_log_folder_is_made_again_and_the_program_goes_on() {
     }
     server.cli_ok(&["rm", "printer"]).await;
 }
+
+/// A holder killed while no server runs: the next server says so plainly (it said "could not
+/// reattach: Connection refused"), shows no pid for the ended session (it showed the dead one,
+/// which another program may get), and kills what was left of the session.
+#[tokio::test]
+async fn a_holder_killed_while_no_server_runs_is_said_and_its_pid_is_not_shown() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "orphaned", "argv": ["sh", "-c", "sleep 3001 & while :; do sleep 1; done"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = parent(pid);
+    server.kill();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = server.session(&id).await;
+        if s["state"] == "stopped" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(s["pid"].is_null(), "{s}");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("lost: its holder died while no server was running"),
+        "{reason}"
+    );
+    assert!(
+        session_processes(&id).is_empty(),
+        "{:?}",
+        session_processes(&id)
+    );
+}

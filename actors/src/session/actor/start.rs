@@ -166,14 +166,33 @@ impl SessionActorState {
             if let Some(r) = recorded.filter(|r| r.is_alive_same()) {
                 tree = process::SessionTree::new(r.pid).with_marker(id.to_string());
             }
-            process::sweep::kill_all(&tree).await;
+            let report = process::sweep::kill_all(&tree).await;
             if let Some(holders) = &self.holders {
                 holders.forget(id);
             }
-            self.settle_loss(
-                myself,
-                format!("lost: could not reattach to its holder: {why}"),
-            );
+            // Its recorded process is not this session's any more: no pid is shown for it (one
+            // reused by another program would be taken for the session's).
+            {
+                let mut s = self.shared.status.write();
+                s.pid = None;
+                s.holder_pid = None;
+                s.identity = None;
+            }
+            // A holder gone while no server ran refuses the connection (its socket is left):
+            // said as such, not as a socket error.
+            let why = if why.contains("Connection refused") || why.contains("No such file") {
+                format!(
+                    "lost: its holder died while no server was running; {}",
+                    if report.killed > 0 {
+                        format!("{} leftover processes of it were killed", report.killed)
+                    } else {
+                        "none of its processes were left".into()
+                    }
+                )
+            } else {
+                format!("lost: could not reattach to its holder: {why}")
+            };
+            self.settle_loss(myself, why);
         }
     }
 
