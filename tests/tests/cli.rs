@@ -1633,3 +1633,40 @@ fn a_command_against_a_stopped_server_says_it_did_not_answer() {
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert!(corral(&server, &["ps"]).status.success());
 }
+
+/// `corral attach` across a full `corral shutdown` (which stops its session) and a new
+/// server: on reconnecting it says the session ended and exits with its status (it sat
+/// silent on the dead session until a key was pressed).
+#[test]
+fn attach_across_a_shutdown_says_the_session_ended() {
+    require_tmux();
+    let mut server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "echo here; exec sleep 600",
+        ],
+    );
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-shutdown",
+        "attach work; echo attach-exit=$?; exec sleep 600",
+        (100, 30),
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]).replace('\n', "");
+    eventually("attached", || pane().contains("here"));
+    // SIGTERM: the full stop `corral shutdown` asks for.
+    server.terminate(Duration::from_secs(20));
+    eventually("reconnecting", || pane().contains("reconnecting"));
+    server.restart();
+    eventually("attach says the session ended and exits", || {
+        let p = pane();
+        p.contains("session stopped") && p.contains("attach-exit=0")
+    });
+}

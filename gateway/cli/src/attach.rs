@@ -115,6 +115,25 @@ async fn send_size(ws: &mut Conn, session: &str) -> anyhow::Result<()> {
 }
 
 /// Runs attach until detach or the session ends.
+/// Says how the session ended and gives the exit status a shell gives a command: its exit
+/// code, 128 + the signal that ended it, 1 for a session that failed, 0 for a stop asked for
+/// (`corral stop`, a shutdown: it ended as planned).
+fn ended_with(
+    state: &str,
+    reason: Option<&str>,
+    last: Option<corral_actors::process::status::ExitStatus>,
+) -> ExitCode {
+    let asked = reason.is_some_and(|r| r.starts_with("stopped"));
+    let code = match (state, last) {
+        ("failed", _) => 1,
+        _ if asked => 0,
+        (_, last) => last.map_or(0, |e| e.shell_code()),
+    };
+    let how = last.map_or_else(String::new, |e| format!(" ({e})"));
+    final_line(&format!("session {state}{how}"));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
 pub async fn attach(
     client: &Client,
     session: &str,
@@ -231,19 +250,9 @@ pub async fn attach(
                         && matches!(v["event"]["kind"]["state"].as_str(), Some("stopped" | "failed")) =>
                     {
                         let state = v["event"]["kind"]["state"].as_str().unwrap_or("ended");
-                        // The session's own ending, as a shell gives a command's: its exit code,
-                        // 128 + the signal that ended it, or 1 for a session that failed.
                         let last = client.session(session).await.ok().and_then(|v| v.info.last_exit);
-                        // A stop asked for (`corral stop`, a shutdown) ends it as planned: 0.
-                        let asked = v["event"]["kind"]["reason"].as_str().is_some_and(|r| r.starts_with("stopped"));
-                        let code = match (state, last) {
-                            ("failed", _) => 1,
-                            _ if asked => 0,
-                            (_, last) => last.map_or(0, |e| e.shell_code()),
-                        };
-                        let how = last.map_or_else(String::new, |e| format!(" ({e})"));
-                        final_line(&format!("session {state}{how}"));
-                        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+                        let reason = v["event"]["kind"]["reason"].as_str();
+                        return Ok(ended_with(state, reason, last));
                     }
                     // A new process of the session (a restart): the last one's modes (its
                     // alternate screen, mouse reporting, hidden cursor) are not the new one's.
@@ -318,6 +327,22 @@ pub async fn attach(
                         ws = w;
                         channel = c;
                         status_line("reconnected");
+                        // The session ended while the server was away (a shutdown stopped it):
+                        // said, and attach ends, as when it ends while attached (it sat silent
+                        // on a dead session).
+                        if let Ok(v) = client.session(session).await
+                            && matches!(
+                                v.info.state,
+                                corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+                            )
+                        {
+                            let state = if v.info.state == corral_actors::SessionState::Failed {
+                                "failed"
+                            } else {
+                                "stopped"
+                            };
+                            return Ok(ended_with(state, v.info.reason.as_deref(), v.info.last_exit));
+                        }
                         break;
                     }
                     Err(e) if e.to_string().contains("no session") => {
