@@ -1159,3 +1159,42 @@ async fn a_holder_killed_while_no_server_runs_is_said_and_its_pid_is_not_shown()
         session_processes(&id)
     );
 }
+
+/// Signals aimed at servers by name (`pkill -USR1 corral` also matches `corral-holder`) do
+/// not end sessions: a holder ends only when released (USR1, USR2, QUIT and ALRM killed it,
+/// and its session was lost). Its program still gets the default dispositions.
+#[tokio::test]
+async fn stray_signals_to_a_holder_do_not_end_its_session() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "signalled", "argv": ["sleep", "600"]}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = parent(pid);
+    for sig in [
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+        nix::sys::signal::Signal::SIGQUIT,
+        nix::sys::signal::Signal::SIGALRM,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder), sig).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alive(holder), "the holder died of a stray signal");
+    let s = server.session("signalled").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], pid, "{s}");
+    // The program's own dispositions are the defaults: SIGUSR1 ends a sleep.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.session("signalled").await["state"] == "running" {
+        assert!(Instant::now() < deadline, "the program ignored SIGUSR1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

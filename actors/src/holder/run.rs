@@ -9,7 +9,7 @@
 //!
 //! One thread, one `poll(2)` loop, no runtime: the listening socket, the server's connection,
 //! the PTY master or the output pipes (while the ring has room) and a signalfd for SIGCHLD; an
-//! eventfd wakes the attached server after each batch of reads. SIGHUP, SIGINT, SIGTERM and SIGPIPE are ignored (a terminal's hangup
+//! eventfd wakes the attached server after each batch of reads. SIGHUP, SIGINT, SIGTERM, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are ignored (a terminal's hangup
 //! or a signal to the server's group must not end a session); it leaves only on `Release`.
 
 use std::io::{self, BufRead, Write};
@@ -180,11 +180,18 @@ impl Holder {
                 spec.v
             )));
         }
+        // And the signals whose default is to end a process that `pkill -USR1 corral` (aimed
+        // at a server, matching `corral-holder` too) would send: a holder ends only on Release.
+        // (Its program gets default dispositions: the spawn resets every signal.)
         for sig in [
             Signal::SIGHUP,
             Signal::SIGINT,
             Signal::SIGTERM,
             Signal::SIGPIPE,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGALRM,
         ] {
             // SAFETY: SIG_IGN installs no handler code; nothing else in this process has
             // installed one.
