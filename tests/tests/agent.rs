@@ -561,6 +561,24 @@ async fn a_pending_permission_does_not_hold_up_an_upgrade_or_a_shutdown() {
     );
 }
 
+/// Where a session's hooks post, and the hook token they post with.
+fn hook_path(info: &Value) -> (String, String) {
+    let id = info["id"].as_str().unwrap();
+    (format!("/v1/sessions/{id}/events"), hook_token(info))
+}
+
+/// Posts hook event `payload` to `path` with `token`; (status, body).
+async fn post_hook(server: &Server, path: String, token: String, payload: Value) -> (u16, String) {
+    server
+        .http("POST", &path, Some(&token), Some(&payload))
+        .await
+}
+
+/// A PermissionRequest hook asking to run `cmd` with Bash.
+fn ask(cmd: &str) -> Value {
+    json!({"hook_event_name": "PermissionRequest", "tool_name": "Bash", "tool_input": {"command": cmd}})
+}
+
 /// Waits until the session's view satisfies `cond`.
 async fn view_until(
     server: &Server,
@@ -589,18 +607,8 @@ async fn a_queued_question_is_timed_from_when_it_is_shown() {
     let info = server
         .spawn(json!({"name": "queue", "argv": ["sleep", "600"]}))
         .await;
-    let id = info["id"].as_str().unwrap().to_string();
-    let token = hook_token(&info);
-    let path = format!("/v1/sessions/{id}/events");
-    let post = |payload: Value| {
-        let (server, path, token) = (&server, path.clone(), token.clone());
-        async move {
-            server
-                .http("POST", &path, Some(&token), Some(&payload))
-                .await
-        }
-    };
-    let ask = |cmd: &str| json!({"hook_event_name": "PermissionRequest", "tool_name": "Bash", "tool_input": {"command": cmd}});
+    let (path, token) = hook_path(&info);
+    let post = |payload: Value| post_hook(&server, path.clone(), token.clone(), payload);
     let first = post(ask("touch a"));
     let second = async {
         view_until(&server, "queue", "first question", |v| {
@@ -658,17 +666,8 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
         .spawn(json!({"name": "par", "argv": ["sleep", "600"]}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let token = hook_token(&info);
-    let path = format!("/v1/sessions/{id}/events");
-    let post = |payload: Value| {
-        let (server, path, token) = (&server, path.clone(), token.clone());
-        async move {
-            server
-                .http("POST", &path, Some(&token), Some(&payload))
-                .await
-        }
-    };
-    let ask = |cmd: &str| json!({"hook_event_name": "PermissionRequest", "tool_name": "Bash", "tool_input": {"command": cmd}});
+    let (path, token) = hook_path(&info);
+    let post = |payload: Value| post_hook(&server, path.clone(), token.clone(), payload);
     post(json!({"hook_event_name": "UserPromptSubmit", "prompt": "go"})).await;
     let first = post(ask("touch a"));
     let second = async {

@@ -781,16 +781,22 @@ async fn a_stop_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
     let mut stop = stop;
     stop.wait().unwrap();
     server.restart();
+    until_stopped_and_gone(&server, &id, pid).await;
+}
+
+/// Waits until session `id` is stopped (a stop the previous server began, finished by this
+/// one) and its program `pid` is gone.
+async fn until_stopped_and_gone(server: &Server, id: &str, pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let s = server.session(&id).await;
+        let s = server.session(id).await;
         if s["state"] == "stopped" {
             break;
         }
         assert!(Instant::now() < deadline, "the stop was not finished: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
         assert!(Instant::now() < deadline, "its program runs on");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -841,18 +847,5 @@ async fn a_shutdown_cut_short_by_a_server_kill_is_finished_by_the_next_server() 
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("ended before it finished stopping"), "{said}");
     server.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let s = server.session(&id).await;
-        if s["state"] == "stopped" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stop was not finished: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
-        assert!(Instant::now() < deadline, "its program runs on");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_stopped_and_gone(&server, &id, pid).await;
 }
