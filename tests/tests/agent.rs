@@ -608,6 +608,9 @@ async fn a_queued_question_is_timed_from_when_it_is_shown() {
         .spawn(json!({"name": "queue", "argv": ["sleep", "600"]}))
         .await;
     let (path, token) = hook_path(&info);
+    // A hook token posts its session's events and nothing more (the list answered `[]`).
+    let (status, _) = server.http("GET", "/v1/sessions", Some(&token), None).await;
+    assert_eq!(status, 403);
     let post = |payload: Value| post_hook(&server, path.clone(), token.clone(), payload);
     let first = post(ask("touch a"));
     let second = async {

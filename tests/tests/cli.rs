@@ -1267,6 +1267,13 @@ fn the_short_ids_ps_prints_name_sessions() {
     assert!(ok(&server, &["ps"]).contains(short));
     let out = ok(&server, &["stop", short]);
     assert!(out.contains("short-id"), "{out}");
+    // An offset past the output is an error, as over the WebSocket (it printed nothing, 0).
+    let out = corral(&server, &["logs", short, "--from", "999999999"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("beyond the session's output"),
+        "{out:?}"
+    );
     let out = corral(&server, &["logs", "0"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

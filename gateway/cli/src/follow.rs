@@ -180,6 +180,14 @@ pub async fn logs(
             view.info.state,
             corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
         );
+        if next == from && from > view.info.output_offset {
+            // Asked for (not a server that lost its last output in a crash, met on a
+            // reconnect): said as the WebSocket says it (it printed nothing and succeeded).
+            anyhow::bail!(
+                "offset {next} is beyond the session's output (it ends at {})",
+                view.info.output_offset
+            );
+        }
         let end = if follow {
             ended.then_some(view.info.output_offset)
         } else {

@@ -292,7 +292,11 @@ async fn metrics(State(app): State<Arc<App>>, _: Admin) -> Response {
 async fn list_sessions(
     State(app): State<Arc<App>>,
     Caller(grant): Caller,
-) -> Json<Vec<SessionView>> {
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    // As at the WebSocket upgrade: a hook token posts its session's events, nothing more.
+    if matches!(grant, Grant::Hook(_)) {
+        return Err(forbid(&app, "hook tokens may only post events"));
+    }
     let list = app
         .corral
         .sessions()
@@ -300,7 +304,7 @@ async fn list_sessions(
         .into_iter()
         .filter(|s| grant.can_read(s.id))
         .collect();
-    Json(SessionView::measure_all(list).await)
+    Ok(Json(SessionView::measure_all(list).await))
 }
 
 async fn get_session(Readable(h): Readable) -> Json<SessionView> {

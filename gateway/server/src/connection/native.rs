@@ -245,7 +245,7 @@ impl ConnectionState {
                 };
                 let limit = limit
                     .unwrap_or(MAX_EVENTS_PER_REPLY)
-                    .clamp(1, MAX_EVENTS_PER_REPLY);
+                    .min(MAX_EVENTS_PER_REPLY);
                 match persist.events(h.id(), after.unwrap_or(0), limit).await {
                     Ok(events) => {
                         self.reply(&Reply::Events {
