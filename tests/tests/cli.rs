@@ -151,6 +151,35 @@ fn a_permission_wait_too_long_is_refused_at_start() {
     );
 }
 
+/// An `allowed_origins` entry no browser sends (a wildcard, a trailing slash, upper case) is
+/// refused at start, saying what an origin looks like: compared as written it never matched,
+/// and the pages it was for got 403 without a word.
+#[test]
+fn an_allowed_origin_no_browser_sends_is_refused_at_start() {
+    for bad in [
+        "*",
+        "https://Proxy.Example.com",
+        "https://proxy.example.com/",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("corral.toml");
+        std::fs::write(&config, format!("allowed_origins = [\"{bad}\"]\n")).unwrap();
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is not an origin as browsers send it"),
+            "{bad}: {err}"
+        );
+    }
+}
+
 #[test]
 fn a_session_starts_where_corral_spawn_was_run() {
     // As tmux does: `cd project && corral spawn -- claude` starts Claude in the project, and a

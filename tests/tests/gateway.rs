@@ -1531,6 +1531,30 @@ async fn a_ttyd_client_logged_in_by_cookie_needs_no_auth_token() {
         Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b[0], b'1'),
         other => panic!("{other:?}"),
     }
+    // A logout (the page's: cookie and Origin) closes it, as it closes the page's own.
+    let origin = server.url.clone();
+    let out = server
+        .client()
+        .send_with(
+            hyper::Method::POST,
+            "/v1/logout",
+            None,
+            &[("cookie", &cookie), ("origin", &origin)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.response.status(), 204);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), with.next()).await {
+            Ok(Some(Ok(Message::Close(Some(c))))) => {
+                assert_eq!((u16::from(c.code), c.reason.as_str()), (1008, "logged out"));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
     let mut without = server.ttyd(&id).await;
     without.send(Message::Text(first.into())).await.unwrap();
     loop {
@@ -1542,5 +1566,129 @@ async fn a_ttyd_client_logged_in_by_cookie_needs_no_auth_token() {
             Ok(Some(Ok(_))) => {}
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// A request body that never comes and a client that never reads its response held their
+/// connections for good (1,024 of either, with no token, locked every client out, and unread
+/// responses took 500 MB): the body has 30 s (then 408), a write that makes no progress 60 s.
+#[tokio::test]
+async fn slow_bodies_and_readers_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start();
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let t = std::time::Instant::now();
+    let body = async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /v1/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(45), c.read_to_end(&mut got))
+            .await
+            .expect("the slow body's connection is still open")
+            .unwrap();
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("not received within 30 s"), "{text}");
+        t.elapsed()
+    };
+    let info = server
+        .spawn(json!({"name": "big", "argv": ["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x; exec sleep 600"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.session(&id).await["output_offset"].as_u64().unwrap() < 20_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the output never came"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reader = async {
+        // A recording far larger than the socket buffers, never read.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut c = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let req = format!(
+            "GET /v1/sessions/{id}/export HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+            server.token
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(70)).await;
+        // Cut by then: what is left to read ends (reset or end of file) well short of it all.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let read = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "the unread response's connection is still open"
+        );
+        assert!(got.len() < 20_000_000, "{} bytes arrived", got.len());
+    };
+    let (elapsed, ()) = tokio::join!(body, reader);
+    assert!(elapsed >= Duration::from_secs(29), "{elapsed:?}");
+    let (status, _) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+}
+
+/// Event streams are bounded (128 open at once, then 503): each holds an HTTP connection, and
+/// one token's thousand streams locked every client out.
+#[tokio::test]
+async fn event_streams_are_bounded() {
+    let server = Server::start();
+    server
+        .spawn(json!({"name": "watched", "argv": ["sleep", "600"]}))
+        .await;
+    let client = server.client();
+    let mut open = Vec::new();
+    for _ in 0..128 {
+        let s = client
+            .send(
+                hyper::Method::GET,
+                "/agentapi/watched/events",
+                Some(&server.token),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.response.status(), 200);
+        open.push(s);
+    }
+    let (status, body) = server
+        .http("GET", "/agentapi/watched/events", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many event streams"), "{body}");
+    drop(open);
+    // Given back as they end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = client
+            .send(
+                hyper::Method::GET,
+                "/agentapi/watched/events",
+                Some(&server.token),
+                None,
+            )
+            .await
+            .unwrap();
+        if s.response.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "places not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

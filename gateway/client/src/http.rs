@@ -74,6 +74,18 @@ impl Client {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Streaming, ClientError> {
+        self.send_with(method, path, token, &[], body).await
+    }
+
+    /// [`send`](Self::send) with extra headers (a browser's `Cookie` and `Origin`, in tests).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Streaming, ClientError> {
         let io = self.endpoint.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
         let driver = AbortOnDrop(tokio::spawn(async move {
@@ -89,6 +101,9 @@ impl Client {
             .header(header::HOST, self.endpoint.host());
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let body = match body {
             Some(b) => {

@@ -257,6 +257,9 @@ async fn scoped(
     }
 }
 
+/// Longest a request's body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The most bytes a request body may hold (`DefaultBodyLimit` in the router).
 pub const MAX_BODY: usize = 256 * 1024;
 
@@ -268,7 +271,20 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match axum::body::Bytes::from_request(req, state).await {
+        // A body sent a byte at a time must not hold its connection for good (the login takes
+        // one before any token is known).
+        let Ok(read) =
+            tokio::time::timeout(BODY_TIMEOUT, axum::body::Bytes::from_request(req, state)).await
+        else {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::Timeout,
+                format!(
+                    "request body not received within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ));
+        };
+        match read {
             Ok(b) => Ok(Body(b)),
             Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::new(

@@ -186,7 +186,20 @@ pub async fn get_events(
     Readable(h): Readable,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    let Some(place) = app.connections.event_stream() else {
+        app.metrics.reject("max_connections");
+        return ApiError::new(
+            crate::error::ErrorCode::Unavailable,
+            format!(
+                "too many event streams open ({})",
+                crate::connections::MAX_EVENT_STREAMS
+            ),
+        )
+        .into_response();
+    };
     struct Follow {
+        /// Its place among the event streams open, given back when the stream ends.
+        _place: crate::connections::Place,
         app: Arc<App>,
         h: SessionHandle,
         /// The token the stream was opened with: checked again each turn, so a revoked one
@@ -200,6 +213,7 @@ pub async fn get_events(
     let sub = h.subscribe(None).ok();
     let f_shutdown = app.shutdown.subscribe();
     let follow = Follow {
+        _place: place,
         token: crate::access::presented_token(&headers),
         app,
         h,

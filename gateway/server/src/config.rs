@@ -86,6 +86,29 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Refuses an `allowed_origins` entry no browser ever sends (compared as written, it would
+    /// never match, and the pages it was meant for would get 403 without a word): an origin is
+    /// `http://` or `https://`, a lower-case host, an optional port, and nothing after.
+    pub fn check_origins(&self) -> Result<(), String> {
+        for origin in &self.allowed_origins {
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let ok = rest.is_some_and(|hostport| {
+                !hostport.is_empty()
+                    && hostport.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:[]".contains(c)
+                    })
+            });
+            if !ok {
+                return Err(format!(
+                    "allowed_origins: '{origin}' is not an origin as browsers send it (`https://host` or `http://host:port`: lower case, no path, no trailing slash, no wildcard)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The worker threads to start: the configured number, else one per core but one.
     pub fn worker_threads(&self) -> usize {
         self.workers

@@ -128,7 +128,13 @@ pub struct Registry {
     live: Mutex<HashMap<String, Arc<ConnStats>>>,
     /// Connections let in before their token is known (ttyd's comes in the first frame).
     unauthenticated: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open agentapi event streams (each holds an HTTP connection for as long as it lasts).
+    event_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Most agentapi event streams open at once: each holds one of a listener's HTTP connections
+/// for as long as it lasts, and one token's thousand streams locked every client out.
+pub const MAX_EVENT_STREAMS: usize = 128;
 
 /// Most connections at once that have not yet shown a token (a ttyd client's first frame
 /// carries it): past it such an upgrade is refused (503), so clients that never authenticate
@@ -139,12 +145,22 @@ pub const MAX_UNAUTHENTICATED: usize = 64;
 /// it is closed (1008).
 pub const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// One of the [`MAX_UNAUTHENTICATED`] places, given back when dropped (the connection
-/// authenticated, or ended).
+/// One of a bounded number of places ([`MAX_UNAUTHENTICATED`] connections without a token,
+/// [`MAX_EVENT_STREAMS`] event streams), given back when dropped.
 #[derive(Debug)]
-pub struct Unauthenticated(Arc<std::sync::atomic::AtomicUsize>);
+pub struct Place(Arc<std::sync::atomic::AtomicUsize>);
 
-impl Drop for Unauthenticated {
+/// A place among the `max` that `count` counts; None when all are taken.
+fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Place> {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+        .then(|| Place(count.clone()))
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -153,15 +169,13 @@ impl Drop for Unauthenticated {
 impl Registry {
     /// A place for a connection that has not shown its token yet; None when
     /// [`MAX_UNAUTHENTICATED`] are taken.
-    pub fn unauthenticated(&self) -> Option<Unauthenticated> {
-        let taken = self
-            .unauthenticated
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_UNAUTHENTICATED).then_some(n + 1)
-            });
-        taken
-            .is_ok()
-            .then(|| Unauthenticated(self.unauthenticated.clone()))
+    pub fn unauthenticated(&self) -> Option<Place> {
+        take(&self.unauthenticated, MAX_UNAUTHENTICATED)
+    }
+
+    /// A place for an agentapi event stream; None when [`MAX_EVENT_STREAMS`] are open.
+    pub fn event_stream(&self) -> Option<Place> {
+        take(&self.event_streams, MAX_EVENT_STREAMS)
     }
 
     /// Registers a connection.

@@ -13,6 +13,11 @@
 //! - A connection upgraded to a WebSocket leaves the count at the upgrade: WebSockets have
 //!   their own bound (`limits.max_connections`) and no idle timeout (a viewer may watch for
 //!   hours).
+//! - A write that makes no progress for [`WRITE_STALL`] fails, and its connection ends: a
+//!   client that stops reading (a page's asset it never takes, a WebSocket viewer gone without
+//!   closing) no longer holds its connection and its unsent bytes for good. A WebSocket viewer
+//!   that comes back reconnects and resumes at its exact offset. (A request body that never
+//!   comes is bounded by `access::BODY_TIMEOUT`.)
 //!
 //! Every connection's task belongs to the loop (a `JoinSet`), never spawned and forgotten: on
 //! `stop` accepting ends, each connection finishes the request in flight and closes, and the
@@ -34,6 +39,111 @@ pub const MAX_OPEN: usize = 1024;
 
 /// Longest a request's headers may take to arrive, and a keep-alive connection may stay idle.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a write may wait for its client to read before the connection ends.
+pub const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// A connection whose writes fail after [`WRITE_STALL`] without progress.
+struct Stall<T> {
+    /// The connection.
+    inner: T,
+    /// Since when the current write has waited, while it waits.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Stall<T> {
+    /// `Pending` from a write: starts (or checks) the stall timer, which fails it at its end.
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let timer = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for a minute",
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stall<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// Runs one write-side poll of `$self.inner`, failing it after a stall (see [`Stall`]).
+macro_rules! bounded {
+    ($self:ident, $cx:ident, $poll:expr) => {{
+        match $poll {
+            std::task::Poll::Pending => match $self.stalled($cx) {
+                std::task::Poll::Ready(e) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            },
+            ready => {
+                $self.waiting = None;
+                ready
+            }
+        }
+    }};
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stall<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        bounded!(
+            this,
+            cx,
+            std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+        )
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        bounded!(
+            this,
+            cx,
+            std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        bounded!(this, cx, std::pin::Pin::new(&mut this.inner).poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        bounded!(
+            this,
+            cx,
+            std::pin::Pin::new(&mut this.inner).poll_shutdown(cx)
+        )
+    }
+}
 
 /// Serves `listener` with `router` until `stop` turns true, then until its connections are
 /// done. `peer` gives a TCP connection's address to its requests (`ConnectInfo<Peer>`).
@@ -86,7 +196,13 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
             let conn = builder
-                .serve_connection(TokioIo::new(io), service)
+                .serve_connection(
+                    TokioIo::new(Stall {
+                        inner: io,
+                        waiting: None,
+                    }),
+                    service,
+                )
                 .with_upgrades();
             tokio::pin!(conn);
             let mut stopping = false;

@@ -492,6 +492,8 @@ pub enum ErrorCode {
     Conflict,
     /// The server cannot do it now (a session's actor is gone, a limit of the server's own).
     Unavailable,
+    /// The request did not arrive in time (its body came too slowly).
+    Timeout,
     /// Something failed on the server side.
     Internal,
 }

@@ -62,7 +62,7 @@ pub enum Dialect {
         /// The session, resolved at the upgrade.
         session: SessionHandle,
         /// Its place among the connections that have not shown a token yet.
-        unauthenticated: crate::connections::Unauthenticated,
+        unauthenticated: crate::connections::Place,
         /// The login cookie's token, when the upgrade carried a valid one for the session: an
         /// empty AuthToken is then the cookie's.
         cookie: Option<String>,
@@ -129,7 +129,7 @@ pub struct ConnectionState {
     ttyd: Option<SessionHandle>,
     /// Until the connection shows its token (ttyd's first frame): its place among those that
     /// have not, and when it is closed without one.
-    unauthenticated: Option<(crate::connections::Unauthenticated, tokio::time::Instant)>,
+    unauthenticated: Option<(crate::connections::Place, tokio::time::Instant)>,
     /// A ttyd connection's login cookie token, if its upgrade carried one.
     cookie: Option<String>,
     /// ttyd pause ('2') / resume ('3').
@@ -327,7 +327,7 @@ impl Actor for Connection {
 
 /// Sleeps until a connection without a token must have shown one (pending forever otherwise).
 async fn auth_deadline(
-    unauthenticated: &Option<(crate::connections::Unauthenticated, tokio::time::Instant)>,
+    unauthenticated: &Option<(crate::connections::Place, tokio::time::Instant)>,
 ) {
     match unauthenticated {
         Some((_, at)) => tokio::time::sleep_until(*at).await,

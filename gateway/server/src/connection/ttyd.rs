@@ -83,6 +83,11 @@ impl ConnectionState {
         }
         self.grant = Some(grant);
         self.unauthenticated = None;
+        // Let in by the login cookie: a logout closes it as it closes the page's own.
+        self.stats.by_cookie.store(
+            init.token.is_none() && self.cookie.is_some(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         *self.stats.token.lock() = token
             .as_deref()
             .and_then(crate::auth::token_id)
