@@ -20,15 +20,35 @@ use serde::de::DeserializeOwned;
 use crate::endpoint::Client;
 use crate::error::ClientError;
 
-/// How long a whole request may take by default: a stop waits for the session's grace, a
-/// PermissionRequest hook for its answer (`agent::PERMISSION_WAIT`, 120 s); callers that need
-/// less bound their calls themselves.
+/// How long a stop or a removal may take (it waits for the session's grace).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long a read (GET: a list, a session, the health) may take: the server answers those at
 /// once, so a server that does not (stopped with SIGSTOP, wedged) is said to be so instead of
 /// the command hanging for [`REQUEST_TIMEOUT`].
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a request may take to be answered whole, by what it asks: a read
+/// ([`READ_TIMEOUT`]), a hook (a PermissionRequest waits for its answer, up to
+/// `agent::PERMISSION_WAIT_MAX`), a stop or a removal (it waits the session's grace:
+/// [`REQUEST_TIMEOUT`]), anything else (a spawn, a shutdown, an upgrade's handover, a token:
+/// [`ACT_TIMEOUT`]). A server stopped with SIGSTOP still accepts connections (the kernel
+/// does): without a bound a command hung as long as it stayed stopped.
+fn bound(method: &Method, path: &str) -> Duration {
+    if method == Method::GET {
+        READ_TIMEOUT
+    } else if path.ends_with("/events") {
+        corral_actors::agent::PERMISSION_WAIT_MAX + Duration::from_secs(10)
+    } else if path.ends_with("/stop") || method == Method::DELETE {
+        REQUEST_TIMEOUT
+    } else {
+        ACT_TIMEOUT
+    }
+}
+
+/// How long a spawn, a shutdown, an upgrade or a token request may take (an upgrade's
+/// handover takes up to 30 s).
+pub const ACT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A response whose body is still arriving; it owns the task that drives its connection, which
 /// ends when the response is dropped.
@@ -142,11 +162,7 @@ impl Client {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let bound = if method == Method::GET {
-            READ_TIMEOUT
-        } else {
-            REQUEST_TIMEOUT
-        };
+        let bound = bound(&method, path);
         let exchange = async {
             let s = self.send(method, path, token, body).await?;
             let status = s.response.status();
