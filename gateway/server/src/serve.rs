@@ -40,6 +40,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let data = match successor {
         Some(mut ready) => {
             use std::io::Write;
+            // A successor that could not write to its data dir (a full disk) would fail after
+            // the old server left, leaving none: it says so before it says ready, and the old
+            // one keeps serving.
+            probe_writable(&opts.data_dir)?;
             // Under systemd the unit follows us from here: its old main process is about to
             // exit (after our `ready`), and must not end the unit when it does.
             crate::systemd::claim();
@@ -99,13 +103,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         Err(e) => {
             // The sessions came back before this failed (a full disk refusing `server.json`,
             // the socket, the token log): they must not go down with a server that could not
-            // start. Left to their holders, the next server takes them back.
+            // start. The process ends at once, as a crash would: every session stays with its
+            // holder, every byte not yet logged stays in its holder's ring, and the next server
+            // takes them back. (An orderly detach could wait on a session that is itself
+            // waiting for the full disk, and then give its last output up; dropping the tree
+            // would release the holders and kill every program.)
             tracing::error!(error = %e, "the server cannot go on; its sessions are left running under their holders for the next server");
-            match corral.shutdown_keeping_sessions().await {
-                Ok(kept) => tracing::info!(kept, "sessions left running under their holders"),
-                Err(e) => tracing::warn!(error = %e, "session tree did not stop cleanly"),
-            }
-            Err(e)
+            eprintln!("corral: {e:#}");
+            std::process::exit(1)
         }
     }
 }
@@ -346,6 +351,19 @@ async fn drained(
             Ok(())
         }
     }
+}
+
+/// Writes (and removes) 64 KiB in `dir`, so a successor on a full disk fails while its
+/// predecessor still serves.
+fn probe_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    let written = std::fs::write(&probe, vec![0u8; 64 * 1024]);
+    if let Err(e) = std::fs::remove_file(&probe)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %probe.display(), error = %e, "could not remove a write probe");
+    }
+    written.map_err(|e| anyhow::anyhow!("cannot write to the data dir {}: {e}", dir.display()))
 }
 
 /// Waits (bounded) for the data dir's lock: a predecessor handing over lets go of it once its
