@@ -501,11 +501,13 @@ proptest! {
         }
         want.push(Chunk::Data { offset: next, bytes: expected[next as usize..].to_vec() });
         prop_assert_eq!(read_all(&log, 0, usize::MAX), want.clone());
-        // Reported, but for the oldest output lost with nothing before it: the log then starts
-        // later, as after retention.
+        // Reported: a gap, or the oldest output of segment 0 lost with nothing before it (the
+        // log then starts later, as after retention; a segment 0 cut to nothing is retention).
         if keep > 0 {
             prop_assert!(recovery.damage.is_some());
             prop_assert_eq!(&recovery.lost, &vec![(keep, next)]);
+        } else if recovery.damage.is_some() {
+            prop_assert_eq!(&recovery.lost, &vec![(0, next)]);
         }
         // Repaired for good: the next open finds nothing.
         drop(log);

@@ -952,7 +952,7 @@ async fn a_holder_of_a_session_never_recorded_is_ended_by_the_next_server() {
 }
 
 /// Storage damage in the middle of an ended session's log (a bad sector in its first segment)
-/// costs only the unreadable range: the next server keeps every later segment, the range is
+/// costs only the rest of that segment: the next server keeps every later segment, the range is
 /// a gap in the log, and the session's journal says which bytes were lost. (It used to cut
 /// the log at the damage, delete the intact later segments, and, for an ended session, say
 /// nothing but a line in the server's log.)

@@ -494,6 +494,10 @@ fn bridge(dir: &Path, scan: &mut Scan, later: Scan) -> io::Result<Option<(u64, u
         .segments
         .last_mut()
         .expect("the damaged segment is kept");
+    // The first segment damaged from its first record: what it held ([0, next) when it is
+    // segment 0; retention could have removed older ones otherwise, and where it began is then
+    // unknown) is lost too, and said.
+    let lost_before = (cut.is_none() && damaged.n == 0 && next > 0).then_some((0, next));
     let gap = match cut {
         Some(cut) if cut < next => {
             append_gap(dir, damaged, cut, next)?;
@@ -514,7 +518,7 @@ fn bridge(dir: &Path, scan: &mut Scan, later: Scan) -> io::Result<Option<(u64, u
     scan.damage = later.damage;
     scan.damaged_file_len = later.damaged_file_len;
     scan.after_damage = later.after_damage;
-    Ok(Some(gap.unwrap_or((next, next))))
+    Ok(Some(gap.or(lost_before).unwrap_or((next, next))))
 }
 
 /// Writes a [`Record::Gap`] `[from, to)` at the end of `segment`'s valid frames (over whatever
