@@ -16,7 +16,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    {
+    let written = (|| {
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -25,7 +25,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A failed write (a full disk) leaves no temp file behind.
+        if let Err(gone) = std::fs::remove_file(&tmp)
+            && gone.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %tmp.display(), error = %gone, "could not remove a temp file");
+        }
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }
