@@ -1198,3 +1198,37 @@ async fn stray_signals_to_a_holder_do_not_end_its_session() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A registry record older than the session's holder (a restart whose commit a full disk
+/// refused, then a server crash) names another process than the one the holder runs: the
+/// holder's is the session's program, and it is adopted, not killed for the record's sake.
+#[tokio::test]
+async fn a_record_older_than_the_holder_is_corrected_not_obeyed() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "newer", "argv": ["sleep", "1000"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    server.kill();
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    let row: String = db
+        .query_row("SELECT row FROM sessions WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut row: Value = serde_json::from_str(&row).unwrap();
+    assert_eq!(row["process"]["pid"], pid, "{row}");
+    row["process"]["pid"] = json!(pid + 1_000_000);
+    db.execute(
+        "UPDATE sessions SET row = ?1 WHERE id = ?2",
+        [row.to_string(), id.clone()],
+    )
+    .unwrap();
+    drop(db);
+    server.restart();
+    let s = server.session(&id).await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], pid, "{s}");
+    assert!(alive(pid), "the session's program was killed");
+}

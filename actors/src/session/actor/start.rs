@@ -122,15 +122,15 @@ impl SessionActorState {
             }
             None => Err("this server runs no holders".to_string()),
         };
-        let attached = attached.and_then(|a| match &recorded {
-            Some(r) if r.pid != a.pid || (a.starttime != 0 && r.starttime != a.starttime) => {
-                Err(format!(
-                    "holder runs pid {} (start {}), the registry recorded pid {} (start {})",
-                    a.pid, a.starttime, r.pid, r.starttime
-                ))
-            }
-            _ => Ok(a),
-        });
+        // The holder of this session's socket runs this session's program, whatever the
+        // registry says: a record older than the holder (a restart whose commit a full disk
+        // refused, then a crash) is corrected, not obeyed (the program was killed for it).
+        if let (Ok(a), Some(r)) = (&attached, &recorded)
+            && (r.pid != a.pid || (a.starttime != 0 && r.starttime != a.starttime))
+        {
+            tracing::warn!(session = %id, holder_pid = a.pid, recorded_pid = r.pid,
+                "the registry's record of this session's process is older than its holder's: adopting the holder's");
+        }
         let result = match attached {
             Ok(a) => {
                 let (pid, holder, exited) = (a.pid, a.holder, a.exited);
