@@ -1232,3 +1232,46 @@ async fn a_record_older_than_the_holder_is_corrected_not_obeyed() {
     assert_eq!(s["pid"], pid, "{s}");
     assert!(alive(pid), "the session's program was killed");
 }
+
+/// A session's log that cannot be opened when its first output comes (here a file stands where
+/// its folder goes; a full disk does the same) is opened when it can be: the open is tried
+/// again every second (it was never, and the program, its output no longer taken, stopped for
+/// good after 1 MiB).
+#[tokio::test]
+async fn a_log_that_cannot_be_opened_is_tried_again() {
+    let server = Server::start();
+    let go = tempfile::tempdir().unwrap();
+    let flag = go.path().join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; head -c 3000000 /dev/zero | tr '\\0' x; exec sleep 600",
+        flag.display()
+    );
+    let info = server
+        .spawn(json!({"name": "late-log", "argv": ["sh", "-c", script]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let logs = server.dir.path().join("logs").join(&id);
+    std::fs::create_dir_all(logs.parent().unwrap()).unwrap();
+    std::fs::write(&logs, b"in the way").unwrap();
+    std::fs::write(&flag, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = server.session(&id).await;
+        if !s["persist_error"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the open never failed: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_file(&logs).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = server.session(&id).await;
+        if s["output_offset"].as_u64().unwrap() >= 3_000_000 && s["persist_error"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log was never opened: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(log_bytes(server.dir.path(), &id).len(), 3_000_000);
+}

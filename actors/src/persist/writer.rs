@@ -128,6 +128,10 @@ pub(crate) struct Writer {
     /// New sessions with no output yet: their log is created at their first byte (a session
     /// that never writes costs no directory and no file; spawning stays cheap).
     unborn: HashMap<Uuid, Arc<Feed>>,
+    /// Sessions whose log could not be opened (its folder removed while it was made, a full
+    /// disk): tried again every [`RETRY`] — their output waits in their Ring (and holder)
+    /// meanwhile; once attached they are written as any other.
+    unopened: HashMap<Uuid, Arc<Feed>>,
     /// Operations not yet committed (after a failure, kept for retry).
     pending: VecDeque<DbOp>,
     /// Counters.
@@ -188,6 +192,7 @@ impl Writer {
             scrollback: HashMap::new(),
             opened: HashMap::new(),
             unborn: HashMap::new(),
+            unopened: HashMap::new(),
             pending: VecDeque::new(),
             stats,
             dropped_recorded: 0,
@@ -282,6 +287,7 @@ impl Writer {
     fn wait_bound(&self) -> Option<Duration> {
         let retrying = self.db_failing
             || !self.pending.is_empty()
+            || !self.unopened.is_empty()
             || self.scrollback.values().any(|s| s.failing);
         let unsynced = self.scrollback.values().any(|s| s.unsynced);
         let parked =
@@ -311,6 +317,7 @@ impl Writer {
                     self.scrollback.remove(&id);
                     self.opened.remove(&id);
                     self.unborn.remove(&id);
+                    self.unopened.remove(&id);
                     self.parked.remove(&id);
                     self.push(DbOp::Remove(id));
                     removed.push(id);
@@ -413,6 +420,14 @@ impl Writer {
             }
         }
         if retry_due {
+            let unopened: Vec<Arc<Feed>> = self.unopened.drain().map(|(_, f)| f).collect();
+            for shared in unopened {
+                let id = shared.id;
+                self.attach_now(shared);
+                if self.scrollback.contains_key(&id) && self.pump(id, TURN_BYTES) {
+                    dirty.insert(id);
+                }
+            }
             let failing: Vec<Uuid> = self
                 .scrollback
                 .iter()
@@ -567,6 +582,11 @@ impl Writer {
         match self.open_log(id) {
             // Repairs are said by a restore, which opens the log first (`Op::OpenLog`).
             Ok((log, _)) => {
+                // Opened at a retry: the error it showed is over.
+                if shared.persist_error().is_some() {
+                    shared.set_persist_error(None);
+                    tracing::info!(session = %id, "scrollback opened at last");
+                }
                 // From the log's end: a restored session's Ring starts there; a new one at 0.
                 let reader = shared
                     .ring
@@ -590,6 +610,7 @@ impl Writer {
                 );
                 // Output may have arrived before the attach.
                 self.pump(id, TURN_BYTES);
+                self.refresh_error();
             }
             Err(e) => {
                 tracing::error!(session = %id, error = %e, "scrollback not persisted");
@@ -597,6 +618,8 @@ impl Writer {
                 // Shown in `ps` as the operator's clue: the message is the record.
                 shared.set_persist_error(Some(e.to_string()));
                 self.stats.set_error(Some(e.to_string()));
+                // Tried again (it was never: the session's log stayed unopened for good).
+                self.unopened.insert(id, shared);
             }
         }
     }
