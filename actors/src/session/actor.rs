@@ -219,12 +219,7 @@ impl Drop for SessionActorState {
             s.kill();
         }
         if !self.shared.state().is_final() && !self.detached {
-            {
-                let mut s = self.shared.status.write();
-                s.pid = None;
-                s.holder_pid = None;
-                s.identity = None;
-            }
+            self.shared.status.write().no_process();
             self.shared.set_state(
                 SessionState::Failed,
                 Some("session actor stopped unexpectedly".into()),

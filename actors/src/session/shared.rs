@@ -110,6 +110,14 @@ pub(crate) struct Status {
 }
 
 impl Status {
+    /// The session has no process any more: no pid, holder or identity is shown for it (a
+    /// reused pid would be taken for the session's).
+    pub(crate) fn no_process(&mut self) {
+        self.pid = None;
+        self.holder_pid = None;
+        self.identity = None;
+    }
+
     /// A session's status before its first start.
     pub(crate) fn new(size: Size, attention: Option<crate::attention::Attention>) -> Status {
         Status {

@@ -125,6 +125,15 @@ pub async fn cookie_origin(
     Ok(next.run(request).await)
 }
 
+/// A 503 for a bound of the server's own that is reached (`what`, at most `max`), counted.
+pub fn at_limit(app: &App, what: &str, max: usize) -> ApiError {
+    app.metrics.reject("max_connections");
+    ApiError::new(
+        crate::error::ErrorCode::Unavailable,
+        format!("{what} ({max})"),
+    )
+}
+
 /// A 403, counted.
 pub fn forbid(app: &App, message: impl Into<String>) -> ApiError {
     app.metrics.reject("forbidden");

@@ -187,13 +187,10 @@ pub async fn get_events(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let Some(place) = app.connections.event_stream() else {
-        app.metrics.reject("max_connections");
-        return ApiError::new(
-            crate::error::ErrorCode::Unavailable,
-            format!(
-                "too many event streams open ({})",
-                crate::connections::MAX_EVENT_STREAMS
-            ),
+        return crate::access::at_limit(
+            &app,
+            "too many event streams open",
+            crate::connections::MAX_EVENT_STREAMS,
         )
         .into_response();
     };

@@ -92,14 +92,12 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError 
 
 /// The connection bound, checked at the upgrade (a plain 503 before any WebSocket exists).
 fn capacity(app: &App) -> Result<(), ApiError> {
-    if app.metrics.clients.get() as usize >= app.config.limits.max_connections {
-        app.metrics.reject("max_connections");
-        return Err(ApiError::new(
-            crate::error::ErrorCode::Unavailable,
-            format!(
-                "connection limit reached ({})",
-                app.config.limits.max_connections
-            ),
+    let max = app.config.limits.max_connections;
+    if app.metrics.clients.get() as usize >= max {
+        return Err(crate::access::at_limit(
+            app,
+            "connection limit reached",
+            max,
         ));
     }
     Ok(())
@@ -234,13 +232,10 @@ async fn ws_ttyd(
             .is_ok_and(|g| g.can_read(session.id()))
     });
     let Some(unauthenticated) = app.connections.unauthenticated() else {
-        app.metrics.reject("max_connections");
-        return Err(ApiError::new(
-            crate::error::ErrorCode::Unavailable,
-            format!(
-                "too many connections waiting to authenticate ({})",
-                crate::connections::MAX_UNAUTHENTICATED
-            ),
+        return Err(crate::access::at_limit(
+            &app,
+            "too many connections waiting to authenticate",
+            crate::connections::MAX_UNAUTHENTICATED,
         ));
     };
     Ok(upgrade(

@@ -56,7 +56,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let admin = data.admin_token()?;
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the corral binary: {e}"))?;
-    let admin_token = admin.clone();
     match corral_actors::process::limits::raise_nofile() {
         Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
@@ -98,7 +97,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         persist: Some(opts.gateway.persist.to_config(data.path())?),
     })
     .await?;
-    match serving(&corral, &data, listener, admin, admin_token, exe, &opts).await {
+    match serving(&corral, &data, listener, admin, exe, &opts).await {
         Ok(()) => Ok(()),
         Err(e) => {
             // The sessions came back before this failed (a full disk refusing `server.json`,
@@ -122,7 +121,6 @@ async fn serving(
     data: &DataDir,
     listener: tokio::net::TcpListener,
     admin: String,
-    admin_token: String,
     exe: std::path::PathBuf,
     opts: &ServeOptions,
 ) -> anyhow::Result<()> {
@@ -135,7 +133,7 @@ async fn serving(
     })
     .await?
     .map_err(|e| anyhow::anyhow!("cannot read the token log: {e}"))?;
-    let tokens = Tokens::with_log(admin, log);
+    let tokens = Tokens::with_log(admin.clone(), log);
     if let Some(report) = corral.recovery() {
         // Restored agents keep the hook token in their environment: accept it again.
         for (id, spec) in &report.specs {
@@ -208,7 +206,7 @@ async fn serving(
     // `corral web` prints it again). With the token only on a terminal: a stdout that is not
     // one is kept somewhere (systemd's journal, a file), and tokens are never logged.
     let line = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        format!("corral: open {}", crate::web::login_url(&url, &admin_token))
+        format!("corral: open {}", crate::web::login_url(&url, &admin))
     } else {
         format!(
             "corral: open {url}/ (log in with the URL `corral web` prints; the token is in {})",

@@ -304,6 +304,15 @@ impl Segment {
     }
 }
 
+/// Where the records of `segments` end (the offset after the last one), None if they hold none.
+fn log_end(segments: &[Segment]) -> Option<u64> {
+    segments
+        .iter()
+        .rev()
+        .find_map(Segment::range)
+        .map(|(_, end)| end)
+}
+
 pub(super) fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:08}.seg"))
 }

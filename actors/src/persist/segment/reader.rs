@@ -42,11 +42,7 @@ impl LogReader {
 
     /// Offset after the last record in the view (0 if none).
     pub fn next_offset(&self) -> u64 {
-        self.segments
-            .iter()
-            .rev()
-            .find_map(Segment::range)
-            .map_or(0, |(_, end)| end)
+        log_end(&self.segments).unwrap_or(0)
     }
 
     /// Output from offset `from` on, as chunks in offset order with no holes between them:
@@ -115,11 +111,7 @@ pub(super) fn read_range(
     let Some(oldest) = segments.iter().find_map(|s| s.first) else {
         return Ok(out);
     };
-    let end = segments
-        .iter()
-        .rev()
-        .find_map(Segment::range)
-        .map_or(0, |(_, end)| end);
+    let end = log_end(segments).unwrap_or(0);
     if from >= end || max_bytes == 0 {
         return Ok(out);
     }

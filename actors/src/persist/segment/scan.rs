@@ -21,6 +21,17 @@ pub(super) struct Scan {
     pub(super) after_damage: Vec<u64>,
 }
 
+impl Scan {
+    /// The log goes on with the segments `later` read (after a repaired damage): theirs are
+    /// appended, and their damage, if any, is now the one to repair.
+    pub(super) fn go_on_with(&mut self, later: Scan) {
+        self.segments.extend(later.segments);
+        self.damage = later.damage;
+        self.damaged_file_len = later.damaged_file_len;
+        self.after_damage = later.after_damage;
+    }
+}
+
 /// Segment numbers in `dir`, ascending. Files not named exactly as this module names them
 /// (`{n:08}.seg`) are ignored.
 pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {

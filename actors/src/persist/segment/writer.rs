@@ -87,11 +87,7 @@ impl SegmentLog {
                 lost.push((expected, found));
                 let mut rest = vec![damaged.n];
                 rest.extend(&scan.after_damage);
-                let later = scan_segments(&dir, &rest)?;
-                scan.segments.extend(later.segments);
-                scan.damage = later.damage;
-                scan.damaged_file_len = later.damaged_file_len;
-                scan.after_damage = later.after_damage;
+                scan.go_on_with(scan_segments(&dir, &rest)?);
                 continue;
             }
             if scan.after_damage.is_empty() {
@@ -129,13 +125,7 @@ impl SegmentLog {
             truncated_bytes += scan.damaged_file_len.saturating_sub(kept);
             // What followed is unknown past the damage: the cut is said from where the log now
             // ends (0 when nothing before the damage could be read).
-            tail_cut = Some(
-                segments
-                    .iter()
-                    .rev()
-                    .find_map(Segment::range)
-                    .map_or(0, |(_, end)| end),
-            );
+            tail_cut = Some(log_end(&segments).unwrap_or(0));
             file.set_len(kept)?;
             file.sync_all()?;
             sync_dir(&dir)?;
@@ -157,11 +147,7 @@ impl SegmentLog {
         let file = OpenOptions::new()
             .append(true)
             .open(segment_path(&dir, current.n))?;
-        let next_offset = segments
-            .iter()
-            .rev()
-            .find_map(Segment::range)
-            .map_or(0, |(_, end)| end);
+        let next_offset = log_end(&segments).unwrap_or(0);
         let total_bytes = segments.iter().map(|s| s.len).sum();
         let mut log = SegmentLog {
             dir,
@@ -480,12 +466,7 @@ fn bridge(dir: &Path, scan: &mut Scan, later: Scan) -> io::Result<Option<(u64, u
     let Some((next, _)) = later.segments.first().and_then(Segment::range) else {
         return Ok(None);
     };
-    let cut = scan
-        .segments
-        .iter()
-        .rev()
-        .find_map(Segment::range)
-        .map(|(_, end)| end);
+    let cut = log_end(&scan.segments);
     if cut.is_some_and(|cut| cut > next) {
         return Ok(None);
     }
@@ -514,10 +495,7 @@ fn bridge(dir: &Path, scan: &mut Scan, later: Scan) -> io::Result<Option<(u64, u
             None
         }
     };
-    scan.segments.extend(later.segments);
-    scan.damage = later.damage;
-    scan.damaged_file_len = later.damaged_file_len;
-    scan.after_damage = later.after_damage;
+    scan.go_on_with(later);
     Ok(Some(gap.or(lost_before).unwrap_or((next, next))))
 }
 

@@ -31,9 +31,7 @@ impl SessionActorState {
         }
         {
             let mut s = self.shared.status.write();
-            s.pid = None;
-            s.holder_pid = None;
-            s.identity = None;
+            s.no_process();
             s.last_exit = Some(ExitStatus::Signal(libc::SIGKILL));
         }
         self.shared
@@ -177,9 +175,7 @@ impl SessionActorState {
         drop(run);
         {
             let mut s = self.shared.status.write();
-            s.pid = None;
-            s.holder_pid = None;
-            s.identity = None;
+            s.no_process();
             s.last_exit = Some(status);
         }
         tracing::info!(session = %self.shared.id, %status, "process exited");

@@ -111,6 +111,7 @@ impl SessionActorState {
         let generation = self.generation;
         let id = self.shared.id;
         let recorded = self.shared.status.read().identity.clone();
+        let mut holder_gone = false;
         let attached = match &self.holders {
             Some(holders) => {
                 let socket = holders.socket(id);
@@ -118,7 +119,17 @@ impl SessionActorState {
                 tokio::task::spawn_blocking(move || crate::holder::launch::attach(&socket, from))
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .and_then(|r| {
+                        r.map_err(|e| {
+                            // Nobody answers at its socket: the holder died while no server ran.
+                            holder_gone = matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionRefused
+                                    | std::io::ErrorKind::NotFound
+                            );
+                            e.to_string()
+                        })
+                    })
             }
             None => Err("this server runs no holders".to_string()),
         };
@@ -170,17 +181,11 @@ impl SessionActorState {
             if let Some(holders) = &self.holders {
                 holders.forget(id);
             }
-            // Its recorded process is not this session's any more: no pid is shown for it (one
-            // reused by another program would be taken for the session's).
-            {
-                let mut s = self.shared.status.write();
-                s.pid = None;
-                s.holder_pid = None;
-                s.identity = None;
-            }
+            // Its recorded process is not this session's any more.
+            self.shared.status.write().no_process();
             // A holder gone while no server ran refuses the connection (its socket is left):
             // said as such, not as a socket error.
-            let why = if why.contains("Connection refused") || why.contains("No such file") {
+            let why = if holder_gone {
                 format!(
                     "lost: its holder died while no server was running; {}",
                     if report.killed > 0 {
