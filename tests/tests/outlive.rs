@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use corral_actors::process::procfs;
-use corral_tests::{Server, log_bytes, session_processes};
+use corral_tests::{Server, log_bytes, session_processes, until_no_processes};
 use serde_json::{Value, json};
 
 /// The numbers of the complete `n <i>` lines of a log, in order.
@@ -1197,6 +1197,66 @@ async fn stray_signals_to_a_holder_do_not_end_its_session() {
         assert!(Instant::now() < deadline, "the program ignored SIGUSR1");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The same signals aimed at the server: logged and ignored (their default action ended it
+/// without a word), and the server goes on serving the session it had.
+#[tokio::test]
+async fn stray_signals_to_the_server_are_ignored() {
+    let server = Server::start();
+    server
+        .spawn(json!({"name": "served", "argv": ["sleep", "600"]}))
+        .await;
+    for sig in [
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+        nix::sys::signal::Signal::SIGALRM,
+    ] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), sig).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alive(server.pid()), "the server died of a stray signal");
+    assert_eq!(server.session("served").await["state"], "running");
+}
+
+/// A holder stopped by SIGSTOP (a debugger, a stray `kill -STOP`) neither reaps nor hears
+/// `Release`: a stop continues it, so the stop still reports the program's own exit and the
+/// holder leaves with its session (it stayed, stopped, until the session was removed).
+#[tokio::test]
+async fn a_stopped_holder_goes_with_its_stopped_session() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "frozen", "argv": ["sleep", "600"], "restart": "never"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let holder = parent(info["pid"].as_i64().unwrap() as i32);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let (status, body) = server
+        .http(
+            "POST",
+            &format!("/v1/sessions/{id}/stop"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let s = server.session("frozen").await;
+    assert_eq!(s["state"], "stopped", "{s}");
+    // The program's own end (the stop signal, SIGHUP), reported by its holder, not a guess.
+    assert_eq!(s["last_exit"], json!({"signal": 1}), "{s}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(holder) {
+        assert!(
+            Instant::now() < deadline,
+            "a stopped holder outlived its stopped session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until_no_processes(&id, Duration::from_secs(5)).await;
 }
 
 /// A registry record older than the session's holder (a restart whose commit a full disk

@@ -609,6 +609,10 @@ impl SessionActorState {
             // leaves it to the next one (see `recovery`).
             self.shared
                 .set_state(SessionState::Stopping, Some(why.to_string()));
+            if let Some((link, _)) = &run.held {
+                // A stopped holder would neither reap nor report the exit the stop waits for.
+                link.resume();
+            }
             match grace {
                 Some(grace) => {
                     process::sweep::terminate(

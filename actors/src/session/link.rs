@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::msg::SessionMsg;
 use crate::holder::wire::{self, Exit, FromHolder, ToHolder};
+use crate::process::pidfd::PidFd;
 
 /// What the session keeps of its holder connection.
 #[derive(Clone)]
@@ -27,6 +28,10 @@ pub struct Link {
     released: Arc<AtomicBool>,
     /// The holder's pid.
     pub holder: i32,
+    /// A pidfd on the holder (opened while its connection is live, so it is that holder), to
+    /// wake it if it was stopped: a SIGSTOPped holder neither reports an exit nor hears
+    /// `Release`, and used to outlive its session's stop.
+    pidfd: Option<Arc<PidFd>>,
 }
 
 impl Link {
@@ -37,6 +42,19 @@ impl Link {
         }
         if let Err(e) = wire::send(self.socket.get_ref().as_fd(), &ToHolder::Release, &[]) {
             tracing::warn!(holder = self.holder, error = %e, "could not release the holder");
+        }
+        self.resume();
+    }
+
+    /// Continues the holder if something stopped it (SIGSTOP, a debugger): its session is being
+    /// stopped or released, and only a running holder reaps, reports and leaves. A holder that
+    /// runs ignores the SIGCONT.
+    pub fn resume(&self) {
+        let Some(pidfd) = &self.pidfd else {
+            return;
+        };
+        if let Err(e) = pidfd.send_signal(nix::sys::signal::Signal::SIGCONT) {
+            tracing::warn!(holder = self.holder, error = %e, "could not continue the holder");
         }
     }
 
@@ -80,10 +98,18 @@ impl Link {
     pub fn new(socket: OwnedFd, holder: i32) -> io::Result<Link> {
         crate::fd::set_nonblocking(&socket)?;
         let socket = crate::fd::register(socket, Interest::READABLE)?;
+        let pidfd = match PidFd::open(holder) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::warn!(holder, error = %e, "no pidfd on the holder");
+                None
+            }
+        };
         Ok(Link {
             socket: Arc::new(socket),
             released: Arc::new(AtomicBool::new(false)),
             holder,
+            pidfd,
         })
     }
 }

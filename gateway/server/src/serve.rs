@@ -385,31 +385,47 @@ async fn lock_when_free(dir: &std::path::Path) -> anyhow::Result<DataDir> {
 /// every session first; SIGHUP (the terminal `corral serve` ran in was closed) leaves them
 /// running for the next server, as `corral shutdown --keep-sessions` does — it used to end the
 /// server like a crash, with no goodbye to its clients and a stale `server.json`.
+///
+/// SIGUSR1, SIGUSR2 and SIGALRM mean nothing to corral: they are logged and ignored, as the
+/// holders ignore them. Left at their default action, a stray `pkill -USR1 corral` ended the
+/// server without a word. A handler (not `SIG_IGN`) so that the programs corral starts get
+/// their default dispositions back at `exec`.
 async fn shutdown_signal() -> Leaving {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let handlers = (|| {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+            signal(SignalKind::user_defined1())?,
+            signal(SignalKind::user_defined2())?,
+            signal(SignalKind::alarm())?,
+        ))
+    })();
+    let (mut term, mut int, mut hup, mut usr1, mut usr2, mut alrm) = match handlers {
+        Ok(h) => h,
+        Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers; serving until killed");
             return std::future::pending().await;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {
-            tracing::info!("SIGTERM");
-            Leaving::Stop
-        }
-        _ = int.recv() => {
-            tracing::info!("SIGINT");
-            Leaving::Stop
-        }
-        _ = hup.recv() => {
-            tracing::info!("SIGHUP: leaving the sessions running");
-            Leaving::KeepSessions
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM");
+                return Leaving::Stop;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT");
+                return Leaving::Stop;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: leaving the sessions running");
+                return Leaving::KeepSessions;
+            }
+            _ = usr1.recv() => tracing::warn!("SIGUSR1 ignored"),
+            _ = usr2.recv() => tracing::warn!("SIGUSR2 ignored"),
+            _ = alrm.recv() => tracing::warn!("SIGALRM ignored"),
         }
     }
 }
