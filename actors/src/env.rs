@@ -16,7 +16,7 @@ pub const BASE_VARS: &[&str] = &[
 /// sweep recognises a session's orphans that left its process session.
 pub const SESSION_ID_VAR: &str = "CORRAL_SESSION_ID";
 
-/// Builds the environment: base, then `TERM` (PTY mode), then the caller's variables, then
+/// Builds the environment: base, then `TERM` and `NCURSES_NO_UTF8_ACS=1` (PTY mode), then the caller's variables, then
 /// corral's own (`CORRAL_SESSION_ID`, `TMPDIR`), which the caller cannot override.
 pub fn build(
     id: Uuid,
@@ -33,6 +33,10 @@ pub fn build(
     }
     if pty {
         env.push(("TERM".into(), "xterm-256color".into()));
+        // ncurses draws boxes with Unicode line-drawing characters instead of switching to
+        // the DEC graphics set (`ESC ( 0`), which the server's screen emulator (vt100) does not
+        // emulate: a late viewer saw `lqqqk` letters around every ncurses window.
+        env.push(("NCURSES_NO_UTF8_ACS".into(), "1".into()));
     }
     for (k, v) in extra {
         if k == SESSION_ID_VAR || k == "TMPDIR" {

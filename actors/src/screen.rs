@@ -3,13 +3,18 @@
 //!
 //! Why it looks like this (DESIGN.md §4): vt100 parses about as fast as a PTY produces bytes, so
 //! it must stay off the hot path. The PTY reader only appends to the session's [`Ring`]; the
-//! emulator reads the ring *afterwards*, and only when asked: on a snapshot request, or when the
-//! session tells it output went idle ([`ScreenMsg::CatchUp`]). It is also lazy in memory: the
-//! vt100 parser is created by the first snapshot, so a session nobody looks at costs nothing here.
+//! emulator reads the ring *afterwards*, when told to: output went idle
+//! ([`ScreenMsg::CatchUp`]), or a quarter of the ring came since the last time while the output
+//! is not a flood ([`ScreenMsg::Follow`], see [`Follow`]), or a snapshot is asked for. So the
+//! screen of a program that redraws without a pause (a TUI, an agent's spinner) is never
+//! lapped by its own output: a viewer who joins late, or a phone that looks an hour later, gets
+//! the exact screen. The vt100 parser (~60 KB for 80×24) is created by the first snapshot or
+//! the first `Follow`, while the ring still holds everything: a session that printed a prompt
+//! and waits costs nothing here.
 //!
-//! If the ring has dropped bytes the emulator never saw (it lagged, or it was created late), the
-//! emulator rebuilds from the oldest retained byte and marks its snapshots approximate, see
-//! [`Emulator`] for exactly when that mark is cleared again.
+//! Only a flood (output faster than [`Follow`] follows) can lap the emulator: it then goes on
+//! from the oldest retained byte with the state it had, and marks its snapshots approximate,
+//! see [`Emulator`] for exactly when that mark is cleared again.
 //!
 //! [`Emulator`] does all the work synchronously (unit-testable); [`Screen`] is the thin ractor
 //! wrapper that owns one and yields between chunks so a big catch-up does not hog a worker.
@@ -84,8 +89,8 @@ impl Dims {
 
     /// A parser of this size without scrollback: snapshots only show the visible screen, and
     /// scrollback would cost memory proportional to history.
-    fn parser(self) -> vt100::Parser {
-        vt100::Parser::new(self.rows, self.cols, 0)
+    fn parser(self) -> vt100::Parser<Untracked> {
+        vt100::Parser::new_with_callbacks(self.rows, self.cols, 0, Untracked::default())
     }
 }
 
@@ -103,12 +108,23 @@ struct SizeChange {
 }
 
 /// What a new process of the session starts from (its predecessor's mouse reporting,
-/// bracketed paste, cursor keys mode, hidden cursor and attributes are not its own), keeping
-/// what is on the screen: as a viewer's terminal is reset when the process restarts. And if it
-/// was left on the alternate screen, [`LEAVE_ALTERNATE`] first — only then: on the primary
-/// screen that sequence means "restore the cursor", which would put the new output over the
-/// old.
-pub const NEW_PROCESS_MODES: &str = "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m";
+/// bracketed paste, cursor keys mode, hidden cursor, insert mode, character set, cursor shape,
+/// keyboard protocols, scroll region and attributes are not its own), keeping what is on the
+/// screen and where the cursor is: as a viewer's terminal is reset when the process restarts.
+/// The scroll region is reset between a cursor save and restore (`CSI r` homes the cursor).
+/// And if it was left on the alternate screen, [`LEAVE_ALTERNATE`] first — only then: on the
+/// primary screen that sequence means "restore the cursor", which would put the new output over
+/// the old. `gateway/web/src/term.ts` has the same string.
+pub const NEW_PROCESS_MODES: &str = concat!(
+    "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l",
+    "\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h",
+    // insert mode off, G0 = ASCII and shifted in, default cursor shape, xterm's
+    // modifyOtherKeys off, kitty's keyboard flags popped
+    "\x1b[4l\x1b(B\x0f\x1b[0 q\x1b[>4m\x1b[<u",
+    // the whole screen scrolls again, the cursor where it was
+    "\x1b7\x1b[r\x1b8",
+    "\x1b[0m",
+);
 
 /// Leaves the alternate screen the way a program does, back to the primary one and its cursor
 /// (for a terminal on the alternate screen only: see [`NEW_PROCESS_MODES`]).
@@ -121,13 +137,17 @@ pub const LEAVE_ALTERNATE: &str = "\x1b[?1049l";
 /// it with the session, before output; earlier bytes count as lost if they are gone by the time
 /// they are needed).
 ///
-/// **Laziness.** No parser exists until the first [`Emulator::snapshot`]; [`Emulator::catch_up`]
-/// does nothing before that. The first snapshot then parses everything retained since the start.
+/// **Laziness.** No parser exists until the first [`Emulator::follow`] or
+/// [`Emulator::snapshot`], which parses everything retained since the start;
+/// [`Emulator::catch_up`] does nothing before that.
 ///
 /// **Lag and approximation.** When bytes at the position are no longer retained (the ring
-/// lagged it), the emulator drops its parser, starts a fresh one at the oldest retained byte and
-/// becomes *approximate*: the screen lacks whatever the lost bytes drew, and a cut in the middle
-/// of an escape or UTF-8 sequence may show a stray character (vt100 tolerates it). It stays
+/// lagged it), the emulator goes on at the oldest retained byte — skipped on to the first
+/// escape sequence or line there, so that a sequence cut in half does not print its tail as
+/// text — with the state it had: the modes, the alternate screen and the parts of the screen
+/// the retained bytes do not redraw are likelier right than a blank terminal's (a fresh parser
+/// lost a TUI's alternate screen, mouse mode and static header). It becomes *approximate*: the
+/// screen lacks whatever the lost bytes drew. It stays
 /// approximate until a point in the stream after which the screen no longer depends on earlier
 /// bytes: a full reset (`ESC c`) or an erase of the whole display (`ESC [2J`, what `clear` and
 /// most full-screen programs send). After an erase the visible cells are exact again; modes set
@@ -136,8 +156,8 @@ pub const LEAVE_ALTERNATE: &str = "\x1b[?1049l";
 pub struct Emulator {
     /// The session's output log.
     ring: Ring,
-    /// The emulator, once somebody asked for a snapshot.
-    parser: Option<vt100::Parser>,
+    /// The emulator, from the first snapshot or follow on.
+    parser: Option<vt100::Parser<Untracked>>,
     /// Next ring offset to feed.
     pos: u64,
     /// Size in effect at `pos` (the parser's size when there is one).
@@ -172,7 +192,7 @@ impl Emulator {
         }
     }
 
-    /// Whether the vt100 parser has been allocated (it is, from the first snapshot on).
+    /// Whether the vt100 parser has been allocated (it is, from the first snapshot or follow on).
     pub fn has_parser(&self) -> bool {
         self.parser.is_some()
     }
@@ -204,12 +224,19 @@ impl Emulator {
     }
 
     /// Feeds everything from the position to the ring's current head (bytes appended meanwhile
-    /// are left for next time, so a busy writer cannot keep this going forever). Does nothing if
-    /// no snapshot was ever asked for: the parser stays unallocated.
+    /// are left for next time, so a busy writer cannot keep this going forever). Does nothing
+    /// before the parser exists (see [`Emulator::follow`]).
     pub fn catch_up(&mut self) {
         let target = self.ring.head();
         let mut buf = Vec::new();
         while !self.feed_chunk(target, &mut buf) {}
+    }
+
+    /// Output has been coming for a while ([`Follow`]): creates the parser if this is the
+    /// first time (everything since the start is still retained then), and catches up.
+    pub fn follow(&mut self) {
+        self.ensure_parser();
+        self.catch_up();
     }
 
     /// The session resized its PTY to `rows`×`cols` (zero is treated as 1), effective from the
@@ -307,21 +334,25 @@ impl Emulator {
         }
     }
 
-    /// Restarts from the oldest retained byte after `lag`: the old parser's state is built on
-    /// bytes that can no longer be replayed, so a fresh one is as good and frees stale state.
+    /// Goes on from the oldest retained byte after `lag`, keeping the parser's state (see the
+    /// type's docs), from the first escape sequence or line start there.
     fn rebuild(&mut self, lag: Lagged) {
         tracing::debug!(
             from = lag.from,
             to = lag.to,
             lost = lag.lost(),
-            "screen emulator fell behind the ring; rebuilding from the oldest retained byte"
+            "screen emulator fell behind the ring; going on from the oldest retained byte"
         );
         self.pos = lag.to;
-        self.lost += lag.lost();
+        let mut head = Vec::new();
+        if let Read::Data { len, .. } = self.ring.read_at(self.pos, &mut head, ALIGN) {
+            self.pos += boundary(&head[..len]) as u64;
+        }
+        self.lost += self.pos - lag.from;
         self.rebuilds += 1;
         // Resizes announced before the cut were in effect when the retained bytes were written.
         self.apply_due_resizes();
-        self.parser = Some(self.dims.parser());
+        self.ensure_parser();
         self.approximate = true;
         self.seam.clear();
     }
@@ -383,7 +414,7 @@ impl Emulator {
         let screen = parser.screen();
         let (rows, cols) = screen.size();
         Snapshot {
-            bytes: format_screen(screen),
+            bytes: format_screen(screen, parser.callbacks()),
             offset: self.pos,
             rows: rows.get(),
             cols: cols.get(),
@@ -406,6 +437,56 @@ impl fmt::Debug for Emulator {
     }
 }
 
+/// How far past a cut [`Emulator`] looks for a place to go on from.
+const ALIGN: usize = 4096;
+
+/// Where to go on after a cut at the start of `bytes`: the first escape sequence (ESC starts
+/// one from any parser state), else the start of the first line, else right there.
+fn boundary(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == 0x1b)
+        .or_else(|| bytes.iter().position(|&b| b == b'\n').map(|i| i + 1))
+        .unwrap_or(0)
+}
+
+/// When a session's output reader tells its screen to catch up while output flows: after a
+/// quarter of the ring (at most [`FOLLOW_MAX`]) since the last time, unless the output is a
+/// flood (which the readers detect: then it waits for the output to go idle, and a flood
+/// longer than the ring laps the emulator, see [`Emulator`]). Output below the flood rate is
+/// at most a few MB/s, which vt100 parses with room to spare.
+#[derive(Debug)]
+pub struct Follow {
+    /// The ring's head when the screen was last told.
+    told: u64,
+}
+
+/// See [`Follow`].
+const FOLLOW_MAX: u64 = 256 * 1024;
+
+impl Follow {
+    /// Starts following at `ring`'s head.
+    pub fn new(ring: &Ring) -> Follow {
+        Follow { told: ring.head() }
+    }
+
+    /// Whether a catch-up is due now (and, if it is, counts it as sent).
+    pub fn due(&mut self, ring: &Ring, flooding: bool) -> bool {
+        let head = ring.head();
+        let step = (ring.capacity() as u64 / 4).clamp(1, FOLLOW_MAX);
+        if flooding || head.saturating_sub(self.told) < step {
+            return false;
+        }
+        self.told = head;
+        true
+    }
+
+    /// The screen was told for another reason (output went idle).
+    pub fn told(&mut self, ring: &Ring) {
+        self.told = ring.head();
+    }
+}
+
 /// Whether `bytes` contain a reset point (see [`Emulator`]).
 fn has_reset_point(bytes: &[u8]) -> bool {
     bytes
@@ -422,8 +503,12 @@ fn has_reset_point(bytes: &[u8]) -> bool {
 /// and encoding, cursor style), but not which grid is active. So for the alternate screen we
 /// first draw the primary grid, then enter the alternate screen the way programs do (`?1049h`:
 /// save cursor, switch, clear) and draw it: when the program later leaves the alternate screen,
-/// the viewer's terminal falls back to the right primary contents and cursor.
-fn format_screen(screen: &vt100::Screen) -> Vec<u8> {
+/// the viewer's terminal falls back to the right primary contents and cursor. Then what
+/// `state_formatted` leaves out: the scroll region and origin mode (which vt100 keeps, see
+/// [`margins`]), and what vt100 does not emulate but a viewer's terminal does ([`Untracked`]).
+/// Without them a late viewer of an apt-style progress bar (a scroll region above a status
+/// line) saw the whole screen scroll.
+fn format_screen(screen: &vt100::Screen, untracked: &Untracked) -> Vec<u8> {
     let mut out = String::from(FULL_RESET);
     if screen.alternate_screen() {
         // vt100 only formats the active grid; a copy switched back shows the primary one.
@@ -436,7 +521,106 @@ fn format_screen(screen: &vt100::Screen) -> Vec<u8> {
         out.push_str("\x1b[?1049h");
     }
     out.push_str(&screen.state_formatted());
+    let rows = screen.size().0.get();
+    let (top, bottom, origin) = margins(screen);
+    if (top, bottom) != (0, rows - 1) || origin {
+        // DECSTBM homes the cursor (and so does DECOM): put it back where it was, counted
+        // from the region's top in origin mode.
+        let (row, col) = screen.cursor_position();
+        out.push_str(&format!("\x1b[{};{}r", top + 1, bottom + 1));
+        let row = if origin {
+            out.push_str("\x1b[?6h");
+            row.saturating_sub(top)
+        } else {
+            row
+        };
+        out.push_str(&format!("\x1b[{};{}H", row + 1, col + 1));
+    }
+    untracked.write(&mut out);
     out.into_bytes()
+}
+
+/// The scroll region (first and last row, from 0) and origin mode of `screen`: vt100 keeps
+/// them but has no accessor, so they are probed on a copy. With origin mode on, `CUP 1;1` goes
+/// to the region's top and a row past the end stops at its bottom; with it off, to the
+/// screen's. (Origin mode over a whole-screen region cannot be told apart, and changes
+/// nothing there.)
+fn margins(screen: &vt100::Screen) -> (u16, u16, bool) {
+    let last = screen.size().0.get() - 1;
+    let mut probe = vt100::Parser::new(NonZeroU16::MIN, NonZeroU16::MIN, 0);
+    *probe.screen_mut() = screen.clone();
+    let mut row = |seq: &[u8]| {
+        probe.process(seq);
+        probe.screen().cursor_position().0
+    };
+    let origin = row(b"\x1b[H") != 0 || row(b"\x1b[9999H") != last;
+    let top = row(b"\x1b[?6h\x1b[H");
+    let bottom = row(b"\x1b[9999H");
+    (top, bottom, origin)
+}
+
+/// Most bytes of a window title kept for snapshots.
+const TITLE_MAX: usize = 1024;
+
+/// Terminal state a viewer's terminal keeps but vt100 does not emulate, followed through
+/// vt100's callbacks so a snapshot can set it again: autowrap off (`?7l`), insert mode (`4h`),
+/// the window title (OSC 0/2). A full reset (`ESC c`) of the program is not seen here (vt100
+/// handles it), so a mode set before one survives it in snapshots: a program that resets its
+/// terminal also sets what it needs again.
+#[derive(Debug, Default, Clone)]
+pub struct Untracked {
+    /// `?7l`: the cursor stops at the right margin.
+    no_autowrap: bool,
+    /// `4h`: printed characters push the rest of the line right.
+    insert: bool,
+    /// The last title the program set (printable bytes only, at most [`TITLE_MAX`]).
+    title: Option<Vec<u8>>,
+}
+
+impl Untracked {
+    /// Appends the sequences that set this state (nothing for the defaults).
+    fn write(&self, out: &mut String) {
+        if self.no_autowrap {
+            out.push_str("\x1b[?7l");
+        }
+        if self.insert {
+            out.push_str("\x1b[4h");
+        }
+        if let Some(title) = &self.title {
+            out.push_str("\x1b]2;");
+            out.push_str(&String::from_utf8_lossy(title));
+            out.push('\x07');
+        }
+    }
+}
+
+impl vt100::Callbacks for Untracked {
+    fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
+        let printable = title.iter().copied().filter(|&b| b >= 0x20 && b != 0x7f);
+        self.title = Some(printable.take(TITLE_MAX).collect());
+    }
+
+    fn unhandled_csi(
+        &mut self,
+        _: &mut vt100::Screen,
+        i1: Option<u8>,
+        _i2: Option<u8>,
+        params: &[&[u16]],
+        c: char,
+    ) {
+        let on = match c {
+            'h' => true,
+            'l' => false,
+            _ => return,
+        };
+        for param in params {
+            match (i1, param) {
+                (Some(b'?'), [7]) => self.no_autowrap = !on,
+                (None, [4]) => self.insert = on,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Arguments of [`Screen`].
@@ -453,8 +637,11 @@ pub struct ScreenArgs {
 /// Messages to a [`Screen`].
 #[derive(Debug)]
 pub enum ScreenMsg {
-    /// Output went idle: feed what the ring holds now (no-op until the first snapshot).
+    /// Output went idle: feed what the ring holds now (no-op until the parser exists).
     CatchUp,
+    /// Output has been coming for a while ([`Follow`]): create the parser if needed, then feed
+    /// what the ring holds now.
+    Follow,
     /// Catch up, then reply with the current screen.
     Snapshot(RpcReplyPort<Snapshot>),
     /// The PTY was resized; applies from the ring's head *when this message is handled*, so
@@ -516,6 +703,10 @@ impl Actor for Screen {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ScreenMsg::CatchUp => Screen::catch_up(emulator).await,
+            ScreenMsg::Follow => {
+                emulator.ensure_parser();
+                Screen::catch_up(emulator).await;
+            }
             ScreenMsg::Snapshot(reply) => {
                 emulator.ensure_parser();
                 Screen::catch_up(emulator).await;

@@ -5,7 +5,7 @@
 use std::num::NonZeroU16;
 use std::time::Duration;
 
-use corral_actors::screen::{CHUNK, Emulator, Screen, ScreenArgs, ScreenMsg, Snapshot};
+use corral_actors::screen::{CHUNK, Emulator, Follow, Screen, ScreenArgs, ScreenMsg, Snapshot};
 use corral_runtime::{Read, Ring};
 use ractor::Actor;
 
@@ -202,6 +202,19 @@ fn a_new_process_starts_from_plain_modes() {
     let shown = replay(&em.snapshot());
     assert_eq!(shown.screen().contents(), "line 1\nline 2\nSECOND");
     assert!(!shown.screen().hide_cursor());
+    // Nor does its scroll region (the next program's output scrolled in rows 5-10), and the
+    // cursor stays where the last one left it.
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    ring.append(b"\x1b[2J\x1b[5;10r\x1b[4h\x1b[5;1H");
+    em.new_process_at(ring.head());
+    let lines: Vec<u8> = (1..=40)
+        .flat_map(|i| format!("{i}\r\n").into_bytes())
+        .collect();
+    ring.append(&lines);
+    let mut plain = reference(ROWS, COLS, b"\x1b[2J\x1b[5;1H");
+    plain.process(&lines);
+    assert_same_screen(plain.screen(), replay(&em.snapshot()).screen(), "restarted");
     // Without a new process, the modes stay (the same program redraws after a resize).
     let ring = Ring::new(1 << 20);
     let mut em = Emulator::new(ring.clone(), ROWS, COLS);
@@ -277,7 +290,13 @@ fn lag_rebuilds_from_the_tail_and_stays_bounded() {
     assert!(snap.approximate);
     assert_eq!(snap.offset, ring.head());
     assert!(em.rebuilds() >= 1);
-    assert_eq!(em.lost_bytes(), ring.tail());
+    // What the ring dropped, and the few bytes up to the first escape sequence after the cut.
+    assert!(
+        (ring.tail()..ring.tail() + 64).contains(&em.lost_bytes()),
+        "{} lost, tail {}",
+        em.lost_bytes(),
+        ring.tail()
+    );
     let bound = 4 * usize::from(ROWS) * usize::from(COLS) * 20;
     assert!(
         snap.bytes.len() <= bound,
@@ -343,15 +362,157 @@ fn emulator_is_lazy() {
     );
     assert_eq!(em.position(), 0);
 
-    let snap = em.snapshot();
+    // Output that keeps coming (`follow`) makes it, as a snapshot does.
+    em.follow();
     assert!(em.has_parser());
-    assert!(!snap.approximate, "everything was still retained");
     assert_eq!(em.position(), ring.head());
+    let snap = em.snapshot();
+    assert!(!snap.approximate, "everything was still retained");
 
     // Once allocated, catch-ups feed it.
     ring.append(b"more");
     em.catch_up();
     assert_eq!(em.position(), ring.head());
+}
+
+/// The readers tell the screen to catch up every quarter of the ring while output is not a
+/// flood, so a program that redraws without ever pausing (no idle catch-up) never laps it.
+#[test]
+fn the_screen_follows_output_that_is_not_a_flood() {
+    let ring = Ring::new(64 * 1024);
+    let mut follow = Follow::new(&ring);
+    ring.append(&[b'x'; 16 * 1024 - 1]);
+    assert!(!follow.due(&ring, false));
+    ring.append(b"x");
+    assert!(follow.due(&ring, false), "a quarter of the ring came");
+    assert!(!follow.due(&ring, false), "counted as told");
+    ring.append(&[b'x'; 40 * 1024]);
+    assert!(
+        !follow.due(&ring, true),
+        "a flood waits for the idle catch-up"
+    );
+    follow.told(&ring);
+    ring.append(&[b'x'; 16 * 1024]);
+    assert!(follow.due(&ring, false));
+
+    // A TUI's redraws, five rings' worth, with a catch-up whenever one is due: the screen is
+    // exact at the end (alternate screen, mouse mode and the header drawn once included).
+    let ring = Ring::new(64 * 1024);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let mut follow = Follow::new(&ring);
+    let mut all = b"\x1b[?1049h\x1b[?1000h\x1b[?2004h\x1b[1;1HSTATIC HEADER".to_vec();
+    ring.append(&all);
+    let mut i = 0;
+    while ring.head() < 5 * 64 * 1024 {
+        let frame = format!(
+            "\x1b[10;5Hcounter {i:08}\x1b[11;5H\x1b[3{}mcolour\x1b[0m",
+            i % 8
+        );
+        ring.append(frame.as_bytes());
+        all.extend_from_slice(frame.as_bytes());
+        if follow.due(&ring, false) {
+            em.follow();
+        }
+        i += 1;
+    }
+    let snap = em.snapshot();
+    assert!(!snap.approximate);
+    let shown = replay(&snap);
+    assert_same_screen(
+        reference(ROWS, COLS, &all).screen(),
+        shown.screen(),
+        "followed",
+    );
+    assert!(shown.screen().bracketed_paste());
+    assert_ne!(
+        shown.screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
+}
+
+/// A flood that laps the emulator: it goes on with the state it had (the TUI's alternate
+/// screen, mouse mode and static header), from an escape sequence rather than from the middle
+/// of one (a fresh parser at the oldest byte showed `;5Hcounter` and a blank primary screen).
+#[test]
+fn a_lapped_emulator_keeps_its_state_and_goes_on_at_an_escape() {
+    let ring = Ring::new(4096);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let mut all = b"\x1b[?1049h\x1b[?1000h\x1b[1;1HSTATIC HEADER".to_vec();
+    ring.append(&all);
+    em.follow();
+    for i in 0..2000 {
+        // 17 bytes of text, then the sequences: a cut lands in the middle of one at times.
+        let frame = format!(
+            "\x1b[10;5Hcounter {i:08}\x1b[11;5H\x1b[3{}mcolour\x1b[0m",
+            i % 8
+        );
+        ring.append(frame.as_bytes());
+        all.extend_from_slice(frame.as_bytes());
+    }
+    assert!(ring.tail() > 0);
+    let snap = em.snapshot();
+    assert!(snap.approximate);
+    let shown = replay(&snap);
+    assert_same_screen(
+        reference(ROWS, COLS, &all).screen(),
+        shown.screen(),
+        "lapped",
+    );
+    assert_ne!(
+        shown.screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
+}
+
+/// What vt100's own formatting leaves out: the scroll region and origin mode (kept by vt100),
+/// autowrap off, insert mode and the title (followed beside it). A late viewer of a progress
+/// bar under a scroll region must scroll only the region, as a viewer there from the start.
+#[test]
+fn snapshot_keeps_the_scroll_region_modes_and_title() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let program = b"\x1b]2;build: 3 of 9\x07\x1b[24;1H[#####     ] 50%\x1b[1;23r\x1b[5;1Hlog line";
+    ring.append(program);
+    let snap = em.snapshot();
+    let text = String::from_utf8_lossy(&snap.bytes).into_owned();
+    assert!(text.contains("\x1b[1;23r"), "{text:?}");
+    assert!(text.contains("\x1b]2;build: 3 of 9\x07"), "{text:?}");
+    // The same later output on a terminal that saw everything and on the late viewer's.
+    let later: Vec<u8> = (0..40)
+        .flat_map(|i| format!("\r\nlog line {i}").into_bytes())
+        .collect();
+    let mut live = reference(ROWS, COLS, program);
+    live.process(&later);
+    let mut late = replay(&snap);
+    late.process(&later);
+    assert_same_screen(live.screen(), late.screen(), "scroll region");
+    assert!(late.screen().contents().ends_with("[#####     ] 50%"));
+
+    // Origin mode: the region's top is row 1 of the program's cursor moves.
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let program = b"\x1b[5;20r\x1b[?6h\x1b[3;4Hinside";
+    ring.append(program);
+    let snap = em.snapshot();
+    let mut live = reference(ROWS, COLS, program);
+    let mut late = replay(&snap);
+    assert_same_screen(live.screen(), late.screen(), "origin mode");
+    live.process(b"\x1b[1;1Htop of the region\x1b[99;1Hbottom");
+    late.process(b"\x1b[1;1Htop of the region\x1b[99;1Hbottom");
+    assert_same_screen(live.screen(), late.screen(), "origin mode, moved");
+
+    // Autowrap off and insert mode are not emulated here, but the viewer's terminal has them.
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    ring.append(b"\x1b[?7l\x1b[4hx");
+    let text = String::from_utf8_lossy(&em.snapshot().bytes).into_owned();
+    assert!(text.ends_with("\x1b[?7l\x1b[4h"), "{text:?}");
+    ring.append(b"\x1b[?7h\x1b[4l");
+    let text = String::from_utf8_lossy(&em.snapshot().bytes).into_owned();
+    assert!(
+        !text.contains("\x1b[?7l") && !text.contains("\x1b[4h"),
+        "{text:?}"
+    );
 }
 
 #[test]

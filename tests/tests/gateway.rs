@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_tests::{Frame, Server, Ws, session_processes, wait_for_comm};
+use corral_tests::{Frame, Server, Ws, log_bytes, session_processes, wait_for_comm};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -1691,4 +1691,65 @@ async fn event_streams_are_bounded() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A TUI that redraws without a pause for more than its ring's worth (1 MiB), watched by
+/// nobody: a viewer who joins later gets the exact screen — the alternate screen, mouse
+/// reporting and the header drawn once at the start — not one rebuilt from the middle of an
+/// escape sequence (the screen followed only idle output, and a steady stream lapped it).
+#[tokio::test]
+async fn a_late_viewer_of_a_busy_tui_gets_its_exact_screen() {
+    let server = Server::start();
+    let script = r#"
+import sys, time
+out = sys.stdout.buffer
+out.write(b"\x1b[?1049h\x1b[?1000h\x1b[1;1HSTATIC HEADER"); out.flush()
+i = 0
+end = time.time() + 1.6
+while time.time() < end:
+    chunk = b"".join(b"\x1b[10;5Hcounter %08d\x1b[11;5H\x1b[3%dmcolour\x1b[0m" % (i + k, (i + k) % 8) for k in range(300))
+    i += 300
+    out.write(chunk); out.flush()
+    time.sleep(0.01)
+out.write(b"\x1b[12;5HDONE %d" % i); out.flush()
+time.sleep(600)
+"#;
+    let info = server
+        .spawn(json!({"name": "busy", "argv": ["python3", "-c", script]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = server.session(&id).await;
+        if s["output_offset"].as_u64().unwrap() > 1 << 20
+            && log_bytes(server.dir.path(), &id)
+                .windows(4)
+                .any(|w| w == b"DONE")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ws = server.ws().await;
+    let r = ws.call(json!({"type": "subscribe", "session": id})).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["approximate"], false, "{r}");
+    let snapshot = loop {
+        if let Frame::Bin(SNAPSHOT, _, _, b) = ws.next().await {
+            break b;
+        }
+    };
+    let size = |n| std::num::NonZeroU16::new(n).unwrap();
+    let mut live = vt100::Parser::new(size(24), size(80), 0);
+    live.process(&log_bytes(server.dir.path(), &id));
+    let mut late = vt100::Parser::new(size(24), size(80), 0);
+    late.process(&snapshot);
+    assert_eq!(live.screen().contents(), late.screen().contents());
+    assert!(late.screen().contents().starts_with("STATIC HEADER"));
+    assert!(late.screen().alternate_screen());
+    assert_ne!(
+        late.screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::lines::Lines;
 use super::shared::SessionShared;
 use crate::holder::ring::SharedRing;
-use crate::screen::ScreenMsg;
+use crate::screen::{Follow, ScreenMsg};
 
 /// Bytes copied per handler call before yielding to the mailbox.
 const BURST: usize = 1 << 20;
@@ -70,6 +70,8 @@ pub struct HeldState {
     cursor: u64,
     /// Output since the screen last caught up.
     dirty: bool,
+    /// When the screen is told to catch up while output flows.
+    follow: Follow,
     /// Copying on the tick (a flood).
     flowing: bool,
     /// Bytes since `since` (the flood detector).
@@ -89,10 +91,12 @@ impl Actor for HeldReader {
     ) -> Result<HeldState, ActorProcessingErr> {
         myself.send_message(Pump)?;
         let cursor = args.shared.ring.head();
+        let follow = Follow::new(&args.shared.ring);
         Ok(HeldState {
             args,
             cursor,
             dirty: false,
+            follow,
             flowing: false,
             volume: 0,
             since: std::time::Instant::now(),
@@ -109,6 +113,9 @@ impl Actor for HeldReader {
         if copied > 0 {
             st.dirty = true;
             st.args.shared.mark_output();
+            if st.follow.due(&st.args.shared.ring, st.flowing) {
+                st.tell_screen(ScreenMsg::Follow);
+            }
         }
         if st.args.ring.closed() && st.cursor == st.args.ring.end() {
             st.args.lines.finish(&st.args.shared);
@@ -162,6 +169,7 @@ impl Actor for HeldReader {
                 if st.args.ring.acked() < st.cursor || st.cursor < st.args.ring.end() => {}
             _ = tokio::time::sleep(IDLE), if st.dirty => {
                 st.dirty = false;
+                st.follow.told(&st.args.shared.ring);
                 st.nudge_screen();
             }
         }
@@ -240,9 +248,15 @@ impl HeldState {
         }
     }
 
+    /// Tells the screen to catch up: output went idle.
     fn nudge_screen(&self) {
+        self.tell_screen(ScreenMsg::CatchUp);
+    }
+
+    /// Tells the screen (off the hot path: it runs in its own actor).
+    fn tell_screen(&self, msg: ScreenMsg) {
         if let Some(screen) = &self.args.screen
-            && let Err(e) = screen.send_message(ScreenMsg::CatchUp)
+            && let Err(e) = screen.send_message(msg)
         {
             tracing::debug!(error = %e, "screen gone; no catch-up");
         }

@@ -25,7 +25,7 @@ use super::msg::SessionMsg;
 use super::shared::SessionShared;
 use crate::fd;
 use crate::process::{ExitWatch, PidFd};
-use crate::screen::ScreenMsg;
+use crate::screen::{Follow, ScreenMsg};
 
 /// Bytes read per handler call before yielding to the mailbox. Well under the default Ring
 /// capacity, so subscribers on the same worker get to run before the reader laps them.
@@ -84,6 +84,8 @@ pub struct ReaderState {
     exit_watch: Option<ExitWatch>,
     /// Output since the screen last caught up.
     dirty: bool,
+    /// When the screen is told to catch up while output flows.
+    follow: Follow,
     /// Output volume over the last [`FLOOD_WINDOW`].
     volume: Volume,
     /// The last read ended with output still flowing (a whole burst, or a bulk slice's time up):
@@ -107,6 +109,7 @@ impl Actor for OutputReader {
             None => None,
         };
         myself.send_message(Pump)?;
+        let follow = Follow::new(&sink.ring);
         Ok(ReaderState {
             fd: Some(Arc::new(fd)),
             lines: Lines::new(sink.framing),
@@ -114,6 +117,7 @@ impl Actor for OutputReader {
             held: Vec::new(),
             exit_watch,
             dirty: false,
+            follow,
             volume: Volume::default(),
             flowing: false,
         })
@@ -216,16 +220,16 @@ impl Actor for OutputReader {
                         st.args.shared.mark_output();
                     }
                     st.dirty = true;
+                    if st.follow.due(&st.args.ring, st.flowing) {
+                        st.tell_screen(ScreenMsg::Follow);
+                    }
                     break;
                 }
                 _ = exited(st.exit_watch.as_ref()) => report_exit(st),
                 _ = tokio::time::sleep(IDLE), if st.dirty => {
                     st.dirty = false;
-                    if let Some(screen) = &st.args.screen
-                        && let Err(e) = screen.send_message(ScreenMsg::CatchUp)
-                    {
-                        tracing::debug!(error = %e, "screen gone; no catch-up");
-                    }
+                    st.follow.told(&st.args.ring);
+                    st.nudge_screen();
                 }
             }
         }
@@ -293,6 +297,20 @@ impl Drop for ReaderState {
 }
 
 impl ReaderState {
+    /// Tells the screen to catch up: output went idle.
+    fn nudge_screen(&self) {
+        self.tell_screen(ScreenMsg::CatchUp);
+    }
+
+    /// Tells the screen (off the hot path: it runs in its own actor).
+    fn tell_screen(&self, msg: ScreenMsg) {
+        if let Some(screen) = &self.args.screen
+            && let Err(e) = screen.send_message(msg)
+        {
+            tracing::debug!(error = %e, "screen gone; no catch-up");
+        }
+    }
+
     /// Whether the next read waits for the persister or the subscribers ([`super::pace`]).
     fn paced(&self) -> bool {
         let ring = &self.args.ring;

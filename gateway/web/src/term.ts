@@ -79,7 +79,10 @@ const THEME = {
  * whether xterm is on the alternate screen cannot be asked here, its writes are queued). */
 const NEW_PROCESS_MODES =
   '\x1b[?47l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l' +
-  '\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h\x1b[0m';
+  '\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h' +
+  '\x1b[4l\x1b(B\x0f\x1b[0 q\x1b[>4m\x1b[<u' +
+  '\x1b7\x1b[r\x1b8' +
+  '\x1b[0m';
 
 /** Erases `c` typed at the cursor: back, blank, back — over two cells for a wide character. */
 function erase(c: string): string {
