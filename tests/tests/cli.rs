@@ -434,6 +434,69 @@ fn detaching_puts_the_terminals_modes_back() {
     });
 }
 
+/// An attach ended from outside (`timeout`, `kill`) puts the terminal back too — it was left
+/// raw, in the program's alternate screen, with mouse reporting on — and so does a detach for
+/// the scroll region and insert mode a program set (the user's shell then scrolled in rows
+/// 5-10). A detach key that the terminal sends for another key is refused.
+#[test]
+fn an_attach_ended_by_a_signal_puts_the_terminal_back() {
+    require_tmux();
+    let server = Server::start();
+    let program =
+        "printf '\\033[?1049h\\033[?1000h\\033[?25l\\033[5;10r\\033[4hin-alt'; exec sleep 600";
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "sh", "-c", program],
+    );
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-signal",
+        "attach work; echo attach-exit-$?; exec sleep 600",
+        (100, 30),
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    let modes = || {
+        tmux(
+            &socket,
+            &[
+                "display",
+                "-p",
+                "-t",
+                "t",
+                "#{alternate_on} #{mouse_any_flag} #{cursor_flag} #{scroll_region_upper}-#{scroll_region_lower} #{insert_flag}",
+            ],
+        )
+    };
+    eventually("attached, in the program's modes", || {
+        pane().contains("in-alt") && modes().trim() == "1 1 0 4-9 1"
+    });
+    let shell: i32 = tmux(&socket, &["display", "-p", "-t", "t", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let attach: i32 = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the attach runs under the pane's shell")
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(attach),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    eventually("ended with the terminal put back", || {
+        pane().contains("attach-exit-143") && modes().trim() == "0 0 1 0-29 0"
+    });
+    assert!(pane().contains("ended by SIGTERM"), "{}", pane());
+
+    let refused = corral(&server, &["attach", "--detach-key", "[", "work"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("choose another"), "{err}");
+}
+
 /// A program on pipes reads lines: `send --paste` and Enter typed in `attach` arrive as a
 /// newline (they arrived as a CR: the program never got its line, and the CR ended up inside
 /// the next one). Attaching to a session that ended says so; an attach whose token is revoked

@@ -79,8 +79,21 @@ impl Drop for RawMode {
 }
 
 /// The control byte of a detach key: '\\' → 0x1c (Ctrl-\), a letter → its control code.
-fn control_byte(key: char) -> u8 {
-    (key.to_ascii_uppercase() as u8) & 0x1f
+/// Refused: what has no control code (`1` became Ctrl-Q), and the keys a terminal sends by
+/// themselves — `[` (ESC: every arrow key detached), `m` (Enter), `i` (Tab), `h` (Backspace
+/// on some terminals).
+fn control_byte(key: char) -> anyhow::Result<u8> {
+    let key = key.to_ascii_uppercase();
+    match key {
+        '[' | 'M' | 'I' | 'H' => anyhow::bail!(
+            "--detach-key {key} would be Ctrl-{key}, which the terminal sends for another key \
+             (Escape and arrows, Enter, Tab, Backspace): choose another"
+        ),
+        '@' | 'A'..='Z' | '\\' | ']' | '^' | '_' => Ok((key as u8) & 0x1f),
+        _ => anyhow::bail!(
+            "--detach-key takes a letter or one of @ \\ ] ^ _ (Ctrl and that key), not {key:?}"
+        ),
+    }
 }
 
 fn status_line(text: &str) {
@@ -95,14 +108,55 @@ fn status_line(text: &str) {
     if err.flush().is_err() {}
 }
 
-async fn connect(client: &Client, session: &str, from: Option<u64>) -> anyhow::Result<(Conn, u32)> {
+/// A subscription: the connection, its channel, and whether the screen it starts with is
+/// approximate (output was lost before the server's screen could draw it).
+async fn connect(
+    client: &Client,
+    session: &str,
+    from: Option<u64>,
+) -> anyhow::Result<(Conn, u32, bool)> {
     let mut ws = client.ws().await?;
     let mut req = json!({"type": "subscribe", "session": session});
     if let Some(f) = from {
         req["from"] = json!(f);
     }
     let r = ws.call(req).await?;
-    Ok((ws, r["channel"].as_u64().unwrap_or(0) as u32))
+    Ok((
+        ws,
+        r["channel"].as_u64().unwrap_or(0) as u32,
+        r["approximate"] == true,
+    ))
+}
+
+/// Said under an approximate screen (the web page shows the same).
+const APPROXIMATE: &str = "this screen may be incomplete: output was lost before the server drew it (exact after the program's next full redraw)";
+
+/// Signals that end an attach from outside (`timeout`, `kill`, a closed terminal): the
+/// terminal is put back first — their default action skipped that, and left it raw, on the
+/// program's alternate screen, with mouse reporting on.
+struct Endings {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Endings {
+    fn new() -> anyhow::Result<Endings> {
+        Ok(Endings {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next one: its name and the exit code it stands for.
+    async fn next(&mut self) -> (&'static str, u8) {
+        tokio::select! {
+            _ = self.term.recv() => ("SIGTERM", 128 + 15),
+            _ = self.hup.recv() => ("SIGHUP", 128 + 1),
+            _ = self.int.recv() => ("SIGINT", 128 + 2),
+        }
+    }
 }
 
 async fn send_size(ws: &mut Conn, session: &str) -> anyhow::Result<()> {
@@ -140,7 +194,7 @@ pub async fn attach(
     read_only: bool,
     detach_key: char,
 ) -> anyhow::Result<ExitCode> {
-    let detach = control_byte(detach_key);
+    let detach = control_byte(detach_key)?;
     // Fail before touching the terminal if the session does not exist.
     let view = client.session(session).await?;
     // A program on pipes has no line discipline: this one's stands in (see `cooked`), and a
@@ -155,7 +209,8 @@ pub async fn attach(
     } else {
         Some(crate::follow::tail_start(client, session, PIPE_LINES, view.info.output_offset).await?)
     };
-    let (mut ws, mut channel) = connect(client, session, from).await?;
+    let (mut ws, mut channel, mut approximate) = connect(client, session, from).await?;
+    let mut endings = Endings::new()?;
     let _raw = RawMode::enable()?;
     // Said under its last screen (the snapshot starts with a reset that would clear it).
     let mut ended = matches!(
@@ -240,6 +295,9 @@ pub async fn attach(
                         if let Some(text) = ended.take() {
                             status_line(&text);
                         }
+                        if kind == 2 && std::mem::take(&mut approximate) {
+                            status_line(APPROXIMATE);
+                        }
                     }
                     Incoming::Json(v) if v["type"] == "lagged" => {
                         status_line(&format!("{} bytes skipped: this terminal fell behind", v["to"].as_u64().unwrap_or(0) - v["from"].as_u64().unwrap_or(0)));
@@ -302,6 +360,10 @@ pub async fn attach(
                         send_size(&mut ws, session).await.ok();
                     }
                 }
+                (name, code) = endings.next() => {
+                    final_line(&format!("ended by {name}"));
+                    return Ok(ExitCode::from(code));
+                }
             }
         };
         // Reconnect and resume from the next offset; keep typing queued (bounded) meanwhile.
@@ -323,9 +385,10 @@ pub async fn attach(
             }
             tokio::select! {
                 r = &mut attempt => match r {
-                    Ok((w, c)) => {
+                    Ok((w, c, a)) => {
                         ws = w;
                         channel = c;
+                        approximate = a;
                         status_line("reconnected");
                         // The session ended while the server was away (a shutdown stopped it):
                         // said, and attach ends, as when it ends while attached (it sat silent
@@ -380,6 +443,10 @@ pub async fn attach(
                         pending.extend(&bytes);
                     }
                 }
+                (name, code) = endings.next() => {
+                    final_line(&format!("ended by {name}"));
+                    return Ok(ExitCode::from(code));
+                }
             }
         }
     }
@@ -392,7 +459,7 @@ async fn reconnect(
     session: &str,
     from: Option<u64>,
     wait: Duration,
-) -> anyhow::Result<(Conn, u32)> {
+) -> anyhow::Result<(Conn, u32, bool)> {
     tokio::time::sleep(wait).await;
     connect(&client.rediscover(), session, from).await
 }

@@ -142,8 +142,10 @@ pub enum ClientCommand {
     Send {
         /// Name or id.
         session: String,
-        /// The text; `\n`, `\r`, `\t`, `\e` and `\\` escapes are honoured. `-` reads it from
-        /// standard input instead, as it is (no escapes; UTF-8, up to 64 MiB).
+        /// The text; `\n`, `\r`, `\t`, `\e`, `\\` and `\xHH` (a control character, e.g.
+        /// `\x03` for Ctrl-C, `\x04` for Ctrl-D) escapes are honoured; any other backslash is
+        /// an error. `-` reads it from standard input instead, as it is (no escapes; UTF-8, up
+        /// to 64 MiB).
         text: String,
         /// A paste + Enter (bracketed when the program asked for it).
         #[arg(long)]
@@ -402,7 +404,7 @@ pub async fn run(
             let data = if text == "-" {
                 read_stdin().await?
             } else {
-                unescape(&text)
+                unescape(&text).map_err(|e| anyhow::anyhow!("{e}; nothing was sent"))?
             };
             let mut ws = client.ws().await?;
             let sent = ws.input(&session, &data, paste).await?;
@@ -663,8 +665,9 @@ async fn read_stdin() -> anyhow::Result<String> {
     })
 }
 
-/// `\n`, `\r`, `\t`, `\e`, `\\` escapes.
-fn unescape(s: &str) -> String {
+/// `\n`, `\r`, `\t`, `\e`, `\\` and `\xHH` (up to `\x7f`: a byte of UTF-8 text) escapes; any
+/// other backslash is an error (`'\x04'` used to be sent as four characters, silently).
+fn unescape(s: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -678,14 +681,32 @@ fn unescape(s: &str) -> String {
             Some('t') => out.push('\t'),
             Some('e') => out.push('\x1b'),
             Some('\\') => out.push('\\'),
-            Some(o) => {
-                out.push('\\');
-                out.push(o);
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(b)
+                        if hex.len() == 2
+                            && hex.bytes().all(|h| h.is_ascii_hexdigit())
+                            && b <= 0x7f =>
+                    {
+                        out.push(char::from(b))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "\\x{hex} is not an escape: \\x takes two hex digits up to 7f"
+                        ));
+                    }
+                }
             }
-            None => out.push('\\'),
+            Some(o) => {
+                return Err(format!(
+                    "\\{o} is not an escape (\\n \\r \\t \\e \\\\ \\xHH; `-` sends standard input as it is)"
+                ));
+            }
+            None => return Err("a lone \\ ends the text (\\\\ is a backslash)".into()),
         }
     }
-    out
+    Ok(out)
 }
 
 /// A number of seconds: finite, not negative, at most a year (a usage error otherwise).
@@ -697,5 +718,23 @@ fn seconds(text: &str) -> Result<f64, String> {
             "{text} is not a number of seconds from 0 to a year"
         )),
         Err(e) => Err(format!("{text} is not a number of seconds: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape;
+
+    #[test]
+    fn escapes_are_honoured_and_unknown_ones_refused() {
+        assert_eq!(unescape(r"echo hi\n").unwrap(), "echo hi\n");
+        assert_eq!(
+            unescape(r"\x03\x04\e[A\t\r\\").unwrap(),
+            "\x03\x04\x1b[A\t\r\\"
+        );
+        assert_eq!(unescape("plain 日本").unwrap(), "plain 日本");
+        for bad in [r"\q", r"\x4", r"\x+1", r"\xzz", r"\x80", r"\", r"a\|b"] {
+            assert!(unescape(bad).is_err(), "{bad} was taken");
+        }
     }
 }

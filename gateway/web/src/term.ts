@@ -313,7 +313,9 @@ export class TermView {
         this.store.patch(this.uuid, (s) => void (s.state = st));
       }
       if (r.approximate) {
+        // Said, not only marked: the screen drawn may lack what a flood took away.
         this.box.dataset.approximate = 'true';
+        toast("this screen may be incomplete: output was lost before the server drew it (exact after the program's next full redraw)");
       }
       this.events.resync();
     } catch (e) {
