@@ -119,6 +119,29 @@ async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
     arrives(&out, &data).await;
 }
 
+/// ttyd's own client sends a paste as one message, whatever its size: the ttyd endpoint takes
+/// messages up to a session's input queue (1 MiB) — a 100 KB paste closed the connection with
+/// 1009 and wrote nothing — and the native endpoint keeps its 64 KiB frames.
+#[tokio::test]
+async fn a_ttyd_client_pastes_a_megabyte_in_one_message() {
+    let server = Server::start();
+    let data = text(1 << 20);
+    let out = server.dir.path().join("ttyd-one.out");
+    let id = sink(&server, &out, data.len(), "").await;
+    let mut ttyd = server.ttyd(&id).await;
+    ttyd.send(Message::Text(
+        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let mut f = vec![b'0'];
+    f.extend_from_slice(&data);
+    ttyd.send(Message::Binary(f.into())).await.unwrap();
+    arrives(&out, &data).await;
+}
+
 /// A paste larger than a frame comes in parts (`input` with `more`) and is written as one paste
 /// with one Enter; a second one right after must wait for the byte rate, and still arrives
 /// whole (its earlier parts are kept while its last one waits). Past the burst a paste is

@@ -177,7 +177,17 @@ fn upgrade(
     token: Option<String>,
     by_cookie: bool,
 ) -> Response {
-    let max = app.config.limits.max_frame;
+    // ttyd's own client sends a paste as one message, whatever its size, and cannot be told
+    // a limit: its messages may be as large as a session's whole input queue (a type byte and
+    // 1 MiB), so a large paste arrives instead of closing the connection with 1009.
+    let max = match dialect {
+        Dialect::Native { .. } => app.config.limits.max_frame,
+        Dialect::Ttyd { .. } => app
+            .config
+            .limits
+            .max_frame
+            .max(corral_actors::session::INPUT_QUEUE_BYTES + 1),
+    };
     ws.protocols([protocol])
         .max_message_size(max)
         .max_frame_size(max)
