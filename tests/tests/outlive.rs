@@ -1335,3 +1335,52 @@ async fn a_log_that_cannot_be_opened_is_tried_again() {
     }
     assert_eq!(log_bytes(server.dir.path(), &id).len(), 3_000_000);
 }
+
+/// An agent's hook posted while its server is away for a moment (a crash and a restart) is
+/// tried again within its time limit, not lost (one attempt: the agent then showed `working`
+/// for good after a lost `Stop`).
+#[tokio::test]
+async fn a_hook_posted_while_the_server_restarts_arrives() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "agent", "argv": ["cat"]}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap();
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let var = |k: &str| {
+        env.split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(format!("{k}=").as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .unwrap()
+    };
+    server.kill();
+    let mut hook = std::process::Command::new(corral_tests::binary())
+        .arg("hook")
+        .env_clear()
+        .env("CORRAL_SESSION_ID", var("CORRAL_SESSION_ID"))
+        .env("CORRAL_DATA_DIR", var("CORRAL_DATA_DIR"))
+        .env("CORRAL_HOOK_TOKEN", var("CORRAL_HOOK_TOKEN"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = hook.stdin.take().unwrap();
+        stdin
+            .write_all(br#"{"hook_event_name":"Notification","session_id":"claude-abc","message":"across a restart"}"#)
+            .unwrap();
+    }
+    server.restart();
+    let out = hook.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.is_empty(), "{said}");
+    let events = server.events_of("agent", "hook").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.to_string().contains("across a restart")),
+        "{events:?}"
+    );
+}

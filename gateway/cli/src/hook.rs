@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use corral_client::Client;
+use corral_client::{Client, ClientError};
 
 /// The whole hook call may take this long (but a PermissionRequest, see below).
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,28 +27,6 @@ pub fn hook() {
         );
         return;
     };
-    // The data dir's socket reaches whichever server runs now (the one that spawned the agent
-    // may have been restarted on another port, or upgraded); the URL is the fallback.
-    let local = std::env::var_os("CORRAL_DATA_DIR")
-        .and_then(|dir| Client::find(None, Some(token.clone()), dir.as_ref()).ok());
-    let client = match local {
-        Some(c) => c,
-        None => match std::env::var("CORRAL_URL") {
-            Ok(url) => match Client::tcp(&url, token) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("corral hook: {e}");
-                    return;
-                }
-            },
-            Err(_) => {
-                eprintln!(
-                    "corral hook: no server to reach (neither CORRAL_DATA_DIR's socket nor CORRAL_URL)"
-                );
-                return;
-            }
-        },
-    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -69,7 +47,27 @@ pub fn hook() {
     } else {
         TIMEOUT
     };
-    let post = async { tokio::time::timeout(timeout, client.post_hook(&session, body)).await };
+    let post = async {
+        tokio::time::timeout(timeout, async {
+            // A server that is not there this instant (restarting after a crash: the data
+            // dir's socket is refused, or `server.json` is not written yet) is tried again
+            // within the same time limit: a lost hook leaves an agent shown `working` for
+            // good, or its question never shown.
+            loop {
+                let tried = match client(&token) {
+                    Ok(client) => client.post_hook(&session, body.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match tried {
+                    Err(ClientError::Connect { .. } | ClientError::NoServer(_)) => {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+    };
     match rt.block_on(post) {
         Ok(Ok(accepted)) => {
             if let Some(output) = accepted.output {
@@ -77,6 +75,30 @@ pub fn hook() {
             }
         }
         Ok(Err(e)) => eprintln!("corral hook: {e}"),
-        Err(_) => eprintln!("corral hook: the server did not answer within {timeout:?}"),
+        Err(_) => eprintln!(
+            "corral hook: the server did not answer within {timeout:?}; this event is lost"
+        ),
+    }
+}
+
+/// How soon a server that could not be reached is tried again.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The client for the session's server: the data dir's socket reaches whichever server runs
+/// now (the one that spawned the agent may have been restarted on another port, or
+/// upgraded); the URL is the fallback.
+fn client(token: &str) -> Result<Client, ClientError> {
+    if let Some(dir) = std::env::var_os("CORRAL_DATA_DIR") {
+        match Client::find(None, Some(token.to_string()), dir.as_ref()) {
+            Ok(c) => return Ok(c),
+            Err(e) if std::env::var_os("CORRAL_URL").is_none() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    match std::env::var("CORRAL_URL") {
+        Ok(url) => Client::tcp(&url, token.to_string()),
+        Err(_) => Err(ClientError::Request(
+            "no server to reach (neither CORRAL_DATA_DIR's socket nor CORRAL_URL)".into(),
+        )),
     }
 }

@@ -64,6 +64,8 @@ pub struct App {
     pub leave: tokio::sync::watch::Sender<Option<Leaving>>,
     /// A duplicate of the TCP listener, for a successor to inherit (`corral upgrade`).
     pub listener: Option<std::os::fd::OwnedFd>,
+    /// A duplicate of the data dir's Unix socket listener, for a successor to inherit.
+    pub unix_listener: Option<std::os::fd::OwnedFd>,
     /// Spawns and removals running to their end whoever waits for them.
     pub in_flight: crate::in_flight::InFlight,
 }

@@ -150,19 +150,27 @@ async fn serving(
             .intensity(1, Duration::from_secs(5)),
     )
     .await?;
-    // Kept for a successor (`corral upgrade`): it inherits this very socket, so clients
-    // connecting during the handover wait in its backlog instead of being refused.
-    let handover = {
-        use std::os::fd::AsFd;
-        match listener.as_fd().try_clone_to_owned() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot keep the listener for upgrades");
-                None
-            }
+    let unix = match crate::upgrade::inherited_unix()? {
+        Some(l) => OwnerOnly::inherited(l)?,
+        None => OwnerOnly::bind(&socket_path(data.path()))?,
+    };
+    // Kept for a successor (`corral upgrade`): it inherits these very sockets, so clients
+    // connecting during the handover wait in their backlogs instead of being refused.
+    let keep = |fd: std::os::fd::BorrowedFd<'_>| match fd.try_clone_to_owned() {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep a listener for upgrades");
+            None
         }
     };
-    let unix = OwnerOnly::bind(&socket_path(data.path()))?;
+    let handover = {
+        use std::os::fd::AsFd;
+        keep(listener.as_fd())
+    };
+    let unix_handover = {
+        use std::os::fd::AsFd;
+        keep(unix.as_fd())
+    };
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let app = Arc::new(App {
@@ -183,6 +191,7 @@ async fn serving(
         shutdown: tokio::sync::watch::channel(false).0,
         leave: tokio::sync::watch::channel(None).0,
         listener: handover,
+        unix_listener: unix_handover,
         in_flight: Default::default(),
     });
     data.publish(&ServerInfo {
@@ -315,11 +324,15 @@ async fn serving(
             }
         }
     }
-    let sock = socket_path(data.path());
-    if let Err(e) = std::fs::remove_file(&sock) {
-        tracing::warn!(path = %sock.display(), error = %e, "could not remove the unix socket");
+    // A successor serves the same socket (and rewrites `server.json` once it has the data
+    // dir): both stay, so a CLI call or a hook during the handover waits in the backlog.
+    if leaving != Leaving::Upgrade {
+        let sock = socket_path(data.path());
+        if let Err(e) = std::fs::remove_file(&sock) {
+            tracing::warn!(path = %sock.display(), error = %e, "could not remove the unix socket");
+        }
+        data.unpublish();
     }
-    data.unpublish();
     tracing::info!("stopped");
     Ok(())
 }

@@ -46,6 +46,24 @@ impl OwnerOnly {
     }
 }
 
+impl OwnerOnly {
+    /// The listener a predecessor handed over (`corral upgrade`): already bound at the data
+    /// dir's socket path, whose file the predecessor left in place.
+    pub fn inherited(listener: std::os::unix::net::UnixListener) -> io::Result<OwnerOnly> {
+        Ok(OwnerOnly {
+            inner: UnixListener::from_std(listener)?,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            uid: unsafe { libc::geteuid() },
+        })
+    }
+}
+
+impl std::os::fd::AsFd for OwnerOnly {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
 impl Listener for OwnerOnly {
     type Io = UnixStream;
     type Addr = tokio::net::unix::SocketAddr;

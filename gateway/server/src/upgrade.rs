@@ -4,13 +4,17 @@
 //!
 //! The handover, in order:
 //! 1. the old server starts `<exe> <its own arguments>` with its TCP listener as fd 3
-//!    (`CORRAL_LISTEN_FD`) and a pipe as fd 4 (`CORRAL_UPGRADE_FD`);
+//!    (`CORRAL_LISTEN_FD`), a pipe as fd 4 (`CORRAL_UPGRADE_FD`) and the data dir's Unix
+//!    socket's listener as fd 5 (`CORRAL_UNIX_FD`);
 //! 2. the successor parses its config, then writes `ready` on fd 4 (or `error: …` and exits)
 //!    and waits for the data dir's lock;
 //! 3. a successor that fails before `ready` (a broken binary, a bad config) leaves the old
 //!    server serving: the upgrade request fails with what the successor said, or its exit status;
 //! 4. on `ready` the old server answers the request, stops accepting (connections still arriving
-//!    wait in the listener's backlog: the successor owns the same socket), closes its
+//!    wait in the listeners' backlogs: the successor owns the same sockets — the local CLI's
+//!    and the agents' hooks' Unix socket too, whose file the old server leaves in place; it
+//!    was closed and bound again, and every CLI call and hook of the handover was refused,
+//!    the hooks lost), closes its
 //!    WebSockets with 1012 "server restarting" (clients reconnect and resume by offset),
 //!    detaches every session from its holder (nothing is stopped), unlocks the data dir and
 //!    exits;
@@ -32,6 +36,8 @@ use crate::error::ApiError;
 
 /// Where the successor finds the inherited listener.
 pub const LISTEN_FD_VAR: &str = "CORRAL_LISTEN_FD";
+/// Where the successor finds the inherited Unix socket listener.
+pub const UNIX_FD_VAR: &str = "CORRAL_UNIX_FD";
 /// Where the successor says it is ready.
 pub const UPGRADE_FD_VAR: &str = "CORRAL_UPGRADE_FD";
 /// How long a successor may take to be ready, and then to get the data dir.
@@ -89,7 +95,7 @@ pub async fn shutdown(
 /// ready, leaves to it. A successor that fails leaves this server serving, and the error says
 /// why.
 pub async fn upgrade(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Handover>, ApiError> {
-    let Some(listener) = app.listener.as_ref() else {
+    let (Some(listener), Some(unix)) = (app.listener.as_ref(), app.unix_listener.as_ref()) else {
         return Err(ApiError::conflict(
             "this server has no listener to hand over",
         ));
@@ -97,11 +103,13 @@ pub async fn upgrade(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Hando
     if app.leave.borrow().is_some() {
         return Err(ApiError::conflict("the server is already leaving"));
     }
-    let listener = listener
-        .try_clone()
-        .map_err(|e| ApiError::internal(format!("cannot share the listener: {e}")))?;
+    let share = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| ApiError::internal(format!("cannot share the listener: {e}")))
+    };
+    let (listener, unix) = (share(listener)?, share(unix)?);
     let exe = app.exe.clone();
-    let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener))
+    let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener, unix))
         .await
         .map_err(|e| ApiError::internal(format!("upgrade task: {e}")))?
         .map_err(ApiError::internal)?;
@@ -121,29 +129,39 @@ fn this_server() -> ServerId {
 }
 
 /// Starts the successor and waits until it is ready; its pid, or why it is not.
-fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, String> {
+fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> Result<u32, String> {
     let (ready_r, ready_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (listen_raw, ready_raw) = (listener.as_raw_fd(), ready_w.as_raw_fd());
+    let (listen_raw, ready_raw, unix_raw) =
+        (listener.as_raw_fd(), ready_w.as_raw_fd(), unix.as_raw_fd());
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1))
         .env(LISTEN_FD_VAR, "3")
         .env(UPGRADE_FD_VAR, "4")
+        .env(UNIX_FD_VAR, "5")
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and calls only fcntl and dup2,
     // which are async-signal-safe; the fds it names stay open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            // Out of the way first, so neither target number clobbers the other source.
+            // Out of the way first, so no target number clobbers another source.
             let l = libc::fcntl(listen_raw, libc::F_DUPFD, 10);
             let r = libc::fcntl(ready_raw, libc::F_DUPFD, 10);
-            if l < 0 || r < 0 || libc::dup2(l, 3) < 0 || libc::dup2(r, 4) < 0 {
+            let u = libc::fcntl(unix_raw, libc::F_DUPFD, 10);
+            if l < 0
+                || r < 0
+                || u < 0
+                || libc::dup2(l, 3) < 0
+                || libc::dup2(r, 4) < 0
+                || libc::dup2(u, 5) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The temporaries must not reach the successor (a second write end of the ready
             // pipe would hide its EOF).
             libc::close(l);
             libc::close(r);
+            libc::close(u);
             Ok(())
         });
     }
@@ -158,7 +176,7 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, Stri
     let pid = child.id() as i32;
     corral_actors::process::reaper::own(pid);
     drop(guard);
-    drop((ready_w, listener));
+    drop((ready_w, listener, unix));
     let said = corral_actors::holder::launch::read_with_timeout(ready_r, HANDOVER_TIMEOUT)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .map_err(|e| e.to_string());
@@ -191,6 +209,20 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd) -> Result<u32, Stri
             })
         }
     }
+}
+
+/// In a successor: the data dir's Unix socket listener its predecessor passed, if any.
+pub fn inherited_unix() -> std::io::Result<Option<std::os::unix::net::UnixListener>> {
+    let Some(fd) = inherited_fd(UNIX_FD_VAR)? else {
+        return Ok(None);
+    };
+    // SAFETY: the predecessor put its listening socket at this fd number for us alone; taking
+    // ownership once is sound.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true)?;
+    // SAFETY: FD_CLOEXEC on our own fd, so sessions and holders never inherit it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(listener))
 }
 
 /// In a successor: the listener its predecessor passed, if any.

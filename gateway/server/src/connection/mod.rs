@@ -145,6 +145,8 @@ pub struct ConnectionState {
     byte_limit: DefaultDirectRateLimiter,
     /// Server shutdown flag.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The same flag, for sends that wait on a client that does not read ([`Self::send`]).
+    leaving: tokio::sync::watch::Receiver<bool>,
     /// Whether a close frame was sent already.
     closed: bool,
     /// Slow requests (spawn, stop, kill, restart, remove) in flight: they run concurrently so a
@@ -226,6 +228,7 @@ impl Actor for Connection {
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),
             shutdown: args.app.shutdown.subscribe(),
+            leaving: args.app.shutdown.subscribe(),
             closed: false,
             pending: FuturesUnordered::new(),
             watch: None,
@@ -432,7 +435,19 @@ impl ConnectionState {
                 return true;
             }
         };
-        self.sink.send(Message::Text(text.into())).await.is_ok()
+        self.send(Message::Text(text.into())).await
+    }
+
+    /// Sends a message; false when the socket is gone — or when the server is leaving while
+    /// the send waits on a client that does not read: the connection then ends at once (it
+    /// held every shutdown and upgrade for the supervisor's 2 s kill limit, and with them the
+    /// data dir's socket for the local CLI and the agents' hooks).
+    async fn send(&mut self, msg: Message) -> bool {
+        tokio::select! {
+            biased;
+            sent = self.sink.send(msg) => sent.is_ok(),
+            _ = self.leaving.wait_for(|down| *down) => false,
+        }
     }
 
     async fn error(

@@ -273,7 +273,7 @@ impl ConnectionState {
                             },
                             &s.bytes,
                         );
-                        self.sink.send(Message::Binary(frame.into())).await.is_ok()
+                        self.send(Message::Binary(frame.into())).await
                     }
                     Err(e) => self.session_error(id, e).await,
                 }
@@ -593,7 +593,7 @@ impl ConnectionState {
                     },
                     &s.bytes,
                 );
-                self.sink.send(Message::Binary(frame.into())).await.is_ok()
+                self.send(Message::Binary(frame.into())).await
             }
             _ => ok,
         }
@@ -669,7 +669,7 @@ impl ConnectionState {
                     },
                     &mut frame,
                 );
-                self.sink.send(Message::Binary(frame.into())).await.is_ok()
+                self.send(Message::Binary(frame.into())).await
             }
             Item::Lagged(l) => {
                 self.app.metrics.lagged.inc();

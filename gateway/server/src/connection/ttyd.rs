@@ -95,16 +95,8 @@ impl ConnectionState {
         self.stats.close_if_revoked(&self.app.tokens);
         let title = format!("1{} (corral)", session.name());
         let prefs = "2{}".to_string();
-        if self
-            .sink
-            .send(Message::Binary(title.into_bytes().into()))
-            .await
-            .is_err()
-            || self
-                .sink
-                .send(Message::Binary(prefs.into_bytes().into()))
-                .await
-                .is_err()
+        if !self.send(Message::Binary(title.into_bytes().into())).await
+            || !self.send(Message::Binary(prefs.into_bytes().into())).await
         {
             return false;
         }
@@ -117,7 +109,7 @@ impl ConnectionState {
             let mut frame = Vec::with_capacity(bytes.len() + 1);
             frame.push(b'0');
             frame.extend_from_slice(&bytes);
-            if self.sink.send(Message::Binary(frame.into())).await.is_err() {
+            if !self.send(Message::Binary(frame.into())).await {
                 return false;
             }
         }
@@ -147,7 +139,7 @@ impl ConnectionState {
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 frame[0] = b'0';
-                self.sink.send(Message::Binary(frame.into())).await.is_ok()
+                self.send(Message::Binary(frame.into())).await
             }
             Item::Lagged(l) => {
                 // ttyd has no lag message: say it in the terminal, visibly.
@@ -161,7 +153,7 @@ impl ConnectionState {
                 );
                 let mut frame = vec![b'0'];
                 frame.extend_from_slice(note.as_bytes());
-                self.sink.send(Message::Binary(frame.into())).await.is_ok()
+                self.send(Message::Binary(frame.into())).await
             }
             // Every byte before the end was sent (events follow their output): close normally.
             // Closing on the final state, not on Exited, keeps viewers of restarting sessions.
