@@ -379,21 +379,31 @@ fn emulator_is_lazy() {
 /// flood, so a program that redraws without ever pausing (no idle catch-up) never laps it.
 #[test]
 fn the_screen_follows_output_that_is_not_a_flood() {
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
     let ring = Ring::new(64 * 1024);
     let mut follow = Follow::new(&ring);
     ring.append(&[b'x'; 16 * 1024 - 1]);
-    assert!(!follow.due(&ring, false));
+    assert!(!follow.due_at(&ring, false, at(100)));
     ring.append(b"x");
-    assert!(follow.due(&ring, false), "a quarter of the ring came");
-    assert!(!follow.due(&ring, false), "counted as told");
+    assert!(
+        follow.due_at(&ring, false, at(100)),
+        "a quarter of the ring came"
+    );
+    assert!(!follow.due_at(&ring, false, at(100)), "counted as told");
     ring.append(&[b'x'; 40 * 1024]);
     assert!(
-        !follow.due(&ring, true),
-        "a flood waits for the idle catch-up"
+        !follow.due_at(&ring, true, at(200)),
+        "the reader says it is a flood"
     );
-    follow.told(&ring);
     ring.append(&[b'x'; 16 * 1024]);
-    assert!(follow.due(&ring, false));
+    assert!(
+        !follow.due_at(&ring, false, at(201)),
+        "16 KiB in 1 ms: faster than FOLLOW_RATE"
+    );
+    ring.append(&[b'x'; 16 * 1024]);
+    assert!(follow.due_at(&ring, false, at(300)));
 
     // A TUI's redraws, five rings' worth, with a catch-up whenever one is due: the screen is
     // exact at the end (alternate screen, mouse mode and the header drawn once included).
@@ -410,7 +420,8 @@ fn the_screen_follows_output_that_is_not_a_flood() {
         );
         ring.append(frame.as_bytes());
         all.extend_from_slice(frame.as_bytes());
-        if follow.due(&ring, false) {
+        // A frame every 10 ms.
+        if follow.due_at(&ring, false, at(10 * (i + 1))) {
             em.follow();
         }
         i += 1;

@@ -349,6 +349,12 @@ impl SessionActorState {
         *self.shared.writer.write() = Some(queue);
         let identity = match process::procfs::ProcessIdentity::of(pid) {
             Ok(identity) => Some(identity),
+            // Already gone (a program that exits at once, reaped by its holder): nothing to
+            // recover, and nothing to warn about.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(session = %id, pid, "process gone before its identity was read");
+                None
+            }
             Err(e) => {
                 // Recovery would then find this process only by its environment marker.
                 tracing::warn!(session = %id, pid, error = %e, "process identity not recorded");
