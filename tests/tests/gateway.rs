@@ -1753,3 +1753,57 @@ time.sleep(600)
         vt100::MouseProtocolMode::None
     );
 }
+
+/// One raw HTTP/1.1 request over TCP; the status code of its answer.
+async fn raw_status(addr: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+/// DNS rebinding: a page of any site can point a name of its own at 127.0.0.1 and send its
+/// requests here with that `Host`; over loopback only this machine's names pass (or the host
+/// of an allowed origin), so such a page cannot probe session ids or occupy the ttyd
+/// endpoint. Two `Origin` headers are refused (the first one alone decided).
+#[tokio::test]
+async fn requests_over_loopback_must_name_this_machine() {
+    let server = Server::start_configured("allowed_origins = [\"https://corral.example.org\"]\n");
+    let info = server
+        .spawn(json!({"name": "s", "argv": ["sleep", "600"]}))
+        .await;
+    let id = info["id"].as_str().unwrap();
+    let addr = server.addr.clone();
+    let port = addr.rsplit_once(':').unwrap().1.to_string();
+    let get = |host: String| {
+        format!("GET /v1/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    for host in [
+        addr.clone(),
+        format!("localhost:{port}"),
+        format!("app.localhost:{port}"),
+        format!("[::1]:{port}"),
+        "corral.example.org".to_string(),
+    ] {
+        assert_eq!(raw_status(&addr, &get(host.clone())).await, 200, "{host}");
+    }
+    for host in [
+        format!("evil.example.com:{port}"),
+        "x".into(),
+        String::new(),
+    ] {
+        assert_eq!(raw_status(&addr, &get(host.clone())).await, 403, "{host:?}");
+    }
+    // The ttyd upgrade of a rebinding page: refused before it can tell 404 from 101.
+    let upgrade = format!(
+        "GET /ttyd/{id}/ws HTTP/1.1\r\nHost: evil.example.com:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tty\r\n\r\n"
+    );
+    assert_eq!(raw_status(&addr, &upgrade).await, 403);
+    let two = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nOrigin: http://evil.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token
+    );
+    assert_eq!(raw_status(&addr, &two).await, 403);
+}

@@ -63,8 +63,8 @@ async fn a_stalled_download_does_not_hold_up_a_shutdown() {
     // Asks for the export and never reads the answer.
     let mut stalled = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
     let request = format!(
-        "GET /v1/sessions/{id}/export?format=asciicast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        server.token
+        "GET /v1/sessions/{id}/export?format=asciicast HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.addr, server.token
     );
     stalled.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -78,6 +78,11 @@ pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Grant, ApiError> {
 /// a WebSocket upgrade and every request a browser makes with the login cookie is checked by.
 /// Requests without an Origin (CLI clients) and same-origin pages pass.
 pub fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.get_all(header::ORIGIN).iter().count() > 1 {
+        // No browser sends two; the first one alone would decide.
+        app.metrics.reject("origin");
+        return Err(ApiError::forbidden("a request may carry one Origin header"));
+    }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -123,6 +128,62 @@ pub async fn cookie_origin(
         check_origin(&app, headers)?;
     }
     Ok(next.run(request).await)
+}
+
+/// DNS rebinding: any web site can make a name of its own resolve to 127.0.0.1, and the
+/// browser then sends that site's requests to this server with `Host: <its name>`. So a
+/// request that comes over loopback must name this machine by a loopback name (`localhost`,
+/// `*.localhost`, `127.x.y.z`, `[::1]`) or by the host of an allowed origin
+/// (`allowed_origins`: a proxy on this machine passing its public name). Requests from other
+/// machines (a `listen` beyond loopback) and over the Unix socket are not concerned. Before
+/// this, such a page could probe session ids through the ttyd upgrade and keep every ttyd
+/// client out with connections that never authenticate.
+pub async fn loopback_host(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    let over_loopback = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::listen::Peer>>()
+        .is_some_and(|p| p.0.0.ip().is_loopback());
+    if over_loopback {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !loopback_name(host) && !allowed_host(&app, host) {
+            app.metrics.reject("host");
+            return Err(ApiError::forbidden(format!(
+                "Host {host:?} is not a name of this machine: use 127.0.0.1, localhost or [::1] \
+                 (or add the name's origin to allowed_origins)"
+            )));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Whether `host` (`name[:port]`) is a loopback name.
+fn loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+    .to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `host` is the host (and port) of an allowed origin.
+fn allowed_host(app: &App, host: &str) -> bool {
+    app.config.allowed_origins.iter().any(|o| {
+        o.split_once("://")
+            .is_some_and(|(_, h)| h.eq_ignore_ascii_case(host))
+    })
 }
 
 /// A 503 for a bound of the server's own that is reached (`what`, at most `max`), counted.

@@ -82,6 +82,10 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             crate::access::cookie_origin,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::access::loopback_host,
+        ))
         .with_state(app)
 }
 
