@@ -59,9 +59,27 @@ impl SessionHandle {
 
     /// Queues input for the process. Never waits: a full queue is [`SessionError::InputFull`].
     /// `viewer` (non-zero) marks who typed, for the resize policy.
+    ///
+    /// A frame of terminal reports only (a viewer's terminal answering the program's query)
+    /// from a viewer other than the one whose size is in effect is dropped: every viewer's
+    /// terminal answers, and the program would read the extra answers as typed keys
+    /// ([`crate::reports`]).
     pub fn input(&self, viewer: ViewerId, bytes: Vec<u8>) -> Result<(), SessionError> {
         if self.shared.mode == crate::spec::Mode::StreamJson {
             whole_json_lines(&bytes)?;
+        }
+        let answerer = self
+            .shared
+            .answerer
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if viewer != 0
+            && answerer != 0
+            && answerer != viewer
+            && self.shared.mode == crate::spec::Mode::Pty
+            && crate::reports::only_reports(&bytes)
+        {
+            tracing::debug!(viewer, answerer, "a second terminal's report not passed on");
+            return Ok(());
         }
         self.send_input(viewer, bytes, None)
     }

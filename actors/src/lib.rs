@@ -32,6 +32,7 @@ pub mod process;
 pub mod pty;
 pub mod questions;
 pub mod recovery;
+pub mod reports;
 pub mod screen;
 pub mod session;
 pub mod spec;

@@ -1807,3 +1807,51 @@ async fn requests_over_loopback_must_name_this_machine() {
     );
     assert_eq!(raw_status(&addr, &two).await, 403);
 }
+
+/// Every viewer's terminal answers a program's query (where is the cursor, what are you): the
+/// program gets one answer — from the viewer whose size is in effect — and not a second one
+/// as typed keys. Keys of the other viewer still pass.
+#[tokio::test]
+async fn a_query_is_answered_once_with_several_viewers() {
+    let server = Server::start();
+    let out = server.dir.path().join("typed");
+    let info = server
+        .spawn(json!({"name": "q", "argv": ["sh", "-c", format!("stty raw -echo; exec cat > {}", out.display())]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    wait_for_comm(&id, "cat").await;
+    let resize =
+        |rows: u16, cols: u16| json!({"type": "resize", "session": id, "rows": rows, "cols": cols});
+    let input = |data: &str| json!({"type": "input", "session": id, "data": data});
+    let mut desk = server.ws().await;
+    let mut phone = server.ws().await;
+    for ws in [&mut desk, &mut phone] {
+        let r = ws.call(json!({"type": "subscribe", "session": id})).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+    }
+    assert_eq!(desk.call(resize(40, 120)).await["type"], "ok");
+    assert_eq!(phone.call(resize(30, 50)).await["type"], "ok");
+    desk.send(input("a")).await;
+    assert_eq!(desk.call(json!({"type": "ping"})).await["type"], "pong");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The program asks; both terminals answer.
+    desk.send(input("\x1b[?1;2c\x1b[5;9R")).await;
+    phone.send(input("\x1b[?1;2c\x1b[3;3R")).await;
+    assert_eq!(phone.call(json!({"type": "ping"})).await["type"], "pong");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    phone.send(input("b")).await;
+    let want = b"a\x1b[?1;2c\x1b[5;9Rb".to_vec();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = std::fs::read(&out).unwrap_or_default();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -443,6 +443,7 @@ impl Actor for Session {
                 if st.typist == 0 || st.typist == viewer {
                     st.resize(size);
                 }
+                st.publish_answerer();
             }
             SessionMsg::ViewerActive(viewer) => {
                 // Only a viewer with a size takes the size over: a script's `corral send`
@@ -451,6 +452,7 @@ impl Actor for Session {
                     st.typist = viewer;
                     st.resize(size);
                 }
+                st.publish_answerer();
             }
             SessionMsg::ViewerLeft(viewer) => {
                 st.viewers.remove(&viewer);
@@ -463,6 +465,7 @@ impl Actor for Session {
                         st.resize(*size);
                     }
                 }
+                st.publish_answerer();
             }
         }
         Ok(())
@@ -633,6 +636,22 @@ impl SessionActorState {
     }
 
     /// Applies a terminal size to the PTY and the screen.
+    /// Publishes whose terminal answers the program's queries: the viewer whose size is in
+    /// effect — the typist, else the one that resized last (see [`crate::reports`]).
+    fn publish_answerer(&self) {
+        let answerer = if self.typist != 0 {
+            self.typist
+        } else {
+            self.viewers
+                .iter()
+                .max_by_key(|(_, (_, seq))| *seq)
+                .map_or(0, |(v, _)| *v)
+        };
+        self.shared
+            .answerer
+            .store(answerer, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn resize(&mut self, size: Size) {
         if self.shared.status.read().size == size {
             return;

@@ -180,6 +180,9 @@ pub struct SessionShared {
     /// The viewer that sent input last: when it changes, the session actor is told
     /// (`ViewerActive`), and its resize policy decides whose size the session takes.
     pub(crate) last_input_viewer: AtomicU64,
+    /// The viewer whose size is in effect (0: none): the one whose terminal's reports reach
+    /// the program ([`crate::reports`]); set by the session actor's resize policy.
+    pub(crate) answerer: AtomicU64,
     /// The persister's journal, when the tree persists.
     journal: Option<Journal>,
     /// What the persister holds of this session (its Ring, tap and persistence error).
@@ -222,6 +225,7 @@ impl SessionShared {
             input_rejected: AtomicU64::new(0),
             input_lost: Arc::new(AtomicU64::new(0)),
             last_input_viewer: AtomicU64::new(0),
+            answerer: AtomicU64::new(0),
             journal,
             feed,
             last_output: AtomicU64::new(0),
