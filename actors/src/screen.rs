@@ -641,6 +641,16 @@ impl vt100::Callbacks for Untracked {
     }
 }
 
+/// Tells a session's screen (if it has one, a PTY session's) to catch up or follow: a message,
+/// so the parsing runs in the screen's own actor, off the output path.
+pub fn tell(screen: Option<&ActorRef<ScreenMsg>>, msg: ScreenMsg) {
+    if let Some(screen) = screen
+        && let Err(e) = screen.send_message(msg)
+    {
+        tracing::debug!(error = %e, "screen gone; no catch-up");
+    }
+}
+
 /// Arguments of [`Screen`].
 #[derive(Debug)]
 pub struct ScreenArgs {

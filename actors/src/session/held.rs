@@ -114,7 +114,7 @@ impl Actor for HeldReader {
             st.dirty = true;
             st.args.shared.mark_output();
             if st.follow.due(&st.args.shared.ring, st.flowing) {
-                st.tell_screen(ScreenMsg::Follow);
+                crate::screen::tell(st.args.screen.as_ref(), ScreenMsg::Follow);
             }
         }
         if st.args.ring.closed() && st.cursor == st.args.ring.end() {
@@ -250,15 +250,6 @@ impl HeldState {
 
     /// Tells the screen to catch up: output went idle.
     fn nudge_screen(&self) {
-        self.tell_screen(ScreenMsg::CatchUp);
-    }
-
-    /// Tells the screen (off the hot path: it runs in its own actor).
-    fn tell_screen(&self, msg: ScreenMsg) {
-        if let Some(screen) = &self.args.screen
-            && let Err(e) = screen.send_message(msg)
-        {
-            tracing::debug!(error = %e, "screen gone; no catch-up");
-        }
+        crate::screen::tell(self.args.screen.as_ref(), ScreenMsg::CatchUp);
     }
 }

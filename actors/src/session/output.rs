@@ -221,7 +221,7 @@ impl Actor for OutputReader {
                     }
                     st.dirty = true;
                     if st.follow.due(&st.args.ring, st.flowing) {
-                        st.tell_screen(ScreenMsg::Follow);
+                        crate::screen::tell(st.args.screen.as_ref(), ScreenMsg::Follow);
                     }
                     break;
                 }
@@ -299,16 +299,7 @@ impl Drop for ReaderState {
 impl ReaderState {
     /// Tells the screen to catch up: output went idle.
     fn nudge_screen(&self) {
-        self.tell_screen(ScreenMsg::CatchUp);
-    }
-
-    /// Tells the screen (off the hot path: it runs in its own actor).
-    fn tell_screen(&self, msg: ScreenMsg) {
-        if let Some(screen) = &self.args.screen
-            && let Err(e) = screen.send_message(msg)
-        {
-            tracing::debug!(error = %e, "screen gone; no catch-up");
-        }
+        crate::screen::tell(self.args.screen.as_ref(), ScreenMsg::CatchUp);
     }
 
     /// Whether the next read waits for the persister or the subscribers ([`super::pace`]).
@@ -451,11 +442,7 @@ async fn finish(
         exited(st.exit_watch.as_ref()).await;
         report_exit(st);
     }
-    if let Some(screen) = &st.args.screen
-        && let Err(e) = screen.send_message(ScreenMsg::CatchUp)
-    {
-        tracing::debug!(error = %e, "screen gone; no final catch-up");
-    }
+    st.nudge_screen();
     myself.stop(Some("eof".into()));
     Ok(())
 }
