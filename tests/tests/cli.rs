@@ -497,6 +497,43 @@ fn an_attach_ended_by_a_signal_puts_the_terminal_back() {
     assert!(err.contains("choose another"), "{err}");
 }
 
+/// An approximate screen (a flood lapped the server's screen) is said on the bottom row,
+/// the cursor left where the program put it: the notice used to be a status line whose line
+/// feeds scrolled the very screen it warned about and moved the cursor.
+#[test]
+fn an_approximate_screen_is_said_without_moving_it() {
+    require_tmux();
+    let server = Server::start();
+    let program = "printf '\\033[?1049hHEADER'; head -c 3000000 /dev/zero | tr '\\0' x; printf '\\033[5;7H'; exec sleep 600";
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "sh", "-c", program],
+    );
+    eventually("the flood is over", || {
+        let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+        ps[0]["output_offset"].as_u64().unwrap() >= 3_000_000
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let socket = corral_in_tmux(
+        &server,
+        "corral-test-approx",
+        "attach --read-only work",
+        (80, 24),
+    );
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("the notice on the bottom row", || {
+        pane()
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("may be incomplete"))
+    });
+    let cursor = tmux(
+        &socket,
+        &["display", "-p", "-t", "t", "#{cursor_y} #{cursor_x}"],
+    );
+    assert_eq!(cursor.trim(), "4 6", "{}", pane());
+}
+
 /// A program on pipes reads lines: `send --paste` and Enter typed in `attach` arrive as a
 /// newline (they arrived as a CR: the program never got its line, and the CR ended up inside
 /// the next one). Attaching to a session that ended says so; an attach whose token is revoked

@@ -110,6 +110,26 @@ fn status_line(text: &str) {
 
 /// A subscription: the connection, its channel, and whether the screen it starts with is
 /// approximate (output was lost before the server's screen could draw it).
+/// Says `text` on the bottom row without moving the program's screen: the cursor saved and
+/// restored, the row overwritten until the program redraws it (a status line's line feeds
+/// scrolled the screen it warned about, and moved the cursor).
+fn notice(text: &str) {
+    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let text: String = format!("[corral: {text}]")
+        .chars()
+        .take(usize::from(cols.max(1)))
+        .collect();
+    let mut err = std::io::stderr().lock();
+    // Best effort, as `status_line`.
+    if err
+        .write_all(format!("\x1b7\x1b[{rows};1H\x1b[2K\x1b[7m{text}\x1b[0m\x1b8").as_bytes())
+        .is_err()
+    {
+        return;
+    }
+    if err.flush().is_err() {}
+}
+
 async fn connect(
     client: &Client,
     session: &str,
@@ -138,6 +158,7 @@ struct Endings {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
 }
 
 impl Endings {
@@ -146,6 +167,7 @@ impl Endings {
             term: signal(SignalKind::terminate())?,
             hup: signal(SignalKind::hangup())?,
             int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
         })
     }
 
@@ -155,6 +177,7 @@ impl Endings {
             _ = self.term.recv() => ("SIGTERM", 128 + 15),
             _ = self.hup.recv() => ("SIGHUP", 128 + 1),
             _ = self.int.recv() => ("SIGINT", 128 + 2),
+            _ = self.quit.recv() => ("SIGQUIT", 128 + 3),
         }
     }
 }
@@ -296,7 +319,7 @@ pub async fn attach(
                             status_line(&text);
                         }
                         if kind == 2 && std::mem::take(&mut approximate) {
-                            status_line(APPROXIMATE);
+                            notice(APPROXIMATE);
                         }
                     }
                     Incoming::Json(v) if v["type"] == "lagged" => {
