@@ -141,6 +141,12 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     let bin = tempfile::tempdir().unwrap();
     let exe = bin.path().join("corral");
     std::fs::copy(binary(), &exe).unwrap();
+    // Its holder binary beside it (else holders start as `corral holder`: the broken script).
+    std::fs::copy(
+        binary().with_file_name("corral-holder"),
+        bin.path().join("corral-holder"),
+    )
+    .unwrap();
     let mut server = Server::start_from(&exe);
     let info = server
         .spawn(json!({"name": "s", "argv": ["sleep", "1000"]}))
@@ -148,7 +154,13 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     let old_pid = server.pid();
     // Replaced on disk by something that dies at start (renamed over, as installers do).
     let broken = bin.path().join("corral.new");
-    std::fs::write(&broken, "#!/bin/sh\necho broken build >&2\nexit 7\n").unwrap();
+    // A wrapper that leaves a child behind: it holds the inherited listeners, and goes with
+    // the failed successor's group.
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\nsleep 1234.5 &\necho broken build >&2\nexit 7\n",
+    )
+    .unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -166,6 +178,24 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     // nobody held any more, and killed whatever process had it since (a CI run lost another
     // test's server so).
     assert!(err.contains("exit status: 7"), "{err}");
+    let left = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.windows(6).any(|w| w == b"1234.5"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while left() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failed successor's child was left running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Still the old server, with its session.
     let (status, body) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);

@@ -62,6 +62,12 @@ pub fn hook() {
                     Err(ClientError::Connect { .. } | ClientError::NoServer(_)) => {
                         tokio::time::sleep(RETRY).await;
                     }
+                    // Cut off by a server on its way out: sent again (an event twice is
+                    // better than none), but not a permission question, which would be
+                    // asked twice.
+                    Err(ClientError::Http(_)) if !asks_permission => {
+                        tokio::time::sleep(RETRY).await;
+                    }
                     other => return other,
                 }
             }
@@ -74,7 +80,7 @@ pub fn hook() {
                 println!("{output}");
             }
         }
-        Ok(Err(e)) => eprintln!("corral hook: {e}"),
+        Ok(Err(e)) => eprintln!("corral hook: {e}; this event is lost"),
         Err(_) => eprintln!(
             "corral hook: the server did not answer within {timeout:?}; this event is lost"
         ),

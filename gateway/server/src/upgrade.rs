@@ -112,7 +112,10 @@ pub async fn upgrade(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Hando
     let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener, unix))
         .await
         .map_err(|e| ApiError::internal(format!("upgrade task: {e}")))?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| {
+            tracing::warn!(error = %e, "upgrade failed");
+            ApiError::internal(e)
+        })?;
     tracing::info!(new_pid, "successor ready; handing over");
     app.leave.send_replace(Some(Leaving::Upgrade));
     Ok(Json(Handover {
@@ -162,6 +165,11 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> R
             libc::close(l);
             libc::close(r);
             libc::close(u);
+            // A group of its own, so a successor that fails takes its children with it (a
+            // wrapper script's child kept both listeners open after the script was killed).
+            if libc::setpgid(0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -177,9 +185,7 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> R
     corral_actors::process::reaper::own(pid);
     drop(guard);
     drop((ready_w, listener, unix));
-    let said = corral_actors::holder::launch::read_with_timeout(ready_r, HANDOVER_TIMEOUT)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| e.to_string());
+    let said = successor_says(ready_r, &mut child, HANDOVER_TIMEOUT);
     match said.as_deref().map(str::trim) {
         Ok("ready") => {
             // It outlives this server; until then, reaped if it ends first.
@@ -187,6 +193,14 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> R
             Ok(child.id())
         }
         outcome => {
+            // Its whole group: what it started goes too (the group is its own, see above).
+            if let Err(e) = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            ) && e != nix::errno::Errno::ESRCH
+            {
+                tracing::warn!(error = %e, "could not kill the failed successor's group");
+            }
             if let Err(e) = child.kill()
                 && e.kind() != std::io::ErrorKind::InvalidInput
             {
@@ -207,6 +221,51 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> R
                 }
                 Err(e) => format!("the new binary was not ready: {e} ({status}); still serving"),
             })
+        }
+    }
+}
+
+/// The successor's answer on the ready pipe: its first line (`ready`, or `error: …`), or what
+/// it wrote before it exited, or a timeout. Not the pipe's end: a wrapper's child that
+/// inherited the pipe would hold that back (for 30 s, though the wrapper had exited).
+fn successor_says(
+    ready: OwnedFd,
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<String, String> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut file = std::fs::File::from(ready);
+    let mut said = Vec::new();
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&file),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8)) {
+            Ok(0) => {
+                // Nothing to read: a successor that exited has said all it will.
+                if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                    return Ok(String::from_utf8_lossy(&said).into_owned());
+                }
+            }
+            Ok(_) => {
+                let mut buf = [0u8; 4096];
+                match file.read(&mut buf) {
+                    Ok(0) => return Ok(String::from_utf8_lossy(&said).into_owned()),
+                    Ok(n) => said.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                if said.contains(&b'\n') {
+                    return Ok(String::from_utf8_lossy(&said).into_owned());
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("no answer within {timeout:?}"));
         }
     }
 }
