@@ -57,7 +57,8 @@ const MIGRATIONS: &[&str] = &[
 /// How many events the journal keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRetention {
-    /// Most events kept (oldest deleted first). Default 100,000.
+    /// Most events kept. Past it, the oldest of the session that holds the most go first (down
+    /// to half the bound), then the oldest of all. Default 100,000.
     pub max_events: u64,
     /// Events older than this are deleted. Default 30 days.
     pub max_age: Duration,
@@ -256,15 +257,51 @@ impl Store {
     pub fn enforce_retention(&mut self, check_age: bool) -> StoreResult<u64> {
         let mut deleted = 0u64;
         if self.events > self.retention.max_events {
-            // Rowids grow with insertion, so the oldest are the smallest.
-            let excess = self.events - self.retention.max_events;
-            deleted += self
+            // Down to the bound less a hundredth, so the session count below runs once per
+            // that many events, not after every write at the bound.
+            let mut excess =
+                self.events - self.retention.max_events + self.retention.max_events / 100;
+            // The oldest events of the session that holds the most go first: one chatty
+            // session (a stream-json agent, an NDJSON program: an event a line) otherwise
+            // pushed every other session's history out, lifecycle events and all. It keeps
+            // at least half of the bound.
+            let hog: Option<(String, i64)> = self
                 .conn
-                .execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1)",
-                    params![excess as i64],
+                .query_row(
+                    "SELECT session, count(*) AS n FROM events GROUP BY session
+                     ORDER BY n DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .map_err(err("enforcing the event bound"))? as u64;
+                .optional()
+                .map_err(err("counting events by session"))?;
+            if let Some((session, n)) = hog {
+                let spare = (n as u64).saturating_sub(self.retention.max_events / 2);
+                let from_hog = excess.min(spare);
+                if from_hog > 0 {
+                    let gone = self
+                        .conn
+                        .execute(
+                            "DELETE FROM events WHERE id IN (SELECT id FROM events
+                             WHERE session = ?1 ORDER BY seq LIMIT ?2)",
+                            params![session, from_hog as i64],
+                        )
+                        .map_err(err("enforcing the event bound"))?
+                        as u64;
+                    deleted += gone;
+                    excess -= gone.min(excess);
+                }
+            }
+            if excess > 0 {
+                // Rowids grow with insertion, so the oldest are the smallest.
+                deleted += self
+                    .conn
+                    .execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1)",
+                        params![excess as i64],
+                    )
+                    .map_err(err("enforcing the event bound"))? as u64;
+            }
         }
         if check_age {
             let cutoff = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
@@ -530,6 +567,56 @@ pub fn read_record(conn: &Connection, id: Uuid) -> StoreResult<Option<SessionRec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chatty session's oldest events go first at the bound: a quiet session's early
+    /// lifecycle events (spawned, running) outlive another's stream of lines.
+    #[test]
+    fn the_session_with_the_most_events_gives_them_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let retention = EventRetention {
+            max_events: 100,
+            max_age: Duration::from_secs(3600),
+        };
+        drop(Store::open(&path, retention).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
+                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                 SELECT 'quiet', i, 0, 0, 'state', '{}' FROM n;
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                 SELECT 'chatty', i, 0, 0, 'json', '{}' FROM n;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path, retention).unwrap();
+        store.enforce_retention(false).unwrap();
+        let count = |session: &str| -> i64 {
+            store
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE session = ?1",
+                    params![session],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(count("quiet"), 5);
+        assert!(count("chatty") <= 95, "{}", count("chatty"));
+        assert!(store.event_count() <= 100);
+        // Its newest stay.
+        let newest: i64 = store
+            .conn
+            .query_row(
+                "SELECT max(seq) FROM events WHERE session = 'chatty'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(newest, 300);
+    }
 
     /// Deleted events give their space back to the file system, and the WAL is cut back after
     /// a checkpoint: an emptied journal left a 25 MB `state.db` (99.9 % free pages) and a
