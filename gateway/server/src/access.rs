@@ -135,7 +135,7 @@ pub async fn cookie_origin(
 /// request that comes over loopback must name this machine by a loopback name (`localhost`,
 /// `*.localhost`, `127.x.y.z`, `[::1]`) or by the host of an allowed origin
 /// (`allowed_origins`: a proxy on this machine passing its public name). Requests from other
-/// machines (a `listen` beyond loopback) and over the Unix socket are not concerned. Before
+/// machines, to a server bound beyond loopback, and over the Unix socket are not concerned. Before
 /// this, such a page could probe session ids through the ttyd upgrade and keep every ttyd
 /// client out with connections that never authenticate.
 pub async fn loopback_host(
@@ -147,7 +147,14 @@ pub async fn loopback_host(
         .extensions()
         .get::<axum::extract::ConnectInfo<crate::listen::Peer>>()
         .is_some_and(|p| p.0.0.ip().is_loopback());
-    if over_loopback {
+    // Bound beyond loopback (`listen = "0.0.0.0:…"`), the machine's own names (its hostname,
+    // which Debian maps to 127.0.1.1) are expected: the operator chose the exposure.
+    let bound_to_loopback = app
+        .url
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if over_loopback && bound_to_loopback {
         let host = request
             .headers()
             .get(header::HOST)
