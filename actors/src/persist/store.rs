@@ -248,7 +248,8 @@ impl Store {
         }
         tx.commit().map_err(err("commit"))?;
         self.events = (self.events + inserted).saturating_sub(removed);
-        self.freed |= removed > 0 || ops.iter().any(|op| matches!(op, DbOp::Remove(_)));
+        // A removed session's rows (its events are counted in `removed`).
+        self.freed |= ops.iter().any(|op| matches!(op, DbOp::Remove(_)));
         Ok(())
     }
 

@@ -635,7 +635,6 @@ impl SessionActorState {
         }
     }
 
-    /// Applies a terminal size to the PTY and the screen.
     /// Publishes whose terminal answers the program's queries: the viewer whose size is in
     /// effect — the typist, else the one that resized last (see [`crate::reports`]).
     fn publish_answerer(&self) {
@@ -652,6 +651,7 @@ impl SessionActorState {
             .store(answerer, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Applies a terminal size to the PTY and the screen.
     fn resize(&mut self, size: Size) {
         if self.shared.status.read().size == size {
             return;

@@ -171,14 +171,16 @@ impl Endings {
         })
     }
 
-    /// The next one: its name and the exit code it stands for.
-    async fn next(&mut self) -> (&'static str, u8) {
-        tokio::select! {
+    /// The next one, said under the terminal put back; the exit code it stands for.
+    async fn next(&mut self) -> ExitCode {
+        let (name, code) = tokio::select! {
             _ = self.term.recv() => ("SIGTERM", 128 + 15),
             _ = self.hup.recv() => ("SIGHUP", 128 + 1),
             _ = self.int.recv() => ("SIGINT", 128 + 2),
             _ = self.quit.recv() => ("SIGQUIT", 128 + 3),
-        }
+        };
+        final_line(&format!("ended by {name}"));
+        ExitCode::from(code)
     }
 }
 
@@ -383,10 +385,7 @@ pub async fn attach(
                         send_size(&mut ws, session).await.ok();
                     }
                 }
-                (name, code) = endings.next() => {
-                    final_line(&format!("ended by {name}"));
-                    return Ok(ExitCode::from(code));
-                }
+                code = endings.next() => return Ok(code),
             }
         };
         // Reconnect and resume from the next offset; keep typing queued (bounded) meanwhile.
@@ -466,10 +465,7 @@ pub async fn attach(
                         pending.extend(&bytes);
                     }
                 }
-                (name, code) = endings.next() => {
-                    final_line(&format!("ended by {name}"));
-                    return Ok(ExitCode::from(code));
-                }
+                code = endings.next() => return Ok(code),
             }
         }
     }

@@ -135,36 +135,39 @@ fn this_server() -> ServerId {
 fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> Result<u32, String> {
     let (ready_r, ready_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (listen_raw, ready_raw, unix_raw) =
-        (listener.as_raw_fd(), ready_w.as_raw_fd(), unix.as_raw_fd());
+    // Each descriptor and the number the successor finds it at (its variable says which).
+    let moves = [
+        (listener.as_raw_fd(), 3),
+        (ready_w.as_raw_fd(), 4),
+        (unix.as_raw_fd(), 5),
+    ];
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1))
         .env(LISTEN_FD_VAR, "3")
         .env(UPGRADE_FD_VAR, "4")
         .env(UNIX_FD_VAR, "5")
         .stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and calls only fcntl and dup2,
-    // which are async-signal-safe; the fds it names stay open in the parent until spawn returns.
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl, dup2,
+    // close and setpgid, which are async-signal-safe, on a fixed array (no allocation); the
+    // fds it names stay open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             // Out of the way first, so no target number clobbers another source.
-            let l = libc::fcntl(listen_raw, libc::F_DUPFD, 10);
-            let r = libc::fcntl(ready_raw, libc::F_DUPFD, 10);
-            let u = libc::fcntl(unix_raw, libc::F_DUPFD, 10);
-            if l < 0
-                || r < 0
-                || u < 0
-                || libc::dup2(l, 3) < 0
-                || libc::dup2(r, 4) < 0
-                || libc::dup2(u, 5) < 0
-            {
-                return Err(std::io::Error::last_os_error());
+            let mut away = [-1; 3];
+            for (slot, (fd, _)) in away.iter_mut().zip(moves) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD, 10);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
-            // The temporaries must not reach the successor (a second write end of the ready
-            // pipe would hide its EOF).
-            libc::close(l);
-            libc::close(r);
-            libc::close(u);
+            for (tmp, (_, target)) in away.into_iter().zip(moves) {
+                if libc::dup2(tmp, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The temporaries must not reach the successor (a second write end of the
+                // ready pipe would hide its EOF).
+                libc::close(tmp);
+            }
             // A group of its own, so a successor that fails takes its children with it (a
             // wrapper script's child kept both listeners open after the script was killed).
             if libc::setpgid(0, 0) < 0 {
@@ -272,42 +275,45 @@ fn successor_says(
 
 /// In a successor: the data dir's Unix socket listener its predecessor passed, if any.
 pub fn inherited_unix() -> std::io::Result<Option<std::os::unix::net::UnixListener>> {
-    let Some(fd) = inherited_fd(UNIX_FD_VAR)? else {
-        return Ok(None);
-    };
-    // SAFETY: the predecessor put its listening socket at this fd number for us alone; taking
-    // ownership once is sound.
-    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-    listener.set_nonblocking(true)?;
-    // SAFETY: FD_CLOEXEC on our own fd, so sessions and holders never inherit it.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(Some(listener))
+    inherited_listening(UNIX_FD_VAR)
 }
 
 /// In a successor: the listener its predecessor passed, if any.
 pub fn inherited_listener() -> std::io::Result<Option<std::net::TcpListener>> {
-    let Some(fd) = inherited_fd(LISTEN_FD_VAR)? else {
+    inherited_listening(LISTEN_FD_VAR)
+}
+
+/// A listening socket the predecessor passed at `var`'s number, non-blocking.
+fn inherited_listening<L: From<OwnedFd>>(var: &str) -> std::io::Result<Option<L>> {
+    let Some(fd) = adopt(var)? else {
         return Ok(None);
     };
-    // SAFETY: the predecessor put its listening socket at this fd number for us alone; taking
-    // ownership here, once, is what it is for.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-    listener.set_nonblocking(true)?;
-    // SAFETY: FD_CLOEXEC on our own fd, so sessions and holders never inherit it.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(Some(listener))
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(Some(L::from(fd)))
 }
 
 /// In a successor: the predecessor's ready pipe, if any.
 pub fn ready_pipe() -> std::io::Result<Option<std::fs::File>> {
-    let Some(fd) = inherited_fd(UPGRADE_FD_VAR)? else {
+    Ok(adopt(UPGRADE_FD_VAR)?.map(std::fs::File::from))
+}
+
+/// Takes the descriptor the predecessor put at `var`'s number, close-on-exec (sessions and
+/// holders never inherit it).
+fn adopt(var: &str) -> std::io::Result<Option<OwnedFd>> {
+    let Some(fd) = inherited_fd(var)? else {
         return Ok(None);
     };
-    // SAFETY: as above: this fd number was set up for us by the predecessor.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    // SAFETY: FD_CLOEXEC on our own fd.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(Some(file))
+    // SAFETY: the predecessor put this descriptor at this number for us alone (and
+    // `inherited_fd` checked it is open); taking ownership here, once, is what it is for.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(Some(fd))
 }
 
 fn inherited_fd(var: &str) -> std::io::Result<Option<RawFd>> {

@@ -143,10 +143,8 @@ pub struct ConnectionState {
     msg_limit: DefaultDirectRateLimiter,
     /// Input bytes per second.
     byte_limit: DefaultDirectRateLimiter,
-    /// Server shutdown flag.
+    /// Server shutdown flag (also what a send waiting on a client gives way to, [`Self::send`]).
     shutdown: tokio::sync::watch::Receiver<bool>,
-    /// The same flag, for sends that wait on a client that does not read ([`Self::send`]).
-    leaving: tokio::sync::watch::Receiver<bool>,
     /// Whether a close frame was sent already.
     closed: bool,
     /// Slow requests (spawn, stop, kill, restart, remove) in flight: they run concurrently so a
@@ -228,7 +226,6 @@ impl Actor for Connection {
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),
             shutdown: args.app.shutdown.subscribe(),
-            leaving: args.app.shutdown.subscribe(),
             closed: false,
             pending: FuturesUnordered::new(),
             watch: None,
@@ -446,7 +443,7 @@ impl ConnectionState {
         tokio::select! {
             biased;
             sent = self.sink.send(msg) => sent.is_ok(),
-            _ = self.leaving.wait_for(|down| *down) => false,
+            _ = self.shutdown.wait_for(|down| *down) => false,
         }
     }
 
