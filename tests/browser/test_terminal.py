@@ -173,3 +173,20 @@ def test_pipe_session_gets_lines_and_a_stopped_one_says_so(server, page):
     expect(page.get_by_test_id("btn-restart")).to_be_enabled()
     page.keyboard.type("x")
     expect(page.get_by_text(re.compile("nothing was typed"))).to_be_visible()
+
+
+def test_the_tab_title_names_the_session_and_its_program_title(server, page):
+    # The program sets its window title before the page opens (the snapshot carries it), then
+    # sets a new one for each line it reads.
+    prog = "printf '\\033]0;step one\\007'; echo ready; while read l; do printf '\\033]2;%s\\007' \"$l\"; done"
+    s = server.spawn(["sh", "-c", prog], name="titled")
+    open_term(server, page, s["id"])
+    expect(page).to_have_title("titled: step one — corral")
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("step two")
+    page.keyboard.press("Enter")
+    expect(page).to_have_title("titled: step two — corral")
+    # Back to the list: the title is the list's again.
+    page.get_by_test_id("back").click()
+    expect(page.get_by_test_id("session-list")).to_be_visible()
+    expect(page).to_have_title("corral")

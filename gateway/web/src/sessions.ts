@@ -13,6 +13,8 @@ export class SessionStore {
   loaded = false;
   error: string | null = null;
   private readonly listeners = new Set<() => void>();
+  /** What the open terminal view adds to the tab title (session name and program title). */
+  private viewTitle: string | null = null;
 
   constructor(
     private readonly conn: Conn,
@@ -90,9 +92,20 @@ export class SessionStore {
     }
   }
 
-  private changed(): void {
+  /** The terminal view's part of the tab title (null when no session is open). */
+  setViewTitle(title: string | null): void {
+    if (title === this.viewTitle) return;
+    this.viewTitle = title;
+    this.renderTitle();
+  }
+
+  private renderTitle(): void {
     const n = this.waitingCount();
-    document.title = n > 0 ? `(${n}) corral` : 'corral';
+    document.title = `${n > 0 ? `(${n}) ` : ''}${this.viewTitle ? `${this.viewTitle} — ` : ''}corral`;
+  }
+
+  private changed(): void {
+    this.renderTitle();
     for (const fn of this.listeners) fn();
   }
 

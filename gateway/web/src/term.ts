@@ -133,6 +133,8 @@ export class TermView {
   private queue: Queued[] = [];
   private gone = false;
   private disposed = false;
+  /** The program's own window title (OSC 0/2), shown in the tab title after the name. */
+  private programTitle = '';
   /** The line being typed into a session on pipes (see `cooked`). */
   private line = '';
   /** When typing into an ended session was last refused with a toast. */
@@ -202,6 +204,10 @@ export class TermView {
       this.conn.request({ type: 'resize', session: this.uuid, rows, cols }).catch(() => {});
     }, 100);
     this.term.onResize(({ rows, cols }) => sendResize(rows, cols));
+    this.term.onTitleChange((t) => {
+      this.programTitle = t;
+      this.renderTabTitle();
+    });
     if (this.writable) {
       this.fitNow();
       this.ro = new ResizeObserver(() => this.fitNow());
@@ -227,6 +233,7 @@ export class TermView {
     clearInterval(this.tick);
     this.refreshInfo.cancel();
     this.ro?.disconnect();
+    this.store.setViewTitle(null);
     if (this.uuid && this.channel && !this.gone && this.conn.isOpen()) {
       this.conn.send({ type: 'unsubscribe', session: this.uuid });
     }
@@ -699,12 +706,20 @@ export class TermView {
     }
   }
 
+  /** The tab title: the session's name, then the program's title when it set one (bounded). */
+  private renderTabTitle(): void {
+    const name = (this.uuid && this.store.map.get(this.uuid)?.name) || this.route;
+    const full = this.programTitle ? `${name}: ${this.programTitle}` : name;
+    this.store.setViewTitle(full.length > 100 ? `${full.slice(0, 99)}…` : full);
+  }
+
   private renderInfo(): void {
     if (!this.uuid) return;
     const s = this.store.map.get(this.uuid);
     if (!s) return;
     const H = this.head;
     setText(H.name, s.name);
+    this.renderTabTitle();
     H.name.title = joinArgv(s.argv);
     setText(H.state, s.state);
     H.state.className = `state st-${s.state}`;
