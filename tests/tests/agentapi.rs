@@ -457,3 +457,186 @@ async fn a_revoked_token_ends_its_event_streams() {
     .await;
     assert!(ended.is_ok(), "the stream outlived its token");
 }
+
+/// Clients that all saw the agent `stable` post at the same moment: one message is taken, the
+/// others are refused (409) — both typed into the agent's prompt would have been one prompt to
+/// it, while the conversation listed two.
+#[tokio::test]
+async fn of_user_messages_posted_at_once_one_is_taken() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "race"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let (code, _) = server
+        .http(
+            "POST",
+            &format!("/v1/sessions/{id}/events"),
+            t,
+            Some(&json!({"hook_event_name": "SessionStart", "session_id": "s"})),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let posts = (0..8).map(|i| {
+        let body = json!({"content": format!("task-{i}"), "type": "user"});
+        let server = &server;
+        async move {
+            server
+                .http("POST", "/agentapi/race/message", t, Some(&body))
+                .await
+        }
+    });
+    let answers = futures::future::join_all(posts).await;
+    let taken: Vec<usize> = (0..8).filter(|&i| answers[i].0 == 200).collect();
+    assert_eq!(taken.len(), 1, "{answers:?}");
+    for (code, body) in &answers {
+        assert!(*code == 200 || *code == 409, "{code} {body}");
+    }
+    // Only that one reached the program.
+    let screen = async || {
+        let m = get(&server, "/agentapi/race/messages", t).await.1;
+        m["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let want = format!("task-{}", taken[0]);
+    until(async || screen().await.contains(&want), "the message taken").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        screen().await.matches("task-").count(),
+        1,
+        "{}",
+        screen().await
+    );
+    let user: Vec<Value> = get(&server, "/agentapi/race/messages", t).await.1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .cloned()
+        .collect();
+    assert_eq!(user.len(), 1, "{user:?}");
+}
+
+/// A user message sent while the stream settles after output, and a turn over before the
+/// settling ends: the stream still says `running`, then `stable` (it sampled the status once
+/// after settling, and found the turn over: a client waiting for the turn waited for ever).
+/// Also: empty messages are refused, as agentapi does, and the status names its transport.
+#[tokio::test]
+async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "fast"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let hook = |name: &str| {
+        let (server, path) = (&server, format!("/v1/sessions/{id}/events"));
+        let payload = json!({"hook_event_name": name, "session_id": "s"});
+        async move { server.http("POST", &path, t, Some(&payload)).await }
+    };
+    hook("SessionStart").await;
+    let (_, status) = get(&server, "/agentapi/fast/status", t).await;
+    assert_eq!(status["transport"], "pty", "{status}");
+    for empty in ["", " \n\t "] {
+        let (code, body) = server
+            .http(
+                "POST",
+                "/agentapi/fast/message",
+                t,
+                Some(&json!({"content": empty, "type": "user"})),
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("must not be empty"), "{body}");
+    }
+    let client = server.client();
+    let mut stream = client
+        .send(hyper::Method::GET, "/agentapi/fast/events", t, None)
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut read_until = async |want: &str, text: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !text.contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} in {text}");
+            match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
+                Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                other => panic!("stream ended or failed before {want:?}: {other:?} {text}"),
+            }
+        }
+    };
+    read_until(r#""status":"stable""#, &mut text).await;
+    text.clear();
+    // Output: the stream settles for a moment; the whole turn happens meanwhile.
+    let (code, _) = server
+        .http(
+            "POST",
+            "/agentapi/fast/message",
+            t,
+            Some(&json!({"content": "out\r", "type": "raw"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/fast/message",
+            t,
+            Some(&json!({"content": "quick task", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    hook("UserPromptSubmit").await;
+    hook("Stop").await;
+    read_until(r#""status":"running""#, &mut text).await;
+    let after = text
+        .split(r#""status":"running""#)
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut rest = after;
+    read_until(r#""status":"stable""#, &mut rest).await;
+}
+
+/// An agent that drew a screen and sits quiet before its first hook (Claude Code's folder
+/// trust dialog) is `stable` after a while instead of `running` for ever, and a user message
+/// is refused saying why (its Enter would answer that screen's question).
+#[tokio::test]
+async fn an_agent_quiet_before_it_started_is_stable_and_says_why_it_takes_no_message() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    // A program under the claude profile, which ignores the arguments the profile adds.
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("trust.sh");
+    corral_tests::executable(
+        &program,
+        "#!/bin/sh\necho 'Do you trust this folder? 1. Yes 2. No'\nexec cat\n",
+    );
+    server
+        .spawn(json!({"argv": [program], "name": "trust", "agent": "claude"}))
+        .await;
+    assert_eq!(server.session("trust").await["attention"], "starting");
+    assert_eq!(
+        get(&server, "/agentapi/trust/status", t).await.1["status"],
+        "running"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&server, "/agentapi/trust/status", t).await.1["status"] != "stable" {
+        assert!(Instant::now() < deadline, "still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/trust/message",
+            t,
+            Some(&json!({"content": "do the task", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("has not started"), "{body}");
+}

@@ -961,3 +961,51 @@ async fn a_viewer_that_does_not_read_does_not_hold_a_shutdown() {
     );
     drop(stalled);
 }
+
+/// A prompt pasted just before an upgrade is entered: its Enter waits for the program's answer
+/// to the paste (up to 2 s), and the old server used to drop it with its input queue at the
+/// handover — the prompt stayed typed but never submitted, and the next one was glued to it.
+/// The paste's end marker inside the text is dropped (it would end the paste there).
+#[tokio::test]
+async fn a_prompt_pasted_just_before_an_upgrade_is_entered() {
+    let mut server = Server::start();
+    // Bracketed paste on, no echo, no answer to a paste: its Enter waits the whole 2 s. `cat`
+    // reads lines, so the file gets the prompt only once its Enter arrived.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("got");
+    let script = format!(
+        "printf '\\033[?2004h'; stty -echo; exec cat > '{}'",
+        file.display()
+    );
+    let info = server
+        .spawn(json!({"name": "prompt", "argv": ["sh", "-c", script]}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .cli_ok(&["logs", "prompt"])
+        .await
+        .contains("\x1b[?2004h")
+    {
+        assert!(Instant::now() < deadline, "no bracketed paste mode");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+        .cli_ok(&["send", "prompt", "--paste", "do it\\x1b[201~ now"])
+        .await;
+    upgrade(&mut server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = std::fs::read(&file).unwrap_or_default();
+        if got.ends_with(b"\n") {
+            assert_eq!(got, b"\x1b[200~do it now\x1b[201~\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the prompt was never entered: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.session("prompt").await["pid"], info["pid"]);
+}

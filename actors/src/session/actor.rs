@@ -59,6 +59,9 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Least output a holder keeps unlogged (while no server is attached, the program can write
 /// this much before it blocks on its terminal). Shared memory, touched only as it is used.
 const HOLDER_RING: usize = 8 << 20;
+/// How long a detaching session waits for its program to take the input queued for it (a
+/// paste's Enter waits up to `PASTE_ENTER_MAX` for the program's answer).
+const DRAIN_INPUT: Duration = Duration::from_secs(3);
 /// Default bound on queued input bytes per session.
 pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
 
@@ -403,7 +406,7 @@ impl Actor for Session {
             SessionMsg::Detach(reply) => {
                 let kept = st.running.as_ref().is_some_and(|r| r.held.is_some());
                 if kept {
-                    st.detach();
+                    st.detach().await;
                 } else if !st.shared.state().is_final() {
                     st.shared.status.write().interrupted = true;
                     st.stop(Some(st.spec.grace)).await;
@@ -503,10 +506,16 @@ impl SessionActorState {
     /// Leaves the running process to its holder: this server's readers, writer and connection
     /// go (the holder sees the hangup and spools until the next server attaches); no signal,
     /// no release, no state change — the registry still says Running, with its identity.
-    fn detach(&mut self) {
+    async fn detach(&mut self) {
         // invariant: the caller checked `running` holds a held process.
         let mut run = self.running.take().expect("a running process");
+        // The input queued is written first (a paste's Enter included, which waits up to
+        // PASTE_ENTER_MAX): the next server starts with an empty queue, and a prompt sent
+        // just before an upgrade would otherwise stay typed but never entered.
         *self.shared.writer.write() = None;
+        if let Some(writer) = run.writer.take() {
+            writer.finish(DRAIN_INPUT).await;
+        }
         if let Some((link, _)) = &run.held {
             link.forget();
         }

@@ -78,6 +78,18 @@ impl InputWriter {
     }
 }
 
+impl InputWriter {
+    /// Lets the writer write what is queued, up to `within`, once the queue's senders are gone
+    /// (it ends when the queue is empty and closed); what is left then is logged as lost.
+    pub async fn finish(mut self, within: std::time::Duration) {
+        if tokio::time::timeout(within, &mut self.0).await.is_err() {
+            tracing::warn!(
+                "input not delivered: the program did not take what was queued for it in time"
+            );
+        }
+    }
+}
+
 impl Drop for InputWriter {
     fn drop(&mut self) {
         self.0.abort();

@@ -31,6 +31,9 @@ use crate::error::ApiError;
 
 /// Output quiet this long makes a session without hooks `stable`.
 pub const QUIET: Duration = Duration::from_millis(1000);
+/// Output quiet this long makes an agent that has not started (no hook yet) `stable`: it
+/// waits for an answer on its screen. Longer than a start's pauses.
+pub const STARTING_QUIET: Duration = Duration::from_secs(5);
 /// `POST message` body.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MessageRequest {
@@ -55,17 +58,28 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
         return "running";
     }
     let info = h.info();
+    let quiet = h.shared().quiet_ms();
     let waits = match info.attention {
-        Some(a) => matches!(
-            a,
-            Attention::Idle | Attention::NeedsPermission | Attention::Exited
-        ),
-        None => h
-            .shared()
-            .quiet_ms()
-            .is_none_or(|q| q >= QUIET.as_millis() as u64),
+        Some(a) => match a {
+            Attention::Idle | Attention::NeedsPermission | Attention::Exited => true,
+            Attention::Working => false,
+            // No hook yet: an agent that drew a screen and then sat quiet this long before it
+            // started waits for a key on it (a first-run or folder trust dialog).
+            Attention::Starting => quiet.is_some_and(|q| q >= STARTING_QUIET.as_millis() as u64),
+        },
+        None => quiet.is_none_or(|q| q >= QUIET.as_millis() as u64),
     };
     if waits { "stable" } else { "running" }
+}
+
+/// agentapi's `transport`: `acp` for a structured session (no terminal: its messages are the
+/// protocol's), `pty` for the others.
+fn transport(h: &SessionHandle) -> &'static str {
+    if h.shared().mode == Mode::StreamJson {
+        "acp"
+    } else {
+        "pty"
+    }
 }
 
 /// The agent type agentapi names (`claude` for the claude profile).
@@ -117,7 +131,11 @@ pub async fn get_status(
     State(app): State<Arc<App>>,
     Readable(h): Readable,
 ) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "agent_type": agent_type(&h), "status": status(&app, &h) }))
+    Json(serde_json::json!({
+        "agent_type": agent_type(&h),
+        "status": status(&app, &h),
+        "transport": transport(&h),
+    }))
 }
 
 /// `GET /agentapi/{key}/messages`.
@@ -139,19 +157,46 @@ pub async fn post_message(
     match req.kind.as_str() {
         "raw" => h.input(0, req.content.into_bytes())?,
         "user" => {
+            // As agentapi: a prompt of nothing (or only whitespace) is no message.
+            if req.content.trim().is_empty() {
+                return Err(ApiError::bad_request("a user message must not be empty"));
+            }
+            let info = h.info();
             if status(&app, &h) != "stable" {
                 return Err(ApiError::conflict(
                     "the agent is running: a user message needs it stable",
                 ));
             }
-            // Stable, but asking: the message would be typed into its question's dialog (and
-            // its Enter would pick the first choice, "Yes").
-            if h.info().attention == Some(Attention::NeedsPermission) {
+            // Quiet before it started (Claude Code's folder trust dialog waits for a key):
+            // the message would answer that screen (its Enter picks the first choice).
+            if info.attention == Some(Attention::Starting) && h.shared().mode != Mode::StreamJson {
                 return Err(ApiError::conflict(
-                    "the agent asks a permission: answer it first \
-                     (POST /v1/sessions/{session}/permission); a message now would answer it",
+                    "the agent has not started: its screen waits for an answer (Claude Code \
+                     asks whether to trust a new folder); answer it with a raw message",
                 ));
             }
+            // Stable, but asking: the message would be typed into its question's dialog (and
+            // its Enter would pick the first choice, "Yes").
+            if info.attention == Some(Attention::NeedsPermission) {
+                let route = match info.permission.as_ref().and_then(|p| p.id.as_ref()) {
+                    Some(_) => format!("POST /v1/sessions/{}/permission", h.name()),
+                    None => "in its terminal: a raw message".to_string(),
+                };
+                return Err(ApiError::conflict(format!(
+                    "the agent asks a permission: answer it first ({route}); a message now \
+                     would answer it"
+                )));
+            }
+            // One user message at a time: a second client that saw it stable too is refused
+            // here (both texts typed into its prompt would be one prompt to the agent).
+            let Some(claim) =
+                app.conversations
+                    .claim(h.id(), h.shared().last_seq(), PROMPT_PENDING)
+            else {
+                return Err(ApiError::conflict(
+                    "the agent is running: another user message was just sent to it",
+                ));
+            };
             // A structured session records its prompt as a typed event (its conversation comes
             // from the journal); a terminal's is kept here, after the agent's screen before it.
             let before = if h.shared().mode == Mode::StreamJson {
@@ -166,7 +211,7 @@ pub async fn post_message(
             }
             // It works on the message from now on (its UserPromptSubmit hook says so a moment
             // later): a client polling for `stable` must not see the old state meanwhile.
-            app.conversations.prompted(h.id(), h.shared().last_seq());
+            app.conversations.prompted(claim, h.shared().last_seq());
         }
         other => {
             return Err(ApiError::bad_request(format!(
@@ -206,8 +251,15 @@ pub async fn get_events(
         sent: HashMap<u64, String>,
         status: Option<&'static str>,
         first: bool,
+        /// Changes when a user message was sent (to any session): the status is `running`
+        /// from then, before a hook or output says so.
+        posted: tokio::sync::watch::Receiver<u64>,
+        /// How many user messages it knows were sent to its session.
+        prompts: u64,
     }
     let sub = h.subscribe(None).ok();
+    let posted = app.conversations.sent();
+    let prompts = app.conversations.prompts(h.id());
     let f_shutdown = app.shutdown.subscribe();
     let follow = Follow {
         _place: place,
@@ -218,6 +270,8 @@ pub async fn get_events(
         sent: HashMap::new(),
         status: None,
         first: true,
+        prompts,
+        posted,
     };
     let stream = futures::stream::unfold(follow, |mut f| async move {
         if f.sub.is_none() && !f.first {
@@ -226,27 +280,45 @@ pub async fn get_events(
         }
         let mut events = Vec::new();
         if !f.first {
-            // Wait for output or an event (or a second, for quiet), then let it settle. The
-            // items only wake this loop: what the client gets is the screen, read below.
+            // Wait for output, an event or a user message sent (or a second, for quiet), then
+            // let it settle. The items only wake this loop: what the client gets is the
+            // screen, read below.
             let woke = match f.sub.as_mut() {
-                Some(sub) => tokio::time::timeout(Duration::from_secs(1), sub.next(64 * 1024))
-                    .await
-                    .ok(),
+                Some(sub) => tokio::select! {
+                    item = sub.next(64 * 1024) => Some(item),
+                    changed = f.posted.changed() => {
+                        // invariant: the sender lives in the App this stream holds.
+                        debug_assert!(changed.is_ok());
+                        None
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(1)) => None,
+                },
                 None => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     None
                 }
             };
-            match woke {
-                Some(corral_actors::Item::Closed) => return None,
-                // An event (a hook) may change the status for less than the settling time (a
-                // short turn): say the status it left at once, then again after settling.
-                Some(corral_actors::Item::Event(_)) => {
-                    if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
-                        events.push(Ok::<_, Infallible>(e));
-                    }
-                }
-                _ => {}
+            if matches!(woke, Some(corral_actors::Item::Closed))
+                || f.app.corral.sessions().get(&f.h.id().to_string()).is_err()
+            {
+                // Removed: its conversation is gone, nothing more will come.
+                return None;
+            }
+            // A turn can be shorter than the settling time: a user message sent, or a hook
+            // that starts work, is `running` even when the sample below finds it over.
+            let prompts = f.app.conversations.prompts(f.h.id());
+            let started = prompts != f.prompts
+                || matches!(&woke, Some(corral_actors::Item::Event(e)) if starts_work(&e.kind));
+            f.prompts = prompts;
+            if started && f.status != Some("running") {
+                f.status = Some("running");
+                events.push(Ok::<_, Infallible>(status_event(&f.h, "running")));
+            }
+            // Then the status it is in now (a short turn's end), and again after settling.
+            if !matches!(woke, Some(corral_actors::Item::Output { .. }))
+                && let Some(e) = status_change(&mut f.status, &f.app, &f.h)
+            {
+                events.push(Ok(e));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -296,12 +368,26 @@ fn status_change(last: &mut Option<&'static str>, app: &App, h: &SessionHandle) 
         return None;
     }
     *last = Some(now);
-    let data = serde_json::json!({"agent_type": agent_type(h), "status": now});
-    Some(
-        Event::default()
-            .event("status_change")
-            .data(data.to_string()),
-    )
+    Some(status_event(h, now))
+}
+
+/// A `status_change` event saying `status`.
+fn status_event(h: &SessionHandle, status: &str) -> Event {
+    let data = serde_json::json!({"agent_type": agent_type(h), "status": status});
+    Event::default()
+        .event("status_change")
+        .data(data.to_string())
+}
+
+/// Whether a session event starts the agent working (a hook such as UserPromptSubmit or
+/// PreToolUse, from any state).
+fn starts_work(kind: &corral_actors::EventKind) -> bool {
+    match kind {
+        corral_actors::EventKind::Hook { name, payload, .. } => {
+            Attention::Idle.after(name, payload) == Some(Attention::Working)
+        }
+        _ => false,
+    }
 }
 
 /// `GET /agentapi/{key}/openapi.json`: the API this module serves, in agentapi's shapes.

@@ -45,6 +45,14 @@ pub struct Conversations {
     structured: Mutex<HashMap<Uuid, (u64, Vec<Message>)>>,
     /// session → when a user message was last sent to it, and its last event's seq then.
     prompted: Mutex<HashMap<Uuid, (std::time::Instant, u64)>>,
+    /// Sessions a user message is being sent to ([`Claim`]).
+    sending: Mutex<std::collections::HashSet<Uuid>>,
+    /// session → how many user messages were sent to it (an event stream that sees this grow
+    /// says `running`, however short the turn).
+    prompts: Mutex<HashMap<Uuid, u64>>,
+    /// Bumped when a user message was sent to any session: wakes the event streams, whose
+    /// status changes to `running` before any hook or output says so.
+    sent: tokio::sync::watch::Sender<u64>,
 }
 
 impl Conversations {
@@ -119,11 +127,41 @@ impl Conversations {
         push(list, "user".into(), content, SystemTime::now());
     }
 
-    /// A user message was just sent to `session`, whose last event was `seq`.
-    pub fn prompted(&self, session: Uuid, seq: u64) {
+    /// Takes the right to send `session` a user message, whose last event is `seq`: None while
+    /// another one is being sent, or was sent and is still unanswered (within `within`). Two
+    /// clients that both saw the agent `stable` would otherwise both type into its prompt,
+    /// which would take their texts as one. The claim ends when dropped (a request cut short
+    /// included) or when [`prompted`](Self::prompted) is called with it.
+    pub fn claim(&self, session: Uuid, seq: u64, within: std::time::Duration) -> Option<Claim<'_>> {
+        let mut sending = self.sending.lock();
+        if sending.contains(&session) || self.prompt_pending(session, seq, within) {
+            return None;
+        }
+        sending.insert(session);
+        Some(Claim {
+            conversations: self,
+            session,
+        })
+    }
+
+    /// The user message claimed was just sent; the session's last event was `seq`.
+    pub fn prompted(&self, claim: Claim<'_>, seq: u64) {
         self.prompted
             .lock()
-            .insert(session, (std::time::Instant::now(), seq));
+            .insert(claim.session, (std::time::Instant::now(), seq));
+        *self.prompts.lock().entry(claim.session).or_default() += 1;
+        drop(claim);
+        self.sent.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// How many user messages were sent to `session`.
+    pub fn prompts(&self, session: Uuid) -> u64 {
+        self.prompts.lock().get(&session).copied().unwrap_or(0)
+    }
+
+    /// Changes when a user message was sent (to any session).
+    pub fn sent(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sent.subscribe()
     }
 
     /// Whether a user message sent to `session` is still unanswered by any event (its last is
@@ -145,6 +183,20 @@ impl Conversations {
         self.terminal.lock().remove(&session);
         self.structured.lock().remove(&session);
         self.prompted.lock().remove(&session);
+        self.prompts.lock().remove(&session);
+    }
+}
+
+/// The right to send one session a user message ([`Conversations::claim`]).
+#[derive(Debug)]
+pub struct Claim<'a> {
+    conversations: &'a Conversations,
+    session: Uuid,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.conversations.sending.lock().remove(&self.session);
     }
 }
 
