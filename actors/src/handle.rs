@@ -127,20 +127,23 @@ impl SessionHandle {
     }
 
     /// Answers a structured agent's open permission question `id` (stream-json: a control
-    /// response on its stdin: allow runs the tool with the input it asked for, deny tells the
-    /// agent `message`); the answer is recorded as a typed event. None when no such question is
+    /// response on its stdin: allow runs the tool with the input it asked for, or with `input`
+    /// when given — an AskUserQuestion's answers go that way —, deny tells the agent
+    /// `message`); the answer is recorded as a typed event. None when no such question is
     /// open (a terminal agent's questions are answered through its PermissionRequest hook).
     pub fn answer(
         &self,
         id: &str,
         allow: bool,
         message: Option<&str>,
+        input: Option<serde_json::Value>,
     ) -> Result<Option<SessionEvent>, SessionError> {
         let Some(ask) = crate::agent::take_question(&self.shared, id) else {
             return Ok(None);
         };
         let request_id = ask.request_id.clone().unwrap_or_default();
-        let line = crate::stream_json::permission_response(&request_id, allow, &ask.input, message);
+        let input = input.as_ref().unwrap_or(&ask.input);
+        let line = crate::stream_json::permission_response(&request_id, allow, input, message);
         if let Err(e) = self.send_input(0, line, None) {
             crate::agent::reopen(&self.shared, ask);
             return Err(e);

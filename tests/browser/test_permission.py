@@ -14,20 +14,17 @@ from playwright.sync_api import expect
 from corral_web import CORRAL, wait_until
 
 
-def agent(server, tmp_path, name):
+BASH = {"tool_name": "Bash", "tool_input": {"command": "rm -rf build", "description": "Remove build"}}
+
+
+def agent(server, tmp_path, name, asks=BASH):
     decision = tmp_path / f"{name}.json"
     hook = lambda event: f"printf '%s' '{json.dumps(event)}' | {CORRAL} hook"
     script = "\n".join(
         [
             hook({"hook_event_name": "SessionStart", "session_id": name}),
             hook({"hook_event_name": "UserPromptSubmit", "prompt": "clean up"}),
-            hook(
-                {
-                    "hook_event_name": "PermissionRequest",
-                    "tool_name": "Bash",
-                    "tool_input": {"command": "rm -rf build", "description": "Remove build"},
-                }
-            )
+            hook({"hook_event_name": "PermissionRequest", **asks})
             + f" > {decision}",
             hook({"hook_event_name": "Stop"}),
             "exec sleep 600",
@@ -60,3 +57,39 @@ def test_allow_and_deny_from_the_terminal_view(server, page, new_page, tmp_path)
         out = json.loads(decision.read_text())
         assert out["hookSpecificOutput"]["decision"]["behavior"] == behavior, out
         wait_until(lambda: server.session(s["id"])["attention"] == "idle", 10, "the turn's end")
+
+
+def test_a_question_to_choose_from_is_answered_with_a_choice(server, page, tmp_path):
+    # Claude Code's AskUserQuestion asks through the same hook: the page shows the question and
+    # a button per choice (no Allow, which would dismiss it), and a click gives the agent the
+    # choice as the tool's input.
+    question = "Which color do you prefer?"
+    asks = {
+        "tool_name": "AskUserQuestion",
+        "tool_input": {
+            "questions": [
+                {
+                    "question": question,
+                    "header": "Color",
+                    "multiSelect": False,
+                    "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}],
+                }
+            ]
+        },
+    }
+    s, decision = agent(server, tmp_path, "asks-choice", asks)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    ask = page.get_by_test_id("ask")
+    expect(ask).to_be_visible()
+    expect(page.get_by_test_id("ask-text")).to_have_text(question)
+    expect(page.get_by_test_id("ask-allow")).to_be_hidden()
+    expect(page.get_by_test_id("ask-deny")).to_have_text("Dismiss")
+    choices = page.get_by_test_id("ask-choice")
+    expect(choices).to_have_text(["Red", "Blue"])
+    choices.nth(1).click()
+    expect(ask).to_be_hidden()
+    wait_until(lambda: decision.exists() and decision.read_text().strip(), 10, "the hook's output")
+    out = json.loads(decision.read_text())["hookSpecificOutput"]["decision"]
+    assert out["behavior"] == "allow", out
+    assert out["updatedInput"]["answers"] == {question: "Blue"}, out
+    assert out["updatedInput"]["questions"][0]["question"] == question, out

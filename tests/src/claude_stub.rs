@@ -27,6 +27,13 @@ pub struct Stub {
 impl Stub {
     /// Listens on 127.0.0.1; the tool_use it hands out runs `command`.
     pub async fn start(command: String) -> Stub {
+        let input = json!({"command": command, "description": "Create the file"});
+        Stub::start_tool("Bash", input).await
+    }
+
+    /// Listens on 127.0.0.1; the tool_use it hands out is tool `name` with `input`.
+    pub async fn start_tool(name: &str, input: Value) -> Stub {
+        let tool = Arc::new((name.to_string(), input));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -37,7 +44,7 @@ impl Stub {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, _)) => {
-                            conns.spawn(serve(stream, log.clone(), command.clone()));
+                            conns.spawn(serve(stream, log.clone(), tool.clone()));
                         }
                         Err(_) => return,
                     },
@@ -93,7 +100,7 @@ impl Drop for Stub {
 }
 
 /// One HTTP/1.1 request on `stream` (the reply closes the connection).
-async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, command: String) {
+async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, tool: Arc<(String, Value)>) {
     let Some(req) = crate::read_stub_request(&mut stream).await else {
         return;
     };
@@ -105,20 +112,20 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, command: Stri
         && path.starts_with("/v1/messages")
         && !path.starts_with("/v1/messages/count_tokens");
     let (content_type, reply) = if is_messages {
-        messages_reply(&body, &command)
+        messages_reply(&body, &tool.0, &tool.1)
     } else {
         ("application/json", "{}".to_string())
     };
     crate::write_stub_response(&mut stream, content_type, &reply).await;
 }
 
-/// The answer to a Messages request: a Bash tool_use running `command` while the request offers
-/// the Bash tool and carries no tool_result yet; a short text otherwise (the follow-up with the
+/// The answer to a Messages request: a tool_use of `tool` with `input` while the request offers
+/// that tool and carries no tool_result yet; a short text otherwise (the follow-up with the
 /// tool's result, and side requests such as the session title). SSE when `stream` is set.
-fn messages_reply(body: &Value, command: &str) -> (&'static str, String) {
+fn messages_reply(body: &Value, tool: &str, input: &Value) -> (&'static str, String) {
     let offers_bash = body["tools"]
         .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["name"] == "Bash"));
+        .is_some_and(|t| t.iter().any(|t| t["name"] == tool));
     let has_result = body["messages"].as_array().is_some_and(|ms| {
         ms.iter().any(|m| {
             m["content"]
@@ -126,10 +133,9 @@ fn messages_reply(body: &Value, command: &str) -> (&'static str, String) {
                 .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
         })
     });
-    let input = json!({"command": command, "description": "Create the file"});
     let (block, stop_reason) = if offers_bash && !has_result {
         (
-            json!({"type": "tool_use", "id": "toolu_stub_1", "name": "Bash", "input": input}),
+            json!({"type": "tool_use", "id": "toolu_stub_1", "name": tool, "input": input}),
             "tool_use",
         )
     } else if has_result {
@@ -159,7 +165,7 @@ fn messages_reply(body: &Value, command: &str) -> (&'static str, String) {
         json!({"type": "message_start", "message": start}),
     );
     if block["type"] == "tool_use" {
-        let empty = json!({"type": "tool_use", "id": block["id"], "name": "Bash", "input": {}});
+        let empty = json!({"type": "tool_use", "id": block["id"], "name": tool, "input": {}});
         sse += &ev(
             "content_block_start",
             json!({"type": "content_block_start", "index": 0, "content_block": empty}),

@@ -126,18 +126,20 @@ impl Claude {
         project_path(self.project.path()).join("made-by-claude")
     }
 
-    /// Spawns Claude, waits until its prompt takes input, pastes the prompt and waits until the
-    /// session needs a permission; checks what it asks for and that Claude's own dialog shows.
-    async fn start_and_ask(server: &Server, name: &str) -> Claude {
+    /// Spawns Claude in `project` against `stub`, waits until its prompt takes input, pastes
+    /// the prompt and waits until the session needs a permission.
+    async fn start_asking(
+        server: &Server,
+        name: &str,
+        project: tempfile::TempDir,
+        stub: Stub,
+    ) -> Claude {
         let claude = claude_code().expect(
             "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
              run scripts/setup (needs node and npm)",
         );
-        let project = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let dir = project_path(project.path());
-        let command = format!("touch {}", dir.join("made-by-claude").display());
-        let stub = Stub::start(command.clone()).await;
         // First-run screens: onboarding done, this project trusted, the API key approved.
         prepare_home(home.path(), &dir);
         let env = claude_env(home.path(), &stub);
@@ -180,6 +182,17 @@ impl Claude {
             screen(server, name).await,
             c.stub.summary()
         );
+        c
+    }
+
+    /// Spawns Claude, waits until its prompt takes input, pastes the prompt and waits until the
+    /// session needs a permission; checks what it asks for and that Claude's own dialog shows.
+    async fn start_and_ask(server: &Server, name: &str) -> Claude {
+        let project = tempfile::tempdir().unwrap();
+        let dir = project_path(project.path());
+        let command = format!("touch {}", dir.join("made-by-claude").display());
+        let stub = Stub::start(command.clone()).await;
+        let c = Claude::start_asking(server, name, project, stub).await;
         let s = server.session(name).await;
         assert_eq!(s["attention"], "needs_permission", "{s}");
         assert_eq!(s["permission"]["tool"], "Bash", "{s}");
@@ -238,6 +251,56 @@ async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
     }
     let screen = until_screen(&server, "allow", READY, Duration::from_secs(10)).await;
     assert!(!screen.contains(&squash(DIALOG)), "{screen}");
+    c.stop(&server).await;
+}
+
+/// Claude asks the user to choose (its AskUserQuestion tool, which asks through the same
+/// PermissionRequest hook): a bare allow is refused (it would dismiss the question: Claude
+/// would hear "the user did not answer"), and `corral answer … allow --choose Blue` gives Claude
+/// the choice, as the tool's input the way Claude reads it.
+#[tokio::test]
+async fn claude_code_asks_a_question_and_corral_answers_it_with_a_choice() {
+    let server = Server::start();
+    let question = "Which color do you prefer?";
+    let input = json!({"questions": [{
+        "question": question, "header": "Color", "multiSelect": false,
+        "options": [
+            {"label": "Red", "description": "warm"},
+            {"label": "Blue", "description": "cool"},
+        ],
+    }]});
+    let stub = Stub::start_tool("AskUserQuestion", input).await;
+    let c = Claude::start_asking(&server, "ask", tempfile::tempdir().unwrap(), stub).await;
+    let s = server.session("ask").await;
+    assert_eq!(s["permission"]["tool"], "AskUserQuestion", "{s}");
+    let bare = server.cli(&["answer", "ask", "allow"]).await;
+    assert!(!bare.status.success());
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(err.contains("asks the user to choose"), "{err}");
+    assert!(err.contains(question), "{err}");
+    let wrong = server
+        .cli(&[
+            "answer", "ask", "allow", "--choose", "Red", "--choose", "Blue",
+        ])
+        .await;
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("one --choose for each"));
+    // Still open after the refusals; then answered.
+    assert_eq!(server.session("ask").await["attention"], "needs_permission");
+    server
+        .cli_ok(&["answer", "ask", "allow", "--choose", "Blue"])
+        .await;
+    server
+        .cli_ok(&["wait", "ask", "--for", "idle", "--timeout", "30"])
+        .await;
+    let results = c.stub.tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    let said = results[0]["content"].to_string();
+    assert!(said.contains("Blue"), "{results:?}");
+    assert!(
+        said.contains("answered") && !said.contains("did not answer"),
+        "{results:?}"
+    );
     c.stop(&server).await;
 }
 

@@ -218,6 +218,11 @@ pub enum ClientCommand {
         /// open; refused if it is no longer open.
         #[arg(long)]
         id: Option<String>,
+        /// For an AskUserQuestion (the agent asks you to choose): the answer to its questions,
+        /// one per question in their order (repeatable; several choices joined with ", "),
+        /// given with allow.
+        #[arg(long = "choose", value_name = "ANSWER")]
+        choose: Vec<String>,
     },
     /// Wait until an agent session is idle, needs a permission, or its process exited. A
     /// session without agent hooks is idle once its output was quiet for 1 s. Exit status: 0
@@ -460,6 +465,7 @@ pub async fn run(
             decision,
             message,
             id,
+            choose,
         } => {
             let behavior = if decision == "allow" {
                 corral_server::permission::Behavior::Allow
@@ -480,6 +486,9 @@ pub async fn run(
             }
             .cloned();
             let id = id.or_else(|| question.as_ref().and_then(|q| q.id.clone()));
+            let answers = (!choose.is_empty())
+                .then(|| choices(question.as_ref(), choose))
+                .transpose()?;
             let done = client
                 .answer_permission(
                     &session,
@@ -487,6 +496,8 @@ pub async fn run(
                         behavior,
                         message,
                         id,
+                        answers,
+                        updated_input: None,
                     },
                 )
                 .await?;
@@ -719,6 +730,40 @@ fn seconds(text: &str) -> Result<f64, String> {
         )),
         Err(e) => Err(format!("{text} is not a number of seconds: {e}")),
     }
+}
+
+/// `--choose` answers, one per question of the AskUserQuestion `question`, in its order, as the
+/// API takes them (the question's text → the answer).
+fn choices(
+    question: Option<&corral_actors::agent::PermissionAsk>,
+    choose: Vec<String>,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let texts: Vec<String> = question
+        .filter(|q| q.tool == corral_server::permission::ASK_USER_QUESTION)
+        .and_then(|q| q.input.get("questions"))
+        .and_then(|qs| qs.as_array())
+        .map(|qs| {
+            qs.iter()
+                .filter_map(|q| q.get("question").and_then(|t| t.as_str()))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        anyhow::bail!("--choose answers an AskUserQuestion, and the question open is not one");
+    }
+    if texts.len() != choose.len() {
+        anyhow::bail!(
+            "it asks {} question(s), {:?}: give one --choose for each, in order",
+            texts.len(),
+            texts
+        );
+    }
+    Ok(texts
+        .into_iter()
+        .zip(choose)
+        .map(|(q, a)| (q, serde_json::Value::String(a)))
+        .collect())
 }
 
 #[cfg(test)]

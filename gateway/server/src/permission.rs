@@ -48,6 +48,62 @@ pub struct Answer {
         deserialize_with = "id_text"
     )]
     pub id: Option<String>,
+    /// For an `AskUserQuestion` (the agent asks the user to choose): the answer to each of its
+    /// questions, by the question's text (several choices joined with ", "), given with
+    /// `allow`. They go to the agent as the tool's input, which is how it reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The tool's input to run with (set by the server from `answers`, never by a client).
+    #[serde(skip)]
+    pub updated_input: Option<serde_json::Value>,
+}
+
+/// The tool that asks the user to choose instead of asking permission for a tool.
+pub const ASK_USER_QUESTION: &str = "AskUserQuestion";
+
+/// The input an `AskUserQuestion` with `input` runs with once answered with `answers` (the
+/// question's text → the answer); an error saying what is wrong with them otherwise. An
+/// `allow` without answers would dismiss the question: the agent hears "the user did not
+/// answer".
+pub fn answered_input(
+    input: &serde_json::Value,
+    answers: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<serde_json::Value, String> {
+    let questions: Vec<&str> = input
+        .get("questions")
+        .and_then(|q| q.as_array())
+        .map(|qs| {
+            qs.iter()
+                .filter_map(|q| q.get("question").and_then(|t| t.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(answers) = answers else {
+        return Err(format!(
+            "{ASK_USER_QUESTION} asks the user to choose: allow it with `answers` (each question's \
+             text → the choice), or deny it to dismiss it; its questions: {questions:?}"
+        ));
+    };
+    for (question, answer) in answers {
+        if !questions.contains(&question.as_str()) {
+            return Err(format!(
+                "{question:?} is not one of its questions: {questions:?}"
+            ));
+        }
+        if !answer.is_string() {
+            return Err(format!(
+                "the answer to {question:?} must be text (several choices joined with \", \")"
+            ));
+        }
+    }
+    if let Some(missing) = questions.iter().find(|q| !answers.contains_key(**q)) {
+        return Err(format!("no answer to {missing:?}"));
+    }
+    let mut input = input.clone();
+    if let Some(o) = input.as_object_mut() {
+        o.insert("answers".into(), serde_json::Value::Object(answers.clone()));
+    }
+    Ok(input)
 }
 
 /// A question id as text, from a string or a number.
@@ -70,6 +126,9 @@ impl Answer {
         let mut decision = serde_json::json!({ "behavior": self.behavior });
         if let Some(m) = &self.message {
             decision["message"] = serde_json::Value::String(m.clone());
+        }
+        if let Some(input) = &self.updated_input {
+            decision["updatedInput"] = input.clone();
         }
         serde_json::json!({
             "hookSpecificOutput": {

@@ -573,12 +573,27 @@ async fn answer_permission(
     let Some(id) = question.id.clone() else {
         return Err(not_asked(&h, None, shown.as_ref()));
     };
+    // A question to choose from is answered with its choices (as the tool's input).
+    let mut answer = answer;
+    if question.tool == crate::permission::ASK_USER_QUESTION && allow {
+        answer.updated_input = Some(
+            crate::permission::answered_input(&question.input, answer.answers.as_ref())
+                .map_err(ApiError::bad_request)?,
+        );
+    } else if answer.answers.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "`answers` answer an {} allowed; this question is {}",
+            crate::permission::ASK_USER_QUESTION,
+            question.tool
+        )));
+    }
     // A hook waiting for its answer (terminal agents), else a structured agent's control
     // request.
     let answered = if question.request_id.is_none() {
         app.permissions.answer(&h, &id, answer)
     } else {
-        h.answer(&id, allow, message.as_deref())?.is_some()
+        h.answer(&id, allow, message.as_deref(), answer.updated_input)?
+            .is_some()
     };
     if !answered {
         return Err(not_asked(&h, Some(&id), h.info().permission.as_ref()));

@@ -66,9 +66,12 @@ export async function answerPermission(
   behavior: 'allow' | 'deny',
   question?: string,
   message?: string,
+  answers?: Record<string, string>,
 ): Promise<void> {
-  const body: Record<string, string> = { behavior };
+  const body: Record<string, unknown> = { behavior };
   if (message) body.message = message;
+  // An AskUserQuestion's choices: the question's text → the label chosen.
+  if (answers) body.answers = answers;
   // The question shown: if another answer got there first, the server refuses this one
   // instead of applying it to the next question.
   if (question) body.id = question;

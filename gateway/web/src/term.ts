@@ -24,6 +24,7 @@ import { findSession, type SessionStore } from './sessions';
 import {
   type BinFrame,
   KIND_OUTPUT,
+  type PermissionAsk,
   KIND_SNAPSHOT,
   type ServerMsg,
   type SessionEvent,
@@ -652,23 +653,14 @@ export class TermView {
   private askBar(): HTMLElement {
     const H = this.head;
     H.askText = h('span', { class: 'ask-text mono', testid: 'ask-text' });
-    const answer = (behavior: 'allow' | 'deny') => async () => {
-      if (!this.uuid) return;
-      H.ask.classList.add('busy');
-      try {
-        await answerPermission(this.uuid, behavior, this.askId);
-        toast(behavior === 'allow' ? 'allowed' : 'denied');
-      } catch (e) {
-        toast(`not answered: ${(e as Error).message}`, 'error');
-      } finally {
-        H.ask.classList.remove('busy');
-      }
-    };
+    const answer = (behavior: 'allow' | 'deny') => async () => this.answerAsk(behavior);
+    H.askChoices = h('span', { class: 'ask-choices', testid: 'ask-choices', hidden: true });
     H.ask = h(
       'div',
       { class: 'ask', testid: 'ask', role: 'alert', hidden: true },
       h('span', { class: 'ask-label', text: 'asks permission' }),
       H.askText,
+      H.askChoices,
       h(
         'span',
         { class: 'ask-actions' },
@@ -677,6 +669,73 @@ export class TermView {
       ),
     );
     return H.ask;
+  }
+
+  /** Answers the question shown (with an AskUserQuestion's choice: `answers`). */
+  private async answerAsk(behavior: 'allow' | 'deny', answers?: Record<string, string>): Promise<void> {
+    const H = this.head;
+    {
+      if (!this.uuid) return;
+      H.ask.classList.add('busy');
+      try {
+        await answerPermission(this.uuid, behavior, this.askId, undefined, answers);
+        toast(answers ? 'answered' : behavior === 'allow' ? 'allowed' : 'denied');
+      } catch (e) {
+        toast(`not answered: ${(e as Error).message}`, 'error');
+      } finally {
+        H.ask.classList.remove('busy');
+      }
+    }
+  }
+
+  /** An AskUserQuestion's questions (text and option labels); null for any other tool. */
+  private static choicesOf(tool: string, input: unknown): { question: string; labels: string[] }[] | null {
+    if (tool !== 'AskUserQuestion') return null;
+    const qs = (input as { questions?: unknown } | null)?.questions;
+    if (!Array.isArray(qs)) return [];
+    return qs.map((q) => ({
+      question: String((q as { question?: unknown }).question ?? ''),
+      labels: (Array.isArray((q as { options?: unknown }).options) ? (q as { options: unknown[] }).options : []).map(
+        (o) => String((o as { label?: unknown }).label ?? ''),
+      ),
+    }));
+  }
+
+  /** Shows the question asked: an AskUserQuestion of one question as a button per choice
+   * (several questions are answered with `corral answer --choose` or in the terminal), any
+   * other tool as what it would run, with Allow / Deny. */
+  private renderAsk(p: PermissionAsk, then: string): void {
+    const H = this.head;
+    const choices = TermView.choicesOf(p.tool, p.input);
+    const allow = H.ask.querySelector('[data-testid="ask-allow"]') as HTMLButtonElement;
+    const deny = H.ask.querySelector('[data-testid="ask-deny"]') as HTMLButtonElement;
+    allow.hidden = choices != null;
+    setText(deny, choices != null ? 'Dismiss' : 'Deny');
+    H.askChoices.hidden = choices == null || choices.length !== 1;
+    const key = `${p.id ?? ''}`;
+    if (choices == null) {
+      setText(H.askText, permissionSummary(p.tool, p.input, 4000) + then);
+    } else if (choices.length === 1) {
+      setText(H.askText, choices[0].question + then);
+      if (H.askChoices.dataset.for !== key) {
+        H.askChoices.dataset.for = key;
+        H.askChoices.replaceChildren(
+          ...choices[0].labels.map((label) =>
+            h('button', {
+              class: 'btn small primary',
+              testid: 'ask-choice',
+              text: label,
+              onclick: () => void this.answerAsk('allow', { [choices[0].question]: label }),
+            }),
+          ),
+        );
+      }
+    } else {
+      setText(
+        H.askText,
+        `asks ${choices.length} questions: answer with \`corral answer --choose\` or in its terminal${then}`,
+      );
+    }
   }
 
   private toggleEvents(on = !this.events.visible): void {
@@ -739,7 +798,7 @@ export class TermView {
     if (asks && s.permission) {
       const more = s.permission_queue?.length ?? 0;
       const then = more ? ` (then ${more} more)` : '';
-      setText(H.askText, permissionSummary(s.permission.tool, s.permission.input, 4000) + then);
+      this.renderAsk(s.permission, then);
     }
     if (H.ask.hidden === asks) {
       H.ask.hidden = !asks;
