@@ -16,8 +16,10 @@
 //! grace (and recorded as interrupted, so the next boot starts it again per its policy), then
 //! the tree stops in reverse order, the persister last. A host that embeds corral calls it from its own
 //! `post_stop`, or runs corral under a corral-runtime Supervisor, whose ordered stop does the
-//! same (a plain ractor parent *kills* its children, which skips the grace: sessions are then
-//! killed by their Drop, still without leaks).
+//! same (its sessions, temporary children, are stopped at once; a plain ractor parent *kills*
+//! its children, which skips the grace: sessions are then killed by their Drop and their main
+//! processes reaped, still without leaks). A host process that ends without unwinding runs no
+//! Drop: see docs/embedding.md.
 
 use std::time::Duration;
 
@@ -43,7 +45,7 @@ pub struct CorralConfig {
     /// reaper then also reaps orphans that are not corral's.
     pub subreaper: bool,
     /// Persist sessions, events and scrollback here, and reconcile at start (None: in memory
-    /// only; sessions end with the process).
+    /// only; sessions end with the tree, and with a process that unwinds).
     pub persist: Option<PersistConfig>,
 }
 

@@ -275,6 +275,9 @@ impl SessionHandle {
         grace: Option<Duration>,
         shutdown: bool,
     ) -> Result<SessionInfo, SessionError> {
+        // A grace past the longest a spec may have is that longest (Duration::MAX would
+        // overflow every deadline made from it).
+        let grace = grace.map(|g| g.min(crate::spec::SessionSpec::MAX_GRACE));
         let wait = grace.unwrap_or(Duration::from_secs(60)) + CALL_TIMEOUT;
         self.call(
             |reply| SessionMsg::Stop {

@@ -131,6 +131,8 @@ pub struct Sessions {
     events: broadcast::Sender<SessionEvent>,
     /// The persister, when sessions are persisted.
     persist: Option<Persist>,
+    /// Set when the sessions are being shut down or left: a spawn is refused from then on.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sessions {
@@ -152,6 +154,7 @@ impl Sessions {
             config: Arc::new(config),
             events,
             persist,
+            closing: Default::default(),
         }
     }
 
@@ -193,6 +196,11 @@ impl Sessions {
         spec: SessionSpec,
     ) -> Result<SessionHandle, SessionError> {
         let name = self.check_spec(id, &spec)?;
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(SessionError::Unavailable(
+                "shutting down: no new session is started".into(),
+            ));
+        }
         if spec.name.is_some() {
             check_new_name(&name)?;
         }
@@ -688,6 +696,8 @@ impl Sessions {
     /// sessions that were running are recorded as interrupted, so the next boot starts them
     /// again per their restart policy.
     pub async fn shutdown(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         self.stop_every(true).await
     }
 
@@ -695,28 +705,64 @@ impl Sessions {
     /// running for the next server (which reattaches); the others are stopped as at a
     /// shutdown. Returns how many were kept.
     pub async fn detach_all(&self) -> usize {
-        let handles: Vec<SessionHandle> = self.registry.read().by_id.values().cloned().collect();
-        let calls = handles.iter().map(|h| {
-            // A session without a holder is stopped: its grace (≤ 60 s) bounds the wait.
-            h.call(SessionMsg::Detach, Duration::from_secs(60) + CALL_TIMEOUT)
-        });
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut kept = 0;
-        for (h, r) in handles.iter().zip(futures::future::join_all(calls).await) {
-            match r {
-                Ok(true) => kept += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(session = %h.id(), error = %e, "detach failed"),
+        let mut done = std::collections::HashSet::new();
+        // Passes until no session is left unseen: a spawn that got past the closing check just
+        // before it was set registers after the first pass's snapshot.
+        loop {
+            let handles = self.unseen(&mut done);
+            if handles.is_empty() {
+                break;
+            }
+            let calls = handles.iter().map(|h| {
+                // A session without a holder is stopped: its grace (≤ 60 s) bounds the wait.
+                h.call(SessionMsg::Detach, Duration::from_secs(60) + CALL_TIMEOUT)
+            });
+            for (h, r) in handles.iter().zip(futures::future::join_all(calls).await) {
+                match r {
+                    Ok(true) => kept += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(session = %h.id(), error = %e, "detach failed"),
+                }
             }
         }
         kept
     }
 
+    /// The sessions registered now that are not in `done`, which they join.
+    fn unseen(&self, done: &mut std::collections::HashSet<Uuid>) -> Vec<SessionHandle> {
+        let handles: Vec<SessionHandle> = self
+            .registry
+            .read()
+            .by_id
+            .values()
+            .filter(|h| !done.contains(&h.id()))
+            .cloned()
+            .collect();
+        done.extend(handles.iter().map(|h| h.id()));
+        handles
+    }
+
+    /// Stops every session concurrently (a shutdown: in passes until none is left unseen, as
+    /// [`detach_all`](Self::detach_all)).
     async fn stop_every(&self, shutdown: bool) {
-        let handles: Vec<SessionHandle> = self.registry.read().by_id.values().cloned().collect();
-        let stops = handles.iter().map(|h| h.stop_inner(None, shutdown));
-        for (h, r) in handles.iter().zip(futures::future::join_all(stops).await) {
-            if let Err(e) = r {
-                tracing::warn!(session = %h.id(), error = %e, "stop failed");
+        let mut done = std::collections::HashSet::new();
+        loop {
+            let handles = self.unseen(&mut done);
+            if handles.is_empty() {
+                break;
+            }
+            let stops = handles.iter().map(|h| h.stop_inner(None, shutdown));
+            for (h, r) in handles.iter().zip(futures::future::join_all(stops).await) {
+                if let Err(e) = r {
+                    tracing::warn!(session = %h.id(), error = %e, "stop failed");
+                }
+            }
+            if !shutdown {
+                // A user's stop of all: what was running when asked.
+                break;
             }
         }
     }

@@ -138,6 +138,12 @@ impl SessionSpec {
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
     /// Default ring capacity: 1 MiB (allocated lazily).
     pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
+    /// The longest grace a stop waits (a stop of the API is clamped to it too).
+    pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+    /// The smallest and largest Ring (a session's memory of its output).
+    pub const RING_CAPACITY: std::ops::RangeInclusive<usize> = 4096..=(1 << 30);
+    /// The longest restart delay a backoff may ask for.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
     /// The stop signal: a name with or without its `SIG` (`SIGTERM`, `TERM`, `term`).
     pub fn stop_signal(&self) -> Result<nix::sys::signal::Signal, String> {
@@ -156,10 +162,41 @@ impl SessionSpec {
     }
 
     /// Refuses what could never start, before anything is made for it: an unknown stop
-    /// signal, an agent without the hook command it needs, `stream_json` without an agent that
+    /// signal, a grace, Ring or backoff out of bounds, an agent without the hook command it needs, `stream_json` without an agent that
     /// speaks it. (Whether the agent's profile exists is `agent::Profile::parse`'s to say.)
     pub fn check(&self) -> Result<(), String> {
         self.stop_signal()?;
+        if self.grace > Self::MAX_GRACE {
+            return Err(format!(
+                "grace {:?} is over the {:?} limit",
+                self.grace,
+                Self::MAX_GRACE
+            ));
+        }
+        if !Self::RING_CAPACITY.contains(&self.ring_capacity) {
+            return Err(format!(
+                "ring_capacity {} is out of {}..={} bytes",
+                self.ring_capacity,
+                Self::RING_CAPACITY.start(),
+                Self::RING_CAPACITY.end()
+            ));
+        }
+        let b = &self.backoff;
+        if b.initial > Self::MAX_BACKOFF
+            || b.max > Self::MAX_BACKOFF
+            || b.reset_after > Self::MAX_BACKOFF
+        {
+            return Err(format!(
+                "backoff durations must be at most {:?}",
+                Self::MAX_BACKOFF
+            ));
+        }
+        if !(1.0..=1000.0).contains(&b.multiplier) || !(0.0..=1.0).contains(&b.jitter) {
+            return Err(format!(
+                "backoff multiplier must be in 1..=1000 and jitter in 0..=1 (got {} and {})",
+                b.multiplier, b.jitter
+            ));
+        }
         let profile = self.agent.as_deref().filter(|a| !a.is_empty());
         if profile.is_some() && self.hook_command.is_none() {
             return Err("agent profiles need a hook command (spawn through corral serve)".into());
@@ -272,5 +309,43 @@ impl SessionSpec {
     pub fn size(mut self, rows: u16, cols: u16) -> Self {
         self.size = Size { rows, cols };
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounds a caller could overflow a deadline or the memory with are refused with a reason
+    /// (a grace of Duration::MAX panicked the caller's task; a Ring of usize::MAX grew without
+    /// bound).
+    #[test]
+    fn out_of_bounds_specs_are_refused() {
+        let ok = SessionSpec::new(["true"]);
+        assert!(ok.check().is_ok());
+        let cases = [
+            ok.clone().grace(Duration::MAX),
+            ok.clone()
+                .grace(SessionSpec::MAX_GRACE + Duration::from_secs(1)),
+            ok.clone().ring_capacity(0),
+            ok.clone().ring_capacity(usize::MAX),
+            ok.clone().backoff(Backoff {
+                initial: Duration::MAX,
+                ..SessionSpec::default_backoff()
+            }),
+            ok.clone().backoff(Backoff {
+                multiplier: 1e300,
+                ..SessionSpec::default_backoff()
+            }),
+            ok.clone().backoff(Backoff {
+                jitter: f64::NAN,
+                ..SessionSpec::default_backoff()
+            }),
+        ];
+        for spec in cases {
+            assert!(spec.check().is_err(), "accepted: {spec:?}");
+        }
+        assert!(ok.clone().grace(SessionSpec::MAX_GRACE).check().is_ok());
+        assert!(ok.ring_capacity(4096).check().is_ok());
     }
 }

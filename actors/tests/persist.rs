@@ -606,3 +606,38 @@ async fn a_burst_bigger_than_a_turn_reaches_the_disk_without_further_activity() 
     .await;
     corral.shutdown().await.unwrap();
 }
+
+/// Two trees on one persist dir at once: the second is refused, naming the dir and who holds
+/// it, and the first one's session is untouched (the second used to take it for a crashed
+/// run's leftover, kill it, and write the same state.db and logs as the first).
+#[tokio::test]
+async fn a_second_tree_on_the_same_dir_is_refused_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = persistent(dir.path()).await;
+    let h = first
+        .sessions()
+        .spawn(sh("exec sleep 600").name("kept"))
+        .await
+        .unwrap();
+    let pid = h.info().pid.unwrap();
+    let second = Corral::start(CorralConfig {
+        persist: Some(PersistConfig::new(dir.path())),
+        ..Default::default()
+    })
+    .await;
+    let err = match second {
+        Ok(_) => panic!("a second tree started on the same dir"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert_eq!(h.info().state, SessionState::Running);
+    assert_eq!(h.info().pid, Some(pid));
+    first.shutdown().await.unwrap();
+    // Once the first is gone, the dir is free again.
+    let again = persistent(dir.path()).await;
+    again.shutdown().await.unwrap();
+}

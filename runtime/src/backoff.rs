@@ -52,7 +52,8 @@ impl Backoff {
     pub fn base_delay(&self, attempt: u32) -> Duration {
         let factor = self.multiplier.max(1.0).powi(attempt.min(1024) as i32);
         let secs = (self.initial.as_secs_f64() * factor).min(self.max.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        // A bound too large for a Duration (or NaN from a NaN multiplier) is the bound.
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max)
     }
 
     /// The delay for `attempt` with jitter drawn from `unit` (a number in [0, 1]).
@@ -60,7 +61,8 @@ impl Backoff {
         let base = self.base_delay(attempt).as_secs_f64();
         let jitter = self.jitter.clamp(0.0, 1.0);
         let spread = 1.0 + jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Duration::from_secs_f64((base * spread).min(self.max.as_secs_f64()).max(0.0))
+        Duration::try_from_secs_f64((base * spread).min(self.max.as_secs_f64()).max(0.0))
+            .unwrap_or(self.max)
     }
 }
 
@@ -148,5 +150,23 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(s.next_delay(&Backoff::NONE, Duration::ZERO), Duration::ZERO);
         }
+    }
+
+    #[test]
+    fn absurd_policies_give_their_bound_instead_of_panicking() {
+        let huge = Backoff {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+            multiplier: 1e300,
+            jitter: 5.0,
+            reset_after: Duration::MAX,
+        };
+        assert_eq!(huge.base_delay(10), Duration::MAX);
+        assert_eq!(huge.delay(10, 1.0), Duration::MAX);
+        let nan = Backoff {
+            multiplier: f64::NAN,
+            ..policy()
+        };
+        assert!(nan.delay(3, 0.5) <= nan.max);
     }
 }

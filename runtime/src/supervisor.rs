@@ -473,12 +473,42 @@ impl SupervisorState {
         child.status = Status::Stopped;
     }
 
-    /// Stops every child in reverse start order and cancels pending restarts.
+    /// Stops every child and cancels pending restarts. OTP: the temporary (dynamic) children —
+    /// a simple_one_for_one supervisor's — have no order among themselves and are terminated
+    /// at once, concurrently, each within its own shutdown spec (one at a time, a thousand
+    /// sessions with a 5 s grace would take over an hour); then the others in reverse start
+    /// order, one at a time (a child may depend on those started before it).
     async fn stop_all(&mut self) {
         for p in self.pending.drain().map(|(_, p)| p) {
             if let Some(t) = p.timer {
                 t.abort();
             }
+        }
+        let mut dynamic = Vec::new();
+        for child in self
+            .children
+            .iter_mut()
+            .filter(|c| c.spec.restart == Restart::Temporary)
+        {
+            if let Some(cell) = child.cell.take() {
+                self.by_actor.remove(&cell.get_id());
+                child.status = Status::Stopping;
+                dynamic.push((child.spec.id.clone(), cell, child.spec.shutdown));
+            }
+        }
+        futures::future::join_all(
+            dynamic
+                .iter()
+                .map(|(id, cell, shutdown)| shut_down(id, cell, *shutdown)),
+        )
+        .await;
+        for child in self
+            .children
+            .iter_mut()
+            .filter(|c| c.status == Status::Stopping)
+        {
+            child.last_exit = Some(ExitReason::Shutdown(None).to_string());
+            child.status = Status::Stopped;
         }
         for idx in (0..self.children.len()).rev() {
             self.stop_at(idx).await;

@@ -28,6 +28,19 @@ pub enum PersistError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process persists into the same dir (it holds the dir's `persist.lock`): two
+    /// would each take the other's live sessions for a crashed run's leftovers and kill them.
+    #[error(
+        "{} is in use by another process{}: one process persists into a dir at a time",
+        dir.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The persist dir.
+        dir: std::path::PathBuf,
+        /// The process holding it, as it wrote in the lock file.
+        pid: Option<u32>,
+    },
     /// The persister thread did not take or answer the request (queue full, stopped, late).
     #[error("persister: {0}")]
     Unavailable(&'static str),

@@ -177,6 +177,64 @@ impl Drop for PersisterState {
     }
 }
 
+/// How long a start waits for the dir's lock (a server handing over to its successor lets go
+/// of it a moment after the successor took the data dir) before saying who holds it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes `dir/persist.lock` (an exclusive flock, the holder's pid written in it), waiting up to
+/// [`LOCK_WAIT`] while another process holds it.
+async fn lock_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, PersistError> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("persist.lock");
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| PersistError::Io {
+                what: format!("opening {}", path.display()),
+                source,
+            })?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let pid = std::process::id().to_string();
+                let written = lock
+                    .set_len(0)
+                    .and_then(|()| lock.rewind())
+                    .and_then(|()| lock.write_all(pid.as_bytes()));
+                if let Err(e) = written {
+                    tracing::debug!(error = %e, "persist.lock: pid not written");
+                }
+                return Ok(lock);
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                return Err(PersistError::InUse {
+                    dir: dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err((_, e)) => {
+                return Err(PersistError::Io {
+                    what: format!("locking {}", path.display()),
+                    source: e.into(),
+                });
+            }
+        }
+    }
+}
+
 impl Persister {
     /// Starts the thread and waits until the store is open.
     pub async fn start_thread(
@@ -191,6 +249,8 @@ impl Persister {
                 .and_then(|()| super::segment::owner_only(&config.dir.join("logs")))
                 .map_err(|e| format!("creating {}: {e}", config.dir.join("logs").display()))?;
         }
+        // One process per dir: held by the persister thread, so for as long as it writes.
+        let lock = lock_dir(&config.dir).await?;
         let (ops_tx, ops_rx) = crossbeam_channel::bounded(JOURNAL_CAPACITY);
         // At most one notification per session is queued (see Tap), so this never fills while
         // sessions stay under the bound; a full channel is counted as an error anyway.
@@ -202,6 +262,7 @@ impl Persister {
         let thread = std::thread::Builder::new()
             .name("corral-persister".into())
             .spawn(move || {
+                let _lock = lock;
                 let store =
                     match Store::open(&thread_config.dir.join("state.db"), thread_config.events) {
                         Ok(store) => store,

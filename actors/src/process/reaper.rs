@@ -42,12 +42,23 @@ struct Registry {
     owned: BTreeSet<i32>,
     /// Children nobody will wait for: reaped here as soon as they exit.
     disowned: BTreeSet<i32>,
+    /// The disowned ones that were SIGKILLed (they exit in a moment): the last reaper going
+    /// away waits for them ([`disown_killed`]).
+    killed: BTreeSet<i32>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     owned: BTreeSet::new(),
     disowned: BTreeSet::new(),
+    killed: BTreeSet::new(),
 });
+
+/// [`Reaper`] actors alive in this process.
+static REAPERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How long the last reaper going away (or a [`disown_killed`] with no reaper left) waits for
+/// SIGKILLed children to exit, so they are reaped, not left zombies for the host's life.
+const KILLED_WAIT: Duration = Duration::from_millis(200);
 
 /// Readers: spawners between fork and `own`. Writer: a reaping pass.
 static SPAWN_LOCK: RwLock<()> = RwLock::new(());
@@ -112,6 +123,43 @@ pub fn disown(pid: i32) {
     }
 }
 
+/// [`disown`] for a child just SIGKILLed by an owner going away (a session actor killed with
+/// its host, say): if no [`Reaper`] is left to run a pass when it exits, waits for it here, up
+/// to [`KILLED_WAIT`] (a teardown path, where blocking that long is the lesser evil: a zombie
+/// would stay for the rest of the host's life); else the last reaper to stop waits for it.
+pub fn disown_killed(pid: i32) {
+    REGISTRY.lock().killed.insert(pid);
+    disown(pid);
+    if REAPERS.load(Ordering::Acquire) == 0 {
+        wait_for_killed();
+    }
+}
+
+/// Reaps the SIGKILLed disowned children, waiting up to [`KILLED_WAIT`] for them to exit.
+fn wait_for_killed() {
+    let deadline = std::time::Instant::now() + KILLED_WAIT;
+    loop {
+        let killed: Vec<i32> = REGISTRY.lock().killed.iter().copied().collect();
+        if killed.is_empty() {
+            return;
+        }
+        for pid in killed {
+            settle_disowned(pid);
+        }
+        if std::time::Instant::now() >= deadline {
+            let left = REGISTRY.lock().killed.len();
+            if left > 0 {
+                tracing::warn!(
+                    left,
+                    "killed children not exited in time; reaped by a later pass"
+                );
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Disowns `pid` unless somebody owns it; true if it was disowned. For sweeps, which find our
 /// zombie children without knowing whose they are.
 pub(crate) fn disown_if_unowned(pid: i32) -> bool {
@@ -129,7 +177,10 @@ pub(crate) fn disown_if_unowned(pid: i32) -> bool {
 fn settle_disowned(pid: i32) -> bool {
     match try_reap(pid) {
         Ok(Some(status)) => {
-            REGISTRY.lock().disowned.remove(&pid);
+            let mut r = REGISTRY.lock();
+            r.disowned.remove(&pid);
+            r.killed.remove(&pid);
+            drop(r);
             REAPED.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(pid, %status, "reaped disowned process");
             true
@@ -140,7 +191,9 @@ fn settle_disowned(pid: i32) -> bool {
         }
         Err(ReapError::NotAChild { .. }) => {
             // Not ours or already reaped: nothing to remember.
-            REGISTRY.lock().disowned.remove(&pid);
+            let mut r = REGISTRY.lock();
+            r.disowned.remove(&pid);
+            r.killed.remove(&pid);
             false
         }
         Err(e) => {
@@ -255,6 +308,16 @@ pub struct ReaperState {
     pending: Arc<AtomicBool>,
 }
 
+impl Drop for ReaperState {
+    /// The reaper is going (stopped, or killed with its tree): the last one reaps the children
+    /// just SIGKILLed by session actors going down with it, which no pass would see otherwise.
+    fn drop(&mut self) {
+        if REAPERS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            wait_for_killed();
+        }
+    }
+}
+
 /// Aborts a tokio task when dropped, so the forwarder never outlives the actor.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -311,6 +374,7 @@ impl Actor for Reaper {
         if n > 0 {
             tracing::debug!(reaped = n, "initial reaping pass");
         }
+        REAPERS.fetch_add(1, Ordering::AcqRel);
         Ok(ReaperState {
             forwarder: AbortOnDrop(forwarder),
             pending,

@@ -148,7 +148,7 @@ impl Drop for Running {
             process::sweep::kill_all_now(&self.tree);
             if self.held.is_none() {
                 reaper::release(self.pid);
-                reaper::disown(self.pid);
+                reaper::disown_killed(self.pid);
             }
         }
         if let Some((link, _)) = &self.held {

@@ -120,7 +120,7 @@ impl From<corral_actors::persist::PersistError> for ApiError {
     fn from(e: corral_actors::persist::PersistError) -> Self {
         use corral_actors::persist::PersistError as P;
         let code = match &e {
-            P::Unavailable(_) => ErrorCode::Unavailable,
+            P::Unavailable(_) | P::InUse { .. } => ErrorCode::Unavailable,
             P::Db { .. } | P::Data(_) | P::Io { .. } => ErrorCode::Internal,
         };
         Self::new(code, e.to_string())
