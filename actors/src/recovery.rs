@@ -404,11 +404,15 @@ async fn restore_one(
             .then(|| record.row.reason.clone())
             .flatten();
         record.row.interrupted = false;
+        // Neutral on why: an upgrade, a shutdown that kept sessions and a crash look the same
+        // from here.
         let mut decision = match pid {
             Some(pid) => format!(
-                "the server stopped while the session ran; reattaching to its holder (its process was {pid})"
+                "the session ran on under its holder while no server was here; reattaching (its process is {pid})"
             ),
-            None => "the server stopped while the session ran; reattaching to its holder".into(),
+            None => {
+                "the session ran on under its holder while no server was here; reattaching".into()
+            }
         };
         if let Some(why) = &unfinished {
             decision.push_str(&format!("; then finishing what was asked of it ({why})"));

@@ -640,3 +640,44 @@ async fn an_agent_quiet_before_it_started_is_stable_and_says_why_it_takes_no_mes
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("has not started"), "{body}");
 }
+
+/// A terminal agent whose hooks said it works, and then nothing moves — no hook, no output —
+/// for 10 s: the Stop hook was lost (sent while no server was there), and the agent is `stable`
+/// again instead of `running` (and refusing every message) until Claude's own idle notice a
+/// minute later, or for ever without one.
+#[tokio::test]
+async fn an_agent_still_for_long_after_its_hooks_said_working_is_stable() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "echo ready; stty -echo; exec cat > /dev/null"], "name": "still"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    for name in ["SessionStart", "UserPromptSubmit"] {
+        let (code, _) = server
+            .http(
+                "POST",
+                &format!("/v1/sessions/{id}/events"),
+                t,
+                Some(&json!({"hook_event_name": name, "session_id": "s"})),
+            )
+            .await;
+        assert_eq!(code, 202);
+    }
+    assert_eq!(server.session("still").await["attention"], "working");
+    let started = Instant::now();
+    assert_eq!(
+        get(&server, "/agentapi/still/status", t).await.1["status"],
+        "running"
+    );
+    while get(&server, "/agentapi/still/status", t).await.1["status"] != "stable" {
+        assert!(started.elapsed() < Duration::from_secs(20), "still running");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Not before the 10 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1270,14 +1270,24 @@ async fn a_record_older_than_the_holder_is_corrected_not_obeyed() {
         .await;
     let id = info["id"].as_str().unwrap().to_string();
     let pid = info["pid"].as_i64().unwrap() as i32;
-    server.kill();
     let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
-    let row: String = db
-        .query_row("SELECT row FROM sessions WHERE id = ?1", [&id], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    let mut row: Value = serde_json::from_str(&row).unwrap();
+    let read_row = || -> Value {
+        let row: String = db
+            .query_row("SELECT row FROM sessions WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        serde_json::from_str(&row).unwrap()
+    };
+    // The record of the running process is committed a moment after the spawn's answer (on a
+    // loaded machine, later than the kill below would come).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_row()["process"]["pid"] != pid {
+        assert!(Instant::now() < deadline, "never recorded: {}", read_row());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let mut row = read_row();
     assert_eq!(row["process"]["pid"], pid, "{row}");
     row["process"]["pid"] = json!(pid + 1_000_000);
     db.execute(

@@ -189,6 +189,8 @@ pub struct SessionShared {
     pub(crate) feed: Arc<Feed>,
     /// When output last arrived ([`crate::time::mono_ms`]; 0: never).
     last_output: AtomicU64,
+    /// When the last event was emitted ([`crate::time::mono_ms`]; 0: none yet).
+    last_event: AtomicU64,
 }
 
 impl SessionShared {
@@ -229,6 +231,7 @@ impl SessionShared {
             journal,
             feed,
             last_output: AtomicU64::new(0),
+            last_event: AtomicU64::new(0),
         })
     }
 
@@ -294,6 +297,14 @@ impl SessionShared {
         }
     }
 
+    /// Milliseconds since the last event was emitted; None if none was.
+    pub fn eventless_ms(&self) -> Option<u64> {
+        match self.last_event.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(crate::time::mono_ms().saturating_sub(at)),
+        }
+    }
+
     /// When output last arrived (wall clock, to the millisecond; the same answer until more
     /// arrives); None if none ever did.
     pub fn last_output_at(&self) -> Option<std::time::SystemTime> {
@@ -317,6 +328,8 @@ impl SessionShared {
     pub fn emit(&self, kind: EventKind) -> SessionEvent {
         let mut seq = self.seq.lock();
         *seq += 1;
+        self.last_event
+            .store(crate::time::mono_ms(), Ordering::Relaxed);
         let event = SessionEvent {
             session: self.id,
             seq: *seq,

@@ -34,6 +34,8 @@ pub const QUIET: Duration = Duration::from_millis(1000);
 /// Output quiet this long makes an agent that has not started (no hook yet) `stable`: it
 /// waits for an answer on its screen. Longer than a start's pauses.
 pub const STARTING_QUIET: Duration = Duration::from_secs(5);
+/// Output and events quiet this long make a terminal agent whose hooks say it works `stable`.
+pub const WORKING_QUIET: Duration = Duration::from_secs(10);
 /// `POST message` body.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MessageRequest {
@@ -62,7 +64,14 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     let waits = match info.attention {
         Some(a) => match a {
             Attention::Idle | Attention::NeedsPermission | Attention::Exited => true,
-            Attention::Working => false,
+            // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
+            // this long: Claude Code's working screen ticks every second, so the hook that would
+            // have said it stopped was lost (sent while no server was there to take it).
+            Attention::Working => {
+                let long =
+                    |ms: Option<u64>| ms.is_some_and(|q| q >= WORKING_QUIET.as_millis() as u64);
+                h.shared().mode == Mode::Pty && long(quiet) && long(h.shared().eventless_ms())
+            }
             // No hook yet: an agent that drew a screen and then sat quiet this long before it
             // started waits for a key on it (a first-run or folder trust dialog).
             Attention::Starting => quiet.is_some_and(|q| q >= STARTING_QUIET.as_millis() as u64),
