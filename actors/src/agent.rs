@@ -72,11 +72,47 @@ pub fn record_hook(
     name: &str,
     payload: serde_json::Value,
 ) -> SessionEvent {
-    apply_hook(&mut session.status.write(), session.mode, name, &payload);
-    session.emit(EventKind::Hook {
+    let overridden = {
+        let mut s = session.status.write();
+        let overridden = overridden_deny(&mut s, name, &payload);
+        apply_hook(&mut s, session.mode, name, &payload);
+        overridden
+    };
+    let event = session.emit(EventKind::Hook {
         name: name.to_string(),
         payload,
-    })
+    });
+    if let Some(request_id) = overridden {
+        record_stream(session, AgentEvent::PermissionOverridden { request_id });
+    }
+    event
+}
+
+/// A deny answered through corral for question `id` (`tool` with `input`): if the tool runs
+/// anyway this turn, the agent's own dialog had decided first ([`record_hook`] says so).
+pub fn note_denied(session: &SessionShared, id: &str, tool: &str, input: &serde_json::Value) {
+    session.status.write().denied = Some((id.to_string(), tool.to_string(), input.clone()));
+}
+
+/// The id of the question denied through corral whose tool this hook says ran (PostToolUse or
+/// PostToolUseFailure of the same tool and input); the denial is forgotten with the turn.
+fn overridden_deny(s: &mut Status, name: &str, payload: &serde_json::Value) -> Option<String> {
+    match name {
+        "PostToolUse" | "PostToolUseFailure" => {
+            let (_, tool, input) = s.denied.as_ref()?;
+            let same = payload.get("tool_name").and_then(|v| v.as_str()) == Some(tool.as_str())
+                && payload.get("tool_input") == Some(input);
+            if !same {
+                return None;
+            }
+            s.denied.take().map(|(id, _, _)| id)
+        }
+        "UserPromptSubmit" | "Stop" | "StopFailure" | "SessionEnd" => {
+            s.denied = None;
+            None
+        }
+        _ => None,
+    }
 }
 
 /// Records a structured agent's typed event (see `stream_json`) and applies what it means (see
@@ -199,7 +235,9 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
             // request): nothing changes.
             (s.permission.is_none()).then_some(Attention::Working)
         }
-        AgentEvent::ToolResult { .. } | AgentEvent::ControlRequest { .. } => None,
+        AgentEvent::ToolResult { .. }
+        | AgentEvent::ControlRequest { .. }
+        | AgentEvent::PermissionOverridden { .. } => None,
     };
     if let Some(next) = next {
         s.attention = Some(next);
@@ -441,6 +479,33 @@ mod tests {
             tool: "Bash".into(),
             input: json!({"command": request_id}),
         }
+    }
+
+    /// A deny through corral, then the same tool's PostToolUse: the agent's own dialog had
+    /// answered first, and the deny's question is named as overridden (once); another tool,
+    /// or a turn's end before it, is no such thing.
+    #[test]
+    fn a_tool_that_ran_after_a_deny_names_the_overridden_question() {
+        let mut s = agent_status();
+        let input = json!({"command": "touch x"});
+        let ran = |input: &serde_json::Value| json!({"tool_name": "Bash", "tool_input": input});
+        s.denied = Some(("q1".into(), "Bash".into(), input.clone()));
+        assert_eq!(
+            overridden_deny(&mut s, "PostToolUse", &ran(&json!({"command": "ls"}))),
+            None
+        );
+        assert_eq!(overridden_deny(&mut s, "PreToolUse", &ran(&input)), None);
+        assert_eq!(
+            overridden_deny(&mut s, "PostToolUse", &ran(&input)).as_deref(),
+            Some("q1")
+        );
+        assert_eq!(overridden_deny(&mut s, "PostToolUse", &ran(&input)), None);
+        s.denied = Some(("q2".into(), "Bash".into(), input.clone()));
+        assert_eq!(overridden_deny(&mut s, "Stop", &json!({})), None);
+        assert_eq!(
+            overridden_deny(&mut s, "PostToolUseFailure", &ran(&input)),
+            None
+        );
     }
 
     /// A structured agent's questions: two at once are shown in turn; a prompt sent while one

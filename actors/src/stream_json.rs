@@ -82,6 +82,13 @@ pub enum AgentEvent {
         #[serde(default)]
         message: Option<String>,
     },
+    /// A question denied through corral was answered in the agent's own dialog first, which
+    /// decided: the tool ran (its PostToolUse came after the deny). The journal would otherwise
+    /// say "denied" of a tool that ran.
+    PermissionOverridden {
+        /// The question.
+        request_id: String,
+    },
     /// A control request corral does not answer (it is in the log; the agent may wait for it).
     ControlRequest {
         /// Its id.

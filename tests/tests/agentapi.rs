@@ -681,3 +681,51 @@ async fn an_agent_still_for_long_after_its_hooks_said_working_is_stable() {
         started.elapsed()
     );
 }
+
+/// A program on pipes speaks agentapi too: its agent message is what it printed since the
+/// last user message (it was always empty: there is no screen), and once it answered and went
+/// quiet it is `stable` (not `running` for the whole time a prompt is given to start a turn).
+#[tokio::test]
+async fn a_pipe_program_answers_in_its_agent_message() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let script = "import sys\nprint('hello', flush=True)\nfor l in sys.stdin: print('got', l.strip(), flush=True)";
+    server
+        .spawn(json!({"argv": ["python3", "-u", "-c", script], "name": "pipe", "mode": "pipe"}))
+        .await;
+    until(
+        async || {
+            let m = get(&server, "/agentapi/pipe/messages", t).await.1;
+            m["messages"][0]["content"] == "hello"
+                && get(&server, "/agentapi/pipe/status", t).await.1["status"] == "stable"
+        },
+        "its greeting, then quiet",
+    )
+    .await;
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/pipe/message",
+            t,
+            Some(&json!({"content": "hello pipe", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let posted = Instant::now();
+    until(
+        async || get(&server, "/agentapi/pipe/status", t).await.1["status"] == "stable",
+        "stable once it answered",
+    )
+    .await;
+    assert!(
+        posted.elapsed() < Duration::from_millis(2800),
+        "{:?}",
+        posted.elapsed()
+    );
+    let m = get(&server, "/agentapi/pipe/messages", t).await.1;
+    let msgs = m["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{m}");
+    assert_eq!(msgs[0]["content"], "hello", "{m}");
+    assert_eq!(msgs[1]["content"], "hello pipe", "{m}");
+    assert_eq!(msgs[2]["content"], "got hello pipe", "{m}");
+}

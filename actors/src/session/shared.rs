@@ -107,6 +107,9 @@ pub(crate) struct Status {
     pub interrupted: bool,
     /// When it last became Stopped or Failed (retention of ended sessions).
     pub ended_at: Option<SystemTime>,
+    /// The last question denied through corral this turn: (its id, tool, input), to tell if
+    /// the tool ran anyway (`agent::record_hook`).
+    pub denied: Option<(String, String, serde_json::Value)>,
 }
 
 impl Status {
@@ -136,6 +139,7 @@ impl Status {
             identity: None,
             interrupted: false,
             ended_at: None,
+            denied: None,
         }
     }
 }

@@ -53,9 +53,14 @@ pub const PROMPT_PENDING: Duration = Duration::from_secs(3);
 
 /// `running` or `stable`, as agentapi says it.
 pub fn status(app: &App, h: &SessionHandle) -> &'static str {
-    if app
-        .conversations
-        .prompt_pending(h.id(), h.shared().last_seq(), PROMPT_PENDING)
+    // A pipe program that printed since its message was sent has taken it: its quiet says
+    // the rest.
+    let answered =
+        h.shared().mode == Mode::Pipe && h.shared().ring.head() > app.conversations.mark(h.id());
+    if !answered
+        && app
+            .conversations
+            .prompt_pending(h.id(), h.shared().last_seq(), PROMPT_PENDING)
     {
         return "running";
     }
@@ -101,6 +106,33 @@ fn agent_type(h: &SessionHandle) -> String {
     }
 }
 
+/// Most of a pipe session's output an agent message shows (its end).
+const PIPE_TEXT: u64 = 64 * 1024;
+
+/// The agent's message now: a terminal's screen, or a pipe session's output since its last
+/// user message (`app`'s mark; its last [`PIPE_TEXT`] bytes), as text.
+async fn agent_text(app: &App, h: &SessionHandle) -> String {
+    if h.shared().mode != Mode::Pipe {
+        return screen_text(h).await;
+    }
+    let ring = &h.shared().ring;
+    let head = ring.head();
+    let mut at = app
+        .conversations
+        .mark(h.id())
+        .max(ring.tail())
+        .max(head.saturating_sub(PIPE_TEXT));
+    let mut out = Vec::new();
+    while at < head {
+        match ring.read_at(at, &mut out, (head - at) as usize) {
+            corral_runtime::Read::Data { len, .. } if len > 0 => at += len as u64,
+            corral_runtime::Read::Lagged(l) => at = l.to,
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).trim_end().to_string()
+}
+
 /// The session's screen as plain text, trailing blank lines and spaces trimmed.
 async fn screen_text(h: &SessionHandle) -> String {
     let Ok(snap) = h.snapshot().await else {
@@ -127,7 +159,7 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
         return app.conversations.structured(persist, h.id()).await;
     }
     app.conversations
-        .terminal(h.id(), screen_text(h).await, screen_changed(h))
+        .terminal(h.id(), agent_text(app, h).await, screen_changed(h))
 }
 
 /// When the session's screen last changed: its last output (now, if it printed none yet).
@@ -211,8 +243,12 @@ pub async fn post_message(
             let before = if h.shared().mode == Mode::StreamJson {
                 None
             } else {
-                Some((screen_text(&h).await, screen_changed(&h)))
+                Some((agent_text(&app, &h).await, screen_changed(&h)))
             };
+            if h.shared().mode == Mode::Pipe {
+                // Its answer is what it prints from now on.
+                app.conversations.set_mark(h.id(), h.shared().ring.head());
+            }
             h.paste(0, &req.content).await?;
             if let Some((screen, changed)) = before {
                 app.conversations

@@ -47,6 +47,9 @@ pub struct Conversations {
     prompted: Mutex<HashMap<Uuid, (std::time::Instant, u64)>>,
     /// Sessions a user message is being sent to ([`Claim`]).
     sending: Mutex<std::collections::HashSet<Uuid>>,
+    /// pipe session → the output offset its last user message was sent at (the agent's
+    /// message is its output since).
+    marks: Mutex<HashMap<Uuid, u64>>,
     /// session → how many user messages were sent to it (an event stream that sees this grow
     /// says `running`, however short the turn).
     prompts: Mutex<HashMap<Uuid, u64>>,
@@ -154,6 +157,17 @@ impl Conversations {
         self.sent.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Where a pipe session's agent message starts: the output offset its last user message
+    /// was sent at (0 before any).
+    pub fn mark(&self, session: Uuid) -> u64 {
+        self.marks.lock().get(&session).copied().unwrap_or(0)
+    }
+
+    /// A user message is sent to pipe session `session` at output offset `offset`.
+    pub fn set_mark(&self, session: Uuid, offset: u64) {
+        self.marks.lock().insert(session, offset);
+    }
+
     /// How many user messages were sent to `session`.
     pub fn prompts(&self, session: Uuid) -> u64 {
         self.prompts.lock().get(&session).copied().unwrap_or(0)
@@ -184,6 +198,7 @@ impl Conversations {
         self.structured.lock().remove(&session);
         self.prompted.lock().remove(&session);
         self.prompts.lock().remove(&session);
+        self.marks.lock().remove(&session);
     }
 }
 

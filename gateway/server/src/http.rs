@@ -36,6 +36,8 @@ use crate::listen::Peer;
 
 /// Most connections one listener serves at once.
 pub const MAX_OPEN: usize = 1024;
+/// How long a connection accepted before a stop has to send its request before it is closed.
+const LAST_REQUEST: Duration = Duration::from_millis(200);
 
 /// Longest a request's headers may take to arrive, and a keep-alive connection may stay idle.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,11 +207,22 @@ where
                 )
                 .with_upgrades();
             tokio::pin!(conn);
-            let mut stopping = false;
+            // On stop, a moment for the request a client may have sent already: hyper closes a
+            // connection whose request it has not read yet at once, and the client, its
+            // request unread, gets a reset (a CLI call during an upgrade failed so).
+            let last_request = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+            tokio::pin!(last_request);
+            let (mut stop_seen, mut stopping) = (false, false);
             let served = loop {
                 tokio::select! {
                     served = conn.as_mut() => break served,
-                    _ = stop.wait_for(|s| *s), if !stopping => {
+                    _ = stop.wait_for(|s| *s), if !stop_seen => {
+                        stop_seen = true;
+                        last_request
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + LAST_REQUEST);
+                    }
+                    () = &mut last_request, if stop_seen && !stopping => {
                         stopping = true;
                         conn.as_mut().graceful_shutdown();
                     }

@@ -191,6 +191,7 @@ impl Waiting {
         };
         let Some(tx) = sender else { return false };
         let (behavior, message) = (answer.behavior, answer.message.clone());
+        let asked = corral_actors::agent::question(session.shared(), Some(id));
         let delivered = tx.send(answer).is_ok();
         corral_actors::agent::close_question(
             session.shared(),
@@ -215,6 +216,11 @@ impl Waiting {
                     message,
                 },
             );
+            if behavior == Behavior::Deny
+                && let Some(q) = asked
+            {
+                corral_actors::agent::note_denied(session.shared(), id, &q.tool, &q.input);
+            }
         }
         delivered
     }
