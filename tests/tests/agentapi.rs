@@ -24,6 +24,58 @@ async fn until(mut check: impl AsyncFnMut() -> bool, what: &str) {
     }
 }
 
+/// Posts hook event `name` to session `id`, as its agent's hook would; the HTTP status.
+async fn hook(server: &Server, id: &str, name: &str) -> u16 {
+    let payload = json!({"hook_event_name": name, "session_id": "s"});
+    let path = format!("/v1/sessions/{id}/events");
+    server
+        .http("POST", &path, Some(&server.token), Some(&payload))
+        .await
+        .0
+}
+
+/// A session's agentapi event stream, read as text.
+struct Events {
+    stream: corral_client::http::Streaming,
+    text: String,
+}
+
+impl Events {
+    async fn open(server: &Server, session: &str) -> Events {
+        let path = format!("/agentapi/{session}/events");
+        let stream = server
+            .client()
+            .send(hyper::Method::GET, &path, Some(&server.token), None)
+            .await
+            .unwrap();
+        Events {
+            stream,
+            text: String::new(),
+        }
+    }
+
+    /// Reads until `want` comes, and returns everything read up to it (what follows is kept
+    /// for the next call).
+    async fn until(&mut self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.text.contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} in {}", self.text);
+            match tokio::time::timeout(Duration::from_secs(5), self.stream.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.text.push_str(&String::from_utf8_lossy(&chunk)),
+                other => panic!(
+                    "stream ended or failed before {want:?}: {other:?} {}",
+                    self.text
+                ),
+            }
+        }
+        // invariant: the loop above ends only once `want` is in the text.
+        let end = self.text.find(want).unwrap() + want.len();
+        let read = self.text[..end].to_string();
+        self.text.drain(..end);
+        read
+    }
+}
+
 #[tokio::test]
 async fn a_cat_session_speaks_agentapi() {
     let server = Server::start();
@@ -312,42 +364,21 @@ async fn the_event_stream_tells_short_turns_and_ends_with_its_session() {
         .spawn(json!({"argv": ["sleep", "600"], "name": "quick"}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let hook = |name: &str| {
-        let (server, path) = (&server, format!("/v1/sessions/{id}/events"));
-        let payload = json!({"hook_event_name": name, "session_id": "s"});
-        async move { server.http("POST", &path, t, Some(&payload)).await }
-    };
-    hook("SessionStart").await;
-    let client = server.client();
-    let mut stream = client
-        .send(hyper::Method::GET, "/agentapi/quick/events", t, None)
-        .await
-        .unwrap();
-    let mut text = String::new();
-    let mut read_until = async |want: &str, text: &mut String| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !text.contains(want) {
-            assert!(Instant::now() < deadline, "no {want:?} in {text}");
-            match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
-                Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
-                other => panic!("stream ended or failed before {want:?}: {other:?} {text}"),
-            }
-        }
-    };
-    read_until(r#""status":"stable""#, &mut text).await;
-    text.clear();
-    hook("UserPromptSubmit").await;
+    hook(&server, &id, "SessionStart").await;
+    let mut events = Events::open(&server, "quick").await;
+    events.until(r#""status":"stable""#).await;
+    hook(&server, &id, "UserPromptSubmit").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    hook("Stop").await;
-    read_until(r#""status":"running""#, &mut text).await;
-    read_until(r#""status":"stable""#, &mut text).await;
+    hook(&server, &id, "Stop").await;
+    events.until(r#""status":"running""#).await;
+    events.until(r#""status":"stable""#).await;
     // Removed: the stream ends.
     let (code, body) = server
         .http("DELETE", &format!("/v1/sessions/{id}"), t, None)
         .await;
     assert_eq!(code, 200, "{body}");
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(Some(_)) = stream.chunk().await {}
+        while let Ok(Some(_)) = events.stream.chunk().await {}
     })
     .await;
     assert!(
@@ -368,15 +399,7 @@ async fn a_message_that_starts_no_turn_does_not_leave_the_agent_running() {
         .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat > /dev/null"], "name": "quiet"}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let (code, _) = server
-        .http(
-            "POST",
-            &format!("/v1/sessions/{id}/events"),
-            t,
-            Some(&json!({"hook_event_name": "SessionStart", "session_id": "s"})),
-        )
-        .await;
-    assert_eq!(code, 202);
+    assert_eq!(hook(&server, &id, "SessionStart").await, 202);
     let (code, body) = server
         .http(
             "POST",
@@ -469,15 +492,7 @@ async fn of_user_messages_posted_at_once_one_is_taken() {
         .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "race"}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let (code, _) = server
-        .http(
-            "POST",
-            &format!("/v1/sessions/{id}/events"),
-            t,
-            Some(&json!({"hook_event_name": "SessionStart", "session_id": "s"})),
-        )
-        .await;
-    assert_eq!(code, 202);
+    assert_eq!(hook(&server, &id, "SessionStart").await, 202);
     let posts = (0..8).map(|i| {
         let body = json!({"content": format!("task-{i}"), "type": "user"});
         let server = &server;
@@ -532,12 +547,7 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
         .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "fast"}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let hook = |name: &str| {
-        let (server, path) = (&server, format!("/v1/sessions/{id}/events"));
-        let payload = json!({"hook_event_name": name, "session_id": "s"});
-        async move { server.http("POST", &path, t, Some(&payload)).await }
-    };
-    hook("SessionStart").await;
+    hook(&server, &id, "SessionStart").await;
     let (_, status) = get(&server, "/agentapi/fast/status", t).await;
     assert_eq!(status["transport"], "pty", "{status}");
     for empty in ["", " \n\t "] {
@@ -552,24 +562,8 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
         assert_eq!(code, 400, "{body}");
         assert!(body.contains("must not be empty"), "{body}");
     }
-    let client = server.client();
-    let mut stream = client
-        .send(hyper::Method::GET, "/agentapi/fast/events", t, None)
-        .await
-        .unwrap();
-    let mut text = String::new();
-    let mut read_until = async |want: &str, text: &mut String| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !text.contains(want) {
-            assert!(Instant::now() < deadline, "no {want:?} in {text}");
-            match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
-                Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
-                other => panic!("stream ended or failed before {want:?}: {other:?} {text}"),
-            }
-        }
-    };
-    read_until(r#""status":"stable""#, &mut text).await;
-    text.clear();
+    let mut events = Events::open(&server, "fast").await;
+    events.until(r#""status":"stable""#).await;
     // Output: the stream settles for a moment; the whole turn happens meanwhile.
     let (code, _) = server
         .http(
@@ -590,16 +584,10 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
         )
         .await;
     assert_eq!(code, 200, "{body}");
-    hook("UserPromptSubmit").await;
-    hook("Stop").await;
-    read_until(r#""status":"running""#, &mut text).await;
-    let after = text
-        .split(r#""status":"running""#)
-        .nth(1)
-        .unwrap()
-        .to_string();
-    let mut rest = after;
-    read_until(r#""status":"stable""#, &mut rest).await;
+    hook(&server, &id, "UserPromptSubmit").await;
+    hook(&server, &id, "Stop").await;
+    events.until(r#""status":"running""#).await;
+    events.until(r#""status":"stable""#).await;
 }
 
 /// An agent that drew a screen and sits quiet before its first hook (Claude Code's folder
@@ -654,15 +642,7 @@ async fn an_agent_still_for_long_after_its_hooks_said_working_is_stable() {
         .await;
     let id = info["id"].as_str().unwrap().to_string();
     for name in ["SessionStart", "UserPromptSubmit"] {
-        let (code, _) = server
-            .http(
-                "POST",
-                &format!("/v1/sessions/{id}/events"),
-                t,
-                Some(&json!({"hook_event_name": name, "session_id": "s"})),
-            )
-            .await;
-        assert_eq!(code, 202);
+        assert_eq!(hook(&server, &id, name).await, 202);
     }
     assert_eq!(server.session("still").await["attention"], "working");
     let started = Instant::now();
