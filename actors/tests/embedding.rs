@@ -15,3 +15,48 @@ async fn host_stops_and_every_session_is_gone() {
         assert!(common::marked(id).is_empty(), "session {id} left processes");
     }
 }
+
+/// Spawns racing a shutdown: each is refused once the shutdown began ("shutting down"), or
+/// its session is stopped with the others — none is left running, and the shutdown takes
+/// about one grace, not one per late session (60 late sessions took 38–45 s).
+#[tokio::test]
+async fn spawns_racing_a_shutdown_are_refused_or_stopped() {
+    use corral_actors::{Corral, CorralConfig, SessionError, SessionSpec};
+    let corral = Corral::start(CorralConfig::default()).await.unwrap();
+    let spawner = corral.clone();
+    let spawns = tokio::spawn(async move {
+        let tries = (0..40).map(|i| {
+            let c = spawner.clone();
+            async move {
+                c.sessions()
+                    .spawn(
+                        SessionSpec::new(["sh", "-c", "trap '' HUP; exec sleep 600"])
+                            .name(format!("late-{i}"))
+                            .grace(std::time::Duration::from_secs(1)),
+                    )
+                    .await
+            }
+        });
+        futures::future::join_all(tries).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    let t = std::time::Instant::now();
+    corral.shutdown().await.unwrap();
+    let took = t.elapsed();
+    let results = spawns.await.unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "shutdown took {took:?}"
+    );
+    for r in results {
+        match r {
+            Ok(h) => assert!(
+                common::marked(h.id()).is_empty(),
+                "session {} left running",
+                h.name()
+            ),
+            Err(SessionError::Unavailable(why)) => assert!(!why.is_empty()),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+}
