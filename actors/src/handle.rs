@@ -91,6 +91,7 @@ impl SessionHandle {
     /// (stream-json): one user message, recorded as a typed `message` event. Errors as
     /// [`input`](Self::input).
     pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
+        const PASTE_START: &str = "\x1b[200~";
         const PASTE_END: &str = "\x1b[201~";
         if self.shared.mode == crate::spec::Mode::StreamJson {
             self.send_input(viewer, crate::stream_json::user_message(text), None)?;
@@ -112,13 +113,14 @@ impl SessionHandle {
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
         let bytes = if bracketed {
             // The paste's end marker inside the text would end the paste there and type the
-            // rest as keys (an Enter in it would submit half a prompt): it goes, as terminals
-            // drop it from what they paste (until none is left: removing one can make another).
+            // rest as keys (an Enter in it would submit half a prompt), a start marker makes
+            // some programs drop what came before it: they go, as terminals drop them from
+            // what they paste (until none is left: removing one can make another).
             let mut text = text.to_string();
-            while text.contains(PASTE_END) {
-                text = text.replace(PASTE_END, "");
+            while text.contains(PASTE_END) || text.contains(PASTE_START) {
+                text = text.replace(PASTE_END, "").replace(PASTE_START, "");
             }
-            format!("\x1b[200~{text}{PASTE_END}")
+            format!("{PASTE_START}{text}{PASTE_END}")
         } else {
             text.to_string()
         };

@@ -54,6 +54,17 @@ impl Events {
         }
     }
 
+    /// Everything the stream says within `d` (beyond what was read already).
+    async fn within(&mut self, d: Duration) -> String {
+        let end = Instant::now() + d;
+        while let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout_at(end.into(), self.stream.chunk()).await
+        {
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        std::mem::take(&mut self.text)
+    }
+
     /// Reads until `want` comes, and returns everything read up to it (what follows is kept
     /// for the next call).
     async fn until(&mut self, want: &str) -> String {
@@ -564,17 +575,9 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
     }
     let mut events = Events::open(&server, "fast").await;
     events.until(r#""status":"stable""#).await;
-    // Output: the stream settles for a moment; the whole turn happens meanwhile.
-    let (code, _) = server
-        .http(
-            "POST",
-            "/agentapi/fast/message",
-            t,
-            Some(&json!({"content": "out\r", "type": "raw"})),
-        )
-        .await;
-    assert_eq!(code, 200);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // An event that changes nothing: the stream settles for a moment; the whole turn happens
+    // meanwhile.
+    assert_eq!(hook(&server, &id, "Notification").await, 202);
     let (code, body) = server
         .http(
             "POST",
@@ -588,6 +591,32 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
     hook(&server, &id, "Stop").await;
     events.until(r#""status":"running""#).await;
     events.until(r#""status":"stable""#).await;
+    // And that turn once: its hooks, read after it was over, are no second turn (the stream
+    // said running and stable again half a second later, which GET status never said).
+    let after = events.within(Duration::from_millis(1200)).await;
+    assert!(!after.contains(r#""status":"running""#), "{after}");
+}
+
+/// Claude Code fires Stop before it repaints its answer: an agent whose hooks say it waits is
+/// `stable` only once its screen settled (a client that posted at `stable` froze that turn's
+/// agent message without its answer). A screen that never settles is never `stable`.
+#[tokio::test]
+async fn an_idle_agent_is_stable_once_its_screen_settled() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "while :; do echo tick; sleep 0.05; done"], "name": "ticks"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_eq!(hook(&server, &id, "SessionStart").await, 202);
+    assert_eq!(server.session("ticks").await["attention"], "idle");
+    for _ in 0..10 {
+        assert_eq!(
+            get(&server, "/agentapi/ticks/status", t).await.1["status"],
+            "running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An agent that drew a screen and sits quiet before its first hook (Claude Code's folder
@@ -708,4 +737,22 @@ async fn a_pipe_program_answers_in_its_agent_message() {
     assert_eq!(msgs[0]["content"], "hello", "{m}");
     assert_eq!(msgs[1]["content"], "hello pipe", "{m}");
     assert_eq!(msgs[2]["content"], "got hello pipe", "{m}");
+    // Stable means a message is taken (it was refused while the first one counted as pending).
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/pipe/message",
+            t,
+            Some(&json!({"content": "again", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    until(
+        async || {
+            let m = get(&server, "/agentapi/pipe/messages", t).await.1;
+            m["messages"][4]["content"] == "got again"
+        },
+        "its second answer",
+    )
+    .await;
 }

@@ -990,7 +990,7 @@ async fn a_prompt_pasted_just_before_an_upgrade_is_entered() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server
-        .cli_ok(&["send", "prompt", "--paste", "do it\\x1b[201~ now"])
+        .cli_ok(&["send", "prompt", "--paste", "do \\x1b[200~it\\x1b[201~ now"])
         .await;
     upgrade(&mut server);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -31,6 +31,9 @@ use crate::error::ApiError;
 
 /// Output quiet this long makes a session without hooks `stable`.
 pub const QUIET: Duration = Duration::from_millis(1000);
+/// Output quiet this long after an agent's hooks say it waits makes it `stable` (its last
+/// repaint is on the screen).
+pub const SETTLE: Duration = Duration::from_millis(200);
 /// Output quiet this long makes an agent that has not started (no hook yet) `stable`: it
 /// waits for an answer on its screen. Longer than a start's pauses.
 pub const STARTING_QUIET: Duration = Duration::from_secs(5);
@@ -57,6 +60,10 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     // the rest.
     let answered =
         h.shared().mode == Mode::Pipe && h.shared().ring.head() > app.conversations.mark(h.id());
+    if answered {
+        // Its prompt is answered: a user message may follow (a claim would see it pending).
+        app.conversations.settle(h.id());
+    }
     if !answered
         && app
             .conversations
@@ -68,7 +75,13 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     let quiet = h.shared().quiet_ms();
     let waits = match info.attention {
         Some(a) => match a {
-            Attention::Idle | Attention::NeedsPermission | Attention::Exited => true,
+            // Claude Code fires Stop (and PermissionRequest) before it repaints: its answer
+            // reaches the screen a few tens of ms later. Stable once the screen settled, so
+            // the turn's agent message holds the answer.
+            Attention::Idle | Attention::NeedsPermission => {
+                quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
+            }
+            Attention::Exited => true,
             // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
             // this long: Claude Code's working screen ticks every second, so the hook that would
             // have said it stopped was lost (sent while no server was there to take it).
@@ -301,6 +314,11 @@ pub async fn get_events(
         posted: tokio::sync::watch::Receiver<u64>,
         /// How many user messages it knows were sent to its session.
         prompts: u64,
+        /// The session's last event when the status was last sampled: an event up to it was
+        /// already in that sample.
+        sampled: u64,
+        /// A `running` was just said at once: settle and render next, without waiting.
+        settle_next: bool,
     }
     let sub = h.subscribe(None).ok();
     let posted = app.conversations.sent();
@@ -316,6 +334,8 @@ pub async fn get_events(
         status: None,
         first: true,
         prompts,
+        sampled: 0,
+        settle_next: false,
         posted,
     };
     let stream = futures::stream::unfold(follow, |mut f| async move {
@@ -324,7 +344,7 @@ pub async fn get_events(
             return None;
         }
         let mut events = Vec::new();
-        if !f.first {
+        if !f.first && !f.settle_next {
             // Wait for output, an event or a user message sent (or a second, for quiet), then
             // let it settle. The items only wake this loop: what the client gets is the
             // screen, read below.
@@ -351,23 +371,35 @@ pub async fn get_events(
             }
             // A turn can be shorter than the settling time: a user message sent, or a hook
             // that starts work, is `running` even when the sample below finds it over.
+            // (An event the last status sample already saw is no news: the stream reads one
+            // item per turn, and a turn's hooks wait queued behind its user message.)
             let prompts = f.app.conversations.prompts(f.h.id());
             let started = prompts != f.prompts
-                || matches!(&woke, Some(corral_actors::Item::Event(e)) if starts_work(&e.kind));
+                || matches!(&woke, Some(corral_actors::Item::Event(e))
+                    if e.seq > f.sampled && starts_work(&e.kind));
             f.prompts = prompts;
             if started && f.status != Some("running") {
+                // Said at once; the settling and the status it is in then follow.
                 f.status = Some("running");
-                events.push(Ok::<_, Infallible>(status_event(&f.h, "running")));
+                f.settle_next = true;
+                return Some((
+                    futures::stream::iter(vec![Ok::<_, Infallible>(status_event(&f.h, "running"))]),
+                    f,
+                ));
             }
-            // Then the status it is in now (a short turn's end), and again after settling.
-            if !matches!(woke, Some(corral_actors::Item::Output { .. }))
-                && let Some(e) = status_change(&mut f.status, &f.app, &f.h)
-            {
-                events.push(Ok(e));
+            // The status it is in now (a short turn's end), and again after settling.
+            if !matches!(woke, Some(corral_actors::Item::Output { .. })) {
+                f.sampled = f.h.shared().last_seq();
+                if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
+                    events.push(Ok(e));
+                }
             }
+        }
+        if !f.first {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         f.first = false;
+        f.settle_next = false;
         let allowed = f
             .app
             .tokens
@@ -388,6 +420,7 @@ pub async fn get_events(
                 ));
             }
         }
+        f.sampled = f.h.shared().last_seq();
         if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
             events.push(Ok(e));
         }

@@ -173,6 +173,11 @@ impl Conversations {
         self.prompts.lock().get(&session).copied().unwrap_or(0)
     }
 
+    /// The last user message sent to `session` was answered (it is no longer pending).
+    pub fn settle(&self, session: Uuid) {
+        self.prompted.lock().remove(&session);
+    }
+
     /// Changes when a user message was sent (to any session).
     pub fn sent(&self) -> tokio::sync::watch::Receiver<u64> {
         self.sent.subscribe()

@@ -90,9 +90,10 @@ pub fn answered_input(
                 "{question:?} is not one of its questions: {questions:?}"
             ));
         }
-        if !answer.is_string() {
+        if answer.as_str().is_none_or(|a| a.trim().is_empty()) {
             return Err(format!(
-                "the answer to {question:?} must be text (several choices joined with \", \")"
+                "the answer to {question:?} must be a choice's text, not empty (several \
+                 choices joined with \", \")"
             ));
         }
     }
@@ -299,5 +300,39 @@ impl Drop for Question<'_> {
         {
             withdrawn(&self.session, &self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An AskUserQuestion's answers: every question, each a non-empty text; they join its
+    /// input as `answers`.
+    #[test]
+    fn a_choice_answers_every_question_with_text() {
+        let input =
+            serde_json::json!({"questions": [{"question": "Color?"}, {"question": "Size?"}]});
+        let answers = |v: serde_json::Value| v.as_object().cloned();
+        let ok = answered_input(
+            &input,
+            answers(serde_json::json!({"Color?": "Blue", "Size?": "L"})).as_ref(),
+        )
+        .unwrap();
+        assert_eq!(ok["answers"]["Size?"], "L");
+        assert_eq!(ok["questions"], input["questions"]);
+        for bad in [
+            serde_json::json!({"Color?": "Blue"}),
+            serde_json::json!({"Color?": "Blue", "Size?": ""}),
+            serde_json::json!({"Color?": "Blue", "Size?": " "}),
+            serde_json::json!({"Color?": "Blue", "Size?": 3}),
+            serde_json::json!({"Color?": "Blue", "Size?": "L", "Shape?": "round"}),
+        ] {
+            assert!(
+                answered_input(&input, answers(bad.clone()).as_ref()).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(answered_input(&input, None).is_err());
     }
 }
