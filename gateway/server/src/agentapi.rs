@@ -75,11 +75,13 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     let quiet = h.shared().quiet_ms();
     let waits = match info.attention {
         Some(a) => match a {
-            // Claude Code fires Stop (and PermissionRequest) before it repaints: its answer
-            // reaches the screen a few tens of ms later. Stable once the screen settled, so
-            // the turn's agent message holds the answer.
+            // Claude Code's TUI fires Stop (and PermissionRequest) before it repaints: its
+            // answer reaches the screen a few tens of ms later. A terminal agent is stable once
+            // its screen settled, so the turn's agent message holds the answer (a structured
+            // agent's messages are its events: no screen to wait for).
             Attention::Idle | Attention::NeedsPermission => {
-                quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
+                h.shared().mode != Mode::Pty
+                    || quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
             }
             Attention::Exited => true,
             // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
