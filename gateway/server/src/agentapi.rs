@@ -80,8 +80,7 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
             // its screen settled, so the turn's agent message holds the answer (a structured
             // agent's messages are its events: no screen to wait for).
             Attention::Idle | Attention::NeedsPermission => {
-                h.shared().mode != Mode::Pty
-                    || quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
+                h.shared().mode != Mode::Pty || quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
             }
             Attention::Exited => true,
             // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
