@@ -658,7 +658,7 @@ export class TermView {
     H.ask = h(
       'div',
       { class: 'ask', testid: 'ask', role: 'alert', hidden: true },
-      h('span', { class: 'ask-label', text: 'asks permission' }),
+      (H.askLabel = h('span', { class: 'ask-label', text: 'asks permission' })),
       H.askText,
       H.askChoices,
       h(
@@ -711,6 +711,7 @@ export class TermView {
     const deny = H.ask.querySelector('[data-testid="ask-deny"]') as HTMLButtonElement;
     allow.hidden = choices != null;
     setText(deny, choices != null ? 'Dismiss' : 'Deny');
+    setText(H.askLabel, choices != null ? 'asks you to choose' : 'asks permission');
     H.askChoices.hidden = choices == null || choices.length !== 1;
     const key = `${p.id ?? ''}`;
     if (choices == null) {
