@@ -91,10 +91,31 @@ impl SessionHandle {
     /// (stream-json): one user message, recorded as a typed `message` event. Errors as
     /// [`input`](Self::input).
     pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
+        self.paste_inner(viewer, text, None).await
+    }
+
+    /// [`paste`](Self::paste), and then a receiver told once all of it — the Enter included —
+    /// was written to the program (never, if the session's input ends first).
+    pub async fn paste_entered(
+        &self,
+        viewer: ViewerId,
+        text: &str,
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, SessionError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.paste_inner(viewer, text, Some(tx)).await?;
+        Ok(rx)
+    }
+
+    async fn paste_inner(
+        &self,
+        viewer: ViewerId,
+        text: &str,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), SessionError> {
         const PASTE_START: &str = "\x1b[200~";
         const PASTE_END: &str = "\x1b[201~";
         if self.shared.mode == crate::spec::Mode::StreamJson {
-            self.send_input(viewer, crate::stream_json::user_message(text), None)?;
+            self.send_input_then(viewer, crate::stream_json::user_message(text), None, done)?;
             crate::agent::record_stream(
                 &self.shared,
                 crate::stream_json::AgentEvent::Message {
@@ -107,7 +128,7 @@ impl SessionHandle {
         // A program on pipes reads lines: the text and a newline, at once (there is no line
         // discipline to turn an Enter into one, and no TUI to wait for).
         if self.shared.mode == crate::spec::Mode::Pipe {
-            return self.send_input(viewer, format!("{text}\n").into_bytes(), None);
+            return self.send_input_then(viewer, format!("{text}\n").into_bytes(), None, done);
         }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
@@ -125,7 +146,7 @@ impl SessionHandle {
             text.to_string()
         };
         let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
-        self.send_input(viewer, bytes.into_bytes(), Some(enter))
+        self.send_input_then(viewer, bytes.into_bytes(), Some(enter), done)
     }
 
     /// Answers a structured agent's open permission question `id` (stream-json: a control
@@ -174,6 +195,17 @@ impl SessionHandle {
         bytes: Vec<u8>,
         then: Option<(Duration, Vec<u8>)>,
     ) -> Result<(), SessionError> {
+        self.send_input_then(viewer, bytes, then, None)
+    }
+
+    /// [`send_input`](Self::send_input), `done` told once all of it was written.
+    fn send_input_then(
+        &self,
+        viewer: ViewerId,
+        bytes: Vec<u8>,
+        then: Option<(Duration, Vec<u8>)>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), SessionError> {
         let writer = self.shared.writer.read().clone();
         let Some(writer) = writer else {
             return Err(SessionError::NotRunning(self.name().to_string()));
@@ -183,6 +215,7 @@ impl SessionHandle {
             bytes,
             then,
             permit,
+            done,
         }) {
             Ok(()) => {}
             Err(SendError::Full { capacity }) => {

@@ -324,10 +324,12 @@ async fn a_user_message_never_answers_a_question_and_makes_the_agent_running_at_
             "the question is open",
         )
         .await;
-        assert_eq!(
-            get(&server, "/agentapi/agent/status", t).await.1["status"],
-            "stable"
-        );
+        // Stable once the screen settled (cat printed the first message a moment ago).
+        until(
+            async || get(&server, "/agentapi/agent/status", t).await.1["status"] == "stable",
+            "stable while it asks",
+        )
+        .await;
         let (code, body) = message("yes please").await;
         assert_eq!(code, 409, "{body}");
         assert!(body.contains("asks a permission"), "{body}");
@@ -753,6 +755,46 @@ async fn a_pipe_program_answers_in_its_agent_message() {
             m["messages"][4]["content"] == "got again"
         },
         "its second answer",
+    )
+    .await;
+}
+
+/// A user message is answered once it is entered — its Enter written, 100 ms after the paste at
+/// the soonest — not when it is queued: a server gone in between fails the request instead of
+/// having answered `ok` for a prompt that never reached the agent.
+#[tokio::test]
+async fn a_user_message_is_answered_once_entered() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("got");
+    let script = format!("echo ready; stty -echo; exec cat > '{}'", file.display());
+    server
+        .spawn(json!({"argv": ["sh", "-c", script], "name": "entered"}))
+        .await;
+    until(
+        async || get(&server, "/agentapi/entered/status", t).await.1["status"] == "stable",
+        "quiet",
+    )
+    .await;
+    let sent = Instant::now();
+    let (code, body) = server
+        .http(
+            "POST",
+            "/agentapi/entered/message",
+            t,
+            Some(&json!({"content": "do the task", "type": "user"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(90),
+        "answered before its Enter: {:?}",
+        sent.elapsed()
+    );
+    until(
+        async || std::fs::read_to_string(&file).unwrap_or_default() == "do the task\n",
+        "the line",
     )
     .await;
 }

@@ -31,6 +31,8 @@ pub struct Write {
     pub then: Option<(std::time::Duration, Vec<u8>)>,
     /// Its share of the queue's bound.
     pub permit: Permit,
+    /// Told once all of it was written (a caller that answers "entered", not "queued").
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The input writer of one process: a task that drains the session's byte-bounded input queue
@@ -71,6 +73,11 @@ impl InputWriter {
                         tracing::debug!("no output after a paste; its Enter goes anyway");
                     }
                     write_all(&fd, &lost, bytes).await;
+                }
+                if let Some(done) = write.done
+                    && done.send(()).is_err()
+                {
+                    tracing::trace!("nobody waits for this input's end");
                 }
             }
         });

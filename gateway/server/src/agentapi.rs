@@ -37,6 +37,9 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 /// Output quiet this long makes an agent that has not started (no hook yet) `stable`: it
 /// waits for an answer on its screen. Longer than a start's pauses.
 pub const STARTING_QUIET: Duration = Duration::from_secs(5);
+/// How long a user message's answer waits for its Enter to be written (the Enter itself waits
+/// up to 2 s for the program to take the paste).
+pub const ENTERED_WAIT: Duration = Duration::from_secs(3);
 /// Output and events quiet this long make a terminal agent whose hooks say it works `stable`.
 pub const WORKING_QUIET: Duration = Duration::from_secs(10);
 /// `POST message` body.
@@ -263,14 +266,23 @@ pub async fn post_message(
                 // Its answer is what it prints from now on.
                 app.conversations.set_mark(h.id(), h.shared().ring.head());
             }
-            h.paste(0, &req.content).await?;
+            // Answered once the prompt is entered (its Enter written), not only queued: a
+            // server gone before then fails the request instead of answering ok for a prompt
+            // that never reached the agent. A program that does not read holds it at most
+            // ENTERED_WAIT (the prompt stays queued: input is never dropped).
+            let entered = h.paste_entered(0, &req.content).await?;
+            // What it answers comes after this event (before its Enter: no turn yet).
+            let seq = h.shared().last_seq();
+            if tokio::time::timeout(ENTERED_WAIT, entered).await.is_err() {
+                tracing::debug!(session = %h.id(), "agentapi: prompt queued, not yet entered");
+            }
             if let Some((screen, changed)) = before {
                 app.conversations
                     .posted(h.id(), screen, changed, req.content);
             }
             // It works on the message from now on (its UserPromptSubmit hook says so a moment
             // later): a client polling for `stable` must not see the old state meanwhile.
-            app.conversations.prompted(claim, h.shared().last_seq());
+            app.conversations.prompted(claim, seq);
         }
         other => {
             return Err(ApiError::bad_request(format!(
