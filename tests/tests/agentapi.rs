@@ -24,6 +24,16 @@ async fn until(mut check: impl AsyncFnMut() -> bool, what: &str) {
     }
 }
 
+/// `POST /agentapi/{session}/message` of `kind` (`user`, `raw`) with `content`, with the admin
+/// token: the HTTP status and body.
+async fn message(server: &Server, session: &str, kind: &str, content: &str) -> (u16, String) {
+    let body = json!({"content": content, "type": kind});
+    let path = format!("/agentapi/{session}/message");
+    server
+        .http("POST", &path, Some(&server.token), Some(&body))
+        .await
+}
+
 /// Posts hook event `name` to session `id`, as its agent's hook would; the HTTP status.
 async fn hook(server: &Server, id: &str, name: &str) -> u16 {
     let payload = json!({"hook_event_name": name, "session_id": "s"});
@@ -101,14 +111,7 @@ async fn a_cat_session_speaks_agentapi() {
     let (_, status) = get(&server, "/agentapi/cat/status", t).await;
     assert_eq!(status["agent_type"], "custom");
     // A user message: pasted, entered, echoed by the terminal; then in the conversation.
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/cat/message",
-            t,
-            Some(&json!({"content": "hello agent", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "cat", "user", "hello agent").await;
     assert_eq!((code, body.as_str()), (200, r#"{"ok":true}"#));
     until(
         async || {
@@ -136,14 +139,7 @@ async fn a_cat_session_speaks_agentapi() {
         }
     }
     // Raw keystrokes are written as they are and not kept.
-    let (code, _) = server
-        .http(
-            "POST",
-            "/agentapi/cat/message",
-            t,
-            Some(&json!({"content": "raw-keys\r", "type": "raw"})),
-        )
-        .await;
+    let (code, _) = message(&server, "cat", "raw", "raw-keys\r").await;
     assert_eq!(code, 200);
     until(
         async || {
@@ -171,14 +167,7 @@ async fn a_cat_session_speaks_agentapi() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(times().await, before);
     // A bad type: 400.
-    let (code, _) = server
-        .http(
-            "POST",
-            "/agentapi/cat/message",
-            t,
-            Some(&json!({"content": "x", "type": "shout"})),
-        )
-        .await;
+    let (code, _) = message(&server, "cat", "shout", "x").await;
     assert_eq!(code, 400);
 }
 
@@ -196,14 +185,7 @@ async fn a_busy_session_is_running_and_refuses_user_messages() {
         "a printing session is running",
     )
     .await;
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/busy/message",
-            t,
-            Some(&json!({"content": "hi", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "busy", "user", "hi").await;
     assert_eq!(code, 409, "{body}");
 }
 
@@ -413,14 +395,7 @@ async fn a_message_that_starts_no_turn_does_not_leave_the_agent_running() {
         .await;
     let id = info["id"].as_str().unwrap().to_string();
     assert_eq!(hook(&server, &id, "SessionStart").await, 202);
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/quiet/message",
-            t,
-            Some(&json!({"content": "/cost", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "quiet", "user", "/cost").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         get(&server, "/agentapi/quiet/status", t).await.1["status"],
@@ -431,14 +406,7 @@ async fn a_message_that_starts_no_turn_does_not_leave_the_agent_running() {
         "stable again without a hook",
     )
     .await;
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/quiet/message",
-            t,
-            Some(&json!({"content": "next", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "quiet", "user", "next").await;
     assert_eq!(code, 200, "{body}");
 }
 
@@ -564,14 +532,7 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
     let (_, status) = get(&server, "/agentapi/fast/status", t).await;
     assert_eq!(status["transport"], "pty", "{status}");
     for empty in ["", " \n\t "] {
-        let (code, body) = server
-            .http(
-                "POST",
-                "/agentapi/fast/message",
-                t,
-                Some(&json!({"content": empty, "type": "user"})),
-            )
-            .await;
+        let (code, body) = message(&server, "fast", "user", empty).await;
         assert_eq!(code, 400, "{body}");
         assert!(body.contains("must not be empty"), "{body}");
     }
@@ -580,14 +541,7 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
     // An event that changes nothing: the stream settles for a moment; the whole turn happens
     // meanwhile.
     assert_eq!(hook(&server, &id, "Notification").await, 202);
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/fast/message",
-            t,
-            Some(&json!({"content": "quick task", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "fast", "user", "quick task").await;
     assert_eq!(code, 200, "{body}");
     hook(&server, &id, "UserPromptSubmit").await;
     hook(&server, &id, "Stop").await;
@@ -648,14 +602,7 @@ async fn an_agent_quiet_before_it_started_is_stable_and_says_why_it_takes_no_mes
         assert!(Instant::now() < deadline, "still running");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/trust/message",
-            t,
-            Some(&json!({"content": "do the task", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "trust", "user", "do the task").await;
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("has not started"), "{body}");
 }
@@ -713,14 +660,7 @@ async fn a_pipe_program_answers_in_its_agent_message() {
         "its greeting, then quiet",
     )
     .await;
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/pipe/message",
-            t,
-            Some(&json!({"content": "hello pipe", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "pipe", "user", "hello pipe").await;
     assert_eq!(code, 200, "{body}");
     let posted = Instant::now();
     until(
@@ -740,14 +680,7 @@ async fn a_pipe_program_answers_in_its_agent_message() {
     assert_eq!(msgs[1]["content"], "hello pipe", "{m}");
     assert_eq!(msgs[2]["content"], "got hello pipe", "{m}");
     // Stable means a message is taken (it was refused while the first one counted as pending).
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/pipe/message",
-            t,
-            Some(&json!({"content": "again", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "pipe", "user", "again").await;
     assert_eq!(code, 200, "{body}");
     until(
         async || {
@@ -778,14 +711,7 @@ async fn a_user_message_is_answered_once_entered() {
     )
     .await;
     let sent = Instant::now();
-    let (code, body) = server
-        .http(
-            "POST",
-            "/agentapi/entered/message",
-            t,
-            Some(&json!({"content": "do the task", "type": "user"})),
-        )
-        .await;
+    let (code, body) = message(&server, "entered", "user", "do the task").await;
     assert_eq!(code, 200, "{body}");
     assert!(
         sent.elapsed() >= Duration::from_millis(90),
