@@ -81,7 +81,7 @@ impl SessionHandle {
             tracing::debug!(viewer, answerer, "a second terminal's report not passed on");
             return Ok(());
         }
-        self.send_input(viewer, bytes, None)
+        self.send_input(viewer, bytes, None, None)
     }
 
     /// A prompt. To a terminal: a paste followed by Enter (how a prompt is given to an agent's
@@ -90,32 +90,21 @@ impl SessionHandle {
     /// the same queue item. To a program on pipes: `text` and a newline. To a structured agent
     /// (stream-json): one user message, recorded as a typed `message` event. Errors as
     /// [`input`](Self::input).
-    pub async fn paste(&self, viewer: ViewerId, text: &str) -> Result<(), SessionError> {
-        self.paste_inner(viewer, text, None).await
-    }
-
-    /// [`paste`](Self::paste), and then a receiver told once all of it — the Enter included —
-    /// was written to the program (never, if the session's input ends first).
-    pub async fn paste_entered(
+    ///
+    /// Returns a receiver told once all of it — the Enter included — was written to the
+    /// program (never, if the session's input ends first); a caller that answers "queued"
+    /// drops it.
+    pub async fn paste(
         &self,
         viewer: ViewerId,
         text: &str,
     ) -> Result<tokio::sync::oneshot::Receiver<()>, SessionError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.paste_inner(viewer, text, Some(tx)).await?;
-        Ok(rx)
-    }
-
-    async fn paste_inner(
-        &self,
-        viewer: ViewerId,
-        text: &str,
-        done: Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> Result<(), SessionError> {
         const PASTE_START: &str = "\x1b[200~";
         const PASTE_END: &str = "\x1b[201~";
+        let (done, entered) = tokio::sync::oneshot::channel();
+        let done = Some(done);
         if self.shared.mode == crate::spec::Mode::StreamJson {
-            self.send_input_then(viewer, crate::stream_json::user_message(text), None, done)?;
+            self.send_input(viewer, crate::stream_json::user_message(text), None, done)?;
             crate::agent::record_stream(
                 &self.shared,
                 crate::stream_json::AgentEvent::Message {
@@ -123,12 +112,13 @@ impl SessionHandle {
                     text: text.to_string(),
                 },
             );
-            return Ok(());
+            return Ok(entered);
         }
         // A program on pipes reads lines: the text and a newline, at once (there is no line
         // discipline to turn an Enter into one, and no TUI to wait for).
         if self.shared.mode == crate::spec::Mode::Pipe {
-            return self.send_input_then(viewer, format!("{text}\n").into_bytes(), None, done);
+            self.send_input(viewer, format!("{text}\n").into_bytes(), None, done)?;
+            return Ok(entered);
         }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
@@ -146,7 +136,8 @@ impl SessionHandle {
             text.to_string()
         };
         let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
-        self.send_input_then(viewer, bytes.into_bytes(), Some(enter), done)
+        self.send_input(viewer, bytes.into_bytes(), Some(enter), done)?;
+        Ok(entered)
     }
 
     /// Answers a structured agent's open permission question `id` (stream-json: a control
@@ -167,7 +158,7 @@ impl SessionHandle {
         let request_id = ask.request_id.clone().unwrap_or_default();
         let input = input.as_ref().unwrap_or(&ask.input);
         let line = crate::stream_json::permission_response(&request_id, allow, input, message);
-        if let Err(e) = self.send_input(0, line, None) {
+        if let Err(e) = self.send_input(0, line, None, None) {
             crate::agent::reopen(&self.shared, ask);
             return Err(e);
         }
@@ -188,18 +179,9 @@ impl SessionHandle {
         }
     }
 
-    /// Queues input (and what follows it after a pause) for the running process.
+    /// Queues input (and what follows it after a pause) for the running process; `done` is
+    /// told once all of it was written.
     fn send_input(
-        &self,
-        viewer: ViewerId,
-        bytes: Vec<u8>,
-        then: Option<(Duration, Vec<u8>)>,
-    ) -> Result<(), SessionError> {
-        self.send_input_then(viewer, bytes, then, None)
-    }
-
-    /// [`send_input`](Self::send_input), `done` told once all of it was written.
-    fn send_input_then(
         &self,
         viewer: ViewerId,
         bytes: Vec<u8>,

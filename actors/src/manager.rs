@@ -708,61 +708,63 @@ impl Sessions {
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
         let mut kept = 0;
-        let mut done = std::collections::HashSet::new();
-        // Passes until no session is left unseen: a spawn that got past the closing check just
-        // before it was set registers after the first pass's snapshot.
-        loop {
-            let handles = self.unseen(&mut done);
-            if handles.is_empty() {
-                break;
-            }
-            let calls = handles.iter().map(|h| {
-                // A session without a holder is stopped: its grace (≤ 60 s) bounds the wait.
-                h.call(SessionMsg::Detach, Duration::from_secs(60) + CALL_TIMEOUT)
-            });
-            for (h, r) in handles.iter().zip(futures::future::join_all(calls).await) {
-                match r {
-                    Ok(true) => kept += 1,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(session = %h.id(), error = %e, "detach failed"),
-                }
+        // A session without a holder is stopped: its grace (≤ 60 s) bounds the wait.
+        let detach = |h: SessionHandle| async move {
+            h.call(SessionMsg::Detach, Duration::from_secs(60) + CALL_TIMEOUT)
+                .await
+        };
+        for (h, r) in self.on_each(true, detach).await {
+            match r {
+                Ok(true) => kept += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(session = %h.id(), error = %e, "detach failed"),
             }
         }
         kept
     }
 
-    /// The sessions registered now that are not in `done`, which they join.
-    fn unseen(&self, done: &mut std::collections::HashSet<Uuid>) -> Vec<SessionHandle> {
-        let handles: Vec<SessionHandle> = self
-            .registry
-            .read()
-            .by_id
-            .values()
-            .filter(|h| !done.contains(&h.id()))
-            .cloned()
-            .collect();
-        done.extend(handles.iter().map(|h| h.id()));
-        handles
-    }
-
-    /// Stops every session concurrently (a shutdown: in passes until none is left unseen, as
-    /// [`detach_all`](Self::detach_all)).
-    async fn stop_every(&self, shutdown: bool) {
-        let mut done = std::collections::HashSet::new();
+    /// Calls `call` on every registered session at once; with `until_none_left`, again on the
+    /// sessions registered meanwhile (a spawn that got past the closing check just before it
+    /// was set), until none is left unseen. Each session with what its call returned.
+    async fn on_each<F, Fut>(
+        &self,
+        until_none_left: bool,
+        call: F,
+    ) -> Vec<(SessionHandle, Fut::Output)>
+    where
+        F: Fn(SessionHandle) -> Fut,
+        Fut: std::future::Future,
+    {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
         loop {
-            let handles = self.unseen(&mut done);
+            let handles: Vec<SessionHandle> = self
+                .registry
+                .read()
+                .by_id
+                .values()
+                .filter(|h| seen.insert(h.id()))
+                .cloned()
+                .collect();
             if handles.is_empty() {
                 break;
             }
-            let stops = handles.iter().map(|h| h.stop_inner(None, shutdown));
-            for (h, r) in handles.iter().zip(futures::future::join_all(stops).await) {
-                if let Err(e) = r {
-                    tracing::warn!(session = %h.id(), error = %e, "stop failed");
-                }
-            }
-            if !shutdown {
-                // A user's stop of all: what was running when asked.
+            let results = futures::future::join_all(handles.iter().cloned().map(&call)).await;
+            out.extend(handles.into_iter().zip(results));
+            if !until_none_left {
                 break;
+            }
+        }
+        out
+    }
+
+    /// Stops every session concurrently: at a shutdown until none is left (see
+    /// [`on_each`](Self::on_each)), else those registered when asked.
+    async fn stop_every(&self, shutdown: bool) {
+        let stop = |h: SessionHandle| async move { h.stop_inner(None, shutdown).await };
+        for (h, r) in self.on_each(shutdown, stop).await {
+            if let Err(e) = r {
+                tracing::warn!(session = %h.id(), error = %e, "stop failed");
             }
         }
     }

@@ -270,7 +270,7 @@ pub async fn post_message(
             // server gone before then fails the request instead of answering ok for a prompt
             // that never reached the agent. A program that does not read holds it at most
             // ENTERED_WAIT (the prompt stays queued: input is never dropped).
-            let entered = h.paste_entered(0, &req.content).await?;
+            let entered = h.paste(0, &req.content).await?;
             // What it answers comes after this event (before its Enter: no turn yet).
             let seq = h.shared().last_seq();
             if tokio::time::timeout(ENTERED_WAIT, entered).await.is_err() {

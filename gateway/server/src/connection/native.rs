@@ -470,7 +470,8 @@ impl ConnectionState {
         }
         let written = match input {
             Input::Keys(bytes) => h.input(self.viewer, std::mem::take(bytes)),
-            Input::Paste(text) => h.paste(self.viewer, text).await,
+            // Answered once queued: the receiver told when it was entered is not waited for.
+            Input::Paste(text) => h.paste(self.viewer, text).await.map(drop),
         };
         match written {
             Ok(()) => {
