@@ -1346,6 +1346,38 @@ async fn a_log_that_cannot_be_opened_is_tried_again() {
     assert_eq!(log_bytes(server.dir.path(), &id).len(), 3_000_000);
 }
 
+/// Variable `key` of process `pid`'s environment.
+fn environment_variable(pid: i64, key: &str) -> String {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(format!("{key}=").as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).to_string())
+        .unwrap()
+}
+
+/// `corral hook` run as Claude Code runs it inside session process `pid` (its environment),
+/// with `payload` on its stdin.
+fn run_hook(pid: i64, payload: &[u8]) -> std::process::Child {
+    let var = |k: &str| environment_variable(pid, k);
+    let mut hook = std::process::Command::new(corral_tests::binary())
+        .arg("hook")
+        .env_clear()
+        .env("CORRAL_SESSION_ID", var("CORRAL_SESSION_ID"))
+        .env("CORRAL_DATA_DIR", var("CORRAL_DATA_DIR"))
+        .env("CORRAL_HOOK_TOKEN", var("CORRAL_HOOK_TOKEN"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = hook.stdin.take().unwrap();
+        stdin.write_all(payload).unwrap();
+    }
+    hook
+}
+
 /// An agent's hook posted while its server is away for a moment (a crash and a restart) is
 /// tried again within its time limit, not lost (one attempt: the agent then showed `working`
 /// for good after a lost `Stop`).
@@ -1356,31 +1388,11 @@ async fn a_hook_posted_while_the_server_restarts_arrives() {
         .spawn(json!({"name": "agent", "argv": ["cat"]}))
         .await;
     let pid = info["pid"].as_i64().unwrap();
-    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let var = |k: &str| {
-        env.split(|&b| b == 0)
-            .find_map(|kv| kv.strip_prefix(format!("{k}=").as_bytes()))
-            .map(|v| String::from_utf8_lossy(v).to_string())
-            .unwrap()
-    };
     server.kill();
-    let mut hook = std::process::Command::new(corral_tests::binary())
-        .arg("hook")
-        .env_clear()
-        .env("CORRAL_SESSION_ID", var("CORRAL_SESSION_ID"))
-        .env("CORRAL_DATA_DIR", var("CORRAL_DATA_DIR"))
-        .env("CORRAL_HOOK_TOKEN", var("CORRAL_HOOK_TOKEN"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = hook.stdin.take().unwrap();
-        stdin
-            .write_all(br#"{"hook_event_name":"Notification","session_id":"claude-abc","message":"across a restart"}"#)
-            .unwrap();
-    }
+    let hook = run_hook(
+        pid,
+        br#"{"hook_event_name":"Notification","session_id":"claude-abc","message":"across a restart"}"#,
+    );
     server.restart();
     let out = hook.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -1393,4 +1405,90 @@ async fn a_hook_posted_while_the_server_restarts_arrives() {
             .any(|e| e.to_string().contains("across a restart")),
         "{events:?}"
     );
+}
+
+/// Hooks fired while no server is there at all (down for longer than a hook tries: a crash
+/// nobody restarted yet) wait in the data dir's spool and the next server records them, in
+/// order, before anything live: an agent whose turn ended during the outage is idle when the
+/// server is back (it used to stay `working` until its next hook), its journal has the
+/// events, and the spool is empty again.
+#[tokio::test]
+async fn hooks_fired_while_no_server_runs_are_recorded_by_the_next() {
+    let mut server = Server::start();
+    // An agent session (its state is rebuilt from the journal when adopted): a program under
+    // the claude profile, which ignores the arguments the profile adds.
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("agent.sh");
+    corral_tests::executable(&program, "#!/bin/sh\nexec cat\n");
+    let info = server
+        .spawn(json!({"name": "agent", "argv": [program], "agent": "claude"}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap();
+    let posted = run_hook(
+        pid,
+        br#"{"hook_event_name":"UserPromptSubmit","prompt":"go"}"#,
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(posted.stderr.is_empty(), "{posted:?}");
+    assert_eq!(server.session("agent").await["attention"], "working");
+    server.kill();
+    let spool = server.dir.path().join("hooks");
+    for payload in [
+        &br#"{"hook_event_name":"Notification","message":"while away"}"#[..],
+        br#"{"hook_event_name":"Stop"}"#,
+    ] {
+        let started = Instant::now();
+        let out = run_hook(pid, payload).wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(out.stderr.is_empty(), "spooled without a word: {out:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a hook gives up on an absent server within its time limit"
+        );
+    }
+    let spooled: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert_eq!(spooled.len(), 2, "{spooled:?}");
+    let mode = std::fs::metadata(&spool).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    server.restart();
+    let view = server.session("agent").await;
+    assert_eq!(view["attention"], "idle", "{view}");
+    let events = server.events_of("agent", "hook").await;
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["UserPromptSubmit", "Notification", "Stop"],
+        "{events:?}"
+    );
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    // A spooled record for a session that is gone, one that is not JSON, and one older than
+    // the last hook the session recorded (a server that was up then): dropped, and the
+    // server serves.
+    server.kill();
+    std::fs::write(
+        spool.join("00000000000000000003-1.json"),
+        json!({"session": info["id"], "token": environment_variable(pid, "CORRAL_HOOK_TOKEN"),
+               "at": "2026-01-01T00:00:00Z", "payload": {"hook_event_name": "UserPromptSubmit"}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(spool.join("00000000000000000001-1.json"), "not json").unwrap();
+    std::fs::write(
+        spool.join("00000000000000000002-1.json"),
+        json!({"session": "00000000-0000-4000-8000-000000000000", "token": "x", "at": "2026-01-01T00:00:00Z",
+               "payload": {"hook_event_name": "Stop"}})
+        .to_string(),
+    )
+    .unwrap();
+    server.restart();
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    assert_eq!(server.events_of("agent", "hook").await.len(), 3);
+    assert_eq!(server.session("agent").await["attention"], "idle");
 }

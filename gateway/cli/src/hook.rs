@@ -1,11 +1,14 @@
 //! Hook: `corral hook`, run by Claude Code for every hook event of a session. It reads the
 //! event JSON on stdin and posts it to the session's server (over the data dir's socket when
 //! it knows the data dir, else to `CORRAL_URL`) with the session's hook token,
-//! bounded in time, and always exits 0: a hook must never block or fail the agent.
+//! bounded in time, and always exits 0: a hook must never block or fail the agent. An event
+//! that finds no server (it is down: crashed, or stopped keeping its sessions) waits in the
+//! data dir's hook spool for the next one (`corral_server::spool`).
 
 use std::time::Duration;
 
 use corral_client::{Client, ClientError};
+use corral_server::spool;
 
 /// The whole hook call may take this long (but a PermissionRequest, see below).
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,6 +50,8 @@ pub fn hook() {
     } else {
         TIMEOUT
     };
+    // Whether the last try found no server at all (then the event is spooled).
+    let mut absent = false;
     let post = async {
         tokio::time::timeout(timeout, async {
             // A server that is not there this instant (restarting after a crash: the data
@@ -54,10 +59,13 @@ pub fn hook() {
             // within the same time limit: a lost hook leaves an agent shown `working` for
             // good, or its question never shown.
             loop {
+                // Reset first: a try cut off by the time limit may have reached a server.
+                absent = false;
                 let tried = match client(&token) {
                     Ok(client) => client.post_hook(&session, body.clone()).await,
                     Err(e) => Err(e),
                 };
+                absent = is_absent(&tried);
                 match tried {
                     Err(ClientError::Connect { .. } | ClientError::NoServer(_)) => {
                         tokio::time::sleep(RETRY).await;
@@ -74,15 +82,89 @@ pub fn hook() {
         })
         .await
     };
-    match rt.block_on(post) {
+    let posted = rt.block_on(post);
+    let spool = |why: &dyn std::fmt::Display| {
+        if asks_permission {
+            // No one would be there to answer it: Claude asks in its own dialog.
+            eprintln!("corral hook: {why}; this permission question goes to the agent's dialog");
+        } else {
+            rt.block_on(keep_for_later(&session, &token, body.clone(), why));
+        }
+    };
+    match posted {
         Ok(Ok(accepted)) => {
             if let Some(output) = accepted.output {
                 println!("{output}");
             }
         }
         Ok(Err(e)) => eprintln!("corral hook: {e}; this event is lost"),
+        Err(_) if absent => spool(&format_args!("no server answered within {timeout:?}")),
         Err(_) => eprintln!(
             "corral hook: the server did not answer within {timeout:?}; this event is lost"
+        ),
+    }
+}
+
+/// Whether a try found no server at all (as opposed to one that answered, or failed).
+fn is_absent<T>(tried: &Result<T, ClientError>) -> bool {
+    matches!(
+        tried,
+        Err(ClientError::Connect { .. } | ClientError::NoServer(_))
+    )
+}
+
+/// Writes an event that found no server into the data dir's hook spool, where the next server
+/// finds it; then, if a server has come up meanwhile (it may have replayed the spool just before
+/// the write), takes the event back and posts it to that server itself.
+async fn keep_for_later(session: &str, token: &str, body: Vec<u8>, why: &dyn std::fmt::Display) {
+    let Some(data) = std::env::var_os("CORRAL_DATA_DIR") else {
+        eprintln!("corral hook: {why}; this event is lost (no data dir to keep it in)");
+        return;
+    };
+    let data = std::path::PathBuf::from(data);
+    let record = match (session.parse(), serde_json::from_slice(&body)) {
+        (Ok(session), Ok(payload)) => spool::Spooled {
+            session,
+            token: token.to_string(),
+            at: std::time::SystemTime::now(),
+            payload,
+        },
+        _ => {
+            eprintln!("corral hook: {why}; this event is lost (not a session's JSON event)");
+            return;
+        }
+    };
+    let path = match spool::write(&data, &record) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("corral hook: {why}; this event is lost ({e})");
+            return;
+        }
+    };
+    let Ok(client) = client(token) else {
+        return; // Still no server: the next one replays the spool.
+    };
+    match spool::take_back(&path) {
+        Ok(true) => {}
+        Ok(false) => return, // A server has it.
+        Err(e) => {
+            eprintln!(
+                "corral hook: cannot take a spooled event back ({e}); a server will replay it"
+            );
+            return;
+        }
+    }
+    let posted = tokio::time::timeout(TIMEOUT, client.post_hook(session, body)).await;
+    match posted {
+        Ok(Ok(_)) => {}
+        Ok(tried @ Err(_)) if is_absent(&tried) => {
+            if let Err(e) = spool::write(&data, &record) {
+                eprintln!("corral hook: {why}; this event is lost ({e})");
+            }
+        }
+        Ok(Err(e)) => eprintln!("corral hook: {e}; this event is lost"),
+        Err(_) => eprintln!(
+            "corral hook: the server did not answer within {TIMEOUT:?}; this event is lost"
         ),
     }
 }

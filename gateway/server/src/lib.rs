@@ -32,6 +32,7 @@ pub mod permission;
 pub mod protocol;
 pub mod routes;
 pub mod serve;
+pub mod spool;
 pub mod systemd;
 pub mod token_log;
 pub mod ttyd;

@@ -472,11 +472,7 @@ async fn post_hook(
         return Err(ApiError::bad_request("hook payload lacks hook_event_name"));
     };
     let ask = (name == "PermissionRequest").then(|| corral_actors::agent::hook_question(&payload));
-    // Questions this hook says were settled in the agent's own dialog: their calls end.
-    let settled = corral_actors::agent::settle_by_hook(h.shared(), &name, &payload);
-    app.permissions.release(&h, &settled);
-    let event = corral_actors::agent::record_hook(h.shared(), &name, payload);
-    app.metrics.hook_events.inc();
+    let event = take_hook(&app, &h, &name, payload);
     // A structured session's question is answered through its control protocol (the same
     // permission endpoint): its hook returns no decision at once, or it would race the answer.
     let accepted = |output| {
@@ -520,6 +516,22 @@ async fn post_hook(
     };
     drop(question);
     Ok((StatusCode::OK, accepted(output)).into_response())
+}
+
+/// Records hook event `name` of session `h` (posted now, or spooled while no server was there:
+/// `crate::spool`): the questions it says were settled in the agent's own dialog end, then the
+/// agent's state follows it.
+pub(crate) fn take_hook(
+    app: &App,
+    h: &corral_actors::SessionHandle,
+    name: &str,
+    payload: serde_json::Value,
+) -> corral_actors::SessionEvent {
+    let settled = corral_actors::agent::settle_by_hook(h.shared(), name, &payload);
+    app.permissions.release(h, &settled);
+    let event = corral_actors::agent::record_hook(h.shared(), name, payload);
+    app.metrics.hook_events.inc();
+    event
 }
 
 /// `POST /v1/sessions/{key}/notify {"muted": bool}`: mutes or unmutes the session's webhook

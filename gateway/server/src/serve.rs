@@ -194,6 +194,9 @@ async fn serving(
         unix_listener: unix_handover,
         in_flight: Default::default(),
     });
+    // Hook events that found no server while none was there, before anything is served: they
+    // precede every event delivered live (whose hooks wait in the socket's backlog).
+    crate::spool::replay(&app).await;
     data.publish(&ServerInfo {
         url: url.clone(),
         pid: std::process::id(),
