@@ -285,7 +285,11 @@ impl Sessions {
         };
         let framed = spec.mode != crate::spec::Mode::Pty;
         let recent = match (&self.persist, begin) {
-            (Some(p), Begin::Adopt) if spec.agent.is_some() || framed => {
+            // An agent: spawned under a profile, or one whose own hooks said so (Claude Code
+            // with corral's hooks in its user settings: its SessionStart named its session).
+            (Some(p), Begin::Adopt)
+                if spec.agent.is_some() || framed || row.agent_session_id.is_some() =>
+            {
                 let after = row.last_seq.saturating_sub(REPLAY_EVENTS as u64);
                 p.events(id, after, REPLAY_EVENTS).await.unwrap_or_else(|e| {
                     tracing::warn!(session = %id, error = %e, "journal unreadable: the agent's state starts over");

@@ -1492,3 +1492,25 @@ async fn hooks_fired_while_no_server_runs_are_recorded_by_the_next() {
     assert_eq!(server.events_of("agent", "hook").await.len(), 3);
     assert_eq!(server.session("agent").await["attention"], "idle");
 }
+
+/// A session that is an agent only by its own hooks (Claude Code started without corral's
+/// profile, its user settings running `corral hook`) keeps its attention across a server
+/// restart, as a profile's agent does (it used to come back with none).
+#[tokio::test]
+async fn an_agent_known_by_its_hooks_alone_keeps_its_attention_across_a_restart() {
+    let mut server = Server::start();
+    let info = server.spawn(json!({"name": "own", "argv": ["cat"]})).await;
+    let pid = info["pid"].as_i64().unwrap();
+    for payload in [
+        &br#"{"hook_event_name":"SessionStart","session_id":"claude-own","source":"startup"}"#[..],
+        br#"{"hook_event_name":"UserPromptSubmit","prompt":"go"}"#,
+    ] {
+        let out = run_hook(pid, payload).wait_with_output().unwrap();
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    assert_eq!(server.session("own").await["attention"], "working");
+    server.kill();
+    server.restart();
+    let view = server.session("own").await;
+    assert_eq!(view["attention"], "working", "{view}");
+}
