@@ -470,9 +470,24 @@ async fn of_user_messages_posted_at_once_one_is_taken() {
     let server = Server::start();
     let t = Some(server.token.as_str());
     let info = server
-        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "race"}))
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; echo ready; exec cat"], "name": "race"}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
+    // Echo off before anything is typed (else the terminal echoes the message too).
+    until(
+        async || {
+            corral_tests::log_bytes(server.dir.path(), &id)
+                .windows(5)
+                .any(|w| w == b"ready")
+        },
+        "echo off",
+    )
+    .await;
+    until(
+        async || get(&server, "/agentapi/race/status", t).await.1["status"] == "stable",
+        "stable",
+    )
+    .await;
     assert_eq!(hook(&server, &id, "SessionStart").await, 202);
     let posts = (0..8).map(|i| {
         let body = json!({"content": format!("task-{i}"), "type": "user"});
@@ -723,4 +738,73 @@ async fn a_user_message_is_answered_once_entered() {
         "the line",
     )
     .await;
+}
+
+/// A long answer comes back whole, as from agentapi's 1000-row terminal: the agent's message
+/// is what the program printed since the user message, the lines that scrolled off its
+/// 24-row screen included (it used to be the screen: the last 24 lines), without what the
+/// screen showed before; read after the Ring (4 KiB here) let go of it, from the log.
+#[tokio::test]
+async fn a_long_answer_comes_back_whole() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    server
+        .spawn(json!({
+            "name": "long", "ring_capacity": 4096, "size": {"rows": 24, "cols": 80},
+            "argv": ["sh", "-c", "echo banner; while read l; do i=0; while [ $i -lt 300 ]; do echo \"answer to $l, line $i\"; i=$((i+1)); done; done"],
+        }))
+        .await;
+    until(
+        async || get(&server, "/agentapi/long/status", t).await.1["status"] == "stable",
+        "a quiet session is stable",
+    )
+    .await;
+    let (code, body) = message(&server, "long", "user", "q1").await;
+    assert_eq!(code, 200, "{body}");
+    let answer = async || {
+        let (_, m) = get(&server, "/agentapi/long/messages", t).await;
+        m["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    until(
+        async || answer().await.contains("answer to q1, line 299"),
+        "the whole answer",
+    )
+    .await;
+    let text = answer().await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"q1"),
+        "the echoed message first: {text}"
+    );
+    for i in 0..300 {
+        assert_eq!(lines[1 + i], format!("answer to q1, line {i}"), "{text}");
+    }
+    assert!(!text.contains("banner"), "{text}");
+    // The next message settles this answer as it is and begins another.
+    until(
+        async || get(&server, "/agentapi/long/status", t).await.1["status"] == "stable",
+        "stable after the answer",
+    )
+    .await;
+    let (code, _) = message(&server, "long", "user", "q2").await;
+    assert_eq!(code, 200);
+    until(
+        async || answer().await.contains("answer to q2, line 299"),
+        "the second answer",
+    )
+    .await;
+    let (_, m) = get(&server, "/agentapi/long/messages", t).await;
+    let msgs = m["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 5, "{m}");
+    assert!(
+        msgs[2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("answer to q1, line 0")
+    );
+    assert!(!msgs[4]["content"].as_str().unwrap().contains("q1"), "{m}");
 }

@@ -6,8 +6,8 @@
 //! rest of the API.
 //!
 //! For a terminal session the conversation is what agentapi makes of it: the user messages
-//! posted here, and after the last one an agent message that is the session's current screen
-//! as text. For a structured (stream-json) session it is the typed messages: what was sent and
+//! posted here, and after the last one an agent message: what it printed since, scrollback and
+//! all (`crate::turn`), or its screen before any. For a structured (stream-json) session it is the typed messages: what was sent and
 //! what the agent wrote (`crate::conversation`); a `user` message is one user message line. `stable` means the agent waits (an agent session whose hooks say idle or
 //! needs_permission), or, for sessions without hooks, that no output came for [`QUIET`].
 
@@ -130,7 +130,10 @@ const PIPE_TEXT: u64 = 64 * 1024;
 /// user message (`app`'s mark; its last [`PIPE_TEXT`] bytes), as text.
 async fn agent_text(app: &App, h: &SessionHandle) -> String {
     if h.shared().mode != Mode::Pipe {
-        return screen_text(h).await;
+        return match app.conversations.turn(h.id()) {
+            Some(turn) => turn_text(app, h, turn).await,
+            None => screen_text(h).await,
+        };
     }
     let ring = &h.shared().ring;
     let head = ring.head();
@@ -148,6 +151,74 @@ async fn agent_text(app: &App, h: &SessionHandle) -> String {
         }
     }
     String::from_utf8_lossy(&out).trim_end().to_string()
+}
+
+/// A terminal agent's text since its last user message (`turn`), fed first with the output that
+/// came since it was last read: from the session's Ring, or its log for what the Ring no longer
+/// holds. Parsed on a blocking thread.
+async fn turn_text(
+    app: &App,
+    h: &SessionHandle,
+    turn: Arc<parking_lot::Mutex<crate::turn::Turn>>,
+) -> String {
+    let shared = h.shared().clone();
+    let persist = app.corral.sessions().persist().cloned();
+    let runtime = tokio::runtime::Handle::current();
+    // The turn is locked on the blocking thread only (a long parse must not hold a worker).
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut turn = turn.lock();
+        let ring = &shared.ring;
+        let head = ring.head();
+        turn.skip_to(head.saturating_sub(crate::turn::MAX_FEED));
+        let log = match persist {
+            Some(p) if turn.at() < ring.tail() => runtime
+                .block_on(p.reader(shared.id))
+                .inspect_err(|e| tracing::debug!(session = %shared.id, error = %e, "no log to read a turn from"))
+                .ok(),
+            _ => None,
+        };
+        if let Some(log) = log {
+            // What the Ring let go of, from the log (a gap in it is skipped).
+            let mut last = None;
+            // Until the Ring's start, as long as the log gives more.
+            while turn.at() < ring.tail() && last != Some(turn.at()) {
+                last = Some(turn.at());
+                let want = (ring.tail() - turn.at()) as usize;
+                match log.read_range(turn.at(), want) {
+                    Ok(chunks) if !chunks.is_empty() => {
+                        for chunk in chunks {
+                            match chunk {
+                                corral_actors::persist::Chunk::Data { offset, bytes } => {
+                                    turn.feed(offset, &bytes)
+                                }
+                                corral_actors::persist::Chunk::Gap { to, .. } => turn.skip_to(to),
+                            }
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a turn's output could not be read from the log");
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while turn.at() < head {
+            out.clear();
+            match ring.read_at(turn.at(), &mut out, (head - turn.at()) as usize) {
+                corral_runtime::Read::Data { offset, len } if len > 0 => turn.feed(offset, &out),
+                corral_runtime::Read::Lagged(l) => turn.skip_to(l.to),
+                _ => break,
+            }
+        }
+        turn.text()
+    })
+    .await;
+    parsed.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "parsing a turn failed");
+        String::new()
+    })
 }
 
 /// The session's screen as plain text, trailing blank lines and spaces trimmed.
@@ -262,6 +333,16 @@ pub async fn post_message(
             } else {
                 Some((agent_text(&app, &h).await, screen_changed(&h)))
             };
+            if h.shared().mode == Mode::Pty {
+                // Its answer is what it prints from now on, scrollback and all.
+                let turn = h
+                    .snapshot()
+                    .await
+                    .inspect_err(|e| tracing::debug!(session = %h.id(), error = %e, "no screen to begin a turn at: its screen is the answer"))
+                    .ok()
+                    .map(|screen| crate::turn::Turn::begin(&screen));
+                app.conversations.begin_turn(h.id(), turn);
+            }
             if h.shared().mode == Mode::Pipe {
                 // Its answer is what it prints from now on.
                 app.conversations.set_mark(h.id(), h.shared().ring.head());

@@ -1,6 +1,7 @@
 //! Conversation: what the agentapi endpoints (`crate::agentapi`) show as a session's messages.
 //! For a terminal session, the user messages posted through them, each after the agent's
-//! message as the screen showed it then, and last the screen now, bounded per session; for a
+//! message as it was then, and last the agent's message now (its turn since the last user
+//! message, `crate::turn`, or its screen before any), bounded per session; for a
 //! structured (stream-json) session, its typed `message` events, read from the journal (so they
 //! survive server restarts) and kept per session, each read going on from the last event seen.
 //! Its own module so the shared server state can hold it without depending on the routes that
@@ -53,6 +54,8 @@ pub struct Conversations {
     /// session → how many user messages were sent to it (an event stream that sees this grow
     /// says `running`, however short the turn).
     prompts: Mutex<HashMap<Uuid, u64>>,
+    /// terminal session → its turn since its last user message (the agent's message).
+    turns: Mutex<HashMap<Uuid, std::sync::Arc<Mutex<crate::turn::Turn>>>>,
     /// Bumped when a user message was sent to any session: wakes the event streams, whose
     /// status changes to `running` before any hook or output says so.
     sent: tokio::sync::watch::Sender<u64>,
@@ -102,7 +105,7 @@ impl Conversations {
     }
 
     /// A terminal session's conversation: its settled messages, then the agent's message now
-    /// (`screen`, as of `changed`), whose id is the next one — so ids never change role and an
+    /// (`screen`: its turn's text or its screen, as of `changed`), whose id is the next one — so ids never change role and an
     /// earlier answer stays where it was.
     pub fn terminal(&self, session: Uuid, screen: String, changed: SystemTime) -> Vec<Message> {
         let mut out = self
@@ -197,6 +200,21 @@ impl Conversations {
         }
     }
 
+    /// The turn a user message to terminal session `session` begins (the last one ends; None:
+    /// none could begin, its screen is the agent's message).
+    pub fn begin_turn(&self, session: Uuid, turn: Option<crate::turn::Turn>) {
+        let mut turns = self.turns.lock();
+        match turn {
+            Some(turn) => turns.insert(session, std::sync::Arc::new(Mutex::new(turn))),
+            None => turns.remove(&session),
+        };
+    }
+
+    /// Terminal session `session`'s turn since its last user message, if one was sent.
+    pub fn turn(&self, session: Uuid) -> Option<std::sync::Arc<Mutex<crate::turn::Turn>>> {
+        self.turns.lock().get(&session).cloned()
+    }
+
     /// Forgets a removed session's conversation.
     pub fn forget(&self, session: Uuid) {
         self.terminal.lock().remove(&session);
@@ -204,6 +222,7 @@ impl Conversations {
         self.prompted.lock().remove(&session);
         self.prompts.lock().remove(&session);
         self.marks.lock().remove(&session);
+        self.turns.lock().remove(&session);
     }
 }
 

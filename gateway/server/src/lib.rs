@@ -36,6 +36,7 @@ pub mod spool;
 pub mod systemd;
 pub mod token_log;
 pub mod ttyd;
+pub mod turn;
 pub mod unix;
 pub mod upgrade;
 pub mod usage;

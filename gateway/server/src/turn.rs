@@ -1,0 +1,194 @@
+//! Turn: what a terminal agent printed since its last user message, as text — the agentapi
+//! endpoints' agent message (`crate::agentapi`).
+//!
+//! coder/agentapi runs its agent in a 1000-row terminal and diffs the screen against the one
+//! before the user message, so a long answer comes back whole. A corral session's terminal is
+//! the size its viewers gave it (24 rows, a phone's 40): its screen alone held only an answer's
+//! last lines. A turn follows the session's output from the user message on through an
+//! emulator of the session's size with [`SCROLLBACK`] rows of scrollback, seeded with the screen
+//! as it was then; its text is the scrollback and the screen, less the leading lines the screen
+//! already showed before the message (what agentapi's diff removes).
+//!
+//! Fed as it is read (each read parses only the output that came since the last), on a blocking
+//! thread; output the Ring no longer holds is read from the session's log. Bounds: at most
+//! [`MAX_FEED`] bytes are parsed per read (a turn that printed more starts from its last
+//! [`MAX_FEED`], which a text printed in a flood loses the beginning of), and the scrollback
+//! keeps [`SCROLLBACK`] rows (its memory grows with the answer's length, up to about
+//! [`SCROLLBACK`] × columns cells).
+
+use std::num::NonZeroU16;
+
+use corral_actors::Snapshot;
+
+/// Rows of scrollback a turn keeps (agentapi's terminal height).
+pub const SCROLLBACK: usize = 1000;
+/// Most output parsed by one read of a turn.
+pub const MAX_FEED: u64 = 8 * 1024 * 1024;
+
+/// A terminal agent's output since its last user message.
+pub struct Turn {
+    parser: vt100::Parser,
+    /// The next output offset to parse.
+    at: u64,
+    /// The screen's lines when the user message was sent.
+    before: Vec<String>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("at", &self.at)
+            .field("before", &self.before.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Turn {
+    /// A turn that begins at `screen` (the session's screen when the user message is sent):
+    /// what follows its offset is the agent's.
+    pub fn begin(screen: &Snapshot) -> Turn {
+        let size = |n: u16| NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
+        let mut parser = vt100::Parser::new(size(screen.rows), size(screen.cols), SCROLLBACK);
+        parser.process(&screen.bytes);
+        let before = lines(&parser.screen().contents());
+        Turn {
+            parser,
+            at: screen.offset,
+            before,
+        }
+    }
+
+    /// The next output offset this turn has not parsed.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// Parses `bytes`, the output from offset `from` on. Output between what was parsed and
+    /// `from` is gone (the Ring lapped and the log had none of it): skipped.
+    pub fn feed(&mut self, from: u64, bytes: &[u8]) {
+        let end = from + bytes.len() as u64;
+        if end <= self.at {
+            return;
+        }
+        let skip = self.at.saturating_sub(from) as usize;
+        self.parser.process(&bytes[skip..]);
+        self.at = end;
+    }
+
+    /// Skips to `offset` without parsing what is before it (too much to parse in one read).
+    pub fn skip_to(&mut self, offset: u64) {
+        self.at = self.at.max(offset);
+    }
+
+    /// What the agent printed since the user message: the scrollback, then the screen, without
+    /// the leading lines the screen showed before it, trailing blanks trimmed.
+    pub fn text(&mut self) -> String {
+        let screen = self.parser.screen_mut();
+        let rows = usize::from(screen.size().0.get());
+        let kept = screen.scrollback_len();
+        // The scrollback, oldest first, one screenful at a time (vt100 shows it through a view
+        // scrolled back by N rows), then the screen itself.
+        let mut all = Vec::with_capacity(kept + rows);
+        let mut back = kept;
+        while back > 0 {
+            screen.set_scrollback(back);
+            let view = lines_all(&screen.contents(), rows);
+            all.extend(view.into_iter().take(back.min(rows)));
+            back = back.saturating_sub(rows);
+        }
+        screen.set_scrollback(0);
+        all.extend(lines_all(&screen.contents(), rows));
+        let same = all
+            .iter()
+            .zip(&self.before)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let rest = &all[same..];
+        let end = rest
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |i| i + 1);
+        let start = rest[..end]
+            .iter()
+            .position(|l| !l.is_empty())
+            .unwrap_or(end);
+        rest[start..end].join("\n")
+    }
+}
+
+/// A screen's lines, trailing spaces trimmed, trailing blank lines dropped.
+fn lines(contents: &str) -> Vec<String> {
+    let mut out: Vec<String> = contents
+        .split('\n')
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    while out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out
+}
+
+/// A view's `rows` lines (blank ones kept, so rows line up), trailing spaces trimmed.
+fn lines_all(contents: &str, rows: usize) -> Vec<String> {
+    let mut out: Vec<String> = contents
+        .split('\n')
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    out.resize(rows, String::new());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(rows: u16, cols: u16, bytes: &[u8]) -> Snapshot {
+        Snapshot {
+            bytes: bytes.to_vec(),
+            offset: 100,
+            rows,
+            cols,
+            approximate: false,
+            bracketed_paste: false,
+        }
+    }
+
+    #[test]
+    fn a_long_answer_comes_back_whole_without_what_was_on_the_screen_before() {
+        let mut turn = Turn::begin(&screen(5, 20, b"banner\r\nold answer\r\n> "));
+        let mut out = b"question\r\n".to_vec();
+        for i in 0..40 {
+            out.extend_from_slice(format!("answer line {i}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"> ");
+        turn.feed(100, &out);
+        let text = turn.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "> question", "{text}");
+        assert_eq!(lines[1], "answer line 0");
+        assert_eq!(lines[40], "answer line 39");
+        assert_eq!(lines.len(), 42, "{text}");
+        // Read again with nothing new: the same text.
+        assert_eq!(turn.text(), text);
+    }
+
+    #[test]
+    fn output_is_parsed_once_and_a_gap_is_skipped() {
+        let mut turn = Turn::begin(&screen(4, 20, b""));
+        turn.feed(100, b"one\r\n");
+        // The same bytes again (a read that overlaps the last) are not parsed twice.
+        turn.feed(100, b"one\r\ntwo\r\n");
+        assert_eq!(turn.text(), "one\ntwo");
+        assert_eq!(turn.at(), 110);
+        turn.skip_to(200);
+        turn.feed(150, b"lost");
+        turn.feed(200, b"three");
+        assert_eq!(turn.text(), "one\ntwo\nthree");
+    }
+
+    #[test]
+    fn a_screen_that_did_not_change_is_an_empty_answer() {
+        let mut turn = Turn::begin(&screen(3, 10, b"a\r\nb\r\nc"));
+        assert_eq!(turn.text(), "");
+    }
+}
