@@ -1806,3 +1806,104 @@ fn attach_across_a_shutdown_says_the_session_ended() {
         p.contains("session stopped") && p.contains("attach-exit=0")
     });
 }
+
+/// A follower that reads slowly (a script piping `logs -f` through gzip) falls behind the live
+/// output: what the server skipped for it is still in the log, and it reads it from there —
+/// every byte, once, in order (it used to skip most of it, saying it was "no longer retained",
+/// and exit 0). The same for `events -f`: events it missed are read again from the journal.
+#[test]
+fn slow_followers_lose_nothing() {
+    use std::io::Read;
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "flood",
+            "--pipe",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.5; seq 1 1500000; i=0; while [ $i -lt 3000 ]; do echo \"{\\\"i\\\":$i}\"; i=$((i+1)); done",
+        ],
+    );
+    let follow = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut logs = follow(&["logs", "flood", "-f"]);
+    let mut events = follow(&["events", "flood", "-f", "--json"]);
+    // Neither is read for 2 s: the output (11 MB) laps the session's Ring meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut out = Vec::new();
+    logs.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let logs = logs.wait_with_output().unwrap();
+    assert!(logs.status.success(), "{logs:?}");
+    let mut want: Vec<u8> = (1..=1_500_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    for i in 0..3000 {
+        want.extend_from_slice(format!("{{\"i\":{i}}}\n").as_bytes());
+    }
+    assert!(
+        out == want,
+        "{} bytes of {}; {}",
+        out.len(),
+        want.len(),
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        logs.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    let mut text = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let events = events.wait_with_output().unwrap();
+    assert!(events.status.success(), "{events:?}");
+    let seqs: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "every event once, in order"
+    );
+    let lines = text
+        .lines()
+        .filter(|l| l.contains(r#""kind":"json""#))
+        .count();
+    assert_eq!(lines, 3000, "every JSON line's event");
+}
+
+/// `events -f` of a session that a full server shutdown stopped returns (its last event is the
+/// next server's `recovery` note, not its final state: the follower waited for ever).
+#[test]
+fn events_follow_of_a_session_stopped_by_a_shutdown_returns() {
+    let mut server = Server::start();
+    ok(&server, &["spawn", "--name", "ev", "--", "sleep", "1000"]);
+    ok(&server, &["shutdown"]);
+    server.terminate(Duration::from_secs(10));
+    server.restart();
+    let started = Instant::now();
+    let out = corral(&server, &["events", "ev", "-f"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

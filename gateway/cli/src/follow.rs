@@ -197,9 +197,13 @@ pub async fn logs(
             return Ok(stdout.flush()?);
         }
         let (mut ws, channel) = subscribe(&client, session, next).await?;
-        let reason = loop {
+        // Nothing was delivered on this subscription yet: a lag now is the log's own start
+        // (retention deleted it), not a follower that fell behind.
+        let mut fresh = true;
+        let lost = loop {
             match ws.next().await {
                 Incoming::Bin(1, ch, offset, bytes) if ch == channel => {
+                    fresh = false;
                     // Nothing past the end (a busy session's next chunk runs on).
                     let keep = end.map_or(bytes.len(), |end| {
                         usize::try_from(end.saturating_sub(offset))
@@ -212,7 +216,7 @@ pub async fn logs(
                         return Ok(stdout.flush()?);
                     }
                 }
-                Incoming::Json(v) if v["type"] == "lagged" => {
+                Incoming::Json(v) if v["type"] == "lagged" && fresh => {
                     stdout.flush()?;
                     eprintln!(
                         "corral: bytes {}..{} are no longer retained",
@@ -220,16 +224,21 @@ pub async fn logs(
                     );
                     next = v["to"].as_u64().unwrap_or(next);
                 }
+                // Fell behind the live output (a slow reader: the server skips a viewer that
+                // does not keep up): what it skipped is in the log, read from the next byte.
+                Incoming::Json(v) if v["type"] == "lagged" => break None,
                 Incoming::Json(v) if v["type"] == "event" && is_final(&v["event"]) => {
                     return Ok(stdout.flush()?);
                 }
                 Incoming::Json(v) if v["type"] == "closed" => return Ok(stdout.flush()?),
-                Incoming::Closed(r) => break r,
+                Incoming::Closed(r) => break Some(r),
                 _ => {}
             }
         };
         stdout.flush()?;
-        client = reconnect(&client, &reason).await?;
+        if let Some(reason) = lost {
+            client = reconnect(&client, &reason).await?;
+        }
     }
 }
 
@@ -265,8 +274,14 @@ pub async fn events(
             })
             .await?;
         }
+        // Over before its history is read: that history is all there is (a session stopped
+        // by a server's shutdown ends with that server's `recovery` note, not its final state).
+        let over = follow
+            && matches!(
+                client.session(session).await?.info.state,
+                corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+            );
         // History from the journal (after a reconnect: what came while away), page by page.
-        let mut ended = false;
         loop {
             let r = ws
                 .call(serde_json::to_value(Op::Events {
@@ -279,24 +294,15 @@ pub async fn events(
             for e in &page {
                 print(e);
                 last = e["seq"].as_u64().unwrap_or(last);
-                ended = is_final(e);
             }
             if page.len() < 1000 {
                 break;
             }
         }
-        if !follow {
+        if !follow || over {
             return Ok(());
         }
-        let state = client.session(session).await?.info.state;
-        let over = matches!(
-            state,
-            corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
-        );
-        if ended && over {
-            return Ok(());
-        }
-        let reason = loop {
+        let lost = loop {
             match ws.next().await {
                 Incoming::Json(v) if v["type"] == "event" => {
                     let e = &v["event"];
@@ -309,12 +315,17 @@ pub async fn events(
                         return Ok(());
                     }
                 }
+                // Events came faster than this follower read them: the ones it missed are in
+                // the journal, read again after the last one printed.
+                Incoming::Json(v) if v["type"] == "events_lagged" => break None,
                 Incoming::Json(v) if v["type"] == "closed" => return Ok(()),
-                Incoming::Closed(r) => break r,
+                Incoming::Closed(r) => break Some(r),
                 _ => {}
             }
         };
-        client = reconnect(&client, &reason).await?;
+        if let Some(reason) = lost {
+            client = reconnect(&client, &reason).await?;
+        }
     }
 }
 
