@@ -1770,9 +1770,10 @@ fn a_command_against_a_stopped_server_says_it_did_not_answer() {
     assert!(corral(&server, &["ps"]).status.success());
 }
 
-/// `corral attach` across a full `corral shutdown` (which stops its session) and a new
-/// server: on reconnecting it says the session ended and exits with its status (it sat
-/// silent on the dead session until a key was pressed).
+/// `corral attach` across a full `corral shutdown` (which stops its session): it sees its
+/// session end before the server closes its connection, says so and exits with its status
+/// (it sat silent on the dead session until a key was pressed; then it reconnected and said so
+/// only once a new server was there).
 #[test]
 fn attach_across_a_shutdown_says_the_session_ended() {
     require_tmux();
@@ -1799,12 +1800,15 @@ fn attach_across_a_shutdown_says_the_session_ended() {
     eventually("attached", || pane().contains("here"));
     // SIGTERM: the full stop `corral shutdown` asks for.
     server.terminate(Duration::from_secs(20));
-    eventually("reconnecting", || pane().contains("reconnecting"));
-    server.restart();
     eventually("attach says the session ended and exits", || {
-        let p = pane();
-        p.contains("session stopped") && p.contains("attach-exit=0")
+        pane().contains("attach-exit=")
     });
+    let p = pane();
+    assert!(!p.contains("reconnecting"), "{p}");
+    assert!(
+        p.contains("session stopped") && p.contains("attach-exit=0"),
+        "{p}"
+    );
 }
 
 /// A follower that reads slowly (a script piping `logs -f` through gzip) falls behind the live
@@ -1906,4 +1910,63 @@ fn events_follow_of_a_session_stopped_by_a_shutdown_returns() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A full `corral shutdown` ends the sessions while their followers are still connected:
+/// `logs -f` gets the session's last output (what it printed on its way out) and `wait --for
+/// exit` its end, and both return at once (the connections were closed first: followers
+/// reconnected for a minute, then failed without that output).
+#[test]
+fn followers_see_their_sessions_end_at_a_shutdown() {
+    let mut server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "job",
+            "--pipe",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo cleanup-output; exit 0' HUP TERM; echo started; while :; do sleep 0.1; done",
+        ],
+    );
+    eventually("started", || {
+        ok(&server, &["logs", "job"]).contains("started")
+    });
+    let follow = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let logs = follow(&["logs", "job", "-f"]);
+    let wait = follow(&["wait", "job", "--for", "exit"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    ok(&server, &["shutdown"]);
+    let logs = logs.wait_with_output().unwrap();
+    let wait = wait.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(logs.status.success(), "{logs:?}");
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.starts_with("started\n") && text.contains("cleanup-output\n"),
+        "{text:?}"
+    );
+    assert!(wait.status.success(), "{wait:?}");
+    assert!(
+        String::from_utf8_lossy(&wait.stdout).contains("exit 0"),
+        "{wait:?}"
+    );
+    server.terminate(Duration::from_secs(10));
 }

@@ -282,6 +282,17 @@ async fn serving(
             _ = asked.wait_for(|l| l.is_some()) => {}
         }
         closing_tx.send_replace(true);
+        if (*app.leave.borrow()).unwrap_or(Leaving::Stop) == Leaving::Stop {
+            // A full stop ends the sessions while their viewers are still connected: a
+            // `logs -f`, `events -f` or `wait` gets the last output and the final state and
+            // ends on its own (closed first, they reconnected for a minute and failed). Spawns
+            // and removals already accepted finish first (a spawn is then stopped too).
+            crate::systemd::notify("STOPPING=1");
+            app.in_flight.drain(Duration::from_secs(10)).await;
+            if let Err(e) = corral.shutdown().await {
+                tracing::warn!(error = %e, "session tree did not stop cleanly");
+            }
+        }
         // Long-lived responses (agentapi event streams, permission hooks waiting for an
         // answer) end on this flag: a graceful shutdown waits for open responses.
         app.shutdown.send_replace(true);
@@ -303,8 +314,9 @@ async fn serving(
     local?;
     let leaving = (*app.leave.borrow()).unwrap_or(Leaving::Stop);
     tracing::info!(?leaving, "shutting down: connections, then sessions");
-    if leaving != Leaving::Upgrade {
-        // A handover says nothing: the successor has already claimed the unit.
+    if leaving == Leaving::KeepSessions {
+        // A handover says nothing: the successor has already claimed the unit. (A full stop
+        // said it before it stopped the sessions.)
         crate::systemd::notify("STOPPING=1");
     }
     app.shutdown.send_replace(true);
@@ -315,11 +327,8 @@ async fn serving(
     // sessions stopped or kept below).
     app.in_flight.drain(Duration::from_secs(10)).await;
     match leaving {
-        Leaving::Stop => {
-            if let Err(e) = corral.shutdown().await {
-                tracing::warn!(error = %e, "session tree did not stop cleanly");
-            }
-        }
+        // Stopped before the connections closed (above).
+        Leaving::Stop => {}
         Leaving::KeepSessions | Leaving::Upgrade => {
             match corral.shutdown_keeping_sessions().await {
                 Ok(kept) => tracing::info!(kept, "sessions left running under their holders"),
