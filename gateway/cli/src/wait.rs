@@ -77,12 +77,38 @@ pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result
             };
             match incoming {
                 Incoming::Bin(..) => since = tokio::time::Instant::now(),
-                Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
-                    let view = client.session(session).await?;
-                    if let Some(code) = check(&view, until) {
-                        return Ok(code);
+                // Its process ended: said by the event itself (a server stopping its sessions
+                // at a shutdown takes no more requests by then).
+                Incoming::Json(v)
+                    if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" =>
+                {
+                    let status = serde_json::from_value::<corral_actors::process::ExitStatus>(
+                        v["event"]["kind"]["status"].clone(),
+                    );
+                    if until == "exit" {
+                        match status {
+                            Ok(status) => println!("{status}"),
+                            Err(_) => println!("exited"),
+                        }
+                        return Ok(ExitCode::SUCCESS);
                     }
-                    quiet = by_quiet(&view, until);
+                    eprintln!("corral: {} ended before it was {until}", view.info.name);
+                    return Ok(ExitCode::from(3));
+                }
+                Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
+                    match client.session(session).await {
+                        Ok(view) => {
+                            if let Some(code) = check(&view, until) {
+                                return Ok(code);
+                            }
+                            quiet = by_quiet(&view, until);
+                        }
+                        // A server stopping its sessions at a shutdown takes no requests any
+                        // more, but still sends what they do (the events already on their
+                        // way say how they end); a gone server closes the connection.
+                        Err(e) if e.is_unreachable() => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Incoming::Closed(reason) => break reason,
                 _ => {}

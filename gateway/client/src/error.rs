@@ -61,6 +61,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// No answer from a server: none there, or one that stopped taking requests (a reset, a
+    /// connection refused, no answer in time) — as opposed to an answer that refused.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoServer(_)
+                | ClientError::Connect { .. }
+                | ClientError::Timeout(_)
+                | ClientError::Http(_)
+        )
+    }
+
     /// The HTTP status the server refused with (an API call's, or a WebSocket upgrade's); a
     /// refusal over the WebSocket says its kind instead, mapped to the status HTTP gives it.
     pub fn status(&self) -> Option<u16> {
