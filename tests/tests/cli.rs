@@ -1283,6 +1283,42 @@ fn output_into_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// Output that cannot be written for another reason (a full disk: `corral ps --json >
+/// state.json`) is one line on stderr and status 1, as every other error — it was a panic
+/// (status 101 and a backtrace) for every command but `logs` and `export`.
+#[test]
+fn output_that_cannot_be_written_is_a_clear_error() {
+    let server = Server::start();
+    ok(&server, &["spawn", "--name", "one", "--", "sleep", "600"]);
+    for args in [
+        &["ps", "--json"][..],
+        &["ps"][..],
+        &["events", "one"][..],
+        &["tree", "--json"][..],
+    ] {
+        let out = Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "corral: cannot write the output: No space left on device (os error 28)",
+            "{args:?}"
+        );
+    }
+}
+
 #[test]
 fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     require_tmux();

@@ -11,9 +11,10 @@ use std::process::ExitCode;
 /// The status a shell reports for a tool that SIGPIPE ended (128 + 13).
 pub const STATUS: u8 = 141;
 
-/// Installs a panic hook for the one panic `println!` raises on a closed standard output
-/// ("failed printing to stdout: Broken pipe"): the process ends quietly with [`STATUS`]. Any
-/// other panic goes to the hook that was there.
+/// Installs a panic hook for the panic `println!` raises when standard output cannot be written
+/// ("failed printing to stdout: Broken pipe"): on a closed pipe the process ends quietly with
+/// [`STATUS`]; on any other failure it says why in one line and exits 1. Any other panic goes
+/// to the hook that was there.
 pub fn quiet_on_closed_stdout() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -23,8 +24,18 @@ pub fn quiet_on_closed_stdout() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && stdout_closed() {
-            std::process::exit(STATUS.into());
+        if let Some(why) = message.strip_prefix("failed printing to stdout") {
+            if stdout_closed() {
+                std::process::exit(STATUS.into());
+            }
+            // Any other failure (a full disk: `corral ps --json > state.json`) is one line and
+            // status 1, as every other error — not a panic and its backtrace. What the command
+            // did on the server (a spawn) is done: only its answer could not be written.
+            eprintln!(
+                "corral: cannot write the output: {}",
+                why.trim_start_matches(':').trim()
+            );
+            std::process::exit(1);
         }
         previous(info);
     }));
