@@ -91,21 +91,29 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
 }
 
 /// The data dir to use: the flag, else `$CORRAL_DATA_DIR`, else `$XDG_STATE_HOME/corral`, else
-/// `~/.local/state/corral`.
+/// `~/.local/state/corral` — made absolute against the current directory: sessions are handed
+/// it (`CORRAL_DATA_DIR`, their `TMPDIR` under it) and run in directories of their own.
 pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(p) = flag {
-        return p;
-    }
-    if let Some(p) = std::env::var_os("CORRAL_DATA_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p).join("corral");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/tmp".into());
-    home.join(".local/state/corral")
+    let dir = flag
+        .or_else(|| {
+            std::env::var_os("CORRAL_DATA_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|p| PathBuf::from(p).join("corral"))
+        })
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/tmp".into())
+                .join(".local/state/corral")
+        });
+    // A current directory that is gone leaves the path as it is (every use of it then fails
+    // with the path in the message).
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// An opened data dir, exclusively locked for as long as this value lives.
@@ -218,6 +226,15 @@ pub fn read_token(root: &Path) -> io::Result<String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_relative_data_dir_is_made_absolute() {
+        // Sessions get it in their environment and run elsewhere: `rdata` meant nothing there.
+        let dir = resolve(Some("rdata".into()));
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert_eq!(dir, std::env::current_dir().unwrap().join("rdata"));
+        assert_eq!(resolve(Some("/x/y".into())), PathBuf::from("/x/y"));
+    }
 
     #[test]
     fn token_is_0600_stable_and_second_instance_is_refused() {
