@@ -166,6 +166,12 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
         &["wait", "allowed", "--for", "idle", "--timeout", "5"],
     );
     assert_eq!(out.status.code(), Some(3));
+    // `--timeout 0` asks whether it is so now: it has exited (it timed out before looking).
+    let out = corral(
+        &server,
+        &["wait", "allowed", "--for", "exit", "--timeout", "0"],
+    );
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[tokio::test]

@@ -1283,6 +1283,19 @@ fn output_into_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// `wait --timeout 0` on a session that has not ended yet: timed out at once (124), after
+/// looking once.
+#[test]
+fn wait_with_no_time_looks_once() {
+    let server = Server::start();
+    ok(&server, &["spawn", "--name", "on", "--", "sleep", "600"]);
+    let started = Instant::now();
+    let out = corral(&server, &["wait", "on", "--for", "exit", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not exited after 0 s"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 /// Output that cannot be written for another reason (a full disk: `corral ps --json >
 /// state.json`) is one line on stderr and status 1, as every other error — it was a panic
 /// (status 101 and a backtrace) for every command but `logs` and `export`.

@@ -520,27 +520,11 @@ pub async fn run(
             until,
             timeout,
         } => {
-            let wait = crate::wait::wait(&client, &session, &until);
-            return Ok(match timeout {
-                Some(secs) => {
-                    let limit = std::time::Duration::try_from_secs_f64(secs)
-                        .context("--timeout must be a number of seconds")?;
-                    match tokio::time::timeout(limit, wait).await {
-                        Ok(code) => code?,
-                        Err(_) => {
-                            let state = match until.as_str() {
-                                "exit" => "has not exited",
-                                "idle" => "is not idle",
-                                _ => "asks no permission",
-                            };
-                            eprintln!("corral: {session} {state} after {secs} s");
-                            // As timeout(1): not 2, which is every command's usage error.
-                            ExitCode::from(124)
-                        }
-                    }
-                }
-                None => wait.await?,
-            });
+            let limit = timeout
+                .map(std::time::Duration::try_from_secs_f64)
+                .transpose()
+                .context("--timeout must be a number of seconds")?;
+            return crate::wait::wait(&client, &session, &until, limit).await;
         }
         ClientCommand::Upgrade => crate::handover::upgrade(&client).await?,
         ClientCommand::Shutdown { keep_sessions } => {

@@ -52,7 +52,27 @@ fn by_quiet(view: &SessionView, until: &str) -> bool {
 
 /// Waits until `session` is `until` (or ended); across a server restart or upgrade too (it
 /// reconnects as `corral logs -f` does, and looks again).
-pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result<ExitCode> {
+/// With `limit`, it gives up after that long (status 124, as timeout(1)); the condition is
+/// checked once first however short the limit (`--timeout 0`: is it so now?).
+pub async fn wait(
+    client: &Client,
+    session: &str,
+    until: &str,
+    limit: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let timed_out = |why: &str| {
+        let state = match until {
+            "exit" => "has not exited",
+            "idle" => "is not idle",
+            _ => "asks no permission",
+        };
+        let secs = limit.unwrap_or_default().as_secs_f64();
+        eprintln!("corral: {session} {state} after {secs} s{why}");
+        // As timeout(1): not 2, which is every command's usage error.
+        Ok(ExitCode::from(124))
+    };
+    let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut client = client.clone();
     loop {
         let mut ws = client.ws().await?;
@@ -73,6 +93,9 @@ pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result
                 i = ws.next() => i,
                 _ = tokio::time::sleep_until(since + QUIET), if quiet => {
                     return Ok(ExitCode::SUCCESS);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    return timed_out("");
                 }
             };
             match incoming {
@@ -114,6 +137,10 @@ pub async fn wait(client: &Client, session: &str, until: &str) -> anyhow::Result
                 _ => {}
             }
         };
-        client = crate::follow::reconnect(&client, &reason).await?;
+        let reconnected = crate::follow::reconnect(&client, &reason);
+        client = match tokio::time::timeout_at(deadline.unwrap_or(far), reconnected).await {
+            Ok(c) => c?,
+            Err(_) => return timed_out(&format!(": no server answered since ({reason})")),
+        };
     }
 }
