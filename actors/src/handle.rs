@@ -278,7 +278,8 @@ impl SessionHandle {
             Ok(CallResult::SenderError) => Err(SessionError::Unavailable(
                 "session stopped before answering".into(),
             )),
-            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+            // Its actor is gone: the session was removed meanwhile (a `rm` racing this call).
+            Err(_) => Err(SessionError::NotFound(self.name().to_string())),
         }
     }
 

@@ -656,6 +656,12 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
         .unwrap();
     corral.sessions().remove(&h.id().to_string()).await.unwrap();
     assert!(corral.sessions().get(h.name()).is_err());
+    // A handle taken before the removal (a `stop` racing an `rm`): the session is not found,
+    // not "messaging failed to enqueue".
+    assert_eq!(
+        h.kill().await.err(),
+        Some(SessionError::NotFound(h.name().to_string()))
+    );
     assert_nothing_left(&h, None).await;
     corral.shutdown().await.unwrap();
 }
