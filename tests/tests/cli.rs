@@ -1465,6 +1465,14 @@ fn the_short_ids_ps_prints_name_sessions() {
     assert!(err.contains("give the whole id"), "{err}");
     let listed = ok(&server, &["ps"]);
     assert!(listed.contains("short-id"), "{listed}");
+    // A shorter name that another id happens to start with (a build number, a short hash) is
+    // the name: it kept working only until such an id came along.
+    let five = &id.trim()[..5];
+    ok(&server, &["spawn", "--name", five, "--", "sleep", "600"]);
+    let out = ok(&server, &["stop", five]);
+    assert!(out.starts_with(&format!("{five} ")), "{out}");
+    let listed = ok(&server, &["ps"]);
+    assert!(listed.contains("short-id"), "{listed}");
 }
 
 /// A paste larger than the server's frame limit and than attach's queue, made into an attached
