@@ -262,36 +262,40 @@ impl Store {
             // that many events, not after every write at the bound.
             let mut excess =
                 self.events - self.retention.max_events + self.retention.max_events / 100;
-            // The oldest events of the session that holds the most go first: one chatty
-            // session (a stream-json agent, an NDJSON program: an event a line) otherwise
-            // pushed every other session's history out, lifecycle events and all. It keeps
-            // at least half of the bound.
-            let hog: Option<(String, i64)> = self
-                .conn
-                .query_row(
-                    "SELECT session, count(*) AS n FROM events GROUP BY session
-                     ORDER BY n DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(err("counting events by session"))?;
-            if let Some((session, n)) = hog {
-                let spare = (n as u64).saturating_sub(self.retention.max_events / 2);
-                let from_hog = excess.min(spare);
-                if from_hog > 0 {
-                    let gone = self
-                        .conn
-                        .execute(
-                            "DELETE FROM events WHERE id IN (SELECT id FROM events
-                             WHERE session = ?1 ORDER BY seq LIMIT ?2)",
-                            params![session, from_hog as i64],
-                        )
-                        .map_err(err("enforcing the event bound"))?
-                        as u64;
-                    deleted += gone;
-                    excess -= gone.min(excess);
+            // The oldest events of the sessions that hold the most go first, evened out (the
+            // largest down to the next largest, then both, and so on, never below a floor of a
+            // hundredth of the bound each): chatty sessions (stream-json agents, NDJSON
+            // programs: an event a line) otherwise pushed every other session's history out,
+            // lifecycle events and all — one of them, or two at half the bound each.
+            let mut counts: Vec<(String, u64)> = {
+                let mut stmt = self
+                    .conn
+                    .prepare("SELECT session, count(*) AS n FROM events GROUP BY session")
+                    .map_err(err("counting events by session"))?;
+                stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(err("counting events by session"))?
+                .collect::<Result<_, _>>()
+                .map_err(err("counting events by session"))?
+            };
+            counts.sort_by(|a, b| b.1.cmp(&a.1));
+            let level = water_level(&counts, excess, self.retention.max_events / 100);
+            for (session, n) in counts.iter().take_while(|(_, n)| *n > level) {
+                let take = (n - level).min(excess);
+                if take == 0 {
+                    break;
                 }
+                let gone = self
+                    .conn
+                    .execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events
+                         WHERE session = ?1 ORDER BY seq LIMIT ?2)",
+                        params![session, take as i64],
+                    )
+                    .map_err(err("enforcing the event bound"))? as u64;
+                deleted += gone;
+                excess -= gone.min(excess);
             }
             if excess > 0 {
                 // Rowids grow with insertion, so the oldest are the smallest.
@@ -565,6 +569,29 @@ pub fn read_record(conn: &Connection, id: Uuid) -> StoreResult<Option<SessionRec
     .transpose()
 }
 
+/// The count the largest sessions (`counts`, largest first) are cut down to so that about
+/// `excess` events go, none below `floor`: the largest down to the next largest, then both to
+/// the one after, and so on (water-filling). At `floor` when even that frees less (the rest
+/// then goes oldest first, whoever's).
+fn water_level(counts: &[(String, u64)], excess: u64, floor: u64) -> u64 {
+    let mut above = 0u64;
+    for (k, (_, n)) in counts.iter().enumerate() {
+        above += n;
+        let k = k as u64 + 1;
+        let next = counts.get(k as usize).map_or(0, |(_, n)| *n).max(floor);
+        // Cutting the k largest to `next` frees this many.
+        if above.saturating_sub(k * next) >= excess {
+            // The level that frees `excess` among these k, rounded down (so at least
+            // `excess`: the cuts stop at it), not below `next`.
+            return (above.saturating_sub(excess) / k).max(next);
+        }
+        if next == floor {
+            return floor;
+        }
+    }
+    floor
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +644,63 @@ mod tests {
             )
             .unwrap();
         assert_eq!(newest, 300);
+    }
+
+    /// Two chatty sessions at the bound (each at half of it) give up their own oldest events,
+    /// not a quiet session's lifecycle events (those went first: the oldest of all).
+    #[test]
+    fn two_chatty_sessions_do_not_push_out_a_quiet_ones_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let retention = EventRetention {
+            max_events: 1000,
+            max_age: Duration::from_secs(3600),
+        };
+        drop(Store::open(&path, retention).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
+                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                 SELECT 'quiet', i, 0, 0, 'state', '{}' FROM n;
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
+                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                 SELECT 'one', i, 0, 0, 'json', '{}' FROM n;
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
+                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                 SELECT 'two', i, 0, 0, 'json', '{}' FROM n;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path, retention).unwrap();
+        store.enforce_retention(false).unwrap();
+        let count = |session: &str| -> i64 {
+            store
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE session = ?1",
+                    params![session],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(count("quiet"), 5);
+        assert!(store.event_count() <= 1000, "{}", store.event_count());
+        assert!((count("one") - count("two")).abs() <= 1, "evened out");
+    }
+
+    #[test]
+    fn the_water_level_cuts_the_largest_first_and_stops_at_the_floor() {
+        let c =
+            |v: &[u64]| -> Vec<(String, u64)> { v.iter().map(|n| (String::new(), *n)).collect() };
+        // The largest alone, down to what frees the excess.
+        assert_eq!(water_level(&c(&[300, 5]), 100, 1), 200);
+        // Not below the next largest: then both.
+        assert_eq!(water_level(&c(&[300, 250, 5]), 100, 1), 225);
+        // Ties are cut together.
+        assert_eq!(water_level(&c(&[600, 600, 5]), 215, 10), 492);
+        // Never below the floor.
+        assert_eq!(water_level(&c(&[50, 40]), 1000, 10), 10);
     }
 
     /// Deleted events give their space back to the file system, and the WAL is cut back after
