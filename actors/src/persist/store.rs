@@ -279,7 +279,7 @@ impl Store {
                 .collect::<Result<_, _>>()
                 .map_err(err("counting events by session"))?
             };
-            counts.sort_by(|a, b| b.1.cmp(&a.1));
+            counts.sort_by_key(|c| std::cmp::Reverse(c.1));
             let level = water_level(&counts, excess, self.retention.max_events / 100);
             for (session, n) in counts.iter().take_while(|(_, n)| *n > level) {
                 let take = (n - level).min(excess);
