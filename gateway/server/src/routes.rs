@@ -238,19 +238,27 @@ async fn ws_ttyd(
     check_origin(&app, &headers)?;
     capacity(&app)?;
     let session = app.corral.sessions().get(&key)?;
-    // A browser logged in by cookie sends it with the upgrade (same origin, checked above):
-    // that is its token, and ttyd's AuthToken may then be empty.
-    let cookie = crate::access::cookie_token(&headers).filter(|t| {
-        app.tokens
-            .check(Some(t))
-            .is_ok_and(|g| g.can_read(session.id()))
-    });
-    let Some(unauthenticated) = app.connections.unauthenticated() else {
-        return Err(crate::access::at_limit(
-            &app,
-            "too many connections waiting to authenticate",
-            crate::connections::MAX_UNAUTHENTICATED,
-        ));
+    // A browser logged in by cookie sends it with the upgrade (same origin, checked above), a
+    // client may send a bearer header or corral's token subprotocol: that is its token, and
+    // ttyd's AuthToken may then be empty.
+    let credential = crate::access::presented_token(&headers)
+        .filter(|t| {
+            app.tokens
+                .check(Some(t))
+                .is_ok_and(|g| g.can_read(session.id()))
+        })
+        .map(|t| (t, crate::access::cookie_token(&headers).is_some()));
+    // Only a connection still to show a token waits among the unauthenticated (64 of those
+    // shut every ttyd client out, a logged-in page too).
+    let unauthenticated = match credential {
+        Some(_) => None,
+        None => Some(app.connections.unauthenticated().ok_or_else(|| {
+            crate::access::at_limit(
+                &app,
+                "too many connections waiting to authenticate",
+                crate::connections::MAX_UNAUTHENTICATED,
+            )
+        })?),
     };
     Ok(upgrade(
         app,
@@ -259,7 +267,7 @@ async fn ws_ttyd(
         Dialect::Ttyd {
             session,
             unauthenticated,
-            cookie,
+            credential,
         },
         peer_of(peer),
         None,

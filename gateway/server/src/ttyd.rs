@@ -56,25 +56,33 @@ pub struct Init {
     pub size: Option<Size>,
 }
 
+/// A size field as ttyd reads it (`json_object_get_int`): a number, a float (truncated) or a
+/// numeric string; anything else, or out of a terminal's range, is no size (ignored, as a
+/// resize that cannot be used is — not a refused connection).
+fn dimension(v: Option<&serde_json::Value>) -> Option<u16> {
+    let n = match v? {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (n >= 1.0 && n <= f64::from(u16::MAX)).then_some(n as u16)
+}
+
 /// Parses the first frame; the error says what a ttyd client got wrong.
 pub fn parse_init(data: &[u8]) -> Result<Init, String> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        #[serde(rename = "AuthToken")]
-        auth_token: Option<String>,
-        #[serde(default)]
-        columns: Option<u16>,
-        #[serde(default)]
-        rows: Option<u16>,
-    }
-    let raw: Raw = serde_json::from_slice(data)
+    let raw: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(data)
         .map_err(|e| format!("first frame must be the ttyd JSON init: {e}"))?;
-    let size = match (raw.columns, raw.rows) {
-        (Some(cols), Some(rows)) if cols > 0 && rows > 0 => Some(Size { rows, cols }),
+    let token = match raw.get("AuthToken") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err("the ttyd init's AuthToken must be a string".into()),
+    };
+    let size = match (dimension(raw.get("columns")), dimension(raw.get("rows"))) {
+        (Some(cols), Some(rows)) => Some(Size { rows, cols }),
         _ => None,
     };
     Ok(Init {
-        token: raw.auth_token.filter(|t| !t.is_empty()),
+        token: token.filter(|t| !t.is_empty()),
         size,
     })
 }
@@ -107,6 +115,22 @@ mod tests {
         assert_eq!(init.token.as_deref(), Some("t"));
         assert_eq!(init.size, Some(Size { rows: 24, cols: 80 }));
         assert_eq!(parse_init(br#"{"AuthToken":""}"#).unwrap().token, None);
+        // Sizes as ttyd reads them: strings and floats are numbers; unusable ones no size.
+        let size = |json: &[u8]| parse_init(json).unwrap().size;
+        assert_eq!(
+            size(br#"{"columns":"80","rows":"24"}"#),
+            Some(Size { rows: 24, cols: 80 })
+        );
+        assert_eq!(
+            size(br#"{"columns":120.7,"rows":40.2}"#),
+            Some(Size {
+                rows: 40,
+                cols: 120
+            })
+        );
+        assert_eq!(size(br#"{"columns":70000,"rows":24}"#), None);
+        assert_eq!(size(br#"{"columns":"wide","rows":24}"#), None);
+        assert!(parse_init(br#"{"AuthToken":5}"#).is_err());
         assert!(parse_init(b"\x00garbage").is_err());
     }
 

@@ -47,6 +47,10 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_millis(500);
 /// Bound on the sessions one connection is remembered to have typed into or resized (past it,
 /// a session keeps the departed typist's size until someone else types or resizes).
 const MAX_TOUCHED: usize = 1024;
+/// How often a connection pings its client: proxies, load balancers and NATs close a
+/// connection idle for a minute (nginx's default `proxy_read_timeout`), and a ttyd page that
+/// reconnects wipes its scrollback. (ttyd pings every 5 s.)
+pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// Bound on slow requests in flight per connection.
 pub const MAX_PENDING: usize = 1024;
 
@@ -61,11 +65,12 @@ pub enum Dialect {
     Ttyd {
         /// The session, resolved at the upgrade.
         session: SessionHandle,
-        /// Its place among the connections that have not shown a token yet.
-        unauthenticated: crate::connections::Place,
-        /// The login cookie's token, when the upgrade carried a valid one for the session: an
-        /// empty AuthToken is then the cookie's.
-        cookie: Option<String>,
+        /// Its place among the connections that have not shown a token yet (none when the
+        /// upgrade carried a valid one: it is not waiting to authenticate).
+        unauthenticated: Option<crate::connections::Place>,
+        /// The token the upgrade carried, valid for the session (a bearer header, corral's
+        /// token subprotocol, or the login cookie: `true`), which an empty AuthToken stands for.
+        credential: Option<(String, bool)>,
     },
 }
 
@@ -130,10 +135,12 @@ pub struct ConnectionState {
     /// Until the connection shows its token (ttyd's first frame): its place among those that
     /// have not, and when it is closed without one.
     unauthenticated: Option<(crate::connections::Place, tokio::time::Instant)>,
-    /// A ttyd connection's login cookie token, if its upgrade carried one.
-    cookie: Option<String>,
+    /// A ttyd connection's token from its upgrade, if it carried one (`true`: the login cookie).
+    credential: Option<(String, bool)>,
     /// ttyd pause ('2') / resume ('3').
     paused: bool,
+    /// When the client is pinged next ([`PING_EVERY`]).
+    ping_at: tokio::time::Instant,
     /// This connection's viewer id (resize policy).
     viewer: u64,
     /// Sessions it typed into or resized (at most [`MAX_TOUCHED`]): told when it leaves them,
@@ -194,20 +201,22 @@ impl Actor for Connection {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let (sink, stream) = args.socket.split();
         let limits = &args.app.config.limits;
-        let (grant, ttyd, unauthenticated, cookie) = match args.dialect {
+        let (grant, ttyd, unauthenticated, credential) = match args.dialect {
             Dialect::Native { grant } => (Some(grant), None, None, None),
             Dialect::Ttyd {
                 session,
                 unauthenticated,
-                cookie,
+                credential,
             } => (
                 None,
                 Some(session),
-                Some((
-                    unauthenticated,
-                    tokio::time::Instant::now() + crate::connections::AUTH_WAIT,
-                )),
-                cookie,
+                unauthenticated.map(|place| {
+                    (
+                        place,
+                        tokio::time::Instant::now() + crate::connections::AUTH_WAIT,
+                    )
+                }),
+                credential,
             ),
         };
         args.app.metrics.clients.inc();
@@ -221,8 +230,9 @@ impl Actor for Connection {
             grant,
             ttyd,
             unauthenticated,
-            cookie,
+            credential,
             paused: false,
+            ping_at: tokio::time::Instant::now() + PING_EVERY,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),
             shutdown: args.app.shutdown.subscribe(),
@@ -295,6 +305,12 @@ impl Actor for Connection {
             _ = stats.revoked.notified() => {
                 let reason = stats.closing.get().copied().unwrap_or(crate::connections::TOKEN_REVOKED);
                 st.close(1008, reason).await
+            }
+            // Idle or not: a proxy in between sees traffic (the client's pong is read and
+            // dropped as any control frame).
+            _ = tokio::time::sleep_until(st.ping_at) => {
+                st.ping_at = tokio::time::Instant::now() + PING_EVERY;
+                st.send(Message::Ping(Default::default())).await
             }
             // A connection that never shows its token does not hold its place for good.
             _ = auth_deadline(&st.unauthenticated), if st.unauthenticated.is_some() => {
@@ -424,6 +440,12 @@ impl ConnectionState {
         if let Reply::Error { code, message, .. } = reply {
             self.app.metrics.reject(&format!("{code:?}").to_lowercase());
             tracing::debug!(?code, %message, "request refused");
+            if self.ttyd.is_some() {
+                // ttyd's protocol has no text frames and no error: its client's input was
+                // refused (its session has no running process), so the connection ends saying
+                // why, rather than taking keys that go nowhere.
+                return self.ttyd_refused(*code).await;
+            }
         }
         let text = match serde_json::to_string(reply) {
             Ok(t) => t,
@@ -463,6 +485,14 @@ impl ConnectionState {
 
     async fn close(&mut self, code: u16, reason: &'static str) -> bool {
         self.closed = true;
+        // ttyd's page reconnects at once, without a pause, on any close but 1000: a refusal
+        // (a missing or revoked token, a frame too large) repeated ~50 times a second for as
+        // long as the tab stayed open. 1000 with the reason makes it say "Press ⏎ to
+        // Reconnect". (1001 and 1012, a server leaving or restarting, still reconnect.)
+        let code = match code {
+            1008 | 1009 | 1011 if self.ttyd.is_some() => 1000,
+            other => other,
+        };
         let frame = Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),

@@ -648,7 +648,7 @@ impl ConnectionState {
             return true; // unsubscribed meanwhile
         };
         if self.ttyd.is_some() {
-            return self.ttyd_outgoing(item).await;
+            return self.ttyd_outgoing(channel, item).await;
         }
         match item {
             // The subscription reserved HEADER_LEN bytes in front (see add_subscription).

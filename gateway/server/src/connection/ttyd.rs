@@ -63,9 +63,12 @@ impl ConnectionState {
                 .close(1008, "first frame must be the ttyd JSON init")
                 .await;
         };
-        // No AuthToken: the login cookie's, if the upgrade carried one (a page logged in by
-        // cookie gets an empty one from `/ttyd/{session}/token`).
-        let token = init.token.clone().or_else(|| self.cookie.clone());
+        // No AuthToken: the upgrade's, if it carried one (a page logged in by cookie gets an
+        // empty one from `/ttyd/{session}/token`; a client may send a bearer header).
+        let token = init
+            .token
+            .clone()
+            .or_else(|| self.credential.as_ref().map(|(t, _)| t.clone()));
         let grant = match self.app.tokens.check(token.as_deref()) {
             Ok(g) if g.can_read(session.id()) => g,
             _ => {
@@ -85,7 +88,7 @@ impl ConnectionState {
         self.unauthenticated = None;
         // Let in by the login cookie: a logout closes it as it closes the page's own.
         self.stats.by_cookie.store(
-            init.token.is_none() && self.cookie.is_some(),
+            init.token.is_none() && self.credential.as_ref().is_some_and(|(_, cookie)| *cookie),
             std::sync::atomic::Ordering::Relaxed,
         );
         *self.stats.token.lock() = token
@@ -100,7 +103,13 @@ impl ConnectionState {
         {
             return false;
         }
-        // The screen as it is now, then live output from the matching offset.
+        self.ttyd_draw(session).await
+    }
+
+    /// The screen as it is now, then live output from the matching offset; a session that has
+    /// ended gets its last screen and the close a live viewer gets (a ttyd page reconnecting
+    /// to it stayed connected to nothing, taking keys).
+    async fn ttyd_draw(&mut self, session: &SessionHandle) -> bool {
         let (start, snap) = match session.snapshot().await {
             Ok(s) => (Some(s.offset), Some(s.bytes)),
             Err(_) => (None, None),
@@ -113,6 +122,9 @@ impl ConnectionState {
                 return false;
             }
         }
+        if session.shared().state().is_final() {
+            return self.close(1000, "session exited").await;
+        }
         let sub = match session.subscribe(start) {
             Ok(s) => s,
             Err(e) => {
@@ -124,7 +136,46 @@ impl ConnectionState {
         true
     }
 
-    pub(super) async fn ttyd_outgoing(&mut self, item: Item) -> bool {
+    /// A refusal on a ttyd connection (its protocol has no error message): the connection
+    /// ends with the reason.
+    pub(super) async fn ttyd_refused(&mut self, code: ErrorCode) -> bool {
+        // invariant: only called on ttyd connections.
+        let session = self.ttyd.clone().expect("ttyd session");
+        if session.shared().state().is_final() {
+            return self.close(1000, "session exited").await;
+        }
+        match code {
+            // Between two processes of a restarting session: reconnecting finds the next.
+            ErrorCode::Conflict => self.close(1012, "session restarting").await,
+            _ => self.close(1011, "input refused").await,
+        }
+    }
+
+    /// A ttyd viewer the session's output lapped (a slow client, or one paused): ttyd has no
+    /// lag message, so it is said in the terminal, and the screen is drawn again as it is now
+    /// (with only the note, the skipped bytes' modes and colours were lost for good: an
+    /// alternate screen never entered, a background never set), then output goes on from there.
+    async fn ttyd_lagged(&mut self, channel: u32, skipped: u64) -> bool {
+        self.app.metrics.lagged.inc();
+        self.stats
+            .lags
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let note = format!(
+            "\r\n\x1b[7m[corral: {skipped} bytes skipped, viewer too slow; the screen is redrawn]\x1b[0m\r\n"
+        );
+        let mut frame = vec![b'0'];
+        frame.extend_from_slice(note.as_bytes());
+        if !self.send(Message::Binary(frame.into())).await {
+            return false;
+        }
+        let Some(old) = self.channels.remove(&channel) else {
+            return true;
+        };
+        old.abort.abort();
+        self.ttyd_draw(&old.session).await
+    }
+
+    pub(super) async fn ttyd_outgoing(&mut self, channel: u32, item: Item) -> bool {
         match item {
             // One byte reserved in front for the command (see add_subscription).
             Item::Output {
@@ -141,20 +192,7 @@ impl ConnectionState {
                 frame[0] = b'0';
                 self.send(Message::Binary(frame.into())).await
             }
-            Item::Lagged(l) => {
-                // ttyd has no lag message: say it in the terminal, visibly.
-                self.app.metrics.lagged.inc();
-                self.stats
-                    .lags
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let note = format!(
-                    "\r\n\x1b[7m[corral: {} bytes skipped, viewer too slow]\x1b[0m\r\n",
-                    l.to - l.from
-                );
-                let mut frame = vec![b'0'];
-                frame.extend_from_slice(note.as_bytes());
-                self.send(Message::Binary(frame.into())).await
-            }
+            Item::Lagged(l) => self.ttyd_lagged(channel, l.to - l.from).await,
             // Every byte before the end was sent (events follow their output): close normally.
             // Closing on the final state, not on Exited, keeps viewers of restarting sessions.
             Item::Event(e) if matches!(e.kind, EventKind::State { state, .. } if state.is_final()) => {
