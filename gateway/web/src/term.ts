@@ -396,7 +396,9 @@ export class TermView {
         const from = Number(m.from);
         const to = Number(m.to);
         if (this.next != null && to <= this.next) return; // already shown
-        this.lagNotice(from, to);
+        const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
+        if (s?.mode === 'pty') this.redrawAfterLag(from, to);
+        else this.lagNotice(from, to);
         break;
       }
       case 'event':
@@ -456,6 +458,19 @@ export class TermView {
         }
       }
     });
+  }
+
+  /** A terminal the output lapped (this tab could not keep up): the skipped bytes may have
+   * set modes and colours (an alternate screen, a background) that the rest of the output
+   * assumes, so the screen is drawn again as it is now — attached afresh, from the server's
+   * snapshot — and the skip is said in a toast (the log keeps the bytes). */
+  private redrawAfterLag(from: number, to: number): void {
+    this.lags.push([from, to]);
+    toast(`output skipped: bytes ${from}..${to} (this view was too slow); the screen is redrawn`);
+    if (this.uuid) this.conn.request({ type: 'unsubscribe', session: this.uuid }).catch(() => {});
+    this.channel = 0;
+    this.next = null;
+    void this.attach();
   }
 
   private lagNotice(from: number, to: number): void {
