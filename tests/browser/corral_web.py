@@ -610,3 +610,63 @@ class RawWs:
         except OSError:
             pass
         self.sock.close()
+
+
+class PrefixProxy:
+    """A reverse proxy that serves corral under a path prefix (`/corral/...` → `/...`), as nginx's
+    `location /corral/ { proxy_pass http://corral/; }` does, Host passed through. Each HTTP
+    request gets a connection of its own (`Connection: close`), so only a request line needs
+    rewriting; a WebSocket upgrade is then piped as it is."""
+
+    def __init__(self, target_port: int, prefix: str = "/corral"):
+        self.target = ("127.0.0.1", target_port)
+        self.prefix = prefix.encode()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        self.paths: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket):
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                d = c.recv(65536)
+                if not d:
+                    c.close()
+                    return
+                head += d
+            end = head.index(b"\r\n\r\n")
+            lines = head[:end].split(b"\r\n")
+            method, path, version = lines[0].split(b" ", 2)
+            self.paths.append(path.decode(errors="replace"))
+            if not path.startswith(self.prefix + b"/"):
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                c.close()
+                return
+            path = path[len(self.prefix):]
+            upgrade = any(l.lower().startswith(b"upgrade:") for l in lines[1:])
+            kept = [l for l in lines[1:] if not l.lower().startswith(b"connection:")]
+            kept.append(b"Connection: Upgrade" if upgrade else b"Connection: close")
+            u = socket.create_connection(self.target)
+            u.sendall(b" ".join([method, path, version]) + b"\r\n" + b"\r\n".join(kept) + b"\r\n\r\n" + head[end + 4:])
+        except OSError:
+            c.close()
+            return
+        threading.Thread(target=CutProxy._pump, args=(c, u), daemon=True).start()
+        threading.Thread(target=CutProxy._pump, args=(u, c), daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()

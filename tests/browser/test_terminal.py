@@ -9,7 +9,7 @@ import time
 
 from playwright.sync_api import expect
 
-from corral_web import term_lines, wait_js, wait_until
+from corral_web import PrefixProxy, term_lines, wait_js, wait_until
 
 READY_CAT = ["sh", "-c", "echo ready; exec cat"]
 
@@ -190,3 +190,24 @@ def test_the_tab_title_names_the_session_and_its_program_title(server, page):
     page.get_by_test_id("back").click()
     expect(page.get_by_test_id("session-list")).to_be_visible()
     expect(page).to_have_title("corral")
+
+
+def test_the_page_works_under_a_path_prefix(server, page):
+    """Behind a reverse proxy that serves corral under `/corral/` (nginx's `location /corral/`),
+    the page logs in, lists, attaches and types: its API calls and its WebSocket are relative to
+    its own location (they were absolute, `/v1/...`, and the login failed with a 404)."""
+    s = server.spawn(READY_CAT, name="prefixed")
+    proxy = PrefixProxy(server.port)
+    try:
+        page.goto(f"http://127.0.0.1:{proxy.port}/corral/?token={server.token}#/s/{s['id']}")
+        expect(page.get_by_test_id("terminal")).to_be_visible()
+        wait_js(page, "window.corral.termText().includes('ready')", 15, "the screen through the prefix")
+        expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+        page.get_by_test_id("terminal").click()
+        page.keyboard.type("through the proxy")
+        page.keyboard.press("Enter")
+        assert server.wait_output("prefixed", b"through the proxy\r\nthrough the proxy\r\n")
+        assert all(p.startswith("/corral/") for p in proxy.paths), proxy.paths
+        assert any(p.startswith("/corral/v1/ws") for p in proxy.paths), proxy.paths
+    finally:
+        proxy.close()

@@ -1,6 +1,7 @@
 // The one WebSocket to corral (/v1/ws, subprotocol corral.v1, cookie-authenticated): request/
 // reply by id, pushes to listeners, binary frames, and reconnection with exponential backoff
 // (250 ms → 5 s, jitter). Views re-establish their watch/subscriptions on every `open`.
+import { apiURL } from './url';
 import { whoami } from './http';
 import type { BinFrame, ServerMsg } from './types';
 
@@ -22,7 +23,9 @@ const PING_EVERY_MS = 25_000;
 const PING_TIMEOUT_MS = 10_000;
 
 export function wsURL(path: string): string {
-  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${path}`;
+  const u = apiURL(path);
+  u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.toString();
 }
 
 type Pending = { resolve: (m: ServerMsg) => void; reject: (e: RequestError) => void };

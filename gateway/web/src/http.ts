@@ -2,6 +2,7 @@
 // answer to an agent's permission question.
 // The token is only ever sent once in a POST body; afterwards an HttpOnly cookie set by the
 // server authenticates every request and the WebSocket upgrade.
+import { apiURL } from './url';
 import type { Whoami } from './types';
 
 export class HttpError extends Error {
@@ -16,7 +17,7 @@ export class HttpError extends Error {
 async function call(method: string, path: string, body?: unknown): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(path, {
+    res = await fetch(apiURL(path), {
       method,
       credentials: 'same-origin',
       cache: 'no-store',

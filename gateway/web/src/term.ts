@@ -20,6 +20,7 @@ import {
   statusBadge,
 } from './format';
 import { answerPermission } from './http';
+import { apiURL } from './url';
 import { findSession, type SessionStore } from './sessions';
 import {
   type BinFrame,
@@ -824,7 +825,7 @@ export class TermView {
     const over = s.state === 'stopped' || s.state === 'failed';
     for (const b of [H.stopBtn, H.killBtn]) if (b) (b as HTMLButtonElement).disabled = over;
     const cast = H.cast as HTMLAnchorElement;
-    cast.href = `/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`;
+    cast.href = apiURL(`/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`).toString();
     cast.setAttribute('download', `${s.name}.cast`);
     if (!this.writable) this.followSize(s.size);
     this.renderUptime();
