@@ -115,6 +115,28 @@ fn overridden_deny(s: &mut Status, name: &str, payload: &serde_json::Value) -> O
     }
 }
 
+/// How long a prompt typed into a waiting terminal agent keeps it `working` with no event
+/// following (its UserPromptSubmit hook comes within a second or two of the Enter, which itself
+/// may wait up to 2 s for the program to take the paste): past it the prompt started no turn.
+pub const PROMPT_SETTLE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// A prompt was typed into terminal agent `session`: recorded (and the agent is `working`) if
+/// it waited; the event's sequence number then (for [`prompt_settled`]).
+pub(crate) fn prompted(session: &SessionShared) -> Option<u64> {
+    if session.mode != Mode::Pty || session.status.read().attention != Some(Attention::Idle) {
+        return None;
+    }
+    Some(record_stream(session, AgentEvent::Prompted).seq)
+}
+
+/// [`PROMPT_SETTLE`] after a prompt recorded as event `seq`: if nothing followed it and the
+/// agent is still `working` on its account, it started no turn and the agent waits again.
+pub(crate) fn prompt_settled(session: &SessionShared, seq: u64) {
+    if session.last_seq() == seq && session.status.read().attention == Some(Attention::Working) {
+        record_stream(session, AgentEvent::NoTurn);
+    }
+}
+
 /// Records a structured agent's typed event (see `stream_json`) and applies what it means (see
 /// [`apply_stream`]).
 pub fn record_stream(session: &SessionShared, event: AgentEvent) -> SessionEvent {
@@ -235,6 +257,11 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
             // request): nothing changes.
             (s.permission.is_none()).then_some(Attention::Working)
         }
+        // Only from waiting: a prompt typed while the agent asks or works changes nothing.
+        AgentEvent::Prompted => {
+            (s.attention == Some(Attention::Idle)).then_some(Attention::Working)
+        }
+        AgentEvent::NoTurn => (s.attention == Some(Attention::Working)).then_some(Attention::Idle),
         AgentEvent::ToolResult { .. }
         | AgentEvent::ControlRequest { .. }
         | AgentEvent::PermissionOverridden { .. } => None,

@@ -137,6 +137,10 @@ impl SessionHandle {
         };
         let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
         self.send_input(viewer, bytes.into_bytes(), Some(enter), done)?;
+        // An agent that waited works on it from now on (before its hook says so).
+        if let Err(e) = self.actor.send_message(SessionMsg::Prompted) {
+            tracing::debug!(session = %self.shared.id, error = %e, "prompt not noted: the session is ending");
+        }
         Ok(entered)
     }
 

@@ -89,6 +89,13 @@ pub enum AgentEvent {
         /// The question.
         request_id: String,
     },
+    /// A prompt was typed into a terminal agent that waited (a paste and its Enter through
+    /// corral): it works on it from now on (its UserPromptSubmit hook says so a moment later; a
+    /// script's `wait --for idle` right after the prompt saw the turn before still idle).
+    Prompted,
+    /// No event followed a [`AgentEvent::Prompted`] within `agent::PROMPT_SETTLE`: the prompt
+    /// started no turn (a command such as `/cost`), the agent waits again.
+    NoTurn,
     /// A control request corral does not answer (it is in the log; the agent may wait for it).
     ControlRequest {
         /// Its id.

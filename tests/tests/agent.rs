@@ -927,3 +927,66 @@ async fn mutes_and_announcements_outlive_a_server_restart() {
     let got = hooks.received();
     assert_eq!(got.len(), 1, "announced again or muted one told: {got:?}");
 }
+
+/// A prompt typed into a waiting agent (`corral send --paste`, the page's paste, agentapi's
+/// message) makes it `working` at once, so a script's `corral wait --for idle` right after waits
+/// for that turn's end (it returned at once, with the turn before's `idle`, because the
+/// UserPromptSubmit hook comes a moment later). A prompt that starts no turn (no event follows
+/// it, as after `/cost`) leaves the agent idle again after a while.
+#[tokio::test]
+async fn a_prompt_makes_a_waiting_agent_work_at_once() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "pr", "argv": ["sh", "-c", "stty -echo; exec cat"]}))
+        .await;
+    let (path, token) = hook_path(&info);
+    let post = |payload: Value| post_hook(&server, path.clone(), token.clone(), payload);
+    post(json!({"hook_event_name": "SessionStart", "session_id": "c1", "source": "startup"})).await;
+    assert_eq!(server.session("pr").await["attention"], "idle");
+    let out = corral(&server, &["send", "--paste", "pr", "do the task"]);
+    assert!(out.status.success(), "{out:?}");
+    view_until(&server, "pr", "working on the prompt", |v| {
+        v["attention"] == "working"
+    })
+    .await;
+    let mut waiter = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["wait", "pr", "--for", "idle", "--timeout", "30"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "wait returned before the turn ended"
+    );
+    post(json!({"hook_event_name": "UserPromptSubmit", "prompt": "do the task"})).await;
+    post(json!({"hook_event_name": "Stop"})).await;
+    let status = tokio::task::spawn_blocking(move || waiter.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // No hook follows this one: idle again once PROMPT_SETTLE passed.
+    let out = corral(&server, &["send", "--paste", "pr", "/cost"]);
+    assert!(out.status.success(), "{out:?}");
+    view_until(&server, "pr", "working on the prompt", |v| {
+        v["attention"] == "working"
+    })
+    .await;
+    let settled = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.session("pr").await["attention"] != "idle" {
+        assert!(
+            Instant::now() < deadline,
+            "idle again after a prompt no hook followed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        settled.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        settled.elapsed()
+    );
+    let events = server.events_of("pr", "agent").await;
+    assert!(events.iter().any(|e| e["type"] == "no_turn"), "{events:?}");
+}

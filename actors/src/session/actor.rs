@@ -176,6 +176,8 @@ pub struct SessionActorState {
     backoff: BackoffState,
     /// Pending restart timer and its generation.
     restart_timer: Option<(u64, RestartTimer)>,
+    /// Pending check of the last prompt (`SessionMsg::PromptDue`).
+    prompt_timer: Option<RestartTimer>,
     /// Screen (PTY mode).
     screen: Option<ActorRef<ScreenMsg>>,
     /// Private TMPDIR (removed on drop).
@@ -216,6 +218,9 @@ pub const RESTART_REQUESTED: &str = "restart requested";
 impl Drop for SessionActorState {
     fn drop(&mut self) {
         if let Some((_, t)) = &self.restart_timer {
+            t.abort();
+        }
+        if let Some(t) = &self.prompt_timer {
             t.abort();
         }
         if let Some(s) = &self.screen {
@@ -284,6 +289,7 @@ impl Actor for Session {
             generation: 0,
             backoff: BackoffState::default(),
             restart_timer: None,
+            prompt_timer: None,
             screen,
             tmp,
             viewers: HashMap::new(),
@@ -447,6 +453,20 @@ impl Actor for Session {
                     st.resize(size);
                 }
                 st.publish_answerer();
+            }
+            SessionMsg::Prompted => {
+                if let Some(seq) = crate::agent::prompted(&st.shared) {
+                    let timer = myself.send_after(crate::agent::PROMPT_SETTLE, move || {
+                        SessionMsg::PromptDue { seq }
+                    });
+                    if let Some(old) = st.prompt_timer.replace(timer) {
+                        old.abort();
+                    }
+                }
+            }
+            SessionMsg::PromptDue { seq } => {
+                st.prompt_timer = None;
+                crate::agent::prompt_settled(&st.shared, seq);
             }
             SessionMsg::ViewerActive(viewer) => {
                 // Only a viewer with a size takes the size over: a script's `corral send`

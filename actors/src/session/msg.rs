@@ -57,6 +57,14 @@ pub enum SessionMsg {
         /// Its size.
         size: Size,
     },
+    /// A prompt (a paste and its Enter) was typed: a terminal agent that waited works on it
+    /// (`agent::prompted`).
+    Prompted,
+    /// Internal: [`crate::agent::PROMPT_SETTLE`] after the prompt recorded as event `seq`.
+    PromptDue {
+        /// The prompt's event.
+        seq: u64,
+    },
     /// A viewer sent input: its size becomes the session's.
     ViewerActive(ViewerId),
     /// A viewer that resized or typed left (its connection closed, or it unsubscribed): if it
