@@ -2031,3 +2031,31 @@ async fn an_idle_connection_is_pinged() {
     .await;
     assert_eq!(pinged, Ok(true));
 }
+
+/// A paused ttyd client still hears that its session ended: the pause holds back output, not
+/// the end (it stayed connected to the stopped session until it resumed).
+#[tokio::test]
+async fn a_paused_ttyd_client_hears_its_session_end() {
+    let server = Server::start();
+    server
+        .spawn(json!({"name": "ends", "argv": ["sh", "-c", "stty raw -echo; head -c1 >/dev/null; echo last-words"]}))
+        .await;
+    let mut ttyd = server.ttyd("ends").await;
+    ttyd.send(Message::Text(
+        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    ttyd_read(&mut ttyd, Duration::from_millis(500)).await;
+    ttyd.send(Message::Binary(b"2".to_vec().into()))
+        .await
+        .unwrap();
+    ttyd.send(Message::Binary(b"0x".to_vec().into()))
+        .await
+        .unwrap();
+    let (out, close) = ttyd_read(&mut ttyd, Duration::from_secs(10)).await;
+    assert_eq!(close, Some((1000, "session exited".into())));
+    assert!(String::from_utf8_lossy(&out).contains("last-words"));
+}

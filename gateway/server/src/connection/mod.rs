@@ -139,6 +139,10 @@ pub struct ConnectionState {
     credential: Option<(String, bool)>,
     /// ttyd pause ('2') / resume ('3').
     paused: bool,
+    /// While a ttyd client is paused: its session's events, watched for its end (a pause holds
+    /// back output, not the session's end: the connection then resumes, flushes the last
+    /// output and closes as for any viewer).
+    pause_watch: Option<tokio::sync::broadcast::Receiver<corral_actors::SessionEvent>>,
     /// When the client is pinged next ([`PING_EVERY`]).
     ping_at: tokio::time::Instant,
     /// This connection's viewer id (resize policy).
@@ -232,6 +236,7 @@ impl Actor for Connection {
             unauthenticated,
             credential,
             paused: false,
+            pause_watch: None,
             ping_at: tokio::time::Instant::now() + PING_EVERY,
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),
@@ -328,6 +333,11 @@ impl Actor for Connection {
                     true
                 }
             },
+            () = session_ends(&mut st.pause_watch), if st.paused && st.pause_watch.is_some() => {
+                st.paused = false;
+                st.pause_watch = None;
+                true
+            }
             Some((channel, item)) = st.subs.next(), if !st.subs.is_empty() && !st.paused => {
                 st.outgoing(channel, item).await
             }
@@ -356,6 +366,23 @@ async fn held_until(held: &Option<Held>) {
     match held {
         Some(h) => tokio::time::sleep_until(h.at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Returns when the watched session ends (a final state, or it is removed); pending forever
+/// without a watch (the select guards on it).
+async fn session_ends(
+    watch: &mut Option<tokio::sync::broadcast::Receiver<corral_actors::SessionEvent>>,
+) {
+    let Some(rx) = watch else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(e) if matches!(e.kind, EventKind::State { state, .. } if state.is_final()) => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -41,11 +41,21 @@ impl ConnectionState {
                 true
             }
             crate::ttyd::Frame::Pause => {
+                // Its end is still told: watched while paused.
+                if !self.paused {
+                    self.pause_watch = Some(session.events());
+                }
                 self.paused = true;
+                // Ended before the watch began: nothing would wake it.
+                if session.shared().state().is_final() {
+                    self.paused = false;
+                    self.pause_watch = None;
+                }
                 true
             }
             crate::ttyd::Frame::Resume => {
                 self.paused = false;
+                self.pause_watch = None;
                 true
             }
             crate::ttyd::Frame::Bad(why) => {
