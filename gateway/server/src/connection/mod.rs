@@ -143,8 +143,9 @@ pub struct ConnectionState {
     /// back output, not the session's end: the connection then resumes, flushes the last
     /// output and closes as for any viewer).
     pause_watch: Option<tokio::sync::broadcast::Receiver<corral_actors::SessionEvent>>,
-    /// When the client is pinged next ([`PING_EVERY`]).
-    ping_at: tokio::time::Instant,
+    /// When the client is pinged next ([`PING_EVERY`]): one timer, reset each time (not a new
+    /// one per turn of the loop).
+    ping: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// This connection's viewer id (resize policy).
     viewer: u64,
     /// Sessions it typed into or resized (at most [`MAX_TOUCHED`]): told when it leaves them,
@@ -237,7 +238,7 @@ impl Actor for Connection {
             credential,
             paused: false,
             pause_watch: None,
-            ping_at: tokio::time::Instant::now() + PING_EVERY,
+            ping: Box::pin(tokio::time::sleep(PING_EVERY)),
             viewer: args.app.next_viewer.fetch_add(1, Ordering::Relaxed),
             touched: HashMap::new(),
             shutdown: args.app.shutdown.subscribe(),
@@ -313,8 +314,8 @@ impl Actor for Connection {
             }
             // Idle or not: a proxy in between sees traffic (the client's pong is read and
             // dropped as any control frame).
-            _ = tokio::time::sleep_until(st.ping_at) => {
-                st.ping_at = tokio::time::Instant::now() + PING_EVERY;
+            () = st.ping.as_mut() => {
+                st.ping.as_mut().reset(tokio::time::Instant::now() + PING_EVERY);
                 st.send(Message::Ping(Default::default())).await
             }
             // A connection that never shows its token does not hold its place for good.
