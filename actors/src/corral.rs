@@ -60,6 +60,15 @@ pub struct Corral {
     recovery: Option<std::sync::Arc<RecoveryReport>>,
 }
 
+impl std::fmt::Debug for Corral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Corral")
+            .field("sessions", &self.sessions)
+            .field("recovered", &self.recovery.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Corral {
     /// Starts the tree standalone.
     pub async fn start(config: CorralConfig) -> Result<Corral, SupervisorError> {

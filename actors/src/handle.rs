@@ -28,6 +28,15 @@ pub struct SessionHandle {
     pub(crate) actor: ActorRef<SessionMsg>,
 }
 
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.id())
+            .field("name", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Longest a control call waits for a session (stops wait their grace on top).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 

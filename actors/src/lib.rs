@@ -41,6 +41,9 @@ pub mod subscription;
 pub mod time;
 
 pub use corral::{Corral, CorralConfig};
+/// corral-runtime, which this crate's API speaks (`SupervisorError`, `Backoff`, `Lagged`,
+/// `Intensity`): an embedder depends on corral-actors alone, at a version that matches.
+pub use corral_runtime;
 pub use error::SessionError;
 pub use event::{EventKind, SessionEvent, SessionState};
 pub use handle::SessionHandle;

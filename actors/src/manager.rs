@@ -135,6 +135,15 @@ pub struct Sessions {
     closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("len", &self.len())
+            .field("persisted", &self.persist.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Sessions {
     /// Sessions that run under `supervisor` (a dynamic supervisor: no static children).
     pub fn new(supervisor: SupervisorRef, config: SessionsConfig) -> Self {

@@ -70,6 +70,15 @@ pub struct Subscription {
     pacer: Arc<Pacer>,
 }
 
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("session", &self.shared.id)
+            .field("cursor", &self.cursor())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Catching up from the scrollback log.
 struct Backfill {
     /// Next offset to deliver.

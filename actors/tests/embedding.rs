@@ -60,3 +60,37 @@ async fn spawns_racing_a_shutdown_are_refused_or_stopped() {
         }
     }
 }
+
+/// What an embedder holds can go in its own `#[derive(Debug)]` state, and corral-runtime's
+/// types come through corral-actors (one dependency, at the version it was built with).
+#[tokio::test]
+async fn the_handles_print_and_the_runtime_comes_along() {
+    use corral_actors::corral_runtime::Backoff;
+    use corral_actors::{Corral, CorralConfig, SessionSpec};
+    #[derive(Debug)]
+    #[allow(dead_code)] // its fields are read through Debug only
+    struct HostState {
+        corral: Corral,
+        session: corral_actors::SessionHandle,
+        sub: corral_actors::Subscription,
+        backoff: Backoff,
+    }
+    let corral = Corral::start(CorralConfig::default()).await.unwrap();
+    let mut spec = SessionSpec::new(["sleep", "60"]);
+    spec.name = Some("shown".into());
+    let session = corral.sessions().spawn(spec).await.unwrap();
+    let sub = session.subscribe(Some(0)).unwrap();
+    let state = HostState {
+        corral: corral.clone(),
+        session,
+        sub,
+        backoff: Backoff::default(),
+    };
+    let shown = format!("{state:?}");
+    assert!(
+        shown.contains("shown") && shown.contains("Sessions"),
+        "{shown}"
+    );
+    drop(state);
+    corral.shutdown().await.unwrap();
+}
