@@ -70,7 +70,54 @@ pub struct App {
     pub in_flight: crate::in_flight::InFlight,
 }
 
+/// What an [`App`] is made of that its maker chooses; everything else starts empty. An
+/// application that mounts corral's router (`routes::router`) in its own server makes its App
+/// from these, as `serve` does (new fields of the App then do not break it).
+pub struct AppParts {
+    /// The session tree.
+    pub corral: Corral,
+    /// Valid tokens (`Tokens::new(admin)`, or with a token log).
+    pub tokens: Tokens,
+    /// Settings.
+    pub config: GatewayConfig,
+    /// The supervisor WebSocket connections run under.
+    pub clients: SupervisorRef,
+    /// The server's base URL, given to sessions as `CORRAL_URL`.
+    pub url: String,
+    /// The binary agents' hooks run (`<exe> hook`).
+    pub exe: std::path::PathBuf,
+    /// The data dir (mutes, the hook spool, the Unix socket hooks reach).
+    pub data_dir: std::path::PathBuf,
+    /// Listeners a successor inherits (`corral upgrade`; None for an application's own).
+    pub listeners: (Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>),
+}
+
 impl App {
+    /// An App of `parts`, with no connection, question or conversation yet.
+    pub fn new(parts: AppParts) -> App {
+        App {
+            mutes: crate::mute::Mutes::load(&parts.data_dir),
+            corral: parts.corral,
+            tokens: parts.tokens,
+            metrics: Metrics::default(),
+            config: parts.config,
+            clients: parts.clients,
+            url: parts.url,
+            next_viewer: AtomicU64::new(1),
+            permissions: Default::default(),
+            connections: Default::default(),
+            conversations: Default::default(),
+            exe: parts.exe,
+            data_dir: parts.data_dir,
+            started: std::time::Instant::now(),
+            shutdown: tokio::sync::watch::channel(false).0,
+            leave: tokio::sync::watch::channel(None).0,
+            listener: parts.listeners.0,
+            unix_listener: parts.listeners.1,
+            in_flight: Default::default(),
+        }
+    }
+
     /// The close frame WebSockets get when the server leaves: 1012 when a successor takes
     /// over (clients reconnect and resume), 1001 otherwise.
     pub fn closing(&self) -> (u16, &'static str) {

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -19,7 +18,6 @@ use crate::auth::{Grant, Tokens};
 use crate::config::GatewayConfig;
 use crate::datadir::{DataDir, ServerInfo};
 use crate::listen::{Closable, Peer};
-use crate::metrics::Metrics;
 use crate::routes::router;
 use crate::unix::{OwnerOnly, socket_path};
 
@@ -173,27 +171,16 @@ async fn serving(
     };
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let app = Arc::new(App {
+    let app = Arc::new(App::new(crate::app::AppParts {
         corral: corral.clone(),
         tokens,
-        metrics: Metrics::default(),
         config: opts.gateway.clone(),
         clients: clients.clone(),
         url: url.clone(),
-        next_viewer: AtomicU64::new(1),
-        permissions: Default::default(),
-        connections: Default::default(),
-        conversations: Default::default(),
-        mutes: crate::mute::Mutes::load(data.path()),
         exe,
         data_dir: data.path().to_path_buf(),
-        started: std::time::Instant::now(),
-        shutdown: tokio::sync::watch::channel(false).0,
-        leave: tokio::sync::watch::channel(None).0,
-        listener: handover,
-        unix_listener: unix_handover,
-        in_flight: Default::default(),
-    });
+        listeners: (handover, unix_handover),
+    }));
     // Hook events that found no server while none was there, before anything is served: they
     // precede every event delivered live (whose hooks wait in the socket's backlog).
     crate::spool::replay(&app).await;
