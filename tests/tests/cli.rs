@@ -105,6 +105,20 @@ fn client_commands_without_a_server_say_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no corral server is running"));
 }
 
+/// A server killed with SIGKILL leaves `server.json` and its socket behind: a client says no
+/// server runs, as when none ever did (it said it could not reach the socket, "is it
+/// running?").
+#[test]
+fn client_commands_after_a_killed_server_say_none_runs() {
+    let mut server = Server::start();
+    server.kill();
+    assert!(server.dir.path().join("server.json").exists());
+    let out = corral(&server, &["ps"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no corral server is running"), "{err}");
+}
+
 #[test]
 fn a_busy_port_fails_the_start_naming_it_before_any_session_is_touched() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -49,6 +49,22 @@ impl Endpoint {
         }
     }
 
+    /// The data dir of a Unix endpoint (its socket's folder).
+    fn data_dir(&self) -> PathBuf {
+        match self {
+            Endpoint::Unix(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Endpoint::Tcp(_) => PathBuf::new(),
+        }
+    }
+
+    /// Whether the server the data dir's `server.json` names no longer runs (or none is named).
+    fn server_gone(&self) -> bool {
+        match datadir::read_server_json(&self.data_dir()) {
+            Ok(info) => !std::path::Path::new(&format!("/proc/{}", info.pid)).exists(),
+            Err(_) => true,
+        }
+    }
+
     /// Opens a stream (bounded by [`CONNECT_TIMEOUT`]); TCP gets TCP_NODELAY (a keystroke goes
     /// out at once, not behind an unacked one).
     pub async fn connect(&self) -> Result<Stream, ClientError> {
@@ -64,6 +80,16 @@ impl Endpoint {
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(s)) => Ok(s),
+            // The data dir's socket with nobody behind it, and the server `server.json` names
+            // is gone: a server that was killed (it leaves both behind; its lock went with it).
+            // Said as when no server ever ran there, not as a connection problem.
+            Ok(Err(source))
+                if matches!(self, Endpoint::Unix(_))
+                    && source.kind() == std::io::ErrorKind::ConnectionRefused
+                    && self.server_gone() =>
+            {
+                Err(ClientError::NoServer(self.data_dir()))
+            }
             Ok(Err(source)) => Err(ClientError::Connect {
                 addr: self.describe(),
                 source,
