@@ -68,6 +68,40 @@ pub struct Snapshot {
     pub bracketed_paste: bool,
 }
 
+/// Modes a program may have left on that a redraw over a live terminal turns off first (a full
+/// reset does it for a fresh terminal; the snapshot then turns on those still on): mouse
+/// reporting and its encodings, bracketed paste, application cursor keys and keypad, a hidden
+/// cursor, the alternate screen.
+const MODES_OFF: &str = "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?2004l\x1b[?1l\x1b>\x1b[?25h\x1b[?47l";
+
+impl Snapshot {
+    /// The same screen drawn over a terminal that is showing the session already and keeps its
+    /// scrollback (a viewer the output lapped): what it shows is pushed up into its scrollback
+    /// (with `note` under it), then a soft reset (DECSTR) and the modes turned off take the
+    /// place of the full reset — which in xterm.js (ttyd's page, corral's) also wipes the
+    /// scrollback, and the note with it.
+    pub fn over_scrollback(&self, note: &str) -> Vec<u8> {
+        let body = self
+            .bytes
+            .strip_prefix(FULL_RESET.as_bytes())
+            .unwrap_or(&self.bytes);
+        let mut out = Vec::with_capacity(body.len() + 256 + usize::from(self.rows) * 2);
+        out.extend_from_slice(MODES_OFF.as_bytes());
+        // The whole screen scrolls (no scroll region, no origin mode), in plain colours.
+        out.extend_from_slice(b"\x1b[r\x1b[?6l\x1b[0m\r\n");
+        out.extend_from_slice(note.as_bytes());
+        // To the bottom, then a screenful of new lines: every line shown goes up into the
+        // scrollback, the note last.
+        out.extend_from_slice(format!("\x1b[{};1H", self.rows).as_bytes());
+        for _ in 0..self.rows {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\x1b[!p\x1b[H\x1b[2J");
+        out.extend_from_slice(body);
+        out
+    }
+}
+
 /// A terminal size as vt100 wants it (never zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Dims {

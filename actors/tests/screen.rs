@@ -694,3 +694,41 @@ async fn actor_serves_catch_up_resize_and_snapshots() {
         .expect("actor stops in time")
         .expect("actor task did not panic");
 }
+
+/// A viewer the output lapped gets the screen drawn over what it shows (`over_scrollback`): the
+/// session's screen exactly, as a fresh terminal would (alternate screen and colours included,
+/// mouse reporting it had left on turned off), with what it showed before — and the note —
+/// kept in its scrollback (the full reset a fresh terminal gets wiped that in xterm.js).
+#[test]
+fn a_redraw_over_scrollback_shows_the_screen_and_keeps_the_history() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let now = b"\x1b[?1049h\x1b[41mnow\x1b[5;5H\x1b[1mbold";
+    ring.append(now);
+    let snap = em.snapshot();
+    // The viewer saw older output, and a program that had turned mouse reporting on.
+    let mut viewer = vt100::Parser::new(
+        NonZeroU16::new(ROWS).unwrap(),
+        NonZeroU16::new(COLS).unwrap(),
+        500,
+    );
+    viewer.process(b"old line 1\r\nold line 2\r\n\x1b[?1000h\x1b[2;10r");
+    viewer.process(&snap.over_scrollback("[corral: skipped]"));
+    assert_same_screen(
+        reference(ROWS, COLS, now).screen(),
+        viewer.screen(),
+        "redrawn over scrollback",
+    );
+    assert_eq!(
+        viewer.screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
+    // The history is the normal screen's (the alternate one has none): back on it, scrolled up.
+    viewer.process(b"\x1b[?1049l");
+    viewer.screen_mut().set_scrollback(500);
+    let back = viewer.screen().contents();
+    assert!(
+        back.contains("old line 1") && back.contains("[corral: skipped]"),
+        "{back}"
+    );
+}

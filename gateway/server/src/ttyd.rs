@@ -26,21 +26,15 @@ pub fn parse_frame(data: &[u8]) -> Option<Frame<'_>> {
     let (&cmd, payload) = data.split_first()?;
     Some(match cmd {
         b'0' => Frame::Input(payload),
-        b'1' => {
-            #[derive(serde::Deserialize)]
-            struct Resize {
-                columns: u16,
-                rows: u16,
-            }
-            match serde_json::from_slice::<Resize>(payload) {
-                Ok(r) if r.columns > 0 && r.rows > 0 => Frame::Resize(Size {
-                    rows: r.rows,
-                    cols: r.columns,
-                }),
-                Ok(_) => Frame::Bad("resize to zero"),
-                Err(_) => Frame::Bad("resize is not {columns, rows} JSON"),
-            }
-        }
+        // Sizes read as the init's are (as ttyd reads them: numbers, floats, numeric strings).
+        b'1' => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
+        {
+            Ok(r) => match (dimension(r.get("columns")), dimension(r.get("rows"))) {
+                (Some(cols), Some(rows)) => Frame::Resize(Size { rows, cols }),
+                _ => Frame::Bad("resize without a usable {columns, rows}"),
+            },
+            Err(_) => Frame::Bad("resize is not {columns, rows} JSON"),
+        },
         b'2' => Frame::Pause,
         b'3' => Frame::Resume,
         _ => Frame::Bad("unknown command byte"),
@@ -108,6 +102,13 @@ mod tests {
             parse_frame(br#"1{"columns":0,"rows":40}"#),
             Some(Frame::Bad(_))
         ));
+        assert_eq!(
+            parse_frame(br#"1{"columns":"120","rows":40.7}"#),
+            Some(Frame::Resize(Size {
+                rows: 40,
+                cols: 120
+            }))
+        );
         assert_eq!(parse_frame(b"2"), Some(Frame::Pause));
         assert_eq!(parse_frame(b"3"), Some(Frame::Resume));
         assert!(matches!(parse_frame(b"9"), Some(Frame::Bad(_))));

@@ -14,6 +14,7 @@ import {
   statusBadge,
   joinArgv,
 } from './format';
+import { overScrollback } from './redraw';
 
 test('splitArgv: words, quotes, escapes', () => {
   assert.deepEqual(splitArgv('bash -i'), ['bash', '-i']);
@@ -104,4 +105,15 @@ test('permissionSummary says the command, the file, or the input', () => {
   assert.equal(permissionSummary('Bash', { command: 'a\n  b' }), 'Bash: a ⏎ b');
   assert.equal(permissionSummary('Tool', undefined), 'Tool');
   assert.ok(permissionSummary('Bash', { command: 'x'.repeat(400) }).endsWith('…'));
+});
+
+test('overScrollback: the full reset goes, the screen is pushed up with the note', () => {
+  const snap = new TextEncoder().encode('\x1b[?47l\x1bc\x1b[?1049hnow');
+  const out = new TextDecoder().decode(overScrollback(snap, 3, '[note]'));
+  assert.ok(!out.includes('\x1bc'), out);
+  assert.ok(out.endsWith('\x1b[!p\x1b[H\x1b[2J\x1b[?1049hnow'), out);
+  assert.ok(out.includes('[note]\x1b[3;1H\r\n\r\n\r\n'), out);
+  // A snapshot without the reset (never expected) is drawn as it is after the soft reset.
+  const bare = new TextDecoder().decode(overScrollback(new TextEncoder().encode('x'), 1, ''));
+  assert.ok(bare.endsWith('\x1b[2Jx'), bare);
 });

@@ -20,6 +20,7 @@ import {
   statusBadge,
 } from './format';
 import { answerPermission } from './http';
+import { overScrollback } from './redraw';
 import { apiURL } from './url';
 import { findSession, type SessionStore } from './sessions';
 import {
@@ -128,6 +129,8 @@ export class TermView {
   written = 0;
   /** Gaps shown to the user, [from, to) each. */
   readonly lags: [number, number][] = [];
+  /** Set while re-attaching after a lag: the next snapshot is drawn over the scrollback. */
+  private redrawNote: string | null = null;
   /** Whether the last byte handed to xterm ended a line (for placing lag notices). */
   private atLineStart = true;
   private acked = 0;
@@ -282,7 +285,9 @@ export class TermView {
     return s;
   }
 
-  private async attach(): Promise<void> {
+  /** Subscribes (again): from the next byte this view needs, or from the screen. `resize`:
+   * this view's size is sent first (not when it re-attaches to redraw after a lag). */
+  private async attach(resize = true): Promise<void> {
     if (this.gone || this.disposed || this.subscribing) return;
     this.subscribing = true;
     this.queue = [];
@@ -297,7 +302,7 @@ export class TermView {
       this.term.options.convertEol = info.mode !== 'pty';
       this.renderInfo();
       if (!this.writable) this.followSize(info.size);
-      else if (this.uuid) {
+      else if (this.uuid && resize) {
         // Size first, so the snapshot is drawn at the size this view shows.
         this.fitNow();
         this.conn
@@ -363,7 +368,9 @@ export class TermView {
     }
     if (f.kind === KIND_SNAPSHOT) {
       this.next = f.offset;
-      this.write(f.payload, f.offset);
+      const over = this.redrawNote;
+      this.redrawNote = null;
+      this.write(over == null ? f.payload : overScrollback(f.payload, this.term.rows, over), f.offset);
       return;
     }
     if (f.kind !== KIND_OUTPUT) return;
@@ -471,7 +478,11 @@ export class TermView {
     if (this.uuid) this.conn.request({ type: 'unsubscribe', session: this.uuid }).catch(() => {});
     this.channel = 0;
     this.next = null;
-    void this.attach();
+    // Drawn over what this view shows, which stays in its scrollback with the note (a fresh
+    // attach's full reset wipes the scrollback); and this view's size is not sent again (a
+    // phone that lagged took the session's size from the desktop that was typing).
+    this.redrawNote = `\x1b[0;30;43m— output skipped: bytes ${from}..${to} (viewer too slow); the screen is redrawn —\x1b[0m`;
+    void this.attach(false);
   }
 
   private lagNotice(from: number, to: number): void {
@@ -857,3 +868,4 @@ export class TermView {
     return bar;
   }
 }
+

@@ -134,7 +134,7 @@ pub struct ConnectionState {
     ttyd: Option<SessionHandle>,
     /// Until the connection shows its token (ttyd's first frame): its place among those that
     /// have not, and when it is closed without one.
-    unauthenticated: Option<(crate::connections::Place, tokio::time::Instant)>,
+    unauthenticated: Option<(Option<crate::connections::Place>, tokio::time::Instant)>,
     /// A ttyd connection's token from its upgrade, if it carried one (`true`: the login cookie).
     credential: Option<(String, bool)>,
     /// ttyd pause ('2') / resume ('3').
@@ -215,12 +215,13 @@ impl Actor for Connection {
             } => (
                 None,
                 Some(session),
-                unauthenticated.map(|place| {
-                    (
-                        place,
-                        tokio::time::Instant::now() + crate::connections::AUTH_WAIT,
-                    )
-                }),
+                // A ttyd client has AUTH_WAIT for its first frame, with a token at the upgrade
+                // too (without, such a connection stayed for good); it holds a place among the
+                // unauthenticated only without one.
+                Some((
+                    unauthenticated,
+                    tokio::time::Instant::now() + crate::connections::AUTH_WAIT,
+                )),
                 credential,
             ),
         };
@@ -354,7 +355,7 @@ impl Actor for Connection {
 
 /// Sleeps until a connection without a token must have shown one (pending forever otherwise).
 async fn auth_deadline(
-    unauthenticated: &Option<(crate::connections::Place, tokio::time::Instant)>,
+    unauthenticated: &Option<(Option<crate::connections::Place>, tokio::time::Instant)>,
 ) {
     match unauthenticated {
         Some((_, at)) => tokio::time::sleep_until(*at).await,

@@ -132,6 +132,12 @@ impl ConnectionState {
                 return false;
             }
         }
+        self.ttyd_follow(session, start).await
+    }
+
+    /// Live output of `session` from `start` on (a screen was just drawn up to it); a session
+    /// that has ended gets the close a live viewer gets.
+    async fn ttyd_follow(&mut self, session: &SessionHandle, start: Option<u64>) -> bool {
         if session.shared().state().is_final() {
             return self.close(1000, "session exited").await;
         }
@@ -155,34 +161,56 @@ impl ConnectionState {
             return self.close(1000, "session exited").await;
         }
         match code {
-            // Between two processes of a restarting session: reconnecting finds the next.
-            ErrorCode::Conflict => self.close(1012, "session restarting").await,
+            // Between two processes of a restarting session. Not 1012, on which ttyd's page
+            // reconnects at once: a key, or a mouse move with reporting on, each reconnected
+            // it (40 times in 15 s); it asks for Enter, and reconnecting finds the next process.
+            ErrorCode::Conflict => {
+                self.close(
+                    1000,
+                    "session restarting: reconnect to see its next process",
+                )
+                .await
+            }
             _ => self.close(1011, "input refused").await,
         }
     }
 
     /// A ttyd viewer the session's output lapped (a slow client, or one paused): ttyd has no
-    /// lag message, so it is said in the terminal, and the screen is drawn again as it is now
-    /// (with only the note, the skipped bytes' modes and colours were lost for good: an
-    /// alternate screen never entered, a background never set), then output goes on from there.
+    /// lag message, so it is said in the terminal, and a terminal's screen is drawn again as it
+    /// is now, over what the viewer shows (kept in its scrollback with the note: see
+    /// `Snapshot::over_scrollback`), then output goes on from there. With only the note, the
+    /// skipped bytes' modes and colours were lost for good (an alternate screen never entered,
+    /// a background never set). A session on pipes has lines, no screen: the note only.
     async fn ttyd_lagged(&mut self, channel: u32, skipped: u64) -> bool {
         self.app.metrics.lagged.inc();
         self.stats
             .lags
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(session) = self.channels.get(&channel).map(|c| c.session.clone()) else {
+            return true;
+        };
+        let screen = match session.shared().mode {
+            corral_actors::Mode::Pty => session.snapshot().await.ok(),
+            _ => None,
+        };
+        let Some(screen) = screen else {
+            let note = format!(
+                "0\r\n\x1b[7m[corral: {skipped} bytes skipped, viewer too slow]\x1b[0m\r\n"
+            );
+            return self.send(Message::Binary(note.into_bytes().into())).await;
+        };
         let note = format!(
-            "\r\n\x1b[7m[corral: {skipped} bytes skipped, viewer too slow; the screen is redrawn]\x1b[0m\r\n"
+            "\x1b[7m[corral: {skipped} bytes skipped, viewer too slow; the screen is redrawn]\x1b[0m"
         );
+        if let Some(old) = self.channels.remove(&channel) {
+            old.abort.abort();
+        }
         let mut frame = vec![b'0'];
-        frame.extend_from_slice(note.as_bytes());
+        frame.extend_from_slice(&screen.over_scrollback(&note));
         if !self.send(Message::Binary(frame.into())).await {
             return false;
         }
-        let Some(old) = self.channels.remove(&channel) else {
-            return true;
-        };
-        old.abort.abort();
-        self.ttyd_draw(&old.session).await
+        self.ttyd_follow(&session, Some(screen.offset)).await
     }
 
     pub(super) async fn ttyd_outgoing(&mut self, channel: u32, item: Item) -> bool {
