@@ -160,6 +160,10 @@ pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
     // Nothing outside can answer a hook-asked question any more: it is the agent's own
     // dialog's (a structured agent's control request stays open: its answer goes on stdin).
     questions::leave_held_to_terminal(&mut s);
+    // A prompt the server died before it could settle: settled by the next one.
+    s.prompt_pending = events
+        .last()
+        .is_some_and(|e| matches!(e.kind, EventKind::Agent(AgentEvent::Prompted)));
 }
 
 /// What a PermissionRequest hook asks: the tool and its input (no id yet: the hook call that
@@ -203,7 +207,7 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
     } else if questions::any_open(s) {
         return;
     }
-    s.attention = Some(next);
+    s.set_attention(next);
     // A question with nothing to answer it from outside yet (its hook call holds it next); a
     // Notification that asks names no tool: its question is in the agent's own dialog.
     s.permission = (name == "PermissionRequest").then(|| hook_question(payload));
@@ -267,7 +271,7 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
         | AgentEvent::PermissionOverridden { .. } => None,
     };
     if let Some(next) = next {
-        s.attention = Some(next);
+        s.set_attention(next);
     }
 }
 
@@ -356,7 +360,7 @@ pub fn take_question(session: &SessionShared, id: &str) -> Option<PermissionAsk>
     }
     let ask = questions::take(&mut s, id)?;
     if s.permission.is_none() {
-        s.attention = Some(Attention::Working);
+        s.set_attention(Attention::Working);
     }
     Some(ask)
 }

@@ -129,6 +129,26 @@ impl SessionHandle {
             self.send_input(viewer, format!("{text}\n").into_bytes(), None, done)?;
             return Ok(entered);
         }
+        // A prompt's Enter would answer the dialog an agent shows instead (the first choice:
+        // "Yes" to a tool, trust to a new folder), and the prompt would be lost.
+        match self.shared.status.read().attention {
+            Some(crate::attention::Attention::NeedsPermission) => {
+                return Err(SessionError::Unsupported(format!(
+                    "{name} asks a permission: answer it first (`corral answer {name}`, the page, \
+                     or POST /v1/sessions/{name}/permission); a prompt now would answer its dialog",
+                    name = self.name()
+                )));
+            }
+            Some(crate::attention::Attention::Starting) => {
+                return Err(SessionError::Unsupported(format!(
+                    "{} has not started: its screen waits for an answer (Claude Code asks whether \
+                     to trust a new folder); answer it with keys (`corral send`), or wait for it \
+                     (`corral wait --for idle`)",
+                    self.name()
+                )));
+            }
+            _ => {}
+        }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
         let bytes = if bracketed {

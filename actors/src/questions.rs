@@ -47,7 +47,7 @@ pub(crate) fn open(s: &mut Status, ask: PermissionAsk) -> bool {
     } else {
         s.permission = Some(ask);
     }
-    s.attention = Some(Attention::NeedsPermission);
+    s.set_attention(Attention::NeedsPermission);
     true
 }
 
@@ -70,10 +70,10 @@ pub(crate) fn close(s: &mut Status, id: &str, how: Left) -> bool {
         return false;
     }
     if s.permission.is_some() {
-        s.attention = Some(Attention::NeedsPermission);
+        s.set_attention(Attention::NeedsPermission);
         return true;
     }
-    s.attention = Some(match how {
+    s.set_attention(match how {
         Left::Answered => Attention::Working,
         Left::Settled => Attention::Idle,
         Left::ToTerminal => Attention::NeedsPermission,
@@ -87,7 +87,7 @@ pub(crate) fn put_back(s: &mut Status, ask: PermissionAsk) {
     if let Some(shown) = s.permission.replace(ask) {
         s.queued.push_front(shown);
     }
-    s.attention = Some(Attention::NeedsPermission);
+    s.set_attention(Attention::NeedsPermission);
 }
 
 /// The ids of the open questions hook calls hold that `settles` says are settled.

@@ -990,3 +990,77 @@ async fn a_prompt_makes_a_waiting_agent_work_at_once() {
     let events = server.events_of("pr", "agent").await;
     assert!(events.iter().any(|e| e["type"] == "no_turn"), "{events:?}");
 }
+
+/// A server that dies within the 8 s after a prompt no event followed: the next server settles
+/// it (it stayed `working` for good, and `wait --for idle` hung).
+#[tokio::test]
+async fn a_prompt_left_unsettled_by_a_dead_server_is_settled_by_the_next() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "pd", "argv": ["sh", "-c", "stty -echo; exec cat"]}))
+        .await;
+    let (path, token) = hook_path(&info);
+    let (code, _) = post_hook(
+        &server,
+        path,
+        token,
+        json!({"hook_event_name": "SessionStart", "session_id": "c2", "source": "startup"}),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let out = corral(&server, &["send", "--paste", "pd", "/cost"]);
+    assert!(out.status.success(), "{out:?}");
+    view_until(&server, "pd", "working on the prompt", |v| {
+        v["attention"] == "working"
+    })
+    .await;
+    server.kill();
+    server.restart();
+    assert_eq!(server.session("pd").await["attention"], "working");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.session("pd").await["attention"] != "idle" {
+        assert!(Instant::now() < deadline, "settled by the next server");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A prompt (`corral send --paste`) is refused while an agent shows a dialog its Enter would
+/// answer — a permission question (it approved the tool), or its start's folder-trust screen
+/// (it trusted the folder) — and the prompt was lost; agentapi refused both already.
+#[tokio::test]
+async fn a_prompt_is_refused_while_the_agent_shows_a_dialog() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("agent.sh");
+    corral_tests::executable(&program, "#!/bin/sh\nexec cat\n");
+    let info = server
+        .spawn(json!({"name": "dlg", "argv": [program], "agent": "claude"}))
+        .await;
+    assert_eq!(server.session("dlg").await["attention"], "starting");
+    let out = corral(&server, &["send", "--paste", "dlg", "hello"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has not started"),
+        "{out:?}"
+    );
+    let (path, token) = hook_path(&info);
+    let post = |payload: Value| post_hook(&server, path.clone(), token.clone(), payload);
+    post(json!({"hook_event_name": "SessionStart", "session_id": "c3", "source": "startup"})).await;
+    let asked = post(ask("touch x"));
+    let refused = async {
+        view_until(&server, "dlg", "asked", |v| {
+            v["attention"] == "needs_permission"
+        })
+        .await;
+        let out = corral(&server, &["send", "--paste", "dlg", "go on"]);
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("asks a permission") && err.contains("corral answer dlg"),
+            "{err}"
+        );
+        assert!(corral(&server, &["answer", "dlg", "deny"]).status.success());
+    };
+    let ((code, _), ()) = tokio::join!(asked, refused);
+    assert_eq!(code, 200);
+}

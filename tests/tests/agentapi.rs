@@ -274,10 +274,12 @@ async fn a_user_message_never_answers_a_question_and_makes_the_agent_running_at_
         async move { server.http("POST", &path, t, Some(&payload)).await }
     };
     hook(json!({"hook_event_name": "SessionStart", "session_id": "s1"})).await;
-    assert_eq!(
-        get(&server, "/agentapi/agent/status", t).await.1["status"],
-        "stable"
-    );
+    // Stable once 700 ms passed without a hook (Claude paints after its hooks).
+    until(
+        async || get(&server, "/agentapi/agent/status", t).await.1["status"] == "stable",
+        "stable after its start",
+    )
+    .await;
     let message = |text: &str| {
         let body = json!({"content": text, "type": "user"});
         let server = &server;
@@ -395,6 +397,11 @@ async fn a_message_that_starts_no_turn_does_not_leave_the_agent_running() {
         .await;
     let id = info["id"].as_str().unwrap().to_string();
     assert_eq!(hook(&server, &id, "SessionStart").await, 202);
+    until(
+        async || get(&server, "/agentapi/quiet/status", t).await.1["status"] == "stable",
+        "stable after its start",
+    )
+    .await;
     let (code, body) = message(&server, "quiet", "user", "/cost").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
@@ -483,12 +490,12 @@ async fn of_user_messages_posted_at_once_one_is_taken() {
         "echo off",
     )
     .await;
+    assert_eq!(hook(&server, &id, "SessionStart").await, 202);
     until(
         async || get(&server, "/agentapi/race/status", t).await.1["status"] == "stable",
         "stable",
     )
     .await;
-    assert_eq!(hook(&server, &id, "SessionStart").await, 202);
     let posts = (0..8).map(|i| {
         let body = json!({"content": format!("task-{i}"), "type": "user"});
         let server = &server;

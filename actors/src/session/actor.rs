@@ -318,6 +318,16 @@ impl Actor for Session {
             Begin::Start | Begin::Recover => st.start(&myself).await,
             Begin::Adopt => {
                 st.adopt(&myself).await;
+                // A prompt that had no event after it when the last server died: checked
+                // again a PROMPT_SETTLE from now (else `working` for good, and `wait` hung).
+                let pending = std::mem::take(&mut st.shared.status.write().prompt_pending);
+                if pending {
+                    let seq = st.shared.last_seq();
+                    let timer = myself.send_after(crate::agent::PROMPT_SETTLE, move || {
+                        SessionMsg::PromptDue { seq }
+                    });
+                    st.prompt_timer = Some(timer);
+                }
                 Ok(())
             }
         };

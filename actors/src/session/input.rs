@@ -47,8 +47,9 @@ impl InputWriter {
     ///
     /// The second part of a write (a paste's Enter) waits its pause, then until the program
     /// answered the first with output (the session's `output` Ring grew: it read the paste and
-    /// redrew), up to [`PASTE_ENTER_MAX`]: a TUI busy for longer than the pause (a loaded
-    /// machine) would otherwise get both in one read and lose the Enter.
+    /// redrew) and that output paused ([`PASTE_QUIET`]), up to [`PASTE_ENTER_MAX`] in all: a
+    /// TUI busy for longer than the pause (a loaded machine) would otherwise get both in one
+    /// read, or the Enter in the middle of the paste, and lose it.
     pub fn start(
         fd: AsyncFd<OwnedFd>,
         lost: Arc<AtomicU64>,
@@ -63,15 +64,9 @@ impl InputWriter {
                 let answer = write.then.as_ref().map(|_| output.reader_at_head());
                 write_all(&fd, &lost, &write.bytes).await;
                 if let (Some((pause, bytes)), Some(mut answer)) = (&write.then, answer) {
+                    let deadline = tokio::time::Instant::now() + PASTE_ENTER_MAX;
                     tokio::time::sleep(*pause).await;
-                    let mut first = Vec::new();
-                    let read = answer.read(&mut first, 1);
-                    if tokio::time::timeout(PASTE_ENTER_MAX.saturating_sub(*pause), read)
-                        .await
-                        .is_err()
-                    {
-                        tracing::debug!("no output after a paste; its Enter goes anyway");
-                    }
+                    paste_taken(&mut answer, deadline).await;
                     write_all(&fd, &lost, bytes).await;
                 }
                 if let Some(done) = write.done
@@ -82,6 +77,35 @@ impl InputWriter {
             }
         });
         (tx, InputWriter(task))
+    }
+}
+
+/// How long a program's output must pause after it began answering a paste before the
+/// paste's Enter is written: a TUI draws a large paste over several reads, and on a loaded
+/// machine an Enter written at its first output was taken while it still read the paste (the
+/// prompt merged with the next one: 3 of 10 under load).
+pub const PASTE_QUIET: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Waits (until `deadline` at the most) for the program to take a paste: output, then
+/// [`PASTE_QUIET`] without more. `answer` reads the output from where it was before the paste.
+async fn paste_taken(answer: &mut corral_runtime::RingReader, deadline: tokio::time::Instant) {
+    let mut seen = Vec::new();
+    match tokio::time::timeout_at(deadline, answer.read(&mut seen, 1)).await {
+        Err(_) => {
+            tracing::debug!("no output after a paste; its Enter goes anyway");
+            return;
+        }
+        Ok(corral_runtime::Read::Closed) => return,
+        Ok(_) => {}
+    }
+    loop {
+        seen.clear();
+        let quiet = (tokio::time::Instant::now() + PASTE_QUIET).min(deadline);
+        match tokio::time::timeout_at(quiet, answer.read(&mut seen, 64 * 1024)).await {
+            // Quiet that long (or out of time): the paste is taken.
+            Err(_) | Ok(corral_runtime::Read::Closed) => return,
+            Ok(_) => {}
+        }
     }
 }
 

@@ -110,6 +110,22 @@ pub(crate) struct Status {
     /// The last question denied through corral this turn: (its id, tool, input), to tell if
     /// the tool ran anyway (`agent::record_hook`).
     pub denied: Option<(String, String, serde_json::Value)>,
+    /// An adopted agent's journal ended with a `prompted` no event followed (the server died
+    /// within `agent::PROMPT_SETTLE` of a prompt): its check is due again (the session actor
+    /// arms it when it starts).
+    pub prompt_pending: bool,
+    /// When the attention state last changed (`time::mono_ms`; 0: never).
+    pub attention_at: u64,
+}
+
+impl Status {
+    /// The agent's attention is `next` (from now, if it was another).
+    pub fn set_attention(&mut self, next: crate::attention::Attention) {
+        if self.attention != Some(next) {
+            self.attention_at = crate::time::mono_ms();
+        }
+        self.attention = Some(next);
+    }
 }
 
 impl Status {
@@ -140,6 +156,8 @@ impl Status {
             interrupted: false,
             ended_at: None,
             denied: None,
+            prompt_pending: false,
+            attention_at: 0,
         }
     }
 }
@@ -296,6 +314,14 @@ impl SessionShared {
     /// none ever did.
     pub fn quiet_ms(&self) -> Option<u64> {
         match self.last_output.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(crate::time::mono_ms().saturating_sub(at)),
+        }
+    }
+
+    /// Milliseconds since the agent's attention state last changed; None if it never did.
+    pub fn attention_ms(&self) -> Option<u64> {
+        match self.status.read().attention_at {
             0 => None,
             at => Some(crate::time::mono_ms().saturating_sub(at)),
         }

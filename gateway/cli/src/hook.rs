@@ -45,6 +45,15 @@ pub fn hook() {
     let asks_permission = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v["hook_event_name"] == "PermissionRequest");
+    // Larger than the server takes (a prompt of 500 KB): its long strings are cut so the event
+    // (its name is what moves the agent's state) still arrives; it was refused and lost. Not a
+    // permission question, whose input is what the user approves: that one goes to the
+    // agent's own dialog whole.
+    let body = if body.len() > MAX_EVENT && !asks_permission {
+        shrink(body)
+    } else {
+        body
+    };
     let timeout = if asks_permission {
         corral_actors::agent::PERMISSION_WAIT_MAX + Duration::from_secs(5)
     } else {
@@ -188,5 +197,58 @@ fn client(token: &str) -> Result<Client, ClientError> {
         Err(_) => Err(ClientError::Request(
             "no server to reach (neither CORRAL_DATA_DIR's socket nor CORRAL_URL)".into(),
         )),
+    }
+}
+
+/// The largest event posted whole (the server's request bound, less room for the envelope).
+const MAX_EVENT: usize = corral_server::access::MAX_BODY - 4096;
+
+/// An event's JSON with its longest strings cut (each to half, longest first, marked) until it
+/// fits [`MAX_EVENT`]; what is not JSON is left as it is (the server says why it refuses it).
+fn shrink(body: Vec<u8>) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    fn longest(v: &mut serde_json::Value) -> Option<&mut String> {
+        match v {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Array(a) => a.iter_mut().filter_map(longest).max_by_key(|s| s.len()),
+            serde_json::Value::Object(o) => {
+                o.values_mut().filter_map(longest).max_by_key(|s| s.len())
+            }
+            _ => None,
+        }
+    }
+    let mut size = body.len();
+    while size > MAX_EVENT {
+        let Some(s) = longest(&mut v) else { break };
+        if s.len() < 1024 {
+            break;
+        }
+        let cut = s.floor_char_boundary(s.len() / 2);
+        let gone = s.len() - cut;
+        s.truncate(cut);
+        s.push_str(&format!("…[{gone} bytes cut by corral hook]"));
+        size = serde_json::to_vec(&v).map_or(0, |b| b.len());
+    }
+    serde_json::to_vec(&v).unwrap_or(body)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_large_event_is_cut_to_fit_and_keeps_its_name() {
+        let prompt = "x".repeat(600 * 1024);
+        let body = serde_json::json!({"hook_event_name": "UserPromptSubmit", "prompt": prompt});
+        let out = super::shrink(serde_json::to_vec(&body).unwrap());
+        assert!(out.len() <= super::MAX_EVENT, "{}", out.len());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["hook_event_name"], "UserPromptSubmit");
+        assert!(
+            v["prompt"]
+                .as_str()
+                .unwrap()
+                .contains("bytes cut by corral hook")
+        );
     }
 }

@@ -34,6 +34,10 @@ pub const QUIET: Duration = Duration::from_millis(1000);
 /// Output quiet this long after an agent's hooks say it waits makes it `stable` (its last
 /// repaint is on the screen).
 pub const SETTLE: Duration = Duration::from_millis(200);
+/// Time from the hook that made a terminal agent wait (its Stop) before it is `stable`,
+/// however quiet its screen: Claude Code paints its answer 200–500 ms after its Stop hook, and the screen was
+/// often quiet that long already (a client posting at `stable` got each answer a turn late).
+pub const PAINT: Duration = Duration::from_millis(700);
 /// Output quiet this long makes an agent that has not started (no hook yet) `stable`: it
 /// waits for an answer on its screen. Longer than a start's pauses.
 pub const STARTING_QUIET: Duration = Duration::from_secs(5);
@@ -83,7 +87,11 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
             // its screen settled, so the turn's agent message holds the answer (a structured
             // agent's messages are its events: no screen to wait for).
             Attention::Idle | Attention::NeedsPermission => {
-                h.shared().mode != Mode::Pty || quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
+                h.shared().mode != Mode::Pty
+                    || (quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
+                        && h.shared()
+                            .attention_ms()
+                            .is_none_or(|q| q >= PAINT.as_millis() as u64))
             }
             Attention::Exited => true,
             // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
@@ -167,6 +175,8 @@ async fn turn_text(
     // The turn is locked on the blocking thread only (a long parse must not hold a worker).
     let parsed = tokio::task::spawn_blocking(move || {
         let mut turn = turn.lock();
+        let size = shared.info().size;
+        turn.resize(size.rows, size.cols);
         let ring = &shared.ring;
         let head = ring.head();
         turn.skip_to(head.saturating_sub(crate::turn::MAX_FEED));

@@ -58,6 +58,18 @@ impl Turn {
         }
     }
 
+    /// The session's terminal is `rows`×`cols` now (a viewer of another size typed, or a phone
+    /// joined): what comes next was written for that size, so it is parsed at it (parsed at the
+    /// old size, a resize mid-turn lost, repeated and fused lines). The resize takes effect
+    /// where this read begins, not at the exact byte it happened at.
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        let size = |n: u16| NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
+        let (rows, cols) = (size(rows), size(cols));
+        if self.parser.screen().size() != (rows, cols) {
+            self.parser.screen_mut().set_size(rows, cols);
+        }
+    }
+
     /// The next output offset this turn has not parsed.
     pub fn at(&self) -> u64 {
         self.at
@@ -184,6 +196,14 @@ mod tests {
         turn.feed(150, b"lost");
         turn.feed(200, b"three");
         assert_eq!(turn.text(), "one\ntwo\nthree");
+    }
+
+    #[test]
+    fn output_after_a_resize_is_parsed_at_the_new_size() {
+        let mut turn = Turn::begin(&screen(5, 20, b""));
+        turn.resize(5, 40);
+        turn.feed(100, b"\x1b[1;30Hx");
+        assert_eq!(turn.text(), format!("{}x", " ".repeat(29)));
     }
 
     #[test]
