@@ -1064,3 +1064,27 @@ async fn a_prompt_is_refused_while_the_agent_shows_a_dialog() {
     let ((code, _), ()) = tokio::join!(asked, refused);
     assert_eq!(code, 200);
 }
+
+/// `wait --for exit` waits for the process, not for the agent's word that it ends: after a
+/// SessionEnd hook the process may run a moment longer (it printed `running` and exited 0).
+#[tokio::test]
+async fn wait_for_exit_waits_for_the_process_after_session_end() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "se", "argv": ["sleep", "600"]}))
+        .await;
+    let (path, token) = hook_path(&info);
+    let post = |payload: Value| post_hook(&server, path.clone(), token.clone(), payload);
+    post(json!({"hook_event_name": "SessionStart", "session_id": "c4", "source": "startup"})).await;
+    post(json!({"hook_event_name": "SessionEnd", "reason": "exit"})).await;
+    assert_eq!(server.session("se").await["attention"], "exited");
+    let out = corral(&server, &["wait", "se", "--for", "exit", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(corral(&server, &["kill", "se"]).status.success());
+    let out = corral(&server, &["wait", "se", "--for", "exit", "--timeout", "10"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("signal 9"),
+        "{out:?}"
+    );
+}

@@ -16,12 +16,15 @@ use corral_server::protocol::{Op, SessionView};
 
 /// What the session is now, for `until`: reached, ended first, or not yet.
 fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
-    let ended = matches!(
+    let exited = matches!(
         view.info.state,
         SessionState::Stopped | SessionState::Failed | SessionState::Exited
-    ) || view.info.attention == Some(Attention::Exited);
+    );
+    // An agent that said it ends (SessionEnd) will not be idle again; its process, though, may
+    // still run a moment: `--for exit` waits for that (it printed "running").
+    let ended = exited || view.info.attention == Some(Attention::Exited);
     let reached = match until {
-        "exit" => ended,
+        "exit" => exited,
         "idle" => view.info.attention == Some(Attention::Idle),
         _ => view.info.attention == Some(Attention::NeedsPermission),
     };
@@ -34,7 +37,7 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
             }
         }
         Some(ExitCode::SUCCESS)
-    } else if ended {
+    } else if ended && until != "exit" {
         eprintln!("corral: {} ended before it was {until}", view.info.name);
         Some(ExitCode::from(3))
     } else {
