@@ -596,43 +596,56 @@ fn water_level(counts: &[(String, u64)], excess: u64, floor: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// A chatty session's oldest events go first at the bound: a quiet session's early
-    /// lifecycle events (spawned, running) outlive another's stream of lines.
-    #[test]
-    fn the_session_with_the_most_events_gives_them_up_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
+    /// A store bounded at `max_events` holding `sessions` (name, kind, how many events), after
+    /// its retention ran (the temp dir must outlive it).
+    fn retained(dir: &std::path::Path, max_events: u64, sessions: &[(&str, &str, u32)]) -> Store {
+        let path = dir.join("state.db");
         let retention = EventRetention {
-            max_events: 100,
+            max_events,
             max_age: Duration::from_secs(3600),
         };
         drop(Store::open(&path, retention).unwrap());
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
-                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
-                 SELECT 'quiet', i, 0, 0, 'state', '{}' FROM n;
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
-                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
-                 SELECT 'chatty', i, 0, 0, 'json', '{}' FROM n;",
-            )
-            .unwrap();
+            for (session, kind, n) in sessions {
+                conn.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
+                     INSERT INTO events (session, seq, time_ms, offset, kind, payload)
+                     SELECT ?1, i, 0, 0, ?2, '{}' FROM n",
+                    params![session, kind, n],
+                )
+                .unwrap();
+            }
         }
         let mut store = Store::open(&path, retention).unwrap();
         store.enforce_retention(false).unwrap();
-        let count = |session: &str| -> i64 {
-            store
-                .conn
-                .query_row(
-                    "SELECT count(*) FROM events WHERE session = ?1",
-                    params![session],
-                    |r| r.get(0),
-                )
-                .unwrap()
-        };
-        assert_eq!(count("quiet"), 5);
-        assert!(count("chatty") <= 95, "{}", count("chatty"));
+        store
+    }
+
+    /// How many events `session` has in `store`.
+    fn count(store: &Store, session: &str) -> i64 {
+        store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE session = ?1",
+                params![session],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    /// A chatty session's oldest events go first at the bound: a quiet session's early
+    /// lifecycle events (spawned, running) outlive another's stream of lines.
+    #[test]
+    fn the_session_with_the_most_events_gives_them_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = retained(
+            dir.path(),
+            100,
+            &[("quiet", "state", 5), ("chatty", "json", 300)],
+        );
+        assert_eq!(count(&store, "quiet"), 5);
+        assert!(count(&store, "chatty") <= 95, "{}", count(&store, "chatty"));
         assert!(store.event_count() <= 100);
         // Its newest stay.
         let newest: i64 = store
@@ -651,42 +664,18 @@ mod tests {
     #[test]
     fn two_chatty_sessions_do_not_push_out_a_quiet_ones_history() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let retention = EventRetention {
-            max_events: 1000,
-            max_age: Duration::from_secs(3600),
-        };
-        drop(Store::open(&path, retention).unwrap());
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
-                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
-                 SELECT 'quiet', i, 0, 0, 'state', '{}' FROM n;
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
-                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
-                 SELECT 'one', i, 0, 0, 'json', '{}' FROM n;
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
-                 INSERT INTO events (session, seq, time_ms, offset, kind, payload)
-                 SELECT 'two', i, 0, 0, 'json', '{}' FROM n;",
-            )
-            .unwrap();
-        }
-        let mut store = Store::open(&path, retention).unwrap();
-        store.enforce_retention(false).unwrap();
-        let count = |session: &str| -> i64 {
-            store
-                .conn
-                .query_row(
-                    "SELECT count(*) FROM events WHERE session = ?1",
-                    params![session],
-                    |r| r.get(0),
-                )
-                .unwrap()
-        };
-        assert_eq!(count("quiet"), 5);
+        let sessions = [
+            ("quiet", "state", 5),
+            ("one", "json", 600),
+            ("two", "json", 600),
+        ];
+        let store = retained(dir.path(), 1000, &sessions);
+        assert_eq!(count(&store, "quiet"), 5);
         assert!(store.event_count() <= 1000, "{}", store.event_count());
-        assert!((count("one") - count("two")).abs() <= 1, "evened out");
+        assert!(
+            (count(&store, "one") - count(&store, "two")).abs() <= 1,
+            "evened out"
+        );
     }
 
     #[test]

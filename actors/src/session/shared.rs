@@ -319,6 +319,11 @@ impl SessionShared {
         }
     }
 
+    /// The terminal's size now.
+    pub fn size(&self) -> crate::spec::Size {
+        self.status.read().size
+    }
+
     /// Milliseconds since the agent's attention state last changed; None if it never did.
     pub fn attention_ms(&self) -> Option<u64> {
         match self.status.read().attention_at {

@@ -175,7 +175,7 @@ async fn turn_text(
     // The turn is locked on the blocking thread only (a long parse must not hold a worker).
     let parsed = tokio::task::spawn_blocking(move || {
         let mut turn = turn.lock();
-        let size = shared.info().size;
+        let size = shared.size();
         turn.resize(size.rows, size.cols);
         let ring = &shared.ring;
         let head = ring.head();

@@ -50,7 +50,11 @@ impl Turn {
         let size = |n: u16| NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
         let mut parser = vt100::Parser::new(size(screen.rows), size(screen.cols), SCROLLBACK);
         parser.process(&screen.bytes);
-        let before = lines(&parser.screen().contents());
+        // Its trailing blank rows are no lines it showed (an answer printed there is new).
+        let mut before = lines_all(&parser.screen().contents(), None);
+        while before.last().is_some_and(|l| l.is_empty()) {
+            before.pop();
+        }
         Turn {
             parser,
             at: screen.offset,
@@ -104,12 +108,12 @@ impl Turn {
         let mut back = kept;
         while back > 0 {
             screen.set_scrollback(back);
-            let view = lines_all(&screen.contents(), rows);
+            let view = lines_all(&screen.contents(), Some(rows));
             all.extend(view.into_iter().take(back.min(rows)));
             back = back.saturating_sub(rows);
         }
         screen.set_scrollback(0);
-        all.extend(lines_all(&screen.contents(), rows));
+        all.extend(lines_all(&screen.contents(), Some(rows)));
         let same = all
             .iter()
             .zip(&self.before)
@@ -128,25 +132,16 @@ impl Turn {
     }
 }
 
-/// A screen's lines, trailing spaces trimmed, trailing blank lines dropped.
-fn lines(contents: &str) -> Vec<String> {
+/// A view's lines, trailing spaces trimmed; `rows` of them (blank ones kept or added, so
+/// rows line up), or as many as it has when `rows` is None.
+fn lines_all(contents: &str, rows: Option<usize>) -> Vec<String> {
     let mut out: Vec<String> = contents
         .split('\n')
         .map(|l| l.trim_end().to_string())
         .collect();
-    while out.last().is_some_and(|l| l.is_empty()) {
-        out.pop();
+    if let Some(rows) = rows {
+        out.resize(rows, String::new());
     }
-    out
-}
-
-/// A view's `rows` lines (blank ones kept, so rows line up), trailing spaces trimmed.
-fn lines_all(contents: &str, rows: usize) -> Vec<String> {
-    let mut out: Vec<String> = contents
-        .split('\n')
-        .map(|l| l.trim_end().to_string())
-        .collect();
-    out.resize(rows, String::new());
     out
 }
 
