@@ -137,6 +137,53 @@ pub(crate) fn prompt_settled(session: &SessionShared, seq: u64) {
     }
 }
 
+/// When a terminal agent's screen is looked at after an interrupt key was typed into it while
+/// it worked (Claude Code repaints within a few hundred milliseconds; a busy machine may take
+/// longer): the turn is over once the screen stops saying the agent works ([`WORKING_MARK`]).
+/// Past the last check the screen still said so: the key did not end the turn (a dialog took
+/// it, or Esc cleared the input box), and the agent's next hook says what it does.
+pub const INTERRUPT_CHECKS: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(300),
+    std::time::Duration::from_millis(700),
+    std::time::Duration::from_millis(1000),
+    std::time::Duration::from_millis(2000),
+];
+
+/// What Claude Code's screen says while a turn runs (its footer, or its spinner line in older
+/// versions: "esc to interrupt"); compared without case.
+pub const WORKING_MARK: &str = "esc to interrupt";
+
+/// Whether `bytes`, typed into a terminal agent, is an interrupt key: Esc (a lone ESC byte, or
+/// CSI 27 u when the terminal speaks the kitty keyboard protocol Claude Code asks for) or
+/// Ctrl-C (ETX, or CSI 99;5 u).
+pub fn interrupt_key(bytes: &[u8]) -> bool {
+    matches!(
+        bytes,
+        b"\x1b" | b"\x03" | b"\x1b[27u" | b"\x1b[27;1u" | b"\x1b[99;5u"
+    )
+}
+
+/// Whether an interrupt key typed into `session` now is worth looking at its screen for: a
+/// terminal agent that works (no hook says an interrupted turn ended).
+pub(crate) fn interrupt_typed(session: &SessionShared, bytes: &[u8]) -> bool {
+    session.mode == Mode::Pty
+        && interrupt_key(bytes)
+        && session.status.read().attention == Some(Attention::Working)
+}
+
+/// The screen of a terminal agent an interrupt key was typed into, `screen` as text: if the
+/// agent is still `working` and the screen no longer says so, the turn was interrupted
+/// (recorded: the agent waits again). Whether it was.
+pub(crate) fn interrupt_settled(session: &SessionShared, screen: &str) -> bool {
+    if session.status.read().attention != Some(Attention::Working)
+        || screen.to_lowercase().contains(WORKING_MARK)
+    {
+        return false;
+    }
+    record_stream(session, AgentEvent::Interrupted);
+    true
+}
+
 /// Records a structured agent's typed event (see `stream_json`) and applies what it means (see
 /// [`apply_stream`]).
 pub fn record_stream(session: &SessionShared, event: AgentEvent) -> SessionEvent {
@@ -265,7 +312,9 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
         AgentEvent::Prompted => {
             (s.attention == Some(Attention::Idle)).then_some(Attention::Working)
         }
-        AgentEvent::NoTurn => (s.attention == Some(Attention::Working)).then_some(Attention::Idle),
+        AgentEvent::NoTurn | AgentEvent::Interrupted => {
+            (s.attention == Some(Attention::Working)).then_some(Attention::Idle)
+        }
         AgentEvent::ToolResult { .. }
         | AgentEvent::ControlRequest { .. }
         | AgentEvent::PermissionOverridden { .. } => None,
@@ -537,6 +586,34 @@ mod tests {
             overridden_deny(&mut s, "PostToolUseFailure", &ran(&input)),
             None
         );
+    }
+
+    /// Esc and Ctrl-C, plain or as the kitty keyboard protocol sends them, are interrupt keys;
+    /// an Esc that starts another key (an arrow), a paste with Esc in it, other keys are not;
+    /// `interrupted` moves only a working agent to idle.
+    #[test]
+    fn interrupt_keys_and_what_an_interrupt_means() {
+        for key in [
+            &b"\x1b"[..],
+            b"\x03",
+            b"\x1b[27u",
+            b"\x1b[27;1u",
+            b"\x1b[99;5u",
+        ] {
+            assert!(interrupt_key(key), "{key:?}");
+        }
+        for key in [&b"\x1b[A"[..], b"\x1bOA", b"a\x1b", b"\x1b\x1b", b"q", b""] {
+            assert!(!interrupt_key(key), "{key:?}");
+        }
+        let mut s = agent_status();
+        apply_stream(&mut s, &AgentEvent::Interrupted);
+        assert_eq!(s.attention, Some(Attention::Idle));
+        s.set_attention(Attention::NeedsPermission);
+        apply_stream(&mut s, &AgentEvent::Interrupted);
+        assert_eq!(s.attention, Some(Attention::NeedsPermission));
+        s.set_attention(Attention::Working);
+        apply_stream(&mut s, &AgentEvent::Interrupted);
+        assert_eq!(s.attention, Some(Attention::Idle));
     }
 
     /// A structured agent's questions: two at once are shown in turn; a prompt sent while one

@@ -90,7 +90,13 @@ impl SessionHandle {
             tracing::debug!(viewer, answerer, "a second terminal's report not passed on");
             return Ok(());
         }
-        self.send_input(viewer, bytes, None, None)
+        let interrupt = crate::agent::interrupt_typed(&self.shared, &bytes);
+        self.send_input(viewer, bytes, None, None)?;
+        // Claude Code fires no hook when Esc or Ctrl-C ends a turn: its screen is looked at.
+        if interrupt && let Err(e) = self.actor.send_message(SessionMsg::InterruptTyped) {
+            tracing::debug!(session = %self.shared.id, error = %e, "interrupt not looked at: the session is ending");
+        }
+        Ok(())
     }
 
     /// A prompt. To a terminal: a paste followed by Enter (how a prompt is given to an agent's

@@ -325,6 +325,23 @@ impl Emulator {
         self.render()
     }
 
+    /// The current screen's text, row by row (what a person reads on it: no colours, no
+    /// scrollback), after catching up with the output so far.
+    pub fn text(&mut self) -> String {
+        self.ensure_parser();
+        self.catch_up();
+        self.screen_text()
+    }
+
+    /// The text of the screen as parsed so far (see [`Emulator::text`]).
+    fn screen_text(&mut self) -> String {
+        let dims = self.dims;
+        self.parser
+            .get_or_insert_with(|| dims.parser())
+            .screen()
+            .contents()
+    }
+
     /// Allocates the parser if this is the first time it is needed.
     fn ensure_parser(&mut self) {
         if self.parser.is_none() {
@@ -706,6 +723,8 @@ pub enum ScreenMsg {
     Follow,
     /// Catch up, then reply with the current screen.
     Snapshot(RpcReplyPort<Snapshot>),
+    /// Catch up, then reply with the current screen's text ([`Emulator::text`]).
+    Text(RpcReplyPort<String>),
     /// The PTY was resized; applies from the ring's head *when this message is handled*, so
     /// output appended between the PTY resize and then is parsed at the new size (prefer
     /// [`ScreenMsg::ResizeAt`] when the sender can read the head).
@@ -775,6 +794,13 @@ impl Actor for Screen {
                 if reply.send(emulator.render()).is_err() {
                     // The requester gave up (timeout or gone); nothing to undo.
                     tracing::debug!("snapshot requester went away before the reply");
+                }
+            }
+            ScreenMsg::Text(reply) => {
+                emulator.ensure_parser();
+                Screen::catch_up(emulator).await;
+                if reply.send(emulator.screen_text()).is_err() {
+                    tracing::debug!("screen text requester went away before the reply");
                 }
             }
             ScreenMsg::Resize { rows, cols } => emulator.resize(rows, cols),

@@ -96,6 +96,10 @@ pub enum AgentEvent {
     /// No event followed a [`AgentEvent::Prompted`] within `agent::PROMPT_SETTLE`: the prompt
     /// started no turn (a command such as `/cost`), the agent waits again.
     NoTurn,
+    /// An interrupt key (Esc, Ctrl-C) typed into a working terminal agent ended its turn: its
+    /// screen stopped saying it works (Claude Code fires no hook when a turn is interrupted, so
+    /// it stayed `working` until the next prompt; see `agent::INTERRUPT_CHECKS`).
+    Interrupted,
     /// A control request corral does not answer (it is in the log; the agent may wait for it).
     ControlRequest {
         /// Its id.

@@ -134,6 +134,29 @@ impl Claude {
         project: tempfile::TempDir,
         stub: Stub,
     ) -> Claude {
+        let c = Claude::start_prompted(server, name, project, stub).await;
+        let out = server
+            .cli(&["wait", name, "--for", "needs_permission", "--timeout", "30"])
+            .await;
+        assert!(
+            out.status.success(),
+            "{name} never asked: {} {}\nscreen: {}\nrequests: {:?}",
+            String::from_utf8_lossy(&out.stderr),
+            server.session(name).await,
+            screen(server, name).await,
+            c.stub.summary()
+        );
+        c
+    }
+
+    /// Spawns Claude in `project` against `stub`, waits until its prompt takes input and pastes
+    /// the prompt.
+    async fn start_prompted(
+        server: &Server,
+        name: &str,
+        project: tempfile::TempDir,
+        stub: Stub,
+    ) -> Claude {
         let claude = claude_code().expect(
             "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
              run scripts/setup (needs node and npm)",
@@ -171,17 +194,6 @@ impl Claude {
         server
             .cli_ok(&["send", name, "--paste", "create the file"])
             .await;
-        let out = server
-            .cli(&["wait", name, "--for", "needs_permission", "--timeout", "30"])
-            .await;
-        assert!(
-            out.status.success(),
-            "{name} never asked: {} {}\nscreen: {}\nrequests: {:?}",
-            String::from_utf8_lossy(&out.stderr),
-            server.session(name).await,
-            screen(server, name).await,
-            c.stub.summary()
-        );
         c
     }
 
@@ -378,6 +390,44 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
     );
     let hooks = c.hooks(&server).await;
     assert!(hooks.iter().any(|h| h == "PostToolUse"), "{hooks:?}");
+    c.stop(&server).await;
+}
+
+/// Esc typed into Claude while its tool runs ends the turn, and Claude Code fires no hook for
+/// that (no Stop, no PostToolUse): the session is `idle` again because corral looked at the
+/// screen after the key (journaled as `interrupted`), not `working` until the next prompt — a
+/// phone showed it busy and `wait --for idle` hung.
+#[tokio::test]
+async fn claude_code_interrupted_with_esc_waits_again() {
+    let server = Server::start();
+    let project = tempfile::tempdir().unwrap();
+    // A command Claude runs without asking (read-only), which outlasts the test.
+    let stub = Stub::start("sleep 300".to_string()).await;
+    let c = Claude::start_prompted(&server, "esc", project, stub).await;
+    // The tool runs: Claude works, and says so on its screen.
+    until_screen(&server, "esc", "esc to interrupt", Duration::from_secs(15)).await;
+    let s = server.session("esc").await;
+    assert_eq!(s["attention"], "working", "{s}");
+    server.cli_ok(&["send", "esc", "\\e"]).await;
+    let out = server
+        .cli(&["wait", "esc", "--for", "idle", "--timeout", "10"])
+        .await;
+    assert!(
+        out.status.success(),
+        "still working 10 s after Esc: {}\nscreen: {}",
+        server.session("esc").await,
+        screen(&server, "esc").await
+    );
+    let agent = server.events_of("esc", "agent").await;
+    assert!(
+        agent.iter().any(|e| e["type"] == "interrupted"),
+        "{agent:?}"
+    );
+    let hooks = c.hooks(&server).await;
+    assert!(
+        !hooks.iter().any(|h| h == "Stop" || h == "PostToolUse"),
+        "Claude fired a hook for the interrupt after all: {hooks:?}"
+    );
     c.stop(&server).await;
 }
 

@@ -65,6 +65,15 @@ pub enum SessionMsg {
         /// The prompt's event.
         seq: u64,
     },
+    /// An interrupt key was typed into a working terminal agent (`agent::interrupt_typed`): its
+    /// screen is looked at until it says whether the turn ended.
+    InterruptTyped,
+    /// Internal: look at the screen after an interrupt key, the `check`th time
+    /// (`agent::INTERRUPT_CHECKS`).
+    InterruptDue {
+        /// Which look this is.
+        check: usize,
+    },
     /// A viewer sent input: its size becomes the session's.
     ViewerActive(ViewerId),
     /// A viewer that resized or typed left (its connection closed, or it unsubscribed): if it
