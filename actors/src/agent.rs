@@ -452,7 +452,8 @@ impl Profile {
     /// Writes the profile's files into the session's private dir and returns the argv to run:
     /// `argv` with `--settings <file>` after the program, on a restart with a known agent
     /// session id `--resume <id>` too, and in stream-json mode the flags of the structured
-    /// protocol ([`STREAM_JSON_FLAGS`]; those already given are not repeated).
+    /// protocol ([`STREAM_JSON_FLAGS`]; those already given are not repeated). An empty `argv`
+    /// is an `InvalidInput` error.
     pub fn prepare(
         self,
         argv: &[String],
@@ -463,9 +464,15 @@ impl Profile {
     ) -> std::io::Result<Vec<String>> {
         match self {
             Profile::Claude => {
+                let Some(program) = argv.first() else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "an agent profile needs a program to run (argv is empty)",
+                    ));
+                };
                 let settings = write_claude_settings(private_dir, hook_command)?;
                 let mut out = Vec::with_capacity(argv.len() + 4);
-                out.push(argv[0].clone());
+                out.push(program.clone());
                 out.push("--settings".into());
                 out.push(settings.display().to_string());
                 if let Some(id) = resume

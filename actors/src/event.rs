@@ -29,6 +29,19 @@ pub enum SessionState {
 }
 
 impl SessionState {
+    /// The state as the API spells it (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+            Self::Restarting => "restarting",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+
     /// Whether no process runs and none will start by itself.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Stopped | Self::Failed)
@@ -119,6 +132,19 @@ pub struct SessionEvent {
 
 #[cfg(test)]
 mod tests {
+
+    /// A state's name is its serde name, for every state (the registry's column, the tree and
+    /// the CLI read it).
+    #[test]
+    fn a_state_s_name_is_its_serde_name() {
+        use SessionState::*;
+        for state in [
+            Starting, Running, Stopping, Exited, Restarting, Stopped, Failed,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
+
     use super::*;
 
     #[test]

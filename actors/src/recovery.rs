@@ -273,7 +273,14 @@ pub async fn reconcile(
     // Phase 1: what did the old server leave running? One /proc scan for all sessions (a scan
     // per session costs O(sessions × processes) file reads); only sessions with survivors get
     // a full sweep, all of them concurrently (each waits its own grace).
-    let survivors = survivors_by_session();
+    let survivors = match tokio::task::spawn_blocking(survivors_by_session).await {
+        Ok(survivors) => survivors,
+        Err(e) => {
+            // Nothing found is nothing swept: the orphans stay until the next start's scan.
+            tracing::error!(error = %e, "scanning /proc for survivors panicked");
+            Default::default()
+        }
+    };
     // Sessions whose holder is still there keep their processes: they are adopted, not swept.
     let held: std::collections::HashSet<Uuid> = match sessions.holders() {
         Some(h) => keep

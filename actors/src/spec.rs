@@ -87,8 +87,9 @@ pub enum RestartPolicy {
 }
 
 /// Everything needed to start one agent process. In JSON every field but `argv` may be left
-/// out and takes its default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// out and takes its default. Its `Debug` shows the environment's names, not their values
+/// (the session's hook token is one; a user's API key may be another).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSpec {
     /// Unique name; generated from the program name when absent.
@@ -128,6 +129,28 @@ impl Default for SessionSpec {
     /// Every default, with an empty argv (which `spawn` refuses).
     fn default() -> Self {
         Self::new(Vec::<String>::new())
+    }
+}
+
+impl std::fmt::Debug for SessionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(k, _)| format!("{k}=…")).collect();
+        f.debug_struct("SessionSpec")
+            .field("name", &self.name)
+            .field("argv", &self.argv)
+            .field("cwd", &self.cwd)
+            .field("env", &env)
+            .field("size", &self.size)
+            .field("mode", &self.mode)
+            .field("restart", &self.restart)
+            .field("backoff", &self.backoff)
+            .field("intensity", &self.intensity)
+            .field("stop_signal", &self.stop_signal)
+            .field("grace", &self.grace)
+            .field("agent", &self.agent)
+            .field("hook_command", &self.hook_command)
+            .field("ring_capacity", &self.ring_capacity)
+            .finish()
     }
 }
 
@@ -315,6 +338,21 @@ impl SessionSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A spec's `Debug` (what a `?spec` in a log line would print) names its environment but
+    /// shows none of its values: the hook token is one of them.
+    #[test]
+    fn a_spec_s_debug_shows_no_environment_value() {
+        let spec = SessionSpec::new(["claude"])
+            .env("CORRAL_HOOK_TOKEN", "corral_0123_s3cr3t")
+            .env("ANTHROPIC_API_KEY", "sk-ant-k3y");
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("CORRAL_HOOK_TOKEN=…"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("k3y"),
+            "{shown}"
+        );
+    }
 
     /// Bounds a caller could overflow a deadline or the memory with are refused with a reason
     /// (a grace of Duration::MAX panicked the caller's task; a Ring of usize::MAX grew without

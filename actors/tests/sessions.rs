@@ -371,6 +371,13 @@ async fn input_to_a_process_that_never_reads_fails_fast_and_stop_still_works() {
         t.elapsed()
     );
     assert_nothing_left(&deaf, None).await;
+    // What was still queued went with the process: counted as lost, not dropped unsaid (the
+    // terminal took at most a few KiB of it).
+    let lost = deaf.info().input_lost;
+    assert!(
+        lost >= (sent as u64) / 2 && lost <= sent as u64,
+        "{lost} of {sent} queued bytes counted lost"
+    );
     corral.shutdown().await.unwrap();
 }
 

@@ -227,7 +227,10 @@ async fn shutdown_is_reverse_order_and_kills_a_child_that_ignores_stop() {
         .await
         .send_message(WorkerMsg::Block(Duration::from_secs(3600)))
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    eventually("b and d block", || {
+        log.count("blocking:b") == 1 && log.count("blocking:d") == 1
+    })
+    .await;
     let t = std::time::Instant::now();
     sup.stop(Some(Duration::from_secs(10))).await.unwrap();
     assert!(
@@ -531,7 +534,11 @@ async fn temporary_children_are_stopped_at_once() {
             .send_message(WorkerMsg::Block(Duration::from_secs(3600)))
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    eventually("every worker blocks", || {
+        ids.iter()
+            .all(|id| log.count(&format!("blocking:{id}")) == 1)
+    })
+    .await;
     let t = std::time::Instant::now();
     sup.stop(Some(Duration::from_secs(10))).await.unwrap();
     let took = t.elapsed();

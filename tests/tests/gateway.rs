@@ -1276,14 +1276,34 @@ async fn a_typist_who_leaves_gives_the_size_back_to_the_remaining_viewer() {
     .await;
     // Nor does it take the size from the one typing at a terminal: the desktop types, a
     // watcher resizes later, a script sends and leaves — the desktop's size stays.
+    // (Each step waits for the server to have taken the last: a reply on the same connection,
+    // or the connection gone from the server's count.)
+    let clients = async || {
+        let (_, body) = server
+            .http("GET", "/metrics", Some(&server.token), None)
+            .await;
+        body.lines()
+            .find_map(|l| l.strip_prefix("corral_clients "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the clients gauge")
+    };
     desktop.send(keys.clone()).await;
+    assert_eq!(desktop.call(json!({"type": "ping"})).await["type"], "pong");
     let mut watcher = server.ws().await;
     assert_eq!(watcher.call(resize(22, 93)).await["type"], "ok");
+    let before = clients().await;
     let mut script = server.ws().await;
     script.send(keys.clone()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(script.call(json!({"type": "ping"})).await["type"], "pong");
     drop(script);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while clients().await != before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script's connection stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         size().await,
         (42, 122),
@@ -2022,4 +2042,55 @@ async fn a_paused_ttyd_client_hears_its_session_end() {
     let (out, close) = ttyd_read(&mut ttyd, Duration::from_secs(10)).await;
     assert_eq!(close, Some((1000, "session exited".into())));
     assert!(String::from_utf8_lossy(&out).contains("last-words"));
+}
+
+/// `limits.max_connections`, past its limit: 64 upgrade requests written before the server
+/// answers any, with room for 4: 4 get in and the others get a 503; once connections close,
+/// their places are free again. (The place is taken at the upgrade and held by the connection;
+/// it used to be read from a figure raised only once the connection's actor had started, so
+/// upgrades at the same moment could all pass — a window this test did not reach here.)
+#[tokio::test]
+async fn the_connection_limit_holds_for_upgrades_at_the_same_moment() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_configured("[limits]\nmax_connections = 4\n");
+    let mut sockets = Vec::new();
+    for _ in 0..64 {
+        sockets.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
+    }
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        server.addr, server.token
+    );
+    for s in &mut sockets {
+        s.write_all(request.as_bytes()).await.unwrap();
+    }
+    let mut statuses = Vec::new();
+    for s in &mut sockets {
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        statuses.push(String::from_utf8_lossy(&head[9..12]).to_string());
+    }
+    let open = statuses.iter().filter(|s| *s == "101").count();
+    let refused = statuses.iter().filter(|s| *s == "503").count();
+    assert_eq!((open, refused), (4, 60), "{statuses:?}");
+    drop(sockets);
+    // Given back as the connections end (their actors stop a moment after the close).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut again = Vec::new();
+    while again.len() < 4 {
+        match server.ws_with(Some(&server.token), &[]).await {
+            Ok(ws) => again.push(ws),
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "places not given back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let mut ws = again.pop().unwrap();
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
 }

@@ -456,7 +456,7 @@ impl Store {
 fn upsert_record(tx: &Transaction<'_>, rec: &SessionRecord) -> StoreResult<()> {
     let spec = serde_json::to_string(&rec.spec).map_err(|e| format!("encoding a spec: {e}"))?;
     let row = serde_json::to_string(&rec.row).map_err(|e| format!("encoding a row: {e}"))?;
-    let state = state_name(&rec.row);
+    let state = rec.row.state.as_str();
     tx.execute(
         "INSERT INTO sessions (id, name, spec, row, state, created_ms, updated_ms, ended_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
@@ -495,7 +495,7 @@ fn update_row(tx: &Transaction<'_>, id: Uuid, row: &SessionRow, at_ms: u64) -> S
     stmt.execute(params![
         id.to_string(),
         json,
-        state_name(row),
+        row.state.as_str(),
         at_ms as i64,
         ended,
         row.reason,
@@ -530,13 +530,6 @@ fn insert_event(tx: &Transaction<'_>, event: &SessionEvent) -> StoreResult<()> {
     ])
     .map_err(err("writing an event"))?;
     Ok(())
-}
-
-fn state_name(row: &SessionRow) -> String {
-    serde_json::to_value(row.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Reads one session record (tests and tools).

@@ -105,8 +105,9 @@ struct Scrollback {
     /// Failing: retry at the next retry tick.
     failing: bool,
     /// With the syncer: the segment being written and a handle on it, so it can be synced
-    /// once sealed.
-    segment: Option<(u64, std::fs::File)>,
+    /// once sealed (no handle: taking one failed — counted and logged; the segment's number
+    /// still tells when it is sealed, so the next one gets a handle again).
+    segment: Option<(u64, Option<std::fs::File>)>,
     /// Gaps recorded because this session's output lapped the persister (every one is counted
     /// in the stats; the log line is written for the 1st, 2nd, 4th, 8th, … so a sustained flood
     /// does not flood the log too).
@@ -595,7 +596,7 @@ impl Writer {
                 let segment = self
                     .syncer
                     .as_ref()
-                    .and_then(|_| log.current_file().ok().map(|f| (log.current_segment(), f)));
+                    .map(|_| (log.current_segment(), Self::handle(&self.stats, id, &log)));
                 self.scrollback.insert(
                     id,
                     Scrollback {
@@ -687,7 +688,8 @@ impl Writer {
             && *n != s.log.current_segment()
         {
             // Sealed: sync it in the background, follow the new segment.
-            if let Some((_, sealed)) = s.segment.take()
+            // A segment without a handle was counted when taking it failed.
+            if let Some((_, Some(sealed))) = s.segment.take()
                 && tx
                     .try_send(SyncJob::Sync(s.shared.clone(), sealed))
                     .is_err()
@@ -695,11 +697,8 @@ impl Writer {
                 self.stats.segment_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(session = %id, "syncer queue full; a sealed segment was not synced");
             }
-            s.segment = s
-                .log
-                .current_file()
-                .ok()
-                .map(|f| (s.log.current_segment(), f));
+            let handle = Self::handle(&self.stats, id, &s.log);
+            s.segment = Some((s.log.current_segment(), handle));
         }
         if recovered {
             s.shared.set_persist_error(None);
@@ -707,6 +706,20 @@ impl Writer {
             self.refresh_error();
         }
         copied >= budget
+    }
+
+    /// A handle on `log`'s current segment for the syncer; a failure (no descriptor left) is
+    /// counted and logged: that segment is not synced when sealed (the kernel writes it back
+    /// in its own time), and the next segment gets a handle again.
+    fn handle(stats: &PersistStats, id: Uuid, log: &SegmentLog) -> Option<std::fs::File> {
+        match log.current_file() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                stats.segment_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(session = %id, error = %e, "no handle on the log's segment: it is synced later");
+                None
+            }
+        }
     }
 
     /// Syncs every log written since its last sync (through the syncer when there is one).

@@ -39,8 +39,15 @@ pub struct Write {
 /// into the fd. A task rather than an actor: it has no messages but its queue, and every session
 /// has one (an actor's mailboxes cost ~4.7 KB more, a quarter of an idle session's budget). It is
 /// owned by the session through this handle: dropping it aborts the task, and the task also ends
-/// when the queue's last sender is gone.
-pub struct InputWriter(tokio::task::JoinHandle<()>);
+/// when the queue's last sender is gone. What is still queued when it is aborted (the process
+/// went away, or did not take its input in time) is counted as lost and logged.
+pub struct InputWriter {
+    task: tokio::task::JoinHandle<()>,
+    /// The queue's depth in bytes.
+    queue: Arc<corral_runtime::MailboxGauge>,
+    /// The session's count of input bytes lost.
+    lost: Arc<AtomicU64>,
+}
 
 impl InputWriter {
     /// Starts the writer for `fd` with a queue of `capacity` bytes; returns the queue's sender.
@@ -57,6 +64,7 @@ impl InputWriter {
         output: corral_runtime::Ring,
     ) -> (BoundedSender<Write>, InputWriter) {
         let (tx, mut rx) = BoundedSender::<Write>::channel(capacity);
+        let (queue, counted) = (tx.gauge(), lost.clone());
         let task = tokio::spawn(async move {
             while let Some(write) = rx.recv().await {
                 // A reader at the output's head before the paste: its first read is the
@@ -76,7 +84,14 @@ impl InputWriter {
                 }
             }
         });
-        (tx, InputWriter(task))
+        (
+            tx,
+            InputWriter {
+                task,
+                queue,
+                lost: counted,
+            },
+        )
     }
 }
 
@@ -113,7 +128,7 @@ impl InputWriter {
     /// Lets the writer write what is queued, up to `within`, once the queue's senders are gone
     /// (it ends when the queue is empty and closed); what is left then is logged as lost.
     pub async fn finish(mut self, within: std::time::Duration) {
-        if tokio::time::timeout(within, &mut self.0).await.is_err() {
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
             tracing::warn!(
                 "input not delivered: the program did not take what was queued for it in time"
             );
@@ -123,7 +138,17 @@ impl InputWriter {
 
 impl Drop for InputWriter {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+        // The queue's bytes (the write under way included: at most this much) go with the
+        // task: counted, never dropped unsaid.
+        let queued = self.queue.depth();
+        if queued > 0 {
+            self.lost.fetch_add(queued as u64, Ordering::Relaxed);
+            tracing::warn!(
+                lost = queued,
+                "input not delivered: the process went away with it queued"
+            );
+        }
     }
 }
 

@@ -53,9 +53,9 @@ fn actor_status(s: ActorStatus) -> Status {
 /// its parts as children. `actor` is the session actor's cell.
 pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::ActorCell) {
     let info = shared.info();
-    let state = serde_json::to_value(info.state).unwrap_or_default();
     node.detail.insert("name".into(), info.name.clone().into());
-    node.detail.insert("state".into(), state);
+    node.detail
+        .insert("state".into(), info.state.as_str().into());
     if let Some(a) = info.attention {
         node.detail.insert(
             "attention".into(),

@@ -253,20 +253,25 @@ pub async fn attach(
         )
     });
     // Standard input is read on a dedicated thread (blocking reads never touch the runtime).
-    let (tx, mut keys) = mpsc::channel::<Vec<u8>>(64);
+    // It is not joined: a read of the terminal cannot be interrupted, so it ends with the
+    // process (or at the end of input, or when this loop is gone); a failed read is told to
+    // the loop, which says it and ends.
+    let (tx, mut keys) = mpsc::channel::<Result<Vec<u8>, String>>(64);
     std::thread::Builder::new()
         .name("corral-attach-stdin".into())
         .spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 4096];
             loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                            return;
-                        }
-                    }
+                let read = match stdin.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = read.is_err();
+                if tx.blocking_send(read).is_err() || failed {
+                    return;
                 }
             }
         })?;
@@ -276,8 +281,9 @@ pub async fn attach(
     let mut pending: VecDeque<u8> = VecDeque::new();
     let mut stdout = std::io::stdout();
     loop {
-        if !read_only {
-            send_size(&mut ws, session).await.ok();
+        // A size or input that cannot be sent is left for the next connection: the read below
+        // sees this one's close.
+        if !read_only && send_size(&mut ws, session).await.is_ok() {
             // What was typed meanwhile, in order, in frames the server takes; a part that
             // could not be sent stays queued for the next connection (the read below sees the
             // close).
@@ -366,7 +372,14 @@ pub async fn attach(
                     _ => {}
                 },
                 keys_in = keys.recv() => {
-                    let Some(typed) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    let typed = match keys_in {
+                        Some(Ok(typed)) => typed,
+                        Some(Err(e)) => {
+                            final_line(&format!("reading this terminal failed: {e}"));
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        None => return Ok(ExitCode::SUCCESS),
+                    };
                     let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
@@ -381,8 +394,9 @@ pub async fn attach(
                     }
                 }
                 _ = winch.recv() => {
-                    if !read_only {
-                        send_size(&mut ws, session).await.ok();
+                    // Sent again after a reconnection, like every size.
+                    if !read_only && send_size(&mut ws, session).await.is_err() {
+                        break "send failed".to_string();
                     }
                 }
                 code = endings.next() => return Ok(code),
@@ -451,7 +465,14 @@ pub async fn attach(
                     }
                 },
                 keys_in = keys.recv(), if pending.len() < PENDING_MAX => {
-                    let Some(typed) = keys_in else { return Ok(ExitCode::SUCCESS) };
+                    let typed = match keys_in {
+                        Some(Ok(typed)) => typed,
+                        Some(Err(e)) => {
+                            final_line(&format!("reading this terminal failed: {e}"));
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        None => return Ok(ExitCode::SUCCESS),
+                    };
                     let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if bytes.contains(&detach) {
                         if pending.is_empty() {

@@ -13,7 +13,7 @@ use corral_client::{Client, Incoming};
 use corral_server::protocol::{Op, Reply, SessionView, TokenRequest, TokenScope};
 use serde_json::json;
 
-use crate::output::{print_ps, print_tree, state_name};
+use crate::output::{print_ps, print_tree};
 
 /// `corral token …`.
 #[derive(Subcommand, Debug)]
@@ -553,7 +553,7 @@ pub async fn run(
 /// Prints `name state` of a session an operation answered with.
 fn show(key: &str, s: corral_actors::SessionInfo) {
     let name = if s.name.is_empty() { key } else { &s.name };
-    println!("{name} {}", state_name(s.state));
+    println!("{name} {}", s.state.as_str());
 }
 
 /// A session operation over the WebSocket (kill, restart), answered with the session.

@@ -250,14 +250,6 @@ pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
     }
 }
 
-/// A state as the API spells it.
-pub(crate) fn state_name(state: corral_actors::SessionState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::{natural_cmp, question_summary};

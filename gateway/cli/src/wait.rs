@@ -33,7 +33,7 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
         if until == "exit" {
             match view.info.last_exit {
                 Some(status) => println!("{status}"),
-                None => println!("{}", crate::output::state_name(view.info.state)),
+                None => println!("{}", view.info.state.as_str()),
             }
         }
         Some(ExitCode::SUCCESS)

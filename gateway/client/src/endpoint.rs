@@ -99,8 +99,8 @@ impl Endpoint {
     }
 }
 
-/// A server and the token to use with it.
-#[derive(Debug, Clone)]
+/// A server and the token to use with it (its `Debug` leaves the token out).
+#[derive(Clone)]
 pub struct Client {
     /// Where it listens.
     pub endpoint: Endpoint,
@@ -109,6 +109,15 @@ pub struct Client {
     /// Found through this data dir (with the token given, if one was): a restarted server is
     /// found again the same way.
     found_in: Option<(PathBuf, Option<String>)>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("found_in", &self.found_in.as_ref().map(|(dir, _)| dir))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {

@@ -31,6 +31,7 @@ impl Client {
             ws,
             next_id: 0,
             backlog: Default::default(),
+            backlog_bytes: 0,
         })
     }
 
@@ -90,10 +91,25 @@ pub struct Conn {
     /// Frames that arrived while `call` waited for its reply, delivered by `next` first
     /// (bounded: a reply that never comes ends the call with an error first).
     backlog: std::collections::VecDeque<Incoming>,
+    /// The payload bytes `backlog` holds.
+    backlog_bytes: usize,
 }
 
 /// Most frames kept aside while a `call` waits for its reply.
 const MAX_BACKLOG: usize = 100_000;
+
+/// Most payload bytes kept aside while a `call` waits for its reply (output frames are up to
+/// 64 KiB: a frame count alone let ~6 GB pile up).
+const MAX_BACKLOG_BYTES: usize = 64 << 20;
+
+/// The bytes an incoming frame keeps in memory (its payload, roughly for JSON).
+fn weight(i: &Incoming) -> usize {
+    match i {
+        Incoming::Json(v) => v.to_string().len(),
+        Incoming::Bin(_, _, _, payload) => payload.len(),
+        Incoming::Closed(reason) => reason.len(),
+    }
+}
 
 impl Conn {
     /// Sends a request; returns its id.
@@ -113,6 +129,7 @@ impl Conn {
     /// The next frame.
     pub async fn next(&mut self) -> Incoming {
         if let Some(i) = self.backlog.pop_front() {
+            self.backlog_bytes -= weight(&i);
             return i;
         }
         self.next_live().await
@@ -158,11 +175,17 @@ impl Conn {
                 }
                 Incoming::Closed(r) => return Err(ClientError::Closed(r)),
                 other => {
-                    if self.backlog.len() >= MAX_BACKLOG {
+                    let bytes = weight(&other);
+                    if self.backlog.len() >= MAX_BACKLOG
+                        || self.backlog_bytes + bytes > MAX_BACKLOG_BYTES
+                    {
                         return Err(ClientError::Decode(format!(
-                            "no reply to request {id} after {MAX_BACKLOG} other frames"
+                            "no reply to request {id} after {} other frames ({} bytes)",
+                            self.backlog.len(),
+                            self.backlog_bytes
                         )));
                     }
+                    self.backlog_bytes += bytes;
                     self.backlog.push_back(other);
                 }
             }

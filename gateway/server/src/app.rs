@@ -172,6 +172,8 @@ impl App {
         }
         let result = self.corral.sessions().spawn_with_id(id, spec).await;
         if result.is_err() {
+            // A new id has its hook token only (kept in memory, never recorded): revoking it
+            // touches no file, so it may run here, on a worker.
             self.tokens.revoke_session(id);
         }
         result

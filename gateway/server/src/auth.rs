@@ -1,7 +1,10 @@
 //! Tokens and what they allow. A token is `corral_<id>_<secret>`: the id finds the grant in a
 //! map, and the SHA-256 of the presented token is compared in constant time with the one kept,
-//! so lookups never leak the secret through timing and no token is kept in memory or on disk
-//! in the clear. Tokens are never logged; only their ids are. Viewer and driver tokens are
+//! so lookups never leak the secret through timing and this map keeps no token in the clear
+//! (no viewer or driver token is kept in the clear anywhere; a session's hook token is in its
+//! program's environment, so also in its recorded spec, and the admin token in the data dir's
+//! `token` file). Tokens are never logged; only their ids are (the `Debug` of every type that
+//! carries one leaves it out). Viewer and driver tokens are
 //! also written to the data dir's token log ([`crate::token_log`]), so they survive a restart
 //! and `corral upgrade`.
 
@@ -192,7 +195,8 @@ impl Tokens {
 
     /// Issues a new token with `grant`. A viewer or driver token is recorded in the token log
     /// first (blocking file I/O: call it off the runtime's workers), and not issued if that
-    /// fails.
+    /// fails; a hook token is kept in memory only (no file is touched: a spawn issues one on a
+    /// runtime worker).
     pub fn issue(&self, grant: Grant) -> Result<String, AuthError> {
         if self.by_id.read().len() >= MAX_TOKENS {
             return Err(AuthError::Full);
@@ -200,7 +204,8 @@ impl Tokens {
         let id = random_id();
         let token = new_secret(&id);
         let kept = digest(&token);
-        if let (Some(log), Some((scope, session))) = (&self.log, TokenScope::of(&grant)) {
+        let recorded = TokenScope::of(&grant);
+        if let (Some(log), Some((scope, session))) = (&self.log, recorded) {
             log.issued(&(id.clone(), kept, scope, session))
                 .map_err(|e| AuthError::Unrecorded(e.to_string()))?;
         }
@@ -211,7 +216,10 @@ impl Tokens {
             }
             map.insert(id, (kept, grant));
         }
-        self.compact_log();
+        // Only a recorded token grows the log.
+        if recorded.is_some() {
+            self.compact_log();
+        }
         Ok(token)
     }
 

@@ -130,6 +130,8 @@ pub struct Registry {
     unauthenticated: Arc<std::sync::atomic::AtomicUsize>,
     /// Open agentapi event streams (each holds an HTTP connection for as long as it lasts).
     event_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// WebSocket connections, from their upgrade to their actor's end.
+    websockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Most agentapi event streams open at once: each holds one of a listener's HTTP connections
@@ -145,8 +147,8 @@ pub const MAX_UNAUTHENTICATED: usize = 64;
 /// it is closed (1008).
 pub const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// One of a bounded number of places ([`MAX_UNAUTHENTICATED`] connections without a token,
-/// [`MAX_EVENT_STREAMS`] event streams), given back when dropped.
+/// One of a bounded number of places (WebSocket connections, [`MAX_UNAUTHENTICATED`]
+/// connections without a token, [`MAX_EVENT_STREAMS`] event streams), given back when dropped.
 #[derive(Debug)]
 pub struct Place(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -171,6 +173,13 @@ impl Registry {
     /// [`MAX_UNAUTHENTICATED`] are taken.
     pub fn unauthenticated(&self) -> Option<Place> {
         take(&self.unauthenticated, MAX_UNAUTHENTICATED)
+    }
+
+    /// A place for a WebSocket connection, taken at its upgrade and held by its actor; None
+    /// when `max` are open (`limits.max_connections`). Taken, not read from a figure, so
+    /// upgrades at the same moment cannot all pass the check.
+    pub fn websocket(&self, max: usize) -> Option<Place> {
+        take(&self.websockets, max)
     }
 
     /// A place for an agentapi event stream; None when [`MAX_EVENT_STREAMS`] are open.

@@ -18,11 +18,28 @@ pub async fn tree(app: &App) -> Result<TreeNode, ApiError> {
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     if let Some(sessions) = corral.find_mut("sessions") {
-        for node in &mut sessions.children {
-            if let Ok(h) = app.corral.sessions().get(&node.id) {
-                corral_actors::session::parts::describe(node, h.shared(), &h.actor().get_cell());
+        // Each session's process is read from /proc (blocking file reads, two per session):
+        // off the runtime's workers.
+        let mut nodes = std::mem::take(&mut sessions.children);
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| app.corral.sessions().get(&node.id).ok())
+            .collect();
+        nodes = tokio::task::spawn_blocking(move || {
+            for (node, h) in nodes.iter_mut().zip(&handles) {
+                if let Some(h) = h {
+                    corral_actors::session::parts::describe(
+                        node,
+                        h.shared(),
+                        &h.actor().get_cell(),
+                    );
+                }
             }
-        }
+            nodes
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("describing the sessions: {e}")))?;
+        sessions.children = nodes;
     }
     let mut gateway = app
         .clients

@@ -16,6 +16,10 @@ pub const FILE: &str = "mutes.json";
 #[derive(Debug, Default)]
 pub struct Mutes {
     muted: Mutex<BTreeSet<Uuid>>,
+    /// Held while the file is written: saves take turns, each writing the set as it is then,
+    /// so the last save written holds the last change (two requests at once never leave the
+    /// file with the older set).
+    saving: Mutex<()>,
     /// Where they are kept (None: in memory only, an embedding without a data dir).
     path: Option<PathBuf>,
 }
@@ -38,18 +42,14 @@ impl Mutes {
         };
         Mutes {
             muted: Mutex::new(muted),
+            saving: Mutex::new(()),
             path: Some(path),
         }
     }
 
-    /// Mutes or unmutes `session`, keeping only sessions for which `exists` holds; returns
-    /// what to write (see [`Mutes::save`]) when something changed.
-    pub fn set(
-        &self,
-        session: Uuid,
-        muted: bool,
-        exists: impl Fn(Uuid) -> bool,
-    ) -> Option<Vec<u8>> {
+    /// Mutes or unmutes `session`, keeping only sessions for which `exists` holds; whether
+    /// something changed (then [`Mutes::save`] it).
+    pub fn set(&self, session: Uuid, muted: bool, exists: impl Fn(Uuid) -> bool) -> bool {
         let mut m = self.muted.lock();
         let changed = if muted {
             m.insert(session)
@@ -57,16 +57,18 @@ impl Mutes {
             m.remove(&session)
         };
         m.retain(|s| exists(*s));
-        // invariant: a set of UUIDs always serializes.
-        changed.then(|| serde_json::to_vec(&*m).expect("a set of ids serializes"))
+        changed
     }
 
-    /// Writes `bytes` from [`Mutes::set`] (blocking: call off the runtime's workers).
-    pub fn save(&self, bytes: &[u8]) -> std::io::Result<()> {
-        match &self.path {
-            Some(path) => crate::atomic::write_atomic(path, bytes, 0o600),
-            None => Ok(()),
-        }
+    /// Writes the mutes as they are now (blocking: call off the runtime's workers).
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let _turn = self.saving.lock();
+        // invariant: a set of UUIDs always serializes.
+        let bytes = serde_json::to_vec(&*self.muted.lock()).expect("a set of ids serializes");
+        crate::atomic::write_atomic(path, &bytes, 0o600)
     }
 
     /// Whether `session` is muted.

@@ -94,17 +94,13 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError 
     ApiError::not_found(format!("no route {method} {}", uri.path()))
 }
 
-/// The connection bound, checked at the upgrade (a plain 503 before any WebSocket exists).
-fn capacity(app: &App) -> Result<(), ApiError> {
+/// The connection bound, taken at the upgrade (a plain 503 before any WebSocket exists): the
+/// place goes with the connection to its actor and is given back when it ends.
+fn capacity(app: &App) -> Result<crate::connections::Place, ApiError> {
     let max = app.config.limits.max_connections;
-    if app.metrics.clients.get() as usize >= max {
-        return Err(crate::access::at_limit(
-            app,
-            "connection limit reached",
-            max,
-        ));
-    }
-    Ok(())
+    app.connections
+        .websocket(max)
+        .ok_or_else(|| crate::access::at_limit(app, "connection limit reached", max))
 }
 
 /// Starts a connection actor for an upgraded socket under the connections supervisor.
@@ -147,12 +143,12 @@ async fn ws_native(
     if matches!(grant, Grant::Hook(_)) {
         return Err(forbid(&app, "hook tokens may only post events"));
     }
-    capacity(&app)?;
+    let place = capacity(&app)?;
     let by_cookie = crate::access::cookie_token(&headers).is_some();
     Ok(upgrade(
         app,
         ws,
-        SUBPROTOCOL,
+        place,
         Dialect::Native { grant },
         peer_of(peer),
         presented_token(&headers)
@@ -175,7 +171,7 @@ const WS_READ_BUFFER: usize = 8 * 1024;
 fn upgrade(
     app: Arc<App>,
     ws: WebSocketUpgrade,
-    protocol: &'static str,
+    place: crate::connections::Place,
     dialect: Dialect,
     peer: String,
     token: Option<String>,
@@ -184,13 +180,15 @@ fn upgrade(
     // ttyd's own client sends a paste as one message, whatever its size, and cannot be told
     // a limit: its messages may be as large as a session's whole input queue (a type byte and
     // 1 MiB), so a large paste arrives instead of closing the connection with 1009.
-    let max = match dialect {
-        Dialect::Native { .. } => app.config.limits.max_frame,
-        Dialect::Ttyd { .. } => app
-            .config
-            .limits
-            .max_frame
-            .max(corral_actors::session::INPUT_QUEUE_BYTES + 1),
+    let (protocol, max) = match dialect {
+        Dialect::Native { .. } => (SUBPROTOCOL, app.config.limits.max_frame),
+        Dialect::Ttyd { .. } => (
+            "tty",
+            app.config
+                .limits
+                .max_frame
+                .max(corral_actors::session::INPUT_QUEUE_BYTES + 1),
+        ),
     };
     ws.protocols([protocol])
         .max_message_size(max)
@@ -221,6 +219,7 @@ fn upgrade(
                 dialect,
                 app: app.clone(),
                 stats,
+                place,
             };
             start_connection(app, args)
         })
@@ -236,7 +235,7 @@ async fn ws_ttyd(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_origin(&app, &headers)?;
-    capacity(&app)?;
+    let place = capacity(&app)?;
     let session = app.corral.sessions().get(&key)?;
     // A browser logged in by cookie sends it with the upgrade (same origin, checked above), a
     // client may send a bearer header or corral's token subprotocol: that is its token, and
@@ -263,7 +262,7 @@ async fn ws_ttyd(
     Ok(upgrade(
         app,
         ws,
-        "tty",
+        place,
         Dialect::Ttyd {
             session,
             unauthenticated,
@@ -359,9 +358,11 @@ async fn export_session(
     let size = h.info().size;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
     let writer = ChannelWriter(tx.clone());
-    // Owned by the response: it finishes with the log or at the first write after the client
-    // left (the channel closes), so it cannot outlive the request by more than one write.
-    drop(tokio::task::spawn_blocking(move || {
+    // Owned by the response's stream, which awaits it after the last chunk: it finishes with
+    // the log or at the first write after the client left (the channel closes), so it cannot
+    // outlive the request by more than one write; one that failed without saying (a panic)
+    // ends the body with an error, never as a recording that looks whole.
+    let task = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
         let result = reader
@@ -372,9 +373,19 @@ async fn export_session(
         {
             tracing::debug!("export abandoned by its client");
         }
-    }));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    });
+    let stream = futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
+        if let Some(item) = rx.recv().await {
+            return Some((item, (rx, task)));
+        }
+        match task?.await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "the export failed");
+                let failed = std::io::Error::other(format!("the export failed: {e}"));
+                Some((Err(failed), (rx, None)))
+            }
+        }
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-asciicast")],
@@ -562,10 +573,10 @@ async fn set_notify(
     let Mute { muted } = parse_json(&body, "notify setting")?;
     let sessions = app.corral.sessions();
     let exists = |id: uuid::Uuid| sessions.get(&id.to_string()).is_ok();
-    if let Some(bytes) = app.mutes.set(h.id(), muted, exists) {
+    if app.mutes.set(h.id(), muted, exists) {
         // Kept in the data dir (a restart or an upgrade keeps it), off the runtime's workers.
         let keeper = app.clone();
-        tokio::task::spawn_blocking(move || keeper.mutes.save(&bytes))
+        tokio::task::spawn_blocking(move || keeper.mutes.save())
             .await
             .map_err(|e| ApiError::internal(format!("saving the mute: {e}")))?
             .map_err(|e| ApiError::internal(format!("saving the mute: {e}")))?;

@@ -34,8 +34,8 @@ use crate::auth::Grant;
 /// The most records the spool holds (each ≤ [`crate::access::MAX_BODY`]: 64 MiB at worst).
 pub const MAX_FILES: usize = 256;
 
-/// One hook event that found no server.
-#[derive(Debug, Serialize, Deserialize)]
+/// One hook event that found no server (its `Debug` leaves the token out).
+#[derive(Serialize, Deserialize)]
 pub struct Spooled {
     /// The session it is for.
     pub session: uuid::Uuid,
@@ -46,6 +46,15 @@ pub struct Spooled {
     pub at: SystemTime,
     /// The hook's payload as Claude Code gave it.
     pub payload: serde_json::Value,
+}
+
+impl std::fmt::Debug for Spooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spooled")
+            .field("session", &self.session)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The spool of data dir `data`.

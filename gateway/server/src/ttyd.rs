@@ -41,13 +41,21 @@ pub fn parse_frame(data: &[u8]) -> Option<Frame<'_>> {
     })
 }
 
-/// The first frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The first frame (its `Debug` leaves the token out).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Init {
     /// The token (empty counts as missing).
     pub token: Option<String>,
     /// The terminal size, when both are given and non-zero.
     pub size: Option<Size>,
+}
+
+impl std::fmt::Debug for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Init")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A size field as ttyd reads it (`json_object_get_int`): a number, a float (truncated) or a
@@ -86,6 +94,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// The first frame's `Debug` leaves its token out.
+    #[test]
+    fn an_init_s_debug_shows_no_token() {
+        let init = parse_init(br#"{"AuthToken":"corral_0123_s3cr3t","columns":80,"rows":24}"#);
+        let shown = format!("{init:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
 
     #[test]
     fn frames() {

@@ -79,12 +79,18 @@ pub async fn asset(uri: axum::http::Uri, headers: HeaderMap) -> Response {
     response
 }
 
-/// `POST /v1/login` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /v1/login` body (its `Debug` leaves the token out).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// The token from the login URL (or pasted on the login page).
     pub token: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login").finish_non_exhaustive()
+    }
 }
 
 /// `GET /v1/whoami` answer: what the presented token (or cookie) allows.

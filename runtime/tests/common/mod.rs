@@ -182,6 +182,8 @@ impl Actor for Worker {
                 return Err(format!("{} fails on purpose", state.id).into());
             }
             WorkerMsg::Block(d) => {
+                // Said first, so a test can wait until the worker really blocks.
+                state.log.push(format!("blocking:{}", state.id));
                 let _guard = KilledGuard(state.id.clone(), state.log.clone());
                 tokio::time::sleep(d).await;
                 std::mem::forget(_guard);

@@ -84,6 +84,8 @@ pub struct ConnectionArgs {
     pub app: Arc<App>,
     /// Its live figures (registered in `app.connections`).
     pub stats: Arc<crate::connections::ConnStats>,
+    /// Its place among `limits.max_connections`, held until the actor ends.
+    pub place: crate::connections::Place,
 }
 
 /// The connection actor.
@@ -137,6 +139,8 @@ pub struct ConnectionState {
     unauthenticated: Option<(Option<crate::connections::Place>, tokio::time::Instant)>,
     /// A ttyd connection's token from its upgrade, if it carried one (`true`: the login cookie).
     credential: Option<(String, bool)>,
+    /// Its place among `limits.max_connections` (given back when the state drops).
+    _place: crate::connections::Place,
     /// ttyd pause ('2') / resume ('3').
     paused: bool,
     /// While a ttyd client is paused: its session's events, watched for its end (a pause holds
@@ -237,6 +241,7 @@ impl Actor for Connection {
             ttyd,
             unauthenticated,
             credential,
+            _place: args.place,
             paused: false,
             pause_watch: None,
             ping: Box::pin(tokio::time::sleep(PING_EVERY)),
@@ -335,7 +340,7 @@ impl Actor for Connection {
                     true
                 }
             },
-            () = session_ends(&mut st.pause_watch), if st.paused && st.pause_watch.is_some() => {
+            () = session_ends(&mut st.pause_watch, st.ttyd.as_ref()), if st.paused && st.pause_watch.is_some() => {
                 st.paused = false;
                 st.pause_watch = None;
                 true
@@ -372,9 +377,11 @@ async fn held_until(held: &Option<Held>) {
 }
 
 /// Returns when the watched session ends (a final state, or it is removed); pending forever
-/// without a watch (the select guards on it).
+/// without a watch (the select guards on it). Events the watch missed (it lagged: the end may
+/// have been among them) are made up for by reading the session's state then.
 async fn session_ends(
     watch: &mut Option<tokio::sync::broadcast::Receiver<corral_actors::SessionEvent>>,
+    session: Option<&SessionHandle>,
 ) {
     let Some(rx) = watch else {
         return std::future::pending().await;
@@ -382,7 +389,12 @@ async fn session_ends(
     loop {
         match rx.recv().await {
             Ok(e) if matches!(e.kind, EventKind::State { state, .. } if state.is_final()) => return,
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if session.is_some_and(|h| h.shared().state().is_final()) {
+                    return;
+                }
+            }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
