@@ -238,6 +238,12 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
         && let Some(id) = payload.get("session_id").and_then(|v| v.as_str())
     {
         s.agent_session_id = Some(id.to_string());
+        // Where the conversation will be kept: Claude writes it at the first prompt, and a
+        // restart resumes it only once it exists.
+        s.agent_transcript = payload
+            .get("transcript_path")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
     }
     let current = s.attention.unwrap_or(Attention::Starting);
     // A structured session's stream says all the rest (prompts, tool calls, questions with the

@@ -230,6 +230,7 @@ impl Sessions {
                     restarts: 0,
                     last_exit: None,
                     agent_session_id: None,
+                    agent_transcript: None,
                     interrupted: false,
                     last_seq: 0,
                 },

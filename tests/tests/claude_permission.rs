@@ -157,6 +157,20 @@ impl Claude {
         project: tempfile::TempDir,
         stub: Stub,
     ) -> Claude {
+        let c = Claude::start(server, name, project, stub).await;
+        server
+            .cli_ok(&["send", name, "--paste", "create the file"])
+            .await;
+        c
+    }
+
+    /// Spawns Claude in `project` against `stub` and waits until its prompt takes input.
+    async fn start(
+        server: &Server,
+        name: &str,
+        project: tempfile::TempDir,
+        stub: Stub,
+    ) -> Claude {
         let claude = claude_code().expect(
             "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
              run scripts/setup (needs node and npm)",
@@ -191,9 +205,6 @@ impl Claude {
             .await;
         until_screen(server, name, READY, Duration::from_secs(20)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        server
-            .cli_ok(&["send", name, "--paste", "create the file"])
-            .await;
         c
     }
 
@@ -427,6 +438,60 @@ async fn claude_code_interrupted_with_esc_waits_again() {
     assert!(
         !hooks.iter().any(|h| h == "Stop" || h == "PostToolUse"),
         "Claude fired a hook for the interrupt after all: {hooks:?}"
+    );
+    c.stop(&server).await;
+}
+
+/// The command line of a session's process now.
+fn cmdline(server_session: &Value) -> String {
+    let pid = server_session["pid"].as_i64().expect("a running process");
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// A restart resumes Claude's conversation only once there is one: restarted before its first
+/// prompt, `--resume` of the id its SessionStart gave failed at once ("No conversation found")
+/// at every restart, and the session never ran again. Meanwhile the restarted agent is
+/// `starting`, not the last process's `exited` (`wait --for idle` gave up with status 3).
+#[tokio::test]
+async fn claude_code_restarted_before_its_first_prompt_starts_afresh() {
+    let server = Server::start();
+    // A tool Claude does not offer: every turn is answered with a text.
+    let stub = Stub::start_tool("NoSuchTool", json!({})).await;
+    let c = Claude::start(&server, "fresh", tempfile::tempdir().unwrap(), stub).await;
+    server.cli_ok(&["restart", "fresh"]).await;
+    let s = server.session("fresh").await;
+    assert_ne!(s["attention"], "exited", "{s}");
+    let out = server
+        .cli(&["wait", "fresh", "--for", "idle", "--timeout", "40"])
+        .await;
+    assert!(
+        out.status.success(),
+        "the restarted agent never waited again: {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        server.session("fresh").await
+    );
+    let s = server.session("fresh").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert!(!cmdline(&s).contains("--resume"), "{}", cmdline(&s));
+    // Once a turn was had, the conversation exists: a restart resumes it.
+    until_screen(&server, "fresh", READY, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.cli_ok(&["send", "fresh", "--paste", "hello"]).await;
+    server
+        .cli_ok(&["wait", "fresh", "--for", "idle", "--timeout", "30"])
+        .await;
+    let id = s["agent_session_id"].as_str().unwrap().to_string();
+    server.cli_ok(&["restart", "fresh"]).await;
+    server
+        .cli_ok(&["wait", "fresh", "--for", "idle", "--timeout", "40"])
+        .await;
+    let s = server.session("fresh").await;
+    assert!(
+        cmdline(&s).contains(&format!("--resume {id}")),
+        "{}",
+        cmdline(&s)
     );
     c.stop(&server).await;
 }

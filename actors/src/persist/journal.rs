@@ -55,6 +55,9 @@ pub struct SessionRow {
     pub last_exit: Option<ExitStatus>,
     /// The agent's own session id (for the profile's resume template).
     pub agent_session_id: Option<String>,
+    /// Where the agent keeps that session's conversation (resumed only once it exists).
+    #[serde(default)]
+    pub agent_transcript: Option<String>,
     /// It was running when the server shut down (it is started again at boot per its policy).
     pub interrupted: bool,
     /// Sequence number of its last event.

@@ -101,6 +101,9 @@ pub(crate) struct Status {
     /// Open questions behind `permission` (at most `questions::MAX_QUESTIONS` in all).
     pub queued: std::collections::VecDeque<crate::attention::PermissionAsk>,
     pub agent_session_id: Option<String>,
+    /// The file the agent keeps that session's conversation in (its SessionStart hook says
+    /// where), if known: a restart resumes the conversation only when it exists.
+    pub agent_transcript: Option<String>,
     /// Who the running main process is (recorded so recovery can find it after a crash).
     pub identity: Option<ProcessIdentity>,
     /// Stopped by a server shutdown (started again at boot per its policy).
@@ -152,6 +155,7 @@ impl Status {
             permission: None,
             queued: Default::default(),
             agent_session_id: None,
+            agent_transcript: None,
             identity: None,
             interrupted: false,
             ended_at: None,
@@ -266,6 +270,7 @@ impl SessionShared {
         s.restarts = row.restarts;
         s.last_exit = row.last_exit;
         s.agent_session_id = row.agent_session_id.clone();
+        s.agent_transcript = row.agent_transcript.clone();
         // Kept only for a process that outlived the server under its holder (recovery clears
         // it otherwise): the adoption checks the holder's process against it.
         s.identity = row.process.clone();
@@ -287,6 +292,7 @@ impl SessionShared {
             restarts: s.restarts,
             last_exit: s.last_exit,
             agent_session_id: s.agent_session_id.clone(),
+            agent_transcript: s.agent_transcript.clone(),
             interrupted: s.interrupted,
             last_seq,
         }

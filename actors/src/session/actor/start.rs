@@ -31,10 +31,26 @@ impl SessionActorState {
             self.tmp.path(),
             &self.spec.env,
         );
-        let (size, agent_session) = {
+        let (size, agent_session, transcript) = {
             let s = self.shared.status.read();
-            (s.size, s.agent_session_id.clone())
+            (s.size, s.agent_session_id.clone(), s.agent_transcript.clone())
         };
+        // A conversation is resumed after a crash or a restart once it exists: Claude writes it
+        // at the session's first prompt, and `--resume` of one never written fails at once
+        // ("No conversation found"), every restart again. (Unknown where it is kept — a
+        // record from before that was noted —: resumed as before.)
+        let resume = agent_session
+            .as_deref()
+            .filter(|_| generation > 1 || self.begin == Begin::Recover)
+            .filter(|id| {
+                let written = transcript
+                    .as_deref()
+                    .is_none_or(|p| std::path::Path::new(p).exists());
+                if !written {
+                    tracing::info!(agent_session = %id, "no conversation to resume yet: the agent starts afresh");
+                }
+                written
+            });
         // An agent profile rewrites argv: its settings, and after a crash, its resume template.
         let argv = match Profile::parse(self.spec.agent.as_deref()) {
             Ok(Some(profile)) => profile
@@ -43,9 +59,7 @@ impl SessionActorState {
                     self.spec.mode,
                     self.tmp.path(),
                     self.spec.hook_command.as_deref().unwrap_or_default(),
-                    agent_session
-                        .as_deref()
-                        .filter(|_| generation > 1 || self.begin == Begin::Recover),
+                    resume,
                 )
                 .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?,
             Ok(None) => self.spec.argv.clone(),
@@ -373,6 +387,13 @@ impl SessionActorState {
                 .or(Some(SystemTime::now()));
             s.identity = identity;
             s.interrupted = false;
+            // A new process of an agent has said nothing yet (its last process's `exited`, from
+            // its SessionEnd, made `wait --for idle` give up on a restarted agent, and agentapi
+            // call it stable while it started); an adopted one keeps what its events said.
+            let fresh = self.begin != Begin::Adopt || generation > 1;
+            if fresh && s.attention.is_some() {
+                s.set_attention(crate::attention::Attention::Starting);
+            }
         }
         *self.shared.roles.write() = roles;
         self.running = Some(running);
