@@ -153,6 +153,21 @@ pub const INTERRUPT_CHECKS: [std::time::Duration; 4] = [
 /// versions: "esc to interrupt"); compared without case.
 pub const WORKING_MARK: &str = "esc to interrupt";
 
+/// What the foot of a Claude Code dialog or panel says (its permission dialog, the panels of
+/// `/cost`, `/model`, `/config`); compared without case.
+pub const DIALOG_MARK: &str = "esc to cancel";
+
+/// Whether a terminal agent's screen (as text) shows a dialog at its foot ([`DIALOG_MARK`] in
+/// its last three lines that are not blank): an Enter typed now answers it.
+pub fn shows_dialog(screen: &str) -> bool {
+    screen
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .any(|l| l.to_lowercase().contains(DIALOG_MARK))
+}
+
 /// Whether `bytes`, typed into a terminal agent, is an interrupt key: Esc (a lone ESC byte, or
 /// CSI 27 u when the terminal speaks the kitty keyboard protocol Claude Code asks for) or
 /// Ctrl-C (ETX, or CSI 99;5 u).
@@ -599,6 +614,18 @@ mod tests {
             overridden_deny(&mut s, "PostToolUseFailure", &ran(&input)),
             None
         );
+    }
+
+    /// A dialog is what the foot of the screen says, not a line further up (an answer that
+    /// quotes the words).
+    #[test]
+    fn a_dialog_is_told_by_the_foot_of_the_screen() {
+        let panel =
+            "❯ /cost\n Settings  Status  Usage\n\n  Total cost: $0.0003\n\n  Esc to cancel\n\n";
+        assert!(shows_dialog(panel));
+        let prompt = "● Press Esc to cancel a dialog.\n\n─────\n❯ \n─────\n  ? for shortcuts\n";
+        assert!(!shows_dialog(prompt));
+        assert!(!shows_dialog(""));
     }
 
     /// Esc and Ctrl-C, plain or as the kitty keyboard protocol sends them, are interrupt keys;

@@ -147,16 +147,31 @@ impl SessionHandle {
             }
             Some(crate::attention::Attention::Starting) => {
                 return Err(SessionError::Unsupported(format!(
-                    "{} has not started: its screen waits for an answer (Claude Code asks whether \
-                     to trust a new folder); answer it with keys (`corral send`), or wait for it \
-                     (`corral wait --for idle`)",
-                    self.name()
+                    "{name} has not started: its screen waits for an answer (Claude Code asks \
+                     whether to trust a new folder); answer it with keys (`corral send {name} \
+                     '\\r'` is Enter: its highlighted choice) or at its terminal (`corral attach \
+                     {name}`), then `corral wait {name} --for idle`",
+                    name = self.name()
                 )));
             }
             _ => {}
         }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);
+        // A panel an agent opened on its own screen (Claude Code's `/cost`, `/model`, `/config`:
+        // "Esc to cancel" at its foot) takes the prompt's Enter: the panel closes, the prompt
+        // is lost, and no turn starts.
+        if self.shared.status.read().attention.is_some()
+            && let Some(text) = self.screen_text().await
+            && crate::agent::shows_dialog(&text)
+        {
+            return Err(SessionError::Unsupported(format!(
+                "{name}'s screen shows a dialog (it says \"Esc to cancel\"): a prompt now would \
+                 answer it and be lost; close it first (`corral send {name} '\\e'`, Esc) or \
+                 answer it with keys",
+                name = self.name()
+            )));
+        }
         let bytes = if bracketed {
             // The paste's end marker inside the text would end the paste there and type the
             // rest as keys (an Enter in it would submit half a prompt), a start marker makes
@@ -303,6 +318,15 @@ impl SessionHandle {
             Ok(CallResult::Success(s)) => Ok(s),
             Ok(other) => Err(SessionError::Unavailable(format!("screen: {other:?}"))),
             Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The screen's text now (PTY sessions; None when there is no screen to ask).
+    async fn screen_text(&self) -> Option<String> {
+        let screen = self.shared.screen.read().clone()?;
+        match screen.call(ScreenMsg::Text, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(text)) => Some(text),
+            _ => None,
         }
     }
 

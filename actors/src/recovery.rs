@@ -72,7 +72,8 @@ pub struct RecoveryReport {
     pub strays_released: usize,
     /// Records that could not be restored (with the reason, also logged).
     pub failed: Vec<(Uuid, String)>,
-    /// Wall time of the whole reconciliation.
+    /// Wall time of the whole reconciliation (seconds in JSON, as every duration of the API).
+    #[serde(with = "corral_runtime::seconds")]
     pub took: Duration,
     /// The specs of restored sessions (the gateway re-registers their hook tokens).
     #[serde(skip)]

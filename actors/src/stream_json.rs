@@ -94,7 +94,7 @@ pub enum AgentEvent {
     /// script's `wait --for idle` right after the prompt saw the turn before still idle).
     Prompted,
     /// No event followed a [`AgentEvent::Prompted`] within `agent::PROMPT_SETTLE`: the prompt
-    /// started no turn (a command such as `/cost`), the agent waits again.
+    /// started no turn (a slash command that prints and returns), the agent waits again.
     NoTurn,
     /// An interrupt key (Esc, Ctrl-C) typed into a working terminal agent ended its turn: its
     /// screen stopped saying it works (Claude Code fires no hook when a turn is interrupted, so

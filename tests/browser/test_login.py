@@ -92,6 +92,8 @@ def test_logout_ends_the_login_in_every_tab_of_the_browser(server, page):
     other.goto(server.url + "/")
     expect(other.get_by_test_id("conn-state")).to_have_text("connected")
     page.get_by_test_id("logout").click()
+    # Asked first: logging back in needs the token again.
+    page.get_by_test_id("confirm-ok").click()
     expect(page.get_by_test_id("login")).to_be_visible()
     expect(other.get_by_test_id("login")).to_be_visible()
     expect(other.get_by_test_id("login-message")).to_contain_text(re.compile("logged out", re.I))

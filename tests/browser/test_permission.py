@@ -93,3 +93,17 @@ def test_a_question_to_choose_from_is_answered_with_a_choice(server, page, tmp_p
     assert out["behavior"] == "allow", out
     assert out["updatedInput"]["answers"] == {question: "Blue"}, out
     assert out["updatedInput"]["questions"][0]["question"] == question, out
+
+
+def test_a_page_watching_one_session_is_told_another_asks(server, page, tmp_path):
+    # A phone shows one session at a time: another agent that starts to ask is said on the page,
+    # a tap away (the tab title's count went unseen, and phones' browsers may not notify).
+    watched = server.spawn(["cat"], name="watched")
+    page.goto(server.login_url(hash=f"/s/{watched['id']}"))
+    expect(page.get_by_test_id("terminal")).to_be_visible()
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    s, _ = agent(server, tmp_path, "elsewhere")
+    told = page.locator('a[data-testid="toast"]', has_text="elsewhere asks permission")
+    expect(told).to_be_visible()
+    told.click()
+    expect(page.get_by_test_id("ask-text")).to_have_text("Bash: rm -rf build")

@@ -78,3 +78,28 @@ def test_server_side_drop_mid_output_resumes_exactly(server, page):
     finally:
         if proxy:
             proxy.close()
+
+
+def test_keys_typed_while_offline_are_sent_when_the_connection_is_back(server, page):
+    # A phone in a tunnel: the device goes offline (the page must stop saying "connected" at
+    # once, not 25-35 s later at its next ping), the user types, the network comes back: what
+    # was typed reaches the program, in order, once (keys typed while reconnecting were lost
+    # without a word).
+    s = server.spawn(["cat"], name="tunnel")
+    page.goto(f"{server.url}/?token={server.token}#/s/{s['id']}")
+    wait_js(page, "window.corral.sessionId() !== null && window.corral.connState() === 'connected'", 15)
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("before")
+    page.keyboard.press("Enter")
+    server.wait_output("tunnel", b"before\r\nbefore\r\n", 10)
+    page.context.set_offline(True)
+    wait_js(page, "window.corral.connState() === 'reconnecting'", 5, "the page to see it is offline")
+    page.keyboard.type("in the tunnel")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("sent when the connection is back")).to_be_visible()
+    time.sleep(1)
+    assert b"tunnel\r" not in server.logs("tunnel")
+    page.context.set_offline(False)
+    wait_js(page, "window.corral.connState() === 'connected'", 20, "the page to reconnect")
+    out = server.wait_output("tunnel", b"in the tunnel\r\nin the tunnel\r\n", 10)
+    assert out.count(b"in the tunnel") == 2, out

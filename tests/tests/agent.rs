@@ -425,14 +425,16 @@ async fn bad_hook_input_is_refused_and_the_session_is_untouched() {
 }
 
 /// Webhooks: a local receiver gets one notification per attention change that needs the user
-/// (needs_permission with the tool, then idle after the work), as JSON and as a text line; a
-/// muted session sends none.
+/// (needs_permission with the tool and what it asks, then idle after the work), as JSON and as
+/// a text line, each with a link to the session's page (at `[notify] page_url`: a phone's
+/// notification opens it); a muted session sends none.
 #[tokio::test]
 async fn webhooks_tell_when_an_agent_needs_its_user() {
     let hooks = corral_tests::Webhooks::start().await;
     let port = hooks.port;
     let server = Server::start_configured(&format!(
-        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n\n\
+        "[notify]\npage_url = \"https://corral.example/\"\n\n\
+         [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n\n\
          [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/topic\"\nformat = \"text\"\n"
     ));
     // A muted agent first: it waits a second before its hooks, time to mute it.
@@ -508,6 +510,12 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
     assert_eq!(json[0]["name"], "loud");
     assert_eq!(json[0]["kind"], "needs_permission");
     assert_eq!(json[0]["tool"], "Bash");
+    assert_eq!(json[0]["detail"], "touch ran");
+    let loud = server.session("loud").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(json[0]["url"], format!("https://corral.example/#/s/{loud}"));
     assert_eq!(json[1]["kind"], "idle");
     assert!(
         got.iter()

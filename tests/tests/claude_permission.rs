@@ -165,12 +165,7 @@ impl Claude {
     }
 
     /// Spawns Claude in `project` against `stub` and waits until its prompt takes input.
-    async fn start(
-        server: &Server,
-        name: &str,
-        project: tempfile::TempDir,
-        stub: Stub,
-    ) -> Claude {
+    async fn start(server: &Server, name: &str, project: tempfile::TempDir, stub: Stub) -> Claude {
         let claude = claude_code().expect(
             "Claude Code is missing and `npm install @anthropic-ai/claude-code` failed: \
              run scripts/setup (needs node and npm)",
@@ -492,6 +487,40 @@ async fn claude_code_restarted_before_its_first_prompt_starts_afresh() {
         cmdline(&s).contains(&format!("--resume {id}")),
         "{}",
         cmdline(&s)
+    );
+    c.stop(&server).await;
+}
+
+/// A panel Claude opens on its screen (`/cost`) would take the next prompt's Enter: the panel
+/// closed, the prompt was lost, and `send --paste` said nothing (a script then waited for a turn
+/// that never came). The prompt is refused, naming the way out; once Esc closed the panel it
+/// goes through.
+#[tokio::test]
+async fn a_prompt_is_refused_while_claude_shows_a_panel() {
+    let server = Server::start();
+    let stub = Stub::start_tool("NoSuchTool", json!({})).await;
+    let c = Claude::start(&server, "panel", tempfile::tempdir().unwrap(), stub).await;
+    server.cli_ok(&["send", "panel", "--paste", "/cost"]).await;
+    until_screen(&server, "panel", "Esc to cancel", Duration::from_secs(15)).await;
+    let out = server.cli(&["send", "panel", "--paste", "hello"]).await;
+    assert!(!out.status.success(), "a prompt typed into the panel");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("shows a dialog") && err.contains("\\e"),
+        "{err}"
+    );
+    server.cli_ok(&["send", "panel", "\\e"]).await;
+    until_screen(&server, "panel", READY, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = c.stub.requests().len();
+    server.cli_ok(&["send", "panel", "--paste", "hello"]).await;
+    server
+        .cli_ok(&["wait", "panel", "--for", "idle", "--timeout", "30"])
+        .await;
+    assert!(
+        c.stub.requests().len() > asked,
+        "the prompt after the panel started no turn: {:?}",
+        c.stub.summary()
     );
     c.stop(&server).await;
 }

@@ -1232,6 +1232,22 @@ async fn a_typist_who_leaves_gives_the_size_back_to_the_remaining_viewer() {
     let resize =
         |rows: u64, cols: u64| json!({"type": "resize", "session": id, "rows": rows, "cols": cols});
     let keys = json!({"type": "input", "session": id, "data": "x"});
+    // Before anyone typed, the latest resize wins; a viewer that leaves gives the size back to
+    // the one that stays (a desktop that looked in on a phone's session left it at the
+    // desktop's width on the phone).
+    let mut watching = server.ws().await;
+    assert_eq!(watching.call(resize(37, 52)).await["type"], "ok");
+    until((37, 52), "the watching phone's size").await;
+    let mut looking = server.ws().await;
+    assert_eq!(looking.call(resize(46, 164)).await["type"], "ok");
+    until((46, 164), "the latest resize").await;
+    drop(looking);
+    until(
+        (37, 52),
+        "the desktop that looked in left: the phone's size",
+    )
+    .await;
+    drop(watching);
     let mut desktop = server.ws().await;
     assert_eq!(desktop.call(resize(40, 120)).await["type"], "ok");
     until((40, 120), "the first viewer's size").await;

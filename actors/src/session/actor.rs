@@ -523,11 +523,13 @@ impl Actor for Session {
                 st.publish_answerer();
             }
             SessionMsg::ViewerLeft(viewer) => {
-                st.viewers.remove(&viewer);
+                let had = st.viewers.remove(&viewer).is_some();
                 // The typist left: back to "the latest resize wins", starting from the viewer
                 // that resized last (a desktop page that stays must not keep a phone's size
-                // that left until someone types or resizes).
-                if st.typist == viewer {
+                // that left until someone types or resizes). So too when nobody typed and the
+                // one that left had a size: its size may be the one in effect (a desktop that
+                // looked in on a phone's session left it at 164 columns on a 52-column phone).
+                if st.typist == viewer || (st.typist == 0 && had) {
                     st.typist = 0;
                     if let Some((size, _)) = st.viewers.values().max_by_key(|(_, seq)| *seq) {
                         st.resize(*size);

@@ -538,6 +538,19 @@ pub async fn run(
                 }
             };
             println!("{}", corral_server::web::login_url(&url, &client.token));
+            // A server listening on every address prints the unspecified one, which no
+            // browser can open: said, on stderr (stdout stays the URL alone).
+            if url.contains("//0.0.0.0") || url.contains("//[::]") {
+                eprintln!(
+                    "corral: the server listens on every address: open this URL with this \
+                     machine's address (as the phone reaches it) in place of {}",
+                    if url.contains("//0.0.0.0") {
+                        "0.0.0.0"
+                    } else {
+                        "[::]"
+                    }
+                );
+            }
         }
         ClientCommand::Attach {
             session,

@@ -58,7 +58,7 @@ pub struct MessageRequest {
 
 /// How long a user message just sent counts as `running` with no hook or output to say so
 /// yet: a prompt that starts a turn says so in its UserPromptSubmit hook within it; one that
-/// starts none (a slash command such as `/cost`) must not leave the agent `running` for ever.
+/// starts none (a slash command that prints and returns) must not leave the agent `running` for ever.
 pub const PROMPT_PENDING: Duration = Duration::from_secs(3);
 
 /// `running` or `stable`, as agentapi says it.
@@ -260,9 +260,15 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
         .terminal(h.id(), agent_text(app, h).await, screen_changed(h))
 }
 
-/// When the session's screen last changed: its last output (now, if it printed none yet).
+/// When the session's screen last changed: its last output; for a session that printed
+/// nothing since this server has it (adopted after a restart or an upgrade), when its process
+/// started — a time that stays put, so a poller diffing messages sees no change where there is
+/// none (it said "now" at every GET) —; now only for a session with no process yet.
 fn screen_changed(h: &SessionHandle) -> SystemTime {
-    h.shared().last_output_at().unwrap_or_else(SystemTime::now)
+    h.shared()
+        .last_output_at()
+        .or_else(|| h.info().started_at)
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// `GET /agentapi/{key}/status`.

@@ -127,6 +127,10 @@ impl GatewayConfig {
 pub struct NotifySettings {
     /// Webhooks: each gets a POST per notification.
     pub webhooks: Vec<Webhook>,
+    /// The web page's address as a phone reaches it (a reverse proxy's, say
+    /// `https://corral.example/`): each notification links to its session there. Default: the
+    /// server's own URL.
+    pub page_url: Option<String>,
 }
 
 /// One webhook.

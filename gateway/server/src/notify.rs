@@ -41,17 +41,52 @@ pub struct Notification {
     /// The tool asked for, with needs_permission.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// What it asks, with needs_permission: a command's text, a file's path, a question
+    /// (at most [`DETAIL_MAX`] characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The session's page (`[notify] page_url`, else the server's own URL, then `#/s/<id>`):
+    /// a phone's notification opens it.
+    pub url: String,
     /// When (RFC 3339).
     pub time: String,
+}
+
+/// Most characters of a notification's `detail`.
+pub const DETAIL_MAX: usize = 200;
+
+/// What a question asks, in a line: the input field a person reads first (a command, a path,
+/// a URL, a question), cut to [`DETAIL_MAX`] characters.
+fn detail(ask: &corral_actors::agent::PermissionAsk) -> Option<String> {
+    let input = &ask.input;
+    let text = ["command", "file_path", "path", "url", "pattern", "prompt"]
+        .iter()
+        .find_map(|k| input.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+        .or_else(|| {
+            input
+                .pointer("/questions/0/question")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })?;
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    Some(match line.char_indices().nth(DETAIL_MAX) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    })
 }
 
 impl Notification {
     /// One line for text webhooks.
     fn text(&self) -> String {
         match (&self.kind, &self.tool) {
-            (&"needs_permission", Some(tool)) if !tool.is_empty() => {
-                format!("{}: needs permission to use {tool}", self.name)
-            }
+            (&"needs_permission", Some(tool)) if tool == "AskUserQuestion" => match &self.detail {
+                Some(q) => format!("{} asks: {q}", self.name),
+                None => format!("{}: asks a question", self.name),
+            },
+            (&"needs_permission", Some(tool)) if !tool.is_empty() => match &self.detail {
+                Some(d) => format!("{}: needs permission to use {tool}: {d}", self.name),
+                None => format!("{}: needs permission to use {tool}", self.name),
+            },
             (&"needs_permission", _) => format!("{}: needs permission", self.name),
             (&"idle", _) => format!("{}: waiting for input", self.name),
             _ => format!("{}: failed", self.name),
@@ -63,6 +98,12 @@ impl Notification {
 /// and failures, queues notifications, and sends them.
 pub async fn run(app: Arc<App>) {
     let hooks = app.config.notify.webhooks.clone();
+    let page = app
+        .config
+        .notify
+        .page_url
+        .clone()
+        .unwrap_or_else(|| app.url.clone());
     if hooks.is_empty() {
         return;
     }
@@ -138,6 +179,8 @@ pub async fn run(app: Arc<App>) {
                 name: info.name.clone(),
                 kind,
                 tool: info.permission.as_ref().map(|p| p.tool.clone()),
+                detail: info.permission.as_ref().and_then(detail),
+                url: format!("{}/#/s/{}", page.trim_end_matches('/'), info.id),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };
             for (tx, hook) in txs.iter().zip(&hooks) {
@@ -199,9 +242,11 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
             "application/json",
         )
     };
+    // ntfy opens a notification's `Click` URL when it is tapped.
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::CONTENT_TYPE, content_type)
+        .header("click", n.url.as_str())
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     // The connection is driven here, next to the request: nothing outlives this call. The

@@ -80,8 +80,9 @@ pub fn answered_input(
         .unwrap_or_default();
     let Some(answers) = answers else {
         return Err(format!(
-            "{ASK_USER_QUESTION} asks the user to choose: allow it with `answers` (each question's \
-             text → the choice), or deny it to dismiss it; its questions: {questions:?}"
+            "{ASK_USER_QUESTION} asks the user to choose: allow it with the choice (`corral answer \
+             <session> allow --choose <choice>`; over HTTP `answers`: each question's text → the \
+             choice), or deny it to dismiss it; its questions: {questions:?}"
         ));
     };
     for (question, answer) in answers {

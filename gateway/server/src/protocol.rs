@@ -2,7 +2,9 @@
 //! docs/protocol.md: JSON text frames for control, binary frames for bulk bytes with a fixed
 //! 13-byte header `[kind u8][channel u32 BE][offset u64 BE]`.
 
-use corral_actors::{SessionEvent, SessionInfo, SessionSpec};
+use std::time::Duration;
+
+use corral_actors::{SessionError, SessionEvent, SessionInfo, SessionSpec};
 use corral_runtime::TreeNode;
 use serde::{Deserialize, Serialize};
 
@@ -384,6 +386,19 @@ pub struct StopBody {
     /// Grace in seconds before SIGKILL (the spec's when absent; clamped to 0..=3600).
     #[serde(default)]
     pub grace: Option<f64>,
+}
+
+/// A stop's grace in seconds (`stop {grace}`, `POST …/stop {"grace"}`): at most an hour (a
+/// longer one is an hour, as a spec's is); a negative or not finite one is refused, as a spec's
+/// is, not taken for 0.
+pub fn stop_grace(grace: Option<f64>) -> Result<Option<Duration>, SessionError> {
+    match grace {
+        None => Ok(None),
+        Some(g) if g.is_finite() && g >= 0.0 => Ok(Some(Duration::from_secs_f64(g.min(3600.0)))),
+        Some(g) => Err(SessionError::BadSpec(format!(
+            "grace: {g} is not a duration in seconds (finite and not negative)"
+        ))),
+    }
 }
 
 /// What a session-scoped token allows.

@@ -429,9 +429,7 @@ async fn stop_session(
     } else {
         parse_json(&body, "stop request")?
     };
-    let grace = body
-        .grace
-        .map(|g| Duration::from_secs_f64(g.clamp(0.0, 3600.0)));
+    let grace = crate::protocol::stop_grace(body.grace)?;
     Ok(Json(h.stop(grace).await?).into_response())
 }
 

@@ -300,7 +300,9 @@ async fn serving(
     tcp?;
     local?;
     let leaving = (*app.leave.borrow()).unwrap_or(Leaving::Stop);
-    tracing::info!(?leaving, "shutting down: connections, then sessions");
+    // A full stop has stopped the sessions already (their viewers saw them end); a handover
+    // closes the connections first, then leaves the sessions to their holders.
+    tracing::info!(?leaving, "shutting down: closing the connections");
     if leaving == Leaving::KeepSessions {
         // A handover says nothing: the successor has already claimed the unit. (A full stop
         // said it before it stopped the sessions.)

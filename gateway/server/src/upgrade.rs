@@ -219,10 +219,14 @@ fn start_successor(exe: &std::path::Path, listener: OwnedFd, unix: OwnedFd) -> R
                     "the new binary refused to start ({}); still serving",
                     text.trim_start_matches("error:").trim()
                 ),
-                Ok(_) => {
-                    format!("the new binary exited before it was ready ({status}); still serving")
-                }
-                Err(e) => format!("the new binary was not ready: {e} ({status}); still serving"),
+                Ok(_) => format!(
+                    "the new binary exited before it was ready ({status}; what it printed is in \
+                     this server's log); still serving"
+                ),
+                Err(e) => format!(
+                    "the new binary was not ready: {e} ({status}; what it printed is in this \
+                     server's log); still serving"
+                ),
             })
         }
     }

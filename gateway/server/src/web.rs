@@ -17,6 +17,9 @@ use crate::app::App;
 use crate::auth::Grant;
 use crate::error::ApiError;
 
+/// How long a login lasts in its browser (its cookie's Max-Age), in days.
+pub const LOGIN_DAYS: u64 = 30;
+
 /// The built page.
 #[derive(rust_embed::Embed)]
 #[folder = "../web/dist"]
@@ -148,10 +151,14 @@ pub async fn login(
     if WhoAmI::of(&grant).is_none() {
         return Err(forbid(&app, "hook tokens cannot log in"));
     }
-    // Token characters are [A-Za-z0-9_] (auth::new_secret), all valid in a cookie value.
+    // Token characters are [A-Za-z0-9_] (auth::new_secret), all valid in a cookie value. It
+    // outlives the browser's session (LOGIN_DAYS): a phone's browser, killed and opened
+    // again, is still logged in (the token's link is not at hand there); logging out, or the
+    // token's revocation, ends it sooner.
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        token.trim()
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        token.trim(),
+        LOGIN_DAYS * 24 * 3600
     );
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(

@@ -21,6 +21,10 @@ export const FLOW_WINDOW = 1 << 20;
 const HEADER = 13;
 const PING_EVERY_MS = 25_000;
 const PING_TIMEOUT_MS = 10_000;
+/** After input, a ping if none was sent for this long, answered within INPUT_PING_TIMEOUT_MS
+ * or the socket is taken as dead. */
+const INPUT_PING_AFTER_MS = 3_000;
+const INPUT_PING_TIMEOUT_MS = 5_000;
 
 export function wsURL(path: string): string {
   const u = apiURL(path);
@@ -38,6 +42,8 @@ export class Conn {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private pinger: ReturnType<typeof setInterval> | undefined;
+  /** When the last ping was sent (ms since the epoch). */
+  private lastPing = 0;
   private stopped = false;
   private readonly stateListeners = new Set<(s: ConnState) => void>();
   private readonly msgListeners = new Set<(m: ServerMsg) => void>();
@@ -52,6 +58,12 @@ export class Conn {
       if (this.state === 'reconnecting' && !this.stopped) this.connectSoon(0);
     };
     window.addEventListener('online', kick);
+    // The device says it lost its network: the socket cannot be trusted (a half-open link
+    // looked "connected" for 25–35 s, and keys typed then were lost). Reconnect at once; it
+    // succeeds when the network is back (`online` kicks it too).
+    window.addEventListener('offline', () => {
+      if (this.state === 'connected') this.dropSocket('offline');
+    });
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') {
         kick();
@@ -111,6 +123,9 @@ export class Conn {
       this.ws!.send(frame);
       if (bytes.length === 0) break;
     }
+    // Typing on a link that may have died (a phone on a bus): a ping soon after tells, in
+    // seconds rather than at the next periodic ping.
+    if (Date.now() - this.lastPing > INPUT_PING_AFTER_MS) this.ping(INPUT_PING_TIMEOUT_MS);
     return true;
   }
 
@@ -234,22 +249,29 @@ export class Conn {
   }
 
   /** A ping that must come back in time, or the socket is taken as dead (phones, NAT). */
-  private ping(): void {
+  private ping(timeoutMs = PING_TIMEOUT_MS): void {
     const ws = this.ws;
     if (!ws || !this.isOpen()) return;
+    this.lastPing = Date.now();
     const t = setTimeout(() => {
-      if (this.ws === ws) ws.close(4000, 'ping timeout');
-      // A close on a half-open socket may never fire onclose promptly; force the state.
-      if (this.ws === ws) {
-        this.ws = null;
-        this.failPending('disconnected', 'connection lost');
-        this.setState('reconnecting');
-        this.scheduleReconnect(true);
-      }
-    }, PING_TIMEOUT_MS);
+      if (this.ws === ws) this.dropSocket('ping timeout');
+    }, timeoutMs);
     this.request({ type: 'ping' })
       .catch(() => {})
       .finally(() => clearTimeout(t));
+  }
+
+  /** Gives up the socket now (no answer in time, or the device went offline) and reconnects:
+   * a close on a half-open socket may never fire onclose promptly, so the state is forced. */
+  private dropSocket(why: string): void {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    ws.close(4000, why);
+    clearInterval(this.pinger);
+    this.failPending('disconnected', 'connection lost');
+    this.setState('reconnecting');
+    this.scheduleReconnect(true);
   }
 
   private failPending(code: string, msg: string): void {

@@ -88,13 +88,15 @@ export function confirmDialog(
 
 let toastBox: HTMLElement | null = null;
 
-/** A short message at the bottom of the screen. */
-export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000): void {
+/** A short message at the bottom of the screen; with `href`, a tap on it goes there. */
+export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000, href?: string): void {
   if (!toastBox) {
     toastBox = h('div', { class: 'toasts', 'aria-live': 'polite' });
     document.body.appendChild(toastBox);
   }
-  const t = h('div', { class: `toast ${kind}`, testid: 'toast', role: 'status', text: msg });
+  const t = href
+    ? h('a', { class: `toast ${kind} link`, testid: 'toast', role: 'status', text: msg, href })
+    : h('div', { class: `toast ${kind}`, testid: 'toast', role: 'status', text: msg });
   toastBox.appendChild(t);
   setTimeout(() => t.remove(), ms);
 }

@@ -4,7 +4,7 @@
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
 import { Conn, type ConnState } from './conn';
-import { h, setText } from './dom';
+import { confirmDialog, h, setText } from './dom';
 import { HttpError, login, logout, whoami } from './http';
 import { ListView } from './list';
 import {
@@ -168,6 +168,8 @@ function startApp(who: Whoami): void {
     testid: 'logout',
     text: 'log out',
     onclick: async () => {
+      // Logging back in needs the token again (on a phone: its link, found and opened again).
+      if (!(await confirmDialog('Log out?', 'This browser forgets its login: opening the page again needs the token (its link from `corral web`).', 'Log out'))) return;
       c.stop();
       await logout();
       showLogin('Logged out.', false);

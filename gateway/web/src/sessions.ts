@@ -2,6 +2,7 @@
 // `session` / `removed`; no polling. Also owns what depends on the whole list: the tab title's
 // attention count and the opt-in browser notification when a session starts waiting.
 import type { Conn } from './conn';
+import { toast } from './dom';
 import { attentionLabel } from './format';
 import type { ServerMsg, SessionInfo } from './types';
 
@@ -110,7 +111,17 @@ export class SessionStore {
   }
 
   private maybeNotify(prev: SessionInfo | undefined, next: SessionInfo): void {
-    if (attentionLabel(next.attention) == null || (prev && attentionLabel(prev.attention) != null)) return;
+    // Entering a state that waits for the user, or another one (an idle agent that starts to
+    // ask a permission is news too: it was missed).
+    const now = attentionLabel(next.attention);
+    if (now == null || (prev && attentionLabel(prev.attention) === now)) return;
+    // Watching another session (a phone shows one at a time): said on the page too, a tap
+    // away — the tab title's count alone went unseen, and a phone's browser may not notify.
+    const open = /^#\/s\/(.+)$/.exec(location.hash)?.[1];
+    if (prev && open && open !== next.id && open !== next.name) {
+      const what = next.attention === 'needs_permission' ? 'asks permission' : 'waits for you';
+      toast(`${next.name} ${what} — open it`, 'info', 8000, `#/s/${next.id}`);
+    }
     if (!notificationsOn()) return;
     try {
       const n = new Notification(`${next.name} is waiting`, {

@@ -35,6 +35,8 @@ import {
 } from './types';
 
 /** Ack once this much output was digested beyond the last ack (a quarter of the window). */
+/** Most bytes of keys kept while the connection is down (see TermView.keep). */
+const UNSENT_MAX = 64 * 1024;
 const ACK_STEP = FLOW_WINDOW / 4;
 /** Pipe sessions have no screen to snapshot: show up to this much of their recent output. */
 const PIPE_BACKLOG = 256 * 1024;
@@ -144,6 +146,10 @@ export class TermView {
   private line = '';
   /** When typing into an ended session was last refused with a toast. */
   private toldStopped = 0;
+  /** Keys typed while the connection was down, sent once this view is attached again (at
+   * most UNSENT_MAX bytes: past it, typing is refused and said to be). */
+  private unsent: (string | Uint8Array)[] = [];
+  private unsentBytes = 0;
   /** The id of the question the ask bar shows (an answer names it). */
   private askId: string | undefined;
   private tick: ReturnType<typeof setInterval> | undefined;
@@ -198,6 +204,7 @@ export class TermView {
     parent.appendChild(this.el);
     this.term.open(this.box);
     this.loadRenderer();
+    this.touchScroll();
     this.term.onData((d) => this.input(d));
     this.term.onBinary((d) => {
       const b = new Uint8Array(d.length);
@@ -322,6 +329,7 @@ export class TermView {
         this.lagNotice(this.next, start);
       }
       this.acked = start;
+      this.flushUnsent();
       if (typeof r.state === 'string' && this.uuid) {
         const st = r.state;
         this.store.patch(this.uuid, (s) => void (s.state = st));
@@ -495,10 +503,49 @@ export class TermView {
     );
   }
 
+  /**
+   * A finger dragged over the terminal scrolls its scrollback (xterm.js 6.0 does not: its
+   * touch scrolling regressed, xtermjs/xterm.js#5489, fixed only in a 6.1 beta): a line per
+   * line height dragged, up to the top of what it holds. Not on the alternate screen (a TUI
+   * has no scrollback there), and a tap is left alone (it raises the keyboard).
+   */
+  private touchScroll(): void {
+    let lastY: number | null = null;
+    let carry = 0;
+    this.box.addEventListener(
+      'touchstart',
+      (e) => {
+        lastY = e.touches.length === 1 ? e.touches[0].clientY : null;
+        carry = 0;
+      },
+      { passive: true },
+    );
+    this.box.addEventListener(
+      'touchmove',
+      (e) => {
+        if (lastY === null || e.touches.length !== 1) return;
+        const buf = this.term.buffer.active;
+        if (buf.type !== 'normal' || buf.baseY === 0) return;
+        const y = e.touches[0].clientY;
+        const lineHeight = this.box.clientHeight / Math.max(1, this.term.rows);
+        carry += lastY - y;
+        lastY = y;
+        const lines = Math.trunc(carry / lineHeight);
+        if (lines !== 0) {
+          carry -= lines * lineHeight;
+          this.term.scrollLines(lines);
+        }
+        e.preventDefault();
+      },
+      { passive: false },
+    );
+    this.box.addEventListener('touchend', () => (lastY = null), { passive: true });
+  }
+
   // ---- terminal → server -------------------------------------------------------------------
 
   private input(data: string | Uint8Array): void {
-    if (!this.writable || !this.channel || this.gone) return;
+    if (!this.writable || this.gone) return;
     const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
     if (s && !isAlive(s.state)) {
       // Nothing runs to take it: say so (once in a while), instead of dropping it quietly.
@@ -510,10 +557,36 @@ export class TermView {
       return;
     }
     if (s && s.mode !== 'pty' && typeof data === 'string') {
-      this.cooked(data, s.mode);
+      if (this.channel) this.cooked(data, s.mode);
+      else this.flashOverlay();
       return;
     }
-    if (!this.conn.sendInput(this.channel, data)) this.flashOverlay();
+    // Not attached (reconnecting), keys already waiting, or the socket gone: kept, in order.
+    if (!this.channel || this.unsent.length || !this.conn.sendInput(this.channel, data)) this.keep(data);
+  }
+
+  /** Keeps keys typed while the connection is down (a phone in a tunnel): they are sent, in
+   * order, once this view is attached again; past UNSENT_MAX they are refused, and said to be,
+   * never dropped unsaid. */
+  private keep(data: string | Uint8Array): void {
+    const n = typeof data === 'string' ? data.length * 3 : data.length;
+    if (this.unsentBytes + n > UNSENT_MAX) {
+      this.flashOverlay();
+      toast('not connected: typing is not kept past 64 KiB; wait for the connection', 'error', 3000);
+      return;
+    }
+    if (!this.unsent.length) toast('not connected: what you type is sent when the connection is back', 'info', 3000);
+    this.unsent.push(data);
+    this.unsentBytes += n;
+  }
+
+  /** Sends the keys kept while the connection was down (see `keep`). */
+  private flushUnsent(): void {
+    while (this.unsent.length && this.channel) {
+      if (!this.conn.sendInput(this.channel, this.unsent[0])) return;
+      const sent = this.unsent.shift()!;
+      this.unsentBytes -= typeof sent === 'string' ? sent.length * 3 : sent.length;
+    }
   }
 
   /**
@@ -779,6 +852,10 @@ export class TermView {
       stop: [`Stop ${name}?`, 'Sends the stop signal, waits the grace period, then kills its process tree.'],
       kill: [`Kill ${name}?`, 'Sends SIGKILL to its whole process tree at once.'],
       remove: [`Remove ${name}?`, 'Stops it and deletes its records, events and scrollback.'],
+      restart: [
+        `Restart ${name}?`,
+        'Stops its process (stop signal, grace, then kill) and starts it again; an agent resumes its conversation.',
+      ],
     };
     const label = op[0].toUpperCase() + op.slice(1);
     if (ask[op] && !(await confirmDialog(ask[op][0], ask[op][1], label))) return;

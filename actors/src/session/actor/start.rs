@@ -33,7 +33,11 @@ impl SessionActorState {
         );
         let (size, agent_session, transcript) = {
             let s = self.shared.status.read();
-            (s.size, s.agent_session_id.clone(), s.agent_transcript.clone())
+            (
+                s.size,
+                s.agent_session_id.clone(),
+                s.agent_transcript.clone(),
+            )
         };
         // A conversation is resumed after a crash or a restart once it exists: Claude writes it
         // at the session's first prompt, and `--resume` of one never written fails at once

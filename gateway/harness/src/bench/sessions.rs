@@ -334,8 +334,7 @@ pub(super) async fn recovery(n: usize, workers: Option<usize>) -> anyhow::Result
     let server = Served::start_with(dir, workers).await?;
     let serving = t.elapsed();
     let report = server.remote.json("GET", "/v1/recovery", None).await?;
-    let took = report["took"]["secs"].as_f64().unwrap_or(0.0)
-        + report["took"]["nanos"].as_f64().unwrap_or(0.0) / 1e9;
+    let took = report["took"].as_f64().unwrap_or(0.0);
     let list = server.remote.json("GET", "/v1/sessions", None).await?;
     let running = list
         .as_array()

@@ -123,8 +123,7 @@ impl ConnectionState {
             }
             Op::Stop { session, grace } => {
                 self.admin_op(id, &grant, &session, |h| async move {
-                    let grace = grace.map(|g| Duration::from_secs_f64(g.clamp(0.0, 3600.0)));
-                    h.stop(grace).await
+                    h.stop(crate::protocol::stop_grace(grace)?).await
                 })
                 .await
             }
