@@ -8,7 +8,7 @@ import re
 
 from playwright.sync_api import expect
 
-from corral_web import OVERFLOW_PROBE, image_stats, wait_js
+from corral_web import OVERFLOW_PROBE, image_stats, wait_js, wait_until
 
 WIDTH = 375
 
@@ -65,3 +65,38 @@ def test_phone_list_and_terminal_fit(server, browser, new_page):
     for key in ("key-esc", "key-ctrl-c", "key-tab", "key-up"):
         expect(page.get_by_test_id(key)).to_be_visible()
     assert_not_blank(browser, page.screenshot())
+
+
+def test_a_phone_beside_a_desktop_shows_the_session_at_its_size_and_gets_it_back(server, new_page):
+    # A phone watches a session; a desktop opens it too and types (its size wins): the phone
+    # shows the program at the desktop's width, its font shrunk to fit (it drew a 160-column
+    # program into 50 columns, unreadable), without asking for that size itself; when the
+    # desktop leaves, the phone has its own size back, at its own font.
+    s = server.spawn(["cat"], name="shared")
+    phone = new_page(phone=True)
+    phone.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(phone, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] < 80, 10, "the phone's size")
+    own = phone.evaluate("window.corral.termSize()")
+    assert server.session(s["id"])["size"]["cols"] == own["cols"], own
+    desktop = new_page()
+    desktop.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(desktop, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    desktop.get_by_test_id("terminal").click()
+    desktop.keyboard.type("x")
+    wide = wait_js(desktop, "window.corral.termSize()", 5)
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size")
+    expect(phone.get_by_test_id("terminal")).to_have_attribute("data-following", "true")
+    wait_js(phone, f"window.corral.termSize().cols === {wide['cols']}", 10, "the phone to show the desktop's width")
+    shown = phone.evaluate("window.corral.termSize()")
+    assert shown["font"] < own["font"], (own, shown)
+    # All of it on the phone's screen (scaled down past the smallest font), none cut off.
+    right = phone.evaluate("document.querySelector('[data-testid=terminal] .xterm-screen').getBoundingClientRect().right")
+    assert right <= WIDTH + 0.5, right
+    # The phone asked for nothing meanwhile: the session is still the desktop's size.
+    assert server.session(s["id"])["size"]["cols"] == wide["cols"]
+    desktop.close()
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] == own["cols"], 10, "the phone's size back")
+    expect(phone.get_by_test_id("terminal")).not_to_have_attribute("data-following", "true")
+    wait_js(phone, f"window.corral.termSize().cols === {own['cols']}", 10, "the phone's own width")
+    assert phone.evaluate("window.corral.termSize()")["font"] == own["font"]

@@ -489,11 +489,26 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
         ],
     );
     assert!(out.status.success());
+    let question = server.session("loud").await["permission"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         corral(&server, &["answer", "loud", "allow"])
             .status
             .success()
     );
+    // A second viewer's answer to the same question, a moment later, is told the first's.
+    let (code, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/loud/permission",
+            Some(&server.token),
+            Some(&json!({"behavior": "deny", "id": question})),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("answered already (allowed"), "{body}");
     let out = corral(
         &server,
         &["wait", "loud", "--for", "idle", "--timeout", "20"],
@@ -723,7 +738,8 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
         assert!(out.status.success(), "{out:?}");
         let said = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(said.contains("allowed Bash: touch a"), "{said}");
-        // The next one is shown; an answer naming the first is refused, naming what is asked.
+        // The next one is shown; an answer naming the first is refused, saying how it was
+        // answered and naming what is asked now.
         let view = server.session("par").await;
         assert_eq!(view["permission"]["id"], b.as_str(), "{view}");
         assert_eq!(view["attention"], "needs_permission", "{view}");
@@ -731,7 +747,8 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
         assert!(!out.status.success(), "{out:?}");
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(
-            err.contains(&format!("question {a} is no longer open")) && err.contains(&b),
+            err.contains(&format!("question {a} was answered already (allowed"))
+                && err.contains(&b),
             "{err}"
         );
         let out = corral(
@@ -1022,6 +1039,18 @@ async fn a_prompt_left_unsettled_by_a_dead_server_is_settled_by_the_next() {
         v["attention"] == "working"
     })
     .await;
+    // Dead after its `prompted` was journaled (a kill may take the last second of events with
+    // it, as any crash: docs/operations.md).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .events_of("pd", "agent")
+        .await
+        .iter()
+        .any(|e| e["type"] == "prompted")
+    {
+        assert!(Instant::now() < deadline, "the prompt was never journaled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.kill();
     server.restart();
     assert_eq!(server.session("pd").await["attention"], "working");

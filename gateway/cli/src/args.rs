@@ -33,8 +33,9 @@ enum Command {
     ///
     /// Example: corral serve --listen 127.0.0.1:0
     Serve {
-        /// Address to listen on (port 0 picks a free port; the URL goes to server.json).
-        #[arg(long)]
+        /// Address to listen on: an IP address and a port (`localhost:PORT` is 127.0.0.1:PORT;
+        /// port 0 picks a free port; the URL goes to server.json).
+        #[arg(long, value_parser = listen_address)]
         listen: Option<SocketAddr>,
         /// TOML config file (flags override it; unknown keys are an error).
         #[arg(long)]
@@ -49,7 +50,9 @@ enum Command {
     /// Forward a Claude Code hook event (JSON on stdin) to the server. Always exits 0: a hook
     /// must never block the agent.
     ///
-    /// Reads CORRAL_SESSION_ID, CORRAL_URL and CORRAL_HOOK_TOKEN from the environment.
+    /// Reads CORRAL_SESSION_ID, CORRAL_HOOK_TOKEN and where the server is from the environment:
+    /// CORRAL_DATA_DIR first (its Unix socket; a hook that finds no server is kept in its
+    /// `hooks/` for the next), CORRAL_URL after.
     Hook,
     /// Internal: hold one PTY session for `corral serve` (started by the server, spec on stdin;
     /// the session then outlives a server crash or upgrade).
@@ -229,5 +232,51 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `--listen`: an IP address and a port; `localhost` is the IPv4 loopback (the one corral binds
+/// by default). A name otherwise is refused saying what is wanted (clap's own message was
+/// "invalid socket address syntax").
+fn listen_address(arg: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = arg.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{port}' is not a port (0 to 65535)"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    arg.parse().map_err(|_| {
+        "an IP address and a port are wanted (e.g. 127.0.0.1:7070, [::1]:7070, 0.0.0.0:7070 \
+         for every address)"
+            .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `localhost:PORT` is the IPv4 loopback; an address is taken as given; a name or a bad
+    /// port is refused saying what is wanted.
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            listen_address("localhost:7070").unwrap(),
+            "127.0.0.1:7070".parse().unwrap()
+        );
+        assert_eq!(
+            listen_address("[::1]:0").unwrap(),
+            "[::1]:0".parse().unwrap()
+        );
+        assert!(
+            listen_address("localhost:99999")
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(
+            listen_address("example.com:80")
+                .unwrap_err()
+                .contains("IP address and a port")
+        );
     }
 }

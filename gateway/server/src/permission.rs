@@ -148,7 +148,14 @@ impl Answer {
 pub struct Waiting {
     /// Question id → (its session, where the answer goes).
     open: Mutex<HashMap<String, (Uuid, oneshot::Sender<Answer>)>>,
+    /// The last questions answered through corral (id, `allow`/`deny`), at most
+    /// [`ANSWERED_KEPT`]: a second answer to one is told it came too late, and what the first
+    /// said (two viewers answering at once).
+    answered: Mutex<std::collections::VecDeque<(String, &'static str)>>,
 }
+
+/// Answered questions remembered (see [`Waiting::answered_as`]).
+pub const ANSWERED_KEPT: usize = 256;
 
 /// A hook call waiting for the answer to its question; when it leaves without one (timed out,
 /// its connection dropped, the server leaving) the question closes as [`Question::left`] says.
@@ -223,8 +230,33 @@ impl Waiting {
             {
                 corral_actors::agent::note_denied(session.shared(), id, &q.tool, &q.input);
             }
+            self.note_answered(id, behavior);
         }
         delivered
+    }
+
+    /// Question `id` was answered through corral with `behavior` (kept for a later answer's
+    /// refusal to say so).
+    pub fn note_answered(&self, id: &str, behavior: Behavior) {
+        let mut answered = self.answered.lock();
+        if answered.len() >= ANSWERED_KEPT {
+            answered.pop_front();
+        }
+        let said = match behavior {
+            Behavior::Allow => "allowed",
+            Behavior::Deny => "denied",
+        };
+        answered.push_back((id.to_string(), said));
+    }
+
+    /// How question `id` was answered through corral, if it was lately.
+    pub fn answered_as(&self, id: &str) -> Option<&'static str> {
+        self.answered
+            .lock()
+            .iter()
+            .rev()
+            .find(|(q, _)| q == id)
+            .map(|(_, said)| *said)
     }
 
     /// The questions `ids` were settled elsewhere (see `agent::settle_by_hook`): their hook

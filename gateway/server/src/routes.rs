@@ -597,6 +597,24 @@ async fn answer_permission(
     let message = answer.message.clone();
     let shown = h.info().permission;
     let Some(question) = corral_actors::agent::question(h.shared(), answer.id.as_deref()) else {
+        // Two viewers answering at once: the second is told the first's answer.
+        if let Some(id) = answer.id.as_deref()
+            && let Some(said) = app.permissions.answered_as(id)
+        {
+            let now = match shown.as_ref() {
+                Some(now) if now.id.is_some() => format!(
+                    "; it now asks {} (question {})",
+                    now.tool,
+                    now.id.as_deref().unwrap_or("")
+                ),
+                _ => String::new(),
+            };
+            return Err(ApiError::conflict(format!(
+                "{}: question {id} was answered already ({said}, from another viewer or the \
+                 CLI): nothing more was answered{now}",
+                h.name()
+            )));
+        }
         return Err(not_asked(&h, answer.id.as_deref(), shown.as_ref()));
     };
     let Some(id) = question.id.clone() else {
@@ -618,11 +636,17 @@ async fn answer_permission(
     }
     // A hook waiting for its answer (terminal agents), else a structured agent's control
     // request.
+    let behavior = answer.behavior;
     let answered = if question.request_id.is_none() {
         app.permissions.answer(&h, &id, answer)
     } else {
-        h.answer(&id, allow, message.as_deref(), answer.updated_input)?
-            .is_some()
+        let answered = h
+            .answer(&id, allow, message.as_deref(), answer.updated_input)?
+            .is_some();
+        if answered {
+            app.permissions.note_answered(&id, behavior);
+        }
+        answered
     };
     if !answered {
         return Err(not_asked(&h, Some(&id), h.info().permission.as_ref()));

@@ -31,6 +31,7 @@ declare global {
   interface Window {
     corral: {
       termText(): string;
+      termSize(): { rows: number; cols: number; font: number } | null;
       nextOffset(): number;
       receivedOffset(): number;
       sessionId(): string | null;
@@ -43,6 +44,7 @@ declare global {
 
 window.corral = {
   termText: () => term?.text() ?? '',
+  termSize: () => term?.size() ?? null,
   nextOffset: () => term?.written ?? 0,
   receivedOffset: () => term?.next ?? 0,
   sessionId: () => term?.uuid ?? null,

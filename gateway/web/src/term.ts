@@ -37,6 +37,8 @@ import {
 /** Ack once this much output was digested beyond the last ack (a quarter of the window). */
 /** Most bytes of keys kept while the connection is down (see TermView.keep). */
 const UNSENT_MAX = 64 * 1024;
+/** How long a session stays larger than this view before the view shows it at its size. */
+const FOLLOW_AFTER_MS = 700;
 const ACK_STEP = FLOW_WINDOW / 4;
 /** Pipe sessions have no screen to snapshot: show up to this much of their recent output. */
 const PIPE_BACKLOG = 256 * 1024;
@@ -121,6 +123,21 @@ export class TermView {
   private readonly admin: boolean;
   private readonly writable: boolean;
   private ro: ResizeObserver | null = null;
+  /** The font size this view draws at when it has the session's size. */
+  private readonly baseFont: number;
+  /** The size this view fits at `baseFont` (what it last asked the server for). */
+  private natural: { rows: number; cols: number } | null = null;
+  /** Showing a session sized larger by another viewer (see `matchSession`). */
+  private following = false;
+  /** Pending decision to show a larger session (see `matchSession`). */
+  private followTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The size and box `followSize` last fitted the font for. */
+  private followed: string | null = null;
+  /** Asks the server for this view's size (debounced). */
+  private sendResize: ((rows: number, cols: number) => void) & { cancel: () => void } = Object.assign(
+    () => {},
+    { cancel: () => {} },
+  );
 
   /** The session's uuid once known (the route may name it by name). */
   uuid: string | null = null;
@@ -164,10 +181,11 @@ export class TermView {
     this.admin = who.scope === 'admin';
     this.writable = who.scope !== 'read';
     const phone = window.matchMedia('(max-width: 640px)').matches;
+    this.baseFont = phone ? 12 : 14;
     this.term = new Terminal({
       fontFamily:
         'ui-monospace, "SF Mono", "Cascadia Mono", "JetBrains Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace',
-      fontSize: phone ? 12 : 14,
+      fontSize: this.baseFont,
       lineHeight: 1.1,
       theme: THEME,
       scrollback: 10000,
@@ -215,7 +233,13 @@ export class TermView {
       if (!this.writable || !this.uuid || !this.conn.isOpen()) return;
       this.conn.request({ type: 'resize', session: this.uuid, rows, cols }).catch(() => {});
     }, 100);
-    this.term.onResize(({ rows, cols }) => sendResize(rows, cols));
+    this.sendResize = sendResize;
+    // The view's own size is asked for; a size taken to show a larger session is not.
+    this.term.onResize(({ rows, cols }) => {
+      if (this.following) return;
+      this.natural = { rows, cols };
+      sendResize(rows, cols);
+    });
     this.term.onTitleChange((t) => {
       this.programTitle = t;
       this.renderTabTitle();
@@ -241,6 +265,7 @@ export class TermView {
 
   unmount(): void {
     this.disposed = true;
+    clearTimeout(this.followTimer);
     for (const off of this.offs.splice(0)) off();
     clearInterval(this.tick);
     this.refreshInfo.cancel();
@@ -254,6 +279,11 @@ export class TermView {
   }
 
   /** The terminal buffer as text: logical lines (wrapped rows joined), trailing spaces trimmed. */
+  /** The terminal's size and font now (for tests). */
+  size(): { rows: number; cols: number; font: number } {
+    return { rows: this.term.rows, cols: this.term.cols, font: this.term.options.fontSize ?? this.baseFont };
+  }
+
   text(): string {
     const buf = this.term.buffer.active;
     const lines: string[] = [];
@@ -641,26 +671,124 @@ export class TermView {
   private fitNow(): void {
     if (this.disposed || !this.box.clientWidth || !this.box.clientHeight) return;
     try {
-      this.fit.fit();
+      if (!this.following) {
+        this.fit.fit();
+        return;
+      }
+      // Showing a larger session at a smaller font: this view's own size (at its base font)
+      // is still what the server keeps for it, for when it types.
+      const d = this.fit.proposeDimensions();
+      if (!d || !Number.isFinite(d.cols) || !Number.isFinite(d.rows)) return;
+      const scale = (this.term.options.fontSize ?? this.baseFont) / this.baseFont;
+      const nat = { cols: Math.max(2, Math.floor(d.cols * scale)), rows: Math.max(1, Math.floor(d.rows * scale)) };
+      if (!this.natural || nat.cols !== this.natural.cols || nat.rows !== this.natural.rows) {
+        this.natural = nat;
+        this.sendResize(nat.rows, nat.cols);
+      }
+      const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
+      this.matchSession(s?.size);
     } catch {
       /* not laid out yet */
     }
   }
 
-  /** Read-only viewers cannot resize the PTY: show its size, shrinking the font to fit. */
+  /**
+   * A writable view whose session another viewer sized larger (a desktop that typed, or
+   * resized last, beside this phone) shows the session at its size, the font shrunk to fit —
+   * a 164-column program drawn into 52 columns was unreadable — until the session fits this
+   * view again (the other left, or this one typed and took the size back).
+   */
+  private matchSession(size: { rows: number; cols: number } | undefined): void {
+    if (!size || !this.natural) return;
+    const larger = size.cols > this.natural.cols || size.rows > this.natural.rows;
+    if (larger && !this.following) {
+      // Only a size that stays: the session's size just after this view asked for its own
+      // is the one from before (the server's answer is on its way).
+      if (this.followTimer === undefined) {
+        this.followTimer = setTimeout(() => {
+          this.followTimer = undefined;
+          const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
+          const now = s?.size;
+          if (now && this.natural && (now.cols > this.natural.cols || now.rows > this.natural.rows)) {
+            this.following = true;
+            this.box.dataset.following = 'true';
+            this.followSize(now);
+          }
+        }, FOLLOW_AFTER_MS);
+      }
+      return;
+    }
+    clearTimeout(this.followTimer);
+    this.followTimer = undefined;
+    if (larger) {
+      this.following = true;
+      this.box.dataset.following = 'true';
+      this.followSize(size);
+    } else if (this.following) {
+      this.following = false;
+      this.followed = null;
+      delete this.box.dataset.following;
+      this.scaleToFit(null);
+      this.term.options.fontSize = this.baseFont;
+      this.fitNow();
+    }
+  }
+
+  /** Shows the session's size, shrinking the font (from the base size) until it fits: a
+   * read-only viewer cannot resize the PTY, and a writable one shows a larger session so. */
   private followSize(size: { rows: number; cols: number } | undefined): void {
     if (!size) return;
+    // Done already for this size in this box (the store changes often).
+    const key = `${size.rows}x${size.cols} in ${this.box.clientWidth}x${this.box.clientHeight}`;
+    if (key === this.followed && this.term.cols === size.cols && this.term.rows === size.rows) return;
+    this.followed = key;
     if (this.term.cols !== size.cols || this.term.rows !== size.rows) {
       this.term.resize(Math.max(2, size.cols), Math.max(1, size.rows));
     }
     requestAnimationFrame(() => {
       const screen = this.box.querySelector('.xterm-screen') as HTMLElement | null;
-      let fs = this.term.options.fontSize ?? 14;
-      while (screen && fs > 7 && screen.offsetWidth > this.box.clientWidth) {
+      let fs = this.baseFont;
+      this.term.options.fontSize = fs;
+      const room = this.inner();
+      const over = () =>
+        !!screen && (screen.offsetWidth > room.width || (this.writable && screen.offsetHeight > room.height));
+      while (fs > 7 && over()) {
         fs -= 1;
         this.term.options.fontSize = fs;
       }
+      // Still wider than the box at the smallest font that can be read (160 columns on a
+      // phone): the whole screen is scaled down to fit, rather than cut off at the right
+      // (measured once the renderer has laid out the last font).
+      requestAnimationFrame(() => this.scaleToFit(screen));
     });
+  }
+
+  /** The box's room for the terminal (its size less its padding). */
+  private inner(): { width: number; height: number } {
+    const cs = getComputedStyle(this.box);
+    const px = (v: string) => parseFloat(v) || 0;
+    return {
+      width: this.box.clientWidth - px(cs.paddingLeft) - px(cs.paddingRight),
+      height: this.box.clientHeight - px(cs.paddingTop) - px(cs.paddingBottom),
+    };
+  }
+
+  /** Scales the terminal down (a CSS transform) until `screen` fits the box; none when it does. */
+  private scaleToFit(screen: HTMLElement | null): void {
+    const xterm = this.box.querySelector('.xterm') as HTMLElement | null;
+    if (!xterm) return;
+    xterm.style.transform = '';
+    if (!screen || !screen.offsetWidth) return;
+    const inner = this.inner();
+    const k = Math.min(
+      1,
+      inner.width / screen.offsetWidth,
+      this.writable ? inner.height / Math.max(1, screen.offsetHeight) : 1,
+    );
+    if (k < 1) {
+      xterm.style.transformOrigin = '0 0';
+      xterm.style.transform = `scale(${k})`;
+    }
   }
 
   private loadRenderer(): void {
@@ -916,6 +1044,7 @@ export class TermView {
     cast.href = apiURL(`/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`).toString();
     cast.setAttribute('download', `${s.name}.cast`);
     if (!this.writable) this.followSize(s.size);
+    else this.matchSession(s.size);
     this.renderUptime();
   }
 
