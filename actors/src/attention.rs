@@ -39,6 +39,11 @@ impl Attention {
         Some(match name {
             "SessionStart" => Attention::Idle,
             "SessionEnd" if text("reason") == "clear" => Attention::Idle,
+            // A process that has said nothing yet did not end its session: an end now is the
+            // last process's, its hook come late (a restart is quicker than a hook), and would
+            // mark the new one `exited` (`wait --for idle` gave up on it). The new process's
+            // own end, before it said anything, is its exit.
+            "SessionEnd" if self == Attention::Starting => return None,
             "SessionEnd" => Attention::Exited,
             "PermissionRequest" => Attention::NeedsPermission,
             "UserPromptSubmit"
@@ -128,6 +133,8 @@ mod tests {
             step("SessionEnd", &json!({"reason": "logout"})),
             Attention::Exited
         );
+        // A new process that has said nothing yet: a late end is the last process's.
+        assert_eq!(Attention::Starting.after("SessionEnd", &none), None);
         assert!(Attention::Idle.waits() && Attention::NeedsPermission.waits());
         assert!(!Attention::Working.waits() && !Attention::Exited.waits());
     }

@@ -372,14 +372,25 @@ async fn journaled(server: &Server, id: &str) -> usize {
     r["events"].as_array().unwrap().len()
 }
 
-/// The hook token in a session's environment.
+/// The hook token in a session's environment (read once the program has its environment: a
+/// spawn answers with the pid of a child that may not have exec'd it yet).
 fn hook_token(info: &Value) -> String {
     let pid = info["pid"].as_i64().unwrap();
-    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    env.split(|c| *c == 0)
-        .find_map(|kv| kv.strip_prefix(b"CORRAL_HOOK_TOKEN="))
-        .map(|t| String::from_utf8_lossy(t).to_string())
-        .unwrap()
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if let Some(token) = env
+            .split(|c| *c == 0)
+            .find_map(|kv| kv.strip_prefix(b"CORRAL_HOOK_TOKEN="))
+        {
+            return String::from_utf8_lossy(token).to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CORRAL_HOOK_TOKEN in {pid}'s environment"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test]
