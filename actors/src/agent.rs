@@ -4,7 +4,10 @@
 //! absolute path of the running corral binary, so every hook event reaches corral with the
 //! session's own token (the user's global settings are never edited); and a resume template:
 //! a restart after a crash runs `claude --resume <agent session id>` with the id captured from
-//! the last SessionStart hook. In stream-json mode it also adds the flags of Claude's structured
+//! the last SessionStart hook — once that conversation exists (its transcript, which the hook
+//! names and Claude writes at the first prompt; before, the agent starts afresh). Claude Code
+//! fires no hook for an interrupted turn nor for a panel it opens: [`interrupt_settled`] and
+//! [`shows_dialog`] read its screen for those. In stream-json mode it also adds the flags of Claude's structured
 //! protocol (see `stream_json`), whose events [`record_stream`] applies.
 
 use std::path::{Path, PathBuf};

@@ -372,13 +372,9 @@ pub async fn attach(
                     _ => {}
                 },
                 keys_in = keys.recv() => {
-                    let typed = match keys_in {
-                        Some(Ok(typed)) => typed,
-                        Some(Err(e)) => {
-                            final_line(&format!("reading this terminal failed: {e}"));
-                            return Ok(ExitCode::FAILURE);
-                        }
-                        None => return Ok(ExitCode::SUCCESS),
+                    let typed = match keys_read(keys_in) {
+                        Ok(typed) => typed,
+                        Err(code) => return Ok(code),
                     };
                     let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
@@ -465,13 +461,9 @@ pub async fn attach(
                     }
                 },
                 keys_in = keys.recv(), if pending.len() < PENDING_MAX => {
-                    let typed = match keys_in {
-                        Some(Ok(typed)) => typed,
-                        Some(Err(e)) => {
-                            final_line(&format!("reading this terminal failed: {e}"));
-                            return Ok(ExitCode::FAILURE);
-                        }
-                        None => return Ok(ExitCode::SUCCESS),
+                    let typed = match keys_read(keys_in) {
+                        Ok(typed) => typed,
+                        Err(code) => return Ok(code),
                     };
                     let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if bytes.contains(&detach) {
@@ -582,4 +574,17 @@ fn frame(channel: u32, bytes: &[u8]) -> Vec<u8> {
         },
         bytes,
     )
+}
+
+/// What the terminal gave: keys, or how attach ends (the end of its input: 0; a failed read,
+/// said: 1).
+fn keys_read(keys_in: Option<Result<Vec<u8>, String>>) -> Result<Vec<u8>, ExitCode> {
+    match keys_in {
+        Some(Ok(typed)) => Ok(typed),
+        Some(Err(e)) => {
+            final_line(&format!("reading this terminal failed: {e}"));
+            Err(ExitCode::FAILURE)
+        }
+        None => Err(ExitCode::SUCCESS),
+    }
 }
