@@ -156,19 +156,27 @@ pub const INTERRUPT_CHECKS: [std::time::Duration; 4] = [
 /// versions: "esc to interrupt"); compared without case.
 pub const WORKING_MARK: &str = "esc to interrupt";
 
-/// What the foot of a Claude Code dialog or panel says (its permission dialog, the panels of
-/// `/cost`, `/model`, `/config`); compared without case.
-pub const DIALOG_MARK: &str = "esc to cancel";
+/// What the foot of a Claude Code dialog or panel says (its permission dialog and the panels of
+/// `/cost`, `/model`, `/status`: "Esc to cancel"; `/config`, `/agents`: "Esc to close" or
+/// "Esc to exit"); compared without case. ("Esc to interrupt" is its working screen, which
+/// takes a prompt into its queue.)
+pub const DIALOG_MARKS: [&str; 4] = [
+    "esc to cancel",
+    "esc to close",
+    "esc to exit",
+    "esc to go back",
+];
 
-/// Whether a terminal agent's screen (as text) shows a dialog at its foot ([`DIALOG_MARK`] in
-/// its last three lines that are not blank): an Enter typed now answers it.
+/// Whether a terminal agent's screen (as text) shows a dialog at its foot (one of
+/// [`DIALOG_MARKS`] in its last three lines that are not blank): an Enter typed now answers it.
 pub fn shows_dialog(screen: &str) -> bool {
     screen
         .lines()
         .rev()
         .filter(|l| !l.trim().is_empty())
         .take(3)
-        .any(|l| l.to_lowercase().contains(DIALOG_MARK))
+        .map(str::to_lowercase)
+        .any(|l| DIALOG_MARKS.iter().any(|m| l.contains(m)))
 }
 
 /// Whether `bytes`, typed into a terminal agent, is an interrupt key: Esc (a lone ESC byte, or
@@ -181,12 +189,22 @@ pub fn interrupt_key(bytes: &[u8]) -> bool {
     )
 }
 
+/// How long an agent must have been working before an interrupt key typed into it is looked
+/// after: right after a prompt Claude Code has not drawn its working screen yet, and a key then
+/// (Ctrl-C as the prompt goes in) may not end the turn — the screen, read at once, would say
+/// it did (6 of 7 such keys were taken for an interrupt while Claude worked on).
+pub const INTERRUPT_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Whether an interrupt key typed into `session` now is worth looking at its screen for: a
-/// terminal agent that works (no hook says an interrupted turn ended).
+/// terminal agent that works, and has for [`INTERRUPT_AFTER`] (no hook says an interrupted
+/// turn ended).
 pub(crate) fn interrupt_typed(session: &SessionShared, bytes: &[u8]) -> bool {
     session.mode == Mode::Pty
         && interrupt_key(bytes)
         && session.status.read().attention == Some(Attention::Working)
+        && session
+            .attention_ms()
+            .is_some_and(|ms| ms >= INTERRUPT_AFTER.as_millis() as u64)
 }
 
 /// The screen of a terminal agent an interrupt key was typed into, `screen` as text: if the
@@ -200,6 +218,26 @@ pub(crate) fn interrupt_settled(session: &SessionShared, screen: &str) -> bool {
     }
     record_stream(session, AgentEvent::Interrupted);
     true
+}
+
+/// Whether the transcript Claude Code keeps at `path` holds a conversation it can resume: a user
+/// or an assistant message. Before the first prompt there is no file; after only `/exit` or a
+/// command that printed something, a file of metadata lines, and `--resume` of either fails
+/// at once ("No conversation found"), every restart again. Read up to its first 1 MiB (a
+/// conversation's first message comes within its first lines).
+pub fn has_conversation(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::new();
+    if let Err(e) = file.take(1 << 20).read_to_end(&mut head) {
+        tracing::warn!(path = %path.display(), error = %e, "the agent's transcript is unreadable: not resumed");
+        return false;
+    }
+    String::from_utf8_lossy(&head)
+        .lines()
+        .any(|l| l.contains(r#""type":"user""#) || l.contains(r#""type":"assistant""#))
 }
 
 /// Records a structured agent's typed event (see `stream_json`) and applies what it means (see
@@ -262,6 +300,12 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
             .get("transcript_path")
             .and_then(|v| v.as_str())
             .map(str::to_string);
+        s.agent_prompted = false;
+    }
+    // A prompt of this agent session: it has a conversation to resume (its transcript may not
+    // be written through yet when a restart comes right after the turn).
+    if name == "UserPromptSubmit" {
+        s.agent_prompted = true;
     }
     let current = s.attention.unwrap_or(Attention::Starting);
     // A structured session's stream says all the rest (prompts, tool calls, questions with the
@@ -617,6 +661,28 @@ mod tests {
             overridden_deny(&mut s, "PostToolUseFailure", &ran(&input)),
             None
         );
+    }
+
+    /// A transcript with a message is a conversation; one of metadata lines only (after `/exit`
+    /// as the first prompt) or none at all is not.
+    #[test]
+    fn a_conversation_is_a_transcript_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("meta.jsonl");
+        std::fs::write(
+            &meta,
+            "{\"type\":\"mode\",\"mode\":\"normal\"}\n{\"type\":\"permission-mode\"}\n",
+        )
+        .unwrap();
+        assert!(!has_conversation(&meta));
+        assert!(!has_conversation(&dir.path().join("none.jsonl")));
+        let talk = dir.path().join("talk.jsonl");
+        std::fs::write(
+            &talk,
+            "{\"type\":\"mode\"}\n{\"parentUuid\":null,\"type\":\"user\",\"message\":{}}\n",
+        )
+        .unwrap();
+        assert!(has_conversation(&talk));
     }
 
     /// A dialog is what the foot of the screen says, not a line further up (an answer that

@@ -231,6 +231,7 @@ impl Sessions {
                     last_exit: None,
                     agent_session_id: None,
                     agent_transcript: None,
+                    agent_prompted: false,
                     interrupted: false,
                     last_seq: 0,
                 },

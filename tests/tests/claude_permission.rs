@@ -414,6 +414,9 @@ async fn claude_code_interrupted_with_esc_waits_again() {
     until_screen(&server, "esc", "esc to interrupt", Duration::from_secs(15)).await;
     let s = server.session("esc").await;
     assert_eq!(s["attention"], "working", "{s}");
+    // A key right after the prompt is not looked after (Claude may not have drawn its working
+    // screen yet): this one comes once the turn is well under way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     server.cli_ok(&["send", "esc", "\\e"]).await;
     let out = server
         .cli(&["wait", "esc", "--for", "idle", "--timeout", "10"])

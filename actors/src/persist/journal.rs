@@ -58,6 +58,9 @@ pub struct SessionRow {
     /// Where the agent keeps that session's conversation (resumed only once it exists).
     #[serde(default)]
     pub agent_transcript: Option<String>,
+    /// A prompt of that agent session was submitted (it has a conversation to resume).
+    #[serde(default)]
+    pub agent_prompted: bool,
     /// It was running when the server shut down (it is started again at boot per its policy).
     pub interrupted: bool,
     /// Sequence number of its last event.

@@ -104,6 +104,9 @@ pub(crate) struct Status {
     /// The file the agent keeps that session's conversation in (its SessionStart hook says
     /// where), if known: a restart resumes the conversation only when it exists.
     pub agent_transcript: Option<String>,
+    /// A prompt of that agent session was submitted (its UserPromptSubmit hook): it has a
+    /// conversation to resume.
+    pub agent_prompted: bool,
     /// Who the running main process is (recorded so recovery can find it after a crash).
     pub identity: Option<ProcessIdentity>,
     /// Stopped by a server shutdown (started again at boot per its policy).
@@ -156,6 +159,7 @@ impl Status {
             queued: Default::default(),
             agent_session_id: None,
             agent_transcript: None,
+            agent_prompted: false,
             identity: None,
             interrupted: false,
             ended_at: None,
@@ -271,6 +275,7 @@ impl SessionShared {
         s.last_exit = row.last_exit;
         s.agent_session_id = row.agent_session_id.clone();
         s.agent_transcript = row.agent_transcript.clone();
+        s.agent_prompted = row.agent_prompted;
         // Kept only for a process that outlived the server under its holder (recovery clears
         // it otherwise): the adoption checks the holder's process against it.
         s.identity = row.process.clone();
@@ -293,6 +298,7 @@ impl SessionShared {
             last_exit: s.last_exit,
             agent_session_id: s.agent_session_id.clone(),
             agent_transcript: s.agent_transcript.clone(),
+            agent_prompted: s.agent_prompted,
             interrupted: s.interrupted,
             last_seq,
         }
@@ -436,13 +442,14 @@ impl SessionShared {
             lag_events: self.lag_events.load(Ordering::Relaxed),
             input_rejected: self.input_rejected.load(Ordering::Relaxed),
             input_lost: self.input_lost.load(Ordering::Relaxed),
-            // An agent whose process is gone is exited, whatever its last hook said.
-            attention: s.attention.map(|a| {
-                if s.pid.is_none() && s.state != SessionState::Starting {
-                    crate::attention::Attention::Exited
-                } else {
-                    a
-                }
+            // An agent whose process is gone is exited, whatever its last hook said; one whose
+            // process is to start again (a restart's delay after a crash) is starting (it said
+            // `exited`, and `wait --for idle` gave up on an agent its policy brings back).
+            attention: s.attention.map(|a| match s.state {
+                SessionState::Starting => a,
+                SessionState::Restarting => crate::attention::Attention::Starting,
+                _ if s.pid.is_none() => crate::attention::Attention::Exited,
+                _ => a,
             }),
             permission: s.permission,
             permission_queue: s.queued.into_iter().collect(),

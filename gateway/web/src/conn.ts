@@ -1,6 +1,7 @@
 // The one WebSocket to corral (/v1/ws, subprotocol corral.v1, cookie-authenticated): request/
 // reply by id, pushes to listeners, binary frames, and reconnection with exponential backoff
 // (250 ms → 5 s, jitter). Views re-establish their watch/subscriptions on every `open`.
+import { toast } from './dom';
 import { apiURL } from './url';
 import { whoami } from './http';
 import type { BinFrame, ServerMsg } from './types';
@@ -44,6 +45,10 @@ export class Conn {
   private pinger: ReturnType<typeof setInterval> | undefined;
   /** When the last ping was sent (ms since the epoch). */
   private lastPing = 0;
+  /** Input frames sent on this socket, and how many of them a ping's answer has vouched for
+   * (the server read them: it answered a ping sent after them). */
+  private inputSent = 0;
+  private inputVouched = 0;
   private stopped = false;
   private readonly stateListeners = new Set<(s: ConnState) => void>();
   private readonly msgListeners = new Set<(m: ServerMsg) => void>();
@@ -121,6 +126,7 @@ export class Conn {
       dv.setBigUint64(5, 0n);
       frame.set(part, HEADER);
       this.ws!.send(frame);
+      this.inputSent++;
       if (bytes.length === 0) break;
     }
     // Typing on a link that may have died (a phone on a bus): a ping soon after tells, in
@@ -202,6 +208,8 @@ export class Conn {
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      this.inputSent = 0;
+      this.inputVouched = 0;
       clearInterval(this.pinger);
       this.failPending('disconnected', 'connection lost');
       if (this.stopped) return;
@@ -253,10 +261,14 @@ export class Conn {
     const ws = this.ws;
     if (!ws || !this.isOpen()) return;
     this.lastPing = Date.now();
+    const sent = this.inputSent;
     const t = setTimeout(() => {
       if (this.ws === ws) this.dropSocket('ping timeout');
     }, timeoutMs);
     this.request({ type: 'ping' })
+      .then(() => {
+        if (this.ws === ws) this.inputVouched = Math.max(this.inputVouched, sent);
+      })
       .catch(() => {})
       .finally(() => clearTimeout(t));
   }
@@ -266,6 +278,12 @@ export class Conn {
   private dropSocket(why: string): void {
     const ws = this.ws;
     if (!ws) return;
+    // Keys sent on a link that died may never have arrived: said, not left to be guessed.
+    if (this.inputSent > this.inputVouched) {
+      toast('the connection was lost: what you typed in the last seconds may not have arrived', 'error', 6000);
+    }
+    this.inputSent = 0;
+    this.inputVouched = 0;
     this.ws = null;
     ws.close(4000, why);
     clearInterval(this.pinger);

@@ -89,7 +89,7 @@ export function confirmDialog(
 let toastBox: HTMLElement | null = null;
 
 /** A short message at the bottom of the screen; with `href`, a tap on it goes there. */
-export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000, href?: string): void {
+export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000, href?: string): HTMLElement {
   if (!toastBox) {
     toastBox = h('div', { class: 'toasts', 'aria-live': 'polite' });
     document.body.appendChild(toastBox);
@@ -99,6 +99,7 @@ export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000, h
     : h('div', { class: `toast ${kind}`, testid: 'toast', role: 'status', text: msg });
   toastBox.appendChild(t);
   setTimeout(() => t.remove(), ms);
+  return t;
 }
 
 /** Debounces a function (trailing call wins). */

@@ -16,6 +16,8 @@ export class SessionStore {
   private readonly listeners = new Set<() => void>();
   /** What the open terminal view adds to the tab title (session name and program title). */
   private viewTitle: string | null = null;
+  /** The toast said of each session (see `maybeNotify`). */
+  private readonly told = new Map<string, HTMLElement>();
 
   constructor(
     private readonly conn: Conn,
@@ -114,13 +116,24 @@ export class SessionStore {
     // Entering a state that waits for the user, or another one (an idle agent that starts to
     // ask a permission is news too: it was missed).
     const now = attentionLabel(next.attention);
+    // One toast per session: the last one said goes when its state moves on (a question
+    // answered elsewhere must not stay on screen as if it still asked).
+    if (prev && prev.attention !== next.attention) {
+      this.told.get(next.id)?.remove();
+      this.told.delete(next.id);
+    }
     if (now == null || (prev && attentionLabel(prev.attention) === now)) return;
     // Watching another session (a phone shows one at a time): said on the page too, a tap
     // away — the tab title's count alone went unseen, and a phone's browser may not notify.
     const open = /^#\/s\/(.+)$/.exec(location.hash)?.[1];
     if (prev && open && open !== next.id && open !== next.name) {
-      const what = next.attention === 'needs_permission' ? 'asks permission' : 'waits for you';
-      toast(`${next.name} ${what} — open it`, 'info', 8000, `#/s/${next.id}`);
+      const what =
+        next.attention !== 'needs_permission'
+          ? 'waits for you'
+          : next.permission?.tool === 'AskUserQuestion'
+            ? 'asks you to choose'
+            : 'asks permission';
+      this.told.set(next.id, toast(`${next.name} ${what} — open it`, 'info', 8000, `#/s/${next.id}`));
     }
     if (!notificationsOn()) return;
     try {

@@ -39,6 +39,11 @@ import {
 const UNSENT_MAX = 64 * 1024;
 /** How long a session stays larger than this view before the view shows it at its size. */
 const FOLLOW_AFTER_MS = 700;
+const utf8 = new TextEncoder();
+/** The bytes `data` is on the wire. */
+function byteLength(data: string | Uint8Array): number {
+  return typeof data === 'string' ? utf8.encode(data).length : data.length;
+}
 const ACK_STEP = FLOW_WINDOW / 4;
 /** Pipe sessions have no screen to snapshot: show up to this much of their recent output. */
 const PIPE_BACKLOG = 256 * 1024;
@@ -129,6 +134,8 @@ export class TermView {
   private natural: { rows: number; cols: number } | null = null;
   /** Showing a session sized larger by another viewer (see `matchSession`). */
   private following = false;
+  /** Snapshots still to ask for when one comes older than what was shown (see `redrawAtSize`). */
+  private redrawTries = 0;
   /** Pending decision to show a larger session (see `matchSession`). */
   private followTimer: ReturnType<typeof setTimeout> | undefined;
   /** The size and box `followSize` last fitted the font for. */
@@ -167,6 +174,8 @@ export class TermView {
    * most UNSENT_MAX bytes: past it, typing is refused and said to be). */
   private unsent: (string | Uint8Array)[] = [];
   private unsentBytes = 0;
+  /** Keys were refused past UNSENT_MAX: none is kept until the connection is back. */
+  private unsentFull = false;
   /** The id of the question the ask bar shows (an answer names it). */
   private askId: string | undefined;
   private tick: ReturnType<typeof setInterval> | undefined;
@@ -405,6 +414,15 @@ export class TermView {
       return;
     }
     if (f.kind === KIND_SNAPSHOT) {
+      if (this.next != null && f.offset < this.next) {
+        // Older than what this view has shown already (output went on meanwhile): asked
+        // again, a few times, rather than drawn and the output after it lost.
+        if (this.redrawTries > 0 && this.uuid) {
+          this.redrawTries--;
+          this.conn.send({ type: 'snapshot', session: this.uuid });
+        }
+        return;
+      }
       this.next = f.offset;
       const over = this.redrawNote;
       this.redrawNote = null;
@@ -523,6 +541,18 @@ export class TermView {
     void this.attach(false);
   }
 
+  /** Attaches afresh (the server's snapshot of the screen, then live output) without sending
+   * this view's size: after this view took the session's size, its old content was drawn at
+   * another width (a 164-column screen written into 52 columns is torn, and stays so until the
+   * program redraws). */
+  private redrawAtSize(): void {
+    if (!this.uuid || !this.channel || this.subscribing) return;
+    // On the same subscription (unsubscribing would tell the server this viewer left, and its
+    // size with it): the screen as the server has it now, then the output after it.
+    this.redrawTries = 3;
+    this.conn.send({ type: 'snapshot', session: this.uuid });
+  }
+
   private lagNotice(from: number, to: number): void {
     this.lags.push([from, to]);
     this.next = Math.max(this.next ?? 0, to);
@@ -599,10 +629,15 @@ export class TermView {
    * order, once this view is attached again; past UNSENT_MAX they are refused, and said to be,
    * never dropped unsaid. */
   private keep(data: string | Uint8Array): void {
-    const n = typeof data === 'string' ? data.length * 3 : data.length;
-    if (this.unsentBytes + n > UNSENT_MAX) {
+    const n = byteLength(data);
+    // Past the bound nothing more is kept until the connection is back: a later key kept
+    // after a refused paste would reach the program without what came between.
+    if (this.unsentFull || this.unsentBytes + n > UNSENT_MAX) {
       this.flashOverlay();
-      toast('not connected: typing is not kept past 64 KiB; wait for the connection', 'error', 3000);
+      if (!this.unsentFull) {
+        toast('not connected: typing is not kept past 64 KiB; what you type now is not sent', 'error', 4000);
+      }
+      this.unsentFull = true;
       return;
     }
     if (!this.unsent.length) toast('not connected: what you type is sent when the connection is back', 'info', 3000);
@@ -615,8 +650,9 @@ export class TermView {
     while (this.unsent.length && this.channel) {
       if (!this.conn.sendInput(this.channel, this.unsent[0])) return;
       const sent = this.unsent.shift()!;
-      this.unsentBytes -= typeof sent === 'string' ? sent.length * 3 : sent.length;
+      this.unsentBytes -= byteLength(sent);
     }
+    if (!this.unsent.length) this.unsentFull = false;
   }
 
   /**
@@ -731,6 +767,9 @@ export class TermView {
       this.scaleToFit(null);
       this.term.options.fontSize = this.baseFont;
       this.fitNow();
+      // The session has this view's size again (that is why it fits): its screen, drawn at
+      // the wider size, is drawn again at this one.
+      if (this.term.cols === size.cols && this.term.rows === size.rows) this.redrawAtSize();
     }
   }
 
@@ -744,6 +783,9 @@ export class TermView {
     this.followed = key;
     if (this.term.cols !== size.cols || this.term.rows !== size.rows) {
       this.term.resize(Math.max(2, size.cols), Math.max(1, size.rows));
+      // What this view holds was drawn at its old size (and reflowed by the resize): the
+      // screen is drawn again, as it is now, at the new one.
+      this.redrawAtSize();
     }
     requestAnimationFrame(() => {
       const screen = this.box.querySelector('.xterm-screen') as HTMLElement | null;

@@ -31,25 +31,28 @@ impl SessionActorState {
             self.tmp.path(),
             &self.spec.env,
         );
-        let (size, agent_session, transcript) = {
+        let (size, agent_session, transcript, prompted) = {
             let s = self.shared.status.read();
             (
                 s.size,
                 s.agent_session_id.clone(),
                 s.agent_transcript.clone(),
+                s.agent_prompted,
             )
         };
-        // A conversation is resumed after a crash or a restart once it exists: Claude writes it
-        // at the session's first prompt, and `--resume` of one never written fails at once
-        // ("No conversation found"), every restart again. (Unknown where it is kept — a
-        // record from before that was noted —: resumed as before.)
+        // A conversation is resumed after a crash or a restart once it exists — a prompt was
+        // submitted (its hook), or its transcript holds a message: `--resume` of one never
+        // written (no prompt yet, or only `/exit`) fails at once ("No conversation found"),
+        // every restart again. (Unknown where it is kept — a record from before that was
+        // noted —: resumed as before.)
         let resume = agent_session
             .as_deref()
             .filter(|_| generation > 1 || self.begin == Begin::Recover)
             .filter(|id| {
-                let written = transcript
-                    .as_deref()
-                    .is_none_or(|p| std::path::Path::new(p).exists());
+                let written = prompted
+                    || transcript
+                        .as_deref()
+                        .is_none_or(|p| crate::agent::has_conversation(std::path::Path::new(p)));
                 if !written {
                     tracing::info!(agent_session = %id, "no conversation to resume yet: the agent starts afresh");
                 }
