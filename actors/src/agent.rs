@@ -179,6 +179,33 @@ pub fn shows_dialog(screen: &str) -> bool {
         .any(|l| DIALOG_MARKS.iter().any(|m| l.contains(m)))
 }
 
+/// The text waiting in a terminal agent's input box (Claude Code's: the lines between the last
+/// two rules of its screen, the first one after its `❯`), if any. After an interrupt before it
+/// answered, Claude puts the prompt back there, and a prompt pasted then is added to it (two
+/// prompts sent as one).
+pub fn input_draft(screen: &str) -> Option<String> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let rule = |l: &str| {
+        let t = l.trim();
+        t.chars().count() >= 8 && t.chars().all(|c| c == '─')
+    };
+    let mut rules = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, l)| rule(l))
+        .map(|(i, _)| i);
+    let (end, start) = (rules.next()?, rules.next()?);
+    let block = &lines[start + 1..end];
+    let first = block.first()?.trim_start().strip_prefix('❯')?;
+    let text: Vec<&str> = std::iter::once(first)
+        .chain(block[1..].iter().copied())
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\u{a0}'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    (!text.is_empty()).then(|| text.join(" "))
+}
+
 /// Whether `bytes`, typed into a terminal agent, is an interrupt key: Esc (a lone ESC byte, or
 /// CSI 27 u when the terminal speaks the kitty keyboard protocol Claude Code asks for) or
 /// Ctrl-C (ETX, or CSI 99;5 u).
@@ -683,6 +710,21 @@ mod tests {
         )
         .unwrap();
         assert!(has_conversation(&talk));
+    }
+
+    /// The input box's text is what lies between the last two rules after the `❯`: none when
+    /// it is empty, a restored prompt when there is one (over one line or more).
+    #[test]
+    fn the_input_box_s_text_is_read_between_its_rules() {
+        let rule = "─".repeat(40);
+        let empty = format!("● Done.\n\n{rule}\n❯\u{a0}\n{rule}\n  ? for shortcuts\n");
+        assert_eq!(input_draft(&empty), None);
+        let back =
+            format!("❯ first\n  ⎿  Interrupted\n{rule}\n❯ plan:slow please\n{rule}\n   ● high\n");
+        assert_eq!(input_draft(&back).as_deref(), Some("plan:slow please"));
+        let two = format!("{rule}\n❯ line one\n  line two\n{rule}\n");
+        assert_eq!(input_draft(&two).as_deref(), Some("line one line two"));
+        assert_eq!(input_draft("no rules here\n❯ text"), None);
     }
 
     /// A dialog is what the foot of the screen says, not a line further up (an answer that

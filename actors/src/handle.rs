@@ -161,16 +161,34 @@ impl SessionHandle {
         // A panel an agent opened on its own screen (Claude Code's `/cost`, `/model`, `/config`:
         // "Esc to cancel" at its foot) takes the prompt's Enter: the panel closes, the prompt
         // is lost, and no turn starts.
-        if self.shared.status.read().attention.is_some()
-            && let Some(text) = self.screen_text().await
-            && crate::agent::shows_dialog(&text)
-        {
-            return Err(SessionError::Unsupported(format!(
-                "{name}'s screen shows a dialog (it says \"Esc to cancel\"): a prompt now would \
-                 answer it and be lost; close it first (`corral send {name} '\\e'`, Esc) or \
-                 answer it with keys",
-                name = self.name()
-            )));
+        // (The status lock is let go before the screen is asked.)
+        let agent = self.shared.status.read().attention.is_some();
+        if agent && let Some(text) = self.screen_text().await {
+            if crate::agent::shows_dialog(&text) {
+                return Err(SessionError::Unsupported(format!(
+                    "{name}'s screen shows a dialog (it says \"Esc to cancel\"): a prompt now \
+                     would answer it and be lost; close it first (`corral send {name} '\\e'`, \
+                     Esc) or answer it with keys",
+                    name = self.name()
+                )));
+            }
+            // A prompt Claude put back after an interrupt, or text typed at its terminal: a
+            // paste now would be added to it, and the two go as one prompt.
+            if let Some(draft) = crate::agent::input_draft(&text) {
+                let shown: String = draft.chars().take(40).collect();
+                let more = if draft.chars().count() > 40 {
+                    "…"
+                } else {
+                    ""
+                };
+                return Err(SessionError::Unsupported(format!(
+                    "{name}'s input box already holds text (\"{shown}{more}\": a prompt an \
+                     interrupt put back, or typed at its terminal): a prompt now would be added \
+                     to it; clear it (`corral send {name} '\\x15'`, Ctrl-U; Ctrl-Y at its \
+                     terminal brings it back) or send it as it is (`corral send {name} '\\r'`)",
+                    name = self.name()
+                )));
+            }
         }
         let bytes = if bracketed {
             // The paste's end marker inside the text would end the paste there and type the

@@ -437,6 +437,22 @@ async fn claude_code_interrupted_with_esc_waits_again() {
         !hooks.iter().any(|h| h == "Stop" || h == "PostToolUse"),
         "Claude fired a hook for the interrupt after all: {hooks:?}"
     );
+    // Text left in its input box (as an interrupt before Claude answered puts the prompt
+    // back): a prompt now would be added to it, so it is refused, saying how to clear it;
+    // cleared (Ctrl-U), a prompt goes.
+    until_screen(&server, "esc", READY, Duration::from_secs(10)).await;
+    server.cli_ok(&["send", "esc", "a draft"]).await;
+    until_screen(&server, "esc", "a draft", Duration::from_secs(10)).await;
+    let out = server.cli(&["send", "esc", "--paste", "hello"]).await;
+    assert!(!out.status.success(), "a prompt added to the draft");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already holds text") && err.contains("a draft"),
+        "{err}"
+    );
+    server.cli_ok(&["send", "esc", "\\x15"]).await;
+    until_screen(&server, "esc", READY, Duration::from_secs(10)).await;
+    server.cli_ok(&["send", "esc", "--paste", "hello"]).await;
     c.stop(&server).await;
 }
 

@@ -307,17 +307,19 @@ pub async fn post_message(
                 return Err(ApiError::bad_request("a user message must not be empty"));
             }
             let info = h.info();
-            if status(&app, &h) != "stable" {
-                return Err(ApiError::conflict(
-                    "the agent is running: a user message needs it stable",
-                ));
-            }
-            // Quiet before it started (Claude Code's folder trust dialog waits for a key):
-            // the message would answer that screen (its Enter picks the first choice).
+            // Before it started (Claude Code's folder trust dialog waits for a key; whether its
+            // screen settled or not): the message would answer that screen (its Enter picks the
+            // first choice). Said so, rather than "running".
             if info.attention == Some(Attention::Starting) && h.shared().mode != Mode::StreamJson {
                 return Err(ApiError::conflict(
                     "the agent has not started: its screen waits for an answer (Claude Code \
-                     asks whether to trust a new folder); answer it with a raw message",
+                     asks whether to trust a new folder); answer it with a raw message (\"\\r\" \
+                     is Enter: its highlighted choice)",
+                ));
+            }
+            if status(&app, &h) != "stable" {
+                return Err(ApiError::conflict(
+                    "the agent is running: a user message needs it stable",
                 ));
             }
             // Stable, but asking: the message would be typed into its question's dialog (and
