@@ -73,3 +73,43 @@ async fn a_stalled_download_does_not_hold_up_a_shutdown() {
     assert!(took < Duration::from_secs(5 + 5), "took {took:?}");
     drop(stalled);
 }
+
+/// A SIGTERM the moment the server is up (`server.json` just written: a service manager
+/// stopping it at once, a script that started it to ask one thing) is a graceful stop, exit 0
+/// and `server.json` gone: its handlers were installed only when its serving loop began, and
+/// such a signal ended it by the default action (exit by signal 15, `server.json` left
+/// behind) 16 times in 40.
+#[test]
+fn a_sigterm_right_after_start_is_a_graceful_stop() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::ExitStatusExt;
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut child = std::process::Command::new(corral_tests::binary())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("CORRAL_DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let json = dir.path().join("server.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::metadata(&json).is_ok_and(|m| m.len() > 0) {
+            assert!(std::time::Instant::now() < deadline, "never served");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            (status.code(), status.signal()),
+            (Some(0), None),
+            "round {round}: {status:?}"
+        );
+        assert!(!json.exists(), "round {round}: server.json left behind");
+    }
+}
