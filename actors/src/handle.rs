@@ -342,10 +342,7 @@ impl SessionHandle {
     /// The screen's text now (PTY sessions; None when there is no screen to ask).
     async fn screen_text(&self) -> Option<String> {
         let screen = self.shared.screen.read().clone()?;
-        match screen.call(ScreenMsg::Text, Some(CALL_TIMEOUT)).await {
-            Ok(CallResult::Success(text)) => Some(text),
-            _ => None,
-        }
+        crate::screen::text_of(&screen, CALL_TIMEOUT).await
     }
 
     pub(crate) async fn call<T: Send + 'static>(

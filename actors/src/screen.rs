@@ -747,6 +747,15 @@ pub enum ScreenMsg {
     },
 }
 
+/// The text of the screen `screen` shows now ([`ScreenMsg::Text`]); None when it does not
+/// answer within `timeout` (a flood's catch-up) or is gone.
+pub async fn text_of(screen: &ActorRef<ScreenMsg>, timeout: std::time::Duration) -> Option<String> {
+    match screen.call(ScreenMsg::Text, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(text)) => Some(text),
+        _ => None,
+    }
+}
+
 /// The screen actor of one session: owns an [`Emulator`] and serves [`ScreenMsg`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Screen;

@@ -411,6 +411,30 @@ impl Server {
         Ok(Ws { ws, next_id: 0 })
     }
 
+    /// A ttyd connection to `session` that has sent its init (the admin token, 80×24).
+    pub async fn ttyd_open(&self, session: &str) -> Socket {
+        use futures::SinkExt;
+        let mut ttyd = self.ttyd(session).await;
+        let init = serde_json::json!({"AuthToken": self.token, "columns": 80, "rows": 24});
+        ttyd.send(Message::Text(init.to_string().into()))
+            .await
+            .unwrap();
+        ttyd
+    }
+
+    /// `corral ARGS` against this server, started in the background with its output piped (a
+    /// follower to read later).
+    pub fn background(&self, args: &[&str]) -> Child {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Opens a ttyd WebSocket on a session (subprotocol `tty`).
     pub async fn ttyd(&self, session: &str) -> Socket {
         self.client()

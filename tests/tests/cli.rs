@@ -25,18 +25,6 @@ fn ok(server: &Server, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// `corral ARGS` started in the background, its output piped (a follower to read later).
-fn started(server: &Server, args: &[&str]) -> std::process::Child {
-    Command::new(binary())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cond() {
@@ -1915,7 +1903,7 @@ fn slow_followers_lose_nothing() {
             "sleep 0.5; seq 1 1500000; i=0; while [ $i -lt 3000 ]; do echo \"{\\\"i\\\":$i}\"; i=$((i+1)); done",
         ],
     );
-    let follow = |args: &[&str]| started(&server, args);
+    let follow = |args: &[&str]| server.background(args);
     let mut logs = follow(&["logs", "flood", "-f"]);
     let mut events = follow(&["events", "flood", "-f", "--json"]);
     // Neither is read for 2 s: the output (11 MB) laps the session's Ring meanwhile.
@@ -2009,7 +1997,7 @@ fn followers_see_their_sessions_end_at_a_shutdown() {
     eventually("started", || {
         ok(&server, &["logs", "job"]).contains("started")
     });
-    let follow = |args: &[&str]| started(&server, args);
+    let follow = |args: &[&str]| server.background(args);
     let logs = follow(&["logs", "job", "-f"]);
     let wait = follow(&["wait", "job", "--for", "exit"]);
     std::thread::sleep(Duration::from_millis(500));

@@ -119,7 +119,7 @@ async fn output_is_byte_exact_to_a_native_and_a_ttyd_client_then_the_exit() {
     let mut native = server.ws().await;
     let (channel, offset) = subscribe(&mut native, &id, Some(0)).await;
     assert_eq!(offset, 0);
-    let mut ttyd = ttyd_open(&server, &id).await;
+    let mut ttyd = server.ttyd_open(&id).await;
     // ttyd: title, preferences, then the (empty) screen snapshot before any output.
     let mut ttyd_frames = Vec::new();
     while ttyd_frames.len() < 3 {
@@ -1041,7 +1041,7 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
     let live_id = live["id"].as_str().unwrap();
     let mut viewer = server.ws().await;
     subscribe(&mut viewer, live_id, Some(0)).await;
-    let _ttyd = ttyd_open(&server, live_id).await; // kept open: it is in the tree
+    let _ttyd = server.ttyd_open(live_id).await; // kept open: it is in the tree
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ws = server.ws().await;
     let tree = loop {
@@ -1450,7 +1450,7 @@ async fn ttyd_clients_that_never_authenticate_are_bounded_and_closed() {
         "closed before its time"
     );
     // Places are free again: a ttyd client that authenticates gets in.
-    let mut ttyd = ttyd_open(&server, &id).await;
+    let mut ttyd = server.ttyd_open(&id).await;
     match tokio::time::timeout(Duration::from_secs(10), ttyd.next()).await {
         Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b[0], b'1'),
         other => panic!("{other:?}"),
@@ -1876,19 +1876,6 @@ async fn a_query_is_answered_once_with_several_viewers() {
     }
 }
 
-/// A ttyd connection to `session` that has sent its init (the admin token, 80×24).
-async fn ttyd_open(server: &Server, session: &str) -> corral_client::ws::Socket {
-    let mut ttyd = server.ttyd(session).await;
-    ttyd.send(Message::Text(
-        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    ttyd
-}
-
 /// The frames of a ttyd connection until it closes or `within` passes: the output ('0'
 /// frames, command byte dropped) and the close, if any.
 async fn ttyd_read(
@@ -1926,7 +1913,7 @@ async fn a_lapped_ttyd_client_gets_the_screen_redrawn() {
         }))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let mut ttyd = ttyd_open(&server, &id).await;
+    let mut ttyd = server.ttyd_open(&id).await;
     ttyd_read(&mut ttyd, Duration::from_millis(500)).await;
     // Paused, then the go key: 1.3 MB of output goes by meanwhile.
     ttyd.send(Message::Binary(b"2".to_vec().into()))
@@ -1975,7 +1962,7 @@ async fn a_ttyd_client_of_an_ended_session_gets_its_screen_and_the_close() {
         assert!(Instant::now() < deadline, "it ended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut ttyd = ttyd_open(&server, "over").await;
+    let mut ttyd = server.ttyd_open("over").await;
     let (out, close) = ttyd_read(&mut ttyd, Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out).contains("bye-now"));
     assert_eq!(close, Some((1000, "session exited".into())));
@@ -2025,7 +2012,7 @@ async fn an_idle_connection_is_pinged() {
     server
         .spawn(json!({"name": "idle", "argv": ["sleep", "600"]}))
         .await;
-    let mut ttyd = ttyd_open(&server, "idle").await;
+    let mut ttyd = server.ttyd_open("idle").await;
     let pinged = tokio::time::timeout(Duration::from_secs(25), async {
         loop {
             match ttyd.next().await {
@@ -2047,7 +2034,7 @@ async fn a_paused_ttyd_client_hears_its_session_end() {
     server
         .spawn(json!({"name": "ends", "argv": ["sh", "-c", "stty raw -echo; head -c1 >/dev/null; echo last-words"]}))
         .await;
-    let mut ttyd = ttyd_open(&server, "ends").await;
+    let mut ttyd = server.ttyd_open("ends").await;
     ttyd_read(&mut ttyd, Duration::from_millis(500)).await;
     ttyd.send(Message::Binary(b"2".to_vec().into()))
         .await

@@ -103,14 +103,7 @@ async fn a_megabyte_paste_arrives_whole_through_native_and_ttyd() {
     // ttyd: '0' + bytes frames after the AuthToken frame.
     let out = server.dir.path().join("ttyd.out");
     let id = sink(&server, &out, data.len(), "").await;
-    let mut ttyd = server.ttyd(&id).await;
-    ttyd.send(Message::Text(
-        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    let mut ttyd = server.ttyd_open(&id).await;
     for chunk in data.chunks(16 * 1024) {
         let mut f = vec![b'0'];
         f.extend_from_slice(chunk);
@@ -128,14 +121,7 @@ async fn a_ttyd_client_pastes_a_megabyte_in_one_message() {
     let data = text(1 << 20);
     let out = server.dir.path().join("ttyd-one.out");
     let id = sink(&server, &out, data.len(), "").await;
-    let mut ttyd = server.ttyd(&id).await;
-    ttyd.send(Message::Text(
-        json!({"AuthToken": server.token, "columns": 80, "rows": 24})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    let mut ttyd = server.ttyd_open(&id).await;
     let mut f = vec![b'0'];
     f.extend_from_slice(&data);
     ttyd.send(Message::Binary(f.into())).await.unwrap();

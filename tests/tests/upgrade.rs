@@ -641,14 +641,7 @@ async fn logs_events_and_wait_follow_a_session_across_an_upgrade_and_a_server_ki
             "wait" => &["wait", "counted", "--for", "exit"],
             _ => &[what, "counted", "-f"],
         };
-        Command::new(binary())
-            .arg("--data-dir")
-            .arg(server.dir.path())
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        server.background(args)
     };
     let (logs, events, wait) = (follow("logs"), follow("events"), follow("wait"));
     tokio::time::sleep(Duration::from_millis(400)).await;

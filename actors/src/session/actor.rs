@@ -492,14 +492,7 @@ impl Actor for Session {
                 st.interrupt_timer = None;
                 // Claude Code fires no hook when a turn is interrupted: the screen says it.
                 let text = match &st.screen {
-                    Some(screen) => screen
-                        .call(ScreenMsg::Text, Some(INTERRUPT_LOOK_TIMEOUT))
-                        .await
-                        .ok()
-                        .and_then(|r| match r {
-                            ractor::rpc::CallResult::Success(text) => Some(text),
-                            _ => None,
-                        }),
+                    Some(screen) => crate::screen::text_of(screen, INTERRUPT_LOOK_TIMEOUT).await,
                     None => None,
                 };
                 let settled = match text {

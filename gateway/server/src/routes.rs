@@ -597,28 +597,10 @@ async fn answer_permission(
     let message = answer.message.clone();
     let shown = h.info().permission;
     let Some(question) = corral_actors::agent::question(h.shared(), answer.id.as_deref()) else {
-        // Two viewers answering at once: the second is told the first's answer.
-        if let Some(id) = answer.id.as_deref()
-            && let Some(said) = app.permissions.answered_as(id)
-        {
-            let now = match shown.as_ref() {
-                Some(now) if now.id.is_some() => format!(
-                    "; it now asks {} (question {})",
-                    now.tool,
-                    now.id.as_deref().unwrap_or("")
-                ),
-                _ => String::new(),
-            };
-            return Err(ApiError::conflict(format!(
-                "{}: question {id} was answered already ({said}, from another viewer or the \
-                 CLI): nothing more was answered{now}",
-                h.name()
-            )));
-        }
-        return Err(not_asked(&h, answer.id.as_deref(), shown.as_ref()));
+        return Err(not_asked(&app, &h, answer.id.as_deref(), shown.as_ref()));
     };
     let Some(id) = question.id.clone() else {
-        return Err(not_asked(&h, None, shown.as_ref()));
+        return Err(not_asked(&app, &h, None, shown.as_ref()));
     };
     // A question to choose from is answered with its choices (as the tool's input).
     let mut answer = answer;
@@ -649,15 +631,17 @@ async fn answer_permission(
         answered
     };
     if !answered {
-        return Err(not_asked(&h, Some(&id), h.info().permission.as_ref()));
+        return Err(not_asked(&app, &h, Some(&id), h.info().permission.as_ref()));
     }
     Ok(Json(SessionView::from(h.info())))
 }
 
-/// Why an answer found no question to answer: none is open (the attention state says what the
-/// agent does), the one named is no longer open (and which one is), or the question is in the
-/// agent's own terminal.
+/// Why an answer found no question to answer: the one named was answered through corral a
+/// moment before (two viewers at once: how it was answered), none is open (the attention state
+/// says what the agent does), the one named is no longer open (and which one is), or the
+/// question is in the agent's own terminal.
 fn not_asked(
+    app: &App,
     h: &corral_actors::SessionHandle,
     id: Option<&str>,
     shown: Option<&corral_actors::agent::PermissionAsk>,
@@ -668,19 +652,32 @@ fn not_asked(
         .and_then(|a| serde_json::to_value(a).ok())
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "none (not an agent session)".into());
-    let why = match (id, shown) {
-        (Some(id), Some(now)) if now.id.is_some() => {
+    let asks_now = shown.and_then(|now| {
+        now.id
+            .as_deref()
+            .map(|q| format!("it now asks {} (question {q})", now.tool))
+    });
+    if let Some(id) = id
+        && let Some(said) = app.permissions.answered_as(id)
+    {
+        let now = asks_now.map(|a| format!("; {a}")).unwrap_or_default();
+        return ApiError::conflict(format!(
+            "{}: question {id} was answered already ({said}, from another viewer or the CLI): \
+             nothing more was answered{now}",
+            h.name()
+        ));
+    }
+    let why = match (id, asks_now) {
+        (Some(id), Some(now)) => {
             return ApiError::conflict(format!(
-                "session {}: question {id} is no longer open (answered, or settled in the agent's own dialog); it now asks {} (question {}): nothing was answered",
-                h.name(),
-                now.tool,
-                now.id.as_deref().unwrap_or("")
+                "session {}: question {id} is no longer open (answered, or settled in the agent's own dialog); {now}: nothing was answered",
+                h.name()
             ));
         }
-        (Some(id), _) if attention == "needs_permission" => format!(
+        (Some(id), None) if attention == "needs_permission" => format!(
             "question {id} is no longer open; its question is in its own terminal now: answer it there"
         ),
-        (Some(id), _) => format!("question {id} is no longer open (attention: {attention})"),
+        (Some(id), None) => format!("question {id} is no longer open (attention: {attention})"),
         (None, _) if attention == "needs_permission" => {
             "its question is in its own terminal now (no hook waits for an answer from here): \
              answer it there"
