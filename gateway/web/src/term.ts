@@ -742,14 +742,25 @@ export class TermView {
       // is the one from before (the server's answer is on its way).
       if (this.followTimer === undefined) {
         this.followTimer = setTimeout(() => {
-          this.followTimer = undefined;
-          const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
-          const now = s?.size;
-          if (now && this.natural && (now.cols > this.natural.cols || now.rows > this.natural.rows)) {
-            this.following = true;
-            this.box.dataset.following = 'true';
-            this.followSize(now);
-          }
+          // The session's size as the server has it now (the list's figures are compared only
+          // every 2 s: a stale one made a phone alone follow its last viewer's size).
+          this.conn
+            .request({ type: 'list' })
+            .then((r) => {
+              this.followTimer = undefined;
+              const s = findSession((r.sessions ?? []) as SessionInfo[], this.uuid ?? this.route);
+              if (!s || this.disposed) return;
+              this.store.upsert(s);
+              const now = s.size;
+              if (now && this.natural && (now.cols > this.natural.cols || now.rows > this.natural.rows)) {
+                this.following = true;
+                this.box.dataset.following = 'true';
+                this.followSize(now);
+              }
+            })
+            .catch(() => {
+              this.followTimer = undefined;
+            });
         }, FOLLOW_AFTER_MS);
       }
       return;
