@@ -8,7 +8,8 @@
 //! outlives any server process, so no byte is lost whatever instant a server is SIGKILLed at.
 //!
 //! One thread, one `poll(2)` loop, no runtime: the listening socket, the server's connection,
-//! the PTY master or the output pipes (while the ring has room) and a signalfd for SIGCHLD; an
+//! the PTY master or the output pipes (while the ring has room), a signalfd for SIGCHLD and a
+//! timerfd for handing logged pages back (no poll timeout while output flows); an
 //! eventfd wakes the attached server after each batch of reads. SIGHUP, SIGINT, SIGTERM, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are ignored (a terminal's hangup
 //! or a signal to the server's group must not end a session); it leaves only on `Release`.
 
@@ -168,6 +169,12 @@ struct Holder {
     /// When logged output's pages were last handed back; `None` once that failed (said once,
     /// not every second: the ring then simply stays resident, as it did before releasing).
     last_release: Option<std::time::Instant>,
+    /// Wakes the loop when the next release comes due. A timer of its own, armed at most once
+    /// per [`RELEASE_EVERY`], rather than a `poll(2)` timeout: a poll with a timeout arms and
+    /// cancels a high-resolution timer on every wait, and in a flood the holder waits for the
+    /// terminal thousands of times a second (in a VM each arm is a trap to the hypervisor, on
+    /// the reading path; `session/bulk.rs` measured a third of a read loop's rate).
+    release_timer: ReleaseTimer,
     released: bool,
 }
 
@@ -265,6 +272,7 @@ impl Holder {
             full_since: None,
             orphan_checked: std::time::Instant::now(),
             last_release: Some(std::time::Instant::now()),
+            release_timer: ReleaseTimer::new()?,
             released: false,
         })
     }
@@ -330,11 +338,18 @@ impl Holder {
             // Output published since the last release: look again once it may be logged (the
             // server acknowledges through the ring, without a message), so an idle session's
             // ring holds no more than `KEEP_LOGGED`. Not while detached: nothing is logged then.
-            let release_due = self
+            if let Some(at) = self
                 .last_release
                 .filter(|_| self.conn.is_some() && self.ring.releasable())
-                .map(|at| RELEASE_EVERY.saturating_sub(at.elapsed()));
-            let timeout = match due.into_iter().chain(release_due).min() {
+            {
+                self.release_timer
+                    .arm(RELEASE_EVERY.saturating_sub(at.elapsed()));
+            }
+            let release_timer = self
+                .release_timer
+                .armed()
+                .then(|| slot(self.release_timer.fd()));
+            let timeout = match due {
                 Some(due) => {
                     let ms = (due.as_millis() as libc::c_int).saturating_add(1);
                     if timeout < 0 { ms } else { timeout.min(ms) }
@@ -375,6 +390,9 @@ impl Holder {
             }
             if ready(Some(listener)) {
                 self.accept();
+            }
+            if ready(release_timer) {
+                self.release_timer.fired();
             }
             if let Some(at) = self.last_release
                 && at.elapsed() >= RELEASE_EVERY
@@ -643,5 +661,61 @@ impl Holder {
         {
             eprintln!("corral holder: removing {}: {e}", self.socket.display());
         }
+    }
+}
+
+/// A one-shot timer for the next release of logged pages (see [`Holder::release_timer`]).
+struct ReleaseTimer {
+    fd: nix::sys::timerfd::TimerFd,
+    armed: bool,
+}
+
+impl ReleaseTimer {
+    fn new() -> io::Result<ReleaseTimer> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        Ok(ReleaseTimer { fd, armed: false })
+    }
+
+    /// Arms it to fire `after` from now, unless it is armed already (the earlier deadline
+    /// stands: the loop looks again when it fires).
+    fn arm(&mut self, after: std::time::Duration) {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        if self.armed {
+            return;
+        }
+        // A zero expiration would disarm the timer: at least a millisecond.
+        let after = after.max(std::time::Duration::from_millis(1));
+        match self.fd.set(
+            Expiration::OneShot(TimeSpec::from_duration(after)),
+            TimerSetTimeFlags::empty(),
+        ) {
+            Ok(()) => self.armed = true,
+            // Not armed: the release then waits for the loop's next turn (output, the server),
+            // as it would with nothing to wake it; said, since an idle ring then stays resident.
+            Err(e) => eprintln!("corral holder: cannot arm the release timer: {e}"),
+        }
+    }
+
+    fn armed(&self) -> bool {
+        self.armed
+    }
+
+    fn fd(&self) -> RawFd {
+        self.fd.as_fd().as_raw_fd()
+    }
+
+    /// It fired: read its count (so it is no longer readable) and disarm.
+    fn fired(&mut self) {
+        let mut count = [0u8; 8];
+        match nix::unistd::read(&self.fd, &mut count) {
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => eprintln!("corral holder: reading the release timer: {e}"),
+        }
+        self.armed = false;
     }
 }
