@@ -6,8 +6,8 @@
 //! a restart after a crash runs `claude --resume <agent session id>` with the id captured from
 //! the last SessionStart hook — once that conversation exists (its transcript, which the hook
 //! names and Claude writes at the first prompt; before, the agent starts afresh). Claude Code
-//! fires no hook for an interrupted turn nor for a panel it opens: [`interrupt_settled`] and
-//! [`shows_dialog`] read its screen for those. In stream-json mode it also adds the flags of Claude's structured
+//! fires no hook for an interrupted turn, for a question answered in its own dialog, nor for a
+//! panel it opens: [`screen_settled`] and [`shows_dialog`] read its screen for those. In stream-json mode it also adds the flags of Claude's structured
 //! protocol (see `stream_json`), whose events [`record_stream`] applies.
 
 use std::path::{Path, PathBuf};
@@ -140,12 +140,13 @@ pub(crate) fn prompt_settled(session: &SessionShared, seq: u64) {
     }
 }
 
-/// When a terminal agent's screen is looked at after an interrupt key was typed into it while
-/// it worked (Claude Code repaints within a few hundred milliseconds; a busy machine may take
-/// longer): the turn is over once the screen stops saying the agent works ([`WORKING_MARK`]).
-/// Past the last check the screen still said so: the key did not end the turn (a dialog took
-/// it, or Esc cleared the input box), and the agent's next hook says what it does.
-pub const INTERRUPT_CHECKS: [std::time::Duration; 4] = [
+/// When a terminal agent's screen is looked at after a key that may have changed what it does
+/// ([`look_after_key`]; Claude Code repaints within a few hundred milliseconds, a busy machine
+/// may take longer): a turn is over once the screen stops saying the agent works
+/// ([`WORKING_MARK`]), a question is answered once its dialog is gone. Past the last check the
+/// screen still said so: the key did not end the turn (a dialog took it, or Esc cleared the
+/// input box) or did not answer, and the agent's next hook says what it does.
+pub const LOOKS: [std::time::Duration; 4] = [
     std::time::Duration::from_millis(300),
     std::time::Duration::from_millis(700),
     std::time::Duration::from_millis(1000),
@@ -225,7 +226,7 @@ pub const INTERRUPT_AFTER: std::time::Duration = std::time::Duration::from_milli
 /// Whether an interrupt key typed into `session` now is worth looking at its screen for: a
 /// terminal agent that works, and has for [`INTERRUPT_AFTER`] (no hook says an interrupted
 /// turn ended).
-pub(crate) fn interrupt_typed(session: &SessionShared, bytes: &[u8]) -> bool {
+fn interrupt_typed(session: &SessionShared, bytes: &[u8]) -> bool {
     session.mode == Mode::Pty
         && interrupt_key(bytes)
         && session.status.read().attention == Some(Attention::Working)
@@ -234,10 +235,58 @@ pub(crate) fn interrupt_typed(session: &SessionShared, bytes: &[u8]) -> bool {
             .is_some_and(|ms| ms >= INTERRUPT_AFTER.as_millis() as u64)
 }
 
-/// The screen of a terminal agent an interrupt key was typed into, `screen` as text: if the
-/// agent is still `working` and the screen no longer says so, the turn was interrupted
-/// (recorded: the agent waits again). Whether it was.
-pub(crate) fn interrupt_settled(session: &SessionShared, screen: &str) -> bool {
+/// Whether a terminal agent asks a question in its own dialog that a key can answer there: it
+/// needs a permission, and the question is held by a hook call waiting for an answer from
+/// outside or has gone to its dialog (nobody answered in time). Claude Code fires no hook when
+/// its dialog is answered, and keeps the hook call open until the tool has run: the session
+/// said `needs_permission` (the page offered Allow and Deny) all the while the allowed tool ran.
+fn asks_in_dialog(s: &Status) -> bool {
+    s.attention == Some(Attention::NeedsPermission)
+        && s.permission
+            .as_ref()
+            .is_none_or(|p| p.id.is_some() && p.request_id.is_none())
+}
+
+/// Whether a key typed into `session` now is worth looking at its screen for ([`LOOKS`]): an
+/// interrupt key into a working terminal agent ([`interrupt_typed`]), or any key into one that
+/// asks in its own dialog ([`asks_in_dialog`]: Enter, a digit or Esc answer it there).
+pub(crate) fn look_after_key(session: &SessionShared, bytes: &[u8]) -> bool {
+    interrupt_typed(session, bytes)
+        || (session.mode == Mode::Pty && asks_in_dialog(&session.status.read()))
+}
+
+/// Whether the screen is still worth looking at: the agent works (a turn may end) or asks in
+/// its dialog (it may be answered).
+pub(crate) fn worth_looking(session: &SessionShared) -> bool {
+    let s = session.status.read();
+    s.attention == Some(Attention::Working) || asks_in_dialog(&s)
+}
+
+/// The screen of a terminal agent a key was typed into, `screen` as text, tells what the agent
+/// does now. Asking in its dialog, and the dialog is gone: the question was answered there —
+/// the agent works on (journaled `answered_in_dialog`; a "no" or Esc ends its turn, which the
+/// next look sees). Working, and the screen no longer says so: the turn was interrupted (the
+/// agent waits again). Whether the looks are over.
+pub(crate) fn screen_settled(session: &SessionShared, screen: &str) -> bool {
+    let held = {
+        let s = session.status.read();
+        if !asks_in_dialog(&s) {
+            drop(s);
+            return interrupt_settled(session, screen);
+        }
+        if shows_dialog(screen) {
+            return false;
+        }
+        questions::held_matching(&s, |_| true)
+    };
+    record_stream(session, AgentEvent::AnsweredInDialog { questions: held });
+    // Whether it works, or the answer ended its turn: the next look says.
+    false
+}
+
+/// Working, and the screen no longer says so: the turn was interrupted (recorded: the agent
+/// waits again). Whether it was.
+fn interrupt_settled(session: &SessionShared, screen: &str) -> bool {
     if session.status.read().attention != Some(Attention::Working)
         || screen.to_lowercase().contains(WORKING_MARK)
     {
@@ -410,6 +459,14 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
         AgentEvent::NoTurn | AgentEvent::Interrupted => {
             (s.attention == Some(Attention::Working)).then_some(Attention::Idle)
         }
+        AgentEvent::AnsweredInDialog { questions: held } => {
+            for id in held {
+                questions::close(s, id, Left::InDialog);
+            }
+            // A question gone to the dialog (no hook call held it) closes here too.
+            (s.attention == Some(Attention::NeedsPermission) && s.permission.is_none())
+                .then_some(Attention::Working)
+        }
         AgentEvent::ToolResult { .. }
         | AgentEvent::ControlRequest { .. }
         | AgentEvent::PermissionOverridden { .. } => None,
@@ -434,18 +491,26 @@ pub fn settle_by_hook(
         return Vec::new();
     }
     let mut s = session.status.write();
-    let ids = match name {
-        "PostToolUse" | "PostToolUseFailure" | "PermissionDenied" => {
+    let (ids, left) = match name {
+        // The tool ran: the agent works on (never `idle` in between, which a notifier reading
+        // the state at the question's close would take for the turn's end).
+        "PostToolUse" | "PostToolUseFailure" => {
             let ran = hook_question(payload);
-            questions::held_matching(&s, |q| q.tool == ran.tool && q.input == ran.input)
+            let ids = questions::held_matching(&s, |q| q.tool == ran.tool && q.input == ran.input);
+            (ids, Left::InDialog)
+        }
+        "PermissionDenied" => {
+            let ran = hook_question(payload);
+            let ids = questions::held_matching(&s, |q| q.tool == ran.tool && q.input == ran.input);
+            (ids, Left::Settled)
         }
         "Stop" | "StopFailure" | "UserPromptSubmit" | "SessionEnd" => {
-            questions::held_matching(&s, |_| true)
+            (questions::held_matching(&s, |_| true), Left::Settled)
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), Left::Settled),
     };
     for id in &ids {
-        questions::close(&mut s, id, Left::Settled);
+        questions::close(&mut s, id, left);
     }
     ids
 }
@@ -765,6 +830,33 @@ mod tests {
         s.set_attention(Attention::Working);
         apply_stream(&mut s, &AgentEvent::Interrupted);
         assert_eq!(s.attention, Some(Attention::Idle));
+    }
+
+    /// A question answered in the agent's own dialog (seen on its screen): the questions hook
+    /// calls held close and the agent works; a question gone to the dialog (none held) too; a
+    /// structured agent's question is answered on its stdin, never in a dialog.
+    #[test]
+    fn a_question_answered_in_the_dialog_means_working() {
+        let mut s = agent_status();
+        let mut held =
+            hook_question(&json!({"tool_name": "Bash", "tool_input": {"command": "ls"}}));
+        held.id = Some("7".into());
+        assert!(questions::open(&mut s, held));
+        assert!(asks_in_dialog(&s));
+        let answered = |ids: &[&str]| AgentEvent::AnsweredInDialog {
+            questions: ids.iter().map(|i| i.to_string()).collect(),
+        };
+        apply_stream(&mut s, &answered(&["7"]));
+        assert_eq!(s.attention, Some(Attention::Working));
+        assert!(s.permission.is_none());
+        assert!(!asks_in_dialog(&s));
+        s.set_attention(Attention::NeedsPermission);
+        assert!(asks_in_dialog(&s));
+        apply_stream(&mut s, &answered(&[]));
+        assert_eq!(s.attention, Some(Attention::Working));
+        apply_stream(&mut s, &asks("r1"));
+        assert_eq!(s.attention, Some(Attention::NeedsPermission));
+        assert!(!asks_in_dialog(&s));
     }
 
     /// A structured agent's questions: two at once are shown in turn; a prompt sent while one

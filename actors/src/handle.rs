@@ -90,11 +90,12 @@ impl SessionHandle {
             tracing::debug!(viewer, answerer, "a second terminal's report not passed on");
             return Ok(());
         }
-        let interrupt = crate::agent::interrupt_typed(&self.shared, &bytes);
+        let look = crate::agent::look_after_key(&self.shared, &bytes);
         self.send_input(viewer, bytes, None, None)?;
-        // Claude Code fires no hook when Esc or Ctrl-C ends a turn: its screen is looked at.
-        if interrupt && let Err(e) = self.actor.send_message(SessionMsg::InterruptTyped) {
-            tracing::debug!(session = %self.shared.id, error = %e, "interrupt not looked at: the session is ending");
+        // Claude Code fires no hook when Esc or Ctrl-C ends a turn, nor when its dialog is
+        // answered: its screen is looked at.
+        if look && let Err(e) = self.actor.send_message(SessionMsg::KeyTyped) {
+            tracing::debug!(session = %self.shared.id, error = %e, "key not looked after: the session is ending");
         }
         Ok(())
     }

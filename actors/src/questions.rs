@@ -29,6 +29,10 @@ pub enum Left {
     /// agent waits for its user (`idle`) until a hook says otherwise: after a "yes" its
     /// PostToolUse comes at once; after a "no" or Esc nothing comes, and it waits at its prompt.
     Settled,
+    /// Answered in the agent's own dialog, seen on its screen (the dialog is gone, and Claude
+    /// Code fires no hook for it): the agent works on (`working`) until its screen or a hook
+    /// says otherwise; the hook call that held it no longer waits for an answer from outside.
+    InDialog,
 }
 
 /// Whether a question something outside can answer is open.
@@ -74,7 +78,7 @@ pub(crate) fn close(s: &mut Status, id: &str, how: Left) -> bool {
         return true;
     }
     s.set_attention(match how {
-        Left::Answered => Attention::Working,
+        Left::Answered | Left::InDialog => Attention::Working,
         Left::Settled => Attention::Idle,
         Left::ToTerminal => Attention::NeedsPermission,
     });

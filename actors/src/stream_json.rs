@@ -98,8 +98,17 @@ pub enum AgentEvent {
     NoTurn,
     /// An interrupt key (Esc, Ctrl-C) typed into a working terminal agent ended its turn: its
     /// screen stopped saying it works (Claude Code fires no hook when a turn is interrupted, so
-    /// it stayed `working` until the next prompt; see `agent::INTERRUPT_CHECKS`).
+    /// it stayed `working` until the next prompt; see `agent::LOOKS`).
     Interrupted,
+    /// A terminal agent's question was answered in its own dialog: a key was typed while it
+    /// asked, and its screen then no longer showed the dialog (Claude Code fires no hook for
+    /// that, and keeps the question's hook call open until the allowed tool has run). It works
+    /// on; `questions` are the ids of those hook calls held, now closed.
+    AnsweredInDialog {
+        /// The questions closed.
+        #[serde(default)]
+        questions: Vec<String>,
+    },
     /// A control request corral does not answer (it is in the log; the agent may wait for it).
     ControlRequest {
         /// Its id.

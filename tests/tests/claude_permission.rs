@@ -612,3 +612,86 @@ async fn claude_code_in_pipe_mode_refuses_the_tool_without_asking() {
     until_no_processes(&id, Duration::from_secs(10)).await;
     stub.stop();
 }
+
+/// A question answered in Claude's own dialog (a key in its terminal, while the hook call still
+/// waits for an answer through corral): Claude Code fires no hook for that and keeps the call
+/// open until the allowed tool has run, so the session said `needs_permission` — the page
+/// offered Allow and Deny — all the while the tool ran. The screen says the dialog is gone: the
+/// agent `working` while the tool runs (journaled `answered_in_dialog`), an answer from outside
+/// then refused, and `idle` once its turn ends.
+#[tokio::test]
+async fn claude_code_answered_in_its_own_dialog_works_while_the_tool_runs() {
+    let server = Server::start();
+    let project = tempfile::tempdir().unwrap();
+    let file = project_path(project.path()).join("made-by-claude");
+    let stub = Stub::start(format!("touch {} && sleep 8", file.display())).await;
+    let c = Claude::start_asking(&server, "dialog", project, stub).await;
+    until_screen(&server, "dialog", DIALOG, Duration::from_secs(10)).await;
+    // Enter takes the highlighted "Yes".
+    server.cli_ok(&["send", "dialog", "\\r"]).await;
+    let t = Instant::now();
+    while !file.exists() {
+        assert!(t.elapsed() < Duration::from_secs(15), "the tool never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Looked at 0.3 s after the key, then 1, 2 and 4 s.
+    loop {
+        let s = server.session("dialog").await;
+        if s["attention"] == "working" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "not working while the tool it allowed runs: {s}\nscreen: {}",
+            screen(&server, "dialog").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It stays so while the tool runs (8 s): looked at for 4 s.
+    while t.elapsed() < Duration::from_secs(4) {
+        let s = server.session("dialog").await;
+        assert_eq!(s["attention"], "working", "{s}");
+        assert!(s["permission"].is_null(), "{s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = server.cli(&["answer", "dialog", "deny"]).await;
+    assert!(
+        !out.status.success(),
+        "an answer to a question answered in the dialog"
+    );
+    let agent = server.events_of("dialog", "agent").await;
+    assert!(
+        agent.iter().any(|e| e["type"] == "answered_in_dialog"),
+        "{agent:?}"
+    );
+    server
+        .cli_ok(&["wait", "dialog", "--for", "idle", "--timeout", "30"])
+        .await;
+    let hooks = c.hooks(&server).await;
+    for want in ["PostToolUse", "Stop"] {
+        assert!(hooks.iter().any(|h| h == want), "no {want} in {hooks:?}");
+    }
+    c.stop(&server).await;
+}
+
+/// Esc in Claude's own dialog refuses the tool and ends the turn, with no hook: the agent waits
+/// again (`idle`, not `needs_permission` nor `working`), and the tool did not run.
+#[tokio::test]
+async fn claude_code_refused_in_its_own_dialog_waits_again() {
+    let server = Server::start();
+    let c = Claude::start_and_ask(&server, "refused").await;
+    server.cli_ok(&["send", "refused", "\\e"]).await;
+    let out = server
+        .cli(&["wait", "refused", "--for", "idle", "--timeout", "10"])
+        .await;
+    assert!(
+        out.status.success(),
+        "not waiting 10 s after Esc in its dialog: {}\nscreen: {}",
+        server.session("refused").await,
+        screen(&server, "refused").await
+    );
+    let s = server.session("refused").await;
+    assert!(s["permission"].is_null(), "{s}");
+    assert!(!c.target().exists(), "the refused tool ran");
+    c.stop(&server).await;
+}

@@ -62,9 +62,9 @@ const HOLDER_RING: usize = 8 << 20;
 /// How long a detaching session waits for its program to take the input queued for it (a
 /// paste's Enter waits up to `PASTE_ENTER_MAX` for the program's answer).
 const DRAIN_INPUT: Duration = Duration::from_secs(3);
-/// Longest wait for the screen's text when looking at it after an interrupt key (a flood's
+/// Longest wait for the screen's text when looking at it after a key (a flood's
 /// catch-up); a look that times out counts as one that saw nothing.
-const INTERRUPT_LOOK_TIMEOUT: Duration = Duration::from_secs(1);
+const LOOK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default bound on queued input bytes per session.
 pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
 
@@ -181,8 +181,8 @@ pub struct SessionActorState {
     restart_timer: Option<(u64, RestartTimer)>,
     /// Pending check of the last prompt (`SessionMsg::PromptDue`).
     prompt_timer: Option<RestartTimer>,
-    /// Pending look at the screen after an interrupt key (`SessionMsg::InterruptDue`).
-    interrupt_timer: Option<RestartTimer>,
+    /// Pending look at the screen after a key (`SessionMsg::LookDue`).
+    look_timer: Option<RestartTimer>,
     /// Screen (PTY mode).
     screen: Option<ActorRef<ScreenMsg>>,
     /// Private TMPDIR (removed on drop).
@@ -228,7 +228,7 @@ impl Drop for SessionActorState {
         if let Some(t) = &self.prompt_timer {
             t.abort();
         }
-        if let Some(t) = &self.interrupt_timer {
+        if let Some(t) = &self.look_timer {
             t.abort();
         }
         if let Some(s) = &self.screen {
@@ -298,7 +298,7 @@ impl Actor for Session {
             backoff: BackoffState::default(),
             restart_timer: None,
             prompt_timer: None,
-            interrupt_timer: None,
+            look_timer: None,
             screen,
             tmp,
             viewers: HashMap::new(),
@@ -487,23 +487,24 @@ impl Actor for Session {
                 st.prompt_timer = None;
                 crate::agent::prompt_settled(&st.shared, seq);
             }
-            SessionMsg::InterruptTyped => st.look_after_interrupt(&myself, 0),
-            SessionMsg::InterruptDue { check } => {
-                st.interrupt_timer = None;
-                // Claude Code fires no hook when a turn is interrupted: the screen says it.
+            SessionMsg::KeyTyped => st.look_after_key(&myself, 0),
+            SessionMsg::LookDue { check } => {
+                st.look_timer = None;
+                // Claude Code fires no hook when a turn is interrupted or its dialog answered:
+                // the screen says it.
                 let text = match &st.screen {
-                    Some(screen) => crate::screen::text_of(screen, INTERRUPT_LOOK_TIMEOUT).await,
+                    Some(screen) => crate::screen::text_of(screen, LOOK_TIMEOUT).await,
                     None => None,
                 };
                 let settled = match text {
-                    Some(text) => crate::agent::interrupt_settled(&st.shared, &text),
+                    Some(text) => crate::agent::screen_settled(&st.shared, &text),
                     None => {
-                        tracing::debug!(session = %st.shared.id, "no screen to look at after an interrupt key");
+                        tracing::debug!(session = %st.shared.id, "no screen to look at after a key");
                         false
                     }
                 };
                 if !settled {
-                    st.look_after_interrupt(&myself, check + 1);
+                    st.look_after_key(&myself, check + 1);
                 }
             }
             SessionMsg::ViewerActive(viewer) => {
@@ -563,21 +564,20 @@ fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
 }
 
 impl SessionActorState {
-    /// Looks at the screen the `check`th time after an interrupt key
-    /// ([`crate::agent::INTERRUPT_CHECKS`]), if the agent still works and looks are left; a
-    /// new interrupt key starts the looks again.
-    fn look_after_interrupt(&mut self, myself: &ActorRef<SessionMsg>, check: usize) {
-        if let Some(old) = self.interrupt_timer.take() {
+    /// Looks at the screen the `check`th time after a key ([`crate::agent::LOOKS`]), if the
+    /// agent still works or asks in its dialog and looks are left; a new key starts the looks
+    /// again.
+    fn look_after_key(&mut self, myself: &ActorRef<SessionMsg>, check: usize) {
+        if let Some(old) = self.look_timer.take() {
             old.abort();
         }
-        let Some(wait) = crate::agent::INTERRUPT_CHECKS.get(check).copied() else {
+        let Some(wait) = crate::agent::LOOKS.get(check).copied() else {
             return;
         };
-        if self.shared.status.read().attention != Some(crate::attention::Attention::Working) {
+        if !crate::agent::worth_looking(&self.shared) {
             return;
         }
-        self.interrupt_timer =
-            Some(myself.send_after(wait, move || SessionMsg::InterruptDue { check }));
+        self.look_timer = Some(myself.send_after(wait, move || SessionMsg::LookDue { check }));
     }
 
     /// Leaves the running process to its holder: this server's readers, writer and connection

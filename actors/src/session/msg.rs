@@ -65,12 +65,12 @@ pub enum SessionMsg {
         /// The prompt's event.
         seq: u64,
     },
-    /// An interrupt key was typed into a working terminal agent (`agent::interrupt_typed`): its
-    /// screen is looked at until it says whether the turn ended.
-    InterruptTyped,
-    /// Internal: look at the screen after an interrupt key, the `check`th time
-    /// (`agent::INTERRUPT_CHECKS`).
-    InterruptDue {
+    /// A key that may change what a terminal agent does was typed (`agent::look_after_key`: an
+    /// interrupt into a working agent, an answer into its dialog): its screen is looked at
+    /// until it says.
+    KeyTyped,
+    /// Internal: look at the screen after such a key, the `check`th time (`agent::LOOKS`).
+    LookDue {
         /// Which look this is.
         check: usize,
     },
