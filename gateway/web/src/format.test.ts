@@ -4,12 +4,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   attentionLabel,
+  attentionRank,
   formatExit,
   formatKiB,
   formatUptime,
   parseEnv,
   parseTime,
   permissionSummary,
+  shortArgv,
   splitArgv,
   statusBadge,
   joinArgv,
@@ -82,6 +84,10 @@ test('badges and sizes', () => {
     'exit-bad',
   );
   assert.equal(statusBadge({ state: 'running', attention: 'waiting', last_exit: null }).cls, 'att-wait');
+  assert.deepEqual(statusBadge({ state: 'running', attention: 'working', last_exit: null }), {
+    text: 'working',
+    cls: 'att-work',
+  });
   assert.equal(formatUptime(59_000), '59s');
   assert.equal(formatUptime(61_000), '1m 01s');
   assert.equal(formatUptime(3_600_000 * 25), '1d 01h');
@@ -104,6 +110,14 @@ test('permissionSummary says the command, the file, or the input', () => {
   assert.equal(permissionSummary('Bash', { command: 'echo safe\nrm -rf ~/x' }), 'Bash: echo safe ⏎ rm -rf ~/x');
   assert.equal(permissionSummary('Bash', { command: 'a\n  b' }), 'Bash: a ⏎ b');
   assert.equal(permissionSummary('Tool', undefined), 'Tool');
+  assert.equal(
+    permissionSummary('AskUserQuestion', { questions: [{ question: 'Which colour?', options: [] }] }),
+    'choose: Which colour?',
+  );
+  assert.equal(
+    permissionSummary('AskUserQuestion', { questions: [{ question: 'A?' }, { question: 'B?' }] }),
+    'choose: A? (+1 more)',
+  );
   assert.ok(permissionSummary('Bash', { command: 'x'.repeat(400) }).endsWith('…'));
 });
 
@@ -116,4 +130,22 @@ test('overScrollback: the full reset goes, the screen is pushed up with the note
   // A snapshot without the reset (never expected) is drawn as it is after the soft reset.
   const bare = new TextDecoder().decode(overScrollback(new TextEncoder().encode('x'), 1, ''));
   assert.ok(bare.endsWith('\x1b[2Jx'), bare);
+});
+
+test('the list puts questions first, then finished turns, agents at work, the rest, the ended', () => {
+  const rank = (state: string, attention: string | null) => attentionRank({ state, attention });
+  const order = [
+    rank('running', 'needs_permission'),
+    rank('running', 'idle'),
+    rank('running', 'working'),
+    rank('running', null),
+    rank('stopped', null),
+  ];
+  assert.deepEqual(order, [0, 1, 2, 3, 4]);
+});
+
+test('a command line for a glance names the program, not its path', () => {
+  assert.equal(shortArgv(['/home/u/.npm/bin/claude', '--permission-mode', 'default']), 'claude --permission-mode default');
+  assert.equal(shortArgv(['bash', '-c', 'echo hi']), "bash -c 'echo hi'");
+  assert.equal(shortArgv([]), '');
 });

@@ -179,6 +179,8 @@ export function statusBadge(
 } {
   const att = attentionLabel(s.attention);
   if (att) return { text: att, cls: att === 'needs permission' ? 'att-perm' : 'att-wait' };
+  // An agent at work says so: not the same green `running` as any long-lived process.
+  if (s.state === 'running' && s.attention === 'working') return { text: 'working', cls: 'att-work' };
   if (isAlive(s.state)) return { text: s.state, cls: `st-${s.state}` };
   // Stopped on request (a stop, a kill, a server shutdown): the signal it took is no failure.
   if (s.state === 'stopped' && s.last_exit && s.reason?.startsWith('stopped')) {
@@ -228,16 +230,49 @@ export function formatClock(t: WireTime | null | undefined, now = Date.now()): s
  * matters hides behind the cut). */
 export function permissionSummary(tool: string, input: unknown, max = 300): string {
   const o = (input && typeof input === 'object' ? input : {}) as Record<string, unknown>;
+  // A question to choose from (Claude Code's AskUserQuestion) says its question, not its JSON.
+  const questions = Array.isArray(o.questions) ? (o.questions as Record<string, unknown>[]) : [];
+  const question = questions.find((q) => q && typeof q.question === 'string')?.question as
+    | string
+    | undefined;
+  if (tool === 'AskUserQuestion' && question) {
+    const more = questions.length > 1 ? ` (+${questions.length - 1} more)` : '';
+    return `choose: ${oneLine(question, max)}${more}`;
+  }
   const pick = ['command', 'file_path', 'path', 'url', 'pattern', 'prompt']
     .map((k) => o[k])
     .find((v) => typeof v === 'string' && v.length > 0) as string | undefined;
   const what = pick ?? (input === undefined ? '' : JSON.stringify(input));
+  const short = oneLine(what, max);
+  return short ? `${tool}: ${short}` : tool;
+}
+
+/** `text` on one line, at most `max` characters. */
+function oneLine(what: string, max: number): string {
   // A newline in a command starts another command: it stays visible (⏎), never a plain space
   // that would make `echo safe⏎rm -rf ~` read as one harmless command.
   const line = what
     .replace(/\r?\n/g, ' ⏎ ')
     .replace(/[^\S\n]+/g, ' ')
     .trim();
-  const short = line.length > max ? `${line.slice(0, max - 1)}…` : line;
-  return short ? `${tool}: ${short}` : tool;
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+/** Where a session goes in the list: what needs its user first (a question, then a finished
+ * turn), then agents at work, then the rest that runs, then what ended. */
+export function attentionRank(s: Pick<SessionInfo, 'state' | 'attention'>): number {
+  const att = attentionLabel(s.attention);
+  if (att === 'needs permission') return 0;
+  if (att) return 1;
+  if (s.attention === 'working' && isAlive(s.state)) return 2;
+  return isAlive(s.state) ? 3 : 4;
+}
+
+/** A command line for a glance: the program's name rather than its whole path
+ * (`claude --permission-mode default`, not `/home/u/.npm/…/node_modules/.bin/claude …`). */
+export function shortArgv(argv: string[]): string {
+  if (!argv.length) return '';
+  const [prog, ...rest] = argv;
+  const base = prog.includes('/') ? prog.slice(prog.lastIndexOf('/') + 1) || prog : prog;
+  return joinArgv([base, ...rest]);
 }

@@ -5,6 +5,7 @@ import type { Conn } from './conn';
 import { h, setText } from './dom';
 import {
   attentionLabel,
+  attentionRank,
   formatCpu,
   formatExit,
   formatKiB,
@@ -14,6 +15,7 @@ import {
   parseEnv,
   parseTime,
   permissionSummary,
+  shortArgv,
   splitArgv,
   statusBadge,
 } from './format';
@@ -110,7 +112,7 @@ export class ListView {
       })
       .sort(
         (a, b) =>
-          Number(attentionLabel(b.attention) != null) - Number(attentionLabel(a.attention) != null) ||
+          attentionRank(a) - attentionRank(b) ||
           a.name.localeCompare(b.name, undefined, { numeric: true }),
       );
     const keep = new Set(shown.map((s) => s.id));
@@ -194,9 +196,9 @@ export class ListView {
     // Output that cannot be logged (a full disk) is said where the command line was: the
     // program may be waiting for the disk.
     const failing = !asks && s.persist_error ? `log failing: ${s.persist_error}` : null;
-    const line = asks ?? failing ?? joinArgv(s.argv);
+    const line = asks ?? failing ?? shortArgv(s.argv);
     setText(row.argv, line);
-    row.argv.title = line;
+    row.argv.title = asks ?? failing ?? joinArgv(s.argv);
     row.argv.classList.toggle('asks', asks != null || failing != null);
     row.el.dataset.persistError = s.persist_error ?? '';
     setText(row.state, s.state);
