@@ -107,6 +107,13 @@ pub async fn run(app: Arc<App>) {
     if hooks.is_empty() {
         return;
     }
+    // Bound to every address: the server's own URL names none a phone can open.
+    if app.config.notify.page_url.is_none() && names_no_host(&page) {
+        tracing::warn!(
+            url = %page,
+            "notify: webhook links will point to {page}, which no phone can open: set [notify] page_url to the page's address as a phone reaches it"
+        );
+    }
     // One queue and one sender per webhook: a webhook that is slow or down (each attempt waits
     // up to its timeout, then retries) holds up only its own notifications.
     let (txs, rxs): (Vec<_>, Vec<_>) = hooks
@@ -195,6 +202,12 @@ pub async fn run(app: Arc<App>) {
     tokio::join!(senders, watcher);
 }
 
+/// Whether `url` names the unspecified address (a server bound to `0.0.0.0` or `[::]`).
+fn names_no_host(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or(url);
+    host.starts_with("0.0.0.0") || host.starts_with("[::]")
+}
+
 /// Sends `n` to `hook`, retrying with backoff; the outcome is counted.
 async fn deliver(app: &App, hook: &Webhook, n: &Notification) {
     let mut delay = Duration::from_millis(500);
@@ -269,4 +282,17 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
         tracing::debug!(error = %e, "notify: connection ended with an error");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_bound_to_every_address_names_no_host() {
+        assert!(names_no_host("http://0.0.0.0:8080"));
+        assert!(names_no_host("http://[::]:8080"));
+        assert!(!names_no_host("http://127.0.0.1:8080"));
+        assert!(!names_no_host("https://corral.example/"));
+    }
 }
