@@ -91,6 +91,19 @@ pub fn record_hook(
     event
 }
 
+/// Journals hook event `name` without applying it: a previous process's, late (see the
+/// server's hook route).
+pub fn journal_hook(
+    session: &SessionShared,
+    name: &str,
+    payload: serde_json::Value,
+) -> SessionEvent {
+    session.emit(EventKind::Hook {
+        name: name.to_string(),
+        payload,
+    })
+}
+
 /// A deny answered through corral for question `id` (`tool` with `input`): if the tool runs
 /// anyway this turn, the agent's own dialog had decided first ([`record_hook`] says so).
 pub fn note_denied(session: &SessionShared, id: &str, tool: &str, input: &serde_json::Value) {

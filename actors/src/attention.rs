@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// starting ──SessionStart──▶ idle ──UserPromptSubmit──▶ working ──PermissionRequest──▶ needs_permission
 ///                             ▲                           │  ▲                              │
 ///                             └──────────Stop─────────────┘  └──answer / PostToolUse ───────┘
-/// any ──(process ends, or SessionEnd other than /clear)──▶ exited
+/// any ──(process ends, or SessionEnd other than /clear; the server drops a previous process's)──▶ exited
 /// ```
 ///
 /// Tool, subagent and compaction events mean `working`; a Notification that asks for a

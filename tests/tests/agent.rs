@@ -1136,3 +1136,42 @@ async fn wait_for_exit_waits_for_the_process_after_session_end() {
         "{out:?}"
     );
 }
+
+/// A restart's new process said SessionStart, then its previous process's SessionEnd came late
+/// (a hook slowed by load): the agent was marked `exited` while it ran (`wait --for idle` gave
+/// up, agentapi said stable). `corral hook` says when it ran (`?at=`): a SessionEnd from before
+/// the process started is journaled and changes nothing; one from this process still ends it;
+/// an `at` that is no time is refused.
+#[tokio::test]
+async fn a_previous_process_s_late_session_end_changes_nothing() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "late", "argv": ["sleep", "600"]}))
+        .await;
+    let (path, token) = hook_path(&info);
+    let post = |path: String, payload: Value| post_hook(&server, path, token.clone(), payload);
+    let start = json!({"hook_event_name": "SessionStart", "session_id": "c5", "source": "startup"});
+    post(path.clone(), start.clone()).await;
+    let before_restart = corral_actors::time::format(std::time::SystemTime::now());
+    assert!(corral(&server, &["restart", "late"]).status.success());
+    post(path.clone(), start).await;
+    assert_eq!(server.session("late").await["attention"], "idle");
+    let end = json!({"hook_event_name": "SessionEnd", "reason": "other"});
+    let (code, body) = post(format!("{path}?at={before_restart}"), end.clone()).await;
+    assert_eq!(code, 202, "{body}");
+    let s = server.session("late").await;
+    assert_eq!(s["attention"], "idle", "{s}");
+    let hooks = server.events_of("late", "hook").await;
+    assert_eq!(
+        hooks.last().map(|e| e["name"].clone()),
+        Some(json!("SessionEnd")),
+        "journaled"
+    );
+    let (code, body) = post(format!("{path}?at=yesterday"), end.clone()).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("RFC 3339"), "{body}");
+    let now = corral_actors::time::format(std::time::SystemTime::now());
+    let (code, body) = post(format!("{path}?at={now}"), end).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(server.session("late").await["attention"], "exited");
+}

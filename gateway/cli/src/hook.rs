@@ -16,6 +16,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// `corral hook`: best effort, bounded in time, silent on the agent's terminal.
 pub fn hook() {
     use std::io::Read;
+    // When the agent ran the hook (a previous process's late SessionEnd is told by it).
+    let ran_at = std::time::SystemTime::now();
     let mut body = Vec::new();
     if let Err(e) = std::io::stdin().take(1 << 20).read_to_end(&mut body) {
         eprintln!("corral hook: cannot read stdin: {e}");
@@ -71,7 +73,7 @@ pub fn hook() {
                 // Reset first: a try cut off by the time limit may have reached a server.
                 absent = false;
                 let tried = match client(&token) {
-                    Ok(client) => client.post_hook(&session, body.clone()).await,
+                    Ok(client) => client.post_hook(&session, body.clone(), ran_at).await,
                     Err(e) => Err(e),
                 };
                 absent = is_absent(&tried);
@@ -97,7 +99,7 @@ pub fn hook() {
             // No one would be there to answer it: Claude asks in its own dialog.
             eprintln!("corral hook: {why}; this permission question goes to the agent's dialog");
         } else {
-            rt.block_on(keep_for_later(&session, &token, body.clone(), why));
+            rt.block_on(keep_for_later(&session, &token, body.clone(), ran_at, why));
         }
     };
     match posted {
@@ -125,7 +127,13 @@ fn is_absent<T>(tried: &Result<T, ClientError>) -> bool {
 /// Writes an event that found no server into the data dir's hook spool, where the next server
 /// finds it; then, if a server has come up meanwhile (it may have replayed the spool just before
 /// the write), takes the event back and posts it to that server itself.
-async fn keep_for_later(session: &str, token: &str, body: Vec<u8>, why: &dyn std::fmt::Display) {
+async fn keep_for_later(
+    session: &str,
+    token: &str,
+    body: Vec<u8>,
+    ran_at: std::time::SystemTime,
+    why: &dyn std::fmt::Display,
+) {
     let Some(data) = std::env::var_os("CORRAL_DATA_DIR") else {
         eprintln!("corral hook: {why}; this event is lost (no data dir to keep it in)");
         return;
@@ -135,7 +143,7 @@ async fn keep_for_later(session: &str, token: &str, body: Vec<u8>, why: &dyn std
         (Ok(session), Ok(payload)) => spool::Spooled {
             session,
             token: token.to_string(),
-            at: std::time::SystemTime::now(),
+            at: ran_at,
             payload,
         },
         _ => {
@@ -163,7 +171,7 @@ async fn keep_for_later(session: &str, token: &str, body: Vec<u8>, why: &dyn std
             return;
         }
     }
-    let posted = tokio::time::timeout(TIMEOUT, client.post_hook(session, body)).await;
+    let posted = tokio::time::timeout(TIMEOUT, client.post_hook(session, body, ran_at)).await;
     match posted {
         Ok(Ok(_)) => {}
         Ok(tried @ Err(_)) if is_absent(&tried) => {

@@ -284,8 +284,15 @@ impl Client {
         &self,
         key: &str,
         payload: Vec<u8>,
+        ran_at: std::time::SystemTime,
     ) -> Result<HookAccepted, ClientError> {
-        let path = format!("/v1/sessions/{}/events", path_segment(key));
+        // When the hook ran (RFC 3339, UTC: no character a query needs escaped): a SessionEnd
+        // from before the session's process started is a previous process's.
+        let path = format!(
+            "/v1/sessions/{}/events?at={}",
+            path_segment(key),
+            corral_actors::time::format(ran_at)
+        );
         let (status, bytes) = self.request(Method::POST, &path, Some(payload)).await?;
         decode(status, &bytes)
     }

@@ -503,6 +503,14 @@ pub struct ExportQuery {
     pub format: Option<String>,
 }
 
+/// `?at=` of a hook event: when the hook ran (RFC 3339), as `corral hook` sends it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HookQuery {
+    /// When the hook ran; absent from other senders.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
 /// Error codes of [`Reply::Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -25,8 +25,8 @@ use crate::auth::Grant;
 use crate::connection::{Connection, ConnectionArgs, Dialect};
 use crate::error::ApiError;
 use crate::protocol::{
-    ExportQuery, Health, HookAccepted, SUBPROTOCOL, SessionView, StopBody, TokenCreated, TokenInfo,
-    TokenList, TokenRequest, TokenRevoked, TtydToken,
+    ExportQuery, Health, HookAccepted, HookQuery, SUBPROTOCOL, SessionView, StopBody, TokenCreated,
+    TokenInfo, TokenList, TokenRequest, TokenRevoked, TtydToken,
 };
 
 /// Every route.
@@ -462,8 +462,17 @@ fn json_depth(v: &serde_json::Value) -> usize {
 async fn post_hook(
     State(app): State<Arc<App>>,
     Hooked(h): Hooked,
+    Query(q): Query<HookQuery>,
     crate::access::Body(body): crate::access::Body,
 ) -> Result<Response, ApiError> {
+    let ran_at = match q.at {
+        None => None,
+        Some(at) => Some(
+            corral_actors::time::from_json(&serde_json::Value::String(at.clone())).ok_or_else(
+                || ApiError::bad_request(format!("hook time `at` is not RFC 3339: {at:?}")),
+            )?,
+        ),
+    };
     let payload: serde_json::Value = match serde_json::from_slice(&body) {
         // Kept inside an event (a few levels more) and read back with serde_json's limit of
         // 128: a payload nested deeper than this was accepted, then unreadable — a hole in
@@ -489,7 +498,7 @@ async fn post_hook(
         return Err(ApiError::bad_request("hook payload lacks hook_event_name"));
     };
     let ask = (name == "PermissionRequest").then(|| corral_actors::agent::hook_question(&payload));
-    let event = take_hook(&app, &h, &name, payload);
+    let event = take_hook(&app, &h, &name, payload, ran_at);
     // A structured session's question is answered through its control protocol (the same
     // permission endpoint): its hook returns no decision at once, or it would race the answer.
     let accepted = |output| {
@@ -543,7 +552,19 @@ pub(crate) fn take_hook(
     h: &corral_actors::SessionHandle,
     name: &str,
     payload: serde_json::Value,
+    ran_at: Option<std::time::SystemTime>,
 ) -> corral_actors::SessionEvent {
+    // A SessionEnd that ran before the session's process started is a previous process's,
+    // late (a restart's new process said SessionStart first: it was marked exited while it
+    // ran): journaled, it changes nothing.
+    if name == "SessionEnd"
+        && let (Some(at), Some(started)) = (ran_at, h.info().started_at)
+        && at < started
+    {
+        tracing::debug!(session = %h.id(), "a previous process's SessionEnd: journaled only");
+        app.metrics.hook_events.inc();
+        return corral_actors::agent::journal_hook(h.shared(), name, payload);
+    }
     let settled = corral_actors::agent::settle_by_hook(h.shared(), name, &payload);
     app.permissions.release(h, &settled);
     let event = corral_actors::agent::record_hook(h.shared(), name, payload);

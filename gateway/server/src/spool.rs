@@ -247,7 +247,7 @@ async fn apply(
     if last.is_some_and(|last| record.at <= last) {
         return Err("older than the last hook its session recorded");
     }
-    crate::routes::take_hook(app, &session, &name, record.payload);
+    crate::routes::take_hook(app, &session, &name, record.payload, Some(record.at));
     Ok(())
 }
 
