@@ -142,11 +142,13 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("attention: idle"), "{body}");
-    assert!(
-        !corral(&server, &["answer", "allowed", "deny"])
-            .status
-            .success()
-    );
+    // A moment after an answer, a second one that names no question (the CLI's) is told how the
+    // first answered.
+    assert!(body.contains("was answered already (allowed"), "{body}");
+    let out = corral(&server, &["answer", "allowed", "deny"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was answered already (allowed"), "{err}");
     // Ending the process: exited, and `wait --for exit` returns at once.
     assert!(corral(&server, &["stop", "allowed"]).status.success());
     assert_eq!(server.session("allowed").await["attention"], "exited");

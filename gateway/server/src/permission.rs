@@ -151,8 +151,22 @@ pub struct Waiting {
     /// The last questions answered through corral (id, `allow`/`deny`), at most
     /// [`ANSWERED_KEPT`]: a second answer to one is told it came too late, and what the first
     /// said (two viewers answering at once).
-    answered: Mutex<std::collections::VecDeque<(String, &'static str)>>,
+    answered: Mutex<std::collections::VecDeque<Answered>>,
 }
+
+/// A question answered through corral, remembered for a later answer's refusal.
+#[derive(Debug)]
+struct Answered {
+    session: Uuid,
+    id: String,
+    /// `allowed` or `denied`.
+    said: &'static str,
+    at: Instant,
+}
+
+/// How long an answer without an id is told that its session's last question was answered
+/// already (after that, the refusal says only what the agent does now).
+pub const ANSWERED_RECENTLY: Duration = Duration::from_secs(60);
 
 /// Answered questions remembered (see [`Waiting::answered_as`]).
 pub const ANSWERED_KEPT: usize = 256;
@@ -230,14 +244,14 @@ impl Waiting {
             {
                 corral_actors::agent::note_denied(session.shared(), id, &q.tool, &q.input);
             }
-            self.note_answered(id, behavior);
+            self.note_answered(session.id(), id, behavior);
         }
         delivered
     }
 
-    /// Question `id` was answered through corral with `behavior` (kept for a later answer's
-    /// refusal to say so).
-    pub fn note_answered(&self, id: &str, behavior: Behavior) {
+    /// Question `id` of `session` was answered through corral with `behavior` (kept for a later
+    /// answer's refusal to say so).
+    pub fn note_answered(&self, session: Uuid, id: &str, behavior: Behavior) {
         let mut answered = self.answered.lock();
         if answered.len() >= ANSWERED_KEPT {
             answered.pop_front();
@@ -246,7 +260,12 @@ impl Waiting {
             Behavior::Allow => "allowed",
             Behavior::Deny => "denied",
         };
-        answered.push_back((id.to_string(), said));
+        answered.push_back(Answered {
+            session,
+            id: id.to_string(),
+            said,
+            at: Instant::now(),
+        });
     }
 
     /// How question `id` was answered through corral, if it was lately.
@@ -255,8 +274,20 @@ impl Waiting {
             .lock()
             .iter()
             .rev()
-            .find(|(q, _)| q == id)
-            .map(|(_, said)| *said)
+            .find(|a| a.id == id)
+            .map(|a| a.said)
+    }
+
+    /// The question of `session` answered through corral last, within [`ANSWERED_RECENTLY`]:
+    /// its id and how (an answer that named no question came second).
+    pub fn last_answered(&self, session: Uuid) -> Option<(String, &'static str)> {
+        self.answered
+            .lock()
+            .iter()
+            .rev()
+            .find(|a| a.session == session)
+            .filter(|a| a.at.elapsed() < ANSWERED_RECENTLY)
+            .map(|a| (a.id.clone(), a.said))
     }
 
     /// The questions `ids` were settled elsewhere (see `agent::settle_by_hook`): their hook

@@ -647,7 +647,7 @@ async fn answer_permission(
             .answer(&id, allow, message.as_deref(), answer.updated_input)?
             .is_some();
         if answered {
-            app.permissions.note_answered(&id, behavior);
+            app.permissions.note_answered(h.id(), &id, behavior);
         }
         answered
     };
@@ -678,10 +678,19 @@ fn not_asked(
             .as_deref()
             .map(|q| format!("it now asks {} (question {q})", now.tool))
     });
+    // Without an id, the session's question answered a moment ago is the one this answer
+    // meant (two viewers at once, the CLI second).
+    let recent = match id {
+        None if shown.is_none() => app.permissions.last_answered(h.id()),
+        _ => None,
+    };
+    let id = id.or(recent.as_ref().map(|(q, _)| q.as_str()));
     if let Some(id) = id
         && let Some(said) = app.permissions.answered_as(id)
     {
-        let now = asks_now.map(|a| format!("; {a}")).unwrap_or_default();
+        let now = asks_now
+            .map(|a| format!("; {a}"))
+            .unwrap_or_else(|| format!(" (attention: {attention})"));
         return ApiError::conflict(format!(
             "{}: question {id} was answered already ({said}, from another viewer or the CLI): \
              nothing more was answered{now}",
