@@ -327,13 +327,27 @@ impl SessionHandle {
 
     /// The current screen and the output offset it corresponds to (PTY sessions).
     pub async fn snapshot(&self) -> Result<Snapshot, SessionError> {
+        self.snapshot_of(ScreenMsg::Snapshot).await
+    }
+
+    /// The current screen with the history before it (the rows that scrolled off the top, as
+    /// much as the Ring still holds: [`crate::history`]), for a viewer that opens the session
+    /// fresh and wants to scroll back (PTY sessions).
+    pub async fn snapshot_with_history(&self) -> Result<Snapshot, SessionError> {
+        self.snapshot_of(ScreenMsg::SnapshotWithHistory).await
+    }
+
+    async fn snapshot_of(
+        &self,
+        ask: fn(RpcReplyPort<Snapshot>) -> ScreenMsg,
+    ) -> Result<Snapshot, SessionError> {
         let screen = self.shared.screen.read().clone();
         let Some(screen) = screen else {
             return Err(SessionError::Unsupported(
                 "snapshots exist for PTY sessions only".into(),
             ));
         };
-        match screen.call(ScreenMsg::Snapshot, Some(CALL_TIMEOUT)).await {
+        match screen.call(ask, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(s)) => Ok(s),
             Ok(other) => Err(SessionError::Unavailable(format!("screen: {other:?}"))),
             Err(e) => Err(SessionError::Unavailable(e.to_string())),

@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 mod fd;
 pub mod handle;
+pub mod history;
 pub mod holder;
 pub mod janitor;
 pub mod manager;

@@ -24,6 +24,8 @@ use std::fmt;
 use std::num::NonZeroU16;
 
 use corral_runtime::{Lagged, Read, Ring};
+
+use crate::history::{self, HISTORY_BYTES, History, SizeAt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 /// Most bytes read from the ring (and fed to the parser) in one step, so catching up on a huge
@@ -75,6 +77,28 @@ pub struct Snapshot {
 const MODES_OFF: &str = "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?2004l\x1b[?1l\x1b>\x1b[?25h\x1b[?47l";
 
 impl Snapshot {
+    /// The same screen with `history` before it: the rows are put into a fresh terminal's
+    /// scrollback ([`History::scrolled_in`]), then the screen drawn on the blank screen left
+    /// (an erase of the display, which xterm.js does not push into the scrollback; a full reset
+    /// would wipe it).
+    pub fn with_history(mut self, history: &History) -> Snapshot {
+        let rows = history.scrolled_in(self.rows);
+        if rows.is_empty() {
+            return self;
+        }
+        let body = self
+            .bytes
+            .strip_prefix(FULL_RESET.as_bytes())
+            .unwrap_or(&self.bytes);
+        let mut out = Vec::with_capacity(FULL_RESET.len() + rows.len() + 8 + body.len());
+        out.extend_from_slice(FULL_RESET.as_bytes());
+        out.extend_from_slice(&rows);
+        out.extend_from_slice(b"\x1b[H\x1b[2J");
+        out.extend_from_slice(body);
+        self.bytes = out;
+        self
+    }
+
     /// The same screen drawn over a terminal that is showing the session already and keeps its
     /// scrollback (a viewer the output lapped): what it shows is pushed up into its scrollback
     /// (with `note` under it), then a soft reset (DECSTR) and the modes turned off take the
@@ -206,23 +230,36 @@ pub struct Emulator {
     rebuilds: u64,
     /// Total bytes the emulator never saw because the ring dropped them first.
     lost: u64,
+    /// The sizes in effect from the offsets where they took effect, the latest
+    /// [`SIZES_KEPT`] (a history replay parses each part at its size, see [`crate::history`]).
+    sizes: VecDeque<SizeAt>,
 }
+
+/// Sizes remembered for history replays (an older part is replayed at the oldest kept).
+const SIZES_KEPT: usize = 64;
 
 impl Emulator {
     /// An emulator for a session whose output goes to `ring`, on a `rows`×`cols` terminal (zero
     /// is treated as 1). Allocates no parser yet.
     pub fn new(ring: Ring, rows: u16, cols: u16) -> Emulator {
         let pos = ring.tail();
+        let dims = Dims::new(rows, cols);
         Emulator {
             ring,
             parser: None,
             pos,
-            dims: Dims::new(rows, cols),
+            dims,
             pending: VecDeque::new(),
             approximate: false,
             seam: Vec::new(),
             rebuilds: 0,
             lost: 0,
+            sizes: VecDeque::from([SizeAt {
+                at: pos,
+                rows: dims.rows,
+                cols: dims.cols,
+                new_process: false,
+            }]),
         }
     }
 
@@ -333,6 +370,51 @@ impl Emulator {
         self.screen_text()
     }
 
+    /// What the history before the parsed position is rebuilt from ([`crate::history`]): the
+    /// last [`HISTORY_BYTES`] of output the ring still holds up to there, and the sizes over it.
+    pub fn history_source(&self) -> history::Source {
+        let from = self.pos.saturating_sub(HISTORY_BYTES).max(self.ring.tail());
+        let mut source = history::Source {
+            start: from,
+            ..Default::default()
+        };
+        let mut at = from;
+        let mut buf = Vec::new();
+        while at < self.pos {
+            buf.clear();
+            let max = usize::try_from(self.pos - at).map_or(CHUNK, |n| n.min(CHUNK));
+            match self.ring.read_at(at, &mut buf, max) {
+                Read::Data { offset, len } if len > 0 => {
+                    if source.bytes.is_empty() {
+                        source.start = offset;
+                    }
+                    source.bytes.extend_from_slice(&buf[..len]);
+                    at = offset + len as u64;
+                }
+                // The ring moved on under us: what is left starts later.
+                Read::Lagged(lag) => {
+                    source.bytes.clear();
+                    at = lag.to;
+                }
+                _ => break,
+            }
+        }
+        // The size in effect at the start (the latest at or before it), then those after.
+        let first = self
+            .sizes
+            .iter()
+            .rposition(|s| s.at <= source.start)
+            .unwrap_or(0);
+        source.sizes = self
+            .sizes
+            .iter()
+            .skip(first)
+            .filter(|s| s.at < self.pos || s.at == source.start)
+            .copied()
+            .collect();
+        source
+    }
+
     /// The text of the screen as parsed so far (see [`Emulator::text`]).
     fn screen_text(&mut self) -> String {
         let dims = self.dims;
@@ -436,6 +518,15 @@ impl Emulator {
         {
             self.pending.pop_front();
             self.set_dims(change.dims);
+            if self.sizes.len() >= SIZES_KEPT {
+                self.sizes.pop_front();
+            }
+            self.sizes.push_back(SizeAt {
+                at: change.at,
+                rows: change.dims.rows,
+                cols: change.dims.cols,
+                new_process: change.new_process,
+            });
             if change.new_process
                 && let Some(parser) = &mut self.parser
             {
@@ -493,7 +584,7 @@ const ALIGN: usize = 4096;
 
 /// Where to go on after a cut at the start of `bytes`: the first escape sequence (ESC starts
 /// one from any parser state), else the start of the first line, else right there.
-fn boundary(bytes: &[u8]) -> usize {
+pub(crate) fn boundary(bytes: &[u8]) -> usize {
     bytes
         .iter()
         .position(|&b| b == 0x1b)
@@ -723,6 +814,9 @@ pub enum ScreenMsg {
     Follow,
     /// Catch up, then reply with the current screen.
     Snapshot(RpcReplyPort<Snapshot>),
+    /// Catch up, then reply with the current screen and the history before it
+    /// ([`Snapshot::with_history`], [`crate::history`]).
+    SnapshotWithHistory(RpcReplyPort<Snapshot>),
     /// Catch up, then reply with the current screen's text ([`Emulator::text`]).
     Text(RpcReplyPort<String>),
     /// The PTY was resized; applies from the ring's head *when this message is handled*, so
@@ -802,6 +896,24 @@ impl Actor for Screen {
                 Screen::catch_up(emulator).await;
                 if reply.send(emulator.render()).is_err() {
                     // The requester gave up (timeout or gone); nothing to undo.
+                    tracing::debug!("snapshot requester went away before the reply");
+                }
+            }
+            ScreenMsg::SnapshotWithHistory(reply) => {
+                emulator.ensure_parser();
+                Screen::catch_up(emulator).await;
+                let snapshot = emulator.render();
+                let source = emulator.history_source();
+                // A megabyte through vt100: off the runtime's workers.
+                let snapshot =
+                    match tokio::task::spawn_blocking(move || history::rebuild(&source)).await {
+                        Ok(history) => snapshot.with_history(&history),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "history not rebuilt; the screen alone");
+                            snapshot
+                        }
+                    };
+                if reply.send(snapshot).is_err() {
                     tracing::debug!("snapshot requester went away before the reply");
                 }
             }

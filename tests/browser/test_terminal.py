@@ -211,3 +211,21 @@ def test_the_page_works_under_a_path_prefix(server, page):
         assert any(p.startswith("/corral/v1/ws") for p in proxy.paths), proxy.paths
     finally:
         proxy.close()
+
+
+def test_a_view_opened_late_scrolls_back_through_what_scrolled_off(server, page):
+    """A session printed 300 numbered lines (a dozen screens) before anyone looked: a view
+    opened now holds every one in its scrollback and on its screen, in order, once each (the
+    server rebuilds the rows that scrolled off from the output it still holds); the view then
+    goes on live below them."""
+    script = 'for i in $(seq 1 300); do printf "\\033[32mline %d\\033[0m\\n" $i; done; exec cat'
+    s = server.spawn(["sh", "-c", script], name="history")
+    wait_until(lambda: server.session(s["id"])["output_offset"] >= 3000, 10, "the output")
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.termText().includes('line 300')", what="the screen")
+    lines = [l for l in term_lines(page) if l.startswith("line ")]
+    assert lines == [f"line {i}" for i in range(1, 301)], (len(lines), lines[:3], lines[-3:])
+    page.locator(".xterm-helper-textarea").focus()
+    page.keyboard.type("live\n")
+    wait_js(page, "window.corral.termText().includes('live\\nlive')", what="the echo")
+    assert [l for l in term_lines(page) if l.startswith("line ")] == lines

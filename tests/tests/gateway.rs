@@ -2097,3 +2097,38 @@ async fn the_connection_limit_holds_for_upgrades_at_the_same_moment() {
     let mut ws = again.pop().unwrap();
     assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
 }
+
+/// A ttyd page is a fresh terminal: its first screen comes with the rows that scrolled off the
+/// top before it connected (rebuilt from the output the server holds, CRLF-separated, pushed
+/// into its scrollback), so it scrolls back through them — each line once, the screen below.
+#[tokio::test]
+async fn a_ttyd_client_gets_the_history_before_the_screen() {
+    let server = Server::start();
+    server
+        .spawn(json!({"name": "older", "argv": ["sh", "-c", "seq 1 200; exec cat"]}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.session("older").await["output_offset"]
+        .as_u64()
+        .unwrap()
+        < 692
+    {
+        assert!(Instant::now() < deadline, "the output came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ttyd = server.ttyd_open("older").await;
+    let (out, _) = ttyd_read(&mut ttyd, Duration::from_millis(800)).await;
+    let text = String::from_utf8_lossy(&out);
+    let first = text
+        .find("1\r\n2\r\n3\r\n")
+        .expect("the history, from its first line");
+    // The screen (24 rows) shows 178..200 below the history, which ends before it.
+    let screen = text
+        .find("\x1b[H\x1b[2J")
+        .expect("the screen drawn after the history");
+    assert!(first < screen, "{text:?}");
+    let history = &text[first..screen];
+    assert!(history.contains("\r\n177\x1b[0m"), "{history:?}");
+    assert!(!history.contains("\r\n178\r\n"), "{history:?}");
+    assert!(text[screen..].contains("200"), "{text:?}");
+}

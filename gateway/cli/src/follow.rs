@@ -150,6 +150,7 @@ async fn subscribe(
         .request(Op::Subscribe {
             session: session.to_string(),
             from: Some(from),
+            history: false,
         })
         .await?
     else {
@@ -271,6 +272,7 @@ pub async fn events(
             ws.request(Op::Subscribe {
                 session: session.to_string(),
                 from: None,
+                history: false,
             })
             .await?;
         }

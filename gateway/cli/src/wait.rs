@@ -83,6 +83,7 @@ pub async fn wait(
         ws.request(Op::Subscribe {
             session: session.to_string(),
             from: None,
+            history: false,
         })
         .await?;
         let view = client.session(session).await?;

@@ -143,6 +143,11 @@ pub enum Op {
         /// First output offset wanted (`last received + 1`).
         #[serde(default)]
         from: Option<u64>,
+        /// Without `from`: the snapshot carries the history before the screen (the rows that
+        /// scrolled off its top, as much as the session's Ring still holds), for a view that
+        /// opens fresh and wants to scroll back.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
     },
     /// Stop receiving a session.
     Unsubscribe {
@@ -186,6 +191,9 @@ pub enum Op {
     Snapshot {
         /// Id or name.
         session: String,
+        /// With the history before the screen (see [`Op::Subscribe`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
     },
     /// Past events of a session from the journal (needs persistence), oldest first.
     Events {

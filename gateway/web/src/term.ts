@@ -358,6 +358,9 @@ export class TermView {
       const op: Record<string, unknown> = { type: 'subscribe', session: info.id };
       if (this.next != null) op.from = this.next;
       else if (info.mode !== 'pty') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
+      // A fresh view gets the rows that scrolled off the screen too, to scroll back through
+      // (not a redraw after a lag, which keeps this view's own scrollback).
+      else if (this.redrawNote == null) op.history = true;
       const r = await this.conn.request(op);
       if (this.disposed) return;
       this.channel = r.channel;
@@ -419,7 +422,7 @@ export class TermView {
         // again, a few times, rather than drawn and the output after it lost.
         if (this.redrawTries > 0 && this.uuid) {
           this.redrawTries--;
-          this.conn.send({ type: 'snapshot', session: this.uuid });
+          this.conn.send({ type: 'snapshot', session: this.uuid, history: true });
         }
         return;
       }
@@ -550,7 +553,9 @@ export class TermView {
     // On the same subscription (unsubscribing would tell the server this viewer left, and its
     // size with it): the screen as the server has it now, then the output after it.
     this.redrawTries = 3;
-    this.conn.send({ type: 'snapshot', session: this.uuid });
+    // Its scrollback, written at the other width, goes with the full reset: the server's
+    // history comes back in its place.
+    this.conn.send({ type: 'snapshot', session: this.uuid, history: true });
   }
 
   private lagNotice(from: number, to: number): void {

@@ -147,7 +147,11 @@ impl ConnectionState {
                 let removed = self.app.remove(&session);
                 self.defer(id, removed).await
             }
-            Op::Subscribe { session, from } => self.subscribe(id, &grant, &session, from).await,
+            Op::Subscribe {
+                session,
+                from,
+                history,
+            } => self.subscribe(id, &grant, &session, from, history).await,
             Op::Unsubscribe { session } => {
                 let h = match self.lookup(id, &session).await {
                     Some(h) => h,
@@ -257,12 +261,16 @@ impl ConnectionState {
                     Err(e) => self.reply(&ApiError::from(e).reply(id)).await,
                 }
             }
-            Op::Snapshot { session } => {
+            Op::Snapshot { session, history } => {
                 let Some(h) = self.readable(id, &grant, &session).await else {
                     return true;
                 };
                 let channel = self.channel_for(h.id()).unwrap_or(0);
-                match h.snapshot().await {
+                let snapshot = match history {
+                    true => h.snapshot_with_history().await,
+                    false => h.snapshot().await,
+                };
+                match snapshot {
                     Ok(s) => {
                         let frame = encode_binary(
                             Header {
@@ -541,6 +549,7 @@ impl ConnectionState {
         grant: &Grant,
         key: &str,
         from: Option<u64>,
+        history: bool,
     ) -> bool {
         let Some(h) = self.readable(id, grant, key).await else {
             return true;
@@ -561,7 +570,11 @@ impl ConnectionState {
         // Without an offset: the current screen, then live bytes from the offset it matches.
         let (start, snapshot) = match from {
             Some(from) => (Some(from), None),
-            None => match h.snapshot().await {
+            None => match if history {
+                h.snapshot_with_history().await
+            } else {
+                h.snapshot().await
+            } {
                 Ok(s) => (Some(s.offset), Some(s)),
                 Err(_) => (None, None), // pipe sessions: live from now
             },

@@ -120,7 +120,8 @@ impl ConnectionState {
     /// ended gets its last screen and the close a live viewer gets (a ttyd page reconnecting
     /// to it stayed connected to nothing, taking keys).
     async fn ttyd_draw(&mut self, session: &SessionHandle) -> bool {
-        let (start, snap) = match session.snapshot().await {
+        // A ttyd page is a fresh terminal: the history first, to scroll back through.
+        let (start, snap) = match session.snapshot_with_history().await {
             Ok(s) => (Some(s.offset), Some(s.bytes)),
             Err(_) => (None, None),
         };

@@ -1,0 +1,321 @@
+//! History: the lines that scrolled off the top of a session's screen, rebuilt on demand from
+//! the output its Ring still holds, for a viewer that opens late (a phone that looks an hour
+//! later wants to scroll back through the agent's last answer, not only see its last screen).
+//!
+//! Why on demand: the session's own emulator ([`crate::screen`]) keeps no scrollback — that
+//! would cost every session memory proportional to its history, looked at or not. A snapshot
+//! that asks for history replays the last [`HISTORY_BYTES`] of output (already in memory, in the
+//! Ring) through a throwaway vt100 parser on a blocking thread, at the sizes the session had
+//! then, and keeps the rows that scroll off its primary screen as they go (vt100's `on_scroll`
+//! capture: text with its colours, a wrapped line joined, so the viewer's terminal wraps it at
+//! its own width) — at most [`HISTORY_OUT`] bytes of them, the newest. Rows scrolled off the
+//! alternate screen (a pager, an editor) are not history, as in any terminal. The replay starts
+//! where the retained output starts, at the first escape sequence or line there: what the lost
+//! bytes before it set (colours, modes) is not known, which may show in the oldest lines.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU16;
+
+use vt100::capture::{BasicFormattedCaptureState, RowContents};
+
+/// Most output replayed to rebuild a history (the default Ring holds this much).
+pub const HISTORY_BYTES: u64 = 1 << 20;
+
+/// Most bytes of history rows sent (the newest are kept).
+pub const HISTORY_OUT: usize = 256 * 1024;
+
+/// A size of the session's terminal from an output offset on; `new_process` when a new process
+/// of the session starts writing there (its predecessor's modes are reset, see
+/// [`crate::screen::NEW_PROCESS_MODES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeAt {
+    /// Output offset.
+    pub at: u64,
+    /// Rows.
+    pub rows: NonZeroU16,
+    /// Columns.
+    pub cols: NonZeroU16,
+    /// A new process starts there.
+    pub new_process: bool,
+}
+
+/// What a history is rebuilt from: output from offset `start`, and the sizes in effect over it
+/// (the first one at or before `start`).
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Offset of `bytes[0]`.
+    pub start: u64,
+    /// The output.
+    pub bytes: Vec<u8>,
+    /// Sizes in offset order.
+    pub sizes: Vec<SizeAt>,
+}
+
+/// Rows that scrolled off the top of the screen, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// The rows as text with SGR colours, `\r\n` between lines (a wrapped row continues its
+    /// line without one).
+    pub text: String,
+    /// How many screen rows they took at the width they were written at.
+    pub rows: usize,
+}
+
+impl History {
+    /// The bytes that put this history into a fresh terminal's scrollback (one just reset): the
+    /// rows from the top, then as many new lines at the bottom as the screen shows of them, so
+    /// every row scrolls up into the scrollback and the screen is blank for the snapshot drawn
+    /// next. `screen_rows` is the terminal's height. Nothing when there is no history.
+    pub fn scrolled_in(&self, screen_rows: u16) -> Vec<u8> {
+        if self.rows == 0 {
+            return Vec::new();
+        }
+        let shown = self.rows.min(usize::from(screen_rows));
+        let mut out = String::with_capacity(self.text.len() + 32 + shown * 2);
+        out.push_str("\x1b[0m");
+        out.push_str(&self.text);
+        out.push_str("\x1b[0m");
+        out.push_str(&format!("\x1b[{screen_rows};1H"));
+        for _ in 0..shown {
+            out.push_str("\r\n");
+        }
+        out.into_bytes()
+    }
+}
+
+/// Replays `source` and returns the rows that scrolled off its primary screen (at most
+/// [`HISTORY_OUT`] bytes of them, the newest). CPU-bound (a megabyte through vt100): call it
+/// on a blocking thread.
+pub fn rebuild(source: &Source) -> History {
+    let Some(first) = source.sizes.first() else {
+        return History::default();
+    };
+    let mut parser =
+        vt100::Parser::new_with_callbacks(first.rows, first.cols, 0, Capture::default());
+    // Output that starts after lost bytes goes on from a place a parser can start at (an
+    // escape sequence, else a line's start); a session's output starts at offset 0.
+    let skip = match source.start {
+        0 => 0,
+        _ => crate::screen::boundary(&source.bytes[..source.bytes.len().min(4096)]),
+    };
+    let mut at = source.start + skip as u64;
+    let end = source.start + source.bytes.len() as u64;
+    let mut sizes = source.sizes.iter().skip(1).peekable();
+    while at < end {
+        // Apply the sizes due here, then feed up to the next one.
+        while let Some(s) = sizes.next_if(|s| s.at <= at) {
+            parser.set_size(s.rows, s.cols);
+            if s.new_process {
+                if parser.screen().alternate_screen() {
+                    parser.process(crate::screen::LEAVE_ALTERNATE.as_bytes());
+                }
+                parser.process(crate::screen::NEW_PROCESS_MODES.as_bytes());
+            }
+        }
+        let until = sizes.peek().map_or(end, |s| s.at.min(end));
+        let from = usize::try_from(at - source.start).unwrap_or(usize::MAX);
+        let to = usize::try_from(until - source.start).unwrap_or(usize::MAX);
+        if let Some(chunk) = source.bytes.get(from..to) {
+            parser.process(chunk);
+        }
+        at = until.max(at + 1);
+    }
+    parser.callbacks_mut().history()
+}
+
+/// The `on_scroll` capture of a replay: each row that leaves the top of the primary screen,
+/// in vt100's basic format (text and SGR; `\n` after a row that does not wrap), the newest
+/// [`HISTORY_OUT`] bytes of them.
+#[derive(Default)]
+struct Capture {
+    rows: VecDeque<String>,
+    bytes: usize,
+    state: BasicFormattedCaptureState,
+}
+
+impl Capture {
+    fn history(&mut self) -> History {
+        let rows = self.rows.len();
+        let mut text = String::with_capacity(self.bytes + rows);
+        for (i, row) in self.rows.iter().enumerate() {
+            // A line ended before the first row kept: no blank line at the top.
+            let row = if i == 0 {
+                row.strip_prefix('\n').unwrap_or(row)
+            } else {
+                row
+            };
+            text.push_str(&row.replace('\n', "\r\n"));
+        }
+        History { text, rows }
+    }
+}
+
+impl vt100::Callbacks for Capture {
+    fn on_scroll(&mut self, contents: RowContents<'_>, alternate_screen: bool) {
+        if alternate_screen {
+            return;
+        }
+        let mut row = String::new();
+        // Writing to a String cannot fail.
+        if contents
+            .write_formatted_basic(&mut row, &mut self.state)
+            .is_err()
+        {
+            return;
+        }
+        self.bytes += row.len();
+        self.rows.push_back(row);
+        while self.bytes > HISTORY_OUT
+            && let Some(oldest) = self.rows.pop_front()
+        {
+            self.bytes -= oldest.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(at: u64, rows: u16, cols: u16) -> SizeAt {
+        SizeAt {
+            at,
+            rows: NonZeroU16::new(rows).unwrap(),
+            cols: NonZeroU16::new(cols).unwrap(),
+            new_process: false,
+        }
+    }
+
+    fn plain(h: &History) -> String {
+        vt100::capture::basic_formatted_to_plain(&h.text.replace("\r\n", "\n")).collect()
+    }
+
+    /// Lines that scroll off a 5-row screen are the history; those still on it are not.
+    #[test]
+    fn the_rows_that_scroll_off_are_the_history() {
+        let bytes: String = (1..=12).map(|i| format!("line {i}\r\n")).collect();
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: bytes.into_bytes(),
+            sizes: vec![size(0, 5, 20)],
+        });
+        // 12 lines and the cursor's empty row on 5 rows: 8 scrolled off.
+        assert_eq!(h.rows, 8, "{h:?}");
+        let text = plain(&h);
+        assert!(text.starts_with("line 1\nline 2\n"), "{text:?}");
+        assert!(text.ends_with("line 8"), "{text:?}");
+        assert!(
+            h.text.contains("line 1\r\nline 2"),
+            "CRLF between lines: {:?}",
+            h.text
+        );
+    }
+
+    /// A line longer than the screen is wide comes back whole (the viewer wraps it); colours
+    /// are kept; rows scrolled off the alternate screen are no history.
+    #[test]
+    fn wrapped_lines_join_colours_stay_and_the_alternate_screen_is_left_out() {
+        let mut bytes = String::new();
+        bytes.push_str(&format!("\x1b[31m{}\x1b[0m\r\n", "x".repeat(25)));
+        for i in 0..6 {
+            bytes.push_str(&format!("a{i}\r\n"));
+        }
+        bytes.push_str("\x1b[?1049h");
+        for i in 0..20 {
+            bytes.push_str(&format!("alt{i}\r\n"));
+        }
+        bytes.push_str("\x1b[?1049l");
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: bytes.into_bytes(),
+            sizes: vec![size(0, 4, 10)],
+        });
+        let text = plain(&h);
+        assert!(
+            text.starts_with(&format!("{}\n", "x".repeat(25))),
+            "{text:?}"
+        );
+        assert!(h.text.contains("\x1b[31m"), "{:?}", h.text);
+        assert!(!text.contains("alt"), "{text:?}");
+    }
+
+    /// The size in effect when the bytes were written: a line written at 10 columns wraps
+    /// there, one written after a resize to 40 does not.
+    #[test]
+    fn each_part_is_replayed_at_the_size_it_was_written_at() {
+        let first = format!("{}\r\n", "y".repeat(30));
+        let mut bytes = first.clone();
+        bytes.push_str(&format!("{}\r\n", "z".repeat(30)));
+        for i in 0..4 {
+            bytes.push_str(&format!("b{i}\r\n"));
+        }
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: bytes.into_bytes(),
+            sizes: vec![size(0, 3, 10), size(first.len() as u64, 3, 40)],
+        });
+        // The y line took 3 rows at 10 columns (a row still on the screen at the resize is cut
+        // from its line, as vt100 and terminals without reflow do), the z line one row at 40.
+        let text = plain(&h);
+        assert_eq!(text.matches('y').count(), 30, "{text:?}");
+        assert!(
+            text.contains(&format!("\n{}\nb0", "z".repeat(30))),
+            "{text:?}"
+        );
+    }
+
+    /// At most HISTORY_OUT bytes, the newest.
+    #[test]
+    fn history_is_bounded_to_its_newest_rows() {
+        let line = format!("{}\r\n", "w".repeat(70));
+        let bytes = line.repeat(HISTORY_OUT / 40);
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: format!("{bytes}last\r\n{}", "\r\n".repeat(30)).into_bytes(),
+            sizes: vec![size(0, 24, 80)],
+        });
+        assert!(h.text.len() <= HISTORY_OUT + h.rows, "{}", h.text.len());
+        assert!(plain(&h).contains("last"));
+    }
+
+    /// Put into a terminal: the rows, then the screen scrolled clear.
+    #[test]
+    fn scrolled_in_pushes_every_row_up() {
+        let h = History {
+            text: "one\r\ntwo".into(),
+            rows: 2,
+        };
+        let out = String::from_utf8(h.scrolled_in(24)).unwrap();
+        assert!(
+            out.starts_with("\x1b[0mone\r\ntwo\x1b[0m\x1b[24;1H"),
+            "{out:?}"
+        );
+        assert!(out.ends_with("\r\n\r\n"), "{out:?}");
+        assert!(History::default().scrolled_in(24).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod after_a_cut {
+    use super::*;
+
+    /// Output that starts after lost bytes starts at its first line: a cut line's tail is not
+    /// shown as a line of its own.
+    #[test]
+    fn a_cut_line_is_left_out() {
+        let bytes: String = std::iter::once("t of a cut line\r\n".to_string())
+            .chain((1..=8).map(|i| format!("line {i}\r\n")))
+            .collect();
+        let h = rebuild(&Source {
+            start: 4000,
+            bytes: bytes.into_bytes(),
+            sizes: vec![SizeAt {
+                at: 0,
+                rows: NonZeroU16::new(3).unwrap(),
+                cols: NonZeroU16::new(20).unwrap(),
+                new_process: false,
+            }],
+        });
+        assert!(h.text.starts_with("line 1"), "{h:?}");
+    }
+}
