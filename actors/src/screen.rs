@@ -905,9 +905,18 @@ impl Actor for Screen {
                 let snapshot = emulator.render();
                 let source = emulator.history_source();
                 // A megabyte through vt100: off the runtime's workers.
+                let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
                 let snapshot =
                     match tokio::task::spawn_blocking(move || history::rebuild(&source)).await {
-                        Ok(history) => snapshot.with_history(&history),
+                        Ok(history) => {
+                            tracing::debug!(
+                                replayed,
+                                rows = history.rows,
+                                took_ms = took.elapsed().as_secs_f64() * 1e3,
+                                "history rebuilt"
+                            );
+                            snapshot.with_history(&history)
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "history not rebuilt; the screen alone");
                             snapshot
