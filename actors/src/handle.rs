@@ -305,6 +305,22 @@ impl SessionHandle {
             .map_err(|e| SessionError::Unavailable(e.to_string()))
     }
 
+    /// Reports a viewer's terminal size and makes it the session's now, as a key typed by that
+    /// viewer would (the resize policy's "the last viewer who typed"): a phone that follows a
+    /// desktop's larger screen takes the size back without typing into the program.
+    pub fn take_size(&self, viewer: ViewerId, size: Size) -> Result<(), SessionError> {
+        self.resize(viewer, size)?;
+        if viewer != 0 {
+            self.shared
+                .last_input_viewer
+                .store(viewer, std::sync::atomic::Ordering::Relaxed);
+            self.actor
+                .send_message(SessionMsg::ViewerActive(viewer))
+                .map_err(|e| SessionError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Subscribes from output offset `from` (`None`: from now).
     pub fn subscribe(&self, from: Option<u64>) -> Result<Subscription, SessionError> {
         let ring = &self.shared.ring;

@@ -100,3 +100,37 @@ def test_a_phone_beside_a_desktop_shows_the_session_at_its_size_and_gets_it_back
     expect(phone.get_by_test_id("terminal")).not_to_have_attribute("data-following", "true")
     wait_js(phone, f"window.corral.termSize().cols === {own['cols']}", 10, "the phone's own width")
     assert phone.evaluate("window.corral.termSize()")["font"] == own["font"]
+
+
+def test_a_phone_following_a_desktop_takes_the_size_back_with_one_tap(server, new_page):
+    # While the phone shows a desktop's larger screen (tiny text), a button offers this
+    # screen's size: one tap makes it the session's, as typing would, with no key sent to the
+    # program; the desktop takes it again by typing.
+    s = server.spawn(["cat"], name="taken")
+    phone = new_page(phone=True)
+    phone.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(phone, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] < 80, 10, "the phone's size")
+    own = phone.evaluate("window.corral.termSize()")
+    take = phone.get_by_test_id("take-size")
+    expect(take).to_be_hidden()
+    desktop = new_page()
+    desktop.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(desktop, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    desktop.get_by_test_id("terminal").click()
+    desktop.keyboard.type("x")
+    wide = wait_js(desktop, "window.corral.termSize()", 5)
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size")
+    expect(phone.get_by_test_id("terminal")).to_have_attribute("data-following", "true")
+    expect(take).to_be_visible()
+    before = server.session(s["id"])["output_offset"]
+    take.tap()
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] == own["cols"], 10, "the phone's size taken")
+    expect(phone.get_by_test_id("terminal")).not_to_have_attribute("data-following", "true")
+    expect(take).to_be_hidden()
+    wait_js(phone, f"window.corral.termSize().cols === {own['cols']}", 10, "the phone's own width")
+    assert server.session(s["id"])["output_offset"] == before, "a key reached the program"
+    desktop.get_by_test_id("terminal").click()
+    desktop.keyboard.type("y")
+    wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size again")
+    expect(take).to_be_visible()

@@ -178,6 +178,11 @@ pub enum Op {
         rows: u16,
         /// Columns.
         cols: u16,
+        /// This viewer's size becomes the session's now, as if it typed (the page's "use this
+        /// screen's size"): without it, a size sent while another viewer types is kept for
+        /// when this one types.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        take: bool,
     },
     /// Acknowledges output up to (not including) `offset` (flow control).
     Ack {

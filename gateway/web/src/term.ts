@@ -134,6 +134,8 @@ export class TermView {
   private natural: { rows: number; cols: number } | null = null;
   /** Showing a session sized larger by another viewer (see `matchSession`). */
   private following = false;
+  /** The "use this screen's size" button (writable views that follow a larger screen). */
+  private readonly takeSize: HTMLButtonElement;
   /** Snapshots still to ask for when one comes older than what was shown (see `redrawAtSize`). */
   private redrawTries = 0;
   /** Pending decision to show a larger session (see `matchSession`). */
@@ -206,6 +208,17 @@ export class TermView {
 
     this.box = h('div', { class: 'term', testid: 'terminal' });
     this.overlay = h('div', { class: 'overlay', testid: 'term-overlay', hidden: true });
+    // Shown while this view follows a larger screen's size (see `matchSession`): one tap
+    // makes this screen's size the session's, as typing would, without a key to the program.
+    this.takeSize = h('button', {
+      class: 'take-size',
+      type: 'button',
+      testid: 'take-size',
+      hidden: true,
+      title: "another screen set this session's size; make it this screen's",
+      text: "use this screen's size",
+      onclick: () => this.takeSessionSize(),
+    });
     this.events = new EventsPanel(
       conn,
       () => this.uuid,
@@ -214,7 +227,7 @@ export class TermView {
     this.body = h(
       'div',
       { class: 'term-body' },
-      h('div', { class: 'term-wrap' }, this.box, this.overlay),
+      h('div', { class: 'term-wrap' }, this.box, this.overlay, this.takeSize),
       this.events.el,
     );
     this.el = h(
@@ -758,8 +771,7 @@ export class TermView {
               this.store.upsert(s);
               const now = s.size;
               if (now && this.natural && (now.cols > this.natural.cols || now.rows > this.natural.rows)) {
-                this.following = true;
-                this.box.dataset.following = 'true';
+                this.setFollowing(true);
                 this.followSize(now);
               }
             })
@@ -773,13 +785,11 @@ export class TermView {
     clearTimeout(this.followTimer);
     this.followTimer = undefined;
     if (larger) {
-      this.following = true;
-      this.box.dataset.following = 'true';
+      this.setFollowing(true);
       this.followSize(size);
     } else if (this.following) {
-      this.following = false;
+      this.setFollowing(false);
       this.followed = null;
-      delete this.box.dataset.following;
       this.scaleToFit(null);
       this.term.options.fontSize = this.baseFont;
       this.fitNow();
@@ -787,6 +797,28 @@ export class TermView {
       // the wider size, is drawn again at this one.
       if (this.term.cols === size.cols && this.term.rows === size.rows) this.redrawAtSize();
     }
+  }
+
+  /** Enters or leaves following a larger screen's size (the button to take it back with). */
+  private setFollowing(on: boolean): void {
+    this.following = on;
+    if (on) this.box.dataset.following = 'true';
+    else delete this.box.dataset.following;
+    this.takeSize.hidden = !(on && this.writable);
+  }
+
+  /** Makes this view's own size the session's now (the server's `resize` with `take`). */
+  private takeSessionSize(): void {
+    if (!this.uuid || !this.natural) return;
+    const { rows, cols } = this.natural;
+    this.conn
+      .request({ type: 'resize', session: this.uuid, rows, cols, take: true })
+      .then(() => {
+        if (this.uuid) this.store.patch(this.uuid, (s) => void (s.size = { rows, cols }));
+        const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
+        this.matchSession(s?.size);
+      })
+      .catch((e: Error) => toast(`cannot take the size: ${e.message}`, 'error'));
   }
 
   /** Shows the session's size, shrinking the font (from the base size) until it fits: a

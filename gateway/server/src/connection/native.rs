@@ -193,6 +193,7 @@ impl ConnectionState {
                 session,
                 rows,
                 cols,
+                take,
             } => {
                 let Some(h) = self.writable(id, &grant, &session).await else {
                     return true;
@@ -206,7 +207,12 @@ impl ConnectionState {
                         )
                         .await;
                 }
-                match h.resize(self.viewer, Size { rows, cols }) {
+                let size = Size { rows, cols };
+                let resized = match take {
+                    true => h.take_size(self.viewer, size),
+                    false => h.resize(self.viewer, size),
+                };
+                match resized {
                     Ok(()) => {
                         self.touch(&h);
                         self.reply(&Reply::Ok { id }).await
