@@ -134,3 +134,41 @@ def test_a_phone_following_a_desktop_takes_the_size_back_with_one_tap(server, ne
     desktop.keyboard.type("y")
     wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size again")
     expect(take).to_be_visible()
+
+
+def swipe(page, up: bool, lines: int = 8):
+    """A finger dragged over the terminal (real touch events through the DevTools protocol)."""
+    cdp = page.context.new_cdp_session(page)
+    box = page.get_by_test_id("terminal").bounding_box()
+    x = box["x"] + box["width"] / 2
+    top, bottom = box["y"] + box["height"] * 0.15, box["y"] + box["height"] * 0.85
+    y0, y1 = (bottom, top) if up else (top, bottom)
+    touch = lambda kind, y: cdp.send(
+        "Input.dispatchTouchEvent",
+        {"type": kind, "touchPoints": [] if y is None else [{"x": x, "y": y}]},
+    )
+    touch("touchStart", y0)
+    for i in range(1, lines + 1):
+        touch("touchMove", y0 + (y1 - y0) * i / lines)
+    touch("touchEnd", None)
+
+
+def test_a_finger_scrolls_the_scrollback_and_a_pager(server, new_page, tmp_path):
+    # On the primary screen a finger scrolls back through the history; on a pager's alternate
+    # screen (no scrollback there) it scrolls the pager, with arrow keys as a wheel would.
+    s = server.spawn(["sh", "-c", "seq 1 300; exec cat"], name="scrolls")
+    phone = new_page(phone=True)
+    phone.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(phone, "window.corral.termText().includes('300')", 15, "the output")
+    assert phone.evaluate("window.corral.scrolledBack()") == 0
+    swipe(phone, up=False)
+    wait_js(phone, "window.corral.scrolledBack() > 5", 5, "scrolled back")
+    text = tmp_path / "long.txt"
+    text.write_text("".join(f"row {i}\n" for i in range(1, 501)))
+    pager = server.spawn(["less", str(text)], name="pager")
+    phone.goto(server.login_url(hash=f"/s/{pager['id']}"))
+    wait_js(phone, "window.corral.termText().includes('row 1\\n')", 15, "the pager")
+    swipe(phone, up=True)
+    wait_js(phone, "!window.corral.termText().includes('row 1\\n')", 5, "the pager scrolled")
+    first = phone.evaluate("window.corral.termText()").split("\n")[0]
+    assert first.startswith("row ") and int(first.split()[1]) > 1, first

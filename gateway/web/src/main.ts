@@ -38,6 +38,7 @@ declare global {
       flushed(): Promise<void>;
       lags(): [number, number][];
       connState(): ConnState | 'logged-out';
+      scrolledBack(): number;
     };
   }
 }
@@ -45,6 +46,7 @@ declare global {
 window.corral = {
   termText: () => term?.text() ?? '',
   termSize: () => term?.size() ?? null,
+  scrolledBack: () => term?.scrolledBack() ?? 0,
   nextOffset: () => term?.written ?? 0,
   receivedOffset: () => term?.next ?? 0,
   sessionId: () => term?.uuid ?? null,

@@ -306,6 +306,12 @@ export class TermView {
     return { rows: this.term.rows, cols: this.term.cols, font: this.term.options.fontSize ?? this.baseFont };
   }
 
+  /** Lines the view is scrolled back from the bottom of its scrollback (for tests). */
+  scrolledBack(): number {
+    const buf = this.term.buffer.active;
+    return buf.baseY - buf.viewportY;
+  }
+
   text(): string {
     const buf = this.term.buffer.active;
     const lines: string[] = [];
@@ -584,8 +590,10 @@ export class TermView {
   /**
    * A finger dragged over the terminal scrolls its scrollback (xterm.js 6.0 does not: its
    * touch scrolling regressed, xtermjs/xterm.js#5489, fixed only in a 6.1 beta): a line per
-   * line height dragged, up to the top of what it holds. Not on the alternate screen (a TUI
-   * has no scrollback there), and a tap is left alone (it raises the keyboard).
+   * line height dragged, up to the top of what it holds. On the alternate screen (a pager, an
+   * editor: no scrollback there) it scrolls the program, as a wheel does in xterm's
+   * "alternate scroll" mode: an arrow key per line (Down as the finger goes up), in the
+   * cursor-key mode the program asked for. A tap is left alone (it raises the keyboard).
    */
   private touchScroll(): void {
     let lastY: number | null = null;
@@ -603,7 +611,9 @@ export class TermView {
       (e) => {
         if (lastY === null || e.touches.length !== 1) return;
         const buf = this.term.buffer.active;
-        if (buf.type !== 'normal' || buf.baseY === 0) return;
+        const alternate = buf.type !== 'normal';
+        if (!alternate && buf.baseY === 0) return;
+        if (alternate && !this.writable) return;
         const y = e.touches[0].clientY;
         const lineHeight = this.box.clientHeight / Math.max(1, this.term.rows);
         carry += lastY - y;
@@ -611,7 +621,12 @@ export class TermView {
         const lines = Math.trunc(carry / lineHeight);
         if (lines !== 0) {
           carry -= lines * lineHeight;
-          this.term.scrollLines(lines);
+          if (!alternate) this.term.scrollLines(lines);
+          else {
+            const app = this.term.modes.applicationCursorKeysMode;
+            const key = `\x1b${app ? 'O' : '['}${lines > 0 ? 'B' : 'A'}`;
+            this.input(key.repeat(Math.min(Math.abs(lines), 50)));
+          }
         }
         e.preventDefault();
       },
