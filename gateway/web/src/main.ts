@@ -75,7 +75,9 @@ function showLogin(message: string, error = true): void {
     name: 'token',
     testid: 'login-token',
     placeholder: 'paste a token',
-    autocomplete: 'off',
+    // A password manager may keep it (the token is this server's password), under the
+    // server's address as its user name (the hidden field below).
+    autocomplete: 'current-password',
     autocapitalize: 'off',
     spellcheck: 'false',
     'aria-label': 'token',
@@ -86,6 +88,16 @@ function showLogin(message: string, error = true): void {
     { class: 'card login-card' },
     h('h1', { class: 'brand' }, h('span', { class: 'logo', text: '▚' }), ' corral'),
     msg,
+    h('input', {
+      type: 'text',
+      name: 'username',
+      autocomplete: 'username',
+      value: location.host,
+      hidden: true,
+      readonly: true,
+      tabindex: '-1',
+      'aria-hidden': 'true',
+    }),
     input,
     submit,
     h(
