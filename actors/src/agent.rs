@@ -390,6 +390,14 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
             .and_then(|v| v.as_str())
             .map(str::to_string);
         s.agent_prompted = false;
+        // A conversation begins (not a resume, nor a compaction of the same one): nothing
+        // done in it yet.
+        if matches!(
+            payload.get("source").and_then(|v| v.as_str()),
+            Some("startup" | "clear") | None
+        ) {
+            s.fresh = true;
+        }
     }
     // A prompt of this agent session: it has a conversation to resume (its transcript may not
     // be written through yet when a restart comes right after the turn).
@@ -870,6 +878,31 @@ mod tests {
         apply_stream(&mut s, &asks("r1"));
         assert_eq!(s.attention, Some(Attention::NeedsPermission));
         assert!(!asks_in_dialog(&s));
+    }
+
+    /// An agent is fresh until it works; a SessionStart that begins a conversation (startup,
+    /// `/clear`) makes it fresh again, one that continues it (a resume, a compaction) does not.
+    #[test]
+    fn an_agent_is_fresh_until_it_works_in_its_conversation() {
+        let mut s = agent_status();
+        let start = |source: &str| json!({"session_id": "c", "source": source});
+        apply_hook(&mut s, Mode::Pty, "SessionStart", &start("startup"));
+        assert!(s.fresh);
+        apply_hook(
+            &mut s,
+            Mode::Pty,
+            "UserPromptSubmit",
+            &json!({"prompt": "go"}),
+        );
+        apply_hook(&mut s, Mode::Pty, "Stop", &json!({}));
+        assert_eq!(s.attention, Some(Attention::Idle));
+        assert!(!s.fresh);
+        for source in ["resume", "compact"] {
+            apply_hook(&mut s, Mode::Pty, "SessionStart", &start(source));
+            assert!(!s.fresh, "{source}");
+        }
+        apply_hook(&mut s, Mode::Pty, "SessionStart", &start("clear"));
+        assert!(s.fresh);
     }
 
     /// A structured agent's questions: two at once are shown in turn; a prompt sent while one

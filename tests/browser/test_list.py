@@ -122,7 +122,7 @@ def test_a_session_whose_output_cannot_be_logged_says_so(server, page):
 def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     """Rows in the order a person acts on them, whatever their names: a question first, then an
     agent whose turn ended, then one at work (its own badge, not the plain `running` of any
-    process), then the rest. A question to choose from says its question, not its JSON; a
+    process), then the rest (an agent that has done nothing yet is `ready`, not waiting). A question to choose from says its question, not its JSON; a
     command line names its program, not the program's whole path (the path is its tooltip)."""
     import json
 
@@ -135,6 +135,7 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
               "tool_input": {"questions": [{"question": "Which colour?", "options": []}]}}
     scripts = {
         "a-plain": None,
+        "a-ready": [hook({"hook_event_name": "SessionStart", "session_id": "y", "source": "startup"})],
         "b-works": start,
         "c-waits": start + [hook({"hook_event_name": "Stop"})],
         "d-asks": start + [hook({"hook_event_name": "PermissionRequest", **choose})],
@@ -143,17 +144,21 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     for name, lines in scripts.items():
         argv = ["/bin/cat"] if lines is None else ["sh", "-c", "\n".join(lines + ["exec sleep 600"])]
         made[name] = server.spawn(argv, name=name)
-    want = {"a-plain": None, "b-works": "working", "c-waits": "idle", "d-asks": "needs_permission"}
+    want = {"a-plain": None, "a-ready": "idle", "b-works": "working", "c-waits": "idle", "d-asks": "needs_permission"}
     for name, attention in want.items():
         wait_until(lambda: server.session(made[name]["id"])["attention"] == attention, 20, f"{name} {attention}")
     open_list(server, page)
     rows = page.locator('[data-testid="session-row"]')
     expect(rows.filter(has_text="a-plain")).to_be_visible()
     order = [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in scripts]
-    assert order == ["d-asks", "c-waits", "b-works", "a-plain"], order
+    assert order == ["d-asks", "c-waits", "b-works", "a-plain", "a-ready"], order
     row = lambda n: page.locator(f'[data-testid="session-row"][data-name="{n}"]')
     expect(row("d-asks")).to_contain_text("asks: choose: Which colour?")
     expect(row("b-works").get_by_test_id("attention")).to_have_text("working")
+    # An agent that has done nothing yet is ready, not waiting for its user after a turn.
+    expect(row("a-ready").get_by_test_id("attention")).to_have_text("ready")
+    expect(row("a-ready")).not_to_have_class(re.compile("waiting"))
+    expect(row("c-waits")).to_have_class(re.compile("waiting"))
     plain = row("a-plain").locator(".argv")
     expect(plain).to_have_text("cat")
     expect(plain).to_have_attribute("title", "/bin/cat")

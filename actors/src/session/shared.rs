@@ -80,6 +80,11 @@ pub struct SessionInfo {
     pub permission_queue: Vec<crate::attention::PermissionAsk>,
     /// The agent's own session id (Claude Code's), rebound on every SessionStart.
     pub agent_session_id: Option<String>,
+    /// An agent that has not worked in its current conversation yet: its `idle` is "ready for
+    /// a first prompt", not "waiting after a turn" (the page counts only the latter as
+    /// waiting for its user).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_fresh: bool,
     /// Set while the session's output or events cannot be persisted (disk full, read-only...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist_error: Option<String>,
@@ -122,6 +127,10 @@ pub(crate) struct Status {
     pub prompt_pending: bool,
     /// When the attention state last changed (`time::mono_ms`; 0: never).
     pub attention_at: u64,
+    /// The agent has not worked in its current conversation yet (cleared when it works, set
+    /// again by a SessionStart that begins a conversation): `idle` then means ready for a
+    /// first prompt, not waiting after a turn.
+    pub fresh: bool,
 }
 
 impl Status {
@@ -129,6 +138,9 @@ impl Status {
     pub fn set_attention(&mut self, next: crate::attention::Attention) {
         if self.attention != Some(next) {
             self.attention_at = crate::time::mono_ms();
+        }
+        if next == crate::attention::Attention::Working {
+            self.fresh = false;
         }
         self.attention = Some(next);
     }
@@ -166,6 +178,7 @@ impl Status {
             denied: None,
             prompt_pending: false,
             attention_at: 0,
+            fresh: true,
         }
     }
 }
@@ -454,6 +467,7 @@ impl SessionShared {
             permission: s.permission,
             permission_queue: s.queued.into_iter().collect(),
             agent_session_id: s.agent_session_id,
+            agent_fresh: s.attention.is_some() && s.fresh,
             persist_error: self
                 .persist_error()
                 .or_else(|| self.journal.as_ref().and_then(|j| j.stats().error())),

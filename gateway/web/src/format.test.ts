@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   attentionLabel,
+  attentionOf,
   attentionRank,
   formatExit,
   formatKiB,
@@ -64,6 +65,11 @@ test('badges and sizes', () => {
   assert.equal(attentionLabel('working'), null);
   assert.equal(attentionLabel('starting'), null);
   assert.equal(attentionLabel('exited'), null);
+  assert.equal(attentionLabel('ready'), null);
+  assert.equal(attentionOf({ attention: 'idle', agent_fresh: true }), 'ready');
+  assert.equal(attentionOf({ attention: 'idle' }), 'idle');
+  assert.equal(attentionOf({ attention: 'working', agent_fresh: true }), 'working');
+  assert.equal(statusBadge({ state: 'running', attention: 'ready', last_exit: null }).text, 'ready');
   assert.equal(attentionLabel('notification'), 'notification');
   assert.equal(attentionLabel('PermissionRequest'), 'needs permission');
   assert.equal(attentionLabel('Claude needs your permission to use Bash'), 'needs permission');

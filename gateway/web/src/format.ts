@@ -159,8 +159,9 @@ export function isAlive(state: string): boolean {
 export function attentionLabel(a: string | null | undefined): string | null {
   if (a == null) return null;
   const k = a.trim().toLowerCase();
-  // The server's attention states that do not wait for the user.
-  if (k === 'starting' || k === 'working' || k === 'exited') return null;
+  // The server's attention states that do not wait for the user (`ready`: an agent idle
+  // before its first prompt, see `attentionOf`).
+  if (k === 'starting' || k === 'working' || k === 'exited' || k === 'ready') return null;
   if (k === 'notification') return 'notification';
   if (/permission|approv/.test(k)) return 'needs permission';
   if (/^(idle|waiting|waiting_for_input|idle_prompt)$/.test(k) || /waiting|input|idle/.test(k)) {
@@ -168,6 +169,12 @@ export function attentionLabel(a: string | null | undefined): string | null {
   }
   if (k.length <= 24 && /^[a-z0-9_ -]+$/.test(k)) return k.replace(/_/g, ' ');
   return 'waiting';
+}
+
+/** A session's attention as the page shows it: an agent idle before it ever worked in its
+ * conversation is `ready` (a first prompt), not waiting for its user after a turn. */
+export function attentionOf(s: Pick<SessionInfo, 'attention' | 'agent_fresh'>): string | null {
+  return s.attention === 'idle' && s.agent_fresh ? 'ready' : s.attention;
 }
 
 /** The one-glance status badge of a session: what it waits for, or how it runs/ended. */
@@ -181,6 +188,7 @@ export function statusBadge(
   if (att) return { text: att, cls: att === 'needs permission' ? 'att-perm' : 'att-wait' };
   // An agent at work says so: not the same green `running` as any long-lived process.
   if (s.state === 'running' && s.attention === 'working') return { text: 'working', cls: 'att-work' };
+  if (s.state === 'running' && s.attention === 'ready') return { text: 'ready', cls: 'att-ready' };
   if (isAlive(s.state)) return { text: s.state, cls: `st-${s.state}` };
   // Stopped on request (a stop, a kill, a server shutdown): the signal it took is no failure.
   if (s.state === 'stopped' && s.last_exit && s.reason?.startsWith('stopped')) {

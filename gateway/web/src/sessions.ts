@@ -3,7 +3,7 @@
 // attention count and the opt-in browser notification when a session starts waiting.
 import type { Conn } from './conn';
 import { toast } from './dom';
-import { attentionLabel } from './format';
+import { attentionLabel, attentionOf } from './format';
 import type { ServerMsg, SessionInfo } from './types';
 
 const NOTIFY_KEY = 'corral.notify';
@@ -52,6 +52,7 @@ export class SessionStore {
 
   /** Merges a session info from anywhere (a reply, a push, a `list`). */
   upsert(info: SessionInfo): void {
+    info.attention = attentionOf(info);
     const prev = this.map.get(info.id);
     this.map.set(info.id, info);
     if (this.loaded) this.maybeNotify(prev, info);
@@ -70,7 +71,7 @@ export class SessionStore {
   private async watch(): Promise<void> {
     try {
       const r = await this.conn.request({ type: 'watch' });
-      const list = (r.sessions ?? []) as SessionInfo[];
+      const list = ((r.sessions ?? []) as SessionInfo[]).map((s) => ({ ...s, attention: attentionOf(s) }));
       const fresh = new Map(list.map((s) => [s.id, s]));
       if (this.loaded) {
         for (const s of list) this.maybeNotify(this.map.get(s.id), s);

@@ -38,6 +38,9 @@ export interface SessionInfo {
   /** Questions asked while `permission` was open, shown in turn. */
   permission_queue?: PermissionAsk[];
   agent_session_id: string | null;
+  /** An agent that has not worked in its conversation yet: its `idle` is "ready", not
+   * "waiting for input" after a turn. */
+  agent_fresh?: boolean;
   cpu_percent?: number | null;
   rss_kib?: number | null;
   persist_error?: string | null;
