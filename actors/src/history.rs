@@ -26,7 +26,7 @@ pub const HISTORY_OUT: usize = 256 * 1024;
 
 /// A size of the session's terminal from an output offset on; `new_process` when a new process
 /// of the session starts writing there (its predecessor's modes are reset, see
-/// [`crate::screen::NEW_PROCESS_MODES`]).
+/// [`crate::terminal::NEW_PROCESS_MODES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SizeAt {
     /// Output offset.
@@ -96,7 +96,7 @@ pub fn rebuild(source: &Source) -> History {
     // escape sequence, else a line's start); a session's output starts at offset 0.
     let skip = match source.start {
         0 => 0,
-        _ => crate::screen::boundary(&source.bytes[..source.bytes.len().min(4096)]),
+        _ => crate::terminal::boundary(&source.bytes[..source.bytes.len().min(4096)]),
     };
     let mut at = source.start + skip as u64;
     let end = source.start + source.bytes.len() as u64;
@@ -107,9 +107,9 @@ pub fn rebuild(source: &Source) -> History {
             parser.set_size(s.rows, s.cols);
             if s.new_process {
                 if parser.screen().alternate_screen() {
-                    parser.process(crate::screen::LEAVE_ALTERNATE.as_bytes());
+                    parser.process(crate::terminal::LEAVE_ALTERNATE.as_bytes());
                 }
-                parser.process(crate::screen::NEW_PROCESS_MODES.as_bytes());
+                parser.process(crate::terminal::NEW_PROCESS_MODES.as_bytes());
             }
         }
         let until = sizes.peek().map_or(end, |s| s.at.min(end));

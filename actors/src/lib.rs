@@ -39,6 +39,7 @@ pub mod session;
 pub mod spec;
 pub mod stream_json;
 pub mod subscription;
+pub mod terminal;
 pub mod time;
 
 pub use corral::{Corral, CorralConfig};

@@ -176,14 +176,15 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
     let results = c.stub.tool_results();
     assert_eq!(results.len(), 1, "{results:?}");
     assert_ne!(results[0]["is_error"], true, "{results:?}");
-    // Nothing is open any more: another answer is refused with the state.
+    // Nothing is open any more: another answer is refused, saying how the last one answered
+    // and the state now.
     let s = server.session("sj-allow").await;
     assert!(s["permission"].is_null(), "{s}");
     let out = server.cli(&["answer", "sj-allow", "allow"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("not waiting for a permission answer (attention: idle)"),
+        err.contains("was answered already (allowed") && err.contains("(attention: idle)"),
         "{err}"
     );
     // The conversation: the message sent, then the stub's reply.

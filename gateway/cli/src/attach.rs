@@ -54,7 +54,7 @@ impl RawMode {
 /// screen, sending mouse reports as input.
 /// `?47l` leaves the alternate screen if the terminal is on it and does nothing otherwise
 /// (`?1049l` there would move the cursor: this client does not know which screen it is on).
-const RESTORE_MODES: [&str; 2] = ["\x1b[?47l", corral_actors::screen::NEW_PROCESS_MODES];
+const RESTORE_MODES: [&str; 2] = ["\x1b[?47l", corral_actors::terminal::NEW_PROCESS_MODES];
 
 fn restore_modes() {
     let mut out = std::io::stdout().lock();
