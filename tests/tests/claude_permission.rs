@@ -402,10 +402,15 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
 /// Esc typed into Claude while its tool runs ends the turn, and Claude Code fires no hook for
 /// that (no Stop, no PostToolUse): the session is `idle` again because corral looked at the
 /// screen after the key (journaled as `interrupted`), not `working` until the next prompt — a
-/// phone showed it busy and `wait --for idle` hung.
+/// phone showed it busy and `wait --for idle` hung. An interrupt is its user's own doing: no
+/// webhook is told the agent waits (a phone got "waiting for input" for the key just typed).
 #[tokio::test]
 async fn claude_code_interrupted_with_esc_waits_again() {
-    let server = Server::start();
+    let webhooks = corral_tests::Webhooks::start().await;
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{}/json\"\n",
+        webhooks.port
+    ));
     let project = tempfile::tempdir().unwrap();
     // A command Claude runs without asking (read-only), which outlasts the test.
     let stub = Stub::start("sleep 300".to_string()).await;
@@ -437,6 +442,9 @@ async fn claude_code_interrupted_with_esc_waits_again() {
         !hooks.iter().any(|h| h == "Stop" || h == "PostToolUse"),
         "Claude fired a hook for the interrupt after all: {hooks:?}"
     );
+    let idle = |got: &[(String, Value)]| got.iter().filter(|(_, b)| b["kind"] == "idle").count();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(idle(&webhooks.received()), 0, "{:?}", webhooks.received());
     // Text left in its input box (as an interrupt before Claude answered puts the prompt
     // back): a prompt now would be added to it, so it is refused, saying how to clear it;
     // cleared (Ctrl-U), a prompt goes.

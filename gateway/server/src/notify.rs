@@ -1,5 +1,6 @@
 //! Notify: tells the outside world when a session needs its user — an agent enters
-//! `needs_permission`, goes `idle` after working, or a session fails — by POSTing to each
+//! `needs_permission`, goes `idle` after working (not when its user interrupted it), or a
+//! session fails — by POSTing to each
 //! configured webhook (`[notify] webhooks`), JSON or one line of text (ntfy-style topics take
 //! that). A bounded queue per webhook between the sessions and its sender: a session never
 //! waits for a webhook, a slow or unreachable webhook delays only its own notifications, and a
@@ -152,13 +153,24 @@ pub async fn run(app: Arc<App>) {
                 continue;
             };
             let info = h.info();
+            // An interrupt (Esc or Ctrl-C typed into the agent, a stream-json interrupt) is
+            // its user's own doing: whoever typed it is looking at the agent, and a push saying
+            // it waits would only echo their key.
+            let interrupted = matches!(
+                event.kind,
+                corral_actors::EventKind::Agent(
+                    corral_actors::stream_json::AgentEvent::Interrupted
+                )
+            );
             let kind = match (info.attention, last.get(&info.id)) {
                 (Some(Attention::NeedsPermission), prev)
                     if prev != Some(&Attention::NeedsPermission) =>
                 {
                     Some("needs_permission")
                 }
-                (Some(Attention::Idle), Some(Attention::Working | Attention::NeedsPermission)) => {
+                (Some(Attention::Idle), Some(Attention::Working | Attention::NeedsPermission))
+                    if !interrupted =>
+                {
                     Some("idle")
                 }
                 _ if info.state == SessionState::Failed
