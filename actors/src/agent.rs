@@ -622,11 +622,11 @@ pub enum Profile {
 
 impl Profile {
     /// The profile named in a spec, if known; an unknown name is an error naming it.
-    pub fn parse(name: Option<&str>) -> Result<Option<Profile>, String> {
+    pub fn parse(name: Option<&str>) -> Result<Option<Profile>, crate::spec::SpecError> {
         match name {
             None => Ok(None),
             Some("claude") => Ok(Some(Profile::Claude)),
-            Some(other) => Err(format!("unknown agent profile '{other}' (known: claude)")),
+            Some(other) => Err(crate::spec::SpecError::UnknownAgent(other.to_string())),
         }
     }
 

@@ -1,4 +1,8 @@
-//! Errors a caller of the session API can act on; each message names the problem.
+//! Errors a caller of the session API can act on; each message names the problem. A spec the
+//! library refuses says which rule it broke as a [`SpecError`] variant (a program embedding
+//! corral can match on it), inside [`SessionError::BadSpec`].
+
+use crate::spec::SpecError;
 
 /// Why a session operation did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -9,9 +13,9 @@ pub enum SessionError {
     /// A session with this name exists.
     #[error("a session named '{0}' already exists")]
     NameTaken(String),
-    /// The spec is unusable.
+    /// The spec is unusable: which rule it breaks.
     #[error("invalid session spec: {0}")]
-    BadSpec(String),
+    BadSpec(#[from] SpecError),
     /// The process could not be started.
     #[error("could not start the process: {0}")]
     Spawn(String),

@@ -299,7 +299,9 @@ impl SessionHandle {
 
     /// Reports a viewer's terminal size (applied per the resize policy).
     pub fn resize(&self, viewer: ViewerId, size: Size) -> Result<(), SessionError> {
-        let size = size.check_max().map_err(SessionError::BadInput)?;
+        let size = size
+            .check_max()
+            .map_err(|e| SessionError::BadInput(e.to_string()))?;
         self.actor
             .send_message(SessionMsg::Resize { viewer, size })
             .map_err(|e| SessionError::Unavailable(e.to_string()))

@@ -55,5 +55,6 @@ pub use session::SessionInfo;
 pub use session::bulk::stats as bulk_reading_stats;
 pub use session::pace::stats as pacing_stats;
 pub use session::{Begin, ViewerId};
+pub use spec::SpecError;
 pub use spec::{Mode, RestartPolicy, SessionSpec, Size};
 pub use subscription::{Item, Subscription};

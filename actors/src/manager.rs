@@ -20,7 +20,7 @@ use crate::persist::journal::LogRepair;
 use crate::persist::journal::{Op, SessionRecord};
 use crate::persist::{Persist, store};
 use crate::session::{Begin, Session, SessionArgs, SessionInfo, SessionMsg, SessionShared};
-use crate::spec::{SessionSpec, Size};
+use crate::spec::{SessionSpec, Size, SpecError};
 
 /// Settings of the session layer.
 #[derive(Debug, Clone)]
@@ -361,18 +361,18 @@ impl Sessions {
     /// Validates a spec and returns the session's name.
     fn check_spec(&self, id: Uuid, spec: &SessionSpec) -> Result<String, SessionError> {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
-            return Err(SessionError::BadSpec("argv is empty".into()));
+            return Err(SpecError::EmptyArgv.into());
         }
-        spec.size.check().map_err(SessionError::BadSpec)?;
+        spec.size.check()?;
         let name = match &spec.name {
             Some(n) if n.trim().is_empty() => {
-                return Err(SessionError::BadSpec("name is empty".into()));
+                return Err(SpecError::EmptyName.into());
             }
             Some(n) => n.clone(),
             None => default_name(&spec.argv[0], id),
         };
-        spec.check().map_err(SessionError::BadSpec)?;
-        crate::agent::Profile::parse(spec.agent.as_deref()).map_err(SessionError::BadSpec)?;
+        spec.check()?;
+        crate::agent::Profile::parse(spec.agent.as_deref())?;
         Ok(name)
     }
 
@@ -393,7 +393,7 @@ impl Sessions {
             return Err(SessionError::NameTaken(name.to_string()));
         }
         if reg.by_id.contains_key(&id) || reg.reserved.values().any(|r| *r == id) {
-            return Err(SessionError::BadSpec(format!("session id {id} is in use")));
+            return Err(SpecError::IdInUse(id).into());
         }
         reg.reserved.insert(name.to_string(), id);
         Ok(Reserved {
@@ -831,8 +831,7 @@ async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec
     .flatten()
 }
 
-/// Longest name a new session may be given, in bytes.
-pub const MAX_NAME: usize = 128;
+pub use crate::spec::MAX_NAME;
 
 /// A new session's name must fit a column, print as itself and never pass for an id: at most
 /// [`MAX_NAME`] bytes, no control characters (a name is printed by `corral ps` to terminals),
@@ -840,21 +839,13 @@ pub const MAX_NAME: usize = 128;
 /// restored as they are.
 fn check_new_name(name: &str) -> Result<(), SessionError> {
     if name.len() > MAX_NAME {
-        return Err(SessionError::BadSpec(format!(
-            "name is {} bytes long; at most {MAX_NAME}",
-            name.len()
-        )));
+        return Err(SpecError::NameTooLong { len: name.len() }.into());
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(SessionError::BadSpec(format!(
-            "name contains the control character {:?}",
-            c
-        )));
+        return Err(SpecError::NameControl(c).into());
     }
     if Uuid::parse_str(name).is_ok() {
-        return Err(SessionError::BadSpec(
-            "name is a session id; choose another".into(),
-        ));
+        return Err(SpecError::NameIsId.into());
     }
     Ok(())
 }
@@ -866,32 +857,25 @@ fn check_new_name(name: &str) -> Result<(), SessionError> {
 fn check_new_environment(spec: &SessionSpec) -> Result<(), SessionError> {
     for (key, value) in &spec.env {
         if key.is_empty() {
-            return Err(SessionError::BadSpec(format!(
-                "environment variable with an empty name (value {value:?})"
-            )));
+            return Err(SpecError::EnvEmptyName {
+                value: value.clone(),
+            }
+            .into());
         }
         if key.contains('=') {
-            return Err(SessionError::BadSpec(format!(
-                "environment variable name {key:?} contains '='"
-            )));
+            return Err(SpecError::EnvNameEquals(key.clone()).into());
         }
         if key.contains('\0') || value.contains('\0') {
-            return Err(SessionError::BadSpec(format!(
-                "environment variable {key:?} contains a NUL byte"
-            )));
+            return Err(SpecError::EnvNul(key.clone()).into());
         }
     }
     if let Some(i) = spec.argv.iter().position(|a| a.contains('\0')) {
-        return Err(SessionError::BadSpec(format!(
-            "argument {i} contains a NUL byte"
-        )));
+        return Err(SpecError::ArgNul(i).into());
     }
     if let Some(cwd) = &spec.cwd
         && cwd.as_os_str().as_encoded_bytes().contains(&0)
     {
-        return Err(SessionError::BadSpec(
-            "working directory contains a NUL byte".into(),
-        ));
+        return Err(SpecError::CwdNul.into());
     }
     Ok(())
 }

@@ -1,11 +1,114 @@
 //! SessionSpec: everything needed to (re)start one agent process, serializable so the registry
-//! can persist it and recovery can start it again.
+//! can persist it and recovery can start it again; and the rules a new spec must keep, each
+//! broken one a [`SpecError`] variant.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_runtime::{Backoff, Intensity};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest name a new session may be given, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// Why a session spec (or a size or a grace given with an operation) is refused, before anything
+/// is made for it. Each rule's bound is a constant of [`crate::spec`] or this file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No program to run.
+    #[error("argv is empty")]
+    EmptyArgv,
+    /// A name that is only blanks.
+    #[error("name is empty")]
+    EmptyName,
+    /// A name longer than [`MAX_NAME`] bytes.
+    #[error("name is {len} bytes long; at most {max}", max = MAX_NAME)]
+    NameTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A name with a control character (it is printed to terminals).
+    #[error("name contains the control character {0:?}")]
+    NameControl(char),
+    /// A name that parses as a session id (a key that parses as one is looked up as an id).
+    #[error("name is a session id; choose another")]
+    NameIsId,
+    /// The id asked for belongs to another session.
+    #[error("session id {0} is in use")]
+    IdInUse(Uuid),
+    /// An environment variable without a name.
+    #[error("environment variable with an empty name (value {value:?})")]
+    EnvEmptyName {
+        /// Its value.
+        value: String,
+    },
+    /// An environment variable whose name holds `=` (it would arrive split elsewhere).
+    #[error("environment variable name {0:?} contains '='")]
+    EnvNameEquals(String),
+    /// An environment variable with a NUL in its name or value (C strings end there).
+    #[error("environment variable {0:?} contains a NUL byte")]
+    EnvNul(String),
+    /// An argument with a NUL byte (its index).
+    #[error("argument {0} contains a NUL byte")]
+    ArgNul(usize),
+    /// A working directory with a NUL byte.
+    #[error("working directory contains a NUL byte")]
+    CwdNul,
+    /// A terminal of 0 rows or 0 columns.
+    #[error("terminal size must be at least 1×1")]
+    SizeZero,
+    /// A terminal over [`Size::MAX_ROWS`]×[`Size::MAX_COLS`].
+    #[error(
+        "terminal size {rows}×{cols} is over the {max_rows}×{max_cols} limit",
+        max_rows = Size::MAX_ROWS,
+        max_cols = Size::MAX_COLS
+    )]
+    SizeOverLimit {
+        /// Rows asked for.
+        rows: u16,
+        /// Columns asked for.
+        cols: u16,
+    },
+    /// A stop signal that is not a signal's name.
+    #[error("unknown stop signal '{0}' (a name such as SIGTERM, TERM or HUP)")]
+    UnknownStopSignal(String),
+    /// A grace over [`SessionSpec::MAX_GRACE`].
+    #[error("grace {0:?} is over the {max:?} limit", max = SessionSpec::MAX_GRACE)]
+    GraceOverLimit(Duration),
+    /// A grace that is no duration (negative, not finite), as it was given.
+    #[error("grace: {0} is not a duration in seconds (finite and not negative)")]
+    GraceNotADuration(String),
+    /// A Ring outside [`SessionSpec::RING_CAPACITY`].
+    #[error(
+        "ring_capacity {0} is out of {min}..={max} bytes",
+        min = SessionSpec::RING_CAPACITY.start(),
+        max = SessionSpec::RING_CAPACITY.end()
+    )]
+    RingCapacity(usize),
+    /// A restart delay over [`SessionSpec::MAX_BACKOFF`].
+    #[error("backoff durations must be at most {max:?}", max = SessionSpec::MAX_BACKOFF)]
+    BackoffTooLong,
+    /// A backoff multiplier outside 1..=1000 or a jitter outside 0..=1, as they were given.
+    #[error(
+        "backoff multiplier must be in 1..=1000 and jitter in 0..=1 (got {multiplier} and {jitter})"
+    )]
+    BackoffShape {
+        /// The multiplier given.
+        multiplier: String,
+        /// The jitter given.
+        jitter: String,
+    },
+    /// An agent profile this library does not know.
+    #[error("unknown agent profile '{0}' (known: claude)")]
+    UnknownAgent(String),
+    /// An agent profile without the command its hooks call.
+    #[error("agent profiles need a hook command (spawn through corral serve)")]
+    AgentWithoutHookCommand,
+    /// `stream_json` without an agent profile that speaks it.
+    #[error("mode stream_json needs an agent profile that speaks it (agent \"claude\")")]
+    StreamJsonWithoutAgent,
+}
 
 /// Terminal size in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,24 +127,21 @@ impl Size {
     pub const MAX_COLS: u16 = 1000;
 
     /// Refuses a size no terminal has: 0, or more than [`Self::MAX_ROWS`]×[`Self::MAX_COLS`].
-    pub fn check(self) -> Result<Self, String> {
+    pub fn check(self) -> Result<Self, SpecError> {
         if self.rows == 0 || self.cols == 0 {
-            return Err("terminal size must be at least 1×1".into());
+            return Err(SpecError::SizeZero);
         }
         self.check_max()
     }
 
     /// Refuses more than [`Self::MAX_ROWS`]×[`Self::MAX_COLS`] (a viewer's resize: a
     /// terminal reporting 0×0 before it is laid out is taken as it is).
-    pub fn check_max(self) -> Result<Self, String> {
+    pub fn check_max(self) -> Result<Self, SpecError> {
         if self.rows > Self::MAX_ROWS || self.cols > Self::MAX_COLS {
-            return Err(format!(
-                "terminal size {}×{} is over the {}×{} limit",
-                self.rows,
-                self.cols,
-                Self::MAX_ROWS,
-                Self::MAX_COLS
-            ));
+            return Err(SpecError::SizeOverLimit {
+                rows: self.rows,
+                cols: self.cols,
+            });
         }
         Ok(self)
     }
@@ -169,65 +269,47 @@ impl SessionSpec {
     pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
     /// The stop signal: a name with or without its `SIG` (`SIGTERM`, `TERM`, `term`).
-    pub fn stop_signal(&self) -> Result<nix::sys::signal::Signal, String> {
+    pub fn stop_signal(&self) -> Result<nix::sys::signal::Signal, SpecError> {
         let name = self.stop_signal.trim().to_ascii_uppercase();
         let full = if name.starts_with("SIG") {
             name
         } else {
             format!("SIG{name}")
         };
-        full.parse().map_err(|_| {
-            format!(
-                "unknown stop signal '{}' (a name such as SIGTERM, TERM or HUP)",
-                self.stop_signal
-            )
-        })
+        full.parse()
+            .map_err(|_| SpecError::UnknownStopSignal(self.stop_signal.clone()))
     }
 
     /// Refuses what could never start, before anything is made for it: an unknown stop
     /// signal, a grace, Ring or backoff out of bounds, an agent without the hook command it needs, `stream_json` without an agent that
     /// speaks it. (Whether the agent's profile exists is `agent::Profile::parse`'s to say.)
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SpecError> {
         self.stop_signal()?;
         if self.grace > Self::MAX_GRACE {
-            return Err(format!(
-                "grace {:?} is over the {:?} limit",
-                self.grace,
-                Self::MAX_GRACE
-            ));
+            return Err(SpecError::GraceOverLimit(self.grace));
         }
         if !Self::RING_CAPACITY.contains(&self.ring_capacity) {
-            return Err(format!(
-                "ring_capacity {} is out of {}..={} bytes",
-                self.ring_capacity,
-                Self::RING_CAPACITY.start(),
-                Self::RING_CAPACITY.end()
-            ));
+            return Err(SpecError::RingCapacity(self.ring_capacity));
         }
         let b = &self.backoff;
         if b.initial > Self::MAX_BACKOFF
             || b.max > Self::MAX_BACKOFF
             || b.reset_after > Self::MAX_BACKOFF
         {
-            return Err(format!(
-                "backoff durations must be at most {:?}",
-                Self::MAX_BACKOFF
-            ));
+            return Err(SpecError::BackoffTooLong);
         }
         if !(1.0..=1000.0).contains(&b.multiplier) || !(0.0..=1.0).contains(&b.jitter) {
-            return Err(format!(
-                "backoff multiplier must be in 1..=1000 and jitter in 0..=1 (got {} and {})",
-                b.multiplier, b.jitter
-            ));
+            return Err(SpecError::BackoffShape {
+                multiplier: b.multiplier.to_string(),
+                jitter: b.jitter.to_string(),
+            });
         }
         let profile = self.agent.as_deref().filter(|a| !a.is_empty());
         if profile.is_some() && self.hook_command.is_none() {
-            return Err("agent profiles need a hook command (spawn through corral serve)".into());
+            return Err(SpecError::AgentWithoutHookCommand);
         }
         if self.mode == Mode::StreamJson && profile.is_none() {
-            return Err(
-                "mode stream_json needs an agent profile that speaks it (agent \"claude\")".into(),
-            );
+            return Err(SpecError::StreamJsonWithoutAgent);
         }
         Ok(())
     }

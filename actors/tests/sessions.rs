@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use corral_actors::process::ExitStatus;
 use corral_actors::{
-    EventKind, Item, Mode, RestartPolicy, SessionError, SessionSpec, SessionState,
+    EventKind, Item, Mode, RestartPolicy, SessionError, SessionSpec, SessionState, SpecError,
 };
 use corral_runtime::Backoff;
 
@@ -617,41 +617,45 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
             .sessions()
             .spawn(SessionSpec::new(Vec::<String>::new()))
             .await,
-        Err(SessionError::BadSpec(_))
+        Err(SessionError::BadSpec(SpecError::EmptyArgv))
     ));
     // Names: at most MAX_NAME bytes, no control characters, never an id.
     let named = |name: String| {
         let s = corral.sessions().clone();
         async move { s.spawn(SessionSpec::new(["cat"]).name(name)).await.err() }
     };
-    for bad in [
-        "n".repeat(corral_actors::manager::MAX_NAME + 1),
-        "red\x1b[31m".to_string(),
-        "two\nlines".to_string(),
-        uuid::Uuid::new_v4().to_string(),
+    for (bad, rule) in [
+        (
+            "n".repeat(corral_actors::manager::MAX_NAME + 1),
+            SpecError::NameTooLong {
+                len: corral_actors::manager::MAX_NAME + 1,
+            },
+        ),
+        ("red\x1b[31m".to_string(), SpecError::NameControl('\x1b')),
+        ("two\nlines".to_string(), SpecError::NameControl('\n')),
+        (uuid::Uuid::new_v4().to_string(), SpecError::NameIsId),
     ] {
         let e = named(bad.clone()).await;
-        assert!(
-            matches!(e, Some(SessionError::BadSpec(_))),
-            "{bad:?}: {e:?}"
-        );
+        assert_eq!(e, Some(SessionError::BadSpec(rule)), "{bad:?}");
     }
     // The environment reaches the program as written, or the spawn is refused.
-    for (key, value) in [("", "x"), ("A=B", "c"), ("NUL", "a\0b"), ("N\0L", "x")] {
+    for (key, value, rule) in [
+        ("", "x", SpecError::EnvEmptyName { value: "x".into() }),
+        ("A=B", "c", SpecError::EnvNameEquals("A=B".into())),
+        ("NUL", "a\0b", SpecError::EnvNul("NUL".into())),
+        ("N\0L", "x", SpecError::EnvNul("N\0L".into())),
+    ] {
         let mut spec = SessionSpec::new(["cat"]);
         spec.env.push((key.to_string(), value.to_string()));
         let e = corral.sessions().spawn(spec).await.err();
-        assert!(
-            matches!(e, Some(SessionError::BadSpec(_))),
-            "{key:?}={value:?}: {e:?}"
-        );
+        assert_eq!(e, Some(SessionError::BadSpec(rule)), "{key:?}={value:?}");
     }
     let e = corral
         .sessions()
         .spawn(SessionSpec::new(["echo", "a\0b"]))
         .await
         .err();
-    assert!(matches!(e, Some(SessionError::BadSpec(_))), "{e:?}");
+    assert_eq!(e, Some(SessionError::BadSpec(SpecError::ArgNul(1))));
     let longest = "n".repeat(corral_actors::manager::MAX_NAME);
     assert!(named(longest.clone()).await.is_none(), "{longest} is fine");
     assert!(named("a name with spaces".into()).await.is_none());

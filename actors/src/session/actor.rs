@@ -260,11 +260,11 @@ impl Actor for Session {
         // `Sessions::check_spec` refused a spec that fails these before the session was made;
         // an embedding app that starts the actor itself gets the same errors here.
         if spec.argv.is_empty() {
-            return Err(SessionError::BadSpec("argv is empty".into()).into());
+            return Err(SessionError::from(crate::spec::SpecError::EmptyArgv).into());
         }
-        spec.check().map_err(SessionError::BadSpec)?;
-        Profile::parse(spec.agent.as_deref()).map_err(SessionError::BadSpec)?;
-        let stop_signal = spec.stop_signal().map_err(SessionError::BadSpec)?;
+        spec.check().map_err(SessionError::from)?;
+        Profile::parse(spec.agent.as_deref()).map_err(SessionError::from)?;
+        let stop_signal = spec.stop_signal().map_err(SessionError::from)?;
         let (root, id) = (args.tmp_root.clone(), args.shared.id);
         // A blocking mkdir (creating an inode can take a third of a millisecond): off the
         // runtime's workers.

@@ -156,7 +156,10 @@ mod tests {
     fn session_errors_map_to_one_code_each() {
         let cases = [
             (SessionError::NotFound("x".into()), StatusCode::NOT_FOUND),
-            (SessionError::BadSpec("x".into()), StatusCode::BAD_REQUEST),
+            (
+                SessionError::BadSpec(corral_actors::SpecError::EmptyArgv),
+                StatusCode::BAD_REQUEST,
+            ),
             (SessionError::NameTaken("x".into()), StatusCode::CONFLICT),
             (
                 SessionError::Unavailable("x".into()),

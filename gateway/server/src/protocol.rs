@@ -408,9 +408,7 @@ pub fn stop_grace(grace: Option<f64>) -> Result<Option<Duration>, SessionError> 
     match grace {
         None => Ok(None),
         Some(g) if g.is_finite() && g >= 0.0 => Ok(Some(Duration::from_secs_f64(g.min(3600.0)))),
-        Some(g) => Err(SessionError::BadSpec(format!(
-            "grace: {g} is not a duration in seconds (finite and not negative)"
-        ))),
+        Some(g) => Err(corral_actors::SpecError::GraceNotADuration(g.to_string()).into()),
     }
 }
 

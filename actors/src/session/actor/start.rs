@@ -70,7 +70,7 @@ impl SessionActorState {
                 )
                 .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?,
             Ok(None) => self.spec.argv.clone(),
-            Err(e) => return Err(SessionError::BadSpec(e)),
+            Err(e) => return Err(e.into()),
         };
         let spawned = match (self.spec.mode, &self.holders) {
             (mode, Some(holders)) => {
