@@ -35,6 +35,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// [`ACT_TIMEOUT`]). A server stopped with SIGSTOP still accepts connections (the kernel
 /// does): without a bound a command hung as long as it stayed stopped.
 fn bound(method: &Method, path: &str) -> Duration {
+    // By the path alone: a query (a hook's `?at=`) does not make a request another kind.
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
     if method == Method::GET {
         READ_TIMEOUT
     } else if path.ends_with("/events") {
@@ -370,4 +372,29 @@ pub fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hook says when it ran in its query (`?at=`): it still waits as long as a question may
+    /// (it was cut after 60 s, and the server withdrew the question it held).
+    #[test]
+    fn a_hook_with_a_query_waits_as_long_as_a_question() {
+        let hook = corral_actors::agent::PERMISSION_WAIT_MAX + Duration::from_secs(10);
+        assert_eq!(bound(&Method::POST, "/v1/sessions/a/events"), hook);
+        assert_eq!(
+            bound(
+                &Method::POST,
+                "/v1/sessions/a/events?at=2026-12-06T09%3A08%3A07.696Z"
+            ),
+            hook
+        );
+        assert_eq!(
+            bound(&Method::POST, "/v1/sessions/a/stop?x=1"),
+            REQUEST_TIMEOUT
+        );
+        assert_eq!(bound(&Method::POST, "/v1/sessions"), ACT_TIMEOUT);
+    }
 }
