@@ -144,6 +144,8 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     for name, lines in scripts.items():
         argv = ["/bin/cat"] if lines is None else ["sh", "-c", "\n".join(lines + ["exec sleep 600"])]
         made[name] = server.spawn(argv, name=name)
+    # A program whose flags name a state: found by its program, not by its flags.
+    made["e-flags"] = server.spawn(["sh", "-c", "exec cat", "--permission-mode", "default"], name="e-flags")
     want = {"a-plain": None, "a-ready": "idle", "b-works": "working", "c-waits": "idle", "d-asks": "needs_permission"}
     for name, attention in want.items():
         wait_until(lambda: server.session(made[name]["id"])["attention"] == attention, 20, f"{name} {attention}")
@@ -162,5 +164,13 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     plain = row("a-plain").locator(".argv")
     expect(plain).to_have_text("cat")
     expect(plain).to_have_attribute("title", "/bin/cat")
+    # The filter finds what asks by the page's words and the CLI's, not by a flag's name.
+    mine = lambda: [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in made]
+    box = page.get_by_test_id("filter")
+    for words, want in [("permission", ["d-asks"]), ("needs_permission", ["d-asks"]),
+                        ("working", ["b-works"]), ("sh", ["b-works", "c-waits", "d-asks", "a-ready", "e-flags"])]:
+        box.fill(words)
+        wait_until(lambda: sorted(mine()) == sorted(want), 5, f"{words!r}: {mine()} not {want}")
+    box.fill("")
     for s in made.values():
         server.remove(s["id"])

@@ -52,7 +52,7 @@ export class ListView {
     this.filter = h('input', {
       type: 'search',
       class: 'input filter',
-      placeholder: 'filter by name or state…',
+      placeholder: 'filter by name, state or program…',
       testid: 'filter',
       'aria-label': 'filter sessions',
       oninput: () => this.render(),
@@ -105,7 +105,17 @@ export class ListView {
     const shown = all
       .filter((s) => {
         if (!words.length) return true;
-        const hay = [s.name, s.state, attentionLabel(s.attention) ?? '', s.argv.join(' ')]
+        // Its name, what it does or waits for (in the page's words and the CLI's:
+        // `needs_permission`), and its program — not the program's flags (every
+        // `claude --permission-mode default` matched "permission").
+        const hay = [
+          s.name,
+          s.state,
+          s.attention ?? '',
+          attentionLabel(s.attention) ?? '',
+          statusBadge(s).text,
+          shortArgv(s.argv.slice(0, 1)),
+        ]
           .join(' ')
           .toLowerCase();
         return words.every((w) => hay.includes(w));
