@@ -297,6 +297,51 @@ pub(crate) fn screen_settled(session: &SessionShared, screen: &str) -> bool {
     false
 }
 
+/// Output quiet this long makes an agent that has not started (no hook yet) one that waits on
+/// its screen: longer than a start's pauses (Claude Code draws its first screen within ~2 s).
+pub const STARTING_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most characters kept of what a start screen asks.
+pub const START_LINE_MAX: usize = 160;
+
+/// An agent that has said nothing yet (no hook) and whose output has been still for
+/// [`STARTING_QUIET`] waits on its screen, `screen` as text, for a key: Claude Code runs no hook
+/// before its folder is trusted, so its trust screen is seen only here. Records what it asks
+/// (`AsksAtStart`) when that changed. Whether the agent still has not started (look again).
+pub(crate) fn start_look(session: &SessionShared, screen: &str) -> bool {
+    let asked = {
+        let s = session.status.read();
+        if s.attention != Some(Attention::Starting) {
+            return false;
+        }
+        s.asks_at_start.clone()
+    };
+    let Some(line) = start_question(screen) else {
+        return true;
+    };
+    if asked.as_deref() != Some(line.as_str()) {
+        record_stream(session, AgentEvent::AsksAtStart { line });
+    }
+    true
+}
+
+/// What a start screen asks: the first line that asks something, up to its `?` (Claude Code
+/// 2.1: "Quick safety check: Is this a project you created or one you trust? (Like your
+/// own…"), else its last line; box drawing is no text; at most [`START_LINE_MAX`] characters.
+fn start_question(screen: &str) -> Option<String> {
+    let frame = |c: char| c.is_whitespace() || ('\u{2500}'..='\u{257f}').contains(&c);
+    let lines = || {
+        screen
+            .lines()
+            .map(|l| l.trim_matches(frame))
+            .filter(|l| !l.is_empty())
+    };
+    let line = lines()
+        .find_map(|l| l.find('?').map(|at| &l[..=at]))
+        .or_else(|| lines().next_back())?;
+    Some(line.chars().take(START_LINE_MAX).collect())
+}
+
 /// Working, and the screen no longer says so: the turn was interrupted (recorded: the agent
 /// waits again). Whether it was.
 fn interrupt_settled(session: &SessionShared, screen: &str) -> bool {
@@ -487,6 +532,12 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
             // A question gone to the dialog (no hook call held it) closes here too.
             (s.attention == Some(Attention::NeedsPermission) && s.permission.is_none())
                 .then_some(Attention::Working)
+        }
+        AgentEvent::AsksAtStart { line } => {
+            if s.attention == Some(Attention::Starting) {
+                s.asks_at_start = Some(line.clone());
+            }
+            None
         }
         AgentEvent::ToolResult { .. }
         | AgentEvent::ControlRequest { .. }
@@ -882,6 +933,44 @@ mod tests {
 
     /// An agent is fresh until it works; a SessionStart that begins a conversation (startup,
     /// `/clear`) makes it fresh again, one that continues it (a resume, a compaction) does not.
+    #[test]
+    fn a_start_screen_s_question_is_its_first_line_that_asks() {
+        let trust = "────────\n Accessing workspace:\n\n /tmp/x\n\n Quick safety check: Is this a \
+                     project you created or one you trust? (Like your own code, a\n well-known \
+                     project.)\n\n ❯ 1. Yes, I trust this folder\n   2. No, exit\n\n Enter to confirm";
+        assert_eq!(
+            start_question(trust).as_deref(),
+            Some("Quick safety check: Is this a project you created or one you trust?")
+        );
+        assert_eq!(
+            start_question("╭──────╮\n│ Pick a theme │\n│ 1. dark      │\n╰──────╯\n").as_deref(),
+            Some("1. dark")
+        );
+        assert_eq!(start_question("\n  \n──────\n"), None);
+        let long = format!("{}?", "x".repeat(500));
+        assert_eq!(
+            start_question(&long).unwrap().chars().count(),
+            START_LINE_MAX
+        );
+        // What it asks is kept only while the agent has said nothing.
+        let mut s = agent_status();
+        s.set_attention(Attention::Starting);
+        let asks = AgentEvent::AsksAtStart {
+            line: "Trust?".into(),
+        };
+        apply_stream(&mut s, &asks);
+        assert_eq!(s.asks_at_start.as_deref(), Some("Trust?"));
+        apply_hook(
+            &mut s,
+            Mode::Pty,
+            "SessionStart",
+            &json!({"session_id": "c"}),
+        );
+        assert_eq!(s.asks_at_start, None);
+        apply_stream(&mut s, &asks);
+        assert_eq!(s.asks_at_start, None);
+    }
+
     #[test]
     fn an_agent_is_fresh_until_it_works_in_its_conversation() {
         let mut s = agent_status();

@@ -109,6 +109,13 @@ pub enum AgentEvent {
         #[serde(default)]
         questions: Vec<String>,
     },
+    /// A terminal agent that has said nothing yet (no hook) sat still on a screen that asks
+    /// something before it starts — Claude Code's folder trust, a first-run question: `line`
+    /// is what it asks (see `agent::start_look`). Cleared by its first hook.
+    AsksAtStart {
+        /// The screen's question (its first line with a `?`, up to it; else its last line).
+        line: String,
+    },
     /// A control request corral does not answer (it is in the log; the agent may wait for it).
     ControlRequest {
         /// Its id.

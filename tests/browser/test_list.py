@@ -141,6 +141,17 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
         "d-asks": start + [hook({"hook_event_name": "PermissionRequest", **choose})],
     }
     made = {}
+    # An agent that never started: it waits on its start screen (Claude Code's folder trust,
+    # which runs no hook). It says so once its screen is still, and goes first.
+    # (A script: the profile puts its settings after the program, which this one ignores.)
+    import os
+    import tempfile
+
+    script = os.path.join(tempfile.mkdtemp(), "trust.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho 'Do you trust this folder? 1. Yes 2. No'\nexec cat\n")
+    os.chmod(script, 0o755)
+    made["z-trust"] = server.api("POST", "/v1/sessions", {"name": "z-trust", "agent": "claude", "argv": [script]})
     for name, lines in scripts.items():
         argv = ["/bin/cat"] if lines is None else ["sh", "-c", "\n".join(lines + ["exec sleep 600"])]
         made[name] = server.spawn(argv, name=name)
@@ -152,9 +163,12 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     open_list(server, page)
     rows = page.locator('[data-testid="session-row"]')
     expect(rows.filter(has_text="a-plain")).to_be_visible()
-    order = [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in scripts]
-    assert order == ["d-asks", "c-waits", "b-works", "a-plain", "a-ready"], order
     row = lambda n: page.locator(f'[data-testid="session-row"][data-name="{n}"]')
+    # Pushed once the server saw its screen still (5 s): no reload.
+    expect(row("z-trust").get_by_test_id("attention")).to_have_text("asks on its screen", timeout=20_000)
+    expect(row("z-trust")).to_contain_text("has not started, its screen asks: Do you trust this folder?")
+    order = [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in scripts or n == "z-trust"]
+    assert order == ["d-asks", "z-trust", "c-waits", "b-works", "a-plain", "a-ready"], order
     expect(row("d-asks")).to_contain_text("asks: choose: Which colour?")
     expect(row("b-works").get_by_test_id("attention")).to_have_text("working")
     # An agent that has done nothing yet is ready, not waiting for its user after a turn.
@@ -168,7 +182,8 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     mine = lambda: [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in made]
     box = page.get_by_test_id("filter")
     for words, want in [("permission", ["d-asks"]), ("needs_permission", ["d-asks"]),
-                        ("working", ["b-works"]), ("sh", ["b-works", "c-waits", "d-asks", "a-ready", "e-flags"])]:
+                        ("working", ["b-works"]),
+                        ("sh", ["b-works", "c-waits", "d-asks", "a-ready", "e-flags", "z-trust"])]:
         box.fill(words)
         wait_until(lambda: sorted(mine()) == sorted(want), 5, f"{words!r}: {mine()} not {want}")
     box.fill("")

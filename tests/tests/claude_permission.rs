@@ -703,3 +703,73 @@ async fn claude_code_refused_in_its_own_dialog_waits_again() {
     assert!(!c.target().exists(), "the refused tool ran");
     c.stop(&server).await;
 }
+
+/// Claude Code runs no hook before its folder is trusted, so an agent in a new folder said
+/// `starting` for ever — on the page among the healthy processes, in `ps` as busy. Its screen
+/// says it waits: the session says what that screen asks (`agent_asks_at_start`), `ps` shows
+/// it, a webhook is told (`asks_at_start`), and once Enter trusts the folder it starts (idle)
+/// and asks no more.
+#[tokio::test]
+async fn claude_code_on_its_folder_trust_screen_is_said_to_ask_until_answered() {
+    let webhooks = corral_tests::Webhooks::start().await;
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{}/json\"\n",
+        webhooks.port
+    ));
+    let claude = claude_code().expect("Claude Code is missing: run scripts/setup");
+    let stub = Stub::start_tool("NoSuchTool", json!({})).await;
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project_path(project.path());
+    // Onboarding done and the key approved, but this folder never trusted.
+    let elsewhere = tempfile::tempdir().unwrap();
+    prepare_home(home.path(), &project_path(elsewhere.path()));
+    let dir_arg = dir.display().to_string();
+    let env = claude_env(home.path(), &stub);
+    let mut args = vec![
+        "spawn", "--name", "new", "--agent", "claude", "--cwd", &dir_arg,
+    ];
+    for e in &env {
+        args.extend(["--env", e.as_str()]);
+    }
+    let claude_arg = claude.display().to_string();
+    args.extend(["--", &claude_arg, "--permission-mode", "default"]);
+    let id = server.cli_ok(&args).await.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let asks = loop {
+        let s = server.session("new").await;
+        if let Some(line) = s["agent_asks_at_start"].as_str() {
+            assert_eq!(s["attention"], "starting", "{s}");
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not said to ask: {s}\nscreen: {}",
+            screen(&server, "new").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        asks.contains('?'),
+        "{asks}\nscreen: {}",
+        screen(&server, "new").await
+    );
+    let ps = server.cli_ok(&["ps"]).await;
+    assert!(
+        ps.contains(&format!("starting (its screen asks: {asks})")),
+        "{ps}"
+    );
+    let told = webhooks.until(1, Duration::from_secs(10)).await;
+    assert_eq!(told[0].1["kind"], "asks_at_start", "{told:?}");
+    assert_eq!(told[0].1["detail"], asks.as_str(), "{told:?}");
+    // Enter takes the highlighted choice: trust.
+    server.cli_ok(&["send", "new", "\\r"]).await;
+    server
+        .cli_ok(&["wait", "new", "--for", "idle", "--timeout", "40"])
+        .await;
+    let s = server.session("new").await;
+    assert!(s["agent_asks_at_start"].is_null(), "{s}");
+    server.cli_ok(&["stop", "new"]).await;
+    until_no_processes(&id, Duration::from_secs(10)).await;
+    stub.stop();
+}

@@ -183,6 +183,8 @@ pub struct SessionActorState {
     prompt_timer: Option<RestartTimer>,
     /// Pending look at the screen after a key (`SessionMsg::LookDue`).
     look_timer: Option<RestartTimer>,
+    /// Pending look at a starting agent's screen (`SessionMsg::StartLookDue`).
+    start_timer: Option<RestartTimer>,
     /// Screen (PTY mode).
     screen: Option<ActorRef<ScreenMsg>>,
     /// Private TMPDIR (removed on drop).
@@ -229,6 +231,9 @@ impl Drop for SessionActorState {
             t.abort();
         }
         if let Some(t) = &self.look_timer {
+            t.abort();
+        }
+        if let Some(t) = &self.start_timer {
             t.abort();
         }
         if let Some(s) = &self.screen {
@@ -299,6 +304,7 @@ impl Actor for Session {
             restart_timer: None,
             prompt_timer: None,
             look_timer: None,
+            start_timer: None,
             screen,
             tmp,
             viewers: HashMap::new(),
@@ -507,6 +513,28 @@ impl Actor for Session {
                     st.look_after_key(&myself, check + 1);
                 }
             }
+            SessionMsg::StartLookDue => {
+                st.start_timer = None;
+                // Claude Code runs no hook before its folder is trusted: a start screen that
+                // waits for a key is seen only on the screen, once the output went still.
+                let quiet = st.shared.quiet_ms().unwrap_or(0);
+                let still = crate::agent::STARTING_QUIET.as_millis() as u64;
+                let again = if !st.starting_agent() {
+                    None
+                } else if quiet < still {
+                    Some(std::time::Duration::from_millis(still - quiet))
+                } else {
+                    let text = match &st.screen {
+                        Some(screen) => crate::screen::text_of(screen, LOOK_TIMEOUT).await,
+                        None => None,
+                    };
+                    text.filter(|t| crate::agent::start_look(&st.shared, t))
+                        .map(|_| crate::agent::STARTING_QUIET)
+                };
+                if let Some(after) = again {
+                    st.look_at_start(&myself, after);
+                }
+            }
             SessionMsg::ViewerActive(viewer) => {
                 // Only a viewer with a size takes the size over: a script's `corral send`
                 // (no terminal, no size) leaves it with whoever types at a terminal.
@@ -564,6 +592,28 @@ fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
 }
 
 impl SessionActorState {
+    /// A terminal agent whose running process has said nothing yet.
+    fn starting_agent(&self) -> bool {
+        self.shared.mode == crate::spec::Mode::Pty
+            && self.running.is_some()
+            && self.shared.status.read().attention == Some(crate::attention::Attention::Starting)
+    }
+
+    /// Looks at a starting agent's screen `after` from now (`SessionMsg::StartLookDue`): until
+    /// it says something, every [`crate::agent::STARTING_QUIET`] of still output.
+    pub(super) fn look_at_start(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        after: std::time::Duration,
+    ) {
+        if let Some(old) = self.start_timer.take() {
+            old.abort();
+        }
+        if self.starting_agent() {
+            self.start_timer = Some(myself.send_after(after, || SessionMsg::StartLookDue));
+        }
+    }
+
     /// Looks at the screen the `check`th time after a key ([`crate::agent::LOOKS`]), if the
     /// agent still works or asks in its dialog and looks are left; a new key starts the looks
     /// again.

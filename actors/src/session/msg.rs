@@ -74,6 +74,9 @@ pub enum SessionMsg {
         /// Which look this is.
         check: usize,
     },
+    /// Internal: look whether an agent that has said nothing yet waits on its start screen
+    /// (`agent::start_look`), [`crate::agent::STARTING_QUIET`] after its output went still.
+    StartLookDue,
     /// A viewer sent input: its size becomes the session's.
     ViewerActive(ViewerId),
     /// A viewer that resized or typed left (its connection closed, or it unsubscribed): if it

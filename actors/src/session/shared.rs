@@ -85,6 +85,11 @@ pub struct SessionInfo {
     /// waiting for its user).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agent_fresh: bool,
+    /// An agent that has not started (`attention` `starting`: no hook yet) and sits on a screen
+    /// that asks something: that question (Claude Code's folder trust). It needs a key at its
+    /// terminal (`corral send NAME '\r'` is Enter, or `attach`) before it does anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_asks_at_start: Option<String>,
     /// Set while the session's output or events cannot be persisted (disk full, read-only...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist_error: Option<String>,
@@ -131,6 +136,9 @@ pub(crate) struct Status {
     /// again by a SessionStart that begins a conversation): `idle` then means ready for a
     /// first prompt, not waiting after a turn.
     pub fresh: bool,
+    /// What the screen of an agent that has said nothing yet asks (`AgentEvent::AsksAtStart`);
+    /// gone once its attention changes.
+    pub asks_at_start: Option<String>,
 }
 
 impl Status {
@@ -138,6 +146,7 @@ impl Status {
     pub fn set_attention(&mut self, next: crate::attention::Attention) {
         if self.attention != Some(next) {
             self.attention_at = crate::time::mono_ms();
+            self.asks_at_start = None;
         }
         if next == crate::attention::Attention::Working {
             self.fresh = false;
@@ -179,6 +188,7 @@ impl Status {
             prompt_pending: false,
             attention_at: 0,
             fresh: true,
+            asks_at_start: None,
         }
     }
 }
@@ -468,6 +478,7 @@ impl SessionShared {
             permission_queue: s.queued.into_iter().collect(),
             agent_session_id: s.agent_session_id,
             agent_fresh: s.attention.is_some() && s.fresh,
+            agent_asks_at_start: s.asks_at_start.filter(|_| s.pid.is_some()),
             persist_error: self
                 .persist_error()
                 .or_else(|| self.journal.as_ref().and_then(|j| j.stats().error())),

@@ -64,7 +64,11 @@ pub fn print_ps(views: &[SessionView]) {
                         n => format!("{a} ({tool}, then {n} more)"),
                     }
                 }
-                (Some(a), _) => a.to_string(),
+                (Some(a), _) => match s["agent_asks_at_start"].as_str() {
+                    // Nothing runs until someone answers its screen.
+                    Some(line) => format!("{a} (its screen asks: {line})"),
+                    None => a.to_string(),
+                },
                 _ => String::new(),
             },
         );

@@ -38,9 +38,6 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 /// however quiet its screen: Claude Code paints its answer 200–500 ms after its Stop hook, and the screen was
 /// often quiet that long already (a client posting at `stable` got each answer a turn late).
 pub const PAINT: Duration = Duration::from_millis(700);
-/// Output quiet this long makes an agent that has not started (no hook yet) `stable`: it
-/// waits for an answer on its screen. Longer than a start's pauses.
-pub const STARTING_QUIET: Duration = Duration::from_secs(5);
 /// How long a user message's answer waits for its Enter to be written (the Enter itself waits
 /// up to 2 s for the program to take the paste).
 pub const ENTERED_WAIT: Duration = Duration::from_secs(3);
@@ -104,7 +101,9 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
             }
             // No hook yet: an agent that drew a screen and then sat quiet this long before it
             // started waits for a key on it (a first-run or folder trust dialog).
-            Attention::Starting => quiet.is_some_and(|q| q >= STARTING_QUIET.as_millis() as u64),
+            Attention::Starting => {
+                quiet.is_some_and(|q| q >= corral_actors::agent::STARTING_QUIET.as_millis() as u64)
+            }
         },
         None => quiet.is_none_or(|q| q >= QUIET.as_millis() as u64),
     };

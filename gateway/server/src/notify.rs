@@ -1,6 +1,6 @@
 //! Notify: tells the outside world when a session needs its user — an agent enters
-//! `needs_permission`, goes `idle` after working (not when its user interrupted it), or a
-//! session fails — by POSTing to each
+//! `needs_permission`, goes `idle` after working (not when its user interrupted it), waits on
+//! its start screen (`asks_at_start`: Claude Code's folder trust), or a session fails — by POSTing to each
 //! configured webhook (`[notify] webhooks`), JSON or one line of text (ntfy-style topics take
 //! that). A bounded queue per webhook between the sessions and its sender: a session never
 //! waits for a webhook, a slow or unreachable webhook delays only its own notifications, and a
@@ -37,7 +37,8 @@ pub struct Notification {
     pub session: Uuid,
     /// Session name.
     pub name: String,
-    /// `needs_permission`, `idle` or `failed`.
+    /// `needs_permission`, `idle`, `asks_at_start` (an agent that has not started waits on its
+    /// screen: Claude Code's folder trust) or `failed`.
     pub kind: &'static str,
     /// The tool asked for, with needs_permission.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +91,11 @@ impl Notification {
             },
             (&"needs_permission", _) => format!("{}: needs permission", self.name),
             (&"idle", _) => format!("{}: waiting for input", self.name),
+            (&"asks_at_start", _) => format!(
+                "{} has not started: its screen asks: {}",
+                self.name,
+                self.detail.as_deref().unwrap_or("?")
+            ),
             _ => format!("{}: failed", self.name),
         }
     }
@@ -162,7 +168,16 @@ pub async fn run(app: Arc<App>) {
                     corral_actors::stream_json::AgentEvent::Interrupted
                 )
             );
+            let asks_at_start = match &event.kind {
+                corral_actors::EventKind::Agent(
+                    corral_actors::stream_json::AgentEvent::AsksAtStart { line },
+                ) => Some(line.clone()),
+                _ => None,
+            };
             let kind = match (info.attention, last.get(&info.id)) {
+                _ if asks_at_start.is_some() && info.agent_asks_at_start.is_some() => {
+                    Some("asks_at_start")
+                }
                 (Some(Attention::NeedsPermission), prev)
                     if prev != Some(&Attention::NeedsPermission) =>
                 {
@@ -198,7 +213,7 @@ pub async fn run(app: Arc<App>) {
                 name: info.name.clone(),
                 kind,
                 tool: info.permission.as_ref().map(|p| p.tool.clone()),
-                detail: info.permission.as_ref().and_then(detail),
+                detail: asks_at_start.or_else(|| info.permission.as_ref().and_then(detail)),
                 url: format!("{}/#/s/{}", page.trim_end_matches('/'), info.id),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };

@@ -70,6 +70,13 @@ test('badges and sizes', () => {
   assert.equal(attentionOf({ attention: 'idle' }), 'idle');
   assert.equal(attentionOf({ attention: 'working', agent_fresh: true }), 'working');
   assert.equal(statusBadge({ state: 'running', attention: 'ready', last_exit: null }).text, 'ready');
+  // An agent that has not started and waits on its screen (its folder trust) asks something.
+  assert.equal(attentionOf({ attention: 'starting', agent_asks_at_start: 'Trust?' }), 'asks_at_start');
+  assert.equal(attentionOf({ attention: 'starting', agent_asks_at_start: null }), 'starting');
+  assert.deepEqual(statusBadge({ state: 'running', attention: 'asks_at_start', last_exit: null }), {
+    text: 'asks on its screen',
+    cls: 'att-perm',
+  });
   assert.equal(attentionLabel('notification'), 'notification');
   assert.equal(attentionLabel('PermissionRequest'), 'needs permission');
   assert.equal(attentionLabel('Claude needs your permission to use Bash'), 'needs permission');
@@ -142,12 +149,13 @@ test('the list puts questions first, then finished turns, agents at work, the re
   const rank = (state: string, attention: string | null) => attentionRank({ state, attention });
   const order = [
     rank('running', 'needs_permission'),
+    rank('running', 'asks_at_start'),
     rank('running', 'idle'),
     rank('running', 'working'),
     rank('running', null),
     rank('stopped', null),
   ];
-  assert.deepEqual(order, [0, 1, 2, 3, 4]);
+  assert.deepEqual(order, [0, 0, 1, 2, 3, 4]);
 });
 
 test('a command line for a glance names the program, not its path', () => {

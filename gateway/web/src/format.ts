@@ -164,6 +164,8 @@ export function attentionLabel(a: string | null | undefined): string | null {
   if (k === 'starting' || k === 'working' || k === 'exited' || k === 'ready') return null;
   if (k === 'notification') return 'notification';
   if (/permission|approv/.test(k)) return 'needs permission';
+  // An agent that has not started waits on its screen (its folder trust): see `attentionOf`.
+  if (k === 'asks_at_start') return 'asks on its screen';
   if (/^(idle|waiting|waiting_for_input|idle_prompt)$/.test(k) || /waiting|input|idle/.test(k)) {
     return 'waiting for input';
   }
@@ -173,8 +175,17 @@ export function attentionLabel(a: string | null | undefined): string | null {
 
 /** A session's attention as the page shows it: an agent idle before it ever worked in its
  * conversation is `ready` (a first prompt), not waiting for its user after a turn. */
-export function attentionOf(s: Pick<SessionInfo, 'attention' | 'agent_fresh'>): string | null {
+export function attentionOf(
+  s: Pick<SessionInfo, 'attention' | 'agent_fresh' | 'agent_asks_at_start'>,
+): string | null {
+  if (s.attention === 'starting' && s.agent_asks_at_start) return 'asks_at_start';
   return s.attention === 'idle' && s.agent_fresh ? 'ready' : s.attention;
+}
+
+/** Whether an attention label is a question for its user (a permission, a start screen's),
+ * not a finished turn. */
+function asksSomething(label: string): boolean {
+  return label === 'needs permission' || label === 'asks on its screen';
 }
 
 /** The one-glance status badge of a session: what it waits for, or how it runs/ended. */
@@ -185,7 +196,7 @@ export function statusBadge(
   cls: string;
 } {
   const att = attentionLabel(s.attention);
-  if (att) return { text: att, cls: att === 'needs permission' ? 'att-perm' : 'att-wait' };
+  if (att) return { text: att, cls: asksSomething(att) ? 'att-perm' : 'att-wait' };
   // An agent at work says so: not the same green `running` as any long-lived process.
   if (s.state === 'running' && s.attention === 'working') return { text: 'working', cls: 'att-work' };
   if (s.state === 'running' && s.attention === 'ready') return { text: 'ready', cls: 'att-ready' };
@@ -270,7 +281,7 @@ function oneLine(what: string, max: number): string {
  * turn), then agents at work, then the rest that runs, then what ended. */
 export function attentionRank(s: Pick<SessionInfo, 'state' | 'attention'>): number {
   const att = attentionLabel(s.attention);
-  if (att === 'needs permission') return 0;
+  if (att && asksSomething(att)) return 0;
   if (att) return 1;
   if (s.attention === 'working' && isAlive(s.state)) return 2;
   return isAlive(s.state) ? 3 : 4;

@@ -202,7 +202,9 @@ export class ListView {
     const asks =
       s.attention === 'needs_permission' && s.permission
         ? `asks: ${permissionSummary(s.permission.tool, s.permission.input)}`
-        : null;
+        : s.attention === 'asks_at_start' && s.agent_asks_at_start
+          ? `has not started, its screen asks: ${s.agent_asks_at_start}`
+          : null;
     // Output that cannot be logged (a full disk) is said where the command line was: the
     // program may be waiting for the disk.
     const failing = !asks && s.persist_error ? `log failing: ${s.persist_error}` : null;

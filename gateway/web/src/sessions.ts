@@ -129,11 +129,13 @@ export class SessionStore {
     const open = /^#\/s\/(.+)$/.exec(location.hash)?.[1];
     if (prev && open && open !== next.id && open !== next.name) {
       const what =
-        next.attention !== 'needs_permission'
-          ? 'waits for you'
-          : next.permission?.tool === 'AskUserQuestion'
-            ? 'asks you to choose'
-            : 'asks permission';
+        next.attention === 'asks_at_start'
+          ? 'waits on its start screen'
+          : next.attention !== 'needs_permission'
+            ? 'waits for you'
+            : next.permission?.tool === 'AskUserQuestion'
+              ? 'asks you to choose'
+              : 'asks permission';
       this.told.set(next.id, toast(`${next.name} ${what} — open it`, 'info', 8000, `#/s/${next.id}`));
     }
     if (!notificationsOn()) return;

@@ -41,6 +41,9 @@ export interface SessionInfo {
   /** An agent that has not worked in its conversation yet: its `idle` is "ready", not
    * "waiting for input" after a turn. */
   agent_fresh?: boolean;
+  /** An agent that has not started (no hook yet) sits on a screen asking this (Claude Code's
+   * folder trust): it needs a key at its terminal. */
+  agent_asks_at_start?: string | null;
   cpu_percent?: number | null;
   rss_kib?: number | null;
   persist_error?: string | null;

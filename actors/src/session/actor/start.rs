@@ -400,6 +400,7 @@ impl SessionActorState {
             let fresh = self.begin != Begin::Adopt || generation > 1;
             if fresh && s.attention.is_some() {
                 s.set_attention(crate::attention::Attention::Starting);
+                s.asks_at_start = None;
             }
         }
         *self.shared.roles.write() = roles;
@@ -414,6 +415,8 @@ impl SessionActorState {
         tracing::info!(session = %id, pid, generation, "process spawned");
         self.shared.emit(EventKind::Spawned { pid });
         self.shared.set_state(SessionState::Running, None);
+        // An agent that says nothing for a while may wait on its start screen.
+        self.look_at_start(myself, crate::agent::STARTING_QUIET);
         Ok(())
     }
 }
