@@ -92,6 +92,57 @@ fn spawn_send_logs_stop_ps() {
     );
 }
 
+/// Many sessions at once: `stop`, `kill`, `restart` and `rm` take several names, act on all
+/// of them together (stops wait their graces side by side), say each outcome, and fail if
+/// one failed — the others are done all the same.
+#[test]
+fn stop_kill_restart_and_rm_take_many_sessions() {
+    let server = Server::start();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        // Each ignores its stop signal: a stop waits its whole grace, then SIGKILL.
+        let script = "trap '' HUP TERM; while :; do sleep 0.1; done";
+        ids.push(
+            ok(
+                &server,
+                &[
+                    "spawn", "--name", name, "--grace", "1", "--", "sh", "-c", script,
+                ],
+            )
+            .trim()
+            .to_string(),
+        );
+    }
+    let t = std::time::Instant::now();
+    let out = corral(&server, &["stop", "a", "nope", "b", "c"]);
+    let took = t.elapsed();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "corral: no session 'nope'"
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["a stopped", "b stopped", "c stopped"]
+    );
+    // Three graces of a second, side by side.
+    assert!(took < std::time::Duration::from_millis(2500), "{took:?}");
+    for id in &ids {
+        assert!(session_processes(id).is_empty(), "{id}");
+    }
+    let said = ok(&server, &["restart", "a", "b"]);
+    assert_eq!(said.lines().count(), 2, "{said}");
+    assert!(said.lines().all(|l| l.ends_with("running")), "{said}");
+    let said = ok(&server, &["kill", "a", "b"]);
+    assert_eq!(said.lines().count(), 2, "{said}");
+    assert_eq!(ok(&server, &["rm", "a", "b", "c"]).lines().count(), 3);
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps}");
+    let out = corral(&server, &["rm"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn client_commands_without_a_server_say_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -108,31 +108,38 @@ pub enum ClientCommand {
         #[arg(long)]
         watch: bool,
     },
-    /// Stop a session gracefully (stop signal, grace, then SIGKILL of its process tree).
+    /// Stop sessions gracefully (stop signal, grace, then SIGKILL of each process tree), all at
+    /// once.
     ///
-    /// Example: corral stop work --grace 30
+    /// Example: corral stop work --grace 30; corral stop alpha bravo
     Stop {
-        /// Name or id.
-        session: String,
+        /// Names or ids.
+        #[arg(required = true)]
+        sessions: Vec<String>,
         /// Seconds between the stop signal and SIGKILL, for this stop (default: the session's
         /// own, set at spawn).
         #[arg(long)]
         grace: Option<f64>,
     },
-    /// SIGKILL a session's process tree.
+    /// SIGKILL sessions' process trees.
     Kill {
-        /// Name or id.
-        session: String,
+        /// Names or ids.
+        #[arg(required = true)]
+        sessions: Vec<String>,
     },
-    /// Restart a session's process.
+    /// Restart sessions' processes.
     Restart {
-        /// Name or id.
-        session: String,
+        /// Names or ids.
+        #[arg(required = true)]
+        sessions: Vec<String>,
     },
-    /// Stop and remove a session.
+    /// Stop and remove sessions.
+    ///
+    /// Example: corral rm alpha bravo
     Rm {
-        /// Name or id.
-        session: String,
+        /// Names or ids.
+        #[arg(required = true)]
+        sessions: Vec<String>,
     },
     /// Send text as input (for scripts). With --paste, the text is a paste followed by Enter:
     /// wrapped in bracketed-paste markers when the program enabled that mode (as Claude Code's
@@ -386,20 +393,32 @@ pub async fn run(
                 }
             }
         }
-        ClientCommand::Stop { session, grace } => {
+        ClientCommand::Stop { sessions, grace } => {
             if let Some(g) = grace {
                 check_grace(g)?;
             }
-            show(&session, client.stop(&session, grace).await?)
+            let client = &client;
+            return Ok(each(&sessions, |session| async move {
+                Ok(shown(&session, client.stop(&session, grace).await?))
+            })
+            .await);
         }
-        ClientCommand::Kill { session } => op(&client, Op::Kill { session }).await?,
-        ClientCommand::Restart { session } => op(&client, Op::Restart { session }).await?,
-        ClientCommand::Rm { session } => {
-            let s = client.remove(&session).await?;
-            println!(
-                "{} removed",
-                if s.name.is_empty() { &session } else { &s.name }
-            );
+        ClientCommand::Kill { sessions } => {
+            return Ok(each(&sessions, |session| op(&client, Op::Kill { session })).await);
+        }
+        ClientCommand::Restart { sessions } => {
+            return Ok(each(&sessions, |session| op(&client, Op::Restart { session })).await);
+        }
+        ClientCommand::Rm { sessions } => {
+            let client = &client;
+            return Ok(each(&sessions, |session| async move {
+                let s = client.remove(&session).await?;
+                Ok(format!(
+                    "{} removed",
+                    if s.name.is_empty() { &session } else { &s.name }
+                ))
+            })
+            .await);
         }
         ClientCommand::Send {
             session,
@@ -563,20 +582,36 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints `name state` of a session an operation answered with.
-fn show(key: &str, s: corral_actors::SessionInfo) {
+/// `name state` of a session an operation answered with.
+fn shown(key: &str, s: corral_actors::SessionInfo) -> String {
     let name = if s.name.is_empty() { key } else { &s.name };
-    println!("{name} {}", s.state.as_str());
+    format!("{name} {}", s.state.as_str())
 }
 
-/// A session operation over the WebSocket (kill, restart), answered with the session.
-async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
+/// Does `act` to every session named, all at once (a stop of each waits its grace: eight
+/// agents stopped one after the other took eight graces); then says each one's outcome in
+/// the order named, a failure as `corral: …` on stderr; the status is a failure if any failed.
+async fn each<F, Fut>(sessions: &[String], act: F) -> ExitCode
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let outcomes = futures::future::join_all(sessions.iter().cloned().map(act)).await;
+    let mut code = ExitCode::SUCCESS;
+    for outcome in outcomes {
+        match outcome {
+            Ok(line) => println!("{line}"),
+            Err(e) => code = crate::pipe::failed("corral", &e),
+        }
+    }
+    code
+}
+
+/// A session operation over the WebSocket (kill, restart): the session as it answered.
+async fn op(client: &Client, op: Op) -> anyhow::Result<String> {
     let mut ws = client.ws().await?;
     match ws.request(op).await? {
-        Reply::Session { session, .. } => {
-            show("", session.info);
-            Ok(())
-        }
+        Reply::Session { session, .. } => Ok(shown("", session.info)),
         other => bail!("unexpected answer: {other:?}"),
     }
 }
