@@ -91,7 +91,7 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
     assert_eq!(s["permission"]["input"]["command"], "touch ran", "{s}");
     assert_eq!(s["agent_session_id"], "agent-1");
     let ps = String::from_utf8_lossy(&corral(&server, &["ps"]).stdout).to_string();
-    assert!(ps.contains("needs_permission (Bash)"), "{ps}");
+    assert!(ps.contains("needs_permission (Bash: touch ran)"), "{ps}");
     let metrics = server
         .http("GET", "/metrics", Some(&server.token), None)
         .await
@@ -326,6 +326,9 @@ async fn an_unanswered_question_is_left_to_the_terminal() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in its own terminal"), "{err}");
+    // With the ways left to answer it.
+    assert!(err.contains("`corral attach dialog`"), "{err}");
+    assert!(err.contains("`corral send dialog '\\r'`"), "{err}");
 }
 
 /// A question asked through a hook before a server SIGKILL is the agent's own dialog's after
@@ -738,7 +741,10 @@ async fn parallel_questions_are_shown_in_turn_and_answered_by_id() {
             .unwrap()
             .to_string();
         let ps = String::from_utf8_lossy(&corral(&server, &["ps"]).stdout).to_string();
-        assert!(ps.contains("needs_permission (Bash, then 1 more)"), "{ps}");
+        assert!(
+            ps.contains("needs_permission (Bash: touch a, then 1 more)"),
+            "{ps}"
+        );
         // A parallel tool and Claude's reminder do not close or replace what is asked.
         post(json!({"hook_event_name": "PreToolUse", "tool_name": "Read"})).await;
         post(json!({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"})).await;

@@ -217,7 +217,7 @@ impl Claude {
         assert_eq!(s["permission"]["input"]["command"], command, "{s}");
         assert!(s["agent_session_id"].is_string(), "{s}");
         let ps = server.cli_ok(&["ps"]).await;
-        assert!(ps.contains("needs_permission (Bash)"), "{ps}");
+        assert!(ps.contains("needs_permission (Bash: touch "), "{ps}");
         // Claude shows its own dialog at once, while the hook waits for an answer: whichever
         // answers first (the API through the hook, or a key in the terminal) decides.
         until_screen(server, name, DIALOG, Duration::from_secs(10)).await;
@@ -762,6 +762,16 @@ async fn claude_code_on_its_folder_trust_screen_is_said_to_ask_until_answered() 
     let told = webhooks.until(1, Duration::from_secs(10)).await;
     assert_eq!(told[0].1["kind"], "asks_at_start", "{told:?}");
     assert_eq!(told[0].1["detail"], asks.as_str(), "{told:?}");
+    // A script that waits for it says, when it gives up, what keeps it.
+    let out = server
+        .cli(&["wait", "new", "--for", "idle", "--timeout", "1"])
+        .await;
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("its screen asks \"{asks}\"")) && err.contains("corral send new"),
+        "{err}"
+    );
     // Enter takes the highlighted choice: trust.
     server.cli_ok(&["send", "new", "\\r"]).await;
     server

@@ -163,7 +163,7 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
     assert_eq!(status, 200, "{body}");
     c.until_asked(&server).await;
     let ps = server.cli_ok(&["ps"]).await;
-    assert!(ps.contains("needs_permission (Bash)"), "{ps}");
+    assert!(ps.contains("needs_permission (Bash: touch "), "{ps}");
     server.cli_ok(&["answer", "sj-allow", "allow"]).await;
     server
         .cli_ok(&["wait", "sj-allow", "--for", "idle", "--timeout", "30"])

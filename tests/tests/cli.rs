@@ -2074,3 +2074,33 @@ fn followers_see_their_sessions_end_at_a_shutdown() {
     );
     server.terminate(Duration::from_secs(10));
 }
+
+/// `ps` stays a table with a long name among the sessions: the name is cut with `…` (one
+/// 150-character name made every row wrap); `ps --json` keeps it whole.
+#[test]
+fn ps_cuts_a_long_name_and_every_row_lines_up() {
+    let server = Server::start();
+    let long = format!("build-{}", "x".repeat(114));
+    ok(&server, &["spawn", "--name", &long, "--", "cat"]);
+    ok(&server, &["spawn", "--name", "short", "--", "cat"]);
+    let ps = ok(&server, &["ps"]);
+    let widths: Vec<usize> = ps.lines().map(|l| l.chars().count()).collect();
+    assert!(widths.iter().all(|w| *w < 140), "{ps}");
+    // Columns by characters (`…` is one, three bytes).
+    let at = |line: &str, word: &str| line.find(word).map(|b| line[..b].chars().count());
+    let head = ps.lines().next().unwrap();
+    for row in ps.lines().skip(1) {
+        assert_eq!(at(head, "STATE"), at(row, "running"), "{ps}");
+    }
+    let cut = format!("build-{}…", "x".repeat(25));
+    assert!(ps.contains(&cut), "{ps}");
+    let json: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == long.as_str()),
+        "{json}"
+    );
+    ok(&server, &["rm", &long, "short"]);
+}

@@ -12,13 +12,14 @@ pub fn print_ps(views: &[SessionView]) {
         .iter()
         .filter_map(|v| Some((v, serde_json::to_value(v).ok()?)))
         .collect();
-    // The NAME column fits the longest name, so every row lines up.
+    // The NAME column fits the longest name up to NAME_MAX (a longer one is cut with `…`: one
+    // 150-character name wrapped every row), so every row lines up.
     let width = views
         .iter()
         .map(|v| v.info.name.chars().count())
         .max()
         .unwrap_or(0)
-        .max(16);
+        .clamp(16, NAME_MAX);
     println!(
         "{:<8}  {:<width$} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  ATTENTION",
         "ID", "NAME", "STATE", "PID", "UPTIME", "RST", "LAST EXIT", "VWR", "CPU%", "RSS"
@@ -38,7 +39,7 @@ pub fn print_ps(views: &[SessionView]) {
         println!(
             "{:<8}  {:<width$} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
             &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
-            s["name"].as_str().unwrap_or(""),
+            cut(s["name"].as_str().unwrap_or(""), NAME_MAX),
             s["state"].as_str().unwrap_or(""),
             s["pid"]
                 .as_i64()
@@ -56,12 +57,13 @@ pub fn print_ps(views: &[SessionView]) {
                 .as_u64()
                 .map(|k| format!("{}K", k))
                 .unwrap_or_else(|| "-".into()),
-            match (s["attention"].as_str(), s["permission"]["tool"].as_str()) {
-                (Some(a), Some(tool)) if !tool.is_empty() => {
-                    // Questions waiting behind the one shown.
+            match (s["attention"].as_str(), &view.info.permission) {
+                (Some(a), Some(ask)) if !ask.tool.is_empty() => {
+                    // What it asks, in a few words; questions waiting behind it.
+                    let asks = cut(&question_summary(ask), ASKS_MAX);
                     match view.info.permission_queue.len() {
-                        0 => format!("{a} ({tool})"),
-                        n => format!("{a} ({tool}, then {n} more)"),
+                        0 => format!("{a} ({asks})"),
+                        n => format!("{a} ({asks}, then {n} more)"),
                     }
                 }
                 (Some(a), _) => match s["agent_asks_at_start"].as_str() {
@@ -79,6 +81,22 @@ pub fn print_ps(views: &[SessionView]) {
             println!("PERSIST  {}: {e}", s["name"].as_str().unwrap_or(""));
         }
     }
+}
+
+/// Longest name `ps` prints whole (`ps --json` has it all; the ID column names it too).
+const NAME_MAX: usize = 32;
+
+/// Most characters of a question `ps` prints (`corral answer` shows it all).
+const ASKS_MAX: usize = 48;
+
+/// `text` in at most `max` characters, cut with `…`.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 /// One line saying what a permission question asks: the tool and its command, file or input

@@ -53,6 +53,30 @@ fn by_quiet(view: &SessionView, until: &str) -> bool {
     until == "idle" && view.info.attention.is_none()
 }
 
+/// What keeps `session` from being `until`, if its user must act: an agent that never
+/// started because its start screen asks something (Claude Code's folder trust), or one that
+/// asks a permission when it was waited for to be idle. Said after a timeout.
+async fn blocked(client: &Client, session: &str, until: &str) -> String {
+    let Ok(view) = client.session(session).await else {
+        return String::new();
+    };
+    let info = &view.info;
+    if let Some(line) = &info.agent_asks_at_start {
+        return format!(
+            ": it has not started, its screen asks \"{line}\" (answer it: `corral send \
+             {session} '\\r'` takes the highlighted choice, or at its terminal: `corral attach \
+             {session}`)"
+        );
+    }
+    match (&info.permission, until) {
+        (Some(ask), "idle") => format!(
+            ": it asks a permission for {} (`corral answer {session} allow|deny`)",
+            ask.tool
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Waits until `session` is `until` (or ended); across a server restart or upgrade too (it
 /// reconnects as `corral logs -f` does, and looks again).
 /// With `limit`, it gives up after that long (status 124, as timeout(1)); the condition is
@@ -99,7 +123,7 @@ pub async fn wait(
                     return Ok(ExitCode::SUCCESS);
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                    return timed_out("");
+                    return timed_out(&blocked(&client, session, until).await);
                 }
             };
             match incoming {

@@ -704,15 +704,20 @@ fn not_asked(
                 h.name()
             ));
         }
-        (Some(id), None) if attention == "needs_permission" => format!(
-            "question {id} is no longer open; its question is in its own terminal now: answer it there"
-        ),
-        (Some(id), None) => format!("question {id} is no longer open (attention: {attention})"),
-        (None, _) if attention == "needs_permission" => {
-            "its question is in its own terminal now (no hook waits for an answer from here): \
-             answer it there"
-                .to_string()
+        // No hook waits for an answer from here any more: said with the ways left.
+        (id, None) if attention == "needs_permission" => {
+            let name = h.name();
+            let closed = id
+                .map(|id| format!("question {id} is no longer open; "))
+                .unwrap_or_default();
+            return ApiError::conflict(format!(
+                "session {name} is not waiting for a permission answer from here: {closed}its \
+                 question is in its own terminal now; answer it there (`corral attach {name}`), \
+                 or with keys: `corral send {name} '\\r'` takes the highlighted choice, \
+                 `corral send {name} '\\e'` refuses"
+            ));
         }
+        (Some(id), None) => format!("question {id} is no longer open (attention: {attention})"),
         (None, _) => format!("attention: {attention}"),
     };
     ApiError::conflict(format!(
