@@ -169,6 +169,8 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     expect(row("z-trust")).to_contain_text("has not started, its screen asks: Do you trust this folder?")
     order = [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in scripts or n == "z-trust"]
     assert order == ["d-asks", "z-trust", "c-waits", "b-works", "a-plain", "a-ready"], order
+    # Questions are counted apart from finished turns.
+    expect(page.get_by_test_id("session-count")).to_contain_text("· 2 asking · 1 waiting")
     expect(row("d-asks")).to_contain_text("asks: choose: Which colour?")
     expect(row("b-works").get_by_test_id("attention")).to_have_text("working")
     # An agent that has done nothing yet is ready, not waiting for its user after a turn.

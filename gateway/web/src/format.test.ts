@@ -87,6 +87,9 @@ test('badges and sizes', () => {
     cls: 'st-running',
   });
   assert.equal(statusBadge({ state: 'stopped', attention: null, last_exit: { code: 1 } }).text, 'exit 1');
+  // Given up on by its policy: said so, not only the exit of its last process.
+  assert.equal(statusBadge({ state: 'failed', attention: null, last_exit: { code: 1 } }).text, 'failed: exit 1');
+  assert.equal(statusBadge({ state: 'failed', attention: null, last_exit: null }).text, 'failed');
   // A requested stop is not a failure, whatever signal it took.
   assert.deepEqual(
     statusBadge({ state: 'stopped', attention: null, last_exit: { signal: 1 }, reason: 'stopped' }),
@@ -151,11 +154,12 @@ test('the list puts questions first, then finished turns, agents at work, the re
     rank('running', 'needs_permission'),
     rank('running', 'asks_at_start'),
     rank('running', 'idle'),
+    rank('failed', null),
     rank('running', 'working'),
     rank('running', null),
     rank('stopped', null),
   ];
-  assert.deepEqual(order, [0, 0, 1, 2, 3, 4]);
+  assert.deepEqual(order, [0, 0, 1, 1, 2, 3, 4]);
 });
 
 test('a command line for a glance names the program, not its path', () => {

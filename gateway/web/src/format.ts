@@ -205,7 +205,11 @@ export function statusBadge(
   if (s.state === 'stopped' && s.last_exit && s.reason?.startsWith('stopped')) {
     return { text: 'stopped', cls: 'st-stopped' };
   }
-  if (s.last_exit && (s.state === 'stopped' || s.state === 'exited' || s.state === 'failed')) {
+  // Given up on by its restart policy: not the same as a program that ended badly once.
+  if (s.state === 'failed') {
+    return { text: s.last_exit ? `failed: ${formatExit(s.last_exit)}` : 'failed', cls: 'exit-bad' };
+  }
+  if (s.last_exit && (s.state === 'stopped' || s.state === 'exited')) {
     return { text: formatExit(s.last_exit), cls: exitOk(s.last_exit) ? 'exit-ok' : 'exit-bad' };
   }
   return { text: s.state, cls: `st-${s.state}` };
@@ -282,7 +286,8 @@ function oneLine(what: string, max: number): string {
 export function attentionRank(s: Pick<SessionInfo, 'state' | 'attention'>): number {
   const att = attentionLabel(s.attention);
   if (att && asksSomething(att)) return 0;
-  if (att) return 1;
+  // A session its restart policy gave up on needs a look as much as a finished turn.
+  if (att || s.state === 'failed') return 1;
   if (s.attention === 'working' && isAlive(s.state)) return 2;
   return isAlive(s.state) ? 3 : 4;
 }

@@ -145,10 +145,13 @@ export class ListView {
       if (want !== row.el) this.body.insertBefore(row.el, want);
       prev = row.el;
     }
-    const waiting = this.store.waitingCount();
+    // Questions apart from finished turns: "2 asking" is what cannot wait.
+    const asking = all.filter((s) => attentionRank(s) === 0 && isAlive(s.state)).length;
+    const waiting = this.store.waitingCount() - asking;
     setText(
       this.count,
       `${all.length} session${all.length === 1 ? '' : 's'}` +
+        (asking ? ` · ${asking} asking` : '') +
         (waiting ? ` · ${waiting} waiting` : ''),
     );
     let msg = '';
