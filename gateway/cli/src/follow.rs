@@ -40,8 +40,34 @@ fn describe(kind: &Value) -> String {
         Some("hook") => kind["name"].as_str().unwrap_or("").to_string(),
         // A pipe session's JSON line: the line, not its envelope.
         Some("json") => kind["value"].to_string(),
-        _ => kind.to_string(),
+        // An agent's event: its type, then what it says (`permission_cancelled
+        // request_id=c6439fabe8b4`), not its JSON.
+        Some("agent") => fields(kind, &["kind", "type"], kind["type"].as_str().unwrap_or("")),
+        Some(other) => fields(kind, &["kind"], other),
+        None => kind.to_string(),
     }
+}
+
+/// `head`, then `key=value` for each field of `kind` but `skip`: a text as it is (cut at 100
+/// characters, control characters escaped), anything else as JSON.
+fn fields(kind: &Value, skip: &[&str], head: &str) -> String {
+    const MAX: usize = 100;
+    let mut out = head.to_string();
+    for (key, value) in kind.as_object().into_iter().flatten() {
+        if skip.contains(&key.as_str()) || value.is_null() {
+            continue;
+        }
+        let text = match value.as_str() {
+            Some(t) => t.escape_debug().to_string(),
+            None => value.to_string(),
+        };
+        let mut cut: String = text.chars().take(MAX).collect();
+        if cut.len() < text.len() {
+            cut.push('…');
+        }
+        out.push_str(&format!(" {key}={cut}"));
+    }
+    out
 }
 
 /// After a lost connection: waits until a server answers again (asking the data dir each time
@@ -334,6 +360,33 @@ pub async fn events(
 #[cfg(test)]
 mod tests {
     use super::last_lines;
+
+    #[test]
+    fn an_agent_s_event_reads_as_words_not_json() {
+        let said = |v: serde_json::Value| super::describe(&v);
+        assert_eq!(
+            said(
+                serde_json::json!({"kind": "agent", "type": "permission_cancelled", "request_id": "c64"})
+            ),
+            "permission_cancelled request_id=c64"
+        );
+        assert_eq!(
+            said(serde_json::json!({"kind": "agent", "type": "interrupted"})),
+            "interrupted"
+        );
+        let long = said(
+            serde_json::json!({"kind": "agent", "type": "message", "role": "agent", "text": "a\n".repeat(100)}),
+        );
+        assert!(
+            long.starts_with("message role=agent text=a\\na\\n"),
+            "{long}"
+        );
+        assert!(long.ends_with('…') && long.chars().count() < 140, "{long}");
+        assert_eq!(
+            said(serde_json::json!({"kind": "recovery", "what": "held", "from": 3})),
+            "recovery from=3 what=held"
+        );
+    }
 
     #[test]
     fn the_last_lines_start_after_the_newline_before_them() {
