@@ -444,8 +444,8 @@ fn apply_hook(s: &mut Status, mode: Mode, name: &str, payload: &serde_json::Valu
             s.fresh = true;
         }
     }
-    // A prompt of this agent session: it has a conversation to resume (its transcript may not
-    // be written through yet when a restart comes right after the turn).
+    // A prompt of this agent session: it has a conversation, if its process lives to write it
+    // down (a restart that finds none says so).
     if name == "UserPromptSubmit" {
         s.agent_prompted = true;
     }

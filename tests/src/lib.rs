@@ -778,6 +778,14 @@ impl Webhooks {
         Webhooks { port, got, task }
     }
 
+    /// A server's configuration that tells this receiver (a JSON webhook at `/json`).
+    pub fn config(&self) -> String {
+        format!(
+            "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{}/json\"\n",
+            self.port
+        )
+    }
+
     /// What came so far.
     pub fn received(&self) -> Vec<(String, Value)> {
         self.got.lock().unwrap().clone()

@@ -921,10 +921,7 @@ async fn a_webhook_that_never_answers_does_not_delay_the_others() {
 #[tokio::test]
 async fn mutes_and_announcements_outlive_a_server_restart() {
     let hooks = corral_tests::Webhooks::start().await;
-    let port = hooks.port;
-    let mut server = Server::start_configured(&format!(
-        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n"
-    ));
+    let mut server = Server::start_configured(&hooks.config());
     let t = server.token.clone();
     let asker = server
         .spawn(json!({"name": "asker", "argv": ["sleep", "600"]}))

@@ -116,7 +116,7 @@ struct Claude {
     id: String,
     name: String,
     project: tempfile::TempDir,
-    _home: tempfile::TempDir,
+    home: tempfile::TempDir,
     stub: Stub,
 }
 
@@ -174,22 +174,12 @@ impl Claude {
         let dir = project_path(project.path());
         // First-run screens: onboarding done, this project trusted, the API key approved.
         prepare_home(home.path(), &dir);
-        let env = claude_env(home.path(), &stub);
-        let dir_arg = dir.display().to_string();
-        let mut args = vec![
-            "spawn", "--name", name, "--agent", "claude", "--cwd", &dir_arg,
-        ];
-        for e in &env {
-            args.extend(["--env", e.as_str()]);
-        }
-        let claude_arg = claude.display().to_string();
-        args.extend(["--", &claude_arg, "--permission-mode", "default"]);
-        let id = server.cli_ok(&args).await.trim().to_string();
+        let id = spawn_claude(server, name, &claude, &dir, home.path(), &stub).await;
         let c = Claude {
             id,
             name: name.to_string(),
             project,
-            _home: home,
+            home,
             stub,
         };
         // SessionStart makes the session idle; the prompt takes input once it is drawn. A moment
@@ -236,6 +226,29 @@ impl Claude {
     }
 
     /// Stops the session and the stub; nothing of the session may be left.
+    /// Waits (bounded) until Claude's transcript of agent session `id` holds its
+    /// conversation (`~/.claude/projects/<project>/<id>.jsonl`).
+    async fn until_written(&self, id: &str) {
+        let projects = self.home.path().join(".claude/projects");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let written = std::fs::read_dir(&projects)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|d| d.path().join(format!("{id}.jsonl")))
+                .any(|p| corral_actors::agent::has_conversation(&p));
+            if written {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}'s conversation never written"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn stop(self, server: &Server) {
         server.cli_ok(&["stop", &self.name]).await;
         until_no_processes(&self.id, Duration::from_secs(10)).await;
@@ -407,10 +420,7 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
 #[tokio::test]
 async fn claude_code_interrupted_with_esc_waits_again() {
     let webhooks = corral_tests::Webhooks::start().await;
-    let server = Server::start_configured(&format!(
-        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{}/json\"\n",
-        webhooks.port
-    ));
+    let server = Server::start_configured(&webhooks.config());
     let project = tempfile::tempdir().unwrap();
     // A command Claude runs without asking (read-only), which outlasts the test.
     let stub = Stub::start("sleep 300".to_string()).await;
@@ -464,6 +474,28 @@ async fn claude_code_interrupted_with_esc_waits_again() {
     c.stop(&server).await;
 }
 
+/// `corral spawn --agent claude` of `claude` in `dir` with `home` and the stub's API: its id.
+async fn spawn_claude(
+    server: &Server,
+    name: &str,
+    claude: &std::path::Path,
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    stub: &Stub,
+) -> String {
+    let env = claude_env(home, stub);
+    let dir_arg = dir.display().to_string();
+    let mut args = vec![
+        "spawn", "--name", name, "--agent", "claude", "--cwd", &dir_arg,
+    ];
+    for e in &env {
+        args.extend(["--env", e.as_str()]);
+    }
+    let claude_arg = claude.display().to_string();
+    args.extend(["--", &claude_arg, "--permission-mode", "default"]);
+    server.cli_ok(&args).await.trim().to_string()
+}
+
 /// The command line of a session's process now.
 fn cmdline(server_session: &Value) -> String {
     let pid = server_session["pid"].as_i64().expect("a running process");
@@ -501,14 +533,29 @@ async fn claude_code_restarted_before_its_first_prompt_starts_afresh() {
     until_screen(&server, "fresh", READY, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.cli_ok(&["send", "fresh", "--paste", "hello"]).await;
-    server
-        .cli_ok(&["wait", "fresh", "--for", "idle", "--timeout", "30"])
+    let out = server
+        .cli(&["wait", "fresh", "--for", "idle", "--timeout", "30"])
         .await;
+    assert!(
+        out.status.success(),
+        "the turn never ended: {out:?} {}\n{}",
+        server.session("fresh").await,
+        server.cli_ok(&["events", "fresh"]).await
+    );
     let id = s["agent_session_id"].as_str().unwrap().to_string();
+    // Claude writes the turn down a moment after its Stop hook: a restart before that finds no
+    // conversation and starts afresh (`cli.rs`, a_prompt_never_written_down_is_not_resumed).
+    c.until_written(&id).await;
     server.cli_ok(&["restart", "fresh"]).await;
-    server
-        .cli_ok(&["wait", "fresh", "--for", "idle", "--timeout", "40"])
+    let out = server
+        .cli(&["wait", "fresh", "--for", "idle", "--timeout", "40"])
         .await;
+    assert!(
+        out.status.success(),
+        "the resumed agent never waited: {out:?} {}\n{}",
+        server.session("fresh").await,
+        server.cli_ok(&["events", "fresh"]).await
+    );
     let s = server.session("fresh").await;
     assert!(
         cmdline(&s).contains(&format!("--resume {id}")),
@@ -712,10 +759,7 @@ async fn claude_code_refused_in_its_own_dialog_waits_again() {
 #[tokio::test]
 async fn claude_code_on_its_folder_trust_screen_is_said_to_ask_until_answered() {
     let webhooks = corral_tests::Webhooks::start().await;
-    let server = Server::start_configured(&format!(
-        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{}/json\"\n",
-        webhooks.port
-    ));
+    let server = Server::start_configured(&webhooks.config());
     let claude = claude_code().expect("Claude Code is missing: run scripts/setup");
     let stub = Stub::start_tool("NoSuchTool", json!({})).await;
     let home = tempfile::tempdir().unwrap();
@@ -724,17 +768,7 @@ async fn claude_code_on_its_folder_trust_screen_is_said_to_ask_until_answered() 
     // Onboarding done and the key approved, but this folder never trusted.
     let elsewhere = tempfile::tempdir().unwrap();
     prepare_home(home.path(), &project_path(elsewhere.path()));
-    let dir_arg = dir.display().to_string();
-    let env = claude_env(home.path(), &stub);
-    let mut args = vec![
-        "spawn", "--name", "new", "--agent", "claude", "--cwd", &dir_arg,
-    ];
-    for e in &env {
-        args.extend(["--env", e.as_str()]);
-    }
-    let claude_arg = claude.display().to_string();
-    args.extend(["--", &claude_arg, "--permission-mode", "default"]);
-    let id = server.cli_ok(&args).await.trim().to_string();
+    let id = spawn_claude(&server, "new", &claude, &dir, home.path(), &stub).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let asks = loop {
         let s = server.session("new").await;

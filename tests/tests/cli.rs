@@ -831,6 +831,50 @@ fn claude_profile_passes_hook_settings_and_resumes_after_a_crash() {
     assert!(session_processes(&id).is_empty());
 }
 
+/// A prompt whose turn the agent's process did not write down before it ended (a restart
+/// right after the turn): its transcript holds no conversation, and `--resume` of it would fail
+/// at once, every restart (Claude Code: "No conversation found", exit 1). The next process
+/// starts afresh.
+#[test]
+fn a_prompt_never_written_down_is_not_resumed() {
+    let server = Server::start();
+    let ran = server.dir.path().join("ran-once");
+    let script = format!(
+        r#"#!/bin/sh
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+case "$*" in *--resume*) echo RESUMED; exit 1 ;; esac
+if [ -e {ran} ]; then echo AFRESH; exec sleep 1000; fi
+touch {ran}
+echo '{{"hook_event_name":"SessionStart","session_id":"lost","transcript_path":"{ran}.jsonl"}}' | $cmd
+echo '{{"hook_event_name":"UserPromptSubmit","prompt":"go"}}' | $cmd
+exit 1
+"#,
+        ran = ran.display()
+    );
+    let fake = install_fake_claude(&server, &script);
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "agent",
+            "--agent",
+            "claude",
+            "--restart",
+            "on-failure",
+            "--",
+            &fake,
+        ],
+    );
+    eventually("started again", || {
+        ok(&server, &["logs", "agent"]).contains("AFRESH")
+    });
+    let logs = ok(&server, &["logs", "agent"]);
+    assert!(!logs.contains("RESUMED"), "{logs}");
+    ok(&server, &["rm", "agent"]);
+}
+
 #[test]
 fn logs_events_and_export_survive_a_server_restart() {
     let mut server = Server::start();

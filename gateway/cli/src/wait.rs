@@ -143,8 +143,22 @@ pub async fn wait(
                         }
                         return Ok(ExitCode::SUCCESS);
                     }
-                    eprintln!("corral: {} ended before it was {until}", view.info.name);
-                    return Ok(ExitCode::from(3));
+                    // A process ended: the session too, unless another process takes over (a
+                    // restart asked for, whose last process's exit can come after the restart
+                    // answered; a policy's): the session now says which.
+                    match client.session(session).await {
+                        Ok(now) => {
+                            if let Some(code) = check(&now, until) {
+                                return Ok(code);
+                            }
+                            quiet = by_quiet(&now, until);
+                        }
+                        Err(e) if e.is_unreachable() => {
+                            eprintln!("corral: {} ended before it was {until}", view.info.name);
+                            return Ok(ExitCode::from(3));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Incoming::Json(v) if v["type"] == "event" || v["type"] == "closed" => {
                     match client.session(session).await {

@@ -40,20 +40,23 @@ impl SessionActorState {
                 s.agent_prompted,
             )
         };
-        // A conversation is resumed after a crash or a restart once it exists — a prompt was
-        // submitted (its hook), or its transcript holds a message: `--resume` of one never
-        // written (no prompt yet, or only `/exit`) fails at once ("No conversation found"),
-        // every restart again. (Unknown where it is kept — a record from before that was
-        // noted —: resumed as before.)
+        // A conversation is resumed after a crash or a restart once it exists: its transcript
+        // holds a message. `--resume` of one never written fails at once ("No conversation
+        // found"; exit 1), every restart again: no prompt yet, only `/exit`, or a prompt whose
+        // turn the process did not write before it ended (a restart 12 ms after the turn's
+        // Stop hook: the last process is gone by now, so what its transcript holds is all it
+        // will hold). (Unknown where it is kept — a record from before that was noted —:
+        // resumed as before.)
         let resume = agent_session
             .as_deref()
             .filter(|_| generation > 1 || self.begin == Begin::Recover)
             .filter(|id| {
-                let written = prompted
-                    || transcript
-                        .as_deref()
-                        .is_none_or(|p| crate::agent::has_conversation(std::path::Path::new(p)));
-                if !written {
+                let written = transcript
+                    .as_deref()
+                    .is_none_or(|p| crate::agent::has_conversation(std::path::Path::new(p)));
+                if !written && prompted {
+                    tracing::warn!(agent_session = %id, "the last process ended before it wrote its conversation down: the agent starts afresh");
+                } else if !written {
                     tracing::info!(agent_session = %id, "no conversation to resume yet: the agent starts afresh");
                 }
                 written
