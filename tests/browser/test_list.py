@@ -184,7 +184,7 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     mine = lambda: [n for n in rows.evaluate_all("rs => rs.map(r => r.dataset.name)") if n in made]
     box = page.get_by_test_id("filter")
     for words, want in [("permission", ["d-asks"]), ("needs_permission", ["d-asks"]),
-                        ("working", ["b-works"]),
+                        ("working", ["b-works"]), ("colour", ["d-asks"]), ("asking", ["d-asks", "z-trust"]),
                         ("sh", ["b-works", "c-waits", "d-asks", "a-ready", "e-flags", "z-trust"])]:
         box.fill(words)
         wait_until(lambda: sorted(mine()) == sorted(want), 5, f"{words!r}: {mine()} not {want}")

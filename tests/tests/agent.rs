@@ -68,6 +68,7 @@ fn spawn_agent(
 async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
+    server.spawn(json!({"name": "aaa", "argv": ["cat"]})).await;
     spawn_agent(&server, "allowed", dir.path()).await;
     let out = corral(
         &server,
@@ -91,7 +92,14 @@ async fn a_permission_is_answered_from_the_cli_and_the_state_machine_follows() {
     assert_eq!(s["permission"]["input"]["command"], "touch ran", "{s}");
     assert_eq!(s["agent_session_id"], "agent-1");
     let ps = String::from_utf8_lossy(&corral(&server, &["ps"]).stdout).to_string();
-    assert!(ps.contains("needs_permission (Bash: touch ran)"), "{ps}");
+    // What asks comes first, whatever its name.
+    assert!(
+        ps.lines()
+            .nth(1)
+            .unwrap()
+            .contains("needs_permission (Bash: touch ran)"),
+        "{ps}"
+    );
     let metrics = server
         .http("GET", "/metrics", Some(&server.token), None)
         .await

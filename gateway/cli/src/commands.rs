@@ -354,6 +354,8 @@ pub async fn run(
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
+                // For a person: what asks first, as on the page (sorted by name within).
+                list.sort_by_key(|v| crate::output::attention_rank(&v.info));
                 print_ps(&list);
             }
         }

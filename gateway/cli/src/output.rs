@@ -68,7 +68,9 @@ pub fn print_ps(views: &[SessionView]) {
                 }
                 (Some(a), _) => match s["agent_asks_at_start"].as_str() {
                     // Nothing runs until someone answers its screen.
-                    Some(line) => format!("{a} (its screen asks: {line})"),
+                    Some(line) => format!("{a} (its screen asks: {})", cut(line, ASKS_MAX)),
+                    // Its question went to its own dialog: answered there only.
+                    None if a == "needs_permission" => format!("{a} (in its terminal)"),
                     None => a.to_string(),
                 },
                 _ => String::new(),
@@ -80,6 +82,27 @@ pub fn print_ps(views: &[SessionView]) {
         if let Some(e) = s["persist_error"].as_str() {
             println!("PERSIST  {}: {e}", s["name"].as_str().unwrap_or(""));
         }
+    }
+}
+
+/// Where `ps` puts a session (as the page's list does): a question first (a permission, a
+/// start screen's), then a finished turn or a session its restart policy gave up on, then an
+/// agent at work, then whatever else runs, then what ended.
+pub fn attention_rank(info: &corral_actors::SessionInfo) -> u8 {
+    use corral_actors::SessionState;
+    use corral_actors::attention::Attention;
+    let alive = matches!(
+        info.state,
+        SessionState::Starting | SessionState::Running | SessionState::Stopping
+    );
+    match info.attention {
+        Some(Attention::NeedsPermission) if alive => 0,
+        Some(Attention::Starting) if alive && info.agent_asks_at_start.is_some() => 0,
+        Some(Attention::Idle) if alive && !info.agent_fresh => 1,
+        _ if info.state == SessionState::Failed => 1,
+        Some(Attention::Working) if alive => 2,
+        _ if alive => 3,
+        _ => 4,
     }
 }
 

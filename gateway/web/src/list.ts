@@ -35,6 +35,20 @@ interface Row {
   rss: HTMLElement;
 }
 
+/** What a session that asks something asks, as its row says it (in place of its command line). */
+function asksLine(s: SessionInfo): string | null {
+  if (s.attention === 'needs_permission') {
+    // A question gone to its own dialog (no hook waits any more) is answered there.
+    return s.permission
+      ? `asks: ${permissionSummary(s.permission.tool, s.permission.input)}`
+      : 'asks in its own terminal: answer it there';
+  }
+  if (s.attention === 'asks_at_start' && s.agent_asks_at_start) {
+    return `has not started, its screen asks: ${s.agent_asks_at_start}`;
+  }
+  return null;
+}
+
 export class ListView {
   readonly el: HTMLElement;
   private readonly rows = new Map<string, Row>();
@@ -115,6 +129,9 @@ export class ListView {
           attentionLabel(s.attention) ?? '',
           statusBadge(s).text,
           shortArgv(s.argv.slice(0, 1)),
+          // What it asks, as its row says it; "asking" as the count says it.
+          asksLine(s) ?? '',
+          attentionRank(s) === 0 && isAlive(s.state) ? 'asking' : '',
         ]
           .join(' ')
           .toLowerCase();
@@ -202,12 +219,7 @@ export class ListView {
     row.el.classList.toggle('waiting', attentionLabel(s.attention) != null);
     setText(row.name, s.name);
     // A question waiting for an answer says what it asks, in place of the command line.
-    const asks =
-      s.attention === 'needs_permission' && s.permission
-        ? `asks: ${permissionSummary(s.permission.tool, s.permission.input)}`
-        : s.attention === 'asks_at_start' && s.agent_asks_at_start
-          ? `has not started, its screen asks: ${s.agent_asks_at_start}`
-          : null;
+    const asks = asksLine(s);
     // Output that cannot be logged (a full disk) is said where the command line was: the
     // program may be waiting for the disk.
     const failing = !asks && s.persist_error ? `log failing: ${s.persist_error}` : null;
