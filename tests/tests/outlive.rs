@@ -122,7 +122,7 @@ async fn a_viewer_resumes_at_its_offset_after_a_server_kill() {
         .await;
     let id = info["id"].as_str().unwrap().to_string();
     let mut got: Vec<u8> = Vec::new();
-    for _ in 0..3 {
+    for round in 0..3 {
         let mut ws = server.ws().await;
         let reply = ws
             .call(json!({"type": "subscribe", "session": id, "from": got.len()}))
@@ -130,16 +130,25 @@ async fn a_viewer_resumes_at_its_offset_after_a_server_kill() {
         assert_eq!(reply["type"], "subscribed", "{reply}");
         let until = Instant::now() + Duration::from_millis(300);
         while Instant::now() < until {
-            if let Ok(corral_tests::Frame::Bin(1, _, offset, bytes)) =
-                tokio::time::timeout(Duration::from_millis(100), ws.next()).await
-            {
-                assert_eq!(offset, got.len() as u64, "resumed exactly");
-                got.extend_from_slice(&bytes);
+            match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+                Ok(corral_tests::Frame::Bin(1, _, offset, bytes)) => {
+                    assert_eq!(offset, got.len() as u64, "resumed exactly");
+                    got.extend_from_slice(&bytes);
+                }
+                // The same process, reattached: no `spawned` (a viewer resets its terminal's
+                // modes at one — bracketed paste, mouse, cursor keys — under a running
+                // program, after every upgrade).
+                Ok(corral_tests::Frame::Json(v)) if v["event"]["kind"]["kind"] == "spawned" => {
+                    assert_eq!(round, 0, "a reattached process said spawned: {v}");
+                }
+                _ => {}
             }
         }
         server.kill();
         server.restart();
     }
+    let events = server.cli_ok(&["events", "printer"]).await;
+    assert_eq!(events.matches(" spawned ").count(), 1, "{events}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = log_bytes(server.dir.path(), &id);
     assert!(log.starts_with(&got), "what the viewer saw is the log");

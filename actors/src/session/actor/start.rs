@@ -385,6 +385,9 @@ impl SessionActorState {
                 None
             }
         };
+        // A new process, not the same one reattached under its holder (its reattachment is
+        // the `recovery` event's to say).
+        let fresh = self.begin != Begin::Adopt || generation > 1;
         {
             let mut s = self.shared.status.write();
             s.pid = Some(pid);
@@ -400,7 +403,6 @@ impl SessionActorState {
             // A new process of an agent has said nothing yet (its last process's `exited`, from
             // its SessionEnd, made `wait --for idle` give up on a restarted agent, and agentapi
             // call it stable while it started); an adopted one keeps what its events said.
-            let fresh = self.begin != Begin::Adopt || generation > 1;
             if fresh && s.attention.is_some() {
                 s.set_attention(crate::attention::Attention::Starting);
                 s.asks_at_start = None;
@@ -415,8 +417,15 @@ impl SessionActorState {
         {
             tracing::warn!(session = %id, error = %e, "an exit the holder reported was not delivered");
         }
-        tracing::info!(session = %id, pid, generation, "process spawned");
-        self.shared.emit(EventKind::Spawned { pid });
+        // Viewers reset their terminal's modes at `spawned` (a new program starts from plain
+        // ones): said of a reattached process, that reset a running program's bracketed paste,
+        // mouse and cursor keys in `attach` after every server restart or upgrade.
+        if fresh {
+            tracing::info!(session = %id, pid, generation, "process spawned");
+            self.shared.emit(EventKind::Spawned { pid });
+        } else {
+            tracing::info!(session = %id, pid, "process reattached");
+        }
         self.shared.set_state(SessionState::Running, None);
         // An agent that says nothing for a while may wait on its start screen.
         self.look_at_start(myself, crate::agent::STARTING_QUIET);
