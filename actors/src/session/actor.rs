@@ -273,7 +273,7 @@ impl Actor for Session {
         let (root, id) = (args.tmp_root.clone(), args.shared.id);
         // A blocking mkdir (creating an inode can take a third of a millisecond): off the
         // runtime's workers.
-        let tmp = tokio::task::spawn_blocking(move || PrivateTmp::create(&root, id))
+        let tmp = crate::env::tmp_work(move || PrivateTmp::create(&root, id))
             .await
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
@@ -383,7 +383,7 @@ impl Actor for Session {
         // left many files); a detached session keeps it (see `detach`).
         if let Some(path) = st.tmp.take()
             && let Err(e) =
-                tokio::task::spawn_blocking(move || crate::env::PrivateTmp::remove(&path)).await
+                crate::env::tmp_work(move || crate::env::PrivateTmp::remove(&path)).await
         {
             tracing::warn!(session = %st.shared.id, error = %e, "TMPDIR removal did not finish");
         }
