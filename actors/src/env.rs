@@ -54,17 +54,8 @@ pub fn build(
 /// a shutdown of 1000 ended sessions started 515 threads (tokio's blocking pool grows to 512).
 pub const TMP_WORK_AT_ONCE: usize = 8;
 
-/// See [`TMP_WORK_AT_ONCE`].
-static TMP_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TMP_WORK_AT_ONCE);
-
-/// Runs `work` on a TMPDIR on tokio's blocking pool, at most [`TMP_WORK_AT_ONCE`] at a time.
-pub async fn tmp_work<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    // The semaphore is never closed: a permit always comes.
-    let _permit = TMP_WORK.acquire().await.ok();
-    tokio::task::spawn_blocking(work).await
-}
+/// Makes or removes a TMPDIR (see [`TMP_WORK_AT_ONCE`]).
+pub static TMP_WORK: crate::blocking::Bounded = crate::blocking::Bounded::new(TMP_WORK_AT_ONCE);
 
 /// A private temporary directory for one session, removed when dropped.
 #[derive(Debug)]

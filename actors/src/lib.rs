@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod attention;
+pub mod blocking;
 pub mod corral;
 pub mod env;
 pub mod error;

@@ -216,7 +216,9 @@ async fn release_strays(
         if !recorded {
             persist.remove(id);
             let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), id);
-            if let Err(e) = crate::env::tmp_work(move || crate::env::PrivateTmp::remove(&tmp)).await
+            if let Err(e) = crate::env::TMP_WORK
+                .run(move || crate::env::PrivateTmp::remove(&tmp))
+                .await
             {
                 tracing::error!(session = %id, error = %e, "removing a stray session's TMPDIR panicked");
             }

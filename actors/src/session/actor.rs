@@ -273,7 +273,8 @@ impl Actor for Session {
         let (root, id) = (args.tmp_root.clone(), args.shared.id);
         // A blocking mkdir (creating an inode can take a third of a millisecond): off the
         // runtime's workers.
-        let tmp = crate::env::tmp_work(move || PrivateTmp::create(&root, id))
+        let tmp = crate::env::TMP_WORK
+            .run(move || PrivateTmp::create(&root, id))
             .await
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?
             .map_err(|e| SessionError::Spawn(format!("private TMPDIR: {e}")))?;
@@ -382,8 +383,9 @@ impl Actor for Session {
         // The session's TMPDIR goes with it, removed on a blocking thread (a program may have
         // left many files); a detached session keeps it (see `detach`).
         if let Some(path) = st.tmp.take()
-            && let Err(e) =
-                crate::env::tmp_work(move || crate::env::PrivateTmp::remove(&path)).await
+            && let Err(e) = crate::env::TMP_WORK
+                .run(move || crate::env::PrivateTmp::remove(&path))
+                .await
         {
             tracing::warn!(session = %st.shared.id, error = %e, "TMPDIR removal did not finish");
         }
