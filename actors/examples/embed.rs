@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_actors::{Corral, CorralConfig, SessionSpec};
-use corral_runtime::{ChildSpec, Supervisor, SupervisorSpec};
-use parking_lot::Mutex;
+use std::sync::Mutex;
+
+use corral_actors::corral_runtime::{ChildSpec, Shutdown, Supervisor, SupervisorSpec};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The host's own child that owns corral: started by the host's supervisor, it starts corral
@@ -27,7 +28,8 @@ impl Actor for CorralHost {
 
     async fn pre_start(&self, myself: ActorRef<()>, _: ()) -> Result<Corral, ActorProcessingErr> {
         let corral = Corral::start_linked(CorralConfig::default(), myself.get_cell()).await?;
-        *self.slot.lock() = Some(corral.clone());
+        // invariant: nothing panics while holding this lock.
+        *self.slot.lock().expect("slot lock") = Some(corral.clone());
         Ok(corral)
     }
 
@@ -43,15 +45,21 @@ impl Actor for CorralHost {
 
 /// Starts a host supervisor → corral → 3 sessions, then stops the host. Returns the session
 /// ids so a test can check nothing is left.
-pub async fn run() -> Result<Vec<uuid::Uuid>, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run()
+-> Result<Vec<corral_actors::uuid::Uuid>, Box<dyn std::error::Error + Send + Sync>> {
     let slot: Arc<Mutex<Option<Corral>>> = Arc::default();
     let s = slot.clone();
     let host_spec = SupervisorSpec::new("host").child(
         ChildSpec::actor("corral", move || (CorralHost { slot: s.clone() }, ()))
-            .shutdown(corral_runtime::Shutdown::Timeout(Duration::from_secs(30))),
+            .shutdown(Shutdown::Timeout(Duration::from_secs(30))),
     );
     let (host, _) = Supervisor::start(host_spec).await?;
-    let corral = slot.lock().clone().ok_or("corral not started")?;
+    // invariant: nothing panics while holding this lock.
+    let corral = slot
+        .lock()
+        .expect("slot lock")
+        .clone()
+        .ok_or("corral not started")?;
     let mut ids = Vec::new();
     for i in 0..3 {
         let h = corral
@@ -60,7 +68,7 @@ pub async fn run() -> Result<Vec<uuid::Uuid>, Box<dyn std::error::Error + Send +
             .await?;
         ids.push(h.id());
     }
-    println!("{}", serde_json::to_string_pretty(&host.tree().await?)?);
+    println!("{:#?}", host.tree().await?);
     host.stop(Some(Duration::from_secs(30))).await?;
     Ok(ids)
 }

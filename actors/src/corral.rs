@@ -35,6 +35,19 @@ use crate::persist::{Persist, PersistConfig, Persister};
 use crate::process::reaper::Reaper;
 use crate::recovery::{self, RecoveryReport};
 
+/// Why a corral tree did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its persistence could not open the data dir: another process holds it
+    /// ([`crate::persist::PersistError::InUse`], naming that process), or its database or
+    /// files failed.
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
+    /// A child of the tree did not start.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
 /// Settings of the whole tree.
 #[derive(Debug, Clone, Default)]
 pub struct CorralConfig {
@@ -71,22 +84,19 @@ impl std::fmt::Debug for Corral {
 
 impl Corral {
     /// Starts the tree standalone.
-    pub async fn start(config: CorralConfig) -> Result<Corral, SupervisorError> {
+    pub async fn start(config: CorralConfig) -> Result<Corral, StartError> {
         Self::start_inner(config, None).await
     }
 
     /// Starts the tree linked under `host`, which receives the root's supervision events.
-    pub async fn start_linked(
-        config: CorralConfig,
-        host: ActorCell,
-    ) -> Result<Corral, SupervisorError> {
+    pub async fn start_linked(config: CorralConfig, host: ActorCell) -> Result<Corral, StartError> {
         Self::start_inner(config, Some(host)).await
     }
 
     async fn start_inner(
         config: CorralConfig,
         host: Option<ActorCell>,
-    ) -> Result<Corral, SupervisorError> {
+    ) -> Result<Corral, StartError> {
         if config.subreaper
             && let Err(e) = crate::process::reaper::enable_subreaper()
         {
@@ -94,12 +104,7 @@ impl Corral {
         }
         let (persist, thread): (Option<Persist>, _) = match &config.persist {
             Some(pc) => {
-                let (p, t) = Persister::start_thread(pc.clone()).await.map_err(|e| {
-                    SupervisorError::StartFailed {
-                        id: "persister".into(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let (p, t) = Persister::start_thread(pc.clone()).await?;
                 (Some(p), Some(t))
             }
             None => (None, None),
@@ -164,10 +169,7 @@ impl Corral {
                     if let Err(e) = corral.shutdown().await {
                         tracing::warn!(error = %e, "tree stopped after a failed recovery");
                     }
-                    return Err(SupervisorError::StartFailed {
-                        id: "recovery".into(),
-                        reason: reason.to_string(),
-                    });
+                    return Err(reason.into());
                 }
             },
             None => None,

@@ -43,7 +43,7 @@ pub mod subscription;
 pub mod terminal;
 pub mod time;
 
-pub use corral::{Corral, CorralConfig};
+pub use corral::{Corral, CorralConfig, StartError};
 /// corral-runtime, which this crate's API speaks (`SupervisorError`, `Backoff`, `Lagged`,
 /// `Intensity`): an embedder depends on corral-actors alone, at a version that matches.
 pub use corral_runtime;
@@ -59,3 +59,6 @@ pub use session::{Begin, ViewerId};
 pub use spec::SpecError;
 pub use spec::{Mode, RestartPolicy, SessionSpec, Size};
 pub use subscription::{Item, Subscription};
+/// Sessions are named by these ids (`SessionHandle::id`): the same crate, for a host to name
+/// them without a dependency of its own.
+pub use uuid;

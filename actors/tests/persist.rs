@@ -627,7 +627,13 @@ async fn a_second_tree_on_the_same_dir_is_refused_and_touches_nothing() {
     .await;
     let err = match second {
         Ok(_) => panic!("a second tree started on the same dir"),
-        Err(e) => e.to_string(),
+        // Typed: an embedder can tell "in use" from anything else.
+        Err(
+            e @ corral_actors::StartError::Persist(corral_actors::persist::PersistError::InUse {
+                ..
+            }),
+        ) => e.to_string(),
+        Err(other) => panic!("not InUse: {other:?}"),
     };
     assert!(err.contains("in use by another process"), "{err}");
     assert!(
