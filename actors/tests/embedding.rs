@@ -93,4 +93,6 @@ async fn the_handles_print_and_the_runtime_comes_along() {
     );
     drop(state);
     corral.shutdown().await.unwrap();
+    // A second shutdown (a host's post_stop after its own explicit one) finds it done.
+    corral.shutdown().await.unwrap();
 }

@@ -380,8 +380,12 @@ impl SupervisorRef {
     }
 
     /// Stops the supervisor: its children stop in reverse start order, each per its shutdown spec,
-    /// then the supervisor itself. Waits up to `timeout` (None: without limit).
+    /// then the supervisor itself. Waits up to `timeout` (None: without limit). A supervisor
+    /// already stopped is stopped: Ok (a host's second shutdown got "channel closed").
     pub async fn stop(&self, timeout: Option<Duration>) -> Result<(), SupervisorError> {
+        if self.actor.get_status() == ractor::ActorStatus::Stopped {
+            return Ok(());
+        }
         self.actor
             .stop_and_wait(Some("shutdown".into()), timeout)
             .await
