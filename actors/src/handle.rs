@@ -350,14 +350,19 @@ impl SessionHandle {
 
     /// The current screen with the history before it (the rows that scrolled off the top, as
     /// much as the Ring still holds: [`crate::history`]), for a viewer that opens the session
-    /// fresh and wants to scroll back (PTY sessions).
-    pub async fn snapshot_with_history(&self) -> Result<Snapshot, SessionError> {
-        self.snapshot_of(ScreenMsg::SnapshotWithHistory).await
+    /// fresh and wants to scroll back (PTY sessions). `viewer_rows`: the height of the terminal
+    /// it is written into, if the viewer said (see [`Snapshot::with_history`]).
+    pub async fn snapshot_with_history(
+        &self,
+        viewer_rows: Option<u16>,
+    ) -> Result<Snapshot, SessionError> {
+        self.snapshot_of(move |r| ScreenMsg::SnapshotWithHistory(r, viewer_rows))
+            .await
     }
 
     async fn snapshot_of(
         &self,
-        ask: fn(RpcReplyPort<Snapshot>) -> ScreenMsg,
+        ask: impl FnOnce(RpcReplyPort<Snapshot>) -> ScreenMsg,
     ) -> Result<Snapshot, SessionError> {
         let screen = self.shared.screen.read().clone();
         let Some(screen) = screen else {

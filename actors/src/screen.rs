@@ -81,9 +81,11 @@ impl Snapshot {
     /// The same screen with `history` before it: the rows are put into a fresh terminal's
     /// scrollback ([`History::scrolled_in`]), then the screen drawn on the blank screen left
     /// (an erase of the display, which xterm.js does not push into the scrollback; a full reset
-    /// would wipe it).
-    pub fn with_history(mut self, history: &History) -> Snapshot {
-        let rows = history.scrolled_in(self.rows);
+    /// would wipe it). `viewer_rows`: the height of the terminal this is written into, when the
+    /// viewer knows it (its rows the session's size has not reached yet were erased, not
+    /// scrolled into its scrollback: 32 lines lost in a 56-row page); else the session's.
+    pub fn with_history(mut self, history: &History, viewer_rows: Option<u16>) -> Snapshot {
+        let rows = history.scrolled_in(viewer_rows.filter(|r| *r > 0).unwrap_or(self.rows));
         if rows.is_empty() {
             return self;
         }
@@ -783,8 +785,9 @@ pub enum ScreenMsg {
     /// Catch up, then reply with the current screen.
     Snapshot(RpcReplyPort<Snapshot>),
     /// Catch up, then reply with the current screen and the history before it
-    /// ([`Snapshot::with_history`], [`crate::history`]).
-    SnapshotWithHistory(RpcReplyPort<Snapshot>),
+    /// ([`Snapshot::with_history`], [`crate::history`]), for a terminal of `rows` rows (None:
+    /// the session's height).
+    SnapshotWithHistory(RpcReplyPort<Snapshot>, Option<u16>),
     /// Catch up, then reply with the current screen's text ([`Emulator::text`]).
     Text(RpcReplyPort<String>),
     /// The PTY was resized; applies from the ring's head *when this message is handled*, so
@@ -867,7 +870,7 @@ impl Actor for Screen {
                     tracing::debug!("snapshot requester went away before the reply");
                 }
             }
-            ScreenMsg::SnapshotWithHistory(reply) => {
+            ScreenMsg::SnapshotWithHistory(reply, viewer_rows) => {
                 emulator.ensure_parser();
                 Screen::catch_up(emulator).await;
                 let snapshot = emulator.render();
@@ -883,7 +886,7 @@ impl Actor for Screen {
                                 took_ms = took.elapsed().as_secs_f64() * 1e3,
                                 "history rebuilt"
                             );
-                            snapshot.with_history(&history)
+                            snapshot.with_history(&history, viewer_rows)
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "history not rebuilt; the screen alone");

@@ -177,6 +177,7 @@ async fn subscribe(
             session: session.to_string(),
             from: Some(from),
             history: false,
+            rows: None,
         })
         .await?
     else {
@@ -299,6 +300,7 @@ pub async fn events(
                 session: session.to_string(),
                 from: None,
                 history: false,
+                rows: None,
             })
             .await?;
         }

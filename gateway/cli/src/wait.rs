@@ -108,6 +108,7 @@ pub async fn wait(
             session: session.to_string(),
             from: None,
             history: false,
+            rows: None,
         })
         .await?;
         let view = client.session(session).await?;

@@ -148,6 +148,11 @@ pub enum Op {
         /// opens fresh and wants to scroll back.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         history: bool,
+        /// With `history`: the height of the terminal the snapshot is written into, when it is
+        /// not the session's yet (its own resize may still be on its way): every history row
+        /// then reaches its scrollback.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<u16>,
     },
     /// Stop receiving a session.
     Unsubscribe {
@@ -199,6 +204,9 @@ pub enum Op {
         /// With the history before the screen (see [`Op::Subscribe`]).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         history: bool,
+        /// With `history`: the viewer's terminal height (see [`Op::Subscribe`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<u16>,
     },
     /// Past events of a session from the journal (needs persistence), oldest first.
     Events {

@@ -379,7 +379,12 @@ export class TermView {
       else if (info.mode !== 'pty') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
       // A fresh view gets the rows that scrolled off the screen too, to scroll back through
       // (not a redraw after a lag, which keeps this view's own scrollback).
-      else if (this.redrawNote == null) op.history = true;
+      else if (this.redrawNote == null) {
+        op.history = true;
+        // Into this terminal, whose height the session may not have taken yet: rows the
+        // server scrolled for a shorter one were erased here instead.
+        op.rows = this.term.rows;
+      }
       const r = await this.conn.request(op);
       if (this.disposed) return;
       this.channel = r.channel;
@@ -441,7 +446,7 @@ export class TermView {
         // again, a few times, rather than drawn and the output after it lost.
         if (this.redrawTries > 0 && this.uuid) {
           this.redrawTries--;
-          this.conn.send({ type: 'snapshot', session: this.uuid, history: true });
+          this.conn.send({ type: 'snapshot', session: this.uuid, history: true, rows: this.term.rows });
         }
         return;
       }
@@ -574,7 +579,7 @@ export class TermView {
     this.redrawTries = 3;
     // Its scrollback, written at the other width, goes with the full reset: the server's
     // history comes back in its place.
-    this.conn.send({ type: 'snapshot', session: this.uuid, history: true });
+    this.conn.send({ type: 'snapshot', session: this.uuid, history: true, rows: this.term.rows });
   }
 
   private lagNotice(from: number, to: number): void {

@@ -151,7 +151,11 @@ impl ConnectionState {
                 session,
                 from,
                 history,
-            } => self.subscribe(id, &grant, &session, from, history).await,
+                rows,
+            } => {
+                self.subscribe(id, &grant, &session, from, history.then_some(rows))
+                    .await
+            }
             Op::Unsubscribe { session } => {
                 let h = match self.lookup(id, &session).await {
                     Some(h) => h,
@@ -267,13 +271,17 @@ impl ConnectionState {
                     Err(e) => self.reply(&ApiError::from(e).reply(id)).await,
                 }
             }
-            Op::Snapshot { session, history } => {
+            Op::Snapshot {
+                session,
+                history,
+                rows,
+            } => {
                 let Some(h) = self.readable(id, &grant, &session).await else {
                     return true;
                 };
                 let channel = self.channel_for(h.id()).unwrap_or(0);
                 let snapshot = match history {
-                    true => h.snapshot_with_history().await,
+                    true => h.snapshot_with_history(rows).await,
                     false => h.snapshot().await,
                 };
                 match snapshot {
@@ -555,7 +563,8 @@ impl ConnectionState {
         grant: &Grant,
         key: &str,
         from: Option<u64>,
-        history: bool,
+        // With the history, for a terminal of this many rows (None inside: the session's).
+        history: Option<Option<u16>>,
     ) -> bool {
         let Some(h) = self.readable(id, grant, key).await else {
             return true;
@@ -576,10 +585,9 @@ impl ConnectionState {
         // Without an offset: the current screen, then live bytes from the offset it matches.
         let (start, snapshot) = match from {
             Some(from) => (Some(from), None),
-            None => match if history {
-                h.snapshot_with_history().await
-            } else {
-                h.snapshot().await
+            None => match match history {
+                Some(rows) => h.snapshot_with_history(rows).await,
+                None => h.snapshot().await,
             } {
                 Ok(s) => (Some(s.offset), Some(s)),
                 Err(_) => (None, None), // pipe sessions: live from now

@@ -113,15 +113,16 @@ impl ConnectionState {
         {
             return false;
         }
-        self.ttyd_draw(session).await
+        self.ttyd_draw(session, init.size.map(|s| s.rows)).await
     }
 
     /// The screen as it is now, then live output from the matching offset; a session that has
     /// ended gets its last screen and the close a live viewer gets (a ttyd page reconnecting
     /// to it stayed connected to nothing, taking keys).
-    async fn ttyd_draw(&mut self, session: &SessionHandle) -> bool {
-        // A ttyd page is a fresh terminal: the history first, to scroll back through.
-        let (start, snap) = match session.snapshot_with_history().await {
+    async fn ttyd_draw(&mut self, session: &SessionHandle, rows: Option<u16>) -> bool {
+        // A ttyd page is a fresh terminal: the history first, to scroll back through (into a
+        // terminal of the height it said, which the session may not have taken yet).
+        let (start, snap) = match session.snapshot_with_history(rows).await {
             Ok(s) => (Some(s.offset), Some(s.bytes)),
             Err(_) => (None, None),
         };
