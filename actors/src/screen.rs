@@ -911,3 +911,67 @@ impl Actor for Screen {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use super::*;
+    use crate::history::{Source, rebuild};
+
+    fn size(at: u64, rows: u16, cols: u16) -> SizeAt {
+        SizeAt {
+            at,
+            rows: NonZeroU16::new(rows).unwrap(),
+            cols: NonZeroU16::new(cols).unwrap(),
+            new_process: false,
+        }
+    }
+
+    /// Every line of a terminal after `bytes`: its scrollback, then its screen.
+    fn all_lines(rows: u16, bytes: &[u8]) -> Vec<String> {
+        let nz = |n: u16| NonZeroU16::new(n).unwrap();
+        let mut t = vt100::Parser::new(nz(rows), nz(20), 10_000);
+        t.process(bytes);
+        t.screen_mut().set_scrollback(usize::MAX);
+        let mut out = Vec::new();
+        for back in (1..=t.screen().scrollback()).rev() {
+            t.screen_mut().set_scrollback(back);
+            out.extend(t.screen().rows(0, 20).next());
+        }
+        t.screen_mut().set_scrollback(0);
+        out.extend(t.screen().rows(0, 20));
+        out.retain(|l| !l.is_empty());
+        out
+    }
+
+    /// A snapshot with its history, written into a terminal taller than the session (its own
+    /// resize not taken yet): every line once, in order — when the viewer says its height. Said
+    /// with the session's height, the rows between were erased rather than scrolled off.
+    #[test]
+    fn a_taller_viewer_gets_every_row_when_it_says_its_height() {
+        let bytes: String = (1..=30).map(|i| format!("line {i}\r\n")).collect();
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: bytes.into_bytes(),
+            sizes: vec![size(0, 5, 20)],
+        });
+        let screen = || Snapshot {
+            bytes: b"\x1b[?47l\x1bc\x1b[Hline 27\r\nline 28\r\nline 29\r\nline 30\r\n".to_vec(),
+            offset: 0,
+            rows: 5,
+            cols: 20,
+            approximate: false,
+            bracketed_paste: false,
+        };
+        let want: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+        let told = screen().with_history(&h, Some(12));
+        assert_eq!(all_lines(12, &told.bytes), want);
+        let untold = screen().with_history(&h, None);
+        assert_ne!(
+            all_lines(12, &untold.bytes),
+            want,
+            "the viewer's height made no difference"
+        );
+    }
+}
