@@ -875,6 +875,46 @@ exit 1
     ok(&server, &["rm", "agent"]);
 }
 
+/// An agent restarted right after a turn, before it wrote the turn down (Claude Code writes
+/// its transcript a moment after its Stop hook): the restart waits for the transcript (up to
+/// 2 s), so the next process resumes the conversation instead of starting afresh.
+#[test]
+fn a_restart_right_after_a_turn_waits_for_the_conversation_to_be_written() {
+    let server = Server::start();
+    let transcript = server.dir.path().join("talk.jsonl");
+    let script = format!(
+        r#"#!/bin/sh
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+case "$*" in *"--resume talk"*) echo RESUMED; exec sleep 1000 ;; esac
+echo '{{"hook_event_name":"SessionStart","session_id":"talk","transcript_path":"{t}"}}' | $cmd
+echo '{{"hook_event_name":"UserPromptSubmit","prompt":"go"}}' | $cmd
+echo '{{"hook_event_name":"Stop"}}' | $cmd
+sleep 0.5
+echo '{{"type":"user","message":{{"content":"go"}}}}' > {t}
+echo WRITTEN
+exec sleep 1000
+"#,
+        t = transcript.display()
+    );
+    let fake = install_fake_claude(&server, &script);
+    ok(
+        &server,
+        &["spawn", "--name", "agent", "--agent", "claude", "--", &fake],
+    );
+    ok(
+        &server,
+        &["wait", "agent", "--for", "idle", "--timeout", "10"],
+    );
+    // At once, while the turn is not written down yet.
+    assert!(!ok(&server, &["logs", "agent"]).contains("WRITTEN"));
+    ok(&server, &["restart", "agent"]);
+    eventually("resumed", || {
+        ok(&server, &["logs", "agent"]).contains("RESUMED")
+    });
+    ok(&server, &["rm", "agent"]);
+}
+
 #[test]
 fn logs_events_and_export_survive_a_server_restart() {
     let mut server = Server::start();
