@@ -39,6 +39,19 @@ pub struct SizeAt {
     pub new_process: bool,
 }
 
+#[cfg(test)]
+impl SizeAt {
+    /// `rows`×`cols` from offset `at` (tests).
+    pub(crate) fn test(at: u64, rows: u16, cols: u16) -> SizeAt {
+        SizeAt {
+            at,
+            rows: NonZeroU16::new(rows).expect("rows"),
+            cols: NonZeroU16::new(cols).expect("cols"),
+            new_process: false,
+        }
+    }
+}
+
 /// What a history is rebuilt from: output from offset `start`, and the sizes in effect over it
 /// (the first one at or before `start`).
 #[derive(Debug, Clone, Default)]
@@ -178,12 +191,7 @@ mod tests {
     use super::*;
 
     fn size(at: u64, rows: u16, cols: u16) -> SizeAt {
-        SizeAt {
-            at,
-            rows: NonZeroU16::new(rows).unwrap(),
-            cols: NonZeroU16::new(cols).unwrap(),
-            new_process: false,
-        }
+        SizeAt::test(at, rows, cols)
     }
 
     fn plain(h: &History) -> String {

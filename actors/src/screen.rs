@@ -920,12 +920,7 @@ mod tests {
     use crate::history::{Source, rebuild};
 
     fn size(at: u64, rows: u16, cols: u16) -> SizeAt {
-        SizeAt {
-            at,
-            rows: NonZeroU16::new(rows).unwrap(),
-            cols: NonZeroU16::new(cols).unwrap(),
-            new_process: false,
-        }
+        SizeAt::test(at, rows, cols)
     }
 
     /// Every line of a terminal after `bytes`: its scrollback, then its screen.

@@ -785,6 +785,24 @@ fn install_fake_claude(server: &Server, script: &str) -> String {
     fake.display().to_string()
 }
 
+/// Spawns `fake` (see [`install_fake_claude`]) as a Claude agent named `agent` under restart
+/// policy `restart`, with `args` after it.
+fn spawn_fake_agent(server: &Server, fake: &str, restart: &str, args: &[&str]) {
+    let mut argv = vec![
+        "spawn",
+        "--name",
+        "agent",
+        "--agent",
+        "claude",
+        "--restart",
+        restart,
+        "--",
+        fake,
+    ];
+    argv.extend(args);
+    ok(server, &argv);
+}
+
 const FAKE_CLAUDE: &str = r#"#!/bin/sh
 echo "ARGS: $*"
 settings="$2"
@@ -800,22 +818,7 @@ esac
 fn claude_profile_passes_hook_settings_and_resumes_after_a_crash() {
     let server = Server::start();
     let fake = install_fake_claude(&server, FAKE_CLAUDE);
-    ok(
-        &server,
-        &[
-            "spawn",
-            "--name",
-            "agent",
-            "--agent",
-            "claude",
-            "--restart",
-            "on-failure",
-            "--",
-            &fake,
-            "--model",
-            "x",
-        ],
-    );
+    spawn_fake_agent(&server, &fake, "on-failure", &["--model", "x"]);
     eventually("resumed", || {
         ok(&server, &["logs", "agent"]).contains("RESUMED")
     });
@@ -853,20 +856,7 @@ exit 1
         ran = ran.display()
     );
     let fake = install_fake_claude(&server, &script);
-    ok(
-        &server,
-        &[
-            "spawn",
-            "--name",
-            "agent",
-            "--agent",
-            "claude",
-            "--restart",
-            "on-failure",
-            "--",
-            &fake,
-        ],
-    );
+    spawn_fake_agent(&server, &fake, "on-failure", &[]);
     eventually("started again", || {
         ok(&server, &["logs", "agent"]).contains("AFRESH")
     });
@@ -898,10 +888,7 @@ exec sleep 1000
         t = transcript.display()
     );
     let fake = install_fake_claude(&server, &script);
-    ok(
-        &server,
-        &["spawn", "--name", "agent", "--agent", "claude", "--", &fake],
-    );
+    spawn_fake_agent(&server, &fake, "never", &[]);
     ok(
         &server,
         &["wait", "agent", "--for", "idle", "--timeout", "10"],
