@@ -1046,14 +1046,20 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
     let mut ws = server.ws().await;
     let tree = loop {
         let t = ws.call(json!({"type": "tree"})).await["tree"].clone();
-        let ended_state = t
-            .pointer("/children/1/children")
-            .and_then(|c| c.as_array())
-            .and_then(|c| c.iter().find(|n| n["id"] == "sessions"))
-            .and_then(|s| s["children"].as_array().cloned())
-            .and_then(|c| c.into_iter().find(|n| n["detail"]["name"] == "ended"))
-            .map(|n| n["detail"]["state"].clone());
-        if ended_state == Some(json!("stopped")) {
+        let session = |name: &str| {
+            t.pointer("/children/1/children")
+                .and_then(|c| c.as_array())
+                .and_then(|c| c.iter().find(|n| n["id"] == "sessions"))
+                .and_then(|s| s["children"].as_array().cloned())
+                .and_then(|c| c.into_iter().find(|n| n["detail"]["name"] == name))
+        };
+        let ended_state = session("ended").map(|n| n["detail"]["state"].clone());
+        // Both viewers subscribed (the ttyd page's comes after its history is rebuilt).
+        let viewers = session("live")
+            .and_then(|n| n["children"].as_array().cloned())
+            .and_then(|c| c.into_iter().find(|n| n["id"] == "subscribers"))
+            .map(|n| n["detail"]["viewers"].clone());
+        if ended_state == Some(json!("stopped")) && viewers == Some(json!(2)) {
             break t;
         }
         assert!(Instant::now() < deadline, "{t}");
