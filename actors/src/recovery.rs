@@ -417,11 +417,9 @@ async fn restore_one(
         // from here.
         let mut decision = match pid {
             Some(pid) => format!(
-                "the session ran on under its holder while no server was here; reattaching (its process is {pid})"
+                "the session ran on under its holder between servers; reattaching (its process is {pid})"
             ),
-            None => {
-                "the session ran on under its holder while no server was here; reattaching".into()
-            }
+            None => "the session ran on under its holder between servers; reattaching".into(),
         };
         if let Some(why) = &unfinished {
             decision.push_str(&format!("; then finishing what was asked of it ({why})"));
