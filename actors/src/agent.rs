@@ -374,6 +374,50 @@ pub fn has_conversation(path: &Path) -> bool {
         .any(|l| l.contains(r#""type":"user""#) || l.contains(r#""type":"assistant""#))
 }
 
+/// The longest a graceful stop waits for an agent to write down its last prompt
+/// ([`until_written`]).
+pub const WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A stop this soon after the agent's state last changed may come before its transcript is
+/// written; later ones do not wait.
+pub const WRITTEN_RECENTLY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An agent stopped gracefully right after a turn (its state changed within
+/// [`WRITTEN_RECENTLY`]) whose prompt its transcript does not hold yet gets up to
+/// [`WRITTEN_WAIT`] to write it down first: Claude Code writes its transcript a moment
+/// after the turn, and a restart 12 ms after a Stop hook found nothing to resume (the agent
+/// started afresh, its conversation lost).
+pub(crate) async fn until_written(shared: &SessionShared) {
+    let recent = shared
+        .attention_ms()
+        .is_some_and(|ms| ms < WRITTEN_RECENTLY.as_millis() as u64);
+    let path = {
+        let s = shared.status.read();
+        s.agent_transcript
+            .clone()
+            .filter(|_| s.agent_prompted && recent)
+    };
+    let Some(path) = path else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + WRITTEN_WAIT;
+    loop {
+        let p = path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || has_conversation(std::path::Path::new(&p)))
+                .await
+                .unwrap_or(true);
+        if written {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(session = %shared.id, "the agent did not write its conversation down in time; stopping it");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Records a structured agent's typed event (see `stream_json`) and applies what it means (see
 /// [`apply_stream`]).
 pub fn record_stream(session: &SessionShared, event: AgentEvent) -> SessionEvent {
@@ -562,20 +606,17 @@ pub fn settle_by_hook(
     if session.mode == Mode::StreamJson {
         return Vec::new();
     }
+    // The questions asked for the tool and input this hook names.
+    let same_tool = |s: &Status| {
+        let ran = hook_question(payload);
+        questions::held_matching(s, |q| q.tool == ran.tool && q.input == ran.input)
+    };
     let mut s = session.status.write();
     let (ids, left) = match name {
         // The tool ran: the agent works on (never `idle` in between, which a notifier reading
         // the state at the question's close would take for the turn's end).
-        "PostToolUse" | "PostToolUseFailure" => {
-            let ran = hook_question(payload);
-            let ids = questions::held_matching(&s, |q| q.tool == ran.tool && q.input == ran.input);
-            (ids, Left::InDialog)
-        }
-        "PermissionDenied" => {
-            let ran = hook_question(payload);
-            let ids = questions::held_matching(&s, |q| q.tool == ran.tool && q.input == ran.input);
-            (ids, Left::Settled)
-        }
+        "PostToolUse" | "PostToolUseFailure" => (same_tool(&s), Left::InDialog),
+        "PermissionDenied" => (same_tool(&s), Left::Settled),
         "Stop" | "StopFailure" | "UserPromptSubmit" | "SessionEnd" => {
             (questions::held_matching(&s, |_| true), Left::Settled)
         }
@@ -931,8 +972,9 @@ mod tests {
         assert!(!asks_in_dialog(&s));
     }
 
-    /// An agent is fresh until it works; a SessionStart that begins a conversation (startup,
-    /// `/clear`) makes it fresh again, one that continues it (a resume, a compaction) does not.
+    /// What a start screen asks is its first line with a question, up to it (else its last
+    /// line), box drawing left out, cut to [`START_LINE_MAX`]; it is kept while the agent has
+    /// said nothing.
     #[test]
     fn a_start_screen_s_question_is_its_first_line_that_asks() {
         let trust = "────────\n Accessing workspace:\n\n /tmp/x\n\n Quick safety check: Is this a \
@@ -971,6 +1013,8 @@ mod tests {
         assert_eq!(s.asks_at_start, None);
     }
 
+    /// An agent is fresh until it works; a SessionStart that begins a conversation (startup,
+    /// `/clear`) makes it fresh again, one that continues it (a resume, a compaction) does not.
     #[test]
     fn an_agent_is_fresh_until_it_works_in_its_conversation() {
         let mut s = agent_status();

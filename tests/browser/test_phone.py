@@ -67,18 +67,17 @@ def test_phone_list_and_terminal_fit(server, browser, new_page):
     assert_not_blank(browser, page.screenshot())
 
 
-def test_a_phone_beside_a_desktop_shows_the_session_at_its_size_and_gets_it_back(server, new_page):
-    # A phone watches a session; a desktop opens it too and types (its size wins): the phone
-    # shows the program at the desktop's width, its font shrunk to fit (it drew a 160-column
-    # program into 50 columns, unreadable), without asking for that size itself; when the
-    # desktop leaves, the phone has its own size back, at its own font.
-    s = server.spawn(["cat"], name="shared")
+def phone_on(server, new_page, s):
+    """A phone showing session `s` at its own size: the page and that size."""
     phone = new_page(phone=True)
     phone.goto(server.login_url(hash=f"/s/{s['id']}"))
     wait_js(phone, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
     wait_until(lambda: server.session(s["id"])["size"]["cols"] < 80, 10, "the phone's size")
-    own = phone.evaluate("window.corral.termSize()")
-    assert server.session(s["id"])["size"]["cols"] == own["cols"], own
+    return phone, phone.evaluate("window.corral.termSize()")
+
+
+def desktop_types_into(server, new_page, s):
+    """A desktop that opens session `s` and types into it (its size wins): the page and that size."""
     desktop = new_page()
     desktop.goto(server.login_url(hash=f"/s/{s['id']}"))
     wait_js(desktop, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
@@ -86,6 +85,18 @@ def test_a_phone_beside_a_desktop_shows_the_session_at_its_size_and_gets_it_back
     desktop.keyboard.type("x")
     wide = wait_js(desktop, "window.corral.termSize()", 5)
     wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size")
+    return desktop, wide
+
+
+def test_a_phone_beside_a_desktop_shows_the_session_at_its_size_and_gets_it_back(server, new_page):
+    # A phone watches a session; a desktop opens it too and types (its size wins): the phone
+    # shows the program at the desktop's width, its font shrunk to fit (it drew a 160-column
+    # program into 50 columns, unreadable), without asking for that size itself; when the
+    # desktop leaves, the phone has its own size back, at its own font.
+    s = server.spawn(["cat"], name="shared")
+    phone, own = phone_on(server, new_page, s)
+    assert server.session(s["id"])["size"]["cols"] == own["cols"], own
+    desktop, wide = desktop_types_into(server, new_page, s)
     expect(phone.get_by_test_id("terminal")).to_have_attribute("data-following", "true")
     wait_js(phone, f"window.corral.termSize().cols === {wide['cols']}", 10, "the phone to show the desktop's width")
     shown = phone.evaluate("window.corral.termSize()")
@@ -107,20 +118,10 @@ def test_a_phone_following_a_desktop_takes_the_size_back_with_one_tap(server, ne
     # screen's size: one tap makes it the session's, as typing would, with no key sent to the
     # program; the desktop takes it again by typing.
     s = server.spawn(["cat"], name="taken")
-    phone = new_page(phone=True)
-    phone.goto(server.login_url(hash=f"/s/{s['id']}"))
-    wait_js(phone, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
-    wait_until(lambda: server.session(s["id"])["size"]["cols"] < 80, 10, "the phone's size")
-    own = phone.evaluate("window.corral.termSize()")
+    phone, own = phone_on(server, new_page, s)
     take = phone.get_by_test_id("take-size")
     expect(take).to_be_hidden()
-    desktop = new_page()
-    desktop.goto(server.login_url(hash=f"/s/{s['id']}"))
-    wait_js(desktop, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
-    desktop.get_by_test_id("terminal").click()
-    desktop.keyboard.type("x")
-    wide = wait_js(desktop, "window.corral.termSize()", 5)
-    wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size")
+    desktop, wide = desktop_types_into(server, new_page, s)
     expect(phone.get_by_test_id("terminal")).to_have_attribute("data-following", "true")
     expect(take).to_be_visible()
     before = server.session(s["id"])["output_offset"]

@@ -222,14 +222,6 @@ pub const KILL_REQUESTED: &str = "kill requested";
 /// See [`STOP_REQUESTED`].
 pub const RESTART_REQUESTED: &str = "restart requested";
 
-/// The longest a graceful stop waits for an agent to write down its last prompt
-/// ([`until_written`]).
-pub const WRITTEN_WAIT: Duration = Duration::from_secs(2);
-
-/// A stop this soon after the agent's state last changed may come before its transcript is
-/// written; later ones do not wait.
-pub const WRITTEN_RECENTLY: Duration = Duration::from_secs(10);
-
 impl Drop for SessionActorState {
     fn drop(&mut self) {
         if let Some((_, t)) = &self.restart_timer {
@@ -594,43 +586,6 @@ impl Actor for Session {
     }
 }
 
-/// An agent stopped gracefully right after a turn (its state changed within
-/// [`WRITTEN_RECENTLY`]) whose prompt its transcript does not hold yet gets up to
-/// [`WRITTEN_WAIT`] to write it down first: Claude Code writes its transcript a moment
-/// after the turn, and a restart 12 ms after a Stop hook found nothing to resume (the agent
-/// started afresh, its conversation lost).
-async fn until_written(shared: &SessionShared) {
-    let recent = shared
-        .attention_ms()
-        .is_some_and(|ms| ms < WRITTEN_RECENTLY.as_millis() as u64);
-    let path = {
-        let s = shared.status.read();
-        s.agent_transcript
-            .clone()
-            .filter(|_| s.agent_prompted && recent)
-    };
-    let Some(path) = path else {
-        return;
-    };
-    let deadline = Instant::now() + WRITTEN_WAIT;
-    loop {
-        let p = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            crate::agent::has_conversation(std::path::Path::new(&p))
-        })
-        .await
-        .unwrap_or(true);
-        if written {
-            return;
-        }
-        if Instant::now() >= deadline {
-            tracing::info!(session = %shared.id, "the agent did not write its conversation down in time; stopping it");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sends a reply; a caller that gave up waiting is not our error.
 fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
     if reply.send(value).is_err() {
@@ -791,7 +746,7 @@ impl SessionActorState {
             t.abort();
         }
         if grace.is_some() && self.running.is_some() {
-            until_written(&self.shared).await;
+            crate::agent::until_written(&self.shared).await;
         }
         if let Some(run) = &self.running {
             // What was asked is recorded with the state: a server that dies before it is done
