@@ -68,7 +68,9 @@ pub async fn run()
             .await?;
         ids.push(h.id());
     }
+    // The host's tree shows corral as one child of its own; corral's tree, its sessions.
     println!("{:#?}", host.tree().await?);
+    println!("{:#?}", corral.tree().await?);
     host.stop(Some(Duration::from_secs(30))).await?;
     Ok(ids)
 }

@@ -128,9 +128,10 @@ impl Subscription {
         }
     }
 
-    /// Waits for the next item; at most `max` output bytes at a time. Cancel-safe.
+    /// Waits for the next item; at most `max` output bytes at a time (a `max` of 0 is taken as
+    /// 1: an item of no bytes would come at once, and a loop around it would spin). Cancel-safe.
     pub async fn next(&mut self, max: usize) -> Item {
-        let item = self.next_item(max).await;
+        let item = self.next_item(max.max(1)).await;
         // Taken: the session's output may go a Ring beyond this (see `session::pace`).
         match &self.backfill {
             Some(_) => self.pacer.idle(),

@@ -327,6 +327,38 @@ async fn a_stalled_subscriber_gets_the_exact_lag_and_never_blocks_the_writer() {
 }
 
 #[tokio::test]
+async fn a_subscriber_asking_for_no_bytes_gets_one_at_a_time_and_waits_for_more() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(sh("printf ab; exec sleep 1000").mode(Mode::Pipe))
+        .await
+        .unwrap();
+    let mut sub = h.subscribe(Some(0)).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next(0)).await {
+            Ok(Item::Output { bytes, .. }) => {
+                assert_eq!(bytes.len(), 1, "one byte per call");
+                got.extend_from_slice(&bytes);
+            }
+            Ok(_) => {}
+            Err(_) => panic!("no output"),
+        }
+    }
+    assert_eq!(got, b"ab");
+    // Nothing more: the call waits (an empty item at once would make a loop spin).
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), sub.next(0)).await {
+            Err(_) => break,
+            Ok(Item::Output { bytes, .. }) => panic!("output {bytes:?} from nothing"),
+            Ok(_) => {}
+        }
+    }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn input_to_a_process_that_never_reads_fails_fast_and_stop_still_works() {
     let corral = corral().await;
     let deaf = corral

@@ -49,7 +49,7 @@ pub struct SessionInfo {
     /// When the current process started (RFC 3339).
     #[serde(with = "crate::time::option", default)]
     pub started_at: Option<SystemTime>,
-    /// Restarts so far.
+    /// Restarts by the restart policy so far (a restart someone asked for is not counted).
     pub restarts: u64,
     /// The last exit.
     pub last_exit: Option<ExitStatus>,
