@@ -297,11 +297,11 @@ impl SessionHandle {
         Ok(())
     }
 
-    /// Reports a viewer's terminal size (applied per the resize policy).
+    /// Reports a viewer's terminal size (applied per the resize policy). A size no terminal
+    /// has (a zero, or past [`Size::MAX_ROWS`]×[`Size::MAX_COLS`]) is refused as a spec's is:
+    /// a terminal not laid out yet has no size to report.
     pub fn resize(&self, viewer: ViewerId, size: Size) -> Result<(), SessionError> {
-        let size = size
-            .check_max()
-            .map_err(|e| SessionError::BadInput(e.to_string()))?;
+        let size = size.check()?;
         self.actor
             .send_message(SessionMsg::Resize { viewer, size })
             .map_err(|e| SessionError::Unavailable(e.to_string()))

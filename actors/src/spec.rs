@@ -131,12 +131,6 @@ impl Size {
         if self.rows == 0 || self.cols == 0 {
             return Err(SpecError::SizeZero);
         }
-        self.check_max()
-    }
-
-    /// Refuses more than [`Self::MAX_ROWS`]×[`Self::MAX_COLS`] (a viewer's resize: a
-    /// terminal reporting 0×0 before it is laid out is taken as it is).
-    pub fn check_max(self) -> Result<Self, SpecError> {
         if self.rows > Self::MAX_ROWS || self.cols > Self::MAX_COLS {
             return Err(SpecError::SizeOverLimit {
                 rows: self.rows,

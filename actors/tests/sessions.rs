@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use corral_actors::process::ExitStatus;
 use corral_actors::{
-    EventKind, Item, Mode, RestartPolicy, SessionError, SessionSpec, SessionState, SpecError,
+    EventKind, Item, Mode, RestartPolicy, SessionError, SessionSpec, SessionState, Size, SpecError,
 };
 use corral_runtime::Backoff;
 
@@ -355,6 +355,52 @@ async fn a_subscriber_asking_for_no_bytes_gets_one_at_a_time_and_waits_for_more(
             Ok(_) => {}
         }
     }
+    corral.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resize_to_a_size_no_terminal_has_is_refused_as_a_spec_is() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(sh("exec sleep 1000"))
+        .await
+        .unwrap();
+    for (size, want) in [
+        (Size { rows: 0, cols: 80 }, SpecError::SizeZero),
+        (Size { rows: 24, cols: 0 }, SpecError::SizeZero),
+        (
+            Size {
+                rows: 60000,
+                cols: 80,
+            },
+            SpecError::SizeOverLimit {
+                rows: 60000,
+                cols: 80,
+            },
+        ),
+    ] {
+        match h.resize(1, size) {
+            Err(SessionError::BadSpec(e)) => assert_eq!(e, want),
+            other => panic!("{size:?}: {other:?}"),
+        }
+    }
+    h.resize(
+        1,
+        Size {
+            rows: 40,
+            cols: 100,
+        },
+    )
+    .unwrap();
+    eventually("resized", Duration::from_secs(5), || {
+        h.info().size
+            == Size {
+                rows: 40,
+                cols: 100,
+            }
+    })
+    .await;
     corral.shutdown().await.unwrap();
 }
 
