@@ -1,9 +1,9 @@
 /**
  * Redraw: a session's screen drawn over a view that shows it already (a view the output
  * lapped), keeping that view's scrollback — the same sequence the server sends a ttyd viewer
- * (`Snapshot::over_scrollback` in actors/src/screen.rs).
+ * (`Snapshot::over_scrollback` in actors/src/screen/snapshot.rs).
  */
-/** The full reset a snapshot starts with (`actors/src/screen.rs`, FULL_RESET). */
+/** The full reset a snapshot starts with (`actors/src/screen/snapshot.rs`, FULL_RESET). */
 const FULL_RESET = '\x1b[?47l\x1bc';
 /** Modes turned off before a redraw over a live terminal (`Snapshot::over_scrollback`). */
 const MODES_OFF =
