@@ -525,7 +525,9 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
             agent_session_id, ..
         } => {
             s.agent_session_id = Some(agent_session_id.clone());
-            None
+            // Claude says `init` as each turn starts: one that starts while the agent waits
+            // is a prompt queued during the last turn (its `result` came a moment ago).
+            (s.attention == Some(Attention::Idle)).then_some(Attention::Working)
         }
         AgentEvent::PermissionRequest {
             request_id,
@@ -1092,6 +1094,36 @@ mod tests {
         );
         assert_eq!(s.attention, Some(Attention::Idle));
         assert!(s.permission.is_none() && s.queued.is_empty());
+    }
+
+    /// A stream-json turn that starts while the agent waits (a prompt queued during the last
+    /// turn: Claude says `result`, then `init` for the next turn at once) makes it work again;
+    /// an `init` while it works or before it started changes nothing.
+    #[test]
+    fn a_queued_prompts_turn_starting_makes_a_structured_agent_work() {
+        let init = AgentEvent::Init {
+            agent_session_id: "a".into(),
+            model: None,
+        };
+        let mut s = agent_status();
+        s.attention = Some(Attention::Starting);
+        apply_stream(&mut s, &init);
+        assert_eq!(s.attention, Some(Attention::Starting));
+        s.attention = Some(Attention::Working);
+        apply_stream(&mut s, &init);
+        assert_eq!(s.attention, Some(Attention::Working));
+        apply_stream(
+            &mut s,
+            &AgentEvent::Result {
+                subtype: "success".into(),
+                is_error: false,
+                text: None,
+            },
+        );
+        assert_eq!(s.attention, Some(Attention::Idle));
+        apply_stream(&mut s, &init);
+        assert_eq!(s.attention, Some(Attention::Working));
+        assert_eq!(s.agent_session_id.as_deref(), Some("a"));
     }
 
     /// A terminal agent: a Notification that asks names no question to answer from outside (no

@@ -570,6 +570,53 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
     );
 }
 
+/// A prompt queued while the agent worked starts its turn right after the last one ends
+/// (Claude Code: Stop, then the next UserPromptSubmit ~50 ms later): the agent is idle for that
+/// instant only, and a webhook hears "waiting for input" once, when it really waits — not at
+/// the first turn's end.
+#[tokio::test]
+async fn a_queued_prompts_turn_sends_no_idle_notification_between_the_turns() {
+    let hooks = corral_tests::Webhooks::start().await;
+    let port = hooks.port;
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n"
+    ));
+    let hook = |json: &str| format!("printf '%s' '{json}' | {} hook\n", binary().display());
+    let script = [
+        hook(r#"{"hook_event_name":"SessionStart","session_id":"agent-q"}"#),
+        hook(r#"{"hook_event_name":"UserPromptSubmit","prompt":"first"}"#),
+        "sleep 0.3\n".into(),
+        hook(r#"{"hook_event_name":"Stop"}"#),
+        "sleep 0.05\n".into(),
+        hook(r#"{"hook_event_name":"UserPromptSubmit","prompt":"queued"}"#),
+        "sleep 0.3\n".into(),
+        hook(r#"{"hook_event_name":"Stop"}"#),
+        "touch done; exec sleep 600\n".into(),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .spawn(json!({"name": "queued", "argv": ["sh", "-c", script], "cwd": dir.path()}))
+        .await;
+    let t = Instant::now();
+    while !dir.path().join("done").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the agent never ended its turns"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = hooks.until(1, Duration::from_secs(15)).await;
+    // Past the settle time of a second one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_later = hooks.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got_later.len(), 1, "{got_later:?}");
+    assert_eq!(got[0].1["kind"], "idle", "{got:?}");
+    let s = server.session("queued").await;
+    assert_eq!(s["attention"], "idle", "{s}");
+}
+
 /// A PermissionRequest hook held open for an answer must not hold up the server's leaving:
 /// `corral upgrade` and `corral shutdown` used to wait for it (the graceful stop waits for open
 /// responses) — the whole permission wait, 120 s by default, and the CLI gave up after 60 s

@@ -5,6 +5,8 @@
 //! that). A bounded queue per webhook between the sessions and its sender: a session never
 //! waits for a webhook, a slow or unreachable webhook delays only its own notifications, and a
 //! full queue is counted (`notify{kind="dropped"}`) and logged, never silent.
+//! An agent's `idle` is told once it has stayed idle for [`IDLE_SETTLE`] (a queued prompt's
+//! turn starts right after the last one ends: no push for that instant).
 //! Each delivery is retried with backoff (3 attempts: 0.5 s, 1 s, 2 s apart, 5 s each). Per
 //! session, notifications can be muted (`POST /v1/sessions/{id}/notify {"muted": true}`).
 
@@ -29,6 +31,11 @@ pub const QUEUE: usize = 256;
 pub const ATTEMPTS: u32 = 3;
 /// One attempt's bound.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an agent that went idle must stay idle to be told: a prompt queued while it worked
+/// starts its turn right after the last one ends (Claude Code's Stop hook, then the next
+/// prompt's UserPromptSubmit 50 ms later; a stream-json `result`, then the next turn's
+/// `init`), and a push saying it waits would be wrong.
+pub const IDLE_SETTLE: Duration = Duration::from_millis(1500);
 
 /// What is told.
 #[derive(Debug, Clone, Serialize)]
@@ -146,19 +153,47 @@ pub async fn run(app: Arc<App>) {
             .into_iter()
             .filter_map(|i| Some((i.id, i.attention?)))
             .collect();
+        // Idle notifications waiting out [`IDLE_SETTLE`], one per session at most (a session
+        // that works again drops its own), in the order they are due.
+        let mut settling: HashMap<Uuid, (tokio::time::Instant, Notification)> = HashMap::new();
         loop {
-            let event = match events.recv().await {
-                Ok(e) => e,
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "notify: session events missed");
+            let due = settling.values().map(|(at, _)| *at).min();
+            let event = tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "notify: session events missed");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                () = sleep_until(due) => {
+                    let now = tokio::time::Instant::now();
+                    let ready: Vec<Uuid> = settling
+                        .iter()
+                        .filter(|(_, (at, _))| *at <= now)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ready {
+                        // invariant: the id was just read from the map.
+                        let (_, n) = settling.remove(&id).expect("settling notification");
+                        let still_idle = app.corral.sessions().get(&id.to_string()).is_ok_and(|h| {
+                            h.info().attention == Some(Attention::Idle)
+                        });
+                        if still_idle && !app.mutes.muted(id) {
+                            queue(&app, &txs, &hooks, n);
+                        }
+                    }
                     continue;
                 }
-                Err(RecvError::Closed) => break,
             };
             let Ok(h) = app.corral.sessions().get(&event.session.to_string()) else {
                 continue;
             };
             let info = h.info();
+            if info.attention != Some(Attention::Idle) {
+                settling.remove(&info.id);
+            }
             // An interrupt (Esc or Ctrl-C typed into the agent, a stream-json interrupt) is
             // its user's own doing: whoever typed it is looking at the agent, and a push saying
             // it waits would only echo their key.
@@ -217,16 +252,38 @@ pub async fn run(app: Arc<App>) {
                 url: format!("{}/#/s/{}", page.trim_end_matches('/'), info.id),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };
-            for (tx, hook) in txs.iter().zip(&hooks) {
-                if tx.try_send(n.clone()).is_err() {
-                    app.metrics.notify("dropped");
-                    tracing::warn!(session = %info.id, url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
-                }
+            if kind == "idle" {
+                settling.insert(info.id, (tokio::time::Instant::now() + IDLE_SETTLE, n));
+            } else {
+                queue(&app, &txs, &hooks, n);
             }
         }
         drop(txs);
     };
     tokio::join!(senders, watcher);
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts `n` in every webhook's queue; a full one drops it, counted and logged.
+fn queue(
+    app: &App,
+    txs: &[tokio::sync::mpsc::Sender<Notification>],
+    hooks: &[Webhook],
+    n: Notification,
+) {
+    for (tx, hook) in txs.iter().zip(hooks) {
+        if tx.try_send(n.clone()).is_err() {
+            app.metrics.notify("dropped");
+            tracing::warn!(session = %n.session, url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
+        }
+    }
 }
 
 /// Whether `url` names the unspecified address (a server bound to `0.0.0.0` or `[::]`).
