@@ -12,6 +12,8 @@
 //! alternate screen (a pager, an editor) are not history, as in any terminal. The replay starts
 //! where the retained output starts, at the first escape sequence or line there: what the lost
 //! bytes before it set (colours, modes) is not known, which may show in the oldest lines.
+//! An erase of the scrollback (ED3, which `clear` sends) drops what scrolled off before it, as
+//! a terminal that saw it did.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -113,6 +115,10 @@ pub fn rebuild(source: &Source) -> History {
     };
     let mut at = source.start + skip as u64;
     let end = source.start + source.bytes.len() as u64;
+    // Where the last erase of the scrollback ends: the rows scrolled off before it are gone
+    // for a viewer who saw it (`clear` sends it), so they are no history for a late one.
+    let erased =
+        last_scrollback_erase(&source.bytes[skip.min(source.bytes.len())..]).map(|e| at + e as u64);
     let mut sizes = source.sizes.iter().skip(1).peekable();
     while at < end {
         // Apply the sizes due here, then feed up to the next one.
@@ -126,14 +132,26 @@ pub fn rebuild(source: &Source) -> History {
             }
         }
         let until = sizes.peek().map_or(end, |s| s.at.min(end));
+        let until = erased.filter(|&e| e > at).map_or(until, |e| e.min(until));
         let from = usize::try_from(at - source.start).unwrap_or(usize::MAX);
         let to = usize::try_from(until - source.start).unwrap_or(usize::MAX);
         if let Some(chunk) = source.bytes.get(from..to) {
             parser.process(chunk);
         }
+        if erased == Some(until) {
+            parser.callbacks_mut().forget();
+        }
         at = until.max(at + 1);
     }
     parser.callbacks_mut().history()
+}
+
+/// The end of the last "erase the scrollback" (ED3: `CSI 3 J`, or `CSI ? 3 J`) in `bytes`.
+fn last_scrollback_erase(bytes: &[u8]) -> Option<usize> {
+    [b"\x1b[3J".as_slice(), b"\x1b[?3J".as_slice()]
+        .iter()
+        .filter_map(|seq| memchr::memmem::rfind(bytes, seq).map(|at| at + seq.len()))
+        .max()
 }
 
 /// The `on_scroll` capture of a replay: each row that leaves the top of the primary screen,
@@ -147,6 +165,12 @@ struct Capture {
 }
 
 impl Capture {
+    /// The scrollback was erased: what scrolled off so far is gone.
+    fn forget(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+
     fn history(&mut self) -> History {
         let rows = self.rows.len();
         let mut text = String::with_capacity(self.bytes + rows);
@@ -270,6 +294,30 @@ mod tests {
             text.contains(&format!("\n{}\nb0", "z".repeat(30))),
             "{text:?}"
         );
+    }
+
+    /// An erase of the scrollback (what `clear` sends after erasing the screen) takes what
+    /// scrolled off before it out of the history — a secret printed, then cleared, must not
+    /// come back for a late viewer — and what scrolls off after it is history again.
+    #[test]
+    fn an_erased_scrollback_is_no_history() {
+        // `clear`: the screen erased too, so nothing of before is left; ED3 alone leaves the
+        // rows on the screen (secrets 7 to 10 on 5 rows), which scroll off later as any do.
+        for (erase, kept) in [("\x1b[H\x1b[2J\x1b[3J", 0), ("\x1b[?3J", 4)] {
+            let mut bytes: String = (1..=10).map(|i| format!("secret {i}\r\n")).collect();
+            bytes.push_str(erase);
+            bytes.extend((1..=8).map(|i| format!("after {i}\r\n")));
+            let h = rebuild(&Source {
+                start: 0,
+                bytes: bytes.into_bytes(),
+                sizes: vec![size(0, 5, 20)],
+            });
+            let text = plain(&h);
+            let secrets: Vec<&str> = text.lines().filter(|l| l.starts_with("secret")).collect();
+            let want: Vec<String> = (11 - kept..=10).map(|i| format!("secret {i}")).collect();
+            assert_eq!(secrets, want, "{erase:?}: {text:?}");
+            assert!(text.contains("after 1"), "{erase:?}: {text:?}");
+        }
     }
 
     /// At most HISTORY_OUT bytes, the newest.
