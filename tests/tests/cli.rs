@@ -431,6 +431,57 @@ fn tmux(socket: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `tree --watch` on a terminal draws in place on the alternate screen, cut to the terminal's
+/// height with a count of what is left out (it scrolled its top away on every redraw, and the
+/// terminal's history filled with copies), redraws on a change, and leaves on Ctrl-C.
+#[test]
+fn tree_watch_draws_in_place_and_fits_the_terminal() {
+    require_tmux();
+    let server = Server::start();
+    for i in 0..6 {
+        ok(&server, &["spawn", "--name", &format!("w{i}"), "--", "cat"]);
+    }
+    let socket = corral_in_tmux(&server, "watch", "tree --watch", (80, 12));
+    let screen = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("the tree is drawn", || screen().contains("more lines"));
+    let first = screen();
+    let rows: Vec<&str> = first.lines().collect();
+    assert!(rows[0].starts_with("server"), "{first}");
+    assert_eq!(rows.len(), 12, "{first}");
+    assert!(rows[11].starts_with("… "), "{first}");
+    ok(&server, &["spawn", "--name", "w6", "--", "cat"]);
+    eventually("redrawn with one more session", || {
+        screen().lines().last().is_some_and(|l| l != rows[11])
+    });
+    let history = tmux(&socket, &["display", "-p", "-t", "t", "#{history_size}"]);
+    assert_eq!(history.trim(), "0", "nothing scrolled into the history");
+    tmux(&socket, &["send-keys", "-t", "t", "C-c"]);
+    eventually("watch left on Ctrl-C", || {
+        !tmux(&socket, &["list-sessions"]).contains("t:")
+    });
+}
+
+/// A failed session's `ps` row says why (the exit alone, `exit 0` of a program restarted too
+/// often, did not).
+#[test]
+fn ps_says_why_a_session_failed() {
+    let server = Server::start();
+    let spec = serde_json::json!({
+        "name": "flappy",
+        "argv": ["sh", "-c", "exit 0"],
+        "restart": "always",
+        "backoff": {"initial": 0.01, "max": 0.01, "multiplier": 1.0, "jitter": 0.0, "reset_after": 30},
+        "intensity": {"max_restarts": 2, "period": 60},
+    });
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(server.spawn(spec));
+    eventually("failed", || ok(&server, &["ps"]).contains("failed"));
+    let ps = ok(&server, &["ps"]);
+    let row = ps.lines().find(|l| l.contains("flappy")).unwrap();
+    assert!(row.contains("restart intensity exceeded"), "{ps}");
+}
+
 #[test]
 fn attach_in_a_real_terminal() {
     require_tmux();

@@ -248,8 +248,10 @@ pub async fn attach(
             .last_exit
             .map_or_else(String::new, |e| format!(" ({e})"));
         format!(
-            "{} has ended{exit}: its last screen; `corral restart {}` starts it again",
-            view.info.name, view.info.name
+            "{} has ended{exit}: its last screen; `corral restart {}` starts it again, Ctrl-{} leaves",
+            view.info.name,
+            view.info.name,
+            detach_key.to_ascii_uppercase()
         )
     });
     // Standard input is read on a dedicated thread (blocking reads never touch the runtime).

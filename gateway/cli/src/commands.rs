@@ -272,7 +272,9 @@ pub enum ClientCommand {
         /// Watch only.
         #[arg(long)]
         read_only: bool,
-        /// Detach key as a control character letter (default '\\' = Ctrl-\\).
+        /// Detach key as a control character letter (default '\' = Ctrl-\). The key is never
+        /// sent to the program: to type Ctrl-\ into it (SIGQUIT), attach with another
+        /// (`--detach-key ]`), or `corral send NAME '\x1c'`.
         #[arg(long, default_value_t = crate::attach::DETACH_KEY)]
         detach_key: char,
     },
@@ -361,38 +363,14 @@ pub async fn run(
         }
         ClientCommand::Tree { json, watch } => {
             let mut ws = client.ws().await?;
-            let show = async |ws: &mut corral_client::Conn| -> anyhow::Result<()> {
-                let Reply::Tree { tree, .. } = ws.request(Op::Tree).await? else {
-                    bail!("the server did not answer with a tree");
-                };
-                if json {
-                    println!("{}", serde_json::to_string(&tree)?);
-                } else {
-                    print_tree(&serde_json::to_value(&tree)?, "", true, true);
-                }
-                Ok(())
-            };
-            if !watch {
-                show(&mut ws).await?;
-                return Ok(ExitCode::SUCCESS);
+            if watch {
+                return crate::tree_watch::run(&mut ws, json).await;
             }
-            // Redraw on every pushed change (session events, and figures that moved, compared
-            // every 2 s by the server); nothing is polled from here.
-            ws.request(Op::Watch).await?;
-            loop {
-                if !json {
-                    print!("\x1b[H\x1b[2J");
-                }
-                show(&mut ws).await?;
-                loop {
-                    match ws.next().await {
-                        Incoming::Json(v) if v["type"] == "session" || v["type"] == "removed" => {
-                            break;
-                        }
-                        Incoming::Closed(r) => bail!("connection closed: {r}"),
-                        _ => {}
-                    }
-                }
+            let tree = crate::tree_watch::tree(&mut ws).await?;
+            if json {
+                println!("{}", serde_json::to_string(&tree)?);
+            } else {
+                print_tree(&tree);
             }
         }
         ClientCommand::Stop { sessions, grace } => {

@@ -11,6 +11,7 @@ mod handover;
 mod hook;
 mod output;
 mod pipe;
+mod tree_watch;
 mod wait;
 
 fn main() -> std::process::ExitCode {

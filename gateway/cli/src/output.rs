@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use corral_server::protocol::SessionView;
 use serde_json::Value;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// The `ps` table.
 pub fn print_ps(views: &[SessionView]) {
@@ -16,7 +17,7 @@ pub fn print_ps(views: &[SessionView]) {
     // 150-character name wrapped every row), so every row lines up.
     let width = views
         .iter()
-        .map(|v| v.info.name.chars().count())
+        .map(|v| v.info.name.width())
         .max()
         .unwrap_or(0)
         .clamp(16, NAME_MAX);
@@ -37,9 +38,9 @@ pub fn print_ps(views: &[SessionView]) {
             .last_exit
             .map_or_else(|| "-".to_string(), |e| e.to_string());
         println!(
-            "{:<8}  {:<width$} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
+            "{:<8}  {} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
             &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
-            cut(s["name"].as_str().unwrap_or(""), NAME_MAX),
+            pad(&cut(s["name"].as_str().unwrap_or(""), NAME_MAX), width),
             s["state"].as_str().unwrap_or(""),
             s["pid"]
                 .as_i64()
@@ -73,6 +74,14 @@ pub fn print_ps(views: &[SessionView]) {
                     None if a == "needs_permission" => format!("{a} (in its terminal)"),
                     None => a.to_string(),
                 },
+                // Why it failed (the restart policy gave up, it could not start): the exit
+                // alone (`exit 0` of a program restarted too often) did not say.
+                _ if view.info.state == corral_actors::SessionState::Failed => view
+                    .info
+                    .reason
+                    .as_deref()
+                    .map(|r| cut(r, REASON_MAX))
+                    .unwrap_or_default(),
                 _ => String::new(),
             },
         );
@@ -111,15 +120,34 @@ const NAME_MAX: usize = 32;
 
 /// Most characters of a question `ps` prints (`corral answer` shows it all).
 const ASKS_MAX: usize = 48;
+/// Most columns of a failed session's reason in `ps`.
+const REASON_MAX: usize = 72;
 
 /// `text` in at most `max` characters, cut with `…`.
+/// `text` in at most `max` terminal columns, cut with `…` (a wide character, CJK or emoji,
+/// takes two).
 fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    if text.width() <= max {
         return text.to_string();
     }
-    let mut out: String = text.chars().take(max - 1).collect();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > max - 1 {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
     out.push('…');
     out
+}
+
+/// `text` padded with spaces to `width` terminal columns (`{:<width$}` counts characters: a
+/// wide name pushed every column after it right).
+fn pad(text: &str, width: usize) -> String {
+    format!("{text}{}", " ".repeat(width.saturating_sub(text.width())))
 }
 
 /// One line saying what a permission question asks: the tool and its command, file or input
@@ -207,7 +235,17 @@ fn fmt_secs(s: u64) -> String {
     }
 }
 
-pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
+/// The tree, one node per line (the `corral tree` text).
+pub fn print_tree(node: &Value) {
+    let mut lines = Vec::new();
+    tree_lines(node, "", true, true, &mut lines);
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+/// The tree as lines of text, one per node.
+pub fn tree_lines(node: &Value, prefix: &str, last: bool, root: bool, out: &mut Vec<String>) {
     let branch = if root {
         ""
     } else if last {
@@ -283,7 +321,7 @@ pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
         true => String::new(),
         false => format!(" {}", extra.join(", ")),
     };
-    println!("{prefix}{branch}{kind}{label} [{status}]{extra}");
+    out.push(format!("{prefix}{branch}{kind}{label} [{status}]{extra}"));
     let children = node["children"].as_array().cloned().unwrap_or_default();
     let child_prefix = if root {
         String::new()
@@ -291,13 +329,14 @@ pub fn print_tree(node: &Value, prefix: &str, last: bool, root: bool) {
         format!("{prefix}{}", if last { "    " } else { "│   " })
     };
     for (i, c) in children.iter().enumerate() {
-        print_tree(c, &child_prefix, i + 1 == children.len(), false);
+        tree_lines(c, &child_prefix, i + 1 == children.len(), false, out);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{natural_cmp, question_summary};
+    use super::{cut, natural_cmp, pad, question_summary};
+    use unicode_width::UnicodeWidthStr;
 
     #[test]
     fn a_question_shows_newlines_as_escapes_and_json_as_json() {
@@ -318,6 +357,18 @@ mod tests {
             question_summary(&ask("Edit", serde_json::json!({"file": "two"}))),
             r#"Edit: {"file":"two"}"#
         );
+    }
+
+    /// Names are measured in terminal columns: a wide one is cut and padded so the columns
+    /// after it line up.
+    #[test]
+    fn wide_names_are_cut_and_padded_by_their_width() {
+        assert_eq!(pad("é日本", 8), "é日本   ");
+        assert_eq!(pad("abc", 8).width(), 8);
+        let cut_wide = cut(&"日".repeat(20), 9);
+        assert_eq!(cut_wide, format!("{}…", "日".repeat(4)));
+        assert!(cut_wide.width() <= 9);
+        assert_eq!(cut("short", 9), "short");
     }
 
     #[test]
