@@ -120,6 +120,7 @@ pub fn rebuild(source: &Source) -> History {
     let erased =
         last_scrollback_erase(&source.bytes[skip.min(source.bytes.len())..]).map(|e| at + e as u64);
     let mut sizes = source.sizes.iter().skip(1).peekable();
+    let mut charsets = crate::charset::Charsets::default();
     while at < end {
         // Apply the sizes due here, then feed up to the next one.
         while let Some(s) = sizes.next_if(|s| s.at <= at) {
@@ -128,7 +129,7 @@ pub fn rebuild(source: &Source) -> History {
                 if parser.screen().alternate_screen() {
                     parser.process(crate::terminal::LEAVE_ALTERNATE.as_bytes());
                 }
-                parser.process(crate::terminal::NEW_PROCESS_MODES.as_bytes());
+                parser.process(&charsets.translate(crate::terminal::NEW_PROCESS_MODES.as_bytes()));
             }
         }
         let until = sizes.peek().map_or(end, |s| s.at.min(end));
@@ -136,7 +137,7 @@ pub fn rebuild(source: &Source) -> History {
         let from = usize::try_from(at - source.start).unwrap_or(usize::MAX);
         let to = usize::try_from(until - source.start).unwrap_or(usize::MAX);
         if let Some(chunk) = source.bytes.get(from..to) {
-            parser.process(chunk);
+            parser.process(&charsets.translate(chunk));
         }
         if erased == Some(until) {
             parser.callbacks_mut().forget();
@@ -318,6 +319,19 @@ mod tests {
             assert_eq!(secrets, want, "{erase:?}: {text:?}");
             assert!(text.contains("after 1"), "{erase:?}: {text:?}");
         }
+    }
+
+    /// DEC line drawing that scrolled off comes back as the boxes it drew.
+    #[test]
+    fn line_drawing_scrolled_off_stays_boxes() {
+        let mut bytes = String::from("\x1b(0lqqk\r\nmqqj\x1b(B\r\n");
+        bytes.extend((1..=6).map(|i| format!("l{i}\r\n")));
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: bytes.into_bytes(),
+            sizes: vec![size(0, 3, 20)],
+        });
+        assert!(plain(&h).starts_with("┌──┐\n└──┘\nl1"), "{:?}", plain(&h));
     }
 
     /// At most HISTORY_OUT bytes, the newest.

@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod attention;
 pub mod blocking;
+pub mod charset;
 pub mod corral;
 pub mod env;
 pub mod error;

@@ -170,6 +170,35 @@ fn snapshot_of_the_alternate_screen() {
     );
 }
 
+/// DEC line drawing (`ESC ( 0`, and G1 with SO/SI), which vt100 does not follow: a snapshot
+/// draws the boxes the program drew (as Unicode, which the viewer draws the same), not the
+/// letters `lqqqk`, and ends in the charset the program left on, so the live output that
+/// follows draws as for a viewer that saw everything.
+#[test]
+fn snapshots_draw_dec_line_drawing_and_keep_its_charset() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    ring.append(b"\x1b(0lqqqk\r\nx ab x\r\nmqqqj\x1b(B ascii\r\n\x1b)0\x0elqk\x0f q\r\n\x0ex");
+    let snap = em.snapshot();
+    let text = String::from_utf8_lossy(&snap.bytes).to_string();
+    let shown = replay(&snap).screen().contents();
+    assert!(
+        shown.starts_with("┌───┐\n│ ▒␉ │\n└───┘ ascii\n┌─┐ q\n│"),
+        "{shown:?}"
+    );
+    assert!(
+        text.ends_with("\x1b)0\x0e"),
+        "G1 still shifted in: {text:?}"
+    );
+    // The live output after it, through a terminal that follows charsets as xterm.js does: the
+    // restore puts it into G1 graphics, so `q` draws a line.
+    let mut after = snap.bytes.clone();
+    after.extend_from_slice(b"q");
+    let mut live = corral_actors::charset::Charsets::default();
+    let drawn = String::from_utf8(live.translate(&after).into_owned()).unwrap();
+    assert!(drawn.ends_with("\x1b)0\x0e─"), "{drawn:?}");
+}
+
 /// A restart: the new process starts from plain modes, not from its predecessor's alternate
 /// screen, mouse reporting, hidden cursor and keypad (what a viewer would otherwise keep, and a
 /// click would type mouse reports into the new program); what the screen showed stays, and a

@@ -10,6 +10,7 @@ use std::num::NonZeroU16;
 use corral_runtime::{Lagged, Read, Ring};
 
 use super::snapshot::{Snapshot, Untracked, format_screen};
+use crate::charset::Charsets;
 use crate::history::{self, HISTORY_BYTES, SizeAt};
 use crate::terminal::{LEAVE_ALTERNATE, NEW_PROCESS_MODES, boundary};
 
@@ -109,6 +110,8 @@ pub struct Emulator {
     rebuilds: u64,
     /// Total bytes the emulator never saw because the ring dropped them first.
     lost: u64,
+    /// The charsets the output selected (DEC line drawing, which vt100 does not follow).
+    charsets: Charsets,
     /// The sizes in effect from the offsets where they took effect, the latest
     /// [`SIZES_KEPT`] (a history replay parses each part at its size, see [`crate::history`]).
     sizes: VecDeque<SizeAt>,
@@ -133,6 +136,7 @@ impl Emulator {
             seam: Vec::new(),
             rebuilds: 0,
             lost: 0,
+            charsets: Charsets::default(),
             sizes: VecDeque::from([SizeAt {
                 at: pos,
                 rows: dims.rows,
@@ -367,12 +371,13 @@ impl Emulator {
         self.ensure_parser();
         self.approximate = true;
         self.seam.clear();
+        self.charsets.resume_at_boundary();
     }
 
     /// Feeds `bytes` to the parser and watches for a reset point while approximate.
     fn process(&mut self, bytes: &[u8]) {
         if let Some(parser) = &mut self.parser {
-            parser.process(bytes);
+            parser.process(&self.charsets.translate(bytes));
         }
         if !self.approximate {
             return;
@@ -412,7 +417,7 @@ impl Emulator {
                 if parser.screen().alternate_screen() {
                     parser.process(LEAVE_ALTERNATE.as_bytes());
                 }
-                parser.process(NEW_PROCESS_MODES.as_bytes());
+                parser.process(&self.charsets.translate(NEW_PROCESS_MODES.as_bytes()));
             }
         }
     }
@@ -434,8 +439,11 @@ impl Emulator {
         let parser = self.parser.get_or_insert_with(|| dims.parser());
         let screen = parser.screen();
         let (rows, cols) = screen.size();
+        // The charsets last, for the live output that follows.
+        let mut bytes = format_screen(screen, parser.callbacks());
+        bytes.extend_from_slice(self.charsets.restore().as_bytes());
         Snapshot {
-            bytes: format_screen(screen, parser.callbacks()),
+            bytes,
             offset: self.pos,
             rows: rows.get(),
             cols: cols.get(),
