@@ -77,6 +77,14 @@ pub enum EventKind {
         /// Restarts so far.
         restarts: u64,
     },
+    /// The terminal was resized (by the resize policy: the last viewer who typed): output
+    /// from this event's offset on is written at this size.
+    Resized {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
     /// A pipe-mode stdout line that parsed as JSON.
     Json {
         /// The parsed line.
@@ -106,6 +114,7 @@ impl EventKind {
             EventKind::Spawned { .. } => "spawned",
             EventKind::Exited { .. } => "exited",
             EventKind::Restarting { .. } => "restarting",
+            EventKind::Resized { .. } => "resized",
             EventKind::Json { .. } => "json",
             EventKind::Recovery { .. } => "recovery",
             EventKind::Agent(_) => "agent",

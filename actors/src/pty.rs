@@ -108,6 +108,24 @@ pub fn resize_fd(fd: &OwnedFd, size: Size) -> io::Result<()> {
     Ok(())
 }
 
+/// The terminal size of the PTY whose master is `fd` (TIOCGWINSZ).
+pub fn size_of(fd: &impl std::os::fd::AsRawFd) -> io::Result<Size> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize through the pointer, valid for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Size {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}
+
 /// Kills a child we failed to set up and hands it to the reaper.
 fn kill_unwatched(pid: i32) {
     if let Err(e) = nix::sys::signal::kill(

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use corral_tests::{Server, binary, session_processes};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn corral(server: &Server, args: &[&str]) -> Output {
     Command::new(binary())
@@ -466,7 +466,7 @@ fn tree_watch_draws_in_place_and_fits_the_terminal() {
 #[test]
 fn ps_says_why_a_session_failed() {
     let server = Server::start();
-    let spec = serde_json::json!({
+    let spec = json!({
         "name": "flappy",
         "argv": ["sh", "-c", "exit 0"],
         "restart": "always",
@@ -505,6 +505,57 @@ fn attach_in_a_real_terminal() {
     // The viewer's size became the session's (resize policy: last typist wins).
     let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
     assert_eq!(ps[0]["size"]["cols"], 100);
+    detach_leaves_it_running(&server, &socket);
+}
+
+/// An attach whose terminal is smaller than the session (another viewer typed last, so the
+/// session has its size) shows a window onto the session's screen, cut at the terminal's
+/// edge as tmux does — a line wider than the terminal was wrapped, and the screen below it
+/// broken — and once a key typed there makes the session its size, the program's own bytes
+/// again.
+#[test]
+fn attach_shows_a_window_onto_a_larger_session() {
+    require_tmux();
+    let server = Server::start();
+    let program = "stty -echo; while read x; do printf '%0110d|END\\n' 0; done";
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "sh", "-c", program],
+    );
+    let socket = corral_in_tmux(&server, "corral-test-window", "attach work", (80, 24));
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    let size = || {
+        let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+        (ps[0]["size"]["rows"].clone(), ps[0]["size"]["cols"].clone())
+    };
+    eventually("attached at its size", || size() == (json!(24), json!(80)));
+    // Another viewer takes its own, larger size (as a desktop page that types does).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut other = rt.block_on(server.ws());
+    let r =
+        rt.block_on(other.call(
+            json!({"type": "resize", "session": "work", "rows": 30, "cols": 120, "take": true}),
+        ));
+    assert_eq!(r["type"], "ok", "{r}");
+    eventually("the other viewer's size", || {
+        size() == (json!(30), json!(120))
+    });
+    ok(&server, &["send", "work", "go\\n"]);
+    eventually("the line drawn", || pane().contains('0'));
+    let shown = pane();
+    let rows: Vec<&str> = shown.lines().collect();
+    let line = rows.iter().position(|r| r.starts_with('0')).unwrap();
+    assert_eq!(rows[line], "0".repeat(80), "cut at the edge: {shown}");
+    assert!(
+        !rows.get(line + 1).is_some_and(|r| r.contains("END")),
+        "not wrapped onto the next row: {shown}"
+    );
+    // A key typed here takes the size back: the program's bytes go through again.
+    tmux(&socket, &["send-keys", "-t", "t", "Enter"]);
+    eventually("this terminal's size", || size() == (json!(24), json!(80)));
+    eventually("a whole line at this size", || {
+        pane().lines().filter(|r| r.contains("|END")).count() >= 1
+    });
     detach_leaves_it_running(&server, &socket);
 }
 
@@ -558,8 +609,9 @@ fn detaching_puts_the_terminals_modes_back() {
 fn an_attach_ended_by_a_signal_puts_the_terminal_back() {
     require_tmux();
     let server = Server::start();
-    let program =
-        "printf '\\033[?1049h\\033[?1000h\\033[?25l\\033[5;10r\\033[4hin-alt'; exec sleep 600";
+    // The modes are set once the session has the attach's size (a scroll region set at
+    // another size does not survive a resize, in vt100 as in xterm).
+    let program = "read go; printf '\\033[?1049h\\033[?1000h\\033[?25l\\033[5;10r\\033[4hin-alt'; exec sleep 600";
     ok(
         &server,
         &["spawn", "--name", "work", "--", "sh", "-c", program],
@@ -571,6 +623,11 @@ fn an_attach_ended_by_a_signal_puts_the_terminal_back() {
         (100, 30),
     );
     let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("the attach's size", || {
+        let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+        ps[0]["size"]["cols"] == 100
+    });
+    ok(&server, &["send", "work", "\\n"]);
     let modes = || {
         tmux(
             &socket,

@@ -315,6 +315,39 @@ async fn a_reattached_session_shows_its_screen_before_it_draws_again() {
     }
 }
 
+/// A session reattached after a server crash has the size its terminal was left at (by the
+/// viewer who typed there), not its spec's: the next server said 24×80 for a 30×100 terminal,
+/// drew its screen at 24×80, and an attach at 30×100 took the session for another viewer's size.
+#[tokio::test]
+async fn a_reattached_session_keeps_its_terminals_size() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({
+            "name": "sized",
+            "argv": ["sh", "-c", "printf '%0120d|END' 0; exec sleep 1000"],
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut ws = server.ws().await;
+    let r = ws
+        .call(json!({"type": "resize", "session": id, "rows": 30, "cols": 130, "take": true}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.session(&id).await["size"]["cols"] != 130 {
+        assert!(Instant::now() < deadline, "not resized");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(ws);
+    server.kill();
+    server.restart();
+    let s = server.session(&id).await;
+    assert_eq!(s["size"], json!({"rows": 30, "cols": 130}), "{s}");
+    let mut ws = server.ws().await;
+    let r = ws.call(json!({"type": "subscribe", "session": id})).await;
+    assert_eq!(r["size"], json!({"rows": 30, "cols": 130}), "{r}");
+}
+
 #[tokio::test]
 async fn a_pipe_session_keeps_its_process_and_every_line_through_server_kills() {
     // stdout prints JSON lines, stderr plain ones, in separate writes: both are read by the

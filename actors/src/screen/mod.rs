@@ -20,14 +20,17 @@
 //! wrapper that owns one and yields between chunks so a big catch-up does not hog a worker.
 //!
 //! Files: `emulator.rs` (the parser and its position in the ring), `snapshot.rs` (drawing a
-//! screen), `follow.rs` (when to follow the output); this file is the actor.
+//! screen), `follow.rs` (when to follow the output), `mirror.rs` (a viewer's own copy of the
+//! screen); this file is the actor.
 
 mod emulator;
 mod follow;
+mod mirror;
 mod snapshot;
 
 pub use emulator::{CHUNK, Emulator};
 pub use follow::{FOLLOW_RATE, Follow};
+pub use mirror::Mirror;
 pub use snapshot::{Snapshot, Untracked};
 
 use corral_runtime::Ring;

@@ -804,6 +804,13 @@ impl SessionActorState {
             return;
         }
         self.shared.status.write().size = size;
+        // Only a terminal's size is news: a pipe session's has no program to tell.
+        if self.running.as_ref().is_some_and(|r| r.master.is_some()) {
+            self.shared.emit(EventKind::Resized {
+                rows: size.rows,
+                cols: size.cols,
+            });
+        }
         if let Some(screen) = &self.screen
             && let Err(e) = screen.send_message(ScreenMsg::ResizeAt {
                 // Stamped now: output after this offset was produced at the new size.

@@ -25,6 +25,19 @@ impl Master {
             Master::Held(fd) => pty::resize_fd(fd, size).map_err(|e| e.to_string()),
         }
     }
+
+    /// The terminal's size as the kernel has it (a held PTY's is what the last server set,
+    /// not the spec's).
+    pub(super) fn size(&self) -> Option<Size> {
+        match self {
+            Master::Own(m) => m.get_size().ok().map(|s| Size {
+                rows: s.rows,
+                cols: s.cols,
+            }),
+            Master::Held(fd) => pty::size_of(fd).ok(),
+        }
+        .filter(|s| s.rows > 0 && s.cols > 0)
+    }
 }
 
 /// Registered descriptor.

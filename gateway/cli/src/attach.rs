@@ -108,8 +108,17 @@ fn status_line(text: &str) {
     if err.flush().is_err() {}
 }
 
-/// A subscription: the connection, its channel, and whether the screen it starts with is
-/// approximate (output was lost before the server's screen could draw it).
+/// How long a passing notice (`reconnected`) stays over the screen.
+const NOTICE_FOR: Duration = Duration::from_secs(2);
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Says `text` on the bottom row without moving the program's screen: the cursor saved and
 /// restored, the row overwritten until the program redraws it (a status line's line feeds
 /// scrolled the screen it warned about, and moved the cursor).
@@ -130,22 +139,36 @@ fn notice(text: &str) {
     if err.flush().is_err() {}
 }
 
-async fn connect(
-    client: &Client,
-    session: &str,
-    from: Option<u64>,
-) -> anyhow::Result<(Conn, u32, bool)> {
+async fn connect(client: &Client, session: &str, from: Option<u64>) -> anyhow::Result<Subscribed> {
     let mut ws = client.ws().await?;
     let mut req = json!({"type": "subscribe", "session": session});
     if let Some(f) = from {
         req["from"] = json!(f);
     }
     let r = ws.call(req).await?;
-    Ok((
+    let dim = |k: &str| r["size"][k].as_u64().and_then(|n| u16::try_from(n).ok());
+    Ok(Subscribed {
         ws,
-        r["channel"].as_u64().unwrap_or(0) as u32,
-        r["approximate"] == true,
-    ))
+        channel: r["channel"].as_u64().unwrap_or(0) as u32,
+        approximate: r["approximate"] == true,
+        size: dim("rows").zip(dim("cols")),
+    })
+}
+
+/// A subscription: the connection, its channel, whether the screen it starts with is
+/// approximate (output was lost before the server's screen could draw it), and the size its
+/// first bytes are at (rows, columns; a server before `size` was said sends none).
+struct Subscribed {
+    ws: Conn,
+    channel: u32,
+    approximate: bool,
+    size: Option<(u16, u16)>,
+}
+
+/// This terminal's rows and columns.
+fn term_size() -> (u16, u16) {
+    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    (rows, cols)
 }
 
 /// Said under an approximate screen (the web page shows the same).
@@ -234,7 +257,18 @@ pub async fn attach(
     } else {
         Some(crate::follow::tail_start(client, session, PIPE_LINES, view.info.output_offset).await?)
     };
-    let (mut ws, mut channel, mut approximate) = connect(client, session, from).await?;
+    let first = connect(client, session, from).await?;
+    let (mut ws, mut channel, mut approximate) = (first.ws, first.channel, first.approximate);
+    // A terminal's own copy of the screen (not for lines: a program on pipes has none).
+    let mut shown = (!lines).then(|| crate::view::View::new(first.size.unwrap_or_else(term_size)));
+    // Said on the bottom row over a screen, as a line of its own under lines.
+    let say = |text: &str| {
+        if lines {
+            status_line(text)
+        } else {
+            notice(text)
+        }
+    };
     let mut endings = Endings::new()?;
     let _raw = RawMode::enable()?;
     // Said under its last screen (the snapshot starts with a reset that would clear it).
@@ -278,6 +312,8 @@ pub async fn attach(
             }
         })?;
     let mut winch = signal(SignalKind::window_change())?;
+    // A notice shown over the screen until then (a reconnection's).
+    let mut notice_until: Option<tokio::time::Instant> = None;
     let mut next: Option<u64> = None;
     let mut said: Option<String> = None;
     let mut pending: VecDeque<u8> = VecDeque::new();
@@ -313,12 +349,12 @@ pub async fn attach(
             tokio::select! {
                 incoming = ws.next() => match incoming {
                     Incoming::Bin(kind @ (1 | 2), ch, offset, bytes) if ch == channel => {
-                        if lines {
+                        match shown.as_mut() {
+                            // The program's bytes, or a window when the sizes differ.
+                            Some(view) => stdout.write_all(&view.output(&bytes, term_size()))?,
                             // Output of a program on pipes: its newlines return the carriage too
                             // (this terminal is raw; no line discipline adds the CR).
-                            stdout.write_all(&crlf(&bytes))?;
-                        } else {
-                            stdout.write_all(&bytes)?;
+                            None => stdout.write_all(&crlf(&bytes))?,
                         }
                         stdout.flush()?;
                         // A screen snapshot (2) stands for the output up to its offset; its
@@ -326,14 +362,14 @@ pub async fn attach(
                         // point past the end, and a reconnection redrew, saying output was lost).
                         next = Some(if kind == 2 { offset } else { offset + bytes.len() as u64 });
                         if let Some(text) = ended.take() {
-                            status_line(&text);
+                            say(&text);
                         }
                         if kind == 2 && std::mem::take(&mut approximate) {
                             notice(APPROXIMATE);
                         }
                     }
                     Incoming::Json(v) if v["type"] == "lagged" => {
-                        status_line(&format!("{} bytes skipped: this terminal fell behind", v["to"].as_u64().unwrap_or(0) - v["from"].as_u64().unwrap_or(0)));
+                        say(&format!("{} bytes skipped: this terminal fell behind", v["to"].as_u64().unwrap_or(0) - v["from"].as_u64().unwrap_or(0)));
                         next = v["to"].as_u64();
                     }
                     Incoming::Json(v) if v["type"] == "event"
@@ -352,6 +388,16 @@ pub async fn attach(
                     {
                         restore_modes();
                     }
+                    // The session's new size, where it took effect in the output.
+                    Incoming::Json(v) if v["type"] == "event"
+                        && v["event"]["kind"]["kind"] == "resized" =>
+                    {
+                        let dim = |k: &str| v["event"]["kind"][k].as_u64().and_then(|n| u16::try_from(n).ok());
+                        if let (Some(view), Some(size)) = (shown.as_mut(), dim("rows").zip(dim("cols"))) {
+                            stdout.write_all(&view.resized(size, term_size()))?;
+                            stdout.flush()?;
+                        }
+                    }
                     Incoming::Json(v) if v["type"] == "closed" => {
                         final_line("session removed");
                         return Ok(ExitCode::SUCCESS);
@@ -361,7 +407,7 @@ pub async fn attach(
                         // batch of keys).
                         let message = v["message"].as_str().unwrap_or("error").to_string();
                         if said.as_deref() != Some(message.as_str()) {
-                            status_line(&message);
+                            say(&message);
                             said = Some(message);
                         }
                     }
@@ -391,7 +437,18 @@ pub async fn attach(
                         break "send failed".to_string();
                     }
                 }
+                () = sleep_until(notice_until) => {
+                    notice_until = None;
+                    if let Some(view) = shown.as_mut() {
+                        stdout.write_all(&view.erase_notice(term_size()))?;
+                        stdout.flush()?;
+                    }
+                }
                 _ = winch.recv() => {
+                    if let Some(view) = shown.as_mut() {
+                        stdout.write_all(&view.terminal_resized(term_size()))?;
+                        stdout.flush()?;
+                    }
                     // Sent again after a reconnection, like every size.
                     if !read_only && send_size(&mut ws, session).await.is_err() {
                         break "send failed".to_string();
@@ -403,7 +460,8 @@ pub async fn attach(
         // Reconnect and resume from the next offset; keep typing queued (bounded) meanwhile.
         // The terminal is read during the waits between attempts too (typing is queued, the
         // detach key is seen at once), and an attempt is not restarted by a key.
-        status_line(&format!("connection lost ({reason}); reconnecting"));
+        // What matters first: a notice is cut at the terminal's width.
+        say(&format!("reconnecting: the connection was lost ({reason})"));
         let mut delay = Duration::from_millis(200);
         let mut paused = false;
         let mut attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
@@ -412,18 +470,33 @@ pub async fn attach(
                 // Push back instead of dropping: the terminal is not read until the server is
                 // back (and the detach key with it), as when a connected server paces input.
                 paused = true;
-                status_line(&format!(
-                    "{} KiB typed while disconnected are waiting for the server; input paused",
+                say(&format!(
+                    "input paused: {} KiB typed while disconnected wait for the server",
                     pending.len() / 1024
                 ));
             }
             tokio::select! {
                 r = &mut attempt => match r {
-                    Ok((w, c, a)) => {
-                        ws = w;
-                        channel = c;
-                        approximate = a;
-                        status_line("reconnected");
+                    Ok(sub) => {
+                        ws = sub.ws;
+                        channel = sub.channel;
+                        approximate = sub.approximate;
+                        match shown.as_mut() {
+                            // The screen drawn again from this terminal's copy: what the notices
+                            // covered, at the size the session has now (a resize while the
+                            // server was away was not heard).
+                            Some(view) => {
+                                let term = term_size();
+                                if let Some(size) = sub.size {
+                                    stdout.write_all(&view.resized(size, term))?;
+                                }
+                                stdout.write_all(&view.redraw(term))?;
+                                stdout.flush()?;
+                                notice("reconnected");
+                                notice_until = Some(tokio::time::Instant::now() + NOTICE_FOR);
+                            }
+                            None => status_line("reconnected"),
+                        }
                         // The session ended while the server was away (a shutdown stopped it):
                         // said, and attach ends, as when it ends while attached (it sat silent
                         // on a dead session).
@@ -453,7 +526,7 @@ pub async fn attach(
                     Err(e) if e.to_string().contains("beyond the session's output") => {
                         // A server that crashed had not yet written the last bytes we saw: they
                         // are not in its scrollback. Start over from the current screen.
-                        status_line("the server lost its last output in a crash; redrawing");
+                        say("the server lost its last output in a crash; redrawing");
                         next = None;
                         attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
                     }
@@ -493,7 +566,7 @@ async fn reconnect(
     session: &str,
     from: Option<u64>,
     wait: Duration,
-) -> anyhow::Result<(Conn, u32, bool)> {
+) -> anyhow::Result<Subscribed> {
     tokio::time::sleep(wait).await;
     connect(&client.rediscover(), session, from).await
 }

@@ -32,6 +32,7 @@ fn describe(kind: &Value) -> String {
             kind["reason"].as_str().unwrap_or("")
         ),
         Some("spawned") => format!("pid {}", kind["pid"]),
+        Some("resized") => format!("{}x{}", kind["cols"], kind["rows"]),
         // As `ps` and `wait` say it: `exit 3`, `signal 9 (SIGKILL)`.
         Some("exited") => {
             serde_json::from_value::<corral_actors::process::ExitStatus>(kind["status"].clone())

@@ -12,7 +12,9 @@ mod hook;
 mod output;
 mod pipe;
 mod tree_watch;
+mod view;
 mod wait;
+mod window;
 
 fn main() -> std::process::ExitCode {
     // A session's holder runs for the session's whole life: it skips the command-line parser

@@ -290,6 +290,9 @@ pub enum Reply {
         /// The session's state now: a subscriber joining after the end learns it here (past
         /// events are not replayed).
         state: corral_actors::SessionState,
+        /// The terminal size the first bytes sent are at: the snapshot's, else the session's
+        /// now (later changes come as `resized` events, each at its offset).
+        size: corral_actors::Size,
     },
     /// Generic success.
     Ok {

@@ -20,6 +20,8 @@ export function describe(ev: SessionEvent): string {
       return formatExit(k.status as never);
     case 'restarting':
       return `in ${formatDelay(k.delay)} (restart ${k.restarts})`;
+    case 'resized':
+      return `${k.cols}×${k.rows}`;
     case 'recovery':
       return String(k.decision ?? '');
     case 'hook': {

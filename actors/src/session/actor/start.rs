@@ -182,13 +182,30 @@ impl SessionActorState {
                     });
                 }
                 match Spawned::held(a) {
-                    Ok(spawned) => match self.run(myself, generation, spawned).await {
-                        Ok(()) => {
-                            tracing::info!(session = %id, pid, holder, exited = exited.is_some(), "reattached to its holder");
-                            Ok(())
+                    Ok(spawned) => {
+                        // The size the last server left the terminal at (the viewer who typed
+                        // there), not the spec's: viewers are told the session's real size.
+                        if let Some(size) = spawned.master.as_ref().and_then(|m| m.size()) {
+                            self.shared.status.write().size = size;
+                            // The retained output was written at it too: the screen parses
+                            // it at that size from its start.
+                            crate::screen::tell(
+                                self.screen.as_ref(),
+                                crate::screen::ScreenMsg::ResizeAt {
+                                    at: self.shared.ring.tail(),
+                                    rows: size.rows,
+                                    cols: size.cols,
+                                },
+                            );
                         }
-                        Err(e) => Err(e.to_string()),
-                    },
+                        match self.run(myself, generation, spawned).await {
+                            Ok(()) => {
+                                tracing::info!(session = %id, pid, holder, exited = exited.is_some(), "reattached to its holder");
+                                Ok(())
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }

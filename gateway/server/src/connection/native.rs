@@ -608,6 +608,12 @@ impl ConnectionState {
                 snapshot: snapshot.is_some(),
                 approximate: snapshot.as_ref().is_some_and(|s| s.approximate),
                 state: h.info().state,
+                size: snapshot
+                    .as_ref()
+                    .map_or(h.info().size, |s| corral_actors::Size {
+                        rows: s.rows,
+                        cols: s.cols,
+                    }),
             })
             .await;
         match snapshot {

@@ -1,0 +1,172 @@
+//! View: what `corral attach` shows of a session on a terminal. While the terminal has the
+//! session's size, the program's bytes go through as they come (the exact stream); when the
+//! sizes differ (another viewer typed last, so the session has its size), a [`Window`] onto
+//! the attach's own copy of the screen ([`Mirror`]) is drawn instead, and once they match again
+//! the whole screen is drawn from the copy and the bytes go through again. The copy also draws
+//! the screen again after a notice was written over it (a lost connection).
+
+use corral_actors::screen::Mirror;
+
+use crate::window::Window;
+
+/// Clears a terminal for a window: no scroll region, plain attributes, blank.
+const CLEAR: &[u8] = b"\x1b[r\x1b[0m\x1b[H\x1b[2J";
+
+/// A terminal's view of one session (rows and columns everywhere).
+#[derive(Debug)]
+pub struct View {
+    mirror: Mirror,
+    window: Window,
+    /// Showing a window (the sizes differ), not the program's own bytes.
+    windowed: bool,
+}
+
+impl View {
+    /// A view of a session whose first bytes (its snapshot) are at `size`.
+    pub fn new(size: (u16, u16)) -> View {
+        View {
+            mirror: Mirror::new(size.0, size.1),
+            window: Window::default(),
+            windowed: false,
+        }
+    }
+
+    /// Output (or a snapshot) came, the terminal being `term`: what to write.
+    pub fn output(&mut self, bytes: &[u8], term: (u16, u16)) -> Vec<u8> {
+        self.mirror.process(bytes);
+        self.settle(term, Some(bytes))
+    }
+
+    /// The session's terminal was resized (a `resized` event, or its size found after a
+    /// reconnection): what to write.
+    pub fn resized(&mut self, size: (u16, u16), term: (u16, u16)) -> Vec<u8> {
+        if self.mirror.size() == size {
+            return Vec::new();
+        }
+        self.mirror.set_size(size.0, size.1);
+        self.settle(term, None)
+    }
+
+    /// This terminal was resized to `term`: what to write.
+    pub fn terminal_resized(&mut self, term: (u16, u16)) -> Vec<u8> {
+        if self.windowed && self.mirror.size() != term {
+            // A window of the old size is no part of the new one.
+            return self.redraw(term);
+        }
+        self.settle(term, None)
+    }
+
+    /// The whole screen drawn again (over a notice, after a reconnection).
+    pub fn redraw(&mut self, term: (u16, u16)) -> Vec<u8> {
+        if self.windowed {
+            self.window.invalidate();
+            let mut out = CLEAR.to_vec();
+            out.extend(self.window.draw(self.mirror.screen(), term));
+            return out;
+        }
+        self.settle(term, None);
+        if self.windowed {
+            return self.redraw(term);
+        }
+        self.mirror.draw()
+    }
+
+    /// The bottom row drawn again from the copy: a notice written over it goes away. The
+    /// cursor and the attributes stay (saved and restored around it).
+    pub fn erase_notice(&mut self, term: (u16, u16)) -> Vec<u8> {
+        if self.windowed {
+            self.window.invalidate();
+            return self.window.draw(self.mirror.screen(), term);
+        }
+        let (rows, cols) = self.mirror.size();
+        let Some(last) = self.mirror.screen().rows_formatted(0, cols).last() else {
+            return Vec::new();
+        };
+        let mut out = format!("\x1b7\x1b[{rows};1H\x1b[0m").into_bytes();
+        out.extend_from_slice(last.as_bytes());
+        out.extend_from_slice(b"\x1b[0m\x1b[K\x1b8");
+        out
+    }
+
+    /// Whether the terminal shows a window (its size is not the session's).
+    #[cfg(test)]
+    fn windowed(&self) -> bool {
+        self.windowed
+    }
+
+    /// Switches between the bytes and a window as the sizes say; `raw`: the bytes that just
+    /// came, written as they are while the sizes match.
+    fn settle(&mut self, term: (u16, u16), raw: Option<&[u8]>) -> Vec<u8> {
+        let differ = self.mirror.size() != term;
+        match (self.windowed, differ) {
+            (false, false) => raw.map(<[u8]>::to_vec).unwrap_or_default(),
+            (false, true) => {
+                self.windowed = true;
+                self.window.invalidate();
+                let mut out = CLEAR.to_vec();
+                out.extend(self.window.draw(self.mirror.screen(), term));
+                out
+            }
+            (true, true) => self.window.draw(self.mirror.screen(), term),
+            (true, false) => {
+                // The program's own bytes draw from here on: the whole screen first.
+                self.windowed = false;
+                self.mirror.draw()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::View;
+    use std::num::NonZeroU16;
+
+    fn terminal(rows: u16, cols: u16) -> vt100::Parser {
+        let nz = |n| NonZeroU16::new(n).unwrap();
+        vt100::Parser::new(nz(rows), nz(cols), 0)
+    }
+
+    /// Same size: the bytes as they are. Another viewer's larger size: a window, not wrapped
+    /// lines. This terminal's size again: the whole screen, then the bytes again.
+    #[test]
+    fn bytes_while_the_sizes_match_a_window_while_they_differ() {
+        let mut v = View::new((24, 80));
+        let mut term = terminal(24, 80);
+        let out = v.output(b"hello\r\n", (24, 80));
+        assert_eq!(out, b"hello\r\n");
+        term.process(&out);
+        // Another viewer took the size: 30×120.
+        term.process(&v.resized((30, 120), (24, 80)));
+        assert!(v.windowed());
+        let long = "x".repeat(110);
+        term.process(&v.output(format!("{long}\r\nnext").as_bytes(), (24, 80)));
+        let rows: Vec<String> = term.screen().rows(0, 80).collect();
+        assert_eq!(rows[0], "hello");
+        assert_eq!(rows[1], "x".repeat(80), "cut at the terminal's width");
+        assert_eq!(rows[2], "next");
+        // This terminal's size again: the program's bytes go through after a whole redraw.
+        let back = v.resized((24, 80), (24, 80));
+        assert!(!v.windowed());
+        assert!(
+            back.starts_with(b"\x1b[?47l\x1bc"),
+            "a whole screen from a reset"
+        );
+        term.process(&back);
+        assert_eq!(v.output(b"!", (24, 80)), b"!");
+    }
+
+    /// The terminal resized while showing a window: drawn afresh at its new size; at the
+    /// session's size, the bytes go through again.
+    #[test]
+    fn a_terminal_resized_to_the_sessions_size_takes_the_bytes_again() {
+        let mut v = View::new((30, 100));
+        let _ = v.output(b"top line", (24, 80));
+        assert!(v.windowed());
+        let out = v.terminal_resized((30, 100));
+        assert!(!v.windowed());
+        let mut term = terminal(30, 100);
+        term.process(&out);
+        assert_eq!(term.screen().rows(0, 100).next().unwrap(), "top line");
+    }
+}
