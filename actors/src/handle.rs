@@ -136,6 +136,11 @@ impl SessionHandle {
             self.send_input(viewer, format!("{text}\n").into_bytes(), None, done)?;
             return Ok(entered);
         }
+        // Nothing runs to take it: said as such (an ended agent's last attention said it had
+        // not started, or that its input box held its `/exit`).
+        if self.shared.writer.read().is_none() {
+            return Err(SessionError::NotRunning(self.name().to_string()));
+        }
         // A prompt's Enter would answer the dialog an agent shows instead (the first choice:
         // "Yes" to a tool, trust to a new folder), and the prompt would be lost.
         match self.shared.status.read().attention {

@@ -189,6 +189,35 @@ async fn a_busy_session_is_running_and_refuses_user_messages() {
     assert_eq!(code, 409, "{body}");
 }
 
+/// A refused user message changes nothing: the agent's last message stays what it was (a
+/// refused one began a turn from there, and the answer was gone for good), and an ended
+/// session says it has no running process.
+#[tokio::test]
+async fn a_refused_user_message_leaves_the_last_answer_alone() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    server
+        .spawn(json!({"argv": ["sh", "-c", "echo line one; echo line two"], "name": "printer"}))
+        .await;
+    until(
+        async || get(&server, "/v1/sessions/printer", t).await.1["state"] == "stopped",
+        "ended",
+    )
+    .await;
+    let before = get(&server, "/agentapi/printer/messages", t).await.1;
+    assert!(
+        before["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("line two")),
+        "{before}"
+    );
+    let (code, body) = message(&server, "printer", "user", "ping").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("no running process"), "{body}");
+    let after = get(&server, "/agentapi/printer/messages", t).await.1;
+    assert_eq!(after["messages"], before["messages"]);
+}
+
 #[tokio::test]
 async fn events_openapi_and_scopes() {
     let server = Server::start();
@@ -814,4 +843,59 @@ async fn a_long_answer_comes_back_whole() {
             .contains("answer to q1, line 0")
     );
     assert!(!msgs[4]["content"].as_str().unwrap().contains("q1"), "{m}");
+}
+
+/// A user message does not rewrite the answer before it: while it is sent (its Enter waits for
+/// the program to take the paste), the last agent message keeps its text — it read as the new
+/// turn's (the prompt's echo, or nothing) for a quarter of a second on every turn.
+#[tokio::test]
+async fn the_answer_before_a_user_message_keeps_its_text_while_it_is_sent() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    server
+        .spawn(json!({
+            "name": "asked",
+            "argv": ["sh", "-c", "while read l; do echo \"answer to $l\"; done"],
+        }))
+        .await;
+    let stable = async || get(&server, "/agentapi/asked/status", t).await.1["status"] == "stable";
+    until(stable, "quiet").await;
+    assert_eq!(message(&server, "asked", "user", "one").await.0, 200);
+    until(stable, "answered").await;
+    let answered = get(&server, "/agentapi/asked/messages", t).await.1["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        answered["content"]
+            .as_str()
+            .unwrap()
+            .contains("answer to one"),
+        "{answered}"
+    );
+    let id = answered["id"].clone();
+    let reads = async {
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            let m = get(&server, "/agentapi/asked/messages", t).await.1;
+            if let Some(same) = m["messages"]
+                .as_array()
+                .and_then(|all| all.iter().find(|x| x["id"] == id))
+            {
+                seen.push(same["content"].clone());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen
+    };
+    let (seen, (code, _)) = tokio::join!(reads, message(&server, "asked", "user", "two"));
+    assert_eq!(code, 200);
+    assert!(seen.len() > 10, "{seen:?}");
+    assert!(
+        seen.iter().all(|c| c == &answered["content"]),
+        "message {id} changed while the next was sent: {seen:?}"
+    );
 }

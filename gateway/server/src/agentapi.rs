@@ -76,6 +76,13 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
         return "running";
     }
     let info = h.info();
+    // Ended: nothing runs, nothing will print (a message is refused: it has no process).
+    if matches!(
+        info.state,
+        corral_actors::SessionState::Stopped | corral_actors::SessionState::Failed
+    ) {
+        return "stable";
+    }
     let quiet = h.shared().quiet_ms();
     let waits = match info.attention {
         Some(a) => match a {
@@ -350,20 +357,22 @@ pub async fn post_message(
             } else {
                 Some((agent_text(&app, &h).await, screen_changed(&h)))
             };
-            if h.shared().mode == Mode::Pty {
-                // Its answer is what it prints from now on, scrollback and all.
-                let turn = h
-                    .snapshot()
-                    .await
-                    .inspect_err(|e| tracing::debug!(session = %h.id(), error = %e, "no screen to begin a turn at: its screen is the answer"))
-                    .ok()
-                    .map(|screen| crate::turn::Turn::begin(&screen));
-                app.conversations.begin_turn(h.id(), turn);
-            }
-            if h.shared().mode == Mode::Pipe {
-                // Its answer is what it prints from now on.
-                app.conversations.set_mark(h.id(), h.shared().ring.head());
-            }
+            // Its answer is what it prints from now on, scrollback and all (a terminal's), or
+            // its output from here (a pipe's) — taken before the prompt goes, kept only once it
+            // went: a refused prompt (nothing runs, a dialog is open, its input box holds
+            // text) leaves the conversation as it was (it began a turn, and the last answer
+            // was read from there: gone for good).
+            let turn = match h.shared().mode {
+                Mode::Pty => Some(
+                    h.snapshot()
+                        .await
+                        .inspect_err(|e| tracing::debug!(session = %h.id(), error = %e, "no screen to begin a turn at: its screen is the answer"))
+                        .ok()
+                        .map(|screen| crate::turn::Turn::begin(&screen)),
+                ),
+                _ => None,
+            };
+            let mark = h.shared().ring.head();
             // Answered once the prompt is entered (its Enter written), not only queued: a
             // server gone before then fails the request instead of answering ok for a prompt
             // that never reached the agent. A program that does not read holds it at most
@@ -371,12 +380,20 @@ pub async fn post_message(
             let entered = h.paste(0, &req.content).await?;
             // What it answers comes after this event (before its Enter: no turn yet).
             let seq = h.shared().last_seq();
-            if tokio::time::timeout(ENTERED_WAIT, entered).await.is_err() {
-                tracing::debug!(session = %h.id(), "agentapi: prompt queued, not yet entered");
-            }
+            // The last answer settled and the new turn begun together, as the prompt goes: a
+            // reader in between saw the last answer's id with the new turn's text.
             if let Some((screen, changed)) = before {
                 app.conversations
                     .posted(h.id(), screen, changed, req.content);
+            }
+            if let Some(turn) = turn {
+                app.conversations.begin_turn(h.id(), turn);
+            }
+            if h.shared().mode == Mode::Pipe {
+                app.conversations.set_mark(h.id(), mark);
+            }
+            if tokio::time::timeout(ENTERED_WAIT, entered).await.is_err() {
+                tracing::debug!(session = %h.id(), "agentapi: prompt queued, not yet entered");
             }
             // It works on the message from now on (its UserPromptSubmit hook says so a moment
             // later): a client polling for `stable` must not see the old state meanwhile.
