@@ -74,6 +74,8 @@ pub struct Server {
     exe: PathBuf,
     /// Extra environment of every server started here (a restart too).
     env: Vec<(String, String)>,
+    /// Its config file, given to a restart too (`--config`).
+    config: Option<String>,
     /// Its data dir.
     pub dir: tempfile::TempDir,
     /// Base URL.
@@ -101,7 +103,10 @@ impl Server {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, toml).unwrap();
         let config = config.to_str().unwrap().to_string();
-        Self::spawn_server_in(dir, &binary(), &["--config", &config], None, Vec::new())
+        let mut server =
+            Self::spawn_server_in(dir, &binary(), &["--config", &config], None, Vec::new());
+        server.config = Some(config);
+        server
     }
 
     /// Same, with these variables in its environment (and in every restart's).
@@ -152,6 +157,7 @@ impl Server {
             successor: None,
             exe: exe.to_path_buf(),
             env,
+            config: None,
             dir,
             url,
             addr,
@@ -203,7 +209,13 @@ impl Server {
     /// [`terminate`](Self::terminate)) and waits until it serves.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is still running");
-        let child = Self::launch_exe(&self.exe, self.dir.path(), &[], None, &self.env);
+        let child = Self::launch_exe(
+            &self.exe,
+            self.dir.path(),
+            &self.config_args(),
+            None,
+            &self.env,
+        );
         let (url, token) = Self::wait_ready(self.dir.path(), child.id());
         self.addr = url.trim_start_matches("http://").to_string();
         self.url = url;
@@ -217,10 +229,18 @@ impl Server {
         self.child = Some(Self::launch_exe(
             &self.exe,
             self.dir.path(),
-            &[],
+            &self.config_args(),
             None,
             &self.env,
         ));
+    }
+
+    /// `--config <file>` for a server started with one.
+    fn config_args(&self) -> Vec<&str> {
+        match &self.config {
+            Some(c) => vec!["--config", c.as_str()],
+            None => Vec::new(),
+        }
     }
 
     fn launch_exe(
@@ -755,6 +775,12 @@ pub struct Webhooks {
 impl Webhooks {
     /// Starts listening.
     pub async fn start() -> Webhooks {
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// Starts listening; each request is recorded when it comes and answered `delay` later (a
+    /// slow receiver).
+    pub async fn start_slow(delay: Duration) -> Webhooks {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
@@ -770,6 +796,7 @@ impl Webhooks {
                 conns.spawn(async move {
                     if let Some(req) = read_stub_request(&mut s).await {
                         sink.lock().unwrap().push((req.path, req.body));
+                        tokio::time::sleep(delay).await;
                         write_stub_response(&mut s, "application/json", "{}").await;
                     }
                 });

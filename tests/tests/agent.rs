@@ -617,6 +617,91 @@ async fn a_queued_prompts_turn_sends_no_idle_notification_between_the_turns() {
     assert_eq!(s["attention"], "idle", "{s}");
 }
 
+/// A stand-in agent that starts, takes a prompt and, once `go` exists in its folder, ends its
+/// turn (its hooks through `corral hook`, as Claude Code's).
+fn turn_script(dir: &Path) -> String {
+    let hook = |json: &str| format!("printf '%s' '{json}' | {} hook\n", binary().display());
+    [
+        hook(r#"{"hook_event_name":"SessionStart","session_id":"agent-t"}"#),
+        hook(r#"{"hook_event_name":"UserPromptSubmit","prompt":"work"}"#),
+        format!(
+            "while [ ! -e '{}/go' ]; do sleep 0.05; done\n",
+            dir.display()
+        ),
+        hook(r#"{"hook_event_name":"Stop"}"#),
+        "exec sleep 600\n".into(),
+    ]
+    .concat()
+}
+
+/// Notifications not yet delivered when the server hands over (`corral upgrade`) are sent by
+/// the next server, each with its id (a repeat has the same): with a slow receiver, two of
+/// four were lost at an upgrade, without a word.
+#[tokio::test]
+async fn notifications_waiting_at_an_upgrade_are_sent_by_the_next_server() {
+    let hooks = corral_tests::Webhooks::start_slow(Duration::from_secs(2)).await;
+    let mut server = Server::start_configured(&hooks.config());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    for name in ["n1", "n2", "n3"] {
+        server
+            .spawn(json!({"name": name, "argv": ["sh", "-c", turn_script(dir.path())]}))
+            .await;
+    }
+    for name in ["n1", "n2", "n3"] {
+        let out = corral(&server, &["wait", name, "--for", "idle", "--timeout", "20"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Settled and queued: one on its way to the slow receiver, two waiting.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let out = corral(&server, &["upgrade"]);
+    assert!(out.status.success(), "{out:?}");
+    server.follow_successor();
+    let ids = || {
+        hooks
+            .received()
+            .iter()
+            .map(|(_, b)| b["id"].as_str().unwrap_or("").to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let t = Instant::now();
+    while ids().len() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not every notification came: {:?}",
+            hooks.received()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hooks.received().iter().all(|(_, b)| b["kind"] == "idle"));
+}
+
+/// A turn that ends while no server runs (its Stop hook waits in the spool) is told when the
+/// next server replays it, as any other: no notification came.
+#[tokio::test]
+async fn a_turn_ended_while_no_server_ran_is_told() {
+    let hooks = corral_tests::Webhooks::start().await;
+    let mut server = Server::start_configured(&hooks.config());
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .spawn(json!({"name": "away", "argv": ["sh", "-c", turn_script(dir.path())]}))
+        .await;
+    let t = Instant::now();
+    while server.session("away").await["attention"] != "working" {
+        assert!(t.elapsed() < Duration::from_secs(20), "never working");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    // The hook finds no server for 2 s, then waits in the spool.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    server.restart();
+    let got = hooks.until(1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["kind"], "idle", "{got:?}");
+    assert_eq!(got[0].1["name"], "away", "{got:?}");
+}
+
 /// A PermissionRequest hook held open for an answer must not hold up the server's leaving:
 /// `corral upgrade` and `corral shutdown` used to wait for it (the graceful stop waits for open
 /// responses) — the whole permission wait, 120 s by default, and the CLI gave up after 60 s
@@ -1001,6 +1086,16 @@ async fn mutes_and_announcements_outlive_a_server_restart() {
             .await;
         assert_eq!(code, 202, "{body}");
     };
+    // Agents as Claude Code is one: its SessionStart names its session (what a server
+    // restart rebuilds an agent's state for).
+    for who in [&asker, &muted] {
+        let path = format!("/v1/sessions/{}/events", who["id"].as_str().unwrap());
+        let start = json!({"hook_event_name": "SessionStart", "session_id": "s-1"});
+        let (code, body) = server
+            .http("POST", &path, Some(&server.token), Some(&start))
+            .await;
+        assert_eq!(code, 202, "{body}");
+    }
     post(&server, &asker).await;
     let got = hooks.until(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "{got:?}");

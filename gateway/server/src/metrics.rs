@@ -103,7 +103,7 @@ impl Default for Metrics {
         registry.register("sessions", "Sessions by state", m.sessions.clone());
         registry.register(
             "notifications",
-            "Webhook notifications by outcome (sent, failed after retries, dropped: queue full)",
+            "Webhook notifications by outcome (sent, failed after retries, dropped: queue full, undelivered: the server stopped first)",
             m.notifications.clone(),
         );
         registry.register(

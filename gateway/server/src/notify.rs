@@ -18,7 +18,7 @@ use corral_actors::SessionState;
 use corral_actors::attention::Attention;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -38,20 +38,25 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_SETTLE: Duration = Duration::from_millis(1500);
 
 /// What is told.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
+    /// This notification's id (`<session>:<seq>`, the session event that raised it): the same
+    /// for each delivery attempt, so a receiver drops a repeat, and it finds the event in the
+    /// session's journal (`corral events`).
+    pub id: String,
     /// Session id.
     pub session: Uuid,
     /// Session name.
     pub name: String,
     /// `needs_permission`, `idle`, `asks_at_start` (an agent that has not started waits on its
     /// screen: Claude Code's folder trust) or `failed`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The tool asked for, with needs_permission.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
-    /// What it asks, with needs_permission: a command's text, a file's path, a question
-    /// (at most [`DETAIL_MAX`] characters).
+    /// What it asks, with needs_permission: a command's text, a file's path, a question; its
+    /// start screen's question with asks_at_start; why, with failed (at most [`DETAIL_MAX`]
+    /// characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The session's page (`[notify] page_url`, else the server's own URL, then `#/s/<id>`):
@@ -87,30 +92,69 @@ fn detail(ask: &corral_actors::agent::PermissionAsk) -> Option<String> {
 impl Notification {
     /// One line for text webhooks.
     fn text(&self) -> String {
-        match (&self.kind, &self.tool) {
-            (&"needs_permission", Some(tool)) if tool == "AskUserQuestion" => match &self.detail {
+        match (self.kind.as_str(), &self.tool) {
+            ("needs_permission", Some(tool)) if tool == "AskUserQuestion" => match &self.detail {
                 Some(q) => format!("{} asks: {q}", self.name),
                 None => format!("{}: asks a question", self.name),
             },
-            (&"needs_permission", Some(tool)) if !tool.is_empty() => match &self.detail {
+            ("needs_permission", Some(tool)) if !tool.is_empty() => match &self.detail {
                 Some(d) => format!("{}: needs permission to use {tool}: {d}", self.name),
                 None => format!("{}: needs permission to use {tool}", self.name),
             },
-            (&"needs_permission", _) => format!("{}: needs permission", self.name),
-            (&"idle", _) => format!("{}: waiting for input", self.name),
-            (&"asks_at_start", _) => format!(
+            ("needs_permission", _) => format!("{}: needs permission", self.name),
+            ("idle", _) => format!("{}: waiting for input", self.name),
+            ("asks_at_start", _) => format!(
                 "{} has not started: its screen asks: {}",
                 self.name,
                 self.detail.as_deref().unwrap_or("?")
             ),
-            _ => format!("{}: failed", self.name),
+            _ => match &self.detail {
+                Some(why) => format!("{}: failed: {why}", self.name),
+                None => format!("{}: failed", self.name),
+            },
         }
     }
 }
 
-/// Runs until the sessions' event stream ends (the server stops): watches attention changes
-/// and failures, queues notifications, and sends them.
-pub async fn run(app: Arc<App>) {
+/// What notifications are watched from: the sessions' events, and what each session said
+/// already. Taken before the hook spool is replayed (`crate::spool`), so that a turn that
+/// ended while no server ran (its Stop hook spooled) is told as any other.
+pub struct Watch {
+    events: tokio::sync::broadcast::Receiver<corral_actors::SessionEvent>,
+    last: HashMap<Uuid, Attention>,
+}
+
+/// Starts watching (see [`Watch`]).
+pub fn watch(app: &App) -> Watch {
+    let events = app.corral.sessions().events();
+    // What each session already said (an adopted agent asking since before a restart or an
+    // upgrade was announced by the server that saw it start asking).
+    let last = app
+        .corral
+        .sessions()
+        .list()
+        .into_iter()
+        .filter_map(|i| Some((i.id, i.attention?)))
+        .collect();
+    Watch { events, last }
+}
+
+/// Where notifications not yet delivered when a server leaves for a successor (an upgrade, a
+/// stop that keeps the sessions) wait for it, in the data dir: one JSON line each, with the
+/// webhook's URL.
+pub const HANDED_OVER: &str = "notifications.jsonl";
+
+/// A notification waiting in [`HANDED_OVER`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Undelivered {
+    webhook: String,
+    notification: Notification,
+}
+
+/// Runs until the server stops: watches attention changes and failures, queues notifications,
+/// and sends them. Those not delivered when it stops go to the successor ([`HANDED_OVER`]),
+/// or, at a full stop, are counted and logged as undelivered.
+pub async fn run(app: Arc<App>, watch: Watch) {
     let hooks = app.config.notify.webhooks.clone();
     let page = app
         .config
@@ -134,31 +178,63 @@ pub async fn run(app: Arc<App>) {
         .iter()
         .map(|_| tokio::sync::mpsc::channel::<Notification>(QUEUE))
         .unzip();
+    // What the last server left undelivered goes first.
+    for u in take_handed_over(&app.data_dir).await {
+        match hooks.iter().position(|h| h.url == u.webhook) {
+            Some(i) => queue_one(&app, &txs[i], &hooks[i], u.notification),
+            None => {
+                app.metrics.notify("dropped");
+                tracing::warn!(url = %u.webhook, id = %u.notification.id, "notify: a notification handed over for a webhook no longer configured was dropped (counted)");
+            }
+        }
+    }
     let senders = futures::future::join_all(hooks.iter().zip(rxs).map(|(hook, mut rx)| {
         let app = &app;
         async move {
-            while let Some(n) = rx.recv().await {
-                deliver(app, hook, &n).await;
+            let mut down = app.shutdown.subscribe();
+            let mut left = Vec::new();
+            loop {
+                let n = tokio::select! {
+                    n = rx.recv() => match n {
+                        Some(n) => n,
+                        None => break,
+                    },
+                    _ = down.wait_for(|d| *d) => break,
+                };
+                let delivered = tokio::select! {
+                    () = deliver(app, hook, &n) => true,
+                    _ = down.wait_for(|d| *d) => false,
+                };
+                if !delivered {
+                    left.push(n);
+                    break;
+                }
             }
+            rx.close();
+            while let Ok(n) = rx.try_recv() {
+                left.push(n);
+            }
+            left.into_iter()
+                .map(|notification| Undelivered {
+                    webhook: hook.url.clone(),
+                    notification,
+                })
+                .collect::<Vec<_>>()
         }
     }));
     let watcher = async {
-        let mut events = app.corral.sessions().events();
-        // What each session already said (an adopted agent asking since before a restart or
-        // an upgrade was announced by the server that saw it start asking).
-        let mut last: HashMap<Uuid, Attention> = app
-            .corral
-            .sessions()
-            .list()
-            .into_iter()
-            .filter_map(|i| Some((i.id, i.attention?)))
-            .collect();
+        let Watch {
+            mut events,
+            mut last,
+        } = watch;
+        let mut down = app.shutdown.subscribe();
         // Idle notifications waiting out [`IDLE_SETTLE`], one per session at most (a session
         // that works again drops its own), in the order they are due.
         let mut settling: HashMap<Uuid, (tokio::time::Instant, Notification)> = HashMap::new();
         loop {
             let due = settling.values().map(|(at, _)| *at).min();
             let event = tokio::select! {
+                _ = down.wait_for(|d| *d) => break,
                 event = events.recv() => match event {
                     Ok(e) => e,
                     Err(RecvError::Lagged(n)) => {
@@ -243,12 +319,18 @@ pub async fn run(app: Arc<App>) {
             if app.mutes.muted(info.id) {
                 continue;
             }
+            let why = (kind == "failed")
+                .then(|| info.reason.as_deref().map(cut))
+                .flatten();
             let n = Notification {
+                id: format!("{}:{}", info.id, event.seq),
                 session: info.id,
                 name: info.name.clone(),
-                kind,
+                kind: kind.to_string(),
                 tool: info.permission.as_ref().map(|p| p.tool.clone()),
-                detail: asks_at_start.or_else(|| info.permission.as_ref().and_then(detail)),
+                detail: asks_at_start
+                    .or(why)
+                    .or_else(|| info.permission.as_ref().and_then(detail)),
                 url: format!("{}/#/s/{}", page.trim_end_matches('/'), info.id),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };
@@ -259,8 +341,110 @@ pub async fn run(app: Arc<App>) {
             }
         }
         drop(txs);
+        // Idle ones not yet due, for sessions still idle: told by the next server.
+        settling
+            .into_values()
+            .map(|(_, n)| n)
+            .filter(|n| {
+                app.corral
+                    .sessions()
+                    .get(&n.session.to_string())
+                    .is_ok_and(|h| h.info().attention == Some(Attention::Idle))
+            })
+            .flat_map(|n| {
+                hooks.iter().map(move |h| Undelivered {
+                    webhook: h.url.clone(),
+                    notification: n.clone(),
+                })
+            })
+            .collect::<Vec<_>>()
     };
-    tokio::join!(senders, watcher);
+    let (left, settling) = tokio::join!(senders, watcher);
+    let left: Vec<Undelivered> = left.into_iter().flatten().chain(settling).collect();
+    if left.is_empty() {
+        return;
+    }
+    let handing_over = (*app.leave.borrow()).is_some_and(|l| l != crate::app::Leaving::Stop);
+    if !handing_over {
+        for _ in &left {
+            app.metrics.notify("undelivered");
+        }
+        tracing::warn!(
+            count = left.len(),
+            "notify: notifications not delivered: the server stopped (counted as undelivered)"
+        );
+        return;
+    }
+    match hand_over(&app.data_dir, &left).await {
+        Ok(()) => tracing::info!(
+            count = left.len(),
+            "notify: notifications not yet delivered handed to the next server"
+        ),
+        Err(e) => {
+            for _ in &left {
+                app.metrics.notify("undelivered");
+            }
+            tracing::warn!(count = left.len(), error = %e, "notify: notifications not delivered could not be handed over (counted as undelivered)");
+        }
+    }
+}
+
+/// Writes `left` to the data dir's [`HANDED_OVER`] (owner-only), after what is there.
+async fn hand_over(dir: &std::path::Path, left: &[Undelivered]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for u in left {
+        text.push_str(&serde_json::to_string(u).map_err(std::io::Error::other)?);
+        text.push('\n');
+    }
+    let path = dir.join(HANDED_OVER);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Takes what the last server handed over ([`HANDED_OVER`]; the file goes). A line that does
+/// not parse is logged and skipped.
+async fn take_handed_over(dir: &std::path::Path) -> Vec<Undelivered> {
+    let path = dir.join(HANDED_OVER);
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "notify: notifications handed over unreadable");
+            return Vec::new();
+        }
+    };
+    if let Err(e) = tokio::fs::remove_file(&path).await {
+        tracing::warn!(path = %path.display(), error = %e, "notify: notifications handed over not removed (they may be sent twice)");
+    }
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(error = %e, "notify: a notification handed over does not parse: skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+/// `text` cut to [`DETAIL_MAX`] characters.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(DETAIL_MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// Sleeps until `at`, or for ever without one.
@@ -279,10 +463,20 @@ fn queue(
     n: Notification,
 ) {
     for (tx, hook) in txs.iter().zip(hooks) {
-        if tx.try_send(n.clone()).is_err() {
-            app.metrics.notify("dropped");
-            tracing::warn!(session = %n.session, url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
-        }
+        queue_one(app, tx, hook, n.clone());
+    }
+}
+
+/// Puts `n` in one webhook's queue; a full one drops it, counted and logged.
+fn queue_one(
+    app: &App,
+    tx: &tokio::sync::mpsc::Sender<Notification>,
+    hook: &Webhook,
+    n: Notification,
+) {
+    if tx.try_send(n).is_err() {
+        app.metrics.notify("dropped");
+        tracing::warn!(url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
     }
 }
 

@@ -185,6 +185,8 @@ async fn serving(
     }));
     // Hook events that found no server while none was there, before anything is served: they
     // precede every event delivered live (whose hooks wait in the socket's backlog).
+    // Notifications watch from before: a turn that ended while no server ran is told.
+    let watch = crate::notify::watch(&app);
     crate::spool::replay(&app).await;
     data.publish(&ServerInfo {
         url: url.clone(),
@@ -287,17 +289,9 @@ async fn serving(
         app.shutdown.send_replace(true);
         stop_tx.send_replace(true);
     };
-    // Notifications run beside the listeners and end with them.
-    let notify = {
-        let app = app.clone();
-        let mut down = app.shutdown.subscribe();
-        async move {
-            tokio::select! {
-                () = crate::notify::run(app.clone()) => {}
-                _ = down.wait_for(|d| *d) => {}
-            }
-        }
-    };
+    // Notifications run beside the listeners and end with them (handing over what is not
+    // delivered yet, see `notify::run`).
+    let notify = crate::notify::run(app.clone(), watch);
     let (tcp, local, (), ()) = tokio::join!(tcp, local, signal, notify);
     tcp?;
     local?;
