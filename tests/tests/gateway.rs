@@ -442,6 +442,24 @@ async fn security_matrix() {
     assert_eq!(r["code"], "forbidden", "{r}");
     let r = ro.call(json!({"type": "subscribe", "session": b_id})).await;
     assert_eq!(r["code"], "forbidden", "{r}");
+    // It cannot tell a session it may not see from one that does not exist (it could probe
+    // which names do): the same refusal, over the WebSocket and over HTTP.
+    let r = ro
+        .call(json!({"type": "subscribe", "session": "no-such-name"}))
+        .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    for key in [b_id, "no-such-name"] {
+        let (status, body) = server
+            .http(
+                "GET",
+                &format!("/v1/sessions/{key}"),
+                read["token"].as_str(),
+                None,
+            )
+            .await;
+        assert_eq!(status, 403, "{key}: {body}");
+        assert!(body.contains("does not allow this session"), "{body}");
+    }
     let r = ro
         .call(json!({"type": "spawn", "spec": {"argv": ["cat"]}}))
         .await;
@@ -954,6 +972,10 @@ async fn the_same_bad_request_gets_the_same_error_both_ways() {
             "{method} {path}"
         );
         assert!(!http["error"].as_str().unwrap().is_empty());
+        // And an RFC 9457 problem's fields, as agentapi's clients read them.
+        assert_eq!(http["detail"], http["error"], "{http}");
+        assert_eq!(http["status"], status, "{http}");
+        assert!(!http["title"].as_str().unwrap().is_empty(), "{http}");
     }
     // Nothing was created by the refused spawns.
     let list = ws.call(json!({"type": "list"})).await;
@@ -2137,4 +2159,43 @@ async fn a_ttyd_client_gets_the_history_before_the_screen() {
     assert!(history.contains("\r\n177\x1b[0m"), "{history:?}");
     assert!(!history.contains("\r\n178\r\n"), "{history:?}");
     assert!(text[screen..].contains("200"), "{text:?}");
+}
+
+/// Over HTTP alone a tool can kill a session and start it again (as the WebSocket's `kill` and
+/// `restart` and the CLI do): a tool on HTTP and agentapi could not bring a stopped agent back.
+#[tokio::test]
+async fn a_session_is_killed_and_restarted_over_http() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"argv": ["sleep", "600"], "name": "k"}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap();
+    let (status, body) = server
+        .http("POST", "/v1/sessions/k/kill", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let killed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(killed["state"], "stopped", "{killed}");
+    assert_eq!(killed["last_exit"], json!({"signal": 9}), "{killed}");
+    let (status, body) = server
+        .http("POST", "/v1/sessions/k/restart", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["state"], "running", "{again}");
+    assert_ne!(again["pid"].as_i64(), Some(pid), "{again}");
+    // Admin only.
+    let (_, body) = server
+        .http(
+            "POST",
+            "/v1/tokens",
+            Some(&server.token),
+            Some(&json!({"session": "k", "scope": "write"})),
+        )
+        .await;
+    let write: Value = serde_json::from_str(&body).unwrap();
+    let (status, _) = server
+        .http("POST", "/v1/sessions/k/kill", write["token"].as_str(), None)
+        .await;
+    assert_eq!(status, 403);
 }

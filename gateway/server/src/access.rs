@@ -326,7 +326,14 @@ async fn scoped(
     refusal: &'static str,
 ) -> Result<SessionHandle, ApiError> {
     let grant = authenticate(app, &parts.headers)?;
-    let session = path_session(parts, app).await?;
+    let session = match path_session(parts, app).await {
+        // A token for other sessions is refused the same way whether this one exists or not:
+        // it cannot probe which names do.
+        Err(e) if e.code == crate::error::ErrorCode::NotFound && !grant.is_admin() => {
+            return Err(forbid(app, refusal));
+        }
+        found => found?,
+    };
     if allows(&grant, session.id()) {
         Ok(session)
     } else {

@@ -1,6 +1,7 @@
 //! ApiError: the one typed error of the API. Every refusal, over HTTP or over the WebSocket, is
 //! an [`ApiError`]: a machine-readable [`ErrorCode`] and a message for humans. It is mapped here,
-//! and only here, to an HTTP status (with a `{"error", "code"}` JSON body) and to a WebSocket
+//! and only here, to an HTTP status (with a `{"error", "code", "title", "status", "detail"}`
+//! JSON body) and to a WebSocket
 //! `error` frame, so the two transports can never disagree about the same failure.
 
 use axum::Json;
@@ -23,13 +24,24 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON body of an HTTP error answer (also what corral-client decodes).
+/// The JSON body of an HTTP error answer (also what corral-client decodes). It also carries
+/// the fields of an RFC 9457 problem (`title`, `status`, `detail`), which agentapi's server
+/// answers with and its clients read (its chat page shows `detail`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// What was wrong, for humans.
     pub error: String,
     /// The machine-readable code, as in a WebSocket `error` frame.
     pub code: ErrorCode,
+    /// The HTTP status's reason phrase (`Conflict`).
+    #[serde(default)]
+    pub title: String,
+    /// The HTTP status.
+    #[serde(default)]
+    pub status: u16,
+    /// The same as `error`.
+    #[serde(default)]
+    pub detail: String,
 }
 
 impl ApiError {
@@ -141,8 +153,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = ErrorBody {
+            detail: self.message.clone(),
             error: self.message,
             code: self.code,
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
         };
         (status, Json(body)).into_response()
     }

@@ -48,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_session).delete(remove_session),
         )
         .route("/v1/sessions/{key}/stop", post(stop_session))
+        .route("/v1/sessions/{key}/kill", post(kill_session))
+        .route("/v1/sessions/{key}/restart", post(restart_session))
         .route("/v1/sessions/{key}/export", get(export_session))
         .route("/v1/sessions/{key}/events", post(post_hook))
         .route("/v1/sessions/{key}/permission", post(answer_permission))
@@ -431,6 +433,18 @@ async fn stop_session(
     };
     let grace = crate::protocol::stop_grace(body.grace)?;
     Ok(Json(h.stop(grace).await?).into_response())
+}
+
+/// `POST /v1/sessions/{key}/kill`: SIGKILL of the session's whole process tree now (the WS
+/// `kill`, the CLI's `corral kill`).
+async fn kill_session(Managed(h): Managed) -> Result<Response, ApiError> {
+    Ok(Json(h.kill().await?).into_response())
+}
+
+/// `POST /v1/sessions/{key}/restart`: a new process of the session (a running one is stopped
+/// first, with its grace); a stopped or failed session starts again (the WS `restart`).
+async fn restart_session(Managed(h): Managed) -> Result<Response, ApiError> {
+    Ok(Json(h.restart().await?).into_response())
 }
 
 async fn remove_session(

@@ -326,6 +326,7 @@ impl ConnectionState {
         self.permitted(
             id,
             key,
+            grant.is_admin(),
             |s| grant.can_read(s),
             "token does not allow this session",
         )
@@ -342,21 +343,30 @@ impl ConnectionState {
         self.permitted(
             id,
             key,
+            grant.is_admin(),
             |s| grant.can_write(s),
             "token does not allow input to this session",
         )
         .await
     }
 
+    /// The session `key` if `allowed`; otherwise the error is answered and None. A token for
+    /// other sessions (`admin` false) is refused the same way for a session that does not
+    /// exist: it cannot probe which names do.
     pub(super) async fn permitted(
         &mut self,
         id: Option<u64>,
         key: &str,
+        admin: bool,
         allowed: impl FnOnce(Uuid) -> bool,
         refusal: &'static str,
     ) -> Option<SessionHandle> {
-        let h = self.lookup(id, key).await?;
-        if allowed(h.id()) {
+        let found = match self.app.corral.sessions().get(key) {
+            Err(SessionError::NotFound(_)) if !admin => None,
+            Err(_) => return self.lookup(id, key).await,
+            Ok(h) => Some(h),
+        };
+        if let Some(h) = found.filter(|h| allowed(h.id())) {
             return Some(h);
         }
         if !self.error(id, ErrorCode::Forbidden, refusal).await {
