@@ -688,7 +688,7 @@ fn asciicast_export_parses_and_keeps_split_characters_whole() {
         };
     }
     let mut out = Vec::new();
-    log.export_asciicast(&mut out, 120, 40).unwrap();
+    log.export_asciicast(&mut out, 120, 40, &[]).unwrap();
     let out = String::from_utf8(out).unwrap();
     let mut lines = out.lines();
     let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
@@ -721,7 +721,7 @@ fn asciicast_marks_gaps() {
     log.append(0, T0, b"a\xe2").unwrap();
     log.append(10, T0 + 1500, b"b").unwrap();
     let mut out = Vec::new();
-    log.export_asciicast(&mut out, 80, 24).unwrap();
+    log.export_asciicast(&mut out, 80, 24, &[]).unwrap();
     let lines: Vec<serde_json::Value> = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -733,6 +733,59 @@ fn asciicast_marks_gaps() {
     assert_eq!(lines[1], serde_json::json!([0.0, "o", "\u{fffd}"]));
     assert_eq!(lines[2], serde_json::json!([0.0, "m", "output 2..10 lost"]));
     assert_eq!(lines[3], serde_json::json!([1.5, "o", "b"]));
+}
+
+/// The terminal's resizes play where they happened in the output (`r` events): what was
+/// written before one at the size before, what after at the new one; one after the last output
+/// comes at the end.
+#[test]
+fn asciicast_plays_resizes_where_they_happened() {
+    use corral_actors::persist::segment::Resize;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), SegmentConfig::default()).unwrap();
+    log.append(0, T0, b"at 80 cols|at 100 cols").unwrap();
+    log.append(22, T0 + 1000, b"more").unwrap();
+    let resizes = [
+        Resize {
+            at: 10,
+            rows: 30,
+            cols: 100,
+        },
+        Resize {
+            at: 22,
+            rows: 40,
+            cols: 120,
+        },
+        Resize {
+            at: 26,
+            rows: 24,
+            cols: 80,
+        },
+    ];
+    let mut out = Vec::new();
+    log.export_asciicast(&mut out, 80, 24, &resizes).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (header["width"].clone(), header["height"].clone()),
+        (80.into(), 24.into())
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!([0.0, "o", "at 80 cols"]),
+            serde_json::json!([0.0, "r", "100x30"]),
+            serde_json::json!([0.0, "o", "|at 100 cols"]),
+            serde_json::json!([1.0, "r", "120x40"]),
+            serde_json::json!([1.0, "o", "more"]),
+            serde_json::json!([1.0, "r", "80x24"]),
+        ]
+    );
 }
 
 #[test]

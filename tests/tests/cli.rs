@@ -1063,6 +1063,46 @@ fn logs_events_and_export_survive_a_server_restart() {
     assert!(!out.status.success());
 }
 
+/// An exported recording plays the session's resizes where they happened (`r` events): the
+/// output written at 80 columns, then at another viewer's 100 (it played all at the size the
+/// session had when exported).
+#[test]
+fn export_plays_the_sessions_resizes() {
+    let server = Server::start();
+    let program = "echo small; read x; echo big; exec sleep 600";
+    ok(
+        &server,
+        &["spawn", "--name", "sized", "--", "sh", "-c", program],
+    );
+    eventually("first output", || {
+        ok(&server, &["logs", "sized"]).contains("small")
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ws = rt.block_on(server.ws());
+    let r = rt.block_on(ws.call(
+        json!({"type": "resize", "session": "sized", "rows": 30, "cols": 100, "take": true}),
+    ));
+    assert_eq!(r["type"], "ok", "{r}");
+    ok(&server, &["send", "sized", "\\n"]);
+    eventually("second output", || {
+        ok(&server, &["logs", "sized"]).contains("big")
+    });
+    let cast = ok(&server, &["export", "sized", "--format", "asciicast"]);
+    let mut lines = cast.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (header["width"].clone(), header["height"].clone()),
+        (json!(80), json!(24))
+    );
+    let events: Vec<Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let at = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred).unwrap();
+    let small = at(&|e| e[1] == "o" && e[2].as_str().unwrap().contains("small"));
+    let resized = at(&|e| e[1] == "r");
+    let big = at(&|e| e[1] == "o" && e[2].as_str().unwrap().contains("big"));
+    assert_eq!(events[resized][2], "100x30", "{cast}");
+    assert!(small < resized && resized < big, "{cast}");
+}
+
 const FAKE_CLAUDE_LONG: &str = r#"#!/bin/sh
 echo "ARGS: $*"
 case "$*" in

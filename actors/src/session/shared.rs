@@ -203,6 +203,8 @@ pub struct SessionShared {
     pub argv: Vec<String>,
     /// PTY or pipes.
     pub mode: Mode,
+    /// The terminal size its output starts at (its spec's; later sizes are `resized` events).
+    pub first_size: crate::spec::Size,
     /// Output log.
     pub ring: Ring,
     /// Current status.
@@ -261,6 +263,7 @@ impl SessionShared {
             name,
             argv: spec.argv.clone(),
             mode: spec.mode,
+            first_size: spec.size,
             ring,
             status: RwLock::new(Status::new(
                 spec.size,

@@ -337,6 +337,35 @@ async fn recovery_report(State(app): State<Arc<App>>, _: Admin) -> Result<Respon
     }
 }
 
+/// A session's terminal sizes after its first, from its journal's `resized` events, in offset
+/// order.
+async fn resizes(
+    persist: &corral_actors::persist::Persist,
+    id: uuid::Uuid,
+) -> Result<Vec<corral_actors::persist::segment::Resize>, ApiError> {
+    const PAGE: usize = 1000;
+    let (mut out, mut after) = (Vec::new(), 0);
+    loop {
+        let events = persist.events(id, after, PAGE).await?;
+        let read = events.len();
+        for e in events {
+            after = e.seq;
+            if let corral_actors::EventKind::Resized { rows, cols } = e.kind {
+                out.push(corral_actors::persist::segment::Resize {
+                    at: e.offset,
+                    rows,
+                    cols,
+                });
+            }
+        }
+        if read < PAGE {
+            break;
+        }
+    }
+    out.sort_by_key(|r| r.at);
+    Ok(out)
+}
+
 /// `GET /v1/sessions/{key}/export?format=asciicast`: the retained scrollback as an asciicast v2
 /// recording, streamed (written by a blocking task into a bounded channel: memory stays small
 /// whatever the log's size, and the task ends at its first write after the client goes away).
@@ -357,7 +386,12 @@ async fn export_session(
         return Err(ApiError::conflict("export needs persistence"));
     };
     let reader = persist.reader(h.id()).await?;
-    let size = h.info().size;
+    let resizes = resizes(&persist, h.id()).await?;
+    // Before `resized` events were journaled the current size is the best guess.
+    let size = match resizes.is_empty() {
+        true => h.info().size,
+        false => h.shared().first_size,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
     let writer = ChannelWriter(tx.clone());
     // Owned by the response's stream, which awaits it after the last chunk: it finishes with
@@ -368,7 +402,7 @@ async fn export_session(
         use std::io::Write;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
         let result = reader
-            .export_asciicast(&mut out, size.cols, size.rows)
+            .export_asciicast(&mut out, size.cols, size.rows, &resizes)
             .and_then(|()| out.flush());
         if let Err(e) = result
             && tx.blocking_send(Err(e)).is_err()

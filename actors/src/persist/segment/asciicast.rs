@@ -78,22 +78,44 @@ impl Utf8Carry {
     }
 }
 
+/// The terminal's size from output offset `at` on (an asciicast `r` event there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resize {
+    /// Output offset.
+    pub at: u64,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
 pub(super) fn export_asciicast(
     dir: &Path,
     segments: &[Segment],
     out: &mut impl Write,
     width: u16,
     height: u16,
+    resizes: &[Resize],
 ) -> io::Result<()> {
     // The header needs the first record's time: find it first (usually in the first frame).
-    let mut first_ms = None;
+    let mut first = None;
     visit_records(dir, segments, 0, |record| {
-        if let Record::Data { time_ms, .. } = record {
-            first_ms = Some(time_ms);
+        if let Record::Data {
+            time_ms, offset, ..
+        } = record
+        {
+            first = Some((time_ms, offset));
             return Ok(false);
         }
         Ok(true)
     })?;
+    let first_ms = first.map(|(ms, _)| ms);
+    // The size at the first byte kept: the last resize before it, if any.
+    let mut resizes = resizes.iter().peekable();
+    let (mut width, mut height) = (width, height);
+    while let Some(r) = resizes.next_if(|r| first.is_some_and(|(_, at)| r.at <= at)) {
+        (width, height) = (r.cols, r.rows);
+    }
     let header = AsciicastHeader {
         version: 2,
         width,
@@ -115,9 +137,27 @@ pub(super) fn export_asciicast(
     };
     visit_records(dir, segments, 0, |record| {
         match record {
-            Record::Data { time_ms, bytes, .. } => {
+            Record::Data {
+                time_ms,
+                bytes,
+                offset,
+            } => {
                 last_ms = last_ms.max(time_ms);
-                let text = carry.feed(&bytes);
+                // Each resize where it happened in the output: the bytes before it were
+                // written at the size before.
+                let mut rest = &bytes[..];
+                let mut at = offset;
+                while let Some(r) = resizes.next_if(|r| r.at < at + rest.len() as u64) {
+                    let (before, after) = rest.split_at(r.at.saturating_sub(at) as usize);
+                    let text = carry.feed(before);
+                    if !text.is_empty() {
+                        event(out, last_ms, "o", &text)?;
+                    }
+                    event(out, last_ms, "r", &format!("{}x{}", r.cols, r.rows))?;
+                    at += before.len() as u64;
+                    rest = after;
+                }
+                let text = carry.feed(rest);
                 if !text.is_empty() {
                     event(out, last_ms, "o", &text)?;
                 }
@@ -135,6 +175,9 @@ pub(super) fn export_asciicast(
     let text = carry.flush();
     if !text.is_empty() {
         event(out, last_ms, "o", &text)?;
+    }
+    for r in resizes {
+        event(out, last_ms, "r", &format!("{}x{}", r.cols, r.rows))?;
     }
     Ok(())
 }

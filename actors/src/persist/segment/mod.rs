@@ -88,6 +88,7 @@ mod reader;
 mod scan;
 mod writer;
 
+pub use asciicast::Resize;
 pub use reader::LogReader;
 pub use writer::SegmentLog;
 pub(crate) use writer::owner_only;

@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::asciicast::export_asciicast;
+use super::asciicast::{Resize, export_asciicast};
 use super::scan::{scan_dir, visit_records};
 use super::*;
 use crate::persist::codec::Record;
@@ -65,13 +65,17 @@ impl LogReader {
     /// flattened). A gap becomes a marker event `[seconds, "m", "output A..B lost"]`.
     ///
     /// Writes many small lines: pass a buffered writer.
+    ///
+    /// `width`×`height` is the size the output starts at; `resizes` (in offset order) become
+    /// `[seconds, "r", "COLSxROWS"]` events where they took effect.
     pub fn export_asciicast(
         &self,
         out: &mut impl Write,
         width: u16,
         height: u16,
+        resizes: &[Resize],
     ) -> io::Result<()> {
-        export_asciicast(&self.dir, &self.segments, out, width, height)
+        export_asciicast(&self.dir, &self.segments, out, width, height, resizes)
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::asciicast::export_asciicast;
+use super::asciicast::{Resize, export_asciicast};
 use super::reader::{LogReader, read_range};
 use super::scan::{Scan, scan_dir, scan_segments};
 use super::*;
@@ -291,8 +291,9 @@ impl SegmentLog {
         out: &mut impl Write,
         width: u16,
         height: u16,
+        resizes: &[Resize],
     ) -> io::Result<()> {
-        export_asciicast(&self.dir, &self.segments, out, width, height)
+        export_asciicast(&self.dir, &self.segments, out, width, height, resizes)
     }
 
     /// Largest data record that fits a segment and the record cap.
