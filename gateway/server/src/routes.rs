@@ -386,7 +386,7 @@ async fn export_session(
         return Err(ApiError::conflict("export needs persistence"));
     };
     let reader = persist.reader(h.id()).await?;
-    let resizes = resizes(&persist, h.id()).await?;
+    let resizes = resizes(persist, h.id()).await?;
     // Before `resized` events were journaled the current size is the best guess.
     let size = match resizes.is_empty() {
         true => h.info().size,
