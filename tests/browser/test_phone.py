@@ -173,3 +173,23 @@ def test_a_finger_scrolls_the_scrollback_and_a_pager(server, new_page, tmp_path)
     wait_js(phone, "!window.corral.termText().includes('row 1\\n')", 5, "the pager scrolled")
     first = phone.evaluate("window.corral.termText()").split("\n")[0]
     assert first.startswith("row ") and int(first.split()[1]) > 1, first
+
+
+def test_the_key_bar_ctrl_types_the_next_key_with_ctrl(server, new_page):
+    # A phone's keyboard has no Ctrl: the key bar's Ctrl holds it for the next key typed —
+    # Ctrl-D at an empty line ends `cat` — and lets it go after.
+    s = server.spawn(["cat"], name="ctrl-d")
+    page = new_page(phone=True)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    ctrl = page.get_by_test_id("key-ctrl")
+    expect(ctrl).to_be_visible()
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("hi\n")
+    wait_js(page, "window.corral.termText().includes('hi')", 10, "the line echoed")
+    ctrl.click()
+    expect(ctrl).to_have_attribute("aria-pressed", "true")
+    page.keyboard.type("d")
+    expect(ctrl).to_have_attribute("aria-pressed", "false")
+    wait_until(lambda: server.session(s["id"])["state"] == "stopped", 10, "cat ended by Ctrl-D")
+    assert server.session(s["id"])["last_exit"] == {"code": 0}

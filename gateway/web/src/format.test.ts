@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  withCtrl,
   attentionLabel,
   attentionOf,
   attentionRank,
@@ -166,4 +167,16 @@ test('a command line for a glance names the program, not its path', () => {
   assert.equal(shortArgv(['/home/u/.npm/bin/claude', '--permission-mode', 'default']), 'claude --permission-mode default');
   assert.equal(shortArgv(['bash', '-c', 'echo hi']), "bash -c 'echo hi'");
   assert.equal(shortArgv([]), '');
+});
+
+test('withCtrl: letters and @[\\]^_ become control characters, the rest as it is', () => {
+  assert.equal(withCtrl('c'), '\x03');
+  assert.equal(withCtrl('D'), '\x04');
+  assert.equal(withCtrl('['), '\x1b');
+  assert.equal(withCtrl('\\'), '\x1c');
+  assert.equal(withCtrl(' '), '\x00');
+  assert.equal(withCtrl('?'), '\x7f');
+  assert.equal(withCtrl('1'), '1');
+  assert.equal(withCtrl('\x1b[A'), '\x1b[A');
+  assert.equal(withCtrl('paste'), 'paste');
 });

@@ -300,3 +300,17 @@ export function shortArgv(argv: string[]): string {
   const base = prog.includes('/') ? prog.slice(prog.lastIndexOf('/') + 1) || prog : prog;
   return joinArgv([base, ...rest]);
 }
+
+/**
+ * `data` typed with Ctrl held (the key bar's Ctrl, for a phone keyboard that has none): a
+ * letter or one of `@[\\]^_` becomes its control character (`c` → ETX, Ctrl-C), space NUL,
+ * `?` DEL; anything else (a paste, an arrow key) goes as it is.
+ */
+export function withCtrl(data: string): string {
+  if (data.length !== 1) return data;
+  const c = data.toUpperCase().charCodeAt(0);
+  if (c >= 0x40 && c <= 0x5f) return String.fromCharCode(c & 0x1f);
+  if (data === ' ') return '\x00';
+  if (data === '?') return '\x7f';
+  return data;
+}

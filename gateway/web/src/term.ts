@@ -18,6 +18,7 @@ import {
   parseTime,
   permissionSummary,
   statusBadge,
+  withCtrl,
 } from './format';
 import { answerPermission } from './http';
 import { overScrollback } from './redraw';
@@ -172,6 +173,8 @@ export class TermView {
   private line = '';
   /** When typing into an ended session was last refused with a toast. */
   private toldStopped = 0;
+  /** The key bar's Ctrl is down: the next key typed goes with it (then it is let go). */
+  private ctrlKey: HTMLElement | null = null;
   /** Keys typed while the connection was down, sent once this view is attached again (at
    * most UNSENT_MAX bytes: past it, typing is refused and said to be). */
   private unsent: (string | Uint8Array)[] = [];
@@ -245,7 +248,7 @@ export class TermView {
     this.term.open(this.box);
     this.loadRenderer();
     this.touchScroll();
-    this.term.onData((d) => this.input(d));
+    this.term.onData((d) => this.input(this.ctrlKey?.ariaPressed === 'true' ? this.takeCtrl(d) : d));
     this.term.onBinary((d) => {
       const b = new Uint8Array(d.length);
       for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 0xff;
@@ -1171,17 +1174,39 @@ export class TermView {
 
   private keybar(): HTMLElement {
     const bar = h('div', { class: 'keybar', testid: 'keybar', role: 'toolbar', 'aria-label': 'keys' });
+    // Ctrl for the next key typed: a phone's keyboard has none (Ctrl-D, Ctrl-R, Ctrl-Z, Ctrl-L).
+    const ctrl = h('button', {
+      class: 'key key-mod',
+      testid: 'key-ctrl',
+      title: 'Ctrl: hold it for the next key',
+      'aria-label': 'Ctrl',
+      'aria-pressed': 'false',
+      text: 'Ctrl',
+    });
+    ctrl.addEventListener('mousedown', (e) => e.preventDefault());
+    ctrl.addEventListener('click', () => {
+      ctrl.ariaPressed = ctrl.ariaPressed === 'true' ? 'false' : 'true';
+      this.term.focus();
+    });
+    this.ctrlKey = ctrl;
+    bar.appendChild(ctrl);
     for (const [label, seq, testid, title] of KEYS) {
       const b = h('button', { class: 'key', testid, title, 'aria-label': title, text: label });
       // Keep focus (and the phone's keyboard) on the terminal.
       b.addEventListener('mousedown', (e) => e.preventDefault());
       b.addEventListener('click', () => {
-        this.input(seq);
+        this.input(this.ctrlKey?.ariaPressed === 'true' ? this.takeCtrl(seq) : seq);
         this.term.focus();
       });
       bar.appendChild(b);
     }
     return bar;
+  }
+
+  /** `data` with the key bar's Ctrl, which is let go. */
+  private takeCtrl(data: string): string {
+    if (this.ctrlKey) this.ctrlKey.ariaPressed = 'false';
+    return withCtrl(data);
   }
 }
 
