@@ -245,7 +245,8 @@ fn interrupt_typed(session: &SessionShared, bytes: &[u8]) -> bool {
         && session.status.read().attention == Some(Attention::Working)
         && session
             .attention_ms()
-            .is_some_and(|ms| ms >= INTERRUPT_AFTER.as_millis() as u64)
+            // None: since before this server (see `replay`), long enough.
+            .is_none_or(|ms| ms >= INTERRUPT_AFTER.as_millis() as u64)
 }
 
 /// Whether a terminal agent asks a question in its own dialog that a key can answer there: it
@@ -441,6 +442,9 @@ pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
     // Nothing outside can answer a hook-asked question any more: it is the agent's own
     // dialog's (a structured agent's control request stays open: its answer goes on stdin).
     questions::leave_held_to_terminal(&mut s);
+    // What the events said is old news: the agent has been in this state since before this
+    // server (an upgrade's agents are not fresh from a turn, `running` for a moment).
+    s.attention_at = 0;
     // A prompt the server died before it could settle: settled by the next one.
     s.prompt_pending = events
         .last()

@@ -626,6 +626,66 @@ async fn an_idle_agent_is_stable_once_its_screen_settled() {
     }
 }
 
+/// A terminal agent that has waited a while is not `running` for a redraw of its screen (Claude
+/// Code takes its "/effort" hint away 10 s after a turn): a client counting turns by `running`
+/// then `stable` counted one that nobody started.
+#[tokio::test]
+async fn a_waiting_agents_redraw_is_no_turn() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; while read x; do printf 'hint gone'; done"], "name": "hint"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    for name in ["SessionStart", "UserPromptSubmit", "Stop"] {
+        assert_eq!(hook(&server, &id, name).await, 202);
+    }
+    until(
+        async || get(&server, "/agentapi/hint/status", t).await.1["status"] == "stable",
+        "stable after its turn",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(message(&server, "hint", "raw", "\n").await.0, 200);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(800) {
+        assert_eq!(
+            get(&server, "/agentapi/hint/status", t).await.1["status"],
+            "stable",
+            "a redraw after {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.session("hint").await["output_offset"].as_u64() > Some(0));
+}
+
+/// An agent waiting when the server is upgraded is `stable` at once under the next server: its
+/// state came from before, not from a turn just over (it said `running` for 0.75 s, and a user
+/// message in that window was refused as "running").
+#[tokio::test]
+async fn an_agent_waiting_through_an_upgrade_stays_stable() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "up"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    for name in ["SessionStart", "UserPromptSubmit", "Stop"] {
+        assert_eq!(hook(&server, &id, name).await, 202);
+    }
+    let t = server.token.clone();
+    until(
+        async || get(&server, "/agentapi/up/status", Some(&t)).await.1["status"] == "stable",
+        "stable",
+    )
+    .await;
+    server.cli_ok(&["upgrade"]).await;
+    server.follow_successor();
+    let (code, status) = get(&server, "/agentapi/up/status", Some(&t)).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["status"], "stable", "right after the upgrade");
+}
+
 /// An agent that drew a screen and sits quiet before its first hook (Claude Code's folder
 /// trust dialog) is `stable` after a while instead of `running` for ever, and a user message
 /// is refused saying why (its Enter would answer that screen's question).

@@ -38,6 +38,10 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 /// however quiet its screen: Claude Code paints its answer 200–500 ms after its Stop hook, and the screen was
 /// often quiet that long already (a client posting at `stable` got each answer a turn late).
 pub const PAINT: Duration = Duration::from_millis(700);
+/// Time from the hook that made a terminal agent wait after which its screen's redraws are not
+/// work: Claude Code takes its "/effort" hint away 10 s after a turn, redraws on a resize; each
+/// said `running` then `stable` with no turn (a client counting turns counted one too many).
+pub const SETTLED: Duration = Duration::from_secs(2);
 /// How long a user message's answer waits for its Enter to be written (the Enter itself waits
 /// up to 2 s for the program to take the paste).
 pub const ENTERED_WAIT: Duration = Duration::from_secs(3);
@@ -91,11 +95,11 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
             // its screen settled, so the turn's agent message holds the answer (a structured
             // agent's messages are its events: no screen to wait for).
             Attention::Idle | Attention::NeedsPermission => {
+                let waited = h.shared().attention_ms();
                 h.shared().mode != Mode::Pty
+                    || waited.is_none_or(|w| w >= SETTLED.as_millis() as u64)
                     || (quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
-                        && h.shared()
-                            .attention_ms()
-                            .is_none_or(|q| q >= PAINT.as_millis() as u64))
+                        && waited.is_none_or(|w| w >= PAINT.as_millis() as u64))
             }
             Attention::Exited => true,
             // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
