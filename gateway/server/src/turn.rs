@@ -66,12 +66,26 @@ impl Turn {
     /// joined): what comes next was written for that size, so it is parsed at it (parsed at the
     /// old size, a resize mid-turn lost, repeated and fused lines). The resize takes effect
     /// where this read begins, not at the exact byte it happened at.
+    ///
+    /// The lines the screen showed before the message are taken again as the resize leaves
+    /// them (cut at a narrower width, for one): compared as they were, the first one cut made
+    /// them all part of the answer.
     pub fn resize(&mut self, rows: u16, cols: u16) {
         let size = |n: u16| NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
         let (rows, cols) = (size(rows), size(cols));
-        if self.parser.screen().size() != (rows, cols) {
-            self.parser.screen_mut().set_size(rows, cols);
+        if self.parser.screen().size() == (rows, cols) {
+            return;
         }
+        let same = self
+            .lines()
+            .iter()
+            .zip(&self.before)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.parser.screen_mut().set_size(rows, cols);
+        let mut now = self.lines();
+        now.truncate(same);
+        self.before = now;
     }
 
     /// The next output offset this turn has not parsed.
@@ -99,21 +113,7 @@ impl Turn {
     /// What the agent printed since the user message: the scrollback, then the screen, without
     /// the leading lines the screen showed before it, trailing blanks trimmed.
     pub fn text(&mut self) -> String {
-        let screen = self.parser.screen_mut();
-        let rows = usize::from(screen.size().0.get());
-        let kept = screen.scrollback_len();
-        // The scrollback, oldest first, one screenful at a time (vt100 shows it through a view
-        // scrolled back by N rows), then the screen itself.
-        let mut all = Vec::with_capacity(kept + rows);
-        let mut back = kept;
-        while back > 0 {
-            screen.set_scrollback(back);
-            let view = lines_all(&screen.contents(), Some(rows));
-            all.extend(view.into_iter().take(back.min(rows)));
-            back = back.saturating_sub(rows);
-        }
-        screen.set_scrollback(0);
-        all.extend(lines_all(&screen.contents(), Some(rows)));
+        let all = self.lines();
         let same = all
             .iter()
             .zip(&self.before)
@@ -129,6 +129,26 @@ impl Turn {
             .position(|l| !l.is_empty())
             .unwrap_or(end);
         rest[start..end].join("\n")
+    }
+
+    /// The scrollback, oldest first, then the screen: a line per row.
+    fn lines(&mut self) -> Vec<String> {
+        let screen = self.parser.screen_mut();
+        let rows = usize::from(screen.size().0.get());
+        let kept = screen.scrollback_len();
+        // The scrollback, oldest first, one screenful at a time (vt100 shows it through a view
+        // scrolled back by N rows), then the screen itself.
+        let mut all = Vec::with_capacity(kept + rows);
+        let mut back = kept;
+        while back > 0 {
+            screen.set_scrollback(back);
+            let view = lines_all(&screen.contents(), Some(rows));
+            all.extend(view.into_iter().take(back.min(rows)));
+            back = back.saturating_sub(rows);
+        }
+        screen.set_scrollback(0);
+        all.extend(lines_all(&screen.contents(), Some(rows)));
+        all
     }
 }
 
@@ -199,6 +219,27 @@ mod tests {
         turn.resize(5, 40);
         turn.feed(100, b"\x1b[1;30Hx");
         assert_eq!(turn.text(), format!("{}x", " ".repeat(29)));
+    }
+
+    /// A resize in the middle of a turn (a phone opens the session) leaves out what the screen
+    /// showed before the message as before: it came back at the head of the answer (the
+    /// screen's lines, cut at the new width, no longer matched what they were).
+    #[test]
+    fn a_resize_mid_turn_keeps_the_last_answer_out() {
+        let mut before = String::new();
+        for i in 0..3 {
+            before.push_str(&format!("old answer {i}\r\n"));
+        }
+        before.push_str(&"─".repeat(40));
+        before.push_str("\r\n> ");
+        let mut turn = Turn::begin(&screen(6, 40, before.as_bytes()));
+        turn.feed(100, b"new question\r\nnew line 0\r\n");
+        turn.resize(8, 30);
+        turn.feed(124, b"new line 1\r\nnew line 2\r\n");
+        let text = turn.text();
+        assert!(!text.contains("old answer"), "{text}");
+        assert!(text.starts_with("> new question"), "{text}");
+        assert!(text.contains("new line 2"), "{text}");
     }
 
     #[test]
