@@ -835,8 +835,8 @@ pub use crate::spec::MAX_NAME;
 
 /// A new session's name must fit a column, print as itself and never pass for an id: at most
 /// [`MAX_NAME`] bytes, no control characters (a name is printed by `corral ps` to terminals),
-/// not a UUID (a key that parses as one is looked up as an id). Names already recorded are
-/// restored as they are.
+/// not a UUID (a key that parses as one is looked up as an id), not `.` or `..` (a URL that
+/// names it is normalised to another path). Names already recorded are restored as they are.
 fn check_new_name(name: &str) -> Result<(), SessionError> {
     if name.len() > MAX_NAME {
         return Err(SpecError::NameTooLong { len: name.len() }.into());
@@ -846,6 +846,9 @@ fn check_new_name(name: &str) -> Result<(), SessionError> {
     }
     if Uuid::parse_str(name).is_ok() {
         return Err(SpecError::NameIsId.into());
+    }
+    if name == "." || name == ".." {
+        return Err(SpecError::NameDots(name.to_string()).into());
     }
     Ok(())
 }

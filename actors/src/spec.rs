@@ -34,6 +34,11 @@ pub enum SpecError {
     /// A name that parses as a session id (a key that parses as one is looked up as an id).
     #[error("name is a session id; choose another")]
     NameIsId,
+    /// `.` or `..`: a URL path holding it (`/agentapi/../status`) is another path.
+    #[error(
+        "name {0:?} is a path's dot segment (an address naming it would go elsewhere); choose another"
+    )]
+    NameDots(String),
     /// The id asked for belongs to another session.
     #[error("session id {0} is in use")]
     IdInUse(Uuid),

@@ -741,6 +741,8 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
         ("red\x1b[31m".to_string(), SpecError::NameControl('\x1b')),
         ("two\nlines".to_string(), SpecError::NameControl('\n')),
         (uuid::Uuid::new_v4().to_string(), SpecError::NameIsId),
+        ("..".to_string(), SpecError::NameDots("..".into())),
+        (".".to_string(), SpecError::NameDots(".".into())),
     ] {
         let e = named(bad.clone()).await;
         assert_eq!(e, Some(SessionError::BadSpec(rule)), "{bad:?}");

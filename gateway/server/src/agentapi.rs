@@ -272,12 +272,14 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
 
 /// When the session's screen last changed: its last output; for a session that printed
 /// nothing since this server has it (adopted after a restart or an upgrade), when its process
-/// started — a time that stays put, so a poller diffing messages sees no change where there is
-/// none (it said "now" at every GET) —; now only for a session with no process yet.
+/// started, or for one that ended, when it ended — a time that stays put, so a poller diffing
+/// messages sees no change where there is none (it said "now" at every GET) —; now only for a
+/// session with no process yet.
 fn screen_changed(h: &SessionHandle) -> SystemTime {
     h.shared()
         .last_output_at()
         .or_else(|| h.info().started_at)
+        .or_else(|| h.shared().ended_at())
         .unwrap_or_else(SystemTime::now)
 }
 

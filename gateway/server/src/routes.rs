@@ -748,7 +748,7 @@ fn not_asked(
     let why = match (id, asks_now) {
         (Some(id), Some(now)) => {
             return ApiError::conflict(format!(
-                "session {}: question {id} is no longer open (answered, or settled in the agent's own dialog); {now}: nothing was answered",
+                "session {}: question {id} is not open (answered, settled in the agent's own dialog, or never asked); {now}: nothing was answered",
                 h.name()
             ));
         }
