@@ -839,6 +839,15 @@ mod tests {
         s
     }
 
+    /// A turn's end (`result`).
+    fn turn_over() -> AgentEvent {
+        AgentEvent::Result {
+            subtype: "success".into(),
+            is_error: false,
+            text: None,
+        }
+    }
+
     fn asks(request_id: &str) -> AgentEvent {
         AgentEvent::PermissionRequest {
             request_id: request_id.into(),
@@ -1088,14 +1097,7 @@ mod tests {
         assert_eq!(s.attention, Some(Attention::Working));
         assert!(s.permission.is_none());
         apply_stream(&mut s, &asks("r3"));
-        apply_stream(
-            &mut s,
-            &AgentEvent::Result {
-                subtype: "success".into(),
-                is_error: false,
-                text: None,
-            },
-        );
+        apply_stream(&mut s, &turn_over());
         assert_eq!(s.attention, Some(Attention::Idle));
         assert!(s.permission.is_none() && s.queued.is_empty());
     }
@@ -1116,14 +1118,7 @@ mod tests {
         s.attention = Some(Attention::Working);
         apply_stream(&mut s, &init);
         assert_eq!(s.attention, Some(Attention::Working));
-        apply_stream(
-            &mut s,
-            &AgentEvent::Result {
-                subtype: "success".into(),
-                is_error: false,
-                text: None,
-            },
-        );
+        apply_stream(&mut s, &turn_over());
         assert_eq!(s.attention, Some(Attention::Idle));
         apply_stream(&mut s, &init);
         assert_eq!(s.attention, Some(Attention::Working));
