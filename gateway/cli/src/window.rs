@@ -36,13 +36,19 @@ impl Window {
         let view_rows = screen_rows.min(rows);
         let view_cols = screen_cols.min(cols);
         let (cursor_row, cursor_col) = screen.cursor_position();
-        // The part shown keeps the cursor in view.
-        let top = (cursor_row + 1)
-            .saturating_sub(view_rows)
-            .min(screen_rows - view_rows);
-        let left = (cursor_col + 1)
-            .saturating_sub(view_cols)
-            .min(screen_cols - view_cols);
+        // The part shown keeps the cursor in view; a program that hides it (top, a pager) is
+        // shown from its top-left corner (following where it last drew jumped sideways).
+        let (top, left) = match screen.hide_cursor() {
+            true => (0, 0),
+            false => (
+                (cursor_row + 1)
+                    .saturating_sub(view_rows)
+                    .min(screen_rows - view_rows),
+                (cursor_col + 1)
+                    .saturating_sub(view_cols)
+                    .min(screen_cols - view_cols),
+            ),
+        };
         let mut lines: Vec<Vec<u8>> = screen
             .rows_formatted(left, view_cols)
             .skip(usize::from(top))
@@ -57,7 +63,9 @@ impl Window {
         let mut out = Vec::new();
         self.shown.resize(lines.len(), b"\x00".to_vec());
         for (r, line) in lines.into_iter().enumerate() {
-            let mut drawn = b"\x1b[0m".to_vec();
+            // The row erased first: a formatted row skips its blank cells, and what the terminal
+            // showed there stayed.
+            let mut drawn = b"\x1b[0m\x1b[2K".to_vec();
             drawn.extend_from_slice(&line);
             drawn.extend_from_slice(b"\x1b[0m\x1b[K");
             if self.shown[r] != drawn {
@@ -161,6 +169,30 @@ mod tests {
         assert!(rows[5..9].iter().all(|r| r.is_empty()), "{rows:?}");
         assert!(rows[9].contains("the session is 20×5"), "{rows:?}");
         assert_eq!(term.screen().cursor_position(), (1, 5));
+    }
+
+    /// A row drawn again shows only what the session's row holds: its blank cells too (they
+    /// were skipped, and the terminal kept what it showed there).
+    #[test]
+    fn a_row_drawn_again_keeps_nothing_of_what_it_showed() {
+        let mut src = screen(30, 100, b"line number 50L, 3092B");
+        let mut w = Window::default();
+        let mut term = shown(24, 80, &w.draw(src.screen(), (24, 80)));
+        src.process(b"\r\x1b[Kab\x1b[20Gcd");
+        term.process(&w.draw(src.screen(), (24, 80)));
+        let row = term.screen().rows(0, 80).next().unwrap();
+        assert_eq!(row, format!("ab{}cd", " ".repeat(17)));
+    }
+
+    /// A program that hides its cursor (top) is shown from its top-left corner, whatever it
+    /// drew last.
+    #[test]
+    fn a_hidden_cursor_keeps_the_view_top_left() {
+        let src = screen(40, 158, b"\x1b[?25lPID USER\x1b[40;150Hend");
+        let mut w = Window::default();
+        let term = shown(24, 80, &w.draw(src.screen(), (24, 80)));
+        assert!(term.screen().rows(0, 80).next().unwrap().starts_with("PID USER"));
+        assert!(term.screen().hide_cursor());
     }
 
     #[test]
