@@ -455,6 +455,29 @@ fn tree_watch_draws_in_place_and_fits_the_terminal() {
     });
     let history = tmux(&socket, &["display", "-p", "-t", "t", "#{history_size}"]);
     assert_eq!(history.trim(), "0", "nothing scrolled into the history");
+    // The terminal resized, nothing else changed: fitted again at once (not at the next
+    // change the server pushes, up to 2 s later).
+    tmux(
+        &socket,
+        &["resize-window", "-t", "t", "-x", "60", "-y", "8"],
+    );
+    let resized = Instant::now();
+    while !{
+        let shown = screen();
+        shown.lines().count() == 8
+            && shown
+                .lines()
+                .next()
+                .is_some_and(|l| l.starts_with("server"))
+            && shown.lines().last().is_some_and(|l| l.starts_with("… "))
+    } {
+        assert!(
+            resized.elapsed() < Duration::from_millis(700),
+            "not fitted to the new size: {}",
+            screen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     tmux(&socket, &["send-keys", "-t", "t", "C-c"]);
     eventually("watch left on Ctrl-C", || {
         !tmux(&socket, &["list-sessions"]).contains("t:")

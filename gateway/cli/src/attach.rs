@@ -108,6 +108,19 @@ fn status_line(text: &str) {
     if err.flush().is_err() {}
 }
 
+/// Why the connection was lost, in a user's words: a server that went away without closing
+/// it (killed, crashed) reads as such, not as the WebSocket library's error.
+fn lost_because(reason: &str) -> String {
+    if reason.contains("without closing handshake")
+        || reason.contains("Connection reset")
+        || reason.contains("eof")
+    {
+        "the server went away".to_string()
+    } else {
+        format!("the connection was lost ({reason})")
+    }
+}
+
 /// How long a passing notice (`reconnected`) stays over the screen.
 const NOTICE_FOR: Duration = Duration::from_secs(2);
 
@@ -281,11 +294,12 @@ pub async fn attach(
             .info
             .last_exit
             .map_or_else(String::new, |e| format!(" ({e})"));
+        // What to do first: a notice is cut at the terminal's width.
         format!(
-            "{} has ended{exit}: its last screen; `corral restart {}` starts it again, Ctrl-{} leaves",
+            "{} has ended{exit}: Ctrl-{} leaves, `corral restart {}` starts it again",
             view.info.name,
+            detach_key.to_ascii_uppercase(),
             view.info.name,
-            detach_key.to_ascii_uppercase()
         )
     });
     // Standard input is read on a dedicated thread (blocking reads never touch the runtime).
@@ -461,7 +475,7 @@ pub async fn attach(
         // The terminal is read during the waits between attempts too (typing is queued, the
         // detach key is seen at once), and an attempt is not restarted by a key.
         // What matters first: a notice is cut at the terminal's width.
-        say(&format!("reconnecting: the connection was lost ({reason})"));
+        say(&format!("reconnecting: {}", lost_because(&reason)));
         let mut delay = Duration::from_millis(200);
         let mut paused = false;
         let mut attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
@@ -482,16 +496,15 @@ pub async fn attach(
                         channel = sub.channel;
                         approximate = sub.approximate;
                         match shown.as_mut() {
-                            // The screen drawn again from this terminal's copy: what the notices
-                            // covered, at the size the session has now (a resize while the
-                            // server was away was not heard).
+                            // At the size the session has now (a resize while the server was
+                            // away was not heard); the notice goes in a moment, its row drawn
+                            // again from this terminal's copy (a whole redraw put a copy of the
+                            // screen into the terminal's scrollback at every reconnection).
                             Some(view) => {
-                                let term = term_size();
                                 if let Some(size) = sub.size {
-                                    stdout.write_all(&view.resized(size, term))?;
+                                    stdout.write_all(&view.resized(size, term_size()))?;
+                                    stdout.flush()?;
                                 }
-                                stdout.write_all(&view.redraw(term))?;
-                                stdout.flush()?;
                                 notice("reconnected");
                                 notice_until = Some(tokio::time::Instant::now() + NOTICE_FOR);
                             }

@@ -3,7 +3,7 @@
 //! here). On a terminal it is drawn in place on the alternate screen, as `watch` and `top` do,
 //! cut to the terminal's height and width (a 55-line tree on a 40-row terminal scrolled its top
 //! away on every redraw, and the terminal's history filled with copies); the screen is given
-//! back on Ctrl-C or SIGTERM. Elsewhere (a pipe, `--json`), each tree is printed after the last.
+//! back on Ctrl-C or SIGTERM, and drawn again when the terminal is resized. Elsewhere (a pipe, `--json`), each tree is printed after the last.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -31,6 +31,7 @@ pub async fn run(ws: &mut Conn, json: bool) -> anyhow::Result<ExitCode> {
     let _screen = in_place.then(AlternateScreen::enter).transpose()?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let mut winch = signal(SignalKind::window_change())?;
     loop {
         let tree = tree(ws).await?;
         if json {
@@ -48,6 +49,8 @@ pub async fn run(ws: &mut Conn, json: bool) -> anyhow::Result<ExitCode> {
                     Incoming::Closed(r) => bail!("connection closed: {r}"),
                     _ => {}
                 },
+                // The terminal resized: the same tree fitted to it again.
+                _ = winch.recv(), if in_place => draw(&tree)?,
                 _ = int.recv() => return Ok(ExitCode::SUCCESS),
                 _ = term.recv() => return Ok(ExitCode::SUCCESS),
             }

@@ -191,7 +191,13 @@ mod tests {
         let src = screen(40, 158, b"\x1b[?25lPID USER\x1b[40;150Hend");
         let mut w = Window::default();
         let term = shown(24, 80, &w.draw(src.screen(), (24, 80)));
-        assert!(term.screen().rows(0, 80).next().unwrap().starts_with("PID USER"));
+        assert!(
+            term.screen()
+                .rows(0, 80)
+                .next()
+                .unwrap()
+                .starts_with("PID USER")
+        );
         assert!(term.screen().hide_cursor());
     }
 
