@@ -1002,3 +1002,53 @@ async fn a_prompt_pasted_just_before_an_upgrade_is_entered() {
     }
     assert_eq!(server.session("prompt").await["pid"], info["pid"]);
 }
+
+/// An upgrade keeps a session's size, that of the viewer who typed last, until someone types
+/// under the new server: the viewers reconnecting each asked for their own, and the last one
+/// in took it, however idle (an idle page's 140×40 over the 80×24 of the attach that typed).
+#[tokio::test]
+async fn an_upgrade_keeps_the_size_of_the_viewer_who_typed_last() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "sized", "argv": ["sh", "-c", "stty -echo; exec cat"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let size = async |server: &Server| server.session(&id).await["size"].clone();
+    let mut typist = server.ws().await;
+    let r = typist
+        .call(json!({"type": "resize", "session": id, "rows": 24, "cols": 80}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    // Input is not answered (only refused): sent, then a request answered after it.
+    typist
+        .send(json!({"type": "input", "session": id, "data": "x"}))
+        .await;
+    assert_eq!(typist.call(json!({"type": "ping"})).await["type"], "pong");
+    let mut idle = server.ws().await;
+    let r = idle
+        .call(json!({"type": "resize", "session": id, "rows": 40, "cols": 140}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    assert_eq!(size(&server).await, json!({"rows": 24, "cols": 80}));
+    // The server closes them as it hands over.
+    upgrade(&mut server);
+    drop((typist, idle));
+    // They reconnect, the idle one last.
+    let mut typist = server.ws().await;
+    typist
+        .call(json!({"type": "resize", "session": id, "rows": 24, "cols": 80}))
+        .await;
+    let mut idle = server.ws().await;
+    idle.call(json!({"type": "resize", "session": id, "rows": 40, "cols": 140}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(size(&server).await, json!({"rows": 24, "cols": 80}), "kept");
+    // Someone types: theirs.
+    idle.send(json!({"type": "input", "session": id, "data": "y"}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size(&server).await != json!({"rows": 40, "cols": 140}) {
+        assert!(Instant::now() < deadline, "the typist's size");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

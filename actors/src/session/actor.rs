@@ -68,6 +68,10 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default bound on queued input bytes per session.
 pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
 
+/// The typist of a session taken back from a previous server: nobody here typed yet, and its
+/// terminal keeps the size it was left at until someone does (resizes wait, see `Resize`).
+const KEPT: ViewerId = ViewerId::MAX;
+
 /// Arguments of a Session.
 pub struct SessionArgs {
     /// The shared half (created by the manager, which indexes it).
@@ -194,7 +198,7 @@ pub struct SessionActorState {
     /// Resizes seen (orders `viewers` by their latest).
     resizes: u64,
     /// The viewer whose size the session has because it typed last (0: none, the latest resize
-    /// wins).
+    /// wins; [`KEPT`]: the size the last server left, until someone types).
     typist: ViewerId,
     /// The parsed stop signal.
     stop_signal: Signal,
@@ -334,6 +338,12 @@ impl Actor for Session {
             Begin::Start | Begin::Recover => st.start(&myself).await,
             Begin::Adopt => {
                 st.adopt(&myself).await;
+                // Its terminal keeps the size the last server left it at (its typist's) until
+                // someone types: the viewers reconnecting after an upgrade each asked for their
+                // own, and the last one in took it, however idle.
+                if st.running.is_some() {
+                    st.typist = KEPT;
+                }
                 // A prompt that had no event after it when the last server died: checked
                 // again a PROMPT_SETTLE from now (else `working` for good, and `wait` hung).
                 let pending = std::mem::take(&mut st.shared.status.write().prompt_pending);
@@ -779,7 +789,7 @@ impl SessionActorState {
     /// Publishes whose terminal answers the program's queries: the viewer whose size is in
     /// effect — the typist, else the one that resized last (see [`crate::reports`]).
     fn publish_answerer(&self) {
-        let answerer = if self.typist != 0 {
+        let answerer = if self.typist != 0 && self.typist != KEPT {
             self.typist
         } else {
             self.viewers

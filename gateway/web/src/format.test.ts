@@ -177,6 +177,7 @@ test('withCtrl: letters and @[\\]^_ become control characters, the rest as it is
   assert.equal(withCtrl(' '), '\x00');
   assert.equal(withCtrl('?'), '\x7f');
   assert.equal(withCtrl('1'), '1');
-  assert.equal(withCtrl('\x1b[A'), '\x1b[A');
+  assert.equal(withCtrl('\x1b[D'), '\x1b[1;5D');
+  assert.equal(withCtrl('\x1bOA'), '\x1b[1;5A');
   assert.equal(withCtrl('paste'), 'paste');
 });

@@ -304,9 +304,13 @@ export function shortArgv(argv: string[]): string {
 /**
  * `data` typed with Ctrl held (the key bar's Ctrl, for a phone keyboard that has none): a
  * letter or one of `@[\\]^_` becomes its control character (`c` → ETX, Ctrl-C), space NUL,
- * `?` DEL; anything else (a paste, an arrow key) goes as it is.
+ * `?` DEL, an arrow its Ctrl form (`\x1b[1;5D`, Ctrl-Left); anything else (a paste) goes as it is.
  */
 export function withCtrl(data: string): string {
+  // An arrow key (the key bar's, or a keyboard's in normal or application mode): Ctrl-Left
+  // and the others, as xterm sends them (word by word in a shell).
+  const arrow = /^\x1b[[O]([ABCD])$/.exec(data);
+  if (arrow) return `\x1b[1;5${arrow[1]}`;
   if (data.length !== 1) return data;
   const c = data.toUpperCase().charCodeAt(0);
   if (c >= 0x40 && c <= 0x5f) return String.fromCharCode(c & 0x1f);

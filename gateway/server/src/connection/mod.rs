@@ -275,12 +275,17 @@ impl Actor for Connection {
         _myself: ActorRef<ConnectionMsg>,
         st: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
-        for h in std::mem::take(&mut st.touched).into_values() {
-            h.viewer_left(st.viewer);
-        }
         // A stop can arrive between two Pump handlers (ractor serves it first), before the
         // shutdown watch was seen: say goodbye here then, bounded in time.
         let shutting_down = *st.shutdown.borrow();
+        // Closed by the server as it leaves (an upgrade hands the sessions over): the viewer
+        // did not leave, and the sessions keep the size of whoever typed (a typist's
+        // connection closed first gave its size to the next one's).
+        if !shutting_down {
+            for h in std::mem::take(&mut st.touched).into_values() {
+                h.viewer_left(st.viewer);
+            }
+        }
         let (code, why) = st.app.closing();
         if shutting_down
             && !st.closed
