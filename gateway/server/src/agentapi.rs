@@ -374,7 +374,7 @@ pub async fn post_message(
                         .await
                         .inspect_err(|e| tracing::debug!(session = %h.id(), error = %e, "no screen to begin a turn at: its screen is the answer"))
                         .ok()
-                        .map(|screen| crate::turn::Turn::begin(&screen)),
+                        .map(|screen| crate::turn::Turn::begin(&screen).answering(&req.content)),
                 ),
                 _ => None,
             };

@@ -32,6 +32,8 @@ pub struct Turn {
     at: u64,
     /// The screen's lines when the user message was sent.
     before: Vec<String>,
+    /// The user message's first line, as the agent echoes it after its prompt marker.
+    prompt: Option<String>,
 }
 
 impl std::fmt::Debug for Turn {
@@ -59,7 +61,20 @@ impl Turn {
             parser,
             at: screen.offset,
             before,
+            prompt: None,
         }
+    }
+
+    /// The user message the turn answers: when the agent prints the conversation again within
+    /// the turn (Claude Code's renderer reprints all of it once its output is taller than the
+    /// screen, and on a resize), the answer starts at the last echo of it.
+    pub fn answering(mut self, message: &str) -> Turn {
+        self.prompt = message
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string);
+        self
     }
 
     /// The session's terminal is `rows`×`cols` now (a viewer of another size typed, or a phone
@@ -128,6 +143,12 @@ impl Turn {
             .iter()
             .position(|l| !l.is_empty())
             .unwrap_or(end);
+        // Printed again (the conversation reprinted): from the prompt's last echo.
+        let start = self
+            .prompt
+            .as_deref()
+            .and_then(|p| rest[..end].iter().rposition(|l| echoes(l, p)))
+            .map_or(start, |last| last.max(start));
         rest[start..end].join("\n")
     }
 
@@ -150,6 +171,20 @@ impl Turn {
         all.extend(lines_all(&screen.contents(), Some(rows)));
         all
     }
+}
+
+/// Whether `line` is the agent's echo of a prompt whose first line is `prompt`: a prompt marker
+/// (`>`, Claude Code's `❯`), then the prompt (its start, when the echo wrapped).
+fn echoes(line: &str, prompt: &str) -> bool {
+    let Some(rest) = line
+        .trim_start()
+        .strip_prefix('❯')
+        .or_else(|| line.trim_start().strip_prefix('>'))
+    else {
+        return false;
+    };
+    let rest = rest.trim();
+    !rest.is_empty() && (rest == prompt || (rest.len() >= 20 && prompt.starts_with(rest)))
 }
 
 /// A view's lines, trailing spaces trimmed; `rows` of them (blank ones kept or added, so
@@ -240,6 +275,28 @@ mod tests {
         assert!(!text.contains("old answer"), "{text}");
         assert!(text.starts_with("> new question"), "{text}");
         assert!(text.contains("new line 2"), "{text}");
+    }
+
+    /// An agent that prints the whole conversation again within the turn (Claude Code, once its
+    /// output is taller than the screen): the answer starts at the last echo of the prompt, not
+    /// with the banner and every earlier answer.
+    #[test]
+    fn a_conversation_printed_again_leaves_only_the_answer() {
+        let mut turn =
+            Turn::begin(&screen(6, 40, b"banner\r\n> q1\r\nanswer 1\r\n> ")).answering("q4 now");
+        let mut out = String::from("q4 now\r\n");
+        for line in [
+            "banner", "> q1", "answer 1", "> q2", "answer 2", "> q4 now", "answer 4",
+        ] {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        turn.feed(100, out.as_bytes());
+        assert_eq!(turn.text(), "> q4 now\nanswer 4");
+        // No echo of it (a program that does not echo): all it printed, as before.
+        let mut plain = Turn::begin(&screen(6, 40, b"")).answering("other");
+        plain.feed(100, b"one\r\ntwo\r\n");
+        assert_eq!(plain.text(), "one\ntwo");
     }
 
     #[test]
