@@ -1173,6 +1173,20 @@ async fn a_holder_killed_while_no_server_runs_is_said_and_its_pid_is_not_shown()
     let id = info["id"].as_str().unwrap().to_string();
     let pid = info["pid"].as_i64().unwrap() as i32;
     let holder = parent(pid);
+    // Recorded first (the registry commits in batches: a spawn killed with its server before
+    // that is one no server knows, and its holder is released as such; CI's load showed it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .cli_ok(&["events", "orphaned"])
+        .await
+        .contains("spawned")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the spawn never reached the journal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.kill();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(holder),
