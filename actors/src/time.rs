@@ -35,6 +35,15 @@ pub fn mono_ms() -> u64 {
     start().0.elapsed().as_millis() as u64 + 1
 }
 
+/// Sleeps until `at`, or for ever without one: the arm of a `select!` that waits for an
+/// optional deadline (a timer that may not be set).
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The wall-clock time of [`mono_ms`] value `ms`: the same value always gives the same time
 /// (the clocks' difference is taken once, when the monotonic one starts).
 pub fn wall_of_mono(ms: u64) -> SystemTime {

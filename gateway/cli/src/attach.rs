@@ -124,14 +124,6 @@ fn lost_because(reason: &str) -> String {
 /// How long a passing notice (`reconnected`) stays over the screen.
 const NOTICE_FOR: Duration = Duration::from_secs(2);
 
-/// Sleeps until `at`, or for ever without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Says `text` on the bottom row without moving the program's screen: the cursor saved and
 /// restored, the row overwritten until the program redraws it (a status line's line feeds
 /// scrolled the screen it warned about, and moved the cursor).
@@ -273,7 +265,9 @@ pub async fn attach(
     let first = connect(client, session, from).await?;
     let (mut ws, mut channel, mut approximate) = (first.ws, first.channel, first.approximate);
     // A terminal's own copy of the screen (not for lines: a program on pipes has none).
-    let mut shown = (!lines).then(|| crate::view::View::new(first.size.unwrap_or_else(term_size)));
+    // This terminal's size, read again only when it changes (SIGWINCH), not per output frame.
+    let mut term = term_size();
+    let mut shown = (!lines).then(|| crate::view::View::new(first.size.unwrap_or(term)));
     // Said on the bottom row over a screen, as a line of its own under lines.
     let say = |text: &str| {
         if lines {
@@ -333,6 +327,8 @@ pub async fn attach(
     let mut pending: VecDeque<u8> = VecDeque::new();
     let mut stdout = std::io::stdout();
     loop {
+        // (Resized while disconnected: no SIGWINCH was heard then.)
+        term = term_size();
         // A size or input that cannot be sent is left for the next connection: the read below
         // sees this one's close.
         if !read_only && send_size(&mut ws, session).await.is_ok() {
@@ -365,7 +361,7 @@ pub async fn attach(
                     Incoming::Bin(kind @ (1 | 2), ch, offset, bytes) if ch == channel => {
                         match shown.as_mut() {
                             // The program's bytes, or a window when the sizes differ.
-                            Some(view) => stdout.write_all(&view.output(&bytes, term_size()))?,
+                            Some(view) => stdout.write_all(&view.output(&bytes, term))?,
                             // Output of a program on pipes: its newlines return the carriage too
                             // (this terminal is raw; no line discipline adds the CR).
                             None => stdout.write_all(&crlf(&bytes))?,
@@ -408,7 +404,7 @@ pub async fn attach(
                     {
                         let dim = |k: &str| v["event"]["kind"][k].as_u64().and_then(|n| u16::try_from(n).ok());
                         if let (Some(view), Some(size)) = (shown.as_mut(), dim("rows").zip(dim("cols"))) {
-                            stdout.write_all(&view.resized(size, term_size()))?;
+                            stdout.write_all(&view.resized(size, term))?;
                             stdout.flush()?;
                         }
                     }
@@ -451,16 +447,17 @@ pub async fn attach(
                         break "send failed".to_string();
                     }
                 }
-                () = sleep_until(notice_until) => {
+                () = corral_actors::time::sleep_until(notice_until) => {
                     notice_until = None;
                     if let Some(view) = shown.as_mut() {
-                        stdout.write_all(&view.erase_notice(term_size()))?;
+                        stdout.write_all(&view.erase_notice(term))?;
                         stdout.flush()?;
                     }
                 }
                 _ = winch.recv() => {
+                    term = term_size();
                     if let Some(view) = shown.as_mut() {
-                        stdout.write_all(&view.terminal_resized(term_size()))?;
+                        stdout.write_all(&view.terminal_resized(term))?;
                         stdout.flush()?;
                     }
                     // Sent again after a reconnection, like every size.
@@ -501,8 +498,9 @@ pub async fn attach(
                             // again from this terminal's copy (a whole redraw put a copy of the
                             // screen into the terminal's scrollback at every reconnection).
                             Some(view) => {
+                                term = term_size();
                                 if let Some(size) = sub.size {
-                                    stdout.write_all(&view.resized(size, term_size()))?;
+                                    stdout.write_all(&view.resized(size, term))?;
                                     stdout.flush()?;
                                 }
                                 notice("reconnected");

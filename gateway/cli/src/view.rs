@@ -5,6 +5,8 @@
 //! the whole screen is drawn from the copy and the bytes go through again. The copy also draws
 //! the screen again after a notice was written over it (a lost connection).
 
+use std::borrow::Cow;
+
 use corral_actors::screen::Mirror;
 
 use crate::window::Window;
@@ -31,10 +33,14 @@ impl View {
         }
     }
 
-    /// Output (or a snapshot) came, the terminal being `term`: what to write.
-    pub fn output(&mut self, bytes: &[u8], term: (u16, u16)) -> Vec<u8> {
+    /// Output (or a snapshot) came, the terminal being `term`: what to write (the bytes
+    /// themselves, not a copy, while the sizes match).
+    pub fn output<'a>(&mut self, bytes: &'a [u8], term: (u16, u16)) -> Cow<'a, [u8]> {
         self.mirror.process(bytes);
-        self.settle(term, Some(bytes))
+        if !self.windowed && self.mirror.size() == term {
+            return Cow::Borrowed(bytes);
+        }
+        Cow::Owned(self.settle(term))
     }
 
     /// The session's terminal was resized (a `resized` event, or its size found after a
@@ -44,31 +50,16 @@ impl View {
             return Vec::new();
         }
         self.mirror.set_size(size.0, size.1);
-        self.settle(term, None)
+        self.settle(term)
     }
 
     /// This terminal was resized to `term`: what to write.
     pub fn terminal_resized(&mut self, term: (u16, u16)) -> Vec<u8> {
         if self.windowed && self.mirror.size() != term {
             // A window of the old size is no part of the new one.
-            return self.redraw(term);
+            return self.window_afresh(term);
         }
-        self.settle(term, None)
-    }
-
-    /// The whole screen drawn again (over a notice, after a reconnection).
-    pub fn redraw(&mut self, term: (u16, u16)) -> Vec<u8> {
-        if self.windowed {
-            self.window.invalidate();
-            let mut out = CLEAR.to_vec();
-            out.extend(self.window.draw(self.mirror.screen(), term));
-            return out;
-        }
-        self.settle(term, None);
-        if self.windowed {
-            return self.redraw(term);
-        }
-        self.mirror.draw()
+        self.settle(term)
     }
 
     /// The bottom row drawn again from the copy: a notice written over it goes away. The
@@ -94,19 +85,22 @@ impl View {
         self.windowed
     }
 
-    /// Switches between the bytes and a window as the sizes say; `raw`: the bytes that just
-    /// came, written as they are while the sizes match.
-    fn settle(&mut self, term: (u16, u16), raw: Option<&[u8]>) -> Vec<u8> {
+    /// A window drawn on a cleared terminal.
+    fn window_afresh(&mut self, term: (u16, u16)) -> Vec<u8> {
+        self.windowed = true;
+        self.window.invalidate();
+        let mut out = CLEAR.to_vec();
+        out.extend(self.window.draw(self.mirror.screen(), term));
+        out
+    }
+
+    /// Switches between the bytes and a window as the sizes say: what to write besides the
+    /// bytes that just came (nothing while the sizes match).
+    fn settle(&mut self, term: (u16, u16)) -> Vec<u8> {
         let differ = self.mirror.size() != term;
         match (self.windowed, differ) {
-            (false, false) => raw.map(<[u8]>::to_vec).unwrap_or_default(),
-            (false, true) => {
-                self.windowed = true;
-                self.window.invalidate();
-                let mut out = CLEAR.to_vec();
-                out.extend(self.window.draw(self.mirror.screen(), term));
-                out
-            }
+            (false, false) => Vec::new(),
+            (false, true) => self.window_afresh(term),
             (true, true) => self.window.draw(self.mirror.screen(), term),
             (true, false) => {
                 // The program's own bytes draw from here on: the whole screen first.
@@ -134,7 +128,7 @@ mod tests {
         let mut v = View::new((24, 80));
         let mut term = terminal(24, 80);
         let out = v.output(b"hello\r\n", (24, 80));
-        assert_eq!(out, b"hello\r\n");
+        assert_eq!(&*out, b"hello\r\n");
         term.process(&out);
         // Another viewer took the size: 30×120.
         term.process(&v.resized((30, 120), (24, 80)));
@@ -153,7 +147,7 @@ mod tests {
             "a whole screen from a reset"
         );
         term.process(&back);
-        assert_eq!(v.output(b"!", (24, 80)), b"!");
+        assert_eq!(&*v.output(b"!", (24, 80)), b"!");
     }
 
     /// The terminal resized while showing a window: drawn afresh at its new size; at the

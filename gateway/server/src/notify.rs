@@ -82,11 +82,7 @@ fn detail(ask: &corral_actors::agent::PermissionAsk) -> Option<String> {
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
         })?;
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    Some(match line.char_indices().nth(DETAIL_MAX) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line,
-    })
+    Some(cut(&text.split_whitespace().collect::<Vec<_>>().join(" ")))
 }
 
 impl Notification {
@@ -243,7 +239,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                     }
                     Err(RecvError::Closed) => break,
                 },
-                () = sleep_until(due) => {
+                () = corral_actors::time::sleep_until(due) => {
                     let now = tokio::time::Instant::now();
                     let ready: Vec<Uuid> = settling
                         .iter()
@@ -253,10 +249,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                     for id in ready {
                         // invariant: the id was just read from the map.
                         let (_, n) = settling.remove(&id).expect("settling notification");
-                        let still_idle = app.corral.sessions().get(&id.to_string()).is_ok_and(|h| {
-                            h.info().attention == Some(Attention::Idle)
-                        });
-                        if still_idle && !app.mutes.muted(id) {
+                        if still_idle(&app, id) && !app.mutes.muted(id) {
                             queue(&app, &txs, &hooks, n);
                         }
                     }
@@ -345,12 +338,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
         settling
             .into_values()
             .map(|(_, n)| n)
-            .filter(|n| {
-                app.corral
-                    .sessions()
-                    .get(&n.session.to_string())
-                    .is_ok_and(|h| h.info().attention == Some(Attention::Idle))
-            })
+            .filter(|n| still_idle(&app, n.session))
             .flat_map(|n| {
                 hooks.iter().map(move |h| Undelivered {
                     webhook: h.url.clone(),
@@ -365,28 +353,35 @@ pub async fn run(app: Arc<App>, watch: Watch) {
         return;
     }
     let handing_over = (*app.leave.borrow()).is_some_and(|l| l != crate::app::Leaving::Stop);
-    if !handing_over {
-        for _ in &left {
-            app.metrics.notify("undelivered");
-        }
-        tracing::warn!(
-            count = left.len(),
-            "notify: notifications not delivered: the server stopped (counted as undelivered)"
-        );
-        return;
-    }
-    match hand_over(&app.data_dir, &left).await {
-        Ok(()) => tracing::info!(
-            count = left.len(),
-            "notify: notifications not yet delivered handed to the next server"
-        ),
-        Err(e) => {
-            for _ in &left {
-                app.metrics.notify("undelivered");
+    let why = if handing_over {
+        match hand_over(&app.data_dir, &left).await {
+            Ok(()) => {
+                tracing::info!(
+                    count = left.len(),
+                    "notify: notifications not yet delivered handed to the next server"
+                );
+                return;
             }
-            tracing::warn!(count = left.len(), error = %e, "notify: notifications not delivered could not be handed over (counted as undelivered)");
+            Err(e) => format!("they could not be handed over: {e}"),
         }
+    } else {
+        "the server stopped".to_string()
+    };
+    for _ in &left {
+        app.metrics.notify("undelivered");
     }
+    tracing::warn!(
+        count = left.len(),
+        "notify: notifications not delivered: {why} (counted as undelivered)"
+    );
+}
+
+/// Whether session `id` is still there and idle (an idle that waited out [`IDLE_SETTLE`]).
+fn still_idle(app: &App, id: Uuid) -> bool {
+    app.corral
+        .sessions()
+        .get(&id.to_string())
+        .is_ok_and(|h| h.info().attention == Some(Attention::Idle))
 }
 
 /// Writes `left` to the data dir's [`HANDED_OVER`] (owner-only), after what is there.
@@ -444,14 +439,6 @@ fn cut(text: &str) -> String {
     match text.char_indices().nth(DETAIL_MAX) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
-    }
-}
-
-/// Sleeps until `at`, or for ever without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

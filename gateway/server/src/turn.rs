@@ -91,12 +91,8 @@ impl Turn {
         if self.parser.screen().size() == (rows, cols) {
             return;
         }
-        let same = self
-            .lines()
-            .iter()
-            .zip(&self.before)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let all = self.lines();
+        let same = self.shown_before(&all);
         self.parser.screen_mut().set_size(rows, cols);
         let mut now = self.lines();
         now.truncate(same);
@@ -129,12 +125,7 @@ impl Turn {
     /// the leading lines the screen showed before it, trailing blanks trimmed.
     pub fn text(&mut self) -> String {
         let all = self.lines();
-        let same = all
-            .iter()
-            .zip(&self.before)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let rest = &all[same..];
+        let rest = &all[self.shown_before(&all)..];
         let end = rest
             .iter()
             .rposition(|l| !l.is_empty())
@@ -150,6 +141,14 @@ impl Turn {
             .and_then(|p| rest[..end].iter().rposition(|l| echoes(l, p)))
             .map_or(start, |last| last.max(start));
         rest[start..end].join("\n")
+    }
+
+    /// How many of `all`'s leading lines are the lines the screen showed before the message.
+    fn shown_before(&self, all: &[String]) -> usize {
+        all.iter()
+            .zip(&self.before)
+            .take_while(|(a, b)| a == b)
+            .count()
     }
 
     /// The scrollback, oldest first, then the screen: a line per row.
@@ -176,11 +175,8 @@ impl Turn {
 /// Whether `line` is the agent's echo of a prompt whose first line is `prompt`: a prompt marker
 /// (`>`, Claude Code's `❯`), then the prompt (its start, when the echo wrapped).
 fn echoes(line: &str, prompt: &str) -> bool {
-    let Some(rest) = line
-        .trim_start()
-        .strip_prefix('❯')
-        .or_else(|| line.trim_start().strip_prefix('>'))
-    else {
+    let line = line.trim_start();
+    let Some(rest) = line.strip_prefix('❯').or_else(|| line.strip_prefix('>')) else {
         return false;
     };
     let rest = rest.trim();

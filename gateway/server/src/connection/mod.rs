@@ -330,13 +330,13 @@ impl Actor for Connection {
                 st.send(Message::Ping(Default::default())).await
             }
             // A connection that never shows its token does not hold its place for good.
-            _ = auth_deadline(&st.unauthenticated), if st.unauthenticated.is_some() => {
+            _ = corral_actors::time::sleep_until(st.unauthenticated.as_ref().map(|(_, at)| *at)), if st.unauthenticated.is_some() => {
                 st.app.metrics.reject("unauthorized");
                 st.close(1008, "no AuthToken in time").await
             }
             // While a message waits for a limit, the socket is not read: TCP pushes back.
             frame = st.stream.next(), if st.held.is_none() => st.incoming(frame).await,
-            _ = held_until(&st.held), if st.held.is_some() => st.retry_held().await,
+            _ = corral_actors::time::sleep_until(st.held.as_ref().map(|h| h.at)), if st.held.is_some() => st.retry_held().await,
             Some(reply) = st.pending.next(), if !st.pending.is_empty() => st.reply(&reply).await,
             pushes = next_watch(&mut st.watch), if st.watch.is_some() => match pushes {
                 Some(pushes) => st.replies(&pushes).await,
@@ -360,24 +360,6 @@ impl Actor for Connection {
             myself.stop(Some("connection closed".into()));
         }
         Ok(())
-    }
-}
-
-/// Sleeps until a connection without a token must have shown one (pending forever otherwise).
-async fn auth_deadline(
-    unauthenticated: &Option<(Option<crate::connections::Place>, tokio::time::Instant)>,
-) {
-    match unauthenticated {
-        Some((_, at)) => tokio::time::sleep_until(*at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until the held message's turn (pending forever without one; the select guards on it).
-async fn held_until(held: &Option<Held>) {
-    match held {
-        Some(h) => tokio::time::sleep_until(h.at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -363,7 +363,12 @@ impl ConnectionState {
     ) -> Option<SessionHandle> {
         let found = match self.app.corral.sessions().get(key) {
             Err(SessionError::NotFound(_)) if !admin => None,
-            Err(_) => return self.lookup(id, key).await,
+            Err(e) => {
+                if !self.session_error(id, e).await {
+                    tracing::debug!("client gone while answering");
+                }
+                return None;
+            }
             Ok(h) => Some(h),
         };
         if let Some(h) = found.filter(|h| allowed(h.id())) {
