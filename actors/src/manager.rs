@@ -239,8 +239,20 @@ impl Sessions {
                 ended_ms: None,
             });
         }
-        self.register(reserved, spec, ring, None, Begin::Start)
-            .await
+        let handle = self
+            .register(reserved, spec, ring, None, Begin::Start)
+            .await?;
+        // Answered once it is in the registry: a server SIGKILLed right after a spawn it
+        // acknowledged must not leave the next one a holder it has no record of (it would end
+        // that session). A commit is a write to the WAL, no sync: ~0.1 ms. A registry that
+        // cannot take it does not fail the spawn (the program runs; the error is in every
+        // session's status and the record is retried).
+        if let Some(p) = &self.persist
+            && let Err(e) = p.committed().await
+        {
+            tracing::warn!(session = %id, error = %e, "spawned, but not yet in the registry: a crash now would lose the session");
+        }
+        Ok(handle)
     }
 
     /// Brings back a session recorded by an earlier run of the server (boot reconciliation):
@@ -669,6 +681,11 @@ impl Sessions {
         handle.shared.ring.close();
         if let Some(p) = &self.persist {
             p.remove(handle.id());
+            // Answered once the registry has forgotten it, for the reason a spawn waits (see
+            // `spawn_with_id`): a removed session does not come back after a crash.
+            if let Err(e) = p.committed().await {
+                tracing::warn!(session = %handle.id(), error = %e, "removed, but the registry still has it: a crash now would bring it back");
+            }
         }
         Ok(info)
     }

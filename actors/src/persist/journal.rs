@@ -171,6 +171,10 @@ pub(crate) enum Op {
     IntegrityCheck(tokio::sync::oneshot::Sender<Result<String, PersistError>>),
     /// Answers once everything sent before it is committed and synced.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Answers after the next commit: `Ok` when everything sent before it is in the database (its
+    /// WAL, in the page cache: a crash of the server loses none of it), else the reason it is
+    /// not (it stays queued for retry). No sync is waited for.
+    Committed(tokio::sync::oneshot::Sender<Result<(), String>>),
     /// Write out everything and end the thread; answers when done.
     Close(tokio::sync::oneshot::Sender<()>),
 }

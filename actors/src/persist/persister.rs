@@ -143,6 +143,14 @@ impl Persist {
         self.request(Op::Flush).await
     }
 
+    /// Waits for the next commit of the registry: `Ok` when everything sent before is in
+    /// state.db (a crash of the server loses none of it), else why not (it is retried).
+    pub async fn committed(&self) -> Result<(), PersistError> {
+        self.request(Op::Committed)
+            .await?
+            .map_err(PersistError::Data)
+    }
+
     /// Records a new session.
     pub(crate) fn create(&self, record: SessionRecord) {
         self.journal.send(Op::Create(Box::new(record)));

@@ -307,6 +307,7 @@ impl Writer {
     /// One turn: apply operations, commit, copy output, sync when due.
     fn turn(&mut self, batch: Vec<Op>, dirty: &mut HashSet<Uuid>) {
         let mut removed = Vec::new();
+        let mut committed = Vec::new();
         for op in batch {
             match op {
                 Op::Create(rec) => self.push(DbOp::Create(rec)),
@@ -365,10 +366,21 @@ impl Writer {
                     answer(reply, self.store.integrity_check());
                 }
                 Op::Flush(reply) => self.flushes.push(reply),
+                Op::Committed(reply) => committed.push(reply),
                 Op::Close(reply) => answer(reply, ()),
             }
         }
         self.commit();
+        for reply in committed {
+            let result = match self.pending.is_empty() {
+                true => Ok(()),
+                false => Err(self
+                    .stats
+                    .error()
+                    .unwrap_or_else(|| "state.db: not committed".into())),
+            };
+            answer(reply, result);
+        }
         for id in removed {
             let dir = self.logs_dir.join(id.to_string());
             if let Err(e) = std::fs::remove_dir_all(&dir)
