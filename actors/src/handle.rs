@@ -418,20 +418,49 @@ impl SessionHandle {
         // overflow every deadline made from it).
         let grace = grace.map(|g| g.min(crate::spec::SessionSpec::MAX_GRACE));
         let wait = grace.unwrap_or(Duration::from_secs(60)) + CALL_TIMEOUT;
-        self.call(
-            |reply| SessionMsg::Stop {
-                grace,
-                shutdown,
-                reply,
-            },
-            wait,
-        )
-        .await
+        let info = self
+            .call(
+                |reply| SessionMsg::Stop {
+                    grace,
+                    shutdown,
+                    reply,
+                },
+                wait,
+            )
+            .await?;
+        // (A shutdown's last flush covers every session at once.)
+        if !shutdown {
+            self.recorded("stopped").await;
+        }
+        Ok(info)
     }
 
     /// SIGKILL of the whole tree at once.
     pub async fn kill(&self) -> Result<SessionInfo, SessionError> {
-        self.call(SessionMsg::Kill, CALL_TIMEOUT).await
+        let info = self.call(SessionMsg::Kill, CALL_TIMEOUT).await?;
+        self.recorded("killed").await;
+        Ok(info)
+    }
+
+    /// Waits until the registry's commit holds what this session has journaled so far: a stop
+    /// is answered once a crash of the server can no longer undo it (the next server would find
+    /// the session's holder gone, take it as lost, and restart a session that was stopped
+    /// under `restart = always`). A commit is a write to the WAL, no sync; a registry that
+    /// cannot take it does not fail the stop.
+    async fn recorded(&self, what: &str) {
+        let Some(journal) = self.shared.journal() else {
+            return;
+        };
+        let result = match journal
+            .request(crate::persist::journal::Op::Committed)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(session = %self.id(), error = %e, "{what}, but not yet in the registry: a crash now would undo it");
+        }
     }
 
     /// Carries out a stop, kill or restart that was asked of this session before a server died

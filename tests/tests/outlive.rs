@@ -1246,6 +1246,41 @@ async fn a_session_acknowledged_just_before_a_server_kill_is_not_lost() {
     server.cli_ok(&["rm", "acknowledged"]).await;
 }
 
+/// A stop is answered once the registry has it: a server SIGKILLed right after it stopped a
+/// `restart = always` session leaves the next server a stopped session (it found the record
+/// still running and its holder gone, took it for lost, and started the program again). The
+/// registry is kept busy by another connection holding its write lock, as above.
+#[tokio::test]
+async fn a_stop_acknowledged_just_before_a_server_kill_stays_stopped() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "stopped-for-good", "argv": ["sleep", "1000"], "restart": "always"}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = Instant::now();
+    let unlock = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        db.execute_batch("COMMIT").unwrap();
+    });
+    server.cli_ok(&["stop", "stopped-for-good"]).await;
+    let answered = locked.elapsed();
+    server.kill();
+    unlock.join().unwrap();
+    assert!(!alive(pid));
+    server.restart();
+    // Long enough for a lost session's restart to have begun.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = server.session("stopped-for-good").await;
+    assert_eq!(s["state"], "stopped", "stop answered after {answered:?}: {s}");
+    assert!(s["pid"].is_null(), "{s}");
+    assert!(
+        !s["reason"].as_str().unwrap_or_default().starts_with("lost"),
+        "{s}"
+    );
+}
+
 /// Signals aimed at servers by name (`pkill -USR1 corral` also matches `corral-holder`) do
 /// not end sessions: a holder ends only when released (USR1, USR2, QUIT and ALRM killed it,
 /// and its session was lost). Its program still gets the default dispositions.
