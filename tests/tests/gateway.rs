@@ -601,6 +601,13 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
     assert_eq!(status, 404, "{body}");
     let v: Value = serde_json::from_str(&body).expect("a JSON error body");
     assert_eq!(v["code"], "not_found", "{v}");
+    let (status, body) = server
+        .http("PUT", "/v1/sessions", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 405, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(v["code"], "method_not_allowed", "{v}");
+    assert_eq!(v["status"], 405, "{v}");
     // A spec that could never start is a 400 naming what is wrong (it was a 409 "could not
     // start the process"), and nothing is left of it.
     for (spec, says) in [

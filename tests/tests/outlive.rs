@@ -1273,7 +1273,10 @@ async fn a_stop_acknowledged_just_before_a_server_kill_stays_stopped() {
     // Long enough for a lost session's restart to have begun.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = server.session("stopped-for-good").await;
-    assert_eq!(s["state"], "stopped", "stop answered after {answered:?}: {s}");
+    assert_eq!(
+        s["state"], "stopped",
+        "stop answered after {answered:?}: {s}"
+    );
     assert!(s["pid"].is_null(), "{s}");
     assert!(
         !s["reason"].as_str().unwrap_or_default().starts_with("lost"),

@@ -543,6 +543,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// Unknown session.
     NotFound,
+    /// The path is served, not with this method (HTTP only; the answer's `Allow` header names
+    /// the methods it takes).
+    MethodNotAllowed,
     /// The token does not allow this.
     Forbidden,
     /// Too many messages or bytes per second.

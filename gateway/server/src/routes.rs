@@ -25,8 +25,8 @@ use crate::auth::Grant;
 use crate::connection::{Connection, ConnectionArgs, Dialect};
 use crate::error::ApiError;
 use crate::protocol::{
-    ExportQuery, Health, HookAccepted, HookQuery, SUBPROTOCOL, SessionView, StopBody, TokenCreated,
-    TokenInfo, TokenList, TokenRequest, TokenRevoked, TtydToken,
+    ErrorCode, ExportQuery, Health, HookAccepted, HookQuery, SUBPROTOCOL, SessionView, StopBody,
+    TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoked, TtydToken,
 };
 
 /// Every route.
@@ -79,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ttyd/{key}/ws", get(ws_ttyd))
         .route("/ttyd/{key}/token", get(ttyd_token))
         .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(crate::access::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -94,6 +95,18 @@ pub fn router(app: Arc<App>) -> Router {
 /// A path no route serves: 404 with the JSON body of every refusal.
 async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+/// A path served with other methods: 405 with the JSON body of every refusal (axum's own was
+/// empty); axum adds the `Allow` header.
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} does not take {method} (its Allow header says what it takes)",
+            uri.path()
+        ),
+    )
 }
 
 /// The connection bound, taken at the upgrade (a plain 503 before any WebSocket exists): the
