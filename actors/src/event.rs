@@ -97,6 +97,15 @@ pub enum EventKind {
     },
     /// What a structured agent (stream-json mode) did, typed; its raw line is in the log.
     Agent(crate::stream_json::AgentEvent),
+    /// A message of a terminal agent's conversation through the agentapi endpoints, settled
+    /// as a user message was posted: the agent's (its answer as its screen showed it), then
+    /// the user's. Journaled so the conversation outlives the server (an upgrade, a crash).
+    Conversation {
+        /// `agent` or `user`.
+        role: String,
+        /// The text (at most [`EventKind::CONVERSATION_TEXT_MAX`] bytes; longer is cut).
+        text: String,
+    },
     /// An event posted by the agent (hook), in one canonical model.
     Hook {
         /// Hook event name (SessionStart, Notification, Stop, ...).
@@ -107,6 +116,28 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The most text a [`EventKind::Conversation`] event keeps (the request body limit): the
+    /// text is cut at a character boundary past it, and says so.
+    pub const CONVERSATION_TEXT_MAX: usize = 256 * 1024;
+
+    /// A [`EventKind::Conversation`] event, its text cut to [`Self::CONVERSATION_TEXT_MAX`].
+    pub fn conversation(role: &str, text: &str) -> EventKind {
+        let text = match text.len() > Self::CONVERSATION_TEXT_MAX {
+            false => text.to_string(),
+            true => {
+                let mut end = Self::CONVERSATION_TEXT_MAX;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{}\n[… cut: {} bytes in all]", &text[..end], text.len())
+            }
+        };
+        EventKind::Conversation {
+            role: role.to_string(),
+            text,
+        }
+    }
+
     /// The kind's name as serialized (`"state"`, `"spawned"`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -118,6 +149,7 @@ impl EventKind {
             EventKind::Json { .. } => "json",
             EventKind::Recovery { .. } => "recovery",
             EventKind::Agent(_) => "agent",
+            EventKind::Conversation { .. } => "conversation",
             EventKind::Hook { .. } => "hook",
         }
     }

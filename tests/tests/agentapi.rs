@@ -686,6 +686,77 @@ async fn an_agent_waiting_through_an_upgrade_stays_stable() {
     assert_eq!(status["status"], "stable", "right after the upgrade");
 }
 
+/// A terminal agent's conversation outlives its server: after `corral upgrade` and after a
+/// SIGKILL the messages posted before are there with the same ids, roles and texts, and the
+/// next message goes on from them (the conversation was in the server's memory: an upgrade
+/// started it again at id 0 with the screen alone).
+#[tokio::test]
+async fn a_terminal_conversation_keeps_its_messages_and_ids_across_an_upgrade_and_a_crash() {
+    let mut server = Server::start();
+    server.spawn(json!({"argv": ["cat"], "name": "kept"})).await;
+    let t = server.token.clone();
+    let stable = async |server: &Server| {
+        until(
+            async || get(server, "/agentapi/kept/status", Some(&t)).await.1["status"] == "stable",
+            "stable",
+        )
+        .await
+    };
+    let settled = async |server: &Server| -> Vec<(u64, String, String, String)> {
+        let (code, m) = get(server, "/agentapi/kept/messages", Some(&t)).await;
+        assert_eq!(code, 200, "{m}");
+        let msgs = m["messages"].as_array().unwrap();
+        // All but the last (the agent's message now: its screen, which a restart redraws); times
+        // included (a client diffing messages sees no change that did not happen).
+        msgs[..msgs.len() - 1]
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap().to_string();
+                (
+                    m["id"].as_u64().unwrap(),
+                    s("role"),
+                    s("content"),
+                    s("time"),
+                )
+            })
+            .collect()
+    };
+    stable(&server).await;
+    assert_eq!(
+        message(&server, "kept", "user", "first question").await.0,
+        200
+    );
+    stable(&server).await;
+    assert_eq!(
+        message(&server, "kept", "user", "second question").await.0,
+        200
+    );
+    stable(&server).await;
+    let before = settled(&server).await;
+    let roles: Vec<&str> = before.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(roles, ["agent", "user", "agent", "user"], "{before:?}");
+    assert_eq!(before[3].2, "second question");
+    server.cli_ok(&["upgrade"]).await;
+    server.follow_successor();
+    assert_eq!(settled(&server).await, before, "after the upgrade");
+    server.kill();
+    server.restart();
+    assert_eq!(settled(&server).await, before, "after a server kill");
+    // The next message goes on from them.
+    stable(&server).await;
+    assert_eq!(
+        message(&server, "kept", "user", "third question").await.0,
+        200
+    );
+    let after = settled(&server).await;
+    assert_eq!(after[..4], before[..], "{after:?}");
+    assert_eq!(
+        (after[5].0, after[5].2.as_str()),
+        (5, "third question"),
+        "{after:?}"
+    );
+}
+
 /// An agent that drew a screen and sits quiet before its first hook (Claude Code's folder
 /// trust dialog) is `stable` after a while instead of `running` for ever, and a user message
 /// is refused saying why (its Enter would answer that screen's question).

@@ -266,6 +266,9 @@ async fn messages(app: &App, h: &SessionHandle) -> Vec<Message> {
     {
         return app.conversations.structured(persist, h.id()).await;
     }
+    if let Some(persist) = app.corral.sessions().persist() {
+        app.conversations.seed(persist, h.id()).await;
+    }
     app.conversations
         .terminal(h.id(), agent_text(app, h).await, screen_changed(h))
 }
@@ -361,7 +364,11 @@ pub async fn post_message(
             let before = if h.shared().mode == Mode::StreamJson {
                 None
             } else {
-                Some((agent_text(&app, &h).await, screen_changed(&h)))
+                // What the last server settled comes first (see `Conversations::seed`).
+                if let Some(persist) = app.corral.sessions().persist() {
+                    app.conversations.seed(persist, h.id()).await;
+                }
+                Some(agent_text(&app, &h).await)
             };
             // Its answer is what it prints from now on, scrollback and all (a terminal's), or
             // its output from here (a pipe's) — taken before the prompt goes, kept only once it
@@ -384,14 +391,14 @@ pub async fn post_message(
             // that never reached the agent. A program that does not read holds it at most
             // ENTERED_WAIT (the prompt stays queued: input is never dropped).
             let entered = h.paste(0, &req.content).await?;
-            // What it answers comes after this event (before its Enter: no turn yet).
-            let seq = h.shared().last_seq();
             // The last answer settled and the new turn begun together, as the prompt goes: a
             // reader in between saw the last answer's id with the new turn's text.
-            if let Some((screen, changed)) = before {
-                app.conversations
-                    .posted(h.id(), screen, changed, req.content);
+            if let Some(screen) = before {
+                app.conversations.posted(&h, screen, req.content);
             }
+            // What it answers comes after this event (before its Enter: no turn yet; after the
+            // conversation's own events, which are no answer).
+            let seq = h.shared().last_seq();
             if let Some(turn) = turn {
                 app.conversations.begin_turn(h.id(), turn);
             }

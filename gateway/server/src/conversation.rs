@@ -8,11 +8,11 @@
 //! use it.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use corral_actors::EventKind;
 use corral_actors::persist::Persist;
 use corral_actors::stream_json::{AGENT, AgentEvent};
+use corral_actors::{EventKind, SessionHandle};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -124,13 +124,63 @@ impl Conversations {
         out
     }
 
-    /// A user message posted to a terminal session whose screen is `screen` (as of `changed`):
-    /// the agent's message so far is settled as that screen, then the user's follows.
-    pub fn posted(&self, session: Uuid, screen: String, changed: SystemTime, content: String) {
+    /// A user message posted to a terminal session whose screen is `screen`: the agent's
+    /// message so far is settled as that screen (timed as it settles), then the user's follows. Both are
+    /// journaled (`conversation` events), so the next server has them ([`Self::seed`]); call
+    /// `seed` first.
+    pub fn posted(&self, h: &SessionHandle, screen: String, content: String) {
+        // Each message's time is its event's as the journal keeps it (to the millisecond),
+        // here and when the next server reads it back.
+        let journaled = |t: SystemTime| {
+            let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+            UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
+        };
+        let settled = journaled(
+            h.shared()
+                .emit(EventKind::conversation(AGENT, &screen))
+                .time,
+        );
+        let sent = journaled(
+            h.shared()
+                .emit(EventKind::conversation("user", &content))
+                .time,
+        );
         let mut all = self.terminal.lock();
-        let list = all.entry(session).or_default();
-        push(list, AGENT.into(), screen, changed);
-        push(list, "user".into(), content, SystemTime::now());
+        let list = all.entry(h.id()).or_default();
+        push(list, AGENT.into(), screen, settled);
+        push(list, "user".into(), content, sent);
+    }
+
+    /// Loads a terminal session's settled messages from its journal, once per server: a session
+    /// this server took over (an upgrade, a restart after a crash) keeps its conversation and
+    /// its message ids. A journal that cannot be read leaves the conversation empty (logged).
+    pub async fn seed(&self, persist: &Persist, session: Uuid) {
+        if self.terminal.lock().contains_key(&session) {
+            return;
+        }
+        let mut loaded = Vec::new();
+        let mut after = 0;
+        loop {
+            let events = match persist.events(session, after, PAGE).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(%session, error = %e, "conversation: journal read failed; it starts empty");
+                    break;
+                }
+            };
+            let read = events.len();
+            for event in events {
+                after = event.seq;
+                if let EventKind::Conversation { role, text } = event.kind {
+                    push(&mut loaded, role, text, event.time);
+                }
+            }
+            if read < PAGE {
+                break;
+            }
+        }
+        // A post that seeded meanwhile wrote its messages after what it found: keep its list.
+        self.terminal.lock().entry(session).or_insert(loaded);
     }
 
     /// Takes the right to send `session` a user message, whose last event is `seq`: None while
