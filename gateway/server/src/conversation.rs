@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_actors::persist::Persist;
 use corral_actors::stream_json::{AGENT, AgentEvent};
-use corral_actors::{EventKind, SessionHandle};
+use corral_actors::{EventKind, SessionEvent, SessionHandle};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -72,12 +72,8 @@ impl Conversations {
                 .lock()
                 .get(&session)
                 .map_or(0, |(seq, _)| *seq);
-            let events = match persist.events(session, after, PAGE).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::warn!(%session, error = %e, "conversation: journal read failed");
-                    break;
-                }
+            let Some(events) = page(persist, session, after).await else {
+                break;
             };
             let read = events.len();
             {
@@ -161,12 +157,8 @@ impl Conversations {
         let mut loaded = Vec::new();
         let mut after = 0;
         loop {
-            let events = match persist.events(session, after, PAGE).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::warn!(%session, error = %e, "conversation: journal read failed; it starts empty");
-                    break;
-                }
+            let Some(events) = page(persist, session, after).await else {
+                break;
             };
             let read = events.len();
             for event in events {
@@ -274,6 +266,16 @@ impl Conversations {
         self.marks.lock().remove(&session);
         self.turns.lock().remove(&session);
     }
+}
+
+/// Up to [`PAGE`] journal events of `session` after `after`; None (logged) when the journal
+/// cannot be read: the conversation keeps what it has.
+async fn page(persist: &Persist, session: Uuid, after: u64) -> Option<Vec<SessionEvent>> {
+    persist
+        .events(session, after, PAGE)
+        .await
+        .inspect_err(|e| tracing::warn!(%session, error = %e, "conversation: journal read failed"))
+        .ok()
 }
 
 /// The right to send one session a user message ([`Conversations::claim`]).
