@@ -451,14 +451,7 @@ impl SessionHandle {
         let Some(journal) = self.shared.journal() else {
             return;
         };
-        let result = match journal
-            .request(crate::persist::journal::Op::Committed)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = result {
+        if let Err(e) = journal.committed().await {
             tracing::warn!(session = %self.id(), error = %e, "{what}, but not yet in the registry: a crash now would undo it");
         }
     }

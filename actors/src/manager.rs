@@ -681,8 +681,7 @@ impl Sessions {
         handle.shared.ring.close();
         if let Some(p) = &self.persist {
             p.remove(handle.id());
-            // Answered once the registry has forgotten it, for the reason a spawn waits (see
-            // `spawn_with_id`): a removed session does not come back after a crash.
+            // Answered once forgotten, as a spawn once recorded (`spawn_with_id`).
             if let Err(e) = p.committed().await {
                 tracing::warn!(session = %handle.id(), error = %e, "removed, but the registry still has it: a crash now would bring it back");
             }

@@ -305,6 +305,14 @@ impl Journal {
         }
     }
 
+    /// Waits for the next commit of the registry: `Ok` when everything sent before is in
+    /// state.db (a crash of the server loses none of it), else why not (it is retried).
+    pub async fn committed(&self) -> Result<(), PersistError> {
+        self.request(Op::Committed)
+            .await?
+            .map_err(PersistError::Data)
+    }
+
     /// A reader of a session's scrollback as it is now.
     pub async fn reader(&self, id: Uuid) -> Result<LogReader, PersistError> {
         self.request(|r| Op::Reader(id, r)).await?

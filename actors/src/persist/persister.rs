@@ -146,9 +146,7 @@ impl Persist {
     /// Waits for the next commit of the registry: `Ok` when everything sent before is in
     /// state.db (a crash of the server loses none of it), else why not (it is retried).
     pub async fn committed(&self) -> Result<(), PersistError> {
-        self.request(Op::Committed)
-            .await?
-            .map_err(PersistError::Data)
+        self.journal.committed().await
     }
 
     /// Records a new session.
