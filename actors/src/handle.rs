@@ -486,9 +486,16 @@ impl SessionHandle {
     }
 
     /// Stops (gracefully) if running, then starts a fresh process.
+    /// Answered once the registry holds it, as a stop is: a crash right after must not leave
+    /// the next server with the old process's record (it would miss the restart's exit and
+    /// spawn in the session's history, or, with only `restart requested` committed, restart
+    /// the new process once more).
     pub async fn restart(&self) -> Result<SessionInfo, SessionError> {
-        self.call(SessionMsg::Restart, Duration::from_secs(120))
-            .await?
+        let info = self
+            .call(SessionMsg::Restart, Duration::from_secs(120))
+            .await??;
+        self.recorded("restarted").await;
+        Ok(info)
     }
 }
 

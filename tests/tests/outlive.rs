@@ -1284,6 +1284,56 @@ async fn a_stop_acknowledged_just_before_a_server_kill_stays_stopped() {
     );
 }
 
+/// A restart is answered once the registry holds it: the next server after a kill right after
+/// the answer has the restart's exit and spawn in the session's history (without the wait the
+/// registry still had the old process, and the history went from the first spawn straight on).
+#[tokio::test]
+async fn a_restart_acknowledged_just_before_a_server_kill_is_in_the_history() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "restarted", "argv": ["sleep", "1000"]}))
+        .await;
+    let first = info["pid"].as_i64().unwrap();
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = Instant::now();
+    let unlock = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        db.execute_batch("COMMIT").unwrap();
+    });
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/sessions/restarted/restart",
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answered = locked.elapsed();
+    let second = serde_json::from_str::<Value>(&body).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    assert_ne!(first, second);
+    server.kill();
+    unlock.join().unwrap();
+    server.restart();
+    let s = server.session("restarted").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], second, "{s}");
+    let spawned: Vec<i64> = server
+        .events_of("restarted", "spawned")
+        .await
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        spawned,
+        vec![first, second],
+        "restart answered after {answered:?}"
+    );
+}
+
 /// Signals aimed at servers by name (`pkill -USR1 corral` also matches `corral-holder`) do
 /// not end sessions: a holder ends only when released (USR1, USR2, QUIT and ALRM killed it,
 /// and its session was lost). Its program still gets the default dispositions.
