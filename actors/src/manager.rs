@@ -2,7 +2,6 @@
 //! temporary children of a dynamic corral-runtime Supervisor (the simple_one_for_one use); this
 //! type adds the O(1) indexes by id and by name and the typed operations.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +15,16 @@ use uuid::Uuid;
 use crate::error::SessionError;
 use crate::event::SessionEvent;
 use crate::handle::{CALL_TIMEOUT, SessionHandle};
-use crate::persist::journal::LogRepair;
 use crate::persist::journal::{Op, SessionRecord};
 use crate::persist::{Persist, store};
 use crate::session::{Begin, Session, SessionArgs, SessionInfo, SessionMsg, SessionShared};
-use crate::spec::{SessionSpec, Size, SpecError};
+use crate::spec::SessionSpec;
+
+mod admission;
+mod restore;
+
+use admission::{Admission, Registry, Reserved};
+use restore::Restored;
 
 /// Settings of the session layer.
 #[derive(Debug, Clone)]
@@ -51,72 +55,6 @@ impl Default for SessionsConfig {
 /// Longest `spawn` waits for the process to start (generous: a burst of a thousand spawns on
 /// two cores queues behind fork+exec).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// What a restored session continues from.
-struct Restored {
-    /// Its registry row.
-    row: crate::persist::SessionRow,
-    /// The recovery decision, recorded as its first event of this run.
-    decision: Option<String>,
-    /// When it ended, if it had.
-    ended_ms: Option<u64>,
-    /// Its last journaled events, when its process was adopted: an agent's state is rebuilt
-    /// from them (see `agent::replay`).
-    recent: Vec<SessionEvent>,
-    /// An adopted pipe session's lines whose events the journal lacks (see
-    /// `session::lines::recover`), emitted before its actor starts.
-    lines: Vec<crate::session::lines::LineEvents>,
-    /// The line its log ends inside (None: too long to parse).
-    carry: Option<Vec<u8>>,
-}
-
-/// Journaled events an adopted agent session's state is rebuilt from.
-const REPLAY_EVENTS: usize = 256;
-
-/// Id and name indexes.
-#[derive(Default)]
-struct Registry {
-    /// By id.
-    by_id: HashMap<Uuid, SessionHandle>,
-    /// Name → id.
-    by_name: HashMap<String, Uuid>,
-    /// Names reserved by spawns in progress.
-    reserved: HashMap<String, Uuid>,
-}
-
-/// Whether a session is new (counted against `max_sessions`) or one that exists already (a
-/// restore at boot: admitted whatever the bound, as its process may be running).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admission {
-    New,
-    Existing,
-}
-
-/// A name and id held by a session while it starts, so no other spawn takes them; given back
-/// when dropped (a failed start, or a caller that stopped waiting) unless the session was
-/// indexed under them.
-struct Reserved {
-    registry: Arc<RwLock<Registry>>,
-    name: String,
-    id: Uuid,
-    settled: bool,
-}
-
-impl Reserved {
-    /// The session is indexed: the reservation ends inside the same write.
-    fn settle(mut self, reg: &mut Registry) {
-        reg.reserved.remove(&self.name);
-        self.settled = true;
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.registry.write().reserved.remove(&self.name);
-        }
-    }
-}
 
 /// Every session, with O(1) lookups by id and by name.
 #[derive(Clone)]
@@ -204,16 +142,16 @@ impl Sessions {
         id: Uuid,
         spec: SessionSpec,
     ) -> Result<SessionHandle, SessionError> {
-        let name = self.check_spec(id, &spec)?;
+        let name = admission::check_spec(id, &spec)?;
         if self.closing.load(std::sync::atomic::Ordering::Acquire) {
             return Err(SessionError::Unavailable(
                 "shutting down: no new session is started".into(),
             ));
         }
         if spec.name.is_some() {
-            check_new_name(&name)?;
+            admission::check_new_name(&name)?;
         }
-        check_new_environment(&spec)?;
+        admission::check_new_environment(&spec)?;
         // Admission first: a spawn refused (its name taken, too many sessions) must leave no
         // record, or the next boot finds two sessions of one name.
         let reserved = self.reserve(id, &name, Admission::New)?;
@@ -253,167 +191,6 @@ impl Sessions {
             tracing::warn!(session = %id, error = %e, "spawned, but not yet in the registry: a crash now would lose the session");
         }
         Ok(handle)
-    }
-
-    /// Brings back a session recorded by an earlier run of the server (boot reconciliation):
-    /// same id, name and spec; its Ring continues its scrollback's offsets; its status and event
-    /// numbering continue the record. `begin` says whether its process starts again.
-    pub async fn restore(
-        &self,
-        record: SessionRecord,
-        begin: Begin,
-        decision: Option<String>,
-    ) -> Result<SessionHandle, SessionError> {
-        let SessionRecord {
-            id,
-            name,
-            spec,
-            row,
-            ended_ms,
-            ..
-        } = record;
-        let mut spec = spec;
-        spec.name = Some(name.clone());
-        // A size recorded before the limit existed is brought within it, never a reason to
-        // leave a running program out of the registry.
-        spec.size.rows = spec.size.rows.clamp(1, Size::MAX_ROWS);
-        spec.size.cols = spec.size.cols.clamp(1, Size::MAX_COLS);
-        self.check_spec(id, &spec)?;
-        // Admitted past the bound, which is for new sessions: a lower bound, or more retained
-        // ended sessions, must not leave a running agent out of the registry while its holder
-        // keeps it alive.
-        let reserved = self.reserve(id, &name, Admission::Existing)?;
-        let (start, repairs) = match &self.persist {
-            Some(p) => p.open_log(id).await.unwrap_or_else(|e| {
-                tracing::error!(session = %id, error = %e, "scrollback unreadable; output offsets restart at 0");
-                (0, Vec::new())
-            }),
-            None => (0, Vec::new()),
-        };
-        // The end of its log goes back into the Ring, so the screen (and a viewer asking for a
-        // snapshot) shows what the terminal showed, not a blank page, until the program draws.
-        let tail = match (&self.persist, spec.mode) {
-            (Some(p), crate::spec::Mode::Pty) if start > 0 => log_tail(p, id, start, SCREEN_TAIL)
-                .await
-                .map(|(from, b, _)| (from, b)),
-            _ => None,
-        };
-        let ring = match tail {
-            Some((from, bytes)) => {
-                let ring = Ring::with_start(spec.ring_capacity, from);
-                ring.append(&bytes);
-                ring
-            }
-            None => Ring::with_start(spec.ring_capacity, start),
-        };
-        let framed = spec.mode != crate::spec::Mode::Pty;
-        let recent = match (&self.persist, begin) {
-            // An agent: spawned under a profile, or one whose own hooks said so (Claude Code
-            // with corral's hooks in its user settings: its SessionStart named its session).
-            (Some(p), Begin::Adopt)
-                if spec.agent.is_some() || framed || row.agent_session_id.is_some() =>
-            {
-                let after = row.last_seq.saturating_sub(REPLAY_EVENTS as u64);
-                p.events(id, after, REPLAY_EVENTS).await.unwrap_or_else(|e| {
-                    tracing::warn!(session = %id, error = %e, "journal unreadable: the agent's state starts over");
-                    Vec::new()
-                })
-            }
-            _ => Vec::new(),
-        };
-        // A pipe session's lines: the events of those the journal lacks, and the line its log
-        // ends inside (the holder's ring holds the rest).
-        let (lines, carry) = match (&self.persist, begin) {
-            (Some(p), Begin::Adopt) if framed && start > 0 => {
-                let covered = recent
-                    .iter()
-                    .rev()
-                    .find(|e| {
-                        matches!(
-                            e.kind,
-                            crate::EventKind::Json { .. } | crate::EventKind::Agent(_)
-                        )
-                    })
-                    .or(recent.last())
-                    .map_or(0, |e| e.offset);
-                match log_tail(p, id, start, LINE_TAIL).await {
-                    Some((from, bytes, whole)) => {
-                        let framing = crate::session::lines::Framing::of(spec.mode);
-                        crate::session::lines::recover(framing, &bytes, from, whole, covered)
-                    }
-                    None => (Vec::new(), Some(Vec::new())),
-                }
-            }
-            _ => (Vec::new(), Some(Vec::new())),
-        };
-        let restored = Restored {
-            row,
-            decision,
-            ended_ms,
-            recent,
-            lines,
-            carry,
-        };
-        let handle = self
-            .register(reserved, spec, ring, Some(restored), begin)
-            .await?;
-        // Output lost to storage damage is said in the journal, never only in the server's log.
-        // A cut end of an adopted session's log is its holder's to refill (or to say lost).
-        for repair in repairs {
-            if begin == Begin::Adopt && matches!(repair, LogRepair::Cut { .. }) {
-                continue;
-            }
-            handle.shared().emit(crate::EventKind::Recovery {
-                decision: repair.describe(),
-            });
-        }
-        Ok(handle)
-    }
-
-    /// Validates a spec and returns the session's name.
-    fn check_spec(&self, id: Uuid, spec: &SessionSpec) -> Result<String, SessionError> {
-        if spec.argv.is_empty() || spec.argv[0].is_empty() {
-            return Err(SpecError::EmptyArgv.into());
-        }
-        spec.size.check()?;
-        let name = match &spec.name {
-            Some(n) if n.trim().is_empty() => {
-                return Err(SpecError::EmptyName.into());
-            }
-            Some(n) => n.clone(),
-            None => default_name(&spec.argv[0], id),
-        };
-        spec.check()?;
-        crate::agent::Profile::parse(spec.agent.as_deref())?;
-        Ok(name)
-    }
-
-    /// Holds `name` and `id` for a session about to start (or be restored), or says why not.
-    fn reserve(
-        &self,
-        id: Uuid,
-        name: &str,
-        admission: Admission,
-    ) -> Result<Reserved, SessionError> {
-        let mut reg = self.registry.write();
-        if admission == Admission::New
-            && reg.by_id.len() + reg.reserved.len() >= self.config.max_sessions
-        {
-            return Err(SessionError::TooMany(self.config.max_sessions));
-        }
-        if reg.by_name.contains_key(name) || reg.reserved.contains_key(name) {
-            return Err(SessionError::NameTaken(name.to_string()));
-        }
-        if reg.by_id.contains_key(&id) || reg.reserved.values().any(|r| *r == id) {
-            return Err(SpecError::IdInUse(id).into());
-        }
-        reg.reserved.insert(name.to_string(), id);
-        Ok(Reserved {
-            registry: self.registry.clone(),
-            name: name.to_string(),
-            id,
-            settled: false,
-        })
     }
 
     /// Starts the actor of a reserved session and indexes its handle.
@@ -807,103 +584,4 @@ impl Sessions {
     }
 }
 
-/// How much of a restored PTY session's log is replayed into its Ring (for its screen).
-const SCREEN_TAIL: u64 = 64 * 1024;
-/// How much of an adopted pipe session's log is read for its last lines (one line kept whole,
-/// and more).
-const LINE_TAIL: u64 = crate::session::lines::LINE_MAX as u64 + 64 * 1024;
-
-/// The last `max` bytes of session `id`'s log, which ends at `end` (contiguous: from after the
-/// last gap), with their first offset and whether they start at the log's first byte; None if
-/// unreadable or empty.
-async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec<u8>, bool)> {
-    let reader = p.reader(id).await.ok()?;
-    tokio::task::spawn_blocking(move || {
-        let first = reader.first_offset()?;
-        let from = end.saturating_sub(max).max(first);
-        let chunks = reader.read_range(from, max as usize).ok()?;
-        let mut start = from;
-        let mut whole = from == first;
-        let mut bytes = Vec::new();
-        for c in chunks {
-            match c {
-                crate::persist::Chunk::Data { offset, bytes: b } => {
-                    if bytes.is_empty() {
-                        start = offset;
-                    }
-                    bytes.extend_from_slice(&b);
-                }
-                crate::persist::Chunk::Gap { to, .. } => {
-                    bytes.clear();
-                    start = to;
-                    whole = false;
-                }
-            }
-        }
-        (start + bytes.len() as u64 == end && !bytes.is_empty()).then_some((start, bytes, whole))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
 pub use crate::spec::MAX_NAME;
-
-/// A new session's name must fit a column, print as itself and never pass for an id: at most
-/// [`MAX_NAME`] bytes, no control characters (a name is printed by `corral ps` to terminals),
-/// not a UUID (a key that parses as one is looked up as an id), not `.` or `..` (a URL that
-/// names it is normalised to another path). Names already recorded are restored as they are.
-fn check_new_name(name: &str) -> Result<(), SessionError> {
-    if name.len() > MAX_NAME {
-        return Err(SpecError::NameTooLong { len: name.len() }.into());
-    }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(SpecError::NameControl(c).into());
-    }
-    if Uuid::parse_str(name).is_ok() {
-        return Err(SpecError::NameIsId.into());
-    }
-    if name == "." || name == ".." {
-        return Err(SpecError::NameDots(name.to_string()).into());
-    }
-    Ok(())
-}
-
-/// What a new session's program is given must reach it as it was written: an environment
-/// variable's name is not empty and holds no `=` (`A=B` with value `c` would arrive as `A`
-/// with value `B=c`), and no argument, variable or directory holds a NUL (C strings end
-/// there). Records already kept are restored as they are.
-fn check_new_environment(spec: &SessionSpec) -> Result<(), SessionError> {
-    for (key, value) in &spec.env {
-        if key.is_empty() {
-            return Err(SpecError::EnvEmptyName {
-                value: value.clone(),
-            }
-            .into());
-        }
-        if key.contains('=') {
-            return Err(SpecError::EnvNameEquals(key.clone()).into());
-        }
-        if key.contains('\0') || value.contains('\0') {
-            return Err(SpecError::EnvNul(key.clone()).into());
-        }
-    }
-    if let Some(i) = spec.argv.iter().position(|a| a.contains('\0')) {
-        return Err(SpecError::ArgNul(i).into());
-    }
-    if let Some(cwd) = &spec.cwd
-        && cwd.as_os_str().as_encoded_bytes().contains(&0)
-    {
-        return Err(SpecError::CwdNul.into());
-    }
-    Ok(())
-}
-
-/// `<program>-<first 8 hex of the id>`.
-fn default_name(program: &str, id: Uuid) -> String {
-    let base = std::path::Path::new(program)
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "session".into());
-    format!("{base}-{}", &id.simple().to_string()[..8])
-}
