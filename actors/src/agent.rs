@@ -74,6 +74,7 @@ pub fn record_hook(
     session: &SessionShared,
     name: &str,
     payload: serde_json::Value,
+    ran_at: Option<std::time::SystemTime>,
 ) -> SessionEvent {
     let overridden = {
         let mut s = session.status.write();
@@ -84,6 +85,7 @@ pub fn record_hook(
     let event = session.emit(EventKind::Hook {
         name: name.to_string(),
         payload,
+        ran_at,
     });
     if let Some(request_id) = overridden {
         record_stream(session, AgentEvent::PermissionOverridden { request_id });
@@ -97,10 +99,12 @@ pub fn journal_hook(
     session: &SessionShared,
     name: &str,
     payload: serde_json::Value,
+    ran_at: Option<std::time::SystemTime>,
 ) -> SessionEvent {
     session.emit(EventKind::Hook {
         name: name.to_string(),
         payload,
+        ran_at,
     })
 }
 
@@ -434,7 +438,9 @@ pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
     let mut s = session.status.write();
     for event in events {
         match &event.kind {
-            EventKind::Hook { name, payload } => apply_hook(&mut s, session.mode, name, payload),
+            EventKind::Hook { name, payload, .. } => {
+                apply_hook(&mut s, session.mode, name, payload)
+            }
             EventKind::Agent(e) => apply_stream(&mut s, e),
             _ => {}
         }

@@ -112,6 +112,15 @@ pub enum EventKind {
         name: String,
         /// The hook's JSON payload.
         payload: serde_json::Value,
+        /// When the hook ran, as `corral hook` says (the event's `time` is when the server
+        /// recorded it: later for a hook that retried, or that was spooled while no server was
+        /// there and replayed by the next one). Absent when the poster did not say.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::time::option"
+        )]
+        ran_at: Option<std::time::SystemTime>,
     },
 }
 

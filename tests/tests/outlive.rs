@@ -1608,6 +1608,7 @@ async fn hooks_fired_while_no_server_runs_are_recorded_by_the_next() {
     assert_eq!(server.session("agent").await["attention"], "working");
     server.kill();
     let spool = server.dir.path().join("hooks");
+    let fired = std::time::SystemTime::now();
     for payload in [
         &br#"{"hook_event_name":"Notification","message":"while away"}"#[..],
         br#"{"hook_event_name":"Stop"}"#,
@@ -1628,6 +1629,7 @@ async fn hooks_fired_while_no_server_runs_are_recorded_by_the_next() {
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o700
     );
+    let replayed = std::time::SystemTime::now();
     server.restart();
     let view = server.session("agent").await;
     assert_eq!(view["attention"], "idle", "{view}");
@@ -1641,6 +1643,11 @@ async fn hooks_fired_while_no_server_runs_are_recorded_by_the_next() {
         ["UserPromptSubmit", "Notification", "Stop"],
         "{events:?}"
     );
+    // The replayed ones say when they ran, not when the next server recorded them.
+    for e in &events[1..] {
+        let ran = corral_actors::time::from_json(&e["ran_at"]).expect("ran_at");
+        assert!(fired <= ran && ran < replayed, "{e}");
+    }
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     // A spooled record for a session that is gone, one that is not JSON, and one older than
     // the last hook the session recorded (a server that was up then): dropped, and the

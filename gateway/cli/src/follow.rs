@@ -49,6 +49,23 @@ fn describe(kind: &Value) -> String {
     }
 }
 
+/// ` ran=TIME` for a hook recorded a second or more after it ran (one that retried, or was
+/// spooled while no server was there); else nothing.
+fn ran_late(event: &Value) -> String {
+    let (Some(ran), Some(time)) = (
+        corral_actors::time::from_json(&event["kind"]["ran_at"]),
+        corral_actors::time::from_json(&event["time"]),
+    ) else {
+        return String::new();
+    };
+    match time.duration_since(ran) {
+        Ok(late) if late >= Duration::from_secs(1) => {
+            format!(" ran={}", fmt_time(&event["kind"]["ran_at"]))
+        }
+        _ => String::new(),
+    }
+}
+
 /// `head`, then `key=value` for each field of `kind` but `skip`: a text as it is (cut at 100
 /// characters, control characters escaped), anything else as JSON.
 fn fields(kind: &Value, skip: &[&str], head: &str) -> String {
@@ -287,7 +304,7 @@ pub async fn events(
                 e["seq"],
                 fmt_time(&e["time"]),
                 e["kind"]["kind"].as_str().unwrap_or("?"),
-                describe(&e["kind"])
+                describe(&e["kind"]) + &ran_late(e)
             );
         }
     };
@@ -388,6 +405,31 @@ mod tests {
         assert_eq!(
             said(serde_json::json!({"kind": "recovery", "what": "held", "from": 3})),
             "recovery from=3 what=held"
+        );
+    }
+
+    #[test]
+    fn a_hook_recorded_late_says_when_it_ran() {
+        let hook = |time: &str, ran: &str| {
+            super::ran_late(&serde_json::json!({
+                "time": time,
+                "kind": {"kind": "hook", "name": "Stop", "payload": {}, "ran_at": ran}
+            }))
+        };
+        assert_eq!(
+            hook("2026-12-06T10:05:00.000Z", "2026-12-06T09:40:12.250Z"),
+            " ran=09:40:12.250"
+        );
+        assert_eq!(
+            hook("2026-12-06T10:05:00.000Z", "2026-12-06T10:04:59.900Z"),
+            ""
+        );
+        assert_eq!(
+            super::ran_late(&serde_json::json!({
+                "time": "2026-12-06T10:05:00.000Z",
+                "kind": {"kind": "hook", "name": "Stop", "payload": {}}
+            })),
+            ""
         );
     }
 

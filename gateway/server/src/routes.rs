@@ -624,11 +624,11 @@ pub(crate) fn take_hook(
     {
         tracing::debug!(session = %h.id(), "a previous process's SessionEnd: journaled only");
         app.metrics.hook_events.inc();
-        return corral_actors::agent::journal_hook(h.shared(), name, payload);
+        return corral_actors::agent::journal_hook(h.shared(), name, payload, ran_at);
     }
     let settled = corral_actors::agent::settle_by_hook(h.shared(), name, &payload);
     app.permissions.release(h, &settled);
-    let event = corral_actors::agent::record_hook(h.shared(), name, payload);
+    let event = corral_actors::agent::record_hook(h.shared(), name, payload, ran_at);
     app.metrics.hook_events.inc();
     event
 }

@@ -254,7 +254,7 @@ async fn apply(
 /// How far back a replay looks for a session's last hook event.
 const LOOK_BACK: u64 = 64;
 
-/// When the last hook event among a session's last [`LOOK_BACK`] journaled events happened.
+/// When the last hook event among a session's last [`LOOK_BACK`] journaled events ran.
 async fn last_hook_at(app: &App, session: &corral_actors::SessionHandle) -> Option<SystemTime> {
     let persist = app.corral.persist()?;
     let last = session.shared().last_seq();
@@ -263,9 +263,10 @@ async fn last_hook_at(app: &App, session: &corral_actors::SessionHandle) -> Opti
         .await
         .inspect_err(|e| tracing::warn!(session = %session.id(), error = %e, "cannot read the journal to order spooled hooks"))
         .ok()?;
-    events
-        .iter()
-        .rev()
-        .find(|e| matches!(e.kind, corral_actors::EventKind::Hook { .. }))
-        .map(|e| e.time)
+    // When it ran, if its poster said (as `corral hook` does): the spooled records' times
+    // are when they ran too.
+    events.iter().rev().find_map(|e| match &e.kind {
+        corral_actors::EventKind::Hook { ran_at, .. } => Some(ran_at.unwrap_or(e.time)),
+        _ => None,
+    })
 }
