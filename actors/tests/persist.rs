@@ -132,6 +132,19 @@ async fn sessions_events_and_scrollback_survive_a_restart() {
         events.iter().any(|e| matches!(&e.kind, EventKind::Recovery { decision } if decision.contains("restarting"))),
         "{events:?}"
     );
+    // One kind alone, as the database filters it: the same events, in order.
+    let recoveries = corral
+        .persist()
+        .unwrap()
+        .events_of(always_id, Some("recovery"), 0, 1000)
+        .await
+        .unwrap();
+    let expected: Vec<&corral_actors::SessionEvent> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Recovery { .. }))
+        .collect();
+    assert!(!recoveries.is_empty());
+    assert_eq!(recoveries.iter().collect::<Vec<_>>(), expected);
     assert_eq!(
         corral.persist().unwrap().integrity_check().await.unwrap(),
         "ok"

@@ -157,6 +157,8 @@ pub(crate) enum Op {
         id: Uuid,
         /// Only events after this sequence number.
         after: u64,
+        /// Only events of this kind ([`crate::EventKind::name`]), or all.
+        kind: Option<&'static str>,
         /// At most this many.
         limit: usize,
         /// The answer.

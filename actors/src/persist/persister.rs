@@ -118,9 +118,23 @@ impl Persist {
         after: u64,
         limit: usize,
     ) -> Result<Vec<SessionEvent>, PersistError> {
+        self.events_of(id, None, after, limit).await
+    }
+
+    /// Like [`events`](Self::events), only those of `kind` ([`crate::EventKind::name`]):
+    /// the others are skipped by the database, never decoded (a session's sizes out of a
+    /// journal of many hooks).
+    pub async fn events_of(
+        &self,
+        id: Uuid,
+        kind: Option<&'static str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SessionEvent>, PersistError> {
         self.request(|reply| Op::Events {
             id,
             after,
+            kind,
             limit,
             reply,
         })

@@ -387,13 +387,15 @@ impl Store {
         &self,
         session: Uuid,
         after: u64,
+        kind: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<SessionEvent>> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT seq, time_ms, offset, payload FROM events
-                 WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                 WHERE session = ?1 AND seq > ?2 AND (?4 IS NULL OR kind = ?4)
+                 ORDER BY seq LIMIT ?3",
             )
             .map_err(err("reading events"))?;
         let rows = stmt
@@ -402,7 +404,8 @@ impl Store {
                 params![
                     session.to_string(),
                     i64::try_from(after).unwrap_or(i64::MAX),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    kind
                 ],
                 |r| {
                     Ok((

@@ -339,11 +339,12 @@ impl Writer {
                 Op::Events {
                     id,
                     after,
+                    kind,
                     limit,
                     reply,
                 } => {
                     self.commit();
-                    answer(reply, self.store.events(id, after, limit));
+                    answer(reply, self.store.events(id, after, kind, limit));
                 }
                 Op::Reader(id, reply) => {
                     if let Some(shared) = self.unborn.remove(&id) {

@@ -359,7 +359,7 @@ async fn resizes(
     const PAGE: usize = 1000;
     let (mut out, mut after) = (Vec::new(), 0);
     loop {
-        let events = persist.events(id, after, PAGE).await?;
+        let events = persist.events_of(id, Some("resized"), after, PAGE).await?;
         let read = events.len();
         for e in events {
             after = e.seq;
