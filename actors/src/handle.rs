@@ -37,6 +37,10 @@ impl std::fmt::Debug for SessionHandle {
     }
 }
 
+/// The most past events a resumed subscription replays (`subscribe_after`): the newest ones;
+/// the protocol's `events` call pages through any others.
+pub const MAX_REPLAY: usize = 1000;
+
 /// Longest a control call waits for a session (stops wait their grace on top).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -330,17 +334,54 @@ impl SessionHandle {
 
     /// Subscribes from output offset `from` (`None`: from now).
     pub fn subscribe(&self, from: Option<u64>) -> Result<Subscription, SessionError> {
+        Ok(Subscription::new(self.shared.clone(), self.reader(from)?))
+    }
+
+    /// A reader of the Ring at `from`, or at its head.
+    fn reader(&self, from: Option<u64>) -> Result<corral_runtime::RingReader, SessionError> {
         let ring = &self.shared.ring;
-        let reader = match from {
-            None => ring.reader_at_head(),
+        match from {
+            None => Ok(ring.reader_at_head()),
             Some(from) => ring
                 .reader(from)
                 .map_err(|e| SessionError::OffsetBeyondHead {
                     from: e.from,
                     head: e.head,
-                })?,
+                }),
+        }
+    }
+
+    /// Like [`subscribe`](Self::subscribe), and the events after sequence number `after`
+    /// come first from the journal, each where it happened in the output, then the live ones,
+    /// none twice: a client that reconnects resumes the output at its next byte and the events
+    /// at its next event. At most [`MAX_REPLAY`] are replayed (the newest), after an
+    /// `EventsLagged` naming how many were not (`events` pages through them).
+    pub async fn subscribe_after(
+        &self,
+        from: Option<u64>,
+        after: u64,
+    ) -> Result<Subscription, SessionError> {
+        let (events, through) = self.shared.events_after();
+        let reader = self.reader(from)?;
+        let mut sub = Subscription::with_events(self.shared.clone(), reader, events, through);
+        if through <= after {
+            return Ok(sub);
+        }
+        let Some(journal) = self.shared.journal() else {
+            return Err(SessionError::Unsupported(
+                "event history needs persistence (this server keeps none)".into(),
+            ));
         };
-        Ok(Subscription::new(self.shared.clone(), reader))
+        let first = after.max(through.saturating_sub(MAX_REPLAY as u64));
+        let events = journal
+            .events(self.id(), first, None, (through - first) as usize)
+            .await
+            .map_err(|e| SessionError::Unavailable(format!("reading the journal: {e}")))?;
+        let kept = events.iter().filter(|e| e.seq <= through).count() as u64;
+        // Past the bound, and any the journal lacks (a full queue's `journal_lost`).
+        let missed = (through - after) - kept;
+        sub.replay(events, missed);
+        Ok(sub)
     }
 
     /// Future events of this session.

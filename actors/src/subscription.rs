@@ -62,6 +62,14 @@ pub struct Subscription {
     events: broadcast::Receiver<SessionEvent>,
     /// An event waiting for the output before it to be delivered.
     pending: Option<SessionEvent>,
+    /// Past events from the journal to deliver first, each where it happened in the output
+    /// (a resumed subscription's `after`; see [`Subscription::replay`]).
+    replay: std::collections::VecDeque<SessionEvent>,
+    /// Past events that could not be replayed (past the bound, or missing from the journal):
+    /// said as `EventsLagged` before anything else.
+    replay_missed: u64,
+    /// Live events up to this sequence number were replayed already (or skipped): not again.
+    live_after: u64,
     /// While catching up from disk: the next offset to read there (the Ring reader waits).
     backfill: Option<Backfill>,
     /// Zeroed bytes reserved at the front of every `Item::Output`.
@@ -89,8 +97,19 @@ struct Backfill {
 
 impl Subscription {
     pub(crate) fn new(shared: Arc<SessionShared>, reader: RingReader) -> Self {
+        let (events, through) = shared.events_after();
+        Self::with_events(shared, reader, events, through)
+    }
+
+    /// A subscription whose future events come from `events`, the first of them after
+    /// sequence number `through` (see [`SessionShared::events_after`]).
+    pub(crate) fn with_events(
+        shared: Arc<SessionShared>,
+        reader: RingReader,
+        events: broadcast::Receiver<SessionEvent>,
+        through: u64,
+    ) -> Self {
         shared.viewers.fetch_add(1, Ordering::Relaxed);
-        let events = shared.events();
         let backfill =
             (shared.journal().is_some() && reader.cursor() < shared.ring.tail()).then(|| {
                 Backfill {
@@ -107,10 +126,30 @@ impl Subscription {
             reader,
             events,
             pending: None,
+            replay: Default::default(),
+            replay_missed: 0,
+            live_after: through,
             backfill,
             headroom: 0,
             pacer,
         }
+    }
+
+    /// Past events to deliver before the live ones: `events` (oldest first, from the
+    /// journal), each once every byte before its offset was delivered — one from before where
+    /// the output starts comes at once —, after an `EventsLagged` of `missed` if some could not
+    /// be read. Only those up to [`last_event`](Self::last_event) are kept: the later ones
+    /// come live.
+    pub(crate) fn replay(&mut self, events: Vec<SessionEvent>, missed: u64) {
+        let through = self.live_after;
+        self.replay = events.into_iter().filter(|e| e.seq <= through).collect();
+        self.replay_missed = missed;
+    }
+
+    /// The sequence number of the session's last event before this subscription's live ones
+    /// (what a client that saw no event resumes `after`).
+    pub fn last_event(&self) -> u64 {
+        self.live_after
     }
 
     /// Reserves `n` zeroed bytes at the front of every later `Item::Output`'s `bytes`: the
@@ -141,7 +180,26 @@ impl Subscription {
     }
 
     async fn next_item(&mut self, max: usize) -> Item {
+        if self.replay_missed > 0 {
+            return Item::EventsLagged(std::mem::take(&mut self.replay_missed));
+        }
         loop {
+            if let Some(ev) = self.replay.front() {
+                let cursor = self.cursor();
+                if cursor >= ev.offset {
+                    // invariant: checked Some just above.
+                    return Item::Event(self.replay.pop_front().expect("replayed event"));
+                }
+                // Up to the event's offset (its bytes exist: it was emitted after them).
+                let upto = usize::try_from(ev.offset - cursor).map_or(max, |n| n.min(max));
+                if self.backfill.is_some() {
+                    if let Some(item) = self.read_disk(upto).await {
+                        return item;
+                    }
+                    continue;
+                }
+                return read(&self.shared, &mut self.reader, upto, self.headroom).await;
+            }
             if self.backfill.is_some() {
                 if let Some(item) = self.read_disk(max).await {
                     return item;
@@ -162,6 +220,7 @@ impl Subscription {
             tokio::select! {
                 biased;
                 ev = self.events.recv() => match ev {
+                    Ok(ev) if ev.seq <= self.live_after => {}
                     Ok(ev) => self.pending = Some(ev),
                     Err(broadcast::error::RecvError::Lagged(n)) => return Item::EventsLagged(n),
                     Err(broadcast::error::RecvError::Closed) => {}

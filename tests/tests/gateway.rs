@@ -160,6 +160,162 @@ async fn output_is_byte_exact_to_a_native_and_a_ttyd_client_then_the_exit() {
     assert!(tout == data, "ttyd bytes differ");
 }
 
+/// What one subscription delivered, in order: output (consecutive frames joined, each start
+/// checked against the last end) and events (their seq), until `until` says it saw enough.
+async fn stream_of(
+    ws: &mut Ws,
+    channel: u64,
+    mut offset: u64,
+    until: impl Fn(&[u8], &[Value]) -> bool,
+) -> (Vec<String>, Vec<Value>) {
+    let (mut items, mut bytes, mut events) = (Vec::<String>::new(), Vec::new(), Vec::new());
+    let mut run = Vec::new();
+    while !until(&bytes, &events) {
+        match ws.next().await {
+            Frame::Bin(OUTPUT, ch, at, b) if ch as u64 == channel => {
+                assert_eq!(at, offset, "no gap, no duplicate");
+                offset += b.len() as u64;
+                run.extend_from_slice(&b);
+                bytes.extend_from_slice(&b);
+            }
+            Frame::Json(v) if v["type"] == "event" => {
+                if !run.is_empty() {
+                    items.push(String::from_utf8_lossy(&std::mem::take(&mut run)).into_owned());
+                }
+                items.push(format!("event {}", v["event"]["seq"]));
+                events.push(v["event"].clone());
+            }
+            Frame::Json(v) if v["type"] == "events_lagged" => items.push(format!("lagged {v}")),
+            Frame::Json(v) if v["type"] == "lagged" => panic!("{v}"),
+            _ => {}
+        }
+    }
+    if !run.is_empty() {
+        items.push(String::from_utf8_lossy(&run).into_owned());
+    }
+    (items, events)
+}
+
+/// A client that reconnects with `after` (the last event it received) as well as `from` gets
+/// the events it missed from the journal, each where it happened in the output, exactly as a
+/// client that stayed connected saw them, then the live ones, none twice; past the bound
+/// (1000) an `events_lagged` says how many were not replayed.
+#[tokio::test]
+async fn a_resumed_subscription_gets_the_missed_events_where_they_happened() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "resumed", "argv": ["cat"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut first = server.ws().await;
+    let sub = first
+        .call(json!({"type": "subscribe", "session": id, "from": 0}))
+        .await;
+    let before = sub["last_event"].as_u64().expect("last_event");
+    for (i, (rows, cols)) in [(30, 100), (40, 120), (20, 90)].into_iter().enumerate() {
+        first
+            .send(json!({"type": "input", "session": id, "data": format!("line {i}\n")}))
+            .await;
+        // Its echo first, so the resize falls after it in the output.
+        let echoed = format!("line {i}\r\nline {i}\r\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&log_of(&server, &id).await).contains(&echoed) {
+            assert!(Instant::now() < deadline, "no echo of line {i}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        first
+            .call(
+                json!({"type": "resize", "session": id, "rows": rows, "cols": cols, "take": true}),
+            )
+            .await;
+    }
+    first
+        .send(json!({"type": "input", "session": id, "data": "end\n"}))
+        .await;
+    drop(first);
+    let done = |b: &[u8], e: &[Value]| {
+        e.len() >= 3 && String::from_utf8_lossy(b).matches("end\r\n").count() == 2
+    };
+    // What a client connected throughout saw.
+    let mut all = server.ws().await;
+    let sub = all
+        .call(json!({"type": "subscribe", "session": id, "from": 0, "after": before}))
+        .await;
+    let (seen, events) = stream_of(&mut all, sub["channel"].as_u64().unwrap(), 0, done).await;
+    assert_eq!(events.len(), 3, "{seen:?}");
+    assert!(
+        events.iter().all(|e| e["kind"]["kind"] == "resized"),
+        "{events:?}"
+    );
+    // Each resize after the echo of its line, the last before `end`.
+    let resized_at: Vec<u64> = events
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect();
+    assert!(resized_at.windows(2).all(|w| w[0] < w[1]), "{resized_at:?}");
+    // Resumed past the first resize, with the events after it: the rest exactly as above.
+    let from = resized_at[0];
+    let after = events[0]["seq"].as_u64().unwrap();
+    let mut resumed = server.ws().await;
+    let sub = resumed
+        .call(json!({"type": "subscribe", "session": id, "from": from, "after": after}))
+        .await;
+    assert_eq!(sub["last_event"], events[2]["seq"], "{sub}");
+    let (got, _) = stream_of(
+        &mut resumed,
+        sub["channel"].as_u64().unwrap(),
+        from,
+        |b, e| e.len() >= 2 && String::from_utf8_lossy(b).matches("end\r\n").count() == 2,
+    )
+    .await;
+    let expected: Vec<String> = seen[seen
+        .iter()
+        .position(|i| i == &format!("event {after}"))
+        .unwrap()
+        + 1..]
+        .to_vec();
+    assert_eq!(got, expected);
+    // Then live, once: a new event reaches it once, and none of the replayed ones again.
+    resumed
+        .call(json!({"type": "resize", "session": id, "rows": 24, "cols": 80, "take": true}))
+        .await;
+    let (live, _) = stream_of(&mut resumed, 0, 0, |_, e| !e.is_empty()).await;
+    let next = events[2]["seq"].as_u64().unwrap() + 1;
+    assert_eq!(live, vec![format!("event {next}")]);
+    // More than the bound missed: the newest 1000 come, after a count of the others.
+    for i in 0..1002u16 {
+        resumed
+            .call(json!({"type": "resize", "session": id, "rows": 10 + i % 2, "cols": 80, "take": true}))
+            .await;
+    }
+    let mut far = server.ws().await;
+    let sub = far
+        .call(json!({"type": "subscribe", "session": id, "after": 0}))
+        .await;
+    let total = sub["last_event"].as_u64().unwrap();
+    let (got, events) = stream_of(
+        &mut far,
+        sub["channel"].as_u64().unwrap(),
+        sub["offset"].as_u64().unwrap(),
+        |_, e| e.len() >= 1000,
+    )
+    .await;
+    assert_eq!(
+        got[0],
+        format!(
+            "lagged {}",
+            json!({"type": "events_lagged", "session": id, "missed": total - 1000})
+        )
+    );
+    assert_eq!(events[0]["seq"].as_u64(), Some(total - 999));
+    assert_eq!(events[999]["seq"].as_u64(), Some(total));
+}
+
+/// Session `id`'s output so far (`corral logs`).
+async fn log_of(server: &Server, id: &str) -> Vec<u8> {
+    server.cli(&["logs", id]).await.stdout
+}
+
 #[tokio::test]
 async fn reconnect_with_last_plus_one_resumes_exactly() {
     const N: usize = 8 * 1000 * 1000;

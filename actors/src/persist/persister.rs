@@ -131,14 +131,7 @@ impl Persist {
         after: u64,
         limit: usize,
     ) -> Result<Vec<SessionEvent>, PersistError> {
-        self.request(|reply| Op::Events {
-            id,
-            after,
-            kind,
-            limit,
-            reply,
-        })
-        .await?
+        self.journal.events(id, after, kind, limit).await
     }
 
     /// A reader of a session's scrollback as it is now (read it off the runtime:

@@ -429,12 +429,19 @@ impl SessionShared {
 
     /// A receiver of this session's future events.
     pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
-        // Under the emit lock, so an event is either sent before this receiver exists or
-        // delivered to it: never lost between creating the channel and subscribing.
-        let _seq = self.seq.lock();
-        self.events
+        self.events_after().0
+    }
+
+    /// A receiver of this session's future events and the last sequence number before them:
+    /// every event up to it was sent to the journal before the receiver existed, every later
+    /// one reaches the receiver. Under the emit lock, so none falls between the two.
+    pub fn events_after(&self) -> (broadcast::Receiver<SessionEvent>, u64) {
+        let seq = self.seq.lock();
+        let rx = self
+            .events
             .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
-            .subscribe()
+            .subscribe();
+        (rx, *seq)
     }
 
     /// When the session last ended (Stopped or Failed), if it is ended.

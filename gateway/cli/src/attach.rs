@@ -144,11 +144,19 @@ fn notice(text: &str) {
     if err.flush().is_err() {}
 }
 
-async fn connect(client: &Client, session: &str, from: Option<u64>) -> anyhow::Result<Subscribed> {
+async fn connect(
+    client: &Client,
+    session: &str,
+    from: Option<u64>,
+    after: Option<u64>,
+) -> anyhow::Result<Subscribed> {
     let mut ws = client.ws().await?;
     let mut req = json!({"type": "subscribe", "session": session});
     if let Some(f) = from {
         req["from"] = json!(f);
+    }
+    if let Some(a) = after {
+        req["after"] = json!(a);
     }
     let r = ws.call(req).await?;
     let dim = |k: &str| r["size"][k].as_u64().and_then(|n| u16::try_from(n).ok());
@@ -157,17 +165,23 @@ async fn connect(client: &Client, session: &str, from: Option<u64>) -> anyhow::R
         channel: r["channel"].as_u64().unwrap_or(0) as u32,
         approximate: r["approximate"] == true,
         size: dim("rows").zip(dim("cols")),
+        last_event: r["last_event"].as_u64().unwrap_or(0),
+        // A server before `after` says no `last_event` (and replays nothing).
+        replays: r["last_event"].is_u64(),
     })
 }
 
 /// A subscription: the connection, its channel, whether the screen it starts with is
 /// approximate (output was lost before the server's screen could draw it), and the size its
-/// first bytes are at (rows, columns; a server before `size` was said sends none).
+/// first bytes are at (rows, columns; a server before `size` was said sends none), the
+/// session's last event before the live ones, and whether the server replays missed events.
 struct Subscribed {
     ws: Conn,
     channel: u32,
     approximate: bool,
     size: Option<(u16, u16)>,
+    last_event: u64,
+    replays: bool,
 }
 
 /// This terminal's rows and columns.
@@ -262,7 +276,11 @@ pub async fn attach(
     } else {
         Some(crate::follow::tail_start(client, session, PIPE_LINES, view.info.output_offset).await?)
     };
-    let first = connect(client, session, from).await?;
+    let first = connect(client, session, from, None).await?;
+    // The last event received (or the one before the subscription's live ones): a reconnection
+    // that resumes the output at its next byte asks for the events after it, so a resize, a
+    // restart or the end that came meanwhile is applied where it happened in the output.
+    let mut seen = first.last_event;
     let (mut ws, mut channel, mut approximate) = (first.ws, first.channel, first.approximate);
     // A terminal's own copy of the screen (not for lines: a program on pipes has none).
     // This terminal's size, read again only when it changes (SIGWINCH), not per output frame.
@@ -357,7 +375,13 @@ pub async fn attach(
         }
         let reason = loop {
             tokio::select! {
-                incoming = ws.next() => match incoming {
+                incoming = ws.next() => { if let Incoming::Json(v) = &incoming
+                    && v["type"] == "event"
+                    && let Some(seq) = v["event"]["seq"].as_u64()
+                {
+                    seen = seen.max(seq);
+                }
+                match incoming {
                     Incoming::Bin(kind @ (1 | 2), ch, offset, bytes) if ch == channel => {
                         match shown.as_mut() {
                             // The program's bytes, or a window when the sizes differ.
@@ -428,7 +452,7 @@ pub async fn attach(
                     }
                     Incoming::Closed(r) => break r,
                     _ => {}
-                },
+                }},
                 keys_in = keys.recv() => {
                     let typed = match keys_read(keys_in) {
                         Ok(typed) => typed,
@@ -475,7 +499,7 @@ pub async fn attach(
         say(&format!("reconnecting: {}", lost_because(&reason)));
         let mut delay = Duration::from_millis(200);
         let mut paused = false;
-        let mut attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
+        let mut attempt = Box::pin(reconnect(client, session, next, seen, Duration::ZERO));
         loop {
             if !paused && pending.len() >= PENDING_MAX {
                 // Push back instead of dropping: the terminal is not read until the server is
@@ -492,14 +516,22 @@ pub async fn attach(
                         ws = sub.ws;
                         channel = sub.channel;
                         approximate = sub.approximate;
+                        if next.is_none() {
+                            seen = sub.last_event;
+                        }
                         match shown.as_mut() {
                             // At the size the session has now (a resize while the server was
-                            // away was not heard); the notice goes in a moment, its row drawn
-                            // again from this terminal's copy (a whole redraw put a copy of the
-                            // screen into the terminal's scrollback at every reconnection).
+                            // away was not heard) — unless the events missed come first, each
+                            // at its offset (then only this terminal's own size is new); the
+                            // notice goes in a moment, its row drawn again from this terminal's
+                            // copy (a whole redraw put a copy of the screen into the terminal's
+                            // scrollback at every reconnection).
                             Some(view) => {
                                 term = term_size();
-                                if let Some(size) = sub.size {
+                                if next.is_some() && sub.replays {
+                                    stdout.write_all(&view.terminal_resized(term))?;
+                                    stdout.flush()?;
+                                } else if let Some(size) = sub.size {
                                     stdout.write_all(&view.resized(size, term))?;
                                     stdout.flush()?;
                                 }
@@ -539,10 +571,10 @@ pub async fn attach(
                         // are not in its scrollback. Start over from the current screen.
                         say("the server lost its last output in a crash; redrawing");
                         next = None;
-                        attempt = Box::pin(reconnect(client, session, next, Duration::ZERO));
+                        attempt = Box::pin(reconnect(client, session, next, seen, Duration::ZERO));
                     }
                     Err(_) => {
-                        attempt = Box::pin(reconnect(client, session, next, delay));
+                        attempt = Box::pin(reconnect(client, session, next, seen, delay));
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 },
@@ -572,14 +604,18 @@ pub async fn attach(
 
 /// One reconnection attempt after `wait`: a restarted server may listen elsewhere, so the data
 /// dir is asked again each time.
+/// Resuming at an offset, the events after `seen` come first; a fresh screen (no offset) is the
+/// session as it is now, so past events are not replayed over it.
 async fn reconnect(
     client: &Client,
     session: &str,
     from: Option<u64>,
+    seen: u64,
     wait: Duration,
 ) -> anyhow::Result<Subscribed> {
     tokio::time::sleep(wait).await;
-    connect(&client.rediscover(), session, from).await
+    let after = from.map(|_| seen);
+    connect(&client.rediscover(), session, from, after).await
 }
 
 /// `\n` as `\r\n` (see `lines` in [`attach`]).

@@ -196,6 +196,7 @@ async fn subscribe(
             from: Some(from),
             history: false,
             rows: None,
+            after: None,
         })
         .await?
     else {
@@ -319,6 +320,7 @@ pub async fn events(
                 from: None,
                 history: false,
                 rows: None,
+                after: None,
             })
             .await?;
         }

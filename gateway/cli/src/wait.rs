@@ -109,6 +109,7 @@ pub async fn wait(
             from: None,
             history: false,
             rows: None,
+            after: None,
         })
         .await?;
         let view = client.session(session).await?;

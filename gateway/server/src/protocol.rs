@@ -153,6 +153,11 @@ pub enum Op {
         /// then reaches its scrollback.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rows: Option<u16>,
+        /// The last event sequence number the client has: the events after it come first (from
+        /// the journal, each where it happened in the output), then the live ones, none twice.
+        /// Without it, live events only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Stop receiving a session.
     Unsubscribe {
@@ -288,11 +293,15 @@ pub enum Reply {
         /// Whether the snapshot is approximate (the screen lost history).
         approximate: bool,
         /// The session's state now: a subscriber joining after the end learns it here (past
-        /// events are not replayed).
+        /// events are replayed only with `after`).
         state: corral_actors::SessionState,
         /// The terminal size the first bytes sent are at: the snapshot's, else the session's
         /// now (later changes come as `resized` events, each at its offset).
         size: corral_actors::Size,
+        /// The sequence number of the session's last event before the live ones: a client
+        /// that reconnects before it received any event resumes with `after` = this.
+        #[serde(default)]
+        last_event: u64,
     },
     /// Generic success.
     Ok {

@@ -152,8 +152,9 @@ impl ConnectionState {
                 from,
                 history,
                 rows,
+                after,
             } => {
-                self.subscribe(id, &grant, &session, from, history.then_some(rows))
+                self.subscribe(id, &grant, &session, from, history.then_some(rows), after)
                     .await
             }
             Op::Unsubscribe { session } => {
@@ -580,6 +581,8 @@ impl ConnectionState {
         from: Option<u64>,
         // With the history, for a terminal of this many rows (None inside: the session's).
         history: Option<Option<u16>>,
+        // The events after this sequence number first (see `Op::Subscribe`).
+        after: Option<u64>,
     ) -> bool {
         let Some(h) = self.readable(id, grant, key).await else {
             return true;
@@ -608,11 +611,16 @@ impl ConnectionState {
                 Err(_) => (None, None), // pipe sessions: live from now
             },
         };
-        let sub = match h.subscribe(start) {
+        let sub = match after {
+            None => h.subscribe(start),
+            Some(after) => h.subscribe_after(start, after).await,
+        };
+        let sub = match sub {
             Ok(s) => s,
             Err(e) => return self.session_error(id, e).await,
         };
         let offset = sub.cursor();
+        let last_event = sub.last_event();
         let channel = self.add_subscription(&h, sub, self.window);
         let ok = self
             .reply(&Reply::Subscribed {
@@ -629,6 +637,7 @@ impl ConnectionState {
                         rows: s.rows,
                         cols: s.cols,
                     }),
+                last_event,
             })
             .await;
         match snapshot {
