@@ -103,3 +103,27 @@ def test_keys_typed_while_offline_are_sent_when_the_connection_is_back(server, p
     wait_js(page, "window.corral.connState() === 'connected'", 20, "the page to reconnect")
     out = server.wait_output("tunnel", b"in the tunnel\r\nin the tunnel\r\n", 10)
     assert out.count(b"in the tunnel") == 2, out
+
+
+def test_a_restart_while_offline_is_drawn_where_it_happened(server, page):
+    # The page resumes the output at its next byte and the events after the last it saw: a
+    # process that ended and one that started while the page was offline are drawn in the
+    # terminal between their outputs, as a page that stayed connected draws them (the line
+    # "process ended" was missing: events that came while away were not replayed).
+    s = server.spawn(["sh", "-c", "echo run; exec cat"], name="restarted-away")
+    page.goto(f"{server.url}/?token={server.token}#/s/{s['id']}")
+    wait_js(page, "window.corral.sessionId() !== null && window.corral.connState() === 'connected'", 15)
+    wait_js(page, "window.corral.termText().includes('run')", 10, "the first run's output")
+    page.context.set_offline(True)
+    wait_js(page, "window.corral.connState() === 'reconnecting'", 5, "the page to see it is offline")
+    server.api("POST", f"/v1/sessions/{s['id']}/restart")
+    server.wait_output("restarted-away", b"run\r\n", 10)
+    wait_until(lambda: server.logs("restarted-away").count(b"run\r\n") == 2, 10, "the second run's output")
+    page.context.set_offline(False)
+    wait_js(page, "window.corral.connState() === 'connected'", 20, "the page to reconnect")
+    wait_js(page, "window.corral.termText().split('run').length === 3", 10, "the second run on screen")
+    lines = [l for l in term_lines(page) if l.strip()]
+    assert lines[0] == "run" and lines[-1] == "run", lines
+    ended = [l for l in lines if "process ended" in l]
+    assert len(ended) == 1, lines
+    assert lines.index(ended[0]) == 1, lines

@@ -154,6 +154,10 @@ export class TermView {
   private channel = 0;
   /** Offset of the next byte expected from the server (received so far). */
   next: number | null = null;
+  /** The last event seq this view received (or the one before its first subscription's live
+   *  events): a resubscription at `next` asks for the events after it, so a process's exit or
+   *  start that came while the page was away is drawn where it happened in the output. */
+  private lastEvent: number | null = null;
   /** Offset up to which output has been parsed into the terminal buffer. */
   written = 0;
   /** Gaps shown to the user, [from, to) each. */
@@ -378,7 +382,10 @@ export class TermView {
           .catch(() => {});
       }
       const op: Record<string, unknown> = { type: 'subscribe', session: info.id };
-      if (this.next != null) op.from = this.next;
+      if (this.next != null) {
+        op.from = this.next;
+        if (this.lastEvent != null) op.after = this.lastEvent;
+      }
       else if (info.mode !== 'pty') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
       // A fresh view gets the rows that scrolled off the screen too, to scroll back through
       // (not a redraw after a lag, which keeps this view's own scrollback).
@@ -391,6 +398,8 @@ export class TermView {
       const r = await this.conn.request(op);
       if (this.disposed) return;
       this.channel = r.channel;
+      // A fresh screen (no resume point) is the session as it is now: events from here on.
+      if (op.after == null && typeof r.last_event === 'number') this.lastEvent = r.last_event;
       const start = Number(r.offset ?? 0);
       if (this.next == null) {
         this.next = start;
@@ -508,6 +517,7 @@ export class TermView {
   }
 
   private onEvent(ev: SessionEvent): void {
+    if (typeof ev.seq === 'number') this.lastEvent = Math.max(this.lastEvent ?? 0, ev.seq);
     this.events.push(ev);
     if (!this.uuid) return;
     const k = ev.kind ?? { kind: '' };
