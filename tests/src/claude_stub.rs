@@ -209,9 +209,14 @@ fn messages_reply(body: &Value, tool: &str, input: &Value) -> (&'static str, Str
 /// Claude's environment: its own HOME, the stub as the API, no updater, telemetry or other
 /// traffic.
 pub fn claude_env(home: &Path, stub: &Stub) -> Vec<String> {
+    claude_env_at(home, stub.port)
+}
+
+/// [`claude_env`] for an API on `port` of 127.0.0.1 (a stub of a test's own).
+pub fn claude_env_at(home: &Path, port: u16) -> Vec<String> {
     vec![
         format!("HOME={}", home.display()),
-        format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", stub.port),
+        format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"),
         format!("ANTHROPIC_API_KEY={API_KEY}"),
         "DISABLE_AUTOUPDATER=1".to_string(),
         "DISABLE_TELEMETRY=1".to_string(),
