@@ -2,8 +2,9 @@
 //! the output its Ring still holds, for a viewer that opens late (a phone that looks an hour
 //! later wants to scroll back through the agent's last answer, not only see its last screen).
 //!
-//! Why on demand: the session's own emulator ([`crate::screen`]) keeps no scrollback — that
-//! would cost every session memory proportional to its history, looked at or not. A snapshot
+//! Why on demand: the session's own emulator ([`crate::screen`]) keeps only the few rows a
+//! taller screen pulls back ([`crate::terminal::PULLED_ROWS`]) — a whole history would cost
+//! every session memory proportional to it, looked at or not. A snapshot
 //! that asks for history replays the last [`HISTORY_BYTES`] of output (already in memory, in the
 //! Ring) through a throwaway vt100 parser on a blocking thread, at the sizes the session had
 //! then, and keeps the rows that scroll off its primary screen as they go (vt100's `on_scroll`
@@ -13,7 +14,9 @@
 //! where the retained output starts, at the first escape sequence or line there: what the lost
 //! bytes before it set (colours, modes) is not known, which may show in the oldest lines.
 //! An erase of the scrollback (ED3, which `clear` sends) drops what scrolled off before it, as
-//! a terminal that saw it did.
+//! a terminal that saw it did. The replay keeps the same scrollback as the session's screen, so
+//! when the terminal was made taller the rows it pulled back onto the screen are the screen's,
+//! not history (they came twice: in the history and, as blank rows, on the screen).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -105,8 +108,14 @@ pub fn rebuild(source: &Source) -> History {
     let Some(first) = source.sizes.first() else {
         return History::default();
     };
-    let mut parser =
-        vt100::Parser::new_with_callbacks(first.rows, first.cols, 0, Capture::default());
+    // The screen's scrollback (vt100 calls `on_scroll` when a row leaves it, and for each row
+    // an ED3 erases): a taller screen takes its rows back as the session's screen did.
+    let mut parser = vt100::Parser::new_with_callbacks(
+        first.rows,
+        first.cols,
+        crate::terminal::PULLED_ROWS,
+        Capture::default(),
+    );
     // Output that starts after lost bytes goes on from a place a parser can start at (an
     // escape sequence, else a line's start); a session's output starts at offset 0.
     let skip = match source.start {
@@ -121,8 +130,10 @@ pub fn rebuild(source: &Source) -> History {
         last_scrollback_erase(&source.bytes[skip.min(source.bytes.len())..]).map(|e| at + e as u64);
     let mut sizes = source.sizes.iter().skip(1).peekable();
     let mut charsets = crate::charset::Charsets::default();
-    while at < end {
-        // Apply the sizes due here, then feed up to the next one.
+    // Applies the sizes due at `at`.
+    let mut apply = |parser: &mut vt100::Parser<Capture>,
+                     charsets: &mut crate::charset::Charsets,
+                     at: u64| {
         while let Some(s) = sizes.next_if(|s| s.at <= at) {
             parser.set_size(s.rows, s.cols);
             if s.new_process {
@@ -132,7 +143,12 @@ pub fn rebuild(source: &Source) -> History {
                 parser.process(&charsets.translate(crate::terminal::NEW_PROCESS_MODES.as_bytes()));
             }
         }
-        let until = sizes.peek().map_or(end, |s| s.at.min(end));
+        sizes.peek().map(|s| s.at)
+    };
+    while at < end {
+        // Apply the sizes due here, then feed up to the next one.
+        let next = apply(&mut parser, &mut charsets, at);
+        let until = next.map_or(end, |n| n.min(end));
         let until = erased.filter(|&e| e > at).map_or(until, |e| e.min(until));
         let from = usize::try_from(at - source.start).unwrap_or(usize::MAX);
         let to = usize::try_from(until - source.start).unwrap_or(usize::MAX);
@@ -144,6 +160,15 @@ pub fn rebuild(source: &Source) -> History {
         }
         at = until.max(at + 1);
     }
+    // A resize at the end of the output (a viewer that sized the session just before it asked
+    // for this: a taller screen takes rows back).
+    apply(&mut parser, &mut charsets, end);
+    // The rows still in the scrollback scrolled off too: out through `on_scroll` with an ED3,
+    // of the primary screen (this parser is thrown away).
+    if parser.screen().alternate_screen() {
+        parser.process(crate::terminal::LEAVE_ALTERNATE.as_bytes());
+    }
+    parser.process(b"\x1b[3J");
     parser.callbacks_mut().history()
 }
 
@@ -221,6 +246,23 @@ mod tests {
 
     fn plain(h: &History) -> String {
         vt100::capture::basic_formatted_to_plain(&h.text.replace("\r\n", "\n")).collect()
+    }
+
+    /// A screen made taller takes back the rows that scrolled off last (as xterm does): they
+    /// are the screen's again, not history.
+    #[test]
+    fn rows_a_taller_screen_takes_back_are_no_history() {
+        let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
+        let end = bytes.len() as u64;
+        let h = rebuild(&Source {
+            start: 0,
+            bytes: bytes.clone().into_bytes(),
+            sizes: vec![size(0, 24, 80), size(end, 40, 80)],
+        });
+        // 40 lines and the cursor's row on 24 rows: 17 scrolled off; 16 come back at 40 rows.
+        assert_eq!(plain(&h), "line 1", "{h:?}");
+        assert_eq!(h.rows, 1);
+        // The screen's half: `actors/tests/screen.rs`.
     }
 
     /// Lines that scroll off a 5-row screen are the history; those still on it are not.

@@ -1,6 +1,6 @@
 //! What the screen ([`crate::screen`]) and its history ([`crate::history`]) both know about a
 //! terminal's byte stream when they replay it: where to go on after a cut in the middle of it,
-//! and the modes a new process of the session starts from. One place, so the live screen and a
+//! the modes a new process of the session starts from, and the rows a taller screen takes back. One place, so the live screen and a
 //! rebuilt history read the same bytes the same way (and neither imports the other for it).
 
 /// What a new process of the session starts from (its predecessor's mouse reporting,
@@ -21,6 +21,18 @@ pub const NEW_PROCESS_MODES: &str = concat!(
     "\x1b7\x1b[r\x1b8",
     "\x1b[0m",
 );
+
+/// Rows that scrolled off the top a screen keeps (the primary screen's; the alternate one has
+/// none), for one thing only: a terminal made taller shows the rows that scrolled off at its
+/// top again, as xterm, xterm.js and tmux do. Without them vt100 put blank rows there (a
+/// desktop page of 40 rows opened on a session of 24 showed 16 blank rows between the history
+/// and the screen). Every screen of a session — the server's, a late viewer's history
+/// ([`crate::history`]), `corral attach`'s copy — keeps the same number, so all of them pull the
+/// same rows. 64 covers a 24-row session shown on up to 88 rows (a grow past that still gets
+/// blank rows for the rest). Bounded: a row is kept without its trailing blanks, 32 bytes a
+/// character, so ≤ 64 × 80 × 32 bytes = 160 KiB a screen at 80 columns (measured: 50 screens
+/// of full 78-column lines took 16 MB with 100 rows kept, 3.2 MB with none; docs/performance.md).
+pub const PULLED_ROWS: usize = 64;
 
 /// Leaves the alternate screen the way a program does, back to the primary one and its cursor
 /// (for a terminal on the alternate screen only: see [`NEW_PROCESS_MODES`]).

@@ -12,7 +12,7 @@ use ractor::Actor;
 const ROWS: u16 = 24;
 const COLS: u16 = 80;
 
-/// A vt100 parser of the given size without scrollback, like the emulator's.
+/// A vt100 parser of the given size without scrollback (a viewer drawing a snapshot).
 fn parser(rows: u16, cols: u16) -> vt100::Parser {
     let rows = NonZeroU16::new(rows).expect("test sizes are non-zero");
     let cols = NonZeroU16::new(cols).expect("test sizes are non-zero");
@@ -760,4 +760,25 @@ fn a_redraw_over_scrollback_shows_the_screen_and_keeps_the_history() {
         back.contains("old line 1") && back.contains("[corral: skipped]"),
         "{back}"
     );
+}
+
+/// A screen made taller shows the rows that scrolled off last at its top again, as xterm,
+/// xterm.js and tmux do (`corral_actors::terminal::PULLED_ROWS` of them): vt100 without a
+/// scrollback put blank rows there, so a 40-row page opened on a 24-row session showed 16
+/// blank rows, then the last 23 lines. The history (`history.rs`) leaves those rows out.
+#[test]
+fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
+    let ring = Ring::new(1 << 16);
+    let mut screen = Emulator::new(ring.clone(), 24, 80);
+    let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
+    ring.append(bytes.as_bytes());
+    screen.catch_up();
+    screen.resize_at(bytes.len() as u64, 40, 80);
+    let snap = screen.snapshot();
+    assert_eq!((snap.rows, snap.cols), (40, 80));
+    let viewer = replay(&snap);
+    let rows: Vec<String> = viewer.screen().rows(0, 80).collect();
+    assert_eq!(rows[0], "line 2", "{rows:?}");
+    assert_eq!(rows[38], "line 40", "{rows:?}");
+    assert_eq!(viewer.screen().cursor_position(), (39, 0));
 }

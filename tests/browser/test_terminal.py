@@ -230,3 +230,27 @@ def test_a_view_opened_late_scrolls_back_through_what_scrolled_off(server, page)
     page.keyboard.type("live\n")
     wait_js(page, "window.corral.termText().includes('live\\nlive')", what="the echo")
     assert [l for l in term_lines(page) if l.startswith("line ")] == lines
+
+
+def test_a_taller_view_opened_late_shows_no_blank_rows_between_history_and_screen(server, page):
+    """A session of 24 rows opened by a taller page (which sizes the session to itself): the
+    screen takes back the rows that scrolled off last, as a terminal made taller does, so the
+    view reads straight from its scrollback into its screen. The server's screen put blank rows
+    there instead (16 of them for a 40-row page, between `after 27` and `after 28`). A bare erase
+    of the scrollback (ED3) on the way drops what scrolled off before it, not the rows then on
+    the screen."""
+    script = (
+        "for i in $(seq 1 40); do echo secret $i; done; printf '\\033[3J'; "
+        "for i in $(seq 1 50); do echo after $i; done; exec cat"
+    )
+    s = server.spawn(["sh", "-c", script], name="taller", size={"rows": 24, "cols": 80})
+    server.wait_output("taller", b"after 50\r\n", 10)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.termText().includes('after 50')", what="the screen")
+    assert server.session(s["id"])["size"]["rows"] > 30, "the page is taller than the session was"
+    lines = term_lines(page)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    # What the screen showed at the erase (rows 18 to 40 and the cursor's) stays.
+    want = [f"secret {i}" for i in range(18, 41)] + [f"after {i}" for i in range(1, 51)]
+    assert lines == want, lines

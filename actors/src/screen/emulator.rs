@@ -48,10 +48,15 @@ impl Dims {
         }
     }
 
-    /// A parser of this size without scrollback: snapshots only show the visible screen, and
-    /// scrollback would cost memory proportional to history.
+    /// A parser of this size with [`crate::terminal::PULLED_ROWS`] of scrollback (snapshots only show
+    /// the visible screen; the scrollback is what a taller screen shows at its top).
     fn parser(self) -> vt100::Parser<Untracked> {
-        vt100::Parser::new_with_callbacks(self.rows, self.cols, 0, Untracked::default())
+        vt100::Parser::new_with_callbacks(
+            self.rows,
+            self.cols,
+            crate::terminal::PULLED_ROWS,
+            Untracked::default(),
+        )
     }
 }
 
@@ -292,7 +297,9 @@ impl Emulator {
             .sizes
             .iter()
             .skip(first)
-            .filter(|s| s.at < self.pos || s.at == source.start)
+            // One at the parsed position too: a resize just before the snapshot (a taller
+            // screen takes rows back from the history).
+            .filter(|s| s.at <= self.pos)
             .copied()
             .collect();
         source
