@@ -2,9 +2,8 @@
 //! the output its Ring still holds, for a viewer that opens late (a phone that looks an hour
 //! later wants to scroll back through the agent's last answer, not only see its last screen).
 //!
-//! Why on demand: the session's own emulator ([`crate::screen`]) keeps only the few rows a
-//! taller screen pulls back ([`crate::terminal::PULLED_ROWS`]) — a whole history would cost
-//! every session memory proportional to it, looked at or not. A snapshot
+//! Why on demand: the session's own emulator ([`crate::screen`]) keeps no scrollback — that
+//! would cost every session memory proportional to its history, looked at or not. A snapshot
 //! that asks for history replays the last [`HISTORY_BYTES`] of output (already in memory, in the
 //! Ring) through a throwaway vt100 parser on a blocking thread, at the sizes the session had
 //! then, and keeps the rows that scroll off its primary screen as they go (vt100's `on_scroll`
@@ -14,9 +13,10 @@
 //! where the retained output starts, at the first escape sequence or line there: what the lost
 //! bytes before it set (colours, modes) is not known, which may show in the oldest lines.
 //! An erase of the scrollback (ED3, which `clear` sends) drops what scrolled off before it, as
-//! a terminal that saw it did. The replay keeps the same scrollback as the session's screen, so
-//! when the terminal was made taller the rows it pulled back onto the screen are the screen's,
-//! not history (they came twice: in the history and, as blank rows, on the screen).
+//! a terminal that saw it did. When the terminal was made taller over the output, the replay
+//! keeps [`crate::terminal::PULLED_ROWS`] of scrollback ([`replay`]): the rows a taller screen
+//! takes back are the screen's then, not history, and its screen fills the blank rows the
+//! session's screen (no scrollback) has there.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -42,6 +42,14 @@ pub struct SizeAt {
     pub cols: NonZeroU16,
     /// A new process starts there.
     pub new_process: bool,
+}
+
+impl Source {
+    /// Whether the terminal was made taller over this output (then its screen has blank rows
+    /// at its top where a terminal shows the rows that scrolled off last).
+    pub fn grew(&self) -> bool {
+        self.sizes.windows(2).any(|w| w[1].rows > w[0].rows)
+    }
 }
 
 #[cfg(test)]
@@ -105,17 +113,23 @@ impl History {
 /// [`HISTORY_OUT`] bytes of them, the newest). CPU-bound (a megabyte through vt100): call it
 /// on a blocking thread.
 pub fn rebuild(source: &Source) -> History {
+    replay(source, 0).0
+}
+
+/// Like [`rebuild`], with `scrollback` rows kept by the replay's screen (see
+/// [`crate::terminal::PULLED_ROWS`]): a screen made taller takes the last of them back, and
+/// they are then the screen's, not history. Also returns the screen the replay ends with
+/// (whose top rows fill the blank ones of a session's screen made taller). Slower: vt100
+/// allocates for every row it keeps.
+pub fn replay(source: &Source, scrollback: usize) -> (History, vt100::Screen) {
     let Some(first) = source.sizes.first() else {
-        return History::default();
+        let blank = vt100::Parser::new(NonZeroU16::MIN, NonZeroU16::MIN, 0);
+        return (History::default(), blank.screen().clone());
     };
-    // The screen's scrollback (vt100 calls `on_scroll` when a row leaves it, and for each row
-    // an ED3 erases): a taller screen takes its rows back as the session's screen did.
-    let mut parser = vt100::Parser::new_with_callbacks(
-        first.rows,
-        first.cols,
-        crate::terminal::PULLED_ROWS,
-        Capture::default(),
-    );
+    // With a scrollback, vt100 calls `on_scroll` when a row leaves it (and for each row an ED3
+    // erases), and a taller screen takes its last rows back.
+    let mut parser =
+        vt100::Parser::new_with_callbacks(first.rows, first.cols, scrollback, Capture::default());
     // Output that starts after lost bytes goes on from a place a parser can start at (an
     // escape sequence, else a line's start); a session's output starts at offset 0.
     let skip = match source.start {
@@ -163,13 +177,16 @@ pub fn rebuild(source: &Source) -> History {
     // A resize at the end of the output (a viewer that sized the session just before it asked
     // for this: a taller screen takes rows back).
     apply(&mut parser, &mut charsets, end);
+    let screen = parser.screen().clone();
     // The rows still in the scrollback scrolled off too: out through `on_scroll` with an ED3,
     // of the primary screen (this parser is thrown away).
-    if parser.screen().alternate_screen() {
-        parser.process(crate::terminal::LEAVE_ALTERNATE.as_bytes());
+    if scrollback > 0 {
+        if parser.screen().alternate_screen() {
+            parser.process(crate::terminal::LEAVE_ALTERNATE.as_bytes());
+        }
+        parser.process(b"\x1b[3J");
     }
-    parser.process(b"\x1b[3J");
-    parser.callbacks_mut().history()
+    (parser.callbacks_mut().history(), screen)
 }
 
 /// The end of the last "erase the scrollback" (ED3: `CSI 3 J`, or `CSI ? 3 J`) in `bytes`.
@@ -254,15 +271,22 @@ mod tests {
     fn rows_a_taller_screen_takes_back_are_no_history() {
         let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
         let end = bytes.len() as u64;
-        let h = rebuild(&Source {
+        let source = Source {
             start: 0,
             bytes: bytes.clone().into_bytes(),
             sizes: vec![size(0, 24, 80), size(end, 40, 80)],
-        });
+        };
+        assert!(source.grew());
+        let (h, screen) = replay(&source, crate::terminal::PULLED_ROWS);
         // 40 lines and the cursor's row on 24 rows: 17 scrolled off; 16 come back at 40 rows.
         assert_eq!(plain(&h), "line 1", "{h:?}");
         assert_eq!(h.rows, 1);
-        // The screen's half: `actors/tests/screen.rs`.
+        let rows: Vec<String> = screen.rows(0, 80).collect();
+        assert_eq!(rows[0], "line 2", "{rows:?}");
+        // Without the scrollback: every row is history, the screen's top rows blank.
+        let (h, screen) = replay(&source, 0);
+        assert_eq!(h.rows, 17);
+        assert_eq!(screen.rows(0, 80).next().as_deref(), Some(""));
     }
 
     /// Lines that scroll off a 5-row screen are the history; those still on it are not.

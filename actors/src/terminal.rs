@@ -22,16 +22,16 @@ pub const NEW_PROCESS_MODES: &str = concat!(
     "\x1b[0m",
 );
 
-/// Rows that scrolled off the top a screen keeps (the primary screen's; the alternate one has
-/// none), for one thing only: a terminal made taller shows the rows that scrolled off at its
-/// top again, as xterm, xterm.js and tmux do. Without them vt100 put blank rows there (a
-/// desktop page of 40 rows opened on a session of 24 showed 16 blank rows between the history
-/// and the screen). Every screen of a session — the server's, a late viewer's history
-/// ([`crate::history`]), `corral attach`'s copy — keeps the same number, so all of them pull the
-/// same rows. 64 covers a 24-row session shown on up to 88 rows (a grow past that still gets
-/// blank rows for the rest). Bounded: a row is kept without its trailing blanks, 32 bytes a
-/// character, so ≤ 64 × 80 × 32 bytes = 160 KiB a screen at 80 columns (measured: 50 screens
-/// of full 78-column lines took 16 MB with 100 rows kept, 3.2 MB with none; docs/performance.md).
+/// Rows of scrollback a replay of the output keeps when the terminal was made taller over it
+/// (`history::replay`): a taller terminal shows the rows that scrolled off last at its top
+/// again, as xterm, xterm.js and tmux do, where vt100 without a scrollback — the session's
+/// screen has none — puts blank rows (a 40-row page opened on a 24-row session showed 16 blank
+/// rows between its history and the screen). The replay's rows fill them in a late viewer's
+/// snapshot (`screen::Emulator::render_over_pulled`), and its history leaves them out. 64 covers
+/// a 24-row session shown on up to 88 rows. Not kept by the session's screen itself: vt100
+/// moves a row into its scrollback with two allocations, 4× slower on short lines than one
+/// cleared in place (16 MB of `seq` output: 22 against 82 MB/s), and 50 screens of full lines
+/// held 11 MB more with 64 rows kept (docs/performance.md, session 26).
 pub const PULLED_ROWS: usize = 64;
 
 /// Leaves the alternate screen the way a program does, back to the primary one and its cursor

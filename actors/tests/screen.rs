@@ -763,9 +763,10 @@ fn a_redraw_over_scrollback_shows_the_screen_and_keeps_the_history() {
 }
 
 /// A screen made taller shows the rows that scrolled off last at its top again, as xterm,
-/// xterm.js and tmux do (`corral_actors::terminal::PULLED_ROWS` of them): vt100 without a
-/// scrollback put blank rows there, so a 40-row page opened on a 24-row session showed 16
-/// blank rows, then the last 23 lines. The history (`history.rs`) leaves those rows out.
+/// xterm.js and tmux do: the emulator (no scrollback: vt100 puts blank rows there) gets them
+/// from a replay of the output that keeps `PULLED_ROWS` of scrollback, whose history leaves
+/// them out. A 40-row page opened on a 24-row session showed 16 blank rows, then the last 23
+/// lines. A replay that is not this screen (it started too late) fills nothing.
 #[test]
 fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
     let ring = Ring::new(1 << 16);
@@ -774,11 +775,37 @@ fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
     ring.append(bytes.as_bytes());
     screen.catch_up();
     screen.resize_at(bytes.len() as u64, 40, 80);
-    let snap = screen.snapshot();
+    let plain = replay(&screen.snapshot());
+    assert_eq!(plain.screen().rows(0, 80).next().as_deref(), Some(""));
+    let source = screen.history_source();
+    assert!(source.grew());
+    let (history, replayed) =
+        corral_actors::history::replay(&source, corral_actors::terminal::PULLED_ROWS);
+    assert_eq!(history.rows, 1, "{history:?}");
+    let snap = screen
+        .render_over_pulled(&replayed)
+        .expect("the blank rows filled");
     assert_eq!((snap.rows, snap.cols), (40, 80));
     let viewer = replay(&snap);
     let rows: Vec<String> = viewer.screen().rows(0, 80).collect();
     assert_eq!(rows[0], "line 2", "{rows:?}");
     assert_eq!(rows[38], "line 40", "{rows:?}");
-    assert_eq!(viewer.screen().cursor_position(), (39, 0));
+    assert_eq!(
+        viewer.screen().cursor_position(),
+        plain.screen().cursor_position()
+    );
+    // The rows below as they were.
+    let before: Vec<String> = plain.screen().rows(0, 80).collect();
+    assert_eq!(rows[16..], before[16..]);
+    // A replay of other output is not this screen.
+    let other = corral_actors::history::replay(
+        &corral_actors::history::Source {
+            start: 0,
+            bytes: b"something else\r\n".to_vec(),
+            sizes: source.sizes.clone(),
+        },
+        corral_actors::terminal::PULLED_ROWS,
+    )
+    .1;
+    assert!(screen.render_over_pulled(&other).is_none());
 }

@@ -48,15 +48,14 @@ impl Dims {
         }
     }
 
-    /// A parser of this size with [`crate::terminal::PULLED_ROWS`] of scrollback (snapshots only show
-    /// the visible screen; the scrollback is what a taller screen shows at its top).
+    /// A parser of this size without scrollback: snapshots only show the visible screen, and
+    /// scrollback would cost memory proportional to history — and parsing time: vt100 moves a
+    /// row into its scrollback with two allocations, 4× slower on short lines than a row
+    /// cleared in place (`corral_actors::terminal::PULLED_ROWS`). A screen made taller gets
+    /// blank rows at its top; a snapshot with history fills them in
+    /// ([`Emulator::render_over_pulled`]).
     fn parser(self) -> vt100::Parser<Untracked> {
-        vt100::Parser::new_with_callbacks(
-            self.rows,
-            self.cols,
-            crate::terminal::PULLED_ROWS,
-            Untracked::default(),
-        )
+        vt100::Parser::new_with_callbacks(self.rows, self.cols, 0, Untracked::default())
     }
 }
 
@@ -457,6 +456,64 @@ impl Emulator {
             approximate: self.approximate,
             bracketed_paste: screen.bracketed_paste(),
         }
+    }
+}
+
+impl Emulator {
+    /// The snapshot of the screen with its blank top rows filled from `replayed`, the screen a
+    /// replay of the output with a scrollback ended with (`history::replay`), when the screen
+    /// was made taller: vt100 without a scrollback puts blank rows at the top where a terminal
+    /// shows the rows that scrolled off last (xterm, xterm.js, tmux), and the replay has those.
+    /// None unless this is exactly that: both on the primary screen, the same size, the screen's
+    /// first rows blank where the replay's are not, and every row below them the same (a replay
+    /// that started too late to be this screen is not used).
+    pub fn render_over_pulled(&mut self, replayed: &vt100::Screen) -> Option<Snapshot> {
+        let parser = self.parser.as_ref()?;
+        let screen = parser.screen();
+        if screen.alternate_screen()
+            || replayed.alternate_screen()
+            || screen.size() != replayed.size()
+        {
+            return None;
+        }
+        let cols = screen.size().1.get();
+        let mine: Vec<String> = screen.rows(0, cols).collect();
+        let theirs: Vec<String> = replayed.rows(0, cols).collect();
+        let blank = mine
+            .iter()
+            .zip(&theirs)
+            .take_while(|(m, t)| m.is_empty() && !t.is_empty())
+            .count();
+        if blank == 0 || mine[blank..] != theirs[blank..] {
+            return None;
+        }
+        // Written into a copy of the screen: cursor, attributes and origin mode saved, each
+        // row drawn in plain colours from its first column, then all restored.
+        let mut patched = vt100::Parser::new_with_callbacks(
+            NonZeroU16::MIN,
+            NonZeroU16::MIN,
+            0,
+            Untracked::default(),
+        );
+        *patched.screen_mut() = screen.clone();
+        let mut rows = b"\x1b7\x1b[?6l".to_vec();
+        for (i, row) in replayed.rows_formatted(0, cols).take(blank).enumerate() {
+            rows.extend_from_slice(format!("\x1b[{};1H\x1b[m", i + 1).as_bytes());
+            rows.extend_from_slice(row.as_bytes());
+        }
+        rows.extend_from_slice(b"\x1b[m\x1b8");
+        patched.process(&rows);
+        let (rows, cols) = patched.screen().size();
+        let mut bytes = format_screen(patched.screen(), parser.callbacks());
+        bytes.extend_from_slice(self.charsets.restore().as_bytes());
+        Some(Snapshot {
+            bytes,
+            offset: self.pos,
+            rows: rows.get(),
+            cols: cols.get(),
+            approximate: self.approximate,
+            bracketed_paste: screen.bracketed_paste(),
+        })
     }
 }
 

@@ -19,12 +19,7 @@ impl Mirror {
     /// A blank `rows`×`cols` screen (zero is taken as 1).
     pub fn new(rows: u16, cols: u16) -> Mirror {
         Mirror {
-            parser: vt100::Parser::new_with_callbacks(
-                nz(rows),
-                nz(cols),
-                crate::terminal::PULLED_ROWS,
-                Untracked::default(),
-            ),
+            parser: vt100::Parser::new_with_callbacks(nz(rows), nz(cols), 0, Untracked::default()),
             charsets: Charsets::default(),
         }
     }

@@ -160,24 +160,50 @@ impl Actor for Screen {
                 Screen::catch_up(emulator).await;
                 let snapshot = emulator.render();
                 let source = emulator.history_source();
-                // A megabyte through vt100: off the runtime's workers.
+                // A megabyte through vt100: off the runtime's workers. A screen made taller
+                // has blank rows at its top where a terminal shows the rows that scrolled off
+                // last: the replay keeps a scrollback then, and they come from it (the history
+                // leaves them out); else, or if the replay is not this screen, as before.
                 let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
-                let snapshot =
-                    match tokio::task::spawn_blocking(move || history::rebuild(&source)).await {
-                        Ok(history) => {
-                            tracing::debug!(
-                                replayed,
-                                rows = history.rows,
-                                took_ms = took.elapsed().as_secs_f64() * 1e3,
-                                "history rebuilt"
-                            );
-                            snapshot.with_history(&history, viewer_rows)
+                let pulled = source.grew().then_some(crate::terminal::PULLED_ROWS);
+                let rebuilt = tokio::task::spawn_blocking(move || match pulled {
+                    Some(rows) => {
+                        let (history, screen) = history::replay(&source, rows);
+                        (history, Some((screen, source)))
+                    }
+                    None => (history::rebuild(&source), None),
+                })
+                .await;
+                let (history, filled) = match rebuilt {
+                    Ok((history, None)) => (Ok(history), None),
+                    Ok((history, Some((screen, source)))) => {
+                        match emulator.render_over_pulled(&screen) {
+                            Some(filled) => (Ok(history), Some(filled)),
+                            None => (
+                                tokio::task::spawn_blocking(move || history::rebuild(&source))
+                                    .await,
+                                None,
+                            ),
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "history not rebuilt; the screen alone");
-                            snapshot
-                        }
-                    };
+                    }
+                    Err(e) => (Err(e), None),
+                };
+                let snapshot = filled.unwrap_or(snapshot);
+                let snapshot = match history {
+                    Ok(history) => {
+                        tracing::debug!(
+                            replayed,
+                            rows = history.rows,
+                            took_ms = took.elapsed().as_secs_f64() * 1e3,
+                            "history rebuilt"
+                        );
+                        snapshot.with_history(&history, viewer_rows)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "history not rebuilt; the screen alone");
+                        snapshot
+                    }
+                };
                 if reply.send(snapshot).is_err() {
                     tracing::debug!("snapshot requester went away before the reply");
                 }
