@@ -18,6 +18,7 @@ pub mod journal;
 pub mod persister;
 pub mod segment;
 pub mod store;
+mod syncer;
 mod writer;
 
 pub use codec::{CodecError, Record};

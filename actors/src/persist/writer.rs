@@ -41,6 +41,7 @@ use crate::persist::journal::Feed;
 use crate::persist::journal::{Op, PersistStats};
 use crate::persist::segment::{FsyncPolicy, LogReader, SegmentConfig, SegmentLog};
 use crate::persist::store::{DbOp, Store, now_ms};
+use crate::persist::syncer::{SYNC_QUEUE, SyncJob};
 
 /// Most journal operations in one transaction.
 const BATCH: usize = 16_384;
@@ -61,36 +62,6 @@ const COALESCE: Duration = Duration::from_millis(10);
 const TRICKLE: u64 = 4096;
 /// How often the event age bound is enforced.
 const AGE_CHECK: Duration = Duration::from_secs(60);
-
-/// Work for the syncer thread.
-enum SyncJob {
-    /// `fdatasync` this file of this session's log.
-    Sync(Arc<Feed>, std::fs::File),
-    /// Answer once every job before this one is done.
-    Done(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Bound on queued sync jobs (a full queue skips a periodic sync, which the next round redoes;
-/// a skipped seal sync is counted as a segment error).
-const SYNC_QUEUE: usize = 4096;
-
-/// The syncer thread's loop.
-fn syncer(jobs: Receiver<SyncJob>, stats: Arc<PersistStats>) {
-    for job in jobs {
-        match job {
-            SyncJob::Sync(shared, file) => {
-                if let Err(e) = file.sync_data() {
-                    stats.segment_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(session = %shared.id, error = %e, "scrollback fdatasync failed");
-                    let msg = format!("scrollback fdatasync failed: {e}");
-                    shared.set_persist_error(Some(msg.clone()));
-                    stats.set_error(Some(msg));
-                }
-            }
-            SyncJob::Done(reply) => answer(reply, ()),
-        }
-    }
-}
 
 /// One session whose output is being persisted.
 struct Scrollback {
@@ -173,7 +144,7 @@ impl Writer {
             let st = stats.clone();
             match std::thread::Builder::new()
                 .name("corral-syncer".into())
-                .spawn(move || syncer(rx, st))
+                .spawn(move || super::syncer::run(rx, st))
             {
                 Ok(handle) => Some((tx, handle)),
                 Err(e) => {

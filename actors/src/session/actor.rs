@@ -50,6 +50,7 @@ use crate::screen::{Screen, ScreenArgs, ScreenMsg};
 use crate::spec::{Mode, RestartPolicy, SessionSpec, Size};
 
 mod finish;
+mod look;
 mod start;
 
 /// How long the output may take to drain after the process tree is gone.
@@ -604,44 +605,6 @@ fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
 }
 
 impl SessionActorState {
-    /// A terminal agent whose running process has said nothing yet.
-    fn starting_agent(&self) -> bool {
-        self.shared.mode == crate::spec::Mode::Pty
-            && self.running.is_some()
-            && self.shared.status.read().attention == Some(crate::attention::Attention::Starting)
-    }
-
-    /// Looks at a starting agent's screen `after` from now (`SessionMsg::StartLookDue`): until
-    /// it says something, every [`crate::agent::STARTING_QUIET`] of still output.
-    pub(super) fn look_at_start(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        after: std::time::Duration,
-    ) {
-        if let Some(old) = self.start_timer.take() {
-            old.abort();
-        }
-        if self.starting_agent() {
-            self.start_timer = Some(myself.send_after(after, || SessionMsg::StartLookDue));
-        }
-    }
-
-    /// Looks at the screen the `check`th time after a key ([`crate::agent::LOOKS`]), if the
-    /// agent still works or asks in its dialog and looks are left; a new key starts the looks
-    /// again.
-    fn look_after_key(&mut self, myself: &ActorRef<SessionMsg>, check: usize) {
-        if let Some(old) = self.look_timer.take() {
-            old.abort();
-        }
-        let Some(wait) = crate::agent::LOOKS.get(check).copied() else {
-            return;
-        };
-        if !crate::agent::worth_looking(&self.shared) {
-            return;
-        }
-        self.look_timer = Some(myself.send_after(wait, move || SessionMsg::LookDue { check }));
-    }
-
     /// Leaves the running process to its holder: this server's readers, writer and connection
     /// go (the holder sees the hangup and spools until the next server attaches); no signal,
     /// no release, no state change — the registry still says Running, with its identity.
