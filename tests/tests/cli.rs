@@ -1689,6 +1689,75 @@ fn attach_reconnects_after_a_server_crash_and_sends_what_was_typed_meanwhile() {
     tmux(&socket, &["kill-server"]);
 }
 
+/// A reconnecting attach gets the events it missed, each where it happened in the output: a
+/// restart while attach was away puts the terminal back to a new process's modes at the new
+/// process's first byte. The first process hid the cursor, the second does not: the cursor
+/// shows again (it stayed hidden: the `spawned` event was not replayed).
+#[test]
+fn attach_applies_the_events_it_missed_while_away() {
+    require_tmux();
+    let mut server = Server::start();
+    let once = server.dir.path().join("cursor-hidden-once");
+    let script = format!(
+        "[ -e {f} ] || {{ touch {f}; printf '\\033[?25l'; }}; echo run; exec cat",
+        f = once.display()
+    );
+    ok(
+        &server,
+        &["spawn", "--name", "work", "--", "sh", "-c", &script],
+    );
+    let socket = attach_in_tmux(&server, "corral-test-missed");
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    let cursor = || {
+        tmux(&socket, &["display", "-p", "-t", "t", "#{cursor_flag}"])
+            .trim()
+            .to_string()
+    };
+    eventually("attached", || pane().contains("run"));
+    eventually("the first process hid the cursor", || cursor() == "0");
+    let pane_pid: i32 = tmux(&socket, &["display", "-p", "-t", "t", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    // The attach itself, or the one child of the pane's shell.
+    let attach = if std::fs::read_to_string(format!("/proc/{pane_pid}/comm"))
+        .unwrap()
+        .trim()
+        == "corral"
+    {
+        pane_pid
+    } else {
+        std::fs::read_to_string(format!("/proc/{pane_pid}/task/{pane_pid}/children"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("the attach runs under the pane's shell")
+            .parse()
+            .unwrap()
+    };
+    let signal = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(attach), sig).unwrap();
+    // Away: stopped while its server dies and the next one restarts the session.
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    server.kill();
+    server.restart();
+    ok(&server, &["restart", "work"]);
+    eventually("the second process ran", || {
+        ok(&server, &["logs", "work"]).matches("run").count() == 2
+    });
+    signal(nix::sys::signal::Signal::SIGCONT);
+    eventually("attach shows the second run", || {
+        pane().matches("run").count() >= 2
+    });
+    eventually("the cursor shows: the new process's modes", || {
+        cursor() == "1"
+    });
+    tmux(&socket, &["send-keys", "-t", "t", "C-\\"]);
+    eventually("attach exited", || {
+        !tmux(&socket, &["list-sessions"]).contains("t:")
+    });
+    tmux(&socket, &["kill-server"]);
+}
+
 /// A spawn whose program or directory is missing says which and leaves nothing behind: no
 /// record, and none of its holder's files (each failed spawn left a socket and a log).
 #[test]
