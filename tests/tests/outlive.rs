@@ -1203,6 +1203,19 @@ async fn a_holder_killed_while_no_server_runs_is_said_and_its_pid_is_not_shown()
     );
 }
 
+/// Holds state.db's write lock from another real SQLite connection for 1 s (the server's
+/// commits wait): when it was taken, and the thread that lets it go.
+fn hold_the_registry(server: &Server) -> (Instant, std::thread::JoinHandle<()>) {
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = Instant::now();
+    let unlock = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        db.execute_batch("COMMIT").unwrap();
+    });
+    (locked, unlock)
+}
+
 /// A spawn is answered once the registry has it: a server SIGKILLed right after a spawn it
 /// acknowledged leaves the next server a record of it, and the session goes on (the registry
 /// commits in batches on its own thread; under CI's load a kill came first, and the next server
@@ -1211,13 +1224,7 @@ async fn a_holder_killed_while_no_server_runs_is_said_and_its_pid_is_not_shown()
 #[tokio::test]
 async fn a_session_acknowledged_just_before_a_server_kill_is_not_lost() {
     let mut server = Server::start();
-    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let locked = Instant::now();
-    let unlock = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        db.execute_batch("COMMIT").unwrap();
-    });
+    let (locked, unlock) = hold_the_registry(&server);
     let info = server
         .spawn(json!({"name": "acknowledged", "argv": ["sleep", "1000"]}))
         .await;
@@ -1257,13 +1264,7 @@ async fn a_stop_acknowledged_just_before_a_server_kill_stays_stopped() {
         .spawn(json!({"name": "stopped-for-good", "argv": ["sleep", "1000"], "restart": "always"}))
         .await;
     let pid = info["pid"].as_i64().unwrap() as i32;
-    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let locked = Instant::now();
-    let unlock = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        db.execute_batch("COMMIT").unwrap();
-    });
+    let (locked, unlock) = hold_the_registry(&server);
     server.cli_ok(&["stop", "stopped-for-good"]).await;
     let answered = locked.elapsed();
     server.kill();
@@ -1294,13 +1295,7 @@ async fn a_restart_acknowledged_just_before_a_server_kill_is_in_the_history() {
         .spawn(json!({"name": "restarted", "argv": ["sleep", "1000"]}))
         .await;
     let first = info["pid"].as_i64().unwrap();
-    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let locked = Instant::now();
-    let unlock = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        db.execute_batch("COMMIT").unwrap();
-    });
+    let (locked, unlock) = hold_the_registry(&server);
     let (status, body) = server
         .http(
             "POST",

@@ -442,11 +442,17 @@ impl Emulator {
     /// The snapshot of the screen as parsed so far (creating the parser if needed).
     pub(super) fn render(&mut self) -> Snapshot {
         let dims = self.dims;
-        let parser = self.parser.get_or_insert_with(|| dims.parser());
-        let screen = parser.screen();
+        self.parser.get_or_insert_with(|| dims.parser());
+        // invariant: made just above.
+        let parser = self.parser.as_ref().expect("parser");
+        self.snapshot_of(parser.screen(), parser.callbacks())
+    }
+
+    /// The snapshot of `screen` (this emulator's, or a copy of it) at the parsed position.
+    fn snapshot_of(&self, screen: &vt100::Screen, untracked: &Untracked) -> Snapshot {
         let (rows, cols) = screen.size();
         // The charsets last, for the live output that follows.
-        let mut bytes = format_screen(screen, parser.callbacks());
+        let mut bytes = format_screen(screen, untracked);
         bytes.extend_from_slice(self.charsets.restore().as_bytes());
         Snapshot {
             bytes,
@@ -503,17 +509,7 @@ impl Emulator {
         }
         rows.extend_from_slice(b"\x1b[m\x1b8");
         patched.process(&rows);
-        let (rows, cols) = patched.screen().size();
-        let mut bytes = format_screen(patched.screen(), parser.callbacks());
-        bytes.extend_from_slice(self.charsets.restore().as_bytes());
-        Some(Snapshot {
-            bytes,
-            offset: self.pos,
-            rows: rows.get(),
-            cols: cols.get(),
-            approximate: self.approximate,
-            bracketed_paste: screen.bracketed_paste(),
-        })
+        Some(self.snapshot_of(patched.screen(), parser.callbacks()))
     }
 }
 
