@@ -122,7 +122,7 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Value>>>, tool: Arc<(St
 /// The answer to a Messages request: a tool_use of `tool` with `input` while the request offers
 /// that tool and carries no tool_result yet; a short text otherwise (the follow-up with the
 /// tool's result, and side requests such as the session title). SSE when `stream` is set.
-fn messages_reply(body: &Value, tool: &str, input: &Value) -> (&'static str, String) {
+pub fn messages_reply(body: &Value, tool: &str, input: &Value) -> (&'static str, String) {
     let offers_bash = body["tools"]
         .as_array()
         .is_some_and(|t| t.iter().any(|t| t["name"] == tool));
@@ -154,16 +154,8 @@ fn messages_reply(body: &Value, tool: &str, input: &Value) -> (&'static str, Str
         });
         return ("application/json", msg.to_string());
     }
-    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let start = json!({
-        "id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
-        "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    });
-    let mut sse = ev(
-        "message_start",
-        json!({"type": "message_start", "message": start}),
-    );
+    let ev = sse_event;
+    let mut sse = message_start(body);
     if block["type"] == "tool_use" {
         let empty = json!({"type": "tool_use", "id": block["id"], "name": tool, "input": {}});
         sse += &ev(
@@ -192,18 +184,43 @@ fn messages_reply(body: &Value, tool: &str, input: &Value) -> (&'static str, Str
                    "delta": {"type": "text_delta", "text": block["text"]}}),
         );
     }
-    sse += &ev(
+    sse += &message_end(stop_reason);
+    ("text/event-stream", sse)
+}
+
+/// One server-sent event of the Messages API's stream.
+pub fn sse_event(name: &str, data: Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// A streamed answer's first event, for a request with `body`.
+pub fn message_start(body: &Value) -> String {
+    let start = json!({
+        "id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    });
+    sse_event(
+        "message_start",
+        json!({"type": "message_start", "message": start}),
+    )
+}
+
+/// A streamed answer's last events: its content block (index 0) ends, then the message, with
+/// `stop_reason`.
+pub fn message_end(stop_reason: &str) -> String {
+    let mut sse = sse_event(
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}),
     );
-    sse += &ev(
+    sse += &sse_event(
         "message_delta",
         json!({"type": "message_delta",
                "delta": {"stop_reason": stop_reason, "stop_sequence": null},
                "usage": {"output_tokens": 5}}),
     );
-    sse += &ev("message_stop", json!({"type": "message_stop"}));
-    ("text/event-stream", sse)
+    sse += &sse_event("message_stop", json!({"type": "message_stop"}));
+    sse
 }
 
 /// Claude's environment: its own HOME, the stub as the API, no updater, telemetry or other

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_tests::claude_stub::{claude_env_at, prepare_home, project_path};
+use corral_tests::claude_stub::{self, claude_env_at, prepare_home, project_path};
 use corral_tests::{Server, claude_code};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -48,42 +48,21 @@ async fn serve(mut stream: tokio::net::TcpStream) {
         && body["stream"] == true
         && body["tools"].as_array().is_some_and(|t| !t.is_empty());
     if !turn {
-        let reply = if req.path.starts_with("/v1/messages") {
-            json!({
-                "id": "msg_title", "type": "message", "role": "assistant", "model": body["model"],
-                "content": [{"type": "text", "text": "Stub title"}], "stop_reason": "end_turn",
-                "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 5},
-            })
+        // A short text (the session's title, and the like), as the shared stub answers.
+        let (content_type, reply) = if req.path.starts_with("/v1/messages") {
+            claude_stub::messages_reply(&body, "NoSuchTool", &json!({}))
         } else {
-            json!({})
+            ("application/json", "{}".to_string())
         };
-        if body["stream"] == true {
-            corral_tests::write_stub_response(
-                &mut stream,
-                "text/event-stream",
-                &sse_all("Stub title", &body),
-            )
-            .await;
-        } else {
-            corral_tests::write_stub_response(&mut stream, "application/json", &reply.to_string())
-                .await;
-        }
+        corral_tests::write_stub_response(&mut stream, content_type, &reply).await;
         return;
     }
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
     if stream.write_all(head.as_bytes()).await.is_err() {
         return;
     }
-    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let start = json!({
-        "id": "msg_slow", "type": "message", "role": "assistant", "model": body["model"],
-        "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    });
-    let mut out = ev(
-        "message_start",
-        json!({"type": "message_start", "message": start}),
-    );
+    let ev = claude_stub::sse_event;
+    let mut out = claude_stub::message_start(&body);
     out += &ev(
         "content_block_start",
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -106,52 +85,10 @@ async fn serve(mut stream: tokio::net::TcpStream) {
             return;
         }
     }
-    let mut end = ev(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    );
-    end += &ev(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-               "usage": {"output_tokens": 50}}),
-    );
-    end += &ev("message_stop", json!({"type": "message_stop"}));
+    let end = claude_stub::message_end("end_turn");
     if stream.write_all(end.as_bytes()).await.is_ok() && stream.shutdown().await.is_err() {
         eprintln!("stub: the client closed first");
     }
-}
-
-/// A whole streamed text answer at once.
-fn sse_all(text: &str, body: &Value) -> String {
-    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let start = json!({
-        "id": "msg_t", "type": "message", "role": "assistant", "model": body["model"],
-        "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    });
-    let mut s = ev(
-        "message_start",
-        json!({"type": "message_start", "message": start}),
-    );
-    s += &ev(
-        "content_block_start",
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-    );
-    s += &ev(
-        "content_block_delta",
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-    );
-    s += &ev(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    );
-    s += &ev(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-               "usage": {"output_tokens": 5}}),
-    );
-    s += &ev("message_stop", json!({"type": "message_stop"}));
-    s
 }
 
 async fn agentapi(
