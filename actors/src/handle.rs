@@ -41,6 +41,11 @@ impl std::fmt::Debug for SessionHandle {
 /// the protocol's `events` call pages through any others.
 pub const MAX_REPLAY: usize = 1000;
 
+/// The most bytes (as JSON) of past events a resumed subscription holds to replay: the newest
+/// that fit (events of 256 KiB — a conversation's text, a tool's output in a hook — would
+/// otherwise keep up to 1000 of them in memory for one viewer).
+pub const MAX_REPLAY_BYTES: usize = 4 << 20;
+
 /// Longest a control call waits for a session (stops wait their grace on top).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -354,8 +359,9 @@ impl SessionHandle {
     /// Like [`subscribe`](Self::subscribe), and the events after sequence number `after`
     /// come first from the journal, each where it happened in the output, then the live ones,
     /// none twice: a client that reconnects resumes the output at its next byte and the events
-    /// at its next event. At most [`MAX_REPLAY`] are replayed (the newest), after an
-    /// `EventsLagged` naming how many were not (`events` pages through them).
+    /// at its next event. At most [`MAX_REPLAY`] are replayed, and [`MAX_REPLAY_BYTES`] (the
+    /// newest), after an `EventsLagged` naming how many were not (`events` pages through
+    /// them).
     pub async fn subscribe_after(
         &self,
         from: Option<u64>,
@@ -377,9 +383,21 @@ impl SessionHandle {
             .events(self.id(), first, None, (through - first) as usize)
             .await
             .map_err(|e| SessionError::Unavailable(format!("reading the journal: {e}")))?;
-        let kept = events.iter().filter(|e| e.seq <= through).count() as u64;
-        // Past the bound, and any the journal lacks (a full queue's `journal_lost`).
-        let missed = (through - after) - kept;
+        let mut events: Vec<SessionEvent> =
+            events.into_iter().filter(|e| e.seq <= through).collect();
+        // The newest that fit in MAX_REPLAY_BYTES (as JSON: what a client receives).
+        let mut bytes = 0;
+        let mut from = events.len();
+        for (i, e) in events.iter().enumerate().rev() {
+            bytes += serde_json::to_vec(e).map_or(0, |v| v.len());
+            if bytes > MAX_REPLAY_BYTES {
+                break;
+            }
+            from = i;
+        }
+        events.drain(..from);
+        // Past the bounds, and any the journal lacks (a full queue's `journal_lost`).
+        let missed = (through - after) - events.len() as u64;
         sub.replay(events, missed);
         Ok(sub)
     }

@@ -660,3 +660,65 @@ async fn a_second_tree_on_the_same_dir_is_refused_and_touches_nothing() {
     let again = persistent(dir.path()).await;
     again.shutdown().await.unwrap();
 }
+
+/// A resumed subscription replays the events it missed from the journal, the newest that fit
+/// in its byte bound (`MAX_REPLAY_BYTES`), after one `EventsLagged` counting the rest; then
+/// the live ones.
+#[tokio::test]
+async fn a_resumed_subscription_replays_the_newest_events_that_fit_its_bound() {
+    use corral_actors::subscription::Item;
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    let h = corral
+        .sessions()
+        .spawn(sh("exec sleep 1000").name("big-events"))
+        .await
+        .unwrap();
+    let before = h.shared().last_seq();
+    // 24 events of 256 KiB each: 6 MiB, past the 4 MiB bound.
+    let text = "x".repeat(256 * 1024);
+    for _ in 0..24 {
+        h.shared().emit(EventKind::Conversation {
+            role: "agent".into(),
+            text: text.clone(),
+        });
+    }
+    let last = h.shared().last_seq();
+    let mut sub = h.subscribe_after(None, before).await.unwrap();
+    let Item::EventsLagged(missed) = next_item(&mut sub).await else {
+        panic!("a count of the events not replayed first");
+    };
+    let fit = 24 - missed;
+    assert!((14..=16).contains(&fit), "{fit} of 24 replayed");
+    for seq in last - fit + 1..=last {
+        match next_item(&mut sub).await {
+            Item::Event(e) => assert_eq!(e.seq, seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Then live, once.
+    let live = h.shared().emit(EventKind::Conversation {
+        role: "user".into(),
+        text: "live".into(),
+    });
+    loop {
+        match next_item(&mut sub).await {
+            Item::Event(e) => {
+                assert_eq!(e.seq, live.seq);
+                break;
+            }
+            Item::Output { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    corral.shutdown().await.unwrap();
+}
+
+/// The next item of `sub` (10 s bound).
+async fn next_item(
+    sub: &mut corral_actors::subscription::Subscription,
+) -> corral_actors::subscription::Item {
+    tokio::time::timeout(Duration::from_secs(10), sub.next(1 << 20))
+        .await
+        .unwrap()
+}
