@@ -809,3 +809,30 @@ fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
     .1;
     assert!(screen.render_over_pulled(&other).is_none());
 }
+
+/// The rows a taller screen takes back may hold blank lines (an agent's answer has them
+/// between its paragraphs): they are filled all the same.
+#[test]
+fn a_taller_screen_takes_back_blank_lines_too() {
+    let ring = Ring::new(1 << 16);
+    let mut screen = Emulator::new(ring.clone(), 24, 80);
+    let bytes: String = (1..=30).map(|i| format!("para {i}\r\n\r\n")).collect();
+    ring.append(bytes.as_bytes());
+    screen.catch_up();
+    screen.resize_at(bytes.len() as u64, 40, 80);
+    let plain = replay(&screen.snapshot());
+    let source = screen.history_source();
+    let (_, replayed) =
+        corral_actors::history::replay(&source, corral_actors::terminal::PULLED_ROWS);
+    let snap = screen
+        .render_over_pulled(&replayed)
+        .expect("the blank rows filled");
+    let viewer = replay(&snap);
+    let rows: Vec<String> = viewer.screen().rows(0, 80).collect();
+    let want: Vec<String> = replayed.rows(0, 80).collect();
+    assert_eq!(rows, want);
+    assert_eq!(
+        viewer.screen().cursor_position(),
+        plain.screen().cursor_position()
+    );
+}

@@ -463,9 +463,7 @@ impl Emulator {
             bracketed_paste: screen.bracketed_paste(),
         }
     }
-}
 
-impl Emulator {
     /// The snapshot of the screen with its blank top rows filled from `replayed`, the screen a
     /// replay of the output with a scrollback ended with (`history::replay`), when the screen
     /// was made taller: vt100 without a scrollback puts blank rows at the top where a terminal
@@ -485,12 +483,19 @@ impl Emulator {
         let cols = screen.size().1.get();
         let mine: Vec<String> = screen.rows(0, cols).collect();
         let theirs: Vec<String> = replayed.rows(0, cols).collect();
-        let blank = mine
+        // The rows above the ones both have alike to the bottom: blank here (the pulled rows may
+        // hold blank lines too), not all blank there.
+        let same = mine
             .iter()
-            .zip(&theirs)
-            .take_while(|(m, t)| m.is_empty() && !t.is_empty())
+            .rev()
+            .zip(theirs.iter().rev())
+            .take_while(|(m, t)| m == t)
             .count();
-        if blank == 0 || mine[blank..] != theirs[blank..] {
+        let blank = mine.len() - same;
+        if blank == 0
+            || !mine[..blank].iter().all(String::is_empty)
+            || theirs[..blank].iter().all(String::is_empty)
+        {
             return None;
         }
         // Written into a copy of the screen: cursor, attributes and origin mode saved, each
