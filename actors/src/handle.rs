@@ -380,7 +380,7 @@ impl SessionHandle {
         };
         let first = after.max(through.saturating_sub(MAX_REPLAY as u64));
         let events = journal
-            .events(self.id(), first, None, (through - first) as usize)
+            .events(self.id(), None, first, (through - first) as usize)
             .await
             .map_err(|e| SessionError::Unavailable(format!("reading the journal: {e}")))?;
         let mut events: Vec<SessionEvent> =

@@ -136,13 +136,11 @@ impl Subscription {
     }
 
     /// Past events to deliver before the live ones: `events` (oldest first, from the
-    /// journal), each once every byte before its offset was delivered — one from before where
-    /// the output starts comes at once —, after an `EventsLagged` of `missed` if some could not
-    /// be read. Only those up to [`last_event`](Self::last_event) are kept: the later ones
-    /// come live.
+    /// journal, none after [`last_event`](Self::last_event): those come live), each once every
+    /// byte before its offset was delivered — one from before where the output starts comes at
+    /// once —, after an `EventsLagged` of `missed` if some could not be read.
     pub(crate) fn replay(&mut self, events: Vec<SessionEvent>, missed: u64) {
-        let through = self.live_after;
-        self.replay = events.into_iter().filter(|e| e.seq <= through).collect();
+        self.replay = events.into();
         self.replay_missed = missed;
     }
 

@@ -320,14 +320,14 @@ impl Journal {
         self.request(|r| Op::Reader(id, r)).await?
     }
 
-    /// Up to `limit` events of session `id` after sequence number `after` (of `kind` only, if
-    /// given), oldest first; every event sent before this request is among them (the queue is
+    /// Up to `limit` events of session `id` (of `kind` only, if given) after sequence number
+    /// `after`, oldest first; every event sent before this request is among them (the queue is
     /// one, in order, and the writer commits before it reads).
     pub async fn events(
         &self,
         id: Uuid,
-        after: u64,
         kind: Option<&'static str>,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<SessionEvent>, PersistError> {
         self.request(|reply| Op::Events {

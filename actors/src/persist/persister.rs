@@ -131,7 +131,7 @@ impl Persist {
         after: u64,
         limit: usize,
     ) -> Result<Vec<SessionEvent>, PersistError> {
-        self.journal.events(id, after, kind, limit).await
+        self.journal.events(id, kind, after, limit).await
     }
 
     /// A reader of a session's scrollback as it is now (read it off the runtime:

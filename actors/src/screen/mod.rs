@@ -111,6 +111,53 @@ pub async fn text_of(screen: &ActorRef<ScreenMsg>, timeout: std::time::Duration)
 pub struct Screen;
 
 impl Screen {
+    /// The screen now, with the history before it ([`Snapshot::with_history`]) rebuilt from
+    /// the output (a megabyte through vt100: off the runtime's workers). A screen made taller
+    /// has blank rows at its top where a terminal shows the rows that scrolled off last: the
+    /// replay keeps a scrollback then, and they come from it (its history leaves them out);
+    /// if that replay is not this screen, the history is replayed again without.
+    async fn with_history(emulator: &mut Emulator, viewer_rows: Option<u16>) -> Snapshot {
+        emulator.ensure_parser();
+        Screen::catch_up(emulator).await;
+        let snapshot = emulator.render();
+        let source = emulator.history_source();
+        let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
+        let pulled = source.grew().then_some(crate::terminal::PULLED_ROWS);
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let (history, screen) = history::replay(&source, pulled.unwrap_or(0));
+            (history, screen, source)
+        })
+        .await;
+        let (history, snapshot) = match rebuilt {
+            Ok((history, screen, source)) => {
+                match pulled.map(|_| emulator.render_over_pulled(&screen)) {
+                    Some(Some(filled)) => (Ok(history), filled),
+                    Some(None) => (
+                        tokio::task::spawn_blocking(move || history::rebuild(&source)).await,
+                        snapshot,
+                    ),
+                    None => (Ok(history), snapshot),
+                }
+            }
+            Err(e) => (Err(e), snapshot),
+        };
+        match history {
+            Ok(history) => {
+                tracing::debug!(
+                    replayed,
+                    rows = history.rows,
+                    took_ms = took.elapsed().as_secs_f64() * 1e3,
+                    "history rebuilt"
+                );
+                snapshot.with_history(&history, viewer_rows)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "history not rebuilt; the screen alone");
+                snapshot
+            }
+        }
+    }
+
     /// Feeds towards the head as of now, one chunk at a time, yielding in between so a large
     /// backlog does not monopolise a runtime worker.
     async fn catch_up(emulator: &mut Emulator) {
@@ -156,54 +203,7 @@ impl Actor for Screen {
                 }
             }
             ScreenMsg::SnapshotWithHistory(reply, viewer_rows) => {
-                emulator.ensure_parser();
-                Screen::catch_up(emulator).await;
-                let snapshot = emulator.render();
-                let source = emulator.history_source();
-                // A megabyte through vt100: off the runtime's workers. A screen made taller
-                // has blank rows at its top where a terminal shows the rows that scrolled off
-                // last: the replay keeps a scrollback then, and they come from it (the history
-                // leaves them out); else, or if the replay is not this screen, as before.
-                let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
-                let pulled = source.grew().then_some(crate::terminal::PULLED_ROWS);
-                let rebuilt = tokio::task::spawn_blocking(move || match pulled {
-                    Some(rows) => {
-                        let (history, screen) = history::replay(&source, rows);
-                        (history, Some((screen, source)))
-                    }
-                    None => (history::rebuild(&source), None),
-                })
-                .await;
-                let (history, filled) = match rebuilt {
-                    Ok((history, None)) => (Ok(history), None),
-                    Ok((history, Some((screen, source)))) => {
-                        match emulator.render_over_pulled(&screen) {
-                            Some(filled) => (Ok(history), Some(filled)),
-                            None => (
-                                tokio::task::spawn_blocking(move || history::rebuild(&source))
-                                    .await,
-                                None,
-                            ),
-                        }
-                    }
-                    Err(e) => (Err(e), None),
-                };
-                let snapshot = filled.unwrap_or(snapshot);
-                let snapshot = match history {
-                    Ok(history) => {
-                        tracing::debug!(
-                            replayed,
-                            rows = history.rows,
-                            took_ms = took.elapsed().as_secs_f64() * 1e3,
-                            "history rebuilt"
-                        );
-                        snapshot.with_history(&history, viewer_rows)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "history not rebuilt; the screen alone");
-                        snapshot
-                    }
-                };
+                let snapshot = Screen::with_history(emulator, viewer_rows).await;
                 if reply.send(snapshot).is_err() {
                     tracing::debug!("snapshot requester went away before the reply");
                 }

@@ -165,23 +165,21 @@ async fn connect(
         channel: r["channel"].as_u64().unwrap_or(0) as u32,
         approximate: r["approximate"] == true,
         size: dim("rows").zip(dim("cols")),
-        last_event: r["last_event"].as_u64().unwrap_or(0),
-        // A server before `after` says no `last_event` (and replays nothing).
-        replays: r["last_event"].is_u64(),
+        last_event: r["last_event"].as_u64(),
     })
 }
 
 /// A subscription: the connection, its channel, whether the screen it starts with is
 /// approximate (output was lost before the server's screen could draw it), and the size its
-/// first bytes are at (rows, columns; a server before `size` was said sends none), the
-/// session's last event before the live ones, and whether the server replays missed events.
+/// first bytes are at (rows, columns; a server before `size` was said sends none), and the
+/// session's last event before the live ones (none from a server before `after`, which
+/// replays no missed event).
 struct Subscribed {
     ws: Conn,
     channel: u32,
     approximate: bool,
     size: Option<(u16, u16)>,
-    last_event: u64,
-    replays: bool,
+    last_event: Option<u64>,
 }
 
 /// This terminal's rows and columns.
@@ -280,7 +278,7 @@ pub async fn attach(
     // The last event received (or the one before the subscription's live ones): a reconnection
     // that resumes the output at its next byte asks for the events after it, so a resize, a
     // restart or the end that came meanwhile is applied where it happened in the output.
-    let mut seen = first.last_event;
+    let mut seen = first.last_event.unwrap_or(0);
     let (mut ws, mut channel, mut approximate) = (first.ws, first.channel, first.approximate);
     // A terminal's own copy of the screen (not for lines: a program on pipes has none).
     // This terminal's size, read again only when it changes (SIGWINCH), not per output frame.
@@ -517,7 +515,7 @@ pub async fn attach(
                         channel = sub.channel;
                         approximate = sub.approximate;
                         if next.is_none() {
-                            seen = sub.last_event;
+                            seen = sub.last_event.unwrap_or(0);
                         }
                         match shown.as_mut() {
                             // At the size the session has now (a resize while the server was
@@ -528,7 +526,7 @@ pub async fn attach(
                             // scrollback at every reconnection).
                             Some(view) => {
                                 term = term_size();
-                                if next.is_some() && sub.replays {
+                                if next.is_some() && sub.last_event.is_some() {
                                     stdout.write_all(&view.terminal_resized(term))?;
                                     stdout.flush()?;
                                 } else if let Some(size) = sub.size {
@@ -603,9 +601,9 @@ pub async fn attach(
 }
 
 /// One reconnection attempt after `wait`: a restarted server may listen elsewhere, so the data
-/// dir is asked again each time.
-/// Resuming at an offset, the events after `seen` come first; a fresh screen (no offset) is the
-/// session as it is now, so past events are not replayed over it.
+/// dir is asked again each time. Resuming at an offset, the events after `seen` come first; a
+/// fresh screen (no offset) is the session as it is now, so past events are not replayed over
+/// it.
 async fn reconnect(
     client: &Client,
     session: &str,
