@@ -876,17 +876,34 @@ async fn a_pipe_program_answers_in_its_agent_message() {
 
 /// A user message is answered once it is entered — its Enter written, 100 ms after the paste at
 /// the soonest — not when it is queued: a server gone in between fails the request instead of
-/// having answered `ok` for a prompt that never reached the agent.
+/// having answered `ok` for a prompt that never reached the agent. A program that printed
+/// nothing yet is not stable: its quiet counts from its start.
 #[tokio::test]
 async fn a_user_message_is_answered_once_entered() {
     let server = Server::start();
     let t = Some(server.token.as_str());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("got");
-    let script = format!("echo ready; stty -echo; exec cat > '{}'", file.display());
-    server
+    let script = format!("sleep 0.2; echo ready; stty -echo; exec cat > '{}'", file.display());
+    let info = server
         .spawn(json!({"argv": ["sh", "-c", script], "name": "entered"}))
         .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    // Not stable before its first byte: quiet counts from its start (it was stable, and a
+    // message sent then raced the prompt it printed: refused as running).
+    assert_eq!(
+        get(&server, "/agentapi/entered/status", t).await.1["status"],
+        "running"
+    );
+    until(
+        async || {
+            corral_tests::log_bytes(server.dir.path(), &id)
+                .windows(5)
+                .any(|w| w == b"ready")
+        },
+        "its prompt",
+    )
+    .await;
     until(
         async || get(&server, "/agentapi/entered/status", t).await.1["status"] == "stable",
         "quiet",

@@ -116,9 +116,20 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
                 quiet.is_some_and(|q| q >= corral_actors::agent::STARTING_QUIET.as_millis() as u64)
             }
         },
-        None => quiet.is_none_or(|q| q >= QUIET.as_millis() as u64),
+        // Quiet since its last output, or since it started when it printed nothing yet: a
+        // program just spawned has not drawn its prompt yet (it was `stable` until its first
+        // byte, and a message sent then raced the prompt it printed).
+        None => quiet
+            .or_else(|| started_ms(&info))
+            .is_none_or(|q| q >= QUIET.as_millis() as u64),
     };
     if waits { "stable" } else { "running" }
+}
+
+/// Milliseconds since the session's process started; None without one.
+fn started_ms(info: &corral_actors::SessionInfo) -> Option<u64> {
+    let since = SystemTime::now().duration_since(info.started_at?).ok()?;
+    Some(since.as_millis() as u64)
 }
 
 /// agentapi's `transport`: `acp` for a structured session (no terminal: its messages are the
