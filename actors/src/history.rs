@@ -14,7 +14,7 @@
 //! bytes before it set (colours, modes) is not known, which may show in the oldest lines.
 //! An erase of the scrollback (ED3, which `clear` sends) drops what scrolled off before it, as
 //! a terminal that saw it did. When the terminal was made taller over the output, the replay
-//! keeps [`crate::terminal::PULLED_ROWS`] of scrollback ([`replay`]): the rows a taller screen
+//! keeps as many rows of scrollback as its tallest size ([`Source::pulled_rows`]): the rows a taller screen
 //! takes back are the screen's then, not history, and its screen fills the blank rows the
 //! session's screen (no scrollback) has there.
 
@@ -45,10 +45,17 @@ pub struct SizeAt {
 }
 
 impl Source {
-    /// Whether the terminal was made taller over this output (then its screen has blank rows
-    /// at its top where a terminal shows the rows that scrolled off last).
-    pub fn grew(&self) -> bool {
-        self.sizes.windows(2).any(|w| w[1].rows > w[0].rows)
+    /// The rows of scrollback a replay of this output keeps ([`replay`]) when the terminal
+    /// was made taller over it — None if it never was. A screen made taller has blank rows at
+    /// its top where xterm, xterm.js and tmux show the rows that scrolled off last (vt100
+    /// without a scrollback puts blank rows there; the session's screen keeps none: see
+    /// [`crate::screen::Emulator`]); the replay's rows fill them. The tallest size
+    /// is enough: the rows taken back between two outputs are at most its height (a 24-row
+    /// session shown on 120 rows takes back 96; a fixed 64 left 32 of them blank).
+    pub fn pulled_rows(&self) -> Option<usize> {
+        let grew = self.sizes.windows(2).any(|w| w[1].rows > w[0].rows);
+        grew.then(|| self.sizes.iter().map(|s| usize::from(s.rows.get())).max())
+            .flatten()
     }
 }
 
@@ -117,7 +124,7 @@ pub fn rebuild(source: &Source) -> History {
 }
 
 /// Like [`rebuild`], with `scrollback` rows kept by the replay's screen (see
-/// [`crate::terminal::PULLED_ROWS`]): a screen made taller takes the last of them back, and
+/// [`Source::pulled_rows`]): a screen made taller takes the last of them back, and
 /// they are then the screen's, not history. Also returns the screen the replay ends with
 /// (whose top rows fill the blank ones of a session's screen made taller). Slower: vt100
 /// allocates for every row it keeps.
@@ -276,8 +283,8 @@ mod tests {
             bytes: bytes.clone().into_bytes(),
             sizes: vec![size(0, 24, 80), size(end, 40, 80)],
         };
-        assert!(source.grew());
-        let (h, screen) = replay(&source, crate::terminal::PULLED_ROWS);
+        assert_eq!(source.pulled_rows(), Some(40));
+        let (h, screen) = replay(&source, 40);
         // 40 lines and the cursor's row on 24 rows: 17 scrolled off; 16 come back at 40 rows.
         assert_eq!(plain(&h), "line 1", "{h:?}");
         assert_eq!(h.rows, 1);

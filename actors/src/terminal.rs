@@ -23,18 +23,6 @@ pub const NEW_PROCESS_MODES: &str = concat!(
     "\x1b[0m",
 );
 
-/// Rows of scrollback a replay of the output keeps when the terminal was made taller over it
-/// (`history::replay`): a taller terminal shows the rows that scrolled off last at its top
-/// again, as xterm, xterm.js and tmux do, where vt100 without a scrollback — the session's
-/// screen has none — puts blank rows (a 40-row page opened on a 24-row session showed 16 blank
-/// rows between its history and the screen). The replay's rows fill them in a late viewer's
-/// snapshot (`screen::Emulator::render_over_pulled`), and its history leaves them out. 64 covers
-/// a 24-row session shown on up to 88 rows. Not kept by the session's screen itself: vt100
-/// moves a row into its scrollback with two allocations, 4× slower on short lines than one
-/// cleared in place (16 MB of `seq` output: 22 against 82 MB/s), and 50 screens of full lines
-/// held 11 MB more with 64 rows kept (docs/performance.md, session 26).
-pub const PULLED_ROWS: usize = 64;
-
 /// Leaves the alternate screen the way a program does, back to the primary one and its cursor
 /// (for a terminal on the alternate screen only: see [`NEW_PROCESS_MODES`]).
 pub const LEAVE_ALTERNATE: &str = "\x1b[?1049l";

@@ -764,7 +764,7 @@ fn a_redraw_over_scrollback_shows_the_screen_and_keeps_the_history() {
 
 /// A screen made taller shows the rows that scrolled off last at its top again, as xterm,
 /// xterm.js and tmux do: the emulator (no scrollback: vt100 puts blank rows there) gets them
-/// from a replay of the output that keeps `PULLED_ROWS` of scrollback, whose history leaves
+/// from a replay of the output that keeps scrollback (`Source::pulled_rows`), whose history leaves
 /// them out. A 40-row page opened on a 24-row session showed 16 blank rows, then the last 23
 /// lines. A replay that is not this screen (it started too late) fills nothing.
 #[test]
@@ -778,9 +778,8 @@ fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
     let plain = replay(&screen.snapshot());
     assert_eq!(plain.screen().rows(0, 80).next().as_deref(), Some(""));
     let source = screen.history_source();
-    assert!(source.grew());
-    let (history, replayed) =
-        corral_actors::history::replay(&source, corral_actors::terminal::PULLED_ROWS);
+    assert_eq!(source.pulled_rows(), Some(40));
+    let (history, replayed) = corral_actors::history::replay(&source, 40);
     assert_eq!(history.rows, 1, "{history:?}");
     let snap = screen
         .render_over_pulled(&replayed)
@@ -804,7 +803,7 @@ fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
             bytes: b"something else\r\n".to_vec(),
             sizes: source.sizes.clone(),
         },
-        corral_actors::terminal::PULLED_ROWS,
+        40,
     )
     .1;
     assert!(screen.render_over_pulled(&other).is_none());
@@ -822,8 +821,7 @@ fn a_taller_screen_takes_back_blank_lines_too() {
     screen.resize_at(bytes.len() as u64, 40, 80);
     let plain = replay(&screen.snapshot());
     let source = screen.history_source();
-    let (_, replayed) =
-        corral_actors::history::replay(&source, corral_actors::terminal::PULLED_ROWS);
+    let (_, replayed) = corral_actors::history::replay(&source, 40);
     let snap = screen
         .render_over_pulled(&replayed)
         .expect("the blank rows filled");
@@ -835,4 +833,29 @@ fn a_taller_screen_takes_back_blank_lines_too() {
         viewer.screen().cursor_position(),
         plain.screen().cursor_position()
     );
+}
+
+/// A screen made much taller — a 24-row session shown on a 120-row terminal — takes back all
+/// the rows it gained: the replay keeps as many as its tallest size (a fixed 64 left the top
+/// 32 blank).
+#[test]
+fn a_screen_made_five_times_taller_takes_back_every_row() {
+    let ring = Ring::new(1 << 16);
+    let mut screen = Emulator::new(ring.clone(), 24, 80);
+    let bytes: String = (1..=200).map(|i| format!("line {i}\r\n")).collect();
+    ring.append(bytes.as_bytes());
+    screen.catch_up();
+    screen.resize_at(bytes.len() as u64, 120, 80);
+    let plain = replay(&screen.snapshot());
+    assert_eq!(plain.screen().rows(0, 80).next().as_deref(), Some(""));
+    let source = screen.history_source();
+    let pulled = source.pulled_rows().expect("it grew");
+    let (history, replayed) = corral_actors::history::replay(&source, pulled);
+    let snap = screen
+        .render_over_pulled(&replayed)
+        .expect("the blank rows filled");
+    let rows: Vec<String> = replay(&snap).screen().rows(0, 80).collect();
+    assert_eq!(rows[0], "line 82", "{rows:?}");
+    assert_eq!(rows[118], "line 200", "{rows:?}");
+    assert_eq!(history.rows, 81, "{history:?}");
 }

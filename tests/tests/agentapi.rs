@@ -884,7 +884,10 @@ async fn a_user_message_is_answered_once_entered() {
     let t = Some(server.token.as_str());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("got");
-    let script = format!("sleep 0.2; echo ready; stty -echo; exec cat > '{}'", file.display());
+    let script = format!(
+        "sleep 0.2; echo ready; stty -echo; exec cat > '{}'",
+        file.display()
+    );
     let info = server
         .spawn(json!({"argv": ["sh", "-c", script], "name": "entered"}))
         .await;

@@ -51,9 +51,10 @@ impl Dims {
     /// A parser of this size without scrollback: snapshots only show the visible screen, and
     /// scrollback would cost memory proportional to history — and parsing time: vt100 moves a
     /// row into its scrollback with two allocations, 4× slower on short lines than a row
-    /// cleared in place (`corral_actors::terminal::PULLED_ROWS`). A screen made taller gets
-    /// blank rows at its top; a snapshot with history fills them in
-    /// ([`Emulator::render_over_pulled`]).
+    /// cleared in place (16 MB of `seq` output: 22 against 82 MB/s; 50 screens of full lines
+    /// held 11 MB more with 64 rows kept: docs/performance.md, session 26). A screen made
+    /// taller gets blank rows at its top; a snapshot with history fills them in
+    /// ([`Emulator::render_over_pulled`], [`crate::history::Source::pulled_rows`]).
     fn parser(self) -> vt100::Parser<Untracked> {
         vt100::Parser::new_with_callbacks(self.rows, self.cols, 0, Untracked::default())
     }

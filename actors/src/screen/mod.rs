@@ -122,7 +122,7 @@ impl Screen {
         let snapshot = emulator.render();
         let source = emulator.history_source();
         let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
-        let pulled = source.grew().then_some(crate::terminal::PULLED_ROWS);
+        let pulled = source.pulled_rows();
         let rebuilt = tokio::task::spawn_blocking(move || {
             let (history, screen) = history::replay(&source, pulled.unwrap_or(0));
             (history, screen, source)
