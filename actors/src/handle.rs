@@ -49,6 +49,10 @@ pub const MAX_REPLAY_BYTES: usize = 4 << 20;
 /// Longest a control call waits for a session (stops wait their grace on top).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a snapshot waits for the session actor to pass on a size change before it asks
+/// the screen directly ([`SessionHandle::snapshot_of`]).
+const SIZING_WAIT: Duration = Duration::from_secs(1);
+
 impl SessionHandle {
     /// Session id.
     pub fn id(&self) -> Uuid {
@@ -261,7 +265,7 @@ impl SessionHandle {
 
     /// Viewer `viewer` left (see [`SessionMsg::ViewerLeft`]): the resize policy forgets it.
     pub fn viewer_left(&self, viewer: ViewerId) {
-        if let Err(e) = self.actor.send_message(SessionMsg::ViewerLeft(viewer)) {
+        if let Err(e) = self.send_sizing(SessionMsg::ViewerLeft(viewer)) {
             tracing::debug!(error = %e, "session gone; nothing to forget");
         }
     }
@@ -303,7 +307,7 @@ impl SessionHandle {
                 .last_input_viewer
                 .swap(viewer, std::sync::atomic::Ordering::Relaxed);
             if prev != viewer
-                && let Err(e) = self.actor.send_message(SessionMsg::ViewerActive(viewer))
+                && let Err(e) = self.send_sizing(SessionMsg::ViewerActive(viewer))
             {
                 tracing::debug!(error = %e, "session gone; viewer change not applied");
             }
@@ -316,9 +320,18 @@ impl SessionHandle {
     /// a terminal not laid out yet has no size to report.
     pub fn resize(&self, viewer: ViewerId, size: Size) -> Result<(), SessionError> {
         let size = size.check()?;
-        self.actor
-            .send_message(SessionMsg::Resize { viewer, size })
-            .map_err(|e| SessionError::Unavailable(e.to_string()))
+        self.send_sizing(SessionMsg::Resize { viewer, size })
+    }
+
+    /// Sends a message that may change the terminal's size, counted until the actor handled
+    /// it (`SessionShared::sizing`).
+    fn send_sizing(&self, msg: SessionMsg) -> Result<(), SessionError> {
+        let sizing = &self.shared.sizing;
+        sizing.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.actor.send_message(msg).map_err(|e| {
+            sizing.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            SessionError::Unavailable(e.to_string())
+        })
     }
 
     /// Reports a viewer's terminal size and makes it the session's now, as a key typed by that
@@ -330,9 +343,7 @@ impl SessionHandle {
             self.shared
                 .last_input_viewer
                 .store(viewer, std::sync::atomic::Ordering::Relaxed);
-            self.actor
-                .send_message(SessionMsg::ViewerActive(viewer))
-                .map_err(|e| SessionError::Unavailable(e.to_string()))?;
+            self.send_sizing(SessionMsg::ViewerActive(viewer))?;
         }
         Ok(())
     }
@@ -424,9 +435,13 @@ impl SessionHandle {
             .await
     }
 
+    /// Asks the screen for a snapshot: directly, or through the session actor while a size
+    /// change is on its way there ([`SessionShared::sizing`]) so the snapshot is at that size.
+    /// An actor busy for longer than [`SIZING_WAIT`] (a graceful stop waits for its process)
+    /// is not waited for: the screen is asked directly then.
     async fn snapshot_of(
         &self,
-        ask: impl FnOnce(RpcReplyPort<Snapshot>) -> ScreenMsg,
+        ask: impl Fn(RpcReplyPort<Snapshot>) -> ScreenMsg,
     ) -> Result<Snapshot, SessionError> {
         let screen = self.shared.screen.read().clone();
         let Some(screen) = screen else {
@@ -434,6 +449,21 @@ impl SessionHandle {
                 "snapshots exist for PTY sessions only".into(),
             ));
         };
+        if self
+            .shared
+            .sizing
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
+            let behind = self
+                .actor
+                .call(|r| SessionMsg::Screen(ask(r)), Some(SIZING_WAIT))
+                .await;
+            match behind {
+                Ok(CallResult::Success(s)) => return Ok(s),
+                other => tracing::debug!(?other, "asked through the session: no answer"),
+            }
+        }
         match screen.call(ask, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(s)) => Ok(s),
             Ok(other) => Err(SessionError::Unavailable(format!("screen: {other:?}"))),

@@ -404,6 +404,42 @@ async fn a_resize_to_a_size_no_terminal_has_is_refused_as_a_spec_is() {
     corral.shutdown().await.unwrap();
 }
 
+/// A snapshot asked right after a resize is at the new size, however busy the session actor
+/// that passes the size on to the screen: a page sizes the session, then subscribes, and its
+/// first screen was at the old size when the actor had not yet passed the size on (the
+/// snapshot went to the screen directly, ahead of it).
+#[tokio::test]
+async fn a_snapshot_asked_after_a_resize_is_at_its_size() {
+    let corral = corral().await;
+    let h = corral
+        .sessions()
+        .spawn(sh("exec sleep 1000"))
+        .await
+        .unwrap();
+    for round in 0..5u16 {
+        // Many size changes queued at the actor, the last one the size wanted.
+        for i in 0..2000u16 {
+            let size = Size {
+                rows: 20 + (i % 7),
+                cols: 70 + (i % 11),
+            };
+            h.resize(1, size).unwrap();
+        }
+        let want = Size {
+            rows: 50 + round,
+            cols: 120,
+        };
+        h.resize(1, want).unwrap();
+        let snap = h.snapshot().await.unwrap();
+        assert_eq!(
+            (snap.rows, snap.cols),
+            (want.rows, want.cols),
+            "round {round}"
+        );
+    }
+    corral.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn input_to_a_process_that_never_reads_fails_fast_and_stop_still_works() {
     let corral = corral().await;

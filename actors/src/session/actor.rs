@@ -409,6 +409,12 @@ impl Actor for Session {
         msg: SessionMsg,
         st: &mut SessionActorState,
     ) -> Result<(), ActorProcessingErr> {
+        // Counted by the handle when sent; handled once the size it may change went to the
+        // screen (`st.resize` forwards it before this returns).
+        let sizing = matches!(
+            msg,
+            SessionMsg::Resize { .. } | SessionMsg::ViewerActive(_) | SessionMsg::ViewerLeft(_)
+        );
         match msg {
             SessionMsg::ProcessExited { generation } => {
                 if st.running.as_ref().map(|r| r.generation) == Some(generation) {
@@ -572,6 +578,20 @@ impl Actor for Session {
                 }
                 st.publish_answerer();
             }
+            SessionMsg::Screen(question) => match &st.screen {
+                Some(screen) => {
+                    if let Err(e) = screen.send_message(question) {
+                        // Its reply port dropped with it: the handle asks the screen directly.
+                        tracing::debug!(error = %e, "screen gone; question not forwarded");
+                    }
+                }
+                None => tracing::debug!("no screen; question dropped (its asker is told)"),
+            },
+        }
+        if sizing {
+            st.shared
+                .sizing
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
     }

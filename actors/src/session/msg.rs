@@ -79,6 +79,9 @@ pub enum SessionMsg {
     StartLookDue,
     /// A viewer sent input: its size becomes the session's.
     ViewerActive(ViewerId),
+    /// A question for the session's screen, forwarded as it is: it reaches the screen after
+    /// the size changes sent before it (see `SessionShared::sizing`).
+    Screen(crate::screen::ScreenMsg),
     /// A viewer that resized or typed left (its connection closed, or it unsubscribed): if it
     /// was the last to type, the size goes back to the most recent remaining viewer's.
     ViewerLeft(ViewerId),

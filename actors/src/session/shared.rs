@@ -235,6 +235,12 @@ pub struct SessionShared {
     /// The viewer that sent input last: when it changes, the session actor is told
     /// (`ViewerActive`), and its resize policy decides whose size the session takes.
     pub(crate) last_input_viewer: AtomicU64,
+    /// Messages that may change the terminal's size (a resize, a typist's change, a viewer
+    /// gone) sent to the session actor and not handled yet. A snapshot asked meanwhile goes
+    /// through the actor, after them: it reaches the screen after the size it would
+    /// otherwise miss (a page that sizes the session and then subscribes got its first
+    /// screen at the old size when the actor was busy). See `SessionHandle::snapshot_of`.
+    pub(crate) sizing: AtomicU64,
     /// The viewer whose size is in effect (0: none): the one whose terminal's reports reach
     /// the program ([`crate::reports`]); set by the session actor's resize policy.
     pub(crate) answerer: AtomicU64,
@@ -283,6 +289,7 @@ impl SessionShared {
             input_rejected: AtomicU64::new(0),
             input_lost: Arc::new(AtomicU64::new(0)),
             last_input_viewer: AtomicU64::new(0),
+            sizing: AtomicU64::new(0),
             answerer: AtomicU64::new(0),
             journal,
             feed,
