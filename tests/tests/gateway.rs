@@ -1315,6 +1315,22 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
         assert_eq!(found[0]["status"], "running", "{role}");
         assert!(found[0]["uptime_ms"].is_u64(), "{role}: {:?}", found[0]);
     }
+    // In one order every time (ractor lists an actor's children in none).
+    let ids: Vec<&str> = parts.iter().filter_map(|n| n["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            live["pid"].to_string().as_str(),
+            "holder",
+            "screen",
+            "holder link",
+            "output reader",
+            "input writer",
+            "log writer",
+            "subscribers"
+        ],
+        "{parts:?}"
+    );
     let input = parts.iter().find(|n| n["id"] == "input writer").unwrap();
     assert_eq!(input["mailbox_bound"], 1 << 20);
     let subs = parts.iter().find(|n| n["id"] == "subscribers").unwrap();

@@ -10,6 +10,10 @@ use super::shared::SessionShared;
 use crate::event::SessionState;
 use crate::process::procfs;
 
+/// The session's actors in the order `describe` lists them: what the session keeps, then what
+/// each process has (its holder's link, its readers).
+const WORKERS: [&str; 4] = ["screen", "holder link", "output reader", "stderr reader"];
+
 /// The name of a `/proc/<pid>/stat` state letter: running, sleeping, stopped, zombie, exited.
 fn state_name(state: char) -> &'static str {
     match state {
@@ -94,6 +98,7 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
     // The session's actors (output reader(s), holder link, screen), as ractor reports them.
     let screen = shared.screen.read().as_ref().map(|s| s.get_id());
     let roles = shared.roles.read().clone();
+    let mut workers = Vec::new();
     for child in actor.get_children() {
         let role = roles
             .iter()
@@ -113,8 +118,18 @@ pub fn describe(node: &mut TreeNode, shared: &SessionShared, actor: &ractor::Act
             None if id == "screen" => node.uptime_ms,
             None => None,
         };
-        node.children.push(n);
+        workers.push(n);
     }
+    // In one order every time (ractor lists an actor's children in no order: the holder link
+    // moved around between sessions and between two `corral tree`s).
+    workers.sort_by_key(|n| {
+        let rank = WORKERS
+            .iter()
+            .position(|w| *w == n.id)
+            .unwrap_or(WORKERS.len());
+        (rank, n.actor.clone())
+    });
+    node.children.extend(workers);
     // The input writer's queue (a task, bounded in bytes).
     if let Some(queue) = shared.writer.read().as_ref() {
         let mut n = TreeNode::new("input writer", NodeKind::Task, Status::Running)
