@@ -265,7 +265,10 @@ pub fn tree_lines(node: &Value, prefix: &str, last: bool, root: bool, out: &mut 
         "attention",
         "viewers",
     ] {
-        if let Some(v) = d.get(key).filter(|v| !v.is_null()) {
+        // A process named by its pid says it once.
+        let named = key == "pid"
+            && d.get(key).map(Value::to_string) == node["id"].as_str().map(str::to_string);
+        if let Some(v) = d.get(key).filter(|v| !v.is_null() && !named) {
             extra.push(format!(
                 "{key} {}",
                 v.as_str().map_or(v.to_string(), str::to_string)
@@ -335,8 +338,26 @@ pub fn tree_lines(node: &Value, prefix: &str, last: bool, root: bool, out: &mut 
 
 #[cfg(test)]
 mod tests {
-    use super::{cut, natural_cmp, pad, question_summary};
+    use super::{cut, natural_cmp, pad, question_summary, tree_lines};
     use unicode_width::UnicodeWidthStr;
+
+    /// A process named by its pid says it once; its holder, named `holder`, says its pid.
+    #[test]
+    fn a_process_in_the_tree_says_its_pid_once() {
+        let node = serde_json::json!({
+            "id": "s", "kind": "worker", "status": "running", "detail": {"name": "build"},
+            "children": [
+                {"id": "7201", "kind": "process", "status": "running",
+                 "detail": {"pid": 7201, "os_state": "sleeping"}},
+                {"id": "holder", "kind": "process", "status": "running",
+                 "detail": {"pid": 7200, "os_state": "sleeping"}},
+            ],
+        });
+        let mut lines = Vec::new();
+        tree_lines(&node, "", true, true, &mut lines);
+        assert_eq!(lines[1], "├── process 7201 [running] os_state sleeping");
+        assert_eq!(lines[2], "└── process holder [running] pid 7200, os_state sleeping");
+    }
 
     #[test]
     fn a_question_shows_newlines_as_escapes_and_json_as_json() {
