@@ -356,7 +356,10 @@ mod tests {
         let mut lines = Vec::new();
         tree_lines(&node, "", true, true, &mut lines);
         assert_eq!(lines[1], "├── process 7201 [running] os_state sleeping");
-        assert_eq!(lines[2], "└── process holder [running] pid 7200, os_state sleeping");
+        assert_eq!(
+            lines[2],
+            "└── process holder [running] pid 7200, os_state sleeping"
+        );
     }
 
     #[test]
