@@ -51,6 +51,7 @@ use crate::spec::{Mode, RestartPolicy, SessionSpec, Size};
 
 mod finish;
 mod look;
+mod size;
 mod start;
 
 /// How long the output may take to drain after the process tree is gone.
@@ -486,18 +487,7 @@ impl Actor for Session {
                 };
                 answer(reply, result);
             }
-            SessionMsg::Resize { viewer, size } => {
-                if st.viewers.len() < MAX_VIEWERS || st.viewers.contains_key(&viewer) {
-                    st.resizes += 1;
-                    st.viewers.insert(viewer, (size, st.resizes));
-                }
-                // Policy (tmux `window-size latest`): the last viewer who typed sets the size;
-                // before anyone typed, the latest resize wins.
-                if st.typist == 0 || st.typist == viewer {
-                    st.resize(size);
-                }
-                st.publish_answerer();
-            }
+            SessionMsg::Resize { viewer, size } => st.viewer_resized(viewer, size),
             SessionMsg::Prompted => {
                 if let Some(seq) = crate::agent::prompted(&st.shared) {
                     let timer = myself.send_after(crate::agent::PROMPT_SETTLE, move || {
@@ -554,30 +544,8 @@ impl Actor for Session {
                     st.look_at_start(&myself, after);
                 }
             }
-            SessionMsg::ViewerActive(viewer) => {
-                // Only a viewer with a size takes the size over: a script's `corral send`
-                // (no terminal, no size) leaves it with whoever types at a terminal.
-                if let Some((size, _)) = st.viewers.get(&viewer).copied() {
-                    st.typist = viewer;
-                    st.resize(size);
-                }
-                st.publish_answerer();
-            }
-            SessionMsg::ViewerLeft(viewer) => {
-                let had = st.viewers.remove(&viewer).is_some();
-                // The typist left: back to "the latest resize wins", starting from the viewer
-                // that resized last (a desktop page that stays must not keep a phone's size
-                // that left until someone types or resizes). So too when nobody typed and the
-                // one that left had a size: its size may be the one in effect (a desktop that
-                // looked in on a phone's session left it at 164 columns on a 52-column phone).
-                if st.typist == viewer || (st.typist == 0 && had) {
-                    st.typist = 0;
-                    if let Some((size, _)) = st.viewers.values().max_by_key(|(_, seq)| *seq) {
-                        st.resize(*size);
-                    }
-                }
-                st.publish_answerer();
-            }
+            SessionMsg::ViewerActive(viewer) => st.viewer_typed(viewer),
+            SessionMsg::ViewerLeft(viewer) => st.viewer_left(viewer),
             SessionMsg::Screen(question) => match &st.screen {
                 Some(screen) => {
                     if let Err(e) = screen.send_message(question) {
@@ -766,53 +734,6 @@ impl SessionActorState {
             }
             // terminate / kill_all just swept the whole tree.
             self.finish_process(true).await;
-        }
-    }
-
-    /// Publishes whose terminal answers the program's queries: the viewer whose size is in
-    /// effect — the typist, else the one that resized last (see [`crate::reports`]).
-    fn publish_answerer(&self) {
-        let answerer = if self.typist != 0 && self.typist != KEPT {
-            self.typist
-        } else {
-            self.viewers
-                .iter()
-                .max_by_key(|(_, (_, seq))| *seq)
-                .map_or(0, |(v, _)| *v)
-        };
-        self.shared
-            .answerer
-            .store(answerer, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Applies a terminal size to the PTY and the screen.
-    fn resize(&mut self, size: Size) {
-        if self.shared.status.read().size == size {
-            return;
-        }
-        if let Some(master) = self.running.as_ref().and_then(|r| r.master.as_ref())
-            && let Err(e) = master.resize(size)
-        {
-            tracing::warn!(session = %self.shared.id, error = %e, "resize failed");
-            return;
-        }
-        self.shared.status.write().size = size;
-        // Only a terminal's size is news: a pipe session's has no program to tell.
-        if self.running.as_ref().is_some_and(|r| r.master.is_some()) {
-            self.shared.emit(EventKind::Resized {
-                rows: size.rows,
-                cols: size.cols,
-            });
-        }
-        if let Some(screen) = &self.screen
-            && let Err(e) = screen.send_message(ScreenMsg::ResizeAt {
-                // Stamped now: output after this offset was produced at the new size.
-                at: self.shared.ring.head(),
-                rows: size.rows,
-                cols: size.cols,
-            })
-        {
-            tracing::debug!(error = %e, "screen gone; resize not forwarded");
         }
     }
 }
