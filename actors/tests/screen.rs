@@ -859,3 +859,31 @@ fn a_screen_made_five_times_taller_takes_back_every_row() {
     assert_eq!(rows[118], "line 200", "{rows:?}");
     assert_eq!(history.rows, 81, "{history:?}");
 }
+
+/// A program that redraws its whole screen once it is made taller (a TUI's answer to SIGWINCH)
+/// leaves no blank rows to fill: the replay that would keep a scrollback for them is not made
+/// (`may_fill_pulled` is false exactly when `render_over_pulled` could fill nothing).
+#[test]
+fn a_screen_redrawn_after_it_grew_has_nothing_to_fill() {
+    let ring = Ring::new(1 << 16);
+    let mut screen = Emulator::new(ring.clone(), 24, 80);
+    let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
+    ring.append(bytes.as_bytes());
+    screen.catch_up();
+    screen.resize_at(ring.head(), 40, 80);
+    screen.snapshot();
+    assert!(screen.may_fill_pulled(), "blank rows at its top");
+    // The program's redraw at the new size: clear, then its rows from the top.
+    ring.append(b"\x1b[H\x1b[2Jredrawn at 40 rows\r\n");
+    screen.catch_up();
+    screen.snapshot();
+    assert!(!screen.may_fill_pulled());
+    let source = screen.history_source();
+    let (_, replayed) = corral_actors::history::replay(&source, 40);
+    assert!(screen.render_over_pulled(&replayed).is_none());
+    // An alternate screen (a pager, an editor) is not filled either.
+    ring.append(b"\x1b[?1049h\x1b[2J");
+    screen.catch_up();
+    screen.snapshot();
+    assert!(!screen.may_fill_pulled());
+}

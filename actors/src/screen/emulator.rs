@@ -465,6 +465,19 @@ impl Emulator {
         }
     }
 
+    /// Whether [`render_over_pulled`](Self::render_over_pulled) can fill anything: the screen
+    /// is the primary one and its first row is blank. A program that redrew its whole screen
+    /// after it was made taller (Claude Code's TUI does) leaves nothing to fill, and the
+    /// replay that keeps a scrollback for it (4× slower on short lines, then a second replay
+    /// without) is not made.
+    pub fn may_fill_pulled(&self) -> bool {
+        self.parser.as_ref().is_some_and(|p| {
+            let screen = p.screen();
+            let cols = screen.size().1.get();
+            !screen.alternate_screen() && screen.rows(0, cols).next().is_some_and(|r| r.is_empty())
+        })
+    }
+
     /// The snapshot of the screen with its blank top rows filled from `replayed`, the screen a
     /// replay of the output with a scrollback ended with (`history::replay`), when the screen
     /// was made taller: vt100 without a scrollback puts blank rows at the top where a terminal

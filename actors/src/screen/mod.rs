@@ -122,7 +122,7 @@ impl Screen {
         let snapshot = emulator.render();
         let source = emulator.history_source();
         let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
-        let pulled = source.pulled_rows();
+        let pulled = source.pulled_rows().filter(|_| emulator.may_fill_pulled());
         let rebuilt = tokio::task::spawn_blocking(move || {
             let (history, screen) = history::replay(&source, pulled.unwrap_or(0));
             (history, screen, source)
