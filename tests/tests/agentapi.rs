@@ -24,6 +24,19 @@ async fn until(mut check: impl AsyncFnMut() -> bool, what: &str) {
     }
 }
 
+/// Waits until session `id`'s log holds `what` (a program's prompt, printed after its setup).
+async fn until_logged(server: &Server, id: &str, what: &[u8]) {
+    until(
+        async || {
+            corral_tests::log_bytes(server.dir.path(), id)
+                .windows(what.len())
+                .any(|w| w == what)
+        },
+        &format!("{} in the log", String::from_utf8_lossy(what)),
+    )
+    .await;
+}
+
 /// `POST /agentapi/{session}/message` of `kind` (`user`, `raw`) with `content`, with the admin
 /// token: the HTTP status and body.
 async fn message(server: &Server, session: &str, kind: &str, content: &str) -> (u16, String) {
@@ -510,15 +523,7 @@ async fn of_user_messages_posted_at_once_one_is_taken() {
         .await;
     let id = info["id"].as_str().unwrap().to_string();
     // Echo off before anything is typed (else the terminal echoes the message too).
-    until(
-        async || {
-            corral_tests::log_bytes(server.dir.path(), &id)
-                .windows(5)
-                .any(|w| w == b"ready")
-        },
-        "echo off",
-    )
-    .await;
+    until_logged(&server, &id, b"ready").await;
     assert_eq!(hook(&server, &id, "SessionStart").await, 202);
     until(
         async || get(&server, "/agentapi/race/status", t).await.1["status"] == "stable",
@@ -898,15 +903,7 @@ async fn a_user_message_is_answered_once_entered() {
         get(&server, "/agentapi/entered/status", t).await.1["status"],
         "running"
     );
-    until(
-        async || {
-            corral_tests::log_bytes(server.dir.path(), &id)
-                .windows(5)
-                .any(|w| w == b"ready")
-        },
-        "its prompt",
-    )
-    .await;
+    until_logged(&server, &id, b"ready").await;
     until(
         async || get(&server, "/agentapi/entered/status", t).await.1["status"] == "stable",
         "quiet",
