@@ -44,7 +44,14 @@ fn describe(kind: &Value) -> String {
         // An agent's event: its type, then what it says (`permission_cancelled
         // request_id=c6439fabe8b4`), not its JSON.
         Some("agent") => fields(kind, &["kind", "type"], kind["type"].as_str().unwrap_or("")),
-        Some(other) => fields(kind, &["kind"], other),
+        // The delay as a person reads it (it was `restarting delay=1.477933162 restarts=4`).
+        Some("restarting") => format!(
+            "in {:.1} s (restart {})",
+            kind["delay"].as_f64().unwrap_or(0.0),
+            kind["restarts"]
+        ),
+        // Its fields: the kind is printed before this already (`recovery recovery …` was).
+        Some(_) => fields(kind, &["kind"], "").trim_start().to_string(),
         None => kind.to_string(),
     }
 }
@@ -406,7 +413,11 @@ mod tests {
         assert!(long.ends_with('…') && long.chars().count() < 140, "{long}");
         assert_eq!(
             said(serde_json::json!({"kind": "recovery", "what": "held", "from": 3})),
-            "recovery from=3 what=held"
+            "from=3 what=held"
+        );
+        assert_eq!(
+            said(serde_json::json!({"kind": "restarting", "delay": 1.477933162, "restarts": 4})),
+            "in 1.5 s (restart 4)"
         );
     }
 
