@@ -123,7 +123,6 @@ const ASKS_MAX: usize = 48;
 /// Most columns of a failed session's reason in `ps`.
 const REASON_MAX: usize = 72;
 
-/// `text` in at most `max` characters, cut with `…`.
 /// `text` in at most `max` terminal columns, cut with `…` (a wide character, CJK or emoji,
 /// takes two).
 fn cut(text: &str, max: usize) -> String {
