@@ -254,3 +254,21 @@ def test_a_taller_view_opened_late_shows_no_blank_rows_between_history_and_scree
     # What the screen showed at the erase (rows 18 to 40 and the cursor's) stays.
     want = [f"secret {i}" for i in range(18, 41)] + [f"after {i}" for i in range(1, 51)]
     assert lines == want, lines
+
+
+def test_a_much_taller_view_takes_back_every_row(server, page):
+    """A page more than 64 rows taller than its session (a tall monitor): every row the
+    screen gained comes back from what scrolled off, none blank (the replay that fills them
+    kept 64 rows, so the rows above were blank)."""
+    page.set_viewport_size({"width": 1280, "height": 2400})
+    script = "for i in $(seq 1 300); do echo line $i; done; exec cat"
+    s = server.spawn(["sh", "-c", script], name="tall", size={"rows": 24, "cols": 80})
+    server.wait_output("tall", b"line 300\r\n", 10)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.termText().includes('line 300')", what="the screen")
+    rows = server.session(s["id"])["size"]["rows"]
+    assert rows > 24 + 64, f"the page ({rows} rows) is more than 64 rows taller than the session"
+    lines = term_lines(page)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    assert lines == [f"line {i}" for i in range(1, 301)], lines
