@@ -861,10 +861,10 @@ fn a_screen_made_five_times_taller_takes_back_every_row() {
 }
 
 /// A program that redraws its whole screen once it is made taller (a TUI's answer to SIGWINCH)
-/// leaves no blank rows to fill: the replay that would keep a scrollback for them is not made
-/// (`may_fill_pulled` is false exactly when `render_over_pulled` could fill nothing).
+/// leaves nothing to fill: the replay's screen is the session's (`shows`), and its history is
+/// taken as it is. Before the redraw, the blank rows make them differ, and are filled.
 #[test]
-fn a_screen_redrawn_after_it_grew_has_nothing_to_fill() {
+fn a_screen_redrawn_after_it_grew_is_the_replays() {
     let ring = Ring::new(1 << 16);
     let mut screen = Emulator::new(ring.clone(), 24, 80);
     let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
@@ -872,18 +872,66 @@ fn a_screen_redrawn_after_it_grew_has_nothing_to_fill() {
     screen.catch_up();
     screen.resize_at(ring.head(), 40, 80);
     screen.snapshot();
-    assert!(screen.may_fill_pulled(), "blank rows at its top");
+    let (_, replayed) = corral_actors::history::replay(&screen.history_source(), 40);
+    assert!(!screen.shows(&replayed), "blank rows at its top");
+    assert!(screen.render_over_pulled(&replayed).is_some());
     // The program's redraw at the new size: clear, then its rows from the top.
     ring.append(b"\x1b[H\x1b[2Jredrawn at 40 rows\r\n");
     screen.catch_up();
     screen.snapshot();
-    assert!(!screen.may_fill_pulled());
-    let source = screen.history_source();
-    let (_, replayed) = corral_actors::history::replay(&source, 40);
+    let (_, replayed) = corral_actors::history::replay(&screen.history_source(), 40);
+    assert!(screen.shows(&replayed));
     assert!(screen.render_over_pulled(&replayed).is_none());
-    // An alternate screen (a pager, an editor) is not filled either.
-    ring.append(b"\x1b[?1049h\x1b[2J");
-    screen.catch_up();
-    screen.snapshot();
-    assert!(!screen.may_fill_pulled());
+}
+
+/// Output after a screen was made taller scrolls the rows it took back off again, as in any
+/// terminal: a late viewer's history runs on without a gap (it had as many blank lines as the
+/// screen gained, where the rows taken back were).
+#[tokio::test]
+async fn output_after_a_screen_grew_leaves_no_gap_in_the_history() {
+    let ring = Ring::new(1 << 20);
+    let (screen, handle) = Actor::spawn(
+        None,
+        Screen,
+        ScreenArgs {
+            ring: ring.clone(),
+            rows: 24,
+            cols: 80,
+        },
+    )
+    .await
+    .expect("screen actor starts");
+    let first: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
+    ring.append(first.as_bytes());
+    screen
+        .cast(ScreenMsg::ResizeAt {
+            at: ring.head(),
+            rows: 40,
+            cols: 80,
+        })
+        .expect("actor alive");
+    let more: String = (41..=100).map(|i| format!("line {i}\r\n")).collect();
+    ring.append(more.as_bytes());
+    let snap = ractor::call_t!(screen, |r| ScreenMsg::SnapshotWithHistory(r, None), 5_000)
+        .expect("snapshot reply");
+    // Into a terminal of the same size with a scrollback: what it holds, top to bottom.
+    let nz = |n| NonZeroU16::new(n).expect("not zero");
+    let mut viewer = vt100::Parser::new(nz(40), nz(80), 1000);
+    viewer.process(&snap.bytes);
+    viewer.screen_mut().set_scrollback(1000);
+    let back = viewer.screen().scrollback();
+    let mut lines = Vec::new();
+    for top in (1..=back).rev() {
+        viewer.screen_mut().set_scrollback(top);
+        lines.extend(viewer.screen().rows(0, 80).next());
+    }
+    viewer.screen_mut().set_scrollback(0);
+    lines.extend(viewer.screen().rows(0, 80));
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    let want: Vec<String> = (1..=100).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, want);
+    screen.stop(None);
+    handle.await.expect("screen actor ends");
 }

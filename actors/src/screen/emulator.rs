@@ -465,16 +465,18 @@ impl Emulator {
         }
     }
 
-    /// Whether [`render_over_pulled`](Self::render_over_pulled) can fill anything: the screen
-    /// is the primary one and its first row is blank. A program that redrew its whole screen
-    /// after it was made taller (Claude Code's TUI does) leaves nothing to fill, and the
-    /// replay that keeps a scrollback for it (4× slower on short lines, then a second replay
-    /// without) is not made.
-    pub fn may_fill_pulled(&self) -> bool {
+    /// Whether `replayed` (the screen a replay of the output ended with, `history::replay`)
+    /// is this screen: the same size, the same screen (primary or alternate), every row the
+    /// same text in the same colours.
+    pub fn shows(&self, replayed: &vt100::Screen) -> bool {
         self.parser.as_ref().is_some_and(|p| {
             let screen = p.screen();
             let cols = screen.size().1.get();
-            !screen.alternate_screen() && screen.rows(0, cols).next().is_some_and(|r| r.is_empty())
+            screen.size() == replayed.size()
+                && screen.alternate_screen() == replayed.alternate_screen()
+                && screen
+                    .rows_formatted(0, cols)
+                    .eq(replayed.rows_formatted(0, cols))
         })
     }
 

@@ -115,30 +115,35 @@ impl Screen {
     /// the output (a megabyte through vt100: off the runtime's workers). A screen made taller
     /// has blank rows at its top where a terminal shows the rows that scrolled off last: the
     /// replay keeps a scrollback then, and they come from it (its history leaves them out);
-    /// if that replay is not this screen, the history is replayed again without.
+    /// if that replay's screen is neither this one nor this one with them filled in, the
+    /// history is replayed again without.
     async fn with_history(emulator: &mut Emulator, viewer_rows: Option<u16>) -> Snapshot {
         emulator.ensure_parser();
         Screen::catch_up(emulator).await;
         let snapshot = emulator.render();
         let source = emulator.history_source();
         let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
-        let pulled = source.pulled_rows().filter(|_| emulator.may_fill_pulled());
+        let pulled = source.pulled_rows();
         let rebuilt = tokio::task::spawn_blocking(move || {
             let (history, screen) = history::replay(&source, pulled.unwrap_or(0));
             (history, screen, source)
         })
         .await;
         let (history, snapshot) = match rebuilt {
-            Ok((history, screen, source)) => {
-                match pulled.map(|_| emulator.render_over_pulled(&screen)) {
-                    Some(Some(filled)) => (Ok(history), filled),
-                    Some(None) => (
-                        tokio::task::spawn_blocking(move || history::rebuild(&source)).await,
-                        snapshot,
-                    ),
-                    None => (Ok(history), snapshot),
-                }
+            // The replay's screen is this one (output after the screen grew scrolled the rows
+            // it took back off again, or the program redrew it): its history runs on where the
+            // screen starts, and a replay without a scrollback would have left blank lines
+            // where those rows were.
+            Ok((history, screen, _)) if pulled.is_none() || emulator.shows(&screen) => {
+                (Ok(history), snapshot)
             }
+            Ok((history, screen, source)) => match emulator.render_over_pulled(&screen) {
+                Some(filled) => (Ok(history), filled),
+                None => (
+                    tokio::task::spawn_blocking(move || history::rebuild(&source)).await,
+                    snapshot,
+                ),
+            },
             Err(e) => (Err(e), snapshot),
         };
         match history {
