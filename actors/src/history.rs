@@ -14,9 +14,9 @@
 //! bytes before it set (colours, modes) is not known, which may show in the oldest lines.
 //! An erase of the scrollback (ED3, which `clear` sends) drops what scrolled off before it, as
 //! a terminal that saw it did. When the terminal was made taller over the output, the replay
-//! keeps as many rows of scrollback as its tallest size ([`Source::pulled_rows`]): the rows a taller screen
-//! takes back are the screen's then, not history, and its screen fills the blank rows the
-//! session's screen (no scrollback) has there.
+//! keeps as many rows of scrollback as its tallest size ([`Source::pulled_rows`]): the rows a
+//! taller screen takes back are the screen's then, not history, and its screen fills the blank
+//! rows the session's screen (no scrollback) has there.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -53,9 +53,10 @@ impl Source {
     /// is enough: the rows taken back between two outputs are at most its height (a 24-row
     /// session shown on 120 rows takes back 96; a fixed 64 left 32 of them blank).
     pub fn pulled_rows(&self) -> Option<usize> {
-        let grew = self.sizes.windows(2).any(|w| w[1].rows > w[0].rows);
-        grew.then(|| self.sizes.iter().map(|s| usize::from(s.rows.get())).max())
-            .flatten()
+        if !self.sizes.windows(2).any(|w| w[1].rows > w[0].rows) {
+            return None;
+        }
+        self.sizes.iter().map(|s| usize::from(s.rows.get())).max()
     }
 }
 

@@ -1,8 +1,7 @@
 //! What the screen ([`crate::screen`]) and its history ([`crate::history`]) both know about a
 //! terminal's byte stream when they replay it: where to go on after a cut in the middle of it,
-//! the modes a new process of the session starts from, and the rows a taller screen takes
-//! back. One place, so the live screen and a rebuilt history read the same bytes the same way
-//! (and neither imports the other for it).
+//! and the modes a new process of the session starts from. One place, so the live screen and a
+//! rebuilt history read the same bytes the same way (and neither imports the other for it).
 
 /// What a new process of the session starts from (its predecessor's mouse reporting,
 /// bracketed paste, cursor keys mode, hidden cursor, insert mode, character set, cursor shape,

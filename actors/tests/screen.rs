@@ -762,6 +762,18 @@ fn a_redraw_over_scrollback_shows_the_screen_and_keeps_the_history() {
     );
 }
 
+/// A 24×80 screen that showed `bytes` and was then made `rows` tall (applied by a snapshot, as
+/// a viewer's would be): the screen, its Ring, and what that snapshot shows.
+fn grown(bytes: &str, rows: u16) -> (Emulator, Ring, vt100::Parser) {
+    let ring = Ring::new(1 << 16);
+    let mut screen = Emulator::new(ring.clone(), 24, 80);
+    ring.append(bytes.as_bytes());
+    screen.catch_up();
+    screen.resize_at(ring.head(), rows, 80);
+    let plain = replay(&screen.snapshot());
+    (screen, ring, plain)
+}
+
 /// A screen made taller shows the rows that scrolled off last at its top again, as xterm,
 /// xterm.js and tmux do: the emulator (no scrollback: vt100 puts blank rows there) gets them
 /// from a replay of the output that keeps scrollback (`Source::pulled_rows`), whose history leaves
@@ -769,13 +781,8 @@ fn a_redraw_over_scrollback_shows_the_screen_and_keeps_the_history() {
 /// lines. A replay that is not this screen (it started too late) fills nothing.
 #[test]
 fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
-    let ring = Ring::new(1 << 16);
-    let mut screen = Emulator::new(ring.clone(), 24, 80);
     let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
-    ring.append(bytes.as_bytes());
-    screen.catch_up();
-    screen.resize_at(bytes.len() as u64, 40, 80);
-    let plain = replay(&screen.snapshot());
+    let (screen, _, plain) = grown(&bytes, 40);
     assert_eq!(plain.screen().rows(0, 80).next().as_deref(), Some(""));
     let source = screen.history_source();
     assert_eq!(source.pulled_rows(), Some(40));
@@ -813,13 +820,8 @@ fn a_taller_screen_shows_the_rows_that_scrolled_off_last() {
 /// between its paragraphs): they are filled all the same.
 #[test]
 fn a_taller_screen_takes_back_blank_lines_too() {
-    let ring = Ring::new(1 << 16);
-    let mut screen = Emulator::new(ring.clone(), 24, 80);
     let bytes: String = (1..=30).map(|i| format!("para {i}\r\n\r\n")).collect();
-    ring.append(bytes.as_bytes());
-    screen.catch_up();
-    screen.resize_at(bytes.len() as u64, 40, 80);
-    let plain = replay(&screen.snapshot());
+    let (screen, _, plain) = grown(&bytes, 40);
     let source = screen.history_source();
     let (_, replayed) = corral_actors::history::replay(&source, 40);
     let snap = screen
@@ -840,13 +842,8 @@ fn a_taller_screen_takes_back_blank_lines_too() {
 /// 32 blank).
 #[test]
 fn a_screen_made_five_times_taller_takes_back_every_row() {
-    let ring = Ring::new(1 << 16);
-    let mut screen = Emulator::new(ring.clone(), 24, 80);
     let bytes: String = (1..=200).map(|i| format!("line {i}\r\n")).collect();
-    ring.append(bytes.as_bytes());
-    screen.catch_up();
-    screen.resize_at(bytes.len() as u64, 120, 80);
-    let plain = replay(&screen.snapshot());
+    let (screen, _, plain) = grown(&bytes, 120);
     assert_eq!(plain.screen().rows(0, 80).next().as_deref(), Some(""));
     let source = screen.history_source();
     let pulled = source.pulled_rows().expect("it grew");
@@ -865,13 +862,8 @@ fn a_screen_made_five_times_taller_takes_back_every_row() {
 /// taken as it is. Before the redraw, the blank rows make them differ, and are filled.
 #[test]
 fn a_screen_redrawn_after_it_grew_is_the_replays() {
-    let ring = Ring::new(1 << 16);
-    let mut screen = Emulator::new(ring.clone(), 24, 80);
     let bytes: String = (1..=40).map(|i| format!("line {i}\r\n")).collect();
-    ring.append(bytes.as_bytes());
-    screen.catch_up();
-    screen.resize_at(ring.head(), 40, 80);
-    screen.snapshot();
+    let (mut screen, ring, _) = grown(&bytes, 40);
     let (_, replayed) = corral_actors::history::replay(&screen.history_source(), 40);
     assert!(!screen.shows(&replayed), "blank rows at its top");
     assert!(screen.render_over_pulled(&replayed).is_some());

@@ -487,7 +487,7 @@ impl Emulator {
     /// None unless this is exactly that: both on the primary screen, the same size, the screen's
     /// first rows blank where the replay's are not, and every row below them the same (a replay
     /// that started too late to be this screen is not used).
-    pub fn render_over_pulled(&mut self, replayed: &vt100::Screen) -> Option<Snapshot> {
+    pub fn render_over_pulled(&self, replayed: &vt100::Screen) -> Option<Snapshot> {
         let parser = self.parser.as_ref()?;
         let screen = parser.screen();
         if screen.alternate_screen()
