@@ -179,19 +179,67 @@ pub fn record_stream(session: &SessionShared, event: AgentEvent) -> SessionEvent
 /// and what it waits for is what those events said last. (A terminal agent's question then
 /// waits in its own dialog: the hook call that held it ended with the old server.)
 pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
-    let mut s = session.status.write();
+    replay_into(&mut session.status.write(), session.mode, events);
+}
+
+/// [`replay`] on a session's status. A terminal agent's questions are held by hook calls under
+/// ids the journal names only as they close (`permission_answered`, `permission_cancelled`,
+/// `answered_in_dialog`): each PermissionRequest is held here under a stand-in id, as its call
+/// held it ([`hold_question`]), and a close that names an id not open closes the oldest
+/// stand-in, the way it left — so after an answer, an Esc in the agent's dialog or a wait that
+/// ran out the next server's state is the one this server's was.
+fn replay_into(s: &mut Status, mode: Mode, events: &[SessionEvent]) {
+    let terminal = mode != Mode::StreamJson;
+    // The id a close names, or the oldest stand-in's if that one is not open.
+    let named = |s: &Status, id: &str| -> String {
+        let open = |q: &PermissionAsk| q.id.as_deref() == Some(id);
+        if s.permission.iter().chain(s.queued.iter()).any(open) {
+            return id.to_string();
+        }
+        s.permission
+            .iter()
+            .chain(s.queued.iter())
+            .filter_map(|q| q.id.as_deref())
+            .find(|q| q.starts_with(STAND_IN))
+            .unwrap_or(id)
+            .to_string()
+    };
     for event in events {
         match &event.kind {
             EventKind::Hook { name, payload, .. } => {
-                apply_hook(&mut s, session.mode, name, payload)
+                apply_hook(s, mode, name, payload);
+                if terminal && name == "PermissionRequest" {
+                    let id = format!("{STAND_IN}{}", event.seq);
+                    hold(s, hook_question(payload), id);
+                }
             }
-            EventKind::Agent(e) => apply_stream(&mut s, e),
+            EventKind::Agent(AgentEvent::PermissionCancelled {
+                request_id,
+                to_dialog,
+            }) if terminal => {
+                let id = named(s, request_id);
+                let left = if *to_dialog {
+                    Left::ToTerminal
+                } else {
+                    Left::Settled
+                };
+                questions::close(s, &id, left);
+            }
+            EventKind::Agent(AgentEvent::PermissionAnswered { request_id, .. }) if terminal => {
+                let id = named(s, request_id);
+                questions::close(s, &id, Left::Answered);
+            }
+            EventKind::Agent(AgentEvent::AnsweredInDialog { questions: held }) if terminal => {
+                let held = held.iter().map(|id| named(s, id)).collect();
+                apply_stream(s, &AgentEvent::AnsweredInDialog { questions: held });
+            }
+            EventKind::Agent(e) => apply_stream(s, e),
             _ => {}
         }
     }
     // Nothing outside can answer a hook-asked question any more: it is the agent's own
     // dialog's (a structured agent's control request stays open: its answer goes on stdin).
-    questions::leave_held_to_terminal(&mut s);
+    questions::leave_held_to_terminal(s);
     // What the events said is old news: the agent has been in this state since before this
     // server (an upgrade's agents are not fresh from a turn, `running` for a moment).
     s.attention_at = 0;
@@ -200,6 +248,9 @@ pub(crate) fn replay(session: &SessionShared, events: &[SessionEvent]) {
         .last()
         .is_some_and(|e| matches!(e.kind, EventKind::Agent(AgentEvent::Prompted)));
 }
+
+/// The prefix of the ids [`replay_into`] holds a terminal agent's questions under.
+const STAND_IN: &str = "replayed-";
 
 /// What a PermissionRequest hook asks: the tool and its input (no id yet: the hook call that
 /// holds it gives it one, see [`hold_question`]).
@@ -303,7 +354,7 @@ fn apply_stream(s: &mut Status, event: &AgentEvent) {
             }
             None
         }
-        AgentEvent::PermissionCancelled { request_id }
+        AgentEvent::PermissionCancelled { request_id, .. }
         | AgentEvent::PermissionAnswered { request_id, .. } => {
             questions::close(s, request_id, Left::Answered);
             None
@@ -387,14 +438,18 @@ pub fn settle_by_hook(
 /// Holds question `ask` of a terminal agent under `id` while its PermissionRequest hook call
 /// waits for an answer: shown, or queued behind the open ones. False when too many are open
 /// (the call then returns no decision at once).
-pub fn hold_question(session: &SessionShared, mut ask: PermissionAsk, id: String) -> bool {
+pub fn hold_question(session: &SessionShared, ask: PermissionAsk, id: String) -> bool {
+    hold(&mut session.status.write(), ask, id)
+}
+
+/// [`hold_question`] on a session's status.
+fn hold(s: &mut Status, mut ask: PermissionAsk, id: String) -> bool {
     ask.id = Some(id);
-    let mut s = session.status.write();
     // The hook's own record of it (no id) gives way to the held one.
     if s.permission.as_ref().is_some_and(|p| p.id.is_none()) {
         s.permission = None;
     }
-    questions::open(&mut s, ask)
+    questions::open(s, ask)
 }
 
 /// Whether question `id` is the one shown (not queued behind others, not closed).

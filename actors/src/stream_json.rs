@@ -67,10 +67,16 @@ pub enum AgentEvent {
         /// What it would run.
         input: Value,
     },
-    /// The agent withdrew a question (`control_cancel_request`): settled elsewhere.
+    /// The agent withdrew a question (`control_cancel_request`): settled elsewhere. For a
+    /// terminal agent: the hook call that held its question ended without an answer through
+    /// corral.
     PermissionCancelled {
         /// The question.
         request_id: String,
+        /// A terminal agent's question whose wait ran out (or whose server left): it waits in
+        /// the agent's own dialog now. Otherwise it was settled there (or by a later hook).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        to_dialog: bool,
     },
     /// A question was answered through corral.
     PermissionAnswered {
@@ -199,7 +205,10 @@ pub fn events(line: &Value) -> Vec<AgentEvent> {
         }
         Some("control_cancel_request") => {
             if let Some(request_id) = text(line, "request_id") {
-                out.push(AgentEvent::PermissionCancelled { request_id });
+                out.push(AgentEvent::PermissionCancelled {
+                    request_id,
+                    to_dialog: false,
+                });
             }
         }
         Some("result") => out.push(AgentEvent::Result {
@@ -314,7 +323,8 @@ mod tests {
         assert_eq!(
             events(&cancel),
             vec![AgentEvent::PermissionCancelled {
-                request_id: "r1".into()
+                request_id: "r1".into(),
+                to_dialog: false,
             }]
         );
         let done = json!({"type":"result","subtype":"success","is_error":false,"result":"ok"});

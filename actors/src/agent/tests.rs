@@ -252,6 +252,7 @@ fn structured_questions_queue_and_outlast_a_prompt() {
         &mut s,
         &AgentEvent::PermissionCancelled {
             request_id: "r2".into(),
+            to_dialog: false,
         },
     );
     assert_eq!(s.permission.as_ref().unwrap().id.as_deref(), Some("r1"));
@@ -373,4 +374,102 @@ fn claude_gets_settings_and_resume() {
             "--verbose"
         ]
     );
+}
+
+/// A terminal agent's journal replayed by a next server (`replay_into`): the questions its hook
+/// calls held close as they left — answered (works), settled in its dialog by Esc (waits: the
+/// case that stuck a restarted agent at `needs_permission`), gone to its dialog (asks there) —
+/// and one of two asked in parallel leaves the other asking.
+#[test]
+fn a_replayed_journal_closes_the_questions_hook_calls_held() {
+    let session = uuid::Uuid::new_v4();
+    let event = |seq: u64, kind: EventKind| SessionEvent {
+        session,
+        seq,
+        time: std::time::SystemTime::now(),
+        offset: 0,
+        kind,
+    };
+    let hook = |seq, name: &str, payload: serde_json::Value| {
+        event(
+            seq,
+            EventKind::Hook {
+                name: name.into(),
+                payload,
+                ran_at: None,
+            },
+        )
+    };
+    let asks = |seq, command: &str| {
+        hook(
+            seq,
+            "PermissionRequest",
+            json!({"tool_name": "Bash", "tool_input": {"command": command}}),
+        )
+    };
+    let cancelled = |seq, id: &str, to_dialog| {
+        event(
+            seq,
+            EventKind::Agent(AgentEvent::PermissionCancelled {
+                request_id: id.into(),
+                to_dialog,
+            }),
+        )
+    };
+    let answered = |seq, id: &str| {
+        event(
+            seq,
+            EventKind::Agent(AgentEvent::PermissionAnswered {
+                request_id: id.into(),
+                behavior: "allow".into(),
+                message: None,
+            }),
+        )
+    };
+    let replayed = |events: &[SessionEvent]| {
+        let mut s = agent_status();
+        replay_into(&mut s, Mode::Pty, events);
+        (s.attention, s.permission.is_some(), s.queued.len())
+    };
+    let prompt = hook(1, "UserPromptSubmit", json!({}));
+    let esc = [prompt.clone(), asks(2, "touch x"), cancelled(3, "k1", false)];
+    assert_eq!(replayed(&esc), (Some(Attention::Idle), false, 0), "Esc");
+    let ran_out = [prompt.clone(), asks(2, "touch x"), cancelled(3, "k1", true)];
+    assert_eq!(
+        replayed(&ran_out),
+        (Some(Attention::NeedsPermission), false, 0),
+        "in its dialog"
+    );
+    let allowed = [prompt.clone(), asks(2, "touch x"), answered(3, "k1")];
+    assert_eq!(replayed(&allowed), (Some(Attention::Working), false, 0));
+    let in_dialog = [
+        prompt.clone(),
+        asks(2, "touch x"),
+        event(
+            3,
+            EventKind::Agent(AgentEvent::AnsweredInDialog {
+                questions: vec!["k1".into()],
+            }),
+        ),
+    ];
+    assert_eq!(replayed(&in_dialog), (Some(Attention::Working), false, 0));
+    let parallel = [
+        prompt.clone(),
+        asks(2, "touch x"),
+        asks(3, "touch y"),
+        cancelled(4, "k1", false),
+    ];
+    assert_eq!(
+        replayed(&parallel),
+        (Some(Attention::NeedsPermission), false, 0),
+        "the other still asks (in its dialog now)"
+    );
+    let both = [
+        prompt,
+        asks(2, "touch x"),
+        asks(3, "touch y"),
+        answered(4, "k1"),
+        cancelled(5, "k2", false),
+    ];
+    assert_eq!(replayed(&both), (Some(Attention::Idle), false, 0));
 }

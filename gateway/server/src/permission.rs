@@ -301,19 +301,21 @@ impl Waiting {
             }
         }
         for id in ids {
-            withdrawn(session, id);
+            withdrawn(session, id, false);
         }
     }
 }
 
 /// Journals that question `id` was settled without an answer through corral (as a structured
-/// agent's withdrawn request is): the journal tells what became of every question, and the
-/// notifier, which follows events, sees the attention that follows.
-fn withdrawn(session: &SessionHandle, id: &str) {
+/// agent's withdrawn request is), or went to the agent's own dialog (`to_dialog`): the journal
+/// tells what became of every question (a next server rebuilds the attention from it, see
+/// `agent::replay`), and the notifier, which follows events, sees the attention that follows.
+fn withdrawn(session: &SessionHandle, id: &str, to_dialog: bool) {
     corral_actors::agent::record_stream(
         session.shared(),
         corral_actors::stream_json::AgentEvent::PermissionCancelled {
             request_id: id.to_string(),
+            to_dialog,
         },
     );
 }
@@ -362,7 +364,7 @@ impl Drop for Question<'_> {
         if self.waiting.open.lock().remove(&self.id).is_some()
             && corral_actors::agent::close_question(self.session.shared(), &self.id, self.left)
         {
-            withdrawn(&self.session, &self.id);
+            withdrawn(&self.session, &self.id, self.left == Left::ToTerminal);
         }
     }
 }
