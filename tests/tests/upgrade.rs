@@ -1052,3 +1052,45 @@ async fn an_upgrade_keeps_the_size_of_the_viewer_who_typed_last() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A session taken back keeps its size only while its viewers may still be reconnecting: a
+/// lone viewer that opens it after a restart (no other viewer, nobody typed) gets its own size
+/// within the window's end, without a key — it stayed at the old size until it typed, and a
+/// phone drew a desktop's 158 columns in a font nobody could read.
+#[tokio::test]
+async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "lone", "argv": ["sh", "-c", "stty -echo; exec cat"]}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let size = async |server: &Server| server.session(&id).await["size"].clone();
+    let mut desk = server.ws().await;
+    desk.call(json!({"type": "resize", "session": id, "rows": 39, "cols": 158}))
+        .await;
+    desk.send(json!({"type": "input", "session": id, "data": "x"}))
+        .await;
+    assert_eq!(desk.call(json!({"type": "ping"})).await["type"], "pong");
+    assert_eq!(size(&server).await, json!({"rows": 39, "cols": 158}));
+    upgrade(&mut server);
+    drop(desk);
+    let mut phone = server.ws().await;
+    let r = phone
+        .call(json!({"type": "resize", "session": id, "rows": 43, "cols": 53}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while size(&server).await != json!({"rows": 43, "cols": 53}) {
+        assert!(Instant::now() < deadline, "the lone viewer's size, untyped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // From then on the latest resize wins, as for a session this server started.
+    phone
+        .call(json!({"type": "resize", "session": id, "rows": 40, "cols": 60}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size(&server).await != json!({"rows": 40, "cols": 60}) {
+        assert!(Instant::now() < deadline, "a resize after the window");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -71,8 +71,14 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
 
 /// The typist of a session taken back from a previous server: nobody here typed yet, and its
-/// terminal keeps the size it was left at until someone does (resizes wait, see `Resize`).
+/// terminal keeps the size it was left at until someone does (resizes wait, see `Resize`), or
+/// until [`KEPT_FOR`] has passed.
 const KEPT: ViewerId = ViewerId::MAX;
+/// How long a session taken back keeps its size against resizes: its viewers reconnect within
+/// it (the page retries within 6.25 s, `attach` sooner), each asking for its own size, and the
+/// last one in would take it, however idle. Past it, the latest resize wins again, and a lone
+/// viewer's size is taken at once (`SessionMsg::KeptOver`).
+const KEPT_FOR: Duration = Duration::from_secs(10);
 
 /// Arguments of a Session.
 pub struct SessionArgs {
@@ -191,6 +197,8 @@ pub struct SessionActorState {
     look_timer: Option<RestartTimer>,
     /// Pending look at a starting agent's screen (`SessionMsg::StartLookDue`).
     start_timer: Option<RestartTimer>,
+    /// Pending end of a taken-back session's kept size (`SessionMsg::KeptOver`).
+    kept_timer: Option<RestartTimer>,
     /// Screen (PTY mode).
     screen: Option<ActorRef<ScreenMsg>>,
     /// Private TMPDIR (removed on drop).
@@ -240,6 +248,9 @@ impl Drop for SessionActorState {
             t.abort();
         }
         if let Some(t) = &self.start_timer {
+            t.abort();
+        }
+        if let Some(t) = &self.kept_timer {
             t.abort();
         }
         if let Some(s) = &self.screen {
@@ -312,6 +323,7 @@ impl Actor for Session {
             prompt_timer: None,
             look_timer: None,
             start_timer: None,
+            kept_timer: None,
             screen,
             tmp,
             viewers: HashMap::new(),
@@ -345,6 +357,7 @@ impl Actor for Session {
                 // own, and the last one in took it, however idle.
                 if st.running.is_some() {
                     st.typist = KEPT;
+                    st.kept_timer = Some(myself.send_after(KEPT_FOR, || SessionMsg::KeptOver));
                 }
                 // A prompt that had no event after it when the last server died: checked
                 // again a PROMPT_SETTLE from now (else `working` for good, and `wait` hung).
@@ -543,6 +556,10 @@ impl Actor for Session {
                 if let Some(after) = again {
                     st.look_at_start(&myself, after);
                 }
+            }
+            SessionMsg::KeptOver => {
+                st.kept_timer = None;
+                st.kept_over();
             }
             SessionMsg::ViewerActive(viewer) => st.viewer_typed(viewer),
             SessionMsg::ViewerLeft(viewer) => st.viewer_left(viewer),

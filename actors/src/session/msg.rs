@@ -77,6 +77,9 @@ pub enum SessionMsg {
     /// Internal: look whether an agent that has said nothing yet waits on its start screen
     /// (`agent::start_look`), [`crate::agent::STARTING_QUIET`] after its output went still.
     StartLookDue,
+    /// Internal: a session taken back from a previous server stops keeping its size against
+    /// resizes (`KEPT_FOR` after it was taken back).
+    KeptOver,
     /// A viewer sent input: its size becomes the session's.
     ViewerActive(ViewerId),
     /// A question for the session's screen, forwarded as it is: it reaches the screen after

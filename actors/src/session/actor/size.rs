@@ -52,6 +52,23 @@ impl SessionActorState {
         self.publish_answerer();
     }
 
+    /// A session taken back from a previous server stops keeping the size it was left at
+    /// (`KEPT_FOR` passed and nobody typed): the latest resize wins from now on, and a lone
+    /// viewer's size is taken now — it is the only one asking (with several, the size stays
+    /// until one of them types or resizes: none is more the session's than the others).
+    pub(super) fn kept_over(&mut self) {
+        if self.typist != KEPT {
+            return;
+        }
+        self.typist = 0;
+        if self.viewers.len() == 1
+            && let Some((size, _)) = self.viewers.values().next().copied()
+        {
+            self.resize(size);
+        }
+        self.publish_answerer();
+    }
+
     /// Publishes whose terminal answers the program's queries: the viewer whose size is in
     /// effect — the typist, else the one that resized last (see [`crate::reports`]).
     pub(super) fn publish_answerer(&self) {
