@@ -252,6 +252,7 @@ async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(alive(holder), "the holder keeps the exit status");
+    let exited_by = std::time::SystemTime::now();
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     let s = loop {
@@ -263,6 +264,16 @@ async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(s["last_exit"]["code"], 3, "{s}");
+    // Recorded as it happened: at the holder's reap, before this server was started.
+    let events = server.cli_ok(&["events", &id, "--json"]).await;
+    let exited: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"]["kind"] == "exited")
+        .collect();
+    assert_eq!(exited.len(), 1, "{events}");
+    let at = corral_actors::time::from_json(&exited[0]["time"]).expect("an event time");
+    assert!(at <= exited_by, "the exit's time is when it happened: {events}");
     let log = String::from_utf8_lossy(&log_bytes(server.dir.path(), &id)).into_owned();
     assert!(
         log.contains("bye-now"),

@@ -406,6 +406,12 @@ impl SessionShared {
 
     /// Publishes an event stamped with the next sequence number and the current output offset.
     pub fn emit(&self, kind: EventKind) -> SessionEvent {
+        self.emit_at(kind, SystemTime::now())
+    }
+
+    /// [`Self::emit`] of something that happened at `time` (an exit a holder saw while no
+    /// server was there: the next one records it as it happened, not when it heard of it).
+    pub(crate) fn emit_at(&self, kind: EventKind, time: SystemTime) -> SessionEvent {
         let mut seq = self.seq.lock();
         *seq += 1;
         self.last_event
@@ -413,7 +419,7 @@ impl SessionShared {
         let event = SessionEvent {
             session: self.id,
             seq: *seq,
-            time: SystemTime::now(),
+            time,
             offset: self.ring.head(),
             kind,
         };
@@ -504,18 +510,23 @@ impl SessionShared {
 
     /// Sets the state (and reason) and publishes the change.
     pub(crate) fn set_state(&self, state: SessionState, reason: Option<String>) {
+        self.set_state_at(state, reason, SystemTime::now());
+    }
+
+    /// [`Self::set_state`] as of `at` (see [`Self::emit_at`]).
+    pub(crate) fn set_state_at(&self, state: SessionState, reason: Option<String>, at: SystemTime) {
         {
             let mut s = self.status.write();
             if s.state == state && reason.is_none() {
                 return;
             }
             s.state = state;
-            s.ended_at = state.is_final().then(SystemTime::now);
+            s.ended_at = state.is_final().then_some(at);
             if reason.is_some() || !state.is_final() {
                 s.reason = reason.clone();
             }
         }
         tracing::info!(session = %self.id, name = %self.name, ?state, reason = reason.as_deref().unwrap_or(""), "session state");
-        self.emit(EventKind::State { state, reason });
+        self.emit_at(EventKind::State { state, reason }, at);
     }
 }

@@ -62,6 +62,8 @@ impl SessionActorState {
         *self.shared.writer.write() = None;
         // Input to a process that is going away has nowhere to go.
         drop(run.writer.take());
+        // When it exited, as its holder saw it (it may have been while no server was there).
+        let mut exited_at = None;
         let status = match &mut run.held {
             Some((_, exit)) => {
                 // The holder is the parent: it reaps and reports.
@@ -70,7 +72,12 @@ impl SessionActorState {
                     .ok()
                     .and_then(|r| r.ok().and_then(|e| *e));
                 match reported {
-                    Some(exit) => exit.status,
+                    Some(exit) => {
+                        exited_at = Some(
+                            SystemTime::UNIX_EPOCH + Duration::from_millis(exit.at_ms),
+                        );
+                        exit.status
+                    }
                     None => {
                         tracing::error!(
                             pid = run.pid,
@@ -179,8 +186,9 @@ impl SessionActorState {
             s.last_exit = Some(status);
         }
         tracing::info!(session = %self.shared.id, %status, "process exited");
-        self.shared.set_state(SessionState::Exited, None);
-        self.shared.emit(EventKind::Exited { status });
+        let at = exited_at.map_or_else(SystemTime::now, |at| at.min(SystemTime::now()));
+        self.shared.set_state_at(SessionState::Exited, None, at);
+        self.shared.emit_at(EventKind::Exited { status }, at);
         status
     }
 }
