@@ -654,6 +654,21 @@ fn a_reader_survives_retention_behind_its_back() {
     );
 }
 
+/// A log without output exports a header alone, without a `timestamp` (optional in v2): no
+/// recording time is known, and a 0 read as 1970.
+#[test]
+fn asciicast_of_no_output_has_no_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = SegmentLog::open(dir.path(), config(4096, 1 << 30)).unwrap();
+    let mut out = Vec::new();
+    log.export_asciicast(&mut out, 80, 24, &[]).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let header: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert!(header.get("timestamp").is_none(), "{header}");
+}
+
 #[test]
 fn asciicast_export_parses_and_keeps_split_characters_whole() {
     let dir = tempfile::tempdir().unwrap();

@@ -1513,6 +1513,15 @@ fn wait_for_idle_without_hooks_means_quiet_output() {
         &["wait", "chatty", "--for", "idle", "--timeout", "nan"],
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A session that is no agent never asks: said at once, not waited for forever.
+    let t = Instant::now();
+    let out = corral(&server, &["wait", "chatty", "--for", "needs_permission"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an agent session"),
+        "{out:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
 
 /// `corral stop --grace S` overrides the session's grace for this stop: a program that ignores
@@ -1771,6 +1780,10 @@ fn a_failed_spawn_says_why_and_leaves_nothing() {
         (
             vec!["spawn", "--cwd", "/nonexistent/dir", "--", "cat"],
             "working directory /nonexistent/dir",
+        ),
+        (
+            vec!["spawn", "--cwd", "/etc/passwd", "--", "cat"],
+            "working directory /etc/passwd: Not a directory",
         ),
     ] {
         let out = corral(&server, &args);

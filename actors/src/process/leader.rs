@@ -54,15 +54,20 @@ pub fn spawn_leader(
     let Some(program) = argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
     };
-    // A missing working directory would fail inside posix_spawn as "No such file", which
-    // names the program; say which path is wrong instead.
-    if let Some(dir) = cwd
-        && let Err(e) = std::fs::metadata(dir)
-    {
-        return Err(io::Error::new(
-            e.kind(),
-            format!("working directory {}: {e}", dir.display()),
-        ));
+    // A missing working directory (or one that is a file) would fail inside posix_spawn as
+    // "No such file" or "Not a directory", which names the program; say which path is wrong.
+    if let Some(dir) = cwd {
+        let e = match std::fs::metadata(dir) {
+            Err(e) => Some(e),
+            Ok(m) if !m.is_dir() => Some(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            Ok(_) => None,
+        };
+        if let Some(e) = e {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("working directory {}: {e}", dir.display()),
+            ));
+        }
     }
     let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v);
     let exe = resolve(program, path_var.map(String::as_str), cwd)?;

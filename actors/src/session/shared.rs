@@ -79,6 +79,7 @@ pub struct SessionInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permission_queue: Vec<crate::attention::PermissionAsk>,
     /// The agent's own session id (Claude Code's), rebound on every SessionStart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_session_id: Option<String>,
     /// An agent that has not worked in its current conversation yet: its `idle` is "ready for
     /// a first prompt", not "waiting after a turn" (the page counts only the latter as

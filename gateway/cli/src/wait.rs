@@ -3,8 +3,9 @@
 //! and checks the condition. An agent is idle when its hooks say so; a session whose program
 //! has no hooks (attention null) is idle once its output has been quiet for [`QUIET`], as
 //! agentapi's `stable` says it. Exit status: 0 reached, 3 the session ended before (for idle
-//! and needs_permission); the caller's timeout gives 2. `--for exit` prints how the process
-//! ended (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
+//! and needs_permission), 124 after `--timeout` (as timeout(1)); 2 for needs_permission of a
+//! session that is no agent (nothing in it can ask: waiting would never end). `--for exit`
+//! prints how the process ended (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +24,13 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
     // An agent that said it ends (SessionEnd) will not be idle again; its process, though, may
     // still run a moment: `--for exit` waits for that (it printed "running").
     let ended = exited || view.info.attention == Some(Attention::Exited);
+    if until == "needs_permission" && view.info.attention.is_none() {
+        eprintln!(
+            "corral: {} is not an agent session: it never asks a permission (spawn it with --agent)",
+            view.info.name
+        );
+        return Some(ExitCode::from(2));
+    }
     let reached = match until {
         "exit" => exited,
         "idle" => view.info.attention == Some(Attention::Idle),

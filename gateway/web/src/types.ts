@@ -37,7 +37,7 @@ export interface SessionInfo {
   permission?: PermissionAsk | null;
   /** Questions asked while `permission` was open, shown in turn. */
   permission_queue?: PermissionAsk[];
-  agent_session_id: string | null;
+  agent_session_id?: string;
   /** An agent that has not worked in its conversation yet: its `idle` is "ready", not
    * "waiting for input" after a turn. */
   agent_fresh?: boolean;

@@ -17,8 +17,10 @@ pub(super) struct AsciicastHeader {
     pub(super) width: u16,
     /// Terminal rows.
     pub(super) height: u16,
-    /// Unix time (seconds) of the first record.
-    pub(super) timestamp: u64,
+    /// Unix time (seconds) of the first record; absent (it is optional in asciicast v2) when
+    /// the log holds no output: no time is known, and 0 read as 1970.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) timestamp: Option<u64>,
     /// Players shorten pauses to this many seconds (a session idle for hours plays without
     /// them); the recording keeps the real times.
     pub(super) idle_time_limit: f64,
@@ -120,7 +122,7 @@ pub(super) fn export_asciicast(
         version: 2,
         width,
         height,
-        timestamp: first_ms.unwrap_or(0) / 1000,
+        timestamp: first_ms.map(|ms| ms / 1000),
         idle_time_limit: IDLE_TIME_LIMIT,
     };
     serde_json::to_writer(&mut *out, &header)?;
