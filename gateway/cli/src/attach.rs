@@ -63,9 +63,14 @@ fn restore_modes() {
 }
 
 /// The last line of an attach: the terminal's modes put back first (so the line shows on the
-/// primary screen), then the line.
-fn final_line(text: &str) {
+/// primary screen), then the line, below what the session's screen drew (`View::below`).
+fn final_line(text: &str, shown: Option<&crate::view::View>) {
     restore_modes();
+    if let Some(view) = shown {
+        let mut out = std::io::stdout().lock();
+        // Best effort, as `restore_modes`.
+        if out.write_all(view.below().as_bytes()).is_err() || out.flush().is_err() {}
+    }
     status_line(text);
 }
 
@@ -211,15 +216,19 @@ impl Endings {
         })
     }
 
-    /// The next one, said under the terminal put back; the exit code it stands for.
-    async fn next(&mut self) -> ExitCode {
-        let (name, code) = tokio::select! {
+    /// The next one: its name and the exit code it stands for (see [`Endings::said`]).
+    async fn next(&mut self) -> (&'static str, u8) {
+        tokio::select! {
             _ = self.term.recv() => ("SIGTERM", 128 + 15),
             _ = self.hup.recv() => ("SIGHUP", 128 + 1),
             _ = self.int.recv() => ("SIGINT", 128 + 2),
             _ = self.quit.recv() => ("SIGQUIT", 128 + 3),
-        };
-        final_line(&format!("ended by {name}"));
+        }
+    }
+
+    /// Signal `name` said under the terminal put back; the exit code `code`.
+    fn said((name, code): (&str, u8), shown: Option<&crate::view::View>) -> ExitCode {
+        final_line(&format!("ended by {name}"), shown);
         ExitCode::from(code)
     }
 }
@@ -241,6 +250,7 @@ fn ended_with(
     state: &str,
     reason: Option<&str>,
     last: Option<corral_actors::process::status::ExitStatus>,
+    shown: Option<&crate::view::View>,
 ) -> ExitCode {
     let asked = reason.is_some_and(|r| r.starts_with("stopped"));
     let code = match (state, last) {
@@ -249,7 +259,7 @@ fn ended_with(
         (_, last) => last.map_or(0, |e| e.shell_code()),
     };
     let how = last.map_or_else(String::new, |e| format!(" ({e})"));
-    final_line(&format!("session {state}{how}"));
+    final_line(&format!("session {state}{how}"), shown);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
@@ -411,7 +421,7 @@ pub async fn attach(
                         let state = v["event"]["kind"]["state"].as_str().unwrap_or("ended");
                         let last = client.session(session).await.ok().and_then(|v| v.info.last_exit);
                         let reason = v["event"]["kind"]["reason"].as_str();
-                        return Ok(ended_with(state, reason, last));
+                        return Ok(ended_with(state, reason, last, shown.as_ref()));
                     }
                     // A new process of the session (a restart): the last one's modes (its
                     // alternate screen, mouse reporting, hidden cursor) are not the new one's.
@@ -431,7 +441,7 @@ pub async fn attach(
                         }
                     }
                     Incoming::Json(v) if v["type"] == "closed" => {
-                        final_line("session removed");
+                        final_line("session removed", shown.as_ref());
                         return Ok(ExitCode::SUCCESS);
                     }
                     Incoming::Json(v) if v["type"] == "error" => {
@@ -445,23 +455,23 @@ pub async fn attach(
                     }
                     // Taken back: no reconnection would be let in.
                     Incoming::Closed(r) if r == "token revoked" => {
-                        final_line("this token was revoked: it may no longer watch the session");
+                        final_line("this token was revoked: it may no longer watch the session", shown.as_ref());
                         return Ok(ExitCode::FAILURE);
                     }
                     Incoming::Closed(r) => break r,
                     _ => {}
                 }},
                 keys_in = keys.recv() => {
-                    let typed = match keys_read(keys_in) {
+                    let typed = match keys_read(keys_in, shown.as_ref()) {
                         Ok(typed) => typed,
                         Err(code) => return Ok(code),
                     };
                     let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
-                            final_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"));
+                            final_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"), shown.as_ref());
                         }
-                        final_line("detached");
+                        final_line("detached", shown.as_ref());
                         return Ok(ExitCode::SUCCESS);
                     }
                     if !read_only && send_typed(&mut ws, channel, session, prompts, &bytes).await.is_err() {
@@ -487,7 +497,7 @@ pub async fn attach(
                         break "send failed".to_string();
                     }
                 }
-                code = endings.next() => return Ok(code),
+                ending = endings.next() => return Ok(Endings::said(ending, shown.as_ref())),
             }
         };
         // Reconnect and resume from the next offset; keep typing queued (bounded) meanwhile.
@@ -552,16 +562,16 @@ pub async fn attach(
                             } else {
                                 "stopped"
                             };
-                            return Ok(ended_with(state, v.info.reason.as_deref(), v.info.last_exit));
+                            return Ok(ended_with(state, v.info.reason.as_deref(), v.info.last_exit, shown.as_ref()));
                         }
                         break;
                     }
                     Err(e) if e.to_string().contains("no session") => {
-                        final_line("session is gone");
+                        final_line("session is gone", shown.as_ref());
                         return Ok(ExitCode::FAILURE);
                     }
                     Err(e) if refused(&e) => {
-                        final_line(&format!("the server refuses this token: {e}"));
+                        final_line(&format!("the server refuses this token: {e}"), shown.as_ref());
                         return Ok(ExitCode::FAILURE);
                     }
                     Err(e) if e.to_string().contains("beyond the session's output") => {
@@ -577,16 +587,16 @@ pub async fn attach(
                     }
                 },
                 keys_in = keys.recv(), if pending.len() < PENDING_MAX => {
-                    let typed = match keys_read(keys_in) {
+                    let typed = match keys_read(keys_in, shown.as_ref()) {
                         Ok(typed) => typed,
                         Err(code) => return Ok(code),
                     };
                     let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
                     if bytes.contains(&detach) {
                         if pending.is_empty() {
-                            final_line("detached");
+                            final_line("detached", shown.as_ref());
                         } else {
-                            final_line(&format!("detached: {} bytes typed while disconnected were not sent", pending.len()));
+                            final_line(&format!("detached: {} bytes typed while disconnected were not sent", pending.len()), shown.as_ref());
                         }
                         return Ok(ExitCode::SUCCESS);
                     }
@@ -594,7 +604,7 @@ pub async fn attach(
                         pending.extend(&bytes);
                     }
                 }
-                code = endings.next() => return Ok(code),
+                ending = endings.next() => return Ok(Endings::said(ending, shown.as_ref())),
             }
         }
     }
@@ -698,11 +708,14 @@ fn frame(channel: u32, bytes: &[u8]) -> Vec<u8> {
 
 /// What the terminal gave: keys, or how attach ends (the end of its input: 0; a failed read,
 /// said: 1).
-fn keys_read(keys_in: Option<Result<Vec<u8>, String>>) -> Result<Vec<u8>, ExitCode> {
+fn keys_read(
+    keys_in: Option<Result<Vec<u8>, String>>,
+    shown: Option<&crate::view::View>,
+) -> Result<Vec<u8>, ExitCode> {
     match keys_in {
         Some(Ok(typed)) => Ok(typed),
         Some(Err(e)) => {
-            final_line(&format!("reading this terminal failed: {e}"));
+            final_line(&format!("reading this terminal failed: {e}"), shown);
             Err(ExitCode::FAILURE)
         }
         None => Err(ExitCode::SUCCESS),

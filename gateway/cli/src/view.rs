@@ -79,6 +79,31 @@ impl View {
         out
     }
 
+    /// Where attach's last line goes, as a cursor move: below everything drawn — the row after
+    /// the lower of the cursor and the last row with text (Claude Code keeps its cursor in its
+    /// input box, above its footer: a line written there mixed with the footer, and the shell's
+    /// prompt landed on the rest of it); the terminal's foot under a window; nothing on the
+    /// program's alternate screen (leaving it puts the primary screen and its cursor back).
+    pub fn below(&self) -> String {
+        let screen = self.mirror.screen();
+        if screen.alternate_screen() {
+            return String::new();
+        }
+        if self.windowed {
+            return "\x1b[999;1H".to_string();
+        }
+        let cols = self.mirror.size().1;
+        let text = screen
+            .rows(0, cols)
+            .enumerate()
+            .filter(|(_, row)| !row.trim().is_empty())
+            .map(|(i, _)| i)
+            .last()
+            .unwrap_or(0);
+        let row = text.max(usize::from(screen.cursor_position().0));
+        format!("\x1b[{};1H", row + 1)
+    }
+
     /// Whether the terminal shows a window (its size is not the session's).
     #[cfg(test)]
     fn windowed(&self) -> bool {
@@ -119,6 +144,25 @@ mod tests {
     fn terminal(rows: u16, cols: u16) -> vt100::Parser {
         let nz = |n| NonZeroU16::new(n).unwrap();
         vt100::Parser::new(nz(rows), nz(cols), 0)
+    }
+
+    /// The last line goes below everything drawn: under a footer the cursor sits above (Claude
+    /// Code's input box), under the cursor on a screen with room below it, at the foot under a
+    /// window; and nowhere special on the alternate screen.
+    #[test]
+    fn the_last_line_goes_below_what_was_drawn() {
+        let mut v = View::new((10, 40));
+        // A footer on row 9, the cursor back in the input box on row 6 (1-based).
+        let _ = v.output(b"\x1b[9;1Hshortcuts footer\x1b[6;3H", (10, 40));
+        assert_eq!(v.below(), "\x1b[9;1H");
+        let mut v = View::new((10, 40));
+        let _ = v.output(b"$ ls\r\na b\r\n$ ", (10, 40));
+        assert_eq!(v.below(), "\x1b[3;1H");
+        let _ = v.output(b"\x1b[?1049hpager", (10, 40));
+        assert_eq!(v.below(), "");
+        let mut v = View::new((10, 40));
+        let _ = v.output(b"x", (5, 20));
+        assert_eq!(v.below(), "\x1b[999;1H");
     }
 
     /// Same size: the bytes as they are. Another viewer's larger size: a window, not wrapped
