@@ -3,9 +3,10 @@
 //! and checks the condition. An agent is idle when its hooks say so; a session whose program
 //! has no hooks (attention null) is idle once its output has been quiet for [`QUIET`], as
 //! agentapi's `stable` says it. Exit status: 0 reached, 3 the session ended before (for idle
-//! and needs_permission), 124 after `--timeout` (as timeout(1)); 2 for needs_permission of a
-//! session that is no agent (nothing in it can ask: waiting would never end). `--for exit`
-//! prints how the process ended (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
+//! and needs_permission), 124 after `--timeout` (as timeout(1)). Waiting for needs_permission
+//! of a session no hook has spoken for yet (a plain program: it would wait forever) says so at
+//! once, and waits on (its hooks may still come). `--for exit` prints how the process ended
+//! (`exit 3`, `signal 9 (SIGKILL)`; the state when it never ran).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,13 +25,6 @@ fn check(view: &SessionView, until: &str) -> Option<ExitCode> {
     // An agent that said it ends (SessionEnd) will not be idle again; its process, though, may
     // still run a moment: `--for exit` waits for that (it printed "running").
     let ended = exited || view.info.attention == Some(Attention::Exited);
-    if until == "needs_permission" && view.info.attention.is_none() {
-        eprintln!(
-            "corral: {} is not an agent session: it never asks a permission (spawn it with --agent)",
-            view.info.name
-        );
-        return Some(ExitCode::from(2));
-    }
     let reached = match until {
         "exit" => exited,
         "idle" => view.info.attention == Some(Attention::Idle),
@@ -61,6 +55,9 @@ fn by_quiet(view: &SessionView, until: &str) -> bool {
     until == "idle" && view.info.attention.is_none()
 }
 
+/// Said of a session no hook has spoken for, waited for to ask a permission.
+const NO_AGENT: &str = ": it is no agent — no hook has said anything (spawn it with --agent)";
+
 /// What keeps `session` from being `until`, if its user must act: an agent that never
 /// started because its start screen asks something (Claude Code's folder trust), or one that
 /// asks a permission when it was waited for to be idle. Said after a timeout.
@@ -77,6 +74,7 @@ async fn blocked(client: &Client, session: &str, until: &str) -> String {
         );
     }
     match (&info.permission, until) {
+        (_, "needs_permission") if info.attention.is_none() => NO_AGENT.to_string(),
         (Some(ask), "idle") => format!(
             ": it asks a permission for {} (`corral answer {session} allow|deny`)",
             ask.tool
@@ -109,6 +107,7 @@ pub async fn wait(
     };
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut client = client.clone();
+    let mut said_no_agent = false;
     loop {
         let mut ws = client.ws().await?;
         // Subscribe first, then look: no event falls between the look and the follow.
@@ -123,6 +122,10 @@ pub async fn wait(
         let view = client.session(session).await?;
         if let Some(code) = check(&view, until) {
             return Ok(code);
+        }
+        if until == "needs_permission" && view.info.attention.is_none() && !said_no_agent {
+            said_no_agent = true;
+            eprintln!("corral: waiting for {session} to ask a permission{NO_AGENT}");
         }
         let mut quiet = by_quiet(&view, until);
         let mut since = tokio::time::Instant::now();
