@@ -76,12 +76,12 @@ impl Snapshot {
             .unwrap_or(&self.bytes);
         let mut out = Vec::with_capacity(body.len() + 256 + usize::from(self.rows) * 2);
         out.extend_from_slice(MODES_OFF.as_bytes());
-        // The whole screen scrolls (no scroll region, no origin mode), in plain colours.
-        out.extend_from_slice(b"\x1b[r\x1b[?6l\x1b[0m\r\n");
+        // The whole screen scrolls (no scroll region, no origin mode), in plain colours. Both
+        // home the cursor: the note goes on a new line under the bottom row, never over a line
+        // received (it replaced the second row, far above where the output was skipped).
+        out.extend_from_slice(format!("\x1b[r\x1b[?6l\x1b[0m\x1b[{};1H\r\n", self.rows).as_bytes());
         out.extend_from_slice(note.as_bytes());
-        // To the bottom, then a screenful of new lines: every line shown goes up into the
-        // scrollback, the note last.
-        out.extend_from_slice(format!("\x1b[{};1H", self.rows).as_bytes());
+        // A screenful of new lines: every line shown goes up into the scrollback, the note last.
         for _ in 0..self.rows {
             out.extend_from_slice(b"\r\n");
         }
