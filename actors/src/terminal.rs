@@ -5,8 +5,9 @@
 
 /// What a new process of the session starts from (its predecessor's mouse reporting,
 /// bracketed paste, cursor keys mode, hidden cursor, insert mode, character set, cursor shape,
-/// keyboard protocols, scroll region and attributes are not its own), keeping what is on the
-/// screen and where the cursor is: as a viewer's terminal is reset when the process restarts.
+/// keyboard protocols, scroll region, attributes and window title are not its own), keeping what
+/// is on the screen and where the cursor is: as a viewer's terminal is reset when the process
+/// restarts.
 /// The scroll region is reset between a cursor save and restore (`CSI r` homes the cursor).
 /// And if it was left on the alternate screen, [`LEAVE_ALTERNATE`] first — only then: on the
 /// primary screen that sequence means "restore the cursor", which would put the new output over
@@ -20,6 +21,8 @@ pub const NEW_PROCESS_MODES: &str = concat!(
     // the whole screen scrolls again, the cursor where it was
     "\x1b7\x1b[r\x1b8",
     "\x1b[0m",
+    // no window title (a page's tab kept the last program's)
+    "\x1b]0;\x07",
 );
 
 /// Leaves the alternate screen the way a program does, back to the primary one and its cursor

@@ -225,12 +225,16 @@ fn a_new_process_starts_from_plain_modes() {
     // alternate screen it is not on would restore the cursor to the top and overwrite it).
     let ring = Ring::new(1 << 20);
     let mut em = Emulator::new(ring.clone(), ROWS, COLS);
-    ring.append(b"line 1\r\nline 2\r\n\x1b[?25l");
+    ring.append(b"line 1\r\nline 2\r\n\x1b[?25l\x1b]0;old program\x07");
     em.new_process_at(ring.head());
     ring.append(b"SECOND");
-    let shown = replay(&em.snapshot());
+    let snapshot = em.snapshot();
+    let shown = replay(&snapshot);
     assert_eq!(shown.screen().contents(), "line 1\nline 2\nSECOND");
     assert!(!shown.screen().hide_cursor());
+    // Nor its window title: a page opened after a restart kept the old program's in its tab.
+    let text = String::from_utf8_lossy(&snapshot.bytes).into_owned();
+    assert!(!text.contains("old program"), "{text:?}");
     // Nor does its scroll region (the next program's output scrolled in rows 5-10), and the
     // cursor stays where the last one left it.
     let ring = Ring::new(1 << 20);

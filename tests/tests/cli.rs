@@ -1516,7 +1516,14 @@ fn wait_for_idle_without_hooks_means_quiet_output() {
     // A session no hook has spoken for asks nothing: said, on the wait and on its timeout.
     let out = corral(
         &server,
-        &["wait", "chatty", "--for", "needs_permission", "--timeout", "1"],
+        &[
+            "wait",
+            "chatty",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "1",
+        ],
     );
     assert_eq!(out.status.code(), Some(124), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);

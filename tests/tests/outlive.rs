@@ -273,7 +273,10 @@ async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
         .collect();
     assert_eq!(exited.len(), 1, "{events}");
     let at = corral_actors::time::from_json(&exited[0]["time"]).expect("an event time");
-    assert!(at <= exited_by, "the exit's time is when it happened: {events}");
+    assert!(
+        at <= exited_by,
+        "the exit's time is when it happened: {events}"
+    );
     let log = String::from_utf8_lossy(&log_bytes(server.dir.path(), &id)).into_owned();
     assert!(
         log.contains("bye-now"),

@@ -432,7 +432,11 @@ fn a_replayed_journal_closes_the_questions_hook_calls_held() {
         (s.attention, s.permission.is_some(), s.queued.len())
     };
     let prompt = hook(1, "UserPromptSubmit", json!({}));
-    let esc = [prompt.clone(), asks(2, "touch x"), cancelled(3, "k1", false)];
+    let esc = [
+        prompt.clone(),
+        asks(2, "touch x"),
+        cancelled(3, "k1", false),
+    ];
     assert_eq!(replayed(&esc), (Some(Attention::Idle), false, 0), "Esc");
     let ran_out = [prompt.clone(), asks(2, "touch x"), cancelled(3, "k1", true)];
     assert_eq!(

@@ -192,7 +192,9 @@ impl Untracked {
 impl vt100::Callbacks for Untracked {
     fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
         let printable = title.iter().copied().filter(|&b| b >= 0x20 && b != 0x7f);
-        self.title = Some(printable.take(TITLE_MAX).collect());
+        let title: Vec<u8> = printable.take(TITLE_MAX).collect();
+        // An empty title is none (a new process starts without one: `NEW_PROCESS_MODES`).
+        self.title = (!title.is_empty()).then_some(title);
     }
 
     fn unhandled_csi(

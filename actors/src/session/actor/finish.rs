@@ -73,9 +73,8 @@ impl SessionActorState {
                     .and_then(|r| r.ok().and_then(|e| *e));
                 match reported {
                     Some(exit) => {
-                        exited_at = Some(
-                            SystemTime::UNIX_EPOCH + Duration::from_millis(exit.at_ms),
-                        );
+                        exited_at =
+                            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(exit.at_ms));
                         exit.status
                     }
                     None => {
