@@ -2,7 +2,9 @@
 the width (no horizontal scroll: scrollWidth, and no element sticking out unclipped nor any
 scroll container scrolling sideways, even with a long name, a long command and a line wider than
 the screen), their screenshots are not blank (pixel variance and colour count), and the
-terminal's key bar is shown inside the viewport."""
+terminal's key bar is shown inside the viewport. The session's header stays whole on a short or
+narrow phone (390×500, 320 wide); a larger screen shown scaled down has its scrollbar at its
+edge."""
 
 import re
 
@@ -65,6 +67,63 @@ def test_phone_list_and_terminal_fit(server, browser, new_page):
     for key in ("key-esc", "key-ctrl-c", "key-tab", "key-up"):
         expect(page.get_by_test_id(key)).to_be_visible()
     assert_not_blank(browser, page.screenshot())
+
+
+# What is wrong with the page's two headers (the topbar, the session's): a control or text
+# outside the screen, cut short, wrapped onto a second line, or over another.
+HEADER_PROBE = """
+() => {
+  const W = document.documentElement.clientWidth;
+  const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
+  const els = [...document.querySelectorAll('.topbar > *, .term-title > *, .actions > *')]
+    .filter((el) => shown(el) && el.getBoundingClientRect().width > 0);
+  const name = (el) => el.dataset.testid || el.className;
+  const out = [];
+  for (const el of els) {
+    const r = el.getBoundingClientRect();
+    if (r.left < -0.5 || r.right > W + 0.5) out.push(`${name(el)} spans ${Math.round(r.left)}..${Math.round(r.right)}px`);
+    if (el.scrollWidth > el.clientWidth + 1) out.push(`${name(el)} is cut: ${el.scrollWidth} > ${el.clientWidth}px`);
+    const text = [];
+    const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      const range = document.createRange();
+      range.selectNodeContents(n);
+      text.push(...range.getClientRects());
+    }
+    const top = Math.min(...text.map((t) => t.bottom));
+    if (text.some((t) => t.top >= top - 1)) out.push(`${name(el)} wraps onto more than one line`);
+  }
+  for (let i = 0; i < els.length; i++) {
+    for (let j = i + 1; j < els.length; j++) {
+      const a = els[i].getBoundingClientRect();
+      const b = els[j].getBoundingClientRect();
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 1 && h > 1) out.push(`${name(els[i])} and ${name(els[j])} overlap`);
+    }
+  }
+  return out;
+}
+"""
+
+
+def test_the_session_header_stays_usable_on_a_short_or_narrow_phone(server, new_page):
+    # A phone upright with its keyboard up (390x500) and a narrow one (320 wide): the session's
+    # name, its state and every action are on the screen, whole, apart. The rule for a phone in
+    # landscape (short: the header on one line) took the upright phone with its keyboard up:
+    # the name shrank to nothing, "running" went under "events" and "remove" off the screen.
+    s = server.spawn(["cat"], name="sz4")
+    for vw, vh in ((390, 500), (320, 500), (320, 568), (844, 390)):
+        page = new_page(viewport={"width": vw, "height": vh}, phone=True)
+        page.goto(server.login_url(hash=f"/s/{s['id']}"))
+        wait_js(page, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+        expect(page.get_by_test_id("term-state")).to_have_text("running")
+        page.wait_for_timeout(300)  # fonts and layout settle
+        assert page.evaluate(HEADER_PROBE) == [], (vw, vh)
+        assert page.evaluate(OVERFLOW_PROBE) == [], (vw, vh)
+        for testid in ("term-name", "term-state", "btn-restart", "btn-stop", "btn-kill", "btn-remove"):
+            expect(page.get_by_test_id(testid)).to_be_in_viewport(ratio=1)
+        page.close()
 
 
 def phone_on(server, new_page, s):
@@ -135,6 +194,27 @@ def test_a_phone_following_a_desktop_takes_the_size_back_with_one_tap(server, ne
     desktop.keyboard.type("y")
     wait_until(lambda: server.session(s["id"])["size"]["cols"] == wide["cols"], 10, "the desktop's size again")
     expect(take).to_be_visible()
+
+
+def test_a_screen_scaled_down_to_fit_has_its_scrollbar_at_its_right_edge(server, new_page):
+    # A desktop's screen shown on the phone scaled down (past the smallest font) has its
+    # scrollbar at its right edge, by the last column: the terminal kept the box's width when
+    # scaled, so its scrollbar (at that width's edge) was drawn in the middle of the screen.
+    s = server.spawn(["sh", "-c", "seq 1 300; exec cat"], name="scaled")
+    phone, own = phone_on(server, new_page, s)
+    desktop, wide = desktop_types_into(server, new_page, s)
+    wait_js(phone, f"window.corral.termSize().cols === {wide['cols']}", 10, "the phone to show the desktop's width")
+    where = """() => {
+        const box = document.querySelector('[data-testid=terminal]');
+        const screen = box.querySelector('.xterm-screen').getBoundingClientRect();
+        const bar = box.querySelector('.scrollbar.vertical').getBoundingClientRect();
+        return { scaled: box.querySelector('.xterm').style.transform.includes('scale'),
+                 screen: screen.right, left: bar.left, right: bar.right, height: bar.height };
+    }"""
+    wait_js(phone, f"({where})().scaled", 10, "the screen scaled down to fit")
+    got = phone.evaluate(where)
+    assert got["height"] > 0 and abs(got["left"] - got["screen"]) <= 1, got
+    assert got["right"] <= WIDTH + 0.5, got
 
 
 def swipe(page, up: bool, lines: int = 8):

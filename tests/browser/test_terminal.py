@@ -2,7 +2,9 @@
 log agrees); the session's size (GET /v1/sessions/{id} -> size, and what the process itself
 sees with `stty size`) follows the browser viewport and the terminal fills its box; a read-only
 link shows the read-only badge and no key bar, and key presses in it never reach the process
-(output and log unchanged), nor does input or a resize sent by hand on a read token's socket."""
+(output and log unchanged), nor does input or a resize sent by hand on a read token's socket.
+An ended session says how it ended, keys typed into a stopped one are said not to reach it, and
+a restart leaves no old window title in the tab's."""
 
 import re
 import time
@@ -175,6 +177,40 @@ def test_pipe_session_gets_lines_and_a_stopped_one_says_so(server, page):
     expect(page.get_by_text(re.compile("nothing was typed"))).to_be_visible()
 
 
+def test_a_session_opened_after_it_ended_says_how_it_ended(server, page):
+    """A view opened after the session's process ended shows how it ended under its output, as
+    a view that watched it end does (`— process ended: exit 3 —`): the page draws that line on
+    the `exited` event, which a later subscription never gets. On a PTY (the screen) and on
+    pipes (the output)."""
+    for mode in ("pty", "pipe"):
+        name = f"ended-{mode}"
+        s = server.spawn(["sh", "-c", "echo starting; echo 'error: boom'; exit 3"], name=name, mode=mode)
+        wait_until(lambda: server.session(s["id"])["state"] in ("stopped", "failed"), 10, f"{name} to end")
+        page.goto(server.login_url(hash=f"/s/{s['id']}"))
+        wait_js(page, f"window.corral.sessionId() === {s['id']!r}", 15)
+        wait_js(page, "window.corral.termText().includes('process ended')", 10, f"the end of {name}")
+        assert term_lines(page) == ["starting", "error: boom", "— process ended: exit 3 —"], term_lines(page)
+
+
+def test_keys_typed_after_stopping_from_the_page_are_said_not_to_reach_it(server, page):
+    """Stopped with the page's stop button, a session takes no keys, and keys typed next are
+    said not to have been typed: the terminal has the keys again once the dialog closes (they
+    went to the disabled stop button: nowhere, without a word)."""
+    s = server.spawn(READY_CAT, name="stopped-cat")
+    open_term(server, page, s["id"])
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("hello cat\n")
+    server.wait_output("stopped-cat", b"hello cat\r\nhello cat\r\n")
+    page.get_by_test_id("btn-stop").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("term-state")).to_have_text("stopped")
+    expect(page.get_by_test_id("btn-stop")).to_be_disabled()
+    log = server.logs("stopped-cat")
+    page.keyboard.type("typing into stopped")
+    expect(page.get_by_text(re.compile("stopped-cat is stopped: nothing was typed"))).to_be_visible()
+    assert server.logs("stopped-cat") == log
+
+
 def test_the_tab_title_names_the_session_and_its_program_title(server, page):
     # The program sets its window title before the page opens (the snapshot carries it), then
     # sets a new one for each line it reads.
@@ -190,6 +226,29 @@ def test_the_tab_title_names_the_session_and_its_program_title(server, page):
     page.get_by_test_id("back").click()
     expect(page.get_by_test_id("session-list")).to_be_visible()
     expect(page).to_have_title("corral")
+
+
+def test_a_restarted_session_has_no_title_until_its_new_program_sets_one(server, page):
+    """A window title is the program's: after a restart from the page the tab no longer names
+    the old program's title (`(1) sz4: my-build-title — corral` stayed), and the new program's
+    own title shows again once it sets one."""
+    prog = "echo ready; while read l; do printf '\\033]0;%s\\007' \"$l\"; done"
+    s = server.spawn(["sh", "-c", prog], name="retitled")
+    open_term(server, page, s["id"])
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("my-build-title")
+    page.keyboard.press("Enter")
+    expect(page).to_have_title("retitled: my-build-title — corral")
+    pid = server.session(s["id"])["pid"]
+    page.get_by_test_id("btn-restart").click()
+    page.get_by_test_id("confirm-ok").click()
+    wait_until(lambda: server.session(s["id"])["pid"] not in (None, pid), 10, "the new process")
+    wait_js(page, "window.corral.termText().split('ready').length === 3", 10, "the new process's output")
+    expect(page).to_have_title("retitled — corral")
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("second run")
+    page.keyboard.press("Enter")
+    expect(page).to_have_title("retitled: second run — corral")
 
 
 def test_the_page_works_under_a_path_prefix(server, page):

@@ -143,7 +143,9 @@ test('overScrollback: the full reset goes, the screen is pushed up with the note
   const out = new TextDecoder().decode(overScrollback(snap, 3, '[note]'));
   assert.ok(!out.includes('\x1bc'), out);
   assert.ok(out.endsWith('\x1b[!p\x1b[H\x1b[2J\x1b[?1049hnow'), out);
-  assert.ok(out.includes('[note]\x1b[3;1H\r\n\r\n\r\n'), out);
+  // The note on a new line under the bottom row (the resets before it home the cursor: it went
+  // over the second row), then a screenful of new lines.
+  assert.ok(out.includes('\x1b[r\x1b[?6l\x1b[0m\x1b[3;1H\r\n[note]\r\n\r\n\r\n\x1b[!p'), out);
   // A snapshot without the reset (never expected) is drawn as it is after the soft reset.
   const bare = new TextDecoder().decode(overScrollback(new TextEncoder().encode('x'), 1, ''));
   assert.ok(bare.endsWith('\x1b[2Jx'), bare);

@@ -11,14 +11,16 @@ const MODES_OFF =
 
 /** A snapshot drawn over a terminal that shows the session already, as the server's
  * `Snapshot::over_scrollback` draws it for ttyd viewers: what it shows goes up into its
- * scrollback with `note`, then a soft reset instead of the full one (which in xterm.js wipes
- * the scrollback too). */
+ * scrollback with `note` on a new line under its bottom row, then a soft reset instead of the
+ * full one (which in xterm.js wipes the scrollback too). Resetting the scroll region and origin
+ * mode homes the cursor: the note went over the screen's second row, a line received far
+ * above where the output was skipped. */
 export function overScrollback(snapshot: Uint8Array, rows: number, note: string): Uint8Array {
   const reset = new TextEncoder().encode(FULL_RESET);
   const starts = reset.every((b, i) => snapshot[i] === b);
   const body = starts ? snapshot.subarray(reset.length) : snapshot;
   const head = new TextEncoder().encode(
-    `${MODES_OFF}\x1b[r\x1b[?6l\x1b[0m\r\n${note}\x1b[${rows};1H${'\r\n'.repeat(rows)}\x1b[!p\x1b[H\x1b[2J`,
+    `${MODES_OFF}\x1b[r\x1b[?6l\x1b[0m\x1b[${rows};1H\r\n${note}${'\r\n'.repeat(rows)}\x1b[!p\x1b[H\x1b[2J`,
   );
   const out = new Uint8Array(head.length + body.length);
   out.set(head, 0);

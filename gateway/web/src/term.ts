@@ -89,13 +89,22 @@ const THEME = {
 /** What a new process starts from (the server's screen: `NEW_PROCESS_MODES`), after `?47l`:
  * it leaves the alternate screen if the last process was on it and does nothing otherwise
  * (`?1049l` on the primary screen restores the cursor: the new output went over the old;
- * whether xterm is on the alternate screen cannot be asked here, its writes are queued). */
+ * whether xterm is on the alternate screen cannot be asked here, its writes are queued).
+ * Then no window title (OSC 0 with none): the last process's stayed in the tab's title. It is
+ * cleared in the output's order, so a title the old process set just before it ended does not
+ * come back over it, and one the new process sets is kept. */
 const NEW_PROCESS_MODES =
   '\x1b[?47l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1004l' +
   '\x1b[?2004l\x1b[?1l\x1b>\x1b[?7h\x1b[?25h' +
   '\x1b[4l\x1b(B\x0f\x1b[0 q\x1b[>4m\x1b[<u' +
   '\x1b7\x1b[r\x1b8' +
-  '\x1b[0m';
+  '\x1b[0m' +
+  '\x1b]0;\x07';
+
+/** The line that says a process ended (`how`: `exit 3`, `signal 1`), drawn in the output. */
+function endedLine(how: string): string {
+  return `\x1b[0;2m— process ended: ${how} —\x1b[0m\r\n`;
+}
 
 /** Erases `c` typed at the cursor: back, blank, back — over two cells for a wide character. */
 function erase(c: string): string {
@@ -166,6 +175,9 @@ export class TermView {
   private redrawNote: string | null = null;
   /** Whether the last byte handed to xterm ended a line (for placing lag notices). */
   private atLineStart = true;
+  /** A fresh view of a session that had ended: how it ended, said under what the view shows
+   * once the output up to `at` is drawn (see `sayEnded`); `due` once that is on its way. */
+  private ended: { how: string; at: number; due?: boolean } | null = null;
   private acked = 0;
   private subscribing = false;
   private queue: Queued[] = [];
@@ -364,6 +376,7 @@ export class TermView {
     this.subscribing = true;
     this.queue = [];
     this.channel = 0;
+    this.ended = null;
     try {
       const info = await this.loadInfo();
       if (!info) {
@@ -408,6 +421,14 @@ export class TermView {
       }
       this.acked = start;
       this.flushUnsent();
+      // A fresh view of a session that had ended gets no events from before it: how it ended
+      // is said under its screen (or its output, on pipes: none may come), as a live view
+      // said it when it happened.
+      const state = typeof r.state === 'string' ? r.state : info.state;
+      if (op.after == null && !isAlive(state) && info.last_exit) {
+        this.ended = { how: formatExit(info.last_exit), at: Math.max(start, info.output_offset ?? 0) };
+        if (info.mode !== 'pty') this.sayEnded();
+      }
       if (typeof r.state === 'string' && this.uuid) {
         const st = r.state;
         this.store.patch(this.uuid, (s) => void (s.state = st));
@@ -466,6 +487,7 @@ export class TermView {
       const over = this.redrawNote;
       this.redrawNote = null;
       this.write(over == null ? f.payload : overScrollback(f.payload, this.term.rows, over), f.offset);
+      this.sayEnded();
       return;
     }
     if (f.kind !== KIND_OUTPUT) return;
@@ -484,6 +506,7 @@ export class TermView {
     }
     this.next = offset + payload.length;
     this.write(payload, this.next);
+    this.sayEnded();
   }
 
   private onMessage(m: ServerMsg): void {
@@ -528,9 +551,10 @@ export class TermView {
     // Where a process ended, in the output (the next one's output would run on from it).
     if (k.kind === 'exited' && this.next != null) {
       const nl = this.atLineStart ? '' : '\r\n';
-      const how = formatExit(k.status as SessionInfo['last_exit']);
-      this.write(`${nl}\x1b[0;2m— process ended: ${how} —\x1b[0m\r\n`, this.next);
+      this.write(`${nl}${endedLine(formatExit(k.status as SessionInfo['last_exit']))}`, this.next);
     }
+    // The session goes on live from here: an end said for the screen it had is out of date.
+    if (k.kind === 'spawned' || k.kind === 'exited') this.ended = null;
     if (!this.admin) {
       // Without the admin watch, keep this session's info current from its own events.
       this.store.patch(this.uuid, (s) => {
@@ -561,6 +585,24 @@ export class TermView {
           this.acked = this.written;
         }
       }
+    });
+  }
+
+  /** Says how the session ended (see `ended`) once its output up to there is drawn: on the
+   * cursor's row if it is blank, else on the next (the screen drawn ends with a cursor move,
+   * not with the end of a line: only xterm can tell where it is), unless more came meanwhile. */
+  private sayEnded(): void {
+    const end = this.ended;
+    if (!end || end.due || this.next == null || this.next < end.at) return;
+    end.due = true;
+    const at = this.next;
+    this.term.write('', () => {
+      if (this.ended !== end || this.next !== at) return;
+      this.ended = null;
+      const buf = this.term.buffer.active;
+      const row = buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? '';
+      const nl = buf.cursorX === 0 && !row.trim() ? '' : '\r\n';
+      this.write(`${nl}${endedLine(end.how)}`, at);
     });
   }
 
@@ -896,11 +938,14 @@ export class TermView {
     };
   }
 
-  /** Scales the terminal down (a CSS transform) until `screen` fits the box; none when it does. */
+  /** Scales the terminal down (a CSS transform) until `screen` fits the box; none when it does.
+   * Scaled, the terminal is as wide as its screen and scrollbar: it was as wide as the box, so
+   * its scrollbar, at its right edge, was scaled into the middle of the screen. */
   private scaleToFit(screen: HTMLElement | null): void {
     const xterm = this.box.querySelector('.xterm') as HTMLElement | null;
     if (!xterm) return;
     xterm.style.transform = '';
+    xterm.style.width = '';
     if (!screen || !screen.offsetWidth) return;
     const inner = this.inner();
     const k = Math.min(
@@ -909,8 +954,11 @@ export class TermView {
       this.writable ? inner.height / Math.max(1, screen.offsetHeight) : 1,
     );
     if (k < 1) {
+      const bar = (xterm.querySelector('.scrollbar.vertical') as HTMLElement | null)?.offsetWidth ?? 0;
+      const width = screen.offsetWidth + bar;
+      xterm.style.width = `${width}px`;
       xterm.style.transformOrigin = '0 0';
-      xterm.style.transform = `scale(${k})`;
+      xterm.style.transform = `scale(${Math.min(k, inner.width / width)})`;
     }
   }
 
@@ -1109,7 +1157,13 @@ export class TermView {
       ],
     };
     const label = op[0].toUpperCase() + op.slice(1);
-    if (ask[op] && !(await confirmDialog(ask[op][0], ask[op][1], label))) return;
+    const yes = !ask[op] || (await confirmDialog(ask[op][0], ask[op][1], label));
+    // Keys go to the terminal again, not to the button the closed dialog gave the focus back
+    // to: Enter pressed it again, and once stop disabled it the keys went nowhere, unsaid (a
+    // stopped session's terminal says nothing runs to take them). Not on a touch screen,
+    // whose keyboard would come up.
+    if (!window.matchMedia('(pointer: coarse)').matches) this.term.focus();
+    if (!yes) return;
     try {
       await this.conn.request({ type: op, session: this.uuid ?? this.route });
       if (op === 'remove') {
