@@ -234,6 +234,12 @@ fn replay_into(s: &mut Status, mode: Mode, events: &[SessionEvent]) {
                 apply_stream(s, &AgentEvent::AnsweredInDialog { questions: held });
             }
             EventKind::Agent(e) => apply_stream(s, e),
+            // A server took the session back: the hook calls that held its questions ended
+            // with the last one (killed, they journaled nothing), and the questions went to
+            // the agent's own dialog, as at the end of this replay. Held on here, their
+            // stand-ins kept every later hook from moving the state (an agent idle after a
+            // Stop came back asking, after each later crash).
+            EventKind::Recovery { .. } => questions::leave_held_to_terminal(s),
             _ => {}
         }
     }

@@ -468,6 +468,25 @@ fn a_replayed_journal_closes_the_questions_hook_calls_held() {
         (Some(Attention::NeedsPermission), false, 0),
         "the other still asks (in its dialog now)"
     );
+    // A server killed while a hook call held the question (nothing journaled its close), the
+    // next one answered in the dialog: the later hooks move the state as they did then.
+    let recovered = |seq| {
+        event(
+            seq,
+            EventKind::Recovery {
+                decision: "reattaching".into(),
+            },
+        )
+    };
+    let crashed = [
+        prompt.clone(),
+        asks(2, "touch x"),
+        recovered(3),
+        hook(4, "PostToolUse", json!({"tool_name": "Bash"})),
+        hook(5, "Stop", json!({})),
+        recovered(6),
+    ];
+    assert_eq!(replayed(&crashed), (Some(Attention::Idle), false, 0), "crashed");
     let both = [
         prompt,
         asks(2, "touch x"),
