@@ -706,10 +706,14 @@ async fn claude_code_answered_in_its_own_dialog_works_while_the_tool_runs() {
 }
 
 /// Esc in Claude's own dialog refuses the tool and ends the turn, with no hook: the agent waits
-/// again (`idle`, not `needs_permission` nor `working`), and the tool did not run.
+/// again (`idle`, not `needs_permission` nor `working`), and the tool did not run. No webhook
+/// says it waits (whoever pressed Esc is looking at it; a phone was told "waiting for input"),
+/// and a server killed after that finds it waiting, not asking again (it came back
+/// `needs_permission`, refusing every prompt).
 #[tokio::test]
 async fn claude_code_refused_in_its_own_dialog_waits_again() {
-    let server = Server::start();
+    let webhooks = corral_tests::Webhooks::start().await;
+    let mut server = Server::start_configured(&webhooks.config());
     let c = Claude::start_and_ask(&server, "refused").await;
     server.cli_ok(&["send", "refused", "\\e"]).await;
     let out = server
@@ -724,6 +728,23 @@ async fn claude_code_refused_in_its_own_dialog_waits_again() {
     let s = server.session("refused").await;
     assert!(s["permission"].is_null(), "{s}");
     assert!(!c.target().exists(), "the refused tool ran");
+    // Past the 1.5 s an idle push waits for: the question was told, the wait was not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kinds: Vec<Value> = webhooks
+        .received()
+        .iter()
+        .map(|(_, b)| b["kind"].clone())
+        .collect();
+    assert!(kinds.contains(&json!("needs_permission")), "{kinds:?}");
+    assert!(!kinds.contains(&json!("idle")), "{kinds:?}");
+    server.kill();
+    server.restart();
+    let s = server.session("refused").await;
+    assert_eq!(s["attention"], "idle", "{s}");
+    server.kill();
+    server.restart();
+    let s = server.session("refused").await;
+    assert_eq!(s["attention"], "idle", "after a second restart: {s}");
     c.stop(&server).await;
 }
 

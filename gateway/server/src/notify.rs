@@ -265,11 +265,17 @@ pub async fn run(app: Arc<App>, watch: Watch) {
             }
             // An interrupt (Esc or Ctrl-C typed into the agent, a stream-json interrupt) is
             // its user's own doing: whoever typed it is looking at the agent, and a push saying
-            // it waits would only echo their key.
+            // it waits would only echo their key. So is a question settled in the agent's own
+            // dialog ("No", Esc: its hook call ended, `permission_cancelled` without
+            // `to_dialog`) that leaves it waiting.
             let interrupted = matches!(
                 event.kind,
                 corral_actors::EventKind::Agent(
                     corral_actors::stream_json::AgentEvent::Interrupted
+                        | corral_actors::stream_json::AgentEvent::PermissionCancelled {
+                            to_dialog: false,
+                            ..
+                        }
                 )
             );
             let asks_at_start = match &event.kind {
