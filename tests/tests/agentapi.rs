@@ -930,7 +930,7 @@ async fn a_user_message_is_answered_once_entered() {
 /// screen showed before; read after the Ring (4 KiB here) let go of it, from the log.
 #[tokio::test]
 async fn a_long_answer_comes_back_whole() {
-    let server = Server::start();
+    let mut server = Server::start();
     let t = Some(server.token.as_str());
     server
         .spawn(json!({
@@ -991,6 +991,27 @@ async fn a_long_answer_comes_back_whole() {
             .contains("answer to q1, line 0")
     );
     assert!(!msgs[4]["content"].as_str().unwrap().contains("q1"), "{m}");
+    // The answer outlives its server: after an upgrade and after a kill the agent's message is
+    // still the whole answer, read back from the log (it was the screen's last 24 lines), and
+    // never timed before the message it answers (it said when the process started).
+    let whole = async |server: &Server, when: &str| {
+        let (_, m) = get(server, "/agentapi/long/messages", Some(&server.token)).await;
+        let msgs = m["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 5, "{when}: {m}");
+        let text = msgs[4]["content"].as_str().unwrap();
+        for want in ["answer to q2, line 0", "answer to q2, line 299"] {
+            assert!(text.contains(want), "{when}: {want} in {text}");
+        }
+        assert!(!text.contains("q1") && !text.contains("banner"), "{when}: {text}");
+        let at = |i: usize| corral_actors::time::from_json(&msgs[i]["time"]).unwrap();
+        assert!(at(4) >= at(3), "{when}: {m}");
+    };
+    server.cli_ok(&["upgrade"]).await;
+    server.follow_successor();
+    whole(&server, "after an upgrade").await;
+    server.kill();
+    server.restart();
+    whole(&server, "after a kill").await;
 }
 
 /// A user message does not rewrite the answer before it: while it is sent (its Enter waits for

@@ -159,7 +159,17 @@ const PIPE_TEXT: u64 = 64 * 1024;
 /// user message (`app`'s mark; its last [`PIPE_TEXT`] bytes), as text.
 async fn agent_text(app: &App, h: &SessionHandle) -> String {
     if h.shared().mode != Mode::Pipe {
-        return match app.conversations.turn(h.id()) {
+        let turn = app.conversations.turn(h.id()).or_else(|| {
+            // Taken over from a previous server after a user message: the turn goes on from
+            // where the journal says it was posted, read back from the log.
+            let (offset, message) = app.conversations.resume(h.id())?;
+            let size = h.shared().size();
+            let turn = crate::turn::Turn::resumed(offset, size.rows, size.cols);
+            app.conversations
+                .begin_turn(h.id(), Some(turn.answering(&message)));
+            app.conversations.turn(h.id())
+        });
+        return match turn {
             Some(turn) => turn_text(app, h, turn).await,
             None => screen_text(h).await,
         };

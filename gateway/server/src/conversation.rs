@@ -56,6 +56,11 @@ pub struct Conversations {
     prompts: Mutex<HashMap<Uuid, u64>>,
     /// terminal session → its turn since its last user message (the agent's message).
     turns: Mutex<HashMap<Uuid, std::sync::Arc<Mutex<crate::turn::Turn>>>>,
+    /// session taken over from a previous server → its last user message as the journal has
+    /// it: the output offset it was posted at and its text. The turn (or a pipe session's
+    /// mark) it began went with that server; the agent's message goes on from there, not from
+    /// its screen now (an answer cut to its last screenful, earlier turns' output in it).
+    resumes: Mutex<HashMap<Uuid, (u64, String)>>,
     /// Bumped when a user message was sent to any session: wakes the event streams, whose
     /// status changes to `running` before any hook or output says so.
     sent: tokio::sync::watch::Sender<u64>,
@@ -111,11 +116,18 @@ impl Conversations {
             .cloned()
             .unwrap_or_default();
         let id = out.last().map_or(0, |m| m.id + 1);
+        // Never before the message it answers (a screen unchanged since a restart says when
+        // its process started). Times of one format compare as text.
+        let time = corral_actors::time::format(changed);
+        let time = match out.last() {
+            Some(m) if m.time > time => m.time.clone(),
+            _ => time,
+        };
         out.push(Message {
             id,
             content: screen,
             role: AGENT.into(),
-            time: corral_actors::time::format(changed),
+            time,
         });
         out
     }
@@ -155,6 +167,7 @@ impl Conversations {
             return;
         }
         let mut loaded = Vec::new();
+        let mut last_user = None;
         let mut after = 0;
         loop {
             let Some(events) = page(persist, session, after).await else {
@@ -164,6 +177,9 @@ impl Conversations {
             for event in events {
                 after = event.seq;
                 if let EventKind::Conversation { role, text } = event.kind {
+                    if role == "user" {
+                        last_user = Some((event.offset, text.clone()));
+                    }
                     push(&mut loaded, role, text, event.time);
                 }
             }
@@ -172,7 +188,19 @@ impl Conversations {
             }
         }
         // A post that seeded meanwhile wrote its messages after what it found: keep its list.
-        self.terminal.lock().entry(session).or_insert(loaded);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.terminal.lock().entry(session)
+        {
+            e.insert(loaded);
+            if let Some(resume) = last_user {
+                self.resumes.lock().insert(session, resume);
+            }
+        }
+    }
+
+    /// Where the agent's message of `session`, taken over from a previous server, begins: the
+    /// output offset of its last user message and that message ([`Self::seed`] found them).
+    pub fn resume(&self, session: Uuid) -> Option<(u64, String)> {
+        self.resumes.lock().get(&session).cloned()
     }
 
     /// Takes the right to send `session` a user message, whose last event is `seq`: None while
@@ -205,7 +233,9 @@ impl Conversations {
     /// Where a pipe session's agent message starts: the output offset its last user message
     /// was sent at (0 before any).
     pub fn mark(&self, session: Uuid) -> u64 {
-        self.marks.lock().get(&session).copied().unwrap_or(0)
+        let mark = self.marks.lock().get(&session).copied();
+        mark.or_else(|| self.resume(session).map(|(offset, _)| offset))
+            .unwrap_or(0)
     }
 
     /// A user message is sent to pipe session `session` at output offset `offset`.
@@ -265,6 +295,7 @@ impl Conversations {
         self.prompts.lock().remove(&session);
         self.marks.lock().remove(&session);
         self.turns.lock().remove(&session);
+        self.resumes.lock().remove(&session);
     }
 }
 

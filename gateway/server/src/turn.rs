@@ -65,6 +65,20 @@ impl Turn {
         }
     }
 
+    /// A turn of a `rows`×`cols` terminal whose user message was posted at output offset
+    /// `offset` under a previous server (an upgrade, a crash): the screen it began at is gone,
+    /// so it begins blank — the agent's answer is found by its echo of the message
+    /// ([`Self::answering`]), and what the screen showed before is not told apart.
+    pub fn resumed(offset: u64, rows: u16, cols: u16) -> Turn {
+        let size = |n: u16| NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
+        Turn {
+            parser: vt100::Parser::new(size(rows), size(cols), SCROLLBACK),
+            at: offset,
+            before: Vec::new(),
+            prompt: None,
+        }
+    }
+
     /// The user message the turn answers: when the agent prints the conversation again within
     /// the turn (Claude Code's renderer reprints all of it once its output is taller than the
     /// screen, and on a resize), the answer starts at the last echo of it.
