@@ -571,6 +571,11 @@ pub async fn get_events(
             tracing::info!(session = %f.h.id(), "an event stream's token is no longer valid: ended");
             return None;
         }
+        // Removed while this settled: its conversation is gone, and read now it would be one
+        // empty agent message (id 0), sent over the client's last one.
+        if f.app.corral.sessions().get(&f.h.id().to_string()).is_err() {
+            return None;
+        }
         for m in messages(&f.app, &f.h).await {
             if f.sent.get(&m.id) != Some(&m.content) {
                 f.sent.insert(m.id, m.content.clone());
