@@ -762,7 +762,13 @@ fn choices(
         })
         .unwrap_or_default();
     if texts.is_empty() {
-        anyhow::bail!("--choose answers an AskUserQuestion, and the question open is not one");
+        match question {
+            None => anyhow::bail!("it asks nothing now: --choose answers an AskUserQuestion"),
+            Some(q) => anyhow::bail!(
+                "--choose answers an AskUserQuestion, and the question open is not one (it asks for {})",
+                q.tool
+            ),
+        }
     }
     if texts.len() != choose.len() {
         anyhow::bail!(
@@ -781,6 +787,21 @@ fn choices(
 #[cfg(test)]
 mod tests {
     use super::unescape;
+
+    /// `--choose` with nothing asked says so (it said the open question was not one).
+    #[test]
+    fn choose_with_nothing_asked_says_so() {
+        let err = super::choices(None, vec!["Red".into()]).unwrap_err();
+        assert!(err.to_string().contains("it asks nothing now"), "{err}");
+        let bash = corral_actors::agent::PermissionAsk {
+            id: Some("q".into()),
+            tool: "Bash".into(),
+            input: serde_json::json!({"command": "ls"}),
+            request_id: None,
+        };
+        let err = super::choices(Some(&bash), vec!["Red".into()]).unwrap_err();
+        assert!(err.to_string().contains("it asks for Bash"), "{err}");
+    }
 
     #[test]
     fn escapes_are_honoured_and_unknown_ones_refused() {
