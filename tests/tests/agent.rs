@@ -1330,3 +1330,51 @@ async fn a_previous_process_s_late_session_end_changes_nothing() {
     assert_eq!(code, 202, "{body}");
     assert_eq!(server.session("late").await["attention"], "exited");
 }
+
+/// An agent that worked in its conversation is not `agent_fresh` ("ready for a first prompt")
+/// once stopped and seen by a next server: a stopped agent's state is not replayed, and it
+/// came back fresh (the page showed it `ready`).
+#[tokio::test]
+async fn a_stopped_agent_that_worked_is_not_fresh_after_a_restart() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Under the claude profile (a session of a profile has an attention from its start).
+    let program = dir.path().join("agent.sh");
+    corral_tests::executable(
+        &program,
+        &format!("#!/bin/sh\n{}", agent_script(dir.path())),
+    );
+    server
+        .spawn(json!({"name": "worked", "argv": [program], "agent": "claude"}))
+        .await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "worked",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        corral(&server, &["answer", "worked", "allow"])
+            .status
+            .success()
+    );
+    let out = corral(
+        &server,
+        &["wait", "worked", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let s = server.session("worked").await;
+    assert!(s.get("agent_fresh").is_none(), "{s}");
+    assert!(corral(&server, &["stop", "worked"]).status.success());
+    server.kill();
+    server.restart();
+    let s = server.session("worked").await;
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert!(s.get("agent_fresh").is_none(), "{s}");
+}

@@ -310,6 +310,10 @@ impl SessionShared {
         s.agent_session_id = row.agent_session_id.clone();
         s.agent_transcript = row.agent_transcript.clone();
         s.agent_prompted = row.agent_prompted;
+        // A conversation it was prompted in is not one to begin (a stopped agent's events are
+        // not replayed: it came back `agent_fresh` after its turns; an adopted one's replay
+        // refines this).
+        s.fresh = !row.agent_prompted;
         // Kept only for a process that outlived the server under its holder (recovery clears
         // it otherwise): the adoption checks the holder's process against it.
         s.identity = row.process.clone();
