@@ -1002,7 +1002,10 @@ async fn a_long_answer_comes_back_whole() {
         for want in ["answer to q2, line 0", "answer to q2, line 299"] {
             assert!(text.contains(want), "{when}: {want} in {text}");
         }
-        assert!(!text.contains("q1") && !text.contains("banner"), "{when}: {text}");
+        assert!(
+            !text.contains("q1") && !text.contains("banner"),
+            "{when}: {text}"
+        );
         let at = |i: usize| corral_actors::time::from_json(&msgs[i]["time"]).unwrap();
         assert!(at(4) >= at(3), "{when}: {m}");
     };

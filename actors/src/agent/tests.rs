@@ -486,7 +486,11 @@ fn a_replayed_journal_closes_the_questions_hook_calls_held() {
         hook(5, "Stop", json!({})),
         recovered(6),
     ];
-    assert_eq!(replayed(&crashed), (Some(Attention::Idle), false, 0), "crashed");
+    assert_eq!(
+        replayed(&crashed),
+        (Some(Attention::Idle), false, 0),
+        "crashed"
+    );
     let both = [
         prompt,
         asks(2, "touch x"),

@@ -188,8 +188,7 @@ impl Conversations {
             }
         }
         // A post that seeded meanwhile wrote its messages after what it found: keep its list.
-        if let std::collections::hash_map::Entry::Vacant(e) = self.terminal.lock().entry(session)
-        {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.terminal.lock().entry(session) {
             e.insert(loaded);
             if let Some(resume) = last_user {
                 self.resumes.lock().insert(session, resume);
