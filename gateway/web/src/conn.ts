@@ -55,6 +55,8 @@ export class Conn {
   private readonly frameListeners = new Set<(f: BinFrame) => void>();
   private readonly openListeners = new Set<() => void>();
   private readonly enc = new TextEncoder();
+  /** The view that last subscribed to each session on this socket (see `claim`). */
+  private readonly subscribers = new Map<string, object>();
 
   /** `onAuthLost` runs when the server refuses us (cookie gone, token revoked): the app shows
    * the login view, with `why` when the server said it. */
@@ -133,6 +135,29 @@ export class Conn {
     // seconds rather than at the next periodic ping.
     if (Date.now() - this.lastPing > INPUT_PING_AFTER_MS) this.ping(INPUT_PING_TIMEOUT_MS);
     return true;
+  }
+
+  /** Notes `owner` as the last to subscribe to `session` on this socket, before it sends the
+   * subscribe. The server keeps one subscription per session and connection (a later subscribe
+   * replaces the earlier one) and `unsubscribe` names the session, not the channel: only the
+   * last subscriber may end it, or a view left while its subscribe was on its way would end,
+   * when the answer came, the next view's subscription to the same session. */
+  claim(session: string, owner: object): void {
+    this.subscribers.set(session, owner);
+  }
+
+  /** Forgets `owner`'s claim on `session` without unsubscribing (its subscribe failed, or the
+   * session is gone). */
+  release(session: string, owner: object): void {
+    if (this.subscribers.get(session) === owner) this.subscribers.delete(session);
+  }
+
+  /** Ends `owner`'s subscription to `session`, unless a later subscribe replaced it (see
+   * `claim`); true if the unsubscribe was sent. */
+  unsubscribe(session: string, owner: object): boolean {
+    if (this.subscribers.get(session) !== owner) return false;
+    this.subscribers.delete(session);
+    return this.send({ type: 'unsubscribe', session });
   }
 
   isOpen(): boolean {
@@ -293,6 +318,8 @@ export class Conn {
   }
 
   private failPending(code: string, msg: string): void {
+    // The socket is gone, and every subscription on it with it.
+    this.subscribers.clear();
     const p = [...this.pending.values()];
     this.pending.clear();
     for (const { reject } of p) reject(new RequestError(code, msg));

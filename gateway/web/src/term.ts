@@ -138,6 +138,9 @@ export class TermView {
   private readonly admin: boolean;
   private readonly writable: boolean;
   private ro: ResizeObserver | null = null;
+  /** The WebGL renderer and its context, released by `unmount` (see `disposeTerminal`). */
+  private gl: WebglAddon | null = null;
+  private glContext: WebGL2RenderingContext | null = null;
   /** The font size this view draws at when it has the session's size. */
   private readonly baseFont: number;
   /** The size this view fits at `baseFont` (what it last asked the server for). */
@@ -304,19 +307,54 @@ export class TermView {
     this.term.focus();
   }
 
+  /** Leaves the session and releases everything the view holds: nothing of it may outlive it
+   * (the page opens view after view for hours, and each holds up to 10 000 rows and a WebGL
+   * context). */
   unmount(): void {
     this.disposed = true;
     clearTimeout(this.followTimer);
+    this.followTimer = undefined;
     for (const off of this.offs.splice(0)) off();
     clearInterval(this.tick);
     this.refreshInfo.cancel();
+    this.sendResize.cancel();
     this.ro?.disconnect();
+    this.ro = null;
     this.store.setViewTitle(null);
-    if (this.uuid && this.channel && !this.gone && this.conn.isOpen()) {
-      this.conn.send({ type: 'unsubscribe', session: this.uuid });
+    // A subscribe still on its way is ended when its answer comes (see `attach`); a session
+    // gone has nothing left to end.
+    if (this.uuid && !this.subscribing) {
+      if (this.gone) this.conn.release(this.uuid, this);
+      else this.conn.unsubscribe(this.uuid, this);
     }
-    this.term.dispose();
+    this.queue = [];
+    this.unsent = [];
+    this.disposeTerminal();
     this.el.remove();
+  }
+
+  /** Disposes the terminal, its addons and its WebGL context. */
+  private disposeTerminal(): void {
+    const gl = this.gl;
+    const ctx = this.glContext;
+    this.gl = null;
+    this.glContext = null;
+    // xterm.js 6.0's WebGL renderer never disposes its cursor blink timer (xterm.js#5818,
+    // fixed after 6.0.0 by #5817): while the terminal had the focus, the interval went on after
+    // `dispose` and held the renderer, and through it the terminal with its rows and the WebGL
+    // context, for as long as the page lived (every session opened, kept). Stopped here;
+    // nothing when a later xterm has no such field.
+    const renderer = (gl as unknown as { _renderer?: { _cursorBlinkStateManager?: { dispose?: () => void } } })
+      ?._renderer;
+    renderer?._cursorBlinkStateManager?.dispose?.();
+    // The terminal disposes its addons (the WebGL one after the terminal's core, so it sets up
+    // no DOM renderer in its place); again by hand in case it did not (a no-op otherwise).
+    this.term.dispose();
+    gl?.dispose();
+    this.fit.dispose();
+    // The GPU context now, not when the canvas is collected: until then it counted among the
+    // page's live contexts ("Too many active WebGL contexts", the oldest then lost).
+    if (ctx && !ctx.isContextLost()) ctx.getExtension('WEBGL_lose_context')?.loseContext();
   }
 
   /** The terminal buffer as text: logical lines (wrapped rows joined), trailing spaces trimmed. */
@@ -379,6 +417,8 @@ export class TermView {
     this.ended = null;
     try {
       const info = await this.loadInfo();
+      // Left meanwhile: nothing subscribed yet, nothing to.
+      if (this.disposed) return;
       if (!info) {
         this.showGone('No such session', true);
         return;
@@ -408,8 +448,21 @@ export class TermView {
         // server scrolled for a shorter one were erased here instead.
         op.rows = this.term.rows;
       }
-      const r = await this.conn.request(op);
-      if (this.disposed) return;
+      this.conn.claim(info.id, this);
+      let r: ServerMsg;
+      try {
+        r = await this.conn.request(op);
+      } catch (e) {
+        this.conn.release(info.id, this);
+        throw e;
+      }
+      if (this.disposed) {
+        // Left while the subscribe was on its way: `unmount` had no subscription to end, so
+        // it is ended now (unless a later view of the session subscribed meanwhile, which
+        // replaced it), and whatever came for it is dropped.
+        this.conn.unsubscribe(info.id, this);
+        return;
+      }
       this.channel = r.channel;
       // A fresh screen (no resume point) is the session as it is now: events from here on.
       if (op.after == null && typeof r.last_event === 'number') this.lastEvent = r.last_event;
@@ -440,6 +493,7 @@ export class TermView {
       }
       this.events.resync();
     } catch (e) {
+      if (this.disposed) return;
       const err = e as RequestError;
       if (err.code === 'not_found') this.showGone('No such session', true);
       else if (err.code === 'forbidden') this.showGone('This token may not view that session', false);
@@ -457,7 +511,8 @@ export class TermView {
       return;
     } finally {
       this.subscribing = false;
-      const q = this.queue.splice(0);
+      const q = this.disposed ? [] : this.queue;
+      this.queue = [];
       for (const item of q) {
         if ('f' in item) this.onFrame(item.f);
         else this.onMessage(item.m);
@@ -613,7 +668,7 @@ export class TermView {
   private redrawAfterLag(from: number, to: number): void {
     this.lags.push([from, to]);
     toast(`output skipped: bytes ${from}..${to} (this view was too slow); the screen is redrawn`);
-    if (this.uuid) this.conn.request({ type: 'unsubscribe', session: this.uuid }).catch(() => {});
+    if (this.uuid) this.conn.unsubscribe(this.uuid, this);
     this.channel = 0;
     this.next = null;
     // Drawn over what this view shows, which stays in its scrollback with the note (a fresh
@@ -965,8 +1020,18 @@ export class TermView {
   private loadRenderer(): void {
     try {
       const gl = new WebglAddon();
-      gl.onContextLoss(() => gl.dispose()); // falls back to the DOM renderer
+      gl.onContextLoss(() => {
+        // Falls back to the DOM renderer.
+        if (this.gl === gl) this.gl = this.glContext = null;
+        gl.dispose();
+      });
       this.term.loadAddon(gl);
+      this.gl = gl;
+      // Its canvas's context (the other canvases are 2D ones: none for them here).
+      for (const c of this.box.querySelectorAll('canvas')) {
+        const ctx = c.getContext('webgl2');
+        if (ctx) this.glContext = ctx;
+      }
       this.box.dataset.renderer = 'webgl';
     } catch {
       this.box.dataset.renderer = 'dom';
@@ -985,6 +1050,7 @@ export class TermView {
   private showGone(title: string, notFound: boolean): void {
     this.gone = true;
     this.channel = 0;
+    if (this.uuid) this.conn.release(this.uuid, this);
     const back = this.admin ? h('a', { class: 'btn', href: '#/', text: '← back to sessions' }) : null;
     this.body.replaceChildren(
       h(
