@@ -1378,3 +1378,52 @@ async fn a_stopped_agent_that_worked_is_not_fresh_after_a_restart() {
     assert_eq!(s["state"], "stopped", "{s}");
     assert!(s.get("agent_fresh").is_none(), "{s}");
 }
+
+/// A server killed while an agent's `idle` waited out its 1.5 s settle (or while a webhook
+/// was being retried) leaves that notification in its outbox, and the next server sends it —
+/// it was lost: the next server found the agent idle already, with nothing to tell. Once.
+#[tokio::test]
+async fn an_idle_not_yet_told_when_the_server_is_killed_is_told_by_the_next() {
+    let webhooks = corral_tests::Webhooks::start().await;
+    let mut server = Server::start_configured(&webhooks.config());
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let hook = |json: &str| format!("printf '%s' '{json}' | {} hook\n", binary().display());
+    let script = format!(
+        "{}{}while [ ! -f {go} ]; do sleep 0.02; done\n{}exec sleep 600\n",
+        hook(r#"{"hook_event_name":"SessionStart","session_id":"agent-9"}"#),
+        hook(r#"{"hook_event_name":"UserPromptSubmit","prompt":"go"}"#),
+        hook(r#"{"hook_event_name":"Stop"}"#),
+        go = go.display(),
+    );
+    let program = dir.path().join("agent.sh");
+    corral_tests::executable(&program, &format!("#!/bin/sh\n{script}"));
+    server
+        .spawn(json!({"name": "told", "argv": [program], "agent": "claude"}))
+        .await;
+    let attention = async |server: &Server| server.session("told").await["attention"].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attention(&server).await != "working" {
+        assert!(Instant::now() < deadline, "never working");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(&go, b"").unwrap();
+    while attention(&server).await != "idle" {
+        assert!(Instant::now() < deadline, "never idle");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Within the settle: nothing was told yet.
+    server.kill();
+    assert!(webhooks.received().is_empty(), "{:?}", webhooks.received());
+    server.restart();
+    let told = webhooks.until(1, Duration::from_secs(10)).await;
+    assert_eq!(told[0].1["kind"], "idle", "{told:?}");
+    assert_eq!(told[0].1["name"], "told", "{told:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = webhooks
+        .received()
+        .iter()
+        .filter(|(_, b)| b["kind"] == "idle")
+        .count();
+    assert_eq!(idle, 1, "{:?}", webhooks.received());
+}

@@ -25,6 +25,8 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::config::Webhook;
 
+mod outbox;
+
 /// Notifications waiting to be sent to one webhook, at most.
 pub const QUEUE: usize = 256;
 /// Delivery attempts per webhook and notification.
@@ -174,10 +176,21 @@ pub async fn run(app: Arc<App>, watch: Watch) {
         .iter()
         .map(|_| tokio::sync::mpsc::channel::<Notification>(QUEUE))
         .unzip();
-    // What the last server left undelivered goes first.
-    for u in take_handed_over(&app.data_dir).await {
+    // What the last server left undelivered goes first: handed over as it left, or in its
+    // outbox if it was killed (an idle there is told only if the session still waits).
+    let (crashed, outbox, writer) = outbox::open(&app.data_dir).await;
+    let mut seen = std::collections::HashSet::new();
+    let left_over = take_handed_over(&app.data_dir).await.into_iter().chain(
+        crashed
+            .into_iter()
+            .filter(|u| u.notification.kind != "idle" || still_idle(&app, u.notification.session)),
+    );
+    for u in left_over {
+        if !seen.insert((u.webhook.clone(), u.notification.id.clone())) {
+            continue;
+        }
         match hooks.iter().position(|h| h.url == u.webhook) {
-            Some(i) => queue_one(&app, &txs[i], &hooks[i], u.notification),
+            Some(i) => queue_one(&app, &outbox, &txs[i], &hooks[i], u.notification),
             None => {
                 app.metrics.notify("dropped");
                 tracing::warn!(url = %u.webhook, id = %u.notification.id, "notify: a notification handed over for a webhook no longer configured was dropped (counted)");
@@ -186,6 +199,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
     }
     let senders = futures::future::join_all(hooks.iter().zip(rxs).map(|(hook, mut rx)| {
         let app = &app;
+        let outbox = outbox.clone();
         async move {
             let mut down = app.shutdown.subscribe();
             let mut left = Vec::new();
@@ -205,6 +219,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                     left.push(n);
                     break;
                 }
+                outbox.done(app, &hook.url, &n.id);
             }
             rx.close();
             while let Ok(n) = rx.try_recv() {
@@ -218,7 +233,9 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 .collect::<Vec<_>>()
         }
     }));
+    let watched = outbox.clone();
     let watcher = async {
+        let outbox = watched;
         let Watch {
             mut events,
             mut last,
@@ -250,7 +267,9 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                         // invariant: the id was just read from the map.
                         let (_, n) = settling.remove(&id).expect("settling notification");
                         if still_idle(&app, id) && !app.mutes.muted(id) {
-                            queue(&app, &txs, &hooks, n);
+                            queue(&app, &outbox, &txs, &hooks, n);
+                        } else {
+                            settled(&app, &outbox, &hooks, &n);
                         }
                     }
                     continue;
@@ -260,8 +279,10 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 continue;
             };
             let info = h.info();
-            if info.attention != Some(Attention::Idle) {
-                settling.remove(&info.id);
+            if info.attention != Some(Attention::Idle)
+                && let Some((_, n)) = settling.remove(&info.id)
+            {
+                settled(&app, &outbox, &hooks, &n);
             }
             // An interrupt (Esc or Ctrl-C typed into the agent, a stream-json interrupt) is
             // its user's own doing: whoever typed it is looking at the agent, and a push saying
@@ -334,9 +355,15 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };
             if kind == "idle" {
-                settling.insert(info.id, (tokio::time::Instant::now() + IDLE_SETTLE, n));
+                for hook in &hooks {
+                    outbox.queued(&app, &hook.url, &n);
+                }
+                let due = tokio::time::Instant::now() + IDLE_SETTLE;
+                if let Some((_, old)) = settling.insert(info.id, (due, n)) {
+                    settled(&app, &outbox, &hooks, &old);
+                }
             } else {
-                queue(&app, &txs, &hooks, n);
+                queue(&app, &outbox, &txs, &hooks, n);
             }
         }
         drop(txs);
@@ -353,7 +380,11 @@ pub async fn run(app: Arc<App>, watch: Watch) {
             })
             .collect::<Vec<_>>()
     };
-    let (left, settling) = tokio::join!(senders, watcher);
+    drop(outbox);
+    let (left, settling, ()) = tokio::join!(senders, watcher, writer);
+    // What is left is handed over below (or counted as undelivered at a full stop): the
+    // outbox is for a server that could not say so.
+    outbox::remove(&app.data_dir).await;
     let left: Vec<Undelivered> = left.into_iter().flatten().chain(settling).collect();
     if left.is_empty() {
         return;
@@ -451,23 +482,36 @@ fn cut(text: &str) -> String {
 /// Puts `n` in every webhook's queue; a full one drops it, counted and logged.
 fn queue(
     app: &App,
+    outbox: &outbox::Outbox,
     txs: &[tokio::sync::mpsc::Sender<Notification>],
     hooks: &[Webhook],
     n: Notification,
 ) {
     for (tx, hook) in txs.iter().zip(hooks) {
-        queue_one(app, tx, hook, n.clone());
+        queue_one(app, outbox, tx, hook, n.clone());
     }
 }
 
-/// Puts `n` in one webhook's queue; a full one drops it, counted and logged.
+/// An idle notification that settled without being told (the agent works again, is muted or
+/// gone): the outbox forgets it.
+fn settled(app: &App, outbox: &outbox::Outbox, hooks: &[Webhook], n: &Notification) {
+    for hook in hooks {
+        outbox.done(app, &hook.url, &n.id);
+    }
+}
+
+/// Puts `n` in one webhook's queue (and the outbox); a full one drops it, counted and logged.
 fn queue_one(
     app: &App,
+    outbox: &outbox::Outbox,
     tx: &tokio::sync::mpsc::Sender<Notification>,
     hook: &Webhook,
     n: Notification,
 ) {
+    outbox.queued(app, &hook.url, &n);
+    let id = n.id.clone();
     if tx.try_send(n).is_err() {
+        outbox.done(app, &hook.url, &id);
         app.metrics.notify("dropped");
         tracing::warn!(url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
     }
