@@ -200,6 +200,27 @@ impl SessionHandle {
                 } else {
                     ""
                 };
+                // Another client's prompt on its way in (an agentapi message, the page): its
+                // Enter comes within PASTE_ENTER_MAX; clearing it would lose that prompt.
+                let since = crate::time::mono_ms().saturating_sub(
+                    self.shared
+                        .prompted_at
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+                let entering = crate::session::input::PASTE_ENTER_MAX.as_millis() as u64 + 1000;
+                if self
+                    .shared
+                    .prompted_at
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    != 0
+                    && since < entering
+                {
+                    return Err(SessionError::Unsupported(format!(
+                        "{name} is taking another prompt, sent a moment ago (\"{shown}{more}\"): \
+                         wait for its turn to end (`corral wait {name} --for idle`), then send",
+                        name = self.name()
+                    )));
+                }
                 return Err(SessionError::Unsupported(format!(
                     "{name}'s input box already holds text (\"{shown}{more}\": a prompt an \
                      interrupt put back, or typed at its terminal): a prompt now would be added \
@@ -224,6 +245,10 @@ impl SessionHandle {
         };
         let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
         self.send_input(viewer, bytes.into_bytes(), Some(enter), done)?;
+        self.shared.prompted_at.store(
+            crate::time::mono_ms().max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // An agent that waited works on it from now on (before its hook says so).
         if let Err(e) = self.actor.send_message(SessionMsg::Prompted) {
             tracing::debug!(session = %self.shared.id, error = %e, "prompt not noted: the session is ending");

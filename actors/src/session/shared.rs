@@ -252,6 +252,10 @@ pub struct SessionShared {
     /// When output last arrived ([`crate::time::mono_ms`]; 0: never).
     last_output: AtomicU64,
     /// When the last event was emitted ([`crate::time::mono_ms`]; 0: none yet).
+    /// When a prompt (a paste and its Enter) was last queued ([`crate::time::mono_ms`]; 0:
+    /// never): text in an agent's input box within [`crate::session::input::PASTE_ENTER_MAX`]
+    /// of it is most likely that prompt being entered, not a draft.
+    pub(crate) prompted_at: AtomicU64,
     last_event: AtomicU64,
 }
 
@@ -296,6 +300,7 @@ impl SessionShared {
             feed,
             last_output: AtomicU64::new(0),
             last_event: AtomicU64::new(0),
+            prompted_at: AtomicU64::new(0),
         })
     }
 
