@@ -243,6 +243,7 @@ impl Sessions {
             self.persist.as_ref().map(|p| p.journal().clone()),
         );
         let mut carry = Some(Vec::new());
+        let mut sizes = Vec::new();
         if let Some(Restored {
             row,
             decision,
@@ -250,8 +251,10 @@ impl Sessions {
             recent,
             lines,
             carry: line,
+            sizes: then,
         }) = restored
         {
+            sizes = then;
             shared.restore(&row, ended_ms);
             crate::agent::replay(&shared, &recent);
             for events in lines {
@@ -276,6 +279,7 @@ impl Sessions {
             begin,
             holders: self.config.holders.clone(),
             carry,
+            sizes,
         })));
         // Temporary: a session restarts its *process* itself; if the actor dies, the session
         // is over (its Drop killed the tree) and shows Failed.

@@ -1704,3 +1704,68 @@ async fn an_agent_known_by_its_hooks_alone_keeps_its_attention_across_a_restart(
     let view = server.session("own").await;
     assert_eq!(view["attention"], "working", "{view}");
 }
+
+/// A reattached terminal's screen is rebuilt from its log at the sizes the output was written
+/// at (the journal's `resized` events), not all at today's: a program that drew at 80 columns,
+/// then erased what it drew line by line after a phone made it 53 columns wide (as Claude
+/// Code's renderer does), came back after a server restart with the rows it had erased — an
+/// old dialog under its prompt, which also refused every prompt (`shows a dialog`).
+#[tokio::test]
+async fn a_reattached_screen_is_rebuilt_at_the_sizes_its_output_was_written_at() {
+    let mut server = Server::start();
+    let script = r#"
+import os, signal, sys, time
+out = sys.stdout
+out.write("\x1b[2J\x1b[H")
+for i in range(10):
+    out.write("%070d\r\n" % i)
+out.write("DIALOG")
+out.flush()
+def redraw(*_):
+    out.write("\x1b[2K\x1b[1A" * 10 + "\x1b[2K\rNEW")
+    out.flush()
+signal.signal(signal.SIGWINCH, redraw)
+while True:
+    time.sleep(1)
+"#;
+    let info = server
+        .spawn(json!({
+            "name": "redrawn",
+            "argv": ["python3", "-c", script],
+            "size": {"rows": 24, "cols": 80},
+        }))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let logged = |server: &Server, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&log_bytes(server.dir.path(), &id)).contains(what) {
+            assert!(Instant::now() < deadline, "{what} never reached the log");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    logged(&server, "DIALOG");
+    let mut ws = server.ws().await;
+    let r = ws
+        .call(json!({"type": "resize", "session": id, "rows": 24, "cols": 53, "take": true}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    logged(&server, "NEW");
+    let screen = async |server: &Server| {
+        let (code, body) = server
+            .http(
+                "GET",
+                &format!("/agentapi/{id}/messages"),
+                Some(&server.token),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let m: Value = serde_json::from_str(&body).unwrap();
+        m["messages"][0]["content"].as_str().unwrap().to_string()
+    };
+    assert_eq!(screen(&server).await, "NEW", "live");
+    drop(ws);
+    server.kill();
+    server.restart();
+    assert_eq!(screen(&server).await, "NEW", "after the restart");
+}

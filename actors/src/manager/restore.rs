@@ -33,6 +33,9 @@ pub(super) struct Restored {
     pub(super) lines: Vec<crate::session::lines::LineEvents>,
     /// The line its log ends inside (None: too long to parse).
     pub(super) carry: Option<Vec<u8>>,
+    /// An adopted terminal's sizes over the output put back into its Ring (see
+    /// [`sizes_over`]).
+    pub(super) sizes: Vec<(u64, Size)>,
 }
 
 /// Journaled events an adopted agent session's state is rebuilt from.
@@ -82,6 +85,7 @@ impl Sessions {
                 .map(|(from, b, _)| (from, b)),
             _ => None,
         };
+        let tail_from = tail.as_ref().map(|(from, _)| *from);
         let ring = match tail {
             Some((from, bytes)) => {
                 let ring = Ring::with_start(spec.ring_capacity, from);
@@ -89,6 +93,14 @@ impl Sessions {
                 ring
             }
             None => Ring::with_start(spec.ring_capacity, start),
+        };
+        // The sizes that output was written at: parsed at today's alone, a screen drawn before
+        // a phone made the terminal narrower came back with rows of an old dialog in it.
+        let sizes = match (&self.persist, tail_from, begin) {
+            (Some(p), Some(from), Begin::Adopt) => {
+                sizes_over(p, id, row.last_seq, from, spec.size).await
+            }
+            _ => Vec::new(),
         };
         let framed = spec.mode != crate::spec::Mode::Pty;
         let recent = match (&self.persist, begin) {
@@ -137,6 +149,7 @@ impl Sessions {
             recent,
             lines,
             carry,
+            sizes,
         };
         let handle = self
             .register(reserved, spec, ring, Some(restored), begin)
@@ -157,6 +170,50 @@ impl Sessions {
 
 /// How much of a restored PTY session's log is replayed into its Ring (for its screen).
 const SCREEN_TAIL: u64 = 64 * 1024;
+
+/// Journaled events looked through for a reattached terminal's sizes (its last ones).
+const SIZE_EVENTS: u64 = 5000;
+
+/// The sizes the output from offset `from` on was written at, from the journal's `resized`
+/// events among the session's last [`SIZE_EVENTS`] (an index on kind: no other event is read):
+/// the size in effect at `from` (the last resize before it, else `spawned`'s size), then each
+/// resize after it, in order — at most the emulator's [`crate::screen::SIZES_KEPT`].
+async fn sizes_over(
+    persist: &Persist,
+    id: Uuid,
+    last_seq: u64,
+    from: u64,
+    spawned: Size,
+) -> Vec<(u64, Size)> {
+    let after = last_seq.saturating_sub(SIZE_EVENTS);
+    let events = match persist
+        .events_of(id, Some("resized"), after, SIZE_EVENTS as usize)
+        .await
+    {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "journal unreadable: the screen is rebuilt at today's size");
+            return Vec::new();
+        }
+    };
+    let resized: Vec<(u64, Size)> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            crate::EventKind::Resized { rows, cols } => Some((e.offset, Size { rows, cols })),
+            _ => None,
+        })
+        .collect();
+    let at_from = resized
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= from)
+        .map_or(spawned, |(_, size)| *size);
+    let mut sizes = vec![(from, at_from)];
+    sizes.extend(resized.into_iter().filter(|(at, _)| *at > from));
+    let keep = sizes.len().saturating_sub(crate::screen::SIZES_KEPT);
+    sizes.drain(..keep);
+    sizes
+}
 /// How much of an adopted pipe session's log is read for its last lines (one line kept whole,
 /// and more).
 const LINE_TAIL: u64 = crate::session::lines::LINE_MAX as u64 + 64 * 1024;

@@ -52,6 +52,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_session ON events(session, seq);
     CREATE INDEX events_by_time ON events(time_ms);",
+    // 2: one kind of a session's events without reading the others (a reattached terminal's
+    // sizes, an export's resizes).
+    "CREATE INDEX events_by_kind ON events(session, kind, seq);",
 ];
 
 /// How many events the journal keeps.

@@ -123,7 +123,7 @@ pub struct Emulator {
 }
 
 /// Sizes remembered for history replays (an older part is replayed at the oldest kept).
-const SIZES_KEPT: usize = 64;
+pub const SIZES_KEPT: usize = 64;
 
 impl Emulator {
     /// An emulator for a session whose output goes to `ring`, on a `rows`×`cols` terminal (zero

@@ -28,7 +28,7 @@ mod follow;
 mod mirror;
 mod snapshot;
 
-pub use emulator::{CHUNK, Emulator};
+pub use emulator::{CHUNK, Emulator, SIZES_KEPT};
 pub use follow::{FOLLOW_RATE, Follow};
 pub use mirror::Mirror;
 pub use snapshot::{Snapshot, Untracked};

@@ -97,6 +97,9 @@ pub struct SessionArgs {
     /// The line an adopted pipe session's log ends inside, continued by its holder's ring
     /// (empty for any other session; None: too long to parse).
     pub carry: Option<Vec<u8>>,
+    /// An adopted terminal's sizes over the output its Ring was given back (offset, size; the
+    /// first at the Ring's start): its screen parses that output at them.
+    pub sizes: Vec<(u64, Size)>,
 }
 
 /// How a session actor begins.
@@ -223,6 +226,8 @@ pub struct SessionActorState {
     detached: bool,
     /// See [`SessionArgs::carry`]; the adopted process's reader takes it.
     carry: Option<Vec<u8>>,
+    /// See [`SessionArgs::sizes`]; taken when the process is adopted.
+    sizes: Vec<(u64, Size)>,
 }
 
 /// Bound on remembered viewer sizes per session.
@@ -335,6 +340,7 @@ impl Actor for Session {
             holders: args.holders,
             detached: false,
             carry: args.carry,
+            sizes: args.sizes,
         };
         Ok(state)
     }

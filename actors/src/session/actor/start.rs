@@ -187,16 +187,24 @@ impl SessionActorState {
                         // there), not the spec's: viewers are told the session's real size.
                         if let Some(size) = spawned.master.as_ref().and_then(|m| m.size()) {
                             self.shared.status.write().size = size;
-                            // The retained output was written at it too: the screen parses
-                            // it at that size from its start.
-                            crate::screen::tell(
-                                self.screen.as_ref(),
-                                crate::screen::ScreenMsg::ResizeAt {
-                                    at: self.shared.ring.tail(),
-                                    rows: size.rows,
-                                    cols: size.cols,
-                                },
-                            );
+                            // The retained output was written at the sizes the journal says
+                            // (a screen parsed at today's alone kept rows of what was drawn
+                            // at another), and what comes next at the terminal's.
+                            let then = std::mem::take(&mut self.sizes);
+                            let last = then.last().map(|(_, s)| *s);
+                            let now =
+                                (last != Some(size)).then_some((self.shared.ring.head(), size));
+                            let first = then.is_empty().then_some((self.shared.ring.tail(), size));
+                            for (at, size) in first.into_iter().chain(then).chain(now) {
+                                crate::screen::tell(
+                                    self.screen.as_ref(),
+                                    crate::screen::ScreenMsg::ResizeAt {
+                                        at,
+                                        rows: size.rows,
+                                        cols: size.cols,
+                                    },
+                                );
+                            }
                         }
                         match self.run(myself, generation, spawned).await {
                             Ok(()) => {
