@@ -29,6 +29,7 @@
 //!
 //! Each decision is a `recovery` event in the session's journal.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -227,9 +228,38 @@ async fn release_strays(
     strays.len()
 }
 
+/// The variable a server gives its sessions naming its data dir (`corral serve`'s sessions
+/// have it; an embedding application's may not).
+const DATA_DIR_VAR: &str = "CORRAL_DATA_DIR";
+
+/// Whether process `pid` belongs to a server of another data dir than `ours`: its environment
+/// names one. A copy of this data dir (a backup restored on the same machine) has the same
+/// session ids, pids and start times in its registry: its server took the original's running
+/// programs for its own survivors and ended them.
+fn foreign(pid: i32, ours: &Path) -> bool {
+    let Some(theirs) = crate::process::procfs::environ_value(pid, DATA_DIR_VAR) else {
+        return false;
+    };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(Path::new(&theirs)) != canonical(ours)
+}
+
 /// Terminates what is left of a session whose server died under it. Returns processes killed,
-/// and whether the recorded main process was still alive.
-async fn terminate_leftovers(record: &SessionRecord) -> (usize, bool) {
+/// and whether the recorded main process was still alive. A main process of another data dir's
+/// server ([`foreign`]) is left alone, and so is its tree.
+async fn terminate_leftovers(record: &SessionRecord, ours: &Path) -> (usize, bool) {
+    if let Some(identity) = &record.row.process
+        && identity.is_alive_same()
+        && foreign(identity.pid, ours)
+    {
+        tracing::warn!(
+            session = %record.id,
+            name = %record.name,
+            pid = identity.pid,
+            "its recorded process runs under another data dir's server (this data dir is a copy?): left alone"
+        );
+        return (0, false);
+    }
     let marker = SessionTree::marker_only(record.id.to_string());
     let (tree, main_alive) = match &record.row.process {
         Some(identity) if identity.is_alive_same() => (
@@ -275,7 +305,9 @@ pub async fn reconcile(
     // Phase 1: what did the old server leave running? One /proc scan for all sessions (a scan
     // per session costs O(sessions × processes) file reads); only sessions with survivors get
     // a full sweep, all of them concurrently (each waits its own grace).
-    let survivors = match tokio::task::spawn_blocking(survivors_by_session).await {
+    let ours = persist.config().dir.clone();
+    let scan = ours.clone();
+    let survivors = match tokio::task::spawn_blocking(move || survivors_by_session(&scan)).await {
         Ok(survivors) => survivors,
         Err(e) => {
             // Nothing found is nothing swept: the orphans stay until the next start's scan.
@@ -305,7 +337,10 @@ pub async fn reconcile(
             survivors.contains_key(&r.id.to_string())
                 || r.row.process.as_ref().is_some_and(|p| p.is_alive_same())
         })
-        .map(|r| async move { (r.id, terminate_leftovers(r).await) });
+        .map(|r| {
+            let ours = ours.as_path();
+            async move { (r.id, terminate_leftovers(r, ours).await) }
+        });
     let swept: std::collections::HashMap<Uuid, (usize, bool)> = futures::future::join_all(sweeps)
         .await
         .into_iter()
@@ -373,11 +408,11 @@ struct Outcome {
 }
 
 /// Live processes carrying a `CORRAL_SESSION_ID` marker, by marker value: one pass over /proc.
-fn survivors_by_session() -> std::collections::HashMap<String, Vec<i32>> {
+fn survivors_by_session(ours: &Path) -> std::collections::HashMap<String, Vec<i32>> {
     let me = std::process::id() as i32;
     let mut out: std::collections::HashMap<String, Vec<i32>> = Default::default();
     for p in crate::process::procfs::all() {
-        if p.is_zombie() || p.pid == me || p.pid <= 1 {
+        if p.is_zombie() || p.pid == me || p.pid <= 1 || foreign(p.pid, ours) {
             continue;
         }
         if let Some(v) = crate::process::procfs::environ_value(p.pid, MARKER_KEY) {

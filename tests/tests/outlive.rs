@@ -1769,3 +1769,34 @@ while True:
     server.restart();
     assert_eq!(screen(&server).await, "NEW", "after the restart");
 }
+
+/// A copy of a data dir (a backup restored on the same machine, as docs/operations.md says
+/// to make one) has the original's session ids, pids and start times in its registry; its
+/// server must leave the original server's programs alone — it took them for its own
+/// survivors and ended them, killing the production session.
+#[tokio::test]
+async fn a_server_of_a_copied_data_dir_leaves_the_originals_programs_alone() {
+    let original = Server::start();
+    let info = original
+        .spawn(
+            json!({"name": "prod", "argv": ["sh", "-c", "while :; do echo line; sleep 0.2; done"]}),
+        )
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let mut copy = Server::start();
+    copy.kill();
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let from = original.dir.path().join(file);
+        if from.exists() {
+            std::fs::copy(&from, copy.dir.path().join(file)).unwrap();
+        }
+    }
+    copy.restart();
+    // The copy's reconciliation is done once it answers; give a sweep's grace time anyway.
+    let _ = copy.session("prod").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(pid), "the copy's server ended the original's program");
+    let s = original.session("prod").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["pid"], pid, "{s}");
+}
