@@ -111,8 +111,10 @@ def _alive(pid: int) -> bool:
 class Server:
     """`corral serve` on 127.0.0.1:<free port> with its own temp data dir."""
 
-    def __init__(self, data_dir: str | None = None, keep: bool = False):
+    def __init__(self, data_dir: str | None = None, keep: bool = False, config: str | None = None):
         self.own_dir = data_dir is None
+        # TOML for `--config` (e.g. "[agents]\npermission_wait_secs = 3"), written to the data dir.
+        self.config = config
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="corral-browser-")
         self.keep = keep
         self.proc: subprocess.Popen | None = None
@@ -126,8 +128,13 @@ class Server:
     def start(self, timeout: float = 30.0) -> "Server":
         require_tools()
         log = open(self.log_path, "ab")
+        extra = []
+        if self.config is not None:
+            path = Path(self.data_dir, "config.toml")
+            path.write_text(self.config)
+            extra = ["--config", str(path)]
         self.proc = subprocess.Popen(
-            [str(CORRAL), "--data-dir", self.data_dir, "serve", "--listen", "127.0.0.1:0"],
+            [str(CORRAL), "--data-dir", self.data_dir, "serve", "--listen", "127.0.0.1:0", *extra],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -273,3 +273,21 @@ def test_the_key_bar_ctrl_types_the_next_key_with_ctrl(server, new_page):
     expect(ctrl).to_have_attribute("aria-pressed", "false")
     wait_until(lambda: server.session(s["id"])["state"] == "stopped", 10, "cat ended by Ctrl-D")
     assert server.session(s["id"])["last_exit"] == {"code": 0}
+
+
+def test_the_key_bar_has_enter(server, new_page):
+    # Claude's menus (its permission dialog) take ↑/↓ and then Enter: the key bar has Enter,
+    # on screen with the others.
+    s = server.spawn(["sh", "-c", "IFS= read -r x; printf 'got:[%s]\\n' \"$x\"; exec cat"], name="enter")
+    page = new_page(phone=True)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    enter = page.get_by_test_id("key-enter")
+    expect(enter).to_be_visible()
+    box = enter.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= WIDTH + 0.5, box
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("yes")
+    wait_js(page, "window.corral.termText().includes('yes')", 10, "the echo")
+    enter.click()
+    server.wait_output(s["id"], b"got:[yes]")

@@ -97,6 +97,8 @@ export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000, h
   const t = href
     ? h('a', { class: `toast ${kind} link`, testid: 'toast', role: 'status', text: msg, href })
     : h('div', { class: `toast ${kind}`, testid: 'toast', role: 'status', text: msg });
+  // Tapped, it has done its work: it goes (left there it covered what it opened).
+  if (href) t.addEventListener('click', () => setTimeout(() => t.remove()));
   toastBox.appendChild(t);
   setTimeout(() => t.remove(), ms);
   return t;

@@ -140,6 +140,7 @@ export class ListView {
       .sort(
         (a, b) =>
           attentionRank(a) - attentionRank(b) ||
+          this.waitedSince(a) - this.waitedSince(b) ||
           a.name.localeCompare(b.name, undefined, { numeric: true }),
       );
     const keep = new Set(shown.map((s) => s.id));
@@ -178,6 +179,13 @@ export class ListView {
     else if (!shown.length) msg = 'No session matches the filter.';
     setText(this.empty, msg);
     this.empty.hidden = !msg;
+  }
+
+  /** For the order within a rank: the one that has waited longest first (when the page first
+   * saw it waiting: a session's info has no time for its question), then those that wait for
+   * nothing (0 between two of them: by name). */
+  private waitedSince(s: SessionInfo): number {
+    return this.store.since(s.id) ?? Number.MAX_SAFE_INTEGER;
   }
 
   private makeRow(s: SessionInfo): Row {

@@ -3,10 +3,20 @@
 // attention count and the opt-in browser notification when a session starts waiting.
 import type { Conn } from './conn';
 import { toast } from './dom';
-import { attentionLabel, attentionOf } from './format';
+import { attentionLabel, attentionOf, isAlive } from './format';
 import type { ServerMsg, SessionInfo } from './types';
 
 const NOTIFY_KEY = 'corral.notify';
+/** When the page first saw each session waiting (see `SessionStore.since`), kept across reloads. */
+const SINCE_KEY = 'corral.waitingSince';
+
+/** What a session waits for, as far as its waiting time goes: its attention's label and the
+ * question it asks (a question answered and another asked later is a new wait). */
+interface Since {
+  label: string;
+  question: string;
+  at: number;
+}
 
 export class SessionStore {
   readonly map = new Map<string, SessionInfo>();
@@ -18,6 +28,12 @@ export class SessionStore {
   private viewTitle: string | null = null;
   /** The toast said of each session (see `maybeNotify`). */
   private readonly told = new Map<string, HTMLElement>();
+  /** Since when each waiting session has waited, as far as this page knows: a session's info
+   * has no time for its question or its attention's last change, so it is when the page (or
+   * an earlier load of it in this browser: localStorage, same session, same question) first
+   * saw it waiting. */
+  private readonly waits = new Map<string, Since>();
+  private readonly savedWaits: Record<string, Since> = loadWaits();
 
   constructor(
     private readonly conn: Conn,
@@ -50,11 +66,61 @@ export class SessionStore {
     return n;
   }
 
+  /** Since when session `id` has waited for its user (ms since the epoch; see `waits`);
+   * undefined when it waits for nothing. */
+  since(id: string): number | undefined {
+    return this.waits.get(id)?.at;
+  }
+
+  /** Notes when a session started to wait, or that it no longer does. */
+  private noteWait(s: SessionInfo): boolean {
+    const label = (isAlive(s.state) && attentionLabel(s.attention)) || null;
+    const had = this.waits.get(s.id);
+    // What tells this wait from an earlier one of the same kind: the question's id, or the
+    // process a start screen belongs to. None for a finished turn (an agent idle before a
+    // reload may have worked and stopped again since): its wait is not kept across reloads.
+    const question =
+      s.permission?.id ?? (s.attention === 'asks_at_start' ? `start ${JSON.stringify(s.started_at)}` : '');
+    // A saved time is for the first sight of a session after a reload, never later.
+    const saved = this.savedWaits[s.id];
+    delete this.savedWaits[s.id];
+    if (!label) return this.waits.delete(s.id);
+    // Still the same wait (the next of its questions shown after the first was answered is
+    // part of it: the agent has been held up since the first).
+    if (had && had.label === label) {
+      const moved = had.question !== question;
+      had.question = question;
+      return moved;
+    }
+    const at =
+      !had && question && saved && saved.label === label && saved.question === question && saved.at <= Date.now()
+        ? saved.at
+        : Date.now();
+    this.waits.set(s.id, { label, question, at });
+    return true;
+  }
+
+  private saveWaits(): void {
+    try {
+      const kept = [...this.waits].filter(([, w]) => w.question);
+      localStorage.setItem(SINCE_KEY, JSON.stringify(Object.fromEntries(kept)));
+    } catch {
+      /* storage full or refused: only the order after a reload suffers */
+    }
+  }
+
+  /** Removes the toast said about session `id` (it is on screen now). */
+  dismissToast(id: string): void {
+    this.told.get(id)?.remove();
+    this.told.delete(id);
+  }
+
   /** Merges a session info from anywhere (a reply, a push, a `list`). */
   upsert(info: SessionInfo): void {
     info.attention = attentionOf(info);
     const prev = this.map.get(info.id);
     this.map.set(info.id, info);
+    if (this.noteWait(info) && this.loaded) this.saveWaits();
     if (this.loaded) this.maybeNotify(prev, info);
     this.changed();
   }
@@ -78,6 +144,9 @@ export class SessionStore {
       }
       this.map.clear();
       for (const [k, v] of fresh) this.map.set(k, v);
+      for (const id of [...this.waits.keys()]) if (!fresh.has(id)) this.waits.delete(id);
+      for (const s of list) this.noteWait(s);
+      this.saveWaits();
       this.loaded = true;
       this.error = null;
     } catch (e) {
@@ -92,8 +161,23 @@ export class SessionStore {
     if (m.type === 'session' && m.session && typeof m.session === 'object') {
       this.upsert(m.session as SessionInfo);
     } else if (m.type === 'removed' && typeof m.session === 'string') {
+      this.waits.delete(m.session);
       if (this.map.delete(m.session)) this.changed();
     }
+  }
+
+  /** The id of the session the page shows (its route names it by id, name or id prefix,
+   * percent-encoded), or the route's key when no listed session has it; null on the list. */
+  private openSession(): string | null {
+    const m = /^#\/s\/(.+)$/.exec(location.hash);
+    if (!m) return null;
+    let key = m[1];
+    try {
+      key = decodeURIComponent(key);
+    } catch {
+      /* as it is (it names no session) */
+    }
+    return this.get(key)?.id ?? key;
   }
 
   /** The terminal view's part of the tab title (null when no session is open). */
@@ -126,8 +210,8 @@ export class SessionStore {
     if (now == null || (prev && attentionLabel(prev.attention) === now)) return;
     // Watching another session (a phone shows one at a time): said on the page too, a tap
     // away — the tab title's count alone went unseen, and a phone's browser may not notify.
-    const open = /^#\/s\/(.+)$/.exec(location.hash)?.[1];
-    if (prev && open && open !== next.id && open !== next.name) {
+    const open = this.openSession();
+    if (prev && open && open !== next.id) {
       const what =
         next.attention === 'asks_at_start'
           ? 'waits on its start screen'
@@ -152,6 +236,15 @@ export class SessionStore {
     } catch {
       /* some browsers (Android Chrome) only notify through a service worker */
     }
+  }
+}
+
+function loadWaits(): Record<string, Since> {
+  try {
+    const v = JSON.parse(localStorage.getItem(SINCE_KEY) ?? '{}');
+    return v && typeof v === 'object' ? (v as Record<string, Since>) : {};
+  } catch {
+    return {};
   }
 }
 

@@ -57,6 +57,9 @@ const KEYS: [label: string, seq: string, testid: string, title: string][] = [
   ['↑', '\x1b[A', 'key-up', 'Up'],
   ['↓', '\x1b[B', 'key-down', 'Down'],
   ['→', '\x1b[C', 'key-right', 'Right'],
+  // Claude's menus (its permission dialog, a question's choices): ↑/↓, then Enter takes the
+  // highlighted one — a phone's keyboard may be down, or have no Enter that reaches the terminal.
+  ['↵', '\r', 'key-enter', 'Enter'],
 ];
 
 const THEME = {
@@ -1114,42 +1117,137 @@ export class TermView {
     );
   }
 
-  /** The question an agent waits for, with Allow / Deny (writers only; hidden otherwise). */
+  /** The question an agent waits for, with Allow / Deny and a Deny with a reason (writers
+   * only; hidden otherwise); or, for a question held by the agent's own terminal (its hook's
+   * wait ran out, or the server was restarted or upgraded while it asked), a note that it is
+   * answered there. */
   private askBar(): HTMLElement {
     const H = this.head;
     H.askText = h('span', { class: 'ask-text mono', testid: 'ask-text' });
     const answer = (behavior: 'allow' | 'deny') => async () => this.answerAsk(behavior);
     H.askChoices = h('span', { class: 'ask-choices', testid: 'ask-choices', hidden: true });
+    // Deny with a reason the agent reads ("do X instead"): a field under the question, opened
+    // by its own button so that a plain Deny stays one tap.
+    const reason = h('input', {
+      class: 'input ask-reason-input',
+      type: 'text',
+      testid: 'ask-reason-input',
+      placeholder: 'why not, or what to do instead',
+      'aria-label': 'reason for denying (the agent reads it)',
+      enterkeyhint: 'send',
+      autocomplete: 'off',
+    });
+    H.askReasonInput = reason;
+    const send = () => {
+      const form = H.askReason;
+      const msg = reason.value.trim();
+      void this.answerAsk('deny', undefined, msg || undefined, form.dataset.for || undefined).then((ok) => {
+        if (ok) this.closeReason();
+      });
+    };
+    reason.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.isComposing) {
+        e.preventDefault();
+        send();
+      } else if (e.key === 'Escape') {
+        e.preventDefault();
+        this.closeReason();
+      }
+    });
+    H.askReason = h(
+      'form',
+      { class: 'ask-reason', testid: 'ask-reason', hidden: true, onsubmit: (e: Event) => e.preventDefault() },
+      reason,
+      h(
+        'span',
+        { class: 'ask-actions' },
+        h('button', { class: 'btn small danger', type: 'button', testid: 'ask-reason-send', text: 'Send', onclick: send }),
+        h('button', {
+          class: 'btn small',
+          type: 'button',
+          testid: 'ask-reason-cancel',
+          text: 'Cancel',
+          onclick: () => this.closeReason(),
+        }),
+      ),
+    );
+    H.askActions = h(
+      'span',
+      { class: 'ask-actions' },
+      h('button', { class: 'btn small primary', testid: 'ask-allow', text: 'Allow', onclick: answer('allow') }),
+      h('button', { class: 'btn small danger', testid: 'ask-deny', text: 'Deny', onclick: answer('deny') }),
+      h('button', {
+        class: 'btn small',
+        testid: 'ask-deny-why',
+        text: 'Deny + reason…',
+        title: 'deny, with a message the agent reads',
+        onclick: () => this.openReason(),
+      }),
+    );
     H.ask = h(
       'div',
       { class: 'ask', testid: 'ask', role: 'alert', hidden: true },
       (H.askLabel = h('span', { class: 'ask-label', text: 'asks permission' })),
       H.askText,
       H.askChoices,
-      h(
-        'span',
-        { class: 'ask-actions' },
-        h('button', { class: 'btn small primary', testid: 'ask-allow', text: 'Allow', onclick: answer('allow') }),
-        h('button', { class: 'btn small danger', testid: 'ask-deny', text: 'Deny', onclick: answer('deny') }),
-      ),
+      H.askActions,
+      H.askReason,
     );
-    return H.ask;
+    // A question only the agent's terminal can answer: said where Allow / Deny were (the
+    // header's "needs permission" alone left a phone's user with a dialog and no way shown).
+    H.askTerm = h(
+      'div',
+      { class: 'ask ask-term', testid: 'ask-terminal', role: 'status', hidden: true },
+      h('span', { class: 'ask-label', text: 'asks in its terminal' }),
+      h('span', {
+        class: 'ask-text',
+        testid: 'ask-terminal-text',
+        text: 'answer it there: ↑/↓ to choose, ↵ Enter = its highlighted choice, Esc = no',
+      }),
+    );
+    return h('div', { class: 'ask-host' }, H.ask, H.askTerm);
   }
 
-  /** Answers the question shown (with an AskUserQuestion's choice: `answers`). */
-  private async answerAsk(behavior: 'allow' | 'deny', answers?: Record<string, string>): Promise<void> {
+  /** Opens the field for a reason to deny the question shown (kept for that question). */
+  private openReason(): void {
     const H = this.head;
-    {
-      if (!this.uuid) return;
-      H.ask.classList.add('busy');
-      try {
-        await answerPermission(this.uuid, behavior, this.askId, undefined, answers);
-        toast(answers ? 'answered' : behavior === 'allow' ? 'allowed' : 'denied');
-      } catch (e) {
-        toast(`not answered: ${(e as Error).message}`, 'error');
-      } finally {
-        H.ask.classList.remove('busy');
-      }
+    H.askReason.dataset.for = this.askId ?? '';
+    H.askReason.hidden = false;
+    H.askActions.hidden = true;
+    (H.askReasonInput as HTMLInputElement).focus();
+    requestAnimationFrame(() => this.fitNow());
+  }
+
+  private closeReason(): void {
+    const H = this.head;
+    if (H.askReason.hidden) return;
+    H.askReason.hidden = true;
+    H.askActions.hidden = false;
+    (H.askReasonInput as HTMLInputElement).value = '';
+    delete H.askReason.dataset.for;
+    requestAnimationFrame(() => this.fitNow());
+  }
+
+  /** Answers the question shown (with an AskUserQuestion's choice: `answers`; a denial with
+   * `message`, for the question `question` names when given). True once answered. */
+  private async answerAsk(
+    behavior: 'allow' | 'deny',
+    answers?: Record<string, string>,
+    message?: string,
+    question?: string,
+  ): Promise<boolean> {
+    const H = this.head;
+    if (!this.uuid) return false;
+    H.ask.classList.add('busy');
+    try {
+      await answerPermission(this.uuid, behavior, question ?? this.askId, message, answers);
+      toast(answers ? 'answered' : behavior === 'allow' ? 'allowed' : message ? 'denied, with your reason' : 'denied');
+      return true;
+    } catch (e) {
+      toast(`not answered: ${(e as Error).message}`, 'error');
+      return false;
+    } finally {
+      H.ask.classList.remove('busy');
     }
   }
 
@@ -1174,7 +1272,9 @@ export class TermView {
     const choices = TermView.choicesOf(p.tool, p.input);
     const allow = H.ask.querySelector('[data-testid="ask-allow"]') as HTMLButtonElement;
     const deny = H.ask.querySelector('[data-testid="ask-deny"]') as HTMLButtonElement;
+    const why = H.ask.querySelector('[data-testid="ask-deny-why"]') as HTMLButtonElement;
     allow.hidden = choices != null;
+    why.hidden = choices != null;
     setText(deny, choices != null ? 'Dismiss' : 'Deny');
     setText(H.askLabel, choices != null ? 'asks you to choose' : 'asks permission');
     H.askChoices.hidden = choices == null || choices.length !== 1;
@@ -1269,15 +1369,25 @@ export class TermView {
     H.badge.title = s.attention ?? '';
     H.logWarn.hidden = !s.persist_error;
     H.logWarn.title = s.persist_error ? `its output is not being logged: ${s.persist_error}` : '';
+    // A toast about this session said what is now on screen: it goes (it covered the dialog).
+    this.store.dismissToast(s.id);
     const asks = this.writable && s.attention === 'needs_permission' && !!s.permission;
+    // Nothing outside can answer it (no `permission`): the agent's own dialog holds it.
+    const inTerminal = this.writable && s.attention === 'needs_permission' && !s.permission && isAlive(s.state);
     this.askId = s.permission?.id;
+    // A reason being typed was for the question it was opened on: another question (or none)
+    // closes it, rather than send it to a question it was not written for.
+    if (!H.askReason.hidden && (!asks || (H.askReason.dataset.for ?? '') !== (this.askId ?? ''))) {
+      this.closeReason();
+    }
     if (asks && s.permission) {
       const more = s.permission_queue?.length ?? 0;
       const then = more ? ` (then ${more} more)` : '';
       this.renderAsk(s.permission, then);
     }
-    if (H.ask.hidden === asks) {
+    if (H.ask.hidden === asks || H.askTerm.hidden === inTerminal) {
       H.ask.hidden = !asks;
+      H.askTerm.hidden = !inTerminal;
       requestAnimationFrame(() => this.fitNow());
     }
     // Nothing runs to stop or kill in an ended session (one waiting to restart can be stopped).
