@@ -69,3 +69,27 @@ async fn a_notification_socket_that_is_not_there_changes_nothing() {
     assert_eq!(status, 200);
     server.cli_ok(&["ps"]).await;
 }
+
+/// The unit docs/operations.md gives has no comment after a value: systemd takes `#` only at
+/// a line's start, and a setting with a trailing comment is invalid and ignored (the unit ran
+/// as `Type=simple` with `KillMode=control-group`, which ends every session at a crash).
+#[test]
+fn the_documented_unit_has_no_trailing_comments() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let unit = doc
+        .split("```ini\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a unit in operations.md");
+    assert!(unit.contains("KillMode=process"), "{unit}");
+    for line in unit.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || !line.contains('=') {
+            continue;
+        }
+        assert!(!line.contains('#'), "a comment after a value: {line:?}");
+    }
+}
