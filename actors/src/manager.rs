@@ -189,6 +189,11 @@ impl Sessions {
             && let Err(e) = p.committed().await
         {
             tracing::warn!(session = %id, error = %e, "spawned, but not yet in the registry: a crash now would lose the session");
+            // Said with the session (its spawn's answer, `ps`), not only in the server's log;
+            // the next write that succeeds clears it.
+            handle.shared().feed.set_persist_error(Some(format!(
+                "not in the registry yet ({e}): a server crash now would lose this session"
+            )));
         }
         Ok(handle)
     }

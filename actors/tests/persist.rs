@@ -722,3 +722,24 @@ async fn next_item(
         .await
         .unwrap()
 }
+
+/// A spawn the registry cannot record (a full disk) runs, and says at once, with the session,
+/// that a server crash now would lose it (it was only in the server's log: a `corral spawn`
+/// printed its id, the server was killed, and the next one ended the program).
+#[tokio::test]
+async fn a_spawn_the_registry_cannot_record_says_so() {
+    let FullDisk {
+        corral,
+        filler,
+        _mount,
+    } = full_disk().await;
+    let h = corral
+        .sessions()
+        .spawn(sh("exec sleep 1000"))
+        .await
+        .unwrap();
+    let err = h.info().persist_error.unwrap_or_default();
+    assert!(err.contains("registry"), "{err:?}");
+    std::fs::remove_file(&filler).unwrap();
+    corral.shutdown().await.unwrap();
+}

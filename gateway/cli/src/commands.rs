@@ -348,6 +348,10 @@ pub async fn run(
                     .await;
             }
             println!("{}", info.id);
+            // Started, but not safe yet (a full disk): said, as `ps` would.
+            if let Some(e) = &info.persist_error {
+                eprintln!("corral: warning: {} {e}", info.name);
+            }
         }
         ClientCommand::Ps { json } => {
             // CPU and RSS come from the server, which reads them where the processes run.
