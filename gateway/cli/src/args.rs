@@ -215,6 +215,8 @@ pub fn main() -> ExitCode {
                 if workers.is_some() {
                     gateway.workers = workers;
                 }
+                // Before the runtime: its worker count is one of the settings checked.
+                gateway.check().map_err(anyhow::Error::msg)?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(gateway.worker_threads())
                     .enable_all()

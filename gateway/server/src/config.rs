@@ -109,6 +109,68 @@ impl GatewayConfig {
         Ok(())
     }
 
+    /// Most async worker threads (`workers`): past it a typo's 100000 made the server spend
+    /// minutes starting threads before it served, saying nothing.
+    pub const MAX_WORKERS: usize = 1024;
+
+    /// Refuses, at start, settings that would leave the server unusable or a feature dead
+    /// without a word: a zero limit (every WebSocket refused, every input refused), a worker
+    /// count past [`Self::MAX_WORKERS`], a webhook that is not plain `http://host…` or of an
+    /// unknown format, a `page_url` no phone can open. Each error names its key.
+    pub fn check(&self) -> Result<(), String> {
+        let l = &self.limits;
+        for (key, value, least) in [
+            ("limits.max_frame", l.max_frame as u64, 4096),
+            ("limits.messages_per_sec", u64::from(l.messages_per_sec), 1),
+            (
+                "limits.input_bytes_per_sec",
+                u64::from(l.input_bytes_per_sec),
+                1024,
+            ),
+            ("limits.max_connections", l.max_connections as u64, 1),
+            ("limits.input_stall_secs", l.input_stall_secs, 1),
+        ] {
+            if value < least {
+                return Err(format!("{key}: at least {least} (it is {value})"));
+            }
+        }
+        if let Some(w) = self.workers
+            && !(1..=Self::MAX_WORKERS).contains(&w)
+        {
+            return Err(format!(
+                "workers: from 1 to {} (it is {w})",
+                Self::MAX_WORKERS
+            ));
+        }
+        for hook in &self.notify.webhooks {
+            let host = hook.url.strip_prefix("http://").unwrap_or_default();
+            if host.is_empty() || host.starts_with('/') {
+                return Err(format!(
+                    "notify.webhooks: url '{}' is not a plain http:// URL with a host (https: put a TLS proxy in front)",
+                    hook.url
+                ));
+            }
+            if !matches!(hook.format.as_str(), "json" | "text") {
+                return Err(format!(
+                    "notify.webhooks: format '{}' for {}: json or text",
+                    hook.format, hook.url
+                ));
+            }
+        }
+        if let Some(page) = &self.notify.page_url {
+            let host = page
+                .strip_prefix("http://")
+                .or_else(|| page.strip_prefix("https://"))
+                .unwrap_or_default();
+            if host.is_empty() || host.starts_with('/') {
+                return Err(format!(
+                    "notify.page_url: '{page}' is not an http:// or https:// address with a host"
+                ));
+            }
+        }
+        self.check_origins()
+    }
+
     /// The worker threads to start: the configured number, else one per core but one.
     pub fn worker_threads(&self) -> usize {
         self.workers
@@ -280,6 +342,54 @@ mod tests {
         assert_eq!(c.worker_threads(), 3);
         let c: GatewayConfig = toml::from_str("workers = 0").unwrap();
         assert_eq!(c.worker_threads(), 1, "never zero workers");
+    }
+
+    /// Settings that would leave the server unusable are refused, naming their key.
+    #[test]
+    fn unusable_settings_are_refused_at_start() {
+        assert_eq!(GatewayConfig::default().check(), Ok(()));
+        let refused = |edit: &dyn Fn(&mut GatewayConfig), key: &str| {
+            let mut c = GatewayConfig::default();
+            edit(&mut c);
+            let e = c.check().unwrap_err();
+            assert!(e.starts_with(key), "{e}");
+        };
+        refused(&|c| c.limits.max_frame = 0, "limits.max_frame");
+        refused(&|c| c.limits.max_connections = 0, "limits.max_connections");
+        refused(
+            &|c| c.limits.input_bytes_per_sec = 0,
+            "limits.input_bytes_per_sec",
+        );
+        refused(
+            &|c| c.limits.messages_per_sec = 0,
+            "limits.messages_per_sec",
+        );
+        refused(&|c| c.workers = Some(100_000), "workers");
+        refused(&|c| c.workers = Some(0), "workers");
+        let hook = |url: &str, format: &str| Webhook {
+            url: url.into(),
+            format: format.into(),
+        };
+        refused(
+            &|c| c.notify.webhooks = vec![hook("https://x/y", "json")],
+            "notify.webhooks",
+        );
+        refused(
+            &|c| c.notify.webhooks = vec![hook("garbage", "json")],
+            "notify.webhooks",
+        );
+        refused(
+            &|c| c.notify.webhooks = vec![hook("http://x/y", "xml")],
+            "notify.webhooks",
+        );
+        refused(
+            &|c| c.notify.page_url = Some("not a url".into()),
+            "notify.page_url",
+        );
+        let mut ok = GatewayConfig::default();
+        ok.notify.webhooks = vec![hook("http://127.0.0.1:9/t", "text")];
+        ok.notify.page_url = Some("https://corral.example/".into());
+        assert_eq!(ok.check(), Ok(()));
         let e = toml::from_str::<GatewayConfig>("workers = -1").unwrap_err();
         assert!(e.to_string().contains("workers"), "{e}");
     }

@@ -81,7 +81,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .create(&tmp_root)?;
     }
     opts.gateway.agents.check()?;
-    opts.gateway.check_origins().map_err(anyhow::Error::msg)?;
+    opts.gateway.check().map_err(anyhow::Error::msg)?;
     let corral = Corral::start(CorralConfig {
         sessions: SessionsConfig {
             tmp_root,
