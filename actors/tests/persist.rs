@@ -743,3 +743,19 @@ async fn a_spawn_the_registry_cannot_record_says_so() {
     std::fs::remove_file(&filler).unwrap();
     corral.shutdown().await.unwrap();
 }
+
+/// A registry others may read (restored from `sqlite3 .backup`, which writes with the umask:
+/// it holds the hook tokens) is made owner-only when it is opened.
+#[tokio::test]
+async fn a_registry_others_may_read_is_made_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    corral.shutdown().await.unwrap();
+    let db = dir.path().join("state.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let corral = persistent(dir.path()).await;
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    corral.shutdown().await.unwrap();
+}

@@ -131,10 +131,20 @@ impl Store {
     pub fn open(path: &Path, retention: EventRetention) -> StoreResult<Store> {
         let existed = path.exists();
         let conn = Connection::open(path).map_err(err("opening the database"))?;
-        if !existed {
+        // Owner-only, also when it came back from a backup (`sqlite3 .backup` writes with the
+        // umask: 0644 here, with the hook tokens in it).
+        {
             use std::os::unix::fs::PermissionsExt;
-            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-                tracing::warn!(path = %path.display(), error = %e, "could not make state.db 0600");
+            let loose = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+            if loose || !existed {
+                if loose {
+                    tracing::warn!(path = %path.display(), "state.db was readable by others (it holds the hook tokens): made 0600");
+                }
+                if let Err(e) =
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "could not make state.db 0600");
+                }
             }
         }
         conn.busy_timeout(Duration::from_secs(5))

@@ -23,6 +23,9 @@ pub struct ServerInfo {
     pub version: String,
 }
 
+/// Shortest admin token taken from a data dir's `token` file (those corral makes are far longer).
+pub const MIN_TOKEN: usize = 16;
+
 /// Why the data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -44,6 +47,9 @@ pub enum DataDirError {
         /// What is wrong, in words.
         why: String,
     },
+    /// The admin token in the data dir is too short to be a secret.
+    #[error("{0}")]
+    Weak(String),
     /// An I/O error, with the path.
     #[error("{path}: {source}")]
     Io {
@@ -173,11 +179,30 @@ impl DataDir {
         &self.root
     }
 
-    /// The admin token: read from `token`, or created (0600, atomically) at first start.
+    /// The admin token: read from `token` (at least [`MIN_TOKEN`] characters; made owner-only
+    /// if it was not), or created (0600, atomically) at first start.
     pub fn admin_token(&self) -> Result<String, DataDirError> {
         let path = self.root.join("token");
         match std::fs::read_to_string(&path) {
-            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            Ok(t) if !t.trim().is_empty() => {
+                let token = t.trim().to_string();
+                // One anyone could guess is no token (a file restored by hand, `echo a >`).
+                if token.len() < MIN_TOKEN {
+                    return Err(DataDirError::Weak(format!(
+                        "{}: the admin token is {} characters, at least {MIN_TOKEN} are needed (remove the file and a new one is made)",
+                        path.display(),
+                        token.len()
+                    )));
+                }
+                // Owner-only, also when it came back from a copy made with the umask.
+                use std::os::unix::fs::PermissionsExt;
+                if std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                    tracing::warn!(path = %path.display(), "the admin token was readable by others: made 0600 (rotate it if others could read it)");
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io_err(&path))?;
+                }
+                Ok(token)
+            }
             Ok(_) | Err(_) => {
                 let token = crate::auth::new_secret("admin");
                 write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
@@ -234,6 +259,23 @@ mod tests {
         assert!(dir.is_absolute(), "{}", dir.display());
         assert_eq!(dir, std::env::current_dir().unwrap().join("rdata"));
         assert_eq!(resolve(Some("/x/y".into())), PathBuf::from("/x/y"));
+    }
+
+    /// A token file others may read (a copy made with the umask) is made owner-only; one too
+    /// short to be a secret is refused, saying how to get a new one.
+    #[test]
+    fn a_loose_token_is_tightened_and_a_short_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::open_exclusive(dir.path()).unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "admin_0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(d.admin_token().unwrap(), "admin_0123456789abcdef");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "a\n").unwrap();
+        let e = d.admin_token().unwrap_err().to_string();
+        assert!(e.contains("at least 16"), "{e}");
     }
 
     #[test]
