@@ -35,7 +35,7 @@ enum Command {
     Serve {
         /// Address to listen on: an IP address and a port (`localhost:PORT` is 127.0.0.1:PORT;
         /// port 0 picks a free port; the URL goes to server.json).
-        #[arg(long, value_parser = listen_address)]
+        #[arg(long, value_parser = corral_server::config::listen_address)]
         listen: Option<SocketAddr>,
         /// TOML config file (flags override it; unknown keys are an error).
         #[arg(long)]
@@ -237,26 +237,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `--listen`: an IP address and a port; `localhost` is the IPv4 loopback (the one corral binds
-/// by default). A name otherwise is refused saying what is wanted (clap's own message was
-/// "invalid socket address syntax").
-fn listen_address(arg: &str) -> Result<SocketAddr, String> {
-    if let Some(port) = arg.strip_prefix("localhost:") {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("'{port}' is not a port (0 to 65535)"))?;
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    arg.parse().map_err(|_| {
-        "an IP address and a port are wanted (e.g. 127.0.0.1:7070, [::1]:7070, 0.0.0.0:7070 \
-         for every address)"
-            .to_string()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corral_server::config::listen_address;
 
     /// `localhost:PORT` is the IPv4 loopback; an address is taken as given; a name or a bad
     /// port is refused saying what is wanted.

@@ -40,11 +40,36 @@ impl Default for Limits {
     }
 }
 
+/// `--listen` and `listen`: an IP address and a port; `localhost` is the IPv4 loopback (the one corral binds
+/// by default). A name otherwise is refused saying what is wanted (clap's own message was
+/// "invalid socket address syntax").
+pub fn listen_address(arg: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = arg.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{port}' is not a port (0 to 65535)"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    arg.parse().map_err(|_| {
+        "an IP address and a port are wanted (e.g. 127.0.0.1:7070, [::1]:7070, 0.0.0.0:7070 \
+         for every address)"
+            .to_string()
+    })
+}
+
+/// `listen` in a config file, read as `--listen` is ([`listen_address`]).
+fn listen_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    listen_address(&text).map_err(serde::de::Error::custom)
+}
+
 /// Gateway settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
-    /// Address to bind (default 127.0.0.1:7070; port 0 picks a free one).
+    /// Address to bind (default 127.0.0.1:7070; port 0 picks a free one; `localhost:PORT`
+    /// is 127.0.0.1:PORT, as with `--listen`).
+    #[serde(deserialize_with = "listen_from")]
     pub listen: SocketAddr,
     /// Origins allowed to open WebSockets besides the server's own (default none).
     pub allowed_origins: Vec<String>,
@@ -129,6 +154,14 @@ impl GatewayConfig {
             ),
             ("limits.max_connections", l.max_connections as u64, 1),
             ("limits.input_stall_secs", l.input_stall_secs, 1),
+            // Zero kept no event at all: `corral events` printed nothing, agents' states did
+            // not survive a restart.
+            ("persist.max_events", self.persist.max_events, 1),
+            (
+                "persist.event_max_age_days",
+                self.persist.event_max_age_days,
+                1,
+            ),
         ] {
             if value < least {
                 return Err(format!("{key}: at least {least} (it is {value})"));
@@ -344,6 +377,18 @@ mod tests {
         assert_eq!(c.worker_threads(), 1, "never zero workers");
     }
 
+    /// `listen = "localhost:7070"` in a config file is taken as `--listen localhost:7070` is
+    /// (it was refused: "invalid socket address syntax").
+    #[test]
+    fn a_config_file_listens_on_localhost_as_the_flag_does() {
+        let c: GatewayConfig = toml::from_str("listen = \"localhost:7071\"").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7071".parse().unwrap());
+        let c: GatewayConfig = toml::from_str("listen = \"[::1]:0\"").unwrap();
+        assert_eq!(c.listen, "[::1]:0".parse().unwrap());
+        let e = toml::from_str::<GatewayConfig>("listen = \"example.com:80\"").unwrap_err();
+        assert!(e.to_string().contains("an IP address and a port"), "{e}");
+    }
+
     /// Settings that would leave the server unusable are refused, naming their key.
     #[test]
     fn unusable_settings_are_refused_at_start() {
@@ -365,6 +410,11 @@ mod tests {
             "limits.messages_per_sec",
         );
         refused(&|c| c.workers = Some(100_000), "workers");
+        refused(&|c| c.persist.max_events = 0, "persist.max_events");
+        refused(
+            &|c| c.persist.event_max_age_days = 0,
+            "persist.event_max_age_days",
+        );
         refused(&|c| c.workers = Some(0), "workers");
         let hook = |url: &str, format: &str| Webhook {
             url: url.into(),
