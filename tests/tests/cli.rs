@@ -2434,3 +2434,65 @@ fn ps_cuts_a_long_name_and_every_row_lines_up() {
     );
     ok(&server, &["rm", &long, "short"]);
 }
+
+/// A server that cannot start because its disk is full says so (SQLite's own word was "disk
+/// I/O error", which reads as failing hardware; under systemd a restart loop showed only that).
+/// Needs root for the tmpfs, as the actors' full-disk tests do.
+#[test]
+fn a_server_on_a_full_disk_says_the_disk_is_full() {
+    use std::io::Write;
+    let mount = tempfile::tempdir().unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(mount.path())
+        .output()
+        .expect("run mount (this test needs it)");
+    assert!(
+        out.status.success(),
+        "cannot mount a tmpfs (this test needs root): {out:?}"
+    );
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if let Err(e) = Command::new("umount").arg("-l").arg(self.0).status() {
+                eprintln!("umount: {e}");
+            }
+        }
+    }
+    let _unmount = Unmount(mount.path());
+    let dir = mount.path().join("d");
+    let serve = || {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A first start makes the data dir; then it stops.
+    let mut first = serve();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join("server.json").exists() {
+        assert!(Instant::now() < deadline, "never served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("shutdown")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    first.wait().unwrap();
+    // The disk fills up.
+    let mut f = std::fs::File::create(mount.path().join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&block[..512]).is_ok() {}
+    drop(f);
+    let out = serve().wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is full"), "{err}");
+}

@@ -96,7 +96,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         subreaper: true,
         persist: Some(opts.gateway.persist.to_config(data.path())?),
     })
-    .await?;
+    .await
+    .map_err(|e| match full_disk(data.path()) {
+        // SQLite says "disk I/O error" when it cannot grow its WAL: say why.
+        Some(free) => anyhow::anyhow!(
+            "{e} (the disk holding {} is full: {free} bytes free)",
+            data.path().display()
+        ),
+        None => anyhow::Error::from(e),
+    })?;
     match serving(&corral, &data, listener, (admin, exe), &opts, signals).await {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -461,4 +469,12 @@ async fn shutdown_signal(signals: Option<Signals>) -> Leaving {
             _ = alrm.recv() => tracing::warn!("SIGALRM ignored"),
         }
     }
+}
+
+/// The bytes free on the file system holding `dir` when it is (nearly) full — under a megabyte
+/// — else None.
+fn full_disk(dir: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let free = u64::from(st.blocks_available()) * st.fragment_size();
+    (free < 1 << 20).then_some(free)
 }
