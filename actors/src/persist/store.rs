@@ -137,7 +137,8 @@ impl Store {
             use std::os::unix::fs::PermissionsExt;
             let loose = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
             if loose || !existed {
-                if loose {
+                // One just made here has the umask's mode: made 0600 below, no news.
+                if loose && existed {
                     tracing::warn!(path = %path.display(), "state.db was readable by others (it holds the hook tokens): made 0600");
                 }
                 if let Err(e) =
