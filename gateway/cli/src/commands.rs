@@ -63,8 +63,8 @@ pub enum ClientCommand {
         /// Environment variable KEY=VALUE (repeatable).
         #[arg(long = "env", value_name = "K=V")]
         env: Vec<String>,
-        /// Restart policy.
-        #[arg(long, default_value = "never", value_parser = ["never", "on-failure", "always"])]
+        /// Restart policy (`on_failure`, as the API and `ps --json` spell it, is taken too).
+        #[arg(long, default_value = "never", value_parser = ["never", "on-failure", "on_failure", "always"])]
         restart: String,
         /// Stop signal.
         #[arg(long, default_value = "SIGHUP")]
@@ -316,7 +316,7 @@ pub async fn run(
             spec.cwd = session_cwd(&client, cwd)?;
             spec.env = env;
             spec.restart = match restart.as_str() {
-                "on-failure" => RestartPolicy::OnFailure,
+                "on-failure" | "on_failure" => RestartPolicy::OnFailure,
                 "always" => RestartPolicy::Always,
                 _ => RestartPolicy::Never,
             };

@@ -189,7 +189,7 @@ impl DataDir {
                 // One anyone could guess is no token (a file restored by hand, `echo a >`).
                 if token.len() < MIN_TOKEN {
                     return Err(DataDirError::Weak(format!(
-                        "{}: the admin token is {} characters, at least {MIN_TOKEN} are needed (remove the file and a new one is made)",
+                        "{}: the admin token has {} character(s), at least {MIN_TOKEN} are needed (remove the file and a new one is made)",
                         path.display(),
                         token.len()
                     )));
