@@ -1033,6 +1033,42 @@ exec sleep 1000
     ok(&server, &["rm", "agent"]);
 }
 
+/// A stopped agent restarted under a server that did not run it (it was stopped, then the
+/// server restarted or was upgraded) resumes its conversation, as a restart under the same
+/// server does: it started afresh, its conversation gone (`agent_fresh`, no `--resume`).
+#[test]
+fn a_stopped_agent_restarted_under_a_next_server_resumes_its_conversation() {
+    let mut server = Server::start();
+    let transcript = server.dir.path().join("kept.jsonl");
+    let script = format!(
+        r#"#!/bin/sh
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+case "$*" in *"--resume kept"*) echo RESUMED; exec sleep 1000 ;; esac
+echo '{{"hook_event_name":"SessionStart","session_id":"kept","transcript_path":"{t}"}}' | $cmd
+echo '{{"hook_event_name":"UserPromptSubmit","prompt":"remember PINEAPPLE"}}' | $cmd
+echo '{{"type":"user","message":{{"content":"remember PINEAPPLE"}}}}' > {t}
+echo '{{"hook_event_name":"Stop"}}' | $cmd
+exec sleep 1000
+"#,
+        t = transcript.display()
+    );
+    let fake = install_fake_claude(&server, &script);
+    spawn_fake_agent(&server, &fake, "never", &[]);
+    ok(
+        &server,
+        &["wait", "agent", "--for", "idle", "--timeout", "10"],
+    );
+    ok(&server, &["stop", "agent"]);
+    server.kill();
+    server.restart();
+    ok(&server, &["restart", "agent"]);
+    eventually("resumed", || {
+        ok(&server, &["logs", "agent"]).contains("RESUMED")
+    });
+    ok(&server, &["rm", "agent"]);
+}
+
 #[test]
 fn logs_events_and_export_survive_a_server_restart() {
     let mut server = Server::start();

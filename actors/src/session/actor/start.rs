@@ -49,7 +49,9 @@ impl SessionActorState {
         // resumed as before.)
         let resume = agent_session
             .as_deref()
-            .filter(|_| generation > 1 || self.begin == Begin::Recover)
+            // Its process ran before: here (a restart), under a previous server (a crash), or
+            // under one that left it stopped (a `restart` of a session a new server restored).
+            .filter(|_| generation > 1 || matches!(self.begin, Begin::Recover | Begin::Dormant))
             .filter(|id| {
                 let written = transcript
                     .as_deref()
