@@ -1426,4 +1426,33 @@ async fn an_idle_not_yet_told_when_the_server_is_killed_is_told_by_the_next() {
         .filter(|(_, b)| b["kind"] == "idle")
         .count();
     assert_eq!(idle, 1, "{:?}", webhooks.received());
+    // Again, and this time a prompt comes right after the next server starts: the idle it was
+    // left settles there too, and is not told (it went out at once, saying the agent waited
+    // while it started its next turn).
+    let hook = async |server: &Server, name: &str| {
+        let payload = json!({"hook_event_name": name, "session_id": "agent-9"});
+        let (code, body) = server
+            .http(
+                "POST",
+                "/v1/sessions/told/events",
+                Some(&server.token),
+                Some(&payload),
+            )
+            .await;
+        assert!(code < 300, "{code} {body}");
+    };
+    hook(&server, "UserPromptSubmit").await;
+    hook(&server, "Stop").await;
+    // Within the settle, once the outbox has it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill();
+    server.restart();
+    hook(&server, "UserPromptSubmit").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = webhooks
+        .received()
+        .iter()
+        .filter(|(_, b)| b["kind"] == "idle")
+        .count();
+    assert_eq!(idle, 1, "no second idle: {:?}", webhooks.received());
 }

@@ -185,8 +185,16 @@ pub async fn run(app: Arc<App>, watch: Watch) {
             .into_iter()
             .filter(|u| u.notification.kind != "idle" || still_idle(&app, u.notification.session)),
     );
+    // An idle the last server had not told yet settles again here: a prompt sent right after
+    // the handover starts a turn, and a push saying the agent waits would be wrong (it went
+    // out at once).
+    let mut resettling: HashMap<Uuid, Notification> = HashMap::new();
     for u in left_over {
         if !seen.insert((u.webhook.clone(), u.notification.id.clone())) {
+            continue;
+        }
+        if u.notification.kind == "idle" && hooks.iter().any(|h| h.url == u.webhook) {
+            resettling.insert(u.notification.session, u.notification);
             continue;
         }
         match hooks.iter().position(|h| h.url == u.webhook) {
@@ -244,6 +252,12 @@ pub async fn run(app: Arc<App>, watch: Watch) {
         // Idle notifications waiting out [`IDLE_SETTLE`], one per session at most (a session
         // that works again drops its own), in the order they are due.
         let mut settling: HashMap<Uuid, (tokio::time::Instant, Notification)> = HashMap::new();
+        for (session, n) in resettling {
+            for hook in &hooks {
+                outbox.queued(&app, &hook.url, &n);
+            }
+            settling.insert(session, (tokio::time::Instant::now() + IDLE_SETTLE, n));
+        }
         loop {
             let due = settling.values().map(|(at, _)| *at).min();
             let event = tokio::select! {
