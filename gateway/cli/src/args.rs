@@ -239,7 +239,6 @@ pub fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use corral_server::config::listen_address;
 
     /// `localhost:PORT` is the IPv4 loopback; an address is taken as given; a name or a bad

@@ -475,6 +475,6 @@ async fn shutdown_signal(signals: Option<Signals>) -> Leaving {
 /// — else None.
 fn full_disk(dir: &std::path::Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    let free = u64::from(st.blocks_available()) * st.fragment_size();
+    let free = st.blocks_available() * st.fragment_size();
     (free < 1 << 20).then_some(free)
 }
