@@ -492,6 +492,18 @@ async fn restore_one(
             (Some(pid), true) => format!(
                 "the server stopped unexpectedly while the session ran; its process {pid} survived and was terminated ({n} processes)"
             ),
+            // Alive but not swept: it runs under another data dir's server (see `foreign`).
+            (Some(pid), false)
+                if record
+                    .row
+                    .process
+                    .as_ref()
+                    .is_some_and(|p| p.is_alive_same()) =>
+            {
+                format!(
+                    "its process {pid} runs under another data dir's server (this data dir is a copy?): left alone, this session taken as ended"
+                )
+            }
             (Some(pid), false) => format!(
                 "the server stopped unexpectedly while the session ran; its process {pid} was already gone{}",
                 if n > 0 {

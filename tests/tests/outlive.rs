@@ -1796,6 +1796,14 @@ async fn a_server_of_a_copied_data_dir_leaves_the_originals_programs_alone() {
     let _ = copy.session("prod").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(alive(pid), "the copy's server ended the original's program");
+    // Said so in the copy's journal (it read "its process was already gone").
+    let said = copy.events_of("prod", "recovery").await;
+    assert!(
+        said.iter().any(|e| e["decision"]
+            .as_str()
+            .is_some_and(|d| d.contains("another data dir"))),
+        "{said:?}"
+    );
     let s = original.session("prod").await;
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"], pid, "{s}");

@@ -497,7 +497,8 @@ impl Writer {
                         tracing::error!(error = %e, pending = self.pending.len(), "state.db write failed; retrying every second");
                     }
                     self.db_failing = true;
-                    self.stats.set_error(Some(format!("state.db: {e}")));
+                    // Its message names state.db already.
+                    self.stats.set_error(Some(e.to_string()));
                     break;
                 }
             }
