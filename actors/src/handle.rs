@@ -202,19 +202,13 @@ impl SessionHandle {
                 };
                 // Another client's prompt on its way in (an agentapi message, the page): its
                 // Enter comes within PASTE_ENTER_MAX; clearing it would lose that prompt.
-                let since = crate::time::mono_ms().saturating_sub(
-                    self.shared
-                        .prompted_at
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                );
-                let entering = crate::session::input::PASTE_ENTER_MAX.as_millis() as u64 + 1000;
-                if self
+                let prompted = self
                     .shared
                     .prompted_at
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    != 0
-                    && since < entering
-                {
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let since = crate::time::mono_ms().saturating_sub(prompted);
+                let entering = crate::session::input::PASTE_ENTER_MAX.as_millis() as u64 + 1000;
+                if prompted != 0 && since < entering {
                     return Err(SessionError::Unsupported(format!(
                         "{name} is taking another prompt, sent a moment ago (\"{shown}{more}\"): \
                          wait for its turn to end (`corral wait {name} --for idle`), then send",

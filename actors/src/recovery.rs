@@ -235,13 +235,15 @@ const DATA_DIR_VAR: &str = "CORRAL_DATA_DIR";
 /// Whether process `pid` belongs to a server of another data dir than `ours`: its environment
 /// names one. A copy of this data dir (a backup restored on the same machine) has the same
 /// session ids, pids and start times in its registry: its server took the original's running
-/// programs for its own survivors and ended them.
+/// programs for its own survivors and ended them. `ours` is canonical ([`canonical`]).
 fn foreign(pid: i32, ours: &Path) -> bool {
-    let Some(theirs) = crate::process::procfs::environ_value(pid, DATA_DIR_VAR) else {
-        return false;
-    };
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    canonical(Path::new(&theirs)) != canonical(ours)
+    crate::process::procfs::environ_value(pid, DATA_DIR_VAR)
+        .is_some_and(|theirs| canonical(Path::new(&theirs)) != ours)
+}
+
+/// `path` with its links resolved, as it is when it cannot be.
+fn canonical(path: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Terminates what is left of a session whose server died under it. Returns processes killed,
@@ -305,7 +307,7 @@ pub async fn reconcile(
     // Phase 1: what did the old server leave running? One /proc scan for all sessions (a scan
     // per session costs O(sessions × processes) file reads); only sessions with survivors get
     // a full sweep, all of them concurrently (each waits its own grace).
-    let ours = persist.config().dir.clone();
+    let ours = canonical(&persist.config().dir);
     let scan = ours.clone();
     let survivors = match tokio::task::spawn_blocking(move || survivors_by_session(&scan)).await {
         Ok(survivors) => survivors,
@@ -412,10 +414,14 @@ fn survivors_by_session(ours: &Path) -> std::collections::HashMap<String, Vec<i3
     let me = std::process::id() as i32;
     let mut out: std::collections::HashMap<String, Vec<i32>> = Default::default();
     for p in crate::process::procfs::all() {
-        if p.is_zombie() || p.pid == me || p.pid <= 1 || foreign(p.pid, ours) {
+        if p.is_zombie() || p.pid == me || p.pid <= 1 {
             continue;
         }
-        if let Some(v) = crate::process::procfs::environ_value(p.pid, MARKER_KEY) {
+        // Only a session's process is asked whose data dir it has (a second read of its
+        // environment, not one for every process on the machine).
+        if let Some(v) = crate::process::procfs::environ_value(p.pid, MARKER_KEY)
+            && !foreign(p.pid, ours)
+        {
             out.entry(v).or_default().push(p.pid);
         }
     }

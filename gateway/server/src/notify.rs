@@ -177,17 +177,16 @@ pub async fn run(app: Arc<App>, watch: Watch) {
         .map(|_| tokio::sync::mpsc::channel::<Notification>(QUEUE))
         .unzip();
     // What the last server left undelivered goes first: handed over as it left, or in its
-    // outbox if it was killed (an idle there is told only if the session still waits).
+    // outbox if it was killed.
     let (crashed, outbox, writer) = outbox::open(&app.data_dir).await;
     let mut seen = std::collections::HashSet::new();
-    let left_over = take_handed_over(&app.data_dir).await.into_iter().chain(
-        crashed
-            .into_iter()
-            .filter(|u| u.notification.kind != "idle" || still_idle(&app, u.notification.session)),
-    );
-    // An idle the last server had not told yet settles again here: a prompt sent right after
-    // the handover starts a turn, and a push saying the agent waits would be wrong (it went
-    // out at once).
+    let left_over = take_handed_over(&app.data_dir)
+        .await
+        .into_iter()
+        .chain(crashed);
+    // An idle the last server had not told yet settles again here, told only if the session
+    // still waits then: a prompt sent right after the handover starts a turn, and a push
+    // saying the agent waits would be wrong (it went out at once).
     let mut resettling: HashMap<Uuid, Notification> = HashMap::new();
     for u in left_over {
         if !seen.insert((u.webhook.clone(), u.notification.id.clone())) {

@@ -192,12 +192,14 @@ impl SessionActorState {
                             // The retained output was written at the sizes the journal says
                             // (a screen parsed at today's alone kept rows of what was drawn
                             // at another), and what comes next at the terminal's.
-                            let then = std::mem::take(&mut self.sizes);
-                            let last = then.last().map(|(_, s)| *s);
-                            let now =
-                                (last != Some(size)).then_some((self.shared.ring.head(), size));
-                            let first = then.is_empty().then_some((self.shared.ring.tail(), size));
-                            for (at, size) in first.into_iter().chain(then).chain(now) {
+                            let mut sizes = std::mem::take(&mut self.sizes);
+                            if sizes.is_empty() {
+                                sizes.push((self.shared.ring.tail(), size));
+                            }
+                            if sizes.last().map(|(_, s)| *s) != Some(size) {
+                                sizes.push((self.shared.ring.head(), size));
+                            }
+                            for (at, size) in sizes {
                                 crate::screen::tell(
                                     self.screen.as_ref(),
                                     crate::screen::ScreenMsg::ResizeAt {
