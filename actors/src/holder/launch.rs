@@ -260,6 +260,9 @@ pub enum HeldIo {
         ring: super::ring::SharedRing,
         /// Readable when the holder published more output.
         wake: OwnedFd,
+        /// The io_uring to read the terminal through (the holder then does not read it);
+        /// `None` when the holder reads it (an older holder, or no io_uring here).
+        reads: Option<super::uring::ReadRing>,
     },
     /// A pipe session under a protocol v1 holder: the server reads the pipes itself.
     Pipes {
@@ -357,7 +360,17 @@ impl From<Handover> for io::Error {
 pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
     let conn = wire::connect(socket)?;
     let holder = wire::peer_pid(&conn)?;
-    wire::send(conn.as_fd(), &ToHolder::Hello { v: VERSION, from }, &[])?;
+    // Read the terminal ourselves where we can (`super::uring`).
+    let read = super::uring::supported();
+    wire::send(
+        conn.as_fd(),
+        &ToHolder::Hello {
+            v: VERSION,
+            from,
+            read,
+        },
+        &[],
+    )?;
     let deadline = std::time::Instant::now() + WELCOME_TIMEOUT;
     let mut spoken = VERSION;
     let mut from = from;
@@ -375,7 +388,7 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             // A holder an older server started: say it again in its version.
             FromHolder::Refused { v, .. } if v < spoken && v >= 1 => {
                 spoken = v;
-                wire::send(conn.as_fd(), &ToHolder::Hello { v, from }, &[])?;
+                wire::send(conn.as_fd(), &ToHolder::Hello { v, from, read }, &[])?;
             }
             // Bytes before what it holds are gone from everywhere: take what is held, once,
             // and say what was lost (never forward past what it has).
@@ -385,7 +398,15 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             } if lost.is_none() && from < first && first <= end => {
                 lost = Some((from, first));
                 from = first;
-                wire::send(conn.as_fd(), &ToHolder::Hello { v: spoken, from }, &[])?;
+                wire::send(
+                    conn.as_fd(),
+                    &ToHolder::Hello {
+                        v: spoken,
+                        from,
+                        read,
+                    },
+                    &[],
+                )?;
             }
             _ => break got,
         }
@@ -398,8 +419,22 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
             base,
             exited,
             pipes,
+            reads,
             ..
-        } if v == spoken && fds.len() == 3 => {
+        } if v == spoken && fds.len() == 3 + usize::from(reads) => {
+            // The fourth: the pages of the io_uring this server reads the terminal through.
+            let reads = match reads {
+                // invariant: four fds checked just above.
+                true => match super::uring::ReadRing::open(fds.pop().expect("four fds")) {
+                    Ok(ring) => Some(ring),
+                    Err(e) => {
+                        // The holder waits for this server's process to end before it reads
+                        // again: reading through the holder's ring instead is not possible.
+                        return Err(io::Error::other(format!("io_uring for the terminal: {e}")));
+                    }
+                },
+                false => None,
+            };
             // invariant (the three pops): three fds checked just above.
             let third = fds.pop().expect("three fds");
             let second = fds.pop().expect("three fds");
@@ -416,6 +451,7 @@ pub fn attach(socket: &Path, from: u64) -> io::Result<Attached> {
                     terminal: !pipes,
                     ring: super::ring::SharedRing::open(second)?,
                     wake: third,
+                    reads,
                 }
             };
             Ok(Attached {
@@ -573,7 +609,8 @@ mod tests {
                 hello,
                 ToHolder::Hello {
                     v: VERSION,
-                    from: 7
+                    from: 7,
+                    read: crate::holder::uring::supported(),
                 }
             );
             // A holder of protocol v1 (started by an older server) refuses v2...
@@ -588,7 +625,14 @@ mod tests {
                 .unwrap()
                 .unwrap();
             // ...and is asked again in its own version: a v1 pipe session (its pipes passed).
-            assert_eq!(hello, ToHolder::Hello { v: 1, from: 7 });
+            assert_eq!(
+                hello,
+                ToHolder::Hello {
+                    v: 1,
+                    from: 7,
+                    read: crate::holder::uring::supported()
+                }
+            );
             let (r, w) = nix::unistd::pipe().unwrap();
             let welcome = FromHolder::Welcome {
                 v: 1,
@@ -599,6 +643,7 @@ mod tests {
                 end: 0,
                 exited: Some(exit),
                 pipes: true,
+                reads: false,
             };
             let fds = [w.as_raw_fd(), r.as_raw_fd(), r.as_raw_fd()];
             wire::send(conn.as_fd(), &welcome, &fds).unwrap();

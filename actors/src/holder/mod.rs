@@ -6,6 +6,8 @@
 //!   session's program, owner of its PTY master (or pipes), reader of its output into a shared
 //!   [`ring`] before anything else sees it;
 //! - [`streams`]: a pipe session's stdout and stderr, merged into the ring in whole lines;
+//! - [`uring`]: the server reading a terminal itself, each read's count left where the holder
+//!   finds it if that server dies;
 //! - [`wire`]: protocol v2 between a server and a holder (SEQPACKET, JSON, fds by SCM_RIGHTS);
 //! - [`launch`]: the server starting a holder, or attaching to one a previous server started;
 //! - the server's actor on one holder connection is the session's: `crate::session::link`.
@@ -19,6 +21,7 @@ pub mod launch;
 pub mod ring;
 pub mod run;
 pub mod streams;
+pub mod uring;
 pub mod wire;
 
 pub use launch::{Attached, HeldIo, Holders};

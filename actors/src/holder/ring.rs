@@ -317,6 +317,16 @@ impl SharedRing {
 
     // ----- the server's side -----
 
+    /// The free space after `end`, contiguous (up to the wrap), for a read by the server
+    /// itself (`super::uring`: the holder then does not read, and the server is the ring's
+    /// only writer); empty when the ring is full. A raw range: the kernel writes it.
+    pub fn reader_slot(&self) -> (*mut u8, usize) {
+        let pos = (self.end() % self.cap as u64) as usize;
+        let len = self.free().min(self.cap - pos);
+        // SAFETY: `pos < cap`: the pointer stays inside the mapping's data region.
+        (unsafe { self.map.add(HEADER + pos) }, len)
+    }
+
     /// The server polls `end` on its own timer (true) or waits for wake-ups (false). After
     /// turning polling off the server must look at `end` once more: a publish that saw polling
     /// still on sent no wake-up (SeqCst on both sides: one of the two sees the other).

@@ -6,6 +6,10 @@
 //! until a server takes it. It reads the terminal straight into its [shared ring](super::ring)
 //! (a pipe session's stdout and stderr through [`super::streams`], in whole lines), memory that
 //! outlives any server process, so no byte is lost whatever instant a server is SIGKILLed at.
+//! A server that can read a terminal itself does, into the same ring, through an io_uring
+//! whose queues are in pages this holder made (`super::uring`); the holder then leaves the
+//! terminal alone until that server's process is gone, and publishes the read it left
+//! unpublished, if any.
 //!
 //! One thread, one `poll(2)` loop, no runtime: the listening socket, the server's connection,
 //! the PTY master or the output pipes (while the ring has room), a signalfd for SIGCHLD and a
@@ -27,8 +31,10 @@ use nix::unistd::Pid;
 use super::launch::{HolderSpec, Ready};
 use super::ring::SharedRing;
 use super::streams::Streams;
+use super::uring::ReadPages;
 use super::wire::{self, Exit, FromHolder, ToHolder, VERSION};
 use crate::process::ExitStatus;
+use crate::process::pidfd::PidFd;
 use crate::process::procfs::ProcessIdentity;
 
 /// Bytes read from the terminal per batch (a PTY read returns at most a few KiB).
@@ -176,6 +182,21 @@ struct Holder {
     /// the reading path; `session/bulk.rs` measured a third of a read loop's rate).
     release_timer: ReleaseTimer,
     released: bool,
+    /// The server that reads the terminal itself (its `Welcome` carried `reads`), until
+    /// its process is gone — not only its connection: a server that detached may still be in
+    /// a read. Meanwhile nobody else reads the terminal, this holder included.
+    reader: Option<Reader>,
+    /// A `Hello` that came while `reader` was still there, answered once it is gone.
+    deferred: Option<(u32, u64, bool)>,
+}
+
+/// A server reading the terminal itself, through an io_uring whose queues are in pages of this
+/// holder's (`super::uring`).
+struct Reader {
+    /// The pages its io_uring's queues live in (its last completion outlives the server).
+    reads: ReadPages,
+    /// The server's process (readable once it has exited).
+    server: PidFd,
 }
 
 impl Holder {
@@ -274,6 +295,8 @@ impl Holder {
             last_release: Some(std::time::Instant::now()),
             release_timer: ReleaseTimer::new()?,
             released: false,
+            reader: None,
+            deferred: None,
         })
     }
 
@@ -293,10 +316,15 @@ impl Holder {
             let signals = slot(self.signals.as_fd().as_raw_fd());
             let conn = self.conn.as_ref().map(|c| slot(c.as_raw_fd()));
             let full = self.ring.write_slot().is_empty();
+            // The terminal is read here unless a server reads it itself.
             let master = match &self.master {
-                Some(m) if !full => Some(slot(m.as_raw_fd())),
+                Some(m) if !full && self.reader.is_none() => Some(slot(m.as_raw_fd())),
                 _ => None,
             };
+            let reader = self
+                .reader
+                .as_ref()
+                .map(|r| slot(r.server.as_fd().as_raw_fd()));
             // The poll slot of each output pipe read this turn.
             let mut pipes = [None; 2];
             if let Some(streams) = &self.streams
@@ -307,7 +335,8 @@ impl Holder {
                 }
             }
             // Output still to be read, or read and not in the ring yet, waits for room.
-            let reading = self.master.is_some() || self.streams.as_ref().is_some_and(|s| !s.done());
+            let reading = self.master.is_some() && self.reader.is_none()
+                || self.streams.as_ref().is_some_and(|s| !s.done());
             let full = full && reading || self.streams.as_ref().is_some_and(Streams::waiting);
             // While full with a server attached, look again soon (it acknowledges through the
             // ring, without a message); with no server attached nothing can free the ring, and
@@ -381,6 +410,9 @@ impl Holder {
             if ready(Some(signals)) {
                 self.reap();
             }
+            if ready(reader) {
+                self.reader_gone();
+            }
             if ready(master) {
                 self.read_terminal();
             }
@@ -394,18 +426,40 @@ impl Holder {
             if ready(release_timer) {
                 self.release_timer.fired();
             }
-            if let Some(at) = self.last_release
-                && at.elapsed() >= RELEASE_EVERY
-                && self.ring.releasable()
+            if self
+                .last_release
+                .is_some_and(|at| at.elapsed() >= RELEASE_EVERY)
             {
-                self.last_release = Some(std::time::Instant::now());
-                if let Err(e) = self.ring.release_logged() {
-                    eprintln!(
-                        "corral holder: cannot hand logged output's memory back ({e}); keeping it"
-                    );
-                    self.last_release = None;
-                }
+                self.release_logged();
             }
+        }
+    }
+
+    /// Hands logged output's memory back, if there is any to hand back.
+    fn release_logged(&mut self) {
+        if self.last_release.is_none() || !self.ring.releasable() {
+            return;
+        }
+        self.last_release = Some(std::time::Instant::now());
+        if let Err(e) = self.ring.release_logged() {
+            eprintln!("corral holder: cannot hand logged output's memory back ({e}); keeping it");
+            self.last_release = None;
+        }
+    }
+
+    /// The server that read the terminal itself has exited: its last read, if it completed and
+    /// was not published, is published now (its bytes are in the ring already), and the
+    /// terminal is this holder's to read again — or the next server's.
+    fn reader_gone(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        for n in reader.reads.unpublished(self.ring.end()) {
+            eprintln!("corral holder: published {n} bytes its server read and did not");
+            self.ring.publish(n);
+        }
+        if let Some((v, from, read)) = self.deferred.take() {
+            self.hello(v, from, read);
         }
     }
 
@@ -533,6 +587,7 @@ impl Holder {
             Ok(Some(conn)) => {
                 self.conn = Some(conn);
                 self.greeted = false;
+                self.deferred = None;
             }
             Ok(None) => eprintln!("corral holder: refused a connection from another user"),
             Err(e) => eprintln!("corral holder: accept: {e}"),
@@ -555,12 +610,19 @@ impl Holder {
 
     fn handle(&mut self, msg: ToHolder) {
         match msg {
-            ToHolder::Hello { v, from } => self.hello(v, from),
+            ToHolder::Hello { v, from, read } => self.hello(v, from, read),
+            ToHolder::Logged => self.release_logged(),
             ToHolder::Release => self.release(),
         }
     }
 
-    fn hello(&mut self, v: u32, from: u64) {
+    fn hello(&mut self, v: u32, from: u64, read: bool) {
+        if self.reader.is_some() {
+            // The last server may still be in a read of the terminal: this one is answered
+            // once that process is gone (an upgrade's old server is leaving).
+            self.deferred = Some((v, from, read));
+            return;
+        }
         self.greeted = true;
         // Version 1 differs only for pipe sessions (whose output it left in the pipes): a
         // terminal's holder speaks it too, so an older server can still take it back.
@@ -583,11 +645,20 @@ impl Holder {
         // ring, the eventfd. Without a terminal (already closed) the eventfd stands in, so the
         // server always gets three (it reads `closed` in the ring and never writes to it).
         let input = self.stdin.as_ref().or(self.master.as_ref());
-        let fds = [
+        let mut fds = vec![
             input.unwrap_or(&self.wake).as_raw_fd(),
             self.ring.fd().as_raw_fd(),
             self.wake.as_raw_fd(),
         ];
+        // A server that can read the terminal itself does, through an io_uring of ours (a
+        // terminal still open; a pipe session's lines are merged here).
+        let reader = match read && self.master.is_some() && !self.ring.closed() {
+            true => self.reader_for_server(),
+            false => None,
+        };
+        if let Some(reader) = &reader {
+            fds.push(reader.reads.fd().as_raw_fd());
+        }
         let welcome = FromHolder::Welcome {
             v,
             holder: std::process::id() as i32,
@@ -597,10 +668,31 @@ impl Holder {
             end: self.ring.end(),
             exited: self.exited,
             pipes: self.streams.is_some(),
+            reads: reader.is_some(),
         };
         if self.tell(&welcome, &fds) {
+            self.reader = reader;
             self.wake_server();
         }
+    }
+
+    /// Pages for the attached server's io_uring to read the terminal through, and a pidfd on
+    /// that server; `None` (said) when they cannot be made — the server then gets the output
+    /// through the ring as this holder reads it.
+    fn reader_for_server(&self) -> Option<Reader> {
+        let conn = self.conn.as_ref()?;
+        let made = || -> io::Result<Reader> {
+            let server = PidFd::open(wire::peer_pid(conn)?)?;
+            let reads = ReadPages::create()?;
+            Ok(Reader { reads, server })
+        };
+        made()
+            .inspect_err(|e| {
+                eprintln!(
+                    "corral holder: the server cannot read the terminal ({e}); reading it here"
+                )
+            })
+            .ok()
     }
 
     fn refuse(&mut self, reason: String, held: Option<(u64, u64)>) {

@@ -42,7 +42,16 @@ pub enum ToHolder {
         v: u32,
         /// First output offset wanted.
         from: u64,
+        /// This server can read the terminal itself, through an io_uring whose queues live in
+        /// pages of the holder's (`super::uring`); a holder that agrees says so in `Welcome`.
+        /// Absent from older servers.
+        #[serde(default)]
+        read: bool,
     },
+    /// Logged output may be handed back (`super::ring::SharedRing::release_logged`): sent by a
+    /// server that reads the terminal itself (the holder is not woken by output then), at most
+    /// once a second during output and once when it goes quiet.
+    Logged,
     /// The session is over: kill what is left, reap, remove the socket, exit.
     Release,
 }
@@ -75,6 +84,12 @@ pub enum FromHolder {
         /// were stdin's write end and stdout's and stderr's read ends, which the server read.)
         #[serde(default)]
         pipes: bool,
+        /// The server reads the terminal itself (it said `read`): the fourth descriptor is the
+        /// pages its io_uring's queues go in (`super::uring::ReadPages`). The holder then does
+        /// not read the terminal until that server is gone (its process, not only its
+        /// connection). Absent from older holders.
+        #[serde(default)]
+        reads: bool,
     },
     /// The main process exited (sent when it is reaped, and in every later `Welcome`).
     Exited(Exit),
@@ -238,7 +253,18 @@ mod tests {
         let hello = ToHolder::Hello {
             v: VERSION,
             from: 42,
+            read: true,
         };
+        // An older server's Hello (no `read`) still parses: it reads through the ring.
+        let old: ToHolder = serde_json::from_str(r#"{"t":"hello","v":2,"from":1}"#).unwrap();
+        assert_eq!(
+            old,
+            ToHolder::Hello {
+                v: 2,
+                from: 1,
+                read: false
+            }
+        );
         send(a.as_fd(), &hello, &[r.as_raw_fd()]).unwrap();
         let (got, fds): (ToHolder, _) = recv(&b, MsgFlags::empty()).unwrap().unwrap();
         assert_eq!(got, hello);

@@ -18,7 +18,7 @@
 //! 10 s idle; slices usually land on the same few threads.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -123,6 +123,8 @@ pub struct Source {
     pub ring: Ring,
     /// The session's shared half (persister tap).
     pub shared: Arc<SessionShared>,
+    /// A held terminal: read into its holder's ring first ([`super::kept`]).
+    pub kept: Option<Arc<super::kept::Kept>>,
 }
 
 /// Runs one slice on a blocking-pool thread and waits for it; gives the fd back (`None` if the
@@ -180,13 +182,15 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     let mut head = source.ring.head();
     let capacity = source.ring.capacity() as u64;
     loop {
-        if super::pace::reader_waits(
-            &source.shared.pacers,
-            source.shared.feed.persisted_offset(),
-            head,
-            READ_CHUNK as u64,
-            capacity,
-        ) {
+        if source.kept.as_ref().is_some_and(|k| k.full())
+            || super::pace::reader_waits(
+                &source.shared.pacers,
+                source.shared.feed.persisted_offset(),
+                head,
+                READ_CHUNK as u64,
+                capacity,
+            )
+        {
             // The next read could lap the persister or a viewer that keeps up (see
             // `super::pace`): what they gathered goes out now, and the program waits on its
             // full PTY meanwhile.
@@ -202,12 +206,24 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
             }
             continue;
         }
-        match fd::read(raw, buf) {
+        let read = match &source.kept {
+            Some(kept) => kept.read(raw.as_raw_fd()).map(|bytes| {
+                if !bytes.is_empty() {
+                    head = source.ring.append(bytes);
+                }
+                bytes.len()
+            }),
+            None => fd::read(raw, buf).inspect(|&n| {
+                if n > 0 {
+                    head = source.ring.append(&buf[..n]);
+                }
+            }),
+        };
+        match read {
             Ok(0) => return SliceEnd::Eof,
             Ok(n) => {
                 fresh = true;
                 BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                head = source.ring.append(&buf[..n]);
                 source.shared.output_appended();
                 if cancel.load(Ordering::Acquire) {
                     return SliceEnd::Quiet;
@@ -314,7 +330,12 @@ mod tests {
             None,
             None,
         );
-        Source { fd, ring, shared }
+        Source {
+            fd,
+            ring,
+            shared,
+            kept: None,
+        }
     }
 
     /// A source that never runs dry.

@@ -11,7 +11,9 @@
 //! - [`input`]: the byte-bounded input writer;
 //! - [`link`]: the connection to the process's holder, when it has one (exit, loss), and
 //!   [`held`], the output reader of such a process (from the holder's shared ring), which
-//!   [`pace`]s its copy by the subscribers that keep up;
+//!   [`pace`]s its copy by the subscribers that keep up — or, for a terminal whose holder
+//!   lends this server an io_uring, [`kept`]: the output reader reads it itself, into the
+//!   holder's ring;
 //! - [`msg`]: the actor's messages.
 //!
 //! The output path of one PTY read: `output.rs` (or `bulk.rs` in a flood) reads into the Ring
@@ -21,6 +23,7 @@ pub mod actor;
 pub mod bulk;
 pub mod held;
 pub mod input;
+pub mod kept;
 pub mod lines;
 pub mod link;
 pub mod msg;

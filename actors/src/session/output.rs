@@ -9,7 +9,7 @@
 //! The input side is [`super::input`].
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::bulk::{self, SliceEnd, with_read_buf};
+use super::kept::Kept;
 pub use super::lines::Framing;
 use super::lines::Lines;
 use super::msg::SessionMsg;
@@ -60,6 +61,8 @@ pub struct Sink {
     pub eof: watch::Sender<bool>,
     /// The screen to nudge when output goes idle.
     pub screen: Option<ActorRef<ScreenMsg>>,
+    /// A held terminal: each read lands in its holder's ring first ([`super::kept`]).
+    pub kept: Option<Arc<Kept>>,
 }
 
 /// The reader actor.
@@ -151,6 +154,18 @@ impl Actor for OutputReader {
         {
             report_exit(st);
         }
+        if !paced
+            && let Some(kept) = st.args.kept.clone()
+            && kept.behind()
+        {
+            // Output the holder read while no server was attached goes first.
+            let bytes = kept.catch_up(BURST);
+            st.deliver(bytes);
+            st.args.shared.mark_output();
+            st.dirty = true;
+            myself.send_message(Pump)?;
+            return Ok(());
+        }
         if paced {
             // A read could lap the persister or a viewer that keeps up (see `super::pace`):
             // what they gathered goes out now, and the program waits on its terminal (or
@@ -176,15 +191,23 @@ impl Actor for OutputReader {
                     loop {
                         // Read into this worker's buffer and hand the bytes on before any await,
                         // so no session holds a read buffer of its own.
-                        let step = with_read_buf(|buf| {
-                            let r = guard.try_io(|inner| fd::read(inner.get_ref(), buf));
-                            if let Ok(Ok(n)) = r
-                                && n > 0
-                            {
-                                st.deliver(&buf[..n]);
-                            }
-                            r
-                        });
+                        let step = match st.args.kept.clone() {
+                            // Into the holder's ring, and on from there.
+                            Some(kept) => guard.try_io(|inner| {
+                                let bytes = kept.read(inner.get_ref().as_raw_fd())?;
+                                st.deliver(bytes);
+                                Ok(bytes.len())
+                            }),
+                            None => with_read_buf(|buf| {
+                                let r = guard.try_io(|inner| fd::read(inner.get_ref(), buf));
+                                if let Ok(Ok(n)) = r
+                                    && n > 0
+                                {
+                                    st.deliver(&buf[..n]);
+                                }
+                                r
+                            }),
+                        };
                         match step {
                             Ok(Ok(0)) => return finish(&myself, st, None).await,
                             Ok(Ok(n)) => {
@@ -228,6 +251,9 @@ impl Actor for OutputReader {
                 _ = exited(st.exit_watch.as_ref()) => report_exit(st),
                 _ = tokio::time::sleep(IDLE), if st.dirty => {
                     st.dirty = false;
+                    if let Some(kept) = &st.args.kept {
+                        kept.quiet();
+                    }
                     st.follow.told(&st.args.ring);
                     st.nudge_screen();
                 }
@@ -305,13 +331,14 @@ impl ReaderState {
     /// Whether the next read waits for the persister or the subscribers ([`super::pace`]).
     fn paced(&self) -> bool {
         let ring = &self.args.ring;
-        super::pace::reader_waits(
-            &self.args.shared.pacers,
-            self.args.shared.feed.persisted_offset(),
-            ring.head(),
-            bulk::READ_CHUNK as u64,
-            ring.capacity() as u64,
-        )
+        self.args.kept.as_ref().is_some_and(|k| k.full())
+            || super::pace::reader_waits(
+                &self.args.shared.pacers,
+                self.args.shared.feed.persisted_offset(),
+                ring.head(),
+                bulk::READ_CHUNK as u64,
+                ring.capacity() as u64,
+            )
     }
 
     /// Output flows (or stopped flowing): subscribers batch their reads while it does. Called
@@ -345,6 +372,7 @@ impl ReaderState {
             fd,
             ring: self.args.ring.clone(),
             shared: self.args.shared.clone(),
+            kept: self.args.kept.clone(),
         };
         self.dirty = true;
         // `flowing` is set (subscribers batch meanwhile); if the reader is killed during the

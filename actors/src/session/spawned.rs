@@ -49,6 +49,9 @@ pub(super) enum Source {
     Fd(Registered),
     /// A holder's shared ring, and the eventfd it writes after publishing.
     Held(Arc<SharedRing>, Registered),
+    /// A held terminal this server reads itself, into the holder's ring through its io_uring
+    /// (`super::kept`).
+    Kept(Registered, Arc<SharedRing>, crate::holder::uring::ReadRing),
 }
 
 /// A process just spawned or attached, before its readers start.
@@ -89,13 +92,20 @@ impl Spawned {
                     terminal,
                     ring,
                     wake,
+                    reads,
                 } => {
                     crate::fd::set_nonblocking(&wake)?;
                     let wake = crate::fd::register(wake, Interest::READABLE)?;
                     let writer = take(&input, Interest::WRITABLE)?;
+                    let output = match reads {
+                        Some(reads) if terminal => {
+                            Source::Kept(take(&input, Interest::READABLE)?, Arc::new(ring), reads)
+                        }
+                        _ => Source::Held(Arc::new(ring), wake),
+                    };
                     (
                         terminal.then_some(Master::Held(input)),
-                        Source::Held(Arc::new(ring), wake),
+                        output,
                         writer,
                         None,
                     )

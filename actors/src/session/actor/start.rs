@@ -288,7 +288,7 @@ impl SessionActorState {
             pidfd: pidfd.clone(),
             held: link.clone().map(|l| (l, exit_rx)),
             shm: match &out_fd {
-                Source::Held(ring, _) => Some(ring.clone()),
+                Source::Held(ring, _) | Source::Kept(_, ring, _) => Some(ring.clone()),
                 Source::Fd(_) => None,
             },
             tree,
@@ -300,7 +300,7 @@ impl SessionActorState {
             reaped: false,
         };
         // From here on, `running` owns the process: an error below drops it, killing the tree.
-        if let Some(link) = link {
+        if let Some(link) = link.clone() {
             let (l, _) = Actor::spawn_linked(
                 None,
                 HolderLink,
@@ -329,25 +329,26 @@ impl SessionActorState {
             true => self.carry.replace(Vec::new()),
             false => Some(Vec::new()),
         };
+        let sink = |kept, eof| Sink {
+            ring: self.shared.ring.clone(),
+            shared: self.shared.clone(),
+            framing,
+            exit,
+            eof,
+            screen: self.screen.clone(),
+            kept,
+        };
         let reader = match out_fd {
-            Source::Fd(fd) => Actor::spawn_linked(
-                None,
-                OutputReader,
-                ReaderArgs {
-                    fd,
-                    sink: Sink {
-                        ring: self.shared.ring.clone(),
-                        shared: self.shared.clone(),
-                        framing,
-                        exit,
-                        eof: eof_tx,
-                        screen: self.screen.clone(),
-                    },
-                },
-                myself.get_cell(),
-            )
-            .await
-            .map(|(r, _)| r.get_cell()),
+            Source::Fd(fd) => output_reader(myself, fd, sink(None, eof_tx)).await,
+            Source::Kept(fd, ring, reads) => {
+                let Some(link) = link.clone() else {
+                    return Err(SessionError::Spawn(
+                        "a held terminal without its link".into(),
+                    ));
+                };
+                let kept = super::super::kept::Kept::new(ring, reads, link, self.shared.clone());
+                output_reader(myself, fd, sink(Some(Arc::new(kept)), eof_tx)).await
+            }
             Source::Held(ring, wake) => Actor::spawn_linked(
                 None,
                 HeldReader,
@@ -382,6 +383,7 @@ impl SessionActorState {
                         exit: None,
                         eof: eof_tx,
                         screen: None,
+                        kept: None,
                     },
                 },
                 myself.get_cell(),
@@ -460,4 +462,21 @@ impl SessionActorState {
         self.look_at_start(myself, crate::agent::STARTING_QUIET);
         Ok(())
     }
+}
+
+/// Starts the output reader of a terminal or pipe this server reads (`sink.kept`: a held
+/// terminal read through its holder's io_uring).
+async fn output_reader(
+    myself: &ActorRef<SessionMsg>,
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    sink: Sink,
+) -> Result<ractor::ActorCell, ractor::SpawnErr> {
+    Actor::spawn_linked(
+        None,
+        OutputReader,
+        ReaderArgs { fd, sink },
+        myself.get_cell(),
+    )
+    .await
+    .map(|(r, _)| r.get_cell())
 }

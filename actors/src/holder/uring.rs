@@ -1,0 +1,565 @@
+//! Uring: the server reads a held terminal itself, and what each read returned outlives it.
+//!
+//! Why: a byte read from a PTY is gone from the kernel, so a server that reads a held session's
+//! terminal must leave, for whoever comes after it, both the bytes and how many there were —
+//! a plain `read(2)` returns its count in a register, and a SIGKILL right after it loses the
+//! count (and with it the bytes, which sit unpublished in the shared ring). Through an
+//! `io_uring` the kernel writes the count into a completion queue in memory in the same
+//! operation that copies the bytes. The server sets its io_uring up with
+//! `IORING_SETUP_NO_MMAP`: its queues live in pages the *holder* made ([`ReadPages`], a memfd
+//! of two pages, passed with `Welcome`), so the last completion is still there, in the holder's
+//! mapping, after the server and its io_uring are gone ([`ReadPages::unpublished`]). (An
+//! io_uring descriptor itself cannot be passed by `SCM_RIGHTS`: the kernel refuses it.)
+//!
+//! Each read is one submission of an `IORING_OP_READ` at the ring's end, its `user_data` the
+//! output offset it reads to, waited for in the same `io_uring_enter`. A terminal has no
+//! `RWF_NOWAIT`, and an empty one would leave the read in flight: so a read is submitted only
+//! when `FIONREAD` says the terminal has bytes, or when its other side is closed (a read then
+//! returns what is left, then EIO) — otherwise `WouldBlock`, and the caller waits for
+//! readiness with epoll as for any fd. The server publishes a read (moves the shared ring's
+//! `end`) *before* it consumes the completion, so a completion left in the queue whose offset
+//! is the ring's `end` is a read nobody published, and one below `end` was published: exact
+//! whenever the server died. Each server gets fresh pages (nothing of a dead server's queues is
+//! ever submitted again).
+//!
+//! The queues are read and written by hand (the `io-uring` crate cannot set a ring up on
+//! memory of the caller's): the kernel's ABI structs below (`include/uapi/linux/io_uring.h`).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Entries in the submission queue: one read at a time.
+const ENTRIES: u32 = 2;
+const PAGE: usize = 4096;
+/// The pages: the kernel's `io_rings` (heads, tails, completions) in the first, the
+/// submission entries at the start of the second and our header in its second half.
+const SIZE: usize = 2 * PAGE;
+const HEADER: usize = PAGE + PAGE / 2;
+/// "corralq1": the server set its queues up here and wrote their offsets.
+const MAGIC: u64 = u64::from_le_bytes(*b"corralq1");
+
+const IORING_SETUP_NO_MMAP: u32 = 1 << 14;
+const IORING_SETUP_NO_SQARRAY: u32 = 1 << 16;
+const IORING_ENTER_GETEVENTS: u32 = 1;
+const IORING_OP_READ: u8 = 22;
+
+#[repr(C)]
+#[derive(Default)]
+struct SqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    flags: u32,
+    dropped: u32,
+    array: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    overflow: u32,
+    cqes: u32,
+    flags: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Params {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: SqOffsets,
+    cq_off: CqOffsets,
+}
+
+#[repr(C)]
+struct Sqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    off: u64,
+    addr: u64,
+    len: u32,
+    rw_flags: u32,
+    user_data: u64,
+    buf_index: u16,
+    personality: u16,
+    splice_fd_in: i32,
+    addr3: u64,
+    pad: u64,
+}
+
+#[repr(C)]
+struct Cqe {
+    user_data: u64,
+    res: i32,
+    flags: u32,
+}
+
+/// Our header: where the kernel put the completion queue in the first page.
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    cq_head: AtomicU32,
+    cq_tail: AtomicU32,
+    cq_mask: AtomicU32,
+    cqes: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Params>() == 120);
+const _: () = assert!(std::mem::size_of::<Sqe>() == 64);
+const _: () = assert!(std::mem::size_of::<Cqe>() == 16);
+
+/// Two shared pages mapped in this process.
+struct Pages {
+    fd: OwnedFd,
+    map: *mut u8,
+}
+
+// SAFETY: plain shared memory; every shared word is accessed through atomics (or written by
+// the kernel and read after an acquire of the tail that covers it).
+unsafe impl Send for Pages {}
+
+impl Pages {
+    fn create() -> io::Result<Pages> {
+        // SAFETY: memfd_create takes a NUL-terminated name and flags.
+        let raw = unsafe { libc::memfd_create(c"corral-reads".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on our own memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), SIZE as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Pages::map(fd)
+    }
+
+    fn map(fd: OwnedFd) -> io::Result<Pages> {
+        // SAFETY: fstat fills the struct we pass.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is valid for writes.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if st.st_size as usize != SIZE {
+            return Err(io::Error::other("not the holder's read pages"));
+        }
+        // SAFETY: a fresh shared mapping of the whole memfd; unmapped in Drop.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Pages {
+            fd,
+            map: map.cast(),
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: HEADER is inside the mapping and 8-aligned; all fields are atomics.
+        unsafe { &*self.map.add(HEADER).cast::<Header>() }
+    }
+
+    /// The u32 the kernel keeps at `off` in the first page.
+    fn word(&self, off: u32) -> &AtomicU32 {
+        debug_assert!((off as usize) < PAGE && off.is_multiple_of(4));
+        // SAFETY: inside the first page, 4-aligned (the kernel's offsets).
+        unsafe { &*self.map.add(off as usize).cast::<AtomicU32>() }
+    }
+
+    fn cqe(&self, cqes: u32, index: u32) -> Cqe {
+        let at = cqes as usize + index as usize * std::mem::size_of::<Cqe>();
+        debug_assert!(at + std::mem::size_of::<Cqe>() <= PAGE);
+        // SAFETY: inside the first page; the entry was written before the tail that covers it
+        // (read with Acquire by the caller).
+        unsafe { std::ptr::read_volatile(self.map.add(at).cast::<Cqe>()) }
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, of this size, unmapped once.
+        if unsafe { libc::munmap(self.map.cast(), SIZE) } != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "munmap of read pages failed");
+        }
+    }
+}
+
+/// The holder's side: the pages a server's queues will live in.
+pub struct ReadPages {
+    pages: Pages,
+}
+
+impl std::fmt::Debug for ReadPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadPages")
+    }
+}
+
+impl ReadPages {
+    /// Fresh pages for one server.
+    pub fn create() -> io::Result<ReadPages> {
+        Ok(ReadPages {
+            pages: Pages::create()?,
+        })
+    }
+
+    /// The descriptor to pass.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.pages.fd
+    }
+
+    /// Once the server that read through these pages is gone: the bytes of each completed read
+    /// it did not publish, in order (at most one in practice). `end` is the shared ring's end;
+    /// each count returned is to be published, the next one reading on from there.
+    pub fn unpublished(&self, mut end: u64) -> Vec<usize> {
+        let p = &self.pages;
+        let h = p.header();
+        let mut found = Vec::new();
+        if h.magic.load(Ordering::Acquire) != MAGIC {
+            return found; // it never read
+        }
+        let (head_off, tail_off) = (
+            h.cq_head.load(Ordering::Relaxed),
+            h.cq_tail.load(Ordering::Relaxed),
+        );
+        let (mask_off, cqes) = (
+            h.cq_mask.load(Ordering::Relaxed),
+            h.cqes.load(Ordering::Relaxed),
+        );
+        if [head_off, tail_off, mask_off]
+            .iter()
+            .any(|&o| o as usize >= PAGE || !o.is_multiple_of(4))
+            || cqes as usize >= PAGE
+        {
+            return found;
+        }
+        let mask = p.word(mask_off).load(Ordering::Relaxed);
+        let head = p.word(head_off).load(Ordering::Acquire);
+        let tail = p.word(tail_off).load(Ordering::Acquire);
+        if mask as usize * std::mem::size_of::<Cqe>() + cqes as usize >= PAGE {
+            return found;
+        }
+        let mut at = head;
+        while at != tail {
+            let done = p.cqe(cqes, at & mask);
+            if done.user_data == end && done.res > 0 {
+                found.push(done.res as usize);
+                end += done.res as u64;
+            }
+            at = at.wrapping_add(1);
+        }
+        found
+    }
+}
+
+/// The server's side: its io_uring, its queues in the holder's pages.
+pub struct ReadRing {
+    ring: OwnedFd,
+    pages: Pages,
+    sq_tail: u32,
+    sq_mask: u32,
+    cq_head: u32,
+    cq_tail: u32,
+    cq_mask: u32,
+    cqes: u32,
+}
+
+impl std::fmt::Debug for ReadRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadRing")
+            .field("fd", &self.ring.as_raw_fd())
+            .finish()
+    }
+}
+
+impl ReadRing {
+    /// Sets an io_uring up in the holder's pages. Fails where io_uring is not allowed (a seccomp
+    /// filter, `kernel.io_uring_disabled`) or older than `IORING_SETUP_NO_MMAP` (Linux 6.5):
+    /// the session's output then comes through the holder's reads, as before.
+    pub fn open(fd: OwnedFd) -> io::Result<ReadRing> {
+        let pages = Pages::map(fd)?;
+        let mut p = Params {
+            flags: IORING_SETUP_NO_MMAP | IORING_SETUP_NO_SQARRAY,
+            ..Params::default()
+        };
+        p.cq_off.user_addr = pages.map as u64;
+        // SAFETY: inside the mapping (the second page).
+        p.sq_off.user_addr = unsafe { pages.map.add(PAGE) } as u64;
+        // SAFETY: io_uring_setup reads and fills `p`; the addresses are our mapping's pages,
+        // which the kernel pins for the ring's life.
+        let raw =
+            unsafe { libc::syscall(libc::SYS_io_uring_setup, ENTRIES, &mut p as *mut Params) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let ring = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let h = pages.header();
+        h.cq_head.store(p.cq_off.head, Ordering::Relaxed);
+        h.cq_tail.store(p.cq_off.tail, Ordering::Relaxed);
+        h.cq_mask.store(p.cq_off.ring_mask, Ordering::Relaxed);
+        h.cqes.store(p.cq_off.cqes, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        let sq_mask = pages.word(p.sq_off.ring_mask).load(Ordering::Relaxed);
+        let cq_mask = pages.word(p.cq_off.ring_mask).load(Ordering::Relaxed);
+        Ok(ReadRing {
+            ring,
+            sq_tail: p.sq_off.tail,
+            sq_mask,
+            cq_head: p.cq_off.head,
+            cq_tail: p.cq_off.tail,
+            cq_mask,
+            cqes: p.cq_off.cqes,
+            pages,
+        })
+    }
+
+    /// Reads from `fd` (non-blocking) into `len` bytes at `buf`, the output from offset `to`
+    /// on: returns how many (0 at the end of the terminal). `publish` runs with the count
+    /// before the completion is consumed (see the module docs).
+    ///
+    /// # Safety
+    /// `buf` must be valid for `len` bytes of writes, and nobody may use them until this
+    /// returns.
+    pub unsafe fn read(
+        &mut self,
+        fd: RawFd,
+        buf: *mut u8,
+        len: usize,
+        to: u64,
+        publish: impl FnOnce(usize),
+    ) -> io::Result<usize> {
+        let mut ready: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if ready == 0 && !hung_up(fd)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let p = &self.pages;
+        let tail = p.word(self.sq_tail).load(Ordering::Relaxed);
+        let entry = Sqe {
+            opcode: IORING_OP_READ,
+            flags: 0,
+            ioprio: 0,
+            fd,
+            off: u64::MAX, // the file's position: a terminal has none
+            addr: buf as u64,
+            len: len.min(u32::MAX as usize) as u32,
+            rw_flags: 0,
+            user_data: to,
+            buf_index: 0,
+            personality: 0,
+            splice_fd_in: 0,
+            addr3: 0,
+            pad: 0,
+        };
+        let slot = PAGE + (tail & self.sq_mask) as usize * std::mem::size_of::<Sqe>();
+        // SAFETY: the entry at the tail is ours to fill (one read at a time: the kernel has
+        // consumed every earlier one), inside the second page.
+        unsafe { std::ptr::write_volatile(p.map.add(slot).cast::<Sqe>(), entry) };
+        p.word(self.sq_tail)
+            .store(tail.wrapping_add(1), Ordering::Release);
+        let mut submit = 1;
+        let head = p.word(self.cq_head).load(Ordering::Relaxed);
+        while p.word(self.cq_tail).load(Ordering::Acquire) == head {
+            // SAFETY: io_uring_enter on our ring, no signal mask.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_enter,
+                    self.ring.as_raw_fd(),
+                    submit,
+                    1u32,
+                    IORING_ENTER_GETEVENTS,
+                    std::ptr::null::<libc::c_void>(),
+                    0usize,
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            } else if rc > 0 {
+                submit = 0;
+            }
+        }
+        let done = p.cqe(self.cqes, head & self.cq_mask);
+        if done.user_data != to {
+            return Err(io::Error::other("io_uring completion of another read"));
+        }
+        if done.res > 0 {
+            publish(done.res as usize);
+        }
+        // Consumed only now.
+        p.word(self.cq_head)
+            .store(head.wrapping_add(1), Ordering::Release);
+        match done.res {
+            n if n >= 0 => Ok(n as usize),
+            e => Err(io::Error::from_raw_os_error(-e)),
+        }
+    }
+}
+
+/// Whether this process can read terminals through such a ring (io_uring allowed, Linux ≥ 6.5
+/// for `IORING_SETUP_NO_MMAP`): tried once, on pages of its own. A server that cannot says so
+/// in its `Hello`, and its holders read their terminals as before.
+pub fn supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let tried =
+            ReadPages::create().and_then(|pages| ReadRing::open(pages.fd().try_clone()?).map(drop));
+        match tried {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(error = %e, "no io_uring for reading terminals: holders read them");
+                false
+            }
+        }
+    })
+}
+
+/// Whether the other side of the terminal is closed: a read then never waits (it returns
+/// what the line discipline still has, then EIO).
+fn hung_up(fd: RawFd) -> io::Result<bool> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: a valid array of one pollfd; no wait.
+    if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p[0].revents & (libc::POLLHUP | libc::POLLERR) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::holder::ring::{MIN_CAP, SharedRing};
+
+    /// A PTY pair: (master, non-blocking; slave).
+    fn pty() -> (OwnedFd, OwnedFd) {
+        let pair = nix::pty::openpty(None, None).unwrap();
+        let master = crate::fd::dup_nonblocking(pair.master.as_raw_fd()).unwrap();
+        let mut t = nix::sys::termios::tcgetattr(&pair.slave).unwrap();
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(&pair.slave, nix::sys::termios::SetArg::TCSANOW, &t).unwrap();
+        (master, pair.slave)
+    }
+
+    fn wait_readable(fd: &OwnedFd) {
+        let mut p = [libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: a valid array of one pollfd.
+        assert_eq!(unsafe { libc::poll(p.as_mut_ptr(), 1, 5000) }, 1);
+    }
+
+    #[test]
+    fn a_read_lands_in_the_shared_ring_and_an_empty_terminal_answers_at_once() {
+        let (master, slave) = pty();
+        let holder = ReadPages::create().unwrap();
+        let mut server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let ring = SharedRing::create(MIN_CAP, 0).unwrap();
+        let (buf, len) = ring.reader_slot();
+        // Nothing written yet: EAGAIN, not a wait.
+        let t = std::time::Instant::now();
+        // SAFETY: the slot is the ring's free space, unused by anyone else here.
+        let r = unsafe { server.read(master.as_raw_fd(), buf, len, 0, |_| panic!()) };
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        nix::unistd::write(&slave, b"hello").unwrap();
+        wait_readable(&master);
+        let mut published = 0;
+        // SAFETY: as above.
+        let n = unsafe {
+            server.read(master.as_raw_fd(), buf, len, 0, |n| {
+                published = n;
+                ring.publish(n)
+            })
+        }
+        .unwrap();
+        assert_eq!((n, published), (5, 5));
+        assert_eq!(ring.read(0, 100), b"hello");
+        // The last bytes, then the other side closes: they come, then the end (EIO).
+        nix::unistd::write(&slave, b"bye").unwrap();
+        drop(slave);
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: as above.
+        let n = unsafe { server.read(master.as_raw_fd(), buf, len, 5, |n| ring.publish(n)) };
+        assert_eq!(n.unwrap(), 3);
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: as above.
+        let end = unsafe { server.read(master.as_raw_fd(), buf, len, 8, |_| panic!()) };
+        assert_eq!(end.unwrap_err().raw_os_error(), Some(libc::EIO));
+        assert_eq!(ring.read(0, 100), b"hellobye");
+    }
+
+    #[test]
+    fn a_read_the_server_did_not_publish_is_found_by_the_holder() {
+        let (master, slave) = pty();
+        let holder = ReadPages::create().unwrap();
+        let mut server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let ring = SharedRing::create(MIN_CAP, 100).unwrap();
+        nix::unistd::write(&slave, b"one").unwrap();
+        wait_readable(&master);
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: the ring's free space.
+        unsafe { server.read(master.as_raw_fd(), buf, len, 100, |n| ring.publish(n)) }.unwrap();
+        assert_eq!(
+            holder.unpublished(ring.end()),
+            Vec::<usize>::new(),
+            "published"
+        );
+        nix::unistd::write(&slave, b"two!").unwrap();
+        wait_readable(&master);
+        let (buf, len) = ring.reader_slot();
+        // The server dies between the read and its publish: the completion stays in the
+        // queue, in the holder's pages, after its io_uring is gone.
+        // SAFETY: the ring's free space.
+        unsafe { server.read(master.as_raw_fd(), buf, len, 103, |_| {}) }.unwrap();
+        let head = server.pages.word(server.cq_head);
+        head.store(
+            head.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
+        drop(server);
+        let found = holder.unpublished(ring.end());
+        assert_eq!(found, vec![4]);
+        ring.publish(4);
+        assert_eq!(ring.read(100, 100), b"onetwo!");
+    }
+}

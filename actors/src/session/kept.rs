@@ -1,0 +1,146 @@
+//! Kept: a held terminal that this server reads itself, each read landing in the holder's
+//! shared ring, its count in the completion queue of an io_uring whose queues live in the
+//! holder's pages (`crate::holder::uring`), before anything else happens to its bytes.
+//!
+//! Why: with the holder reading and this server copying from the ring ([`super::held`]), a
+//! flood to one viewer ran at 0.78–0.83× a server without holders; with the server reading the
+//! terminal through the same [`super::output`] reader as a holder-less session, 1.03× (session
+//! 29, docs/performance.md) — the copy actor's ticks and wake-ups were the cost, not the
+//! holder. "No byte lost" is kept: a read's bytes are in the ring (shared memory the holder
+//! maps) and its count in the io_uring's completion queue (in pages the holder maps), and the
+//! ring's end moves before the completion is consumed, so a SIGKILL at any instant leaves the
+//! holder able to publish the read, and the next server asks for it from its log's end.
+//!
+//! The reader uses it in place of `read(2)` ([`Kept::read`]), inline and in bulk slices alike
+//! (never both at once: a slice runs while the reader actor waits for it). Output the holder
+//! read while no server was attached comes first ([`Kept::catch_up`]). What the log holds is
+//! written back into the ring (`acked`) so the space is reused, and the holder is told now and
+//! then to hand logged pages back (it no longer wakes for output).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::link::Link;
+use super::shared::SessionShared;
+use crate::holder::ring::SharedRing;
+use crate::holder::uring::ReadRing;
+
+/// How often, at most, the holder is told to hand logged output back while output flows.
+const TELL_EVERY: Duration = Duration::from_secs(1);
+
+/// The reads of one held terminal.
+pub struct Kept {
+    ring: Arc<SharedRing>,
+    reads: Mutex<ReadRing>,
+    link: Link,
+    shared: Arc<SessionShared>,
+    /// Output offset handed to the session Ring so far (the ring's end once caught up).
+    cursor: AtomicU64,
+    /// When the holder was last told to release, and `acked` then.
+    told: Mutex<(Instant, u64)>,
+}
+
+impl Kept {
+    /// Reads through `reads` into `ring`, from the session Ring's head on.
+    pub fn new(
+        ring: Arc<SharedRing>,
+        reads: ReadRing,
+        link: Link,
+        shared: Arc<SessionShared>,
+    ) -> Kept {
+        let cursor = shared.ring.head();
+        let acked = ring.acked();
+        Kept {
+            ring,
+            reads: Mutex::new(reads),
+            link,
+            shared,
+            cursor: AtomicU64::new(cursor),
+            told: Mutex::new((Instant::now(), acked)),
+        }
+    }
+
+    /// Output the holder read before this server attached, not handed on yet.
+    pub fn behind(&self) -> bool {
+        self.cursor.load(Ordering::Acquire) < self.ring.end()
+    }
+
+    /// The next part of that output, at most `max` bytes (handed on by the caller).
+    pub fn catch_up(&self, max: usize) -> &[u8] {
+        let from = self.cursor.load(Ordering::Acquire);
+        let bytes = self.ring.read(from, max);
+        self.cursor
+            .store(from + bytes.len() as u64, Ordering::Release);
+        bytes
+    }
+
+    /// No room in the ring for a read: the log is a whole ring behind (the caller waits, as
+    /// for a slow persister).
+    pub fn full(&self) -> bool {
+        self.ring.free() == 0
+    }
+
+    /// Reads what the terminal `fd` (non-blocking) has into the ring: the bytes read, empty at
+    /// the end of the terminal (which the ring then says too). `WouldBlock` when it has
+    /// nothing; never call it when [`full`](Self::full).
+    pub fn read(&self, fd: RawFd) -> io::Result<&[u8]> {
+        self.logged();
+        let mut reads = self.reads.lock();
+        let to = self.ring.end();
+        let (buf, len) = self.ring.reader_slot();
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the holder's ring is full",
+            ));
+        }
+        // SAFETY: the slot is the ring's free space, which only this server writes while it
+        // reads the terminal (the holder does not read it then) and nobody reads until it is
+        // published; the read completes within the call.
+        let got = unsafe { reads.read(fd, buf, len, to, |n| self.ring.publish(n)) };
+        match got {
+            Ok(0) => {
+                self.ring.close();
+                Ok(&[])
+            }
+            Ok(n) => {
+                self.cursor.store(to + n as u64, Ordering::Release);
+                Ok(self.ring.read(to, n))
+            }
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EIO) {
+                    self.ring.close();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes back what the log holds, and tells the holder (at most every [`TELL_EVERY`])
+    /// that logged output may be handed back.
+    pub fn logged(&self) {
+        self.write_back(false);
+    }
+
+    /// Output went quiet: the same, telling the holder whenever more was logged.
+    pub fn quiet(&self) {
+        self.write_back(true);
+    }
+
+    fn write_back(&self, quiet: bool) {
+        let cursor = self.cursor.load(Ordering::Acquire);
+        let logged = self.shared.feed.persisted_offset().unwrap_or(cursor);
+        self.ring.set_acked(logged.min(cursor));
+        let acked = self.ring.acked();
+        let mut told = self.told.lock();
+        if acked > told.1 && (quiet || told.0.elapsed() >= TELL_EVERY) {
+            *told = (Instant::now(), acked);
+            self.link.logged();
+        }
+    }
+}
