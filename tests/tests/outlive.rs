@@ -51,7 +51,30 @@ fn parent(pid: i32) -> i32 {
 
 #[tokio::test]
 async fn five_printers_keep_their_pids_and_every_line_through_twenty_server_kills() {
-    let mut server = Server::start();
+    five_printers_through_twenty_server_kills(Server::start(), true).await;
+}
+
+/// The same where the server does not read terminals itself (no io_uring: a container's
+/// seccomp profile, an older kernel): every holder reads its own, into the shared ring.
+#[tokio::test]
+async fn five_printers_keep_every_line_through_twenty_server_kills_with_holders_reading() {
+    five_printers_through_twenty_server_kills(
+        Server::start_env(&[("CORRAL_IO_URING", "off")]),
+        false,
+    )
+    .await;
+}
+
+/// io_uring instances the server process has open.
+fn io_urings(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("server fds")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("io_uring"))
+        .count()
+}
+
+async fn five_printers_through_twenty_server_kills(mut server: Server, server_reads: bool) {
     let mut pids: HashMap<String, i64> = HashMap::new();
     for i in 0..5 {
         let info = server
@@ -66,6 +89,8 @@ async fn five_printers_keep_their_pids_and_every_line_through_twenty_server_kill
         );
     }
     let holders: Vec<i32> = pids.values().map(|p| parent(*p as i32)).collect();
+    // Who reads the terminals: this server, through an io_uring each, or the holders.
+    assert_eq!(io_urings(server.pid()), if server_reads { 5 } else { 0 });
     let started = Instant::now();
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(50..=500))).await;

@@ -432,10 +432,15 @@ impl ReadRing {
 
 /// Whether this process can read terminals through such a ring (io_uring allowed, Linux ≥ 6.5
 /// for `IORING_SETUP_NO_MMAP`): tried once, on pages of its own. A server that cannot says so
-/// in its `Hello`, and its holders read their terminals as before.
+/// in its `Hello`, and its holders read their terminals as before. `CORRAL_IO_URING=off` in
+/// the server's environment says no without trying (docs/operations.md).
 pub fn supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
+        if std::env::var_os("CORRAL_IO_URING").is_some_and(|v| v == "off") {
+            tracing::info!("CORRAL_IO_URING=off: holders read their terminals");
+            return false;
+        }
         let tried =
             ReadPages::create().and_then(|pages| ReadRing::open(pages.fd().try_clone()?).map(drop));
         match tried {
