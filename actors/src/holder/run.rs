@@ -454,8 +454,9 @@ impl Holder {
         let Some(reader) = self.reader.take() else {
             return;
         };
+        // Part of the normal course (a SIGKILL between a read and its publish), not written to
+        // the holder's log: a log that is not empty is kept for the user to read.
         for n in reader.reads.unpublished(self.ring.end()) {
-            eprintln!("corral holder: published {n} bytes its server read and did not");
             self.ring.publish(n);
         }
         if let Some((v, from, read)) = self.deferred.take() {
