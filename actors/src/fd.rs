@@ -1,8 +1,9 @@
 //! Non-blocking file descriptors registered with tokio (AsyncFd), so PTY masters and pipes are
-//! read and written without an OS thread per session.
+//! read and written without an OS thread per session; and the shared memory (memfds) a holder
+//! and its server both map.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::Interest;
@@ -49,4 +50,51 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 /// `write(2)` on a raw descriptor.
 pub fn write(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     nix::unistd::write(fd, buf).map_err(io::Error::from)
+}
+
+/// A new memfd (close-on-exec) of `len` bytes: shared memory with no file in the data dir.
+pub fn memfd(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new fd or -1.
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ftruncate on our own memfd.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// The size of the file `fd` (a memfd another process passed).
+pub fn size(fd: &OwnedFd) -> io::Result<usize> {
+    // SAFETY: fstat fills the struct we pass.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_size as usize)
+}
+
+/// Maps the first `len` bytes of `fd` shared, readable and writable. The caller unmaps it
+/// (`munmap` of the same length) when done.
+pub fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of the caller's fd; nothing else is at that address.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(map.cast())
 }

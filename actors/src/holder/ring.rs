@@ -24,7 +24,7 @@
 //! for.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes before the data: the header, a page.
@@ -90,17 +90,7 @@ impl SharedRing {
     /// first byte is output offset `base`.
     pub fn create(cap: usize, base: u64) -> io::Result<SharedRing> {
         let cap = cap.clamp(MIN_CAP, MAX_CAP).next_multiple_of(HEADER);
-        // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new fd or -1.
-        let raw = unsafe { libc::memfd_create(c"corral-ring".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ftruncate on our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), (HEADER + cap) as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = crate::fd::memfd(c"corral-ring", HEADER + cap)?;
         let mut ring = Self::map(fd, cap)?;
         ring.released = base;
         let h = ring.header();
@@ -116,13 +106,7 @@ impl SharedRing {
 
     /// Maps a ring another process created (the fd came with `Welcome`).
     pub fn open(fd: OwnedFd) -> io::Result<SharedRing> {
-        // SAFETY: fstat fills the struct we pass.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is valid for writes.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let size = st.st_size as usize;
+        let size = crate::fd::size(&fd)?;
         if !(HEADER + MIN_CAP..=HEADER + MAX_CAP).contains(&size) {
             return Err(io::Error::other(format!("not a ring: {size} bytes")));
         }
@@ -137,23 +121,11 @@ impl SharedRing {
     }
 
     fn map(fd: OwnedFd, cap: usize) -> io::Result<SharedRing> {
-        // SAFETY: a fresh shared mapping of our own fd, of its whole size; unmapped in Drop.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                HEADER + cap,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // Unmapped in Drop.
+        let map = crate::fd::map_shared(&fd, HEADER + cap)?;
         Ok(SharedRing {
             fd,
-            map: map.cast(),
+            map,
             cap,
             released: 0,
         })

@@ -138,48 +138,16 @@ unsafe impl Send for Pages {}
 
 impl Pages {
     fn create() -> io::Result<Pages> {
-        // SAFETY: memfd_create takes a NUL-terminated name and flags.
-        let raw = unsafe { libc::memfd_create(c"corral-reads".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ftruncate on our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), SIZE as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Pages::map(fd)
+        Pages::map(crate::fd::memfd(c"corral-reads", SIZE)?)
     }
 
     fn map(fd: OwnedFd) -> io::Result<Pages> {
-        // SAFETY: fstat fills the struct we pass.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is valid for writes.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if st.st_size as usize != SIZE {
+        if crate::fd::size(&fd)? != SIZE {
             return Err(io::Error::other("not the holder's read pages"));
         }
-        // SAFETY: a fresh shared mapping of the whole memfd; unmapped in Drop.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Pages {
-            fd,
-            map: map.cast(),
-        })
+        // Unmapped in Drop.
+        let map = crate::fd::map_shared(&fd, SIZE)?;
+        Ok(Pages { fd, map })
     }
 
     fn header(&self) -> &Header {

@@ -80,8 +80,10 @@ impl Kept {
     }
 
     /// No room in the ring for a read: the log is a whole ring behind (the caller waits, as
-    /// for a slow persister).
+    /// for a slow persister). Asked before every read, so it also writes back what the log
+    /// holds (which is what makes room).
     pub fn full(&self) -> bool {
+        self.logged();
         self.ring.free() == 0
     }
 
@@ -89,7 +91,6 @@ impl Kept {
     /// the end of the terminal (which the ring then says too). `WouldBlock` when it has
     /// nothing; never call it when [`full`](Self::full).
     pub fn read(&self, fd: RawFd) -> io::Result<&[u8]> {
-        self.logged();
         let mut reads = self.reads.lock();
         let to = self.ring.end();
         let (buf, len) = self.ring.reader_slot();
