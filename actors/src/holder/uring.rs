@@ -16,7 +16,9 @@
 //! `RWF_NOWAIT`, and an empty one would leave the read in flight: so a read is submitted only
 //! when `FIONREAD` says the terminal has bytes, or when its other side is closed (a read then
 //! returns what is left, then EIO) — otherwise `WouldBlock`, and the caller waits for
-//! readiness with epoll as for any fd. The server publishes a read (moves the shared ring's
+//! readiness with epoll as for any fd. In a flood (the last read took a whole line-discipline
+//! buffer) the `FIONREAD` is skipped, and a read that finds the terminal empty after all is
+//! cancelled before the call returns: no read ever stays in flight ([`ReadRing::read`]). The server publishes a read (moves the shared ring's
 //! `end`) *before* it consumes the completion, so a completion left in the queue whose offset
 //! is the ring's `end` is a read nobody published, and one below `end` was published: exact
 //! whenever the server died. Each server gets fresh pages (nothing of a dead server's queues is
@@ -43,6 +45,12 @@ const IORING_SETUP_NO_MMAP: u32 = 1 << 14;
 const IORING_SETUP_NO_SQARRAY: u32 = 1 << 16;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_OP_READ: u8 = 22;
+const IORING_OP_ASYNC_CANCEL: u8 = 14;
+/// The `user_data` of a cancel (a read's is its output offset, never this).
+const CANCEL: u64 = u64::MAX;
+/// What one read of a terminal takes when its line discipline's buffer is full (the kernel's
+/// `N_TTY_BUF_SIZE`, 4096, less one): output is flooding, more is very likely waiting.
+const FULL_BUFFER: usize = 4095;
 
 #[repr(C)]
 #[derive(Default)]
@@ -88,6 +96,7 @@ struct Params {
 }
 
 #[repr(C)]
+#[derive(Default)]
 struct Sqe {
     opcode: u8,
     flags: u8,
@@ -258,6 +267,8 @@ pub struct ReadRing {
     cq_tail: u32,
     cq_mask: u32,
     cqes: u32,
+    /// The last read took a whole line-discipline buffer (see [`ReadRing::read`]).
+    flowing: bool,
 }
 
 impl std::fmt::Debug for ReadRing {
@@ -307,12 +318,24 @@ impl ReadRing {
             cq_mask,
             cqes: p.cq_off.cqes,
             pages,
+            flowing: false,
         })
     }
 
     /// Reads from `fd` (non-blocking) into `len` bytes at `buf`, the output from offset `to`
     /// on: returns how many (0 at the end of the terminal). `publish` runs with the count
     /// before the completion is consumed (see the module docs).
+    ///
+    /// While output floods (the last read took a whole line-discipline buffer) the read is
+    /// submitted without asking `FIONREAD` first: when the terminal had bytes after all — nearly
+    /// always in a flood — it completes inside the submitting call, one syscall per read
+    /// instead of two (and no `FIONREAD`, which takes the terminal's termios lock for writing
+    /// against the kernel worker filling the buffer: 112 → 130 MB/s to one ttyd-protocol
+    /// viewer, docs/performance.md, session 30). When it did not, it is taken back before this
+    /// returns (an `IORING_OP_ASYNC_CANCEL`, waited for with the read's own completion), so no
+    /// read is ever left in flight: a server SIGKILLed inside that window leaves either the
+    /// read's completion in the holder's pages or a read its exit cancelled — the kernel never
+    /// runs a read's task work for a task that is exiting — and the holder goes on from there.
     ///
     /// # Safety
     /// `buf` must be valid for `len` bytes of writes, and nobody may use them until this
@@ -325,49 +348,101 @@ impl ReadRing {
         to: u64,
         publish: impl FnOnce(usize),
     ) -> io::Result<usize> {
-        let mut ready: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through the pointer.
-        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 {
-            return Err(io::Error::last_os_error());
+        let check = !self.flowing;
+        self.flowing = false;
+        if check {
+            let mut ready: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int through the pointer.
+            if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if ready == 0 && !hung_up(fd)? {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
         }
-        if ready == 0 && !hung_up(fd)? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let p = &self.pages;
-        let tail = p.word(self.sq_tail).load(Ordering::Relaxed);
-        let entry = Sqe {
+        let head = self.pages.word(self.cq_head).load(Ordering::Relaxed);
+        self.push(Sqe {
             opcode: IORING_OP_READ,
-            flags: 0,
-            ioprio: 0,
             fd,
             off: u64::MAX, // the file's position: a terminal has none
             addr: buf as u64,
             len: len.min(u32::MAX as usize) as u32,
-            rw_flags: 0,
             user_data: to,
-            buf_index: 0,
-            personality: 0,
-            splice_fd_in: 0,
-            addr3: 0,
-            pad: 0,
-        };
+            ..Sqe::default()
+        });
+        // Checked: the terminal has bytes (or is closed), so the read completes at once.
+        // Not checked: it completes at once or waits in the kernel, which is seen here.
+        self.enter(1, u32::from(check), head)?;
+        if !check && self.completed(head) == 0 {
+            self.push(Sqe {
+                opcode: IORING_OP_ASYNC_CANCEL,
+                fd: -1,
+                addr: to, // the user_data of the read to cancel
+                user_data: CANCEL,
+                ..Sqe::default()
+            });
+            self.enter(1, 2, head)?;
+        }
+        let p = &self.pages;
+        let tail = p.word(self.cq_tail).load(Ordering::Acquire);
+        let mut read = None;
+        let mut at = head;
+        while at != tail {
+            let done = p.cqe(self.cqes, at & self.cq_mask);
+            match done.user_data {
+                CANCEL => {}
+                d if d == to => read = Some(done.res),
+                _ => return Err(io::Error::other("io_uring completion of another read")),
+            }
+            at = at.wrapping_add(1);
+        }
+        let res = read.ok_or_else(|| io::Error::other("io_uring: no completion of the read"))?;
+        if res > 0 {
+            publish(res as usize);
+        }
+        // Consumed only now.
+        p.word(self.cq_head).store(tail, Ordering::Release);
+        match res {
+            n if n > 0 => {
+                self.flowing = n as usize == len || n as usize >= FULL_BUFFER;
+                Ok(n as usize)
+            }
+            0 => Ok(0),
+            e if -e == libc::ECANCELED => Err(io::ErrorKind::WouldBlock.into()),
+            e => Err(io::Error::from_raw_os_error(-e)),
+        }
+    }
+
+    /// Puts `entry` at the submission queue's tail.
+    fn push(&mut self, entry: Sqe) {
+        let p = &self.pages;
+        let tail = p.word(self.sq_tail).load(Ordering::Relaxed);
         let slot = PAGE + (tail & self.sq_mask) as usize * std::mem::size_of::<Sqe>();
-        // SAFETY: the entry at the tail is ours to fill (one read at a time: the kernel has
-        // consumed every earlier one), inside the second page.
+        // SAFETY: the entry at the tail is ours to fill (the kernel consumed every earlier one
+        // in the call that submitted it), inside the second page.
         unsafe { std::ptr::write_volatile(p.map.add(slot).cast::<Sqe>(), entry) };
         p.word(self.sq_tail)
             .store(tail.wrapping_add(1), Ordering::Release);
-        let mut submit = 1;
-        let head = p.word(self.cq_head).load(Ordering::Relaxed);
-        while p.word(self.cq_tail).load(Ordering::Acquire) == head {
+    }
+
+    /// Completions after `head`, not consumed yet.
+    fn completed(&self, head: u32) -> u32 {
+        let tail = self.pages.word(self.cq_tail).load(Ordering::Acquire);
+        tail.wrapping_sub(head)
+    }
+
+    /// Submits `submit` entries and waits until `wait` completions follow `head`.
+    fn enter(&mut self, mut submit: u32, wait: u32, head: u32) -> io::Result<()> {
+        loop {
+            let flags = if wait > 0 { IORING_ENTER_GETEVENTS } else { 0 };
             // SAFETY: io_uring_enter on our ring, no signal mask.
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_io_uring_enter,
                     self.ring.as_raw_fd(),
                     submit,
-                    1u32,
-                    IORING_ENTER_GETEVENTS,
+                    wait,
+                    flags,
                     std::ptr::null::<libc::c_void>(),
                     0usize,
                 )
@@ -377,23 +452,12 @@ impl ReadRing {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
-            } else if rc > 0 {
-                submit = 0;
+            } else {
+                submit -= (rc as u32).min(submit);
             }
-        }
-        let done = p.cqe(self.cqes, head & self.cq_mask);
-        if done.user_data != to {
-            return Err(io::Error::other("io_uring completion of another read"));
-        }
-        if done.res > 0 {
-            publish(done.res as usize);
-        }
-        // Consumed only now.
-        p.word(self.cq_head)
-            .store(head.wrapping_add(1), Ordering::Release);
-        match done.res {
-            n if n >= 0 => Ok(n as usize),
-            e => Err(io::Error::from_raw_os_error(-e)),
+            if submit == 0 && self.completed(head) >= wait {
+                return Ok(());
+            }
         }
     }
 }
@@ -499,6 +563,134 @@ mod tests {
         let end = unsafe { server.read(master.as_raw_fd(), buf, len, 8, |_| panic!()) };
         assert_eq!(end.unwrap_err().raw_os_error(), Some(libc::EIO));
         assert_eq!(ring.read(0, 100), b"hellobye");
+    }
+
+    #[test]
+    fn a_flood_read_without_fionread_that_finds_the_terminal_empty_is_taken_back() {
+        let (master, slave) = pty();
+        let holder = ReadPages::create().unwrap();
+        let mut server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let ring = SharedRing::create(MIN_CAP, 0).unwrap();
+        // More than the line discipline's buffer: the first read takes a full one.
+        let flood = vec![b'x'; 3 * FULL_BUFFER];
+        let writer = std::thread::spawn(move || {
+            nix::unistd::write(&slave, &flood).unwrap();
+            slave
+        });
+        let mut got = 0;
+        let mut flowed = false;
+        while got < 3 * FULL_BUFFER {
+            wait_readable(&master);
+            let (buf, len) = ring.reader_slot();
+            // SAFETY: the ring's free space, unused by anyone else here.
+            match unsafe {
+                server.read(master.as_raw_fd(), buf, len, got as u64, |n| {
+                    ring.publish(n)
+                })
+            } {
+                Ok(n) => got += n,
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+            }
+            flowed |= server.flowing;
+        }
+        assert!(flowed, "no read took a whole buffer");
+        let slave = writer.join().unwrap();
+        // Empty now: the next read, if it skips FIONREAD, is submitted, waits in the kernel
+        // and is taken back — still an answer at once.
+        server.flowing = true;
+        let (buf, len) = ring.reader_slot();
+        let t = std::time::Instant::now();
+        // SAFETY: as above.
+        let r = unsafe { server.read(master.as_raw_fd(), buf, len, got as u64, |_| panic!()) };
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(!server.flowing);
+        // Nothing is left in flight: bytes written now stay in the terminal (no completion
+        // appears by itself), and the next read returns exactly them.
+        nix::unistd::write(&slave, b"after").unwrap();
+        wait_readable(&master);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            server.completed(server.pages.word(server.cq_head).load(Ordering::Relaxed)),
+            0
+        );
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: as above.
+        let n = unsafe {
+            server.read(master.as_raw_fd(), buf, len, got as u64, |n| {
+                ring.publish(n)
+            })
+        };
+        assert_eq!(n.unwrap(), 5);
+        assert_eq!(ring.read(got as u64, 100), b"after");
+        assert_eq!(holder.unpublished(ring.end()), Vec::<usize>::new());
+    }
+
+    /// The kernel fact [`ReadRing::read`] leans on for a read submitted without `FIONREAD`:
+    /// a server SIGKILLed while such a read waits in the kernel (between its submission and
+    /// its cancel) never takes bytes written after — they stay in the terminal for the holder.
+    #[test]
+    fn a_read_left_waiting_by_a_killed_server_takes_nothing() {
+        let (master, slave) = pty();
+        let holder = ReadPages::create().unwrap();
+        let ring = SharedRing::create(MIN_CAP, 0).unwrap();
+        let (buf, len) = ring.reader_slot();
+        let pages = holder.fd().try_clone().unwrap();
+        let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only makes system calls (no allocation on these success paths)
+        // and never returns: it submits a read of the empty terminal and waits to be killed.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", io::Error::last_os_error());
+        if child == 0 {
+            let Ok(mut server) = ReadRing::open(pages) else {
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(1) }
+            };
+            server.push(Sqe {
+                opcode: IORING_OP_READ,
+                fd: master.as_raw_fd(),
+                off: u64::MAX,
+                addr: buf as u64,
+                len: len as u32,
+                user_data: 0,
+                ..Sqe::default()
+            });
+            let head = server.pages.word(server.cq_head).load(Ordering::Relaxed);
+            if server.enter(1, 0, head).is_err() || server.completed(head) != 0 {
+                // SAFETY: as above.
+                unsafe { libc::_exit(2) }
+            }
+            // SAFETY: one byte from a live local.
+            unsafe { libc::write(ready_w.as_raw_fd(), b"r".as_ptr().cast(), 1) };
+            loop {
+                // SAFETY: waits for the SIGKILL.
+                unsafe { libc::pause() };
+            }
+        }
+        drop(ready_w);
+        let mut b = [0u8; 1];
+        assert_eq!(
+            nix::unistd::read(&ready_r, &mut b).unwrap(),
+            1,
+            "the child's read is not waiting"
+        );
+        // SAFETY: our child, killed and reaped here.
+        unsafe {
+            assert_eq!(libc::kill(child, libc::SIGKILL), 0);
+            assert_eq!(libc::waitpid(child, std::ptr::null_mut(), 0), child);
+        }
+        nix::unistd::write(&slave, b"late").unwrap();
+        wait_readable(&master);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut ready: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        assert_eq!(
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::FIONREAD, &mut ready) },
+            0
+        );
+        assert_eq!(ready, 4, "the dead server's read took bytes");
+        assert_eq!(holder.unpublished(0), Vec::<usize>::new());
+        assert_eq!(ring.end(), 0);
     }
 
     #[test]
