@@ -1850,3 +1850,136 @@ async fn a_server_of_a_copied_data_dir_leaves_the_originals_programs_alone() {
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["pid"], pid, "{s}");
 }
+
+/// An upgrade's old server may still be inside a read of a held terminal after it let go of
+/// its connection: the holder answers the next server's `Hello` only once that old *process*
+/// is gone (a pidfd), and then the terminal — with the output nobody read meanwhile — is the
+/// new server's to read. Here the old server is a forked process that attached (reading the
+/// terminal itself, through an io_uring) and hung up, and lives on until it is killed.
+#[test]
+fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
+    use corral_actors::holder::launch::{self, HeldIo, Holders, Program};
+    use std::os::fd::AsRawFd;
+    assert!(
+        corral_actors::holder::uring::supported(),
+        "this machine's servers read held terminals themselves (io_uring): the test needs it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let holders = Holders::new(corral_tests::binary(), dir.path().join("holders")).unwrap();
+    let id = corral_actors::uuid::Uuid::new_v4();
+    let program = Program {
+        argv: [
+            "sh",
+            "-c",
+            "stty raw -echo; head -c1 >/dev/null; echo written-meanwhile; exec sleep 600",
+        ]
+        .map(String::from)
+        .to_vec(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap())],
+        cwd: None,
+        size: corral_actors::Size { rows: 24, cols: 80 },
+        base: 0,
+        ring: 1 << 20,
+        pipes: false,
+    };
+    let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child launches the holder, attaches, hangs up and waits to be killed; it
+    // never returns into the test harness (`_exit`/`pause`).
+    let old = unsafe { libc::fork() };
+    assert!(old >= 0);
+    if old == 0 {
+        let status = match launch::launch(&holders, id, program) {
+            Ok(attached) => {
+                let HeldIo::Ring { input, reads, .. } = &attached.io else {
+                    // SAFETY: leaving the forked child at once.
+                    unsafe { libc::_exit(3) }
+                };
+                // The go keystroke: the program prints once this server has let go.
+                let ok = reads.is_some() && nix::unistd::write(input, b"g").is_ok();
+                drop(attached);
+                if ok { 0 } else { 2 }
+            }
+            Err(_) => 1,
+        };
+        // SAFETY: one byte from a live local.
+        unsafe { libc::write(ready_w.as_raw_fd(), [status].as_ptr().cast(), 1) };
+        loop {
+            // SAFETY: waits for the SIGKILL.
+            unsafe { libc::pause() };
+        }
+    }
+    drop(ready_w);
+    // The old server is killed and reaped once: below, or when an assertion fails first.
+    struct Child(i32, std::cell::Cell<bool>);
+    impl Child {
+        fn kill(&self) -> (i32, i32) {
+            self.1.set(true);
+            // SAFETY: our forked child, not reaped before (`self.1`).
+            unsafe {
+                (
+                    libc::kill(self.0, libc::SIGKILL),
+                    libc::waitpid(self.0, std::ptr::null_mut(), 0),
+                )
+            }
+        }
+    }
+    impl Drop for Child {
+        fn drop(&mut self) {
+            if !self.1.get() {
+                eprintln!("killing the old server after a failure: {:?}", self.kill());
+            }
+        }
+    }
+    let guard = Child(old, std::cell::Cell::new(false));
+    let mut status = [9u8];
+    assert_eq!(nix::unistd::read(&ready_r, &mut status).unwrap(), 1);
+    assert_eq!(
+        status[0], 0,
+        "the old server could not launch and attach (1), read (2)"
+    );
+    // The next server says Hello: no answer while the old process lives.
+    let socket = holders.socket(id);
+    let next = std::thread::spawn(move || (launch::attach(&socket, 0), Instant::now()));
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !next.is_finished(),
+        "answered while the last reading server still ran"
+    );
+    let killed = Instant::now();
+    assert_eq!(guard.kill(), (0, old));
+    let (attached, at) = next.join().unwrap();
+    let attached = attached.expect("the next server's attach");
+    assert!(at >= killed);
+    let HeldIo::Ring {
+        input,
+        ring,
+        reads: Some(mut reads),
+        ..
+    } = attached.io
+    else {
+        panic!("the next server does not read the terminal itself");
+    };
+    // The output written after the old server hung up comes through the new one's reads (the
+    // go keystroke may be echoed first, if it came before the program's `stty`).
+    let want: &[u8] = b"written-meanwhile\n";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ring.read(0, 100).ends_with(want) {
+        assert!(
+            Instant::now() < deadline,
+            "got {:?}",
+            String::from_utf8_lossy(ring.read(0, 100))
+        );
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: the ring's free space, which only this reader writes.
+        match unsafe { reads.read(input.as_raw_fd(), buf, len, ring.end(), |n| ring.publish(n)) } {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(matches!(ring.read(0, 100), [b'g', ..] | [b'w', ..]));
+    drop(attached.socket);
+    launch::release(&holders.socket(id), Duration::from_secs(5)).unwrap();
+}
