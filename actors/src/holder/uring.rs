@@ -18,10 +18,10 @@
 //! returns what is left, then EIO) — otherwise `WouldBlock`, and the caller waits for
 //! readiness with epoll as for any fd. In a flood (the last read took a whole line-discipline
 //! buffer) the `FIONREAD` is skipped, and a read that finds the terminal empty after all is
-//! cancelled before the call returns: no read ever stays in flight ([`ReadRing::read`]). The server publishes a read (moves the shared ring's
-//! `end`) *before* it consumes the completion, so a completion left in the queue whose offset
-//! is the ring's `end` is a read nobody published, and one below `end` was published: exact
-//! whenever the server died. Each server gets fresh pages (nothing of a dead server's queues is
+//! cancelled before the call returns: no read ever stays in flight ([`ReadRing::read`]). The
+//! server publishes a read (moves the shared ring's `end`) *before* it consumes the
+//! completion, so a completion left in the queue whose offset is the ring's `end` is a read
+//! nobody published, and one below `end` was published: exact whenever the server died. Each server gets fresh pages (nothing of a dead server's queues is
 //! ever submitted again).
 //!
 //! The queues are read and written by hand (the `io-uring` crate cannot set a ring up on
@@ -330,7 +330,7 @@ impl ReadRing {
     /// submitted without asking `FIONREAD` first: when the terminal had bytes after all — nearly
     /// always in a flood — it completes inside the submitting call, one syscall per read
     /// instead of two (and no `FIONREAD`, which takes the terminal's termios lock for writing
-    /// against the kernel worker filling the buffer: 112 → 130 MB/s to one ttyd-protocol
+    /// against the kernel worker filling the buffer: 113 → 131 MB/s to one ttyd-protocol
     /// viewer, docs/performance.md, session 30). When it did not, it is taken back before this
     /// returns (an `IORING_OP_ASYNC_CANCEL`, waited for with the read's own completion), so no
     /// read is ever left in flight: a server SIGKILLed inside that window leaves either the
