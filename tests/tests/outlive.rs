@@ -1983,3 +1983,89 @@ fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
     drop(attached.socket);
     launch::release(&holders.socket(id), Duration::from_secs(5)).unwrap();
 }
+
+/// While a server reads a held terminal itself it is the ring's only writer, and so the only one
+/// to hand logged output's pages back: a holder that punched them too could zero a read the
+/// server had just made into them, before the server copied it out (2.6 KB of zeros in a 100
+/// MB byte-exact test, about one run in nine). Here the test is that server: it reads 4 MB
+/// through its io_uring, says all of it is logged (and sends the `Logged` that servers before
+/// sent), and waits past the holder's release period — nothing may be released until it
+/// releases itself.
+#[test]
+fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
+    use corral_actors::holder::launch::{self, HeldIo, Holders, Program};
+    use std::os::fd::AsRawFd;
+    assert!(
+        corral_actors::holder::uring::supported(),
+        "this machine's servers read held terminals themselves (io_uring): the test needs it"
+    );
+    const OUT: u64 = 4_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let holders = Holders::new(corral_tests::binary(), dir.path().join("holders")).unwrap();
+    let id = corral_actors::uuid::Uuid::new_v4();
+    let program = Program {
+        argv: [
+            "sh",
+            "-c",
+            &format!("stty raw -echo; head -c {OUT} /dev/zero | tr '\\0' x; exec sleep 600"),
+        ]
+        .map(String::from)
+        .to_vec(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap())],
+        cwd: None,
+        size: corral_actors::Size { rows: 24, cols: 80 },
+        base: 0,
+        ring: 8 << 20,
+        pipes: false,
+    };
+    let attached = launch::launch(&holders, id, program).unwrap();
+    let HeldIo::Ring {
+        input,
+        ring,
+        reads: Some(mut reads),
+        ..
+    } = attached.io
+    else {
+        panic!("this server does not read the terminal itself");
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ring.end() < OUT {
+        assert!(Instant::now() < deadline, "read {} of {OUT}", ring.end());
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: the ring's free space, which only this reader writes.
+        match unsafe { reads.read(input.as_raw_fd(), buf, len, ring.end(), |n| ring.publish(n)) } {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    // All of it logged, as far as the holder can tell; a `Logged` as the servers before this
+    // change sent (it wakes the holder, which used to release on it); then more than its
+    // release period.
+    ring.set_acked(ring.end());
+    assert!(ring.releasable());
+    corral_actors::holder::wire::send(
+        std::os::fd::AsFd::as_fd(&attached.socket),
+        &corral_actors::holder::wire::ToHolder::Logged,
+        &[],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        ring.held_from(),
+        0,
+        "the holder released pages this server writes"
+    );
+    assert!(ring.read(0, 100).iter().all(|&b| b == b'x'));
+    // The writer releases them itself, keeping the last MiB.
+    assert!(ring.release_logged().unwrap() > 0);
+    assert!(
+        ring.held_from() >= OUT - (1 << 20) - 4096,
+        "{}",
+        ring.held_from()
+    );
+    drop(attached.socket);
+    launch::release(&holders.socket(id), Duration::from_secs(5)).unwrap();
+}

@@ -10,15 +10,16 @@
 //! end. No copy is added on the output path (the PTY read lands where the server reads it) and
 //! no message per byte: one eventfd write per batch of reads wakes the server.
 //!
-//! Invariants (the holder is the only writer of data and of `end`; the server of `acked`):
-//! `acked ≤ end ≤ acked + cap`; the holder writes only positions `[end, acked + cap)` and the
+//! Invariants (one writer of data and of `end` at a time — the holder, or a server that reads
+//! the terminal itself through `super::uring`, never both; the server writes `acked`):
+//! `acked ≤ end ≤ acked + cap`; the writer writes only positions `[end, acked + cap)` and the
 //! server reads only `[its cursor, end)` with `acked ≤ cursor` — disjoint modulo `cap`, so
 //! neither ever touches bytes the other is using. When `end = acked + cap` the holder stops
 //! reading the terminal and the program blocks on it (bounded: `cap` bytes unlogged).
 //!
 //! Memory: shmem pages stay allocated once touched, and a ring comes round to every page, so a
 //! session that ever printed `cap` bytes would keep all of them resident (8 MiB a session,
-//! mostly output its log already holds). The holder therefore hands the pages of logged output
+//! mostly output its log already holds). The writer therefore hands the pages of logged output
 //! back to the kernel ([`SharedRing::release_logged`]: a hole punched in the memfd), keeping
 //! only the last [`KEEP_LOGGED`] (1 MiB) below `acked` — what a next server might still ask
 //! for.
@@ -57,6 +58,9 @@ struct Header {
     /// 1 while the server looks at `end` on a timer of its own (a flood): the holder then
     /// publishes without waking it.
     polling: AtomicU64,
+    /// Output below this offset was released (its pages handed back), so it is no longer held.
+    /// Moved by the ring's writer only ([`SharedRing::release_logged`]).
+    released: AtomicU64,
 }
 
 /// One shared ring, mapped in this process.
@@ -64,9 +68,6 @@ pub struct SharedRing {
     fd: OwnedFd,
     map: *mut u8,
     cap: usize,
-    /// The holder's side: output below this offset was released (its pages handed back), so it
-    /// is no longer held. Only the holder releases; a server's copy never uses it.
-    released: u64,
 }
 
 // SAFETY: the mapping is plain shared memory; every field of the header is an atomic, and the
@@ -91,9 +92,9 @@ impl SharedRing {
     pub fn create(cap: usize, base: u64) -> io::Result<SharedRing> {
         let cap = cap.clamp(MIN_CAP, MAX_CAP).next_multiple_of(HEADER);
         let fd = crate::fd::memfd(c"corral-ring", HEADER + cap)?;
-        let mut ring = Self::map(fd, cap)?;
-        ring.released = base;
+        let ring = Self::map(fd, cap)?;
         let h = ring.header();
+        h.released.store(base, Ordering::Relaxed);
         h.cap.store(cap as u64, Ordering::Relaxed);
         h.base.store(base, Ordering::Relaxed);
         h.end.store(base, Ordering::Relaxed);
@@ -123,12 +124,7 @@ impl SharedRing {
     fn map(fd: OwnedFd, cap: usize) -> io::Result<SharedRing> {
         // Unmapped in Drop.
         let map = crate::fd::map_shared(&fd, HEADER + cap)?;
-        Ok(SharedRing {
-            fd,
-            map,
-            cap,
-            released: 0,
-        })
+        Ok(SharedRing { fd, map, cap })
     }
 
     fn header(&self) -> &Header {
@@ -172,7 +168,7 @@ impl SharedRing {
         self.end()
             .saturating_sub(self.cap as u64)
             .max(self.base())
-            .max(self.released)
+            .max(self.released())
     }
 
     // ----- the holder's side -----
@@ -226,22 +222,32 @@ impl SharedRing {
         self.header().polling.load(Ordering::SeqCst) == 1
     }
 
-    /// Logged output this holder could still release: more than [`KEEP_LOGGED`] (and a page)
-    /// published above what it last released. A cheap check for when to call
+    /// Output below this offset was released (no longer held).
+    fn released(&self) -> u64 {
+        self.header().released.load(Ordering::Acquire)
+    }
+
+    /// Logged output the writer could still release: more than [`KEEP_LOGGED`] (and a page)
+    /// published above what was last released. A cheap check for when to call
     /// [`release_logged`](Self::release_logged).
     pub fn releasable(&self) -> bool {
-        self.end().saturating_sub(self.released) > (self.keep() + HEADER) as u64
+        self.end().saturating_sub(self.released()) > (self.keep() + HEADER) as u64
     }
 
     /// Hands the pages of output that is logged, save the last [`KEEP_LOGGED`], back to the
     /// kernel (`FALLOC_FL_PUNCH_HOLE` on the memfd: both mappings then read zeros there, and a
     /// page is allocated afresh when the ring comes round to it). Returns the bytes released.
     ///
-    /// Only the holder calls this. It is the ring's only writer, so nothing it punches is being
-    /// written; what it punches is below `acked`, where the server never reads; and it is at or
-    /// above `end - cap`, so no position that holds newer output is touched. Offsets below the
-    /// release are no longer held (a `Hello` from there is refused).
-    pub fn release_logged(&mut self) -> io::Result<u64> {
+    /// Only the ring's writer calls this, between two of its own writes — the holder while it
+    /// reads the terminal, the server while *it* does (`crate::session::kept`) — never the
+    /// other side: the positions it punches are those the writer's next lap writes, and a
+    /// punch that landed after such a write (the writer in another process) would turn those
+    /// bytes into zeros before they were copied out (seen: 2.6 KB of zeros in a 100 MB
+    /// byte-exact test, about one run in six, while holders punched under a server's reads).
+    /// What it punches is below `acked`, where nobody reads any more, and at or above `end -
+    /// cap`, so no position that holds newer output is touched. Offsets below the release are
+    /// no longer held (a `Hello` from there is refused).
+    pub fn release_logged(&self) -> io::Result<u64> {
         let page = HEADER as u64;
         let upto = self.acked().saturating_sub(self.keep() as u64) / page * page;
         let from = self.held_from().next_multiple_of(page);
@@ -267,7 +273,7 @@ impl SharedRing {
                 return Err(io::Error::last_os_error());
             }
             at += len;
-            self.released = at;
+            self.header().released.store(at, Ordering::Release);
         }
         Ok(upto - from)
     }

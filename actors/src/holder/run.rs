@@ -369,7 +369,7 @@ impl Holder {
             // ring holds no more than `KEEP_LOGGED`. Not while detached: nothing is logged then.
             if let Some(at) = self
                 .last_release
-                .filter(|_| self.conn.is_some() && self.ring.releasable())
+                .filter(|_| self.conn.is_some() && self.reader.is_none() && self.ring.releasable())
             {
                 self.release_timer
                     .arm(RELEASE_EVERY.saturating_sub(at.elapsed()));
@@ -435,9 +435,11 @@ impl Holder {
         }
     }
 
-    /// Hands logged output's memory back, if there is any to hand back.
+    /// Hands logged output's memory back, if there is any to hand back — only while this holder
+    /// writes the ring: a server that reads the terminal itself releases between its own reads
+    /// (`SharedRing::release_logged`).
     fn release_logged(&mut self) {
-        if self.last_release.is_none() || !self.ring.releasable() {
+        if self.last_release.is_none() || self.reader.is_some() || !self.ring.releasable() {
             return;
         }
         self.last_release = Some(std::time::Instant::now());
@@ -612,6 +614,8 @@ impl Holder {
     fn handle(&mut self, msg: ToHolder) {
         match msg {
             ToHolder::Hello { v, from, read } => self.hello(v, from, read),
+            // Sent by servers of the version before, which read the terminal but left the
+            // release to the holder: while such a server reads, the release is not ours.
             ToHolder::Logged => self.release_logged(),
             ToHolder::Release => self.release(),
         }

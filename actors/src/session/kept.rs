@@ -14,8 +14,9 @@
 //! The reader uses it in place of `read(2)` ([`Kept::read`]), inline and in bulk slices alike
 //! (never both at once: a slice runs while the reader actor waits for it). Output the holder
 //! read while no server was attached comes first ([`Kept::catch_up`]). What the log holds is
-//! written back into the ring (`acked`) so the space is reused, and the holder is told now and
-//! then to hand logged pages back (it no longer wakes for output).
+//! written back into the ring (`acked`) so the space is reused, and now and then the pages of
+//! logged output are handed back — by this server, the ring's writer while it reads (the
+//! holder, which no longer wakes for output, does not touch the ring meanwhile).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -25,43 +26,35 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::link::Link;
 use super::shared::SessionShared;
 use crate::holder::ring::SharedRing;
 use crate::holder::uring::ReadRing;
 
-/// How often, at most, the holder is told to hand logged output back while output flows.
-const TELL_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, logged output's pages are handed back while output flows.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 /// The reads of one held terminal.
 pub struct Kept {
     ring: Arc<SharedRing>,
     reads: Mutex<ReadRing>,
-    link: Link,
     shared: Arc<SessionShared>,
     /// Output offset handed to the session Ring so far (the ring's end once caught up).
     cursor: AtomicU64,
-    /// When the holder was last told to release, and `acked` then.
-    told: Mutex<(Instant, u64)>,
+    /// When logged pages were last handed back, and `acked` then.
+    released: Mutex<(Instant, u64)>,
 }
 
 impl Kept {
     /// Reads through `reads` into `ring`, from the session Ring's head on.
-    pub fn new(
-        ring: Arc<SharedRing>,
-        reads: ReadRing,
-        link: Link,
-        shared: Arc<SessionShared>,
-    ) -> Kept {
+    pub fn new(ring: Arc<SharedRing>, reads: ReadRing, shared: Arc<SessionShared>) -> Kept {
         let cursor = shared.ring.head();
         let acked = ring.acked();
         Kept {
             ring,
             reads: Mutex::new(reads),
-            link,
             shared,
             cursor: AtomicU64::new(cursor),
-            told: Mutex::new((Instant::now(), acked)),
+            released: Mutex::new((Instant::now(), acked)),
         }
     }
 
@@ -122,26 +115,36 @@ impl Kept {
         }
     }
 
-    /// Writes back what the log holds, and tells the holder (at most every [`TELL_EVERY`])
-    /// that logged output may be handed back.
+    /// Writes back what the log holds, and (at most every [`RELEASE_EVERY`]) hands logged
+    /// output's pages back.
     pub fn logged(&self) {
         self.write_back(false);
     }
 
-    /// Output went quiet: the same, telling the holder whenever more was logged.
+    /// Output went quiet: the same, handing pages back whenever more was logged.
     pub fn quiet(&self) {
         self.write_back(true);
     }
 
+    /// Called by the reader only, between its reads (before each, and when output goes
+    /// quiet): this server writes the ring while it reads the terminal, so it is the one to
+    /// punch logged pages out of it — the positions its next lap writes
+    /// (`SharedRing::release_logged`). The holder does not while a server reads.
     fn write_back(&self, quiet: bool) {
         let cursor = self.cursor.load(Ordering::Acquire);
         let logged = self.shared.feed.persisted_offset().unwrap_or(cursor);
         self.ring.set_acked(logged.min(cursor));
         let acked = self.ring.acked();
-        let mut told = self.told.lock();
-        if acked > told.1 && (quiet || told.0.elapsed() >= TELL_EVERY) {
-            *told = (Instant::now(), acked);
-            self.link.logged();
+        let mut released = self.released.lock();
+        if acked > released.1
+            && (quiet || released.0.elapsed() >= RELEASE_EVERY)
+            && self.ring.releasable()
+        {
+            *released = (Instant::now(), acked);
+            if let Err(e) = self.ring.release_logged() {
+                // Memory only: the ring keeps its pages, nothing is lost.
+                tracing::warn!(session = %self.shared.id, error = %e, "could not hand logged output's pages back");
+            }
         }
     }
 }

@@ -58,18 +58,6 @@ impl Link {
         }
     }
 
-    /// Logged output may be handed back: the holder is not woken by output while this server
-    /// reads the terminal itself (`super::kept`). A full socket skips one telling (the next
-    /// comes with more output, or when it goes quiet).
-    pub fn logged(&self) {
-        if self.is_released() {
-            return;
-        }
-        if let Err(e) = wire::send(self.socket.get_ref().as_fd(), &ToHolder::Logged, &[]) {
-            tracing::debug!(holder = self.holder, error = %e, "could not tell the holder what is logged");
-        }
-    }
-
     /// The holder is gone: there is nobody to release.
     pub fn forget(&self) {
         self.released.store(true, Ordering::Release);

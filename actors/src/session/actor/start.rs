@@ -341,12 +341,7 @@ impl SessionActorState {
         let reader = match out_fd {
             Source::Fd(fd) => output_reader(myself, fd, sink(None, eof_tx)).await,
             Source::Kept(fd, ring, reads) => {
-                let Some(link) = link.clone() else {
-                    return Err(SessionError::Spawn(
-                        "a held terminal without its link".into(),
-                    ));
-                };
-                let kept = super::super::kept::Kept::new(ring, reads, link, self.shared.clone());
+                let kept = super::super::kept::Kept::new(ring, reads, self.shared.clone());
                 output_reader(myself, fd, sink(Some(Arc::new(kept)), eof_tx)).await
             }
             Source::Held(ring, wake) => Actor::spawn_linked(
