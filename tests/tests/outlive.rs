@@ -1858,7 +1858,7 @@ async fn a_server_of_a_copied_data_dir_leaves_the_originals_programs_alone() {
 /// terminal itself, through an io_uring) and hung up, and lives on until it is killed.
 #[test]
 fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
-    use corral_actors::holder::launch::{self, HeldIo, Holders, Program};
+    use corral_actors::holder::launch::{self, HeldIo, Holders};
     use std::os::fd::AsRawFd;
     assert!(
         corral_actors::holder::uring::supported(),
@@ -1867,21 +1867,10 @@ fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let holders = Holders::new(corral_tests::binary(), dir.path().join("holders")).unwrap();
     let id = corral_actors::uuid::Uuid::new_v4();
-    let program = Program {
-        argv: [
-            "sh",
-            "-c",
-            "stty raw -echo; head -c1 >/dev/null; echo written-meanwhile; exec sleep 600",
-        ]
-        .map(String::from)
-        .to_vec(),
-        env: vec![("PATH".into(), std::env::var("PATH").unwrap())],
-        cwd: None,
-        size: corral_actors::Size { rows: 24, cols: 80 },
-        base: 0,
-        ring: 1 << 20,
-        pipes: false,
-    };
+    let program = held_program(
+        "stty raw -echo; head -c1 >/dev/null; echo written-meanwhile; exec sleep 600",
+        1 << 20,
+    );
     let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
     // SAFETY: the child launches the holder, attaches, hangs up and waits to be killed; it
     // never returns into the test harness (`_exit`/`pause`).
@@ -1962,23 +1951,9 @@ fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
     // The output written after the old server hung up comes through the new one's reads (the
     // go keystroke may be echoed first, if it came before the program's `stty`).
     let want: &[u8] = b"written-meanwhile\n";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ring.read(0, 100).ends_with(want) {
-        assert!(
-            Instant::now() < deadline,
-            "got {:?}",
-            String::from_utf8_lossy(ring.read(0, 100))
-        );
-        let (buf, len) = ring.reader_slot();
-        // SAFETY: the ring's free space, which only this reader writes.
-        match unsafe { reads.read(input.as_raw_fd(), buf, len, ring.end(), |n| ring.publish(n)) } {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
+    read_held(&mut reads, &input, &ring, |r| {
+        r.read(0, 100).ends_with(want)
+    });
     assert!(matches!(ring.read(0, 100), [b'g', ..] | [b'w', ..]));
     drop(attached.socket);
     launch::release(&holders.socket(id), Duration::from_secs(5)).unwrap();
@@ -1993,8 +1968,7 @@ fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
 /// releases itself.
 #[test]
 fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
-    use corral_actors::holder::launch::{self, HeldIo, Holders, Program};
-    use std::os::fd::AsRawFd;
+    use corral_actors::holder::launch::{self, HeldIo, Holders};
     assert!(
         corral_actors::holder::uring::supported(),
         "this machine's servers read held terminals themselves (io_uring): the test needs it"
@@ -2003,21 +1977,10 @@ fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
     let dir = tempfile::tempdir().unwrap();
     let holders = Holders::new(corral_tests::binary(), dir.path().join("holders")).unwrap();
     let id = corral_actors::uuid::Uuid::new_v4();
-    let program = Program {
-        argv: [
-            "sh",
-            "-c",
-            &format!("stty raw -echo; head -c {OUT} /dev/zero | tr '\\0' x; exec sleep 600"),
-        ]
-        .map(String::from)
-        .to_vec(),
-        env: vec![("PATH".into(), std::env::var("PATH").unwrap())],
-        cwd: None,
-        size: corral_actors::Size { rows: 24, cols: 80 },
-        base: 0,
-        ring: 8 << 20,
-        pipes: false,
-    };
+    let program = held_program(
+        &format!("stty raw -echo; head -c {OUT} /dev/zero | tr '\\0' x; exec sleep 600"),
+        8 << 20,
+    );
     let attached = launch::launch(&holders, id, program).unwrap();
     let HeldIo::Ring {
         input,
@@ -2028,19 +1991,7 @@ fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
     else {
         panic!("this server does not read the terminal itself");
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ring.end() < OUT {
-        assert!(Instant::now() < deadline, "read {} of {OUT}", ring.end());
-        let (buf, len) = ring.reader_slot();
-        // SAFETY: the ring's free space, which only this reader writes.
-        match unsafe { reads.read(input.as_raw_fd(), buf, len, ring.end(), |n| ring.publish(n)) } {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
+    read_held(&mut reads, &input, &ring, |r| r.end() >= OUT);
     // All of it logged, as far as the holder can tell; a `Logged` as the servers before this
     // change sent (it wakes the holder, which used to release on it); then more than its
     // release period.
@@ -2068,4 +2019,46 @@ fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
     );
     drop(attached.socket);
     launch::release(&holders.socket(id), Duration::from_secs(5)).unwrap();
+}
+
+/// What a test's held session runs: `sh -c script` on a terminal, a ring of `ring` bytes.
+fn held_program(script: &str, ring: usize) -> corral_actors::holder::launch::Program {
+    corral_actors::holder::launch::Program {
+        argv: ["sh", "-c", script].map(String::from).to_vec(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap())],
+        cwd: None,
+        size: corral_actors::Size { rows: 24, cols: 80 },
+        base: 0,
+        ring,
+        pipes: false,
+    }
+}
+
+/// Reads a held terminal as a server that reads it itself would (through its io_uring, into
+/// the shared ring) until `done` says so, 20 s at most.
+fn read_held(
+    reads: &mut corral_actors::holder::uring::ReadRing,
+    input: &std::os::fd::OwnedFd,
+    ring: &corral_actors::holder::ring::SharedRing,
+    done: impl Fn(&corral_actors::holder::ring::SharedRing) -> bool,
+) {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(ring) {
+        assert!(
+            Instant::now() < deadline,
+            "read {} bytes: {:?}",
+            ring.end(),
+            String::from_utf8_lossy(ring.read(ring.end().saturating_sub(100), 100))
+        );
+        let (buf, len) = ring.reader_slot();
+        // SAFETY: the ring's free space, which only this reader writes.
+        match unsafe { reads.read(input.as_raw_fd(), buf, len, ring.end(), |n| ring.publish(n)) } {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
 }
