@@ -511,12 +511,12 @@ fn hung_up(fd: RawFd) -> io::Result<bool> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::holder::ring::{MIN_CAP, SharedRing};
 
     /// A PTY pair: (master, non-blocking; slave).
-    fn pty() -> (OwnedFd, OwnedFd) {
+    pub(crate) fn pty() -> (OwnedFd, OwnedFd) {
         let pair = nix::pty::openpty(None, None).unwrap();
         let master = crate::fd::dup_nonblocking(pair.master.as_raw_fd()).unwrap();
         let mut t = nix::sys::termios::tcgetattr(&pair.slave).unwrap();
@@ -525,7 +525,7 @@ mod tests {
         (master, pair.slave)
     }
 
-    fn wait_readable(fd: &OwnedFd) {
+    pub(crate) fn wait_readable(fd: &OwnedFd) {
         let mut p = [libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLIN,

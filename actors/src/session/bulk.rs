@@ -207,7 +207,7 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
             continue;
         }
         let read = match &source.kept {
-            Some(kept) => kept.read(raw.as_raw_fd()).map(|bytes| {
+            Some(kept) => kept.read(raw.as_raw_fd(), READ_CHUNK).map(|bytes| {
                 if !bytes.is_empty() {
                     head = source.ring.append(bytes);
                 }

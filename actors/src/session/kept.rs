@@ -63,7 +63,8 @@ impl Kept {
         self.cursor.load(Ordering::Acquire) < self.ring.end()
     }
 
-    /// The next part of that output, at most `max` bytes (handed on by the caller).
+    /// The next part of that output, at most `max` bytes (handed on by the caller, which paced
+    /// for `max`).
     pub fn catch_up(&self, max: usize) -> &[u8] {
         let from = self.cursor.load(Ordering::Acquire);
         let bytes = self.ring.read(from, max);
@@ -80,13 +81,20 @@ impl Kept {
         self.ring.free() == 0
     }
 
-    /// Reads what the terminal `fd` (non-blocking) has into the ring: the bytes read, empty at
-    /// the end of the terminal (which the ring then says too). `WouldBlock` when it has
-    /// nothing; never call it when [`full`](Self::full).
-    pub fn read(&self, fd: RawFd) -> io::Result<&[u8]> {
+    /// Reads what the terminal `fd` (non-blocking) has into the ring, at most `max` bytes: the
+    /// bytes read, empty at the end of the terminal (which the ring then says too).
+    /// `WouldBlock` when it has nothing; never call it when [`full`](Self::full).
+    ///
+    /// `max` is what the caller's pacing allowed for (`super::pace::reader_waits`): a tty read
+    /// is not bounded by the line discipline's 4 KiB buffer (it goes on copying while the
+    /// kernel worker refills it; 53 KB seen from one read(2) of a `cat`), and the ring's free
+    /// slot is megabytes, so an uncapped read could overrun the session Ring past the
+    /// persister and a viewer that keeps up (a CI run lapped both by ~270 KiB).
+    pub fn read(&self, fd: RawFd, max: usize) -> io::Result<&[u8]> {
         let mut reads = self.reads.lock();
         let to = self.ring.end();
         let (buf, len) = self.ring.reader_slot();
+        let len = len.min(max);
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -146,5 +154,52 @@ impl Kept {
                 tracing::warn!(session = %self.shared.id, error = %e, "could not hand logged output's pages back");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::holder::ring::MIN_CAP;
+    use crate::holder::uring::ReadPages;
+    use crate::holder::uring::tests::{pty, wait_readable};
+
+    #[test]
+    fn a_read_takes_no_more_than_the_pacing_allowed_for() {
+        let (master, slave) = pty();
+        let pages = ReadPages::create().unwrap();
+        let reads = ReadRing::open(pages.fd().try_clone().unwrap()).unwrap();
+        let ring = Arc::new(SharedRing::create(MIN_CAP, 0).unwrap());
+        let spec = crate::spec::SessionSpec::new(["true"]);
+        let shared = SessionShared::new(
+            uuid::Uuid::new_v4(),
+            "t".into(),
+            &spec,
+            corral_runtime::Ring::new(1 << 20),
+            None,
+            None,
+        );
+        let kept = Kept::new(ring.clone(), reads, shared);
+        // 3000 bytes wait in the terminal (within the line discipline's buffer); a free slot of
+        // megabytes must not make a read take more than asked for.
+        let sent: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        nix::unistd::write(&slave, &sent).unwrap();
+        wait_readable(&master);
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match kept.read(master.as_raw_fd(), 1000) {
+                Ok(bytes) => {
+                    assert!(bytes.len() <= 1000, "a read of {} bytes", bytes.len());
+                    got.extend_from_slice(bytes);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&master),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got, sent);
+        assert_eq!(ring.end(), 3000);
+        drop(slave);
     }
 }

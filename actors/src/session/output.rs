@@ -158,8 +158,9 @@ impl Actor for OutputReader {
             && let Some(kept) = st.args.kept.clone()
             && kept.behind()
         {
-            // Output the holder read while no server was attached goes first.
-            let bytes = kept.catch_up(BURST);
+            // Output the holder read while no server was attached goes first, a read's worth
+            // at a time (what `paced` allowed for).
+            let bytes = kept.catch_up(bulk::READ_CHUNK);
             st.deliver(bytes);
             st.args.shared.mark_output();
             st.dirty = true;
@@ -194,7 +195,7 @@ impl Actor for OutputReader {
                         let step = match st.args.kept.clone() {
                             // Into the holder's ring, and on from there.
                             Some(kept) => guard.try_io(|inner| {
-                                let bytes = kept.read(inner.get_ref().as_raw_fd())?;
+                                let bytes = kept.read(inner.get_ref().as_raw_fd(), bulk::READ_CHUNK)?;
                                 st.deliver(bytes);
                                 Ok(bytes.len())
                             }),
