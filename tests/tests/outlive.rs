@@ -1939,15 +1939,7 @@ fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
     let (attached, at) = next.join().unwrap();
     let attached = attached.expect("the next server's attach");
     assert!(at >= killed);
-    let HeldIo::Ring {
-        input,
-        ring,
-        reads: Some(mut reads),
-        ..
-    } = attached.io
-    else {
-        panic!("the next server does not read the terminal itself");
-    };
+    let (input, ring, mut reads) = reading(attached.io);
     // The output written after the old server hung up comes through the new one's reads (the
     // go keystroke may be echoed first, if it came before the program's `stty`).
     let want: &[u8] = b"written-meanwhile\n";
@@ -1968,7 +1960,7 @@ fn a_holder_answers_the_next_server_once_the_last_reading_process_is_gone() {
 /// releases itself.
 #[test]
 fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
-    use corral_actors::holder::launch::{self, HeldIo, Holders};
+    use corral_actors::holder::launch::{self, Holders};
     assert!(
         corral_actors::holder::uring::supported(),
         "this machine's servers read held terminals themselves (io_uring): the test needs it"
@@ -1982,15 +1974,7 @@ fn only_the_server_reading_a_held_terminal_hands_its_logged_pages_back() {
         8 << 20,
     );
     let attached = launch::launch(&holders, id, program).unwrap();
-    let HeldIo::Ring {
-        input,
-        ring,
-        reads: Some(mut reads),
-        ..
-    } = attached.io
-    else {
-        panic!("this server does not read the terminal itself");
-    };
+    let (input, ring, mut reads) = reading(attached.io);
     read_held(&mut reads, &input, &ring, |r| r.end() >= OUT);
     // All of it logged, as far as the holder can tell; a `Logged` as the servers before this
     // change sent (it wakes the holder, which used to release on it); then more than its
@@ -2032,6 +2016,26 @@ fn held_program(script: &str, ring: usize) -> corral_actors::holder::launch::Pro
         ring,
         pipes: false,
     }
+}
+
+/// The terminal, ring and io_uring of a server that reads a held terminal itself.
+fn reading(
+    io: corral_actors::holder::launch::HeldIo,
+) -> (
+    std::os::fd::OwnedFd,
+    corral_actors::holder::ring::SharedRing,
+    corral_actors::holder::uring::ReadRing,
+) {
+    let corral_actors::holder::launch::HeldIo::Ring {
+        input,
+        ring,
+        reads: Some(reads),
+        ..
+    } = io
+    else {
+        panic!("this server does not read the terminal itself");
+    };
+    (input, ring, reads)
 }
 
 /// Reads a held terminal as a server that reads it itself would (through its io_uring, into

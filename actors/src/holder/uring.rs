@@ -525,6 +525,13 @@ pub(crate) mod tests {
         (master, pair.slave)
     }
 
+    /// A holder's read pages and a server's io_uring set up on them.
+    pub(crate) fn server_reads() -> (ReadPages, ReadRing) {
+        let holder = ReadPages::create().unwrap();
+        let server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        (holder, server)
+    }
+
     pub(crate) fn wait_readable(fd: &OwnedFd) {
         let mut p = [libc::pollfd {
             fd: fd.as_raw_fd(),
@@ -538,8 +545,7 @@ pub(crate) mod tests {
     #[test]
     fn a_read_lands_in_the_shared_ring_and_an_empty_terminal_answers_at_once() {
         let (master, slave) = pty();
-        let holder = ReadPages::create().unwrap();
-        let mut server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let (_holder, mut server) = server_reads();
         let ring = SharedRing::create(MIN_CAP, 0).unwrap();
         let (buf, len) = ring.reader_slot();
         // Nothing written yet: EAGAIN, not a wait.
@@ -578,8 +584,7 @@ pub(crate) mod tests {
     #[test]
     fn a_flood_read_without_fionread_that_finds_the_terminal_empty_is_taken_back() {
         let (master, slave) = pty();
-        let holder = ReadPages::create().unwrap();
-        let mut server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let (holder, mut server) = server_reads();
         let ring = SharedRing::create(MIN_CAP, 0).unwrap();
         // More than the line discipline's buffer: the first read takes a full one.
         let flood = vec![b'x'; 3 * FULL_BUFFER];
@@ -706,8 +711,7 @@ pub(crate) mod tests {
     #[test]
     fn a_read_the_server_did_not_publish_is_found_by_the_holder() {
         let (master, slave) = pty();
-        let holder = ReadPages::create().unwrap();
-        let mut server = ReadRing::open(holder.fd().try_clone().unwrap()).unwrap();
+        let (holder, mut server) = server_reads();
         let ring = SharedRing::create(MIN_CAP, 100).unwrap();
         nix::unistd::write(&slave, b"one").unwrap();
         wait_readable(&master);

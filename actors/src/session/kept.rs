@@ -163,14 +163,12 @@ mod tests {
 
     use super::*;
     use crate::holder::ring::MIN_CAP;
-    use crate::holder::uring::ReadPages;
-    use crate::holder::uring::tests::{pty, wait_readable};
+    use crate::holder::uring::tests::{pty, server_reads, wait_readable};
 
     #[test]
     fn a_read_takes_no_more_than_the_pacing_allowed_for() {
         let (master, slave) = pty();
-        let pages = ReadPages::create().unwrap();
-        let reads = ReadRing::open(pages.fd().try_clone().unwrap()).unwrap();
+        let (_pages, reads) = server_reads();
         let ring = Arc::new(SharedRing::create(MIN_CAP, 0).unwrap());
         let spec = crate::spec::SessionSpec::new(["true"]);
         let shared = SessionShared::new(
