@@ -243,7 +243,7 @@ impl SharedRing {
     /// other side: the positions it punches are those the writer's next lap writes, and a
     /// punch that landed after such a write (the writer in another process) would turn those
     /// bytes into zeros before they were copied out (seen: 2.6 KB of zeros in a 100 MB
-    /// byte-exact test, about one run in six, while holders punched under a server's reads).
+    /// byte-exact test, about one run in nine, while holders punched under a server's reads).
     /// What it punches is below `acked`, where nobody reads any more, and at or above `end -
     /// cap`, so no position that holds newer output is touched. Offsets below the release are
     /// no longer held (a `Hello` from there is refused).
