@@ -2057,7 +2057,11 @@ fn read_held(
         );
         let (buf, len) = ring.reader_slot();
         // SAFETY: the ring's free space, which only this reader writes.
-        match unsafe { reads.read(input.as_raw_fd(), buf, len, ring.end(), |n| ring.publish(n)) } {
+        match unsafe {
+            reads.read(input.as_raw_fd(), buf, len, ring.end(), false, |n| {
+                ring.publish(n)
+            })
+        } {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(1))

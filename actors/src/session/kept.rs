@@ -90,7 +90,10 @@ impl Kept {
     /// kernel worker refills it; 53 KB seen from one read(2) of a `cat`), and the ring's free
     /// slot is megabytes, so an uncapped read could overrun the session Ring past the
     /// persister and a viewer that keeps up (a CI run lapped both by ~270 KiB).
-    pub fn read(&self, fd: RawFd, max: usize) -> io::Result<&[u8]> {
+    ///
+    /// `seen`: the caller has just seen bytes waiting (`FIONREAD`), so the read goes in without
+    /// looking again (`ReadRing::read`).
+    pub fn read(&self, fd: RawFd, max: usize, seen: bool) -> io::Result<&[u8]> {
         let mut reads = self.reads.lock();
         let to = self.ring.end();
         let (buf, len) = self.ring.reader_slot();
@@ -104,7 +107,7 @@ impl Kept {
         // SAFETY: the slot is the ring's free space, which only this server writes while it
         // reads the terminal (the holder does not read it then) and nobody reads until it is
         // published; the read completes within the call.
-        let got = unsafe { reads.read(fd, buf, len, to, |n| self.ring.publish(n)) };
+        let got = unsafe { reads.read(fd, buf, len, to, seen, |n| self.ring.publish(n)) };
         match got {
             Ok(0) => {
                 self.ring.close();
@@ -187,7 +190,7 @@ mod tests {
         wait_readable(&master);
         let mut got = Vec::new();
         while got.len() < sent.len() {
-            match kept.read(master.as_raw_fd(), 1000) {
+            match kept.read(master.as_raw_fd(), 1000, false) {
                 Ok(bytes) => {
                     assert!(bytes.len() <= 1000, "a read of {} bytes", bytes.len());
                     got.extend_from_slice(bytes);

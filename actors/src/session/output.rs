@@ -195,7 +195,7 @@ impl Actor for OutputReader {
                         let step = match st.args.kept.clone() {
                             // Into the holder's ring, and on from there.
                             Some(kept) => guard.try_io(|inner| {
-                                let bytes = kept.read(inner.get_ref().as_raw_fd(), bulk::READ_CHUNK)?;
+                                let bytes = kept.read(inner.get_ref().as_raw_fd(), bulk::READ_CHUNK, false)?;
                                 st.deliver(bytes);
                                 Ok(bytes.len())
                             }),
