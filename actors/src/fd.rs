@@ -42,6 +42,34 @@ pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>>
     unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
 }
 
+/// Waits up to `limit` for bytes to read in a terminal without sleeping: looks (`FIONREAD`,
+/// which does not wait) and yields the CPU between looks. True when bytes are waiting, or when
+/// the look failed (a read then says why); false after `limit` without any.
+///
+/// Why: a read or a poll(2) that finds a PTY's line discipline empty sleeps until the kernel
+/// worker that fills it has run (`n_tty_read` and `n_tty_poll` flush the worker), the CPU
+/// halts, and waking a halted vCPU was the largest single cost on this VM (docs/performance.md,
+/// sessions 11 and 32). When bytes are due within microseconds — the next 4 KiB of a flood, a
+/// keystroke's echo — looking until they are there keeps the CPU awake, and the read finds
+/// them. The yield gives the CPU to anything runnable here (the kernel worker, the program that
+/// writes, a connection), so a look takes no CPU from work; it costs at most `limit` of CPU
+/// that would otherwise idle.
+pub fn bytes_soon(fd: RawFd, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        let mut ready: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 || ready > 0 {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        // SAFETY: no arguments, no memory; it cannot fail on Linux.
+        unsafe { libc::sched_yield() };
+    }
+}
+
 /// `read(2)` on a raw descriptor.
 pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     nix::unistd::read(fd, buf).map_err(io::Error::from)
@@ -97,4 +125,29 @@ pub fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
         return Err(io::Error::last_os_error());
     }
     Ok(map.cast())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn bytes_soon_sees_waiting_bytes_and_gives_up_after_its_limit() {
+        let pair = nix::pty::openpty(None, None).expect("openpty");
+        let (master, slave) = (pair.master, pair.slave);
+        let limit = Duration::from_micros(200);
+        let t = Instant::now();
+        assert!(
+            !bytes_soon(master.as_raw_fd(), limit),
+            "bytes in an empty PTY"
+        );
+        let took = t.elapsed();
+        assert!(took >= limit, "gave up early: {took:?}");
+        assert!(took < Duration::from_secs(1), "looked on for {took:?}");
+        nix::unistd::write(&slave, b"hello").expect("write");
+        // The kernel worker moves them into the line discipline within the (long) limit.
+        assert!(bytes_soon(master.as_raw_fd(), Duration::from_secs(5)));
+    }
 }

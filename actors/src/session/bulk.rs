@@ -11,7 +11,7 @@
 //!
 //! Between reads the pump does not sleep while the kernel refills the PTY: it looks for the
 //! next bytes for up to [`SPIN`], yielding the CPU, and only then waits in poll(2)
-//! ([`bytes_soon`]: a halted vCPU's wake-up per 4 KiB was the flood's largest cost).
+//! ([`fd::bytes_soon`]: a halted vCPU's wake-up per 4 KiB was the flood's largest cost).
 //!
 //! Bounded: at most one pump per core at a time ([`try_permit`]); a reader that finds none keeps
 //! reading inline. A slice ends after [`SLICE`] (the reader actor then handles its mailbox and
@@ -22,7 +22,7 @@
 //! 10 s idle; slices usually land on the same few threads.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -59,7 +59,10 @@ pub(crate) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 pub const SLICE: Duration = Duration::from_millis(20);
 /// A slice ends when the PTY has had nothing to read for this long.
 pub const QUIET: Duration = Duration::from_millis(2);
-/// Longest a slice waits for the PTY's next bytes without sleeping ([`bytes_soon`]).
+/// Longest a slice waits for the PTY's next bytes without sleeping ([`fd::bytes_soon`]): in a
+/// flood the kernel worker refills the line discipline within tens of microseconds. One
+/// ttyd-protocol viewer of a 271 MB `cat`: 111–119 → 173–184 MB/s (`corral bench ttyd`,
+/// docs/performance.md session 32; 50 µs tuned against 5, 20 and 100 side by side).
 pub const SPIN: Duration = Duration::from_micros(50);
 
 /// Pumps running now.
@@ -163,7 +166,7 @@ impl Drop for StopOnDrop {
 }
 
 /// The slice itself: read, append, and when the PTY runs dry look for its next bytes for up to
-/// [`SPIN`] ([`bytes_soon`]) before waiting in poll(2).
+/// [`SPIN`] ([`fd::bytes_soon`]) before waiting in poll(2).
 ///
 /// The wait has no timeout of its own: a periodic timer ([`Tick`], every [`QUIET`]) is polled
 /// beside the PTY and ends the slice when a whole tick passed without a byte, when the slice's
@@ -216,7 +219,7 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
             continue;
         }
         let seen = !std::mem::take(&mut woke);
-        let read = if seen && !bytes_soon(raw.as_raw_fd(), SPIN) {
+        let read = if seen && !fd::bytes_soon(raw.as_raw_fd(), SPIN) {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
             match &source.kept {
@@ -265,35 +268,6 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
             },
             Err(e) => return SliceEnd::Failed(e),
         }
-    }
-}
-
-/// Waits up to `limit` for bytes in the terminal's line discipline without sleeping: looks
-/// (`FIONREAD`) and yields the CPU between looks. True when bytes are waiting, or when the look
-/// failed (the read then says why).
-///
-/// Why: a read that finds the line discipline's 4 KiB buffer empty sleeps until the kernel
-/// worker has refilled it (`n_tty_read` flushes the worker), and so does poll(2); the CPU
-/// then halts, and waking a halted vCPU is the largest single cost on a VM (docs/performance.md,
-/// session 11). In a flood the worker refills within tens of microseconds, so this reader
-/// looks until it has, and the read then finds bytes — often while the worker still adds more,
-/// so it takes them too. One ttyd-protocol viewer of a 271 MB `cat`: 111–119 → 173–184 MB/s
-/// (`corral bench ttyd`, session 32). The yield gives the CPU to anything runnable here (the
-/// worker, the writing program, the viewer's connection); a wait longer than `limit` sleeps
-/// in poll(2) as before, so a quiet terminal costs at most `limit` of CPU per pause.
-fn bytes_soon(fd: RawFd, limit: Duration) -> bool {
-    let start = Instant::now();
-    loop {
-        let mut ready: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through the pointer.
-        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 || ready > 0 {
-            return true;
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        // SAFETY: no arguments, no memory; it cannot fail on Linux.
-        unsafe { libc::sched_yield() };
     }
 }
 
@@ -429,37 +403,9 @@ mod tests {
         assert_eq!(source.ring.head(), 64 * 1024, "stopped after one read");
     }
 
-    /// A PTY whose master is non-blocking: (master, slave).
-    fn pty() -> (OwnedFd, OwnedFd) {
-        let p = nix::pty::openpty(None, None).expect("openpty");
-        let mut t = nix::sys::termios::tcgetattr(&p.slave).expect("tcgetattr");
-        nix::sys::termios::cfmakeraw(&mut t);
-        nix::sys::termios::tcsetattr(&p.slave, nix::sys::termios::SetArg::TCSANOW, &t)
-            .expect("tcsetattr");
-        fd::set_nonblocking(&p.master).expect("O_NONBLOCK");
-        (p.master, p.slave)
-    }
-
-    #[test]
-    fn bytes_soon_sees_waiting_bytes_and_gives_up_after_its_limit() {
-        let (master, slave) = pty();
-        let limit = Duration::from_micros(200);
-        let t = Instant::now();
-        assert!(
-            !bytes_soon(master.as_raw_fd(), limit),
-            "bytes in an empty PTY"
-        );
-        let took = t.elapsed();
-        assert!(took >= limit, "gave up early: {took:?}");
-        assert!(took < Duration::from_secs(1), "looked on for {took:?}");
-        nix::unistd::write(&slave, b"hello").expect("write");
-        // The kernel worker moves them into the line discipline within the (long) limit.
-        assert!(bytes_soon(master.as_raw_fd(), Duration::from_secs(5)));
-    }
-
     #[test]
     fn a_slice_ends_at_the_end_of_a_pty_that_hung_up_after_its_output() {
-        let (master, slave) = pty();
+        let (master, slave) = crate::holder::uring::tests::pty();
         nix::unistd::write(&slave, &[b'y'; 1000]).expect("write");
         drop(slave);
         let source = source(master);

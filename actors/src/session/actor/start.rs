@@ -394,6 +394,7 @@ impl SessionActorState {
             self.shared.input_lost.clone(),
             INPUT_QUEUE_BYTES,
             self.shared.ring.clone(),
+            self.shared.mode == Mode::Pty,
         );
         running.writer = Some(writer);
         *self.shared.writer.write() = Some(queue);
