@@ -160,7 +160,7 @@ impl Actor for OutputReader {
         {
             // Output the holder read while no server was attached goes first, a read's worth
             // at a time (what `paced` allowed for).
-            let bytes = kept.catch_up(bulk::READ_CHUNK);
+            let bytes = kept.catch_up(bulk::read_max(st.args.ring.capacity()));
             st.deliver(bytes);
             st.args.shared.mark_output();
             st.dirty = true;
@@ -183,6 +183,7 @@ impl Actor for OutputReader {
             return st.bulk_slice(&myself, permit).await;
         }
         let fd = st.fd.clone().expect("reader fd"); // invariant: a bulk slice puts it back or ends the reader
+        let max = bulk::read_max(st.args.ring.capacity());
         loop {
             tokio::select! {
                 biased;
@@ -195,12 +196,12 @@ impl Actor for OutputReader {
                         let step = match st.args.kept.clone() {
                             // Into the holder's ring, and on from there.
                             Some(kept) => guard.try_io(|inner| {
-                                let bytes = kept.read(inner.get_ref().as_raw_fd(), bulk::READ_CHUNK, false)?;
+                                let bytes = kept.read(inner.get_ref().as_raw_fd(), max, false)?;
                                 st.deliver(bytes);
                                 Ok(bytes.len())
                             }),
                             None => with_read_buf(|buf| {
-                                let r = guard.try_io(|inner| fd::read(inner.get_ref(), buf));
+                                let r = guard.try_io(|inner| fd::read(inner.get_ref(), &mut buf[..max]));
                                 if let Ok(Ok(n)) = r
                                     && n > 0
                                 {
@@ -337,7 +338,7 @@ impl ReaderState {
                 &self.args.shared.pacers,
                 self.args.shared.feed.persisted_offset(),
                 ring.head(),
-                bulk::READ_CHUNK as u64,
+                bulk::read_max(ring.capacity()) as u64,
                 ring.capacity() as u64,
             )
     }

@@ -162,8 +162,8 @@ pub(crate) fn reader_waits(
     chunk: u64,
     capacity: u64,
 ) -> bool {
-    // A read longer than the Ring laps whoever is a whole Ring behind anyway: never wait for
-    // what cannot be had (a Ring smaller than a read).
+    // Readers take at most a Ring per read (`bulk::read_max`): a longer one would lap whoever
+    // is a whole Ring behind anyway, so never wait for what cannot be had.
     let ahead = head.saturating_add(chunk.min(capacity));
     if logged.is_some_and(|logged| ahead > logged.saturating_add(capacity)) {
         return true;
