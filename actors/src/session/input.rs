@@ -28,8 +28,8 @@ const KEYSTROKE: usize = 16;
 /// queue (`crate::fd::bytes_soon`): the echo comes back through the kernel worker and the
 /// program within tens of microseconds, and a runtime worker that waited for it asleep was
 /// woken from a halted vCPU. Keystroke echo through the ttyd endpoint, `corral bench ttyd`
-/// (blocking client), five alternated runs each: p50 90 → 72 µs, against ttyd's 0.95× and p99
-/// 0.84× instead of 1.14× and 1.06× (docs/performance.md, session 32).
+/// (blocking client), five alternated runs each: p50 93 → 69 µs, against ttyd's (median) 0.78×
+/// and p99 0.86× instead of 1.10× and 1.02× (docs/performance.md, session 32).
 pub const ECHO_LOOK: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Bytes to write, and optionally more bytes to write a moment later (a paste's Enter); the
