@@ -368,10 +368,7 @@ async fn a_session_with_the_smallest_ring_logs_every_byte() {
         .spawn(sh("stty raw -echo; seq 1 40000; echo END; exec sleep 1000").ring_capacity(4096))
         .await
         .unwrap();
-    let mut expected: Vec<u8> = (1..=40_000)
-        .flat_map(|i| format!("{i}\n").into_bytes())
-        .collect();
-    expected.extend_from_slice(b"END\n");
+    let expected = seq_then_end(40_000);
     eventually("all output produced", Duration::from_secs(30), || {
         h.info().output_offset >= expected.len() as u64
     })
@@ -381,6 +378,15 @@ async fn a_session_with_the_smallest_ring_logs_every_byte() {
     let (bytes, _) = scrollback(&corral, h.id()).await;
     assert!(bytes == expected, "the log holds every byte, in order");
     corral.shutdown().await.unwrap();
+}
+
+/// What `seq 1 <n>; echo END` prints.
+fn seq_then_end(n: u32) -> Vec<u8> {
+    let mut out: Vec<u8> = (1..=n)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    out.extend_from_slice(b"END\n");
+    out
 }
 
 /// The gaps of a session's log (where its persister was lapped).
@@ -422,10 +428,7 @@ async fn a_subscription_older_than_the_ring_is_served_exactly_from_disk() {
     .await;
     let head = h.info().output_offset;
     assert!(h.shared().ring.tail() > 0, "the Ring dropped the start");
-    let mut expected: Vec<u8> = (1..=300_000)
-        .flat_map(|i| format!("{i}\n").into_bytes())
-        .collect();
-    expected.extend_from_slice(b"END\n");
+    let expected = seq_then_end(300_000);
     assert_eq!(head, expected.len() as u64);
     // Should this run's persister have been lapped (rare: a burst bigger than the Ring
     // between two of its turns), the log records a gap, and only that may come as a lag.
