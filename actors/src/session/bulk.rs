@@ -228,12 +228,14 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
             }
             continue;
         }
-        let seen = !std::mem::take(&mut woke);
-        let read = if seen && !fd::bytes_soon(raw.as_raw_fd(), SPIN) {
+        // Look first, unless poll(2) just said readable; a read after a look that found bytes
+        // goes in without looking again.
+        let look = !std::mem::take(&mut woke);
+        let read = if look && !fd::bytes_soon(raw.as_raw_fd(), SPIN) {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
             match &source.kept {
-                Some(kept) => kept.read(raw.as_raw_fd(), max, seen).map(|bytes| {
+                Some(kept) => kept.read(raw.as_raw_fd(), max, look).map(|bytes| {
                     if !bytes.is_empty() {
                         head = source.ring.append(bytes);
                     }
