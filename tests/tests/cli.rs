@@ -1011,7 +1011,8 @@ case "$*" in *"--resume talk"*) echo RESUMED; exec sleep 1000 ;; esac
 echo '{{"hook_event_name":"SessionStart","session_id":"talk","transcript_path":"{t}"}}' | $cmd
 echo '{{"hook_event_name":"UserPromptSubmit","prompt":"go"}}' | $cmd
 echo '{{"hook_event_name":"Stop"}}' | $cmd
-sleep 0.5
+echo TURN-DONE
+sleep 1.5
 echo '{{"type":"user","message":{{"content":"go"}}}}' > {t}
 echo WRITTEN
 exec sleep 1000
@@ -1020,11 +1021,12 @@ exec sleep 1000
     );
     let fake = install_fake_claude(&server, &script);
     spawn_fake_agent(&server, &fake, "never", &[]);
-    ok(
-        &server,
-        &["wait", "agent", "--for", "idle", "--timeout", "10"],
-    );
-    // At once, while the turn is not written down yet.
+    // Its turn's end (SessionStart alone makes it idle, at its prompt: not yet prompted).
+    eventually("the turn ended", || {
+        ok(&server, &["logs", "agent"]).contains("TURN-DONE")
+    });
+    // At once, while the turn is not written down yet (it is, 1.5 s after its Stop hook:
+    // within the restart's 2 s wait).
     assert!(!ok(&server, &["logs", "agent"]).contains("WRITTEN"));
     ok(&server, &["restart", "agent"]);
     eventually("resumed", || {
@@ -1049,16 +1051,18 @@ echo '{{"hook_event_name":"SessionStart","session_id":"kept","transcript_path":"
 echo '{{"hook_event_name":"UserPromptSubmit","prompt":"remember PINEAPPLE"}}' | $cmd
 echo '{{"type":"user","message":{{"content":"remember PINEAPPLE"}}}}' > {t}
 echo '{{"hook_event_name":"Stop"}}' | $cmd
+echo TURN-DONE
 exec sleep 1000
 "#,
         t = transcript.display()
     );
     let fake = install_fake_claude(&server, &script);
     spawn_fake_agent(&server, &fake, "never", &[]);
-    ok(
-        &server,
-        &["wait", "agent", "--for", "idle", "--timeout", "10"],
-    );
+    // Its turn's end, not `wait --for idle`: SessionStart alone makes it idle (at its prompt),
+    // and a stop before the prompt and the transcript (a loaded machine) left nothing to resume.
+    eventually("the turn ended", || {
+        ok(&server, &["logs", "agent"]).contains("TURN-DONE")
+    });
     ok(&server, &["stop", "agent"]);
     server.kill();
     server.restart();
@@ -1564,6 +1568,41 @@ fn wait_for_idle_without_hooks_means_quiet_output() {
     assert_eq!(out.status.code(), Some(124), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("it is no agent").count(), 2, "{err}");
+}
+
+/// An agent is idle when its hooks say so, never by quiet output: one whose first hook comes
+/// after more than a second of silence (a slow start, a loaded machine) is starting until then,
+/// and `wait --for idle` waits for its hooks (SessionStart: at its prompt), not for the quiet.
+#[test]
+fn wait_for_idle_of_an_agent_waits_for_its_hooks_not_for_quiet() {
+    let server = Server::start();
+    let fake = install_fake_claude(
+        &server,
+        r#"#!/bin/sh
+settings="$2"
+cmd=$(grep -m1 '"command"' "$settings" | sed 's/.*"command": "\(.*\)",*/\1/')
+sleep 2.5
+echo '{"hook_event_name":"SessionStart","session_id":"late"}' | $cmd
+echo '{"hook_event_name":"UserPromptSubmit","prompt":"hi"}' | $cmd
+echo '{"hook_event_name":"Stop"}' | $cmd
+exec sleep 1000
+"#,
+    );
+    spawn_fake_agent(&server, &fake, "never", &[]);
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["attention"], "starting", "before any hook: {ps}");
+    let t = Instant::now();
+    ok(
+        &server,
+        &["wait", "agent", "--for", "idle", "--timeout", "20"],
+    );
+    assert!(
+        t.elapsed() > Duration::from_secs(2),
+        "returned at the quiet"
+    );
+    let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["agent_session_id"], "late", "{ps}");
+    ok(&server, &["rm", "agent"]);
 }
 
 /// `corral stop --grace S` overrides the session's grace for this stop: a program that ignores
