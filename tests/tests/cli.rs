@@ -33,6 +33,41 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `corral` is a fixed-address executable (a command starts without relocating its data) and
+/// `corral serve` runs as `corrald` beside it, position independent (its address randomized);
+/// an agent's hooks run `corral`, not the server's binary.
+#[test]
+fn serve_runs_as_the_position_independent_daemon_and_hooks_run_corral() {
+    // The ELF header's e_type: 2 a fixed-address executable, 3 a position-independent one.
+    let e_type = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        u16::from_le_bytes([b[16], b[17]])
+    };
+    let daemon = binary().with_file_name("corrald");
+    assert_eq!(e_type(&binary()), 2, "corral is linked -no-pie");
+    assert_eq!(e_type(&daemon), 3, "corrald is a PIE");
+    let server = Server::start();
+    let pid = server.pid();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        daemon.canonicalize().unwrap()
+    );
+    let fake = install_fake_claude(
+        &server,
+        r#"#!/bin/sh
+settings="$2"
+grep -m1 '"command"' "$settings"
+exec sleep 1000
+"#,
+    );
+    spawn_fake_agent(&server, &fake, "never", &[]);
+    let hook = format!("{} hook", binary().canonicalize().unwrap().display());
+    eventually("its hook command", || {
+        ok(&server, &["logs", "agent"]).contains(&hook)
+    });
+    ok(&server, &["rm", "agent"]);
+}
+
 #[test]
 fn spawn_send_logs_stop_ps() {
     let server = Server::start();

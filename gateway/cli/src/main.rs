@@ -1,26 +1,5 @@
-//! The `corral` binary: `corral serve` runs the server (corral-server); `corral hook` forwards a
-//! Claude Code hook event to it; `corral bench` and `corral chaos` run the harness; every other
-//! command is a client of a running server (corral-client), found through the data dir.
-
-mod args;
-mod attach;
-mod commands;
-mod cooked;
-mod follow;
-mod handover;
-mod hook;
-mod output;
-mod pipe;
-mod tree_watch;
-mod view;
-mod wait;
-mod window;
+//! `corral`: the command line (see the library's opening comment).
 
 fn main() -> std::process::ExitCode {
-    // A session's holder runs for the session's whole life: it skips the command-line parser
-    // (whose tables would stay in its memory) and starts holding at once.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "holder") {
-        return corral_actors::holder::run::main();
-    }
-    args::main()
+    corral_cli::run()
 }

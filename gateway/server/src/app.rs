@@ -40,9 +40,14 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
-    /// The corral binary's path, read once at start: hooks run it by path, so a binary
-    /// replaced on disk (a rebuild, an upgrade) is the one they run, never a "(deleted)" one.
+    /// The server's binary's path, read once at start: `corral upgrade` starts it and hooks
+    /// run it (or `corral` beside it) by path, so a binary replaced on disk (a rebuild, an
+    /// upgrade) is the one they run, never a "(deleted)" one.
     pub exe: std::path::PathBuf,
+    /// The binary agents' hooks run (`<hooks> hook`): the `corral` beside the server's binary
+    /// when the server runs as `corrald` (the command's own name in the agent's settings and
+    /// process list), else the server's binary.
+    pub hooks: std::path::PathBuf,
     /// The data dir (agents' hooks reach the server through its Unix socket, which every
     /// server of this data dir binds: their hooks keep working across restarts and upgrades).
     pub data_dir: std::path::PathBuf,
@@ -84,7 +89,8 @@ pub struct AppParts {
     pub clients: SupervisorRef,
     /// The server's base URL, given to sessions as `CORRAL_URL`.
     pub url: String,
-    /// The binary agents' hooks run (`<exe> hook`).
+    /// The server's binary (`corral upgrade` starts it; agents' hooks run it, or `corral`
+    /// beside it).
     pub exe: std::path::PathBuf,
     /// The data dir (mutes, the hook spool, the Unix socket hooks reach).
     pub data_dir: std::path::PathBuf,
@@ -107,6 +113,7 @@ impl App {
             permissions: Default::default(),
             connections: Default::default(),
             conversations: Default::default(),
+            hooks: hook_binary(&parts.exe),
             exe: parts.exe,
             data_dir: parts.data_dir,
             started: std::time::Instant::now(),
@@ -168,7 +175,7 @@ impl App {
         // and never a command a client sent).
         spec.hook_command = None;
         if spec.agent.is_some() {
-            spec.hook_command = Some(vec![self.exe.display().to_string(), "hook".into()]);
+            spec.hook_command = Some(vec![self.hooks.display().to_string(), "hook".into()]);
         }
         let result = self.corral.sessions().spawn_with_id(id, spec).await;
         if result.is_err() {
@@ -208,5 +215,16 @@ impl App {
             tracing::error!(session = %id, error = %e, "revoking the session's tokens failed");
         }
         Ok(info)
+    }
+}
+
+/// What agents' hooks run: `corral` beside a server running as `corrald`, else the server's
+/// own binary (which has the same command line).
+fn hook_binary(exe: &std::path::Path) -> std::path::PathBuf {
+    let cli = exe.with_file_name("corral");
+    if exe.file_name().is_some_and(|n| n == "corrald") && cli.is_file() {
+        cli
+    } else {
+        exe.to_path_buf()
     }
 }
