@@ -132,6 +132,15 @@ impl Server {
         Self::spawn_server_from(exe, &[], None)
     }
 
+    /// Same, from `exe`, with these variables in its environment.
+    pub fn start_from_env(exe: &Path, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn_server_in(tempfile::tempdir().unwrap(), exe, &[], None, env)
+    }
+
     fn spawn_server_from(exe: &Path, args: &[&str], log: Option<&Path>) -> Server {
         Self::spawn_server_in(tempfile::tempdir().unwrap(), exe, args, log, Vec::new())
     }

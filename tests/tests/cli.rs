@@ -66,6 +66,52 @@ exec sleep 1000
         ok(&server, &["logs", "agent"]).contains(&hook)
     });
     ok(&server, &["rm", "agent"]);
+    // The handshake's variable is not left to the sessions.
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "env",
+            "--",
+            "sh",
+            "-c",
+            "echo \"as=[$CORRAL_SERVE_AS]\"; exec sleep 100",
+        ],
+    );
+    eventually("its environment", || {
+        ok(&server, &["logs", "env"]).contains("as=[]")
+    });
+    ok(&server, &["rm", "env"]);
+}
+
+/// A `corrald` of another build than the `corral` beside it (a `cargo run` links `corral`
+/// only) hands the start back: `corral` serves in its own process, and says why.
+#[test]
+fn a_corrald_of_another_build_hands_serving_back_to_corral() {
+    let daemon = binary().with_file_name("corrald");
+    let server = Server::start_from_env(&daemon, &[("CORRAL_SERVE_AS", "another-build")]);
+    let pid = server.pid();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        binary().canonicalize().unwrap()
+    );
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "env",
+            "--",
+            "sh",
+            "-c",
+            "echo \"as=[$CORRAL_SERVE_AS]\"; exec sleep 100",
+        ],
+    );
+    eventually("its environment", || {
+        ok(&server, &["logs", "env"]).contains("as=[]")
+    });
+    ok(&server, &["rm", "env"]);
 }
 
 #[test]

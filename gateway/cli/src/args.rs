@@ -198,14 +198,9 @@ pub fn main() -> ExitCode {
             log_format,
             workers,
         } => {
-            if let Some(daemon) = daemon_beside() {
-                // The same program, position independent (see lib.rs): only a failed exec
-                // returns.
-                use std::os::unix::process::CommandExt;
-                let e = std::process::Command::new(&daemon)
-                    .args(std::env::args_os().skip(1))
-                    .exec();
-                eprintln!("corral: cannot run {}: {e}", daemon.display());
+            // As `corrald` (position independent) when it is there and of this build.
+            if let Err(e) = crate::daemon::become_server() {
+                eprintln!("corral: {e}");
                 return ExitCode::FAILURE;
             }
             init_logs(log_format == "json");
@@ -246,17 +241,6 @@ pub fn main() -> ExitCode {
         }
     }
 }
-
-/// The `corrald` beside this binary, when this is not it: `corral serve` runs as that (an
-/// install without it, a copied `corral` alone, serves in this process).
-fn daemon_beside() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let daemon = exe.with_file_name(DAEMON);
-    (exe.file_name() != daemon.file_name() && daemon.is_file()).then_some(daemon)
-}
-
-/// The server's binary (see lib.rs).
-const DAEMON: &str = "corrald";
 
 #[cfg(test)]
 mod tests {

@@ -7,12 +7,13 @@
 //! executable so that a command starts fast (no relocation of its read-only data at every
 //! start: `corral --version` 2.1 → 1.3 ms), and `corrald`, a position-independent executable
 //! (its address randomized, as a long-running network server's should be), which `corral
-//! serve` becomes when it sits beside it.
+//! serve` becomes when it sits beside it and is of the same build (`daemon.rs`).
 
 mod args;
 mod attach;
 mod commands;
 mod cooked;
+mod daemon;
 mod follow;
 mod handover;
 mod hook;
