@@ -43,8 +43,9 @@ pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>>
 }
 
 /// Waits up to `limit` for bytes to read in a terminal without sleeping: looks (`FIONREAD`,
-/// which does not wait) and yields the CPU between looks. True when bytes are waiting, or when
-/// the look failed (a read then says why); false after `limit` without any.
+/// which does not wait) at most once per `every`, and yields the CPU between looks. True when
+/// bytes are waiting, or when the look failed (a read then says why); false after `limit`
+/// without any.
 ///
 /// Why: a read or a poll(2) that finds a PTY's line discipline empty sleeps until the kernel
 /// worker that fills it has run (`n_tty_read` and `n_tty_poll` flush the worker), the CPU
@@ -54,7 +55,11 @@ pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>>
 /// them. The yield gives the CPU to anything runnable here (the kernel worker, the program that
 /// writes, a connection), so a look takes no CPU from work; it costs at most `limit` of CPU
 /// that would otherwise idle.
-pub fn bytes_soon(fd: RawFd, limit: std::time::Duration) -> bool {
+///
+/// `every`: a terminal's `FIONREAD` takes its termios lock for writing (`n_tty_ioctl`), which
+/// the kernel worker filling the line discipline takes for reading: in a flood, a look after
+/// every yield held that worker back (`LOOK_EVERY` in `session/bulk.rs`).
+pub fn bytes_soon(fd: RawFd, limit: std::time::Duration, every: std::time::Duration) -> bool {
     let start = std::time::Instant::now();
     loop {
         let mut ready: libc::c_int = 0;
@@ -65,8 +70,14 @@ pub fn bytes_soon(fd: RawFd, limit: std::time::Duration) -> bool {
         if start.elapsed() >= limit {
             return false;
         }
-        // SAFETY: no arguments, no memory; it cannot fail on Linux.
-        unsafe { libc::sched_yield() };
+        let looked = std::time::Instant::now();
+        loop {
+            // SAFETY: no arguments, no memory; it cannot fail on Linux.
+            unsafe { libc::sched_yield() };
+            if looked.elapsed() >= every || start.elapsed() >= limit {
+                break;
+            }
+        }
     }
 }
 
@@ -140,7 +151,7 @@ mod tests {
         let limit = Duration::from_micros(200);
         let t = Instant::now();
         assert!(
-            !bytes_soon(master.as_raw_fd(), limit),
+            !bytes_soon(master.as_raw_fd(), limit, Duration::ZERO),
             "bytes in an empty PTY"
         );
         let took = t.elapsed();
@@ -148,6 +159,10 @@ mod tests {
         assert!(took < Duration::from_secs(1), "looked on for {took:?}");
         nix::unistd::write(&slave, b"hello").expect("write");
         // The kernel worker moves them into the line discipline within the (long) limit.
-        assert!(bytes_soon(master.as_raw_fd(), Duration::from_secs(5)));
+        assert!(bytes_soon(
+            master.as_raw_fd(),
+            Duration::from_secs(5),
+            Duration::from_micros(5)
+        ));
     }
 }

@@ -73,6 +73,12 @@ pub const QUIET: Duration = Duration::from_millis(2);
 /// ttyd-protocol viewer of a 271 MB `cat`: 111–119 → 173–184 MB/s (`corral bench ttyd`,
 /// docs/performance.md session 32; 50 µs tuned against 5, 20 and 100 side by side).
 pub const SPIN: Duration = Duration::from_micros(50);
+/// How often that wait looks: at most once per 5 µs, yielding the CPU in between. Looking after
+/// every yield contended with the kernel worker for the terminal's lock (see
+/// [`fd::bytes_soon`]). One ttyd-protocol viewer of a 271 MB `cat`, six alternated pairs: 169 →
+/// 179 MB/s median, ÷ raw read 0.89 → 0.92×; every 2 µs the same as 5; every 15 µs 139–149 MB/s
+/// (a refill waited for). docs/performance.md, session 33.
+pub const LOOK_EVERY: Duration = Duration::from_micros(5);
 
 /// Pumps running now.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
@@ -231,7 +237,7 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
         // Look first, unless poll(2) just said readable; a read after a look that found bytes
         // goes in without looking again.
         let look = !std::mem::take(&mut woke);
-        let read = if look && !fd::bytes_soon(raw.as_raw_fd(), SPIN) {
+        let read = if look && !fd::bytes_soon(raw.as_raw_fd(), SPIN, LOOK_EVERY) {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
             match &source.kept {

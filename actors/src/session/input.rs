@@ -93,7 +93,11 @@ impl InputWriter {
                 {
                     // Whether the echo came or not, the reader reads it (woken by the reactor,
                     // on a CPU that did not halt meanwhile).
-                    fd::bytes_soon(fd.get_ref().as_raw_fd(), ECHO_LOOK);
+                    fd::bytes_soon(
+                        fd.get_ref().as_raw_fd(),
+                        ECHO_LOOK,
+                        std::time::Duration::ZERO,
+                    );
                 }
                 if let (Some((pause, bytes)), Some(mut answer)) = (&write.then, answer) {
                     let deadline = tokio::time::Instant::now() + PASTE_ENTER_MAX;
