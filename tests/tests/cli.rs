@@ -33,6 +33,28 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The server's process runs `bin`.
+fn assert_serves_as(server: &Server, bin: &std::path::Path) {
+    let pid = server.pid();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        bin.canonicalize().unwrap()
+    );
+}
+
+/// The handshake's variable (`CORRAL_SERVE_AS`) is not left to the sessions.
+fn assert_sessions_lack_the_handshake(server: &Server) {
+    let script = "echo \"as=[$CORRAL_SERVE_AS]\"; exec sleep 100";
+    ok(
+        server,
+        &["spawn", "--name", "env", "--", "sh", "-c", script],
+    );
+    eventually("its environment", || {
+        ok(server, &["logs", "env"]).contains("as=[]")
+    });
+    ok(server, &["rm", "env"]);
+}
+
 /// `corral` is a fixed-address executable (a command starts without relocating its data) and
 /// `corral serve` runs as `corrald` beside it, position independent (its address randomized);
 /// an agent's hooks run `corral`, not the server's binary.
@@ -47,11 +69,7 @@ fn serve_runs_as_the_position_independent_daemon_and_hooks_run_corral() {
     assert_eq!(e_type(&binary()), 2, "corral is linked -no-pie");
     assert_eq!(e_type(&daemon), 3, "corrald is a PIE");
     let server = Server::start();
-    let pid = server.pid();
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
-        daemon.canonicalize().unwrap()
-    );
+    assert_serves_as(&server, &daemon);
     let fake = install_fake_claude(
         &server,
         r#"#!/bin/sh
@@ -66,23 +84,7 @@ exec sleep 1000
         ok(&server, &["logs", "agent"]).contains(&hook)
     });
     ok(&server, &["rm", "agent"]);
-    // The handshake's variable is not left to the sessions.
-    ok(
-        &server,
-        &[
-            "spawn",
-            "--name",
-            "env",
-            "--",
-            "sh",
-            "-c",
-            "echo \"as=[$CORRAL_SERVE_AS]\"; exec sleep 100",
-        ],
-    );
-    eventually("its environment", || {
-        ok(&server, &["logs", "env"]).contains("as=[]")
-    });
-    ok(&server, &["rm", "env"]);
+    assert_sessions_lack_the_handshake(&server);
 }
 
 /// A `corrald` of another build than the `corral` beside it (a `cargo run` links `corral`
@@ -91,27 +93,8 @@ exec sleep 1000
 fn a_corrald_of_another_build_hands_serving_back_to_corral() {
     let daemon = binary().with_file_name("corrald");
     let server = Server::start_from_env(&daemon, &[("CORRAL_SERVE_AS", "another-build")]);
-    let pid = server.pid();
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
-        binary().canonicalize().unwrap()
-    );
-    ok(
-        &server,
-        &[
-            "spawn",
-            "--name",
-            "env",
-            "--",
-            "sh",
-            "-c",
-            "echo \"as=[$CORRAL_SERVE_AS]\"; exec sleep 100",
-        ],
-    );
-    eventually("its environment", || {
-        ok(&server, &["logs", "env"]).contains("as=[]")
-    });
-    ok(&server, &["rm", "env"]);
+    assert_serves_as(&server, &binary());
+    assert_sessions_lack_the_handshake(&server);
 }
 
 #[test]
