@@ -61,23 +61,21 @@ pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>>
 /// every yield held that worker back (`LOOK_EVERY` in `session/bulk.rs`).
 pub fn bytes_soon(fd: RawFd, limit: std::time::Duration, every: std::time::Duration) -> bool {
     let start = std::time::Instant::now();
+    let mut looked: Option<std::time::Instant> = None;
     loop {
-        let mut ready: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through the pointer.
-        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 || ready > 0 {
-            return true;
+        if looked.is_none_or(|t| t.elapsed() >= every) {
+            let mut ready: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int through the pointer.
+            if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) } != 0 || ready > 0 {
+                return true;
+            }
+            looked = Some(std::time::Instant::now());
         }
         if start.elapsed() >= limit {
             return false;
         }
-        let looked = std::time::Instant::now();
-        loop {
-            // SAFETY: no arguments, no memory; it cannot fail on Linux.
-            unsafe { libc::sched_yield() };
-            if looked.elapsed() >= every || start.elapsed() >= limit {
-                break;
-            }
-        }
+        // SAFETY: no arguments, no memory; it cannot fail on Linux.
+        unsafe { libc::sched_yield() };
     }
 }
 

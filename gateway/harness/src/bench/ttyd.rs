@@ -35,12 +35,7 @@ pub(super) fn find() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CORRAL_TTYD") {
         return Some(PathBuf::from(p));
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("ttyd"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
+    crate::sequential::on_path("ttyd").or_else(|| {
         let local = Path::new("target/ttyd/bin/ttyd");
         local.is_file().then(|| local.to_path_buf())
     })
