@@ -430,10 +430,12 @@ async fn a_stalled_client_gets_lagged_while_another_reads_at_full_speed() {
 async fn a_reader_that_pauses_briefly_is_never_lapped_under_a_holder() {
     // Under a holder the server's copy waits for a reader that keeps up on average, and the
     // holder's ring holds the rest: the program does not wait, so a long flood with a pause
-    // every 4 MB (10 of them, 150 ms in all over ~0.5 s).
+    // every 4 MB (9 of them, 90 ms in all over ~0.5 s). Each pause is half the output's
+    // patience (20 ms), as a descheduled viewer's would be: 15 ms left too little room for
+    // the test's own wake-up on a loaded CI machine (a wait ran out, once, there).
     let pauses = Pauses {
         every: 4 << 20,
-        pause: Duration::from_millis(15),
+        pause: Duration::from_millis(10),
     };
     a_reader_that_pauses_briefly_is_never_lapped(Server::start(), true, 40_000_000, pauses).await;
 }
@@ -460,7 +462,8 @@ struct Pauses {
 }
 
 /// A Ring of 256 KiB is a few ms of a flood: each pause of the reader (a descheduled viewer)
-/// would lap it if the output did not wait for it (20 ms at a time, 200 ms a second).
+/// would lap it if the output did not wait for it (20 ms at a time, 200 ms a second). Without
+/// the pacing both floods lap this reader within ~6 ms, before its first pause.
 async fn a_reader_that_pauses_briefly_is_never_lapped(
     server: Server,
     held: bool,
@@ -478,6 +481,7 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
         .await;
     let mut out = Vec::with_capacity(n);
     let mut paused = 0;
+    let t0 = Instant::now();
     loop {
         match ws.next().await {
             Frame::Bin(OUTPUT, ch, offset, bytes) if ch as u64 == channel => {
@@ -490,7 +494,18 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
                 }
             }
             Frame::Json(v) if v["type"] == "lagged" => {
-                panic!("lapped after {} bytes, {paused} pauses: {v}", out.len())
+                let (_, metrics) = server
+                    .http("GET", "/metrics", Some(&server.token), None)
+                    .await;
+                let pacing: Vec<&str> = metrics
+                    .lines()
+                    .filter(|l| l.starts_with("corral_pacing_total"))
+                    .collect();
+                panic!(
+                    "lapped after {} bytes, {paused} pauses, {:?}: {v}; {pacing:?}",
+                    out.len(),
+                    t0.elapsed()
+                )
             }
             Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
                 break;
@@ -502,6 +517,7 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
     assert_eq!(out.len(), n);
     assert!(out == data, "bytes differ");
     assert_eq!(paused, n / pauses.every);
+    eprintln!("{n} bytes in {:?}, {paused} pauses", t0.elapsed());
     // The waits are counted (how many depends on how fast this machine floods: none when the
     // reader never fell a Ring behind).
     let (status, body) = server
@@ -517,6 +533,11 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
             "no {kind} pacing counter in {body}"
         );
     }
+    let pacing: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("corral_pacing_total"))
+        .collect();
+    eprintln!("{pacing:?}");
 }
 
 #[tokio::test]

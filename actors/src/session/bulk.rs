@@ -210,15 +210,14 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
     let capacity = source.ring.capacity() as u64;
     let max = read_max(source.ring.capacity());
     loop {
-        if source.kept.as_ref().is_some_and(|k| k.full())
-            || super::pace::reader_waits(
-                &source.shared.pacers,
-                source.shared.feed.persisted_offset(),
-                head,
-                max as u64,
-                capacity,
-            )
-        {
+        if super::pace::reader_waits(
+            &source.shared.pacers,
+            source.kept.as_ref().is_some_and(|k| k.full()),
+            source.shared.feed.persisted_offset(),
+            head,
+            max as u64,
+            capacity,
+        ) {
             // The next read could lap the persister or a viewer that keeps up (see
             // `super::pace`): what they gathered goes out now, and the program waits on its
             // full PTY meanwhile.

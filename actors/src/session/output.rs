@@ -333,14 +333,14 @@ impl ReaderState {
     /// Whether the next read waits for the persister or the subscribers ([`super::pace`]).
     fn paced(&self) -> bool {
         let ring = &self.args.ring;
-        self.args.kept.as_ref().is_some_and(|k| k.full())
-            || super::pace::reader_waits(
-                &self.args.shared.pacers,
-                self.args.shared.feed.persisted_offset(),
-                ring.head(),
-                bulk::read_max(ring.capacity()) as u64,
-                ring.capacity() as u64,
-            )
+        super::pace::reader_waits(
+            &self.args.shared.pacers,
+            self.args.kept.as_ref().is_some_and(|k| k.full()),
+            self.args.shared.feed.persisted_offset(),
+            ring.head(),
+            bulk::read_max(ring.capacity()) as u64,
+            ring.capacity() as u64,
+        )
     }
 
     /// Output flows (or stopped flowing): subscribers batch their reads while it does. Called

@@ -151,12 +151,19 @@ impl Pacer {
 }
 
 /// Whether the reader of a session without a holder, appending at `head` to a Ring of
-/// `capacity`, waits before it reads up to `chunk` more bytes: they could lap the persister,
-/// which has `logged` bytes (waited for as long as it takes, as a held copy waits for the log:
-/// the log never has a gap for a flood to outrun it), or a member of `pacers` in good standing
-/// (until the wait runs out).
+/// `capacity`, waits before it reads up to `chunk` more bytes: the log is behind — the
+/// holder's ring is `full` of unlogged output, or the read could lap the persister, which has
+/// `logged` bytes (waited for as long as it takes, as a held copy waits for the log: the log
+/// never has a gap for a flood to outrun it) — or the read could lap a member of `pacers` in
+/// good standing (until the wait runs out).
+///
+/// Only the time the viewers alone hold the output back counts against their patience: while
+/// the log holds it back, their wait ends (a slow disk under load once held a flood ~100 ms at
+/// a time, and a viewer that kept up was charged for it, ran through the budget and was
+/// lapped).
 pub(crate) fn reader_waits(
     pacers: &Pacers,
+    full: bool,
     logged: Option<u64>,
     head: u64,
     chunk: u64,
@@ -165,10 +172,11 @@ pub(crate) fn reader_waits(
     // Readers take at most a Ring per read (`bulk::read_max`): a longer one would lap whoever
     // is a whole Ring behind anyway, so never wait for what cannot be had.
     let ahead = head.saturating_add(chunk.min(capacity));
-    if logged.is_some_and(|logged| ahead > logged.saturating_add(capacity)) {
+    let now = Instant::now();
+    if full || logged.is_some_and(|logged| ahead > logged.saturating_add(capacity)) {
+        pacers.hold(now, false, head, capacity);
         return true;
     }
-    let now = Instant::now();
     let held = pacers
         .limit(now, capacity)
         .is_some_and(|limit| ahead > limit);
@@ -177,13 +185,38 @@ pub(crate) fn reader_waits(
 
 /// How long a session's output has waited for subscribers: at most [`PATIENCE`] at a time and
 /// [`BUDGET`] in any window of [`COOLDOWN`], whoever it waited for.
+///
+/// A wait is counted look by look (a reader looks every 1–2 ms while it waits), each gap
+/// between two looks counting at most [`STEP`]: a longer gap is the reader's own delay — its
+/// thread did not run (both CPUs busy, a worker running another task) — not the viewers'. Counted
+/// by the clock instead, a reader that did not run for ~150 ms at a time on a loaded machine
+/// charged a viewer that had kept up, spent the budget in two such gaps, and lapped it.
 pub struct Patience {
     /// Start of the current window.
     window: Instant,
     /// Waited in it (not counting the current wait).
     spent: Duration,
-    /// Since when the copy has been held back, if it is.
-    since: Option<Instant>,
+    /// The current wait, if the output is held back.
+    wait: Option<Wait>,
+}
+
+/// A wait in progress.
+#[derive(Clone, Copy)]
+struct Wait {
+    /// The last look that found the output held back.
+    seen: Instant,
+    /// Counted so far.
+    waited: Duration,
+}
+
+/// The most one gap between two looks counts towards a wait (see [`Patience`]).
+pub const STEP: Duration = Duration::from_millis(5);
+
+impl Wait {
+    /// The wait as counted at `now`.
+    fn at(self, now: Instant) -> Duration {
+        self.waited + now.saturating_duration_since(self.seen).min(STEP)
+    }
 }
 
 impl Patience {
@@ -192,7 +225,7 @@ impl Patience {
         Self {
             window: now,
             spent: Duration::ZERO,
-            since: None,
+            wait: None,
         }
     }
 
@@ -209,23 +242,27 @@ impl Patience {
     /// ran out (it lasted [`PATIENCE`], or the window's budget is spent): those holding it back
     /// are to be excused.
     pub fn held_back(&mut self, now: Instant, held: bool) -> bool {
-        match (held, self.since) {
+        match (held, self.wait) {
             (true, None) => {
                 WAITS.fetch_add(1, Ordering::Relaxed);
-                self.since = Some(now);
+                self.wait = Some(Wait {
+                    seen: now,
+                    waited: Duration::ZERO,
+                });
                 false
             }
-            (true, Some(since)) => {
-                let waited = now.duration_since(since);
+            (true, Some(wait)) => {
+                let waited = wait.at(now);
                 if waited >= PATIENCE || self.spent + waited >= BUDGET {
                     self.end_wait(waited);
                     RAN_OUT.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
+                self.wait = Some(Wait { seen: now, waited });
                 false
             }
-            (false, Some(since)) => {
-                self.end_wait(now.duration_since(since));
+            (false, Some(wait)) => {
+                self.end_wait(wait.at(now));
                 false
             }
             (false, None) => false,
@@ -234,7 +271,7 @@ impl Patience {
 
     fn end_wait(&mut self, waited: Duration) {
         self.spent += waited;
-        self.since = None;
+        self.wait = None;
         WAITED_MS.fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
     }
 }
@@ -248,24 +285,26 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut p = Patience::new(t0);
+        // Held back from `from` to `to`, looking every millisecond as a reader does: whether
+        // the wait ran out on the way.
+        let held =
+            |p: &mut Patience, from: u64, to: u64| (from..=to).any(|t| p.held_back(ms(t), true));
         // A subscriber holds the copy back 12 ms, then catches up: no one to excuse.
         assert!(p.waits(ms(0)));
-        assert!(!p.held_back(ms(0), true));
-        assert!(!p.held_back(ms(12), true));
+        assert!(!held(&mut p, 0, 12));
         assert!(!p.held_back(ms(13), false));
         // One that holds it back 20 ms at a stretch runs the wait out.
-        assert!(!p.held_back(ms(20), true));
+        assert!(!held(&mut p, 20, 39));
         assert!(p.held_back(ms(40), true), "20 ms at a stretch");
         // A crowd, one after another, 15 ms each: the budget (200 ms a second) runs out, and
         // the copy waits for nobody until the window ends.
         let mut t = 100;
         let mut waits = 0;
         while p.waits(ms(t)) {
-            assert!(!p.held_back(ms(t), true));
-            if p.held_back(ms(t + 15), true) {
+            if held(&mut p, t, t + 15) {
                 break;
             }
-            p.held_back(ms(t + 15), false);
+            p.held_back(ms(t + 16), false);
             waits += 1;
             t += 20;
         }
@@ -278,27 +317,103 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_between_looks_counts_one_step_at_most() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = Patience::new(t0);
+        // The reader looked, then did not run for 150 ms (a busy machine); the viewer had
+        // caught up meanwhile: one step is counted, not 150 ms.
+        assert!(!p.held_back(ms(0), true));
+        assert!(!p.held_back(ms(150), false));
+        assert_eq!(p.spent, STEP);
+        // Twenty such gaps in a second would have spent the budget twice over; they leave it.
+        for i in 1..20 {
+            assert!(!p.held_back(ms(150 + i * 40), true));
+            assert!(!p.held_back(ms(170 + i * 40), false));
+        }
+        assert!(p.waits(ms(990)), "{:?} spent", p.spent);
+        // A viewer that really holds the output back still runs the wait out, by the steps.
+        assert!(!p.held_back(ms(1000), true));
+        assert!(!p.held_back(ms(1100), true));
+        assert!(!p.held_back(ms(1200), true));
+        assert!(!p.held_back(ms(1300), true));
+        assert!(p.held_back(ms(1400), true), "four steps of 5 ms");
+    }
+
+    #[test]
     fn a_reader_without_a_holder_waits_for_the_log_always_and_for_a_viewer_a_while() {
         const MIB: u64 = 1 << 20;
         let pacers = Pacers::default();
         // The log a whole Ring behind: the next read would lap it, so the reader waits (as long
         // as it takes: no patience for the log).
-        assert!(reader_waits(&pacers, Some(0), MIB, 4096, MIB));
-        assert!(!reader_waits(&pacers, Some(4096), MIB, 4096, MIB));
+        assert!(reader_waits(&pacers, false, Some(0), MIB, 4096, MIB));
+        assert!(!reader_waits(&pacers, false, Some(4096), MIB, 4096, MIB));
         assert!(
-            !reader_waits(&pacers, None, MIB, 4096, MIB),
+            !reader_waits(&pacers, false, None, MIB, 4096, MIB),
             "nothing persists"
         );
         // A Ring smaller than a read: nobody is waited for in vain.
-        assert!(!reader_waits(&pacers, Some(100), 100, 64 << 10, 4096));
+        assert!(!reader_waits(
+            &pacers,
+            false,
+            Some(100),
+            100,
+            64 << 10,
+            4096
+        ));
         // A viewer a Ring behind: waited for until the wait runs out, then excused.
         let viewer = pacers.join();
         viewer.at(0);
-        assert!(reader_waits(&pacers, None, MIB, 4096, MIB));
-        std::thread::sleep(PATIENCE + Duration::from_millis(5));
-        assert!(!reader_waits(&pacers, None, MIB, 4096, MIB), "ran out");
-        assert!(!reader_waits(&pacers, None, MIB, 4096, MIB), "excused");
+        assert!(reader_waits(&pacers, false, None, MIB, 4096, MIB));
+        assert!(
+            looks_until_it_runs_out(|| reader_waits(&pacers, false, None, MIB, 4096, MIB))
+                >= PATIENCE,
+            "ran out"
+        );
+        assert!(
+            !reader_waits(&pacers, false, None, MIB, 4096, MIB),
+            "excused"
+        );
         assert!(pacers.slowest(Instant::now()).is_none());
+    }
+
+    #[test]
+    fn a_wait_for_the_log_is_not_charged_to_the_viewers() {
+        const MIB: u64 = 1 << 20;
+        let pacers = Pacers::default();
+        let viewer = pacers.join();
+        viewer.at(0);
+        // The viewer holds the reader back, then the log does, longer than the viewers'
+        // patience (a slow disk), and a full holder ring too.
+        assert!(reader_waits(&pacers, false, None, MIB, 4096, MIB));
+        assert!(reader_waits(&pacers, false, Some(0), MIB, 4096, MIB));
+        assert!(
+            pacers.patience.lock().wait.is_none(),
+            "the viewers' wait ended"
+        );
+        std::thread::sleep(PATIENCE + Duration::from_millis(5));
+        assert!(reader_waits(&pacers, false, Some(0), MIB, 4096, MIB));
+        assert!(reader_waits(&pacers, true, None, MIB, 4096, MIB));
+        // The log caught up, the viewer has not: its wait begins afresh (not run out).
+        assert!(reader_waits(&pacers, false, Some(MIB), MIB, 4096, MIB));
+        assert_eq!(pacers.slowest(Instant::now()), Some(0), "still waited for");
+        let waited =
+            looks_until_it_runs_out(|| reader_waits(&pacers, false, Some(MIB), MIB, 4096, MIB));
+        assert!(
+            waited >= PATIENCE,
+            "its own wait runs out, after {waited:?}"
+        );
+    }
+
+    /// Looks every millisecond, as a waiting reader does, while `waits` says so (at most a
+    /// second): how long it waited.
+    fn looks_until_it_runs_out(mut waits: impl FnMut() -> bool) -> Duration {
+        let t = Instant::now();
+        while waits() {
+            assert!(t.elapsed() < COOLDOWN, "never ran out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.elapsed()
     }
 
     #[test]
