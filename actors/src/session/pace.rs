@@ -6,12 +6,15 @@
 //! scheduling delay, or a viewer that was descheduled for a few milliseconds while the output
 //! flooded (at the default 1 MiB Ring, a flood laps a viewer that is ~7 ms behind). Where the
 //! output waits meanwhile depends on who reads it:
-//! - under a holder, in the holder's shared ring (8 MiB at least): the held reader's copy
-//!   stops at the limit, the program does not notice, and the log is late by that much at most;
-//! - without one, in the program's own terminal (or pipe): the reader ([`reader_waits`]) reads
-//!   no further while its next read could lap someone, and the program blocks on its full PTY,
-//!   as it would under a slow terminal. That reader also waits for the persister (the held copy
-//!   does too), so a flood never leaves a gap in the log.
+//! - where the holder reads the output (a pipe session, a terminal under an older holder), in
+//!   the holder's shared ring (8 MiB at least): the held reader's copy stops at the limit, the
+//!   program does not notice, and the log is late by that much at most;
+//! - where the server reads it (a session without a holder, and a terminal under a holder,
+//!   whose reads land in the holder's ring first: `super::kept`), in the program's own terminal
+//!   (or pipe): the reader ([`reader_waits`]) reads no further while its next read could lap
+//!   someone, and the program blocks on its full PTY, as it would under a slow terminal. That
+//!   reader also waits for the persister (the held copy does too), so a flood never leaves a
+//!   gap in the log.
 //!
 //! A viewer must never hold a session back for long. Output waits at most [`PATIENCE`] at a
 //! time; then every subscriber more than half a Ring behind loses its standing for [`COOLDOWN`]
@@ -36,19 +39,34 @@ pub const COOLDOWN: Duration = Duration::from_secs(1);
 const IDLE: u64 = u64::MAX;
 
 /// Since the process started (for metrics): waits begun, milliseconds waited, waits that ran
-/// out (their subscribers then not waited for).
+/// out (their subscribers then not waited for), windows whose budget was spent.
 static WAITS: AtomicU64 = AtomicU64::new(0);
 static WAITED_MS: AtomicU64 = AtomicU64::new(0);
 static RAN_OUT: AtomicU64 = AtomicU64::new(0);
+static SPENT: AtomicU64 = AtomicU64::new(0);
 
-/// Sessions' output waits for subscribers since the process started: (waits, milliseconds waited,
-/// waits that ran out).
-pub fn stats() -> (u64, u64, u64) {
-    (
-        WAITS.load(Ordering::Relaxed),
-        WAITED_MS.load(Ordering::Relaxed),
-        RAN_OUT.load(Ordering::Relaxed),
-    )
+/// Sessions' output waits for subscribers since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Waits begun.
+    pub waits: u64,
+    /// Milliseconds waited in all.
+    pub waited_ms: u64,
+    /// Waits that ran out ([`PATIENCE`]): those holding the output back were then lapped.
+    pub ran_out: u64,
+    /// Windows of [`COOLDOWN`] in which a session's [`BUDGET`] was spent: for the rest of the
+    /// window its output waited for nobody (viewers slower than it on average are lapped).
+    pub budget_spent: u64,
+}
+
+/// The process's [`Stats`] so far.
+pub fn stats() -> Stats {
+    Stats {
+        waits: WAITS.load(Ordering::Relaxed),
+        waited_ms: WAITED_MS.load(Ordering::Relaxed),
+        ran_out: RAN_OUT.load(Ordering::Relaxed),
+        budget_spent: SPENT.load(Ordering::Relaxed),
+    }
 }
 
 /// The subscribers of one session that its output may wait for, and how long it has waited.
@@ -198,6 +216,8 @@ pub struct Patience {
     spent: Duration,
     /// The current wait, if the output is held back.
     wait: Option<Wait>,
+    /// This window's budget was spent (and counted in [`Stats::budget_spent`]).
+    spent_out: bool,
 }
 
 /// A wait in progress.
@@ -226,6 +246,7 @@ impl Patience {
             window: now,
             spent: Duration::ZERO,
             wait: None,
+            spent_out: false,
         }
     }
 
@@ -234,8 +255,15 @@ impl Patience {
         if now.duration_since(self.window) >= COOLDOWN {
             self.window = now;
             self.spent = Duration::ZERO;
+            self.spent_out = false;
         }
-        self.spent < BUDGET
+        if self.spent < BUDGET {
+            return true;
+        }
+        if !std::mem::replace(&mut self.spent_out, true) {
+            SPENT.fetch_add(1, Ordering::Relaxed);
+        }
+        false
     }
 
     /// The copy was held back by subscribers at `now` (`held`), or not. True when this wait
@@ -313,7 +341,9 @@ mod tests {
             "{waits} waits of 15 ms after 32 ms"
         );
         assert!(!p.waits(ms(999)));
+        assert!(p.spent_out, "counted");
         assert!(p.waits(ms(1000)), "a new window");
+        assert!(!p.spent_out);
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Default for Metrics {
         );
         registry.register(
             "pacing",
-            "Sessions' output waiting for viewers that keep up: waits, milliseconds waited, waits that ran out (their viewers then lapped)",
+            "Sessions' output waiting for viewers that keep up: waits, milliseconds waited, waits that ran out (their viewers then lapped), seconds in which a session's 200 ms of waiting were spent (it then waited for nobody)",
             m.pacing.clone(),
         );
         Metrics { registry, ..m }
@@ -217,11 +217,12 @@ impl Metrics {
                 .inner()
                 .store(v, std::sync::atomic::Ordering::Relaxed);
         }
-        let (waits, waited_ms, ran_out) = corral_actors::pacing_stats();
+        let pacing = corral_actors::pacing_stats();
         for (kind, v) in [
-            ("waits", waits),
-            ("waited_ms", waited_ms),
-            ("ran_out", ran_out),
+            ("waits", pacing.waits),
+            ("waited_ms", pacing.waited_ms),
+            ("ran_out", pacing.ran_out),
+            ("budget_spent", pacing.budget_spent),
         ] {
             self.pacing
                 .get_or_create(&KindLabel { kind: kind.into() })
