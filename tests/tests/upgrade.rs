@@ -1071,7 +1071,13 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
     desk.send(json!({"type": "input", "session": id, "data": "x"}))
         .await;
     assert_eq!(desk.call(json!({"type": "ping"})).await["type"], "pong");
-    assert_eq!(size(&server).await, json!({"rows": 39, "cols": 158}));
+    // A resize is answered once the session has it to apply (its actor's message), not once
+    // applied: a loaded machine applied it after the first look.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size(&server).await != json!({"rows": 39, "cols": 158}) {
+        assert!(Instant::now() < deadline, "the desk's size");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     upgrade(&mut server);
     drop(desk);
     let mut phone = server.ws().await;

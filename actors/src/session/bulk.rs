@@ -269,17 +269,26 @@ fn pump(source: &Source, buf: &mut [u8], cancel: &AtomicBool) -> SliceEnd {
             Err(e) if e.raw_os_error() == Some(libc::EIO) => return SliceEnd::Eof,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait(raw, &tick) {
-                Ok(Woke::Readable) => woke = true,
-                Ok(Woke::Tick) => {
-                    if cancel.load(Ordering::Acquire) || !std::mem::take(&mut fresh) {
-                        return SliceEnd::Quiet;
+                Ok(Woke { readable, tick }) => {
+                    woke = readable;
+                    if tick {
+                        // A tick without a byte ends the slice, unless the PTY is readable
+                        // now (bytes, or its hangup: a loaded machine may take a tick between
+                        // two reads, and the hangup must still be read here, not a slice later).
+                        let fresh = std::mem::take(&mut fresh);
+                        if cancel.load(Ordering::Acquire) || !(fresh || readable) {
+                            return SliceEnd::Quiet;
+                        }
+                        if start.elapsed() >= SLICE {
+                            return SliceEnd::Flowing;
+                        }
+                        // Bytes came this tick: what subscribers have gathered goes out now
+                        // (they wait on this cue, not on timers of their own; see
+                        // `subscription`).
+                        if fresh {
+                            source.ring.end_batches();
+                        }
                     }
-                    if start.elapsed() >= SLICE {
-                        return SliceEnd::Flowing;
-                    }
-                    // Bytes came this tick: what subscribers have gathered goes out now (they
-                    // wait on this cue, not on timers of their own; see `subscription`).
-                    source.ring.end_batches();
                 }
                 Err(e) => return SliceEnd::Failed(e),
             },
@@ -320,12 +329,12 @@ impl Tick {
     }
 }
 
-/// What ended a wait.
-enum Woke {
+/// What ended a wait (both, at times).
+struct Woke {
     /// The PTY has bytes (or hung up: the next read says so).
-    Readable,
+    readable: bool,
     /// The tick fired.
-    Tick,
+    tick: bool,
 }
 
 /// Waits, without a timeout, until `fd` is readable or the tick fires.
@@ -337,14 +346,22 @@ fn wait(fd: &OwnedFd, tick: &Tick) -> io::Result<Woke> {
     match poll(&mut fds, PollTimeout::NONE) {
         Ok(_) => {}
         // Read again; it reports what is there.
-        Err(nix::errno::Errno::EINTR) => return Ok(Woke::Readable),
+        Err(nix::errno::Errno::EINTR) => {
+            return Ok(Woke {
+                readable: true,
+                tick: false,
+            });
+        }
         Err(e) => return Err(e.into()),
     }
-    if fds[1].any().unwrap_or(false) {
+    let fired = fds[1].any().unwrap_or(false);
+    if fired {
         tick.clear()?;
-        return Ok(Woke::Tick);
     }
-    Ok(Woke::Readable)
+    Ok(Woke {
+        readable: fds[0].any().unwrap_or(false),
+        tick: fired,
+    })
 }
 
 #[cfg(test)]
