@@ -14,7 +14,6 @@ use uuid::Uuid;
 use crate::error::SessionError;
 use crate::event::SessionEvent;
 use crate::screen::{ScreenMsg, Snapshot};
-use crate::session::input::Write;
 use crate::session::{SessionInfo, SessionMsg, SessionShared, ViewerId};
 use crate::spec::Size;
 use crate::subscription::Subscription;
@@ -302,13 +301,7 @@ impl SessionHandle {
         let Some(writer) = writer else {
             return Err(SessionError::NotRunning(self.name().to_string()));
         };
-        let len = bytes.len() + then.as_ref().map_or(0, |(_, b)| b.len());
-        match writer.try_send_weighted(len, |permit| Write {
-            bytes,
-            then,
-            permit,
-            done,
-        }) {
+        match writer.send(bytes, then, done) {
             Ok(()) => {}
             Err(SendError::Full { capacity }) => {
                 self.shared

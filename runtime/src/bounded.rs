@@ -89,6 +89,13 @@ pub struct Permit {
     weight: usize,
 }
 
+impl Permit {
+    /// The slots it holds.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         self.gauge.depth.fetch_sub(self.weight, Ordering::AcqRel);
@@ -224,7 +231,19 @@ impl<T> BoundedSender<T> {
         make: impl FnOnce(Permit) -> T,
     ) -> Result<(), SendError> {
         let permit = self.gauge.acquire(weight)?;
-        self.tx.send(make(permit)).map_err(|_| SendError::Closed)
+        self.send(make(permit))
+    }
+
+    /// Claims `weight` slots now, for a message [`send`](Self::send) takes later (built around
+    /// the permit), or for work done without queueing anything (dropping the permit frees
+    /// them). `SendError::Full` as for [`try_send_weighted`](Self::try_send_weighted).
+    pub fn reserve(&self, weight: usize) -> Result<Permit, SendError> {
+        self.gauge.acquire(weight)
+    }
+
+    /// Queues a message that holds a [`reserve`](Self::reserve)d permit.
+    pub fn send(&self, msg: T) -> Result<(), SendError> {
+        self.tx.send(msg).map_err(|_| SendError::Closed)
     }
 
     /// Slots in use now.

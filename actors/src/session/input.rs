@@ -46,6 +46,84 @@ pub struct Write {
     pub done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// The sending half of a process's input: its byte-bounded queue, and the terminal (or pipe)
+/// itself, for input that nothing queued precedes.
+#[derive(Clone)]
+pub struct InputQueue {
+    /// The writer task's queue.
+    tx: BoundedSender<Write>,
+    /// The process's input, shared with the writer task.
+    fd: Arc<AsyncFd<OwnedFd>>,
+    /// A terminal, whose answer to a keystroke is looked for (see [`ECHO_LOOK`]).
+    echoes: bool,
+}
+
+impl InputQueue {
+    /// Bytes queued or being written now.
+    pub fn depth(&self) -> usize {
+        self.tx.depth()
+    }
+
+    /// The queue's bound in bytes.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
+    /// Input for the process: `bytes`, and `then` after a pause (a paste's Enter); `done` told
+    /// once all of it was written. `SendError::Full` at once when it does not fit the queue's
+    /// bound; `Closed` when the writer is gone.
+    ///
+    /// Written at once by the caller, with no task in between, when it is plain bytes and
+    /// nothing is queued or being written before it (its own permit is the queue's whole
+    /// depth, so the order of everything queued holds): a keystroke reaches the program
+    /// without waking the writer task — one task switch, and the rest of the caller's poll,
+    /// fewer before the write (docs/performance.md, session 34). What the terminal does not
+    /// take at once (a full input buffer), and any write error, go through the queue: the
+    /// writer waits for room, and counts and reports what cannot be delivered.
+    pub fn send(
+        &self,
+        mut bytes: Vec<u8>,
+        then: Option<(std::time::Duration, Vec<u8>)>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), corral_runtime::SendError> {
+        let len = bytes.len() + then.as_ref().map_or(0, |(_, b)| b.len());
+        let permit = self.tx.reserve(len)?;
+        if then.is_none() && done.is_none() && self.tx.depth() == permit.weight() {
+            match fd::write(self.fd.get_ref(), &bytes) {
+                Ok(n) if n == bytes.len() => {
+                    if self.echoes && n <= KEYSTROKE {
+                        look_for_echo(&self.fd);
+                    }
+                    return Ok(());
+                }
+                Ok(n) => {
+                    bytes.drain(..n);
+                }
+                Err(e) => {
+                    tracing::trace!(error = %e, "input not taken at once; queued");
+                }
+            }
+        }
+        self.tx.send(Write {
+            bytes,
+            then,
+            permit,
+            done,
+        })
+    }
+}
+
+/// After a keystroke, looks for the terminal's answer for up to [`ECHO_LOOK`]: whether it came
+/// or not, the output reader reads it (woken by the reactor, on a CPU that did not halt
+/// meanwhile).
+fn look_for_echo(fd: &AsyncFd<OwnedFd>) {
+    fd::bytes_soon(
+        fd.get_ref().as_raw_fd(),
+        ECHO_LOOK,
+        std::time::Duration::ZERO,
+    );
+}
+
 /// The input writer of one process: a task that drains the session's byte-bounded input queue
 /// into the fd. A task rather than an actor: it has no messages but its queue, and every session
 /// has one (an actor's mailboxes cost ~4.7 KB more, a quarter of an idle session's budget). It is
@@ -80,9 +158,15 @@ impl InputWriter {
         capacity: usize,
         output: corral_runtime::Ring,
         echoes: bool,
-    ) -> (BoundedSender<Write>, InputWriter) {
+    ) -> (InputQueue, InputWriter) {
         let (tx, mut rx) = BoundedSender::<Write>::channel(capacity);
         let (queue, counted) = (tx.gauge(), lost.clone());
+        let fd = Arc::new(fd);
+        let sender = InputQueue {
+            tx,
+            fd: fd.clone(),
+            echoes,
+        };
         let task = tokio::spawn(async move {
             while let Some(write) = rx.recv().await {
                 // A reader at the output's head before the paste: its first read is the
@@ -91,13 +175,7 @@ impl InputWriter {
                 write_all(&fd, &lost, &write.bytes).await;
                 if echoes && write.then.is_none() && write.bytes.len() <= KEYSTROKE && rx.is_empty()
                 {
-                    // Whether the echo came or not, the reader reads it (woken by the reactor,
-                    // on a CPU that did not halt meanwhile).
-                    fd::bytes_soon(
-                        fd.get_ref().as_raw_fd(),
-                        ECHO_LOOK,
-                        std::time::Duration::ZERO,
-                    );
+                    look_for_echo(&fd);
                 }
                 if let (Some((pause, bytes)), Some(mut answer)) = (&write.then, answer) {
                     let deadline = tokio::time::Instant::now() + PASTE_ENTER_MAX;
@@ -113,7 +191,7 @@ impl InputWriter {
             }
         });
         (
-            tx,
+            sender,
             InputWriter {
                 task,
                 queue,
@@ -223,5 +301,61 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, lost: &AtomicU64, bytes: &[u8]) {
             }
             Err(_would_block) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// A writer on a pipe (non-blocking, 64 KiB) whose read end the test holds.
+    fn pipe_writer() -> (OwnedFd, InputQueue, InputWriter) {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        fd::set_nonblocking(&w).expect("O_NONBLOCK");
+        let w = fd::register(w, tokio::io::Interest::WRITABLE).expect("registered");
+        let ring = corral_runtime::Ring::new(1024);
+        let (queue, writer) = InputWriter::start(w, Arc::default(), 1 << 20, ring, false);
+        (r, queue, writer)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_keystroke_with_nothing_queued_is_written_at_once() {
+        let (r, queue, _writer) = pipe_writer();
+        queue.send(b"x".to_vec(), None, None).expect("send");
+        // No await since: the writer task has not run, so the caller wrote it.
+        assert_eq!(queue.depth(), 0);
+        fd::set_nonblocking(&r).expect("O_NONBLOCK");
+        let mut buf = [0u8; 8];
+        assert_eq!(fd::read(&r, &mut buf).expect("written"), 1);
+        assert_eq!(&buf[..1], b"x");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn input_written_at_once_never_overtakes_what_is_queued() {
+        let (r, queue, writer) = pipe_writer();
+        // More than the pipe holds: a part written at once, the rest queued.
+        let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        queue.send(big.clone(), None, None).expect("send");
+        assert!(queue.depth() > 0, "the rest is queued");
+        // The program takes some (the writer task has not run: no await since), so a write
+        // would fit now; a keystroke meanwhile still goes behind the queue, not through.
+        let mut out = vec![0u8; 4096];
+        let mut file = std::fs::File::from(r);
+        file.read_exact(&mut out).expect("read");
+        queue.send(b"Z".to_vec(), None, None).expect("send");
+        let reader = std::thread::spawn(move || {
+            file.read_to_end(&mut out).expect("read");
+            out
+        });
+        drop(queue);
+        writer.finish(std::time::Duration::from_secs(10)).await;
+        let out = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+            .await
+            .expect("join");
+        assert_eq!(out.len(), big.len() + 1);
+        assert!(out[..big.len()] == big[..], "in order");
+        assert_eq!(out.last(), Some(&b'Z'));
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use corral_runtime::{BoundedSender, Ring};
+use corral_runtime::Ring;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::input::Write;
+use super::input::InputQueue;
 use crate::event::{EventKind, SessionEvent, SessionState};
 use crate::persist::journal::{Feed, Journal, Op, SessionRow};
 use crate::process::ExitStatus;
@@ -211,7 +211,7 @@ pub struct SessionShared {
     /// Current status.
     pub(crate) status: RwLock<Status>,
     /// The current process's input queue (none while no process runs).
-    pub(crate) writer: RwLock<Option<BoundedSender<Write>>>,
+    pub(crate) writer: RwLock<Option<InputQueue>>,
     /// Per-session events; created by the first subscriber (see [`EVENT_CAPACITY`]).
     events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     /// The screen actor (PTY mode), asked directly for snapshots.
