@@ -28,6 +28,7 @@ async fn an_application_serves_corrals_router_itself() {
         clients: clients.clone(),
         url: url.clone(),
         exe: corral_tests::binary(),
+        hooks: corral_tests::binary(),
         data_dir: dir.path().to_path_buf(),
         listeners: (None, None),
     }));

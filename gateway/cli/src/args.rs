@@ -229,6 +229,7 @@ pub fn main() -> ExitCode {
                 rt.block_on(serve(ServeOptions {
                     data_dir: datadir::resolve(cli.data_dir),
                     gateway,
+                    hooks: crate::daemon::hooks_binary(),
                 }))
             })();
             match result {

@@ -23,6 +23,15 @@ const HERE: &str = "here";
 /// This build: a new one whenever a source of the workspace changed (build.rs).
 const BUILD: &str = env!("CORRAL_BUILD");
 
+/// What agents' hooks run: the `corral` beside a server running as `corrald` (the command's
+/// own name in the agent's settings and process list, and the quicker start); `None` (the
+/// server's own binary, which has the same command line) otherwise.
+pub fn hooks_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let cli = exe.with_file_name(CLI);
+    (exe.file_name() == Some(OsStr::new(DAEMON)) && cli.is_file()).then_some(cli)
+}
+
 /// Becomes the binary that should serve, if that is another one; returns to serve in this
 /// process. An error: that binary is there but could not be started.
 ///

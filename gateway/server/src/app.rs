@@ -44,9 +44,8 @@ pub struct App {
     /// run it (or `corral` beside it) by path, so a binary replaced on disk (a rebuild, an
     /// upgrade) is the one they run, never a "(deleted)" one.
     pub exe: std::path::PathBuf,
-    /// The binary agents' hooks run (`<hooks> hook`): the `corral` beside the server's binary
-    /// when the server runs as `corrald` (the command's own name in the agent's settings and
-    /// process list), else the server's binary.
+    /// The binary agents' hooks run (`<hooks> hook`), chosen by whoever starts the server
+    /// (`corral_cli`: the `corral` beside `corrald`).
     pub hooks: std::path::PathBuf,
     /// The data dir (agents' hooks reach the server through its Unix socket, which every
     /// server of this data dir binds: their hooks keep working across restarts and upgrades).
@@ -92,6 +91,8 @@ pub struct AppParts {
     /// The server's binary (`corral upgrade` starts it; agents' hooks run it, or `corral`
     /// beside it).
     pub exe: std::path::PathBuf,
+    /// The binary agents' hooks run (`<hooks> hook`).
+    pub hooks: std::path::PathBuf,
     /// The data dir (mutes, the hook spool, the Unix socket hooks reach).
     pub data_dir: std::path::PathBuf,
     /// Listeners a successor inherits (`corral upgrade`; None for an application's own).
@@ -113,7 +114,7 @@ impl App {
             permissions: Default::default(),
             connections: Default::default(),
             conversations: Default::default(),
-            hooks: hook_binary(&parts.exe),
+            hooks: parts.hooks,
             exe: parts.exe,
             data_dir: parts.data_dir,
             started: std::time::Instant::now(),
@@ -215,16 +216,5 @@ impl App {
             tracing::error!(session = %id, error = %e, "revoking the session's tokens failed");
         }
         Ok(info)
-    }
-}
-
-/// What agents' hooks run: `corral` beside a server running as `corrald`, else the server's
-/// own binary (which has the same command line).
-fn hook_binary(exe: &std::path::Path) -> std::path::PathBuf {
-    let cli = exe.with_file_name("corral");
-    if exe.file_name().is_some_and(|n| n == "corrald") && cli.is_file() {
-        cli
-    } else {
-        exe.to_path_buf()
     }
 }

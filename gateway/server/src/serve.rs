@@ -28,6 +28,9 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Gateway settings.
     pub gateway: GatewayConfig,
+    /// The binary agents' hooks run (`<hooks> hook`): a program with corral's command line;
+    /// `None` for the server's own binary.
+    pub hooks: Option<PathBuf>,
 }
 
 /// Runs the server until SIGTERM/SIGINT, then shuts down in order.
@@ -187,6 +190,7 @@ async fn serving(
         config: opts.gateway.clone(),
         clients: clients.clone(),
         url: url.clone(),
+        hooks: opts.hooks.clone().unwrap_or_else(|| exe.clone()),
         exe,
         data_dir: data.path().to_path_buf(),
         listeners: (handover, unix_handover),
