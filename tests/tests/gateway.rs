@@ -494,14 +494,11 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
                 let (_, metrics) = server
                     .http("GET", "/metrics", Some(&server.token), None)
                     .await;
-                let pacing: Vec<&str> = metrics
-                    .lines()
-                    .filter(|l| l.starts_with("corral_pacing_total"))
-                    .collect();
                 panic!(
-                    "lapped after {} bytes, {paused} pauses, {:?}: {v}; {pacing:?}",
+                    "lapped after {} bytes, {paused} pauses, {:?}: {v}; {:?}",
                     out.len(),
-                    t0.elapsed()
+                    t0.elapsed(),
+                    pacing(&metrics)
                 )
             }
             Frame::Json(v) if v["type"] == "event" && v["event"]["kind"]["kind"] == "exited" => {
@@ -514,7 +511,7 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
     assert_eq!(out.len(), n);
     assert!(out == data, "bytes differ");
     assert_eq!(paused, n / pauses.every);
-    eprintln!("{n} bytes in {:?}, {paused} pauses", t0.elapsed());
+    let took = t0.elapsed();
     // The waits are counted (how many depends on how fast this machine floods: none when the
     // reader never fell a Ring behind).
     let (status, body) = server
@@ -530,11 +527,18 @@ async fn a_reader_that_pauses_briefly_is_never_lapped(
             "no {kind} pacing counter in {body}"
         );
     }
-    let pacing: Vec<&str> = body
+    eprintln!(
+        "{n} bytes in {took:?}, {paused} pauses; {:?}",
+        pacing(&body)
+    );
+}
+
+/// The pacing counters' lines of a /metrics body.
+fn pacing(metrics: &str) -> Vec<&str> {
+    metrics
         .lines()
         .filter(|l| l.starts_with("corral_pacing_total"))
-        .collect();
-    eprintln!("{pacing:?}");
+        .collect()
 }
 
 #[tokio::test]

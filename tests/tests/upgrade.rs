@@ -1046,11 +1046,15 @@ async fn an_upgrade_keeps_the_size_of_the_viewer_who_typed_last() {
     // Someone types: theirs.
     idle.send(json!({"type": "input", "session": id, "data": "y"}))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while size(&server).await != json!({"rows": 40, "cols": 140}) {
-        assert!(Instant::now() < deadline, "the typist's size");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_size(
+        &server,
+        &id,
+        json!({"rows": 40, "cols": 140}),
+        5,
+        20,
+        "the typist's size",
+    )
+    .await;
 }
 
 /// A session taken back keeps its size only while its viewers may still be reconnecting: a
@@ -1064,7 +1068,6 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
         .spawn(json!({"name": "lone", "argv": ["sh", "-c", "stty -echo; exec cat"]}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let size = async |server: &Server| server.session(&id).await["size"].clone();
     let mut desk = server.ws().await;
     desk.call(json!({"type": "resize", "session": id, "rows": 39, "cols": 158}))
         .await;
@@ -1073,11 +1076,15 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
     assert_eq!(desk.call(json!({"type": "ping"})).await["type"], "pong");
     // A resize is answered once the session has it to apply (its actor's message), not once
     // applied: a loaded machine applied it after the first look.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while size(&server).await != json!({"rows": 39, "cols": 158}) {
-        assert!(Instant::now() < deadline, "the desk's size");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_size(
+        &server,
+        &id,
+        json!({"rows": 39, "cols": 158}),
+        5,
+        20,
+        "the desk's size",
+    )
+    .await;
     upgrade(&mut server);
     drop(desk);
     let mut phone = server.ws().await;
@@ -1085,18 +1092,43 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
         .call(json!({"type": "resize", "session": id, "rows": 43, "cols": 53}))
         .await;
     assert_eq!(r["type"], "ok", "{r}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while size(&server).await != json!({"rows": 43, "cols": 53}) {
-        assert!(Instant::now() < deadline, "the lone viewer's size, untyped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_size(
+        &server,
+        &id,
+        json!({"rows": 43, "cols": 53}),
+        15,
+        100,
+        "the lone viewer's size, untyped",
+    )
+    .await;
     // From then on the latest resize wins, as for a session this server started.
     phone
         .call(json!({"type": "resize", "session": id, "rows": 40, "cols": 60}))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while size(&server).await != json!({"rows": 40, "cols": 60}) {
-        assert!(Instant::now() < deadline, "a resize after the window");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    until_size(
+        &server,
+        &id,
+        json!({"rows": 40, "cols": 60}),
+        5,
+        20,
+        "a resize after the window",
+    )
+    .await;
+}
+
+/// Waits up to `secs` (looking every `every_ms`) for session `id`'s size to be `size`; fails
+/// saying `what` it waited for.
+async fn until_size(
+    server: &Server,
+    id: &str,
+    size: serde_json::Value,
+    secs: u64,
+    every_ms: u64,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while server.session(id).await["size"] != size {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
     }
 }

@@ -40,12 +40,12 @@ pub struct App {
     pub url: String,
     /// Viewer ids for the resize policy.
     pub next_viewer: AtomicU64,
-    /// The server's binary's path, read once at start: `corral upgrade` starts it and hooks
-    /// run it (or `corral` beside it) by path, so a binary replaced on disk (a rebuild, an
-    /// upgrade) is the one they run, never a "(deleted)" one.
+    /// The server's binary's path, read once at start: `corral upgrade` starts it by path, so
+    /// a binary replaced on disk (a rebuild, an upgrade) is the one it runs, never a
+    /// "(deleted)" one.
     pub exe: std::path::PathBuf,
-    /// The binary agents' hooks run (`<hooks> hook`), chosen by whoever starts the server
-    /// (`corral_cli`: the `corral` beside `corrald`).
+    /// The binary agents' hooks run (`<hooks> hook`) by path, chosen by whoever starts the
+    /// server (`corral_cli`: the `corral` beside `corrald`).
     pub hooks: std::path::PathBuf,
     /// The data dir (agents' hooks reach the server through its Unix socket, which every
     /// server of this data dir binds: their hooks keep working across restarts and upgrades).
@@ -88,8 +88,7 @@ pub struct AppParts {
     pub clients: SupervisorRef,
     /// The server's base URL, given to sessions as `CORRAL_URL`.
     pub url: String,
-    /// The server's binary (`corral upgrade` starts it; agents' hooks run it, or `corral`
-    /// beside it).
+    /// The server's binary (`corral upgrade` starts it).
     pub exe: std::path::PathBuf,
     /// The binary agents' hooks run (`<hooks> hook`).
     pub hooks: std::path::PathBuf,
