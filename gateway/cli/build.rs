@@ -4,7 +4,7 @@
 //! independent. See docs/architecture.md, "Binaries".
 //!
 //! And names the build (`CORRAL_BUILD`): a new name whenever a source of the workspace changed,
-//! so that `corral serve` can tell a `corrald` linked from other sources (src/daemon.rs).
+//! so that a `corrald` can tell a `corral` linked from other sources (src/daemon.rs).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -87,14 +87,61 @@ exec sleep 1000
     assert_sessions_lack_the_handshake(&server);
 }
 
-/// A `corrald` of another build than the `corral` beside it (a `cargo run` links `corral`
-/// only) hands the start back: `corral` serves in its own process, and says why.
+/// A `corrald` of another build than the `corral` that handed it a command (`cargo run --bin
+/// corral` links `corral` only) would run other code: it refuses, saying how to build both, and
+/// starts nothing.
 #[test]
-fn a_corrald_of_another_build_hands_serving_back_to_corral() {
-    let daemon = binary().with_file_name("corrald");
-    let server = Server::start_from_env(&daemon, &[("CORRAL_SERVE_AS", "another-build")]);
-    assert_serves_as(&server, &binary());
-    assert_sessions_lack_the_handshake(&server);
+fn a_corrald_of_another_build_refuses_what_corral_handed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary().with_file_name("corrald"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CORRAL_SERVE_AS", "another-build")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("of another build") && err.contains("cargo build -p corral-cli"),
+        "{err}"
+    );
+    assert!(!dir.path().join("server.json").exists(), "it served");
+}
+
+/// `corral` links the command line and the client, not the server or the harness (a command
+/// starts without paging them in): its daemon's commands run in the `corrald` beside it, and
+/// a `corral` without one says so.
+#[test]
+fn corral_hands_the_daemons_commands_to_corrald_and_links_no_server() {
+    // A function of the server library, by its mangled name's path.
+    let server_fn = b"13corral_server5serve5serve";
+    let has = |p: &std::path::Path| {
+        std::fs::read(p)
+            .unwrap()
+            .windows(server_fn.len())
+            .any(|w| w == server_fn)
+    };
+    assert!(has(&binary().with_file_name("corrald")), "corrald serves");
+    assert!(!has(&binary()), "corral links the server");
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(binary(), alone.path().join("corral")).unwrap();
+    for cmd in [
+        &["serve"][..],
+        &["bench", "echo"],
+        &["chaos", "--secs", "1"],
+    ] {
+        let out = Command::new(alone.path().join("corral"))
+            .args(cmd)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd:?}: {err}");
+        assert!(
+            err.contains("runs in the corrald beside corral, and there is none"),
+            "{cmd:?}: {err}"
+        );
+    }
 }
 
 #[test]

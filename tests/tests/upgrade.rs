@@ -138,10 +138,11 @@ async fn five_upgrades_under_a_viewer_lose_no_session_and_no_byte() {
 
 #[tokio::test]
 async fn a_broken_new_binary_leaves_the_old_server_serving() {
+    // The server's binary in a directory of its own, so that it can be replaced on disk.
     let bin = tempfile::tempdir().unwrap();
-    let exe = bin.path().join("corral");
-    std::fs::copy(binary(), &exe).unwrap();
-    // Its holder binary beside it (else holders start as `corral holder`: the broken script).
+    let exe = bin.path().join("corrald");
+    std::fs::copy(binary().with_file_name("corrald"), &exe).unwrap();
+    // Its holder binary beside it (else holders start as `corrald holder`: the broken script).
     std::fs::copy(
         binary().with_file_name("corral-holder"),
         bin.path().join("corral-holder"),
@@ -153,7 +154,7 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
         .await;
     let old_pid = server.pid();
     // Replaced on disk by something that dies at start (renamed over, as installers do).
-    let broken = bin.path().join("corral.new");
+    let broken = bin.path().join("corrald.new");
     // A wrapper that leaves a child behind: it holds the inherited listeners, and goes with
     // the failed successor's group.
     std::fs::write(
@@ -204,8 +205,12 @@ async fn a_broken_new_binary_leaves_the_old_server_serving() {
     let s = server.session(info["id"].as_str().unwrap()).await;
     assert_eq!(s["state"], "running");
     // The real binary back in place: the upgrade goes through.
-    std::fs::copy(binary(), bin.path().join("corral.new")).unwrap();
-    std::fs::rename(bin.path().join("corral.new"), &exe).unwrap();
+    std::fs::copy(
+        binary().with_file_name("corrald"),
+        bin.path().join("corrald.new"),
+    )
+    .unwrap();
+    std::fs::rename(bin.path().join("corrald.new"), &exe).unwrap();
     upgrade(&mut server);
     assert_ne!(server.pid(), old_pid);
     let s = server.session(info["id"].as_str().unwrap()).await;

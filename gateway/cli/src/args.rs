@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use corral_server::config::GatewayConfig;
 use corral_server::datadir;
-use corral_server::serve::{ServeOptions, serve};
 
 /// corral: supervise AI coding-agent sessions.
 #[derive(Parser, Debug)]
@@ -29,6 +27,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    #[command(flatten)]
+    Daemon(DaemonCommand),
+    /// Forward a Claude Code hook event (JSON on stdin) to the server. Always exits 0: a hook
+    /// must never block the agent.
+    ///
+    /// Reads CORRAL_SESSION_ID, CORRAL_HOOK_TOKEN and where the server is from the environment:
+    /// CORRAL_DATA_DIR first (its Unix socket; a hook that finds no server is kept in its
+    /// `hooks/` for the next), CORRAL_URL after.
+    Hook,
+    #[command(flatten)]
+    Client(crate::commands::ClientCommand),
+}
+
+/// The commands `corrald` runs (gateway/cli/src/daemon.rs): the server, and what starts one.
+#[derive(Subcommand, Debug)]
+pub(crate) enum DaemonCommand {
     /// Run the server in the foreground until SIGTERM/SIGINT.
     ///
     /// Example: corral serve --listen 127.0.0.1:0
@@ -47,13 +61,6 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Forward a Claude Code hook event (JSON on stdin) to the server. Always exits 0: a hook
-    /// must never block the agent.
-    ///
-    /// Reads CORRAL_SESSION_ID, CORRAL_HOOK_TOKEN and where the server is from the environment:
-    /// CORRAL_DATA_DIR first (its Unix socket; a hook that finds no server is kept in its
-    /// `hooks/` for the next), CORRAL_URL after.
-    Hook,
     /// Internal: hold one PTY session for `corral serve` (started by the server, spec on stdin;
     /// the session then outlives a server crash or upgrade).
     #[command(hide = true)]
@@ -95,71 +102,18 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    #[command(flatten)]
-    Client(crate::commands::ClientCommand),
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a terminal: a log file or journald gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        // A line that cannot be written (the terminal `corral serve` ran in is gone: EIO) is
-        // lost; reporting that on the same dead stderr panicked and aborted the server.
-        .log_internal_errors(false);
-    let result = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    if let Err(e) = result {
-        eprintln!("corral: logging not initialised: {e}");
-    }
-}
+/// What runs a [`DaemonCommand`] (with the data dir asked for): `corrald` runs it in its own
+/// process (`daemon::run`), `corral` hands it to `corrald` (`daemon::hand_over`). The server and
+/// the harness are linked only into the binary whose `main` names `daemon::run`.
+pub(crate) type Local = fn(DaemonCommand, Option<PathBuf>) -> ExitCode;
 
-/// The runtime of `bench` and `chaos` (two workers: the machine the goals are set for); None
-/// after saying why on stderr.
-fn tool_runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("corral: cannot start a runtime: {e}");
-            None
-        }
-    }
-}
-
-/// Entry point.
-pub fn main() -> ExitCode {
+/// Entry point: client commands and `hook` here; the rest to `local`.
+pub(crate) fn main(local: Local) -> ExitCode {
     let cli = Cli::parse();
     crate::pipe::quiet_on_closed_stdout();
     match cli.command {
-        Command::Bench {
-            scenarios,
-            json,
-            bytes,
-            server_workers,
-        } => {
-            let Some(rt) = tool_runtime() else {
-                return ExitCode::FAILURE;
-            };
-            match rt.block_on(corral_harness::bench::run(
-                scenarios,
-                json,
-                bytes,
-                server_workers,
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => crate::pipe::failed("corral bench", &e),
-            }
-        }
         Command::Client(cmd) => {
             let data_dir = datadir::resolve(cli.data_dir);
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -177,69 +131,11 @@ pub fn main() -> ExitCode {
                 Err(e) => crate::pipe::failed("corral", &e),
             }
         }
-        Command::Chaos { secs, seed, json } => {
-            let Some(rt) = tool_runtime() else {
-                return ExitCode::FAILURE;
-            };
-            match rt.block_on(corral_harness::chaos::run(secs, seed, json)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => crate::pipe::failed("corral chaos", &e),
-            }
-        }
         Command::Hook => {
             crate::hook::hook();
             ExitCode::SUCCESS
         }
-        Command::Holder => corral_actors::holder::run::main(),
-        Command::Serve {
-            listen,
-            config,
-            log_format,
-            workers,
-        } => {
-            // As `corrald` (position independent) when it is there and of this build.
-            if let Err(e) = crate::daemon::become_server() {
-                eprintln!("corral: {e}");
-                return ExitCode::FAILURE;
-            }
-            init_logs(log_format == "json");
-            let result = (|| -> anyhow::Result<()> {
-                let mut gateway = match &config {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(path)
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                        toml::from_str::<GatewayConfig>(&text)
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-                    }
-                    None => GatewayConfig::default(),
-                };
-                if let Some(l) = listen {
-                    gateway.listen = l;
-                }
-                if workers.is_some() {
-                    gateway.workers = workers;
-                }
-                // Before the runtime: its worker count is one of the settings checked.
-                gateway.check().map_err(anyhow::Error::msg)?;
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(gateway.worker_threads())
-                    .enable_all()
-                    .build()?;
-                rt.block_on(serve(ServeOptions {
-                    data_dir: datadir::resolve(cli.data_dir),
-                    gateway,
-                    hooks: crate::daemon::hooks_binary(),
-                }))
-            })();
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("corral: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Daemon(cmd) => local(cmd, cli.data_dir),
     }
 }
 

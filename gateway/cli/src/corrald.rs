@@ -1,6 +1,6 @@
-//! `corrald`: the same command line as `corral`, linked as a position-independent
-//! executable; `corral serve` runs as this binary when it sits beside it (see the library's
-//! opening comment).
+//! `corrald`: the server, the harness and the whole command line, linked as a
+//! position-independent executable; `corral serve` (and `bench`, `chaos`) run as this binary
+//! (see the library's opening comment).
 
 fn main() -> std::process::ExitCode {
     corral_cli::run()

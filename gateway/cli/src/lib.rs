@@ -1,13 +1,13 @@
-//! The `corral` command, as a library its two binaries share: `corral serve` runs the server
-//! (corral-server); `corral hook` forwards a Claude Code hook event to it; `corral bench` and
-//! `corral chaos` run the harness; every other command is a client of a running server
-//! (corral-client), found through the data dir.
+//! The `corral` command, as a library its two binaries share: every client command (corral-client)
+//! and `corral hook` run in either; `serve`, `bench`, `chaos` and `holder` run the server
+//! (corral-server) or the harness, which only `corrald` links (`daemon.rs`).
 //!
-//! Two binaries run it (docs/architecture.md, "Binaries"): `corral`, linked as a fixed-address
-//! executable so that a command starts fast (no relocation of its read-only data at every
-//! start: `corral --version` 2.1 → 1.3 ms), and `corrald`, a position-independent executable
-//! (its address randomized, as a long-running network server's should be), which `corral
-//! serve` becomes when it sits beside it and is of the same build (`daemon.rs`).
+//! Two binaries (docs/architecture.md, "Binaries"): `corral`, what users, scripts and agents'
+//! hooks call, links the command line and the client only and is a fixed-address executable,
+//! so that a command starts fast (no server code paged in, no relocation of read-only data at
+//! every start); it `exec`s `corrald` for the daemon's commands. `corrald` links everything and
+//! is position independent (its address randomized, as a long-running network server's should
+//! be).
 
 mod args;
 mod attach;
@@ -24,12 +24,17 @@ mod view;
 mod wait;
 mod window;
 
-/// Runs the command line.
+/// Runs the command line as `corral`: the daemon's commands are handed to `corrald`.
+pub fn run_client() -> std::process::ExitCode {
+    args::main(daemon::hand_over)
+}
+
+/// Runs the command line as `corrald`: every command in this process.
 pub fn run() -> std::process::ExitCode {
     // A session's holder runs for the session's whole life: it skips the command-line parser
     // (whose tables would stay in its memory) and starts holding at once.
     if std::env::args_os().nth(1).is_some_and(|a| a == "holder") {
         return corral_actors::holder::run::main();
     }
-    args::main()
+    args::main(daemon::run)
 }

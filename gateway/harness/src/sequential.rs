@@ -92,14 +92,14 @@ pub(crate) fn on_path(name: &str) -> Option<std::path::PathBuf> {
 /// `rounds` alternating rounds of corral and tmux; then `corral --version` `n` times.
 pub(crate) async fn spawn_stop_sequential(
     server: &Served,
+    exe: &Path,
     n: usize,
     rounds: usize,
 ) -> anyhow::Result<Vec<Figure>> {
-    let exe = std::env::current_exe()?;
     let tmux = on_path("tmux");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        ours.push(corral_round(&exe, server.dir(), n, round).await?);
+        ours.push(corral_round(exe, server.dir(), n, round).await?);
         if let Some(tmux) = &tmux {
             theirs.push(tmux_round(tmux, n, round).await?);
         }
@@ -115,7 +115,7 @@ pub(crate) async fn spawn_stop_sequential(
     let true_bin = on_path("true");
     let (mut version, mut tmux_v, mut floor) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..n {
-        version += timed(run(&exe, &["--version"])).await?;
+        version += timed(run(exe, &["--version"])).await?;
         if let Some(tmux) = &tmux {
             tmux_v += timed(run(tmux, &["-V"])).await?;
         }

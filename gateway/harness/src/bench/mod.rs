@@ -23,12 +23,14 @@ use throughput::{pipe_output, throughput};
 
 use crate::served::Served;
 
-/// Runs the selected scenarios (all when empty).
+/// Runs the selected scenarios (all when empty). `cli`: the command line's binary, whose calls
+/// the CLI scenarios (spawn-cli, spawn-seq) time.
 pub async fn run(
     only: Vec<String>,
     json_out: Option<PathBuf>,
     bytes: u64,
     workers: Option<usize>,
+    cli: &std::path::Path,
 ) -> anyhow::Result<()> {
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let server = Served::start_with(tempfile::tempdir()?, workers).await?;
@@ -49,10 +51,10 @@ pub async fn run(
         figures.extend(spawn_stop(&server, 200).await?);
     }
     if want("spawn") || want("spawn-cli") {
-        figures.extend(spawn_stop_cli(&server, 200).await?);
+        figures.extend(spawn_stop_cli(&server, cli, 200).await?);
     }
     if want("spawn") || want("spawn-seq") {
-        figures.extend(crate::sequential::spawn_stop_sequential(&server, 200, 3).await?);
+        figures.extend(crate::sequential::spawn_stop_sequential(&server, cli, 200, 3).await?);
     }
     if want("fanout") {
         figures.extend(fanout(&server).await?);

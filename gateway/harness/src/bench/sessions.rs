@@ -78,10 +78,13 @@ pub(super) async fn spawn_stop(server: &Served, n: usize) -> anyhow::Result<Vec<
 
 /// 200 concurrent `corral spawn` processes (the CLI as scripts use it: one process, one
 /// connection each), then 200 concurrent `corral stop`.
-pub(super) async fn spawn_stop_cli(server: &Served, n: usize) -> anyhow::Result<Vec<Figure>> {
-    let exe = std::env::current_exe()?;
+pub(super) async fn spawn_stop_cli(
+    server: &Served,
+    exe: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<Vec<Figure>> {
     let cli = |args: Vec<String>| {
-        let mut cmd = tokio::process::Command::new(&exe);
+        let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("--data-dir")
             .arg(server.dir())
             .args(args)
