@@ -21,6 +21,7 @@ pub mod launch;
 pub mod ring;
 pub mod run;
 pub mod streams;
+mod timer;
 pub mod uring;
 pub mod wire;
 

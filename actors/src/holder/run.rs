@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 use super::launch::{HolderSpec, Ready};
 use super::ring::SharedRing;
 use super::streams::Streams;
+use super::timer::ReleaseTimer;
 use super::uring::ReadPages;
 use super::wire::{self, Exit, FromHolder, ToHolder, VERSION};
 use crate::process::ExitStatus;
@@ -758,61 +759,5 @@ impl Holder {
         {
             eprintln!("corral holder: removing {}: {e}", self.socket.display());
         }
-    }
-}
-
-/// A one-shot timer for the next release of logged pages (see [`Holder::release_timer`]).
-struct ReleaseTimer {
-    fd: nix::sys::timerfd::TimerFd,
-    armed: bool,
-}
-
-impl ReleaseTimer {
-    fn new() -> io::Result<ReleaseTimer> {
-        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-        let fd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
-        Ok(ReleaseTimer { fd, armed: false })
-    }
-
-    /// Arms it to fire `after` from now, unless it is armed already (the earlier deadline
-    /// stands: the loop looks again when it fires).
-    fn arm(&mut self, after: std::time::Duration) {
-        use nix::sys::time::TimeSpec;
-        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-        if self.armed {
-            return;
-        }
-        // A zero expiration would disarm the timer: at least a millisecond.
-        let after = after.max(std::time::Duration::from_millis(1));
-        match self.fd.set(
-            Expiration::OneShot(TimeSpec::from_duration(after)),
-            TimerSetTimeFlags::empty(),
-        ) {
-            Ok(()) => self.armed = true,
-            // Not armed: the release then waits for the loop's next turn (output, the server),
-            // as it would with nothing to wake it; said, since an idle ring then stays resident.
-            Err(e) => eprintln!("corral holder: cannot arm the release timer: {e}"),
-        }
-    }
-
-    fn armed(&self) -> bool {
-        self.armed
-    }
-
-    fn fd(&self) -> RawFd {
-        self.fd.as_fd().as_raw_fd()
-    }
-
-    /// It fired: read its count (so it is no longer readable) and disarm.
-    fn fired(&mut self) {
-        let mut count = [0u8; 8];
-        match nix::unistd::read(&self.fd, &mut count) {
-            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
-            Err(e) => eprintln!("corral holder: reading the release timer: {e}"),
-        }
-        self.armed = false;
     }
 }
