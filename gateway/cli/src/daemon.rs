@@ -148,11 +148,17 @@ pub fn run(cmd: DaemonCommand, data_dir: Option<PathBuf>) -> ExitCode {
                     .worker_threads(gateway.worker_threads())
                     .enable_all()
                     .build()?;
-                rt.block_on(serve(ServeOptions {
+                // On a worker, not in `block_on`: a future given to `block_on` runs on this
+                // (the main) thread, so every accept was a hop from the worker that saw the
+                // socket readable to this thread and back (a health check's p90 530 → 300 µs;
+                // docs/performance.md, session 35). Awaited here: the task is owned.
+                let server = rt.spawn(serve(ServeOptions {
                     data_dir: datadir::resolve(data_dir),
                     gateway,
                     hooks: cli_binary(),
-                }))
+                }));
+                rt.block_on(server)
+                    .map_err(|e| anyhow::anyhow!("the server's task failed: {e}"))?
             })();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
