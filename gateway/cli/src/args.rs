@@ -1,5 +1,6 @@
-//! Args: the command line (clap) and what each command runs. Errors are one clear line on
-//! stderr and a non-zero exit.
+//! Args: the command line (clap) and where each command runs: client commands and `hook` here,
+//! the daemon's (`serve`, `bench`, `chaos`, `holder`) through `daemon.rs`. Errors are one clear
+//! line on stderr and a non-zero exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
