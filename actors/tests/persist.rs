@@ -744,6 +744,38 @@ async fn next_item(
         .unwrap()
 }
 
+/// A spawn is answered only once its record is in state.db (a server SIGKILLed right after
+/// must leave the next one the record), whether the persister had committed it by then (the
+/// spawn only looks) or not yet (it asks for the commit and waits): read from state.db by
+/// another connection right after each spawn returns.
+#[tokio::test]
+async fn a_spawn_is_answered_once_its_record_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let corral = persistent(dir.path()).await;
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    for i in 0..20 {
+        let h = corral
+            .sessions()
+            .spawn(sh("exec sleep 1000").name(format!("s{i}")))
+            .await
+            .unwrap();
+        let rows: i64 = db
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE id = ?1",
+                [h.id().to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 1, "spawn {i} answered before its record was committed");
+        assert_eq!(h.info().persist_error, None);
+    }
+    corral.shutdown().await.unwrap();
+}
+
 /// A spawn the registry cannot record (a full disk) runs, and says at once, with the session,
 /// that a server crash now would lose it (it was only in the server's log: a `corral spawn`
 /// printed its id, the server was killed, and the next one ended the program).

@@ -132,10 +132,29 @@ impl LogRepair {
     }
 }
 
+/// Whether a record queued for state.db is committed yet: set by the persister thread after
+/// the transaction that holds it (`Writer::commit`). A spawn looks at it before it asks for a
+/// commit of its own: the record was queued before the process started, and is usually
+/// committed by the time the process runs (docs/performance.md, session 35).
+#[derive(Clone, Debug, Default)]
+pub struct Committed(Arc<AtomicBool>);
+
+impl Committed {
+    /// It is in state.db.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// The transaction that held it committed.
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A request to the persister thread.
 pub(crate) enum Op {
-    /// A new session: insert its record.
-    Create(Box<SessionRecord>),
+    /// A new session: insert its record; the flag is set once it is committed.
+    Create(Box<SessionRecord>, Committed),
     /// An event of a session, with the session's row as of that event.
     Event(Box<(SessionRow, SessionEvent)>),
     /// Start persisting a session's output (opens or creates its segment log).

@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::event::SessionEvent;
 use crate::persist::error::PersistError;
-use crate::persist::journal::{JOURNAL_CAPACITY, Journal, Op, PersistStats, SessionRecord};
+use crate::persist::journal::{
+    Committed, JOURNAL_CAPACITY, Journal, Op, PersistStats, SessionRecord,
+};
 use crate::persist::segment::{LogReader, SegmentConfig};
 use crate::persist::store::{EventRetention, Store};
 use crate::persist::writer::Writer;
@@ -156,9 +158,13 @@ impl Persist {
         self.journal.committed().await
     }
 
-    /// Records a new session.
-    pub(crate) fn create(&self, record: SessionRecord) {
-        self.journal.send(Op::Create(Box::new(record)));
+    /// Records a new session; the flag says when it is committed. `None`: it could not be
+    /// queued (the queue is full or the persister gone; counted in `ops_dropped` and logged).
+    pub(crate) fn create(&self, record: SessionRecord) -> Option<Committed> {
+        let committed = Committed::default();
+        self.journal
+            .send(Op::Create(Box::new(record), committed.clone()))
+            .then_some(committed)
     }
 
     /// Deletes a session's records and scrollback.

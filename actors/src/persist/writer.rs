@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use crate::persist::error::PersistError;
 use crate::persist::journal::Feed;
-use crate::persist::journal::{Op, PersistStats};
+use crate::persist::journal::{Committed, Op, PersistStats};
 use crate::persist::segment::{FsyncPolicy, LogReader, SegmentConfig, SegmentLog};
 use crate::persist::store::{DbOp, Store, now_ms};
 use crate::persist::syncer::{SYNC_QUEUE, SyncJob};
@@ -106,6 +106,8 @@ pub(crate) struct Writer {
     unopened: HashMap<Uuid, Arc<Feed>>,
     /// Operations not yet committed (after a failure, kept for retry).
     pending: VecDeque<DbOp>,
+    /// The flags of the records among them, set once `pending` is committed.
+    committing: Vec<Committed>,
     /// Counters.
     stats: Arc<PersistStats>,
     /// `ops_dropped` already written into the journal as `journal_lost`.
@@ -166,6 +168,7 @@ impl Writer {
             unborn: HashMap::new(),
             unopened: HashMap::new(),
             pending: VecDeque::new(),
+            committing: Vec::new(),
             stats,
             dropped_recorded: 0,
             db_failing: false,
@@ -281,7 +284,10 @@ impl Writer {
         let mut committed = Vec::new();
         for op in batch {
             match op {
-                Op::Create(rec) => self.push(DbOp::Create(rec)),
+                Op::Create(rec, committed) => {
+                    self.push(DbOp::Create(rec));
+                    self.committing.push(committed);
+                }
                 Op::Event(ev) => self.push(DbOp::Event(ev)),
                 Op::Attach(shared) => self.attach(shared),
                 Op::Remove(id) => {
@@ -506,6 +512,11 @@ impl Writer {
         self.stats
             .db_pending
             .store(self.pending.len() as u64, Ordering::Relaxed);
+        if self.pending.is_empty() {
+            for committed in self.committing.drain(..) {
+                committed.set();
+            }
+        }
         if !self.db_failing {
             let check_age = self.last_age_check.elapsed() >= AGE_CHECK;
             if check_age {
