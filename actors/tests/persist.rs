@@ -770,7 +770,10 @@ async fn a_spawn_is_answered_once_its_record_is_committed() {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(rows, 1, "spawn {i} answered before its record was committed");
+        assert_eq!(
+            rows, 1,
+            "spawn {i} answered before its record was committed"
+        );
         assert_eq!(h.info().persist_error, None);
     }
     corral.shutdown().await.unwrap();

@@ -23,7 +23,7 @@ mod writer;
 
 pub use codec::{CodecError, Record};
 pub use error::PersistError;
-pub use journal::{Journal, PersistStats, SessionRecord, SessionRow, Tap};
+pub use journal::{Committed, Journal, PersistStats, SessionRecord, SessionRow, Tap};
 pub use persister::{EndedRetention, Persist, PersistConfig, Persister};
 pub use segment::{
     Chunk, Damage, DamageKind, FsyncPolicy, LogReader, Recovery, SegmentConfig, SegmentLog,
