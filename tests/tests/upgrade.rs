@@ -1051,15 +1051,7 @@ async fn an_upgrade_keeps_the_size_of_the_viewer_who_typed_last() {
     // Someone types: theirs.
     idle.send(json!({"type": "input", "session": id, "data": "y"}))
         .await;
-    until_size(
-        &server,
-        &id,
-        json!({"rows": 40, "cols": 140}),
-        5,
-        20,
-        "the typist's size",
-    )
-    .await;
+    until_size(&server, &id, (40, 140), 5, "the typist's size").await;
 }
 
 /// A session taken back keeps its size only while its viewers may still be reconnecting: a
@@ -1081,15 +1073,7 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
     assert_eq!(desk.call(json!({"type": "ping"})).await["type"], "pong");
     // A resize is answered once the session has it to apply (its actor's message), not once
     // applied: a loaded machine applied it after the first look.
-    until_size(
-        &server,
-        &id,
-        json!({"rows": 39, "cols": 158}),
-        5,
-        20,
-        "the desk's size",
-    )
-    .await;
+    until_size(&server, &id, (39, 158), 5, "the desk's size").await;
     upgrade(&mut server);
     drop(desk);
     let mut phone = server.ws().await;
@@ -1100,9 +1084,8 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
     until_size(
         &server,
         &id,
-        json!({"rows": 43, "cols": 53}),
+        (43, 53),
         15,
-        100,
         "the lone viewer's size, untyped",
     )
     .await;
@@ -1110,30 +1093,16 @@ async fn a_lone_viewer_of_a_session_taken_back_gets_its_size() {
     phone
         .call(json!({"type": "resize", "session": id, "rows": 40, "cols": 60}))
         .await;
-    until_size(
-        &server,
-        &id,
-        json!({"rows": 40, "cols": 60}),
-        5,
-        20,
-        "a resize after the window",
-    )
-    .await;
+    until_size(&server, &id, (40, 60), 5, "a resize after the window").await;
 }
 
-/// Waits up to `secs` (looking every `every_ms`) for session `id`'s size to be `size`; fails
-/// saying `what` it waited for.
-async fn until_size(
-    server: &Server,
-    id: &str,
-    size: serde_json::Value,
-    secs: u64,
-    every_ms: u64,
-    what: &str,
-) {
+/// Waits up to `secs` (looking every 20 ms) for session `id`'s size to be `(rows, cols)`;
+/// fails saying `what` it waited for.
+async fn until_size(server: &Server, id: &str, (rows, cols): (u16, u16), secs: u64, what: &str) {
+    let size = json!({"rows": rows, "cols": cols});
     let deadline = Instant::now() + Duration::from_secs(secs);
     while server.session(id).await["size"] != size {
         assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
