@@ -56,6 +56,11 @@ impl Default for SessionsConfig {
 /// two cores queues behind fork+exec).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Longest a session's start waits for room in the persister's queue for its attach: the queue
+/// holds 65,536 operations (`persist::journal`'s bound), so a full one is a stuck persister,
+/// not a burst.
+const ATTACH_WAIT: Duration = Duration::from_secs(5);
+
 /// Every session, with O(1) lookups by id and by name.
 #[derive(Clone)]
 pub struct Sessions {
@@ -227,7 +232,9 @@ impl Sessions {
                     && let Some(p) = &self.persist
                 {
                     // A spawn that failed never existed for the caller: no record stays.
-                    p.remove(id);
+                    if !p.remove(id) {
+                        tracing::warn!(session = %id, "a failed spawn's record stays: the registry's queue did not take its deletion");
+                    }
                 }
                 return Err(e);
             }
@@ -280,7 +287,15 @@ impl Sessions {
             }
         }
         if let Some(p) = &self.persist {
-            p.journal().send(Op::Attach(shared.feed.clone()));
+            // Without its attach the persister never reads this session's output, and a reader
+            // paced by the log would wait for it forever: a session that cannot be logged does
+            // not start (a full queue means the persister is stuck; the wait is bounded).
+            p.journal()
+                .send_waiting(Op::Attach(shared.feed.clone()), ATTACH_WAIT)
+                .await
+                .map_err(|e| {
+                    SessionError::Unavailable(format!("the session's log cannot be kept: {e}"))
+                })?;
         }
         let tmp_root = self.config.tmp_root.clone();
         let grace = spec.grace;
@@ -475,9 +490,10 @@ impl Sessions {
         }
         handle.shared.ring.close();
         if let Some(p) = &self.persist {
-            p.remove(handle.id());
             // Answered once forgotten, as a spawn once recorded (`spawn_with_id`).
-            if let Err(e) = p.committed().await {
+            if !p.remove(handle.id()) {
+                tracing::warn!(session = %handle.id(), "removed, but the registry's queue did not take the deletion: the next start brings it back");
+            } else if let Err(e) = p.committed().await {
                 tracing::warn!(session = %handle.id(), error = %e, "removed, but the registry still has it: a crash now would bring it back");
             }
         }

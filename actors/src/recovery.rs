@@ -215,7 +215,9 @@ async fn release_strays(
             tracing::error!(session = %id, error = %e, "removing a stray holder's files panicked");
         }
         if !recorded {
-            persist.remove(id);
+            if !persist.remove(id) {
+                tracing::warn!(session = %id, "a stray holder's record stays: the registry's queue did not take its deletion");
+            }
             let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), id);
             if let Err(e) = crate::env::TMP_WORK
                 .run(move || crate::env::PrivateTmp::remove(&tmp))
@@ -299,8 +301,11 @@ pub async fn reconcile(
     };
     let (keep, collected) = retain(records, persist.config().ended, now_ms());
     for r in &collected {
-        tracing::info!(session = %r.id, name = %r.name, "ended session past retention; deleted");
-        persist.remove(r.id);
+        if persist.remove(r.id) {
+            tracing::info!(session = %r.id, name = %r.name, "ended session past retention; deleted");
+        } else {
+            tracing::warn!(session = %r.id, name = %r.name, "ended session past retention; the registry's queue did not take its deletion (the next start retries)");
+        }
     }
     report.collected = collected.len();
 
@@ -330,7 +335,9 @@ pub async fn reconcile(
     let mut keep = keep;
     let renamed = unique_names(&mut keep, &held);
     for r in keep.iter().filter(|r| renamed.contains_key(&r.id)) {
-        persist.create(r.clone());
+        if persist.create(r.clone()).is_none() {
+            tracing::warn!(session = %r.id, name = %r.name, "renamed, but the registry's queue did not take the new name: the next start renames it again");
+        }
     }
     let sweeps = keep
         .iter()

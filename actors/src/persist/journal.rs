@@ -297,18 +297,18 @@ impl Journal {
         self.ops.len() > JOURNAL_CAPACITY / 4 * 3
     }
 
-    /// Sends a query and waits for its answer (bounded): a query is worth a short wait for
-    /// room in the queue, a journal event is not.
-    pub(crate) async fn request<T>(
+    /// Queues an operation, waiting up to `within` for room: for what is worth a short wait
+    /// (a query, a session's attach), where [`Self::send`] is for what is not. Err when the
+    /// queue stayed full that long or the persister is gone (nothing was queued).
+    pub(crate) async fn send_waiting(
         &self,
-        build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
-    ) -> Result<T, PersistError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut op = build(tx);
-        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        mut op: Op,
+        within: std::time::Duration,
+    ) -> Result<(), PersistError> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             match self.ops.try_send(op) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
                     op = back;
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -319,6 +319,16 @@ impl Journal {
                 }
             }
         }
+    }
+
+    /// Sends a query and waits for its answer (bounded): a query is worth a short wait for
+    /// room in the queue, a journal event is not.
+    pub(crate) async fn request<T>(
+        &self,
+        build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
+    ) -> Result<T, PersistError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send_waiting(build(tx), QUERY_TIMEOUT).await?;
         match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(PersistError::Unavailable("stopped before answering")),
@@ -488,5 +498,64 @@ impl Feed {
     /// Sets (or clears) why the output cannot be persisted.
     pub(crate) fn set_persist_error(&self, e: Option<String>) {
         *self.error.lock() = e;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn journal(room: usize) -> (Journal, crossbeam_channel::Receiver<Op>) {
+        let (ops, rx) = crossbeam_channel::bounded(room);
+        let (output, _) = crossbeam_channel::bounded(1);
+        let journal = Journal {
+            ops,
+            output,
+            stats: Arc::default(),
+        };
+        (journal, rx)
+    }
+
+    #[tokio::test]
+    async fn send_waiting_waits_for_room_then_says_why_it_gave_up() {
+        let (journal, rx) = journal(1);
+        assert!(journal.send(Op::Remove(Uuid::nil())), "room for one");
+        // Room comes back within the wait: the operation is queued, behind the first.
+        let drain = std::thread::spawn({
+            let rx = rx.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                rx.recv().map(|_| ())
+            }
+        });
+        let began = Instant::now();
+        let second = Uuid::from_u128(2);
+        journal
+            .send_waiting(Op::Remove(second), Duration::from_secs(5))
+            .await
+            .expect("queued once the first was taken");
+        assert!(began.elapsed() >= Duration::from_millis(40), "it waited");
+        drain.join().expect("drain thread").expect("first op");
+        assert!(matches!(rx.try_recv(), Ok(Op::Remove(id)) if id == second));
+        // Full for longer than the wait: refused, and nothing queued.
+        assert!(journal.send(Op::Remove(Uuid::nil())));
+        let refused = journal
+            .send_waiting(Op::Remove(second), Duration::from_millis(30))
+            .await;
+        assert!(
+            matches!(refused, Err(PersistError::Unavailable("queue full"))),
+            "{refused:?}"
+        );
+        assert_eq!(rx.len(), 1);
+        // The persister gone: said at once.
+        drop(rx);
+        let gone = journal
+            .send_waiting(Op::Remove(second), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(gone, Err(PersistError::Unavailable("stopped"))),
+            "{gone:?}"
+        );
     }
 }

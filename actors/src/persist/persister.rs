@@ -160,6 +160,7 @@ impl Persist {
 
     /// Records a new session; the flag says when it is committed. `None`: it could not be
     /// queued (the queue is full or the persister gone; counted in `ops_dropped` and logged).
+    #[must_use = "a record the queue did not take is not in the registry: say so"]
     pub(crate) fn create(&self, record: SessionRecord) -> Option<Committed> {
         let committed = Committed::default();
         self.journal
@@ -167,9 +168,11 @@ impl Persist {
             .then_some(committed)
     }
 
-    /// Deletes a session's records and scrollback.
-    pub(crate) fn remove(&self, id: Uuid) {
-        self.journal.send(Op::Remove(id));
+    /// Deletes a session's records and scrollback. False: the queue did not take it (counted
+    /// in `ops_dropped` and logged); the records stay until the next deletion.
+    #[must_use = "a deletion the queue did not take leaves the records: say so"]
+    pub(crate) fn remove(&self, id: Uuid) -> bool {
+        self.journal.send(Op::Remove(id))
     }
 }
 
