@@ -71,7 +71,12 @@ pub struct Corral {
     sessions: Sessions,
     /// What boot reconciliation did (with persistence).
     recovery: Option<std::sync::Arc<RecoveryReport>>,
+    /// Resolves when the root supervisor's task has ended (see [`Corral::failed`]).
+    root_ended: RootEnded,
 }
+
+/// The root supervisor's end, awaitable from every clone of [`Corral`].
+type RootEnded = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
 impl std::fmt::Debug for Corral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,7 +129,7 @@ impl Corral {
             ChildSpec::actor("reaper", || (Reaper, ()))
                 .shutdown(Shutdown::Timeout(Duration::from_secs(1))),
         );
-        let (root, _) = match host {
+        let (root, root_task) = match host {
             Some(h) => Supervisor::start_linked(spec, h).await,
             None => Supervisor::start(spec).await,
         }
@@ -132,6 +137,12 @@ impl Corral {
             id: "corral".into(),
             reason: e.to_string(),
         })?;
+        let root_ended: RootEnded = {
+            use futures::FutureExt;
+            // The task's result says nothing more than that it ended (a supervisor's own
+            // panic is caught and logged by ractor); what ended it is in the log.
+            root_task.map(|_| ()).boxed().shared()
+        };
         let sessions_spec = SupervisorSpec::new("sessions")
             // The bound is `Sessions`'s to apply, the only way in: it refuses a new session
             // past `max_sessions` but must admit every restored one (a running agent left out
@@ -165,6 +176,7 @@ impl Corral {
                         root,
                         sessions,
                         recovery: None,
+                        root_ended,
                     };
                     if let Err(e) = corral.shutdown().await {
                         tracing::warn!(error = %e, "tree stopped after a failed recovery");
@@ -178,6 +190,7 @@ impl Corral {
             root,
             sessions,
             recovery,
+            root_ended,
         })
     }
 
@@ -206,6 +219,27 @@ impl Corral {
         self.root.tree().await
     }
 
+    /// Waits until the tree can no longer serve, and says why: its root supervisor stopped
+    /// (a child kept failing past the root's restart intensity, OTP's escalation: the root
+    /// stopped the rest of the tree first), or the persister's thread ended (it cannot restart
+    /// in place). Never while the tree is fine; after [`shutdown`](Self::shutdown) it resolves
+    /// too, so a caller races it against its own reasons to stop. `corral serve` leaves on it
+    /// with a non-zero exit, as if it had crashed: held sessions stay with their holders and
+    /// the next start reconciles.
+    pub async fn failed(&self) -> String {
+        let root = self.root_ended.clone();
+        match self.sessions.persist() {
+            Some(p) => tokio::select! {
+                () = root => "the root supervisor stopped".into(),
+                how = p.thread_ended() => format!("the persister's thread {how}"),
+            },
+            None => {
+                root.await;
+                "the root supervisor stopped".into()
+            }
+        }
+    }
+
     /// Stops every session gracefully (concurrently, each with its grace), then the tree.
     pub async fn shutdown(&self) -> Result<(), SupervisorError> {
         self.sessions.shutdown().await;
@@ -219,5 +253,71 @@ impl Corral {
         let kept = self.sessions.detach_all().await;
         self.root.stop(None).await?;
         Ok(kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Not resolved within `wait`.
+    async fn pending(failed: impl std::future::Future<Output = String>, wait: Duration) -> bool {
+        tokio::time::timeout(wait, failed).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn failed_says_when_the_root_gave_up_on_a_child() {
+        let corral = Corral::start(CorralConfig::default()).await.expect("start");
+        assert!(
+            pending(corral.failed(), Duration::from_millis(200)).await,
+            "a fine tree has not failed"
+        );
+        // A child killed twice within the root's intensity (one restart in 5 s): the first is
+        // restarted, the second makes the root stop the rest and itself (OTP's escalation).
+        for kill in 0..2 {
+            let child = loop {
+                match corral.root().cell().get_children().into_iter().next() {
+                    Some(c) => break c,
+                    None => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            };
+            child.kill();
+            if kill == 0 {
+                assert!(
+                    pending(corral.failed(), Duration::from_millis(200)).await,
+                    "one restart is within the intensity"
+                );
+            }
+        }
+        let why = tokio::time::timeout(Duration::from_secs(5), corral.failed())
+            .await
+            .expect("the root gave up");
+        assert_eq!(why, "the root supervisor stopped");
+    }
+
+    #[tokio::test]
+    async fn failed_says_when_the_persister_thread_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let corral = Corral::start(CorralConfig {
+            persist: Some(PersistConfig::new(dir.path())),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+        assert!(
+            pending(corral.failed(), Duration::from_millis(200)).await,
+            "a fine tree has not failed"
+        );
+        // The thread ends as only the tree's stop should end it; the tree itself runs on.
+        let persist = corral.persist().expect("persistence").clone();
+        persist
+            .request(crate::persist::journal::Op::Close)
+            .await
+            .expect("closed");
+        let why = tokio::time::timeout(Duration::from_secs(5), corral.failed())
+            .await
+            .expect("the thread's end is seen");
+        assert_eq!(why, "the persister's thread closed");
+        corral.shutdown().await.expect("shutdown");
     }
 }

@@ -2,11 +2,17 @@
 //! corral tree, and [`Persist`], the async API over the thread (load the registry, open a log,
 //! read events and scrollback, flush, integrity check).
 //!
-//! The actor holds no data itself: the thread ([`super::writer`]) does all I/O. `pre_start`
-//! starts the thread and waits until the database is open and migrated (a bad data dir fails the
-//! tree's start with the store's message); `post_stop` asks the thread to write out everything
-//! and waits for it (bounded by the child's shutdown timeout). If the actor is killed instead,
-//! `Drop` still tells the thread to close, without waiting.
+//! The actor holds no data itself: the thread ([`super::writer`]) does all I/O.
+//! [`Persister::start_thread`] starts the thread before the tree and waits until the database
+//! is open and migrated (a bad data dir fails the tree's start with the store's message), so the
+//! API exists before any session; the actor takes the thread's handle; `post_stop` asks the
+//! thread to write out everything and waits for it (bounded by the child's shutdown timeout). If
+//! the actor is killed instead, `Drop` still tells the thread to close, without waiting.
+//!
+//! The thread is not restarted in place: every session's journal is a handle to it. When it
+//! ends while the tree runs (a panic, or a killed actor's close), [`Persist::thread_ended`]
+//! says so and the tree's `Corral::failed` with it; `corral serve` then leaves as a crash would
+//! and the next start reconciles (docs/architecture.md, "The supervision tree").
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +81,8 @@ pub struct Persist {
     journal: Journal,
     /// Settings.
     config: Arc<PersistConfig>,
+    /// How the thread ended, once it has (see [`Self::thread_ended`]).
+    ended: tokio::sync::watch::Receiver<Option<&'static str>>,
 }
 
 impl Persist {
@@ -93,7 +101,7 @@ impl Persist {
         &self.config
     }
 
-    async fn request<T>(
+    pub(crate) async fn request<T>(
         &self,
         build: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Op,
     ) -> Result<T, PersistError> {
@@ -156,6 +164,20 @@ impl Persist {
     /// state.db (a crash of the server loses none of it), else why not (it is retried).
     pub async fn committed(&self) -> Result<(), PersistError> {
         self.journal.committed().await
+    }
+
+    /// Waits until the persister thread has ended, and says how: "closed" after a close (the
+    /// tree's stop), "panicked" otherwise. Nothing restarts the thread in place (every session's
+    /// journal is a handle to it): a server whose thread ended while it served leaves, as if it
+    /// had crashed, and the next start reconciles (`corral_actors::Corral::failed`).
+    pub async fn thread_ended(&self) -> &'static str {
+        let mut ended = self.ended.clone();
+        match ended.wait_for(Option::is_some).await {
+            Ok(how) => (*how).unwrap_or("ended"),
+            // The guard sets it before it is dropped; a sender gone without it cannot happen,
+            // but is an end all the same.
+            Err(_) => "ended",
+        }
     }
 
     /// Records a new session; the flag says when it is committed. `None`: it could not be
@@ -257,6 +279,21 @@ async fn lock_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::Fi
     }
 }
 
+/// Says, when the persister thread ends (returning or unwinding), how it ended.
+struct ThreadEnd(tokio::sync::watch::Sender<Option<&'static str>>);
+
+impl Drop for ThreadEnd {
+    fn drop(&mut self) {
+        let how = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "closed"
+        };
+        // Receivers may all be gone (the tree stopped): nobody is left to tell.
+        self.0.send_replace(Some(how));
+    }
+}
+
 impl Persister {
     /// Starts the thread and waits until the store is open.
     pub async fn start_thread(
@@ -281,9 +318,11 @@ impl Persister {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let thread_config = config.clone();
         let thread_stats = stats.clone();
+        let (ended_tx, ended) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("corral-persister".into())
             .spawn(move || {
+                let _ended = ThreadEnd(ended_tx);
                 let _lock = lock;
                 let store =
                     match Store::open(&thread_config.dir.join("state.db"), thread_config.events) {
@@ -323,6 +362,7 @@ impl Persister {
                 stats,
             },
             config: Arc::new(config),
+            ended,
         };
         Ok((persist, thread))
     }

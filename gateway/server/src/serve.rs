@@ -155,7 +155,7 @@ async fn serving(
             }
         }
     }
-    let (clients, _) = Supervisor::start(
+    let (clients, clients_task) = Supervisor::start(
         SupervisorSpec::new("gateway")
             .max_children(opts.gateway.limits.max_connections)
             .intensity(1, Duration::from_secs(5)),
@@ -304,7 +304,21 @@ async fn serving(
     // Notifications run beside the listeners and end with them (handing over what is not
     // delivered yet, see `notify::run`).
     let notify = crate::notify::run(app.clone(), watch);
-    let (tcp, local, (), ()) = tokio::join!(tcp, local, signal, notify);
+    // A tree that can no longer serve (its root gave up on a child, the persister's thread
+    // ended, the connections' supervisor stopped) ends the server as a crash would, with its
+    // reason: held sessions stay with their holders and the next start reconciles (`serve`).
+    // Not once the server is leaving: its own stop ends these too.
+    let failed = async {
+        let why = tree_failed(corral, clients_task).await;
+        if app.leave.borrow().is_some() {
+            std::future::pending::<()>().await;
+        }
+        why
+    };
+    let (tcp, local, (), ()) = tokio::select! {
+        served = async { tokio::join!(tcp, local, signal, notify) } => served,
+        why = failed => anyhow::bail!("{why}; the server cannot go on"),
+    };
     tcp?;
     local?;
     let leaving = (*app.leave.borrow()).unwrap_or(Leaving::Stop);
@@ -344,6 +358,15 @@ async fn serving(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits until the session tree or the connections' supervisor can no longer serve, and says
+/// why ([`Corral::failed`]).
+async fn tree_failed(corral: &Corral, clients: tokio::task::JoinHandle<()>) -> String {
+    tokio::select! {
+        why = corral.failed() => why,
+        _ = clients => "the connections' supervisor stopped".into(),
+    }
 }
 
 /// How long open HTTP responses may hold a leaving server before they are cut (their
@@ -481,4 +504,31 @@ fn full_disk(dir: &std::path::Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     let free = st.blocks_available() * st.fragment_size();
     (free < 1 << 20).then_some(free)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_server_hears_when_its_connections_supervisor_stops() {
+        let corral = Corral::start(CorralConfig::default()).await.expect("start");
+        let (clients, task) = Supervisor::start(SupervisorSpec::new("gateway"))
+            .await
+            .expect("gateway supervisor");
+        let failed = tree_failed(&corral, task);
+        tokio::pin!(failed);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut failed)
+                .await
+                .is_err(),
+            "nothing has stopped"
+        );
+        clients.cell().kill();
+        let why = tokio::time::timeout(Duration::from_secs(5), failed)
+            .await
+            .expect("heard");
+        assert_eq!(why, "the connections' supervisor stopped");
+        corral.shutdown().await.expect("shutdown");
+    }
 }
