@@ -210,10 +210,7 @@ async fn release_strays(
         tracing::warn!(session = %id, recorded, "a holder of no live session: ending its program");
         release_holder(sessions, id).await;
         // A dead holder's socket (nobody answered) goes too.
-        let gone = holders.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || gone.forget(id)).await {
-            tracing::error!(session = %id, error = %e, "removing a stray holder's files panicked");
-        }
+        holders.forget_async(id).await;
         if !recorded {
             if !persist.remove(id) {
                 tracing::warn!(session = %id, "a stray holder's record stays: the registry's queue did not take its deletion");

@@ -175,6 +175,14 @@ impl Holders {
         }
     }
 
+    /// [`Self::forget`] from async code: the files are removed on a blocking thread.
+    pub async fn forget_async(&self, id: Uuid) {
+        let holders = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || holders.forget(id)).await {
+            tracing::error!(session = %id, error = %e, "removing a dead holder's files panicked");
+        }
+    }
+
     fn log(&self, id: Uuid) -> PathBuf {
         self.dir.join(format!("{id}.log"))
     }

@@ -222,11 +222,23 @@ const LINE_TAIL: u64 = crate::session::lines::LINE_MAX as u64 + 64 * 1024;
 /// last gap), with their first offset and whether they start at the log's first byte; None if
 /// unreadable or empty.
 async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec<u8>, bool)> {
-    let reader = p.reader(id).await.ok()?;
-    tokio::task::spawn_blocking(move || {
+    let reader = match p.reader(id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "the log of an adopted pipe session cannot be read: its last lines are not restored");
+            return None;
+        }
+    };
+    let tail = tokio::task::spawn_blocking(move || {
         let first = reader.first_offset()?;
         let from = end.saturating_sub(max).max(first);
-        let chunks = reader.read_range(from, max as usize).ok()?;
+        let chunks = match reader.read_range(from, max as usize) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "the tail of an adopted pipe session's log cannot be read: its last lines are not restored");
+                return None;
+            }
+        };
         let mut start = from;
         let mut whole = from == first;
         let mut bytes = Vec::new();
@@ -247,7 +259,9 @@ async fn log_tail(p: &Persist, id: Uuid, end: u64, max: u64) -> Option<(u64, Vec
         }
         (start + bytes.len() as u64 == end && !bytes.is_empty()).then_some((start, bytes, whole))
     })
-    .await
-    .ok()
-    .flatten()
+    .await;
+    tail.unwrap_or_else(|e| {
+        tracing::error!(session = %id, error = %e, "reading an adopted pipe session's log tail panicked");
+        None
+    })
 }

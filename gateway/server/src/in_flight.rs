@@ -31,7 +31,9 @@ impl InFlight {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             let mut set = self.set.lock();
-            while set.try_join_next().is_some() {}
+            while let Some(done) = set.try_join_next() {
+                joined(done);
+            }
             set.spawn(async move {
                 if tx.send(request.await).is_err() {
                     tracing::debug!("a request finished after its client left");
@@ -45,7 +47,11 @@ impl InFlight {
     pub async fn drain(&self, bound: Duration) {
         let mut set = std::mem::take(&mut *self.set.lock());
         let left = set.len();
-        let all = async { while set.join_next().await.is_some() {} };
+        let all = async {
+            while let Some(done) = set.join_next().await {
+                joined(done);
+            }
+        };
         if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!(
                 left,
@@ -53,6 +59,13 @@ impl InFlight {
             );
             set.abort_all();
         }
+    }
+}
+
+/// A finished request's end: a panic is logged (its client, if still there, got no answer).
+fn joined(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a request's task panicked");
     }
 }
 

@@ -27,7 +27,7 @@ impl SessionActorState {
         drop(run);
         // What the dead holder could not remove itself.
         if let Some(holders) = &self.holders {
-            holders.forget(self.shared.id);
+            holders.forget_async(self.shared.id).await;
         }
         {
             let mut s = self.shared.status.write();

@@ -47,33 +47,47 @@ impl SessionActorState {
         // Stop hook: the last process is gone by now, so what its transcript holds is all it
         // will hold). (Unknown where it is kept — a record from before that was noted —:
         // resumed as before.)
-        let resume = agent_session
-            .as_deref()
-            // Its process ran before: here (a restart), under a previous server (a crash), or
-            // under one that left it stopped (a `restart` of a session a new server restored).
-            .filter(|_| generation > 1 || matches!(self.begin, Begin::Recover | Begin::Dormant))
-            .filter(|id| {
-                let written = transcript
-                    .as_deref()
-                    .is_none_or(|p| crate::agent::has_conversation(std::path::Path::new(p)));
+        // Its process ran before: here (a restart), under a previous server (a crash), or
+        // under one that left it stopped (a `restart` of a session a new server restored).
+        let ran_before = generation > 1 || matches!(self.begin, Begin::Recover | Begin::Dormant);
+        let resume = match agent_session.filter(|_| ran_before) {
+            Some(id) => {
+                // The transcript (up to 1 MiB of it) is read on a blocking thread.
+                let written = match transcript {
+                    None => true,
+                    Some(p) => tokio::task::spawn_blocking(move || {
+                        crate::agent::has_conversation(std::path::Path::new(&p))
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(agent_session = %id, error = %e, "reading the transcript panicked: resumed as if written");
+                        true
+                    }),
+                };
                 if !written && prompted {
                     tracing::warn!(agent_session = %id, "the last process ended before it wrote its conversation down: the agent starts afresh");
                 } else if !written {
                     tracing::info!(agent_session = %id, "no conversation to resume yet: the agent starts afresh");
                 }
-                written
-            });
-        // An agent profile rewrites argv: its settings, and after a crash, its resume template.
+                written.then_some(id)
+            }
+            None => None,
+        };
+        // An agent profile rewrites argv: its settings (a file written on a blocking thread),
+        // and after a crash, its resume template.
         let argv = match Profile::parse(self.spec.agent.as_deref()) {
-            Ok(Some(profile)) => profile
-                .prepare(
-                    &self.spec.argv,
-                    self.spec.mode,
-                    self.tmp.path(),
-                    self.spec.hook_command.as_deref().unwrap_or_default(),
-                    resume,
-                )
-                .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?,
+            Ok(Some(profile)) => {
+                let argv = self.spec.argv.clone();
+                let mode = self.spec.mode;
+                let dir = self.tmp.path().to_path_buf();
+                let hooks = self.spec.hook_command.clone().unwrap_or_default();
+                tokio::task::spawn_blocking(move || {
+                    profile.prepare(&argv, mode, &dir, &hooks, resume.as_deref())
+                })
+                .await
+                .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?
+                .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?
+            }
             Ok(None) => self.spec.argv.clone(),
             Err(e) => return Err(e.into()),
         };
@@ -232,7 +246,7 @@ impl SessionActorState {
             }
             let report = process::sweep::kill_all(&tree).await;
             if let Some(holders) = &self.holders {
-                holders.forget(id);
+                holders.forget_async(id).await;
             }
             // Its recorded process is not this session's any more.
             self.shared.status.write().no_process();
