@@ -10,37 +10,12 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use corral_actors::{Mode, RestartPolicy, SessionSpec};
 use corral_client::{Client, Incoming};
-use corral_server::protocol::{Op, Reply, SessionView, TokenRequest, TokenScope};
+use corral_server::protocol::{Op, Reply, SessionView};
 use serde_json::json;
 
 use crate::output::{print_ps, print_tree};
-
-/// `corral token …`.
-#[derive(Subcommand, Debug)]
-pub enum TokenAction {
-    /// Create a token for one session and print it (shown once; kept only as a digest).
-    Create {
-        /// Name or id.
-        #[arg(long)]
-        session: String,
-        /// read (watch) or write (watch and type).
-        #[arg(long, value_parser = ["read", "write"])]
-        scope: String,
-    },
-    /// List the valid viewer and driver tokens: id, scope, session (never the tokens).
-    List {
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a token for good; the connections it let in are closed.
-    Revoke {
-        /// Its id (`corral token list`), or the whole token. (Not named `token`: that is the
-        /// global option this command authenticates with.)
-        #[arg(value_name = "ID")]
-        which: String,
-    },
-}
+use crate::send_text::{read_stdin, unescape};
+use crate::token::{TokenAction, token_command};
 
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
@@ -627,115 +602,6 @@ fn check_grace(secs: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `corral token create|list|revoke`.
-async fn token_command(client: &Client, action: TokenAction) -> anyhow::Result<()> {
-    match action {
-        TokenAction::Create { session, scope } => {
-            let scope = match scope.as_str() {
-                "write" => TokenScope::Write,
-                _ => TokenScope::Read,
-            };
-            let r = client
-                .create_token(&TokenRequest { session, scope })
-                .await?;
-            println!("{}", r.token);
-        }
-        TokenAction::List { json } => {
-            let list = client.tokens().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list.tokens)?);
-                return Ok(());
-            }
-            println!("{:<14} {:<6} {:<9} NAME", "ID", "SCOPE", "SESSION");
-            for t in list.tokens {
-                let scope = match t.scope {
-                    TokenScope::Read => "read",
-                    TokenScope::Write => "write",
-                };
-                let session = t.session.to_string();
-                println!("{:<14} {scope:<6} {:<9} {}", t.id, &session[..8], t.name);
-            }
-        }
-        TokenAction::Revoke { which } => {
-            // The whole token (`corral_<id>_<secret>`) names its id.
-            let id = corral_server::auth::token_id(&which).unwrap_or(&which);
-            let r = client.revoke_token(id).await?;
-            match r.connections_closed {
-                0 => println!("token {} revoked", r.id),
-                n => println!("token {} revoked; {n} connection(s) it let in closed", r.id),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Most bytes `corral send … -` reads from standard input.
-const MAX_STDIN: u64 = 64 << 20;
-
-/// Standard input, whole, as text (`corral send … -`).
-async fn read_stdin() -> anyhow::Result<String> {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    tokio::io::stdin()
-        .take(MAX_STDIN + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .context("reading standard input")?;
-    if bytes.len() as u64 > MAX_STDIN {
-        bail!("standard input holds more than {MAX_STDIN} bytes; nothing was sent");
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "standard input is not UTF-8 text (at byte {}); nothing was sent",
-            e.utf8_error().valid_up_to()
-        )
-    })
-}
-
-/// `\n`, `\r`, `\t`, `\e`, `\\` and `\xHH` (up to `\x7f`: a byte of UTF-8 text) escapes; any
-/// other backslash is an error (`'\x04'` used to be sent as four characters, silently).
-fn unescape(s: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            Some('e') => out.push('\x1b'),
-            Some('\\') => out.push('\\'),
-            Some('x') => {
-                let hex: String = chars.by_ref().take(2).collect();
-                match u8::from_str_radix(&hex, 16) {
-                    Ok(b)
-                        if hex.len() == 2
-                            && hex.bytes().all(|h| h.is_ascii_hexdigit())
-                            && b <= 0x7f =>
-                    {
-                        out.push(char::from(b))
-                    }
-                    _ => {
-                        return Err(format!(
-                            "\\x{hex} is not an escape: \\x takes two hex digits up to 7f"
-                        ));
-                    }
-                }
-            }
-            Some(o) => {
-                return Err(format!(
-                    "\\{o} is not an escape (\\n \\r \\t \\e \\\\ \\xHH; `-` sends standard input as it is)"
-                ));
-            }
-            None => return Err("a lone \\ ends the text (\\\\ is a backslash)".into()),
-        }
-    }
-    Ok(out)
-}
-
 /// A number of seconds: finite, not negative, at most a year (a usage error otherwise).
 fn seconds(text: &str) -> Result<f64, String> {
     const YEAR: f64 = 365.0 * 86_400.0;
@@ -790,8 +656,6 @@ fn choices(
 
 #[cfg(test)]
 mod tests {
-    use super::unescape;
-
     /// `--choose` with nothing asked says so (it said the open question was not one).
     #[test]
     fn choose_with_nothing_asked_says_so() {
@@ -805,18 +669,5 @@ mod tests {
         };
         let err = super::choices(Some(&bash), vec!["Red".into()]).unwrap_err();
         assert!(err.to_string().contains("it asks for Bash"), "{err}");
-    }
-
-    #[test]
-    fn escapes_are_honoured_and_unknown_ones_refused() {
-        assert_eq!(unescape(r"echo hi\n").unwrap(), "echo hi\n");
-        assert_eq!(
-            unescape(r"\x03\x04\e[A\t\r\\").unwrap(),
-            "\x03\x04\x1b[A\t\r\\"
-        );
-        assert_eq!(unescape("plain 日本").unwrap(), "plain 日本");
-        for bad in [r"\q", r"\x4", r"\x+1", r"\xzz", r"\x80", r"\", r"a\|b"] {
-            assert!(unescape(bad).is_err(), "{bad} was taken");
-        }
     }
 }

@@ -19,6 +19,8 @@ mod handover;
 mod hook;
 mod output;
 mod pipe;
+mod send_text;
+mod token;
 mod tree_watch;
 mod view;
 mod wait;
