@@ -231,7 +231,7 @@ impl<T> BoundedSender<T> {
         make: impl FnOnce(Permit) -> T,
     ) -> Result<(), SendError> {
         let permit = self.gauge.acquire(weight)?;
-        self.send(make(permit))
+        self.send(permit, make)
     }
 
     /// Claims `weight` slots now, for a message [`send`](Self::send) takes later (built around
@@ -241,9 +241,10 @@ impl<T> BoundedSender<T> {
         self.gauge.acquire(weight)
     }
 
-    /// Queues a message that holds a [`reserve`](Self::reserve)d permit.
-    pub fn send(&self, msg: T) -> Result<(), SendError> {
-        self.tx.send(msg).map_err(|_| SendError::Closed)
+    /// Queues the message `make` builds around a [`reserve`](Self::reserve)d permit: nothing is
+    /// queued without one, so the bound holds by construction, not by each caller's care.
+    pub fn send(&self, permit: Permit, make: impl FnOnce(Permit) -> T) -> Result<(), SendError> {
+        self.tx.send(make(permit)).map_err(|_| SendError::Closed)
     }
 
     /// Slots in use now.

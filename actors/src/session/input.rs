@@ -104,7 +104,7 @@ impl InputQueue {
                 }
             }
         }
-        self.tx.send(Write {
+        self.tx.send(permit, |permit| Write {
             bytes,
             then,
             permit,
