@@ -118,7 +118,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             // takes them back. (An orderly detach could wait on a session that is itself
             // waiting for the full disk, and then give its last output up; dropping the tree
             // would release the holders and kill every program.)
-            tracing::error!(error = %e, "the server cannot go on; its sessions are left running under their holders for the next server");
+            tracing::error!(error = %e, "the server cannot go on; the sessions still running are left under their holders for the next server");
             eprintln!("corral: {e:#}");
             std::process::exit(1)
         }
