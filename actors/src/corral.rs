@@ -227,16 +227,15 @@ impl Corral {
     /// with a non-zero exit, as if it had crashed: held sessions stay with their holders and
     /// the next start reconciles.
     pub async fn failed(&self) -> String {
-        let root = self.root_ended.clone();
-        match self.sessions.persist() {
-            Some(p) => tokio::select! {
-                () = root => "the root supervisor stopped".into(),
-                how = p.thread_ended() => format!("the persister's thread {how}"),
-            },
-            None => {
-                root.await;
-                "the root supervisor stopped".into()
+        let thread = async {
+            match self.sessions.persist() {
+                Some(p) => p.thread_ended().await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            () = self.root_ended.clone() => "the root supervisor stopped".into(),
+            how = thread => format!("the persister's thread {how}"),
         }
     }
 

@@ -85,7 +85,7 @@ impl SessionActorState {
                     profile.prepare(&argv, mode, &dir, &hooks, resume.as_deref())
                 })
                 .await
-                .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?
+                .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked)))
                 .map_err(|e| SessionError::Spawn(format!("agent profile: {e}")))?
             }
             Ok(None) => self.spec.argv.clone(),
