@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -351,7 +352,7 @@ pub async fn attach(
     let mut next: Option<u64> = None;
     let mut said: Option<String> = None;
     let mut pending: VecDeque<u8> = VecDeque::new();
-    let mut stdout = std::io::stdout();
+    let mut stdout = tokio::io::stdout();
     loop {
         // (Resized while disconnected: no SIGWINCH was heard then.)
         term = term_size();
@@ -391,14 +392,14 @@ pub async fn attach(
                 }
                 match incoming {
                     Incoming::Bin(kind @ (1 | 2), ch, offset, bytes) if ch == channel => {
-                        match shown.as_mut() {
+                        let out = match shown.as_mut() {
                             // The program's bytes, or a window when the sizes differ.
-                            Some(view) => stdout.write_all(&view.output(&bytes, term))?,
+                            Some(view) => view.output(&bytes, term),
                             // Output of a program on pipes: its newlines return the carriage too
                             // (this terminal is raw; no line discipline adds the CR).
-                            None => stdout.write_all(&crlf(&bytes))?,
-                        }
-                        stdout.flush()?;
+                            None => std::borrow::Cow::Owned(crlf(&bytes)),
+                        };
+                        show(&mut stdout, &out).await?;
                         // A screen snapshot (2) stands for the output up to its offset; its
                         // bytes are escape sequences, not output (counting them put the resume
                         // point past the end, and a reconnection redrew, saying output was lost).
@@ -436,8 +437,7 @@ pub async fn attach(
                     {
                         let dim = |k: &str| v["event"]["kind"][k].as_u64().and_then(|n| u16::try_from(n).ok());
                         if let (Some(view), Some(size)) = (shown.as_mut(), dim("rows").zip(dim("cols"))) {
-                            stdout.write_all(&view.resized(size, term))?;
-                            stdout.flush()?;
+                            show(&mut stdout, &view.resized(size, term)).await?;
                         }
                     }
                     Incoming::Json(v) if v["type"] == "closed" => {
@@ -466,7 +466,7 @@ pub async fn attach(
                         Ok(typed) => typed,
                         Err(code) => return Ok(code),
                     };
-                    let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
+                    let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout).await? else { continue };
                     if let Some(i) = bytes.iter().position(|&b| b == detach) {
                         if !read_only && i > 0 && ws.send_binary(frame(channel, &bytes[..i])).await.is_err() {
                             final_line(&format!("{i} bytes typed before the detach key were not sent: the connection was lost"), shown.as_ref());
@@ -482,15 +482,13 @@ pub async fn attach(
                 () = corral_actors::time::sleep_until(notice_until) => {
                     notice_until = None;
                     if let Some(view) = shown.as_mut() {
-                        stdout.write_all(&view.erase_notice(term))?;
-                        stdout.flush()?;
+                        show(&mut stdout, &view.erase_notice(term)).await?;
                     }
                 }
                 _ = winch.recv() => {
                     term = term_size();
                     if let Some(view) = shown.as_mut() {
-                        stdout.write_all(&view.terminal_resized(term))?;
-                        stdout.flush()?;
+                        show(&mut stdout, &view.terminal_resized(term)).await?;
                     }
                     // Sent again after a reconnection, like every size.
                     if !read_only && send_size(&mut ws, session).await.is_err() {
@@ -537,11 +535,9 @@ pub async fn attach(
                             Some(view) => {
                                 term = term_size();
                                 if next.is_some() && sub.last_event.is_some() {
-                                    stdout.write_all(&view.terminal_resized(term))?;
-                                    stdout.flush()?;
+                                    show(&mut stdout, &view.terminal_resized(term)).await?;
                                 } else if let Some(size) = sub.size {
-                                    stdout.write_all(&view.resized(size, term))?;
-                                    stdout.flush()?;
+                                    show(&mut stdout, &view.resized(size, term)).await?;
                                 }
                                 notice("reconnected");
                                 notice_until = Some(tokio::time::Instant::now() + NOTICE_FOR);
@@ -591,7 +587,7 @@ pub async fn attach(
                         Ok(typed) => typed,
                         Err(code) => return Ok(code),
                     };
-                    let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout)? else { continue };
+                    let Some(bytes) = typed_input(cooked.as_mut(), typed, detach, &mut stdout).await? else { continue };
                     if bytes.contains(&detach) {
                         if pending.is_empty() {
                             final_line("detached", shown.as_ref());
@@ -626,6 +622,15 @@ async fn reconnect(
     connect(&client.rediscover(), session, from, after).await
 }
 
+/// Writes `bytes` to this terminal and waits until it has taken them. The write runs on
+/// tokio's blocking pool, so a terminal that stalls (Ctrl-S, a slow link) holds this loop, not
+/// the runtime's thread; the server then lags this viewer with its explicit signal. Waiting
+/// for each write keeps it in order with the notices written straight to standard error.
+async fn show(stdout: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Result<()> {
+    stdout.write_all(bytes).await?;
+    stdout.flush().await
+}
+
 /// `\n` as `\r\n` (see `lines` in [`attach`]).
 fn crlf(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
@@ -641,11 +646,11 @@ fn crlf(bytes: &[u8]) -> Vec<u8> {
 /// What typed bytes send: as they are to a terminal; to a session on pipes, the lines the
 /// line discipline completed (each with its newline), after echoing what was typed. The detach
 /// key passes through so the caller sees it. None: nothing to send now.
-fn typed_input(
+async fn typed_input(
     cooked: Option<&mut crate::cooked::Cooked>,
     typed: Vec<u8>,
     detach: u8,
-    stdout: &mut std::io::Stdout,
+    stdout: &mut tokio::io::Stdout,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let Some(cooked) = cooked else {
         return Ok(Some(typed));
@@ -654,8 +659,7 @@ fn typed_input(
         return Ok(Some(vec![detach]));
     }
     let fed = cooked.feed(&typed);
-    stdout.write_all(&fed.echo)?;
-    stdout.flush()?;
+    show(stdout, &fed.echo).await?;
     let mut out = Vec::new();
     for line in fed.lines {
         out.extend_from_slice(line.as_bytes());

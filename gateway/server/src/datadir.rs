@@ -212,20 +212,33 @@ impl DataDir {
         }
     }
 
-    /// Publishes `server.json` atomically.
-    pub fn publish(&self, info: &ServerInfo) -> Result<(), DataDirError> {
+    /// Publishes `server.json` atomically. Written on tokio's blocking pool (it waits for an
+    /// fsync): the sessions taken back before it are already being served by the workers.
+    pub async fn publish(&self, info: &ServerInfo) -> Result<(), DataDirError> {
         let path = self.root.join("server.json");
         let json = serde_json::to_vec_pretty(info).map_err(|e| DataDirError::Io {
             path: path.clone(),
             source: io::Error::other(e),
         })?;
-        write_atomic(&path, &json, 0o600).map_err(io_err(&path))
+        let at = path.clone();
+        match tokio::task::spawn_blocking(move || write_atomic(&at, &json, 0o600)).await {
+            Ok(written) => written.map_err(io_err(&path)),
+            Err(e) => Err(DataDirError::Io {
+                path: path.clone(),
+                source: io::Error::other(format!("the write panicked: {e}")),
+            }),
+        }
     }
 
-    /// Removes `server.json` (clean shutdown).
-    pub fn unpublish(&self) {
+    /// Removes `server.json` (clean shutdown), on the blocking pool as [`DataDir::publish`].
+    pub async fn unpublish(&self) {
         let path = self.root.join("server.json");
-        if let Err(e) = std::fs::remove_file(&path)
+        let at = path.clone();
+        let removed = match tokio::task::spawn_blocking(move || std::fs::remove_file(&at)).await {
+            Ok(removed) => removed,
+            Err(e) => Err(io::Error::other(format!("the removal panicked: {e}"))),
+        };
+        if let Err(e) = removed
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(path = %path.display(), error = %e, "could not remove server.json");
@@ -278,8 +291,8 @@ mod tests {
         assert!(e.contains("at least 16"), "{e}");
     }
 
-    #[test]
-    fn token_is_0600_stable_and_second_instance_is_refused() {
+    #[tokio::test]
+    async fn token_is_0600_stable_and_second_instance_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open_exclusive(dir.path()).unwrap();
         let t1 = d.admin_token().unwrap();
@@ -294,6 +307,7 @@ mod tests {
             pid: 4242,
             version: "x".into(),
         })
+        .await
         .unwrap();
         match DataDir::open_exclusive(dir.path()) {
             Err(e @ DataDirError::Locked { .. }) => assert!(e.to_string().contains("pid 4242")),

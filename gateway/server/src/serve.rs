@@ -35,6 +35,10 @@ pub struct ServeOptions {
 
 /// Runs the server until SIGTERM/SIGINT, then shuts down in order.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    // The file steps before the session tree starts (the lock, the write probe, the token,
+    // TMPDIR's root) run on this task: none of this server's work is running yet to be held
+    // up. From the tree's start on, file work goes to the blocking pool (`server.json`, the
+    // socket).
     // First of all: a signal from now on is the server's to answer (see `Signals`).
     let signals = Signals::install();
     // A successor started by `corral upgrade` says it is ready, then waits for the data dir
@@ -204,7 +208,8 @@ async fn serving(
         url: url.clone(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
-    })?;
+    })
+    .await?;
     tracing::info!(%url, data_dir = %data.path().display(), "corral serving");
     if !addr.ip().is_loopback() {
         // Loopback is the default; anything else was asked for, but plain HTTP beyond this
@@ -351,10 +356,15 @@ async fn serving(
     // dir): both stay, so a CLI call or a hook during the handover waits in the backlog.
     if leaving != Leaving::Upgrade {
         let sock = socket_path(data.path());
-        if let Err(e) = std::fs::remove_file(&sock) {
+        let at = sock.clone();
+        let removed = match tokio::task::spawn_blocking(move || std::fs::remove_file(&at)).await {
+            Ok(removed) => removed,
+            Err(e) => Err(std::io::Error::other(format!("the removal panicked: {e}"))),
+        };
+        if let Err(e) = removed {
             tracing::warn!(path = %sock.display(), error = %e, "could not remove the unix socket");
         }
-        data.unpublish();
+        data.unpublish().await;
     }
     tracing::info!("stopped");
     Ok(())
