@@ -395,8 +395,14 @@ impl SupervisorRef {
 
 /// Stops one running child per its shutdown spec and waits for its end.
 async fn shut_down(id: &str, cell: &ActorCell, shutdown: Shutdown) {
+    // The span is entered at each poll (`instrument`), not held across the awaits: an entered
+    // guard would stay on this worker while it runs other tasks, mislabelling their logs.
     let span = tracing::debug_span!("shutdown_child", child = id);
-    let _enter = span.enter();
+    tracing::Instrument::instrument(stop_child(id, cell, shutdown), span).await
+}
+
+/// [`shut_down`]'s work, in its span.
+async fn stop_child(id: &str, cell: &ActorCell, shutdown: Shutdown) {
     match shutdown {
         Shutdown::BrutalKill => kill(id, cell).await,
         Shutdown::Timeout(limit) => {

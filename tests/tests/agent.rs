@@ -1055,6 +1055,93 @@ async fn a_webhook_that_never_answers_does_not_delay_the_others() {
     holder.abort();
 }
 
+/// A webhook that answers 200 and then streams its body without end is read only up to the
+/// server's bound on an answer (64 KiB): the notification counts as delivered at once and the
+/// next one follows. (The whole body used to be read: each attempt ran into its 5 s timeout,
+/// was retried, and held up every notification after it.)
+#[tokio::test]
+async fn a_webhook_whose_answer_never_ends_is_read_only_to_its_bound() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (count, streamed) = (asked.clone(), sent.clone());
+    let stub = tokio::spawn(async move {
+        // Owned by this task: aborted with it.
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (count, streamed) = (count.clone(), streamed.clone());
+            conns.spawn(async move {
+                if corral_tests::read_stub_request(&mut s).await.is_none() {
+                    return;
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if s.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                // Until the reader goes away.
+                while s.write_all(chunk.as_bytes()).await.is_ok() {
+                    streamed.fetch_add(0x10000, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/endless\"\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    spawn_agent(&server, "told", dir.path()).await;
+    let out = corral(
+        &server,
+        &[
+            "wait",
+            "told",
+            "--for",
+            "needs_permission",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(out.status.success());
+    let until = |n: usize| {
+        let asked = asked.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while asked.load(std::sync::atomic::Ordering::SeqCst) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            asked.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    };
+    assert_eq!(
+        until(1).await,
+        1,
+        "the permission's notification was not sent"
+    );
+    assert!(
+        corral(&server, &["answer", "told", "allow"])
+            .status
+            .success()
+    );
+    // The idle notification comes within the settle and its delivery, not after three
+    // attempts at the first one's endless answer.
+    assert_eq!(until(2).await, 2, "the idle notification was held up");
+    // And nothing was tried again: each was taken on its first attempt.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The body was cut near the bound, not read for as long as it came (the socket's buffers
+    // take some more before the writer sees the reader gone).
+    let streamed = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        streamed < 64 * 1024 * 1024,
+        "{streamed} bytes were streamed"
+    );
+    stub.abort();
+}
+
 /// Notification state outlives the server: a mute is kept in the data dir (it used to be
 /// forgotten by a restart or an upgrade, and could not be read back), and an agent that was
 /// already asking when the server restarted is not announced a second time.

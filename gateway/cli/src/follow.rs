@@ -4,13 +4,13 @@
 //! offset, events after the last sequence number printed — as `corral attach` and the web page
 //! do. It gives up after [`RECONNECT_FOR`] without a server, so a script is not left hanging.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use corral_client::{Client, Incoming};
 use corral_server::protocol::{Op, Reply};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 use crate::output::fmt_time;
 
@@ -221,7 +221,9 @@ pub async fn logs(
     until: Option<u64>,
 ) -> anyhow::Result<()> {
     let mut client = client.clone();
-    let mut stdout = std::io::stdout().lock();
+    // Written through tokio's blocking pool: a slow reader of the pipe holds this loop, not the
+    // runtime's thread (the server then skips this follower, which reads the rest from the log).
+    let mut stdout = tokio::io::stdout();
     let mut next = from;
     // Without -f, the output as of the request: `until` when the caller fixed it (a `--tail`
     // counted back from there), else the end when first asked.
@@ -248,7 +250,7 @@ pub async fn logs(
             Some(*until.get_or_insert(view.info.output_offset))
         };
         if end.is_some_and(|end| next >= end) {
-            return Ok(stdout.flush()?);
+            return Ok(stdout.flush().await?);
         }
         let (mut ws, channel) = subscribe(&client, session, next).await?;
         // Nothing was delivered on this subscription yet: a lag now is the log's own start
@@ -264,14 +266,14 @@ pub async fn logs(
                             .unwrap_or(usize::MAX)
                             .min(bytes.len())
                     });
-                    stdout.write_all(&bytes[..keep])?;
+                    stdout.write_all(&bytes[..keep]).await?;
                     next = offset + keep as u64;
                     if end.is_some_and(|end| next >= end) {
-                        return Ok(stdout.flush()?);
+                        return Ok(stdout.flush().await?);
                     }
                 }
                 Incoming::Json(v) if v["type"] == "lagged" && fresh => {
-                    stdout.flush()?;
+                    stdout.flush().await?;
                     eprintln!(
                         "corral: bytes {}..{} are no longer retained",
                         v["from"], v["to"]
@@ -282,14 +284,14 @@ pub async fn logs(
                 // does not keep up): what it skipped is in the log, read from the next byte.
                 Incoming::Json(v) if v["type"] == "lagged" => break None,
                 Incoming::Json(v) if v["type"] == "event" && is_final(&v["event"]) => {
-                    return Ok(stdout.flush()?);
+                    return Ok(stdout.flush().await?);
                 }
-                Incoming::Json(v) if v["type"] == "closed" => return Ok(stdout.flush()?),
+                Incoming::Json(v) if v["type"] == "closed" => return Ok(stdout.flush().await?),
                 Incoming::Closed(r) => break Some(r),
                 _ => {}
             }
         };
-        stdout.flush()?;
+        stdout.flush().await?;
         if let Some(reason) = lost {
             client = reconnect(&client, &reason).await?;
         }

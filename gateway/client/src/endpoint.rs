@@ -66,20 +66,34 @@ impl Endpoint {
     }
 
     /// Opens a stream (bounded by [`CONNECT_TIMEOUT`]); TCP gets TCP_NODELAY (a keystroke goes
-    /// out at once, not behind an unacked one).
+    /// out at once, not behind an unacked one). A Unix socket must be served by this user (its
+    /// peer's uid, `SO_PEERCRED`), as the server checks its clients: the token goes to no
+    /// other user's process, whatever data dir was given.
     pub async fn connect(&self) -> Result<Stream, ClientError> {
+        // The stream, and for a Unix socket the uid of the process serving it.
         let connect = async {
-            Ok::<Stream, std::io::Error>(match self {
-                Endpoint::Unix(p) => Box::pin(tokio::net::UnixStream::connect(p).await?),
+            Ok::<(Stream, Option<u32>), std::io::Error>(match self {
+                Endpoint::Unix(p) => {
+                    let s = tokio::net::UnixStream::connect(p).await?;
+                    let uid = s.peer_cred()?.uid();
+                    (Box::pin(s), Some(uid))
+                }
                 Endpoint::Tcp(a) => {
                     let s = tokio::net::TcpStream::connect(a).await?;
                     s.set_nodelay(true)?;
-                    Box::pin(s)
+                    (Box::pin(s), None)
                 }
             })
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(s)) => Ok(s),
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            Ok(Ok((_, Some(uid)))) if uid != unsafe { libc::geteuid() } => {
+                Err(ClientError::NotOurs {
+                    path: PathBuf::from(self.describe()),
+                    uid,
+                })
+            }
+            Ok(Ok((s, _))) => Ok(s),
             // The data dir's socket with nobody behind it, and the server `server.json` names
             // is gone: a server that was killed (it leaves both behind; its lock went with it).
             // Said as when no server ever ran there, not as a connection problem.
@@ -200,4 +214,59 @@ fn tcp_addr(url: &str) -> Result<String, ClientError> {
         .ok_or_else(|| ClientError::BadUrl(url.to_string()))?
         .trim_end_matches('/')
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data dir's socket served by another user's process is refused before anything is
+    /// sent (the token would go to that process). Needs root, to start a listener as `nobody`
+    /// (the CI runs as root).
+    #[tokio::test]
+    async fn a_socket_served_by_another_user_is_refused() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test starts a process as another user: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("corral.sock");
+        use std::os::unix::process::CommandExt;
+        let listen = "import socket, sys\n\
+                      s = socket.socket(socket.AF_UNIX)\n\
+                      s.bind(sys.argv[1])\n\
+                      s.listen()\n\
+                      print('ready', flush=True)\n\
+                      while True:\n    s.accept()\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", listen])
+            .arg(&path)
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 (the CI installs it)");
+        let mut ready = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let got = Endpoint::Unix(path.clone()).connect().await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        match got {
+            Err(ClientError::NotOurs { uid: 65534, .. }) => {}
+            Err(e) => panic!("expected NotOurs, got {e}"),
+            Ok(_) => panic!("expected NotOurs, got a stream"),
+        }
+        // A socket of this user's is taken.
+        let own = dir.path().join("own.sock");
+        let _listener = tokio::net::UnixListener::bind(&own).unwrap();
+        assert!(Endpoint::Unix(own).connect().await.is_ok());
+    }
 }

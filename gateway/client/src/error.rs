@@ -30,6 +30,17 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data dir's socket is served by a process of another user: nothing (no token) is
+    /// sent to it.
+    #[error(
+        "the socket {path} is served by uid {uid}, not by this user: nothing is sent to it (is the data dir another user's?)"
+    )]
+    NotOurs {
+        /// The socket.
+        path: PathBuf,
+        /// The serving process's uid.
+        uid: u32,
+    },
     /// No answer in time.
     #[error("the server at {0} did not answer in time")]
     Timeout(String),

@@ -10,7 +10,7 @@ use corral_server::protocol::{
     Health, HookAccepted, SessionView, StopBody, TokenCreated, TokenList, TokenRequest,
     TokenRevoked,
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -45,6 +45,24 @@ fn bound(method: &Method, path: &str) -> Duration {
         REQUEST_TIMEOUT
     } else {
         ACT_TIMEOUT
+    }
+}
+
+/// Most bytes of an answer read whole (a list of 10,000 sessions is ~10 MiB); a longer one
+/// is an error, not memory without end (a `--url` server is not always ours).
+pub const ANSWER_MAX: usize = 64 << 20;
+
+/// The body of an answer, whole, up to [`ANSWER_MAX`].
+async fn whole(body: Incoming) -> Result<Bytes, ClientError> {
+    match Limited::new(body, ANSWER_MAX).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(e) => Err(ClientError::Http(*e)),
+            Err(e) => Err(ClientError::Decode(format!(
+                "an answer longer than {} MiB ({e})",
+                ANSWER_MAX >> 20
+            ))),
+        },
     }
 }
 
@@ -168,7 +186,7 @@ impl Client {
         let exchange = async {
             let s = self.send(method, path, token, body).await?;
             let status = s.response.status();
-            let bytes = s.response.into_body().collect().await?.to_bytes();
+            let bytes = whole(s.response.into_body()).await?;
             Ok((status, bytes))
         };
         tokio::time::timeout(bound, exchange)
@@ -329,7 +347,7 @@ impl Client {
         if status.is_success() {
             return Ok(s);
         }
-        let bytes = s.response.into_body().collect().await?.to_bytes();
+        let bytes = whole(s.response.into_body()).await?;
         Err(refusal(status, &bytes))
     }
 }
@@ -377,6 +395,41 @@ pub fn path_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server whose answer never ends is read up to ANSWER_MAX, then said to be too long (it
+    /// was read into memory until the request's time bound).
+    #[tokio::test]
+    async fn an_answer_without_end_is_cut_at_its_bound() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            assert!(s.read(&mut request).await.unwrap() > 0);
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            let chunk = format!("100000\r\n{}\r\n", "x".repeat(0x100000));
+            let mut sent = 0usize;
+            while s.write_all(chunk.as_bytes()).await.is_ok() {
+                sent += 0x100000;
+            }
+            sent
+        });
+        let client = Client::tcp(&url, "t").unwrap();
+        let got = client.request(Method::GET, "/v1/sessions", None).await;
+        match got {
+            Err(ClientError::Decode(e)) => assert!(e.contains("longer than 64 MiB"), "{e}"),
+            Err(e) => panic!("expected a too-long answer, got {e}"),
+            Ok((status, bytes)) => panic!(
+                "expected a too-long answer, got {status} and {} bytes",
+                bytes.len()
+            ),
+        }
+        let sent = server.await.unwrap();
+        assert!(sent < 2 * ANSWER_MAX, "{sent} bytes were sent");
+    }
 
     /// A hook says when it ran in its query (`?at=`): it still waits as long as a question may
     /// (it was cut after 60 s, and the server withdrew the question it held).

@@ -164,8 +164,45 @@ impl Drop for Served {
         ) {
             eprintln!("bench: cannot stop the server: {e}");
         }
-        if let Err(e) = self.child.wait() {
-            eprintln!("bench: server not reaped: {e}");
+        // Waited for off the runtime's workers where it can be (a drop cannot await): an
+        // orderly stop can take seconds (its open requests drained, its sessions stopped).
+        let child = &mut self.child;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| reap_within(child, STOP_WAIT))
+            }
+            _ => reap_within(child, STOP_WAIT),
+        }
+    }
+}
+
+/// How long a server dropped by the harness gets to stop in order before it is killed.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reaps `child`, killing it if it has not ended within `within` (a server that hangs on its
+/// way out must not hang the bench or the chaos run with it).
+fn reap_within(child: &mut std::process::Child, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(None) => {
+                eprintln!("bench: the server did not stop within {within:?}: killed");
+                if let Err(e) = child.kill() {
+                    eprintln!("bench: cannot kill the server: {e}");
+                }
+                if let Err(e) = child.wait() {
+                    eprintln!("bench: server not reaped: {e}");
+                }
+                return;
+            }
+            Err(e) => {
+                eprintln!("bench: server not reaped: {e}");
+                return;
+            }
         }
     }
 }

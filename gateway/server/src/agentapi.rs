@@ -468,6 +468,7 @@ pub async fn get_events(
         /// ends the stream (as it closes WebSockets) within about a second.
         token: Option<String>,
         sub: Option<corral_actors::Subscription>,
+        /// Each message as it was last sent, by id (only those the conversation still keeps).
         sent: HashMap<u64, String>,
         status: Option<&'static str>,
         first: bool,
@@ -576,7 +577,13 @@ pub async fn get_events(
         if f.app.corral.sessions().get(&f.h.id().to_string()).is_err() {
             return None;
         }
-        for m in messages(&f.app, &f.h).await {
+        let now = messages(&f.app, &f.h).await;
+        // What it said of messages the conversation no longer keeps (past its bounds, the
+        // oldest first) is let go: `sent` holds at most what the conversation does.
+        if let Some(oldest) = now.first() {
+            f.sent.retain(|id, _| *id >= oldest.id);
+        }
+        for m in now {
             if f.sent.get(&m.id) != Some(&m.content) {
                 f.sent.insert(m.id, m.content.clone());
                 let data = serde_json::json!({"id": m.id, "message": m.content, "role": m.role, "time": m.time});

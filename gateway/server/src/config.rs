@@ -180,13 +180,14 @@ impl GatewayConfig {
             if host.is_empty() || host.starts_with('/') {
                 return Err(format!(
                     "notify.webhooks: url '{}' is not a plain http:// URL with a host (https: put a TLS proxy in front)",
-                    hook.url
+                    hook.shown()
                 ));
             }
             if !matches!(hook.format.as_str(), "json" | "text") {
                 return Err(format!(
                     "notify.webhooks: format '{}' for {}: json or text",
-                    hook.format, hook.url
+                    hook.format,
+                    hook.shown()
                 ));
             }
         }
@@ -228,6 +229,17 @@ pub struct NotifySettings {
     pub page_url: Option<String>,
 }
 
+/// `url` with anything after its host cut to `/…` (see [`Webhook::shown`]).
+pub fn shown_url(url: &str) -> String {
+    let rest = url
+        .split_once("://")
+        .map_or(0, |(scheme, _)| scheme.len() + 3);
+    match url[rest..].find('/') {
+        Some(i) if rest + i + 1 < url.len() => format!("{}/…", &url[..rest + i]),
+        _ => url.to_string(),
+    }
+}
+
 /// One webhook.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +255,12 @@ pub struct Webhook {
 impl Webhook {
     fn json() -> String {
         "json".into()
+    }
+
+    /// The URL as logs and errors show it: its scheme and host, the path hidden (a webhook's
+    /// path is often its secret: an ntfy topic, a chat's hook key).
+    pub fn shown(&self) -> String {
+        shown_url(&self.url)
     }
 }
 
@@ -363,6 +381,21 @@ impl PersistSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_is_shown_without_its_path() {
+        assert_eq!(
+            shown_url("http://ntfy.local:8080/secret-topic"),
+            "http://ntfy.local:8080/…"
+        );
+        assert_eq!(shown_url("http://relay/"), "http://relay/");
+        assert_eq!(shown_url("http://relay"), "http://relay");
+        assert_eq!(
+            shown_url("https://hooks.example/services/T0/B0/key"),
+            "https://hooks.example/…"
+        );
+        assert_eq!(shown_url("garbage"), "garbage");
+    }
 
     #[test]
     fn workers_default_to_all_cores_but_one_and_are_configurable() {

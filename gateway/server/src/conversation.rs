@@ -20,6 +20,13 @@ use uuid::Uuid;
 
 /// Messages kept per session (the oldest go first).
 pub const MAX_MESSAGES: usize = 1000;
+/// Longest agent message that a next text of the same turn joins (one text is at most a
+/// line, 1 MiB): past it, the turn goes on in a new message, so a long turn is not one string
+/// that grows without end.
+pub const MESSAGE_MAX: usize = 1 << 20;
+/// Bytes of messages kept per session (the oldest go first), with [`MAX_MESSAGES`]: each
+/// read of a conversation copies it.
+pub const CONVERSATION_MAX: usize = 8 << 20;
 /// Journal events read per request while catching up with a structured session.
 const PAGE: usize = 1000;
 
@@ -321,26 +328,84 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// Adds a message (an agent text right after an agent message joins it), keeping at most
-/// [`MAX_MESSAGES`].
+/// Adds a message (an agent text right after an agent message joins it, up to
+/// [`MESSAGE_MAX`]), keeping at most [`MAX_MESSAGES`] and [`CONVERSATION_MAX`] bytes.
 fn push(messages: &mut Vec<Message>, role: String, text: String, time: SystemTime) {
     if role == AGENT
         && let Some(last) = messages.last_mut()
         && last.role == AGENT
+        && last.content.len() + 2 + text.len() <= MESSAGE_MAX
     {
         last.content.push_str("\n\n");
         last.content.push_str(&text);
         last.time = corral_actors::time::format(time);
-        return;
+    } else {
+        let id = messages.last().map_or(0, |m| m.id + 1);
+        messages.push(Message {
+            id,
+            content: text,
+            role,
+            time: corral_actors::time::format(time),
+        });
     }
-    if messages.len() >= MAX_MESSAGES {
-        messages.remove(0);
+    // The oldest go first; the newest message is always kept.
+    let mut bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+    let mut over = 0;
+    while messages.len() - over > 1
+        && (messages.len() - over > MAX_MESSAGES || bytes > CONVERSATION_MAX)
+    {
+        bytes -= messages[over].content.len();
+        over += 1;
     }
-    let id = messages.last().map_or(0, |m| m.id + 1);
-    messages.push(Message {
-        id,
-        content: text,
-        role,
-        time: corral_actors::time::format(time),
-    });
+    messages.drain(..over);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(messages: &mut Vec<Message>, text: &str) {
+        push(messages, AGENT.into(), text.into(), SystemTime::now());
+    }
+
+    #[test]
+    fn a_long_turn_goes_on_in_new_messages_and_the_oldest_go_past_the_bounds() {
+        let mut m = Vec::new();
+        let line = "x".repeat(100 * 1024);
+        // One turn of 200 texts of 100 KiB: joined up to MESSAGE_MAX, then a new message.
+        for _ in 0..200 {
+            agent(&mut m, &line);
+        }
+        assert!(m.iter().all(|m| m.content.len() <= MESSAGE_MAX));
+        assert!(m.iter().all(|m| m.role == AGENT));
+        let bytes: usize = m.iter().map(|m| m.content.len()).sum();
+        assert!(bytes <= CONVERSATION_MAX, "{bytes}");
+        // The oldest went (ids go on), the newest text is the last message's end.
+        assert!(m[0].id > 0);
+        assert!(m.windows(2).all(|w| w[1].id == w[0].id + 1));
+        assert!(m.last().unwrap().content.ends_with(&line));
+        // Ten texts of 100 KiB (and their separators) fit in a message of 1 MiB; 200 texts
+        // made 20 messages, of which 8 MiB keep the last 8.
+        assert_eq!(m.last().unwrap().id, 19);
+        assert_eq!(m.len(), 8);
+        // The count bound still holds for small messages.
+        for i in 0..(MAX_MESSAGES + 10) {
+            push(
+                &mut m,
+                if i % 2 == 0 { "user" } else { AGENT }.into(),
+                "hi".into(),
+                SystemTime::now(),
+            );
+        }
+        assert_eq!(m.len(), MAX_MESSAGES);
+        // One message larger than the whole bound is kept (the newest always is).
+        let mut one = Vec::new();
+        push(
+            &mut one,
+            "user".into(),
+            "y".repeat(CONVERSATION_MAX + 1),
+            SystemTime::now(),
+        );
+        assert_eq!(one.len(), 1);
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use corral_actors::SessionState;
 use corral_actors::attention::Attention;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -33,6 +33,12 @@ pub const QUEUE: usize = 256;
 pub const ATTEMPTS: u32 = 3;
 /// One attempt's bound.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Entries of removed sessions the watcher's `last` may hold before it looks for them.
+const FORGET_AFTER: usize = 64;
+
+/// Most bytes of a webhook's answer read (ntfy answers ~300 bytes of JSON); the rest is not.
+pub const ANSWER_MAX: usize = 64 * 1024;
 /// How long an agent that went idle must stay idle to be told: a prompt queued while it worked
 /// starts its turn right after the last one ends (Claude Code's Stop hook, then the next
 /// prompt's UserPromptSubmit 50 ms later; a stream-json `result`, then the next turn's
@@ -200,7 +206,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
             Some(i) => queue_one(&app, &outbox, &txs[i], &hooks[i], u.notification),
             None => {
                 app.metrics.notify("dropped");
-                tracing::warn!(url = %u.webhook, id = %u.notification.id, "notify: a notification handed over for a webhook no longer configured was dropped (counted)");
+                tracing::warn!(url = %crate::config::shown_url(&u.webhook), id = %u.notification.id, "notify: a notification handed over for a webhook no longer configured was dropped (counted)");
             }
         }
     }
@@ -289,6 +295,8 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 }
             };
             let Ok(h) = app.corral.sessions().get(&event.session.to_string()) else {
+                // Removed: what was known of it goes with it.
+                last.remove(&event.session);
                 continue;
             };
             let info = h.info();
@@ -345,8 +353,13 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 }
                 _ => None,
             };
-            if let Some(a) = info.attention {
-                last.insert(info.id, a);
+            if let Some(a) = info.attention
+                && last.insert(info.id, a).is_none()
+                && last.len() > app.corral.sessions().len() + FORGET_AFTER
+            {
+                // A session removed without an event seen here after it: the entries of
+                // sessions gone are let go, so `last` follows the sessions there are.
+                last.retain(|id, _| app.corral.sessions().get(&id.to_string()).is_ok());
             }
             let Some(kind) = kind else { continue };
             if app.mutes.muted(info.id) {
@@ -526,7 +539,7 @@ fn queue_one(
     if tx.try_send(n).is_err() {
         outbox.done(app, &hook.url, &id);
         app.metrics.notify("dropped");
-        tracing::warn!(url = %hook.url, "notify: this webhook's queue is full, notification dropped (counted)");
+        tracing::warn!(url = %hook.shown(), "notify: this webhook's queue is full, notification dropped (counted)");
     }
 }
 
@@ -546,9 +559,9 @@ async fn deliver(app: &App, hook: &Webhook, n: &Notification) {
                 return;
             }
             Ok(Err(e)) => {
-                tracing::warn!(url = %hook.url, attempt, error = %e, "notify: webhook failed")
+                tracing::warn!(url = %hook.shown(), attempt, error = %e, "notify: webhook failed")
             }
-            Err(_) => tracing::warn!(url = %hook.url, attempt, "notify: webhook timed out"),
+            Err(_) => tracing::warn!(url = %hook.shown(), attempt, "notify: webhook timed out"),
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(delay).await;
@@ -563,7 +576,7 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
     let rest = hook
         .url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("only http:// webhooks are supported: {}", hook.url))?;
+        .ok_or_else(|| format!("only http:// webhooks are supported: {}", hook.shown()))?;
     let (host, path) = match rest.split_once('/') {
         Some((h, p)) => (h.to_string(), format!("/{p}")),
         None => (rest.to_string(), "/".to_string()),
@@ -595,10 +608,11 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
     let exchange = async move {
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
+        // The status says whether the notification was taken; the body is read so the
+        // connection ends in order, up to ANSWER_MAX (an endpoint that streams is cut there).
+        if let Err(e) = Limited::new(resp.into_body(), ANSWER_MAX).collect().await {
+            tracing::debug!(error = %e, "notify: the answer's body was not read whole");
+        }
         if status.is_success() {
             Ok(())
         } else {

@@ -113,9 +113,16 @@ impl SessionActorState {
                 .map_err(|e| SessionError::Spawn(format!("holder: {e}")))?;
                 Spawned::held(attached).map_err(|e| SessionError::Spawn(e.to_string()))?
             }
+            // The PTY's opening and the program's spawn (its PATH search, `posix_spawn` waiting
+            // for the exec) block: on the blocking pool, as the holder's launch above.
             (Mode::Pty, None) => {
-                let p = pty::spawn(&argv, self.spec.cwd.as_deref(), &envv, size)
-                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                let cwd = self.spec.cwd.clone();
+                let p = tokio::task::spawn_blocking(move || {
+                    pty::spawn(&argv, cwd.as_deref(), &envv, size)
+                })
+                .await
+                .map_err(|e| SessionError::Spawn(format!("spawn: {e}")))?
+                .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 Spawned {
                     pid: p.pid,
                     pidfd: Some(p.pidfd),
@@ -127,8 +134,12 @@ impl SessionActorState {
                 }
             }
             (Mode::Pipe | Mode::StreamJson, None) => {
-                let p = pipe::spawn(&argv, self.spec.cwd.as_deref(), &envv)
-                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                let cwd = self.spec.cwd.clone();
+                let p =
+                    tokio::task::spawn_blocking(move || pipe::spawn(&argv, cwd.as_deref(), &envv))
+                        .await
+                        .map_err(|e| SessionError::Spawn(format!("spawn: {e}")))?
+                        .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 Spawned {
                     pid: p.pid,
                     pidfd: Some(p.pidfd),
