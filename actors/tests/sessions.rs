@@ -643,10 +643,13 @@ async fn pipe_mode_turns_json_lines_into_events_and_echoes_input() {
     let corral = corral().await;
     let h = corral
         .sessions()
-        .spawn(sh("echo '{\"type\":\"hello\"}'; echo plain; cat").mode(Mode::Pipe))
+        .spawn(sh("read go; echo '{\"type\":\"hello\"}'; echo plain; cat").mode(Mode::Pipe))
         .await
         .unwrap();
+    // Output is replayed from an offset, events only live: the program prints once this
+    // subscription is there (a line read first), or its event could come before it.
     let mut sub = h.subscribe(Some(0)).unwrap();
+    h.input(0, b"go\n".to_vec()).unwrap();
     let (mut out, ev) = until_event(&mut sub, |e| matches!(e.kind, EventKind::Json { .. })).await;
     match ev.kind {
         EventKind::Json { value } => assert_eq!(value["type"], "hello"),
