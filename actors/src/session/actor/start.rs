@@ -5,6 +5,13 @@
 
 use super::*;
 
+/// Programs started at once without a holder, each on a blocking thread: 300 sessions started
+/// together would otherwise take a thread each.
+pub const SPAWNS_AT_ONCE: usize = 8;
+
+/// See [`SPAWNS_AT_ONCE`].
+static SPAWNS: crate::blocking::Bounded = crate::blocking::Bounded::new(SPAWNS_AT_ONCE);
+
 impl SessionActorState {
     /// Spawns a new process incarnation and its I/O actors.
     #[tracing::instrument(name = "session.spawn", skip_all, fields(session = %self.shared.id, name = %self.shared.name, generation = self.generation + 1))]
@@ -114,15 +121,15 @@ impl SessionActorState {
                 Spawned::held(attached).map_err(|e| SessionError::Spawn(e.to_string()))?
             }
             // The PTY's opening and the program's spawn (its PATH search, `posix_spawn` waiting
-            // for the exec) block: on the blocking pool, as the holder's launch above.
+            // for the exec) block: on the blocking pool, as the holder's launch above, a few at
+            // a time ([`SPAWNS_AT_ONCE`]).
             (Mode::Pty, None) => {
                 let cwd = self.spec.cwd.clone();
-                let p = tokio::task::spawn_blocking(move || {
-                    pty::spawn(&argv, cwd.as_deref(), &envv, size)
-                })
-                .await
-                .map_err(|e| SessionError::Spawn(format!("spawn: {e}")))?
-                .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                let p = SPAWNS
+                    .run(move || pty::spawn(&argv, cwd.as_deref(), &envv, size))
+                    .await
+                    .map_err(|e| SessionError::Spawn(format!("spawn: {e}")))?
+                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 Spawned {
                     pid: p.pid,
                     pidfd: Some(p.pidfd),
