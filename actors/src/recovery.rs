@@ -320,12 +320,32 @@ pub async fn reconcile(
         }
     };
     // Sessions whose holder is still there keep their processes: they are adopted, not swept.
+    // (A stat per session: on a blocking thread.)
     let held: std::collections::HashSet<Uuid> = match sessions.holders() {
-        Some(h) => keep
-            .iter()
-            .filter(|r| !r.row.state.is_final() && h.socket(r.id).exists())
-            .map(|r| r.id)
-            .collect(),
+        Some(h) => {
+            let sockets: Vec<(Uuid, std::path::PathBuf)> = keep
+                .iter()
+                .filter(|r| !r.row.state.is_final())
+                .map(|r| (r.id, h.socket(r.id)))
+                .collect();
+            let there = tokio::task::spawn_blocking(move || {
+                sockets
+                    .into_iter()
+                    .filter(|(_, socket)| socket.exists())
+                    .map(|(id, _)| id)
+                    .collect()
+            })
+            .await;
+            match there {
+                Ok(held) => held,
+                Err(e) => {
+                    // None held: their sessions are swept and restarted as after a crash
+                    // without holders (the holders then end with their programs).
+                    tracing::error!(error = %e, "looking for the holders' sockets panicked");
+                    Default::default()
+                }
+            }
+        }
         None => Default::default(),
     };
     report.strays_released = release_strays(sessions, persist, &keep, &held).await;
