@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use corral_actors::SessionSpec;
+use corral_actors::{SessionSpec, SessionState};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -54,6 +54,13 @@ async fn killing_the_session_actor_leaves_no_process_and_no_fd() {
         open_fds() <= before
     })
     .await;
-    assert!(!h.info().state.is_final() || h.info().reason.is_some());
+    // Said, not left `running`: the session failed, and why.
+    let info = h.info();
+    assert_eq!(info.state, SessionState::Failed, "{info:?}");
+    assert_eq!(
+        info.reason.as_deref(),
+        Some("session actor stopped unexpectedly"),
+        "{info:?}"
+    );
     corral.shutdown().await.unwrap();
 }

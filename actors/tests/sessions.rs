@@ -145,7 +145,9 @@ async fn crash_loop_backs_off_then_fails_and_policies_hold() {
             _ => {}
         }
     }
-    // The first exit may come before we subscribed; the ones we saw grow.
+    // The first exit may come before we subscribed (not the later ones: each waits its
+    // backoff first); the ones we saw grow.
+    assert!(delays.len() >= 2, "{delays:?}");
     assert!(delays.windows(2).all(|w| w[1] == w[0] * 2), "{delays:?}");
     assert_eq!(*delays.last().unwrap(), Duration::from_millis(160));
     assert_eq!(h.info().restarts, 3);
@@ -677,14 +679,16 @@ async fn pipe_mode_keeps_every_line_and_places_each_json_event_after_its_line() 
     // One write, so one read holds every line: every line goes to the Ring (the log is the
     // program's output, exactly), and each JSON line's event offset is where that line ends.
     let corral = corral().await;
+    // It prints once the subscription is there (events are live only).
     let script =
-        r#"sleep 0.2; printf 'a\nb\n{"n":1}\nc\n{oops\n[2]\n  {"n":3}\nd\n'; exec sleep 100"#;
+        r#"read go; printf 'a\nb\n{"n":1}\nc\n{oops\n[2]\n  {"n":3}\nd\n'; exec sleep 100"#;
     let h = corral
         .sessions()
         .spawn(sh(script).mode(Mode::Pipe))
         .await
         .unwrap();
     let mut sub = h.subscribe(Some(0)).unwrap();
+    h.input(0, b"go\n".to_vec()).unwrap();
     let (mut out, mut events) = (Vec::new(), Vec::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while events.len() < 3 || !out.ends_with(b"d\n") {

@@ -25,6 +25,13 @@ fn ok(server: &Server, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Whether a process of session `id` runs `comm` (a script got past its `stty`).
+fn runs(id: &str, comm: &str) -> bool {
+    corral_tests::session_processes(id).into_iter().any(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
+}
+
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cond() {
@@ -1418,7 +1425,10 @@ fn send_paste_brackets_only_when_the_program_enabled_it() {
         &server,
         &["spawn", "--name", "plain", "--", "sh", "-c", "exec cat -v"],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Pasted once the server has read that `bp` turned bracketed paste on.
+    eventually("bp turned bracketed paste on", || {
+        ok(&server, &["logs", "bp"]).contains("\x1b[?2004h")
+    });
     ok(&server, &["send", "bp", "hello", "--paste"]);
     ok(&server, &["send", "plain", "hello", "--paste"]);
     eventually("both got the text", || {
@@ -1445,11 +1455,14 @@ fn send_takes_stdin_verbatim_and_texts_larger_than_a_frame_whole() {
         "printf '\\033[?2004h'; stty raw -echo; exec cat > {}",
         received.display()
     );
-    ok(
+    let tui = ok(
         &server,
         &["spawn", "--name", "tui", "--", "sh", "-c", &record],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .trim()
+    .to_string();
+    // The terminal is raw once `stty` is done and `cat` reads.
+    eventually("tui reads raw", || runs(&tui, "cat"));
     // 300 KB with every character JSON escapes, and backslash sequences that must stay as
     // they are.
     let unit = "a\\n\\t\"é😀\u{1}\tline\n";
@@ -1984,12 +1997,17 @@ fn a_failed_spawn_says_why_and_leaves_nothing() {
         assert!(err.contains(why), "{err}");
     }
     assert_eq!(ok(&server, &["ps", "--json"]).trim(), "[]");
-    std::thread::sleep(Duration::from_millis(200));
-    let left: Vec<_> = std::fs::read_dir(server.dir.path().join("holders"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // The failed spawns' holders go with their files (a dead holder's are removed off the
+    // workers, after the answer).
+    let left = || -> Vec<_> {
+        std::fs::read_dir(server.dir.path().join("holders"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    eventually("the failed spawns' holders leave no file", || {
+        left().is_empty()
+    });
 }
 
 /// The data dir's admin token goes only to its own server: `--url` naming another server

@@ -99,7 +99,10 @@ async fn five_printers_through_twenty_server_kills(mut server: Server, server_re
     }
     // The last lines reach the log.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for s in list(&server).await {
+    let sessions = list(&server).await;
+    // Every one came back (an empty list would pass the checks below).
+    assert_eq!(sessions.len(), 5, "{sessions:?}");
+    for s in sessions {
         let id = s["id"].as_str().unwrap();
         assert_eq!(s["state"], "running", "{s}");
         assert_eq!(s["pid"].as_i64(), Some(pids[id]), "same pid: {s}");
@@ -148,6 +151,7 @@ async fn a_viewer_resumes_at_its_offset_after_a_server_kill() {
     let id = info["id"].as_str().unwrap().to_string();
     let mut got: Vec<u8> = Vec::new();
     for round in 0..3 {
+        let before = got.len();
         let mut ws = server.ws().await;
         let reply = ws
             .call(json!({"type": "subscribe", "session": id, "from": got.len()}))
@@ -169,6 +173,11 @@ async fn a_viewer_resumes_at_its_offset_after_a_server_kill() {
                 _ => {}
             }
         }
+        // Each subscription, the resumed ones too, delivered the printer's new lines.
+        assert!(
+            got.len() > before,
+            "round {round}: nothing after offset {before}"
+        );
         server.kill();
         server.restart();
     }

@@ -613,13 +613,20 @@ async fn a_revocation_racing_new_connections_misses_none() {
             .status
             .success()
     );
+    let mut revoked = 0;
     while let Some(outcome) = clients.join_next().await {
         let outcome = outcome.unwrap();
         assert!(
             outcome == "refused" || outcome == "1008 token revoked",
             "{outcome}"
         );
+        revoked += usize::from(outcome == "1008 token revoked");
     }
+    // Connections were open when it was revoked (all refused would have raced nothing).
+    assert!(
+        revoked > 0,
+        "every client was refused: nothing raced the revocation"
+    );
 }
 
 /// The status of `GET path` with each token.
@@ -740,9 +747,20 @@ async fn a_failed_session_stays_failed_across_an_upgrade_and_a_shutdown() {
     // (it failed again at once).
     let out = corral(&server, &["restart", "crashy"]);
     assert!(out.status.success(), "{out:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let s = server.session(&id).await;
-    assert_ne!(s["state"], "failed", "{s}");
+    // Its first crash waits out a backoff (`restarting`, 200 ms) instead of failing at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = server.session(&id).await;
+        assert_ne!(s["state"], "failed", "{s}");
+        if s["state"] == "restarting" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "its crash was not restarted: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// SIGHUP (the terminal `corral serve` ran in was closed) is a planned stop that keeps the
@@ -803,13 +821,34 @@ async fn a_stop_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
         assert!(Instant::now() < deadline, "never stopping");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the state reach the journal, then kill the server mid-grace.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the state is in the journal, kill the server mid-grace.
+    until_journaled_stopping(&server, &id).await;
     server.kill();
     let mut stop = stop;
     stop.wait().unwrap();
     server.restart();
     until_stopped_and_gone(&server, &id, pid).await;
+}
+
+/// Waits (bounded) until session `id`'s registry row in `state.db` says it is stopping.
+async fn until_journaled_stopping(server: &Server, id: &str) {
+    let db = server.dir.path().join("state.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let state: String = conn
+            .query_row("SELECT state FROM sessions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if state.contains("topping") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never stopping: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until session `id` is stopped (a stop the previous server began, finished by this
@@ -852,23 +891,7 @@ async fn a_shutdown_cut_short_by_a_server_kill_is_finished_by_the_next_server() 
         .spawn()
         .unwrap();
     // The stop reaches the journal, then the server is killed mid-grace.
-    let db = server.dir.path().join("state.db");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let conn =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .unwrap();
-        let state: String = conn
-            .query_row("SELECT state FROM sessions WHERE id = ?1", [&id], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        if state.contains("topping") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never stopping: {state}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_journaled_stopping(&server, &id).await;
     server.kill();
     let out = shutdown.wait_with_output().unwrap();
     assert!(!out.status.success(), "{out:?}");

@@ -465,17 +465,27 @@ mod tests {
 
     #[test]
     fn at_most_one_pump_per_core() {
-        // Other tests in this binary may hold permits meanwhile: take what is left.
-        let mut held = Vec::new();
+        // Other tests in this binary may hold permits meanwhile: wait for one (the checks
+        // below need it), then take what is left.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let first = loop {
+            if let Some(p) = try_permit() {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no permit came free in 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        let mut held = vec![first];
         while let Some(p) = try_permit() {
             held.push(p);
             assert!(held.len() <= max_pumps(), "more pumps than cores");
         }
         assert!(ACTIVE.load(Ordering::Acquire) <= max_pumps());
         assert!(try_permit().is_none(), "a permit past the bound");
-        if let Some(p) = held.pop() {
-            drop(p);
-            assert!(try_permit().is_some(), "a released permit is reusable");
-        }
+        drop(held.pop());
+        assert!(try_permit().is_some(), "a released permit is reusable");
     }
 }

@@ -43,8 +43,10 @@ pub async fn corral_with(subreaper: bool) -> Corral {
 /// Live (non-zombie) processes carrying this session's marker.
 pub fn marked(id: Uuid) -> Vec<i32> {
     let id = id.to_string();
-    procfs::all()
-        .into_iter()
+    let all = procfs::all();
+    // Not looking is no answer: this test's own process is always there.
+    assert!(!all.is_empty(), "/proc could not be read");
+    all.into_iter()
         .filter(|p| !p.is_zombie())
         .filter(|p| procfs::environ_has(p.pid, "CORRAL_SESSION_ID", &id))
         .map(|p| p.pid)
