@@ -110,8 +110,25 @@ def test_a_view_left_before_its_subscribe_was_answered_unsubscribes(server, page
     page.goto(server.login_url())
     wait_js(page, "document.querySelectorAll('[data-testid=\"session-row\"]').length >= 30", 15, "the list")
 
-    # Opened and left in the same moment (the subscribe is sent, its answer comes after).
-    page.evaluate(f"location.hash = '#/s/{ids[0]}'; setTimeout(() => {{ location.hash = '#/' }}, 0)")
+    # Opened and left the moment its subscribe goes out (its answer comes after). (Left in the
+    # same tick it was opened, a view sends no subscribe at all: that tested nothing.)
+    page.evaluate(
+        """(sid) => {
+            const send = WebSocket.prototype.send;
+            WebSocket.prototype.send = function (data) {
+                send.call(this, data);
+                if (typeof data === 'string' && data.includes('"subscribe"') && data.includes(sid)) {
+                    WebSocket.prototype.send = send;
+                    location.hash = '#/';
+                    window.__leftAtItsSubscribe = true;
+                }
+            };
+            location.hash = '#/s/' + sid;
+        }""",
+        ids[0],
+    )
+    # (A count of 0 viewers below proves nothing unless the subscribe went out.)
+    wait_js(page, "window.__leftAtItsSubscribe === true", 5, "the view's subscribe sent, and the view left")
     time.sleep(1)  # the answer, and the unsubscribe after it
     assert viewers(server, ids) == 0, "a view left at once is still subscribed"
 

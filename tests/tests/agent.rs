@@ -693,8 +693,17 @@ async fn a_turn_ended_while_no_server_ran_is_told() {
     }
     server.kill();
     std::fs::write(dir.path().join("go"), "").unwrap();
-    // The hook finds no server for 2 s, then waits in the spool.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // The hook finds no server for 2 s, then waits in the spool: the next server starts once
+    // it is there (started sooner, it would be reached at once and the spool go untried).
+    let spool = server.dir.path().join("hooks");
+    let t = Instant::now();
+    while std::fs::read_dir(&spool).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the hook never spooled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.restart();
     let got = hooks.until(1, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 1, "{got:?}");
@@ -1530,8 +1539,20 @@ async fn an_idle_not_yet_told_when_the_server_is_killed_is_told_by_the_next() {
     };
     hook(&server, "UserPromptSubmit").await;
     hook(&server, "Stop").await;
-    // Within the settle, once the outbox has it.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Within the settle, once the outbox has it (more queued than done in it).
+    let outbox = server.dir.path().join("notifications.outbox.jsonl");
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&outbox).unwrap_or_default();
+        if text.matches(r#""op":"queued""#).count() > text.matches(r#""op":"done""#).count() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the idle never reached the outbox: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill();
     server.restart();
     hook(&server, "UserPromptSubmit").await;

@@ -2,6 +2,8 @@
 //! answer slowly: what `GET /agentapi/{session}/messages` says of a turn while a viewer resizes
 //! the terminal in the middle of it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_tests::claude_stub::{self, claude_env_at, prepare_home, project_path};
@@ -19,25 +21,28 @@ const FILLER: &str = "lorem ipsum dolor sit amet consectetur adipiscing elit sed
 
 /// A Messages API that streams "Answer line N." lines slowly to a streamed request that
 /// offers tools (the turn), and answers anything else with a short text at once.
-async fn slow_stub() -> (u16, tokio::task::JoinHandle<()>) {
+async fn slow_stub() -> (u16, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let lines = sent.clone();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => { conns.spawn(serve(stream)); }
+                    Ok((stream, _)) => { conns.spawn(serve(stream, lines.clone())); }
                     Err(_) => return,
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
     });
-    (port, task)
+    (port, task, sent)
 }
 
-async fn serve(mut stream: tokio::net::TcpStream) {
+/// Answers one request; a turn's answer lines are counted in `sent` as they go out.
+async fn serve(mut stream: tokio::net::TcpStream, sent: Arc<AtomicUsize>) {
     let Some(req) = corral_tests::read_stub_request(&mut stream).await else {
         return;
     };
@@ -84,6 +89,7 @@ async fn serve(mut stream: tokio::net::TcpStream) {
         if stream.write_all(d.as_bytes()).await.is_err() {
             return;
         }
+        sent.store(n, Ordering::SeqCst);
     }
     let end = claude_stub::message_end("end_turn");
     if stream.write_all(end.as_bytes()).await.is_ok() && stream.shutdown().await.is_err() {
@@ -118,7 +124,7 @@ async fn agentapi(
 async fn a_resize_while_claude_streams_leaves_each_answer_line_once() {
     let claude = claude_code().expect("Claude Code is missing: run scripts/setup");
     let server = Server::start();
-    let (port, stub) = slow_stub().await;
+    let (port, stub, sent) = slow_stub().await;
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     let dir = project_path(project.path());
@@ -160,7 +166,13 @@ async fn a_resize_while_claude_streams_leaves_each_answer_line_once() {
     .await;
     assert_eq!(status, 200, "{r}");
     let mut ws = server.ws().await;
-    tokio::time::sleep(LINE_EVERY * 4).await;
+    // The resizes land while the answer streams: after its third line went out, and (checked
+    // below) before its last.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the answer never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for (rows, cols) in [(24, 60), (40, 120), (30, 90)] {
         let r = ws
             .call(
@@ -170,6 +182,11 @@ async fn a_resize_while_claude_streams_leaves_each_answer_line_once() {
         assert_eq!(r["type"], "ok", "{r}");
         tokio::time::sleep(LINE_EVERY * 2).await;
     }
+    let at = sent.load(Ordering::SeqCst);
+    assert!(
+        at < LINES,
+        "the resizes came after the answer ({at} lines out)"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, st) = agentapi(&server, "GET", &id, "status", None).await;

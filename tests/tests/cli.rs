@@ -1561,20 +1561,41 @@ fn logs_follow_ends_with_an_ended_session_and_follows_a_restart() {
     eventually("first run", || {
         ok(&server, &["logs", "again"]).contains("run-")
     });
-    let follower = Command::new(binary())
+    let mut follower = Command::new(binary())
         .arg("--data-dir")
         .arg(server.dir.path())
         .args(["logs", "again", "-f"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    ok(&server, &["restart", "again"]);
-    eventually("the second run's output", || {
-        ok(&server, &["logs", "again"]).matches("run-").count() == 2
+    // What the follower prints, as it prints it.
+    let mut stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let mut follower = follower;
+    let mut text = Vec::new();
+    let mut until = |what: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while String::from_utf8_lossy(&text).matches("run-").count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => text.extend(chunk),
+                Err(e) => panic!("{what}: {e} ({:?})", String::from_utf8_lossy(&text)),
+            }
+        }
+    };
+    // It follows the first run before the restart (a follower that came later would replay
+    // both runs from the start, and prove nothing).
+    until("the first run, followed", 1);
+    ok(&server, &["restart", "again"]);
+    until("the second run, followed across the restart", 2);
     assert!(
         follower.try_wait().unwrap().is_none(),
         "logs -f ended at the restart"
@@ -1584,8 +1605,10 @@ fn logs_follow_ends_with_an_ended_session_and_follows_a_restart() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = follower.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    follower.wait().unwrap();
+    reader.join().unwrap();
+    text.extend(rx.try_iter().flatten());
+    let text = String::from_utf8_lossy(&text);
     assert_eq!(text.matches("run-").count(), 2, "{text:?}");
 }
 
