@@ -68,14 +68,31 @@ pub struct PrivateTmp {
 
 impl PrivateTmp {
     /// Creates `<root>/corral-<id>` with mode 0700 (or adopts it: a session a previous server
-    /// left to its holder finds its files where they were).
+    /// left to its holder finds its files where they were). One that is there already must be
+    /// this user's own directory, closed to others — not a link, not another user's (a root
+    /// shared by all, `/tmp` by default for an embedding application, lets anyone make it
+    /// first).
     pub fn create(root: &Path, id: Uuid) -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         let path = Self::path_of(root, id);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&path)?;
+        let meta = std::fs::symlink_metadata(&path)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not this user's private directory (uid {}, mode {:o}): not used as a TMPDIR",
+                    path.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
         Ok(Self { path, armed: true })
     }
 
@@ -166,5 +183,37 @@ mod tests {
         );
         drop(t);
         assert!(!p.exists());
+    }
+
+    /// A `corral-<id>` made first by someone else (open to others, or a link elsewhere) is not
+    /// taken as the session's TMPDIR, and is left where it is.
+    #[test]
+    fn a_private_tmp_made_by_another_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let open = Uuid::new_v4();
+        let path = PrivateTmp::path_of(root.path(), open);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = PrivateTmp::create(root.path(), open).unwrap_err();
+        assert!(
+            e.to_string().contains("not this user's private directory"),
+            "{e}"
+        );
+        assert!(path.exists(), "left where it was");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let linked = Uuid::new_v4();
+        std::os::unix::fs::symlink(elsewhere.path(), PrivateTmp::path_of(root.path(), linked))
+            .unwrap();
+        let e = PrivateTmp::create(root.path(), linked).unwrap_err();
+        assert!(
+            e.to_string().contains("not this user's private directory"),
+            "{e}"
+        );
+        // Its own, adopted again (a session a previous server left), is taken.
+        let own = Uuid::new_v4();
+        let mut first = PrivateTmp::create(root.path(), own).unwrap();
+        first.keep();
+        assert!(PrivateTmp::create(root.path(), own).is_ok());
     }
 }

@@ -42,14 +42,13 @@ pub enum SpecError {
     /// The id asked for belongs to another session.
     #[error("session id {0} is in use")]
     IdInUse(Uuid),
-    /// An environment variable without a name.
-    #[error("environment variable with an empty name (value {value:?})")]
-    EnvEmptyName {
-        /// Its value.
-        value: String,
-    },
-    /// An environment variable whose name holds `=` (it would arrive split elsewhere).
-    #[error("environment variable name {0:?} contains '='")]
+    /// An environment variable without a name: its place in the spec's list (its value is not
+    /// said: it may be a secret, and errors are logged).
+    #[error("environment variable number {0} (from 1) has an empty name")]
+    EnvEmptyName(usize),
+    /// An environment variable whose name holds `=` (it would arrive split elsewhere): the name
+    /// up to the `=` (what follows may be a value, a secret).
+    #[error("environment variable name \"{0}=…\" contains '='")]
     EnvNameEquals(String),
     /// An environment variable with a NUL in its name or value (C strings end there).
     #[error("environment variable {0:?} contains a NUL byte")]

@@ -626,6 +626,18 @@ async fn security_matrix() {
         .call(json!({"type": "subscribe", "session": "no-such-name"}))
         .await;
     assert_eq!(r["code"], "forbidden", "{r}");
+    // Nor by an unsubscribe or an acknowledgement (they answered `not_found` for a name that
+    // does not exist, and `ok` or nothing for one that does).
+    for key in [b_id, "no-such-name"] {
+        let r = ro
+            .call(json!({"type": "unsubscribe", "session": key}))
+            .await;
+        assert_eq!(r["code"], "forbidden", "unsubscribe {key}: {r}");
+        let r = ro
+            .call(json!({"type": "ack", "session": key, "offset": 0}))
+            .await;
+        assert_eq!(r["code"], "forbidden", "ack {key}: {r}");
+    }
     for key in [b_id, "no-such-name"] {
         let (status, body) = server
             .http(
@@ -1746,6 +1758,44 @@ async fn slow_or_idle_http_connections_are_closed() {
     // The server still answers.
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);
+}
+
+/// The login cookie is HttpOnly and SameSite=Strict always, and `Secure` when the page was
+/// served over HTTPS (a TLS proxy in front: its login post's Origin says so), so a browser never
+/// sends it over plain HTTP then.
+#[tokio::test]
+async fn the_login_cookie_is_secure_behind_https() {
+    let server = Server::start();
+    let body = json!({"token": server.token}).to_string().into_bytes();
+    let cookie = async |origin: &str| {
+        let out = server
+            .client()
+            .send_with(
+                hyper::Method::POST,
+                "/v1/login",
+                None,
+                &[("content-type", "application/json"), ("origin", origin)],
+                Some(body.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.response.status(), 204);
+        out.response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let plain = cookie(&server.url).await;
+    assert!(
+        plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
+        "{plain}"
+    );
+    assert!(!plain.contains("Secure"), "{plain}");
+    let behind_tls = cookie("https://corral.example.org").await;
+    assert!(
+        behind_tls.contains("HttpOnly") && behind_tls.ends_with("; Secure"),
+        "{behind_tls}"
+    );
 }
 
 /// A page logged in by cookie (HttpOnly: its scripts cannot read the token) opens a ttyd

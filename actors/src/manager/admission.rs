@@ -132,15 +132,12 @@ pub(super) fn check_new_name(name: &str) -> Result<(), SessionError> {
 /// with value `B=c`), and no argument, variable or directory holds a NUL (C strings end
 /// there). Records already kept are restored as they are.
 pub(super) fn check_new_environment(spec: &SessionSpec) -> Result<(), SessionError> {
-    for (key, value) in &spec.env {
+    for (i, (key, value)) in spec.env.iter().enumerate() {
         if key.is_empty() {
-            return Err(SpecError::EnvEmptyName {
-                value: value.clone(),
-            }
-            .into());
+            return Err(SpecError::EnvEmptyName(i + 1).into());
         }
-        if key.contains('=') {
-            return Err(SpecError::EnvNameEquals(key.clone()).into());
+        if let Some((name, _)) = key.split_once('=') {
+            return Err(SpecError::EnvNameEquals(name.to_string()).into());
         }
         if key.contains('\0') || value.contains('\0') {
             return Err(SpecError::EnvNul(key.clone()).into());

@@ -50,18 +50,24 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The token of the web page's login cookie, when the request presents no other (bearer or
-/// subprotocol) — what the page's own requests carry.
+/// subprotocol) — what the page's own requests carry. Two different ones are none: cookies
+/// ignore ports, so a page on another port of this host can set a second `corral_token` (with
+/// a longer path, sent first) to log this page out or into a token of its own; which one is
+/// ours cannot be told, so neither is taken.
 pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
     if bearer(headers).is_some() || protocol_token(headers).is_some() {
         return None;
     }
-    headers
+    let mut tokens = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find_map(|(k, v)| (k == COOKIE).then(|| v.to_string()))
+        .filter(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v);
+    let first = tokens.next()?;
+    tokens.all(|v| v == first).then(|| first.to_string())
 }
 
 /// The grant of the token a request presents, or a 401.
@@ -387,4 +393,30 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
 /// A JSON request body of type `T`, or a 400 naming `what` and the problem.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookies(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn two_different_login_cookies_are_no_login() {
+        let one = cookies(&["theme=dark; corral_token=corral_a_1"]);
+        assert_eq!(cookie_token(&one).as_deref(), Some("corral_a_1"));
+        // The same one twice (two paths) is still that one.
+        let twice = cookies(&["corral_token=corral_a_1; corral_token=corral_a_1"]);
+        assert_eq!(cookie_token(&twice).as_deref(), Some("corral_a_1"));
+        // Another port's page set its own: neither is taken.
+        let shadowed = cookies(&["corral_token=corral_b_2", "corral_token=corral_a_1"]);
+        assert_eq!(cookie_token(&shadowed), None);
+        assert_eq!(cookie_token(&cookies(&["theme=dark"])), None);
+    }
 }

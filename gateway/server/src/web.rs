@@ -155,10 +155,17 @@ pub async fn login(
     // outlives the browser's session (LOGIN_DAYS): a phone's browser, killed and opened
     // again, is still logged in (the token's link is not at hand there); logging out, or the
     // token's revocation, ends it sooner.
+    // A page served over HTTPS (a TLS proxy in front, as docs/operations.md advises; its
+    // login post says so in its Origin) gets a `Secure` cookie: never sent over plain HTTP.
+    let https = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         token.trim(),
-        LOGIN_DAYS * 24 * 3600
+        LOGIN_DAYS * 24 * 3600,
+        if https { "; Secure" } else { "" }
     );
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(

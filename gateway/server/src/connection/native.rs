@@ -157,8 +157,10 @@ impl ConnectionState {
                 self.subscribe(id, &grant, &session, from, history.then_some(rows), after)
                     .await
             }
+            // Through `readable`, as a subscribe: a token for other sessions gets the same
+            // refusal for a name that exists and one that does not (it cannot probe names).
             Op::Unsubscribe { session } => {
-                let h = match self.lookup(id, &session).await {
+                let h = match self.readable(id, &grant, &session).await {
                     Some(h) => h,
                     None => return true,
                 };
@@ -226,7 +228,7 @@ impl ConnectionState {
                 }
             }
             Op::Ack { session, offset } => {
-                let Some(h) = self.lookup(id, &session).await else {
+                let Some(h) = self.readable(id, &grant, &session).await else {
                     return true;
                 };
                 match self.channel_for(h.id()).and_then(|c| self.channels.get(&c)) {
