@@ -30,3 +30,37 @@ impl Bounded {
         tokio::task::spawn_blocking(work).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Twenty jobs given at once to a bound of 3: never more than 3 run together, all run.
+    #[tokio::test]
+    async fn no_more_than_the_bound_runs_at_once() {
+        static BOUND: Bounded = Bounded::new(3);
+        let (now, peak, done) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let jobs = (0..20).map(|_| {
+            let (now, peak, done) = (now.clone(), peak.clone(), done.clone());
+            BOUND.run(move || {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                now.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        for r in futures::future::join_all(jobs).await {
+            r.unwrap();
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&peak), "{peak} at once");
+    }
+}

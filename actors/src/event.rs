@@ -197,6 +197,30 @@ mod tests {
 
     use super::*;
 
+    /// A conversation text past its bound is cut at a character boundary and says how long it
+    /// was; one at the bound is kept whole.
+    #[test]
+    fn a_conversation_text_past_its_bound_is_cut_and_says_so() {
+        let max = EventKind::CONVERSATION_TEXT_MAX;
+        let text = |k: &EventKind| match k {
+            EventKind::Conversation { text, .. } => text.clone(),
+            _ => unreachable!(),
+        };
+        let whole = "a".repeat(max);
+        assert_eq!(text(&EventKind::conversation("user", &whole)), whole);
+        // "é" is two bytes: one starting at max - 1 would be split by a cut at max.
+        let long = format!("{}é{}", "a".repeat(max - 1), "b".repeat(10));
+        let cut = text(&EventKind::conversation("agent", &long));
+        assert_eq!(
+            cut,
+            format!(
+                "{}\n[… cut: {} bytes in all]",
+                "a".repeat(max - 1),
+                long.len()
+            )
+        );
+    }
+
     #[test]
     fn agent_events_serialize_flat_and_back() {
         let kind = EventKind::Agent(crate::stream_json::AgentEvent::PermissionRequest {

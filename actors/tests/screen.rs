@@ -508,6 +508,24 @@ fn a_lapped_emulator_keeps_its_state_and_goes_on_at_an_escape() {
     );
 }
 
+/// A title is kept up to 1024 printable bytes: a longer one is cut there, its control bytes
+/// dropped, in the snapshot a late viewer gets.
+#[test]
+fn a_title_past_its_bound_is_cut() {
+    let ring = Ring::new(1 << 20);
+    let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+    let long = "t".repeat(3000);
+    ring.append(format!("\x1b]2;{long}\x07shown").as_bytes());
+    let snap = em.snapshot();
+    let text = String::from_utf8_lossy(&snap.bytes).into_owned();
+    let kept = format!("\x1b]2;{}\x07", "t".repeat(1024));
+    assert!(text.contains(&kept), "the title, cut at 1024 bytes");
+    assert!(
+        !text.contains(&"t".repeat(1025)),
+        "more than 1024 bytes of title kept"
+    );
+}
+
 /// What vt100's own formatting leaves out: the scroll region and origin mode (kept by vt100),
 /// autowrap off, insert mode and the title (followed beside it). A late viewer of a progress
 /// bar under a scroll region must scroll only the region, as a viewer there from the start.

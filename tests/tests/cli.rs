@@ -2723,3 +2723,46 @@ fn a_server_on_a_full_disk_says_the_disk_is_full() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is full"), "{err}");
 }
+
+/// `corral send NAME -` reads at most 64 MiB of standard input: one byte more is refused with
+/// the bound said, and nothing of it is sent.
+#[test]
+fn send_refuses_standard_input_past_its_bound_and_sends_nothing() {
+    let server = Server::start();
+    let out = server.dir.path().join("got");
+    let script = format!("cat > {}", out.display());
+    ok(
+        &server,
+        &[
+            "spawn", "--name", "sink", "--pipe", "--", "sh", "-c", &script,
+        ],
+    );
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["send", "sink", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..64 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin.write_all(b"a").unwrap();
+    });
+    let got = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(!got.status.success());
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(
+        err.contains("standard input holds more than 67108864 bytes; nothing was sent"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::metadata(&out).map_or(0, |m| m.len()), 0);
+}

@@ -2452,3 +2452,101 @@ async fn a_session_is_killed_and_restarted_over_http() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// A connection holds at most 256 subscriptions: the 257th session is refused with `conflict`
+/// naming the bound (the connection stays), a session already subscribed may be subscribed
+/// again (it replaces its own), and an unsubscribe makes room.
+#[tokio::test]
+async fn a_connection_s_subscriptions_are_bounded_and_said_so() {
+    let server = Server::start();
+    let mut ids = Vec::new();
+    for i in 0..257 {
+        let info = server
+            .spawn(json!({"name": format!("s{i}"), "argv": ["sleep", "600"], "mode": "pipe"}))
+            .await;
+        ids.push(info["id"].as_str().unwrap().to_string());
+    }
+    let mut ws = server.ws().await;
+    for id in &ids[..256] {
+        let r = ws.call(json!({"type": "subscribe", "session": id})).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+    }
+    let r = ws
+        .call(json!({"type": "subscribe", "session": ids[256]}))
+        .await;
+    assert_eq!(r["code"], "conflict", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("subscription limit reached (256)"),
+        "{r}"
+    );
+    let r = ws
+        .call(json!({"type": "subscribe", "session": ids[0]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "the same session again: {r}");
+    let r = ws
+        .call(json!({"type": "unsubscribe", "session": ids[1]}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    let r = ws
+        .call(json!({"type": "subscribe", "session": ids[256]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "room made by the unsubscribe: {r}");
+}
+
+/// An `events` reply carries at most 1000 events, whatever `limit` asks; the rest come with
+/// `after` set to the last one received.
+#[tokio::test]
+async fn an_events_reply_holds_at_most_a_thousand() {
+    let server = Server::start();
+    let script =
+        r#"i=0; while [ $i -lt 1100 ]; do i=$((i+1)); echo "{\"n\":$i}"; done; exec sleep 600"#;
+    let info = server
+        .spawn(json!({"name": "many", "argv": ["sh", "-c", script], "mode": "pipe"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut ws = server.ws().await;
+    let json_events = |r: &Value| {
+        r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"]["kind"] == "json")
+            .count()
+    };
+    // All 1100 in the journal first (read in pages of at most 1000).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (mut seen, mut after) = (0, 0);
+        loop {
+            let r = ws
+                .call(json!({"type": "events", "session": id, "after": after, "limit": 5000}))
+                .await;
+            let events = r["events"].as_array().unwrap();
+            assert!(events.len() <= 1000, "{} events in one reply", events.len());
+            seen += json_events(&r);
+            match events.last() {
+                Some(e) if events.len() == 1000 => after = e["seq"].as_u64().unwrap(),
+                _ => break,
+            }
+        }
+        if seen == 1100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{seen} of 1100 json events journaled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = ws
+        .call(json!({"type": "events", "session": id, "limit": 5000}))
+        .await;
+    assert_eq!(
+        r["events"].as_array().unwrap().len(),
+        1000,
+        "the first page is full"
+    );
+}

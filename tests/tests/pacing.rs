@@ -128,6 +128,43 @@ async fn a_ttyd_client_pastes_a_megabyte_in_one_message() {
     arrives(&out, &data).await;
 }
 
+/// One byte past that bound (a type byte and 1 MiB + 1) closes the connection with its reason
+/// (1000, as every ttyd close: ttyd's page reconnects for ever on another code), and nothing
+/// of that message is written.
+#[tokio::test]
+async fn a_ttyd_message_past_its_bound_closes_with_a_reason_and_writes_nothing() {
+    use futures::StreamExt;
+    let server = Server::start();
+    let out = server.dir.path().join("ttyd-over.out");
+    let id = sink(&server, &out, 1, "").await;
+    let mut ttyd = server.ttyd_open(&id).await;
+    let mut f = vec![b'0'];
+    f.extend_from_slice(&text((1 << 20) + 1));
+    if let Err(e) = ttyd.send(Message::Binary(f.into())).await {
+        // The server may close before the whole message is sent: its close is still read.
+        eprintln!("send: {e}");
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ttyd.next()).await {
+            Ok(Some(Ok(Message::Close(Some(c))))) => {
+                assert_eq!(
+                    (u16::from(c.code), c.reason.as_str()),
+                    (1000, "frame too large")
+                );
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close with a reason, got {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::read(&out).unwrap_or_default().len(),
+        0,
+        "a byte of it was written"
+    );
+}
+
 /// A paste larger than a frame comes in parts (`input` with `more`) and is written as one paste
 /// with one Enter; a second one right after must wait for the byte rate, and still arrives
 /// whole (its earlier parts are kept while its last one waits). Past the burst a paste is

@@ -307,6 +307,34 @@ mod tests {
         (out, got)
     }
 
+    /// A JSON line longer than LINE_MAX is output only (every byte of it in the Ring, no
+    /// event), and the line after it is read as JSON again.
+    #[test]
+    fn a_line_past_its_bound_is_output_only() {
+        let long = format!("{{\"x\":\"{}\"}}\n", "y".repeat(LINE_MAX + 10));
+        let text = format!("{long}{{\"n\":1}}\n");
+        let ring = Ring::new(4 << 20);
+        let spec = crate::spec::SessionSpec::new(["true"]);
+        let shared = SessionShared::new(uuid::Uuid::new_v4(), "t".into(), &spec, ring, None, None);
+        let mut events = shared.events();
+        let mut lines = Lines::new(Framing::NdJson);
+        for chunk in text.as_bytes().chunks(64 * 1024) {
+            assert_eq!(lines.feed(chunk, &shared), chunk.len());
+        }
+        lines.finish(&shared);
+        let mut out = Vec::new();
+        let read = shared.ring.read_at(0, &mut out, usize::MAX);
+        assert!(matches!(read, corral_runtime::Read::Data { .. }), "{read:?}");
+        assert_eq!(out, text.as_bytes(), "every byte is output");
+        let mut got = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let EventKind::Json { value } = e.kind {
+                got.push((value.to_string(), e.offset));
+            }
+        }
+        assert_eq!(got, [("{\"n\":1}".to_string(), text.len() as u64)]);
+    }
+
     /// One line at a time, the slow obvious way.
     fn expected(text: &[u8]) -> Vec<(String, u64)> {
         let mut out = Vec::new();

@@ -177,6 +177,8 @@ mod tests {
                 StatusCode::BAD_REQUEST,
             ),
             (SessionError::NameTaken("x".into()), StatusCode::CONFLICT),
+            // The session limit (`max_sessions`, 4096 by default): refused as a conflict.
+            (SessionError::TooMany(4096), StatusCode::CONFLICT),
             (
                 SessionError::Unavailable("x".into()),
                 StatusCode::SERVICE_UNAVAILABLE,

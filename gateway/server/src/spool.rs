@@ -270,3 +270,38 @@ async fn last_hook_at(app: &App, session: &corral_actors::SessionHandle) -> Opti
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64, payload: serde_json::Value) -> Spooled {
+        Spooled {
+            session: uuid::Uuid::nil(),
+            token: "t".into(),
+            at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(n),
+            payload,
+        }
+    }
+
+    /// The spool takes 256 records; the next is refused as full (what `corral hook` says), and
+    /// so is a record larger than any server would take, both leaving the spool as it was.
+    #[test]
+    fn the_spool_refuses_past_its_bounds() {
+        let data = tempfile::tempdir().unwrap();
+        for n in 0..MAX_FILES as u64 {
+            write(data.path(), &record(n, serde_json::json!({"n": n}))).unwrap();
+        }
+        let full = write(data.path(), &record(9999, serde_json::json!({})));
+        assert!(matches!(full, Err(SpoolError::Full)), "{full:?}");
+        assert_eq!(
+            std::fs::read_dir(dir(data.path())).unwrap().count(),
+            MAX_FILES
+        );
+        let other = tempfile::tempdir().unwrap();
+        let big = serde_json::json!({"x": "y".repeat(crate::access::MAX_BODY)});
+        let large = write(other.path(), &record(1, big));
+        assert!(matches!(large, Err(SpoolError::TooLarge)), "{large:?}");
+        assert_eq!(std::fs::read_dir(dir(other.path())).unwrap().count(), 0);
+    }
+}
