@@ -121,3 +121,37 @@ pub(crate) fn leave_held_to_terminal(s: &mut Status) {
         s.permission = s.queued.pop_front();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(n: usize) -> PermissionAsk {
+        PermissionAsk {
+            id: Some(format!("q{n}")),
+            tool: "Bash".into(),
+            input: serde_json::json!({"command": format!("echo {n}")}),
+            request_id: None,
+        }
+    }
+
+    /// 64 questions are open at most (one shown, 63 queued): the 65th is refused and changes
+    /// nothing (its hook goes to the agent's own dialog); answering one makes room.
+    #[test]
+    fn past_its_bound_a_question_is_refused_and_changes_nothing() {
+        let mut s = Status::new(crate::spec::Size::default(), None);
+        for n in 0..MAX_QUESTIONS {
+            assert!(open(&mut s, ask(n)), "question {n}");
+        }
+        assert_eq!(1 + s.queued.len(), MAX_QUESTIONS);
+        assert!(!open(&mut s, ask(99)));
+        assert_eq!(1 + s.queued.len(), MAX_QUESTIONS);
+        assert!(s.queued.iter().all(|q| q.id.as_deref() != Some("q99")));
+        assert!(take(&mut s, "q0").is_some());
+        assert_eq!(
+            s.permission.as_ref().and_then(|q| q.id.as_deref()),
+            Some("q1")
+        );
+        assert!(open(&mut s, ask(100)));
+    }
+}

@@ -379,3 +379,43 @@ async fn input_never_taken_closes_with_1008_after_the_stall_limit() {
         "{metrics}"
     );
 }
+
+/// The ttyd endpoint past the same stall limit: ttyd has no error frame, so the close says why,
+/// with 1000 (ttyd's page reconnects for ever on any other code).
+#[tokio::test]
+async fn a_ttyd_client_whose_input_is_never_taken_is_closed_with_a_reason() {
+    use futures::StreamExt;
+    let server = limited_server("input_stall_secs = 1\n");
+    let out = server.dir.path().join("never-ttyd.out");
+    let id = sink(&server, &out, 10, "sleep 600;").await;
+    let mut ttyd = server.ttyd_open(&id).await;
+    let data = text(2 << 20);
+    let sender = async {
+        for chunk in data.chunks(32 * 1024) {
+            let mut f = vec![b'0'];
+            f.extend_from_slice(chunk);
+            if ttyd.send(Message::Binary(f.into())).await.is_err() {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), sender)
+        .await
+        .is_err()
+    {
+        eprintln!("the sender was pushed back, as it should be");
+    }
+    let t = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ttyd.next()).await {
+            Ok(Some(Ok(Message::Close(Some(c))))) => {
+                assert_eq!(u16::from(c.code), 1000, "{c:?}");
+                assert!(c.reason.contains("input"), "{c:?}");
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close with a reason, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not closed");
+    }
+}

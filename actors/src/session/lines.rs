@@ -324,7 +324,10 @@ mod tests {
         lines.finish(&shared);
         let mut out = Vec::new();
         let read = shared.ring.read_at(0, &mut out, usize::MAX);
-        assert!(matches!(read, corral_runtime::Read::Data { .. }), "{read:?}");
+        assert!(
+            matches!(read, corral_runtime::Read::Data { .. }),
+            "{read:?}"
+        );
         assert_eq!(out, text.as_bytes(), "every byte is output");
         let mut got = Vec::new();
         while let Ok(e) = events.try_recv() {
