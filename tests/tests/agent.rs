@@ -189,18 +189,7 @@ async fn a_deny_carries_its_message_and_the_tool_does_not_run() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     spawn_agent(&server, "denied", dir.path()).await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "denied",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success());
+    waits_for(&server, "denied", "needs_permission");
     // A read token may not answer; a write token of the session may.
     let token = |scope: &str| {
         let out = corral(
@@ -304,18 +293,7 @@ async fn an_unanswered_question_is_left_to_the_terminal() {
     server
         .spawn(json!({"name": "dialog", "argv": ["sh", "-c", script]}))
         .await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "dialog",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    waits_for(&server, "dialog", "needs_permission");
     // The wait is 1 s.
     let deadline = Instant::now() + Duration::from_secs(20);
     let view = loop {
@@ -358,18 +336,7 @@ async fn a_question_held_by_a_killed_server_is_left_to_the_terminal() {
     server
         .spawn(json!({"name": "held", "argv": [program], "agent": "claude"}))
         .await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "held",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    waits_for(&server, "held", "needs_permission");
     assert!(!server.session("held").await["permission"].is_null());
     server.kill();
     server.restart();
@@ -476,18 +443,7 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
         )
         .await;
     assert_eq!(code, 200);
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "muted",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success());
+    waits_for(&server, "muted", "needs_permission");
     assert!(
         corral(&server, &["answer", "muted", "allow"])
             .status
@@ -501,18 +457,7 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
     // The announced agent.
     let dir = tempfile::tempdir().unwrap();
     spawn_agent(&server, "loud", dir.path()).await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "loud",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success());
+    waits_for(&server, "loud", "needs_permission");
     let question = server.session("loud").await["permission"]["id"]
         .as_str()
         .unwrap()
@@ -721,14 +666,7 @@ async fn a_pending_permission_does_not_hold_up_an_upgrade_or_a_shutdown() {
     let mut server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     spawn_agent(&server, "asking", dir.path()).await;
-    let waits = |server: &Server, name: &str| {
-        let out = corral(
-            server,
-            &["wait", name, "--for", "needs_permission", "--timeout", "20"],
-        );
-        assert!(out.status.success(), "{out:?}");
-    };
-    waits(&server, "asking");
+    waits_for(&server, "asking", "needs_permission");
     let t = Instant::now();
     let out = corral(&server, &["upgrade"]);
     assert!(out.status.success(), "{out:?}");
@@ -744,7 +682,7 @@ async fn a_pending_permission_does_not_hold_up_an_upgrade_or_a_shutdown() {
     assert!(!dir.path().join("ran").exists());
     let other = tempfile::tempdir().unwrap();
     spawn_agent(&server, "asking-again", other.path()).await;
-    waits(&server, "asking-again");
+    waits_for(&server, "asking-again", "needs_permission");
     let t = Instant::now();
     let out = corral(&server, &["shutdown"]);
     assert!(out.status.success(), "{out:?}");
@@ -766,6 +704,12 @@ async fn post_hook(server: &Server, path: String, token: String, payload: Value)
     server
         .http("POST", &path, Some(&token), Some(&payload))
         .await
+}
+
+/// `corral wait NAME --for STATE` (20 s at most), which must succeed.
+fn waits_for(server: &Server, name: &str, state: &str) {
+    let out = corral(server, &["wait", name, "--for", state, "--timeout", "20"]);
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// A PermissionRequest hook asking to run `cmd` with Bash.
@@ -1038,18 +982,7 @@ async fn a_webhook_that_never_answers_does_not_delay_the_others() {
     ));
     let dir = tempfile::tempdir().unwrap();
     spawn_agent(&server, "told", dir.path()).await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "told",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success());
+    waits_for(&server, "told", "needs_permission");
     let asked = Instant::now();
     let got = hooks.until(1, Duration::from_secs(3)).await;
     assert_eq!(got.len(), 1, "not told within 3 s: {got:?}");
@@ -1103,18 +1036,7 @@ async fn a_webhook_whose_answer_never_ends_is_read_only_to_its_bound() {
     ));
     let dir = tempfile::tempdir().unwrap();
     spawn_agent(&server, "told", dir.path()).await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "told",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success());
+    waits_for(&server, "told", "needs_permission");
     let until = |n: usize| {
         let asked = asked.clone();
         async move {
@@ -1443,18 +1365,7 @@ async fn a_stopped_agent_that_worked_is_not_fresh_after_a_restart() {
     server
         .spawn(json!({"name": "worked", "argv": [program], "agent": "claude"}))
         .await;
-    let out = corral(
-        &server,
-        &[
-            "wait",
-            "worked",
-            "--for",
-            "needs_permission",
-            "--timeout",
-            "20",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    waits_for(&server, "worked", "needs_permission");
     assert!(
         corral(&server, &["answer", "worked", "allow"])
             .status

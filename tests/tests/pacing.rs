@@ -44,6 +44,16 @@ async fn sink(server: &Server, out: &Path, n: usize, delay: &str) -> String {
     id
 }
 
+/// Runs `sender` for 5 s at most: the sends stall (pushed back) rather than fail.
+async fn pushed_back(sender: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(Duration::from_secs(5), sender)
+        .await
+        .is_err()
+    {
+        eprintln!("the sender was pushed back, as it should be");
+    }
+}
+
 /// Waits (bounded) until `path` holds `want`, then compares.
 async fn arrives(path: &Path, want: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -340,13 +350,7 @@ async fn input_never_taken_closes_with_1008_after_the_stall_limit() {
             }
         }
     };
-    // The sends stall (pushed back) rather than fail; give them a bounded time.
-    if tokio::time::timeout(Duration::from_secs(5), sender)
-        .await
-        .is_err()
-    {
-        eprintln!("the sender was pushed back, as it should be");
-    }
+    pushed_back(sender).await;
     let t = Instant::now();
     let mut saw_error = false;
     loop {
@@ -399,12 +403,7 @@ async fn a_ttyd_client_whose_input_is_never_taken_is_closed_with_a_reason() {
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), sender)
-        .await
-        .is_err()
-    {
-        eprintln!("the sender was pushed back, as it should be");
-    }
+    pushed_back(sender).await;
     let t = Instant::now();
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ttyd.next()).await {
