@@ -271,6 +271,14 @@ class Server:
             f"{needle!r} in the output of {session}",
         )
 
+    def web_link(self) -> str:
+        """The login link `corral web` prints (a code, good once)."""
+        r = subprocess.run(
+            [str(CORRAL), "--data-dir", self.data_dir, "web"], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0, f"corral web failed: {r.stderr}"
+        return r.stdout.strip()
+
     def login_url(self, token: str | None = None, hash: str = "") -> str:
         return f"{self.url}/?token={token or self.token}" + (f"#{hash}" if hash else "")
 

@@ -1,4 +1,4 @@
-"""Login and routing: `/?token=` logs in (session list shown, token gone from the address bar,
+"""Login and routing: `corral web`'s link (`/?code=`, good once) and `/?token=` log in (session list shown, token gone from the address bar,
 cookie HttpOnly, a reload stays logged in); a wrong token shows the login view with a plain
 message (no stack trace, no list); an unknown session id in the hash shows "no such session"
 with a working link back to the list."""
@@ -31,6 +31,28 @@ def test_login_by_url_shows_list_and_drops_token(server, page):
     page.reload()
     expect(row).to_be_visible()
     expect(page.get_by_test_id("login")).to_have_count(0)
+
+
+def test_the_link_corral_web_prints_logs_in_once_without_the_token(browser, server, page):
+    """`corral web` prints a link with a login code, not the token: the browser's history and
+    the shell's never hold the token. The code logs in once; the same link again (another
+    browser, or this one logged out) shows why it no longer works."""
+    link = server.web_link()
+    assert "?code=" in link and server.token not in link, link
+    page.goto(link)
+    expect(page.get_by_test_id("session-list")).to_be_visible()
+    assert "code=" not in page.url, page.url
+    cookies = page.context.cookies()
+    assert cookies and all(c["httpOnly"] for c in cookies), cookies
+    other = browser.new_context()
+    try:
+        again = other.new_page()
+        again.goto(link)
+        msg = again.get_by_test_id("login-message")
+        expect(msg).to_contain_text("used already or has expired")
+        expect(again.get_by_test_id("session-list")).to_have_count(0)
+    finally:
+        other.close()
 
 
 def test_wrong_token_shows_login_message(server, page):

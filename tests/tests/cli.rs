@@ -2180,7 +2180,7 @@ fn attach_resumes_exactly_after_showing_only_a_snapshot() {
 
 /// Like Jupyter: `corral serve` prints the page's address on stdout, with the admin token only
 /// when stdout is a terminal (a stdout that is not one is kept: systemd's journal, a file, and
-/// tokens are never logged); `corral web` prints the login URL with the token.
+/// tokens are never logged); `corral web` prints a login link with a code, good once.
 #[test]
 fn serve_and_web_print_the_login_url() {
     let dir = tempfile::tempdir().unwrap();
@@ -2208,10 +2208,36 @@ fn serve_and_web_print_the_login_url() {
         .arg("web")
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&web.stdout).trim(),
-        format!("{address}?token={token}")
-    );
+    // A login code, not the token: the link logs a browser in once.
+    let link = String::from_utf8_lossy(&web.stdout).trim().to_string();
+    let code = link
+        .strip_prefix(&format!("{address}?code="))
+        .expect(&link)
+        .to_string();
+    assert!(!link.contains(&token), "{link}");
+    let login = |code: &str| {
+        let client = corral_client::Client::tcp(&address, "unused").unwrap();
+        let body = serde_json::json!({ "code": code }).to_string().into_bytes();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async {
+                client
+                    .send_with(
+                        hyper::Method::POST,
+                        "/v1/login",
+                        None,
+                        &[("content-type", "application/json")],
+                        Some(body),
+                    )
+                    .await
+            })
+            .unwrap()
+            .response
+            .status()
+            .as_u16()
+    };
+    assert_eq!(login(&code), 204);
+    assert_eq!(login(&code), 401, "a code is good once");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -515,7 +515,8 @@ pub async fn run(
                     corral_server::datadir::read_server_json(data_dir)?.url
                 }
             };
-            println!("{}", corral_server::web::login_url(&url, &client.token));
+            let code = client.login_code().await?.code;
+            println!("{}", corral_server::web::login_url(&url, &code));
             // A server listening on every address prints the unspecified one, which no
             // browser can open: said, on stderr (stdout stays the URL alone).
             if url.contains("//0.0.0.0") || url.contains("//[::]") {

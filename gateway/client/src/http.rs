@@ -259,6 +259,13 @@ impl Client {
         self.call(Method::POST, "/v1/tokens", Some(req)).await
     }
 
+    /// `POST /v1/login/code`: a code that logs a browser in once as this client's token (what
+    /// `corral web`'s link carries).
+    pub async fn login_code(&self) -> Result<corral_server::protocol::LoginCode, ClientError> {
+        self.call::<(), _>(Method::POST, "/v1/login/code", None)
+            .await
+    }
+
     /// `GET /v1/tokens`: the valid viewer and driver tokens (ids, never tokens).
     pub async fn tokens(&self) -> Result<TokenList, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/tokens", None).await

@@ -52,6 +52,8 @@ pub struct App {
     pub data_dir: std::path::PathBuf,
     /// Sessions whose notifications are muted.
     pub mutes: crate::mute::Mutes,
+    /// Login codes outstanding (`POST /v1/login/code`, traded at `POST /v1/login`).
+    pub login_codes: crate::login_code::LoginCodes,
     /// User messages posted through the agentapi endpoints.
     pub conversations: crate::conversation::Conversations,
     /// Live connections' figures (for `corral tree`).
@@ -103,6 +105,7 @@ impl App {
     pub fn new(parts: AppParts) -> App {
         App {
             mutes: crate::mute::Mutes::load(&parts.data_dir),
+            login_codes: Default::default(),
             corral: parts.corral,
             tokens: parts.tokens,
             metrics: Metrics::default(),

@@ -25,6 +25,7 @@ pub mod http;
 pub mod in_flight;
 pub mod introspect;
 pub mod listen;
+pub mod login_code;
 pub mod metrics;
 pub mod mute;
 pub mod notify;

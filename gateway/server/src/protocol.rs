@@ -452,6 +452,23 @@ pub struct TokenRequest {
     pub scope: TokenScope,
 }
 
+/// `POST /v1/login/code` answer (its `Debug` leaves the code out).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginCode {
+    /// The code a login link carries (`/?code=…`): good for one login.
+    pub code: String,
+    /// Seconds it stays good.
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for LoginCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginCode")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `POST /v1/tokens` answer (its `Debug` leaves the token out).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TokenCreated {

@@ -44,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/app.js", get(crate::web::asset))
         .route("/app.css", get(crate::web::asset))
         .route("/v1/login", post(crate::web::login))
+        .route("/v1/login/code", post(crate::web::login_code))
         .route("/v1/logout", post(crate::web::logout))
         .route("/v1/whoami", get(crate::web::whoami))
         .route("/v1/health", get(health))

@@ -223,10 +223,15 @@ async fn serving(
     }
     crate::systemd::ready(&url);
     // Like Jupyter: the one line a user needs to open the page (on stdout, never in the logs;
-    // `corral web` prints it again). With the token only on a terminal: a stdout that is not
-    // one is kept somewhere (systemd's journal, a file), and tokens are never logged.
+    // `corral web` prints another). With a login code only on a terminal: a stdout that is not
+    // one is kept somewhere (systemd's journal, a file), and secrets are never logged.
     let line = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        format!("corral: open {}", crate::web::login_url(&url, &admin))
+        let code = app.login_codes.issue(&admin);
+        format!(
+            "corral: open {} (the link logs in once, within {} minutes; `corral web` prints another)",
+            crate::web::login_url(&url, &code),
+            crate::login_code::CODE_TTL.as_secs() / 60
+        )
     } else {
         format!(
             "corral: open {url}/ (log in with the URL `corral web` prints; the token is in {})",

@@ -86,8 +86,12 @@ pub async fn asset(uri: axum::http::Uri, headers: HeaderMap) -> Response {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
-    /// The token from the login URL (or pasted on the login page).
-    pub token: String,
+    /// The token pasted on the login page (or from a link of before login codes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The code from a login link (`POST /v1/login/code`): good once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl std::fmt::Debug for Login {
@@ -143,7 +147,23 @@ pub async fn login(
             "login takes a JSON body (content-type: application/json)",
         ));
     }
-    let Login { token } = crate::access::parse_json(&body, "login")?;
+    let token = match crate::access::parse_json(&body, "login")? {
+        Login {
+            token: Some(token),
+            code: None,
+        } => token,
+        Login {
+            token: None,
+            code: Some(code),
+        } => app.login_codes.redeem(code.trim()).ok_or_else(|| {
+            app.metrics.reject("unauthorized");
+            ApiError::new(
+                crate::protocol::ErrorCode::Unauthorized,
+                "this login link was used already or has expired: `corral web` prints a new one",
+            )
+        })?,
+        _ => return Err(ApiError::bad_request("login takes a token or a code")),
+    };
     let grant = app.tokens.check(Some(token.trim())).map_err(|e| {
         app.metrics.reject("unauthorized");
         ApiError::from(e)
@@ -178,6 +198,28 @@ pub async fn login(
     Ok(response)
 }
 
+/// `POST /v1/login/code`: a code that logs a browser in once, within `login_code::CODE_TTL`,
+/// as the token that asked for it (admin, read or write; not a hook's) → 201 `{code,
+/// expires_in}`. What a login link carries (`corral web`).
+pub async fn login_code(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    crate::access::Caller(grant): crate::access::Caller,
+) -> Result<(StatusCode, axum::Json<crate::protocol::LoginCode>), ApiError> {
+    if WhoAmI::of(&grant).is_none() {
+        return Err(forbid(&app, "hook tokens cannot log in"));
+    }
+    // invariant: Caller let the request in with the token it presented.
+    let token = crate::access::presented_token(&headers).expect("a token was presented");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(crate::protocol::LoginCode {
+            code: app.login_codes.issue(&token),
+            expires_in: crate::login_code::CODE_TTL.as_secs(),
+        }),
+    ))
+}
+
 /// `POST /v1/logout`: clears the cookie.
 pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     // The other tabs of this browser share the cookie that goes now: their live connections
@@ -208,7 +250,8 @@ pub async fn whoami(
         .ok_or_else(|| forbid(&app, "hook tokens may only post events"))
 }
 
-/// The login URL `corral serve` and `corral web` print: the page at `url` with the token.
-pub fn login_url(url: &str, token: &str) -> String {
-    format!("{}/?token={token}", url.trim_end_matches('/'))
+/// The login URL `corral serve` and `corral web` print: the page at `url` with a login code
+/// (`POST /v1/login/code`), good once.
+pub fn login_url(url: &str, code: &str) -> String {
+    format!("{}/?code={code}", url.trim_end_matches('/'))
 }

@@ -32,10 +32,19 @@ async function call(method: string, path: string, body?: unknown): Promise<Respo
 
 /** Exchanges a token for the session cookie. Throws HttpError (401: wrong or expired token). */
 export async function login(token: string): Promise<void> {
-  const res = await call('POST', '/v1/login', { token });
+  return loginWith({ token }, 'token expired or wrong');
+}
+
+/** Logs in with a login link's code (good once, for a few minutes). */
+export async function loginCode(code: string): Promise<void> {
+  return loginWith({ code }, 'this login link was used already or has expired: `corral web` prints a new one');
+}
+
+async function loginWith(body: Record<string, string>, refused: string): Promise<void> {
+  const res = await call('POST', '/v1/login', body);
   if (res.status === 204 || res.ok) return;
   if (res.status === 401 || res.status === 403) {
-    throw new HttpError(res.status, 'token expired or wrong');
+    throw new HttpError(res.status, refused);
   }
   throw new HttpError(res.status, `login failed (HTTP ${res.status})`);
 }

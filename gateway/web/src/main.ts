@@ -1,11 +1,11 @@
-// Entry point of corral's web page: Jupyter-style login (?token= → cookie, token removed from
-// the address bar), whoami, the shared WebSocket, the hash router (#/ list, #/s/<id> terminal)
+// Entry point of corral's web page: Jupyter-style login (a link's ?code= — good once — or
+// ?token= → cookie, removed from the address bar), whoami, the shared WebSocket, the hash router (#/ list, #/s/<id> terminal)
 // and the `window.corral` hooks that browser tests use.
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
 import { Conn, type ConnState } from './conn';
 import { confirmDialog, h, setText } from './dom';
-import { HttpError, login, logout, whoami } from './http';
+import { HttpError, login, loginCode, logout, whoami } from './http';
 import { ListView } from './list';
 import {
   notificationsOn,
@@ -103,11 +103,11 @@ function showLogin(message: string, error = true): void {
     h(
       'p',
       { class: 'muted hint' },
-      'Open the URL that ',
-      h('code', { text: 'corral serve' }),
+      'Open the link that ',
+      h('code', { text: 'corral web' }),
       ' prints (it ends in ',
-      h('code', { text: '?token=…' }),
-      '), or paste a token here.',
+      h('code', { text: '?code=…' }),
+      ' and logs in once), or paste a token here.',
     ),
   );
   form.addEventListener('submit', async (ev) => {
@@ -272,14 +272,17 @@ async function boot(): Promise<void> {
   setH();
 
   const params = new URLSearchParams(location.search);
+  // A login link: a code (`corral web`: good once) or a token (a scoped token's link).
+  const code = params.get('code');
   const token = params.get('token');
-  if (token != null) {
+  if (code != null || token != null) {
     // Out of the address bar (and history) at once, whatever the outcome; the hash stays.
+    params.delete('code');
     params.delete('token');
     const qs = params.toString();
     history.replaceState(history.state, '', `${location.pathname}${qs ? `?${qs}` : ''}${location.hash}`);
     try {
-      await login(token);
+      await (code != null ? loginCode(code) : login(token ?? ''));
     } catch (e) {
       showLogin(e instanceof HttpError ? e.message : 'login failed');
       return;
