@@ -37,7 +37,7 @@ export async function login(token: string): Promise<void> {
 
 /** Logs in with a login link's code (good once, for a few minutes). */
 export async function loginCode(code: string): Promise<void> {
-  return loginWith({ code }, 'this login link was used already or has expired: `corral web` prints a new one');
+  return loginWith({ code }, 'this login link was used already or has expired: run corral web for a new one');
 }
 
 async function loginWith(body: Record<string, string>, refused: string): Promise<void> {
