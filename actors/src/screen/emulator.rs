@@ -120,6 +120,22 @@ pub struct Emulator {
     /// The sizes in effect from the offsets where they took effect, the latest
     /// [`SIZES_KEPT`] (a history replay parses each part at its size, see [`crate::history`]).
     sizes: VecDeque<SizeAt>,
+    /// The last snapshot with history and the screen it was made at ([`Emulator::history_kept`]):
+    /// another viewer asking at the same screen gets it without a second replay.
+    history: Option<(HistoryKey, super::Snapshot)>,
+    /// History replays run (not counting the ones a kept snapshot saved).
+    pub(super) history_replays: u64,
+}
+
+/// What a snapshot with history depends on: the output fed, the size and its changes, the
+/// rows the viewer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HistoryKey {
+    pos: u64,
+    dims: Dims,
+    sizes: (usize, Option<u64>),
+    pending: usize,
+    viewer_rows: Option<u16>,
 }
 
 /// Sizes remembered for history replays (an older part is replayed at the oldest kept).
@@ -148,7 +164,37 @@ impl Emulator {
                 cols: dims.cols,
                 new_process: false,
             }]),
+            history: None,
+            history_replays: 0,
         }
+    }
+
+    fn history_key(&self, viewer_rows: Option<u16>) -> HistoryKey {
+        HistoryKey {
+            pos: self.pos,
+            dims: self.dims,
+            sizes: (self.sizes.len(), self.sizes.back().map(|s| s.at)),
+            pending: self.pending.len(),
+            viewer_rows,
+        }
+    }
+
+    /// The snapshot with history last made, if the screen has not changed since (no output,
+    /// no resize) and the viewer asks for the same rows: a replay of up to a megabyte through
+    /// vt100 is not run again for the same answer (a page reloaded, viewers opening at once,
+    /// or a client asking in a loop).
+    pub(super) fn history_kept(&self, viewer_rows: Option<u16>) -> Option<super::Snapshot> {
+        let key = self.history_key(viewer_rows);
+        self.history
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Keeps `snapshot`, just made with its history at this screen (one per session).
+    pub(super) fn keep_history(&mut self, viewer_rows: Option<u16>, snapshot: &super::Snapshot) {
+        self.history_replays += 1;
+        self.history = Some((self.history_key(viewer_rows), snapshot.clone()));
     }
 
     /// Whether the vt100 parser has been allocated (it is, from the first snapshot or follow on).

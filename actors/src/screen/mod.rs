@@ -120,6 +120,25 @@ impl Screen {
     async fn with_history(emulator: &mut Emulator, viewer_rows: Option<u16>) -> Snapshot {
         emulator.ensure_parser();
         Screen::catch_up(emulator).await;
+        if let Some(kept) = emulator.history_kept(viewer_rows) {
+            return kept;
+        }
+        match Screen::replay_history(emulator, viewer_rows).await {
+            Ok(snapshot) => {
+                emulator.keep_history(viewer_rows, &snapshot);
+                snapshot
+            }
+            // Not kept: the next viewer's request tries again.
+            Err(screen_alone) => screen_alone,
+        }
+    }
+
+    /// [`Screen::with_history`]'s replay: the snapshot with its history, or (Err) the screen
+    /// alone when the history could not be rebuilt.
+    async fn replay_history(
+        emulator: &mut Emulator,
+        viewer_rows: Option<u16>,
+    ) -> Result<Snapshot, Snapshot> {
         let snapshot = emulator.render();
         let source = emulator.history_source();
         let (took, replayed) = (std::time::Instant::now(), source.bytes.len());
@@ -154,11 +173,11 @@ impl Screen {
                     took_ms = took.elapsed().as_secs_f64() * 1e3,
                     "history rebuilt"
                 );
-                snapshot.with_history(&history, viewer_rows)
+                Ok(snapshot.with_history(&history, viewer_rows))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "history not rebuilt; the screen alone");
-                snapshot
+                Err(snapshot)
             }
         }
     }
@@ -225,5 +244,35 @@ impl Actor for Screen {
             ScreenMsg::NewProcessAt(at) => emulator.new_process_at(at),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot with history asked again at the same screen is the one kept, not a second
+    /// replay; new output, a resize or other rows make a new one.
+    #[tokio::test]
+    async fn a_history_is_replayed_once_per_screen() {
+        let ring = Ring::new(1 << 20);
+        let mut em = Emulator::new(ring.clone(), 24, 80);
+        let lines: Vec<u8> = (0..500)
+            .flat_map(|i| format!("line {i}\r\n").into_bytes())
+            .collect();
+        ring.append(&lines);
+        let first = Screen::with_history(&mut em, Some(24)).await;
+        let again = Screen::with_history(&mut em, Some(24)).await;
+        assert_eq!(first, again);
+        assert_eq!(em.history_replays, 1, "asked twice at the same screen");
+        Screen::with_history(&mut em, Some(30)).await;
+        assert_eq!(em.history_replays, 2, "other rows");
+        ring.append(b"one more\r\n");
+        let later = Screen::with_history(&mut em, Some(24)).await;
+        assert_eq!(em.history_replays, 3, "new output");
+        assert_ne!(later, first);
+        em.resize(30, 100);
+        Screen::with_history(&mut em, Some(24)).await;
+        assert_eq!(em.history_replays, 4, "a resize");
     }
 }
