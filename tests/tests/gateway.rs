@@ -2550,3 +2550,43 @@ async fn an_events_reply_holds_at_most_a_thousand() {
         "the first page is full"
     );
 }
+
+/// The last places of `max_connections` (a sixteenth, at least one) are the admin token's: a
+/// viewer token that opens every connection it can is refused short of the bound, and the
+/// admin (the CLI, the owner's page) still gets in.
+#[tokio::test]
+async fn a_viewer_token_cannot_take_the_admin_s_last_connections() {
+    let server = Server::start_configured("[limits]\nmax_connections = 8\n");
+    server
+        .spawn(json!({"name": "v", "argv": ["sleep", "600"]}))
+        .await;
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/tokens",
+            Some(&server.token),
+            Some(&json!({"session": "v", "scope": "read"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let read: Value = serde_json::from_str(&body).unwrap();
+    let token = read["token"].as_str().unwrap();
+    let mut held = Vec::new();
+    for i in 0..7 {
+        match server.ws_with(Some(token), &[]).await {
+            Ok(ws) => held.push(ws),
+            Err(e) => panic!("viewer connection {i} refused: {e}"),
+        }
+    }
+    let refused = server.ws_with(Some(token), &[]).await;
+    assert!(refused.is_err(), "the viewer took the admin's place");
+    let mut admin = server
+        .ws_with(Some(&server.token), &[])
+        .await
+        .expect("the admin gets the place kept for it");
+    assert_eq!(admin.call(json!({"type": "ping"})).await["type"], "pong");
+    assert!(
+        server.ws_with(Some(&server.token), &[]).await.is_err(),
+        "past max_connections"
+    );
+}

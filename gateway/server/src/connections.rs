@@ -153,6 +153,16 @@ pub const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Place(Arc<std::sync::atomic::AtomicUsize>);
 
 /// A place among the `max` that `count` counts; None when all are taken.
+/// WebSocket places only the admin token may take: a sixteenth of `max` (64 of the default
+/// 1024), at least one when there are two or more.
+pub fn admin_reserved(max: usize) -> usize {
+    if max < 2 {
+        0
+    } else {
+        (max / 16).clamp(1, max - 1)
+    }
+}
+
 fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Place> {
     count
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -177,9 +187,16 @@ impl Registry {
 
     /// A place for a WebSocket connection, taken at its upgrade and held by its actor; None
     /// when `max` are open (`limits.max_connections`). Taken, not read from a figure, so
-    /// upgrades at the same moment cannot all pass the check.
-    pub fn websocket(&self, max: usize) -> Option<Place> {
-        take(&self.websockets, max)
+    /// upgrades at the same moment cannot all pass the check. The last [`admin_reserved`]
+    /// places are the admin token's: a viewer or driver token (or a ttyd client yet to show
+    /// one) that takes every other place does not lock out the admin, the CLI included.
+    pub fn websocket(&self, max: usize, admin: bool) -> Option<Place> {
+        let bound = if admin {
+            max
+        } else {
+            max - admin_reserved(max)
+        };
+        take(&self.websockets, bound)
     }
 
     /// A place for an agentapi event stream; None when [`MAX_EVENT_STREAMS`] are open.

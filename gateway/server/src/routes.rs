@@ -119,10 +119,10 @@ async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError
 
 /// The connection bound, taken at the upgrade (a plain 503 before any WebSocket exists): the
 /// place goes with the connection to its actor and is given back when it ends.
-fn capacity(app: &App) -> Result<crate::connections::Place, ApiError> {
+fn capacity(app: &App, admin: bool) -> Result<crate::connections::Place, ApiError> {
     let max = app.config.limits.max_connections;
     app.connections
-        .websocket(max)
+        .websocket(max, admin)
         .ok_or_else(|| crate::access::at_limit(app, "connection limit reached", max))
 }
 
@@ -166,7 +166,7 @@ async fn ws_native(
     if matches!(grant, Grant::Hook(_)) {
         return Err(forbid(&app, "hook tokens may only post events"));
     }
-    let place = capacity(&app)?;
+    let place = capacity(&app, grant.is_admin())?;
     let by_cookie = crate::access::cookie_token(&headers).is_some();
     Ok(upgrade(
         app,
@@ -258,7 +258,10 @@ async fn ws_ttyd(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_origin(&app, &headers)?;
-    let place = capacity(&app)?;
+    // An admin token at the upgrade may take the places kept for it.
+    let admin = crate::access::presented_token(&headers)
+        .is_some_and(|t| app.tokens.check(Some(&t)).is_ok_and(|g| g.is_admin()));
+    let place = capacity(&app, admin)?;
     let session = app.corral.sessions().get(&key)?;
     // A browser logged in by cookie sends it with the upgrade (same origin, checked above), a
     // client may send a bearer header or corral's token subprotocol: that is its token, and
