@@ -231,11 +231,13 @@ pub struct NotifySettings {
 
 /// `url` with anything after its host cut to `/…` (see [`Webhook::shown`]).
 pub fn shown_url(url: &str) -> String {
-    let rest = url
-        .split_once("://")
-        .map_or(0, |(scheme, _)| scheme.len() + 3);
-    match url[rest..].find('/') {
-        Some(i) if rest + i + 1 < url.len() => format!("{}/…", &url[..rest + i]),
+    match url.parse::<hyper::Uri>() {
+        Ok(uri) if uri.path_and_query().is_some_and(|p| p.as_str() != "/") => {
+            match (uri.scheme_str(), uri.authority()) {
+                (Some(scheme), Some(host)) => format!("{scheme}://{host}/…"),
+                _ => url.to_string(),
+            }
+        }
         _ => url.to_string(),
     }
 }

@@ -221,29 +221,31 @@ impl DataDir {
             source: io::Error::other(e),
         })?;
         let at = path.clone();
-        match tokio::task::spawn_blocking(move || write_atomic(&at, &json, 0o600)).await {
-            Ok(written) => written.map_err(io_err(&path)),
-            Err(e) => Err(DataDirError::Io {
-                path: path.clone(),
-                source: io::Error::other(format!("the write panicked: {e}")),
-            }),
-        }
+        blocking_io(move || write_atomic(&at, &json, 0o600))
+            .await
+            .map_err(io_err(&path))
     }
 
     /// Removes `server.json` (clean shutdown), on the blocking pool as [`DataDir::publish`].
     pub async fn unpublish(&self) {
         let path = self.root.join("server.json");
         let at = path.clone();
-        let removed = match tokio::task::spawn_blocking(move || std::fs::remove_file(&at)).await {
-            Ok(removed) => removed,
-            Err(e) => Err(io::Error::other(format!("the removal panicked: {e}"))),
-        };
-        if let Err(e) = removed
+        if let Err(e) = blocking_io(move || std::fs::remove_file(&at)).await
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(path = %path.display(), error = %e, "could not remove server.json");
         }
     }
+}
+
+/// File I/O `work` on tokio's blocking pool, for a server already serving; its panic is an
+/// I/O error like any other.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|panicked| Err(io::Error::other(panicked)))
 }
 
 /// Reads the `server.json` of a data dir.

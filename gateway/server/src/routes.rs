@@ -258,21 +258,18 @@ async fn ws_ttyd(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_origin(&app, &headers)?;
-    // An admin token at the upgrade may take the places kept for it.
-    let admin = crate::access::presented_token(&headers)
-        .is_some_and(|t| app.tokens.check(Some(&t)).is_ok_and(|g| g.is_admin()));
-    let place = capacity(&app, admin)?;
-    let session = app.corral.sessions().get(&key)?;
     // A browser logged in by cookie sends it with the upgrade (same origin, checked above), a
     // client may send a bearer header or corral's token subprotocol: that is its token, and
-    // ttyd's AuthToken may then be empty.
-    let credential = crate::access::presented_token(&headers)
-        .filter(|t| {
-            app.tokens
-                .check(Some(t))
-                .is_ok_and(|g| g.can_read(session.id()))
-        })
-        .map(|t| (t, crate::access::cookie_token(&headers).is_some()));
+    // ttyd's AuthToken may then be empty. Checked once, here.
+    let presented = crate::access::presented_token(&headers)
+        .and_then(|t| app.tokens.check(Some(&t)).ok().map(|g| (t, g)));
+    // An admin token at the upgrade may take the places kept for it.
+    let admin = presented.as_ref().is_some_and(|(_, g)| g.is_admin());
+    let place = capacity(&app, admin)?;
+    let session = app.corral.sessions().get(&key)?;
+    let credential = presented
+        .filter(|(_, g)| g.can_read(session.id()))
+        .map(|(t, _)| (t, crate::access::cookie_token(&headers).is_some()));
     // Only a connection still to show a token waits among the unauthenticated (64 of those
     // shut every ttyd client out, a logged-in page too).
     let unauthenticated = match credential {

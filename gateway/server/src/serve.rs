@@ -362,11 +362,7 @@ async fn serving(
     if leaving != Leaving::Upgrade {
         let sock = socket_path(data.path());
         let at = sock.clone();
-        let removed = match tokio::task::spawn_blocking(move || std::fs::remove_file(&at)).await {
-            Ok(removed) => removed,
-            Err(e) => Err(std::io::Error::other(format!("the removal panicked: {e}"))),
-        };
-        if let Err(e) = removed {
+        if let Err(e) = crate::datadir::blocking_io(move || std::fs::remove_file(&at)).await {
             tracing::warn!(path = %sock.display(), error = %e, "could not remove the unix socket");
         }
         data.unpublish().await;

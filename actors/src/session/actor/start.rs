@@ -142,11 +142,11 @@ impl SessionActorState {
             }
             (Mode::Pipe | Mode::StreamJson, None) => {
                 let cwd = self.spec.cwd.clone();
-                let p =
-                    tokio::task::spawn_blocking(move || pipe::spawn(&argv, cwd.as_deref(), &envv))
-                        .await
-                        .map_err(|e| SessionError::Spawn(format!("spawn: {e}")))?
-                        .map_err(|e| SessionError::Spawn(e.to_string()))?;
+                let p = SPAWNS
+                    .run(move || pipe::spawn(&argv, cwd.as_deref(), &envv))
+                    .await
+                    .map_err(|e| SessionError::Spawn(format!("spawn: {e}")))?
+                    .map_err(|e| SessionError::Spawn(e.to_string()))?;
                 Spawned {
                     pid: p.pid,
                     pidfd: Some(p.pidfd),
