@@ -416,6 +416,22 @@ impl Server {
         )
     }
 
+    /// A token for one session (`read`, `write` or `hook`), issued with the admin token.
+    pub async fn scoped_token(&self, session: &str, scope: &str) -> String {
+        let (status, body) = self
+            .http(
+                "POST",
+                "/v1/tokens",
+                Some(&self.token),
+                Some(&serde_json::json!({"session": session, "scope": scope})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let created: Value = serde_json::from_str(&body).unwrap();
+        // invariant: a 201 from /v1/tokens carries the token.
+        created["token"].as_str().unwrap().to_string()
+    }
+
     /// Spawns a session through REST with the admin token; returns its info.
     pub async fn spawn(&self, spec: Value) -> Value {
         let (status, body) = self

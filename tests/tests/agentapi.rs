@@ -468,18 +468,7 @@ async fn a_revoked_token_ends_its_event_streams() {
         .spawn(json!({"argv": ["sh", "-c", "while :; do echo tick; sleep 0.2; done"], "name": "ticks"}))
         .await;
     let id = info["id"].as_str().unwrap().to_string();
-    let (_, created) = server
-        .http(
-            "POST",
-            "/v1/tokens",
-            Some(&server.token),
-            Some(&json!({"session": id, "scope": "read"})),
-        )
-        .await;
-    let token = serde_json::from_str::<Value>(&created).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = server.scoped_token(&id, "read").await;
     let client = server.client();
     let mut stream = client
         .send(

@@ -603,17 +603,8 @@ async fn security_matrix() {
             .is_ok()
     );
     // A read-only token cannot send input; it cannot see another session.
-    let (s, body) = server
-        .http(
-            "POST",
-            "/v1/tokens",
-            Some(&server.token),
-            Some(&json!({"session": "a", "scope": "read"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
-    let read: Value = serde_json::from_str(&body).unwrap();
-    let mut ro = server.ws_with(read["token"].as_str(), &[]).await.unwrap();
+    let read = server.scoped_token("a", "read").await;
+    let mut ro = server.ws_with(Some(&read), &[]).await.unwrap();
     let r = ro
         .call(json!({"type": "input", "session": a_id, "data": "x"}))
         .await;
@@ -640,12 +631,7 @@ async fn security_matrix() {
     }
     for key in [b_id, "no-such-name"] {
         let (status, body) = server
-            .http(
-                "GET",
-                &format!("/v1/sessions/{key}"),
-                read["token"].as_str(),
-                None,
-            )
+            .http("GET", &format!("/v1/sessions/{key}"), Some(&read), None)
             .await;
         assert_eq!(status, 403, "{key}: {body}");
         assert!(body.contains("does not allow this session"), "{body}");
@@ -661,16 +647,8 @@ async fn security_matrix() {
         "sees only its session"
     );
     // A write token on session a used on session b.
-    let (_, body) = server
-        .http(
-            "POST",
-            "/v1/tokens",
-            Some(&server.token),
-            Some(&json!({"session": "a", "scope": "write"})),
-        )
-        .await;
-    let write: Value = serde_json::from_str(&body).unwrap();
-    let mut rw = server.ws_with(write["token"].as_str(), &[]).await.unwrap();
+    let write = server.scoped_token("a", "write").await;
+    let mut rw = server.ws_with(Some(&write), &[]).await.unwrap();
     assert_eq!(
         rw.call(json!({"type": "input", "session": b_id, "data": "x"}))
             .await["code"],
@@ -984,16 +962,7 @@ async fn no_token_ever_reaches_the_logs() {
     let mut server = Server::start_logging_to(&log);
     let info = server.spawn(json!({"argv": ["cat"], "name": "t"})).await;
     let id = info["id"].as_str().unwrap().to_string();
-    let (_, body) = server
-        .http(
-            "POST",
-            "/v1/tokens",
-            Some(&server.token),
-            Some(&json!({"session": "t", "scope": "write"})),
-        )
-        .await;
-    let issued: Value = serde_json::from_str(&body).unwrap();
-    let issued = issued["token"].as_str().unwrap().to_string();
+    let issued = server.scoped_token("t", "write").await;
     let mut ws = server.ws_with(Some(&issued), &[]).await.unwrap();
     ws.call(json!({"type": "subscribe", "session": id})).await;
     ws.send(json!({"type": "input", "session": id, "data": "hello\n"}))
@@ -1868,6 +1837,85 @@ async fn a_ttyd_client_logged_in_by_cookie_needs_no_auth_token() {
     }
 }
 
+/// A ttyd upgrade to a name no session has is let in as one to a real session is: before, it
+/// answered 404 before any token, so a client without one could probe which names exist. The
+/// first frame's answer is the same for both unless its token may see every session.
+#[tokio::test]
+async fn a_ttyd_upgrade_gives_away_no_session_names() {
+    let server = Server::start();
+    server
+        .spawn(json!({"name": "real", "argv": ["sleep", "600"]}))
+        .await;
+    let read = server.scoped_token("real", "read").await;
+    server
+        .spawn(json!({"name": "elsewhere", "argv": ["sleep", "600"]}))
+        .await;
+    let other = server.scoped_token("elsewhere", "write").await;
+    let revoked = server.scoped_token("real", "read").await;
+    let (status, body) = server
+        .http(
+            "DELETE",
+            &format!("/v1/tokens/{}", revoked.split('_').nth(1).unwrap()),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = |token: &str| json!({"AuthToken": token, "columns": 80, "rows": 24}).to_string();
+    // What a client with no token, a revoked one, or one for another session learns: the same
+    // close, whether the name exists or not.
+    for token in [
+        "",
+        "corral_nope_00000000000000000000000000000000",
+        &revoked,
+        &other,
+    ] {
+        for name in ["real", "no-such-name"] {
+            let mut ttyd = server.ttyd(name).await;
+            ttyd.send(Message::Text(first(token).into())).await.unwrap();
+            let (_, close) = ttyd_read(&mut ttyd, Duration::from_secs(10)).await;
+            assert_eq!(
+                close,
+                Some((1000, "invalid or missing AuthToken".to_string())),
+                "{name} with {token:?}"
+            );
+        }
+    }
+    // A token for `real` reads it, and learns nothing of other names.
+    let mut ttyd = server.ttyd("no-such-name").await;
+    ttyd.send(Message::Text(first(&read).into())).await.unwrap();
+    let (_, close) = ttyd_read(&mut ttyd, Duration::from_secs(10)).await;
+    assert_eq!(
+        close,
+        Some((1000, "invalid or missing AuthToken".to_string()))
+    );
+    let mut ttyd = server.ttyd("real").await;
+    ttyd.send(Message::Text(first(&read).into())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), ttyd.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b[0], b'1', "the title first"),
+        other => panic!("{other:?}"),
+    }
+    // The admin token is told: in the first frame, and at the upgrade (404, as before).
+    let mut ttyd = server.ttyd("no-such-name").await;
+    ttyd.send(Message::Text(first(&server.token).into()))
+        .await
+        .unwrap();
+    let (_, close) = ttyd_read(&mut ttyd, Duration::from_secs(10)).await;
+    assert_eq!(close, Some((1000, "no such session".to_string())));
+    let refused = server
+        .client()
+        .socket(
+            "/ttyd/no-such-name/ws",
+            Some(&server.token),
+            &[("sec-websocket-protocol", "tty")],
+        )
+        .await;
+    assert!(
+        format!("{:?}", refused.err()).contains("404"),
+        "an admin's upgrade to no session is refused at once"
+    );
+}
+
 /// A request body that never comes and a client that never reads its response held their
 /// connections for good (1,024 of either, with no token, locked every client out, and unread
 /// responses took 500 MB): the body has 30 s (then 408), a write that makes no progress 60 s.
@@ -2438,17 +2486,9 @@ async fn a_session_is_killed_and_restarted_over_http() {
     assert_eq!(again["state"], "running", "{again}");
     assert_ne!(again["pid"].as_i64(), Some(pid), "{again}");
     // Admin only.
-    let (_, body) = server
-        .http(
-            "POST",
-            "/v1/tokens",
-            Some(&server.token),
-            Some(&json!({"session": "k", "scope": "write"})),
-        )
-        .await;
-    let write: Value = serde_json::from_str(&body).unwrap();
+    let write = server.scoped_token("k", "write").await;
     let (status, _) = server
-        .http("POST", "/v1/sessions/k/kill", write["token"].as_str(), None)
+        .http("POST", "/v1/sessions/k/kill", Some(&write), None)
         .await;
     assert_eq!(status, 403);
 }
@@ -2560,17 +2600,8 @@ async fn a_viewer_token_cannot_take_the_admin_s_last_connections() {
     server
         .spawn(json!({"name": "v", "argv": ["sleep", "600"]}))
         .await;
-    let (status, body) = server
-        .http(
-            "POST",
-            "/v1/tokens",
-            Some(&server.token),
-            Some(&json!({"session": "v", "scope": "read"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let read: Value = serde_json::from_str(&body).unwrap();
-    let token = read["token"].as_str().unwrap();
+    let read = server.scoped_token("v", "read").await;
+    let token = read.as_str();
     let mut held = Vec::new();
     for i in 0..7 {
         match server.ws_with(Some(token), &[]).await {

@@ -176,10 +176,9 @@ impl GatewayConfig {
             ));
         }
         for hook in &self.notify.webhooks {
-            let host = hook.url.strip_prefix("http://").unwrap_or_default();
-            if host.is_empty() || host.starts_with('/') {
+            if let Err(why) = hook.target() {
                 return Err(format!(
-                    "notify.webhooks: url '{}' is not a plain http:// URL with a host (https: put a TLS proxy in front)",
+                    "notify.webhooks: url '{}' {why} (https: put a TLS proxy in front)",
                     hook.shown()
                 ));
             }
@@ -229,17 +228,36 @@ pub struct NotifySettings {
     pub page_url: Option<String>,
 }
 
-/// `url` with anything after its host cut to `/…` (see [`Webhook::shown`]).
+/// `url` with anything after its host cut to `/…`, and a user or password before it to `…@`
+/// (see [`Webhook::shown`]).
 pub fn shown_url(url: &str) -> String {
-    match url.parse::<hyper::Uri>() {
-        Ok(uri) if uri.path_and_query().is_some_and(|p| p.as_str() != "/") => {
-            match (uri.scheme_str(), uri.authority()) {
-                (Some(scheme), Some(host)) => format!("{scheme}://{host}/…"),
-                _ => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return url.to_string();
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return url.to_string();
+    };
+    let host = match authority.as_str().rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_string(),
+    };
+    match uri.path_and_query().map(|p| p.as_str()) {
+        Some(p) if p != "/" => format!("{scheme}://{host}/…"),
+        // Nothing after the host to hide; "/" kept as written.
+        _ if url.ends_with('/') => format!("{scheme}://{host}/"),
+        _ => format!("{scheme}://{host}"),
     }
+}
+
+/// Where a webhook's POST goes, parsed once from its URL (hyper's parser: no hand split).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` to connect to (port 80 when the URL names none).
+    pub connect: String,
+    /// The `Host` header: the URL's authority as written.
+    pub host: String,
+    /// The path and query, `/` when the URL has none.
+    pub path: String,
 }
 
 /// One webhook.
@@ -263,6 +281,30 @@ impl Webhook {
     /// path is often its secret: an ntfy topic, a chat's hook key).
     pub fn shown(&self) -> String {
         shown_url(&self.url)
+    }
+
+    /// Where its POST goes; the error says what is wrong with the URL. A password in the URL
+    /// is refused (it would be sent nowhere and shown in logs).
+    pub fn target(&self) -> Result<Target, &'static str> {
+        let uri: hyper::Uri = self.url.parse().map_err(|_| "is not a URL")?;
+        if uri.scheme_str() != Some("http") {
+            return Err("is not a plain http:// URL");
+        }
+        let authority = uri.authority().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("carries a user or password (put a secret in the path)");
+        }
+        if authority.host().is_empty() {
+            return Err("has no host");
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Target {
+            connect: format!("{}:{port}", authority.host()),
+            host: authority.as_str().to_string(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        })
     }
 }
 
@@ -385,6 +427,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_webhook_s_target_comes_from_its_url() {
+        let target = |url: &str| {
+            Webhook {
+                url: url.into(),
+                format: Webhook::json(),
+            }
+            .target()
+        };
+        // No port: HTTP's 80 (a hand split once connected to "host" and failed).
+        assert_eq!(
+            target("http://ntfy.local/topic?x=1"),
+            Ok(Target {
+                connect: "ntfy.local:80".into(),
+                host: "ntfy.local".into(),
+                path: "/topic?x=1".into(),
+            })
+        );
+        assert_eq!(
+            target("http://[::1]:8080"),
+            Ok(Target {
+                connect: "[::1]:8080".into(),
+                host: "[::1]:8080".into(),
+                path: "/".into(),
+            })
+        );
+        assert!(target("http://me:secret@relay/hook").is_err());
+        assert!(target("https://relay/hook").is_err());
+        assert!(target("relay/hook").is_err());
+    }
+
+    #[test]
     fn a_webhook_is_shown_without_its_path() {
         assert_eq!(
             shown_url("http://ntfy.local:8080/secret-topic"),
@@ -397,6 +470,11 @@ mod tests {
             "https://hooks.example/…"
         );
         assert_eq!(shown_url("garbage"), "garbage");
+        assert_eq!(
+            shown_url("http://me:secret@relay:81/hook"),
+            "http://…@relay:81/…"
+        );
+        assert_eq!(shown_url("http://me:secret@relay"), "http://…@relay");
     }
 
     #[test]
@@ -465,6 +543,14 @@ mod tests {
         );
         refused(
             &|c| c.notify.webhooks = vec![hook("http://x/y", "xml")],
+            "notify.webhooks",
+        );
+        refused(
+            &|c| c.notify.webhooks = vec![hook("http://me:pw@x/y", "json")],
+            "notify.webhooks",
+        );
+        refused(
+            &|c| c.notify.webhooks = vec![hook("http:///y", "json")],
             "notify.webhooks",
         );
         refused(

@@ -573,17 +573,12 @@ async fn deliver(app: &App, hook: &Webhook, n: &Notification) {
 
 /// One POST of `n` to `hook` (plain HTTP/1.1 over TCP, through hyper).
 async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
-    let rest = hook
-        .url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("only http:// webhooks are supported: {}", hook.shown()))?;
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) => (h.to_string(), format!("/{p}")),
-        None => (rest.to_string(), "/".to_string()),
-    };
-    let stream = tokio::net::TcpStream::connect(&host)
+    let target = hook
+        .target()
+        .map_err(|why| format!("{} {why}", hook.shown()))?;
+    let stream = tokio::net::TcpStream::connect(&target.connect)
         .await
-        .map_err(|e| format!("connect {host}: {e}"))?;
+        .map_err(|e| format!("connect {}: {e}", target.connect))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -597,8 +592,8 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
         )
     };
     // ntfy opens a notification's `Click` URL when it is tapped.
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, host)
+    let req = hyper::Request::post(target.path)
+        .header(hyper::header::HOST, target.host)
         .header(hyper::header::CONTENT_TYPE, content_type)
         .header("click", n.url.as_str())
         .body(Full::new(Bytes::from(body)))

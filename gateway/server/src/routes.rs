@@ -266,9 +266,15 @@ async fn ws_ttyd(
     // An admin token at the upgrade may take the places kept for it.
     let admin = presented.as_ref().is_some_and(|(_, g)| g.is_admin());
     let place = capacity(&app, admin)?;
-    let session = app.corral.sessions().get(&key)?;
+    // An unknown name is told at once only to a token that may see every session; any other
+    // upgrade goes ahead and learns it from its first frame's answer, as a wrong token does.
+    let session = match app.corral.sessions().get(&key) {
+        Ok(s) => Some(s),
+        Err(e) if admin => return Err(e.into()),
+        Err(_) => None,
+    };
     let credential = presented
-        .filter(|(_, g)| g.can_read(session.id()))
+        .filter(|(_, g)| session.as_ref().is_some_and(|s| g.can_read(s.id())))
         .map(|(t, _)| (t, crate::access::cookie_token(&headers).is_some()));
     // Only a connection still to show a token waits among the unauthenticated (64 of those
     // shut every ttyd client out, a logged-in page too).

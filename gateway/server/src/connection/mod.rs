@@ -63,8 +63,10 @@ pub enum Dialect {
     },
     /// `/ttyd/{session}/ws`: the first frame carries the token.
     Ttyd {
-        /// The session, resolved at the upgrade.
-        session: SessionHandle,
+        /// The session, resolved at the upgrade; `None` for a name no session has, which is
+        /// said only once the first frame shows a token that may know it (an unauthenticated
+        /// client could otherwise probe which names exist).
+        session: Option<SessionHandle>,
         /// Its place among the connections that have not shown a token yet (none when the
         /// upgrade carried a valid one: it is not waiting to authenticate).
         unauthenticated: Option<crate::connections::Place>,
@@ -72,6 +74,24 @@ pub enum Dialect {
         /// token subprotocol, or the login cookie: `true`), which an empty AuthToken stands for.
         credential: Option<(String, bool)>,
     },
+}
+
+/// What a ttyd connection's path named.
+#[derive(Clone)]
+enum Ttyd {
+    /// A session.
+    Session(SessionHandle),
+    /// No session by that name (told after the first frame: see [`Dialect::Ttyd`]).
+    Unknown,
+}
+
+impl Ttyd {
+    fn session(&self) -> Option<&SessionHandle> {
+        match self {
+            Ttyd::Session(s) => Some(s),
+            Ttyd::Unknown => None,
+        }
+    }
 }
 
 /// Arguments of a Connection.
@@ -132,8 +152,8 @@ pub struct ConnectionState {
     window: Option<u64>,
     /// Token grant (None until a ttyd client authenticates).
     grant: Option<Grant>,
-    /// ttyd session, if this is a ttyd connection.
-    ttyd: Option<SessionHandle>,
+    /// What a ttyd connection's path named, if this is a ttyd connection.
+    ttyd: Option<Ttyd>,
     /// Until the connection shows its token (ttyd's first frame): its place among those that
     /// have not, and when it is closed without one.
     unauthenticated: Option<(Option<crate::connections::Place>, tokio::time::Instant)>,
@@ -218,7 +238,7 @@ impl Actor for Connection {
                 credential,
             } => (
                 None,
-                Some(session),
+                Some(session.map_or(Ttyd::Unknown, Ttyd::Session)),
                 // A ttyd client has AUTH_WAIT for its first frame, with a token at the upgrade
                 // too (without, such a connection stayed for good); it holds a place among the
                 // unauthenticated only without one.
@@ -345,7 +365,7 @@ impl Actor for Connection {
                     true
                 }
             },
-            () = session_ends(&mut st.pause_watch, st.ttyd.as_ref()), if st.paused && st.pause_watch.is_some() => {
+            () = session_ends(&mut st.pause_watch, st.ttyd.as_ref().and_then(Ttyd::session)), if st.paused && st.pause_watch.is_some() => {
                 st.paused = false;
                 st.pause_watch = None;
                 true

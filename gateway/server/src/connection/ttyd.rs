@@ -11,8 +11,10 @@ use super::*;
 /// server sends '0'+output, '1'+title, '2'+preferences.
 impl ConnectionState {
     pub(super) async fn ttyd_frame(&mut self, data: &[u8]) -> bool {
-        // invariant: ttyd_frame is only called on ttyd connections.
-        let session = self.ttyd.clone().expect("ttyd session");
+        let Some(Ttyd::Session(session)) = self.ttyd.clone() else {
+            // No such session: its first frame gets the answer, and the connection ends.
+            return self.ttyd_unknown(data).await;
+        };
         if self.grant.is_none() {
             return self.ttyd_auth(&session, data).await;
         }
@@ -62,6 +64,31 @@ impl ConnectionState {
                 tracing::debug!(why, "ttyd frame ignored");
                 self.app.metrics.reject("bad_request");
                 true
+            }
+        }
+    }
+
+    /// The first frame of a connection to a name no session has: a token that may see every
+    /// session is told so; any other gets the answer a token that may not read an existing
+    /// session gets, so the names cannot be probed.
+    async fn ttyd_unknown(&mut self, data: &[u8]) -> bool {
+        let Ok(init) = crate::ttyd::parse_init(data) else {
+            self.app.metrics.reject("bad_request");
+            return self
+                .close(1008, "first frame must be the ttyd JSON init")
+                .await;
+        };
+        let token = init
+            .token
+            .or_else(|| self.credential.as_ref().map(|(t, _)| t.clone()));
+        match self.app.tokens.check(token.as_deref()) {
+            Ok(g) if g.is_admin() => {
+                self.app.metrics.reject("not_found");
+                self.close(1008, "no such session").await
+            }
+            _ => {
+                self.app.metrics.reject("unauthorized");
+                self.close(1008, "invalid or missing AuthToken").await
             }
         }
     }
@@ -157,8 +184,11 @@ impl ConnectionState {
     /// A refusal on a ttyd connection (its protocol has no error message): the connection
     /// ends with the reason.
     pub(super) async fn ttyd_refused(&mut self, code: ErrorCode) -> bool {
-        // invariant: only called on ttyd connections.
-        let session = self.ttyd.clone().expect("ttyd session");
+        // Only a connection let in to a session is refused input (an unknown name ends at its
+        // first frame).
+        let Some(Ttyd::Session(session)) = self.ttyd.clone() else {
+            return self.close(1011, "input refused").await;
+        };
         if session.shared().state().is_final() {
             return self.close(1000, "session exited").await;
         }
