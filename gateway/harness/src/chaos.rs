@@ -363,7 +363,8 @@ impl Chaos {
         let dir = server.crash()?;
         let mut torn: Option<(String, Vec<u8>)> = None;
         if tear {
-            torn = tear_a_tail(dir.path(), &mut self.rng)?;
+            let (data, mut rng) = (dir.path().to_path_buf(), self.rng.fork());
+            torn = blocking(move || tear_a_tail(&data, &mut rng)).await?;
             if let Some((id, _)) = &torn {
                 let (log, _) = LogReader::open(dir.path().join("logs").join(id))?;
                 self.damaged
@@ -409,7 +410,8 @@ impl Chaos {
             }
         }
         if let Some((id, before)) = torn {
-            let now = read_scrollback(self.server().dir(), &id)?.0;
+            let (data, of) = (self.server().dir().to_path_buf(), id.clone());
+            let now = blocking(move || read_scrollback(&data, &of)).await?.0;
             let common = before.iter().zip(&now).take_while(|(a, b)| a == b).count();
             // Recovery keeps every record before the damage: all but the torn record(s).
             if common + 64 * 1024 < before.len() {
@@ -661,7 +663,8 @@ impl Chaos {
             if id == self.sink {
                 continue;
             }
-            let (bytes, gaps) = read_scrollback(&dir, &id)?;
+            let (data, of) = (dir.clone(), id.clone());
+            let (bytes, gaps) = blocking(move || read_scrollback(&data, &of)).await?;
             let damaged = self.damaged.get(&id).cloned().unwrap_or_default();
             for (from, to) in gaps {
                 if !damaged.contains(&from) {
@@ -720,6 +723,13 @@ type Gaps = Vec<(u64, u64)>;
 
 /// A session's scrollback from disk: its bytes (a line break where a gap is, so no counter
 /// line spans one) and its gaps.
+/// Runs a file-reading `f` on the blocking pool (logs are megabytes: not on a runtime worker).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
 fn read_scrollback(data: &Path, id: &str) -> anyhow::Result<(Vec<u8>, Gaps)> {
     let dir = data.join("logs").join(id);
     if !dir.exists() {

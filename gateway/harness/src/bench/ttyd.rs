@@ -51,9 +51,10 @@ pub(super) async fn against_ttyd(server: &Served, bytes: u64) -> anyhow::Result<
             json: json!({"ttyd": null}),
         }]);
     };
-    let version = Command::new(&ttyd)
+    let version = tokio::process::Command::new(&ttyd)
         .arg("--version")
         .output()
+        .await
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let dir = tempfile::tempdir()?;
