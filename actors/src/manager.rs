@@ -357,13 +357,14 @@ impl Sessions {
         })
     }
 
-    /// Finds a session by id, name, or the start of its id (at least 4 characters, naming one
-    /// session); a name shorter than the 8 characters `corral ps` shows wins over the start of
-    /// another's id, a longer one that is both names neither.
+    /// Finds a session by id, name, or the start of its id (at least the 8 characters `corral
+    /// ps` shows, naming one session); a key that is one session's name and the start of
+    /// another's id names neither.
     pub fn get(&self, key: &str) -> Result<SessionHandle, SessionError> {
-        const MIN_ID_PREFIX: usize = 4;
-        // The id's start `corral ps` shows.
-        const SHORT_ID: usize = 8;
+        // The id's start `corral ps` shows, and the shortest start that names a session: with
+        // 4, `rm 5aee` retried after it removed the session named `5aee` removed another whose
+        // id happened to start so. A shorter key is only ever a name.
+        const MIN_ID_PREFIX: usize = 8;
         let reg = self.registry.read();
         let named = match Uuid::parse_str(key) {
             Ok(id) => {
@@ -391,12 +392,9 @@ impl Sessions {
                 .collect()
         };
         if let Some(h) = named.and_then(|id| reg.by_id.get(&id)) {
-            // A name that is also the start of another session's id, as long as the short id
-            // `corral ps` shows or longer (an id copied from `ps` would reach the session of
-            // that name: `rm` the wrong one), names neither. A shorter one is the name: a
-            // build number or a short hash used as a name stopped working at random, when a
-            // later session's random id happened to start with it.
-            if key.len() >= SHORT_ID && by_prefix(&reg).iter().any(|id| Some(*id) != named) {
+            // A name that is also the start of another session's id (an id copied from `ps`
+            // would reach the session of that name: `rm` the wrong one) names neither.
+            if by_prefix(&reg).iter().any(|id| Some(*id) != named) {
                 return Err(SessionError::BadInput(format!(
                     "'{key}' is the name of one session and the start of another's id: give the whole id"
                 )));

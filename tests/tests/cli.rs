@@ -519,6 +519,69 @@ fn corral_in_tmux(server: &Server, prefix: &str, args: &str, size: (u16, u16)) -
     Tmux(socket)
 }
 
+/// A terminal that says it is 0×0 (a pty nobody sized: `script`, some CI runners) is taken
+/// as 80×24: `attach` shrank the session to 1×1 for every other viewer, and `spawn -a` was
+/// refused ("terminal size must be at least 1×1").
+#[test]
+fn a_terminal_of_no_size_counts_as_80_by_24() {
+    require_tmux();
+    let server = Server::start();
+    let command = format!(
+        "{} --data-dir {}",
+        binary().display(),
+        server.dir.path().display()
+    );
+    let socket = format!("zero-size-{}", std::process::id());
+    let out = |args: &[&str]| String::from_utf8_lossy(&corral(&server, args).stdout).to_string();
+    let in_zero = |what: &str| {
+        tmux(
+            &socket,
+            &[
+                "new-session",
+                "-d",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                "-s",
+                what,
+                &format!("stty rows 0 cols 0; {command} {what}"),
+            ],
+        )
+    };
+    // spawn -a: started, at 80×24.
+    in_zero("spawn -a --name zero -- sh -c 'stty size; exec sleep 600'");
+    eventually("the program ran at 80x24", || {
+        out(&["logs", "zero"]).contains("24 80")
+    });
+    // attach: the session takes 80×24, never 1×1.
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; exec cat",
+        ],
+    );
+    // First at 100×30 from a sized terminal, then from one of no size.
+    let sized = corral_in_tmux(&server, "sized", "attach work", (100, 30));
+    eventually("the sized attach resized the session", || {
+        out(&["events", "work"]).contains("100x30")
+    });
+    tmux(&sized, &["kill-server"]);
+    in_zero("attach work");
+    eventually("the attach of no size resized the session", || {
+        out(&["events", "work"]).contains("80x24")
+    });
+    let events = out(&["events", "work"]);
+    assert!(!events.contains("1x1"), "{events}");
+    tmux(&socket, &["kill-server"]);
+}
+
 /// Detaches the tmux session `t`'s attach (Ctrl-\\): the attach exits, the (only) session
 /// keeps running; then ends the tmux server.
 fn detach_leaves_it_running(server: &Server, socket: &str) {
@@ -2093,6 +2156,17 @@ fn the_short_ids_ps_prints_name_sessions() {
     ok(&server, &["spawn", "--name", five, "--", "sleep", "600"]);
     let out = ok(&server, &["stop", five]);
     assert!(out.starts_with(&format!("{five} ")), "{out}");
+    let listed = ok(&server, &["ps"]);
+    assert!(listed.contains("short-id"), "{listed}");
+    // Once that name is gone, the same command again names nothing: it does not fall through
+    // to the id the name happens to start (a retried `rm` removed another session).
+    ok(&server, &["rm", five]);
+    for command in ["rm", "stop", "kill"] {
+        let out = corral(&server, &[command, five]);
+        assert!(!out.status.success(), "{command}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("no session '{five}'")), "{err}");
+    }
     let listed = ok(&server, &["ps"]);
     assert!(listed.contains("short-id"), "{listed}");
 }

@@ -134,7 +134,7 @@ const NOTICE_FOR: Duration = Duration::from_secs(2);
 /// restored, the row overwritten until the program redraws it (a status line's line feeds
 /// scrolled the screen it warned about, and moved the cursor).
 fn notice(text: &str) {
-    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let (cols, rows) = terminal_size();
     let text: String = format!("[corral: {text}]")
         .chars()
         .take(usize::from(cols.max(1)))
@@ -188,9 +188,19 @@ struct Subscribed {
     last_event: Option<u64>,
 }
 
+/// This terminal's columns and rows; 80×24 when it does not say, or says 0 in either (a pty
+/// nobody sized: `script`, some CI runners, Python's `pty.fork`) — a 0×0 read as 1×1 shrank
+/// the session to one cell for every other viewer, and `spawn -a` was refused.
+pub fn terminal_size() -> (u16, u16) {
+    match crossterm::terminal::size() {
+        Ok((cols, rows)) if cols > 0 && rows > 0 => (cols, rows),
+        _ => (80, 24),
+    }
+}
+
 /// This terminal's rows and columns.
 fn term_size() -> (u16, u16) {
-    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let (cols, rows) = terminal_size();
     (rows, cols)
 }
 
@@ -235,11 +245,9 @@ impl Endings {
 }
 
 async fn send_size(ws: &mut Conn, session: &str) -> anyhow::Result<()> {
-    let (cols, rows) = crossterm::terminal::size()?;
-    ws.send(
-        json!({"type": "resize", "session": session, "rows": rows.max(1), "cols": cols.max(1)}),
-    )
-    .await?;
+    let (cols, rows) = terminal_size();
+    ws.send(json!({"type": "resize", "session": session, "rows": rows, "cols": cols}))
+        .await?;
     Ok(())
 }
 

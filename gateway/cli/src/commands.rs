@@ -312,8 +312,7 @@ pub async fn run(
                     );
                 }
                 // Drawn at this terminal's size from its first frame, not 80×24 then redrawn.
-                let (cols, rows) = crossterm::terminal::size()
-                    .context("--attach: cannot read this terminal's size")?;
+                let (cols, rows) = crate::attach::terminal_size();
                 spec.size = corral_actors::Size { rows, cols };
             }
             let info = client.spawn(&spec).await?;

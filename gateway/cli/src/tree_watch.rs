@@ -63,7 +63,7 @@ pub async fn run(ws: &mut Conn, json: bool) -> anyhow::Result<ExitCode> {
 fn draw(tree: &Value) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     tree_lines(tree, "", true, true, &mut lines);
-    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let (cols, rows) = crate::attach::terminal_size();
     let out = frame(&lines, usize::from(rows.max(2)), usize::from(cols.max(10)));
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
