@@ -2113,9 +2113,23 @@ fn the_local_admin_token_is_never_sent_to_another_url() {
         other.accept().is_err(),
         "a connection reached the other server"
     );
-    // Its own server by URL: the local token is fine there.
+    // Its own server by URL: the local token is fine there, as `localhost` too (it was refused).
     let out = corral(&server, &["--url", &server.url, "ps"]);
     assert!(out.status.success(), "{out:?}");
+    let by_name = server.url.replace("127.0.0.1", "localhost");
+    assert_ne!(by_name, server.url);
+    let out = corral(&server, &["--url", &by_name, "ps"]);
+    assert!(out.status.success(), "{out:?}");
+    // The other server as `localhost`, on its port: still refused.
+    let out = corral(
+        &server,
+        &["--url", &other_url.replace("127.0.0.1", "localhost"), "ps"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        other.accept().is_err(),
+        "a connection reached the other server"
+    );
 }
 
 /// The short ids `corral ps` prints name their sessions in every command (they were refused).

@@ -145,7 +145,7 @@ impl Client {
         let found_in = url
             .is_none()
             .then(|| (data_dir.to_path_buf(), token.clone()));
-        let endpoint = match &url {
+        let mut endpoint = match &url {
             Some(u) => Endpoint::Tcp(tcp_addr(u)?),
             None => {
                 if datadir::read_server_json(data_dir).is_err() {
@@ -160,11 +160,16 @@ impl Client {
             // naming another server needs its own token (it would be handed to whoever listens
             // there).
             None => {
-                if let Some(u) = &url
-                    && !datadir::read_server_json(data_dir)
-                        .is_ok_and(|s| s.url.trim_end_matches('/') == u.trim_end_matches('/'))
-                {
-                    return Err(ClientError::TokenForUrl(u.clone()));
+                if let Some(u) = &url {
+                    // The data dir's server, named as it publishes itself or as `localhost`:
+                    // reached at the address it published (another user's listener on the
+                    // other loopback address would not get the token).
+                    match datadir::read_server_json(data_dir) {
+                        Ok(s) if same_server(u, &s.url) => {
+                            endpoint = Endpoint::Tcp(tcp_addr(&s.url)?)
+                        }
+                        _ => return Err(ClientError::TokenForUrl(u.clone())),
+                    }
                 }
                 datadir::read_token(data_dir)
                     .map_err(|_| ClientError::NoToken(data_dir.to_path_buf()))?
@@ -207,18 +212,76 @@ impl Client {
     }
 }
 
-/// host:port of an `http://` URL.
+/// host:port of an `http://host[:port][/]` URL (port 80 when it names none).
 fn tcp_addr(url: &str) -> Result<String, ClientError> {
-    Ok(url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::BadUrl(url.to_string()))?
-        .trim_end_matches('/')
-        .to_string())
+    let (host, port) = host_port(url).ok_or_else(|| ClientError::BadUrl(url.to_string()))?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// The host (lower case; an IPv6 one in brackets) and port of an `http://` URL with nothing
+/// after its host but `/` (the API's paths are absolute: a prefix would be lost).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") || uri.path_and_query().is_some_and(|p| p != "/") {
+        return None;
+    }
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    Some((
+        authority.host().to_ascii_lowercase(),
+        authority.port_u16().unwrap_or(80),
+    ))
+}
+
+/// Whether `given` names the server that published `published`: the same host and port, or
+/// `localhost` for its loopback address.
+fn same_server(given: &str, published: &str) -> bool {
+    let (Some((given, port)), Some((host, published_port))) =
+        (host_port(given), host_port(published))
+    else {
+        return false;
+    };
+    let loopback = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    port == published_port && (given == host || (given == "localhost" && loopback))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_name_a_server_by_host_and_port() {
+        assert_eq!(
+            tcp_addr("http://127.0.0.1:7070/").unwrap(),
+            "127.0.0.1:7070"
+        );
+        assert_eq!(tcp_addr("http://Box.local").unwrap(), "box.local:80");
+        assert_eq!(tcp_addr("http://[::1]:7070").unwrap(), "[::1]:7070");
+        for bad in [
+            "https://box:7070",
+            "http://box:7070/corral/",
+            "box:7070",
+            "http://u:p@box",
+        ] {
+            assert!(tcp_addr(bad).is_err(), "{bad}");
+        }
+        let published = "http://127.0.0.1:7070";
+        assert!(same_server("http://127.0.0.1:7070/", published));
+        assert!(same_server("http://localhost:7070", published));
+        assert!(same_server("http://localhost:7070", "http://[::1]:7070"));
+        assert!(!same_server("http://localhost:7071", published));
+        assert!(!same_server("http://127.0.0.2:7070", published));
+        assert!(!same_server(
+            "http://localhost:7070",
+            "http://192.168.1.5:7070"
+        ));
+    }
 
     /// A data dir's socket served by another user's process is refused before anything is
     /// sent (the token would go to that process). Needs root, to start a listener as `nobody`
