@@ -13,8 +13,10 @@ pub enum SessionError {
     /// A session with this name exists.
     #[error("a session named '{0}' already exists")]
     NameTaken(String),
-    /// The spec is unusable: which rule it breaks.
-    #[error("invalid session spec: {0}")]
+    /// The spec (or a size or grace given with an operation) is unusable: which rule it
+    /// breaks, each message naming its field (a prefix "invalid session spec" was wrong for a
+    /// stop's grace or a resize).
+    #[error("{0}")]
     BadSpec(#[from] SpecError),
     /// The process could not be started.
     #[error("could not start the process: {0}")]

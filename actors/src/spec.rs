@@ -44,7 +44,7 @@ pub enum SpecError {
     IdInUse(Uuid),
     /// An environment variable without a name: its place in the spec's list (its value is not
     /// said: it may be a secret, and errors are logged).
-    #[error("environment variable number {0} (from 1) has an empty name")]
+    #[error("environment variable #{0} has an empty name (nothing before its '=')")]
     EnvEmptyName(usize),
     /// An environment variable whose name holds `=` (it would arrive split elsewhere): the name
     /// up to the `=` (what follows may be a value, a secret).

@@ -254,7 +254,13 @@ fn stop_kill_restart_and_rm_take_many_sessions() {
     assert!(said.lines().all(|l| l.ends_with("running")), "{said}");
     let said = ok(&server, &["kill", "a", "b"]);
     assert_eq!(said.lines().count(), 2, "{said}");
-    assert_eq!(ok(&server, &["rm", "a", "b", "c"]).lines().count(), 3);
+    // A name given twice is one session, removed once (the second said there was none).
+    assert_eq!(
+        ok(&server, &["rm", "a", "b", "a", "c", "c"])
+            .lines()
+            .collect::<Vec<_>>(),
+        ["a removed", "b removed", "c removed"]
+    );
     let ps: Value = serde_json::from_str(&ok(&server, &["ps", "--json"])).unwrap();
     assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps}");
     let out = corral(&server, &["rm"]);
@@ -1040,10 +1046,39 @@ fn attach_speaks_lines_to_pipes_says_when_a_session_ended_and_ends_when_revoked(
     );
     let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]).replace('\n', "");
     eventually("attached", || pane().contains("watching"));
+    // Followers with the same token: they end, saying why, instead of reconnecting to be
+    // refused ("connection lost (token revoked); reconnecting", then "invalid token").
+    let mut followers: Vec<_> = [["logs", "watched", "-f"], ["events", "watched", "-f"]]
+        .iter()
+        .map(|args| {
+            let mut all = vec!["--token", token];
+            all.extend_from_slice(args);
+            server.background(&all)
+        })
+        .collect();
+    let id = token.split('_').nth(1).unwrap();
+    eventually("the followers are connected", || {
+        ok(&server, &["tree", "--json"])
+            .matches(&format!("\"token\":\"{id}\""))
+            .count()
+            >= 3
+    });
     ok(&server, &["token", "revoke", token]);
     eventually("attach ended, saying why", || {
         pane().contains("token was revoked") && pane().contains("attach-exit-1")
     });
+    for follower in &mut followers {
+        eventually("the follower ended", || {
+            follower.try_wait().unwrap().is_some()
+        });
+    }
+    for follower in followers {
+        let out = follower.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("connection closed: token revoked"), "{err}");
+        assert!(!err.contains("reconnecting"), "{err}");
+    }
 }
 
 /// `corral spawn --attach` starts the session at the terminal's size (its program sees it from

@@ -550,12 +550,16 @@ fn shown(key: &str, s: corral_actors::SessionInfo) -> String {
 /// Does `act` to every session named, all at once (a stop of each waits its grace: eight
 /// agents stopped one after the other took eight graces); then says each one's outcome in
 /// the order named, a failure as `corral: …` on stderr; the status is a failure if any failed.
+/// A key named twice is acted on once (`rm dup dup` said "dup removed" and then that there
+/// was no `dup`).
 async fn each<F, Fut>(sessions: &[String], act: F) -> ExitCode
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
-    let outcomes = futures::future::join_all(sessions.iter().cloned().map(act)).await;
+    let mut seen = std::collections::HashSet::new();
+    let keys = sessions.iter().filter(|k| seen.insert(k.as_str())).cloned();
+    let outcomes = futures::future::join_all(keys.map(act)).await;
     let mut code = ExitCode::SUCCESS;
     for outcome in outcomes {
         match outcome {

@@ -98,6 +98,12 @@ fn fields(kind: &Value, skip: &[&str], head: &str) -> String {
 /// After a lost connection: waits until a server answers again (asking the data dir each time
 /// where it is), for [`RECONNECT_FOR`] at the most.
 pub(crate) async fn reconnect(client: &Client, reason: &str) -> anyhow::Result<Client> {
+    // Closed for its token: another connection with it would be refused (it said
+    // "reconnecting", then "invalid token").
+    use corral_server::connections::{LOGGED_OUT, TOKEN_REVOKED};
+    if [TOKEN_REVOKED, LOGGED_OUT].contains(&reason) {
+        bail!("connection closed: {reason}");
+    }
     eprintln!("corral: connection lost ({reason}); reconnecting");
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
