@@ -1129,3 +1129,32 @@ async fn until_size(server: &Server, id: &str, (rows, cols): (u16, u16), secs: u
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A bad body to `/v1/upgrade` or `/v1/shutdown` is refused, and the server stays as it was (an
+/// upgrade with any body at all went ahead).
+#[tokio::test]
+async fn a_bad_body_neither_upgrades_nor_stops_the_server() {
+    let server = Server::start();
+    let pid = server.pid();
+    for path in ["/v1/upgrade", "/v1/shutdown"] {
+        for body in [&b"garbage"[..], br#"{"keep":true}"#] {
+            let (status, answer) = server
+                .client()
+                .request_as(
+                    hyper::Method::POST,
+                    path,
+                    Some(&server.token),
+                    Some(body.to_vec()),
+                )
+                .await
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(status, 400, "{path}: {answer}");
+            assert!(answer.contains("request"), "{path}: {answer}");
+        }
+    }
+    let (status, health) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["pid"], json!(pid));
+}

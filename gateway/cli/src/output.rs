@@ -37,7 +37,8 @@ pub fn print_ps(views: &[SessionView]) {
             .info
             .last_exit
             .map_or_else(|| "-".to_string(), |e| e.to_string());
-        println!(
+        // Without trailing blanks when the last column is empty (a diff or `grep 'x$'` saw them).
+        let row = format!(
             "{:<8}  {} {:<10} {:>7} {:>8} {:>4} {:<20} {:>3} {:>6} {:>8}  {}",
             &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
             pad(&cut(s["name"].as_str().unwrap_or(""), NAME_MAX), width),
@@ -85,6 +86,7 @@ pub fn print_ps(views: &[SessionView]) {
                 _ => String::new(),
             },
         );
+        println!("{}", row.trim_end());
     }
     // Persistence trouble is loud: one line per affected session.
     for (_, s) in list {

@@ -52,6 +52,12 @@ pub struct ShutdownRequest {
     pub keep_sessions: bool,
 }
 
+/// `POST /v1/upgrade` body: none, or `{}` (anything else is refused, as the shutdown's is: a
+/// request meant for another route must not upgrade the server).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {}
+
 /// Which server answered, or took over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerId {
@@ -94,7 +100,15 @@ pub async fn shutdown(
 /// `POST /v1/upgrade` (admin): starts the binary on disk as the successor and, once it is
 /// ready, leaves to it. A successor that fails leaves this server serving, and the error says
 /// why.
-pub async fn upgrade(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Handover>, ApiError> {
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    crate::access::Body(body): crate::access::Body,
+) -> Result<Json<Handover>, ApiError> {
+    if !body.is_empty() {
+        serde_json::from_slice::<UpgradeRequest>(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad upgrade request: {e}")))?;
+    }
     let (Some(listener), Some(unix)) = (app.listener.as_ref(), app.unix_listener.as_ref()) else {
         return Err(ApiError::conflict(
             "this server has no listener to hand over",
