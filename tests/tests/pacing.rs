@@ -384,6 +384,37 @@ async fn input_never_taken_closes_with_1008_after_the_stall_limit() {
     );
 }
 
+/// `corral send` into a program that never reads: past the stall limit it fails, saying how
+/// much of its input was taken (queued for the program), so a script knows what not to send
+/// again (it said only "connection closed: input not consumed in time").
+#[tokio::test]
+async fn a_send_never_taken_says_how_much_went_in() {
+    let server = limited_server("input_stall_secs = 1\n");
+    let out = server.dir.path().join("never-send.out");
+    let id = sink(&server, &out, 10, "sleep 600;").await;
+    let input = server.dir.path().join("big-input");
+    std::fs::write(&input, text(3 << 20)).unwrap();
+    let sent = tokio::process::Command::new(corral_tests::binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["send", &id, "-"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&sent.stderr);
+    assert!(!sent.status.success(), "{err}");
+    let taken: u64 = err
+        .split("the first ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of what was taken: {err}"));
+    // About the session's input queue (1 MiB, filled by whole frames of up to 64 KiB) and what
+    // the terminal took; not all of it.
+    assert!((900_000..3 << 20).contains(&taken), "{err}");
+}
+
 /// The ttyd endpoint past the same stall limit: ttyd has no error frame, so the close says why,
 /// with 1000 (ttyd's page reconnects for ever on any other code).
 #[tokio::test]

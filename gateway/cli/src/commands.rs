@@ -402,6 +402,10 @@ pub async fn run(
                         bail!("{}", v["message"].as_str().unwrap_or("input refused"))
                     }
                     Incoming::Json(v) if v["id"] == json!(ping) => break,
+                    // Said before a close (input not taken in time: how much was).
+                    Incoming::Json(v) if v["type"] == "error" && v["id"].is_null() => {
+                        bail!("{}", v["message"].as_str().unwrap_or("input refused"))
+                    }
                     Incoming::Closed(r) => bail!("connection closed: {r}"),
                     _ => {}
                 }

@@ -615,10 +615,14 @@ impl ConnectionState {
                     .error(
                         None,
                         ErrorCode::Unavailable,
+                        // How much went in, so a sender knows what not to send again.
                         format!(
-                            "input not taken for {} s (the process is not reading it): \
-                             closing the connection",
-                            max_hold.as_secs()
+                            "input not taken for {} s (the process is not reading it): the \
+                             first {} bytes this connection sent were taken (queued: the \
+                             program gets them as it reads), the rest were not; closing the \
+                             connection",
+                            max_hold.as_secs(),
+                            self.stats.bytes_in.load(Ordering::Relaxed)
                         ),
                     )
                     .await;
