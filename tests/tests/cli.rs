@@ -1327,6 +1327,19 @@ fn logs_events_and_export_survive_a_server_restart() {
         .collect();
     let seqs: Vec<u64> = json.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    // `--after SEQ`: only what came after it (a script resuming where it stopped).
+    let last = seqs.len() as u64;
+    let after: Vec<u64> = ok(&server, &["events", "job", "--json", "--after", "2"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(after, (3..=last).collect::<Vec<_>>());
+    let last = last.to_string();
+    assert_eq!(ok(&server, &["events", "job", "--after", &last]), "");
     // asciicast v2: a JSON header line, then [time, "o", text] events.
     let cast = ok(&server, &["export", "job", "--format", "asciicast"]);
     let mut lines = cast.lines();

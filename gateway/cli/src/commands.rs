@@ -158,6 +158,10 @@ pub enum ClientCommand {
         /// JSON lines.
         #[arg(long)]
         json: bool,
+        /// Only the events after this sequence number (the first column; a script resuming
+        /// where it stopped).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
     },
     /// Write a session's retained scrollback as an asciicast v2 recording (play it with
     /// `asciinema play`).
@@ -431,7 +435,8 @@ pub async fn run(
             session,
             follow,
             json,
-        } => crate::follow::events(&client, &session, follow, json).await?,
+            after,
+        } => crate::follow::events(&client, &session, follow, json, after.unwrap_or(0)).await?,
         ClientCommand::Export { session, format } => {
             let mut recording = client.export(&session, &format).await?;
             let mut stdout = std::io::stdout().lock();

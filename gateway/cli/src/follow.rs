@@ -310,6 +310,7 @@ pub async fn events(
     session: &str,
     follow: bool,
     json: bool,
+    after: u64,
 ) -> anyhow::Result<()> {
     let print = |e: &Value| {
         if json {
@@ -325,7 +326,7 @@ pub async fn events(
         }
     };
     let mut client = client.clone();
-    let mut last = 0u64;
+    let mut last = after;
     loop {
         let mut ws = client.ws().await?;
         // Subscribe first (when following), so no event falls between history and live.
