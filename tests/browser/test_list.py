@@ -191,3 +191,29 @@ def test_the_list_puts_what_needs_you_first_and_says_what_it_asks(server, page):
     box.fill("")
     for s in made.values():
         server.remove(s["id"])
+
+
+def test_running_is_said_once_per_row(server, page, new_page):
+    # The state column says "running": a badge saying it again beside it goes (a phone, whose
+    # rows have no state column, keeps the badge); an exit status, which says more, stays.
+    s = server.spawn(["cat"], name="once-running")
+    ended = server.spawn(["sh", "-c", "exit 3"], name="once-ended")
+    open_list(server, page)
+    row = page.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]')
+    expect(row.locator(".c-state")).to_have_text("running")
+    expect(row.get_by_test_id("attention")).to_be_hidden()
+    gone = page.locator(f'[data-testid="session-row"][data-session-id="{ended["id"]}"]')
+    expect(gone.get_by_test_id("attention")).to_have_text("exit 3")
+    phone = new_page(phone=True)
+    open_list(server, phone)
+    prow = phone.locator(f'[data-testid="session-row"][data-session-id="{s["id"]}"]')
+    expect(prow.get_by_test_id("attention")).to_have_text("running")
+    expect(prow.get_by_test_id("attention")).to_be_visible()
+
+
+def test_notifications_refused_by_the_browser_are_said(server, page):
+    # The browser refuses (headless chromium denies the permission): the button said nothing.
+    open_list(server, page)
+    page.get_by_test_id("notify-toggle").click()
+    expect(page.get_by_test_id("toast").filter(has_text="notifications")).to_be_visible()
+    expect(page.get_by_test_id("notify-toggle")).to_have_text("notify")

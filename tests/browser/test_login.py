@@ -82,11 +82,27 @@ def test_unknown_session_shows_no_such_session(server, page):
     expect(gone).to_contain_text(re.compile("no such session", re.I))
     expect(gone).to_contain_text(missing)
     expect(page.get_by_test_id("terminal")).to_have_count(0)
+    # No state or badge for a session that does not exist (a grey dot and an empty outline).
+    page.wait_for_timeout(300)
+    expect(page.get_by_test_id("term-state")).to_be_hidden()
+    expect(page.get_by_test_id("attention")).to_be_hidden()
     back = gone.locator('a[href="#/"]')
     expect(back).to_be_visible()
     back.click()
     expect(page.get_by_test_id("session-list")).to_be_visible()
     assert page.url.endswith("#/"), page.url
+
+
+def test_a_scoped_token_is_not_sent_to_corral_web_to_log_in_again(server, page):
+    # A read token's user has no `corral web`: the log-out question names the link they have.
+    s = server.spawn(["cat"], name="scoped-out")
+    page.goto(server.login_url(token=server.scoped_token(s["id"], "read")))
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    page.get_by_test_id("logout").click()
+    dialog = page.get_by_test_id("confirm-dialog")
+    expect(dialog).to_contain_text("the link you were given, or its token")
+    expect(dialog).not_to_contain_text("corral web")
+    page.get_by_test_id("confirm-cancel").click()
 
 
 def test_a_revoked_token_logs_its_page_out_saying_why(server, page):
@@ -114,7 +130,9 @@ def test_logout_ends_the_login_in_every_tab_of_the_browser(server, page):
     other.goto(server.url + "/")
     expect(other.get_by_test_id("conn-state")).to_have_text("connected")
     page.get_by_test_id("logout").click()
-    # Asked first: logging back in needs the token again.
+    # Asked first: logging back in needs the token again (said in plain words, no markdown).
+    expect(page.get_by_test_id("confirm-dialog")).to_contain_text("a new login link (the command corral web prints one)")
+    expect(page.get_by_test_id("confirm-dialog")).not_to_contain_text("`")
     page.get_by_test_id("confirm-ok").click()
     expect(page.get_by_test_id("login")).to_be_visible()
     expect(other.get_by_test_id("login")).to_be_visible()

@@ -93,6 +93,8 @@ def test_a_question_to_choose_from_is_answered_with_a_choice(server, page, tmp_p
     expect(page.get_by_test_id("ask-text")).to_have_text(question)
     expect(page.get_by_test_id("ask-allow")).to_be_hidden()
     expect(page.get_by_test_id("ask-deny")).to_have_text("Dismiss")
+    # The header's badge says what the bar says (it said "needs permission").
+    expect(page.get_by_test_id("attention")).to_have_text("asks you to choose")
     choices = page.get_by_test_id("ask-choice")
     expect(choices).to_have_text(["Red", "Blue"])
     choices.nth(1).click()

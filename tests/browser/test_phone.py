@@ -126,6 +126,21 @@ def test_the_session_header_stays_usable_on_a_short_or_narrow_phone(server, new_
         page.close()
 
 
+def test_a_long_name_gives_way_to_the_actions_on_a_phone_in_landscape(server, new_page):
+    # 667x375: the six actions on one line kept their size and the name its ellipsis (they
+    # shrank to 44 px, their labels over each other, and "remove" went off the screen).
+    s = server.spawn(["cat"], name="a-really-long-session-name-for-the-refactoring-agent")
+    page = new_page(viewport={"width": 667, "height": 375}, phone=True)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.connState() === 'connected' && window.corral.sessionId() !== null", 15)
+    expect(page.get_by_test_id("term-state")).to_have_text("running")
+    page.wait_for_timeout(300)  # fonts and layout settle
+    # The name is cut on purpose (its ellipsis); nothing else may be.
+    assert [p for p in page.evaluate(HEADER_PROBE) if not p.startswith("term-name is cut")] == []
+    for testid in ("term-name", "term-state", "btn-restart", "btn-stop", "btn-kill", "btn-remove"):
+        expect(page.get_by_test_id(testid)).to_be_in_viewport(ratio=1)
+
+
 def phone_on(server, new_page, s):
     """A phone showing session `s` at its own size: the page and that size."""
     phone = new_page(phone=True)

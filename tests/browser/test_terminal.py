@@ -41,6 +41,43 @@ def test_type_into_cat_and_see_it_back(server, page):
     wait_until(lambda: server.session(s["id"])["state"] != "running", 10, "cat to end after ^C")
 
 
+def test_keys_typed_while_the_view_attaches_are_kept_without_a_word(server, page):
+    """The socket up and the view only attaching (its subscribe on its way, as when it redraws
+    after a lag): keys typed are sent once it is attached, and nothing says the connection is
+    down (the page said "not connected: what you type is sent when the connection is back")."""
+    s = server.spawn(READY_CAT, name="attach-cat")
+    held: list = []
+    hold = {"on": True}
+
+    def route(ws):
+        up = ws.connect_to_server()
+        # The page's subscribe is held (until released below); the rest goes through, and the
+        # server's messages come back as they are.
+        ws.on_message(lambda m: held.append((up, m)) if hold["on"] and '"subscribe"' in str(m) else up.send(m))
+
+    page.route_web_socket(re.compile(r"/v1/ws"), route)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    # Polled through Playwright: its handlers run only while the test waits in it.
+    for _ in range(150):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "no subscribe"
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("typed early\n")
+    page.wait_for_timeout(500)
+    assert page.get_by_test_id("toast").filter(has_text="not connected").count() == 0
+    hold["on"] = False
+    for up, m in held:
+        up.send(m)
+    for _ in range(150):
+        if b"typed early\r\ntyped early\r\n" in server.logs("attach-cat"):
+            break
+        page.wait_for_timeout(100)
+    assert server.logs("attach-cat") == b"ready\r\ntyped early\r\ntyped early\r\n"
+
+
 def screen_fit(page):
     return page.evaluate(
         """() => {
@@ -207,8 +244,25 @@ def test_keys_typed_after_stopping_from_the_page_are_said_not_to_reach_it(server
     expect(page.get_by_test_id("btn-stop")).to_be_disabled()
     log = server.logs("stopped-cat")
     page.keyboard.type("typing into stopped")
-    expect(page.get_by_text(re.compile("stopped-cat is stopped: nothing was typed"))).to_be_visible()
+    said = page.get_by_test_id("toast").filter(has_text="stopped-cat is stopped: nothing was typed")
+    expect(said).to_have_text(re.compile(r"\(restart it to type\)$"))
     assert server.logs("stopped-cat") == log
+
+
+def test_keys_typed_into_an_ended_session_with_a_write_token_are_not_told_to_restart(server, new_page):
+    """A write token's page has no restart button: keys typed into its ended session are said
+    not to reach it, without "restart it to type" (which only an admin can)."""
+    s = server.spawn(["sh", "-c", "echo ready; exit 0"], name="ended-write")
+    wait_until(lambda: server.session(s["id"])["state"] != "running", 10, "ended-write to end")
+    page = new_page()
+    page.goto(server.login_url(token=server.scoped_token(s["id"], "write"), hash=f"/s/{s['id']}"))
+    wait_js(page, "window.corral.termText().includes('process ended')", 15, "the end")
+    expect(page.get_by_test_id("btn-restart")).to_have_count(0)
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("x")
+    said = page.get_by_test_id("toast").filter(has_text="ended-write is stopped: nothing was typed")
+    expect(said).to_be_visible()
+    assert "restart" not in said.text_content()
 
 
 def test_the_tab_title_names_the_session_and_its_program_title(server, page):

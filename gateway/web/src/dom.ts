@@ -87,20 +87,50 @@ export function confirmDialog(
 }
 
 let toastBox: HTMLElement | null = null;
+/** Most toasts on screen at once: a new one takes the oldest's place (a flood's notices, one
+ * per redraw, stacked up over a phone's header and its stop and kill buttons). */
+const TOASTS_MAX = 3;
+/** When each toast on screen goes (restarted when it is said again). */
+const toastTimers = new WeakMap<HTMLElement, ReturnType<typeof setTimeout>>();
 
-/** A short message at the bottom of the screen; with `href`, a tap on it goes there. */
-export function toast(msg: string, kind: 'info' | 'error' = 'info', ms = 5000, href?: string): HTMLElement {
+/** A short message at the bottom of the screen; with `href`, a tap on it goes there. A toast
+ * with the `key` of one on screen (by default its text) replaces it, with a count. */
+export function toast(
+  msg: string,
+  kind: 'info' | 'error' = 'info',
+  ms = 5000,
+  href?: string,
+  key = msg,
+): HTMLElement {
   if (!toastBox) {
     toastBox = h('div', { class: 'toasts', 'aria-live': 'polite' });
     document.body.appendChild(toastBox);
   }
-  const t = href
-    ? h('a', { class: `toast ${kind} link`, testid: 'toast', role: 'status', text: msg, href })
-    : h('div', { class: `toast ${kind}`, testid: 'toast', role: 'status', text: msg });
-  // Tapped, it has done its work: it goes (left there it covered what it opened).
-  if (href) t.addEventListener('click', () => setTimeout(() => t.remove()));
+  const same = [...toastBox.children].find((t) => (t as HTMLElement).dataset.key === key) as
+    | HTMLElement
+    | undefined;
+  let t: HTMLElement;
+  if (same && !!href === (same.tagName === 'A')) {
+    // Said again: the one on screen says it, counted, and stays for as long as a new one would.
+    t = same;
+    const n = Number(t.dataset.count ?? '1') + 1;
+    t.dataset.count = String(n);
+    t.textContent = `${msg} (×${n})`;
+    t.className = `toast ${kind}${href ? ' link' : ''}`;
+    if (href) t.setAttribute('href', href);
+    clearTimeout(toastTimers.get(t));
+  } else {
+    same?.remove();
+    t = href
+      ? h('a', { class: `toast ${kind} link`, testid: 'toast', role: 'status', text: msg, href })
+      : h('div', { class: `toast ${kind}`, testid: 'toast', role: 'status', text: msg });
+    t.dataset.key = key;
+    // Tapped, it has done its work: it goes (left there it covered what it opened).
+    if (href) t.addEventListener('click', () => setTimeout(() => t.remove()));
+  }
   toastBox.appendChild(t);
-  setTimeout(() => t.remove(), ms);
+  while (toastBox.children.length > TOASTS_MAX) toastBox.firstElementChild?.remove();
+  toastTimers.set(t, setTimeout(() => t.remove(), ms));
   return t;
 }
 

@@ -7,6 +7,7 @@ import {
   attentionLabel,
   attentionOf,
   attentionRank,
+  formatDelay,
   formatExit,
   formatKiB,
   formatUptime,
@@ -101,6 +102,13 @@ test('badges and sizes', () => {
     'exit-bad',
   );
   assert.equal(statusBadge({ state: 'running', attention: 'waiting', last_exit: null }).cls, 'att-wait');
+  // A question to choose from: the badge says what the ask bar says.
+  const ask = { state: 'running', attention: 'needs_permission', last_exit: null };
+  assert.deepEqual(statusBadge({ ...ask, permission: { tool: 'AskUserQuestion' } }), {
+    text: 'asks you to choose',
+    cls: 'att-perm',
+  });
+  assert.equal(statusBadge({ ...ask, permission: { tool: 'Bash' } }).text, 'needs permission');
   assert.deepEqual(statusBadge({ state: 'running', attention: 'working', last_exit: null }), {
     text: 'working',
     cls: 'att-work',
@@ -109,6 +117,16 @@ test('badges and sizes', () => {
   assert.equal(formatUptime(61_000), '1m 01s');
   assert.equal(formatUptime(3_600_000 * 25), '1d 01h');
   assert.equal(formatKiB(2048), '2.0 MiB');
+});
+
+test('formatDelay: rounded for reading', () => {
+  // A restart backoff with jitter, as the events panel showed it ("in 1.7106072810000001s").
+  assert.equal(formatDelay(1.7106072810000001), '1.7s');
+  assert.equal(formatDelay({ secs: 1, nanos: 710607281 }), '1.7s');
+  assert.equal(formatDelay({ secs: 0, nanos: 250000000 }), '0.25s');
+  assert.equal(formatDelay({ secs: 42, nanos: 600000000 }), '43s');
+  assert.equal(formatDelay(2), '2s');
+  assert.equal(formatDelay('soon'), 'soon');
 });
 
 test('joinArgv quotes what a shell would split differently, and splitArgv reads it back', () => {

@@ -134,15 +134,17 @@ export function formatCpu(p: number | null | undefined): string {
   return `${p < 10 ? p.toFixed(1) : Math.round(p)}%`;
 }
 
-/** serde Duration `{secs, nanos}` (or seconds) → "1.5s". */
+/** serde Duration `{secs, nanos}` (or seconds) → "1.5s", rounded for reading (a backoff's
+ * jittered 1.7106072810000001 s is "1.7s"): tenths under 10 s, hundredths under 1 s. */
 export function formatDelay(d: unknown): string {
-  if (typeof d === 'number') return `${d}s`;
-  if (d && typeof d === 'object' && 'secs' in d) {
+  let s: number;
+  if (typeof d === 'number') s = d;
+  else if (d && typeof d === 'object' && 'secs' in d) {
     const o = d as { secs: number; nanos?: number };
-    const s = o.secs + (o.nanos ?? 0) / 1e9;
-    return `${Number(s.toFixed(3))}s`;
-  }
-  return String(d);
+    s = o.secs + (o.nanos ?? 0) / 1e9;
+  } else return String(d);
+  if (!Number.isFinite(s)) return String(d);
+  return `${Number(s.toFixed(s < 1 ? 2 : s < 10 ? 1 : 0))}s`;
 }
 
 /** Whether a process is (or is about to be) alive in this state. */
@@ -190,12 +192,20 @@ function asksSomething(label: string): boolean {
 
 /** The one-glance status badge of a session: what it waits for, or how it runs/ended. */
 export function statusBadge(
-  s: Pick<SessionInfo, 'state' | 'attention' | 'last_exit'> & { reason?: string | null },
+  s: Pick<SessionInfo, 'state' | 'attention' | 'last_exit'> & {
+    reason?: string | null;
+    permission?: { tool: string } | null;
+  },
 ): {
   text: string;
   cls: string;
 } {
   const att = attentionLabel(s.attention);
+  // A question to choose from (AskUserQuestion) asks no permission: the badge says what the
+  // ask bar says.
+  if (att === 'needs permission' && s.permission?.tool === 'AskUserQuestion') {
+    return { text: 'asks you to choose', cls: 'att-perm' };
+  }
   if (att) return { text: att, cls: asksSomething(att) ? 'att-perm' : 'att-wait' };
   // An agent at work says so: not the same green `running` as any long-lived process.
   if (s.state === 'running' && s.attention === 'working') return { text: 'working', cls: 'att-work' };

@@ -241,7 +241,9 @@ export class ListView {
     row.state.title = s.reason ?? (s.last_exit ? formatExit(s.last_exit) : '');
     const b = statusBadge(s);
     setText(row.badge, b.text);
-    row.badge.className = `badge ${b.cls}`;
+    // A badge that only repeats the state column (`running`) is not shown beside it (a phone,
+    // whose rows have no state column, shows it: see style.css).
+    row.badge.className = `badge ${b.cls}${b.text === s.state ? ' same-as-state' : ''}`;
     row.badge.dataset.attention = s.attention ?? '';
     row.badge.title = s.attention ?? '';
     setText(row.restarts, String(s.restarts ?? 0));

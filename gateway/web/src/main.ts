@@ -4,11 +4,12 @@
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
 import { Conn, type ConnState } from './conn';
-import { confirmDialog, h, setText } from './dom';
+import { confirmDialog, h, setText, toast } from './dom';
 import { HttpError, login, loginCode, logout, whoami } from './http';
 import { ListView } from './list';
 import {
   notificationsOn,
+  notificationsRefused,
   notificationsSupported,
   SessionStore,
   toggleNotifications,
@@ -174,8 +175,11 @@ function startApp(who: Whoami): void {
     bell.classList.toggle('active', on);
   };
   bell?.addEventListener('click', async () => {
-    await toggleNotifications();
+    const was = notificationsOn();
+    const on = await toggleNotifications();
     paintBell();
+    // Asked for and still off: the browser refused, and the button alone did not say so.
+    if (!was && !on) toast(notificationsRefused(), 'error', 8000);
   });
   paintBell();
 
@@ -184,8 +188,12 @@ function startApp(who: Whoami): void {
     testid: 'logout',
     text: 'log out',
     onclick: async () => {
-      // Logging back in needs the token again (on a phone: its link, found and opened again).
-      if (!(await confirmDialog('Log out?', 'This browser forgets its login: opening the page again needs the token (its link from `corral web`).', 'Log out'))) return;
+      // Logging back in needs the token again (on a phone: its link, found and opened again);
+      // an admin can get a new link, a scoped token's user has only the link given to them.
+      const again = admin
+        ? 'a new login link (the command corral web prints one) or the admin token'
+        : 'the link you were given, or its token';
+      if (!(await confirmDialog('Log out?', `This browser forgets its login: opening the page again needs ${again}.`, 'Log out'))) return;
       c.stop();
       await logout();
       showLogin('Logged out.', false);

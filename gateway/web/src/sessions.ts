@@ -273,6 +273,18 @@ export async function toggleNotifications(): Promise<boolean> {
   return p === 'granted';
 }
 
+/** Why notifications are off after the user asked for them: the browser refused, and only
+ * its settings (or an https address) can change that; a question dismissed can be asked again. */
+export function notificationsRefused(): string {
+  if (!window.isSecureContext) {
+    return 'notifications need this page over https (or localhost): the browser refuses them here';
+  }
+  if (Notification.permission === 'denied') {
+    return "notifications are blocked for this site: allow them in the browser's site settings, then try again";
+  }
+  return 'notifications were not allowed (the browser asked and had no answer): try again';
+}
+
 /** The session `key` names in `list`: its id, its name, or the start of its id (at least 4
  * characters) when that names one session, as the server reads a session key. */
 export function findSession(list: SessionInfo[], key: string): SessionInfo | undefined {

@@ -177,8 +177,12 @@ export class TermView {
   written = 0;
   /** Gaps shown to the user, [from, to) each. */
   readonly lags: [number, number][] = [];
-  /** Set while re-attaching after a lag: the next snapshot is drawn over the scrollback. */
-  private redrawNote: string | null = null;
+  /** Set while re-attaching after a lag (where the skip starts): the next snapshot is drawn
+   * over the scrollback, with a note of the bytes up to it. */
+  private redrawFrom: number | null = null;
+  /** The skip the last lag toast says, while it is on screen (a flood laps a view again and
+   * again: one toast says them all). */
+  private lagToast: { from: number; el: HTMLElement } | null = null;
   /** Whether the last byte handed to xterm ended a line (for placing lag notices). */
   private atLineStart = true;
   /** A fresh view of a session that had ended: how it ended, said under what the view shows
@@ -445,7 +449,7 @@ export class TermView {
       else if (info.mode !== 'pty') op.from = Math.max(0, (info.output_offset ?? 0) - PIPE_BACKLOG);
       // A fresh view gets the rows that scrolled off the screen too, to scroll back through
       // (not a redraw after a lag, which keeps this view's own scrollback).
-      else if (this.redrawNote == null) {
+      else if (this.redrawFrom == null) {
         op.history = true;
         // Into this terminal, whose height the session may not have taken yet: rows the
         // server scrolled for a shorter one were erased here instead.
@@ -542,8 +546,9 @@ export class TermView {
         return;
       }
       this.next = f.offset;
-      const over = this.redrawNote;
-      this.redrawNote = null;
+      const from = this.redrawFrom;
+      this.redrawFrom = null;
+      const over = from == null ? null : this.redrawNote(from, f.offset);
       this.write(over == null ? f.payload : overScrollback(f.payload, this.term.rows, over), f.offset);
       this.sayEnded();
       return;
@@ -581,7 +586,7 @@ export class TermView {
         const to = Number(m.to);
         if (this.next != null && to <= this.next) return; // already shown
         const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
-        if (s?.mode === 'pty') this.redrawAfterLag(from, to);
+        if (s?.mode === 'pty') this.redrawAfterLag(from);
         else this.lagNotice(from, to);
         break;
       }
@@ -667,18 +672,29 @@ export class TermView {
   /** A terminal the output lapped (this tab could not keep up): the skipped bytes may have
    * set modes and colours (an alternate screen, a background) that the rest of the output
    * assumes, so the screen is drawn again as it is now — attached afresh, from the server's
-   * snapshot — and the skip is said in a toast (the log keeps the bytes). */
-  private redrawAfterLag(from: number, to: number): void {
-    this.lags.push([from, to]);
-    toast(`output skipped: bytes ${from}..${to} (this view was too slow); the screen is redrawn`);
+   * snapshot (see `redrawNote`). */
+  private redrawAfterLag(from: number): void {
     if (this.uuid) this.conn.unsubscribe(this.uuid, this);
     this.channel = 0;
     this.next = null;
     // Drawn over what this view shows, which stays in its scrollback with the note (a fresh
     // attach's full reset wipes the scrollback); and this view's size is not sent again (a
     // phone that lagged took the session's size from the desktop that was typing).
-    this.redrawNote = `\x1b[0;30;43m— output skipped: bytes ${from}..${to} (viewer too slow); the screen is redrawn —\x1b[0m`;
+    this.redrawFrom = from;
     void this.attach(false);
+  }
+
+  /** The note over a redraw after a lag, and its toast (the log keeps the bytes): what this
+   * view misses is everything from where the skip started up to the snapshot (`to`), not only
+   * what the server's `lagged` named — the output went on while it re-attached. */
+  private redrawNote(from: number, to: number): string {
+    this.lags.push([from, to]);
+    // Lapped again while the last toast is up: that toast says the whole skip, counted.
+    const first = this.lagToast?.el.isConnected ? this.lagToast.from : from;
+    const said = `output skipped: bytes ${first}..${to} (this view was too slow); the screen is redrawn`;
+    const el = toast(said, 'info', 5000, undefined, 'lag');
+    this.lagToast = { from: first, el };
+    return `\x1b[0;30;43m— output skipped: bytes ${from}..${to} (viewer too slow); the screen is redrawn —\x1b[0m`;
   }
 
   /** Attaches afresh (the server's snapshot of the screen, then live output) without sending
@@ -763,7 +779,9 @@ export class TermView {
       const now = Date.now();
       if (now - this.toldStopped > 3000) {
         this.toldStopped = now;
-        toast(`${s.name} is ${s.state}: nothing was typed (restart it to type)`, 'error', 3000);
+        // Only an admin has a restart button: a write token's user is not told to use one.
+        const restart = this.admin ? ' (restart it to type)' : '';
+        toast(`${s.name} is ${s.state}: nothing was typed${restart}`, 'error', 3000);
       }
       return;
     }
@@ -791,7 +809,11 @@ export class TermView {
       this.unsentFull = true;
       return;
     }
-    if (!this.unsent.length) toast('not connected: what you type is sent when the connection is back', 'info', 3000);
+    // Said only when the socket is down: while it is up this view is only (re)attaching (a
+    // redraw after a lag, a first subscribe) and the keys go in a moment, unsaid.
+    if (!this.unsent.length && !this.conn.isOpen()) {
+      toast('not connected: what you type is sent when the connection is back', 'info', 3000);
+    }
     this.unsent.push(data);
     this.unsentBytes += n;
   }
@@ -1066,13 +1088,18 @@ export class TermView {
     );
     this.el.querySelector('.keybar')?.remove();
     this.el.querySelector('.actions')?.replaceChildren();
+    // No session: no state or badge for one (a grey dot and an empty outline were left).
+    this.head.state.hidden = true;
+    this.head.badge.hidden = true;
   }
 
   private header(): HTMLElement {
     const H = this.head;
     H.name = h('span', { class: 'term-name mono', testid: 'term-name', text: this.route });
-    H.state = h('span', { class: 'state', testid: 'term-state' });
-    H.badge = h('span', { class: 'badge', testid: 'attention' });
+    // Both shown once the session is known (`renderInfo`): an empty dot and outline said
+    // nothing of a session that does not exist.
+    H.state = h('span', { class: 'state', testid: 'term-state', hidden: true });
+    H.badge = h('span', { class: 'badge', testid: 'attention', hidden: true });
     // The session's output cannot be logged (a full disk): its program may be waiting.
     H.logWarn = h('span', { class: 'badge log-failing', testid: 'persist-error', text: 'log failing' });
     H.logWarn.hidden = true;
@@ -1349,7 +1376,8 @@ export class TermView {
   }
 
   private renderInfo(): void {
-    if (!this.uuid) return;
+    // A session gone (removed, or not this token's) has nothing left to show in the header.
+    if (!this.uuid || this.gone) return;
     const s = this.store.map.get(this.uuid);
     if (!s) return;
     const H = this.head;
@@ -1357,6 +1385,7 @@ export class TermView {
     this.renderTabTitle();
     H.name.title = joinArgv(s.argv);
     setText(H.state, s.state);
+    H.state.hidden = false;
     H.state.className = `state st-${s.state}`;
     H.state.title = s.reason ?? '';
     const b = statusBadge(s);
