@@ -320,7 +320,9 @@ fn lag_rebuilds_from_the_tail_and_stays_bounded() {
     assert!(ring.tail() > 0, "the ring must have dropped bytes");
 
     let snap = em.snapshot();
-    assert!(snap.approximate);
+    // The retained lines scrolled a whole screen in after the cut: exact (see below), and
+    // said so (every late viewer was told "may be incomplete" over it).
+    assert!(!snap.approximate);
     assert_eq!(snap.offset, ring.head());
     assert!(em.rebuilds() >= 1);
     // What the ring dropped, and the few bytes up to the first escape sequence after the cut.
@@ -353,13 +355,21 @@ fn lag_rebuilds_from_the_tail_and_stays_bounded() {
     assert_same_screen(expected.screen(), shown.screen(), "after lag");
 }
 
+/// A program that draws in place (a counter, `top`): nothing scrolls.
+fn counter_frame(i: usize) -> String {
+    format!(
+        "\x1b[10;5Hcounter {i:08}\x1b[11;5H\x1b[3{}mcolour\x1b[0m",
+        i % 8
+    )
+}
+
 #[test]
 fn approximate_until_the_screen_is_cleared() {
     let ring = Ring::new(4096);
     let mut em = Emulator::new(ring.clone(), ROWS, COLS);
     em.snapshot(); // allocate the parser, as a first viewer would
     for i in 0..2000 {
-        ring.append(busy_line(i).as_bytes());
+        ring.append(counter_frame(i).as_bytes());
     }
     em.catch_up();
     assert!(em.is_approximate());
@@ -582,11 +592,53 @@ fn lazy_emulator_created_after_the_ring_wrapped_is_approximate() {
     let ring = Ring::new(4096);
     let mut em = Emulator::new(ring.clone(), ROWS, COLS);
     for i in 0..1000 {
-        ring.append(busy_line(i).as_bytes());
+        ring.append(counter_frame(i).as_bytes());
     }
     let snap = em.snapshot();
     assert!(snap.approximate);
     assert_eq!(snap.offset, ring.head());
+}
+
+/// A shell after a flood (`seq 1 200000`, then its prompt) is exact once a whole screen of
+/// lines scrolled in after the cut, and the late viewer is not told otherwise; on the
+/// alternate screen, under a scroll region set before the cut, or with too few lines it stays
+/// approximate (the rows the lines did not reach may be stale).
+#[test]
+fn a_lapped_shell_is_exact_once_a_screen_of_lines_scrolled_in() {
+    let flood = |before: &str, lines: usize, after: &str| {
+        let ring = Ring::new(4096);
+        let mut em = Emulator::new(ring.clone(), ROWS, COLS);
+        let mut all = before.as_bytes().to_vec();
+        ring.append(before.as_bytes());
+        // A viewer there before the flood: the parser keeps what `before` set across the cut.
+        em.snapshot();
+        for i in 0..3000 {
+            let line = format!("{i}\r\n");
+            ring.append(line.as_bytes());
+            all.extend_from_slice(line.as_bytes());
+        }
+        // Drawn in place, then `lines` lines, then what comes after.
+        let tail: String = (0..lines).map(|i| format!("tail {i}\r\n")).collect();
+        let tail = format!("{}{tail}{after}", counter_frame(1));
+        ring.append(tail.as_bytes());
+        all.extend_from_slice(tail.as_bytes());
+        let snap = em.snapshot();
+        assert!(ring.tail() > 0);
+        (snap, all)
+    };
+    let prompt = "\x1b]0;me@box: ~\x07\x1b[?2004hme@box:~$ ";
+    let rows = usize::from(ROWS);
+    let (snap, all) = flood("", 2 * rows - 1, prompt);
+    assert!(!snap.approximate);
+    assert_same_screen(
+        reference(ROWS, COLS, &all).screen(),
+        replay(&snap).screen(),
+        "a shell after a flood",
+    );
+    // One line too few: the counter's row may not have scrolled away.
+    assert!(flood("", 2 * rows - 2, prompt).0.approximate);
+    assert!(flood("\x1b[?1049h", 3 * rows, "").0.approximate);
+    assert!(flood("\x1b[1;20r", 3 * rows, "").0.approximate);
 }
 
 #[test]

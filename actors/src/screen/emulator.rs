@@ -9,7 +9,8 @@ use std::num::NonZeroU16;
 
 use corral_runtime::{Lagged, Read, Ring};
 
-use super::snapshot::{Snapshot, Untracked, format_screen};
+use super::scrolled::Scrolled;
+use super::snapshot::{Snapshot, Untracked, format_screen, margins};
 use crate::charset::Charsets;
 use crate::history::{self, HISTORY_BYTES, SizeAt};
 use crate::terminal::{LEAVE_ALTERNATE, NEW_PROCESS_MODES, boundary};
@@ -92,8 +93,9 @@ struct SizeChange {
 /// lost a TUI's alternate screen, mouse mode and static header). It becomes *approximate*: the
 /// screen lacks whatever the lost bytes drew. It stays
 /// approximate until a point in the stream after which the screen no longer depends on earlier
-/// bytes: a full reset (`ESC c`) or an erase of the whole display (`ESC [2J`, what `clear` and
-/// most full-screen programs send). After an erase the visible cells are exact again; modes set
+/// bytes: a full reset (`ESC c`), an erase of the whole display (`ESC [2J`, what `clear` and
+/// most full-screen programs send), or a whole screen of lines scrolled in on the primary
+/// screen without a scroll region (a shell after a flood: see [`super::scrolled`]). After an erase the visible cells are exact again; modes set
 /// before the cut (e.g. alternate screen, scroll region) may still differ, which is accepted
 /// because programs that clear the screen normally redraw and re-establish their state.
 pub struct Emulator {
@@ -111,6 +113,8 @@ pub struct Emulator {
     approximate: bool,
     /// Last bytes fed while approximate, to spot a reset point across a chunk boundary.
     seam: Vec<u8>,
+    /// While approximate: whether a whole screen has scrolled in since the cut.
+    scrolled: Scrolled,
     /// How many times the parser was rebuilt after a lag.
     rebuilds: u64,
     /// Total bytes the emulator never saw because the ring dropped them first.
@@ -155,6 +159,7 @@ impl Emulator {
             pending: VecDeque::new(),
             approximate: false,
             seam: Vec::new(),
+            scrolled: Scrolled::default(),
             rebuilds: 0,
             lost: 0,
             charsets: Charsets::default(),
@@ -424,6 +429,7 @@ impl Emulator {
         self.ensure_parser();
         self.approximate = true;
         self.seam.clear();
+        self.scrolled.restart();
         self.charsets.resume_at_boundary();
     }
 
@@ -437,7 +443,7 @@ impl Emulator {
         }
         let head = &bytes[..bytes.len().min(SEAM)];
         let seam: Vec<u8> = self.seam.iter().chain(head).copied().collect();
-        if has_reset_point(&seam) || has_reset_point(bytes) {
+        if has_reset_point(&seam) || has_reset_point(bytes) || self.scrolled_in(bytes) {
             self.approximate = false;
             self.seam.clear();
             return;
@@ -446,6 +452,19 @@ impl Emulator {
             .extend_from_slice(&bytes[bytes.len().saturating_sub(SEAM)..]);
         let excess = self.seam.len().saturating_sub(SEAM);
         self.seam.drain(..excess);
+    }
+
+    /// Whether, with `bytes`, a whole screen has scrolled in on the primary screen with no
+    /// scroll region: every visible row written after the cut.
+    fn scrolled_in(&mut self, bytes: &[u8]) -> bool {
+        if !self.scrolled.feed(bytes, self.dims.rows.get()) {
+            return false;
+        }
+        self.parser.as_ref().is_some_and(|p| {
+            let screen = p.screen();
+            let (top, bottom, _) = margins(screen);
+            !screen.alternate_screen() && top == 0 && bottom + 1 == screen.size().0.get()
+        })
     }
 
     /// Applies every pending resize (and new process's reset) the position has reached.
@@ -481,6 +500,8 @@ impl Emulator {
             return;
         }
         self.dims = dims;
+        // Rows counted at another height.
+        self.scrolled.restart();
         if let Some(parser) = &mut self.parser {
             parser.set_size(dims.rows, dims.cols);
         }

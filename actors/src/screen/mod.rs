@@ -26,6 +26,7 @@
 mod emulator;
 mod follow;
 mod mirror;
+mod scrolled;
 mod snapshot;
 
 pub use emulator::{CHUNK, Emulator, SIZES_KEPT};

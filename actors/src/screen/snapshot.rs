@@ -140,7 +140,7 @@ pub(super) fn format_screen(screen: &vt100::Screen, untracked: &Untracked) -> Ve
 /// to the region's top and a row past the end stops at its bottom; with it off, to the
 /// screen's. (Origin mode over a whole-screen region cannot be told apart, and changes
 /// nothing there.)
-fn margins(screen: &vt100::Screen) -> (u16, u16, bool) {
+pub(super) fn margins(screen: &vt100::Screen) -> (u16, u16, bool) {
     let last = screen.size().0.get() - 1;
     let mut probe = vt100::Parser::new(NonZeroU16::MIN, NonZeroU16::MIN, 0);
     *probe.screen_mut() = screen.clone();
