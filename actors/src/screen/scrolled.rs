@@ -13,7 +13,14 @@
 //!   forgets a count already reached: it was reached on another screen, or another region;
 //! - colours (SGR), erasing (`K`, `J`, `X`), other private modes (bracketed paste, the cursor's
 //!   visibility: a shell's prompt sends them), charset selections and titles (OSC) change
-//!   nothing.
+//!   nothing; line feeds inside a title or a DCS/SOS/PM/APC payload are not counted, and the
+//!   scan ends such strings where vte does (ST, BEL for an OSC, an ESC, CAN or SUB).
+//!
+//! What it cannot see: a scroll region or a screen switch in the bytes lost before the cut.
+//! The emulator's parser does not know of them either (its snapshot is then wrong in the same
+//! way), so a program that set a region in lost bytes and then prints a screenful of lines in
+//! it, without touching the rows outside, is said exact when a row outside the region may be
+//! stale. Programs with a status line redraw it with cursor moves, which start the count again.
 //!
 //! The emulator then asks that the screen be the primary one and its scroll region the whole
 //! screen (a region set before the cut keeps the rows outside it as they were).
@@ -32,8 +39,11 @@ enum State {
     Csi,
     /// In an OSC (`ESC ]`), until BEL or ST.
     Osc,
-    /// In an OSC, after an ESC (ST is `ESC \`).
-    OscEscape,
+    /// In a DCS, SOS, PM or APC (`ESC P`, `X`, `^`, `_`): a payload until ST, whose line
+    /// feeds are not the terminal's.
+    Payload,
+    /// In an OSC or a payload, after an ESC (ST is `ESC \`; another byte starts an escape).
+    StringEscape,
 }
 
 /// A CSI's parameters so far: only what tells a screen switch or origin mode apart.
@@ -83,6 +93,8 @@ impl Scrolled {
         let needed = 2 * u32::from(rows.max(1)) - 1;
         for &b in bytes {
             self.state = match (self.state, b) {
+                // CAN and SUB end any sequence (vte); they print nothing.
+                (_, 0x18 | 0x1a) => State::Ground,
                 (State::Ground, b'\n') => {
                     self.lines = self.lines.saturating_add(1);
                     self.reached |= self.lines >= needed;
@@ -90,16 +102,11 @@ impl Scrolled {
                 }
                 (State::Ground, 0x1b) => State::Escape,
                 (State::Ground, _) => State::Ground,
-                (State::Escape, b'[') => {
-                    self.csi = Csi::default();
-                    State::Csi
-                }
-                (State::Escape, b']') => State::Osc,
-                (State::Escape, b'(' | b')') => State::Charset,
-                // Anything else (save/restore cursor, index, reverse index): the cursor may
-                // be elsewhere now.
-                (State::Escape, _) => self.moved(),
+                (State::Escape | State::StringEscape, b) => self.escape(b),
+                (State::Charset, 0x1b) => State::Escape,
                 (State::Charset, _) => State::Ground,
+                // An ESC in a CSI abandons it and starts another.
+                (State::Csi, 0x1b) => State::Escape,
                 (State::Csi, b'?') => {
                     self.csi.private = true;
                     State::Csi
@@ -120,13 +127,31 @@ impl Scrolled {
                     self.csi_done(final_byte)
                 }
                 (State::Osc, 0x07) => State::Ground,
-                (State::Osc, 0x1b) => State::OscEscape,
+                (State::Osc | State::Payload, 0x1b) => State::StringEscape,
                 (State::Osc, _) => State::Osc,
-                (State::OscEscape, b'\\') => State::Ground,
-                (State::OscEscape, _) => State::Osc,
+                (State::Payload, _) => State::Payload,
             };
         }
         self.reached
+    }
+
+    /// The byte after an ESC (in text, or ending a string: `\` is ST, anything else an escape
+    /// of its own, as vte reads it).
+    fn escape(&mut self, b: u8) -> State {
+        match b {
+            b'\\' => State::Ground,
+            b'[' => {
+                self.csi = Csi::default();
+                State::Csi
+            }
+            b']' => State::Osc,
+            b'P' | b'X' | b'^' | b'_' => State::Payload,
+            b'(' | b')' => State::Charset,
+            0x1b => State::Escape,
+            // Anything else (save/restore cursor, index, reverse index): the cursor may be
+            // elsewhere now.
+            _ => self.moved(),
+        }
     }
 
     /// A CSI ended with `final_byte`.
@@ -185,5 +210,15 @@ mod tests {
         // Origin mode homes the cursor.
         s.restart();
         assert!(!s.feed(b"\n\n\n\n\x1b[?6h\n", 3));
+        // A DCS's payload (sixel bands end in line feeds) is not the terminal's lines.
+        s.restart();
+        assert!(!s.feed(b"\x1bPq#0\n#1\n#2\n#3\n#4\n#5\n\x1b\\", 3));
+        // A title ended by the ESC of a cursor move: the move is seen.
+        assert!(!s.feed(b"\n\n\n\n\x1b]0;t\x1b[H\n", 3));
+        // CAN ends a title; `ESC (` then an escape.
+        s.restart();
+        assert!(!s.feed(b"\x1b]0;t\x18\n\n\n\n\x1b(\x1b[H\n", 3));
+        assert!(!s.feed(b"\n\n\n", 3));
+        assert!(s.feed(b"\n", 3));
     }
 }

@@ -229,10 +229,17 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return None;
     }
-    Some((
-        authority.host().to_ascii_lowercase(),
-        authority.port_u16().unwrap_or(80),
-    ))
+    // Nothing after the host but a port (`box:70700` has no `port_u16`: it went to port 80,
+    // and the token with it).
+    let port = match &authority.as_str()[authority.host().len()..] {
+        "" => 80,
+        rest => rest
+            .strip_prefix(':')?
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)?,
+    };
+    Some((authority.host().to_ascii_lowercase(), port))
 }
 
 /// Whether `given` names the server that published `published`: the same host and port, or
@@ -268,6 +275,9 @@ mod tests {
             "http://box:7070/corral/",
             "box:7070",
             "http://u:p@box",
+            "http://box:70700",
+            "http://box:7O70",
+            "http://box:",
         ] {
             assert!(tcp_addr(bad).is_err(), "{bad}");
         }

@@ -721,8 +721,6 @@ fn id_of(v: &Value) -> anyhow::Result<String> {
 /// Output offsets `[from, to)` a log lacks.
 type Gaps = Vec<(u64, u64)>;
 
-/// A session's scrollback from disk: its bytes (a line break where a gap is, so no counter
-/// line spans one) and its gaps.
 /// Runs a file-reading `f` on the blocking pool (logs are megabytes: not on a runtime worker).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
@@ -730,6 +728,8 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// A session's scrollback from disk: its bytes (a line break where a gap is, so no counter
+/// line spans one) and its gaps.
 fn read_scrollback(data: &Path, id: &str) -> anyhow::Result<(Vec<u8>, Gaps)> {
     let dir = data.join("logs").join(id);
     if !dir.exists() {

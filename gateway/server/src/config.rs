@@ -175,10 +175,12 @@ impl GatewayConfig {
                 Self::MAX_WORKERS
             ));
         }
-        for hook in &self.notify.webhooks {
+        for (i, hook) in self.notify.webhooks.iter().enumerate() {
+            // Which one by its place too: an unparseable URL is not shown (it may hold a secret).
             if let Err(why) = hook.target() {
                 return Err(format!(
-                    "notify.webhooks: url '{}' {why} (https: put a TLS proxy in front)",
+                    "notify.webhooks (number {}): url '{}' {why} (https: put a TLS proxy in front)",
+                    i + 1,
                     hook.shown()
                 ));
             }
@@ -231,11 +233,12 @@ pub struct NotifySettings {
 /// `url` with anything after its host cut to `/…`, and a user or password before it to `…@`
 /// (see [`Webhook::shown`]).
 pub fn shown_url(url: &str) -> String {
+    // Not a URL: nothing of it is shown (it may hold a secret anywhere).
     let Ok(uri) = url.parse::<hyper::Uri>() else {
-        return url.to_string();
+        return "(not a URL)".into();
     };
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return url.to_string();
+        return "(not a URL)".into();
     };
     let host = match authority.as_str().rsplit_once('@') {
         Some((_, host)) => format!("…@{host}"),
@@ -297,7 +300,17 @@ impl Webhook {
         if authority.host().is_empty() {
             return Err("has no host");
         }
-        let port = authority.port_u16().unwrap_or(80);
+        // Nothing after the host but a port: `box:7O70` or `box:99999` has no `port_u16` and
+        // went to port 80; a password holding `/` ends the authority early (`me:pa/ss@relay`
+        // is host `me`, "port" `pa`).
+        let port = match &authority.as_str()[authority.host().len()..] {
+            "" => 80,
+            rest => rest
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or("has a port that is not a number from 1 to 65535")?,
+        };
         Ok(Target {
             connect: format!("{}:{port}", authority.host()),
             host: authority.as_str().to_string(),
@@ -453,6 +466,14 @@ mod tests {
             })
         );
         assert!(target("http://me:secret@relay/hook").is_err());
+        // A password with a `/` ends the authority early: its "port" is refused.
+        assert!(target("http://me:pa/ss@relay/hook").is_err());
+        for port in ["7O70", "99999", "0", ""] {
+            assert!(
+                target(&format!("http://box:{port}/hook")).is_err(),
+                "{port}"
+            );
+        }
         assert!(target("https://relay/hook").is_err());
         assert!(target("relay/hook").is_err());
     }
@@ -469,7 +490,8 @@ mod tests {
             shown_url("https://hooks.example/services/T0/B0/key"),
             "https://hooks.example/…"
         );
-        assert_eq!(shown_url("garbage"), "garbage");
+        assert_eq!(shown_url("garbage"), "(not a URL)");
+        assert_eq!(shown_url("http://x/a secret"), "(not a URL)");
         assert_eq!(
             shown_url("http://me:secret@relay:81/hook"),
             "http://…@relay:81/…"

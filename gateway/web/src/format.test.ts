@@ -2,8 +2,10 @@
 // under node's test runner after bundling with esbuild.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { SessionInfo } from './types';
 import {
   withCtrl,
+  findSession,
   attentionLabel,
   attentionOf,
   attentionRank,
@@ -200,4 +202,23 @@ test('withCtrl: letters and @[\\]^_ become control characters, the rest as it is
   assert.equal(withCtrl('\x1b[D'), '\x1b[1;5D');
   assert.equal(withCtrl('\x1bOA'), '\x1b[1;5A');
   assert.equal(withCtrl('paste'), 'paste');
+});
+
+test('findSession reads a key as the server does', () => {
+  const s = (id: string, name: string) => ({ id, name }) as unknown as SessionInfo;
+  const a = s('4521aaaa-0000-4000-8000-000000000001', 'work');
+  const b = s('4521bbbb-0000-4000-8000-000000000002', '4521bbbb');
+  const list = [a, b];
+  assert.equal(findSession(list, a.id), a);
+  assert.equal(findSession(list, 'work'), a);
+  // A short key is only ever a name: a removed session's name does not reach another's id.
+  assert.equal(findSession(list, '4521'), undefined);
+  assert.equal(findSession(list, '4521aaa'), undefined);
+  assert.equal(findSession(list, '4521AAAA'), a);
+  assert.equal(findSession(list, '4521aaaa-0'), a);
+  // One session's name and another's id start: neither.
+  assert.equal(findSession([a, s('4521aaaa-1111-4000-8000-000000000003', '4521aaaa')], '4521aaaa'), undefined);
+  // A name alone, even when it looks like an id's start.
+  assert.equal(findSession([b], '4521bbbb'), b);
+  assert.equal(findSession(list, 'nope'), undefined);
 });

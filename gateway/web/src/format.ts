@@ -328,3 +328,20 @@ export function withCtrl(data: string): string {
   if (data === '?') return '\x7f';
   return data;
 }
+
+/** The session `key` names in `list`, as the server reads a session key (docs/protocol.md): its
+ * id, its name, or the start of its id from the 8 characters `corral ps` shows when that names
+ * one session; a key that is one session's name and the start of another's id names neither.
+ * (With 4, a page left open at a removed session's short name re-attached to another session
+ * whose id began so, and took keys for it.) */
+export function findSession(list: SessionInfo[], key: string): SessionInfo | undefined {
+  const byId = list.find((s) => s.id === key);
+  if (byId) return byId;
+  const named = list.find((s) => s.name === key);
+  const started =
+    key.length >= 8 && /^[0-9a-f-]+$/i.test(key)
+      ? list.filter((s) => s.id.startsWith(key.toLowerCase()))
+      : [];
+  if (named) return started.some((s) => s.id !== named.id) ? undefined : named;
+  return started.length === 1 ? started[0] : undefined;
+}

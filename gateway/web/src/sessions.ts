@@ -3,7 +3,9 @@
 // attention count and the opt-in browser notification when a session starts waiting.
 import type { Conn } from './conn';
 import { toast } from './dom';
-import { attentionLabel, attentionOf, isAlive } from './format';
+import { attentionLabel, attentionOf, findSession, isAlive } from './format';
+
+export { findSession };
 import type { ServerMsg, SessionInfo } from './types';
 
 const NOTIFY_KEY = 'corral.notify';
@@ -285,11 +287,3 @@ export function notificationsRefused(): string {
   return 'notifications were not allowed (the browser asked and had no answer): try again';
 }
 
-/** The session `key` names in `list`: its id, its name, or the start of its id (at least 4
- * characters) when that names one session, as the server reads a session key. */
-export function findSession(list: SessionInfo[], key: string): SessionInfo | undefined {
-  const exact = list.find((s) => s.id === key) ?? list.find((s) => s.name === key);
-  if (exact || key.length < 4 || !/^[0-9a-f-]+$/i.test(key)) return exact;
-  const started = list.filter((s) => s.id.startsWith(key.toLowerCase()));
-  return started.length === 1 ? started[0] : undefined;
-}

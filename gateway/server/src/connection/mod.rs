@@ -198,6 +198,9 @@ pub struct ConnectionState {
     /// parts so far (bounded by the input burst), or None once it was refused (its later
     /// parts are dropped up to its last).
     paste: Option<(uuid::Uuid, Option<String>)>,
+    /// Input bytes of this client's that sessions took (queued), as it sent them: what an
+    /// input stall's error says went in.
+    taken: u64,
     /// Its live figures, for `corral tree`.
     stats: Arc<crate::connections::ConnStats>,
     /// Shared server state.
@@ -275,6 +278,7 @@ impl Actor for Connection {
             passed: Passed::default(),
             wait: None,
             paste: None,
+            taken: 0,
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))
                     .allow_burst(nz(limits.messages_per_sec.saturating_mul(2))),
@@ -622,7 +626,7 @@ impl ConnectionState {
                              program gets them as it reads), the rest were not; closing the \
                              connection",
                             max_hold.as_secs(),
-                            self.stats.bytes_in.load(Ordering::Relaxed)
+                            self.taken
                         ),
                     )
                     .await;

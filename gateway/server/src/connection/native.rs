@@ -476,6 +476,11 @@ impl ConnectionState {
             // The paste and its Enter.
             Input::Paste(text) => text.len() + 1,
         };
+        // What the client sent of it (a paste's Enter is the server's).
+        let sent = match &*input {
+            Input::Keys(bytes) => bytes.len(),
+            Input::Paste(text) => text.len(),
+        };
         let mut passed = self.passed;
         if !passed.bytes {
             if let Some(n32) = NonZeroU32::new(n.min(u32::MAX as usize) as u32) {
@@ -517,6 +522,7 @@ impl ConnectionState {
                 self.touch(h);
                 self.app.metrics.bytes_in.inc_by(n as u64);
                 self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                self.taken += sent as u64;
                 // Input is acknowledged only by errors: no reply traffic per keystroke.
                 true
             }
