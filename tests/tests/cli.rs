@@ -2600,10 +2600,23 @@ fn logs_tail_of_a_busy_session_prints_its_last_lines_only() {
 fn a_command_against_a_stopped_server_says_it_did_not_answer() {
     let server = Server::start();
     let pid = nix::unistd::Pid::from_raw(server.pid());
+    // The process's state letter (`T`: stopped).
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat.rsplit_once(") ").unwrap().1.chars().next().unwrap()
+    };
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    eventually("the server is stopped", || state() == 'T');
     let t = std::time::Instant::now();
     let out = corral(&server, &["ps"]);
+    // Once, in a CI run, `ps` was answered here: the server had been continued meanwhile (by
+    // whom, this says the next time).
+    let after = state();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(
+        after, 'T',
+        "the server was continued during the test: {out:?}"
+    );
     assert!(!out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("did not answer in time"), "{said}");
