@@ -555,26 +555,18 @@ mod tests {
             url: url.into(),
             format: format.into(),
         };
-        refused(
-            &|c| c.notify.webhooks = vec![hook("https://x/y", "json")],
-            "notify.webhooks",
-        );
-        refused(
-            &|c| c.notify.webhooks = vec![hook("garbage", "json")],
-            "notify.webhooks",
-        );
-        refused(
-            &|c| c.notify.webhooks = vec![hook("http://x/y", "xml")],
-            "notify.webhooks",
-        );
-        refused(
-            &|c| c.notify.webhooks = vec![hook("http://me:pw@x/y", "json")],
-            "notify.webhooks",
-        );
-        refused(
-            &|c| c.notify.webhooks = vec![hook("http:///y", "json")],
-            "notify.webhooks",
-        );
+        for (url, format) in [
+            ("https://x/y", "json"),
+            ("garbage", "json"),
+            ("http://x/y", "xml"),
+            ("http://me:pw@x/y", "json"),
+            ("http:///y", "json"),
+        ] {
+            refused(
+                &|c| c.notify.webhooks = vec![hook(url, format)],
+                "notify.webhooks",
+            );
+        }
         refused(
             &|c| c.notify.page_url = Some("not a url".into()),
             "notify.page_url",

@@ -72,15 +72,10 @@ impl ConnectionState {
     /// session is told so; any other gets the answer a token that may not read an existing
     /// session gets, so the names cannot be probed.
     async fn ttyd_unknown(&mut self, data: &[u8]) -> bool {
-        let Ok(init) = crate::ttyd::parse_init(data) else {
-            self.app.metrics.reject("bad_request");
-            return self
-                .close(1008, "first frame must be the ttyd JSON init")
-                .await;
+        let (_, token) = match self.ttyd_first_frame(data).await {
+            Ok(first) => first,
+            Err(alive) => return alive,
         };
-        let token = init
-            .token
-            .or_else(|| self.credential.as_ref().map(|(t, _)| t.clone()));
         match self.app.tokens.check(token.as_deref()) {
             Ok(g) if g.is_admin() => {
                 self.app.metrics.reject("not_found");
@@ -93,19 +88,32 @@ impl ConnectionState {
         }
     }
 
-    pub(super) async fn ttyd_auth(&mut self, session: &SessionHandle, data: &[u8]) -> bool {
+    /// The first frame, and the token it stands for: its AuthToken, else the upgrade's, if it
+    /// carried one (a page logged in by cookie gets an empty one from `/ttyd/{session}/token`;
+    /// a client may send a bearer header). Not the init: the connection is closed (`Err`
+    /// holds what the close returned).
+    async fn ttyd_first_frame(
+        &mut self,
+        data: &[u8],
+    ) -> Result<(crate::ttyd::Init, Option<String>), bool> {
         let Ok(init) = crate::ttyd::parse_init(data) else {
             self.app.metrics.reject("bad_request");
-            return self
+            return Err(self
                 .close(1008, "first frame must be the ttyd JSON init")
-                .await;
+                .await);
         };
-        // No AuthToken: the upgrade's, if it carried one (a page logged in by cookie gets an
-        // empty one from `/ttyd/{session}/token`; a client may send a bearer header).
         let token = init
             .token
             .clone()
             .or_else(|| self.credential.as_ref().map(|(t, _)| t.clone()));
+        Ok((init, token))
+    }
+
+    pub(super) async fn ttyd_auth(&mut self, session: &SessionHandle, data: &[u8]) -> bool {
+        let (init, token) = match self.ttyd_first_frame(data).await {
+            Ok(first) => first,
+            Err(alive) => return alive,
+        };
         let grant = match self.app.tokens.check(token.as_deref()) {
             Ok(g) if g.can_read(session.id()) => g,
             _ => {
