@@ -4,13 +4,13 @@ scroll container scrolling sideways, even with a long name, a long command and a
 the screen), their screenshots are not blank (pixel variance and colour count), and the
 terminal's key bar is shown inside the viewport. The session's header stays whole on a short or
 narrow phone (390×500, 320 wide); a larger screen shown scaled down has its scrollbar at its
-edge."""
+edge; a read-only phone pans a desktop's wide screen at a readable font instead."""
 
 import re
 
 from playwright.sync_api import expect
 
-from corral_web import OVERFLOW_PROBE, image_stats, wait_js, wait_until
+from corral_web import OVERFLOW_PROBE, RawWs, image_stats, wait_js, wait_until
 
 WIDTH = 375
 
@@ -230,6 +230,82 @@ def test_a_screen_scaled_down_to_fit_has_its_scrollbar_at_its_right_edge(server,
     got = phone.evaluate(where)
     assert got["height"] > 0 and abs(got["left"] - got["screen"]) <= 1, got
     assert got["right"] <= WIDTH + 0.5, got
+
+
+# A phone's terminal box and how far it is panned.
+PAN = """() => {
+  const box = document.querySelector('[data-testid=terminal]');
+  const screen = box.querySelector('.xterm-screen').getBoundingClientRect();
+  return { left: box.scrollLeft, width: box.clientWidth, scrollWidth: box.scrollWidth,
+           height: box.clientHeight, screenHeight: screen.height, font: window.corral.termSize().font };
+}"""
+
+
+def test_a_read_only_phone_pans_a_wide_screen_at_a_readable_font(server, browser, new_page):
+    # A desktop drives the session at 158x40; a phone with a read token cannot resize it. The
+    # phone drew it scaled to its width: 7 px text over the top 40% of the screen, unreadable,
+    # with no way to zoom. It keeps a readable font (10 px at least) that fills its height, a
+    # finger pans the screen sideways, a cue says on which side there is more, and the cursor's
+    # column is brought into view as output moves it.
+    wide = "".join(chr(97 + i % 26) for i in range(140))
+    prog = 'read x; for i in $(seq 1 30); do printf "row %02d %s|\n" $i "$1"; done; printf "%150s" ">"; exec cat'
+    s = server.spawn(["sh", "-c", prog, "sh", wide], name="ro-wide")
+    desk = RawWs(server)
+    try:
+        desk.request({"type": "hello", "protocol": 1})
+        channel = desk.request({"type": "subscribe", "session": s["id"]})["channel"]
+        desk.request({"type": "resize", "session": s["id"], "rows": 40, "cols": 158, "take": True})
+        wait_until(lambda: server.session(s["id"])["size"] == {"rows": 40, "cols": 158}, 10, "the desktop's size")
+        desk.input(channel, b"\n")  # the rows are written at that size
+        server.wait_output(s["id"], b">")
+        phone = new_page(phone=True)
+        phone.goto(server.login_url(server.scoped_token(s["id"], "read"), hash=f"/s/{s['id']}"))
+        expect(phone.get_by_test_id("read-only")).to_be_visible()
+        wait_js(phone, "window.corral.termSize()?.cols === 158 && window.corral.termText().includes('row 30')", 15)
+        wait_js(phone, "window.corral.termSize().font >= 10", 5, "a readable font")
+        # The cursor (column 150, after the rows) is in view: panned to the right (as far as
+        # the cursor's column once the output that moves it there is all drawn).
+        wait_js(
+            phone,
+            f"(p => p.left > 0 && p.left + p.width >= p.scrollWidth * 140 / 158)(({PAN})())",
+            10,
+            "the view panned to the cursor's column",
+        )
+        got = phone.evaluate(PAN)
+        assert got["font"] >= 10, got
+        assert got["scrollWidth"] > got["width"] + 100, got
+        assert got["screenHeight"] >= 0.8 * got["height"], got
+        assert got["left"] + got["width"] >= got["scrollWidth"] * 140 / 158, got
+        expect(phone.get_by_test_id("pan-more-left")).to_be_visible()
+        # The cursor goes back to column 0: so does the view.
+        desk.input(channel, b"\r")
+        wait_js(phone, f"({PAN})().left === 0", 10, "the view panned back to the cursor")
+        expect(phone.get_by_test_id("pan-more-left")).to_be_hidden()
+        expect(phone.get_by_test_id("pan-more-right")).to_be_visible()
+        # A finger drags the screen to the left: the view pans right, and stays there.
+        swipe_sideways(phone)
+        wait_js(phone, f"({PAN})().left > 100", 5, "panned by the finger")
+        expect(phone.get_by_test_id("pan-more-left")).to_be_visible()
+        assert_not_blank(browser, phone.screenshot())
+        assert server.session(s["id"])["size"] == {"rows": 40, "cols": 158}
+    finally:
+        desk.close()
+
+
+def swipe_sideways(page):
+    """A finger dragged over the terminal from right to left (real touch events)."""
+    cdp = page.context.new_cdp_session(page)
+    box = page.get_by_test_id("terminal").bounding_box()
+    y = box["y"] + box["height"] / 2
+    x0, x1 = box["x"] + box["width"] * 0.85, box["x"] + box["width"] * 0.15
+    touch = lambda kind, x: cdp.send(
+        "Input.dispatchTouchEvent",
+        {"type": kind, "touchPoints": [] if x is None else [{"x": x, "y": y}]},
+    )
+    touch("touchStart", x0)
+    for i in range(1, 9):
+        touch("touchMove", x0 + (x1 - x0) * i / 8)
+    touch("touchEnd", None)
 
 
 def swipe(page, up: bool, lines: int = 8):

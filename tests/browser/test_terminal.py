@@ -183,6 +183,41 @@ def test_read_only_link_cannot_type(server, page):
     assert term_lines(page) == ["ready"], term_lines(page)
 
 
+def test_keys_kept_while_attaching_are_said_once_when_the_socket_drops(server, page):
+    """Keys kept unsaid while the view attaches, then the socket drops: that they wait for the
+    connection is said then, once, however many keys follow (the first key kept had been the
+    only one that could say it, so nothing ever did)."""
+    s = server.spawn(READY_CAT, name="drop-cat")
+    held: list = []
+
+    def route(ws):
+        up = ws.connect_to_server()
+        # Every subscribe is held: the view stays attaching, its socket up.
+        ws.on_message(lambda m: held.append(m) if '"subscribe"' in str(m) else up.send(m))
+
+    page.route_web_socket(re.compile(r"/v1/ws"), route)
+    page.goto(server.login_url(hash=f"/s/{s['id']}"))
+    for _ in range(150):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "no subscribe"
+    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    page.get_by_test_id("terminal").click()
+    page.keyboard.type("early")
+    page.wait_for_timeout(300)
+    said = page.get_by_test_id("toast").filter(has_text="not connected")
+    assert said.count() == 0
+    page.context.set_offline(True)
+    expect(page.get_by_test_id("conn-state")).not_to_have_text("connected")
+    expect(said).to_have_count(1)
+    page.keyboard.type(" and more keys")
+    page.wait_for_timeout(300)
+    expect(said).to_have_count(1)
+    assert "×" not in said.text_content(), said.text_content()
+    page.context.set_offline(False)
+
+
 def test_pipe_session_gets_lines_and_a_stopped_one_says_so(server, page):
     """A session on pipes has no line discipline: the page echoes and edits the line itself
     and sends it on Enter with a newline (Enter used to arrive as a bare CR, so a program

@@ -40,6 +40,14 @@ import {
 const UNSENT_MAX = 64 * 1024;
 /** How long a session stays larger than this view before the view shows it at its size. */
 const FOLLOW_AFTER_MS = 700;
+/** The smallest font a panning view (see `TermView.pans`) shrinks to: 10 px monospace is still
+ * read on a phone held at arm's length without zooming (its smallest UI text is 11–12 px);
+ * the 7 px a 158-column screen was shrunk to on a 375 px phone could not be. Past it the
+ * view pans instead. */
+const PAN_MIN_FONT = 10;
+/** How long after a finger panned the view it stays where the finger left it, rather than
+ * going to the cursor's column as output moves it (see `TermView.followCursor`). */
+const PAN_HOLD_MS = 4000;
 const utf8 = new TextEncoder();
 /** The bytes `data` is on the wire. */
 function byteLength(data: string | Uint8Array): number {
@@ -158,6 +166,18 @@ export class TermView {
   private followTimer: ReturnType<typeof setTimeout> | undefined;
   /** The size and box `followSize` last fitted the font for. */
   private followed: string | null = null;
+  /** A touch screen's view that cannot size the session (read-only): a screen wider than its
+   * box at PAN_MIN_FONT is panned sideways by a finger, not shrunk or scaled past reading (it
+   * has no other way to make it larger: a pinch zooms the whole page). A desktop's view,
+   * and a writable one (whose "use this screen's size" makes the screen fit), scale instead. */
+  private readonly pans: boolean;
+  /** The edges' cues that more of a panned screen is to that side (see `showPanCues`). */
+  private readonly panCues: { left: HTMLElement; right: HTMLElement };
+  /** A finger is on the terminal, or when it was last lifted (see `followCursor`). */
+  private touching = false;
+  private touchedAt = 0;
+  /** The frame that brings the cursor's column into view (one per frame, however many moves). */
+  private cursorFrame = 0;
   /** Asks the server for this view's size (debounced). */
   private sendResize: ((rows: number, cols: number) => void) & { cancel: () => void } = Object.assign(
     () => {},
@@ -207,6 +227,8 @@ export class TermView {
   private unsentBytes = 0;
   /** Keys were refused past UNSENT_MAX: none is kept until the connection is back. */
   private unsentFull = false;
+  /** The keys kept were said to wait for the connection (see `sayUnsent`). */
+  private toldUnsent = false;
   /** The id of the question the ask bar shows (an answer names it). */
   private askId: string | undefined;
   private tick: ReturnType<typeof setInterval> | undefined;
@@ -222,6 +244,7 @@ export class TermView {
     this.writable = who.scope !== 'read';
     const phone = window.matchMedia('(max-width: 640px)').matches;
     this.baseFont = phone ? 12 : 14;
+    this.pans = !this.writable && window.matchMedia('(pointer: coarse)').matches;
     this.term = new Terminal({
       fontFamily:
         'ui-monospace, "SF Mono", "Cascadia Mono", "JetBrains Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace',
@@ -248,6 +271,14 @@ export class TermView {
       text: "use this screen's size",
       onclick: () => this.takeSessionSize(),
     });
+    // Over the terminal's edges, pointer-transparent (a drag there still pans).
+    const cue = (side: 'left' | 'right', text: string) =>
+      h(
+        'div',
+        { class: `pan-cue ${side}`, testid: `pan-more-${side}`, hidden: true, 'aria-hidden': 'true' },
+        h('span', { text }),
+      );
+    this.panCues = { left: cue('left', '‹'), right: cue('right', '›') };
     this.events = new EventsPanel(
       conn,
       () => this.uuid,
@@ -256,7 +287,7 @@ export class TermView {
     this.body = h(
       'div',
       { class: 'term-body' },
-      h('div', { class: 'term-wrap' }, this.box, this.overlay, this.takeSize),
+      h('div', { class: 'term-wrap' }, this.box, this.panCues.left, this.panCues.right, this.overlay, this.takeSize),
       this.events.el,
     );
     this.el = h(
@@ -274,6 +305,10 @@ export class TermView {
     this.term.open(this.box);
     this.loadRenderer();
     this.touchScroll();
+    if (this.pans) {
+      this.term.onCursorMove(() => this.followCursor());
+      this.box.addEventListener('scroll', () => this.showPanCues(), { passive: true });
+    }
     this.term.onData((d) => this.input(this.ctrlKey?.ariaPressed === 'true' ? this.takeCtrl(d) : d));
     this.term.onBinary((d) => {
       const b = new Uint8Array(d.length);
@@ -319,6 +354,7 @@ export class TermView {
    * context). */
   unmount(): void {
     this.disposed = true;
+    cancelAnimationFrame(this.cursorFrame);
     clearTimeout(this.followTimer);
     this.followTimer = undefined;
     for (const off of this.offs.splice(0)) off();
@@ -728,15 +764,28 @@ export class TermView {
    * editor: no scrollback there) it scrolls the program, as a wheel does in xterm's
    * "alternate scroll" mode: an arrow key per line (Down as the finger goes up), in the
    * cursor-key mode the program asked for. A tap is left alone (it raises the keyboard).
+   * A panning view (see `pans`) takes a drag's direction from its first move: sideways, or up
+   * and down while the box itself has rows hidden that way (a landscape phone), the browser
+   * scrolls the box, with its momentum; otherwise the scrollback as above.
    */
   private touchScroll(): void {
     let lastY: number | null = null;
+    let startX = 0;
+    let startY = 0;
+    // The drag's axis once its first move said it: 'box' is left to the browser.
+    let axis: 'box' | 'lines' | null = null;
     let carry = 0;
     this.box.addEventListener(
       'touchstart',
       (e) => {
         lastY = e.touches.length === 1 ? e.touches[0].clientY : null;
+        if (lastY !== null) {
+          startX = e.touches[0].clientX;
+          startY = lastY;
+        }
+        axis = null;
         carry = 0;
+        this.touching = true;
       },
       { passive: true },
     );
@@ -744,6 +793,11 @@ export class TermView {
       'touchmove',
       (e) => {
         if (lastY === null || e.touches.length !== 1) return;
+        if (axis === null) {
+          const t = e.touches[0];
+          axis = this.pans ? this.dragAxis(t.clientX - startX, t.clientY - startY) : 'lines';
+        }
+        if (axis === 'box') return;
         const buf = this.term.buffer.active;
         const alternate = buf.type !== 'normal';
         if (!alternate && buf.baseY === 0) return;
@@ -766,7 +820,24 @@ export class TermView {
       },
       { passive: false },
     );
-    this.box.addEventListener('touchend', () => (lastY = null), { passive: true });
+    const lift = () => {
+      lastY = null;
+      this.touching = false;
+      this.touchedAt = Date.now();
+    };
+    this.box.addEventListener('touchend', lift, { passive: true });
+    this.box.addEventListener('touchcancel', lift, { passive: true });
+  }
+
+  /** Who takes a panning view's drag that started by (`dx`, `dy`): the browser scrolling the
+   * box ('box': sideways, or up and down while the box has rows hidden that way), or the
+   * scrollback ('lines'). */
+  private dragAxis(dx: number, dy: number): 'box' | 'lines' {
+    const b = this.box;
+    if (Math.abs(dx) > Math.abs(dy)) return b.scrollWidth > b.clientWidth + 1 ? 'box' : 'lines';
+    // The finger going down shows what is above.
+    const room = dy > 0 ? b.scrollTop : b.scrollHeight - b.clientHeight - b.scrollTop;
+    return room > 1 ? 'box' : 'lines';
   }
 
   // ---- terminal → server -------------------------------------------------------------------
@@ -809,13 +880,20 @@ export class TermView {
       this.unsentFull = true;
       return;
     }
-    // Said only when the socket is down: while it is up this view is only (re)attaching (a
-    // redraw after a lag, a first subscribe) and the keys go in a moment, unsaid.
-    if (!this.unsent.length && !this.conn.isOpen()) {
-      toast('not connected: what you type is sent when the connection is back', 'info', 3000);
-    }
     this.unsent.push(data);
     this.unsentBytes += n;
+    if (!this.conn.isOpen()) this.sayUnsent();
+  }
+
+  /** Says, once until they are sent, that kept keys wait for the connection. Only while the
+   * socket is down: while it is up this view is only (re)attaching (a redraw after a lag, a
+   * first subscribe) and the keys go in a moment, unsaid; if the socket drops with keys kept
+   * so, it is said then (`showConn`), or at the next key. Not at every key: the toast would
+   * count them ("×37"). */
+  private sayUnsent(): void {
+    if (this.toldUnsent || !this.unsent.length) return;
+    this.toldUnsent = true;
+    toast('not connected: what you type is sent when the connection is back', 'info', 3000);
   }
 
   /** Sends the keys kept while the connection was down (see `keep`). */
@@ -825,7 +903,7 @@ export class TermView {
       const sent = this.unsent.shift()!;
       this.unsentBytes -= byteLength(sent);
     }
-    if (!this.unsent.length) this.unsentFull = false;
+    if (!this.unsent.length) this.unsentFull = this.toldUnsent = false;
   }
 
   /**
@@ -977,7 +1055,8 @@ export class TermView {
   }
 
   /** Shows the session's size, shrinking the font (from the base size) until it fits: a
-   * read-only viewer cannot resize the PTY, and a writable one shows a larger session so. */
+   * read-only viewer cannot resize the PTY, and a writable one shows a larger session so. A
+   * panning view (see `pans`) stops at PAN_MIN_FONT and pans what does not fit. */
   private followSize(size: { rows: number; cols: number } | undefined): void {
     if (!size) return;
     // Done already for this size in this box (the store changes often).
@@ -995,16 +1074,98 @@ export class TermView {
       let fs = this.baseFont;
       this.term.options.fontSize = fs;
       const room = this.inner();
-      const over = () =>
-        !!screen && (screen.offsetWidth > room.width || (this.writable && screen.offsetHeight > room.height));
-      while (fs > 7 && over()) {
+      const wide = () => !!screen && screen.offsetWidth > room.width;
+      const tall = () => !!screen && screen.offsetHeight > room.height;
+      // A read-only desktop view fits the width only (its box scrolls down); a panning one
+      // fits both while it can, as a writable one does.
+      const over = () => wide() || ((this.writable || this.pans) && tall());
+      const least = this.pans ? PAN_MIN_FONT : 7;
+      while (fs > least && over()) {
         fs -= 1;
         this.term.options.fontSize = fs;
       }
+      if (this.pans && wide()) {
+        // Panned sideways whatever the font: as large a one as the box's height holds all the
+        // rows at (a 158x40 screen on a phone took its top 40% at 7 px), up to the base font.
+        // Half a pixel at a time: a whole one left a phone's bottom 70 px empty.
+        while (fs < this.baseFont) {
+          this.term.options.fontSize = fs + 0.5;
+          if (tall()) break;
+          fs += 0.5;
+        }
+        this.term.options.fontSize = fs;
+      }
       // Still wider than the box at the smallest font that can be read (160 columns on a
-      // phone): the whole screen is scaled down to fit, rather than cut off at the right
-      // (measured once the renderer has laid out the last font).
-      requestAnimationFrame(() => this.scaleToFit(screen));
+      // phone): the whole screen is scaled down to fit, rather than cut off at the right, or,
+      // in a panning view, panned (measured once the renderer has laid out the last font).
+      requestAnimationFrame(() => (this.pans ? this.panToFit(screen) : this.scaleToFit(screen)));
+    });
+  }
+
+  /** Lets a panning view's box scroll over all of `screen` (see `pans`): the terminal is as
+   * large as its screen (and its scrollbar, then by the last column, not over the middle of
+   * the screen); the cues say that more is to the side, and the cursor's column is shown. */
+  private panToFit(screen: HTMLElement | null): void {
+    const xterm = this.box.querySelector('.xterm') as HTMLElement | null;
+    if (!xterm) return;
+    xterm.style.width = '';
+    xterm.style.height = '';
+    const inner = this.inner();
+    const wide = !!screen && screen.offsetWidth > inner.width;
+    const tall = !!screen && screen.offsetHeight > inner.height;
+    if (screen && wide) {
+      const bar = (xterm.querySelector('.scrollbar.vertical') as HTMLElement | null)?.offsetWidth ?? 0;
+      xterm.style.width = `${screen.offsetWidth + bar}px`;
+    }
+    if (screen && tall) xterm.style.height = `${screen.offsetHeight}px`;
+    if (wide || tall) this.box.dataset.pans = 'true';
+    else delete this.box.dataset.pans;
+    this.showPanCues();
+    this.followCursor();
+  }
+
+  /** Shows the cue on each edge that the panned screen goes on past (none when it fits). */
+  private showPanCues(): void {
+    const b = this.box;
+    const on = b.dataset.pans === 'true';
+    this.panCues.left.hidden = !(on && b.scrollLeft > 1);
+    this.panCues.right.hidden = !(on && b.scrollWidth - b.clientWidth - b.scrollLeft > 1);
+  }
+
+  /**
+   * Pans to the cursor's column when it is out of view, so the output being written is seen
+   * as it comes (a shell's prompt and typing at column 150 of a desktop's screen), and to its
+   * row when the box is shorter than the screen (a phone in landscape: an agent's input box is
+   * at the bottom), unless a finger is on the terminal or moved it in the last PAN_HOLD_MS
+   * (it is being read there). Not while the scrollback is scrolled up (the cursor's row is
+   * not shown).
+   */
+  private followCursor(): void {
+    if (!this.pans || this.cursorFrame) return;
+    this.cursorFrame = requestAnimationFrame(() => {
+      this.cursorFrame = 0;
+      const b = this.box;
+      if (this.disposed || b.dataset.pans !== 'true') return;
+      if (this.touching || Date.now() - this.touchedAt < PAN_HOLD_MS) return;
+      const buf = this.term.buffer.active;
+      if (buf.viewportY !== buf.baseY) return;
+      const screen = b.querySelector('.xterm-screen') as HTMLElement | null;
+      if (!screen) return;
+      const cs = getComputedStyle(b);
+      // Into view along one axis: the cell at `at` (of `size`), with `margin` around it.
+      const show = (at: number, size: number, margin: number, scroll: number, room: number): number => {
+        if (at - margin < scroll) return Math.max(0, at - margin);
+        return at + size + margin > scroll + room ? at + size + margin - room : scroll;
+      };
+      const cell = screen.offsetWidth / Math.max(1, this.term.cols);
+      const x = (parseFloat(cs.paddingLeft) || 0) + Math.min(buf.cursorX, this.term.cols - 1) * cell;
+      // A few columns around it: what was just typed before it, a little after.
+      const left = show(x, cell, 4 * cell, b.scrollLeft, b.clientWidth);
+      if (Math.abs(left - b.scrollLeft) >= 1) b.scrollLeft = left;
+      const row = screen.offsetHeight / Math.max(1, this.term.rows);
+      const y = (parseFloat(cs.paddingTop) || 0) + buf.cursorY * row;
+      const top = show(y, row, row, b.scrollTop, b.clientHeight);
+      if (Math.abs(top - b.scrollTop) >= 1) b.scrollTop = top;
     });
   }
 
@@ -1067,6 +1228,7 @@ export class TermView {
     if (s === 'connected') {
       this.overlay.hidden = true;
     } else {
+      this.sayUnsent();
       this.overlay.hidden = false;
       this.overlay.textContent = s === 'connecting' ? 'connecting…' : 'reconnecting…';
     }
