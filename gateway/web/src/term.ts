@@ -3,99 +3,41 @@
 // with `from: next`, so output is neither duplicated nor missing. Lags are written into the
 // terminal as a visible yellow line. Input goes out as binary INPUT frames; size follows the
 // element (fit addon) with a debounced `resize`. Flow control: acks as xterm digests output.
+// This file is the view's core (attach, frames, input); its other parts are their own files,
+// each given only what it needs of the view: the header and its actions (`termhead.ts`), the
+// ask bar (`askbar.ts`), sizing and panning (`termsize.ts`), touch scrolling (`termtouch.ts`),
+// the key bar (`keybar.ts`), keys kept while offline (`unsent.ts`), a pipe session's line
+// discipline (`pipeline.ts`), and its colours and WebGL renderer (`renderer.ts`).
 import { FitAddon } from '@xterm/addon-fit';
-import { WebglAddon } from '@xterm/addon-webgl';
 import { Terminal } from '@xterm/xterm';
+import { AskBar } from './askbar';
 import { type Conn, type ConnState, FLOW_WINDOW, RequestError } from './conn';
-import { confirmDialog, debounce, h, setText, toast } from './dom';
+import { debounce, h, toast } from './dom';
 import { EventsPanel } from './events';
-import {
-  attentionLabel,
-  formatExit,
-  formatUptime,
-  isAlive,
-  joinArgv,
-  parseTime,
-  permissionSummary,
-  statusBadge,
-  withCtrl,
-} from './format';
-import { answerPermission } from './http';
+import { formatExit, isAlive } from './format';
+import { KeyBar } from './keybar';
+import { PipeLine } from './pipeline';
+import { Renderer, THEME } from './renderer';
 import { overScrollback } from './redraw';
-import { apiURL } from './url';
 import { findSession, type SessionStore } from './sessions';
+import { TermHead } from './termhead';
+import { TermSize } from './termsize';
+import { touchScroll } from './termtouch';
 import {
   type BinFrame,
   KIND_OUTPUT,
-  type PermissionAsk,
   KIND_SNAPSHOT,
   type ServerMsg,
   type SessionEvent,
   type SessionInfo,
   type Whoami,
 } from './types';
+import { Unsent } from './unsent';
 
 /** Ack once this much output was digested beyond the last ack (a quarter of the window). */
-/** Most bytes of keys kept while the connection is down (see TermView.keep). */
-const UNSENT_MAX = 64 * 1024;
-/** How long a session stays larger than this view before the view shows it at its size. */
-const FOLLOW_AFTER_MS = 700;
-/** The smallest font a panning view (see `TermView.pans`) shrinks to: 10 px monospace is still
- * read on a phone held at arm's length without zooming (its smallest UI text is 11–12 px);
- * the 7 px a 158-column screen was shrunk to on a 375 px phone could not be. Past it the
- * view pans instead. */
-const PAN_MIN_FONT = 10;
-/** How long after a finger panned the view it stays where the finger left it, rather than
- * going to the cursor's column as output moves it (see `TermView.followCursor`). */
-const PAN_HOLD_MS = 4000;
-const utf8 = new TextEncoder();
-/** The bytes `data` is on the wire. */
-function byteLength(data: string | Uint8Array): number {
-  return typeof data === 'string' ? utf8.encode(data).length : data.length;
-}
 const ACK_STEP = FLOW_WINDOW / 4;
 /** Pipe sessions have no screen to snapshot: show up to this much of their recent output. */
 const PIPE_BACKLOG = 256 * 1024;
-
-const KEYS: [label: string, seq: string, testid: string, title: string][] = [
-  ['Esc', '\x1b', 'key-esc', 'Escape'],
-  ['^C', '\x03', 'key-ctrl-c', 'Ctrl-C'],
-  ['Tab', '\t', 'key-tab', 'Tab'],
-  ['←', '\x1b[D', 'key-left', 'Left'],
-  ['↑', '\x1b[A', 'key-up', 'Up'],
-  ['↓', '\x1b[B', 'key-down', 'Down'],
-  ['→', '\x1b[C', 'key-right', 'Right'],
-  // Claude's menus (its permission dialog, a question's choices): ↑/↓, then Enter takes the
-  // highlighted one — a phone's keyboard may be down, or have no Enter that reaches the terminal.
-  ['↵', '\r', 'key-enter', 'Enter'],
-];
-
-const THEME = {
-  background: '#0b0e14',
-  foreground: '#d8dee9',
-  cursor: '#e6edf3',
-  cursorAccent: '#0b0e14',
-  selectionBackground: '#264f78',
-  scrollbarSliderBackground: 'rgba(110, 118, 129, 0.22)',
-  scrollbarSliderHoverBackground: 'rgba(110, 118, 129, 0.4)',
-  scrollbarSliderActiveBackground: 'rgba(110, 118, 129, 0.55)',
-  black: '#1c2128',
-  red: '#ff7b72',
-  green: '#3fb950',
-  yellow: '#d29922',
-  blue: '#58a6ff',
-  magenta: '#bc8cff',
-  cyan: '#39c5cf',
-  white: '#b1bac4',
-  brightBlack: '#6e7681',
-  brightRed: '#ffa198',
-  brightGreen: '#56d364',
-  brightYellow: '#e3b341',
-  brightBlue: '#79c0ff',
-  brightMagenta: '#d2a8ff',
-  brightCyan: '#56d4dd',
-  brightWhite: '#f0f6fc',
-};
 
 /** What a new process starts from (the server's screen: `NEW_PROCESS_MODES`), after `?47l`:
  * it leaves the alternate screen if the last process was on it and does nothing otherwise
@@ -117,23 +59,6 @@ function endedLine(how: string): string {
   return `\x1b[0;2m— process ended: ${how} —\x1b[0m\r\n`;
 }
 
-/** Erases `c` typed at the cursor: back, blank, back — over two cells for a wide character. */
-function erase(c: string): string {
-  const cp = c.codePointAt(0) ?? 0;
-  const wide =
-    (cp >= 0x1100 && cp <= 0x115f) ||
-    (cp >= 0x2e80 && cp <= 0xa4cf && cp !== 0x303f) ||
-    (cp >= 0xac00 && cp <= 0xd7a3) ||
-    (cp >= 0xf900 && cp <= 0xfaff) ||
-    (cp >= 0xfe30 && cp <= 0xfe4f) ||
-    (cp >= 0xff00 && cp <= 0xff60) ||
-    (cp >= 0xffe0 && cp <= 0xffe6) ||
-    (cp >= 0x1f300 && cp <= 0x1f64f) ||
-    (cp >= 0x1f900 && cp <= 0x1f9ff) ||
-    (cp >= 0x20000 && cp <= 0x3fffd);
-  return wide ? '\b\b  \b\b' : '\b \b';
-}
-
 type Queued = { f: BinFrame } | { m: ServerMsg };
 
 export class TermView {
@@ -143,46 +68,26 @@ export class TermView {
   private readonly box: HTMLElement;
   private readonly body: HTMLElement;
   private readonly overlay: HTMLElement;
-  private readonly head: Record<string, HTMLElement> = {};
+  private readonly head: TermHead;
+  private readonly ask: AskBar;
+  /** Its size: fitted, following a larger session's, panned (see `TermSize`). */
+  private readonly sizing: TermSize;
+  /** The key bar (writable views only). */
+  private readonly keys: KeyBar | null;
+  /** Keys typed while the connection was down (see `Unsent`). */
+  private readonly unsent: Unsent;
+  /** The line being typed into a session on pipes (see `cooked`). */
+  private readonly pipeLine: PipeLine;
   private readonly events: EventsPanel;
   private readonly offs: (() => void)[] = [];
   private readonly admin: boolean;
   private readonly writable: boolean;
-  private ro: ResizeObserver | null = null;
-  /** The WebGL renderer and its context, released by `unmount` (see `disposeTerminal`). */
-  private gl: WebglAddon | null = null;
-  private glContext: WebGL2RenderingContext | null = null;
+  /** Its WebGL renderer, released by `unmount` with the terminal (see `Renderer`). */
+  private readonly renderer: Renderer;
   /** The font size this view draws at when it has the session's size. */
   private readonly baseFont: number;
-  /** The size this view fits at `baseFont` (what it last asked the server for). */
-  private natural: { rows: number; cols: number } | null = null;
-  /** Showing a session sized larger by another viewer (see `matchSession`). */
-  private following = false;
-  /** The "use this screen's size" button (writable views that follow a larger screen). */
-  private readonly takeSize: HTMLButtonElement;
   /** Snapshots still to ask for when one comes older than what was shown (see `redrawAtSize`). */
   private redrawTries = 0;
-  /** Pending decision to show a larger session (see `matchSession`). */
-  private followTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The size and box `followSize` last fitted the font for. */
-  private followed: string | null = null;
-  /** A touch screen's view that cannot size the session (read-only): a screen wider than its
-   * box at PAN_MIN_FONT is panned sideways by a finger, not shrunk or scaled past reading (it
-   * has no other way to make it larger: a pinch zooms the whole page). A desktop's view,
-   * and a writable one (whose "use this screen's size" makes the screen fit), scale instead. */
-  private readonly pans: boolean;
-  /** The edges' cues that more of a panned screen is to that side (see `showPanCues`). */
-  private readonly panCues: { left: HTMLElement; right: HTMLElement };
-  /** A finger is on the terminal, or when it was last lifted (see `followCursor`). */
-  private touching = false;
-  private touchedAt = 0;
-  /** The frame that brings the cursor's column into view (one per frame, however many moves). */
-  private cursorFrame = 0;
-  /** Asks the server for this view's size (debounced). */
-  private sendResize: ((rows: number, cols: number) => void) & { cancel: () => void } = Object.assign(
-    () => {},
-    { cancel: () => {} },
-  );
 
   /** The session's uuid once known (the route may name it by name). */
   uuid: string | null = null;
@@ -213,24 +118,8 @@ export class TermView {
   private queue: Queued[] = [];
   private gone = false;
   private disposed = false;
-  /** The program's own window title (OSC 0/2), shown in the tab title after the name. */
-  private programTitle = '';
-  /** The line being typed into a session on pipes (see `cooked`). */
-  private line = '';
   /** When typing into an ended session was last refused with a toast. */
   private toldStopped = 0;
-  /** The key bar's Ctrl is down: the next key typed goes with it (then it is let go). */
-  private ctrlKey: HTMLElement | null = null;
-  /** Keys typed while the connection was down, sent once this view is attached again (at
-   * most UNSENT_MAX bytes: past it, typing is refused and said to be). */
-  private unsent: (string | Uint8Array)[] = [];
-  private unsentBytes = 0;
-  /** Keys were refused past UNSENT_MAX: none is kept until the connection is back. */
-  private unsentFull = false;
-  /** The keys kept were said to wait for the connection (see `sayUnsent`). */
-  private toldUnsent = false;
-  /** The id of the question the ask bar shows (an answer names it). */
-  private askId: string | undefined;
   private tick: ReturnType<typeof setInterval> | undefined;
   private refreshInfo = debounce(() => void this.loadInfo(), 300);
 
@@ -244,7 +133,6 @@ export class TermView {
     this.writable = who.scope !== 'read';
     const phone = window.matchMedia('(max-width: 640px)').matches;
     this.baseFont = phone ? 12 : 14;
-    this.pans = !this.writable && window.matchMedia('(pointer: coarse)').matches;
     this.term = new Terminal({
       fontFamily:
         'ui-monospace, "SF Mono", "Cascadia Mono", "JetBrains Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace',
@@ -259,91 +147,81 @@ export class TermView {
     this.term.loadAddon(this.fit);
 
     this.box = h('div', { class: 'term', testid: 'terminal' });
+    this.renderer = new Renderer(this.term, this.box);
     this.overlay = h('div', { class: 'overlay', testid: 'term-overlay', hidden: true });
-    // Shown while this view follows a larger screen's size (see `matchSession`): one tap
-    // makes this screen's size the session's, as typing would, without a key to the program.
-    this.takeSize = h('button', {
-      class: 'take-size',
-      type: 'button',
-      testid: 'take-size',
-      hidden: true,
-      title: "another screen set this session's size; make it this screen's",
-      text: "use this screen's size",
-      onclick: () => this.takeSessionSize(),
+    this.sizing = new TermSize(this.term, this.box, this.fit, conn, store, {
+      route,
+      writable: this.writable,
+      baseFont: this.baseFont,
+      uuid: () => this.uuid,
+      redraw: () => this.redrawAtSize(),
     });
-    // Over the terminal's edges, pointer-transparent (a drag there still pans).
-    const cue = (side: 'left' | 'right', text: string) =>
-      h(
-        'div',
-        { class: `pan-cue ${side}`, testid: `pan-more-${side}`, hidden: true, 'aria-hidden': 'true' },
-        h('span', { text }),
-      );
-    this.panCues = { left: cue('left', '‹'), right: cue('right', '›') };
     this.events = new EventsPanel(
       conn,
       () => this.uuid,
-      () => this.toggleEvents(false),
+      () => this.head.toggleEvents(false),
     );
+    this.ask = new AskBar(
+      () => this.uuid,
+      () => this.sizing.fitNow(),
+      this.writable,
+    );
+    this.head = new TermHead(conn, store, this.events, this.ask, this.sizing, {
+      route,
+      admin: this.admin,
+      writable: this.writable,
+      uuid: () => this.uuid,
+      gone: () => this.gone,
+      removed: () => void (this.gone = true),
+      focus: () => this.term.focus(),
+    });
+    this.keys = this.writable ? new KeyBar(this.term, (d) => this.input(d)) : null;
+    this.unsent = new Unsent(conn, () => this.flashOverlay());
+    this.pipeLine = new PipeLine(this.term);
+    const { panCues, takeSize } = this.sizing;
     this.body = h(
       'div',
       { class: 'term-body' },
-      h('div', { class: 'term-wrap' }, this.box, this.panCues.left, this.panCues.right, this.overlay, this.takeSize),
+      h('div', { class: 'term-wrap' }, this.box, panCues.left, panCues.right, this.overlay, takeSize),
       this.events.el,
     );
     this.el = h(
       'main',
       { class: `view term-view${this.writable ? '' : ' read-only'}` },
-      this.header(),
-      this.askBar(),
+      this.head.el,
+      this.ask.el,
       this.body,
-      this.writable ? this.keybar() : null,
+      this.keys?.el ?? null,
     );
   }
 
   mount(parent: HTMLElement): void {
     parent.appendChild(this.el);
     this.term.open(this.box);
-    this.loadRenderer();
-    this.touchScroll();
-    if (this.pans) {
-      this.term.onCursorMove(() => this.followCursor());
-      this.box.addEventListener('scroll', () => this.showPanCues(), { passive: true });
-    }
-    this.term.onData((d) => this.input(this.ctrlKey?.ariaPressed === 'true' ? this.takeCtrl(d) : d));
+    this.renderer.load();
+    touchScroll(this.box, this.term, {
+      pans: this.sizing.pans,
+      writable: this.writable,
+      input: (keys) => this.input(keys),
+      touch: (down) => this.sizing.touch(down),
+    });
+    this.term.onData((d) => this.input(this.keys ? this.keys.typed(d) : d));
     this.term.onBinary((d) => {
       const b = new Uint8Array(d.length);
       for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 0xff;
       this.input(b);
     });
-    const sendResize = debounce((rows: number, cols: number) => {
-      if (!this.writable || !this.uuid || !this.conn.isOpen()) return;
-      this.conn.request({ type: 'resize', session: this.uuid, rows, cols }).catch(() => {});
-    }, 100);
-    this.sendResize = sendResize;
-    // The view's own size is asked for; a size taken to show a larger session is not.
-    this.term.onResize(({ rows, cols }) => {
-      if (this.following) return;
-      this.natural = { rows, cols };
-      sendResize(rows, cols);
-    });
-    this.term.onTitleChange((t) => {
-      this.programTitle = t;
-      this.renderTabTitle();
-    });
-    if (this.writable) {
-      this.fitNow();
-      this.ro = new ResizeObserver(() => this.fitNow());
-      this.ro.observe(this.box);
-    }
+    this.term.onTitleChange((t) => this.head.setProgramTitle(t));
+    // Follows the cursor when it pans, asks for the size it fits, and fits it as it changes.
+    this.sizing.mount();
     this.offs.push(
       this.conn.onOpen(() => void this.attach()),
       this.conn.onFrame((f) => this.onFrame(f)),
       this.conn.onMessage((m) => this.onMessage(m)),
       this.conn.onState((s) => this.showConn(s)),
-      this.store.onChange(() => this.renderInfo()),
-      () => sendResize.cancel(),
+      this.store.onChange(() => this.head.renderInfo()),
     );
-    this.tick = setInterval(() => this.renderUptime(), 1000);
+    this.tick = setInterval(() => this.head.renderUptime(), 1000);
     this.showConn(this.conn.state);
     if (this.conn.isOpen()) void this.attach();
     this.term.focus();
@@ -354,15 +232,10 @@ export class TermView {
    * context). */
   unmount(): void {
     this.disposed = true;
-    cancelAnimationFrame(this.cursorFrame);
-    clearTimeout(this.followTimer);
-    this.followTimer = undefined;
+    this.sizing.dispose();
     for (const off of this.offs.splice(0)) off();
     clearInterval(this.tick);
     this.refreshInfo.cancel();
-    this.sendResize.cancel();
-    this.ro?.disconnect();
-    this.ro = null;
     this.store.setViewTitle(null);
     // A subscribe still on its way is ended when its answer comes (see `attach`); a session
     // gone has nothing left to end.
@@ -371,36 +244,11 @@ export class TermView {
       else this.conn.unsubscribe(this.uuid, this);
     }
     this.queue = [];
-    this.unsent = [];
-    this.disposeTerminal();
+    this.unsent.clear();
+    this.renderer.disposeTerminal(this.fit);
     this.el.remove();
   }
 
-  /** Disposes the terminal, its addons and its WebGL context. */
-  private disposeTerminal(): void {
-    const gl = this.gl;
-    const ctx = this.glContext;
-    this.gl = null;
-    this.glContext = null;
-    // xterm.js 6.0's WebGL renderer never disposes its cursor blink timer (xterm.js#5818,
-    // fixed after 6.0.0 by #5817): while the terminal had the focus, the interval went on after
-    // `dispose` and held the renderer, and through it the terminal with its rows and the WebGL
-    // context, for as long as the page lived (every session opened, kept). Stopped here;
-    // nothing when a later xterm has no such field.
-    const renderer = (gl as unknown as { _renderer?: { _cursorBlinkStateManager?: { dispose?: () => void } } })
-      ?._renderer;
-    renderer?._cursorBlinkStateManager?.dispose?.();
-    // The terminal disposes its addons (the WebGL one after the terminal's core, so it sets up
-    // no DOM renderer in its place); again by hand in case it did not (a no-op otherwise).
-    this.term.dispose();
-    gl?.dispose();
-    this.fit.dispose();
-    // The GPU context now, not when the canvas is collected: until then it counted among the
-    // page's live contexts ("Too many active WebGL contexts", the oldest then lost).
-    if (ctx && !ctx.isContextLost()) ctx.getExtension('WEBGL_lose_context')?.loseContext();
-  }
-
-  /** The terminal buffer as text: logical lines (wrapped rows joined), trailing spaces trimmed. */
   /** The terminal's size and font now (for tests). */
   size(): { rows: number; cols: number; font: number } {
     return { rows: this.term.rows, cols: this.term.cols, font: this.term.options.fontSize ?? this.baseFont };
@@ -412,6 +260,7 @@ export class TermView {
     return buf.baseY - buf.viewportY;
   }
 
+  /** The terminal buffer as text: logical lines (wrapped rows joined), trailing spaces trimmed. */
   text(): string {
     const buf = this.term.buffer.active;
     const lines: string[] = [];
@@ -468,11 +317,11 @@ export class TermView {
       }
       this.uuid = info.id;
       this.term.options.convertEol = info.mode !== 'pty';
-      this.renderInfo();
-      if (!this.writable) this.followSize(info.size);
+      this.head.renderInfo();
+      if (!this.writable) this.sizing.followSize(info.size);
       else if (this.uuid && resize) {
         // Size first, so the snapshot is drawn at the size this view shows.
-        this.fitNow();
+        this.sizing.fitNow();
         this.conn
           .request({ type: 'resize', session: this.uuid, rows: this.term.rows, cols: this.term.cols })
           .catch(() => {});
@@ -516,7 +365,7 @@ export class TermView {
         this.lagNotice(this.next, start);
       }
       this.acked = start;
-      this.flushUnsent();
+      this.unsent.flush(this.channel);
       // A fresh view of a session that had ended gets no events from before it: how it ended
       // is said under its screen (or its output, on pipes: none may come), as a live view
       // said it when it happened.
@@ -757,89 +606,6 @@ export class TermView {
     );
   }
 
-  /**
-   * A finger dragged over the terminal scrolls its scrollback (xterm.js 6.0 does not: its
-   * touch scrolling regressed, xtermjs/xterm.js#5489, fixed only in a 6.1 beta): a line per
-   * line height dragged, up to the top of what it holds. On the alternate screen (a pager, an
-   * editor: no scrollback there) it scrolls the program, as a wheel does in xterm's
-   * "alternate scroll" mode: an arrow key per line (Down as the finger goes up), in the
-   * cursor-key mode the program asked for. A tap is left alone (it raises the keyboard).
-   * A panning view (see `pans`) takes a drag's direction from its first move: sideways, or up
-   * and down while the box itself has rows hidden that way (a landscape phone), the browser
-   * scrolls the box, with its momentum; otherwise the scrollback as above.
-   */
-  private touchScroll(): void {
-    let lastY: number | null = null;
-    let startX = 0;
-    let startY = 0;
-    // The drag's axis once its first move said it: 'box' is left to the browser.
-    let axis: 'box' | 'lines' | null = null;
-    let carry = 0;
-    this.box.addEventListener(
-      'touchstart',
-      (e) => {
-        lastY = e.touches.length === 1 ? e.touches[0].clientY : null;
-        if (lastY !== null) {
-          startX = e.touches[0].clientX;
-          startY = lastY;
-        }
-        axis = null;
-        carry = 0;
-        this.touching = true;
-      },
-      { passive: true },
-    );
-    this.box.addEventListener(
-      'touchmove',
-      (e) => {
-        if (lastY === null || e.touches.length !== 1) return;
-        if (axis === null) {
-          const t = e.touches[0];
-          axis = this.pans ? this.dragAxis(t.clientX - startX, t.clientY - startY) : 'lines';
-        }
-        if (axis === 'box') return;
-        const buf = this.term.buffer.active;
-        const alternate = buf.type !== 'normal';
-        if (!alternate && buf.baseY === 0) return;
-        if (alternate && !this.writable) return;
-        const y = e.touches[0].clientY;
-        const lineHeight = this.box.clientHeight / Math.max(1, this.term.rows);
-        carry += lastY - y;
-        lastY = y;
-        const lines = Math.trunc(carry / lineHeight);
-        if (lines !== 0) {
-          carry -= lines * lineHeight;
-          if (!alternate) this.term.scrollLines(lines);
-          else {
-            const app = this.term.modes.applicationCursorKeysMode;
-            const key = `\x1b${app ? 'O' : '['}${lines > 0 ? 'B' : 'A'}`;
-            this.input(key.repeat(Math.min(Math.abs(lines), 50)));
-          }
-        }
-        e.preventDefault();
-      },
-      { passive: false },
-    );
-    const lift = () => {
-      lastY = null;
-      this.touching = false;
-      this.touchedAt = Date.now();
-    };
-    this.box.addEventListener('touchend', lift, { passive: true });
-    this.box.addEventListener('touchcancel', lift, { passive: true });
-  }
-
-  /** Who takes a panning view's drag that started by (`dx`, `dy`): the browser scrolling the
-   * box ('box': sideways, or up and down while the box has rows hidden that way), or the
-   * scrollback ('lines'). */
-  private dragAxis(dx: number, dy: number): 'box' | 'lines' {
-    const b = this.box;
-    if (Math.abs(dx) > Math.abs(dy)) return b.scrollWidth > b.clientWidth + 1 ? 'box' : 'lines';
-    // The finger going down shows what is above.
-    const room = dy > 0 ? b.scrollTop : b.scrollHeight - b.clientHeight - b.scrollTop;
-    return room > 1 ? 'box' : 'lines';
-  }
-
   // ---- terminal → server -------------------------------------------------------------------
 
   private input(data: string | Uint8Array): void {
@@ -862,48 +628,7 @@ export class TermView {
       return;
     }
     // Not attached (reconnecting), keys already waiting, or the socket gone: kept, in order.
-    if (!this.channel || this.unsent.length || !this.conn.sendInput(this.channel, data)) this.keep(data);
-  }
-
-  /** Keeps keys typed while the connection is down (a phone in a tunnel): they are sent, in
-   * order, once this view is attached again; past UNSENT_MAX they are refused, and said to be,
-   * never dropped unsaid. */
-  private keep(data: string | Uint8Array): void {
-    const n = byteLength(data);
-    // Past the bound nothing more is kept until the connection is back: a later key kept
-    // after a refused paste would reach the program without what came between.
-    if (this.unsentFull || this.unsentBytes + n > UNSENT_MAX) {
-      this.flashOverlay();
-      if (!this.unsentFull) {
-        toast('not connected: typing is not kept past 64 KiB; what you type now is not sent', 'error', 4000);
-      }
-      this.unsentFull = true;
-      return;
-    }
-    this.unsent.push(data);
-    this.unsentBytes += n;
-    if (!this.conn.isOpen()) this.sayUnsent();
-  }
-
-  /** Says, once until they are sent, that kept keys wait for the connection. Only while the
-   * socket is down: while it is up this view is only (re)attaching (a redraw after a lag, a
-   * first subscribe) and the keys go in a moment, unsaid; if the socket drops with keys kept
-   * so, it is said then (`showConn`), or at the next key. Not at every key: the toast would
-   * count them ("×37"). */
-  private sayUnsent(): void {
-    if (this.toldUnsent || !this.unsent.length) return;
-    this.toldUnsent = true;
-    toast('not connected: what you type is sent when the connection is back', 'info', 3000);
-  }
-
-  /** Sends the keys kept while the connection was down (see `keep`). */
-  private flushUnsent(): void {
-    while (this.unsent.length && this.channel) {
-      if (!this.conn.sendInput(this.channel, this.unsent[0])) return;
-      const sent = this.unsent.shift()!;
-      this.unsentBytes -= byteLength(sent);
-    }
-    if (!this.unsent.length) this.unsentFull = this.toldUnsent = false;
+    if (!this.channel || this.unsent.waiting || !this.conn.sendInput(this.channel, data)) this.unsent.keep(data);
   }
 
   /**
@@ -914,28 +639,7 @@ export class TermView {
    * on a pipe and are ignored.
    */
   private cooked(data: string, mode: string): void {
-    if (data.startsWith('\x1b')) return;
-    const lines: string[] = [];
-    for (const ch of data) {
-      if (ch === '\r' || ch === '\n') {
-        lines.push(this.line);
-        this.line = '';
-        this.term.write('\r\n');
-      } else if (ch === '\x7f' || ch === '\b') {
-        const chars = [...this.line];
-        const last = chars.pop();
-        if (last !== undefined) {
-          this.line = chars.join('');
-          this.term.write(erase(last));
-        }
-      } else if (ch === '\x15') {
-        this.term.write([...this.line].map(erase).join(''));
-        this.line = '';
-      } else if (ch >= ' ' || ch === '\t') {
-        this.line += ch;
-        this.term.write(ch);
-      }
-    }
+    const lines = this.pipeLine.type(data);
     if (!lines.length || !this.uuid) return;
     if (mode === 'stream_json') {
       // Input has no reply on success (an error names the request).
@@ -953,282 +657,13 @@ export class TermView {
     this.overlay.classList.add('flash');
   }
 
-  // ---- size and rendering ------------------------------------------------------------------
-
-  private fitNow(): void {
-    if (this.disposed || !this.box.clientWidth || !this.box.clientHeight) return;
-    try {
-      if (!this.following) {
-        this.fit.fit();
-        return;
-      }
-      // Showing a larger session at a smaller font: this view's own size (at its base font)
-      // is still what the server keeps for it, for when it types.
-      const d = this.fit.proposeDimensions();
-      if (!d || !Number.isFinite(d.cols) || !Number.isFinite(d.rows)) return;
-      const scale = (this.term.options.fontSize ?? this.baseFont) / this.baseFont;
-      const nat = { cols: Math.max(2, Math.floor(d.cols * scale)), rows: Math.max(1, Math.floor(d.rows * scale)) };
-      if (!this.natural || nat.cols !== this.natural.cols || nat.rows !== this.natural.rows) {
-        this.natural = nat;
-        this.sendResize(nat.rows, nat.cols);
-      }
-      const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
-      this.matchSession(s?.size);
-    } catch {
-      /* not laid out yet */
-    }
-  }
-
-  /**
-   * A writable view whose session another viewer sized larger (a desktop that typed, or
-   * resized last, beside this phone) shows the session at its size, the font shrunk to fit —
-   * a 164-column program drawn into 52 columns was unreadable — until the session fits this
-   * view again (the other left, or this one typed and took the size back).
-   */
-  private matchSession(size: { rows: number; cols: number } | undefined): void {
-    if (!size || !this.natural) return;
-    const larger = size.cols > this.natural.cols || size.rows > this.natural.rows;
-    if (larger && !this.following) {
-      // Only a size that stays: the session's size just after this view asked for its own
-      // is the one from before (the server's answer is on its way).
-      if (this.followTimer === undefined) {
-        this.followTimer = setTimeout(() => {
-          // The session's size as the server has it now (the list's figures are compared only
-          // every 2 s: a stale one made a phone alone follow its last viewer's size).
-          this.conn
-            .request({ type: 'list' })
-            .then((r) => {
-              this.followTimer = undefined;
-              const s = findSession((r.sessions ?? []) as SessionInfo[], this.uuid ?? this.route);
-              if (!s || this.disposed) return;
-              this.store.upsert(s);
-              const now = s.size;
-              if (now && this.natural && (now.cols > this.natural.cols || now.rows > this.natural.rows)) {
-                this.setFollowing(true);
-                this.followSize(now);
-              }
-            })
-            .catch(() => {
-              this.followTimer = undefined;
-            });
-        }, FOLLOW_AFTER_MS);
-      }
-      return;
-    }
-    clearTimeout(this.followTimer);
-    this.followTimer = undefined;
-    if (larger) {
-      this.setFollowing(true);
-      this.followSize(size);
-    } else if (this.following) {
-      this.setFollowing(false);
-      this.followed = null;
-      this.scaleToFit(null);
-      this.term.options.fontSize = this.baseFont;
-      this.fitNow();
-      // The session has this view's size again (that is why it fits): its screen, drawn at
-      // the wider size, is drawn again at this one.
-      if (this.term.cols === size.cols && this.term.rows === size.rows) this.redrawAtSize();
-    }
-  }
-
-  /** Enters or leaves following a larger screen's size (the button to take it back with). */
-  private setFollowing(on: boolean): void {
-    this.following = on;
-    if (on) this.box.dataset.following = 'true';
-    else delete this.box.dataset.following;
-    this.takeSize.hidden = !(on && this.writable);
-  }
-
-  /** Makes this view's own size the session's now (the server's `resize` with `take`). */
-  private takeSessionSize(): void {
-    if (!this.uuid || !this.natural) return;
-    const { rows, cols } = this.natural;
-    this.conn
-      .request({ type: 'resize', session: this.uuid, rows, cols, take: true })
-      .then(() => {
-        if (this.uuid) this.store.patch(this.uuid, (s) => void (s.size = { rows, cols }));
-        const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
-        this.matchSession(s?.size);
-      })
-      .catch((e: Error) => toast(`cannot take the size: ${e.message}`, 'error'));
-  }
-
-  /** Shows the session's size, shrinking the font (from the base size) until it fits: a
-   * read-only viewer cannot resize the PTY, and a writable one shows a larger session so. A
-   * panning view (see `pans`) stops at PAN_MIN_FONT and pans what does not fit. */
-  private followSize(size: { rows: number; cols: number } | undefined): void {
-    if (!size) return;
-    // Done already for this size in this box (the store changes often).
-    const key = `${size.rows}x${size.cols} in ${this.box.clientWidth}x${this.box.clientHeight}`;
-    if (key === this.followed && this.term.cols === size.cols && this.term.rows === size.rows) return;
-    this.followed = key;
-    if (this.term.cols !== size.cols || this.term.rows !== size.rows) {
-      this.term.resize(Math.max(2, size.cols), Math.max(1, size.rows));
-      // What this view holds was drawn at its old size (and reflowed by the resize): the
-      // screen is drawn again, as it is now, at the new one.
-      this.redrawAtSize();
-    }
-    requestAnimationFrame(() => {
-      const screen = this.box.querySelector('.xterm-screen') as HTMLElement | null;
-      let fs = this.baseFont;
-      this.term.options.fontSize = fs;
-      const room = this.inner();
-      const wide = () => !!screen && screen.offsetWidth > room.width;
-      const tall = () => !!screen && screen.offsetHeight > room.height;
-      // A read-only desktop view fits the width only (its box scrolls down); a panning one
-      // fits both while it can, as a writable one does.
-      const over = () => wide() || ((this.writable || this.pans) && tall());
-      const least = this.pans ? PAN_MIN_FONT : 7;
-      while (fs > least && over()) {
-        fs -= 1;
-        this.term.options.fontSize = fs;
-      }
-      if (this.pans && wide()) {
-        // Panned sideways whatever the font: as large a one as the box's height holds all the
-        // rows at (a 158x40 screen on a phone took its top 40% at 7 px), up to the base font.
-        // Half a pixel at a time: a whole one left a phone's bottom 70 px empty.
-        while (fs < this.baseFont) {
-          this.term.options.fontSize = fs + 0.5;
-          if (tall()) break;
-          fs += 0.5;
-        }
-        this.term.options.fontSize = fs;
-      }
-      // Still wider than the box at the smallest font that can be read (160 columns on a
-      // phone): the whole screen is scaled down to fit, rather than cut off at the right, or,
-      // in a panning view, panned (measured once the renderer has laid out the last font).
-      requestAnimationFrame(() => (this.pans ? this.panToFit(screen) : this.scaleToFit(screen)));
-    });
-  }
-
-  /** Lets a panning view's box scroll over all of `screen` (see `pans`): the terminal is as
-   * large as its screen (and its scrollbar, then by the last column, not over the middle of
-   * the screen); the cues say that more is to the side, and the cursor's column is shown. */
-  private panToFit(screen: HTMLElement | null): void {
-    const xterm = this.box.querySelector('.xterm') as HTMLElement | null;
-    if (!xterm) return;
-    xterm.style.width = '';
-    xterm.style.height = '';
-    const inner = this.inner();
-    const wide = !!screen && screen.offsetWidth > inner.width;
-    const tall = !!screen && screen.offsetHeight > inner.height;
-    if (screen && wide) {
-      const bar = (xterm.querySelector('.scrollbar.vertical') as HTMLElement | null)?.offsetWidth ?? 0;
-      xterm.style.width = `${screen.offsetWidth + bar}px`;
-    }
-    if (screen && tall) xterm.style.height = `${screen.offsetHeight}px`;
-    if (wide || tall) this.box.dataset.pans = 'true';
-    else delete this.box.dataset.pans;
-    this.showPanCues();
-    this.followCursor();
-  }
-
-  /** Shows the cue on each edge that the panned screen goes on past (none when it fits). */
-  private showPanCues(): void {
-    const b = this.box;
-    const on = b.dataset.pans === 'true';
-    this.panCues.left.hidden = !(on && b.scrollLeft > 1);
-    this.panCues.right.hidden = !(on && b.scrollWidth - b.clientWidth - b.scrollLeft > 1);
-  }
-
-  /**
-   * Pans to the cursor's column when it is out of view, so the output being written is seen
-   * as it comes (a shell's prompt and typing at column 150 of a desktop's screen), and to its
-   * row when the box is shorter than the screen (a phone in landscape: an agent's input box is
-   * at the bottom), unless a finger is on the terminal or moved it in the last PAN_HOLD_MS
-   * (it is being read there). Not while the scrollback is scrolled up (the cursor's row is
-   * not shown).
-   */
-  private followCursor(): void {
-    if (!this.pans || this.cursorFrame) return;
-    this.cursorFrame = requestAnimationFrame(() => {
-      this.cursorFrame = 0;
-      const b = this.box;
-      if (this.disposed || b.dataset.pans !== 'true') return;
-      if (this.touching || Date.now() - this.touchedAt < PAN_HOLD_MS) return;
-      const buf = this.term.buffer.active;
-      if (buf.viewportY !== buf.baseY) return;
-      const screen = b.querySelector('.xterm-screen') as HTMLElement | null;
-      if (!screen) return;
-      const cs = getComputedStyle(b);
-      // Into view along one axis: the cell at `at` (of `size`), with `margin` around it.
-      const show = (at: number, size: number, margin: number, scroll: number, room: number): number => {
-        if (at - margin < scroll) return Math.max(0, at - margin);
-        return at + size + margin > scroll + room ? at + size + margin - room : scroll;
-      };
-      const cell = screen.offsetWidth / Math.max(1, this.term.cols);
-      const x = (parseFloat(cs.paddingLeft) || 0) + Math.min(buf.cursorX, this.term.cols - 1) * cell;
-      // A few columns around it: what was just typed before it, a little after.
-      const left = show(x, cell, 4 * cell, b.scrollLeft, b.clientWidth);
-      if (Math.abs(left - b.scrollLeft) >= 1) b.scrollLeft = left;
-      const row = screen.offsetHeight / Math.max(1, this.term.rows);
-      const y = (parseFloat(cs.paddingTop) || 0) + buf.cursorY * row;
-      const top = show(y, row, row, b.scrollTop, b.clientHeight);
-      if (Math.abs(top - b.scrollTop) >= 1) b.scrollTop = top;
-    });
-  }
-
-  /** The box's room for the terminal (its size less its padding). */
-  private inner(): { width: number; height: number } {
-    const cs = getComputedStyle(this.box);
-    const px = (v: string) => parseFloat(v) || 0;
-    return {
-      width: this.box.clientWidth - px(cs.paddingLeft) - px(cs.paddingRight),
-      height: this.box.clientHeight - px(cs.paddingTop) - px(cs.paddingBottom),
-    };
-  }
-
-  /** Scales the terminal down (a CSS transform) until `screen` fits the box; none when it does.
-   * Scaled, the terminal is as wide as its screen and scrollbar: it was as wide as the box, so
-   * its scrollbar, at its right edge, was scaled into the middle of the screen. */
-  private scaleToFit(screen: HTMLElement | null): void {
-    const xterm = this.box.querySelector('.xterm') as HTMLElement | null;
-    if (!xterm) return;
-    xterm.style.transform = '';
-    xterm.style.width = '';
-    if (!screen || !screen.offsetWidth) return;
-    const inner = this.inner();
-    const k = Math.min(
-      1,
-      inner.width / screen.offsetWidth,
-      this.writable ? inner.height / Math.max(1, screen.offsetHeight) : 1,
-    );
-    if (k < 1) {
-      const bar = (xterm.querySelector('.scrollbar.vertical') as HTMLElement | null)?.offsetWidth ?? 0;
-      const width = screen.offsetWidth + bar;
-      xterm.style.width = `${width}px`;
-      xterm.style.transformOrigin = '0 0';
-      xterm.style.transform = `scale(${Math.min(k, inner.width / width)})`;
-    }
-  }
-
-  private loadRenderer(): void {
-    try {
-      const gl = new WebglAddon();
-      gl.onContextLoss(() => {
-        // Falls back to the DOM renderer.
-        if (this.gl === gl) this.gl = this.glContext = null;
-        gl.dispose();
-      });
-      this.term.loadAddon(gl);
-      this.gl = gl;
-      // Its canvas's context (the other canvases are 2D ones: none for them here).
-      for (const c of this.box.querySelectorAll('canvas')) {
-        const ctx = c.getContext('webgl2');
-        if (ctx) this.glContext = ctx;
-      }
-      this.box.dataset.renderer = 'webgl';
-    } catch {
-      this.box.dataset.renderer = 'dom';
-    }
-  }
+  // ---- rendering ---------------------------------------------------------------------------
 
   private showConn(s: ConnState): void {
     if (s === 'connected') {
       this.overlay.hidden = true;
     } else {
-      this.sayUnsent();
+      this.unsent.say();
       this.overlay.hidden = false;
       this.overlay.textContent = s === 'connecting' ? 'connecting…' : 'reconnecting…';
     }
@@ -1249,395 +684,6 @@ export class TermView {
       ),
     );
     this.el.querySelector('.keybar')?.remove();
-    this.el.querySelector('.actions')?.replaceChildren();
-    // No session: no state or badge for one (a grey dot and an empty outline were left).
-    this.head.state.hidden = true;
-    this.head.badge.hidden = true;
-  }
-
-  private header(): HTMLElement {
-    const H = this.head;
-    H.name = h('span', { class: 'term-name mono', testid: 'term-name', text: this.route });
-    // Both shown once the session is known (`renderInfo`): an empty dot and outline said
-    // nothing of a session that does not exist.
-    H.state = h('span', { class: 'state', testid: 'term-state', hidden: true });
-    H.badge = h('span', { class: 'badge', testid: 'attention', hidden: true });
-    // The session's output cannot be logged (a full disk): its program may be waiting.
-    H.logWarn = h('span', { class: 'badge log-failing', testid: 'persist-error', text: 'log failing' });
-    H.logWarn.hidden = true;
-    H.meta = h('span', { class: 'term-meta muted mono' });
-    H.cast = h('a', {
-      class: 'btn small',
-      testid: 'download-cast',
-      title: 'download the retained output as an asciicast recording',
-      text: '⤓ .cast',
-    });
-    const btn = (label: string, testid: string, cls: string, fn: () => void, title = '') =>
-      h('button', { class: `btn small ${cls}`, testid, title, text: label, onclick: fn });
-    H.eventsBtn = btn('events', 'events-toggle', '', () => this.toggleEvents(), 'event journal');
-    const actions = h('div', { class: 'actions' }, H.eventsBtn, H.cast);
-    if (this.admin) {
-      actions.append(
-        btn('restart', 'btn-restart', '', () => void this.act('restart')),
-        (H.stopBtn = btn('stop', 'btn-stop', 'warn', () => void this.act('stop'))),
-        (H.killBtn = btn('kill', 'btn-kill', 'danger', () => void this.act('kill'))),
-        btn('remove', 'btn-remove', 'danger', () => void this.act('remove')),
-      );
-    }
-    return h(
-      'header',
-      { class: 'term-head' },
-      h(
-        'div',
-        { class: 'term-title' },
-        this.admin
-          ? h('a', { class: 'btn small ghost back', href: '#/', testid: 'back', text: '←', title: 'sessions' })
-          : null,
-        H.name,
-        H.state,
-        H.badge,
-        H.logWarn,
-        this.writable
-          ? null
-          : h('span', { class: 'badge readonly', testid: 'read-only', text: 'read-only' }),
-        H.meta,
-      ),
-      actions,
-    );
-  }
-
-  /** The question an agent waits for, with Allow / Deny and a Deny with a reason (writers
-   * only; hidden otherwise); or, for a question held by the agent's own terminal (its hook's
-   * wait ran out, or the server was restarted or upgraded while it asked), a note that it is
-   * answered there. */
-  private askBar(): HTMLElement {
-    const H = this.head;
-    H.askText = h('span', { class: 'ask-text mono', testid: 'ask-text' });
-    const answer = (behavior: 'allow' | 'deny') => async () => this.answerAsk(behavior);
-    H.askChoices = h('span', { class: 'ask-choices', testid: 'ask-choices', hidden: true });
-    // Deny with a reason the agent reads ("do X instead"): a field under the question, opened
-    // by its own button so that a plain Deny stays one tap.
-    const reason = h('input', {
-      class: 'input ask-reason-input',
-      type: 'text',
-      testid: 'ask-reason-input',
-      placeholder: 'why not, or what to do instead',
-      'aria-label': 'reason for denying (the agent reads it)',
-      enterkeyhint: 'send',
-      autocomplete: 'off',
-    });
-    H.askReasonInput = reason;
-    const send = () => {
-      const form = H.askReason;
-      const msg = reason.value.trim();
-      void this.answerAsk('deny', undefined, msg || undefined, form.dataset.for || undefined).then((ok) => {
-        if (ok) this.closeReason();
-      });
-    };
-    reason.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && !e.isComposing) {
-        e.preventDefault();
-        send();
-      } else if (e.key === 'Escape') {
-        e.preventDefault();
-        this.closeReason();
-      }
-    });
-    H.askReason = h(
-      'form',
-      { class: 'ask-reason', testid: 'ask-reason', hidden: true, onsubmit: (e: Event) => e.preventDefault() },
-      reason,
-      h(
-        'span',
-        { class: 'ask-actions' },
-        h('button', { class: 'btn small danger', type: 'button', testid: 'ask-reason-send', text: 'Send', onclick: send }),
-        h('button', {
-          class: 'btn small',
-          type: 'button',
-          testid: 'ask-reason-cancel',
-          text: 'Cancel',
-          onclick: () => this.closeReason(),
-        }),
-      ),
-    );
-    H.askActions = h(
-      'span',
-      { class: 'ask-actions' },
-      h('button', { class: 'btn small primary', testid: 'ask-allow', text: 'Allow', onclick: answer('allow') }),
-      h('button', { class: 'btn small danger', testid: 'ask-deny', text: 'Deny', onclick: answer('deny') }),
-      h('button', {
-        class: 'btn small',
-        testid: 'ask-deny-why',
-        text: 'Deny + reason…',
-        title: 'deny, with a message the agent reads',
-        onclick: () => this.openReason(),
-      }),
-    );
-    H.ask = h(
-      'div',
-      { class: 'ask', testid: 'ask', role: 'alert', hidden: true },
-      (H.askLabel = h('span', { class: 'ask-label', text: 'asks permission' })),
-      H.askText,
-      H.askChoices,
-      H.askActions,
-      H.askReason,
-    );
-    // A question only the agent's terminal can answer: said where Allow / Deny were (the
-    // header's "needs permission" alone left a phone's user with a dialog and no way shown).
-    H.askTerm = h(
-      'div',
-      { class: 'ask ask-term', testid: 'ask-terminal', role: 'status', hidden: true },
-      h('span', { class: 'ask-label', text: 'asks in its terminal' }),
-      h('span', {
-        class: 'ask-text',
-        testid: 'ask-terminal-text',
-        text: 'answer it there: ↑/↓ to choose, ↵ Enter = its highlighted choice, Esc = no',
-      }),
-    );
-    return h('div', { class: 'ask-host' }, H.ask, H.askTerm);
-  }
-
-  /** Opens the field for a reason to deny the question shown (kept for that question). */
-  private openReason(): void {
-    const H = this.head;
-    H.askReason.dataset.for = this.askId ?? '';
-    H.askReason.hidden = false;
-    H.askActions.hidden = true;
-    (H.askReasonInput as HTMLInputElement).focus();
-    requestAnimationFrame(() => this.fitNow());
-  }
-
-  private closeReason(): void {
-    const H = this.head;
-    if (H.askReason.hidden) return;
-    H.askReason.hidden = true;
-    H.askActions.hidden = false;
-    (H.askReasonInput as HTMLInputElement).value = '';
-    delete H.askReason.dataset.for;
-    requestAnimationFrame(() => this.fitNow());
-  }
-
-  /** Answers the question shown (with an AskUserQuestion's choice: `answers`; a denial with
-   * `message`, for the question `question` names when given). True once answered. */
-  private async answerAsk(
-    behavior: 'allow' | 'deny',
-    answers?: Record<string, string>,
-    message?: string,
-    question?: string,
-  ): Promise<boolean> {
-    const H = this.head;
-    if (!this.uuid) return false;
-    H.ask.classList.add('busy');
-    try {
-      await answerPermission(this.uuid, behavior, question ?? this.askId, message, answers);
-      toast(answers ? 'answered' : behavior === 'allow' ? 'allowed' : message ? 'denied, with your reason' : 'denied');
-      return true;
-    } catch (e) {
-      toast(`not answered: ${(e as Error).message}`, 'error');
-      return false;
-    } finally {
-      H.ask.classList.remove('busy');
-    }
-  }
-
-  /** An AskUserQuestion's questions (text and option labels); null for any other tool. */
-  private static choicesOf(tool: string, input: unknown): { question: string; labels: string[] }[] | null {
-    if (tool !== 'AskUserQuestion') return null;
-    const qs = (input as { questions?: unknown } | null)?.questions;
-    if (!Array.isArray(qs)) return [];
-    return qs.map((q) => ({
-      question: String((q as { question?: unknown }).question ?? ''),
-      labels: (Array.isArray((q as { options?: unknown }).options) ? (q as { options: unknown[] }).options : []).map(
-        (o) => String((o as { label?: unknown }).label ?? ''),
-      ),
-    }));
-  }
-
-  /** Shows the question asked: an AskUserQuestion of one question as a button per choice
-   * (several questions are answered with `corral answer --choose` or in the terminal), any
-   * other tool as what it would run, with Allow / Deny. */
-  private renderAsk(p: PermissionAsk, then: string): void {
-    const H = this.head;
-    const choices = TermView.choicesOf(p.tool, p.input);
-    const allow = H.ask.querySelector('[data-testid="ask-allow"]') as HTMLButtonElement;
-    const deny = H.ask.querySelector('[data-testid="ask-deny"]') as HTMLButtonElement;
-    const why = H.ask.querySelector('[data-testid="ask-deny-why"]') as HTMLButtonElement;
-    allow.hidden = choices != null;
-    why.hidden = choices != null;
-    setText(deny, choices != null ? 'Dismiss' : 'Deny');
-    setText(H.askLabel, choices != null ? 'asks you to choose' : 'asks permission');
-    H.askChoices.hidden = choices == null || choices.length !== 1;
-    const key = `${p.id ?? ''}`;
-    if (choices == null) {
-      setText(H.askText, permissionSummary(p.tool, p.input, 4000) + then);
-    } else if (choices.length === 1) {
-      setText(H.askText, choices[0].question + then);
-      if (H.askChoices.dataset.for !== key) {
-        H.askChoices.dataset.for = key;
-        H.askChoices.replaceChildren(
-          ...choices[0].labels.map((label) =>
-            h('button', {
-              class: 'btn small primary',
-              testid: 'ask-choice',
-              text: label,
-              onclick: () => void this.answerAsk('allow', { [choices[0].question]: label }),
-            }),
-          ),
-        );
-      }
-    } else {
-      setText(
-        H.askText,
-        `asks ${choices.length} questions: answer with \`corral answer --choose\` or in its terminal${then}`,
-      );
-    }
-  }
-
-  private toggleEvents(on = !this.events.visible): void {
-    this.events.show(on);
-    this.head.eventsBtn.classList.toggle('active', on);
-    requestAnimationFrame(() => this.fitNow());
-  }
-
-  private async act(op: 'stop' | 'kill' | 'restart' | 'remove'): Promise<void> {
-    const info = this.uuid ? this.store.map.get(this.uuid) : undefined;
-    const name = info?.name ?? this.route;
-    const ask: Record<string, [string, string]> = {
-      stop: [`Stop ${name}?`, 'Sends the stop signal, waits the grace period, then kills its process tree.'],
-      kill: [`Kill ${name}?`, 'Sends SIGKILL to its whole process tree at once.'],
-      remove: [`Remove ${name}?`, 'Stops it and deletes its records, events and scrollback.'],
-      restart: [
-        `Restart ${name}?`,
-        'Stops its process (stop signal, grace, then kill) and starts it again; an agent resumes its conversation.',
-      ],
-    };
-    const label = op[0].toUpperCase() + op.slice(1);
-    const yes = !ask[op] || (await confirmDialog(ask[op][0], ask[op][1], label));
-    // Keys go to the terminal again, not to the button the closed dialog gave the focus back
-    // to: Enter pressed it again, and once stop disabled it the keys went nowhere, unsaid (a
-    // stopped session's terminal says nothing runs to take them). Not on a touch screen,
-    // whose keyboard would come up.
-    if (!window.matchMedia('(pointer: coarse)').matches) this.term.focus();
-    if (!yes) return;
-    try {
-      await this.conn.request({ type: op, session: this.uuid ?? this.route });
-      if (op === 'remove') {
-        this.gone = true; // nothing left to unsubscribe from
-        location.hash = '#/';
-      }
-    } catch (e) {
-      toast(`${op} failed: ${(e as Error).message}`, 'error');
-    }
-  }
-
-  /** The tab title: the session's name, then the program's title when it set one (bounded). */
-  private renderTabTitle(): void {
-    const name = (this.uuid && this.store.map.get(this.uuid)?.name) || this.route;
-    const full = this.programTitle ? `${name}: ${this.programTitle}` : name;
-    this.store.setViewTitle(full.length > 100 ? `${full.slice(0, 99)}…` : full);
-  }
-
-  private renderInfo(): void {
-    // A session gone (removed, or not this token's) has nothing left to show in the header.
-    if (!this.uuid || this.gone) return;
-    const s = this.store.map.get(this.uuid);
-    if (!s) return;
-    const H = this.head;
-    setText(H.name, s.name);
-    this.renderTabTitle();
-    H.name.title = joinArgv(s.argv);
-    setText(H.state, s.state);
-    H.state.hidden = false;
-    H.state.className = `state st-${s.state}`;
-    H.state.title = s.reason ?? '';
-    const b = statusBadge(s);
-    const att = attentionLabel(s.attention) != null;
-    const ended = !isAlive(s.state) && !!s.last_exit;
-    H.badge.hidden = !att && !ended;
-    setText(H.badge, att || ended ? b.text : '');
-    H.badge.className = `badge ${b.cls}`;
-    H.badge.dataset.attention = s.attention ?? '';
-    H.badge.title = s.attention ?? '';
-    H.logWarn.hidden = !s.persist_error;
-    H.logWarn.title = s.persist_error ? `its output is not being logged: ${s.persist_error}` : '';
-    // A toast about this session said what is now on screen: it goes (it covered the dialog).
-    this.store.dismissToast(s.id);
-    const asks = this.writable && s.attention === 'needs_permission' && !!s.permission;
-    // Nothing outside can answer it (no `permission`): the agent's own dialog holds it.
-    const inTerminal = this.writable && s.attention === 'needs_permission' && !s.permission && isAlive(s.state);
-    this.askId = s.permission?.id;
-    // A reason being typed was for the question it was opened on: another question (or none)
-    // closes it, rather than send it to a question it was not written for.
-    if (!H.askReason.hidden && (!asks || (H.askReason.dataset.for ?? '') !== (this.askId ?? ''))) {
-      this.closeReason();
-    }
-    if (asks && s.permission) {
-      const more = s.permission_queue?.length ?? 0;
-      const then = more ? ` (then ${more} more)` : '';
-      this.renderAsk(s.permission, then);
-    }
-    if (H.ask.hidden === asks || H.askTerm.hidden === inTerminal) {
-      H.ask.hidden = !asks;
-      H.askTerm.hidden = !inTerminal;
-      requestAnimationFrame(() => this.fitNow());
-    }
-    // Nothing runs to stop or kill in an ended session (one waiting to restart can be stopped).
-    const over = s.state === 'stopped' || s.state === 'failed';
-    for (const b of [H.stopBtn, H.killBtn]) if (b) (b as HTMLButtonElement).disabled = over;
-    const cast = H.cast as HTMLAnchorElement;
-    cast.href = apiURL(`/v1/sessions/${encodeURIComponent(s.id)}/export?format=asciicast`).toString();
-    cast.setAttribute('download', `${s.name}.cast`);
-    if (!this.writable) this.followSize(s.size);
-    else this.matchSession(s.size);
-    this.renderUptime();
-  }
-
-  private renderUptime(): void {
-    const s = this.uuid ? this.store.map.get(this.uuid) : undefined;
-    if (!s) return;
-    const t = parseTime(s.started_at);
-    const parts: string[] = [];
-    if (s.pid != null && (s.state === 'running' || s.state === 'stopping')) parts.push(`pid ${s.pid}`);
-    if (t != null && isAlive(s.state)) parts.push(`up ${formatUptime(Date.now() - t)}`);
-    if (s.restarts) parts.push(`↻${s.restarts}`);
-    setText(this.head.meta, parts.join(' · '));
-  }
-
-  private keybar(): HTMLElement {
-    const bar = h('div', { class: 'keybar', testid: 'keybar', role: 'toolbar', 'aria-label': 'keys' });
-    // Ctrl for the next key typed: a phone's keyboard has none (Ctrl-D, Ctrl-R, Ctrl-Z, Ctrl-L).
-    const ctrl = h('button', {
-      class: 'key key-mod',
-      testid: 'key-ctrl',
-      title: 'Ctrl: hold it for the next key',
-      'aria-label': 'Ctrl',
-      'aria-pressed': 'false',
-      text: 'Ctrl',
-    });
-    ctrl.addEventListener('mousedown', (e) => e.preventDefault());
-    ctrl.addEventListener('click', () => {
-      ctrl.ariaPressed = ctrl.ariaPressed === 'true' ? 'false' : 'true';
-      this.term.focus();
-    });
-    this.ctrlKey = ctrl;
-    bar.appendChild(ctrl);
-    for (const [label, seq, testid, title] of KEYS) {
-      const b = h('button', { class: 'key', testid, title, 'aria-label': title, text: label });
-      // Keep focus (and the phone's keyboard) on the terminal.
-      b.addEventListener('mousedown', (e) => e.preventDefault());
-      b.addEventListener('click', () => {
-        this.input(this.ctrlKey?.ariaPressed === 'true' ? this.takeCtrl(seq) : seq);
-        this.term.focus();
-      });
-      bar.appendChild(b);
-    }
-    return bar;
-  }
-
-  /** `data` with the key bar's Ctrl, which is let go. */
-  private takeCtrl(data: string): string {
-    if (this.ctrlKey) this.ctrlKey.ariaPressed = 'false';
-    return withCtrl(data);
+    this.head.showGone();
   }
 }
-
