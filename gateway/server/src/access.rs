@@ -390,8 +390,15 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     }
 }
 
-/// A JSON request body of type `T`, or a 400 naming `what` and the problem.
+/// A JSON request body of type `T` (every one is an object), or a 400 naming `what` and the
+/// problem. An array is refused too: serde reads one as a struct's fields in order, so
+/// `["hi", "raw"]` was taken as a message.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(format!(
+            "invalid {what}: the body must be a JSON object"
+        )));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
 }
 
@@ -405,6 +412,22 @@ mod tests {
             h.append(header::COOKIE, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_body_is_a_json_object() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Message {
+            content: String,
+        }
+        let m: Message = parse_json(br#" {"content": "hi"}"#, "message").unwrap();
+        assert_eq!(m.content, "hi");
+        for bad in [&br#"["hi"]"#[..], b"", b"null", b"\"hi\""] {
+            let e = parse_json::<Message>(bad, "message").unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+        let e = parse_json::<Message>(br#"["hi"]"#, "message").unwrap_err();
+        assert!(e.message.contains("JSON object"), "{}", e.message);
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl GatewayConfig {
             // Which one by its place too: an unparseable URL is not shown (it may hold a secret).
             if let Err(why) = hook.target() {
                 return Err(format!(
-                    "notify.webhooks (number {}): url '{}' {why} (https: put a TLS proxy in front)",
+                    "notify.webhooks (number {}): url '{}' {why}",
                     i + 1,
                     hook.shown()
                 ));
@@ -291,7 +291,7 @@ impl Webhook {
     pub fn target(&self) -> Result<Target, &'static str> {
         let uri: hyper::Uri = self.url.parse().map_err(|_| "is not a URL")?;
         if uri.scheme_str() != Some("http") {
-            return Err("is not a plain http:// URL");
+            return Err("is not a plain http:// URL (https: put a TLS proxy in front)");
         }
         let authority = uri.authority().ok_or("has no host")?;
         if authority.as_str().contains('@') {
@@ -314,9 +314,13 @@ impl Webhook {
         Ok(Target {
             connect: format!("{}:{port}", authority.host()),
             host: authority.as_str().to_string(),
-            path: uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            // A query right after the host (`http://h?topic=x`) is the root's: a request line
+            // of `?topic=x` was refused by every server ("invalid format", 3 tries each).
+            path: match uri.path_and_query().map(|p| p.as_str()) {
+                None | Some("") => "/".to_string(),
+                Some(p) if p.starts_with('/') => p.to_string(),
+                Some(p) => format!("/{p}"),
+            },
         })
     }
 }
@@ -464,6 +468,10 @@ mod tests {
                 host: "[::1]:8080".into(),
                 path: "/".into(),
             })
+        );
+        assert_eq!(
+            target("http://127.0.0.1:19101?topic=qs").map(|t| t.path),
+            Ok("/?topic=qs".to_string())
         );
         assert!(target("http://me:secret@relay/hook").is_err());
         // A password with a `/` ends the authority early: its "port" is refused.

@@ -497,10 +497,17 @@ async fn take_handed_over(dir: &std::path::Path) -> Vec<Undelivered> {
         .collect()
 }
 
-/// `text` cut to [`DETAIL_MAX`] characters.
+/// `text` cut to [`DETAIL_MAX`] characters, its `…` included.
 fn cut(text: &str) -> String {
     match text.char_indices().nth(DETAIL_MAX) {
-        Some((at, _)) => format!("{}…", &text[..at]),
+        Some(_) => {
+            // invariant: a text longer than DETAIL_MAX has a DETAIL_MAX - 1'th character.
+            let (at, _) = text
+                .char_indices()
+                .nth(DETAIL_MAX - 1)
+                .expect("longer text");
+            format!("{}…", &text[..at])
+        }
         None => text.to_string(),
     }
 }
@@ -624,6 +631,15 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detail_is_at_most_its_bound_with_its_ellipsis() {
+        let exact = "é".repeat(DETAIL_MAX);
+        assert_eq!(cut(&exact), exact);
+        let long = cut(&"é".repeat(DETAIL_MAX + 50));
+        assert_eq!(long.chars().count(), DETAIL_MAX);
+        assert!(long.ends_with('…'));
+    }
 
     #[test]
     fn a_server_bound_to_every_address_names_no_host() {
