@@ -41,18 +41,14 @@ def test_type_into_cat_and_see_it_back(server, page):
     wait_until(lambda: server.session(s["id"])["state"] != "running", 10, "cat to end after ^C")
 
 
-def test_keys_typed_while_the_view_attaches_are_kept_without_a_word(server, page):
-    """The socket up and the view only attaching (its subscribe on its way, as when it redraws
-    after a lag): keys typed are sent once it is attached, and nothing says the connection is
-    down (the page said "not connected: what you type is sent when the connection is back")."""
-    s = server.spawn(READY_CAT, name="attach-cat")
+def open_with_subscribes_held(server, page, s, hold) -> list:
+    """Opens session `s`'s view with its `subscribe` requests held while `hold["on"]` (kept as
+    (socket, message) in the list returned, to send later); the rest goes through, and the
+    server's messages come back as they are. Returns once one is held, the socket up."""
     held: list = []
-    hold = {"on": True}
 
     def route(ws):
         up = ws.connect_to_server()
-        # The page's subscribe is held (until released below); the rest goes through, and the
-        # server's messages come back as they are.
         ws.on_message(lambda m: held.append((up, m)) if hold["on"] and '"subscribe"' in str(m) else up.send(m))
 
     page.route_web_socket(re.compile(r"/v1/ws"), route)
@@ -64,6 +60,16 @@ def test_keys_typed_while_the_view_attaches_are_kept_without_a_word(server, page
         page.wait_for_timeout(100)
     assert held, "no subscribe"
     expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    return held
+
+
+def test_keys_typed_while_the_view_attaches_are_kept_without_a_word(server, page):
+    """The socket up and the view only attaching (its subscribe on its way, as when it redraws
+    after a lag): keys typed are sent once it is attached, and nothing says the connection is
+    down (the page said "not connected: what you type is sent when the connection is back")."""
+    s = server.spawn(READY_CAT, name="attach-cat")
+    hold = {"on": True}
+    held = open_with_subscribes_held(server, page, s, hold)
     page.get_by_test_id("terminal").click()
     page.keyboard.type("typed early\n")
     page.wait_for_timeout(500)
@@ -188,21 +194,8 @@ def test_keys_kept_while_attaching_are_said_once_when_the_socket_drops(server, p
     connection is said then, once, however many keys follow (the first key kept had been the
     only one that could say it, so nothing ever did)."""
     s = server.spawn(READY_CAT, name="drop-cat")
-    held: list = []
-
-    def route(ws):
-        up = ws.connect_to_server()
-        # Every subscribe is held: the view stays attaching, its socket up.
-        ws.on_message(lambda m: held.append(m) if '"subscribe"' in str(m) else up.send(m))
-
-    page.route_web_socket(re.compile(r"/v1/ws"), route)
-    page.goto(server.login_url(hash=f"/s/{s['id']}"))
-    for _ in range(150):
-        if held:
-            break
-        page.wait_for_timeout(100)
-    assert held, "no subscribe"
-    expect(page.get_by_test_id("conn-state")).to_have_text("connected")
+    # Every subscribe is held: the view stays attaching, its socket up.
+    open_with_subscribes_held(server, page, s, {"on": True})
     page.get_by_test_id("terminal").click()
     page.keyboard.type("early")
     page.wait_for_timeout(300)
