@@ -95,7 +95,8 @@ struct SizeChange {
 /// approximate until a point in the stream after which the screen no longer depends on earlier
 /// bytes: a full reset (`ESC c`), an erase of the whole display (`ESC [2J`, what `clear` and
 /// most full-screen programs send), or a whole screen of lines scrolled in on the primary
-/// screen without a scroll region (a shell after a flood: see [`super::scrolled`]). After an erase the visible cells are exact again; modes set
+/// screen without a scroll region (a shell after a flood: see [`super::scrolled`]). After an
+/// erase the visible cells are exact again; modes set
 /// before the cut (e.g. alternate screen, scroll region) may still differ, which is accepted
 /// because programs that clear the screen normally redraw and re-establish their state.
 pub struct Emulator {

@@ -218,28 +218,12 @@ fn tcp_addr(url: &str) -> Result<String, ClientError> {
     Ok(format!("{host}:{port}"))
 }
 
-/// The host (lower case; an IPv6 one in brackets) and port of an `http://` URL with nothing
-/// after its host but `/` (the API's paths are absolute: a prefix would be lost).
+/// The host (lower case; an IPv6 one in brackets) and port of a server's URL, checked as the
+/// server checks one (`HttpUrl`), with nothing after its host but `/` (the API's paths are
+/// absolute: a prefix would be lost).
 fn host_port(url: &str) -> Option<(String, u16)> {
-    let uri: hyper::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("http") || uri.path_and_query().is_some_and(|p| p != "/") {
-        return None;
-    }
-    let authority = uri.authority()?;
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return None;
-    }
-    // Nothing after the host but a port (`box:70700` has no `port_u16`: it went to port 80,
-    // and the token with it).
-    let port = match &authority.as_str()[authority.host().len()..] {
-        "" => 80,
-        rest => rest
-            .strip_prefix(':')?
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)?,
-    };
-    Some((authority.host().to_ascii_lowercase(), port))
+    let url = corral_server::http_url::HttpUrl::parse(url).ok()?;
+    (url.path == "/").then(|| (url.host.to_ascii_lowercase(), url.port))
 }
 
 /// Whether `given` names the server that published `published`: the same host and port, or

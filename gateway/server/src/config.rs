@@ -11,6 +11,8 @@ use corral_actors::persist::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::http_url::HttpUrl;
+
 /// Limits on what clients may send, with their defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -252,17 +254,6 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-/// Where a webhook's POST goes, parsed once from its URL (hyper's parser: no hand split).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// `host:port` to connect to (port 80 when the URL names none).
-    pub connect: String,
-    /// The `Host` header: the URL's authority as written.
-    pub host: String,
-    /// The path and query, `/` when the URL has none.
-    pub path: String,
-}
-
 /// One webhook.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,42 +277,9 @@ impl Webhook {
         shown_url(&self.url)
     }
 
-    /// Where its POST goes; the error says what is wrong with the URL. A password in the URL
-    /// is refused (it would be sent nowhere and shown in logs).
-    pub fn target(&self) -> Result<Target, &'static str> {
-        let uri: hyper::Uri = self.url.parse().map_err(|_| "is not a URL")?;
-        if uri.scheme_str() != Some("http") {
-            return Err("is not a plain http:// URL (https: put a TLS proxy in front)");
-        }
-        let authority = uri.authority().ok_or("has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("carries a user or password (put a secret in the path)");
-        }
-        if authority.host().is_empty() {
-            return Err("has no host");
-        }
-        // Nothing after the host but a port: `box:7O70` or `box:99999` has no `port_u16` and
-        // went to port 80; a password holding `/` ends the authority early (`me:pa/ss@relay`
-        // is host `me`, "port" `pa`).
-        let port = match &authority.as_str()[authority.host().len()..] {
-            "" => 80,
-            rest => rest
-                .strip_prefix(':')
-                .and_then(|p| p.parse::<u16>().ok())
-                .filter(|p| *p != 0)
-                .ok_or("has a port that is not a number from 1 to 65535")?,
-        };
-        Ok(Target {
-            connect: format!("{}:{port}", authority.host()),
-            host: authority.as_str().to_string(),
-            // A query right after the host (`http://h?topic=x`) is the root's: a request line
-            // of `?topic=x` was refused by every server ("invalid format", 3 tries each).
-            path: match uri.path_and_query().map(|p| p.as_str()) {
-                None | Some("") => "/".to_string(),
-                Some(p) if p.starts_with('/') => p.to_string(),
-                Some(p) => format!("/{p}"),
-            },
-        })
+    /// Where its POST goes; the error says what is wrong with the URL.
+    pub fn target(&self) -> Result<HttpUrl, &'static str> {
+        HttpUrl::parse(&self.url)
     }
 }
 
@@ -453,21 +411,23 @@ mod tests {
             .target()
         };
         // No port: HTTP's 80 (a hand split once connected to "host" and failed).
+        let url = target("http://ntfy.local/topic?x=1").unwrap();
         assert_eq!(
-            target("http://ntfy.local/topic?x=1"),
-            Ok(Target {
-                connect: "ntfy.local:80".into(),
-                host: "ntfy.local".into(),
-                path: "/topic?x=1".into(),
-            })
+            (
+                url.address().as_str(),
+                url.authority.as_str(),
+                url.path.as_str()
+            ),
+            ("ntfy.local:80", "ntfy.local", "/topic?x=1")
         );
+        let url = target("http://[::1]:8080").unwrap();
         assert_eq!(
-            target("http://[::1]:8080"),
-            Ok(Target {
-                connect: "[::1]:8080".into(),
-                host: "[::1]:8080".into(),
-                path: "/".into(),
-            })
+            (
+                url.address().as_str(),
+                url.authority.as_str(),
+                url.path.as_str()
+            ),
+            ("[::1]:8080", "[::1]:8080", "/")
         );
         assert_eq!(
             target("http://127.0.0.1:19101?topic=qs").map(|t| t.path),

@@ -152,7 +152,6 @@ pub const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Place(Arc<std::sync::atomic::AtomicUsize>);
 
-/// A place among the `max` that `count` counts; None when all are taken.
 /// WebSocket places only the admin token may take: a sixteenth of `max` (64 of the default
 /// 1024), at least one when there are two or more.
 pub fn admin_reserved(max: usize) -> usize {
@@ -163,6 +162,7 @@ pub fn admin_reserved(max: usize) -> usize {
     }
 }
 
+/// A place among the `max` that `count` counts; None when all are taken.
 fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Place> {
     count
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -22,6 +22,7 @@ pub mod conversation;
 pub mod datadir;
 pub mod error;
 pub mod http;
+pub mod http_url;
 pub mod in_flight;
 pub mod introspect;
 pub mod listen;

@@ -583,9 +583,10 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
     let target = hook
         .target()
         .map_err(|why| format!("{} {why}", hook.shown()))?;
-    let stream = tokio::net::TcpStream::connect(&target.connect)
+    let address = target.address();
+    let stream = tokio::net::TcpStream::connect(&address)
         .await
-        .map_err(|e| format!("connect {}: {e}", target.connect))?;
+        .map_err(|e| format!("connect {address}: {e}"))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -600,7 +601,7 @@ async fn post(hook: &Webhook, n: &Notification) -> Result<(), String> {
     };
     // ntfy opens a notification's `Click` URL when it is tapped.
     let req = hyper::Request::post(target.path)
-        .header(hyper::header::HOST, target.host)
+        .header(hyper::header::HOST, target.authority)
         .header(hyper::header::CONTENT_TYPE, content_type)
         .header("click", n.url.as_str())
         .body(Full::new(Bytes::from(body)))
