@@ -598,6 +598,75 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
     assert!(!after.contains(r#""status":"running""#), "{after}");
 }
 
+/// A client that polls GET status and posts the next prompt the moment it says `stable`: the
+/// event stream says that `stable` too (it sampled a second after the last turn's hooks, so a
+/// stable moment shorter than that went unsaid, and a client counting turns by the stream
+/// counted two turns as one).
+#[tokio::test]
+async fn the_event_stream_says_a_stable_moment_a_poller_ended_at_once() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "poll"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    hook(&server, &id, "SessionStart").await;
+    let mut events = Events::open(&server, "poll").await;
+    events.until(r#""status":"stable""#).await;
+    for prompt in ["first", "second", "third"] {
+        until(
+            async || get(&server, "/agentapi/poll/status", t).await.1["status"] == "stable",
+            "stable before the next prompt",
+        )
+        .await;
+        let (code, body) = message(&server, "poll", "user", prompt).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(hook(&server, &id, "UserPromptSubmit").await, 202);
+        assert_eq!(hook(&server, &id, "Stop").await, 202);
+    }
+    let mut said = String::new();
+    for _ in 0..3 {
+        said.push_str(&events.until(r#""status":"stable""#).await);
+    }
+    said.push_str(&events.within(Duration::from_millis(1500)).await);
+    assert_eq!(statuses(&said), ["running", "stable"].repeat(3), "{said}");
+}
+
+/// The statuses an event stream's text says, in order.
+fn statuses(said: &str) -> Vec<&str> {
+    said.match_indices(r#""status":""#)
+        .map(|(at, m)| {
+            let rest = &said[at + m.len()..];
+            // invariant: the server writes each status as a JSON string, closed by a quote.
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect()
+}
+
+/// A terminal agent stable for a moment between two turns, the next begun at its terminal (no
+/// user message posted, only its hooks): the stream samples the moment its screen has had
+/// time to paint, not up to a second later, when the next turn had begun.
+#[tokio::test]
+async fn the_event_stream_says_stable_the_moment_a_turns_answer_painted() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"argv": ["sh", "-c", "stty -echo; exec cat"], "name": "typed"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    hook(&server, &id, "SessionStart").await;
+    let mut events = Events::open(&server, "typed").await;
+    events.until(r#""status":"stable""#).await;
+    assert_eq!(hook(&server, &id, "UserPromptSubmit").await, 202);
+    events.until(r#""status":"running""#).await;
+    assert_eq!(hook(&server, &id, "Stop").await, 202);
+    // Stable 0.7 s after its Stop (`agentapi::PAINT`); the next turn begins 1 s after it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(hook(&server, &id, "UserPromptSubmit").await, 202);
+    assert_eq!(hook(&server, &id, "Stop").await, 202);
+    let said = events.within(Duration::from_millis(2500)).await;
+    assert_eq!(statuses(&said), ["stable", "running", "stable"], "{said}");
+}
+
 /// Claude Code fires Stop before it repaints its answer: an agent whose hooks say it waits is
 /// `stable` only once its screen settled (a client that posted at `stable` froze that turn's
 /// agent message without its answer). A screen that never settles is never `stable`.

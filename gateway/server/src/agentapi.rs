@@ -126,6 +126,25 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     if waits { "stable" } else { "running" }
 }
 
+/// How long until a terminal agent whose hooks say it waits is `stable` by time alone (its
+/// screen quiet and its answer painted, as [`status`] reads them), if it is not yet.
+fn settles_in(h: &SessionHandle) -> Option<Duration> {
+    let shared = h.shared();
+    if shared.mode != Mode::Pty
+        || !matches!(
+            h.info().attention,
+            Some(Attention::Idle | Attention::NeedsPermission)
+        )
+    {
+        return None;
+    }
+    let waited = shared.attention_ms()?;
+    let left = |bound: Duration, ms: u64| bound.saturating_sub(Duration::from_millis(ms));
+    let quiet = left(SETTLE, shared.quiet_ms().unwrap_or(u64::MAX));
+    let painted = left(PAINT, waited).max(quiet);
+    Some(painted.min(left(SETTLED, waited)))
+}
+
 /// Milliseconds since the session's process started; None without one.
 fn started_ms(info: &corral_actors::SessionInfo) -> Option<u64> {
     let since = SystemTime::now().duration_since(info.started_at?).ok()?;
@@ -477,15 +496,38 @@ pub async fn get_events(
         posted: tokio::sync::watch::Receiver<u64>,
         /// How many user messages it knows were sent to its session.
         prompts: u64,
+        /// How many user messages it knows were let through to its session.
+        claims: u64,
         /// The session's last event when the status was last sampled: an event up to it was
         /// already in that sample.
         sampled: u64,
         /// A `running` was just said at once: settle and render next, without waiting.
         settle_next: bool,
     }
+    impl Follow {
+        /// A `status_change` if the status is not the one last said.
+        fn sample(&mut self) -> Vec<Result<Event, Infallible>> {
+            let mut said = Vec::new();
+            let claims = self.app.conversations.claims(self.h.id());
+            if claims != self.claims && self.status == Some("running") {
+                // A user message was let through since the status was last read, and it was
+                // `running`: one is only let through to a `stable` agent, so the last turn
+                // ended in between (a client polling GET status posted within that stable
+                // moment). Said, so a client counting turns by the stream counts each one.
+                self.status = Some("stable");
+                said.push(Ok(status_event(&self.h, "stable")));
+            }
+            self.sampled = self.h.shared().last_seq();
+            said.extend(status_change(&mut self.status, &self.app, &self.h).map(Ok));
+            // Read after the status: one let through after a `running` read is news next time.
+            self.claims = self.app.conversations.claims(self.h.id());
+            said
+        }
+    }
     let sub = h.subscribe(None).ok();
     let posted = app.conversations.sent();
     let prompts = app.conversations.prompts(h.id());
+    let claims = app.conversations.claims(h.id());
     let f_shutdown = app.shutdown.subscribe();
     let follow = Follow {
         _place: place,
@@ -497,6 +539,7 @@ pub async fn get_events(
         status: None,
         first: true,
         prompts,
+        claims,
         sampled: 0,
         settle_next: false,
         posted,
@@ -511,6 +554,18 @@ pub async fn get_events(
             // Wait for output, an event or a user message sent (or a second, for quiet), then
             // let it settle. The items only wake this loop: what the client gets is the
             // screen, read below.
+            // A second at most, and no later than the moment a waiting agent's screen has
+            // had time to paint (a stable that short is still said: a client that saw it
+            // through GET status may start the next turn at once).
+            let tick = match f.status {
+                // (Zero: it is not `running` for its screen, but for a prompt just sent.)
+                Some("running") => settles_in(&f.h)
+                    .filter(|d| !d.is_zero())
+                    .map_or(Duration::from_secs(1), |d| {
+                        (d + Duration::from_millis(2)).min(Duration::from_secs(1))
+                    }),
+                _ => Duration::from_secs(1),
+            };
             let woke = match f.sub.as_mut() {
                 Some(sub) => tokio::select! {
                     item = sub.next(64 * 1024) => Some(item),
@@ -519,7 +574,7 @@ pub async fn get_events(
                         debug_assert!(changed.is_ok());
                         None
                     }
-                    () = tokio::time::sleep(Duration::from_secs(1)) => None,
+                    () = tokio::time::sleep(tick) => None,
                 },
                 None => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -545,17 +600,13 @@ pub async fn get_events(
                 // Said at once; the settling and the status it is in then follow.
                 f.status = Some("running");
                 f.settle_next = true;
-                return Some((
-                    futures::stream::iter(vec![Ok::<_, Infallible>(status_event(&f.h, "running"))]),
-                    f,
-                ));
+                events.push(Ok::<_, Infallible>(status_event(&f.h, "running")));
+                f.claims = f.app.conversations.claims(f.h.id());
+                return Some((futures::stream::iter(events), f));
             }
             // The status it is in now (a short turn's end), and again after settling.
             if !matches!(woke, Some(corral_actors::Item::Output { .. })) {
-                f.sampled = f.h.shared().last_seq();
-                if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
-                    events.push(Ok(e));
-                }
+                events.extend(f.sample());
             }
         }
         if !f.first {
@@ -594,10 +645,7 @@ pub async fn get_events(
                 ));
             }
         }
-        f.sampled = f.h.shared().last_seq();
-        if let Some(e) = status_change(&mut f.status, &f.app, &f.h) {
-            events.push(Ok(e));
-        }
+        events.extend(f.sample());
         Some((futures::stream::iter(events), f))
     });
     use futures::StreamExt;

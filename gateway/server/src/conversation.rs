@@ -61,6 +61,10 @@ pub struct Conversations {
     /// session → how many user messages were sent to it (an event stream that sees this grow
     /// says `running`, however short the turn).
     prompts: Mutex<HashMap<Uuid, u64>>,
+    /// session → how many user messages were let through to it ([`Claim`]s taken): each was
+    /// taken while the agent was `stable`, so an event stream that sees this grow while it
+    /// last said `running` missed a stable moment.
+    claims: Mutex<HashMap<Uuid, u64>>,
     /// terminal session → its turn since its last user message (the agent's message).
     turns: Mutex<HashMap<Uuid, std::sync::Arc<Mutex<crate::turn::Turn>>>>,
     /// session taken over from a previous server → its last user message as the journal has
@@ -220,6 +224,7 @@ impl Conversations {
             return None;
         }
         sending.insert(session);
+        *self.claims.lock().entry(session).or_default() += 1;
         Some(Claim {
             conversations: self,
             session,
@@ -252,6 +257,11 @@ impl Conversations {
     /// How many user messages were sent to `session`.
     pub fn prompts(&self, session: Uuid) -> u64 {
         self.prompts.lock().get(&session).copied().unwrap_or(0)
+    }
+
+    /// How many user messages were let through to `session` (see `claims`).
+    pub fn claims(&self, session: Uuid) -> u64 {
+        self.claims.lock().get(&session).copied().unwrap_or(0)
     }
 
     /// The last user message sent to `session` was answered (it is no longer pending).
@@ -299,6 +309,7 @@ impl Conversations {
         self.structured.lock().remove(&session);
         self.prompted.lock().remove(&session);
         self.prompts.lock().remove(&session);
+        self.claims.lock().remove(&session);
         self.marks.lock().remove(&session);
         self.turns.lock().remove(&session);
         self.resumes.lock().remove(&session);
