@@ -732,7 +732,8 @@ pub struct StubRequest {
     pub method: String,
     /// The request target.
     pub path: String,
-    /// The JSON body (`Null` when there is none or it is not JSON).
+    /// The JSON body; a body that is not JSON as a string (a text webhook's line); `Null`
+    /// when there is none.
     pub body: Value,
 }
 
@@ -770,7 +771,11 @@ pub async fn read_stub_request(s: &mut tokio::net::TcpStream) -> Option<StubRequ
     Some(StubRequest {
         method: first.next().unwrap_or("").to_string(),
         path: first.next().unwrap_or("").to_string(),
-        body: serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null),
+        body: match &buf[head_end..] {
+            [] => Value::Null,
+            bytes => serde_json::from_slice(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+        },
     })
 }
 

@@ -515,6 +515,45 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
     );
 }
 
+/// A question Claude announced only by its Notification hook (no PermissionRequest call held
+/// it) is told with the hook's message: the push said only "needs permission", with no tool.
+#[tokio::test]
+async fn a_question_known_from_a_notification_is_told_in_its_words() {
+    let hooks = corral_tests::Webhooks::start().await;
+    let port = hooks.port;
+    let server = Server::start_configured(&format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/json\"\n\n\
+         [[notify.webhooks]]\nurl = \"http://127.0.0.1:{port}/topic\"\nformat = \"text\"\n"
+    ));
+    let info = server
+        .spawn(json!({"name": "asks", "argv": ["sleep", "600"]}))
+        .await;
+    let path = format!("/v1/sessions/{}/events", info["id"].as_str().unwrap());
+    for hook in [
+        json!({"hook_event_name": "SessionStart", "session_id": "s"}),
+        json!({"hook_event_name": "UserPromptSubmit", "session_id": "s"}),
+        json!({"hook_event_name": "Notification", "session_id": "s",
+               "notification_type": "permission_prompt",
+               "message": "Claude needs your permission to use Bash"}),
+    ] {
+        let (code, body) = server
+            .http("POST", &path, Some(&server.token), Some(&hook))
+            .await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let got = hooks.until(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let json = &got.iter().find(|(p, _)| p == "/json").unwrap().1;
+    assert_eq!(json["kind"], "needs_permission", "{json}");
+    assert_eq!(json["detail"], "Claude needs your permission to use Bash");
+    let text = &got.iter().find(|(p, _)| p == "/topic").unwrap().1;
+    assert_eq!(
+        text.as_str(),
+        Some("asks: Claude needs your permission to use Bash"),
+        "{got:?}"
+    );
+}
+
 /// A prompt queued while the agent worked starts its turn right after the last one ends
 /// (Claude Code: Stop, then the next UserPromptSubmit ~50 ms later): the agent is idle for that
 /// instant only, and a webhook hears "waiting for input" once, when it really waits — not at

@@ -62,7 +62,8 @@ pub struct Notification {
     /// The tool asked for, with needs_permission.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
-    /// What it asks, with needs_permission: a command's text, a file's path, a question; its
+    /// What it asks, with needs_permission: a command's text, a file's path, a question (or,
+    /// known only from Claude's Notification hook, its message); its
     /// start screen's question with asks_at_start; why, with failed (at most [`DETAIL_MAX`]
     /// characters).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,7 +106,10 @@ impl Notification {
                 Some(d) => format!("{}: needs permission to use {tool}: {d}", self.name),
                 None => format!("{}: needs permission to use {tool}", self.name),
             },
-            ("needs_permission", _) => format!("{}: needs permission", self.name),
+            ("needs_permission", _) => match &self.detail {
+                Some(said) => format!("{}: {said}", self.name),
+                None => format!("{}: needs permission", self.name),
+            },
             ("idle", _) => format!("{}: waiting for input", self.name),
             ("asks_at_start", _) => format!(
                 "{} has not started: its screen asks: {}",
@@ -368,6 +372,17 @@ pub async fn run(app: Arc<App>, watch: Watch) {
             let why = (kind == "failed")
                 .then(|| info.reason.as_deref().map(cut))
                 .flatten();
+            // A question known only from Claude's Notification hook (no PermissionRequest
+            // call held it: none came, or it had timed out) is told in its own words ("Claude
+            // needs your permission to use Bash").
+            let notified = match &event.kind {
+                corral_actors::EventKind::Hook { name, payload, .. }
+                    if kind == "needs_permission" && name == "Notification" =>
+                {
+                    payload.get("message").and_then(|m| m.as_str()).map(cut)
+                }
+                _ => None,
+            };
             let n = Notification {
                 id: format!("{}:{}", info.id, event.seq),
                 session: info.id,
@@ -376,7 +391,8 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 tool: info.permission.as_ref().map(|p| p.tool.clone()),
                 detail: asks_at_start
                     .or(why)
-                    .or_else(|| info.permission.as_ref().and_then(detail)),
+                    .or_else(|| info.permission.as_ref().and_then(detail))
+                    .or(notified),
                 url: format!("{}/#/s/{}", page.trim_end_matches('/'), info.id),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };

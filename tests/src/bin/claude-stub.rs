@@ -42,7 +42,10 @@ async fn main() {
     prepare_home(&home, &project);
     let stub = Stub::start(command).await;
     println!("# the Messages API stub listens on 127.0.0.1:{}", stub.port);
-    println!("# run Claude Code with this environment, in {}:", project.display());
+    println!(
+        "# run Claude Code with this environment, in {}:",
+        project.display()
+    );
     for var in claude_env(&home, &stub) {
         println!("export {var}");
     }
