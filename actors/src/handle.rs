@@ -199,28 +199,26 @@ impl SessionHandle {
                 } else {
                     ""
                 };
-                // Another client's prompt on its way in (an agentapi message, the page): its
-                // Enter comes within PASTE_ENTER_MAX; clearing it would lose that prompt.
+                // A prompt sent a moment ago, on its way in (this client's or another's: the
+                // CLI, an agentapi message, the page) is no draft: its Enter comes within
+                // PASTE_ENTER_MAX, and the input writer types this one only once the program
+                // took that Enter (Claude queues it when it works).
                 let prompted = self
                     .shared
                     .prompted_at
                     .load(std::sync::atomic::Ordering::Relaxed);
                 let since = crate::time::mono_ms().saturating_sub(prompted);
                 let entering = crate::session::input::PASTE_ENTER_MAX.as_millis() as u64 + 1000;
-                if prompted != 0 && since < entering {
+                let in_flight = prompted != 0 && since < entering;
+                if !in_flight {
                     return Err(SessionError::Unsupported(format!(
-                        "{name} is taking another prompt, sent a moment ago (\"{shown}{more}\"): \
-                         wait for its turn to end (`corral wait {name} --for idle`), then send",
-                        name = self.name()
-                    )));
-                }
-                return Err(SessionError::Unsupported(format!(
-                    "{name}'s input box already holds text (\"{shown}{more}\": a prompt an \
+                        "{name}'s input box already holds text (\"{shown}{more}\": a prompt an \
                      interrupt put back, or typed at its terminal): a prompt now would be added \
                      to it; clear it (`corral send {name} '\\x15'`, Ctrl-U; Ctrl-Y at its \
                      terminal brings it back) or send it as it is (`corral send {name} '\\r'`)",
-                    name = self.name()
-                )));
+                        name = self.name()
+                    )));
+                }
             }
         }
         let bytes = if bracketed {

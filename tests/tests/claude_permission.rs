@@ -575,6 +575,74 @@ async fn a_prompt_is_refused_while_claude_shows_a_panel() {
     c.stop(&server).await;
 }
 
+/// Prompts sent one right after the other (two at once, then two in a row) each reach Claude
+/// as its own prompt: the second was typed into Claude's input box before it had cleared the
+/// first (it went as "AAA oneBBB two"), and both sends said ok.
+#[tokio::test]
+async fn prompts_sent_back_to_back_reach_claude_each_whole() {
+    let server = Server::start();
+    let stub = Stub::start_tool("NoSuchTool", json!({})).await;
+    let c = Claude::start(&server, "quick", tempfile::tempdir().unwrap(), stub).await;
+    let (a, b) = tokio::join!(
+        server.cli(&["send", "quick", "--paste", "AAA one"]),
+        server.cli(&["send", "quick", "--paste", "BBB two"]),
+    );
+    for out in [a, b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server
+        .cli_ok(&["send", "quick", "--paste", "CCC three"])
+        .await;
+    server
+        .cli_ok(&["send", "quick", "--paste", "DDD four"])
+        .await;
+    let prompts = ["AAA one", "BBB two", "CCC three", "DDD four"];
+    // Every text Claude sent the API with a prompt's marker in it.
+    let texts = |stub: &Stub| -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in stub.requests() {
+            for m in r["body"]["messages"].as_array().into_iter().flatten() {
+                let blocks = match &m["content"] {
+                    Value::String(t) => vec![t.clone()],
+                    Value::Array(bs) => bs
+                        .iter()
+                        .filter_map(|b| b["text"].as_str().map(str::to_string))
+                        .collect(),
+                    _ => vec![],
+                };
+                for t in blocks {
+                    if prompts.iter().any(|p| t.contains(&p[..3])) && !out.contains(&t) {
+                        out.push(t);
+                    }
+                }
+            }
+        }
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !prompts
+        .iter()
+        .all(|p| texts(&c.stub).iter().any(|t| t.contains(p)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not every prompt reached Claude: {:?}\nscreen: {}",
+            texts(&c.stub),
+            screen(&server, "quick").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in texts(&c.stub) {
+        let within: Vec<_> = prompts.iter().filter(|p| t.contains(&p[..3])).collect();
+        assert_eq!(within.len(), 1, "prompts merged into one: {t:?}");
+    }
+    c.stop(&server).await;
+}
+
 /// `claude -p` (pipe mode, `--permission-mode default`, no `--allowedTools`) never asks: the
 /// tool is refused at once (its result says it "was blocked"), no PermissionRequest hook runs,
 /// and Claude ends its turn and exits.

@@ -145,7 +145,8 @@ impl InputWriter {
     /// answered the first with output (the session's `output` Ring grew: it read the paste and
     /// redrew) and that output paused ([`PASTE_QUIET`]), up to [`PASTE_ENTER_MAX`] in all: a
     /// TUI busy for longer than the pause (a loaded machine) would otherwise get both in one
-    /// read, or the Enter in the middle of the paste, and lose it.
+    /// read, or the Enter in the middle of the paste, and lose it. The next paste waits the same
+    /// way for the program's answer to that Enter (up to [`PASTE_ENTER_MAX`] after it).
     ///
     /// `echoes`: `fd` is a terminal, which echoes what is typed (or answers a key with output):
     /// after a keystroke, with nothing else queued, the writer looks for that answer for up to
@@ -168,7 +169,20 @@ impl InputWriter {
             echoes,
         };
         let task = tokio::spawn(async move {
+            // The last paste's Enter: a reader of the output from just before it was written,
+            // and until when the next paste waits for the program's answer to it.
+            let mut entered: Option<(corral_runtime::RingReader, tokio::time::Instant)> = None;
             while let Some(write) = rx.recv().await {
+                // A paste right after another one's Enter waits for the program to take that
+                // Enter, as the Enter waited for its paste: Claude Code's TUI that gets the
+                // next paste before it has cleared its input box adds it to the prompt just
+                // sent, and the next prompt went as both ("AAA oneBBB two").
+                if write.then.is_some()
+                    && let Some((mut answer, deadline)) = entered.take()
+                    && tokio::time::Instant::now() < deadline
+                {
+                    paste_taken(&mut answer, deadline).await;
+                }
                 // A reader at the output's head before the paste: its first read is the
                 // program's answer to it.
                 let answer = write.then.as_ref().map(|_| output.reader_at_head());
@@ -181,7 +195,9 @@ impl InputWriter {
                     let deadline = tokio::time::Instant::now() + PASTE_ENTER_MAX;
                     tokio::time::sleep(*pause).await;
                     paste_taken(&mut answer, deadline).await;
+                    let reader = output.reader_at_head();
                     write_all(&fd, &lost, bytes).await;
+                    entered = Some((reader, tokio::time::Instant::now() + PASTE_ENTER_MAX));
                 }
                 if let Some(done) = write.done
                     && done.send(()).is_err()
