@@ -483,6 +483,18 @@ pub fn question(session: &SessionShared, id: Option<&str>) -> Option<PermissionA
     }
 }
 
+/// The question of `session` closed last, if that was within `within`: its id and how it
+/// left.
+pub fn last_closed(
+    session: &SessionShared,
+    within: std::time::Duration,
+) -> Option<(String, crate::questions::Left)> {
+    let s = session.status.read();
+    let (id, how, at) = s.closed.as_ref()?;
+    let age = crate::time::mono_ms().saturating_sub(*at);
+    (age < within.as_millis() as u64).then(|| (id.clone(), *how))
+}
+
 /// Takes the open question `id` of a structured session (one with a request id): whoever
 /// takes it answers it, so two answers never reach the agent. [`reopen`] puts it back when the
 /// answer could not be delivered.

@@ -73,6 +73,7 @@ pub(crate) fn close(s: &mut Status, id: &str, how: Left) -> bool {
     if take(s, id).is_none() {
         return false;
     }
+    s.closed = Some((id.to_string(), how, crate::time::mono_ms()));
     if s.permission.is_some() {
         s.set_attention(Attention::NeedsPermission);
         return true;

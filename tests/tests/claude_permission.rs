@@ -725,6 +725,10 @@ async fn claude_code_answered_in_its_own_dialog_works_while_the_tool_runs() {
     let file = project_path(project.path()).join("made-by-claude");
     let stub = Stub::start(format!("touch {} && sleep 8", file.display())).await;
     let c = Claude::start_asking(&server, "dialog", project, stub).await;
+    let question = server.session("dialog").await["permission"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     until_screen(&server, "dialog", DIALOG, Duration::from_secs(10)).await;
     // Enter takes the highlighted "Yes".
     server.cli_ok(&["send", "dialog", "\\r"]).await;
@@ -753,11 +757,23 @@ async fn claude_code_answered_in_its_own_dialog_works_while_the_tool_runs() {
         assert!(s["permission"].is_null(), "{s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let out = server.cli(&["answer", "dialog", "deny"]).await;
-    assert!(
-        !out.status.success(),
-        "an answer to a question answered in the dialog"
-    );
+    // An answer after it, naming the question or not, is told what became of it (it named
+    // an older question answered through corral, or only the attention).
+    for args in [
+        vec!["answer", "dialog", "deny"],
+        vec!["answer", "dialog", "deny", "--id", &question],
+    ] {
+        let out = server.cli(&args).await;
+        assert!(
+            !out.status.success(),
+            "an answer to a question answered in the dialog"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("question {question} was settled in the agent's own dialog")),
+            "{err}"
+        );
+    }
     let agent = server.events_of("dialog", "agent").await;
     assert!(
         agent.iter().any(|e| e["type"] == "answered_in_dialog"),

@@ -140,6 +140,9 @@ pub(crate) struct Status {
     /// What the screen of an agent that has said nothing yet asks (`AgentEvent::AsksAtStart`);
     /// gone once its attention changes.
     pub asks_at_start: Option<String>,
+    /// The question closed last: its id, how it left, and when (`time::mono_ms`), so that an
+    /// answer that came too late is told what became of it.
+    pub closed: Option<(String, crate::questions::Left, u64)>,
 }
 
 impl Status {
@@ -190,6 +193,7 @@ impl Status {
             attention_at: 0,
             fresh: true,
             asks_at_start: None,
+            closed: None,
         }
     }
 }
