@@ -598,6 +598,42 @@ async fn the_event_stream_says_running_for_a_turn_over_before_it_settled() {
     assert!(!after.contains(r#""status":"running""#), "{after}");
 }
 
+/// A shell (no hooks) that answered a user message is `stable` once its output has been quiet
+/// for `agentapi::QUIET`, as the docs say: it stayed `running` for all of `PROMPT_PENDING`
+/// (3 s), waiting for a hook that never comes.
+#[tokio::test]
+async fn a_shell_that_answered_is_stable_after_its_quiet() {
+    let server = Server::start();
+    let t = Some(server.token.as_str());
+    server
+        .spawn(json!({"argv": ["bash", "--norc", "-i"], "name": "sh"}))
+        .await;
+    until(
+        async || get(&server, "/agentapi/sh/status", t).await.1["status"] == "stable",
+        "stable before the message",
+    )
+    .await;
+    let (code, body) = message(&server, "sh", "user", "echo answered-$((6*7))").await;
+    assert_eq!(code, 200, "{body}");
+    let sent = Instant::now();
+    assert_eq!(
+        get(&server, "/agentapi/sh/status", t).await.1["status"],
+        "running"
+    );
+    until(
+        async || get(&server, "/agentapi/sh/status", t).await.1["status"] == "stable",
+        "stable after the answer",
+    )
+    .await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "stable only after {took:?}"
+    );
+    let (_, messages) = get(&server, "/agentapi/sh/messages", t).await;
+    assert!(messages.to_string().contains("answered-42"), "{messages}");
+}
+
 /// A client that polls GET status and posts the next prompt the moment it says `stable`: the
 /// event stream says that `stable` too (it sampled a second after the last turn's hooks, so a
 /// stable moment shorter than that went unsaid, and a client counting turns by the stream

@@ -64,10 +64,16 @@ pub const PROMPT_PENDING: Duration = Duration::from_secs(3);
 
 /// `running` or `stable`, as agentapi says it.
 pub fn status(app: &App, h: &SessionHandle) -> &'static str {
-    // A pipe program that printed since its message was sent has taken it: its quiet says
-    // the rest.
-    let answered =
-        h.shared().mode == Mode::Pipe && h.shared().ring.head() > app.conversations.mark(h.id());
+    // A program without hooks (on pipes, or a terminal's: a shell) that printed since its
+    // message was sent has taken it: its quiet says the rest (no hook will come to say it
+    // works: it was `running` for all of PROMPT_PENDING, however quick its answer).
+    let info = h.info();
+    let marked = match h.shared().mode {
+        Mode::Pipe => true,
+        Mode::Pty => info.attention.is_none(),
+        Mode::StreamJson => false,
+    };
+    let answered = marked && h.shared().ring.head() > app.conversations.mark(h.id());
     if answered {
         // Its prompt is answered: a user message may follow (a claim would see it pending).
         app.conversations.settle(h.id());
@@ -79,7 +85,6 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     {
         return "running";
     }
-    let info = h.info();
     // Ended: nothing runs, nothing will print (a message is refused: it has no process).
     if matches!(
         info.state,
@@ -442,7 +447,7 @@ pub async fn post_message(
             if let Some(turn) = turn {
                 app.conversations.begin_turn(h.id(), turn);
             }
-            if h.shared().mode == Mode::Pipe {
+            if h.shared().mode != Mode::StreamJson {
                 app.conversations.set_mark(h.id(), mark);
             }
             if tokio::time::timeout(ENTERED_WAIT, entered).await.is_err() {

@@ -55,8 +55,9 @@ pub struct Conversations {
     prompted: Mutex<HashMap<Uuid, (std::time::Instant, u64)>>,
     /// Sessions a user message is being sent to ([`Claim`]).
     sending: Mutex<std::collections::HashSet<Uuid>>,
-    /// pipe session → the output offset its last user message was sent at (the agent's
-    /// message is its output since).
+    /// session without hooks (on pipes, or a terminal's) → the output offset its last user
+    /// message was sent at (a pipe's agent message is its output since; output after it says
+    /// the message was taken).
     marks: Mutex<HashMap<Uuid, u64>>,
     /// session → how many user messages were sent to it (an event stream that sees this grow
     /// says `running`, however short the turn).
@@ -249,7 +250,7 @@ impl Conversations {
             .unwrap_or(0)
     }
 
-    /// A user message is sent to pipe session `session` at output offset `offset`.
+    /// A user message is sent to `session` (without hooks) at output offset `offset`.
     pub fn set_mark(&self, session: Uuid, offset: u64) {
         self.marks.lock().insert(session, offset);
     }
