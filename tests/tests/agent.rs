@@ -554,6 +554,40 @@ async fn a_question_known_from_a_notification_is_told_in_its_words() {
     );
 }
 
+/// `/clear` sent to a waiting agent (its SessionEnd, then SessionStart) ends no turn: no
+/// webhook says it waits for input (one came for every `/clear`). A turn's end still does.
+#[tokio::test]
+async fn a_cleared_conversation_is_no_turn_to_tell() {
+    let hooks = corral_tests::Webhooks::start().await;
+    let server = Server::start_configured(&hooks.config());
+    let info = server
+        .spawn(json!({"name": "clears", "argv": ["sh", "-c", "stty -echo; exec cat"]}))
+        .await;
+    let path = format!("/v1/sessions/{}/events", info["id"].as_str().unwrap());
+    let hook = async |body: Value| {
+        let (code, text) = server
+            .http("POST", &path, Some(&server.token), Some(&body))
+            .await;
+        assert_eq!(code, 202, "{text}");
+    };
+    hook(json!({"hook_event_name": "SessionStart", "session_id": "a", "source": "startup"})).await;
+    server
+        .cli_ok(&["send", "clears", "--paste", "/clear"])
+        .await;
+    assert_eq!(server.session("clears").await["attention"], "working");
+    hook(json!({"hook_event_name": "SessionEnd", "session_id": "a", "reason": "clear"})).await;
+    hook(json!({"hook_event_name": "SessionStart", "session_id": "b", "source": "clear"})).await;
+    assert_eq!(server.session("clears").await["attention"], "idle");
+    tokio::time::sleep(corral_server::notify::IDLE_SETTLE + Duration::from_millis(1000)).await;
+    assert_eq!(hooks.received(), vec![], "told of a /clear");
+    for name in ["UserPromptSubmit", "Stop"] {
+        hook(json!({"hook_event_name": name, "session_id": "b"})).await;
+    }
+    let got = hooks.until(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["kind"], "idle", "{got:?}");
+}
+
 /// A prompt queued while the agent worked starts its turn right after the last one ends
 /// (Claude Code: Stop, then the next UserPromptSubmit ~50 ms later): the agent is idle for that
 /// instant only, and a webhook hears "waiting for input" once, when it really waits — not at

@@ -1,5 +1,6 @@
 //! Notify: tells the outside world when a session needs its user — an agent enters
-//! `needs_permission`, goes `idle` after working (not when its user interrupted it), waits on
+//! `needs_permission`, goes `idle` after a turn (not when its user interrupted it, nor after a
+//! `/clear`), waits on
 //! its start screen (`asks_at_start`: Claude Code's folder trust), or a session fails — by POSTing to each
 //! configured webhook (`[notify] webhooks`), JSON or one line of text (ntfy-style topics take
 //! that). A bounded queue per webhook between the sessions and its sender: a session never
@@ -324,6 +325,18 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                         }
                 )
             );
+            // A conversation cleared or begun (`/clear`: SessionEnd then SessionStart), or a
+            // prompt that started no turn (a slash command that printed and returned), leaves
+            // the agent waiting without a turn having ended: nothing to tell.
+            let no_turn = match &event.kind {
+                corral_actors::EventKind::Hook { name, .. } => {
+                    name == "SessionStart" || name == "SessionEnd"
+                }
+                corral_actors::EventKind::Agent(corral_actors::stream_json::AgentEvent::NoTurn) => {
+                    true
+                }
+                _ => false,
+            };
             let asks_at_start = match &event.kind {
                 corral_actors::EventKind::Agent(
                     corral_actors::stream_json::AgentEvent::AsksAtStart { line },
@@ -340,7 +353,7 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                     Some("needs_permission")
                 }
                 (Some(Attention::Idle), Some(Attention::Working | Attention::NeedsPermission))
-                    if !interrupted =>
+                    if !interrupted && !no_turn =>
                 {
                     Some("idle")
                 }
