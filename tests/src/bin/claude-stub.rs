@@ -1,7 +1,8 @@
 //! `claude-stub`: the tests' stub of the Anthropic Messages API as a program of its own, for
 //! trying the real Claude Code under corral by hand, offline (docs/operations.md, "Claude Code
 //! without an account"). It prepares a HOME whose `.claude.json` skips Claude's first-run
-//! screens for one project, prints the environment Claude needs, and answers until Ctrl-C: a
+//! screens for one project, prints the `corral spawn` that starts Claude with the environment
+//! it needs (a session's environment is its spec's: `--env`), and answers until Ctrl-C: a
 //! request that offers the Bash tool gets a `tool_use` running `--command` (so Claude asks a
 //! permission), anything else a short text.
 //!
@@ -42,13 +43,21 @@ async fn main() {
     prepare_home(&home, &project);
     let stub = Stub::start(command).await;
     println!("# the Messages API stub listens on 127.0.0.1:{}", stub.port);
-    println!(
-        "# run Claude Code with this environment, in {}:",
+    // A session's environment is its spec's, not the shell's: each variable goes as --env.
+    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/claude-cache");
+    let claude = cache
+        .canonicalize()
+        .unwrap_or(cache)
+        .join("node_modules/.bin/claude");
+    println!("# start Claude Code under corral with:");
+    let mut spawn = format!(
+        "corral spawn --name agent --agent claude --cwd {}",
         project.display()
     );
     for var in claude_env(&home, &stub) {
-        println!("export {var}");
+        spawn.push_str(&format!(" --env {var}"));
     }
+    println!("{spawn} -- {}", claude.display());
     if let Err(e) = tokio::signal::ctrl_c().await {
         fail(&format!("waiting for Ctrl-C: {e}"));
     }
