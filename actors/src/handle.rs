@@ -155,24 +155,42 @@ impl SessionHandle {
         }
         // A prompt's Enter would answer the dialog an agent shows instead (the first choice:
         // "Yes" to a tool, trust to a new folder), and the prompt would be lost.
-        match self.shared.status.read().attention {
-            Some(crate::attention::Attention::NeedsPermission) => {
-                return Err(SessionError::Unsupported(format!(
-                    "{name} asks a permission: answer it first (`corral answer {name}`, the page, \
-                     or POST /v1/sessions/{name}/permission); a prompt now would answer its dialog",
-                    name = self.name()
-                )));
+        let refusal = {
+            let status = self.shared.status.read();
+            let asked_from_here = status.permission.as_ref().is_some_and(|p| p.id.is_some());
+            match status.attention {
+                // Nothing outside can answer it any more (nobody did in time, or it never came
+                // through a hook): it is in the agent's own dialog.
+                Some(crate::attention::Attention::NeedsPermission) if !asked_from_here => {
+                    Some(SessionError::Unsupported(format!(
+                        "{name} asks a permission in its own terminal: answer it there (`corral \
+                         attach {name}`) or with keys (`corral send {name} '\\r'` takes the \
+                         highlighted choice, `corral send {name} '\\e'` refuses); a prompt now \
+                         would answer its dialog",
+                        name = self.name()
+                    )))
+                }
+                Some(crate::attention::Attention::NeedsPermission) => {
+                    Some(SessionError::Unsupported(format!(
+                        "{name} asks a permission: answer it first (`corral answer {name}`, the page, \
+                         or POST /v1/sessions/{name}/permission); a prompt now would answer its dialog",
+                        name = self.name()
+                    )))
+                }
+                Some(crate::attention::Attention::Starting) => {
+                    Some(SessionError::Unsupported(format!(
+                        "{name} has not started: its screen waits for an answer (Claude Code asks \
+                         whether to trust a new folder); answer it with keys (`corral send {name} \
+                         '\\r'` is Enter: its highlighted choice) or at its terminal (`corral attach \
+                         {name}`), then `corral wait {name} --for idle`",
+                        name = self.name()
+                    )))
+                }
+                _ => None,
             }
-            Some(crate::attention::Attention::Starting) => {
-                return Err(SessionError::Unsupported(format!(
-                    "{name} has not started: its screen waits for an answer (Claude Code asks \
-                     whether to trust a new folder); answer it with keys (`corral send {name} \
-                     '\\r'` is Enter: its highlighted choice) or at its terminal (`corral attach \
-                     {name}`), then `corral wait {name} --for idle`",
-                    name = self.name()
-                )));
-            }
-            _ => {}
+        };
+        if let Some(refused) = refusal {
+            return Err(refused);
         }
         // Asked of the screen, which has caught up with the output so far.
         let bracketed = self.snapshot().await.is_ok_and(|s| s.bracketed_paste);

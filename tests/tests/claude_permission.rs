@@ -371,6 +371,15 @@ async fn claude_code_asks_nobody_answers_in_time_and_its_own_prompt_decides() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not waiting for a permission answer"), "{err}");
     assert!(err.contains("in its own terminal"), "{err}");
+    // A prompt is refused with the same advice (it sent the user to `corral answer`, which
+    // refuses).
+    let out = server.cli(&["send", "nobody", "--paste", "hello"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in its own terminal") && !err.contains("corral answer"),
+        "{err}"
+    );
     // Claude's own prompt is still on the screen, and the tool has not run.
     tokio::time::sleep(Duration::from_millis(500)).await;
     until_screen(&server, "nobody", DIALOG, Duration::from_secs(5)).await;
@@ -770,7 +779,9 @@ async fn claude_code_answered_in_its_own_dialog_works_while_the_tool_runs() {
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains(&format!("question {question} was settled in the agent's own dialog")),
+            err.contains(&format!(
+                "question {question} was settled in the agent's own dialog"
+            )),
             "{err}"
         );
     }
