@@ -151,6 +151,27 @@ async fn until_agent_says(server: &Server, name: &str, text: &str) -> Value {
 async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpoint() {
     let server = Server::start();
     let c = Claude::start(&server, "sj-allow").await;
+    // agentapi's event stream, read from the start: (when, what) of each chunk.
+    let mut stream = server
+        .client()
+        .send(
+            hyper::Method::GET,
+            "/agentapi/sj-allow/events",
+            Some(&server.token),
+            None,
+        )
+        .await
+        .unwrap();
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let reader = {
+        let said = said.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                let text = String::from_utf8_lossy(&chunk).into_owned();
+                said.lock().unwrap().push((Instant::now(), text));
+            }
+        })
+    };
     // A user message is one call (agentapi's shape): Claude takes it as its prompt.
     let (status, body) = server
         .http(
@@ -164,6 +185,24 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
     c.until_asked(&server).await;
     let ps = server.cli_ok(&["ps"]).await;
     assert!(ps.contains("needs_permission (Bash: touch "), "{ps}");
+    // Until the answer, the stream said the turn began and that it waits (asks), once each
+    // (it said running, stable, running, stable: the prompt, counted after the turn had
+    // been said, was taken for a second turn).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answered = Instant::now();
+    let before: String = said
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _)| *at < answered)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let statuses: Vec<&str> = before
+        .match_indices(r#""status":""#)
+        .map(|(at, m)| &before[at + m.len()..][..6])
+        .collect();
+    assert_eq!(statuses, ["stable", "runnin", "stable"], "{before}");
+    reader.abort();
     server.cli_ok(&["answer", "sj-allow", "allow"]).await;
     server
         .cli_ok(&["wait", "sj-allow", "--for", "idle", "--timeout", "30"])

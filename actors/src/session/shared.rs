@@ -255,11 +255,13 @@ pub struct SessionShared {
     pub(crate) feed: Arc<Feed>,
     /// When output last arrived ([`crate::time::mono_ms`]; 0: never).
     last_output: AtomicU64,
-    /// When the last event was emitted ([`crate::time::mono_ms`]; 0: none yet).
     /// When a prompt (a paste and its Enter) was last queued ([`crate::time::mono_ms`]; 0:
     /// never): text in an agent's input box within [`crate::session::input::PASTE_ENTER_MAX`]
     /// of it is most likely that prompt being entered, not a draft.
     pub(crate) prompted_at: AtomicU64,
+    /// Prompts queued so far (see [`Self::prompts`]).
+    pub(crate) prompts: AtomicU64,
+    /// When the last event was emitted ([`crate::time::mono_ms`]; 0: none yet).
     last_event: AtomicU64,
 }
 
@@ -305,6 +307,7 @@ impl SessionShared {
             last_output: AtomicU64::new(0),
             last_event: AtomicU64::new(0),
             prompted_at: AtomicU64::new(0),
+            prompts: AtomicU64::new(0),
         })
     }
 
@@ -411,6 +414,13 @@ impl SessionShared {
     /// Why this session's output cannot be persisted, if it cannot.
     pub(crate) fn persist_error(&self) -> Option<String> {
         self.feed.persist_error()
+    }
+
+    /// How many prompts were queued for the program (`SessionHandle::paste`: from any
+    /// client), counted before anything of one is written or recorded: a reader that sees the
+    /// agent work on a prompt sees it counted.
+    pub fn prompts(&self) -> u64 {
+        self.prompts.load(Ordering::Relaxed)
     }
 
     /// The sequence number of the last event published.

@@ -499,7 +499,8 @@ pub async fn get_events(
         /// Changes when a user message was sent (to any session): the status is `running`
         /// from then, before a hook or output says so.
         posted: tokio::sync::watch::Receiver<u64>,
-        /// How many user messages it knows were sent to its session.
+        /// How many prompts it knows were sent to its session (from any client): one it had
+        /// not seen is `running`, however short its turn.
         prompts: u64,
         /// How many user messages it knows were let through to its session.
         claims: u64,
@@ -523,15 +524,23 @@ pub async fn get_events(
                 said.push(Ok(status_event(&self.h, "stable")));
             }
             self.sampled = self.h.shared().last_seq();
+            let prompts = self.h.shared().prompts();
             said.extend(status_change(&mut self.status, &self.app, &self.h).map(Ok));
             // Read after the status: one let through after a `running` read is news next time.
             self.claims = self.app.conversations.claims(self.h.id());
+            // A prompt counted before a `running` read is that turn's (counted before its
+            // first byte went): not news next time (it was said `running` twice, once for
+            // the turn and once for its prompt counted late). One before a `stable` read may
+            // be a turn over before it: the next turn of the stream says it.
+            if self.status == Some("running") {
+                self.prompts = self.prompts.max(prompts);
+            }
             said
         }
     }
     let sub = h.subscribe(None).ok();
     let posted = app.conversations.sent();
-    let prompts = app.conversations.prompts(h.id());
+    let prompts = h.shared().prompts();
     let claims = app.conversations.claims(h.id());
     let f_shutdown = app.shutdown.subscribe();
     let follow = Follow {
@@ -596,7 +605,7 @@ pub async fn get_events(
             // that starts work, is `running` even when the sample below finds it over.
             // (An event the last status sample already saw is no news: the stream reads one
             // item per turn, and a turn's hooks wait queued behind its user message.)
-            let prompts = f.app.conversations.prompts(f.h.id());
+            let prompts = f.h.shared().prompts();
             let started = prompts != f.prompts
                 || matches!(&woke, Some(corral_actors::Item::Event(e))
                     if e.seq > f.sampled && starts_work(&e.kind));

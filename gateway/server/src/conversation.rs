@@ -59,9 +59,6 @@ pub struct Conversations {
     /// message was sent at (a pipe's agent message is its output since; output after it says
     /// the message was taken).
     marks: Mutex<HashMap<Uuid, u64>>,
-    /// session → how many user messages were sent to it (an event stream that sees this grow
-    /// says `running`, however short the turn).
-    prompts: Mutex<HashMap<Uuid, u64>>,
     /// session → how many user messages were let through to it ([`Claim`]s taken): each was
     /// taken while the agent was `stable`, so an event stream that sees this grow while it
     /// last said `running` missed a stable moment.
@@ -237,7 +234,6 @@ impl Conversations {
         self.prompted
             .lock()
             .insert(claim.session, (std::time::Instant::now(), seq));
-        *self.prompts.lock().entry(claim.session).or_default() += 1;
         drop(claim);
         self.sent.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -253,11 +249,6 @@ impl Conversations {
     /// A user message is sent to `session` (without hooks) at output offset `offset`.
     pub fn set_mark(&self, session: Uuid, offset: u64) {
         self.marks.lock().insert(session, offset);
-    }
-
-    /// How many user messages were sent to `session`.
-    pub fn prompts(&self, session: Uuid) -> u64 {
-        self.prompts.lock().get(&session).copied().unwrap_or(0)
     }
 
     /// How many user messages were let through to `session` (see `claims`).
@@ -309,7 +300,6 @@ impl Conversations {
         self.terminal.lock().remove(&session);
         self.structured.lock().remove(&session);
         self.prompted.lock().remove(&session);
-        self.prompts.lock().remove(&session);
         self.claims.lock().remove(&session);
         self.marks.lock().remove(&session);
         self.turns.lock().remove(&session);
