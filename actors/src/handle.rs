@@ -639,7 +639,8 @@ fn whole_json_lines(bytes: &[u8]) -> Result<(), SessionError> {
     let refuse = |why: String| {
         Err(SessionError::BadInput(format!(
             "a stream-json session takes whole JSON lines as raw input ({why}); send a prompt \
-             as a paste (`corral send --paste`); nothing was written"
+             as a paste (`corral send --paste`, or agentapi's `\"type\": \"user\"`); nothing \
+             was written"
         )))
     };
     let Ok(text) = std::str::from_utf8(bytes) else {

@@ -182,7 +182,8 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Print the web page's login URL (the server's URL with the token; open it in a browser).
+    /// Print a login link to the web page (the server's URL with a one-time code, good for one
+    /// login within 10 minutes; the token itself never goes in a URL): open it in a browser.
     ///
     /// Example: corral web
     Web,

@@ -389,9 +389,14 @@ pub async fn post_message(
                     Some(_) => format!("POST /v1/sessions/{}/permission", h.name()),
                     None => "in its terminal: a raw message".to_string(),
                 };
+                // A structured agent has no dialog: a message would wait behind the question.
+                let why = if h.shared().mode == Mode::StreamJson {
+                    "it takes no message until then"
+                } else {
+                    "a message now would answer it"
+                };
                 return Err(ApiError::conflict(format!(
-                    "the agent asks a permission: answer it first ({route}); a message now \
-                     would answer it"
+                    "the agent asks a permission: answer it first ({route}); {why}"
                 )));
             }
             // One user message at a time: a second client that saw it stable too is refused

@@ -116,10 +116,15 @@ fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         Text(String),
         Number(u64),
     }
-    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
-        Id::Text(t) => t,
-        Id::Number(n) => n.to_string(),
-    }))
+    match Option::<Id>::deserialize(d)? {
+        // An id of nothing names no question (it was told "question  is no longer open").
+        Some(Id::Text(t)) if t.trim().is_empty() => Err(serde::de::Error::custom(
+            "id must name a question (permission.id), not be empty",
+        )),
+        Some(Id::Text(t)) => Ok(Some(t)),
+        Some(Id::Number(n)) => Ok(Some(n.to_string())),
+        None => Ok(None),
+    }
 }
 
 impl Answer {
@@ -400,5 +405,26 @@ mod tests {
             );
         }
         assert!(answered_input(&input, None).is_err());
+    }
+
+    /// An answer's id names a question: text or a number; an empty one is refused (it was
+    /// taken for a question named "", and told "question  is no longer open").
+    #[test]
+    fn an_answers_id_is_text_a_number_or_absent_never_empty() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<Answer>(v);
+        let id = |v| parse(v).unwrap().id;
+        assert_eq!(id(serde_json::json!({"behavior": "allow"})), None);
+        assert_eq!(
+            id(serde_json::json!({"behavior": "allow", "id": 7})),
+            Some("7".into())
+        );
+        assert_eq!(
+            id(serde_json::json!({"behavior": "deny", "id": "ab12"})),
+            Some("ab12".into())
+        );
+        for empty in ["", "  "] {
+            let err = parse(serde_json::json!({"behavior": "allow", "id": empty})).unwrap_err();
+            assert!(err.to_string().contains("must name a question"), "{err}");
+        }
     }
 }
