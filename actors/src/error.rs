@@ -37,7 +37,11 @@ pub enum SessionError {
     #[error("{0}")]
     Unsupported(String),
     /// Too many sessions.
-    #[error("session limit reached ({0})")]
+    #[error(
+        "session limit reached ({0} running, or twice as many kept with the ended ones: `corral \
+         rm` some; the server's open-file limit may set it below 4096: docs/operations.md, \
+         \"Limits\")"
+    )]
     TooMany(usize),
     /// The session's actor is gone or did not answer.
     #[error("session unavailable: {0}")]

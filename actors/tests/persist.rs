@@ -480,13 +480,13 @@ async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_pas
     let corral = start(3).await;
     let s = corral.sessions();
     let a = s.spawn(sh("exec sleep 1000").name("a")).await.unwrap();
-    let b = s.spawn(sh("echo b").name("b")).await.unwrap();
+    let b = s.spawn(sh("exec sleep 1000").name("b")).await.unwrap();
     let taken = s.spawn(sh("exec sleep 1000").name("a")).await.err();
     assert!(
         matches!(taken, Some(SessionError::NameTaken(ref n)) if n == "a"),
         "{taken:?}"
     );
-    let c = s.spawn(sh("echo c").name("c")).await.unwrap();
+    let c = s.spawn(sh("exec sleep 1000").name("c")).await.unwrap();
     let full = s.spawn(sh("exec sleep 1000").name("d")).await.err();
     assert!(matches!(full, Some(SessionError::TooMany(3))), "{full:?}");
     let p = corral.persist().unwrap();
@@ -508,7 +508,8 @@ async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_pas
     corral.shutdown().await.unwrap();
 
     // A lower bound at the next boot: the sessions that exist are restored all the same (the
-    // bound is for new ones), and a new one is refused.
+    // bound is for new ones), and a new one is refused (three ended ones are kept: the
+    // bound on all, twice the live one, is reached).
     let corral = start(1).await;
     let report = corral.recovery().unwrap().clone();
     assert_eq!((report.restored, report.failed.len()), (3, 0), "{report:?}");
@@ -518,6 +519,31 @@ async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_pas
     }
     let full = s.spawn(sh("exec sleep 1000").name("d")).await.err();
     assert!(matches!(full, Some(SessionError::TooMany(1))), "{full:?}");
+    corral.shutdown().await.unwrap();
+}
+
+/// The session bound counts the live sessions: ended ones hold no process or terminal, and
+/// were refusing a burst of short programs until the janitor's next pass; all together are
+/// bounded at twice as many.
+#[tokio::test]
+async fn ended_sessions_leave_room_under_the_bound_up_to_twice_it() {
+    let mut config = CorralConfig::default();
+    config.sessions.max_sessions = 2;
+    let corral = Corral::start(config).await.expect("corral starts");
+    let s = corral.sessions();
+    let a = s.spawn(sh("exec sleep 1000").name("a")).await.unwrap();
+    let b = s.spawn(sh("exec sleep 1000").name("b")).await.unwrap();
+    let full = s.spawn(sh("exec sleep 1000").name("c")).await.err();
+    assert!(matches!(full, Some(SessionError::TooMany(2))), "{full:?}");
+    b.stop(None).await.unwrap();
+    let c = s.spawn(sh("exec sleep 1000").name("c")).await.unwrap();
+    c.stop(None).await.unwrap();
+    // Live: a; kept: a, b, c. One more fits under twice the bound, then none.
+    let d = s.spawn(sh("exec sleep 1000").name("d")).await.unwrap();
+    d.stop(None).await.unwrap();
+    let all = s.spawn(sh("exec sleep 1000").name("e")).await.err();
+    assert!(matches!(all, Some(SessionError::TooMany(2))), "{all:?}");
+    a.stop(None).await.unwrap();
     corral.shutdown().await.unwrap();
 }
 

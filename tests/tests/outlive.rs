@@ -2079,3 +2079,75 @@ fn read_held(
         }
     }
 }
+
+/// A server under a small open-file limit takes only the sessions its successor can take back:
+/// spawns past what the limit holds are refused, saying so, and after a SIGKILL the next server
+/// (under the same limit) reattaches every one. It took sessions until its files ran out; the
+/// next server then ran out reattaching them, killed the rest as "lost" and stopped.
+#[tokio::test]
+async fn a_server_takes_no_more_sessions_than_its_successor_can_take_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("corral-512");
+    corral_tests::executable(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nulimit -n 512 || exit 9\nexec {} \"$@\"\n",
+            corral_tests::binary().display()
+        ),
+    );
+    let mut server = Server::start_from_env(&wrapper, &[]);
+    let mut pids = HashMap::new();
+    let refused = loop {
+        let n = pids.len();
+        assert!(n < 200, "never refused: the open-file limit bounds nothing");
+        let spec =
+            json!({"name": format!("s{n}"), "argv": ["sh", "-c", "echo up; exec sleep 1000"]});
+        let (status, body) = server
+            .http("POST", "/v1/sessions", Some(&server.token), Some(&spec))
+            .await;
+        if status != 201 && status != 200 {
+            break (status, body);
+        }
+        let info: Value = serde_json::from_str(&body).unwrap();
+        pids.insert(
+            info["id"].as_str().unwrap().to_string(),
+            info["pid"].as_i64().unwrap(),
+        );
+    };
+    assert_eq!(refused.0, 409, "{}", refused.1);
+    assert!(refused.1.contains("session limit reached"), "{}", refused.1);
+    // (512 − 128 for the server − 128 for clients) ÷ 12 per session.
+    assert_eq!(pids.len(), 21, "{}", refused.1);
+    server.kill();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sessions = list(&server).await;
+        let running = sessions.iter().filter(|s| s["state"] == "running").count();
+        if running == pids.len() {
+            for s in &sessions {
+                let id = s["id"].as_str().unwrap();
+                assert_eq!(s["pid"].as_i64(), Some(pids[id]), "{s}");
+            }
+            break;
+        }
+        let lost: Vec<_> = sessions
+            .iter()
+            .filter(|s| s["state"] != "running")
+            .collect();
+        assert!(Instant::now() < deadline, "not all reattached: {lost:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.cli_ok(&["ps"]).await.contains("s20"));
+    server.cli_ok(&["shutdown"]).await;
+    for pid in pids.values() {
+        let t = Instant::now();
+        while alive(*pid as i32) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "{pid} outlived the shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

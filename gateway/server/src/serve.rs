@@ -63,10 +63,35 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let admin = data.admin_token()?;
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the corral binary: {e}"))?;
-    match corral_actors::process::limits::raise_nofile() {
+    use corral_actors::process::limits;
+    match limits::raise_nofile() {
         Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
     }
+    // Sessions past what the open-file limit holds are refused at their spawn: the next
+    // server (a restart, an upgrade) must take back every one (docs/operations.md, "Limits").
+    let max_sessions = {
+        let most = SessionsConfig::default().max_sessions;
+        match limits::nofile() {
+            Ok(nofile) => {
+                let room =
+                    limits::session_capacity(nofile, opts.gateway.limits.max_connections as u64);
+                if room < most {
+                    tracing::info!(
+                        nofile,
+                        sessions = room,
+                        "the open-file limit holds fewer sessions than {most}: at most {room} \
+                         (raise `ulimit -n` / LimitNOFILE for more)"
+                    );
+                }
+                room.min(most)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE");
+                most
+            }
+        }
+    };
     // The port first: a busy one fails the start before any session is touched.
     let listener = match crate::upgrade::inherited_listener()? {
         Some(l) => tokio::net::TcpListener::from_std(l)?,
@@ -98,6 +123,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             } else {
                 None
             },
+            max_sessions,
             ..SessionsConfig::default()
         },
         subreaper: true,
