@@ -278,17 +278,19 @@ pub struct ProcessIdentity {
 }
 
 impl ProcessIdentity {
-    /// When the process started, by the wall clock (boot time + start time), if readable.
+    /// When the process started, by the wall clock, to the clock tick (10 ms): now, less the
+    /// time since boot now, plus the start time after boot. (`/proc/stat`'s `btime` is the boot
+    /// time in whole seconds: every time read back through it was up to a second early.)
     pub fn started_at(&self) -> Option<std::time::SystemTime> {
-        let stat = fs::read_to_string("/proc/stat").ok()?;
-        let btime: u64 = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
-        let secs = btime as f64 + self.starttime as f64 / clock_ticks() as f64;
-        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
+        let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+        let since_boot = std::time::Duration::new(
+            u64::try_from(since_boot.tv_sec()).ok()?,
+            u32::try_from(since_boot.tv_nsec()).ok()?,
+        );
+        let booted = std::time::SystemTime::now().checked_sub(since_boot)?;
+        let ticks = u128::from(self.starttime);
+        let nanos = ticks * 1_000_000_000 / u128::from(clock_ticks());
+        booted.checked_add(std::time::Duration::from_nanos(u64::try_from(nanos).ok()?))
     }
 
     /// The identity of the process that has `pid` right now.
@@ -315,6 +317,29 @@ impl ProcessIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process's start by the wall clock is its start, to a couple of clock ticks: read
+    /// through `btime` (whole seconds) it was up to a second early (half a second on this VM).
+    #[test]
+    fn a_process_started_when_it_was_started() {
+        let before = std::time::SystemTime::now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let after = std::time::SystemTime::now();
+        let started = ProcessIdentity::of(child.id() as i32)
+            .unwrap()
+            .started_at()
+            .unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let tick = std::time::Duration::from_millis(2 * 1000 / clock_ticks());
+        assert!(
+            started + tick >= before && started <= after + tick,
+            "started {started:?}, spawned between {before:?} and {after:?}"
+        );
+    }
 
     #[test]
     fn status_sizes_of_this_process() {
