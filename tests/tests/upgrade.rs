@@ -1158,3 +1158,38 @@ async fn a_bad_body_neither_upgrades_nor_stops_the_server() {
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["pid"], json!(pid));
 }
+
+/// Three `corral upgrade`s at once: one hands over, the others are refused at once saying an
+/// upgrade is under way (each started a successor; two waited their whole minute for theirs,
+/// which found the data dir taken, and said the upgrade failed).
+#[tokio::test]
+async fn upgrades_at_once_start_one_successor() {
+    let mut server = Server::start();
+    let dir = server.dir.path().to_path_buf();
+    let run = |dir: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(binary())
+                .arg("--data-dir")
+                .arg(dir)
+                .arg("upgrade")
+                .output()
+                .unwrap()
+        })
+    };
+    let started = std::time::Instant::now();
+    let outs = futures::future::join_all((0..3).map(|_| run(dir.clone()))).await;
+    let outs: Vec<_> = outs.into_iter().map(|o| o.unwrap()).collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("under way already") || err.contains("already leaving"),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    server.follow_successor();
+    let (status, _) = server.http("GET", "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+}

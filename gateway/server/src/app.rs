@@ -68,6 +68,8 @@ pub struct App {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Set when the server is asked to leave, and how (see `crate::upgrade`).
     pub leave: tokio::sync::watch::Sender<Option<Leaving>>,
+    /// A successor is being started (`corral upgrade`): one at a time.
+    pub upgrading: std::sync::atomic::AtomicBool,
     /// A duplicate of the TCP listener, for a successor to inherit (`corral upgrade`).
     pub listener: Option<std::os::fd::OwnedFd>,
     /// A duplicate of the data dir's Unix socket listener, for a successor to inherit.
@@ -122,6 +124,7 @@ impl App {
             started: std::time::Instant::now(),
             shutdown: tokio::sync::watch::channel(false).0,
             leave: tokio::sync::watch::channel(None).0,
+            upgrading: std::sync::atomic::AtomicBool::new(false),
             listener: parts.listeners.0,
             unix_listener: parts.listeners.1,
             in_flight: Default::default(),

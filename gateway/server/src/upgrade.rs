@@ -117,6 +117,22 @@ pub async fn upgrade(
     if app.leave.borrow().is_some() {
         return Err(ApiError::conflict("the server is already leaving"));
     }
+    // One successor at a time: two upgrades at once each started one; the second waited its
+    // whole minute for a successor that found the data dir taken, and said the upgrade failed.
+    use std::sync::atomic::Ordering::SeqCst;
+    if app.upgrading.swap(true, SeqCst) {
+        return Err(ApiError::conflict(
+            "an upgrade is under way already (another request started it): `corral ps` \
+             shows the server it hands over to once it is done",
+        ));
+    }
+    struct Upgrading<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Upgrading<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let _upgrading = Upgrading(&app.upgrading);
     let share = |fd: &OwnedFd| {
         fd.try_clone()
             .map_err(|e| ApiError::internal(format!("cannot share the listener: {e}")))

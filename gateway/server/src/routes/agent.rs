@@ -248,17 +248,16 @@ pub(super) fn not_asked(
     // The question closed last, if it was settled in the agent's own dialog (a key at its
     // terminal, the page or `corral send`) a moment ago: it is the one this answer meant when
     // it names none, and said so when it names it.
-    let in_dialog = corral_actors::agent::last_closed(
-        h.shared(),
-        crate::permission::ANSWERED_RECENTLY,
-    )
-    .filter(|(_, how)| {
-        matches!(
-            how,
-            corral_actors::questions::Left::InDialog | corral_actors::questions::Left::Settled
-        )
-    })
-    .map(|(q, _)| q);
+    let in_dialog =
+        corral_actors::agent::last_closed(h.shared(), crate::permission::ANSWERED_RECENTLY)
+            .filter(|(_, how)| {
+                matches!(
+                    how,
+                    corral_actors::questions::Left::InDialog
+                        | corral_actors::questions::Left::Settled
+                )
+            })
+            .map(|(q, _)| q);
     if shown.is_none()
         && let Some(q) = in_dialog.as_deref()
         && id.is_none_or(|id| id == q)
