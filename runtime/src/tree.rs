@@ -67,12 +67,13 @@ pub struct TreeNode {
     pub mailbox_full: Option<u64>,
     /// Lag events the actor reported (readers that fell behind a ring).
     pub lag_count: Option<u64>,
-    /// The bound of its mailbox or queue, where it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The bound of its mailbox or queue, where it has one (null where not: every node has
+    /// every field, as docs/protocol.md's schema says).
+    #[serde(default)]
     pub mailbox_bound: Option<usize>,
     /// Facts read from the node itself (a process's pid and OS state, a connection's peer and
-    /// byte counts, ...), by name.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// byte counts, ...), by name (`{}` when there are none).
+    #[serde(default)]
     pub detail: std::collections::BTreeMap<String, serde_json::Value>,
     /// Children, in start order.
     pub children: Vec<TreeNode>,

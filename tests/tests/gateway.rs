@@ -1254,6 +1254,37 @@ async fn tree_shows_connections_and_each_sessions_parts_from_the_live_objects() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(tree["id"], "server");
+    // Every node has every field of docs/protocol.md's schema, null or empty where it has no
+    // value (`mailbox_bound` and `detail` were left out: a script reading them failed).
+    fn every_field(n: &Value, path: &str) {
+        for field in [
+            "id",
+            "actor",
+            "kind",
+            "status",
+            "restarts_in_window",
+            "restarts_total",
+            "last_exit",
+            "uptime_ms",
+            "mailbox_depth",
+            "mailbox_bound",
+            "mailbox_full",
+            "lag_count",
+            "detail",
+            "children",
+        ] {
+            assert!(
+                n.get(field).is_some(),
+                "{path}/{} has no {field}: {n}",
+                n["id"]
+            );
+        }
+        assert!(n["detail"].is_object(), "{n}");
+        for c in n["children"].as_array().unwrap() {
+            every_field(c, &format!("{path}/{}", n["id"]));
+        }
+    }
+    every_field(&tree, "");
     let gateway = &tree["children"][0];
     assert_eq!(gateway["id"], "gateway");
     let kids = gateway["children"].as_array().unwrap();
