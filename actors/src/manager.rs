@@ -26,6 +26,11 @@ mod restore;
 use admission::{Admission, Registry, Reserved};
 use restore::Restored;
 
+/// The shortest start of an id that names a session (the 8 characters `corral ps` shows): with
+/// 4, `rm 5aee` retried after it removed the session named `5aee` removed another whose id
+/// happened to start so. A shorter key is only ever a name.
+pub(crate) const ID_PREFIX_MIN: usize = 8;
+
 /// Settings of the session layer.
 #[derive(Debug, Clone)]
 pub struct SessionsConfig {
@@ -361,10 +366,6 @@ impl Sessions {
     /// ps` shows, naming one session); a key that is one session's name and the start of
     /// another's id names neither.
     pub fn get(&self, key: &str) -> Result<SessionHandle, SessionError> {
-        // The id's start `corral ps` shows, and the shortest start that names a session: with
-        // 4, `rm 5aee` retried after it removed the session named `5aee` removed another whose
-        // id happened to start so. A shorter key is only ever a name.
-        const MIN_ID_PREFIX: usize = 8;
         let reg = self.registry.read();
         let named = match Uuid::parse_str(key) {
             Ok(id) => {
@@ -379,7 +380,7 @@ impl Sessions {
         // The start of an id, as `corral ps` shows it (8 hex digits), when it names one
         // session.
         let by_prefix = |reg: &Registry| -> Vec<Uuid> {
-            if key.len() < MIN_ID_PREFIX || !key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            if key.len() < ID_PREFIX_MIN || !key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
             {
                 return Vec::new();
             }

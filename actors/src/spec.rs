@@ -34,6 +34,13 @@ pub enum SpecError {
     /// A name that parses as a session id (a key that parses as one is looked up as an id).
     #[error("name is a session id; choose another")]
     NameIsId,
+    /// A name that begins or ends with blanks (they would be part of it, invisible in `ps`).
+    #[error("name {0:?} begins or ends with blanks; without them it would be another name")]
+    NameBlanks(String),
+    /// A name that is the start of another session's id (from 8 characters such a key names
+    /// that session too, and every command given the name would be refused as ambiguous).
+    #[error("name {0:?} is the start of session {1}'s id; choose another")]
+    NameIsIdPrefix(String, Uuid),
     /// `.` or `..`: a URL path holding it (`/agentapi/../status`) is another path.
     #[error(
         "name {0:?} is a path's dot segment (an address naming it would go elsewhere); choose another"

@@ -786,10 +786,29 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
         (uuid::Uuid::new_v4().to_string(), SpecError::NameIsId),
         ("..".to_string(), SpecError::NameDots("..".into())),
         (".".to_string(), SpecError::NameDots(".".into())),
+        (" lead".to_string(), SpecError::NameBlanks(" lead".into())),
+        ("trail\t".to_string(), SpecError::NameControl('\t')),
+        ("trail ".to_string(), SpecError::NameBlanks("trail ".into())),
     ] {
         let e = named(bad.clone()).await;
         assert_eq!(e, Some(SessionError::BadSpec(rule)), "{bad:?}");
     }
+    // Nor the start of another session's id, from the 8 characters that name it: every
+    // command given that name was refused as naming two sessions. Shorter, it is only a name.
+    let other = corral
+        .sessions()
+        .spawn(SessionSpec::new(["cat"]))
+        .await
+        .unwrap();
+    let start = other.id().to_string()[..8].to_string();
+    assert_eq!(
+        named(start.clone()).await,
+        Some(SessionError::BadSpec(SpecError::NameIsIdPrefix(
+            start.clone(),
+            other.id()
+        )))
+    );
+    assert_eq!(named(start[..7].to_string()).await, None);
     // The environment reaches the program as written, or the spawn is refused.
     for (key, value, rule) in [
         ("", "x", SpecError::EnvEmptyName(1)),

@@ -89,6 +89,18 @@ impl Sessions {
         if reg.by_name.contains_key(name) || reg.reserved.contains_key(name) {
             return Err(SessionError::NameTaken(name.to_string()));
         }
+        // From 8 characters a key is also the start of an id (`Sessions::get`): a new name
+        // that begins another session's id would name two sessions.
+        if admission == Admission::New
+            && name.len() >= super::ID_PREFIX_MIN
+            && let Some(other) = reg
+                .by_id
+                .keys()
+                .chain(reg.reserved.values())
+                .find(|id| id.to_string().starts_with(name))
+        {
+            return Err(SpecError::NameIsIdPrefix(name.to_string(), *other).into());
+        }
         if reg.by_id.contains_key(&id) || reg.reserved.values().any(|r| *r == id) {
             return Err(SpecError::IdInUse(id).into());
         }
@@ -136,6 +148,9 @@ pub(super) fn check_new_name(name: &str) -> Result<(), SessionError> {
     }
     if name == "." || name == ".." {
         return Err(SpecError::NameDots(name.to_string()).into());
+    }
+    if name.trim() != name {
+        return Err(SpecError::NameBlanks(name.to_string()).into());
     }
     Ok(())
 }
