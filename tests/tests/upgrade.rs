@@ -672,7 +672,7 @@ async fn logs_events_and_wait_follow_a_session_across_an_upgrade_and_a_server_ki
         );
         assert!(out.status.success(), "{what}: {stderr}");
         assert!(
-            stderr.contains("reconnecting"),
+            stderr.contains("reconnecting") && stderr.contains("reconnected"),
             "{what} lost its connection: {stderr}"
         );
         if what == "logs" {

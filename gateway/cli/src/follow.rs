@@ -110,6 +110,8 @@ pub(crate) async fn reconnect(client: &Client, reason: &str) -> anyhow::Result<C
     loop {
         let current = client.rediscover();
         if current.health().await.is_ok() {
+            // Said, as `attach` says it: a follower that only said "reconnecting" looked stuck.
+            eprintln!("corral: reconnected; going on from where it was");
             return Ok(current);
         }
         if started.elapsed() > RECONNECT_FOR {
