@@ -2151,3 +2151,27 @@ async fn a_server_takes_no_more_sessions_than_its_successor_can_take_back() {
         }
     }
 }
+
+/// `corral ps` says why a session whose holder died ended: it read `stopped … signal 9` and
+/// nothing more, as if someone had run `corral kill` (the reason was only in `--json`).
+#[tokio::test]
+async fn ps_says_a_session_was_lost() {
+    let server = Server::start();
+    let info = server
+        .spawn(json!({"name": "gone", "argv": ["sleep", "1000"], "restart": "never"}))
+        .await;
+    let holder = parent(info["pid"].as_i64().unwrap() as i32);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.session("gone").await["state"] != "stopped" {
+        assert!(Instant::now() < deadline, "not stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ps = server.cli_ok(&["ps"]).await;
+    let row = ps.lines().find(|l| l.contains("gone")).unwrap();
+    assert!(row.contains("lost: its holder"), "{ps}");
+}

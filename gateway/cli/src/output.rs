@@ -83,6 +83,21 @@ pub fn print_ps(views: &[SessionView]) {
                     .as_deref()
                     .map(|r| cut(r, REASON_MAX))
                     .unwrap_or_default(),
+                // Lost (its holder died): its SIGKILL was no `corral kill`, and said nothing
+                // more in `ps` (the reason was only in `--json` and the events).
+                _ if view.info.state == corral_actors::SessionState::Stopped
+                    && view
+                        .info
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("lost")) =>
+                {
+                    view.info
+                        .reason
+                        .as_deref()
+                        .map(|r| cut(r, REASON_MAX))
+                        .unwrap_or_default()
+                }
                 _ => String::new(),
             },
         );
