@@ -12,6 +12,10 @@ use uuid::Uuid;
 /// Longest name a new session may be given, in bytes.
 pub const MAX_NAME: usize = 128;
 
+/// The kernel's bound on one argument or environment string, its NUL included
+/// (`MAX_ARG_STRLEN`, 32 pages): a longer one fails the program's exec with `E2BIG`.
+pub const MAX_ARG: usize = 128 * 1024;
+
 /// Why a session spec (or a size or a grace given with an operation) is refused, before anything
 /// is made for it. Each rule's bound is a constant of [`crate::spec`] or this file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +67,15 @@ pub enum SpecError {
     /// An argument with a NUL byte (its index).
     #[error("argument {0} contains a NUL byte")]
     ArgNul(usize),
+    /// An argument, or an environment variable (its name; its value may be a secret), longer
+    /// than the kernel passes to a program (`MAX_ARG_STRLEN`, 128 KiB with its NUL).
+    #[error("{what} is {len} bytes long; a program is given at most {max} bytes each", max = MAX_ARG - 1)]
+    ArgTooLong {
+        /// `argument N` or `environment variable NAME`.
+        what: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A working directory with a NUL byte.
     #[error("working directory contains a NUL byte")]
     CwdNul,

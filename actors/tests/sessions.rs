@@ -827,6 +827,36 @@ async fn snapshot_shows_the_drawn_screen_and_bad_input_is_refused() {
         .await
         .err();
     assert_eq!(e, Some(SessionError::BadSpec(SpecError::ArgNul(1))));
+    // What the kernel would refuse at the exec (E2BIG, a 409 "could not start") is refused
+    // here, saying which and how long; the longest it takes starts.
+    let max = corral_actors::spec::MAX_ARG;
+    let e = corral
+        .sessions()
+        .spawn(SessionSpec::new(["echo".to_string(), "x".repeat(max)]))
+        .await
+        .err();
+    let what = "argument 1".to_string();
+    assert_eq!(
+        e,
+        Some(SessionError::BadSpec(SpecError::ArgTooLong {
+            what,
+            len: max
+        }))
+    );
+    let mut spec = SessionSpec::new(["true"]);
+    spec.env.push(("BIG".into(), "v".repeat(max - 4)));
+    let e = corral.sessions().spawn(spec).await.err();
+    let what = "environment variable BIG".to_string();
+    assert_eq!(
+        e,
+        Some(SessionError::BadSpec(SpecError::ArgTooLong {
+            what,
+            len: max
+        }))
+    );
+    let fits = SessionSpec::new(["true".to_string(), "x".repeat(max - 1)]).name("fits");
+    corral.sessions().spawn(fits).await.unwrap();
+    corral.sessions().remove("fits").await.unwrap();
     let longest = "n".repeat(corral_actors::manager::MAX_NAME);
     assert!(named(longest.clone()).await.is_none(), "{longest} is fine");
     assert!(named("a name with spaces".into()).await.is_none());

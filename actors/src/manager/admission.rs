@@ -157,8 +157,9 @@ pub(super) fn check_new_name(name: &str) -> Result<(), SessionError> {
 
 /// What a new session's program is given must reach it as it was written: an environment
 /// variable's name is not empty and holds no `=` (`A=B` with value `c` would arrive as `A`
-/// with value `B=c`), and no argument, variable or directory holds a NUL (C strings end
-/// there). Records already kept are restored as they are.
+/// with value `B=c`), no argument, variable or directory holds a NUL (C strings end
+/// there), and none is longer than the kernel passes ([`crate::spec::MAX_ARG`]). Records
+/// already kept are restored as they are.
 pub(super) fn check_new_environment(spec: &SessionSpec) -> Result<(), SessionError> {
     for (i, (key, value)) in spec.env.iter().enumerate() {
         if key.is_empty() {
@@ -170,9 +171,25 @@ pub(super) fn check_new_environment(spec: &SessionSpec) -> Result<(), SessionErr
         if key.contains('\0') || value.contains('\0') {
             return Err(SpecError::EnvNul(key.clone()).into());
         }
+        // `KEY=value` and its NUL: one string to the kernel.
+        let len = key.len() + 1 + value.len();
+        if len >= crate::spec::MAX_ARG {
+            let what = format!("environment variable {key}");
+            return Err(SpecError::ArgTooLong { what, len }.into());
+        }
     }
     if let Some(i) = spec.argv.iter().position(|a| a.contains('\0')) {
         return Err(SpecError::ArgNul(i).into());
+    }
+    // Refused here (400), not by the exec (a 409 "could not start: Argument list too long").
+    if let Some((i, a)) = spec
+        .argv
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.len() >= crate::spec::MAX_ARG)
+    {
+        let (what, len) = (format!("argument {i}"), a.len());
+        return Err(SpecError::ArgTooLong { what, len }.into());
     }
     if let Some(cwd) = &spec.cwd
         && cwd.as_os_str().as_encoded_bytes().contains(&0)
