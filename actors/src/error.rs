@@ -36,13 +36,19 @@ pub enum SessionError {
     /// The operation does not apply to this session.
     #[error("{0}")]
     Unsupported(String),
-    /// Too many sessions.
+    /// Too many sessions: the bound, and how many of those kept have ended.
     #[error(
-        "session limit reached ({0} running, or twice as many kept with the ended ones: `corral \
-         rm` some; the server's open-file limit may set it below 4096: docs/operations.md, \
-         \"Limits\")"
+        "session limit reached ({max} kept, {ended} of them ended: `corral rm` those, or the \
+         janitor removes the oldest past the retention within a minute; the server's open-file \
+         limit may set the bound below 4096: docs/operations.md, \"Open files and the session \
+         limit\")"
     )]
-    TooMany(usize),
+    TooMany {
+        /// The bound.
+        max: usize,
+        /// Ended sessions among those kept (they hold their log files until removed).
+        ended: usize,
+    },
     /// The session's actor is gone or did not answer.
     #[error("session unavailable: {0}")]
     Unavailable(String),

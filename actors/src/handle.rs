@@ -227,7 +227,16 @@ impl SessionHandle {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 let since = crate::time::mono_ms().saturating_sub(prompted);
                 let entering = crate::session::input::PASTE_ENTER_MAX.as_millis() as u64 + 1000;
-                let in_flight = prompted != 0 && since < entering;
+                // Input still queued (a prompt waiting to type, or for its Enter: each waits
+                // for the program to take the one before, seconds when it works) is in
+                // flight however long ago it was sent.
+                let queued = self
+                    .shared
+                    .writer
+                    .read()
+                    .as_ref()
+                    .is_some_and(|w| w.depth() > 0);
+                let in_flight = queued || (prompted != 0 && since < entering);
                 if !in_flight {
                     return Err(SessionError::Unsupported(format!(
                         "{name}'s input box already holds text (\"{shown}{more}\": a prompt an \

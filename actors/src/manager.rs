@@ -338,7 +338,7 @@ impl Sessions {
                     SessionError::Spawn(reason)
                 }
                 corral_runtime::SupervisorError::TooManyChildren { max } => {
-                    SessionError::TooMany(max)
+                    SessionError::TooMany { max, ended: 0 }
                 }
                 other => SessionError::Unavailable(other.to_string()),
             })?;

@@ -488,7 +488,10 @@ async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_pas
     );
     let c = s.spawn(sh("exec sleep 1000").name("c")).await.unwrap();
     let full = s.spawn(sh("exec sleep 1000").name("d")).await.err();
-    assert!(matches!(full, Some(SessionError::TooMany(3))), "{full:?}");
+    assert!(
+        matches!(full, Some(SessionError::TooMany { max: 3, ended: 0 })),
+        "{full:?}"
+    );
     let p = corral.persist().unwrap();
     p.flush().await.unwrap();
     let mut names: Vec<String> = p
@@ -518,31 +521,37 @@ async fn a_refused_spawn_leaves_no_record_and_a_restart_admits_every_session_pas
         assert_eq!(s.get(&h.info().name).unwrap().id(), h.id());
     }
     let full = s.spawn(sh("exec sleep 1000").name("d")).await.err();
-    assert!(matches!(full, Some(SessionError::TooMany(1))), "{full:?}");
+    assert!(
+        matches!(full, Some(SessionError::TooMany { max: 1, .. })),
+        "{full:?}"
+    );
     corral.shutdown().await.unwrap();
 }
 
-/// The session bound counts the live sessions: ended ones hold no process or terminal, and
-/// were refusing a burst of short programs until the janitor's next pass; all together are
-/// bounded at twice as many.
+/// Ended sessions count against the bound (they hold their log files, and a `restart` makes
+/// one live without a spawn): a spawn refused for them says how many have ended and how to
+/// make room, and `rm` does.
 #[tokio::test]
-async fn ended_sessions_leave_room_under_the_bound_up_to_twice_it() {
+async fn a_spawn_refused_for_ended_sessions_says_so_and_rm_makes_room() {
     let mut config = CorralConfig::default();
     config.sessions.max_sessions = 2;
     let corral = Corral::start(config).await.expect("corral starts");
     let s = corral.sessions();
     let a = s.spawn(sh("exec sleep 1000").name("a")).await.unwrap();
     let b = s.spawn(sh("exec sleep 1000").name("b")).await.unwrap();
-    let full = s.spawn(sh("exec sleep 1000").name("c")).await.err();
-    assert!(matches!(full, Some(SessionError::TooMany(2))), "{full:?}");
     b.stop(None).await.unwrap();
-    let c = s.spawn(sh("exec sleep 1000").name("c")).await.unwrap();
-    c.stop(None).await.unwrap();
-    // Live: a; kept: a, b, c. One more fits under twice the bound, then none.
-    let d = s.spawn(sh("exec sleep 1000").name("d")).await.unwrap();
-    d.stop(None).await.unwrap();
-    let all = s.spawn(sh("exec sleep 1000").name("e")).await.err();
-    assert!(matches!(all, Some(SessionError::TooMany(2))), "{all:?}");
+    let full = s.spawn(sh("exec sleep 1000").name("c")).await.err();
+    assert!(
+        matches!(full, Some(SessionError::TooMany { max: 2, ended: 1 })),
+        "{full:?}"
+    );
+    let said = full.unwrap().to_string();
+    assert!(
+        said.contains("1 of them ended") && said.contains("corral rm"),
+        "{said}"
+    );
+    s.remove("b").await.unwrap();
+    s.spawn(sh("exec sleep 1000").name("c")).await.unwrap();
     a.stop(None).await.unwrap();
     corral.shutdown().await.unwrap();
 }

@@ -695,8 +695,9 @@ async fn the_event_stream_says_stable_the_moment_a_turns_answer_painted() {
     assert_eq!(hook(&server, &id, "UserPromptSubmit").await, 202);
     events.until(r#""status":"running""#).await;
     assert_eq!(hook(&server, &id, "Stop").await, 202);
-    // Stable 0.7 s after its Stop (`agentapi::PAINT`); the next turn begins 1 s after it.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Stable 0.7 s after its Stop (`agentapi::PAINT`); the next turn begins 1.1 s after it
+    // (before the stream's old second-long look, 1.25 s after).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(hook(&server, &id, "UserPromptSubmit").await, 202);
     assert_eq!(hook(&server, &id, "Stop").await, 202);
     let said = events.within(Duration::from_millis(2500)).await;

@@ -172,6 +172,20 @@ async fn stream_json_claude_asks_and_corral_answers_allow_through_the_same_endpo
             }
         })
     };
+    // The stream has said where things stand before the message goes.
+    let t = Instant::now();
+    while !said
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, t)| t.contains("status_change"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the stream said nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A user message is one call (agentapi's shape): Claude takes it as its prompt.
     let (status, body) = server
         .http(

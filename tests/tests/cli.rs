@@ -2203,13 +2203,12 @@ fn the_short_ids_ps_prints_name_sessions() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no session '0'"), "{err}");
-    // A session named like the start of another's id: that short id names neither (it reached
-    // the session of that name, and `rm <id from ps>` removed the wrong one).
-    ok(&server, &["spawn", "--name", short, "--", "sleep", "600"]);
-    let out = corral(&server, &["rm", short]);
+    // A new session is not named like the start of another's id (that name would name
+    // both: `rm <id from ps>` reached the session of that name and removed the wrong one).
+    let out = corral(&server, &["spawn", "--name", short, "--", "sleep", "600"]);
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("give the whole id"), "{err}");
+    assert!(err.contains("is the start of session"), "{err}");
     let listed = ok(&server, &["ps"]);
     assert!(listed.contains("short-id"), "{listed}");
     // A shorter name that another id happens to start with (a build number, a short hash) is

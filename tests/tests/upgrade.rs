@@ -1159,36 +1159,40 @@ async fn a_bad_body_neither_upgrades_nor_stops_the_server() {
     assert_eq!(health["pid"], json!(pid));
 }
 
-/// Three `corral upgrade`s at once: one hands over, the others are refused at once saying an
-/// upgrade is under way (each started a successor; two waited their whole minute for theirs,
-/// which found the data dir taken, and said the upgrade failed).
+/// Three upgrades asked at once: one hands over, the others are refused at once saying an
+/// upgrade is under way (each started a successor; two waited for theirs, which found the
+/// data dir taken, and said the upgrade failed).
 #[tokio::test]
 async fn upgrades_at_once_start_one_successor() {
     let mut server = Server::start();
-    let dir = server.dir.path().to_path_buf();
-    let run = |dir: std::path::PathBuf| {
-        tokio::task::spawn_blocking(move || {
-            Command::new(binary())
-                .arg("--data-dir")
-                .arg(dir)
-                .arg("upgrade")
-                .output()
-                .unwrap()
-        })
+    let client = server.client();
+    let ask = || {
+        client.request_as(
+            hyper::Method::POST,
+            "/v1/upgrade",
+            Some(&server.token),
+            None,
+        )
     };
     let started = std::time::Instant::now();
-    let outs = futures::future::join_all((0..3).map(|_| run(dir.clone()))).await;
-    let outs: Vec<_> = outs.into_iter().map(|o| o.unwrap()).collect();
-    let ok = outs.iter().filter(|o| o.status.success()).count();
-    assert_eq!(ok, 1, "{outs:?}");
-    for o in outs.iter().filter(|o| !o.status.success()) {
-        let err = String::from_utf8_lossy(&o.stderr);
+    let (a, b, c) = tokio::join!(ask(), ask(), ask());
+    let answers: Vec<(u16, String)> = [a, b, c]
+        .into_iter()
+        .map(|r| {
+            let (status, body) = r.unwrap();
+            (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+        })
+        .collect();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 409, "{body}");
         assert!(
-            err.contains("under way already") || err.contains("already leaving"),
-            "{err}"
+            body.contains("under way already") || body.contains("already leaving"),
+            "{body}"
         );
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
     server.follow_successor();
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);

@@ -1,7 +1,8 @@
 //! Admission of a session into the registry: its spec and name checked, then its name and id
-//! reserved while it starts, so no other spawn takes them. A new session is refused when
-//! `max_sessions` are live (not ended), or twice as many are kept in all; one restored at boot
-//! is admitted whatever the bound (its process may be running under its holder).
+//! reserved while it starts, so no other spawn takes them. A new session counts against
+//! `max_sessions` (a refusal says how many of those kept have ended: `corral rm` makes room);
+//! one restored at boot is admitted whatever the bound (its process may be running under its
+//! holder).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,23 +69,21 @@ impl Sessions {
         admission: Admission,
     ) -> Result<Reserved, SessionError> {
         let mut reg = self.registry.write();
-        if admission == Admission::New {
-            // The bound is on the sessions that hold something (a process, its terminal, its
-            // files): an ended one holds none, and the janitor removes it within a minute past
-            // the retention (a burst of short programs was refused for that minute, with a
-            // few running). Ended ones are bounded all the same: all together at most twice.
-            let max = self.config.max_sessions;
-            let ended = |h: &&SessionHandle| {
-                matches!(
-                    h.shared().status.read().state,
-                    crate::SessionState::Stopped | crate::SessionState::Failed
-                )
-            };
-            let all = reg.by_id.len() + reg.reserved.len();
-            let live = all - reg.by_id.values().filter(ended).count();
-            if live >= max || all >= max.saturating_mul(2) {
-                return Err(SessionError::TooMany(max));
-            }
+        // Every session kept counts, ended ones too: they hold their log files until removed,
+        // and one started again (`restart`) is live at once, without coming through here.
+        let max = self.config.max_sessions;
+        if admission == Admission::New && reg.by_id.len() + reg.reserved.len() >= max {
+            let ended = reg
+                .by_id
+                .values()
+                .filter(|h| {
+                    matches!(
+                        h.shared().status.read().state,
+                        crate::SessionState::Stopped | crate::SessionState::Failed
+                    )
+                })
+                .count();
+            return Err(SessionError::TooMany { max, ended });
         }
         if reg.by_name.contains_key(name) || reg.reserved.contains_key(name) {
             return Err(SessionError::NameTaken(name.to_string()));
@@ -97,7 +96,7 @@ impl Sessions {
                 .by_id
                 .keys()
                 .chain(reg.reserved.values())
-                .find(|id| id.to_string().starts_with(name))
+                .find(|id| id.to_string().starts_with(&name.to_ascii_lowercase()))
         {
             return Err(SpecError::NameIsIdPrefix(name.to_string(), *other).into());
         }

@@ -516,7 +516,8 @@ pub async fn get_events(
         settle_next: bool,
     }
     impl Follow {
-        /// A `status_change` if the status is not the one last said.
+        /// The `status_change`s to say now: a `stable` missed since the last read (see
+        /// below), then the status if it is not the one last said.
         fn sample(&mut self) -> Vec<Result<Event, Infallible>> {
             let mut said = Vec::new();
             let claims = self.app.conversations.claims(self.h.id());
@@ -531,7 +532,9 @@ pub async fn get_events(
             self.sampled = self.h.shared().last_seq();
             let prompts = self.h.shared().prompts();
             said.extend(status_change(&mut self.status, &self.app, &self.h).map(Ok));
-            // Read after the status: one let through after a `running` read is news next time.
+            // Read after the status: one let through after a `running` read is news next time
+            // (one let through between the two reads is taken in, its stable moment unsaid:
+            // microseconds, against missing none at the price of saying a false one).
             self.claims = self.app.conversations.claims(self.h.id());
             // A prompt counted before a `running` read is that turn's (counted before its
             // first byte went): not news next time (it was said `running` twice, once for
@@ -611,10 +614,11 @@ pub async fn get_events(
             // (An event the last status sample already saw is no news: the stream reads one
             // item per turn, and a turn's hooks wait queued behind its user message.)
             let prompts = f.h.shared().prompts();
-            let started = prompts != f.prompts
+            // More than it knew (a prompt counted and taken back, refused, is no prompt).
+            let started = prompts > f.prompts
                 || matches!(&woke, Some(corral_actors::Item::Event(e))
                     if e.seq > f.sampled && starts_work(&e.kind));
-            f.prompts = prompts;
+            f.prompts = f.prompts.max(prompts);
             if started && f.status != Some("running") {
                 // Said at once; the settling and the status it is in then follow.
                 f.status = Some("running");

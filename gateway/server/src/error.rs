@@ -119,7 +119,7 @@ impl From<SessionError> for ApiError {
             | SessionError::OffsetBeyondHead { .. } => ErrorCode::BadRequest,
             SessionError::Unavailable(_) => ErrorCode::Unavailable,
             SessionError::NameTaken(_)
-            | SessionError::TooMany(_)
+            | SessionError::TooMany { .. }
             | SessionError::Spawn(_)
             | SessionError::InputFull { .. }
             | SessionError::NotRunning(_)
@@ -178,7 +178,13 @@ mod tests {
             ),
             (SessionError::NameTaken("x".into()), StatusCode::CONFLICT),
             // The session limit (`max_sessions`, 4096 by default): refused as a conflict.
-            (SessionError::TooMany(4096), StatusCode::CONFLICT),
+            (
+                SessionError::TooMany {
+                    max: 4096,
+                    ended: 0,
+                },
+                StatusCode::CONFLICT,
+            ),
             (
                 SessionError::Unavailable("x".into()),
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -117,8 +117,8 @@ pub async fn upgrade(
     if app.leave.borrow().is_some() {
         return Err(ApiError::conflict("the server is already leaving"));
     }
-    // One successor at a time: two upgrades at once each started one; the second waited its
-    // whole minute for a successor that found the data dir taken, and said the upgrade failed.
+    // One successor at a time: two upgrades at once each started one; the second waited for
+    // a successor that found the data dir taken (its 30 s), and said the upgrade failed.
     use std::sync::atomic::Ordering::SeqCst;
     if app.upgrading.swap(true, SeqCst) {
         return Err(ApiError::conflict(
@@ -126,32 +126,44 @@ pub async fn upgrade(
              shows the server it hands over to once it is done",
         ));
     }
-    struct Upgrading<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for Upgrading<'_> {
+    /// Lets the next upgrade start once this one is over, however it ended.
+    struct Upgrading(Arc<App>);
+    impl Drop for Upgrading {
         fn drop(&mut self) {
-            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.0
+                .upgrading
+                .store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
-    let _upgrading = Upgrading(&app.upgrading);
+    let upgrading = Upgrading(app.clone());
     let share = |fd: &OwnedFd| {
         fd.try_clone()
             .map_err(|e| ApiError::internal(format!("cannot share the listener: {e}")))
     };
     let (listener, unix) = (share(listener)?, share(unix)?);
     let exe = app.exe.clone();
-    let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener, unix))
+    // Run to its end even if the client stops waiting (hyper drops the handler then): a
+    // successor that becomes ready is handed over to, and the next upgrade waits until then.
+    let handover = app.in_flight.start(async move {
+        let _upgrading = upgrading;
+        let app = _upgrading.0.clone();
+        let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener, unix))
+            .await
+            .map_err(|e| ApiError::internal(format!("upgrade task: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(error = %e, "upgrade failed");
+                ApiError::internal(e)
+            })?;
+        tracing::info!(new_pid, "successor ready; handing over");
+        app.leave.send_replace(Some(Leaving::Upgrade));
+        Ok(Json(Handover {
+            old: this_server(),
+            new_pid,
+        }))
+    });
+    handover
         .await
-        .map_err(|e| ApiError::internal(format!("upgrade task: {e}")))?
-        .map_err(|e| {
-            tracing::warn!(error = %e, "upgrade failed");
-            ApiError::internal(e)
-        })?;
-    tracing::info!(new_pid, "successor ready; handing over");
-    app.leave.send_replace(Some(Leaving::Upgrade));
-    Ok(Json(Handover {
-        old: this_server(),
-        new_pid,
-    }))
+        .unwrap_or_else(|| Err(ApiError::internal("the upgrade task panicked")))
 }
 
 fn this_server() -> ServerId {

@@ -52,17 +52,26 @@ async fn main() {
     println!("# start Claude Code under corral with:");
     let mut spawn = format!(
         "corral spawn --name agent --agent claude --cwd {}",
-        project.display()
+        quoted(&project.display().to_string())
     );
     for var in claude_env(&home, &stub) {
-        spawn.push_str(&format!(" --env {var}"));
+        spawn.push_str(&format!(" --env {}", quoted(&var)));
     }
-    println!("{spawn} -- {}", claude.display());
+    println!("{spawn} -- {}", quoted(&claude.display().to_string()));
     if let Err(e) = tokio::signal::ctrl_c().await {
         fail(&format!("waiting for Ctrl-C: {e}"));
     }
     println!("# {} requests answered", stub.requests().len());
     stub.stop();
+}
+
+/// `text` as one word for a POSIX shell: as it is when it is plain, else in single quotes.
+fn quoted(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-=:@+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 fn fail(why: &str) -> ! {

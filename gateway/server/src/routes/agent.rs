@@ -258,7 +258,9 @@ pub(super) fn not_asked(
                 )
             })
             .map(|(q, _)| q);
+    // (Not while it asks again in its terminal: that question is the one meant.)
     if shown.is_none()
+        && attention != "needs_permission"
         && let Some(q) = in_dialog.as_deref()
         && id.is_none_or(|id| id == q)
     {
