@@ -79,6 +79,25 @@ impl Attention {
     }
 }
 
+/// How a question left without an answer from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// Answered through the API: the agent goes on (`working`).
+    Answered,
+    /// Nobody answered in time: it is in the agent's own dialog now (`needs_permission`, with
+    /// nothing to answer from outside).
+    ToTerminal,
+    /// Settled in the agent's own dialog: the call that held it ended (the agent ends it when
+    /// the user answers there), or a later hook said so (the tool ran, or the turn ended). The
+    /// agent waits for its user (`idle`) until a hook says otherwise: after a "yes" its
+    /// PostToolUse comes at once; after a "no" or Esc nothing comes, and it waits at its prompt.
+    Settled,
+    /// Answered in the agent's own dialog, seen on its screen (the dialog is gone, and Claude
+    /// Code fires no hook for it): the agent works on (`working`) until its screen or a hook
+    /// says otherwise; the hook call that held it no longer waits for an answer from outside.
+    InDialog,
+}
+
 /// The permission an agent waits for: the tool and what it would run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PermissionAsk {

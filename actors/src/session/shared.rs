@@ -142,7 +142,7 @@ pub(crate) struct Status {
     pub asks_at_start: Option<String>,
     /// The question closed last: its id, how it left, and when (`time::mono_ms`), so that an
     /// answer that came too late is told what became of it.
-    pub closed: Option<(String, crate::questions::Left, u64)>,
+    pub closed: Option<(String, crate::attention::Left, u64)>,
 }
 
 impl Status {
