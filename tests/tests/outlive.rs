@@ -298,6 +298,15 @@ async fn an_exit_while_the_server_is_down_is_recorded_when_it_is_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(s["last_exit"]["code"], 3, "{s}");
+    // It started when it started (the reattach time, a second later, was taken for its
+    // start; the spawn's answer said the time it was told of the start).
+    let start = |v: &Value| corral_actors::time::from_json(&v["started_at"]).expect("a start");
+    let (then, now) = (start(&info), start(&s));
+    let off = now.duration_since(then).unwrap_or_else(|e| e.duration());
+    assert!(
+        off < Duration::from_millis(500),
+        "{then:?} then, {now:?} now"
+    );
     // Recorded as it happened: at the holder's reap, before this server was started.
     let events = server.cli_ok(&["events", &id, "--json"]).await;
     let exited: Vec<Value> = events

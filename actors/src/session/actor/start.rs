@@ -451,9 +451,13 @@ impl SessionActorState {
             let mut s = self.shared.status.write();
             s.pid = Some(pid);
             s.holder_pid = running.held.as_ref().map(|(l, _)| l.holder);
-            // An adopted process started long before this server: its real start time.
+            // An adopted process started long before this server: its real start time — read
+            // from the identity recorded when it started if it has exited since (its holder
+            // kept the exit: the reattach time was taken for its start).
+            let recorded = s.identity.as_ref().filter(|r| r.pid == pid);
             s.started_at = identity
                 .as_ref()
+                .or(recorded)
                 .and_then(|i| i.started_at())
                 .filter(|_| self.begin == Begin::Adopt && generation == 1)
                 .or(Some(SystemTime::now()));
