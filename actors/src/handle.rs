@@ -132,7 +132,8 @@ impl SessionHandle {
         let (done, entered) = tokio::sync::oneshot::channel();
         let done = Some(done);
         if self.shared.mode == crate::spec::Mode::StreamJson {
-            self.send_prompt(viewer, crate::stream_json::user_message(text), None, done)?;
+            self.send_input(viewer, crate::stream_json::user_message(text), None, done)?;
+            self.shared.count_prompt();
             crate::agent::record_stream(
                 &self.shared,
                 crate::stream_json::AgentEvent::Message {
@@ -145,7 +146,8 @@ impl SessionHandle {
         // A program on pipes reads lines: the text and a newline, at once (there is no line
         // discipline to turn an Enter into one, and no TUI to wait for).
         if self.shared.mode == crate::spec::Mode::Pipe {
-            self.send_prompt(viewer, format!("{text}\n").into_bytes(), None, done)?;
+            self.send_input(viewer, format!("{text}\n").into_bytes(), None, done)?;
+            self.shared.count_prompt();
             return Ok(entered);
         }
         // Nothing runs to take it: said as such (an ended agent's last attention said it had
@@ -262,7 +264,8 @@ impl SessionHandle {
             text.to_string()
         };
         let enter = (crate::session::input::PASTE_ENTER_DELAY, b"\r".to_vec());
-        self.send_prompt(viewer, bytes.into_bytes(), Some(enter), done)?;
+        self.send_input(viewer, bytes.into_bytes(), Some(enter), done)?;
+        self.shared.count_prompt();
         self.shared.prompted_at.store(
             crate::time::mono_ms().max(1),
             std::sync::atomic::Ordering::Relaxed,
@@ -311,22 +314,6 @@ impl SessionHandle {
         if let Err(e) = self.send_sizing(SessionMsg::ViewerLeft(viewer)) {
             tracing::debug!(error = %e, "session gone; nothing to forget");
         }
-    }
-
-    /// Queues a prompt as [`Self::send_input`] does, counted first (`SessionShared::prompts`;
-    /// uncounted if it could not be queued).
-    fn send_prompt(
-        &self,
-        viewer: ViewerId,
-        bytes: Vec<u8>,
-        then: Option<(Duration, Vec<u8>)>,
-        done: Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> Result<(), SessionError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.shared.prompts.fetch_add(1, Relaxed);
-        self.send_input(viewer, bytes, then, done).inspect_err(|_| {
-            self.shared.prompts.fetch_sub(1, Relaxed);
-        })
     }
 
     /// Queues input (and what follows it after a pause) for the running process; `done` is

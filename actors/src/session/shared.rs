@@ -417,10 +417,15 @@ impl SessionShared {
     }
 
     /// How many prompts were queued for the program (`SessionHandle::paste`: from any
-    /// client), counted before anything of one is written or recorded: a reader that sees the
-    /// agent work on a prompt sees it counted.
+    /// client), counted as each is queued, before anything of it is recorded (the agent's
+    /// `working`): a reader that sees the agent work on a prompt sees it counted.
     pub fn prompts(&self) -> u64 {
         self.prompts.load(Ordering::Relaxed)
+    }
+
+    /// A prompt was queued (see [`Self::prompts`]).
+    pub(crate) fn count_prompt(&self) {
+        self.prompts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The sequence number of the last event published.

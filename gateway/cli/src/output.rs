@@ -76,21 +76,15 @@ pub fn print_ps(views: &[SessionView]) {
                     None => a.to_string(),
                 },
                 // Why it failed (the restart policy gave up, it could not start): the exit
-                // alone (`exit 0` of a program restarted too often) did not say.
-                _ if view.info.state == corral_actors::SessionState::Failed => view
-                    .info
-                    .reason
-                    .as_deref()
-                    .map(|r| cut(r, REASON_MAX))
-                    .unwrap_or_default(),
-                // Lost (its holder died): its SIGKILL was no `corral kill`, and said nothing
-                // more in `ps` (the reason was only in `--json` and the events).
-                _ if view.info.state == corral_actors::SessionState::Stopped
-                    && view
-                        .info
-                        .reason
-                        .as_deref()
-                        .is_some_and(|r| r.starts_with("lost")) =>
+                // alone (`exit 0` of a program restarted too often) did not say. Why it was
+                // lost (its holder died): its SIGKILL was no `corral kill`.
+                _ if view.info.state == corral_actors::SessionState::Failed
+                    || (view.info.state == corral_actors::SessionState::Stopped
+                        && view
+                            .info
+                            .reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("lost"))) =>
                 {
                     view.info
                         .reason

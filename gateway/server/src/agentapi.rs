@@ -100,11 +100,7 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
             // its screen settled, so the turn's agent message holds the answer (a structured
             // agent's messages are its events: no screen to wait for).
             Attention::Idle | Attention::NeedsPermission => {
-                let waited = h.shared().attention_ms();
-                h.shared().mode != Mode::Pty
-                    || waited.is_none_or(|w| w >= SETTLED.as_millis() as u64)
-                    || (quiet.is_none_or(|q| q >= SETTLE.as_millis() as u64)
-                        && waited.is_none_or(|w| w >= PAINT.as_millis() as u64))
+                settles_in(h, info.attention).is_none_or(|d| d.is_zero())
             }
             Attention::Exited => true,
             // Hooks say it works, but neither a hook nor a terminal agent's screen has moved for
@@ -131,13 +127,15 @@ pub fn status(app: &App, h: &SessionHandle) -> &'static str {
     if waits { "stable" } else { "running" }
 }
 
-/// How long until a terminal agent whose hooks say it waits is `stable` by time alone (its
-/// screen quiet and its answer painted, as [`status`] reads them), if it is not yet.
-fn settles_in(h: &SessionHandle) -> Option<Duration> {
+/// How long until a terminal agent whose hooks say it waits (`attention`) is `stable`: its
+/// screen quiet for [`SETTLE`] and [`PAINT`] since the hook, or [`SETTLED`] since it whatever
+/// the screen does; zero once it is. None: nothing to wait for (no terminal, not waiting, or
+/// no hook time known).
+fn settles_in(h: &SessionHandle, attention: Option<Attention>) -> Option<Duration> {
     let shared = h.shared();
     if shared.mode != Mode::Pty
         || !matches!(
-            h.info().attention,
+            attention,
             Some(Attention::Idle | Attention::NeedsPermission)
         )
     {
@@ -541,7 +539,7 @@ pub async fn get_events(
             // the turn and once for its prompt counted late). One before a `stable` read may
             // be a turn over before it: the next turn of the stream says it.
             if self.status == Some("running") {
-                self.prompts = self.prompts.max(prompts);
+                self.prompts = prompts;
             }
             said
         }
@@ -581,7 +579,7 @@ pub async fn get_events(
             // through GET status may start the next turn at once).
             let tick = match f.status {
                 // (Zero: it is not `running` for its screen, but for a prompt just sent.)
-                Some("running") => settles_in(&f.h)
+                Some("running") => settles_in(&f.h, f.h.info().attention)
                     .filter(|d| !d.is_zero())
                     .map_or(Duration::from_secs(1), |d| {
                         (d + Duration::from_millis(2)).min(Duration::from_secs(1))
@@ -614,11 +612,10 @@ pub async fn get_events(
             // (An event the last status sample already saw is no news: the stream reads one
             // item per turn, and a turn's hooks wait queued behind its user message.)
             let prompts = f.h.shared().prompts();
-            // More than it knew (a prompt counted and taken back, refused, is no prompt).
-            let started = prompts > f.prompts
+            let started = prompts != f.prompts
                 || matches!(&woke, Some(corral_actors::Item::Event(e))
                     if e.seq > f.sampled && starts_work(&e.kind));
-            f.prompts = f.prompts.max(prompts);
+            f.prompts = prompts;
             if started && f.status != Some("running") {
                 // Said at once; the settling and the status it is in then follow.
                 f.status = Some("running");

@@ -64,15 +64,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the corral binary: {e}"))?;
     use corral_actors::process::limits;
-    match limits::raise_nofile() {
-        Ok((old, new)) => tracing::debug!(old, new, "RLIMIT_NOFILE raised"),
-        Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
-    }
+    let nofile = match limits::raise_nofile() {
+        Ok((old, new)) => {
+            tracing::debug!(old, new, "RLIMIT_NOFILE raised");
+            Ok(new)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE");
+            limits::nofile()
+        }
+    };
     // Sessions past what the open-file limit holds are refused at their spawn: the next
-    // server (a restart, an upgrade) must take back every one (docs/operations.md, "Limits").
+    // server (a restart, an upgrade) must take back every one (docs/operations.md, "Open
+    // files and the session limit").
     let max_sessions = {
         let most = SessionsConfig::default().max_sessions;
-        match limits::nofile() {
+        match nofile {
             Ok(nofile) => {
                 let room =
                     limits::session_capacity(nofile, opts.gateway.limits.max_connections as u64);

@@ -145,8 +145,8 @@ pub async fn upgrade(
     // Run to its end even if the client stops waiting (hyper drops the handler then): a
     // successor that becomes ready is handed over to, and the next upgrade waits until then.
     let handover = app.in_flight.start(async move {
-        let _upgrading = upgrading;
-        let app = _upgrading.0.clone();
+        // (The guard is this task's until it ends.)
+        let app = upgrading.0.clone();
         let new_pid = tokio::task::spawn_blocking(move || start_successor(&exe, listener, unix))
             .await
             .map_err(|e| ApiError::internal(format!("upgrade task: {e}")))?
