@@ -181,6 +181,7 @@ impl Sessions {
                     agent_transcript: None,
                     agent_prompted: false,
                     interrupted: false,
+                    removing: false,
                     last_seq: 0,
                 },
                 created_ms: store::now_ms(),
@@ -472,6 +473,10 @@ impl Sessions {
     /// Stops (gracefully) and forgets a session; its output stream closes.
     pub async fn remove(&self, key: &str) -> Result<SessionInfo, SessionError> {
         let handle = self.get(key)?;
+        // Recorded with the stop's events, before its signal: a server that dies before the
+        // removal is done leaves it to the next one (`recovery::finish_removals`), which
+        // would otherwise keep the session, stopped, or even start it again.
+        handle.shared.status.write().removing = true;
         let info = match handle.stop(None).await {
             Ok(info) => info,
             Err(e) => {

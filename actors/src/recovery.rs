@@ -23,6 +23,9 @@
 //!    Stopped with the reason when its policy is `never`. Sessions that had ended stay as they
 //!    were, with their scrollback, until retention removes them.
 //!
+//! A session whose removal (`corral rm`) the server died in the middle of is not restored: the
+//! removal is finished (`finish_removals`).
+//!
 //! Before that, holders of no live record (a spawn the registry never recorded, an ended session
 //! whose holder was not released yet) are released with their programs: nothing could list,
 //! stop or remove them otherwise.
@@ -71,6 +74,10 @@ pub struct RecoveryReport {
     pub collected: usize,
     /// Holders of no live record, ended with their programs (see `release_strays`).
     pub strays_released: usize,
+    /// Sessions whose removal a server died in the middle of, removed now (see
+    /// `finish_removals`).
+    #[serde(default)]
+    pub removed: usize,
     /// Records that could not be restored (with the reason, also logged).
     pub failed: Vec<(Uuid, String)>,
     /// Wall time of the whole reconciliation (seconds in JSON, as every duration of the API).
@@ -227,6 +234,45 @@ async fn release_strays(
     strays.len()
 }
 
+/// Finishes the removals a server died in the middle of (`corral rm` recorded `removing`
+/// before its stop's signal): what is left of each session's processes is ended with its own
+/// stop rules (stop signal, grace, SIGKILL — the rest of a stop it may have begun), its holder
+/// released, its record, scrollback and TMPDIR deleted. Kept instead, a session its user
+/// removed would come back stopped — or, with `restart = always`, running. Returns how many.
+async fn finish_removals(
+    sessions: &Sessions,
+    persist: &Persist,
+    removing: Vec<SessionRecord>,
+    held: &std::collections::HashSet<Uuid>,
+    ours: &Path,
+) -> usize {
+    let count = removing.len();
+    let each = removing.iter().map(|r| async move {
+        let (killed, _) = terminate_leftovers(r, ours).await;
+        if held.contains(&r.id) {
+            // Its program is gone now: the holder reports the exit to nobody and ends.
+            release_holder(sessions, r.id).await;
+            if let Some(holders) = sessions.holders() {
+                holders.forget_async(r.id).await;
+            }
+        }
+        if !persist.remove(r.id) {
+            tracing::warn!(session = %r.id, name = %r.name, "a removal left unfinished stays: the registry's queue did not take its deletion (the next start retries)");
+            return;
+        }
+        let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), r.id);
+        if let Err(e) = crate::env::TMP_WORK
+            .run(move || crate::env::PrivateTmp::remove(&tmp))
+            .await
+        {
+            tracing::error!(session = %r.id, error = %e, "removing a removed session's TMPDIR panicked");
+        }
+        tracing::warn!(session = %r.id, name = %r.name, processes_ended = killed, "the previous server died removing this session; removed now");
+    });
+    futures::future::join_all(each).await;
+    count
+}
+
 /// The variable a server gives its sessions naming its data dir (`corral serve`'s sessions
 /// have it; an embedding application's may not).
 const DATA_DIR_VAR: &str = "CORRAL_DATA_DIR";
@@ -349,7 +395,8 @@ pub async fn reconcile(
         None => Default::default(),
     };
     report.strays_released = release_strays(sessions, persist, &keep, &held).await;
-    let mut keep = keep;
+    let (removing, mut keep): (Vec<_>, Vec<_>) = keep.into_iter().partition(|r| r.row.removing);
+    let ours_for_removals = ours.clone();
     let renamed = unique_names(&mut keep, &held);
     for r in keep.iter().filter(|r| renamed.contains_key(&r.id)) {
         if persist.create(r.clone()).is_none() {
@@ -367,10 +414,13 @@ pub async fn reconcile(
             let ours = ours.as_path();
             async move { (r.id, terminate_leftovers(r, ours).await) }
         });
-    let swept: std::collections::HashMap<Uuid, (usize, bool)> = futures::future::join_all(sweeps)
-        .await
-        .into_iter()
-        .collect();
+    let (swept, removed) = futures::future::join(
+        futures::future::join_all(sweeps),
+        finish_removals(sessions, persist, removing, &held, &ours_for_removals),
+    )
+    .await;
+    let swept: std::collections::HashMap<Uuid, (usize, bool)> = swept.into_iter().collect();
+    report.removed = removed;
     // Phase 2: restore, a bounded number at a time.
     let swept = &swept;
     let held = &held;

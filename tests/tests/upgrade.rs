@@ -830,6 +830,69 @@ async fn a_stop_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
     until_stopped_and_gone(&server, &id, pid).await;
 }
 
+/// A `corral rm` under way when the server is SIGKILLed (the program ignores its stop signal;
+/// the grace was running) is finished by the next server: the session is gone from the list,
+/// the registry and the disk, and its program is ended — even under `restart = always`. The
+/// next server used to finish only the stop: the session its user removed came back, stopped.
+#[tokio::test]
+async fn an_rm_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "unwanted", "argv": ["sh", "-c", "trap '' HUP TERM; echo up; exec sleep 1000"], "grace": {"secs": 3, "nanos": 0}, "restart": "always"}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let logs = server.dir.path().join("logs").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs.exists() {
+        assert!(Instant::now() < deadline, "no log folder");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rm = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["rm", "unwanted"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until_journaled_stopping(&server, &id).await;
+    server.kill();
+    let mut rm = rm;
+    rm.wait().unwrap();
+    server.restart();
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/v1/sessions/{id}"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "the removed session came back: {body}");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        "its program runs on"
+    );
+    assert!(!logs.exists(), "its scrollback stays");
+    let conn = rusqlite::Connection::open_with_flags(
+        server.dir.path().join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM sessions WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 0, "its record stays");
+    let (_, report) = server
+        .http("GET", "/v1/recovery", Some(&server.token), None)
+        .await;
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["removed"], 1, "{report}");
+}
+
 /// Waits (bounded) until session `id`'s registry row in `state.db` says it is stopping.
 async fn until_journaled_stopping(server: &Server, id: &str) {
     let db = server.dir.path().join("state.db");

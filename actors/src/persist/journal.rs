@@ -63,6 +63,11 @@ pub struct SessionRow {
     pub agent_prompted: bool,
     /// It was running when the server shut down (it is started again at boot per its policy).
     pub interrupted: bool,
+    /// Its removal was asked (`corral rm`): a server that dies before the removal is done
+    /// leaves it to the next one, which ends its processes and deletes it (`recovery`) instead
+    /// of keeping a session its user removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
     /// Sequence number of its last event.
     pub last_seq: u64,
 }

@@ -122,6 +122,8 @@ pub(crate) struct Status {
     pub identity: Option<ProcessIdentity>,
     /// Stopped by a server shutdown (started again at boot per its policy).
     pub interrupted: bool,
+    /// Being removed (`Sessions::remove`): recorded with every event from then on.
+    pub removing: bool,
     /// When it last became Stopped or Failed (retention of ended sessions).
     pub ended_at: Option<SystemTime>,
     /// The last question denied through corral this turn: (its id, tool, input), to tell if
@@ -187,6 +189,7 @@ impl Status {
             agent_prompted: false,
             identity: None,
             interrupted: false,
+            removing: false,
             ended_at: None,
             denied: None,
             prompt_pending: false,
@@ -350,6 +353,7 @@ impl SessionShared {
             agent_transcript: s.agent_transcript.clone(),
             agent_prompted: s.agent_prompted,
             interrupted: s.interrupted,
+            removing: s.removing,
             last_seq,
         }
     }
