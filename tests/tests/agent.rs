@@ -1548,3 +1548,46 @@ async fn an_idle_not_yet_told_when_the_server_is_killed_is_told_by_the_next() {
         .count();
     assert_eq!(idle, 1, "no second idle: {:?}", webhooks.received());
 }
+
+/// `corral ps` says `ready` for an agent idle before its first prompt, as the page does, and
+/// `idle` once a turn ended: it said `idle` for both (the page said `ready`).
+#[tokio::test]
+async fn ps_says_ready_before_the_first_prompt_and_idle_after_a_turn() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Under the claude profile (its flags are the script's arguments, unread).
+    let program = dir.path().join("agent.sh");
+    corral_tests::executable(&program, "#!/bin/sh\nexec sleep 600\n");
+    server
+        .spawn(json!({"name": "fresh", "argv": [program], "agent": "claude"}))
+        .await;
+    let hook = async |name: &str| {
+        let payload = json!({"hook_event_name": name, "session_id": "agent-7"});
+        let (code, body) = server
+            .http(
+                "POST",
+                "/v1/sessions/fresh/events",
+                Some(&server.token),
+                Some(&payload),
+            )
+            .await;
+        assert!(code < 300, "{code} {body}");
+    };
+    let attention_column = |ps: &str| {
+        let line = ps
+            .lines()
+            .find(|l| l.contains(" fresh "))
+            .unwrap_or_else(|| panic!("{ps}"))
+            .to_string();
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    hook("SessionStart").await;
+    waits_for(&server, "fresh", "idle");
+    let ps = String::from_utf8(corral(&server, &["ps"]).stdout).unwrap();
+    assert_eq!(attention_column(&ps), "ready", "{ps}");
+    hook("UserPromptSubmit").await;
+    hook("Stop").await;
+    waits_for(&server, "fresh", "idle");
+    let ps = String::from_utf8(corral(&server, &["ps"]).stdout).unwrap();
+    assert_eq!(attention_column(&ps), "idle", "{ps}");
+}

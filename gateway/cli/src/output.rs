@@ -73,6 +73,8 @@ pub fn print_ps(views: &[SessionView]) {
                     Some(line) => format!("{a} (its screen asks: {})", cut(line, ASKS_MAX)),
                     // Its question went to its own dialog: answered there only.
                     None if a == "needs_permission" => format!("{a} (in its terminal)"),
+                    // Before its first prompt: nobody is awaited (as the page says it).
+                    None if a == "idle" && view.info.agent_fresh => "ready".to_string(),
                     None => a.to_string(),
                 },
                 // Why it failed (the restart policy gave up, it could not start): the exit
