@@ -42,7 +42,10 @@ fn agent_script(dir: &Path) -> String {
         r#"{"hook_event_name":"PostToolUse","tool_name":"Bash"}"#,
         "",
     );
-    s += &hook(r#"{"hook_event_name":"Stop"}"#, "");
+    s += &hook(
+        r#"{"hook_event_name":"Stop","last_assistant_message":"Done: I ran\n  touch ran."}"#,
+        "",
+    );
     s += "exec sleep 600\n";
     s
 }
@@ -501,6 +504,14 @@ async fn webhooks_tell_when_an_agent_needs_its_user() {
         .to_string();
     assert_eq!(json[0]["url"], format!("https://corral.example/#/s/{loud}"));
     assert_eq!(json[1]["kind"], "idle");
+    // The turn's answer (Claude Code's `last_assistant_message`), in one line.
+    assert_eq!(json[1]["detail"], "Done: I ran touch ran.", "{got:?}");
+    assert!(
+        got.iter()
+            .any(|(p, b)| p != "/json"
+                && b == &json!("loud: waiting for input: Done: I ran touch ran.")),
+        "{got:?}"
+    );
     assert!(
         got.iter()
             .all(|(_, b)| b.get("name") != Some(&json!("muted")))

@@ -235,7 +235,8 @@ impl Claude {
 
 #[tokio::test]
 async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
-    let server = Server::start();
+    let webhooks = corral_tests::Webhooks::start().await;
+    let server = Server::start_configured(&webhooks.config());
     let c = Claude::start_and_ask(&server, "allow").await;
     server.cli_ok(&["answer", "allow", "allow"]).await;
     server
@@ -259,6 +260,17 @@ async fn claude_code_asks_corral_answers_allow_and_the_tool_runs() {
     }
     let screen = until_screen(&server, "allow", READY, Duration::from_secs(10)).await;
     assert!(!screen.contains(&squash(DIALOG)), "{screen}");
+    // The push saying it waits carries the turn's answer (its Stop hook's
+    // `last_assistant_message`).
+    let told = webhooks.until(2, Duration::from_secs(10)).await;
+    let idle = told
+        .iter()
+        .find(|(_, b)| b["kind"] == "idle")
+        .unwrap_or_else(|| panic!("{told:?}"));
+    assert_eq!(
+        idle.1["detail"], "The stub saw the tool result.",
+        "{told:?}"
+    );
     c.stop(&server).await;
 }
 

@@ -429,6 +429,8 @@ async fn stream_json_attention_changes_reach_a_webhook_once_each() {
         .collect();
     assert_eq!(kinds, ["needs_permission", "idle"], "{got:?}");
     assert_eq!(got[0]["tool"], "Bash", "{got:?}");
+    // The turn's answer (its `result`'s text).
+    assert_eq!(got[1]["detail"], "The stub saw the tool result.", "{got:?}");
     assert_eq!(got[0]["name"], "sj-notify", "{got:?}");
     c.stop(&server).await;
 }

@@ -65,8 +65,9 @@ pub struct Notification {
     pub tool: Option<String>,
     /// What it asks, with needs_permission: a command's text, a file's path, a question (or,
     /// known only from Claude's Notification hook, its message); its
-    /// start screen's question with asks_at_start; why, with failed (at most [`DETAIL_MAX`]
-    /// characters).
+    /// start screen's question with asks_at_start; the turn's last answer with idle (Claude
+    /// Code's `last_assistant_message`, a structured agent's result, in one line), when the
+    /// agent said it; why, with failed (at most [`DETAIL_MAX`] characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The session's page (`[notify] page_url`, else the server's own URL, then `#/s/<id>`):
@@ -92,7 +93,12 @@ fn detail(ask: &corral_actors::agent::PermissionAsk) -> Option<String> {
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
         })?;
-    Some(cut(&text.split_whitespace().collect::<Vec<_>>().join(" ")))
+    Some(one_line(&text))
+}
+
+/// `text` in one line (every run of blanks and newlines a space), cut to [`DETAIL_MAX`].
+fn one_line(text: &str) -> String {
+    cut(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 impl Notification {
@@ -111,7 +117,10 @@ impl Notification {
                 Some(said) => format!("{}: {said}", self.name),
                 None => format!("{}: needs permission", self.name),
             },
-            ("idle", _) => format!("{}: waiting for input", self.name),
+            ("idle", _) => match &self.detail {
+                Some(answer) => format!("{}: waiting for input: {answer}", self.name),
+                None => format!("{}: waiting for input", self.name),
+            },
             ("asks_at_start", _) => format!(
                 "{} has not started: its screen asks: {}",
                 self.name,
@@ -396,6 +405,22 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 }
                 _ => None,
             };
+            // A finished turn is told with its answer: Claude Code's Stop hook carries its last
+            // message (`last_assistant_message`), a structured agent's `result` its text.
+            let answered = match &event.kind {
+                _ if kind != "idle" => None,
+                corral_actors::EventKind::Hook { payload, .. } => payload
+                    .get("last_assistant_message")
+                    .and_then(|m| m.as_str())
+                    .filter(|m| !m.trim().is_empty())
+                    .map(one_line),
+                corral_actors::EventKind::Agent(
+                    corral_actors::stream_json::AgentEvent::Result {
+                        text: Some(text), ..
+                    },
+                ) if !text.trim().is_empty() => Some(one_line(text)),
+                _ => None,
+            };
             let n = Notification {
                 id: format!("{}:{}", info.id, event.seq),
                 session: info.id,
@@ -405,7 +430,8 @@ pub async fn run(app: Arc<App>, watch: Watch) {
                 detail: asks_at_start
                     .or(why)
                     .or_else(|| info.permission.as_ref().and_then(detail))
-                    .or(notified),
+                    .or(notified)
+                    .or(answered),
                 url: format!("{}/#/s/{}", page.trim_end_matches('/'), info.id),
                 time: corral_actors::time::format(std::time::SystemTime::now()),
             };
