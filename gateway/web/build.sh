@@ -12,9 +12,9 @@ fi
 
 # Type-check (esbuild only strips types), then the pure helpers' unit tests.
 npx --no-install tsc --noEmit -p .
-npx --no-install esbuild src/format.test.ts --bundle --platform=node --format=esm \
-  --outfile=node_modules/.cache/corral-test/format.test.mjs --log-level=warning
-node --test --test-reporter=dot node_modules/.cache/corral-test/format.test.mjs
+npx --no-install esbuild src/format.test.ts src/agentlines.test.ts --bundle --platform=node --format=esm \
+  --outdir=node_modules/.cache/corral-test --out-extension:.js=.mjs --log-level=warning
+node --test --test-reporter=dot node_modules/.cache/corral-test/*.test.mjs
 
 rm -rf dist
 mkdir -p dist

@@ -413,3 +413,53 @@ def test_a_much_taller_view_takes_back_every_row(server, page):
     while lines and not lines[-1].strip():
         lines.pop()
     assert lines == [f"line {i}" for i in range(1, 301)], lines
+
+
+def test_a_structured_agent_s_output_reads_as_a_conversation(server, page, tmp_path):
+    """A structured agent (stream-json mode) prints a JSON object per line: the view shows its
+    text, a line per tool call, question and result, and the end of its turn — not the JSON,
+    which was all the page showed. A fresh view of it (its backlog) shows the same."""
+    import json
+
+    lines = [
+        {"type": "system", "subtype": "init", "model": "claude-stub", "cwd": "/work"},
+        {"type": "assistant", "message": {"content": [
+            {"type": "text", "text": "I will create the file."},
+            {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "touch made"}},
+        ]}},
+        {"type": "control_request", "request_id": "r1",
+         "request": {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "touch made"}}},
+        {"type": "user", "message": {"content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "made it", "is_error": False},
+        ]}},
+        {"type": "assistant", "message": {"content": [{"type": "text", "text": "The file is there."}]}},
+        {"type": "result", "subtype": "success", "is_error": False, "duration_ms": 1500, "total_cost_usd": 0.01},
+    ]
+    fixture = tmp_path / "lines.jsonl"
+    fixture.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    # The profile's flags follow the program: a stand-in that ignores them.
+    program = tmp_path / "stand-in"
+    program.write_text(f"#!/bin/sh\ncat '{fixture}'\nexec sleep 600\n")
+    program.chmod(0o755)
+    s = server.spawn([str(program)], name="structured", mode="stream_json", agent="claude")
+    server.wait_output("structured", b'"type": "result"', 10)
+    want = [
+        "● session started · claude-stub · /work",
+        "I will create the file.",
+        "● Bash(touch made)",
+        "? asks to use Bash: touch made",
+        "  └ made it",
+        "The file is there.",
+        "— turn done · 1.5 s · $0.0100 —",
+    ]
+    for fresh in range(2):
+        page.goto(server.login_url(hash=f"/s/{s['id']}"))
+        wait_js(page, "window.corral.termText().includes('turn done')", 15, "the turn's end on the screen")
+        shown = [l for l in term_lines(page) if l.strip()]
+        assert shown[: len(want)] == want, shown
+        assert not any('"type"' in l for l in shown), shown
+        if not fresh:
+            page.screenshot(path=str(tmp_path / "structured.png"))
+            page.goto("about:blank")
+    # The log keeps the JSON as it was.
+    assert b'"type": "assistant"' in server.logs("structured")

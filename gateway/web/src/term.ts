@@ -16,6 +16,7 @@ import { debounce, h, toast } from './dom';
 import { EventsPanel } from './events';
 import { formatExit, isAlive } from './format';
 import { KeyBar } from './keybar';
+import { AgentLines } from './agentlines';
 import { PipeLine } from './pipeline';
 import { Renderer, THEME } from './renderer';
 import { overScrollback } from './redraw';
@@ -78,6 +79,8 @@ export class TermView {
   private readonly unsent: Unsent;
   /** The line being typed into a session on pipes (see `cooked`). */
   private readonly pipeLine: PipeLine;
+  /** A structured agent's output lines, shown as a person reads them (null: the output as it is). */
+  private agentLines: AgentLines | null = null;
   private readonly events: EventsPanel;
   private readonly offs: (() => void)[] = [];
   private readonly admin: boolean;
@@ -317,6 +320,7 @@ export class TermView {
       }
       this.uuid = info.id;
       this.term.options.convertEol = info.mode !== 'pty';
+      this.agentLines = info.mode === 'stream_json' ? (this.agentLines ?? new AgentLines()) : null;
       this.head.renderInfo();
       if (!this.writable) this.sizing.followSize(info.size);
       else if (this.uuid && resize) {
@@ -361,6 +365,7 @@ export class TermView {
       const start = Number(r.offset ?? 0);
       if (this.next == null) {
         this.next = start;
+        this.agentLines?.restart(start);
       } else if (start > this.next) {
         this.lagNotice(this.next, start);
       }
@@ -453,7 +458,7 @@ export class TermView {
       this.lagNotice(next, offset);
     }
     this.next = offset + payload.length;
-    this.write(payload, this.next);
+    this.write(this.agentLines ? this.agentLines.feed(payload) : payload, this.next);
     this.sayEnded();
   }
 
@@ -599,6 +604,7 @@ export class TermView {
   private lagNotice(from: number, to: number): void {
     this.lags.push([from, to]);
     this.next = Math.max(this.next ?? 0, to);
+    this.agentLines?.restart(this.next);
     const nl = this.atLineStart ? '' : '\r\n';
     this.write(
       `${nl}\x1b[0;30;43m— output skipped: bytes ${from}..${to} (viewer too slow) —\x1b[0m\r\n`,
