@@ -572,6 +572,9 @@ pub(crate) mod tests {
         // The last bytes, then the other side closes: they come, then the end (EIO).
         nix::unistd::write(&slave, b"bye").unwrap();
         drop(slave);
+        // (The terminal moves written bytes to its reader's side on a kernel worker: a read
+        // at once could find nothing yet, under load.)
+        wait_readable(&master);
         let (buf, len) = ring.reader_slot();
         // SAFETY: as above.
         let n = unsafe { server.read(master.as_raw_fd(), buf, len, 5, false, |n| ring.publish(n)) };
