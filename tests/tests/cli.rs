@@ -2619,6 +2619,8 @@ fn a_command_against_a_stopped_server_says_it_did_not_answer() {
     assert!(!out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("did not answer in time"), "{said}");
+    // What becomes of the request is said: over the local socket it carried its deadline.
+    assert!(said.contains("refuses it unbegun"), "{said}");
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert!(corral(&server, &["ps"]).status.success());
 }

@@ -2652,3 +2652,67 @@ async fn a_viewer_token_cannot_take_the_admin_s_last_connections() {
         "past max_connections"
     );
 }
+
+/// A request read after its client stopped waiting (`corral-deadline`) is refused unbegun: a
+/// server stopped with SIGSTOP while a spawn waited for it, continued after the client gave
+/// up, does not start the session (it did: every spawn, stop, removal and shutdown a client
+/// had reported as failed was carried out when the server resumed). A request in time goes
+/// through; a deadline that is not a number is a bad request.
+#[tokio::test]
+async fn a_request_read_after_its_client_stopped_waiting_is_not_carried_out() {
+    use corral_server::protocol::DEADLINE_HEADER;
+    let server = Server::start();
+    let ms = |from_now: Duration| {
+        (std::time::SystemTime::now() + from_now)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string()
+    };
+    let spawn = async |name: &str, deadline: &str| {
+        let body = json!({"name": name, "argv": ["sleep", "600"]}).to_string();
+        server
+            .client()
+            .send_with(
+                hyper::Method::POST,
+                "/v1/sessions",
+                Some(&server.token),
+                &[(DEADLINE_HEADER, deadline)],
+                Some(body.into_bytes()),
+            )
+            .await
+            .unwrap()
+            .response
+            .status()
+            .as_u16()
+    };
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let deadline = ms(Duration::from_millis(300));
+    let late = spawn("ghost", &deadline);
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    };
+    let (status, ()) = tokio::join!(late, resume);
+    assert_eq!(status, 408);
+    let (status, body) = server
+        .http("GET", "/v1/sessions/ghost", Some(&server.token), None)
+        .await;
+    assert_eq!(status, 404, "the late spawn was carried out: {body}");
+    assert_eq!(spawn("in-time", &ms(Duration::from_secs(30))).await, 201);
+    assert_eq!(spawn("bad", "soon").await, 400);
+    let metrics = server
+        .http("GET", "/metrics", Some(&server.token), None)
+        .await
+        .1;
+    assert!(
+        metrics.contains(r#"rejected_total{reason="deadline"} 1"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rejected"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -44,6 +44,22 @@ pub enum ClientError {
     /// No answer in time.
     #[error("the server at {0} did not answer in time")]
     Timeout(String),
+    /// A request sent whole was not answered in time: the server may be stopped (SIGSTOP) or
+    /// stalled, and what becomes of the request is said (see `protocol::DEADLINE_HEADER`).
+    #[error(
+        "the server at {server} did not answer in time (is it stopped, or overloaded?); {}",
+        if *.deadline_sent {
+            "if it reads this request later it refuses it unbegun, one it had begun may still finish: `corral ps` tells"
+        } else {
+            "it may still carry this request out when it resumes: `corral ps` tells"
+        }
+    )]
+    NoAnswer {
+        /// The server.
+        server: String,
+        /// The request carried its deadline.
+        deadline_sent: bool,
+    },
     /// HTTP failed (connection reset, malformed answer...).
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
@@ -80,6 +96,7 @@ impl ClientError {
             ClientError::NoServer(_)
                 | ClientError::Connect { .. }
                 | ClientError::Timeout(_)
+                | ClientError::NoAnswer { .. }
                 | ClientError::Http(_)
         )
     }

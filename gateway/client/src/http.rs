@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::endpoint::Client;
+use crate::endpoint::{Client, Endpoint};
 use crate::error::ClientError;
 
 /// How long a stop or a removal may take (it waits for the session's grace).
@@ -183,15 +183,32 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let bound = bound(&method, path);
+        // Over the local socket (one clock), the server is told when this stops waiting, and
+        // refuses the request unbegun if it reads it later (stopped with SIGSTOP meanwhile).
+        let deadline = match self.endpoint {
+            Endpoint::Unix(_) => (std::time::SystemTime::now() + bound)
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis().to_string()),
+            Endpoint::Tcp(_) => None,
+        };
+        let headers: Vec<(&str, &str)> = deadline
+            .as_deref()
+            .map(|d| (corral_server::protocol::DEADLINE_HEADER, d))
+            .into_iter()
+            .collect();
         let exchange = async {
-            let s = self.send(method, path, token, body).await?;
+            let s = self.send_with(method, path, token, &headers, body).await?;
             let status = s.response.status();
             let bytes = whole(s.response.into_body()).await?;
             Ok((status, bytes))
         };
         tokio::time::timeout(bound, exchange)
             .await
-            .map_err(|_| ClientError::Timeout(self.endpoint.describe()))?
+            .map_err(|_| ClientError::NoAnswer {
+                server: self.endpoint.describe(),
+                deadline_sent: deadline.is_some(),
+            })?
     }
 
     /// A request whose 2xx body decodes as `T`; any other answer is the server's error.

@@ -20,6 +20,7 @@ pub mod connection;
 pub mod connections;
 pub mod conversation;
 pub mod datadir;
+pub mod deadline;
 pub mod error;
 pub mod http;
 pub mod http_url;

@@ -24,6 +24,13 @@ pub const SUBPROTOCOL: &str = "corral.v1";
 /// an Authorization header on a WebSocket.
 pub const TOKEN_PROTOCOL_PREFIX: &str = "corral.token.";
 
+/// A request's deadline (milliseconds since the Unix epoch): when its client stops waiting for
+/// the answer. A request read after it is refused unbegun (`timeout`, 408): a server that was
+/// stopped (SIGSTOP) or stalled while the client gave up must not carry out, once it resumes, a
+/// spawn, stop or shutdown its client already reported as failed. The CLI sends it over the
+/// local socket only (one clock); a client without it is not concerned.
+pub const DEADLINE_HEADER: &str = "corral-deadline";
+
 /// Binary frame kinds.
 pub mod kind {
     /// Server → client: output bytes of a subscription at an offset.

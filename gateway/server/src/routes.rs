@@ -97,6 +97,10 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             crate::access::loopback_host,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::deadline::client_deadline,
+        ))
         .with_state(app)
 }
 
