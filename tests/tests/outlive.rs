@@ -2184,3 +2184,148 @@ async fn ps_says_a_session_was_lost() {
     let row = ps.lines().find(|l| l.contains("gone")).unwrap();
     assert!(row.contains("lost: its holder"), "{ps}");
 }
+
+/// `state.db` removed while the server runs (a cleanup's `rm state.db*`): the server writes it
+/// again from its own copy, so a next server (after a SIGKILL here) still has every session
+/// and takes them back. Unnoticed, the commits went to a file nobody read again, and the next
+/// server ended both running programs as holders of no record and deleted their scrollback.
+#[tokio::test]
+async fn a_registry_removed_under_the_server_is_written_again() {
+    let mut server = Server::start();
+    let first = server
+        .spawn(json!({"name": "before", "argv": ["sh", "-c", "while :; do echo tick; sleep 0.2; done"]}))
+        .await;
+    let db = server.dir.path().join("state.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&path).exists() {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let second = server
+        .spawn(json!({"name": "after", "argv": ["sleep", "1000"]}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !db.exists() {
+        assert!(Instant::now() < deadline, "state.db was not written again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Written again with the spawn that came after the removal too (it may take a turn).
+    let names = || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let mut q = conn
+            .prepare("SELECT name FROM sessions ORDER BY name")
+            .unwrap();
+        q.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
+    while names() != ["after", "before"] {
+        assert!(Instant::now() < deadline, "{:?}", names());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    server.restart();
+    for (name, info) in [("before", &first), ("after", &second)] {
+        let s = server.session(name).await;
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["pid"], info["pid"], "{s}");
+    }
+}
+
+/// A data dir whose `state.db` is gone while programs run under their holders (moved aside
+/// because it was damaged, removed by hand while no server ran): `corral serve` refuses to
+/// start, naming the holders, instead of ending the running programs with their scrollback as
+/// holders of no record. Once they are ended as it says, a server starts.
+#[tokio::test]
+async fn a_server_without_its_registry_leaves_running_sessions_alone() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "precious", "argv": ["sleep", "1000"]}))
+        .await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let holder = info["holder_pid"].as_i64().unwrap() as i32;
+    server.kill();
+    let dir = server.dir.path().to_path_buf();
+    for suffix in ["-wal", "-shm"] {
+        let path = dir.join(format!("state.db{suffix}"));
+        if path.exists() {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    // `corral serve`, which must end (refusing) within 30 s: one that started is killed and
+    // said.
+    let serve = || {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(corral_tests::binary())
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    child.kill().unwrap();
+                    panic!("it started: {:?}", child.wait_with_output().unwrap());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.wait_with_output().unwrap()
+        })
+    };
+    // Damaged first (its header overwritten): said so, with what to do.
+    {
+        use std::io::Write;
+        let mut db = std::fs::File::options()
+            .write(true)
+            .open(dir.join("state.db"))
+            .unwrap();
+        db.write_all(&[0x5a; 100]).unwrap();
+    }
+    let out = serve().await.unwrap();
+    assert!(!out.status.success(), "it started on a damaged registry");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("state.db is damaged") && said.contains("from a backup"),
+        "{said}"
+    );
+    assert!(alive(pid), "the program was ended: {said}");
+    // Then moved aside.
+    std::fs::rename(dir.join("state.db"), dir.join("state.db.damaged")).unwrap();
+    let out = serve().await.unwrap();
+    assert!(!out.status.success(), "it started without its registry");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no state.db") && said.contains(&format!("kill -9 {holder}")),
+        "{said}"
+    );
+    assert!(alive(pid), "the program was ended: {said}");
+    assert!(
+        !dir.join("state.db").exists(),
+        "an empty registry was left: {said}"
+    );
+    // Ended as it says, a server starts (and has nothing).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the program outlived its holder's terminal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.restart();
+    assert!(list(&server).await.is_empty());
+}

@@ -164,6 +164,18 @@ impl Holders {
             .collect()
     }
 
+    /// The holders that answer on their sockets, each with its pid (`SO_PEERCRED`): programs
+    /// running now (a socket a dead holder left answers nothing). Blocking: connects to each.
+    pub fn answering(&self) -> Vec<(Uuid, i32)> {
+        self.sockets()
+            .into_iter()
+            .filter_map(|id| {
+                let conn = super::wire::connect(&self.socket(id)).ok()?;
+                Some((id, super::wire::peer_pid(&conn).ok()?))
+            })
+            .collect()
+    }
+
     /// Removes what a dead holder of session `id` left (its socket and log).
     pub fn forget(&self, id: Uuid) {
         for path in [self.socket(id), self.log(id)] {

@@ -54,6 +54,14 @@ impl From<String> for PersistError {
 }
 
 impl PersistError {
+    /// Whether SQLite found `state.db` damaged (malformed, or not a database at all).
+    pub fn is_damaged_db(&self) -> bool {
+        matches!(self, PersistError::Db { source, .. } if matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ))
+    }
+
     /// A closure mapping SQLite's error to [`PersistError::Db`] for operation `what`.
     pub(crate) fn db(what: &str) -> impl FnOnce(rusqlite::Error) -> PersistError + '_ {
         move |source| PersistError::Db {

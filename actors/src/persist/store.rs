@@ -99,6 +99,16 @@ pub struct Store {
     retention: EventRetention,
     /// Rows were deleted since the last vacuum (see `enforce_retention`).
     freed: bool,
+    /// Where it is, and which file that was when it was opened (device, inode): see
+    /// [`Store::replaced`].
+    path: std::path::PathBuf,
+    file: Option<(u64, u64)>,
+}
+
+/// The (device, inode) of the file at `path`, if there is one.
+fn file_at(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Milliseconds since the epoch.
@@ -176,6 +186,8 @@ impl Store {
             events: 0,
             retention,
             freed: false,
+            path: path.to_path_buf(),
+            file: file_at(path),
         };
         store.migrate()?;
         store.events = store
@@ -183,6 +195,38 @@ impl Store {
             .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
             .map_err(err("counting events"))? as u64;
         Ok(store)
+    }
+
+    /// Whether `state.db` is no longer the file this store writes: removed (a cleanup's
+    /// `rm state.db*`) or replaced while the server ran. Its writes then go to a file nobody
+    /// will read again: the next server would find no record, and end every running session
+    /// as a stray.
+    pub fn replaced(&self) -> bool {
+        file_at(&self.path) != self.file
+    }
+
+    /// Writes what this store holds to `state.db` again (a copy made whole beside it, then
+    /// renamed over whatever is there) and goes on in that file.
+    pub fn write_again(&mut self) -> StoreResult<()> {
+        let copy = self.path.with_extension("db.again");
+        if copy.exists() {
+            std::fs::remove_file(&copy).map_err(|source| PersistError::Io {
+                what: format!("removing {}", copy.display()),
+                source,
+            })?;
+        }
+        let target = copy
+            .to_str()
+            .ok_or_else(|| PersistError::Data(format!("{} is not UTF-8", copy.display())))?;
+        self.conn
+            .execute("VACUUM INTO ?1", [target])
+            .map_err(err("copying the registry"))?;
+        std::fs::rename(&copy, &self.path).map_err(|source| PersistError::Io {
+            what: format!("putting {} back", self.path.display()),
+            source,
+        })?;
+        *self = Store::open(&self.path, self.retention)?;
+        Ok(())
     }
 
     fn migrate(&mut self) -> StoreResult<()> {

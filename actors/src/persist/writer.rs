@@ -62,6 +62,8 @@ const COALESCE: Duration = Duration::from_millis(10);
 const TRICKLE: u64 = 4096;
 /// How often the event age bound is enforced.
 const AGE_CHECK: Duration = Duration::from_secs(60);
+/// How often the persister looks whether `state.db` is still its file (`Store::replaced`).
+const FILE_CHECK: Duration = Duration::from_secs(1);
 
 /// One session whose output is being persisted.
 struct Scrollback {
@@ -116,6 +118,8 @@ pub(crate) struct Writer {
     db_failing: bool,
     /// Last enforcement of the age bound.
     last_age_check: Instant,
+    /// See [`FILE_CHECK`].
+    last_file_check: Instant,
     /// Last sync of the logs.
     last_sync: Instant,
     /// Flush requests answered at the end of this turn.
@@ -173,6 +177,7 @@ impl Writer {
             dropped_recorded: 0,
             db_failing: false,
             last_age_check: Instant::now(),
+            last_file_check: Instant::now(),
             last_sync: Instant::now(),
             flushes: Vec::new(),
             parked: HashSet::new(),
@@ -517,6 +522,10 @@ impl Writer {
                 committed.set();
             }
         }
+        if self.last_file_check.elapsed() >= FILE_CHECK {
+            self.last_file_check = Instant::now();
+            self.put_back_if_gone();
+        }
         if !self.db_failing {
             let check_age = self.last_age_check.elapsed() >= AGE_CHECK;
             if check_age {
@@ -524,6 +533,33 @@ impl Writer {
             }
             if let Err(e) = self.store.enforce_retention(check_age) {
                 tracing::warn!(error = %e, "event retention not enforced this turn");
+            }
+        }
+    }
+
+    /// `state.db` removed or replaced while the server runs (a cleanup's `rm state.db*`): its
+    /// records are written there again from this store's (still open) copy. Unnoticed, every
+    /// commit went to a file nobody would read again, and the next server ended every running
+    /// session as a holder of no record, with its scrollback.
+    fn put_back_if_gone(&mut self) {
+        if !self.store.replaced() {
+            return;
+        }
+        match self.store.write_again() {
+            Ok(()) => {
+                tracing::error!(
+                    "state.db was removed or replaced while the server ran: written again from the server's copy"
+                );
+                self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Tried again at the next check.
+                self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "state.db was removed or replaced while the server ran, and could not be written again");
+                self.stats.set_error(Some(format!(
+                    "state.db was removed while the server ran and could not be written again: {e}"
+                )));
+                self.db_failing = true;
             }
         }
     }
@@ -762,6 +798,8 @@ impl Writer {
             self.pump(id, usize::MAX);
         }
         self.commit();
+        // The next server reads this file: it must be the one written.
+        self.put_back_if_gone();
         self.sync_logs();
         if let Err(e) = self.store.checkpoint() {
             tracing::warn!(error = %e, "WAL checkpoint at close failed");

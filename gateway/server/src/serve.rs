@@ -121,15 +121,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     opts.gateway.agents.check()?;
     opts.gateway.check().map_err(anyhow::Error::msg)?;
+    let holders = if opts.gateway.holders {
+        Some(Holders::new(exe.clone(), data.path().join("holders"))?)
+    } else {
+        None
+    };
+    if let Some(h) = &holders {
+        registry_not_lost(data.path(), h).await?;
+    }
     let corral = Corral::start(CorralConfig {
         sessions: SessionsConfig {
             tmp_root,
             // PTY sessions get a holder each (`<this binary> holder`): they outlive this process.
-            holders: if opts.gateway.holders {
-                Some(Holders::new(exe.clone(), data.path().join("holders"))?)
-            } else {
-                None
-            },
+            holders,
             max_sessions,
             ..SessionsConfig::default()
         },
@@ -142,6 +146,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         Some(free) => anyhow::anyhow!(
             "{e} (the disk holding {} is full: {free} bytes free)",
             data.path().display()
+        ),
+        None if damaged(&e) => anyhow::anyhow!(
+            "{e}: state.db is damaged. The sessions that ran go on under their holders and \
+             their scrollback stays in logs/; put state.db back from a backup and start again \
+             (without it, `corral serve` refuses to start while sessions run, rather than end them)"
         ),
         None => anyhow::Error::from(e),
     })?;
@@ -160,6 +169,37 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             std::process::exit(1)
         }
     }
+}
+
+/// Whether starting failed on a damaged `state.db` (SQLite's "malformed", "not a database").
+fn damaged(e: &corral_actors::StartError) -> bool {
+    matches!(e, corral_actors::StartError::Persist(p) if p.is_damaged_db())
+}
+
+/// Refuses to start when `state.db` is gone but programs run under their holders: a server
+/// started then would find no record of them and end each, with its scrollback, as a holder of
+/// no session (`recovery::release_strays`). A registry removed by hand (a cleanup's
+/// `rm state.db*`, one moved aside because it was damaged) must not take the running agents
+/// with it; the message says the two ways on.
+async fn registry_not_lost(dir: &std::path::Path, holders: &Holders) -> anyhow::Result<()> {
+    let db = dir.join("state.db");
+    let h = holders.clone();
+    let (exists, running) =
+        tokio::task::spawn_blocking(move || (db.exists(), h.answering())).await?;
+    if exists || running.is_empty() {
+        return Ok(());
+    }
+    let pids: Vec<String> = running.iter().map(|(_, pid)| pid.to_string()).collect();
+    anyhow::bail!(
+        "{} has no state.db, but {} session(s) run under their holders (holder pids {}): a \
+         server started now would find no record of them and end them with their scrollback. \
+         Put state.db back (a backup) and start again; or end them (`kill -9 {}`: each \
+         holder's terminal closes, and its program gets SIGHUP) and start again",
+        dir.display(),
+        running.len(),
+        pids.join(", "),
+        pids.join(" ")
+    )
 }
 
 /// The server from the moment its sessions are back: listeners, `server.json`, serving, then
