@@ -336,7 +336,14 @@ impl Sessions {
             .await
             .map_err(|e| match e {
                 corral_runtime::SupervisorError::StartFailed { reason, .. } => {
-                    SessionError::Spawn(reason)
+                    // The actor's own `SessionError::Spawn`, said once (its Display opens with
+                    // this already: "could not start the process: could not start the …").
+                    let said = "could not start the process: ";
+                    SessionError::Spawn(
+                        reason
+                            .strip_prefix(said)
+                            .map_or(reason.clone(), str::to_string),
+                    )
                 }
                 corral_runtime::SupervisorError::TooManyChildren { max } => {
                     SessionError::TooMany { max, ended: 0 }

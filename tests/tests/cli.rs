@@ -2130,6 +2130,18 @@ fn a_failed_spawn_says_why_and_leaves_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{err}");
     }
+    // A session's private TMPDIR that cannot be made (its folder is a file): said once (it
+    // read "could not start the process: could not start the process: private TMPDIR: …").
+    let tmp = server.dir.path().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"in the way").unwrap();
+    let out = corral(&server, &["spawn", "--", "cat"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("private TMPDIR"), "{err}");
+    assert_eq!(err.matches("could not start").count(), 1, "{err}");
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
     assert_eq!(ok(&server, &["ps", "--json"]).trim(), "[]");
     // The failed spawns' holders go with their files (a dead holder's are removed off the
     // workers, after the answer).
@@ -2941,4 +2953,29 @@ fn send_refuses_standard_input_past_its_bound_and_sends_nothing() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(std::fs::metadata(&out).map_or(0, |m| m.len()), 0);
+}
+
+/// A data dir this user may not read (mode 000; run without root's override) is said to be
+/// unreadable, not to have no server: one runs there.
+#[test]
+fn an_unreadable_data_dir_is_said_so_not_taken_for_no_server() {
+    let server = Server::start();
+    let dir = server.dir.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(binary())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("ps")
+        .output()
+        .expect("setpriv (util-linux)");
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(!err.contains("no corral server"), "{err}");
 }

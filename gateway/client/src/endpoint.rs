@@ -148,8 +148,17 @@ impl Client {
         let mut endpoint = match &url {
             Some(u) => Endpoint::Tcp(tcp_addr(u)?),
             None => {
-                if datadir::read_server_json(data_dir).is_err() {
-                    return Err(ClientError::NoServer(data_dir.to_path_buf()));
+                match datadir::read_server_json(data_dir) {
+                    Ok(_) => {}
+                    // Not "no server": one may run there, and this user may not look (a data
+                    // dir of mode 000, another user's).
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        return Err(ClientError::DataDir {
+                            path: data_dir.join("server.json"),
+                            source: e,
+                        });
+                    }
+                    Err(_) => return Err(ClientError::NoServer(data_dir.to_path_buf())),
                 }
                 Endpoint::Unix(socket_path(data_dir))
             }

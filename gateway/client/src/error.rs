@@ -22,6 +22,15 @@ pub enum ClientError {
     /// A URL this client cannot use.
     #[error("only http:// URLs are supported, not {0}")]
     BadUrl(String),
+    /// The data dir cannot be read by this user (its mode, another user's): whether a server
+    /// runs there is not known.
+    #[error("cannot read {}: {source}", path.display())]
+    DataDir {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The server cannot be reached.
     #[error("cannot reach the server at {addr} (is it running?): {source}")]
     Connect {
