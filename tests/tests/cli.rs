@@ -2979,3 +2979,88 @@ fn an_unreadable_data_dir_is_said_so_not_taken_for_no_server() {
     );
     assert!(!err.contains("no corral server"), "{err}");
 }
+
+/// A follower (`logs -f`) of a server stopped with SIGSTOP says, within ~15 s, that the server
+/// does not answer, and once it is continued that it answers again — and goes on following (it
+/// sat silent, and seemed to hang). A `wait --timeout 2` against the stopped server gives up
+/// after its 2 s (it took 15), saying the server did not answer.
+#[test]
+fn a_follower_says_when_the_server_stops_answering_and_when_it_answers_again() {
+    use std::io::BufRead;
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "quiet",
+            "--",
+            "sh",
+            "-c",
+            "echo first; exec cat",
+        ],
+    );
+    let mut follower = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["logs", "-f", "quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = said.clone();
+        let stderr = follower.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                said.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        })
+    };
+    let mut stdout = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("first"), "{first}");
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t = Instant::now();
+    let out = corral(
+        &server,
+        &["wait", "quiet", "--for", "exit", "--timeout", "2"],
+    );
+    let waited = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !said.lock().unwrap().contains("has not answered") {
+        if Instant::now() > deadline {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            panic!("not said: {}", said.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not answer"),
+        "{out:?}"
+    );
+    ok(&server, &["send", "quiet", "after\\n"]);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        if line.contains("after") {
+            break;
+        }
+    }
+    eventually("said it answers again", || {
+        said.lock().unwrap().contains("answers again")
+    });
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    reader.join().unwrap();
+}

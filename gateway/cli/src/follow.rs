@@ -168,6 +168,19 @@ fn last_lines(bytes: &[u8], n: u64) -> Option<usize> {
     None
 }
 
+/// Says on stderr that the server stopped answering ([`Incoming::Silent`]: stopped with
+/// SIGSTOP, wedged), or answers again; a follower said nothing and seemed to hang.
+pub fn say_silence(i: &Incoming) {
+    match i {
+        Incoming::Silent => eprintln!(
+            "corral: the server has not answered for {} s (is it stopped, or overloaded?); still waiting",
+            (corral_client::ws::PING_AFTER_QUIET + corral_client::ws::SILENT_AFTER_PING).as_secs()
+        ),
+        Incoming::Answering => eprintln!("corral: the server answers again"),
+        _ => {}
+    }
+}
+
 /// A session's retained output in `[from, to)`: where it starts (later than `from` when the
 /// start is no longer retained) and the bytes.
 async fn read_range(
@@ -296,6 +309,10 @@ pub async fn logs(
                 }
                 Incoming::Json(v) if v["type"] == "closed" => return Ok(stdout.flush().await?),
                 Incoming::Closed(r) => break Some(r),
+                i @ (Incoming::Silent | Incoming::Answering) => {
+                    stdout.flush().await?;
+                    say_silence(&i);
+                }
                 _ => {}
             }
         };
@@ -388,6 +405,7 @@ pub async fn events(
                 Incoming::Json(v) if v["type"] == "events_lagged" => break None,
                 Incoming::Json(v) if v["type"] == "closed" => return Ok(()),
                 Incoming::Closed(r) => break Some(r),
+                i @ (Incoming::Silent | Incoming::Answering) => say_silence(&i),
                 _ => {}
             }
         };

@@ -83,6 +83,10 @@ async fn blocked(client: &Client, session: &str, until: &str) -> String {
     }
 }
 
+/// How long a wait that timed out asks the server what keeps the session (said with the
+/// timeout) before it leaves without saying.
+const BLOCKED_LOOK: Duration = Duration::from_secs(1);
+
 /// Waits until `session` is `until` (or ended); across a server restart or upgrade too (it
 /// reconnects as `corral logs -f` does, and looks again).
 /// With `limit`, it gives up after that long (status 124, as timeout(1)); the condition is
@@ -109,17 +113,30 @@ pub async fn wait(
     let mut client = client.clone();
     let mut said_no_agent = false;
     loop {
-        let mut ws = client.ws().await?;
-        // Subscribe first, then look: no event falls between the look and the follow.
-        ws.request(Op::Subscribe {
-            session: session.to_string(),
-            from: None,
-            history: false,
-            rows: None,
-            after: None,
-        })
-        .await?;
-        let view = client.session(session).await?;
+        // Subscribe first, then look: no event falls between the look and the follow. Within
+        // the limit: a server that takes the connection and answers nothing (stopped with
+        // SIGSTOP) does not make a 5 s wait one of 15.
+        let look = async {
+            let mut ws = client.ws().await?;
+            ws.request(Op::Subscribe {
+                session: session.to_string(),
+                from: None,
+                history: false,
+                rows: None,
+                after: None,
+            })
+            .await?;
+            let view = client.session(session).await?;
+            Ok::<_, corral_client::ClientError>((ws, view))
+        };
+        let (mut ws, view) = match tokio::time::timeout_at(deadline.unwrap_or(far), look).await {
+            Ok(looked) => looked?,
+            Err(_) => {
+                return timed_out(
+                    ": the server did not answer in time (is it stopped, or overloaded?)",
+                );
+            }
+        };
         if let Some(code) = check(&view, until) {
             return Ok(code);
         }
@@ -136,7 +153,9 @@ pub async fn wait(
                     return Ok(ExitCode::SUCCESS);
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                    return timed_out(&blocked(&client, session, until).await);
+                    // What keeps it, if the server says so at once (not another wait).
+                    let why = tokio::time::timeout(BLOCKED_LOOK, blocked(&client, session, until));
+                    return timed_out(&why.await.unwrap_or_default());
                 }
             };
             match incoming {
@@ -189,6 +208,7 @@ pub async fn wait(
                     }
                 }
                 Incoming::Closed(reason) => break reason,
+                i @ (Incoming::Silent | Incoming::Answering) => crate::follow::say_silence(&i),
                 _ => {}
             }
         };

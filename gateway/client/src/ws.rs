@@ -32,6 +32,9 @@ impl Client {
             next_id: 0,
             backlog: Default::default(),
             backlog_bytes: 0,
+            probed: None,
+            ponged: false,
+            silent: false,
         })
     }
 
@@ -80,7 +83,18 @@ pub enum Incoming {
     Bin(u8, u32, u64, Vec<u8>),
     /// Closed, with a reason.
     Closed(String),
+    /// Nothing came for a while and a ping went unanswered for [`SILENT_AFTER_PING`]: the
+    /// server took the connection and answers nothing (stopped with SIGSTOP, wedged). Said
+    /// once; the connection is kept (a continued server goes on where it was).
+    Silent,
+    /// The server answers again after [`Incoming::Silent`] (what it sent comes next).
+    Answering,
 }
+
+/// Quiet this long, the connection is pinged (a healthy server answers at once).
+pub const PING_AFTER_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+/// A ping unanswered this long makes [`Incoming::Silent`].
+pub const SILENT_AFTER_PING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A native-protocol connection.
 pub struct Conn {
@@ -93,6 +107,12 @@ pub struct Conn {
     backlog: std::collections::VecDeque<Incoming>,
     /// The payload bytes `backlog` holds.
     backlog_bytes: usize,
+    /// When the connection was pinged for being quiet, until something comes.
+    probed: Option<tokio::time::Instant>,
+    /// A pong came since then.
+    ponged: bool,
+    /// [`Incoming::Silent`] was said, and nothing came since.
+    silent: bool,
 }
 
 /// Most frames kept aside while a `call` waits for its reply.
@@ -108,6 +128,7 @@ fn weight(i: &Incoming) -> usize {
         Incoming::Json(v) => v.to_string().len(),
         Incoming::Bin(_, _, _, payload) => payload.len(),
         Incoming::Closed(reason) => reason.len(),
+        Incoming::Silent | Incoming::Answering => 0,
     }
 }
 
@@ -132,7 +153,40 @@ impl Conn {
             self.backlog_bytes -= weight(&i);
             return i;
         }
-        self.next_live().await
+        loop {
+            match tokio::time::timeout(PING_AFTER_QUIET, self.next_live()).await {
+                Ok(i) => {
+                    self.probed = None;
+                    self.ponged = false;
+                    if std::mem::take(&mut self.silent) {
+                        self.backlog_bytes += weight(&i);
+                        self.backlog.push_front(i);
+                        return Incoming::Answering;
+                    }
+                    return i;
+                }
+                Err(_) if std::mem::take(&mut self.ponged) => {
+                    // Quiet, but there.
+                    self.probed = None;
+                    if std::mem::take(&mut self.silent) {
+                        return Incoming::Answering;
+                    }
+                }
+                Err(_) => match self.probed {
+                    None => {
+                        if let Err(e) = self.ws.send(Message::Ping(Default::default())).await {
+                            return Incoming::Closed(e.to_string());
+                        }
+                        self.probed = Some(tokio::time::Instant::now());
+                    }
+                    Some(at) if !self.silent && at.elapsed() >= SILENT_AFTER_PING => {
+                        self.silent = true;
+                        return Incoming::Silent;
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
     }
 
     async fn next_live(&mut self) -> Incoming {
@@ -150,6 +204,10 @@ impl Conn {
                 ),
                 Some(Ok(Message::Close(c))) => {
                     Incoming::Closed(c.map(|c| c.reason.to_string()).unwrap_or_default())
+                }
+                Some(Ok(Message::Pong(_))) => {
+                    self.ponged = true;
+                    continue;
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => Incoming::Closed(e.to_string()),
