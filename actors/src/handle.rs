@@ -547,7 +547,7 @@ impl SessionHandle {
         // overflow every deadline made from it).
         let grace = grace.map(|g| g.min(crate::spec::SessionSpec::MAX_GRACE));
         let wait = grace.unwrap_or(Duration::from_secs(60)) + CALL_TIMEOUT;
-        let info = self
+        let mut info = self
             .call(
                 |reply| SessionMsg::Stop {
                     grace,
@@ -558,16 +558,18 @@ impl SessionHandle {
             )
             .await?;
         // (A shutdown's last flush covers every session at once.)
-        if !shutdown {
-            self.recorded("stopped").await;
+        if !shutdown && let Some(unsafe_yet) = self.recorded("stopped").await {
+            info.persist_error = Some(unsafe_yet);
         }
         Ok(info)
     }
 
     /// SIGKILL of the whole tree at once.
     pub async fn kill(&self) -> Result<SessionInfo, SessionError> {
-        let info = self.call(SessionMsg::Kill, CALL_TIMEOUT).await?;
-        self.recorded("killed").await;
+        let mut info = self.call(SessionMsg::Kill, CALL_TIMEOUT).await?;
+        if let Some(unsafe_yet) = self.recorded("killed").await {
+            info.persist_error = Some(unsafe_yet);
+        }
         Ok(info)
     }
 
@@ -576,13 +578,17 @@ impl SessionHandle {
     /// the session's holder gone, take it as lost, and restart a session that was stopped
     /// under `restart = always`). A commit is a write to the WAL, no sync; a registry that
     /// cannot take it does not fail the stop.
-    async fn recorded(&self, what: &str) {
-        let Some(journal) = self.shared.journal() else {
-            return;
-        };
-        if let Err(e) = journal.committed().await {
-            tracing::warn!(session = %self.id(), error = %e, "{what}, but not yet in the registry: a crash now would undo it");
-        }
+    /// Not yet: what the caller is told (and the session shows, as a spawn's does, until the
+    /// next write that succeeds): the registry refused (a full disk), and a crash now would undo
+    /// it.
+    async fn recorded(&self, what: &str) -> Option<String> {
+        let journal = self.shared.journal()?;
+        let e = journal.committed().await.err()?;
+        tracing::warn!(session = %self.id(), error = %e, "{what}, but not yet in the registry: a crash now would undo it");
+        let said =
+            format!("{what}, but not in the registry yet ({e}): a server crash now would undo it");
+        self.shared.feed.set_persist_error(Some(said.clone()));
+        Some(said)
     }
 
     /// Carries out a stop, kill or restart that was asked of this session before a server died
@@ -620,10 +626,12 @@ impl SessionHandle {
     /// spawn in the session's history, or, with only `restart requested` committed, restart
     /// the new process once more).
     pub async fn restart(&self) -> Result<SessionInfo, SessionError> {
-        let info = self
+        let mut info = self
             .call(SessionMsg::Restart, Duration::from_secs(120))
             .await??;
-        self.recorded("restarted").await;
+        if let Some(unsafe_yet) = self.recorded("restarted").await {
+            info.persist_error = Some(unsafe_yet);
+        }
         Ok(info)
     }
 }

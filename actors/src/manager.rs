@@ -500,13 +500,22 @@ impl Sessions {
             reg.by_name.remove(handle.name());
         }
         handle.shared.ring.close();
+        let mut info = info;
         if let Some(p) = &self.persist {
-            // Answered once forgotten, as a spawn once recorded (`spawn_with_id`).
-            if !p.remove(handle.id()) {
+            // Answered once forgotten, as a spawn once recorded (`spawn_with_id`); if not yet,
+            // the caller is told (a full disk), not only the log.
+            let unsafe_yet = if !p.remove(handle.id()) {
                 tracing::warn!(session = %handle.id(), "removed, but the registry's queue did not take the deletion: the next start brings it back");
+                Some("the registry's queue did not take it".to_string())
             } else if let Err(e) = p.committed().await {
                 tracing::warn!(session = %handle.id(), error = %e, "removed, but the registry still has it: a crash now would bring it back");
-            }
+                Some(e.to_string())
+            } else {
+                None
+            };
+            info.persist_error = unsafe_yet.map(|e| {
+                format!("removed, but not from the registry yet ({e}): a server crash now would bring it back")
+            });
         }
         Ok(info)
     }

@@ -2329,3 +2329,35 @@ async fn a_server_without_its_registry_leaves_running_sessions_alone() {
     server.restart();
     assert!(list(&server).await.is_empty());
 }
+
+/// A stop and a removal the registry could not take yet (its write lock held past SQLite's
+/// busy wait, as a full disk would refuse it) are done, and say so on the CLI as a warning —
+/// a crash before the next commit would undo them. They said only "stopped" / "removed".
+#[tokio::test]
+async fn a_stop_and_a_removal_not_yet_in_the_registry_are_said_to_be_unsafe() {
+    let server = Server::start();
+    for name in ["to-stop", "to-rm"] {
+        server
+            .spawn(json!({"name": name, "argv": ["sleep", "1000"]}))
+            .await;
+    }
+    let db = rusqlite::Connection::open(server.dir.path().join("state.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (stop, rm) = tokio::join!(
+        server.cli(&["stop", "to-stop"]),
+        server.cli(&["rm", "to-rm"])
+    );
+    db.execute_batch("COMMIT").unwrap();
+    for (out, said) in [
+        (
+            &stop,
+            "warning: to-stop stopped, but not in the registry yet",
+        ),
+        (&rm, "warning: to-rm removed, but not from the registry yet"),
+    ] {
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{err}");
+        assert!(err.contains("a server crash now would"), "{err}");
+    }
+}

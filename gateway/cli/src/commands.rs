@@ -376,10 +376,9 @@ pub async fn run(
             let client = &client;
             return Ok(each(&sessions, |session| async move {
                 let s = client.remove(&session).await?;
-                Ok(format!(
-                    "{} removed",
-                    if s.name.is_empty() { &session } else { &s.name }
-                ))
+                let name = if s.name.is_empty() { &session } else { &s.name };
+                warn_unsafe(name, &s);
+                Ok(format!("{name} removed"))
             })
             .await);
         }
@@ -554,7 +553,15 @@ pub async fn run(
 /// `name state` of a session an operation answered with.
 fn shown(key: &str, s: corral_actors::SessionInfo) -> String {
     let name = if s.name.is_empty() { key } else { &s.name };
+    warn_unsafe(name, &s);
     format!("{name} {}", s.state.as_str())
+}
+
+/// Done, but not safe yet (the registry refused it: a full disk): said, as a spawn's is.
+fn warn_unsafe(name: &str, s: &corral_actors::SessionInfo) {
+    if let Some(e) = &s.persist_error {
+        eprintln!("corral: warning: {name} {e}");
+    }
 }
 
 /// Does `act` to every session named, all at once (a stop of each waits its grace: eight
