@@ -1260,3 +1260,58 @@ async fn upgrades_at_once_start_one_successor() {
     let (status, _) = server.http("GET", "/v1/health", None, None).await;
     assert_eq!(status, 200);
 }
+
+/// A successor killed as soon as it is started: `corral upgrade` says so within seconds —
+/// either the old server is still serving (killed before the handover: what this test's
+/// timing gives), or none runs now (killed after it, which a helper's tryout hit: it waited
+/// 60 s, then said the new server "did not answer", while no server ran at all) and a
+/// `corral serve` takes the sessions back.
+#[tokio::test]
+async fn an_upgrade_whose_successor_dies_says_so_at_once() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "kept", "argv": ["sleep", "1000"]}))
+        .await;
+    let old = server.pid();
+    let upgrade = std::process::Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .arg("upgrade")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    // The successor: the old server's child that serves (not a holder).
+    let successor = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: i32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == old && cmdline.split(|b| *b == 0).any(|a| a == b"serve")).then_some(pid)
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no successor");
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(successor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = upgrade.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("still serving") {
+        assert_eq!(server.session("kept").await["pid"], info["pid"]);
+        return;
+    }
+    assert!(err.contains("exited before it answered"), "{err}");
+    assert!(err.contains("no server runs"), "{err}");
+    server.kill();
+    server.restart();
+    assert_eq!(server.session("kept").await["pid"], info["pid"]);
+}

@@ -13,6 +13,28 @@ const WAIT: Duration = Duration::from_secs(60);
 pub async fn upgrade(client: &Client) -> anyhow::Result<()> {
     let h = client.upgrade().await?;
     let deadline = Instant::now() + WAIT;
+    // On this machine, the successor is watched: one that exits before it answers (killed,
+    // crashed) is said at once — the old server has handed over and left, so none runs now.
+    // (Opened after the answer: a successor gone by then is not found, and the wait says so.)
+    let gone = || {
+        anyhow::anyhow!(
+            "the new server (pid {}) exited before it answered, after the old one had handed \
+             over: no server runs for this data dir now. The sessions run on under their \
+             holders: start one (`corral serve`) and it takes them back; why it exited is in \
+             its log",
+            h.new_pid
+        )
+    };
+    let successor = match (&client.endpoint, i32::try_from(h.new_pid)) {
+        (corral_client::Endpoint::Unix(_), Ok(pid)) => {
+            match corral_actors::process::pidfd::PidFd::open(pid) {
+                Ok(p) => Some(p),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(gone()),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
     loop {
         // The old server has stopped answering once it left; the socket (TCP: the same one,
         // inherited; Unix: bound again) then reaches the successor.
@@ -24,6 +46,9 @@ pub async fn upgrade(client: &Client) -> anyhow::Result<()> {
                 h.old.version, h.old.pid, health.version, h.new_pid
             );
             return Ok(());
+        }
+        if successor.as_ref().is_some_and(|p| p.is_exited()) {
+            return Err(gone());
         }
         if Instant::now() > deadline {
             bail!(
