@@ -3064,3 +3064,77 @@ fn a_follower_says_when_the_server_stops_answering_and_when_it_answers_again() {
     follower.wait().unwrap();
     reader.join().unwrap();
 }
+
+/// `corral upgrade` on a full disk: the successor cannot write to the data dir, says why, and
+/// the old server keeps serving — and the command says the disk's error (it said the new binary
+/// "exited before it was ready (signal 9)", killed by the old server itself, its log empty).
+/// Needs root for the tmpfs.
+#[test]
+fn an_upgrade_on_a_full_disk_says_why_and_the_server_keeps_serving() {
+    use std::io::Write;
+    let mount = tempfile::tempdir().unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(mount.path())
+        .output()
+        .expect("run mount (this test needs it)");
+    assert!(out.status.success(), "cannot mount a tmpfs: {out:?}");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if let Err(e) = Command::new("umount").arg("-l").arg(self.0).status() {
+                eprintln!("umount: {e}");
+            }
+        }
+    }
+    let _unmount = Unmount(mount.path());
+    let dir = mount.path().join("d");
+    let cli = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Killed if the test fails before its shutdown (it would outlive the test).
+    struct Serving(std::process::Child);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait()
+                && let Err(e) = self.0.kill()
+            {
+                eprintln!("kill: {e}");
+            }
+            if let Err(e) = self.0.wait() {
+                eprintln!("wait: {e}");
+            }
+        }
+    }
+    let _server = Serving(
+        Command::new(binary())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("the server serves", || cli(&["ps"]).status.success());
+    let mut f = std::fs::File::create(mount.path().join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&block[..512]).is_ok() {}
+    drop(f);
+    let out = cli(&["upgrade"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused to start") && err.contains("cannot write to the data dir"),
+        "{err}"
+    );
+    assert!(err.contains("still serving"), "{err}");
+    std::fs::remove_file(mount.path().join("filler")).unwrap();
+    assert!(cli(&["ps"]).status.success());
+    assert!(cli(&["shutdown"]).status.success());
+}

@@ -50,7 +50,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             // A successor that could not write to its data dir (a full disk) would fail after
             // the old server left, leaving none: it says so before it says ready, and the old
             // one keeps serving.
-            probe_writable(&opts.data_dir)?;
+            if let Err(e) = probe_writable(&opts.data_dir) {
+                // Said to the old server, whose `corral upgrade` tells its user (it said only
+                // that the new binary exited, killed — by the old server itself).
+                if let Err(w) = writeln!(ready, "error: {e}") {
+                    tracing::warn!(error = %w, "could not tell the old server why");
+                }
+                return Err(e);
+            }
             // Under systemd the unit follows us from here: its old main process is about to
             // exit (after our `ready`), and must not end the unit when it does.
             crate::systemd::claim();
