@@ -594,7 +594,7 @@ impl SessionHandle {
     /// Carries out a stop, kill or restart that was asked of this session before a server died
     /// mid-way (its state was left Stopping with `why`, see `session::actor::STOP_REQUESTED`):
     /// sent without waiting for it (a graceful stop takes its grace; a boot must not).
-    pub fn finish_request(&self, why: &str) {
+    pub fn finish_request(&self, why: &str, grace: Option<Duration>) {
         use crate::session::actor::{KILL_REQUESTED, RESTART_REQUESTED};
         // Nobody waits for the answers: the session records what it did.
         let sent = match why {
@@ -609,7 +609,7 @@ impl SessionHandle {
             _ => {
                 let (tx, _) = tokio::sync::oneshot::channel();
                 self.actor.send_message(SessionMsg::Stop {
-                    grace: None,
+                    grace,
                     shutdown: false,
                     reply: tx.into(),
                 })

@@ -182,6 +182,7 @@ impl Sessions {
                     agent_prompted: false,
                     interrupted: false,
                     removing: false,
+                    stop_grace: None,
                     last_seq: 0,
                 },
                 created_ms: store::now_ms(),

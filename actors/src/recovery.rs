@@ -528,6 +528,11 @@ async fn restore_one(
             .then(|| record.row.reason.clone())
             .flatten();
         record.row.interrupted = false;
+        // What is left of the stop's grace (the grace asked, from when it began): a program
+        // that ignores its stop signal is not given a whole grace again at each server.
+        let left_of_grace = record.row.stop_grace.map(|(grace_ms, at_ms)| {
+            Duration::from_millis(grace_ms.saturating_sub(now_ms().saturating_sub(at_ms)))
+        });
         // Neutral on why: an upgrade, a shutdown that kept sessions and a crash look the same
         // from here.
         let mut decision = match pid {
@@ -546,7 +551,7 @@ async fn restore_one(
         {
             Ok(h) => {
                 if let Some(why) = &unfinished {
-                    h.finish_request(why);
+                    h.finish_request(why, left_of_grace);
                 }
                 Ok(Outcome {
                     restarted: false,

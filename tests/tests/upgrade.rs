@@ -1315,3 +1315,44 @@ async fn an_upgrade_whose_successor_dies_says_so_at_once() {
     server.restart();
     assert_eq!(server.session("kept").await["pid"], info["pid"]);
 }
+
+/// A `corral stop --grace 4` cut short by a server kill is finished by the next server with
+/// what is left of those 4 s: the program (which ignores its stop signal) is killed about 4 s
+/// after the stop began — not given the spec's 20 s again from the restart (the grace asked was
+/// forgotten, and a whole one given anew by each server).
+#[tokio::test]
+async fn a_stop_cut_short_keeps_the_grace_it_asked_for() {
+    let mut server = Server::start();
+    let info = server
+        .spawn(json!({"name": "stubborn", "argv": ["sh", "-c", "trap '' HUP TERM; exec sleep 1000"], "grace": {"secs": 20, "nanos": 0}}))
+        .await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let began = Instant::now();
+    let stop = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["stop", "stubborn", "--grace", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until_journaled_stopping(&server, &id).await;
+    server.kill();
+    let mut stop = stop;
+    stop.wait().unwrap();
+    server.restart();
+    // Not before its grace (the stop signal is ignored; a SIGKILL ends it).
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(began.elapsed())).await;
+    assert!(alive(), "killed before its grace");
+    while alive() {
+        assert!(
+            began.elapsed() < Duration::from_secs(9),
+            "still running {:?} after a stop with a 4 s grace",
+            began.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until_stopped_and_gone(&server, &id, pid).await;
+}

@@ -68,6 +68,11 @@ pub struct SessionRow {
     /// of keeping a session its user removed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removing: bool,
+    /// While a graceful stop runs: its grace and when it began (ms since the epoch), so that a
+    /// next server finishing it (`recovery`) gives the program what is left of the grace asked
+    /// (`corral stop --grace 20`), not the spec's from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace: Option<(u64, u64)>,
     /// Sequence number of its last event.
     pub last_seq: u64,
 }

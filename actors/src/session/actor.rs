@@ -734,7 +734,9 @@ impl SessionActorState {
         }
         if let Some(run) = &self.running {
             // What was asked is recorded with the state: a server that dies before it is done
-            // leaves it to the next one (see `recovery`).
+            // leaves it to the next one (see `recovery`), with what is left of its grace.
+            self.shared.status.write().stop_grace =
+                grace.map(|g| (g.as_millis() as u64, crate::persist::store::now_ms()));
             self.shared
                 .set_state(SessionState::Stopping, Some(why.to_string()));
             if let Some((link, _)) = &run.held {
@@ -757,6 +759,7 @@ impl SessionActorState {
             }
             // terminate / kill_all just swept the whole tree.
             self.finish_process(true).await;
+            self.shared.status.write().stop_grace = None;
         }
     }
 }

@@ -124,6 +124,9 @@ pub(crate) struct Status {
     pub interrupted: bool,
     /// Being removed (`Sessions::remove`): recorded with every event from then on.
     pub removing: bool,
+    /// A graceful stop's grace and start (ms since the epoch), while it runs (see
+    /// `SessionRow::stop_grace`).
+    pub stop_grace: Option<(u64, u64)>,
     /// When it last became Stopped or Failed (retention of ended sessions).
     pub ended_at: Option<SystemTime>,
     /// The last question denied through corral this turn: (its id, tool, input), to tell if
@@ -190,6 +193,7 @@ impl Status {
             identity: None,
             interrupted: false,
             removing: false,
+            stop_grace: None,
             ended_at: None,
             denied: None,
             prompt_pending: false,
@@ -354,6 +358,7 @@ impl SessionShared {
             agent_prompted: s.agent_prompted,
             interrupted: s.interrupted,
             removing: s.removing,
+            stop_grace: s.stop_grace,
             last_seq,
         }
     }
