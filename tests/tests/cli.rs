@@ -2983,7 +2983,8 @@ fn an_unreadable_data_dir_is_said_so_not_taken_for_no_server() {
 /// A follower (`logs -f`) of a server stopped with SIGSTOP says, within ~15 s, that the server
 /// does not answer, and once it is continued that it answers again — and goes on following (it
 /// sat silent, and seemed to hang). A `wait --timeout 2` against the stopped server gives up
-/// after its 2 s (it took 15), saying the server did not answer.
+/// within 5 s (the least its first look is given; it took 15), saying the server did not
+/// answer.
 #[test]
 fn a_follower_says_when_the_server_stops_answering_and_when_it_answers_again() {
     use std::io::BufRead;
@@ -3043,7 +3044,7 @@ fn a_follower_says_when_the_server_stops_answering_and_when_it_answers_again() {
     }
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert_eq!(out.status.code(), Some(124), "{out:?}");
-    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert!(waited < Duration::from_secs(9), "{waited:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("did not answer"),
         "{out:?}"

@@ -83,6 +83,10 @@ async fn blocked(client: &Client, session: &str, until: &str) -> String {
     }
 }
 
+/// The least a wait gives the server to answer its first look, whatever its `--timeout` (a
+/// healthy one answers in milliseconds; `--timeout 0` asks whether it holds now).
+const LOOK_AT_LEAST: Duration = Duration::from_secs(5);
+
 /// How long a wait that timed out asks the server what keeps the session (said with the
 /// timeout) before it leaves without saying.
 const BLOCKED_LOOK: Duration = Duration::from_secs(1);
@@ -129,7 +133,9 @@ pub async fn wait(
             let view = client.session(session).await?;
             Ok::<_, corral_client::ClientError>((ws, view))
         };
-        let (mut ws, view) = match tokio::time::timeout_at(deadline.unwrap_or(far), look).await {
+        // (At least LOOK_AT_LEAST: `--timeout 0` still looks once.)
+        let bound = deadline.map(|d| d.max(tokio::time::Instant::now() + LOOK_AT_LEAST));
+        let (mut ws, view) = match tokio::time::timeout_at(bound.unwrap_or(far), look).await {
             Ok(looked) => looked?,
             Err(_) => {
                 return timed_out(
