@@ -101,6 +101,9 @@ export class TermSize {
   mount(): void {
     if (this.pans) {
       this.term.onCursorMove(() => this.followCursor());
+      // A cursor moved while the viewport was not at the bottom yet (a large write drawn over
+      // several frames on a busy machine) is followed once the viewport gets there.
+      this.term.onScroll(() => this.followCursor());
       this.box.addEventListener('scroll', () => this.showPanCues(), { passive: true });
     }
     const sendResize = debounce((rows: number, cols: number) => {
