@@ -3139,3 +3139,63 @@ fn an_upgrade_on_a_full_disk_says_why_and_the_server_keeps_serving() {
     assert!(cli(&["ps"]).status.success());
     assert!(cli(&["shutdown"]).status.success());
 }
+
+/// `corral send --paste` succeeds once the program has the text, not once the server queued
+/// it: into a program that starts reading 2 s later it returns after those 2 s, with every
+/// byte there; and when the server is killed while the paste waits for a program that does
+/// not read, it fails saying so (it had said nothing, exit 0, and the text was lost).
+#[test]
+fn a_paste_succeeds_once_written_and_fails_when_the_server_dies_first() {
+    let mut server = Server::start();
+    let got = server.dir.path().join("got");
+    let script = format!("sleep 2; exec cat > {}", got.display());
+    ok(
+        &server,
+        &[
+            "spawn", "--name", "late", "--pipe", "--", "sh", "-c", &script,
+        ],
+    );
+    let text = "x".repeat(300_000);
+    let send = |name: &str| {
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(["send", "--paste", name, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child
+    };
+    let t = Instant::now();
+    let out = send("late").wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() > Duration::from_millis(1500),
+        "answered before the program read it: {:?}",
+        t.elapsed()
+    );
+    eventually("every byte there", || {
+        std::fs::metadata(&got).is_ok_and(|m| m.len() == 300_001)
+    });
+    ok(
+        &server,
+        &["spawn", "--name", "deaf", "--pipe", "--", "sleep", "1000"],
+    );
+    let waiting = send("deaf");
+    std::thread::sleep(Duration::from_secs(1));
+    server.kill();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("before the paste was written whole"), "{err}");
+    server.restart();
+}

@@ -17,6 +17,10 @@ use crate::output::{print_ps, print_tree};
 use crate::send_text::{read_stdin, unescape};
 use crate::token::{TokenAction, token_command};
 
+/// How long `corral send` waits for its input to be taken: a paste until the program has it
+/// (written to its terminal, the Enter too), other input until the server has queued it.
+const PASTE_WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
@@ -395,10 +399,27 @@ pub async fn run(
             let mut ws = client.ws().await?;
             let sent = ws.input(&session, &data, paste).await?;
             // Input has no reply on success; a ping round trip proves it was taken, and an error
-            // reply to the input, if any, arrives before the pong.
-            let ping = ws.send(json!({"type": "ping"})).await?;
+            // reply to the input, if any, arrives before the pong. A paste is answered once the
+            // program has it (its last part's reply): a success means it was written, not only
+            // queued (a server killed meanwhile had taken it, and said nothing).
+            let ping = match (paste, sent.last()) {
+                (true, Some(last)) => *last,
+                _ => ws.send(json!({"type": "ping"})).await?,
+            };
+            let deadline = tokio::time::Instant::now() + PASTE_WRITTEN_WAIT;
             loop {
-                match ws.next().await {
+                let next = tokio::time::timeout_at(deadline, ws.next());
+                let Ok(next) = next.await else {
+                    let secs = PASTE_WRITTEN_WAIT.as_secs();
+                    if paste {
+                        bail!(
+                            "the program has not taken the paste in {secs} s (is it reading its \
+                             input?): it stays queued, and is written as the program reads"
+                        );
+                    }
+                    bail!("the server did not answer in {secs} s");
+                };
+                match next {
                     Incoming::Json(v)
                         if v["type"] == "error"
                             && v["id"].as_u64().is_some_and(|id| sent.contains(&id)) =>
@@ -410,7 +431,14 @@ pub async fn run(
                     Incoming::Json(v) if v["type"] == "error" && v["id"].is_null() => {
                         bail!("{}", v["message"].as_str().unwrap_or("input refused"))
                     }
-                    Incoming::Closed(r) => bail!("connection closed: {r}"),
+                    Incoming::Closed(r) => bail!(
+                        "connection closed: {r}{}",
+                        if paste {
+                            " (before the paste was written whole: send it again)"
+                        } else {
+                            ""
+                        }
+                    ),
                     _ => {}
                 }
             }

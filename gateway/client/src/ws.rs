@@ -305,6 +305,8 @@ impl Conn {
                 data: part.to_string(),
                 paste,
                 more: paste && i < last,
+                // A paste is answered once written to the program (its last id's reply).
+                written: paste && i == last,
             };
             let msg = serde_json::to_value(Request { id: None, op })
                 .map_err(|e| ClientError::Request(e.to_string()))?;

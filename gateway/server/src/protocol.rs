@@ -186,6 +186,12 @@ pub enum Op {
         /// that comes without `more`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         more: bool,
+        /// With a paste's last part: answered (`session`) once the paste and its Enter are
+        /// written to the program, instead of not at all; an error if the session ends first.
+        /// `corral send --paste` asks for it, so that its success means the program has the
+        /// text (a server killed before that had taken input it never wrote).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        written: bool,
     },
     /// The viewer's terminal size.
     Resize {

@@ -198,6 +198,9 @@ pub struct ConnectionState {
     /// parts so far (bounded by the input burst), or None once it was refused (its later
     /// parts are dropped up to its last).
     paste: Option<(uuid::Uuid, Option<String>)>,
+    /// Told when the paste just queued is written to the program (set by `write_input`, taken
+    /// by `paste_part`).
+    entered: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Input bytes of this client's that sessions took (queued), as it sent them: what an
     /// input stall's error says went in.
     taken: u64,
@@ -278,6 +281,7 @@ impl Actor for Connection {
             passed: Passed::default(),
             wait: None,
             paste: None,
+            entered: None,
             taken: 0,
             msg_limit: RateLimiter::direct(
                 Quota::per_second(nz(limits.messages_per_sec))

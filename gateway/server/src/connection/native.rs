@@ -179,17 +179,18 @@ impl ConnectionState {
                 data,
                 paste,
                 more,
+                written,
             } => {
                 let Some(h) = self.writable(id, &grant, &session).await else {
                     return true;
                 };
                 if paste {
-                    self.paste_part(id, &h, data, more).await
-                } else if more {
+                    self.paste_part(id, &h, data, more, written).await
+                } else if more || written {
                     self.error(
                         id,
                         ErrorCode::BadRequest,
-                        "`more` is for the parts of a paste",
+                        "`more` and `written` are for a paste",
                     )
                     .await
                 } else {
@@ -514,8 +515,11 @@ impl ConnectionState {
         }
         let written = match input {
             Input::Keys(bytes) => h.input(self.viewer, std::mem::take(bytes)),
-            // Answered once queued: the receiver told when it was entered is not waited for.
-            Input::Paste(text) => h.paste(self.viewer, text).await.map(drop),
+            // Queued: told when it is written, for whoever asked (`paste_part`).
+            Input::Paste(text) => h
+                .paste(self.viewer, text)
+                .await
+                .map(|entered| self.entered = Some(entered)),
         };
         match written {
             Ok(()) => {

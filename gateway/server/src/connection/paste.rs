@@ -4,7 +4,7 @@
 //! with another session's parts) has its later parts dropped up to its last, so no part of it
 //! is ever written; the client hears why once.
 
-use corral_actors::SessionHandle;
+use corral_actors::{SessionError, SessionHandle};
 
 use super::native::Input;
 use super::*;
@@ -19,6 +19,7 @@ impl ConnectionState {
         h: &SessionHandle,
         data: String,
         more: bool,
+        written: bool,
     ) -> bool {
         let mut text = match self.paste.take() {
             Some((session, Some(text))) if session == h.id() => text,
@@ -70,6 +71,7 @@ impl ConnectionState {
             return true;
         }
         let mut input = Input::Paste(text);
+        self.entered = None;
         let alive = self.write_input(id, h, &mut input).await;
         if self.wait.is_some()
             && let Input::Paste(mut text) = input
@@ -77,8 +79,24 @@ impl ConnectionState {
             // This last part is handled again when its wait ends: keep only the earlier ones.
             text.truncate(kept);
             self.paste = Some((h.id(), Some(text)));
+            return alive;
         }
-        alive
+        match self.entered.take() {
+            // Queued: answered once the program has it, if asked (see `Op::Input::written`).
+            Some(entered) if alive && written => {
+                let h = h.clone();
+                self.defer(id, async move {
+                    entered.await.map(|()| h.info()).map_err(|_| {
+                        SessionError::Unavailable(format!(
+                            "{} ended before the paste was written whole",
+                            h.name()
+                        ))
+                    })
+                })
+                .await
+            }
+            _ => alive,
+        }
     }
 
     /// The most input bytes that can pass the byte limit at once.
