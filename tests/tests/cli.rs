@@ -32,6 +32,28 @@ fn runs(id: &str, comm: &str) -> bool {
     })
 }
 
+/// `corral ARGS` started with `text` written to its standard input (then closed), its output
+/// piped.
+fn with_stdin(server: &Server, args: &[&str], text: &str) -> std::process::Child {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child
+}
+
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cond() {
@@ -1579,23 +1601,7 @@ fn send_takes_stdin_verbatim_and_texts_larger_than_a_frame_whole() {
     let unit = "a\\n\\t\"é😀\u{1}\tline\n";
     let text = unit.repeat(300_000 / unit.len());
     let send = |args: &[&str]| {
-        let mut child = Command::new(binary())
-            .arg("--data-dir")
-            .arg(server.dir.path())
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdin(&server, args, &text).wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "corral {args:?}: {}",
@@ -3156,25 +3162,7 @@ fn a_paste_succeeds_once_written_and_fails_when_the_server_dies_first() {
         ],
     );
     let text = "x".repeat(300_000);
-    let send = |name: &str| {
-        let mut child = Command::new(binary())
-            .arg("--data-dir")
-            .arg(server.dir.path())
-            .args(["send", "--paste", name, "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        child
-    };
+    let send = |name: &str| with_stdin(&server, &["send", "--paste", name, "-"], &text);
     let t = Instant::now();
     let out = send("late").wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -848,19 +848,7 @@ async fn an_rm_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
         assert!(Instant::now() < deadline, "no log folder");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rm = Command::new(binary())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .args(["rm", "unwanted"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    until_journaled_stopping(&server, &id).await;
-    server.kill();
-    let mut rm = rm;
-    rm.wait().unwrap();
-    server.restart();
+    cut_by_a_kill(&mut server, &["rm", "unwanted"], &id).await;
     let (status, body) = server
         .http(
             "GET",
@@ -891,6 +879,23 @@ async fn an_rm_cut_short_by_a_server_kill_is_finished_by_the_next_server() {
         .await;
     let report: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["removed"], 1, "{report}");
+}
+
+/// Runs `corral ARGS` (a stop or a removal of session `id`), SIGKILLs the server once the
+/// session's stopping is in the registry, reaps the command, and starts the next server.
+async fn cut_by_a_kill(server: &mut Server, args: &[&str], id: &str) {
+    let mut cli = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until_journaled_stopping(server, id).await;
+    server.kill();
+    cli.wait().unwrap();
+    server.restart();
 }
 
 /// Waits (bounded) until session `id`'s registry row in `state.db` says it is stopping.
@@ -1330,19 +1335,7 @@ async fn a_stop_cut_short_keeps_the_grace_it_asked_for() {
     let pid = info["pid"].as_i64().unwrap() as i32;
     let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     let began = Instant::now();
-    let stop = Command::new(binary())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .args(["stop", "stubborn", "--grace", "4"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    until_journaled_stopping(&server, &id).await;
-    server.kill();
-    let mut stop = stop;
-    stop.wait().unwrap();
-    server.restart();
+    cut_by_a_kill(&mut server, &["stop", "stubborn", "--grace", "4"], &id).await;
     // Not before its grace (the stop signal is ignored; a SIGKILL ends it).
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(began.elapsed())).await;
     assert!(alive(), "killed before its grace");
