@@ -32,6 +32,46 @@ fn runs(id: &str, comm: &str) -> bool {
     })
 }
 
+/// A tmpfs of its own (the full-disk tests; needs root), unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount (this test needs it)");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (this test needs root): {out:?}"
+        );
+        Tmpfs(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Fills it to the last byte (a file `filler`).
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&block[..512]).is_ok() {}
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Err(e) = Command::new("umount").arg("-l").arg(self.path()).status() {
+            eprintln!("umount: {e}");
+        }
+    }
+}
+
 /// `corral ARGS` started with `text` written to its standard input (then closed), its output
 /// piped.
 fn with_stdin(server: &Server, args: &[&str], text: &str) -> std::process::Child {
@@ -2861,26 +2901,7 @@ fn ps_cuts_a_long_name_and_every_row_lines_up() {
 /// Needs root for the tmpfs, as the actors' full-disk tests do.
 #[test]
 fn a_server_on_a_full_disk_says_the_disk_is_full() {
-    use std::io::Write;
-    let mount = tempfile::tempdir().unwrap();
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(mount.path())
-        .output()
-        .expect("run mount (this test needs it)");
-    assert!(
-        out.status.success(),
-        "cannot mount a tmpfs (this test needs root): {out:?}"
-    );
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            if let Err(e) = Command::new("umount").arg("-l").arg(self.0).status() {
-                eprintln!("umount: {e}");
-            }
-        }
-    }
-    let _unmount = Unmount(mount.path());
+    let mount = Tmpfs::mount("4m");
     let dir = mount.path().join("d");
     let serve = || {
         Command::new(binary())
@@ -2907,11 +2928,7 @@ fn a_server_on_a_full_disk_says_the_disk_is_full() {
     assert!(out.status.success(), "{out:?}");
     first.wait().unwrap();
     // The disk fills up.
-    let mut f = std::fs::File::create(mount.path().join("filler")).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    while f.write_all(&block).is_ok() {}
-    while f.write_all(&block[..512]).is_ok() {}
-    drop(f);
+    mount.fill();
     let out = serve().wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -3078,23 +3095,7 @@ fn a_follower_says_when_the_server_stops_answering_and_when_it_answers_again() {
 /// Needs root for the tmpfs.
 #[test]
 fn an_upgrade_on_a_full_disk_says_why_and_the_server_keeps_serving() {
-    use std::io::Write;
-    let mount = tempfile::tempdir().unwrap();
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(mount.path())
-        .output()
-        .expect("run mount (this test needs it)");
-    assert!(out.status.success(), "cannot mount a tmpfs: {out:?}");
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            if let Err(e) = Command::new("umount").arg("-l").arg(self.0).status() {
-                eprintln!("umount: {e}");
-            }
-        }
-    }
-    let _unmount = Unmount(mount.path());
+    let mount = Tmpfs::mount("8m");
     let dir = mount.path().join("d");
     let cli = |args: &[&str]| {
         Command::new(binary())
@@ -3128,11 +3129,7 @@ fn an_upgrade_on_a_full_disk_says_why_and_the_server_keeps_serving() {
             .unwrap(),
     );
     eventually("the server serves", || cli(&["ps"]).status.success());
-    let mut f = std::fs::File::create(mount.path().join("filler")).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    while f.write_all(&block).is_ok() {}
-    while f.write_all(&block[..512]).is_ok() {}
-    drop(f);
+    mount.fill();
     let out = cli(&["upgrade"]);
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
