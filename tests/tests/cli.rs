@@ -3184,3 +3184,44 @@ fn a_paste_succeeds_once_written_and_fails_when_the_server_dies_first() {
     assert!(err.contains("before the paste was written whole"), "{err}");
     server.restart();
 }
+
+/// `corral attach` to a server stopped with SIGSTOP says, on its bottom row, that the server
+/// does not answer, and once it is continued that it answers again (the screen froze without
+/// a word).
+#[test]
+fn attach_says_when_the_server_stops_answering() {
+    require_tmux();
+    let server = Server::start();
+    ok(
+        &server,
+        &[
+            "spawn",
+            "--name",
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "echo here; exec cat",
+        ],
+    );
+    let socket = attach_in_tmux(&server, "corral-test-silent");
+    let pane = || tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+    eventually("attached", || pane().contains("here"));
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !pane().contains("the server does not answer") {
+        if Instant::now() > deadline {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            panic!("not said: {}", pane());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    tmux(&socket, &["send-keys", "-t", "t", "typed-after", "Enter"]);
+    eventually("it answers again", || {
+        let p = pane();
+        p.contains("answers again") || p.contains("typed-after")
+    });
+    eventually("typing goes on", || pane().contains("typed-after"));
+}

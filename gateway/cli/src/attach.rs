@@ -467,6 +467,10 @@ pub async fn attach(
                         return Ok(ExitCode::FAILURE);
                     }
                     Incoming::Closed(r) => break r,
+                    // A server that took the connection and answers nothing (stopped, wedged):
+                    // said, as a follower says it (the screen just froze).
+                    Incoming::Silent => say("the server does not answer (is it stopped, or overloaded?); still waiting"),
+                    Incoming::Answering => say("the server answers again"),
                     _ => {}
                 }},
                 keys_in = keys.recv() => {
