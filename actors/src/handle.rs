@@ -558,8 +558,8 @@ impl SessionHandle {
             )
             .await?;
         // (A shutdown's last flush covers every session at once.)
-        if !shutdown && let Some(unsafe_yet) = self.recorded("stopped").await {
-            info.persist_error = Some(unsafe_yet);
+        if !shutdown {
+            self.recorded("stopped", &mut info).await;
         }
         Ok(info)
     }
@@ -567,9 +567,7 @@ impl SessionHandle {
     /// SIGKILL of the whole tree at once.
     pub async fn kill(&self) -> Result<SessionInfo, SessionError> {
         let mut info = self.call(SessionMsg::Kill, CALL_TIMEOUT).await?;
-        if let Some(unsafe_yet) = self.recorded("killed").await {
-            info.persist_error = Some(unsafe_yet);
-        }
+        self.recorded("killed", &mut info).await;
         Ok(info)
     }
 
@@ -578,17 +576,21 @@ impl SessionHandle {
     /// the session's holder gone, take it as lost, and restart a session that was stopped
     /// under `restart = always`). A commit is a write to the WAL, no sync; a registry that
     /// cannot take it does not fail the stop.
-    /// Not yet: what the caller is told (and the session shows, as a spawn's does, until the
-    /// next write that succeeds): the registry refused (a full disk), and a crash now would undo
-    /// it.
-    async fn recorded(&self, what: &str) -> Option<String> {
-        let journal = self.shared.journal()?;
-        let e = journal.committed().await.err()?;
+    /// Not yet: the caller is told in `info` (and the session shows it, as a spawn's is shown,
+    /// until the next write that succeeds): the registry refused (a full disk), and a crash now
+    /// would undo it.
+    async fn recorded(&self, what: &str, info: &mut SessionInfo) {
+        let Some(journal) = self.shared.journal() else {
+            return;
+        };
+        let Err(e) = journal.committed().await else {
+            return;
+        };
         tracing::warn!(session = %self.id(), error = %e, "{what}, but not yet in the registry: a crash now would undo it");
         let said =
             format!("{what}, but not in the registry yet ({e}): a server crash now would undo it");
         self.shared.feed.set_persist_error(Some(said.clone()));
-        Some(said)
+        info.persist_error = Some(said);
     }
 
     /// Carries out a stop, kill or restart that was asked of this session before a server died
@@ -629,9 +631,7 @@ impl SessionHandle {
         let mut info = self
             .call(SessionMsg::Restart, Duration::from_secs(120))
             .await??;
-        if let Some(unsafe_yet) = self.recorded("restarted").await {
-            info.persist_error = Some(unsafe_yet);
-        }
+        self.recorded("restarted", &mut info).await;
         Ok(info)
     }
 }

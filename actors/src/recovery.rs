@@ -75,7 +75,7 @@ pub struct RecoveryReport {
     /// Holders of no live record, ended with their programs (see `release_strays`).
     pub strays_released: usize,
     /// Sessions whose removal a server died in the middle of, removed now (see
-    /// `finish_removals`).
+    /// `finish_removals`; one whose deletion the registry's queue refused is not counted).
     #[serde(default)]
     pub removed: usize,
     /// Records that could not be restored (with the reason, also logged).
@@ -164,26 +164,30 @@ fn unique_names(
     renamed
 }
 
-/// Ends the session of a holder whose record could not be restored (see [`restore_one`]).
+/// Ends the session of a holder whose record could not be restored (see [`restore_one`]), is
+/// a stray's or is being removed; its socket and log go too (a dead holder, which answered
+/// nothing, leaves them).
 async fn release_holder(sessions: &Sessions, id: Uuid) {
-    let Some(socket) = sessions.holders().map(|h| h.socket(id)) else {
+    let Some(holders) = sessions.holders() else {
         return;
     };
+    let socket = holders.socket(id);
     let released = tokio::task::spawn_blocking(move || {
         crate::holder::launch::release(&socket, Duration::from_secs(5))
     })
     .await;
     match released {
         Ok(Ok(())) => {
-            tracing::warn!(session = %id, "its holder ended the session it could not be restored into")
+            tracing::warn!(session = %id, "its holder ended its program, released")
         }
         Ok(Err(e)) => {
-            tracing::error!(session = %id, error = %e, "could not release the holder of a session not restored")
+            tracing::error!(session = %id, error = %e, "could not release a holder")
         }
         Err(e) => {
-            tracing::error!(session = %id, error = %e, "releasing the holder of a session not restored panicked")
+            tracing::error!(session = %id, error = %e, "releasing a holder panicked")
         }
     }
+    holders.forget_async(id).await;
 }
 
 /// Ends the holders no live record keeps, and returns how many: a spawn the registry never
@@ -216,19 +220,11 @@ async fn release_strays(
         let recorded = keep.iter().any(|r| r.id == id);
         tracing::warn!(session = %id, recorded, "a holder of no live session: ending its program");
         release_holder(sessions, id).await;
-        // A dead holder's socket (nobody answered) goes too.
-        holders.forget_async(id).await;
         if !recorded {
             if !persist.remove(id) {
                 tracing::warn!(session = %id, "a stray holder's record stays: the registry's queue did not take its deletion");
             }
-            let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), id);
-            if let Err(e) = crate::env::TMP_WORK
-                .run(move || crate::env::PrivateTmp::remove(&tmp))
-                .await
-            {
-                tracing::error!(session = %id, error = %e, "removing a stray session's TMPDIR panicked");
-            }
+            remove_tmp(sessions, id).await;
         }
     }
     strays.len()
@@ -246,31 +242,34 @@ async fn finish_removals(
     held: &std::collections::HashSet<Uuid>,
     ours: &Path,
 ) -> usize {
-    let count = removing.len();
     let each = removing.iter().map(|r| async move {
         let (killed, _) = terminate_leftovers(r, ours).await;
         if held.contains(&r.id) {
             // Its program is gone now: the holder reports the exit to nobody and ends.
             release_holder(sessions, r.id).await;
-            if let Some(holders) = sessions.holders() {
-                holders.forget_async(r.id).await;
-            }
         }
         if !persist.remove(r.id) {
             tracing::warn!(session = %r.id, name = %r.name, "a removal left unfinished stays: the registry's queue did not take its deletion (the next start retries)");
-            return;
+            return false;
         }
-        let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), r.id);
-        if let Err(e) = crate::env::TMP_WORK
-            .run(move || crate::env::PrivateTmp::remove(&tmp))
-            .await
-        {
-            tracing::error!(session = %r.id, error = %e, "removing a removed session's TMPDIR panicked");
-        }
+        remove_tmp(sessions, r.id).await;
         tracing::warn!(session = %r.id, name = %r.name, processes_ended = killed, "the previous server died removing this session; removed now");
+        true
     });
-    futures::future::join_all(each).await;
-    count
+    let done = futures::future::join_all(each).await;
+    done.into_iter().filter(|removed| *removed).count()
+}
+
+/// Removes session `id`'s private TMPDIR (on a blocking thread: a program may have left many
+/// files), for a session that is gone without its actor (whose stop removes it otherwise).
+async fn remove_tmp(sessions: &Sessions, id: Uuid) {
+    let tmp = crate::env::PrivateTmp::path_of(sessions.tmp_root(), id);
+    if let Err(e) = crate::env::TMP_WORK
+        .run(move || crate::env::PrivateTmp::remove(&tmp))
+        .await
+    {
+        tracing::error!(session = %id, error = %e, "removing a session's TMPDIR panicked");
+    }
 }
 
 /// The variable a server gives its sessions naming its data dir (`corral serve`'s sessions
@@ -396,7 +395,6 @@ pub async fn reconcile(
     };
     report.strays_released = release_strays(sessions, persist, &keep, &held).await;
     let (removing, mut keep): (Vec<_>, Vec<_>) = keep.into_iter().partition(|r| r.row.removing);
-    let ours_for_removals = ours.clone();
     let renamed = unique_names(&mut keep, &held);
     for r in keep.iter().filter(|r| renamed.contains_key(&r.id)) {
         if persist.create(r.clone()).is_none() {
@@ -416,7 +414,7 @@ pub async fn reconcile(
         });
     let (swept, removed) = futures::future::join(
         futures::future::join_all(sweeps),
-        finish_removals(sessions, persist, removing, &held, &ours_for_removals),
+        finish_removals(sessions, persist, removing, &held, &ours),
     )
     .await;
     let swept: std::collections::HashMap<Uuid, (usize, bool)> = swept.into_iter().collect();

@@ -19,7 +19,7 @@ use crate::token::{TokenAction, token_command};
 
 /// How long `corral send` waits for its input to be taken: a paste until the program has it
 /// (written to its terminal, the Enter too), other input until the server has queued it.
-const PASTE_WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Commands that talk to a running server.
 #[derive(Subcommand, Debug)]
@@ -406,11 +406,11 @@ pub async fn run(
                 (true, Some(last)) => *last,
                 _ => ws.send(json!({"type": "ping"})).await?,
             };
-            let deadline = tokio::time::Instant::now() + PASTE_WRITTEN_WAIT;
+            let deadline = tokio::time::Instant::now() + SEND_WAIT;
             loop {
                 let next = tokio::time::timeout_at(deadline, ws.next());
                 let Ok(next) = next.await else {
-                    let secs = PASTE_WRITTEN_WAIT.as_secs();
+                    let secs = SEND_WAIT.as_secs();
                     if paste {
                         bail!(
                             "the program has not taken the paste in {secs} s (is it reading its \
